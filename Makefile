@@ -1,0 +1,46 @@
+# `make demo` and `make test` set up everything they need on a fresh machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+SYS_PKGS := umockdev libumockdev0 pciutils gcc libffi-dev python3-dev
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BUILD_INPUTS := pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h) xdna_emu/_shim_build.py xdna_emu/chips/cgen.py $(wildcard xdna_emu/chips/*.toml)
+
+.PHONY: setup sysdeps demo test lint clean shim bench
+
+setup: sysdeps .stamp-venv
+
+# Install only the Debian packages that are missing; quick when all are present.
+sysdeps:
+	@missing=""; for p in $(SYS_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/bin/activate:
+	python3 -m venv $(VENV)
+
+.stamp-venv: $(VENV)/bin/activate $(BUILD_INPUTS)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	@touch $@
+
+shim: setup
+
+demo: setup
+	$(VENV)/bin/xdna-emu demo
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check xdna_emu tests
+
+bench: setup
+	$(PY) -m xdna_emu.bench
+
+clean:
+	rm -rf build *.egg-info .stamp-* xdna_emu/_shim.c xdna_emu/_shim*.so csrc/generated .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +
