@@ -114,6 +114,7 @@ class Chip:
     tiles: dict[str, int]
     dpm_levels: tuple[tuple[int, int], ...]
     runtime_config: dict[str, Any]
+    smu: dict[str, Any] = field(default_factory=dict)
     inherits: str | None = None
     provenance: dict[str, str] = field(default_factory=dict)
 
@@ -214,6 +215,7 @@ def _build(data: dict[str, Any]) -> Chip:
             tiles={k: v for k, v in data.get("tiles", {}).items() if k != "provenance"},
             dpm_levels=tuple(tuple(lv) for lv in data.get("dpm", {}).get("levels", [])),
             runtime_config={k: v for k, v in data.get("runtime_config", {}).items() if k != "provenance"},
+            smu={k: v for k, v in data.get("smu", {}).items() if k != "provenance"},
             inherits=data.get("inherits"),
             provenance=_prov(data),
         )  # fmt: skip

@@ -1,0 +1,54 @@
+"""Register and memory access to BAR pages by device address.
+
+Behaviour code reads and writes registers through a :class:`RegisterFile`, which turns
+roles into ``(bar, offset)`` once (via :meth:`Chip.dev_to_bar`) and then uses
+``memoryview.cast('I')`` views, the fastest Python path to shared memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .chips import Chip
+
+
+class RegisterFile:
+    """Word access to the BAR memories of one device."""
+
+    def __init__(self, chip: Chip, bars: Mapping[int, memoryview]) -> None:
+        self.chip = chip
+        self.bytes = {i: memoryview(m).cast("B") for i, m in bars.items()}
+        self.words = {i: m.cast("I") for i, m in self.bytes.items()}
+
+    # -- by (bar, offset) -------------------------------------------------------------
+    def read(self, bar: int, offset: int) -> int:
+        return self.words[bar][offset >> 2]
+
+    def write(self, bar: int, offset: int, value: int) -> None:
+        self.words[bar][offset >> 2] = value & 0xFFFFFFFF
+
+    # -- by role or device address -----------------------------------------------------
+    def loc(self, role: str) -> tuple[int, int]:
+        reg = self.chip.reg(role)
+        return reg.bar, reg.offset
+
+    def read_role(self, role: str) -> int:
+        return self.read(*self.loc(role))
+
+    def write_role(self, role: str, value: int) -> None:
+        self.write(*self.loc(role), value)
+
+    def read_dev(self, addr: int) -> int:
+        return self.read(*self.chip.dev_to_bar(addr))
+
+    def write_dev(self, addr: int, value: int) -> None:
+        self.write(*self.chip.dev_to_bar(addr), value)
+
+    def span(self, addr: int, size: int) -> memoryview:
+        """Bytes of BAR memory at device address ``addr`` (e.g. a ring in SRAM)."""
+        bar, off = self.chip.dev_to_bar(addr, size)
+        return self.bytes[bar][off : off + size]
+
+    def clear(self) -> None:
+        for mem in self.bytes.values():
+            mem[:] = bytes(len(mem))
