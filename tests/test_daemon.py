@@ -1,0 +1,287 @@
+"""The real daemon process over its real socket, driven by the raw Python control client."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from xdna_emu import protocol as P
+from xdna_emu.chips import load_chip
+from xdna_emu.emulator import Emulator, EmulatorError
+from xdna_emu.testing.client import ControlClient, ControlError
+
+
+def test_ready_line_files_and_permissions(xdna_emulator_factory, xdna_runtime_dir: Path) -> None:
+    emu = xdna_emulator_factory("npu4")
+    assert set(emu.record) >= {"event", "chip", "bdf", "socket", "sysfs_root", "umockdev"}
+    assert emu.record["chip"] == "npu4"
+    assert emu.socket.parent == xdna_runtime_dir / emu.bdf
+    assert stat.S_IMODE(emu.socket.stat().st_mode) == 0o600
+    assert stat.S_IMODE(emu.socket.parent.stat().st_mode) == 0o700
+    assert (emu.sysfs_root / "bus/pci/devices" / emu.bdf / "config").stat().st_size == 4096
+    assert emu.umockdev.is_file()
+    rec = json.loads((emu.socket.parent / "ready.json").read_text())
+    assert rec["socket"] == str(emu.socket) and rec["pid"] == emu.pid
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_gives_clean_exit_and_removes_files(xdna_runtime_dir: Path, sig: int) -> None:
+    emu = Emulator("npu1", runtime_dir=xdna_runtime_dir).start()
+    bar_files = [Path(os.readlink(p)) for p in
+                 (emu.sysfs_root / "bus/pci/devices" / emu.bdf).glob("resource[0-9]")]
+    assert bar_files and all(p.exists() for p in bar_files)
+    emu.proc.send_signal(sig)
+    assert emu.proc.wait(10) == 0
+    assert not emu.socket.parent.exists()
+    assert not any(p.exists() for p in bar_files)
+    emu.stop()
+
+
+def test_daemons_side_by_side_get_distinct_bdfs(xdna_emulator_factory) -> None:
+    a = xdna_emulator_factory("npu4")
+    b = xdna_emulator_factory("npu1")
+    assert a.bdf != b.bdf and a.socket != b.socket
+    with ControlClient(a.socket) as ca, ControlClient(b.socket) as cb:
+        assert ca.version()["chip"] == "npu4"
+        assert cb.version()["chip"] == "npu1"
+
+
+def test_explicit_bdf_in_use_is_refused(xdna_emulator_factory, xdna_runtime_dir: Path) -> None:
+    a = xdna_emulator_factory("npu4", bdf="0000:d1:00.1")
+    assert a.bdf == "0000:d1:00.1"
+    with pytest.raises(EmulatorError, match="already served"):
+        Emulator("npu4", runtime_dir=xdna_runtime_dir, bdf="0000:d1:00.1").start()
+
+
+def test_stale_dir_of_a_killed_daemon_is_reclaimed(xdna_runtime_dir: Path) -> None:
+    emu = Emulator("npu4", runtime_dir=xdna_runtime_dir, bdf="0000:d2:00.1").start()
+    emu.kill()
+    again = Emulator("npu4", runtime_dir=xdna_runtime_dir, bdf="0000:d2:00.1").start()
+    try:
+        with ControlClient(again.socket) as c:
+            assert c.version()["bdf"] == "0000:d2:00.1"
+    finally:
+        again.stop()
+        emu.stop()
+
+
+@pytest.mark.parametrize("chip", ["npu1", "npu4", "npu5", "npu6"])
+def test_regions_irqs_and_config_match_the_chip(xdna_emulator_factory, chip: str) -> None:
+    emu = xdna_emulator_factory(chip)
+    c = load_chip(chip)
+    with ControlClient(emu.socket) as cl:
+        caps = cl.version()
+        assert caps["bdf"] == emu.bdf and caps["pasid"] >= 1
+        body, _ = cl.call(P.Cmd.DEVICE_GET_INFO)
+        assert P.DEVICE_INFO.unpack(body)[2:] == (P.NUM_REGIONS, P.NUM_IRQS)
+        for idx in range(6):
+            flags, size, fd = cl.region_info(idx)
+            if idx in c.bars:
+                assert size == c.bars[idx].size and flags & P.REGION_MMAP and fd is not None
+                assert os.fstat(fd).st_size == size
+                os.close(fd)
+            else:
+                assert (flags, size, fd) == (0, 0, None)
+        assert cl.region_info(P.REGION_CONFIG)[:2] == (P.REGION_READ | P.REGION_WRITE, 4096)
+        vid, did = struct.unpack("<HH", cl.config_read(0, 4))
+        assert (vid, did) == (c.pci.vendor, c.pci.device)
+        assert cl.config_read(8, 1)[0] == c.pci.revision
+        body, _ = cl.call(P.Cmd.GET_IRQ_INFO, P.IRQ_INFO.pack(16, 0, P.IRQ_MSIX, 0))
+        assert P.IRQ_INFO.unpack(body)[3] == c.msix.vectors
+
+
+def test_bad_commands_get_error_replies_and_the_session_survives(xdna_emulator) -> None:
+    with ControlClient(xdna_emulator.socket) as cl:
+        cl.version()
+        with pytest.raises(ControlError) as e:
+            cl.call(0x7777)
+        assert e.value.errno == errno.ENOSYS
+        with pytest.raises(ControlError) as e:
+            cl.call(P.Cmd.REGION_READ, P.REGION_ACCESS.pack(4090, P.REGION_CONFIG, 16))
+        assert e.value.errno == errno.EINVAL
+        with pytest.raises(ControlError) as e:
+            cl.call(P.Cmd.GET_REGION_INFO, b"short")
+        assert e.value.errno == errno.EINVAL
+        with pytest.raises(ControlError) as e:
+            cl.call(P.Cmd.DMA_UNMAP, P.DMA_UNMAP.pack(32, 0, 0x10000, 0x1000, 0, 0))
+        assert e.value.errno == errno.ENOENT
+        assert cl.config_read(0, 2) == struct.pack("<H", 0x1022)
+
+
+def test_dma_map_rejects_overlap_and_bad_ranges(xdna_emulator) -> None:
+    fd = os.memfd_create("dma")
+    os.ftruncate(fd, 0x20000)
+    with ControlClient(xdna_emulator.socket) as cl:
+        cl.version()
+        mp = lambda addr, size, off=0: cl.call(  # noqa: E731
+            P.Cmd.DMA_MAP, P.DMA_MAP.pack(40, P.DMA_READ | P.DMA_WRITE, off, addr, size, 0, 0), [fd])
+        mp(0x100000, 0x10000)
+        for args, err in [((0x108000, 0x10000), errno.EEXIST), ((0x200000, 0), errno.EINVAL),
+                          ((0x300000, 0x10000, 0x18000), errno.EINVAL)]:
+            with pytest.raises(ControlError) as e:
+                mp(*args)
+            assert e.value.errno == err
+        cl.call(P.Cmd.DMA_UNMAP, P.DMA_UNMAP.pack(32, 0, 0x100000, 0x10000, 0, 0))
+        mp(0x108000, 0x10000)
+    os.close(fd)
+
+
+def _assert_served(emu: Emulator) -> None:
+    with ControlClient(emu.socket) as cl:
+        assert cl.version()["chip"] == emu.chip
+
+
+@pytest.mark.parametrize("junk", [
+    b"\xff" * 64,                                        # size field out of range
+    P.pack(1, P.Cmd.DEVICE_GET_INFO),                    # first message is not VERSION
+    P.pack(1, P.Cmd.VERSION, b"\x01", flags=P.TYPE_REPLY),  # reply-typed message
+    P.HEADER.pack(1, P.Cmd.VERSION, 100, 0, 0) + b"\x01\x00",  # truncated, then hang-up
+    P.pack(1, P.Cmd.VERSION, P.VERSION_HDR.pack(9, 0) + b"{}\0"),  # wrong major
+    os.urandom(3),                                       # less than a header, then hang-up
+])  # fmt: skip
+def test_garbage_drops_the_client_and_the_next_is_served(xdna_emulator, junk: bytes) -> None:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(xdna_emulator.socket))
+        s.sendall(junk)
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(4096):  # the daemon may answer an error, then must hang up
+            pass
+    _assert_served(xdna_emulator)
+
+
+def test_trapped_writes_through_the_log_drive_the_smu(xdna_emulator) -> None:
+    import mmap
+
+    chip = load_chip(xdna_emulator.chip)
+    with ControlClient(xdna_emulator.socket) as cl:
+        cl.version()
+        cl.enable_bus_master()
+        cl.attach_write_log()
+        bars = {}
+        for idx in chip.bars:
+            _, size, fd = cl.region_info(idx)
+            bars[idx] = mmap.mmap(fd, size)
+            os.close(fd)
+
+        def wr(role: str, val: int) -> None:
+            r = chip.reg(role)
+            struct.pack_into("<I", bars[r.bar], r.offset, val)
+            if r.access == "trap":
+                cl.log_write(r.bar, r.offset, val)
+
+        def rd(role: str) -> int:
+            r = chip.reg(role)
+            return struct.unpack_from("<I", bars[r.bar], r.offset)[0]
+
+        for cmd in (4, 3):  # POWER_OFF, POWER_ON: the driver's SMU start
+            wr("smu.resp", 0)
+            wr("smu.arg", 0)
+            wr("smu.cmd", cmd)
+            wr("smu.intr", 0)
+            wr("smu.intr", 1)
+            cl.wait_applied()
+            assert rd("smu.resp") == 1
+        # A log entry outside every BAR is counted and ignored, never fatal.
+        cl.log_write(3, 0x40, 1)
+        cl.log_write(0, 0xFFFFFFF0, 1)
+        cl.wait_applied()
+        assert cl.config_read(0, 2) == struct.pack("<H", 0x1022)
+        for m in bars.values():
+            m.close()
+
+
+def test_corrupt_write_log_drops_only_that_client(xdna_emulator) -> None:
+    with ControlClient(xdna_emulator.socket) as cl:
+        cl.version()
+        cl.attach_write_log()
+        struct.pack_into("<Q", cl.ctrl, P.CTRL_OFF_HEAD, 1 << 40)
+        os.eventfd_write(cl.kick_fd, 1)
+        with pytest.raises((EOFError, ConnectionResetError)):
+            cl.recv()
+    _assert_served(xdna_emulator)
+
+
+KILLED_CLIENT = textwrap.dedent("""
+    import mmap, os, signal, struct, sys
+    from xdna_emu.chips import load_chip
+    from xdna_emu.testing.client import ControlClient
+    chip = load_chip(sys.argv[2])
+    cl = ControlClient(sys.argv[1]); cl.version(); cl.enable_bus_master(); cl.attach_write_log()
+    r = chip.reg("smu.intr")
+    _, size, fd = cl.region_info(chip.reg("smu.cmd").bar)
+    bar = mmap.mmap(fd, size)
+    cmd = chip.reg("smu.cmd")
+    struct.pack_into("<I", bar, cmd.offset, 3)
+    cl.log_write(r.bar, r.offset, 0); cl.log_write(r.bar, r.offset, 1); cl.wait_applied()
+    fdm = os.memfd_create("x"); os.ftruncate(fdm, 65536)
+    cl.call(2, struct.pack("<IIQQQII", 40, 1, 0, 0x10000, 65536, 0, 0), [fdm])
+    print("mid-probe", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_client_killed_mid_probe_is_reclaimed(xdna_emulator) -> None:
+    chip = load_chip(xdna_emulator.chip)
+    out = subprocess.run([sys.executable, "-c", KILLED_CLIENT, str(xdna_emulator.socket), chip.name],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == -signal.SIGKILL and "mid-probe" in out.stdout
+    # Its DMA mapping is gone (the same IOVA maps again) and the device was reset.
+    with ControlClient(xdna_emulator.socket) as cl:
+        cl.version()
+        fd = os.memfd_create("y")
+        os.ftruncate(fd, 65536)
+        for _ in range(50):  # the hang-up may be seen a moment after the kill
+            try:
+                cl.call(P.Cmd.DMA_MAP, P.DMA_MAP.pack(40, 1, 0, 0x10000, 65536, 0, 0), [fd])
+                break
+            except ControlError as exc:
+                assert exc.errno == errno.EEXIST
+                time.sleep(0.02)
+        else:
+            pytest.fail("the killed client's DMA mapping was never reclaimed")
+        os.close(fd)
+        import mmap
+
+        r = chip.reg("smu.cmd")
+        _, size, bfd = cl.region_info(r.bar)
+        bar = mmap.mmap(bfd, size)
+        os.close(bfd)
+        assert struct.unpack_from("<I", bar, r.offset)[0] == 0  # reset cleared the SMU
+        bar.close()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another uid")
+def test_peer_with_another_uid_is_refused(tmp_path_factory) -> None:
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="xdna-uid-"))
+    os.chmod(top, 0o711)  # let uid 65534 traverse to the socket: only SO_PEERCRED stops it
+    emu = Emulator("npu4", runtime_dir=top).start()
+    try:
+        os.chmod(emu.socket.parent, 0o711)
+        os.chmod(emu.socket, 0o666)
+        code = ("import os, socket, sys; os.setgid(65534); os.setuid(65534)\n"
+                "s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])\n"
+                "s.sendall(bytes.fromhex(sys.argv[2]))\n"
+                "print('closed' if s.recv(64) == b'' else 'served')")
+        msg = P.pack(1, P.Cmd.VERSION, P.VERSION_HDR.pack(1, 0) + b"{}\0").hex()
+        out = subprocess.run([sys.executable, "-c", code, str(emu.socket), msg],
+                             capture_output=True, text=True, timeout=30)
+        assert out.stdout.strip() == "closed", out.stderr
+        _assert_served(emu)
+    finally:
+        emu.stop()
+        os.rmdir(top)

@@ -1,0 +1,640 @@
+"""The emulator daemon: one emulated NPU behind a control socket.
+
+Single-threaded and event-driven (selectors): the listening socket, each client socket,
+each session's write-log kick eventfd, a signal wake-up pipe and the device's own timers
+are the only event sources. BAR memory is shared files mapped by both sides, so register
+reads never reach this process; only trapped writes (via the write log) and control
+messages do. See docs/spec/protocol.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import mmap
+import os
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import protocol as P
+from .chips import Chip, load_chip
+from .clock import Clock
+from .iommu import DMA_READ, DMA_WRITE, Iommu, IommuFault
+from .regio import RegisterFile
+
+log = logging.getLogger("xdna_emu.daemon")
+
+DEFAULT_BDFS = [f"0000:{bus:02x}:00.1" for bus in range(0xC5, 0x100)]
+SO_PEERCRED_FMT = struct.Struct("3i")
+
+
+class DaemonError(Exception):
+    """The daemon cannot start (bad runtime dir, BDF in use...)."""
+
+
+def _shm_dir() -> Path:
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+def prepare_runtime_dir(path: Path) -> Path:
+    """Create the runtime dir 0700 and refuse one owned by someone else."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != os.getuid():
+        raise DaemonError(f"runtime dir {path} is owned by uid {st.st_uid}, not {os.getuid()}")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_bdf(runtime_dir: Path, bdf: str | None) -> tuple[str, Path]:
+    """Atomically claim ``<runtime_dir>/<bdf>``; reclaim directories of dead daemons."""
+    candidates = [bdf] if bdf else DEFAULT_BDFS
+    for cand in candidates:
+        d = runtime_dir / cand
+        for _ in range(2):
+            try:
+                d.mkdir(mode=0o700)
+                return cand, d
+            except FileExistsError:
+                if not _stale(d):
+                    break
+                shutil.rmtree(d, ignore_errors=True)
+    if bdf:
+        raise DaemonError(f"BDF {bdf} is already served by a running daemon in {runtime_dir}")
+    raise DaemonError(f"no free BDF left in {runtime_dir}")
+
+
+def _stale(d: Path) -> bool:
+    try:
+        rec = json.loads((d / "ready.json").read_text())
+        return not _pid_alive(int(rec["pid"]))
+    except FileNotFoundError:
+        # A daemon between mkdir and ready, or a crashed one: trust the pid file if any.
+        try:
+            return not _pid_alive(int((d / "pid").read_text()))
+        except (OSError, ValueError):
+            return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
+
+
+class Session:
+    """One connected client: its socket, write log, PASID and what it owns."""
+
+    def __init__(self, daemon: Daemon, sock: socket.socket, sid: int) -> None:
+        self.daemon = daemon
+        self.sock = sock
+        self.id = sid
+        self.pasid = sid  # each client process gets its own SVA address space
+        self.rx = bytearray()
+        self.fds: list[int] = []
+        self.versioned = False
+        self.ctrl: mmap.mmap | None = None
+        self.ctrl_fd = -1
+        self.kick_fd = -1
+        self.notify_fd = -1
+        self.closed = False
+
+    # -- write log --------------------------------------------------------------------
+    def attach_write_log(self) -> list[int]:
+        if self.ctrl is not None:
+            raise OSError(errno.EBUSY, "write log already attached")
+        self.ctrl_fd = os.memfd_create(f"xdna-emu-ctrl-{self.id}", os.MFD_CLOEXEC)
+        os.ftruncate(self.ctrl_fd, P.CTRL_SIZE)
+        self.ctrl = mmap.mmap(self.ctrl_fd, P.CTRL_SIZE)
+        struct.pack_into("<IIII", self.ctrl, 0, P.CTRL_MAGIC, P.CTRL_VERSION, P.LOG_ENTRIES,
+                         P.LOG_ENTRY.size)
+        struct.pack_into("<I", self.ctrl, P.CTRL_OFF_ALIVE, 1)
+        self.kick_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.daemon.sel.register(self.kick_fd, selectors.EVENT_READ, ("kick", self))
+        return [self.ctrl_fd, self.kick_fd, self.notify_fd]
+
+    def drain_write_log(self) -> bool:
+        """Apply every logged write in order; False when the client corrupted the log."""
+        ctrl = self.ctrl
+        assert ctrl is not None
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self.kick_fd)
+        head, tail = struct.unpack_from("<QQ", ctrl, P.CTRL_OFF_HEAD)
+        if head < tail or head - tail > P.LOG_ENTRIES:
+            log.warning("session %d: write log head %d tail %d is corrupt", self.id, head, tail)
+            return False
+        entry = P.LOG_ENTRY
+        n = P.LOG_ENTRIES
+        apply = self.daemon.apply_write
+        while tail < head:
+            bar, off, val, _ = entry.unpack_from(ctrl, P.CTRL_OFF_ENTRY0 + (tail % n) * entry.size)
+            apply(bar, off, val)
+            tail += 1
+        struct.pack_into("<Q", ctrl, P.CTRL_OFF_TAIL, tail)
+        return True
+
+    def notify(self) -> None:
+        if self.ctrl is None:
+            return
+        epoch = struct.unpack_from("<Q", self.ctrl, P.CTRL_OFF_EPOCH)[0]
+        struct.pack_into("<Q", self.ctrl, P.CTRL_OFF_EPOCH, epoch + 1)
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self.notify_fd, 1)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        sel = self.daemon.sel
+        for fd in (self.sock.fileno(), self.kick_fd):
+            if fd >= 0:
+                with contextlib.suppress(KeyError, ValueError):
+                    sel.unregister(fd)
+        if self.ctrl is not None:
+            struct.pack_into("<I", self.ctrl, P.CTRL_OFF_ALIVE, 0)
+            with contextlib.suppress(OSError):
+                os.eventfd_write(self.notify_fd, 1)
+            self.ctrl.close()
+        for fd in (self.ctrl_fd, self.kick_fd, self.notify_fd, *self.fds):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.fds.clear()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class Daemon:
+    """Owns the device model, its shared memory, its files and its clients."""
+
+    def __init__(self, chip: str | Chip, runtime_dir: Path, bdf: str | None = None,
+                 clock: Clock | None = None) -> None:
+        from .device import NpuDevice
+        from .irq import MsixController
+        from .pci.config import PciConfigSpace
+
+        self.chip = load_chip(chip) if isinstance(chip, str) else chip
+        self.runtime_dir = prepare_runtime_dir(Path(runtime_dir))
+        self.bdf, self.dir = claim_bdf(self.runtime_dir, bdf)
+        (self.dir / "pid").write_text(str(os.getpid()))
+        self.sel = selectors.DefaultSelector()
+        self.sessions: dict[int, Session] = {}
+        self.next_sid = 1
+        self.driver: Session | None = None
+        self.irq_owner: Session | None = None
+        self.running = False
+        self.stats = {"bad_writes": 0, "dropped_clients": 0, "sessions": 0}
+        self.bar_files: dict[int, Path] = {}
+        self.bar_maps: dict[int, mmap.mmap] = {}
+        self.bar_fds: dict[int, int] = {}
+        try:
+            self._create_bars()
+            self.config = PciConfigSpace(self.chip)
+            msix_bar = memoryview(self.bar_maps[self.chip.msix.bar])
+            self.msix = MsixController(self.chip, self.config, msix_bar)
+            self.iommu = Iommu()
+            self.iommu.bus_master = lambda: self.config.bus_master
+            self.regs = RegisterFile(self.chip, {i: memoryview(m) for i, m in self.bar_maps.items()})
+            self.device = NpuDevice(self.chip, self.regs, self.iommu, self._raise_irq,
+                                    clock or Clock())
+            self.msix.reset()
+            self.socket_path = self.dir / "sock"
+            self._listen()
+            self._write_discovery_files()
+            self.config.listeners.append(self._config_changed)
+        except BaseException:
+            self.cleanup()
+            raise
+
+    # -- setup ------------------------------------------------------------------------
+    def _create_bars(self) -> None:
+        tag = f"xdna-emu.{os.getuid()}.{os.getpid()}.{self.bdf.replace(':', '_')}"
+        for idx, bar in sorted(self.chip.bars.items()):
+            path = _shm_dir() / f"{tag}.bar{idx}"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            self.bar_files[idx] = path
+            self.bar_fds[idx] = fd
+            os.ftruncate(fd, bar.size)
+            self.bar_maps[idx] = mmap.mmap(fd, bar.size)
+
+    def _listen(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(self.socket_path))
+        finally:
+            os.umask(old)
+        os.chmod(self.socket_path, 0o600)
+        sock.listen(16)
+        sock.setblocking(False)
+        self.listener = sock
+        self.sel.register(sock, selectors.EVENT_READ, ("accept", None))
+
+    def _write_discovery_files(self) -> None:
+        from .sysfs import write_sysfs, write_umockdev
+
+        self.sysfs_root = write_sysfs(self.dir, self.chip, self.bdf, self.config,
+                                      self.bar_files, self.socket_path)
+        self.umockdev = write_umockdev(self.dir / "device.umockdev", self.chip, self.bdf,
+                                       self.config, self.bar_files, self.socket_path)
+
+    def ready_record(self) -> dict[str, Any]:
+        return {
+            "event": "ready", "chip": self.chip.name, "bdf": self.bdf,
+            "socket": str(self.socket_path), "sysfs_root": str(self.sysfs_root),
+            "umockdev": str(self.umockdev), "pid": os.getpid(),
+        }  # fmt: skip
+
+    def announce(self) -> dict[str, Any]:
+        """Publish ready.json (discovery reads it) and return the ready record."""
+        rec = self.ready_record()
+        tmp = self.dir / "ready.json.tmp"
+        tmp.write_text(json.dumps(rec))
+        os.replace(tmp, self.dir / "ready.json")
+        return rec
+
+    # -- device glue ------------------------------------------------------------------
+    def _raise_irq(self, vector: int) -> None:
+        self.msix.raise_vector(vector)
+
+    def _config_changed(self) -> None:
+        from .sysfs import update_config
+
+        self.msix.config_changed()
+        with contextlib.suppress(OSError):
+            update_config(self.sysfs_root, self.bdf, self.config)
+
+    def apply_write(self, bar: int, off: int, val: int) -> None:
+        """Apply one trapped write; anything outside the BARs is counted and ignored."""
+        b = self.chip.bars.get(bar)
+        if b is None or off & 3 or off >= b.size:
+            self.stats["bad_writes"] += 1
+            return
+        if self.msix.is_table(bar, off):
+            self.regs.write(bar, off, val)
+            self.msix.table_written(off)
+        else:
+            self.device.mmio_write(bar, off, val)
+
+    def reset_device(self) -> None:
+        self.device.reset()
+        self.msix.reset()
+
+    # -- event loop -------------------------------------------------------------------
+    def run(self, on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        old_wakeup = signal.set_wakeup_fd(wfd)
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        self.sel.register(rfd, selectors.EVENT_READ, ("signal", None))
+        self.running = True
+        try:
+            rec = self.announce()
+            if on_ready:
+                on_ready(rec)
+            while self.running:
+                self._step(self._timeout())
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for s, h in handlers.items():
+                signal.signal(s, h)
+            self.sel.unregister(rfd)
+            os.close(rfd)
+            os.close(wfd)
+            self.cleanup()
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.running = False
+
+    def _timeout(self) -> float | None:
+        deadline = self.device.next_deadline_ns()
+        if deadline is None:
+            return None
+        return max(0.0, (deadline - self.device.clock.now_ns()) / 1e9)
+
+    def _step(self, timeout: float | None) -> None:
+        progressed = False
+        for key, _ in self.sel.select(timeout):
+            kind, sess = key.data
+            if kind == "accept":
+                self._accept()
+            elif kind == "signal":
+                with contextlib.suppress(OSError):
+                    os.read(key.fd, 64)
+            elif kind == "client":
+                progressed |= self._on_client(sess)
+            elif kind == "kick":
+                if not sess.closed:
+                    if not sess.drain_write_log():
+                        self.drop(sess, "corrupt write log")
+                    progressed = True
+        deadline = self.device.next_deadline_ns()
+        if deadline is not None and deadline <= self.device.clock.now_ns():
+            self.device.poll()
+            progressed = True
+        if progressed:
+            for s in list(self.sessions.values()):
+                s.notify()
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        conn.setblocking(True)
+        conn.settimeout(2.0)
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, SO_PEERCRED_FMT.size)
+        _, uid, _ = SO_PEERCRED_FMT.unpack(creds)
+        if uid != os.getuid():
+            log.warning("refusing peer with uid %d", uid)
+            conn.close()
+            return
+        sess = Session(self, conn, self.next_sid)
+        self.next_sid += 1
+        self.sessions[sess.id] = sess
+        self.stats["sessions"] += 1
+        self.sel.register(conn, selectors.EVENT_READ, ("client", sess))
+
+    def drop(self, sess: Session, why: str) -> None:
+        """Disconnect a client and reclaim everything it owned."""
+        if sess.closed:
+            return
+        log.info("session %d closed: %s", sess.id, why)
+        if why != "closed":
+            self.stats["dropped_clients"] += 1
+        self.sessions.pop(sess.id, None)
+        sess.close()
+        self.iommu.unmap_owner(sess.id)
+        if self.irq_owner is sess:
+            self.msix.clear_eventfds()
+            self.irq_owner = None
+        if self.driver is sess:
+            self.driver = None
+            self.reset_device()
+
+    def _on_client(self, sess: Session) -> bool:
+        try:
+            data, anc, _flags, _ = sess.sock.recvmsg(65536, socket.CMSG_SPACE(4 * P.MAX_MSG_FDS))
+        except (OSError, TimeoutError) as exc:
+            self.drop(sess, f"recv failed: {exc}")
+            return False
+        for level, typ, cdata in anc:
+            if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                n = len(cdata) // 4
+                sess.fds.extend(struct.unpack(f"{n}i", cdata[: n * 4]))
+        if not data:
+            self.drop(sess, "closed" if not sess.rx else "truncated message")
+            return False
+        sess.rx += data
+        progressed = False
+        try:
+            while len(sess.rx) >= P.HEADER.size and not sess.closed:
+                msg_id, cmd, size, flags, _ = P.parse_header(sess.rx)
+                if flags & P.FLAG_TYPE_MASK != P.TYPE_COMMAND:
+                    raise P.ProtocolError("reply-typed message from a client")
+                if not sess.versioned and cmd != P.Cmd.VERSION:
+                    raise P.ProtocolError("first message is not VERSION")
+                if len(sess.rx) < size:
+                    break
+                payload = bytes(sess.rx[P.HEADER.size : size])
+                del sess.rx[:size]
+                self._dispatch(sess, msg_id, cmd, flags, payload)
+                progressed = True
+            if sess.fds and not sess.rx:
+                raise P.ProtocolError("more fds than the commands take")
+        except P.ProtocolError as exc:
+            self.drop(sess, f"protocol error: {exc}")
+        except (OSError, TimeoutError) as exc:
+            self.drop(sess, f"send failed: {exc}")
+        return progressed
+
+    def _take_fds(self, sess: Session, n: int) -> list[int]:
+        if len(sess.fds) < n:
+            raise OSError(errno.EINVAL, f"expected {n} fds")
+        fds, sess.fds[:] = sess.fds[:n], sess.fds[n:]
+        return fds
+
+    def _reply(self, sess: Session, msg_id: int, cmd: int, payload: bytes = b"",
+               fds: list[int] | None = None, error: int = 0) -> None:
+        flags = P.TYPE_REPLY | (P.FLAG_ERROR if error else 0)
+        msg = P.pack(msg_id, cmd, b"" if error else payload, flags, error)
+        anc = []
+        if fds and not error:
+            anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
+        sess.sock.sendmsg([msg], anc)
+
+    def _dispatch(self, sess: Session, msg_id: int, cmd: int, flags: int, payload: bytes) -> None:
+        handler = self._handlers.get(cmd)
+        reply: tuple[bytes, list[int]] | None
+        try:
+            if handler is None:
+                raise OSError(errno.ENOSYS, f"unknown command {cmd:#x}")
+            reply = handler(self, sess, payload)
+        except OSError as exc:
+            if cmd == P.Cmd.VERSION:
+                raise P.ProtocolError(f"VERSION refused: {exc}") from None
+            if not flags & P.FLAG_NO_REPLY:
+                self._reply(sess, msg_id, cmd, error=exc.errno or errno.EIO)
+            return
+        except (struct.error, ValueError) as exc:
+            if cmd == P.Cmd.VERSION:
+                raise P.ProtocolError(f"bad VERSION: {exc}") from None
+            if not flags & P.FLAG_NO_REPLY:
+                self._reply(sess, msg_id, cmd, error=errno.EINVAL)
+            return
+        if not flags & P.FLAG_NO_REPLY:
+            body, fds = reply or (b"", [])
+            self._reply(sess, msg_id, cmd, body, fds)
+
+    # -- command handlers -------------------------------------------------------------
+    def _h_version(self, sess: Session, payload: bytes) -> tuple[bytes, list[int]]:
+        major, minor = P.VERSION_HDR.unpack_from(payload)
+        if major != P.PROTO_MAJOR:
+            raise OSError(errno.EPROTONOSUPPORT, f"major {major} unsupported")
+        sess.versioned = True
+        caps = {"chip": self.chip.name, "bdf": self.bdf, "pasid": sess.pasid,
+                "max_msg_fds": P.MAX_MSG_FDS}
+        body = P.VERSION_HDR.pack(P.PROTO_MAJOR, min(minor, P.PROTO_MINOR))
+        return body + json.dumps(caps).encode() + b"\0", []
+
+    def _h_device_info(self, sess: Session, payload: bytes) -> tuple[bytes, list[int]]:
+        flags = P.DEVICE_FLAG_RESET | P.DEVICE_FLAG_PCI
+        return P.DEVICE_INFO.pack(P.DEVICE_INFO.size, flags, P.NUM_REGIONS, P.NUM_IRQS), []
+
+    def _h_region_info(self, sess: Session, payload: bytes) -> tuple[bytes, list[int]]:
+        _, _, index, _, _, _ = P.REGION_INFO.unpack(payload)
+        if index >= P.NUM_REGIONS:
+            raise OSError(errno.EINVAL, "no such region")
+        if index == P.REGION_CONFIG:
+            flags = P.REGION_READ | P.REGION_WRITE
+            return P.REGION_INFO.pack(P.REGION_INFO.size, flags, index, 0, P.CONFIG_SIZE, 0), []
+        bar = self.chip.bars.get(index)
+        if bar is None:
+            return P.REGION_INFO.pack(P.REGION_INFO.size, 0, index, 0, 0, 0), []
+        flags = P.REGION_READ | P.REGION_WRITE | P.REGION_MMAP
+        body = P.REGION_INFO.pack(P.REGION_INFO.size, flags, index, 0, bar.size, 0)
+        return body, [self.bar_fds[index]]
+
+    def _h_irq_info(self, sess: Session, payload: bytes) -> tuple[bytes, list[int]]:
+        _, _, index, _ = P.IRQ_INFO.unpack(payload)
+        if index >= P.NUM_IRQS:
+            raise OSError(errno.EINVAL, "no such irq index")
+        count = self.chip.msix.vectors if index == P.IRQ_MSIX else 0
+        flags = P.IRQ_DATA_EVENTFD if count else 0
+        return P.IRQ_INFO.pack(P.IRQ_INFO.size, flags, index, count), []
+
+    def _h_set_irqs(self, sess: Session, payload: bytes) -> None:
+        _, flags, index, start, count = P.SET_IRQS.unpack(payload)
+        if index != P.IRQ_MSIX:
+            raise OSError(errno.EINVAL, "only MSI-X is supported")
+        if flags & P.IRQ_DATA_NONE and count == 0:
+            if self.irq_owner is sess:
+                self.msix.clear_eventfds()
+                self.irq_owner = None
+            return None
+        if not flags & P.IRQ_DATA_EVENTFD or not flags & P.IRQ_ACTION_TRIGGER:
+            raise OSError(errno.EINVAL, "unsupported SET_IRQS flags")
+        fds = self._take_fds(sess, count)
+        try:
+            if self.irq_owner is not None and self.irq_owner is not sess:
+                raise OSError(errno.EBUSY, "interrupts belong to another session")
+            self.msix.set_eventfds(start, fds)
+        except ValueError as exc:
+            raise OSError(errno.EINVAL, str(exc)) from None
+        finally:
+            for fd in fds:
+                os.close(fd)  # the controller keeps its own duplicates
+        self.irq_owner = sess
+        return None
+
+    def _region_bytes(self, region: int) -> memoryview:
+        if region == P.REGION_CONFIG:
+            return memoryview(self.config.data)
+        if region in self.bar_maps:
+            return memoryview(self.bar_maps[region])
+        raise OSError(errno.EINVAL, "no such region")
+
+    def _h_region_read(self, sess: Session, payload: bytes) -> tuple[bytes, list[int]]:
+        offset, region, count = P.REGION_ACCESS.unpack(payload)
+        mem = self._region_bytes(region)
+        if count == 0 or offset + count > len(mem):
+            raise OSError(errno.EINVAL, "access outside the region")
+        if region == P.REGION_CONFIG:
+            data = self.config.read(offset, count)
+        else:
+            data = bytes(mem[offset : offset + count])
+        return payload + data, []
+
+    def _h_region_write(self, sess: Session, payload: bytes) -> tuple[bytes, list[int]]:
+        offset, region, count = P.REGION_ACCESS.unpack_from(payload)
+        data = payload[P.REGION_ACCESS.size :]
+        mem = self._region_bytes(region)
+        if count == 0 or len(data) != count or offset + count > len(mem):
+            raise OSError(errno.EINVAL, "access outside the region")
+        if region == P.REGION_CONFIG:
+            was_master = self.config.bus_master
+            self.config.write(offset, data)
+            if self.config.bus_master and not was_master and self.driver is None:
+                self.driver = sess
+        else:
+            if count != 4 or offset & 3:
+                raise OSError(errno.EINVAL, "BAR writes are 32-bit and aligned")
+            self.apply_write(region, offset, int.from_bytes(data, "little"))
+        return payload[: P.REGION_ACCESS.size], []
+
+    def _h_dma_map(self, sess: Session, payload: bytes) -> None:
+        _, flags, offset, address, size, pasid, _ = P.DMA_MAP.unpack(payload)
+        (fd,) = self._take_fds(sess, 1)
+        try:
+            perm = (DMA_READ if flags & P.DMA_READ else 0) | (DMA_WRITE if flags & P.DMA_WRITE else 0)
+            space = sess.pasid if flags & P.DMA_SVA else 0
+            self.iommu.map(space, address, size, perm, fd, offset, owner=sess.id)
+        except FileExistsError:
+            raise OSError(errno.EEXIST, "overlapping mapping") from None
+        except ValueError as exc:
+            raise OSError(errno.EINVAL, str(exc)) from None
+        finally:
+            os.close(fd)
+        return None
+
+    def _h_dma_unmap(self, sess: Session, payload: bytes) -> None:
+        _, flags, address, size, _pasid, _ = P.DMA_UNMAP.unpack(payload)
+        space = sess.pasid if flags & P.DMA_SVA else 0
+        try:
+            self.iommu.unmap(space, address, size)
+        except FileNotFoundError:
+            raise OSError(errno.ENOENT, "no such mapping") from None
+        return None
+
+    def _h_reset(self, sess: Session, payload: bytes) -> None:
+        self.reset_device()
+        return None
+
+    def _h_write_log(self, sess: Session, payload: bytes) -> tuple[bytes, list[int]]:
+        return P.WRITE_LOG_INFO.pack(P.LOG_ENTRIES, 0), sess.attach_write_log()
+
+    _handlers: dict[int, Callable[..., Any]] = {
+        P.Cmd.VERSION: _h_version,
+        P.Cmd.DEVICE_GET_INFO: _h_device_info,
+        P.Cmd.GET_REGION_INFO: _h_region_info,
+        P.Cmd.GET_IRQ_INFO: _h_irq_info,
+        P.Cmd.SET_IRQS: _h_set_irqs,
+        P.Cmd.REGION_READ: _h_region_read,
+        P.Cmd.REGION_WRITE: _h_region_write,
+        P.Cmd.DMA_MAP: _h_dma_map,
+        P.Cmd.DMA_UNMAP: _h_dma_unmap,
+        P.Cmd.DEVICE_RESET: _h_reset,
+        P.Cmd.ATTACH_WRITE_LOG: _h_write_log,
+    }
+
+    # -- status and teardown ----------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return {
+            **self.ready_record(), "sessions": len(self.sessions),
+            "driver_session": self.driver.id if self.driver else None,
+            "stats": dict(self.stats), "msix": dict(self.msix.stats),
+            "iommu_faults": [str(f) for f in self.iommu.faults[-8:]],
+            "device": self.device.status(),
+        }  # fmt: skip
+
+    def cleanup(self) -> None:
+        for sess in list(getattr(self, "sessions", {}).values()):
+            sess.close()
+        if hasattr(self, "iommu"):
+            self.iommu.clear()
+        if hasattr(self, "msix"):
+            with contextlib.suppress(Exception):
+                self.msix.clear_eventfds()
+        if hasattr(self, "listener"):
+            self.listener.close()
+        for m in self.bar_maps.values():
+            with contextlib.suppress(BufferError):
+                m.close()
+        for fd in self.bar_fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        for path in self.bar_files.values():
+            with contextlib.suppress(OSError):
+                path.unlink()
+        if hasattr(self, "dir"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+__all__ = ["Daemon", "DaemonError", "IommuFault", "claim_bdf", "prepare_runtime_dir"]

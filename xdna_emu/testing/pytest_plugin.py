@@ -1,0 +1,79 @@
+"""pytest plugin (entry point ``pytest11``): fixtures for a running emulator and a probed shim.
+
+Parametrise by chip by overriding the ``xdna_chip`` fixture::
+
+    @pytest.mark.parametrize("xdna_chip", ["npu1", "npu4"])
+    def test_x(xdna_shim): ...
+
+The C extension is imported lazily so the plugin loads even where the shim is not built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture
+def xdna_chip() -> str:
+    """The chip the emulator fixtures start; override with parametrize."""
+    return "npu4"
+
+
+@pytest.fixture
+def xdna_runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private runtime dir per test, so discovery sees only this test's daemons."""
+    return tmp_path_factory.mktemp("xdna-rt")
+
+
+@pytest.fixture
+def xdna_emulator_factory(xdna_runtime_dir: Path) -> Iterator[Callable[..., Any]]:
+    """Start any number of emulators; all are stopped at teardown."""
+    from xdna_emu.emulator import Emulator
+
+    started: list[Emulator] = []
+
+    def start(chip: str = "npu4", **kw: Any) -> Emulator:
+        kw.setdefault("runtime_dir", xdna_runtime_dir)
+        emu = Emulator(chip=chip, **kw).start()
+        started.append(emu)
+        return emu
+
+    yield start
+    for emu in started:
+        emu.stop()
+
+
+@pytest.fixture
+def xdna_emulator(xdna_chip: str, xdna_emulator_factory: Callable[..., Any]) -> Any:
+    """A running daemon for ``xdna_chip``."""
+    return xdna_emulator_factory(xdna_chip)
+
+
+@pytest.fixture(scope="session")
+def xdna_firmware_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Good firmware images for every chip, made once per session."""
+    from xdna_emu.chips import chip_names, load_chip
+    from xdna_emu.fw.image import write_firmware
+
+    out = tmp_path_factory.mktemp("firmware")
+    for name in chip_names():
+        if load_chip(name).family == "aie2":
+            write_firmware(name, out)
+    return out
+
+
+@pytest.fixture
+def xdna_shim(xdna_emulator: Any, xdna_firmware_dir: Path) -> Iterator[Any]:
+    """A C driver shim attached to ``xdna_emulator`` and fully probed."""
+    from xdna_emu.shim import Shim
+
+    shim = Shim.open(xdna_emulator.socket)
+    try:
+        shim.probe(xdna_firmware_dir)
+        yield shim
+    finally:
+        shim.close()
