@@ -215,11 +215,11 @@ class Daemon:
             self.regs = RegisterFile(self.chip, {i: memoryview(m) for i, m in self.bar_maps.items()})
             self.device = NpuDevice(self.chip, self.regs, self.iommu, self._raise_irq,
                                     clock or Clock())
-            self.msix.reset()
             self.socket_path = self.dir / "sock"
             self._listen()
             self._write_discovery_files()
             self.config.listeners.append(self._config_changed)
+            self.config.flr_listeners.append(self.reset_device)
         except BaseException:
             self.cleanup()
             raise
@@ -386,8 +386,12 @@ class Daemon:
             self.msix.clear_eventfds()
             self.irq_owner = None
         if self.driver is sess:
+            # The driver is gone: reset the function as a PCI core would (FLR), so the next
+            # client probes a clean device and becomes the driver when it enables mastering.
             self.driver = None
+            self.config.reset()
             self.reset_device()
+            self._config_changed()
 
     def _on_client(self, sess: Session) -> bool:
         try:

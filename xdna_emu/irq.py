@@ -1,0 +1,145 @@
+"""MSI-X interrupt delivery: the vector table and PBA in BAR memory, eventfds as the wires.
+
+The table (16 bytes per vector: address, data, vector control) and the Pending Bit Array
+live in the shared BAR pages, so the host side reads and writes them directly; a write to
+the table is trapped (write log) and reported here through :meth:`table_written`. A vector
+is delivered by writing 1 to its eventfd, as vfio-user SET_IRQS does. When delivery is not
+possible (MSI-X disabled, function masked, vector masked, or no eventfd installed) the
+vector's PBA bit is set, and it is delivered as soon as the obstacle goes away.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+
+from .chips import Chip
+from .pci.caps import MSIX_ENTRY_CTRL, MSIX_ENTRY_CTRL_MASKBIT, MSIX_ENTRY_SIZE
+from .pci.config import PciConfigSpace
+
+log = logging.getLogger(__name__)
+
+
+class MsixController:
+    """Raise, mask and pend MSI-X vectors of one function."""
+
+    def __init__(self, chip: Chip, config: PciConfigSpace, bar_mem: memoryview) -> None:
+        self.chip = chip
+        self.config = config
+        self.layout = chip.msix
+        self.vectors = chip.msix.vectors
+        mem = memoryview(bar_mem)
+        self.mem = mem if mem.format == "B" and mem.ndim == 1 else mem.cast("B")
+        self.table_size = self.vectors * MSIX_ENTRY_SIZE
+        self.pba_size = (self.vectors + 63) // 64 * 8
+        if max(
+            self.layout.table_offset + self.table_size, self.layout.pba_offset + self.pba_size
+        ) > len(self.mem):
+            raise ValueError(f"{chip.name}: MSI-X table/PBA do not fit in BAR{self.layout.bar}")
+        self._fds: list[int | None] = [None] * self.vectors
+        self._lock = threading.RLock()
+        self.stats: dict[str, int] = {"delivered": 0, "pended": 0, "dropped": 0}
+        self.reset()
+
+    # -- eventfds ------------------------------------------------------------------------
+    def set_eventfds(self, start: int, fds: Sequence[int]) -> None:
+        """Install eventfds for vectors ``start..start+len(fds)-1`` (fds stay owned by the caller)."""
+        if start < 0 or start + len(fds) > self.vectors:
+            raise ValueError(
+                f"vectors {start}..{start + len(fds) - 1} outside 0..{self.vectors - 1}"
+            )
+        with self._lock:
+            for i, fd in enumerate(fds):
+                self._fds[start + i] = fd
+            self._flush_pending()
+
+    def clear_eventfds(self) -> None:
+        with self._lock:
+            self._fds = [None] * self.vectors
+
+    # -- table/PBA access ----------------------------------------------------------------
+    def _ctrl_off(self, vec: int) -> int:
+        return self.layout.table_offset + vec * MSIX_ENTRY_SIZE + MSIX_ENTRY_CTRL
+
+    def vector_masked(self, vec: int) -> bool:
+        return bool(self.mem[self._ctrl_off(vec)] & MSIX_ENTRY_CTRL_MASKBIT)
+
+    def pending(self, vec: int) -> bool:
+        return bool(self.mem[self.layout.pba_offset + vec // 8] & (1 << (vec % 8)))
+
+    def _set_pending(self, vec: int, on: bool) -> None:
+        off = self.layout.pba_offset + vec // 8
+        bit = 1 << (vec % 8)
+        self.mem[off] = (self.mem[off] | bit) if on else (self.mem[off] & ~bit & 0xFF)
+
+    def _deliverable(self, vec: int) -> bool:
+        cfg = self.config
+        return (
+            cfg.msix_enabled
+            and not cfg.msix_function_masked
+            and not self.vector_masked(vec)
+            and self._fds[vec] is not None
+        )
+
+    def _deliver(self, vec: int) -> bool:
+        fd = self._fds[vec]
+        assert fd is not None
+        try:
+            os.eventfd_write(fd, 1)
+        except OSError as exc:  # closed fd or counter overflow: the interrupt is lost
+            log.warning("MSI-X vector %d: eventfd %d write failed: %s", vec, fd, exc)
+            self.stats["dropped"] += 1
+            return False
+        self.stats["delivered"] += 1
+        return True
+
+    def _flush_pending(self) -> None:
+        for vec in range(self.vectors):
+            if self.pending(vec) and self._deliverable(vec):
+                self._set_pending(vec, False)
+                self._deliver(vec)
+
+    # -- events --------------------------------------------------------------------------
+    def raise_vector(self, vec: int) -> None:
+        """Signal vector ``vec`` now, or mark it pending; never raises."""
+        with self._lock:
+            if not isinstance(vec, int) or not 0 <= vec < self.vectors:
+                log.warning("MSI-X vector %r out of range 0..%d: dropped", vec, self.vectors - 1)
+                self.stats["dropped"] += 1
+                return
+            if self._deliverable(vec):
+                self._deliver(vec)
+            else:
+                self._set_pending(vec, True)
+                self.stats["pended"] += 1
+
+    def table_written(self, offset: int) -> None:
+        """A trapped host write landed at BAR ``offset``: an unmask may release a pending vector."""
+        t0 = self.layout.table_offset
+        if t0 <= offset < t0 + self.table_size:
+            with self._lock:
+                self._flush_pending()
+
+    def config_changed(self) -> None:
+        """MSI-X Enable or Function Mask may have changed: deliver what became deliverable."""
+        with self._lock:
+            self._flush_pending()
+
+    def reset(self) -> None:
+        """Reset state: every vector masked, addresses and data zero, nothing pending."""
+        with self._lock:
+            t0 = self.layout.table_offset
+            self.mem[t0 : t0 + self.table_size] = bytes(self.table_size)
+            for vec in range(self.vectors):
+                self.mem[self._ctrl_off(vec)] = MSIX_ENTRY_CTRL_MASKBIT
+            p0 = self.layout.pba_offset
+            self.mem[p0 : p0 + self.pba_size] = bytes(self.pba_size)
+
+    def is_table(self, bar: int, offset: int) -> bool:
+        """True when ``(bar, offset)`` lies in the MSI-X table or the PBA."""
+        if bar != self.layout.bar:
+            return False
+        t0, p0 = self.layout.table_offset, self.layout.pba_offset
+        return t0 <= offset < t0 + self.table_size or p0 <= offset < p0 + self.pba_size
