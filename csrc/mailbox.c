@@ -1,0 +1,400 @@
+/* Mailbox channels (amdxdna-facts.md §4): x2i producer, i2x consumer, interrupt handling.
+ *
+ * The algorithm is the driver's: cached x2i tail and i2x head, hardware x2i head and i2x
+ * tail, TOMBSTONE wrap, ids (seq & 0xFF) | 0x1D000000 allocated cyclically per channel,
+ * exact response sizes, and a channel that turns "bad" for good when the ring is malformed.
+ * Everything read from the device is range-checked before use.
+ */
+#include "shim_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+const char *xdna_opcode_name(uint32_t op)
+{
+    switch (op) {
+    case 0x2: return "CREATE_CONTEXT";
+    case 0x3: return "DESTROY_CONTEXT";
+    case 0xD: return "QUERY_COL_STATUS";
+    case 0xE: return "QUERY_AIE_TILE_INFO";
+    case 0xF: return "QUERY_AIE_VERSION";
+    case 0x101: return "SUSPEND";
+    case 0x102: return "RESUME";
+    case 0x103: return "ASSIGN_MGMT_PASID";
+    case 0x104: return "INVOKE_SELF_TEST";
+    case 0x106: return "MAP_HOST_BUFFER";
+    case 0x108: return "GET_FIRMWARE_VERSION";
+    case 0x10A: return "SET_RUNTIME_CONFIG";
+    case 0x10B: return "GET_RUNTIME_CONFIG";
+    case 0x10C: return "REGISTER_ASYNC_EVENT_MSG";
+    case 0x113: return "UPDATE_PROPERTY";
+    case 0x114: return "GET_APP_HEALTH";
+    case 0x117: return "GET_DEV_REVISION";
+    case 0x11C: return "CALIBRATE_TIME";
+    case 0x301: return "GET_PROTOCOL_VERSION";
+    default: return "MSG";
+    }
+}
+
+static bool pow2(uint32_t v) { return v && !(v & (v - 1)); }
+
+static struct xdna_loc loc_add(struct xdna_loc l, uint32_t d)
+{
+    return (struct xdna_loc){.bar = l.bar, .off = l.off + d};
+}
+
+static int reg_loc(struct xdna_shim_ctx *ctx, uint32_t addr, struct xdna_loc *loc,
+                   const char *what)
+{
+    const struct xdna_chip_desc *c = ctx->chip;
+    if (addr & 3)
+        return xdna_fail(ctx, EINVAL, "mailbox: %s register %#x is not 4-aligned", what, addr);
+    if (xdna_dev_loc(ctx, addr, 4, loc, what) < 0)
+        return -1;
+    if (!c->mbox.present || loc->bar != c->mbox.bar)
+        return xdna_fail(ctx, EINVAL, "mailbox: %s register %#x is outside the mailbox aperture",
+                         what, addr);
+    return 0;
+}
+
+static int ring_loc(struct xdna_shim_ctx *ctx, uint32_t addr, uint32_t size, struct xdna_loc *loc,
+                    const char *what)
+{
+    if (!pow2(size) || size < 64)
+        return xdna_fail(ctx, EINVAL, "mailbox: %s ring size %#x is not a power of two >= 64",
+                         what, size);
+    if (addr & 3)
+        return xdna_fail(ctx, EINVAL, "mailbox: %s ring %#x is not 4-aligned", what, addr);
+    if (xdna_dev_loc(ctx, addr, size, loc, what) < 0)
+        return -1;
+    if ((int)loc->bar != ctx->chip->sram_bar)
+        return xdna_fail(ctx, EINVAL, "mailbox: %s ring %#x is outside SRAM", what, addr);
+    return 0;
+}
+
+int xdna_mbox_create(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, const char *name,
+                     const struct xdna_mbox_chann_info *ci)
+{
+    memset(ch, 0, sizeof(*ch));
+    ch->name = name;
+    if (ci->msi_id >= ctx->nvec)
+        return xdna_fail(ctx, EINVAL, "mailbox %s: msi_id %u >= %u vectors", name, ci->msi_id,
+                         ctx->nvec);
+    if (reg_loc(ctx, ci->x2i_tail, &ch->x2i_tail_reg, "x2i tail") < 0 ||
+        reg_loc(ctx, ci->x2i_head, &ch->x2i_head_reg, "x2i head") < 0 ||
+        reg_loc(ctx, ci->i2x_tail, &ch->i2x_tail_reg, "i2x tail") < 0 ||
+        reg_loc(ctx, ci->i2x_head, &ch->i2x_head_reg, "i2x head") < 0 ||
+        reg_loc(ctx, ci->i2x_head + 4, &ch->intr_reg, "interrupt") < 0 ||
+        ring_loc(ctx, ci->x2i_buf, ci->x2i_buf_sz, &ch->x2i_buf, "x2i") < 0 ||
+        ring_loc(ctx, ci->i2x_buf, ci->i2x_buf_sz, &ch->i2x_buf, "i2x") < 0)
+        return -1;
+    ch->x2i_size = ci->x2i_buf_sz;
+    ch->i2x_size = ci->i2x_buf_sz;
+    ch->msix = ci->msi_id;
+    uint32_t tail = xdna_rd(ctx, ch->x2i_tail_reg);
+    uint32_t head = xdna_rd(ctx, ch->i2x_head_reg);
+    if (tail > ch->x2i_size || (tail & 3) || head > ch->i2x_size || (head & 3))
+        return xdna_fail(ctx, EINVAL, "mailbox %s: initial x2i tail %#x / i2x head %#x invalid",
+                         name, tail, head);
+    ch->x2i_tail = tail;
+    ch->i2x_head = head;
+    ch->active = true;
+    return 0;
+}
+
+static void fail_all(struct xdna_mbox_chan *ch, int err)
+{
+    for (unsigned i = 0; i < MBOX_MAX_IDS; i++) {
+        struct xdna_mbox_pending *p = &ch->pend[i];
+        if (!p->in_use || p->done)
+            continue;
+        p->done = true;
+        p->err = err;
+        if (p->async) { /* nobody waits for these: release the slot */
+            p->in_use = false;
+            ch->npending--;
+        }
+    }
+}
+
+void xdna_mbox_destroy(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
+{
+    (void)ctx;
+    if (!ch->active)
+        return;
+    fail_all(ch, ENODEV);
+    ch->active = false;
+}
+
+static void set_bad(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, const char *fmt,
+                    uint32_t a, uint32_t b)
+{
+    ch->bad = true;
+    fail_all(ch, EPIPE);
+    char msg[160];
+    snprintf(msg, sizeof(msg), fmt, a, b);
+    xdna_fail(ctx, EPIPE, "mailbox %s: bad state: %s", ch->name, msg);
+}
+
+static void free_slot(struct xdna_mbox_chan *ch, unsigned slot)
+{
+    if (ch->pend[slot].in_use) {
+        ch->pend[slot].in_use = false;
+        ch->npending--;
+    }
+}
+
+static int alloc_slot(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, unsigned *slot)
+{
+    for (unsigned k = 0; k < MBOX_MAX_IDS; k++) {
+        unsigned s = (ch->next_id + k) % MBOX_MAX_IDS;
+        if (!ch->pend[s].in_use) {
+            memset(&ch->pend[s], 0, sizeof(ch->pend[s]));
+            ch->pend[s].in_use = true;
+            ch->npending++;
+            ch->next_id = (s + 1) % MBOX_MAX_IDS;
+            *slot = s;
+            return 0;
+        }
+    }
+    return xdna_fail(ctx, EBUSY, "mailbox %s: all %d message ids are in flight", ch->name,
+                     MBOX_MAX_IDS);
+}
+
+static void ring_write(struct xdna_shim_ctx *ctx, struct xdna_loc base, uint32_t off,
+                       const void *src, uint32_t len)
+{
+    const uint8_t *s = src;
+    for (uint32_t i = 0; i < len; i += 4) {
+        uint32_t w;
+        memcpy(&w, s + i, 4);
+        xdna_wr(ctx, loc_add(base, off + i), w);
+    }
+}
+
+/* Producer side, as the driver sends: returns -1/ENOSPC when the ring has no room. */
+static int x2i_send(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_t opcode,
+                    uint32_t id, const void *req, uint32_t req_len)
+{
+    const uint32_t size = ch->x2i_size;
+    const uint32_t len = MBOX_HDR_SIZE + req_len;
+    uint32_t head = xdna_rd(ctx, ch->x2i_head_reg);
+    uint32_t tail = ch->x2i_tail;
+    if (head > size || (head & 3)) {
+        set_bad(ctx, ch, "x2i head %#x (ring %#x)", head, size);
+        return -1;
+    }
+    if (tail < head && tail + len >= head)
+        return xdna_fail(ctx, ENOSPC, "mailbox %s: x2i ring full (head %#x tail %#x)", ch->name,
+                         head, tail);
+    if (tail >= head && tail + len > size - 4) {
+        if (len >= head)
+            return xdna_fail(ctx, ENOSPC, "mailbox %s: x2i ring full at wrap (head %#x tail %#x)",
+                             ch->name, head, tail);
+        if (tail + 4 <= size)
+            xdna_wr(ctx, loc_add(ch->x2i_buf, tail), MBOX_TOMBSTONE);
+        tail = 0;
+    }
+    uint32_t hdr[4] = {req_len, (req_len & MBOX_SIZE_MASK) | (MBOX_PROTO_VER << 16), id, opcode};
+    ring_write(ctx, ch->x2i_buf, tail, hdr, sizeof(hdr));
+    ring_write(ctx, ch->x2i_buf, tail + MBOX_HDR_SIZE, req, req_len);
+    tail += len;
+    ch->x2i_tail = tail;
+    return xdna_wr_trap(ctx, ch->x2i_tail_reg, tail);
+}
+
+/* Deliver one response to its pending slot. */
+static void dispatch(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_t id,
+                     uint32_t total, uint32_t payload_off)
+{
+    unsigned slot = id & 0xFFFFFFu;
+    if ((id & MBOX_ID_MAGIC_MASK) != MBOX_ID_MAGIC || slot >= MBOX_MAX_IDS ||
+        !ch->pend[slot].in_use || ch->pend[slot].done) {
+        ctx->info.dropped_resps++;
+        return;
+    }
+    struct xdna_mbox_pending *p = &ch->pend[slot];
+    if (total != p->resp_len) {
+        p->err = EINVAL;
+    } else {
+        uint8_t *dst = p->resp;
+        for (uint32_t i = 0; i < total; i += 4) {
+            uint32_t w = xdna_rd(ctx, loc_add(ch->i2x_buf, payload_off + i));
+            memcpy(dst + i, &w, total - i < 4 ? total - i : 4);
+        }
+        p->err = 0;
+    }
+    p->done = true;
+    if (p->async) {
+        ctx->info.async_events++;
+        free_slot(ch, slot);
+    }
+}
+
+/* Consume one i2x message. 1 consumed, 0 ring empty, -1 channel now bad. */
+static int i2x_one(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
+{
+    const uint32_t size = ch->i2x_size;
+    uint32_t tail = xdna_rd(ctx, ch->i2x_tail_reg);
+    if (tail > size || (tail & 3)) {
+        set_bad(ctx, ch, "i2x tail %#x (ring %#x)", tail, size);
+        return -1;
+    }
+    uint32_t head = ch->i2x_head;
+    if (head == size)
+        head = 0;
+    if (head == tail)
+        return 0;
+    if (head + 4 > size) {
+        set_bad(ctx, ch, "i2x head %#x (ring %#x)", head, size);
+        return -1;
+    }
+    uint32_t first = xdna_rd(ctx, loc_add(ch->i2x_buf, head));
+    if (first == MBOX_TOMBSTONE) {
+        if (tail > head) {
+            set_bad(ctx, ch, "TOMBSTONE at %#x while tail %#x is ahead", head, tail);
+            return -1;
+        }
+        ch->i2x_head = 0;
+        if (xdna_wr_trap(ctx, ch->i2x_head_reg, 0) < 0)
+            return -1;
+        return 1;
+    }
+    uint32_t total = first;
+    if (total == 0 || (total & 3) || total > size - MBOX_HDR_SIZE ||
+        head > size - MBOX_HDR_SIZE - total) {
+        set_bad(ctx, ch, "message size %#x at head %#x", total, head);
+        return -1;
+    }
+    if (tail > head && head + MBOX_HDR_SIZE + total > tail) {
+        set_bad(ctx, ch, "message at %#x runs past tail %#x", head, tail);
+        return -1;
+    }
+    uint32_t id = xdna_rd(ctx, loc_add(ch->i2x_buf, head + 8));
+    dispatch(ctx, ch, id, total, head + MBOX_HDR_SIZE);
+    uint32_t next = head + MBOX_HDR_SIZE + total; /* may equal size: expected */
+    ch->i2x_head = next;
+    if (xdna_wr_trap(ctx, ch->i2x_head_reg, next) < 0)
+        return -1;
+    return 1;
+}
+
+/* The interrupt handler + RX worker: ack, drain, re-check the interrupt register. */
+static int rx_worker(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
+{
+    for (unsigned round = 0; round < 64; round++) {
+        if (xdna_wr_trap(ctx, ch->intr_reg, 0) < 0)
+            return -1;
+        for (unsigned n = 0;; n++) {
+            if (n > ch->i2x_size) { /* more messages than the ring can hold: firmware loops */
+                set_bad(ctx, ch, "i2x ring never drains (tail %#x, head %#x)",
+                        xdna_rd(ctx, ch->i2x_tail_reg), ch->i2x_head);
+                return -1;
+            }
+            int r = i2x_one(ctx, ch);
+            if (r < 0)
+                return -1;
+            if (r == 0)
+                break;
+        }
+        if (xdna_rd(ctx, ch->intr_reg) == 0)
+            break;
+    }
+    return 0;
+}
+
+static int send_checks(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, const void *req,
+                       size_t req_len)
+{
+    if (!ch->active)
+        return xdna_fail(ctx, ENODEV, "mailbox %s: channel is gone", ch->name);
+    if (ch->bad)
+        return xdna_fail(ctx, EPIPE, "mailbox %s: channel is in bad state", ch->name);
+    if (!req || req_len == 0 || (req_len & 3) || req_len > MBOX_SIZE_MASK ||
+        req_len + MBOX_HDR_SIZE + 4 > ch->x2i_size)
+        return xdna_fail(ctx, EINVAL, "mailbox %s: payload of %zu bytes is not sendable",
+                         ch->name, req_len);
+    uint32_t w0;
+    memcpy(&w0, req, 4);
+    if (w0 == MBOX_TOMBSTONE)
+        return xdna_fail(ctx, EINVAL, "mailbox %s: payload starts with TOMBSTONE", ch->name);
+    return 0;
+}
+
+int xdna_mbox_post_async(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_t opcode,
+                         const void *req, size_t req_len, size_t resp_len)
+{
+    unsigned slot;
+    if (send_checks(ctx, ch, req, req_len) < 0)
+        return -1;
+    if (resp_len > sizeof(ch->pend[0].async_resp))
+        return xdna_fail(ctx, EINVAL, "async response too large");
+    if (alloc_slot(ctx, ch, &slot) < 0)
+        return -1;
+    struct xdna_mbox_pending *p = &ch->pend[slot];
+    p->async = true;
+    p->opcode = opcode;
+    p->resp = p->async_resp;
+    p->resp_len = resp_len;
+    if (x2i_send(ctx, ch, opcode, MBOX_ID_MAGIC | slot, req, (uint32_t)req_len) < 0) {
+        int err = errno;
+        free_slot(ch, slot);
+        errno = err;
+        return -1;
+    }
+    return 0;
+}
+
+int xdna_mbox_call(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_t opcode,
+                   const void *req, size_t req_len, void *resp, size_t resp_len, int timeout_ms)
+{
+    unsigned slot;
+    if (send_checks(ctx, ch, req, req_len) < 0)
+        return -1;
+    if (!resp || resp_len == 0 || (resp_len & 3) || resp_len > ch->i2x_size)
+        return xdna_fail(ctx, EINVAL, "mailbox %s: bad response size %zu", ch->name, resp_len);
+    if (alloc_slot(ctx, ch, &slot) < 0)
+        return -1;
+    struct xdna_mbox_pending *p = &ch->pend[slot];
+    p->opcode = opcode;
+    p->resp = resp;
+    p->resp_len = resp_len;
+    if (x2i_send(ctx, ch, opcode, MBOX_ID_MAGIC | slot, req, (uint32_t)req_len) < 0)
+        goto fail;
+
+    uint64_t deadline = xdna_deadline(timeout_ms > 0 ? timeout_ms
+                                                     : ctx->timeouts[XDNA_SHIM_TIMEOUT_MBOX_RX]);
+    int irq_fd = ctx->irq_fds[ch->msix];
+    while (!p->done) {
+        bool irq = false;
+        if (xdna_wait_step(ctx, irq_fd, deadline, &irq) < 0) {
+            if (errno != ETIME)
+                goto fail;
+            free_slot(ch, slot);
+            /* the driver destroys the management channel on a timeout */
+            xdna_mbox_destroy(ctx, ch);
+            return xdna_fail(ctx, ETIME, "mailbox %s: no response to %s (%#x) within %d ms",
+                             ch->name, xdna_opcode_name(opcode), opcode,
+                             timeout_ms > 0 ? timeout_ms : ctx->timeouts[XDNA_SHIM_TIMEOUT_MBOX_RX]);
+        }
+        if (irq && rx_worker(ctx, ch) < 0)
+            goto fail;
+    }
+    int err = p->err;
+    free_slot(ch, slot);
+    if (err == EINVAL)
+        return xdna_fail(ctx, EINVAL, "mailbox %s: %s response size differs from %zu bytes",
+                         ch->name, xdna_opcode_name(opcode), resp_len);
+    if (err)
+        return xdna_fail(ctx, err, "mailbox %s: %s failed: %s", ch->name,
+                         xdna_opcode_name(opcode), strerror(err));
+    return 0;
+
+fail: {
+        int e = errno;
+        free_slot(ch, slot);
+        errno = e;
+        return -1;
+    }
+}

@@ -1,0 +1,337 @@
+/* Errors, deadlines and waits, register access and the write log (ioeventfd model). */
+#include "shim_int.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Failures of xdna_shim_open happen before a context exists; they land here. */
+static __thread char tls_error[256];
+
+int xdna_fail(struct xdna_shim_ctx *ctx, int err, const char *fmt, ...)
+{
+    char msg[sizeof(tls_error)];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (ctx)
+        memcpy(ctx->last_error, msg, sizeof(msg));
+    memcpy(tls_error, msg, sizeof(msg)); /* also visible through xdna_shim_last_error(NULL) */
+    errno = err;
+    return -1;
+}
+
+void xdna_set_tls_error(int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tls_error, sizeof(tls_error), fmt, ap);
+    va_end(ap);
+    errno = err;
+}
+
+const char *xdna_shim_last_error(struct xdna_shim_ctx *ctx)
+{
+    return ctx ? ctx->last_error : tls_error;
+}
+
+uint64_t xdna_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t xdna_deadline(int ms)
+{
+    if (ms <= 0)
+        ms = 1;
+    return xdna_now_ns() + (uint64_t)ms * 1000000u;
+}
+
+/* Called only after poll() said readable, so one read never blocks and resets the count. */
+static void drain_eventfd(int fd)
+{
+    uint64_t v;
+    if (read(fd, &v, sizeof(v)) < 0)
+        (void)v;
+}
+
+static bool daemon_alive(struct xdna_shim_ctx *ctx)
+{
+    if (!ctx->ctrl)
+        return true;
+    uint32_t alive = __atomic_load_n((const uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_ALIVE),
+                                     __ATOMIC_ACQUIRE);
+    return alive != 0;
+}
+
+int xdna_wait_step(struct xdna_shim_ctx *ctx, int extra_fd, uint64_t deadline, bool *extra_ready)
+{
+    if (extra_ready)
+        *extra_ready = false;
+    for (;;) {
+        if (ctx->sock_dead || !daemon_alive(ctx))
+            return xdna_fail(ctx, EPIPE, "the daemon ended this session");
+        uint64_t now = xdna_now_ns();
+        if (now >= deadline) {
+            errno = ETIME;
+            return -1;
+        }
+        uint64_t left = deadline - now;
+        struct timespec ts = {.tv_sec = (time_t)(left / 1000000000u),
+                              .tv_nsec = (long)(left % 1000000000u)};
+        struct pollfd p[3];
+        nfds_t n = 0;
+        p[n++] = (struct pollfd){.fd = ctx->notify_fd, .events = POLLIN};
+        p[n++] = (struct pollfd){.fd = ctx->sock, .events = POLLIN};
+        if (extra_fd >= 0)
+            p[n++] = (struct pollfd){.fd = extra_fd, .events = POLLIN};
+        int r = ppoll(p, n, &ts, NULL);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return xdna_fail(ctx, errno, "poll: %s", strerror(errno));
+        }
+        if (r == 0)
+            continue; /* re-check the deadline */
+        if (p[1].revents & (POLLHUP | POLLERR | POLLNVAL)) {
+            ctx->sock_dead = true;
+            return xdna_fail(ctx, EPIPE, "the daemon hung up");
+        }
+        if (p[1].revents & POLLIN) {
+            char c;
+            ssize_t k = recv(ctx->sock, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+            ctx->sock_dead = true;
+            if (k == 0)
+                return xdna_fail(ctx, EPIPE, "the daemon closed the connection");
+            return xdna_fail(ctx, EPROTO, "unsolicited data on the control socket");
+        }
+        if (p[0].revents & POLLIN)
+            drain_eventfd(ctx->notify_fd);
+        if (extra_fd >= 0 && (p[2].revents & POLLIN)) {
+            drain_eventfd(extra_fd);
+            if (extra_ready)
+                *extra_ready = true;
+        }
+        return 0;
+    }
+}
+
+int xdna_poll_reg(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t mask, int timeout_ms,
+                  uint32_t *val, const char *what)
+{
+    uint64_t deadline = xdna_deadline(timeout_ms);
+    for (;;) {
+        uint32_t v = xdna_rd(ctx, loc);
+        if (v & mask) {
+            if (val)
+                *val = v;
+            return 0;
+        }
+        if (xdna_wait_step(ctx, -1, deadline, NULL) < 0) {
+            if (errno != ETIME)
+                return -1;
+            v = xdna_rd(ctx, loc); /* one last look at the deadline */
+            if (v & mask) {
+                if (val)
+                    *val = v;
+                return 0;
+            }
+            return xdna_fail(ctx, ETIME, "%s: timed out after %d ms (reg %#x = %#x)", what,
+                             timeout_ms, loc.off, v);
+        }
+    }
+}
+
+/* ---- register access -------------------------------------------------------------- */
+
+bool xdna_loc_ok(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t len)
+{
+    if (loc.bar >= XDNA_NUM_BARS || !ctx->bars[loc.bar].va || (loc.off & 3))
+        return false;
+    uint64_t size = ctx->bars[loc.bar].size;
+    return len <= size && loc.off <= size - len;
+}
+
+uint32_t xdna_rd(struct xdna_shim_ctx *ctx, struct xdna_loc loc)
+{
+    if (!xdna_loc_ok(ctx, loc, 4))
+        return 0xFFFFFFFFu; /* like a read from an absent PCI BAR; callers range-check */
+    return *(volatile uint32_t *)(ctx->bars[loc.bar].va + loc.off);
+}
+
+void xdna_wr(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val)
+{
+    if (!xdna_loc_ok(ctx, loc, 4))
+        return;
+    *(volatile uint32_t *)(ctx->bars[loc.bar].va + loc.off) = val;
+}
+
+struct xdna_loc xdna_role(struct xdna_shim_ctx *ctx, enum xdna_role role)
+{
+    const struct xdna_bar_off *r = &ctx->chip->roles[role];
+    return (struct xdna_loc){.bar = r->valid ? r->bar : XDNA_NUM_BARS, .off = r->off};
+}
+
+int xdna_dev_loc(struct xdna_shim_ctx *ctx, uint64_t addr, uint32_t size, struct xdna_loc *loc,
+                 const char *what)
+{
+    unsigned bar;
+    uint32_t off;
+    if (xdna_dev_to_bar(ctx->chip, addr, size, &bar, &off) < 0)
+        return xdna_fail(ctx, EINVAL, "%s: device address %#llx (+%u) is in no BAR", what,
+                         (unsigned long long)addr, size);
+    struct xdna_loc l = {.bar = bar, .off = off};
+    if (bar >= XDNA_NUM_BARS || !ctx->bars[bar].va || size > ctx->bars[bar].size ||
+        off > ctx->bars[bar].size - size)
+        return xdna_fail(ctx, EINVAL, "%s: device address %#llx is outside mapped BAR%u", what,
+                         (unsigned long long)addr, bar);
+    *loc = l;
+    return 0;
+}
+
+static uint64_t ctrl_load64(struct xdna_shim_ctx *ctx, unsigned off)
+{
+    return __atomic_load_n((const uint64_t *)(ctx->ctrl + off), __ATOMIC_ACQUIRE);
+}
+
+int xdna_wr_trap(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val)
+{
+    if (!xdna_loc_ok(ctx, loc, 4))
+        return xdna_fail(ctx, EINVAL, "trapped write outside BAR%u (+%#x)", loc.bar, loc.off);
+    if (!ctx->ctrl)
+        return xdna_fail(ctx, ENODEV, "no write log attached");
+    *(volatile uint32_t *)(ctx->bars[loc.bar].va + loc.off) = val;
+
+    const uint32_t n = ctx->log_entries;
+    uint64_t head = ctrl_load64(ctx, XDNA_PROTO_CTRL_OFF_HEAD);
+    uint64_t deadline = 0;
+    for (;;) {
+        uint64_t tail = ctrl_load64(ctx, XDNA_PROTO_CTRL_OFF_TAIL);
+        if (tail > head)
+            return xdna_fail(ctx, EPROTO, "write log: daemon tail %llu is past head %llu",
+                             (unsigned long long)tail, (unsigned long long)head);
+        if (head - tail < n)
+            break;
+        /* log full: kick and block on notify until the daemon applies entries */
+        uint64_t one = 1;
+        if (write(ctx->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+            return xdna_fail(ctx, errno, "write log kick: %s", strerror(errno));
+        if (!deadline)
+            deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_CONTROL]);
+        if (xdna_wait_step(ctx, -1, deadline, NULL) < 0) {
+            if (errno == ETIME)
+                return xdna_fail(ctx, ETIME, "write log stayed full");
+            return -1;
+        }
+    }
+    struct xdna_proto_log_entry *e =
+        (struct xdna_proto_log_entry *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_ENTRY0 +
+                                        (head % n) * XDNA_PROTO_LOG_ENTRY_SIZE);
+    e->bar = loc.bar;
+    e->offset = loc.off;
+    e->value = val;
+    e->rsvd = 0;
+    __atomic_store_n((uint64_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_HEAD), head + 1,
+                     __ATOMIC_RELEASE);
+    ctx->info.trapped_writes++;
+    uint64_t one = 1;
+    if (write(ctx->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        return xdna_fail(ctx, errno, "write log kick: %s", strerror(errno));
+    return 0;
+}
+
+static bool is_trapped(struct xdna_shim_ctx *ctx, struct xdna_loc loc)
+{
+    const struct xdna_chip_desc *c = ctx->chip;
+    for (unsigned i = 0; i < c->ntraps; i++)
+        if (c->traps[i].bar == loc.bar && c->traps[i].off == loc.off)
+            return true;
+    if (c->mbox.present && loc.bar == c->mbox.bar && loc.off >= c->mbox.base_off) {
+        uint64_t rel = loc.off - c->mbox.base_off;
+        if (c->mbox.stride && rel / c->mbox.stride < c->mbox.channels) {
+            uint32_t f = (uint32_t)(rel % c->mbox.stride);
+            if (f == c->mbox.x2i_tail || f == c->mbox.i2x_head || f == c->mbox.intr)
+                return true;
+        }
+    }
+    if (ctx->nvec && loc.bar == ctx->msix_table.bar && loc.off >= ctx->msix_table.off &&
+        (uint64_t)loc.off < (uint64_t)ctx->msix_table.off + 16ull * ctx->nvec)
+        return true;
+    return false;
+}
+
+int xdna_wr_auto(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val)
+{
+    if (is_trapped(ctx, loc))
+        return xdna_wr_trap(ctx, loc, val);
+    if (!xdna_loc_ok(ctx, loc, 4))
+        return xdna_fail(ctx, EINVAL, "write outside BAR%u (+%#x)", loc.bar, loc.off);
+    xdna_wr(ctx, loc, val);
+    return 0;
+}
+
+/* ---- public register API ----------------------------------------------------------- */
+
+static int check_ctx(struct xdna_shim_ctx *ctx)
+{
+    if (!ctx) {
+        xdna_set_tls_error(EBADF, "no context");
+        return -1;
+    }
+    return 0;
+}
+
+int xdna_shim_readl(struct xdna_shim_ctx *ctx, unsigned bar, uint32_t off, uint32_t *val)
+{
+    if (check_ctx(ctx) < 0)
+        return -1;
+    struct xdna_loc loc = {.bar = bar, .off = off};
+    if (!val || !xdna_loc_ok(ctx, loc, 4))
+        return xdna_fail(ctx, EINVAL, "readl: BAR%u+%#x is not a mapped, aligned word", bar, off);
+    *val = xdna_rd(ctx, loc);
+    return 0;
+}
+
+int xdna_shim_writel(struct xdna_shim_ctx *ctx, unsigned bar, uint32_t off, uint32_t val)
+{
+    if (check_ctx(ctx) < 0)
+        return -1;
+    struct xdna_loc loc = {.bar = bar, .off = off};
+    if (!xdna_loc_ok(ctx, loc, 4))
+        return xdna_fail(ctx, EINVAL, "writel: BAR%u+%#x is not a mapped, aligned word", bar, off);
+    return xdna_wr_auto(ctx, loc, val);
+}
+
+int xdna_shim_set_timeout(struct xdna_shim_ctx *ctx, int which, int ms)
+{
+    if (check_ctx(ctx) < 0)
+        return -1;
+    if (which < 0 || which > XDNA_SHIM_TIMEOUT_CONTROL || ms <= 0)
+        return xdna_fail(ctx, EINVAL, "set_timeout: bad selector %d or value %d", which, ms);
+    ctx->timeouts[which] = ms;
+    return 0;
+}
+
+int xdna_shim_get_info(struct xdna_shim_ctx *ctx, struct xdna_shim_info *info)
+{
+    if (check_ctx(ctx) < 0)
+        return -1;
+    if (!info)
+        return xdna_fail(ctx, EINVAL, "get_info: NULL info");
+    ctx->info.state = ctx->state;
+    ctx->info.async_pending = 0;
+    if (ctx->mgmt.active)
+        for (unsigned i = 0; i < MBOX_MAX_IDS; i++)
+            if (ctx->mgmt.pend[i].in_use && ctx->mgmt.pend[i].async)
+                ctx->info.async_pending++;
+    *info = ctx->info;
+    return 0;
+}

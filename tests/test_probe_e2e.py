@@ -1,0 +1,196 @@
+"""End to end: the C driver shim probes a real daemon, as the amdxdna driver would.
+
+Each test starts ``xdna-emu run`` through :class:`xdna_emu.Emulator`, attaches the shim and
+runs the driver bring-up (SMU, PSP firmware load over DMA, FW-alive handshake, management
+channel, init messages, queries), then checks what the driver learnt against the chip file.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("xdna_emu.device")
+
+from xdna_emu import Emulator  # noqa: E402
+from xdna_emu.chips import load_chip  # noqa: E402
+from xdna_emu.fw.image import write_firmware  # noqa: E402
+from xdna_emu.shim import Shim, ShimError  # noqa: E402
+
+GET_FIRMWARE_VERSION = 0x108
+AIE2_CHIPS = ["npu1", "npu4", "npu5", "npu6"]
+
+
+def _feature(chip, name: str, protocol: str) -> bool:  # noqa: ANN001
+    need = chip.features.get(name)
+    major, minor = (int(x) for x in protocol.split(".")[:2])
+    return need is not None and (major, minor) >= need
+
+
+@pytest.fixture(scope="module")
+def fw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("firmware")
+    for name in AIE2_CHIPS:
+        write_firmware(name, out)
+    return out
+
+
+@pytest.fixture
+def attached(request: pytest.FixtureRequest) -> Iterator[tuple[Emulator, Shim]]:
+    chip = getattr(request, "param", "npu4")
+    with Emulator(chip=chip, private=True) as emu, Shim.open(emu.socket) as shim:
+        yield emu, shim
+
+
+@pytest.mark.parametrize("attached", AIE2_CHIPS, indirect=True)
+def test_probe_reports_what_the_chip_file_says(attached, fw_dir: Path) -> None:  # noqa: ANN001
+    emu, shim = attached
+    chip = load_chip(emu.chip)
+    info = shim.probe(fw_dir)
+    fw = chip.firmware
+    assert info["state"] == "probed"
+    assert info["chip"] == chip.name
+    assert info["bdf"] == emu.bdf
+    assert (info["vendor"], info["device"], info["revision"]) == (
+        chip.pci.vendor, chip.pci.device, chip.pci.revision)
+    assert info["fw_version"] == fw["version"]
+    assert info["protocol_version"] == ".".join(fw["protocol"].split(".")[:2])
+    assert info["aie_version"] == ".".join(str(x) for x in fw["aie_version"])
+    for key in ("cols", "rows", "core_rows", "mem_rows", "shim_rows", "core_row_start",
+                "mem_row_start", "shim_row_start"):
+        assert info["tiles"][key] == chip.tiles[key], key
+    assert info["total_col"] == min(chip.tiles["cols"], 128)
+    assert info["msix_vectors"] == chip.msix.vectors
+    assert 0 <= info["mgmt_msi_id"] < chip.msix.vectors
+    assert info["dpm_levels"] == len(chip.dpm_levels)
+    assert info["dpm_level"] == len(chip.dpm_levels) - 1
+    assert info["async_pending"] == info["total_col"]
+    want_rev = fw.get("dev_revision", 0) if _feature(chip, "GET_DEV_REVISION", fw["protocol"]) else 0
+    assert info["dev_revision"] == want_rev
+    names = [s["name"] for s in info["stages"]]
+    assert names[:3] == ["smu", "psp", "fw_alive"]
+    assert {"mgmt_init", "query"} <= set(names)
+    assert all(s["ms"] > 0 for s in info["stages"])
+    assert info["dropped_resps"] == 0
+
+
+def test_many_messages_wrap_ids_and_the_ring(attached, fw_dir: Path) -> None:  # noqa: ANN001
+    emu, shim = attached
+    info = shim.probe(fw_dir)
+    want = tuple(int(x) for x in info["fw_version"].split("."))
+    for _ in range(320):  # > 256 ids, and 320 x 20 B requests wrap a 4 KiB ring
+        resp = shim.mgmt_msg(GET_FIRMWARE_VERSION, bytes(4), 20)
+        status, *ver = struct.unpack("<5I", resp)
+        assert status == 0
+        assert tuple(ver) == want
+    assert shim.info()["dropped_resps"] == 0
+
+
+def test_wrong_response_size_is_einval_and_the_channel_survives(attached, fw_dir: Path) -> None:  # noqa: ANN001
+    _, shim = attached
+    shim.probe(fw_dir)
+    with pytest.raises(ShimError) as ei:
+        shim.mgmt_msg(GET_FIRMWARE_VERSION, bytes(4), 8)
+    assert ei.value.errno == errno.EINVAL
+    assert struct.unpack("<I", shim.mgmt_msg(GET_FIRMWARE_VERSION, bytes(4), 20)[:4]) == (0,)
+
+
+def test_corrupted_firmware_fails_in_psp_then_a_good_image_probes(attached, fw_dir: Path,
+                                                                   tmp_path: Path) -> None:  # noqa: ANN001
+    emu, shim = attached
+    chip = load_chip(emu.chip)
+    bad = write_firmware(chip.name, tmp_path)
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ShimError) as ei:
+        shim.probe(tmp_path)
+    assert ei.value.errno == errno.EIO
+    assert "psp" in ei.value.strerror
+    assert shim.info()["state"] == "failed"
+    info = shim.probe(fw_dir)
+    assert info["state"] == "probed"
+
+
+def test_missing_firmware_is_enoent(attached, tmp_path: Path) -> None:  # noqa: ANN001
+    _, shim = attached
+    with pytest.raises(ShimError) as ei:
+        shim.probe(tmp_path)
+    assert ei.value.errno == errno.ENOENT
+
+
+def test_stop_then_probe_again(attached, fw_dir: Path) -> None:  # noqa: ANN001
+    _, shim = attached
+    shim.probe(fw_dir)
+    shim.stop()
+    assert shim.info()["state"] == "stopped"
+    with pytest.raises(ShimError) as ei:
+        shim.mgmt_msg(GET_FIRMWARE_VERSION, bytes(4), 20)
+    assert ei.value.errno == errno.ENODEV
+    assert shim.probe(fw_dir)["state"] == "probed"
+    with pytest.raises(ShimError) as ei:
+        shim.probe(fw_dir)
+    assert ei.value.errno == errno.EALREADY
+
+
+def test_suspend_resume_restarts_the_firmware(attached, fw_dir: Path) -> None:  # noqa: ANN001
+    _, shim = attached
+    shim.probe(fw_dir)
+    shim.suspend()
+    assert shim.info()["state"] == "suspended"
+    with pytest.raises(ShimError) as ei:
+        shim.mgmt_msg(GET_FIRMWARE_VERSION, bytes(4), 20)
+    assert ei.value.errno == errno.ENODEV
+    shim.resume()
+    info = shim.info()
+    assert info["state"] == "probed"
+    assert [s["name"] for s in info["stages"]][:3] == ["smu", "psp", "fw_alive"]
+    assert struct.unpack("<I", shim.mgmt_msg(GET_FIRMWARE_VERSION, bytes(4), 20)[:4]) == (0,)
+
+
+def test_a_second_probe_after_close_finds_a_clean_device(fw_dir: Path) -> None:
+    with Emulator(chip="npu4", private=True) as emu:
+        with Shim.open(emu.socket) as shim:
+            shim.probe(fw_dir)
+        with Shim.open(emu.socket) as shim:
+            assert shim.probe(fw_dir)["state"] == "probed"
+
+
+def test_mgmt_timeout_destroys_the_channel(attached, fw_dir: Path) -> None:  # noqa: ANN001
+    """Firmware that stops answering (its i2x head register was corrupted) -> ETIME, then
+    ENODEV for every later management message, as the driver does."""
+    emu, shim = attached
+    chip = load_chip(emu.chip)
+    shim.probe(fw_dir)
+    shim.set_timeout("mbox_rx", 200)
+    mb = chip.mailbox
+    bar, base = chip.dev_to_bar(mb.regs_base)
+    for ch in range(mb.channels):  # unaligned head: the firmware puts its channel in error
+        shim.writel(bar, base + ch * mb.regs_stride + mb.I2X_HEAD, 0x3)
+    with pytest.raises(ShimError) as ei:
+        shim.mgmt_msg(GET_FIRMWARE_VERSION, bytes(4), 20, timeout_ms=200)
+    assert ei.value.errno == errno.ETIME
+    with pytest.raises(ShimError) as ei:
+        shim.mgmt_msg(GET_FIRMWARE_VERSION, bytes(4), 20)
+    assert ei.value.errno == errno.ENODEV
+
+
+def test_daemon_death_gives_epipe_not_a_hang(attached, fw_dir: Path) -> None:  # noqa: ANN001
+    import os
+    import signal
+    import time
+
+    emu, shim = attached
+    shim.probe(fw_dir)
+    os.kill(emu.pid, signal.SIGKILL)
+    emu.proc.wait(10)
+    t0 = time.monotonic()
+    with pytest.raises(ShimError) as ei:
+        shim.mgmt_msg(GET_FIRMWARE_VERSION, bytes(4), 20)
+    assert ei.value.errno == errno.EPIPE
+    shim.close()
+    assert time.monotonic() - t0 < 3

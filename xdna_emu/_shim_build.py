@@ -1,0 +1,55 @@
+"""cffi build script for the driver shim (``xdna_emu._shim``).
+
+The chip tables are generated from the TOML files first (as the driver compiles in its
+``npuN_regs.c``), then the C sources in ``csrc/`` are compiled against the public header,
+whose CDEF section is the cffi declaration list, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from cffi import FFI
+
+ROOT = Path(__file__).resolve().parent.parent
+CSRC = ROOT / "csrc"
+HEADER = CSRC / "xdna_shim.h"
+SOURCES = ("chips.c", "proto.c", "xdna_shim.c", "mailbox.c", "probe.c")
+
+
+def _cdef_text() -> str:
+    """The declarations between the CDEF markers of the public header."""
+    text = HEADER.read_text()
+    try:
+        body = text.split("/* CDEF-BEGIN */", 1)[1].split("/* CDEF-END */", 1)[0]
+    except IndexError:
+        raise RuntimeError(f"{HEADER}: CDEF markers missing") from None
+    return body
+
+
+def _generate() -> None:
+    sys.path.insert(0, str(ROOT))
+    try:
+        from xdna_emu.chips import cgen
+    finally:
+        sys.path.pop(0)
+    cgen.write(CSRC / "generated")
+
+
+_generate()
+
+ffibuilder = FFI()
+ffibuilder.cdef(_cdef_text())
+ffibuilder.set_source(
+    "xdna_emu._shim",
+    '#include "xdna_shim.h"\n',
+    sources=[str((CSRC / s).relative_to(ROOT)) for s in SOURCES],
+    include_dirs=[str(CSRC)],
+    define_macros=[("_GNU_SOURCE", "1")],
+    extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra",
+                        "-Werror=implicit-function-declaration"],
+)  # fmt: skip
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

@@ -1,0 +1,181 @@
+"""Generate the C chip tables the driver shim compiles in (csrc/generated/xdna_chips_gen.h).
+
+The amdxdna driver compiles its per-chip register tables in (``npuN_regs.c``); the shim does
+the same, but its tables are generated from the chip TOML files so the daemon and the shim
+can never disagree about an offset. Every address is emitted as ``(bar, offset)`` already
+resolved through :meth:`Chip.dev_to_bar`, plus the BAR aperture table so the shim's single
+``dev_to_bar`` twin can convert the addresses firmware publishes at run time.
+
+Run as ``python3 -m xdna_emu.chips.cgen OUT.h``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import AIE2_ROLES, Chip, MailboxLayout, chip_names, load_chip
+
+#: Feature gates the shim consults by index; the order is the C enum order.
+SHIM_FEATURES = ("NPU_COMMAND", "PREEMPT", "UPDATE_PROPERTY", "CALIBRATE_TIME", "GET_DEV_REVISION")
+
+
+def role_enum(role: str) -> str:
+    """``psp.cmd`` -> ``XDNA_ROLE_PSP_CMD``."""
+    return "XDNA_ROLE_" + role.replace(".", "_").upper()
+
+
+def feature_enum(name: str) -> str:
+    return "XDNA_FEAT_" + name.upper()
+
+
+def _cstr(text: str) -> str:
+    out = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{out}"'
+
+
+def _chip_block(idx: int, chip: Chip) -> tuple[list[str], str]:
+    """Return (static arrays, struct initializer) for one chip."""
+    pre: list[str] = []
+    p = f"chip{idx}"
+    supported = chip.family == "aie2"
+    fields: list[str] = [
+        f".name = {_cstr(chip.name)}",
+        f".family = {_cstr(chip.family)}",
+        f".vbnv = {_cstr(chip.vbnv)}",
+        f".fw_path = {_cstr(chip.fw_path)}",
+        f".vendor = {chip.pci.vendor:#x}",
+        f".device = {chip.pci.device:#x}",
+        f".revision = {chip.pci.revision:#x}",
+        f".class_code = {chip.pci.class_code:#x}",
+        f".supported = {1 if supported else 0}",
+        f".protocol_major = {chip.protocol_major}",
+        f".protocol_min_minor = {chip.protocol_min_minor}",
+    ]
+    # Driver feature gates: as in the driver's optional-message table, a gate the chip file
+    # does not list means the chip does not offer the feature (npu1 has no UPDATE_PROPERTY).
+    feats = []
+    for name in SHIM_FEATURES:
+        need = chip.features.get(name)
+        if need is None:
+            feats.append(f"[{feature_enum(name)}] = {{ .present = 0 }}")
+        else:
+            feats.append(f"[{feature_enum(name)}] = {{ .present = 1, .major = {need[0]}, .minor = {need[1]} }}")
+    fields.append(".features = { " + ", ".join(feats) + " }")
+
+    bars = [f"{{ .bar = {b.index}, .base = {b.base:#x}, .size = {b.size:#x} }}" for b in chip.bars.values()]
+    pre.append(f"static const struct xdna_aperture {p}_bars[] = {{ {', '.join(bars)} }};")
+    fields += [f".bars = {p}_bars", f".nbars = {len(bars)}"]
+
+    fields.append(f".msix = {{ .bar = {chip.msix.bar}, .table_off = {chip.msix.table_offset:#x}, "
+                  f".pba_off = {chip.msix.pba_offset:#x}, .vectors = {chip.msix.vectors} }}")
+    if not supported:
+        return pre, "{ " + ", ".join(fields) + " }"
+
+    roles = []
+    for role in AIE2_ROLES:
+        reg = chip.reg(role)
+        roles.append(f"[{role_enum(role)}] = {{ .valid = 1, .bar = {reg.bar}, .off = {reg.offset:#x} }}")
+    fields.append(".roles = { " + ", ".join(roles) + " }")
+    sram_bar = chip.reg("sram.mbox_chann").bar
+    fields.append(f".sram_bar = {sram_bar}")
+
+    mb = chip.mailbox
+    if mb is not None:
+        mbar, moff = chip.dev_to_bar(mb.regs_base, mb.regs_stride * mb.channels)
+        fields.append(
+            f".mbox = {{ .present = 1, .bar = {mbar}, .base_off = {moff:#x}, .stride = {mb.regs_stride:#x}, "
+            f".channels = {mb.channels}, .x2i_tail = {MailboxLayout.X2I_TAIL:#x}, "
+            f".x2i_head = {MailboxLayout.X2I_HEAD:#x}, .i2x_tail = {MailboxLayout.I2X_TAIL:#x}, "
+            f".i2x_head = {MailboxLayout.I2X_HEAD:#x}, .intr = {MailboxLayout.INTR:#x} }}"
+        )
+
+    traps = [f"{{ .valid = 1, .bar = {r.bar}, .off = {r.offset:#x} }}"
+             for r in chip.registers.values() if r.access == "trap"]
+    if traps:
+        pre.append(f"static const struct xdna_bar_off {p}_traps[] = {{ {', '.join(traps)} }};")
+        fields += [f".traps = {p}_traps", f".ntraps = {len(traps)}"]
+
+    if chip.dpm_levels:
+        dpm = [f"{{ {a}, {b} }}" for a, b in chip.dpm_levels]
+        pre.append(f"static const struct xdna_dpm_level {p}_dpm[] = {{ {', '.join(dpm)} }};")
+        fields += [f".dpm = {p}_dpm", f".ndpm = {len(dpm)}"]
+
+    rc = chip.runtime_config
+    init = [f"{{ {int(t)}, {int(v)}ULL }}" for t, v in rc.get("init", [])]
+    if init:
+        pre.append(f"static const struct xdna_rtcfg {p}_rt_init[] = {{ {', '.join(init)} }};")
+        fields += [f".rt_init = {p}_rt_init", f".nrt_init = {len(init)}"]
+    cg = [str(int(t)) for t in rc.get("clock_gating", [])]
+    if cg:
+        pre.append(f"static const uint32_t {p}_clkgate[] = {{ {', '.join(cg)} }};")
+        fields += [f".clock_gating = {p}_clkgate", f".nclock_gating = {len(cg)}"]
+    fields.append(f".fine_preempt_type = {int(rc['fine_preempt']) if 'fine_preempt' in rc else -1}")
+
+    fields.append(f".first_col = {int(chip.limits.get('first_col', 0))}")
+    fields.append(f".hwctx_limit = {int(chip.limits.get('hwctx_limit', 0))}")
+    method = chip.smu.get("dpm_method", "level")
+    if method not in ("level", "clock"):
+        raise ValueError(f"{chip.name}: unknown smu.dpm_method {method!r}")
+    fields.append(f".dpm_method = {'XDNA_DPM_CLOCK' if method == 'clock' else 'XDNA_DPM_LEVEL'}")
+    return pre, "{ " + ",\n      ".join(fields) + " }"
+
+
+def generate() -> str:
+    """The whole header text, deterministic for a given set of chip files."""
+    lines = [
+        "/* Generated by xdna_emu/chips/cgen.py from the chip TOML files. Do not edit. */",
+        "#ifndef XDNA_CHIPS_GEN_H",
+        "#define XDNA_CHIPS_GEN_H",
+        '#include "xdna_chips.h"',
+        "",
+    ]
+    inits: list[str] = []
+    for idx, name in enumerate(chip_names()):
+        chip = load_chip(name)
+        if chip.family not in ("aie2", "aie4"):
+            continue
+        pre, init = _chip_block(idx, chip)
+        lines += pre
+        inits.append(f"    /* {chip.name} */\n    {init}")
+    lines.append("static const struct xdna_chip_desc xdna_chip_table[] = {")
+    lines.append(",\n".join(inits))
+    lines.append("};")
+    lines.append("#define XDNA_CHIP_TABLE_LEN (sizeof(xdna_chip_table) / sizeof(xdna_chip_table[0]))")
+    lines.append("#endif")
+    return "\n".join(lines) + "\n"
+
+
+def role_header() -> str:
+    """The role and feature enums (shared by every chip, from AIE2_ROLES / SHIM_FEATURES)."""
+    out = ["/* Generated by xdna_emu/chips/cgen.py. Do not edit. */",
+           "#ifndef XDNA_ROLES_GEN_H", "#define XDNA_ROLES_GEN_H", "enum xdna_role {"]
+    out += [f"    {role_enum(r)}," for r in AIE2_ROLES]
+    out += ["    XDNA_ROLE_MAX /* keep this last */", "};", "enum xdna_feature {"]
+    out += [f"    {feature_enum(f)}," for f in SHIM_FEATURES]
+    out += ["    XDNA_FEAT_MAX /* keep this last */", "};", "#endif", ""]
+    return "\n".join(out)
+
+
+def write(out_dir: Path) -> list[Path]:
+    """Write both generated headers into ``out_dir`` (only when their text changed)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fname, text in (("xdna_roles_gen.h", role_header()), ("xdna_chips_gen.h", generate())):
+        path = out_dir / fname
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    out = Path(args[0]) if args else Path(__file__).resolve().parents[2] / "csrc" / "generated"
+    for path in write(out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
