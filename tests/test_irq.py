@@ -25,7 +25,12 @@ class Rig:
         self.n = self.chip.msix.vectors
         self.fds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(self.n)]
 
+    def give(self, fds: list[int]) -> list[int]:
+        """Duplicates to hand over: the controller owns (and closes) what it is given."""
+        return [os.dup(fd) for fd in fds]
+
     def close(self) -> None:
+        self.irq.clear_eventfds()
         for fd in self.fds:
             try:
                 os.close(fd)
@@ -73,7 +78,7 @@ def test_reset_state_in_bar_memory(rig: Rig) -> None:
 
 
 def test_delivery_when_enabled_and_unmasked(rig: Rig) -> None:
-    rig.irq.set_eventfds(0, rig.fds)
+    rig.irq.set_eventfds(0, rig.give(rig.fds))
     rig.set_ctrl(enable=True)
     last = rig.n - 1
     for vec in (0, last):
@@ -87,7 +92,7 @@ def test_delivery_when_enabled_and_unmasked(rig: Rig) -> None:
 
 
 def test_masked_vector_pends_then_delivers_on_unmask(rig: Rig) -> None:
-    rig.irq.set_eventfds(0, rig.fds)
+    rig.irq.set_eventfds(0, rig.give(rig.fds))
     rig.set_ctrl(enable=True)
     vec = rig.n - 1  # in the last PBA byte for every chip
     rig.irq.raise_vector(vec)
@@ -102,7 +107,7 @@ def test_masked_vector_pends_then_delivers_on_unmask(rig: Rig) -> None:
 
 
 def test_function_mask_and_enable_via_config(rig: Rig) -> None:
-    rig.irq.set_eventfds(0, rig.fds)
+    rig.irq.set_eventfds(0, rig.give(rig.fds))
     rig.host_write_ctrl(2, 0)
     rig.irq.raise_vector(2)  # MSI-X disabled: pending
     assert rig.pba_bit(2) and rig.count(2) == 0
@@ -118,15 +123,18 @@ def test_pending_until_eventfd_installed(rig: Rig) -> None:
     rig.host_write_ctrl(1, 0)
     rig.irq.raise_vector(1)
     assert rig.pba_bit(1)
-    rig.irq.set_eventfds(1, rig.fds[1:3])
+    rig.irq.set_eventfds(1, rig.give(rig.fds[1:3]))
     assert rig.count(1) == 1 and not rig.pba_bit(1)
+    given = rig.irq._fds[1]
     rig.irq.clear_eventfds()
+    with pytest.raises(OSError):
+        os.fstat(given)  # the controller closed what it owned
     rig.irq.raise_vector(1)
     assert rig.count(1) == 0 and rig.pba_bit(1)
 
 
 def test_out_of_range_vectors_ignored(rig: Rig) -> None:
-    rig.irq.set_eventfds(0, rig.fds)
+    rig.irq.set_eventfds(0, rig.give(rig.fds))
     rig.set_ctrl(enable=True)
     for vec in (-1, rig.n, 10**9, "3"):
         rig.irq.raise_vector(vec)  # type: ignore[arg-type]
@@ -146,7 +154,7 @@ def test_set_eventfds_range_checked(rig: Rig) -> None:
 def test_closed_eventfd_counts_as_dropped(rig: Rig) -> None:
     fd = os.eventfd(0)
     rig.irq.set_eventfds(0, [fd])
-    os.close(fd)
+    os.close(fd)  # closed behind the controller's back
     rig.set_ctrl(enable=True)
     rig.host_write_ctrl(0, 0)
     rig.irq.raise_vector(0)  # must not raise

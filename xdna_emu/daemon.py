@@ -519,12 +519,13 @@ class Daemon:
         try:
             if self.irq_owner is not None and self.irq_owner is not sess:
                 raise OSError(errno.EBUSY, "interrupts belong to another session")
-            self.msix.set_eventfds(start, fds)
-        except ValueError as exc:
-            raise OSError(errno.EINVAL, str(exc)) from None
-        finally:
+            self.msix.set_eventfds(start, fds)  # the controller owns them from here on
+        except (OSError, ValueError) as exc:
             for fd in fds:
-                os.close(fd)  # the controller keeps its own duplicates
+                os.close(fd)
+            if isinstance(exc, ValueError):
+                raise OSError(errno.EINVAL, str(exc)) from None
+            raise
         self.irq_owner = sess
         return None
 

@@ -45,18 +45,28 @@ class MsixController:
 
     # -- eventfds ------------------------------------------------------------------------
     def set_eventfds(self, start: int, fds: Sequence[int]) -> None:
-        """Install eventfds for vectors ``start..start+len(fds)-1`` (fds stay owned by the caller)."""
+        """Install eventfds for vectors ``start..start+len(fds)-1``.
+
+        The controller takes ownership: it closes an eventfd when it is replaced or cleared,
+        so a client that vanishes cannot leak descriptors in the daemon.
+        """
         if start < 0 or start + len(fds) > self.vectors:
             raise ValueError(
                 f"vectors {start}..{start + len(fds) - 1} outside 0..{self.vectors - 1}"
             )
         with self._lock:
             for i, fd in enumerate(fds):
+                old = self._fds[start + i]
+                if old is not None and old != fd:
+                    _close_quietly(old)
                 self._fds[start + i] = fd
             self._flush_pending()
 
     def clear_eventfds(self) -> None:
         with self._lock:
+            for fd in self._fds:
+                if fd is not None:
+                    _close_quietly(fd)
             self._fds = [None] * self.vectors
 
     # -- table/PBA access ----------------------------------------------------------------
@@ -143,3 +153,10 @@ class MsixController:
             return False
         t0, p0 = self.layout.table_offset, self.layout.pba_offset
         return t0 <= offset < t0 + self.table_size or p0 <= offset < p0 + self.pba_size
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
