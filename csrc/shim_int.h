@@ -116,12 +116,12 @@ struct xdna_shim_ctx {
     struct xdna_shim_info info;
 };
 
-/* ---- errors (xdna_shim.c) ---- */
+/* ---- errors (core.c) ---- */
 int xdna_fail(struct xdna_shim_ctx *ctx, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void xdna_set_tls_error(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* ---- time, waits (xdna_shim.c) ---- */
+/* ---- time, waits (core.c) ---- */
 uint64_t xdna_now_ns(void);
 uint64_t xdna_deadline(int ms);
 /* One wait step: block until the notify eventfd, extra_fd (if >= 0) or the socket is ready,
@@ -132,7 +132,7 @@ int xdna_wait_step(struct xdna_shim_ctx *ctx, int extra_fd, uint64_t deadline, b
 int xdna_poll_reg(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t mask, int timeout_ms,
                   uint32_t *val, const char *what);
 
-/* ---- register access (xdna_shim.c) ---- */
+/* ---- register access (core.c) ---- */
 uint32_t xdna_rd(struct xdna_shim_ctx *ctx, struct xdna_loc loc);
 void xdna_wr(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 int xdna_wr_trap(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);

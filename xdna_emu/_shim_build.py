@@ -15,7 +15,7 @@ from cffi import FFI
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 HEADER = CSRC / "xdna_shim.h"
-SOURCES = ("chips.c", "proto.c", "xdna_shim.c", "mailbox.c", "probe.c")
+SOURCES = ("chips.c", "proto.c", "core.c", "mailbox.c", "probe.c")
 
 
 def _cdef_text() -> str:
