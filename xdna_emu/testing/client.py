@@ -64,7 +64,8 @@ class ControlClient:
         if rcmd != cmd:
             raise AssertionError(f"reply to {rcmd:#x}, expected {cmd:#x}")
         if err:
-            raise ControlError(err, f"{P.Cmd(cmd).name}: {os.strerror(err)}")
+            name = P.Cmd(cmd).name if cmd in P.Cmd._value2member_map_ else f"{cmd:#x}"
+            raise ControlError(err, f"{name}: {os.strerror(err)}")
         return body, rfds
 
     # -- commands ---------------------------------------------------------------------

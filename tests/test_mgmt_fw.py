@@ -1,0 +1,198 @@
+"""Management firmware: the driver's bring-up, every mgmt opcode, gates, suspend, async events."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from xdna_emu.chips import chip_names, load_chip
+from xdna_emu.fw.image import build_image
+from xdna_emu.fw.messages import (
+    LAYOUTS,
+    TILE_INFO_FIELDS,
+    AsyncEventType,
+    Opcode,
+    PspCmd,
+    Status,
+)
+from xdna_emu.fw.mgmt import ASYNC_EVENT_MAX
+from xdna_emu.iommu import DMA_READ, DMA_WRITE
+from xdna_emu.testing.pydriver import PyDriver, make_test_device
+
+CHIPS = [c for c in ("npu4", "npu1") if c in chip_names()]
+
+
+def _driver(chip: str, image: bytes | None = None, async_events: bool = False) -> tuple[PyDriver, dict]:
+    d = PyDriver(make_test_device(chip))
+    return d, d.bring_up(image, async_events=async_events)
+
+
+@pytest.mark.parametrize("chip", CHIPS)
+def test_bring_up_sequence(chip: str) -> None:
+    d, out = _driver(chip, async_events=True)
+    c = d.chip
+    fw = d.device.fw
+    assert out["fw_version"] == fw.image.version
+    assert list(out["aie_version"]) == list(c.firmware["aie_version"])
+    tile = dict(zip(("status", "size", *TILE_INFO_FIELDS), out["tile"], strict=True))
+    for key, val in c.tiles.items():
+        assert tile[key] == val, key
+    assert tile["size"] == 44
+    # state the driver configured
+    for ctype, value in c.runtime_config["init"]:
+        if ctype not in c.runtime_config.get("clock_gating", ()):
+            assert fw.state.runtime_config[ctype] == value
+    for ctype in c.runtime_config.get("clock_gating", ()):
+        assert fw.state.runtime_config[ctype] == 1
+    assert not fw.state.suspended
+    st = d.device.status()
+    assert st["smu"]["dpm_level"] == len(c.dpm_levels) - 1
+    assert len(st["pending_async_events"]) == out["cols"] == c.tiles["cols"]
+    assert st["channels"][0]["state"] == "ok"
+    assert st["counters"]["malformed_msgs"] == st["counters"]["internal_errors"] == 0
+    assert st["firmware"]["protocol"] == c.firmware["protocol"]
+    if "UPDATE_PROPERTY" in c.features:
+        assert fw.state.time_quota_us == {0xFF: 30000}
+    # the async-event registrations got no reply; everything else did
+    assert d.unsolicited == []
+    assert st["channels"][0]["msgs_in"] == st["channels"][0]["msgs_out"] + out["cols"]
+
+
+def test_query_ops_npu4() -> None:
+    d, _ = _driver("npu4")
+    c = d.chip
+    assert d.msg_ok(Opcode.GET_DEV_REVISION, 0)[1] == c.firmware["dev_revision"]
+    assert d.msg_ok(Opcode.GET_PROTOCOL_VERSION, 0)[1:] == (6, 24)
+    assert d.msg_ok(Opcode.GET_RUNTIME_CONFIG, 5) == (0, 1)
+    assert d.msg_ok(Opcode.ASSIGN_MGMT_PASID, 7, 0)
+    assert d.device.fw.state.mgmt_pasid == 7
+    d.msg_ok(Opcode.CALIBRATE_TIME, 5_000_000)
+    assert d.device.fw.state.time_offset_ns == 5_000_000 - d.td.clock.now_ns()
+
+
+def test_runtime_config_errors() -> None:
+    d, _ = _driver("npu4")
+    assert d.msg(Opcode.SET_RUNTIME_CONFIG, 9, 1)[0] == Status.RTOS_INVALID_PARAM
+    assert d.msg(Opcode.GET_RUNTIME_CONFIG, 0xFFFF) == (Status.RTOS_INVALID_PARAM, 0)
+    d.msg_ok(Opcode.SET_RUNTIME_CONFIG, 6, 0x1_0000_0003)
+    assert d.msg_ok(Opcode.GET_RUNTIME_CONFIG, 6)[1] == 0x1_0000_0003
+
+
+def test_update_property_unknown_type() -> None:
+    d, _ = _driver("npu4")
+    assert d.msg(Opcode.UPDATE_PROPERTY, 1, 0, bytes(7), 5, 0)[0] == Status.RTOS_PROPERTY_UPDATE_FAILED
+
+
+def test_wrong_request_size_keeps_response_size() -> None:
+    d, _ = _driver("npu4")
+    ch = d.mgmt
+    ch.send(Opcode.GET_FIRMWARE_VERSION, b"\0" * 8)
+    (resp,) = ch.drain()
+    assert len(resp.payload) == LAYOUTS[Opcode.GET_FIRMWARE_VERSION].resp.size
+    assert resp.payload == struct.pack("<I", Status.RTOS_INVALID_INPUT_BUF) + bytes(16)
+
+
+def test_gated_ops_on_old_protocol() -> None:
+    d, _ = _driver("npu4", build_image(load_chip("npu4"), protocol="6.12"))
+    assert d.device.fw.protocol == (6, 12)
+    ch = d.mgmt
+    for op in (Opcode.GET_DEV_REVISION, Opcode.CALIBRATE_TIME, Opcode.UPDATE_PROPERTY):
+        ch.send(op, b"\0" * LAYOUTS[op].req.size)
+        (resp,) = ch.drain()
+        assert resp.payload == struct.pack("<I", Status.RTOS_INVALID_OP), op.name
+    # ungated ops still work
+    assert d.msg_ok(Opcode.GET_FIRMWARE_VERSION, 0)
+
+
+def test_suspend_rejects_everything_but_resume() -> None:
+    d, _ = _driver("npu4")
+    d.msg_ok(Opcode.SUSPEND, 0)
+    assert d.device.status()["firmware"]["suspended"]
+    assert d.msg(Opcode.GET_FIRMWARE_VERSION, 0) == (Status.MGMT_ERT_BUSY, 0, 0, 0, 0)
+    assert d.msg(Opcode.SET_RUNTIME_CONFIG, 1, 1)[0] == Status.MGMT_ERT_BUSY
+    assert d.msg(Opcode.SUSPEND, 0)[0] == Status.MGMT_ERT_BUSY
+    d.msg_ok(Opcode.RESUME, 0)
+    d.msg_ok(Opcode.GET_FIRMWARE_VERSION, 0)
+
+
+def test_async_events_held_then_full() -> None:
+    d, _ = _driver("npu4")
+    ch = d.mgmt
+    lay = LAYOUTS[Opcode.REGISTER_ASYNC_EVENT_MSG]
+    ids = [ch.send(Opcode.REGISTER_ASYNC_EVENT_MSG, lay.req.pack(0x5000_0000 + i * 0x2000, 0x2000))
+           for i in range(ASYNC_EVENT_MAX)]
+    assert ch.drain() == []
+    extra = ch.send(Opcode.REGISTER_ASYNC_EVENT_MSG, lay.req.pack(0x6000_0000, 0x2000))
+    (resp,) = ch.drain()
+    assert resp.id == extra
+    assert lay.resp.unpack(resp.payload) == (Status.RTOS_ASYNC_EVENT_MSGS_FULL, 0)
+    assert [e["id"] for e in d.device.status()["pending_async_events"]] == ids
+
+
+def test_async_event_delivery_writes_buffer() -> None:
+    d, _ = _driver("npu4")
+    buf = bytearray(0x2000)
+    d.iommu.map(0, 0x7000_0000, len(buf), DMA_READ | DMA_WRITE, None, mem=buf)
+    lay = LAYOUTS[Opcode.REGISTER_ASYNC_EVENT_MSG]
+    mid = d.mgmt.send(Opcode.REGISTER_ASYNC_EVENT_MSG, lay.req.pack(0x7000_0000, 0x2000))
+    mid2 = d.mgmt.send(Opcode.REGISTER_ASYNC_EVENT_MSG, lay.req.pack(0x7100_0000, 0x2000))
+    assert d.device.fw.post_async_event(AsyncEventType.AIE_ERROR, b"\1\0\0\0\2\0\0\0")
+    (resp,) = d.mgmt.drain()
+    assert resp.id == mid and lay.resp.unpack(resp.payload) == (0, AsyncEventType.AIE_ERROR)
+    assert buf[:8] == b"\1\0\0\0\2\0\0\0"
+    # unmapped buffer: answered with an error status, fault counted
+    assert d.device.fw.post_async_event(AsyncEventType.EXCEPTION, b"x" * 4)
+    (resp,) = d.mgmt.drain()
+    assert resp.id == mid2 and lay.resp.unpack(resp.payload)[0] == Status.RTOS_INVALID_INPUT_BUF
+    assert d.device.stats["iommu_faults"] == 1
+    assert not d.device.fw.post_async_event(AsyncEventType.AIE_ERROR, b"")
+
+
+def test_release_tmr_drops_pending_events() -> None:
+    d, _ = _driver("npu4", async_events=True)
+    assert d.device.status()["pending_async_events"]
+    assert d.psp_exec(PspCmd.RELEASE_TMR) == 0
+    assert d.device.status()["pending_async_events"] == []
+
+
+def test_reset_returns_to_power_on_state() -> None:
+    d, _ = _driver("npu4", async_events=True)
+    m = d.chip.msix
+    bar = d.regs.bytes[m.bar]
+    bar[m.table_offset : m.table_offset + 4] = b"\x11\x22\x33\x44"
+    d.device.reset()
+    st = d.device.status()
+    assert st["firmware"] is None and st["channels"] == [] and st["smu"]["power"] == "off"
+    assert st["psp"]["state"] == "idle"
+    assert d.read_role("sram.fw_alive") == 0
+    assert bytes(bar[m.table_offset : m.table_offset + 4]) == b"\x11\x22\x33\x44"
+    assert not any(d.regs.bytes[2])
+    # bring-up works again from scratch on fresh rings
+    d2 = PyDriver(d.td)
+    d2.bring_up(async_events=False)
+    assert d2.device.status()["pending_async_events"] == []
+    assert d2.msg_ok(Opcode.GET_FIRMWARE_VERSION, 0)[1:] == d2.device.fw.image.version
+    assert d2.device.stats["malformed_msgs"] == 0
+
+
+def test_extension_point_for_user_channels() -> None:
+    d, _ = _driver("npu4")
+    fw = d.device.fw
+    seen = []
+
+    def handler(chan, msg) -> None:
+        seen.append(msg.opcode)
+        chan.reply(msg, struct.pack("<I", 0))
+
+    ch = fw.attach_channel(1, handler, vector=3, name="ctx0")
+    from xdna_emu.testing.pydriver import DriverChannel
+
+    size = ch.ring_size
+    host = DriverChannel(d, (ch.x2i_tail_reg, ch.x2i_head_reg, ch.x2i_buf, size),
+                         (ch.i2x_tail_reg, ch.i2x_head_reg, ch.i2x_buf, size))
+    host.send(Opcode.CONFIG_CU, b"\0" * 132)
+    (resp,) = host.drain()
+    assert seen == [Opcode.CONFIG_CU] and resp.payload == b"\0" * 4
+    assert 3 in d.td.irqs
+    assert ch.x2i_buf != d.device.mailbox.channels[0].x2i_buf

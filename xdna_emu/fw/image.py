@@ -1,0 +1,181 @@
+"""Our own signed firmware image format (real AMD firmware is not redistributable).
+
+Layout (little-endian, ``HEADER_SIZE`` = 128 bytes, then the payload):
+
+=====  ====  ===================================================================
+off    size  field
+=====  ====  ===================================================================
+0x00   8     magic ``b"XDNAEMFW"``
+0x08   2     format version (1)
+0x0A   2     header size (128)
+0x0C   4     payload size in bytes
+0x10   2     target PCI device id
+0x12   1     target PCI revision
+0x13   1     reserved, 0
+0x14   16    firmware version major, minor, patch, build (u32 each)
+0x24   4     protocol version major, minor (u16 each)
+0x28   32    SHA-256 digest of the payload
+0x48   24    reserved, 0
+0x60   32    HMAC-SHA256 over bytes 0x00..0x60 of the header followed by the payload
+=====  ====  ===================================================================
+
+The HMAC key (:data:`TEST_KEY`) ships with the package. It is a **test key, not a
+secret**: it lets the emulated PSP tell a damaged image from a good one, nothing more.
+The target is the (device, revision) the firmware *file* is for, taken from the chip's
+``fw_path`` directory (``amdnpu/17f0_10/...``), so chips that share a file (npu6 uses npu4's)
+accept the same image, as they do on real hardware. Bytes after header+payload are ignored
+(the driver pads its copy to a 64 KiB multiple).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..chips import Chip, chip_names, load_chip
+from .messages import PspStatus
+
+MAGIC = b"XDNAEMFW"
+FORMAT_VERSION = 1
+HEADER_SIZE = 128
+PAYLOAD_SIZE = 96 * 1024  # > 64 KiB so the driver's 64 KiB-rounded buffer is exercised
+TEST_KEY = b"xdna-emu firmware TEST signing key - public, not a secret"
+_HDR = struct.Struct("<8sHHIHBB4I2H32s24s")  # everything before the signature
+_SIG_OFF = _HDR.size  # 0x60
+assert _SIG_OFF == 0x60 and _SIG_OFF + 32 == HEADER_SIZE
+
+
+class ImageError(ValueError):
+    """An image the PSP refuses; ``code`` is the PSP status it reports."""
+
+    def __init__(self, code: PspStatus, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class FirmwareImage:
+    target: tuple[int, int]
+    version: tuple[int, int, int, int]
+    protocol: tuple[int, int]
+    payload_size: int
+    digest: bytes
+
+    @property
+    def version_str(self) -> str:
+        return ".".join(map(str, self.version))
+
+
+def fw_target(chip: Chip) -> tuple[int, int]:
+    """(device, revision) the chip's firmware file is for: the ``DDDD_RR`` directory name."""
+    m = re.search(r"([0-9a-fA-F]{4})_([0-9a-fA-F]{2})/", chip.fw_path)
+    return (int(m.group(1), 16), int(m.group(2), 16)) if m else chip.pci_id
+
+
+def _ints(text: str, count: int, what: str) -> tuple[int, ...]:
+    parts = str(text).split(".")
+    if len(parts) != count or not all(p.isdigit() for p in parts):
+        raise ValueError(f"{what} must be {count} dot-separated numbers, got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def _payload(target: tuple[int, int], version: str, size: int) -> bytes:
+    seed = f"xdna-emu fw payload {target[0]:04x}_{target[1]:02x} {version}".encode()
+    return hashlib.shake_256(seed).digest(size)
+
+
+def build_image(chip: Chip, version: str | None = None, protocol: str | None = None) -> bytes:
+    """A valid signed image for ``chip`` (defaults from the chip's ``[firmware]`` table)."""
+    version = version or chip.firmware.get("version", "1.0.0.0")
+    protocol = protocol or chip.firmware.get("protocol", f"{chip.protocol_major}.{chip.protocol_min_minor}")
+    ver = _ints(version, 4, "firmware version")
+    prot = _ints(protocol, 2, "protocol version")
+    if any(v > 0xFFFFFFFF for v in ver) or any(p > 0xFFFF for p in prot):
+        raise ValueError("version number out of range")
+    target = fw_target(chip)
+    payload = _payload(target, version, PAYLOAD_SIZE)
+    head = _HDR.pack(MAGIC, FORMAT_VERSION, HEADER_SIZE, len(payload), target[0], target[1], 0,
+                     *ver, *prot, hashlib.sha256(payload).digest(), bytes(24))
+    sig = hmac.new(TEST_KEY, head + payload, hashlib.sha256).digest()
+    return head + sig + payload
+
+
+def parse_image(data: bytes | memoryview, chip: Chip) -> FirmwareImage:
+    """Check an image as the emulated PSP does; raise ImageError with a distinct code."""
+    data = memoryview(data).cast("B")
+    if len(data) < HEADER_SIZE:
+        raise ImageError(PspStatus.IMG_TRUNCATED, f"image of {len(data)} bytes has no header")
+    (magic, fmt, hsize, psize, dev, rev, rsvd, *rest) = _HDR.unpack_from(data)
+    ver, prot, digest = tuple(rest[0:4]), tuple(rest[4:6]), rest[6]
+    if magic != MAGIC:
+        raise ImageError(PspStatus.IMG_MAGIC, "bad image magic")
+    if fmt != FORMAT_VERSION or hsize < HEADER_SIZE:
+        raise ImageError(PspStatus.IMG_FORMAT, f"unsupported format {fmt} / header size {hsize}")
+    if hsize + psize > len(data):
+        raise ImageError(PspStatus.IMG_TRUNCATED,
+                         f"image needs {hsize + psize} bytes, buffer has {len(data)}")
+    payload = data[hsize : hsize + psize]
+    if hashlib.sha256(payload).digest() != digest:
+        raise ImageError(PspStatus.IMG_DIGEST, "payload digest mismatch")
+    mac = hmac.new(TEST_KEY, data[:_SIG_OFF], hashlib.sha256)
+    mac.update(data[HEADER_SIZE:hsize])
+    mac.update(payload)
+    if not hmac.compare_digest(mac.digest(), bytes(data[_SIG_OFF:HEADER_SIZE])):
+        raise ImageError(PspStatus.IMG_SIGNATURE, "bad image signature")
+    if (dev, rev) != fw_target(chip):
+        raise ImageError(PspStatus.IMG_CHIP,
+                         f"image is for {dev:04x}:{rev:02x}, not {chip.name}")
+    return FirmwareImage((dev, rev), ver, prot, psize, bytes(digest))  # type: ignore[arg-type]
+
+
+def write_firmware(chip_name: str, out_dir: Path, version: str | None = None,
+                   protocol: str | None = None) -> Path:
+    """Write an image to ``out_dir/<chip.fw_path>`` atomically (temp file + rename)."""
+    chip = load_chip(chip_name)
+    dest = Path(out_dir) / chip.fw_path
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    data = build_image(chip, version, protocol)
+    fd, tmp = tempfile.mkstemp(prefix=".fw-", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def default_firmware_dir() -> Path:
+    """The per-user firmware search path, filled with a valid image for every chip.
+
+    ``$XDNA_EMU_FIRMWARE_PATH`` if set, else ``$XDG_CACHE_HOME/xdna-emu/firmware``
+    (``~/.cache/...``). Missing or unreadable images are (re)written; concurrent callers
+    are safe because every write is a rename of a complete temp file.
+    """
+    env = os.environ.get("XDNA_EMU_FIRMWARE_PATH")
+    if env:
+        root = Path(env)
+    else:
+        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        root = Path(cache) / "xdna-emu" / "firmware"
+    root.mkdir(parents=True, exist_ok=True)
+    owners: dict[str, str] = {}
+    for name in chip_names():
+        chip = load_chip(name)
+        # A shared file is built with the defaults of the chip whose id names it.
+        if chip.fw_path not in owners or chip.pci_id == fw_target(chip):
+            owners[chip.fw_path] = name
+    for path, name in owners.items():
+        chip = load_chip(name)
+        try:
+            parse_image((root / path).read_bytes(), chip)
+        except (OSError, ImageError):
+            write_firmware(name, root)
+    return root

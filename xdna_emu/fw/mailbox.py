@@ -1,0 +1,280 @@
+"""The firmware side of the AIE2 mailbox: ring channels in SRAM with head/tail registers.
+
+A channel is an x2i ring (host -> firmware) and an i2x ring (firmware -> host). The host
+produces into x2i and moves the x2i tail register; the firmware consumes from its own
+head cursor and publishes the x2i head register. For i2x the roles swap. Register values
+are byte offsets from the ring start. The wrap rule on both sides is the driver's: a
+message that would pass ``size - 4`` is preceded by a TOMBSTONE word at the tail and
+written at offset 0 instead.
+
+Everything read from the rings and registers is host-controlled, so it is checked. A
+malformed x2i ring (tail out of range or unaligned, TOMBSTONE ahead of the tail, a header
+whose sizes are impossible or disagree, an id without the 0x1D magic) or a bad i2x head
+write puts the channel into the *error* state: it stops consuming and sending, the
+reason is kept for ``status()`` and the ``malformed_msgs`` counter goes up. Only a reset
+or a firmware restart clears it.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..chips import Chip, MailboxLayout
+from ..regio import RegisterFile
+from .messages import (
+    MAX_MSG_PAYLOAD,
+    MSG_HEADER,
+    MSG_ID_MAGIC,
+    MSG_ID_MAGIC_MASK,
+    TOMBSTONE,
+    sz_ver,
+)
+
+log = logging.getLogger(__name__)
+_U32 = struct.Struct("<I")
+HDR = MSG_HEADER.size
+
+
+@dataclass(frozen=True)
+class Message:
+    opcode: int
+    id: int
+    payload: bytes
+
+
+Handler = Callable[["MailboxChannel", Message], None]
+
+
+class MailboxChannel:
+    """One channel's firmware-side state machine."""
+
+    def __init__(self, engine: MailboxEngine, index: int, slot: int, vector: int,
+                 handler: Handler, name: str) -> None:
+        lay = engine.layout
+        self.engine, self.index, self.slot, self.vector = engine, index, slot, vector
+        self.handler, self.name = handler, name
+        self.ring_size = lay.ring_size
+        self.x2i_buf = engine.slot_addr(slot)
+        self.i2x_buf = self.x2i_buf + lay.ring_size
+        base = lay.chan_regs(index)
+        self.x2i_tail_reg = base + MailboxLayout.X2I_TAIL
+        self.x2i_head_reg = base + MailboxLayout.X2I_HEAD
+        self.i2x_tail_reg = base + MailboxLayout.I2X_TAIL
+        self.i2x_head_reg = base + MailboxLayout.I2X_HEAD
+        self.intr_reg = base + MailboxLayout.INTR
+        regs = engine.regs
+        self._x2i = regs.span(self.x2i_buf, self.ring_size)
+        self._i2x = regs.span(self.i2x_buf, self.ring_size)
+        self.x2i_head = 0  # firmware's consume cursor
+        self.i2x_tail = 0  # firmware's produce cursor
+        self.outq: deque[bytes] = deque()
+        self.open = True
+        self.error: str | None = None
+        self.msgs_in = 0
+        self.msgs_out = 0
+
+    # -- registers ---------------------------------------------------------------------
+    def _rd(self, addr: int) -> int:
+        return self.engine.regs.read_dev(addr)
+
+    def _wr(self, addr: int, value: int) -> None:
+        self.engine.regs.write_dev(addr, value)
+
+    def init_registers(self) -> None:
+        for reg in (self.x2i_tail_reg, self.x2i_head_reg, self.i2x_tail_reg,
+                    self.i2x_head_reg, self.intr_reg):
+            self._wr(reg, 0)
+
+    def fail(self, why: str) -> None:
+        if self.error is None:
+            self.error = why
+            self.engine.stats["malformed_msgs"] += 1
+            log.warning("mailbox channel %d (%s) error: %s", self.index, self.name, why)
+
+    @property
+    def ok(self) -> bool:
+        return self.open and self.error is None
+
+    # -- x2i: host -> firmware ---------------------------------------------------------
+    def on_x2i_tail(self) -> None:
+        """The host moved the x2i tail: consume every complete message up to it."""
+        if not self.ok:
+            return
+        size, ring = self.ring_size, self._x2i
+        tail = self._rd(self.x2i_tail_reg)
+        if tail > size or tail & 3:
+            self.fail(f"x2i tail {tail:#x} out of range or unaligned")
+            return
+        for _ in range(size // 4 + 2):  # each pass consumes >= 4 bytes or ends
+            if not self.ok or self.x2i_head == tail:
+                return
+            head = self.x2i_head
+            if head >= size:
+                self.x2i_head = head = 0
+                if head == tail:
+                    return
+            word = _U32.unpack_from(ring, head)[0]
+            if word == TOMBSTONE:
+                if head < tail:
+                    self.fail(f"TOMBSTONE at {head:#x} ahead of tail {tail:#x}")
+                    return
+                self.x2i_head = 0
+                self._wr(self.x2i_head_reg, 0)
+                continue
+            if head + HDR > size:
+                self.fail(f"header at {head:#x} crosses the ring end")
+                return
+            total, szv, mid, opcode = MSG_HEADER.unpack_from(ring, head)
+            msg_size = HDR + total
+            if (total == 0 or total & 3 or total > MAX_MSG_PAYLOAD or msg_size > size - head
+                    or (head < tail and msg_size > tail - head)):
+                self.fail(f"impossible total_size {total:#x} at {head:#x} (tail {tail:#x})")
+                return
+            if szv != sz_ver(total):
+                self.fail(f"sz_ver {szv:#x} disagrees with total_size {total:#x}")
+                return
+            if mid & MSG_ID_MAGIC_MASK != MSG_ID_MAGIC:
+                self.fail(f"message id {mid:#x} lacks the 0x1D magic")
+                return
+            payload = bytes(ring[head + HDR : head + msg_size])
+            self.x2i_head = head + msg_size
+            self.msgs_in += 1
+            self.engine.stats["mbox_msgs_in"] += 1
+            self.handler(self, Message(opcode, mid, payload))
+            if self.open:
+                self._wr(self.x2i_head_reg, self.x2i_head)
+        self.fail("x2i ring does not terminate")
+
+    # -- i2x: firmware -> host ---------------------------------------------------------
+    def send(self, msg_id: int, opcode: int, payload: bytes) -> None:
+        """Queue a message for the host and push out as many as fit, in order."""
+        if not self.open:
+            return
+        self.outq.append(MSG_HEADER.pack(len(payload), sz_ver(len(payload)), msg_id, opcode)
+                         + payload)
+        self.flush()
+
+    def reply(self, msg: Message, payload: bytes) -> None:
+        self.send(msg.id, msg.opcode, payload)
+
+    def on_i2x_head(self) -> None:
+        """The host consumed responses: space may have opened for queued ones."""
+        if self.ok:
+            head = self._rd(self.i2x_head_reg)
+            if head > self.ring_size or head & 3:
+                self.fail(f"i2x head {head:#x} out of range or unaligned")
+                return
+            self.flush()
+
+    def flush(self) -> None:
+        sent = 0
+        while self.outq and self.ok and self._put(self.outq[0]):
+            self.outq.popleft()
+            sent += 1
+        if sent:
+            self.msgs_out += sent
+            self.engine.stats["mbox_msgs_out"] += sent
+            self._wr(self.intr_reg, 1)
+            self.engine.irq(self.vector)
+
+    def _put(self, pkt: bytes) -> bool:
+        size, n = self.ring_size, len(pkt)
+        head = self._rd(self.i2x_head_reg)
+        if head > size or head & 3:
+            self.fail(f"i2x head {head:#x} out of range or unaligned")
+            return False
+        tail = self.i2x_tail
+        if n > size - 4:
+            self.fail(f"response of {n} bytes cannot fit the ring")
+            return False
+        if tail < head and tail + n >= head:
+            return False
+        if tail >= head and tail + n > size - 4:
+            if n >= head:
+                return False
+            _U32.pack_into(self._i2x, tail, TOMBSTONE)
+            tail = 0
+        self._i2x[tail : tail + n] = pkt
+        self.i2x_tail = tail + n
+        self._wr(self.i2x_tail_reg, self.i2x_tail)
+        return True
+
+    def status(self) -> dict:
+        rd = self._rd
+        return {
+            "index": self.index, "name": self.name, "slot": self.slot, "msix": self.vector,
+            "x2i": {"buf": self.x2i_buf, "head": rd(self.x2i_head_reg), "tail": rd(self.x2i_tail_reg)},
+            "i2x": {"buf": self.i2x_buf, "head": rd(self.i2x_head_reg), "tail": rd(self.i2x_tail_reg)},
+            "msgs_in": self.msgs_in, "msgs_out": self.msgs_out, "queued": len(self.outq),
+            "state": "ok" if self.error is None else "error", "error": self.error,
+        }  # fmt: skip
+
+
+class MailboxEngine:
+    """All channels of a device and the routing of their trapped register writes."""
+
+    def __init__(self, chip: Chip, regs: RegisterFile, irq: Callable[[int], None],
+                 stats: dict[str, int]) -> None:
+        if chip.mailbox is None:
+            raise ValueError(f"{chip.name} has no AIE2 mailbox layout")
+        self.chip, self.regs, self.irq, self.stats = chip, regs, irq, stats
+        self.layout = chip.mailbox
+        self.sram_base = chip.reg("sram.mbox_chann").addr
+        self.channels: dict[int, MailboxChannel] = {}
+        for key in ("malformed_msgs", "mbox_msgs_in", "mbox_msgs_out"):
+            stats.setdefault(key, 0)
+
+    def slot_addr(self, slot: int) -> int:
+        """Device address of SRAM ring slot ``slot``."""
+        return self.sram_base + slot * self.layout.slot_size
+
+    def traps(self) -> dict[tuple[int, int], Callable[[int], None]]:
+        """(bar, offset) -> side effect, for the registers the host writes to signal us."""
+        out: dict[tuple[int, int], Callable[[int], None]] = {}
+        for idx in range(self.layout.channels):
+            base = self.layout.chan_regs(idx)
+            for off, fn in ((MailboxLayout.X2I_TAIL, self._x2i_tail),
+                            (MailboxLayout.I2X_HEAD, self._i2x_head)):
+                out[self.chip.dev_to_bar(base + off)] = (
+                    lambda _v, i=idx, f=fn: f(i))  # type: ignore[misc]
+        return out
+
+    def _x2i_tail(self, idx: int) -> None:
+        ch = self.channels.get(idx)
+        if ch is not None:
+            ch.on_x2i_tail()
+
+    def _i2x_head(self, idx: int) -> None:
+        ch = self.channels.get(idx)
+        if ch is not None:
+            ch.on_i2x_head()
+
+    def open_channel(self, index: int, handler: Handler, vector: int, slot: int | None = None,
+                     name: str = "") -> MailboxChannel:
+        """Create channel ``index`` in ``slot`` (default: the index-th free slot), zero its
+        registers and start serving it."""
+        if not 0 <= index < self.layout.channels or index in self.channels:
+            raise ValueError(f"channel {index} unavailable")
+        if slot is None:
+            slot = self.layout.free_slots()[index]
+        ch = MailboxChannel(self, index, slot, vector, handler, name or f"chan{index}")
+        ch.init_registers()
+        self.channels[index] = ch
+        return ch
+
+    def close_channel(self, index: int) -> None:
+        ch = self.channels.pop(index, None)
+        if ch is not None:
+            ch.open = False
+            ch.outq.clear()
+
+    def close_all(self) -> None:
+        for idx in list(self.channels):
+            self.close_channel(idx)
+
+    def status(self) -> list[dict]:
+        return [ch.status() for _, ch in sorted(self.channels.items())]

@@ -1,0 +1,280 @@
+"""The emulated AIE2 management firmware (MERT): boot handshake and the mgmt opcodes.
+
+Booted by PSP START. It publishes ``mgmt_mbox_chann_info`` in SRAM, opens the management
+channel (channel 0, MSI-X vector 0) and writes the info's device address into FW_ALIVE.
+Requests are served from :attr:`MgmtFirmware.ops`, a table keyed by opcode; later blocks
+(hardware contexts) add their opcodes with :meth:`MgmtFirmware.register` and open
+per-context user channels with :meth:`MgmtFirmware.attach_channel`.
+
+Dispatch rules, in order:
+1. opcode not in the table, or gated off by the running image's protocol version
+   (``chip.has_feature(opcode name, protocol)``) -> 4-byte ``{RTOS_INVALID_OP}``;
+2. firmware suspended and the op is not allowed then -> ``MGMT_ERT_BUSY``;
+3. request payload of the wrong size -> ``RTOS_INVALID_INPUT_BUF``;
+4. the handler. Error responses keep the op's normal response size (status, then zeros).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..chips import Chip
+from ..clock import Clock
+from ..iommu import Iommu, IommuFault
+from ..regio import RegisterFile
+from .image import FirmwareImage
+from .mailbox import MailboxChannel, MailboxEngine, Message
+from .messages import (
+    LAYOUTS,
+    MGMT_INFO,
+    MGMT_INFO_MAGIC,
+    STATUS_ONLY,
+    TILE_INFO_FIELDS,
+    UPDATE_PROPERTY_TIME_QUOTA,
+    Layout,
+    Opcode,
+    Status,
+)
+
+log = logging.getLogger(__name__)
+
+MGMT_CHANNEL = 0
+MGMT_MSI_ID = 0
+ASYNC_EVENT_MAX = 16  # emulator-chosen limit of outstanding REGISTER_ASYNC_EVENT_MSG
+
+#: A handler gets the channel, the message and the decoded request fields; it returns the
+#: response payload (exactly ``layout.resp.size`` bytes) or None to answer later.
+OpFn = Callable[[MailboxChannel, Message, tuple], "bytes | None"]
+
+
+@dataclass(frozen=True)
+class Op:
+    layout: Layout
+    fn: OpFn
+    when_suspended: bool = False
+
+
+@dataclass
+class AsyncEvent:
+    """A REGISTER_ASYNC_EVENT_MSG held until an event happens."""
+
+    chan: MailboxChannel
+    msg: Message
+    buf_addr: int
+    buf_size: int
+
+
+@dataclass
+class MgmtState:
+    suspended: bool = False
+    mgmt_pasid: int = 0
+    runtime_config: dict[int, int] = field(default_factory=dict)
+    time_quota_us: dict[int, int] = field(default_factory=dict)
+    time_offset_ns: int = 0
+
+
+def status_resp(layout: Layout, status: int) -> bytes:
+    """An error response of the op's normal size: the status word then zeros."""
+    return STATUS_ONLY.pack(status) + bytes(layout.resp.size - 4)
+
+
+class MgmtFirmware:
+    """One boot of the management firmware (created by PSP START, dropped by stop())."""
+
+    def __init__(self, chip: Chip, regs: RegisterFile, engine: MailboxEngine, iommu: Iommu,
+                 clock: Clock, image: FirmwareImage, stats: dict[str, int]) -> None:
+        self.chip, self.regs, self.engine, self.iommu = chip, regs, engine, iommu
+        self.clock, self.image, self.stats = clock, image, stats
+        self.protocol = image.protocol
+        self.state = MgmtState()
+        self.async_events: list[AsyncEvent] = []
+        self.mgmt: MailboxChannel | None = None
+        self.ops: dict[int, Op] = {}
+        for opcode, fn, susp in (
+            (Opcode.SUSPEND, self._suspend, False),
+            (Opcode.RESUME, self._resume, True),
+            (Opcode.ASSIGN_MGMT_PASID, self._assign_pasid, False),
+            (Opcode.GET_FIRMWARE_VERSION, self._fw_version, False),
+            (Opcode.SET_RUNTIME_CONFIG, self._set_runtime_config, False),
+            (Opcode.GET_RUNTIME_CONFIG, self._get_runtime_config, False),
+            (Opcode.REGISTER_ASYNC_EVENT_MSG, self._register_async_event, False),
+            (Opcode.UPDATE_PROPERTY, self._update_property, False),
+            (Opcode.GET_DEV_REVISION, self._dev_revision, False),
+            (Opcode.CALIBRATE_TIME, self._calibrate_time, False),
+            (Opcode.QUERY_AIE_TILE_INFO, self._tile_info, False),
+            (Opcode.QUERY_AIE_VERSION, self._aie_version, False),
+            (Opcode.GET_PROTOCOL_VERSION, self._protocol_version, False),
+        ):
+            self.register(opcode, LAYOUTS[opcode], fn, susp)
+
+    # -- extension points ----------------------------------------------------------------
+    def register(self, opcode: int, layout: Layout, fn: OpFn, when_suspended: bool = False) -> None:
+        """Add or replace the handler of one mgmt opcode."""
+        self.ops[int(opcode)] = Op(layout, fn, when_suspended)
+
+    def attach_channel(self, index: int, handler: Callable[[MailboxChannel, Message], None],
+                       vector: int, slot: int | None = None, name: str = "") -> MailboxChannel:
+        """Open a further channel (a hardware context's user channel) with its own handler."""
+        return self.engine.open_channel(index, handler, vector, slot, name)
+
+    def supports(self, opcode: int) -> bool:
+        """Is the opcode implemented and offered by this image's protocol version?"""
+        if opcode not in self.ops:
+            return False
+        try:
+            name = Opcode(opcode).name
+        except ValueError:
+            return True
+        return self.chip.has_feature(name, self.protocol)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def boot(self) -> None:
+        """Publish the channel info, open the mgmt channel, then signal FW_ALIVE."""
+        ch = self.engine.open_channel(MGMT_CHANNEL, self.dispatch, MGMT_MSI_ID, name="mgmt")
+        self.mgmt = ch
+        size = ch.ring_size
+        info = MGMT_INFO.pack(
+            ch.x2i_tail_reg, ch.x2i_head_reg, ch.x2i_buf, size,
+            ch.i2x_tail_reg, ch.i2x_head_reg, ch.i2x_buf, size,
+            MGMT_INFO_MAGIC, MGMT_MSI_ID, self.protocol[0], self.protocol[1], 0, 0, 0, 0,
+        )  # fmt: skip
+        addr = self.chip.mailbox.mgmt_info  # type: ignore[union-attr]
+        self.regs.span(addr, MGMT_INFO.size)[:] = info
+        self.regs.write_role("psp.pwaitmode", 0)
+        self.regs.write_role("sram.fw_alive", addr)
+
+    def stop(self) -> None:
+        """Firmware stops: every channel and held event goes away."""
+        self.engine.close_all()
+        self.async_events.clear()
+        self.mgmt = None
+        self.state.suspended = False
+        self.regs.write_role("psp.pwaitmode", 0)
+
+    # -- dispatch -------------------------------------------------------------------------
+    def dispatch(self, chan: MailboxChannel, msg: Message) -> None:
+        op = self.ops.get(msg.opcode)
+        if op is None or not self.supports(msg.opcode):
+            self.stats["unknown_ops"] = self.stats.get("unknown_ops", 0) + 1
+            chan.reply(msg, STATUS_ONLY.pack(Status.RTOS_INVALID_OP))
+            return
+        if self.state.suspended and not op.when_suspended:
+            chan.reply(msg, status_resp(op.layout, Status.MGMT_ERT_BUSY))
+            return
+        if len(msg.payload) != op.layout.req.size:
+            chan.reply(msg, status_resp(op.layout, Status.RTOS_INVALID_INPUT_BUF))
+            return
+        resp = op.fn(chan, msg, op.layout.req.unpack(msg.payload))
+        if resp is not None:
+            chan.reply(msg, resp)
+
+    def _ok(self, opcode: Opcode, *fields: int) -> bytes:
+        return LAYOUTS[opcode].resp.pack(Status.SUCCESS, *fields)
+
+    # -- handlers -------------------------------------------------------------------------
+    def _suspend(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        self.state.suspended = True
+        self.regs.write_role("psp.pwaitmode", 1)
+        return self._ok(Opcode.SUSPEND)
+
+    def _resume(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        self.state.suspended = False
+        self.regs.write_role("psp.pwaitmode", 0)
+        return self._ok(Opcode.RESUME)
+
+    def _assign_pasid(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        self.state.mgmt_pasid = req[0]
+        return self._ok(Opcode.ASSIGN_MGMT_PASID)
+
+    def _fw_version(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        return self._ok(Opcode.GET_FIRMWARE_VERSION, *self.image.version)
+
+    def _set_runtime_config(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        ctype, value = req
+        if ctype not in self.chip.runtime_config.get("types", ()):
+            return status_resp(LAYOUTS[Opcode.SET_RUNTIME_CONFIG], Status.RTOS_INVALID_PARAM)
+        self.state.runtime_config[ctype] = value
+        return self._ok(Opcode.SET_RUNTIME_CONFIG)
+
+    def _get_runtime_config(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        (ctype,) = req
+        if ctype not in self.chip.runtime_config.get("types", ()):
+            return status_resp(LAYOUTS[Opcode.GET_RUNTIME_CONFIG], Status.RTOS_INVALID_PARAM)
+        return self._ok(Opcode.GET_RUNTIME_CONFIG, self.state.runtime_config.get(ctype, 0))
+
+    def _update_property(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        ptype, ctx_id, _rsvd, quota, _resv = req
+        if ptype != UPDATE_PROPERTY_TIME_QUOTA:
+            return status_resp(LAYOUTS[Opcode.UPDATE_PROPERTY], Status.RTOS_PROPERTY_UPDATE_FAILED)
+        self.state.time_quota_us[ctx_id] = quota
+        return self._ok(Opcode.UPDATE_PROPERTY)
+
+    def _dev_revision(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        rev = int(self.chip.firmware.get("dev_revision", 0))
+        fuse = int(self.chip.firmware.get("raw_fuse", rev))
+        return self._ok(Opcode.GET_DEV_REVISION, rev, fuse)
+
+    def _calibrate_time(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        self.state.time_offset_ns = req[0] - self.clock.now_ns()
+        return self._ok(Opcode.CALIBRATE_TIME)
+
+    def _aie_version(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        major, minor = self.chip.firmware.get("aie_version", (0, 0))
+        return self._ok(Opcode.QUERY_AIE_VERSION, major, minor)
+
+    def _tile_info(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        major, minor = self.chip.firmware.get("aie_version", (0, 0))
+        vals = {**self.chip.tiles, "major": major, "minor": minor, "rsvd": 0}
+        layout = LAYOUTS[Opcode.QUERY_AIE_TILE_INFO]
+        size = layout.resp.size - 4  # the metadata block after the status word
+        return layout.resp.pack(Status.SUCCESS, size, *(int(vals.get(f, 0)) for f in TILE_INFO_FIELDS))
+
+    def _protocol_version(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        return self._ok(Opcode.GET_PROTOCOL_VERSION, *self.protocol)
+
+    def _register_async_event(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes | None:
+        buf_addr, buf_size = req
+        if len(self.async_events) >= max(ASYNC_EVENT_MAX, int(self.chip.tiles.get("cols", 0))):
+            return status_resp(LAYOUTS[Opcode.REGISTER_ASYNC_EVENT_MSG],
+                               Status.RTOS_ASYNC_EVENT_MSGS_FULL)
+        self.async_events.append(AsyncEvent(chan, msg, buf_addr, buf_size))
+        return None  # answered only when an event happens
+
+    # -- async events -----------------------------------------------------------------------
+    def post_async_event(self, event_type: int, data: bytes) -> bool:
+        """Report an event through the oldest held REGISTER_ASYNC_EVENT_MSG.
+
+        ``data`` goes into the registered host buffer (mgmt PASID); an IOMMU fault or a
+        too-small buffer is answered with RTOS_INVALID_INPUT_BUF. False if none is held.
+        """
+        if not self.async_events:
+            return False
+        ev = self.async_events.pop(0)
+        layout = LAYOUTS[Opcode.REGISTER_ASYNC_EVENT_MSG]
+        status = Status.SUCCESS
+        if len(data) > ev.buf_size:
+            status = Status.RTOS_INVALID_INPUT_BUF
+        else:
+            try:
+                self.iommu.write(ev.buf_addr, data, self.state.mgmt_pasid)
+            except IommuFault as exc:
+                self.stats["iommu_faults"] = self.stats.get("iommu_faults", 0) + 1
+                log.warning("async event buffer: %s", exc)
+                status = Status.RTOS_INVALID_INPUT_BUF
+        ev.chan.reply(ev.msg, layout.resp.pack(status, event_type))
+        return True
+
+    def status(self) -> dict:
+        return {
+            "version": self.image.version_str,
+            "protocol": f"{self.protocol[0]}.{self.protocol[1]}",
+            "suspended": self.state.suspended,
+            "mgmt_pasid": self.state.mgmt_pasid,
+            "runtime_config": {str(k): v for k, v in sorted(self.state.runtime_config.items())},
+            "async_events_pending": [
+                {"id": ev.msg.id, "buf_addr": ev.buf_addr, "buf_size": ev.buf_size}
+                for ev in self.async_events
+            ],
+        }

@@ -1,0 +1,109 @@
+"""The emulated PSP (MP0) of AIE2 chips: firmware image validation and start.
+
+Driver protocol (facts §2): CMD, ARG0..2 are written, then INTR=0, INTR=1. On the 0->1 edge
+of INTR we run the command, write RESP (which aliases ARG0) and set STATUS bit31 (STATUS
+aliases CMD, so the driver's CMD write cleared it). Repeated INTR=1 writes are no edge.
+States: ``idle`` -> VALIDATE -> ``validated`` -> START -> ``running``; RELEASE_TMR or SMU
+power-off go back to ``idle``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from ..chips import Chip
+from ..iommu import Iommu, IommuFault
+from ..regio import RegisterFile
+from .image import FirmwareImage, ImageError, parse_image
+from .messages import PSP_START_COPY_FW, PSP_STATUS_READY, PspCmd, PspStatus
+
+log = logging.getLogger(__name__)
+
+IMAGE_ALIGN = 0x10000  # the driver's image buffer is 64 KiB aligned and sized
+IMAGE_MAX = 16 << 20  # emulator-chosen upper bound for VALIDATE
+
+
+class PspBlock:
+    def __init__(self, chip: Chip, regs: RegisterFile, iommu: Iommu, stats: dict[str, int],
+                 powered: Callable[[], bool], start_fw: Callable[[FirmwareImage], int],
+                 stop_fw: Callable[[], None]) -> None:
+        self.chip, self.regs, self.iommu, self.stats = chip, regs, iommu, stats
+        self.powered, self.start_fw, self.stop_fw = powered, start_fw, stop_fw
+        for key in ("psp_cmds", "psp_errors", "iommu_faults"):
+            stats.setdefault(key, 0)
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = "idle"
+        self.image: FirmwareImage | None = None
+        self.intr = 0
+        self.last_cmd: int | None = None
+        self.last_resp: int | None = None
+
+    def power_lost(self) -> None:
+        """The NPU lost power: the validated image in its memory is gone."""
+        if self.state == "running":
+            self.stop_fw()
+        self.state, self.image = "idle", None
+
+    def on_intr(self, value: int) -> None:
+        edge = self.intr == 0 and value == 1
+        self.intr = value
+        if not edge:
+            return
+        cmd = self.regs.read_role("psp.cmd")
+        args = [self.regs.read_role(r) for r in ("psp.arg0", "psp.arg1", "psp.arg2")]
+        resp = self.execute(cmd, *args)
+        self.stats["psp_cmds"] += 1
+        if resp != PspStatus.OK:
+            self.stats["psp_errors"] += 1
+        self.last_cmd, self.last_resp = cmd, int(resp)
+        self.regs.write_role("psp.resp", int(resp))
+        self.regs.write_role("psp.status", self.regs.read_role("psp.status") | PSP_STATUS_READY)
+
+    def execute(self, cmd: int, arg0: int, arg1: int, arg2: int) -> int:
+        if not self.powered():
+            return PspStatus.NO_POWER
+        if cmd == PspCmd.VALIDATE:
+            return self._validate(arg0 | arg1 << 32, arg2)
+        if cmd == PspCmd.START:
+            if self.state != "validated" or self.image is None:
+                return PspStatus.BAD_STATE
+            if arg0 != PSP_START_COPY_FW:
+                return PspStatus.BAD_ARG
+            status = self.start_fw(self.image)
+            if status == PspStatus.OK:
+                self.state = "running"
+            return status
+        if cmd == PspCmd.RELEASE_TMR:
+            if self.state == "running":
+                self.stop_fw()
+            self.state, self.image = "idle", None
+            return PspStatus.OK
+        return PspStatus.UNKNOWN_CMD
+
+    def _validate(self, addr: int, size: int) -> int:
+        if self.state == "running":
+            return PspStatus.BAD_STATE
+        self.state, self.image = "idle", None
+        if addr % IMAGE_ALIGN:
+            return PspStatus.IMG_ALIGN
+        if size == 0 or size % IMAGE_ALIGN or size > IMAGE_MAX:
+            return PspStatus.IMG_SIZE
+        try:
+            data = self.iommu.read(addr, size, 0)
+        except IommuFault as exc:
+            self.stats["iommu_faults"] += 1
+            log.warning("PSP VALIDATE: %s", exc)
+            return PspStatus.DMA_FAULT
+        try:
+            self.image = parse_image(data, self.chip)
+        except ImageError as exc:
+            log.warning("PSP VALIDATE: %s", exc)
+            return exc.code
+        self.state = "validated"
+        return PspStatus.OK
+
+    def status(self) -> dict:
+        return {"state": self.state, "last_cmd": self.last_cmd, "last_resp": self.last_resp}
