@@ -180,7 +180,10 @@ def format_probe(info: dict[str, Any]) -> str:
 def cmd_mkfw(args: argparse.Namespace) -> int:
     from .fw.image import write_firmware
 
-    path = write_firmware(args.chip, Path(args.out), version=args.version, protocol=args.protocol)
+    try:
+        path = write_firmware(args.chip, Path(args.out), version=args.version, protocol=args.protocol)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     print(path)
     return 0
 
