@@ -52,3 +52,46 @@ def test_mkfw_writes_the_driver_path(tmp_path: Path) -> None:
 def test_devices_json_empty_runtime_dir(tmp_path: Path) -> None:
     out = run_cli("devices", "--json", "--runtime-dir", str(tmp_path))
     assert out.returncode == 0 and json.loads(out.stdout) == []
+
+
+PROBE_KEYS = {"chip", "bdf", "vendor", "device", "revision", "vbnv", "fw_version",
+              "protocol_version", "aie_version", "tiles", "msix_vectors", "dpm_levels", "stages"}
+
+
+def test_probe_json_by_socket_and_by_bdf(xdna_emulator, xdna_firmware_dir: Path) -> None:
+    emu = xdna_emulator
+    out = run_cli("probe", "--socket", str(emu.socket), "--firmware-path",
+                  str(xdna_firmware_dir), "--json")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert PROBE_KEYS <= set(info)
+    assert (info["chip"], info["bdf"], info["vendor"], info["device"], info["revision"]) == (
+        "npu4", emu.bdf, 0x1022, 0x17F0, 0x10)
+    assert set(info["tiles"]) >= {"cols", "rows", "core_rows", "mem_rows", "shim_rows"}
+    assert {"smu", "psp", "fw_alive", "mgmt_init", "query"} <= {s["name"] for s in info["stages"]}
+    assert info["fw_version"].count(".") == 3 and info["protocol_version"].count(".") == 1
+    out = run_cli("probe", "--bdf", emu.bdf, "--runtime-dir", str(emu.runtime_dir),
+                  "--firmware-path", str(xdna_firmware_dir))
+    assert out.returncode == 0, out.stderr
+    assert "NPU Strix" in out.stdout and "probe" in out.stdout
+
+
+def test_probe_failure_is_one_line_nonzero(xdna_emulator, tmp_path: Path) -> None:
+    out = run_cli("probe", "--socket", str(xdna_emulator.socket), "--firmware-path", str(tmp_path))
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "probe failed" in lines[0] and "npu.dev.sbin" in lines[0]
+
+
+def test_devices_lists_running_daemons(xdna_emulator_factory, xdna_runtime_dir: Path) -> None:
+    a = xdna_emulator_factory("npu4")
+    b = xdna_emulator_factory("npu1")
+    out = run_cli("devices", "--json", "--runtime-dir", str(xdna_runtime_dir))
+    assert out.returncode == 0, out.stderr
+    devs = {d["bdf"]: d for d in json.loads(out.stdout)}
+    assert set(devs) == {a.bdf, b.bdf}
+    assert devs[a.bdf]["chip"] == "npu4" and devs[a.bdf]["device"] == 0x17F0
+    assert devs[b.bdf]["chip"] == "npu1" and devs[b.bdf]["driver"] == "amdxdna"
+    assert devs[a.bdf]["socket"] == str(a.socket)
+    text = run_cli("devices", "--runtime-dir", str(xdna_runtime_dir)).stdout
+    assert a.bdf in text and "1022:1502" in text

@@ -203,6 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         d = devs[0]
         print(f"   found {d.bdf} {d.vendor:04x}:{d.device:04x} rev {d.revision:02x} "
               f"class {d.class_code:06x} driver {d.driver} -> {d.chip}")
+        _demo_lspci(emu.sysfs_root, emu.bdf)
         print("== probing with the C driver shim (SMU, PSP, FW alive, mgmt init, queries)")
         try:
             info = probe_socket(d.socket, None)
@@ -213,6 +214,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"   {info['chip']} probed end to end in "
               f"{sum(s['ms'] for s in info['stages']):.1f} ms; daemon stopped cleanly")
     return 0
+
+
+def _demo_lspci(sysfs_root: Path, bdf: str) -> None:
+    """Show what the real lspci decodes from the emulated config space."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("lspci"):
+        print("   (lspci not installed: skipping the config-space decode)")
+        return
+    out = subprocess.run(["lspci", "-vv", "-nn", "-O", f"sysfs.path={sysfs_root}/bus/pci", "-s", bdf],
+                         capture_output=True, text=True, timeout=30)
+    keep = ("Region", "Express (v2)", "MSI-X:", "Vector table", "PBA:")
+    lines = out.stdout.splitlines()
+    print(f"== lspci -vv -O sysfs.path={sysfs_root}/bus/pci")
+    for i, line in enumerate(lines):
+        if i == 0 or any(k in line for k in keep):
+            print(f"   {line.strip()}")
 
 
 COMMANDS = {"run": cmd_run, "devices": cmd_devices, "probe": cmd_probe, "mkfw": cmd_mkfw,
@@ -244,13 +263,17 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the CLI promises one line, never a traceback
         from .chips import ChipError
         from .daemon import DaemonError
+        from .discover import DiscoveryError
+        from .rundir import RuntimeDirError
 
-        if isinstance(exc, ChipError | DaemonError | FileNotFoundError | PermissionError):
-            _die(EXIT_USAGE, f"error: {exc}")
         if os.environ.get("XDNA_EMU_DEBUG"):
             raise
+        if isinstance(exc, DiscoveryError):
+            _die(EXIT_FAIL, f"discovery failed: {exc}")
+        if isinstance(exc, ChipError | DaemonError | RuntimeDirError | FileNotFoundError
+                      | PermissionError | NotADirectoryError):
+            _die(EXIT_USAGE, f"error: {exc}")
         _die(EXIT_FAIL, f"{type(exc).__name__}: {exc}")
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -30,6 +30,7 @@ from .chips import Chip, load_chip
 from .clock import Clock
 from .iommu import DMA_READ, DMA_WRITE, Iommu, IommuFault
 from .regio import RegisterFile
+from .rundir import pid_alive, prepare_runtime_dir
 
 log = logging.getLogger("xdna_emu.daemon")
 
@@ -37,34 +38,13 @@ DEFAULT_BDFS = [f"0000:{bus:02x}:00.1" for bus in range(0xC5, 0x100)]
 SO_PEERCRED_FMT = struct.Struct("3i")
 
 
-class DaemonError(Exception):
+class DaemonError(RuntimeError):
     """The daemon cannot start (bad runtime dir, BDF in use...)."""
 
 
 def _shm_dir() -> Path:
     shm = Path("/dev/shm")
     return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
-
-
-def prepare_runtime_dir(path: Path) -> Path:
-    """Create the runtime dir 0700 and refuse one owned by someone else."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.stat()
-    if st.st_uid != os.getuid():
-        raise DaemonError(f"runtime dir {path} is owned by uid {st.st_uid}, not {os.getuid()}")
-    if st.st_mode & 0o077:
-        os.chmod(path, 0o700)
-    return path
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def claim_bdf(runtime_dir: Path, bdf: str | None) -> tuple[str, Path]:
@@ -88,11 +68,11 @@ def claim_bdf(runtime_dir: Path, bdf: str | None) -> tuple[str, Path]:
 def _stale(d: Path) -> bool:
     try:
         rec = json.loads((d / "ready.json").read_text())
-        return not _pid_alive(int(rec["pid"]))
+        return not pid_alive(int(rec["pid"]))
     except FileNotFoundError:
         # A daemon between mkdir and ready, or a crashed one: trust the pid file if any.
         try:
-            return not _pid_alive(int((d / "pid").read_text()))
+            return not pid_alive(int((d / "pid").read_text()))
         except (OSError, ValueError):
             return True
     except (OSError, ValueError, KeyError, TypeError):

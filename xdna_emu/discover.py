@@ -14,19 +14,21 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .chips import chip_ids
+from .rundir import RuntimeDirError, default_runtime_dir, ready_records
+
+__all__ = ["DiscoveredDevice", "DiscoveryError", "default_runtime_dir", "discover", "ready_records"]
 
 AMD_VENDOR = 0x1022
 NPU_CLASS = 0x1180  # class/subclass; the programming interface byte is ignored, as the driver does
 UMOCKDEV_TIMEOUT = 60.0
 
 
-class DiscoveryError(RuntimeError):
+class DiscoveryError(RuntimeDirError):
     """Discovery could not run (umockdev missing, testbed failure, bad output)."""
 
 
@@ -46,53 +48,6 @@ class DiscoveredDevice:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def default_runtime_dir() -> Path:
-    """``$XDG_RUNTIME_DIR/xdna-emu``, else ``<tmp>/xdna-emu-<uid>``; private (0700) and ours."""
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    path = (
-        Path(xdg) / "xdna-emu" if xdg else Path(tempfile.gettempdir()) / f"xdna-emu-{os.getuid()}"
-    )
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = path.lstat()
-    except OSError as exc:
-        raise DiscoveryError(f"cannot create runtime dir {path}: {exc.strerror}") from None
-    if not path.is_dir() or path.is_symlink() or st.st_uid != os.getuid():
-        raise DiscoveryError(f"runtime dir {path} is not a directory owned by uid {os.getuid()}")
-    if st.st_mode & 0o077:
-        path.chmod(0o700)
-    return path
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OSError, OverflowError):
-        return False
-    return True
-
-
-def ready_records(runtime_dir: Path | None = None) -> list[dict[str, Any]]:
-    """The ready records of live daemons, sorted by bdf; unreadable or stale ones are skipped."""
-    root = Path(runtime_dir) if runtime_dir is not None else default_runtime_dir()
-    out: list[dict[str, Any]] = []
-    if not root.is_dir():
-        return out
-    for ready in sorted(root.glob("*/ready.json")):
-        try:
-            rec = json.loads(ready.read_text())
-        except (OSError, ValueError):
-            continue
-        pid = rec.get("pid") if isinstance(rec, dict) else None
-        if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 and _pid_alive(pid):
-            out.append(rec)
-    return sorted(out, key=lambda r: str(r.get("bdf", "")))
 
 
 def _int_attr(device: Any, name: str) -> int | None:
