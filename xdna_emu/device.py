@@ -10,6 +10,7 @@ and an unexpected internal error is logged and counted as ``internal_errors``.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import itertools
 import logging
@@ -18,6 +19,7 @@ from typing import Any
 
 from .chips import Chip, ChipError
 from .clock import Clock
+from .fw.ctx import ContextFirmware
 from .fw.image import FirmwareImage
 from .fw.mailbox import MailboxEngine
 from .fw.messages import PspStatus
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 
 STAT_KEYS = ("writes", "bad_writes", "internal_errors", "irqs_raised", "iommu_faults",
              "malformed_msgs", "mbox_msgs_in", "mbox_msgs_out", "psp_cmds", "psp_errors",
-             "smu_cmds", "smu_errors", "unknown_ops")  # fmt: skip
+             "smu_cmds", "smu_errors", "unknown_ops", "jobs_completed", "jobs_failed")  # fmt: skip
 
 
 class NpuDevice:
@@ -44,6 +46,7 @@ class NpuDevice:
         self.msix_vectors = chip.msix.vectors
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self.fw: MgmtFirmware | None = None
+        self.ctx: ContextFirmware | None = None  # contexts/jobs of the running firmware
         self._timers: list[tuple[int, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self.smu = SmuBlock(chip, regs, self.stats, self._power_off)
@@ -91,6 +94,7 @@ class NpuDevice:
         self._stop_fw()
         self.fw = MgmtFirmware(self.chip, self.regs, self.mailbox, self.iommu, self.clock,
                                image, self.stats)
+        self.ctx = ContextFirmware(self.fw)
         self.fw.boot()
         return PspStatus.OK
 
@@ -98,6 +102,7 @@ class NpuDevice:
         if self.fw is not None:
             self.fw.stop()
             self.fw = None
+        self.ctx = None
         self._timers.clear()
 
     def _power_off(self) -> None:
@@ -147,6 +152,32 @@ class NpuDevice:
     def next_deadline_ns(self) -> int | None:
         return self._timers[0][0] if self._timers else None
 
+    # -- session hooks (docs/spec/jobs.md §1) --------------------------------------------
+    def proxy(self, pasid: int, opcode: int, payload: bytes) -> bytes:
+        """Run a client session's mgmt op synchronously; returns the response payload.
+
+        Raises OSError: EPERM (driver-only op), ENODEV (firmware not running), ENOENT (a
+        context the PASID does not own), EINVAL (the op would get no reply).
+        """
+        if self.ctx is None:
+            raise OSError(errno.ENODEV, "firmware not running")
+        try:
+            return self.ctx.proxy(pasid, opcode, payload)
+        except OSError:
+            raise
+        except Exception:
+            self.stats["internal_errors"] += 1
+            log.exception("internal error in proxied op %#x", opcode)
+            raise OSError(errno.EIO, "internal firmware error") from None
+
+    def release_pasid(self, pasid: int) -> int:
+        """Destroy every context of ``pasid`` (its session ended); returns how many."""
+        return self.ctx.release_pasid(pasid) if self.ctx is not None else 0
+
+    def context_count(self, exclude_pasid: int | None = None) -> int:
+        """Live contexts, optionally not counting those of one PASID."""
+        return self.ctx.context_count(exclude_pasid) if self.ctx is not None else 0
+
     # -- introspection ----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         fw = self.fw.status() if self.fw is not None else None
@@ -157,6 +188,7 @@ class NpuDevice:
             "firmware": fw,
             "channels": self.mailbox.status() if self.mailbox is not None else [],
             "pending_async_events": fw["async_events_pending"] if fw else [],
+            "contexts": self.ctx.status() if self.ctx is not None else [],
             "timers": len(self._timers),
             "counters": dict(self.stats),
         }

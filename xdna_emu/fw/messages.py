@@ -230,3 +230,57 @@ TILE_INFO_FIELDS = (
     "core_locks", "mem_locks", "shim_locks", "core_events", "mem_events", "shim_events",
     "rsvd",
 )  # fmt: skip
+
+# -- hardware contexts and jobs (facts §5, §7, §9; docs/spec/jobs.md) ---------------------
+
+HEAP_DEV_ADDR = 0x4000000  # device address of a client's DEV_HEAP (facts §9)
+CMD_LIST_MAX = 0x10000  # emulator limit on a chain's cmd-list buffer (the driver uses 4 KiB)
+APP_HEALTH_SIZE = 560  # sizeof(app_health_report)
+#: app_health_report: u16 major, u16 minor, u32 size, context_id, dpu_pc, txn_op_id, ctx_pc,
+#: fatal_error_info (532 B), run_list_id.
+APP_HEALTH = struct.Struct("<HHIIIII532sI")
+assert APP_HEALTH.size == APP_HEALTH_SIZE
+
+
+class SlotType(IntEnum):
+    """slot_npu ``type`` (facts §5)."""
+
+    NON_ELF = 1
+    PARTIAL_ELF = 2
+    PREEMPT = 3
+    ELF = 4
+
+
+#: Packed cmd-list slot headers, each followed by ``arg_cnt`` u32 words (facts §5).
+#: slot_npu: type, inst/save/restore addr (u64), inst/save/restore size, prop_cnt, cu_idx, arg_cnt.
+SLOT_NPU = struct.Struct("<IQQQIIIIII")
+#: slot_dpu: inst_buf_addr (u64), inst_size, prop_cnt, cu_idx, arg_cnt.
+SLOT_DPU = struct.Struct("<QIIII")
+#: slot_execbuf_cf: cu_idx, arg_cnt.
+SLOT_CF = struct.Struct("<II")
+assert (SLOT_NPU.size, SLOT_DPU.size, SLOT_CF.size) == (52, 24, 8)
+#: aie_error entry of an AIE-error async event: row, col, rsvd, mod_type, event_id, rsvd[3].
+AIE_ERROR_ENTRY = struct.Struct("<BBHIB3s")
+ASYNC_EVENT_HDR = struct.Struct("<III")  # err_cnt, ret_code, rsvd
+
+LAYOUTS.update({
+    # mgmt channel
+    Opcode.CREATE_CONTEXT: _l("IBBBBBBH8sII", "IIHBB16I"),
+    Opcode.DESTROY_CONTEXT: _l("I", "I"),
+    Opcode.MAP_HOST_BUFFER: _l("IQQ", "I"),
+    Opcode.ADD_HOST_BUFFER: _l("IQQ", "I"),
+    Opcode.GET_APP_HEALTH: _l("IIQ", "II7I"),
+    # user channels
+    Opcode.CONFIG_CU: _l("I32I", "I"),
+    Opcode.SYNC_BO: _l("QQII", "I"),
+    Opcode.EXECUTE_BUFFER_CF: _l("I19I", "I"),
+    Opcode.EXEC_DPU: _l("QIII35I", "I"),
+    Opcode.EXEC_NPU: _l("II3Q3III27I", "I"),
+    Opcode.CHAIN_EXEC_BUFFER_CF: _l("QII", "III"),
+    Opcode.CHAIN_EXEC_DPU: _l("QII", "III"),
+    Opcode.CHAIN_EXEC_NPU: _l("IIQII", "III"),
+})
+assert [LAYOUTS[o].req.size for o in (Opcode.CREATE_CONTEXT, Opcode.MAP_HOST_BUFFER,
+                                      Opcode.CONFIG_CU, Opcode.EXEC_DPU, Opcode.EXEC_NPU,
+                                      Opcode.CHAIN_EXEC_NPU)] == [28, 20, 132, 160, 160, 24]
+assert LAYOUTS[Opcode.CREATE_CONTEXT].resp.size == 76

@@ -1,0 +1,525 @@
+"""Hardware contexts, host buffers and jobs of the emulated AIE2 firmware (docs/spec/jobs.md).
+
+A :class:`ContextFirmware` lives as long as one boot of the management firmware. It adds
+the context opcodes to the mgmt table (CREATE/DESTROY_CONTEXT, MAP/ADD_HOST_BUFFER,
+GET_APP_HEALTH), opens one user channel per context and runs the jobs sent there with the
+reference kernels of :mod:`xdna_emu.kernels`.
+
+Every device address a job names is resolved by :meth:`ContextFirmware.translate`: inside
+the context's mapped heap chunks it is (context PASID, heap VA), otherwise an SVA address
+in the context PASID; then ``Iommu.translate``. Jobs run synchronously when their message
+is consumed. A context answers strictly in order: a *hang* command, a firmware suspend,
+hold the message and everything queued behind it on that channel only; other contexts
+keep running. A hung context is released by DESTROY_CONTEXT or a firmware stop.
+
+Session hooks for the daemon (:meth:`proxy`, :meth:`release_pasid`, :meth:`context_count`)
+run mgmt ops through the very same dispatch as the mgmt ring.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .. import kernels
+from ..iommu import DMA_READ, DMA_WRITE, IommuFault
+from .mailbox import MailboxChannel, Message
+from .messages import (
+    AIE_ERROR_ENTRY,
+    APP_HEALTH,
+    APP_HEALTH_SIZE,
+    ASYNC_EVENT_HDR,
+    CMD_LIST_MAX,
+    HEAP_DEV_ADDR,
+    LAYOUTS,
+    SLOT_CF,
+    SLOT_DPU,
+    SLOT_NPU,
+    STATUS_ONLY,
+    AsyncEventType,
+    Opcode,
+    SlotType,
+    Status,
+)
+from .mgmt import MgmtFirmware, status_resp
+
+log = logging.getLogger(__name__)
+_U32 = struct.Struct("<I")
+
+PAGE = 0x1000
+HEAP_MAX = 1 << 32  # emulator limit on a context's mapped heap (sum of chunks)
+ARG_MAX = 1 << 32  # emulator limit on one kernel buffer argument (larger: invalid instruction)
+GEMM_WORK_MAX = 1 << 30  # emulator limit on m*n*k: a daemon must not stall for minutes
+APP_HEALTH_VERSION = (1, 0)  # emulator-chosen report version
+CONFIG_CU_MAX = 32
+
+#: Ops a client session may proxy (docs/spec/jobs.md §1); the rest are driver-only.
+PROXY_OPS = frozenset({
+    Opcode.CREATE_CONTEXT, Opcode.DESTROY_CONTEXT, Opcode.MAP_HOST_BUFFER,
+    Opcode.ADD_HOST_BUFFER, Opcode.GET_APP_HEALTH, Opcode.GET_FIRMWARE_VERSION,
+    Opcode.QUERY_AIE_VERSION, Opcode.QUERY_AIE_TILE_INFO, Opcode.GET_RUNTIME_CONFIG,
+})  # fmt: skip
+#: Mgmt ops whose first request word is a context id (ownership checked by proxy()).
+CTX_NAMED_OPS = frozenset({Opcode.DESTROY_CONTEXT, Opcode.MAP_HOST_BUFFER,
+                           Opcode.ADD_HOST_BUFFER, Opcode.GET_APP_HEALTH})
+CHAIN_OPS = frozenset({Opcode.CHAIN_EXEC_NPU, Opcode.CHAIN_EXEC_DPU, Opcode.CHAIN_EXEC_BUFFER_CF})
+SINGLE_OPS = frozenset({Opcode.EXEC_NPU, Opcode.EXEC_DPU, Opcode.EXECUTE_BUFFER_CF})
+EXEC_OPS = CHAIN_OPS | SINGLE_OPS
+USER_OPS = EXEC_OPS | {Opcode.CONFIG_CU, Opcode.SYNC_BO}
+#: Feature gate of each user op that has one (chip [features] names).
+USER_GATES = {Opcode.EXEC_NPU: "NPU_COMMAND"}  # others are gated by their own name
+
+# fatal_error_info word 0 (emulator-defined)
+FATAL_NONE, FATAL_HANG, FATAL_CMD_ERROR = 0, 1, 2
+
+
+class _Invalid(Exception):
+    """A command the firmware rejects as an invalid instruction."""
+
+
+class _Hang(Exception):
+    """The command never finishes."""
+
+
+@dataclass
+class HostChunk:
+    """One MAP/ADD_HOST_BUFFER chunk: heap device range -> VA in the context PASID."""
+
+    dev: int
+    va: int
+    size: int
+
+
+@dataclass
+class Command:
+    """One command decoded from a slot or a single-exec message."""
+
+    inst_addr: int
+    inst_size: int
+    words: list[int]  # buffer-argument words (lo, hi pairs)
+    exact: bool = True  # arg word count must equal 2 * nargs (slots); else a prefix is used
+
+
+@dataclass
+class HwContext:
+    id: int
+    pasid: int
+    priority: int
+    start_col: int
+    num_col: int
+    msix: int
+    chan: MailboxChannel | None = None
+    chunks: list[HostChunk] = field(default_factory=list)
+    cus: list[int] = field(default_factory=list)
+    queue: deque[Message] = field(default_factory=deque)
+    hung: bool = False
+    submitted: int = 0
+    completed: int = 0
+    failed: int = 0
+    cmds_done: int = 0
+    cur_idx: int = 0  # index in its chain of the command running / last run
+    cur_kernel: int = 0
+    fatal: int = FATAL_NONE
+    last_status: int = 0
+    last_cmd_status: int = 0
+    last_fail_idx: int = 0
+
+    @property
+    def heap_end(self) -> int:
+        return HEAP_DEV_ADDR + sum(c.size for c in self.chunks)
+
+    def status(self) -> dict:
+        return {
+            "id": self.id, "pasid": self.pasid, "priority": self.priority,
+            "start_col": self.start_col, "num_col": self.num_col, "msix": self.msix,
+            "channel": self.chan.index if self.chan else None,
+            "state": "hung" if self.hung else "ok", "queued": len(self.queue),
+            "heap": [{"dev": c.dev, "va": c.va, "size": c.size} for c in self.chunks],
+            "submitted": self.submitted, "completed": self.completed, "failed": self.failed,
+        }  # fmt: skip
+
+
+class ProxyChannel:
+    """Stands in for the mgmt channel when a client session's op is proxied: it keeps the
+    reply instead of writing it to a ring, and names the caller's PASID."""
+
+    index = -1
+    name = "proxy"
+
+    def __init__(self, pasid: int) -> None:
+        self.pasid = pasid
+        self.resp: bytes | None = None
+
+    def reply(self, msg: Message, payload: bytes) -> None:
+        self.resp = payload
+
+
+class ContextFirmware:
+    """The context/job half of one firmware boot."""
+
+    def __init__(self, fw: MgmtFirmware) -> None:
+        self.fw, self.chip, self.iommu, self.stats = fw, fw.chip, fw.iommu, fw.stats
+        for key in ("jobs_completed", "jobs_failed", "iommu_faults", "unknown_ops"):
+            self.stats.setdefault(key, 0)
+        self.contexts: dict[int, HwContext] = {}
+        lim = self.chip.limits
+        self.hwctx_limit = int(lim.get("hwctx_limit", 0))
+        self.first_col = int(lim.get("first_col", 0))
+        self.temporal_only = bool(lim.get("temporal_only", False))
+        self.cols = int(self.chip.tiles.get("cols", 0))
+        for opcode, fn in ((Opcode.CREATE_CONTEXT, self._create),
+                           (Opcode.DESTROY_CONTEXT, self._destroy),
+                           (Opcode.MAP_HOST_BUFFER, self._map_host),
+                           (Opcode.ADD_HOST_BUFFER, self._add_host),
+                           (Opcode.GET_APP_HEALTH, self._app_health)):
+            fw.register(opcode, LAYOUTS[opcode], fn)
+        resume = fw.ops.get(Opcode.RESUME)
+        if resume is not None:  # held user-channel work restarts after RESUME
+            fw.register(Opcode.RESUME, resume.layout, self._wrap_resume(resume.fn),
+                        resume.when_suspended)
+
+    # -- address translation ---------------------------------------------------------------
+    def resolve(self, ctx: HwContext, addr: int, size: int) -> tuple[int, int]:
+        """A job's device address -> (PASID, address) for the IOMMU; heap first, else SVA."""
+        if ctx.chunks and HEAP_DEV_ADDR <= addr < ctx.heap_end:
+            end = addr + max(size, 0)
+            for i, c in enumerate(ctx.chunks):
+                if c.dev <= addr < c.dev + c.size:
+                    va = c.va + (addr - c.dev)
+                    nxt = c
+                    for d in ctx.chunks[i + 1:]:  # the range may run into later chunks
+                        if end <= nxt.dev + nxt.size:
+                            break
+                        if d.va != nxt.va + nxt.size:
+                            raise IommuFault(ctx.pasid, addr, size, "heap range not contiguous in VA")
+                        nxt = d
+                    if end > nxt.dev + nxt.size:
+                        raise IommuFault(ctx.pasid, addr, size, "crosses the end of the heap")
+                    return ctx.pasid, va
+        return ctx.pasid, addr
+
+    def translate(self, ctx: HwContext, addr: int, size: int, perm: int = DMA_READ) -> memoryview:
+        """The one way a job reaches memory; raises IommuFault."""
+        pasid, a = self.resolve(ctx, addr, size)
+        return self.iommu.translate(a, size, pasid, perm)
+
+    def _fault(self, ctx: HwContext, exc: IommuFault) -> None:
+        self.stats["iommu_faults"] += 1
+        log.warning("context %d: %s", ctx.id, exc)
+
+    # -- mgmt handlers ---------------------------------------------------------------------
+    def _err(self, opcode: Opcode, status: int) -> bytes:
+        return status_resp(LAYOUTS[opcode], status)
+
+    def _create(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        _aie, start_col, num_col, _unused, _r, ncq, _r1, pasid, _pad, _sec, prio = req
+        if ncq < 1 or num_col < 1 or start_col < self.first_col or start_col + num_col > self.cols:
+            return self._err(Opcode.CREATE_CONTEXT, Status.MGMT_ERT_INVALID_PARAM)
+        mb, vectors = self.chip.mailbox, self.chip.msix.vectors
+        free = [i for i in range(self.hwctx_limit) if i not in self.contexts
+                and 1 + i < mb.channels and 1 + i < vectors  # type: ignore[union-attr]
+                and 1 + i not in self.fw.engine.channels]
+        if not free:
+            return self._err(Opcode.CREATE_CONTEXT, Status.MGMT_ERT_NOAVAIL)
+        if not self.temporal_only:
+            want = set(range(start_col, start_col + num_col))
+            for other in self.contexts.values():
+                if want & set(range(other.start_col, other.start_col + other.num_col)):
+                    return self._err(Opcode.CREATE_CONTEXT, Status.MGMT_ERT_NOAVAIL)
+        cid = free[0]
+        ctx = HwContext(cid, pasid, prio, start_col, num_col, 1 + cid)
+        ctx.chan = self.fw.attach_channel(1 + cid, lambda _ch, m, c=ctx: self._on_user(c, m),
+                                          ctx.msix, name=f"ctx{cid}")
+        self.contexts[cid] = ctx
+        ch = ctx.chan
+        size = ch.ring_size
+        pair = (ch.x2i_head_reg, ch.x2i_tail_reg, ch.x2i_buf, size,
+                ch.i2x_head_reg, ch.i2x_tail_reg, ch.i2x_buf, size)
+        log.info("context %d created: pasid %d cols %d+%d", cid, pasid, start_col, num_col)
+        return LAYOUTS[Opcode.CREATE_CONTEXT].resp.pack(Status.SUCCESS, cid, ctx.msix, 1, 0,
+                                                        *pair, *([0] * 8))
+
+    def _destroy(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        ctx = self.contexts.get(req[0])
+        if ctx is None:
+            return self._err(Opcode.DESTROY_CONTEXT, Status.MGMT_ERT_INVALID_PARAM)
+        self.drop(ctx)
+        return LAYOUTS[Opcode.DESTROY_CONTEXT].resp.pack(Status.SUCCESS)
+
+    def drop(self, ctx: HwContext) -> None:
+        """Destroy a context: its channel closes and pending/held work gets no response."""
+        self.contexts.pop(ctx.id, None)
+        if ctx.chan is not None:
+            self.fw.engine.close_channel(ctx.chan.index)
+        ctx.queue.clear()
+        log.info("context %d destroyed", ctx.id)
+
+    def _host_buffer(self, opcode: Opcode, req: tuple, first: bool) -> bytes:
+        cid, addr, size = req
+        ctx = self.contexts.get(cid)
+        if ctx is None or addr % PAGE or (not first and not ctx.chunks):
+            return self._err(opcode, Status.MGMT_ERT_INVALID_PARAM)
+        base = [] if first else ctx.chunks
+        total = sum(c.size for c in base) + size
+        if size == 0 or size % PAGE or total > HEAP_MAX:
+            return self._err(opcode, Status.MGMT_ERT_DRAM_BUFFER_SIZE_INVALID)
+        chunk = HostChunk(HEAP_DEV_ADDR + total - size, addr, size)
+        ctx.chunks = [chunk] if first else [*ctx.chunks, chunk]
+        return LAYOUTS[opcode].resp.pack(Status.SUCCESS)
+
+    def _map_host(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        return self._host_buffer(Opcode.MAP_HOST_BUFFER, req, True)
+
+    def _add_host(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        return self._host_buffer(Opcode.ADD_HOST_BUFFER, req, False)
+
+    def health_report(self, ctx: HwContext) -> bytes:
+        """The 560-byte app_health_report (fatal_error_info content is emulator-defined)."""
+        fatal = struct.pack("<IIII", ctx.fatal, ctx.last_status, ctx.last_cmd_status,
+                            ctx.last_fail_idx)
+        return APP_HEALTH.pack(*APP_HEALTH_VERSION, APP_HEALTH_SIZE, ctx.id, ctx.cur_idx,
+                               ctx.cur_kernel, ctx.cmds_done, fatal, 0)
+
+    def _app_health(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        cid, buf_size, buf_addr = req
+        lay = LAYOUTS[Opcode.GET_APP_HEALTH]
+        ctx = self.contexts.get(cid)
+        if ctx is None:
+            return lay.resp.pack(Status.MGMT_ERT_INVALID_PARAM, APP_HEALTH_SIZE, *([0] * 7))
+        if buf_size < APP_HEALTH_SIZE:
+            return lay.resp.pack(Status.RTOS_INVALID_INPUT_BUF, APP_HEALTH_SIZE, *([0] * 7))
+        # the driver's mgmt DMA buffer is in the mgmt PASID; a proxied client's in its own
+        pasid = chan.pasid if isinstance(chan, ProxyChannel) else self.fw.state.mgmt_pasid
+        try:
+            self.iommu.write(buf_addr, self.health_report(ctx), pasid)
+        except IommuFault as exc:
+            self._fault(ctx, exc)
+            return lay.resp.pack(Status.RTOS_INVALID_INPUT_BUF, APP_HEALTH_SIZE, *([0] * 7))
+        return lay.resp.pack(Status.SUCCESS, APP_HEALTH_SIZE, *([0] * 7))
+
+    def _wrap_resume(self, fn: Callable) -> Callable:
+        def resume(chan: MailboxChannel, msg: Message, req: tuple) -> bytes | None:
+            out = fn(chan, msg, req)
+            for ctx in list(self.contexts.values()):
+                self._pump(ctx)
+            return out
+        return resume
+
+    # -- user channels ---------------------------------------------------------------------
+    def _on_user(self, ctx: HwContext, msg: Message) -> None:
+        if msg.opcode in EXEC_OPS:
+            ctx.submitted += 1
+        ctx.queue.append(msg)
+        self._pump(ctx)
+
+    def _pump(self, ctx: HwContext) -> None:
+        """Answer queued messages in order until one hangs or the firmware is suspended."""
+        while (ctx.queue and not ctx.hung and not self.fw.state.suspended
+               and self.contexts.get(ctx.id) is ctx and ctx.chan is not None):
+            msg = ctx.queue[0]
+            resp = self._user_op(ctx, msg)
+            if resp is None:
+                ctx.hung, ctx.fatal = True, FATAL_HANG
+                log.warning("context %d hung on message %#x", ctx.id, msg.id)
+                return
+            ctx.queue.popleft()
+            if msg.opcode in EXEC_OPS:
+                ok = _U32.unpack_from(resp)[0] == Status.SUCCESS
+                ctx.completed += ok
+                ctx.failed += not ok
+                self.stats["jobs_completed" if ok else "jobs_failed"] += 1
+            ctx.chan.reply(msg, resp)
+
+    def _user_op(self, ctx: HwContext, msg: Message) -> bytes | None:
+        """One user-channel message -> its response, or None if it never finishes."""
+        try:
+            op = Opcode(msg.opcode)
+        except ValueError:
+            op = None
+        if op not in USER_OPS or not self.chip.has_feature(USER_GATES.get(op, op.name),
+                                                           self.fw.protocol):
+            self.stats["unknown_ops"] += 1
+            return STATUS_ONLY.pack(Status.RTOS_INVALID_OP)
+        lay = LAYOUTS[op]
+        if len(msg.payload) != lay.req.size:
+            return status_resp(lay, Status.RTOS_INVALID_INPUT_BUF)
+        req = lay.req.unpack(msg.payload)
+        if op == Opcode.CONFIG_CU:
+            if req[0] > CONFIG_CU_MAX:
+                return lay.resp.pack(Status.MGMT_ERT_INVALID_PARAM)
+            ctx.cus = list(req[1 : 1 + req[0]])
+            return lay.resp.pack(Status.SUCCESS)
+        if op == Opcode.SYNC_BO:
+            return lay.resp.pack(Status.SUCCESS)  # host memory is coherent here
+        if op in CHAIN_OPS:
+            out = self._chain(ctx, op, req)
+            return None if out is None else lay.resp.pack(*out)
+        try:
+            cmd = self._single(op, req)
+        except _Invalid:
+            res: tuple[int, int] | None = (Status.APP_ERT_INVALID_INSTRUCTION,
+                                           Status.APP_ERT_INVALID_INSTRUCTION)
+        else:
+            ctx.cur_idx = 0
+            res = self._run(ctx, cmd)
+        if res is None:
+            return None
+        if res[0] != Status.SUCCESS:
+            self._note_fail(ctx, res[0], 0, res[1])
+        return lay.resp.pack(res[0])
+
+    @staticmethod
+    def _single(op: Opcode, req: tuple) -> Command:
+        """A single-exec message: payload = props, then buffer-argument words."""
+        if op == Opcode.EXECUTE_BUFFER_CF:
+            words = list(req[1:])
+            return Command(words[0] | words[1] << 32, kernels.DESC.size, words[2:], exact=False)
+        if op == Opcode.EXEC_DPU:
+            inst, size, props, _cu, *words = req
+        else:  # EXEC_NPU
+            _flags, _type, inst, _save, _restore, size, _ss, _rs, props, _cu, *words = req
+        if props > len(words):
+            raise _Invalid("property count past the payload")
+        return Command(inst, size, words[props:], exact=False)
+
+    def _chain(self, ctx: HwContext, op: Opcode, req: tuple) -> tuple[int, int, int] | None:
+        if op == Opcode.CHAIN_EXEC_NPU:
+            _flags, _rsvd, buf_addr, buf_size, count = req
+        else:
+            buf_addr, buf_size, count = req
+        inv = Status.APP_ERT_INVALID_INSTRUCTION
+        if count == 0 or buf_size == 0 or buf_size > CMD_LIST_MAX:
+            return self._note_fail(ctx, inv, 0, inv)
+        try:  # snapshot: the host cannot change slots under a running chain
+            buf = bytes(self.translate(ctx, buf_addr, buf_size, DMA_READ))
+        except IommuFault as exc:
+            self._fault(ctx, exc)
+            err = Status.AIE_ACCESS_ERROR
+            return self._note_fail(ctx, err, 0, err)
+        off = 0
+        for idx in range(count):
+            ctx.cur_idx = idx
+            try:
+                cmd, off = self._slot(op, buf, off)
+            except _Invalid as exc:
+                log.info("context %d slot %d: %s", ctx.id, idx, exc)
+                return self._note_fail(ctx, inv, idx, inv)
+            res = self._run(ctx, cmd)
+            if res is None:
+                return None
+            if res[0] != Status.SUCCESS:
+                return self._note_fail(ctx, res[0], idx, res[1])
+        return Status.SUCCESS, 0, 0
+
+    @staticmethod
+    def _slot(op: Opcode, buf: bytes, off: int) -> tuple[Command, int]:
+        """Decode the slot at ``off``; returns it and the offset of the next one."""
+        hdr = {Opcode.CHAIN_EXEC_NPU: SLOT_NPU, Opcode.CHAIN_EXEC_DPU: SLOT_DPU}.get(op, SLOT_CF)
+        if off + hdr.size > len(buf):
+            raise _Invalid(f"slot header at {off:#x} past the cmd-list buffer")
+        f = hdr.unpack_from(buf, off)
+        arg_cnt = f[-1]
+        end = off + hdr.size + 4 * arg_cnt
+        if end > len(buf):
+            raise _Invalid(f"{arg_cnt} argument words past the cmd-list buffer")
+        words = list(struct.unpack_from(f"<{arg_cnt}I", buf, off + hdr.size))
+        if op == Opcode.CHAIN_EXEC_NPU:
+            if f[0] != SlotType.NON_ELF:
+                raise _Invalid(f"slot type {f[0]} not supported")
+            return Command(f[1], f[4], words), end
+        if op == Opcode.CHAIN_EXEC_DPU:
+            return Command(f[0], f[1], words), end
+        if arg_cnt < 2:  # execbuf_cf: words 0/1 name the instruction buffer (emulator)
+            raise _Invalid("control-flow slot without an instruction address")
+        return Command(words[0] | words[1] << 32, kernels.DESC.size, words[2:]), end
+
+    def _note_fail(self, ctx: HwContext, status: int, idx: int, cmd_status: int) -> tuple[int, int, int]:
+        ctx.fatal = FATAL_CMD_ERROR
+        ctx.last_status, ctx.last_fail_idx, ctx.last_cmd_status = status, idx, cmd_status
+        return status, idx, cmd_status
+
+    def _run(self, ctx: HwContext, cmd: Command) -> tuple[int, int] | None:
+        """Run one command: (status, command status), or None for a hang."""
+        inv = (Status.APP_ERT_INVALID_INSTRUCTION, Status.APP_ERT_INVALID_INSTRUCTION)
+        fault = (Status.AIE_ACCESS_ERROR, Status.AIE_ACCESS_ERROR)
+        if cmd.inst_size < kernels.DESC.size:
+            return inv
+        try:
+            inst = self.translate(ctx, cmd.inst_addr, cmd.inst_size, DMA_READ)
+            desc = kernels.decode(bytes(inst[: kernels.DESC.size]))
+        except IommuFault as exc:
+            self._fault(ctx, exc)
+            return fault
+        except kernels.KernelError:
+            return inv
+        ctx.cur_kernel = int(desc.kernel)
+        need = 2 * desc.nargs
+        if len(cmd.words) < need or (cmd.exact and len(cmd.words) != need):
+            return inv
+        args = [cmd.words[2 * i] | cmd.words[2 * i + 1] << 32 for i in range(desc.nargs)]
+        if desc.kernel == kernels.Kernel.HANG:
+            return None
+        if desc.kernel == kernels.Kernel.FAIL:
+            self._post_aie_error(ctx, desc.error)
+            return Status.APP_ERT_FIRST_ERROR, desc.error
+        try:
+            if (any(s >= ARG_MAX for s in desc.arg_sizes())
+                    or (desc.kernel == kernels.Kernel.GEMM and desc.m * desc.n * desc.k > GEMM_WORK_MAX)):
+                return inv
+            last = desc.nargs - 1
+
+            def fetch(i: int, size: int) -> memoryview:
+                return self.translate(ctx, args[i], size, DMA_WRITE if i == last else DMA_READ)
+
+            kernels.run(desc, fetch)
+        except IommuFault as exc:
+            self._fault(ctx, exc)
+            return fault
+        except (kernels.KernelError, ValueError, TypeError, ArithmeticError) as exc:
+            log.info("context %d: kernel rejected: %s", ctx.id, exc)
+            return inv
+        ctx.cmds_done += 1
+        return Status.SUCCESS, 0
+
+    def _post_aie_error(self, ctx: HwContext, error: int) -> None:
+        row = int(self.chip.tiles.get("core_row_start", 0))
+        entry = AIE_ERROR_ENTRY.pack(row & 0xFF, ctx.start_col & 0xFF, 0, 0, error & 0xFF, bytes(3))
+        self.fw.post_async_event(AsyncEventType.AIE_ERROR, ASYNC_EVENT_HDR.pack(1, 0, 0) + entry)
+
+    # -- session hooks -----------------------------------------------------------------------
+    def proxy(self, pasid: int, opcode: int, payload: bytes) -> bytes:
+        """A client session's mgmt op, run synchronously through the mgmt dispatch."""
+        if opcode not in PROXY_OPS:
+            raise OSError(errno.EPERM, f"opcode {opcode:#x} is driver-only")
+        payload = bytes(payload)
+        lay = LAYOUTS[Opcode(opcode)]
+        if opcode == Opcode.CREATE_CONTEXT and len(payload) == lay.req.size:
+            if not 0 <= pasid <= 0xFFFF:
+                raise OSError(errno.EINVAL, f"PASID {pasid} does not fit CREATE_CONTEXT")
+            payload = payload[:10] + struct.pack("<H", pasid) + payload[12:]
+        if opcode in CTX_NAMED_OPS and len(payload) == lay.req.size:
+            ctx = self.contexts.get(_U32.unpack_from(payload)[0])
+            if ctx is None or ctx.pasid != pasid:
+                raise OSError(errno.ENOENT, "no such context for this session")
+        chan = ProxyChannel(pasid)
+        self.fw.dispatch(chan, Message(opcode, 0, payload))  # type: ignore[arg-type]
+        if chan.resp is None:
+            raise OSError(errno.EINVAL, f"opcode {opcode:#x} would not be answered")
+        return chan.resp
+
+    def release_pasid(self, pasid: int) -> int:
+        """Destroy every context of a PASID (its session went away)."""
+        gone = [c for c in self.contexts.values() if c.pasid == pasid]
+        for ctx in gone:
+            self.drop(ctx)
+        return len(gone)
+
+    def context_count(self, exclude_pasid: int | None = None) -> int:
+        return sum(1 for c in self.contexts.values() if c.pasid != exclude_pasid)
+
+    def status(self) -> list[dict]:
+        return [c.status() for _, c in sorted(self.contexts.items())]
