@@ -20,7 +20,7 @@ import pytest
 from xdna_emu import protocol as P
 from xdna_emu.chips import load_chip
 from xdna_emu.emulator import Emulator, EmulatorError
-from xdna_emu.testing.client import ControlClient, ControlError
+from xdna_emu.testing.client import ControlClient, ControlError, dma_memfd
 
 
 def test_ready_line_files_and_permissions(xdna_emulator_factory, xdna_runtime_dir: Path) -> None:
@@ -121,8 +121,7 @@ def test_bad_commands_get_error_replies_and_the_session_survives(xdna_emulator) 
 
 
 def test_dma_map_rejects_overlap_and_bad_ranges(xdna_emulator) -> None:
-    fd = os.memfd_create("dma")
-    os.ftruncate(fd, 0x20000)
+    fd = dma_memfd(0x20000)
     with ControlClient(xdna_emulator.socket) as cl:
         cl.version()
         mp = lambda addr, size, off=0: cl.call(  # noqa: E731
@@ -135,7 +134,29 @@ def test_dma_map_rejects_overlap_and_bad_ranges(xdna_emulator) -> None:
             assert e.value.errno == err
         cl.call(P.Cmd.DMA_UNMAP, P.DMA_UNMAP.pack(32, 0, 0x100000, 0x10000, 0, 0))
         mp(0x108000, 0x10000)
+        # Memory a client could shrink under the daemon's mapping is refused.
+        loose = os.memfd_create("loose")
+        os.ftruncate(loose, 0x10000)
+        with pytest.raises(ControlError) as e:
+            cl.call(P.Cmd.DMA_MAP, P.DMA_MAP.pack(40, 1, 0, 0x400000, 0x10000, 0, 0), [loose])
+        assert e.value.errno == errno.EINVAL
+        os.close(loose)
     os.close(fd)
+
+
+def test_bar_and_ctrl_memory_cannot_be_resized_by_a_client(xdna_emulator) -> None:
+    with ControlClient(xdna_emulator.socket) as cl:
+        cl.version()
+        _, size, fd = cl.region_info(0)
+        with pytest.raises(PermissionError):
+            os.ftruncate(fd, size // 2)
+        os.close(fd)
+        _, fds = cl.call(P.Cmd.ATTACH_WRITE_LOG)
+        with pytest.raises(PermissionError):
+            os.ftruncate(fds[0], 4096)
+        for f in fds:
+            os.close(f)
+        assert cl.config_read(0, 2) == struct.pack("<H", 0x1022)
 
 
 def _assert_served(emu: Emulator) -> None:
@@ -217,7 +238,7 @@ def test_corrupt_write_log_drops_only_that_client(xdna_emulator) -> None:
 KILLED_CLIENT = textwrap.dedent("""
     import mmap, os, signal, struct, sys
     from xdna_emu.chips import load_chip
-    from xdna_emu.testing.client import ControlClient
+    from xdna_emu.testing.client import ControlClient, dma_memfd
     chip = load_chip(sys.argv[2])
     cl = ControlClient(sys.argv[1]); cl.version(); cl.enable_bus_master(); cl.attach_write_log()
     r = chip.reg("smu.intr")
@@ -226,7 +247,7 @@ KILLED_CLIENT = textwrap.dedent("""
     cmd = chip.reg("smu.cmd")
     struct.pack_into("<I", bar, cmd.offset, 3)
     cl.log_write(r.bar, r.offset, 0); cl.log_write(r.bar, r.offset, 1); cl.wait_applied()
-    fdm = os.memfd_create("x"); os.ftruncate(fdm, 65536)
+    fdm = dma_memfd(65536)
     cl.call(2, struct.pack("<IIQQQII", 40, 1, 0, 0x10000, 65536, 0, 0), [fdm])
     print("mid-probe", flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
@@ -241,8 +262,7 @@ def test_client_killed_mid_probe_is_reclaimed(xdna_emulator) -> None:
     # Its DMA mapping is gone (the same IOVA maps again) and the device was reset.
     with ControlClient(xdna_emulator.socket) as cl:
         cl.version()
-        fd = os.memfd_create("y")
-        os.ftruncate(fd, 65536)
+        fd = dma_memfd(65536)
         for _ in range(50):  # the hang-up may be seen a moment after the kill
             try:
                 cl.call(P.Cmd.DMA_MAP, P.DMA_MAP.pack(40, 1, 0, 0x10000, 65536, 0, 0), [fd])
@@ -275,7 +295,7 @@ def test_peer_with_another_uid_is_refused(tmp_path_factory) -> None:
         os.chmod(emu.socket, 0o666)
         code = ("import os, socket, sys; os.setgid(65534); os.setuid(65534)\n"
                 "s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])\n"
-                "s.sendall(bytes.fromhex(sys.argv[2]))\n"
+                "try:\n    s.sendall(bytes.fromhex(sys.argv[2]))\nexcept BrokenPipeError:\n    pass\n"
                 "try:\n    data = s.recv(64)\nexcept ConnectionResetError:\n    data = b''\n"
                 "print('closed' if data == b'' else 'served')")
         msg = P.pack(1, P.Cmd.VERSION, P.VERSION_HDR.pack(1, 0) + b"{}\0").hex()
@@ -286,3 +306,22 @@ def test_peer_with_another_uid_is_refused(tmp_path_factory) -> None:
     finally:
         emu.stop()
         os.rmdir(top)
+
+
+def test_sysfs_resource_file_maps_the_live_bar(xdna_emulator) -> None:
+    """A driver that mmaps /sys/.../resource0 shares the daemon's BAR pages."""
+    import mmap
+
+    chip = load_chip(xdna_emulator.chip)
+    res = xdna_emulator.sysfs_root / "bus/pci/devices" / xdna_emulator.bdf / "resource0"
+    with open(res, "r+b") as f:
+        sysfs_map = mmap.mmap(f.fileno(), chip.bars[0].size)
+    with ControlClient(xdna_emulator.socket) as cl:
+        cl.version()
+        _, size, fd = cl.region_info(0)
+        sock_map = mmap.mmap(fd, size)
+        os.close(fd)
+        struct.pack_into("<I", sysfs_map, 0x40, 0xC0FFEE11)
+        assert struct.unpack_from("<I", sock_map, 0x40)[0] == 0xC0FFEE11
+        sock_map.close()
+    sysfs_map.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import mmap
@@ -20,7 +21,6 @@ import shutil
 import signal
 import socket
 import struct
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,9 +42,23 @@ class DaemonError(RuntimeError):
     """The daemon cannot start (bad runtime dir, BDF in use...)."""
 
 
-def _shm_dir() -> Path:
-    shm = Path("/dev/shm")
-    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+def sealed_memfd(name: str, size: int) -> int:
+    """A memfd of fixed ``size`` that nobody can shrink or grow any more."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, size)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+    return fd
+
+
+def require_shrink_seal(fd: int) -> None:
+    """DMA memory must be a memfd sealed against shrinking, or a client could truncate it
+    under a live mapping and crash the daemon with SIGBUS on the next device access."""
+    try:
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+    except OSError:
+        seals = 0
+    if not seals & fcntl.F_SEAL_SHRINK:
+        raise OSError(errno.EINVAL, "DMA memory must be a memfd sealed with F_SEAL_SHRINK")
 
 
 def claim_bdf(runtime_dir: Path, bdf: str | None) -> tuple[str, Path]:
@@ -100,8 +114,7 @@ class Session:
     def attach_write_log(self) -> list[int]:
         if self.ctrl is not None:
             raise OSError(errno.EBUSY, "write log already attached")
-        self.ctrl_fd = os.memfd_create(f"xdna-emu-ctrl-{self.id}", os.MFD_CLOEXEC)
-        os.ftruncate(self.ctrl_fd, P.CTRL_SIZE)
+        self.ctrl_fd = sealed_memfd(f"xdna-emu-ctrl-{self.id}", P.CTRL_SIZE)
         self.ctrl = mmap.mmap(self.ctrl_fd, P.CTRL_SIZE)
         struct.pack_into("<IIII", self.ctrl, 0, P.CTRL_MAGIC, P.CTRL_VERSION, P.LOG_ENTRIES,
                          P.LOG_ENTRY.size)
@@ -179,7 +192,7 @@ class Daemon:
         self.sessions: dict[int, Session] = {}
         self.next_sid = 1
         self.driver: Session | None = None
-        self.irq_owner: Session | None = None
+        self.vector_owner: dict[int, Session] = {}
         self.running = False
         self.stats = {"bad_writes": 0, "dropped_clients": 0, "sessions": 0}
         self.bar_files: dict[int, Path] = {}
@@ -206,13 +219,13 @@ class Daemon:
 
     # -- setup ------------------------------------------------------------------------
     def _create_bars(self) -> None:
-        tag = f"xdna-emu.{os.getuid()}.{os.getpid()}.{self.bdf.replace(':', '_')}"
+        """BARs are sealed memfds: a client gets a writable mapping but can never resize
+        the memory under the daemon (which would turn our next access into SIGBUS). The
+        sysfs ``resourceN`` links point at ``/proc/<pid>/fd/<n>``, like a real BAR file."""
         for idx, bar in sorted(self.chip.bars.items()):
-            path = _shm_dir() / f"{tag}.bar{idx}"
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            self.bar_files[idx] = path
+            fd = sealed_memfd(f"xdna-emu-{self.bdf}-bar{idx}", bar.size)
             self.bar_fds[idx] = fd
-            os.ftruncate(fd, bar.size)
+            self.bar_files[idx] = Path(f"/proc/{os.getpid()}/fd/{fd}")
             self.bar_maps[idx] = mmap.mmap(fd, bar.size)
 
     def _listen(self) -> None:
@@ -250,6 +263,18 @@ class Daemon:
         tmp.write_text(json.dumps(rec))
         os.replace(tmp, self.dir / "ready.json")
         return rec
+
+    @property
+    def probed(self) -> bool:
+        """A driver session exists and the firmware it started is running."""
+        return self.driver is not None and getattr(self.device, "fw", None) is not None
+
+    def _publish_foreign_ctx(self) -> None:
+        """Tell the driver how many contexts clients hold (their runtime-PM references)."""
+        drv = self.driver
+        if drv is not None and drv.ctrl is not None:
+            n = self.device.context_count(exclude_pasid=drv.pasid)
+            struct.pack_into("<I", drv.ctrl, P.CTRL_OFF_FOREIGN_CTX, n)
 
     # -- device glue ------------------------------------------------------------------
     def _raise_irq(self, vector: int) -> None:
@@ -330,6 +355,7 @@ class Daemon:
             self.device.poll()
             progressed = True
         if progressed:
+            self._publish_foreign_ctx()
             for s in list(self.sessions.values()):
                 s.notify()
 
@@ -362,10 +388,10 @@ class Daemon:
         self.sessions.pop(sess.id, None)
         sess.close()
         self.iommu.unmap_owner(sess.id)
-        if self.irq_owner is sess:
-            self.msix.clear_eventfds()
-            self.irq_owner = None
-        if self.driver is sess:
+        self._release_vectors(sess)
+        if self.driver is not sess:
+            self.device.release_pasid(sess.pasid)
+        else:
             # The driver is gone: reset the function as a PCI core would (FLR), so the next
             # client probes a clean device and becomes the driver when it enables mastering.
             self.driver = None
@@ -454,7 +480,7 @@ class Daemon:
             raise OSError(errno.EPROTONOSUPPORT, f"major {major} unsupported")
         sess.versioned = True
         caps = {"chip": self.chip.name, "bdf": self.bdf, "pasid": sess.pasid,
-                "max_msg_fds": P.MAX_MSG_FDS}
+                "max_msg_fds": P.MAX_MSG_FDS, "probed": self.probed}
         body = P.VERSION_HDR.pack(P.PROTO_MAJOR, min(minor, P.PROTO_MINOR))
         return body + json.dumps(caps).encode() + b"\0", []
 
@@ -484,29 +510,38 @@ class Daemon:
         flags = P.IRQ_DATA_EVENTFD if count else 0
         return P.IRQ_INFO.pack(P.IRQ_INFO.size, flags, index, count), []
 
+    def _release_vectors(self, sess: Session) -> None:
+        mine = [v for v, owner in self.vector_owner.items() if owner is sess]
+        self.msix.clear_eventfds(mine)
+        for v in mine:
+            del self.vector_owner[v]
+
     def _h_set_irqs(self, sess: Session, payload: bytes) -> None:
+        """Install MSI-X eventfds. Ownership is per vector: the mgmt vector belongs to the
+        driver session, a context's vector to the session that created the context."""
         _, flags, index, start, count = P.SET_IRQS.unpack(payload)
         if index != P.IRQ_MSIX:
             raise OSError(errno.EINVAL, "only MSI-X is supported")
         if flags & P.IRQ_DATA_NONE and count == 0:
-            if self.irq_owner is sess:
-                self.msix.clear_eventfds()
-                self.irq_owner = None
+            self._release_vectors(sess)
             return None
         if not flags & P.IRQ_DATA_EVENTFD or not flags & P.IRQ_ACTION_TRIGGER:
             raise OSError(errno.EINVAL, "unsupported SET_IRQS flags")
         fds = self._take_fds(sess, count)
+        vecs = range(start, start + count)
         try:
-            if self.irq_owner is not None and self.irq_owner is not sess:
-                raise OSError(errno.EBUSY, "interrupts belong to another session")
+            if start + count > self.chip.msix.vectors:
+                raise OSError(errno.EINVAL, "vector out of range")
+            taken = [v for v in vecs if self.vector_owner.get(v, sess) is not sess]
+            if taken:
+                raise OSError(errno.EBUSY, f"vector {taken[0]} belongs to another session")
             self.msix.set_eventfds(start, fds)  # the controller owns them from here on
-        except (OSError, ValueError) as exc:
+        except OSError:
             for fd in fds:
                 os.close(fd)
-            if isinstance(exc, ValueError):
-                raise OSError(errno.EINVAL, str(exc)) from None
             raise
-        self.irq_owner = sess
+        for v in vecs:
+            self.vector_owner[v] = sess
         return None
 
     def _region_bytes(self, region: int) -> memoryview:
@@ -548,6 +583,7 @@ class Daemon:
         _, flags, offset, address, size, pasid, _ = P.DMA_MAP.unpack(payload)
         (fd,) = self._take_fds(sess, 1)
         try:
+            require_shrink_seal(fd)
             perm = (DMA_READ if flags & P.DMA_READ else 0) | (DMA_WRITE if flags & P.DMA_WRITE else 0)
             space = sess.pasid if flags & P.DMA_SVA else 0
             self.iommu.map(space, address, size, perm, fd, offset, owner=sess.id)
@@ -572,6 +608,10 @@ class Daemon:
         self.reset_device()
         return None
 
+    def _h_mgmt_proxy(self, sess: Session, payload: bytes) -> tuple[bytes, list[int]]:
+        opcode, _ = P.MGMT_PROXY_HDR.unpack_from(payload)
+        return self.device.proxy(sess.pasid, opcode, payload[P.MGMT_PROXY_HDR.size :]), []
+
     def _h_write_log(self, sess: Session, payload: bytes) -> tuple[bytes, list[int]]:
         return P.WRITE_LOG_INFO.pack(P.LOG_ENTRIES, 0), sess.attach_write_log()
 
@@ -587,13 +627,14 @@ class Daemon:
         P.Cmd.DMA_UNMAP: _h_dma_unmap,
         P.Cmd.DEVICE_RESET: _h_reset,
         P.Cmd.ATTACH_WRITE_LOG: _h_write_log,
+        P.Cmd.MGMT_PROXY: _h_mgmt_proxy,
     }
 
     # -- status and teardown ----------------------------------------------------------
     def status(self) -> dict[str, Any]:
         return {
             **self.ready_record(), "sessions": len(self.sessions),
-            "driver_session": self.driver.id if self.driver else None,
+            "driver_session": self.driver.id if self.driver else None, "probed": self.probed,
             "stats": dict(self.stats), "msix": dict(self.msix.stats),
             "iommu_faults": [str(f) for f in self.iommu.faults[-8:]],
             "device": self.device.status(),
@@ -615,9 +656,6 @@ class Daemon:
         for fd in self.bar_fds.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
-        for path in self.bar_files.values():
-            with contextlib.suppress(OSError):
-                path.unlink()
         if hasattr(self, "dir"):
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -62,12 +62,14 @@ class MsixController:
                 self._fds[start + i] = fd
             self._flush_pending()
 
-    def clear_eventfds(self) -> None:
+    def clear_eventfds(self, vectors: Sequence[int] | None = None) -> None:
+        """Remove (and close) the eventfds of ``vectors``, or of every vector."""
         with self._lock:
-            for fd in self._fds:
+            for vec in range(self.vectors) if vectors is None else vectors:
+                fd = self._fds[vec] if 0 <= vec < self.vectors else None
                 if fd is not None:
                     _close_quietly(fd)
-            self._fds = [None] * self.vectors
+                    self._fds[vec] = None
 
     # -- table/PBA access ----------------------------------------------------------------
     def _ctrl_off(self, vec: int) -> int:

@@ -10,7 +10,7 @@ import struct
 from enum import IntEnum
 
 PROTO_MAJOR = 1
-PROTO_MINOR = 0
+PROTO_MINOR = 1
 MAX_MSG_SIZE = 1 << 20
 MAX_MSG_FDS = 8
 
@@ -36,6 +36,7 @@ class Cmd(IntEnum):
     REGION_WRITE = 10
     DEVICE_RESET = 13
     ATTACH_WRITE_LOG = 0x100
+    MGMT_PROXY = 0x101  # protocol 1.1: a client session's management request (jobs.md §1)
 
 
 # Region indices (vfio-user PCI layout).
@@ -72,6 +73,7 @@ REGION_ACCESS = struct.Struct("<QII")  # offset, region, count
 DMA_MAP = struct.Struct("<IIQQQII")  # argsz, flags, offset, address, size, pasid, rsvd
 DMA_UNMAP = struct.Struct("<IIQQII")  # argsz, flags, address, size, pasid, rsvd
 WRITE_LOG_INFO = struct.Struct("<II")  # entries, rsvd
+MGMT_PROXY_HDR = struct.Struct("<II")  # opcode, rsvd; the request payload follows
 
 # The ctrl page shared per session.
 CTRL_SIZE = 65536
@@ -85,6 +87,7 @@ CTRL_OFF_HEAD = 0x10
 CTRL_OFF_TAIL = 0x18
 CTRL_OFF_EPOCH = 0x20
 CTRL_OFF_ALIVE = 0x28
+CTRL_OFF_FOREIGN_CTX = 0x2C  # driver session: live contexts owned by client sessions
 CTRL_OFF_ENTRY0 = 0x40
 LOG_ENTRY = struct.Struct("<IIII")  # bar, offset, value, rsvd
 LOG_ENTRIES = (CTRL_SIZE - CTRL_OFF_ENTRY0) // LOG_ENTRY.size

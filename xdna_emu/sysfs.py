@@ -134,7 +134,7 @@ def write_sysfs(
     _write_atomic(dev / "config", bytes(config.data))
     for idx in chip.bars:
         if idx in bar_files:
-            _symlink(dev / f"resource{idx}", Path(bar_files[idx]).resolve())
+            _symlink(dev / f"resource{idx}", Path(bar_files[idx]).absolute())
     _symlink(dev / "driver", f"{up}/bus/pci/drivers/{DRIVER}")
     _symlink(dev / "subsystem", f"{up}/bus/pci")
     _symlink(sysroot / "bus/pci/devices" / bdf, f"../../../{rel}")
@@ -171,7 +171,7 @@ def write_umockdev(
     lines.append(f"L: driver={'/'.join(['..'] * depth)}/bus/pci/drivers/{DRIVER}")
     for idx in sorted(chip.bars):
         if idx in bar_files:
-            lines.append(f"L: resource{idx}={Path(bar_files[idx]).resolve()}")
+            lines.append(f"L: resource{idx}={Path(bar_files[idx]).absolute()}")
     path = Path(path)
     _write_atomic(path, ("\n".join(lines) + "\n").encode())
     return path

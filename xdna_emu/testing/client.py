@@ -18,6 +18,16 @@ from typing import Any
 from .. import protocol as P
 
 
+def dma_memfd(size: int, name: str = "xdna-dma") -> int:
+    """Client memory the daemon accepts for DMA_MAP: a memfd sealed against shrinking."""
+    import fcntl
+
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, size)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
+    return fd
+
+
 class ControlError(OSError):
     """The daemon answered a command with an error reply."""
 
