@@ -119,18 +119,7 @@ class NpuDevice:
             self.psp.reset()
             self.smu.reset()
             m = self.chip.msix
-            keep = [(m.table_offset, m.vectors * 16), (m.pba_offset, (m.vectors + 63) // 64 * 8)]
-            for idx, mem in self.regs.bytes.items():
-                if idx != m.bar:
-                    mem[:] = bytes(len(mem))
-                    continue
-                pos = 0
-                for start, size in sorted(keep):
-                    if start > pos:
-                        mem[pos:start] = bytes(start - pos)
-                    pos = max(pos, start + size)
-                if pos < len(mem):
-                    mem[pos:] = bytes(len(mem) - pos)
+            self.regs.clear(keep={m.bar: [(m.table_offset, m.table_size), (m.pba_offset, m.pba_size)]})
         except Exception:
             self.stats["internal_errors"] += 1
             log.exception("internal error on reset")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
+
 from .chips import Chip
 
 
@@ -19,6 +21,8 @@ class RegisterFile:
         self.chip = chip
         self.bytes = {i: memoryview(m).cast("B") for i, m in bars.items()}
         self.words = {i: m.cast("I") for i, m in self.bytes.items()}
+        # numpy views of the same pages, for bulk work (clearing, snapshots, DMA-sized copies).
+        self.arrays = {i: np.frombuffer(m, dtype=np.uint8) for i, m in self.bytes.items()}
 
     # -- by (bar, offset) -------------------------------------------------------------
     def read(self, bar: int, offset: int) -> int:
@@ -49,6 +53,10 @@ class RegisterFile:
         bar, off = self.chip.dev_to_bar(addr, size)
         return self.bytes[bar][off : off + size]
 
-    def clear(self) -> None:
-        for mem in self.bytes.values():
-            mem[:] = bytes(len(mem))
+    def clear(self, keep: Mapping[int, list[tuple[int, int]]] | None = None) -> None:
+        """Zero every BAR except the ``(offset, size)`` ranges in ``keep[bar]``."""
+        for idx, arr in self.arrays.items():
+            saved = [(off, arr[off : off + size].copy()) for off, size in (keep or {}).get(idx, [])]
+            arr.fill(0)
+            for off, data in saved:
+                arr[off : off + len(data)] = data
