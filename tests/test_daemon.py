@@ -325,3 +325,27 @@ def test_sysfs_resource_file_maps_the_live_bar(xdna_emulator) -> None:
         assert struct.unpack_from("<I", sock_map, 0x40)[0] == 0xC0FFEE11
         sock_map.close()
     sysfs_map.close()
+
+
+def test_a_client_cannot_drive_the_smu_under_the_driver(xdna_emulator) -> None:
+    """Only the driver session (the one that enabled bus mastering) may write PSP/SMU and
+    mgmt-channel registers; another session's writes are counted and ignored."""
+    import mmap
+
+    chip = load_chip(xdna_emulator.chip)
+    smu = {role: chip.reg(f"smu.{role}") for role in ("cmd", "resp", "intr")}
+    with ControlClient(xdna_emulator.socket) as drv, ControlClient(xdna_emulator.socket) as other:
+        drv.version()
+        drv.enable_bus_master()
+        other.version()
+        other.attach_write_log()
+        _, size, fd = other.region_info(smu["cmd"].bar)
+        bar = mmap.mmap(fd, size)
+        os.close(fd)
+        struct.pack_into("<I", bar, smu["cmd"].offset, 3)  # POWER_ON
+        struct.pack_into("<I", bar, smu["resp"].offset, 0)
+        other.log_write(smu["intr"].bar, smu["intr"].offset, 0)
+        other.log_write(smu["intr"].bar, smu["intr"].offset, 1)
+        other.wait_applied()
+        assert struct.unpack_from("<I", bar, smu["resp"].offset)[0] == 0  # never executed
+        bar.close()

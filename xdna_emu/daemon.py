@@ -139,7 +139,7 @@ class Session:
         apply = self.daemon.apply_write
         while tail < head:
             bar, off, val, _ = entry.unpack_from(ctrl, P.CTRL_OFF_ENTRY0 + (tail % n) * entry.size)
-            apply(bar, off, val)
+            apply(bar, off, val, self)
             tail += 1
         struct.pack_into("<Q", ctrl, P.CTRL_OFF_TAIL, tail)
         return True
@@ -194,7 +194,7 @@ class Daemon:
         self.driver: Session | None = None
         self.vector_owner: dict[int, Session] = {}
         self.running = False
-        self.stats = {"bad_writes": 0, "dropped_clients": 0, "sessions": 0}
+        self.stats = {"bad_writes": 0, "foreign_writes": 0, "dropped_clients": 0, "sessions": 0}
         self.bar_files: dict[int, Path] = {}
         self.bar_maps: dict[int, mmap.mmap] = {}
         self.bar_fds: dict[int, int] = {}
@@ -205,6 +205,7 @@ class Daemon:
             self.msix = MsixController(self.chip, self.config, msix_bar)
             self.iommu = Iommu()
             self.iommu.bus_master = lambda: self.config.bus_master
+            self.driver_regs = self._driver_only_regs()
             self.regs = RegisterFile(self.chip, {i: memoryview(m) for i, m in self.bar_maps.items()})
             self.device = NpuDevice(self.chip, self.regs, self.iommu, self._raise_irq,
                                     clock or Clock())
@@ -287,11 +288,28 @@ class Daemon:
         with contextlib.suppress(OSError):
             update_config(self.sysfs_root, self.bdf, self.config)
 
-    def apply_write(self, bar: int, off: int, val: int) -> None:
-        """Apply one trapped write; anything outside the BARs is counted and ignored."""
+    def _driver_only_regs(self) -> frozenset[tuple[int, int]]:
+        """Trapped registers only the driver may write: PSP, SMU, the mgmt channel."""
+        locs = {(r.bar, r.offset) for role, r in ((n, self.chip.reg(n)) for n in self.chip.roles)
+                if role.startswith(("psp.", "smu.")) and r.access == "trap"}
+        lay = self.chip.mailbox
+        if lay is not None:
+            base = lay.chan_regs(0)
+            for off in range(0, lay.REGS_SPAN, 4):
+                locs.add(self.chip.dev_to_bar(base + off))
+        return frozenset(locs)
+
+    def apply_write(self, bar: int, off: int, val: int, sess: Session | None = None) -> None:
+        """Apply one trapped write; anything outside the BARs is counted and ignored, and so
+        is a client session's write to a register that belongs to the driver (a second
+        "probe" must not power the NPU off under the driver's feet)."""
         b = self.chip.bars.get(bar)
         if b is None or off & 3 or off >= b.size:
             self.stats["bad_writes"] += 1
+            return
+        if (sess is not None and self.driver is not None and sess is not self.driver
+                and (bar, off) in self.driver_regs):
+            self.stats["foreign_writes"] += 1
             return
         if self.msix.is_table(bar, off):
             self.regs.write(bar, off, val)
@@ -576,7 +594,7 @@ class Daemon:
         else:
             if count != 4 or offset & 3:
                 raise OSError(errno.EINVAL, "BAR writes are 32-bit and aligned")
-            self.apply_write(region, offset, int.from_bytes(data, "little"))
+            self.apply_write(region, offset, int.from_bytes(data, "little"), sess)
         return payload[: P.REGION_ACCESS.size], []
 
     def _h_dma_map(self, sess: Session, payload: bytes) -> None:
