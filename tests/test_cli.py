@@ -95,3 +95,14 @@ def test_devices_lists_running_daemons(xdna_emulator_factory, xdna_runtime_dir: 
     assert devs[a.bdf]["socket"] == str(a.socket)
     text = run_cli("devices", "--runtime-dir", str(xdna_runtime_dir)).stdout
     assert a.bdf in text and "1022:1502" in text
+
+
+def test_status_shows_the_daemon_state(xdna_emulator) -> None:
+    out = run_cli("status", "--socket", str(xdna_emulator.socket), "--json")
+    assert out.returncode == 0, out.stderr
+    st = json.loads(out.stdout)
+    assert st["chip"] == "npu4" and st["bdf"] == xdna_emulator.bdf and st["probed"] is False
+    assert st["rss_kib"] > 0 and "device" in st and st["sessions"] == 1
+    text = run_cli("status", "--bdf", xdna_emulator.bdf, "--runtime-dir",
+                   str(xdna_emulator.runtime_dir)).stdout
+    assert xdna_emulator.bdf in text and "stats" in text

@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--firmware-path")
     probe.add_argument("--json", action="store_true")
 
+    st = sub.add_parser("status", help="show a running emulator's state")
+    where = st.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket")
+    where.add_argument("--bdf", type=_bdf)
+    st.add_argument("--runtime-dir")
+    st.add_argument("--json", action="store_true")
+
     mkfw = sub.add_parser("mkfw", help="write a signed emulator firmware image")
     mkfw.add_argument("--chip", type=_chip, required=True)
     mkfw.add_argument("--out", required=True)
@@ -177,6 +184,33 @@ def format_probe(info: dict[str, Any]) -> str:
     ])  # fmt: skip
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from .testing.client import ControlClient
+
+    sock = args.socket or _socket_for_bdf(args)
+    if not Path(sock).exists():
+        raise UsageError(f"socket {sock} does not exist")
+    try:
+        with ControlClient(sock) as cl:
+            cl.version()
+            st = cl.status()
+    except (OSError, EOFError) as exc:
+        raise Failure(f"status failed: {exc}") from None
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    dev = st.get("device", {})
+    print(f"{st['bdf']}  {st['chip']}  pid {st['pid']}  sessions {st['sessions']}  "
+          f"probed {st['probed']}  rss {st['rss_kib']} KiB")
+    for key in ("power", "psp", "firmware"):
+        if key in dev:
+            print(f"  {key}: {dev[key]}")
+    for ctx in dev.get("contexts", []):
+        print(f"  context {ctx}")
+    print(f"  stats: {st['stats']}")
+    return 0
+
+
 def cmd_mkfw(args: argparse.Namespace) -> int:
     from .fw.image import write_firmware
 
@@ -235,7 +269,7 @@ def _demo_lspci(sysfs_root: Path, bdf: str) -> None:
 
 
 COMMANDS = {"run": cmd_run, "devices": cmd_devices, "probe": cmd_probe, "mkfw": cmd_mkfw,
-            "demo": cmd_demo}
+            "demo": cmd_demo, "status": cmd_status}
 
 
 def _die(code: int, message: str) -> NoReturn:

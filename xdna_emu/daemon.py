@@ -93,6 +93,15 @@ def _stale(d: Path) -> bool:
         return True
 
 
+def _rss_kib() -> int:
+    """Resident memory of this process, for leak checks."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 class Session:
     """One connected client: its socket, write log, PASID and what it owns."""
 
@@ -630,6 +639,9 @@ class Daemon:
         opcode, _ = P.MGMT_PROXY_HDR.unpack_from(payload)
         return self.device.proxy(sess.pasid, opcode, payload[P.MGMT_PROXY_HDR.size :]), []
 
+    def _h_status(self, sess: Session, payload: bytes) -> tuple[bytes, list[int]]:
+        return json.dumps(self.status(), default=str).encode(), []
+
     def _h_write_log(self, sess: Session, payload: bytes) -> tuple[bytes, list[int]]:
         return P.WRITE_LOG_INFO.pack(P.LOG_ENTRIES, 0), sess.attach_write_log()
 
@@ -646,6 +658,7 @@ class Daemon:
         P.Cmd.DEVICE_RESET: _h_reset,
         P.Cmd.ATTACH_WRITE_LOG: _h_write_log,
         P.Cmd.MGMT_PROXY: _h_mgmt_proxy,
+        P.Cmd.DEVICE_STATUS: _h_status,
     }
 
     # -- status and teardown ----------------------------------------------------------
@@ -654,6 +667,7 @@ class Daemon:
             **self.ready_record(), "sessions": len(self.sessions),
             "driver_session": self.driver.id if self.driver else None, "probed": self.probed,
             "stats": dict(self.stats), "msix": dict(self.msix.stats),
+            "rss_kib": _rss_kib(), "open_fds": len(os.listdir("/proc/self/fd")),
             "iommu_faults": [str(f) for f in self.iommu.faults[-8:]],
             "device": self.device.status(),
         }  # fmt: skip

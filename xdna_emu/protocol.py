@@ -37,6 +37,7 @@ class Cmd(IntEnum):
     DEVICE_RESET = 13
     ATTACH_WRITE_LOG = 0x100
     MGMT_PROXY = 0x101  # protocol 1.1: a client session's management request (jobs.md §1)
+    DEVICE_STATUS = 0x102  # protocol 1.1: the daemon's status as JSON (operators, tests)
 
 
 # Region indices (vfio-user PCI layout).

@@ -89,6 +89,11 @@ class ControlClient:
         _, flags, _, _, size, _ = P.REGION_INFO.unpack(body)
         return flags, size, (fds[0] if fds else None)
 
+    def status(self) -> dict[str, Any]:
+        """The daemon's status (sessions, counters, device model state) as a dict."""
+        body, _ = self.call(P.Cmd.DEVICE_STATUS)
+        return json.loads(body)
+
     def config_read(self, offset: int, count: int) -> bytes:
         body, _ = self.call(P.Cmd.REGION_READ, P.REGION_ACCESS.pack(offset, P.REGION_CONFIG, count))
         return body[P.REGION_ACCESS.size :]
