@@ -38,7 +38,8 @@ void xdna_set_tls_error(int err, const char *fmt, ...)
 
 const char *xdna_shim_last_error(struct xdna_shim_ctx *ctx)
 {
-    return ctx ? ctx->last_error : tls_error;
+    (void)ctx; /* per thread: with several threads on one ctx, ctx->last_error is shared */
+    return tls_error;
 }
 
 uint64_t xdna_now_ns(void)
@@ -76,6 +77,8 @@ int xdna_wait_step(struct xdna_shim_ctx *ctx, int extra_fd, uint64_t deadline, b
 {
     if (extra_ready)
         *extra_ready = false;
+    if (ctx->s.mon_running) /* the monitor thread receives; wait for its next event */
+        return xdna_sess_wait(ctx, deadline);
     for (;;) {
         if (ctx->sock_dead || !daemon_alive(ctx))
             return xdna_fail(ctx, EPIPE, "the daemon ended this session");
@@ -206,9 +209,20 @@ int xdna_wr_trap(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val)
 {
     if (!xdna_loc_ok(ctx, loc, 4))
         return xdna_fail(ctx, EINVAL, "trapped write outside BAR%u (+%#x)", loc.bar, loc.off);
+    *(volatile uint32_t *)(ctx->bars[loc.bar].va + loc.off) = val;
+    return xdna_wr_log(ctx, loc, val);
+}
+
+/* The daemon stores each logged value before running the side effect, and the mailbox
+ * firmware re-reads a ring pointer register in its handler: a direct store of a newer x2i
+ * tail could be consumed early and then be overwritten by an older logged value (the ring
+ * pointer going backwards). Ring pointers therefore travel through the log only. */
+int xdna_wr_log(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val)
+{
+    if (!xdna_loc_ok(ctx, loc, 4))
+        return xdna_fail(ctx, EINVAL, "trapped write outside BAR%u (+%#x)", loc.bar, loc.off);
     if (!ctx->ctrl)
         return xdna_fail(ctx, ENODEV, "no write log attached");
-    *(volatile uint32_t *)(ctx->bars[loc.bar].va + loc.off) = val;
 
     const uint32_t n = ctx->log_entries;
     uint64_t head = ctrl_load64(ctx, XDNA_PROTO_CTRL_OFF_HEAD);
@@ -226,7 +240,7 @@ int xdna_wr_trap(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val)
             return xdna_fail(ctx, errno, "write log kick: %s", strerror(errno));
         if (!deadline)
             deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_CONTROL]);
-        if (xdna_wait_step(ctx, -1, deadline, NULL) < 0) {
+        if (xdna_wait_log(ctx, deadline) < 0) {
             if (errno == ETIME)
                 return xdna_fail(ctx, ETIME, "write log stayed full");
             return -1;
@@ -289,7 +303,7 @@ static int check_ctx(struct xdna_shim_ctx *ctx)
     return 0;
 }
 
-int xdna_shim_readl(struct xdna_shim_ctx *ctx, unsigned bar, uint32_t off, uint32_t *val)
+int xdna_readl_unlocked(struct xdna_shim_ctx *ctx, unsigned bar, uint32_t off, uint32_t *val)
 {
     if (check_ctx(ctx) < 0)
         return -1;
@@ -300,7 +314,7 @@ int xdna_shim_readl(struct xdna_shim_ctx *ctx, unsigned bar, uint32_t off, uint3
     return 0;
 }
 
-int xdna_shim_writel(struct xdna_shim_ctx *ctx, unsigned bar, uint32_t off, uint32_t val)
+int xdna_writel_unlocked(struct xdna_shim_ctx *ctx, unsigned bar, uint32_t off, uint32_t val)
 {
     if (check_ctx(ctx) < 0)
         return -1;
@@ -310,7 +324,7 @@ int xdna_shim_writel(struct xdna_shim_ctx *ctx, unsigned bar, uint32_t off, uint
     return xdna_wr_auto(ctx, loc, val);
 }
 
-int xdna_shim_set_timeout(struct xdna_shim_ctx *ctx, int which, int ms)
+int xdna_set_timeout_unlocked(struct xdna_shim_ctx *ctx, int which, int ms)
 {
     if (check_ctx(ctx) < 0)
         return -1;
@@ -320,7 +334,7 @@ int xdna_shim_set_timeout(struct xdna_shim_ctx *ctx, int which, int ms)
     return 0;
 }
 
-int xdna_shim_get_info(struct xdna_shim_ctx *ctx, struct xdna_shim_info *info)
+int xdna_get_info_unlocked(struct xdna_shim_ctx *ctx, struct xdna_shim_info *info)
 {
     if (check_ctx(ctx) < 0)
         return -1;

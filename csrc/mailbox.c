@@ -103,7 +103,7 @@ int xdna_mbox_create(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, const
     return 0;
 }
 
-static void fail_all(struct xdna_mbox_chan *ch, int err)
+static void fail_all(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, int err)
 {
     for (unsigned i = 0; i < MBOX_MAX_IDS; i++) {
         struct xdna_mbox_pending *p = &ch->pend[i];
@@ -114,16 +114,17 @@ static void fail_all(struct xdna_mbox_chan *ch, int err)
         if (p->async) { /* nobody waits for these: release the slot */
             p->in_use = false;
             ch->npending--;
+            if (p->cb)
+                p->cb(ctx, p->cb_arg, err, NULL, 0);
         }
     }
 }
 
 void xdna_mbox_destroy(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
 {
-    (void)ctx;
     if (!ch->active)
         return;
-    fail_all(ch, ENODEV);
+    fail_all(ctx, ch, ENODEV);
     ch->active = false;
 }
 
@@ -131,7 +132,7 @@ static void set_bad(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, const 
                     uint32_t a, uint32_t b)
 {
     ch->bad = true;
-    fail_all(ch, EPIPE);
+    fail_all(ctx, ch, EPIPE);
     char msg[160];
     snprintf(msg, sizeof(msg), fmt, a, b);
     xdna_fail(ctx, EPIPE, "mailbox %s: bad state: %s", ch->name, msg);
@@ -201,7 +202,7 @@ static int x2i_send(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32
     ring_write(ctx, ch->x2i_buf, tail + MBOX_HDR_SIZE, req, req_len);
     tail += len;
     ch->x2i_tail = tail;
-    return xdna_wr_trap(ctx, ch->x2i_tail_reg, tail);
+    return xdna_wr_log(ctx, ch->x2i_tail_reg, tail); /* log only: see xdna_wr_log */
 }
 
 /* Deliver one response to its pending slot. */
@@ -215,20 +216,30 @@ static void dispatch(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint3
         return;
     }
     struct xdna_mbox_pending *p = &ch->pend[slot];
-    if (total != p->resp_len) {
+    if (p->any_size ? total < 4 : total != p->resp_len) {
         p->err = EINVAL;
     } else {
         uint8_t *dst = p->resp;
-        for (uint32_t i = 0; i < total; i += 4) {
+        uint32_t n = total < p->resp_len ? total : (uint32_t)p->resp_len;
+        for (uint32_t i = 0; i < n; i += 4) {
             uint32_t w = xdna_rd(ctx, loc_add(ch->i2x_buf, payload_off + i));
-            memcpy(dst + i, &w, total - i < 4 ? total - i : 4);
+            memcpy(dst + i, &w, n - i < 4 ? n - i : 4);
         }
         p->err = 0;
     }
     p->done = true;
     if (p->async) {
-        ctx->info.async_events++;
+        if (p->opcode == 0x10C) /* REGISTER_ASYNC_EVENT_MSG */
+            ctx->info.async_events++;
+        void (*cb)(struct xdna_shim_ctx *, void *, int, const uint8_t *, size_t) = p->cb;
+        void *arg = p->cb_arg;
+        int err = p->err;
+        uint8_t resp[sizeof(p->async_resp)];
+        size_t len = p->resp_len;
+        memcpy(resp, p->async_resp, sizeof(resp));
         free_slot(ch, slot);
+        if (cb)
+            cb(ctx, arg, err, err ? NULL : resp, err ? 0 : len);
     }
 }
 
@@ -242,9 +253,14 @@ static int i2x_one(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
         return -1;
     }
     uint32_t head = ch->i2x_head;
+    /* Empty check first, as the driver does: after a message that ended exactly at the
+     * ring end both head and tail equal size, and wrapping head first would re-read
+     * stale messages from offset 0. */
+    if (head == tail)
+        return 0;
     if (head == size)
         head = 0;
-    if (head == tail)
+    if (head == tail) /* wrapped onto an empty ring (tail 0): nothing to read either */
         return 0;
     if (head + 4 > size) {
         set_bad(ctx, ch, "i2x head %#x (ring %#x)", head, size);
@@ -344,6 +360,29 @@ int xdna_mbox_post_async(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, u
         return -1;
     }
     return 0;
+}
+
+int xdna_mbox_post_cb(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_t opcode,
+                      const void *req, size_t req_len, size_t resp_len, bool any_size,
+                      void (*cb)(struct xdna_shim_ctx *, void *, int, const uint8_t *, size_t),
+                      void *arg)
+{
+    if (xdna_mbox_post_async(ctx, ch, opcode, req, req_len, resp_len) < 0)
+        return -1;
+    /* the slot just allocated is the one before next_id; nothing ran in between (the send
+     * does not process responses) */
+    unsigned slot = (ch->next_id + MBOX_MAX_IDS - 1) % MBOX_MAX_IDS;
+    ch->pend[slot].any_size = any_size;
+    ch->pend[slot].cb = cb;
+    ch->pend[slot].cb_arg = arg;
+    return 0;
+}
+
+int xdna_mbox_rx(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
+{
+    if (!ch->active || ch->bad)
+        return 0;
+    return rx_worker(ctx, ch);
 }
 
 int xdna_mbox_call(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_t opcode,

@@ -193,6 +193,8 @@ static int do_version(struct xdna_shim_ctx *ctx)
     resp[len] = 0;
     const char *js = resp + 4;
     json_string(js, "bdf", ctx->info.bdf, sizeof(ctx->info.bdf));
+    const char *probed = json_value(js, "probed");
+    ctx->s.caps_probed = probed && strncmp(probed, "true", 4) == 0;
     long pasid = json_long(js, "pasid", 0);
     ctx->info.pasid = pasid >= 0 && pasid <= 0xFFFFF ? (uint32_t)pasid : 0;
     long mf = json_long(js, "max_msg_fds", XDNA_PROTO_MAX_MSG_FDS);
@@ -239,6 +241,14 @@ static int match_id(struct xdna_shim_ctx *ctx)
     return 0;
 }
 
+/* The daemon's fd must really hold `size` bytes: touching a shared mapping past the end
+ * of its file raises SIGBUS, which no caller could turn into an errno. */
+static bool fd_holds(int fd, uint64_t size)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && st.st_size >= 0 && (uint64_t)st.st_size >= size;
+}
+
 static int map_bars(struct xdna_shim_ctx *ctx)
 {
     for (unsigned i = 0; i < XDNA_NUM_BARS; i++) {
@@ -256,9 +266,10 @@ static int map_bars(struct xdna_shim_ctx *ctx)
         }
         if (!nfd)
             return xdna_fail(ctx, EPROTO, "GET_REGION_INFO: BAR%u is mappable but came without fd", i);
-        if (ri.size > (1ull << 30) || (ri.size & 3)) {
+        if (ri.size > (1ull << 30) || (ri.size & 3) || !fd_holds(fd, ri.size)) {
             close(fd);
-            return xdna_fail(ctx, EPROTO, "GET_REGION_INFO: BAR%u size %#llx is implausible", i,
+            return xdna_fail(ctx, EPROTO,
+                             "GET_REGION_INFO: BAR%u size %#llx is implausible or past its fd", i,
                              (unsigned long long)ri.size);
         }
         void *va = mmap(NULL, ri.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -296,11 +307,16 @@ static int attach_write_log(struct xdna_shim_ctx *ctx)
             close(fds[i]);
         return xdna_fail(ctx, EPROTO, "ATTACH_WRITE_LOG: %u fds, expected 3", nfd);
     }
+    ctx->kick_fd = fds[1];
+    ctx->notify_fd = fds[2];
+    if (!fd_holds(fds[0], XDNA_PROTO_CTRL_SIZE)) {
+        close(fds[0]);
+        return xdna_fail(ctx, EPROTO, "write log: ctrl page fd is smaller than %u bytes",
+                         (unsigned)XDNA_PROTO_CTRL_SIZE);
+    }
     void *va = mmap(NULL, XDNA_PROTO_CTRL_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
     int err = errno;
     close(fds[0]);
-    ctx->kick_fd = fds[1];
-    ctx->notify_fd = fds[2];
     if (va == MAP_FAILED)
         return xdna_fail(ctx, err, "mmap write log: %s", strerror(err));
     ctx->ctrl = va;
@@ -361,17 +377,11 @@ static int setup_msix(struct xdna_shim_ctx *ctx)
         if (ctx->irq_fds[i] < 0)
             return xdna_fail(ctx, errno, "eventfd: %s", strerror(errno));
     }
-    for (unsigned start = 0; start < nvec; start += ctx->max_msg_fds) {
-        unsigned count = nvec - start < ctx->max_msg_fds ? nvec - start : ctx->max_msg_fds;
-        struct xdna_proto_set_irqs si = {
-            .argsz = sizeof(si),
-            .flags = XDNA_PROTO_IRQ_DATA_EVENTFD | XDNA_PROTO_IRQ_ACTION_TRIGGER,
-            .index = XDNA_PROTO_IRQ_MSIX, .start = start, .count = count};
-        size_t rl = 0;
-        if (xdna_ctl(ctx, XDNA_PROTO_CMD_SET_IRQS, &si, sizeof(si), &ctx->irq_fds[start], count,
-                     NULL, &rl, 0, NULL, NULL) < 0)
-            return -1;
-    }
+    /* eventfds are installed per vector when a channel needs one (xdna_irq_own): the
+     * mgmt vector after FW alive, a context's vector when its channel opens */
+    ctx->s.vec_owned = calloc(nvec, 1);
+    if (!ctx->s.vec_owned)
+        return xdna_fail(ctx, ENOMEM, "out of memory");
     uint16_t nf = (uint16_t)((flags | PCI_MSIX_FLAGS_ENABLE) & ~PCI_MSIX_FLAGS_MASKALL);
     if (cfg_write16(ctx, cap + PCI_MSIX_FLAGS, nf) < 0)
         return -1;
@@ -424,6 +434,7 @@ static void release(struct xdna_shim_ctx *ctx)
         close(ctx->sock);
     xdna_dma_free(&ctx->fw);
     xdna_dma_free(&ctx->async_buf);
+    xdna_sess_fini(ctx);
     free(ctx);
 }
 
@@ -436,6 +447,13 @@ struct xdna_shim_ctx *xdna_shim_open(const char *socket_path, int timeout_ms)
     }
     ctx->sock = ctx->kick_fd = ctx->notify_fd = -1;
     ctx->fw.fd = ctx->async_buf.fd = -1;
+    if (xdna_sess_init(ctx) < 0) {
+        int err = errno;
+        xdna_set_tls_error(err, "%s", ctx->last_error);
+        free(ctx);
+        errno = err;
+        return NULL;
+    }
     memcpy(ctx->timeouts, default_timeouts, sizeof(default_timeouts));
     ctx->timeouts[XDNA_SHIM_TIMEOUT_CONTROL] = timeout_ms > 0 ? timeout_ms : 5000;
     ctx->max_msg_fds = XDNA_PROTO_MAX_MSG_FDS;
@@ -585,8 +603,11 @@ static int psp_start(struct xdna_shim_ctx *ctx)
     if (psp_exec(ctx, PSP_VALIDATE, (uint32_t)ctx->fw.iova, (uint32_t)(ctx->fw.iova >> 32),
                  (uint32_t)ctx->fw.size) < 0)
         return -1;
+    /* as in the driver, a failed VALIDATE or START is not followed by RELEASE_TMR */
+    if (psp_exec(ctx, PSP_START, PSP_START_COPY_FW, 0, 0) < 0)
+        return -1;
     ctx->psp_on = true;
-    return psp_exec(ctx, PSP_START, PSP_START_COPY_FW, 0, 0);
+    return 0;
 }
 
 /* ---- FW alive + management channel ------------------------------------------------ */
@@ -785,8 +806,8 @@ static int async_events(struct xdna_shim_ctx *ctx)
         uint32_t size = ASYNC_BUF_SIZE;
         memcpy(req, &addr, 8);
         memcpy(req + 8, &size, 4);
-        if (xdna_mbox_post_async(ctx, &ctx->mgmt, MSG_REGISTER_ASYNC_EVENT_MSG, req, sizeof(req),
-                                 8) < 0)
+        (void)req;
+        if (xdna_async_post(ctx, i) < 0) /* decoded and re-registered on each reply */
             return -1;
     }
     return 0;
@@ -834,17 +855,20 @@ static int hw_stop(struct xdna_shim_ctx *ctx, bool send_suspend)
     return 0;
 }
 
-static int hw_start(struct xdna_shim_ctx *ctx)
+/* hw_start; `probing` adds the probe tail (GET_DEV_REVISION), which resume does not redo. */
+static int hw_start(struct xdna_shim_ctx *ctx, bool probing)
 {
     struct xdna_mbox_chann_info ci;
     uint64_t t;
     ctx->info.nstages = 0;
-    ctx->info.dev_revision = 0;
+    if (probing)
+        ctx->info.dev_revision = 0;
 
     t = xdna_now_ns();
-    ctx->smu_on = true;
+    /* the driver unwinds the SMU only once it is powered on (a dead SMU is left alone) */
     if (smu_exec(ctx, SMU_POWER_OFF, 0, NULL) < 0 || smu_exec(ctx, SMU_POWER_ON, 0, NULL) < 0)
         return -1;
+    ctx->smu_on = true;
     stage_done(ctx, "smu", t);
 
     t = xdna_now_ns();
@@ -853,7 +877,7 @@ static int hw_start(struct xdna_shim_ctx *ctx)
     stage_done(ctx, "psp", t);
 
     t = xdna_now_ns();
-    if (fw_alive(ctx, &ci) < 0)
+    if (fw_alive(ctx, &ci) < 0 || xdna_irq_own(ctx, ci.msi_id) < 0)
         return -1;
     stage_done(ctx, "fw_alive", t);
 
@@ -870,7 +894,7 @@ static int hw_start(struct xdna_shim_ctx *ctx)
     t = xdna_now_ns();
     if (mgmt_fw_query(ctx) < 0 || async_events(ctx) < 0 || get_fw_version(ctx) < 0)
         return -1;
-    if (has(ctx, XDNA_FEAT_GET_DEV_REVISION)) {
+    if (probing && has(ctx, XDNA_FEAT_GET_DEV_REVISION)) {
         uint32_t r[3];
         if (mgmt_u32(ctx, MSG_GET_DEV_REVISION, r, sizeof(r)) < 0)
             return -1;
@@ -880,9 +904,9 @@ static int hw_start(struct xdna_shim_ctx *ctx)
     return 0;
 }
 
-static int start_or_unwind(struct xdna_shim_ctx *ctx)
+static int start_or_unwind(struct xdna_shim_ctx *ctx, bool probing)
 {
-    if (hw_start(ctx) == 0) {
+    if (hw_start(ctx, probing) == 0) {
         ctx->state = XDNA_SHIM_STATE_PROBED;
         return 0;
     }
@@ -907,7 +931,7 @@ static int need_ctx(struct xdna_shim_ctx *ctx)
     return 0;
 }
 
-int xdna_shim_probe(struct xdna_shim_ctx *ctx, const char *fw_search_path)
+int xdna_probe_unlocked(struct xdna_shim_ctx *ctx, const char *fw_search_path)
 {
     if (need_ctx(ctx) < 0)
         return -1;
@@ -920,10 +944,10 @@ int xdna_shim_probe(struct xdna_shim_ctx *ctx, const char *fw_search_path)
         return xdna_fail(ctx, EBUSY, "device is suspended; resume it instead");
     if (fw_load(ctx, fw_search_path) < 0)
         return -1;
-    return start_or_unwind(ctx);
+    return start_or_unwind(ctx, true);
 }
 
-int xdna_shim_stop(struct xdna_shim_ctx *ctx)
+int xdna_stop_unlocked(struct xdna_shim_ctx *ctx)
 {
     if (need_ctx(ctx) < 0)
         return -1;
@@ -935,7 +959,7 @@ int xdna_shim_stop(struct xdna_shim_ctx *ctx)
     return rc;
 }
 
-int xdna_shim_suspend(struct xdna_shim_ctx *ctx)
+int xdna_suspend_unlocked(struct xdna_shim_ctx *ctx)
 {
     if (need_ctx(ctx) < 0)
         return -1;
@@ -946,16 +970,16 @@ int xdna_shim_suspend(struct xdna_shim_ctx *ctx)
     return rc;
 }
 
-int xdna_shim_resume(struct xdna_shim_ctx *ctx)
+int xdna_resume_unlocked(struct xdna_shim_ctx *ctx)
 {
     if (need_ctx(ctx) < 0)
         return -1;
     if (ctx->state != XDNA_SHIM_STATE_SUSPENDED)
         return xdna_fail(ctx, EINVAL, "resume: device is not suspended");
-    return start_or_unwind(ctx);
+    return start_or_unwind(ctx, false);
 }
 
-int xdna_shim_mgmt_msg(struct xdna_shim_ctx *ctx, uint32_t opcode, const void *req,
+int xdna_mgmt_msg_unlocked(struct xdna_shim_ctx *ctx, uint32_t opcode, const void *req,
                        size_t req_len, void *resp, size_t resp_len, int timeout_ms)
 {
     if (need_ctx(ctx) < 0)
@@ -965,7 +989,7 @@ int xdna_shim_mgmt_msg(struct xdna_shim_ctx *ctx, uint32_t opcode, const void *r
     return xdna_mbox_call(ctx, &ctx->mgmt, opcode, req, req_len, resp, resp_len, timeout_ms);
 }
 
-void xdna_shim_close(struct xdna_shim_ctx *ctx)
+void xdna_close_unlocked(struct xdna_shim_ctx *ctx)
 {
     if (!ctx)
         return;
@@ -974,4 +998,15 @@ void xdna_shim_close(struct xdna_shim_ctx *ctx)
     else
         xdna_mbox_destroy(ctx, &ctx->mgmt);
     release(ctx);
+}
+
+/* Power-management entry points for sess.c (set_dpm and runtime config stay local). */
+int xdna_pm_set_dpm(struct xdna_shim_ctx *ctx, uint32_t level)
+{
+    return set_dpm(ctx, level);
+}
+
+int xdna_pm_runtime_config(struct xdna_shim_ctx *ctx, uint32_t type, uint64_t value)
+{
+    return set_runtime_config(ctx, type, value);
 }

@@ -26,6 +26,7 @@ static const char *cmd_name(uint16_t cmd)
     case XDNA_PROTO_CMD_REGION_WRITE: return "REGION_WRITE";
     case XDNA_PROTO_CMD_DEVICE_RESET: return "DEVICE_RESET";
     case XDNA_PROTO_CMD_ATTACH_WRITE_LOG: return "ATTACH_WRITE_LOG";
+    case XDNA_PROTO_CMD_MGMT_PROXY: return "MGMT_PROXY";
     default: return "?";
     }
 }
@@ -305,13 +306,15 @@ int xdna_dma_alloc(struct xdna_shim_ctx *ctx, struct xdna_dma_buf *buf, size_t s
     size_t rounded = (size + PSP_FW_ALIGN - 1) & ~(size_t)(PSP_FW_ALIGN - 1);
     if (size == 0 || rounded < size)
         return xdna_fail(ctx, EINVAL, "%s: bad DMA buffer size %zu", name, size);
-    int fd = memfd_create(name, MFD_CLOEXEC);
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
         return xdna_fail(ctx, errno, "memfd_create: %s", strerror(errno));
-    if (ftruncate(fd, (off_t)rounded) < 0) {
+    /* sealed against shrinking: the daemon maps this fd, and a shrunk file would fault
+     * (SIGBUS) in the device model instead of giving an IOMMU error */
+    if (ftruncate(fd, (off_t)rounded) < 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) < 0) {
         int err = errno;
         close(fd);
-        return xdna_fail(ctx, err, "ftruncate: %s", strerror(err));
+        return xdna_fail(ctx, err, "DMA buffer %s: %s", name, strerror(err));
     }
     void *va = mmap(NULL, rounded, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (va == MAP_FAILED) {

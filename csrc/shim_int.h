@@ -59,6 +59,11 @@ struct xdna_mbox_pending {
     size_t resp_len;
     int err;          /* 0 or errno for this message */
     uint8_t async_resp[16];
+    bool any_size;    /* accept any response of >= 4 bytes (CONFIG_CU's no-wait reply) */
+    /* completion callback of a posted message (called under the ctx lock, also with err
+     * != 0 when the channel goes away); resp holds resp_len bytes when err == 0 */
+    void (*cb)(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_t *resp, size_t len);
+    void *cb_arg;
 };
 
 struct xdna_mbox_chan {
@@ -79,6 +84,51 @@ struct xdna_bar_map {
     volatile uint8_t *va;
     uint64_t size;
     uint32_t flags;
+};
+
+#include <pthread.h>
+
+/* ---- sessions, buffers, hardware contexts (sess.c, bo.c, hwctx.c; docs/spec/jobs.md) ---- */
+#define XDNA_MAX_BOS 4096
+#define XDNA_MAX_HWCTX 64
+#define XDNA_CTX_MAX_CMDS 4          /* CTX_MAX_CMDS: outstanding commands per context */
+#define XDNA_CMDLIST_SIZE 4096u      /* one cmd-list buffer */
+#define XDNA_HEAP_CHUNK (64ull << 20)
+#define XDNA_HEAP_DEV_ADDR 0x4000000ull
+#define XDNA_DEV_BO_ALIGN (32u << 10)
+#define XDNA_HEALTH_MAX 1024u
+#define XDNA_CHAIN_MAX 64u
+#define XDNA_MAX_PINS 256u
+
+struct xdna_bo;
+struct xdna_hwctx;
+
+/* Session state added for contexts and jobs; lives inside struct xdna_shim_ctx. */
+struct xdna_sess {
+    pthread_mutex_t lock;     /* protects the whole ctx; released only while blocking */
+    pthread_cond_t cond;      /* broadcast after every event the monitor processed */
+    bool inited;
+    pthread_t mon;
+    bool mon_running, mon_stop;
+    int wake_fd;              /* eventfd: wakes the monitor's poll */
+    uint64_t events;          /* bumped by the monitor after each wakeup */
+    bool client;              /* attached with xdna_shim_attach (no mgmt ring) */
+    bool caps_probed;         /* VERSION caps "probed" */
+    uint8_t *vec_owned;       /* per MSI-X vector: installed with SET_IRQS by this session */
+    struct xdna_bo **bos;     /* index = handle - 1 */
+    unsigned nbos;
+    uint32_t heap;            /* handle of the DEV_HEAP BO, 0 when none */
+    struct xdna_hwctx *hw[XDNA_MAX_HWCTX]; /* index = handle - 1 */
+    int tdr_ms, autosuspend_ms;
+    uint64_t next_tdr_ns, last_active_ns;
+    bool rpm_suspended;       /* runtime-suspended by the monitor */
+    bool dev_busy;            /* a device-wide sequence (probe, PM, power) is running */
+    int power_mode;
+    bool clock_gating;
+    uint64_t suspend_count, resume_count;
+    struct xdna_shim_async_error async;
+    uint8_t async_repost[128];
+    struct xdna_dma_buf health_buf; /* GET_APP_HEALTH target (IOVA, or SVA for clients) */
 };
 
 struct xdna_shim_ctx {
@@ -114,6 +164,7 @@ struct xdna_shim_ctx {
 
     struct xdna_mbox_chan mgmt;
     struct xdna_shim_info info;
+    struct xdna_sess s;
 };
 
 /* ---- errors (core.c) ---- */
@@ -136,6 +187,8 @@ int xdna_poll_reg(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t mask,
 uint32_t xdna_rd(struct xdna_shim_ctx *ctx, struct xdna_loc loc);
 void xdna_wr(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 int xdna_wr_trap(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
+/* Append to the write log without storing into BAR memory (mailbox x2i tail). */
+int xdna_wr_log(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 /* Write through the log when (bar, off) is a trapped register, else plainly. */
 int xdna_wr_auto(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 bool xdna_loc_ok(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t len);
@@ -180,5 +233,118 @@ int xdna_mbox_call(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_
 int xdna_mbox_post_async(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_t opcode,
                          const void *req, size_t req_len, size_t resp_len);
 const char *xdna_opcode_name(uint32_t opcode);
+/* Send and leave pending; cb runs when the response arrives or the channel dies. */
+int xdna_mbox_post_cb(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_t opcode,
+                      const void *req, size_t req_len, size_t resp_len, bool any_size,
+                      void (*cb)(struct xdna_shim_ctx *, void *, int, const uint8_t *, size_t),
+                      void *arg);
+/* Ack the channel interrupt and drain its i2x ring (the RX worker). */
+int xdna_mbox_rx(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch);
+
+/* ---- sessions (sess.c) ---- */
+int xdna_sess_init(struct xdna_shim_ctx *ctx);
+void xdna_sess_fini(struct xdna_shim_ctx *ctx);
+/* xdna_wait_step when the monitor runs: wait for its next event (lock released). */
+int xdna_sess_wait(struct xdna_shim_ctx *ctx, uint64_t deadline);
+/* Wait for write-log room without releasing the lock. */
+int xdna_wait_log(struct xdna_shim_ctx *ctx, uint64_t deadline);
+/* Install this session's eventfd on an MSI-X vector (per-vector ownership). */
+int xdna_irq_own(struct xdna_shim_ctx *ctx, unsigned vec);
+int xdna_irq_release(struct xdna_shim_ctx *ctx, unsigned vec);
+/* Post REGISTER_ASYNC_EVENT_MSG for async buffer idx (decoded and re-posted on reply). */
+int xdna_async_post(struct xdna_shim_ctx *ctx, unsigned idx);
+/* One management request: mgmt ring for the driver session, MGMT_PROXY for a client. The
+ * response must be exactly resp_len bytes; its status word is not checked here. */
+int xdna_fw_call(struct xdna_shim_ctx *ctx, uint32_t opcode, const void *req, size_t req_len,
+                 void *resp, size_t resp_len);
+bool xdna_has_feature(struct xdna_shim_ctx *ctx, enum xdna_feature f);
+void xdna_wake_monitor(struct xdna_shim_ctx *ctx);
+int xdna_cond_wait(struct xdna_shim_ctx *ctx, uint64_t deadline); /* 0 woken, ETIME */
+/* Runtime PM: resume the device if the monitor suspended it (caller holds the lock). */
+int xdna_rpm_get(struct xdna_shim_ctx *ctx);
+
+/* the lifecycle bodies (probe.c, core.c); public wrappers with locking live in sess.c */
+int xdna_probe_unlocked(struct xdna_shim_ctx *ctx, const char *fw_search_path);
+int xdna_stop_unlocked(struct xdna_shim_ctx *ctx);
+int xdna_suspend_unlocked(struct xdna_shim_ctx *ctx);
+int xdna_resume_unlocked(struct xdna_shim_ctx *ctx);
+int xdna_mgmt_msg_unlocked(struct xdna_shim_ctx *ctx, uint32_t opcode, const void *req,
+                           size_t req_len, void *resp, size_t resp_len, int timeout_ms);
+void xdna_close_unlocked(struct xdna_shim_ctx *ctx);
+int xdna_readl_unlocked(struct xdna_shim_ctx *ctx, unsigned bar, uint32_t off, uint32_t *val);
+int xdna_writel_unlocked(struct xdna_shim_ctx *ctx, unsigned bar, uint32_t off, uint32_t val);
+int xdna_set_timeout_unlocked(struct xdna_shim_ctx *ctx, int which, int ms);
+int xdna_get_info_unlocked(struct xdna_shim_ctx *ctx, struct xdna_shim_info *info);
+int xdna_pm_set_dpm(struct xdna_shim_ctx *ctx, uint32_t level);
+int xdna_pm_runtime_config(struct xdna_shim_ctx *ctx, uint32_t type, uint64_t value);
+
+/* ---- buffers (bo.c) ---- */
+struct xdna_bo {
+    uint32_t handle;
+    int type;
+    bool internal;        /* a cmd-list buffer of a context (no user access) */
+    uint64_t size;        /* requested */
+    uint64_t alloc;       /* bytes backing it (page / 32 KiB rounded) */
+    uint8_t *va;
+    int fd;
+    uint64_t xdna_addr;
+    uint64_t heap_off;    /* DEV */
+    bool dma_mapped;
+    unsigned busy;        /* pins held by pending commands */
+};
+struct xdna_bo *xdna_bo_get(struct xdna_shim_ctx *ctx, uint32_t handle);
+/* The BO whose device range holds [addr, addr+len) (heap or SVA), or NULL. */
+struct xdna_bo *xdna_bo_by_addr(struct xdna_shim_ctx *ctx, uint64_t addr, uint64_t len);
+int xdna_bo_new(struct xdna_shim_ctx *ctx, int type, uint64_t size, bool internal,
+                uint32_t *handle);
+int xdna_bo_release(struct xdna_shim_ctx *ctx, uint32_t handle);
+void xdna_bo_free_all(struct xdna_shim_ctx *ctx);
+/* DMA_MAP an fd at this process's VA in the session PASID (SVA). */
+int xdna_sva_map(struct xdna_shim_ctx *ctx, int fd, void *va, uint64_t size);
+/* GET_APP_HEALTH target buffer: IOVA (mgmt PASID) for the driver, SVA for a client. */
+int xdna_health_buf(struct xdna_shim_ctx *ctx, uint64_t *addr, uint8_t **va);
+
+/* ---- hardware contexts and jobs (hwctx.c) ---- */
+struct xdna_job {
+    bool live;
+    uint64_t seq;
+    uint32_t cmd_bo;
+    unsigned cmdlist;     /* index of the cmd-list buffer it uses */
+    unsigned npins;
+    uint32_t pins[XDNA_MAX_PINS];
+};
+
+enum xdna_hwctx_state { XDNA_HWCTX_ACTIVE = 0, XDNA_HWCTX_IDLE = 1, XDNA_HWCTX_BROKEN = 2 };
+
+struct xdna_hwctx {
+    uint32_t handle;
+    struct xdna_shim_hwctx_params params;
+    int state;
+    bool busy;            /* create/destroy/recovery in progress (lock released inside) */
+    bool fw_live;         /* the firmware knows this context */
+    bool polled;          /* TURBO: user channel polled, not interrupt driven */
+    uint32_t fw_id, msix, start_col, num_col, prio;
+    struct xdna_mbox_chan chan;
+    uint32_t cmdlist_bo[XDNA_CTX_MAX_CMDS];
+    bool cmdlist_used[XDNA_CTX_MAX_CMDS];
+    struct xdna_job jobs[XDNA_CTX_MAX_CMDS]; /* ring in submission order */
+    unsigned job_head, njobs;
+    uint64_t next_seq, done_seq;
+    uint64_t submitted, completed, errors, timeouts, aborts;
+    uint64_t completions, tick_completions;
+    bool tick_pending;
+    uint32_t cu_status;
+    uint8_t health[XDNA_HEALTH_MAX];
+    uint32_t health_len;
+};
+/* Firmware side of every live context: stop (PM suspend) / restart (resume). */
+void xdna_hwctx_stop_all(struct xdna_shim_ctx *ctx);
+int xdna_hwctx_restart_all(struct xdna_shim_ctx *ctx);
+/* Monitor tick: TDR over every context. */
+void xdna_hwctx_tdr_tick(struct xdna_shim_ctx *ctx);
+/* Channels to scan / vectors to poll for the monitor. */
+unsigned xdna_hwctx_pending(struct xdna_shim_ctx *ctx);
+unsigned xdna_hwctx_live(struct xdna_shim_ctx *ctx);
+void xdna_hwctx_destroy_all(struct xdna_shim_ctx *ctx);
 
 #endif

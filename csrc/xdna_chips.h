@@ -77,6 +77,9 @@ struct xdna_chip_desc {
     int32_t fine_preempt_type; /* -1: none */
     uint32_t first_col, hwctx_limit;
     enum xdna_dpm_method dpm_method;
+    uint8_t temporal_only;   /* contexts may share columns */
+    const double *tops;      /* per DPM level (chip formula), NULL without a DPM table */
+    struct xdna_bar_off mgmt_info; /* where the firmware publishes mgmt_mbox_chann_info */
 };
 
 /* The id table lookup, as the OOT driver does it after a class match. NULL if unknown. */

@@ -6,8 +6,11 @@
  * mailbox channel, the firmware init message sequence, and teardown.
  *
  * Conventions (libvfio-user style):
- *  - one opaque context per attached device; calls on one context must not run
- *    concurrently (no locking inside);
+ *  - one opaque context per attached device. Every public call takes the context's mutex,
+ *    which is released only while a call blocks (waiting for the device), so several
+ *    threads may use one context at once (e.g. exec/wait on different hardware contexts).
+ *    A monitor thread per context (started by probe/attach, joined by close) receives
+ *    interrupts, runs TDR, drains async events and runs runtime autosuspend;
  *  - every int-returning call returns 0 on success or -1 with errno set;
  *    xdna_shim_last_error() then holds one human-readable line about the failure;
  *  - errno values: ENOENT/ECONNREFUSED (no daemon), EPROTO (the daemon broke the
@@ -15,7 +18,8 @@
  *    we only know by id, or firmware too old), EINVAL (bad argument, or the device returned
  *    an out-of-range value), EIO (firmware returned an error status), ETIME (the device did
  *    not answer before a deadline), EPIPE (daemon gone or a mailbox channel in bad state),
- *    EBADF (context closed), EBUSY/EALREADY (call in the wrong state).
+ *    EBADF (context closed), EBUSY/EALREADY (call in the wrong state);
+ *    xdna_shim_last_error() is per thread: the line of this thread's last failure.
  *  - no call sleeps for a fixed time; every wait is a poll() with a monotonic deadline.
  *
  * The part between the CDEF markers is fed verbatim to cffi (xdna_emu/_shim_build.py), so
@@ -89,6 +93,8 @@ struct xdna_shim_info {
     uint64_t trapped_writes;  /* entries appended to the write log */
     uint32_t nstages;
     struct xdna_shim_stage stages[8];
+    uint32_t caps_probed; /* VERSION caps "probed" at open: attach rather than probe */
+    uint32_t client;      /* 1 after xdna_shim_attach */
 };
 
 /* Connect to the daemon socket, handshake (VERSION), read config space, match the id
@@ -137,6 +143,149 @@ int xdna_shim_set_timeout(struct xdna_shim_ctx *ctx, int which, int ms);
 
 /* One line describing the last failure on ctx ("" if none). Never NULL. */
 const char *xdna_shim_last_error(struct xdna_shim_ctx *ctx);
+
+/* ---- buffers, hardware contexts, commands (docs/spec/jobs.md) ------------------------ */
+
+/* Sessions: the shim that probed the device is the driver session. Another process (or
+ * another context in this one) attaches as a client: it needs VERSION caps "probed" (taken
+ * at open) and sends its management requests through MGMT_PROXY. ENODEV when no driver
+ * session has probed the device, EALREADY when this context is probed or attached. */
+int xdna_shim_attach(struct xdna_shim_ctx *ctx);
+
+/* BO types (uapi). SHARE: memfd mapped here, SVA-mapped (device address = its VA).
+ * DEV_HEAP: multiple of 64 MiB, one per session, device address 0x4000000; the first DEV
+ * BO or hardware context auto-creates a 64 MiB heap when none exists.
+ * DEV: 32 KiB-aligned piece of the heap (0x4000000 + offset). CMD: plain memory holding an
+ * ERT command, never seen by the device (device address 0). */
+#define XDNA_SHIM_BO_SHARE 1
+#define XDNA_SHIM_BO_DEV_HEAP 2
+#define XDNA_SHIM_BO_DEV 3
+#define XDNA_SHIM_BO_CMD 4
+
+#define XDNA_SHIM_SYNC_TO_DEVICE 0
+#define XDNA_SHIM_SYNC_FROM_DEVICE 1
+
+/* ERT command header: bits 3:0 state, 11:10 extra CU masks, 22:12 count = number of data
+ * words after the header (1 + extra CU masks + payload; a CMD_CHAIN has no CU masks),
+ * 27:23 opcode. */
+#define XDNA_SHIM_ERT_START_CU 0
+#define XDNA_SHIM_ERT_START_DPU 18
+#define XDNA_SHIM_ERT_CMD_CHAIN 19
+#define XDNA_SHIM_ERT_START_NPU 20
+#define XDNA_SHIM_ERT_STATE_NEW 1
+#define XDNA_SHIM_ERT_STATE_QUEUED 2
+#define XDNA_SHIM_ERT_STATE_RUNNING 3
+#define XDNA_SHIM_ERT_STATE_COMPLETED 4
+#define XDNA_SHIM_ERT_STATE_ERROR 5
+#define XDNA_SHIM_ERT_STATE_ABORT 6
+#define XDNA_SHIM_ERT_STATE_SUBMITTED 7
+#define XDNA_SHIM_ERT_STATE_TIMEOUT 8
+#define XDNA_SHIM_ERT_STATE_NORESPONSE 9
+
+/* uapi QoS priorities -> CREATE_CONTEXT context_priority 1..4 (0 means normal) */
+#define XDNA_SHIM_PRIO_REALTIME 0x100
+#define XDNA_SHIM_PRIO_HIGH 0x180
+#define XDNA_SHIM_PRIO_NORMAL 0x200
+#define XDNA_SHIM_PRIO_LOW 0x280
+
+#define XDNA_SHIM_POWER_DEFAULT 0
+#define XDNA_SHIM_POWER_LOW 1
+#define XDNA_SHIM_POWER_MEDIUM 2
+#define XDNA_SHIM_POWER_HIGH 3
+#define XDNA_SHIM_POWER_TURBO 4
+
+/* xdna_shim_hwctx_info.state */
+#define XDNA_SHIM_HWCTX_ACTIVE 0 /* known to the firmware */
+#define XDNA_SHIM_HWCTX_IDLE 1   /* firmware context destroyed by runtime suspend */
+#define XDNA_SHIM_HWCTX_BROKEN 2 /* re-creation after TDR failed; exec retries it */
+
+struct xdna_shim_bo_info {
+    uint32_t type;
+    uint32_t handle;
+    uint64_t size;       /* bytes requested */
+    uint64_t vaddr;      /* the mapping in this process */
+    uint64_t xdna_addr;  /* device address */
+    uint64_t map_offset; /* informational (handle << 12); the memory is already mapped */
+};
+
+struct xdna_shim_hwctx_params {
+    uint32_t priority; /* XDNA_SHIM_PRIO_* (0: normal) */
+    uint32_t num_cols; /* 0: all usable columns */
+    int32_t start_col; /* -1: chosen by the shim */
+    uint32_t rsvd;
+};
+
+struct xdna_shim_hwctx_info {
+    uint32_t handle, fw_ctx_id, msix, start_col, num_cols, priority;
+    int32_t state;     /* XDNA_SHIM_HWCTX_* */
+    uint32_t polled;   /* created in TURBO: user channel polled */
+    uint32_t cu_status; /* status word of the CONFIG_CU reply (0 until it arrives or ok) */
+    uint32_t pending;  /* commands outstanding */
+    uint64_t submitted, completed, errors, timeouts, aborts;
+};
+
+struct xdna_shim_async_error {
+    uint64_t count;     /* async error events received since probe */
+    uint64_t ts_ns;     /* CLOCK_REALTIME of the last one */
+    uint32_t type;      /* 0 AIE error, 1 exception */
+    uint32_t err_cnt;   /* entries in the last event */
+    uint32_t ret_code;
+    uint32_t event_id;  /* of its first entry */
+    uint32_t row, col, mod_type;
+    uint32_t rsvd;
+};
+
+struct xdna_shim_power {
+    int32_t mode;       /* XDNA_SHIM_POWER_* */
+    uint32_t dpm_level, npuclk_mhz, hclk_mhz;
+    double tops;
+    uint32_t clock_gating; /* 1 on */
+    uint32_t suspended;    /* runtime-suspended */
+    uint64_t suspend_count, resume_count;
+};
+
+/* BOs: 0 / -1 with errno (EINVAL bad type/size/handle, EBUSY heap exists / BO in use,
+ * ENOMEM heap full). */
+int xdna_shim_bo_create(struct xdna_shim_ctx *ctx, int type, uint64_t size, uint32_t *handle);
+int xdna_shim_bo_info(struct xdna_shim_ctx *ctx, uint32_t handle, struct xdna_shim_bo_info *info);
+/* dir 0 to device, 1 from device; offset+size must lie inside the BO (size 0: to its end).
+ * Memory is coherent, so this is a checked fence. */
+int xdna_shim_bo_sync(struct xdna_shim_ctx *ctx, uint32_t handle, int dir, uint64_t offset,
+                      uint64_t size);
+/* EBUSY while a pending command uses it (or, for the heap, while DEV BOs/contexts exist). */
+int xdna_shim_bo_free(struct xdna_shim_ctx *ctx, uint32_t handle);
+
+/* Hardware contexts (driver hwctx_start). The firmware's NOAVAIL -> EBUSY. p may be NULL. */
+int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwctx_params *p,
+                           uint32_t *handle);
+int xdna_shim_hwctx_destroy(struct xdna_shim_ctx *ctx, uint32_t handle);
+int xdna_shim_hwctx_info(struct xdna_shim_ctx *ctx, uint32_t handle,
+                         struct xdna_shim_hwctx_info *info);
+
+/* Submit the ERT command in CMD BO cmd_bo (START_NPU, or CMD_CHAIN of START_NPU BOs) to a
+ * context; *seq identifies it for xdna_shim_wait. With 4 commands outstanding the call
+ * blocks until one completes, up to the MBOX_RX timeout (then EAGAIN). EINVAL for a bad
+ * header, opcode, count or handle. */
+int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, uint64_t *seq);
+/* 0 when command seq of hwctx is final (read its state with xdna_shim_cmd_state), ETIME
+ * when not within timeout_ms (0: look once, < 0: wait for ever). */
+int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int timeout_ms);
+int xdna_shim_cmd_state(struct xdna_shim_ctx *ctx, uint32_t cmd_bo, uint32_t *state);
+
+/* TDR period (default 2000 ms) and runtime autosuspend delay (default 5000 ms, 0: never). */
+int xdna_shim_set_tdr_ms(struct xdna_shim_ctx *ctx, int ms);
+int xdna_shim_set_autosuspend_ms(struct xdna_shim_ctx *ctx, int ms);
+
+/* The last async error the driver session decoded (count 0: none yet). */
+int xdna_shim_last_async_error(struct xdna_shim_ctx *ctx, struct xdna_shim_async_error *err);
+/* Copy the context's last health report (kept by TDR), or query GET_APP_HEALTH now when none
+ * is kept. Returns the number of bytes copied (>= 0), or -1 (EOPNOTSUPP: firmware has no
+ * GET_APP_HEALTH). */
+int xdna_shim_app_health(struct xdna_shim_ctx *ctx, uint32_t hwctx, void *buf, size_t len);
+
+/* Power mode (driver session only: EPERM for clients; TURBO with live contexts: EBUSY). */
+int xdna_shim_set_power_mode(struct xdna_shim_ctx *ctx, int mode);
+int xdna_shim_get_power(struct xdna_shim_ctx *ctx, struct xdna_shim_power *pw);
 
 /* CDEF-END */
 

@@ -194,3 +194,131 @@ def test_daemon_death_gives_epipe_not_a_hang(attached, fw_dir: Path) -> None:  #
     assert ei.value.errno == errno.EPIPE
     shim.close()
     assert time.monotonic() - t0 < 3
+
+
+# -- an in-process daemon whose firmware a test may bend ----------------------------------
+
+@pytest.fixture
+def inproc(tmp_path: Path) -> Iterator:
+    """A Daemon served from a thread of this process, so a test can patch its device model
+    (monkeypatch the firmware classes) before the shim probes it."""
+    import threading
+
+    from xdna_emu.daemon import Daemon
+
+    d = Daemon("npu4", tmp_path / "rt")
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            d._step(0.02)
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        yield d
+    finally:
+        stop.set()
+        t.join(5)
+        d.cleanup()
+
+
+def test_i2x_message_ending_at_the_ring_end_used_to_reread_stale_messages(
+        inproc, fw_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """Firmware may fill the i2x ring to its last byte: then head == tail == size means
+    "empty". The shim used to wrap head to 0 before that check and re-read old responses."""
+    from xdna_emu.fw.mailbox import MailboxChannel
+    from xdna_emu.fw.messages import TOMBSTONE
+
+    hit_end = []
+
+    def put_up_to_the_end(self: MailboxChannel, pkt: bytes) -> bool:
+        size, n, tail = self.ring_size, len(pkt), self.i2x_tail
+        head = self._rd(self.i2x_head_reg)
+        if tail < head and tail + n >= head:
+            return False
+        if tail >= head and tail + n > size:  # wrap only when the message does not fit
+            if n >= head:
+                return False
+            if tail + 4 <= size:
+                struct.pack_into("<I", self._i2x, tail, TOMBSTONE)
+            tail = 0
+        self._i2x[tail : tail + n] = pkt
+        self.i2x_tail = tail + n
+        if self.i2x_tail == size:
+            hit_end.append(tail)
+        self._wr(self.i2x_tail_reg, self.i2x_tail)
+        return True
+
+    monkeypatch.setattr(MailboxChannel, "_put", put_up_to_the_end)
+    with Shim.open(inproc.socket_path) as shim:
+        shim.probe(fw_dir)
+        for _ in range(200):  # 64-byte responses: some end exactly at the 4 KiB ring end
+            assert struct.unpack_from("<I", shim.mgmt_msg(0xE, bytes(4), 48)) == (0,)
+        assert hit_end
+        assert shim.info()["dropped_resps"] == 0
+
+
+def test_failed_psp_start_is_not_followed_by_release_tmr(
+        inproc, fw_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """The driver unwinds a failed PSP START by powering the SMU off, without RELEASE_TMR
+    (the shim used to send it)."""
+    from xdna_emu.fw.messages import PspCmd, PspStatus
+    from xdna_emu.fw.psp import PspBlock
+
+    seen: list[int] = []
+    real = PspBlock.execute
+
+    def execute(self: PspBlock, cmd: int, *args: int) -> int:
+        seen.append(cmd)
+        return PspStatus.CANCEL if cmd == PspCmd.START else real(self, cmd, *args)
+
+    monkeypatch.setattr(PspBlock, "execute", execute)
+    with Shim.open(inproc.socket_path) as shim:
+        with pytest.raises(ShimError) as ei:
+            shim.probe(fw_dir)
+        assert ei.value.errno == errno.EIO
+        assert shim.info()["state"] == "failed"
+    assert seen == [PspCmd.VALIDATE, PspCmd.START]
+    assert inproc.device.smu.status()["power"] == "off"
+
+
+def test_resume_does_not_repeat_the_probe_tail(
+        inproc, fw_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """GET_DEV_REVISION belongs to PCI probe, not hw_start: resume used to send it again."""
+    from xdna_emu.fw.mgmt import MgmtFirmware
+
+    calls = []
+    real = MgmtFirmware._dev_revision
+
+    def dev_revision(self: MgmtFirmware, *args):  # noqa: ANN002, ANN202
+        calls.append(1)
+        return real(self, *args)
+
+    monkeypatch.setattr(MgmtFirmware, "_dev_revision", dev_revision)
+    with Shim.open(inproc.socket_path) as shim:
+        rev = shim.probe(fw_dir)["dev_revision"]
+        shim.suspend()
+        shim.resume()
+        assert shim.info()["dev_revision"] == rev
+    assert len(calls) == 1
+
+
+def test_threads_sharing_one_shim(attached, fw_dir: Path) -> None:  # noqa: ANN001
+    """Threads may share one context (issue 4): concurrent management messages used to race
+    on the unlocked mailbox state (lost responses, ETIME); each must get its own answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, shim = attached
+    shim.probe(fw_dir)
+
+    def hammer(_: int) -> int:
+        ok = 0
+        for _ in range(100):
+            ok += struct.unpack_from("<I", shim.mgmt_msg(GET_FIRMWARE_VERSION, bytes(4), 20)) == (0,)
+            shim.info()
+        return ok
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(hammer, range(4))) == [100] * 4
+    assert shim.info()["dropped_resps"] == 0

@@ -282,7 +282,7 @@ def test_open_silent_server_times_out_at_the_deadline(serve) -> None:  # noqa: A
 def test_open_wrong_protocol_major_is_refused(serve) -> None:  # noqa: ANN001
     def script(conn: socket.socket) -> None:
         msg_id, cmd, payload, _ = recv_msg(conn)
-        assert P.VERSION_HDR.unpack_from(payload) == (1, 0)
+        assert P.VERSION_HDR.unpack_from(payload) == (P.PROTO_MAJOR, P.PROTO_MINOR)
         assert payload.endswith(b"\0")
         reply(conn, msg_id, cmd, version_reply(major=2))
         conn.recv(1)
@@ -338,6 +338,26 @@ def test_open_rejects_a_bad_write_log(serve) -> None:  # noqa: ANN001
     assert "write log" in exc.strerror
 
 
+def test_open_rejects_a_bar_fd_shorter_than_its_region_used_to_sigbus(serve) -> None:  # noqa: ANN001
+    """A BAR whose fd is smaller than GET_REGION_INFO's size would fault (SIGBUS) on the
+    first read past the file end (here: the MSI-X table); it must be refused up front."""
+    npu = FakeNpu()
+    npu.bars[npu.chip.msix.bar].close()
+    os.ftruncate(npu.bar_fds[npu.chip.msix.bar], 0)
+    exc, _ = open_fails(serve(serve_npu(npu)).path)
+    assert exc.errno == errno.EPROTO
+    assert f"BAR{npu.chip.msix.bar}" in exc.strerror
+
+
+def test_open_rejects_a_short_write_log_page_used_to_sigbus(serve) -> None:  # noqa: ANN001
+    npu = FakeNpu()
+    npu.ctrl.close()
+    os.ftruncate(npu.ctrl_fd, 0)
+    exc, _ = open_fails(serve(serve_npu(npu)).path)
+    assert exc.errno == errno.EPROTO
+    assert "write log" in exc.strerror
+
+
 # -- a successful attach ------------------------------------------------------------------
 
 @pytest.fixture
@@ -358,7 +378,10 @@ def test_attach_enables_the_function_and_msix(attached) -> None:  # noqa: ANN001
     assert cmd & 0x6 == 0x6  # memory space + bus master
     msgctl = struct.unpack_from("<H", npu.config, 0x42)[0]
     assert msgctl & 0x8000 and not msgctl & 0x4000
-    assert sorted(npu.irq_fds) == list(range(chip.msix.vectors))  # sent in chunks of <= 8 fds
+    # Eventfds are installed per vector as the firmware names them (mgmt after FW alive, one
+    # per context), so a client session can own its contexts' vectors: none at open...
+    assert list(npu.irq_fds) == []
+    # ...but every vector is unmasked in the table, as the driver's MSI-X setup does.
     unmask = [(b, o, v) for b, o, v in npu.log() if o >= chip.msix.table_offset]
     assert unmask == [(chip.msix.bar, chip.msix.table_offset + 16 * v + 12, 0)
                       for v in range(chip.msix.vectors)]
@@ -497,6 +520,21 @@ def test_smu_timeout_is_etime_and_leaves_state_failed(attached, tmp_path: Path) 
         s.probe(tmp_path)
     assert ei.value.errno == errno.ETIME
     assert "smu" in ei.value.strerror
-    # POWER_OFF timed out, then the unwind tried POWER_OFF once more (no-one answers)
     assert time.monotonic() - t0 < 2
     assert s.info()["state"] == "failed"
+
+
+def test_smu_that_never_powered_on_is_not_unwound(attached, tmp_path: Path) -> None:  # noqa: ANN001
+    """Used to send set_dpm(0) and POWER_OFF to an SMU whose POWER_OFF had just timed out
+    (three timeouts instead of one); the driver does not unwind an SMU it never started."""
+    npu, s = attached
+    fw = tmp_path / npu.chip.fw_path
+    fw.parent.mkdir(parents=True)
+    fw.write_bytes(b"x" * 100)
+    s.set_timeout("smu", 100)
+    intr = npu.chip.reg("smu.intr")
+    with pytest.raises(ShimError) as ei:
+        s.probe(tmp_path)
+    assert ei.value.errno == errno.ETIME
+    kicks = [v for b, o, v in npu.log() if (b, o) == (intr.bar, intr.offset)]
+    assert kicks == [0, 1]  # POWER_OFF only

@@ -15,7 +15,7 @@ from cffi import FFI
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 HEADER = CSRC / "xdna_shim.h"
-SOURCES = ("chips.c", "proto.c", "core.c", "mailbox.c", "probe.c")
+SOURCES = ("chips.c", "proto.c", "core.c", "mailbox.c", "probe.c", "sess.c", "bo.c", "hwctx.c")
 
 
 def _cdef_text() -> str:
@@ -48,7 +48,8 @@ ffibuilder.set_source(
     include_dirs=[str(CSRC)],
     define_macros=[("_GNU_SOURCE", "1")],
     extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra",
-                        "-Werror=implicit-function-declaration"],
+                        "-Werror=implicit-function-declaration", "-pthread"],
+    extra_link_args=["-pthread"],
 )  # fmt: skip
 
 if __name__ == "__main__":

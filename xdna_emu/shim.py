@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
+from collections.abc import Sequence
+from enum import IntEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -36,6 +39,90 @@ TIMEOUTS = {
     "mbox_rx": lib.XDNA_SHIM_TIMEOUT_MBOX_RX,
     "control": lib.XDNA_SHIM_TIMEOUT_CONTROL,
 }
+
+
+#: Buffer-object types (uapi amdxdna_bo_type).
+BO_SHARE = lib.XDNA_SHIM_BO_SHARE
+BO_DEV_HEAP = lib.XDNA_SHIM_BO_DEV_HEAP
+BO_DEV = lib.XDNA_SHIM_BO_DEV
+BO_CMD = lib.XDNA_SHIM_BO_CMD
+SYNC_TO_DEVICE = lib.XDNA_SHIM_SYNC_TO_DEVICE
+SYNC_FROM_DEVICE = lib.XDNA_SHIM_SYNC_FROM_DEVICE
+HEAP_DEV_ADDR = 0x4000000  # device address of the session heap (facts §9)
+
+
+class ErtOpcode(IntEnum):
+    """ERT command opcodes (command header bits 27:23)."""
+
+    START_CU = lib.XDNA_SHIM_ERT_START_CU
+    START_DPU = lib.XDNA_SHIM_ERT_START_DPU
+    CMD_CHAIN = lib.XDNA_SHIM_ERT_CMD_CHAIN
+    START_NPU = lib.XDNA_SHIM_ERT_START_NPU
+
+
+class ErtState(IntEnum):
+    """ERT command states (command header bits 3:0)."""
+
+    NEW = lib.XDNA_SHIM_ERT_STATE_NEW
+    QUEUED = lib.XDNA_SHIM_ERT_STATE_QUEUED
+    RUNNING = lib.XDNA_SHIM_ERT_STATE_RUNNING
+    COMPLETED = lib.XDNA_SHIM_ERT_STATE_COMPLETED
+    ERROR = lib.XDNA_SHIM_ERT_STATE_ERROR
+    ABORT = lib.XDNA_SHIM_ERT_STATE_ABORT
+    SUBMITTED = lib.XDNA_SHIM_ERT_STATE_SUBMITTED
+    TIMEOUT = lib.XDNA_SHIM_ERT_STATE_TIMEOUT
+    NORESPONSE = lib.XDNA_SHIM_ERT_STATE_NORESPONSE
+
+
+class PowerMode(IntEnum):
+    DEFAULT = lib.XDNA_SHIM_POWER_DEFAULT
+    LOW = lib.XDNA_SHIM_POWER_LOW
+    MEDIUM = lib.XDNA_SHIM_POWER_MEDIUM
+    HIGH = lib.XDNA_SHIM_POWER_HIGH
+    TURBO = lib.XDNA_SHIM_POWER_TURBO
+
+
+#: uapi QoS priorities accepted by :meth:`Shim.hwctx_create`.
+PRIORITIES = {"realtime": lib.XDNA_SHIM_PRIO_REALTIME, "high": lib.XDNA_SHIM_PRIO_HIGH,
+              "normal": lib.XDNA_SHIM_PRIO_NORMAL, "low": lib.XDNA_SHIM_PRIO_LOW}
+HWCTX_STATES = {lib.XDNA_SHIM_HWCTX_ACTIVE: "active", lib.XDNA_SHIM_HWCTX_IDLE: "idle",
+                lib.XDNA_SHIM_HWCTX_BROKEN: "broken"}
+
+
+def ert_header(opcode: int, payload_words: int, extra_cu_masks: int = 0,
+               state: int = ErtState.NEW) -> int:
+    """An ERT command header word; ``count`` covers the CU masks (none for CMD_CHAIN, as
+    the driver's amdxdna_cmd_get_payload) and the payload."""
+    masks = 0 if opcode == ErtOpcode.CMD_CHAIN else 1 + extra_cu_masks
+    count = masks + payload_words
+    if not 0 <= extra_cu_masks <= 3 or count > 0x7FF:
+        raise ValueError("ERT command too large or too many CU masks")
+    return (state & 0xF) | (extra_cu_masks & 3) << 10 | count << 12 | (opcode & 0x1F) << 23
+
+
+def ert_start_npu(instr_addr: int, instr_size: int, args: Sequence[int] = (),
+                  props: Sequence[int] = (), cu_mask: int = 1) -> bytes:
+    """A START_NPU command: {u64 instr, u32 size, u32 prop_count, props, args as lo/hi}."""
+    words = [instr_addr & 0xFFFFFFFF, instr_addr >> 32, instr_size, len(props), *props]
+    for a in args:
+        words += [a & 0xFFFFFFFF, a >> 32]
+    hdr = ert_header(ErtOpcode.START_NPU, len(words))
+    return struct.pack(f"<II{len(words)}I", hdr, cu_mask, *words)
+
+
+def ert_cmd_chain(handles: Sequence[int]) -> bytes:
+    """A CMD_CHAIN command (no CU mask): {count, submit_index, error_index, rsvd[3], u64
+    handles[]}."""
+    words = [len(handles), 0, 0, 0, 0, 0]
+    for h in handles:
+        words += [h & 0xFFFFFFFF, h >> 32]
+    hdr = ert_header(ErtOpcode.CMD_CHAIN, len(words))
+    return struct.pack(f"<I{len(words)}I", hdr, *words)
+
+
+def chain_error_index(cmd: bytes | memoryview) -> int:
+    """The error_index a failed CMD_CHAIN reports (payload word 2)."""
+    return struct.unpack_from("<I", cmd, 4 * (1 + 2))[0]
 
 
 class ShimError(OSError):
@@ -197,8 +284,128 @@ class Shim:
             "async_events": i.async_events,
             "dropped_resps": i.dropped_resps,
             "trapped_writes": i.trapped_writes,
+            "session": "client" if i.client else "driver",
             "stages": [
                 {"name": _str(i.stages[k].name), "ms": i.stages[k].ns / 1e6}
                 for k in range(min(i.nstages, len(i.stages)))
             ],
         }  # fmt: skip
+
+    # -- sessions, buffers, contexts, commands (docs/spec/jobs.md) ---------------------------
+    @property
+    def caps(self) -> dict[str, Any]:
+        """What the daemon's VERSION caps said at open (``probed``: attach, don't probe)."""
+        i = self.raw_info()
+        return {"probed": bool(i.caps_probed), "pasid": i.pasid, "bdf": _str(i.bdf)}
+
+    def attach(self) -> dict[str, Any]:
+        """Become a client session of a device another session probed."""
+        self._check(lib.xdna_shim_attach(self._c()))
+        return self.info()
+
+    def bo_create(self, type: int, size: int) -> int:  # noqa: A002 - uapi name
+        """Create a buffer object of ``type`` (BO_SHARE/BO_DEV_HEAP/BO_DEV/BO_CMD); returns its
+        handle."""
+        h = ffi.new("uint32_t *")
+        self._check(lib.xdna_shim_bo_create(self._c(), int(type), int(size), h))
+        return int(h[0])
+
+    def bo_info(self, handle: int) -> dict[str, int]:
+        i = ffi.new("struct xdna_shim_bo_info *")
+        self._check(lib.xdna_shim_bo_info(self._c(), int(handle), i))
+        return {"type": i.type, "handle": i.handle, "size": i.size, "vaddr": i.vaddr,
+                "xdna_addr": i.xdna_addr, "map_offset": i.map_offset}
+
+    def bo_map(self, handle: int) -> memoryview:
+        """A writable view of the BO's memory (``numpy.frombuffer`` works on it). The view is
+        only valid until the BO is freed or the shim closed."""
+        i = self.bo_info(handle)
+        return memoryview(ffi.buffer(ffi.cast("char *", i["vaddr"]), i["size"]))
+
+    def bo_sync(self, handle: int, direction: int = SYNC_TO_DEVICE, offset: int = 0,
+                size: int = 0) -> None:
+        """Checked fence over [offset, offset+size) (size 0: to the end of the BO)."""
+        self._check(lib.xdna_shim_bo_sync(self._c(), int(handle), int(direction), int(offset),
+                                          int(size)))
+
+    def bo_free(self, handle: int) -> None:
+        self._check(lib.xdna_shim_bo_free(self._c(), int(handle)))
+
+    def hwctx_create(self, priority: int | str = 0, num_cols: int = 0, start_col: int = -1) -> int:
+        """Create a hardware context (CREATE_CONTEXT, user channel, host buffers, CONFIG_CU)."""
+        if isinstance(priority, str):
+            priority = PRIORITIES[priority]
+        p = ffi.new("struct xdna_shim_hwctx_params *")
+        p.priority, p.num_cols, p.start_col = int(priority), int(num_cols), int(start_col)
+        h = ffi.new("uint32_t *")
+        self._check(lib.xdna_shim_hwctx_create(self._c(), p, h))
+        return int(h[0])
+
+    def hwctx_destroy(self, handle: int) -> None:
+        self._check(lib.xdna_shim_hwctx_destroy(self._c(), int(handle)))
+
+    def hwctx_info(self, handle: int) -> dict[str, Any]:
+        i = ffi.new("struct xdna_shim_hwctx_info *")
+        self._check(lib.xdna_shim_hwctx_info(self._c(), int(handle), i))
+        return {"handle": i.handle, "fw_ctx_id": i.fw_ctx_id, "msix": i.msix,
+                "start_col": i.start_col, "num_cols": i.num_cols, "priority": i.priority,
+                "state": HWCTX_STATES.get(i.state, str(i.state)), "polled": bool(i.polled),
+                "cu_status": i.cu_status, "pending": i.pending, "submitted": i.submitted,
+                "completed": i.completed, "errors": i.errors, "timeouts": i.timeouts,
+                "aborts": i.aborts}
+
+    def exec(self, hwctx: int, cmd_bo: int) -> int:
+        """Submit the command in ``cmd_bo``; returns its sequence number."""
+        seq = ffi.new("uint64_t *")
+        self._check(lib.xdna_shim_exec(self._c(), int(hwctx), int(cmd_bo), seq))
+        return int(seq[0])
+
+    def wait(self, hwctx: int, seq: int, timeout_ms: int = 5000) -> None:
+        """Wait until command ``seq`` is final (ShimError ETIME otherwise)."""
+        self._check(lib.xdna_shim_wait(self._c(), int(hwctx), int(seq), int(timeout_ms)))
+
+    def cmd_state(self, cmd_bo: int) -> ErtState:
+        s = ffi.new("uint32_t *")
+        self._check(lib.xdna_shim_cmd_state(self._c(), int(cmd_bo), s))
+        try:
+            return ErtState(int(s[0]))
+        except ValueError:
+            return int(s[0])  # type: ignore[return-value]
+
+    def set_tdr_ms(self, ms: int) -> None:
+        self._check(lib.xdna_shim_set_tdr_ms(self._c(), int(ms)))
+
+    def set_autosuspend_ms(self, ms: int) -> None:
+        self._check(lib.xdna_shim_set_autosuspend_ms(self._c(), int(ms)))
+
+    def last_async_error(self) -> dict[str, int]:
+        e = ffi.new("struct xdna_shim_async_error *")
+        self._check(lib.xdna_shim_last_async_error(self._c(), e))
+        return {"count": e.count, "ts_ns": e.ts_ns, "type": e.type, "err_cnt": e.err_cnt,
+                "ret_code": e.ret_code, "event_id": e.event_id, "row": e.row, "col": e.col,
+                "mod_type": e.mod_type}
+
+    def app_health(self, hwctx: int, size: int = 1024) -> bytes:
+        """The context's last health report (kept by TDR), or a fresh GET_APP_HEALTH."""
+        buf = ffi.new("uint8_t[]", max(int(size), 1))
+        n = lib.xdna_shim_app_health(self._c(), int(hwctx), buf, int(size))
+        if n < 0:
+            raise _error(self._ctx)
+        return bytes(ffi.buffer(buf, n))
+
+    def set_power_mode(self, mode: int | str) -> None:
+        if isinstance(mode, str):
+            mode = PowerMode[mode.upper()]
+        self._check(lib.xdna_shim_set_power_mode(self._c(), int(mode)))
+
+    def power(self) -> dict[str, Any]:
+        p = ffi.new("struct xdna_shim_power *")
+        self._check(lib.xdna_shim_get_power(self._c(), p))
+        try:
+            mode: Any = PowerMode(p.mode).name.lower()
+        except ValueError:
+            mode = p.mode
+        return {"mode": mode, "dpm_level": p.dpm_level, "npuclk_mhz": p.npuclk_mhz,
+                "hclk_mhz": p.hclk_mhz, "tops": p.tops, "clock_gating": bool(p.clock_gating),
+                "suspended": bool(p.suspended), "suspend_count": p.suspend_count,
+                "resume_count": p.resume_count}

@@ -17,7 +17,22 @@ from pathlib import Path
 from . import AIE2_ROLES, Chip, MailboxLayout, chip_names, load_chip
 
 #: Feature gates the shim consults by index; the order is the C enum order.
-SHIM_FEATURES = ("NPU_COMMAND", "PREEMPT", "UPDATE_PROPERTY", "CALIBRATE_TIME", "GET_DEV_REVISION")
+SHIM_FEATURES = ("NPU_COMMAND", "PREEMPT", "UPDATE_PROPERTY", "CALIBRATE_TIME", "GET_DEV_REVISION",
+                 "CHAIN_EXEC_NPU", "GET_APP_HEALTH")
+
+
+def tops_per_level(chip: Chip) -> list[float]:
+    """TOPS of each DPM level from the chip's formula text (names: cols, hclk, npuclk)."""
+    formula = chip.dpm_tops.strip()
+    if not formula:
+        return [0.0] * len(chip.dpm_levels)
+    code = compile(formula, f"{chip.name} dpm.tops", "eval")
+    bad = set(code.co_names) - {"cols", "hclk", "npuclk"}
+    if bad:
+        raise ValueError(f"{chip.name}: dpm.tops uses unknown names {sorted(bad)}")
+    cols = int(chip.tiles.get("cols", 0))
+    return [float(eval(code, {"__builtins__": {}}, {"cols": cols, "hclk": h, "npuclk": n}))  # noqa: S307
+            for n, h in chip.dpm_levels]
 
 
 def role_enum(role: str) -> str:
@@ -79,6 +94,9 @@ def _chip_block(idx: int, chip: Chip) -> tuple[list[str], str]:
     fields.append(".roles = { " + ", ".join(roles) + " }")
     sram_bar = chip.reg("sram.mbox_chann").bar
     fields.append(f".sram_bar = {sram_bar}")
+    if chip.mailbox is not None:
+        ibar, ioff = chip.dev_to_bar(chip.mailbox.mgmt_info, 64)
+        fields.append(f".mgmt_info = {{ .valid = 1, .bar = {ibar}, .off = {ioff:#x} }}")
 
     mb = chip.mailbox
     if mb is not None:
@@ -100,6 +118,9 @@ def _chip_block(idx: int, chip: Chip) -> tuple[list[str], str]:
         dpm = [f"{{ {a}, {b} }}" for a, b in chip.dpm_levels]
         pre.append(f"static const struct xdna_dpm_level {p}_dpm[] = {{ {', '.join(dpm)} }};")
         fields += [f".dpm = {p}_dpm", f".ndpm = {len(dpm)}"]
+        tops = [repr(v) for v in tops_per_level(chip)]
+        pre.append(f"static const double {p}_tops[] = {{ {', '.join(tops)} }};")
+        fields.append(f".tops = {p}_tops")
 
     rc = chip.runtime_config
     init = [f"{{ {int(t)}, {int(v)}ULL }}" for t, v in rc.get("init", [])]
@@ -114,6 +135,7 @@ def _chip_block(idx: int, chip: Chip) -> tuple[list[str], str]:
 
     fields.append(f".first_col = {int(chip.limits.get('first_col', 0))}")
     fields.append(f".hwctx_limit = {int(chip.limits.get('hwctx_limit', 0))}")
+    fields.append(f".temporal_only = {1 if chip.limits.get('temporal_only', False) else 0}")
     method = chip.smu.get("dpm_method", "level")
     if method not in ("level", "clock"):
         raise ValueError(f"{chip.name}: unknown smu.dpm_method {method!r}")

@@ -1,0 +1,327 @@
+/* Buffer objects (amdxdna_gem's AIE2 side, facts §9, docs/spec/jobs.md §2).
+ *
+ * SHARE and DEV_HEAP BOs are memfds mapped in this process and DMA-mapped with SVA at that
+ * mapping's address in the session PASID, so the device reaches them by the same address
+ * the process uses. DEV BOs are 32 KiB-aligned pieces of the heap (first fit); their device
+ * address is 0x4000000 + offset, which the firmware resolves through the context's
+ * MAP/ADD_HOST_BUFFER chunks. CMD BOs are plain memory only the shim reads.
+ */
+#include "shim_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define PAGE 4096ull
+#define BO_MAX_SIZE (1ull << 40)
+
+static uint64_t round_up(uint64_t v, uint64_t a)
+{
+    return (v + a - 1) & ~(a - 1);
+}
+
+struct xdna_bo *xdna_bo_get(struct xdna_shim_ctx *ctx, uint32_t handle)
+{
+    if (handle == 0 || handle > XDNA_MAX_BOS || !ctx->s.bos)
+        return NULL;
+    return ctx->s.bos[handle - 1];
+}
+
+/* A user-visible BO; EINVAL for a bad or internal handle. */
+static struct xdna_bo *user_bo(struct xdna_shim_ctx *ctx, uint32_t handle, const char *what)
+{
+    struct xdna_bo *bo = xdna_bo_get(ctx, handle);
+    if (!bo || bo->internal) {
+        xdna_fail(ctx, EINVAL, "%s: no buffer object with handle %u", what, handle);
+        return NULL;
+    }
+    return bo;
+}
+
+struct xdna_bo *xdna_bo_by_addr(struct xdna_shim_ctx *ctx, uint64_t addr, uint64_t len)
+{
+    if (len == 0)
+        len = 1;
+    for (unsigned i = 0; i < XDNA_MAX_BOS; i++) {
+        struct xdna_bo *bo = ctx->s.bos[i];
+        if (!bo || bo->type == XDNA_SHIM_BO_CMD || bo->type == XDNA_SHIM_BO_DEV_HEAP)
+            continue;
+        if (addr >= bo->xdna_addr && len <= bo->alloc && addr - bo->xdna_addr <= bo->alloc - len)
+            return bo;
+    }
+    return NULL;
+}
+
+int xdna_sva_map(struct xdna_shim_ctx *ctx, int fd, void *va, uint64_t size)
+{
+    struct xdna_proto_dma_map m = {
+        .argsz = sizeof(m),
+        .flags = XDNA_PROTO_DMA_READ | XDNA_PROTO_DMA_WRITE | XDNA_PROTO_DMA_SVA,
+        .offset = 0, .address = (uint64_t)(uintptr_t)va, .size = size, .pasid = ctx->info.pasid};
+    size_t len = 0;
+    return xdna_ctl(ctx, XDNA_PROTO_CMD_DMA_MAP, &m, sizeof(m), &fd, 1, NULL, &len, 0, NULL, NULL);
+}
+
+static int sva_unmap(struct xdna_shim_ctx *ctx, struct xdna_bo *bo)
+{
+    struct xdna_proto_dma_unmap u = {.argsz = sizeof(u), .flags = XDNA_PROTO_DMA_SVA,
+                                     .address = (uint64_t)(uintptr_t)bo->va, .size = bo->alloc,
+                                     .pasid = ctx->info.pasid};
+    size_t len = 0;
+    return xdna_ctl(ctx, XDNA_PROTO_CMD_DMA_UNMAP, &u, sizeof(u), NULL, 0, NULL, &len, 0, NULL,
+                    NULL);
+}
+
+/* memfd + shared mapping + SVA DMA map. */
+static int memfd_bo(struct xdna_shim_ctx *ctx, struct xdna_bo *bo, const char *name)
+{
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return xdna_fail(ctx, errno, "memfd_create: %s", strerror(errno));
+    /* sealed against shrinking: the daemon maps it and refuses fds that could shrink */
+    if (ftruncate(fd, (off_t)bo->alloc) < 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) < 0) {
+        int err = errno;
+        close(fd);
+        return xdna_fail(ctx, err == EFBIG || err == EINVAL ? ENOMEM : err, "ftruncate %llu: %s",
+                         (unsigned long long)bo->alloc, strerror(err));
+    }
+    void *va = mmap(NULL, bo->alloc, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (va == MAP_FAILED) {
+        int err = errno;
+        close(fd);
+        return xdna_fail(ctx, err, "mmap BO: %s", strerror(err));
+    }
+    if (xdna_sva_map(ctx, fd, va, bo->alloc) < 0) {
+        int err = errno;
+        munmap(va, bo->alloc);
+        close(fd);
+        errno = err;
+        return -1;
+    }
+    bo->fd = fd;
+    bo->va = va;
+    bo->dma_mapped = true;
+    return 0;
+}
+
+/* First fit in the heap for a DEV BO of bo->alloc bytes. */
+static int heap_place(struct xdna_shim_ctx *ctx, struct xdna_bo *heap, struct xdna_bo *bo)
+{
+    uint64_t cand = 0;
+    for (bool moved = true; moved;) {
+        moved = false;
+        for (unsigned i = 0; i < XDNA_MAX_BOS; i++) {
+            struct xdna_bo *o = ctx->s.bos[i];
+            if (!o || o == bo || o->type != XDNA_SHIM_BO_DEV)
+                continue;
+            if (cand < o->heap_off + o->alloc && o->heap_off < cand + bo->alloc) {
+                cand = round_up(o->heap_off + o->alloc, XDNA_DEV_BO_ALIGN);
+                moved = true;
+            }
+        }
+        if (cand + bo->alloc > heap->alloc)
+            return xdna_fail(ctx, ENOMEM, "DEV BO of %llu bytes does not fit the %llu-byte heap",
+                             (unsigned long long)bo->size, (unsigned long long)heap->alloc);
+    }
+    bo->heap_off = cand;
+    bo->va = heap->va + cand;
+    bo->xdna_addr = XDNA_HEAP_DEV_ADDR + cand;
+    return 0;
+}
+
+int xdna_bo_new(struct xdna_shim_ctx *ctx, int type, uint64_t size, bool internal,
+                uint32_t *handle)
+{
+    if (!handle)
+        return xdna_fail(ctx, EINVAL, "bo_create: NULL handle");
+    if (type < XDNA_SHIM_BO_SHARE || type > XDNA_SHIM_BO_CMD)
+        return xdna_fail(ctx, EINVAL, "bo_create: unknown BO type %d", type);
+    if (size == 0 || size > BO_MAX_SIZE)
+        return xdna_fail(ctx, EINVAL, "bo_create: bad size %llu", (unsigned long long)size);
+    if (type == XDNA_SHIM_BO_DEV_HEAP) {
+        if (size % XDNA_HEAP_CHUNK)
+            return xdna_fail(ctx, EINVAL, "bo_create: heap size %llu is not a multiple of 64 MiB",
+                             (unsigned long long)size);
+        if (ctx->s.heap)
+            return xdna_fail(ctx, EBUSY, "bo_create: this session already has a heap (handle %u)",
+                             ctx->s.heap);
+    }
+    if (type == XDNA_SHIM_BO_DEV && !ctx->s.heap) { /* auto-create the default 64 MiB heap */
+        uint32_t h;
+        if (xdna_bo_new(ctx, XDNA_SHIM_BO_DEV_HEAP, XDNA_HEAP_CHUNK, false, &h) < 0)
+            return -1;
+    }
+    unsigned slot = XDNA_MAX_BOS;
+    for (unsigned i = 0; i < XDNA_MAX_BOS; i++)
+        if (!ctx->s.bos[i]) {
+            slot = i;
+            break;
+        }
+    if (slot == XDNA_MAX_BOS)
+        return xdna_fail(ctx, ENOSPC, "bo_create: all %u handles in use", XDNA_MAX_BOS);
+    struct xdna_bo *bo = calloc(1, sizeof(*bo));
+    if (!bo)
+        return xdna_fail(ctx, ENOMEM, "out of memory");
+    bo->handle = slot + 1;
+    bo->type = type;
+    bo->internal = internal;
+    bo->size = size;
+    bo->fd = -1;
+    int rc = 0;
+    switch (type) {
+    case XDNA_SHIM_BO_SHARE:
+        bo->alloc = round_up(size, PAGE);
+        rc = memfd_bo(ctx, bo, "xdna-share");
+        bo->xdna_addr = (uint64_t)(uintptr_t)bo->va;
+        break;
+    case XDNA_SHIM_BO_DEV_HEAP:
+        bo->alloc = size;
+        rc = memfd_bo(ctx, bo, "xdna-heap");
+        bo->xdna_addr = XDNA_HEAP_DEV_ADDR;
+        break;
+    case XDNA_SHIM_BO_DEV:
+        bo->alloc = round_up(size, XDNA_DEV_BO_ALIGN);
+        rc = heap_place(ctx, xdna_bo_get(ctx, ctx->s.heap), bo);
+        break;
+    case XDNA_SHIM_BO_CMD: {
+        bo->alloc = round_up(size, PAGE);
+        void *va = mmap(NULL, bo->alloc, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (va == MAP_FAILED)
+            rc = xdna_fail(ctx, ENOMEM, "mmap CMD BO: %s", strerror(errno));
+        else
+            bo->va = va;
+        break;
+    }
+    }
+    if (rc < 0) {
+        int err = errno;
+        free(bo);
+        errno = err;
+        return -1;
+    }
+    ctx->s.bos[slot] = bo;
+    if (type == XDNA_SHIM_BO_DEV_HEAP)
+        ctx->s.heap = bo->handle;
+    *handle = bo->handle;
+    return 0;
+}
+
+static void bo_destroy(struct xdna_shim_ctx *ctx, struct xdna_bo *bo, bool unmap)
+{
+    if (bo->dma_mapped && unmap && !ctx->sock_dead)
+        sva_unmap(ctx, bo);
+    if (bo->type != XDNA_SHIM_BO_DEV && bo->va)
+        munmap(bo->va, bo->alloc);
+    if (bo->fd >= 0)
+        close(bo->fd);
+    if (ctx->s.heap == bo->handle)
+        ctx->s.heap = 0;
+    ctx->s.bos[bo->handle - 1] = NULL;
+    free(bo);
+}
+
+int xdna_bo_release(struct xdna_shim_ctx *ctx, uint32_t handle)
+{
+    struct xdna_bo *bo = xdna_bo_get(ctx, handle);
+    if (!bo)
+        return xdna_fail(ctx, EINVAL, "bo_free: no buffer object with handle %u", handle);
+    if (bo->busy)
+        return xdna_fail(ctx, EBUSY, "bo_free: BO %u is used by %u pending command(s)", handle,
+                         bo->busy);
+    if (bo->type == XDNA_SHIM_BO_DEV_HEAP) {
+        for (unsigned i = 0; i < XDNA_MAX_BOS; i++)
+            if (ctx->s.bos[i] && ctx->s.bos[i]->type == XDNA_SHIM_BO_DEV)
+                return xdna_fail(ctx, EBUSY, "bo_free: the heap still holds DEV BO %u", i + 1);
+        if (xdna_hwctx_live(ctx))
+            return xdna_fail(ctx, EBUSY, "bo_free: hardware contexts still use the heap");
+    }
+    bo_destroy(ctx, bo, true);
+    return 0;
+}
+
+void xdna_bo_free_all(struct xdna_shim_ctx *ctx)
+{
+    if (!ctx->s.bos)
+        return;
+    for (int pass = 0; pass < 2; pass++) /* DEV BOs before the heap they live in */
+        for (unsigned i = 0; i < XDNA_MAX_BOS; i++) {
+            struct xdna_bo *bo = ctx->s.bos[i];
+            if (bo && (pass == 1 || bo->type == XDNA_SHIM_BO_DEV))
+                bo_destroy(ctx, bo, false); /* the daemon drops our mappings with the session */
+        }
+}
+
+/* ---- public ------------------------------------------------------------------------- */
+
+static int lock(struct xdna_shim_ctx *ctx)
+{
+    if (!ctx) {
+        xdna_set_tls_error(EBADF, "no context");
+        return -1;
+    }
+    pthread_mutex_lock(&ctx->s.lock);
+    return 0;
+}
+
+static int unlock(struct xdna_shim_ctx *ctx, int rc)
+{
+    int err = errno;
+    if (rc < 0)
+        xdna_set_tls_error(err, "%s", ctx->last_error);
+    pthread_mutex_unlock(&ctx->s.lock);
+    errno = err;
+    return rc;
+}
+
+int xdna_shim_bo_create(struct xdna_shim_ctx *ctx, int type, uint64_t size, uint32_t *handle)
+{
+    if (lock(ctx) < 0)
+        return -1;
+    return unlock(ctx, xdna_bo_new(ctx, type, size, false, handle));
+}
+
+int xdna_shim_bo_info(struct xdna_shim_ctx *ctx, uint32_t handle, struct xdna_shim_bo_info *info)
+{
+    if (lock(ctx) < 0)
+        return -1;
+    struct xdna_bo *bo = user_bo(ctx, handle, "bo_info");
+    if (!bo || !info)
+        return unlock(ctx, bo ? xdna_fail(ctx, EINVAL, "bo_info: NULL info") : -1);
+    info->type = (uint32_t)bo->type;
+    info->handle = bo->handle;
+    info->size = bo->size;
+    info->vaddr = (uint64_t)(uintptr_t)bo->va;
+    info->xdna_addr = bo->xdna_addr;
+    info->map_offset = (uint64_t)bo->handle << 12;
+    return unlock(ctx, 0);
+}
+
+int xdna_shim_bo_sync(struct xdna_shim_ctx *ctx, uint32_t handle, int dir, uint64_t offset,
+                      uint64_t size)
+{
+    if (lock(ctx) < 0)
+        return -1;
+    struct xdna_bo *bo = user_bo(ctx, handle, "bo_sync");
+    if (!bo)
+        return unlock(ctx, -1);
+    if (dir != XDNA_SHIM_SYNC_TO_DEVICE && dir != XDNA_SHIM_SYNC_FROM_DEVICE)
+        return unlock(ctx, xdna_fail(ctx, EINVAL, "bo_sync: direction %d", dir));
+    if (offset > bo->size || (size && size > bo->size - offset))
+        return unlock(ctx, xdna_fail(ctx, EINVAL, "bo_sync: [%llu, +%llu) is outside the %llu-byte BO",
+                                     (unsigned long long)offset, (unsigned long long)size,
+                                     (unsigned long long)bo->size));
+    __atomic_thread_fence(__ATOMIC_SEQ_CST); /* host and device memory are coherent here */
+    return unlock(ctx, 0);
+}
+
+int xdna_shim_bo_free(struct xdna_shim_ctx *ctx, uint32_t handle)
+{
+    if (lock(ctx) < 0)
+        return -1;
+    if (!user_bo(ctx, handle, "bo_free"))
+        return unlock(ctx, -1);
+    return unlock(ctx, xdna_bo_release(ctx, handle));
+}

@@ -1,0 +1,928 @@
+/* Hardware contexts and command submission (aie2_ctx / aie2_hwctx / aie2_tdr, facts §5, §7;
+ * docs/spec/jobs.md §3, §4, §6).
+ *
+ * A context is created the way the driver's hwctx_start does it: CREATE_CONTEXT, the user
+ * channel on the returned cq_pair and MSI-X vector, MAP_HOST_BUFFER/ADD_HOST_BUFFER for the
+ * session heap, CONFIG_CU on the user channel without waiting. Commands go out as chain
+ * messages (CHAIN_EXEC_NPU with slot_npu, or the legacy CHAIN_EXEC_DPU with slot_dpu when
+ * the firmware lacks NPU_COMMAND) from one of 4 cmd-list buffers; responses arrive in order
+ * and their state is written into the command BO header. TDR destroys a hung context,
+ * times out its oldest command, aborts the rest and re-creates it under the same handle.
+ */
+#include "shim_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MSG_CREATE_CONTEXT 0x2
+#define MSG_DESTROY_CONTEXT 0x3
+#define MSG_CONFIG_CU 0x11
+#define MSG_CHAIN_EXEC_DPU 0x13
+#define MSG_CHAIN_EXEC_NPU 0x18
+#define MSG_MAP_HOST_BUFFER 0x106
+#define MSG_GET_APP_HEALTH 0x114
+#define MSG_ADD_HOST_BUFFER 0x115
+
+#define STATUS_MGMT_ERT_NOAVAIL 0x2000003u
+#define STATUS_MGMT_ERT_INVALID_PARAM 0x2000004u
+
+#define SLOT_NPU_HDR 52
+#define SLOT_DPU_HDR 24
+#define SLOT_TYPE_NON_ELF 1
+#define CREATE_RESP_SIZE 76
+#define HEALTH_RESP_SIZE 36
+#define APP_HEALTH_SIZE 560
+#define BUSY_WAIT_MS 30000
+
+/* ---- helpers -------------------------------------------------------------------------- */
+
+static struct xdna_hwctx *hw_get(struct xdna_shim_ctx *ctx, uint32_t handle)
+{
+    if (handle == 0 || handle > XDNA_MAX_HWCTX)
+        return NULL;
+    return ctx->s.hw[handle - 1];
+}
+
+static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static uint32_t get_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+
+static uint32_t *hdr_of(struct xdna_bo *bo) { return (uint32_t *)bo->va; }
+
+static void set_state(struct xdna_bo *bo, uint32_t state)
+{
+    uint32_t *h = hdr_of(bo);
+    uint32_t v = __atomic_load_n(h, __ATOMIC_RELAXED);
+    __atomic_store_n(h, (v & ~0xFu) | (state & 0xFu), __ATOMIC_RELEASE);
+}
+
+/* Wait (lock released) until the context is not inside another create/destroy/recovery. */
+static int hw_claim(struct xdna_shim_ctx *ctx, uint32_t handle, struct xdna_hwctx **out)
+{
+    uint64_t deadline = xdna_deadline(BUSY_WAIT_MS);
+    for (;;) {
+        struct xdna_hwctx *hw = hw_get(ctx, handle);
+        if (!hw)
+            return xdna_fail(ctx, EINVAL, "no hardware context with handle %u", handle);
+        if (!hw->busy) {
+            hw->busy = true;
+            *out = hw;
+            return 0;
+        }
+        if (xdna_cond_wait(ctx, deadline) < 0)
+            return xdna_fail(ctx, EBUSY, "hardware context %u stayed busy", handle);
+    }
+}
+
+static void hw_release(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
+{
+    hw->busy = false;
+    pthread_cond_broadcast(&ctx->s.cond);
+}
+
+/* A management request whose status must be 0 (EIO otherwise). */
+static int fw_ok(struct xdna_shim_ctx *ctx, uint32_t op, const void *req, size_t len,
+                 void *resp, size_t resp_len)
+{
+    uint32_t st;
+    if (!resp) {
+        resp = &st;
+        resp_len = 4;
+    }
+    if (xdna_fw_call(ctx, op, req, len, resp, resp_len) < 0)
+        return -1;
+    uint32_t status = get_u32(resp);
+    if (status)
+        return xdna_fail(ctx, EIO, "%s (%#x) failed, status %#x", xdna_opcode_name(op), op, status);
+    return 0;
+}
+
+unsigned xdna_hwctx_pending(struct xdna_shim_ctx *ctx)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
+        if (ctx->s.hw[i])
+            n += ctx->s.hw[i]->njobs + (ctx->s.hw[i]->busy ? 1u : 0u);
+    return n;
+}
+
+unsigned xdna_hwctx_live(struct xdna_shim_ctx *ctx)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
+        n += ctx->s.hw[i] != NULL;
+    return n;
+}
+
+/* ---- jobs ----------------------------------------------------------------------------- */
+
+static struct xdna_job *job_at(struct xdna_hwctx *hw, unsigned i)
+{
+    return &hw->jobs[(hw->job_head + i) % XDNA_CTX_MAX_CMDS];
+}
+
+static struct xdna_job *job_find(struct xdna_hwctx *hw, uint64_t seq)
+{
+    for (unsigned i = 0; i < hw->njobs; i++) {
+        struct xdna_job *j = job_at(hw, i);
+        if (j->live && j->seq == seq)
+            return j;
+    }
+    return NULL;
+}
+
+/* Write the final state, release pins and the cmd-list buffer, pop finished jobs. */
+static void job_finish(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xdna_job *j,
+                       uint32_t state, uint32_t fail_idx)
+{
+    struct xdna_bo *cmd = xdna_bo_get(ctx, j->cmd_bo);
+    if (cmd) {
+        uint32_t h = *hdr_of(cmd);
+        if (((h >> 23) & 0x1F) == XDNA_SHIM_ERT_CMD_CHAIN && state == XDNA_SHIM_ERT_STATE_ERROR) {
+            uint32_t *payload = hdr_of(cmd) + 1; /* no CU masks: {count, submit, error_index} */
+            uint32_t count = payload[0];
+            payload[2] = fail_idx < count ? fail_idx : 0;
+        }
+        set_state(cmd, state);
+        if (cmd->busy)
+            cmd->busy--;
+    }
+    for (unsigned i = 0; i < j->npins; i++) {
+        struct xdna_bo *bo = xdna_bo_get(ctx, j->pins[i]);
+        if (bo && bo->busy)
+            bo->busy--;
+    }
+    if (j->cmdlist < XDNA_CTX_MAX_CMDS)
+        hw->cmdlist_used[j->cmdlist] = false;
+    j->live = false;
+    switch (state) {
+    case XDNA_SHIM_ERT_STATE_COMPLETED: hw->completed++; break;
+    case XDNA_SHIM_ERT_STATE_TIMEOUT: hw->timeouts++; break;
+    case XDNA_SHIM_ERT_STATE_ABORT: hw->aborts++; break;
+    default: hw->errors++; break;
+    }
+    while (hw->njobs && !job_at(hw, 0)->live) {
+        hw->job_head = (hw->job_head + 1) % XDNA_CTX_MAX_CMDS;
+        hw->njobs--;
+    }
+    ctx->s.last_active_ns = xdna_now_ns();
+    pthread_cond_broadcast(&ctx->s.cond);
+}
+
+static void *job_arg(uint32_t handle, uint64_t seq)
+{
+    return (void *)(uintptr_t)(((uint64_t)handle << 48) | (seq & 0xFFFFFFFFFFFFull));
+}
+
+/* The user channel's chain response {status, fail_cmd_idx, fail_cmd_status}. */
+static void job_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_t *resp,
+                   size_t len)
+{
+    uint64_t a = (uint64_t)(uintptr_t)arg;
+    struct xdna_hwctx *hw = hw_get(ctx, (uint32_t)(a >> 48));
+    if (!hw)
+        return;
+    struct xdna_job *j = job_find(hw, a & 0xFFFFFFFFFFFFull);
+    if (!j)
+        return; /* already ended by TDR or destroy */
+    hw->completions++;
+    if (err) {
+        /* EINVAL: response of the wrong size; otherwise the channel went away */
+        job_finish(ctx, hw, j, err == EINVAL ? XDNA_SHIM_ERT_STATE_ERROR : XDNA_SHIM_ERT_STATE_ABORT, 0);
+        return;
+    }
+    uint32_t status = len >= 4 ? get_u32(resp) : 1, fail_idx = len >= 8 ? get_u32(resp + 4) : 0;
+    job_finish(ctx, hw, j, status == 0 ? XDNA_SHIM_ERT_STATE_COMPLETED : XDNA_SHIM_ERT_STATE_ERROR,
+               fail_idx);
+}
+
+static void cu_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_t *resp, size_t len)
+{
+    struct xdna_hwctx *hw = hw_get(ctx, (uint32_t)(uintptr_t)arg);
+    if (!hw || err)
+        return;
+    hw->cu_status = len >= 4 ? get_u32(resp) : 0;
+    if (hw->cu_status)
+        xdna_fail(ctx, EIO, "context %u: CONFIG_CU failed, status %#x", hw->handle, hw->cu_status);
+}
+
+/* ---- firmware side of a context ------------------------------------------------------- */
+
+static uint32_t usable_cols(struct xdna_shim_ctx *ctx)
+{
+    uint32_t first = ctx->chip->first_col, total = ctx->info.total_col;
+    return total > first ? total - first : 0;
+}
+
+static int pick_cols(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
+{
+    uint32_t first = ctx->chip->first_col, total = ctx->info.total_col;
+    uint32_t n = hw->params.num_cols ? hw->params.num_cols : usable_cols(ctx);
+    if (n == 0 || n > usable_cols(ctx))
+        return xdna_fail(ctx, EINVAL, "hwctx: %u columns requested, %u usable", n, usable_cols(ctx));
+    hw->num_col = n;
+    if (hw->params.start_col >= 0) {
+        if ((uint32_t)hw->params.start_col < first || (uint32_t)hw->params.start_col + n > total)
+            return xdna_fail(ctx, EINVAL, "hwctx: columns %d..%u outside %u..%u",
+                             hw->params.start_col, hw->params.start_col + n - 1, first, total - 1);
+        hw->start_col = (uint32_t)hw->params.start_col;
+        return 0;
+    }
+    hw->start_col = first;
+    if (ctx->chip->temporal_only)
+        return 0;
+    for (uint32_t s = first; s + n <= total; s++) { /* spatial: avoid our own contexts */
+        bool clash = false;
+        for (unsigned i = 0; i < XDNA_MAX_HWCTX && !clash; i++) {
+            struct xdna_hwctx *o = ctx->s.hw[i];
+            if (o && o != hw && o->fw_live && s < o->start_col + o->num_col &&
+                o->start_col < s + n)
+                clash = true;
+        }
+        if (!clash) {
+            hw->start_col = s;
+            return 0;
+        }
+    }
+    return 0; /* let the firmware say NOAVAIL */
+}
+
+/* DESTROY_CONTEXT (best effort) and close the user channel; pending jobs get ABORT. */
+static void fw_stop(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, bool destroy)
+{
+    if (hw->fw_live && destroy && !ctx->sock_dead) {
+        uint32_t id = hw->fw_id, st;
+        xdna_fw_call(ctx, MSG_DESTROY_CONTEXT, &id, sizeof(id), &st, sizeof(st));
+    }
+    hw->fw_live = false;
+    xdna_mbox_destroy(ctx, &hw->chan);
+    xdna_wake_monitor(ctx);
+}
+
+/* CREATE_CONTEXT, user channel, host buffers, CONFIG_CU (the driver's hwctx_start). */
+static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
+{
+    struct xdna_bo *heap = xdna_bo_get(ctx, ctx->s.heap);
+    if (!heap)
+        return xdna_fail(ctx, EINVAL, "hwctx: the session has no heap");
+    if (pick_cols(ctx, hw) < 0)
+        return -1;
+    hw->polled = ctx->s.power_mode == XDNA_SHIM_POWER_TURBO;
+    uint8_t req[28] = {0};
+    put_u32(req, 1); /* aie_type */
+    req[4] = (uint8_t)hw->start_col;
+    req[5] = (uint8_t)hw->num_col;
+    req[8] = 1; /* num_cq_pairs_requested */
+    uint16_t pasid = (uint16_t)ctx->info.pasid;
+    memcpy(req + 10, &pasid, 2);
+    put_u32(req + 24, hw->prio);
+    uint8_t r[CREATE_RESP_SIZE];
+    if (xdna_fw_call(ctx, MSG_CREATE_CONTEXT, req, sizeof(req), r, sizeof(r)) < 0)
+        return -1;
+    uint32_t status = get_u32(r);
+    if (status == STATUS_MGMT_ERT_NOAVAIL)
+        return xdna_fail(ctx, EBUSY, "CREATE_CONTEXT: no context or columns available (status %#x)",
+                         status);
+    if (status)
+        return xdna_fail(ctx, status == STATUS_MGMT_ERT_INVALID_PARAM ? EINVAL : EIO,
+                         "CREATE_CONTEXT failed, status %#x", status);
+    hw->fw_id = get_u32(r + 4);
+    hw->fw_live = true;
+    uint16_t msix;
+    memcpy(&msix, r + 8, 2);
+    struct xdna_mbox_chann_info ci = {0};
+    const uint8_t *q = r + 12; /* cq_pair[0]: x2i {head, tail, buf, size}, i2x {...} */
+    ci.x2i_head = get_u32(q + 0);
+    ci.x2i_tail = get_u32(q + 4);
+    ci.x2i_buf = get_u32(q + 8);
+    ci.x2i_buf_sz = get_u32(q + 12);
+    ci.i2x_head = get_u32(q + 16);
+    ci.i2x_tail = get_u32(q + 20);
+    ci.i2x_buf = get_u32(q + 24);
+    ci.i2x_buf_sz = get_u32(q + 28);
+    ci.msi_id = msix;
+    int rc = 0;
+    if (r[10] < 1)
+        rc = xdna_fail(ctx, EINVAL, "CREATE_CONTEXT: %u cq pairs allocated", r[10]);
+    else if (msix >= ctx->nvec)
+        rc = xdna_fail(ctx, EINVAL, "CREATE_CONTEXT: msix_id %u >= %u vectors", msix, ctx->nvec);
+    else
+        rc = xdna_mbox_create(ctx, &hw->chan, "user", &ci); /* apertures, power-of-2 rings */
+    hw->msix = msix;
+    if (rc == 0 && !hw->polled)
+        rc = xdna_irq_own(ctx, msix);
+    for (uint64_t off = 0; rc == 0 && off < heap->alloc; off += XDNA_HEAP_CHUNK) {
+        uint8_t hb[20];
+        put_u32(hb, hw->fw_id);
+        put_u64(hb + 4, (uint64_t)(uintptr_t)heap->va + off);
+        put_u64(hb + 12, XDNA_HEAP_CHUNK);
+        rc = fw_ok(ctx, off == 0 ? MSG_MAP_HOST_BUFFER : MSG_ADD_HOST_BUFFER, hb, sizeof(hb), NULL, 0);
+    }
+    if (rc == 0) {
+        uint8_t cu[132] = {0};
+        put_u32(cu, 1); /* one CU; its "PDI" is the heap base (there are no real PDIs here) */
+        put_u32(cu + 4, (uint32_t)((XDNA_HEAP_DEV_ADDR >> 15) & 0x1FFFF));
+        hw->cu_status = 0;
+        rc = xdna_mbox_post_cb(ctx, &hw->chan, MSG_CONFIG_CU, cu, sizeof(cu), 4, true, cu_cb,
+                               (void *)(uintptr_t)hw->handle);
+    }
+    if (rc < 0) {
+        int err = errno;
+        char msg[sizeof(ctx->last_error)];
+        memcpy(msg, ctx->last_error, sizeof(msg));
+        fw_stop(ctx, hw, true);
+        memcpy(ctx->last_error, msg, sizeof(msg));
+        errno = err;
+        return -1;
+    }
+    hw->state = XDNA_SHIM_HWCTX_ACTIVE;
+    hw->tick_pending = false;
+    xdna_wake_monitor(ctx);
+    return 0;
+}
+
+static void hw_free(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
+{
+    for (unsigned i = 0; i < XDNA_CTX_MAX_CMDS; i++)
+        if (hw->cmdlist_bo[i]) {
+            struct xdna_bo *bo = xdna_bo_get(ctx, hw->cmdlist_bo[i]);
+            if (bo)
+                bo->busy = 0;
+            xdna_bo_release(ctx, hw->cmdlist_bo[i]);
+        }
+    ctx->s.hw[hw->handle - 1] = NULL;
+    free(hw);
+    pthread_cond_broadcast(&ctx->s.cond);
+}
+
+/* Every pending job ends: the oldest with first_state, the rest ABORT. */
+static void end_jobs(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, uint32_t first_state)
+{
+    bool first = true;
+    while (hw->njobs) {
+        struct xdna_job *j = job_at(hw, 0);
+        if (j->live) {
+            job_finish(ctx, hw, j, first ? first_state : XDNA_SHIM_ERT_STATE_ABORT, 0);
+            first = false;
+        } else {
+            hw->job_head = (hw->job_head + 1) % XDNA_CTX_MAX_CMDS;
+            hw->njobs--;
+        }
+    }
+}
+
+static int query_health(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
+{
+    if (!xdna_has_feature(ctx, XDNA_FEAT_GET_APP_HEALTH))
+        return xdna_fail(ctx, EOPNOTSUPP, "firmware %u.%u has no GET_APP_HEALTH",
+                         ctx->info.protocol_major, ctx->info.protocol_minor);
+    if (!hw->fw_live)
+        return xdna_fail(ctx, ENODEV, "context %u is not known to the firmware", hw->handle);
+    uint64_t addr;
+    uint8_t *va;
+    if (xdna_health_buf(ctx, &addr, &va) < 0)
+        return -1;
+    uint8_t req[16], resp[HEALTH_RESP_SIZE];
+    put_u32(req, hw->fw_id);
+    put_u32(req + 4, 0x2000);
+    put_u64(req + 8, addr);
+    memset(va, 0, APP_HEALTH_SIZE);
+    if (fw_ok(ctx, MSG_GET_APP_HEALTH, req, sizeof(req), resp, sizeof(resp)) < 0)
+        return -1;
+    uint32_t need = get_u32(resp + 4);
+    uint32_t n = need && need < XDNA_HEALTH_MAX ? need : APP_HEALTH_SIZE;
+    memcpy(hw->health, va, n);
+    hw->health_len = n;
+    return 0;
+}
+
+/* TDR recovery of one context (monitor thread). */
+static void recover(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
+{
+    hw->busy = true;
+    query_health(ctx, hw); /* best effort: kept for xdna_shim_app_health */
+    end_jobs(ctx, hw, XDNA_SHIM_ERT_STATE_TIMEOUT);
+    fw_stop(ctx, hw, true);
+    if (fw_start(ctx, hw) < 0)
+        hw->state = XDNA_SHIM_HWCTX_BROKEN;
+    hw->completions++;
+    hw_release(ctx, hw);
+}
+
+void xdna_hwctx_tdr_tick(struct xdna_shim_ctx *ctx)
+{
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
+        struct xdna_hwctx *hw = ctx->s.hw[i];
+        if (!hw || hw->busy)
+            continue;
+        if (hw->njobs && hw->tick_pending && hw->completions == hw->tick_completions)
+            recover(ctx, hw);
+        hw = ctx->s.hw[i];
+        if (!hw)
+            continue;
+        hw->tick_pending = hw->njobs > 0;
+        hw->tick_completions = hw->completions;
+    }
+}
+
+void xdna_hwctx_stop_all(struct xdna_shim_ctx *ctx)
+{
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
+        struct xdna_hwctx *hw = ctx->s.hw[i];
+        if (!hw || hw->state != XDNA_SHIM_HWCTX_ACTIVE)
+            continue;
+        end_jobs(ctx, hw, XDNA_SHIM_ERT_STATE_ABORT);
+        fw_stop(ctx, hw, true);
+        hw->state = XDNA_SHIM_HWCTX_IDLE;
+    }
+}
+
+int xdna_hwctx_restart_all(struct xdna_shim_ctx *ctx)
+{
+    int rc = 0;
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
+        struct xdna_hwctx *hw = ctx->s.hw[i];
+        if (!hw || hw->state == XDNA_SHIM_HWCTX_ACTIVE)
+            continue;
+        if (fw_start(ctx, hw) < 0) {
+            hw->state = XDNA_SHIM_HWCTX_BROKEN;
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+void xdna_hwctx_destroy_all(struct xdna_shim_ctx *ctx)
+{
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
+        struct xdna_hwctx *hw = ctx->s.hw[i];
+        if (!hw)
+            continue;
+        end_jobs(ctx, hw, XDNA_SHIM_ERT_STATE_ABORT);
+        fw_stop(ctx, hw, ctx->state == XDNA_SHIM_STATE_PROBED || ctx->s.client);
+        hw_free(ctx, hw);
+    }
+}
+
+/* ---- public: contexts ----------------------------------------------------------------- */
+
+static int lock(struct xdna_shim_ctx *ctx)
+{
+    if (!ctx) {
+        xdna_set_tls_error(EBADF, "no context");
+        return -1;
+    }
+    pthread_mutex_lock(&ctx->s.lock);
+    return 0;
+}
+
+static int unlock(struct xdna_shim_ctx *ctx, int rc)
+{
+    int err = errno;
+    if (rc < 0)
+        xdna_set_tls_error(err, "%s", ctx->last_error);
+    pthread_mutex_unlock(&ctx->s.lock);
+    errno = err;
+    return rc;
+}
+
+static int ready(struct xdna_shim_ctx *ctx, const char *what)
+{
+    if (ctx->s.client || ctx->state == XDNA_SHIM_STATE_PROBED || ctx->s.rpm_suspended)
+        return xdna_rpm_get(ctx);
+    return xdna_fail(ctx, ENODEV, "%s: the device is not probed or attached", what);
+}
+
+static int prio_of(uint32_t p, uint32_t *out)
+{
+    switch (p) {
+    case 0:
+    case XDNA_SHIM_PRIO_NORMAL: *out = 3; return 0;
+    case XDNA_SHIM_PRIO_REALTIME: *out = 1; return 0;
+    case XDNA_SHIM_PRIO_HIGH: *out = 2; return 0;
+    case XDNA_SHIM_PRIO_LOW: *out = 4; return 0;
+    default: return -1;
+    }
+}
+
+int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwctx_params *p,
+                           uint32_t *handle)
+{
+    if (lock(ctx) < 0)
+        return -1;
+    struct xdna_shim_hwctx_params params = {.priority = 0, .num_cols = 0, .start_col = -1};
+    if (p)
+        params = *p;
+    uint32_t prio;
+    if (!handle)
+        return unlock(ctx, xdna_fail(ctx, EINVAL, "hwctx_create: NULL handle"));
+    if (prio_of(params.priority, &prio) < 0)
+        return unlock(ctx, xdna_fail(ctx, EINVAL, "hwctx_create: unknown priority %#x",
+                                     params.priority));
+    if (ready(ctx, "hwctx_create") < 0)
+        return unlock(ctx, -1);
+    if (!ctx->s.heap) {
+        uint32_t h;
+        if (xdna_bo_new(ctx, XDNA_SHIM_BO_DEV_HEAP, XDNA_HEAP_CHUNK, false, &h) < 0)
+            return unlock(ctx, -1);
+    }
+    unsigned slot = XDNA_MAX_HWCTX;
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
+        if (!ctx->s.hw[i]) {
+            slot = i;
+            break;
+        }
+    if (slot == XDNA_MAX_HWCTX)
+        return unlock(ctx, xdna_fail(ctx, EBUSY, "hwctx_create: %u contexts in this session",
+                                     XDNA_MAX_HWCTX));
+    struct xdna_hwctx *hw = calloc(1, sizeof(*hw));
+    if (!hw)
+        return unlock(ctx, xdna_fail(ctx, ENOMEM, "out of memory"));
+    hw->handle = slot + 1;
+    hw->params = params;
+    hw->prio = prio;
+    hw->busy = true;
+    hw->next_seq = 1;
+    hw->state = XDNA_SHIM_HWCTX_IDLE;
+    ctx->s.hw[slot] = hw;
+    int rc = 0;
+    for (unsigned i = 0; i < XDNA_CTX_MAX_CMDS && rc == 0; i++)
+        rc = xdna_bo_new(ctx, XDNA_SHIM_BO_DEV, XDNA_CMDLIST_SIZE, true, &hw->cmdlist_bo[i]);
+    if (rc == 0)
+        rc = fw_start(ctx, hw);
+    if (rc < 0) {
+        int err = errno;
+        char msg[sizeof(ctx->last_error)];
+        memcpy(msg, ctx->last_error, sizeof(msg));
+        hw_free(ctx, hw);
+        memcpy(ctx->last_error, msg, sizeof(msg));
+        errno = err;
+        return unlock(ctx, -1);
+    }
+    hw_release(ctx, hw);
+    *handle = hw->handle;
+    ctx->s.last_active_ns = xdna_now_ns();
+    return unlock(ctx, 0);
+}
+
+int xdna_shim_hwctx_destroy(struct xdna_shim_ctx *ctx, uint32_t handle)
+{
+    if (lock(ctx) < 0)
+        return -1;
+    struct xdna_hwctx *hw;
+    if (hw_claim(ctx, handle, &hw) < 0)
+        return unlock(ctx, -1);
+    end_jobs(ctx, hw, XDNA_SHIM_ERT_STATE_ABORT);
+    bool vec_shared = false;
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
+        if (ctx->s.hw[i] && ctx->s.hw[i] != hw && ctx->s.hw[i]->fw_live &&
+            ctx->s.hw[i]->msix == hw->msix)
+            vec_shared = true;
+    bool had_fw = hw->fw_live;
+    unsigned vec = hw->msix;
+    fw_stop(ctx, hw, true);
+    if (had_fw && !vec_shared && !hw->polled && vec != ctx->mgmt.msix)
+        xdna_irq_release(ctx, vec); /* a later context of another session may get it */
+    hw_free(ctx, hw);
+    return unlock(ctx, 0);
+}
+
+int xdna_shim_hwctx_info(struct xdna_shim_ctx *ctx, uint32_t handle,
+                         struct xdna_shim_hwctx_info *info)
+{
+    if (lock(ctx) < 0)
+        return -1;
+    struct xdna_hwctx *hw = hw_get(ctx, handle);
+    if (!hw || !info)
+        return unlock(ctx, xdna_fail(ctx, EINVAL, "hwctx_info: bad handle %u", handle));
+    memset(info, 0, sizeof(*info));
+    info->handle = hw->handle;
+    info->fw_ctx_id = hw->fw_id;
+    info->msix = hw->msix;
+    info->start_col = hw->start_col;
+    info->num_cols = hw->num_col;
+    info->priority = hw->prio;
+    info->state = hw->state;
+    info->polled = hw->polled;
+    info->cu_status = hw->cu_status;
+    info->pending = hw->njobs;
+    info->submitted = hw->submitted;
+    info->completed = hw->completed;
+    info->errors = hw->errors;
+    info->timeouts = hw->timeouts;
+    info->aborts = hw->aborts;
+    return unlock(ctx, 0);
+}
+
+/* ---- public: commands ----------------------------------------------------------------- */
+
+struct parsed_cmd {
+    uint32_t opcode, cu_idx;
+    const uint32_t *payload;
+    uint32_t npay; /* payload words */
+};
+
+static int parse_cmd(struct xdna_shim_ctx *ctx, uint32_t handle, struct parsed_cmd *pc)
+{
+    struct xdna_bo *bo = xdna_bo_get(ctx, handle);
+    if (!bo || bo->internal || bo->type != XDNA_SHIM_BO_CMD)
+        return xdna_fail(ctx, EINVAL, "exec: %u is not a CMD BO", handle);
+    const uint32_t *w = hdr_of(bo);
+    uint32_t h = w[0];
+    uint32_t count = (h >> 12) & 0x7FF;
+    pc->opcode = (h >> 23) & 0x1F;
+    /* data = CU masks (1 + extra; none for CMD_CHAIN, as amdxdna_cmd_get_payload) + payload */
+    uint32_t masks = pc->opcode == XDNA_SHIM_ERT_CMD_CHAIN ? 0 : 1 + ((h >> 10) & 3);
+    if ((uint64_t)(1 + count) * 4 > bo->size || count < masks)
+        return xdna_fail(ctx, EINVAL, "exec: BO %u header count %u does not fit %llu bytes", handle,
+                         count, (unsigned long long)bo->size);
+    uint32_t mask = masks ? w[1] : 1;
+    pc->cu_idx = mask ? (uint32_t)__builtin_ctz(mask) : 0;
+    pc->payload = w + 1 + masks;
+    pc->npay = count - masks;
+    return 0;
+}
+
+struct npu_cmd {
+    uint64_t inst;
+    uint32_t inst_size, props, cu_idx, nargs;
+    const uint32_t *args;
+};
+
+static int parse_npu(struct xdna_shim_ctx *ctx, uint32_t handle, struct npu_cmd *c)
+{
+    struct parsed_cmd pc;
+    if (parse_cmd(ctx, handle, &pc) < 0)
+        return -1;
+    if (pc.opcode != XDNA_SHIM_ERT_START_NPU)
+        return xdna_fail(ctx, EINVAL, "exec: BO %u opcode %u is not START_NPU (20)", handle,
+                         pc.opcode);
+    if (pc.npay < 4 || pc.payload[3] > pc.npay - 4)
+        return xdna_fail(ctx, EINVAL, "exec: BO %u START_NPU payload of %u words is too short",
+                         handle, pc.npay);
+    c->inst = pc.payload[0] | (uint64_t)pc.payload[1] << 32;
+    c->inst_size = pc.payload[2];
+    c->props = pc.payload[3];
+    c->cu_idx = pc.cu_idx;
+    c->args = pc.payload + 4 + c->props;
+    c->nargs = pc.npay - 4 - c->props;
+    return 0;
+}
+
+/* Pin the instruction buffer and every argument that names one of our BOs. */
+static void pin_npu(struct xdna_shim_ctx *ctx, struct xdna_job *j, const struct npu_cmd *c)
+{
+    struct xdna_bo *bo = xdna_bo_by_addr(ctx, c->inst, c->inst_size);
+    if (bo && j->npins < XDNA_MAX_PINS) {
+        bo->busy++;
+        j->pins[j->npins++] = bo->handle;
+    }
+    for (uint32_t i = 0; i + 1 < c->nargs; i += 2) {
+        uint64_t a = c->args[i] | (uint64_t)c->args[i + 1] << 32;
+        bo = xdna_bo_by_addr(ctx, a, 1);
+        if (bo && j->npins < XDNA_MAX_PINS) {
+            bo->busy++;
+            j->pins[j->npins++] = bo->handle;
+        }
+    }
+}
+
+/* Append one slot; returns bytes written or -1 (EINVAL: the cmd list is full). */
+static int put_slot(struct xdna_shim_ctx *ctx, uint8_t *buf, uint32_t off, bool npu,
+                    const struct npu_cmd *c)
+{
+    uint32_t hdr = npu ? SLOT_NPU_HDR : SLOT_DPU_HDR;
+    uint64_t need = hdr + 4ull * c->nargs;
+    if (off + need > XDNA_CMDLIST_SIZE)
+        return xdna_fail(ctx, EINVAL, "exec: the chain does not fit the %u-byte command list",
+                         XDNA_CMDLIST_SIZE);
+    uint8_t *s = buf + off;
+    memset(s, 0, hdr);
+    if (npu) { /* type, inst/save/restore addr, sizes, prop_cnt, cu_idx, arg_cnt */
+        put_u32(s, SLOT_TYPE_NON_ELF);
+        put_u64(s + 4, c->inst);
+        put_u32(s + 28, c->inst_size);
+        put_u32(s + 40, c->props);
+        put_u32(s + 44, c->cu_idx);
+        put_u32(s + 48, c->nargs);
+    } else { /* inst_buf_addr, inst_size, prop_cnt, cu_idx, arg_cnt */
+        put_u64(s, c->inst);
+        put_u32(s + 8, c->inst_size);
+        put_u32(s + 12, c->props);
+        put_u32(s + 16, c->cu_idx);
+        put_u32(s + 20, c->nargs);
+    }
+    memcpy(s + hdr, c->args, 4ull * c->nargs);
+    return (int)need;
+}
+
+int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, uint64_t *seq)
+{
+    if (lock(ctx) < 0)
+        return -1;
+    if (!seq)
+        return unlock(ctx, xdna_fail(ctx, EINVAL, "exec: NULL seq"));
+    if (!hw_get(ctx, hwctx))
+        return unlock(ctx, xdna_fail(ctx, EINVAL, "exec: no hardware context %u", hwctx));
+    struct parsed_cmd pc;
+    if (parse_cmd(ctx, cmd_bo, &pc) < 0)
+        return unlock(ctx, -1);
+    uint32_t subs[XDNA_CHAIN_MAX], nsub = 0;
+    if (pc.opcode == XDNA_SHIM_ERT_CMD_CHAIN) {
+        if (pc.npay < 6)
+            return unlock(ctx, xdna_fail(ctx, EINVAL, "exec: CMD_CHAIN payload too short"));
+        uint32_t n = pc.payload[0];
+        if (n == 0 || n > XDNA_CHAIN_MAX || pc.npay < 6 + 2 * n)
+            return unlock(ctx, xdna_fail(ctx, EINVAL, "exec: CMD_CHAIN of %u commands (1..%u, %u"
+                                         " payload words)", n, XDNA_CHAIN_MAX, pc.npay));
+        for (uint32_t i = 0; i < n; i++) {
+            uint64_t h = pc.payload[6 + 2 * i] | (uint64_t)pc.payload[7 + 2 * i] << 32;
+            struct npu_cmd c;
+            if (h == 0 || h > XDNA_MAX_BOS || h == cmd_bo || parse_npu(ctx, (uint32_t)h, &c) < 0)
+                return unlock(ctx, xdna_fail(ctx, EINVAL, "exec: chain entry %u (BO %llu) is not a"
+                                             " START_NPU command", i, (unsigned long long)h));
+            subs[nsub++] = (uint32_t)h;
+        }
+    } else if (pc.opcode == XDNA_SHIM_ERT_START_NPU) {
+        struct npu_cmd c;
+        if (parse_npu(ctx, cmd_bo, &c) < 0)
+            return unlock(ctx, -1);
+        subs[nsub++] = cmd_bo;
+    } else {
+        return unlock(ctx, xdna_fail(ctx, EINVAL, "exec: opcode %u is not START_NPU (20) or "
+                                     "CMD_CHAIN (19)", pc.opcode));
+    }
+    if (ready(ctx, "exec") < 0)
+        return unlock(ctx, -1);
+    struct xdna_hwctx *hw;
+    if (hw_claim(ctx, hwctx, &hw) < 0)
+        return unlock(ctx, -1);
+    /* a free slot: at most 4 outstanding per context */
+    uint64_t deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_MBOX_RX]);
+    while (hw->njobs >= XDNA_CTX_MAX_CMDS) {
+        hw->busy = false;
+        pthread_cond_broadcast(&ctx->s.cond);
+        if (xdna_cond_wait(ctx, deadline) < 0) {
+            return unlock(ctx, xdna_fail(ctx, EAGAIN, "exec: context %u has %u commands "
+                                         "outstanding", hwctx, XDNA_CTX_MAX_CMDS));
+        }
+        if (hw_claim(ctx, hwctx, &hw) < 0)
+            return unlock(ctx, -1);
+    }
+    if (ctx->s.rpm_suspended && xdna_rpm_get(ctx) < 0) {
+        hw_release(ctx, hw);
+        return unlock(ctx, -1);
+    }
+    if (hw->state != XDNA_SHIM_HWCTX_ACTIVE && fw_start(ctx, hw) < 0) {
+        hw->state = XDNA_SHIM_HWCTX_BROKEN;
+        hw_release(ctx, hw);
+        return unlock(ctx, -1);
+    }
+    unsigned li = 0;
+    while (li < XDNA_CTX_MAX_CMDS && hw->cmdlist_used[li])
+        li++;
+    struct xdna_bo *list = li < XDNA_CTX_MAX_CMDS ? xdna_bo_get(ctx, hw->cmdlist_bo[li]) : NULL;
+    if (!list) {
+        hw_release(ctx, hw);
+        return unlock(ctx, xdna_fail(ctx, EIO, "exec: no free command list"));
+    }
+    bool npu = xdna_has_feature(ctx, XDNA_FEAT_NPU_COMMAND);
+    struct xdna_job *j = &hw->jobs[(hw->job_head + hw->njobs) % XDNA_CTX_MAX_CMDS];
+    memset(j, 0, sizeof(*j));
+    uint32_t off = 0;
+    for (uint32_t i = 0; i < nsub; i++) {
+        struct npu_cmd c;
+        parse_npu(ctx, subs[i], &c);
+        int n = put_slot(ctx, list->va, off, npu, &c);
+        if (n < 0) {
+            hw_release(ctx, hw);
+            return unlock(ctx, -1);
+        }
+        off += (uint32_t)n;
+    }
+    uint8_t req[24];
+    size_t req_len;
+    uint32_t op;
+    if (npu) { /* flags, rsvd, buf_addr, buf_size, count */
+        put_u32(req, 0);
+        put_u32(req + 4, 0);
+        put_u64(req + 8, list->xdna_addr);
+        put_u32(req + 16, off);
+        put_u32(req + 20, nsub);
+        req_len = 24;
+        op = MSG_CHAIN_EXEC_NPU;
+    } else { /* buf_addr, buf_size, count */
+        put_u64(req, list->xdna_addr);
+        put_u32(req + 8, off);
+        put_u32(req + 12, nsub);
+        req_len = 16;
+        op = MSG_CHAIN_EXEC_DPU;
+    }
+    uint64_t s = hw->next_seq;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST); /* slots visible before the doorbell */
+    if (xdna_mbox_post_cb(ctx, &hw->chan, op, req, req_len, 12, false, job_cb,
+                          job_arg(hw->handle, s)) < 0) {
+        hw_release(ctx, hw);
+        return unlock(ctx, -1);
+    }
+    hw->next_seq++;
+    j->live = true;
+    j->seq = s;
+    j->cmd_bo = cmd_bo;
+    j->cmdlist = li;
+    hw->cmdlist_used[li] = true;
+    hw->njobs++;
+    hw->submitted++;
+    struct xdna_bo *cbo = xdna_bo_get(ctx, cmd_bo);
+    cbo->busy++;
+    set_state(cbo, XDNA_SHIM_ERT_STATE_SUBMITTED);
+    for (uint32_t i = 0; i < nsub; i++) {
+        struct npu_cmd c;
+        parse_npu(ctx, subs[i], &c);
+        if (subs[i] != cmd_bo) {
+            struct xdna_bo *sb = xdna_bo_get(ctx, subs[i]);
+            if (j->npins < XDNA_MAX_PINS) {
+                sb->busy++;
+                j->pins[j->npins++] = subs[i];
+            }
+        }
+        pin_npu(ctx, j, &c);
+    }
+    *seq = s;
+    ctx->s.last_active_ns = xdna_now_ns();
+    hw_release(ctx, hw);
+    return unlock(ctx, 0);
+}
+
+int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int timeout_ms)
+{
+    if (lock(ctx) < 0)
+        return -1;
+    struct xdna_hwctx *hw = hw_get(ctx, hwctx);
+    if (!hw)
+        return unlock(ctx, xdna_fail(ctx, EINVAL, "wait: no hardware context %u", hwctx));
+    if (seq == 0 || seq >= hw->next_seq)
+        return unlock(ctx, xdna_fail(ctx, EINVAL, "wait: command %llu was never submitted to %u",
+                                     (unsigned long long)seq, hwctx));
+    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : xdna_deadline(timeout_ms > 0 ? timeout_ms : 1);
+    for (;;) {
+        hw = hw_get(ctx, hwctx);
+        if (!hw || !job_find(hw, seq))
+            return unlock(ctx, 0); /* final (or its context is gone: ABORT was written) */
+        if (hw->polled && hw->chan.active) /* TURBO: poll the ring ourselves */
+            xdna_mbox_rx(ctx, &hw->chan);
+        if (!job_find(hw, seq))
+            return unlock(ctx, 0);
+        if (timeout_ms == 0)
+            break;
+        uint64_t until = deadline;
+        if (hw->polled) { /* bounded busy-poll: short slices up to the deadline */
+            uint64_t slice = xdna_now_ns() + 200000u;
+            if (slice < until)
+                until = slice;
+        }
+        if (ctx->sock_dead)
+            return unlock(ctx, xdna_fail(ctx, EPIPE, "wait: the daemon is gone"));
+        if (xdna_cond_wait(ctx, until) < 0 && until == deadline)
+            break;
+    }
+    return unlock(ctx, xdna_fail(ctx, ETIME, "wait: command %llu of context %u not done within"
+                                 " %d ms", (unsigned long long)seq, hwctx, timeout_ms));
+}
+
+int xdna_shim_cmd_state(struct xdna_shim_ctx *ctx, uint32_t cmd_bo, uint32_t *state)
+{
+    if (lock(ctx) < 0)
+        return -1;
+    struct xdna_bo *bo = xdna_bo_get(ctx, cmd_bo);
+    if (!bo || bo->internal || bo->type != XDNA_SHIM_BO_CMD || !state)
+        return unlock(ctx, xdna_fail(ctx, EINVAL, "cmd_state: %u is not a CMD BO", cmd_bo));
+    *state = __atomic_load_n(hdr_of(bo), __ATOMIC_ACQUIRE) & 0xF;
+    return unlock(ctx, 0);
+}
+
+int xdna_shim_app_health(struct xdna_shim_ctx *ctx, uint32_t hwctx, void *buf, size_t len)
+{
+    if (lock(ctx) < 0)
+        return -1;
+    struct xdna_hwctx *hw;
+    if (!buf && len)
+        return unlock(ctx, xdna_fail(ctx, EINVAL, "app_health: NULL buffer"));
+    if (hw_claim(ctx, hwctx, &hw) < 0)
+        return unlock(ctx, -1);
+    int rc = 0;
+    if (!hw->health_len) {
+        rc = ready(ctx, "app_health");
+        if (rc == 0)
+            rc = query_health(ctx, hw);
+    }
+    size_t n = 0;
+    if (rc == 0) {
+        n = hw->health_len < len ? hw->health_len : len;
+        memcpy(buf, hw->health, n);
+    }
+    hw_release(ctx, hw);
+    return unlock(ctx, rc < 0 ? -1 : (int)n);
+}
