@@ -229,3 +229,25 @@ def test_random_mmio_writes_never_raise(data, chip: str, booted: bool) -> None:
     assert status["counters"]["internal_errors"] == 0
     d.device.reset()
     assert d.device.status()["counters"]["internal_errors"] == 0
+
+
+def test_logged_tail_is_consumed_even_when_the_register_already_holds_a_newer_one(
+        drv: PyDriver) -> None:
+    """Regression: the firmware used to re-read the x2i tail register in its trap handler.
+    A shim thread that stored a newer tail before the daemon replayed an older logged one
+    made the firmware parse past the older message into half-written bytes ("impossible
+    total_size 0") and put the mgmt channel in error. The logged value is what counts."""
+    ch = _chan(drv)
+    real_write = ch._write_reg
+    logged: list[int] = []
+    ch._write_reg = lambda addr, value: logged.append(value)  # type: ignore[method-assign]
+    ch.send(Opcode.GET_FIRMWARE_VERSION, bytes(4))
+    ch.send(Opcode.GET_FIRMWARE_VERSION, bytes(4))
+    ch._write_reg = real_write  # type: ignore[method-assign]
+    bar, off = drv.chip.dev_to_bar(ch.x2i_tail_reg)
+    drv.device.regs.write(bar, off, logged[1])  # the direct store of the newer tail...
+    drv.device.mmio_write(bar, off, logged[0])  # ...then the older logged write is replayed
+    assert _fw_chan(drv).ok and _fw_chan(drv).x2i_head == logged[0]
+    drv.device.mmio_write(bar, off, logged[1])
+    assert _fw_chan(drv).ok and _fw_chan(drv).x2i_head == logged[1]
+    assert len(ch.drain()) == 2

@@ -62,6 +62,7 @@ PROXY_OPS = frozenset({
     Opcode.CREATE_CONTEXT, Opcode.DESTROY_CONTEXT, Opcode.MAP_HOST_BUFFER,
     Opcode.ADD_HOST_BUFFER, Opcode.GET_APP_HEALTH, Opcode.GET_FIRMWARE_VERSION,
     Opcode.QUERY_AIE_VERSION, Opcode.QUERY_AIE_TILE_INFO, Opcode.GET_RUNTIME_CONFIG,
+    Opcode.GET_PROTOCOL_VERSION,
 })  # fmt: skip
 #: Mgmt ops whose first request word is a context id (ownership checked by proxy()).
 CTX_NAMED_OPS = frozenset({Opcode.DESTROY_CONTEXT, Opcode.MAP_HOST_BUFFER,

@@ -100,12 +100,15 @@ class MailboxChannel:
         return self.open and self.error is None
 
     # -- x2i: host -> firmware ---------------------------------------------------------
-    def on_x2i_tail(self) -> None:
-        """The host moved the x2i tail: consume every complete message up to it."""
+    def on_x2i_tail(self, tail: int | None = None) -> None:
+        """The host moved the x2i tail to ``tail`` (the value of the trapped write, applied in
+        log order: the register itself may already hold a newer one): consume every complete
+        message up to it."""
         if not self.ok:
             return
         size, ring = self.ring_size, self._x2i
-        tail = self._rd(self.x2i_tail_reg)
+        if tail is None:
+            tail = self._rd(self.x2i_tail_reg)
         if tail > size or tail & 3:
             self.fail(f"x2i tail {tail:#x} out of range or unaligned")
             return
@@ -161,10 +164,11 @@ class MailboxChannel:
     def reply(self, msg: Message, payload: bytes) -> None:
         self.send(msg.id, msg.opcode, payload)
 
-    def on_i2x_head(self) -> None:
-        """The host consumed responses: space may have opened for queued ones."""
+    def on_i2x_head(self, head: int | None = None) -> None:
+        """The host consumed responses up to ``head``: space may have opened for queued ones."""
         if self.ok:
-            head = self._rd(self.i2x_head_reg)
+            if head is None:
+                head = self._rd(self.i2x_head_reg)
             if head > self.ring_size or head & 3:
                 self.fail(f"i2x head {head:#x} out of range or unaligned")
                 return
@@ -240,18 +244,18 @@ class MailboxEngine:
             for off, fn in ((MailboxLayout.X2I_TAIL, self._x2i_tail),
                             (MailboxLayout.I2X_HEAD, self._i2x_head)):
                 out[self.chip.dev_to_bar(base + off)] = (
-                    lambda _v, i=idx, f=fn: f(i))  # type: ignore[misc]
+                    lambda v, i=idx, f=fn: f(i, v))  # type: ignore[misc]
         return out
 
-    def _x2i_tail(self, idx: int) -> None:
+    def _x2i_tail(self, idx: int, value: int) -> None:
         ch = self.channels.get(idx)
         if ch is not None:
-            ch.on_x2i_tail()
+            ch.on_x2i_tail(value)
 
-    def _i2x_head(self, idx: int) -> None:
+    def _i2x_head(self, idx: int, value: int) -> None:
         ch = self.channels.get(idx)
         if ch is not None:
-            ch.on_i2x_head()
+            ch.on_i2x_head(value)
 
     def open_channel(self, index: int, handler: Handler, vector: int, slot: int | None = None,
                      name: str = "") -> MailboxChannel:
