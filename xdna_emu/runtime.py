@@ -1,0 +1,302 @@
+"""An XRT-like application API over the driver shim: device, buffers, contexts, runs.
+
+::
+
+    with Emulator(chip="npu4") as emu, Device.open(socket=emu.socket) as dev:
+        ctx = dev.context()
+        a = dev.buffer(np.arange(4096, dtype=np.int32))
+        out = dev.buffer(np.zeros(4096, dtype=np.int32))
+        run = ctx.run("scale", a, out, scalar=3)
+        assert run.wait(timeout=5) == "completed"
+
+The first process to open a device probes it and plays the driver; later processes attach
+as clients (docs/spec/jobs.md §1). A command names a reference kernel (xdna_emu.kernels)
+and its buffers; the emulated NPU runs it on the DMA-mapped memory. The API is
+thread-safe: threads may share a Device, each with its own contexts.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import kernels as K
+from .shim import (
+    BO_CMD,
+    BO_DEV,
+    BO_SHARE,
+    SYNC_FROM_DEVICE,
+    SYNC_TO_DEVICE,
+    ErtState,
+    Shim,
+    ShimError,
+    chain_error_index,
+    ert_cmd_chain,
+    ert_start_npu,
+)
+
+#: Final command states by the names ``Run.wait`` returns.
+STATE_NAMES = {ErtState.COMPLETED: "completed", ErtState.ERROR: "error",
+               ErtState.ABORT: "aborted", ErtState.TIMEOUT: "timeout",
+               ErtState.NORESPONSE: "timeout"}
+CMD_BO_SIZE = 4096
+MAX_CHAIN = 64
+
+
+class UsageError(ValueError):
+    """A runtime-level misuse (wrong buffer count, unsupported dtype...)."""
+
+
+class Buffer:
+    """A SHARE buffer object the device reads and writes in place (SVA)."""
+
+    def __init__(self, dev: Device, nbytes: int, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        self.dev = dev
+        self.dtype = np.dtype(dtype)
+        self.shape = shape
+        self.nbytes = nbytes
+        self.handle = dev.shim.bo_create(BO_SHARE, max(nbytes, 1))
+        self.xdna_addr = int(dev.shim.bo_info(self.handle)["xdna_addr"])
+        self._mem = dev.shim.bo_map(self.handle)
+
+    @property
+    def array(self) -> np.ndarray:
+        """A live numpy view of the buffer memory (no sync)."""
+        return np.frombuffer(self._mem, dtype=self.dtype, count=int(np.prod(self.shape))).reshape(self.shape)
+
+    def write(self, data: np.ndarray) -> None:
+        arr = np.ascontiguousarray(data, dtype=self.dtype)
+        if arr.nbytes != self.nbytes:
+            raise ValueError(f"{arr.nbytes} bytes do not fit a {self.nbytes}-byte buffer")
+        self._mem[: self.nbytes] = arr.tobytes()
+        self.dev.shim.bo_sync(self.handle, SYNC_TO_DEVICE, 0, self.nbytes)
+
+    def read(self) -> np.ndarray:
+        """Sync from the device and return a copy of the contents."""
+        self.dev.shim.bo_sync(self.handle, SYNC_FROM_DEVICE, 0, self.nbytes)
+        return self.array.copy()
+
+    def free(self) -> None:
+        if self.handle is not None:
+            self._mem = None  # type: ignore[assignment]
+            self.dev.shim.bo_free(self.handle)
+            self.handle = None  # type: ignore[assignment]
+
+
+@dataclass
+class Command:
+    """One prepared START_NPU command: its instruction BO and its cmd BO."""
+
+    ctx: Context
+    cmd_bo: int
+    instr_bo: int
+    view: memoryview
+
+    def state(self) -> int:
+        return struct.unpack_from("<I", self.view, 0)[0] & 0xF
+
+
+class Run:
+    """A submitted command (or chain). ``wait`` returns its final state by name."""
+
+    def __init__(self, ctx: Context, seq: int, head: Command, parts: list[Command]) -> None:
+        self.ctx, self.seq, self.head, self.parts = ctx, seq, head, parts
+
+    @property
+    def state(self) -> str:
+        return STATE_NAMES.get(self.head.state(), "running")
+
+    @property
+    def error_index(self) -> int | None:
+        """For a failed chain: the index of the command that failed."""
+        if len(self.parts) <= 1 or self.head.state() != ErtState.ERROR:
+            return None
+        return chain_error_index(self.head.view)
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the command is final; returns "completed", "error", "timeout" or
+        "aborted". A wait that runs out before then raises TimeoutError."""
+        ms = 0 if timeout is None else max(1, int(timeout * 1000))
+        try:
+            self.ctx.dev.shim.wait(self.ctx.handle, self.seq, ms)
+        except ShimError as exc:
+            if exc.errno in (errno.ETIME, errno.ETIMEDOUT):  # still running
+                raise TimeoutError(f"command {self.seq} still running after {timeout} s") from None
+            raise
+        return self.state
+
+
+class Context:
+    """A hardware context: up to 4 commands in flight, completed in order."""
+
+    def __init__(self, dev: Device, priority: str = "normal", cols: int = 0) -> None:
+        self.dev = dev
+        self.handle = dev.shim.hwctx_create(priority=priority, num_cols=cols)
+        self._instr: dict[bytes, int] = {}
+
+    def command(self, kernel: str, *buffers: Buffer, scalar: float = 1.0,
+                m: int | None = None, n: int | None = None, k: int | None = None,
+                error: int = K.AIE_ERR_INSTRUCTION) -> Command:
+        """Prepare (but do not submit) one command running ``kernel`` on ``buffers``."""
+        desc = self._describe(K.by_name(kernel), buffers, scalar, m, n, k, error)
+        instr = self._instr_bo(K.encode(desc))
+        shim = self.dev.shim
+        cmd = shim.bo_create(BO_CMD, CMD_BO_SIZE)
+        view = shim.bo_map(cmd)
+        instr_addr = int(shim.bo_info(instr)["xdna_addr"])
+        body = ert_start_npu(instr_addr, K.DESC.size, [b.xdna_addr for b in buffers])
+        view[: len(body)] = body
+        return Command(self, cmd, instr, view)
+
+    def _describe(self, kern: K.Kernel, bufs: Sequence[Buffer], scalar: float, m: int | None,
+                  n: int | None, k: int | None, error: int) -> K.Desc:
+        if len(bufs) != K.NARGS[kern]:
+            raise UsageError(f"{kern.name.lower()} takes {K.NARGS[kern]} buffers, got {len(bufs)}")
+        if not bufs:
+            return K.Desc(kern, error=error)
+        dt = bufs[0].dtype
+        dtype = {np.dtype(v): d for d, v in K.NUMPY.items()}.get(dt)
+        if dtype is None:
+            raise UsageError(f"dtype {dt} is not supported by the reference kernels")
+        if kern == K.Kernel.GEMM:
+            a, b = bufs[0].shape, bufs[1].shape
+            m = m or (a[0] if len(a) == 2 else 0)
+            k = k or (a[1] if len(a) == 2 else 0)
+            n = n or (b[1] if len(b) == 2 else 0)
+            desc = K.Desc(kern, dtype, 0, m, n, k)
+        else:
+            desc = K.Desc(kern, dtype, bufs[0].nbytes // dt.itemsize, scalar=scalar)
+        for buf, need in zip(bufs, desc.arg_sizes(), strict=True):
+            if buf.nbytes < need:
+                raise UsageError(f"a {buf.nbytes}-byte buffer is too small ({need} needed)")
+        return desc
+
+    def _instr_bo(self, desc: bytes) -> int:
+        bo = self._instr.get(desc)
+        if bo is None:
+            shim = self.dev.shim
+            bo = shim.bo_create(BO_DEV, 4096)
+            shim.bo_map(bo)[: len(desc)] = desc
+            shim.bo_sync(bo, SYNC_TO_DEVICE, 0, len(desc))
+            self._instr[desc] = bo
+        return bo
+
+    def submit(self, cmd: Command) -> Run:
+        """Submit a prepared command (again); its header goes back to NEW first."""
+        hdr = struct.unpack_from("<I", cmd.view, 0)[0]
+        struct.pack_into("<I", cmd.view, 0, (hdr & ~0xF) | ErtState.NEW)
+        return Run(self, self.dev.shim.exec(self.handle, cmd.cmd_bo), cmd, [cmd])
+
+    def run(self, kernel: str, *buffers: Buffer, **params: Any) -> Run:
+        """Submit one command and return its Run."""
+        return self.submit(self.command(kernel, *buffers, **params))
+
+    def chain(self, commands: Sequence[Command | tuple]) -> Run:
+        """Submit several commands as one CMD_CHAIN; they run in order and the chain stops
+        at the first failure (``Run.error_index``)."""
+        cmds = [c if isinstance(c, Command) else self.command(*c) for c in commands]
+        if not 1 <= len(cmds) <= MAX_CHAIN:
+            raise UsageError(f"a chain holds 1..{MAX_CHAIN} commands")
+        shim = self.dev.shim
+        head_bo = shim.bo_create(BO_CMD, CMD_BO_SIZE)
+        view = shim.bo_map(head_bo)
+        body = ert_cmd_chain([c.cmd_bo for c in cmds])
+        view[: len(body)] = body
+        head = Command(self, head_bo, 0, view)
+        return Run(self, shim.exec(self.handle, head_bo), head, cmds)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.dev.shim.hwctx_destroy(self.handle)
+            self.handle = None  # type: ignore[assignment]
+
+
+class Device:
+    """One emulated NPU, opened through the driver shim."""
+
+    def __init__(self, shim: Shim, role: str) -> None:
+        self.shim = shim
+        self.role = role  # "driver" (probed it) or "client" (attached)
+        self._lock = threading.Lock()
+        self._contexts: list[Context] = []
+
+    @classmethod
+    def open(cls, socket: str | Path | None = None, *, firmware_path: str | Path | None = None,
+             runtime_dir: str | Path | None = None) -> Device:
+        """Open the device at ``socket``, or the first one discovery finds."""
+        if socket is None:
+            from .discover import discover
+
+            found = discover(Path(runtime_dir) if runtime_dir else None)
+            if not found:
+                raise FileNotFoundError("no emulated NPU found (is `xdna-emu run` running?)")
+            socket = found[0].socket
+        shim = Shim.open(socket)
+        try:
+            if shim.caps.get("probed"):
+                shim.attach()
+                return cls(shim, "client")
+            shim.probe(firmware_path)
+            return cls(shim, "driver")
+        except BaseException:
+            shim.close()
+            raise
+
+    def context(self, priority: str = "normal", cols: int = 0) -> Context:
+        ctx = Context(self, priority, cols)
+        with self._lock:
+            self._contexts.append(ctx)
+        return ctx
+
+    def buffer(self, data: np.ndarray | int, dtype: Any = np.uint8) -> Buffer:
+        """A device buffer holding a copy of ``data`` (or ``data`` zeroed bytes)."""
+        if isinstance(data, int):
+            buf = Buffer(self, data, np.dtype(dtype), (data // np.dtype(dtype).itemsize,))
+            return buf
+        arr = np.ascontiguousarray(data)
+        buf = Buffer(self, arr.nbytes, arr.dtype, arr.shape)
+        buf.write(arr)
+        return buf
+
+    def set_power_mode(self, mode: str) -> None:
+        """"default", "low", "medium", "high" or "turbo"."""
+        self.shim.set_power_mode(mode)
+
+    def last_async_error(self) -> dict[str, Any]:
+        return self.shim.last_async_error()
+
+    def info(self) -> dict[str, Any]:
+        """Probe facts, clocks, power mode and contexts."""
+        info = dict(self.shim.info())
+        info["role"] = self.role
+        info["power"] = self.shim.power()
+        with self._lock:
+            ctxs = [c for c in self._contexts if c.handle is not None]
+        info["contexts"] = [self.shim.hwctx_info(c.handle) for c in ctxs]
+        return info
+
+    def close(self) -> None:
+        with self._lock:
+            ctxs, self._contexts = self._contexts, []
+        for c in ctxs:
+            try:
+                c.close()
+            except ShimError:
+                pass
+        self.shim.close()
+
+    def __enter__(self) -> Device:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["Buffer", "Command", "Context", "Device", "Run"]
