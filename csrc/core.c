@@ -272,7 +272,7 @@ static bool is_trapped(struct xdna_shim_ctx *ctx, struct xdna_loc loc)
         uint64_t rel = loc.off - c->mbox.base_off;
         if (c->mbox.stride && rel / c->mbox.stride < c->mbox.channels) {
             uint32_t f = (uint32_t)(rel % c->mbox.stride);
-            if (f == c->mbox.x2i_tail || f == c->mbox.i2x_head || f == c->mbox.intr)
+            if (f == c->mbox.x2i_tail || f == c->mbox.i2x_head)
                 return true;
         }
     }

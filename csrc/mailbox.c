@@ -300,8 +300,9 @@ static int i2x_one(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
 static int rx_worker(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
 {
     for (unsigned round = 0; round < 64; round++) {
-        if (xdna_wr_trap(ctx, ch->intr_reg, 0) < 0)
-            return -1;
+        /* The ack is a plain store: the firmware sets the register to 1 with each response
+         * and never needs to see the 0. Replaying a logged 0 later could wipe a newer 1. */
+        xdna_wr(ctx, ch->intr_reg, 0);
         for (unsigned n = 0;; n++) {
             if (n > ch->i2x_size) { /* more messages than the ring can hold: firmware loops */
                 set_bad(ctx, ch, "i2x ring never drains (tail %#x, head %#x)",
