@@ -7,7 +7,7 @@ SYS_PKGS := umockdev libumockdev0 pciutils gcc libffi-dev python3-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BUILD_INPUTS := pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h) xdna_emu/_shim_build.py xdna_emu/chips/cgen.py $(wildcard xdna_emu/chips/*.toml)
 
-.PHONY: setup sysdeps demo test lint clean shim bench
+.PHONY: setup sysdeps demo test lint clean shim bench fuzz
 
 setup: sysdeps .stamp-venv
 
@@ -37,6 +37,14 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check xdna_emu tests
+
+# Long campaigns live here, not in `make test`: FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 600
+fuzz: setup
+	$(PIP) install -q -e '.[test,fuzz]'
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_fuzz_device.py
+	$(VENV)/bin/xdna-emu fuzz --target device --seconds $(FUZZ_SECONDS) --json
+	$(VENV)/bin/xdna-emu fuzz --target parsers --seconds $(FUZZ_SECONDS) --json
 
 bench: setup
 	$(PY) -m xdna_emu.bench

@@ -106,3 +106,12 @@ def test_status_shows_the_daemon_state(xdna_emulator) -> None:
     text = run_cli("status", "--bdf", xdna_emulator.bdf, "--runtime-dir",
                    str(xdna_emulator.runtime_dir)).stdout
     assert xdna_emulator.bdf in text and "stats" in text
+
+
+def test_demo_discovers_probes_and_runs_a_checked_job(tmp_path: Path) -> None:
+    out = run_cli("demo", "--runtime-dir", str(tmp_path), timeout=120)
+    assert out.returncode == 0, out.stderr
+    for needle in ("found 0000:", "-> npu4", "MSI-X: Enable- Count=17", "firmware 1.1.2.64",
+                   "completed", "result correct", "daemon stopped cleanly"):
+        assert needle in out.stdout, needle
+    assert not any(tmp_path.iterdir())  # the daemon removed its files

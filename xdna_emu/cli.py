@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start an emulator, discover it, probe it, summarise")
     demo.add_argument("--chip", type=_chip, default="npu4")
     demo.add_argument("--runtime-dir")
+
+    from .fuzz.cli import add_subcommands  # fuzz, trace (issue 5)
+
+    COMMANDS.update(add_subcommands(sub))
     return p
 
 
@@ -239,14 +243,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"class {d.class_code:06x} driver {d.driver} -> {d.chip}")
         _demo_lspci(emu.sysfs_root, emu.bdf)
         print("== probing with the C driver shim (SMU, PSP, FW alive, mgmt init, queries)")
+        import numpy as np
+
+        from .runtime import Device
+
         try:
-            info = probe_socket(d.socket, None)
+            dev = Device.open(socket=d.socket)
         except OSError as exc:
             raise Failure(f"probe failed: {exc.strerror or exc}") from None
-        print(format_probe(info))
+        with dev:
+            info = dev.shim.info()
+            print(format_probe(info))
+            print("== running a job: out = a + b on 4096 int32 through a hardware context")
+            ctx = dev.context()
+            a = dev.buffer(np.arange(4096, dtype=np.int32))
+            b = dev.buffer(np.full(4096, 7, dtype=np.int32))
+            out = dev.buffer(np.zeros(4096, dtype=np.int32))
+            t1 = time.monotonic()
+            state = ctx.run("add", a, b, out).wait(timeout=5)
+            job_ms = (time.monotonic() - t1) * 1e3
+            ok = state == "completed" and bool((out.read() == np.arange(4096) + 7).all())
+            hw = dev.shim.hwctx_info(ctx.handle)
+            print(f"   context {hw['fw_ctx_id']} (MSI-X {hw['msix']}): {state} in {job_ms:.2f} ms, "
+                  f"result {'correct' if ok else 'WRONG'}")
+            if not ok:
+                raise Failure(f"the demo job ended {state} with a wrong result")
         print("== summary")
-        print(f"   {info['chip']} probed end to end in "
-              f"{sum(s['ms'] for s in info['stages']):.1f} ms; daemon stopped cleanly")
+        print(f"   {info['chip']} discovered, probed in "
+              f"{sum(s['ms'] for s in info['stages']):.1f} ms, ran a checked job; "
+              "daemon stopped cleanly")
     return 0
 
 

@@ -1,0 +1,383 @@
+"""Coverage-guided harnesses for the device model: ``TestOneInput(data)`` per target.
+
+Targets:
+
+- ``device``: the op-stream interpreter (:class:`xdna_emu.fuzz.ops.Interpreter`) on a
+  device made fresh for every input (reset in place, no reallocation);
+- ``parsers``: the Python-side parsers fed raw bytes: the firmware image
+  (``fw.image.parse_image``), the kernel descriptor (``kernels.decode``) and the firmware
+  side of the mailbox (one x2i ring consumed by ``MailboxChannel.on_x2i_tail``).
+
+A finding (exception out of the device, invariant violation, hang in virtual ticks) is
+not raised to libFuzzer: it is counted, and the first input of each signature is written
+to the artifacts directory as ``<kind>-<name>-<hash>.trace`` (the executed ops; replay
+with ``xdna-emu trace replay``) and ``.bin`` (the raw input). So one campaign reports
+every distinct bug instead of stopping at the first.
+
+Run directly (OSS-Fuzz/ClusterFuzzLite style, libFuzzer flags pass through)::
+
+    python -m xdna_emu.fuzz.atheris_target --target device [--chip npu4] -- CORPUS -max_total_time=60
+
+Without atheris, :func:`builtin_fuzz` is a mutational loop with the same accounting
+(coverage = distinct (op, device state) pairs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import random
+import struct
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+STATS_EVERY_S = 0.5
+
+
+def dictionary() -> list[bytes]:
+    """libFuzzer dictionary tokens: the separator, magics, opcodes, commands."""
+    from ..fw.image import MAGIC as IMAGE_MAGIC
+    from ..fw.messages import MGMT_INFO_MAGIC, MSG_ID_MAGIC, TOMBSTONE, Opcode
+    from ..kernels import MAGIC as KERNEL_MAGIC
+    from .ops import SEPARATOR
+
+    le = struct.Struct("<I").pack
+    toks = [SEPARATOR, le(MSG_ID_MAGIC), le(TOMBSTONE), le(MGMT_INFO_MAGIC), le(KERNEL_MAGIC),
+            IMAGE_MAGIC, le(0x1000), le(0x1004), le(0xFFC), le(0x80000000)]
+    toks += [le(int(o)) for o in Opcode]
+    return list(dict.fromkeys(toks))
+
+
+def write_dictionary(path: Path) -> Path:
+    esc = ["".join(f"\\x{b:02x}" for b in tok) for tok in dictionary()]
+    lines = [f'kw{i}="{e}"' for i, e in enumerate(esc)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# -- seeds ---------------------------------------------------------------------------------
+def device_seeds(chip: str = "npu4") -> dict[str, bytes]:
+    """Interpreter inputs: short semantic programs plus every golden trace, encoded."""
+    from .ops import SEPARATOR, Interpreter, encode_ops
+    from .trace import GOLDEN_DIR, load, session_for
+
+    s = session_for(chip)
+    it = Interpreter(s)
+    sel = {name: bytes([it.selector(name)]) for name in
+           ("_bring_up", "_msg", "_ctx", "_submit", "_destroy", "_reset", "_psp", "_smu",
+            "_post", "_ack", "_tick", "_fault", "_proxy", "_fw_image")}
+    J = SEPARATOR.join
+    seeds = {
+        "boot": J([sel["_bring_up"] + b"\x00"]),
+        "bring-up": J([sel["_bring_up"] + b"\x81"]),
+        "bring-up-msgs": J([sel["_bring_up"] + b"\x81", sel["_msg"] + b"\x05\x10",
+                            sel["_msg"] + b"\x20\x04", sel["_post"] + b"\x00\x03\x00\x07\x00\x00\x00"]),
+        "job": J([sel["_bring_up"] + b"\x00", sel["_ctx"] + b"\x00\x00\x01",
+                  sel["_submit"] + b"\x00\x01\x01", sel["_submit"] + b"\x00\x02\x00",
+                  sel["_submit"] + b"\x00\x03\x00", sel["_destroy"] + b"\x00"]),
+        "proxy": J([sel["_bring_up"] + b"\x00", sel["_proxy"] + b"\x01\x01\x1c" + bytes(28)]),
+        "psp-smu": J([sel["_smu"] + b"\x03\x00\x00", sel["_fw_image"] + b"\x00",
+                      sel["_psp"] + b"\x01\x00", sel["_psp"] + b"\x02\x00", sel["_reset"]]),
+        "malformed": J([sel["_bring_up"] + b"\x00", sel["_post"] + b"\x00\x05\x81\x01\x08\x00\x00",
+                        sel["_post"] + b"\x00\x05\x90\x02\x00\x00\x00", sel["_ack"] + b"\x00",
+                        sel["_tick"] + b"\xff\xff"]),
+    }
+    for path in sorted(GOLDEN_DIR.glob(f"*-{chip}.trace")):
+        seeds[f"golden-{path.stem}"] = encode_ops(s, load(path).ops)
+    return seeds
+
+
+def parser_seeds() -> dict[str, bytes]:
+    from .. import kernels
+    from ..fw.messages import MSG_HEADER, MSG_ID_MAGIC, sz_ver
+
+    out = {"image": b"\x00" + small_image()}
+    for k in kernels.Kernel:
+        out[f"kernel-{k.name.lower()}"] = b"\x01" + kernels.encode(kernels.Desc(k, count=4, m=2, n=2, k=2))
+    msg = MSG_HEADER.pack(4, sz_ver(4), MSG_ID_MAGIC | 1, 0x108) + bytes(4)
+    out["mailbox"] = b"\x02" + struct.pack("<H", len(msg) * 2) + msg * 2
+    return out
+
+
+def small_image(chip_name: str = "npu4", payload: bytes = bytes(range(32))) -> bytes:
+    """A valid signed image with a tiny payload (the parser accepts any payload size)."""
+    import hmac
+
+    from ..chips import load_chip
+    from ..fw import image as fwi
+
+    chip = load_chip(chip_name)
+    dev, rev = fwi.fw_target(chip)
+    head = fwi._HDR.pack(fwi.MAGIC, fwi.FORMAT_VERSION, fwi.HEADER_SIZE, len(payload), dev, rev,
+                         0, 1, 0, 0, 0, 6, 1, hashlib.sha256(payload).digest(), bytes(24))
+    sig = hmac.new(fwi.TEST_KEY, head + payload, hashlib.sha256).digest()
+    return head + sig + payload
+
+
+# -- targets -------------------------------------------------------------------------------
+class Target:
+    """One harness: ``one(data)`` returns a Failure-like finding or None."""
+
+    def __init__(self, name: str, chip: str, artifacts: Path | None) -> None:
+        logging.getLogger("xdna_emu").setLevel(logging.CRITICAL)
+        self.name, self.chip, self.artifacts = name, chip, artifacts
+        self.execs = self.crashes = self.hangs = 0
+        self.signatures: dict[tuple[str, str], str] = {}
+        self.features: set[Any] = set()
+        if name == "device":
+            from .ops import Session, run_input
+
+            self.session = Session(chip)
+            self._run = lambda data: run_input(self.session, data)
+        elif name == "parsers":
+            self._parsers = ParserTarget(chip)
+            self._run = self._parsers.one
+        else:
+            raise ValueError(f"unknown target {name!r}")
+
+    def __call__(self, data: bytes) -> None:  # TestOneInput
+        self.execs += 1
+        found = self._run(bytes(data))
+        if found is not None:
+            self.record(found, bytes(data))
+
+    def record(self, found: Any, data: bytes) -> None:
+        kind = getattr(found, "kind", "crash")
+        name = getattr(found, "name", type(found).__name__)
+        if kind == "hang":
+            self.hangs += 1
+        else:
+            self.crashes += 1
+        sig = (kind, name)
+        if sig in self.signatures or self.artifacts is None:
+            return
+        digest = hashlib.sha1(data).hexdigest()[:10]
+        stem = self.artifacts / f"{kind}-{name}-{digest}"
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        stem.with_suffix(".bin").write_bytes(data)
+        if self.name == "device":
+            from .trace import Trace
+
+            ops = list(self.session.executed)
+            trace = Trace(self.chip, ops, [f"found by the atheris device target: {found}",
+                                           f"input: {stem.name}.bin"])
+            stem.with_suffix(".trace").write_text(trace.to_text())
+        else:
+            stem.with_suffix(".txt").write_text(f"{found!r}\n")
+        self.signatures[sig] = str(stem)
+
+    def coverage_feature(self, data: bytes) -> bool:
+        """Fallback coverage: did this input reach a new (op kind, device state) pair?"""
+        if self.name != "device":
+            key = (data[:1], len(data) // 16)
+            new = key not in self.features
+            self.features.add(key)
+            return new
+        s = self.session
+        new = False
+        for i, op in enumerate(s.executed):
+            key = (op.verb, op.args[0] if op.verb in ("call", "fault") else min(i, 8), s.state_key())
+            if key not in self.features:
+                self.features.add(key)
+                new = True
+        return new
+
+    def stats(self) -> dict[str, Any]:
+        return {"execs": self.execs, "crashes": self.crashes, "hangs": self.hangs,
+                "unique": sorted(f"{k}:{n}" for k, n in self.signatures),
+                "artifacts": sorted(self.signatures.values())}
+
+
+class ParserTarget:
+    """Raw bytes into the Python-side parsers; only their documented errors may escape."""
+
+    def __init__(self, chip: str) -> None:
+        from ..chips import load_chip
+        from ..fw.mailbox import MailboxEngine
+        from ..regio import RegisterFile
+
+        self.chip = load_chip(chip)
+        bars = {i: memoryview(bytearray(b.size)) for i, b in self.chip.bars.items()}
+        self.regs = RegisterFile(self.chip, bars)
+        self.stats: dict[str, int] = {}
+        self.engine = MailboxEngine(self.chip, self.regs, lambda _v: None, self.stats)
+
+    def one(self, data: bytes) -> Exception | None:
+        from .. import kernels
+        from ..fw.image import ImageError, parse_image
+        from .invariants import InvariantViolation
+
+        sel, body = (data[0] % 3, data[1:]) if data else (0, b"")
+        try:
+            if sel == 0:
+                try:
+                    img = parse_image(body, self.chip)
+                except ImageError:
+                    return None
+                if img.payload_size + 128 > len(body):
+                    return InvariantViolation("image_size", "accepted a truncated image")
+            elif sel == 1:
+                try:
+                    desc = kernels.decode(body)
+                except kernels.KernelError:
+                    return None
+                if any(s < 0 for s in desc.arg_sizes()) or desc.nargs != len(desc.arg_sizes()):
+                    return InvariantViolation("kernel_args", f"{desc}: bad argument sizes")
+            else:
+                return self._mailbox(body)
+        except Exception as exc:  # noqa: BLE001 - the finding
+            exc.kind, exc.name = "crash", f"{('image', 'kernel', 'mailbox')[sel]}_{type(exc).__name__}"  # type: ignore[attr-defined]
+            return exc
+        return None
+
+    def _mailbox(self, body: bytes) -> Exception | None:
+        from .invariants import InvariantViolation
+
+        eng = self.engine
+        eng.close_all()
+        for k in self.stats:
+            self.stats[k] = 0
+        ch = eng.open_channel(0, lambda c, m: c.reply(m, m.payload[:8] or bytes(4)), 0)
+        tail = int.from_bytes(body[:2], "little")
+        ring = body[2 : 2 + ch.ring_size]
+        span = self.regs.span(ch.x2i_buf, ch.ring_size)
+        span[:] = bytes(ch.ring_size)
+        span[: len(ring)] = ring
+        self.regs.write_dev(ch.x2i_tail_reg, tail)
+        ch.on_x2i_tail()
+        if ch.ok and ch.x2i_head != tail % (ch.ring_size + 1):
+            if not (ch.x2i_head == 0 and tail == ch.ring_size):
+                return InvariantViolation("mbox_head", f"consumed to {ch.x2i_head:#x}, tail {tail:#x}")
+        if ch.msgs_out + len(ch.outq) > ch.msgs_in:
+            return InvariantViolation("mbox_responses", "more responses than requests")
+        self.regs.write_dev(ch.i2x_head_reg, int.from_bytes(body[-2:], "little") if len(body) > 3 else 0)
+        ch.on_i2x_head()
+        return None
+
+
+# -- runners -------------------------------------------------------------------------------
+def _write_stats(path: Path | None, target: Target, extra: dict[str, Any]) -> None:
+    if path is None:
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**target.stats(), **extra}))
+    os.replace(tmp, path)
+
+
+def run_atheris(target_name: str, chip: str, artifacts: Path, stats: Path | None,
+                libfuzzer_args: list[str]) -> None:
+    """Instrument the package, then hand control to libFuzzer (never returns)."""
+    import atheris
+
+    # coverage of the device model only: the harness (ops, pydriver) is imported after,
+    # uninstrumented, so its bookkeeping does not count as new behaviour or cost time
+    with atheris.instrument_imports(include=["xdna_emu"]):
+        from .. import device, kernels  # noqa: F401 - instrumented for coverage
+        from ..fw import ctx, image, mailbox, mgmt, psp, smu  # noqa: F401
+    target = Target(target_name, chip, artifacts)
+    last = [0.0]
+
+    def one(data: bytes) -> None:
+        target(data)
+        now = time.monotonic()
+        if now - last[0] > STATS_EVERY_S:
+            last[0] = now
+            _write_stats(stats, target, {})
+
+    import atexit
+
+    atexit.register(lambda: _write_stats(stats, target, {"final": True}))
+    atheris.Setup([sys.argv[0], *libfuzzer_args], one)
+    atheris.Fuzz()
+
+
+Mutator = Callable[[bytes, random.Random], bytes]
+
+
+def _mutate(data: bytes, rng: random.Random, corpus: list[bytes], dict_toks: list[bytes]) -> bytes:
+    buf = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        r = rng.random()
+        pos = rng.randint(0, len(buf))
+        if r < 0.25 and buf:
+            buf[rng.randrange(len(buf))] ^= 1 << rng.randrange(8)
+        elif r < 0.45 and buf:
+            buf[rng.randrange(len(buf))] = rng.randrange(256)
+        elif r < 0.6:
+            buf[pos:pos] = rng.choice(dict_toks)
+        elif r < 0.75:
+            buf[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 12)))
+        elif r < 0.85 and len(buf) > 1:
+            a = rng.randrange(len(buf))
+            del buf[a : a + rng.randint(1, 8)]
+        else:
+            other = rng.choice(corpus)
+            cut = rng.randint(0, len(other))
+            buf[pos:] = b"FUZZ" + other[cut:]
+    return bytes(buf[:4096])
+
+
+def builtin_fuzz(target: Target, seconds: float, corpus_dir: Path | None, seeds: dict[str, bytes],
+                 seed: int = 0, progress: Callable[[dict[str, Any]], None] | None = None,
+                 stats: Path | None = None) -> dict[str, Any]:
+    """A mutational loop with (op, state) coverage feedback, for when atheris is absent."""
+    rng = random.Random(seed)
+    corpus = list(seeds.values()) or [b""]
+    if corpus_dir is not None and corpus_dir.is_dir():
+        corpus += [p.read_bytes() for p in sorted(corpus_dir.iterdir()) if p.is_file()]
+    toks = dictionary()
+    for data in list(corpus):
+        target(data)
+        target.coverage_feature(data)
+    t0 = last = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        data = _mutate(rng.choice(corpus), rng, corpus, toks)
+        target(data)
+        if target.coverage_feature(data):
+            corpus.append(data)
+            if corpus_dir is not None:
+                corpus_dir.mkdir(parents=True, exist_ok=True)
+                (corpus_dir / hashlib.sha1(data).hexdigest()).write_bytes(data)
+        now = time.monotonic()
+        if now - last > STATS_EVERY_S:
+            last = now
+            info = {"execs": target.execs, "coverage": len(target.features), "corpus": len(corpus),
+                    "crashes": target.crashes, "hangs": target.hangs, "elapsed": now - t0}
+            if progress:
+                progress(info)
+            _write_stats(stats, target, {"coverage": len(target.features), "corpus": len(corpus)})
+    _write_stats(stats, target, {"coverage": len(target.features), "corpus": len(corpus), "final": True})
+    return {"coverage": len(target.features), "corpus_size": len(corpus)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m xdna_emu.fuzz.atheris_target")
+    p.add_argument("--target", choices=["device", "parsers"], default="device")
+    p.add_argument("--chip", default="npu4")
+    p.add_argument("--artifacts", default="fuzz-artifacts")
+    p.add_argument("--stats")
+    p.add_argument("--builtin", action="store_true", help="no atheris: the built-in loop")
+    p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--corpus")
+    p.add_argument("libfuzzer", nargs="*", help="libFuzzer arguments (after --)")
+    args = p.parse_args(argv)
+    stats = Path(args.stats) if args.stats else None
+    if args.builtin:
+        target = Target(args.target, args.chip, Path(args.artifacts))
+        seeds = device_seeds(args.chip) if args.target == "device" else parser_seeds()
+        builtin_fuzz(target, args.seconds, Path(args.corpus) if args.corpus else None, seeds,
+                     args.seed, stats=stats)
+        return 0
+    run_atheris(args.target, args.chip, Path(args.artifacts), stats, args.libfuzzer)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

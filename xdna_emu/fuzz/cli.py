@@ -1,0 +1,289 @@
+"""``xdna-emu fuzz`` and ``xdna-emu trace``: campaign runner, replay and minimise.
+
+``fuzz`` starts ``--jobs`` worker processes (``python -m xdna_emu.fuzz.atheris_target``),
+each libFuzzer via atheris when it is installed, else the built-in mutational loop. It
+shows a live progress line on a terminal and ends with a JSON summary (``--json``) or a
+one-line summary. Exit status: 0 clean, 1 when a crash or hang was found, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+TARGETS = ("device", "shim", "parsers")
+_COV_RE = re.compile(r"cov: (\d+).*?corp: (\d+)")
+_EXECS_RE = re.compile(r"^#(\d+)")
+
+
+def _usage_error(msg: str) -> Exception:
+    from ..cli import UsageError
+
+    return UsageError(msg)
+
+
+def _failure(msg: str) -> Exception:
+    from ..cli import Failure
+
+    return Failure(msg)
+
+
+def _positive(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return v
+
+
+def _jobs(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 1 <= v <= 64:
+        raise argparse.ArgumentTypeError(f"--jobs must be 1..64, got {v}")
+    return v
+
+
+def add_subcommands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
+    """Add ``fuzz`` and ``trace`` to the CLI's subparsers; returns their handlers."""
+    fz = sub.add_parser("fuzz", help="coverage-guided fuzzing of the device model")
+    fz.add_argument("--target", choices=TARGETS, default="device")
+    fz.add_argument("--chip", default="npu4")
+    fz.add_argument("--seconds", type=_positive, default=60.0)
+    fz.add_argument("--corpus", help="corpus directory (kept between runs)")
+    fz.add_argument("--artifacts", default="fuzz-artifacts",
+                    help="where findings go (.trace/.bin per distinct bug)")
+    fz.add_argument("--jobs", type=_jobs, default=1)
+    fz.add_argument("--engine", choices=("auto", "atheris", "builtin"), default="auto")
+    fz.add_argument("--json", action="store_true")
+
+    tr = sub.add_parser("trace", help="replay or minimise a fuzzing trace")
+    tsub = tr.add_subparsers(dest="trace_cmd", required=True, parser_class=type(tr))
+    rp = tsub.add_parser("replay", help="replay a trace with every invariant checked")
+    rp.add_argument("file")
+    rp.add_argument("--json", action="store_true")
+    mn = tsub.add_parser("minimize", help="shrink a failing trace, keeping its failure")
+    mn.add_argument("file")
+    mn.add_argument("-o", "--out")
+    mn.add_argument("--max-runs", type=int, default=4000)
+    return {"fuzz": cmd_fuzz, "trace": cmd_trace}
+
+
+# -- trace -----------------------------------------------------------------------------------
+def _load_trace(path: str) -> Any:
+    from .ops import TraceError
+    from .trace import load
+
+    if not Path(path).is_file():
+        raise _usage_error(f"trace file {path} does not exist")
+    try:
+        trace = load(path)
+        from ..chips import load_chip
+
+        load_chip(trace.chip)
+    except TraceError as exc:
+        raise _usage_error(f"{path}: {exc}") from None
+    return trace
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from .ops import TraceError
+    from .trace import minimize, replay
+
+    trace = _load_trace(args.file)
+    try:
+        if args.trace_cmd == "replay":
+            res = replay(trace)
+            if args.json:
+                print(json.dumps({"ok": res.ok, "steps": res.steps, "line": res.line,
+                                  "kind": res.failure.kind if res.failure else None,
+                                  "name": res.failure.name if res.failure else None,
+                                  "message": res.failure.message if res.failure else None}))
+            else:
+                print(res.describe())
+            return 0 if res.ok else 1
+        try:
+            small = minimize(trace, args.max_runs,
+                             log=lambda m: print(f"minimize: {m}", file=sys.stderr))
+        except ValueError as exc:
+            raise _failure(str(exc)) from None
+    except TraceError as exc:
+        raise _usage_error(f"{args.file}: {exc}") from None
+    res = replay(small)
+    small.header.append(f"minimised from {Path(args.file).name}: {res.failure}")
+    text = small.to_text()
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"{args.out}: {len(trace.ops)} -> {len(small.ops)} ops; {res.failure}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+# -- fuzz ------------------------------------------------------------------------------------
+def _have_atheris() -> bool:
+    try:
+        import atheris  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _Worker:
+    def __init__(self, cmd: list[str], stats: Path) -> None:
+        self.stats = stats
+        self.cov = self.corp = self.execs_line = 0
+        self.tail: list[str] = []
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, errors="replace")
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            m = _COV_RE.search(line)
+            if m:
+                self.cov = max(self.cov, int(m.group(1)))
+                self.corp = int(m.group(2))
+            e = _EXECS_RE.match(line)
+            if e:
+                self.execs_line = int(e.group(1))
+            self.tail = (self.tail + [line.rstrip()])[-20:]
+
+    def info(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.stats.read_text())
+        except (OSError, ValueError):
+            return {}
+
+
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    from ..chips import chip_names, load_chip
+
+    if args.target == "shim":
+        raise _usage_error("target shim: not built yet (the shim-side harness is separate work)")
+    if args.chip not in chip_names() or load_chip(args.chip).mailbox is None:
+        raise _usage_error(f"chip {args.chip!r} cannot be fuzzed (an AIE2 chip with a mailbox is needed)")
+    engine = args.engine
+    if engine == "auto":
+        engine = "atheris" if _have_atheris() else "builtin"
+    elif engine == "atheris" and not _have_atheris():
+        raise _usage_error("atheris is not installed (pip install atheris, or --engine builtin)")
+    artifacts = Path(args.artifacts).resolve()
+    work = Path(tempfile.mkdtemp(prefix="xdna-fuzz-"))
+    corpus = Path(args.corpus).resolve() if args.corpus else work / "corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
+    seeds_dir = work / "seeds"
+    seeds_dir.mkdir()
+    from .atheris_target import device_seeds, parser_seeds, write_dictionary
+
+    seeds = device_seeds(args.chip) if args.target == "device" else parser_seeds()
+    for name, data in seeds.items():
+        (seeds_dir / name).write_bytes(data)
+    dict_path = write_dictionary(work / "xdna.dict")
+    base = [sys.executable, "-m", "xdna_emu.fuzz.atheris_target", "--target", args.target,
+            "--chip", args.chip, "--artifacts", str(artifacts)]
+    workers = []
+    t0 = time.monotonic()
+    secs = int(max(1, round(args.seconds)))
+    for i in range(args.jobs):
+        stats = work / f"stats-{i}.json"
+        if engine == "atheris":
+            cmd = [*base, "--stats", str(stats), "--", str(corpus), str(seeds_dir),
+                   f"-max_total_time={secs}", f"-dict={dict_path}", "-use_value_profile=1",
+                   "-timeout=30", "-max_len=4096", f"-seed={i + 1}", "-rss_limit_mb=4096",
+                   f"-artifact_prefix={artifacts}/", "-print_final_stats=1"]
+        else:
+            cmd = [*base, "--stats", str(stats), "--builtin", "--seconds", str(args.seconds),
+                   "--seed", str(i + 1), "--corpus", str(corpus)]
+        artifacts.mkdir(parents=True, exist_ok=True)
+        workers.append(_Worker(cmd, stats))
+    tty = sys.stderr.isatty() and not args.json
+    deadline = t0 + args.seconds + 60
+    killed = 0
+    try:
+        while any(w.proc.poll() is None for w in workers):
+            time.sleep(0.5)
+            if tty:
+                sys.stderr.write("\r" + _progress(args.target, workers, time.monotonic() - t0) + "\x1b[K")
+                sys.stderr.flush()
+            if time.monotonic() > deadline:
+                for w in workers:
+                    if w.proc.poll() is None:
+                        w.proc.kill()
+                        killed += 1
+    except KeyboardInterrupt:
+        for w in workers:
+            if w.proc.poll() is None:
+                w.proc.terminate()
+        for w in workers:
+            w.proc.wait(10)
+    for w in workers:
+        w.reader.join(5)
+    elapsed = time.monotonic() - t0
+    if tty:
+        sys.stderr.write("\r\x1b[K")
+    summary = _summary(args, engine, workers, elapsed, corpus, artifacts, killed)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"fuzz {args.target} ({engine}, {args.chip}): {summary['execs']} execs in "
+              f"{summary['seconds']:.0f} s ({summary['execs_per_s']:.0f}/s), coverage "
+              f"{summary['coverage']}, corpus {summary['corpus_size']}, crashes "
+              f"{summary['crashes']}, hangs {summary['hangs']}")
+        for path in summary["artifacts"]:
+            print(f"  finding: {path}")
+    return 1 if summary["crashes"] or summary["hangs"] else 0
+
+
+def _progress(target: str, workers: list[_Worker], elapsed: float) -> str:
+    infos = [w.info() for w in workers]
+    execs = sum(i.get("execs", 0) for i in infos)
+    cov = max([w.cov for w in workers] + [i.get("coverage", 0) for i in infos])
+    corp = max([w.corp for w in workers] + [i.get("corpus", 0) for i in infos])
+    crashes = sum(i.get("crashes", 0) for i in infos)
+    hangs = sum(i.get("hangs", 0) for i in infos)
+    return (f"[fuzz {target}] {elapsed:6.1f}s  execs {execs} ({execs / max(elapsed, 1e-9):.0f}/s)"
+            f"  cov {cov}  corpus {corp}  crashes {crashes}  hangs {hangs}")
+
+
+def _summary(args: argparse.Namespace, engine: str, workers: list[_Worker], elapsed: float,
+             corpus: Path, artifacts: Path, killed: int) -> dict[str, Any]:
+    infos = [w.info() for w in workers]
+    execs = sum(max(i.get("execs", 0), w.execs_line) for i, w in zip(infos, workers, strict=True))
+    crashes = sum(i.get("crashes", 0) for i in infos)
+    hangs = sum(i.get("hangs", 0) for i in infos) + killed
+    errors = []
+    for w in workers:
+        rc = w.proc.returncode
+        if rc == 70:  # libFuzzer -timeout: a real (wall-clock) hang
+            hangs += 1
+        elif rc not in (0, None, -9) and not w.info().get("final"):
+            crashes += 1
+            errors.append(f"worker exited {rc}: {' | '.join(w.tail[-3:])}")
+    cov = max([w.cov for w in workers] + [i.get("coverage", 0) for i in infos] + [0])
+    if engine == "atheris":
+        corpus_size = sum(1 for p in corpus.iterdir() if p.is_file())
+    else:
+        corpus_size = max([i.get("corpus", 0) for i in infos] + [0])
+    found = sorted({a for i in infos for a in i.get("artifacts", [])})
+    return {"target": args.target, "engine": engine, "chip": args.chip, "jobs": args.jobs,
+            "seconds": round(elapsed, 2), "execs": execs,
+            "execs_per_s": round(execs / elapsed, 1) if elapsed > 0 else 0.0,
+            "crashes": crashes, "hangs": hangs, "coverage": cov, "corpus_size": corpus_size,
+            "unique": sorted({u for i in infos for u in i.get("unique", [])}),
+            "artifacts": found, "errors": errors, "corpus": str(corpus)}

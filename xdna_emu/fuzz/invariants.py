@@ -1,0 +1,282 @@
+"""What must hold after every step of a fuzzed device, checked by :class:`Checker`.
+
+The device model is our firmware, so the checks are the promises of docs/spec/firmware.md
+that any driver may rely on, whatever it wrote before:
+
+- nothing raises out of the device and ``internal_errors`` stays 0;
+- a small reference model of the PSP and SMU state machines (power, idle/validated/
+  running, INTR edges) predicts RESP/STATUS after every INTR edge and agrees with the
+  device's own state; a successful START publishes FW_ALIVE and a valid mgmt info block;
+- no interrupt without a response: a vector is raised only when a channel of that
+  vector has sent something since its previous interrupt;
+- accounting: per channel, responses sent + queued <= requests consumed; per context,
+  completed + failed <= submitted; a hung context has something queued;
+- cursors in range; no channel or context survives a firmware stop; reset clears the
+  published registers; no delayed work is overdue after a poll.
+
+Waits (PSP STATUS, SMU RESP, mailbox replies) are bounded in virtual ticks by the
+callers in :mod:`.ops`; running out of ticks where an answer was due is a :class:`Hang`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..fw.messages import (
+    MGMT_INFO,
+    MGMT_INFO_MAGIC,
+    PSP_START_COPY_FW,
+    PSP_STATUS_READY,
+    PspCmd,
+    PspStatus,
+    SmuCmd,
+    SmuResp,
+)
+
+if TYPE_CHECKING:
+    from .ops import Session
+
+PSP_VALIDATE_RESULTS = frozenset({
+    PspStatus.OK, PspStatus.BAD_STATE, PspStatus.DMA_FAULT, PspStatus.IMG_ALIGN,
+    PspStatus.IMG_SIZE, PspStatus.IMG_MAGIC, PspStatus.IMG_FORMAT, PspStatus.IMG_TRUNCATED,
+    PspStatus.IMG_CHIP, PspStatus.IMG_DIGEST, PspStatus.IMG_SIGNATURE,
+})  # fmt: skip
+SMU_CMDS = frozenset(int(c) for c in SmuCmd)
+
+
+class Failure(Exception):
+    """A fuzzing finding. ``kind`` is crash/invariant/hang/expect, ``name`` a short stable
+    signature used to decide whether a minimised trace still shows the same bug."""
+
+    kind = "failure"
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{self.kind} {name}: {message}")
+        self.name = name
+        self.message = message
+
+    @property
+    def signature(self) -> tuple[str, str]:
+        return self.kind, self.name
+
+
+class DeviceCrash(Failure):
+    """An exception escaped from the device model."""
+
+    kind = "crash"
+
+
+class InvariantViolation(Failure):
+    kind = "invariant"
+
+
+class Hang(Failure):
+    """A bounded wait ran out of virtual ticks where the device owed an answer."""
+
+    kind = "hang"
+
+
+class ExpectFailed(Failure):
+    """An ``expect`` line of a trace did not hold."""
+
+    kind = "expect"
+
+
+class RefModel:
+    """What the PSP and SMU must be doing, rebuilt only from the trapped writes."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.smu_on = False
+        self.psp_state = "idle"
+        self.psp_intr = 0
+        self.smu_intr = 0
+
+    def psp_predict(self, cmd: int, arg0: int) -> int | None:
+        """Expected RESP of a PSP command (None: VALIDATE, whose result depends on memory)."""
+        if not self.smu_on:
+            return PspStatus.NO_POWER
+        if cmd == PspCmd.VALIDATE:
+            return PspStatus.BAD_STATE if self.psp_state == "running" else None
+        if cmd == PspCmd.START:
+            if self.psp_state != "validated":
+                return PspStatus.BAD_STATE
+            return PspStatus.OK if arg0 == PSP_START_COPY_FW else PspStatus.BAD_ARG
+        if cmd == PspCmd.RELEASE_TMR:
+            return PspStatus.OK
+        return PspStatus.UNKNOWN_CMD
+
+    def psp_apply(self, cmd: int, resp: int) -> None:
+        if resp == PspStatus.NO_POWER:
+            return
+        if cmd == PspCmd.VALIDATE and self.psp_state != "running":
+            self.psp_state = "validated" if resp == PspStatus.OK else "idle"
+        elif cmd == PspCmd.START and resp == PspStatus.OK:
+            self.psp_state = "running"
+        elif cmd == PspCmd.RELEASE_TMR:
+            self.psp_state = "idle"
+
+    def smu_predict(self, cmd: int, arg: int, levels: int) -> int:
+        if cmd == SmuCmd.POWER_ON:
+            return SmuResp.OK
+        if cmd not in SMU_CMDS:
+            return SmuResp.UNKNOWN_CMD
+        if not self.smu_on:
+            return SmuResp.OK if cmd == SmuCmd.POWER_OFF else SmuResp.REJECTED_PREREQ
+        if cmd in (SmuCmd.SET_SOFT_DPMLEVEL, SmuCmd.SET_HARD_DPMLEVEL) and arg >= levels:
+            return SmuResp.FAIL
+        return SmuResp.OK
+
+    def smu_apply(self, cmd: int) -> None:
+        if cmd == SmuCmd.POWER_ON:
+            self.smu_on = True
+        elif cmd == SmuCmd.POWER_OFF and self.smu_on:
+            self.smu_on = False
+            self.psp_state = "idle"
+
+
+class Checker:
+    """Runs the invariants for one :class:`~xdna_emu.fuzz.ops.Session`."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+        self.model = RefModel()
+        chip, regs = session.chip, session.regs
+        self.psp_intr = regs.loc("psp.intr")
+        self.smu_intr = regs.loc("smu.intr")
+        self.levels = len(chip.dpm_levels)
+        self.vectors = chip.msix.vectors
+        self.reset()
+
+    def reset(self) -> None:
+        self.model.reset()
+        self.pending: InvariantViolation | None = None
+
+    # -- around every device entry (mmio_write, poll, proxy, reset) ---------------------------
+    def on_irq(self, vector: int) -> None:
+        """Called by the device as it raises a vector. It runs inside the device, which
+        would swallow an exception, so a violation is kept and raised after the entry."""
+        self.s.td.irqs.append(vector)
+        mb = self.s.dev.mailbox
+        why = None
+        if not 0 <= vector < self.vectors:
+            why = ("irq_range", f"vector {vector} raised, chip has {self.vectors}")
+        else:
+            fresh = [ch for ch in (mb.channels.values() if mb else ())
+                     if ch.vector == vector and ch.msgs_out > getattr(ch, "_fuzz_irq_seen", 0)]
+            if not fresh:
+                why = ("irq_spurious", f"vector {vector} raised with no new response")
+            for ch in fresh:
+                ch._fuzz_irq_seen = ch.msgs_out  # type: ignore[attr-defined]
+        if why and self.pending is None:
+            self.pending = InvariantViolation(*why)
+
+    def raise_pending(self) -> None:
+        if self.pending is not None:
+            exc, self.pending = self.pending, None
+            raise exc
+
+    def before_write(self, bar: int, off: int, value: Any) -> tuple | None:
+        """Mirror the INTR edge rule and predict the command's outcome."""
+        if not isinstance(value, int) or not isinstance(off, int):
+            return None
+        loc, v, m, rd = (bar, off), value & 0xFFFFFFFF, self.model, self.s.regs.read_role
+        if loc == self.psp_intr:
+            edge = m.psp_intr == 0 and v == 1
+            m.psp_intr = v
+            if edge:
+                cmd, arg0 = rd("psp.cmd"), rd("psp.arg0")
+                return ("psp", cmd, m.psp_predict(cmd, arg0))
+        elif loc == self.smu_intr:
+            edge = m.smu_intr == 0 and v == 1
+            m.smu_intr = v
+            if edge:
+                cmd, arg = rd("smu.cmd"), rd("smu.arg")
+                return ("smu", cmd, m.smu_predict(cmd, arg, self.levels))
+        return None
+
+    def after_write(self, pred: tuple | None) -> None:
+        self.raise_pending()
+        if self.s.dev.stats.get("internal_errors", 0):
+            raise DeviceCrash("internal_error", "the device logged an internal error")
+        if pred is None:
+            return
+        rd, m = self.s.regs.read_role, self.model
+        block, cmd, want = pred
+        if block == "psp":
+            resp = rd("psp.resp")
+            if not rd("psp.status") & PSP_STATUS_READY:
+                raise Hang("psp_status", f"PSP command {cmd:#x}: STATUS bit31 not set after INTR")
+            if want is None:
+                if resp not in PSP_VALIDATE_RESULTS:
+                    raise InvariantViolation("psp_resp", f"VALIDATE answered {resp:#x}")
+            elif resp != want:
+                raise InvariantViolation(
+                    "psp_resp", f"PSP cmd {cmd:#x} in {m.psp_state}: RESP {resp:#x}, model says {want:#x}")
+            m.psp_apply(cmd, resp)
+            if cmd == PspCmd.START and resp == PspStatus.OK:
+                self.check_fw_alive()
+        else:
+            resp = rd("smu.resp")
+            if resp != want:
+                raise InvariantViolation(
+                    "smu_resp", f"SMU cmd {cmd:#x} (on={m.smu_on}): RESP {resp:#x}, model says {want:#x}")
+            m.smu_apply(cmd)
+
+    def check_fw_alive(self) -> None:
+        s = self.s
+        mb = s.chip.mailbox
+        alive = s.regs.read_role("sram.fw_alive")
+        if mb is None or alive != mb.mgmt_info:
+            raise InvariantViolation("fw_alive", f"FW_ALIVE {alive:#x} after START")
+        info = MGMT_INFO.unpack(bytes(s.regs.span(alive, MGMT_INFO.size)))
+        size = info[3]
+        if info[8] != MGMT_INFO_MAGIC or size == 0 or size & (size - 1) or info[7] != size:
+            raise InvariantViolation("mgmt_info", f"bad mgmt_mbox_chann_info {info}")
+
+    # -- after every op ---------------------------------------------------------------------
+    def after_op(self) -> None:
+        s, m = self.s, self.model
+        dev = s.dev
+        if dev.stats.get("internal_errors", 0):
+            raise DeviceCrash("internal_error", "the device logged an internal error")
+        if dev.psp.state != m.psp_state or dev.smu.powered != m.smu_on:
+            raise InvariantViolation(
+                "state", f"device psp={dev.psp.state} smu={dev.smu.powered}, model psp={m.psp_state} smu={m.smu_on}")
+        running = dev.fw is not None
+        if running != (m.psp_state == "running"):
+            raise InvariantViolation("fw_state", f"firmware object {running} in PSP state {m.psp_state}")
+        mb = dev.mailbox
+        if mb is not None:
+            if not running and (mb.channels or dev.ctx is not None):
+                raise InvariantViolation("stopped_channels", "channels or contexts left after the firmware stopped")
+            for ch in mb.channels.values():
+                size = ch.ring_size
+                if not (0 <= ch.x2i_head <= size and ch.x2i_head % 4 == 0
+                        and 0 <= ch.i2x_tail <= size - 4 and ch.i2x_tail % 4 == 0):
+                    raise InvariantViolation("cursor", f"channel {ch.index} cursors {ch.x2i_head:#x}/{ch.i2x_tail:#x}")
+                if ch.msgs_out + len(ch.outq) > ch.msgs_in:
+                    raise InvariantViolation(
+                        "responses", f"channel {ch.index}: {ch.msgs_out} sent + {len(ch.outq)} queued > {ch.msgs_in} received")
+        if dev.ctx is not None:
+            for ctx in dev.ctx.contexts.values():
+                if ctx.completed + ctx.failed > ctx.submitted:
+                    raise InvariantViolation(
+                        "jobs", f"context {ctx.id}: {ctx.completed}+{ctx.failed} done > {ctx.submitted} submitted")
+                if ctx.hung and not ctx.queue:
+                    raise InvariantViolation("hung_empty", f"context {ctx.id} hung with nothing queued")
+                if ctx.chan is None or mb is None or mb.channels.get(ctx.chan.index) is not ctx.chan:
+                    raise InvariantViolation("ctx_channel", f"context {ctx.id} without its open channel")
+        deadline = dev.next_deadline_ns()
+        if s.polled and deadline is not None and deadline <= s.clock.now_ns():
+            raise InvariantViolation("overdue", "delayed work overdue after a poll")
+
+    def after_reset(self) -> None:
+        """FLR: firmware stopped, published registers cleared."""
+        self.model.reset()
+        rd = self.s.regs.read_role
+        for role in ("psp.status", "psp.resp", "smu.resp", "sram.fw_alive", "psp.pwaitmode"):
+            if rd(role):
+                raise InvariantViolation("reset", f"{role} = {rd(role):#x} after reset")

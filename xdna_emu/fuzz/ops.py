@@ -1,0 +1,749 @@
+"""The fuzzing session (one in-process device) and the op-stream interpreter.
+
+Everything a fuzzer does to the device is an :class:`Op`, the in-memory form of one trace
+line (:mod:`.trace`): ``w32`` (a trapped register write), ``r32``, ``shm`` (a plain store
+into BAR memory: rings, untrapped registers), ``host``/``dma_map``/``dma_unmap`` (host
+memory behind the IOMMU), ``tick`` (virtual time + poll), ``reset``, ``fault`` (host-side
+faults) and ``call`` (semantic steps through the test driver: bring-up, a well-formed
+mgmt message, contexts and jobs). :class:`Session` applies ops with the invariants of
+:mod:`.invariants` checked around every device entry and after every op.
+
+:class:`Interpreter` is QEMU generic-fuzz's design in Python: the input is cut at the
+separator ``FUZZ`` (so deleting a byte disturbs one op, not all later ones); inside a
+chunk each op is one selector byte (modulo the op count) and fixed little-endian
+operands, missing bytes read as zero. Semantic ops (post a valid header, run the PSP/SMU
+bring-up, create a context, submit a chain) let the fuzzer get past magics and sizes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import struct
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .. import kernels
+from ..chips import Chip, MailboxLayout, load_chip
+from ..clock import VirtualClock
+from ..fw.image import build_image
+from ..fw.messages import (
+    LAYOUTS,
+    MSG_HEADER,
+    MSG_ID_MAGIC,
+    TOMBSTONE,
+    Opcode,
+    PspCmd,
+    sz_ver,
+)
+from ..testing.pydriver import FW_IOVA, DriverChannel, DriverError, PyDriver, make_test_device
+from .invariants import Checker, DeviceCrash, Failure, Hang
+
+SEPARATOR = b"FUZZ"
+MAX_WAIT_TICKS = 8  # virtual-time polls a bounded wait may take
+TICK_NS = 1_000_000  # one wait tick: 1 ms of device time
+MAX_OPS = 512  # ops per input
+MAX_MAP = 4 << 20  # largest host mapping an op may create
+CLIENT_HEAP = 2 << 20
+CLIENT_VA = 0x7F00_0000_0000
+ASYNC_BUF_IOVA = 0x2_0000_0000  # where bring-up registers its async-event buffers
+_IMAGES: dict[str, bytes] = {}
+
+
+class TraceError(ValueError):
+    """A malformed op or trace line (not a device finding)."""
+
+
+@dataclass(frozen=True)
+class Op:
+    """One trace line: a verb and its operands (ints, strings, or bytes for hex data)."""
+
+    verb: str
+    args: tuple[Any, ...] = ()
+
+
+def image_for(chip: Chip) -> bytes:
+    """The chip's default signed firmware image, built once per process."""
+    img = _IMAGES.get(chip.name)
+    if img is None:
+        img = _IMAGES[chip.name] = build_image(chip)
+    return img
+
+
+@dataclass(frozen=True)
+class ChanLayout:
+    """Static addresses of mailbox channel ``index`` (docs/spec/firmware.md §5)."""
+
+    index: int
+    x2i_tail: int
+    x2i_head: int
+    i2x_tail: int
+    i2x_head: int
+    intr: int
+    x2i_buf: int
+    i2x_buf: int
+    size: int
+
+
+def chan_layouts(chip: Chip) -> list[ChanLayout]:
+    mb = chip.mailbox
+    if mb is None:
+        return []
+    out = []
+    slots = mb.free_slots()
+    for i in range(min(mb.channels, len(slots))):
+        base = mb.chan_regs(i)
+        x2i = chip.reg("sram.mbox_chann").addr + slots[i] * mb.slot_size  # as MailboxEngine
+        out.append(ChanLayout(i, base + MailboxLayout.X2I_TAIL, base + MailboxLayout.X2I_HEAD,
+                              base + MailboxLayout.I2X_TAIL, base + MailboxLayout.I2X_HEAD,
+                              base + MailboxLayout.INTR, x2i, x2i + mb.ring_size, mb.ring_size))
+    return out
+
+
+class Session:
+    """One fuzzed device, its host memory and driver helpers; :meth:`fresh` makes it new."""
+
+    def __init__(self, chip: str | Chip = "npu4") -> None:
+        self.chip = load_chip(chip) if isinstance(chip, str) else chip
+        if self.chip.mailbox is None:
+            raise TraceError(f"{self.chip.name}: only AIE2 chips (with a mailbox) can be fuzzed")
+        self.td = make_test_device(self.chip)
+        self.dev, self.regs, self.iommu = self.td.device, self.td.regs, self.td.iommu
+        self.clock = VirtualClock()
+        # every entry into the device, from any caller (the test driver too), is guarded
+        self._raw_write, self._raw_poll, self._raw_proxy = (
+            self.dev.mmio_write, self.dev.poll, self.dev.proxy)
+        self.dev.mmio_write = self._mmio_write  # type: ignore[method-assign]
+        self.dev.poll = self.poll  # type: ignore[method-assign]
+        self.dev.proxy = self._proxy  # type: ignore[method-assign]
+        self._sigs: dict[str, inspect.Signature] = {}
+        self.checker = Checker(self)
+        self.dev._raise_irq = self.checker.on_irq  # checked as it happens
+        self.chans = chan_layouts(self.chip)
+        self.targets = self._targets()
+        self.events: Counter[str] = Counter()
+        self.calls: dict[str, Callable[..., None]] = {
+            "fw_image": self.c_fw_image, "boot": self.c_boot, "bring_up": self.c_bring_up, "fw_alive": self.c_fw_alive,
+            "msg": self.c_msg, "drain": self.c_drain, "client": self.c_client,
+            "ctx_create": self.c_ctx_create, "submit": self.c_submit,
+            "ctx_destroy": self.c_ctx_destroy, "proxy": self.c_proxy,
+        }
+        self.faults: dict[str, Callable[..., None]] = {"bus_master": self.f_bus_master}
+        self.fresh()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def fresh(self) -> Session:
+        """Power-on state without reallocating: FLR, MSI-X area and counters cleared."""
+        dev = self.dev
+        dev.reset()
+        m = self.chip.msix
+        msix = self.regs.bytes[m.bar]
+        msix[m.table_offset : m.table_offset + m.table_size] = bytes(m.table_size)
+        msix[m.pba_offset : m.pba_offset + m.pba_size] = bytes(m.pba_size)
+        for key in dev.stats:
+            dev.stats[key] = 0
+        self.iommu.clear()
+        self.iommu.faults.clear()
+        self.iommu.bus_master = lambda: True
+        self.td.irqs.clear()
+        self.clock = VirtualClock()
+        dev.clock = self.td.clock = self.clock
+        self.checker.reset()
+        self.drv: PyDriver | None = None
+        self.clients: list[Any] = []
+        self.contexts: list[Any] = []
+        self.bos: dict[int, tuple[Any, Any]] = {}
+        self.pending: list[tuple[Any, int, int]] = []  # (context, msg id, kernel kind)
+        self.executed: list[Op] = []
+        self.events.clear()
+        self.polled = False
+        self.steps = 0
+        self.irq_mark = 0  # for ``expect irqs``
+        return self
+
+    def _targets(self) -> list[tuple[int, int, str]]:
+        """Registers the fuzzer aims at: the chip map, every channel's block, MSI-X."""
+        out = [(r.bar, r.offset, r.name) for r in self.chip.registers.values() if r.bar >= 0]
+        for c in self.chans:
+            for name in ("x2i_tail", "x2i_head", "i2x_tail", "i2x_head", "intr"):
+                bar, off = self.chip.dev_to_bar(getattr(c, name))
+                out.append((bar, off, f"chan{c.index}.{name}"))
+        m = self.chip.msix
+        out += [(m.bar, m.table_offset + 12, "msix0.ctrl"), (m.bar, m.pba_offset, "msix.pba")]
+        return sorted(set(out))
+
+    # -- device entries, all guarded ---------------------------------------------------------
+    def _mmio_write(self, bar: int, offset: int, value: int) -> None:
+        chk = self.checker
+        pred = chk.before_write(bar, offset, value)
+        try:
+            self._raw_write(bar, offset, value)
+        except Exception as exc:  # noqa: BLE001 - anything escaping is the finding
+            raise DeviceCrash(type(exc).__name__, f"mmio_write({bar}, {offset:#x}): {exc!r}") from exc
+        chk.after_write(pred)
+
+    def _guarded(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            out = fn(*args)
+        except OSError:
+            self.checker.raise_pending()
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise DeviceCrash(type(exc).__name__, f"{what}: {exc!r}") from exc
+        self.checker.raise_pending()
+        return out
+
+    def poll(self) -> None:
+        self._guarded("poll", self._raw_poll)
+        self.polled = True
+
+    def _proxy(self, pasid: int, opcode: int, payload: bytes) -> bytes:
+        return self._guarded("proxy", self._raw_proxy, pasid, opcode, payload)
+
+    # -- applying ops -----------------------------------------------------------------------
+    def apply(self, op: Op) -> None:
+        """Run one op and check every invariant; raises Failure or TraceError."""
+        self.executed.append(op)
+        self.steps += 1
+        self.polled = False
+        fn = getattr(self, "v_" + op.verb, None)
+        if fn is None:
+            raise TraceError(f"unknown verb {op.verb!r}")
+        sig = self._sigs.get(op.verb) or self._sigs.setdefault(op.verb, inspect.signature(fn))
+        try:
+            sig.bind(*op.args)
+        except TypeError:
+            raise TraceError(f"bad operands for {op.verb}: {op.args!r}") from None
+        fn(*op.args)
+        self.checker.after_op()
+
+    def run(self, ops: list[Op]) -> None:
+        for op in ops:
+            self.apply(op)
+
+    def v_w32(self, bar: int, off: int, value: int) -> None:
+        self.dev.mmio_write(bar, off, value)
+
+    def v_r32(self, bar: int, off: int) -> int:
+        words = self.regs.words.get(bar)
+        if words is None or off < 0 or off & 3 or off >= len(words) * 4:
+            return 0xFFFFFFFF  # an absent register reads as all ones
+        return words[off >> 2]
+
+    def v_shm(self, bar: int, off: int, data: bytes) -> None:
+        mem = self.regs.bytes.get(bar)
+        if mem is not None and 0 <= off and off + len(data) <= len(mem):
+            mem[off : off + len(data)] = data
+
+    def v_host(self, pasid: int, addr: int, data: bytes) -> None:
+        space = self.iommu.spaces.get(pasid)
+        m = space.find(addr) if space else None
+        if m is not None and addr + len(data) <= m.end:
+            start = addr - m.address + m.skew  # type: ignore[attr-defined]
+            memoryview(m.mem)[start : start + len(data)] = data
+
+    def v_dma_map(self, pasid: int, addr: int, size: int, perm: int) -> None:
+        if 0 < size <= MAX_MAP:
+            try:
+                self.iommu.map(pasid, addr, size, perm & 3, None, mem=bytearray(size))
+            except (ValueError, FileExistsError):
+                self.events["dma_map_refused"] += 1
+
+    def v_dma_unmap(self, pasid: int, addr: int, size: int) -> None:
+        try:
+            self.iommu.unmap(pasid, addr, size)
+        except FileNotFoundError:
+            pass
+
+    def v_tick(self, ns: int) -> None:
+        self.clock.advance(max(0, ns))
+        self.poll()
+
+    def v_reset(self) -> None:
+        self._guarded("reset", self.dev.reset)
+        self.drv, self.clients, self.contexts, self.pending = None, [], [], []
+        self.checker.after_reset()
+        self.events["reset"] += 1
+
+    def v_fault(self, name: str, *args: Any) -> None:
+        fn = self.faults.get(name)
+        if fn is None:
+            raise TraceError(f"unknown fault {name!r} (known: {', '.join(sorted(self.faults))})")
+        fn(*args)
+
+    def v_call(self, name: str, *args: Any) -> None:
+        fn = self.calls.get(name)
+        if fn is None:
+            raise TraceError(f"unknown call {name!r} (known: {', '.join(sorted(self.calls))})")
+        try:
+            fn(*args)
+        except DriverError as exc:  # what a driver would turn into an errno: fine
+            self.events[f"driver_{exc.errno}"] += 1
+        except OSError as exc:  # NpuDevice.proxy refusals
+            self.events[f"proxy_{exc.errno}"] += 1
+
+    def v_expect(self, *args: Any) -> None:
+        from .trace import check_expect  # trace owns the expectation language
+
+        check_expect(self, args)
+
+    # -- faults -----------------------------------------------------------------------------
+    def f_bus_master(self, on: int) -> None:
+        """The host clears/sets bus mastering: every DMA faults while off."""
+        flag = bool(on)
+        self.iommu.bus_master = lambda: flag
+
+    # -- semantic calls -------------------------------------------------------------------
+    def _driver(self) -> PyDriver:
+        if self.drv is None:
+            self.drv = PyDriver(self.td)
+        return self.drv
+
+    def c_fw_image(self, iova: int = FW_IOVA, flip: int = -1) -> None:
+        """Map the chip's signed image at ``iova`` (PASID 0); ``flip``: corrupt one byte."""
+        img = bytearray(image_for(self.chip))
+        if flip >= 0:
+            img[flip % len(img)] ^= 0xFF
+        self._driver().map_image(bytes(img), iova & ~0xFFFF)
+
+    def c_bring_up(self, async_events: int = 1) -> None:
+        drv = self._driver()
+        drv.bring_up(image_for(self.chip), async_events=bool(async_events))
+        self.events["bring_up_ok"] += 1
+
+    def c_boot(self) -> None:
+        """The short bring-up: SMU power cycle, PSP VALIDATE + START, FW_ALIVE."""
+        drv = self._driver()
+        drv.smu_start()
+        drv.psp_start(image_for(self.chip))
+        drv.wait_fw_alive()
+        self.events["boot_ok"] += 1
+
+    def c_fw_alive(self) -> None:
+        self._driver().wait_fw_alive()
+        self.events["fw_alive_ok"] += 1
+
+    def c_drain(self, which: int = 0) -> None:
+        """The RX worker of the mgmt channel (0) or of context ``which - 1``."""
+        chan = self._chan(which)
+        if chan is not None:
+            try:
+                chan.drain()
+            except DriverError:
+                self.events["rx_bad_state"] += 1
+                raise
+
+    def _chan(self, which: int) -> DriverChannel | None:
+        if which == 0 or not self.contexts:
+            return self.drv.mgmt if self.drv is not None else None
+        return self.contexts[(which - 1) % len(self.contexts)].chan
+
+    def c_msg(self, opcode: int, payload: bytes = b"") -> None:
+        """A well-formed mgmt request and a bounded wait for its reply."""
+        drv = self.drv
+        if drv is None or drv.mgmt is None:
+            raise DriverError("ENODEV", "no mgmt channel")
+        chan = drv.mgmt
+        dch = self.dev.mailbox.channels.get(0) if self.dev.mailbox else None
+        before_in = dch.msgs_in if dch is not None else 0
+        mid = chan.send(opcode, payload)
+        for _ in range(MAX_WAIT_TICKS):
+            self.poll()
+            for r in chan.drain():
+                if r.id == mid:
+                    self.events["msg_answered"] += 1
+                    return
+                drv.unsolicited.append(r)
+            self.clock.advance(TICK_NS)
+        # No reply. Fine if the firmware legitimately holds or never saw it.
+        dch = self.dev.mailbox.channels.get(0) if self.dev.mailbox else None
+        if (dch is None or not dch.ok or dch is not self.dev.mailbox.channels.get(0)
+                or opcode == Opcode.REGISTER_ASYNC_EVENT_MSG or dch.outq
+                or dch.msgs_in != before_in + 1 or dch.x2i_head != chan.x2i_tail):
+            self.events["msg_unanswered_ok"] += 1
+            return
+        raise Hang("mgmt_reply", f"opcode {opcode:#x} id {mid:#x} consumed but never answered")
+
+    def c_client(self, pasid: int = 1) -> None:
+        from ..testing.pyctx import PyClient
+
+        drv = self._driver()
+        pasid &= 0xFFFF
+        va = CLIENT_VA + (pasid << 24)
+        space = self.iommu.spaces.get(pasid)
+        if space is not None and space.overlaps(va, CLIENT_HEAP):
+            raise DriverError("EEXIST", "client heap already mapped")
+        self.clients.append(PyClient(drv, pasid, heap_size=CLIENT_HEAP, heap_va=va,
+                                     chunk=CLIENT_HEAP, proxied=bool(pasid)))
+
+    def c_ctx_create(self, client: int = 0, start_col: int = -1, num_col: int = 1) -> None:
+        from ..testing.pyctx import PyContext
+
+        if not self.clients:
+            self.c_client(0)
+        cl = self.clients[client % len(self.clients)]
+        if not cl.proxied and (self.drv is None or self.drv.mgmt is None):
+            raise DriverError("ENODEV", "no mgmt channel")
+        ctx = PyContext(cl, None if start_col < 0 else start_col, max(1, num_col))
+        self.contexts.append(ctx)
+        src, dst = cl.alloc(64), cl.alloc(64)
+        self.bos[id(ctx)] = (src, dst)
+        self.events["ctx_created"] += 1
+
+    def c_ctx_destroy(self, which: int = 0) -> None:
+        if not self.contexts:
+            raise DriverError("ENOENT", "no context")
+        ctx = self.contexts.pop(which % len(self.contexts))
+        self.pending = [p for p in self.pending if p[0] is not ctx]
+        ctx.destroy()
+
+    def c_submit(self, which: int = 0, kind: int = 0, count: int = 1) -> None:
+        """A chain of ``count`` commands of one kind on a context: nop, copy, fail, hang,
+        bad argument count, bad descriptor; then a bounded wait for the answer."""
+        from ..testing.pyctx import Cmd
+
+        if not self.contexts:
+            raise DriverError("ENOENT", "no context")
+        ctx = self.contexts[which % len(self.contexts)]
+        src, dst = self.bos[id(ctx)]
+        K = kernels.Kernel
+        kind %= 6
+        desc = [kernels.Desc(K.NOP), kernels.Desc(K.COPY, count=16), kernels.Desc(K.FAIL),
+                kernels.Desc(K.HANG), kernels.Desc(K.COPY, count=16), kernels.Desc(K.NOP)][kind]
+        cmd = Cmd(desc, [src, dst] if kind == 1 else [])
+        if kind == 4:
+            cmd.raw_words = [1, 2, 3]
+        if kind == 5:
+            cmd.inst = src  # 64 bytes of data, not a descriptor
+        mid = ctx.submit([cmd] * max(1, min(count, 8)))
+        self.events[f"submit_{kind}"] += 1
+        for _ in range(MAX_WAIT_TICKS):
+            res = ctx.result(mid)
+            if res is not None:
+                self.events["job_ok" if res[0] == 0 else "job_failed"] += 1
+                return
+            self.clock.advance(TICK_NS)
+        self.events["job_unanswered"] += 1
+
+    def c_proxy(self, pasid: int, opcode: int, payload: bytes = b"") -> None:
+        self.dev.proxy(pasid, opcode, payload)
+        self.events["proxy_ok"] += 1
+
+    # -- state summary (coverage proxy and Hypothesis events) ------------------------------
+    def state_key(self) -> tuple:
+        dev = self.dev
+        chans = tuple(sorted((i, ch.error is None) for i, ch in dev.mailbox.channels.items())) \
+            if dev.mailbox else ()
+        ctxs = tuple(sorted((c.id, c.hung) for c in dev.ctx.contexts.values())) if dev.ctx else ()
+        susp = bool(dev.fw and dev.fw.state.suspended)
+        return (dev.smu.powered, dev.psp.state, susp, chans, ctxs)
+
+    def visit_states(self) -> list[str]:
+        """Names of the rare states the device is in now (for event counting)."""
+        dev = self.dev
+        out = [f"psp_{dev.psp.state}"]
+        if dev.mailbox and any(ch.error for ch in dev.mailbox.channels.values()):
+            out.append("channel_error")
+        if dev.fw and dev.fw.state.suspended:
+            out.append("suspended")
+        if dev.ctx:
+            if dev.ctx.contexts:
+                out.append("context_live")
+            if any(c.hung for c in dev.ctx.contexts.values()):
+                out.append("context_hung")
+        if dev.fw and dev.fw.async_events:
+            out.append("async_held")
+        return out
+
+
+# -- the byte-stream interpreter ------------------------------------------------------------
+class Reader:
+    """Little-endian operands from one chunk; bytes past the end read as zero."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def more(self) -> bool:
+        return self.pos < len(self.data)
+
+    def take(self, n: int) -> bytes:
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out + bytes(n - len(out))
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return struct.unpack("<H", self.take(2))[0]
+
+    def u32(self) -> int:
+        return struct.unpack("<I", self.take(4))[0]
+
+
+OPCODES = sorted(int(o) for o in Opcode)
+# malformation flags of a posted message
+LIE_SIZE, BAD_MAGIC, BAD_SZVER, UNALIGNED_TAIL, TOMB_AHEAD, TAIL_PAST, ZERO_SIZE, NO_KICK = (
+    1 << i for i in range(8))
+
+
+class Builder:
+    """Turns operand values into ops for one session (shared by bytes and Hypothesis)."""
+
+    def __init__(self, s: Session) -> None:
+        self.s = s
+
+    def loc(self, addr: int) -> tuple[int, int]:
+        return self.s.chip.dev_to_bar(addr)
+
+    def reg_write(self, idx: int, value: int, trapped: bool = True) -> list[Op]:
+        bar, off, _ = self.s.targets[idx % len(self.s.targets)]
+        if trapped:
+            return [Op("w32", (bar, off, value))]
+        return [Op("shm", (bar, off, struct.pack("<I", value)))]
+
+    def raw_write(self, bar: int, off: int, value: int) -> list[Op]:
+        """Anywhere, including absent BARs, unaligned and past-the-end offsets."""
+        bars = sorted(self.s.chip.bars)
+        b = bars[bar % len(bars)] if bar < 0x80 else bar % 8
+        size = self.s.chip.bars[b].size if b in self.s.chip.bars else 0x1000
+        return [Op("w32", (b, off % (size + 16), value))]
+
+    def raw_read(self, idx: int) -> list[Op]:
+        bar, off, _ = self.s.targets[idx % len(self.s.targets)]
+        return [Op("r32", (bar, off))]
+
+    def ring_store(self, chan: int, off: int, data: bytes, i2x: bool = False) -> list[Op]:
+        c = self.s.chans[chan % len(self.s.chans)]
+        bar, base = self.loc(c.i2x_buf if i2x else c.x2i_buf)
+        off = (off % c.size) & ~3
+        data = data[: c.size - off]
+        return [Op("shm", (bar, base + off, data))] if data else []
+
+    def post(self, chan: int, opcode: int, payload: bytes, flags: int = 0, mid: int = 0,
+             lie: int = 0) -> list[Op]:
+        """A message at the host's x2i tail the way the driver writes it, optionally
+        malformed (flags), then the trapped tail write."""
+        s, c = self.s, self.s.chans[chan % len(self.s.chans)]
+        rd = s.regs.read_dev
+        payload = payload[: 0x7FC]
+        payload += bytes(-len(payload) % 4) if not flags & LIE_SIZE else b""
+        total = len(payload)
+        if flags & LIE_SIZE:
+            total = (total + lie) & 0xFFFFFFFF
+        if flags & ZERO_SIZE:
+            total = 0
+        szv = sz_ver(total) ^ (1 << 17 if flags & BAD_SZVER else 0)
+        ident = (mid & 0xFF) | (0 if flags & BAD_MAGIC else MSG_ID_MAGIC)
+        pkt = MSG_HEADER.pack(total, szv, ident, opcode) + payload
+        tail, head, size = rd(c.x2i_tail), rd(c.x2i_head), c.size
+        if tail > size or tail & 3 or head > size or head & 3:
+            tail = head = 0
+        ops: list[Op] = []
+        bar, base = self.loc(c.x2i_buf)
+        if flags & TOMB_AHEAD:
+            ops.append(Op("shm", (bar, base + tail, struct.pack("<I", TOMBSTONE))))
+            tail += 4
+        elif tail + len(pkt) > size - 4:
+            if tail + 4 <= size:
+                ops.append(Op("shm", (bar, base + tail, struct.pack("<I", TOMBSTONE))))
+            tail = 0
+        pkt = pkt[: size - tail]
+        ops.append(Op("shm", (bar, base + tail, pkt)))
+        new_tail = tail + len(pkt)
+        if flags & UNALIGNED_TAIL:
+            new_tail += 2
+        if flags & TAIL_PAST:
+            new_tail = size + 4
+        if not flags & NO_KICK:
+            ops.append(Op("w32", (*self.loc(c.x2i_tail), new_tail & 0xFFFFFFFF)))
+        return ops
+
+    def ack(self, chan: int, consume: bool = True) -> list[Op]:
+        """Interrupt ack (intr = 0), and consume every response (i2x head = i2x tail)."""
+        c = self.s.chans[chan % len(self.s.chans)]
+        ops = [Op("w32", (*self.loc(c.intr), 0))]
+        if consume:
+            ops.append(Op("w32", (*self.loc(c.i2x_head), self.s.regs.read_dev(c.i2x_tail))))
+        return ops
+
+    def psp(self, cmd: int, arg0: int, arg1: int, arg2: int, good_image: bool) -> list[Op]:
+        rr = self.s.regs.loc
+        if good_image and cmd == PspCmd.VALIDATE:
+            arg0, arg1 = FW_IOVA & 0xFFFFFFFF, FW_IOVA >> 32
+            arg2 = (len(image_for(self.s.chip)) + 0xFFFF) & ~0xFFFF
+        if good_image and cmd == PspCmd.START:
+            arg0 = 1
+        return [Op("w32", (*rr(role), v)) for role, v in (
+            ("psp.cmd", cmd), ("psp.arg0", arg0), ("psp.arg1", arg1), ("psp.arg2", arg2),
+            ("psp.intr", 0), ("psp.intr", 1))]
+
+    def smu(self, cmd: int, arg: int) -> list[Op]:
+        rr = self.s.regs.loc
+        return [Op("w32", (*rr(role), v)) for role, v in (
+            ("smu.resp", 0), ("smu.arg", arg), ("smu.cmd", cmd), ("smu.intr", 0), ("smu.intr", 1))]
+
+    def msg(self, opcode: int, payload: bytes, exact: bool) -> list[Op]:
+        lay = LAYOUTS.get(opcode)  # type: ignore[call-overload]
+        if exact and lay is not None:
+            payload = (payload + bytes(lay.req.size))[: lay.req.size]
+        payload = (payload + bytes(-len(payload) % 4)) or bytes(4)
+        return [Op("call", ("msg", opcode, payload))]
+
+
+class Interpreter:
+    """Decode fuzz bytes into ops and run them on a session, one op at a time."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+        self.b = Builder(session)
+        self.table: list[Callable[[Reader], list[Op]]] = [
+            self._w_reg, self._w_raw, self._st_reg, self._ring, self._post, self._post,
+            self._tick, self._ack, self._reset, self._smu, self._psp, self._fw_image,
+            self._bring_up, self._msg, self._msg, self._ctx, self._submit, self._destroy,
+            self._fault, self._proxy, self._read, self._shm_raw, self._host,
+        ]
+
+    def selector(self, method: str) -> int:
+        """The selector byte of the op decoded by ``method`` (e.g. ``"_post"``)."""
+        return self.table.index(getattr(self, method))
+
+    def ops(self, data: bytes) -> Iterator[list[Op]]:
+        n = 0
+        for chunk in data.split(SEPARATOR):
+            r = Reader(chunk)
+            while r.more():
+                n += 1
+                if n > MAX_OPS:
+                    return
+                yield self.table[r.u8() % len(self.table)](r)
+
+    def run(self, data: bytes) -> None:
+        for group in self.ops(data):
+            for op in group:
+                self.s.apply(op)
+
+    # one decoder per op kind ----------------------------------------------------------
+    def _w_reg(self, r: Reader) -> list[Op]:
+        return self.b.reg_write(r.u8(), r.u32())
+
+    def _st_reg(self, r: Reader) -> list[Op]:
+        return self.b.reg_write(r.u8(), r.u32(), trapped=False)
+
+    def _w_raw(self, r: Reader) -> list[Op]:
+        return self.b.raw_write(r.u8(), r.u32(), r.u32())
+
+    def _read(self, r: Reader) -> list[Op]:
+        return self.b.raw_read(r.u8())
+
+    def _ring(self, r: Reader) -> list[Op]:
+        chan, off, n = r.u8(), r.u16(), r.u8() % 64
+        return self.b.ring_store(chan & 0x7F, off, r.take(n), i2x=bool(chan & 0x80))
+
+    def _post(self, r: Reader) -> list[Op]:
+        chan, opi, flags, mid, lie, n = r.u8(), r.u8(), r.u8(), r.u8(), r.u16(), r.u8()
+        opcode = OPCODES[opi % len(OPCODES)] if opi < 0xF0 else r.u32()
+        lay = LAYOUTS.get(opcode)  # type: ignore[call-overload]
+        size = lay.req.size if lay is not None and n < 0x80 else n % 64 * 4
+        flags = flags if flags & 0x80 else 0  # half the posts are well formed
+        return self.b.post(chan % 4, opcode, r.take(size), flags & 0x7F, mid, lie)
+
+    def _tick(self, r: Reader) -> list[Op]:
+        return [Op("tick", (r.u16() * 1000,))]
+
+    def _ack(self, r: Reader) -> list[Op]:
+        v = r.u8()
+        return self.b.ack(v % 4, consume=not v & 0x80)
+
+    def _reset(self, r: Reader) -> list[Op]:
+        return [Op("reset")]
+
+    def _smu(self, r: Reader) -> list[Op]:
+        return self.b.smu(r.u8() % 10, r.u16())
+
+    def _psp(self, r: Reader) -> list[Op]:
+        cmd, good = r.u8(), r.u8()
+        return self.b.psp(cmd % 5, r.u32(), r.u32(), r.u32(), good_image=good < 0xC0)
+
+    def _fw_image(self, r: Reader) -> list[Op]:
+        v = r.u8()
+        return [Op("call", ("fw_image", FW_IOVA, -1 if v < 0xE0 else r.u32()))]
+
+    def _bring_up(self, r: Reader) -> list[Op]:
+        v = r.u8()
+        return [Op("call", ("bring_up", v & 1))] if v & 0x80 else [Op("call", ("boot",))]
+
+    def _msg(self, r: Reader) -> list[Op]:
+        opi, n = r.u8(), r.u8()
+        return self.b.msg(OPCODES[opi % len(OPCODES)], r.take(n % 200), exact=n < 0xC0)
+
+    def _ctx(self, r: Reader) -> list[Op]:
+        cl, col, num = r.u8(), r.u8(), r.u8()
+        return [Op("call", ("ctx_create", cl % 3, col % 8 - 1, num % 4))]
+
+    def _submit(self, r: Reader) -> list[Op]:
+        return [Op("call", ("submit", r.u8() % 4, r.u8() % 6, 1 + r.u8() % 4))]
+
+    def _destroy(self, r: Reader) -> list[Op]:
+        return [Op("call", ("ctx_destroy", r.u8() % 4))]
+
+    def _fault(self, r: Reader) -> list[Op]:
+        return [Op("fault", ("bus_master", r.u8() & 1))]
+
+    def _proxy(self, r: Reader) -> list[Op]:
+        pasid, opi, n = r.u8() % 3, r.u8(), r.u8()
+        return [Op("call", ("proxy", pasid, OPCODES[opi % len(OPCODES)], r.take(n % 64)))]
+
+    def _shm_raw(self, r: Reader) -> list[Op]:
+        bar, off, n = r.u8(), r.u32(), r.u8() % 32
+        bars = sorted(self.s.chip.bars)
+        b = bars[bar % len(bars)]
+        return [Op("shm", (b, off % self.s.chip.bars[b].size, r.take(n)))]
+
+    def _host(self, r: Reader) -> list[Op]:
+        """A host-memory store into the image buffer (TOCTOU on the firmware image)."""
+        off, n = r.u32() % 0x20000, r.u8() % 16
+        return [Op("host", (0, FW_IOVA + off, r.take(n)))]
+
+
+def run_input(session: Session, data: bytes) -> Failure | None:
+    """Fresh device, run the input; the finding (if any) with ``session.executed`` set."""
+    session.fresh()
+    interp = session.__dict__.get("_interp")
+    if interp is None:
+        interp = session.__dict__.setdefault("_interp", Interpreter(session))
+    try:
+        interp.run(data)
+    except Failure as exc:
+        return exc
+    return None
+
+
+
+def encode_ops(session: Session, ops: list[Op]) -> bytes:
+    """Interpreter bytes that replay the low-level part of ``ops`` (w32, shm, tick, reset,
+    fw_image/boot/bring_up calls): how golden traces seed a fuzzing corpus."""
+    it = Interpreter(session)
+    bars = sorted(session.chip.bars)
+    pk = struct.pack
+    out: list[bytes] = []
+    for op in ops:
+        v, a = op.verb, op.args
+        if v == "w32":
+            bar = bars.index(a[0]) if a[0] in bars else 0x80 + a[0] % 8
+            out.append(bytes([it.selector("_w_raw"), bar]) + pk("<II", a[1] & 0xFFFFFFFF, a[2] & 0xFFFFFFFF))
+        elif v == "shm" and a[0] in bars:
+            for i in range(0, len(a[2]), 28):
+                chunk = a[2][i : i + 28]
+                out.append(bytes([it.selector("_shm_raw"), bars.index(a[0])])
+                           + pk("<IB", a[1] + i, len(chunk)) + chunk)
+        elif v == "tick":
+            out.append(bytes([it.selector("_tick")]) + pk("<H", min(a[0] // 1000, 0xFFFF)))
+        elif v == "reset":
+            out.append(bytes([it.selector("_reset")]))
+        elif v == "call" and a[0] == "fw_image":
+            out.append(bytes([it.selector("_fw_image"), 0]))
+        elif v == "call" and a[0] in ("boot", "bring_up"):
+            out.append(bytes([it.selector("_bring_up"), 0x81 if a[0] == "bring_up" else 0]))
+    return SEPARATOR.join(out)

@@ -1,0 +1,530 @@
+"""Replayable text traces of what a driver did to the device, a replayer and a minimiser.
+
+One op per line, ``#`` starts a comment, integers are decimal or ``0x`` hex, byte strings
+are bare hex (``-`` for none). The first non-comment line names the chip::
+
+    chip npu4
+    w32 5 0x900 0x3            # trapped write: bar, offset, value
+    r32 4 0xaec                # read (no effect; kept for context)
+    shm 2 0x0 100000000...     # plain store into BAR memory: bar, offset, bytes
+    host 0 0x100000000 00ff    # store into host memory behind the IOMMU: pasid, addr, bytes
+    dma_map 1 0x7f0000000000 0x100000 3   # pasid, addr, size, perm (1 read, 2 write)
+    dma_unmap 1 0x7f0000000000 0x100000
+    tick 1000000               # advance the virtual clock (ns), then poll
+    reset                      # function-level reset
+    fault bus_master 0         # a host-side fault
+    call bring_up 1            # a semantic step through the test driver (xdna_emu.fuzz.ops)
+    expect status psp.state running      # outcome lines (see check_expect)
+
+Replay runs the ops on a fresh in-process device with every invariant of
+:mod:`.invariants` checked after every line. :func:`minimize` removes lines in shrinking
+chunks (ddmin) and then simplifies operands, keeping the same failure signature.
+``python -m xdna_emu.fuzz.trace record-golden`` regenerates ``fixtures/traces``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .invariants import ExpectFailed, Failure
+from .ops import Op, Session, TraceError, image_for
+
+#: operand kinds per verb: i int, b bytes, s string, * the rest as ints
+SPECS = {"w32": "iii", "r32": "ii", "shm": "iib", "host": "iib", "dma_map": "iiii",
+         "dma_unmap": "iii", "tick": "i", "reset": ""}
+CALL_SPECS = {"msg": "ib", "proxy": "iib"}
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN_DIR = REPO / "fixtures" / "traces"
+REGRESSION_DIR = REPO / "fixtures" / "regressions"
+
+
+@dataclass
+class Trace:
+    chip: str
+    ops: list[Op] = field(default_factory=list)
+    header: list[str] = field(default_factory=list)  # leading comment lines, without '#'
+    lines: list[int] = field(default_factory=list)  # source line of each op (parse only)
+
+    def to_text(self) -> str:
+        out = [f"# {h}".rstrip() for h in self.header]
+        out.append(f"chip {self.chip}")
+        out += [format_op(op) for op in self.ops]
+        return "\n".join(out) + "\n"
+
+
+# -- text form ------------------------------------------------------------------------------
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(int(v))
+    if isinstance(v, int):
+        return str(v) if -10 < v < 10 else (hex(v) if v > 0 else str(v))
+    if isinstance(v, bytes | bytearray | memoryview):
+        return bytes(v).hex() or "-"
+    text = str(v)
+    if not text or any(c.isspace() for c in text) or "#" in text:
+        raise TraceError(f"operand {text!r} cannot be written in a trace")
+    return text
+
+
+def format_op(op: Op) -> str:
+    return " ".join([op.verb, *(_fmt(a) for a in op.args)])
+
+
+def _int(tok: str) -> int:
+    try:
+        return int(tok, 0)
+    except ValueError:
+        raise TraceError(f"expected an integer, got {tok!r}") from None
+
+
+def _bytes(tok: str) -> bytes:
+    if tok == "-":
+        return b""
+    try:
+        return bytes.fromhex(tok)
+    except ValueError:
+        raise TraceError(f"expected hex bytes, got {tok!r}") from None
+
+
+def _typed(spec: str, toks: list[str]) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for i, tok in enumerate(toks):
+        kind = spec[i] if i < len(spec) else ("*" if spec.endswith("*") or not spec else "!")
+        if kind == "!":
+            raise TraceError(f"too many operands: {' '.join(toks)}")
+        out.append(_bytes(tok) if kind == "b" else tok if kind == "s" else _int(tok))
+    return tuple(out)
+
+
+def parse_line(line: str) -> Op | None:
+    text = line.split("#", 1)[0].strip()
+    if not text:
+        return None
+    verb, *toks = text.split()
+    if verb in SPECS:
+        if len(toks) != len(SPECS[verb]):
+            raise TraceError(f"{verb} takes {len(SPECS[verb])} operands, got {len(toks)}")
+        return Op(verb, _typed(SPECS[verb], toks))
+    if verb in ("call", "fault"):
+        if not toks:
+            raise TraceError(f"{verb} needs a name")
+        spec = CALL_SPECS.get(toks[0], "*") if verb == "call" else "*"
+        return Op(verb, (toks[0], *_typed(spec, toks[1:])))
+    if verb == "expect":
+        return Op(verb, tuple(toks))
+    raise TraceError(f"unknown verb {verb!r}")
+
+
+def parse(text: str) -> Trace:
+    header: list[str] = []
+    chip: str | None = None
+    ops: list[Op] = []
+    lines: list[int] = []
+    for no, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if chip is None and stripped.startswith("#"):
+            header.append(stripped[1:].strip())
+            continue
+        try:
+            if chip is None:
+                if not stripped:
+                    continue
+                parts = stripped.split("#", 1)[0].split()
+                if len(parts) != 2 or parts[0] != "chip":
+                    raise TraceError("the first line must be 'chip NAME'")
+                chip = parts[1]
+                continue
+            op = parse_line(line)
+        except TraceError as exc:
+            raise TraceError(f"line {no}: {exc}") from None
+        if op is not None:
+            ops.append(op)
+            lines.append(no)
+    if chip is None:
+        raise TraceError("empty trace (no 'chip NAME' line)")
+    return Trace(chip, ops, header, lines)
+
+
+def load(path: str | Path) -> Trace:
+    return parse(Path(path).read_text())
+
+
+# -- expectations ---------------------------------------------------------------------------
+def _status_value(status: Any, path: str) -> Any:
+    cur = status
+    for part in path.split("."):
+        if isinstance(cur, list):
+            idx = _int(part)
+            if not 0 <= idx < len(cur):
+                raise ExpectFailed("status", f"{path}: index {idx} out of range ({len(cur)})")
+            cur = cur[idx]
+        elif isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        else:
+            raise ExpectFailed("status", f"{path}: no {part!r}")
+    return cur
+
+
+def _same(value: Any, tok: str) -> bool:
+    if value is None:
+        return tok in ("null", "none", "-")
+    if isinstance(value, bool):
+        return tok == str(value).lower() or tok == str(int(value))
+    if isinstance(value, int):
+        try:
+            return value == int(tok, 0)
+        except ValueError:
+            return False
+    return str(value) == tok
+
+
+def check_expect(s: Session, args: tuple[Any, ...]) -> None:
+    """``expect`` forms: ``bytes BAR OFF HEX``, ``r32 BAR OFF VALUE``, ``host PASID ADDR
+    HEX``, ``irqs V,V|-`` (vectors raised since the last ``irqs`` line), ``status PATH
+    VALUE`` (dotted path into ``NpuDevice.status()``)."""
+    if not args:
+        raise TraceError("expect needs a kind")
+    kind, rest = args[0], list(args[1:])
+    if kind == "bytes" and len(rest) == 3:
+        bar, off, want = _int(rest[0]), _int(rest[1]), _bytes(rest[2])
+        mem = s.regs.bytes.get(bar)
+        got = bytes(mem[off : off + len(want)]) if mem is not None else b""
+        if got != want:
+            raise ExpectFailed("bytes", f"bar{bar}+{off:#x}: {got.hex()} != {want.hex()}")
+    elif kind == "r32" and len(rest) == 3:
+        got = s.v_r32(_int(rest[0]), _int(rest[1]))
+        if got != _int(rest[2]):
+            raise ExpectFailed("r32", f"bar{rest[0]}+{rest[1]} = {got:#x}, expected {rest[2]}")
+    elif kind == "host" and len(rest) == 3:
+        pasid, addr, want = _int(rest[0]), _int(rest[1]), _bytes(rest[2])
+        space = s.iommu.spaces.get(pasid)
+        m = space.find(addr) if space else None
+        got = b""
+        if m is not None and addr + len(want) <= m.end:
+            start = addr - m.address + m.skew  # type: ignore[attr-defined]
+            got = bytes(memoryview(m.mem)[start : start + len(want)])
+        if got != want:
+            raise ExpectFailed("host", f"pasid {pasid} {addr:#x}: {got.hex()} != {want.hex()}")
+    elif kind == "irqs" and len(rest) == 1:
+        got = s.td.irqs[s.irq_mark:]
+        s.irq_mark = len(s.td.irqs)
+        want = [] if rest[0] == "-" else [_int(v) for v in rest[0].split(",")]
+        if got != want:
+            raise ExpectFailed("irqs", f"raised {got}, expected {want}")
+    elif kind == "status" and len(rest) == 2:
+        value = _status_value(s.dev.status(), rest[0])
+        if not _same(value, rest[1]):
+            raise ExpectFailed("status", f"{rest[0]} = {value!r}, expected {rest[1]}")
+    else:
+        raise TraceError(f"bad expect line: expect {' '.join(map(str, args))}")
+
+
+# -- replay ---------------------------------------------------------------------------------
+@dataclass
+class ReplayResult:
+    ok: bool
+    steps: int
+    failure: Failure | None = None
+    step: int | None = None  # index of the failing op
+    line: int | None = None  # its source line, when parsed from text
+
+    @property
+    def signature(self) -> tuple[str, str] | None:
+        return self.failure.signature if self.failure else None
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"ok: {self.steps} ops replayed, all invariants held"
+        where = f"line {self.line}" if self.line else f"op {self.step}"
+        return f"FAIL at {where}: {self.failure}"
+
+
+_SESSIONS: dict[str, Session] = {}
+
+
+def session_for(chip: str) -> Session:
+    """A reusable session per chip (made fresh by each replay)."""
+    s = _SESSIONS.get(chip)
+    if s is None:
+        s = _SESSIONS[chip] = Session(chip)
+    return s
+
+
+def replay(trace: Trace, session: Session | None = None) -> ReplayResult:
+    """Run the trace on a fresh device. Failures are results; a malformed line raises
+    TraceError."""
+    s = (session or session_for(trace.chip)).fresh()
+    for i, op in enumerate(trace.ops):
+        try:
+            s.apply(op)
+        except Failure as exc:
+            line = trace.lines[i] if i < len(trace.lines) else None
+            return ReplayResult(False, i + 1, exc, i, line)
+    return ReplayResult(True, len(trace.ops))
+
+
+# -- minimiser ------------------------------------------------------------------------------
+def minimize(trace: Trace, max_runs: int = 4000, log: Callable[[str], None] | None = None) -> Trace:
+    """The smallest trace found that fails with the same signature (ddmin on lines, then
+    operand simplification: integers towards 0, byte strings halved and zeroed)."""
+    first = replay(trace)
+    if first.ok:
+        raise ValueError("the trace does not fail; nothing to minimise")
+    sig = first.signature
+    runs = 0
+
+    def fails(ops: list[Op]) -> int | None:
+        """Index of the failing op when the candidate still shows the bug."""
+        nonlocal runs
+        runs += 1
+        try:
+            r = replay(Trace(trace.chip, ops))
+        except TraceError:
+            return None
+        return r.step if r.signature == sig else None
+
+    ops = list(trace.ops[: first.step + 1])  # type: ignore[operator]
+    n = max(1, len(ops) // 2)
+    while n >= 1 and runs < max_runs:
+        i, changed = 0, False
+        while i < len(ops) and runs < max_runs:
+            cand = ops[:i] + ops[i + n :]
+            at = fails(cand) if cand else None
+            if at is not None:
+                ops, changed = cand[: at + 1], True
+            else:
+                i += n
+        if log:
+            log(f"chunk {n}: {len(ops)} ops ({runs} replays)")
+        if not changed:
+            n //= 2
+    # operands
+    for idx in range(len(ops)):
+        args = list(ops[idx].args)
+        for j, a in enumerate(args):
+            for cand_v in _simpler(a):
+                if runs >= max_runs:
+                    break
+                trial = [*args[:j], cand_v, *args[j + 1 :]]
+                cand = [*ops[:idx], Op(ops[idx].verb, tuple(trial)), *ops[idx + 1 :]]
+                at = fails(cand)
+                if at is not None:
+                    args, ops = trial, cand[: at + 1]
+                    a = cand_v
+        if idx >= len(ops):
+            break
+    if log:
+        log(f"done: {len(trace.ops)} -> {len(ops)} ops in {runs} replays")
+    return Trace(trace.chip, ops, list(trace.header))
+
+
+def _simpler(v: Any) -> list[Any]:
+    if isinstance(v, bool) or isinstance(v, str):
+        return []
+    if isinstance(v, int):
+        if v == 0:
+            return []
+        out = [0]
+        if v > 0:
+            out += [v & ~(1 << b) for b in range(v.bit_length() - 1, -1, -1) if v >> b & 1]
+        return out
+    if isinstance(v, bytes) and v:
+        half = (len(v) // 2 + 3) & ~3
+        out = [v[:half], bytes(len(v))] if half < len(v) else [bytes(len(v))]
+        return [c for c in out if c != v]
+    return []
+
+
+# -- recording (golden traces) ----------------------------------------------------------------
+def _runs(a: np.ndarray, b: np.ndarray, gap: int = 16) -> list[tuple[int, int]]:
+    """(start, end) byte ranges where a and b differ, nearby differences merged, 4-aligned."""
+    idx = np.flatnonzero(a != b)
+    if idx.size == 0:
+        return []
+    out: list[tuple[int, int]] = []
+    start = prev = int(idx[0])
+    for i in idx[1:].tolist():
+        if i - prev > gap:
+            out.append((start, prev + 1))
+            start = i
+        prev = i
+    out.append((start, prev + 1))
+    return [(s & ~3, min(len(a), (e + 3) & ~3)) for s, e in out]
+
+
+class Recorder:
+    """Record what driver code does to a session's device as trace ops.
+
+    Every trapped write becomes ``w32``, preceded by ``shm``/``host`` lines for the host's
+    plain stores since the last write (found by diffing against shadows) and followed by
+    ``expect bytes`` / ``expect irqs`` lines for what the device changed, so a golden trace
+    pins the device's behaviour byte for byte.
+    """
+
+    def __init__(self, chip: str, expect_device: bool = True) -> None:
+        self.s = Session(chip)
+        self.ops: list[Op] = []
+        self.expect_device = expect_device
+        self._shadow = {b: np.array(m, dtype=np.uint8) for b, m in self.s.regs.bytes.items()}
+        self._host: list[tuple[int, int, Any, np.ndarray]] = []
+        self._inner_write = self.s.dev.mmio_write
+        self.s.dev.mmio_write = self._write  # type: ignore[method-assign]
+        self._inner_map, self._inner_unmap = self.s.iommu.map, self.s.iommu.unmap
+        self.s.iommu.map = self._map  # type: ignore[method-assign]
+        self.s.iommu.unmap = self._unmap  # type: ignore[method-assign]
+        self.irq_mark = 0
+
+    def _host_diffs(self) -> None:
+        for pasid, addr, mem, shadow in self._host:
+            cur = np.frombuffer(mem, dtype=np.uint8)
+            for a, b in _runs(cur, shadow):
+                self.ops.append(Op("host", (pasid, addr + a, bytes(cur[a:b]))))
+            shadow[:] = cur
+
+    def _bar_diffs(self, verb: str) -> None:
+        for bar, mem in self.s.regs.bytes.items():
+            cur = np.frombuffer(mem, dtype=np.uint8)
+            shadow = self._shadow[bar]
+            for a, b in _runs(cur, shadow):
+                data = bytes(cur[a:b])
+                if verb == "shm":
+                    self.ops.append(Op("shm", (bar, a, data)))
+                elif self.expect_device:
+                    self.ops.append(Op("expect", ("bytes", str(bar), hex(a), data.hex())))
+            shadow[:] = cur
+
+    def _write(self, bar: int, off: int, value: int) -> None:
+        self._host_diffs()
+        self._bar_diffs("shm")
+        self.ops.append(Op("w32", (bar, off, value)))
+        sh = self._shadow.get(bar)
+        if sh is not None and 0 <= off and not off & 3 and off + 4 <= sh.size:
+            sh[off : off + 4] = np.frombuffer(int(value & 0xFFFFFFFF).to_bytes(4, "little"), np.uint8)
+        self._inner_write(bar, off, value)
+        self._bar_diffs("expect")
+        irqs = self.s.td.irqs[self.irq_mark:]
+        if irqs and self.expect_device:
+            self.ops.append(Op("expect", ("irqs", ",".join(map(str, irqs)))))
+        self.irq_mark = len(self.s.td.irqs)
+        self.s.irq_mark = self.irq_mark
+
+    def _map(self, pasid: int, address: int, size: int, perm: int, fd: Any, offset: int = 0,
+             owner: int = 0, mem: Any = None) -> Any:
+        m = self._inner_map(pasid, address, size, perm, fd, offset, owner, mem)
+        img = image_for(self.s.chip)
+        data = bytes(mem) if mem is not None else b""
+        if pasid == 0 and data[: len(img)] == img and not any(data[len(img):]):
+            self.ops.append(Op("call", ("fw_image", address)))
+            self._host.append((pasid, address, mem, np.frombuffer(data, dtype=np.uint8).copy()))
+        else:
+            self.ops.append(Op("dma_map", (pasid, address, size, perm)))
+            if mem is not None:
+                self._host.append((pasid, address, mem, np.zeros(size, dtype=np.uint8)))
+        return m
+
+    def _unmap(self, pasid: int, address: int, size: int) -> None:
+        self._inner_unmap(pasid, address, size)
+        self.ops.append(Op("dma_unmap", (pasid, address, size)))
+        self._host = [h for h in self._host if (h[0], h[1]) != (pasid, address)]
+
+    def expect_status(self, *paths: str) -> None:
+        status = self.s.dev.status()
+        for path in paths:
+            v = _status_value(status, path)
+            tok = "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+            self.ops.append(Op("expect", ("status", path, tok)))
+
+    def trace(self, header: list[str]) -> Trace:
+        return Trace(self.s.chip.name, list(self.ops), header)
+
+
+GOLDEN_STATUS = ("smu.power", "psp.state", "firmware.suspended", "channels.0.state",
+                 "channels.0.msgs_in", "channels.0.msgs_out", "counters.internal_errors",
+                 "counters.malformed_msgs", "counters.bad_writes", "counters.irqs_raised")
+
+
+def golden_chips() -> list[str]:
+    from ..chips import chip_names, load_chip
+
+    return [n for n in chip_names() if load_chip(n).mailbox is not None]
+
+
+def record_probe(chip: str) -> Trace:
+    from ..testing.pydriver import PyDriver
+
+    rec = Recorder(chip)
+    PyDriver(rec.s.td).bring_up(image_for(rec.s.chip))
+    rec.expect_status(*GOLDEN_STATUS)
+    return rec.trace([f"golden: bring-up (probe) of {chip}, recorded from PyDriver.bring_up",
+                      "regenerate with: python -m xdna_emu.fuzz.trace record-golden"])
+
+
+def record_job(chip: str) -> Trace:
+    from .. import kernels
+    from ..testing.pyctx import Cmd, PyClient, PyContext
+    from ..testing.pydriver import PyDriver
+
+    rec = Recorder(chip)
+    drv = PyDriver(rec.s.td)
+    drv.bring_up(image_for(rec.s.chip))
+    client = PyClient(drv, 0, heap_size=1 << 20, chunk=1 << 20)
+    ctx = PyContext(client)
+    src, dst = client.alloc(64), client.alloc(64)
+    src.view[:] = bytes(range(64))
+    desc = kernels.Desc(kernels.Kernel.COPY, kernels.DType.INT32, count=16)
+    status = ctx.run([Cmd(kernels.Desc(kernels.Kernel.NOP)), Cmd(desc, [src, dst])])
+    if status[0] != 0:
+        raise RuntimeError(f"{chip}: golden job failed: {status}")
+    rec.ops.append(Op("expect", ("host", "0", hex(client.heap_va + (dst.addr - 0x4000000)),
+                                 bytes(range(64)).hex())))
+    rec.expect_status(*GOLDEN_STATUS, "contexts.0.submitted", "contexts.0.completed",
+                      "contexts.0.failed", "channels.1.state", "counters.jobs_completed")
+    return rec.trace([f"golden: one context and a chain (nop, copy 16 x int32) on {chip}",
+                      "recorded from pyctx (PyClient/PyContext.run); the dst buffer is checked",
+                      "regenerate with: python -m xdna_emu.fuzz.trace record-golden"])
+
+
+def record_golden(out_dir: Path = GOLDEN_DIR) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for chip in golden_chips():
+        for kind, fn in (("probe", record_probe), ("job", record_job)):
+            trace = fn(chip)
+            res = replay(trace)
+            if not res.ok:
+                raise RuntimeError(f"{kind}-{chip}: recorded trace does not replay: {res.describe()}")
+            path = out_dir / f"{kind}-{chip}.trace"
+            path.write_text(trace.to_text())
+            written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m xdna_emu.fuzz.trace")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("record-golden", help="regenerate fixtures/traces/*.trace")
+    g.add_argument("--out", default=str(GOLDEN_DIR))
+    r = sub.add_parser("replay")
+    r.add_argument("file")
+    args = p.parse_args(argv)
+    if args.cmd == "record-golden":
+        t0 = time.monotonic()
+        for path in record_golden(Path(args.out)):
+            print(path)
+        print(f"done in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        return 0
+    res = replay(load(args.file))
+    print(res.describe())
+    return 0 if res.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
