@@ -217,7 +217,26 @@ int xdna_wr_trap(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val)
  * firmware re-reads a ring pointer register in its handler: a direct store of a newer x2i
  * tail could be consumed early and then be overwritten by an older logged value (the ring
  * pointer going backwards). Ring pointers therefore travel through the log only. */
+static int log_append(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val, bool kick);
+
 int xdna_wr_log(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val)
+{
+    return log_append(ctx, loc, val, true);
+}
+
+/* A trapped write whose side effect is not urgent (the i2x head: it only frees ring space,
+ * and the firmware re-reads the head register when it has output to place): it is stored
+ * and logged but not kicked. The daemon applies it with the next kick, and polls the logs
+ * itself while any firmware output is waiting for space, so nothing stalls. */
+int xdna_wr_trap_lazy(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val)
+{
+    if (!xdna_loc_ok(ctx, loc, 4))
+        return xdna_fail(ctx, EINVAL, "trapped write outside BAR%u (+%#x)", loc.bar, loc.off);
+    *(volatile uint32_t *)(ctx->bars[loc.bar].va + loc.off) = val;
+    return log_append(ctx, loc, val, false);
+}
+
+static int log_append(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val, bool kick)
 {
     if (!xdna_loc_ok(ctx, loc, 4))
         return xdna_fail(ctx, EINVAL, "trapped write outside BAR%u (+%#x)", loc.bar, loc.off);
@@ -257,7 +276,7 @@ int xdna_wr_log(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val)
                      __ATOMIC_RELEASE);
     ctx->info.trapped_writes++;
     uint64_t one = 1;
-    if (write(ctx->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+    if (kick && write(ctx->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
         return xdna_fail(ctx, errno, "write log kick: %s", strerror(errno));
     return 0;
 }

@@ -273,7 +273,7 @@ static int i2x_one(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
             return -1;
         }
         ch->i2x_head = 0;
-        if (xdna_wr_trap(ctx, ch->i2x_head_reg, 0) < 0)
+        if (xdna_wr_trap_lazy(ctx, ch->i2x_head_reg, 0) < 0)
             return -1;
         return 1;
     }
@@ -291,7 +291,7 @@ static int i2x_one(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
     dispatch(ctx, ch, id, total, head + MBOX_HDR_SIZE);
     uint32_t next = head + MBOX_HDR_SIZE + total; /* may equal size: expected */
     ch->i2x_head = next;
-    if (xdna_wr_trap(ctx, ch->i2x_head_reg, next) < 0)
+    if (xdna_wr_trap_lazy(ctx, ch->i2x_head_reg, next) < 0)
         return -1;
     return 1;
 }

@@ -349,3 +349,54 @@ def test_a_client_cannot_drive_the_smu_under_the_driver(xdna_emulator) -> None:
         other.wait_applied()
         assert struct.unpack_from("<I", bar, smu["resp"].offset)[0] == 0  # never executed
         bar.close()
+
+
+def test_backlogged_firmware_output_is_flushed_by_polling_unkicked_head_writes(tmp_path) -> None:
+    """The shim logs i2x head writes without a kick (they only free ring space). While the
+    firmware holds responses that did not fit, the daemon must look at the logs itself, or a
+    driver that drained the ring would wait for ever."""
+    import socket as socketmod
+
+    from xdna_emu.daemon import Daemon, Session
+    from xdna_emu.fw.messages import Opcode
+    from xdna_emu.testing.pydriver import InProcessDevice, PyDriver
+
+    d = Daemon("npu4", tmp_path / "rt")
+    try:
+        d.config.write(4, b"\x06\x00")  # memory + bus master: the PSP reads firmware by DMA
+        td = InProcessDevice(d.chip, d.device, d.iommu, d.regs, d.device.clock, [])
+        drv = PyDriver(td)
+        drv.bring_up(async_events=False)
+        a, b = socketmod.socketpair()
+        sess = Session(d, a, 99)
+        d.sessions[sess.id] = sess
+        sess.attach_write_log()
+        ch = drv.mgmt
+        for _ in range(200):  # more responses than the 4 KiB i2x ring holds
+            ch.send(Opcode.GET_FIRMWARE_VERSION, bytes(4))
+        assert d.device.backlogged()
+        log_head = lambda: struct.unpack_from("<Q", sess.ctrl, P.CTRL_OFF_HEAD)[0]  # noqa: E731
+
+        def lazy_head(addr: int, value: int) -> None:  # what the shim does for the i2x head
+            bar, off = d.chip.dev_to_bar(addr)
+            d.regs.write(bar, off, value)
+            h = log_head()
+            P.LOG_ENTRY.pack_into(sess.ctrl, P.CTRL_OFF_ENTRY0 + (h % P.LOG_ENTRIES) * 16,
+                                  bar, off, value, 0)
+            struct.pack_into("<Q", sess.ctrl, P.CTRL_OFF_HEAD, h + 1)
+
+        ch._write_reg = lazy_head  # type: ignore[method-assign]
+        got = len(ch.drain())
+        assert 0 < got < 200 and d.device.backlogged()
+        assert d._timeout() is not None and d._timeout() <= 0.001  # the daemon will poll
+        d._step(d._timeout())  # no kick arrives: only the backlog poll can make progress
+        got += len(ch.drain())
+        for _ in range(100):
+            if not d.device.backlogged():
+                break
+            d._step(d._timeout())
+            got += len(ch.drain())
+        assert got == 200
+        b.close()
+    finally:
+        d.cleanup()

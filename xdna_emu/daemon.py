@@ -36,6 +36,7 @@ log = logging.getLogger("xdna_emu.daemon")
 
 DEFAULT_BDFS = [f"0000:{bus:02x}:00.1" for bus in range(0xC5, 0x100)]
 SO_PEERCRED_FMT = struct.Struct("3i")
+BACKLOG_POLL_S = 0.0002
 
 
 class DaemonError(RuntimeError):
@@ -357,13 +358,17 @@ class Daemon:
 
     def _timeout(self) -> float | None:
         deadline = self.device.next_deadline_ns()
-        if deadline is None:
-            return None
-        return max(0.0, (deadline - self.device.clock.now_ns()) / 1e9)
+        timeout = None if deadline is None else max(0.0, (deadline - self.device.clock.now_ns()) / 1e9)
+        if self.device.backlogged():
+            # Ring-space updates (i2x head) are logged without a kick: while firmware output
+            # waits for space, look at the logs ourselves every BACKLOG_POLL_S.
+            timeout = BACKLOG_POLL_S if timeout is None else min(timeout, BACKLOG_POLL_S)
+        return timeout
 
     def _step(self, timeout: float | None) -> None:
         progressed = False
-        for key, _ in self.sel.select(timeout):
+        events = self.sel.select(timeout)
+        for key, _ in events:
             kind, sess = key.data
             if kind == "accept":
                 self._accept()
@@ -373,10 +378,10 @@ class Daemon:
             elif kind == "client":
                 progressed |= self._on_client(sess)
             elif kind == "kick":
-                if not sess.closed:
-                    if not sess.drain_write_log():
-                        self.drop(sess, "corrupt write log")
-                    progressed = True
+                progressed |= self._drain(sess)
+        if not events and self.device.backlogged():
+            for sess in list(self.sessions.values()):
+                progressed |= self._drain(sess)
         deadline = self.device.next_deadline_ns()
         if deadline is not None and deadline <= self.device.clock.now_ns():
             self.device.poll()
@@ -385,6 +390,14 @@ class Daemon:
             self._publish_foreign_ctx()
             for s in list(self.sessions.values()):
                 s.notify()
+
+    def _drain(self, sess: Session) -> bool:
+        """Apply a session's write log (a kick, or a backlog poll)."""
+        if sess.closed or sess.ctrl is None:
+            return False
+        if not sess.drain_write_log():
+            self.drop(sess, "corrupt write log")
+        return True
 
     def _accept(self) -> None:
         try:

@@ -138,6 +138,10 @@ class NpuDevice:
                 self.stats["internal_errors"] += 1
                 log.exception("internal error in delayed work")
 
+    def backlogged(self) -> bool:
+        """Some channel holds responses the host has not made room for yet."""
+        return self.mailbox is not None and any(ch.outq for ch in self.mailbox.channels.values())
+
     def next_deadline_ns(self) -> int | None:
         return self._timers[0][0] if self._timers else None
 
