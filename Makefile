@@ -7,7 +7,7 @@ SYS_PKGS := umockdev libumockdev0 pciutils gcc libffi-dev python3-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BUILD_INPUTS := pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h) xdna_emu/_shim_build.py xdna_emu/chips/cgen.py $(wildcard xdna_emu/chips/*.toml)
 
-.PHONY: setup sysdeps demo test lint clean shim bench fuzz
+.PHONY: setup sysdeps demo test lint clean shim bench fuzz fuzz-native asan
 
 setup: sysdeps .stamp-venv
 
@@ -45,6 +45,20 @@ fuzz: setup
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_fuzz_device.py
 	$(VENV)/bin/xdna-emu fuzz --target device --seconds $(FUZZ_SECONDS) --json
 	$(VENV)/bin/xdna-emu fuzz --target parsers --seconds $(FUZZ_SECONDS) --json
+
+# Native libFuzzer targets on the shim's pure parsers (csrc/parse.c; fuzz/README.md).
+# FUZZ_SECONDS per harness: 30 unless given on the command line or in the environment.
+FUZZ_NATIVE_SECONDS := $(if $(filter command line environment,$(origin FUZZ_SECONDS)),$(FUZZ_SECONDS),30)
+FUZZ_SYS_PKGS := clang libclang-rt-dev
+fuzz-native:
+	@$(MAKE) --no-print-directory sysdeps SYS_PKGS="$(FUZZ_SYS_PKGS)"
+	fuzz/build.sh build/fuzz/bin
+	fuzz/run_native.sh $(FUZZ_NATIVE_SECONDS) build/fuzz
+
+# The cffi extension built with ASan + UBSan into build/asan, then the shim unit and probe
+# end-to-end tests run against it with libasan preloaded (python itself is not instrumented).
+asan: setup
+	fuzz/asan.sh $(PY)
 
 bench: setup
 	$(PY) -m xdna_emu.bench

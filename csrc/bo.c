@@ -256,72 +256,52 @@ void xdna_bo_free_all(struct xdna_shim_ctx *ctx)
 
 /* ---- public ------------------------------------------------------------------------- */
 
-static int lock(struct xdna_shim_ctx *ctx)
-{
-    if (!ctx) {
-        xdna_set_tls_error(EBADF, "no context");
-        return -1;
-    }
-    pthread_mutex_lock(&ctx->s.lock);
-    return 0;
-}
-
-static int unlock(struct xdna_shim_ctx *ctx, int rc)
-{
-    int err = errno;
-    if (rc < 0)
-        xdna_set_tls_error(err, "%s", ctx->last_error);
-    pthread_mutex_unlock(&ctx->s.lock);
-    errno = err;
-    return rc;
-}
-
 int xdna_shim_bo_create(struct xdna_shim_ctx *ctx, int type, uint64_t size, uint32_t *handle)
 {
-    if (lock(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
-    return unlock(ctx, xdna_bo_new(ctx, type, size, false, handle));
+    return xdna_api_leave(ctx, xdna_bo_new(ctx, type, size, false, handle));
 }
 
 int xdna_shim_bo_info(struct xdna_shim_ctx *ctx, uint32_t handle, struct xdna_shim_bo_info *info)
 {
-    if (lock(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     struct xdna_bo *bo = user_bo(ctx, handle, "bo_info");
     if (!bo || !info)
-        return unlock(ctx, bo ? xdna_fail(ctx, EINVAL, "bo_info: NULL info") : -1);
+        return xdna_api_leave(ctx, bo ? xdna_fail(ctx, EINVAL, "bo_info: NULL info") : -1);
     info->type = (uint32_t)bo->type;
     info->handle = bo->handle;
     info->size = bo->size;
     info->vaddr = (uint64_t)(uintptr_t)bo->va;
     info->xdna_addr = bo->xdna_addr;
     info->map_offset = (uint64_t)bo->handle << 12;
-    return unlock(ctx, 0);
+    return xdna_api_leave(ctx, 0);
 }
 
 int xdna_shim_bo_sync(struct xdna_shim_ctx *ctx, uint32_t handle, int dir, uint64_t offset,
                       uint64_t size)
 {
-    if (lock(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     struct xdna_bo *bo = user_bo(ctx, handle, "bo_sync");
     if (!bo)
-        return unlock(ctx, -1);
+        return xdna_api_leave(ctx, -1);
     if (dir != XDNA_SHIM_SYNC_TO_DEVICE && dir != XDNA_SHIM_SYNC_FROM_DEVICE)
-        return unlock(ctx, xdna_fail(ctx, EINVAL, "bo_sync: direction %d", dir));
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "bo_sync: direction %d", dir));
     if (offset > bo->size || (size && size > bo->size - offset))
-        return unlock(ctx, xdna_fail(ctx, EINVAL, "bo_sync: [%llu, +%llu) is outside the %llu-byte BO",
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "bo_sync: [%llu, +%llu) is outside the %llu-byte BO",
                                      (unsigned long long)offset, (unsigned long long)size,
                                      (unsigned long long)bo->size));
     __atomic_thread_fence(__ATOMIC_SEQ_CST); /* host and device memory are coherent here */
-    return unlock(ctx, 0);
+    return xdna_api_leave(ctx, 0);
 }
 
 int xdna_shim_bo_free(struct xdna_shim_ctx *ctx, uint32_t handle)
 {
-    if (lock(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     if (!user_bo(ctx, handle, "bo_free"))
-        return unlock(ctx, -1);
-    return unlock(ctx, xdna_bo_release(ctx, handle));
+        return xdna_api_leave(ctx, -1);
+    return xdna_api_leave(ctx, xdna_bo_release(ctx, handle));
 }

@@ -42,8 +42,39 @@ const char *xdna_shim_last_error(struct xdna_shim_ctx *ctx)
     return tls_error;
 }
 
+/* Deterministic mode: per-thread hooks (a copy) */
+static __thread struct xdna_shim_hooks tls_hooks;
+static __thread bool tls_hooked;
+
+const struct xdna_shim_hooks *xdna_hooks(void)
+{
+    return tls_hooked ? &tls_hooks : NULL;
+}
+
+int xdna_shim_set_hooks(struct xdna_shim_ctx *ctx, const struct xdna_shim_hooks *hooks)
+{
+    if (hooks && (!hooks->now_ns || !hooks->wait)) {
+        xdna_set_tls_error(EINVAL, "set_hooks: now_ns and wait are both required");
+        return -1;
+    }
+    if (ctx) {
+        if (xdna_api_enter(ctx) < 0)
+            return -1;
+        if (ctx->s.mon_running)
+            return xdna_api_leave(ctx, xdna_fail(ctx, EBUSY, "set_hooks: the monitor runs"));
+        ctx->s.no_monitor = hooks != NULL;
+        xdna_api_leave(ctx, 0);
+    }
+    tls_hooked = hooks != NULL;
+    if (hooks)
+        tls_hooks = *hooks;
+    return 0;
+}
+
 uint64_t xdna_now_ns(void)
 {
+    if (tls_hooked)
+        return tls_hooks.now_ns(tls_hooks.user);
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
@@ -79,6 +110,8 @@ int xdna_wait_step(struct xdna_shim_ctx *ctx, int extra_fd, uint64_t deadline, b
         *extra_ready = false;
     if (ctx->s.mon_running) /* the monitor thread receives; wait for its next event */
         return xdna_sess_wait(ctx, deadline);
+    if (ctx->s.no_monitor && tls_hooked)
+        return xdna_hooked_step(ctx, extra_fd, deadline, extra_ready, true);
     for (;;) {
         if (ctx->sock_dead || !daemon_alive(ctx))
             return xdna_fail(ctx, EPIPE, "the daemon ended this session");

@@ -10,6 +10,7 @@
  * times out its oldest command, aborts the rest and re-creates it under the same handle.
  */
 #include "shim_int.h"
+#include "parse.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -281,32 +282,32 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     uint8_t r[CREATE_RESP_SIZE];
     if (xdna_fw_call(ctx, MSG_CREATE_CONTEXT, req, sizeof(req), r, sizeof(r)) < 0)
         return -1;
-    uint32_t status = get_u32(r);
-    if (status == STATUS_MGMT_ERT_NOAVAIL)
+    struct xdna_pz_create_resp cr;
+    int pr = xdna_pz_create_resp(r, sizeof(r), ctx->nvec, &cr);
+    uint32_t status = cr.status;
+    if (pr == XDNA_PZ_STATUS_BUSY)
         return xdna_fail(ctx, EBUSY, "CREATE_CONTEXT: no context or columns available (status %#x)",
                          status);
-    if (status)
-        return xdna_fail(ctx, status == STATUS_MGMT_ERT_INVALID_PARAM ? EINVAL : EIO,
+    if (!cr.fw_live)
+        return xdna_fail(ctx, pr == XDNA_PZ_STATUS_INVAL ? EINVAL : EIO,
                          "CREATE_CONTEXT failed, status %#x", status);
-    hw->fw_id = get_u32(r + 4);
+    hw->fw_id = cr.ctx_id;
     hw->fw_live = true;
-    uint16_t msix;
-    memcpy(&msix, r + 8, 2);
+    uint16_t msix = cr.msix;
     struct xdna_mbox_chann_info ci = {0};
-    const uint8_t *q = r + 12; /* cq_pair[0]: x2i {head, tail, buf, size}, i2x {...} */
-    ci.x2i_head = get_u32(q + 0);
-    ci.x2i_tail = get_u32(q + 4);
-    ci.x2i_buf = get_u32(q + 8);
-    ci.x2i_buf_sz = get_u32(q + 12);
-    ci.i2x_head = get_u32(q + 16);
-    ci.i2x_tail = get_u32(q + 20);
-    ci.i2x_buf = get_u32(q + 24);
-    ci.i2x_buf_sz = get_u32(q + 28);
+    ci.x2i_head = cr.a.x2i_head; /* cq_pair[0] */
+    ci.x2i_tail = cr.a.x2i_tail;
+    ci.x2i_buf = cr.a.x2i_buf;
+    ci.x2i_buf_sz = cr.a.x2i_buf_sz;
+    ci.i2x_head = cr.a.i2x_head;
+    ci.i2x_tail = cr.a.i2x_tail;
+    ci.i2x_buf = cr.a.i2x_buf;
+    ci.i2x_buf_sz = cr.a.i2x_buf_sz;
     ci.msi_id = msix;
     int rc = 0;
-    if (r[10] < 1)
-        rc = xdna_fail(ctx, EINVAL, "CREATE_CONTEXT: %u cq pairs allocated", r[10]);
-    else if (msix >= ctx->nvec)
+    if (pr == XDNA_PZ_NO_CQ)
+        rc = xdna_fail(ctx, EINVAL, "CREATE_CONTEXT: %u cq pairs allocated", cr.ncq);
+    else if (pr == XDNA_PZ_BAD_MSIX)
         rc = xdna_fail(ctx, EINVAL, "CREATE_CONTEXT: msix_id %u >= %u vectors", msix, ctx->nvec);
     else
         rc = xdna_mbox_create(ctx, &hw->chan, "user", &ci); /* apertures, power-of-2 rings */
@@ -468,26 +469,6 @@ void xdna_hwctx_destroy_all(struct xdna_shim_ctx *ctx)
 
 /* ---- public: contexts ----------------------------------------------------------------- */
 
-static int lock(struct xdna_shim_ctx *ctx)
-{
-    if (!ctx) {
-        xdna_set_tls_error(EBADF, "no context");
-        return -1;
-    }
-    pthread_mutex_lock(&ctx->s.lock);
-    return 0;
-}
-
-static int unlock(struct xdna_shim_ctx *ctx, int rc)
-{
-    int err = errno;
-    if (rc < 0)
-        xdna_set_tls_error(err, "%s", ctx->last_error);
-    pthread_mutex_unlock(&ctx->s.lock);
-    errno = err;
-    return rc;
-}
-
 static int ready(struct xdna_shim_ctx *ctx, const char *what)
 {
     if (ctx->s.client || ctx->state == XDNA_SHIM_STATE_PROBED || ctx->s.rpm_suspended)
@@ -510,23 +491,23 @@ static int prio_of(uint32_t p, uint32_t *out)
 int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwctx_params *p,
                            uint32_t *handle)
 {
-    if (lock(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     struct xdna_shim_hwctx_params params = {.priority = 0, .num_cols = 0, .start_col = -1};
     if (p)
         params = *p;
     uint32_t prio;
     if (!handle)
-        return unlock(ctx, xdna_fail(ctx, EINVAL, "hwctx_create: NULL handle"));
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "hwctx_create: NULL handle"));
     if (prio_of(params.priority, &prio) < 0)
-        return unlock(ctx, xdna_fail(ctx, EINVAL, "hwctx_create: unknown priority %#x",
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "hwctx_create: unknown priority %#x",
                                      params.priority));
     if (ready(ctx, "hwctx_create") < 0)
-        return unlock(ctx, -1);
+        return xdna_api_leave(ctx, -1);
     if (!ctx->s.heap) {
         uint32_t h;
         if (xdna_bo_new(ctx, XDNA_SHIM_BO_DEV_HEAP, XDNA_HEAP_CHUNK, false, &h) < 0)
-            return unlock(ctx, -1);
+            return xdna_api_leave(ctx, -1);
     }
     unsigned slot = XDNA_MAX_HWCTX;
     for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
@@ -535,11 +516,11 @@ int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwc
             break;
         }
     if (slot == XDNA_MAX_HWCTX)
-        return unlock(ctx, xdna_fail(ctx, EBUSY, "hwctx_create: %u contexts in this session",
+        return xdna_api_leave(ctx, xdna_fail(ctx, EBUSY, "hwctx_create: %u contexts in this session",
                                      XDNA_MAX_HWCTX));
     struct xdna_hwctx *hw = calloc(1, sizeof(*hw));
     if (!hw)
-        return unlock(ctx, xdna_fail(ctx, ENOMEM, "out of memory"));
+        return xdna_api_leave(ctx, xdna_fail(ctx, ENOMEM, "out of memory"));
     hw->handle = slot + 1;
     hw->params = params;
     hw->prio = prio;
@@ -559,21 +540,21 @@ int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwc
         hw_free(ctx, hw);
         memcpy(ctx->last_error, msg, sizeof(msg));
         errno = err;
-        return unlock(ctx, -1);
+        return xdna_api_leave(ctx, -1);
     }
     hw_release(ctx, hw);
     *handle = hw->handle;
     ctx->s.last_active_ns = xdna_now_ns();
-    return unlock(ctx, 0);
+    return xdna_api_leave(ctx, 0);
 }
 
 int xdna_shim_hwctx_destroy(struct xdna_shim_ctx *ctx, uint32_t handle)
 {
-    if (lock(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     struct xdna_hwctx *hw;
     if (hw_claim(ctx, handle, &hw) < 0)
-        return unlock(ctx, -1);
+        return xdna_api_leave(ctx, -1);
     end_jobs(ctx, hw, XDNA_SHIM_ERT_STATE_ABORT);
     bool vec_shared = false;
     for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
@@ -586,17 +567,17 @@ int xdna_shim_hwctx_destroy(struct xdna_shim_ctx *ctx, uint32_t handle)
     if (had_fw && !vec_shared && !hw->polled && vec != ctx->mgmt.msix)
         xdna_irq_release(ctx, vec); /* a later context of another session may get it */
     hw_free(ctx, hw);
-    return unlock(ctx, 0);
+    return xdna_api_leave(ctx, 0);
 }
 
 int xdna_shim_hwctx_info(struct xdna_shim_ctx *ctx, uint32_t handle,
                          struct xdna_shim_hwctx_info *info)
 {
-    if (lock(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     struct xdna_hwctx *hw = hw_get(ctx, handle);
     if (!hw || !info)
-        return unlock(ctx, xdna_fail(ctx, EINVAL, "hwctx_info: bad handle %u", handle));
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "hwctx_info: bad handle %u", handle));
     memset(info, 0, sizeof(*info));
     info->handle = hw->handle;
     info->fw_ctx_id = hw->fw_id;
@@ -613,7 +594,7 @@ int xdna_shim_hwctx_info(struct xdna_shim_ctx *ctx, uint32_t handle,
     info->errors = hw->errors;
     info->timeouts = hw->timeouts;
     info->aborts = hw->aborts;
-    return unlock(ctx, 0);
+    return xdna_api_leave(ctx, 0);
 }
 
 /* ---- public: commands ----------------------------------------------------------------- */
@@ -630,18 +611,15 @@ static int parse_cmd(struct xdna_shim_ctx *ctx, uint32_t handle, struct parsed_c
     if (!bo || bo->internal || bo->type != XDNA_SHIM_BO_CMD)
         return xdna_fail(ctx, EINVAL, "exec: %u is not a CMD BO", handle);
     const uint32_t *w = hdr_of(bo);
-    uint32_t h = w[0];
-    uint32_t count = (h >> 12) & 0x7FF;
-    pc->opcode = (h >> 23) & 0x1F;
     /* data = CU masks (1 + extra; none for CMD_CHAIN, as amdxdna_cmd_get_payload) + payload */
-    uint32_t masks = pc->opcode == XDNA_SHIM_ERT_CMD_CHAIN ? 0 : 1 + ((h >> 10) & 3);
-    if ((uint64_t)(1 + count) * 4 > bo->size || count < masks)
+    struct xdna_pz_cmd c;
+    if (xdna_pz_cmd_hdr((const uint8_t *)w, bo->size, &c))
         return xdna_fail(ctx, EINVAL, "exec: BO %u header count %u does not fit %llu bytes", handle,
-                         count, (unsigned long long)bo->size);
-    uint32_t mask = masks ? w[1] : 1;
-    pc->cu_idx = mask ? (uint32_t)__builtin_ctz(mask) : 0;
-    pc->payload = w + 1 + masks;
-    pc->npay = count - masks;
+                         bo->size >= 4 ? (w[0] >> 12) & 0x7FF : 0, (unsigned long long)bo->size);
+    pc->opcode = c.opcode;
+    pc->cu_idx = c.cu_idx;
+    pc->payload = w + c.pay;
+    pc->npay = c.npay;
     return 0;
 }
 
@@ -656,18 +634,22 @@ static int parse_npu(struct xdna_shim_ctx *ctx, uint32_t handle, struct npu_cmd 
     struct parsed_cmd pc;
     if (parse_cmd(ctx, handle, &pc) < 0)
         return -1;
-    if (pc.opcode != XDNA_SHIM_ERT_START_NPU)
+    struct xdna_bo *bo = xdna_bo_get(ctx, handle); /* a CMD BO: parse_cmd checked it */
+    const uint32_t *w = hdr_of(bo);
+    struct xdna_pz_npu n;
+    int r = xdna_pz_npu((const uint8_t *)w, bo->size, &n);
+    if (r == XDNA_PZ_CMD_OPCODE)
         return xdna_fail(ctx, EINVAL, "exec: BO %u opcode %u is not START_NPU (20)", handle,
                          pc.opcode);
-    if (pc.npay < 4 || pc.payload[3] > pc.npay - 4)
+    if (r)
         return xdna_fail(ctx, EINVAL, "exec: BO %u START_NPU payload of %u words is too short",
                          handle, pc.npay);
-    c->inst = pc.payload[0] | (uint64_t)pc.payload[1] << 32;
-    c->inst_size = pc.payload[2];
-    c->props = pc.payload[3];
-    c->cu_idx = pc.cu_idx;
-    c->args = pc.payload + 4 + c->props;
-    c->nargs = pc.npay - 4 - c->props;
+    c->inst = n.inst;
+    c->inst_size = n.inst_size;
+    c->props = n.props;
+    c->cu_idx = n.cu_idx;
+    c->args = w + n.args;
+    c->nargs = n.nargs;
     return 0;
 }
 
@@ -720,65 +702,67 @@ static int put_slot(struct xdna_shim_ctx *ctx, uint8_t *buf, uint32_t off, bool 
 
 int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, uint64_t *seq)
 {
-    if (lock(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     if (!seq)
-        return unlock(ctx, xdna_fail(ctx, EINVAL, "exec: NULL seq"));
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "exec: NULL seq"));
     if (!hw_get(ctx, hwctx))
-        return unlock(ctx, xdna_fail(ctx, EINVAL, "exec: no hardware context %u", hwctx));
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "exec: no hardware context %u", hwctx));
     struct parsed_cmd pc;
     if (parse_cmd(ctx, cmd_bo, &pc) < 0)
-        return unlock(ctx, -1);
+        return xdna_api_leave(ctx, -1);
     uint32_t subs[XDNA_CHAIN_MAX], nsub = 0;
     if (pc.opcode == XDNA_SHIM_ERT_CMD_CHAIN) {
-        if (pc.npay < 6)
-            return unlock(ctx, xdna_fail(ctx, EINVAL, "exec: CMD_CHAIN payload too short"));
-        uint32_t n = pc.payload[0];
-        if (n == 0 || n > XDNA_CHAIN_MAX || pc.npay < 6 + 2 * n)
-            return unlock(ctx, xdna_fail(ctx, EINVAL, "exec: CMD_CHAIN of %u commands (1..%u, %u"
-                                         " payload words)", n, XDNA_CHAIN_MAX, pc.npay));
-        for (uint32_t i = 0; i < n; i++) {
-            uint64_t h = pc.payload[6 + 2 * i] | (uint64_t)pc.payload[7 + 2 * i] << 32;
+        struct xdna_bo *cb = xdna_bo_get(ctx, cmd_bo); /* a CMD BO: parse_cmd checked it */
+        struct xdna_pz_chain chn;
+        int cr = xdna_pz_chain(cb->va, cb->size, cmd_bo, XDNA_MAX_BOS, &chn);
+        if (cr == XDNA_PZ_CMD_SHORT)
+            return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "exec: CMD_CHAIN payload too short"));
+        if (cr && cr != XDNA_PZ_CHAIN_ENTRY)
+            return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "exec: CMD_CHAIN of %u commands (1..%u, %u"
+                                         " payload words)", chn.n, XDNA_CHAIN_MAX, pc.npay));
+        for (uint32_t i = 0; i < chn.n; i++) {
+            uint64_t h = chn.handle[i];
             struct npu_cmd c;
-            if (h == 0 || h > XDNA_MAX_BOS || h == cmd_bo || parse_npu(ctx, (uint32_t)h, &c) < 0)
-                return unlock(ctx, xdna_fail(ctx, EINVAL, "exec: chain entry %u (BO %llu) is not a"
+            if ((cr && i + 1 == chn.n) || parse_npu(ctx, (uint32_t)h, &c) < 0)
+                return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "exec: chain entry %u (BO %llu) is not a"
                                              " START_NPU command", i, (unsigned long long)h));
             subs[nsub++] = (uint32_t)h;
         }
     } else if (pc.opcode == XDNA_SHIM_ERT_START_NPU) {
         struct npu_cmd c;
         if (parse_npu(ctx, cmd_bo, &c) < 0)
-            return unlock(ctx, -1);
+            return xdna_api_leave(ctx, -1);
         subs[nsub++] = cmd_bo;
     } else {
-        return unlock(ctx, xdna_fail(ctx, EINVAL, "exec: opcode %u is not START_NPU (20) or "
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "exec: opcode %u is not START_NPU (20) or "
                                      "CMD_CHAIN (19)", pc.opcode));
     }
     if (ready(ctx, "exec") < 0)
-        return unlock(ctx, -1);
+        return xdna_api_leave(ctx, -1);
     struct xdna_hwctx *hw;
     if (hw_claim(ctx, hwctx, &hw) < 0)
-        return unlock(ctx, -1);
+        return xdna_api_leave(ctx, -1);
     /* a free slot: at most 4 outstanding per context */
     uint64_t deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_MBOX_RX]);
     while (hw->njobs >= XDNA_CTX_MAX_CMDS) {
         hw->busy = false;
         pthread_cond_broadcast(&ctx->s.cond);
         if (xdna_cond_wait(ctx, deadline) < 0) {
-            return unlock(ctx, xdna_fail(ctx, EAGAIN, "exec: context %u has %u commands "
+            return xdna_api_leave(ctx, xdna_fail(ctx, EAGAIN, "exec: context %u has %u commands "
                                          "outstanding", hwctx, XDNA_CTX_MAX_CMDS));
         }
         if (hw_claim(ctx, hwctx, &hw) < 0)
-            return unlock(ctx, -1);
+            return xdna_api_leave(ctx, -1);
     }
     if (ctx->s.rpm_suspended && xdna_rpm_get(ctx) < 0) {
         hw_release(ctx, hw);
-        return unlock(ctx, -1);
+        return xdna_api_leave(ctx, -1);
     }
     if (hw->state != XDNA_SHIM_HWCTX_ACTIVE && fw_start(ctx, hw) < 0) {
         hw->state = XDNA_SHIM_HWCTX_BROKEN;
         hw_release(ctx, hw);
-        return unlock(ctx, -1);
+        return xdna_api_leave(ctx, -1);
     }
     unsigned li = 0;
     while (li < XDNA_CTX_MAX_CMDS && hw->cmdlist_used[li])
@@ -786,19 +770,31 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
     struct xdna_bo *list = li < XDNA_CTX_MAX_CMDS ? xdna_bo_get(ctx, hw->cmdlist_bo[li]) : NULL;
     if (!list) {
         hw_release(ctx, hw);
-        return unlock(ctx, xdna_fail(ctx, EIO, "exec: no free command list"));
+        return xdna_api_leave(ctx, xdna_fail(ctx, EIO, "exec: no free command list"));
     }
     bool npu = xdna_has_feature(ctx, XDNA_FEAT_NPU_COMMAND);
     struct xdna_job *j = &hw->jobs[(hw->job_head + hw->njobs) % XDNA_CTX_MAX_CMDS];
     memset(j, 0, sizeof(*j));
+    /* The lock may have been dropped since the first parse (slot wait, context start): the
+     * client may have released or rewritten the BOs meanwhile. Parse again, fail cleanly if
+     * they no longer hold commands, and use these results (not a third parse) below. */
+    struct npu_cmd cmds[XDNA_CHAIN_MAX];
+    struct parsed_cmd pc2;
+    bool changed = parse_cmd(ctx, cmd_bo, &pc2) < 0 || pc2.opcode != pc.opcode;
+    for (uint32_t i = 0; !changed && i < nsub; i++)
+        changed = parse_npu(ctx, subs[i], &cmds[i]) < 0;
+    if (changed) {
+        hw_release(ctx, hw);
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "exec: BO %u (or a command it chains)"
+                                             " changed or went away during submission", cmd_bo));
+    }
     uint32_t off = 0;
     for (uint32_t i = 0; i < nsub; i++) {
-        struct npu_cmd c;
-        parse_npu(ctx, subs[i], &c);
+        const struct npu_cmd c = cmds[i];
         int n = put_slot(ctx, list->va, off, npu, &c);
         if (n < 0) {
             hw_release(ctx, hw);
-            return unlock(ctx, -1);
+            return xdna_api_leave(ctx, -1);
         }
         off += (uint32_t)n;
     }
@@ -825,7 +821,7 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
     if (xdna_mbox_post_cb(ctx, &hw->chan, op, req, req_len, 12, false, job_cb,
                           job_arg(hw->handle, s)) < 0) {
         hw_release(ctx, hw);
-        return unlock(ctx, -1);
+        return xdna_api_leave(ctx, -1);
     }
     hw->next_seq++;
     j->live = true;
@@ -839,8 +835,7 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
     cbo->busy++;
     set_state(cbo, XDNA_SHIM_ERT_STATE_SUBMITTED);
     for (uint32_t i = 0; i < nsub; i++) {
-        struct npu_cmd c;
-        parse_npu(ctx, subs[i], &c);
+        const struct npu_cmd c = cmds[i];
         if (subs[i] != cmd_bo) {
             struct xdna_bo *sb = xdna_bo_get(ctx, subs[i]);
             if (j->npins < XDNA_MAX_PINS) {
@@ -853,28 +848,28 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
     *seq = s;
     ctx->s.last_active_ns = xdna_now_ns();
     hw_release(ctx, hw);
-    return unlock(ctx, 0);
+    return xdna_api_leave(ctx, 0);
 }
 
 int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int timeout_ms)
 {
-    if (lock(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     struct xdna_hwctx *hw = hw_get(ctx, hwctx);
     if (!hw)
-        return unlock(ctx, xdna_fail(ctx, EINVAL, "wait: no hardware context %u", hwctx));
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "wait: no hardware context %u", hwctx));
     if (seq == 0 || seq >= hw->next_seq)
-        return unlock(ctx, xdna_fail(ctx, EINVAL, "wait: command %llu was never submitted to %u",
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "wait: command %llu was never submitted to %u",
                                      (unsigned long long)seq, hwctx));
     uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : xdna_deadline(timeout_ms > 0 ? timeout_ms : 1);
     for (;;) {
         hw = hw_get(ctx, hwctx);
         if (!hw || !job_find(hw, seq))
-            return unlock(ctx, 0); /* final (or its context is gone: ABORT was written) */
+            return xdna_api_leave(ctx, 0); /* final (or its context is gone: ABORT was written) */
         if (hw->polled && hw->chan.active) /* TURBO: poll the ring ourselves */
             xdna_mbox_rx(ctx, &hw->chan);
         if (!job_find(hw, seq))
-            return unlock(ctx, 0);
+            return xdna_api_leave(ctx, 0);
         if (timeout_ms == 0)
             break;
         uint64_t until = deadline;
@@ -884,34 +879,34 @@ int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int 
                 until = slice;
         }
         if (ctx->sock_dead)
-            return unlock(ctx, xdna_fail(ctx, EPIPE, "wait: the daemon is gone"));
+            return xdna_api_leave(ctx, xdna_fail(ctx, EPIPE, "wait: the daemon is gone"));
         if (xdna_cond_wait(ctx, until) < 0 && until == deadline)
             break;
     }
-    return unlock(ctx, xdna_fail(ctx, ETIME, "wait: command %llu of context %u not done within"
+    return xdna_api_leave(ctx, xdna_fail(ctx, ETIME, "wait: command %llu of context %u not done within"
                                  " %d ms", (unsigned long long)seq, hwctx, timeout_ms));
 }
 
 int xdna_shim_cmd_state(struct xdna_shim_ctx *ctx, uint32_t cmd_bo, uint32_t *state)
 {
-    if (lock(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     struct xdna_bo *bo = xdna_bo_get(ctx, cmd_bo);
     if (!bo || bo->internal || bo->type != XDNA_SHIM_BO_CMD || !state)
-        return unlock(ctx, xdna_fail(ctx, EINVAL, "cmd_state: %u is not a CMD BO", cmd_bo));
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "cmd_state: %u is not a CMD BO", cmd_bo));
     *state = __atomic_load_n(hdr_of(bo), __ATOMIC_ACQUIRE) & 0xF;
-    return unlock(ctx, 0);
+    return xdna_api_leave(ctx, 0);
 }
 
 int xdna_shim_app_health(struct xdna_shim_ctx *ctx, uint32_t hwctx, void *buf, size_t len)
 {
-    if (lock(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     struct xdna_hwctx *hw;
     if (!buf && len)
-        return unlock(ctx, xdna_fail(ctx, EINVAL, "app_health: NULL buffer"));
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "app_health: NULL buffer"));
     if (hw_claim(ctx, hwctx, &hw) < 0)
-        return unlock(ctx, -1);
+        return xdna_api_leave(ctx, -1);
     int rc = 0;
     if (!hw->health_len) {
         rc = ready(ctx, "app_health");
@@ -924,5 +919,5 @@ int xdna_shim_app_health(struct xdna_shim_ctx *ctx, uint32_t hwctx, void *buf, s
         memcpy(buf, hw->health, n);
     }
     hw_release(ctx, hw);
-    return unlock(ctx, rc < 0 ? -1 : (int)n);
+    return xdna_api_leave(ctx, rc < 0 ? -1 : (int)n);
 }

@@ -6,6 +6,7 @@
  * Everything read from the device is range-checked before use.
  */
 #include "shim_int.h"
+#include "parse.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -37,40 +38,29 @@ const char *xdna_opcode_name(uint32_t op)
     }
 }
 
-static bool pow2(uint32_t v) { return v && !(v & (v - 1)); }
-
 static struct xdna_loc loc_add(struct xdna_loc l, uint32_t d)
 {
     return (struct xdna_loc){.bar = l.bar, .off = l.off + d};
 }
 
-static int reg_loc(struct xdna_shim_ctx *ctx, uint32_t addr, struct xdna_loc *loc,
-                   const char *what)
+/* The chip's apertures and what this session really mapped, for the pure checks. */
+static void layout_of(struct xdna_shim_ctx *ctx, struct xdna_pz_layout *lay)
 {
     const struct xdna_chip_desc *c = ctx->chip;
-    if (addr & 3)
-        return xdna_fail(ctx, EINVAL, "mailbox: %s register %#x is not 4-aligned", what, addr);
-    if (xdna_dev_loc(ctx, addr, 4, loc, what) < 0)
-        return -1;
-    if (!c->mbox.present || loc->bar != c->mbox.bar)
-        return xdna_fail(ctx, EINVAL, "mailbox: %s register %#x is outside the mailbox aperture",
-                         what, addr);
-    return 0;
+    memset(lay, 0, sizeof(*lay));
+    for (unsigned i = 0; i < c->nbars && lay->nap < XDNA_PZ_MAX_APERTURES; i++)
+        lay->ap[lay->nap++] = (struct xdna_pz_aperture){
+            .bar = c->bars[i].bar, .base = c->bars[i].base, .size = c->bars[i].size};
+    for (unsigned b = 0; b < XDNA_NUM_BARS && b < XDNA_PZ_MAX_BARS; b++)
+        lay->bar_size[b] = ctx->bars[b].va ? ctx->bars[b].size : 0;
+    lay->mbox_bar = c->mbox.present ? c->mbox.bar : -1;
+    lay->sram_bar = c->sram_bar;
+    lay->nvec = ctx->nvec;
 }
 
-static int ring_loc(struct xdna_shim_ctx *ctx, uint32_t addr, uint32_t size, struct xdna_loc *loc,
-                    const char *what)
+static struct xdna_loc loc_of(struct xdna_pz_loc l)
 {
-    if (!pow2(size) || size < 64)
-        return xdna_fail(ctx, EINVAL, "mailbox: %s ring size %#x is not a power of two >= 64",
-                         what, size);
-    if (addr & 3)
-        return xdna_fail(ctx, EINVAL, "mailbox: %s ring %#x is not 4-aligned", what, addr);
-    if (xdna_dev_loc(ctx, addr, size, loc, what) < 0)
-        return -1;
-    if ((int)loc->bar != ctx->chip->sram_bar)
-        return xdna_fail(ctx, EINVAL, "mailbox: %s ring %#x is outside SRAM", what, addr);
-    return 0;
+    return (struct xdna_loc){.bar = l.bar, .off = l.off};
 }
 
 int xdna_mbox_create(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, const char *name,
@@ -78,17 +68,29 @@ int xdna_mbox_create(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, const
 {
     memset(ch, 0, sizeof(*ch));
     ch->name = name;
-    if (ci->msi_id >= ctx->nvec)
+    struct xdna_pz_layout lay;
+    struct xdna_pz_chan pc;
+    layout_of(ctx, &lay);
+    const struct xdna_pz_chan_addrs a = {
+        .x2i_tail = ci->x2i_tail, .x2i_head = ci->x2i_head, .x2i_buf = ci->x2i_buf,
+        .x2i_buf_sz = ci->x2i_buf_sz, .i2x_tail = ci->i2x_tail, .i2x_head = ci->i2x_head,
+        .i2x_buf = ci->i2x_buf, .i2x_buf_sz = ci->i2x_buf_sz, .msi_id = ci->msi_id};
+    int r = xdna_pz_chan_check(&lay, &a, &pc);
+    if (r == XDNA_PZ_BAD_MSIX)
         return xdna_fail(ctx, EINVAL, "mailbox %s: msi_id %u >= %u vectors", name, ci->msi_id,
                          ctx->nvec);
-    if (reg_loc(ctx, ci->x2i_tail, &ch->x2i_tail_reg, "x2i tail") < 0 ||
-        reg_loc(ctx, ci->x2i_head, &ch->x2i_head_reg, "x2i head") < 0 ||
-        reg_loc(ctx, ci->i2x_tail, &ch->i2x_tail_reg, "i2x tail") < 0 ||
-        reg_loc(ctx, ci->i2x_head, &ch->i2x_head_reg, "i2x head") < 0 ||
-        reg_loc(ctx, ci->i2x_head + 4, &ch->intr_reg, "interrupt") < 0 ||
-        ring_loc(ctx, ci->x2i_buf, ci->x2i_buf_sz, &ch->x2i_buf, "x2i") < 0 ||
-        ring_loc(ctx, ci->i2x_buf, ci->i2x_buf_sz, &ch->i2x_buf, "i2x") < 0)
-        return -1;
+    if (r)
+        return xdna_fail(ctx, EINVAL, "mailbox %s: %s %s %#x: %s", name,
+                         xdna_pz_field_str(pc.field),
+                         pc.field >= XDNA_PZ_F_X2I_RING ? "ring" : "register", pc.value,
+                         xdna_pz_reason_str(r));
+    ch->x2i_tail_reg = loc_of(pc.reg[XDNA_PZ_F_X2I_TAIL]);
+    ch->x2i_head_reg = loc_of(pc.reg[XDNA_PZ_F_X2I_HEAD]);
+    ch->i2x_tail_reg = loc_of(pc.reg[XDNA_PZ_F_I2X_TAIL]);
+    ch->i2x_head_reg = loc_of(pc.reg[XDNA_PZ_F_I2X_HEAD]);
+    ch->intr_reg = loc_of(pc.reg[XDNA_PZ_F_INTR]);
+    ch->x2i_buf = loc_of(pc.ring[0]);
+    ch->i2x_buf = loc_of(pc.ring[1]);
     ch->x2i_size = ci->x2i_buf_sz;
     ch->i2x_size = ci->i2x_buf_sz;
     ch->msix = ci->msi_id;
@@ -182,21 +184,18 @@ static int x2i_send(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32
     const uint32_t len = MBOX_HDR_SIZE + req_len;
     uint32_t head = xdna_rd(ctx, ch->x2i_head_reg);
     uint32_t tail = ch->x2i_tail;
-    if (head > size || (head & 3)) {
+    struct xdna_pz_tx tx;
+    xdna_pz_x2i_space(head, tail, size, len, &tx);
+    if (tx.kind == XDNA_PZ_TX_BAD) {
         set_bad(ctx, ch, "x2i head %#x (ring %#x)", head, size);
         return -1;
     }
-    if (tail < head && tail + len >= head)
+    if (tx.kind == XDNA_PZ_TX_NOSPC)
         return xdna_fail(ctx, ENOSPC, "mailbox %s: x2i ring full (head %#x tail %#x)", ch->name,
                          head, tail);
-    if (tail >= head && tail + len > size - 4) {
-        if (len >= head)
-            return xdna_fail(ctx, ENOSPC, "mailbox %s: x2i ring full at wrap (head %#x tail %#x)",
-                             ch->name, head, tail);
-        if (tail + 4 <= size)
-            xdna_wr(ctx, loc_add(ch->x2i_buf, tail), MBOX_TOMBSTONE);
-        tail = 0;
-    }
+    if (tx.kind == XDNA_PZ_TX_WRAP && tx.tomb_ok)
+        xdna_wr(ctx, loc_add(ch->x2i_buf, tx.tomb), MBOX_TOMBSTONE);
+    tail = tx.pos;
     uint32_t hdr[4] = {req_len, (req_len & MBOX_SIZE_MASK) | (MBOX_PROTO_VER << 16), id, opcode};
     ring_write(ctx, ch->x2i_buf, tail, hdr, sizeof(hdr));
     ring_write(ctx, ch->x2i_buf, tail + MBOX_HDR_SIZE, req, req_len);
@@ -209,9 +208,9 @@ static int x2i_send(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32
 static void dispatch(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_t id,
                      uint32_t total, uint32_t payload_off)
 {
-    unsigned slot = id & 0xFFFFFFu;
-    if ((id & MBOX_ID_MAGIC_MASK) != MBOX_ID_MAGIC || slot >= MBOX_MAX_IDS ||
-        !ch->pend[slot].in_use || ch->pend[slot].done) {
+    int sl = xdna_pz_resp_slot(id, MBOX_MAX_IDS);
+    unsigned slot = sl < 0 ? 0 : (unsigned)sl;
+    if (sl < 0 || !ch->pend[slot].in_use || ch->pend[slot].done) {
         ctx->info.dropped_resps++;
         return;
     }
@@ -248,52 +247,49 @@ static int i2x_one(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
 {
     const uint32_t size = ch->i2x_size;
     uint32_t tail = xdna_rd(ctx, ch->i2x_tail_reg);
-    if (tail > size || (tail & 3)) {
-        set_bad(ctx, ch, "i2x tail %#x (ring %#x)", tail, size);
-        return -1;
-    }
-    uint32_t head = ch->i2x_head;
-    /* Empty check first, as the driver does: after a message that ended exactly at the
-     * ring end both head and tail equal size, and wrapping head first would re-read
-     * stale messages from offset 0. */
-    if (head == tail)
+    struct xdna_pz_rx rx;
+    /* Empty is decided before the head wraps from size to 0, as the driver does: after a
+     * message that ended exactly at the ring end both head and tail equal size. */
+    xdna_pz_i2x_head(size, ch->i2x_head, tail, &rx);
+    if (rx.kind == XDNA_PZ_RX_EMPTY)
         return 0;
-    if (head == size)
-        head = 0;
-    if (head == tail) /* wrapped onto an empty ring (tail 0): nothing to read either */
-        return 0;
-    if (head + 4 > size) {
-        set_bad(ctx, ch, "i2x head %#x (ring %#x)", head, size);
-        return -1;
+    uint32_t first = 0;
+    if (rx.kind == XDNA_PZ_RX_READ) {
+        first = xdna_rd(ctx, loc_add(ch->i2x_buf, rx.off));
+        xdna_pz_i2x_first(size, tail, first, &rx);
     }
-    uint32_t first = xdna_rd(ctx, loc_add(ch->i2x_buf, head));
-    if (first == MBOX_TOMBSTONE) {
-        if (tail > head) {
-            set_bad(ctx, ch, "TOMBSTONE at %#x while tail %#x is ahead", head, tail);
-            return -1;
-        }
+    const uint32_t head = rx.off;
+    switch (rx.kind) {
+    case XDNA_PZ_RX_WRAP:
         ch->i2x_head = 0;
-        if (xdna_wr_trap_lazy(ctx, ch->i2x_head_reg, 0) < 0)
-            return -1;
-        return 1;
+        return xdna_wr_trap_lazy(ctx, ch->i2x_head_reg, 0) < 0 ? -1 : 1;
+    case XDNA_PZ_RX_MSG: {
+        uint32_t id = xdna_rd(ctx, loc_add(ch->i2x_buf, head + 8));
+        dispatch(ctx, ch, id, rx.total, head + MBOX_HDR_SIZE);
+        ch->i2x_head = rx.next; /* may equal size: expected */
+        return xdna_wr_trap_lazy(ctx, ch->i2x_head_reg, rx.next) < 0 ? -1 : 1;
     }
-    uint32_t total = first;
-    if (total == 0 || (total & 3) || total > size - MBOX_HDR_SIZE ||
-        head > size - MBOX_HDR_SIZE - total) {
-        set_bad(ctx, ch, "message size %#x at head %#x", total, head);
-        return -1;
+    default:
+        break;
     }
-    if (tail > head && head + MBOX_HDR_SIZE + total > tail) {
+    switch (rx.reason) {
+    case XDNA_PZ_BAD_TAIL:
+        set_bad(ctx, ch, "i2x tail %#x (ring %#x)", tail, size);
+        break;
+    case XDNA_PZ_BAD_TOMBSTONE:
+        set_bad(ctx, ch, "TOMBSTONE at %#x while tail %#x is ahead", head, tail);
+        break;
+    case XDNA_PZ_PAST_TAIL:
         set_bad(ctx, ch, "message at %#x runs past tail %#x", head, tail);
-        return -1;
+        break;
+    case XDNA_PZ_BAD_SIZE:
+        set_bad(ctx, ch, "message size %#x at head %#x", first, head);
+        break;
+    default:
+        set_bad(ctx, ch, "i2x head %#x (ring %#x)", ch->i2x_head, size);
+        break;
     }
-    uint32_t id = xdna_rd(ctx, loc_add(ch->i2x_buf, head + 8));
-    dispatch(ctx, ch, id, total, head + MBOX_HDR_SIZE);
-    uint32_t next = head + MBOX_HDR_SIZE + total; /* may equal size: expected */
-    ch->i2x_head = next;
-    if (xdna_wr_trap_lazy(ctx, ch->i2x_head_reg, next) < 0)
-        return -1;
-    return 1;
+    return -1;
 }
 
 /* The interrupt handler + RX worker: ack, drain, re-check the interrupt register. */

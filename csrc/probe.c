@@ -5,6 +5,7 @@
  * mgmt_fw_init, pm_init, mgmt_fw_query, async event registration, GET_DEV_REVISION.
  */
 #include "shim_int.h"
+#include "parse.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -632,16 +633,22 @@ static int fw_alive(struct xdna_shim_ctx *ctx, struct xdna_mbox_chann_info *ci)
     memcpy(ci, w, sizeof(*ci));
     if (xdna_wr_auto(ctx, alive, 0) < 0)
         return -1;
-    if (ci->magic != MGMT_INFO_MAGIC)
+    const struct xdna_chip_desc *c = ctx->chip;
+    struct xdna_pz_mgmt_info pi;
+    switch (xdna_pz_mgmt_hdr((const uint8_t *)w, sizeof(w), c->protocol_major,
+                             c->protocol_min_minor, &pi)) {
+    case XDNA_PZ_OK:
+        break;
+    case XDNA_PZ_BAD_INFO_MAGIC:
         return xdna_fail(ctx, EINVAL, "mgmt channel info magic %#x, expected %#x", ci->magic,
                          MGMT_INFO_MAGIC);
-    const struct xdna_chip_desc *c = ctx->chip;
-    if (ci->prot_major != c->protocol_major)
-        return xdna_fail(ctx, EINVAL, "firmware protocol %u.%u: %s needs major %u", ci->prot_major,
-                         ci->prot_minor, c->name, c->protocol_major);
-    if (ci->prot_minor < c->protocol_min_minor)
+    case XDNA_PZ_OLD_PROTO_MINOR:
         return xdna_fail(ctx, EOPNOTSUPP, "firmware protocol %u.%u is older than %u.%u",
                          ci->prot_major, ci->prot_minor, c->protocol_major, c->protocol_min_minor);
+    default:
+        return xdna_fail(ctx, EINVAL, "firmware protocol %u.%u: %s needs major %u", ci->prot_major,
+                         ci->prot_minor, c->name, c->protocol_major);
+    }
     ctx->info.protocol_major = ci->prot_major;
     ctx->info.protocol_minor = ci->prot_minor;
     ctx->info.mgmt_msi_id = ci->msi_id;
@@ -763,18 +770,23 @@ static int mgmt_fw_query(struct xdna_shim_ctx *ctx)
     uint8_t av[8];
     if (mgmt_u32(ctx, MSG_QUERY_AIE_VERSION, av, sizeof(av)) < 0)
         return -1;
-    uint16_t maj, min;
-    memcpy(&maj, av + 4, 2);
-    memcpy(&min, av + 6, 2);
-    ctx->info.aie_major = maj;
-    ctx->info.aie_minor = min;
-
     uint8_t ti[48];
     if (mgmt_u32(ctx, MSG_QUERY_AIE_TILE_INFO, ti, sizeof(ti)) < 0)
         return -1;
-    uint16_t f[19];
-    memcpy(f, ti + 8, sizeof(f)); /* major, minor, cols, rows, core/mem/shim rows, row starts... */
+    return xdna_decode_aie_info(ctx, av, ti);
+}
+
+/* QUERY_AIE_VERSION (8 B) and QUERY_AIE_TILE_INFO (48 B) responses into ctx->info, with
+ * the driver's sanity check (no columns or no core rows: the AIE array is unusable). */
+int xdna_decode_aie_info(struct xdna_shim_ctx *ctx, const uint8_t av[8], const uint8_t ti[48])
+{
     struct xdna_shim_info *in = &ctx->info;
+    uint16_t maj, min, f[19];
+    memcpy(&maj, av + 4, 2);
+    memcpy(&min, av + 6, 2);
+    in->aie_major = maj;
+    in->aie_minor = min;
+    memcpy(f, ti + 8, sizeof(f)); /* major, minor, cols, rows, core/mem/shim rows, row starts... */
     in->cols = f[2];
     in->rows = f[3];
     in->core_rows = f[4];

@@ -54,6 +54,7 @@ int xdna_sess_init(struct xdna_shim_ctx *ctx)
     s->autosuspend_ms = DEFAULT_AUTOSUSPEND_MS;
     s->clock_gating = true;
     s->power_mode = XDNA_SHIM_POWER_DEFAULT;
+    s->no_monitor = xdna_hooks() != NULL; /* deterministic mode: no monitor thread */
     s->inited = true;
     if (s->wake_fd < 0 || !s->bos)
         return xdna_fail(ctx, ENOMEM, "session init: out of resources");
@@ -75,7 +76,8 @@ void xdna_sess_fini(struct xdna_shim_ctx *ctx)
     s->inited = false;
 }
 
-static int enter(struct xdna_shim_ctx *ctx)
+/* Every public call runs under the ctx lock: take it (EBADF on NULL)... */
+int xdna_api_enter(struct xdna_shim_ctx *ctx)
 {
     if (!ctx) {
         xdna_set_tls_error(EBADF, "no context");
@@ -83,6 +85,22 @@ static int enter(struct xdna_shim_ctx *ctx)
     }
     pthread_mutex_lock(&ctx->s.lock);
     return 0;
+}
+
+/* ...and drop it, publishing a failure's message to this thread's last_error. */
+int xdna_api_leave(struct xdna_shim_ctx *ctx, int rc)
+{
+    int err = errno;
+    if (rc < 0)
+        xdna_set_tls_error(err, "%s", ctx->last_error);
+    pthread_mutex_unlock(&ctx->s.lock);
+    errno = err;
+    return rc;
+}
+
+static int enter(struct xdna_shim_ctx *ctx)
+{
+    return xdna_api_enter(ctx);
 }
 
 /* Unlock and return rc, keeping errno. */
@@ -108,6 +126,12 @@ void xdna_wake_monitor(struct xdna_shim_ctx *ctx)
 
 int xdna_cond_wait(struct xdna_shim_ctx *ctx, uint64_t deadline)
 {
+    if (ctx->s.no_monitor && xdna_hooks()) { /* no other thread will signal: run the device */
+        int rc = xdna_hooked_step(ctx, -1, deadline, NULL, true);
+        if (rc < 0 && errno != ETIME && xdna_now_ns() < deadline)
+            return rc; /* EPIPE: callers treat any failure like a timeout */
+        return rc;
+    }
     if (deadline == UINT64_MAX) {
         pthread_cond_wait(&ctx->s.cond, &ctx->s.lock);
         return 0;
@@ -238,6 +262,8 @@ int xdna_sess_wait(struct xdna_shim_ctx *ctx, uint64_t deadline)
 
 int xdna_wait_log(struct xdna_shim_ctx *ctx, uint64_t deadline)
 {
+    if (ctx->s.no_monitor && xdna_hooks()) /* a message may be half written: no TDR here */
+        return xdna_hooked_step(ctx, -1, deadline, NULL, false);
     if (!ctx->s.mon_running)
         return xdna_wait_step(ctx, -1, deadline, NULL);
     /* keep the lock (a message may be half written): short polls on notify */
@@ -484,6 +510,114 @@ static void rpm_maybe_suspend(struct xdna_shim_ctx *ctx)
     dev_end(ctx);
 }
 
+/* ---- deterministic mode: the monitor's work, inline ---------------------------------- */
+
+/* TDR, async re-posts and autosuspend, as one monitor iteration does them. */
+static void housekeeping(struct xdna_shim_ctx *ctx)
+{
+    struct xdna_sess *s = &ctx->s;
+    if (!s->mon_virtual || s->in_housekeeping || daemon_gone(ctx))
+        return;
+    s->in_housekeeping = true;
+    uint64_t now = xdna_now_ns();
+    if (now >= s->next_tdr_ns) {
+        s->next_tdr_ns = now + (uint64_t)s->tdr_ms * 1000000u;
+        if (!s->dev_busy && !s->rpm_suspended)
+            xdna_hwctx_tdr_tick(ctx);
+    }
+    if (!s->client && ctx->mgmt.active)
+        for (unsigned i = 0; i < sizeof(s->async_repost); i++)
+            if (s->async_repost[i] && xdna_async_post(ctx, i) == 0)
+                s->async_repost[i] = 0;
+    rpm_maybe_suspend(ctx);
+    s->in_housekeeping = false;
+}
+
+int xdna_hooked_step(struct xdna_shim_ctx *ctx, int extra_fd, uint64_t deadline,
+                     bool *extra_ready, bool hk)
+{
+    struct xdna_sess *s = &ctx->s;
+    const struct xdna_shim_hooks *h = xdna_hooks();
+    if (extra_ready)
+        *extra_ready = false;
+    if (daemon_gone(ctx))
+        return xdna_fail(ctx, EPIPE, "the daemon ended this session");
+    uint64_t now = xdna_now_ns();
+    if (now >= deadline) {
+        errno = ETIME;
+        return -1;
+    }
+    /* wake no later than the monitor would (TDR tick, autosuspend) */
+    uint64_t wake = deadline;
+    hk = hk && s->mon_virtual && !s->in_housekeeping;
+    if (hk) {
+        if (s->next_tdr_ns < wake)
+            wake = s->next_tdr_ns;
+        if (!s->client && s->autosuspend_ms > 0 && !s->rpm_suspended) {
+            uint64_t due = s->last_active_ns + (uint64_t)s->autosuspend_ms * 1000000u;
+            if (due < wake)
+                wake = due;
+        }
+        if (wake <= now)
+            wake = now + 1;
+    }
+    if (h->wait(h->user, wake) < 0)
+        return xdna_fail(ctx, EPIPE, "the wait hook gave up");
+    struct pollfd p[4 + 128];
+    unsigned vec_of[4 + 128];
+    nfds_t n = 0;
+    p[n++] = (struct pollfd){.fd = ctx->notify_fd, .events = POLLIN};
+    p[n++] = (struct pollfd){.fd = ctx->sock, .events = POLLIN | POLLRDHUP};
+    p[n++] = (struct pollfd){.fd = extra_fd, .events = POLLIN}; /* fd -1 is ignored */
+    for (unsigned v = 0; s->mon_virtual && v < ctx->nvec && n < sizeof(p) / sizeof(p[0]); v++)
+        if (s->vec_owned && s->vec_owned[v] && ctx->irq_fds[v] >= 0 && ctx->irq_fds[v] != extra_fd) {
+            vec_of[n] = v;
+            p[n++] = (struct pollfd){.fd = ctx->irq_fds[v], .events = POLLIN};
+        }
+    struct timespec zero = {0, 0};
+    int r = ppoll(p, n, &zero, NULL);
+    uint8_t fired[XDNA_MAX_VECTORS > 256 ? 256 : XDNA_MAX_VECTORS];
+    memset(fired, 0, sizeof(fired));
+    if (r > 0) {
+        if (p[0].revents & POLLIN)
+            drain_fd(ctx->notify_fd);
+        if (p[1].revents & (POLLHUP | POLLERR | POLLRDHUP | POLLNVAL)) {
+            ctx->sock_dead = true;
+            return xdna_fail(ctx, EPIPE, "the daemon hung up");
+        }
+        if (p[1].revents & POLLIN) {
+            ctx->sock_dead = true;
+            return xdna_fail(ctx, EPROTO, "unsolicited data on the control socket");
+        }
+        if (extra_fd >= 0 && (p[2].revents & POLLIN)) {
+            drain_fd(extra_fd);
+            if (extra_ready)
+                *extra_ready = true;
+            for (unsigned v = 0; v < ctx->nvec && v < sizeof(fired); v++)
+                if (ctx->irq_fds[v] == extra_fd)
+                    fired[v] = 1;
+        }
+        for (nfds_t i = 3; i < n; i++)
+            if (p[i].revents & POLLIN) {
+                drain_fd(p[i].fd);
+                if (vec_of[i] < sizeof(fired))
+                    fired[vec_of[i]] = 1;
+            }
+    }
+    if (s->mon_virtual && !s->in_housekeeping) {
+        /* the caller's own channel (extra_fd) is drained by the caller */
+        if (extra_fd >= 0 && extra_ready && *extra_ready)
+            for (unsigned v = 0; v < ctx->nvec && v < sizeof(fired); v++)
+                if (ctx->irq_fds[v] == extra_fd)
+                    fired[v] = 0;
+        service_channels(ctx, fired);
+        s->events++;
+    }
+    if (hk)
+        housekeeping(ctx);
+    return 0;
+}
+
 /* ---- the monitor thread ------------------------------------------------------------- */
 
 static void *monitor_main(void *arg)
@@ -536,6 +670,11 @@ static int monitor_start(struct xdna_shim_ctx *ctx)
         return 0;
     s->mon_stop = false;
     s->last_active_ns = xdna_now_ns();
+    if (s->no_monitor) { /* deterministic mode: its work runs inside the waits */
+        s->mon_virtual = true;
+        s->next_tdr_ns = s->last_active_ns + (uint64_t)s->tdr_ms * 1000000u;
+        return 0;
+    }
     int r = pthread_create(&s->mon, NULL, monitor_main, ctx);
     if (r != 0)
         return xdna_fail(ctx, r, "monitor thread: %s", strerror(r));
@@ -546,6 +685,7 @@ static int monitor_start(struct xdna_shim_ctx *ctx)
 static void monitor_stop(struct xdna_shim_ctx *ctx)
 {
     struct xdna_sess *s = &ctx->s;
+    s->mon_virtual = false;
     if (!s->mon_running)
         return;
     s->mon_stop = true;
@@ -795,24 +935,9 @@ int xdna_shim_attach(struct xdna_shim_ctx *ctx)
     in->fw_minor = fv[2];
     in->fw_sub = fv[3];
     in->fw_build = fv[4];
-    uint16_t maj, min, f[19];
-    memcpy(&maj, av + 4, 2);
-    memcpy(&min, av + 6, 2);
-    in->aie_major = maj;
-    in->aie_minor = min;
-    memcpy(f, ti + 8, sizeof(f));
-    in->cols = f[2];
-    in->rows = f[3];
-    in->core_rows = f[4];
-    in->mem_rows = f[5];
-    in->shim_rows = f[6];
-    in->core_row_start = f[7];
-    in->mem_row_start = f[8];
-    in->shim_row_start = f[9];
-    in->total_col = in->cols < 128 ? in->cols : 128;
-    if (in->cols == 0 || in->core_rows == 0) {
+    if (xdna_decode_aie_info(ctx, av, ti) < 0) {
         ctx->s.client = false;
-        return leave(ctx, keep_msg(ctx, xdna_fail(ctx, EINVAL, "attach: tile info has no columns")));
+        return leave(ctx, keep_msg(ctx, -1));
     }
     return leave(ctx, keep_msg(ctx, monitor_start(ctx)));
 }

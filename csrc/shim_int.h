@@ -129,6 +129,9 @@ struct xdna_sess {
     struct xdna_shim_async_error async;
     uint8_t async_repost[128];
     struct xdna_dma_buf health_buf; /* GET_APP_HEALTH target (IOVA, or SVA for clients) */
+    bool no_monitor;          /* deterministic mode: the monitor's work runs inline */
+    bool mon_virtual;         /* ...and it would be running now */
+    bool in_housekeeping;     /* inline TDR/autosuspend work in progress (no re-entry) */
 };
 
 struct xdna_shim_ctx {
@@ -179,6 +182,12 @@ uint64_t xdna_deadline(int ms);
  * or the deadline passes. 0 on a wakeup (*extra_ready says whether extra_fd fired, its
  * counter is drained), -1 with ETIME at the deadline, EPIPE when the daemon is gone. */
 int xdna_wait_step(struct xdna_shim_ctx *ctx, int extra_fd, uint64_t deadline, bool *extra_ready);
+/* Deterministic mode: the calling thread's hooks, or NULL. */
+const struct xdna_shim_hooks *xdna_hooks(void);
+/* Deterministic-mode wait step (sess.c): hooks->wait, then a zero-timeout look at every
+ * event source; with housekeeping, the monitor's TDR/autosuspend work runs inline. */
+int xdna_hooked_step(struct xdna_shim_ctx *ctx, int extra_fd, uint64_t deadline,
+                     bool *extra_ready, bool housekeeping);
 /* Poll a register until (value & mask) != 0 (or == 0 when want_zero). */
 int xdna_poll_reg(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t mask, int timeout_ms,
                   uint32_t *val, const char *what);
@@ -190,6 +199,14 @@ int xdna_wr_trap(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 /* Append to the write log without storing into BAR memory (mailbox x2i tail). */
 int xdna_wr_log(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 int xdna_wr_trap_lazy(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
+
+/* Public-call locking (sess.c): enter takes the ctx lock, leave drops it and copies a
+ * failure's message to the calling thread's last_error. */
+int xdna_api_enter(struct xdna_shim_ctx *ctx);
+int xdna_api_leave(struct xdna_shim_ctx *ctx, int rc);
+
+/* AIE version + tile info responses into ctx->info (probe.c); -1 if unusable. */
+int xdna_decode_aie_info(struct xdna_shim_ctx *ctx, const uint8_t av[8], const uint8_t ti[48]);
 /* Write through the log when (bar, off) is a trapped register, else plainly. */
 int xdna_wr_auto(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 bool xdna_loc_ok(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t len);

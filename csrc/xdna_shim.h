@@ -287,6 +287,27 @@ int xdna_shim_app_health(struct xdna_shim_ctx *ctx, uint32_t hwctx, void *buf, s
 int xdna_shim_set_power_mode(struct xdna_shim_ctx *ctx, int mode);
 int xdna_shim_get_power(struct xdna_shim_ctx *ctx, struct xdna_shim_power *pw);
 
+/* ---- deterministic mode (DESIGN §4 "Waits are pluggable") ------------------------- */
+
+/* With hooks set, the shim never blocks in poll(): every wait (control-socket replies,
+ * register polls, mailbox and job waits, write-log room) calls wait(user, deadline_ns),
+ * which must advance the device (and may advance time) and return 0 (< 0: give up, the
+ * waiting call fails with EPIPE). Time comes from now_ns(user) (ns, monotonic). The work
+ * of the monitor thread (receiving, TDR ticks, async re-posts, autosuspend) runs inline
+ * in the waiting call; no monitor thread is started for a context opened or marked while
+ * hooks are set. Everything then runs in the calling thread. */
+struct xdna_shim_hooks {
+    uint64_t (*now_ns)(void *user);
+    int (*wait)(void *user, uint64_t deadline_ns);
+    void *user;
+};
+
+/* Set (hooks != NULL) or clear the calling thread's hooks. They are per thread and copied.
+ * ctx NULL: contexts opened afterwards by this thread run without a monitor thread.
+ * ctx given: also mark ctx monitor-less (EBUSY if its monitor thread already runs).
+ * EINVAL when a hook pointer is NULL. Keep the hooks set while such a context lives. */
+int xdna_shim_set_hooks(struct xdna_shim_ctx *ctx, const struct xdna_shim_hooks *hooks);
+
 /* CDEF-END */
 
 #ifdef __cplusplus

@@ -15,7 +15,8 @@ from cffi import FFI
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 HEADER = CSRC / "xdna_shim.h"
-SOURCES = ("chips.c", "proto.c", "core.c", "mailbox.c", "probe.c", "sess.c", "bo.c", "hwctx.c")
+SOURCES = ("chips.c", "proto.c", "core.c", "mailbox.c", "probe.c", "sess.c", "bo.c", "hwctx.c",
+           "parse.c")
 
 
 def _cdef_text() -> str:

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# ASan + UBSan build of the cffi shim extension into build/asan, and the shim unit and probe
+# end-to-end tests run against it.
+# usage: fuzz/asan.sh [PYTHON] [pytest args...]   (PYTHON default .venv/bin/python)
+#
+# python is not instrumented, so libasan is LD_PRELOADed (it must come first in the library
+# list) and leak checking is off (CPython's arenas look like leaks). The instrumented
+# extension is reached through an overlay package, build/asan/pkg/xdna_emu, whose entries are
+# symlinks to xdna_emu/ except _shim*.so; the daemon subprocesses inherit the overlay.
+set -euo pipefail
+SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${1:-$SRC/.venv/bin/python}"
+shift || true
+case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac
+B="$SRC/build/asan"
+CC="${ASAN_CC:-gcc}"
+SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+cd "$SRC"
+rm -rf "$B/lib" "$B/pkg"
+mkdir -p "$B/tmp" "$B/lib"
+# cffi compiles from inside tmpdir with the source paths relative to the repo: mirror csrc
+# there as symlinks so the objects stay in build/asan
+mkdir -p "$B/lib/csrc"
+for f in "$SRC"/csrc/*; do ln -sfn "$f" "$B/lib/csrc/$(basename "$f")"; done
+# cffi's own compile step (distutils honours CC/CFLAGS/LDFLAGS/LDSHARED), not setup.py:
+# the build is the same ffibuilder the package uses, only the flags differ.
+CC="$CC" CFLAGS="$SAN -g -O1" LDFLAGS="$SAN" LDSHARED="$CC -shared" \
+    "$PY" -c 'import sys; sys.path.insert(0, sys.argv[2])
+from xdna_emu._shim_build import ffibuilder
+print(ffibuilder.compile(tmpdir=sys.argv[1]))' "$B/lib" "$SRC" >"$B/build.log" 2>&1 ||
+    { cat "$B/build.log" >&2; exit 1; }
+so="$(ls "$B"/lib/xdna_emu/_shim*.so)"
+mkdir -p "$B/pkg/xdna_emu"
+for e in "$SRC"/xdna_emu/* "$SRC"/xdna_emu/.[!.]*; do
+    [ -e "$e" ] || continue
+    case "$(basename "$e")" in _shim*.so|__pycache__) continue ;; esac
+    ln -s "$e" "$B/pkg/xdna_emu/$(basename "$e")"
+done
+ln -s "$so" "$B/pkg/xdna_emu/$(basename "$so")"
+LIBASAN="$("$CC" -print-file-name=libasan.so)"
+[ -f "$LIBASAN" ] || { echo "asan.sh: $CC has no libasan.so" >&2; exit 1; }
+echo "ASan shim: $so (preload $LIBASAN)"
+
+cd "$SRC/tests"
+export PYTHONPATH="$B/pkg${PYTHONPATH:+:$PYTHONPATH}"
+export LD_PRELOAD="$LIBASAN"
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:${ASAN_OPTIONS:-}"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
+export XDNA_EMU_ASAN=1
+# a plugin that fails the session unless the tests really load the instrumented shim
+cat >"$B/pkg/xdna_asan_check.py" <<'PY'
+def pytest_sessionstart(session):
+    import xdna_emu._shim as s
+
+    assert "/build/asan/" in s.__file__, "not the ASan shim: " + s.__file__
+    print("xdna_emu._shim:", s.__file__)
+PY
+# from tests/, so the repo root (and its uninstrumented xdna_emu) is not on sys.path
+exec "$PY" -m pytest -q -s -p xdna_asan_check -p no:cacheprovider --rootdir "$SRC" \
+    test_shim_unit.py test_probe_e2e.py "$@"
