@@ -175,7 +175,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     from ..chips import chip_names, load_chip
 
     if args.target == "shim":
-        raise _usage_error("target shim: not built yet (the shim-side harness is separate work)")
+        return _fuzz_shim(args)
     if args.chip not in chip_names() or load_chip(args.chip).mailbox is None:
         raise _usage_error(f"chip {args.chip!r} cannot be fuzzed (an AIE2 chip with a mailbox is needed)")
     engine = args.engine
@@ -247,6 +247,26 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
               f"{summary['crashes']}, hangs {summary['hangs']}")
         for path in summary["artifacts"]:
             print(f"  finding: {path}")
+    return 1 if summary["crashes"] or summary["hangs"] else 0
+
+
+def _fuzz_shim(args: argparse.Namespace) -> int:
+    """Shim target: in-process, deterministic (one worker; --jobs is ignored)."""
+    from .shim_target import run
+
+    t0 = time.monotonic()
+    res = run(args.seconds, seed=1, chip=args.chip, artifacts=Path(args.artifacts).resolve())
+    elapsed = time.monotonic() - t0
+    summary = {"target": "shim", "engine": "builtin", "chip": args.chip, "jobs": 1,
+               "seconds": round(elapsed, 2), "execs": res["execs"],
+               "execs_per_s": round(res["execs"] / elapsed, 1) if elapsed > 0 else 0.0,
+               "crashes": res["crashes"], "hangs": res["hangs"], "coverage": res["coverage"],
+               "corpus_size": res["corpus_size"], "artifacts": res["artifacts"]}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"fuzz shim: {summary['execs']} examples in {summary['seconds']:.0f} s, crashes "
+              f"{summary['crashes']}, hangs {summary['hangs']}")
     return 1 if summary["crashes"] or summary["hangs"] else 0
 
 

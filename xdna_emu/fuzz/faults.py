@@ -1,0 +1,179 @@
+"""Firmware fault injector: the misbehaviours of fuzzing.md §5, for shim-side fuzzing.
+
+It wraps the firmware side of a device model: each mailbox channel's ``send`` (every
+response and async message goes through it) and the mailbox engine's interrupt. A fault is
+armed for the next ``count`` messages (``arm``) or drawn at random from a seed (``rate``),
+so runs replay exactly. Every injected fault is logged as a trace-style line
+(``fault <kind> chan=<i> id=<id>``) in :attr:`FaultInjector.log`.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..fw.mailbox import TOMBSTONE, MailboxChannel
+
+_HDR = struct.Struct("<IIII")
+MAGIC = 0x1D000000
+
+#: Message faults (applied in ``send``), by fuzzing.md §5 number.
+MSG_FAULTS = {
+    "drop": 1, "late": 2, "dup": 3, "bad_id": 4, "stale_id": 4, "zero_id": 4,
+    "nonmagic_id": 4, "noncontig_id": 5, "bad_size": 6, "tombstone": 7, "bad_tail": 8,
+    "no_irq": 11, "reset": 13, "unload": 13, "fw_fatal": 14,
+}
+#: Action faults (done at once by :meth:`FaultInjector.act`).
+ACT_FAULTS = {"unsolicited": 9, "irq_empty": 10}
+ALL_FAULTS = tuple(MSG_FAULTS) + tuple(ACT_FAULTS)
+
+
+@dataclass
+class _Armed:
+    kind: str
+    count: int
+    chan: int | None  # None: any channel; 0: mgmt; -1: any user channel
+    arg: int
+
+
+class FaultInjector:
+    """Arms and applies firmware misbehaviours on one device model."""
+
+    def __init__(self, seed: int = 0, rate: float = 0.0,
+                 kinds: tuple[str, ...] = tuple(MSG_FAULTS)) -> None:
+        self.rng = random.Random(seed)
+        self.rate, self.kinds = rate, kinds
+        self.armed: list[_Armed] = []
+        self.log: list[str] = []
+        self.counts: Counter[str] = Counter()
+        self.device: Any = None
+        self._last_id: dict[int, int] = {}
+        self._no_irq = 0
+
+    # -- setup ---------------------------------------------------------------------------
+    def install(self, device: Any, clock: Any = None) -> None:
+        """Hook ``device``'s mailbox engine (idempotent across device resets)."""
+        self.device = device
+        eng = device.mailbox
+        if eng is None or getattr(eng, "_fault_injector", None) is self:
+            return
+        eng._fault_injector = self
+        orig_open, orig_irq = eng.open_channel, eng.irq
+
+        def open_channel(*a: Any, **kw: Any) -> MailboxChannel:
+            ch = orig_open(*a, **kw)
+            base = ch.send
+            ch.send = lambda mid, op, payload, _c=ch, _b=base: self._send(_c, _b, mid, op, payload)
+            return ch
+
+        def irq(vector: int) -> None:
+            if self._no_irq > 0:
+                self._no_irq -= 1
+                return
+            orig_irq(vector)
+
+        eng.open_channel = open_channel
+        eng.irq = irq
+        self._raw_irq = orig_irq
+
+    def reset(self) -> None:
+        self.armed.clear()
+        self._last_id.clear()
+        self._no_irq = 0
+
+    def arm(self, kind: str, count: int = 1, chan: int | None = None, arg: int = 0) -> None:
+        if kind not in MSG_FAULTS:
+            raise ValueError(f"unknown message fault {kind!r}")
+        self.armed.append(_Armed(kind, count, chan, arg))
+
+    # -- actions -----------------------------------------------------------------------------
+    def act(self, kind: str, chan: int = 0) -> bool:
+        """Do an action fault now on channel ``chan``; False if that channel is not open."""
+        eng = self.device.mailbox if self.device is not None else None
+        ch = eng.channels.get(chan) if eng is not None else None
+        if ch is None:
+            return False
+        self._note(kind, ch, 0)
+        if kind == "unsolicited":
+            MailboxChannel.send(ch, 0, 0x10C, struct.pack("<II", 0, 0))
+        elif kind == "irq_empty":
+            self._raw_irq(ch.vector)
+        else:
+            raise ValueError(f"unknown action fault {kind!r}")
+        return True
+
+    # -- the send wrapper ---------------------------------------------------------------------
+    def _pick(self, ch: MailboxChannel) -> _Armed | None:
+        for a in self.armed:
+            if a.chan is None or a.chan == ch.index or (a.chan == -1 and ch.index != 0):
+                a.count -= 1
+                if a.count <= 0:
+                    self.armed.remove(a)
+                return a
+        if self.rate and self.rng.random() < self.rate:
+            return _Armed(self.rng.choice(self.kinds), 1, None, self.rng.randrange(1 << 16))
+        return None
+
+    def _note(self, kind: str, ch: MailboxChannel, mid: int) -> None:
+        self.counts[kind] += 1
+        self.log.append(f"fault {kind} chan={ch.index} id={mid:#x}")
+
+    def _raw(self, ch: MailboxChannel, pkt: bytes) -> None:
+        ch.outq.append(pkt)
+        ch.flush()
+
+    def _send(self, ch: MailboxChannel, base: Callable[[int, int, bytes], None], mid: int,
+              op: int, payload: bytes) -> None:
+        a = self._pick(ch) if ch.open else None
+        stale = self._last_id.get(ch.index, MAGIC | 0xFF)
+        if mid:
+            self._last_id[ch.index] = mid
+        if a is None:
+            base(mid, op, payload)
+            return
+        k = a.kind
+        self._note(k, ch, mid)
+        n = len(payload)
+        if k == "drop":
+            return
+        if k == "late":
+            delay = (a.arg or 6000) * 1_000_000  # default: past RX_TIMEOUT (5 s)
+            self.device.schedule(delay, lambda: base(mid, op, payload))
+        elif k == "dup":
+            base(mid, op, payload)
+            base(mid, op, payload)
+        elif k == "bad_id":
+            base(MAGIC | ((mid + 0x80) & 0xFF), op, payload)
+        elif k == "stale_id":
+            base(stale, op, payload)
+        elif k == "zero_id":
+            base(0, op, payload)
+        elif k == "nonmagic_id":
+            base(mid & 0x00FFFFFF, op, payload)
+        elif k == "noncontig_id":
+            base(MAGIC | ((mid + 2) & 0xFF), op, payload)
+        elif k == "bad_size":
+            sizes = (0, n + 2, 0x10000, n + 64)
+            total = sizes[a.arg % len(sizes)]
+            sv = (n & 0x7FF) | 1 << 16
+            self._raw(ch, _HDR.pack(total, sv, mid, op) + payload)
+        elif k == "tombstone":
+            if ch.i2x_tail + 4 < ch.ring_size - 64:
+                struct.pack_into("<I", ch._i2x, ch.i2x_tail, TOMBSTONE)
+                ch.i2x_tail += 4
+            base(mid, op, payload)
+        elif k == "bad_tail":
+            base(mid, op, payload)
+            bad = (ch.ring_size + 8, ch.i2x_tail + 2, 0xFFFFFFFC)[a.arg % 3]
+            ch._wr(ch.i2x_tail_reg, bad)
+        elif k == "no_irq":
+            self._no_irq += 1
+            base(mid, op, payload)
+        elif k == "reset":
+            self.device.reset()
+        elif k in ("unload", "fw_fatal"):
+            self.device._stop_fw()

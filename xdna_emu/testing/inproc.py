@@ -1,0 +1,164 @@
+"""Deterministic in-process mode: the daemon and the real C shim in one thread (issue 5).
+
+The shim's waits call back into :class:`InProcess`, which steps the daemon without blocking
+and, when nothing progressed, moves a :class:`~xdna_emu.clock.VirtualClock` to the next
+device timer or the shim's deadline. Sockets, eventfds, the write log and the shared BARs
+stay real (DESIGN §4: deterministic mode sits on top of the real parts); only time and
+scheduling are ours, so a run replays exactly from its seed.
+
+A device per example is cheap: the daemon (and its sockets and shared memory) is kept and
+only the device is reset between examples (:meth:`InProcess.fresh`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..clock import VirtualClock
+from ..daemon import Daemon
+from ..shim import Shim, ffi, lib
+
+#: Bound on hook calls within one shim call that do not advance virtual time: a shim that
+#: spins without waiting for anything is a livelock, reported instead of hanging the test.
+SPIN_LIMIT = 20_000
+
+
+class Livelock(RuntimeError):
+    """The shim kept waiting without anything happening and without time passing."""
+
+
+_FW_DIRS: dict[str, Path] = {}
+
+
+def firmware_dir(chip: str) -> Path:
+    """A firmware tree for ``chip``, written once per process."""
+    if chip not in _FW_DIRS:
+        from ..fw.image import write_firmware
+
+        out = Path(tempfile.mkdtemp(prefix=f"xdna-inproc-fw-{chip}-"))
+        write_firmware(chip, out)
+        _FW_DIRS[chip] = out
+    return _FW_DIRS[chip]
+
+
+class InProcess:
+    """A daemon with a virtual clock, and the C shim driven from the same thread.
+
+    ``fault`` (optional) is installed on the device with ``fault.install(device)`` after
+    every reset; see :mod:`xdna_emu.fuzz.faults`.
+    """
+
+    def __init__(self, chip: str = "npu4", fault: Any = None) -> None:
+        self.chip = chip
+        self.clock = VirtualClock(start_ns=1_000_000_000)
+        self._dir = Path(tempfile.mkdtemp(prefix="xdna-inproc-"))
+        self.daemon = Daemon(chip, self._dir, clock=self.clock)
+        self.daemon.announce()
+        self.fault = fault
+        self.spins = 0
+        self.waits = 0
+        self.livelock = False
+        self.hook_error: BaseException | None = None
+        self._now_cb = ffi.callback("uint64_t(void *)", self._now_ns)
+        self._wait_cb = ffi.callback("int(void *, uint64_t)", self._wait, onerror=self._onerror)
+        self._hooks = ffi.new("struct xdna_shim_hooks *")
+        self._hooks.now_ns = self._now_cb
+        self._hooks.wait = self._wait_cb
+        self._hooks.user = ffi.NULL
+        self.shim: Shim | None = None
+        if fault is not None:
+            fault.install(self.daemon.device, self.clock)
+
+    # -- hooks --------------------------------------------------------------------------
+    def _now_ns(self, _user: Any) -> int:
+        return self.clock.now_ns()
+
+    def _onerror(self, exc: type[BaseException], val: BaseException, tb: Any) -> int:
+        self.hook_error = val
+        return -1
+
+    def _wait(self, _user: Any, deadline: int) -> int:
+        """Run the device once; with nothing to do, let virtual time pass."""
+        self.waits += 1
+        d = self.daemon
+        ready = bool(d.sel.select(0))
+        now = self.clock.now_ns()
+        nd = d.device.next_deadline_ns()
+        due = nd is not None and nd <= now
+        d._step(0)
+        if ready or due:
+            self.spins += 1
+            if self.spins > SPIN_LIMIT:
+                self.livelock = True
+                return -1
+            return 0
+        self.spins = 0
+        target = deadline if nd is None else min(deadline, nd)
+        if target > now:
+            self.clock.advance(target - now)
+            d._step(0)
+        return 0
+
+    def _set(self, on: bool) -> None:
+        lib.xdna_shim_set_hooks(ffi.NULL, self._hooks if on else ffi.NULL)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def open(self, timeout_ms: int = 5000) -> Shim:
+        """Open the real shim on the daemon socket, monitor-less, hooks on this thread."""
+        self._set(True)
+        self.shim = Shim.open(self.daemon.socket_path, timeout_ms)
+        return self.shim
+
+    def probe(self) -> Shim:
+        shim = self.shim or self.open()
+        shim.probe(firmware_dir(self.chip))
+        return shim
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> tuple[Any, int]:
+        """Run one shim call; returns (result, virtual ns it took). Livelocks raise."""
+        self.spins = 0
+        t0 = self.clock.now_ns()
+        try:
+            res = fn(*args, **kw)
+        finally:
+            if self.livelock:
+                self.livelock = False
+                raise Livelock(f"{getattr(fn, '__name__', fn)} spun {SPIN_LIMIT} steps")
+        return res, self.clock.now_ns() - t0
+
+    def close_shim(self) -> None:
+        if self.shim is not None:
+            self.shim.close()
+            self.shim = None
+        for _ in range(8):  # let the daemon see the hang-up
+            self.daemon._step(0)
+        self._set(False)  # hooks are per thread: never leak them to other shim users
+
+    def fresh(self) -> None:
+        """A device in power-on state and no shim, for the next example."""
+        self.close_shim()
+        for sess in list(self.daemon.sessions.values()):
+            self.daemon.drop(sess, "fresh device")
+        self.daemon.reset_device()
+        self.daemon.device._timers.clear()
+        if self.fault is not None:
+            self.fault.reset()
+            self.fault.install(self.daemon.device, self.clock)
+
+    def close(self) -> None:
+        try:
+            self.close_shim()
+        finally:
+            self._set(False)
+            self.daemon.cleanup()
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> InProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
