@@ -68,6 +68,7 @@ int xdna_mbox_create(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, const
 {
     memset(ch, 0, sizeof(*ch));
     ch->name = name;
+    ch->user = ch != &ctx->mgmt;
     struct xdna_pz_layout lay;
     struct xdna_pz_chan pc;
     layout_of(ctx, &lay);
@@ -205,17 +206,32 @@ static int x2i_send(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32
 }
 
 /* Deliver one response to its pending slot. */
-static void dispatch(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_t id,
-                     uint32_t total, uint32_t payload_off)
+/* Hand a response to its pending message, as the driver's mailbox_get_resp does. An id
+ * without the 0x1D magic, out of order on a user channel, or matching no pending message,
+ * and a response of the wrong size are errors that put the channel in bad state: the
+ * return is then a reason string (a wrong-size response first completes its waiter with
+ * EINVAL). NULL when the response was taken. */
+static const char *dispatch(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_t id,
+                            uint32_t total, uint32_t payload_off)
 {
     int sl = xdna_pz_resp_slot(id, MBOX_MAX_IDS);
-    unsigned slot = sl < 0 ? 0 : (unsigned)sl;
-    if (sl < 0 || !ch->pend[slot].in_use || ch->pend[slot].done) {
+    if (sl < 0) {
         ctx->info.dropped_resps++;
-        return;
+        return "response id %#x lacks the 0x1D magic (size %#x)";
+    }
+    if (ch->user && xdna_pz_resp_contig(id, ch->last_id) != 0) {
+        ctx->info.dropped_resps++;
+        return "response id %#x out of order on a user channel (size %#x)";
+    }
+    ch->last_id = id;
+    unsigned slot = (unsigned)sl;
+    if (!ch->pend[slot].in_use || ch->pend[slot].done) {
+        ctx->info.dropped_resps++;
+        return "response id %#x matches no pending message (size %#x)";
     }
     struct xdna_mbox_pending *p = &ch->pend[slot];
-    if (p->any_size ? total < 4 : total != p->resp_len) {
+    const bool bad_size = p->any_size ? total < 4 : total != p->resp_len;
+    if (bad_size) {
         p->err = EINVAL;
     } else {
         uint8_t *dst = p->resp;
@@ -240,6 +256,7 @@ static void dispatch(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint3
         if (cb)
             cb(ctx, arg, err, err ? NULL : resp, err ? 0 : len);
     }
+    return bad_size ? "response id %#x has the wrong size %#x" : NULL;
 }
 
 /* Consume one i2x message. 1 consumed, 0 ring empty, -1 channel now bad. */
@@ -265,9 +282,15 @@ static int i2x_one(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
         return xdna_wr_trap_lazy(ctx, ch->i2x_head_reg, 0) < 0 ? -1 : 1;
     case XDNA_PZ_RX_MSG: {
         uint32_t id = xdna_rd(ctx, loc_add(ch->i2x_buf, head + 8));
-        dispatch(ctx, ch, id, rx.total, head + MBOX_HDR_SIZE);
+        const char *why = dispatch(ctx, ch, id, rx.total, head + MBOX_HDR_SIZE);
         ch->i2x_head = rx.next; /* may equal size: expected */
-        return xdna_wr_trap_lazy(ctx, ch->i2x_head_reg, rx.next) < 0 ? -1 : 1;
+        if (xdna_wr_trap_lazy(ctx, ch->i2x_head_reg, rx.next) < 0)
+            return -1;
+        if (why) { /* the driver consumes the message, then gives up on the channel */
+            set_bad(ctx, ch, why, id, rx.total);
+            return -1;
+        }
+        return 1;
     }
     default:
         break;

@@ -76,6 +76,8 @@ struct xdna_mbox_chan {
     uint32_t x2i_tail;            /* cached producer tail */
     uint32_t i2x_head;            /* cached consumer head */
     unsigned next_id;             /* cyclic id allocator */
+    bool user;                    /* a context's channel: responses must come in id order */
+    uint32_t last_id;             /* id of the last response taken (user-channel contiguity) */
     unsigned npending;
     struct xdna_mbox_pending pend[MBOX_MAX_IDS];
 };

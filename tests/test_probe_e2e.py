@@ -90,13 +90,22 @@ def test_many_messages_wrap_ids_and_the_ring(attached, fw_dir: Path) -> None:  #
     assert shim.info()["dropped_resps"] == 0
 
 
-def test_wrong_response_size_is_einval_and_the_channel_survives(attached, fw_dir: Path) -> None:  # noqa: ANN001
-    _, shim = attached
+def test_wrong_response_size_is_einval_and_the_channel_goes_bad(attached, fw_dir: Path) -> None:  # noqa: ANN001
+    """The driver's response callback rejects a size mismatch with -EINVAL, and its RX
+    worker then marks the channel bad: later messages fail with EPIPE, and a new probe
+    (a fresh driver) recovers."""
+    emu, shim = attached
     shim.probe(fw_dir)
     with pytest.raises(ShimError) as ei:
         shim.mgmt_msg(GET_FIRMWARE_VERSION, bytes(4), 8)
     assert ei.value.errno == errno.EINVAL
-    assert struct.unpack("<I", shim.mgmt_msg(GET_FIRMWARE_VERSION, bytes(4), 20)[:4]) == (0,)
+    with pytest.raises(ShimError) as ei:
+        shim.mgmt_msg(GET_FIRMWARE_VERSION, bytes(4), 20)
+    assert ei.value.errno == errno.EPIPE and "bad state" in str(ei.value)
+    shim.close()
+    with Shim.open(emu.socket) as again:
+        info = again.probe(fw_dir)
+        assert info["state"] == "probed"
 
 
 def test_corrupted_firmware_fails_in_psp_then_a_good_image_probes(attached, fw_dir: Path,
