@@ -512,13 +512,11 @@ static void rpm_maybe_suspend(struct xdna_shim_ctx *ctx)
 
 /* ---- deterministic mode: the monitor's work, inline ---------------------------------- */
 
-/* TDR, async re-posts and autosuspend, as one monitor iteration does them. */
-static void housekeeping(struct xdna_shim_ctx *ctx)
+/* The monitor's periodic duties, run by the thread or inline in deterministic mode: the
+ * TDR tick, re-posting async-event registrations, runtime autosuspend. Lock held. */
+static void periodic_duties(struct xdna_shim_ctx *ctx)
 {
     struct xdna_sess *s = &ctx->s;
-    if (!s->mon_virtual || s->in_housekeeping || daemon_gone(ctx))
-        return;
-    s->in_housekeeping = true;
     uint64_t now = xdna_now_ns();
     if (now >= s->next_tdr_ns) {
         s->next_tdr_ns = now + (uint64_t)s->tdr_ms * 1000000u;
@@ -530,6 +528,16 @@ static void housekeeping(struct xdna_shim_ctx *ctx)
             if (s->async_repost[i] && xdna_async_post(ctx, i) == 0)
                 s->async_repost[i] = 0;
     rpm_maybe_suspend(ctx);
+}
+
+/* TDR, async re-posts and autosuspend, as one monitor iteration does them. */
+static void housekeeping(struct xdna_shim_ctx *ctx)
+{
+    struct xdna_sess *s = &ctx->s;
+    if (!s->mon_virtual || s->in_housekeeping || daemon_gone(ctx))
+        return;
+    s->in_housekeeping = true;
+    periodic_duties(ctx);
     s->in_housekeeping = false;
 }
 
@@ -647,17 +655,7 @@ static void *monitor_main(void *arg)
         pump_once(ctx, deadline);
         if (s->mon_stop)
             break;
-        now = xdna_now_ns();
-        if (now >= s->next_tdr_ns) {
-            s->next_tdr_ns = now + (uint64_t)s->tdr_ms * 1000000u;
-            if (!s->dev_busy && !s->rpm_suspended)
-                xdna_hwctx_tdr_tick(ctx);
-        }
-        if (!s->client && ctx->mgmt.active)
-            for (unsigned i = 0; i < sizeof(s->async_repost); i++)
-                if (s->async_repost[i] && xdna_async_post(ctx, i) == 0)
-                    s->async_repost[i] = 0;
-        rpm_maybe_suspend(ctx);
+        periodic_duties(ctx);
     }
     pthread_mutex_unlock(&s->lock);
     return NULL;

@@ -65,6 +65,15 @@ def _runtime_dir(args: argparse.Namespace) -> Path:
     return Path(args.runtime_dir) if args.runtime_dir else default_runtime_dir()
 
 
+def _add_target(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``(--socket S | --bdf B) [--runtime-dir DIR]``: which running emulator to talk to."""
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket")
+    where.add_argument("--bdf", type=_bdf)
+    p.add_argument("--runtime-dir")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="xdna-emu", description="Emulator of AMD XDNA NPUs (Ryzen AI)")
     p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
@@ -79,19 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--runtime-dir")
     dev.add_argument("--json", action="store_true")
 
-    probe = sub.add_parser("probe", help="probe a running emulator with the C driver shim")
-    where = probe.add_mutually_exclusive_group(required=True)
-    where.add_argument("--socket")
-    where.add_argument("--bdf", type=_bdf)
-    probe.add_argument("--runtime-dir")
+    probe = _add_target(sub.add_parser("probe", help="probe a running emulator with the C driver shim"))
     probe.add_argument("--firmware-path")
     probe.add_argument("--json", action="store_true")
 
-    st = sub.add_parser("status", help="show a running emulator's state")
-    where = st.add_mutually_exclusive_group(required=True)
-    where.add_argument("--socket")
-    where.add_argument("--bdf", type=_bdf)
-    st.add_argument("--runtime-dir")
+    st = _add_target(sub.add_parser("status", help="show a running emulator's state"))
     st.add_argument("--json", action="store_true")
 
     mkfw = sub.add_parser("mkfw", help="write a signed emulator firmware image")
