@@ -65,11 +65,27 @@ int xdna_sva_map(struct xdna_shim_ctx *ctx, int fd, void *va, uint64_t size)
     return xdna_ctl(ctx, XDNA_PROTO_CMD_DMA_MAP, &m, sizeof(m), &fd, 1, NULL, &len, 0, NULL, NULL);
 }
 
+/* IOVA mode: map at the next 64 KiB-aligned IOVA of the session (PASID 0 space). */
+static int iova_map(struct xdna_shim_ctx *ctx, int fd, uint64_t size, uint64_t *iova)
+{
+    uint64_t at = (ctx->iova_next + 0xFFFFu) & ~(uint64_t)0xFFFFu;
+    struct xdna_proto_dma_map m = {.argsz = sizeof(m),
+                                   .flags = XDNA_PROTO_DMA_READ | XDNA_PROTO_DMA_WRITE,
+                                   .offset = 0, .address = at, .size = size, .pasid = 0};
+    size_t len = 0;
+    if (xdna_ctl(ctx, XDNA_PROTO_CMD_DMA_MAP, &m, sizeof(m), &fd, 1, NULL, &len, 0, NULL, NULL) < 0)
+        return -1;
+    ctx->iova_next = at + size;
+    *iova = at;
+    return 0;
+}
+
 static int sva_unmap(struct xdna_shim_ctx *ctx, struct xdna_bo *bo)
 {
-    struct xdna_proto_dma_unmap u = {.argsz = sizeof(u), .flags = XDNA_PROTO_DMA_SVA,
-                                     .address = (uint64_t)(uintptr_t)bo->va, .size = bo->alloc,
-                                     .pasid = ctx->info.pasid};
+    const bool sva = bo->dma_addr == (uint64_t)(uintptr_t)bo->va;
+    struct xdna_proto_dma_unmap u = {.argsz = sizeof(u), .flags = sva ? XDNA_PROTO_DMA_SVA : 0,
+                                     .address = bo->dma_addr, .size = bo->alloc,
+                                     .pasid = sva ? ctx->info.pasid : 0};
     size_t len = 0;
     return xdna_ctl(ctx, XDNA_PROTO_CMD_DMA_UNMAP, &u, sizeof(u), NULL, 0, NULL, &len, 0, NULL,
                     NULL);
@@ -94,7 +110,10 @@ static int memfd_bo(struct xdna_shim_ctx *ctx, struct xdna_bo *bo, const char *n
         close(fd);
         return xdna_fail(ctx, err, "mmap BO: %s", strerror(err));
     }
-    if (xdna_sva_map(ctx, fd, va, bo->alloc) < 0) {
+    bo->dma_addr = (uint64_t)(uintptr_t)va;
+    int rc = ctx->iommu_iova ? iova_map(ctx, fd, bo->alloc, &bo->dma_addr)
+                             : xdna_sva_map(ctx, fd, va, bo->alloc);
+    if (rc < 0) {
         int err = errno;
         munmap(va, bo->alloc);
         close(fd);
@@ -175,7 +194,7 @@ int xdna_bo_new(struct xdna_shim_ctx *ctx, int type, uint64_t size, bool interna
     case XDNA_SHIM_BO_SHARE:
         bo->alloc = round_up(size, PAGE);
         rc = memfd_bo(ctx, bo, "xdna-share");
-        bo->xdna_addr = (uint64_t)(uintptr_t)bo->va;
+        bo->xdna_addr = bo->dma_addr; /* its VA (SVA) or its IOVA */
         break;
     case XDNA_SHIM_BO_DEV_HEAP:
         bo->alloc = size;
@@ -304,4 +323,22 @@ int xdna_shim_bo_free(struct xdna_shim_ctx *ctx, uint32_t handle)
     if (!user_bo(ctx, handle, "bo_free"))
         return xdna_api_leave(ctx, -1);
     return xdna_api_leave(ctx, xdna_bo_release(ctx, handle));
+}
+
+int xdna_shim_set_iommu_mode(struct xdna_shim_ctx *ctx, int mode)
+{
+    if (xdna_api_enter(ctx) < 0)
+        return -1;
+    int rc = 0;
+    if (mode != XDNA_SHIM_IOMMU_SVA && mode != XDNA_SHIM_IOMMU_IOVA)
+        rc = xdna_fail(ctx, EINVAL, "iommu mode %d: SVA (0) or IOVA (1)", mode);
+    else if (ctx->s.client && mode == XDNA_SHIM_IOMMU_IOVA)
+        rc = xdna_fail(ctx, EPERM, "IOVA mode is the driver session's: DMA addresses are "
+                                   "the kernel's, shared by every process");
+    for (unsigned i = 0; rc == 0 && ctx->s.bos && i < XDNA_MAX_BOS; i++)
+        if (ctx->s.bos[i])
+            rc = xdna_fail(ctx, EBUSY, "iommu mode: buffer objects exist already");
+    if (rc == 0)
+        ctx->iommu_iova = mode == XDNA_SHIM_IOMMU_IOVA;
+    return xdna_api_leave(ctx, rc);
 }

@@ -276,7 +276,7 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     req[4] = (uint8_t)hw->start_col;
     req[5] = (uint8_t)hw->num_col;
     req[8] = 1; /* num_cq_pairs_requested */
-    uint16_t pasid = (uint16_t)ctx->info.pasid;
+    uint16_t pasid = ctx->iommu_iova ? 0 : (uint16_t)ctx->info.pasid; /* 0: DMA addresses */
     memcpy(req + 10, &pasid, 2);
     put_u32(req + 24, hw->prio);
     uint8_t r[CREATE_RESP_SIZE];
@@ -317,7 +317,7 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     for (uint64_t off = 0; rc == 0 && off < heap->alloc; off += XDNA_HEAP_CHUNK) {
         uint8_t hb[20];
         put_u32(hb, hw->fw_id);
-        put_u64(hb + 4, (uint64_t)(uintptr_t)heap->va + off);
+        put_u64(hb + 4, heap->dma_addr + off); /* heap VA (SVA) or IOVA */
         put_u64(hb + 12, XDNA_HEAP_CHUNK);
         rc = fw_ok(ctx, off == 0 ? MSG_MAP_HOST_BUFFER : MSG_ADD_HOST_BUFFER, hb, sizeof(hb), NULL, 0);
     }

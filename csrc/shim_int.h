@@ -160,6 +160,7 @@ struct xdna_shim_ctx {
 
     /* DMA */
     uint64_t iova_next;
+    bool iommu_iova;      /* user BOs by IOVA (driver iommu_mode=1) instead of SVA/PASID */
     struct xdna_dma_buf fw;       /* firmware image, kept for resume */
     struct xdna_dma_buf async_buf;
 
@@ -309,6 +310,7 @@ struct xdna_bo {
     int fd;
     uint64_t xdna_addr;
     uint64_t heap_off;    /* DEV */
+    uint64_t dma_addr;    /* where DMA_MAP put it: the VA (SVA) or an IOVA (IOVA mode) */
     bool dma_mapped;
     unsigned busy;        /* pins held by pending commands */
 };

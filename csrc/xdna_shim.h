@@ -285,6 +285,14 @@ int xdna_shim_app_health(struct xdna_shim_ctx *ctx, uint32_t hwctx, void *buf, s
 
 /* Power mode (driver session only: EPERM for clients; TURBO with live contexts: EBUSY). */
 int xdna_shim_set_power_mode(struct xdna_shim_ctx *ctx, int mode);
+
+/* How the device addresses user buffers (the driver's iommu_mode): SVA, the default, uses
+ * this process's virtual addresses tagged by its PASID; IOVA uses DMA addresses the shim
+ * allocates (PASID 0), as with iommu_mode=1. Set before the first BO; driver session only
+ * (EPERM for a client), EBUSY once BOs exist. */
+#define XDNA_SHIM_IOMMU_SVA 0
+#define XDNA_SHIM_IOMMU_IOVA 1
+int xdna_shim_set_iommu_mode(struct xdna_shim_ctx *ctx, int mode);
 int xdna_shim_get_power(struct xdna_shim_ctx *ctx, struct xdna_shim_power *pw);
 
 /* ---- deterministic mode (DESIGN §4 "Waits are pluggable") ------------------------- */

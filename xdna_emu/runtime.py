@@ -229,8 +229,9 @@ class Device:
 
     @classmethod
     def open(cls, socket: str | Path | None = None, *, firmware_path: str | Path | None = None,
-             runtime_dir: str | Path | None = None) -> Device:
-        """Open the device at ``socket``, or the first one discovery finds."""
+             runtime_dir: str | Path | None = None, iommu: str = "sva") -> Device:
+        """Open the device at ``socket``, or the first one discovery finds. ``iommu="iova"``
+        makes the device see DMA addresses instead of SVA (driver session only)."""
         if socket is None:
             from .discover import discover
 
@@ -242,8 +243,12 @@ class Device:
         try:
             if shim.caps.get("probed"):
                 shim.attach()
+                if iommu != "sva":
+                    shim.set_iommu_mode(iommu)  # EPERM: DMA addresses are the driver's
                 return cls(shim, "client")
             shim.probe(firmware_path)
+            if iommu != "sva":
+                shim.set_iommu_mode(iommu)
             return cls(shim, "driver")
         except BaseException:
             shim.close()

@@ -393,6 +393,12 @@ class Shim:
             raise _error(self._ctx)
         return bytes(ffi.buffer(buf, n))
 
+    def set_iommu_mode(self, mode: int | str) -> None:
+        """"sva" (default: VAs tagged by PASID) or "iova" (DMA addresses, iommu_mode=1)."""
+        if isinstance(mode, str):
+            mode = {"sva": lib.XDNA_SHIM_IOMMU_SVA, "iova": lib.XDNA_SHIM_IOMMU_IOVA}[mode]
+        self._check(lib.xdna_shim_set_iommu_mode(self._c(), int(mode)))
+
     def set_power_mode(self, mode: int | str) -> None:
         if isinstance(mode, str):
             mode = PowerMode[mode.upper()]
