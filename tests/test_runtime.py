@@ -128,3 +128,14 @@ def test_iommu_mode_rules(xdna_emulator, xdna_firmware_dir) -> None:
         with pytest.raises(ShimError) as exc:  # a client may not use the kernel's addresses
             Device.open(socket=xdna_emulator.socket, iommu="iova")
         assert exc.value.errno == E.EPERM
+
+
+def test_open_with_no_argument_uses_discovery(tmp_path, monkeypatch, xdna_firmware_dir) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # the default runtime dir lives here
+    monkeypatch.setenv("XDNA_EMU_FIRMWARE_PATH", str(xdna_firmware_dir))
+    with Emulator(chip="npu1") as emu:
+        assert emu.runtime_dir == tmp_path / "xdna-emu"
+        with Device.open() as dev:
+            assert dev.info()["bdf"] == emu.bdf and dev.info()["chip"] == "npu1"
+            ctx = dev.context()
+            assert ctx.run("nop").wait(5) == "completed"
