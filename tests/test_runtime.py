@@ -139,3 +139,17 @@ def test_open_with_no_argument_uses_discovery(tmp_path, monkeypatch, xdna_firmwa
             assert dev.info()["bdf"] == emu.bdf and dev.info()["chip"] == "npu1"
             ctx = dev.context()
             assert ctx.run("nop").wait(5) == "completed"
+
+
+def test_many_runs_do_not_exhaust_buffer_objects(dev) -> None:
+    """ctx.run() makes a command BO per call; waiting a run to its end gives it back, so
+    more runs than the shim has BO handles (4096) go through."""
+    ctx = dev.context()
+    x = dev.buffer(np.arange(16, dtype=np.int32))
+    y = dev.buffer(np.zeros(16, dtype=np.int32))
+    for i in range(4200):
+        run = ctx.run("scale", x, y, scalar=i % 7) if i % 50 == 0 else ctx.run("nop")
+        assert run.wait(5) == "completed"
+    assert (y.read() == np.arange(16) * (4150 % 7)).all()
+    bad = ctx.chain([("nop",), ("fail",)])
+    assert bad.wait(5) == "error" and bad.error_index == 1  # still answered after the free

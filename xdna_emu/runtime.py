@@ -48,6 +48,7 @@ STATE_NAMES = {ErtState.COMPLETED: "completed", ErtState.ERROR: "error",
                ErtState.NORESPONSE: "timeout"}
 CMD_BO_SIZE = 4096
 MAX_CHAIN = 64
+INSTR_CACHE_MAX = 64  # distinct instruction descriptors kept per context
 
 
 class UsageError(ValueError):
@@ -98,24 +99,40 @@ class Command:
     cmd_bo: int
     instr_bo: int
     view: memoryview
+    owns_instr: bool = False  # an instruction BO of its own (the context cache was full)
 
     def state(self) -> int:
         return struct.unpack_from("<I", self.view, 0)[0] & 0xF
+
+    def free(self) -> None:
+        """Release the command's buffer objects (it must not be in flight)."""
+        if self.cmd_bo:
+            shim = self.ctx.dev.shim
+            self.view = memoryview(b"\0" * 4)
+            shim.bo_free(self.cmd_bo)
+            if self.owns_instr:
+                shim.bo_free(self.instr_bo)
+            self.cmd_bo = 0
 
 
 class Run:
     """A submitted command (or chain). ``wait`` returns its final state by name."""
 
-    def __init__(self, ctx: Context, seq: int, head: Command, parts: list[Command]) -> None:
+    def __init__(self, ctx: Context, seq: int, head: Command, parts: list[Command],
+                 owned: list[Command] | None = None) -> None:
         self.ctx, self.seq, self.head, self.parts = ctx, seq, head, parts
+        self._owned = owned or []  # commands this run made itself: freed once it is final
+        self._final: str | None = None
 
     @property
     def state(self) -> str:
-        return STATE_NAMES.get(self.head.state(), "running")
+        return self._final or STATE_NAMES.get(self.head.state(), "running")
 
     @property
     def error_index(self) -> int | None:
         """For a failed chain: the index of the command that failed."""
+        if self._final is not None:
+            return self._error_index
         if len(self.parts) <= 1 or self.head.state() != ErtState.ERROR:
             return None
         return chain_error_index(self.head.view)
@@ -130,6 +147,13 @@ class Run:
             if exc.errno in (errno.ETIME, errno.ETIMEDOUT):  # still running
                 raise TimeoutError(f"command {self.seq} still running after {timeout} s") from None
             raise
+        if self._final is None and self._owned:
+            # Keep what callers may still ask, then give the BOs back: a loop of ctx.run()
+            # must not run out of buffer-object handles.
+            self._error_index = self.error_index
+            self._final = self.state
+            for cmd in self._owned:
+                cmd.free()
         return self.state
 
 
@@ -146,14 +170,14 @@ class Context:
                 error: int = K.AIE_ERR_INSTRUCTION) -> Command:
         """Prepare (but do not submit) one command running ``kernel`` on ``buffers``."""
         desc = self._describe(K.by_name(kernel), buffers, scalar, m, n, k, error)
-        instr = self._instr_bo(K.encode(desc))
+        instr, owns_instr = self._instr_bo(K.encode(desc))
         shim = self.dev.shim
         cmd = shim.bo_create(BO_CMD, CMD_BO_SIZE)
         view = shim.bo_map(cmd)
         instr_addr = int(shim.bo_info(instr)["xdna_addr"])
         body = ert_start_npu(instr_addr, K.DESC.size, [b.xdna_addr for b in buffers])
         view[: len(body)] = body
-        return Command(self, cmd, instr, view)
+        return Command(self, cmd, instr, view, owns_instr)
 
     def _describe(self, kern: K.Kernel, bufs: Sequence[Buffer], scalar: float, m: int | None,
                   n: int | None, k: int | None, error: int) -> K.Desc:
@@ -178,15 +202,20 @@ class Context:
                 raise UsageError(f"a {buf.nbytes}-byte buffer is too small ({need} needed)")
         return desc
 
-    def _instr_bo(self, desc: bytes) -> int:
+    def _instr_bo(self, desc: bytes) -> tuple[int, bool]:
+        """The instruction BO for ``desc`` and whether the command owns it: descriptors are
+        shared through a bounded per-context cache; past it, each command has its own."""
         bo = self._instr.get(desc)
-        if bo is None:
-            shim = self.dev.shim
-            bo = shim.bo_create(BO_DEV, 4096)
-            shim.bo_map(bo)[: len(desc)] = desc
-            shim.bo_sync(bo, SYNC_TO_DEVICE, 0, len(desc))
+        if bo is not None:
+            return bo, False
+        shim = self.dev.shim
+        bo = shim.bo_create(BO_DEV, 4096)
+        shim.bo_map(bo)[: len(desc)] = desc
+        shim.bo_sync(bo, SYNC_TO_DEVICE, 0, len(desc))
+        if len(self._instr) < INSTR_CACHE_MAX:
             self._instr[desc] = bo
-        return bo
+            return bo, False
+        return bo, True
 
     def submit(self, cmd: Command) -> Run:
         """Submit a prepared command (again); its header goes back to NEW first."""
@@ -195,12 +224,17 @@ class Context:
         return Run(self, self.dev.shim.exec(self.handle, cmd.cmd_bo), cmd, [cmd])
 
     def run(self, kernel: str, *buffers: Buffer, **params: Any) -> Run:
-        """Submit one command and return its Run."""
-        return self.submit(self.command(kernel, *buffers, **params))
+        """Submit one command and return its Run (its BOs are freed once it is waited for
+        to a final state)."""
+        cmd = self.command(kernel, *buffers, **params)
+        run = self.submit(cmd)
+        run._owned.append(cmd)
+        return run
 
     def chain(self, commands: Sequence[Command | tuple]) -> Run:
         """Submit several commands as one CMD_CHAIN; they run in order and the chain stops
         at the first failure (``Run.error_index``)."""
+        made = [not isinstance(c, Command) for c in commands]
         cmds = [c if isinstance(c, Command) else self.command(*c) for c in commands]
         if not 1 <= len(cmds) <= MAX_CHAIN:
             raise UsageError(f"a chain holds 1..{MAX_CHAIN} commands")
@@ -210,7 +244,8 @@ class Context:
         body = ert_cmd_chain([c.cmd_bo for c in cmds])
         view[: len(body)] = body
         head = Command(self, head_bo, 0, view)
-        return Run(self, shim.exec(self.handle, head_bo), head, cmds)
+        owned = [head] + [c for c, mine in zip(cmds, made, strict=True) if mine]
+        return Run(self, shim.exec(self.handle, head_bo), head, cmds, owned)
 
     def close(self) -> None:
         if self.handle is not None:
