@@ -36,7 +36,7 @@ test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check xdna_emu tests
+	$(VENV)/bin/ruff check xdna_emu tests fuzz examples
 
 # Long campaigns live here, not in `make test`: FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 600
