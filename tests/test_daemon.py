@@ -400,3 +400,22 @@ def test_backlogged_firmware_output_is_flushed_by_polling_unkicked_head_writes(t
         b.close()
     finally:
         d.cleanup()
+
+
+def test_emulator_of_a_killed_owner_does_not_linger(xdna_runtime_dir: Path) -> None:
+    """A test runner killed with SIGKILL cannot stop its emulators; they notice the owner
+    is gone (pidfd) and exit cleanly, removing their files."""
+    code = ("import sys; from xdna_emu import Emulator\n"
+            "e = Emulator('npu4', runtime_dir=sys.argv[1]).start()\n"
+            "print(e.pid, e.socket, flush=True)\n"
+            "import time; time.sleep(60)\n")
+    owner = subprocess.Popen([sys.executable, "-c", code, str(xdna_runtime_dir)],
+                             stdout=subprocess.PIPE, text=True)
+    pid_s, sock = owner.stdout.readline().split()
+    owner.kill()
+    owner.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{pid_s}").exists():
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid_s}").exists() or "zombie" in Path(f"/proc/{pid_s}/status").read_text()
+    assert not Path(sock).exists()

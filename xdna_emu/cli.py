@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--chip", type=_chip, required=True)
     run.add_argument("--runtime-dir")
     run.add_argument("--bdf", type=_bdf)
+    run.add_argument("--exit-with-pid", type=int, metavar="PID",
+                     help="also stop when process PID exits (used by xdna_emu.Emulator)")
 
     dev = sub.add_parser("devices", help="list emulated NPUs found through pyudev")
     dev.add_argument("--runtime-dir")
@@ -121,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(rec) + "\n")
         sys.stdout.flush()
 
-    daemon.run(on_ready=ready)
+    daemon.run(on_ready=ready, exit_with_pid=args.exit_with_pid)
     return 0
 
 

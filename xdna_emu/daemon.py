@@ -332,11 +332,21 @@ class Daemon:
         self.msix.reset()
 
     # -- event loop -------------------------------------------------------------------
-    def run(self, on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def run(self, on_ready: Callable[[dict[str, Any]], None] | None = None,
+            exit_with_pid: int | None = None) -> None:
+        """Serve until SIGTERM/SIGINT, or until process ``exit_with_pid`` ends (a test runner
+        that was killed must not leave its emulators behind)."""
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         old_wakeup = signal.set_wakeup_fd(wfd)
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         self.sel.register(rfd, selectors.EVENT_READ, ("signal", None))
+        pidfd = -1
+        if exit_with_pid is not None:
+            try:
+                pidfd = os.pidfd_open(exit_with_pid)
+            except ProcessLookupError:
+                raise DaemonError(f"process {exit_with_pid} is already gone") from None
+            self.sel.register(pidfd, selectors.EVENT_READ, ("parent", None))
         self.running = True
         try:
             rec = self.announce()
@@ -351,6 +361,9 @@ class Daemon:
             self.sel.unregister(rfd)
             os.close(rfd)
             os.close(wfd)
+            if pidfd >= 0:
+                self.sel.unregister(pidfd)
+                os.close(pidfd)
             self.cleanup()
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -375,6 +388,9 @@ class Daemon:
             elif kind == "signal":
                 with contextlib.suppress(OSError):
                     os.read(key.fd, 64)
+            elif kind == "parent":
+                log.info("the process we serve has exited: stopping")
+                self.running = False
             elif kind == "client":
                 progressed |= self._on_client(sess)
             elif kind == "kick":

@@ -70,7 +70,7 @@ class Emulator:
 
     def start(self) -> Emulator:
         cmd = [sys.executable, "-m", "xdna_emu", "run", "--chip", self.chip,
-               "--runtime-dir", str(self.runtime_dir)]
+               "--runtime-dir", str(self.runtime_dir), "--exit-with-pid", str(os.getpid())]
         if self.bdf_request:
             cmd += ["--bdf", self.bdf_request]
         env = dict(os.environ, **(self.env or {}))
