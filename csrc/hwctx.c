@@ -41,9 +41,25 @@
 
 static struct xdna_hwctx *hw_get(struct xdna_shim_ctx *ctx, uint32_t handle)
 {
-    if (handle == 0 || handle > XDNA_MAX_HWCTX)
+    if (handle == 0 || handle > XDNA_HWCTX_ID_MAX)
         return NULL;
-    return ctx->s.hw[handle - 1];
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
+        if (ctx->s.hw[i] && ctx->s.hw[i]->handle == handle)
+            return ctx->s.hw[i];
+    return NULL;
+}
+
+/* The next free id at or after the cyclic cursor, as the driver's xa_alloc_cyclic does. */
+static uint32_t hw_next_id(struct xdna_shim_ctx *ctx)
+{
+    for (uint32_t n = 0; n < XDNA_HWCTX_ID_MAX; n++) {
+        uint32_t id = (ctx->s.next_hwctx_id + n) % XDNA_HWCTX_ID_MAX + 1;
+        if (!hw_get(ctx, id)) {
+            ctx->s.next_hwctx_id = id % XDNA_HWCTX_ID_MAX;
+            return id;
+        }
+    }
+    return 0;
 }
 
 static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
@@ -353,7 +369,7 @@ static void hw_free(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
                 bo->busy = 0;
             xdna_bo_release(ctx, hw->cmdlist_bo[i]);
         }
-    ctx->s.hw[hw->handle - 1] = NULL;
+    ctx->s.hw[hw->slot] = NULL;
     free(hw);
     pthread_cond_broadcast(&ctx->s.cond);
 }
@@ -521,7 +537,8 @@ int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwc
     struct xdna_hwctx *hw = calloc(1, sizeof(*hw));
     if (!hw)
         return xdna_api_leave(ctx, xdna_fail(ctx, ENOMEM, "out of memory"));
-    hw->handle = slot + 1;
+    hw->handle = hw_next_id(ctx); /* a free slot exists, so a free id does too */
+    hw->slot = slot;
     hw->params = params;
     hw->prio = prio;
     hw->busy = true;

@@ -488,12 +488,36 @@ int xdna_rpm_get(struct xdna_shim_ctx *ctx)
     return rc;
 }
 
+/* Could autosuspend run now, time aside? (Not while another operation holds the device.) */
+static bool rpm_armed(struct xdna_shim_ctx *ctx)
+{
+    const struct xdna_sess *s = &ctx->s;
+    return !s->client && s->autosuspend_ms > 0 && !s->rpm_suspended && !s->dev_busy &&
+           ctx->state == XDNA_SHIM_STATE_PROBED && !ctx->sock_dead;
+}
+
+/* When the monitor's periodic duties are next due: the TDR tick, and autosuspend only while
+ * it can run. A due time already past (the duty ran, or could not) waits a monitor poll
+ * interval, so neither the monitor thread nor a hooked wait spins on it. */
+static uint64_t duties_due(struct xdna_shim_ctx *ctx, uint64_t now)
+{
+    const struct xdna_sess *s = &ctx->s;
+    uint64_t due = s->next_tdr_ns;
+    if (rpm_armed(ctx)) {
+        uint64_t rpm = s->last_active_ns + (uint64_t)s->autosuspend_ms * 1000000u;
+        if (rpm < due)
+            due = rpm;
+    }
+    if (due <= now)
+        due = now + XDNA_MONITOR_POLL_NS;
+    return due;
+}
+
 /* Autosuspend: destroy firmware contexts (shim state kept), then the driver stop order. */
 static void rpm_maybe_suspend(struct xdna_shim_ctx *ctx)
 {
     struct xdna_sess *s = &ctx->s;
-    if (s->client || s->autosuspend_ms <= 0 || s->rpm_suspended || s->dev_busy ||
-        ctx->state != XDNA_SHIM_STATE_PROBED || ctx->sock_dead)
+    if (!rpm_armed(ctx))
         return;
     if (xdna_hwctx_pending(ctx))
         return;
@@ -559,15 +583,9 @@ int xdna_hooked_step(struct xdna_shim_ctx *ctx, int extra_fd, uint64_t deadline,
     uint64_t wake = deadline;
     hk = hk && s->mon_virtual && !s->in_housekeeping;
     if (hk) {
-        if (s->next_tdr_ns < wake)
-            wake = s->next_tdr_ns;
-        if (!s->client && s->autosuspend_ms > 0 && !s->rpm_suspended) {
-            uint64_t due = s->last_active_ns + (uint64_t)s->autosuspend_ms * 1000000u;
-            if (due < wake)
-                wake = due;
-        }
-        if (wake <= now)
-            wake = now + 1;
+        uint64_t due = duties_due(ctx, now);
+        if (due < wake)
+            wake = due;
     }
     if (h->wait(h->user, wake) < 0)
         return xdna_fail(ctx, EPIPE, "the wait hook gave up");
@@ -642,14 +660,7 @@ static void *monitor_main(void *arg)
             continue;
         }
         uint64_t now = xdna_now_ns();
-        uint64_t deadline = s->next_tdr_ns;
-        if (!s->client && s->autosuspend_ms > 0 && !s->rpm_suspended) {
-            uint64_t due = s->last_active_ns + (uint64_t)s->autosuspend_ms * 1000000u;
-            if (due < deadline)
-                deadline = due;
-        }
-        if (deadline <= now)
-            deadline = now + 1000000u;
+        uint64_t deadline = duties_due(ctx, now);
         if (deadline > now + 1000000000u)
             deadline = now + 1000000000u;
         pump_once(ctx, deadline);

@@ -93,7 +93,11 @@ struct xdna_bar_map {
 /* ---- sessions, buffers, hardware contexts (sess.c, bo.c, hwctx.c; docs/spec/jobs.md) ---- */
 #define XDNA_MAX_BOS 4096
 #define XDNA_MAX_HWCTX 64
+/* MAX_HWCTX_ID (amdxdna_ctx.c): context ids are allocated cyclically (xa_alloc_cyclic over
+ * 1..255), so a destroyed context's id is not handed out again at once. */
+#define XDNA_HWCTX_ID_MAX 255u
 #define XDNA_CTX_MAX_CMDS 4          /* CTX_MAX_CMDS: outstanding commands per context */
+#define XDNA_MONITOR_POLL_NS 1000000u /* monitor re-check of a due duty that could not run (1 ms) */
 #define XDNA_CMDLIST_SIZE 4096u      /* one cmd-list buffer */
 #define XDNA_HEAP_CHUNK (64ull << 20)
 #define XDNA_HEAP_DEV_ADDR 0x4000000ull
@@ -120,7 +124,8 @@ struct xdna_sess {
     struct xdna_bo **bos;     /* index = handle - 1 */
     unsigned nbos;
     uint32_t heap;            /* handle of the DEV_HEAP BO, 0 when none */
-    struct xdna_hwctx *hw[XDNA_MAX_HWCTX]; /* index = handle - 1 */
+    struct xdna_hwctx *hw[XDNA_MAX_HWCTX]; /* any order; hw->handle names it */
+    uint32_t next_hwctx_id;   /* where the cyclic handle allocation resumes */
     int tdr_ms, autosuspend_ms;
     uint64_t next_tdr_ns, last_active_ns;
     bool rpm_suspended;       /* runtime-suspended by the monitor */
@@ -339,7 +344,8 @@ struct xdna_job {
 enum xdna_hwctx_state { XDNA_HWCTX_ACTIVE = 0, XDNA_HWCTX_IDLE = 1, XDNA_HWCTX_BROKEN = 2 };
 
 struct xdna_hwctx {
-    uint32_t handle;
+    uint32_t handle;      /* cyclic 1..XDNA_HWCTX_ID_MAX: a stale handle names no new context */
+    unsigned slot;        /* index in s.hw */
     struct xdna_shim_hwctx_params params;
     int state;
     bool busy;            /* create/destroy/recovery in progress (lock released inside) */
