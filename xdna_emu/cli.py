@@ -338,4 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         _die(EXIT_FAIL, f"{type(exc).__name__}: {exc}")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the imported module's main, not this copy's: subcommand modules raise
+    # xdna_emu.cli.UsageError, which must be the class main() catches (exit 2)
+    from xdna_emu.cli import main as _main
+
+    sys.exit(_main())
