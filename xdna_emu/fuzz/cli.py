@@ -9,6 +9,7 @@ one-line summary. Exit status: 0 clean, 1 when a crash or hang was found, 2 usag
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import subprocess
@@ -67,6 +68,9 @@ def add_subcommands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     fz.add_argument("--artifacts", default="fuzz-artifacts",
                     help="where findings go (.trace/.bin per distinct bug)")
     fz.add_argument("--jobs", type=_jobs, default=1)
+    fz.add_argument("--seed", type=int, default=1,
+                    help="first worker's seed (worker i uses seed+i); the shim target and the "
+                         "built-in engine replay exactly from it")
     fz.add_argument("--engine", choices=("auto", "atheris", "builtin"), default="auto")
     fz.add_argument("--json", action="store_true")
 
@@ -145,6 +149,7 @@ def _have_atheris() -> bool:
 class _Worker:
     def __init__(self, cmd: list[str], stats: Path) -> None:
         self.stats = stats
+        self.current = Path(cmd[cmd.index("--current") + 1]) if "--current" in cmd else None
         self.cov = self.corp = self.execs_line = 0
         self.tail: list[str] = []
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -174,12 +179,15 @@ class _Worker:
 def cmd_fuzz(args: argparse.Namespace) -> int:
     from ..chips import chip_names, load_chip
 
-    if args.target == "shim":
-        return _fuzz_shim(args)
     if args.chip not in chip_names() or load_chip(args.chip).mailbox is None:
         raise _usage_error(f"chip {args.chip!r} cannot be fuzzed (an AIE2 chip with a mailbox is needed)")
     engine = args.engine
-    if engine == "auto":
+    if args.target == "shim":  # in-process and deterministic: always the built-in loop
+        if engine == "atheris":
+            raise _usage_error("the shim target runs the built-in engine only (C code is not "
+                               "instrumented for atheris; see make fuzz-native)")
+        engine = "builtin"
+    elif engine == "auto":
         engine = "atheris" if _have_atheris() else "builtin"
     elif engine == "atheris" and not _have_atheris():
         raise _usage_error("atheris is not installed (pip install atheris, or --engine builtin)")
@@ -191,7 +199,8 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     seeds_dir.mkdir()
     from .atheris_target import device_seeds, parser_seeds, write_dictionary
 
-    seeds = device_seeds(args.chip) if args.target == "device" else parser_seeds()
+    seeds = {} if args.target == "shim" else (
+        device_seeds(args.chip) if args.target == "device" else parser_seeds())
     for name, data in seeds.items():
         (seeds_dir / name).write_bytes(data)
     dict_path = write_dictionary(work / "xdna.dict")
@@ -202,14 +211,19 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     secs = int(max(1, round(args.seconds)))
     for i in range(args.jobs):
         stats = work / f"stats-{i}.json"
-        if engine == "atheris":
+        if args.target == "shim":
+            cmd = [sys.executable, "-m", "xdna_emu.fuzz.shim_target", "--chip", args.chip,
+                   "--artifacts", str(artifacts), "--stats", str(stats), "--seconds",
+                   str(args.seconds), "--seed", str(args.seed + i), "--corpus", str(corpus),
+                   "--current", str(work / f"current-{i}.trace")]
+        elif engine == "atheris":
             cmd = [*base, "--stats", str(stats), "--", str(corpus), str(seeds_dir),
                    f"-max_total_time={secs}", f"-dict={dict_path}", "-use_value_profile=1",
-                   "-timeout=30", "-max_len=4096", f"-seed={i + 1}", "-rss_limit_mb=4096",
+                   "-timeout=30", "-max_len=4096", f"-seed={args.seed + i}", "-rss_limit_mb=4096",
                    f"-artifact_prefix={artifacts}/", "-print_final_stats=1"]
         else:
             cmd = [*base, "--stats", str(stats), "--builtin", "--seconds", str(args.seconds),
-                   "--seed", str(i + 1), "--corpus", str(corpus)]
+                   "--seed", str(args.seed + i), "--corpus", str(corpus)]
         artifacts.mkdir(parents=True, exist_ok=True)
         workers.append(_Worker(cmd, stats))
     tty = sys.stderr.isatty() and not args.json
@@ -250,26 +264,6 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     return 1 if summary["crashes"] or summary["hangs"] else 0
 
 
-def _fuzz_shim(args: argparse.Namespace) -> int:
-    """Shim target: in-process, deterministic (one worker; --jobs is ignored)."""
-    from .shim_target import run
-
-    t0 = time.monotonic()
-    res = run(args.seconds, seed=1, chip=args.chip, artifacts=Path(args.artifacts).resolve())
-    elapsed = time.monotonic() - t0
-    summary = {"target": "shim", "engine": "builtin", "chip": args.chip, "jobs": 1,
-               "seconds": round(elapsed, 2), "execs": res["execs"],
-               "execs_per_s": round(res["execs"] / elapsed, 1) if elapsed > 0 else 0.0,
-               "crashes": res["crashes"], "hangs": res["hangs"], "coverage": res["coverage"],
-               "corpus_size": res["corpus_size"], "artifacts": res["artifacts"]}
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(f"fuzz shim: {summary['execs']} examples in {summary['seconds']:.0f} s, crashes "
-              f"{summary['crashes']}, hangs {summary['hangs']}")
-    return 1 if summary["crashes"] or summary["hangs"] else 0
-
-
 def _progress(target: str, workers: list[_Worker], elapsed: float) -> str:
     infos = [w.info() for w in workers]
     execs = sum(i.get("execs", 0) for i in infos)
@@ -284,6 +278,7 @@ def _progress(target: str, workers: list[_Worker], elapsed: float) -> str:
 def _summary(args: argparse.Namespace, engine: str, workers: list[_Worker], elapsed: float,
              corpus: Path, artifacts: Path, killed: int) -> dict[str, Any]:
     infos = [w.info() for w in workers]
+    extra_artifacts: list[str] = []
     execs = sum(max(i.get("execs", 0), w.execs_line) for i, w in zip(infos, workers, strict=True))
     crashes = sum(i.get("crashes", 0) for i in infos)
     hangs = sum(i.get("hangs", 0) for i in infos) + killed
@@ -293,14 +288,24 @@ def _summary(args: argparse.Namespace, engine: str, workers: list[_Worker], elap
         if rc == 70:  # libFuzzer -timeout: a real (wall-clock) hang
             hangs += 1
         elif rc not in (0, None, -9) and not w.info().get("final"):
-            crashes += 1
+            stuck = any(line.startswith("Timeout (") for line in w.tail)
+            if stuck:
+                hangs += 1
+            else:
+                crashes += 1
             errors.append(f"worker exited {rc}: {' | '.join(w.tail[-3:])}")
+            if w.current is not None and w.current.is_file():  # the example it died in
+                text = w.current.read_text()
+                digest = hashlib.sha1(text.encode()).hexdigest()[:10]
+                dest = artifacts / f"{'hang-wallclock' if stuck else 'crash-worker'}-{digest}.trace"
+                dest.write_text(text)
+                extra_artifacts.append(str(dest))
     cov = max([w.cov for w in workers] + [i.get("coverage", 0) for i in infos] + [0])
     if engine == "atheris":
         corpus_size = sum(1 for p in corpus.iterdir() if p.is_file())
     else:
         corpus_size = max([i.get("corpus", 0) for i in infos] + [0])
-    found = sorted({a for i in infos for a in i.get("artifacts", [])})
+    found = sorted({a for i in infos for a in i.get("artifacts", [])} | set(extra_artifacts))
     return {"target": args.target, "engine": engine, "chip": args.chip, "jobs": args.jobs,
             "seconds": round(elapsed, 2), "execs": execs,
             "execs_per_s": round(execs / elapsed, 1) if elapsed > 0 else 0.0,

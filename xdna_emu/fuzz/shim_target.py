@@ -1,114 +1,243 @@
-"""``xdna-emu fuzz --target shim``: a seeded random loop of shim calls and firmware faults
-in deterministic in-process mode. Each failure (an exception other than ShimError, a
-livelock, or a call over its virtual-time budget) is written as a trace of ``call`` and
-``fault`` lines to the artifacts directory."""
+"""``xdna-emu fuzz --target shim``: the real C shim against a misbehaving firmware.
+
+Each example is a shim trace (:mod:`.shim_trace`): shim calls and firmware faults drawn
+from a seeded generator, run in deterministic in-process mode with every shim promise
+checked after each line and at the end. The loop is mutational and coverage-guided: an
+example that reaches a new (call, outcome) or (fault, outcome) pair joins the corpus
+(``--corpus``, kept as ``.trace`` files), and later examples start from a corpus entry's
+prefix, splice in another entry's ops or continue with fresh ones. A finding is written
+to the artifacts directory as a replayable trace; ``xdna-emu trace minimize`` shrinks it.
+
+Run as a worker (what ``xdna-emu fuzz --target shim --jobs N`` starts N of)::
+
+    python -m xdna_emu.fuzz.shim_target --seconds 60 --seed 1 --corpus DIR --stats FILE
+"""
 
 from __future__ import annotations
 
+import argparse
+import faulthandler
+import hashlib
+import json
+import logging
+import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from ..shim import ShimError
-from .faults import ACT_FAULTS, MSG_FAULTS, FaultInjector
+from .faults import ACT_FAULTS, MSG_FAULTS
+from .invariants import Failure
+from .ops import Op, TraceError
+from .shim_trace import KERNELS, ShimSession
 
-BUDGET_NS = 30 * 1_000_000_000
-OPS = ("mgmt", "ctx", "destroy", "exec", "wait", "suspend", "stop", "fault", "act")
+STATS_EVERY_S = 0.5
+MAX_OPS = 40
+#: Wall-clock limit of one example. Virtual time bounds every wait, so an example that runs
+#: this long is stuck in C; faulthandler then ends the worker with a traceback and the
+#: example, saved beforehand to ``current``, becomes the finding (see fuzz/cli.py).
+EXAMPLE_WALL_S = 60
+#: call name -> relative weight in generated programs (waits and execs often, so jobs end
+#: in every final state; stop/suspend rarely, so contexts live long enough to matter)
+WEIGHTS = {"mgmt": 6, "ctx": 4, "destroy": 2, "exec": 10, "wait": 10, "info": 2,
+           "suspend": 1, "resume": 1, "stop": 1, "tick": 3, "fault": 6, "act": 2,
+           "timeout": 1}
+
+
+def random_op(rng: random.Random) -> Op:
+    """One shim-trace op with operands a driver test would plausibly use."""
+    name = rng.choices(list(WEIGHTS), weights=list(WEIGHTS.values()))[0]
+    if name == "fault":
+        kind = rng.choice(sorted(MSG_FAULTS))
+        return Op("fault", (kind, rng.choice([0, -1]), rng.choice([1, 1, 1, 2, 3]),
+                            rng.choice([0, 0, 1, 2, 300, 6000])))
+    if name == "act":
+        return Op("fault", (rng.choice(sorted(ACT_FAULTS)), rng.choice([0, -1])))
+    if name == "mgmt":
+        return Op("call", ("mgmt", rng.choice([0x108, 0x108, 0x10B, 0x1, 0xFFFF]),
+                           rng.choice([bytes(4), bytes(8), b""])))
+    if name in ("destroy", "info"):
+        return Op("call", (name, rng.randrange(4)))
+    if name == "exec":
+        return Op("call", ("exec", rng.randrange(4), rng.choice(KERNELS)))
+    if name == "wait":
+        return Op("call", ("wait", rng.randrange(8), rng.choice([0, 100, 3000, 10000])))
+    if name == "tick":
+        return Op("call", ("tick", rng.choice([10, 500, 2500, 6000])))
+    if name == "timeout":
+        return Op("call", ("timeout", "mbox_rx", rng.choice([100, 1000, 5000])))
+    return Op("call", (name,))
+
+
+def outcome_key(op: Op, last: str) -> str:
+    return f"{op.verb} {op.args[0]}:{last}"
+
+
+class ShimFuzzer:
+    """The mutational loop, with the same accounting as the device targets."""
+
+    def __init__(self, chip: str, seed: int, artifacts: Path | None,
+                 corpus_dir: Path | None, current: Path | None = None) -> None:
+        logging.getLogger("xdna_emu").setLevel(logging.CRITICAL)
+        self.chip, self.rng = chip, random.Random(seed)
+        self.artifacts, self.corpus_dir, self.current = artifacts, corpus_dir, current
+        self.session = ShimSession(chip)
+        self.execs = self.crashes = self.hangs = self.steps = 0
+        self.features: set[str] = set()
+        self.signatures: dict[tuple[str, str], str] = {}
+        self.corpus: list[list[Op]] = []
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- one example -------------------------------------------------------------------------
+    def run_one(self, ops: list[Op]) -> bool:
+        """Run ``ops`` from a fresh device; True when new coverage was reached."""
+        from .trace import Trace, replay
+
+        self.execs += 1
+        trace = Trace(self.chip, ops, ["the example a shim fuzz worker was running when it died"],
+                      target="shim")
+        if self.current is not None:
+            self.current.write_text(trace.to_text())
+        faulthandler.dump_traceback_later(EXAMPLE_WALL_S, exit=True)
+        try:
+            res = replay(trace, self.session)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+        self.steps += res.steps
+        new = False
+        for key in self.session.events:
+            if key not in self.features:
+                self.features.add(key)
+                new = True
+        if not res.ok and res.failure is not None:
+            self.record(res.failure, ops[: (res.step or 0) + 1])
+        return new
+
+    def generate(self) -> list[Op]:
+        rng = self.rng
+        base: list[Op] = [Op("call", ("probe",))]
+        if self.corpus and rng.random() < 0.7:
+            parent = rng.choice(self.corpus)
+            base = list(parent[: rng.randint(1, len(parent))])
+            if rng.random() < 0.3 and len(self.corpus) > 1:  # splice another entry's tail
+                other = rng.choice(self.corpus)
+                base += other[rng.randrange(len(other)):]
+            for _ in range(rng.randint(0, 2)):  # point mutations
+                if len(base) > 1 and rng.random() < 0.5:
+                    del base[rng.randrange(1, len(base))]
+                else:
+                    base.insert(rng.randint(1, len(base)), random_op(rng))
+        while len(base) < MAX_OPS and rng.random() < 0.93:
+            base.append(random_op(rng))
+        return base[:MAX_OPS]
+
+    def add_corpus(self, ops: list[Op]) -> None:
+        from .trace import Trace
+
+        self.corpus.append(ops)
+        if self.corpus_dir is not None:
+            text = Trace(self.chip, ops, ["shim fuzz corpus entry"], target="shim").to_text()
+            digest = hashlib.sha1(text.encode()).hexdigest()[:16]
+            self.corpus_dir.mkdir(parents=True, exist_ok=True)
+            (self.corpus_dir / f"{digest}.trace").write_text(text)
+
+    def load_corpus(self) -> None:
+        """Traces already in the corpus directory, plus the shim regression traces."""
+        from .trace import REGRESSION_DIR, load
+
+        paths = sorted(REGRESSION_DIR.glob("shim-*.trace"))
+        if self.corpus_dir is not None and self.corpus_dir.is_dir():
+            paths += sorted(self.corpus_dir.glob("*.trace"))
+        for p in paths:
+            try:
+                t = load(p)
+            except (TraceError, OSError):
+                continue
+            if t.target == "shim" and t.chip == self.chip and t.ops:
+                ops = [op for op in t.ops if op.verb != "expect"]
+                self.run_one(ops)
+                self.corpus.append(ops)
+
+    def record(self, failure: Failure, ops: list[Op]) -> None:
+        from .trace import Trace
+
+        if failure.kind == "hang":
+            self.hangs += 1
+        else:
+            self.crashes += 1
+        sig = failure.signature
+        if sig in self.signatures or self.artifacts is None:
+            return
+        trace = Trace(self.chip, ops, [f"found by the shim fuzz target: {failure}",
+                                       "minimise with: xdna-emu trace minimize FILE"], target="shim")
+        text = trace.to_text()
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        path = self.artifacts / f"{failure.kind}-{failure.name}-{hashlib.sha1(text.encode()).hexdigest()[:10]}.trace"
+        path.write_text(text)
+        self.signatures[sig] = str(path)
+
+    def stats(self) -> dict[str, Any]:
+        return {"execs": self.execs, "steps": self.steps, "crashes": self.crashes,
+                "hangs": self.hangs, "coverage": len(self.features), "corpus": len(self.corpus),
+                "unique": sorted(f"{k}:{n}" for k, n in self.signatures),
+                "artifacts": sorted(self.signatures.values())}
+
+    # -- the loop ---------------------------------------------------------------------------
+    def fuzz(self, seconds: float, stats: Path | None = None,
+             max_execs: int | None = None) -> dict[str, Any]:
+        """Run for ``seconds`` (or ``max_execs`` examples: the same seed then gives the same
+        examples, findings and coverage, to the byte)."""
+        t0 = last = time.monotonic()
+        self.load_corpus()
+        while time.monotonic() - t0 < seconds and (max_execs is None or self.execs < max_execs):
+            ops = self.generate()
+            if self.run_one(ops):
+                self.add_corpus(ops)
+            now = time.monotonic()
+            if now - last > STATS_EVERY_S:
+                last = now
+                _write_stats(stats, self.stats())
+        out = self.stats()
+        _write_stats(stats, {**out, "final": True})
+        return out
+
+
+def _write_stats(path: Path | None, info: dict[str, Any]) -> None:
+    if path is None:
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, path)
 
 
 def run(seconds: float, seed: int = 1, chip: str = "npu4", artifacts: Path | None = None,
-        steps: int = 30) -> dict[str, Any]:
-    from .. import kernels as K
-    from ..shim import BO_CMD, BO_DEV, ert_start_npu
-    from ..testing.inproc import InProcess, Livelock, firmware_dir
-
-    rng, fi = random.Random(seed), FaultInjector(seed)
-    ip = InProcess(chip, fault=fi)
-    execs = crashes = hangs = 0
-    found: list[str] = []
-    states: set[str] = set()
-    t_end = time.monotonic() + seconds
+        corpus: Path | None = None, stats: Path | None = None,
+        current: Path | None = None) -> dict[str, Any]:
+    """One in-process campaign; returns the worker's stats."""
+    fz = ShimFuzzer(chip, seed, artifacts, corpus, current)
     try:
-        while time.monotonic() < t_end:
-            ip.fresh()
-            s = ip.open()
-            trace = [f"# shim fuzz seed={seed} example={execs}", "call probe"]
-            ctxs: list[int] = []
-            jobs: list[tuple[int, int]] = []
-            try:
-                ip.call(s.probe, firmware_dir(chip))
-                s.set_timeout("mbox_rx", 1000)
-                for _ in range(steps):
-                    op = rng.choice(OPS)
-                    trace.append(f"call {op}")
-                    try:
-                        if op == "fault":
-                            k = rng.choice(sorted(MSG_FAULTS))
-                            fi.arm(k, chan=rng.choice([0, -1]))
-                            trace[-1] = f"fault {k}"
-                            continue
-                        if op == "act":
-                            k = rng.choice(sorted(ACT_FAULTS))
-                            fi.act(k, 0)
-                            trace[-1] = f"fault {k}"
-                            continue
-                        if op == "mgmt":
-                            _, took = ip.call(s.mgmt_msg, 0x108, b"\0" * 4, 20, 1000)
-                        elif op == "ctx" and len(ctxs) < 3:
-                            h, took = ip.call(s.hwctx_create)
-                            ctxs.append(h)
-                        elif op == "destroy" and ctxs:
-                            h = ctxs.pop(rng.randrange(len(ctxs)))
-                            jobs = [j for j in jobs if j[0] != h]
-                            _, took = ip.call(s.hwctx_destroy, h)
-                        elif op == "exec" and ctxs:
-                            instr, _ = ip.call(s.bo_create, BO_DEV, 64)
-                            cmd, _ = ip.call(s.bo_create, BO_CMD, 4096)
-                            kern = rng.choice([K.Kernel.NOP, K.Kernel.FAIL, K.Kernel.HANG])
-                            s.bo_map(instr)[: K.DESC.size] = K.encode(K.Desc(kern))
-                            d = ert_start_npu(s.bo_info(instr)["xdna_addr"], K.DESC.size)
-                            s.bo_map(cmd)[: len(d)] = d
-                            h = rng.choice(ctxs)
-                            seq, took = ip.call(s.exec, h, cmd)
-                            jobs.append((h, seq))
-                        elif op == "wait" and jobs:
-                            h, seq = jobs[0]
-                            _, took = ip.call(s.wait, h, seq, rng.choice([0, 100, 5000]))
-                        elif op == "suspend":
-                            ip.call(s.suspend)
-                            _, took = ip.call(s.resume)
-                        elif op == "stop":
-                            ip.call(s.stop)
-                            ctxs.clear()
-                            jobs.clear()
-                            _, took = ip.call(s.probe, firmware_dir(chip))
-                        else:
-                            continue
-                        states.add(f"{op}:ok")
-                        if took > BUDGET_NS:
-                            raise Livelock(f"{op} took {took / 1e9:.1f} s virtual")
-                    except ShimError as e:
-                        states.add(f"{op}:{e.errno}")
-            except Livelock as e:
-                hangs += 1
-                found.append(_save(artifacts, trace, f"hang: {e}"))
-            except ShimError:
-                pass
-            except Exception as e:  # noqa: BLE001 - every other escape is a finding
-                crashes += 1
-                found.append(_save(artifacts, trace, f"crash: {e!r}"))
-            execs += 1
+        return fz.fuzz(seconds, stats)
     finally:
-        ip.close()
-    return {"execs": execs, "crashes": crashes, "hangs": hangs, "coverage": len(states),
-            "corpus_size": 0, "artifacts": [f for f in found if f]}
+        fz.close()
 
 
-def _save(artifacts: Path | None, trace: list[str], why: str) -> str:
-    if artifacts is None:
-        return ""
-    artifacts.mkdir(parents=True, exist_ok=True)
-    p = artifacts / f"shim-{abs(hash(tuple(trace))) & 0xFFFFFFFF:08x}.trace"
-    p.write_text(f"# {why}\n" + "\n".join(trace) + "\n")
-    return str(p)
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m xdna_emu.fuzz.shim_target")
+    p.add_argument("--chip", default="npu4")
+    p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--corpus")
+    p.add_argument("--artifacts", default="fuzz-artifacts")
+    p.add_argument("--stats")
+    p.add_argument("--current", help="file holding the example being run (for wall-clock hangs)")
+    args = p.parse_args(argv)
+    opt = [Path(v) if v else None for v in (args.corpus, args.stats, args.current)]
+    run(args.seconds, args.seed, args.chip, Path(args.artifacts), *opt)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

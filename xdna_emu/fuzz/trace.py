@@ -16,6 +16,10 @@ are bare hex (``-`` for none). The first non-comment line names the chip::
     call bring_up 1            # a semantic step through the test driver (xdna_emu.fuzz.ops)
     expect status psp.state running      # outcome lines (see check_expect)
 
+A ``target shim`` line after the chip line makes it a shim trace: shim calls and firmware
+faults run against the real C shim in deterministic in-process mode
+(:mod:`.shim_trace` documents its lines and promises). Replay and minimise work the same.
+
 Replay runs the ops on a fresh in-process device with every invariant of
 :mod:`.invariants` checked after every line. :func:`minimize` removes lines in shrinking
 chunks (ddmin) and then simplifies operands, keeping the same failure signature.
@@ -52,10 +56,13 @@ class Trace:
     ops: list[Op] = field(default_factory=list)
     header: list[str] = field(default_factory=list)  # leading comment lines, without '#'
     lines: list[int] = field(default_factory=list)  # source line of each op (parse only)
+    target: str = "device"  # or "shim" (xdna_emu.fuzz.shim_trace)
 
     def to_text(self) -> str:
         out = [f"# {h}".rstrip() for h in self.header]
         out.append(f"chip {self.chip}")
+        if self.target != "device":
+            out.append(f"target {self.target}")
         out += [format_op(op) for op in self.ops]
         return "\n".join(out) + "\n"
 
@@ -104,11 +111,22 @@ def _typed(spec: str, toks: list[str]) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def parse_line(line: str) -> Op | None:
+TARGETS = ("device", "shim")
+
+
+def parse_line(line: str, target: str = "device") -> Op | None:
     text = line.split("#", 1)[0].strip()
     if not text:
         return None
     verb, *toks = text.split()
+    if target == "shim":
+        if verb in ("call", "fault"):
+            from .shim_trace import parse_op
+
+            return parse_op(verb, toks)
+        if verb == "expect":
+            return Op(verb, tuple(toks))
+        raise TraceError(f"verb {verb!r} is not used in shim traces (call, fault, expect)")
     if verb in SPECS:
         if len(toks) != len(SPECS[verb]):
             raise TraceError(f"{verb} takes {len(SPECS[verb])} operands, got {len(toks)}")
@@ -128,6 +146,7 @@ def parse(text: str) -> Trace:
     chip: str | None = None
     ops: list[Op] = []
     lines: list[int] = []
+    target = "device"
     for no, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if chip is None and stripped.startswith("#"):
@@ -142,7 +161,13 @@ def parse(text: str) -> Trace:
                     raise TraceError("the first line must be 'chip NAME'")
                 chip = parts[1]
                 continue
-            op = parse_line(line)
+            parts = stripped.split("#", 1)[0].split()
+            if parts[:1] == ["target"]:
+                if ops or len(parts) != 2 or parts[1] not in TARGETS:
+                    raise TraceError(f"'target {' | '.join(TARGETS)}' must come before the first op")
+                target = parts[1]
+                continue
+            op = parse_line(line, target)
         except TraceError as exc:
             raise TraceError(f"line {no}: {exc}") from None
         if op is not None:
@@ -150,7 +175,7 @@ def parse(text: str) -> Trace:
             lines.append(no)
     if chip is None:
         raise TraceError("empty trace (no 'chip NAME' line)")
-    return Trace(chip, ops, header, lines)
+    return Trace(chip, ops, header, lines, target)
 
 
 def load(path: str | Path) -> Trace:
@@ -258,9 +283,13 @@ def session_for(chip: str) -> Session:
     return s
 
 
-def replay(trace: Trace, session: Session | None = None) -> ReplayResult:
+def replay(trace: Trace, session: Any = None) -> ReplayResult:
     """Run the trace on a fresh device. Failures are results; a malformed line raises
     TraceError."""
+    if trace.target == "shim":
+        from .shim_trace import replay as replay_shim
+
+        return replay_shim(trace, session)  # type: ignore[arg-type]
     s = (session or session_for(trace.chip)).fresh()
     for i, op in enumerate(trace.ops):
         try:
@@ -286,12 +315,13 @@ def minimize(trace: Trace, max_runs: int = 4000, log: Callable[[str], None] | No
         nonlocal runs
         runs += 1
         try:
-            r = replay(Trace(trace.chip, ops))
+            r = replay(Trace(trace.chip, ops, target=trace.target))
         except TraceError:
             return None
         return r.step if r.signature == sig else None
 
     ops = list(trace.ops[: first.step + 1])  # type: ignore[operator]
+    # (a shim trace failing its end-of-trace check has step == len(ops): all ops stay)
     n = max(1, len(ops) // 2)
     while n >= 1 and runs < max_runs:
         i, changed = 0, False
@@ -323,7 +353,7 @@ def minimize(trace: Trace, max_runs: int = 4000, log: Callable[[str], None] | No
             break
     if log:
         log(f"done: {len(trace.ops)} -> {len(ops)} ops in {runs} replays")
-    return Trace(trace.chip, ops, list(trace.header))
+    return Trace(trace.chip, ops, list(trace.header), target=trace.target)
 
 
 def _simpler(v: Any) -> list[Any]:

@@ -25,6 +25,11 @@ from ..shim import Shim, ffi, lib
 #: Bound on hook calls within one shim call that do not advance virtual time: a shim that
 #: spins without waiting for anything is a livelock, reported instead of hanging the test.
 SPIN_LIMIT = 20_000
+#: Bound on hook calls within one shim call in all: a shim that waits in ever smaller
+#: steps of virtual time (so each step "advances") is stuck as surely as a spinning one.
+#: A legitimate call needs far fewer: its waits end at device timers, TDR ticks or its
+#: deadline, and a due duty that cannot run re-polls at 1 ms at the finest.
+CALL_WAIT_LIMIT = 200_000
 
 
 class Livelock(RuntimeError):
@@ -61,6 +66,7 @@ class InProcess:
         self.fault = fault
         self.spins = 0
         self.waits = 0
+        self.call_waits = 0
         self.livelock = False
         self.hook_error: BaseException | None = None
         self._now_cb = ffi.callback("uint64_t(void *)", self._now_ns)
@@ -84,6 +90,10 @@ class InProcess:
     def _wait(self, _user: Any, deadline: int) -> int:
         """Run the device once; with nothing to do, let virtual time pass."""
         self.waits += 1
+        self.call_waits += 1
+        if self.call_waits > CALL_WAIT_LIMIT:
+            self.livelock = True
+            return -1
         d = self.daemon
         ready = bool(d.sel.select(0))
         now = self.clock.now_ns()
@@ -120,14 +130,16 @@ class InProcess:
 
     def call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> tuple[Any, int]:
         """Run one shim call; returns (result, virtual ns it took). Livelocks raise."""
-        self.spins = 0
+        self.spins = self.call_waits = 0
         t0 = self.clock.now_ns()
         try:
             res = fn(*args, **kw)
         finally:
             if self.livelock:
                 self.livelock = False
-                raise Livelock(f"{getattr(fn, '__name__', fn)} spun {SPIN_LIMIT} steps")
+                what = (f"spun {SPIN_LIMIT} steps" if self.call_waits <= CALL_WAIT_LIMIT
+                        else f"waited {CALL_WAIT_LIMIT} times")
+                raise Livelock(f"{getattr(fn, '__name__', fn)} {what}")
         return res, self.clock.now_ns() - t0
 
     def close_shim(self) -> None:

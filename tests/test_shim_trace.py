@@ -1,0 +1,210 @@
+"""Shim traces (issue 5): the text form, replay and minimise through the CLI, the promises
+each checks, the shim fuzz target's seed and corpus, and every regression trace."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xdna_emu.fuzz import trace as tr
+from xdna_emu.fuzz.invariants import Hang, InvariantViolation
+from xdna_emu.fuzz.ops import Op, TraceError
+from xdna_emu.fuzz.shim_target import ShimFuzzer
+from xdna_emu.fuzz.shim_trace import session_for
+from xdna_emu.shim import ErtState, Shim, ShimError
+from xdna_emu.testing.shim_machine import shared
+
+REGRESSIONS = sorted(tr.REGRESSION_DIR.glob("*.trace"))
+
+SMOKE = """# a job, a stale handle and a bad management channel
+chip npu4
+target shim
+call probe
+call ctx
+call exec 0 nop
+call wait 0 3000
+expect state 0 completed
+call destroy 0
+call info 0
+expect errno EINVAL
+fault bad_id 0
+call mgmt 0x108 00000000
+expect errno EPIPE
+call tick 100
+"""
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_hooks():  # noqa: ANN202
+    yield
+    shared().close_shim()
+    session_for("npu4").ip.close_shim()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "xdna_emu.cli", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+# -- every bug found, as a minimised trace ----------------------------------------------------
+@pytest.mark.parametrize("path", REGRESSIONS, ids=[p.stem for p in REGRESSIONS])
+def test_regression(path: Path) -> None:
+    """fixtures/regressions/*.trace: each says what it used to trigger, and passes now."""
+    trace = tr.load(path)
+    assert any("used to trigger" in h.lower() for h in trace.header), \
+        f"{path.name}: the header must say what it used to trigger"
+    res = tr.replay(trace)
+    assert res.ok, f"{path.name}: {res.describe()}"
+
+
+def test_there_are_shim_regressions() -> None:
+    assert any(tr.load(p).target == "shim" for p in REGRESSIONS)
+
+
+# -- text form ------------------------------------------------------------------------------
+def test_text_round_trip() -> None:
+    t = tr.parse(SMOKE)
+    assert t.target == "shim" and t.chip == "npu4"
+    assert t.ops[0] == Op("call", ("probe",))
+    assert t.ops[5] == Op("call", ("destroy", 0))
+    assert t.ops[8] == Op("fault", ("bad_id", 0))
+    assert t.ops[9] == Op("call", ("mgmt", 0x108, bytes(4)))
+    again = tr.parse(t.to_text())
+    assert again.ops == t.ops and again.target == "shim"
+
+
+@pytest.mark.parametrize("line, why", [
+    ("call launch", "unknown shim call"),
+    ("call exec 0", "takes 2 operands"),
+    ("call wait x 10", "expected an integer"),
+    ("fault meteor 0", "unknown fault"),
+    ("fault drop 0 1 2 3", "at most 3"),
+    ("w32 0 0 0", "not used in shim traces"),
+])
+def test_malformed_lines_are_trace_errors(line: str, why: str) -> None:
+    with pytest.raises(TraceError, match=why):
+        tr.parse(f"chip npu4\ntarget shim\n{line}\n")
+
+
+def test_target_must_come_first() -> None:
+    with pytest.raises(TraceError, match="before the first op"):
+        tr.parse("chip npu4\ncall probe\ntarget shim\n")
+
+
+def test_unknown_kernel_is_a_trace_error() -> None:
+    with pytest.raises(TraceError, match="kernel"):
+        tr.replay(tr.parse("chip npu4\ntarget shim\ncall probe\ncall ctx\ncall exec 0 gemm9\n"))
+
+
+# -- CLI ------------------------------------------------------------------------------------
+def test_cli_replays_and_minimises_a_shim_trace(tmp_path: Path) -> None:
+    good = tmp_path / "good.trace"
+    good.write_text(SMOKE)
+    r = _cli("trace", "replay", str(good), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["ok"] is True
+    bad = tmp_path / "bad.trace"
+    bad.write_text(SMOKE.replace("expect errno EINVAL", "expect errno ENOENT"))
+    r = _cli("trace", "replay", str(bad))
+    assert r.returncode == 1 and "expected ENOENT" in r.stdout
+    small = tmp_path / "small.trace"
+    r = _cli("trace", "minimize", str(bad), "-o", str(small))
+    assert r.returncode == 0, r.stderr
+    t = tr.load(small)
+    assert t.target == "shim" and len(t.ops) < len(tr.parse(SMOKE).ops)
+    assert not tr.replay(t).ok
+
+
+# -- the promises are checked (each check can fail) ------------------------------------------
+def _run(text: str) -> tr.ReplayResult:
+    return tr.replay(tr.parse("chip npu4\ntarget shim\n" + text))
+
+
+def test_a_stale_handle_that_works_is_a_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = Shim.hwctx_info
+    monkeypatch.setattr(Shim, "hwctx_info", lambda self, h: real(self, 2))  # always a live one
+    res = _run("call probe\ncall ctx\ncall ctx\ncall destroy 0\ncall info 0\n")
+    assert isinstance(res.failure, InvariantViolation) and res.failure.name == "use_after_destroy"
+
+
+def test_a_command_left_running_is_a_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Shim, "cmd_state", lambda self, bo: ErtState.RUNNING)
+    res = _run("call probe\ncall ctx\ncall exec 0 nop\n")
+    assert isinstance(res.failure, InvariantViolation) and res.failure.name == "not_final"
+
+
+def test_a_bad_channel_that_recovers_silently_is_a_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = Shim.mgmt_msg
+
+    def flaky(self, *a):  # noqa: ANN001, ANN202
+        calls.append(1)
+        if len(calls) == 1:
+            raise ShimError(32, "bad channel")  # EPIPE
+        return real(self, *a)
+    monkeypatch.setattr(Shim, "mgmt_msg", flaky)
+    res = _run("call probe\ncall mgmt 0x108 00000000\ncall mgmt 0x108 00000000\n")
+    assert isinstance(res.failure, InvariantViolation) and res.failure.name == "bad_channel"
+
+
+def test_an_escaping_exception_is_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Shim, "hwctx_create", lambda self: {}["boom"])
+    res = _run("call probe\ncall ctx\n")
+    assert res.failure is not None and res.failure.kind == "crash" and res.failure.name == "KeyError"
+
+
+def test_a_call_over_its_virtual_budget_is_a_hang(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xdna_emu.fuzz import shim_trace
+
+    monkeypatch.setattr(shim_trace, "CALL_BUDGET_NS", 1_000_000_000)  # 1 s instead of 30 s
+    res = _run("call probe\ncall timeout mbox_rx 3000\nfault drop 0\ncall mgmt 0x108 00000000\n")
+    assert isinstance(res.failure, Hang) and res.failure.name == "deadline"
+    assert res.step == 3
+
+
+# -- the fuzz target ----------------------------------------------------------------------------
+def test_same_seed_same_campaign(tmp_path: Path) -> None:
+    def campaign(seed: int, corpus: Path) -> tuple[dict, list[str]]:
+        fz = ShimFuzzer("npu4", seed, tmp_path / "art", corpus)
+        try:
+            out = fz.fuzz(60, max_execs=25)
+        finally:
+            fz.close()
+        return out, sorted(fz.features)
+    a, fa = campaign(7, tmp_path / "c1")
+    b, fb = campaign(7, tmp_path / "c2")
+    assert a["execs"] == b["execs"] == 25  # the regression traces seed the corpus first
+    assert (a["steps"], fa) == (b["steps"], fb)
+    assert sorted(p.read_text() for p in (tmp_path / "c1").iterdir()) == \
+        sorted(p.read_text() for p in (tmp_path / "c2").iterdir())
+    # the corpus is made of replayable shim traces, and a new run starts from them
+    entries = sorted((tmp_path / "c1").glob("*.trace"))
+    assert entries and all(tr.replay(tr.load(p)).ok for p in entries[:3])
+    fz = ShimFuzzer("npu4", 8, None, tmp_path / "c1")
+    try:
+        fz.load_corpus()
+        assert len(fz.corpus) >= len(entries)
+    finally:
+        fz.close()
+
+
+def test_cli_shim_target_summary(tmp_path: Path) -> None:
+    r = _cli("fuzz", "--target", "shim", "--seconds", "3", "--json", "--seed", "3",
+             "--artifacts", str(tmp_path / "art"), "--corpus", str(tmp_path / "corpus"))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    for key in ("target", "seconds", "execs", "execs_per_s", "crashes", "hangs", "coverage",
+                "corpus_size"):
+        assert key in out
+    assert out["target"] == "shim" and out["execs"] > 0 and out["coverage"] > 5
+    assert out["crashes"] == out["hangs"] == 0
+    assert any((tmp_path / "corpus").glob("*.trace"))
+
+
+def test_cli_refuses_atheris_for_the_shim_target() -> None:
+    r = _cli("fuzz", "--target", "shim", "--engine", "atheris", "--seconds", "1")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1

@@ -1,0 +1,396 @@
+"""Shim traces: what a test did to the real C shim and which firmware faults it met.
+
+The same text format as device traces (:mod:`.trace`), with ``target shim`` after the
+chip line. Each line is a shim call, a fault armed in the firmware (:mod:`.faults`), a
+pause of virtual time or an expectation::
+
+    chip npu4
+    target shim
+    call probe                 # probe with the emulator's firmware tree
+    call timeout mbox_rx 1000  # xdna_shim_set_timeout (ms)
+    call mgmt 0x108 00000000   # a management message: opcode, request bytes
+    call ctx                   # create a hardware context; contexts are numbered 0, 1, ...
+    call exec 0 hang           # submit a kernel (nop, fail, hang) on context 0; jobs 0, 1, ...
+    call wait 0 3000           # wait for job 0, timeout in ms
+    call info 0                # hwctx_info of context 0
+    call destroy 0             # hwctx_destroy of context 0 (numbers are never reused)
+    call suspend / resume / stop
+    call tick 500              # let 500 ms of virtual time pass with the shim idle
+    fault bad_id 0             # arm a message fault: kind, channel (0 mgmt, -1 any user
+    fault late 0 1 6000        #   channel), count, argument
+    fault unsolicited 0        # an action fault happens at once
+    expect errno EPIPE         # the last call's outcome (ok, or an errno name)
+    expect state 0 completed   # the ERT state of job 0's command BO
+
+Calls run in deterministic in-process mode (:mod:`xdna_emu.testing.inproc`), so a trace
+replays exactly. After every call the shim's promises are checked:
+
+- only ``ShimError`` comes out of a call, always with an errno, and the shim's wait hooks
+  never fail;
+- every call returns within :data:`CALL_BUDGET_NS` of virtual time, without livelock;
+- a bad management channel stays bad: once a call gave EPIPE, management messages give
+  EPIPE until the device is stopped, suspended or probed again;
+- a handle used after its context was destroyed gives EINVAL or ENOENT;
+- a successful wait leaves its command in a final state.
+
+After the last line, every command that was submitted must reach a final state once TDR
+had time (the driver aborts what it cannot finish).
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..shim import BO_CMD, BO_DEV, ErtState, ShimError, ert_start_npu
+from .faults import ACT_FAULTS, MSG_FAULTS, FaultInjector
+from .invariants import Failure, Hang, InvariantViolation
+from .ops import Op, TraceError
+
+if TYPE_CHECKING:
+    from ..testing.inproc import InProcess
+    from .trace import ReplayResult, Trace
+
+#: Longest one call may take in virtual time: TDR (2 s) a few times plus mailbox RX.
+CALL_BUDGET_NS = 30 * 1_000_000_000
+#: How long the end-of-trace check waits for each outstanding command (ms, virtual).
+FINAL_WAIT_MS = 15_000
+#: The mailbox RX timeout a fresh session starts with (ms); ``call timeout`` changes it.
+DEFAULT_RX_MS = 1000
+KERNELS = ("nop", "fail", "hang")
+FINAL = frozenset({ErtState.COMPLETED, ErtState.ERROR, ErtState.ABORT, ErtState.TIMEOUT})
+#: operand kinds per call (i int, b bytes, s string); see :func:`xdna_emu.fuzz.trace._typed`
+CALL_SPECS = {"probe": "", "timeout": "si", "mgmt": "ib", "ctx": "", "destroy": "i",
+              "exec": "is", "wait": "ii", "info": "i", "suspend": "", "resume": "", "stop": "",
+              "tick": "i"}
+FAULT_SPEC = "iii"
+
+
+class ShimCrash(Failure):
+    """Something other than ShimError came out of a shim call (or out of its wait hook)."""
+
+    kind = "crash"
+
+
+@dataclass
+class _Job:
+    ctx: int  # context number in the trace
+    seq: int
+    cmd: int  # command BO handle
+
+
+def errname(e: int | None) -> str:
+    return errno_mod.errorcode.get(e or 0, str(e))
+
+
+class ShimSession:
+    """The real shim on a fresh device, driven by trace ops with every promise checked."""
+
+    def __init__(self, chip: str = "npu4") -> None:
+        from ..testing.inproc import InProcess
+
+        self.chip = chip
+        self.fi = FaultInjector()
+        self.ip: InProcess = InProcess(chip, fault=self.fi)
+        self.events: Counter[str] = Counter()
+        self.calls: dict[str, Callable[..., Any]] = {
+            name: getattr(self, "c_" + name) for name in CALL_SPECS}
+        self.fresh()
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def fresh(self) -> ShimSession:
+        """Power-on device, a newly opened shim, no faults armed."""
+        self.ip.fresh()
+        self.shim = self.ip.open()
+        self.shim.set_timeout("mbox_rx", DEFAULT_RX_MS)
+        self.ctxs: list[int] = []  # handle per context number, in creation order
+        self.dead: set[int] = set()  # numbers of destroyed contexts
+        self.jobs: list[_Job] = []
+        self.executed: list[Op] = []
+        self.last = "ok"
+        self.mgmt_bad = False
+        self.steps = 0
+        self.events.clear()
+        return self
+
+    def close(self) -> None:
+        self.ip.close()
+
+    # -- running ops ---------------------------------------------------------------------
+    def apply(self, op: Op) -> None:
+        """Run one op; raises Failure (a finding) or TraceError (a malformed op)."""
+        self.executed.append(op)
+        self.steps += 1
+        if op.verb == "call":
+            self._call(op.args[0], op.args[1:])
+        elif op.verb == "fault":
+            self._fault(*op.args)
+        elif op.verb == "expect":
+            self._expect(op.args)
+        else:
+            raise TraceError(f"verb {op.verb!r} is not used in shim traces")
+        if self.ip.hook_error is not None:
+            err, self.ip.hook_error = self.ip.hook_error, None
+            raise ShimCrash("hook", f"the wait hook raised {err!r}")
+
+    def _call(self, name: str, args: tuple[Any, ...]) -> None:
+        from ..testing.inproc import Livelock
+
+        fn = self.calls.get(name)
+        if fn is None:
+            raise TraceError(f"unknown shim call {name!r} (known: {', '.join(CALL_SPECS)})")
+        if len(args) != len(CALL_SPECS[name]):
+            raise TraceError(f"call {name} takes {len(CALL_SPECS[name])} operands")
+        t0 = self.ip.clock.now_ns()
+        try:
+            fn(*args)
+            self.last = "ok"
+        except ShimError as e:
+            if not e.errno:
+                raise InvariantViolation("no_errno", f"{name} failed without an errno: {e}") from e
+            self.last = errname(e.errno)
+        except Livelock as e:
+            raise Hang("livelock", f"{name}: {e}") from e
+        except (Failure, TraceError):
+            raise
+        except Exception as e:  # noqa: BLE001 - anything else escaping the shim is the finding
+            raise ShimCrash(type(e).__name__, f"{name}: {e!r}") from e
+        took = self.ip.clock.now_ns() - t0
+        if took > CALL_BUDGET_NS:
+            raise Hang("deadline", f"{name} took {took / 1e9:.1f} s of virtual time")
+        self.events[f"{name}:{self.last}"] += 1
+
+    def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        res, _ = self.ip.call(fn, *args)
+        return res
+
+    def _ctx(self, i: int) -> tuple[int, int, bool]:
+        """(number, handle, alive) of context number ``i`` (wrapping). Raises ShimError
+        EINVAL when no context was ever created (there is nothing to name)."""
+        if not self.ctxs:
+            raise ShimError(errno_mod.EINVAL, "no context created yet")
+        n = i % len(self.ctxs)
+        return n, self.ctxs[n], n not in self.dead
+
+    def _dead_use(self, what: str, n: int, fn: Callable[..., Any], *args: Any) -> None:
+        """A call on a destroyed context's old handle must fail with EINVAL/ENOENT."""
+        try:
+            self._run(fn, *args)
+        except ShimError as e:
+            if e.errno not in (errno_mod.EINVAL, errno_mod.ENOENT):
+                raise InvariantViolation("use_after_destroy",
+                                         f"{what} on destroyed context {n} gave {errname(e.errno)}") from e
+            raise
+        raise InvariantViolation("use_after_destroy", f"{what} on destroyed context {n} succeeded")
+
+    # -- calls --------------------------------------------------------------------------------
+    def _new_channel_state(self) -> None:
+        self.mgmt_bad = False
+
+    def c_probe(self) -> None:
+        from ..testing.inproc import firmware_dir
+
+        self._new_channel_state()
+        self._run(self.shim.probe, firmware_dir(self.chip))
+
+    def c_timeout(self, which: str, ms: int) -> None:
+        self.shim.set_timeout(which, ms)
+
+    def c_mgmt(self, opcode: int, req: bytes) -> None:
+        try:
+            self._run(self.shim.mgmt_msg, opcode, req, 20, 0)  # 0: the RX timeout (call timeout)
+        except ShimError as e:
+            if e.errno == errno_mod.EPIPE:
+                self.mgmt_bad = True
+            elif self.mgmt_bad and e.errno in (errno_mod.ETIME, errno_mod.ETIMEDOUT):
+                raise InvariantViolation("bad_channel",
+                                         f"mgmt on a bad channel gave {errname(e.errno)}, not EPIPE") from e
+            raise
+        if self.mgmt_bad:
+            raise InvariantViolation("bad_channel", "a mgmt message succeeded on a bad channel")
+
+    def c_ctx(self) -> None:
+        h = self._run(self.shim.hwctx_create)
+        self.ctxs.append(h)
+
+    def c_destroy(self, i: int) -> None:
+        n, h, alive = self._ctx(i)
+        if not alive:
+            return self._dead_use("destroy", n, self.shim.hwctx_destroy, h)
+        self.dead.add(n)
+        self._run(self.shim.hwctx_destroy, h)
+        return None
+
+    def c_exec(self, i: int, kernel: str) -> None:
+        from .. import kernels as K
+
+        if kernel not in KERNELS:
+            raise TraceError(f"kernel {kernel!r} is not one of {', '.join(KERNELS)}")
+        n, h, alive = self._ctx(i)
+        s = self.shim
+        instr = self._run(s.bo_create, BO_DEV, 64)
+        cmd = self._run(s.bo_create, BO_CMD, 4096)
+        s.bo_map(instr)[: K.DESC.size] = K.encode(K.Desc(K.Kernel[kernel.upper()]))
+        d = ert_start_npu(s.bo_info(instr)["xdna_addr"], K.DESC.size)
+        s.bo_map(cmd)[: len(d)] = d
+        if not alive:
+            return self._dead_use("exec", n, s.exec, h, cmd)
+        seq = self._run(s.exec, h, cmd)
+        self.jobs.append(_Job(n, seq, cmd))
+        return None
+
+    def c_wait(self, j: int, timeout_ms: int) -> None:
+        if not self.jobs:
+            raise ShimError(errno_mod.EINVAL, "no job submitted yet")
+        job = self.jobs[j % len(self.jobs)]
+        h = self.ctxs[job.ctx]
+        if job.ctx in self.dead:
+            return self._dead_use("wait", job.ctx, self.shim.wait, h, job.seq, timeout_ms)
+        self._run(self.shim.wait, h, job.seq, timeout_ms)
+        st = self.shim.cmd_state(job.cmd)
+        if st not in FINAL:
+            raise InvariantViolation("wait_not_final", f"wait on job {j} returned with {st.name}")
+        return None
+
+    def c_info(self, i: int) -> None:
+        n, h, alive = self._ctx(i)
+        if not alive:
+            return self._dead_use("info", n, self.shim.hwctx_info, h)
+        self._run(self.shim.hwctx_info, h)
+        return None
+
+    def c_suspend(self) -> None:
+        self._new_channel_state()
+        self._run(self.shim.suspend)
+
+    def c_resume(self) -> None:
+        self._new_channel_state()
+        self._run(self.shim.resume)
+
+    def c_stop(self) -> None:
+        self._new_channel_state()
+        self._run(self.shim.stop)
+
+    def c_tick(self, ms: int) -> None:
+        """Virtual time passes with the shim idle (late responses arrive, TDR may run)."""
+        ip = self.ip
+        end = ip.clock.now_ns() + max(0, min(ms, 60_000)) * 1_000_000
+        while True:
+            ip.daemon._step(0)
+            now = ip.clock.now_ns()
+            if now >= end:
+                break
+            nd = ip.daemon.device.next_deadline_ns()
+            ip.clock.advance((end if nd is None or nd <= now else min(end, nd)) - now)
+        ip.daemon._step(0)
+
+    # -- faults and expectations --------------------------------------------------------------
+    def _fault(self, kind: str, chan: int = 0, count: int = 1, arg: int = 0) -> None:
+        if kind in ACT_FAULTS:
+            ok = self.fi.act(kind, chan if chan >= 0 else self._a_user_channel())
+            self.events[f"fault {kind}{'' if ok else ' (no channel)'}"] += 1
+        elif kind in MSG_FAULTS:
+            self.fi.arm(kind, count=max(1, count), chan=chan if chan >= -1 else None, arg=arg)
+            self.events[f"fault {kind}"] += 1
+        else:
+            raise TraceError(f"unknown fault {kind!r}")
+
+    def _a_user_channel(self) -> int:
+        eng = self.ip.daemon.device.mailbox
+        users = sorted(i for i in (eng.channels if eng else {}) if i)
+        return users[0] if users else 0
+
+    def _expect(self, args: tuple[Any, ...]) -> None:
+        from .invariants import ExpectFailed
+
+        if len(args) == 2 and args[0] == "errno":
+            if self.last != args[1]:
+                raise ExpectFailed("errno", f"last call gave {self.last}, expected {args[1]}")
+        elif len(args) == 3 and args[0] == "state":
+            if not self.jobs:
+                raise ExpectFailed("state", "no job submitted")
+            job = self.jobs[int(args[1], 0) % len(self.jobs)]
+            st = self.shim.cmd_state(job.cmd)
+            if st.name.lower() != args[2].lower():
+                raise ExpectFailed("state", f"job {args[1]} is {st.name}, expected {args[2]}")
+        else:
+            raise TraceError(f"bad expect line for a shim trace: expect {' '.join(map(str, args))}")
+
+    # -- the end of a trace -------------------------------------------------------------------
+    def finish(self) -> None:
+        """Every submitted command must end in a final state once TDR had time."""
+        for line in self.fi.log:  # which faults really fired, and where
+            kind, chan = line.split()[1:3]
+            self.events[f"fired {kind} {'mgmt' if chan == 'chan=0' else 'user'}"] += 1
+        self.fi.log.clear()
+        for n, job in enumerate(self.jobs):
+            alive = job.ctx not in self.dead
+            if alive:
+                try:
+                    self._run(self.shim.wait, self.ctxs[job.ctx], job.seq, FINAL_WAIT_MS)
+                except ShimError:
+                    pass
+            try:
+                st = self.shim.cmd_state(job.cmd)
+            except ShimError as e:
+                raise InvariantViolation("not_final", f"job {n}: cmd_state gave {errname(e.errno)}") from e
+            if st not in FINAL:
+                where = f"context {job.ctx}" + ("" if alive else " (destroyed)")
+                raise InvariantViolation("not_final", f"job {n} on {where} is {st.name}")
+            self.events[f"final {st.name.lower()}"] += 1
+
+
+# -- parsing and replay ------------------------------------------------------------------------
+def parse_op(verb: str, toks: list[str]) -> Op:
+    """One shim-trace line (``call``/``fault``; ``expect`` is generic)."""
+    from .trace import _typed
+
+    if not toks:
+        raise TraceError(f"{verb} needs a name")
+    if verb == "call":
+        spec = CALL_SPECS.get(toks[0])
+        if spec is None:
+            raise TraceError(f"unknown shim call {toks[0]!r}")
+        if len(toks) - 1 != len(spec):
+            raise TraceError(f"call {toks[0]} takes {len(spec)} operands, got {len(toks) - 1}")
+        return Op(verb, (toks[0], *_typed(spec, toks[1:])))
+    if toks[0] not in MSG_FAULTS and toks[0] not in ACT_FAULTS:
+        raise TraceError(f"unknown fault {toks[0]!r}")
+    if len(toks) > 1 + len(FAULT_SPEC):
+        raise TraceError(f"fault takes at most {len(FAULT_SPEC)} operands")
+    return Op(verb, (toks[0], *_typed(FAULT_SPEC, toks[1:])))
+
+
+_SESSIONS: dict[str, ShimSession] = {}
+
+
+def session_for(chip: str) -> ShimSession:
+    """One shim session (one daemon) per chip and process, made fresh by each replay."""
+    s = _SESSIONS.get(chip)
+    if s is None:
+        s = _SESSIONS[chip] = ShimSession(chip)
+    return s
+
+
+def replay(trace: Trace, session: ShimSession | None = None) -> ReplayResult:
+    """Run a shim trace on a fresh device; the end-of-trace check counts as one more step."""
+    from .trace import ReplayResult
+
+    s = (session or session_for(trace.chip)).fresh()
+    try:
+        for i, op in enumerate(trace.ops):
+            try:
+                s.apply(op)
+            except Failure as exc:
+                line = trace.lines[i] if i < len(trace.lines) else None
+                return ReplayResult(False, i + 1, exc, i, line)
+        try:
+            s.finish()
+        except Failure as exc:
+            return ReplayResult(False, len(trace.ops), exc, len(trace.ops), None)
+    finally:
+        s.ip.close_shim()
+    return ReplayResult(True, len(trace.ops))
