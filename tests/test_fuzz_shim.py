@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 
 import pytest
-from hypothesis import settings
 
 from xdna_emu.fuzz.faults import ACT_FAULTS, MSG_FAULTS
 from xdna_emu.shim import ShimError
@@ -94,3 +93,55 @@ def test_deterministic_replay() -> None:
 
 
 TestShimMachine = ShimMachine.TestCase  # the active profile (ci under CI=true) sets its size
+
+
+def test_exec_rechecks_a_command_bo_rewritten_while_it_waited_for_a_slot() -> None:
+    """Regression (found in review): exec parses the command BO, then may drop its lock to
+    wait for a free slot (four commands per context). It used to fill the slot from a
+    fresh, unchecked parse, so a client thread that rewrote the BO in that window got
+    whatever the new bytes said submitted. Now the second parse is checked: EINVAL, nothing
+    submitted, and the context stays usable."""
+    from xdna_emu import kernels as K
+    from xdna_emu.shim import BO_CMD, BO_DEV, ErtState, ert_start_npu
+
+    ip = shared()
+    ip.fresh()
+    shim = ip.open()
+    ip.probe()
+    h = shim.hwctx_create()
+
+    def command(kernel: K.Kernel) -> int:
+        instr, cmd = shim.bo_create(BO_DEV, 64), shim.bo_create(BO_CMD, 4096)
+        shim.bo_map(instr)[: K.DESC.size] = K.encode(K.Desc(kernel))
+        d = ert_start_npu(shim.bo_info(instr)["xdna_addr"], K.DESC.size)
+        shim.bo_map(cmd)[: len(d)] = d
+        return cmd
+
+    hung = [command(K.Kernel.HANG) for _ in range(4)]
+    for cmd in hung:
+        shim.exec(h, cmd)
+    late = command(K.Kernel.NOP)
+    view = shim.bo_map(late)  # mapped beforehand: the hook runs with the shim's lock held
+    waits = []
+
+    def rewrite() -> None:  # a client thread scribbling over the BO mid-submission
+        waits.append(1)
+        view[:4] = b"\xff\xff\xff\xff"
+        ip.on_wait = None
+
+    ip.on_wait = rewrite
+    try:
+        with pytest.raises(ShimError) as err:
+            shim.exec(h, late)
+    finally:
+        ip.on_wait = None
+    assert waits, "exec never waited for a slot: the race window was not exercised"
+    assert err.value.errno == errno.EINVAL and "changed" in str(err.value)
+    assert shim.cmd_state(late) not in (ErtState.SUBMITTED, ErtState.RUNNING)
+    assert shim.hwctx_info(h)["submitted"] == 4
+    # the hung commands were timed out by TDR meanwhile, and the context still runs jobs
+    good = command(K.Kernel.NOP)
+    seq = shim.exec(h, good)
+    shim.wait(h, seq, 5000)
+    assert shim.cmd_state(good) == ErtState.COMPLETED
+    ip.close_shim()

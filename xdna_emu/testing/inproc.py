@@ -69,6 +69,9 @@ class InProcess:
         self.call_waits = 0
         self.livelock = False
         self.hook_error: BaseException | None = None
+        #: called at the start of every wait of the shim: a test's way to act inside the
+        #: window where the shim has dropped its lock (client threads racing a call)
+        self.on_wait: Callable[[], None] | None = None
         self._now_cb = ffi.callback("uint64_t(void *)", self._now_ns)
         self._wait_cb = ffi.callback("int(void *, uint64_t)", self._wait, onerror=self._onerror)
         self._hooks = ffi.new("struct xdna_shim_hooks *")
@@ -90,6 +93,8 @@ class InProcess:
     def _wait(self, _user: Any, deadline: int) -> int:
         """Run the device once; with nothing to do, let virtual time pass."""
         self.waits += 1
+        if self.on_wait is not None:
+            self.on_wait()
         self.call_waits += 1
         if self.call_waits > CALL_WAIT_LIMIT:
             self.livelock = True
