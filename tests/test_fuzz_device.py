@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -19,9 +20,11 @@ from xdna_emu.fuzz.ops import Op, Session, TraceError
 from xdna_emu.testing.machines import VISITS, DeviceMachine, Npu1Machine
 
 GOLDEN = sorted(tr.GOLDEN_DIR.glob("*.trace"))
-REGRESSIONS = sorted(tr.REGRESSION_DIR.glob("*.trace"))
 #: states every machine run must reach, or the rule mix has gone wrong (fuzzing.md §3)
 MUST_VISIT = {"psp_running", "channel_error", "reset", "async_held", "context_live"}
+#: the reached-states check needs a reproducible run: derandomised except in the long
+#: ``fuzz`` profile, whose 20,000 random examples reach them anyway
+DERANDOMIZE = os.environ.get("HYPOTHESIS_PROFILE") != "fuzz"
 
 
 @pytest.mark.parametrize("machine", [DeviceMachine, Npu1Machine], ids=["npu4", "npu1"])
@@ -31,7 +34,8 @@ def test_device_state_machine(machine: type[DeviceMachine], tmp_path: Path,
     VISITS.clear()
     t0 = time.monotonic()
     run_state_machine_as_test(machine, settings=settings(
-        deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
+        deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        derandomize=DERANDOMIZE))
     steps = sum(VISITS[s] for s in ("psp_idle", "psp_validated", "psp_running"))
     rate = steps / (time.monotonic() - t0)
     print(f"\n{machine.chip}: {steps} steps, {rate:.0f} steps/s, states {dict(VISITS)}")
@@ -65,17 +69,6 @@ def test_a_changed_outcome_fails_the_golden_trace() -> None:
     bar, off, data = trace.ops[j].args[1:]
     trace.ops[j] = Op("expect", ("bytes", bar, off, bytes(b ^ 1 for b in bytes.fromhex(data)).hex()))
     assert isinstance(tr.replay(trace).failure, ExpectFailed)
-
-
-def test_every_regression_trace_passes_now() -> None:
-    """fixtures/regressions/*.trace: minimised bugs, each with a header saying what it used
-    to trigger; all must replay clean (none found so far: the loop is ready for them)."""
-    assert tr.REGRESSION_DIR.is_dir()
-    for path in REGRESSIONS:
-        trace = tr.load(path)
-        assert trace.header, f"{path.name}: needs a header saying what it used to trigger"
-        res = tr.replay(trace)
-        assert res.ok, f"{path.name} ({trace.header[0]}): {res.describe()}"
 
 
 # -- the invariants catch what they claim to -----------------------------------------------

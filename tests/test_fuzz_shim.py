@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import errno
+import os
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import run_state_machine_as_test
 
 from xdna_emu.fuzz.faults import ACT_FAULTS, MSG_FAULTS
 from xdna_emu.shim import ShimError
-from xdna_emu.testing.shim_machine import ShimMachine, shared
+from xdna_emu.testing.shim_machine import VISITS, ShimMachine, shared
 
 GET_FW_VERSION = 0x108
 
@@ -92,7 +95,21 @@ def test_deterministic_replay() -> None:
     assert a[2] == "ETIME" and a[1] >= 300_000_000  # the timeout ran in virtual time
 
 
-TestShimMachine = ShimMachine.TestCase  # the active profile (ci under CI=true) sets its size
+#: outcomes every ShimMachine run must reach: each final state, a bad channel, a timeout
+MUST_VISIT = {"final completed", "final error", "final abort", "final timeout", "mgmt:EPIPE",
+              "mgmt:ETIME", "exec:ok", "wait:ok"}
+
+
+def test_shim_state_machine(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """The active profile (ci under CI=true) sets the size; derandomised except in the
+    ``fuzz`` profile, so the reached-states check is reproducible."""
+    monkeypatch.setenv("XDNA_FUZZ_ARTIFACTS", str(tmp_path))
+    VISITS.clear()
+    run_state_machine_as_test(ShimMachine, settings=settings(
+        deadline=None, derandomize=os.environ.get("HYPOTHESIS_PROFILE") != "fuzz",
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
+    missing = MUST_VISIT - set(VISITS)
+    assert not missing, f"outcomes never reached: {missing} (visits {dict(VISITS)})"
 
 
 def test_exec_rechecks_a_command_bo_rewritten_while_it_waited_for_a_slot() -> None:

@@ -1,5 +1,5 @@
 """Shim traces (issue 5): the text form, replay and minimise through the CLI, the promises
-each checks, the shim fuzz target's seed and corpus, and every regression trace."""
+each checks, and the shim fuzz target's seed and corpus."""
 
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ from xdna_emu.fuzz.shim_target import ShimFuzzer
 from xdna_emu.fuzz.shim_trace import session_for
 from xdna_emu.shim import ErtState, Shim, ShimError
 from xdna_emu.testing.shim_machine import shared
-
-REGRESSIONS = sorted(tr.REGRESSION_DIR.glob("*.trace"))
 
 SMOKE = """# a job, a stale handle and a bad management channel
 chip npu4
@@ -48,21 +46,6 @@ def _no_leaked_hooks():  # noqa: ANN202
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "xdna_emu.cli", *args], capture_output=True,
                           text=True, timeout=120)
-
-
-# -- every bug found, as a minimised trace ----------------------------------------------------
-@pytest.mark.parametrize("path", REGRESSIONS, ids=[p.stem for p in REGRESSIONS])
-def test_regression(path: Path) -> None:
-    """fixtures/regressions/*.trace: each says what it used to trigger, and passes now."""
-    trace = tr.load(path)
-    assert any("used to trigger" in h.lower() for h in trace.header), \
-        f"{path.name}: the header must say what it used to trigger"
-    res = tr.replay(trace)
-    assert res.ok, f"{path.name}: {res.describe()}"
-
-
-def test_there_are_shim_regressions() -> None:
-    assert any(tr.load(p).target == "shim" for p in REGRESSIONS)
 
 
 # -- text form ------------------------------------------------------------------------------

@@ -13,21 +13,36 @@ separator ``FUZZ`` (so deleting a byte disturbs one op, not all later ones); ins
 chunk each op is one selector byte (modulo the op count) and fixed little-endian
 operands, missing bytes read as zero. Semantic ops (post a valid header, run the PSP/SMU
 bring-up, create a context, submit a chain) let the fuzzer get past magics and sizes.
+
+:class:`Snapshot` makes repeated prefixes cheap: :func:`run_input` restores the state
+after the longest input prefix that ran before (a bring-up, a context, a long op run)
+instead of replaying it, and :meth:`Session.start` does the same for a machine's start.
+A restore is exact (tests/test_fuzz_snapshot.py); the trace replayer does not use it.
 """
 
 from __future__ import annotations
 
+import enum
+import functools
 import inspect
+import itertools
+import logging
+import mmap
 import struct
-from collections import Counter
+import time
+import types
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from .. import kernels
 from ..chips import Chip, MailboxLayout, load_chip
 from ..clock import VirtualClock
 from ..fw.image import build_image
+from ..fw.mailbox import Message
 from ..fw.messages import (
     LAYOUTS,
     MSG_HEADER,
@@ -49,6 +64,12 @@ CLIENT_HEAP = 2 << 20
 CLIENT_VA = 0x7F00_0000_0000
 ASYNC_BUF_IOVA = 0x2_0000_0000  # where bring-up registers its async-event buffers
 _IMAGES: dict[str, bytes] = {}
+#: semantic calls worth a snapshot as soon as an input prefix ends with one
+SNAP_CALLS = frozenset({"fw_image", "boot", "bring_up", "client", "ctx_create", "submit"})
+SNAP_MIN_S = 0.0005  # work (s) past the last restore that makes an early semantic call worth a snapshot
+SNAP_LONG_S = 0.0015  # ... and that makes any prefix worth one, once a second input shares it
+SNAP_MAX = 48  # snapshots kept per session (least recently used dropped first)
+SNAP_STRADDLE = len(b"FUZZ") - 1  # a separator starting this close before a boundary moves it
 
 
 class TraceError(ValueError):
@@ -101,6 +122,156 @@ def chan_layouts(chip: Chip) -> list[ChanLayout]:
     return out
 
 
+# -- snapshots ------------------------------------------------------------------------------
+#: Session attributes that are per-input state (everything else is fixed at construction)
+STATE_ATTRS = ("drv", "clients", "contexts", "bos", "pending", "executed", "events", "polled",
+               "steps", "irq_mark", "clock")
+_DICT, _LIST, _DEQUE, _SET, _BYTES = range(5)
+_ATOMIC = (int, float, complex, str, bytes, range, enum.Enum, type, types.ModuleType,
+           struct.Struct, logging.Logger, BaseException, type(None), type(Ellipsis))
+_FROZEN: dict[type, bool] = {}
+#: exact types with nothing to record or walk (frozen, immutable fields only)
+_IMMUTABLE = {int, bool, float, str, bytes, type(None), Op, Message}
+
+
+def _count_value(c: itertools.count) -> int:
+    """Where an ``itertools.count`` (step 1) stands: it cannot be rewound, only replaced."""
+    text = repr(c)
+    if not text.startswith("count(") or "," in text:
+        raise TypeError(f"cannot snapshot {text}")
+    return int(text[6:-1])
+
+
+def _counts(saved: dict, seen: set[int]) -> tuple[tuple[Any, int], ...]:
+    """Counters held in a dict: restored as new counters at the recorded position."""
+    out = []
+    for k, v in saved.items():
+        if type(v) is itertools.count:
+            out.append((k, _count_value(v)))
+            seen.add(id(v))
+    return tuple(out)
+
+
+def _frozen(t: type) -> bool:
+    f = _FROZEN.get(t)
+    if f is None:
+        params = getattr(t, "__dataclass_params__", None)
+        f = _FROZEN[t] = bool(params is not None and params.frozen)
+    return f
+
+
+def straddles(data: bytes, end: int) -> bool:
+    """Does a separator start within SNAP_STRADDLE bytes before ``end``? Then the chunk, and
+    the ops, before ``end`` differ from those of an input whose bytes stop (or go on
+    otherwise) at ``end``. Without one, the ops up to a clean group boundary at ``end``
+    depend on ``data[:end]`` alone, so the state after them is keyed by those bytes."""
+    at = data.find(SEPARATOR, max(0, end - SNAP_STRADDLE), end + SNAP_STRADDLE)
+    return 0 <= at < end
+
+
+class Snapshot:
+    """The complete state of a :class:`Session` at one moment, restorable in place.
+
+    Nothing is copied as a new object graph: every mutable object reachable from the
+    device, the IOMMU, the checker and the session's per-input attributes is recorded with
+    a shallow copy of its contents, and :meth:`Session.restore` writes those contents back
+    into the same objects. So identities (bound methods, closures, channels shared by the
+    firmware and the test driver, views into BAR and host memory) all stay valid, and a
+    restore costs one container update per object plus one copy of each memory.
+    """
+
+    __slots__ = ("recs", "bars", "attrs", "nbytes", "n", "end")
+
+    def __init__(self, recs: list[tuple[int, Any, Any, tuple]], bars: list[tuple[np.ndarray, np.ndarray]],
+                 attrs: dict[str, Any], nbytes: int) -> None:
+        self.recs, self.bars, self.attrs, self.nbytes = recs, bars, attrs, nbytes
+        self.n = self.end = 0  # interpreter position (ops done, byte offset) for input prefixes
+
+
+def capture(roots: list[Any], skip: set[int]) -> tuple[list[tuple[int, Any, Any, tuple]], int]:
+    """Record the contents of every mutable object reachable from ``roots``; objects whose
+    id is in ``skip`` (and chip data) are shared, not recorded. Raises TypeError on a kind
+    of state it could not restore exactly."""
+    seen = set(skip)
+    recs: list[tuple[int, Any, Any, tuple]] = []
+    nbytes = 0
+    stack = list(roots)
+    push = stack.append
+    while stack:
+        x = stack.pop()
+        t = type(x)
+        if t in _IMMUTABLE or isinstance(x, _ATOMIC):
+            continue
+        i = id(x)
+        if i in seen:
+            continue
+        seen.add(i)
+        if isinstance(x, dict):
+            saved = dict(x)
+            recs.append((_DICT, x, saved, _counts(saved, seen)))
+            stack.extend(saved)
+            stack.extend(saved.values())
+        elif t is list:
+            recs.append((_LIST, x, x[:], ()))
+            stack.extend(x)
+        elif t is deque:
+            recs.append((_DEQUE, x, list(x), ()))
+            stack.extend(x)
+        elif t is set:
+            recs.append((_SET, x, set(x), ()))
+            stack.extend(x)
+        elif t is tuple or t is frozenset:
+            stack.extend(x)
+        elif t is bytearray or t is mmap.mmap:
+            recs.append((_BYTES, x, bytes(x), ()))
+            nbytes += len(x)
+        elif t is memoryview:
+            push(x.obj)
+        elif t is np.ndarray:
+            if x.base is None:
+                raise TypeError("cannot snapshot a numpy array that owns its memory")
+            push(x.base)
+        elif t is types.MethodType or t is types.BuiltinMethodType:
+            push(x.__self__)
+        elif t is types.FunctionType:
+            for cell in x.__closure__ or ():
+                push(cell.cell_contents)
+            stack.extend(x.__defaults__ or ())
+            stack.extend((x.__kwdefaults__ or {}).values())
+        elif t is functools.partial:
+            stack.extend((x.func, x.args, x.keywords))
+        elif t.__module__.startswith("xdna_emu.chips"):
+            continue  # chip data: fixed
+        elif hasattr(x, "__dict__") and not hasattr(t, "__slots__"):
+            d = x.__dict__
+            if not _frozen(t):
+                saved = dict(d)
+                recs.append((_DICT, d, saved, _counts(saved, seen)))
+                seen.add(id(d))
+            stack.extend(d.values())
+        else:
+            raise TypeError(f"cannot snapshot a {t.__module__}.{t.__qualname__}")
+    return recs, nbytes
+
+
+def restore_records(recs: list[tuple[int, Any, Any, tuple]]) -> None:
+    """Write recorded contents back into the very objects they came from."""
+    for kind, obj, saved, fix in recs:
+        if kind == _DICT:
+            obj.clear()
+            obj.update(saved)
+            for k, v in fix:
+                obj[k] = itertools.count(v)
+        elif kind == _LIST or kind == _BYTES:
+            obj[:] = saved
+        elif kind == _DEQUE:
+            obj.clear()
+            obj.extend(saved)
+        else:
+            obj.clear()
+            obj.update(saved)
+
+
 class Session:
     """One fuzzed device, its host memory and driver helpers; :meth:`fresh` makes it new."""
 
@@ -117,7 +288,7 @@ class Session:
         self.dev.mmio_write = self._mmio_write  # type: ignore[method-assign]
         self.dev.poll = self.poll  # type: ignore[method-assign]
         self.dev.proxy = self._proxy  # type: ignore[method-assign]
-        self._sigs: dict[str, inspect.Signature] = {}
+        self._arity: dict[str, tuple[Callable[..., Any], int, float]] = {}
         self.checker = Checker(self)
         self.dev._raise_irq = self.checker.on_irq  # checked as it happens
         self.chans = chan_layouts(self.chip)
@@ -130,6 +301,12 @@ class Session:
             "ctx_destroy": self.c_ctx_destroy, "proxy": self.c_proxy,
         }
         self.faults: dict[str, Callable[..., None]] = {"bus_master": self.f_bus_master}
+        # snapshots of input prefixes (bytes keys) and of machine starts (("ops", ops) keys)
+        self.use_snapshots = True
+        self.snaps: OrderedDict[Any, Snapshot] = OrderedDict()
+        self.snap_stats: Counter[str] = Counter()
+        self._seen_prefixes: set[bytes] = set()
+        self._bar_ids = {id(m.obj) for m in self.regs.bytes.values()}
         self.fresh()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -161,6 +338,62 @@ class Session:
         self.steps = 0
         self.irq_mark = 0  # for ``expect irqs``
         return self
+
+    def snapshot(self) -> Snapshot:
+        """Everything a later op could observe or change: device, firmware objects, timers,
+        BAR bytes, IOMMU spaces and host memory, clock, driver helpers, checker, counters."""
+        attrs = {k: self.__dict__[k] for k in STATE_ATTRS}
+        skip = {id(self), id(self.chip), id(self.regs), *self._bar_ids}
+        recs, nbytes = capture([self.dev, self.td, self.iommu, self.checker, attrs], skip)
+        bars = [(arr, arr.copy()) for arr in self.regs.arrays.values()]
+        return Snapshot(recs, bars, attrs, nbytes + sum(a.nbytes for a, _ in bars))
+
+    def restore(self, snap: Snapshot) -> Session:
+        """Put the session back exactly as it was when ``snap`` was taken (no reallocation)."""
+        restore_records(snap.recs)
+        for arr, saved in snap.bars:
+            np.copyto(arr, saved)
+        self.__dict__.update(snap.attrs)
+        self.snap_stats["restored"] += 1
+        return self
+
+    def drop_snapshots(self) -> None:
+        """Forget every snapshot (call after changing device behaviour, e.g. a monkeypatch)."""
+        self.snaps.clear()
+        self._seen_prefixes.clear()
+
+    def keep_snapshot(self, key: Any, snap: Snapshot) -> None:
+        self.snaps[key] = snap
+        self.snap_stats["taken"] += 1
+        while len(self.snaps) > SNAP_MAX:
+            self.snaps.popitem(last=False)
+
+    def start(self, ops: list[Op]) -> Session:
+        """:meth:`fresh`, then ``ops``; restored from a snapshot when this start ran before.
+        A failing start raises as usual and is not kept."""
+        key = ("ops", tuple(ops))
+        snap = self.snaps.get(key) if self.use_snapshots else None
+        if snap is not None:
+            self.snaps.move_to_end(key)
+            return self.restore(snap)
+        self.fresh()
+        self.run(ops)
+        if self.use_snapshots:
+            self.keep_snapshot(key, self.snapshot())
+        return self
+
+    def find_prefix(self, data: bytes) -> Snapshot | None:
+        """The snapshot of the longest input prefix of ``data`` that ran before."""
+        best: Snapshot | None = None
+        best_key = b""
+        for key in self.snaps:
+            if type(key) is bytes and len(key) > len(best_key) and data.startswith(key) \
+                    and not straddles(data, len(key)):
+                best_key = key
+        if best_key:
+            best = self.snaps[best_key]
+            self.snaps.move_to_end(best_key)
+        return best
 
     def _targets(self) -> list[tuple[int, int, str]]:
         """Registers the fuzzer aims at: the chip map, every channel's block, MSI-X."""
@@ -207,16 +440,27 @@ class Session:
         self.executed.append(op)
         self.steps += 1
         self.polled = False
-        fn = getattr(self, "v_" + op.verb, None)
-        if fn is None:
-            raise TraceError(f"unknown verb {op.verb!r}")
-        sig = self._sigs.get(op.verb) or self._sigs.setdefault(op.verb, inspect.signature(fn))
-        try:
-            sig.bind(*op.args)
-        except TypeError:
-            raise TraceError(f"bad operands for {op.verb}: {op.args!r}") from None
+        entry = self._arity.get(op.verb)
+        if entry is None:
+            entry = self._verb(op.verb)
+        fn, least, most = entry
+        if not least <= len(op.args) <= most:
+            raise TraceError(f"bad operands for {op.verb}: {op.args!r}")
         fn(*op.args)
         self.checker.after_op()
+
+    def _verb(self, verb: str) -> tuple[Callable[..., Any], int, float]:
+        """The handler of ``verb`` and how many positional operands it takes (the only way
+        ops pass operands), worked out once per verb."""
+        fn = getattr(self, "v_" + verb, None)
+        if fn is None:
+            raise TraceError(f"unknown verb {verb!r}")
+        params = inspect.signature(fn).parameters.values()
+        pos = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        least = sum(1 for p in pos if p.default is p.empty)
+        most = float("inf") if any(p.kind == p.VAR_POSITIONAL for p in params) else len(pos)
+        entry = self._arity[verb] = (fn, least, most)
+        return entry
 
     def run(self, ops: list[Op]) -> None:
         for op in ops:
@@ -610,19 +854,85 @@ class Interpreter:
         return self.table.index(getattr(self, method))
 
     def ops(self, data: bytes) -> Iterator[list[Op]]:
-        n = 0
+        for group, _end, _clean, _n in self.groups(data):
+            yield group
+
+    def groups(self, data: bytes, start: int = 0, n: int = 0) -> Iterator[tuple[list[Op], int, bool, int]]:
+        """Op groups from byte offset ``start`` (a group boundary) with ``n`` ops done, each
+        with the offset where it ended, whether it stayed inside its chunk (then the state
+        after it depends on ``data[:end]`` only, see :func:`straddles`) and the op count."""
+        base = 0
+        table, count = self.table, len(self.table)
         for chunk in data.split(SEPARATOR):
-            r = Reader(chunk)
-            while r.more():
-                n += 1
-                if n > MAX_OPS:
-                    return
-                yield self.table[r.u8() % len(self.table)](r)
+            end = base + len(chunk)
+            if end >= start:
+                r = Reader(chunk)
+                if start > base:
+                    r.pos = start - base
+                while r.more():
+                    n += 1
+                    if n > MAX_OPS:
+                        return
+                    group = table[r.u8() % count](r)
+                    yield group, base + r.pos, r.pos <= len(chunk), n
+            base = end + len(SEPARATOR)
 
     def run(self, data: bytes) -> None:
+        """Run every op of ``data`` on the session as it is."""
         for group in self.ops(data):
             for op in group:
                 self.s.apply(op)
+
+    def run_fresh(self, data: bytes) -> None:
+        """Fresh device, then ``data``; with snapshots on, the longest prefix that ran before
+        is restored instead of replayed, and new prefixes worth keeping are snapshotted."""
+        s = self.s
+        if not s.use_snapshots:
+            s.fresh()
+            self.run(data)
+            return
+        snap = s.find_prefix(data)
+        start = done = 0
+        if snap is None:
+            s.fresh()
+        else:
+            s.restore(snap)
+            start, done = snap.end, snap.n
+        apply = s.apply
+        since = time.perf_counter()
+        for group, end, clean, n in self.groups(data, start, done):
+            for op in group:
+                apply(op)
+            if clean:
+                spent = time.perf_counter() - since
+                if spent >= SNAP_MIN_S and self._snapshot_at(data, end, n, group, spent):
+                    since = time.perf_counter()
+
+    @staticmethod
+    def _costly(group: list[Op]) -> bool:
+        return any(op.verb == "call" and op.args[0] in SNAP_CALLS for op in group)
+
+    def _snapshot_at(self, data: bytes, end: int, n: int, group: list[Op], spent: float) -> bool:
+        """Snapshot the state after ``data[:end]``, which took ``spent`` seconds to reach,
+        when that pays: at once after an early semantic call (bring-up & co., which most
+        inputs start with), or after a long prefix that a second input shares. A snapshot
+        costs about a millisecond, a restore a tenth of that; cheap prefixes are replayed."""
+        s = self.s
+        key = data[:end]
+        if key in s.snaps:
+            return False
+        if not (n <= 4 and self._costly(group)):
+            if spent < SNAP_LONG_S:
+                return False
+            if key not in s._seen_prefixes:
+                if len(s._seen_prefixes) > 1 << 14:
+                    s._seen_prefixes.clear()
+                s._seen_prefixes.add(key)
+                return False
+        snap = s.snapshot()
+        snap.end, snap.n = end, n
+        s.keep_snapshot(key, snap)
+        return True
 
     # one decoder per op kind ----------------------------------------------------------
     def _w_reg(self, r: Reader) -> list[Op]:
@@ -709,12 +1019,11 @@ class Interpreter:
 
 def run_input(session: Session, data: bytes) -> Failure | None:
     """Fresh device, run the input; the finding (if any) with ``session.executed`` set."""
-    session.fresh()
     interp = session.__dict__.get("_interp")
     if interp is None:
         interp = session.__dict__.setdefault("_interp", Interpreter(session))
     try:
-        interp.run(data)
+        interp.run_fresh(data)
     except Failure as exc:
         return exc
     return None

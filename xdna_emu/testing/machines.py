@@ -26,10 +26,22 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from ..fuzz.invariants import Failure
 from ..fuzz.ops import Builder, Op, Session
 from ..fuzz.trace import Trace
+from ..fw.messages import LAYOUTS
 from . import strategies as xs
 
 VISITS: Counter[str] = Counter()  # state -> steps spent in it, over every example
 _SESSIONS: dict[str, Session] = {}
+_PAYLOADS: dict[int, st.SearchStrategy[bytes]] = {}
+
+
+def request_payload(opcode: int) -> st.SearchStrategy[bytes]:
+    """``strategies.request_payload`` built once per layout: a strategy made inside a rule
+    is validated again on every draw, which cost more than running the step."""
+    key = opcode if opcode in LAYOUTS else -1  # every opcode without a layout draws alike
+    strat = _PAYLOADS.get(key)
+    if strat is None:
+        strat = _PAYLOADS[key] = xs.request_payload(key)
+    return strat
 
 
 def artifact_dir() -> Path:
@@ -81,10 +93,15 @@ class DeviceMachine(RuleBasedStateMachine):
     # -- start ------------------------------------------------------------------------------
     @initialize(how=st.sampled_from(["cold", "boot", "bring_up", "bring_up"]))
     def start(self, how: str) -> None:
-        if how == "boot":
-            self._do([Op("call", ("boot",))])
-        elif how == "bring_up":
-            self._do([Op("call", ("bring_up", 1))])
+        """The starts repeat in every example: after the first, a snapshot is restored."""
+        ops = {"boot": [Op("call", ("boot",))], "bring_up": [Op("call", ("bring_up", 1))]}.get(how)
+        if ops:
+            try:
+                self.s.start(ops)
+            except Failure as exc:
+                path = self.save_trace(exc)
+                exc.add_note(f"replayable trace: {path} (xdna-emu trace replay / minimize)")
+                raise
 
     # -- raw register and memory traffic ---------------------------------------------------
     @rule(idx=xs.u8, value=xs.u32, trapped=st.booleans())
@@ -107,7 +124,7 @@ class DeviceMachine(RuleBasedStateMachine):
           lie=xs.u16, opcode=st.one_of(xs.known_opcodes, xs.opcodes))
     def post(self, data: st.DataObject, chan: int, flags: int, mid: int, lie: int,
              opcode: int) -> None:
-        payload = data.draw(xs.request_payload(opcode))
+        payload = data.draw(request_payload(opcode))
         self._do(self.b.post(chan, opcode, payload, flags, mid, lie))
 
     @rule(chan=st.integers(0, 3), consume=st.booleans())
@@ -147,7 +164,7 @@ class DeviceMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.has_mgmt)
     @rule(data=st.data(), opcode=st.one_of(xs.known_opcodes, xs.opcodes), exact=st.booleans())
     def msg(self, data: st.DataObject, opcode: int, exact: bool) -> None:
-        self._do(self.b.msg(opcode, data.draw(xs.request_payload(opcode)), exact))
+        self._do(self.b.msg(opcode, data.draw(request_payload(opcode)), exact))
 
     @precondition(lambda self: self.has_mgmt)
     @rule(which=st.integers(0, 4))
@@ -177,7 +194,7 @@ class DeviceMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.running)
     @rule(data=st.data(), pasid=st.integers(0, 3), opcode=xs.known_opcodes)
     def proxy(self, data: st.DataObject, pasid: int, opcode: int) -> None:
-        self._do([Op("call", ("proxy", pasid, opcode, data.draw(xs.request_payload(opcode))))])
+        self._do([Op("call", ("proxy", pasid, opcode, data.draw(request_payload(opcode))))])
 
     # -- state visits ---------------------------------------------------------------------------
     @invariant()
