@@ -162,3 +162,68 @@ def test_exec_rechecks_a_command_bo_rewritten_while_it_waited_for_a_slot() -> No
     shim.wait(h, seq, 5000)
     assert shim.cmd_state(good) == ErtState.COMPLETED
     ip.close_shim()
+
+
+#: fault on a user channel -> (wait for the job, its ERT state then, the next exec). A reply
+#: the shim cannot match (bad/stale/zero/non-magic/out-of-order id, wrong size, misplaced
+#: TOMBSTONE, bad tail, a duplicate, an unsolicited message, a reset under it) puts the
+#: context's channel in bad state: the job is aborted and later submissions give EPIPE. A
+#: reply that never comes (dropped, late, firmware gone) leaves the job to TDR.
+USER_EXPECT = {
+    "bad_id": ("ok", "ABORT", "EPIPE"), "bad_size": ("ok", "ABORT", "EPIPE"),
+    "bad_tail": ("ok", "ABORT", "EPIPE"), "drop": ("ETIME", "SUBMITTED", "ok"),
+    "dup": ("ok", "COMPLETED", "EPIPE"), "fw_fatal": ("ETIME", "SUBMITTED", "ok"),
+    "late": ("ETIME", "SUBMITTED", "ok"), "no_irq": ("ok", "COMPLETED", "ok"),
+    "noncontig_id": ("ok", "ABORT", "EPIPE"), "nonmagic_id": ("ok", "ABORT", "EPIPE"),
+    "reset": ("ok", "ABORT", "EPIPE"), "stale_id": ("ok", "ABORT", "EPIPE"),
+    "tombstone": ("ok", "ABORT", "EPIPE"), "unload": ("ETIME", "SUBMITTED", "ok"),
+    "zero_id": ("ok", "ABORT", "EPIPE"), "irq_empty": ("ok", "COMPLETED", "ok"),
+    "unsolicited": ("ok", "ABORT", "EPIPE"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(USER_EXPECT))
+def test_user_channel_fault_outcomes(fault: str) -> None:
+    """Each misbehaviour on a context's own channel, then the end-of-trace check: every
+    command still reaches a final state (TDR times out what never got a reply)."""
+    from xdna_emu.fuzz.shim_trace import session_for
+    from xdna_emu.fuzz.trace import parse
+
+    assert set(USER_EXPECT) == set(MSG_FAULTS) | set(ACT_FAULTS)
+    s = session_for("npu4").fresh()
+    try:
+        ops = parse("chip npu4\ntarget shim\ncall probe\ncall ctx\ncall exec 0 nop\n"
+                    f"call wait 0 3000\nfault {fault} -1\ncall exec 0 nop\ncall wait 1 3000\n"
+                    "call exec 0 nop\n").ops
+        outcomes = []
+        for op in ops:
+            s.apply(op)
+            outcomes.append(s.last)
+        wait, state, nxt = USER_EXPECT[fault]
+        assert outcomes[-2] == wait
+        assert outcomes[-1] == nxt
+        assert s.fi.counts[fault] >= 1
+        assert s.shim.cmd_state(s.jobs[1].cmd).name == state
+        s.finish()  # raises if any command is left without a final state
+    finally:
+        s.ip.close_shim()
+
+
+def test_id_wrap_past_256_on_a_user_channel() -> None:
+    """300 jobs on one context: the user channel's message ids wrap past 255 and every job
+    still completes in order."""
+    from xdna_emu.fuzz.shim_trace import session_for
+    from xdna_emu.fuzz.trace import parse
+
+    s = session_for("npu4").fresh()
+    try:
+        body = "".join(f"call exec 0 nop\ncall wait {i} 3000\nexpect state {i} completed\n"
+                       for i in range(300))
+        for op in parse(f"chip npu4\ntarget shim\ncall probe\ncall ctx\n{body}").ops:
+            s.apply(op)
+            assert s.last == "ok"
+        assert s.shim.hwctx_info(s.ctxs[0])["completed"] == 300
+        chan = s.ip.daemon.device.mailbox.channels
+        assert max(c.msgs_in for i, c in chan.items() if i) >= 300
+    finally:
+        s.ip.close_shim()
