@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# ASan + UBSan build of the cffi shim extension into build/asan, and the shim unit and probe
-# end-to-end tests run against it.
+# ASan + UBSan build of the cffi shim extension into build/asan; the shim's tests (unit,
+# probe, contexts and jobs, shim fuzzing and every regression trace) run against it, then
+# the shim fuzz target runs for ASAN_FUZZ_SECONDS (default 60; 0 skips it).
 # usage: fuzz/asan.sh [PYTHON] [pytest args...]   (PYTHON default .venv/bin/python)
 #
 # python is not instrumented, so libasan is LD_PRELOADed (it must come first in the library
@@ -56,5 +57,18 @@ def pytest_sessionstart(session):
     print("xdna_emu._shim:", s.__file__)
 PY
 # from tests/, so the repo root (and its uninstrumented xdna_emu) is not on sys.path
-exec "$PY" -m pytest -q -s -p xdna_asan_check -p no:cacheprovider --rootdir "$SRC" \
-    test_shim_unit.py test_probe_e2e.py "$@"
+"$PY" -m pytest -q -s -p xdna_asan_check -p no:cacheprovider --rootdir "$SRC" \
+    test_shim_unit.py test_probe_e2e.py test_hwctx_e2e.py test_fuzz_shim.py test_shim_trace.py \
+    test_regressions.py "$@"
+secs="${ASAN_FUZZ_SECONDS:-60}"
+[ "$secs" != 0 ] || exit 0
+"$PY" -c 'import xdna_emu._shim as s, sys; sys.exit("/build/asan/" not in s.__file__)' ||
+    { echo "asan.sh: the fuzz run would not load the ASan shim" >&2; exit 1; }
+rm -rf "$B/fuzz"
+"$PY" -m xdna_emu.fuzz.shim_target --seconds "$secs" --seed 1 --artifacts "$B/fuzz/artifacts" \
+    --corpus "$B/fuzz/corpus" --stats "$B/fuzz/stats.json"
+"$PY" -c 'import json, sys
+s = json.load(open(sys.argv[1]))
+keys = ("execs", "steps", "coverage", "crashes", "hangs", "artifacts")
+print("ASan shim fuzz:", json.dumps({k: s[k] for k in keys}))
+sys.exit(1 if s["crashes"] or s["hangs"] else 0)' "$B/fuzz/stats.json"

@@ -78,9 +78,11 @@ def test_target_must_come_first() -> None:
         tr.parse("chip npu4\ncall probe\ntarget shim\n")
 
 
-def test_unknown_kernel_is_a_trace_error() -> None:
-    with pytest.raises(TraceError, match="kernel"):
-        tr.replay(tr.parse("chip npu4\ntarget shim\ncall probe\ncall ctx\ncall exec 0 gemm9\n"))
+@pytest.mark.parametrize("line, why", [("call exec 0 gemm9", "kernel"),
+                                       ("call timeout frobnicate 10", "unknown timeout")])
+def test_bad_operands_are_trace_errors_at_replay(line: str, why: str) -> None:
+    with pytest.raises(TraceError, match=why):
+        tr.replay(tr.parse(f"chip npu4\ntarget shim\ncall probe\ncall ctx\n{line}\n"))
 
 
 # -- CLI ------------------------------------------------------------------------------------

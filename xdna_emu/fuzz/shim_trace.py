@@ -197,7 +197,10 @@ class ShimSession:
         self._run(self.shim.probe, firmware_dir(self.chip))
 
     def c_timeout(self, which: str, ms: int) -> None:
-        self.shim.set_timeout(which, ms)
+        try:
+            self.shim.set_timeout(which, ms)
+        except ValueError as e:  # an unknown timeout name: the trace is malformed
+            raise TraceError(str(e)) from None
 
     def c_mgmt(self, opcode: int, req: bytes) -> None:
         try:
@@ -284,7 +287,7 @@ class ShimSession:
             if now >= end:
                 break
             nd = ip.daemon.device.next_deadline_ns()
-            ip.clock.advance((end if nd is None or nd <= now else min(end, nd)) - now)
+            ip.clock.advance((end if nd is None else min(end, max(nd, now + 1))) - now)
         ip.daemon._step(0)
 
     # -- faults and expectations --------------------------------------------------------------
