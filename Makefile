@@ -55,8 +55,9 @@ fuzz-native:
 	fuzz/build.sh build/fuzz/bin
 	fuzz/run_native.sh $(FUZZ_NATIVE_SECONDS) build/fuzz
 
-# The cffi extension built with ASan + UBSan into build/asan, then the shim unit and probe
-# end-to-end tests run against it with libasan preloaded (python itself is not instrumented).
+# The cffi extension built with ASan + UBSan into build/asan, then the shim's tests and a
+# shim fuzz run (ASAN_FUZZ_SECONDS, default 60) against it with libasan preloaded (python
+# itself is not instrumented).
 asan: setup
 	fuzz/asan.sh $(PY)
 
