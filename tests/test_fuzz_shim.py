@@ -186,11 +186,10 @@ USER_EXPECT = {
 def test_user_channel_fault_outcomes(fault: str) -> None:
     """Each misbehaviour on a context's own channel, then the end-of-trace check: every
     command still reaches a final state (TDR times out what never got a reply)."""
-    from xdna_emu.fuzz.shim_trace import session_for
-    from xdna_emu.fuzz.trace import parse
+    from xdna_emu.fuzz.trace import parse, session_for
 
     assert set(USER_EXPECT) == set(MSG_FAULTS) | set(ACT_FAULTS)
-    s = session_for("npu4").fresh()
+    s = session_for("npu4", "shim").fresh()
     try:
         ops = parse("chip npu4\ntarget shim\ncall probe\ncall ctx\ncall exec 0 nop\n"
                     f"call wait 0 3000\nfault {fault} -1\ncall exec 0 nop\ncall wait 1 3000\n"
@@ -212,10 +211,9 @@ def test_user_channel_fault_outcomes(fault: str) -> None:
 def test_id_wrap_past_256_on_a_user_channel() -> None:
     """300 jobs on one context: the user channel's message ids wrap past 255 and every job
     still completes in order."""
-    from xdna_emu.fuzz.shim_trace import session_for
-    from xdna_emu.fuzz.trace import parse
+    from xdna_emu.fuzz.trace import parse, session_for
 
-    s = session_for("npu4").fresh()
+    s = session_for("npu4", "shim").fresh()
     try:
         body = "".join(f"call exec 0 nop\ncall wait {i} 3000\nexpect state {i} completed\n"
                        for i in range(300))

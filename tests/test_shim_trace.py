@@ -14,7 +14,6 @@ from xdna_emu.fuzz import trace as tr
 from xdna_emu.fuzz.invariants import Hang, InvariantViolation
 from xdna_emu.fuzz.ops import Op, TraceError
 from xdna_emu.fuzz.shim_target import ShimFuzzer
-from xdna_emu.fuzz.shim_trace import session_for
 from xdna_emu.shim import ErtState, Shim, ShimError
 from xdna_emu.testing.shim_machine import shared
 
@@ -40,7 +39,7 @@ call tick 100
 def _no_leaked_hooks():  # noqa: ANN202
     yield
     shared().close_shim()
-    session_for("npu4").ip.close_shim()
+    tr.session_for("npu4", "shim").release()
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -52,7 +52,6 @@ from .ops import Op, TraceError
 
 if TYPE_CHECKING:
     from ..testing.inproc import InProcess
-    from .trace import ReplayResult, Trace
 
 #: Longest one call may take in virtual time: TDR (2 s) a few times plus mailbox RX.
 CALL_BUDGET_NS = 30 * 1_000_000_000
@@ -118,6 +117,10 @@ class ShimSession:
 
     def close(self) -> None:
         self.ip.close()
+
+    def release(self) -> None:
+        """Close the shim and clear this thread's wait hooks (other shim users may follow)."""
+        self.ip.close_shim()
 
     # -- running ops ---------------------------------------------------------------------
     def apply(self, op: Op) -> None:
@@ -365,35 +368,3 @@ def parse_op(verb: str, toks: list[str]) -> Op:
     if len(toks) > 1 + len(FAULT_SPEC):
         raise TraceError(f"fault takes at most {len(FAULT_SPEC)} operands")
     return Op(verb, (toks[0], *_typed(FAULT_SPEC, toks[1:])))
-
-
-_SESSIONS: dict[str, ShimSession] = {}
-
-
-def session_for(chip: str) -> ShimSession:
-    """One shim session (one daemon) per chip and process, made fresh by each replay."""
-    s = _SESSIONS.get(chip)
-    if s is None:
-        s = _SESSIONS[chip] = ShimSession(chip)
-    return s
-
-
-def replay(trace: Trace, session: ShimSession | None = None) -> ReplayResult:
-    """Run a shim trace on a fresh device; the end-of-trace check counts as one more step."""
-    from .trace import ReplayResult
-
-    s = (session or session_for(trace.chip)).fresh()
-    try:
-        for i, op in enumerate(trace.ops):
-            try:
-                s.apply(op)
-            except Failure as exc:
-                line = trace.lines[i] if i < len(trace.lines) else None
-                return ReplayResult(False, i + 1, exc, i, line)
-        try:
-            s.finish()
-        except Failure as exc:
-            return ReplayResult(False, len(trace.ops), exc, len(trace.ops), None)
-    finally:
-        s.ip.close_shim()
-    return ReplayResult(True, len(trace.ops))

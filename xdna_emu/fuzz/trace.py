@@ -272,31 +272,46 @@ class ReplayResult:
         return f"FAIL at {where}: {self.failure}"
 
 
-_SESSIONS: dict[str, Session] = {}
+_SESSIONS: dict[tuple[str, str], Any] = {}
 
 
-def session_for(chip: str) -> Session:
-    """A reusable session per chip (made fresh by each replay)."""
-    s = _SESSIONS.get(chip)
+def session_for(chip: str, target: str = "device") -> Any:
+    """A reusable session per chip and target (made fresh by each replay): a device
+    :class:`~.ops.Session`, or a :class:`~.shim_trace.ShimSession` (one daemon each)."""
+    s = _SESSIONS.get((chip, target))
     if s is None:
-        s = _SESSIONS[chip] = Session(chip)
+        if target == "shim":
+            from .shim_trace import ShimSession
+
+            s = ShimSession(chip)
+        else:
+            s = Session(chip)
+        _SESSIONS[(chip, target)] = s
     return s
 
 
 def replay(trace: Trace, session: Any = None) -> ReplayResult:
     """Run the trace on a fresh device. Failures are results; a malformed line raises
-    TraceError."""
-    if trace.target == "shim":
-        from .shim_trace import replay as replay_shim
-
-        return replay_shim(trace, session)  # type: ignore[arg-type]
-    s = (session or session_for(trace.chip)).fresh()
-    for i, op in enumerate(trace.ops):
-        try:
-            s.apply(op)
-        except Failure as exc:
-            line = trace.lines[i] if i < len(trace.lines) else None
-            return ReplayResult(False, i + 1, exc, i, line)
+    TraceError. A session with end-of-trace checks (``finish``) runs them as one more step;
+    one holding per-thread state (``release``) drops it afterwards."""
+    s = (session or session_for(trace.chip, trace.target)).fresh()
+    try:
+        for i, op in enumerate(trace.ops):
+            try:
+                s.apply(op)
+            except Failure as exc:
+                line = trace.lines[i] if i < len(trace.lines) else None
+                return ReplayResult(False, i + 1, exc, i, line)
+        finish = getattr(s, "finish", None)
+        if finish is not None:
+            try:
+                finish()
+            except Failure as exc:
+                return ReplayResult(False, len(trace.ops), exc, len(trace.ops))
+    finally:
+        release = getattr(s, "release", None)
+        if release is not None:
+            release()
     return ReplayResult(True, len(trace.ops))
 
 

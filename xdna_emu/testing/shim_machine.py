@@ -25,20 +25,17 @@ from ..fuzz.faults import ACT_FAULTS, MSG_FAULTS
 from ..fuzz.invariants import Failure
 from ..fuzz.ops import Op
 from ..fuzz.shim_trace import KERNELS, ShimSession
-from ..fuzz.trace import Trace
+from ..fuzz.trace import Trace, session_for
 from .inproc import InProcess
 from .machines import artifact_dir
 
 VISITS: Counter[str] = Counter()
-_SESSION: ShimSession | None = None
 
 
 def session() -> ShimSession:
-    """One daemon per process: a fresh device per example costs a reset, not a daemon."""
-    global _SESSION
-    if _SESSION is None:
-        _SESSION = ShimSession("npu4")
-    return _SESSION
+    """One daemon per process (the one trace replay uses too): a fresh device per example
+    costs a reset, not a daemon."""
+    return session_for("npu4", "shim")
 
 
 def shared() -> InProcess:
