@@ -185,6 +185,7 @@ def test_cli_shim_target_summary(tmp_path: Path) -> None:
                 "corpus_size"):
         assert key in out
     assert out["target"] == "shim" and out["execs"] > 0 and out["coverage"] > 5
+    assert out["steps"] > out["execs"]  # trace lines run, over all examples
     assert out["crashes"] == out["hangs"] == 0
     assert any((tmp_path / "corpus").glob("*.trace"))
 

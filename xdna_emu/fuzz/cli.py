@@ -310,5 +310,6 @@ def _summary(args: argparse.Namespace, engine: str, workers: list[_Worker], elap
             "seconds": round(elapsed, 2), "execs": execs,
             "execs_per_s": round(execs / elapsed, 1) if elapsed > 0 else 0.0,
             "crashes": crashes, "hangs": hangs, "coverage": cov, "corpus_size": corpus_size,
+            **({"steps": sum(i.get("steps", 0) for i in infos)} if args.target == "shim" else {}),
             "unique": sorted({u for i in infos for u in i.get("unique", [])}),
             "artifacts": found, "errors": errors, "corpus": str(corpus)}
