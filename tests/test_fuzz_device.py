@@ -195,3 +195,78 @@ def test_trace_cli_replays_golden_and_rejects_garbage(tmp_path: Path) -> None:
     bad.write_text("chip npu4\nw32 0 zz 1\n")
     out = _cli("trace", "replay", str(bad))
     assert out.returncode == 2 and "line 2" in out.stderr and "Traceback" not in out.stderr
+
+
+# -- the fast paths of the per-op loop must be exact ---------------------------------------
+def _padded_reader(data: bytes, reads: list[int]) -> list[int | bytes]:
+    """Reference decoding: every operand from a zero-padded slice."""
+    import struct
+
+    pos, out = 0, []
+    for n in reads:
+        raw = (data[pos : pos + n] + bytes(n))[:n]
+        pos += n
+        fmt = {1: "<B", 2: "<H", 4: "<I"}.get(n)
+        out.append(struct.unpack(fmt, raw)[0] if fmt else raw)
+    return out
+
+
+def test_reader_reads_past_the_chunk_end_as_zero_bytes() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from xdna_emu.fuzz.ops import Reader
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=12), st.lists(st.sampled_from([1, 2, 4, 0, 3, 7]), max_size=8))
+    def check(data: bytes, reads: list[int]) -> None:
+        r = Reader(data)
+        got = [{1: r.u8, 2: r.u16, 4: r.u32}[n]() if n in (1, 2, 4) else r.take(n) for n in reads]
+        assert got == _padded_reader(data, reads)
+        assert r.pos == sum(reads) and r.more() == (r.pos < len(data))
+
+    check()
+
+
+def test_an_accepted_image_changed_in_place_is_checked_again() -> None:
+    from xdna_emu.chips import load_chip
+    from xdna_emu.fw.image import ImageError, build_image, parse_image
+    from xdna_emu.fw.messages import PspStatus
+
+    chip = load_chip("npu4")
+    good = build_image(chip)
+    assert parse_image(good, chip).payload_size == len(good) - 128
+    buf = bytearray(good)
+    assert parse_image(memoryview(buf), chip) == parse_image(good, chip)  # same bytes: accepted
+    buf[-1] ^= 1  # a payload byte after a successful check (TOCTOU on the image buffer)
+    with pytest.raises(ImageError) as exc:
+        parse_image(memoryview(buf), chip)
+    assert exc.value.code == PspStatus.IMG_DIGEST
+    buf[-1] ^= 1
+    buf[8] ^= 0xFF  # header field: a different error, still detected after a cached accept
+    with pytest.raises(ImageError):
+        parse_image(bytes(buf), chip)
+
+
+def test_coverage_feature_reports_only_new_op_state_pairs() -> None:
+    t = Target("device", "npu4", None)
+    seeds = device_seeds()
+    t(seeds["boot"])
+    assert t.coverage_feature(seeds["boot"]) is True
+    assert t.coverage_feature(seeds["boot"]) is False  # same ops, same final state
+    n = len(t.features)
+    t(seeds["job"])
+    assert t.coverage_feature(seeds["job"]) is True and len(t.features) > n
+    state = t.session.state_key()
+    assert all(k[2] == state for k in t.features if k[0] == "call" and k[1] == "ctx_create")
+
+
+def test_intr_writes_are_predicted_whatever_the_other_registers_do() -> None:
+    """The checker's early exit for non-INTR offsets must not hide an INTR edge."""
+    s = Session("npu4")
+    chk = s.checker
+    bar, off = chk.smu_intr
+    assert chk.before_write(bar, off + 4, 1) is None
+    assert chk.before_write(bar, off, 1) is not None  # the edge 0 -> 1
+    assert chk.before_write(bar, off, 1) is None  # no edge: already 1
+    assert chk.before_write(bar, float(off), 0) is None  # not an int: ignored as before

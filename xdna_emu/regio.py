@@ -23,6 +23,9 @@ class RegisterFile:
         self.words = {i: m.cast("I") for i, m in self.bytes.items()}
         # numpy views of the same pages, for bulk work (clearing, snapshots, DMA-sized copies).
         self.arrays = {i: np.frombuffer(m, dtype=np.uint8) for i, m in self.bytes.items()}
+        # role -> (bar, offset): chip data is fixed, and roles are resolved on every
+        # PSP/SMU command and driver write, so each is looked up once
+        self._locs: dict[str, tuple[int, int]] = {}
 
     # -- by (bar, offset) -------------------------------------------------------------
     def read(self, bar: int, offset: int) -> int:
@@ -33,14 +36,19 @@ class RegisterFile:
 
     # -- by role or device address -----------------------------------------------------
     def loc(self, role: str) -> tuple[int, int]:
-        reg = self.chip.reg(role)
-        return reg.bar, reg.offset
+        loc = self._locs.get(role)
+        if loc is None:
+            reg = self.chip.reg(role)  # raises ChipError for an unknown role (not cached)
+            loc = self._locs[role] = (reg.bar, reg.offset)
+        return loc
 
     def read_role(self, role: str) -> int:
-        return self.read(*self.loc(role))
+        bar, off = self.loc(role)
+        return self.words[bar][off >> 2]
 
     def write_role(self, role: str, value: int) -> None:
-        self.write(*self.loc(role), value)
+        bar, off = self.loc(role)
+        self.words[bar][off >> 2] = value & 0xFFFFFFFF
 
     def read_dev(self, addr: int) -> int:
         return self.read(*self.chip.dev_to_bar(addr))

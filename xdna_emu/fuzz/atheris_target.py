@@ -180,13 +180,13 @@ class Target:
             self.features.add(key)
             return new
         s = self.session
-        new = False
+        state = s.state_key()  # the state after the input: the same for every op's key
+        features, before = self.features, len(self.features)
+        add = features.add
         for i, op in enumerate(s.executed):
-            key = (op.verb, op.args[0] if op.verb in ("call", "fault") else min(i, 8), s.state_key())
-            if key not in self.features:
-                self.features.add(key)
-                new = True
-        return new
+            verb = op.verb
+            add((verb, op.args[0] if verb == "call" or verb == "fault" else min(i, 8), state))
+        return len(features) != before
 
     def stats(self) -> dict[str, Any]:
         return {"execs": self.execs, "crashes": self.crashes, "hangs": self.hangs,

@@ -146,6 +146,9 @@ class Checker:
         chip, regs = session.chip, session.regs
         self.psp_intr = regs.loc("psp.intr")
         self.smu_intr = regs.loc("smu.intr")
+        # offsets of the two INTR registers: most writes hit neither, and one int compare
+        # each is enough to say so before the exact (bar, offset) check
+        self._intr_offs = (self.psp_intr[1], self.smu_intr[1])
         self.levels = len(chip.dpm_levels)
         self.vectors = chip.msix.vectors
         self.reset()
@@ -180,6 +183,9 @@ class Checker:
 
     def before_write(self, bar: int, off: int, value: Any) -> tuple | None:
         """Mirror the INTR edge rule and predict the command's outcome."""
+        p_off, s_off = self._intr_offs
+        if off != p_off and off != s_off:
+            return None
         if not isinstance(value, int) or not isinstance(off, int):
             return None
         loc, v, m, rd = (bar, off), value & 0xFFFFFFFF, self.model, self.s.regs.read_role
@@ -198,7 +204,8 @@ class Checker:
         return None
 
     def after_write(self, pred: tuple | None) -> None:
-        self.raise_pending()
+        if self.pending is not None:
+            self.raise_pending()
         if self.s.dev.stats.get("internal_errors", 0):
             raise DeviceCrash("internal_error", "the device logged an internal error")
         if pred is None:
@@ -250,9 +257,10 @@ class Checker:
             raise InvariantViolation("fw_state", f"firmware object {running} in PSP state {m.psp_state}")
         mb = dev.mailbox
         if mb is not None:
-            if not running and (mb.channels or dev.ctx is not None):
+            channels = mb.channels
+            if not running and (channels or dev.ctx is not None):
                 raise InvariantViolation("stopped_channels", "channels or contexts left after the firmware stopped")
-            for ch in mb.channels.values():
+            for ch in channels.values():
                 size = ch.ring_size
                 if not (0 <= ch.x2i_head <= size and ch.x2i_head % 4 == 0
                         and 0 <= ch.i2x_tail <= size - 4 and ch.i2x_tail % 4 == 0):
@@ -260,7 +268,7 @@ class Checker:
                 if ch.msgs_out + len(ch.outq) > ch.msgs_in:
                     raise InvariantViolation(
                         "responses", f"channel {ch.index}: {ch.msgs_out} sent + {len(ch.outq)} queued > {ch.msgs_in} received")
-        if dev.ctx is not None:
+        if dev.ctx is not None and dev.ctx.contexts:
             for ctx in dev.ctx.contexts.values():
                 if ctx.completed + ctx.failed > ctx.submitted:
                     raise InvariantViolation(
@@ -269,8 +277,7 @@ class Checker:
                     raise InvariantViolation("hung_empty", f"context {ctx.id} hung with nothing queued")
                 if ctx.chan is None or mb is None or mb.channels.get(ctx.chan.index) is not ctx.chan:
                     raise InvariantViolation("ctx_channel", f"context {ctx.id} without its open channel")
-        deadline = dev.next_deadline_ns()
-        if s.polled and deadline is not None and deadline <= s.clock.now_ns():
+        if s.polled and (deadline := dev.next_deadline_ns()) is not None and deadline <= s.clock.now_ns():
             raise InvariantViolation("overdue", "delayed work overdue after a poll")
 
     def after_reset(self) -> None:

@@ -132,6 +132,9 @@ _ATOMIC = (int, float, complex, str, bytes, range, enum.Enum, type, types.Module
 _FROZEN: dict[type, bool] = {}
 #: exact types with nothing to record or walk (frozen, immutable fields only)
 _IMMUTABLE = {int, bool, float, str, bytes, type(None), Op, Message}
+#: per exact type: skipped by :func:`capture` (immutable or atomic)? Filled as types are met,
+#: so the isinstance walk over ``_ATOMIC`` runs once per type, not once per object.
+_SKIP: dict[type, bool] = dict.fromkeys(_IMMUTABLE, True)
 
 
 def _count_value(c: itertools.count) -> int:
@@ -197,10 +200,16 @@ def capture(roots: list[Any], skip: set[int]) -> tuple[list[tuple[int, Any, Any,
     nbytes = 0
     stack = list(roots)
     push = stack.append
+    skip_type = _SKIP
     while stack:
         x = stack.pop()
         t = type(x)
-        if t in _IMMUTABLE or isinstance(x, _ATOMIC):
+        skipped = skip_type.get(t)
+        if skipped is None:
+            skipped = isinstance(x, _ATOMIC)
+            if skipped == issubclass(t, _ATOMIC):  # not an object lying about its __class__
+                skip_type[t] = skipped
+        if skipped:
             continue
         i = id(x)
         if i in seen:
@@ -702,28 +711,49 @@ class Session:
 
 
 # -- the byte-stream interpreter ------------------------------------------------------------
+_U16_FROM = struct.Struct("<H").unpack_from
+_U32_FROM = struct.Struct("<I").unpack_from
+
+
 class Reader:
-    """Little-endian operands from one chunk; bytes past the end read as zero."""
+    """Little-endian operands from one chunk; bytes past the end read as zero.
+
+    Every op decodes several operands, so the common case (all bytes present) is one
+    ``unpack_from`` with no slicing or padding; only the tail of a chunk pays for that.
+    """
+
+    __slots__ = ("data", "pos", "size")
 
     def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
+        self.data, self.pos, self.size = data, 0, len(data)
 
     def more(self) -> bool:
-        return self.pos < len(self.data)
+        return self.pos < self.size
 
     def take(self, n: int) -> bytes:
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out + bytes(n - len(out))
+        pos = self.pos
+        self.pos = pos + n
+        out = self.data[pos : pos + n]
+        return out if len(out) == n else out + bytes(n - len(out))
 
     def u8(self) -> int:
-        return self.take(1)[0]
+        pos = self.pos
+        self.pos = pos + 1
+        return self.data[pos] if pos < self.size else 0
 
     def u16(self) -> int:
-        return struct.unpack("<H", self.take(2))[0]
+        pos = self.pos
+        self.pos = pos + 2
+        if pos + 2 <= self.size:
+            return _U16_FROM(self.data, pos)[0]
+        return int.from_bytes(self.data[pos : pos + 2], "little")  # missing high bytes: zero
 
     def u32(self) -> int:
-        return struct.unpack("<I", self.take(4))[0]
+        pos = self.pos
+        self.pos = pos + 4
+        if pos + 4 <= self.size:
+            return _U32_FROM(self.data, pos)[0]
+        return int.from_bytes(self.data[pos : pos + 4], "little")
 
 
 OPCODES = sorted(int(o) for o in Opcode)
@@ -862,20 +892,24 @@ class Interpreter:
         with the offset where it ended, whether it stayed inside its chunk (then the state
         after it depends on ``data[:end]`` only, see :func:`straddles`) and the op count."""
         base = 0
-        table, count = self.table, len(self.table)
+        table, count, sep = self.table, len(self.table), len(SEPARATOR)
         for chunk in data.split(SEPARATOR):
-            end = base + len(chunk)
+            size = len(chunk)
+            end = base + size
             if end >= start:
                 r = Reader(chunk)
                 if start > base:
                     r.pos = start - base
-                while r.more():
+                while r.pos < size:
                     n += 1
                     if n > MAX_OPS:
                         return
-                    group = table[r.u8() % count](r)
-                    yield group, base + r.pos, r.pos <= len(chunk), n
-            base = end + len(SEPARATOR)
+                    sel = chunk[r.pos]
+                    r.pos += 1
+                    group = table[sel % count](r)
+                    pos = r.pos
+                    yield group, base + pos, pos <= size, n
+            base = end + sep
 
     def run(self, data: bytes) -> None:
         """Run every op of ``data`` on the session as it is."""
