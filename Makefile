@@ -7,7 +7,7 @@ SYS_PKGS := umockdev libumockdev0 pciutils gcc libffi-dev python3-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BUILD_INPUTS := pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h) xdna_emu/_shim_build.py xdna_emu/chips/cgen.py $(wildcard xdna_emu/chips/*.toml)
 
-.PHONY: setup sysdeps demo test lint clean shim bench fuzz fuzz-native asan
+.PHONY: setup sysdeps demo test lint clean shim bench fuzz fuzz-native fuzz-shim asan
 
 setup: sysdeps .stamp-venv
 
@@ -42,9 +42,17 @@ lint: setup
 FUZZ_SECONDS ?= 600
 fuzz: setup
 	$(PIP) install -q -e '.[test,fuzz]'
-	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_fuzz_device.py
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_fuzz_device.py tests/test_fuzz_shim.py
 	$(VENV)/bin/xdna-emu fuzz --target device --seconds $(FUZZ_SECONDS) --json
 	$(VENV)/bin/xdna-emu fuzz --target parsers --seconds $(FUZZ_SECONDS) --json
+	$(VENV)/bin/xdna-emu fuzz --target shim --seconds $(FUZZ_SECONDS) --json
+
+# The shim fuzz target guided by the C shim's own edge coverage: the extension built with
+# clang -fsanitize=address,undefined,fuzzer-no-link and driven by atheris (fuzz/README.md).
+fuzz-shim: setup
+	@$(MAKE) --no-print-directory sysdeps SYS_PKGS="$(FUZZ_SYS_PKGS)"
+	$(PIP) install -q -e '.[test,fuzz]'
+	fuzz/shim_atheris.sh $(PY) $(FUZZ_SECONDS)
 
 # Native libFuzzer targets on the shim's pure parsers (csrc/parse.c; fuzz/README.md).
 # FUZZ_SECONDS per harness: 30 unless given on the command line or in the environment.

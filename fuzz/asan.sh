@@ -6,8 +6,8 @@
 #
 # python is not instrumented, so libasan is LD_PRELOADed (it must come first in the library
 # list) and leak checking is off (CPython's arenas look like leaks). The instrumented
-# extension is reached through an overlay package, build/asan/pkg/xdna_emu, whose entries are
-# symlinks to xdna_emu/ except _shim*.so; the daemon subprocesses inherit the overlay.
+# extension is reached through the overlay package fuzz/build_ext.sh lays out,
+# build/asan/pkg/xdna_emu; the daemon subprocesses inherit the overlay.
 set -euo pipefail
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${1:-$SRC/.venv/bin/python}"
@@ -16,28 +16,8 @@ case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esa
 B="$SRC/build/asan"
 CC="${ASAN_CC:-gcc}"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
-cd "$SRC"
-rm -rf "$B/lib" "$B/pkg"
-mkdir -p "$B/tmp" "$B/lib"
-# cffi compiles from inside tmpdir with the source paths relative to the repo: mirror csrc
-# there as symlinks so the objects stay in build/asan
-mkdir -p "$B/lib/csrc"
-for f in "$SRC"/csrc/*; do ln -sfn "$f" "$B/lib/csrc/$(basename "$f")"; done
-# cffi's own compile step (distutils honours CC/CFLAGS/LDFLAGS/LDSHARED), not setup.py:
-# the build is the same ffibuilder the package uses, only the flags differ.
-CC="$CC" CFLAGS="$SAN -g -O1" LDFLAGS="$SAN" LDSHARED="$CC -shared" \
-    "$PY" -c 'import sys; sys.path.insert(0, sys.argv[2])
-from xdna_emu._shim_build import ffibuilder
-print(ffibuilder.compile(tmpdir=sys.argv[1]))' "$B/lib" "$SRC" >"$B/build.log" 2>&1 ||
-    { cat "$B/build.log" >&2; exit 1; }
-so="$(ls "$B"/lib/xdna_emu/_shim*.so)"
-mkdir -p "$B/pkg/xdna_emu"
-for e in "$SRC"/xdna_emu/* "$SRC"/xdna_emu/.[!.]*; do
-    [ -e "$e" ] || continue
-    case "$(basename "$e")" in _shim*.so|__pycache__) continue ;; esac
-    ln -s "$e" "$B/pkg/xdna_emu/$(basename "$e")"
-done
-ln -s "$so" "$B/pkg/xdna_emu/$(basename "$so")"
+mkdir -p "$B/tmp"
+so="$(CC="$CC" "$SRC/fuzz/build_ext.sh" "$PY" "$B" "$SAN")"
 LIBASAN="$("$CC" -print-file-name=libasan.so)"
 [ -f "$LIBASAN" ] || { echo "asan.sh: $CC has no libasan.so" >&2; exit 1; }
 echo "ASan shim: $so (preload $LIBASAN)"

@@ -4,6 +4,8 @@ each checks, and the shim fuzz target's seed and corpus."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ from xdna_emu.fuzz.shim_target import ShimFuzzer
 from xdna_emu.shim import ErtState, Shim, ShimError
 from xdna_emu.testing.shim_machine import shared
 
+ROOT = Path(__file__).resolve().parents[1]
 SMOKE = """# a job, a stale handle and a bad management channel
 chip npu4
 target shim
@@ -193,3 +196,34 @@ def test_cli_shim_target_summary(tmp_path: Path) -> None:
 def test_cli_refuses_atheris_for_the_shim_target() -> None:
     r = _cli("fuzz", "--target", "shim", "--engine", "atheris", "--seconds", "1")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+# -- libFuzzer-driven shim target ---------------------------------------------------------------
+def test_fuzzer_bytes_decode_to_a_stable_shim_trace() -> None:
+    """The atheris mode maps input bytes to ops deterministically, always probing first and
+    never past MAX_OPS, so libFuzzer's mutations and its corpus stay meaningful."""
+    from xdna_emu.fuzz.shim_target import MAX_OPS, decode
+
+    data = bytes(range(7, 250, 3))
+    ops = decode(data)
+    assert ops == decode(data) and ops[0] == Op("call", ("probe",)) and len(ops) > 5
+    assert decode(b"") == [Op("call", ("probe",))]
+    assert len(decode(bytes(range(256)) * 40)) == MAX_OPS
+    text = tr.Trace("npu4", ops, target="shim").to_text()
+    assert tr.parse(text).ops == ops  # every decoded op can be written and read back
+    assert decode(data[:-1]) != ops or len(ops) == MAX_OPS
+
+
+@pytest.mark.skipif(not shutil.which("clang"), reason="needs clang (make fuzz-shim installs it)")
+def test_shim_atheris_campaign_runs(tmp_path: Path) -> None:
+    """fuzz/shim_atheris.sh: the clang fuzzer-no-link build of the shim under atheris."""
+    venv_py = ROOT / ".venv" / "bin" / "python"
+    py = str(venv_py) if venv_py.exists() else sys.executable
+    if subprocess.run([py, "-c", "import atheris"], capture_output=True).returncode != 0:
+        pytest.skip("atheris is not installed (pip install -e .[fuzz])")
+    r = subprocess.run(["bash", str(ROOT / "fuzz" / "shim_atheris.sh"), py, "8"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:] + r.stdout[-2000:]
+    m = re.search(r"Loaded \d+ modules? +\((\d+) inline 8-bit counters", r.stderr)
+    assert m and int(m.group(1)) > 1000, r.stderr[-2000:]  # the C shim's edges guide it
+    assert '"crashes": 0' in r.stdout

@@ -11,6 +11,11 @@ to the artifacts directory as a replayable trace; ``xdna-emu trace minimize`` sh
 Run as a worker (what ``xdna-emu fuzz --target shim --jobs N`` starts N of)::
 
     python -m xdna_emu.fuzz.shim_target --seconds 60 --seed 1 --corpus DIR --stats FILE
+
+With ``--atheris`` the examples come from libFuzzer instead: the input bytes drive the same
+op generator (:class:`ByteRandom`), and the guidance is edge coverage of the C shim itself,
+when the extension is built with ``-fsanitize=fuzzer-no-link`` (``make fuzz-shim``,
+fuzz/shim_atheris.sh), plus the Python firmware model's.
 """
 
 from __future__ import annotations
@@ -70,8 +75,34 @@ def random_op(rng: random.Random) -> Op:
     return Op("call", (name,))
 
 
-def outcome_key(op: Op, last: str) -> str:
-    return f"{op.verb} {op.args[0]}:{last}"
+class ByteRandom(random.Random):
+    """A Random whose every draw comes from the fuzzer's input bytes (zeros once they run
+    out), so :func:`random_op` turns libFuzzer's byte mutations into op mutations."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data, self._pos = data, 0
+        super().__init__(0)
+
+    def more(self) -> bool:
+        return self._pos < len(self._data)
+
+    def getrandbits(self, k: int) -> int:
+        n = (k + 7) // 8
+        chunk = self._data[self._pos : self._pos + n]
+        self._pos += n
+        return int.from_bytes(chunk.ljust(n, b"\0"), "little") & ((1 << k) - 1)
+
+    def random(self) -> float:
+        return self.getrandbits(53) / (1 << 53)
+
+
+def decode(data: bytes) -> list[Op]:
+    """libFuzzer input -> a shim trace: probe, then ops drawn from the bytes."""
+    rng = ByteRandom(data)
+    ops = [Op("call", ("probe",))]
+    while rng.more() and len(ops) < MAX_OPS:
+        ops.append(random_op(rng))
+    return ops
 
 
 class ShimFuzzer:
@@ -224,6 +255,32 @@ def run(seconds: float, seed: int = 1, chip: str = "npu4", artifacts: Path | Non
         fz.close()
 
 
+def run_atheris(chip: str, artifacts: Path, stats: Path | None, current: Path | None,
+                libfuzzer_args: list[str]) -> None:
+    """Hand the loop to libFuzzer (never returns). Findings are recorded as traces and the
+    run goes on; a sanitizer report aborts it, and ``current`` holds the example."""
+    import atheris
+
+    with atheris.instrument_imports(include=["xdna_emu.fw", "xdna_emu.device"]):
+        from .. import device  # noqa: F401 - instrumented for coverage
+        from ..fw import ctx, mailbox, mgmt, psp, smu  # noqa: F401
+    fz = ShimFuzzer(chip, 0, artifacts, None, current)
+    last = [0.0]
+
+    def one(data: bytes) -> None:
+        fz.run_one(decode(data))
+        now = time.monotonic()
+        if now - last[0] > STATS_EVERY_S:
+            last[0] = now
+            _write_stats(stats, fz.stats())
+
+    import atexit
+
+    atexit.register(lambda: _write_stats(stats, {**fz.stats(), "final": True}))
+    atheris.Setup([sys.argv[0], *libfuzzer_args], one)
+    atheris.Fuzz()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m xdna_emu.fuzz.shim_target")
     p.add_argument("--chip", default="npu4")
@@ -233,7 +290,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--artifacts", default="fuzz-artifacts")
     p.add_argument("--stats")
     p.add_argument("--current", help="file holding the example being run (for wall-clock hangs)")
+    p.add_argument("--atheris", action="store_true",
+                   help="libFuzzer drives the examples (arguments after -- go to libFuzzer)")
+    p.add_argument("libfuzzer", nargs="*", help="libFuzzer arguments (after --)")
     args = p.parse_args(argv)
+    if args.atheris:
+        run_atheris(args.chip, Path(args.artifacts), Path(args.stats) if args.stats else None,
+                    Path(args.current) if args.current else None, args.libfuzzer)
+        return 0
     opt = [Path(v) if v else None for v in (args.corpus, args.stats, args.current)]
     run(args.seconds, args.seed, args.chip, Path(args.artifacts), *opt)
     return 0
