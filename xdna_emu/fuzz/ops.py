@@ -339,7 +339,7 @@ class Session:
         self.drv: PyDriver | None = None
         self.clients: list[Any] = []
         self.contexts: list[Any] = []
-        self.bos: dict[int, tuple[Any, Any]] = {}
+        self.bos: dict[Any, tuple[Any, Any]] = {}  # context -> its (src, dst) buffers
         self.pending: list[tuple[Any, int, int]] = []  # (context, msg id, kernel kind)
         self.executed: list[Op] = []
         self.events.clear()
@@ -638,16 +638,19 @@ class Session:
         cl = self.clients[client % len(self.clients)]
         if not cl.proxied and (self.drv is None or self.drv.mgmt is None):
             raise DriverError("ENODEV", "no mgmt channel")
+        # the context's buffers first: a spent heap (ENOMEM) must not leave a context
+        # without them (c_submit looks them up)
+        src, dst = cl.alloc(64), cl.alloc(64)
         ctx = PyContext(cl, None if start_col < 0 else start_col, max(1, num_col))
         self.contexts.append(ctx)
-        src, dst = cl.alloc(64), cl.alloc(64)
-        self.bos[id(ctx)] = (src, dst)
+        self.bos[ctx] = (src, dst)
         self.events["ctx_created"] += 1
 
     def c_ctx_destroy(self, which: int = 0) -> None:
         if not self.contexts:
             raise DriverError("ENOENT", "no context")
         ctx = self.contexts.pop(which % len(self.contexts))
+        self.bos.pop(ctx, None)
         self.pending = [p for p in self.pending if p[0] is not ctx]
         ctx.destroy()
 
@@ -659,7 +662,7 @@ class Session:
         if not self.contexts:
             raise DriverError("ENOENT", "no context")
         ctx = self.contexts[which % len(self.contexts)]
-        src, dst = self.bos[id(ctx)]
+        src, dst = self.bos[ctx]
         K = kernels.Kernel
         kind %= 6
         desc = [kernels.Desc(K.NOP), kernels.Desc(K.COPY, count=16), kernels.Desc(K.FAIL),
