@@ -227,3 +227,26 @@ def test_shim_atheris_campaign_runs(tmp_path: Path) -> None:
     m = re.search(r"Loaded \d+ modules? +\((\d+) inline 8-bit counters", r.stderr)
     assert m and int(m.group(1)) > 1000, r.stderr[-2000:]  # the C shim's edges guide it
     assert '"crashes": 0' in r.stdout
+
+
+def test_a_worker_stuck_in_c_leaves_its_example_as_a_hang(tmp_path: Path) -> None:
+    """A shim worker ended by its faulthandler watchdog (an example stuck in C) counts as a
+    hang, and the example it was running is kept as a replayable trace."""
+    import argparse
+
+    from xdna_emu.fuzz.cli import _summary, _Worker
+
+    current = tmp_path / "current-0.trace"
+    stuck = "chip npu4\ntarget shim\ncall probe\ncall resume\n"
+    script = ("import sys, pathlib; pathlib.Path(sys.argv[2]).write_text(sys.argv[3]); "
+              "sys.stderr.write('Timeout (0:01:00)!\\nThread 0x1 (most recent call first):\\n');"
+              " sys.exit(1)")
+    w = _Worker([sys.executable, "-c", script, "--current", str(current), stuck],
+                tmp_path / "stats-0.json")
+    w.proc.wait(30)
+    w.reader.join(5)
+    args = argparse.Namespace(target="shim", chip="npu4", jobs=1)
+    out = _summary(args, "builtin", [w], 1.0, tmp_path, tmp_path, 0)
+    assert out["hangs"] == 1 and out["crashes"] == 0
+    [found] = [p for p in out["artifacts"] if "hang-wallclock" in p]
+    assert tr.load(found).ops == tr.parse(stuck).ops

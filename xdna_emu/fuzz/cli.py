@@ -184,8 +184,8 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     engine = args.engine
     if args.target == "shim":  # in-process and deterministic: always the built-in loop
         if engine == "atheris":
-            raise _usage_error("the shim target runs the built-in engine only (C code is not "
-                               "instrumented for atheris; see make fuzz-native)")
+            raise _usage_error("the shim target runs the built-in engine here; for libFuzzer "
+                               "guided by the C shim's coverage run make fuzz-shim")
         engine = "builtin"
     elif engine == "auto":
         engine = "atheris" if _have_atheris() else "builtin"
