@@ -270,3 +270,20 @@ def test_intr_writes_are_predicted_whatever_the_other_registers_do() -> None:
     assert chk.before_write(bar, off, 1) is not None  # the edge 0 -> 1
     assert chk.before_write(bar, off, 1) is None  # no edge: already 1
     assert chk.before_write(bar, float(off), 0) is None  # not an int: ignored as before
+
+
+def test_semantic_calls_per_input_are_bounded() -> None:
+    """libFuzzer grows inputs: one made of hundreds of bring-ups once cost 0.3 s. A semantic
+    call counts CALL_WEIGHT ops of the MAX_OPS budget, so an input runs at most 16 of them,
+    with or without snapshots."""
+    from xdna_emu.fuzz.ops import CALL_WEIGHT, MAX_OPS, Interpreter, run_input
+
+    s = Session("npu4")
+    it = Interpreter(s)
+    data = bytes([it.selector("_bring_up"), 0]) * 100
+    for snapshots in (False, True, True):
+        s.use_snapshots = snapshots
+        assert run_input(s, data) is None
+        assert sum(op.verb == "call" for op in s.executed) == MAX_OPS // CALL_WEIGHT == 16
+    cheap = bytes([it.selector("_tick"), 1, 0]) * 200  # cheap ops still run up to MAX_OPS
+    assert run_input(s, cheap) is None and len(s.executed) == 200

@@ -59,6 +59,10 @@ SEPARATOR = b"FUZZ"
 MAX_WAIT_TICKS = 8  # virtual-time polls a bounded wait may take
 TICK_NS = 1_000_000  # one wait tick: 1 ms of device time
 MAX_OPS = 512  # ops per input
+#: a semantic call (bring-up, boot, context create, submit...) runs a whole driver sequence,
+#: a millisecond or more: it counts as this many ops, so one input holds at most 16 and
+#: its cost stays bounded (libFuzzer otherwise grows inputs of hundreds of calls, 0.3 s each)
+CALL_WEIGHT = 32
 MAX_MAP = 4 << 20  # largest host mapping an op may create
 CLIENT_HEAP = 2 << 20
 CLIENT_VA = 0x7F00_0000_0000
@@ -183,12 +187,12 @@ class Snapshot:
     restore costs one container update per object plus one copy of each memory.
     """
 
-    __slots__ = ("recs", "bars", "attrs", "nbytes", "n", "end")
+    __slots__ = ("recs", "bars", "attrs", "nbytes", "n", "g", "end")
 
     def __init__(self, recs: list[tuple[int, Any, Any, tuple]], bars: list[tuple[np.ndarray, np.ndarray]],
                  attrs: dict[str, Any], nbytes: int) -> None:
         self.recs, self.bars, self.attrs, self.nbytes = recs, bars, attrs, nbytes
-        self.n = self.end = 0  # interpreter position (ops done, byte offset) for input prefixes
+        self.n = self.g = self.end = 0  # interpreter position (budget, groups, byte offset)
 
 
 def capture(roots: list[Any], skip: set[int]) -> tuple[list[tuple[int, Any, Any, tuple]], int]:
@@ -887,13 +891,16 @@ class Interpreter:
         return self.table.index(getattr(self, method))
 
     def ops(self, data: bytes) -> Iterator[list[Op]]:
-        for group, _end, _clean, _n in self.groups(data):
+        for group, *_ in self.groups(data):
             yield group
 
-    def groups(self, data: bytes, start: int = 0, n: int = 0) -> Iterator[tuple[list[Op], int, bool, int]]:
-        """Op groups from byte offset ``start`` (a group boundary) with ``n`` ops done, each
-        with the offset where it ended, whether it stayed inside its chunk (then the state
-        after it depends on ``data[:end]`` only, see :func:`straddles`) and the op count."""
+    def groups(self, data: bytes, start: int = 0, n: int = 0,
+               g: int = 0) -> Iterator[tuple[list[Op], int, bool, int, int]]:
+        """Op groups from byte offset ``start`` (a group boundary) with ``g`` groups done
+        and ``n`` spent of the MAX_OPS budget (a semantic call costs CALL_WEIGHT), each with
+        the offset where it ended, whether it stayed inside its chunk (then the state after it
+        depends on ``data[:end]`` only, see :func:`straddles`), the budget spent and its
+        index."""
         base = 0
         table, count, sep = self.table, len(self.table), len(SEPARATOR)
         for chunk in data.split(SEPARATOR):
@@ -910,8 +917,13 @@ class Interpreter:
                     sel = chunk[r.pos]
                     r.pos += 1
                     group = table[sel % count](r)
+                    if self._costly(group):
+                        n += CALL_WEIGHT - 1
+                        if n > MAX_OPS:
+                            return
+                    g += 1
                     pos = r.pos
-                    yield group, base + pos, pos <= size, n
+                    yield group, base + pos, pos <= size, n, g
             base = end + sep
 
     def run(self, data: bytes) -> None:
@@ -929,27 +941,28 @@ class Interpreter:
             self.run(data)
             return
         snap = s.find_prefix(data)
-        start = done = 0
+        start = done = ngroups = 0
         if snap is None:
             s.fresh()
         else:
             s.restore(snap)
-            start, done = snap.end, snap.n
+            start, done, ngroups = snap.end, snap.n, snap.g
         apply = s.apply
         since = time.perf_counter()
-        for group, end, clean, n in self.groups(data, start, done):
+        for group, end, clean, n, g in self.groups(data, start, done, ngroups):
             for op in group:
                 apply(op)
             if clean:
                 spent = time.perf_counter() - since
-                if spent >= SNAP_MIN_S and self._snapshot_at(data, end, n, group, spent):
+                if spent >= SNAP_MIN_S and self._snapshot_at(data, end, n, g, group, spent):
                     since = time.perf_counter()
 
     @staticmethod
     def _costly(group: list[Op]) -> bool:
         return any(op.verb == "call" and op.args[0] in SNAP_CALLS for op in group)
 
-    def _snapshot_at(self, data: bytes, end: int, n: int, group: list[Op], spent: float) -> bool:
+    def _snapshot_at(self, data: bytes, end: int, n: int, g: int, group: list[Op],
+                     spent: float) -> bool:
         """Snapshot the state after ``data[:end]``, which took ``spent`` seconds to reach,
         when that pays: at once after an early semantic call (bring-up & co., which most
         inputs start with), or after a long prefix that a second input shares. A snapshot
@@ -958,7 +971,7 @@ class Interpreter:
         key = data[:end]
         if key in s.snaps:
             return False
-        if not (n <= 4 and self._costly(group)):
+        if not (g <= 4 and self._costly(group)):
             if spent < SNAP_LONG_S:
                 return False
             if key not in s._seen_prefixes:
@@ -967,7 +980,7 @@ class Interpreter:
                 s._seen_prefixes.add(key)
                 return False
         snap = s.snapshot()
-        snap.end, snap.n = end, n
+        snap.end, snap.n, snap.g = end, n, g
         s.keep_snapshot(key, snap)
         return True
 
