@@ -64,14 +64,19 @@ class DeviceMachine(RuleBasedStateMachine):
         self.had_error = False
 
     # -- plumbing ---------------------------------------------------------------------------
-    def _do(self, ops: list[Op]) -> None:
-        for op in ops:
-            try:
-                self.s.apply(op)
-            except Failure as exc:
-                path = self.save_trace(exc)
-                exc.add_note(f"replayable trace: {path} (xdna-emu trace replay / minimize)")
-                raise
+    def _do(self, ops: list[Op], start: bool = False) -> None:
+        """Apply ops (or, with ``start``, begin the example with them, restored from a
+        snapshot when it ran before); a failure gets its replayable trace saved and named."""
+        try:
+            if start:
+                self.s.start(ops)
+            else:
+                for op in ops:
+                    self.s.apply(op)
+        except Failure as exc:
+            path = self.save_trace(exc)
+            exc.add_note(f"replayable trace: {path} (xdna-emu trace replay / minimize)")
+            raise
 
     def save_trace(self, exc: Failure) -> Path:
         out = artifact_dir()
@@ -96,12 +101,7 @@ class DeviceMachine(RuleBasedStateMachine):
         """The starts repeat in every example: after the first, a snapshot is restored."""
         ops = {"boot": [Op("call", ("boot",))], "bring_up": [Op("call", ("bring_up", 1))]}.get(how)
         if ops:
-            try:
-                self.s.start(ops)
-            except Failure as exc:
-                path = self.save_trace(exc)
-                exc.add_note(f"replayable trace: {path} (xdna-emu trace replay / minimize)")
-                raise
+            self._do(ops, start=True)
 
     # -- raw register and memory traffic ---------------------------------------------------
     @rule(idx=xs.u8, value=xs.u32, trapped=st.booleans())
