@@ -119,7 +119,8 @@ def test_exec_rechecks_a_command_bo_rewritten_while_it_waited_for_a_slot() -> No
     whatever the new bytes said submitted. Now the second parse is checked: EINVAL, nothing
     submitted, and the context stays usable."""
     from xdna_emu import kernels as K
-    from xdna_emu.shim import BO_CMD, BO_DEV, ErtState, ert_start_npu
+    from xdna_emu.fuzz.shim_trace import npu_command
+    from xdna_emu.shim import ErtState
 
     ip = shared()
     ip.fresh()
@@ -127,17 +128,10 @@ def test_exec_rechecks_a_command_bo_rewritten_while_it_waited_for_a_slot() -> No
     ip.probe()
     h = shim.hwctx_create()
 
-    def command(kernel: K.Kernel) -> int:
-        instr, cmd = shim.bo_create(BO_DEV, 64), shim.bo_create(BO_CMD, 4096)
-        shim.bo_map(instr)[: K.DESC.size] = K.encode(K.Desc(kernel))
-        d = ert_start_npu(shim.bo_info(instr)["xdna_addr"], K.DESC.size)
-        shim.bo_map(cmd)[: len(d)] = d
-        return cmd
-
-    hung = [command(K.Kernel.HANG) for _ in range(4)]
+    hung = [npu_command(shim, K.Kernel.HANG) for _ in range(4)]
     for cmd in hung:
         shim.exec(h, cmd)
-    late = command(K.Kernel.NOP)
+    late = npu_command(shim, K.Kernel.NOP)
     view = shim.bo_map(late)  # mapped beforehand: the hook runs with the shim's lock held
     waits = []
 
@@ -157,7 +151,7 @@ def test_exec_rechecks_a_command_bo_rewritten_while_it_waited_for_a_slot() -> No
     assert shim.cmd_state(late) not in (ErtState.SUBMITTED, ErtState.RUNNING)
     assert shim.hwctx_info(h)["submitted"] == 4
     # the hung commands were timed out by TDR meanwhile, and the context still runs jobs
-    good = command(K.Kernel.NOP)
+    good = npu_command(shim, K.Kernel.NOP)
     seq = shim.exec(h, good)
     shim.wait(h, seq, 5000)
     assert shim.cmd_state(good) == ErtState.COMPLETED

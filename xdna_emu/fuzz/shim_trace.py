@@ -51,6 +51,8 @@ from .invariants import Failure, Hang, InvariantViolation
 from .ops import Op, TraceError
 
 if TYPE_CHECKING:
+    from ..kernels import Kernel
+    from ..shim import Shim
     from ..testing.inproc import InProcess
 
 #: Longest one call may take in virtual time: TDR (2 s) a few times plus mailbox RX.
@@ -83,6 +85,18 @@ class _Job:
 
 def errname(e: int | None) -> str:
     return errno_mod.errorcode.get(e or 0, str(e))
+
+
+def npu_command(shim: Shim, kernel: Kernel) -> int:
+    """A CMD BO holding one START_NPU command that runs ``kernel`` (its descriptor in a
+    DEV BO of its own); returns the CMD BO's handle."""
+    from .. import kernels as K
+
+    instr, cmd = shim.bo_create(BO_DEV, 64), shim.bo_create(BO_CMD, 4096)
+    shim.bo_map(instr)[: K.DESC.size] = K.encode(K.Desc(kernel))
+    d = ert_start_npu(shim.bo_info(instr)["xdna_addr"], K.DESC.size)
+    shim.bo_map(cmd)[: len(d)] = d
+    return cmd
 
 
 class ShimSession:
@@ -237,11 +251,7 @@ class ShimSession:
             raise TraceError(f"kernel {kernel!r} is not one of {', '.join(KERNELS)}")
         n, h, alive = self._ctx(i)
         s = self.shim
-        instr = self._run(s.bo_create, BO_DEV, 64)
-        cmd = self._run(s.bo_create, BO_CMD, 4096)
-        s.bo_map(instr)[: K.DESC.size] = K.encode(K.Desc(K.Kernel[kernel.upper()]))
-        d = ert_start_npu(s.bo_info(instr)["xdna_addr"], K.DESC.size)
-        s.bo_map(cmd)[: len(d)] = d
+        cmd = self._run(npu_command, s, K.Kernel[kernel.upper()])
         if not alive:
             return self._dead_use("exec", n, s.exec, h, cmd)
         seq = self._run(s.exec, h, cmd)
@@ -282,16 +292,7 @@ class ShimSession:
 
     def c_tick(self, ms: int) -> None:
         """Virtual time passes with the shim idle (late responses arrive, TDR may run)."""
-        ip = self.ip
-        end = ip.clock.now_ns() + max(0, min(ms, 60_000)) * 1_000_000
-        while True:
-            ip.daemon._step(0)
-            now = ip.clock.now_ns()
-            if now >= end:
-                break
-            nd = ip.daemon.device.next_deadline_ns()
-            ip.clock.advance((end if nd is None else min(end, max(nd, now + 1))) - now)
-        ip.daemon._step(0)
+        self.ip.idle(max(0, min(ms, 60_000)) * 1_000_000)
 
     # -- faults and expectations --------------------------------------------------------------
     def _fault(self, kind: str, chan: int = 0, count: int = 1, arg: int = 0) -> None:

@@ -147,6 +147,20 @@ class InProcess:
                 raise Livelock(f"{getattr(fn, '__name__', fn)} {what}")
         return res, self.clock.now_ns() - t0
 
+    def idle(self, ns: int) -> None:
+        """Let ``ns`` of virtual time pass with the shim idle: the daemon runs every device
+        timer due on the way (late responses, firmware work) at its own time."""
+        d = self.daemon
+        end = self.clock.now_ns() + ns
+        while True:
+            d._step(0)
+            now = self.clock.now_ns()
+            if now >= end:
+                break
+            nd = d.device.next_deadline_ns()
+            self.clock.advance((end if nd is None else min(end, max(nd, now + 1))) - now)
+        d._step(0)
+
     def close_shim(self) -> None:
         if self.shim is not None:
             self.shim.close()
