@@ -250,3 +250,16 @@ def test_a_worker_stuck_in_c_leaves_its_example_as_a_hang(tmp_path: Path) -> Non
     assert out["hangs"] == 1 and out["crashes"] == 0
     [found] = [p for p in out["artifacts"] if "hang-wallclock" in p]
     assert tr.load(found).ops == tr.parse(stuck).ops
+
+
+def test_report_of_a_worker_stats_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What fuzz/asan.sh and fuzz/shim_atheris.sh print and exit with after a run."""
+    from xdna_emu.fuzz.shim_target import main
+
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({"execs": 5, "steps": 40, "coverage": 9, "crashes": 0,
+                                 "hangs": 0, "artifacts": []}))
+    assert main(["--report", str(stats)]) == 0
+    assert '"execs": 5' in capsys.readouterr().out
+    stats.write_text(json.dumps({"execs": 5, "crashes": 0, "hangs": 1, "artifacts": ["x"]}))
+    assert main(["--report", str(stats)]) == 1

@@ -262,12 +262,17 @@ class ParserTarget:
 
 
 # -- runners -------------------------------------------------------------------------------
-def _write_stats(path: Path | None, target: Target, extra: dict[str, Any]) -> None:
+def write_stats(path: Path | None, info: dict[str, Any]) -> None:
+    """A worker's stats file, replaced atomically (``xdna-emu fuzz`` polls it)."""
     if path is None:
         return
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**target.stats(), **extra}))
+    tmp.write_text(json.dumps(info))
     os.replace(tmp, path)
+
+
+def _write_stats(path: Path | None, target: Target, extra: dict[str, Any]) -> None:
+    write_stats(path, {**target.stats(), **extra})
 
 
 def run_atheris(target_name: str, chip: str, artifacts: Path, stats: Path | None,

@@ -25,13 +25,13 @@ import faulthandler
 import hashlib
 import json
 import logging
-import os
 import random
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from .atheris_target import write_stats
 from .faults import ACT_FAULTS, MSG_FAULTS
 from .invariants import Failure
 from .ops import Op, TraceError
@@ -230,18 +230,10 @@ class ShimFuzzer:
             now = time.monotonic()
             if now - last > STATS_EVERY_S:
                 last = now
-                _write_stats(stats, self.stats())
+                write_stats(stats, self.stats())
         out = self.stats()
-        _write_stats(stats, {**out, "final": True})
+        write_stats(stats, {**out, "final": True})
         return out
-
-
-def _write_stats(path: Path | None, info: dict[str, Any]) -> None:
-    if path is None:
-        return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info))
-    os.replace(tmp, path)
 
 
 def run(seconds: float, seed: int = 1, chip: str = "npu4", artifacts: Path | None = None,
@@ -272,13 +264,21 @@ def run_atheris(chip: str, artifacts: Path, stats: Path | None, current: Path | 
         now = time.monotonic()
         if now - last[0] > STATS_EVERY_S:
             last[0] = now
-            _write_stats(stats, fz.stats())
+            write_stats(stats, fz.stats())
 
     import atexit
 
-    atexit.register(lambda: _write_stats(stats, {**fz.stats(), "final": True}))
+    atexit.register(lambda: write_stats(stats, {**fz.stats(), "final": True}))
     atheris.Setup([sys.argv[0], *libfuzzer_args], one)
     atheris.Fuzz()
+
+
+def report(stats: Path) -> int:
+    """One summary line of a worker's stats file (for the fuzz/ scripts); 1 on findings."""
+    info = json.loads(stats.read_text())
+    keys = ("execs", "steps", "coverage", "crashes", "hangs", "artifacts")
+    print("shim fuzz:", json.dumps({k: info.get(k) for k in keys}))
+    return 1 if info.get("crashes") or info.get("hangs") else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,8 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--current", help="file holding the example being run (for wall-clock hangs)")
     p.add_argument("--atheris", action="store_true",
                    help="libFuzzer drives the examples (arguments after -- go to libFuzzer)")
+    p.add_argument("--report", metavar="STATS",
+                   help="print a finished worker's stats file; exit 1 if it found anything")
     p.add_argument("libfuzzer", nargs="*", help="libFuzzer arguments (after --)")
     args = p.parse_args(argv)
+    if args.report:
+        return report(Path(args.report))
     if args.atheris:
         run_atheris(args.chip, Path(args.artifacts), Path(args.stats) if args.stats else None,
                     Path(args.current) if args.current else None, args.libfuzzer)
