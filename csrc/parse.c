@@ -397,16 +397,27 @@ int xdna_pz_cmd_hdr(const uint8_t *bo, uint64_t bo_size, struct xdna_pz_cmd *out
     return XDNA_PZ_OK;
 }
 
+/* A command of the given opcode: its header in c, its payload at *p. */
+static int cmd_of(const uint8_t *bo, uint64_t bo_size, uint32_t opcode, struct xdna_pz_cmd *c,
+                  const uint8_t **p)
+{
+    int r = xdna_pz_cmd_hdr(bo, bo_size, c);
+    if (r)
+        return r;
+    if (c->opcode != opcode)
+        return XDNA_PZ_CMD_OPCODE;
+    *p = bo + 4ull * c->pay;
+    return XDNA_PZ_OK;
+}
+
 int xdna_pz_npu(const uint8_t *bo, uint64_t bo_size, struct xdna_pz_npu *out)
 {
     memset(out, 0, sizeof(*out));
     struct xdna_pz_cmd c;
-    int r = xdna_pz_cmd_hdr(bo, bo_size, &c);
+    const uint8_t *p;
+    int r = cmd_of(bo, bo_size, XDNA_PZ_ERT_START_NPU, &c, &p);
     if (r)
         return r;
-    if (c.opcode != XDNA_PZ_ERT_START_NPU)
-        return XDNA_PZ_CMD_OPCODE;
-    const uint8_t *p = bo + 4ull * c.pay;
     if (c.npay < 4 || rd32(p + 12) > c.npay - 4)
         return XDNA_PZ_CMD_SHORT;
     out->inst = rd32(p) | (uint64_t)rd32(p + 4) << 32;
@@ -423,12 +434,10 @@ int xdna_pz_chain(const uint8_t *bo, uint64_t bo_size, uint32_t self, uint32_t m
 {
     memset(out, 0, sizeof(*out));
     struct xdna_pz_cmd c;
-    int r = xdna_pz_cmd_hdr(bo, bo_size, &c);
+    const uint8_t *p;
+    int r = cmd_of(bo, bo_size, XDNA_PZ_ERT_CMD_CHAIN, &c, &p);
     if (r)
         return r;
-    if (c.opcode != XDNA_PZ_ERT_CMD_CHAIN)
-        return XDNA_PZ_CMD_OPCODE;
-    const uint8_t *p = bo + 4ull * c.pay;
     if (c.npay < 6)
         return XDNA_PZ_CMD_SHORT;
     uint32_t n = rd32(p);
