@@ -241,7 +241,7 @@ def test_a_worker_stuck_in_c_leaves_its_example_as_a_hang(tmp_path: Path) -> Non
               "sys.stderr.write('Timeout (0:01:00)!\\nThread 0x1 (most recent call first):\\n');"
               " sys.exit(1)")
     w = _Worker([sys.executable, "-c", script, "--current", str(current), stuck],
-                tmp_path / "stats-0.json")
+                tmp_path / "stats-0.json", current)
     w.proc.wait(30)
     w.reader.join(5)
     args = argparse.Namespace(target="shim", chip="npu4", jobs=1)

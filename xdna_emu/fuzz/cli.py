@@ -147,9 +147,9 @@ def _have_atheris() -> bool:
 
 
 class _Worker:
-    def __init__(self, cmd: list[str], stats: Path) -> None:
+    def __init__(self, cmd: list[str], stats: Path, current: Path | None = None) -> None:
         self.stats = stats
-        self.current = Path(cmd[cmd.index("--current") + 1]) if "--current" in cmd else None
+        self.current = current  # where the worker keeps the example it is running
         self.cov = self.corp = self.execs_line = 0
         self.tail: list[str] = []
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -211,11 +211,12 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     secs = int(max(1, round(args.seconds)))
     for i in range(args.jobs):
         stats = work / f"stats-{i}.json"
+        current = work / f"current-{i}.trace" if args.target == "shim" else None
         if args.target == "shim":
             cmd = [sys.executable, "-m", "xdna_emu.fuzz.shim_target", "--chip", args.chip,
                    "--artifacts", str(artifacts), "--stats", str(stats), "--seconds",
                    str(args.seconds), "--seed", str(args.seed + i), "--corpus", str(corpus),
-                   "--current", str(work / f"current-{i}.trace")]
+                   "--current", str(current)]
         elif engine == "atheris":
             cmd = [*base, "--stats", str(stats), "--", str(corpus), str(seeds_dir),
                    f"-max_total_time={secs}", f"-dict={dict_path}", "-use_value_profile=1",
@@ -225,7 +226,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
             cmd = [*base, "--stats", str(stats), "--builtin", "--seconds", str(args.seconds),
                    "--seed", str(args.seed + i), "--corpus", str(corpus)]
         artifacts.mkdir(parents=True, exist_ok=True)
-        workers.append(_Worker(cmd, stats))
+        workers.append(_Worker(cmd, stats, current))
     tty = sys.stderr.isatty() and not args.json
     deadline = t0 + args.seconds + 60
     killed = 0
