@@ -19,8 +19,8 @@ import pytest
 
 from xdna_emu import protocol as P
 from xdna_emu.chips import load_chip
+from xdna_emu.control import ControlClient, ControlError, dma_memfd
 from xdna_emu.emulator import Emulator, EmulatorError
-from xdna_emu.testing.client import ControlClient, ControlError, dma_memfd
 
 
 def test_ready_line_files_and_permissions(xdna_emulator_factory, xdna_runtime_dir: Path) -> None:
@@ -238,7 +238,7 @@ def test_corrupt_write_log_drops_only_that_client(xdna_emulator) -> None:
 KILLED_CLIENT = textwrap.dedent("""
     import mmap, os, signal, struct, sys
     from xdna_emu.chips import load_chip
-    from xdna_emu.testing.client import ControlClient, dma_memfd
+    from xdna_emu.control import ControlClient, dma_memfd
     chip = load_chip(sys.argv[2])
     cl = ControlClient(sys.argv[1]); cl.version(); cl.enable_bus_master(); cl.attach_write_log()
     r = chip.reg("smu.intr")

@@ -16,8 +16,8 @@ from hypothesis.stateful import run_state_machine_as_test
 from xdna_emu.fuzz import trace as tr
 from xdna_emu.fuzz.atheris_target import Target, device_seeds, parser_seeds
 from xdna_emu.fuzz.invariants import DeviceCrash, ExpectFailed, InvariantViolation
+from xdna_emu.fuzz.machines import VISITS, DeviceMachine, Npu1Machine
 from xdna_emu.fuzz.ops import Op, Session, TraceError
-from xdna_emu.testing.machines import VISITS, DeviceMachine, Npu1Machine
 
 GOLDEN = sorted(tr.GOLDEN_DIR.glob("*.trace"))
 #: states every machine run must reach, or the rule mix has gone wrong (fuzzing.md §3)

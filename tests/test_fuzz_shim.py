@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from xdna_emu.fuzz.faults import ACT_FAULTS, MSG_FAULTS
+from xdna_emu.fuzz.shim_machine import VISITS, ShimMachine, shared
 from xdna_emu.shim import ShimError
-from xdna_emu.testing.shim_machine import VISITS, ShimMachine, shared
 
 GET_FW_VERSION = 0x108
 

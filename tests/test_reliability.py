@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 
+from xdna_emu.control import ControlClient
 from xdna_emu.runtime import Device
-from xdna_emu.testing.client import ControlClient
 
 CLIENT = textwrap.dedent("""
     import json, random, sys, time

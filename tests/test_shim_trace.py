@@ -15,9 +15,9 @@ import pytest
 from xdna_emu.fuzz import trace as tr
 from xdna_emu.fuzz.invariants import Hang, InvariantViolation
 from xdna_emu.fuzz.ops import Op, TraceError
+from xdna_emu.fuzz.shim_machine import shared
 from xdna_emu.fuzz.shim_target import ShimFuzzer
 from xdna_emu.shim import ErtState, Shim, ShimError
-from xdna_emu.testing.shim_machine import shared
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = """# a job, a stale handle and a bad management channel

@@ -13,27 +13,18 @@ import os
 import re
 import sys
 import time
+from functools import cache
 from pathlib import Path
 from typing import Any, NoReturn
 
-EXIT_USAGE = 2
-EXIT_FAIL = 1
+from .cmdline import COMMAND_GROUP, EXIT_FAIL, EXIT_USAGE, AddSubcommands, Failure, UsageError
+from .cmdline import Parser as _Parser
+
+__all__ = ["EXIT_FAIL", "EXIT_USAGE", "Failure", "UsageError", "build_parser", "main"]
+
 BDF_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-1][0-9a-fA-F]\.[0-7]$")
 VERSION_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 PROTO_RE = re.compile(r"^\d+\.\d+$")
-
-
-class UsageError(Exception):
-    """A mistake in how the command was called (exit 2)."""
-
-
-class Failure(Exception):
-    """The command ran but its job failed (exit 1)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
 
 
 def _chip(name: str) -> str:
@@ -107,10 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--chip", type=_chip, default="npu4")
     demo.add_argument("--runtime-dir")
 
-    from .fuzz.cli import add_subcommands  # fuzz, trace (issue 5)
-
-    COMMANDS.update(add_subcommands(sub))
+    for add_subcommands in _kit_subcommands():
+        COMMANDS.update(add_subcommands(sub))
     return p
+
+
+@cache
+def _kit_subcommands() -> tuple[AddSubcommands, ...]:
+    """Subcommands that kits register (``fuzz`` and ``trace`` from the fuzzing kit).
+
+    The shipped CLI does not import the test kits: a kit names its ``add_subcommands`` in
+    the :data:`~xdna_emu.cmdline.COMMAND_GROUP` entry-point group of pyproject.toml, and the
+    CLI loads whatever is installed (docs/architecture.md, Layers).
+    """
+    from importlib.metadata import entry_points
+
+    return tuple(ep.load() for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name))
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -192,7 +195,7 @@ def format_probe(info: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .testing.client import ControlClient
+    from .control import ControlClient
 
     sock = args.socket or _socket_for_bdf(args)
     if not Path(sock).exists():
@@ -338,8 +341,4 @@ def main(argv: list[str] | None = None) -> int:
         _die(EXIT_FAIL, f"{type(exc).__name__}: {exc}")
 
 if __name__ == "__main__":
-    # run the imported module's main, not this copy's: subcommand modules raise
-    # xdna_emu.cli.UsageError, which must be the class main() catches (exit 2)
-    from xdna_emu.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

@@ -17,25 +17,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ..cmdline import Failure, Handler, UsageError
 
 TARGETS = ("device", "shim", "parsers")
 _COV_RE = re.compile(r"cov: (\d+).*?corp: (\d+)")
 _EXECS_RE = re.compile(r"^#(\d+)")
-
-
-def _usage_error(msg: str) -> Exception:
-    from ..cli import UsageError
-
-    return UsageError(msg)
-
-
-def _failure(msg: str) -> Exception:
-    from ..cli import Failure
-
-    return Failure(msg)
 
 
 def _positive(text: str) -> float:
@@ -58,8 +47,11 @@ def _jobs(text: str) -> int:
     return v
 
 
-def add_subcommands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
-    """Add ``fuzz`` and ``trace`` to the CLI's subparsers; returns their handlers."""
+def add_subcommands(sub: Any) -> dict[str, Handler]:
+    """Add ``fuzz`` and ``trace`` to the CLI's subparsers; returns their handlers.
+
+    Registered in the ``xdna_emu.commands`` entry-point group (pyproject.toml), so the
+    shipped CLI reaches these subcommands without importing the fuzzing kit."""
     fz = sub.add_parser("fuzz", help="coverage-guided fuzzing of the device model")
     fz.add_argument("--target", choices=TARGETS, default="device")
     fz.add_argument("--chip", default="npu4")
@@ -92,14 +84,14 @@ def _load_trace(path: str) -> Any:
     from .trace import load
 
     if not Path(path).is_file():
-        raise _usage_error(f"trace file {path} does not exist")
+        raise UsageError(f"trace file {path} does not exist")
     try:
         trace = load(path)
         from ..chips import load_chip
 
         load_chip(trace.chip)
     except TraceError as exc:
-        raise _usage_error(f"{path}: {exc}") from None
+        raise UsageError(f"{path}: {exc}") from None
     return trace
 
 
@@ -123,9 +115,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
             small = minimize(trace, args.max_runs,
                              log=lambda m: print(f"minimize: {m}", file=sys.stderr))
         except ValueError as exc:
-            raise _failure(str(exc)) from None
+            raise Failure(str(exc)) from None
     except TraceError as exc:
-        raise _usage_error(f"{args.file}: {exc}") from None
+        raise UsageError(f"{args.file}: {exc}") from None
     res = replay(small)
     small.header.append(f"minimised from {Path(args.file).name}: {res.failure}")
     text = small.to_text()
@@ -180,17 +172,17 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     from ..chips import chip_names, load_chip
 
     if args.chip not in chip_names() or load_chip(args.chip).mailbox is None:
-        raise _usage_error(f"chip {args.chip!r} cannot be fuzzed (an AIE2 chip with a mailbox is needed)")
+        raise UsageError(f"chip {args.chip!r} cannot be fuzzed (an AIE2 chip with a mailbox is needed)")
     engine = args.engine
     if args.target == "shim":  # in-process and deterministic: always the built-in loop
         if engine == "atheris":
-            raise _usage_error("the shim target runs the built-in engine here; for libFuzzer "
+            raise UsageError("the shim target runs the built-in engine here; for libFuzzer "
                                "guided by the C shim's coverage run make fuzz-shim")
         engine = "builtin"
     elif engine == "auto":
         engine = "atheris" if _have_atheris() else "builtin"
     elif engine == "atheris" and not _have_atheris():
-        raise _usage_error("atheris is not installed (pip install atheris, or --engine builtin)")
+        raise UsageError("atheris is not installed (pip install atheris, or --engine builtin)")
     artifacts = Path(args.artifacts).resolve()
     work = Path(tempfile.mkdtemp(prefix="xdna-fuzz-"))
     corpus = Path(args.corpus).resolve() if args.corpus else work / "corpus"

@@ -20,7 +20,7 @@ callers in :mod:`.ops`; running out of ticks where an answer was due is a :class
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..fw.messages import (
     MGMT_INFO,
@@ -34,7 +34,10 @@ from ..fw.messages import (
 )
 
 if TYPE_CHECKING:
-    from .ops import Session
+    from ..chips import Chip
+    from ..clock import Clock
+    from ..device import NpuDevice
+    from ..regio import RegisterFile
 
 PSP_VALIDATE_RESULTS = frozenset({
     PspStatus.OK, PspStatus.BAD_STATE, PspStatus.DMA_FAULT, PspStatus.IMG_ALIGN,
@@ -137,10 +140,22 @@ class RefModel:
             self.psp_state = "idle"
 
 
+class Watched(Protocol):
+    """What :class:`Checker` reads from the device session it watches (``ops.Session``,
+    which builds the checker, so this module does not import it)."""
+
+    chip: Chip
+    regs: RegisterFile
+    dev: NpuDevice
+    td: Any  # the test device: its ``irqs`` list records raised vectors
+    clock: Clock
+    polled: bool
+
+
 class Checker:
     """Runs the invariants for one :class:`~xdna_emu.fuzz.ops.Session`."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Watched) -> None:
         self.s = session
         self.model = RefModel()
         chip, regs = session.chip, session.regs

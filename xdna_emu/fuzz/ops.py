@@ -54,6 +54,7 @@ from ..fw.messages import (
 )
 from ..testing.pydriver import FW_IOVA, DriverChannel, DriverError, PyDriver, make_test_device
 from .invariants import Checker, DeviceCrash, Failure, Hang
+from .lang import Op, TraceError, check_expect
 
 SEPARATOR = b"FUZZ"
 MAX_WAIT_TICKS = 8  # virtual-time polls a bounded wait may take
@@ -74,18 +75,6 @@ SNAP_MIN_S = 0.0005  # work (s) past the last restore that makes an early semant
 SNAP_LONG_S = 0.0015  # ... and that makes any prefix worth one, once a second input shares it
 SNAP_MAX = 48  # snapshots kept per session (least recently used dropped first)
 SNAP_STRADDLE = len(b"FUZZ") - 1  # a separator starting this close before a boundary moves it
-
-
-class TraceError(ValueError):
-    """A malformed op or trace line (not a device finding)."""
-
-
-@dataclass(frozen=True)
-class Op:
-    """One trace line: a verb and its operands (ints, strings, or bytes for hex data)."""
-
-    verb: str
-    args: tuple[Any, ...] = ()
 
 
 def image_for(chip: Chip) -> bytes:
@@ -541,8 +530,6 @@ class Session:
             self.events[f"proxy_{exc.errno}"] += 1
 
     def v_expect(self, *args: Any) -> None:
-        from .trace import check_expect  # trace owns the expectation language
-
         check_expect(self, args)
 
     # -- faults -----------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from ..shim import BO_CMD, BO_DEV, ErtState, ShimError, ert_start_npu
 from .faults import ACT_FAULTS, MSG_FAULTS, FaultInjector
 from .invariants import Failure, Hang, InvariantViolation
-from .ops import Op, TraceError
+from .lang import Op, TraceError, typed_operands
 
 if TYPE_CHECKING:
     from ..kernels import Kernel
@@ -63,7 +63,7 @@ FINAL_WAIT_MS = 15_000
 DEFAULT_RX_MS = 1000
 KERNELS = ("nop", "fail", "hang")
 FINAL = frozenset({ErtState.COMPLETED, ErtState.ERROR, ErtState.ABORT, ErtState.TIMEOUT})
-#: operand kinds per call (i int, b bytes, s string); see :func:`xdna_emu.fuzz.trace._typed`
+#: operand kinds per call (i int, b bytes, s string); see :func:`xdna_emu.fuzz.lang.typed_operands`
 CALL_SPECS = {"probe": "", "timeout": "si", "mgmt": "ib", "ctx": "", "destroy": "i",
               "exec": "is", "wait": "ii", "info": "i", "suspend": "", "resume": "", "stop": "",
               "tick": "i"}
@@ -353,8 +353,6 @@ class ShimSession:
 # -- parsing and replay ------------------------------------------------------------------------
 def parse_op(verb: str, toks: list[str]) -> Op:
     """One shim-trace line (``call``/``fault``; ``expect`` is generic)."""
-    from .trace import _typed
-
     if not toks:
         raise TraceError(f"{verb} needs a name")
     if verb == "call":
@@ -363,9 +361,9 @@ def parse_op(verb: str, toks: list[str]) -> Op:
             raise TraceError(f"unknown shim call {toks[0]!r}")
         if len(toks) - 1 != len(spec):
             raise TraceError(f"call {toks[0]} takes {len(spec)} operands, got {len(toks) - 1}")
-        return Op(verb, (toks[0], *_typed(spec, toks[1:])))
+        return Op(verb, (toks[0], *typed_operands(spec, toks[1:])))
     if toks[0] not in MSG_FAULTS and toks[0] not in ACT_FAULTS:
         raise TraceError(f"unknown fault {toks[0]!r}")
     if len(toks) > 1 + len(FAULT_SPEC):
         raise TraceError(f"fault takes at most {len(FAULT_SPEC)} operands")
-    return Op(verb, (toks[0], *_typed(FAULT_SPEC, toks[1:])))
+    return Op(verb, (toks[0], *typed_operands(FAULT_SPEC, toks[1:])))

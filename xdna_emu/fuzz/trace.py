@@ -14,7 +14,7 @@ are bare hex (``-`` for none). The first non-comment line names the chip::
     reset                      # function-level reset
     fault bus_master 0         # a host-side fault
     call bring_up 1            # a semantic step through the test driver (xdna_emu.fuzz.ops)
-    expect status psp.state running      # outcome lines (see check_expect)
+    expect status psp.state running      # outcome lines (see lang.check_expect)
 
 A ``target shim`` line after the chip line makes it a shim trace: shim calls and firmware
 faults run against the real C shim in deterministic in-process mode
@@ -38,8 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from .invariants import ExpectFailed, Failure
-from .ops import Op, Session, TraceError, image_for
+from .invariants import Failure
+from .lang import Op, TraceError, format_op, status_value, typed_operands
+from .ops import Session, image_for
 
 #: operand kinds per verb: i int, b bytes, s string, * the rest as ints
 SPECS = {"w32": "iii", "r32": "ii", "shm": "iib", "host": "iib", "dma_map": "iiii",
@@ -67,50 +68,6 @@ class Trace:
         return "\n".join(out) + "\n"
 
 
-# -- text form ------------------------------------------------------------------------------
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool):
-        return str(int(v))
-    if isinstance(v, int):
-        return str(v) if -10 < v < 10 else (hex(v) if v > 0 else str(v))
-    if isinstance(v, bytes | bytearray | memoryview):
-        return bytes(v).hex() or "-"
-    text = str(v)
-    if not text or any(c.isspace() for c in text) or "#" in text:
-        raise TraceError(f"operand {text!r} cannot be written in a trace")
-    return text
-
-
-def format_op(op: Op) -> str:
-    return " ".join([op.verb, *(_fmt(a) for a in op.args)])
-
-
-def _int(tok: str) -> int:
-    try:
-        return int(tok, 0)
-    except ValueError:
-        raise TraceError(f"expected an integer, got {tok!r}") from None
-
-
-def _bytes(tok: str) -> bytes:
-    if tok == "-":
-        return b""
-    try:
-        return bytes.fromhex(tok)
-    except ValueError:
-        raise TraceError(f"expected hex bytes, got {tok!r}") from None
-
-
-def _typed(spec: str, toks: list[str]) -> tuple[Any, ...]:
-    out: list[Any] = []
-    for i, tok in enumerate(toks):
-        kind = spec[i] if i < len(spec) else ("*" if spec.endswith("*") or not spec else "!")
-        if kind == "!":
-            raise TraceError(f"too many operands: {' '.join(toks)}")
-        out.append(_bytes(tok) if kind == "b" else tok if kind == "s" else _int(tok))
-    return tuple(out)
-
-
 TARGETS = ("device", "shim")
 
 
@@ -121,7 +78,7 @@ def parse_line(line: str, target: str = "device") -> Op | None:
     verb, *toks = text.split()
     if target == "shim":
         if verb in ("call", "fault"):
-            from .shim_trace import parse_op
+            from .shim_trace import parse_op  # lazy: loads the C shim
 
             return parse_op(verb, toks)
         if verb == "expect":
@@ -130,12 +87,12 @@ def parse_line(line: str, target: str = "device") -> Op | None:
     if verb in SPECS:
         if len(toks) != len(SPECS[verb]):
             raise TraceError(f"{verb} takes {len(SPECS[verb])} operands, got {len(toks)}")
-        return Op(verb, _typed(SPECS[verb], toks))
+        return Op(verb, typed_operands(SPECS[verb], toks))
     if verb in ("call", "fault"):
         if not toks:
             raise TraceError(f"{verb} needs a name")
         spec = CALL_SPECS.get(toks[0], "*") if verb == "call" else "*"
-        return Op(verb, (toks[0], *_typed(spec, toks[1:])))
+        return Op(verb, (toks[0], *typed_operands(spec, toks[1:])))
     if verb == "expect":
         return Op(verb, tuple(toks))
     raise TraceError(f"unknown verb {verb!r}")
@@ -183,75 +140,6 @@ def load(path: str | Path) -> Trace:
 
 
 # -- expectations ---------------------------------------------------------------------------
-def _status_value(status: Any, path: str) -> Any:
-    cur = status
-    for part in path.split("."):
-        if isinstance(cur, list):
-            idx = _int(part)
-            if not 0 <= idx < len(cur):
-                raise ExpectFailed("status", f"{path}: index {idx} out of range ({len(cur)})")
-            cur = cur[idx]
-        elif isinstance(cur, dict) and part in cur:
-            cur = cur[part]
-        else:
-            raise ExpectFailed("status", f"{path}: no {part!r}")
-    return cur
-
-
-def _same(value: Any, tok: str) -> bool:
-    if value is None:
-        return tok in ("null", "none", "-")
-    if isinstance(value, bool):
-        return tok == str(value).lower() or tok == str(int(value))
-    if isinstance(value, int):
-        try:
-            return value == int(tok, 0)
-        except ValueError:
-            return False
-    return str(value) == tok
-
-
-def check_expect(s: Session, args: tuple[Any, ...]) -> None:
-    """``expect`` forms: ``bytes BAR OFF HEX``, ``r32 BAR OFF VALUE``, ``host PASID ADDR
-    HEX``, ``irqs V,V|-`` (vectors raised since the last ``irqs`` line), ``status PATH
-    VALUE`` (dotted path into ``NpuDevice.status()``)."""
-    if not args:
-        raise TraceError("expect needs a kind")
-    kind, rest = args[0], list(args[1:])
-    if kind == "bytes" and len(rest) == 3:
-        bar, off, want = _int(rest[0]), _int(rest[1]), _bytes(rest[2])
-        mem = s.regs.bytes.get(bar)
-        got = bytes(mem[off : off + len(want)]) if mem is not None else b""
-        if got != want:
-            raise ExpectFailed("bytes", f"bar{bar}+{off:#x}: {got.hex()} != {want.hex()}")
-    elif kind == "r32" and len(rest) == 3:
-        got = s.v_r32(_int(rest[0]), _int(rest[1]))
-        if got != _int(rest[2]):
-            raise ExpectFailed("r32", f"bar{rest[0]}+{rest[1]} = {got:#x}, expected {rest[2]}")
-    elif kind == "host" and len(rest) == 3:
-        pasid, addr, want = _int(rest[0]), _int(rest[1]), _bytes(rest[2])
-        space = s.iommu.spaces.get(pasid)
-        m = space.find(addr) if space else None
-        got = b""
-        if m is not None and addr + len(want) <= m.end:
-            start = addr - m.address + m.skew  # type: ignore[attr-defined]
-            got = bytes(memoryview(m.mem)[start : start + len(want)])
-        if got != want:
-            raise ExpectFailed("host", f"pasid {pasid} {addr:#x}: {got.hex()} != {want.hex()}")
-    elif kind == "irqs" and len(rest) == 1:
-        got = s.td.irqs[s.irq_mark:]
-        s.irq_mark = len(s.td.irqs)
-        want = [] if rest[0] == "-" else [_int(v) for v in rest[0].split(",")]
-        if got != want:
-            raise ExpectFailed("irqs", f"raised {got}, expected {want}")
-    elif kind == "status" and len(rest) == 2:
-        value = _status_value(s.dev.status(), rest[0])
-        if not _same(value, rest[1]):
-            raise ExpectFailed("status", f"{rest[0]} = {value!r}, expected {rest[1]}")
-    else:
-        raise TraceError(f"bad expect line: expect {' '.join(map(str, args))}")
-
-
 # -- replay ---------------------------------------------------------------------------------
 @dataclass
 class ReplayResult:
@@ -281,7 +169,7 @@ def session_for(chip: str, target: str = "device") -> Any:
     s = _SESSIONS.get((chip, target))
     if s is None:
         if target == "shim":
-            from .shim_trace import ShimSession
+            from .shim_trace import ShimSession  # lazy: loads the C shim
 
             s = ShimSession(chip)
         else:
@@ -483,7 +371,7 @@ class Recorder:
     def expect_status(self, *paths: str) -> None:
         status = self.s.dev.status()
         for path in paths:
-            v = _status_value(status, path)
+            v = status_value(status, path)
             tok = "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
             self.ops.append(Op("expect", ("status", path, tok)))
 

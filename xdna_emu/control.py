@@ -1,4 +1,4 @@
-"""A raw Python client of the control socket, for protocol tests and fuzzing.
+"""A raw Python client of the control socket: ``xdna-emu status``, protocol tests, fuzzing.
 
 It speaks exactly docs/spec/protocol.md with struct-packed messages and SCM_RIGHTS, the way
 libvfio-user's Python tests drive their server, so the daemon is tested without the C shim.
@@ -15,7 +15,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from .. import protocol as P
+from . import protocol as P
 
 
 def dma_memfd(size: int, name: str = "xdna-dma") -> int:

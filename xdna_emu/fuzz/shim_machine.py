@@ -1,4 +1,4 @@
-"""Hypothesis state machine: the real C shim against a misbehaving firmware (issue 5).
+"""Hypothesis state machine: the real C shim against a misbehaving firmware.
 
 Every rule is one shim-trace op (:mod:`xdna_emu.fuzz.shim_trace`) applied to a shared
 :class:`~xdna_emu.fuzz.shim_trace.ShimSession`: deterministic in-process mode, one thread,
@@ -21,13 +21,13 @@ from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
-from ..fuzz.faults import ACT_FAULTS, MSG_FAULTS
-from ..fuzz.invariants import Failure
-from ..fuzz.ops import Op
-from ..fuzz.shim_trace import KERNELS, ShimSession
-from ..fuzz.trace import Trace, session_for
-from .inproc import InProcess
+from ..testing.inproc import InProcess
+from .faults import ACT_FAULTS, MSG_FAULTS
+from .invariants import Failure
+from .lang import Op
 from .machines import artifact_dir
+from .shim_trace import KERNELS, ShimSession
+from .trace import Trace, session_for
 
 VISITS: Counter[str] = Counter()
 

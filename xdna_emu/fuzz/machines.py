@@ -1,4 +1,4 @@
-"""Hypothesis state machine over the in-process device (the CI workhorse of issue 5).
+"""Hypothesis state machine over the in-process device (the CI workhorse of the fuzzing kit).
 
 Each rule builds trace ops with :class:`xdna_emu.fuzz.ops.Builder` and applies them to a
 :class:`~xdna_emu.fuzz.ops.Session`, which checks every invariant after every op. So a
@@ -23,11 +23,12 @@ from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from ..fuzz.invariants import Failure
-from ..fuzz.ops import Builder, Op, Session
-from ..fuzz.trace import Trace
 from ..fw.messages import LAYOUTS
-from . import strategies as xs
+from ..testing import strategies as xs
+from .invariants import Failure
+from .lang import Op
+from .ops import Builder, Session
+from .trace import Trace
 
 VISITS: Counter[str] = Counter()  # state -> steps spent in it, over every example
 _SESSIONS: dict[str, Session] = {}
