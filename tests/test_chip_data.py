@@ -19,11 +19,14 @@ from xdna_emu.chips import (
     AIE2_ROLES,
     AIE4_ROLES,
     CHIP_DIR,
+    EMULATED_FAMILIES,
     FAMILY_ROLES,
     MGMT_INFO_SIZE,
     Chip,
     ChipError,
+    Limits,
     MailboxLayout,
+    Tiles,
     _raw,
     chip_for_id,
     chip_from_dict,
@@ -85,13 +88,13 @@ def test_registers_distinct_and_bars_sane(name: str) -> None:
 def test_msix_and_mailbox_blocks_fit_and_do_not_collide(name: str) -> None:
     chip = load_chip(name)
     m = chip.msix
-    hw = chip.limits["hwctx_limit"]
+    hw = chip.limits.hwctx_limit
     assert m.vectors >= 1 + hw
     size = chip.bars[m.bar].size
     blocks = [("table", m.bar, m.table_offset, m.vectors * 16), ("pba", m.bar, m.pba_offset, 8)]
     assert m.table_offset + m.vectors * 16 <= size and m.pba_offset + 8 <= size
     mb = chip.mailbox
-    if chip.family == "aie2":
+    if chip.emulated:
         assert mb is not None
     if mb is not None:
         assert mb.channels >= 1 + hw
@@ -157,9 +160,9 @@ def test_driver_facts_spot_check() -> None:
     for chip, role, bar, off in loc:
         r = chip.reg(role)
         assert (r.bar, r.offset) == (bar, off), (chip.name, role)
-    assert npu1.limits["first_col"] == 1 and npu1.limits["hwctx_limit"] == 6
+    assert npu1.limits.first_col == 1 and npu1.limits.hwctx_limit == 6
     assert npu1.dpm_levels[1] == (600, 1024) and len(npu1.dpm_levels) == 8
-    assert npu1.smu["dpm_method"] == "clock" and npu4.smu["dpm_method"] == "level"
+    assert npu1.smu.dpm_method == "clock" and npu4.smu.dpm_method == "level"
     assert "psp.pwaitmode" not in npu3.roles and npu3.mailbox is None
     assert set(AIE4_ROLES) < set(AIE2_ROLES)
 
@@ -172,7 +175,7 @@ def test_family_members_inherit_and_override() -> None:
         assert chip.protocol_major == 6 and chip.protocol_min_minor == 12
     assert npu5.fw_path == "amdnpu/17f0_11/npu.dev.sbin" and npu5.vbnv == "NPU Strix Halo"
     assert npu6.fw_path == "amdnpu/17f0_10/npu.dev.sbin" and npu6.vbnv == "NPU Krackan"
-    assert npu6.firmware["dev_revision"] in (3, 4) and npu5.firmware["dev_revision"] == 5
+    assert npu6.firmware.dev_revision in (3, 4) and npu5.firmware.dev_revision == 5
     assert npu5.pci.subsystem_vendor == 0x1022  # untouched keys of an overridden table stay
 
 
@@ -342,6 +345,76 @@ def test_malformed_data() -> None:
     d = _data()
     del d["pci"]
     _bad(d, "malformed chip file")
+
+
+@pytest.mark.parametrize(("table", "key"), [
+    ("limits", "hwctx_limt"), ("tiles", "colls"), ("firmware", "verison"), ("smu", "dpm"),
+    ("runtime_config", "typs"), ("pci", "vendr"), ("msix", "vector"), ("mailbox", "slot"),
+    ("protocol", "minor"), ("dpm", "level"),
+])  # fmt: skip
+def test_unknown_key_is_an_error_naming_file_table_and_key(table: str, key: str) -> None:
+    """A typo never falls back to a default: the loader names the file, table and key."""
+    d = _data()
+    d[table][key] = 1
+    _bad(d, rf"npu4\.toml: .*\[{table}\] has unknown key\(s\) '{key}'")
+    d = _data()
+    d["bars"]["0"]["bitz"] = 64
+    _bad(d, r"\[bars\.0\] has unknown key\(s\) 'bitz'")
+    d = _data()
+    d["limitz"] = {}
+    _bad(d, r"\[chip\] has unknown key\(s\) 'limitz'")
+
+
+@pytest.mark.parametrize(("table", "key"), [
+    ("limits", "hwctx_limit"), ("limits", "first_col"), ("tiles", "cols"), ("firmware", "version"),
+    ("smu", "dpm_method"), ("runtime_config", "types"), ("msix", "vectors"), ("pci", "device"),
+])  # fmt: skip
+def test_missing_key_is_an_error(table: str, key: str) -> None:
+    d = _data()
+    del d[table][key]
+    _bad(d, rf"npu4\.toml: .*\[{table}\] is missing key\(s\) '{key}'")
+
+
+def test_wrong_value_type_is_an_error() -> None:
+    d = _data()
+    d["limits"]["hwctx_limit"] = "16"
+    _bad(d, r"limits\.hwctx_limit = '16' is not int")
+    d = _data()
+    d["limits"]["temporal_only"] = 1
+    _bad(d, r"limits\.temporal_only = 1 is not bool")
+    d = _data()
+    d["runtime_config"]["init"] = [[5, 1, 0]]
+    _bad(d, r"runtime_config\.init\[0\] = \[5, 1, 0\] must have 2 elements")
+    d = _data()
+    d["smu"]["dpm_method"] = "clocks"
+    _bad(d, "smu.dpm_method 'clocks' is not one of")
+
+
+def test_inherited_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "npu4.toml").write_text((CHIP_DIR / "npu4.toml").read_text())
+    _write(tmp_path, "npuz", 'name = "npuz"\ninherits = "npu4"\n[limits]\nfirst_colum = 1\n')
+    with pytest.raises(ChipError, match=r"npuz\.toml \(inherits npu4\): .*'first_colum'"):
+        load_chip("npuz", tmp_path)
+
+
+def test_tables_are_typed_and_frozen() -> None:
+    npu4, npu3 = load_chip("npu4"), load_chip("npu3")
+    assert isinstance(npu4.limits, Limits) and npu4.limits.temporal_only is True
+    assert npu4.limits.ctx_limit == 32 and npu3.limits.ctx_limit is None
+    assert isinstance(npu4.tiles, Tiles) and npu3.tiles is None and npu3.cols == 0
+    assert npu4.runtime_config is not None and npu4.runtime_config.init == ((5, 1), (10, 1), (14, 0))
+    assert npu4.firmware.aie_version == (2, 1) and npu3.firmware.aie_version == (0, 0)
+    with pytest.raises(AttributeError):
+        npu4.limits.hwctx_limit = 3  # type: ignore[misc]
+
+
+def test_emulated_is_the_one_answer() -> None:
+    """Emulated chips are the families the device model runs; the rest are identity only."""
+    for name in NAMES:
+        chip = load_chip(name)
+        assert chip.emulated == (chip.family in EMULATED_FAMILIES)
+        assert chip.emulated == (chip.mailbox is not None)  # the firmware model needs one
+    assert load_chip("npu4").emulated and not load_chip("npu3").emulated
 
 
 # -- file-level checks: inheritance and the id table ------------------------------------------

@@ -62,7 +62,7 @@ def _fill(bo: Bo, dt: type, rng: np.random.Generator) -> np.ndarray:
 @pytest.mark.parametrize("chip", CHIPS)
 def test_create_destroy(chip: str) -> None:
     d, c = _setup(chip)
-    first = int(d.chip.limits["first_col"])
+    first = d.chip.limits.first_col
     a = PyContext(c, start_col=first)
     b = PyContext(c, start_col=first + 1)
     assert (a.id, a.msix, b.id, b.msix) == (0, 1, 1, 2)
@@ -88,8 +88,8 @@ def test_create_destroy(chip: str) -> None:
 
 def test_limit_npu4_temporal_columns_shared() -> None:
     d, c = _setup("npu4")
-    limit = d.chip.limits["hwctx_limit"]
-    ctxs = [PyContext(c, start_col=0, num_col=d.chip.tiles["cols"]) for _ in range(limit)]
+    limit = d.chip.limits.hwctx_limit
+    ctxs = [PyContext(c, start_col=0, num_col=d.chip.tiles.cols) for _ in range(limit)]
     assert [x.id for x in ctxs] == list(range(limit))
     with pytest.raises(CreateError) as ei:
         PyContext(c)
@@ -101,7 +101,7 @@ def test_limit_npu4_temporal_columns_shared() -> None:
 @pytest.mark.skipif("npu1" not in CHIPS, reason="no npu1 chip data")
 def test_npu1_columns_disjoint() -> None:
     d, c = _setup("npu1")
-    first, cols = d.chip.limits["first_col"], d.chip.tiles["cols"]
+    first, cols = d.chip.limits.first_col, d.chip.tiles.cols
     for bad in ((first - 1, 1), (first, 0), (cols - 1, 2)):
         with pytest.raises(CreateError) as ei:
             PyContext(c, *bad)
@@ -271,7 +271,7 @@ def _register_event(d: PyDriver, addr: int = 0x5000_0000) -> tuple[int, bytearra
 def test_failed_command_mid_chain(chip: str) -> None:
     d, c = _setup(chip)
     ev_id, evbuf = _register_event(d)
-    first = int(d.chip.limits["first_col"])
+    first = d.chip.limits.first_col
     ctx = PyContext(c, start_col=first + 1)
     s1, d1, d2 = c.alloc(64), c.alloc(64), c.alloc(64)
     s1.array(np.int32)[:] = 7
@@ -285,7 +285,7 @@ def test_failed_command_mid_chain(chip: str) -> None:
     assert ev.id == ev_id and LAYOUTS[Opcode.REGISTER_ASYNC_EVENT_MSG].resp.unpack(ev.payload) == (0, 0)
     assert ASYNC_EVENT_HDR.unpack_from(evbuf) == (1, 0, 0)
     row, col, _, mod, event_id, _ = AIE_ERROR_ENTRY.unpack_from(evbuf, ASYNC_EVENT_HDR.size)
-    assert (row, col, mod, event_id) == (d.chip.tiles["core_row_start"], first + 1, 0, 0x09)
+    assert (row, col, mod, event_id) == (d.chip.tiles.core_row_start, first + 1, 0, 0x09)
     # the context stays usable; a fail with no event registered still answers the chain
     assert ctx.run([Cmd(copy, [s1, d2])]) == (0, 0, 0)
     assert ctx.run([Cmd(K.Desc(K.Kernel.FAIL))]) == (Status.APP_ERT_FIRST_ERROR, 0, K.AIE_ERR_INSTRUCTION)

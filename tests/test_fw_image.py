@@ -43,7 +43,7 @@ def test_image_roundtrip_every_chip(name: str) -> None:
     assert len(img) == HEADER_SIZE + PAYLOAD_SIZE
     parsed = parse_image(img, chip)
     assert parsed.target == fw_target(chip)
-    assert parsed.version_str == chip.firmware.get("version", "1.0.0.0")
+    assert parsed.version_str == chip.firmware.version
 
 
 def test_image_versions_from_arguments() -> None:

@@ -137,7 +137,7 @@ def test_context_create_destroy(shim: Shim) -> None:
 
 
 def test_context_limit_then_one_more_is_ebusy(shim: Shim) -> None:
-    limit = load_chip("npu4").limits["hwctx_limit"]
+    limit = load_chip("npu4").limits.hwctx_limit
     ctxs = [shim.hwctx_create() for _ in range(limit)]
     assert len({shim.hwctx_info(c)["fw_ctx_id"] for c in ctxs}) == limit
     assert errno_of(shim.hwctx_create) == errno.EBUSY
@@ -264,7 +264,7 @@ def test_failed_command_in_a_chain_sets_error_index(shim: Shim) -> None:
     err = shim.last_async_error()
     assert err["count"] == 1 and err["type"] == 0
     assert err["event_id"] == K.AIE_ERR_INSTRUCTION & 0xFF
-    assert err["row"] == load_chip("npu4").tiles["core_row_start"]
+    assert err["row"] == load_chip("npu4").tiles.core_row_start
     assert err["col"] == shim.hwctx_info(ctx)["start_col"]
 
 
@@ -378,7 +378,7 @@ def test_power_modes(shim: Shim) -> None:
     p = shim.power()
     assert (p["mode"], p["dpm_level"], p["clock_gating"]) == ("default", top, True)
     assert p["hclk_mhz"] == chip.dpm_levels[top][1]
-    assert p["tops"] == pytest.approx(4096 * chip.tiles["cols"] * chip.dpm_levels[top][1] / 1e6)
+    assert p["tops"] == pytest.approx(4096 * chip.tiles.cols * chip.dpm_levels[top][1] / 1e6)
     shim.set_power_mode("low")
     p = shim.power()
     assert (p["mode"], p["dpm_level"], p["npuclk_mhz"]) == ("low", 0, chip.dpm_levels[0][0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from dataclasses import asdict
 
 import pytest
 
@@ -34,24 +35,24 @@ def test_bring_up_sequence(chip: str) -> None:
     c = d.chip
     fw = d.device.fw
     assert out["fw_version"] == fw.image.version
-    assert list(out["aie_version"]) == list(c.firmware["aie_version"])
+    assert list(out["aie_version"]) == list(c.firmware.aie_version)
     tile = dict(zip(("status", "size", *TILE_INFO_FIELDS), out["tile"], strict=True))
-    for key, val in c.tiles.items():
+    for key, val in asdict(c.tiles).items():
         assert tile[key] == val, key
     assert tile["size"] == 44
     # state the driver configured
-    for ctype, value in c.runtime_config["init"]:
-        if ctype not in c.runtime_config.get("clock_gating", ()):
+    for ctype, value in c.runtime_config.init:
+        if ctype not in c.runtime_config.clock_gating:
             assert fw.state.runtime_config[ctype] == value
-    for ctype in c.runtime_config.get("clock_gating", ()):
+    for ctype in c.runtime_config.clock_gating:
         assert fw.state.runtime_config[ctype] == 1
     assert not fw.state.suspended
     st = d.device.status()
     assert st["smu"]["dpm_level"] == len(c.dpm_levels) - 1
-    assert len(st["pending_async_events"]) == out["cols"] == c.tiles["cols"]
+    assert len(st["pending_async_events"]) == out["cols"] == c.tiles.cols
     assert st["channels"][0]["state"] == "ok"
     assert st["counters"]["malformed_msgs"] == st["counters"]["internal_errors"] == 0
-    assert st["firmware"]["protocol"] == c.firmware["protocol"]
+    assert st["firmware"]["protocol"] == c.firmware.protocol
     if "UPDATE_PROPERTY" in c.features:
         assert fw.state.time_quota_us == {0xFF: 30000}
     # the async-event registrations got no reply; everything else did
@@ -62,7 +63,7 @@ def test_bring_up_sequence(chip: str) -> None:
 def test_query_ops_npu4() -> None:
     d, _ = _driver("npu4")
     c = d.chip
-    assert d.msg_ok(Opcode.GET_DEV_REVISION, 0)[1] == c.firmware["dev_revision"]
+    assert d.msg_ok(Opcode.GET_DEV_REVISION, 0)[1] == c.firmware.dev_revision
     assert d.msg_ok(Opcode.GET_PROTOCOL_VERSION, 0)[1:] == (6, 24)
     assert d.msg_ok(Opcode.GET_RUNTIME_CONFIG, 5) == (0, 1)
     assert d.msg_ok(Opcode.ASSIGN_MGMT_PASID, 7, 0)

@@ -57,13 +57,13 @@ def test_probe_reports_what_the_chip_file_says(attached, fw_dir: Path) -> None: 
     assert info["bdf"] == emu.bdf
     assert (info["vendor"], info["device"], info["revision"]) == (
         chip.pci.vendor, chip.pci.device, chip.pci.revision)
-    assert info["fw_version"] == fw["version"]
-    assert info["protocol_version"] == ".".join(fw["protocol"].split(".")[:2])
-    assert info["aie_version"] == ".".join(str(x) for x in fw["aie_version"])
+    assert info["fw_version"] == fw.version
+    assert info["protocol_version"] == ".".join(fw.protocol.split(".")[:2])
+    assert info["aie_version"] == ".".join(str(x) for x in fw.aie_version)
     for key in ("cols", "rows", "core_rows", "mem_rows", "shim_rows", "core_row_start",
                 "mem_row_start", "shim_row_start"):
-        assert info["tiles"][key] == chip.tiles[key], key
-    assert info["total_col"] == min(chip.tiles["cols"], 128)
+        assert info["tiles"][key] == getattr(chip.tiles, key), key
+    assert info["total_col"] == min(chip.tiles.cols, 128)
     assert info["msix_vectors"] == chip.msix.vectors
     assert 0 <= info["mgmt_msi_id"] < chip.msix.vectors
     assert info["dpm_levels"] == len(chip.dpm_levels)

@@ -16,7 +16,7 @@ from xdna_emu.sysfs import update_config, write_sysfs, write_umockdev
 LSPCI = shutil.which("lspci")
 pytestmark = pytest.mark.skipif(LSPCI is None, reason="lspci (pciutils) is not installed")
 
-AIE2 = [n for n in chip_names() if load_chip(n).family == "aie2"]
+AIE2 = [n for n in chip_names() if load_chip(n).emulated]
 BDF = "0000:c5:00.1"
 
 

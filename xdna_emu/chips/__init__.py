@@ -7,14 +7,18 @@ place where device addresses become BAR offsets, as ``DEFINE_BAR_OFFSET`` is in 
 
 Loading is strict: :func:`load_chip` builds the chip and runs :func:`validate_chip`, so a
 chip file with overlapping registers, a mailbox block outside its BAR or a missing
-provenance line fails loudly at load time instead of misbehaving later.
+provenance line fails loudly at load time instead of misbehaving later. Every table is a
+frozen dataclass with typed fields: an unknown key, a missing one or a value of the wrong
+type is an error naming the file, the table and the key, never a silent default.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,9 @@ AIE4_ROLES = (
     "smu.cmd", "smu.arg", "smu.out", "smu.resp", "smu.intr",
 )  # fmt: skip
 FAMILY_ROLES = {"aie2": AIE2_ROLES, "aie4": AIE4_ROLES}
+#: Families whose firmware the device model runs (xdna_emu/fw); chips of other families are
+#: known by identity only (docs/spec/chips.md): the shim probes them to EOPNOTSUPP.
+EMULATED_FAMILIES = ("aie2",)
 #: Families that must describe an SRAM mailbox (management channel found via FW_ALIVE).
 MAILBOX_FAMILIES = ("aie2",)
 ACCESS_KINDS = ("rw", "ro", "trap")
@@ -138,6 +145,72 @@ class MsixLayout:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """[limits]: how many contexts the driver allows and where their columns start."""
+
+    hwctx_limit: int
+    first_col: int
+    ctx_limit: int | None = None  # contexts per device the driver allows (npu4 family)
+    temporal_only: bool = False  # contexts share columns in time (npu4 family)
+
+
+@dataclass(frozen=True)
+class FirmwareDefaults:
+    """[firmware]: what the emulated firmware reports (defaults of ``xdna-emu mkfw``)."""
+
+    version: str
+    protocol: str
+    dev_revision: int = 0  # GET_DEV_REVISION answer
+    raw_fuse: int | None = None  # fuse bits behind dev_revision (None: dev_revision itself)
+    aie_version: tuple[int, int] = (0, 0)  # QUERY_AIE_VERSION answer (major, minor)
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """[tiles]: the AIE array, in the field order of the QUERY_AIE_TILE_INFO response."""
+
+    cols: int
+    rows: int
+    core_rows: int
+    mem_rows: int
+    shim_rows: int
+    core_row_start: int
+    mem_row_start: int
+    shim_row_start: int
+    core_dma_channels: int
+    mem_dma_channels: int
+    shim_dma_channels: int
+    core_locks: int
+    mem_locks: int
+    shim_locks: int
+    core_events: int
+    mem_events: int
+    shim_events: int
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """[runtime_config]: the SET_RUNTIME_CONFIG types the firmware knows and the driver's
+    init sequence (type, value) and clock-gating types."""
+
+    init: tuple[tuple[int, int], ...]
+    clock_gating: tuple[int, ...]
+    types: tuple[int, ...]
+    fine_preempt: int | None = None  # the fine-grained preemption type, when there is one
+
+
+#: How the driver sets a DPM level: SMU clock commands in MHz, or hard/soft level commands.
+DPM_METHODS = ("clock", "level")
+
+
+@dataclass(frozen=True)
+class SmuInfo:
+    """[smu]: how the driver talks to this chip's SMU."""
+
+    dpm_method: str  # one of DPM_METHODS
+
+
+@dataclass(frozen=True)
 class Chip:
     name: str
     family: str
@@ -150,15 +223,15 @@ class Chip:
     roles: dict[str, str]
     mailbox: MailboxLayout | None
     msix: MsixLayout
-    limits: dict[str, Any]
+    limits: Limits
     protocol_major: int
     protocol_min_minor: int
     features: dict[str, tuple[int, int]]
-    firmware: dict[str, Any]
-    tiles: dict[str, int]
+    firmware: FirmwareDefaults
+    tiles: Tiles | None
     dpm_levels: tuple[tuple[int, int], ...]
-    runtime_config: dict[str, Any]
-    smu: dict[str, Any] = field(default_factory=dict)
+    runtime_config: RuntimeConfig | None
+    smu: SmuInfo
     inherits: str | None = None
     provenance: dict[str, str] = field(default_factory=dict)
     dpm_tops: str = ""  # the driver's TOPS formula for this chip, as text (documentation)
@@ -194,6 +267,22 @@ class Chip:
     @property
     def pci_id(self) -> tuple[int, int]:
         return self.pci.device, self.pci.revision
+
+    @property
+    def emulated(self) -> bool:
+        """True when the device model runs this chip's firmware; False for a chip known by
+        identity only (its PCI function exists, probing it gives EOPNOTSUPP)."""
+        return self.family in EMULATED_FAMILIES
+
+    @property
+    def runtime_types(self) -> tuple[int, ...]:
+        """SET_RUNTIME_CONFIG types the firmware accepts (none without [runtime_config])."""
+        return self.runtime_config.types if self.runtime_config is not None else ()
+
+    @property
+    def cols(self) -> int:
+        """AIE array columns (0 for a chip without a [tiles] table)."""
+        return self.tiles.cols if self.tiles is not None else 0
 
 
 # -- loading ----------------------------------------------------------------------------
@@ -248,71 +337,138 @@ def _prov(data: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def _plain(table: dict[str, Any] | None) -> dict[str, Any]:
-    return {k: v for k, v in (table or {}).items() if k != "provenance"}
+#: Keys a chip file may hold at its top level; every table's own keys come from its dataclass.
+TOP_KEYS = ("name", "family", "vbnv", "fw_path", "provenance", "inherits", "pci", "apertures",
+            "bars", "registers", "roles", "mailbox", "msix", "limits", "protocol", "features",
+            "firmware", "tiles", "dpm", "runtime_config", "smu")  # fmt: skip
+_REQUIRED_TOP = ("name", "family", "vbnv", "fw_path", "pci", "apertures", "bars", "msix",
+                 "limits", "protocol", "firmware", "smu")  # fmt: skip
 
 
-def _build(data: dict[str, Any]) -> Chip:
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+class _Reader:
+    """Reads one merged chip file strictly; every error names the file, table and key."""
+
+    def __init__(self, src: str) -> None:
+        self.src = src
+
+    def fail(self, what: str) -> ChipError:
+        return ChipError(f"{self.src}: malformed chip file: {what}")
+
+    def keys(self, table: Any, where: str, required: tuple[str, ...] | list[str],
+             optional: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:  # fmt: skip
+        if not isinstance(table, dict):
+            raise self.fail(f"[{where}] must be a table, not {table!r}")
+        extra = sorted(set(table) - set(required) - set(optional) - {"provenance"})
+        if extra:
+            raise self.fail(f"[{where}] has unknown key(s) {', '.join(map(repr, extra))} "
+                            f"(known: {', '.join([*required, *optional])})")  # fmt: skip
+        missing = [k for k in required if k not in table]
+        if missing:
+            raise self.fail(f"[{where}] is missing key(s) {', '.join(map(repr, missing))}")
+        return {k: v for k, v in table.items() if k != "provenance"}
+
+    def value(self, v: Any, hint: Any, where: str) -> Any:
+        """``v`` checked against a field's type; TOML arrays become tuples."""
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if origin in (types.UnionType, typing.Union):  # X | None: TOML has no None
+            return self.value(v, next(a for a in args if a is not type(None)), where)
+        if origin is tuple:
+            if not isinstance(v, list | tuple):
+                raise self.fail(f"{where} = {v!r} is not an array")
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(self.value(x, args[0], f"{where}[{i}]") for i, x in enumerate(v))
+            if len(v) != len(args):
+                raise self.fail(f"{where} = {v!r} must have {len(args)} elements")
+            return tuple(self.value(x, a, f"{where}[{i}]")
+                         for i, (x, a) in enumerate(zip(v, args, strict=True)))  # fmt: skip
+        ok = isinstance(v, bool) if hint is bool else (
+            isinstance(v, hint) and not (hint is int and isinstance(v, bool)))
+        if not ok:
+            raise self.fail(f"{where} = {v!r} is not {_type_name(hint)}")
+        return v
+
+    def typed(self, cls: type, table: Any, where: str, **extra: Any) -> Any:
+        """Build dataclass ``cls`` from a table whose keys are exactly its fields (those
+        with a default may be left out); ``extra`` fills fields the table does not hold."""
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in fields(cls) if f.name not in extra]
+        required = [f.name for f in fields(cls) if f.name in names
+                    and f.default is MISSING and f.default_factory is MISSING]  # fmt: skip
+        data = self.keys(table, where, required, [n for n in names if n not in required])
+        return cls(**extra, **{k: self.value(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+
+    def optional(self, cls: type, data: dict[str, Any], key: str) -> Any:
+        return self.typed(cls, data[key], key) if key in data else None
+
+
+def _build(data: dict[str, Any], src: str | None = None) -> Chip:
     """Turn merged TOML data into a :class:`Chip`; structure only, no consistency checks."""
     name = data.get("name", "?")
+    if src is None:
+        src = f"{name}.toml" + (f" (inherits {data['inherits']})" if data.get("inherits") else "")
+    rd = _Reader(src)
+    rd.keys(data, "chip", _REQUIRED_TOP, [k for k in TOP_KEYS if k not in _REQUIRED_TOP])
     try:
-        apertures = {k: int(v["base"]) for k, v in data["apertures"].items()}
+        apertures = {k: rd.value(rd.keys(v, f"apertures.{k}", ("base",))["base"], int,
+                                 f"apertures.{k}.base")
+                     for k, v in rd.keys(data["apertures"], "apertures", (), list(data["apertures"])).items()}  # fmt: skip
         bars: dict[int, Bar] = {}
-        for idx, b in data["bars"].items():
+        for idx, b in rd.keys(data["bars"], "bars", (), list(data["bars"])).items():
+            b = rd.keys(b, f"bars.{idx}", ("aperture", "size"), ("bits",))
             ap = b["aperture"]
             if ap not in apertures:
                 raise ChipError(f"{name}: BAR{idx} names unknown aperture {ap!r}")
-            bars[int(idx)] = Bar(
-                int(idx), ap, apertures[ap], int(b["size"]), int(b.get("bits", 64))
-            )
-        pci = data["pci"]
+            bars[int(idx)] = Bar(int(idx), ap, apertures[ap], rd.value(b["size"], int, f"bars.{idx}.size"),
+                                 rd.value(b.get("bits", 64), int, f"bars.{idx}.bits"))  # fmt: skip
+        pci = {("class_code" if k == "class" else k): v for k, v in data["pci"].items()}
+        proto = rd.keys(data["protocol"], "protocol", ("major", "min_minor"))
+        dpm = rd.keys(data.get("dpm", {}), "dpm", (), ("levels", "tops"))
+        features = rd.keys(data.get("features", {}), "features", (), list(data.get("features", {})))
         chip = Chip(
-            name=name, family=data["family"], vbnv=data["vbnv"], fw_path=data["fw_path"],
-            pci=PciIdentity(
-                pci["vendor"], pci["device"], pci["revision"],
-                pci["class"], pci["subsystem_vendor"], pci["subsystem_device"],
-            ),
+            name=name, family=rd.value(data["family"], str, "family"),
+            vbnv=rd.value(data["vbnv"], str, "vbnv"), fw_path=rd.value(data["fw_path"], str, "fw_path"),
+            pci=rd.typed(PciIdentity, pci, "pci"),
             apertures=apertures, bars=bars, registers={}, roles={}, mailbox=None,
-            msix=MsixLayout(**_plain(data["msix"])),
-            limits=_plain(data.get("limits")),
-            protocol_major=data["protocol"]["major"],
-            protocol_min_minor=data["protocol"]["min_minor"],
-            features={k: _version(v) for k, v in _plain(data.get("features")).items()},
-            firmware=_plain(data.get("firmware")),
-            tiles=_plain(data.get("tiles")),
-            dpm_levels=tuple(tuple(lv) for lv in data.get("dpm", {}).get("levels", [])),
-            runtime_config=_plain(data.get("runtime_config")),
-            smu=_plain(data.get("smu")),
-            dpm_tops=str(data.get("dpm", {}).get("tops", "")),
+            msix=rd.typed(MsixLayout, data["msix"], "msix"),
+            limits=rd.typed(Limits, data["limits"], "limits"),
+            protocol_major=rd.value(proto["major"], int, "protocol.major"),
+            protocol_min_minor=rd.value(proto["min_minor"], int, "protocol.min_minor"),
+            features={k: _version(v) for k, v in features.items()},
+            firmware=rd.typed(FirmwareDefaults, data["firmware"], "firmware"),
+            tiles=rd.optional(Tiles, data, "tiles"),
+            dpm_levels=rd.value(dpm.get("levels", []), tuple[tuple[int, int], ...], "dpm.levels"),
+            runtime_config=rd.optional(RuntimeConfig, data, "runtime_config"),
+            smu=rd.typed(SmuInfo, data["smu"], "smu"),
+            dpm_tops=rd.value(dpm.get("tops", ""), str, "dpm.tops"),
             inherits=data.get("inherits"),
             provenance=_prov(data),
         )  # fmt: skip
         registers: dict[str, Register] = {}
-        for rname, r in data.get("registers", {}).items():
-            addr = int(r["addr"])
+        for rname, r in rd.keys(data.get("registers", {}), "registers", (),
+                                list(data.get("registers", {}))).items():  # fmt: skip
+            r = rd.keys(r, f"registers.{rname}", ("addr",), ("access",))
+            addr = rd.value(r["addr"], int, f"registers.{rname}.addr")
             try:
                 bar, off = chip.dev_to_bar(addr)
             except ChipError:
                 bar, off = -1, addr  # reported by validate_chip with the register's name
             registers[rname] = Register(rname, addr, r.get("access", "rw"), bar, off)
-        roles = {str(k): str(v) for k, v in _plain(data.get("roles")).items()}
+        roles = {str(k): rd.value(v, str, f"roles.{k}")
+                 for k, v in rd.keys(data.get("roles", {}), "roles", (), list(data.get("roles", {}))).items()}  # fmt: skip
         mailbox = None
-        if mbox := data.get("mailbox"):
-            slots_base = mbox.get("slots_base")
-            if slots_base is None:
+        if "mailbox" in data:
+            mailbox = rd.typed(MailboxLayout, data["mailbox"], "mailbox")
+            if "slots_base" not in data["mailbox"]:  # slot 0 is the sram.mbox_chann register
                 target = registers.get(roles.get("sram.mbox_chann", ""))
-                slots_base = target.addr if target else 0
-            mailbox = MailboxLayout(
-                regs_base=mbox["regs_base"], regs_stride=mbox["regs_stride"],
-                channels=mbox["channels"], slot_size=mbox["slot_size"],
-                ring_size=mbox["ring_size"], slots=mbox["slots"],
-                reserved_slots=tuple(mbox.get("reserved_slots", ())), mgmt_info=mbox["mgmt_info"],
-                slots_base=int(slots_base),
-            )  # fmt: skip
+                mailbox = MailboxLayout(**{**asdict(mailbox), "slots_base": target.addr if target else 0})
     except ChipError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ChipError(f"{name}: malformed chip file: {exc!r}") from None
+        raise rd.fail(repr(exc)) from None
     return Chip(**{**chip.__dict__, "registers": registers, "roles": roles, "mailbox": mailbox})
 
 
@@ -386,8 +542,8 @@ def _region(chip: Chip, what: str, addr: int, size: int, err: list[str]) -> tupl
 
 def _check_layout(chip: Chip, err: list[str]) -> None:
     regions: list[tuple[int, int, int, str]] = []
-    hwctx = chip.limits.get("hwctx_limit")
-    if not isinstance(hwctx, int) or hwctx < 1:
+    hwctx = chip.limits.hwctx_limit
+    if hwctx < 1:
         err.append("limits.hwctx_limit must be a positive integer")
         hwctx = 0
 
@@ -484,29 +640,29 @@ def _check_misc(chip: Chip, err: list[str]) -> None:
     for feat in chip.features:
         if feat not in OPTIONAL_FEATURES:
             err.append(f"unknown feature gate {feat!r} (add it to OPTIONAL_FEATURES)")
-    if "protocol" in chip.firmware:
-        try:
-            ver = _version(chip.firmware["protocol"])
-        except (ValueError, TypeError):
-            err.append(f"firmware.protocol {chip.firmware['protocol']!r} is not 'M.m'")
-        else:
-            if ver[0] != chip.protocol_major or ver[1] < chip.protocol_min_minor:
-                err.append(f"firmware.protocol {ver} fails the driver check "
-                           f"{chip.protocol_major}.{chip.protocol_min_minor}+")  # fmt: skip
+    if chip.smu.dpm_method not in DPM_METHODS:
+        err.append(f"smu.dpm_method {chip.smu.dpm_method!r} is not one of {DPM_METHODS}")
+    try:
+        ver = _version(chip.firmware.protocol)
+    except (ValueError, TypeError):
+        err.append(f"firmware.protocol {chip.firmware.protocol!r} is not 'M.m'")
+    else:
+        if ver[0] != chip.protocol_major or ver[1] < chip.protocol_min_minor:
+            err.append(f"firmware.protocol {ver} fails the driver check "
+                       f"{chip.protocol_major}.{chip.protocol_min_minor}+")  # fmt: skip
     for lv in chip.dpm_levels:
         if len(lv) != 2 or not all(isinstance(x, int) and x > 0 for x in lv):
             err.append(f"dpm level {lv} is not [npuclk, hclk] in MHz")
 
 
 def _check_provenance(chip: Chip, err: list[str]) -> None:
-    need = ["chip", "pci", "msix", "protocol", "limits"]
+    need = ["chip", "pci", "msix", "protocol", "limits", "firmware", "smu"]
     need += [f"apertures.{k}" for k in chip.apertures]
     need += [f"bars.{i}" for i in chip.bars]
     need += [f"registers.{r}" for r in chip.registers]
     optional = {
         "roles": chip.roles, "mailbox": chip.mailbox, "features": chip.features,
-        "firmware": chip.firmware, "tiles": chip.tiles, "dpm": chip.dpm_levels,
-        "runtime_config": chip.runtime_config, "smu": chip.smu,
+        "tiles": chip.tiles, "dpm": chip.dpm_levels, "runtime_config": chip.runtime_config,
     }  # fmt: skip
     need += [k for k, v in optional.items() if v]
     for key in need:
@@ -525,9 +681,9 @@ def validate_chip(chip: Chip) -> None:
         raise ChipError(f"{chip.name}: " + "; ".join(err))
 
 
-def chip_from_dict(data: dict[str, Any]) -> Chip:
+def chip_from_dict(data: dict[str, Any], src: str | None = None) -> Chip:
     """Build and validate a chip from already-merged data (tests, generated chips)."""
-    chip = _build(data)
+    chip = _build(data, src)
     validate_chip(chip)
     return chip
 

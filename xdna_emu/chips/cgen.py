@@ -30,7 +30,7 @@ def tops_per_level(chip: Chip) -> list[float]:
     bad = set(code.co_names) - {"cols", "hclk", "npuclk"}
     if bad:
         raise ValueError(f"{chip.name}: dpm.tops uses unknown names {sorted(bad)}")
-    cols = int(chip.tiles.get("cols", 0))
+    cols = chip.cols
     return [float(eval(code, {"__builtins__": {}}, {"cols": cols, "hclk": h, "npuclk": n}))  # noqa: S307
             for n, h in chip.dpm_levels]
 
@@ -53,7 +53,7 @@ def _chip_block(idx: int, chip: Chip) -> tuple[list[str], str]:
     """Return (static arrays, struct initializer) for one chip."""
     pre: list[str] = []
     p = f"chip{idx}"
-    supported = chip.family == "aie2"
+    supported = chip.emulated
     fields: list[str] = [
         f".name = {_cstr(chip.name)}",
         f".family = {_cstr(chip.family)}",
@@ -123,20 +123,21 @@ def _chip_block(idx: int, chip: Chip) -> tuple[list[str], str]:
         fields.append(f".tops = {p}_tops")
 
     rc = chip.runtime_config
-    init = [f"{{ {int(t)}, {int(v)}ULL }}" for t, v in rc.get("init", [])]
+    init = [f"{{ {t}, {v}ULL }}" for t, v in (rc.init if rc else ())]
     if init:
         pre.append(f"static const struct xdna_rtcfg {p}_rt_init[] = {{ {', '.join(init)} }};")
         fields += [f".rt_init = {p}_rt_init", f".nrt_init = {len(init)}"]
-    cg = [str(int(t)) for t in rc.get("clock_gating", [])]
+    cg = [str(t) for t in (rc.clock_gating if rc else ())]
     if cg:
         pre.append(f"static const uint32_t {p}_clkgate[] = {{ {', '.join(cg)} }};")
         fields += [f".clock_gating = {p}_clkgate", f".nclock_gating = {len(cg)}"]
-    fields.append(f".fine_preempt_type = {int(rc['fine_preempt']) if 'fine_preempt' in rc else -1}")
+    fine = rc.fine_preempt if rc is not None else None
+    fields.append(f".fine_preempt_type = {fine if fine is not None else -1}")
 
-    fields.append(f".first_col = {int(chip.limits.get('first_col', 0))}")
-    fields.append(f".hwctx_limit = {int(chip.limits.get('hwctx_limit', 0))}")
-    fields.append(f".temporal_only = {1 if chip.limits.get('temporal_only', False) else 0}")
-    method = chip.smu.get("dpm_method", "level")
+    fields.append(f".first_col = {chip.limits.first_col}")
+    fields.append(f".hwctx_limit = {chip.limits.hwctx_limit}")
+    fields.append(f".temporal_only = {1 if chip.limits.temporal_only else 0}")
+    method = chip.smu.dpm_method
     if method not in ("level", "clock"):
         raise ValueError(f"{chip.name}: unknown smu.dpm_method {method!r}")
     fields.append(f".dpm_method = {'XDNA_DPM_CLOCK' if method == 'clock' else 'XDNA_DPM_LEVEL'}")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from . import FAMILY_ROLES, Chip, chip_names, load_chip
 
@@ -35,11 +37,22 @@ def _hex(n: int) -> str:
     return f"`{n:#x}`"
 
 
+def _shown(v: Any) -> Any:
+    """A value as the chip file writes it (tuples as TOML arrays)."""
+    return [_shown(x) for x in v] if isinstance(v, tuple) else v
+
+
+def _items(table: Any) -> list[tuple[str, Any]]:
+    """(key, value) of a chip table dataclass, leaving out optional fields it does not set."""
+    return [(f.name, _shown(getattr(table, f.name))) for f in fields(table)
+            if getattr(table, f.name) is not None]  # fmt: skip
+
+
 def _summary(chips: list[Chip]) -> list[str]:
     rows = [
         (c.name, c.family, f"`{c.pci.device:04x}:{c.pci.revision:02x}`", c.vbnv, f"`{c.fw_path}`",
-         f"{c.protocol_major}.{c.protocol_min_minor}", c.limits.get("hwctx_limit", "-"),
-         c.tiles.get("cols", "-"), c.inherits or "-")
+         f"{c.protocol_major}.{c.protocol_min_minor}", c.limits.hwctx_limit,
+         c.tiles.cols if c.tiles else "-", c.inherits or "-")
         for c in chips
     ]  # fmt: skip
     head = ("chip", "family", "dev:rev", "vbnv", "firmware", "min protocol", "hwctx", "cols",
@@ -105,7 +118,7 @@ def _chip(c: Chip) -> list[str]:
     ])  # fmt: skip
     out += ["### Limits", ""]
     out += _table(
-        ("limit", "value"), [*sorted(c.limits.items()), ("provenance", p.get("limits", ""))]
+        ("limit", "value"), [*sorted(_items(c.limits)), ("provenance", p.get("limits", ""))]
     )
     out += ["### Protocol and feature gates", ""]
     rows = [("driver minimum", f"{c.protocol_major}.{c.protocol_min_minor}", p.get("protocol", ""))]
@@ -118,22 +131,19 @@ def _chip(c: Chip) -> list[str]:
         out += _table(("level", "npuclk MHz", "hclk MHz"),
                       [(i, n, h) for i, (n, h) in enumerate(c.dpm_levels)])  # fmt: skip
         out += [
-            f"DPM method: {c.smu.get('dpm_method', '-')}; TOPS: `{c.dpm_tops or '-'}`. "
+            f"DPM method: {c.smu.dpm_method}; TOPS: `{c.dpm_tops or '-'}`. "
             f"Provenance: {p.get('dpm', '')}",
             "",
         ]
     if c.runtime_config:
         out += ["### Runtime config", ""]
-        out += _table(("key", "value"), [*((k, v) for k, v in c.runtime_config.items()),
+        out += _table(("key", "value"), [*_items(c.runtime_config),
                                          ("provenance", p.get("runtime_config", ""))])  # fmt: skip
-    if c.firmware:
-        out += ["### Emulated firmware defaults", ""]
-        out += _table(
-            ("key", "value"), [*c.firmware.items(), ("provenance", p.get("firmware", ""))]
-        )
+    out += ["### Emulated firmware defaults", ""]
+    out += _table(("key", "value"), [*_items(c.firmware), ("provenance", p.get("firmware", ""))])
     if c.tiles:
         out += ["### AIE tile array", ""]
-        out += _table(("key", "value"), [*c.tiles.items(), ("provenance", p.get("tiles", ""))])
+        out += _table(("key", "value"), [*_items(c.tiles), ("provenance", p.get("tiles", ""))])
     return out
 
 

@@ -171,8 +171,8 @@ class _Worker:
 def cmd_fuzz(args: argparse.Namespace) -> int:
     from ..chips import chip_names, load_chip
 
-    if args.chip not in chip_names() or load_chip(args.chip).mailbox is None:
-        raise UsageError(f"chip {args.chip!r} cannot be fuzzed (an AIE2 chip with a mailbox is needed)")
+    if args.chip not in chip_names() or not load_chip(args.chip).emulated:
+        raise UsageError(f"chip {args.chip!r} cannot be fuzzed (it is known by identity only, not emulated)")
     engine = args.engine
     if args.target == "shim":  # in-process and deterministic: always the built-in loop
         if engine == "atheris":

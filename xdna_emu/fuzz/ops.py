@@ -279,8 +279,8 @@ class Session:
 
     def __init__(self, chip: str | Chip = "npu4") -> None:
         self.chip = load_chip(chip) if isinstance(chip, str) else chip
-        if self.chip.mailbox is None:
-            raise TraceError(f"{self.chip.name}: only AIE2 chips (with a mailbox) can be fuzzed")
+        if not self.chip.emulated:
+            raise TraceError(f"{self.chip.name}: only emulated chips can be fuzzed")
         self.td = make_test_device(self.chip)
         self.dev, self.regs, self.iommu = self.td.device, self.td.regs, self.td.iommu
         self.clock = VirtualClock()

@@ -387,7 +387,7 @@ GOLDEN_STATUS = ("smu.power", "psp.state", "firmware.suspended", "channels.0.sta
 def golden_chips() -> list[str]:
     from ..chips import chip_names, load_chip
 
-    return [n for n in chip_names() if load_chip(n).mailbox is not None]
+    return [n for n in chip_names() if load_chip(n).emulated]
 
 
 def record_probe(chip: str) -> Trace:

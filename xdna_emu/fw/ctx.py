@@ -168,10 +168,10 @@ class ContextFirmware:
             self.stats.setdefault(key, 0)
         self.contexts: dict[int, HwContext] = {}
         lim = self.chip.limits
-        self.hwctx_limit = int(lim.get("hwctx_limit", 0))
-        self.first_col = int(lim.get("first_col", 0))
-        self.temporal_only = bool(lim.get("temporal_only", False))
-        self.cols = int(self.chip.tiles.get("cols", 0))
+        self.hwctx_limit = lim.hwctx_limit
+        self.first_col = lim.first_col
+        self.temporal_only = lim.temporal_only
+        self.cols = self.chip.cols
         for opcode, fn in ((Opcode.CREATE_CONTEXT, self._create),
                            (Opcode.DESTROY_CONTEXT, self._destroy),
                            (Opcode.MAP_HOST_BUFFER, self._map_host),
@@ -487,7 +487,7 @@ class ContextFirmware:
         return Status.SUCCESS, 0
 
     def _post_aie_error(self, ctx: HwContext, error: int) -> None:
-        row = int(self.chip.tiles.get("core_row_start", 0))
+        row = self.chip.tiles.core_row_start if self.chip.tiles is not None else 0
         entry = AIE_ERROR_ENTRY.pack(row & 0xFF, ctx.start_col & 0xFF, 0, 0, error & 0xFF, bytes(3))
         self.fw.post_async_event(AsyncEventType.AIE_ERROR, ASYNC_EVENT_HDR.pack(1, 0, 0) + entry)
 

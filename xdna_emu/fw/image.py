@@ -92,8 +92,8 @@ def _payload(target: tuple[int, int], version: str, size: int) -> bytes:
 
 def build_image(chip: Chip, version: str | None = None, protocol: str | None = None) -> bytes:
     """A valid signed image for ``chip`` (defaults from the chip's ``[firmware]`` table)."""
-    version = version or chip.firmware.get("version", "1.0.0.0")
-    protocol = protocol or chip.firmware.get("protocol", f"{chip.protocol_major}.{chip.protocol_min_minor}")
+    version = version or chip.firmware.version
+    protocol = protocol or chip.firmware.protocol
     ver = _ints(version, 4, "firmware version")
     prot = _ints(protocol, 2, "protocol version")
     if any(v > 0xFFFFFFFF for v in ver) or any(p > 0xFFFF for p in prot):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from ..chips import Chip
 from ..clock import Clock
@@ -193,14 +193,14 @@ class MgmtFirmware:
 
     def _set_runtime_config(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
         ctype, value = req
-        if ctype not in self.chip.runtime_config.get("types", ()):
+        if ctype not in self.chip.runtime_types:
             return status_resp(LAYOUTS[Opcode.SET_RUNTIME_CONFIG], Status.RTOS_INVALID_PARAM)
         self.state.runtime_config[ctype] = value
         return self._ok(Opcode.SET_RUNTIME_CONFIG)
 
     def _get_runtime_config(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
         (ctype,) = req
-        if ctype not in self.chip.runtime_config.get("types", ()):
+        if ctype not in self.chip.runtime_types:
             return status_resp(LAYOUTS[Opcode.GET_RUNTIME_CONFIG], Status.RTOS_INVALID_PARAM)
         return self._ok(Opcode.GET_RUNTIME_CONFIG, self.state.runtime_config.get(ctype, 0))
 
@@ -212,8 +212,8 @@ class MgmtFirmware:
         return self._ok(Opcode.UPDATE_PROPERTY)
 
     def _dev_revision(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
-        rev = int(self.chip.firmware.get("dev_revision", 0))
-        fuse = int(self.chip.firmware.get("raw_fuse", rev))
+        rev = self.chip.firmware.dev_revision
+        fuse = self.chip.firmware.raw_fuse if self.chip.firmware.raw_fuse is not None else rev
         return self._ok(Opcode.GET_DEV_REVISION, rev, fuse)
 
     def _calibrate_time(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
@@ -221,12 +221,13 @@ class MgmtFirmware:
         return self._ok(Opcode.CALIBRATE_TIME)
 
     def _aie_version(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
-        major, minor = self.chip.firmware.get("aie_version", (0, 0))
+        major, minor = self.chip.firmware.aie_version
         return self._ok(Opcode.QUERY_AIE_VERSION, major, minor)
 
     def _tile_info(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
-        major, minor = self.chip.firmware.get("aie_version", (0, 0))
-        vals = {**self.chip.tiles, "major": major, "minor": minor, "rsvd": 0}
+        major, minor = self.chip.firmware.aie_version
+        tiles = asdict(self.chip.tiles) if self.chip.tiles is not None else {}
+        vals = {**tiles, "major": major, "minor": minor, "rsvd": 0}
         layout = LAYOUTS[Opcode.QUERY_AIE_TILE_INFO]
         size = layout.resp.size - 4  # the metadata block after the status word
         return layout.resp.pack(Status.SUCCESS, size, *(int(vals.get(f, 0)) for f in TILE_INFO_FIELDS))
@@ -236,7 +237,7 @@ class MgmtFirmware:
 
     def _register_async_event(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes | None:
         buf_addr, buf_size = req
-        if len(self.async_events) >= max(ASYNC_EVENT_MAX, int(self.chip.tiles.get("cols", 0))):
+        if len(self.async_events) >= max(ASYNC_EVENT_MAX, self.chip.cols):
             return status_resp(LAYOUTS[Opcode.REGISTER_ASYNC_EVENT_MSG],
                                Status.RTOS_ASYNC_EVENT_MSGS_FULL)
         self.async_events.append(AsyncEvent(chan, msg, buf_addr, buf_size))

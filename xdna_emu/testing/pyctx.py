@@ -108,7 +108,7 @@ class PyContext:
         self.client, self.drv = client, client.drv
         chip = self.drv.chip
         if start_col is None:
-            start_col = int(chip.limits.get("first_col", 0))
+            start_col = chip.limits.first_col
         out = client.mgmt(Opcode.CREATE_CONTEXT, 1, start_col, num_col, 0, 0, 1, 0,
                           client.pasid & 0xFFFF, bytes(8), 0, priority)
         if out[0] != 0:

@@ -266,7 +266,7 @@ class PyDriver:
         self.smu_ok(SmuCmd.POWER_ON)
 
     def set_dpm(self, level: int) -> None:
-        if self.chip.smu.get("dpm_method") == "clock":
+        if self.chip.smu.dpm_method == "clock":
             npu, h = self.chip.dpm_levels[level]
             self.smu_ok(SmuCmd.SET_MPNPUCLK_FREQ, npu)
             self.smu_ok(SmuCmd.SET_HCLK_FREQ, h)
@@ -322,10 +322,10 @@ class PyDriver:
         self.psp_start(image)
         self.wait_fw_alive()
         rc = self.chip.runtime_config
-        for ctype, value in rc.get("init", ()):
+        for ctype, value in rc.init if rc else ():
             self.msg_ok(Opcode.SET_RUNTIME_CONFIG, ctype, value)
-        if "fine_preempt" in rc and self.chip.has_feature("PREEMPT", self.protocol):
-            self.msg_ok(Opcode.SET_RUNTIME_CONFIG, rc["fine_preempt"], 1)
+        if rc and rc.fine_preempt is not None and self.chip.has_feature("PREEMPT", self.protocol):
+            self.msg_ok(Opcode.SET_RUNTIME_CONFIG, rc.fine_preempt, 1)
         self.msg_ok(Opcode.ASSIGN_MGMT_PASID, 0, 0)
         if self.has(Opcode.UPDATE_PROPERTY) and "UPDATE_PROPERTY" in self.chip.features:
             self.msg_ok(Opcode.UPDATE_PROPERTY, 0, 0xFF, bytes(7), 30000, 0)
@@ -336,7 +336,7 @@ class PyDriver:
         if self.has(Opcode.CALIBRATE_TIME) and "CALIBRATE_TIME" in self.chip.features:
             self.msg_ok(Opcode.CALIBRATE_TIME, 1_700_000_000_000_000_000)
         self.set_dpm(len(self.chip.dpm_levels) - 1)
-        for ctype in rc.get("clock_gating", ()):
+        for ctype in rc.clock_gating if rc else ():
             self.msg_ok(Opcode.SET_RUNTIME_CONFIG, ctype, 1)
         fw_version = self.msg_ok(Opcode.GET_FIRMWARE_VERSION, 0)[1:]
         aie_version = self.msg_ok(Opcode.QUERY_AIE_VERSION, 0)[1:]

@@ -61,7 +61,7 @@ def xdna_firmware_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("firmware")
     for name in chip_names():
-        if load_chip(name).family == "aie2":
+        if load_chip(name).emulated:
             write_firmware(name, out)
     return out
 
