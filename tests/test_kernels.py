@@ -61,3 +61,28 @@ def test_bad_descriptors_are_kernel_errors() -> None:
     with pytest.raises(K.KernelError):
         K.by_name("fft")
     assert K.by_name("GEMM") == K.Kernel.GEMM
+
+
+def test_the_kernel_table_is_whole() -> None:
+    """Each kernel is one table entry: the enum, arg counts and sizes all come from it."""
+    assert [k.name for k in K.KERNELS] == [k.name.lower() for k in K.Kernel]
+    assert len({k.id for k in K.KERNELS}) == len(K.KERNELS)
+    for spec in K.KERNELS:
+        desc = K.Desc(K.Kernel(spec.id), K.DType.INT16, count=3, m=2, n=3, k=4)
+        assert desc.spec is spec and desc.nargs == K.NARGS[desc.kernel] == spec.nargs
+        assert len(desc.arg_sizes()) == spec.nargs
+        assert (spec.run is None) == (spec.reference is None) == (spec.nargs == 0)
+
+
+def test_jobs_spec_lists_every_kernel() -> None:
+    """docs/spec/jobs.md §5 names each kernel's id and buffer arguments as the table does."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "spec" / "jobs.md").read_text()
+    ids = ", ".join(f"{k.id} {k.name}" for k in K.KERNELS)
+    assert f"kernel: {ids} |" in text, f"docs/spec/jobs.md §5 must list: kernel: {ids}"
+    for spec in K.KERNELS:
+        if spec.nargs:
+            m = re.search(rf"\b{spec.name}\(([^)]*)\)", text)
+            assert m and len(m.group(1).split(",")) == spec.nargs, spec.name

@@ -11,8 +11,8 @@ Layout (little-endian, docs/spec/jobs.md §5)::
     u32 magic "XKNL"  u32 version  u32 kernel  u32 dtype  u32 count
     u32 m  u32 n  u32 k  f64 scalar  u32 error  u32 rsvd
 
-Buffer arguments: copy(src, dst), add(a, b, out), scale(in, out), gemm(a[m*k], b[k*n],
-c[m*n]); nop, fail and hang take none.
+Each kernel is one entry of :data:`KERNELS`: its id, buffer arguments, sizes, run function
+and reference; the :class:`Kernel` ids and every per-kernel answer come from that table.
 """
 
 from __future__ import annotations
@@ -29,17 +29,7 @@ VERSION = 1
 DESC = struct.Struct("<IIIIIIIIdII")
 assert DESC.size == 48
 
-AIE_ERR_INSTRUCTION = 0x1000006  # default error raised by the fail kernel (facts §5)
-
-
-class Kernel(IntEnum):
-    NOP = 0
-    COPY = 1
-    ADD = 2
-    SCALE = 3
-    GEMM = 4
-    FAIL = 5
-    HANG = 6
+AIE_ERR_INSTRUCTION = 0x1000006  # default error raised by the fail kernel (docs/spec/jobs.md §5)
 
 
 class DType(IntEnum):
@@ -51,8 +41,6 @@ class DType(IntEnum):
 
 NUMPY = {DType.INT8: np.int8, DType.INT16: np.int16, DType.INT32: np.int32,
          DType.FLOAT32: np.float32}
-NARGS = {Kernel.NOP: 0, Kernel.COPY: 2, Kernel.ADD: 3, Kernel.SCALE: 2, Kernel.GEMM: 3,
-         Kernel.FAIL: 0, Kernel.HANG: 0}
 
 
 class KernelError(ValueError):
@@ -71,20 +59,21 @@ class Desc:
     error: int = AIE_ERR_INSTRUCTION
 
     @property
+    def spec(self) -> KernelSpec:
+        return SPECS[self.kernel]
+
+    @property
     def nargs(self) -> int:
-        return NARGS[self.kernel]
+        return self.spec.nargs
+
+    @property
+    def item(self) -> int:
+        """Bytes per element of this descriptor's dtype."""
+        return np.dtype(NUMPY[self.dtype]).itemsize
 
     def arg_sizes(self) -> list[int]:
         """Bytes each buffer argument must hold."""
-        item = np.dtype(NUMPY[self.dtype]).itemsize
-        if self.kernel in (Kernel.COPY, Kernel.SCALE):
-            return [self.count * item] * 2
-        if self.kernel == Kernel.ADD:
-            return [self.count * item] * 3
-        if self.kernel == Kernel.GEMM:
-            out = 4 if self.dtype != DType.FLOAT32 else item
-            return [self.m * self.k * item, self.k * self.n * item, self.m * self.n * out]
-        return []
+        return self.spec.sizes(self) if self.spec.nargs else []
 
 
 def encode(desc: Desc) -> bytes:
@@ -118,42 +107,126 @@ Fetch = Callable[[int, int], memoryview]
 
 def run(desc: Desc, fetch: Fetch) -> None:
     """Execute a data kernel. ``fetch`` raises (e.g. IommuFault) for unreachable memory."""
+    spec = desc.spec
     sizes = desc.arg_sizes()
-    if desc.kernel in (Kernel.NOP, Kernel.FAIL, Kernel.HANG):
+    if spec.run is None:  # nop, fail, hang: the firmware acts, no data moves
         return
-    dt = NUMPY[desc.dtype]
-    bufs = [fetch(i, size) for i, size in enumerate(sizes)]
-    if desc.kernel == Kernel.GEMM:
-        a = np.frombuffer(bufs[0], dtype=dt).reshape(desc.m, desc.k)
-        b = np.frombuffer(bufs[1], dtype=dt).reshape(desc.k, desc.n)
-        acc = np.float32 if desc.dtype == DType.FLOAT32 else np.int32
-        c = np.frombuffer(bufs[2], dtype=acc).reshape(desc.m, desc.n)
-        np.matmul(a.astype(acc), b.astype(acc), out=c)
-        return
-    arrays = [np.frombuffer(b, dtype=dt) for b in bufs]
-    if desc.kernel == Kernel.COPY:
-        arrays[1][:] = arrays[0]
-    elif desc.kernel == Kernel.ADD:
-        np.add(arrays[0], arrays[1], out=arrays[2], casting="unsafe")
-    elif desc.kernel == Kernel.SCALE:
-        if desc.dtype == DType.FLOAT32:
-            np.multiply(arrays[0], np.float32(desc.scalar), out=arrays[1])
-        else:
-            np.multiply(arrays[0], dt(int(desc.scalar)), out=arrays[1], casting="unsafe")
+    spec.run(desc, [fetch(i, size) for i, size in enumerate(sizes)])
 
 
 def reference(desc: Desc, inputs: Sequence[np.ndarray]) -> np.ndarray:
     """What a data kernel should produce, computed independently (for tests and checks)."""
+    if desc.spec.reference is None:
+        raise KernelError(f"{desc.spec.name} produces no data")
+    return desc.spec.reference(desc, inputs)
+
+
+# -- the kernels ---------------------------------------------------------------------------------
+def _views(desc: Desc, bufs: list[memoryview]) -> list[np.ndarray]:
     dt = NUMPY[desc.dtype]
-    if desc.kernel == Kernel.COPY:
-        return inputs[0].astype(dt)
-    if desc.kernel == Kernel.ADD:
-        return (inputs[0].astype(np.int64 if dt != np.float32 else dt)
-                + inputs[1].astype(np.int64 if dt != np.float32 else dt)).astype(dt)
-    if desc.kernel == Kernel.SCALE:
-        return (inputs[0] * (desc.scalar if dt == np.float32 else int(desc.scalar))).astype(dt)
-    if desc.kernel == Kernel.GEMM:
-        acc = np.float32 if dt == np.float32 else np.int64
-        out = inputs[0].astype(acc).reshape(desc.m, desc.k) @ inputs[1].astype(acc).reshape(desc.k, desc.n)
-        return out.astype(np.float32 if dt == np.float32 else np.int32)
-    raise KernelError(f"{desc.kernel.name.lower()} produces no data")
+    return [np.frombuffer(b, dtype=dt) for b in bufs]
+
+
+def _wide(dt: type) -> type:
+    """Reference arithmetic type: exact for ints (wrapped on the way out), float32 as is."""
+    return dt if dt == np.float32 else np.int64
+
+
+def _elementwise(n: int) -> Callable[[Desc], list[int]]:
+    return lambda d: [d.count * d.item] * n
+
+
+def _run_copy(d: Desc, bufs: list[memoryview]) -> None:
+    a = _views(d, bufs)
+    a[1][:] = a[0]
+
+
+def _run_add(d: Desc, bufs: list[memoryview]) -> None:
+    a = _views(d, bufs)
+    np.add(a[0], a[1], out=a[2], casting="unsafe")
+
+
+def _run_scale(d: Desc, bufs: list[memoryview]) -> None:
+    a = _views(d, bufs)
+    if d.dtype == DType.FLOAT32:
+        np.multiply(a[0], np.float32(d.scalar), out=a[1])
+    else:
+        np.multiply(a[0], NUMPY[d.dtype](int(d.scalar)), out=a[1], casting="unsafe")
+
+
+def _gemm_acc(d: Desc) -> type:
+    """gemm accumulates and stores int types in int32, floats in float32 (docs/spec/jobs.md §5)."""
+    return np.float32 if d.dtype == DType.FLOAT32 else np.int32
+
+
+def _gemm_sizes(d: Desc) -> list[int]:
+    out = np.dtype(_gemm_acc(d)).itemsize
+    return [d.m * d.k * d.item, d.k * d.n * d.item, d.m * d.n * out]
+
+
+def _run_gemm(d: Desc, bufs: list[memoryview]) -> None:
+    dt, acc = NUMPY[d.dtype], _gemm_acc(d)
+    a = np.frombuffer(bufs[0], dtype=dt).reshape(d.m, d.k)
+    b = np.frombuffer(bufs[1], dtype=dt).reshape(d.k, d.n)
+    c = np.frombuffer(bufs[2], dtype=acc).reshape(d.m, d.n)
+    np.matmul(a.astype(acc), b.astype(acc), out=c)
+
+
+def _ref_copy(d: Desc, x: Sequence[np.ndarray]) -> np.ndarray:
+    return x[0].astype(NUMPY[d.dtype])
+
+
+def _ref_add(d: Desc, x: Sequence[np.ndarray]) -> np.ndarray:
+    dt = NUMPY[d.dtype]
+    return (x[0].astype(_wide(dt)) + x[1].astype(_wide(dt))).astype(dt)
+
+
+def _ref_scale(d: Desc, x: Sequence[np.ndarray]) -> np.ndarray:
+    dt = NUMPY[d.dtype]
+    return (x[0] * (d.scalar if dt == np.float32 else int(d.scalar))).astype(dt)
+
+
+def _ref_gemm(d: Desc, x: Sequence[np.ndarray]) -> np.ndarray:
+    wide = _wide(NUMPY[d.dtype])
+    out = x[0].astype(wide).reshape(d.m, d.k) @ x[1].astype(wide).reshape(d.k, d.n)
+    return out.astype(_gemm_acc(d))
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One reference kernel: its wire id, buffer arguments, sizes, run and reference.
+
+    Adding a kernel is adding one entry to :data:`KERNELS` (and its row in
+    docs/spec/jobs.md §5, which tests/test_kernels.py checks against this table)."""
+
+    name: str
+    id: int  # the descriptor's kernel field
+    args: tuple[str, ...]  # buffer arguments in order; their count is what a command passes
+    doc: str
+    sizes: Callable[[Desc], list[int]] | None = None  # bytes per argument
+    run: Callable[[Desc, list[memoryview]], None] | None = None  # None: moves no data
+    reference: Callable[[Desc, Sequence[np.ndarray]], np.ndarray] | None = None
+
+    @property
+    def nargs(self) -> int:
+        return len(self.args)
+
+
+KERNELS: tuple[KernelSpec, ...] = (
+    KernelSpec("nop", 0, (), "completes at once"),
+    KernelSpec("copy", 1, ("src", "dst"), "dst = src, count elements",
+               _elementwise(2), _run_copy, _ref_copy),
+    KernelSpec("add", 2, ("a", "b", "out"), "out = a + b, count elements, integers wrap",
+               _elementwise(3), _run_add, _ref_add),
+    KernelSpec("scale", 3, ("in", "out"), "out = in * scalar, count elements",
+               _elementwise(2), _run_scale, _ref_scale),
+    KernelSpec("gemm", 4, ("a", "b", "c"), "c[m*n] = a[m*k] @ b[k*n]",
+               _gemm_sizes, _run_gemm, _ref_gemm),
+    KernelSpec("fail", 5, (), "ends the command with the AIE error in the error field"),
+    KernelSpec("hang", 6, (), "never completes: the context stalls until TDR or destroy"),
+)  # fmt: skip
+
+#: Kernel ids by name, made from :data:`KERNELS` (``Kernel.GEMM == 4``).
+Kernel = IntEnum("Kernel", [(k.name.upper(), k.id) for k in KERNELS])  # type: ignore[misc]
+SPECS: dict[Kernel, KernelSpec] = {Kernel(k.id): k for k in KERNELS}
+NARGS: dict[Kernel, int] = {kern: spec.nargs for kern, spec in SPECS.items()}
