@@ -4,7 +4,7 @@
 Seeds come from the golden traces in fixtures/traces (real mailbox messages, the management
 channel info the firmware published, CREATE_CONTEXT responses) plus hand-written edge cases
 (TOMBSTONE wrap, a message ending exactly at the ring end, chains). Without seeds libFuzzer
-stalls on the 0x1D id magic and the 0x55504E5F info magic (fuzzing.md §6.6).
+stalls on the 0x1D id magic and the 0x55504E5F info magic (docs/spec/fuzzing.md §3).
 
 Usage: gen_seeds.py OUTDIR  ->  OUTDIR/<harness>/seed-NNN
 Needs only the standard library, so ClusterFuzzLite's base-builder can run it.

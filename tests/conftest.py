@@ -1,4 +1,4 @@
-"""Hypothesis profiles (issue 5): ``ci`` (derandomised, bounded), ``dev``, ``fuzz`` (long).
+"""Hypothesis profiles: ``ci`` (derandomised, bounded), ``dev``, ``fuzz`` (long).
 
 Chosen by ``HYPOTHESIS_PROFILE``; the default is ``ci`` when ``CI`` is set to a true value,
 else ``dev``. Tests that pass their own ``@settings`` keep their example counts.

@@ -357,7 +357,7 @@ def test_backlogged_firmware_output_is_flushed_by_polling_unkicked_head_writes(t
     driver that drained the ring would wait for ever."""
     import socket as socketmod
 
-    from xdna_emu.daemon import Daemon, Session
+    from xdna_emu.daemon import Connection, Daemon
     from xdna_emu.fw.messages import Opcode
     from xdna_emu.testing.pydriver import InProcessDevice, PyDriver
 
@@ -368,7 +368,7 @@ def test_backlogged_firmware_output_is_flushed_by_polling_unkicked_head_writes(t
         drv = PyDriver(td)
         drv.bring_up(async_events=False)
         a, b = socketmod.socketpair()
-        sess = Session(d, a, 99)
+        sess = Connection(d, a, 99)
         d.sessions[sess.id] = sess
         sess.attach_write_log()
         ch = drv.mgmt

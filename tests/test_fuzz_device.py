@@ -17,10 +17,10 @@ from xdna_emu.fuzz import trace as tr
 from xdna_emu.fuzz.atheris_target import Target, device_seeds, parser_seeds
 from xdna_emu.fuzz.invariants import DeviceCrash, ExpectFailed, InvariantViolation
 from xdna_emu.fuzz.machines import VISITS, DeviceMachine, Npu1Machine
-from xdna_emu.fuzz.ops import Op, Session, TraceError
+from xdna_emu.fuzz.ops import DeviceHarness, Op, TraceError
 
 GOLDEN = sorted(tr.GOLDEN_DIR.glob("*.trace"))
-#: states every machine run must reach, or the rule mix has gone wrong (fuzzing.md §3)
+#: states every machine run must reach, or the rule mix has gone wrong (docs/spec/fuzzing.md §1)
 MUST_VISIT = {"psp_running", "channel_error", "reset", "async_held", "context_live"}
 #: the reached-states check needs a reproducible run: derandomised except in the long
 #: ``fuzz`` profile, whose 20,000 random examples reach them anyway
@@ -72,7 +72,7 @@ def test_a_changed_outcome_fails_the_golden_trace() -> None:
 
 
 # -- the invariants catch what they claim to -----------------------------------------------
-def _boot(s: Session) -> None:
+def _boot(s: DeviceHarness) -> None:
     s.fresh()
     s.apply(Op("call", ("boot",)))
     assert s.dev.fw is not None
@@ -81,7 +81,7 @@ def _boot(s: Session) -> None:
 def test_wrong_smu_response_is_an_invariant_violation(monkeypatch: pytest.MonkeyPatch) -> None:
     from xdna_emu.fw.smu import SmuBlock
 
-    s = Session("npu4")
+    s = DeviceHarness("npu4")
     _boot(s)
     real = SmuBlock.execute
     monkeypatch.setattr(SmuBlock, "execute",
@@ -94,7 +94,7 @@ def test_wrong_smu_response_is_an_invariant_violation(monkeypatch: pytest.Monkey
 
 
 def test_interrupt_without_a_response_is_caught() -> None:
-    s = Session("npu4")
+    s = DeviceHarness("npu4")
     _boot(s)
     s.dev.irq(0)  # the firmware raising the mgmt vector with nothing sent
     with pytest.raises(InvariantViolation) as exc:
@@ -105,7 +105,7 @@ def test_interrupt_without_a_response_is_caught() -> None:
 def test_internal_error_in_the_device_is_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
     from xdna_emu.fw.psp import PspBlock
 
-    s = Session("npu4")
+    s = DeviceHarness("npu4")
     s.fresh()
     monkeypatch.setattr(PspBlock, "execute", lambda *a: 1 // 0)
     with pytest.raises(DeviceCrash) as exc:
@@ -114,7 +114,7 @@ def test_internal_error_in_the_device_is_a_crash(monkeypatch: pytest.MonkeyPatch
 
 
 def test_unknown_verbs_and_bad_operands_are_trace_errors() -> None:
-    s = Session("npu4")
+    s = DeviceHarness("npu4")
     with pytest.raises(TraceError):
         s.apply(Op("poke", (1,)))
     with pytest.raises(TraceError):
@@ -125,7 +125,7 @@ def test_unknown_verbs_and_bad_operands_are_trace_errors() -> None:
 
 # -- harnesses -------------------------------------------------------------------------------
 def test_fresh_device_per_input_is_microseconds() -> None:
-    s = Session("npu4")
+    s = DeviceHarness("npu4")
     s.apply(Op("call", ("bring_up", 1)))
     t0 = time.perf_counter()
     for _ in range(50):
@@ -263,7 +263,7 @@ def test_coverage_feature_reports_only_new_op_state_pairs() -> None:
 
 def test_intr_writes_are_predicted_whatever_the_other_registers_do() -> None:
     """The checker's early exit for non-INTR offsets must not hide an INTR edge."""
-    s = Session("npu4")
+    s = DeviceHarness("npu4")
     chk = s.checker
     bar, off = chk.smu_intr
     assert chk.before_write(bar, off + 4, 1) is None
@@ -278,7 +278,7 @@ def test_semantic_calls_per_input_are_bounded() -> None:
     with or without snapshots."""
     from xdna_emu.fuzz.ops import CALL_WEIGHT, MAX_OPS, Interpreter, run_input
 
-    s = Session("npu4")
+    s = DeviceHarness("npu4")
     it = Interpreter(s)
     data = bytes([it.selector("_bring_up"), 0]) * 100
     for snapshots in (False, True, True):

@@ -1,4 +1,4 @@
-"""Shim-side fuzzing (issue 5): the C shim against a misbehaving firmware, deterministic."""
+"""Shim-side fuzzing: the C shim against a misbehaving firmware, deterministic."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def errname(fn, *a) -> str:  # noqa: ANN001
     return "ok"
 
 
-#: fault -> errnos the first mgmt call may give (driver semantics, fuzzing.md §5). As in the
+#: fault -> errnos the first mgmt call may give (driver semantics, docs/spec/fuzzing.md §2). As in the
 #: driver's mailbox_get_resp, a response whose id lacks the magic, matches no pending
 #: message (wrong, stale, zero, unsolicited) or has the wrong size puts the channel in bad
 #: state (EPIPE, and it stays so); a response that never comes is a timeout (ETIME).
@@ -180,10 +180,10 @@ USER_EXPECT = {
 def test_user_channel_fault_outcomes(fault: str) -> None:
     """Each misbehaviour on a context's own channel, then the end-of-trace check: every
     command still reaches a final state (TDR times out what never got a reply)."""
-    from xdna_emu.fuzz.trace import parse, session_for
+    from xdna_emu.fuzz.trace import harness_for, parse
 
     assert set(USER_EXPECT) == set(MSG_FAULTS) | set(ACT_FAULTS)
-    s = session_for("npu4", "shim").fresh()
+    s = harness_for("npu4", "shim").fresh()
     try:
         ops = parse("chip npu4\ntarget shim\ncall probe\ncall ctx\ncall exec 0 nop\n"
                     f"call wait 0 3000\nfault {fault} -1\ncall exec 0 nop\ncall wait 1 3000\n"
@@ -205,9 +205,9 @@ def test_user_channel_fault_outcomes(fault: str) -> None:
 def test_id_wrap_past_256_on_a_user_channel() -> None:
     """300 jobs on one context: the user channel's message ids wrap past 255 and every job
     still completes in order."""
-    from xdna_emu.fuzz.trace import parse, session_for
+    from xdna_emu.fuzz.trace import harness_for, parse
 
-    s = session_for("npu4", "shim").fresh()
+    s = harness_for("npu4", "shim").fresh()
     try:
         body = "".join(f"call exec 0 nop\ncall wait {i} 3000\nexpect state {i} completed\n"
                        for i in range(300))

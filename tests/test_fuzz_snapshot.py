@@ -1,4 +1,4 @@
-"""Snapshot/restore of a fuzzing Session is exact: a run that restores a snapshot ends
+"""Snapshot/restore of a fuzzing DeviceHarness is exact: a run that restores a snapshot ends
 byte-for-byte where a run from scratch ends (executed ops, status(), BARs, host memory,
 raised IRQs, counters, the checker's reference model, the clock)."""
 
@@ -13,13 +13,13 @@ import pytest
 from xdna_emu.fuzz import trace as tr
 from xdna_emu.fuzz.atheris_target import _mutate, device_seeds, dictionary
 from xdna_emu.fuzz.invariants import Failure
-from xdna_emu.fuzz.ops import SEPARATOR, Interpreter, Op, Session, capture, run_input
+from xdna_emu.fuzz.ops import SEPARATOR, DeviceHarness, Interpreter, Op, capture, run_input
 from xdna_emu.testing.pydriver import PyDriver
 
 GOLDEN = [p for p in sorted(tr.GOLDEN_DIR.glob("*.trace")) if tr.load(p).target == "device"]
 
 
-def fingerprint(s: Session) -> dict[str, Any]:
+def fingerprint(s: DeviceHarness) -> dict[str, Any]:
     """Everything a later op or an ``expect`` line could observe."""
     host = {}
     for pasid, space in sorted(s.iommu.spaces.items()):
@@ -50,7 +50,7 @@ def fingerprint(s: Session) -> dict[str, Any]:
     }
 
 
-def _run_ops(s: Session, ops: list[Op]) -> Failure | None:
+def _run_ops(s: DeviceHarness, ops: list[Op]) -> Failure | None:
     try:
         s.run(ops)
     except Failure as exc:
@@ -58,7 +58,7 @@ def _run_ops(s: Session, ops: list[Op]) -> Failure | None:
     return None
 
 
-def _scramble(s: Session, rng: random.Random) -> None:
+def _scramble(s: DeviceHarness, rng: random.Random) -> None:
     """Dirty every part of the state a snapshot must undo (and some it must not care about)."""
     s.apply(Op("call", ("boot",)))
     s.apply(Op("call", ("ctx_create", 0, -1, 1)))
@@ -76,11 +76,11 @@ def _scramble(s: Session, rng: random.Random) -> None:
 @pytest.mark.parametrize("path", GOLDEN, ids=[p.stem for p in GOLDEN])
 def test_golden_trace_from_any_snapshot_ends_like_from_scratch(path: Path) -> None:
     trace = tr.load(path)
-    ref = Session(trace.chip)
+    ref = DeviceHarness(trace.chip)
     ref.use_snapshots = False
     assert _run_ops(ref.fresh(), trace.ops) is None  # expect lines pin the device output
     want = fingerprint(ref)
-    s = Session(trace.chip)
+    s = DeviceHarness(trace.chip)
     rng = random.Random(path.name)
     cuts = sorted({0, 1, len(trace.ops) // 2, len(trace.ops) - 1, *rng.sample(range(len(trace.ops)), 4)})
     for k in cuts:
@@ -106,7 +106,7 @@ def _inputs(n: int, seed: int) -> list[bytes]:
     for _ in range(n):
         parent = rng.choice(out)
         out.append(_mutate(parent, rng, out, toks))
-    it = Interpreter(Session("npu4"))
+    it = Interpreter(DeviceHarness("npu4"))
     sel = {name: bytes([it.selector(name)]) for name in ("_bring_up", "_ctx", "_submit", "_post", "_tick")}
     for _ in range(40):  # semantic prefixes followed by random tails
         head = SEPARATOR.join([sel["_bring_up"] + bytes([rng.choice((0, 0x81))]),
@@ -119,7 +119,7 @@ def _inputs(n: int, seed: int) -> list[bytes]:
 
 def test_random_inputs_with_snapshots_behave_like_without() -> None:
     inputs = _inputs(300, seed=5)
-    ref, fast = Session("npu4"), Session("npu4")
+    ref, fast = DeviceHarness("npu4"), DeviceHarness("npu4")
     ref.use_snapshots = False
     for _ in range(2):  # the second round restores prefixes the first one left behind
         for data in inputs:
@@ -132,7 +132,7 @@ def test_random_inputs_with_snapshots_behave_like_without() -> None:
 
 
 def test_snapshot_skips_the_bring_up_of_a_repeated_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
-    s = Session("npu4")
+    s = DeviceHarness("npu4")
     it = Interpreter(s)
     data = bytes([it.selector("_bring_up"), 0x81]) + SEPARATOR + bytes([it.selector("_tick"), 1, 0])
     calls: list[int] = []
@@ -147,7 +147,7 @@ def test_snapshot_skips_the_bring_up_of_a_repeated_prefix(monkeypatch: pytest.Mo
 
 
 def test_machine_start_is_restored(monkeypatch: pytest.MonkeyPatch) -> None:
-    s = Session("npu4")
+    s = DeviceHarness("npu4")
     s.start([Op("call", ("bring_up", 1))])
     want = fingerprint(s)
     s.apply(Op("reset"))
@@ -160,7 +160,7 @@ def test_machine_start_is_restored(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_capture_refuses_state_it_cannot_restore() -> None:
-    s = Session("npu4")
+    s = DeviceHarness("npu4")
     s.events["x"] = 1
     s.dev.fw = (i for i in range(3))  # type: ignore[assignment]  # a generator cannot be rewound
     with pytest.raises(TypeError):
@@ -177,14 +177,14 @@ def test_held_work_and_queues_are_restored() -> None:
     tail = [Op("tick", (5_000_000,)), Op("call", ("msg", 0x102, bytes(4))),
             Op("call", ("submit", 0, 1, 1)), Op("call", ("ctx_destroy", 0)),
             Op("call", ("ctx_create", 0, -1, 1)), Op("call", ("submit", 0, 1, 1))]
-    ref = Session("npu4")
+    ref = DeviceHarness("npu4")
     ref.use_snapshots = False
     assert _run_ops(ref.fresh(), head) is None
     held = ref.dev.status()
     assert held["contexts"][0]["queued"] and held["pending_async_events"]
     assert held["firmware"]["suspended"]
     assert _run_ops(ref, tail) is None
-    s = Session("npu4")
+    s = DeviceHarness("npu4")
     assert _run_ops(s.fresh(), head) is None
     snap = s.snapshot()
     s.run([Op("call", ("msg", 0x102, bytes(4))), Op("call", ("ctx_destroy", 0))])

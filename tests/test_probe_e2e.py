@@ -314,7 +314,7 @@ def test_resume_does_not_repeat_the_probe_tail(
 
 
 def test_threads_sharing_one_shim(attached, fw_dir: Path) -> None:  # noqa: ANN001
-    """Threads may share one context (issue 4): concurrent management messages used to race
+    """Threads may share one context: concurrent management messages used to race
     on the unlocked mailbox state (lost responses, ETIME); each must get its own answer."""
     from concurrent.futures import ThreadPoolExecutor
 

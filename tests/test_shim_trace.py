@@ -1,4 +1,4 @@
-"""Shim traces (issue 5): the text form, replay and minimise through the CLI, the promises
+"""Shim traces: the text form, replay and minimise through the CLI, the promises
 each checks, and the shim fuzz target's seed and corpus."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import pytest
 
 from xdna_emu import cli
 from xdna_emu.fuzz import trace as tr
-from xdna_emu.fuzz.ops import Builder, Op, Session, TraceError
+from xdna_emu.fuzz.ops import Builder, DeviceHarness, Op, TraceError
 from xdna_emu.fw.smu import SmuBlock
 
 
@@ -60,7 +60,7 @@ def _planted(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _buggy_trace() -> tr.Trace:
     base = tr.load(tr.GOLDEN_DIR / "probe-npu4.trace")
-    s = Session("npu4")
+    s = DeviceHarness("npu4")
     b = Builder(s)
     noise = [*b.reg_write(7, 0x1234), *b.ring_store(1, 0x40, b"\x01\x02\x03\x04"), Op("tick", (5,))]
     ops = [op for op in base.ops if op.verb != "expect"] + noise + b.smu(8, 3) + noise
@@ -78,7 +78,7 @@ def test_minimizer_shrinks_a_planted_failure_to_its_essential_lines(
     assert again.signature == res.signature
     # the essence: ARG=3, CMD=SET_HARD_DPMLEVEL, an INTR 0->1 edge (no power-on needed:
     # the model expects "rejected" while off, the bug answers "fail")
-    loc = Session("npu4").regs.loc
+    loc = DeviceHarness("npu4").regs.loc
     assert [op.args for op in small.ops] == [(*loc("smu.arg"), 3), (*loc("smu.cmd"), 8),
                                              (*loc("smu.intr"), 1)], small.to_text()
 

@@ -103,8 +103,9 @@ def _rss_kib() -> int:
     return 0
 
 
-class Session:
-    """One connected client: its socket, write log, PASID and what it owns."""
+class Connection:
+    """One control-socket connection: a driver or client session (docs/spec/protocol.md,
+    Session lifetime) with its socket, write log, PASID and what it owns."""
 
     def __init__(self, daemon: Daemon, sock: socket.socket, sid: int) -> None:
         self.daemon = daemon
@@ -199,10 +200,10 @@ class Daemon:
         self.bdf, self.dir = claim_bdf(self.runtime_dir, bdf)
         (self.dir / "pid").write_text(str(os.getpid()))
         self.sel = selectors.DefaultSelector()
-        self.sessions: dict[int, Session] = {}
+        self.sessions: dict[int, Connection] = {}
         self.next_sid = 1
-        self.driver: Session | None = None
-        self.vector_owner: dict[int, Session] = {}
+        self.driver: Connection | None = None
+        self.vector_owner: dict[int, Connection] = {}
         self.running = False
         self.stats = {"bad_writes": 0, "foreign_writes": 0, "dropped_clients": 0, "sessions": 0}
         self.bar_files: dict[int, Path] = {}
@@ -309,7 +310,7 @@ class Daemon:
                 locs.add(self.chip.dev_to_bar(base + off))
         return frozenset(locs)
 
-    def apply_write(self, bar: int, off: int, val: int, sess: Session | None = None) -> None:
+    def apply_write(self, bar: int, off: int, val: int, sess: Connection | None = None) -> None:
         """Apply one trapped write; anything outside the BARs is counted and ignored, and so
         is a client session's write to a register that belongs to the driver (a second
         "probe" must not power the NPU off under the driver's feet)."""
@@ -407,7 +408,7 @@ class Daemon:
             for s in list(self.sessions.values()):
                 s.notify()
 
-    def _drain(self, sess: Session) -> bool:
+    def _drain(self, sess: Connection) -> bool:
         """Apply a session's write log (a kick, or a backlog poll)."""
         if sess.closed or sess.ctrl is None:
             return False
@@ -428,13 +429,13 @@ class Daemon:
             log.warning("refusing peer with uid %d", uid)
             conn.close()
             return
-        sess = Session(self, conn, self.next_sid)
+        sess = Connection(self, conn, self.next_sid)
         self.next_sid += 1
         self.sessions[sess.id] = sess
         self.stats["sessions"] += 1
         self.sel.register(conn, selectors.EVENT_READ, ("client", sess))
 
-    def drop(self, sess: Session, why: str) -> None:
+    def drop(self, sess: Connection, why: str) -> None:
         """Disconnect a client and reclaim everything it owned."""
         if sess.closed:
             return
@@ -455,7 +456,7 @@ class Daemon:
             self.reset_device()
             self._config_changed()
 
-    def _on_client(self, sess: Session) -> bool:
+    def _on_client(self, sess: Connection) -> bool:
         try:
             data, anc, _flags, _ = sess.sock.recvmsg(65536, socket.CMSG_SPACE(4 * P.MAX_MSG_FDS))
         except (OSError, TimeoutError) as exc:
@@ -491,13 +492,13 @@ class Daemon:
             self.drop(sess, f"send failed: {exc}")
         return progressed
 
-    def _take_fds(self, sess: Session, n: int) -> list[int]:
+    def _take_fds(self, sess: Connection, n: int) -> list[int]:
         if len(sess.fds) < n:
             raise OSError(errno.EINVAL, f"expected {n} fds")
         fds, sess.fds[:] = sess.fds[:n], sess.fds[n:]
         return fds
 
-    def _reply(self, sess: Session, msg_id: int, cmd: int, payload: bytes = b"",
+    def _reply(self, sess: Connection, msg_id: int, cmd: int, payload: bytes = b"",
                fds: list[int] | None = None, error: int = 0) -> None:
         flags = P.TYPE_REPLY | (P.FLAG_ERROR if error else 0)
         msg = P.pack(msg_id, cmd, b"" if error else payload, flags, error)
@@ -506,7 +507,7 @@ class Daemon:
             anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
         sess.sock.sendmsg([msg], anc)
 
-    def _dispatch(self, sess: Session, msg_id: int, cmd: int, flags: int, payload: bytes) -> None:
+    def _dispatch(self, sess: Connection, msg_id: int, cmd: int, flags: int, payload: bytes) -> None:
         handler = self._handlers.get(cmd)
         reply: tuple[bytes, list[int]] | None
         try:
@@ -530,7 +531,7 @@ class Daemon:
             self._reply(sess, msg_id, cmd, body, fds)
 
     # -- command handlers -------------------------------------------------------------
-    def _h_version(self, sess: Session, payload: bytes) -> tuple[bytes, list[int]]:
+    def _h_version(self, sess: Connection, payload: bytes) -> tuple[bytes, list[int]]:
         major, minor = P.VERSION_HDR.unpack_from(payload)
         if major != P.PROTO_MAJOR:
             raise OSError(errno.EPROTONOSUPPORT, f"major {major} unsupported")
@@ -540,11 +541,11 @@ class Daemon:
         body = P.VERSION_HDR.pack(P.PROTO_MAJOR, min(minor, P.PROTO_MINOR))
         return body + json.dumps(caps).encode() + b"\0", []
 
-    def _h_device_info(self, sess: Session, payload: bytes) -> tuple[bytes, list[int]]:
+    def _h_device_info(self, sess: Connection, payload: bytes) -> tuple[bytes, list[int]]:
         flags = P.DEVICE_FLAG_RESET | P.DEVICE_FLAG_PCI
         return P.DEVICE_INFO.pack(P.DEVICE_INFO.size, flags, P.NUM_REGIONS, P.NUM_IRQS), []
 
-    def _h_region_info(self, sess: Session, payload: bytes) -> tuple[bytes, list[int]]:
+    def _h_region_info(self, sess: Connection, payload: bytes) -> tuple[bytes, list[int]]:
         _, _, index, _, _, _ = P.REGION_INFO.unpack(payload)
         if index >= P.NUM_REGIONS:
             raise OSError(errno.EINVAL, "no such region")
@@ -558,7 +559,7 @@ class Daemon:
         body = P.REGION_INFO.pack(P.REGION_INFO.size, flags, index, 0, bar.size, 0)
         return body, [self.bar_fds[index]]
 
-    def _h_irq_info(self, sess: Session, payload: bytes) -> tuple[bytes, list[int]]:
+    def _h_irq_info(self, sess: Connection, payload: bytes) -> tuple[bytes, list[int]]:
         _, _, index, _ = P.IRQ_INFO.unpack(payload)
         if index >= P.NUM_IRQS:
             raise OSError(errno.EINVAL, "no such irq index")
@@ -566,13 +567,13 @@ class Daemon:
         flags = P.IRQ_DATA_EVENTFD if count else 0
         return P.IRQ_INFO.pack(P.IRQ_INFO.size, flags, index, count), []
 
-    def _release_vectors(self, sess: Session) -> None:
+    def _release_vectors(self, sess: Connection) -> None:
         mine = [v for v, owner in self.vector_owner.items() if owner is sess]
         self.msix.clear_eventfds(mine)
         for v in mine:
             del self.vector_owner[v]
 
-    def _h_set_irqs(self, sess: Session, payload: bytes) -> None:
+    def _h_set_irqs(self, sess: Connection, payload: bytes) -> None:
         """Install MSI-X eventfds. Ownership is per vector: the mgmt vector belongs to the
         driver session, a context's vector to the session that created the context."""
         _, flags, index, start, count = P.SET_IRQS.unpack(payload)
@@ -607,7 +608,7 @@ class Daemon:
             return memoryview(self.bar_maps[region])
         raise OSError(errno.EINVAL, "no such region")
 
-    def _h_region_read(self, sess: Session, payload: bytes) -> tuple[bytes, list[int]]:
+    def _h_region_read(self, sess: Connection, payload: bytes) -> tuple[bytes, list[int]]:
         offset, region, count = P.REGION_ACCESS.unpack(payload)
         mem = self._region_bytes(region)
         if count == 0 or offset + count > len(mem):
@@ -618,7 +619,7 @@ class Daemon:
             data = bytes(mem[offset : offset + count])
         return payload + data, []
 
-    def _h_region_write(self, sess: Session, payload: bytes) -> tuple[bytes, list[int]]:
+    def _h_region_write(self, sess: Connection, payload: bytes) -> tuple[bytes, list[int]]:
         offset, region, count = P.REGION_ACCESS.unpack_from(payload)
         data = payload[P.REGION_ACCESS.size :]
         mem = self._region_bytes(region)
@@ -635,7 +636,7 @@ class Daemon:
             self.apply_write(region, offset, int.from_bytes(data, "little"), sess)
         return payload[: P.REGION_ACCESS.size], []
 
-    def _h_dma_map(self, sess: Session, payload: bytes) -> None:
+    def _h_dma_map(self, sess: Connection, payload: bytes) -> None:
         _, flags, offset, address, size, pasid, _ = P.DMA_MAP.unpack(payload)
         (fd,) = self._take_fds(sess, 1)
         try:
@@ -651,7 +652,7 @@ class Daemon:
             os.close(fd)
         return None
 
-    def _h_dma_unmap(self, sess: Session, payload: bytes) -> None:
+    def _h_dma_unmap(self, sess: Connection, payload: bytes) -> None:
         _, flags, address, size, _pasid, _ = P.DMA_UNMAP.unpack(payload)
         space = sess.pasid if flags & P.DMA_SVA else 0
         try:
@@ -660,18 +661,18 @@ class Daemon:
             raise OSError(errno.ENOENT, "no such mapping") from None
         return None
 
-    def _h_reset(self, sess: Session, payload: bytes) -> None:
+    def _h_reset(self, sess: Connection, payload: bytes) -> None:
         self.reset_device()
         return None
 
-    def _h_mgmt_proxy(self, sess: Session, payload: bytes) -> tuple[bytes, list[int]]:
+    def _h_mgmt_proxy(self, sess: Connection, payload: bytes) -> tuple[bytes, list[int]]:
         opcode, _ = P.MGMT_PROXY_HDR.unpack_from(payload)
         return self.device.proxy(sess.pasid, opcode, payload[P.MGMT_PROXY_HDR.size :]), []
 
-    def _h_status(self, sess: Session, payload: bytes) -> tuple[bytes, list[int]]:
+    def _h_status(self, sess: Connection, payload: bytes) -> tuple[bytes, list[int]]:
         return json.dumps(self.status(), default=str).encode(), []
 
-    def _h_write_log(self, sess: Session, payload: bytes) -> tuple[bytes, list[int]]:
+    def _h_write_log(self, sess: Connection, payload: bytes) -> tuple[bytes, list[int]]:
         return P.WRITE_LOG_INFO.pack(P.LOG_ENTRIES, 0), sess.attach_write_log()
 
     _handlers: dict[int, Callable[..., Any]] = {

@@ -4,7 +4,8 @@ Every running daemon leaves ``<runtime_dir>/<bdf>/ready.json`` pointing at its u
 description. :func:`discover` loads the descriptions of the live daemons into one umockdev
 testbed and lets pyudev enumerate PCI devices there, keeping what the amdxdna driver would
 bind: vendor 0x1022, class 0x1180xx, ``(device, revision)`` in the chip id table. libudev
-ignores any sysfs-root override, hence the LD_PRELOAD testbed (virtual-pci.md 2.4, 2.9).
+ignores any sysfs-root override, hence the LD_PRELOAD testbed
+(docs/spec/sysfs.md §2).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ class Cmd(IntEnum):
     REGION_WRITE = 10
     DEVICE_RESET = 13
     ATTACH_WRITE_LOG = 0x100
-    MGMT_PROXY = 0x101  # protocol 1.1: a client session's management request (jobs.md §1)
+    MGMT_PROXY = 0x101  # protocol 1.1: a client session's management request (docs/spec/jobs.md §1)
     DEVICE_STATUS = 0x102  # protocol 1.1: the daemon's status as JSON (operators, tests)
 
 

@@ -48,7 +48,7 @@ BO_DEV = lib.XDNA_SHIM_BO_DEV
 BO_CMD = lib.XDNA_SHIM_BO_CMD
 SYNC_TO_DEVICE = lib.XDNA_SHIM_SYNC_TO_DEVICE
 SYNC_FROM_DEVICE = lib.XDNA_SHIM_SYNC_FROM_DEVICE
-HEAP_DEV_ADDR = 0x4000000  # device address of the session heap (facts §9)
+HEAP_DEV_ADDR = 0x4000000  # device address of the session heap (docs/spec/jobs.md §2)
 
 
 class ErtOpcode(IntEnum):

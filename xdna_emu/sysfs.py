@@ -5,7 +5,7 @@ Both are generated from the same :class:`Chip` and live :class:`PciConfigSpace`,
 the same function. ``resourceN`` are absolute links to the daemon's BAR files, so a driver
 that opens and mmaps ``/sys/bus/pci/devices/<bdf>/resourceN`` shares the daemon's pages.
 Layout facts (file names, formats, the ``driver`` and ``subsystem`` links) follow the
-kernel's sysfs PCI ABI and what lspci's sysfs backend reads (virtual-pci.md 1.6).
+kernel's sysfs PCI ABI and what lspci's sysfs backend reads (docs/spec/sysfs.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Fuzzing the device model (our firmware): op streams, replayable traces and invariants.
 
-- :mod:`.ops`: the in-process :class:`~.ops.Session` (device, host memory, driver helpers)
+- :mod:`.ops`: the in-process :class:`~.ops.DeviceHarness` (device, host memory, driver helpers)
   and a QEMU generic-fuzz-style interpreter that turns fuzz bytes into trace ops.
 - :mod:`.invariants`: the checks run after every op (reference model of PSP/SMU, channel
   and context accounting, no spurious interrupts, no internal errors).

@@ -65,9 +65,9 @@ def write_dictionary(path: Path) -> Path:
 def device_seeds(chip: str = "npu4") -> dict[str, bytes]:
     """Interpreter inputs: short semantic programs plus every golden trace, encoded."""
     from .ops import SEPARATOR, Interpreter, encode_ops
-    from .trace import GOLDEN_DIR, load, session_for
+    from .trace import GOLDEN_DIR, harness_for, load
 
-    s = session_for(chip)
+    s = harness_for(chip)
     it = Interpreter(s)
     sel = {name: bytes([it.selector(name)]) for name in
            ("_bring_up", "_msg", "_ctx", "_submit", "_destroy", "_reset", "_psp", "_smu",
@@ -131,9 +131,9 @@ class Target:
         self.signatures: dict[tuple[str, str], str] = {}
         self.features: set[Any] = set()
         if name == "device":
-            from .ops import Session, run_input
+            from .ops import DeviceHarness, run_input
 
-            self.session = Session(chip)
+            self.session = DeviceHarness(chip)
             self._run = lambda data: run_input(self.session, data)
         elif name == "parsers":
             self._parsers = ParserTarget(chip)

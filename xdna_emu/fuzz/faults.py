@@ -1,4 +1,4 @@
-"""Firmware fault injector: the misbehaviours of fuzzing.md §5, for shim-side fuzzing.
+"""Firmware fault injector: the misbehaviours of docs/spec/fuzzing.md §2, for shim-side fuzzing.
 
 It wraps the firmware side of a device model: each mailbox channel's ``send`` (every
 response and async message goes through it) and the mailbox engine's interrupt. A fault is
@@ -21,7 +21,7 @@ from ..fw.mailbox import TOMBSTONE, MailboxChannel
 _HDR = struct.Struct("<IIII")
 MAGIC = 0x1D000000
 
-#: Message faults (applied in ``send``), by fuzzing.md §5 number.
+#: Message faults (applied in ``send``), by docs/spec/fuzzing.md §2 number.
 MSG_FAULTS = {
     "drop": 1, "late": 2, "dup": 3, "bad_id": 4, "stale_id": 4, "zero_id": 4,
     "nonmagic_id": 4, "noncontig_id": 5, "bad_size": 6, "tombstone": 7, "bad_tail": 8,

@@ -141,7 +141,7 @@ class RefModel:
 
 
 class Watched(Protocol):
-    """What :class:`Checker` reads from the device session it watches (``ops.Session``,
+    """What :class:`Checker` reads from the device session it watches (``ops.DeviceHarness``,
     which builds the checker, so this module does not import it)."""
 
     chip: Chip
@@ -153,7 +153,7 @@ class Watched(Protocol):
 
 
 class Checker:
-    """Runs the invariants for one :class:`~xdna_emu.fuzz.ops.Session`."""
+    """Runs the invariants for one :class:`~xdna_emu.fuzz.ops.DeviceHarness`."""
 
     def __init__(self, session: Watched) -> None:
         self.s = session

@@ -98,7 +98,7 @@ def _same(value: Any, tok: str) -> bool:
 
 
 def check_expect(s: Any, args: tuple[Any, ...]) -> None:
-    """Check one ``expect`` line against a device :class:`~.ops.Session` ``s``.
+    """Check one ``expect`` line against a device :class:`~.ops.DeviceHarness` ``s``.
 
     Forms: ``bytes BAR OFF HEX``, ``r32 BAR OFF VALUE``, ``host PASID ADDR HEX``, ``irqs
     V,V|-`` (vectors raised since the last ``irqs`` line), ``status PATH VALUE`` (dotted

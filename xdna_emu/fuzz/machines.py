@@ -1,7 +1,7 @@
 """Hypothesis state machine over the in-process device (the CI workhorse of the fuzzing kit).
 
 Each rule builds trace ops with :class:`xdna_emu.fuzz.ops.Builder` and applies them to a
-:class:`~xdna_emu.fuzz.ops.Session`, which checks every invariant after every op. So a
+:class:`~xdna_emu.fuzz.ops.DeviceHarness`, which checks every invariant after every op. So a
 failure is always a replayable trace: it is written to ``$XDNA_FUZZ_ARTIFACTS`` (default
 ``$TMPDIR/xdna-fuzz``) as ``<chip>-machine.trace`` and named in the error's notes; the
 last one written is the shrunk example Hypothesis reports.
@@ -27,11 +27,11 @@ from ..fw.messages import LAYOUTS
 from ..testing import strategies as xs
 from .invariants import Failure
 from .lang import Op
-from .ops import Builder, Session
+from .ops import Builder, DeviceHarness
 from .trace import Trace
 
 VISITS: Counter[str] = Counter()  # state -> steps spent in it, over every example
-_SESSIONS: dict[str, Session] = {}
+_HARNESSES: dict[str, DeviceHarness] = {}
 _PAYLOADS: dict[int, st.SearchStrategy[bytes]] = {}
 
 
@@ -57,9 +57,9 @@ class DeviceMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         logging.getLogger("xdna_emu").setLevel(logging.CRITICAL)
-        s = _SESSIONS.get(self.chip)
+        s = _HARNESSES.get(self.chip)
         if s is None:
-            s = _SESSIONS[self.chip] = Session(self.chip)
+            s = _HARNESSES[self.chip] = DeviceHarness(self.chip)
         self.s = s.fresh()
         self.b = Builder(self.s)
         self.had_error = False

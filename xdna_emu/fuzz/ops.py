@@ -5,7 +5,7 @@ line (:mod:`.trace`): ``w32`` (a trapped register write), ``r32``, ``shm`` (a pl
 into BAR memory: rings, untrapped registers), ``host``/``dma_map``/``dma_unmap`` (host
 memory behind the IOMMU), ``tick`` (virtual time + poll), ``reset``, ``fault`` (host-side
 faults) and ``call`` (semantic steps through the test driver: bring-up, a well-formed
-mgmt message, contexts and jobs). :class:`Session` applies ops with the invariants of
+mgmt message, contexts and jobs). :class:`DeviceHarness` applies ops with the invariants of
 :mod:`.invariants` checked around every device entry and after every op.
 
 :class:`Interpreter` is QEMU generic-fuzz's design in Python: the input is cut at the
@@ -16,7 +16,7 @@ bring-up, create a context, submit a chain) let the fuzzer get past magics and s
 
 :class:`Snapshot` makes repeated prefixes cheap: :func:`run_input` restores the state
 after the longest input prefix that ran before (a bring-up, a context, a long op run)
-instead of replaying it, and :meth:`Session.start` does the same for a machine's start.
+instead of replaying it, and :meth:`DeviceHarness.start` does the same for a machine's start.
 A restore is exact (tests/test_fuzz_snapshot.py); the trace replayer does not use it.
 """
 
@@ -116,7 +116,7 @@ def chan_layouts(chip: Chip) -> list[ChanLayout]:
 
 
 # -- snapshots ------------------------------------------------------------------------------
-#: Session attributes that are per-input state (everything else is fixed at construction)
+#: DeviceHarness attributes that are per-input state (everything else is fixed at construction)
 STATE_ATTRS = ("drv", "clients", "contexts", "bos", "pending", "executed", "events", "polled",
                "steps", "irq_mark", "clock")
 _DICT, _LIST, _DEQUE, _SET, _BYTES = range(5)
@@ -166,11 +166,11 @@ def straddles(data: bytes, end: int) -> bool:
 
 
 class Snapshot:
-    """The complete state of a :class:`Session` at one moment, restorable in place.
+    """The complete state of a :class:`DeviceHarness` at one moment, restorable in place.
 
     Nothing is copied as a new object graph: every mutable object reachable from the
     device, the IOMMU, the checker and the session's per-input attributes is recorded with
-    a shallow copy of its contents, and :meth:`Session.restore` writes those contents back
+    a shallow copy of its contents, and :meth:`DeviceHarness.restore` writes those contents back
     into the same objects. So identities (bound methods, closures, channels shared by the
     firmware and the test driver, views into BAR and host memory) all stay valid, and a
     restore costs one container update per object plus one copy of each memory.
@@ -274,7 +274,7 @@ def restore_records(recs: list[tuple[int, Any, Any, tuple]]) -> None:
             obj.update(saved)
 
 
-class Session:
+class DeviceHarness:
     """One fuzzed device, its host memory and driver helpers; :meth:`fresh` makes it new."""
 
     def __init__(self, chip: str | Chip = "npu4") -> None:
@@ -312,7 +312,7 @@ class Session:
         self.fresh()
 
     # -- lifecycle ------------------------------------------------------------------------
-    def fresh(self) -> Session:
+    def fresh(self) -> DeviceHarness:
         """Power-on state without reallocating: FLR, MSI-X area and counters cleared."""
         dev = self.dev
         dev.reset()
@@ -350,7 +350,7 @@ class Session:
         bars = [(arr, arr.copy()) for arr in self.regs.arrays.values()]
         return Snapshot(recs, bars, attrs, nbytes + sum(a.nbytes for a, _ in bars))
 
-    def restore(self, snap: Snapshot) -> Session:
+    def restore(self, snap: Snapshot) -> DeviceHarness:
         """Put the session back exactly as it was when ``snap`` was taken (no reallocation)."""
         restore_records(snap.recs)
         for arr, saved in snap.bars:
@@ -370,7 +370,7 @@ class Session:
         while len(self.snaps) > SNAP_MAX:
             self.snaps.popitem(last=False)
 
-    def start(self, ops: list[Op]) -> Session:
+    def start(self, ops: list[Op]) -> DeviceHarness:
         """:meth:`fresh`, then ``ops``; restored from a snapshot when this start ran before.
         A failing start raises as usual and is not kept."""
         key = ("ops", tuple(ops))
@@ -759,7 +759,7 @@ LIE_SIZE, BAD_MAGIC, BAD_SZVER, UNALIGNED_TAIL, TOMB_AHEAD, TAIL_PAST, ZERO_SIZE
 class Builder:
     """Turns operand values into ops for one session (shared by bytes and Hypothesis)."""
 
-    def __init__(self, s: Session) -> None:
+    def __init__(self, s: DeviceHarness) -> None:
         self.s = s
 
     def loc(self, addr: int) -> tuple[int, int]:
@@ -863,7 +863,7 @@ class Builder:
 class Interpreter:
     """Decode fuzz bytes into ops and run them on a session, one op at a time."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: DeviceHarness) -> None:
         self.s = session
         self.b = Builder(session)
         self.table: list[Callable[[Reader], list[Op]]] = [
@@ -1054,7 +1054,7 @@ class Interpreter:
         return [Op("host", (0, FW_IOVA + off, r.take(n)))]
 
 
-def run_input(session: Session, data: bytes) -> Failure | None:
+def run_input(session: DeviceHarness, data: bytes) -> Failure | None:
     """Fresh device, run the input; the finding (if any) with ``session.executed`` set."""
     interp = session.__dict__.get("_interp")
     if interp is None:
@@ -1067,7 +1067,7 @@ def run_input(session: Session, data: bytes) -> Failure | None:
 
 
 
-def encode_ops(session: Session, ops: list[Op]) -> bytes:
+def encode_ops(session: DeviceHarness, ops: list[Op]) -> bytes:
     """Interpreter bytes that replay the low-level part of ``ops`` (w32, shm, tick, reset,
     fw_image/boot/bring_up calls): how golden traces seed a fuzzing corpus."""
     it = Interpreter(session)

@@ -1,7 +1,7 @@
 """Hypothesis state machine: the real C shim against a misbehaving firmware.
 
 Every rule is one shim-trace op (:mod:`xdna_emu.fuzz.shim_trace`) applied to a shared
-:class:`~xdna_emu.fuzz.shim_trace.ShimSession`: deterministic in-process mode, one thread,
+:class:`~xdna_emu.fuzz.shim_trace.ShimHarness`: deterministic in-process mode, one thread,
 a virtual clock, one daemon reused across examples (only the device is reset). The session
 checks the shim's promises after every op (only ``ShimError`` escapes, with an errno; every
 call within its virtual deadline; a bad management channel stays bad; stale handles give
@@ -26,16 +26,16 @@ from .faults import ACT_FAULTS, MSG_FAULTS
 from .invariants import Failure
 from .lang import Op
 from .machines import artifact_dir
-from .shim_trace import KERNELS, ShimSession
-from .trace import Trace, session_for
+from .shim_trace import KERNELS, ShimHarness
+from .trace import Trace, harness_for
 
 VISITS: Counter[str] = Counter()
 
 
-def session() -> ShimSession:
+def session() -> ShimHarness:
     """One daemon per process (the one trace replay uses too): a fresh device per example
     costs a reset, not a daemon."""
-    return session_for("npu4", "shim")
+    return harness_for("npu4", "shim")
 
 
 def shared() -> InProcess:

@@ -35,7 +35,7 @@ from .atheris_target import write_stats
 from .faults import ACT_FAULTS, MSG_FAULTS
 from .invariants import Failure
 from .ops import Op, TraceError
-from .shim_trace import KERNELS, ShimSession
+from .shim_trace import KERNELS, ShimHarness
 
 STATS_EVERY_S = 0.5
 MAX_OPS = 40
@@ -113,7 +113,7 @@ class ShimFuzzer:
         logging.getLogger("xdna_emu").setLevel(logging.CRITICAL)
         self.chip, self.rng = chip, random.Random(seed)
         self.artifacts, self.corpus_dir, self.current = artifacts, corpus_dir, current
-        self.session = ShimSession(chip)
+        self.session = ShimHarness(chip)
         self.execs = self.crashes = self.hangs = self.steps = 0
         self.features: set[str] = set()
         self.signatures: dict[tuple[str, str], str] = {}

@@ -99,7 +99,7 @@ def npu_command(shim: Shim, kernel: Kernel) -> int:
     return cmd
 
 
-class ShimSession:
+class ShimHarness:
     """The real shim on a fresh device, driven by trace ops with every promise checked."""
 
     def __init__(self, chip: str = "npu4") -> None:
@@ -114,7 +114,7 @@ class ShimSession:
         self.fresh()
 
     # -- lifecycle ----------------------------------------------------------------------
-    def fresh(self) -> ShimSession:
+    def fresh(self) -> ShimHarness:
         """Power-on device, a newly opened shim, no faults armed."""
         self.ip.fresh()
         self.shim = self.ip.open()

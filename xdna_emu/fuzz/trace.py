@@ -40,7 +40,7 @@ import numpy as np
 
 from .invariants import Failure
 from .lang import Op, TraceError, format_op, status_value, typed_operands
-from .ops import Session, image_for
+from .ops import DeviceHarness, image_for
 
 #: operand kinds per verb: i int, b bytes, s string, * the rest as ints
 SPECS = {"w32": "iii", "r32": "ii", "shm": "iib", "host": "iib", "dma_map": "iiii",
@@ -160,21 +160,21 @@ class ReplayResult:
         return f"FAIL at {where}: {self.failure}"
 
 
-_SESSIONS: dict[tuple[str, str], Any] = {}
+_HARNESSES: dict[tuple[str, str], Any] = {}
 
 
-def session_for(chip: str, target: str = "device") -> Any:
+def harness_for(chip: str, target: str = "device") -> Any:
     """A reusable session per chip and target (made fresh by each replay): a device
-    :class:`~.ops.Session`, or a :class:`~.shim_trace.ShimSession` (one daemon each)."""
-    s = _SESSIONS.get((chip, target))
+    :class:`~.ops.DeviceHarness`, or a :class:`~.shim_trace.ShimHarness` (one daemon each)."""
+    s = _HARNESSES.get((chip, target))
     if s is None:
         if target == "shim":
-            from .shim_trace import ShimSession  # lazy: loads the C shim
+            from .shim_trace import ShimHarness  # lazy: loads the C shim
 
-            s = ShimSession(chip)
+            s = ShimHarness(chip)
         else:
-            s = Session(chip)
-        _SESSIONS[(chip, target)] = s
+            s = DeviceHarness(chip)
+        _HARNESSES[(chip, target)] = s
     return s
 
 
@@ -182,7 +182,7 @@ def replay(trace: Trace, session: Any = None) -> ReplayResult:
     """Run the trace on a fresh device. Failures are results; a malformed line raises
     TraceError. A session with end-of-trace checks (``finish``) runs them as one more step;
     one holding per-thread state (``release``) drops it afterwards."""
-    s = (session or session_for(trace.chip, trace.target)).fresh()
+    s = (session or harness_for(trace.chip, trace.target)).fresh()
     try:
         for i, op in enumerate(trace.ops):
             try:
@@ -303,7 +303,7 @@ class Recorder:
     """
 
     def __init__(self, chip: str, expect_device: bool = True) -> None:
-        self.s = Session(chip)
+        self.s = DeviceHarness(chip)
         self.ops: list[Op] = []
         self.expect_device = expect_device
         self._shadow = {b: np.array(m, dtype=np.uint8) for b, m in self.s.regs.bytes.items()}

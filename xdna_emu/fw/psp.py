@@ -1,6 +1,6 @@
 """The emulated PSP (MP0) of AIE2 chips: firmware image validation and start.
 
-Driver protocol (facts §2): CMD, ARG0..2 are written, then INTR=0, INTR=1. On the 0->1 edge
+Driver protocol (docs/spec/firmware.md §3): CMD, ARG0..2 are written, then INTR=0, INTR=1. On the 0->1 edge
 of INTR we run the command, write RESP (which aliases ARG0) and set STATUS bit31 (STATUS
 aliases CMD, so the driver's CMD write cleared it). Repeated INTR=1 writes are no edge.
 States: ``idle`` -> VALIDATE -> ``validated`` -> START -> ``running``; RELEASE_TMR or SMU

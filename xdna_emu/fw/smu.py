@@ -1,6 +1,6 @@
 """The emulated SMU (MP1): NPU power and clocks.
 
-Driver protocol (facts §3): RESP=0, ARG, CMD are written, then INTR=0, INTR=1. On the 0->1
+Driver protocol (docs/spec/firmware.md §4): RESP=0, ARG, CMD are written, then INTR=0, INTR=1. On the 0->1
 edge of INTR we latch CMD and ARG, execute, write OUT (which aliases ARG) and then RESP
 (1 = OK). While the NPU is powered off only POWER_ON is accepted; POWER_OFF also stops the
 firmware. npu1 sets clocks in MHz (SET_MPNPUCLK_FREQ / SET_HCLK_FREQ; OUT = the clock

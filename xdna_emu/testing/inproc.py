@@ -1,4 +1,4 @@
-"""Deterministic in-process mode: the daemon and the real C shim in one thread (issue 5).
+"""Deterministic in-process mode: the daemon and the real C shim in one thread.
 
 The shim's waits call back into :class:`InProcess`, which steps the daemon without blocking
 and, when nothing progressed, moves a :class:`~xdna_emu.clock.VirtualClock` to the next

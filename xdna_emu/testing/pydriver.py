@@ -1,6 +1,6 @@
 """A small pure-Python stand-in for the amdxdna driver, talking to an in-process NpuDevice.
 
-It follows the driver's algorithms (amdxdna-facts.md §2-§6): psp_exec, smu_exec, the
+It follows the driver's algorithms (docs/spec/firmware.md §3-§6, §9): psp_exec, smu_exec, the
 mailbox send (TOMBSTONE wrap, ENOSPC rules) and receive (tail checks, TOMBSTONE, size
 checks) with cyclic 0..255 ids tagged 0x1D, and the AIE2 bring-up order. Tests use it to
 drive the firmware model exactly as the real driver would, without the daemon or the shim.
@@ -317,7 +317,7 @@ class PyDriver:
         return out
 
     def bring_up(self, image: bytes | None = None, async_events: bool = True) -> dict[str, Any]:
-        """facts §6 steps 2-10; returns what the driver learned."""
+        """The driver's bring-up order (docs/spec/firmware.md §9); returns what it learned."""
         self.smu_start()
         self.psp_start(image)
         self.wait_fw_alive()
