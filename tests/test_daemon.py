@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from xdna_emu import protocol as P
-from xdna_emu.chips import load_chip
+from xdna_emu.chips import emulated_chip_names, load_chip
 from xdna_emu.control import ControlClient, ControlError, dma_memfd
 from xdna_emu.emulator import Emulator, EmulatorError
+from xdna_emu.testing.wait import wait_until
 
 
 def test_ready_line_files_and_permissions(xdna_emulator_factory, xdna_runtime_dir: Path) -> None:
@@ -37,8 +38,8 @@ def test_ready_line_files_and_permissions(xdna_emulator_factory, xdna_runtime_di
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_gives_clean_exit_and_removes_files(xdna_runtime_dir: Path, sig: int) -> None:
-    emu = Emulator("npu1", runtime_dir=xdna_runtime_dir).start()
+def test_signal_gives_clean_exit_and_removes_files(xdna_emulator_factory, sig: int) -> None:
+    emu = xdna_emulator_factory("npu1")
     bar_files = [Path(os.readlink(p)) for p in
                  (emu.sysfs_root / "bus/pci/devices" / emu.bdf).glob("resource[0-9]")]
     assert bar_files and all(p.exists() for p in bar_files)
@@ -46,7 +47,6 @@ def test_signal_gives_clean_exit_and_removes_files(xdna_runtime_dir: Path, sig: 
     assert emu.proc.wait(10) == 0
     assert not emu.socket.parent.exists()
     assert not any(p.exists() for p in bar_files)
-    emu.stop()
 
 
 def test_daemons_side_by_side_get_distinct_bdfs(xdna_emulator_factory) -> None:
@@ -65,19 +65,15 @@ def test_explicit_bdf_in_use_is_refused(xdna_emulator_factory, xdna_runtime_dir:
         Emulator("npu4", runtime_dir=xdna_runtime_dir, bdf="0000:d1:00.1").start()
 
 
-def test_stale_dir_of_a_killed_daemon_is_reclaimed(xdna_runtime_dir: Path) -> None:
-    emu = Emulator("npu4", runtime_dir=xdna_runtime_dir, bdf="0000:d2:00.1").start()
+def test_stale_dir_of_a_killed_daemon_is_reclaimed(xdna_emulator_factory) -> None:
+    emu = xdna_emulator_factory("npu4", bdf="0000:d2:00.1")
     emu.kill()
-    again = Emulator("npu4", runtime_dir=xdna_runtime_dir, bdf="0000:d2:00.1").start()
-    try:
-        with ControlClient(again.socket) as c:
-            assert c.version()["bdf"] == "0000:d2:00.1"
-    finally:
-        again.stop()
-        emu.stop()
+    again = xdna_emulator_factory("npu4", bdf="0000:d2:00.1")
+    with ControlClient(again.socket) as c:
+        assert c.version()["bdf"] == "0000:d2:00.1"
 
 
-@pytest.mark.parametrize("chip", ["npu1", "npu4", "npu5", "npu6"])
+@pytest.mark.parametrize("chip", emulated_chip_names())
 def test_regions_irqs_and_config_match_the_chip(xdna_emulator_factory, chip: str) -> None:
     emu = xdna_emulator_factory(chip)
     c = load_chip(chip)
@@ -402,6 +398,14 @@ def test_backlogged_firmware_output_is_flushed_by_polling_unkicked_head_writes(t
         d.cleanup()
 
 
+def _gone_or_zombie(pid: int) -> bool:
+    """The process has exited: no /proc entry, or one only its reaper still holds."""
+    try:
+        return "zombie" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
 def test_emulator_of_a_killed_owner_does_not_linger(xdna_runtime_dir: Path) -> None:
     """A test runner killed with SIGKILL cannot stop its emulators; they notice the owner
     is gone (pidfd) and exit cleanly, removing their files."""
@@ -414,8 +418,6 @@ def test_emulator_of_a_killed_owner_does_not_linger(xdna_runtime_dir: Path) -> N
     pid_s, sock = owner.stdout.readline().split()
     owner.kill()
     owner.wait(10)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and Path(f"/proc/{pid_s}").exists():
-        time.sleep(0.05)
-    assert not Path(f"/proc/{pid_s}").exists() or "zombie" in Path(f"/proc/{pid_s}/status").read_text()
+    wait_until(lambda: _gone_or_zombie(int(pid_s)), timeout=10, interval=0.05,
+               what=f"daemon {pid_s} to exit")
     assert not Path(sock).exists()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,15 +34,9 @@ from xdna_emu.shim import (  # noqa: E402
     ert_cmd_chain,
     ert_start_npu,
 )
+from xdna_emu.testing.wait import wait_until
 
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def fw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("firmware")
-    write_firmware("npu4", out)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +47,15 @@ def legacy_fw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def emu() -> Iterator[Emulator]:
-    with Emulator(chip="npu4", private=True) as e:
-        yield e
+def emu(xdna_emulator: Emulator) -> Emulator:
+    """The plugin's npu4 emulator (``xdna_emulator``), under this module's short name."""
+    return xdna_emulator
 
 
 @pytest.fixture
-def shim(emu: Emulator, fw_dir: Path) -> Iterator[Shim]:
-    with Shim.open(emu.socket) as s:
-        s.probe(fw_dir)
-        yield s
+def shim(xdna_shim: Shim) -> Shim:
+    """The plugin's probed shim on ``emu`` (``xdna_shim``), under this module's short name."""
+    return xdna_shim
 
 
 def errno_of(fn, *args, **kw) -> int:  # noqa: ANN001
@@ -258,10 +250,7 @@ def test_failed_command_in_a_chain_sets_error_index(shim: Shim) -> None:
     assert np.array_equal(good.output(), src)
     assert not after.output().any()  # never ran
     assert after.run(ctx) == ErtState.COMPLETED  # the context stays usable
-    deadline = time.monotonic() + 5
-    while shim.last_async_error()["count"] < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    err = shim.last_async_error()
+    err = wait_until(shim.last_async_error, lambda e: e["count"] >= 1, what="the AIE error")
     assert err["count"] == 1 and err["type"] == 0
     assert err["event_id"] == K.AIE_ERR_INSTRUCTION & 0xFF
     assert err["row"] == load_chip("npu4").tiles.core_row_start
@@ -361,10 +350,7 @@ def test_async_errors_from_several_threads(shim: Shim) -> None:
         t.join(60)
     assert states == [ErtState.ERROR] * (4 * per_thread)
     want = 4 * per_thread
-    deadline = time.monotonic() + 5
-    while shim.last_async_error()["count"] < want and time.monotonic() < deadline:
-        time.sleep(0.01)
-    err = shim.last_async_error()
+    err = wait_until(shim.last_async_error, lambda e: e["count"] >= want, what="every AIE error")
     assert err["count"] == want
     assert err["event_id"] == 0x04
     assert shim.info()["async_pending"] == shim.info()["total_col"]  # re-registered
@@ -408,11 +394,8 @@ def test_autosuspend_with_live_contexts_then_a_job_resumes(shim: Shim) -> None:
     job, src = copy_job(shim)
     assert job.run(ctx) == ErtState.COMPLETED
     shim.set_autosuspend_ms(200)
-    deadline = time.monotonic() + 5
-    while not shim.power()["suspended"] and time.monotonic() < deadline:
-        time.sleep(0.02)
-    p = shim.power()
-    assert p["suspended"] and p["suspend_count"] == 1
+    p = wait_until(shim.power, lambda p: p["suspended"], what="autosuspend")
+    assert p["suspend_count"] == 1
     assert shim.info()["state"] == "suspended"
     assert shim.hwctx_info(ctx)["state"] == "idle"
     shim.set_autosuspend_ms(0)

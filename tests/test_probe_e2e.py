@@ -17,12 +17,12 @@ import pytest
 pytest.importorskip("xdna_emu.device")
 
 from xdna_emu import Emulator  # noqa: E402
-from xdna_emu.chips import load_chip  # noqa: E402
+from xdna_emu.chips import emulated_chip_names, load_chip  # noqa: E402
 from xdna_emu.fw.image import write_firmware  # noqa: E402
 from xdna_emu.shim import Shim, ShimError  # noqa: E402
 
 GET_FIRMWARE_VERSION = 0x108
-AIE2_CHIPS = ["npu1", "npu4", "npu5", "npu6"]
+AIE2_CHIPS = emulated_chip_names()
 
 
 def _feature(chip, name: str, protocol: str) -> bool:  # noqa: ANN001
@@ -31,22 +31,20 @@ def _feature(chip, name: str, protocol: str) -> bool:  # noqa: ANN001
     return need is not None and (major, minor) >= need
 
 
-@pytest.fixture(scope="module")
-def fw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("firmware")
-    for name in AIE2_CHIPS:
-        write_firmware(name, out)
-    return out
+@pytest.fixture
+def fw_dir(xdna_firmware_dir: Path) -> Path:
+    """The plugin's firmware images for every emulated chip (``xdna_firmware_dir``)."""
+    return xdna_firmware_dir
 
 
 @pytest.fixture
-def attached(request: pytest.FixtureRequest) -> Iterator[tuple[Emulator, Shim]]:
-    chip = getattr(request, "param", "npu4")
-    with Emulator(chip=chip, private=True) as emu, Shim.open(emu.socket) as shim:
-        yield emu, shim
+def attached(xdna_emulator: Emulator) -> Iterator[tuple[Emulator, Shim]]:
+    """A shim attached to the plugin's emulator of ``xdna_chip``, not yet probed."""
+    with Shim.open(xdna_emulator.socket) as shim:
+        yield xdna_emulator, shim
 
 
-@pytest.mark.parametrize("attached", AIE2_CHIPS, indirect=True)
+@pytest.mark.parametrize("xdna_chip", AIE2_CHIPS)
 def test_probe_reports_what_the_chip_file_says(attached, fw_dir: Path) -> None:  # noqa: ANN001
     emu, shim = attached
     chip = load_chip(emu.chip)
@@ -69,7 +67,7 @@ def test_probe_reports_what_the_chip_file_says(attached, fw_dir: Path) -> None: 
     assert info["dpm_levels"] == len(chip.dpm_levels)
     assert info["dpm_level"] == len(chip.dpm_levels) - 1
     assert info["async_pending"] == info["total_col"]
-    want_rev = fw.get("dev_revision", 0) if _feature(chip, "GET_DEV_REVISION", fw["protocol"]) else 0
+    want_rev = fw.dev_revision if _feature(chip, "GET_DEV_REVISION", fw.protocol) else 0
     assert info["dev_revision"] == want_rev
     names = [s["name"] for s in info["stages"]]
     assert names[:3] == ["smu", "psp", "fw_alive"]
@@ -161,12 +159,12 @@ def test_suspend_resume_restarts_the_firmware(attached, fw_dir: Path) -> None:  
     assert struct.unpack("<I", shim.mgmt_msg(GET_FIRMWARE_VERSION, bytes(4), 20)[:4]) == (0,)
 
 
-def test_a_second_probe_after_close_finds_a_clean_device(fw_dir: Path) -> None:
-    with Emulator(chip="npu4", private=True) as emu:
-        with Shim.open(emu.socket) as shim:
-            shim.probe(fw_dir)
-        with Shim.open(emu.socket) as shim:
-            assert shim.probe(fw_dir)["state"] == "probed"
+def test_a_second_probe_after_close_finds_a_clean_device(xdna_emulator: Emulator,
+                                                          fw_dir: Path) -> None:
+    with Shim.open(xdna_emulator.socket) as shim:
+        shim.probe(fw_dir)
+    with Shim.open(xdna_emulator.socket) as shim:
+        assert shim.probe(fw_dir)["state"] == "probed"
 
 
 def test_mgmt_timeout_destroys_the_channel(attached, fw_dir: Path) -> None:  # noqa: ANN001

@@ -13,6 +13,7 @@ import numpy as np
 
 from xdna_emu.control import ControlClient
 from xdna_emu.runtime import Device
+from xdna_emu.testing.wait import wait_until
 
 CLIENT = textwrap.dedent("""
     import json, random, sys, time
@@ -93,14 +94,9 @@ def test_killed_client_is_reclaimed_and_others_go_on(xdna_emulator, xdna_firmwar
         time.sleep(0.3)  # let the victim get commands in flight (a hang among them, maybe)
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            st = _status(xdna_emulator)
-            if st["sessions"] == 2 and not st["device"]["contexts"]:  # driver + this query
-                break
-            time.sleep(0.05)
-        else:
-            raise AssertionError(f"client not reclaimed: {st}")
+        st = wait_until(lambda: _status(xdna_emulator),  # sessions: driver + this query
+                        lambda st: st["sessions"] == 2 and not st["device"]["contexts"],
+                        timeout=10, interval=0.05, what="the killed client to be reclaimed")
         assert st["open_fds"] <= fds0 + 2
         assert ctx.run("scale", x, y, scalar=5).wait(5) == "completed"
         assert (y.read() == np.arange(1024) * 5).all()

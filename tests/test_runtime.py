@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 
 from xdna_emu import Emulator
+from xdna_emu.chips import emulated_chip_names
 from xdna_emu.runtime import Device
 
-AIE2_CHIPS = ["npu1", "npu4", "npu5", "npu6"]
+AIE2_CHIPS = emulated_chip_names()
 
 
-@pytest.mark.parametrize("chip", AIE2_CHIPS)
-def test_issue_snippet(chip: str, xdna_firmware_dir, monkeypatch) -> None:
+@pytest.mark.parametrize("xdna_chip", AIE2_CHIPS)
+def test_readme_snippet(xdna_emulator, xdna_firmware_dir, monkeypatch) -> None:
     monkeypatch.setenv("XDNA_EMU_FIRMWARE_PATH", str(xdna_firmware_dir))
-    with Emulator(chip=chip, private=True) as emu, Device.open(socket=emu.socket) as dev:
+    with Device.open(socket=xdna_emulator.socket) as dev:
         ctx = dev.context()
         a = dev.buffer(np.arange(4096, dtype=np.int32))
         b = dev.buffer(np.full(4096, 7, dtype=np.int32))

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from xdna_emu.chips import Chip, chip_names, load_chip
+from xdna_emu.chips import Chip, emulated_chip_names, load_chip
 from xdna_emu.pci.config import PciConfigSpace
 from xdna_emu.sysfs import update_config, write_sysfs, write_umockdev
 
 LSPCI = shutil.which("lspci")
 pytestmark = pytest.mark.skipif(LSPCI is None, reason="lspci (pciutils) is not installed")
 
-AIE2 = [n for n in chip_names() if load_chip(n).emulated]
+AIE2 = emulated_chip_names()
 BDF = "0000:c5:00.1"
 
 

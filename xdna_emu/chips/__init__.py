@@ -698,6 +698,11 @@ def chip_names(chip_dir: Path | None = None) -> list[str]:
     return sorted(p.stem for p in (chip_dir or CHIP_DIR).glob("*.toml"))
 
 
+def emulated_chip_names(chip_dir: Path | None = None) -> list[str]:
+    """Chips whose firmware the device model runs (:attr:`Chip.emulated`), sorted."""
+    return [n for n in chip_names(chip_dir) if load_chip(n, chip_dir).emulated]
+
+
 @cache
 def chip_ids(chip_dir: Path | None = None) -> dict[tuple[int, int], str]:
     """The id table: ``(device, revision)`` -> chip name, as the driver matches it."""

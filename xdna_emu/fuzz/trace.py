@@ -385,9 +385,9 @@ GOLDEN_STATUS = ("smu.power", "psp.state", "firmware.suspended", "channels.0.sta
 
 
 def golden_chips() -> list[str]:
-    from ..chips import chip_names, load_chip
+    from ..chips import emulated_chip_names
 
-    return [n for n in chip_names() if load_chip(n).emulated]
+    return emulated_chip_names()
 
 
 def record_probe(chip: str) -> Trace:

@@ -56,13 +56,12 @@ def xdna_emulator(xdna_chip: str, xdna_emulator_factory: Callable[..., Any]) -> 
 @pytest.fixture(scope="session")
 def xdna_firmware_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Good firmware images for every chip, made once per session."""
-    from xdna_emu.chips import chip_names, load_chip
+    from xdna_emu.chips import emulated_chip_names
     from xdna_emu.fw.image import write_firmware
 
     out = tmp_path_factory.mktemp("firmware")
-    for name in chip_names():
-        if load_chip(name).emulated:
-            write_firmware(name, out)
+    for name in emulated_chip_names():
+        write_firmware(name, out)
     return out
 
 
