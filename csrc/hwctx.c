@@ -483,6 +483,27 @@ void xdna_hwctx_destroy_all(struct xdna_shim_ctx *ctx)
     }
 }
 
+/* GET_APP_HEALTH target buffer, allocated on first use. */
+int xdna_health_buf(struct xdna_shim_ctx *ctx, uint64_t *addr, uint8_t **va)
+{
+    struct xdna_dma_buf *b = &ctx->s.health_buf;
+    if (!b->va) {
+        if (xdna_dma_alloc(ctx, b, 0x2000, XDNA_PROTO_DMA_READ | XDNA_PROTO_DMA_WRITE,
+                           "xdna-health") < 0)
+            return -1;
+        int rc = ctx->s.client ? xdna_sva_map(ctx, b->fd, b->va, b->size) : xdna_dma_map(ctx, b);
+        if (rc < 0) {
+            xdna_dma_free(b);
+            return -1;
+        }
+        if (ctx->s.client)
+            b->iova = (uint64_t)(uintptr_t)b->va;
+    }
+    *addr = b->iova;
+    *va = b->va;
+    return 0;
+}
+
 /* ---- public: contexts ----------------------------------------------------------------- */
 
 static int ready(struct xdna_shim_ctx *ctx, const char *what)
