@@ -1,13 +1,19 @@
-/* Waiting for the device: the event pump and every blocking wait built on it.
+/* Waiting for the device: one event pump and the waits built on it.
  *
- * Every public call takes ctx->s.lock. Once probe/attach succeeded the monitor thread
- * (monitor.c) owns all receiving: it polls the notify eventfd, the owned MSI-X eventfds,
- * the control socket (hang-up only) and a wake eventfd, and after each wakeup drains every
- * channel that has data (with or without an interrupt: the ring drain the driver gained in
- * PR #1680), then broadcasts ctx->s.cond. A caller that waits (xdna_wait_step) sleeps on
- * that condition variable, which releases the lock; the monitor itself pumps events
- * directly when it has to wait inside TDR or runtime-PM work. Before the monitor runs
- * (during the first probe) waits are the original single-threaded poll() loop.
+ * The pump polls a set of event sources (the write log's notify eventfd, the control
+ * socket, the monitor's wake eventfd, a waiter's own MSI-X eventfd, the owned vectors),
+ * drains what fired and services the mailbox channels. Each kind of wait is one policy of
+ * which sources it watches, whether it services, whether it drops the lock and how long it
+ * blocks:
+ *   - before the monitor runs (the first probe), the caller is the only receiver: notify,
+ *     socket and its own channel's vector, until the deadline;
+ *   - the monitor thread (monitor.c) receives for everyone once probe/attach succeeded:
+ *     every source, lock dropped while blocked, channels serviced, then ctx->s.cond
+ *     broadcast; any other waiter sleeps on that condition variable;
+ *   - deterministic mode: the wait hook advances virtual time, then one non-blocking look
+ *     at every source, with the monitor's servicing and duties run inline;
+ *   - a write-log wait that must keep the lock: short slices on notify.
+ * Every public call holds ctx->s.lock (docs/spec/protocol.md "The write log").
  */
 #include "shim_int.h"
 
@@ -18,11 +24,52 @@
 #include <time.h>
 #include <unistd.h>
 
+/* ---- the pump: one pollfd builder, one dispatcher ---------------------------------- */
+
+/* What one pump step watches and what it does with what fired: the blocking policy of
+ * each kind of wait (see the callers below). */
+struct pump {
+    int extra_fd;     /* a waiter's own channel eventfd: reported, never serviced; or -1 */
+    bool wake;        /* the monitor's wake eventfd */
+    bool sock_data;   /* data on the control socket is an error: no reply can be due */
+    bool vectors;     /* every owned MSI-X vector */
+    bool service;     /* afterwards drain every channel with work and wake the waiters */
+    bool unlock;      /* the ctx lock is dropped while blocked (the monitor thread) */
+    bool extra_ready; /* out: extra_fd fired (its counter is drained) */
+};
+
+/* Fixed slots first, then the owned vectors. An fd of -1 is a slot ppoll ignores. */
+enum { SLOT_NOTIFY, SLOT_SOCK, SLOT_WAKE, SLOT_EXTRA, SLOT_VEC0 };
+/* Owned vectors are the management channel's and one per context. */
+#define PUMP_MAX_VECS 128
+_Static_assert(PUMP_MAX_VECS >= XDNA_MAX_HWCTX + 1, "every owned vector fits one poll");
+#define PUMP_FDS (SLOT_VEC0 + PUMP_MAX_VECS)
+/* A write-log wait that must keep the lock re-checks the log this often. */
+#define LOG_WAIT_SLICE_NS 1000000u
+
 static void drain_fd(int fd)
 {
     uint64_t v;
     if (read(fd, &v, sizeof(v)) < 0)
         (void)v;
+}
+
+static nfds_t pump_fds(struct xdna_shim_ctx *ctx, const struct pump *pp, struct pollfd *p,
+                       unsigned *vec_of)
+{
+    const struct xdna_sess *s = &ctx->s;
+    p[SLOT_NOTIFY] = (struct pollfd){.fd = ctx->notify_fd, .events = POLLIN};
+    p[SLOT_SOCK] = (struct pollfd){.fd = ctx->sock,
+                                   .events = POLLRDHUP | (pp->sock_data ? POLLIN : 0)};
+    p[SLOT_WAKE] = (struct pollfd){.fd = pp->wake ? s->wake_fd : -1, .events = POLLIN};
+    p[SLOT_EXTRA] = (struct pollfd){.fd = pp->extra_fd, .events = POLLIN};
+    nfds_t n = SLOT_VEC0;
+    for (unsigned v = 0; pp->vectors && s->vec_owned && v < ctx->nvec && n < PUMP_FDS; v++)
+        if (s->vec_owned[v] && ctx->irq_fds[v] >= 0 && ctx->irq_fds[v] != pp->extra_fd) {
+            vec_of[n] = v;
+            p[n++] = (struct pollfd){.fd = ctx->irq_fds[v], .events = POLLIN};
+        }
+    return n;
 }
 
 bool xdna_daemon_gone(struct xdna_shim_ctx *ctx)
@@ -44,90 +91,138 @@ static bool ring_has_data(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
     return tail != head && !(head == ch->i2x_size && tail == 0);
 }
 
-/* Process whatever the device did: every channel with data is drained. Lock held. */
+/* Process whatever the device did: every channel with data, or whose vector fired, is
+ * drained (with or without an interrupt, as the driver's RX worker re-checks its ring). */
 static void service_channels(struct xdna_shim_ctx *ctx, const uint8_t *fired)
 {
-    if (ctx->mgmt.active && (ring_has_data(ctx, &ctx->mgmt) || (fired && fired[ctx->mgmt.msix])))
+    if (ctx->mgmt.active && (ring_has_data(ctx, &ctx->mgmt) || fired[ctx->mgmt.msix]))
         xdna_mbox_rx(ctx, &ctx->mgmt);
     for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
         struct xdna_hwctx *hw = ctx->s.hw[i];
         if (!hw || !hw->chan.active)
             continue;
-        if (ring_has_data(ctx, &hw->chan) || (fired && !hw->polled && fired[hw->msix]))
+        if (ring_has_data(ctx, &hw->chan) || (!hw->polled && fired[hw->msix]))
             xdna_mbox_rx(ctx, &hw->chan);
     }
 }
 
-/* ---- the monitor's pump ------------------------------------------------------------ */
+/* Every wait starts here: a gone daemon and a passed deadline end it. */
+static int pump_due(struct xdna_shim_ctx *ctx, uint64_t deadline, uint64_t *now)
+{
+    if (xdna_daemon_gone(ctx))
+        return xdna_fail(ctx, EPIPE, "the daemon ended this session");
+    *now = xdna_now_ns();
+    if (*now >= deadline) {
+        errno = ETIME;
+        return -1;
+    }
+    return 0;
+}
+
+/* The dispatcher's verdict on the control socket: 0, or why the session is over. */
+static int sock_verdict(struct xdna_shim_ctx *ctx, short revents)
+{
+    if (revents & (POLLHUP | POLLERR | POLLRDHUP | POLLNVAL)) {
+        ctx->sock_dead = true;
+        return xdna_fail(ctx, EPIPE, "the daemon hung up");
+    }
+    if (revents & POLLIN) {
+        char c;
+        ssize_t k = recv(ctx->sock, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        ctx->sock_dead = true;
+        if (k == 0)
+            return xdna_fail(ctx, EPIPE, "the daemon closed the connection");
+        return xdna_fail(ctx, EPROTO, "unsolicited data on the control socket");
+    }
+    return 0;
+}
+
+/* One pump step: poll what pp names for up to `timeout_ns` (lock dropped if pp->unlock),
+ * drain every eventfd that fired, then service the channels if pp->service. A hung-up or
+ * misbehaving daemon fails the step after the channels got what was already there.
+ * Returns 0 also when nothing fired: every caller re-checks its condition and deadline. */
+static int pump_step(struct xdna_shim_ctx *ctx, struct pump *pp, uint64_t timeout_ns)
+{
+    struct xdna_sess *s = &ctx->s;
+    struct pollfd p[PUMP_FDS];
+    unsigned vec_of[PUMP_FDS];
+    nfds_t n = pump_fds(ctx, pp, p, vec_of);
+    struct timespec ts = {.tv_sec = (time_t)(timeout_ns / 1000000000u),
+                          .tv_nsec = (long)(timeout_ns % 1000000000u)};
+    if (pp->unlock)
+        pthread_mutex_unlock(&s->lock);
+    int r = ppoll(p, n, &ts, NULL);
+    int perr = errno;
+    if (pp->unlock)
+        pthread_mutex_lock(&s->lock);
+    if (r < 0 && perr != EINTR)
+        return xdna_fail(ctx, perr, "poll: %s", strerror(perr));
+    uint8_t fired[XDNA_MAX_VECTORS];
+    memset(fired, 0, sizeof(fired));
+    int rc = 0;
+    if (r > 0) {
+        if (p[SLOT_NOTIFY].revents & POLLIN)
+            drain_fd(ctx->notify_fd);
+        if (p[SLOT_WAKE].revents & POLLIN)
+            drain_fd(s->wake_fd);
+        if (p[SLOT_EXTRA].revents & POLLIN) {
+            drain_fd(pp->extra_fd);
+            pp->extra_ready = true;
+        }
+        for (nfds_t i = SLOT_VEC0; i < n; i++)
+            if (p[i].revents & POLLIN) {
+                drain_fd(p[i].fd);
+                fired[vec_of[i]] = 1;
+            }
+        rc = sock_verdict(ctx, p[SLOT_SOCK].revents);
+    }
+    if (pp->service) {
+        int err = errno;
+        char msg[sizeof(ctx->last_error)];
+        memcpy(msg, ctx->last_error, sizeof(msg));
+        service_channels(ctx, fired);
+        s->events++;
+        pthread_cond_broadcast(&s->cond);
+        if (rc < 0) { /* the daemon's failure, not whatever servicing ran into */
+            memcpy(ctx->last_error, msg, sizeof(msg));
+            errno = err;
+        }
+    }
+    return rc;
+}
+
+static uint64_t left_ns(uint64_t now, uint64_t deadline)
+{
+    return deadline > now ? deadline - now : 0;
+}
+
+/* ---- the waits built on it ----------------------------------------------------------- */
 
 static bool is_monitor(struct xdna_shim_ctx *ctx)
 {
     return ctx->s.mon_running && pthread_equal(pthread_self(), ctx->s.mon);
 }
 
-/* One monitor step: poll every event source until one fires or the deadline passes (lock
- * released meanwhile), then service channels and wake the waiters. */
-int xdna_pump_once(struct xdna_shim_ctx *ctx, uint64_t deadline)
+/* The monitor thread's step: every event source, the lock dropped while blocked, then the
+ * channels serviced and the waiters woken. */
+int xdna_pump_monitor(struct xdna_shim_ctx *ctx, uint64_t deadline)
 {
-    struct xdna_sess *s = &ctx->s;
-    if (xdna_daemon_gone(ctx))
-        return xdna_fail(ctx, EPIPE, "the daemon ended this session");
-    uint64_t now = xdna_now_ns();
-    if (now >= deadline) {
-        errno = ETIME;
+    uint64_t now;
+    if (pump_due(ctx, deadline, &now) < 0)
         return -1;
-    }
-    unsigned nvec = ctx->nvec;
-    struct pollfd p[3 + 128];
-    unsigned vec_of[3 + 128];
-    nfds_t n = 0;
-    p[n++] = (struct pollfd){.fd = ctx->notify_fd, .events = POLLIN};
-    p[n++] = (struct pollfd){.fd = s->wake_fd, .events = POLLIN};
-    p[n++] = (struct pollfd){.fd = ctx->sock, .events = POLLRDHUP};
-    for (unsigned v = 0; v < nvec && n < sizeof(p) / sizeof(p[0]); v++)
-        if (s->vec_owned && s->vec_owned[v] && ctx->irq_fds[v] >= 0) {
-            vec_of[n] = v;
-            p[n++] = (struct pollfd){.fd = ctx->irq_fds[v], .events = POLLIN};
-        }
-    uint64_t left = deadline - now;
-    struct timespec ts = {.tv_sec = (time_t)(left / 1000000000u),
-                          .tv_nsec = (long)(left % 1000000000u)};
-    pthread_mutex_unlock(&s->lock);
-    int r = ppoll(p, n, &ts, NULL);
-    int perr = errno;
-    pthread_mutex_lock(&s->lock);
-    if (r < 0 && perr != EINTR)
-        return xdna_fail(ctx, perr, "poll: %s", strerror(perr));
-    uint8_t fired[XDNA_MAX_VECTORS > 256 ? 256 : XDNA_MAX_VECTORS];
-    memset(fired, 0, sizeof(fired));
-    if (r > 0) {
-        if (p[0].revents & POLLIN)
-            drain_fd(ctx->notify_fd);
-        if (p[1].revents & POLLIN)
-            drain_fd(s->wake_fd);
-        if (p[2].revents & (POLLHUP | POLLERR | POLLRDHUP | POLLNVAL))
-            ctx->sock_dead = true;
-        for (nfds_t i = 3; i < n; i++)
-            if (p[i].revents & POLLIN) {
-                drain_fd(p[i].fd);
-                if (vec_of[i] < sizeof(fired))
-                    fired[vec_of[i]] = 1;
-            }
-    }
-    service_channels(ctx, fired);
-    s->events++;
-    pthread_cond_broadcast(&s->cond);
-    if (ctx->sock_dead)
-        return xdna_fail(ctx, EPIPE, "the daemon hung up");
-    return 0;
+    struct pump pp = {.extra_fd = -1, .wake = true, .vectors = true, .service = true,
+                      .unlock = true};
+    return pump_step(ctx, &pp, left_ns(now, deadline));
 }
 
-int xdna_sess_wait(struct xdna_shim_ctx *ctx, uint64_t deadline)
+/* While the monitor runs it receives for everyone: a waiter sleeps until its next event
+ * (the monitor itself pumps, when it waits inside TDR or runtime-PM work). */
+static int monitor_wait(struct xdna_shim_ctx *ctx, uint64_t deadline)
 {
     if (xdna_daemon_gone(ctx))
         return xdna_fail(ctx, EPIPE, "the daemon ended this session");
     if (is_monitor(ctx))
-        return xdna_pump_once(ctx, deadline);
+        return xdna_pump_monitor(ctx, deadline);
     if (xdna_cond_wait(ctx, deadline) < 0)
         return -1;
     if (xdna_daemon_gone(ctx))
@@ -135,23 +230,19 @@ int xdna_sess_wait(struct xdna_shim_ctx *ctx, uint64_t deadline)
     return 0;
 }
 
-/* ---- deterministic mode: the monitor's work, inline -------------------------------- */
-
+/* Deterministic mode: the hook advances virtual time to the wake-up (no later than the
+ * monitor's next duty), then one look at every source without blocking. The monitor's
+ * work runs inline: its channel servicing here, its duties with hk. */
 int xdna_hooked_step(struct xdna_shim_ctx *ctx, int extra_fd, uint64_t deadline,
                      bool *extra_ready, bool hk)
 {
     struct xdna_sess *s = &ctx->s;
     const struct xdna_shim_hooks *h = xdna_hooks();
+    uint64_t now;
     if (extra_ready)
         *extra_ready = false;
-    if (xdna_daemon_gone(ctx))
-        return xdna_fail(ctx, EPIPE, "the daemon ended this session");
-    uint64_t now = xdna_now_ns();
-    if (now >= deadline) {
-        errno = ETIME;
+    if (pump_due(ctx, deadline, &now) < 0)
         return -1;
-    }
-    /* wake no later than the monitor would (TDR tick, autosuspend) */
     uint64_t wake = deadline;
     hk = hk && s->mon_virtual && !s->in_housekeeping;
     if (hk) {
@@ -161,126 +252,71 @@ int xdna_hooked_step(struct xdna_shim_ctx *ctx, int extra_fd, uint64_t deadline,
     }
     if (h->wait(h->user, wake) < 0)
         return xdna_fail(ctx, EPIPE, "the wait hook gave up");
-    struct pollfd p[4 + 128];
-    unsigned vec_of[4 + 128];
-    nfds_t n = 0;
-    p[n++] = (struct pollfd){.fd = ctx->notify_fd, .events = POLLIN};
-    p[n++] = (struct pollfd){.fd = ctx->sock, .events = POLLIN | POLLRDHUP};
-    p[n++] = (struct pollfd){.fd = extra_fd, .events = POLLIN}; /* fd -1 is ignored */
-    for (unsigned v = 0; s->mon_virtual && v < ctx->nvec && n < sizeof(p) / sizeof(p[0]); v++)
-        if (s->vec_owned && s->vec_owned[v] && ctx->irq_fds[v] >= 0 && ctx->irq_fds[v] != extra_fd) {
-            vec_of[n] = v;
-            p[n++] = (struct pollfd){.fd = ctx->irq_fds[v], .events = POLLIN};
-        }
-    struct timespec zero = {0, 0};
-    int r = ppoll(p, n, &zero, NULL);
-    uint8_t fired[XDNA_MAX_VECTORS > 256 ? 256 : XDNA_MAX_VECTORS];
-    memset(fired, 0, sizeof(fired));
-    if (r > 0) {
-        if (p[0].revents & POLLIN)
-            drain_fd(ctx->notify_fd);
-        if (p[1].revents & (POLLHUP | POLLERR | POLLRDHUP | POLLNVAL)) {
-            ctx->sock_dead = true;
-            return xdna_fail(ctx, EPIPE, "the daemon hung up");
-        }
-        if (p[1].revents & POLLIN) {
-            ctx->sock_dead = true;
-            return xdna_fail(ctx, EPROTO, "unsolicited data on the control socket");
-        }
-        if (extra_fd >= 0 && (p[2].revents & POLLIN)) {
-            drain_fd(extra_fd);
-            if (extra_ready)
-                *extra_ready = true;
-            for (unsigned v = 0; v < ctx->nvec && v < sizeof(fired); v++)
-                if (ctx->irq_fds[v] == extra_fd)
-                    fired[v] = 1;
-        }
-        for (nfds_t i = 3; i < n; i++)
-            if (p[i].revents & POLLIN) {
-                drain_fd(p[i].fd);
-                if (vec_of[i] < sizeof(fired))
-                    fired[vec_of[i]] = 1;
-            }
-    }
-    if (s->mon_virtual && !s->in_housekeeping) {
-        /* the caller's own channel (extra_fd) is drained by the caller */
-        if (extra_fd >= 0 && extra_ready && *extra_ready)
-            for (unsigned v = 0; v < ctx->nvec && v < sizeof(fired); v++)
-                if (ctx->irq_fds[v] == extra_fd)
-                    fired[v] = 0;
-        service_channels(ctx, fired);
-        s->events++;
-    }
+    struct pump pp = {.extra_fd = extra_fd, .sock_data = true, .vectors = s->mon_virtual,
+                      .service = s->mon_virtual && !s->in_housekeeping};
+    int rc = pump_step(ctx, &pp, 0);
+    if (extra_ready)
+        *extra_ready = pp.extra_ready;
+    if (rc < 0)
+        return -1;
     if (hk)
         xdna_monitor_housekeeping(ctx);
     return 0;
-}
-
-/* ---- waits ------------------------------------------------------------------------- */
-
-static bool daemon_alive(struct xdna_shim_ctx *ctx)
-{
-    if (!ctx->ctrl)
-        return true;
-    uint32_t alive = __atomic_load_n((const uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_ALIVE),
-                                     __ATOMIC_ACQUIRE);
-    return alive != 0;
 }
 
 int xdna_wait_step(struct xdna_shim_ctx *ctx, int extra_fd, uint64_t deadline, bool *extra_ready)
 {
     if (extra_ready)
         *extra_ready = false;
-    if (ctx->s.mon_running) /* the monitor thread receives; wait for its next event */
-        return xdna_sess_wait(ctx, deadline);
+    if (ctx->s.mon_running)
+        return monitor_wait(ctx, deadline);
     if (ctx->s.no_monitor && xdna_hooks())
         return xdna_hooked_step(ctx, extra_fd, deadline, extra_ready, true);
-    for (;;) {
-        if (ctx->sock_dead || !daemon_alive(ctx))
-            return xdna_fail(ctx, EPIPE, "the daemon ended this session");
-        uint64_t now = xdna_now_ns();
-        if (now >= deadline) {
-            errno = ETIME;
-            return -1;
-        }
-        uint64_t left = deadline - now;
-        struct timespec ts = {.tv_sec = (time_t)(left / 1000000000u),
-                              .tv_nsec = (long)(left % 1000000000u)};
-        struct pollfd p[3];
-        nfds_t n = 0;
-        p[n++] = (struct pollfd){.fd = ctx->notify_fd, .events = POLLIN};
-        p[n++] = (struct pollfd){.fd = ctx->sock, .events = POLLIN};
-        if (extra_fd >= 0)
-            p[n++] = (struct pollfd){.fd = extra_fd, .events = POLLIN};
-        int r = ppoll(p, n, &ts, NULL);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return xdna_fail(ctx, errno, "poll: %s", strerror(errno));
-        }
-        if (r == 0)
-            continue; /* re-check the deadline */
-        if (p[1].revents & (POLLHUP | POLLERR | POLLNVAL)) {
-            ctx->sock_dead = true;
-            return xdna_fail(ctx, EPIPE, "the daemon hung up");
-        }
-        if (p[1].revents & POLLIN) {
-            char c;
-            ssize_t k = recv(ctx->sock, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-            ctx->sock_dead = true;
-            if (k == 0)
-                return xdna_fail(ctx, EPIPE, "the daemon closed the connection");
-            return xdna_fail(ctx, EPROTO, "unsolicited data on the control socket");
-        }
-        if (p[0].revents & POLLIN)
-            drain_fd(ctx->notify_fd);
-        if (extra_fd >= 0 && (p[2].revents & POLLIN)) {
-            drain_fd(extra_fd);
-            if (extra_ready)
-                *extra_ready = true;
-        }
+    /* before the monitor (the first probe): the caller is the only receiver */
+    uint64_t now;
+    if (pump_due(ctx, deadline, &now) < 0)
+        return -1;
+    struct pump pp = {.extra_fd = extra_fd, .sock_data = true};
+    int rc = pump_step(ctx, &pp, left_ns(now, deadline));
+    if (extra_ready)
+        *extra_ready = pp.extra_ready;
+    return rc;
+}
+
+int xdna_wait_log(struct xdna_shim_ctx *ctx, uint64_t deadline)
+{
+    if (ctx->s.no_monitor && xdna_hooks()) /* a message may be half written: no TDR here */
+        return xdna_hooked_step(ctx, -1, deadline, NULL, false);
+    if (!ctx->s.mon_running)
+        return xdna_wait_step(ctx, -1, deadline, NULL);
+    /* keep the lock (a message may be half written): short polls on notify */
+    uint64_t now;
+    if (pump_due(ctx, deadline, &now) < 0)
+        return -1;
+    struct pump pp = {.extra_fd = -1};
+    return pump_step(ctx, &pp, LOG_WAIT_SLICE_NS);
+}
+
+int xdna_cond_wait(struct xdna_shim_ctx *ctx, uint64_t deadline)
+{
+    if (ctx->s.no_monitor && xdna_hooks()) /* no other thread will signal: run the device */
+        return xdna_hooked_step(ctx, -1, deadline, NULL, true);
+    if (deadline == UINT64_MAX) {
+        pthread_cond_wait(&ctx->s.cond, &ctx->s.lock);
         return 0;
     }
+    if (xdna_now_ns() >= deadline) {
+        errno = ETIME;
+        return -1;
+    }
+    struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000u),
+                          .tv_nsec = (long)(deadline % 1000000000u)};
+    int r = pthread_cond_timedwait(&ctx->s.cond, &ctx->s.lock, &ts);
+    if (r == ETIMEDOUT && xdna_now_ns() >= deadline) {
+        errno = ETIME;
+        return -1;
+    }
+    return 0;
 }
 
 int xdna_poll_reg(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t mask, int timeout_ms,
@@ -307,50 +343,4 @@ int xdna_poll_reg(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t mask,
                              timeout_ms, loc.off, v);
         }
     }
-}
-
-int xdna_cond_wait(struct xdna_shim_ctx *ctx, uint64_t deadline)
-{
-    if (ctx->s.no_monitor && xdna_hooks()) { /* no other thread will signal: run the device */
-        int rc = xdna_hooked_step(ctx, -1, deadline, NULL, true);
-        if (rc < 0 && errno != ETIME && xdna_now_ns() < deadline)
-            return rc; /* EPIPE: callers treat any failure like a timeout */
-        return rc;
-    }
-    if (deadline == UINT64_MAX) {
-        pthread_cond_wait(&ctx->s.cond, &ctx->s.lock);
-        return 0;
-    }
-    if (xdna_now_ns() >= deadline) {
-        errno = ETIME;
-        return -1;
-    }
-    struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000u),
-                          .tv_nsec = (long)(deadline % 1000000000u)};
-    int r = pthread_cond_timedwait(&ctx->s.cond, &ctx->s.lock, &ts);
-    if (r == ETIMEDOUT && xdna_now_ns() >= deadline) {
-        errno = ETIME;
-        return -1;
-    }
-    return 0;
-}
-
-int xdna_wait_log(struct xdna_shim_ctx *ctx, uint64_t deadline)
-{
-    if (ctx->s.no_monitor && xdna_hooks()) /* a message may be half written: no TDR here */
-        return xdna_hooked_step(ctx, -1, deadline, NULL, false);
-    if (!ctx->s.mon_running)
-        return xdna_wait_step(ctx, -1, deadline, NULL);
-    /* keep the lock (a message may be half written): short polls on notify */
-    if (xdna_daemon_gone(ctx))
-        return xdna_fail(ctx, EPIPE, "the daemon ended this session");
-    if (xdna_now_ns() >= deadline) {
-        errno = ETIME;
-        return -1;
-    }
-    struct pollfd p = {.fd = ctx->notify_fd, .events = POLLIN};
-    struct timespec ts = {.tv_sec = 0, .tv_nsec = 1000000};
-    if (ppoll(&p, 1, &ts, NULL) > 0)
-        drain_fd(ctx->notify_fd);
-    return 0;
 }

@@ -80,7 +80,7 @@ static void *monitor_main(void *arg)
         uint64_t deadline = xdna_monitor_due(ctx, now);
         if (deadline > now + 1000000000u)
             deadline = now + 1000000000u;
-        xdna_pump_once(ctx, deadline);
+        xdna_pump_monitor(ctx, deadline);
         if (s->mon_stop)
             break;
         periodic_duties(ctx);

@@ -216,13 +216,11 @@ int xdna_hooked_step(struct xdna_shim_ctx *ctx, int extra_fd, uint64_t deadline,
 /* Poll a register until (value & mask) != 0 (or == 0 when want_zero). */
 int xdna_poll_reg(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t mask, int timeout_ms,
                   uint32_t *val, const char *what);
-/* xdna_wait_step when the monitor runs: wait for its next event (lock released). */
-int xdna_sess_wait(struct xdna_shim_ctx *ctx, uint64_t deadline);
 /* Wait for write-log room without releasing the lock. */
 int xdna_wait_log(struct xdna_shim_ctx *ctx, uint64_t deadline);
 int xdna_cond_wait(struct xdna_shim_ctx *ctx, uint64_t deadline); /* 0 woken, ETIME */
 /* The monitor's step: poll every event source (lock released), service the channels. */
-int xdna_pump_once(struct xdna_shim_ctx *ctx, uint64_t deadline);
+int xdna_pump_monitor(struct xdna_shim_ctx *ctx, uint64_t deadline);
 /* The daemon ended this session (socket hung up, or it cleared the ctrl page's alive word). */
 bool xdna_daemon_gone(struct xdna_shim_ctx *ctx);
 
