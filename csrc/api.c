@@ -22,9 +22,9 @@ static const int default_timeouts[5] = {1000, 1000, 1000, 5000, 5000};
 
 /* ---- context state and locking ----------------------------------------------------- */
 
-int xdna_sess_init(struct xdna_shim_ctx *ctx)
+int xdna_drv_state_init(struct xdna_shim_ctx *ctx)
 {
-    struct xdna_sess *s = &ctx->s;
+    struct xdna_drv_state *s = &ctx->s;
     pthread_mutexattr_t ma;
     pthread_condattr_t ca;
     pthread_mutexattr_init(&ma);
@@ -44,13 +44,13 @@ int xdna_sess_init(struct xdna_shim_ctx *ctx)
     s->no_monitor = xdna_hooks() != NULL; /* deterministic mode: no monitor thread */
     s->inited = true;
     if (s->wake_fd < 0 || !s->bos)
-        return xdna_fail(ctx, ENOMEM, "session init: out of resources");
+        return xdna_fail(ctx, ENOMEM, "open: out of resources");
     return 0;
 }
 
-void xdna_sess_fini(struct xdna_shim_ctx *ctx)
+void xdna_drv_state_fini(struct xdna_shim_ctx *ctx)
 {
-    struct xdna_sess *s = &ctx->s;
+    struct xdna_drv_state *s = &ctx->s;
     if (!s->inited)
         return;
     xdna_dma_free(&s->health_buf);
@@ -140,7 +140,7 @@ static void ctx_free(struct xdna_shim_ctx *ctx)
     xdna_pci_release(ctx);
     xdna_dma_free(&ctx->fw);
     xdna_dma_free(&ctx->async_buf);
-    xdna_sess_fini(ctx);
+    xdna_drv_state_fini(ctx);
     free(ctx);
 }
 
@@ -153,7 +153,7 @@ struct xdna_shim_ctx *xdna_shim_open(const char *socket_path, int timeout_ms)
     }
     ctx->sock = ctx->kick_fd = ctx->notify_fd = -1;
     ctx->fw.fd = ctx->async_buf.fd = -1;
-    if (xdna_sess_init(ctx) < 0) {
+    if (xdna_drv_state_init(ctx) < 0) {
         int err = errno;
         xdna_set_tls_error(err, "%s", ctx->last_error);
         free(ctx);
@@ -189,7 +189,7 @@ void xdna_shim_close(struct xdna_shim_ctx *ctx)
         ctx->state = XDNA_SHIM_STATE_SUSPENDED;
     pthread_mutex_unlock(&ctx->s.lock);
     xdna_hw_close(ctx);
-    ctx_free(ctx); /* destroys the lock (xdna_sess_fini) */
+    ctx_free(ctx); /* destroys the lock (xdna_drv_state_fini) */
 }
 
 /* ---- lifecycle --------------------------------------------------------------------- */

@@ -57,7 +57,7 @@ static void drain_fd(int fd)
 static nfds_t pump_fds(struct xdna_shim_ctx *ctx, const struct pump *pp, struct pollfd *p,
                        unsigned *vec_of)
 {
-    const struct xdna_sess *s = &ctx->s;
+    const struct xdna_drv_state *s = &ctx->s;
     p[SLOT_NOTIFY] = (struct pollfd){.fd = ctx->notify_fd, .events = POLLIN};
     p[SLOT_SOCK] = (struct pollfd){.fd = ctx->sock,
                                    .events = POLLRDHUP | (pp->sock_data ? POLLIN : 0)};
@@ -143,7 +143,7 @@ static int sock_verdict(struct xdna_shim_ctx *ctx, short revents)
  * Returns 0 also when nothing fired: every caller re-checks its condition and deadline. */
 static int pump_step(struct xdna_shim_ctx *ctx, struct pump *pp, uint64_t timeout_ns)
 {
-    struct xdna_sess *s = &ctx->s;
+    struct xdna_drv_state *s = &ctx->s;
     struct pollfd p[PUMP_FDS];
     unsigned vec_of[PUMP_FDS];
     nfds_t n = pump_fds(ctx, pp, p, vec_of);
@@ -236,7 +236,7 @@ static int monitor_wait(struct xdna_shim_ctx *ctx, uint64_t deadline)
 int xdna_hooked_step(struct xdna_shim_ctx *ctx, int extra_fd, uint64_t deadline,
                      bool *extra_ready, bool hk)
 {
-    struct xdna_sess *s = &ctx->s;
+    struct xdna_drv_state *s = &ctx->s;
     const struct xdna_shim_hooks *h = xdna_hooks();
     uint64_t now;
     if (extra_ready)

@@ -20,7 +20,7 @@ void xdna_wake_monitor(struct xdna_shim_ctx *ctx)
  * interval, so neither the monitor thread nor a hooked wait spins on it. */
 uint64_t xdna_monitor_due(struct xdna_shim_ctx *ctx, uint64_t now)
 {
-    const struct xdna_sess *s = &ctx->s;
+    const struct xdna_drv_state *s = &ctx->s;
     uint64_t due = s->next_tdr_ns;
     if (xdna_rpm_armed(ctx)) {
         uint64_t rpm = s->last_active_ns + (uint64_t)s->autosuspend_ms * 1000000u;
@@ -36,7 +36,7 @@ uint64_t xdna_monitor_due(struct xdna_shim_ctx *ctx, uint64_t now)
  * TDR tick, re-posting async-event registrations, runtime autosuspend. Lock held. */
 static void periodic_duties(struct xdna_shim_ctx *ctx)
 {
-    struct xdna_sess *s = &ctx->s;
+    struct xdna_drv_state *s = &ctx->s;
     uint64_t now = xdna_now_ns();
     if (now >= s->next_tdr_ns) {
         s->next_tdr_ns = now + (uint64_t)s->tdr_ms * 1000000u;
@@ -53,7 +53,7 @@ static void periodic_duties(struct xdna_shim_ctx *ctx)
 /* TDR, async re-posts and autosuspend, as one monitor iteration does them. */
 void xdna_monitor_housekeeping(struct xdna_shim_ctx *ctx)
 {
-    struct xdna_sess *s = &ctx->s;
+    struct xdna_drv_state *s = &ctx->s;
     if (!s->mon_virtual || s->in_housekeeping || xdna_daemon_gone(ctx))
         return;
     s->in_housekeeping = true;
@@ -66,7 +66,7 @@ void xdna_monitor_housekeeping(struct xdna_shim_ctx *ctx)
 static void *monitor_main(void *arg)
 {
     struct xdna_shim_ctx *ctx = arg;
-    struct xdna_sess *s = &ctx->s;
+    struct xdna_drv_state *s = &ctx->s;
     pthread_mutex_lock(&s->lock);
     s->next_tdr_ns = xdna_now_ns() + (uint64_t)s->tdr_ms * 1000000u;
     while (!s->mon_stop) {
@@ -91,7 +91,7 @@ static void *monitor_main(void *arg)
 
 int xdna_monitor_start(struct xdna_shim_ctx *ctx)
 {
-    struct xdna_sess *s = &ctx->s;
+    struct xdna_drv_state *s = &ctx->s;
     if (s->mon_running)
         return 0;
     s->mon_stop = false;
@@ -110,7 +110,7 @@ int xdna_monitor_start(struct xdna_shim_ctx *ctx)
 
 void xdna_monitor_stop(struct xdna_shim_ctx *ctx)
 {
-    struct xdna_sess *s = &ctx->s;
+    struct xdna_drv_state *s = &ctx->s;
     s->mon_virtual = false;
     if (!s->mon_running)
         return;

@@ -75,7 +75,7 @@ int xdna_rpm_get(struct xdna_shim_ctx *ctx)
 /* Could autosuspend run now, time aside? (Not while another operation holds the device.) */
 bool xdna_rpm_armed(struct xdna_shim_ctx *ctx)
 {
-    const struct xdna_sess *s = &ctx->s;
+    const struct xdna_drv_state *s = &ctx->s;
     return !s->client && s->autosuspend_ms > 0 && !s->rpm_suspended && !s->dev_busy &&
            ctx->state == XDNA_SHIM_STATE_PROBED && !ctx->sock_dead;
 }
@@ -83,7 +83,7 @@ bool xdna_rpm_armed(struct xdna_shim_ctx *ctx)
 /* Autosuspend: destroy firmware contexts (shim state kept), then the driver stop order. */
 void xdna_rpm_maybe_suspend(struct xdna_shim_ctx *ctx)
 {
-    struct xdna_sess *s = &ctx->s;
+    struct xdna_drv_state *s = &ctx->s;
     if (!xdna_rpm_armed(ctx))
         return;
     if (xdna_hwctx_pending(ctx))

@@ -90,11 +90,11 @@ struct xdna_bar_map {
 
 #include <pthread.h>
 
-/* ---- sessions, buffers, hardware contexts (sess.c, bo.c, hwctx.c; docs/spec/jobs.md) ---- */
+/* ---- driver state, buffers, hardware contexts (api.c, bo.c, hwctx.c; docs/spec/jobs.md) ---- */
 #define XDNA_MAX_BOS 4096
 #define XDNA_MAX_HWCTX 64
-/* MAX_HWCTX_ID (amdxdna_ctx.c): context ids are allocated cyclically (xa_alloc_cyclic over
- * 1..255), so a destroyed context's id is not handed out again at once. */
+/* Context ids are allocated cyclically over 1..255 as the driver does, so a destroyed
+ * context's id is not handed out again at once. */
 #define XDNA_HWCTX_ID_MAX 255u
 #define XDNA_CTX_MAX_CMDS 4          /* CTX_MAX_CMDS: outstanding commands per context */
 #define XDNA_MONITOR_POLL_NS 1000000u /* monitor re-check of a due duty that could not run (1 ms) */
@@ -109,8 +109,11 @@ struct xdna_bar_map {
 struct xdna_bo;
 struct xdna_hwctx;
 
-/* Session state added for contexts and jobs; lives inside struct xdna_shim_ctx. */
-struct xdna_sess {
+/* What the driver keeps beside the device's transport state (the part the kernel holds in
+ * its device and client structs): the lock, the monitor, interrupt ownership, BOs,
+ * contexts, TDR and power settings, async errors. Lives inside struct xdna_shim_ctx as
+ * ctx->s; set up by xdna_drv_state_init. */
+struct xdna_drv_state {
     pthread_mutex_t lock;     /* protects the whole ctx; released only while blocking */
     pthread_cond_t cond;      /* broadcast after every event the monitor processed */
     bool inited;
@@ -175,7 +178,7 @@ struct xdna_shim_ctx {
 
     struct xdna_mbox_chan mgmt;
     struct xdna_shim_info info;
-    struct xdna_sess s;
+    struct xdna_drv_state s; /* the driver's state */
 };
 
 /* ---- errors, clock, deterministic-mode hooks, register access (core.c) ---- */
@@ -234,8 +237,8 @@ uint64_t xdna_monitor_due(struct xdna_shim_ctx *ctx, uint64_t now);
 void xdna_monitor_housekeeping(struct xdna_shim_ctx *ctx);
 
 /* ---- context state, locking, device-wide sequences (api.c) ---- */
-int xdna_sess_init(struct xdna_shim_ctx *ctx);
-void xdna_sess_fini(struct xdna_shim_ctx *ctx);
+int xdna_drv_state_init(struct xdna_shim_ctx *ctx);
+void xdna_drv_state_fini(struct xdna_shim_ctx *ctx);
 /* Public-call locking: enter takes the ctx lock, leave drops it and copies a
  * failure's message to the calling thread's last_error. */
 int xdna_api_enter(struct xdna_shim_ctx *ctx);
