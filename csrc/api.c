@@ -153,25 +153,23 @@ struct xdna_shim_ctx *xdna_shim_open(const char *socket_path, int timeout_ms)
     }
     ctx->sock = ctx->kick_fd = ctx->notify_fd = -1;
     ctx->fw.fd = ctx->async_buf.fd = -1;
-    if (xdna_drv_state_init(ctx) < 0) {
-        int err = errno;
-        xdna_set_tls_error(err, "%s", ctx->last_error);
-        free(ctx);
-        errno = err;
-        return NULL;
-    }
+    if (xdna_drv_state_init(ctx) < 0)
+        goto free_ctx;
     memcpy(ctx->timeouts, default_timeouts, sizeof(default_timeouts));
     ctx->timeouts[XDNA_SHIM_TIMEOUT_CONTROL] = timeout_ms > 0 ? timeout_ms : 5000;
     ctx->max_msg_fds = XDNA_PROTO_MAX_MSG_FDS;
     ctx->iova_next = XDNA_IOVA_BASE;
-    if (xdna_pci_attach(ctx, socket_path) < 0) {
+    if (xdna_pci_attach(ctx, socket_path) < 0)
+        goto free_ctx;
+    return ctx;
+
+free_ctx: { /* whatever init and attach got so far; the message is this thread's */
         int err = errno;
         xdna_set_tls_error(err, "%s", ctx->last_error);
         ctx_free(ctx);
         errno = err;
         return NULL;
     }
-    return ctx;
 }
 
 void xdna_shim_close(struct xdna_shim_ctx *ctx)

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 /* Failures of xdna_shim_open happen before a context exists; they land here. */
-static __thread char tls_error[256];
+static __thread char tls_error[XDNA_ERR_MAX];
 
 int xdna_fail(struct xdna_shim_ctx *ctx, int err, const char *fmt, ...)
 {
@@ -34,6 +34,19 @@ void xdna_set_tls_error(int err, const char *fmt, ...)
     vsnprintf(tls_error, sizeof(tls_error), fmt, ap);
     va_end(ap);
     errno = err;
+}
+
+void xdna_err_save(struct xdna_shim_ctx *ctx, struct xdna_err *e)
+{
+    e->err = errno;
+    memcpy(e->msg, ctx->last_error, sizeof(e->msg));
+}
+
+int xdna_err_restore(struct xdna_shim_ctx *ctx, const struct xdna_err *e)
+{
+    memcpy(ctx->last_error, e->msg, sizeof(e->msg));
+    errno = e->err;
+    return -1;
 }
 
 const char *xdna_shim_last_error(struct xdna_shim_ctx *ctx)

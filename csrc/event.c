@@ -177,16 +177,13 @@ static int pump_step(struct xdna_shim_ctx *ctx, struct pump *pp, uint64_t timeou
         rc = sock_verdict(ctx, p[SLOT_SOCK].revents);
     }
     if (pp->service) {
-        int err = errno;
-        char msg[sizeof(ctx->last_error)];
-        memcpy(msg, ctx->last_error, sizeof(msg));
+        struct xdna_err e;
+        xdna_err_save(ctx, &e);
         service_channels(ctx, fired);
         s->events++;
         pthread_cond_broadcast(&s->cond);
-        if (rc < 0) { /* the daemon's failure, not whatever servicing ran into */
-            memcpy(ctx->last_error, msg, sizeof(msg));
-            errno = err;
-        }
+        if (rc < 0) /* the daemon's failure, not whatever servicing ran into */
+            return xdna_err_restore(ctx, &e);
     }
     return rc;
 }

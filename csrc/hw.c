@@ -118,14 +118,11 @@ static int mgmt_fw_init(struct xdna_shim_ctx *ctx)
 /* Undo bring-up in the driver's stop order; keeps the first error. */
 static int hw_stop(struct xdna_shim_ctx *ctx, bool send_suspend)
 {
-    int first_err = 0;
-    char first_msg[sizeof(ctx->last_error)] = "";
+    struct xdna_err first = {0};
 #define STEP(expr)                                                                     \
     do {                                                                               \
-        if ((expr) < 0 && !first_err) {                                                \
-            first_err = errno;                                                         \
-            memcpy(first_msg, ctx->last_error, sizeof(first_msg));                     \
-        }                                                                              \
+        if ((expr) < 0 && !first.err)                                                  \
+            xdna_err_save(ctx, &first);                                                \
     } while (0)
     if (ctx->mgmt.active) {
         if (send_suspend)
@@ -147,12 +144,7 @@ static int hw_stop(struct xdna_shim_ctx *ctx, bool send_suspend)
     xdna_dma_free(&ctx->async_buf);
     STEP(xdna_dma_unmap(ctx, &ctx->fw));
 #undef STEP
-    if (first_err) {
-        memcpy(ctx->last_error, first_msg, sizeof(first_msg));
-        errno = first_err;
-        return -1;
-    }
-    return 0;
+    return first.err ? xdna_err_restore(ctx, &first) : 0;
 }
 
 /* hw_start; `probing` adds the probe tail (GET_DEV_REVISION), which resume does not redo. */
@@ -210,14 +202,11 @@ static int start_or_unwind(struct xdna_shim_ctx *ctx, bool probing)
         ctx->state = XDNA_SHIM_STATE_PROBED;
         return 0;
     }
-    int err = errno;
-    char msg[sizeof(ctx->last_error)];
-    memcpy(msg, ctx->last_error, sizeof(msg));
+    struct xdna_err e;
+    xdna_err_save(ctx, &e);
     hw_stop(ctx, false);
-    memcpy(ctx->last_error, msg, sizeof(msg));
     ctx->state = XDNA_SHIM_STATE_FAILED;
-    errno = err;
-    return -1;
+    return xdna_err_restore(ctx, &e);
 }
 
 /* ---- lifecycle bodies -------------------------------------------------------------- */

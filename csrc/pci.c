@@ -201,38 +201,50 @@ static bool fd_holds(int fd, uint64_t size)
     return fstat(fd, &st) == 0 && st.st_size >= 0 && (uint64_t)st.st_size >= size;
 }
 
+/* Map BAR i from the fd GET_REGION_INFO hands over (a region that is not mappable is
+ * skipped). The fd is closed on every path: the mapping keeps the memory. */
+static int map_bar(struct xdna_shim_ctx *ctx, unsigned i)
+{
+    struct xdna_proto_region_info ri = {.argsz = sizeof(ri), .index = i};
+    size_t len = sizeof(ri);
+    int fd = -1, rc = -1;
+    unsigned nfd = 1;
+    if (xdna_ctl(ctx, XDNA_PROTO_CMD_GET_REGION_INFO, &ri, sizeof(ri), NULL, 0, &ri, &len,
+                 sizeof(ri), &fd, &nfd) < 0)
+        return -1;
+    if (!(ri.flags & XDNA_PROTO_REGION_MMAP) || ri.size == 0) {
+        rc = 0;
+        goto close_fd;
+    }
+    if (!nfd) {
+        xdna_fail(ctx, EPROTO, "GET_REGION_INFO: BAR%u is mappable but came without fd", i);
+        goto close_fd;
+    }
+    if (ri.size > (1ull << 30) || (ri.size & 3) || !fd_holds(fd, ri.size)) {
+        xdna_fail(ctx, EPROTO, "GET_REGION_INFO: BAR%u size %#llx is implausible or past its fd",
+                  i, (unsigned long long)ri.size);
+        goto close_fd;
+    }
+    void *va = mmap(NULL, ri.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (va == MAP_FAILED) {
+        xdna_fail(ctx, errno, "mmap BAR%u: %s", i, strerror(errno));
+        goto close_fd;
+    }
+    ctx->bars[i].va = va;
+    ctx->bars[i].size = ri.size;
+    ctx->bars[i].flags = ri.flags;
+    rc = 0;
+close_fd:
+    if (nfd && fd >= 0)
+        close(fd); /* succeeds, so errno still says why rc is -1 */
+    return rc;
+}
+
 static int map_bars(struct xdna_shim_ctx *ctx)
 {
-    for (unsigned i = 0; i < XDNA_NUM_BARS; i++) {
-        struct xdna_proto_region_info ri = {.argsz = sizeof(ri), .index = i};
-        size_t len = sizeof(ri);
-        int fd = -1;
-        unsigned nfd = 1;
-        if (xdna_ctl(ctx, XDNA_PROTO_CMD_GET_REGION_INFO, &ri, sizeof(ri), NULL, 0, &ri, &len,
-                     sizeof(ri), &fd, &nfd) < 0)
+    for (unsigned i = 0; i < XDNA_NUM_BARS; i++)
+        if (map_bar(ctx, i) < 0)
             return -1;
-        if (!(ri.flags & XDNA_PROTO_REGION_MMAP) || ri.size == 0) {
-            if (nfd)
-                close(fd);
-            continue;
-        }
-        if (!nfd)
-            return xdna_fail(ctx, EPROTO, "GET_REGION_INFO: BAR%u is mappable but came without fd", i);
-        if (ri.size > (1ull << 30) || (ri.size & 3) || !fd_holds(fd, ri.size)) {
-            close(fd);
-            return xdna_fail(ctx, EPROTO,
-                             "GET_REGION_INFO: BAR%u size %#llx is implausible or past its fd", i,
-                             (unsigned long long)ri.size);
-        }
-        void *va = mmap(NULL, ri.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        int err = errno;
-        close(fd);
-        if (va == MAP_FAILED)
-            return xdna_fail(ctx, err, "mmap BAR%u: %s", i, strerror(err));
-        ctx->bars[i].va = va;
-        ctx->bars[i].size = ri.size;
-        ctx->bars[i].flags = ri.flags;
-    }
     /* every BAR the chip's tables use must be there and large enough */
     const struct xdna_chip_desc *c = ctx->chip;
     for (unsigned i = 0; i < c->nbars; i++) {
@@ -255,22 +267,23 @@ static int attach_write_log(struct xdna_shim_ctx *ctx)
                  &nfd) < 0)
         return -1;
     if (nfd != 3) {
-        for (unsigned i = 0; i < nfd; i++)
-            close(fds[i]);
-        return xdna_fail(ctx, EPROTO, "ATTACH_WRITE_LOG: %u fds, expected 3", nfd);
+        xdna_fail(ctx, EPROTO, "ATTACH_WRITE_LOG: %u fds, expected 3", nfd);
+        goto close_fds;
     }
-    ctx->kick_fd = fds[1];
+    ctx->kick_fd = fds[1]; /* the context owns these two now (released with it) */
     ctx->notify_fd = fds[2];
+    nfd = 1;               /* left to close: the ctrl page's fd */
     if (!fd_holds(fds[0], XDNA_PROTO_CTRL_SIZE)) {
-        close(fds[0]);
-        return xdna_fail(ctx, EPROTO, "write log: ctrl page fd is smaller than %u bytes",
-                         (unsigned)XDNA_PROTO_CTRL_SIZE);
+        xdna_fail(ctx, EPROTO, "write log: ctrl page fd is smaller than %u bytes",
+                  (unsigned)XDNA_PROTO_CTRL_SIZE);
+        goto close_fds;
     }
     void *va = mmap(NULL, XDNA_PROTO_CTRL_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
-    int err = errno;
+    if (va == MAP_FAILED) {
+        xdna_fail(ctx, errno, "mmap write log: %s", strerror(errno));
+        goto close_fds;
+    }
     close(fds[0]);
-    if (va == MAP_FAILED)
-        return xdna_fail(ctx, err, "mmap write log: %s", strerror(err));
     ctx->ctrl = va;
     const volatile uint32_t *w = (const volatile uint32_t *)ctx->ctrl;
     uint32_t magic = w[XDNA_PROTO_CTRL_OFF_MAGIC / 4], ver = w[XDNA_PROTO_CTRL_OFF_VERSION / 4];
@@ -282,6 +295,11 @@ static int attach_write_log(struct xdna_shim_ctx *ctx)
                                       " size %u)", magic, ver, n, wl.entries, esz);
     ctx->log_entries = n;
     return 0;
+
+close_fds:
+    for (unsigned i = 0; i < nfd; i++)
+        close(fds[i]);
+    return -1;
 }
 
 static int setup_msix(struct xdna_shim_ctx *ctx)

@@ -74,32 +74,34 @@ int xdna_fw_load(struct xdna_shim_ctx *ctx, const char *search)
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
         st.st_size > XDNA_FW_MAX_SIZE) {
-        close(fd);
-        return xdna_fail(ctx, EINVAL, "firmware %s: not a regular file of 1..%u bytes", path,
-                         XDNA_FW_MAX_SIZE);
+        xdna_fail(ctx, EINVAL, "firmware %s: not a regular file of 1..%u bytes", path,
+                  XDNA_FW_MAX_SIZE);
+        goto close_file;
     }
     if (ctx->fw.mapped)
         xdna_dma_unmap(ctx, &ctx->fw);
     xdna_dma_free(&ctx->fw);
-    if (xdna_dma_alloc(ctx, &ctx->fw, (size_t)st.st_size, XDNA_PROTO_DMA_READ, "xdna-fw") < 0) {
-        close(fd);
-        return -1;
-    }
+    if (xdna_dma_alloc(ctx, &ctx->fw, (size_t)st.st_size, XDNA_PROTO_DMA_READ, "xdna-fw") < 0)
+        goto close_file;
     size_t got = 0;
     while (got < (size_t)st.st_size) {
         ssize_t k = read(fd, (char *)ctx->fw.va + got, (size_t)st.st_size - got);
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0) {
-            int err = k < 0 ? errno : EIO;
-            close(fd);
-            xdna_dma_free(&ctx->fw);
-            return xdna_fail(ctx, err, "firmware %s: short read", path);
+            xdna_fail(ctx, k < 0 ? errno : EIO, "firmware %s: short read", path);
+            goto free_image;
         }
         got += (size_t)k;
     }
     close(fd);
     return 0;
+
+free_image:
+    xdna_dma_free(&ctx->fw);
+close_file:
+    close(fd); /* closing a read-only file succeeds and leaves errno alone */
+    return -1;
 }
 
 int xdna_psp_start(struct xdna_shim_ctx *ctx)

@@ -16,6 +16,7 @@
 #include "xdna_shim.h"
 
 #define XDNA_NUM_BARS 6
+#define XDNA_ERR_MAX 256 /* one error message */
 #define XDNA_MAX_VECTORS 2048 /* MSI-X table size field is 11 bits */
 
 /* Mailbox protocol facts (amdxdna-facts.md §4). */
@@ -149,7 +150,7 @@ struct xdna_shim_ctx {
     bool sock_dead;
     uint16_t next_msg_id;
     int timeouts[5]; /* enum xdna_shim_timeout, ms */
-    char last_error[256];
+    char last_error[XDNA_ERR_MAX];
     const struct xdna_chip_desc *chip;
     uint8_t config[XDNA_PROTO_CONFIG_SIZE];
     uint32_t max_msg_fds;
@@ -185,6 +186,14 @@ struct xdna_shim_ctx {
 int xdna_fail(struct xdna_shim_ctx *ctx, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void xdna_set_tls_error(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A failure (errno and message) kept while cleanup runs that may fail on its own: save,
+ * clean up, then return xdna_err_restore(), which puts them back and returns -1. */
+struct xdna_err {
+    int err;
+    char msg[XDNA_ERR_MAX];
+};
+void xdna_err_save(struct xdna_shim_ctx *ctx, struct xdna_err *e);
+int xdna_err_restore(struct xdna_shim_ctx *ctx, const struct xdna_err *e);
 uint64_t xdna_now_ns(void);
 uint64_t xdna_deadline(int ms);
 /* Deterministic mode: the calling thread's hooks, or NULL. */
