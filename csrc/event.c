@@ -13,7 +13,7 @@
  *   - deterministic mode: the wait hook advances virtual time, then one non-blocking look
  *     at every source, with the monitor's servicing and duties run inline;
  *   - a write-log wait that must keep the lock: short slices on notify.
- * Every public call holds ctx->s.lock (docs/spec/protocol.md "The write log").
+ * Every public call holds ctx->s.lock; only the monitor thread drops it while it blocks.
  */
 #include "shim_int.h"
 

@@ -1,5 +1,5 @@
-/* Hardware contexts and command submission (aie2_ctx / aie2_hwctx / aie2_tdr, facts §5, §7;
- * docs/spec/jobs.md §3, §4, §6).
+/* Hardware contexts, command submission and TDR, the driver's aie2_ctx.c counterpart
+ * (docs/spec/jobs.md §3, §4, §6; docs/spec/firmware.md §8).
  *
  * A context is created the way the driver's hwctx_start does it: CREATE_CONTEXT, the user
  * channel on the returned cq_pair and MSI-X vector, MAP_HOST_BUFFER/ADD_HOST_BUFFER for the
@@ -648,7 +648,7 @@ static int parse_cmd(struct xdna_shim_ctx *ctx, uint32_t handle, struct parsed_c
     if (!bo || bo->internal || bo->type != XDNA_SHIM_BO_CMD)
         return xdna_fail(ctx, EINVAL, "exec: %u is not a CMD BO", handle);
     const uint32_t *w = hdr_of(bo);
-    /* data = CU masks (1 + extra; none for CMD_CHAIN, as amdxdna_cmd_get_payload) + payload */
+    /* data = CU masks (1 + extra; none for CMD_CHAIN, as the driver reads it) + payload */
     struct xdna_pz_cmd c;
     if (xdna_pz_cmd_hdr((const uint8_t *)w, bo->size, &c))
         return xdna_fail(ctx, EINVAL, "exec: BO %u header count %u does not fit %llu bytes", handle,

@@ -1,4 +1,4 @@
-/* Mailbox channels (amdxdna-facts.md §4): x2i producer, i2x consumer, interrupt handling.
+/* Mailbox channels (docs/spec/firmware.md §5): x2i producer, i2x consumer, interrupts.
  *
  * The algorithm is the driver's: cached x2i tail and i2x head, hardware x2i head and i2x
  * tail, TOMBSTONE wrap, ids (seq & 0xFF) | 0x1D000000 allocated cyclically per channel,

@@ -1,4 +1,4 @@
-/* libFuzzer target: mgmt_mbox_chann_info validation (probe.c fw_alive + mailbox.c create).
+/* libFuzzer target: mgmt_mbox_chann_info validation (hw.c fw_alive + mailbox.c create).
  * Input: [layout selector u8][64 info bytes]. Selector bit7 forces a valid magic and protocol
  * so the fuzzer spends its time on the addresses. Invariant: a validated info's registers
  * all convert inside the mailbox BAR and its rings inside SRAM, and the vector exists. */
