@@ -85,20 +85,6 @@ int xdna_api_leave(struct xdna_shim_ctx *ctx, int rc)
     return rc;
 }
 
-static int enter(struct xdna_shim_ctx *ctx)
-{
-    return xdna_api_enter(ctx);
-}
-
-/* Unlock and return rc, keeping errno. */
-static int leave(struct xdna_shim_ctx *ctx, int rc)
-{
-    int err = errno;
-    pthread_mutex_unlock(&ctx->s.lock);
-    errno = err;
-    return rc;
-}
-
 int xdna_dev_begin(struct xdna_shim_ctx *ctx)
 {
     uint64_t deadline = xdna_deadline(BUSY_WAIT_MS);
@@ -114,17 +100,6 @@ void xdna_dev_end(struct xdna_shim_ctx *ctx)
     ctx->s.dev_busy = false;
     ctx->s.last_active_ns = xdna_now_ns();
     pthread_cond_broadcast(&ctx->s.cond);
-}
-
-/* A failure's message is also this thread's (xdna_shim_last_error is per thread). */
-static int keep_msg(struct xdna_shim_ctx *ctx, int rc)
-{
-    if (rc < 0) {
-        int err = errno;
-        xdna_set_tls_error(err, "%s", ctx->last_error);
-        errno = err;
-    }
-    return rc;
 }
 
 static int client_refused(struct xdna_shim_ctx *ctx, const char *what)
@@ -194,108 +169,98 @@ void xdna_shim_close(struct xdna_shim_ctx *ctx)
 
 int xdna_shim_probe(struct xdna_shim_ctx *ctx, const char *fw_search_path)
 {
-    if (enter(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     if (ctx->s.client)
-        return leave(ctx, client_refused(ctx, "probe"));
+        return xdna_api_leave(ctx, client_refused(ctx, "probe"));
     if (ctx->s.rpm_suspended)
-        return leave(ctx, xdna_fail(ctx, EALREADY, "device is already probed"));
+        return xdna_api_leave(ctx, xdna_fail(ctx, EALREADY, "device is already probed"));
     if (xdna_dev_begin(ctx) < 0)
-        return leave(ctx, -1);
-    int rc = keep_msg(ctx, xdna_probe_unlocked(ctx, fw_search_path));
+        return xdna_api_leave(ctx, -1);
+    int rc = xdna_probe_unlocked(ctx, fw_search_path);
     if (rc == 0) {
         ctx->s.power_mode = XDNA_SHIM_POWER_DEFAULT;
         ctx->s.clock_gating = true;
         memset(&ctx->s.async, 0, sizeof(ctx->s.async));
-        rc = keep_msg(ctx, xdna_monitor_start(ctx));
+        rc = xdna_monitor_start(ctx);
     }
     xdna_dev_end(ctx);
-    return leave(ctx, rc);
+    return xdna_api_leave(ctx, rc);
 }
 
 int xdna_shim_stop(struct xdna_shim_ctx *ctx)
 {
-    if (enter(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     if (ctx->s.client)
-        return leave(ctx, client_refused(ctx, "stop"));
+        return xdna_api_leave(ctx, client_refused(ctx, "stop"));
     if (xdna_dev_begin(ctx) < 0)
-        return leave(ctx, -1);
+        return xdna_api_leave(ctx, -1);
     xdna_hwctx_stop_all(ctx);
-    int rc = keep_msg(ctx, xdna_stop_unlocked(ctx));
+    int rc = xdna_stop_unlocked(ctx);
     ctx->s.rpm_suspended = false;
     xdna_dev_end(ctx);
-    return leave(ctx, rc);
+    return xdna_api_leave(ctx, rc);
 }
 
 int xdna_shim_suspend(struct xdna_shim_ctx *ctx)
 {
-    if (enter(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     if (ctx->s.client)
-        return leave(ctx, client_refused(ctx, "suspend"));
+        return xdna_api_leave(ctx, client_refused(ctx, "suspend"));
     if (ctx->s.rpm_suspended) /* already down: make it a system suspend */
         ctx->s.rpm_suspended = false;
     else {
         if (ctx->state != XDNA_SHIM_STATE_PROBED)
-            return leave(ctx, keep_msg(ctx, xdna_fail(ctx, EINVAL, "suspend: device is not probed")));
+            return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "suspend: device is not probed"));
         if (xdna_dev_begin(ctx) < 0)
-            return leave(ctx, -1);
+            return xdna_api_leave(ctx, -1);
         xdna_hwctx_stop_all(ctx);
-        int rc = keep_msg(ctx, xdna_suspend_unlocked(ctx));
+        int rc = xdna_suspend_unlocked(ctx);
         ctx->s.suspend_count++;
         xdna_dev_end(ctx);
-        return leave(ctx, rc);
+        return xdna_api_leave(ctx, rc);
     }
-    return leave(ctx, 0);
+    return xdna_api_leave(ctx, 0);
 }
 
 int xdna_shim_resume(struct xdna_shim_ctx *ctx)
 {
-    if (enter(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     if (ctx->s.client)
-        return leave(ctx, client_refused(ctx, "resume"));
+        return xdna_api_leave(ctx, client_refused(ctx, "resume"));
     if (ctx->s.rpm_suspended)
-        return leave(ctx, keep_msg(ctx, xdna_rpm_get(ctx)));
+        return xdna_api_leave(ctx, xdna_rpm_get(ctx));
     if (xdna_dev_begin(ctx) < 0)
-        return leave(ctx, -1);
-    int mode = ctx->s.power_mode;
-    int rc = keep_msg(ctx, xdna_resume_unlocked(ctx));
-    if (rc == 0) {
-        ctx->s.resume_count++;
-        ctx->s.clock_gating = true;
-        if (mode != XDNA_SHIM_POWER_DEFAULT)
-            rc = keep_msg(ctx, xdna_pm_apply_mode(ctx, mode));
-        int r2 = keep_msg(ctx, xdna_hwctx_restart_all(ctx));
-        if (rc == 0)
-            rc = r2;
-    }
+        return xdna_api_leave(ctx, -1);
+    int rc = xdna_pm_resume(ctx);
     xdna_dev_end(ctx);
-    return leave(ctx, rc);
+    return xdna_api_leave(ctx, rc);
 }
 
 int xdna_shim_attach(struct xdna_shim_ctx *ctx)
 {
-    if (enter(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     if (ctx->s.client || ctx->state == XDNA_SHIM_STATE_PROBED || ctx->s.rpm_suspended)
-        return leave(ctx, keep_msg(ctx, xdna_fail(ctx, EALREADY, "attach: already %s",
-                                                  ctx->s.client ? "attached" : "probed")));
+        return xdna_api_leave(ctx, xdna_fail(ctx, EALREADY, "attach: already %s",
+                                                  ctx->s.client ? "attached" : "probed"));
     if (!ctx->chip->supported)
-        return leave(ctx, keep_msg(ctx, xdna_fail(ctx, EOPNOTSUPP, "%s is known by id only",
-                                                  ctx->chip->name)));
+        return xdna_api_leave(ctx, xdna_fail(ctx, EOPNOTSUPP, "%s is known by id only",
+                                                  ctx->chip->name));
     if (!ctx->s.caps_probed)
-        return leave(ctx, keep_msg(ctx, xdna_fail(ctx, ENODEV,
-                                                  "attach: no driver session has probed the device")));
+        return xdna_api_leave(ctx, xdna_fail(ctx, ENODEV,
+                                                  "attach: no driver session has probed the device"));
     ctx->s.client = true;
     /* IOVA space is shared by sessions: keep ours apart from the driver's */
     ctx->iova_next = XDNA_IOVA_BASE + ((uint64_t)(ctx->info.pasid & 0xFFFF) << 36);
     if (xdna_client_query(ctx) < 0) {
         ctx->s.client = false;
-        return leave(ctx, keep_msg(ctx, -1));
+        return xdna_api_leave(ctx, -1);
     }
-    return leave(ctx, keep_msg(ctx, xdna_monitor_start(ctx)));
+    return xdna_api_leave(ctx, xdna_monitor_start(ctx));
 }
 
 /* ---- management messages, info, raw access, settings ------------------------------- */
@@ -303,116 +268,116 @@ int xdna_shim_attach(struct xdna_shim_ctx *ctx)
 int xdna_shim_mgmt_msg(struct xdna_shim_ctx *ctx, uint32_t opcode, const void *req,
                        size_t req_len, void *resp, size_t resp_len, int timeout_ms)
 {
-    if (enter(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     if (ctx->s.client)
-        return leave(ctx, keep_msg(ctx, xdna_fw_call(ctx, opcode, req, req_len, resp, resp_len)));
+        return xdna_api_leave(ctx, xdna_fw_call(ctx, opcode, req, req_len, resp, resp_len));
     if (xdna_rpm_get(ctx) < 0)
-        return leave(ctx, keep_msg(ctx, -1));
-    return leave(ctx, keep_msg(ctx, xdna_mgmt_msg_unlocked(ctx, opcode, req, req_len, resp,
-                                                           resp_len, timeout_ms)));
+        return xdna_api_leave(ctx, -1);
+    return xdna_api_leave(ctx, xdna_mgmt_msg_unlocked(ctx, opcode, req, req_len, resp,
+                                                           resp_len, timeout_ms));
 }
 
 int xdna_shim_get_info(struct xdna_shim_ctx *ctx, struct xdna_shim_info *info)
 {
-    if (enter(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
-    int rc = keep_msg(ctx, xdna_get_info_unlocked(ctx, info));
+    int rc = xdna_get_info_unlocked(ctx, info);
     if (rc == 0) {
         info->caps_probed = ctx->s.caps_probed;
         info->client = ctx->s.client;
         if (ctx->s.rpm_suspended)
             info->state = XDNA_SHIM_STATE_SUSPENDED;
     }
-    return leave(ctx, rc);
+    return xdna_api_leave(ctx, rc);
 }
 
 int xdna_shim_readl(struct xdna_shim_ctx *ctx, unsigned bar, uint32_t off, uint32_t *val)
 {
-    if (enter(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
-    return leave(ctx, keep_msg(ctx, xdna_readl_unlocked(ctx, bar, off, val)));
+    return xdna_api_leave(ctx, xdna_readl_unlocked(ctx, bar, off, val));
 }
 
 int xdna_shim_writel(struct xdna_shim_ctx *ctx, unsigned bar, uint32_t off, uint32_t val)
 {
-    if (enter(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
-    return leave(ctx, keep_msg(ctx, xdna_writel_unlocked(ctx, bar, off, val)));
+    return xdna_api_leave(ctx, xdna_writel_unlocked(ctx, bar, off, val));
 }
 
 int xdna_shim_set_timeout(struct xdna_shim_ctx *ctx, int which, int ms)
 {
-    if (enter(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
-    return leave(ctx, keep_msg(ctx, xdna_set_timeout_unlocked(ctx, which, ms)));
+    return xdna_api_leave(ctx, xdna_set_timeout_unlocked(ctx, which, ms));
 }
 
 int xdna_shim_set_tdr_ms(struct xdna_shim_ctx *ctx, int ms)
 {
-    if (enter(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     if (ms <= 0)
-        return leave(ctx, keep_msg(ctx, xdna_fail(ctx, EINVAL, "TDR period must be > 0")));
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "TDR period must be > 0"));
     ctx->s.tdr_ms = ms;
     ctx->s.next_tdr_ns = xdna_now_ns() + (uint64_t)ms * 1000000u;
     xdna_wake_monitor(ctx);
-    return leave(ctx, 0);
+    return xdna_api_leave(ctx, 0);
 }
 
 int xdna_shim_set_autosuspend_ms(struct xdna_shim_ctx *ctx, int ms)
 {
-    if (enter(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     if (ms < 0)
-        return leave(ctx, keep_msg(ctx, xdna_fail(ctx, EINVAL, "autosuspend delay must be >= 0")));
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "autosuspend delay must be >= 0"));
     ctx->s.autosuspend_ms = ms;
     ctx->s.last_active_ns = xdna_now_ns();
     xdna_wake_monitor(ctx);
-    return leave(ctx, 0);
+    return xdna_api_leave(ctx, 0);
 }
 
 int xdna_shim_last_async_error(struct xdna_shim_ctx *ctx, struct xdna_shim_async_error *err)
 {
-    if (enter(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     if (!err)
-        return leave(ctx, keep_msg(ctx, xdna_fail(ctx, EINVAL, "last_async_error: NULL")));
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "last_async_error: NULL"));
     *err = ctx->s.async;
-    return leave(ctx, 0);
+    return xdna_api_leave(ctx, 0);
 }
 
 /* ---- power ------------------------------------------------------------------------- */
 
 int xdna_shim_set_power_mode(struct xdna_shim_ctx *ctx, int mode)
 {
-    if (enter(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     if (ctx->s.client)
-        return leave(ctx, keep_msg(ctx, client_refused(ctx, "set_power_mode")));
+        return xdna_api_leave(ctx, client_refused(ctx, "set_power_mode"));
     if (mode < XDNA_SHIM_POWER_DEFAULT || mode > XDNA_SHIM_POWER_TURBO)
-        return leave(ctx, keep_msg(ctx, xdna_fail(ctx, EINVAL, "power mode %d is unknown", mode)));
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "power mode %d is unknown", mode));
     if (ctx->state != XDNA_SHIM_STATE_PROBED && !ctx->s.rpm_suspended)
-        return leave(ctx, keep_msg(ctx, xdna_fail(ctx, ENODEV, "set_power_mode: not probed")));
+        return xdna_api_leave(ctx, xdna_fail(ctx, ENODEV, "set_power_mode: not probed"));
     uint32_t foreign = ctx->ctrl ? __atomic_load_n((const uint32_t *)(ctx->ctrl +
                                                    XDNA_PROTO_CTRL_OFF_FOREIGN_CTX), __ATOMIC_ACQUIRE)
                                  : 0;
     if (mode == XDNA_SHIM_POWER_TURBO && (xdna_hwctx_live(ctx) || foreign))
-        return leave(ctx, keep_msg(ctx, xdna_fail(ctx, EBUSY,
-                                                  "TURBO needs a device without active contexts")));
+        return xdna_api_leave(ctx, xdna_fail(ctx, EBUSY,
+                                                  "TURBO needs a device without active contexts"));
     if (xdna_rpm_get(ctx) < 0 || xdna_dev_begin(ctx) < 0)
-        return leave(ctx, keep_msg(ctx, -1));
-    int rc = keep_msg(ctx, xdna_pm_apply_mode(ctx, mode));
+        return xdna_api_leave(ctx, -1);
+    int rc = xdna_pm_apply_mode(ctx, mode);
     xdna_dev_end(ctx);
-    return leave(ctx, rc);
+    return xdna_api_leave(ctx, rc);
 }
 
 int xdna_shim_get_power(struct xdna_shim_ctx *ctx, struct xdna_shim_power *pw)
 {
-    if (enter(ctx) < 0)
+    if (xdna_api_enter(ctx) < 0)
         return -1;
     if (!pw)
-        return leave(ctx, keep_msg(ctx, xdna_fail(ctx, EINVAL, "get_power: NULL")));
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "get_power: NULL"));
     memset(pw, 0, sizeof(*pw));
     const struct xdna_chip_desc *c = ctx->chip;
     pw->mode = ctx->s.power_mode;
@@ -427,5 +392,5 @@ int xdna_shim_get_power(struct xdna_shim_ctx *ctx, struct xdna_shim_power *pw)
     pw->suspended = ctx->s.rpm_suspended || ctx->state == XDNA_SHIM_STATE_SUSPENDED;
     pw->suspend_count = ctx->s.suspend_count;
     pw->resume_count = ctx->s.resume_count;
-    return leave(ctx, 0);
+    return xdna_api_leave(ctx, 0);
 }

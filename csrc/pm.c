@@ -45,6 +45,21 @@ int xdna_pm_apply_mode(struct xdna_shim_ctx *ctx, int mode)
     return 0;
 }
 
+/* Resume (system or runtime): the full hw_start handshake, the power mode back, then every
+ * context re-created in firmware. Caller holds the device (xdna_dev_begin). The first
+ * failure is returned; the contexts are restarted even after a power-mode failure. */
+int xdna_pm_resume(struct xdna_shim_ctx *ctx)
+{
+    int mode = ctx->s.power_mode;
+    if (xdna_resume_unlocked(ctx) < 0)
+        return -1;
+    ctx->s.resume_count++;
+    ctx->s.clock_gating = true; /* pm_init turned gating on at max level */
+    int rc = mode != XDNA_SHIM_POWER_DEFAULT ? xdna_pm_apply_mode(ctx, mode) : 0;
+    int r2 = xdna_hwctx_restart_all(ctx);
+    return rc < 0 ? rc : r2;
+}
+
 int xdna_rpm_get(struct xdna_shim_ctx *ctx)
 {
     ctx->s.last_active_ns = xdna_now_ns();
@@ -53,20 +68,10 @@ int xdna_rpm_get(struct xdna_shim_ctx *ctx)
     if (xdna_dev_begin(ctx) < 0)
         return -1;
     int rc = 0;
-    if (ctx->s.rpm_suspended) {
-        int mode = ctx->s.power_mode;
-        rc = xdna_resume_unlocked(ctx);
-        if (rc == 0) {
+    if (ctx->s.rpm_suspended) { /* another thread may have resumed it meanwhile */
+        rc = xdna_pm_resume(ctx);
+        if (ctx->state == XDNA_SHIM_STATE_PROBED)
             ctx->s.rpm_suspended = false;
-            ctx->s.resume_count++;
-            ctx->s.clock_gating = true; /* pm_init turned gating on at max level */
-            if (mode != XDNA_SHIM_POWER_DEFAULT)
-                rc = xdna_pm_apply_mode(ctx, mode);
-            ctx->s.power_mode = mode;
-            int r2 = xdna_hwctx_restart_all(ctx);
-            if (rc == 0)
-                rc = r2;
-        }
     }
     xdna_dev_end(ctx);
     return rc;

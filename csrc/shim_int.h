@@ -353,6 +353,7 @@ void xdna_hw_close(struct xdna_shim_ctx *ctx);
 /* ---- power management (pm.c) ---- */
 int xdna_pm_init(struct xdna_shim_ctx *ctx);
 int xdna_pm_apply_mode(struct xdna_shim_ctx *ctx, int mode);
+int xdna_pm_resume(struct xdna_shim_ctx *ctx);
 /* Runtime PM: resume the device if the monitor suspended it (caller holds the lock). */
 int xdna_rpm_get(struct xdna_shim_ctx *ctx);
 bool xdna_rpm_armed(struct xdna_shim_ctx *ctx);
