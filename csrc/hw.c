@@ -55,15 +55,15 @@ static int fw_alive(struct xdna_shim_ctx *ctx, struct xdna_mbox_chann_info *ci)
     if (xdna_wr_auto(ctx, alive, 0) < 0)
         return -1;
     const struct xdna_chip_desc *c = ctx->chip;
-    struct xdna_pz_mgmt_info pi;
-    switch (xdna_pz_mgmt_hdr((const uint8_t *)w, sizeof(w), c->protocol_major,
-                             c->protocol_min_minor, &pi)) {
-    case XDNA_PZ_OK:
+    struct xdna_parse_mgmt_info pi;
+    switch (xdna_parse_mgmt_hdr((const uint8_t *)w, sizeof(w), c->protocol_major,
+                                c->protocol_min_minor, &pi)) {
+    case XDNA_PARSE_OK:
         break;
-    case XDNA_PZ_BAD_INFO_MAGIC:
+    case XDNA_PARSE_BAD_INFO_MAGIC:
         return xdna_fail(ctx, EINVAL, "mgmt channel info magic %#x, expected %#x", ci->magic,
                          MGMT_INFO_MAGIC);
-    case XDNA_PZ_OLD_PROTO_MINOR:
+    case XDNA_PARSE_OLD_PROTO_MINOR:
         return xdna_fail(ctx, EOPNOTSUPP, "firmware protocol %u.%u is older than %u.%u",
                          ci->prot_major, ci->prot_minor, c->protocol_major, c->protocol_min_minor);
     default:

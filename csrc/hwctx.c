@@ -298,14 +298,14 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     uint8_t r[CREATE_RESP_SIZE];
     if (xdna_fw_call(ctx, MSG_CREATE_CONTEXT, req, sizeof(req), r, sizeof(r)) < 0)
         return -1;
-    struct xdna_pz_create_resp cr;
-    int pr = xdna_pz_create_resp(r, sizeof(r), ctx->nvec, &cr);
+    struct xdna_parse_create_resp cr;
+    int pr = xdna_parse_create_resp(r, sizeof(r), ctx->nvec, &cr);
     uint32_t status = cr.status;
-    if (pr == XDNA_PZ_STATUS_BUSY)
+    if (pr == XDNA_PARSE_STATUS_BUSY)
         return xdna_fail(ctx, EBUSY, "CREATE_CONTEXT: no context or columns available (status %#x)",
                          status);
     if (!cr.fw_live)
-        return xdna_fail(ctx, pr == XDNA_PZ_STATUS_INVAL ? EINVAL : EIO,
+        return xdna_fail(ctx, pr == XDNA_PARSE_STATUS_INVAL ? EINVAL : EIO,
                          "CREATE_CONTEXT failed, status %#x", status);
     hw->fw_id = cr.ctx_id;
     hw->fw_live = true;
@@ -321,11 +321,11 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     ci.i2x_buf_sz = cr.a.i2x_buf_sz;
     ci.msi_id = msix;
     hw->msix = msix;
-    if (pr == XDNA_PZ_NO_CQ) {
+    if (pr == XDNA_PARSE_NO_CQ) {
         xdna_fail(ctx, EINVAL, "CREATE_CONTEXT: %u cq pairs allocated", cr.ncq);
         goto destroy_context;
     }
-    if (pr == XDNA_PZ_BAD_MSIX) {
+    if (pr == XDNA_PARSE_BAD_MSIX) {
         xdna_fail(ctx, EINVAL, "CREATE_CONTEXT: msix_id %u >= %u vectors", msix, ctx->nvec);
         goto destroy_context;
     }
@@ -649,8 +649,8 @@ static int parse_cmd(struct xdna_shim_ctx *ctx, uint32_t handle, struct parsed_c
         return xdna_fail(ctx, EINVAL, "exec: %u is not a CMD BO", handle);
     const uint32_t *w = hdr_of(bo);
     /* data = CU masks (1 + extra; none for CMD_CHAIN, as the driver reads it) + payload */
-    struct xdna_pz_cmd c;
-    if (xdna_pz_cmd_hdr((const uint8_t *)w, bo->size, &c))
+    struct xdna_parse_cmd c;
+    if (xdna_parse_cmd_hdr((const uint8_t *)w, bo->size, &c))
         return xdna_fail(ctx, EINVAL, "exec: BO %u header count %u does not fit %llu bytes", handle,
                          bo->size >= 4 ? (w[0] >> 12) & 0x7FF : 0, (unsigned long long)bo->size);
     pc->opcode = c.opcode;
@@ -673,9 +673,9 @@ static int parse_npu(struct xdna_shim_ctx *ctx, uint32_t handle, struct npu_cmd 
         return -1;
     struct xdna_bo *bo = xdna_bo_get(ctx, handle); /* a CMD BO: parse_cmd checked it */
     const uint32_t *w = hdr_of(bo);
-    struct xdna_pz_npu n;
-    int r = xdna_pz_npu((const uint8_t *)w, bo->size, &n);
-    if (r == XDNA_PZ_CMD_OPCODE)
+    struct xdna_parse_npu n;
+    int r = xdna_parse_npu((const uint8_t *)w, bo->size, &n);
+    if (r == XDNA_PARSE_CMD_OPCODE)
         return xdna_fail(ctx, EINVAL, "exec: BO %u opcode %u is not START_NPU (20)", handle,
                          pc.opcode);
     if (r)
@@ -749,11 +749,11 @@ static int exec_parse(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo
     *nsub = 0;
     if (pc->opcode == XDNA_SHIM_ERT_CMD_CHAIN) {
         struct xdna_bo *cb = xdna_bo_get(ctx, cmd_bo); /* a CMD BO: parse_cmd checked it */
-        struct xdna_pz_chain chn;
-        int cr = xdna_pz_chain(cb->va, cb->size, cmd_bo, XDNA_MAX_BOS, &chn);
-        if (cr == XDNA_PZ_CMD_SHORT)
+        struct xdna_parse_chain chn;
+        int cr = xdna_parse_chain(cb->va, cb->size, cmd_bo, XDNA_MAX_BOS, &chn);
+        if (cr == XDNA_PARSE_CMD_SHORT)
             return xdna_fail(ctx, EINVAL, "exec: CMD_CHAIN payload too short");
-        if (cr && cr != XDNA_PZ_CHAIN_ENTRY)
+        if (cr && cr != XDNA_PARSE_CHAIN_ENTRY)
             return xdna_fail(ctx, EINVAL, "exec: CMD_CHAIN of %u commands (1..%u, %u"
                              " payload words)", chn.n, XDNA_CHAIN_MAX, pc->npay);
         for (uint32_t i = 0; i < chn.n; i++) {
