@@ -1,4 +1,4 @@
-/* Buffer objects (amdxdna_gem's AIE2 side, facts §9, docs/spec/jobs.md §2).
+/* Buffer objects, the driver's amdxdna_gem.c counterpart for AIE2 (docs/spec/jobs.md §2).
  *
  * SHARE and DEV_HEAP BOs are memfds mapped in this process and DMA-mapped with SVA at that
  * mapping's address in the session PASID, so the device reaches them by the same address

@@ -1,12 +1,10 @@
-/* Errors, deadlines and waits, register access and the write log (ioeventfd model). */
+/* The shim's core: errors, the clock and deterministic-mode hooks, register access and the
+ * write log of trapped writes (docs/spec/protocol.md "The write log"). */
 #include "shim_int.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
