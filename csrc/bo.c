@@ -1,4 +1,4 @@
-/* Buffer objects (amdxdna_gem's AIE2 side, facts §9, docs/spec/jobs.md §2).
+/* Buffer objects, the driver's amdxdna_gem.c counterpart for AIE2 (docs/spec/jobs.md §2).
  *
  * SHARE and DEV_HEAP BOs are memfds mapped in this process and DMA-mapped with SVA at that
  * mapping's address in the session PASID, so the device reaches them by the same address
@@ -100,30 +100,30 @@ static int memfd_bo(struct xdna_shim_ctx *ctx, struct xdna_bo *bo, const char *n
     /* sealed against shrinking: the daemon maps it and refuses fds that could shrink */
     if (ftruncate(fd, (off_t)bo->alloc) < 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) < 0) {
         int err = errno;
-        close(fd);
-        return xdna_fail(ctx, err == EFBIG || err == EINVAL ? ENOMEM : err, "ftruncate %llu: %s",
-                         (unsigned long long)bo->alloc, strerror(err));
+        xdna_fail(ctx, err == EFBIG || err == EINVAL ? ENOMEM : err, "ftruncate %llu: %s",
+                  (unsigned long long)bo->alloc, strerror(err));
+        goto close_fd;
     }
     void *va = mmap(NULL, bo->alloc, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (va == MAP_FAILED) {
-        int err = errno;
-        close(fd);
-        return xdna_fail(ctx, err, "mmap BO: %s", strerror(err));
+        xdna_fail(ctx, errno, "mmap BO: %s", strerror(errno));
+        goto close_fd;
     }
     bo->dma_addr = (uint64_t)(uintptr_t)va;
     int rc = ctx->iommu_iova ? iova_map(ctx, fd, bo->alloc, &bo->dma_addr)
                              : xdna_sva_map(ctx, fd, va, bo->alloc);
-    if (rc < 0) {
-        int err = errno;
-        munmap(va, bo->alloc);
-        close(fd);
-        errno = err;
-        return -1;
-    }
+    if (rc < 0)
+        goto unmap;
     bo->fd = fd;
     bo->va = va;
     bo->dma_mapped = true;
     return 0;
+
+unmap: /* munmap and close succeed here, so errno still says what failed */
+    munmap(va, bo->alloc);
+close_fd:
+    close(fd);
+    return -1;
 }
 
 /* First fit in the heap for a DEV BO of bo->alloc bytes. */

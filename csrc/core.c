@@ -1,17 +1,15 @@
-/* Errors, deadlines and waits, register access and the write log (ioeventfd model). */
+/* The shim's core: errors, the clock and deterministic-mode hooks, register access and the
+ * write log of trapped writes (docs/spec/protocol.md "The write log"). */
 #include "shim_int.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 /* Failures of xdna_shim_open happen before a context exists; they land here. */
-static __thread char tls_error[256];
+static __thread char tls_error[XDNA_ERR_MAX];
 
 int xdna_fail(struct xdna_shim_ctx *ctx, int err, const char *fmt, ...)
 {
@@ -34,6 +32,19 @@ void xdna_set_tls_error(int err, const char *fmt, ...)
     vsnprintf(tls_error, sizeof(tls_error), fmt, ap);
     va_end(ap);
     errno = err;
+}
+
+void xdna_err_save(struct xdna_shim_ctx *ctx, struct xdna_err *e)
+{
+    e->err = errno;
+    memcpy(e->msg, ctx->last_error, sizeof(e->msg));
+}
+
+int xdna_err_restore(struct xdna_shim_ctx *ctx, const struct xdna_err *e)
+{
+    memcpy(ctx->last_error, e->msg, sizeof(e->msg));
+    errno = e->err;
+    return -1;
 }
 
 const char *xdna_shim_last_error(struct xdna_shim_ctx *ctx)
@@ -85,105 +96,6 @@ uint64_t xdna_deadline(int ms)
     if (ms <= 0)
         ms = 1;
     return xdna_now_ns() + (uint64_t)ms * 1000000u;
-}
-
-/* Called only after poll() said readable, so one read never blocks and resets the count. */
-static void drain_eventfd(int fd)
-{
-    uint64_t v;
-    if (read(fd, &v, sizeof(v)) < 0)
-        (void)v;
-}
-
-static bool daemon_alive(struct xdna_shim_ctx *ctx)
-{
-    if (!ctx->ctrl)
-        return true;
-    uint32_t alive = __atomic_load_n((const uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_ALIVE),
-                                     __ATOMIC_ACQUIRE);
-    return alive != 0;
-}
-
-int xdna_wait_step(struct xdna_shim_ctx *ctx, int extra_fd, uint64_t deadline, bool *extra_ready)
-{
-    if (extra_ready)
-        *extra_ready = false;
-    if (ctx->s.mon_running) /* the monitor thread receives; wait for its next event */
-        return xdna_sess_wait(ctx, deadline);
-    if (ctx->s.no_monitor && tls_hooked)
-        return xdna_hooked_step(ctx, extra_fd, deadline, extra_ready, true);
-    for (;;) {
-        if (ctx->sock_dead || !daemon_alive(ctx))
-            return xdna_fail(ctx, EPIPE, "the daemon ended this session");
-        uint64_t now = xdna_now_ns();
-        if (now >= deadline) {
-            errno = ETIME;
-            return -1;
-        }
-        uint64_t left = deadline - now;
-        struct timespec ts = {.tv_sec = (time_t)(left / 1000000000u),
-                              .tv_nsec = (long)(left % 1000000000u)};
-        struct pollfd p[3];
-        nfds_t n = 0;
-        p[n++] = (struct pollfd){.fd = ctx->notify_fd, .events = POLLIN};
-        p[n++] = (struct pollfd){.fd = ctx->sock, .events = POLLIN};
-        if (extra_fd >= 0)
-            p[n++] = (struct pollfd){.fd = extra_fd, .events = POLLIN};
-        int r = ppoll(p, n, &ts, NULL);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return xdna_fail(ctx, errno, "poll: %s", strerror(errno));
-        }
-        if (r == 0)
-            continue; /* re-check the deadline */
-        if (p[1].revents & (POLLHUP | POLLERR | POLLNVAL)) {
-            ctx->sock_dead = true;
-            return xdna_fail(ctx, EPIPE, "the daemon hung up");
-        }
-        if (p[1].revents & POLLIN) {
-            char c;
-            ssize_t k = recv(ctx->sock, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-            ctx->sock_dead = true;
-            if (k == 0)
-                return xdna_fail(ctx, EPIPE, "the daemon closed the connection");
-            return xdna_fail(ctx, EPROTO, "unsolicited data on the control socket");
-        }
-        if (p[0].revents & POLLIN)
-            drain_eventfd(ctx->notify_fd);
-        if (extra_fd >= 0 && (p[2].revents & POLLIN)) {
-            drain_eventfd(extra_fd);
-            if (extra_ready)
-                *extra_ready = true;
-        }
-        return 0;
-    }
-}
-
-int xdna_poll_reg(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t mask, int timeout_ms,
-                  uint32_t *val, const char *what)
-{
-    uint64_t deadline = xdna_deadline(timeout_ms);
-    for (;;) {
-        uint32_t v = xdna_rd(ctx, loc);
-        if (v & mask) {
-            if (val)
-                *val = v;
-            return 0;
-        }
-        if (xdna_wait_step(ctx, -1, deadline, NULL) < 0) {
-            if (errno != ETIME)
-                return -1;
-            v = xdna_rd(ctx, loc); /* one last look at the deadline */
-            if (v & mask) {
-                if (val)
-                    *val = v;
-                return 0;
-            }
-            return xdna_fail(ctx, ETIME, "%s: timed out after %d ms (reg %#x = %#x)", what,
-                             timeout_ms, loc.off, v);
-        }
-    }
 }
 
 /* ---- register access -------------------------------------------------------------- */

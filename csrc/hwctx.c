@@ -1,5 +1,5 @@
-/* Hardware contexts and command submission (aie2_ctx / aie2_hwctx / aie2_tdr, facts §5, §7;
- * docs/spec/jobs.md §3, §4, §6).
+/* Hardware contexts, command submission and TDR, the driver's aie2_ctx.c counterpart
+ * (docs/spec/jobs.md §3, §4, §6; docs/spec/firmware.md §8).
  *
  * A context is created the way the driver's hwctx_start does it: CREATE_CONTEXT, the user
  * channel on the returned cq_pair and MSI-X vector, MAP_HOST_BUFFER/ADD_HOST_BUFFER for the
@@ -298,14 +298,14 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     uint8_t r[CREATE_RESP_SIZE];
     if (xdna_fw_call(ctx, MSG_CREATE_CONTEXT, req, sizeof(req), r, sizeof(r)) < 0)
         return -1;
-    struct xdna_pz_create_resp cr;
-    int pr = xdna_pz_create_resp(r, sizeof(r), ctx->nvec, &cr);
+    struct xdna_parse_create_resp cr;
+    int pr = xdna_parse_create_resp(r, sizeof(r), ctx->nvec, &cr);
     uint32_t status = cr.status;
-    if (pr == XDNA_PZ_STATUS_BUSY)
+    if (pr == XDNA_PARSE_STATUS_BUSY)
         return xdna_fail(ctx, EBUSY, "CREATE_CONTEXT: no context or columns available (status %#x)",
                          status);
     if (!cr.fw_live)
-        return xdna_fail(ctx, pr == XDNA_PZ_STATUS_INVAL ? EINVAL : EIO,
+        return xdna_fail(ctx, pr == XDNA_PARSE_STATUS_INVAL ? EINVAL : EIO,
                          "CREATE_CONTEXT failed, status %#x", status);
     hw->fw_id = cr.ctx_id;
     hw->fw_live = true;
@@ -320,44 +320,45 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     ci.i2x_buf = cr.a.i2x_buf;
     ci.i2x_buf_sz = cr.a.i2x_buf_sz;
     ci.msi_id = msix;
-    int rc = 0;
-    if (pr == XDNA_PZ_NO_CQ)
-        rc = xdna_fail(ctx, EINVAL, "CREATE_CONTEXT: %u cq pairs allocated", cr.ncq);
-    else if (pr == XDNA_PZ_BAD_MSIX)
-        rc = xdna_fail(ctx, EINVAL, "CREATE_CONTEXT: msix_id %u >= %u vectors", msix, ctx->nvec);
-    else
-        rc = xdna_mbox_create(ctx, &hw->chan, "user", &ci); /* apertures, power-of-2 rings */
     hw->msix = msix;
-    if (rc == 0 && !hw->polled)
-        rc = xdna_irq_own(ctx, msix);
-    for (uint64_t off = 0; rc == 0 && off < heap->alloc; off += XDNA_HEAP_CHUNK) {
+    if (pr == XDNA_PARSE_NO_CQ) {
+        xdna_fail(ctx, EINVAL, "CREATE_CONTEXT: %u cq pairs allocated", cr.ncq);
+        goto destroy_context;
+    }
+    if (pr == XDNA_PARSE_BAD_MSIX) {
+        xdna_fail(ctx, EINVAL, "CREATE_CONTEXT: msix_id %u >= %u vectors", msix, ctx->nvec);
+        goto destroy_context;
+    }
+    if (xdna_mbox_create(ctx, &hw->chan, "user", &ci) < 0) /* apertures, power-of-2 rings */
+        goto destroy_context;
+    if (!hw->polled && xdna_irq_own(ctx, msix) < 0)
+        goto destroy_context;
+    for (uint64_t off = 0; off < heap->alloc; off += XDNA_HEAP_CHUNK) {
         uint8_t hb[20];
         put_u32(hb, hw->fw_id);
         put_u64(hb + 4, heap->dma_addr + off); /* heap VA (SVA) or IOVA */
         put_u64(hb + 12, XDNA_HEAP_CHUNK);
-        rc = fw_ok(ctx, off == 0 ? MSG_MAP_HOST_BUFFER : MSG_ADD_HOST_BUFFER, hb, sizeof(hb), NULL, 0);
+        if (fw_ok(ctx, off == 0 ? MSG_MAP_HOST_BUFFER : MSG_ADD_HOST_BUFFER, hb, sizeof(hb), NULL, 0) < 0)
+            goto destroy_context;
     }
-    if (rc == 0) {
-        uint8_t cu[132] = {0};
-        put_u32(cu, 1); /* one CU; its "PDI" is the heap base (there are no real PDIs here) */
-        put_u32(cu + 4, (uint32_t)((XDNA_HEAP_DEV_ADDR >> 15) & 0x1FFFF));
-        hw->cu_status = 0;
-        rc = xdna_mbox_post_cb(ctx, &hw->chan, MSG_CONFIG_CU, cu, sizeof(cu), 4, true, cu_cb,
-                               (void *)(uintptr_t)hw->handle);
-    }
-    if (rc < 0) {
-        int err = errno;
-        char msg[sizeof(ctx->last_error)];
-        memcpy(msg, ctx->last_error, sizeof(msg));
-        fw_stop(ctx, hw, true);
-        memcpy(ctx->last_error, msg, sizeof(msg));
-        errno = err;
-        return -1;
-    }
+    uint8_t cu[132] = {0};
+    put_u32(cu, 1); /* one CU; its "PDI" is the heap base (there are no real PDIs here) */
+    put_u32(cu + 4, (uint32_t)((XDNA_HEAP_DEV_ADDR >> 15) & 0x1FFFF));
+    hw->cu_status = 0;
+    if (xdna_mbox_post_cb(ctx, &hw->chan, MSG_CONFIG_CU, cu, sizeof(cu), 4, true, cu_cb,
+                          (void *)(uintptr_t)hw->handle) < 0)
+        goto destroy_context;
     hw->state = XDNA_SHIM_HWCTX_ACTIVE;
     hw->tick_pending = false;
     xdna_wake_monitor(ctx);
     return 0;
+
+destroy_context: { /* DESTROY_CONTEXT and the channel, keeping this failure */
+        struct xdna_err e;
+        xdna_err_save(ctx, &e);
+        fw_stop(ctx, hw, true);
+        return xdna_err_restore(ctx, &e);
+    }
 }
 
 static void hw_free(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
@@ -483,6 +484,27 @@ void xdna_hwctx_destroy_all(struct xdna_shim_ctx *ctx)
     }
 }
 
+/* GET_APP_HEALTH target buffer, allocated on first use. */
+int xdna_health_buf(struct xdna_shim_ctx *ctx, uint64_t *addr, uint8_t **va)
+{
+    struct xdna_dma_buf *b = &ctx->s.health_buf;
+    if (!b->va) {
+        if (xdna_dma_alloc(ctx, b, 0x2000, XDNA_PROTO_DMA_READ | XDNA_PROTO_DMA_WRITE,
+                           "xdna-health") < 0)
+            return -1;
+        int rc = ctx->s.client ? xdna_sva_map(ctx, b->fd, b->va, b->size) : xdna_dma_map(ctx, b);
+        if (rc < 0) {
+            xdna_dma_free(b);
+            return -1;
+        }
+        if (ctx->s.client)
+            b->iova = (uint64_t)(uintptr_t)b->va;
+    }
+    *addr = b->iova;
+    *va = b->va;
+    return 0;
+}
+
 /* ---- public: contexts ----------------------------------------------------------------- */
 
 static int ready(struct xdna_shim_ctx *ctx, const char *what)
@@ -545,24 +567,22 @@ int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwc
     hw->next_seq = 1;
     hw->state = XDNA_SHIM_HWCTX_IDLE;
     ctx->s.hw[slot] = hw;
-    int rc = 0;
-    for (unsigned i = 0; i < XDNA_CTX_MAX_CMDS && rc == 0; i++)
-        rc = xdna_bo_new(ctx, XDNA_SHIM_BO_DEV, XDNA_CMDLIST_SIZE, true, &hw->cmdlist_bo[i]);
-    if (rc == 0)
-        rc = fw_start(ctx, hw);
-    if (rc < 0) {
-        int err = errno;
-        char msg[sizeof(ctx->last_error)];
-        memcpy(msg, ctx->last_error, sizeof(msg));
-        hw_free(ctx, hw);
-        memcpy(ctx->last_error, msg, sizeof(msg));
-        errno = err;
-        return xdna_api_leave(ctx, -1);
-    }
+    for (unsigned i = 0; i < XDNA_CTX_MAX_CMDS; i++)
+        if (xdna_bo_new(ctx, XDNA_SHIM_BO_DEV, XDNA_CMDLIST_SIZE, true, &hw->cmdlist_bo[i]) < 0)
+            goto free_hw;
+    if (fw_start(ctx, hw) < 0)
+        goto free_hw;
     hw_release(ctx, hw);
     *handle = hw->handle;
     ctx->s.last_active_ns = xdna_now_ns();
     return xdna_api_leave(ctx, 0);
+
+free_hw: {
+        struct xdna_err e;
+        xdna_err_save(ctx, &e);
+        hw_free(ctx, hw); /* its cmd-list BOs too */
+        return xdna_api_leave(ctx, xdna_err_restore(ctx, &e));
+    }
 }
 
 int xdna_shim_hwctx_destroy(struct xdna_shim_ctx *ctx, uint32_t handle)
@@ -628,9 +648,9 @@ static int parse_cmd(struct xdna_shim_ctx *ctx, uint32_t handle, struct parsed_c
     if (!bo || bo->internal || bo->type != XDNA_SHIM_BO_CMD)
         return xdna_fail(ctx, EINVAL, "exec: %u is not a CMD BO", handle);
     const uint32_t *w = hdr_of(bo);
-    /* data = CU masks (1 + extra; none for CMD_CHAIN, as amdxdna_cmd_get_payload) + payload */
-    struct xdna_pz_cmd c;
-    if (xdna_pz_cmd_hdr((const uint8_t *)w, bo->size, &c))
+    /* data = CU masks (1 + extra; none for CMD_CHAIN, as the driver reads it) + payload */
+    struct xdna_parse_cmd c;
+    if (xdna_parse_cmd_hdr((const uint8_t *)w, bo->size, &c))
         return xdna_fail(ctx, EINVAL, "exec: BO %u header count %u does not fit %llu bytes", handle,
                          bo->size >= 4 ? (w[0] >> 12) & 0x7FF : 0, (unsigned long long)bo->size);
     pc->opcode = c.opcode;
@@ -653,9 +673,9 @@ static int parse_npu(struct xdna_shim_ctx *ctx, uint32_t handle, struct npu_cmd 
         return -1;
     struct xdna_bo *bo = xdna_bo_get(ctx, handle); /* a CMD BO: parse_cmd checked it */
     const uint32_t *w = hdr_of(bo);
-    struct xdna_pz_npu n;
-    int r = xdna_pz_npu((const uint8_t *)w, bo->size, &n);
-    if (r == XDNA_PZ_CMD_OPCODE)
+    struct xdna_parse_npu n;
+    int r = xdna_parse_npu((const uint8_t *)w, bo->size, &n);
+    if (r == XDNA_PARSE_CMD_OPCODE)
         return xdna_fail(ctx, EINVAL, "exec: BO %u opcode %u is not START_NPU (20)", handle,
                          pc.opcode);
     if (r)
@@ -717,77 +737,96 @@ static int put_slot(struct xdna_shim_ctx *ctx, uint8_t *buf, uint32_t off, bool 
     return (int)need;
 }
 
-int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, uint64_t *seq)
+/* The command and every command it chains, checked before anything is claimed: subs gets
+ * the START_NPU BOs to run, in order. */
+static int exec_parse(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo,
+                      struct parsed_cmd *pc, uint32_t *subs, uint32_t *nsub)
 {
-    if (xdna_api_enter(ctx) < 0)
-        return -1;
-    if (!seq)
-        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "exec: NULL seq"));
     if (!hw_get(ctx, hwctx))
-        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "exec: no hardware context %u", hwctx));
-    struct parsed_cmd pc;
-    if (parse_cmd(ctx, cmd_bo, &pc) < 0)
-        return xdna_api_leave(ctx, -1);
-    uint32_t subs[XDNA_CHAIN_MAX], nsub = 0;
-    if (pc.opcode == XDNA_SHIM_ERT_CMD_CHAIN) {
+        return xdna_fail(ctx, EINVAL, "exec: no hardware context %u", hwctx);
+    if (parse_cmd(ctx, cmd_bo, pc) < 0)
+        return -1;
+    *nsub = 0;
+    if (pc->opcode == XDNA_SHIM_ERT_CMD_CHAIN) {
         struct xdna_bo *cb = xdna_bo_get(ctx, cmd_bo); /* a CMD BO: parse_cmd checked it */
-        struct xdna_pz_chain chn;
-        int cr = xdna_pz_chain(cb->va, cb->size, cmd_bo, XDNA_MAX_BOS, &chn);
-        if (cr == XDNA_PZ_CMD_SHORT)
-            return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "exec: CMD_CHAIN payload too short"));
-        if (cr && cr != XDNA_PZ_CHAIN_ENTRY)
-            return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "exec: CMD_CHAIN of %u commands (1..%u, %u"
-                                         " payload words)", chn.n, XDNA_CHAIN_MAX, pc.npay));
+        struct xdna_parse_chain chn;
+        int cr = xdna_parse_chain(cb->va, cb->size, cmd_bo, XDNA_MAX_BOS, &chn);
+        if (cr == XDNA_PARSE_CMD_SHORT)
+            return xdna_fail(ctx, EINVAL, "exec: CMD_CHAIN payload too short");
+        if (cr && cr != XDNA_PARSE_CHAIN_ENTRY)
+            return xdna_fail(ctx, EINVAL, "exec: CMD_CHAIN of %u commands (1..%u, %u"
+                             " payload words)", chn.n, XDNA_CHAIN_MAX, pc->npay);
         for (uint32_t i = 0; i < chn.n; i++) {
             uint64_t h = chn.handle[i];
             struct npu_cmd c;
             if ((cr && i + 1 == chn.n) || parse_npu(ctx, (uint32_t)h, &c) < 0)
-                return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "exec: chain entry %u (BO %llu) is not a"
-                                             " START_NPU command", i, (unsigned long long)h));
-            subs[nsub++] = (uint32_t)h;
+                return xdna_fail(ctx, EINVAL, "exec: chain entry %u (BO %llu) is not a"
+                                 " START_NPU command", i, (unsigned long long)h);
+            subs[(*nsub)++] = (uint32_t)h;
         }
-    } else if (pc.opcode == XDNA_SHIM_ERT_START_NPU) {
+        return 0;
+    }
+    if (pc->opcode == XDNA_SHIM_ERT_START_NPU) {
         struct npu_cmd c;
         if (parse_npu(ctx, cmd_bo, &c) < 0)
-            return xdna_api_leave(ctx, -1);
-        subs[nsub++] = cmd_bo;
-    } else {
-        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "exec: opcode %u is not START_NPU (20) or "
-                                     "CMD_CHAIN (19)", pc.opcode));
+            return -1;
+        subs[(*nsub)++] = cmd_bo;
+        return 0;
     }
-    if (ready(ctx, "exec") < 0)
-        return xdna_api_leave(ctx, -1);
+    return xdna_fail(ctx, EINVAL, "exec: opcode %u is not START_NPU (20) or CMD_CHAIN (19)",
+                     pc->opcode);
+}
+
+/* Claim the context with a free job slot (at most XDNA_CTX_MAX_CMDS outstanding), waiting
+ * for one with the context released. On success the caller holds the claim. */
+static int claim_slot(struct xdna_shim_ctx *ctx, uint32_t hwctx, struct xdna_hwctx **out)
+{
     struct xdna_hwctx *hw;
     if (hw_claim(ctx, hwctx, &hw) < 0)
-        return xdna_api_leave(ctx, -1);
-    /* a free slot: at most 4 outstanding per context */
+        return -1;
     uint64_t deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_MBOX_RX]);
     while (hw->njobs >= XDNA_CTX_MAX_CMDS) {
-        hw->busy = false;
-        pthread_cond_broadcast(&ctx->s.cond);
-        if (xdna_cond_wait(ctx, deadline) < 0) {
-            return xdna_api_leave(ctx, xdna_fail(ctx, EAGAIN, "exec: context %u has %u commands "
-                                         "outstanding", hwctx, XDNA_CTX_MAX_CMDS));
-        }
-        if (hw_claim(ctx, hwctx, &hw) < 0)
-            return xdna_api_leave(ctx, -1);
-    }
-    if (ctx->s.rpm_suspended && xdna_rpm_get(ctx) < 0) {
         hw_release(ctx, hw);
-        return xdna_api_leave(ctx, -1);
+        if (xdna_cond_wait(ctx, deadline) < 0)
+            return xdna_fail(ctx, EAGAIN, "exec: context %u has %u commands outstanding", hwctx,
+                             XDNA_CTX_MAX_CMDS);
+        if (hw_claim(ctx, hwctx, &hw) < 0)
+            return -1;
     }
+    *out = hw;
+    return 0;
+}
+
+int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, uint64_t *seq)
+{
+    uint32_t subs[XDNA_CHAIN_MAX], nsub = 0;
+    struct npu_cmd cmds[XDNA_CHAIN_MAX];
+    struct parsed_cmd pc, pc2;
+    struct xdna_hwctx *hw = NULL;
+    int rc = -1;
+
+    if (xdna_api_enter(ctx) < 0)
+        return -1;
+    if (!seq) {
+        xdna_fail(ctx, EINVAL, "exec: NULL seq");
+        goto leave;
+    }
+    if (exec_parse(ctx, hwctx, cmd_bo, &pc, subs, &nsub) < 0 || ready(ctx, "exec") < 0 ||
+        claim_slot(ctx, hwctx, &hw) < 0)
+        goto leave;
+    if (ctx->s.rpm_suspended && xdna_rpm_get(ctx) < 0)
+        goto release_hw;
     if (hw->state != XDNA_SHIM_HWCTX_ACTIVE && fw_start(ctx, hw) < 0) {
         hw->state = XDNA_SHIM_HWCTX_BROKEN;
-        hw_release(ctx, hw);
-        return xdna_api_leave(ctx, -1);
+        goto release_hw;
     }
     unsigned li = 0;
     while (li < XDNA_CTX_MAX_CMDS && hw->cmdlist_used[li])
         li++;
     struct xdna_bo *list = li < XDNA_CTX_MAX_CMDS ? xdna_bo_get(ctx, hw->cmdlist_bo[li]) : NULL;
     if (!list) {
-        hw_release(ctx, hw);
-        return xdna_api_leave(ctx, xdna_fail(ctx, EIO, "exec: no free command list"));
+        xdna_fail(ctx, EIO, "exec: no free command list");
+        goto release_hw;
     }
     bool npu = xdna_has_feature(ctx, XDNA_FEAT_NPU_COMMAND);
     struct xdna_job *j = &hw->jobs[(hw->job_head + hw->njobs) % XDNA_CTX_MAX_CMDS];
@@ -795,24 +834,20 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
     /* The lock may have been dropped since the first parse (slot wait, context start): the
      * client may have released or rewritten the BOs meanwhile. Parse again, fail cleanly if
      * they no longer hold commands, and use these results (not a third parse) below. */
-    struct npu_cmd cmds[XDNA_CHAIN_MAX];
-    struct parsed_cmd pc2;
     bool changed = parse_cmd(ctx, cmd_bo, &pc2) < 0 || pc2.opcode != pc.opcode;
     for (uint32_t i = 0; !changed && i < nsub; i++)
         changed = parse_npu(ctx, subs[i], &cmds[i]) < 0;
     if (changed) {
-        hw_release(ctx, hw);
-        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "exec: BO %u (or a command it chains)"
-                                             " changed or went away during submission", cmd_bo));
+        xdna_fail(ctx, EINVAL, "exec: BO %u (or a command it chains) changed or went away"
+                  " during submission", cmd_bo);
+        goto release_hw;
     }
     uint32_t off = 0;
     for (uint32_t i = 0; i < nsub; i++) {
         const struct npu_cmd c = cmds[i];
         int n = put_slot(ctx, list->va, off, npu, &c);
-        if (n < 0) {
-            hw_release(ctx, hw);
-            return xdna_api_leave(ctx, -1);
-        }
+        if (n < 0)
+            goto release_hw;
         off += (uint32_t)n;
     }
     uint8_t req[24];
@@ -836,10 +871,8 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
     uint64_t s = hw->next_seq;
     __atomic_thread_fence(__ATOMIC_SEQ_CST); /* slots visible before the doorbell */
     if (xdna_mbox_post_cb(ctx, &hw->chan, op, req, req_len, 12, false, job_cb,
-                          job_arg(hw->handle, s)) < 0) {
-        hw_release(ctx, hw);
-        return xdna_api_leave(ctx, -1);
-    }
+                          job_arg(hw->handle, s)) < 0)
+        goto release_hw;
     hw->next_seq++;
     j->live = true;
     j->seq = s;
@@ -864,8 +897,11 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
     }
     *seq = s;
     ctx->s.last_active_ns = xdna_now_ns();
+    rc = 0;
+release_hw:
     hw_release(ctx, hw);
-    return xdna_api_leave(ctx, 0);
+leave:
+    return xdna_api_leave(ctx, rc);
 }
 
 int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int timeout_ms)

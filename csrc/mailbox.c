@@ -1,4 +1,4 @@
-/* Mailbox channels (amdxdna-facts.md §4): x2i producer, i2x consumer, interrupt handling.
+/* Mailbox channels (docs/spec/firmware.md §5): x2i producer, i2x consumer, interrupts.
  *
  * The algorithm is the driver's: cached x2i tail and i2x head, hardware x2i head and i2x
  * tail, TOMBSTONE wrap, ids (seq & 0xFF) | 0x1D000000 allocated cyclically per channel,
@@ -44,21 +44,21 @@ static struct xdna_loc loc_add(struct xdna_loc l, uint32_t d)
 }
 
 /* The chip's apertures and what this session really mapped, for the pure checks. */
-static void layout_of(struct xdna_shim_ctx *ctx, struct xdna_pz_layout *lay)
+static void layout_of(struct xdna_shim_ctx *ctx, struct xdna_parse_layout *lay)
 {
     const struct xdna_chip_desc *c = ctx->chip;
     memset(lay, 0, sizeof(*lay));
-    for (unsigned i = 0; i < c->nbars && lay->nap < XDNA_PZ_MAX_APERTURES; i++)
-        lay->ap[lay->nap++] = (struct xdna_pz_aperture){
+    for (unsigned i = 0; i < c->nbars && lay->nap < XDNA_PARSE_MAX_APERTURES; i++)
+        lay->ap[lay->nap++] = (struct xdna_parse_aperture){
             .bar = c->bars[i].bar, .base = c->bars[i].base, .size = c->bars[i].size};
-    for (unsigned b = 0; b < XDNA_NUM_BARS && b < XDNA_PZ_MAX_BARS; b++)
+    for (unsigned b = 0; b < XDNA_NUM_BARS && b < XDNA_PARSE_MAX_BARS; b++)
         lay->bar_size[b] = ctx->bars[b].va ? ctx->bars[b].size : 0;
     lay->mbox_bar = c->mbox.present ? c->mbox.bar : -1;
     lay->sram_bar = c->sram_bar;
     lay->nvec = ctx->nvec;
 }
 
-static struct xdna_loc loc_of(struct xdna_pz_loc l)
+static struct xdna_loc loc_of(struct xdna_parse_loc l)
 {
     return (struct xdna_loc){.bar = l.bar, .off = l.off};
 }
@@ -69,27 +69,27 @@ int xdna_mbox_create(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, const
     memset(ch, 0, sizeof(*ch));
     ch->name = name;
     ch->user = ch != &ctx->mgmt;
-    struct xdna_pz_layout lay;
-    struct xdna_pz_chan pc;
+    struct xdna_parse_layout lay;
+    struct xdna_parse_chan pc;
     layout_of(ctx, &lay);
-    const struct xdna_pz_chan_addrs a = {
+    const struct xdna_parse_chan_addrs a = {
         .x2i_tail = ci->x2i_tail, .x2i_head = ci->x2i_head, .x2i_buf = ci->x2i_buf,
         .x2i_buf_sz = ci->x2i_buf_sz, .i2x_tail = ci->i2x_tail, .i2x_head = ci->i2x_head,
         .i2x_buf = ci->i2x_buf, .i2x_buf_sz = ci->i2x_buf_sz, .msi_id = ci->msi_id};
-    int r = xdna_pz_chan_check(&lay, &a, &pc);
-    if (r == XDNA_PZ_BAD_MSIX)
+    int r = xdna_parse_chan_check(&lay, &a, &pc);
+    if (r == XDNA_PARSE_BAD_MSIX)
         return xdna_fail(ctx, EINVAL, "mailbox %s: msi_id %u >= %u vectors", name, ci->msi_id,
                          ctx->nvec);
     if (r)
         return xdna_fail(ctx, EINVAL, "mailbox %s: %s %s %#x: %s", name,
-                         xdna_pz_field_str(pc.field),
-                         pc.field >= XDNA_PZ_F_X2I_RING ? "ring" : "register", pc.value,
-                         xdna_pz_reason_str(r));
-    ch->x2i_tail_reg = loc_of(pc.reg[XDNA_PZ_F_X2I_TAIL]);
-    ch->x2i_head_reg = loc_of(pc.reg[XDNA_PZ_F_X2I_HEAD]);
-    ch->i2x_tail_reg = loc_of(pc.reg[XDNA_PZ_F_I2X_TAIL]);
-    ch->i2x_head_reg = loc_of(pc.reg[XDNA_PZ_F_I2X_HEAD]);
-    ch->intr_reg = loc_of(pc.reg[XDNA_PZ_F_INTR]);
+                         xdna_parse_field_str(pc.field),
+                         pc.field >= XDNA_PARSE_F_X2I_RING ? "ring" : "register", pc.value,
+                         xdna_parse_reason_str(r));
+    ch->x2i_tail_reg = loc_of(pc.reg[XDNA_PARSE_F_X2I_TAIL]);
+    ch->x2i_head_reg = loc_of(pc.reg[XDNA_PARSE_F_X2I_HEAD]);
+    ch->i2x_tail_reg = loc_of(pc.reg[XDNA_PARSE_F_I2X_TAIL]);
+    ch->i2x_head_reg = loc_of(pc.reg[XDNA_PARSE_F_I2X_HEAD]);
+    ch->intr_reg = loc_of(pc.reg[XDNA_PARSE_F_INTR]);
     ch->x2i_buf = loc_of(pc.ring[0]);
     ch->i2x_buf = loc_of(pc.ring[1]);
     ch->x2i_size = ci->x2i_buf_sz;
@@ -185,16 +185,16 @@ static int x2i_send(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32
     const uint32_t len = MBOX_HDR_SIZE + req_len;
     uint32_t head = xdna_rd(ctx, ch->x2i_head_reg);
     uint32_t tail = ch->x2i_tail;
-    struct xdna_pz_tx tx;
-    xdna_pz_x2i_space(head, tail, size, len, &tx);
-    if (tx.kind == XDNA_PZ_TX_BAD) {
+    struct xdna_parse_tx tx;
+    xdna_parse_x2i_space(head, tail, size, len, &tx);
+    if (tx.kind == XDNA_PARSE_TX_BAD) {
         set_bad(ctx, ch, "x2i head %#x (ring %#x)", head, size);
         return -1;
     }
-    if (tx.kind == XDNA_PZ_TX_NOSPC)
+    if (tx.kind == XDNA_PARSE_TX_NOSPC)
         return xdna_fail(ctx, ENOSPC, "mailbox %s: x2i ring full (head %#x tail %#x)", ch->name,
                          head, tail);
-    if (tx.kind == XDNA_PZ_TX_WRAP && tx.tomb_ok)
+    if (tx.kind == XDNA_PARSE_TX_WRAP && tx.tomb_ok)
         xdna_wr(ctx, loc_add(ch->x2i_buf, tx.tomb), MBOX_TOMBSTONE);
     tail = tx.pos;
     uint32_t hdr[4] = {req_len, (req_len & MBOX_SIZE_MASK) | (MBOX_PROTO_VER << 16), id, opcode};
@@ -214,12 +214,12 @@ static int x2i_send(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32
 static const char *dispatch(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_t id,
                             uint32_t total, uint32_t payload_off)
 {
-    int sl = xdna_pz_resp_slot(id, MBOX_MAX_IDS);
+    int sl = xdna_parse_resp_slot(id, MBOX_MAX_IDS);
     if (sl < 0) {
         ctx->info.dropped_resps++;
         return "response id %#x lacks the 0x1D magic (size %#x)";
     }
-    if (ch->user && xdna_pz_resp_contig(id, ch->last_id) != 0) {
+    if (ch->user && xdna_parse_resp_contig(id, ch->last_id) != 0) {
         ctx->info.dropped_resps++;
         return "response id %#x out of order on a user channel (size %#x)";
     }
@@ -264,23 +264,23 @@ static int i2x_one(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
 {
     const uint32_t size = ch->i2x_size;
     uint32_t tail = xdna_rd(ctx, ch->i2x_tail_reg);
-    struct xdna_pz_rx rx;
+    struct xdna_parse_rx rx;
     /* Empty is decided before the head wraps from size to 0, as the driver does: after a
      * message that ended exactly at the ring end both head and tail equal size. */
-    xdna_pz_i2x_head(size, ch->i2x_head, tail, &rx);
-    if (rx.kind == XDNA_PZ_RX_EMPTY)
+    xdna_parse_i2x_head(size, ch->i2x_head, tail, &rx);
+    if (rx.kind == XDNA_PARSE_RX_EMPTY)
         return 0;
     uint32_t first = 0;
-    if (rx.kind == XDNA_PZ_RX_READ) {
+    if (rx.kind == XDNA_PARSE_RX_READ) {
         first = xdna_rd(ctx, loc_add(ch->i2x_buf, rx.off));
-        xdna_pz_i2x_first(size, tail, first, &rx);
+        xdna_parse_i2x_first(size, tail, first, &rx);
     }
     const uint32_t head = rx.off;
     switch (rx.kind) {
-    case XDNA_PZ_RX_WRAP:
+    case XDNA_PARSE_RX_WRAP:
         ch->i2x_head = 0;
         return xdna_wr_trap_lazy(ctx, ch->i2x_head_reg, 0) < 0 ? -1 : 1;
-    case XDNA_PZ_RX_MSG: {
+    case XDNA_PARSE_RX_MSG: {
         uint32_t id = xdna_rd(ctx, loc_add(ch->i2x_buf, head + 8));
         const char *why = dispatch(ctx, ch, id, rx.total, head + MBOX_HDR_SIZE);
         ch->i2x_head = rx.next; /* may equal size: expected */
@@ -296,16 +296,16 @@ static int i2x_one(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
         break;
     }
     switch (rx.reason) {
-    case XDNA_PZ_BAD_TAIL:
+    case XDNA_PARSE_BAD_TAIL:
         set_bad(ctx, ch, "i2x tail %#x (ring %#x)", tail, size);
         break;
-    case XDNA_PZ_BAD_TOMBSTONE:
+    case XDNA_PARSE_BAD_TOMBSTONE:
         set_bad(ctx, ch, "TOMBSTONE at %#x while tail %#x is ahead", head, tail);
         break;
-    case XDNA_PZ_PAST_TAIL:
+    case XDNA_PARSE_PAST_TAIL:
         set_bad(ctx, ch, "message at %#x runs past tail %#x", head, tail);
         break;
-    case XDNA_PZ_BAD_SIZE:
+    case XDNA_PARSE_BAD_SIZE:
         set_bad(ctx, ch, "message size %#x at head %#x", first, head);
         break;
     default:

@@ -8,55 +8,55 @@
 
 #include <string.h>
 
-static const char *const reason_names[XDNA_PZ_REASON_MAX] = {
-    [XDNA_PZ_OK] = "ok",
-    [XDNA_PZ_BAD_RING] = "ring size is not a power of two >= 64",
-    [XDNA_PZ_BAD_TAIL] = "tail out of range or unaligned",
-    [XDNA_PZ_BAD_HEAD] = "head out of range or unaligned",
-    [XDNA_PZ_BAD_TOMBSTONE] = "TOMBSTONE while the tail is ahead",
-    [XDNA_PZ_BAD_SIZE] = "bad message size",
-    [XDNA_PZ_PAST_TAIL] = "message runs past the tail",
-    [XDNA_PZ_BAD_LEN] = "send length not sendable",
-    [XDNA_PZ_NOSPC] = "ring full",
-    [XDNA_PZ_BAD_MAGIC] = "id without the 0x1D magic",
-    [XDNA_PZ_BAD_SLOT] = "id names no slot",
-    [XDNA_PZ_NONCONTIG] = "non-contiguous id",
-    [XDNA_PZ_SHORT] = "buffer too short",
-    [XDNA_PZ_BAD_INFO_MAGIC] = "bad mgmt channel info magic",
-    [XDNA_PZ_BAD_PROTO_MAJOR] = "protocol major mismatch",
-    [XDNA_PZ_OLD_PROTO_MINOR] = "protocol minor too old",
-    [XDNA_PZ_BAD_MSIX] = "MSI-X vector out of range",
-    [XDNA_PZ_UNALIGNED] = "address not 4-aligned",
-    [XDNA_PZ_NO_BAR] = "address in no mapped BAR",
-    [XDNA_PZ_WRONG_BAR] = "address in the wrong BAR",
-    [XDNA_PZ_RING_SIZE] = "ring size is not a power of two >= 64",
-    [XDNA_PZ_STATUS_BUSY] = "no context or columns available",
-    [XDNA_PZ_STATUS_INVAL] = "invalid parameter",
-    [XDNA_PZ_STATUS_FAIL] = "firmware error status",
-    [XDNA_PZ_NO_CQ] = "no cq pair allocated",
-    [XDNA_PZ_CMD_COUNT] = "header count does not fit",
-    [XDNA_PZ_CMD_OPCODE] = "unsupported opcode",
-    [XDNA_PZ_CMD_SHORT] = "payload too short",
-    [XDNA_PZ_CHAIN_COUNT] = "bad chain count",
-    [XDNA_PZ_CHAIN_ENTRY] = "bad chain entry",
+static const char *const reason_names[XDNA_PARSE_REASON_MAX] = {
+    [XDNA_PARSE_OK] = "ok",
+    [XDNA_PARSE_BAD_RING] = "ring size is not a power of two >= 64",
+    [XDNA_PARSE_BAD_TAIL] = "tail out of range or unaligned",
+    [XDNA_PARSE_BAD_HEAD] = "head out of range or unaligned",
+    [XDNA_PARSE_BAD_TOMBSTONE] = "TOMBSTONE while the tail is ahead",
+    [XDNA_PARSE_BAD_SIZE] = "bad message size",
+    [XDNA_PARSE_PAST_TAIL] = "message runs past the tail",
+    [XDNA_PARSE_BAD_LEN] = "send length not sendable",
+    [XDNA_PARSE_NOSPC] = "ring full",
+    [XDNA_PARSE_BAD_MAGIC] = "id without the 0x1D magic",
+    [XDNA_PARSE_BAD_SLOT] = "id names no slot",
+    [XDNA_PARSE_NONCONTIG] = "non-contiguous id",
+    [XDNA_PARSE_SHORT] = "buffer too short",
+    [XDNA_PARSE_BAD_INFO_MAGIC] = "bad mgmt channel info magic",
+    [XDNA_PARSE_BAD_PROTO_MAJOR] = "protocol major mismatch",
+    [XDNA_PARSE_OLD_PROTO_MINOR] = "protocol minor too old",
+    [XDNA_PARSE_BAD_MSIX] = "MSI-X vector out of range",
+    [XDNA_PARSE_UNALIGNED] = "address not 4-aligned",
+    [XDNA_PARSE_NO_BAR] = "address in no mapped BAR",
+    [XDNA_PARSE_WRONG_BAR] = "address in the wrong BAR",
+    [XDNA_PARSE_RING_SIZE] = "ring size is not a power of two >= 64",
+    [XDNA_PARSE_STATUS_BUSY] = "no context or columns available",
+    [XDNA_PARSE_STATUS_INVAL] = "invalid parameter",
+    [XDNA_PARSE_STATUS_FAIL] = "firmware error status",
+    [XDNA_PARSE_NO_CQ] = "no cq pair allocated",
+    [XDNA_PARSE_CMD_COUNT] = "header count does not fit",
+    [XDNA_PARSE_CMD_OPCODE] = "unsupported opcode",
+    [XDNA_PARSE_CMD_SHORT] = "payload too short",
+    [XDNA_PARSE_CHAIN_COUNT] = "bad chain count",
+    [XDNA_PARSE_CHAIN_ENTRY] = "bad chain entry",
 };
 
-const char *xdna_pz_reason_str(int reason)
+const char *xdna_parse_reason_str(int reason)
 {
     if (reason < 0)
         reason = -reason;
-    if (reason >= XDNA_PZ_REASON_MAX || !reason_names[reason])
+    if (reason >= XDNA_PARSE_REASON_MAX || !reason_names[reason])
         return "unknown";
     return reason_names[reason];
 }
 
-static const char *const field_names[XDNA_PZ_F_MAX] = {
+static const char *const field_names[XDNA_PARSE_F_MAX] = {
     "x2i tail", "x2i head", "i2x tail", "i2x head", "interrupt", "x2i", "i2x", "msix",
 };
 
-const char *xdna_pz_field_str(int field)
+const char *xdna_parse_field_str(int field)
 {
-    return field >= 0 && field < XDNA_PZ_F_MAX ? field_names[field] : "?";
+    return field >= 0 && field < XDNA_PARSE_F_MAX ? field_names[field] : "?";
 }
 
 static uint32_t rd32(const uint8_t *p)
@@ -70,19 +70,19 @@ static int ring_size_ok(uint32_t size) { return size >= 64 && !(size & (size - 1
 
 /* ---- (a) i2x receive ---------------------------------------------------------------------- */
 
-static void rx_bad(struct xdna_pz_rx *rx, int reason)
+static void rx_bad(struct xdna_parse_rx *rx, int reason)
 {
-    rx->kind = XDNA_PZ_RX_BAD;
+    rx->kind = XDNA_PARSE_RX_BAD;
     rx->reason = reason;
 }
 
-void xdna_pz_i2x_head(uint32_t size, uint32_t head, uint32_t tail, struct xdna_pz_rx *rx)
+void xdna_parse_i2x_head(uint32_t size, uint32_t head, uint32_t tail, struct xdna_parse_rx *rx)
 {
     memset(rx, 0, sizeof(*rx));
     if (!ring_size_ok(size))
-        return rx_bad(rx, XDNA_PZ_BAD_RING);
+        return rx_bad(rx, XDNA_PARSE_BAD_RING);
     if (tail > size || (tail & 3))
-        return rx_bad(rx, XDNA_PZ_BAD_TAIL);
+        return rx_bad(rx, XDNA_PARSE_BAD_TAIL);
     /* Empty first, as the driver does: after a message ending exactly at the ring end head
      * and tail both equal size, and wrapping head first would re-read stale messages. */
     if (head == tail)
@@ -92,40 +92,40 @@ void xdna_pz_i2x_head(uint32_t size, uint32_t head, uint32_t tail, struct xdna_p
     if (head == tail) /* wrapped onto an empty ring (tail 0) */
         return;
     if (head > size - 4 || (head & 3))
-        return rx_bad(rx, XDNA_PZ_BAD_HEAD);
-    rx->kind = XDNA_PZ_RX_READ;
+        return rx_bad(rx, XDNA_PARSE_BAD_HEAD);
+    rx->kind = XDNA_PARSE_RX_READ;
     rx->off = head;
 }
 
-void xdna_pz_i2x_first(uint32_t size, uint32_t tail, uint32_t first, struct xdna_pz_rx *rx)
+void xdna_parse_i2x_first(uint32_t size, uint32_t tail, uint32_t first, struct xdna_parse_rx *rx)
 {
     const uint32_t head = rx->off;
-    if (first == XDNA_PZ_TOMBSTONE) {
+    if (first == XDNA_PARSE_TOMBSTONE) {
         if (tail > head)
-            return rx_bad(rx, XDNA_PZ_BAD_TOMBSTONE);
-        rx->kind = XDNA_PZ_RX_WRAP;
+            return rx_bad(rx, XDNA_PARSE_BAD_TOMBSTONE);
+        rx->kind = XDNA_PARSE_RX_WRAP;
         rx->next = 0;
         return;
     }
     const uint32_t total = first;
-    if (total == 0 || (total & 3) || total > size - XDNA_PZ_HDR ||
-        head > size - XDNA_PZ_HDR - total)
-        return rx_bad(rx, XDNA_PZ_BAD_SIZE);
-    if (tail > head && head + XDNA_PZ_HDR + total > tail)
-        return rx_bad(rx, XDNA_PZ_PAST_TAIL);
-    rx->kind = XDNA_PZ_RX_MSG;
+    if (total == 0 || (total & 3) || total > size - XDNA_PARSE_HDR ||
+        head > size - XDNA_PARSE_HDR - total)
+        return rx_bad(rx, XDNA_PARSE_BAD_SIZE);
+    if (tail > head && head + XDNA_PARSE_HDR + total > tail)
+        return rx_bad(rx, XDNA_PARSE_PAST_TAIL);
+    rx->kind = XDNA_PARSE_RX_MSG;
     rx->total = total;
-    rx->next = head + XDNA_PZ_HDR + total; /* may equal size: expected */
+    rx->next = head + XDNA_PARSE_HDR + total; /* may equal size: expected */
 }
 
-void xdna_pz_i2x_step(const uint8_t *ring, uint32_t size, uint32_t head, uint32_t tail,
-                      struct xdna_pz_rx *rx)
+void xdna_parse_i2x_step(const uint8_t *ring, uint32_t size, uint32_t head, uint32_t tail,
+                         struct xdna_parse_rx *rx)
 {
-    xdna_pz_i2x_head(size, head, tail, rx);
-    if (rx->kind != XDNA_PZ_RX_READ)
+    xdna_parse_i2x_head(size, head, tail, rx);
+    if (rx->kind != XDNA_PARSE_RX_READ)
         return;
-    xdna_pz_i2x_first(size, tail, rd32(ring + rx->off), rx);
-    if (rx->kind == XDNA_PZ_RX_MSG) {
+    xdna_parse_i2x_first(size, tail, rd32(ring + rx->off), rx);
+    if (rx->kind == XDNA_PARSE_RX_MSG) {
         rx->id = rd32(ring + rx->off + 8);
         rx->opcode = rd32(ring + rx->off + 12);
     }
@@ -133,47 +133,47 @@ void xdna_pz_i2x_step(const uint8_t *ring, uint32_t size, uint32_t head, uint32_
 
 /* ---- (b) x2i send ------------------------------------------------------------------------- */
 
-void xdna_pz_x2i_space(uint32_t head, uint32_t tail, uint32_t size, uint32_t len,
-                       struct xdna_pz_tx *tx)
+void xdna_parse_x2i_space(uint32_t head, uint32_t tail, uint32_t size, uint32_t len,
+                          struct xdna_parse_tx *tx)
 {
     memset(tx, 0, sizeof(*tx));
-    tx->kind = XDNA_PZ_TX_BAD;
+    tx->kind = XDNA_PARSE_TX_BAD;
     if (!ring_size_ok(size)) {
-        tx->reason = XDNA_PZ_BAD_RING;
+        tx->reason = XDNA_PARSE_BAD_RING;
         return;
     }
     if (head > size || (head & 3)) {
-        tx->reason = XDNA_PZ_BAD_HEAD;
+        tx->reason = XDNA_PARSE_BAD_HEAD;
         return;
     }
     /* the cached tail and the length are the shim's own; checked so the arithmetic below
      * cannot wrap whatever the caller passes */
     if (tail > size || (tail & 3)) {
-        tx->reason = XDNA_PZ_BAD_TAIL;
+        tx->reason = XDNA_PARSE_BAD_TAIL;
         return;
     }
     if (len == 0 || (len & 3) || len > size - 4) {
-        tx->reason = XDNA_PZ_BAD_LEN;
+        tx->reason = XDNA_PARSE_BAD_LEN;
         return;
     }
-    tx->reason = XDNA_PZ_OK;
+    tx->reason = XDNA_PARSE_OK;
     if (tail < head && tail + len >= head) {
-        tx->kind = XDNA_PZ_TX_NOSPC;
-        tx->reason = XDNA_PZ_NOSPC;
+        tx->kind = XDNA_PARSE_TX_NOSPC;
+        tx->reason = XDNA_PARSE_NOSPC;
         return;
     }
     if (tail >= head && tail + len > size - 4) {
         if (len >= head) {
-            tx->kind = XDNA_PZ_TX_NOSPC;
-            tx->reason = XDNA_PZ_NOSPC;
+            tx->kind = XDNA_PARSE_TX_NOSPC;
+            tx->reason = XDNA_PARSE_NOSPC;
             return;
         }
-        tx->kind = XDNA_PZ_TX_WRAP;
+        tx->kind = XDNA_PARSE_TX_WRAP;
         tx->tomb = tail;
         tx->tomb_ok = tail + 4 <= size;
         tx->pos = 0;
     } else {
-        tx->kind = XDNA_PZ_TX_WRITE;
+        tx->kind = XDNA_PARSE_TX_WRITE;
         tx->pos = tail;
     }
     tx->new_tail = tx->pos + len;
@@ -181,49 +181,49 @@ void xdna_pz_x2i_space(uint32_t head, uint32_t tail, uint32_t size, uint32_t len
 
 /* ---- (c) response ids --------------------------------------------------------------------- */
 
-int xdna_pz_resp_slot(uint32_t id, uint32_t nslots)
+int xdna_parse_resp_slot(uint32_t id, uint32_t nslots)
 {
-    if ((id & XDNA_PZ_ID_MAGIC_MASK) != XDNA_PZ_ID_MAGIC)
-        return -XDNA_PZ_BAD_MAGIC;
+    if ((id & XDNA_PARSE_ID_MAGIC_MASK) != XDNA_PARSE_ID_MAGIC)
+        return -XDNA_PARSE_BAD_MAGIC;
     uint32_t slot = id & 0xFFFFFFu;
     if (slot >= nslots)
-        return -XDNA_PZ_BAD_SLOT;
+        return -XDNA_PARSE_BAD_SLOT;
     return (int)slot;
 }
 
-int xdna_pz_resp_contig(uint32_t id, uint32_t last_id)
+int xdna_parse_resp_contig(uint32_t id, uint32_t last_id)
 {
     uint32_t low = id & 0xFFFFFFu;
     if (low == 0 || low == ((last_id & 0xFFFFFFu) + 1))
-        return XDNA_PZ_OK;
-    return XDNA_PZ_NONCONTIG;
+        return XDNA_PARSE_OK;
+    return XDNA_PARSE_NONCONTIG;
 }
 
 /* ---- (d) channel layouts ------------------------------------------------------------------ */
 
-int xdna_pz_dev_loc(const struct xdna_pz_layout *lay, uint64_t addr, uint32_t size,
-                    struct xdna_pz_loc *loc)
+int xdna_parse_dev_loc(const struct xdna_parse_layout *lay, uint64_t addr, uint32_t size,
+                       struct xdna_parse_loc *loc)
 {
-    unsigned nap = lay->nap < XDNA_PZ_MAX_APERTURES ? lay->nap : XDNA_PZ_MAX_APERTURES;
+    unsigned nap = lay->nap < XDNA_PARSE_MAX_APERTURES ? lay->nap : XDNA_PARSE_MAX_APERTURES;
     for (unsigned i = 0; i < nap; i++) {
-        const struct xdna_pz_aperture *a = &lay->ap[i];
+        const struct xdna_parse_aperture *a = &lay->ap[i];
         if (addr >= a->base && size <= a->size && addr - a->base <= a->size - size) {
             /* the first matching aperture decides, as xdna_dev_to_bar */
             uint64_t off = addr - a->base;
-            if (a->bar < 0 || a->bar >= XDNA_PZ_MAX_BARS || off > UINT32_MAX)
-                return XDNA_PZ_NO_BAR;
+            if (a->bar < 0 || a->bar >= XDNA_PARSE_MAX_BARS || off > UINT32_MAX)
+                return XDNA_PARSE_NO_BAR;
             uint64_t mapped = lay->bar_size[a->bar];
             if (!mapped || size > mapped || off > mapped - size)
-                return XDNA_PZ_NO_BAR;
+                return XDNA_PARSE_NO_BAR;
             loc->bar = (unsigned)a->bar;
             loc->off = (uint32_t)off;
-            return XDNA_PZ_OK;
+            return XDNA_PARSE_OK;
         }
     }
-    return XDNA_PZ_NO_BAR;
+    return XDNA_PARSE_NO_BAR;
 }
 
-static int chan_fail(struct xdna_pz_chan *ch, int reason, int field, uint32_t value)
+static int chan_fail(struct xdna_parse_chan *ch, int reason, int field, uint32_t value)
 {
     ch->reason = reason;
     ch->field = field;
@@ -231,66 +231,66 @@ static int chan_fail(struct xdna_pz_chan *ch, int reason, int field, uint32_t va
     return reason;
 }
 
-static int reg_check(const struct xdna_pz_layout *lay, struct xdna_pz_chan *ch, int field,
+static int reg_check(const struct xdna_parse_layout *lay, struct xdna_parse_chan *ch, int field,
                      uint32_t addr)
 {
     if (addr & 3)
-        return chan_fail(ch, XDNA_PZ_UNALIGNED, field, addr);
-    int r = xdna_pz_dev_loc(lay, addr, 4, &ch->reg[field]);
+        return chan_fail(ch, XDNA_PARSE_UNALIGNED, field, addr);
+    int r = xdna_parse_dev_loc(lay, addr, 4, &ch->reg[field]);
     if (r)
         return chan_fail(ch, r, field, addr);
     if (lay->mbox_bar < 0 || ch->reg[field].bar != (unsigned)lay->mbox_bar)
-        return chan_fail(ch, XDNA_PZ_WRONG_BAR, field, addr);
+        return chan_fail(ch, XDNA_PARSE_WRONG_BAR, field, addr);
     return 0;
 }
 
-static int ring_check(const struct xdna_pz_layout *lay, struct xdna_pz_chan *ch, int field,
+static int ring_check(const struct xdna_parse_layout *lay, struct xdna_parse_chan *ch, int field,
                       uint32_t addr, uint32_t size)
 {
     if (!ring_size_ok(size))
-        return chan_fail(ch, XDNA_PZ_RING_SIZE, field, size);
+        return chan_fail(ch, XDNA_PARSE_RING_SIZE, field, size);
     if (addr & 3)
-        return chan_fail(ch, XDNA_PZ_UNALIGNED, field, addr);
-    int i = field - XDNA_PZ_F_X2I_RING;
-    int r = xdna_pz_dev_loc(lay, addr, size, &ch->ring[i]);
+        return chan_fail(ch, XDNA_PARSE_UNALIGNED, field, addr);
+    int i = field - XDNA_PARSE_F_X2I_RING;
+    int r = xdna_parse_dev_loc(lay, addr, size, &ch->ring[i]);
     if (r)
         return chan_fail(ch, r, field, addr);
     if ((int)ch->ring[i].bar != lay->sram_bar)
-        return chan_fail(ch, XDNA_PZ_WRONG_BAR, field, addr);
+        return chan_fail(ch, XDNA_PARSE_WRONG_BAR, field, addr);
     ch->ring_size[i] = size;
     return 0;
 }
 
-int xdna_pz_chan_check(const struct xdna_pz_layout *lay, const struct xdna_pz_chan_addrs *a,
-                       struct xdna_pz_chan *ch)
+int xdna_parse_chan_check(const struct xdna_parse_layout *lay,
+                          const struct xdna_parse_chan_addrs *a, struct xdna_parse_chan *ch)
 {
     memset(ch, 0, sizeof(*ch));
     if (a->msi_id >= lay->nvec)
-        return chan_fail(ch, XDNA_PZ_BAD_MSIX, XDNA_PZ_F_MSIX, a->msi_id);
+        return chan_fail(ch, XDNA_PARSE_BAD_MSIX, XDNA_PARSE_F_MSIX, a->msi_id);
     ch->msix = a->msi_id;
     int r;
-    if ((r = reg_check(lay, ch, XDNA_PZ_F_X2I_TAIL, a->x2i_tail)) ||
-        (r = reg_check(lay, ch, XDNA_PZ_F_X2I_HEAD, a->x2i_head)) ||
-        (r = reg_check(lay, ch, XDNA_PZ_F_I2X_TAIL, a->i2x_tail)) ||
-        (r = reg_check(lay, ch, XDNA_PZ_F_I2X_HEAD, a->i2x_head)))
+    if ((r = reg_check(lay, ch, XDNA_PARSE_F_X2I_TAIL, a->x2i_tail)) ||
+        (r = reg_check(lay, ch, XDNA_PARSE_F_X2I_HEAD, a->x2i_head)) ||
+        (r = reg_check(lay, ch, XDNA_PARSE_F_I2X_TAIL, a->i2x_tail)) ||
+        (r = reg_check(lay, ch, XDNA_PARSE_F_I2X_HEAD, a->i2x_head)))
         return r;
     /* i2x_head + 4 in 64 bits: a head at 0xFFFFFFFC must not alias address 0 */
     uint64_t intr = (uint64_t)a->i2x_head + 4;
     if (intr > UINT32_MAX)
-        return chan_fail(ch, XDNA_PZ_NO_BAR, XDNA_PZ_F_INTR, (uint32_t)intr);
-    if ((r = reg_check(lay, ch, XDNA_PZ_F_INTR, (uint32_t)intr)) ||
-        (r = ring_check(lay, ch, XDNA_PZ_F_X2I_RING, a->x2i_buf, a->x2i_buf_sz)) ||
-        (r = ring_check(lay, ch, XDNA_PZ_F_I2X_RING, a->i2x_buf, a->i2x_buf_sz)))
+        return chan_fail(ch, XDNA_PARSE_NO_BAR, XDNA_PARSE_F_INTR, (uint32_t)intr);
+    if ((r = reg_check(lay, ch, XDNA_PARSE_F_INTR, (uint32_t)intr)) ||
+        (r = ring_check(lay, ch, XDNA_PARSE_F_X2I_RING, a->x2i_buf, a->x2i_buf_sz)) ||
+        (r = ring_check(lay, ch, XDNA_PARSE_F_I2X_RING, a->i2x_buf, a->i2x_buf_sz)))
         return r;
-    return XDNA_PZ_OK;
+    return XDNA_PARSE_OK;
 }
 
-int xdna_pz_mgmt_hdr(const uint8_t *buf, size_t len, uint32_t major, uint32_t min_minor,
-                     struct xdna_pz_mgmt_info *out)
+int xdna_parse_mgmt_hdr(const uint8_t *buf, size_t len, uint32_t major, uint32_t min_minor,
+                        struct xdna_parse_mgmt_info *out)
 {
     memset(out, 0, sizeof(*out));
-    if (len < XDNA_PZ_MGMT_INFO_SIZE)
-        return XDNA_PZ_SHORT;
+    if (len < XDNA_PARSE_MGMT_INFO_SIZE)
+        return XDNA_PARSE_SHORT;
     /* {x2i_tail, x2i_head, x2i_buf, x2i_buf_sz, i2x_tail, i2x_head, i2x_buf, i2x_buf_sz,
      *  magic, msi_id, prot_major, prot_minor, rsvd[4]} */
     out->a.x2i_tail = rd32(buf + 0);
@@ -305,43 +305,43 @@ int xdna_pz_mgmt_hdr(const uint8_t *buf, size_t len, uint32_t major, uint32_t mi
     out->a.msi_id = rd32(buf + 36);
     out->prot_major = rd32(buf + 40);
     out->prot_minor = rd32(buf + 44);
-    if (out->magic != XDNA_PZ_MGMT_MAGIC)
-        return XDNA_PZ_BAD_INFO_MAGIC;
+    if (out->magic != XDNA_PARSE_MGMT_MAGIC)
+        return XDNA_PARSE_BAD_INFO_MAGIC;
     if (out->prot_major != major)
-        return XDNA_PZ_BAD_PROTO_MAJOR;
+        return XDNA_PARSE_BAD_PROTO_MAJOR;
     if (out->prot_minor < min_minor)
-        return XDNA_PZ_OLD_PROTO_MINOR;
-    return XDNA_PZ_OK;
+        return XDNA_PARSE_OLD_PROTO_MINOR;
+    return XDNA_PARSE_OK;
 }
 
-int xdna_pz_mgmt_info(const uint8_t *buf, size_t len, uint32_t major, uint32_t min_minor,
-                      const struct xdna_pz_layout *lay, struct xdna_pz_mgmt_info *out,
-                      struct xdna_pz_chan *ch)
+int xdna_parse_mgmt_info(const uint8_t *buf, size_t len, uint32_t major, uint32_t min_minor,
+                         const struct xdna_parse_layout *lay, struct xdna_parse_mgmt_info *out,
+                         struct xdna_parse_chan *ch)
 {
     memset(ch, 0, sizeof(*ch));
-    int r = xdna_pz_mgmt_hdr(buf, len, major, min_minor, out);
+    int r = xdna_parse_mgmt_hdr(buf, len, major, min_minor, out);
     if (r) {
         ch->reason = r;
         return r;
     }
-    return xdna_pz_chan_check(lay, &out->a, ch);
+    return xdna_parse_chan_check(lay, &out->a, ch);
 }
 
 /* ---- (e) CREATE_CONTEXT response ---------------------------------------------------------- */
 
-int xdna_pz_create_resp(const uint8_t *buf, size_t len, unsigned nvec,
-                        struct xdna_pz_create_resp *out)
+int xdna_parse_create_resp(const uint8_t *buf, size_t len, unsigned nvec,
+                           struct xdna_parse_create_resp *out)
 {
     memset(out, 0, sizeof(*out));
-    if (len < XDNA_PZ_CREATE_RESP_SIZE)
-        return XDNA_PZ_SHORT;
+    if (len < XDNA_PARSE_CREATE_RESP_SIZE)
+        return XDNA_PARSE_SHORT;
     out->status = rd32(buf);
-    if (out->status == XDNA_PZ_STATUS_NOAVAIL)
-        return XDNA_PZ_STATUS_BUSY;
-    if (out->status == XDNA_PZ_STATUS_INVALID_PARAM)
-        return XDNA_PZ_STATUS_INVAL;
+    if (out->status == XDNA_PARSE_STATUS_NOAVAIL)
+        return XDNA_PARSE_STATUS_BUSY;
+    if (out->status == XDNA_PARSE_STATUS_INVALID_PARAM)
+        return XDNA_PARSE_STATUS_INVAL;
     if (out->status)
-        return XDNA_PZ_STATUS_FAIL;
+        return XDNA_PARSE_STATUS_FAIL;
     out->fw_live = 1;
     out->ctx_id = rd32(buf + 4);
     memcpy(&out->msix, buf + 8, 2);
@@ -358,99 +358,99 @@ int xdna_pz_create_resp(const uint8_t *buf, size_t len, unsigned nvec,
     out->a.i2x_buf_sz = rd32(q + 28);
     out->a.msi_id = out->msix;
     if (out->ncq < 1)
-        return XDNA_PZ_NO_CQ;
+        return XDNA_PARSE_NO_CQ;
     if (out->msix >= nvec)
-        return XDNA_PZ_BAD_MSIX;
-    return XDNA_PZ_OK;
+        return XDNA_PARSE_BAD_MSIX;
+    return XDNA_PARSE_OK;
 }
 
-int xdna_pz_create_resp_full(const uint8_t *buf, size_t len, const struct xdna_pz_layout *lay,
-                             struct xdna_pz_create_resp *out, struct xdna_pz_chan *ch)
+int xdna_parse_create_resp_full(const uint8_t *buf, size_t len, const struct xdna_parse_layout *lay,
+                                struct xdna_parse_create_resp *out, struct xdna_parse_chan *ch)
 {
     memset(ch, 0, sizeof(*ch));
-    int r = xdna_pz_create_resp(buf, len, lay->nvec, out);
+    int r = xdna_parse_create_resp(buf, len, lay->nvec, out);
     if (r) {
         ch->reason = r;
         return r;
     }
-    return xdna_pz_chan_check(lay, &out->a, ch);
+    return xdna_parse_chan_check(lay, &out->a, ch);
 }
 
 /* ---- (f) ERT command BOs ------------------------------------------------------------------ */
 
-int xdna_pz_cmd_hdr(const uint8_t *bo, uint64_t bo_size, struct xdna_pz_cmd *out)
+int xdna_parse_cmd_hdr(const uint8_t *bo, uint64_t bo_size, struct xdna_parse_cmd *out)
 {
     memset(out, 0, sizeof(*out));
     if (bo_size < 4)
-        return XDNA_PZ_CMD_COUNT;
+        return XDNA_PARSE_CMD_COUNT;
     uint32_t h = rd32(bo);
     uint32_t count = (h >> 12) & 0x7FF;
     out->opcode = (h >> 23) & 0x1F;
     /* data = CU masks (1 + extra; none for CMD_CHAIN) + payload */
-    uint32_t masks = out->opcode == XDNA_PZ_ERT_CMD_CHAIN ? 0 : 1 + ((h >> 10) & 3);
+    uint32_t masks = out->opcode == XDNA_PARSE_ERT_CMD_CHAIN ? 0 : 1 + ((h >> 10) & 3);
     if ((uint64_t)(1 + count) * 4 > bo_size || count < masks)
-        return XDNA_PZ_CMD_COUNT;
+        return XDNA_PARSE_CMD_COUNT;
     uint32_t mask = masks ? rd32(bo + 4) : 1;
     out->cu_idx = mask ? (uint32_t)__builtin_ctz(mask) : 0;
     out->pay = 1 + masks;
     out->npay = count - masks;
-    return XDNA_PZ_OK;
+    return XDNA_PARSE_OK;
 }
 
 /* A command of the given opcode: its header in c, its payload at *p. */
-static int cmd_of(const uint8_t *bo, uint64_t bo_size, uint32_t opcode, struct xdna_pz_cmd *c,
+static int cmd_of(const uint8_t *bo, uint64_t bo_size, uint32_t opcode, struct xdna_parse_cmd *c,
                   const uint8_t **p)
 {
-    int r = xdna_pz_cmd_hdr(bo, bo_size, c);
+    int r = xdna_parse_cmd_hdr(bo, bo_size, c);
     if (r)
         return r;
     if (c->opcode != opcode)
-        return XDNA_PZ_CMD_OPCODE;
+        return XDNA_PARSE_CMD_OPCODE;
     *p = bo + 4ull * c->pay;
-    return XDNA_PZ_OK;
+    return XDNA_PARSE_OK;
 }
 
-int xdna_pz_npu(const uint8_t *bo, uint64_t bo_size, struct xdna_pz_npu *out)
+int xdna_parse_npu(const uint8_t *bo, uint64_t bo_size, struct xdna_parse_npu *out)
 {
     memset(out, 0, sizeof(*out));
-    struct xdna_pz_cmd c;
+    struct xdna_parse_cmd c;
     const uint8_t *p;
-    int r = cmd_of(bo, bo_size, XDNA_PZ_ERT_START_NPU, &c, &p);
+    int r = cmd_of(bo, bo_size, XDNA_PARSE_ERT_START_NPU, &c, &p);
     if (r)
         return r;
     if (c.npay < 4 || rd32(p + 12) > c.npay - 4)
-        return XDNA_PZ_CMD_SHORT;
+        return XDNA_PARSE_CMD_SHORT;
     out->inst = rd32(p) | (uint64_t)rd32(p + 4) << 32;
     out->inst_size = rd32(p + 8);
     out->props = rd32(p + 12);
     out->cu_idx = c.cu_idx;
     out->args = c.pay + 4 + out->props;
     out->nargs = c.npay - 4 - out->props;
-    return XDNA_PZ_OK;
+    return XDNA_PARSE_OK;
 }
 
-int xdna_pz_chain(const uint8_t *bo, uint64_t bo_size, uint32_t self, uint32_t max_handle,
-                  struct xdna_pz_chain *out)
+int xdna_parse_chain(const uint8_t *bo, uint64_t bo_size, uint32_t self, uint32_t max_handle,
+                     struct xdna_parse_chain *out)
 {
     memset(out, 0, sizeof(*out));
-    struct xdna_pz_cmd c;
+    struct xdna_parse_cmd c;
     const uint8_t *p;
-    int r = cmd_of(bo, bo_size, XDNA_PZ_ERT_CMD_CHAIN, &c, &p);
+    int r = cmd_of(bo, bo_size, XDNA_PARSE_ERT_CMD_CHAIN, &c, &p);
     if (r)
         return r;
     if (c.npay < 6)
-        return XDNA_PZ_CMD_SHORT;
+        return XDNA_PARSE_CMD_SHORT;
     uint32_t n = rd32(p);
     out->n = n; /* CHAIN_COUNT: the count found; CHAIN_ENTRY: entries up to the bad one */
-    if (n == 0 || n > XDNA_PZ_CHAIN_MAX || c.npay < 6 + 2 * n)
-        return XDNA_PZ_CHAIN_COUNT;
+    if (n == 0 || n > XDNA_PARSE_CHAIN_MAX || c.npay < 6 + 2 * n)
+        return XDNA_PARSE_CHAIN_COUNT;
     for (uint32_t i = 0; i < n; i++) {
         uint64_t h = rd32(p + 4 * (6 + 2 * i)) | (uint64_t)rd32(p + 4 * (7 + 2 * i)) << 32;
         out->handle[i] = h;
         if (h == 0 || h > max_handle || h == self) {
             out->n = i + 1;
-            return XDNA_PZ_CHAIN_ENTRY;
+            return XDNA_PARSE_CHAIN_ENTRY;
         }
     }
-    return XDNA_PZ_OK;
+    return XDNA_PARSE_OK;
 }

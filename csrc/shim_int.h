@@ -16,6 +16,7 @@
 #include "xdna_shim.h"
 
 #define XDNA_NUM_BARS 6
+#define XDNA_ERR_MAX 256 /* one error message */
 #define XDNA_MAX_VECTORS 2048 /* MSI-X table size field is 11 bits */
 
 /* Mailbox protocol facts (amdxdna-facts.md §4). */
@@ -90,11 +91,11 @@ struct xdna_bar_map {
 
 #include <pthread.h>
 
-/* ---- sessions, buffers, hardware contexts (sess.c, bo.c, hwctx.c; docs/spec/jobs.md) ---- */
+/* ---- driver state, buffers, hardware contexts (api.c, bo.c, hwctx.c; docs/spec/jobs.md) ---- */
 #define XDNA_MAX_BOS 4096
 #define XDNA_MAX_HWCTX 64
-/* MAX_HWCTX_ID (amdxdna_ctx.c): context ids are allocated cyclically (xa_alloc_cyclic over
- * 1..255), so a destroyed context's id is not handed out again at once. */
+/* Context ids are allocated cyclically over 1..255 as the driver does, so a destroyed
+ * context's id is not handed out again at once. */
 #define XDNA_HWCTX_ID_MAX 255u
 #define XDNA_CTX_MAX_CMDS 4          /* CTX_MAX_CMDS: outstanding commands per context */
 #define XDNA_MONITOR_POLL_NS 1000000u /* monitor re-check of a due duty that could not run (1 ms) */
@@ -109,8 +110,11 @@ struct xdna_bar_map {
 struct xdna_bo;
 struct xdna_hwctx;
 
-/* Session state added for contexts and jobs; lives inside struct xdna_shim_ctx. */
-struct xdna_sess {
+/* What the driver keeps beside the device's transport state (the part the kernel holds in
+ * its device and client structs): the lock, the monitor, interrupt ownership, BOs,
+ * contexts, TDR and power settings, async errors. Lives inside struct xdna_shim_ctx as
+ * ctx->s; set up by xdna_drv_state_init. */
+struct xdna_drv_state {
     pthread_mutex_t lock;     /* protects the whole ctx; released only while blocking */
     pthread_cond_t cond;      /* broadcast after every event the monitor processed */
     bool inited;
@@ -146,7 +150,7 @@ struct xdna_shim_ctx {
     bool sock_dead;
     uint16_t next_msg_id;
     int timeouts[5]; /* enum xdna_shim_timeout, ms */
-    char last_error[256];
+    char last_error[XDNA_ERR_MAX];
     const struct xdna_chip_desc *chip;
     uint8_t config[XDNA_PROTO_CONFIG_SIZE];
     uint32_t max_msg_fds;
@@ -175,46 +179,31 @@ struct xdna_shim_ctx {
 
     struct xdna_mbox_chan mgmt;
     struct xdna_shim_info info;
-    struct xdna_sess s;
+    struct xdna_drv_state s; /* the driver's state */
 };
 
-/* ---- errors (core.c) ---- */
+/* ---- errors, clock, deterministic-mode hooks, register access (core.c) ---- */
 int xdna_fail(struct xdna_shim_ctx *ctx, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void xdna_set_tls_error(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* ---- time, waits (core.c) ---- */
+/* A failure (errno and message) kept while cleanup runs that may fail on its own: save,
+ * clean up, then return xdna_err_restore(), which puts them back and returns -1. */
+struct xdna_err {
+    int err;
+    char msg[XDNA_ERR_MAX];
+};
+void xdna_err_save(struct xdna_shim_ctx *ctx, struct xdna_err *e);
+int xdna_err_restore(struct xdna_shim_ctx *ctx, const struct xdna_err *e);
 uint64_t xdna_now_ns(void);
 uint64_t xdna_deadline(int ms);
-/* One wait step: block until the notify eventfd, extra_fd (if >= 0) or the socket is ready,
- * or the deadline passes. 0 on a wakeup (*extra_ready says whether extra_fd fired, its
- * counter is drained), -1 with ETIME at the deadline, EPIPE when the daemon is gone. */
-int xdna_wait_step(struct xdna_shim_ctx *ctx, int extra_fd, uint64_t deadline, bool *extra_ready);
 /* Deterministic mode: the calling thread's hooks, or NULL. */
 const struct xdna_shim_hooks *xdna_hooks(void);
-/* Deterministic-mode wait step (sess.c): hooks->wait, then a zero-timeout look at every
- * event source; with housekeeping, the monitor's TDR/autosuspend work runs inline. */
-int xdna_hooked_step(struct xdna_shim_ctx *ctx, int extra_fd, uint64_t deadline,
-                     bool *extra_ready, bool housekeeping);
-/* Poll a register until (value & mask) != 0 (or == 0 when want_zero). */
-int xdna_poll_reg(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t mask, int timeout_ms,
-                  uint32_t *val, const char *what);
-
-/* ---- register access (core.c) ---- */
 uint32_t xdna_rd(struct xdna_shim_ctx *ctx, struct xdna_loc loc);
 void xdna_wr(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 int xdna_wr_trap(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 /* Append to the write log without storing into BAR memory (mailbox x2i tail). */
 int xdna_wr_log(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 int xdna_wr_trap_lazy(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
-
-/* Public-call locking (sess.c): enter takes the ctx lock, leave drops it and copies a
- * failure's message to the calling thread's last_error. */
-int xdna_api_enter(struct xdna_shim_ctx *ctx);
-int xdna_api_leave(struct xdna_shim_ctx *ctx, int rc);
-
-/* AIE version + tile info responses into ctx->info (probe.c); -1 if unusable. */
-int xdna_decode_aie_info(struct xdna_shim_ctx *ctx, const uint8_t av[8], const uint8_t ti[48]);
 /* Write through the log when (bar, off) is a trapped register, else plainly. */
 int xdna_wr_auto(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 bool xdna_loc_ok(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t len);
@@ -222,6 +211,57 @@ struct xdna_loc xdna_role(struct xdna_shim_ctx *ctx, enum xdna_role role);
 /* device address -> location inside a mapped BAR; -1/EINVAL with a message otherwise */
 int xdna_dev_loc(struct xdna_shim_ctx *ctx, uint64_t addr, uint32_t size, struct xdna_loc *loc,
                  const char *what);
+int xdna_readl_unlocked(struct xdna_shim_ctx *ctx, unsigned bar, uint32_t off, uint32_t *val);
+int xdna_writel_unlocked(struct xdna_shim_ctx *ctx, unsigned bar, uint32_t off, uint32_t val);
+int xdna_set_timeout_unlocked(struct xdna_shim_ctx *ctx, int which, int ms);
+int xdna_get_info_unlocked(struct xdna_shim_ctx *ctx, struct xdna_shim_info *info);
+
+/* ---- waits and the event pump (event.c) ---- */
+/* One wait step: block until the notify eventfd, extra_fd (if >= 0) or the socket is ready,
+ * or the deadline passes. 0 on a wakeup (*extra_ready says whether extra_fd fired, its
+ * counter is drained), -1 with ETIME at the deadline, EPIPE when the daemon is gone. */
+int xdna_wait_step(struct xdna_shim_ctx *ctx, int extra_fd, uint64_t deadline, bool *extra_ready);
+/* Deterministic-mode wait step: hooks->wait, then a zero-timeout look at every
+ * event source; with housekeeping, the monitor's TDR/autosuspend work runs inline. */
+int xdna_hooked_step(struct xdna_shim_ctx *ctx, int extra_fd, uint64_t deadline,
+                     bool *extra_ready, bool housekeeping);
+/* Poll a register until (value & mask) != 0 (or == 0 when want_zero). */
+int xdna_poll_reg(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t mask, int timeout_ms,
+                  uint32_t *val, const char *what);
+/* Wait for write-log room without releasing the lock. */
+int xdna_wait_log(struct xdna_shim_ctx *ctx, uint64_t deadline);
+int xdna_cond_wait(struct xdna_shim_ctx *ctx, uint64_t deadline); /* 0 woken, ETIME */
+/* The monitor's step: poll every event source (lock released), service the channels. */
+int xdna_pump_monitor(struct xdna_shim_ctx *ctx, uint64_t deadline);
+/* The daemon ended this session (socket hung up, or it cleared the ctrl page's alive word). */
+bool xdna_daemon_gone(struct xdna_shim_ctx *ctx);
+
+/* ---- the monitor thread and its periodic duties (monitor.c) ---- */
+void xdna_wake_monitor(struct xdna_shim_ctx *ctx);
+int xdna_monitor_start(struct xdna_shim_ctx *ctx);
+void xdna_monitor_stop(struct xdna_shim_ctx *ctx);
+/* When the periodic duties are next due (never in the past). */
+uint64_t xdna_monitor_due(struct xdna_shim_ctx *ctx, uint64_t now);
+/* Deterministic mode: one monitor iteration's duties, inline. */
+void xdna_monitor_housekeeping(struct xdna_shim_ctx *ctx);
+
+/* ---- context state, locking, device-wide sequences (api.c) ---- */
+int xdna_drv_state_init(struct xdna_shim_ctx *ctx);
+void xdna_drv_state_fini(struct xdna_shim_ctx *ctx);
+/* Public-call locking: enter takes the ctx lock, leave drops it and copies a
+ * failure's message to the calling thread's last_error. */
+int xdna_api_enter(struct xdna_shim_ctx *ctx);
+int xdna_api_leave(struct xdna_shim_ctx *ctx, int rc);
+/* A device-wide sequence (probe, PM, power): one at a time, others wait for it. */
+int xdna_dev_begin(struct xdna_shim_ctx *ctx);
+void xdna_dev_end(struct xdna_shim_ctx *ctx);
+
+/* ---- the PCI function: attach, release, interrupts (pci.c) ---- */
+int xdna_pci_attach(struct xdna_shim_ctx *ctx, const char *path);
+void xdna_pci_release(struct xdna_shim_ctx *ctx);
+/* Install this session's eventfd on an MSI-X vector (per-vector ownership). */
+int xdna_irq_own(struct xdna_shim_ctx *ctx, unsigned vec);
+int xdna_irq_release(struct xdna_shim_ctx *ctx, unsigned vec);
 
 /* ---- control socket (proto.c) ---- */
 int xdna_connect(struct xdna_shim_ctx *ctx, const char *path);
@@ -267,42 +307,57 @@ int xdna_mbox_post_cb(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint
 /* Ack the channel interrupt and drain its i2x ring (the RX worker). */
 int xdna_mbox_rx(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch);
 
-/* ---- sessions (sess.c) ---- */
-int xdna_sess_init(struct xdna_shim_ctx *ctx);
-void xdna_sess_fini(struct xdna_shim_ctx *ctx);
-/* xdna_wait_step when the monitor runs: wait for its next event (lock released). */
-int xdna_sess_wait(struct xdna_shim_ctx *ctx, uint64_t deadline);
-/* Wait for write-log room without releasing the lock. */
-int xdna_wait_log(struct xdna_shim_ctx *ctx, uint64_t deadline);
-/* Install this session's eventfd on an MSI-X vector (per-vector ownership). */
-int xdna_irq_own(struct xdna_shim_ctx *ctx, unsigned vec);
-int xdna_irq_release(struct xdna_shim_ctx *ctx, unsigned vec);
-/* Post REGISTER_ASYNC_EVENT_MSG for async buffer idx (decoded and re-posted on reply). */
-int xdna_async_post(struct xdna_shim_ctx *ctx, unsigned idx);
+/* ---- SMU (smu.c) ---- */
+int xdna_smu_start(struct xdna_shim_ctx *ctx);
+int xdna_smu_stop(struct xdna_shim_ctx *ctx);
+int xdna_smu_set_dpm(struct xdna_shim_ctx *ctx, uint32_t level);
+
+/* ---- PSP and the firmware image (psp.c) ---- */
+int xdna_fw_load(struct xdna_shim_ctx *ctx, const char *search);
+int xdna_psp_start(struct xdna_shim_ctx *ctx);
+int xdna_psp_stop(struct xdna_shim_ctx *ctx);
+int xdna_psp_waitmode_poll(struct xdna_shim_ctx *ctx);
+
+/* ---- management messages (message.c) ---- */
+bool xdna_has_feature(struct xdna_shim_ctx *ctx, enum xdna_feature f);
+/* A management message whose response starts with a status word that must be 0. */
+int xdna_mgmt_req(struct xdna_shim_ctx *ctx, uint32_t op, const void *req, size_t req_len,
+                  void *resp, size_t resp_len);
+int xdna_mgmt_req_u32(struct xdna_shim_ctx *ctx, uint32_t op, void *resp, size_t resp_len);
+int xdna_set_runtime_config(struct xdna_shim_ctx *ctx, uint32_t type, uint64_t value);
+int xdna_get_fw_version(struct xdna_shim_ctx *ctx);
+int xdna_mgmt_fw_query(struct xdna_shim_ctx *ctx);
+/* AIE version + tile info responses into ctx->info; -1 if unusable. */
+int xdna_decode_aie_info(struct xdna_shim_ctx *ctx, const uint8_t av[8], const uint8_t ti[48]);
 /* One management request: mgmt ring for the driver session, MGMT_PROXY for a client. The
  * response must be exactly resp_len bytes; its status word is not checked here. */
 int xdna_fw_call(struct xdna_shim_ctx *ctx, uint32_t opcode, const void *req, size_t req_len,
                  void *resp, size_t resp_len);
-bool xdna_has_feature(struct xdna_shim_ctx *ctx, enum xdna_feature f);
-void xdna_wake_monitor(struct xdna_shim_ctx *ctx);
-int xdna_cond_wait(struct xdna_shim_ctx *ctx, uint64_t deadline); /* 0 woken, ETIME */
-/* Runtime PM: resume the device if the monitor suspended it (caller holds the lock). */
-int xdna_rpm_get(struct xdna_shim_ctx *ctx);
+int xdna_fw_req_u32(struct xdna_shim_ctx *ctx, uint32_t op, void *resp, size_t len);
+int xdna_client_query(struct xdna_shim_ctx *ctx);
 
-/* the lifecycle bodies (probe.c, core.c); public wrappers with locking live in sess.c */
+/* ---- async error events (async.c) ---- */
+int xdna_async_events_start(struct xdna_shim_ctx *ctx);
+/* Post REGISTER_ASYNC_EVENT_MSG for async buffer idx (decoded and re-posted on reply). */
+int xdna_async_post(struct xdna_shim_ctx *ctx, unsigned idx);
+
+/* ---- hardware start and stop, lifecycle bodies (hw.c) ---- */
 int xdna_probe_unlocked(struct xdna_shim_ctx *ctx, const char *fw_search_path);
 int xdna_stop_unlocked(struct xdna_shim_ctx *ctx);
 int xdna_suspend_unlocked(struct xdna_shim_ctx *ctx);
 int xdna_resume_unlocked(struct xdna_shim_ctx *ctx);
 int xdna_mgmt_msg_unlocked(struct xdna_shim_ctx *ctx, uint32_t opcode, const void *req,
                            size_t req_len, void *resp, size_t resp_len, int timeout_ms);
-void xdna_close_unlocked(struct xdna_shim_ctx *ctx);
-int xdna_readl_unlocked(struct xdna_shim_ctx *ctx, unsigned bar, uint32_t off, uint32_t *val);
-int xdna_writel_unlocked(struct xdna_shim_ctx *ctx, unsigned bar, uint32_t off, uint32_t val);
-int xdna_set_timeout_unlocked(struct xdna_shim_ctx *ctx, int which, int ms);
-int xdna_get_info_unlocked(struct xdna_shim_ctx *ctx, struct xdna_shim_info *info);
-int xdna_pm_set_dpm(struct xdna_shim_ctx *ctx, uint32_t level);
-int xdna_pm_runtime_config(struct xdna_shim_ctx *ctx, uint32_t type, uint64_t value);
+void xdna_hw_close(struct xdna_shim_ctx *ctx);
+
+/* ---- power management (pm.c) ---- */
+int xdna_pm_init(struct xdna_shim_ctx *ctx);
+int xdna_pm_apply_mode(struct xdna_shim_ctx *ctx, int mode);
+int xdna_pm_resume(struct xdna_shim_ctx *ctx);
+/* Runtime PM: resume the device if the monitor suspended it (caller holds the lock). */
+int xdna_rpm_get(struct xdna_shim_ctx *ctx);
+bool xdna_rpm_armed(struct xdna_shim_ctx *ctx);
+void xdna_rpm_maybe_suspend(struct xdna_shim_ctx *ctx);
 
 /* ---- buffers (bo.c) ---- */
 struct xdna_bo {
@@ -328,8 +383,6 @@ int xdna_bo_release(struct xdna_shim_ctx *ctx, uint32_t handle);
 void xdna_bo_free_all(struct xdna_shim_ctx *ctx);
 /* DMA_MAP an fd at this process's VA in the session PASID (SVA). */
 int xdna_sva_map(struct xdna_shim_ctx *ctx, int fd, void *va, uint64_t size);
-/* GET_APP_HEALTH target buffer: IOVA (mgmt PASID) for the driver, SVA for a client. */
-int xdna_health_buf(struct xdna_shim_ctx *ctx, uint64_t *addr, uint8_t **va);
 
 /* ---- hardware contexts and jobs (hwctx.c) ---- */
 struct xdna_job {
@@ -374,5 +427,7 @@ void xdna_hwctx_tdr_tick(struct xdna_shim_ctx *ctx);
 unsigned xdna_hwctx_pending(struct xdna_shim_ctx *ctx);
 unsigned xdna_hwctx_live(struct xdna_shim_ctx *ctx);
 void xdna_hwctx_destroy_all(struct xdna_shim_ctx *ctx);
+/* GET_APP_HEALTH target buffer: IOVA (mgmt PASID) for the driver, SVA for a client. */
+int xdna_health_buf(struct xdna_shim_ctx *ctx, uint64_t *addr, uint8_t **va);
 
 #endif

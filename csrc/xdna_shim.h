@@ -295,7 +295,7 @@ int xdna_shim_set_power_mode(struct xdna_shim_ctx *ctx, int mode);
 int xdna_shim_set_iommu_mode(struct xdna_shim_ctx *ctx, int mode);
 int xdna_shim_get_power(struct xdna_shim_ctx *ctx, struct xdna_shim_power *pw);
 
-/* ---- deterministic mode (DESIGN §4 "Waits are pluggable") ------------------------- */
+/* ---- deterministic mode: pluggable waits ------------------------------------------ */
 
 /* With hooks set, the shim never blocks in poll(): every wait (control-socket replies,
  * register polls, mailbox and job waits, write-log room) calls wait(user, deadline_ns),

@@ -24,55 +24,55 @@ REGRESSIONS = ROOT / "fixtures" / "regressions" / "native"
 TOMB = 0xDEADFACE
 
 CDEF = """
-enum xdna_pz_reason {
-    XDNA_PZ_OK, XDNA_PZ_BAD_RING, XDNA_PZ_BAD_TAIL, XDNA_PZ_BAD_HEAD, XDNA_PZ_BAD_TOMBSTONE,
-    XDNA_PZ_BAD_SIZE, XDNA_PZ_PAST_TAIL, XDNA_PZ_BAD_LEN, XDNA_PZ_NOSPC, XDNA_PZ_BAD_MAGIC,
-    XDNA_PZ_BAD_SLOT, XDNA_PZ_NONCONTIG, XDNA_PZ_SHORT, XDNA_PZ_BAD_INFO_MAGIC,
-    XDNA_PZ_BAD_PROTO_MAJOR, XDNA_PZ_OLD_PROTO_MINOR, XDNA_PZ_BAD_MSIX, XDNA_PZ_UNALIGNED,
-    XDNA_PZ_NO_BAR, XDNA_PZ_WRONG_BAR, XDNA_PZ_RING_SIZE, XDNA_PZ_STATUS_BUSY,
-    XDNA_PZ_STATUS_INVAL, XDNA_PZ_STATUS_FAIL, XDNA_PZ_NO_CQ, XDNA_PZ_CMD_COUNT,
-    XDNA_PZ_CMD_OPCODE, XDNA_PZ_CMD_SHORT, XDNA_PZ_CHAIN_COUNT, XDNA_PZ_CHAIN_ENTRY, ...
+enum xdna_parse_reason {
+    XDNA_PARSE_OK, XDNA_PARSE_BAD_RING, XDNA_PARSE_BAD_TAIL, XDNA_PARSE_BAD_HEAD, XDNA_PARSE_BAD_TOMBSTONE,
+    XDNA_PARSE_BAD_SIZE, XDNA_PARSE_PAST_TAIL, XDNA_PARSE_BAD_LEN, XDNA_PARSE_NOSPC, XDNA_PARSE_BAD_MAGIC,
+    XDNA_PARSE_BAD_SLOT, XDNA_PARSE_NONCONTIG, XDNA_PARSE_SHORT, XDNA_PARSE_BAD_INFO_MAGIC,
+    XDNA_PARSE_BAD_PROTO_MAJOR, XDNA_PARSE_OLD_PROTO_MINOR, XDNA_PARSE_BAD_MSIX, XDNA_PARSE_UNALIGNED,
+    XDNA_PARSE_NO_BAR, XDNA_PARSE_WRONG_BAR, XDNA_PARSE_RING_SIZE, XDNA_PARSE_STATUS_BUSY,
+    XDNA_PARSE_STATUS_INVAL, XDNA_PARSE_STATUS_FAIL, XDNA_PARSE_NO_CQ, XDNA_PARSE_CMD_COUNT,
+    XDNA_PARSE_CMD_OPCODE, XDNA_PARSE_CMD_SHORT, XDNA_PARSE_CHAIN_COUNT, XDNA_PARSE_CHAIN_ENTRY, ...
 };
-enum xdna_pz_rx_kind { XDNA_PZ_RX_EMPTY, XDNA_PZ_RX_READ, XDNA_PZ_RX_WRAP, XDNA_PZ_RX_MSG,
-                       XDNA_PZ_RX_BAD, ... };
-enum xdna_pz_tx_kind { XDNA_PZ_TX_WRITE, XDNA_PZ_TX_WRAP, XDNA_PZ_TX_NOSPC, XDNA_PZ_TX_BAD,
+enum xdna_parse_rx_kind { XDNA_PARSE_RX_EMPTY, XDNA_PARSE_RX_READ, XDNA_PARSE_RX_WRAP, XDNA_PARSE_RX_MSG,
+                       XDNA_PARSE_RX_BAD, ... };
+enum xdna_parse_tx_kind { XDNA_PARSE_TX_WRITE, XDNA_PARSE_TX_WRAP, XDNA_PARSE_TX_NOSPC, XDNA_PARSE_TX_BAD,
                        ... };
-enum xdna_pz_chan_field { XDNA_PZ_F_X2I_TAIL, XDNA_PZ_F_X2I_HEAD, XDNA_PZ_F_I2X_TAIL,
-    XDNA_PZ_F_I2X_HEAD, XDNA_PZ_F_INTR, XDNA_PZ_F_X2I_RING, XDNA_PZ_F_I2X_RING, XDNA_PZ_F_MSIX,
+enum xdna_parse_chan_field { XDNA_PARSE_F_X2I_TAIL, XDNA_PARSE_F_X2I_HEAD, XDNA_PARSE_F_I2X_TAIL,
+    XDNA_PARSE_F_I2X_HEAD, XDNA_PARSE_F_INTR, XDNA_PARSE_F_X2I_RING, XDNA_PARSE_F_I2X_RING, XDNA_PARSE_F_MSIX,
     ... };
-const char *xdna_pz_reason_str(int reason);
-struct xdna_pz_rx { int kind, reason; uint32_t off, total, next, id, opcode; ...; };
-void xdna_pz_i2x_step(const uint8_t *ring, uint32_t size, uint32_t head, uint32_t tail,
-                      struct xdna_pz_rx *rx);
-struct xdna_pz_tx { int kind, reason; uint32_t pos, tomb; int tomb_ok; uint32_t new_tail; ...; };
-void xdna_pz_x2i_space(uint32_t head, uint32_t tail, uint32_t size, uint32_t len,
-                       struct xdna_pz_tx *tx);
-int xdna_pz_resp_slot(uint32_t id, uint32_t nslots);
-int xdna_pz_resp_contig(uint32_t id, uint32_t last_id);
-struct xdna_pz_aperture { int bar; uint64_t base; uint64_t size; };
-struct xdna_pz_layout { struct xdna_pz_aperture ap[8]; unsigned nap; uint64_t bar_size[6];
+const char *xdna_parse_reason_str(int reason);
+struct xdna_parse_rx { int kind, reason; uint32_t off, total, next, id, opcode; ...; };
+void xdna_parse_i2x_step(const uint8_t *ring, uint32_t size, uint32_t head, uint32_t tail,
+                      struct xdna_parse_rx *rx);
+struct xdna_parse_tx { int kind, reason; uint32_t pos, tomb; int tomb_ok; uint32_t new_tail; ...; };
+void xdna_parse_x2i_space(uint32_t head, uint32_t tail, uint32_t size, uint32_t len,
+                       struct xdna_parse_tx *tx);
+int xdna_parse_resp_slot(uint32_t id, uint32_t nslots);
+int xdna_parse_resp_contig(uint32_t id, uint32_t last_id);
+struct xdna_parse_aperture { int bar; uint64_t base; uint64_t size; };
+struct xdna_parse_layout { struct xdna_parse_aperture ap[8]; unsigned nap; uint64_t bar_size[6];
                         int mbox_bar; int sram_bar; unsigned nvec; ...; };
-struct xdna_pz_loc { unsigned bar; uint32_t off; };
-struct xdna_pz_chan_addrs { uint32_t x2i_tail, x2i_head, x2i_buf, x2i_buf_sz, i2x_tail,
+struct xdna_parse_loc { unsigned bar; uint32_t off; };
+struct xdna_parse_chan_addrs { uint32_t x2i_tail, x2i_head, x2i_buf, x2i_buf_sz, i2x_tail,
                             i2x_head, i2x_buf, i2x_buf_sz, msi_id; };
-struct xdna_pz_chan { int reason; int field; uint32_t value; struct xdna_pz_loc reg[5];
-                      struct xdna_pz_loc ring[2]; uint32_t ring_size[2]; uint32_t msix; ...; };
-struct xdna_pz_mgmt_info { struct xdna_pz_chan_addrs a; uint32_t magic, prot_major,
+struct xdna_parse_chan { int reason; int field; uint32_t value; struct xdna_parse_loc reg[5];
+                      struct xdna_parse_loc ring[2]; uint32_t ring_size[2]; uint32_t msix; ...; };
+struct xdna_parse_mgmt_info { struct xdna_parse_chan_addrs a; uint32_t magic, prot_major,
                            prot_minor; ...; };
-int xdna_pz_mgmt_info(const uint8_t *buf, size_t len, uint32_t major, uint32_t min_minor,
-                      const struct xdna_pz_layout *lay, struct xdna_pz_mgmt_info *out,
-                      struct xdna_pz_chan *ch);
-struct xdna_pz_create_resp { uint32_t status, ctx_id; uint16_t msix; uint8_t ncq;
-                             struct xdna_pz_chan_addrs a; int fw_live; ...; };
-int xdna_pz_create_resp_full(const uint8_t *buf, size_t len, const struct xdna_pz_layout *lay,
-                             struct xdna_pz_create_resp *out, struct xdna_pz_chan *ch);
-struct xdna_pz_cmd { uint32_t opcode, cu_idx, pay, npay; ...; };
-int xdna_pz_cmd_hdr(const uint8_t *bo, uint64_t bo_size, struct xdna_pz_cmd *out);
-struct xdna_pz_npu { uint64_t inst; uint32_t inst_size, props, cu_idx, args, nargs; ...; };
-int xdna_pz_npu(const uint8_t *bo, uint64_t bo_size, struct xdna_pz_npu *out);
-struct xdna_pz_chain { uint32_t n; uint64_t handle[64]; ...; };
-int xdna_pz_chain(const uint8_t *bo, uint64_t bo_size, uint32_t self, uint32_t max_handle,
-                  struct xdna_pz_chain *out);
+int xdna_parse_mgmt_info(const uint8_t *buf, size_t len, uint32_t major, uint32_t min_minor,
+                      const struct xdna_parse_layout *lay, struct xdna_parse_mgmt_info *out,
+                      struct xdna_parse_chan *ch);
+struct xdna_parse_create_resp { uint32_t status, ctx_id; uint16_t msix; uint8_t ncq;
+                             struct xdna_parse_chan_addrs a; int fw_live; ...; };
+int xdna_parse_create_resp_full(const uint8_t *buf, size_t len, const struct xdna_parse_layout *lay,
+                             struct xdna_parse_create_resp *out, struct xdna_parse_chan *ch);
+struct xdna_parse_cmd { uint32_t opcode, cu_idx, pay, npay; ...; };
+int xdna_parse_cmd_hdr(const uint8_t *bo, uint64_t bo_size, struct xdna_parse_cmd *out);
+struct xdna_parse_npu { uint64_t inst; uint32_t inst_size, props, cu_idx, args, nargs; ...; };
+int xdna_parse_npu(const uint8_t *bo, uint64_t bo_size, struct xdna_parse_npu *out);
+struct xdna_parse_chain { uint32_t n; uint64_t handle[64]; ...; };
+int xdna_parse_chain(const uint8_t *bo, uint64_t bo_size, uint32_t self, uint32_t max_handle,
+                  struct xdna_parse_chain *out);
 """
 
 
@@ -111,87 +111,87 @@ def ring_of(size: int, *parts: tuple[int, bytes]) -> bytes:
 # ---- (a) i2x receive ------------------------------------------------------------------------
 
 def rx(pz, ring: bytes, head: int, tail: int):
-    out = pz.ffi.new("struct xdna_pz_rx *")
-    pz.lib.xdna_pz_i2x_step(ring, len(ring), head, tail, out)
+    out = pz.ffi.new("struct xdna_parse_rx *")
+    pz.lib.xdna_parse_i2x_step(ring, len(ring), head, tail, out)
     return out
 
 
 def test_i2x_message_happy_path(pz):
     r = rx(pz, ring_of(64, (0, msg(8, 0x1D000007, 0x2))), 0, 24)
     assert (r.kind, r.off, r.total, r.next, r.id, r.opcode) == (
-        pz.lib.XDNA_PZ_RX_MSG, 0, 8, 24, 0x1D000007, 0x2)
+        pz.lib.XDNA_PARSE_RX_MSG, 0, 8, 24, 0x1D000007, 0x2)
 
 
 def test_i2x_message_ending_exactly_at_ring_end(pz):
     ring = ring_of(64, (16, msg(32)))
     r = rx(pz, ring, 16, 0)
-    assert r.kind == pz.lib.XDNA_PZ_RX_MSG and r.next == 64
+    assert r.kind == pz.lib.XDNA_PARSE_RX_MSG and r.next == 64
     # head == size afterwards: with tail 0 the ring is empty; a stale read from 0 would be a bug
-    assert rx(pz, ring, 64, 0).kind == pz.lib.XDNA_PZ_RX_EMPTY
+    assert rx(pz, ring, 64, 0).kind == pz.lib.XDNA_PARSE_RX_EMPTY
     # head == tail == size: empty before the head wraps
-    assert rx(pz, ring, 64, 64).kind == pz.lib.XDNA_PZ_RX_EMPTY
+    assert rx(pz, ring, 64, 64).kind == pz.lib.XDNA_PARSE_RX_EMPTY
     # new message at 0 after the end-of-ring one: the head wraps from size to 0 and reads it
     r = rx(pz, ring_of(64, (0, msg(4)), (16, msg(32))), 64, 20)
-    assert (r.kind, r.off, r.next) == (pz.lib.XDNA_PZ_RX_MSG, 0, 20)
+    assert (r.kind, r.off, r.next) == (pz.lib.XDNA_PARSE_RX_MSG, 0, 20)
 
 
 def test_i2x_tombstone_wraps_only_with_tail_behind(pz):
     ring = ring_of(64, (0, msg(4)), (48, words(TOMB)))
     r = rx(pz, ring, 48, 20)
-    assert (r.kind, r.next) == (pz.lib.XDNA_PZ_RX_WRAP, 0)
+    assert (r.kind, r.next) == (pz.lib.XDNA_PARSE_RX_WRAP, 0)
     r = rx(pz, ring_of(64, (48, words(TOMB))), 48, 48)
-    assert r.kind == pz.lib.XDNA_PZ_RX_EMPTY  # tail == head: nothing to read at all
+    assert r.kind == pz.lib.XDNA_PARSE_RX_EMPTY  # tail == head: nothing to read at all
     r = rx(pz, ring_of(64, (0, words(TOMB))), 0, 8)  # TOMBSTONE at head, tail ahead
-    assert (r.kind, r.reason) == (pz.lib.XDNA_PZ_RX_BAD, pz.lib.XDNA_PZ_BAD_TOMBSTONE)
+    assert (r.kind, r.reason) == (pz.lib.XDNA_PARSE_RX_BAD, pz.lib.XDNA_PARSE_BAD_TOMBSTONE)
 
 
 @pytest.mark.parametrize("tail", [68, 6, 0xFFFFFFFC])
 def test_i2x_bad_tail(pz, tail):
     r = rx(pz, ring_of(64, (0, msg(4))), 0, tail)
-    assert (r.kind, r.reason) == (pz.lib.XDNA_PZ_RX_BAD, pz.lib.XDNA_PZ_BAD_TAIL)
+    assert (r.kind, r.reason) == (pz.lib.XDNA_PARSE_RX_BAD, pz.lib.XDNA_PARSE_BAD_TAIL)
 
 
 @pytest.mark.parametrize("total", [0, 6, 64, 52, 0xFFFFFFF0])
 def test_i2x_bad_total_size(pz, total):
     # 52 at head 0 would need 68 bytes of a 64-byte ring; 0xFFFFFFF0 would wrap 32-bit sums
     r = rx(pz, ring_of(64, (0, words(total, total, 0x1D000001, 1))), 0, 32)
-    assert (r.kind, r.reason) == (pz.lib.XDNA_PZ_RX_BAD, pz.lib.XDNA_PZ_BAD_SIZE)
+    assert (r.kind, r.reason) == (pz.lib.XDNA_PARSE_RX_BAD, pz.lib.XDNA_PARSE_BAD_SIZE)
 
 
 def test_i2x_message_past_tail(pz):
     r = rx(pz, ring_of(64, (0, msg(16))), 0, 20)
-    assert (r.kind, r.reason) == (pz.lib.XDNA_PZ_RX_BAD, pz.lib.XDNA_PZ_PAST_TAIL)
+    assert (r.kind, r.reason) == (pz.lib.XDNA_PARSE_RX_BAD, pz.lib.XDNA_PARSE_PAST_TAIL)
 
 
 @pytest.mark.parametrize("head", [2, 62, 0xFFFFFFFC, 68])
 def test_i2x_head_the_shim_cannot_hold_is_rejected(pz, head):
     r = rx(pz, ring_of(64), head, 0)
-    assert (r.kind, r.reason) == (pz.lib.XDNA_PZ_RX_BAD, pz.lib.XDNA_PZ_BAD_HEAD)
+    assert (r.kind, r.reason) == (pz.lib.XDNA_PARSE_RX_BAD, pz.lib.XDNA_PARSE_BAD_HEAD)
 
 
 def test_i2x_bad_ring_size(pz):
     r = rx(pz, bytes(48), 0, 16)
-    assert (r.kind, r.reason) == (pz.lib.XDNA_PZ_RX_BAD, pz.lib.XDNA_PZ_BAD_RING)
+    assert (r.kind, r.reason) == (pz.lib.XDNA_PARSE_RX_BAD, pz.lib.XDNA_PARSE_BAD_RING)
 
 
 # ---- (b) x2i send ---------------------------------------------------------------------------
 
 def tx(pz, head: int, tail: int, size: int, length: int):
-    out = pz.ffi.new("struct xdna_pz_tx *")
-    pz.lib.xdna_pz_x2i_space(head, tail, size, length, out)
+    out = pz.ffi.new("struct xdna_parse_tx *")
+    pz.lib.xdna_parse_x2i_space(head, tail, size, length, out)
     return out
 
 
 def test_x2i_write_at_tail(pz):
     t = tx(pz, 0, 16, 64, 44)  # ends exactly at size - 4: no wrap yet
-    assert (t.kind, t.pos, t.new_tail) == (pz.lib.XDNA_PZ_TX_WRITE, 16, 60)
+    assert (t.kind, t.pos, t.new_tail) == (pz.lib.XDNA_PARSE_TX_WRITE, 16, 60)
 
 
 def test_x2i_wrap_with_tombstone(pz):
     t = tx(pz, 32, 48, 64, 20)
-    assert (t.kind, t.tomb, t.tomb_ok, t.pos, t.new_tail) == (pz.lib.XDNA_PZ_TX_WRAP, 48, 1, 0, 20)
+    assert (t.kind, t.tomb, t.tomb_ok, t.pos, t.new_tail) == (pz.lib.XDNA_PARSE_TX_WRAP, 48, 1, 0, 20)
     t = tx(pz, 32, 64, 64, 20)  # tail at the very end: no room for the TOMBSTONE word
-    assert (t.kind, t.tomb_ok, t.pos) == (pz.lib.XDNA_PZ_TX_WRAP, 0, 0)
+    assert (t.kind, t.tomb_ok, t.pos) == (pz.lib.XDNA_PARSE_TX_WRAP, 0, 0)
 
 
 @pytest.mark.parametrize(("head", "tail", "length"), [
@@ -202,7 +202,7 @@ def test_x2i_wrap_with_tombstone(pz):
 ])
 def test_x2i_no_space(pz, head, tail, length):
     t = tx(pz, head, tail, 64, length)
-    assert (t.kind, t.reason) == (pz.lib.XDNA_PZ_TX_NOSPC, pz.lib.XDNA_PZ_NOSPC)
+    assert (t.kind, t.reason) == (pz.lib.XDNA_PARSE_TX_NOSPC, pz.lib.XDNA_PARSE_NOSPC)
 
 
 @pytest.mark.parametrize(("head", "tail", "length", "reason"), [
@@ -212,24 +212,24 @@ def test_x2i_no_space(pz, head, tail, length):
 ])
 def test_x2i_bad_operands(pz, head, tail, length, reason):
     t = tx(pz, head, tail, 64, length)
-    assert (t.kind, t.reason) == (pz.lib.XDNA_PZ_TX_BAD, getattr(pz.lib, f"XDNA_PZ_{reason}"))
+    assert (t.kind, t.reason) == (pz.lib.XDNA_PARSE_TX_BAD, getattr(pz.lib, f"XDNA_PARSE_{reason}"))
 
 
 # ---- (c) response ids -----------------------------------------------------------------------
 
 def test_resp_slot(pz):
-    assert pz.lib.xdna_pz_resp_slot(0x1D000005, 256) == 5
-    assert pz.lib.xdna_pz_resp_slot(0x1D0000FF, 256) == 255
-    assert pz.lib.xdna_pz_resp_slot(0x1C000005, 256) == -pz.lib.XDNA_PZ_BAD_MAGIC
-    assert pz.lib.xdna_pz_resp_slot(0x00000000, 256) == -pz.lib.XDNA_PZ_BAD_MAGIC
-    assert pz.lib.xdna_pz_resp_slot(0x1D000100, 256) == -pz.lib.XDNA_PZ_BAD_SLOT
+    assert pz.lib.xdna_parse_resp_slot(0x1D000005, 256) == 5
+    assert pz.lib.xdna_parse_resp_slot(0x1D0000FF, 256) == 255
+    assert pz.lib.xdna_parse_resp_slot(0x1C000005, 256) == -pz.lib.XDNA_PARSE_BAD_MAGIC
+    assert pz.lib.xdna_parse_resp_slot(0x00000000, 256) == -pz.lib.XDNA_PARSE_BAD_MAGIC
+    assert pz.lib.xdna_parse_resp_slot(0x1D000100, 256) == -pz.lib.XDNA_PARSE_BAD_SLOT
 
 
 def test_resp_contiguity(pz):
-    assert pz.lib.xdna_pz_resp_contig(0x1D000006, 0x1D000005) == 0
-    assert pz.lib.xdna_pz_resp_contig(0x1D000000, 0x1D0000FF) == 0  # low part 0 restarts
-    assert pz.lib.xdna_pz_resp_contig(0x1D000007, 0x1D000005) == pz.lib.XDNA_PZ_NONCONTIG
-    assert pz.lib.xdna_pz_resp_contig(0x1D000005, 0x1D000005) == pz.lib.XDNA_PZ_NONCONTIG
+    assert pz.lib.xdna_parse_resp_contig(0x1D000006, 0x1D000005) == 0
+    assert pz.lib.xdna_parse_resp_contig(0x1D000000, 0x1D0000FF) == 0  # low part 0 restarts
+    assert pz.lib.xdna_parse_resp_contig(0x1D000007, 0x1D000005) == pz.lib.XDNA_PARSE_NONCONTIG
+    assert pz.lib.xdna_parse_resp_contig(0x1D000005, 0x1D000005) == pz.lib.XDNA_PARSE_NONCONTIG
 
 
 # ---- (d) mgmt_mbox_chann_info ---------------------------------------------------------------
@@ -240,7 +240,7 @@ GOLDEN_INFO = [0x3020000, 0x3020004, SRAM, 0x1000, 0x3020008, 0x302000C, SRAM + 
 
 
 def npu4_layout(pz, **kw):
-    lay = pz.ffi.new("struct xdna_pz_layout *")
+    lay = pz.ffi.new("struct xdna_parse_layout *")
     for i, (bar, base, size) in enumerate([(0, MBOX, 0x80000), (2, SRAM, 0x40000),
                                            (4, 0x3810000, 0x1000), (5, 0x3B10000, 0x1000)]):
         lay.ap[i] = {"bar": bar, "base": base, "size": size}
@@ -256,10 +256,10 @@ def npu4_layout(pz, **kw):
 
 
 def mgmt(pz, info: list[int], lay=None, length: int = 64):
-    out = pz.ffi.new("struct xdna_pz_mgmt_info *")
-    ch = pz.ffi.new("struct xdna_pz_chan *")
+    out = pz.ffi.new("struct xdna_parse_mgmt_info *")
+    ch = pz.ffi.new("struct xdna_parse_chan *")
     buf = words(*info).ljust(64, b"\0")[:length]
-    r = pz.lib.xdna_pz_mgmt_info(buf, len(buf), 6, 12, lay or npu4_layout(pz), out, ch)
+    r = pz.lib.xdna_parse_mgmt_info(buf, len(buf), 6, 12, lay or npu4_layout(pz), out, ch)
     assert r == ch.reason
     return r, ch
 
@@ -297,19 +297,19 @@ def patched(i: int, v: int) -> list[int]:
 ])
 def test_mgmt_info_rejections(pz, info, reason, field):
     r, ch = mgmt(pz, info)
-    assert r == getattr(pz.lib, f"XDNA_PZ_{reason}"), pz.ffi.string(pz.lib.xdna_pz_reason_str(r))
+    assert r == getattr(pz.lib, f"XDNA_PARSE_{reason}"), pz.ffi.string(pz.lib.xdna_parse_reason_str(r))
     if field:
-        assert ch.field == getattr(pz.lib, f"XDNA_PZ_F_{field}")
+        assert ch.field == getattr(pz.lib, f"XDNA_PARSE_F_{field}")
 
 
 def test_mgmt_info_short_and_unmapped(pz):
-    assert mgmt(pz, GOLDEN_INFO, length=60)[0] == pz.lib.XDNA_PZ_SHORT
+    assert mgmt(pz, GOLDEN_INFO, length=60)[0] == pz.lib.XDNA_PARSE_SHORT
     # the aperture exists but this session mapped only half of SRAM: the i2x ring is beyond it
     lay = npu4_layout(pz, bar_size={2: 0x1000})
     r, ch = mgmt(pz, GOLDEN_INFO, lay)
-    assert (r, ch.field) == (pz.lib.XDNA_PZ_NO_BAR, pz.lib.XDNA_PZ_F_I2X_RING)
+    assert (r, ch.field) == (pz.lib.XDNA_PARSE_NO_BAR, pz.lib.XDNA_PARSE_F_I2X_RING)
     lay = npu4_layout(pz, mbox_bar=-1)  # a chip without a mailbox block
-    assert mgmt(pz, GOLDEN_INFO, lay)[0] == pz.lib.XDNA_PZ_WRONG_BAR
+    assert mgmt(pz, GOLDEN_INFO, lay)[0] == pz.lib.XDNA_PARSE_WRONG_BAR
 
 
 # ---- (e) CREATE_CONTEXT response ------------------------------------------------------------
@@ -319,10 +319,10 @@ GOLDEN_CREATE = [0, 0, 0x10001, 0x3020024, 0x3020020, SRAM + 0x2000, 0x1000, 0x3
 
 
 def create(pz, w: list[int], length: int = 76, **kw):
-    out = pz.ffi.new("struct xdna_pz_create_resp *")
-    ch = pz.ffi.new("struct xdna_pz_chan *")
+    out = pz.ffi.new("struct xdna_parse_create_resp *")
+    ch = pz.ffi.new("struct xdna_parse_chan *")
     buf = words(*w).ljust(76, b"\0")[:length]
-    r = pz.lib.xdna_pz_create_resp_full(buf, len(buf), npu4_layout(pz, **kw), out, ch)
+    r = pz.lib.xdna_parse_create_resp_full(buf, len(buf), npu4_layout(pz, **kw), out, ch)
     return r, out, ch
 
 
@@ -336,16 +336,16 @@ def test_create_resp_golden(pz):
     (0x2000003, "STATUS_BUSY"), (0x2000004, "STATUS_INVAL"), (1, "STATUS_FAIL")])
 def test_create_resp_status(pz, status, reason):
     r, out, _ = create(pz, [status, *GOLDEN_CREATE[1:]])
-    assert (r, out.fw_live) == (getattr(pz.lib, f"XDNA_PZ_{reason}"), 0)
+    assert (r, out.fw_live) == (getattr(pz.lib, f"XDNA_PARSE_{reason}"), 0)
 
 
 def test_create_resp_rejections(pz):
-    assert create(pz, GOLDEN_CREATE, length=72)[0] == pz.lib.XDNA_PZ_SHORT
+    assert create(pz, GOLDEN_CREATE, length=72)[0] == pz.lib.XDNA_PARSE_SHORT
     r, out, _ = create(pz, patched_c(2, 0x00001))  # no cq pair allocated
-    assert (r, out.fw_live) == (pz.lib.XDNA_PZ_NO_CQ, 1)  # the firmware knows it: destroy later
-    assert create(pz, patched_c(2, 0x10011))[0] == pz.lib.XDNA_PZ_BAD_MSIX  # vector 17 of 17
-    assert create(pz, patched_c(6, 0x1001))[0] == pz.lib.XDNA_PZ_RING_SIZE
-    assert create(pz, patched_c(9, MBOX + 0x1000))[0] == pz.lib.XDNA_PZ_WRONG_BAR
+    assert (r, out.fw_live) == (pz.lib.XDNA_PARSE_NO_CQ, 1)  # the firmware knows it: destroy later
+    assert create(pz, patched_c(2, 0x10011))[0] == pz.lib.XDNA_PARSE_BAD_MSIX  # vector 17 of 17
+    assert create(pz, patched_c(6, 0x1001))[0] == pz.lib.XDNA_PARSE_RING_SIZE
+    assert create(pz, patched_c(9, MBOX + 0x1000))[0] == pz.lib.XDNA_PARSE_WRONG_BAR
 
 
 def patched_c(i: int, v: int) -> list[int]:
@@ -361,8 +361,8 @@ def ert(op: int, count: int, extra: int = 0) -> int:
 
 
 def npu(pz, bo: bytes, size: int | None = None):
-    out = pz.ffi.new("struct xdna_pz_npu *")
-    return pz.lib.xdna_pz_npu(bo, len(bo) if size is None else size, out), out
+    out = pz.ffi.new("struct xdna_parse_npu *")
+    return pz.lib.xdna_parse_npu(bo, len(bo) if size is None else size, out), out
 
 
 def test_start_npu_happy_path(pz):
@@ -390,12 +390,12 @@ def test_start_npu_extra_cu_masks(pz):
     (words(ert(20, 5), 1, 0, 0, 0, 0xFFFFFFFF), None, "CMD_SHORT"),
 ])
 def test_start_npu_rejections(pz, bo, size, reason):
-    assert npu(pz, bo, size)[0] == getattr(pz.lib, f"XDNA_PZ_{reason}")
+    assert npu(pz, bo, size)[0] == getattr(pz.lib, f"XDNA_PARSE_{reason}")
 
 
 def chain(pz, bo: bytes, self_handle: int = 9):
-    out = pz.ffi.new("struct xdna_pz_chain *")
-    return pz.lib.xdna_pz_chain(bo, len(bo), self_handle, 4096, out), out
+    out = pz.ffi.new("struct xdna_parse_chain *")
+    return pz.lib.xdna_parse_chain(bo, len(bo), self_handle, 4096, out), out
 
 
 def chain_bo(handles: list[int], n: int | None = None) -> bytes:
@@ -424,18 +424,18 @@ def test_chain_happy_path_and_max(pz):
     (words(ert(20, 8), 1, 0, 0, 0, 0, 0, 0, 0), "CMD_OPCODE"),
 ])
 def test_chain_rejections(pz, bo, reason):
-    assert chain(pz, bo)[0] == getattr(pz.lib, f"XDNA_PZ_{reason}")
+    assert chain(pz, bo)[0] == getattr(pz.lib, f"XDNA_PARSE_{reason}")
 
 
 def test_chain_entry_rejection_names_the_entry(pz):
     r, c = chain(pz, chain_bo([3, 4, 0, 5]))
-    assert (r, c.n, c.handle[2]) == (pz.lib.XDNA_PZ_CHAIN_ENTRY, 3, 0)
+    assert (r, c.n, c.handle[2]) == (pz.lib.XDNA_PARSE_CHAIN_ENTRY, 3, 0)
 
 
 def test_cmd_hdr_chain_has_no_cu_mask(pz):
-    out = pz.ffi.new("struct xdna_pz_cmd *")
+    out = pz.ffi.new("struct xdna_parse_cmd *")
     bo = chain_bo([3])
-    assert pz.lib.xdna_pz_cmd_hdr(bo, len(bo), out) == 0
+    assert pz.lib.xdna_parse_cmd_hdr(bo, len(bo), out) == 0
     assert (out.opcode, out.pay, out.npay, out.cu_idx) == (19, 1, 8, 0)
 
 

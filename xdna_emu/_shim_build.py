@@ -15,8 +15,9 @@ from cffi import FFI
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 HEADER = CSRC / "xdna_shim.h"
-SOURCES = ("chips.c", "proto.c", "core.c", "mailbox.c", "probe.c", "sess.c", "bo.c", "hwctx.c",
-           "parse.c")
+SOURCES = ("chips.c", "core.c", "event.c", "proto.c", "pci.c", "smu.c", "psp.c", "mailbox.c",
+           "message.c", "async.c", "hw.c", "pm.c", "monitor.c", "bo.c", "hwctx.c", "parse.c",
+           "api.c")
 
 
 def _cdef_text() -> str:

@@ -12,29 +12,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 {
     uint8_t *bo = malloc(len ? len : 1);
     memcpy(bo, data, len);
-    struct xdna_pz_cmd c;
-    if (xdna_pz_cmd_hdr(bo, len, &c) == XDNA_PZ_OK) {
+    struct xdna_parse_cmd c;
+    if (xdna_parse_cmd_hdr(bo, len, &c) == XDNA_PARSE_OK) {
         CHECK(c.pay >= 1 && (uint64_t)(c.pay + c.npay) * 4 <= len);
     }
-    struct xdna_pz_npu n;
-    if (xdna_pz_npu(bo, len, &n) == XDNA_PZ_OK) {
+    struct xdna_parse_npu n;
+    if (xdna_parse_npu(bo, len, &n) == XDNA_PARSE_OK) {
         CHECK(n.args >= 6 && (uint64_t)(n.args + n.nargs) * 4 <= len);
         volatile uint32_t sum = 0;
         for (uint32_t i = 0; i < n.nargs; i++)
             sum += fz_u32(bo + 4ull * (n.args + i));
         (void)sum;
     }
-    struct xdna_pz_chain ch;
-    int r = xdna_pz_chain(bo, len, SELF, MAX_HANDLE, &ch);
-    if (r == XDNA_PZ_CHAIN_ENTRY) { /* n = index of the bad entry + 1, the earlier ones fine */
-        CHECK(ch.n >= 1 && ch.n <= XDNA_PZ_CHAIN_MAX);
+    struct xdna_parse_chain ch;
+    int r = xdna_parse_chain(bo, len, SELF, MAX_HANDLE, &ch);
+    if (r == XDNA_PARSE_CHAIN_ENTRY) { /* n = index of the bad entry + 1, the earlier ones fine */
+        CHECK(ch.n >= 1 && ch.n <= XDNA_PARSE_CHAIN_MAX);
         uint64_t bad = ch.handle[ch.n - 1];
         CHECK(bad == 0 || bad > MAX_HANDLE || bad == SELF);
         for (uint32_t i = 0; i + 1 < ch.n; i++)
             CHECK(ch.handle[i] >= 1 && ch.handle[i] <= MAX_HANDLE && ch.handle[i] != SELF);
     }
-    if (r == XDNA_PZ_OK) {
-        CHECK(ch.n >= 1 && ch.n <= XDNA_PZ_CHAIN_MAX);
+    if (r == XDNA_PARSE_OK) {
+        CHECK(ch.n >= 1 && ch.n <= XDNA_PARSE_CHAIN_MAX);
         CHECK((uint64_t)(1 + 6 + 2 * ch.n) * 4 <= len);
         for (uint32_t i = 0; i < ch.n; i++)
             CHECK(ch.handle[i] >= 1 && ch.handle[i] <= MAX_HANDLE && ch.handle[i] != SELF);

@@ -27,12 +27,12 @@ static inline uint32_t fz_u32(const uint8_t *p)
 
 /* Layout selector byte: bit0 chip (npu1 / npu4 apertures, from the chip TOML files), bit1
  * maps the SRAM and mailbox BARs only half (the mapped-size check must catch it). */
-static inline void fz_layout(uint8_t sel, struct xdna_pz_layout *lay, uint32_t *major,
+static inline void fz_layout(uint8_t sel, struct xdna_parse_layout *lay, uint32_t *major,
                              uint32_t *min_minor)
 {
     memset(lay, 0, sizeof(*lay));
     if (sel & 1) { /* npu4 */
-        const struct xdna_pz_aperture ap[] = {{0, 0x3000000, 0x80000}, {2, 0x3600000, 0x40000},
+        const struct xdna_parse_aperture ap[] = {{0, 0x3000000, 0x80000}, {2, 0x3600000, 0x40000},
                                               {4, 0x3810000, 0x1000}, {5, 0x3b10000, 0x1000}};
         memcpy(lay->ap, ap, sizeof(ap));
         lay->nap = 4;
@@ -41,7 +41,7 @@ static inline void fz_layout(uint8_t sel, struct xdna_pz_layout *lay, uint32_t *
         *major = 6;
         *min_minor = 12;
     } else { /* npu1 */
-        const struct xdna_pz_aperture ap[] = {{0, 0x3000000, 0x20000}, {2, 0x3080000, 0x40000},
+        const struct xdna_parse_aperture ap[] = {{0, 0x3000000, 0x20000}, {2, 0x3080000, 0x40000},
                                               {4, 0x30c0000, 0x4000}};
         memcpy(lay->ap, ap, sizeof(ap));
         lay->nap = 3;
@@ -61,10 +61,10 @@ static inline void fz_layout(uint8_t sel, struct xdna_pz_layout *lay, uint32_t *
 
 /* A location the validator returned must be inside a mapped BAR, and converting it back must
  * give the device address it came from (through an aperture of that BAR). */
-static inline void fz_check_loc(const struct xdna_pz_layout *lay, struct xdna_pz_loc l,
+static inline void fz_check_loc(const struct xdna_parse_layout *lay, struct xdna_parse_loc l,
                                 uint32_t addr, uint32_t size)
 {
-    CHECK(l.bar < XDNA_PZ_MAX_BARS);
+    CHECK(l.bar < XDNA_PARSE_MAX_BARS);
     CHECK(lay->bar_size[l.bar] >= size && l.off <= lay->bar_size[l.bar] - size);
     int found = 0;
     for (unsigned i = 0; i < lay->nap; i++)
@@ -75,8 +75,8 @@ static inline void fz_check_loc(const struct xdna_pz_layout *lay, struct xdna_pz
 }
 
 /* Every field of a channel that validated converts inside the right BAR. */
-static inline void fz_check_chan(const struct xdna_pz_layout *lay,
-                                 const struct xdna_pz_chan_addrs *a, const struct xdna_pz_chan *ch)
+static inline void fz_check_chan(const struct xdna_parse_layout *lay,
+                                 const struct xdna_parse_chan_addrs *a, const struct xdna_parse_chan *ch)
 {
     const uint32_t regs[5] = {a->x2i_tail, a->x2i_head, a->i2x_tail, a->i2x_head,
                               a->i2x_head + 4};

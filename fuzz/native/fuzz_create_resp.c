@@ -8,26 +8,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 {
     if (len < 1)
         return 0;
-    struct xdna_pz_layout lay;
+    struct xdna_parse_layout lay;
     uint32_t major, min_minor;
     fz_layout(data[0], &lay, &major, &min_minor);
     size_t n = len - 1;
     uint8_t *buf = malloc(n ? n : 1);
     memcpy(buf, data + 1, n);
-    if ((data[0] & 0x80) && n >= XDNA_PZ_CREATE_RESP_SIZE) {
+    if ((data[0] & 0x80) && n >= XDNA_PARSE_CREATE_RESP_SIZE) {
         memset(buf, 0, 4);
         buf[10] = 1;
     }
-    struct xdna_pz_create_resp cr;
-    struct xdna_pz_chan ch;
-    int r = xdna_pz_create_resp_full(buf, n, &lay, &cr, &ch);
-    CHECK(r >= 0 && r < XDNA_PZ_REASON_MAX && r == ch.reason);
-    if (r == XDNA_PZ_STATUS_BUSY || r == XDNA_PZ_STATUS_INVAL || r == XDNA_PZ_STATUS_FAIL ||
-        r == XDNA_PZ_SHORT)
+    struct xdna_parse_create_resp cr;
+    struct xdna_parse_chan ch;
+    int r = xdna_parse_create_resp_full(buf, n, &lay, &cr, &ch);
+    CHECK(r >= 0 && r < XDNA_PARSE_REASON_MAX && r == ch.reason);
+    if (r == XDNA_PARSE_STATUS_BUSY || r == XDNA_PARSE_STATUS_INVAL || r == XDNA_PARSE_STATUS_FAIL ||
+        r == XDNA_PARSE_SHORT)
         CHECK(!cr.fw_live);
     else
         CHECK(cr.fw_live && cr.status == 0);
-    if (r == XDNA_PZ_OK) {
+    if (r == XDNA_PARSE_OK) {
         CHECK(cr.ncq >= 1 && cr.msix < lay.nvec);
         fz_check_chan(&lay, &cr.a, &ch);
     }

@@ -32,33 +32,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
         done += n;
     }
 
-    struct xdna_pz_rx rx;
+    struct xdna_parse_rx rx;
     unsigned steps = 0;
     for (;;) {
         uint32_t h0 = head;
-        xdna_pz_i2x_step(ring, size, head, tail, &rx);
+        xdna_parse_i2x_step(ring, size, head, tail, &rx);
         steps++;
         CHECK(steps <= size / 16 + 2);
-        if (rx.kind == XDNA_PZ_RX_EMPTY) {
+        if (rx.kind == XDNA_PARSE_RX_EMPTY) {
             CHECK(head == tail || (head == size && tail == 0));
             break;
         }
-        if (rx.kind == XDNA_PZ_RX_BAD) {
-            CHECK(rx.reason > XDNA_PZ_OK && rx.reason < XDNA_PZ_REASON_MAX);
+        if (rx.kind == XDNA_PARSE_RX_BAD) {
+            CHECK(rx.reason > XDNA_PARSE_OK && rx.reason < XDNA_PARSE_REASON_MAX);
             break;
         }
         CHECK(tail <= size && (tail & 3) == 0);
         CHECK(rx.off == (h0 == size ? 0 : h0));
         CHECK(rx.off + 4 <= size && (rx.off & 3) == 0);
-        if (rx.kind == XDNA_PZ_RX_WRAP) {
-            CHECK(fz_u32(ring + rx.off) == XDNA_PZ_TOMBSTONE);
+        if (rx.kind == XDNA_PARSE_RX_WRAP) {
+            CHECK(fz_u32(ring + rx.off) == XDNA_PARSE_TOMBSTONE);
             CHECK(tail <= rx.off);
             CHECK(rx.next == 0);
         } else {
-            CHECK(rx.kind == XDNA_PZ_RX_MSG);
+            CHECK(rx.kind == XDNA_PARSE_RX_MSG);
             CHECK(rx.total > 0 && (rx.total & 3) == 0);
-            CHECK((uint64_t)rx.off + XDNA_PZ_HDR + rx.total <= size);
-            CHECK(rx.next == rx.off + XDNA_PZ_HDR + rx.total);
+            CHECK((uint64_t)rx.off + XDNA_PARSE_HDR + rx.total <= size);
+            CHECK(rx.next == rx.off + XDNA_PARSE_HDR + rx.total);
             if (tail > rx.off)
                 CHECK(rx.next <= tail);
             CHECK(rx.id == fz_u32(ring + rx.off + 8));

@@ -9,13 +9,13 @@
 
 static void raw_call(const uint8_t *d)
 {
-    struct xdna_pz_tx tx;
+    struct xdna_parse_tx tx;
     uint32_t size = fz_u32(d), head = fz_u32(d + 4), tail = fz_u32(d + 8), len = fz_u32(d + 12);
-    xdna_pz_x2i_space(head, tail, size, len, &tx);
-    if (tx.kind == XDNA_PZ_TX_WRITE || tx.kind == XDNA_PZ_TX_WRAP) {
+    xdna_parse_x2i_space(head, tail, size, len, &tx);
+    if (tx.kind == XDNA_PARSE_TX_WRITE || tx.kind == XDNA_PARSE_TX_WRAP) {
         CHECK((uint64_t)tx.pos + len <= size);
         CHECK(tx.new_tail == tx.pos + len);
-        if (tx.kind == XDNA_PZ_TX_WRITE)
+        if (tx.kind == XDNA_PARSE_TX_WRITE)
             CHECK(tx.pos == tail && tx.pos + len <= size - 4);
         else
             CHECK(tx.pos == 0 && len < head && (!tx.tomb_ok || tx.tomb + 4 <= size));
@@ -39,26 +39,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
         uint8_t op = data[i];
         if (op & 1) { /* send a message of 16 + 4k bytes */
             uint32_t mlen = 16 + 4 * ((op >> 1) % (size / 4));
-            struct xdna_pz_tx tx;
-            xdna_pz_x2i_space(head, tail, size, mlen, &tx);
+            struct xdna_parse_tx tx;
+            xdna_parse_x2i_space(head, tail, size, mlen, &tx);
             if (mlen > size - 4) {
-                CHECK(tx.kind == XDNA_PZ_TX_BAD && tx.reason == XDNA_PZ_BAD_LEN);
+                CHECK(tx.kind == XDNA_PARSE_TX_BAD && tx.reason == XDNA_PARSE_BAD_LEN);
                 continue;
             }
-            CHECK(tx.kind != XDNA_PZ_TX_BAD);
-            if (tx.kind == XDNA_PZ_TX_NOSPC)
+            CHECK(tx.kind != XDNA_PARSE_TX_BAD);
+            if (tx.kind == XDNA_PARSE_TX_NOSPC)
                 continue;
             CHECK((uint64_t)tx.pos + mlen <= size);
-            if (tx.kind == XDNA_PZ_TX_WRITE)
+            if (tx.kind == XDNA_PARSE_TX_WRITE)
                 CHECK(tx.pos + mlen <= size - 4);
-            if (tx.kind == XDNA_PZ_TX_WRAP) {
+            if (tx.kind == XDNA_PARSE_TX_WRAP) {
                 CHECK(tx.pos == 0 && mlen < head);
                 if (tx.tomb_ok) {
-                    uint32_t t = XDNA_PZ_TOMBSTONE;
+                    uint32_t t = XDNA_PARSE_TOMBSTONE;
                     memcpy(ring + tx.tomb, &t, 4);
                 }
             }
-            uint32_t hdr[4] = {mlen - 16, mlen - 16, XDNA_PZ_ID_MAGIC | (next_seq & 0xFF),
+            uint32_t hdr[4] = {mlen - 16, mlen - 16, XDNA_PARSE_ID_MAGIC | (next_seq & 0xFF),
                                next_seq};
             memcpy(ring + tx.pos, hdr, 16);
             memset(ring + tx.pos + 16, 0xA5, mlen - 16);
@@ -74,7 +74,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
                         break;
                 }
                 uint32_t w = fz_u32(ring + head);
-                if (w == XDNA_PZ_TOMBSTONE) {
+                if (w == XDNA_PARSE_TOMBSTONE) {
                     head = 0;
                     continue;
                 }

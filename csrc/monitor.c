@@ -1,0 +1,125 @@
+/* The monitor thread: it receives for the whole context (the event pump in event.c) and
+ * runs the periodic duties between events: the TDR tick, async event re-registration and
+ * runtime autosuspend (docs/spec/jobs.md §6). In deterministic mode there is no thread and
+ * the same duties run inline in the hooked waits. */
+#include "shim_int.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+void xdna_wake_monitor(struct xdna_shim_ctx *ctx)
+{
+    uint64_t one = 1;
+    if (ctx->s.wake_fd >= 0 && write(ctx->s.wake_fd, &one, sizeof(one)) < 0)
+        (void)one;
+}
+
+/* When the monitor's periodic duties are next due: the TDR tick, and autosuspend only while
+ * it can run. A due time already past (the duty ran, or could not) waits a monitor poll
+ * interval, so neither the monitor thread nor a hooked wait spins on it. */
+uint64_t xdna_monitor_due(struct xdna_shim_ctx *ctx, uint64_t now)
+{
+    const struct xdna_drv_state *s = &ctx->s;
+    uint64_t due = s->next_tdr_ns;
+    if (xdna_rpm_armed(ctx)) {
+        uint64_t rpm = s->last_active_ns + (uint64_t)s->autosuspend_ms * 1000000u;
+        if (rpm < due)
+            due = rpm;
+    }
+    if (due <= now)
+        due = now + XDNA_MONITOR_POLL_NS;
+    return due;
+}
+
+/* The monitor's periodic duties, run by the thread or inline in deterministic mode: the
+ * TDR tick, re-posting async-event registrations, runtime autosuspend. Lock held. */
+static void periodic_duties(struct xdna_shim_ctx *ctx)
+{
+    struct xdna_drv_state *s = &ctx->s;
+    uint64_t now = xdna_now_ns();
+    if (now >= s->next_tdr_ns) {
+        s->next_tdr_ns = now + (uint64_t)s->tdr_ms * 1000000u;
+        if (!s->dev_busy && !s->rpm_suspended)
+            xdna_hwctx_tdr_tick(ctx);
+    }
+    if (!s->client && ctx->mgmt.active)
+        for (unsigned i = 0; i < sizeof(s->async_repost); i++)
+            if (s->async_repost[i] && xdna_async_post(ctx, i) == 0)
+                s->async_repost[i] = 0;
+    xdna_rpm_maybe_suspend(ctx);
+}
+
+/* TDR, async re-posts and autosuspend, as one monitor iteration does them. */
+void xdna_monitor_housekeeping(struct xdna_shim_ctx *ctx)
+{
+    struct xdna_drv_state *s = &ctx->s;
+    if (!s->mon_virtual || s->in_housekeeping || xdna_daemon_gone(ctx))
+        return;
+    s->in_housekeeping = true;
+    periodic_duties(ctx);
+    s->in_housekeeping = false;
+}
+
+/* ---- the thread -------------------------------------------------------------------- */
+
+static void *monitor_main(void *arg)
+{
+    struct xdna_shim_ctx *ctx = arg;
+    struct xdna_drv_state *s = &ctx->s;
+    pthread_mutex_lock(&s->lock);
+    s->next_tdr_ns = xdna_now_ns() + (uint64_t)s->tdr_ms * 1000000u;
+    while (!s->mon_stop) {
+        if (xdna_daemon_gone(ctx)) { /* nothing more will happen: sleep until close */
+            ctx->sock_dead = true;
+            pthread_cond_broadcast(&s->cond);
+            xdna_cond_wait(ctx, UINT64_MAX);
+            continue;
+        }
+        uint64_t now = xdna_now_ns();
+        uint64_t deadline = xdna_monitor_due(ctx, now);
+        if (deadline > now + 1000000000u)
+            deadline = now + 1000000000u;
+        xdna_pump_monitor(ctx, deadline);
+        if (s->mon_stop)
+            break;
+        periodic_duties(ctx);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+int xdna_monitor_start(struct xdna_shim_ctx *ctx)
+{
+    struct xdna_drv_state *s = &ctx->s;
+    if (s->mon_running)
+        return 0;
+    s->mon_stop = false;
+    s->last_active_ns = xdna_now_ns();
+    if (s->no_monitor) { /* deterministic mode: its work runs inside the waits */
+        s->mon_virtual = true;
+        s->next_tdr_ns = s->last_active_ns + (uint64_t)s->tdr_ms * 1000000u;
+        return 0;
+    }
+    int r = pthread_create(&s->mon, NULL, monitor_main, ctx);
+    if (r != 0)
+        return xdna_fail(ctx, r, "monitor thread: %s", strerror(r));
+    s->mon_running = true;
+    return 0;
+}
+
+void xdna_monitor_stop(struct xdna_shim_ctx *ctx)
+{
+    struct xdna_drv_state *s = &ctx->s;
+    s->mon_virtual = false;
+    if (!s->mon_running)
+        return;
+    s->mon_stop = true;
+    xdna_wake_monitor(ctx);
+    pthread_cond_broadcast(&s->cond);
+    pthread_t t = s->mon;
+    pthread_mutex_unlock(&s->lock);
+    pthread_join(t, NULL);
+    pthread_mutex_lock(&s->lock);
+    s->mon_running = false;
+}

@@ -1,0 +1,455 @@
+/* The PCI function over the control socket: the attach half of probe, the driver's
+ * aie2_pci.c PCI side and its VFIO-style plumbing (docs/spec/protocol.md).
+ *
+ * Protocol VERSION and DEVICE_GET_INFO, config space and the id-table match, memory and bus
+ * mastering on, the BARs mapped, the write log attached, MSI-X enabled with one eventfd per
+ * vector, and per-vector interrupt ownership (SET_IRQS) for the channels that need one.
+ */
+#include "shim_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* PCI configuration space (PCI Local Bus spec). */
+#define PCI_VENDOR_ID 0x00
+#define PCI_DEVICE_ID 0x02
+#define PCI_COMMAND 0x04
+#define PCI_STATUS 0x06
+#define PCI_REVISION_ID 0x08
+#define PCI_CLASS_PROG 0x09
+#define PCI_CAPABILITY_LIST 0x34
+#define PCI_STATUS_CAP_LIST 0x10
+#define PCI_COMMAND_MEMORY 0x2
+#define PCI_COMMAND_MASTER 0x4
+#define PCI_CAP_ID_MSIX 0x11
+#define PCI_MSIX_FLAGS 2
+#define PCI_MSIX_TABLE 4
+#define PCI_MSIX_FLAGS_QSIZE 0x7FF
+#define PCI_MSIX_FLAGS_MASKALL 0x4000
+#define PCI_MSIX_FLAGS_ENABLE 0x8000
+#define PCI_MSIX_BIR_MASK 0x7
+#define PCI_MSIX_ENTRY_SIZE 16
+#define PCI_MSIX_ENTRY_VECTOR_CTRL 12
+#define PCI_MSIX_ENTRY_CTRL_MASKBIT 1
+
+#define AMD_VENDOR_ID 0x1022
+#define NPU_CLASS_PREFIX 0x1180 /* PCI_CLASS_SP_OTHER, bound by class in the OOT driver */
+
+/* ---- config space ------------------------------------------------------------------ */
+
+static uint16_t cfg16(struct xdna_shim_ctx *ctx, unsigned off)
+{
+    if (off + 2 > sizeof(ctx->config))
+        return 0;
+    return (uint16_t)(ctx->config[off] | ctx->config[off + 1] << 8);
+}
+
+static uint32_t cfg32(struct xdna_shim_ctx *ctx, unsigned off)
+{
+    if (off + 4 > sizeof(ctx->config))
+        return 0;
+    return (uint32_t)cfg16(ctx, off) | (uint32_t)cfg16(ctx, off + 2) << 16;
+}
+
+static int cfg_write16(struct xdna_shim_ctx *ctx, unsigned off, uint16_t val)
+{
+    uint8_t b[2] = {(uint8_t)val, (uint8_t)(val >> 8)};
+    if (xdna_region_write(ctx, XDNA_PROTO_REGION_CONFIG, off, b, 2) < 0)
+        return -1;
+    ctx->config[off] = b[0];
+    ctx->config[off + 1] = b[1];
+    return 0;
+}
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    snprintf(dst, cap, "%s", src ? src : "");
+}
+
+/* ---- attach ------------------------------------------------------------------------ */
+
+/* Find "key": in a flat JSON object; returns a pointer to the value or NULL. */
+static const char *json_value(const char *js, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof(pat), "\"%s\"", key);
+    const char *p = strstr(js, pat);
+    if (!p)
+        return NULL;
+    p += strlen(pat);
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
+    if (*p != ':')
+        return NULL;
+    p++;
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
+    return p;
+}
+
+static void json_string(const char *js, const char *key, char *out, size_t cap)
+{
+    const char *p = json_value(js, key);
+    out[0] = 0;
+    if (!p || *p != '"')
+        return;
+    p++;
+    size_t n = 0;
+    while (*p && *p != '"' && n + 1 < cap) {
+        if (*p == '\\' && p[1])
+            p++;
+        out[n++] = *p++;
+    }
+    out[n] = 0;
+}
+
+static long json_long(const char *js, const char *key, long dflt)
+{
+    const char *p = json_value(js, key);
+    if (!p)
+        return dflt;
+    char *end;
+    long v = strtol(p, &end, 10);
+    return end == p ? dflt : v;
+}
+
+static int do_version(struct xdna_shim_ctx *ctx)
+{
+    static const char caps[] = "{\"client\":\"xdna-shim\",\"max_msg_fds\":8}";
+    uint8_t req[4 + sizeof(caps)];
+    uint16_t v[2] = {XDNA_PROTO_MAJOR, XDNA_PROTO_MINOR};
+    memcpy(req, v, 4);
+    memcpy(req + 4, caps, sizeof(caps)); /* includes the NUL */
+    char resp[4096];
+    size_t len = sizeof(resp) - 1;
+    if (xdna_ctl(ctx, XDNA_PROTO_CMD_VERSION, req, sizeof(req), NULL, 0, resp, &len, 5, NULL,
+                 NULL) < 0)
+        return -1;
+    uint16_t major, minor;
+    memcpy(&major, resp, 2);
+    memcpy(&minor, resp + 2, 2);
+    if (major != XDNA_PROTO_MAJOR)
+        return xdna_fail(ctx, EPROTO, "VERSION: daemon speaks protocol %u.%u, we need major %u",
+                         major, minor, XDNA_PROTO_MAJOR);
+    if (minor > XDNA_PROTO_MINOR)
+        return xdna_fail(ctx, EPROTO, "VERSION: daemon answered minor %u > ours (%u)", minor,
+                         XDNA_PROTO_MINOR);
+    if (resp[len - 1] != 0)
+        return xdna_fail(ctx, EPROTO, "VERSION: caps are not NUL-terminated");
+    resp[len] = 0;
+    const char *js = resp + 4;
+    json_string(js, "bdf", ctx->info.bdf, sizeof(ctx->info.bdf));
+    const char *probed = json_value(js, "probed");
+    ctx->s.caps_probed = probed && strncmp(probed, "true", 4) == 0;
+    long pasid = json_long(js, "pasid", 0);
+    ctx->info.pasid = pasid >= 0 && pasid <= 0xFFFFF ? (uint32_t)pasid : 0;
+    long mf = json_long(js, "max_msg_fds", XDNA_PROTO_MAX_MSG_FDS);
+    ctx->max_msg_fds = mf >= 1 && mf <= XDNA_PROTO_MAX_MSG_FDS ? (uint32_t)mf : 1;
+    return 0;
+}
+
+static int do_device_info(struct xdna_shim_ctx *ctx)
+{
+    struct xdna_proto_device_info di;
+    size_t len = sizeof(di);
+    if (xdna_ctl(ctx, XDNA_PROTO_CMD_DEVICE_GET_INFO, NULL, 0, NULL, 0, &di, &len, sizeof(di),
+                 NULL, NULL) < 0)
+        return -1;
+    if (!(di.flags & XDNA_PROTO_DEVICE_FLAG_PCI) || di.num_regions < XDNA_PROTO_NUM_REGIONS ||
+        di.num_irqs <= XDNA_PROTO_IRQ_MSIX)
+        return xdna_fail(ctx, ENODEV, "DEVICE_GET_INFO: not a PCI device (flags %#x, %u regions,"
+                                      " %u irq indices)", di.flags, di.num_regions, di.num_irqs);
+    return 0;
+}
+
+static int match_id(struct xdna_shim_ctx *ctx)
+{
+    uint16_t vendor = cfg16(ctx, PCI_VENDOR_ID), device = cfg16(ctx, PCI_DEVICE_ID);
+    uint8_t rev = ctx->config[PCI_REVISION_ID];
+    uint32_t cls = cfg32(ctx, PCI_REVISION_ID) >> 8;
+    ctx->info.vendor = vendor;
+    ctx->info.device = device;
+    ctx->info.revision = rev;
+    ctx->info.class_code = cls;
+    if (vendor != AMD_VENDOR_ID || (cls >> 8) != NPU_CLASS_PREFIX)
+        return xdna_fail(ctx, ENODEV, "%04x:%04x class %06x is not an AMD NPU", vendor, device, cls);
+    ctx->chip = xdna_chip_lookup(device, rev);
+    if (!ctx->chip)
+        return xdna_fail(ctx, ENODEV, "%04x:%04x rev %02x is in no id table entry", vendor, device,
+                         rev);
+    const struct xdna_chip_desc *c = ctx->chip;
+    copy_str(ctx->info.chip, sizeof(ctx->info.chip), c->name);
+    copy_str(ctx->info.family, sizeof(ctx->info.family), c->family);
+    copy_str(ctx->info.vbnv, sizeof(ctx->info.vbnv), c->vbnv);
+    ctx->info.dpm_levels = c->ndpm;
+    ctx->info.first_col = c->first_col;
+    ctx->info.hwctx_limit = c->hwctx_limit;
+    return 0;
+}
+
+/* The daemon's fd must really hold `size` bytes: touching a shared mapping past the end
+ * of its file raises SIGBUS, which no caller could turn into an errno. */
+static bool fd_holds(int fd, uint64_t size)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && st.st_size >= 0 && (uint64_t)st.st_size >= size;
+}
+
+/* Map BAR i from the fd GET_REGION_INFO hands over (a region that is not mappable is
+ * skipped). The fd is closed on every path: the mapping keeps the memory. */
+static int map_bar(struct xdna_shim_ctx *ctx, unsigned i)
+{
+    struct xdna_proto_region_info ri = {.argsz = sizeof(ri), .index = i};
+    size_t len = sizeof(ri);
+    int fd = -1, rc = -1;
+    unsigned nfd = 1;
+    if (xdna_ctl(ctx, XDNA_PROTO_CMD_GET_REGION_INFO, &ri, sizeof(ri), NULL, 0, &ri, &len,
+                 sizeof(ri), &fd, &nfd) < 0)
+        return -1;
+    if (!(ri.flags & XDNA_PROTO_REGION_MMAP) || ri.size == 0) {
+        rc = 0;
+        goto close_fd;
+    }
+    if (!nfd) {
+        xdna_fail(ctx, EPROTO, "GET_REGION_INFO: BAR%u is mappable but came without fd", i);
+        goto close_fd;
+    }
+    if (ri.size > (1ull << 30) || (ri.size & 3) || !fd_holds(fd, ri.size)) {
+        xdna_fail(ctx, EPROTO, "GET_REGION_INFO: BAR%u size %#llx is implausible or past its fd",
+                  i, (unsigned long long)ri.size);
+        goto close_fd;
+    }
+    void *va = mmap(NULL, ri.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (va == MAP_FAILED) {
+        xdna_fail(ctx, errno, "mmap BAR%u: %s", i, strerror(errno));
+        goto close_fd;
+    }
+    ctx->bars[i].va = va;
+    ctx->bars[i].size = ri.size;
+    ctx->bars[i].flags = ri.flags;
+    rc = 0;
+close_fd:
+    if (nfd && fd >= 0)
+        close(fd); /* succeeds, so errno still says why rc is -1 */
+    return rc;
+}
+
+static int map_bars(struct xdna_shim_ctx *ctx)
+{
+    for (unsigned i = 0; i < XDNA_NUM_BARS; i++)
+        if (map_bar(ctx, i) < 0)
+            return -1;
+    /* every BAR the chip's tables use must be there and large enough */
+    const struct xdna_chip_desc *c = ctx->chip;
+    for (unsigned i = 0; i < c->nbars; i++) {
+        const struct xdna_aperture *a = &c->bars[i];
+        if (a->bar < 0 || a->bar >= XDNA_NUM_BARS || !ctx->bars[a->bar].va ||
+            ctx->bars[a->bar].size < a->size)
+            return xdna_fail(ctx, ENODEV, "%s: BAR%d missing or smaller than %#llx bytes", c->name,
+                             a->bar, (unsigned long long)a->size);
+    }
+    return 0;
+}
+
+static int attach_write_log(struct xdna_shim_ctx *ctx)
+{
+    struct xdna_proto_write_log_info wl;
+    size_t len = sizeof(wl);
+    int fds[3] = {-1, -1, -1};
+    unsigned nfd = 3;
+    if (xdna_ctl(ctx, XDNA_PROTO_CMD_ATTACH_WRITE_LOG, NULL, 0, NULL, 0, &wl, &len, sizeof(wl), fds,
+                 &nfd) < 0)
+        return -1;
+    if (nfd != 3) {
+        xdna_fail(ctx, EPROTO, "ATTACH_WRITE_LOG: %u fds, expected 3", nfd);
+        goto close_fds;
+    }
+    ctx->kick_fd = fds[1]; /* the context owns these two now (released with it) */
+    ctx->notify_fd = fds[2];
+    nfd = 1;               /* left to close: the ctrl page's fd */
+    if (!fd_holds(fds[0], XDNA_PROTO_CTRL_SIZE)) {
+        xdna_fail(ctx, EPROTO, "write log: ctrl page fd is smaller than %u bytes",
+                  (unsigned)XDNA_PROTO_CTRL_SIZE);
+        goto close_fds;
+    }
+    void *va = mmap(NULL, XDNA_PROTO_CTRL_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+    if (va == MAP_FAILED) {
+        xdna_fail(ctx, errno, "mmap write log: %s", strerror(errno));
+        goto close_fds;
+    }
+    close(fds[0]);
+    ctx->ctrl = va;
+    const volatile uint32_t *w = (const volatile uint32_t *)ctx->ctrl;
+    uint32_t magic = w[XDNA_PROTO_CTRL_OFF_MAGIC / 4], ver = w[XDNA_PROTO_CTRL_OFF_VERSION / 4];
+    uint32_t n = w[XDNA_PROTO_CTRL_OFF_ENTRIES / 4], esz = w[XDNA_PROTO_CTRL_OFF_ENTRY_SIZE / 4];
+    if (magic != XDNA_PROTO_CTRL_MAGIC || ver != XDNA_PROTO_CTRL_VERSION ||
+        esz != XDNA_PROTO_LOG_ENTRY_SIZE || n == 0 || n != wl.entries ||
+        n > (XDNA_PROTO_CTRL_SIZE - XDNA_PROTO_CTRL_OFF_ENTRY0) / XDNA_PROTO_LOG_ENTRY_SIZE)
+        return xdna_fail(ctx, EPROTO, "write log: bad ctrl page (magic %#x version %u entries %u/%u"
+                                      " size %u)", magic, ver, n, wl.entries, esz);
+    ctx->log_entries = n;
+    return 0;
+
+close_fds:
+    for (unsigned i = 0; i < nfd; i++)
+        close(fds[i]);
+    return -1;
+}
+
+static int setup_msix(struct xdna_shim_ctx *ctx)
+{
+    unsigned cap = 0;
+    if (cfg16(ctx, PCI_STATUS) & PCI_STATUS_CAP_LIST) {
+        unsigned pos = ctx->config[PCI_CAPABILITY_LIST] & 0xFC;
+        for (unsigned hops = 0; pos >= 0x40 && pos < 0x100 && hops < 48; hops++) {
+            if (ctx->config[pos] == PCI_CAP_ID_MSIX) {
+                cap = pos;
+                break;
+            }
+            pos = ctx->config[pos + 1] & 0xFC;
+        }
+    }
+    if (!cap)
+        return xdna_fail(ctx, ENODEV, "config space has no MSI-X capability");
+    ctx->msix_cap = cap;
+    uint16_t flags = cfg16(ctx, cap + PCI_MSIX_FLAGS);
+    unsigned nvec = (flags & PCI_MSIX_FLAGS_QSIZE) + 1u;
+    uint32_t table = cfg32(ctx, cap + PCI_MSIX_TABLE);
+    struct xdna_loc tl = {.bar = table & PCI_MSIX_BIR_MASK, .off = table & ~(uint32_t)PCI_MSIX_BIR_MASK};
+    if (tl.bar >= XDNA_NUM_BARS || !xdna_loc_ok(ctx, tl, nvec * PCI_MSIX_ENTRY_SIZE))
+        return xdna_fail(ctx, EPROTO, "MSI-X table BAR%u+%#x (%u vectors) is not inside a mapped BAR",
+                         tl.bar, tl.off, nvec);
+
+    struct xdna_proto_irq_info ii = {.argsz = sizeof(ii), .index = XDNA_PROTO_IRQ_MSIX};
+    size_t len = sizeof(ii);
+    if (xdna_ctl(ctx, XDNA_PROTO_CMD_GET_IRQ_INFO, &ii, sizeof(ii), NULL, 0, &ii, &len, sizeof(ii),
+                 NULL, NULL) < 0)
+        return -1;
+    if (ii.count < nvec)
+        return xdna_fail(ctx, EPROTO, "GET_IRQ_INFO: %u MSI-X vectors, config space says %u",
+                         ii.count, nvec);
+
+    ctx->irq_fds = calloc(nvec, sizeof(int));
+    if (!ctx->irq_fds)
+        return xdna_fail(ctx, ENOMEM, "out of memory");
+    for (unsigned i = 0; i < nvec; i++)
+        ctx->irq_fds[i] = -1;
+    ctx->nvec = nvec;
+    ctx->msix_table = tl;
+    for (unsigned i = 0; i < nvec; i++) {
+        ctx->irq_fds[i] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (ctx->irq_fds[i] < 0)
+            return xdna_fail(ctx, errno, "eventfd: %s", strerror(errno));
+    }
+    /* eventfds are installed per vector when a channel needs one (xdna_irq_own): the
+     * mgmt vector after FW alive, a context's vector when its channel opens */
+    ctx->s.vec_owned = calloc(nvec, 1);
+    if (!ctx->s.vec_owned)
+        return xdna_fail(ctx, ENOMEM, "out of memory");
+    uint16_t nf = (uint16_t)((flags | PCI_MSIX_FLAGS_ENABLE) & ~PCI_MSIX_FLAGS_MASKALL);
+    if (cfg_write16(ctx, cap + PCI_MSIX_FLAGS, nf) < 0)
+        return -1;
+    for (unsigned i = 0; i < nvec; i++) {
+        struct xdna_loc vc = {.bar = tl.bar,
+                              .off = tl.off + i * PCI_MSIX_ENTRY_SIZE + PCI_MSIX_ENTRY_VECTOR_CTRL};
+        uint32_t v = xdna_rd(ctx, vc);
+        if (xdna_wr_trap(ctx, vc, v & ~(uint32_t)PCI_MSIX_ENTRY_CTRL_MASKBIT) < 0)
+            return -1;
+    }
+    ctx->info.msix_vectors = nvec;
+    return 0;
+}
+
+int xdna_pci_attach(struct xdna_shim_ctx *ctx, const char *path)
+{
+    if (xdna_connect(ctx, path) < 0 || do_version(ctx) < 0 || do_device_info(ctx) < 0)
+        return -1;
+    if (xdna_region_read(ctx, XDNA_PROTO_REGION_CONFIG, 0, ctx->config, sizeof(ctx->config)) < 0)
+        return -1;
+    if (match_id(ctx) < 0)
+        return -1;
+    uint16_t cmd = cfg16(ctx, PCI_COMMAND) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
+    if (cfg_write16(ctx, PCI_COMMAND, cmd) < 0)
+        return -1;
+    if (map_bars(ctx) < 0 || attach_write_log(ctx) < 0 || setup_msix(ctx) < 0)
+        return -1;
+    ctx->state = XDNA_SHIM_STATE_ATTACHED;
+    return 0;
+}
+
+/* Undo what attach set up: BARs, the write log, the MSI-X eventfds and the socket. */
+void xdna_pci_release(struct xdna_shim_ctx *ctx)
+{
+    for (unsigned i = 0; i < XDNA_NUM_BARS; i++)
+        if (ctx->bars[i].va)
+            munmap((void *)ctx->bars[i].va, ctx->bars[i].size);
+    if (ctx->ctrl)
+        munmap((void *)ctx->ctrl, XDNA_PROTO_CTRL_SIZE);
+    if (ctx->irq_fds) {
+        for (unsigned i = 0; i < ctx->nvec; i++)
+            if (ctx->irq_fds[i] >= 0)
+                close(ctx->irq_fds[i]);
+        free(ctx->irq_fds);
+    }
+    if (ctx->kick_fd >= 0)
+        close(ctx->kick_fd);
+    if (ctx->notify_fd >= 0)
+        close(ctx->notify_fd);
+    if (ctx->sock >= 0)
+        close(ctx->sock);
+}
+
+/* ---- interrupts -------------------------------------------------------------------- */
+
+static int set_irqs(struct xdna_shim_ctx *ctx, uint32_t flags, unsigned start, unsigned count,
+                    const int *fds)
+{
+    struct xdna_proto_set_irqs si = {.argsz = sizeof(si), .flags = flags,
+                                     .index = XDNA_PROTO_IRQ_MSIX, .start = start,
+                                     .count = count};
+    size_t rl = 0;
+    return xdna_ctl(ctx, XDNA_PROTO_CMD_SET_IRQS, &si, sizeof(si), fds, count, NULL, &rl, 0,
+                    NULL, NULL);
+}
+
+int xdna_irq_own(struct xdna_shim_ctx *ctx, unsigned vec)
+{
+    if (vec >= ctx->nvec || !ctx->s.vec_owned)
+        return xdna_fail(ctx, EINVAL, "MSI-X vector %u out of range (%u)", vec, ctx->nvec);
+    if (ctx->s.vec_owned[vec])
+        return 0;
+    if (set_irqs(ctx, XDNA_PROTO_IRQ_DATA_EVENTFD | XDNA_PROTO_IRQ_ACTION_TRIGGER, vec, 1,
+                 &ctx->irq_fds[vec]) < 0) {
+        int err = errno;
+        return xdna_fail(ctx, err, "SET_IRQS vector %u: %s", vec, strerror(err));
+    }
+    ctx->s.vec_owned[vec] = 1;
+    xdna_wake_monitor(ctx);
+    return 0;
+}
+
+/* The protocol removes a session's eventfds all at once; put back the ones still needed. */
+int xdna_irq_release(struct xdna_shim_ctx *ctx, unsigned vec)
+{
+    if (vec >= ctx->nvec || !ctx->s.vec_owned || !ctx->s.vec_owned[vec])
+        return 0;
+    if (set_irqs(ctx, XDNA_PROTO_IRQ_DATA_NONE | XDNA_PROTO_IRQ_ACTION_TRIGGER, 0, 0, NULL) < 0)
+        return -1;
+    ctx->s.vec_owned[vec] = 0;
+    int rc = 0;
+    for (unsigned v = 0; v < ctx->nvec; v++) {
+        if (!ctx->s.vec_owned[v])
+            continue;
+        ctx->s.vec_owned[v] = 0;
+        if (xdna_irq_own(ctx, v) < 0)
+            rc = -1;
+    }
+    xdna_wake_monitor(ctx);
+    return rc;
+}
