@@ -32,9 +32,11 @@ from ..fw.mailbox import ChannelState, MailboxState
 from ..fw.mgmt import MgmtFwState
 from ..fw.psp import PspState
 from ..fw.smu import SmuState
-from ..iommu import Iommu, IommuFault, Mapping as IommuMapping
+from ..iommu import Iommu, IommuFault
+from ..iommu import Mapping as IommuMapping
 from ..irq import MsixController, Wires
 from ..regio import RegisterFile
+from .caps import MSIX_ENTRY_CTRL, MSIX_ENTRY_SIZE, MSIX_FLAGS, MSIX_FLAGS_ENABLE, MSIX_FLAGS_MASKALL
 from .config import CMD_MASTER, CMD_MEMORY, COMMAND, PciConfigSpace
 
 Buffer = bytearray | mmap.mmap | memoryview
@@ -126,10 +128,14 @@ class PciFunction:
         self.iommu.bus_master = lambda: self.config.bus_master
         self.device = NpuDevice(self.chip, self.regs, self.iommu, self._raise_irq, self.clock)
         self.driver_regs = self._driver_only_regs()
+        self._bar_size = {i: b.size for i, b in self.chip.bars.items()}
+        self._msix_bar = self.chip.msix.bar
         #: the requester (a daemon session id) that enabled bus mastering first: the driver
         self.driver: int | None = None
         self.stats: dict[str, int] = {"bad_writes": 0, "foreign_writes": 0}
-        self.observers: list[Observer] = []
+        self.observers: tuple[Observer, ...] = ()
+        self._before: tuple[Callable[[int, int, int], Any], ...] = ()
+        self._after: tuple[Callable[[Any], None], ...] = ()
         self.config.listeners.append(self.msix.config_changed)
         self.config.flr_listeners.append(self.reset)
 
@@ -146,11 +152,28 @@ class PciFunction:
                 locs.add(chip.dev_to_bar(base + off))
         return frozenset(locs)
 
+    def observe(self, obs: Observer) -> None:
+        """Add an observer; it sees every access from now on."""
+        self.observers = (*self.observers, obs)
+        # the write path is hot: only observers that look at writes are called there
+        hooks = [o for o in self.observers
+                 if type(o).before_write is not Observer.before_write
+                 or type(o).after_write is not Observer.after_write]
+        self._before = tuple(o.before_write for o in hooks)
+        self._after = tuple(o.after_write for o in hooks)
+
     def enable(self) -> PciFunction:
-        """What the PCI core does before a driver runs (memory decoding, bus mastering),
-        for in-process users that have no PCI core; returns self."""
+        """What the PCI core and the driver's interrupt setup do before a probe (memory
+        decoding, bus mastering, MSI-X enabled with every vector unmasked), for in-process
+        users that have neither; returns self."""
         cmd = self.config.command | CMD_MEMORY | CMD_MASTER
         self.config.write(COMMAND, cmd.to_bytes(2, "little"))
+        flags = self.config.msix_cap + MSIX_FLAGS
+        ctrl = self.config.msix_control & ~MSIX_FLAGS_MASKALL | MSIX_FLAGS_ENABLE
+        m = self.chip.msix
+        for vec in range(m.vectors):
+            self.regs.write(m.bar, m.table_offset + vec * MSIX_ENTRY_SIZE + MSIX_ENTRY_CTRL, 0)
+        self.config.write(flags, ctrl.to_bytes(2, "little"))
         return self
 
     # -- MMIO ---------------------------------------------------------------------------
@@ -170,23 +193,22 @@ class PciFunction:
         counted and ignored, and so is a write by a requester other than the driver to a
         register that belongs to the driver (a second "probe" must not power the NPU off
         under the driver's feet). ``requester`` None is the in-process driver itself."""
-        obs = self.observers
-        token = [o.before_write(bar, offset, value) for o in obs] if obs else None
-        b = self.chip.bars.get(bar)
-        if (b is None or not isinstance(offset, int) or offset < 0 or offset & 3
-                or offset >= b.size):
+        before = self._before
+        tokens = [f(bar, offset, value) for f in before] if before else None
+        size = self._bar_size.get(bar)
+        if size is None or type(offset) is not int or offset < 0 or offset & 3 or offset >= size:
             self.stats["bad_writes"] += 1
         elif (requester is not None and self.driver is not None and requester != self.driver
                 and (bar, offset) in self.driver_regs):
             self.stats["foreign_writes"] += 1
-        elif self.msix.is_table(bar, offset):
+        elif bar == self._msix_bar and self.msix.is_table(bar, offset):
             self.regs.write(bar, offset, int(value))
             self.msix.table_written(offset)
         else:
             self.device.mmio_write(bar, offset, value)
-        if token is not None:
-            for o, t in zip(obs, token, strict=True):
-                o.after_write(t)
+        if tokens is not None:
+            for f, t in zip(self._after, tokens, strict=True):
+                f(t)
 
     # -- config space -----------------------------------------------------------------
     def config_read(self, offset: int, size: int) -> bytes:

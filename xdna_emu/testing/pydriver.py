@@ -68,7 +68,7 @@ class InProcessDevice:
     delivered: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.fn.observers.append(_RaisedLog(self.irqs))
+        self.fn.observe(_RaisedLog(self.irqs))
 
     @property
     def chip(self) -> Chip:
