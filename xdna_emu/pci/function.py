@@ -36,7 +36,13 @@ from ..iommu import Iommu, IommuFault
 from ..iommu import Mapping as IommuMapping
 from ..irq import MsixController, Wires
 from ..regio import RegisterFile
-from .caps import MSIX_ENTRY_CTRL, MSIX_ENTRY_SIZE, MSIX_FLAGS, MSIX_FLAGS_ENABLE, MSIX_FLAGS_MASKALL
+from .caps import (
+    MSIX_ENTRY_CTRL,
+    MSIX_ENTRY_SIZE,
+    MSIX_FLAGS,
+    MSIX_FLAGS_ENABLE,
+    MSIX_FLAGS_MASKALL,
+)
 from .config import CMD_MASTER, CMD_MEMORY, COMMAND, PciConfigSpace
 
 Buffer = bytearray | mmap.mmap | memoryview
