@@ -1,9 +1,10 @@
 """NpuDevice: the AIE2 chip and its firmware, driven by trapped register writes.
 
-The daemon (or a test, in-process) calls :meth:`NpuDevice.mmio_write` once per trapped
-write, in order. The write is stored into BAR memory first, then its side effect runs:
-PSP INTR edge, SMU INTR edge, a mailbox x2i tail (consume requests) or i2x head (room for
-queued responses). Host memory is reached only through the Iommu. No input can make this
+The PCI function (:class:`~xdna_emu.pci.function.PciFunction`) calls
+:meth:`NpuDevice.mmio_write` once per trapped write, in order. The write is stored into
+BAR memory first, then its side effect runs: PSP INTR edge, SMU INTR edge, a mailbox x2i
+tail (consume requests) or i2x head (room for queued responses). :meth:`NpuDevice.save`
+and :meth:`NpuDevice.load` hold the blocks' state as plain data (docs/spec/device.md §4). Host memory is reached only through the Iommu. No input can make this
 raise: bad writes are counted, malformed messages put their channel in an error state,
 and an unexpected internal error is logged and counted as ``internal_errors``.
 """
@@ -104,7 +105,7 @@ class NpuDevice:
             log.exception("internal error on write bar%s+%#x=%#x", bar, offset, value)
 
     def irq(self, vector: int) -> None:
-        """Raise an MSI-X vector (the daemon's controller applies masking)."""
+        """Raise an MSI-X vector (the PCI function's MSI-X controller applies masking)."""
         if 0 <= vector < self.msix_vectors:
             self.stats["irqs_raised"] += 1
             self._raise_irq(vector)
@@ -133,7 +134,8 @@ class NpuDevice:
 
     # -- reset and time ---------------------------------------------------------------------
     def reset(self) -> None:
-        """Power-on state (FLR). The MSI-X table/PBA are kept: the daemon's controller owns them."""
+        """Power-on state (FLR). The MSI-X table/PBA are kept: the PCI function's MSI-X
+        controller owns them."""
         try:
             self._stop_fw()
             if self.mailbox is not None:
