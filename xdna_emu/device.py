@@ -88,15 +88,21 @@ class NpuDevice:
     # -- register writes ------------------------------------------------------------------
     def mmio_write(self, bar: int, offset: int, value: int) -> None:
         """Store one trapped 32-bit write and run its side effect. Never raises."""
+        b = self.chip.bars.get(bar)
+        if (b is None or bar not in self.regs.words or not isinstance(offset, int)
+                or offset < 0 or offset & 3 or offset + 4 > b.size):
+            self.stats["writes"] += 1
+            self.stats["bad_writes"] += 1
+            return
+        self.write_checked(bar, offset, value)
+
+    def write_checked(self, bar: int, offset: int, value: int) -> None:
+        """:meth:`mmio_write` of a write whose BAR and offset the caller (the PCI function,
+        docs/spec/device.md §2.1) has checked already. Never raises."""
         try:
             self.stats["writes"] += 1
-            b = self.chip.bars.get(bar)
-            if (b is None or bar not in self.regs.words or not isinstance(offset, int)
-                    or offset < 0 or offset & 3 or offset + 4 > b.size):
-                self.stats["bad_writes"] += 1
-                return
             value = int(value) & 0xFFFFFFFF
-            self.regs.write(bar, offset, value)
+            self.regs.words[bar][offset >> 2] = value
             fn = self._traps.get((bar, offset))
             if fn is not None:
                 fn(value)

@@ -114,6 +114,10 @@ STATE_VERSIONS: tuple[tuple[str, int], ...] = tuple(
 HostMemory = Callable[[MappingState], Buffer]
 
 
+def _ignore(token: Any) -> None:
+    """No observer looks at writes."""
+
+
 class PciFunction:
     """One emulated NPU function, complete without a daemon: ``PciFunction("npu4")``."""
 
@@ -140,8 +144,8 @@ class PciFunction:
         self.driver: int | None = None
         self.stats: dict[str, int] = {"bad_writes": 0, "foreign_writes": 0}
         self.observers: tuple[Observer, ...] = ()
-        self._before: tuple[Callable[[int, int, int], Any], ...] = ()
-        self._after: tuple[Callable[[Any], None], ...] = ()
+        self._before: Callable[[int, int, int], Any] | None = None
+        self._after: Callable[[Any], None] = _ignore
         self.config.listeners.append(self.msix.config_changed)
         self.config.flr_listeners.append(self.reset)
 
@@ -165,8 +169,20 @@ class PciFunction:
         hooks = [o for o in self.observers
                  if type(o).before_write is not Observer.before_write
                  or type(o).after_write is not Observer.after_write]
-        self._before = tuple(o.before_write for o in hooks)
-        self._after = tuple(o.after_write for o in hooks)
+        if len(hooks) == 1:
+            self._before, self._after = hooks[0].before_write, hooks[0].after_write
+        elif hooks:
+            befores = [o.before_write for o in hooks]
+            afters = [o.after_write for o in hooks]
+
+            def before(bar: int, offset: int, value: int) -> list[Any]:
+                return [f(bar, offset, value) for f in befores]
+
+            def after(tokens: list[Any]) -> None:
+                for f, t in zip(afters, tokens, strict=True):
+                    f(t)
+
+            self._before, self._after = before, after
 
     def enable(self) -> PciFunction:
         """What the PCI core and the driver's interrupt setup do before a probe (memory
@@ -200,7 +216,7 @@ class PciFunction:
         register that belongs to the driver (a second "probe" must not power the NPU off
         under the driver's feet). ``requester`` None is the in-process driver itself."""
         before = self._before
-        tokens = [f(bar, offset, value) for f in before] if before else None
+        token = before(bar, offset, value) if before is not None else None
         size = self._bar_size.get(bar)
         if size is None or type(offset) is not int or offset < 0 or offset & 3 or offset >= size:
             self.stats["bad_writes"] += 1
@@ -211,10 +227,9 @@ class PciFunction:
             self.regs.write(bar, offset, int(value))
             self.msix.table_written(offset)
         else:
-            self.device.mmio_write(bar, offset, value)
-        if tokens is not None:
-            for f, t in zip(self._after, tokens, strict=True):
-                f(t)
+            self.device.write_checked(bar, offset, value)
+        if before is not None:
+            self._after(token)
 
     # -- config space -----------------------------------------------------------------
     def config_read(self, offset: int, size: int) -> bytes:
