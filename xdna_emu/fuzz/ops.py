@@ -231,6 +231,7 @@ class Session:
         """Power-on state without reallocating: FLR of config space and device, counters
         cleared, no DMA, time 0, then enabled as the PCI core would."""
         fn = self.fn
+        self.checker.reset()  # nothing pending from an earlier input may fire in the reset
         fn.driver = None
         fn.config.reset()
         fn.reset()
