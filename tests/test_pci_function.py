@@ -71,7 +71,7 @@ class Rig:
 class Job:
     """What the op generator needs to know about the context brought up before the save."""
 
-    chan: int
+    user_tail: int  # the x2i tail register of the context's user channel
     chain_opcode: Opcode
     chain: tuple[int, int, int]  # cmd-list address, size, count (written before the save)
     dst_va: int
@@ -140,9 +140,9 @@ def next_ops(fn: PciFunction, job: Job, rng: random.Random, mgmt_tail: int) -> l
         addr, size, count = job.chain
         payload = (lay.req.pack(0, 0, addr, size, count) if job.chain_opcode == Opcode.CHAIN_EXEC_NPU
                    else lay.req.pack(addr, size, count))
-        return post(fn, job.chan, job.chain_opcode, payload, mid)
+        return post(fn, job.user_tail, job.chain_opcode, payload, mid)
     if kind == 2:
-        return consume(fn, rng.choice((mgmt_tail, job.chan)))
+        return consume(fn, rng.choice((mgmt_tail, job.user_tail)))
     if kind == 3:
         return [("tick", rng.randrange(1, 10**7))]
     if kind == 4:
