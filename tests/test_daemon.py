@@ -359,8 +359,8 @@ def test_backlogged_firmware_output_is_flushed_by_polling_unkicked_head_writes(t
 
     d = Daemon("npu4", tmp_path / "rt")
     try:
-        d.config.write(4, b"\x06\x00")  # memory + bus master: the PSP reads firmware by DMA
-        td = InProcessDevice(d.chip, d.device, d.iommu, d.regs, d.device.clock, [])
+        d.fn.enable()  # memory + bus master: the PSP reads firmware by DMA
+        td = InProcessDevice(d.fn)
         drv = PyDriver(td)
         drv.bring_up(async_events=False)
         a, b = socketmod.socketpair()
@@ -375,7 +375,7 @@ def test_backlogged_firmware_output_is_flushed_by_polling_unkicked_head_writes(t
 
         def lazy_head(addr: int, value: int) -> None:  # what the shim does for the i2x head
             bar, off = d.chip.dev_to_bar(addr)
-            d.regs.write(bar, off, value)
+            d.fn.regs.write(bar, off, value)
             h = log_head()
             P.LOG_ENTRY.pack_into(sess.ctrl, P.CTRL_OFF_ENTRY0 + (h % P.LOG_ENTRIES) * 16,
                                   bar, off, value, 0)

@@ -1,4 +1,5 @@
-"""MSI-X delivery over real eventfds, with masking and the PBA in BAR memory."""
+"""MSI-X delivery over real eventfds, with masking and the PBA in BAR memory, on a whole
+PciFunction (the daemon's setup: eventfd wires, config space, trapped table writes)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from xdna_emu.chips import chip_names, load_chip
-from xdna_emu.irq import MsixController
-from xdna_emu.pci.config import PciConfigSpace
+from xdna_emu.irq import EventfdWires
+from xdna_emu.pci.function import PciFunction
 
 CHIPS = [n for n in chip_names() if load_chip(n).bars]
 
@@ -18,10 +19,10 @@ CHIPS = [n for n in chip_names() if load_chip(n).bars]
 class Rig:
     def __init__(self, name: str) -> None:
         self.chip = load_chip(name)
-        self.cfg = PciConfigSpace(self.chip)
-        self.bar = bytearray(self.chip.bars[self.chip.msix.bar].size)
-        self.irq = MsixController(self.chip, self.cfg, memoryview(self.bar))
-        self.cfg.listeners.append(self.irq.config_changed)
+        self.fn = PciFunction(self.chip, wires=EventfdWires(self.chip.msix.vectors))
+        self.cfg = self.fn.config
+        self.bar = self.fn.region(self.chip.msix.bar)
+        self.irq = self.fn.msix
         self.n = self.chip.msix.vectors
         self.fds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(self.n)]
 
@@ -45,10 +46,8 @@ class Rig:
         return self.chip.msix.table_offset + 16 * vec + 12
 
     def host_write_ctrl(self, vec: int, value: int) -> None:
-        """What the host does: store into the shared table, then the trapped write is reported."""
-        off = self.ctrl_off(vec)
-        self.bar[off : off + 4] = struct.pack("<I", value)
-        self.irq.table_written(off)
+        """What the host does: a store into the shared table that is trapped (write log)."""
+        self.fn.mmio_write(self.chip.msix.bar, self.ctrl_off(vec), value)
 
     def pba_bit(self, vec: int) -> bool:
         return bool(self.bar[self.chip.msix.pba_offset + vec // 8] >> (vec % 8) & 1)
@@ -125,7 +124,7 @@ def test_pending_until_eventfd_installed(rig: Rig) -> None:
     assert rig.pba_bit(1)
     rig.irq.set_eventfds(1, rig.give(rig.fds[1:3]))
     assert rig.count(1) == 1 and not rig.pba_bit(1)
-    given = rig.irq._fds[1]
+    given = rig.irq.wires.fd(1)  # type: ignore[attr-defined]
     rig.irq.clear_eventfds()
     with pytest.raises(OSError):
         os.fstat(given)  # the controller closed what it owned

@@ -25,6 +25,10 @@ class VirtualClock(Clock):
     def now_ns(self) -> int:
         return self._now
 
+    def set(self, ns: int) -> None:
+        """Jump to ``ns`` (a restored snapshot's time; docs/spec/device.md §4)."""
+        self._now = ns
+
     def advance(self, ns: int) -> None:
         if ns < 0:
             raise ValueError("time cannot go backwards")

@@ -1,5 +1,10 @@
 """The emulator daemon: one emulated NPU behind a control socket.
 
+The daemon is the transport only: the socket server, client sessions and their fds, the
+write logs and the MSI-X eventfds. All device behaviour is the
+:class:`~xdna_emu.pci.function.PciFunction` it serves (docs/spec/device.md), built on
+sealed memfds for BARs and eventfd wires for MSI-X.
+
 Single-threaded and event-driven (selectors): the listening socket, each client socket,
 each session's write-log kick eventfd, a signal wake-up pipe and the device's own timers
 are the only event sources. BAR memory is shared files mapped by both sides, so register
@@ -28,8 +33,10 @@ from typing import Any
 from . import protocol as P
 from .chips import Chip, load_chip
 from .clock import Clock
-from .iommu import DMA_READ, DMA_WRITE, Iommu, IommuFault
-from .regio import RegisterFile
+from .device import NpuDevice
+from .iommu import DMA_READ, DMA_WRITE, IommuFault
+from .irq import EventfdWires
+from .pci.function import PciFunction
 from .rundir import pid_alive, prepare_runtime_dir
 
 log = logging.getLogger("xdna_emu.daemon")
@@ -147,10 +154,11 @@ class Connection:
             return False
         entry = P.LOG_ENTRY
         n = P.LOG_ENTRIES
-        apply = self.daemon.apply_write
+        write = self.daemon.fn.mmio_write
+        sid = self.id
         while tail < head:
             bar, off, val, _ = entry.unpack_from(ctrl, P.CTRL_OFF_ENTRY0 + (tail % n) * entry.size)
-            apply(bar, off, val, self)
+            write(bar, off, val, sid)
             tail += 1
         struct.pack_into("<Q", ctrl, P.CTRL_OFF_TAIL, tail)
         return True
@@ -187,14 +195,10 @@ class Connection:
 
 
 class Daemon:
-    """Owns the device model, its shared memory, its files and its clients."""
+    """Serves one PCI function to its clients: shared memory, files, sessions."""
 
     def __init__(self, chip: str | Chip, runtime_dir: Path, bdf: str | None = None,
                  clock: Clock | None = None) -> None:
-        from .device import NpuDevice
-        from .irq import MsixController
-        from .pci.config import PciConfigSpace
-
         self.chip = load_chip(chip) if isinstance(chip, str) else chip
         self.runtime_dir = prepare_runtime_dir(Path(runtime_dir))
         self.bdf, self.dir = claim_bdf(self.runtime_dir, bdf)
@@ -202,29 +206,20 @@ class Daemon:
         self.sel = selectors.DefaultSelector()
         self.sessions: dict[int, Connection] = {}
         self.next_sid = 1
-        self.driver: Connection | None = None
         self.vector_owner: dict[int, Connection] = {}
         self.running = False
-        self.stats = {"bad_writes": 0, "foreign_writes": 0, "dropped_clients": 0, "sessions": 0}
+        self.stats = {"dropped_clients": 0, "sessions": 0}
         self.bar_files: dict[int, Path] = {}
         self.bar_maps: dict[int, mmap.mmap] = {}
         self.bar_fds: dict[int, int] = {}
         try:
             self._create_bars()
-            self.config = PciConfigSpace(self.chip)
-            msix_bar = memoryview(self.bar_maps[self.chip.msix.bar])
-            self.msix = MsixController(self.chip, self.config, msix_bar)
-            self.iommu = Iommu()
-            self.iommu.bus_master = lambda: self.config.bus_master
-            self.driver_regs = self._driver_only_regs()
-            self.regs = RegisterFile(self.chip, {i: memoryview(m) for i, m in self.bar_maps.items()})
-            self.device = NpuDevice(self.chip, self.regs, self.iommu, self._raise_irq,
-                                    clock or Clock())
+            self.wires = EventfdWires(self.chip.msix.vectors)
+            self.fn = PciFunction(self.chip, self.bar_maps, self.wires, clock or Clock())
             self.socket_path = self.dir / "sock"
             self._listen()
             self._write_discovery_files()
-            self.config.listeners.append(self._config_changed)
-            self.config.flr_listeners.append(self.reset_device)
+            self.fn.config.listeners.append(self._publish_config)
         except BaseException:
             self.cleanup()
             raise
@@ -256,10 +251,10 @@ class Daemon:
     def _write_discovery_files(self) -> None:
         from .sysfs import write_sysfs, write_umockdev
 
-        self.sysfs_root = write_sysfs(self.dir, self.chip, self.bdf, self.config,
+        self.sysfs_root = write_sysfs(self.dir, self.chip, self.bdf, self.fn.config,
                                       self.bar_files, self.socket_path)
         self.umockdev = write_umockdev(self.dir / "device.umockdev", self.chip, self.bdf,
-                                       self.config, self.bar_files, self.socket_path)
+                                       self.fn.config, self.bar_files, self.socket_path)
 
     def ready_record(self) -> dict[str, Any]:
         return {
@@ -277,60 +272,37 @@ class Daemon:
         return rec
 
     @property
+    def device(self) -> NpuDevice:
+        """The function's device blocks (for tools and tests that inspect firmware state)."""
+        return self.fn.device
+
+    @property
+    def driver(self) -> Connection | None:
+        """The session that owns the function (enabled bus mastering first), if any."""
+        return self.sessions.get(self.fn.driver) if self.fn.driver is not None else None
+
+    @property
     def probed(self) -> bool:
         """A driver session exists and the firmware it started is running."""
-        return self.driver is not None and getattr(self.device, "fw", None) is not None
+        return self.driver is not None and self.fn.probed
 
     def _publish_foreign_ctx(self) -> None:
         """Tell the driver how many contexts clients hold (their runtime-PM references)."""
         drv = self.driver
         if drv is not None and drv.ctrl is not None:
-            n = self.device.context_count(exclude_pasid=drv.pasid)
+            n = self.fn.device.context_count(exclude_pasid=drv.pasid)
             struct.pack_into("<I", drv.ctrl, P.CTRL_OFF_FOREIGN_CTX, n)
 
-    # -- device glue ------------------------------------------------------------------
-    def _raise_irq(self, vector: int) -> None:
-        self.msix.raise_vector(vector)
-
-    def _config_changed(self) -> None:
+    def _publish_config(self) -> None:
+        """Config space changed: keep the sysfs ``config`` file true."""
         from .sysfs import update_config
 
-        self.msix.config_changed()
         with contextlib.suppress(OSError):
-            update_config(self.sysfs_root, self.bdf, self.config)
-
-    def _driver_only_regs(self) -> frozenset[tuple[int, int]]:
-        """Trapped registers only the driver may write: PSP, SMU, the mgmt channel."""
-        locs = {(r.bar, r.offset) for role, r in ((n, self.chip.reg(n)) for n in self.chip.roles)
-                if role.startswith(("psp.", "smu.")) and r.access == "trap"}
-        lay = self.chip.mailbox
-        if lay is not None:
-            base = lay.chan_regs(0)
-            for off in range(0, lay.REGS_SPAN, 4):
-                locs.add(self.chip.dev_to_bar(base + off))
-        return frozenset(locs)
-
-    def apply_write(self, bar: int, off: int, val: int, sess: Connection | None = None) -> None:
-        """Apply one trapped write; anything outside the BARs is counted and ignored, and so
-        is a client session's write to a register that belongs to the driver (a second
-        "probe" must not power the NPU off under the driver's feet)."""
-        b = self.chip.bars.get(bar)
-        if b is None or off & 3 or off >= b.size:
-            self.stats["bad_writes"] += 1
-            return
-        if (sess is not None and self.driver is not None and sess is not self.driver
-                and (bar, off) in self.driver_regs):
-            self.stats["foreign_writes"] += 1
-            return
-        if self.msix.is_table(bar, off):
-            self.regs.write(bar, off, val)
-            self.msix.table_written(off)
-        else:
-            self.device.mmio_write(bar, off, val)
+            update_config(self.sysfs_root, self.bdf, self.fn.config)
 
     def reset_device(self) -> None:
-        self.device.reset()
-        self.msix.reset()
+        """DEVICE_RESET: the function's device reset."""
+        self.fn.reset()
 
     # -- event loop -------------------------------------------------------------------
     def run(self, on_ready: Callable[[dict[str, Any]], None] | None = None,
@@ -371,9 +343,10 @@ class Daemon:
         self.running = False
 
     def _timeout(self) -> float | None:
-        deadline = self.device.next_deadline_ns()
-        timeout = None if deadline is None else max(0.0, (deadline - self.device.clock.now_ns()) / 1e9)
-        if self.device.backlogged():
+        fn = self.fn
+        deadline = fn.next_deadline_ns()
+        timeout = None if deadline is None else max(0.0, (deadline - fn.clock.now_ns()) / 1e9)
+        if fn.backlogged():
             # Ring-space updates (i2x head) are logged without a kick: while firmware output
             # waits for space, look at the logs ourselves every BACKLOG_POLL_S.
             timeout = BACKLOG_POLL_S if timeout is None else min(timeout, BACKLOG_POLL_S)
@@ -396,12 +369,13 @@ class Daemon:
                 progressed |= self._on_client(sess)
             elif kind == "kick":
                 progressed |= self._drain(sess)
-        if not events and self.device.backlogged():
+        fn = self.fn
+        if not events and fn.backlogged():
             for sess in list(self.sessions.values()):
                 progressed |= self._drain(sess)
-        deadline = self.device.next_deadline_ns()
-        if deadline is not None and deadline <= self.device.clock.now_ns():
-            self.device.poll()
+        deadline = fn.next_deadline_ns()
+        if deadline is not None and deadline <= fn.clock.now_ns():
+            fn.poll()
             progressed = True
         if progressed:
             self._publish_foreign_ctx()
@@ -442,19 +416,15 @@ class Daemon:
         log.info("session %d closed: %s", sess.id, why)
         if why != "closed":
             self.stats["dropped_clients"] += 1
+        was_driver = self.fn.driver == sess.id
         self.sessions.pop(sess.id, None)
         sess.close()
-        self.iommu.unmap_owner(sess.id)
         self._release_vectors(sess)
-        if self.driver is not sess:
-            self.device.release_pasid(sess.pasid)
-        else:
-            # The driver is gone: reset the function as a PCI core would (FLR), so the next
-            # client probes a clean device and becomes the driver when it enables mastering.
-            self.driver = None
-            self.config.reset()
-            self.reset_device()
-            self._config_changed()
+        # The driver gone, the function resets as after FLR, so the next client probes a
+        # clean device and becomes the driver when it enables mastering.
+        self.fn.release(sess.id, sess.pasid)
+        if was_driver:
+            self._publish_config()
 
     def _on_client(self, sess: Connection) -> bool:
         try:
@@ -569,7 +539,7 @@ class Daemon:
 
     def _release_vectors(self, sess: Connection) -> None:
         mine = [v for v, owner in self.vector_owner.items() if owner is sess]
-        self.msix.clear_eventfds(mine)
+        self.fn.msix.clear_eventfds(mine)
         for v in mine:
             del self.vector_owner[v]
 
@@ -592,7 +562,7 @@ class Daemon:
             taken = [v for v in vecs if self.vector_owner.get(v, sess) is not sess]
             if taken:
                 raise OSError(errno.EBUSY, f"vector {taken[0]} belongs to another session")
-            self.msix.set_eventfds(start, fds)  # the controller owns them from here on
+            self.fn.msix.set_eventfds(start, fds)  # the wires own them from here on
         except OSError:
             for fd in fds:
                 os.close(fd)
@@ -601,39 +571,34 @@ class Daemon:
             self.vector_owner[v] = sess
         return None
 
-    def _region_bytes(self, region: int) -> memoryview:
+    def _region_size(self, region: int) -> int:
         if region == P.REGION_CONFIG:
-            return memoryview(self.config.data)
-        if region in self.bar_maps:
-            return memoryview(self.bar_maps[region])
+            return P.CONFIG_SIZE
+        if region in self.chip.bars:
+            return self.chip.bars[region].size
         raise OSError(errno.EINVAL, "no such region")
 
     def _h_region_read(self, sess: Connection, payload: bytes) -> tuple[bytes, list[int]]:
         offset, region, count = P.REGION_ACCESS.unpack(payload)
-        mem = self._region_bytes(region)
-        if count == 0 or offset + count > len(mem):
+        if count == 0 or offset + count > self._region_size(region):
             raise OSError(errno.EINVAL, "access outside the region")
         if region == P.REGION_CONFIG:
-            data = self.config.read(offset, count)
+            data = self.fn.config_read(offset, count)
         else:
-            data = bytes(mem[offset : offset + count])
+            data = bytes(self.fn.region(region)[offset : offset + count])
         return payload + data, []
 
     def _h_region_write(self, sess: Connection, payload: bytes) -> tuple[bytes, list[int]]:
         offset, region, count = P.REGION_ACCESS.unpack_from(payload)
         data = payload[P.REGION_ACCESS.size :]
-        mem = self._region_bytes(region)
-        if count == 0 or len(data) != count or offset + count > len(mem):
+        if count == 0 or len(data) != count or offset + count > self._region_size(region):
             raise OSError(errno.EINVAL, "access outside the region")
         if region == P.REGION_CONFIG:
-            was_master = self.config.bus_master
-            self.config.write(offset, data)
-            if self.config.bus_master and not was_master and self.driver is None:
-                self.driver = sess
+            self.fn.config_write(offset, data, sess.id)
         else:
             if count != 4 or offset & 3:
                 raise OSError(errno.EINVAL, "BAR writes are 32-bit and aligned")
-            self.apply_write(region, offset, int.from_bytes(data, "little"), sess)
+            self.fn.mmio_write(region, offset, int.from_bytes(data, "little"), sess.id)
         return payload[: P.REGION_ACCESS.size], []
 
     def _h_dma_map(self, sess: Connection, payload: bytes) -> None:
@@ -643,7 +608,7 @@ class Daemon:
             require_shrink_seal(fd)
             perm = (DMA_READ if flags & P.DMA_READ else 0) | (DMA_WRITE if flags & P.DMA_WRITE else 0)
             space = sess.pasid if flags & P.DMA_SVA else 0
-            self.iommu.map(space, address, size, perm, fd, offset, owner=sess.id)
+            self.fn.dma_map(space, address, size, perm, fd, offset, owner=sess.id)
         except FileExistsError:
             raise OSError(errno.EEXIST, "overlapping mapping") from None
         except ValueError as exc:
@@ -656,7 +621,7 @@ class Daemon:
         _, flags, address, size, _pasid, _ = P.DMA_UNMAP.unpack(payload)
         space = sess.pasid if flags & P.DMA_SVA else 0
         try:
-            self.iommu.unmap(space, address, size)
+            self.fn.dma_unmap(space, address, size)
         except FileNotFoundError:
             raise OSError(errno.ENOENT, "no such mapping") from None
         return None
@@ -667,7 +632,7 @@ class Daemon:
 
     def _h_mgmt_proxy(self, sess: Connection, payload: bytes) -> tuple[bytes, list[int]]:
         opcode, _ = P.MGMT_PROXY_HDR.unpack_from(payload)
-        return self.device.proxy(sess.pasid, opcode, payload[P.MGMT_PROXY_HDR.size :]), []
+        return self.fn.proxy(sess.pasid, opcode, payload[P.MGMT_PROXY_HDR.size :]), []
 
     def _h_status(self, sess: Connection, payload: bytes) -> tuple[bytes, list[int]]:
         return json.dumps(self.status(), default=str).encode(), []
@@ -696,20 +661,19 @@ class Daemon:
         return {
             **self.ready_record(), "sessions": len(self.sessions),
             "driver_session": self.driver.id if self.driver else None, "probed": self.probed,
-            "stats": dict(self.stats), "msix": dict(self.msix.stats),
+            "stats": {**self.fn.stats, **self.stats}, "msix": dict(self.fn.msix.stats),
             "rss_kib": _rss_kib(), "open_fds": len(os.listdir("/proc/self/fd")),
-            "iommu_faults": [str(f) for f in self.iommu.faults[-8:]],
-            "device": self.device.status(),
+            "iommu_faults": [str(f) for f in self.fn.iommu.faults[-8:]],
+            "device": self.fn.status(),
         }  # fmt: skip
 
     def cleanup(self) -> None:
         for sess in list(getattr(self, "sessions", {}).values()):
             sess.close()
-        if hasattr(self, "iommu"):
-            self.iommu.clear()
-        if hasattr(self, "msix"):
-            with contextlib.suppress(Exception):
-                self.msix.clear_eventfds()
+        if hasattr(self, "fn"):
+            self.fn.iommu.clear()
+        if hasattr(self, "wires"):
+            self.wires.clear()
         if hasattr(self, "listener"):
             self.listener.close()
         for m in self.bar_maps.values():

@@ -1,9 +1,10 @@
 """NpuDevice: the AIE2 chip and its firmware, driven by trapped register writes.
 
-The daemon (or a test, in-process) calls :meth:`NpuDevice.mmio_write` once per trapped
-write, in order. The write is stored into BAR memory first, then its side effect runs:
-PSP INTR edge, SMU INTR edge, a mailbox x2i tail (consume requests) or i2x head (room for
-queued responses). Host memory is reached only through the Iommu. No input can make this
+The PCI function (:class:`~xdna_emu.pci.function.PciFunction`) calls
+:meth:`NpuDevice.mmio_write` once per trapped write, in order. The write is stored into
+BAR memory first, then its side effect runs: PSP INTR edge, SMU INTR edge, a mailbox x2i
+tail (consume requests) or i2x head (room for queued responses). :meth:`NpuDevice.save`
+and :meth:`NpuDevice.load` hold the blocks' state as plain data (docs/spec/device.md §4). Host memory is reached only through the Iommu. No input can make this
 raise: bad writes are counted, malformed messages put their channel in an error state,
 and an unexpected internal error is logged and counted as ``internal_errors``.
 """
@@ -12,20 +13,20 @@ from __future__ import annotations
 
 import errno
 import heapq
-import itertools
 import logging
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from .chips import Chip, ChipError
 from .clock import Clock
-from .fw.ctx import ContextFirmware
+from .fw.ctx import ContextFirmware, CtxFwState
 from .fw.image import FirmwareImage
-from .fw.mailbox import MailboxEngine
+from .fw.mailbox import ChannelState, Handler, MailboxEngine, MailboxState
 from .fw.messages import PspStatus
-from .fw.mgmt import MgmtFirmware
-from .fw.psp import PspBlock
-from .fw.smu import SmuBlock
+from .fw.mgmt import MGMT_CHANNEL, MgmtFirmware, MgmtFwState
+from .fw.psp import PspBlock, PspState
+from .fw.smu import SmuBlock, SmuState
 from .iommu import Iommu
 from .regio import RegisterFile
 
@@ -34,6 +35,26 @@ log = logging.getLogger(__name__)
 STAT_KEYS = ("writes", "bad_writes", "internal_errors", "irqs_raised", "iommu_faults",
              "malformed_msgs", "mbox_msgs_in", "mbox_msgs_out", "psp_cmds", "psp_errors",
              "smu_cmds", "smu_errors", "unknown_ops", "jobs_completed", "jobs_failed")  # fmt: skip
+
+
+#: One delayed piece of firmware work: (deadline ns, sequence number, action name, args).
+#: It is data, so it can be saved; the action names a method in ``NpuDevice.actions``.
+Timer = tuple[int, int, str, tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """Saved state of the device blocks (docs/spec/device.md §4)."""
+
+    VERSION: ClassVar[int] = 1
+    stats: tuple[tuple[str, int], ...]
+    timers: tuple[Timer, ...]
+    next_seq: int
+    psp: PspState
+    smu: SmuState
+    mailbox: MailboxState | None
+    fw: MgmtFwState | None
+    ctx: CtxFwState | None
 
 
 class NpuDevice:
@@ -47,8 +68,10 @@ class NpuDevice:
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self.fw: MgmtFirmware | None = None
         self.ctx: ContextFirmware | None = None  # contexts/jobs of the running firmware
-        self._timers: list[tuple[int, int, Callable[[], None]]] = []
-        self._seq = itertools.count()
+        self._timers: list[Timer] = []
+        self._seq = 0
+        #: what a timer may do, by name (docs/spec/device.md §4: timers are data)
+        self.actions: dict[str, Callable[..., None]] = {"mailbox_send": self._timer_send}
         self.smu = SmuBlock(chip, regs, self.stats, self._power_off)
         self.psp = PspBlock(chip, regs, iommu, self.stats, lambda: self.smu.powered,
                             self._start_fw, self._stop_fw)
@@ -65,15 +88,21 @@ class NpuDevice:
     # -- register writes ------------------------------------------------------------------
     def mmio_write(self, bar: int, offset: int, value: int) -> None:
         """Store one trapped 32-bit write and run its side effect. Never raises."""
+        b = self.chip.bars.get(bar)
+        if (b is None or bar not in self.regs.words or not isinstance(offset, int)
+                or offset < 0 or offset & 3 or offset + 4 > b.size):
+            self.stats["writes"] += 1
+            self.stats["bad_writes"] += 1
+            return
+        self.write_checked(bar, offset, value)
+
+    def write_checked(self, bar: int, offset: int, value: int) -> None:
+        """:meth:`mmio_write` of a write whose BAR and offset the caller (the PCI function,
+        docs/spec/device.md §2.1) has checked already. Never raises."""
         try:
             self.stats["writes"] += 1
-            b = self.chip.bars.get(bar)
-            if (b is None or bar not in self.regs.words or not isinstance(offset, int)
-                    or offset < 0 or offset & 3 or offset + 4 > b.size):
-                self.stats["bad_writes"] += 1
-                return
             value = int(value) & 0xFFFFFFFF
-            self.regs.write(bar, offset, value)
+            self.regs.words[bar][offset >> 2] = value
             fn = self._traps.get((bar, offset))
             if fn is not None:
                 fn(value)
@@ -82,7 +111,7 @@ class NpuDevice:
             log.exception("internal error on write bar%s+%#x=%#x", bar, offset, value)
 
     def irq(self, vector: int) -> None:
-        """Raise an MSI-X vector (the daemon's controller applies masking)."""
+        """Raise an MSI-X vector (the PCI function's MSI-X controller applies masking)."""
         if 0 <= vector < self.msix_vectors:
             self.stats["irqs_raised"] += 1
             self._raise_irq(vector)
@@ -111,7 +140,8 @@ class NpuDevice:
 
     # -- reset and time ---------------------------------------------------------------------
     def reset(self) -> None:
-        """Power-on state (FLR). The MSI-X table/PBA are kept: the daemon's controller owns them."""
+        """Power-on state (FLR). The MSI-X table/PBA are kept: the PCI function's MSI-X
+        controller owns them."""
         try:
             self._stop_fw()
             if self.mailbox is not None:
@@ -124,16 +154,26 @@ class NpuDevice:
             self.stats["internal_errors"] += 1
             log.exception("internal error on reset")
 
-    def schedule(self, delay_ns: int, fn: Callable[[], None]) -> None:
-        """Run ``fn`` from :meth:`poll` once ``delay_ns`` has passed (delayed firmware work)."""
-        heapq.heappush(self._timers, (self.clock.now_ns() + max(0, delay_ns), next(self._seq), fn))
+    def schedule(self, delay_ns: int, action: str, *args: Any) -> None:
+        """Run ``actions[action](*args)`` from :meth:`poll` once ``delay_ns`` has passed
+        (delayed firmware work). ``args`` must be plain data."""
+        if action not in self.actions:
+            raise ValueError(f"unknown timer action {action!r}")
+        seq, self._seq = self._seq, self._seq + 1
+        heapq.heappush(self._timers, (self.clock.now_ns() + max(0, delay_ns), seq, action, args))
+
+    def _timer_send(self, index: int, serial: int, msg_id: int, opcode: int, payload: bytes) -> None:
+        """A delayed message, sent past any interposer, if its channel is still open."""
+        ch = self.mailbox.channel(index, serial) if self.mailbox is not None else None
+        if ch is not None:
+            ch.transmit(msg_id, opcode, payload)
 
     def poll(self) -> None:
         now = self.clock.now_ns()
         while self._timers and self._timers[0][0] <= now:
-            _, _, fn = heapq.heappop(self._timers)
+            _, _, action, args = heapq.heappop(self._timers)
             try:
-                fn()
+                self.actions[action](*args)
             except Exception:
                 self.stats["internal_errors"] += 1
                 log.exception("internal error in delayed work")
@@ -144,6 +184,51 @@ class NpuDevice:
 
     def next_deadline_ns(self) -> int | None:
         return self._timers[0][0] if self._timers else None
+
+    # -- state (docs/spec/device.md §4) -------------------------------------------------------
+    def save(self) -> DeviceState:
+        """The blocks' state as plain data (BAR bytes are saved by the PCI function)."""
+        return DeviceState(
+            tuple(self.stats.items()), tuple(self._timers), self._seq, self.psp.save(),
+            self.smu.save(), self.mailbox.save() if self.mailbox is not None else None,
+            self.fw.save() if self.fw is not None else None,
+            self.ctx.save() if self.ctx is not None else None)
+
+    def load(self, st: DeviceState) -> None:
+        """Put the blocks back as saved; the firmware objects and channel handlers are
+        rebuilt from the saved image and context table, never copied."""
+        self.stats.clear()
+        self.stats.update(st.stats)
+        self._timers = list(st.timers)
+        heapq.heapify(self._timers)
+        self._seq = st.next_seq
+        self.psp.load(st.psp)
+        self.smu.load(st.smu)
+        self.fw = self.ctx = None
+        if self.mailbox is None:
+            return
+        by_chan = {}
+        if st.fw is not None:
+            self.fw = MgmtFirmware(self.chip, self.regs, self.mailbox, self.iommu, self.clock,
+                                   st.fw.image, self.stats)
+            self.ctx = ContextFirmware(self.fw)
+            if st.ctx is not None:
+                by_chan = self.ctx.load(st.ctx)
+        fw, ctx = self.fw, self.ctx
+
+        def handler(cs: ChannelState) -> Handler:
+            if cs.index in by_chan and ctx is not None:
+                return ctx.user_handler(by_chan[cs.index])
+            if cs.index == MGMT_CHANNEL and fw is not None:
+                return fw.dispatch
+            return _no_handler
+
+        if st.mailbox is not None:
+            self.mailbox.load(st.mailbox, handler)
+        if fw is not None and st.fw is not None:
+            fw.load(st.fw)
+        if ctx is not None:
+            ctx.bind_channels(by_chan)
 
     # -- session hooks (docs/spec/jobs.md §1) --------------------------------------------
     def proxy(self, pasid: int, opcode: int, payload: bytes) -> bytes:
@@ -185,3 +270,8 @@ class NpuDevice:
             "timers": len(self._timers),
             "counters": dict(self.stats),
         }
+
+
+def _no_handler(chan: Any, msg: Any) -> None:
+    """A channel the saved firmware no longer serves (cannot happen in a consistent save)."""
+    log.warning("channel %s: message %#x with no firmware behind it", chan.index, msg.id)

@@ -1,11 +1,13 @@
-"""MSI-X interrupt delivery: the vector table and PBA in BAR memory, eventfds as the wires.
+"""MSI-X interrupt delivery: the vector table and PBA in BAR memory, and the wires behind them.
 
 The table (16 bytes per vector: address, data, vector control) and the Pending Bit Array
 live in the shared BAR pages, so the host side reads and writes them directly; a write to
 the table is trapped (write log) and reported here through :meth:`table_written`. A vector
-is delivered by writing 1 to its eventfd, as vfio-user SET_IRQS does. When delivery is not
-possible (MSI-X disabled, function masked, vector masked, or no eventfd installed) the
-vector's PBA bit is set, and it is delivered as soon as the obstacle goes away.
+is delivered through the controller's *wires*: :class:`EventfdWires` write 1 to the
+vector's eventfd, as vfio-user SET_IRQS does (the daemon); :class:`CallbackWires` call a
+function (in-process tests and fuzzers). When delivery is not possible (MSI-X disabled,
+function masked, vector masked, or the vector's wire not connected) the vector's PBA bit
+is set, and it is delivered as soon as the obstacle goes away.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from .chips import Chip
 from .pci.caps import MSIX_ENTRY_CTRL, MSIX_ENTRY_CTRL_MASKBIT, MSIX_ENTRY_SIZE
@@ -22,10 +25,82 @@ from .pci.config import PciConfigSpace
 log = logging.getLogger(__name__)
 
 
+class Wires(Protocol):
+    """Where delivered vectors go (docs/spec/device.md §3)."""
+
+    def connected(self, vec: int) -> bool: ...
+
+    def fire(self, vec: int) -> bool: ...
+
+
+class EventfdWires:
+    """One eventfd per vector, installed by SET_IRQS; owned (closed) by this object."""
+
+    def __init__(self, vectors: int) -> None:
+        self._fds: list[int | None] = [None] * vectors
+        self.lock = threading.RLock()
+
+    def set(self, start: int, fds: Sequence[int]) -> None:
+        """Install eventfds for vectors ``start..start+len(fds)-1``.
+
+        The wires take ownership: an eventfd is closed when it is replaced or cleared, so a
+        client that vanishes cannot leak descriptors in the daemon.
+        """
+        n = len(self._fds)
+        if start < 0 or start + len(fds) > n:
+            raise ValueError(f"vectors {start}..{start + len(fds) - 1} outside 0..{n - 1}")
+        with self.lock:
+            for i, fd in enumerate(fds):
+                old = self._fds[start + i]
+                if old is not None and old != fd:
+                    _close_quietly(old)
+                self._fds[start + i] = fd
+
+    def clear(self, vectors: Sequence[int] | None = None) -> None:
+        """Remove (and close) the eventfds of ``vectors``, or of every vector."""
+        with self.lock:
+            for vec in range(len(self._fds)) if vectors is None else vectors:
+                fd = self._fds[vec] if 0 <= vec < len(self._fds) else None
+                if fd is not None:
+                    _close_quietly(fd)
+                    self._fds[vec] = None
+
+    def fd(self, vec: int) -> int | None:
+        return self._fds[vec]
+
+    def connected(self, vec: int) -> bool:
+        return self._fds[vec] is not None
+
+    def fire(self, vec: int) -> bool:
+        fd = self._fds[vec]
+        assert fd is not None
+        try:
+            os.eventfd_write(fd, 1)
+        except OSError as exc:  # closed fd or counter overflow: the interrupt is lost
+            log.warning("MSI-X vector %d: eventfd %d write failed: %s", vec, fd, exc)
+            return False
+        return True
+
+
+class CallbackWires:
+    """Every vector wired to one function (e.g. ``list.append``): always connected."""
+
+    def __init__(self, fn: Callable[[int], None]) -> None:
+        self.fn = fn
+
+    def connected(self, vec: int) -> bool:
+        return True
+
+    def fire(self, vec: int) -> bool:
+        self.fn(vec)
+        return True
+
+
 class MsixController:
     """Raise, mask and pend MSI-X vectors of one function."""
 
-    def __init__(self, chip: Chip, config: PciConfigSpace, bar_mem: memoryview) -> None:
+    def __init__(self, chip: Chip, config: PciConfigSpace, bar_mem: memoryview,
+                 wires: Wires | None = None) -> None:
         self.chip = chip
         self.config = config
         self.layout = chip.msix
@@ -38,38 +113,28 @@ class MsixController:
             self.layout.table_offset + self.table_size, self.layout.pba_offset + self.pba_size
         ) > len(self.mem):
             raise ValueError(f"{chip.name}: MSI-X table/PBA do not fit in BAR{self.layout.bar}")
-        self._fds: list[int | None] = [None] * self.vectors
+        self.wires: Wires = wires if wires is not None else EventfdWires(self.vectors)
         self._lock = threading.RLock()
         self.stats: dict[str, int] = {"delivered": 0, "pended": 0, "dropped": 0}
         self.reset()
 
-    # -- eventfds ------------------------------------------------------------------------
-    def set_eventfds(self, start: int, fds: Sequence[int]) -> None:
-        """Install eventfds for vectors ``start..start+len(fds)-1``.
+    # -- eventfds (the daemon's wires) ---------------------------------------------------
+    def _eventfds(self) -> EventfdWires:
+        if not isinstance(self.wires, EventfdWires):
+            raise TypeError("this function's vectors are not wired to eventfds")
+        return self.wires
 
-        The controller takes ownership: it closes an eventfd when it is replaced or cleared,
-        so a client that vanishes cannot leak descriptors in the daemon.
-        """
-        if start < 0 or start + len(fds) > self.vectors:
-            raise ValueError(
-                f"vectors {start}..{start + len(fds) - 1} outside 0..{self.vectors - 1}"
-            )
+    def set_eventfds(self, start: int, fds: Sequence[int]) -> None:
+        """Install eventfds for vectors ``start..start+len(fds)-1`` (ownership passes to
+        the wires) and deliver what was pending on them."""
         with self._lock:
-            for i, fd in enumerate(fds):
-                old = self._fds[start + i]
-                if old is not None and old != fd:
-                    _close_quietly(old)
-                self._fds[start + i] = fd
+            self._eventfds().set(start, fds)
             self._flush_pending()
 
     def clear_eventfds(self, vectors: Sequence[int] | None = None) -> None:
         """Remove (and close) the eventfds of ``vectors``, or of every vector."""
         with self._lock:
-            for vec in range(self.vectors) if vectors is None else vectors:
-                fd = self._fds[vec] if 0 <= vec < self.vectors else None
-                if fd is not None:
-                    _close_quietly(fd)
-                    self._fds[vec] = None
+            self._eventfds().clear(vectors)
 
     # -- table/PBA access ----------------------------------------------------------------
     def _ctrl_off(self, vec: int) -> int:
@@ -92,16 +157,11 @@ class MsixController:
             cfg.msix_enabled
             and not cfg.msix_function_masked
             and not self.vector_masked(vec)
-            and self._fds[vec] is not None
+            and self.wires.connected(vec)
         )
 
     def _deliver(self, vec: int) -> bool:
-        fd = self._fds[vec]
-        assert fd is not None
-        try:
-            os.eventfd_write(fd, 1)
-        except OSError as exc:  # closed fd or counter overflow: the interrupt is lost
-            log.warning("MSI-X vector %d: eventfd %d write failed: %s", vec, fd, exc)
+        if not self.wires.fire(vec):
             self.stats["dropped"] += 1
             return False
         self.stats["delivered"] += 1

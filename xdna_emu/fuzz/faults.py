@@ -1,7 +1,7 @@
 """Firmware fault injector: the misbehaviours of docs/spec/fuzzing.md §2, for shim-side fuzzing.
 
-It wraps the firmware side of a device model: each mailbox channel's ``send`` (every
-response and async message goes through it) and the mailbox engine's interrupt. A fault is
+It is the mailbox engine's interposer (docs/spec/device.md §5): every response and async
+message a channel sends, and every channel interrupt, pass through it. A fault is
 armed for the next ``count`` messages (``arm``) or drawn at random from a seed (``rate``),
 so runs replay exactly. Every injected fault is logged as a trace-style line
 (``fault <kind> chan=<i> id=<id>``) in :attr:`FaultInjector.log`.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import random
 import struct
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,29 +55,16 @@ class FaultInjector:
 
     # -- setup ---------------------------------------------------------------------------
     def install(self, device: Any, clock: Any = None) -> None:
-        """Hook ``device``'s mailbox engine (idempotent across device resets)."""
+        """Interpose on ``device``'s mailbox engine (idempotent across device resets)."""
         self.device = device
-        eng = device.mailbox
-        if eng is None or getattr(eng, "_fault_injector", None) is self:
-            return
-        eng._fault_injector = self
-        orig_open, orig_irq = eng.open_channel, eng.irq
+        if device.mailbox is not None:
+            device.mailbox.interposer = self
 
-        def open_channel(*a: Any, **kw: Any) -> MailboxChannel:
-            ch = orig_open(*a, **kw)
-            base = ch.send
-            ch.send = lambda mid, op, payload, _c=ch, _b=base: self._send(_c, _b, mid, op, payload)
-            return ch
-
-        def irq(vector: int) -> None:
-            if self._no_irq > 0:
-                self._no_irq -= 1
-                return
-            orig_irq(vector)
-
-        eng.open_channel = open_channel
-        eng.irq = irq
-        self._raw_irq = orig_irq
+    def allow_irq(self, vector: int) -> bool:
+        if self._no_irq > 0:
+            self._no_irq -= 1
+            return False
+        return True
 
     def reset(self) -> None:
         self.armed.clear()
@@ -99,9 +85,9 @@ class FaultInjector:
             return False
         self._note(kind, ch, 0)
         if kind == "unsolicited":
-            MailboxChannel.send(ch, 0, 0x10C, struct.pack("<II", 0, 0))
+            ch.transmit(0, 0x10C, struct.pack("<II", 0, 0))
         elif kind == "irq_empty":
-            self._raw_irq(ch.vector)
+            eng.raw_irq(ch.vector)
         else:
             raise ValueError(f"unknown action fault {kind!r}")
         return True
@@ -126,8 +112,9 @@ class FaultInjector:
         ch.outq.append(pkt)
         ch.flush()
 
-    def _send(self, ch: MailboxChannel, base: Callable[[int, int, bytes], None], mid: int,
-              op: int, payload: bytes) -> None:
+    def send(self, ch: MailboxChannel, mid: int, op: int, payload: bytes) -> None:
+        """The interposer hook: every message a channel sends comes here first."""
+        base = ch.transmit
         a = self._pick(ch) if ch.open else None
         stale = self._last_id.get(ch.index, MAGIC | 0xFF)
         if mid:
@@ -142,7 +129,7 @@ class FaultInjector:
             return
         if k == "late":
             delay = (a.arg or 6000) * 1_000_000  # default: past RX_TIMEOUT (5 s)
-            self.device.schedule(delay, lambda: base(mid, op, payload))
+            self.device.schedule(delay, "mailbox_send", ch.index, ch.serial, mid, op, payload)
         elif k == "dup":
             base(mid, op, payload)
             base(mid, op, payload)

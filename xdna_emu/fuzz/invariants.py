@@ -171,23 +171,35 @@ class Checker:
     def reset(self) -> None:
         self.model.reset()
         self.pending: InvariantViolation | None = None
+        #: per channel opening (index, serial): its msgs_out at its last interrupt
+        self.irq_seen: dict[tuple[int, int], int] = {}
+
+    def save(self) -> dict[str, Any]:
+        """The checker's state as plain data (for a session snapshot)."""
+        return {"model": dict(vars(self.model)), "pending": self.pending,
+                "irq_seen": dict(self.irq_seen)}
+
+    def load(self, st: dict[str, Any]) -> None:
+        vars(self.model).update(st["model"])
+        self.pending = st["pending"]
+        self.irq_seen = dict(st["irq_seen"])
 
     # -- around every device entry (mmio_write, poll, proxy, reset) ---------------------------
     def on_irq(self, vector: int) -> None:
         """Called by the device as it raises a vector. It runs inside the device, which
         would swallow an exception, so a violation is kept and raised after the entry."""
-        self.s.td.irqs.append(vector)
         mb = self.s.dev.mailbox
         why = None
         if not 0 <= vector < self.vectors:
             why = ("irq_range", f"vector {vector} raised, chip has {self.vectors}")
         else:
+            seen = self.irq_seen
             fresh = [ch for ch in (mb.channels.values() if mb else ())
-                     if ch.vector == vector and ch.msgs_out > getattr(ch, "_fuzz_irq_seen", 0)]
+                     if ch.vector == vector and ch.msgs_out > seen.get((ch.index, ch.serial), 0)]
             if not fresh:
                 why = ("irq_spurious", f"vector {vector} raised with no new response")
             for ch in fresh:
-                ch._fuzz_irq_seen = ch.msgs_out  # type: ignore[attr-defined]
+                seen[(ch.index, ch.serial)] = ch.msgs_out
         if why and self.pending is None:
             self.pending = InvariantViolation(*why)
 

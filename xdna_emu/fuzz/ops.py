@@ -17,32 +17,28 @@ bring-up, create a context, submit a chain) let the fuzzer get past magics and s
 :class:`Snapshot` makes repeated prefixes cheap: :func:`run_input` restores the state
 after the longest input prefix that ran before (a bring-up, a context, a long op run)
 instead of replaying it, and :meth:`DeviceHarness.start` does the same for a machine's start.
-A restore is exact (tests/test_fuzz_snapshot.py); the trace replayer does not use it.
+The device part is :meth:`PciFunction.save`/:meth:`~PciFunction.restore` (docs/spec/
+device.md §4); the test driver's objects are recorded field by field. A restore is exact
+(tests/test_fuzz_snapshot.py); the trace replayer does not use it.
+
+The session sees the device only through the function's :class:`Observer` hook: every
+write (the test driver's too), interrupt, poll, proxy and reset is checked as it happens.
 """
 
 from __future__ import annotations
 
-import enum
-import functools
 import inspect
-import itertools
-import logging
-import mmap
 import struct
 import time
-import types
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from .. import kernels
 from ..chips import Chip, MailboxLayout, load_chip
 from ..clock import VirtualClock
 from ..fw.image import build_image
-from ..fw.mailbox import Message
 from ..fw.messages import (
     LAYOUTS,
     MSG_HEADER,
@@ -52,6 +48,9 @@ from ..fw.messages import (
     PspCmd,
     sz_ver,
 )
+from ..pci.config import CMD_MASTER, COMMAND
+from ..pci.function import FunctionState, MappingState, Observer
+from ..testing.pyctx import PyClient, PyContext
 from ..testing.pydriver import FW_IOVA, DriverChannel, DriverError, PyDriver, make_test_device
 from .invariants import Checker, DeviceCrash, Failure, Hang
 from .lang import Op, TraceError, check_expect
@@ -118,42 +117,15 @@ def chan_layouts(chip: Chip) -> list[ChanLayout]:
 # -- snapshots ------------------------------------------------------------------------------
 #: DeviceHarness attributes that are per-input state (everything else is fixed at construction)
 STATE_ATTRS = ("drv", "clients", "contexts", "bos", "pending", "executed", "events", "polled",
-               "steps", "irq_mark", "clock")
-_DICT, _LIST, _DEQUE, _SET, _BYTES = range(5)
-_ATOMIC = (int, float, complex, str, bytes, range, enum.Enum, type, types.ModuleType,
-           struct.Struct, logging.Logger, BaseException, type(None), type(Ellipsis))
-_FROZEN: dict[type, bool] = {}
-#: exact types with nothing to record or walk (frozen, immutable fields only)
-_IMMUTABLE = {int, bool, float, str, bytes, type(None), Op, Message}
-#: per exact type: skipped by :func:`capture` (immutable or atomic)? Filled as types are met,
-#: so the isinstance walk over ``_ATOMIC`` runs once per type, not once per object.
-_SKIP: dict[type, bool] = dict.fromkeys(_IMMUTABLE, True)
+               "steps", "irq_mark")
+#: the test driver's classes whose objects a snapshot records, field by field
+HOST_TYPES = (PyDriver, DriverChannel, PyClient, PyContext)
+_COPIED = (list, dict, Counter)
 
 
-def _count_value(c: itertools.count) -> int:
-    """Where an ``itertools.count`` (step 1) stands: it cannot be rewound, only replaced."""
-    text = repr(c)
-    if not text.startswith("count(") or "," in text:
-        raise TypeError(f"cannot snapshot {text}")
-    return int(text[6:-1])
-
-
-def _counts(saved: dict, seen: set[int]) -> tuple[tuple[Any, int], ...]:
-    """Counters held in a dict: restored as new counters at the recorded position."""
-    out = []
-    for k, v in saved.items():
-        if type(v) is itertools.count:
-            out.append((k, _count_value(v)))
-            seen.add(id(v))
-    return tuple(out)
-
-
-def _frozen(t: type) -> bool:
-    f = _FROZEN.get(t)
-    if f is None:
-        params = getattr(t, "__dataclass_params__", None)
-        f = _FROZEN[t] = bool(params is not None and params.frozen)
-    return f
+def _copy(v: Any) -> Any:
+    """One level of copy: the containers a host object or the session mutates in place."""
+    return type(v)(v) if type(v) in _COPIED else v
 
 
 def straddles(data: bytes, end: int) -> bool:
@@ -168,110 +140,47 @@ def straddles(data: bytes, end: int) -> bool:
 class Snapshot:
     """The complete state of a :class:`DeviceHarness` at one moment, restorable in place.
 
-    Nothing is copied as a new object graph: every mutable object reachable from the
-    device, the IOMMU, the checker and the session's per-input attributes is recorded with
-    a shallow copy of its contents, and :meth:`DeviceHarness.restore` writes those contents back
-    into the same objects. So identities (bound methods, closures, channels shared by the
-    firmware and the test driver, views into BAR and host memory) all stay valid, and a
-    restore costs one container update per object plus one copy of each memory.
+    ``fn`` is the device (:meth:`PciFunction.save`, plain data). ``memory`` names the host
+    buffers behind the IOMMU mappings by (PASID, address), so a restore refills the very
+    buffers the test driver's objects hold. ``host`` records the fields of each of those
+    objects (:data:`HOST_TYPES`), ``attrs`` the session's own per-input state.
     """
 
-    __slots__ = ("recs", "bars", "attrs", "nbytes", "n", "g", "end")
+    __slots__ = ("fn", "memory", "host", "attrs", "checker", "irqs", "n", "g", "end")
 
-    def __init__(self, recs: list[tuple[int, Any, Any, tuple]], bars: list[tuple[np.ndarray, np.ndarray]],
-                 attrs: dict[str, Any], nbytes: int) -> None:
-        self.recs, self.bars, self.attrs, self.nbytes = recs, bars, attrs, nbytes
+    def __init__(self, fn: FunctionState, memory: dict[tuple[int, int], Any],
+                 host: list[tuple[Any, dict[str, Any]]], attrs: dict[str, Any],
+                 checker: dict[str, Any], irqs: list[int]) -> None:
+        self.fn, self.memory, self.host, self.attrs = fn, memory, host, attrs
+        self.checker, self.irqs = checker, irqs
         self.n = self.g = self.end = 0  # interpreter position (budget, groups, byte offset)
 
 
-def capture(roots: list[Any], skip: set[int]) -> tuple[list[tuple[int, Any, Any, tuple]], int]:
-    """Record the contents of every mutable object reachable from ``roots``; objects whose
-    id is in ``skip`` (and chip data) are shared, not recorded. Raises TypeError on a kind
-    of state it could not restore exactly."""
-    seen = set(skip)
-    recs: list[tuple[int, Any, Any, tuple]] = []
-    nbytes = 0
-    stack = list(roots)
-    push = stack.append
-    skip_type = _SKIP
-    while stack:
-        x = stack.pop()
-        t = type(x)
-        skipped = skip_type.get(t)
-        if skipped is None:
-            skipped = isinstance(x, _ATOMIC)
-            if skipped == issubclass(t, _ATOMIC):  # not an object lying about its __class__
-                skip_type[t] = skipped
-        if skipped:
-            continue
-        i = id(x)
-        if i in seen:
-            continue
-        seen.add(i)
-        if isinstance(x, dict):
-            saved = dict(x)
-            recs.append((_DICT, x, saved, _counts(saved, seen)))
-            stack.extend(saved)
-            stack.extend(saved.values())
-        elif t is list:
-            recs.append((_LIST, x, x[:], ()))
-            stack.extend(x)
-        elif t is deque:
-            recs.append((_DEQUE, x, list(x), ()))
-            stack.extend(x)
-        elif t is set:
-            recs.append((_SET, x, set(x), ()))
-            stack.extend(x)
-        elif t is tuple or t is frozenset:
-            stack.extend(x)
-        elif t is bytearray or t is mmap.mmap:
-            recs.append((_BYTES, x, bytes(x), ()))
-            nbytes += len(x)
-        elif t is memoryview:
-            push(x.obj)
-        elif t is np.ndarray:
-            if x.base is None:
-                raise TypeError("cannot snapshot a numpy array that owns its memory")
-            push(x.base)
-        elif t is types.MethodType or t is types.BuiltinMethodType:
-            push(x.__self__)
-        elif t is types.FunctionType:
-            for cell in x.__closure__ or ():
-                push(cell.cell_contents)
-            stack.extend(x.__defaults__ or ())
-            stack.extend((x.__kwdefaults__ or {}).values())
-        elif t is functools.partial:
-            stack.extend((x.func, x.args, x.keywords))
-        elif t.__module__.startswith("xdna_emu.chips"):
-            continue  # chip data: fixed
-        elif hasattr(x, "__dict__") and not hasattr(t, "__slots__"):
-            d = x.__dict__
-            if not _frozen(t):
-                saved = dict(d)
-                recs.append((_DICT, d, saved, _counts(saved, seen)))
-                seen.add(id(d))
-            stack.extend(d.values())
-        else:
-            raise TypeError(f"cannot snapshot a {t.__module__}.{t.__qualname__}")
-    return recs, nbytes
+class Guard(Observer):
+    """The session's view of its function: the checker's invariants around every write,
+    interrupt and entry, whoever makes them (ops or the test driver)."""
 
+    def __init__(self, session: DeviceHarness) -> None:
+        self.s = session
+        self.checker = chk = session.checker
+        # the write path is hot: the checker's own methods are the hooks
+        self.before_write = chk.before_write  # type: ignore[method-assign]
+        self.after_write = chk.after_write  # type: ignore[method-assign]
+        self.irq = chk.on_irq  # type: ignore[method-assign]
 
-def restore_records(recs: list[tuple[int, Any, Any, tuple]]) -> None:
-    """Write recorded contents back into the very objects they came from."""
-    for kind, obj, saved, fix in recs:
-        if kind == _DICT:
-            obj.clear()
-            obj.update(saved)
-            for k, v in fix:
-                obj[k] = itertools.count(v)
-        elif kind == _LIST or kind == _BYTES:
-            obj[:] = saved
-        elif kind == _DEQUE:
-            obj.clear()
-            obj.extend(saved)
-        else:
-            obj.clear()
-            obj.update(saved)
+    def before_write(self, bar: int, offset: int, value: int) -> Any:
+        return self.checker.before_write(bar, offset, value)
+
+    def after_write(self, token: Any) -> None:
+        self.checker.after_write(token)
+
+    def irq(self, vector: int) -> None:
+        self.checker.on_irq(vector)
+
+    def after_entry(self, what: str) -> None:
+        self.checker.raise_pending()
+        if what == "poll":
+            self.s.polled = True
 
 
 class DeviceHarness:
@@ -281,18 +190,14 @@ class DeviceHarness:
         self.chip = load_chip(chip) if isinstance(chip, str) else chip
         if not self.chip.emulated:
             raise TraceError(f"{self.chip.name}: only emulated chips can be fuzzed")
-        self.td = make_test_device(self.chip)
-        self.dev, self.regs, self.iommu = self.td.device, self.td.regs, self.td.iommu
-        self.clock = VirtualClock()
-        # every entry into the device, from any caller (the test driver too), is guarded
-        self._raw_write, self._raw_poll, self._raw_proxy = (
-            self.dev.mmio_write, self.dev.poll, self.dev.proxy)
-        self.dev.mmio_write = self._mmio_write  # type: ignore[method-assign]
-        self.dev.poll = self.poll  # type: ignore[method-assign]
-        self.dev.proxy = self._proxy  # type: ignore[method-assign]
+        self.td = make_test_device(self.chip, VirtualClock())
+        self.fn = self.td.fn
+        self.dev, self.regs, self.iommu = self.fn.device, self.fn.regs, self.fn.iommu
+        self.clock: VirtualClock = self.fn.clock  # type: ignore[assignment]
         self._arity: dict[str, tuple[Callable[..., Any], int, float]] = {}
         self.checker = Checker(self)
-        self.dev._raise_irq = self.checker.on_irq  # checked as it happens
+        # every entry into the device, from any caller (the test driver too), is checked
+        self.fn.observe(Guard(self))
         self.chans = chan_layouts(self.chip)
         self.targets = self._targets()
         self.events: Counter[str] = Counter()
@@ -308,26 +213,26 @@ class DeviceHarness:
         self.snaps: OrderedDict[Any, Snapshot] = OrderedDict()
         self.snap_stats: Counter[str] = Counter()
         self._seen_prefixes: set[bytes] = set()
-        self._bar_ids = {id(m.obj) for m in self.regs.bytes.values()}
         self.fresh()
 
     # -- lifecycle ------------------------------------------------------------------------
     def fresh(self) -> DeviceHarness:
-        """Power-on state without reallocating: FLR, MSI-X area and counters cleared."""
-        dev = self.dev
-        dev.reset()
-        m = self.chip.msix
-        msix = self.regs.bytes[m.bar]
-        msix[m.table_offset : m.table_offset + m.table_size] = bytes(m.table_size)
-        msix[m.pba_offset : m.pba_offset + m.pba_size] = bytes(m.pba_size)
-        for key in dev.stats:
-            dev.stats[key] = 0
+        """Power-on state without reallocating: FLR of config space and device, counters
+        cleared, no DMA, time 0, then enabled as the PCI core would."""
+        fn = self.fn
+        self.checker.reset()  # nothing pending from an earlier input may fire in the reset
+        fn.driver = None
+        fn.config.reset()
+        fn.reset()
+        for counters in (self.dev.stats, fn.stats, fn.msix.stats):
+            for key in counters:
+                counters[key] = 0
         self.iommu.clear()
         self.iommu.faults.clear()
-        self.iommu.bus_master = lambda: True
+        fn.enable()
         self.td.irqs.clear()
-        self.clock = VirtualClock()
-        dev.clock = self.td.clock = self.clock
+        self.td.delivered.clear()
+        self.clock.set(0)
         self.checker.reset()
         self.drv: PyDriver | None = None
         self.clients: list[Any] = []
@@ -341,21 +246,41 @@ class DeviceHarness:
         self.irq_mark = 0  # for ``expect irqs``
         return self
 
+    def _host_objects(self) -> list[Any]:
+        """The test driver's live objects: the driver, its channels, clients, contexts."""
+        objs: list[Any] = []
+        if self.drv is not None:
+            objs.append(self.drv)
+            if self.drv.mgmt is not None:
+                objs.append(self.drv.mgmt)
+        objs.extend(self.clients)
+        for ctx in self.contexts:
+            objs += [ctx, ctx.chan]
+        return objs
+
     def snapshot(self) -> Snapshot:
-        """Everything a later op could observe or change: device, firmware objects, timers,
-        BAR bytes, IOMMU spaces and host memory, clock, driver helpers, checker, counters."""
-        attrs = {k: self.__dict__[k] for k in STATE_ATTRS}
-        skip = {id(self), id(self.chip), id(self.regs), *self._bar_ids}
-        recs, nbytes = capture([self.dev, self.td, self.iommu, self.checker, attrs], skip)
-        bars = [(arr, arr.copy()) for arr in self.regs.arrays.values()]
-        return Snapshot(recs, bars, attrs, nbytes + sum(a.nbytes for a, _ in bars))
+        """Everything a later op could observe or change: the function (device, BARs,
+        IOMMU, host memory, clock), the driver helpers, the checker and the counters."""
+        memory = {(pasid, m.address): m.mem
+                  for pasid, space in self.iommu.spaces.items() for m in space.maps}
+        host = [(o, {k: _copy(v) for k, v in vars(o).items()}) for o in self._host_objects()]
+        attrs = {k: _copy(self.__dict__[k]) for k in STATE_ATTRS}
+        return Snapshot(self.fn.save(), memory, host, attrs, self.checker.save(),
+                        list(self.td.irqs))
 
     def restore(self, snap: Snapshot) -> DeviceHarness:
-        """Put the session back exactly as it was when ``snap`` was taken (no reallocation)."""
-        restore_records(snap.recs)
-        for arr, saved in snap.bars:
-            np.copyto(arr, saved)
-        self.__dict__.update(snap.attrs)
+        """Put the session back exactly as it was when ``snap`` was taken (no reallocation
+        of BARs or host buffers: the driver's views into them stay valid)."""
+
+        def memory(ms: MappingState) -> Any:
+            return snap.memory[(ms.pasid, ms.address)]
+
+        self.fn.restore(snap.fn, memory)
+        for obj, fields in snap.host:
+            obj.__dict__.update({k: _copy(v) for k, v in fields.items()})
+        self.__dict__.update({k: _copy(v) for k, v in snap.attrs.items()})
+        self.checker.load(snap.checker)
+        self.td.irqs[:] = snap.irqs
         self.snap_stats["restored"] += 1
         return self
 
@@ -408,33 +333,19 @@ class DeviceHarness:
         out += [(m.bar, m.table_offset + 12, "msix0.ctrl"), (m.bar, m.pba_offset, "msix.pba")]
         return sorted(set(out))
 
-    # -- device entries, all guarded ---------------------------------------------------------
-    def _mmio_write(self, bar: int, offset: int, value: int) -> None:
-        chk = self.checker
-        pred = chk.before_write(bar, offset, value)
-        try:
-            self._raw_write(bar, offset, value)
-        except Exception as exc:  # noqa: BLE001 - anything escaping is the finding
-            raise DeviceCrash(type(exc).__name__, f"mmio_write({bar}, {offset:#x}): {exc!r}") from exc
-        chk.after_write(pred)
-
+    # -- device entries (the Guard observer checks each one) ------------------------------------
     def _guarded(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call a function entry; an exception escaping the device (not a finding of the
+        observers, not an errno) is a crash."""
         try:
-            out = fn(*args)
-        except OSError:
-            self.checker.raise_pending()
+            return fn(*args)
+        except (Failure, OSError):
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - anything escaping is the finding
             raise DeviceCrash(type(exc).__name__, f"{what}: {exc!r}") from exc
-        self.checker.raise_pending()
-        return out
 
     def poll(self) -> None:
-        self._guarded("poll", self._raw_poll)
-        self.polled = True
-
-    def _proxy(self, pasid: int, opcode: int, payload: bytes) -> bytes:
-        return self._guarded("proxy", self._raw_proxy, pasid, opcode, payload)
+        self._guarded("poll", self.fn.poll)
 
     # -- applying ops -----------------------------------------------------------------------
     def apply(self, op: Op) -> None:
@@ -469,13 +380,15 @@ class DeviceHarness:
             self.apply(op)
 
     def v_w32(self, bar: int, off: int, value: int) -> None:
-        self.dev.mmio_write(bar, off, value)
+        try:
+            self.fn.mmio_write(bar, off, value)
+        except Failure:
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything escaping the device is the finding
+            raise DeviceCrash(type(exc).__name__, f"mmio_write({bar}, {off:#x}): {exc!r}") from exc
 
     def v_r32(self, bar: int, off: int) -> int:
-        words = self.regs.words.get(bar)
-        if words is None or off < 0 or off & 3 or off >= len(words) * 4:
-            return 0xFFFFFFFF  # an absent register reads as all ones
-        return words[off >> 2]
+        return self.fn.mmio_read(bar, off)
 
     def v_shm(self, bar: int, off: int, data: bytes) -> None:
         mem = self.regs.bytes.get(bar)
@@ -492,13 +405,13 @@ class DeviceHarness:
     def v_dma_map(self, pasid: int, addr: int, size: int, perm: int) -> None:
         if 0 < size <= MAX_MAP:
             try:
-                self.iommu.map(pasid, addr, size, perm & 3, None, mem=bytearray(size))
+                self.fn.dma_map(pasid, addr, size, perm & 3, None, mem=bytearray(size))
             except (ValueError, FileExistsError):
                 self.events["dma_map_refused"] += 1
 
     def v_dma_unmap(self, pasid: int, addr: int, size: int) -> None:
         try:
-            self.iommu.unmap(pasid, addr, size)
+            self.fn.dma_unmap(pasid, addr, size)
         except FileNotFoundError:
             pass
 
@@ -507,7 +420,7 @@ class DeviceHarness:
         self.poll()
 
     def v_reset(self) -> None:
-        self._guarded("reset", self.dev.reset)
+        self._guarded("reset", self.fn.reset)
         self.drv, self.clients, self.contexts, self.pending = None, [], [], []
         self.checker.after_reset()
         self.events["reset"] += 1
@@ -526,7 +439,7 @@ class DeviceHarness:
             fn(*args)
         except DriverError as exc:  # what a driver would turn into an errno: fine
             self.events[f"driver_{exc.errno}"] += 1
-        except OSError as exc:  # NpuDevice.proxy refusals
+        except OSError as exc:  # PciFunction.proxy refusals
             self.events[f"proxy_{exc.errno}"] += 1
 
     def v_expect(self, *args: Any) -> None:
@@ -534,9 +447,9 @@ class DeviceHarness:
 
     # -- faults -----------------------------------------------------------------------------
     def f_bus_master(self, on: int) -> None:
-        """The host clears/sets bus mastering: every DMA faults while off."""
-        flag = bool(on)
-        self.iommu.bus_master = lambda: flag
+        """The host clears/sets bus mastering in config space: every DMA faults while off."""
+        cmd = self.fn.config.command & ~CMD_MASTER | (CMD_MASTER if on else 0)
+        self.fn.config_write(COMMAND, cmd.to_bytes(2, "little"))
 
     # -- semantic calls -------------------------------------------------------------------
     def _driver(self) -> PyDriver:
@@ -610,8 +523,6 @@ class DeviceHarness:
         raise Hang("mgmt_reply", f"opcode {opcode:#x} id {mid:#x} consumed but never answered")
 
     def c_client(self, pasid: int = 1) -> None:
-        from ..testing.pyctx import PyClient
-
         drv = self._driver()
         pasid &= 0xFFFF
         va = CLIENT_VA + (pasid << 24)
@@ -622,8 +533,6 @@ class DeviceHarness:
                                      chunk=CLIENT_HEAP, proxied=bool(pasid)))
 
     def c_ctx_create(self, client: int = 0, start_col: int = -1, num_col: int = 1) -> None:
-        from ..testing.pyctx import PyContext
-
         if not self.clients:
             self.c_client(0)
         cl = self.clients[client % len(self.clients)]
@@ -674,7 +583,7 @@ class DeviceHarness:
         self.events["job_unanswered"] += 1
 
     def c_proxy(self, pasid: int, opcode: int, payload: bytes = b"") -> None:
-        self.dev.proxy(pasid, opcode, payload)
+        self._guarded("proxy", self.fn.proxy, pasid, opcode, payload)
         self.events["proxy_ok"] += 1
 
     # -- state summary (coverage proxy and Hypothesis events) ------------------------------

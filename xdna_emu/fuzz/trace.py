@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from ..pci.function import Observer
 from .invariants import Failure
 from .lang import Op, TraceError, format_op, status_value, typed_operands
 from .ops import DeviceHarness, image_for
@@ -293,8 +294,9 @@ def _runs(a: np.ndarray, b: np.ndarray, gap: int = 16) -> list[tuple[int, int]]:
     return [(s & ~3, min(len(a), (e + 3) & ~3)) for s, e in out]
 
 
-class Recorder:
-    """Record what driver code does to a session's device as trace ops.
+class Recorder(Observer):
+    """Record what driver code does to a session's device as trace ops (an observer of
+    the session's PCI function).
 
     Every trapped write becomes ``w32``, preceded by ``shm``/``host`` lines for the host's
     plain stores since the last write (found by diffing against shadows) and followed by
@@ -308,12 +310,8 @@ class Recorder:
         self.expect_device = expect_device
         self._shadow = {b: np.array(m, dtype=np.uint8) for b, m in self.s.regs.bytes.items()}
         self._host: list[tuple[int, int, Any, np.ndarray]] = []
-        self._inner_write = self.s.dev.mmio_write
-        self.s.dev.mmio_write = self._write  # type: ignore[method-assign]
-        self._inner_map, self._inner_unmap = self.s.iommu.map, self.s.iommu.unmap
-        self.s.iommu.map = self._map  # type: ignore[method-assign]
-        self.s.iommu.unmap = self._unmap  # type: ignore[method-assign]
         self.irq_mark = 0
+        self.s.fn.observe(self)
 
     def _host_diffs(self) -> None:
         for pasid, addr, mem, shadow in self._host:
@@ -334,14 +332,15 @@ class Recorder:
                     self.ops.append(Op("expect", ("bytes", str(bar), hex(a), data.hex())))
             shadow[:] = cur
 
-    def _write(self, bar: int, off: int, value: int) -> None:
+    def before_write(self, bar: int, off: int, value: int) -> None:
         self._host_diffs()
         self._bar_diffs("shm")
         self.ops.append(Op("w32", (bar, off, value)))
         sh = self._shadow.get(bar)
         if sh is not None and 0 <= off and not off & 3 and off + 4 <= sh.size:
             sh[off : off + 4] = np.frombuffer(int(value & 0xFFFFFFFF).to_bytes(4, "little"), np.uint8)
-        self._inner_write(bar, off, value)
+
+    def after_write(self, token: None) -> None:
         self._bar_diffs("expect")
         irqs = self.s.td.irqs[self.irq_mark:]
         if irqs and self.expect_device:
@@ -349,9 +348,7 @@ class Recorder:
         self.irq_mark = len(self.s.td.irqs)
         self.s.irq_mark = self.irq_mark
 
-    def _map(self, pasid: int, address: int, size: int, perm: int, fd: Any, offset: int = 0,
-             owner: int = 0, mem: Any = None) -> Any:
-        m = self._inner_map(pasid, address, size, perm, fd, offset, owner, mem)
+    def dma_mapped(self, pasid: int, address: int, size: int, perm: int, mem: Any) -> None:
         img = image_for(self.s.chip)
         data = bytes(mem) if mem is not None else b""
         if pasid == 0 and data[: len(img)] == img and not any(data[len(img):]):
@@ -361,10 +358,8 @@ class Recorder:
             self.ops.append(Op("dma_map", (pasid, address, size, perm)))
             if mem is not None:
                 self._host.append((pasid, address, mem, np.zeros(size, dtype=np.uint8)))
-        return m
 
-    def _unmap(self, pasid: int, address: int, size: int) -> None:
-        self._inner_unmap(pasid, address, size)
+    def dma_unmapped(self, pasid: int, address: int, size: int) -> None:
         self.ops.append(Op("dma_unmap", (pasid, address, size)))
         self._host = [h for h in self._host if (h[0], h[1]) != (pasid, address)]
 

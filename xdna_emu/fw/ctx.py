@@ -23,7 +23,8 @@ import logging
 import struct
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import ClassVar
 
 from .. import kernels
 from ..iommu import DMA_READ, DMA_WRITE, IommuFault
@@ -144,6 +145,45 @@ class HwContext:
         }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class HwContextState:
+    """Saved state of one context: every :class:`HwContext` field as plain data, its
+    channel by index and its held messages as (opcode, id, payload)."""
+
+    id: int
+    pasid: int
+    priority: int
+    start_col: int
+    num_col: int
+    msix: int
+    chan: int | None
+    chunks: tuple[tuple[int, int, int], ...]
+    cus: tuple[int, ...]
+    queue: tuple[tuple[int, int, bytes], ...]
+    hung: bool
+    submitted: int
+    completed: int
+    failed: int
+    cmds_done: int
+    cur_idx: int
+    cur_kernel: int
+    fatal: int
+    last_status: int
+    last_cmd_status: int
+    last_fail_idx: int
+
+
+@dataclass(frozen=True)
+class CtxFwState:
+    VERSION: ClassVar[int] = 1
+    contexts: tuple[HwContextState, ...]
+
+
+#: HwContext fields saved as they are (ints and bools)
+_PLAIN_FIELDS = tuple(f.name for f in fields(HwContextState)
+                      if f.name not in ("chan", "chunks", "cus", "queue"))
+
+
 class ProxyChannel:
     """Stands in for the mgmt channel when a client session's op is proxied: it keeps the
     reply instead of writing it to a ring, and names the caller's PASID."""
@@ -233,8 +273,8 @@ class ContextFirmware:
                     return self._err(Opcode.CREATE_CONTEXT, Status.MGMT_ERT_NOAVAIL)
         cid = free[0]
         ctx = HwContext(cid, pasid, prio, start_col, num_col, 1 + cid)
-        ctx.chan = self.fw.attach_channel(1 + cid, lambda _ch, m, c=ctx: self._on_user(c, m),
-                                          ctx.msix, name=f"ctx{cid}")
+        ctx.chan = self.fw.attach_channel(1 + cid, self.user_handler(ctx), ctx.msix,
+                                          name=f"ctx{cid}")
         self.contexts[cid] = ctx
         ch = ctx.chan
         size = ch.ring_size
@@ -309,6 +349,41 @@ class ContextFirmware:
                 self._pump(ctx)
             return out
         return resume
+
+    # -- state (docs/spec/device.md §4) -------------------------------------------------------
+    def save(self) -> CtxFwState:
+        out = []
+        for _, c in sorted(self.contexts.items()):
+            plain = {name: getattr(c, name) for name in _PLAIN_FIELDS}
+            out.append(HwContextState(
+                chan=c.chan.index if c.chan is not None else None,
+                chunks=tuple((h.dev, h.va, h.size) for h in c.chunks), cus=tuple(c.cus),
+                queue=tuple((m.opcode, m.id, m.payload) for m in c.queue), **plain))
+        return CtxFwState(tuple(out))
+
+    def load(self, st: CtxFwState) -> dict[int, HwContext]:
+        """Rebuild the contexts, still without channels; returns them by channel index so
+        the engine restore can hand each user channel its context's handler."""
+        self.contexts = {}
+        by_chan = {}
+        for cs in st.contexts:
+            ctx = HwContext(**{name: getattr(cs, name) for name in _PLAIN_FIELDS})
+            ctx.chunks = [HostChunk(*h) for h in cs.chunks]
+            ctx.cus = list(cs.cus)
+            ctx.queue = deque(Message(*m) for m in cs.queue)
+            self.contexts[ctx.id] = ctx
+            if cs.chan is not None:
+                by_chan[cs.chan] = ctx
+        return by_chan
+
+    def bind_channels(self, by_chan: dict[int, HwContext]) -> None:
+        """After the engine restore: each context gets its reopened channel back."""
+        for index, ctx in by_chan.items():
+            ctx.chan = self.fw.engine.channels.get(index)
+
+    def user_handler(self, ctx: HwContext) -> Callable[[MailboxChannel, Message], None]:
+        """The firmware behind a context's user channel."""
+        return lambda _ch, m: self._on_user(ctx, m)
 
     # -- user channels ---------------------------------------------------------------------
     def _on_user(self, ctx: HwContext, msg: Message) -> None:

@@ -22,6 +22,7 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 from ..chips import Chip, MailboxLayout
 from ..regio import RegisterFile
@@ -49,14 +50,51 @@ class Message:
 Handler = Callable[["MailboxChannel", Message], None]
 
 
+class Interposer(Protocol):
+    """Stands between the firmware and the wire (fault injection, docs/spec/device.md §5):
+    it may pass, alter, delay or drop each message and interrupt."""
+
+    def send(self, ch: MailboxChannel, msg_id: int, opcode: int, payload: bytes) -> None: ...
+
+    def allow_irq(self, vector: int) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ChannelState:
+    """Saved state of one open channel (docs/spec/device.md §4)."""
+
+    VERSION: ClassVar[int] = 1
+    index: int
+    slot: int
+    vector: int
+    name: str
+    serial: int
+    x2i_head: int
+    i2x_tail: int
+    outq: tuple[bytes, ...]
+    error: str | None
+    msgs_in: int
+    msgs_out: int
+
+
+@dataclass(frozen=True)
+class MailboxState:
+    VERSION: ClassVar[int] = 1
+    next_serial: int
+    channels: tuple[ChannelState, ...]
+
+
 class MailboxChannel:
     """One channel's firmware-side state machine."""
 
     def __init__(self, engine: MailboxEngine, index: int, slot: int, vector: int,
-                 handler: Handler, name: str) -> None:
+                 handler: Handler, name: str, serial: int = 0) -> None:
         lay = engine.layout
         self.engine, self.index, self.slot, self.vector = engine, index, slot, vector
         self.handler, self.name = handler, name
+        #: which opening of channel ``index`` this is (unique per engine): a delayed send
+        #: or an observer names a channel by (index, serial), never by object
+        self.serial = serial
         self.ring_size = lay.ring_size
         self.x2i_buf = engine.slot_addr(slot)
         self.i2x_buf = self.x2i_buf + lay.ring_size
@@ -154,6 +192,14 @@ class MailboxChannel:
 
     # -- i2x: firmware -> host ---------------------------------------------------------
     def send(self, msg_id: int, opcode: int, payload: bytes) -> None:
+        """Send a message to the host, through the engine's interposer if one is set."""
+        ip = self.engine.interposer
+        if ip is not None:
+            ip.send(self, msg_id, opcode, payload)
+        else:
+            self.transmit(msg_id, opcode, payload)
+
+    def transmit(self, msg_id: int, opcode: int, payload: bytes) -> None:
         """Queue a message for the host and push out as many as fit, in order."""
         if not self.open:
             return
@@ -207,6 +253,17 @@ class MailboxChannel:
         self._wr(self.i2x_tail_reg, self.i2x_tail)
         return True
 
+    # -- state (docs/spec/device.md §4) -------------------------------------------------------
+    def save(self) -> ChannelState:
+        return ChannelState(self.index, self.slot, self.vector, self.name, self.serial,
+                            self.x2i_head, self.i2x_tail, tuple(self.outq), self.error,
+                            self.msgs_in, self.msgs_out)
+
+    def load(self, st: ChannelState) -> None:
+        self.x2i_head, self.i2x_tail = st.x2i_head, st.i2x_tail
+        self.outq = deque(st.outq)
+        self.error, self.msgs_in, self.msgs_out = st.error, st.msgs_in, st.msgs_out
+
     def status(self) -> dict:
         rd = self._rd
         return {
@@ -225,12 +282,24 @@ class MailboxEngine:
                  stats: dict[str, int]) -> None:
         if chip.mailbox is None:
             raise ValueError(f"{chip.name} has no AIE2 mailbox layout")
-        self.chip, self.regs, self.irq, self.stats = chip, regs, irq, stats
+        self.chip, self.regs, self._raise, self.stats = chip, regs, irq, stats
         self.layout = chip.mailbox
         self.sram_base = chip.reg("sram.mbox_chann").addr
         self.channels: dict[int, MailboxChannel] = {}
+        self.next_serial = 1
+        self.interposer: Interposer | None = None
         for key in ("malformed_msgs", "mbox_msgs_in", "mbox_msgs_out"):
             stats.setdefault(key, 0)
+
+    def irq(self, vector: int) -> None:
+        """Raise a channel's vector (unless the interposer swallows it)."""
+        ip = self.interposer
+        if ip is None or ip.allow_irq(vector):
+            self._raise(vector)
+
+    def raw_irq(self, vector: int) -> None:
+        """Raise a vector past the interposer (an injected interrupt)."""
+        self._raise(vector)
 
     def slot_addr(self, slot: int) -> int:
         """Device address of SRAM ring slot ``slot``."""
@@ -265,10 +334,17 @@ class MailboxEngine:
             raise ValueError(f"channel {index} unavailable")
         if slot is None:
             slot = self.layout.free_slots()[index]
-        ch = MailboxChannel(self, index, slot, vector, handler, name or f"chan{index}")
+        ch = MailboxChannel(self, index, slot, vector, handler, name or f"chan{index}",
+                            self.next_serial)
+        self.next_serial += 1
         ch.init_registers()
         self.channels[index] = ch
         return ch
+
+    def channel(self, index: int, serial: int) -> MailboxChannel | None:
+        """Channel ``index`` if it is still the opening ``serial``."""
+        ch = self.channels.get(index)
+        return ch if ch is not None and ch.serial == serial else None
 
     def close_channel(self, index: int) -> None:
         ch = self.channels.pop(index, None)
@@ -279,6 +355,23 @@ class MailboxEngine:
     def close_all(self) -> None:
         for idx in list(self.channels):
             self.close_channel(idx)
+
+    # -- state (docs/spec/device.md §4) -------------------------------------------------------
+    def save(self) -> MailboxState:
+        return MailboxState(self.next_serial,
+                            tuple(ch.save() for _, ch in sorted(self.channels.items())))
+
+    def load(self, st: MailboxState, handler: Callable[[ChannelState], Handler]) -> None:
+        """Reopen the saved channels (registers and rings are in the restored BARs);
+        ``handler`` names the firmware behaviour behind each one."""
+        for ch in self.channels.values():
+            ch.open = False
+        self.channels = {}
+        for cs in st.channels:
+            ch = MailboxChannel(self, cs.index, cs.slot, cs.vector, handler(cs), cs.name, cs.serial)
+            ch.load(cs)
+            self.channels[cs.index] = ch
+        self.next_serial = st.next_serial
 
     def status(self) -> list[dict]:
         return [ch.status() for _, ch in sorted(self.channels.items())]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 from ..chips import Chip
 from ..clock import Clock
@@ -73,6 +74,22 @@ class MgmtState:
     runtime_config: dict[int, int] = field(default_factory=dict)
     time_quota_us: dict[int, int] = field(default_factory=dict)
     time_offset_ns: int = 0
+
+
+@dataclass(frozen=True)
+class MgmtFwState:
+    """Saved state of one firmware boot (docs/spec/device.md §4). Held async events name
+    their channel by index; the ops table is rebuilt by booting the same image."""
+
+    VERSION: ClassVar[int] = 1
+    image: FirmwareImage
+    suspended: bool
+    mgmt_pasid: int
+    runtime_config: tuple[tuple[int, int], ...]
+    time_quota_us: tuple[tuple[int, int], ...]
+    time_offset_ns: int
+    #: (channel index, opcode, message id, payload, buffer address, buffer size)
+    async_events: tuple[tuple[int, int, int, bytes, int, int], ...]
 
 
 def status_resp(layout: Layout, status: int) -> bytes:
@@ -152,6 +169,26 @@ class MgmtFirmware:
         self.mgmt = None
         self.state.suspended = False
         self.regs.write_role("psp.pwaitmode", 0)
+
+    # -- state (docs/spec/device.md §4) -------------------------------------------------------
+    def save(self) -> MgmtFwState:
+        st = self.state
+        return MgmtFwState(
+            self.image, st.suspended, st.mgmt_pasid, tuple(st.runtime_config.items()),
+            tuple(st.time_quota_us.items()), st.time_offset_ns,
+            tuple((ev.chan.index, ev.msg.opcode, ev.msg.id, ev.msg.payload, ev.buf_addr,
+                   ev.buf_size) for ev in self.async_events))
+
+    def load(self, st: MgmtFwState) -> None:
+        """Take the saved boot state; the engine's channels are already restored."""
+        self.state = MgmtState(st.suspended, st.mgmt_pasid, dict(st.runtime_config),
+                               dict(st.time_quota_us), st.time_offset_ns)
+        self.mgmt = self.engine.channels.get(MGMT_CHANNEL)
+        self.async_events = []
+        for index, opcode, mid, payload, addr, size in st.async_events:
+            chan = self.engine.channels.get(index)
+            if chan is not None:
+                self.async_events.append(AsyncEvent(chan, Message(opcode, mid, payload), addr, size))
 
     # -- dispatch -------------------------------------------------------------------------
     def dispatch(self, chan: MailboxChannel, msg: Message) -> None:

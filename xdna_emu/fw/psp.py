@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 from ..chips import Chip
 from ..iommu import Iommu, IommuFault
@@ -22,6 +24,18 @@ log = logging.getLogger(__name__)
 
 IMAGE_ALIGN = 0x10000  # the driver's image buffer is 64 KiB aligned and sized
 IMAGE_MAX = 16 << 20  # emulator-chosen upper bound for VALIDATE
+
+
+@dataclass(frozen=True)
+class PspState:
+    """Saved PSP state (docs/spec/device.md §4); the validated image is plain data."""
+
+    VERSION: ClassVar[int] = 1
+    state: str
+    image: FirmwareImage | None
+    intr: int
+    last_cmd: int | None
+    last_resp: int | None
 
 
 class PspBlock:
@@ -40,6 +54,13 @@ class PspBlock:
         self.intr = 0
         self.last_cmd: int | None = None
         self.last_resp: int | None = None
+
+    def save(self) -> PspState:
+        return PspState(self.state, self.image, self.intr, self.last_cmd, self.last_resp)
+
+    def load(self, st: PspState) -> None:
+        self.state, self.image, self.intr = st.state, st.image, st.intr
+        self.last_cmd, self.last_resp = st.last_cmd, st.last_resp
 
     def power_lost(self) -> None:
         """The NPU lost power: the validated image in its memory is gone."""

@@ -10,10 +10,25 @@ chosen from the DPM table), the npu4 family sets DPM levels; both kinds are acce
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 from ..chips import Chip
 from ..regio import RegisterFile
 from .messages import SmuCmd, SmuResp
+
+
+@dataclass(frozen=True)
+class SmuState:
+    """Saved SMU state (docs/spec/device.md §4)."""
+
+    VERSION: ClassVar[int] = 1
+    powered: bool
+    intr: int
+    hard_level: int
+    soft_level: int
+    npuclk: int
+    hclk: int
 
 
 class SmuBlock:
@@ -31,6 +46,15 @@ class SmuBlock:
         self.hard_level = 0
         self.soft_level = 0
         self.npuclk, self.hclk = self.levels[0]
+
+    def save(self) -> SmuState:
+        return SmuState(self.powered, self.intr, self.hard_level, self.soft_level,
+                        self.npuclk, self.hclk)
+
+    def load(self, st: SmuState) -> None:
+        self.powered, self.intr = st.powered, st.intr
+        self.hard_level, self.soft_level, self.npuclk, self.hclk = (
+            st.hard_level, st.soft_level, st.npuclk, st.hclk)
 
     def on_intr(self, value: int) -> None:
         edge = self.intr == 0 and value == 1

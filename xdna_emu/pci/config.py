@@ -96,6 +96,7 @@ class PciConfigSpace:
         self.exp_cap = EXP_CAP
         self.pm_cap = PM_CAP
         self._regs = self._build()
+        self._power_on = bytes(self._regs.data)  # what every FLR returns to
         self.data = self._regs.data
         self.wmask = self._regs.wmask
         self.w1cmask = self._regs.w1cmask
@@ -226,8 +227,7 @@ class PciConfigSpace:
             CACHE_LINE_SIZE: self.data[CACHE_LINE_SIZE : CACHE_LINE_SIZE + 1],
             INTERRUPT_LINE: self.data[INTERRUPT_LINE : INTERRUPT_LINE + 1],
         }
-        fresh = self._build()
-        self.data[:] = fresh.data
+        self.data[:] = self._power_on
         for off, val in keep.items():
             self.data[off : off + len(val)] = val
 

@@ -174,8 +174,7 @@ class InProcess:
         self.close_shim()
         for sess in list(self.daemon.sessions.values()):
             self.daemon.drop(sess, "fresh device")
-        self.daemon.reset_device()
-        self.daemon.device._timers.clear()
+        self.daemon.reset_device()  # stops the firmware: its delayed work goes too
         if self.fault is not None:
             self.fault.reset()
             self.fault.install(self.daemon.device, self.clock)

@@ -6,7 +6,7 @@ at device addresses ``0x4000000 + offset``. A :class:`PyContext` creates a firmw
 context the way the driver does (CREATE_CONTEXT, user channel on cq_pair[0], MAP/ADD_HOST_
 BUFFER per heap chunk, CONFIG_CU without waiting), writes cmd-list slots and sends chains.
 A client can talk to the mgmt channel directly (the driver session) or through
-``NpuDevice.proxy`` (a client session).
+``PciFunction.proxy`` (a client session).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class PyClient:
         self.drv, self.pasid, self.proxied = drv, pasid, proxied
         self.heap_va, self.heap_size, self.chunk = heap_va, heap_size, chunk
         self.heap = bytearray(heap_size)
-        drv.iommu.map(pasid, heap_va, heap_size, DMA_READ | DMA_WRITE, None, mem=self.heap)
+        drv.fn.dma_map(pasid, heap_va, heap_size, DMA_READ | DMA_WRITE, None, mem=self.heap)
         self._off = 0
         self._shared: list[bytearray] = []
 
@@ -85,7 +85,7 @@ class PyClient:
     def share(self, size: int, va: int, perm: int = DMA_READ | DMA_WRITE) -> Bo:
         """A SHARE BO: its own memory, DMA-mapped SVA at ``va`` (device address = VA)."""
         mem = bytearray(size)
-        self.drv.iommu.map(self.pasid, va, size, perm, None, mem=mem)
+        self.drv.fn.dma_map(self.pasid, va, size, perm, None, mem=mem)
         self._shared.append(mem)
         return Bo(va, size, memoryview(mem))
 
@@ -94,7 +94,7 @@ class PyClient:
         if not self.proxied:
             return self.drv.msg(opcode, *fields)
         lay = LAYOUTS[opcode]
-        resp = self.drv.device.proxy(self.pasid, opcode, lay.req.pack(*fields))
+        resp = self.drv.fn.proxy(self.pasid, opcode, lay.req.pack(*fields))
         if len(resp) != lay.resp.size:
             raise DriverError("EINVAL", f"response {len(resp)} B, expected {lay.resp.size}")
         return lay.resp.unpack(resp)
@@ -193,7 +193,7 @@ class PyContext:
 
     def collect(self) -> dict[int, Response]:
         """Drain the user channel; every response is kept by id."""
-        self.drv.device.poll()
+        self.drv.fn.poll()
         for r in self.chan.drain():
             self.responses[r.id] = r
         return self.responses

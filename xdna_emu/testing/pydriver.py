@@ -1,4 +1,4 @@
-"""A small pure-Python stand-in for the amdxdna driver, talking to an in-process NpuDevice.
+"""A small pure-Python stand-in for the amdxdna driver, talking to an in-process PciFunction.
 
 It follows the driver's algorithms (docs/spec/firmware.md §3-§6, §9): psp_exec, smu_exec, the
 mailbox send (TOMBSTONE wrap, ENOSPC rules) and receive (tail checks, TOMBSTONE, size
@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..chips import Chip, load_chip
+from ..chips import Chip
 from ..clock import Clock, VirtualClock
 from ..device import NpuDevice
 from ..fw.image import build_image
@@ -33,6 +33,8 @@ from ..fw.messages import (
     sz_ver,
 )
 from ..iommu import DMA_READ, DMA_WRITE, Iommu
+from ..irq import CallbackWires
+from ..pci.function import Observer, PciFunction
 from ..regio import RegisterFile
 
 _U32 = struct.Struct("<I")
@@ -48,27 +50,53 @@ class DriverError(Exception):
         self.errno = errno
 
 
+class _RaisedLog(Observer):
+    def __init__(self, out: list[int]) -> None:
+        self.out = out
+
+    def irq(self, vector: int) -> None:
+        self.out.append(vector)
+
+
 @dataclass
 class InProcessDevice:
-    """A device with bytearray BARs, its IOMMU and a log of raised vectors."""
+    """A PCI function driven in-process, with a log of the vectors its device raised
+    (``irqs``, before MSI-X masking) and of those MSI-X delivered (``delivered``)."""
 
-    chip: Chip
-    device: NpuDevice
-    iommu: Iommu
-    regs: RegisterFile
-    clock: Clock
+    fn: PciFunction
     irqs: list[int] = field(default_factory=list)
+    delivered: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.fn.observe(_RaisedLog(self.irqs))
+
+    @property
+    def chip(self) -> Chip:
+        return self.fn.chip
+
+    @property
+    def device(self) -> NpuDevice:
+        return self.fn.device
+
+    @property
+    def iommu(self) -> Iommu:
+        return self.fn.iommu
+
+    @property
+    def regs(self) -> RegisterFile:
+        return self.fn.regs
+
+    @property
+    def clock(self) -> Clock:
+        return self.fn.clock
 
 
 def make_test_device(chip: str | Chip, clock: Clock | None = None) -> InProcessDevice:
-    chip = load_chip(chip) if isinstance(chip, str) else chip
-    bars = {i: memoryview(bytearray(b.size)) for i, b in chip.bars.items()}
-    regs = RegisterFile(chip, bars)
-    iommu = Iommu()
-    irqs: list[int] = []
-    clock = clock or VirtualClock()
-    dev = NpuDevice(chip, regs, iommu, irqs.append, clock)
-    return InProcessDevice(chip, dev, iommu, regs, clock, irqs)
+    """A complete function on anonymous memory and a virtual clock, enabled as the PCI
+    core would before probing (memory decoding, bus mastering)."""
+    delivered: list[int] = []
+    fn = PciFunction(chip, wires=CallbackWires(delivered.append), clock=clock or VirtualClock())
+    return InProcessDevice(fn.enable(), delivered=delivered)
 
 
 @dataclass
@@ -177,7 +205,7 @@ class DriverChannel:
     def request(self, opcode: int, payload: bytes, resp_size: int) -> bytes:
         """Send and wait for the reply with our id; check its size like the driver."""
         mid = self.send(opcode, payload)
-        self.drv.device.poll()
+        self.drv.fn.poll()
         found: bytes | None = None
         for r in self.drain():
             if r.id != mid:
@@ -192,10 +220,11 @@ class DriverChannel:
 
 
 class PyDriver:
-    """Driver-side helpers over an in-process NpuDevice."""
+    """Driver-side helpers over an in-process PciFunction."""
 
     def __init__(self, td: InProcessDevice) -> None:
         self.td = td
+        self.fn = td.fn
         self.chip, self.device, self.regs, self.iommu = td.chip, td.device, td.regs, td.iommu
         self.mgmt: DriverChannel | None = None
         self.info: dict[str, int] = {}
@@ -203,13 +232,13 @@ class PyDriver:
 
     # -- registers -----------------------------------------------------------------------
     def write_role(self, role: str, value: int) -> None:
-        self.device.mmio_write(*self.regs.loc(role), value)
+        self.fn.mmio_write(*self.regs.loc(role), value)
 
     def read_role(self, role: str) -> int:
         return self.regs.read_role(role)
 
     def write_dev(self, addr: int, value: int) -> None:
-        self.device.mmio_write(*self.chip.dev_to_bar(addr), value)
+        self.fn.mmio_write(*self.chip.dev_to_bar(addr), value)
 
     # -- PSP / SMU -----------------------------------------------------------------------
     def psp_exec(self, cmd: int, arg0: int = 0, arg1: int = 0, arg2: int = 0) -> int:
@@ -217,7 +246,7 @@ class PyDriver:
         for role, val in (("psp.cmd", cmd), ("psp.arg0", arg0), ("psp.arg1", arg1),
                           ("psp.arg2", arg2), ("psp.intr", 0), ("psp.intr", 1)):
             self.write_role(role, val)
-        self.device.poll()
+        self.fn.poll()
         if not self.read_role("psp.status") & PSP_STATUS_READY:
             raise DriverError("ETIME", f"PSP command {cmd} not ready")
         return self.read_role("psp.resp")
@@ -227,7 +256,7 @@ class PyDriver:
         for role, val in (("smu.resp", 0), ("smu.arg", arg), ("smu.cmd", cmd),
                           ("smu.intr", 0), ("smu.intr", 1)):
             self.write_role(role, val)
-        self.device.poll()
+        self.fn.poll()
         resp = self.read_role("smu.resp")
         if resp == 0:
             raise DriverError("ETIME", f"SMU command {cmd} no response")
@@ -246,10 +275,10 @@ class PyDriver:
         space = self.iommu.spaces.get(0)
         old = space.find(iova) if space else None
         if old is not None:  # reuse the slot (a previous load, maybe by another PyDriver)
-            self.iommu.unmap(0, old.address, old.size)
+            self.fn.dma_unmap(0, old.address, old.size)
         buf = bytearray(size)
         buf[: len(image)] = image
-        self.iommu.map(0, iova, size, DMA_READ | DMA_WRITE, None, mem=buf)
+        self.fn.dma_map(0, iova, size, DMA_READ | DMA_WRITE, None, mem=buf)
         return size
 
     def psp_start(self, image: bytes | None = None) -> None:
