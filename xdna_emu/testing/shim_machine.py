@@ -24,6 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 from ..fuzz.faults import ACT_FAULTS, MSG_FAULTS
 from ..fuzz.invariants import Failure
 from ..fuzz.ops import Op
+from ..fuzz.shim_target import MGMT_OPCODES
 from ..fuzz.shim_trace import KERNELS, ShimSession
 from ..fuzz.trace import Trace, session_for
 from .inproc import InProcess
@@ -88,7 +89,7 @@ class ShimMachine(RuleBasedStateMachine):
     def act(self, fault: str, chan: int) -> None:
         self._do(Op("fault", (fault, chan)))
 
-    @rule(opcode=st.sampled_from([0x108, 0x10B, 0x1, 0xFFFF]),
+    @rule(opcode=st.sampled_from(list(dict.fromkeys(MGMT_OPCODES))),
           req=st.sampled_from([bytes(4), bytes(8), b""]))
     def mgmt(self, opcode: int, req: bytes) -> None:
         self._do(Op("call", ("mgmt", opcode, req)))
