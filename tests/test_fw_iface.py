@@ -39,9 +39,10 @@ def _probe_program(fam) -> tuple[str, list[tuple[str, int]]]:
     """A C program printing sizeof and every offsetof, and the values Python expects."""
     lines = [f'#include "{cgen.header_name(fam)}"', "#include <stdio.h>", "int main(void) {"]
     want: list[tuple[str, int]] = []
+    p = f"XDNA_{fam.name.upper()}_"
     for s in fam.all_structs():
         tag = cgen.struct_tag(fam, s)
-        lines.append(f'    printf("{s.name} %zu\\n", sizeof(struct {tag}));')
+        lines.append(f'    printf("{s.name} %zu %u\\n", sizeof(struct {tag}), {p}{s.name.upper()}_SIZE);')
         want.append((s.name, s.size))
         for name, off in s.offsets.items():
             lines.append(f'    printf("{s.name}.{name} %zu\\n", offsetof(struct {tag}, {name}));')
@@ -56,8 +57,8 @@ def _probe_program(fam) -> tuple[str, list[tuple[str, int]]]:
         want.append((c.name, c.value))
     for m in fam.messages:
         lo = f"xdna_{fam.name}_{m.op.lower()}"
-        lines.append(f'    printf("{m.op}.req %zu %u\\n", sizeof({lo}_req_t), {p}{m.op}_REQ_SIZE);')
-        lines.append(f'    printf("{m.op}.resp %zu %u\\n", sizeof({lo}_resp_t), {p}{m.op}_RESP_SIZE);')
+        lines.append(f'    printf("{m.op}.req %zu %u\\n", sizeof({lo}_req_t), {p}{fam.opcodes.cname}_{m.op}_REQ_SIZE);')
+        lines.append(f'    printf("{m.op}.resp %zu %u\\n", sizeof({lo}_resp_t), {p}{fam.opcodes.cname}_{m.op}_RESP_SIZE);')
         want += [(f"{m.op}.req", m.req.size), (f"{m.op}.resp", m.resp.size)]
     lines += ["    return 0;", "}"]
     return "\n".join(lines) + "\n", want

@@ -23,6 +23,7 @@ SmuCmd = _T.SMU_CMD.py
 SmuResp = _T.SMU_RESP.py
 PSP_START_COPY_FW: int = _C["PSP_START_COPY_FW"]
 PSP_STATUS_READY: int = _C["PSP_STATUS_READY"]
+PSP_FW_ALIGN: int = _C["PSP_FW_ALIGN"]
 
 # -- mailbox --------------------------------------------------------------------------------
 

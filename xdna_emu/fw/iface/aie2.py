@@ -60,6 +60,7 @@ CONSTS = (
     Const("PSP_START_COPY_FW", 1, "START argument: copy the validated image into the firmware region"),
     Const("PSP_STATUS_READY", 1 << 31, "STATUS bit31: the command finished, RESP is valid"),
     Const("PSP_PWAITMODE_READY", 1, "PWAITMODE bit0: the firmware is suspended"),
+    Const("PSP_FW_ALIGN", 0x10000, "the firmware image buffer is 64 KiB aligned and sized"),
     Const("TOMBSTONE", 0xDEADFACE, "ring wrap marker written where the next header would start"),
     Const("MSG_ID_MAGIC", 0x1D000000, "top byte of every message id"),
     Const("MSG_ID_MAGIC_MASK", 0xFF000000, "the id bits the magic occupies"),

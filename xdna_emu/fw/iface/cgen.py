@@ -2,8 +2,8 @@
 
 The shim compiles against this header instead of retyping opcodes, statuses, magic numbers
 or byte offsets: every enum member becomes a ``#define``, every layout a packed struct with
-a ``_Static_assert`` on its size and on every field's offset, and every message a typedef
-pair ``xdna_<family>_<op>_req_t`` / ``_resp_t``. ``_shim_build.py`` runs this at build time,
+a ``_Static_assert`` on its size and on every field's offset plus a ``_SIZE`` macro, and
+every message a typedef pair ``xdna_<family>_<op>_req_t`` / ``_resp_t`` with size macros. ``_shim_build.py`` runs this at build time,
 next to the chip tables. Run as ``python3 -m xdna_emu.fw.iface.cgen OUT_DIR``.
 """
 
@@ -77,6 +77,7 @@ def _struct(fam: Family, s: Struct) -> list[str]:
            f"struct __attribute__((packed)) {tag} {{"]
     out += [_field_decl(fam, fl) for fl in s.fields]
     out.append("};")
+    out.append(f"#define {_prefix(fam)}{s.name.upper()}_SIZE {s.size}u")
     out.append(f'_Static_assert(sizeof(struct {tag}) == {s.size}, "{tag} size");')
     for name, off in s.offsets.items():
         out.append(f'_Static_assert(offsetof(struct {tag}, {name}) == {off}, "{tag}.{name}");')
@@ -107,9 +108,13 @@ def render(fam: Family) -> str:
         lo = f"xdna_{fam.name}_{m.op.lower()}"
         out.append(f"typedef struct {struct_tag(fam, m.req)} {lo}_req_t;")
         out.append(f"typedef struct {struct_tag(fam, m.resp)} {lo}_resp_t;")
-        out.append(f"#define {p}{m.op}_REQ_SIZE {m.req.size}u")
-        out.append(f"#define {p}{m.op}_RESP_SIZE {m.resp.size}u")
+        out.append(f"#define {p}{fam.opcodes.cname}_{m.op}_REQ_SIZE {m.req.size}u")
+        out.append(f"#define {p}{fam.opcodes.cname}_{m.op}_RESP_SIZE {m.resp.size}u")
     out += ["", f"#endif /* {guard} */", ""]
+    names = [ln.split()[1] for ln in out if ln.startswith("#define ")]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ValueError(f"{fam.name}: C names defined twice: {sorted(dup)}")
     return "\n".join(out)
 
 
