@@ -137,3 +137,26 @@ def test_duplicate_field_rejected() -> None:
     with pytest.raises(ValueError):
         Struct("bad", (f("a", U32), f("a", U32)))
 
+
+def test_no_firmware_number_typed_in_csrc() -> None:
+    """The shim takes every firmware opcode, status and magic number from the generated
+    header: none is defined by hand in csrc/ (generated files excluded)."""
+    fam = aie2.FAMILY
+    magic = {fam.const(n) for n in ("TOMBSTONE", "MSG_ID_MAGIC", "MSG_ID_MAGIC_MASK",
+                                    "MGMT_INFO_MAGIC", "HEAP_DEV_ADDR")}
+    statuses = {m.value for m in aie2.STATUS.members if m.value} | {
+        m.value for m in aie2.PSP_STATUS.members if m.value}
+    bad = []
+    for path in sorted((ROOT / "csrc").glob("*.[ch]")):
+        for no, line in enumerate(path.read_text().splitlines(), 1):
+            code = re.sub(r"/\*.*?(\*/|$)", "", line)
+            if code.lstrip().startswith("*"):
+                continue
+            for lit in re.findall(r"\b0x[0-9A-Fa-f]+", code):
+                if int(lit, 16) in magic | statuses:
+                    bad.append(f"{path.name}:{no}: {line.strip()}")
+            if re.match(r"\s*#define\s+(MSG|PSP|SMU|STATUS)_\w+\s", line):
+                bad.append(f"{path.name}:{no}: {line.strip()}")
+            if re.search(r"case 0x[0-9A-Fa-f]+: return \"", line):
+                bad.append(f"{path.name}:{no}: {line.strip()}")
+    assert not bad, "firmware numbers typed by hand:\n" + "\n".join(bad)
