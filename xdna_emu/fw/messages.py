@@ -68,6 +68,9 @@ LAYOUTS: dict[Opcode, Layout] = {  # type: ignore[valid-type]
     Opcode[m.op]: Layout(m.req.codec, m.resp.codec) for m in _T.MESSAGES
 }
 
+#: The table's message of each opcode, for named access (``.req.offsets``, ``.req.pack(**f)``).
+MESSAGES = {Opcode[m.op]: m for m in _T.MESSAGES}
+
 #: Order of the u16 fields after {status, size} in the QUERY_AIE_TILE_INFO response.
 TILE_INFO_FIELDS = _T.TILE_INFO_FIELDS
 
@@ -82,5 +85,7 @@ SlotType = _T.SLOT_TYPE.py
 SLOT_NPU = _T.SLOT_NPU.codec
 SLOT_DPU = _T.SLOT_DPU.codec
 SLOT_CF = _T.SLOT_EXECBUF_CF.codec
+FatalType = _T.FATAL_TYPE.py
+FATAL_ERROR_INFO = _T.FATAL_ERROR_INFO.codec  # emulator-defined
 AIE_ERROR_ENTRY = _T.AIE_ERROR.codec
 ASYNC_EVENT_HDR = _T.ASYNC_EVENT_HDR.codec

@@ -312,6 +312,15 @@ APP_HEALTH_REPORT = Struct("app_health_report", (
     f("dpu_pc", U32), f("txn_op_id", U32), f("ctx_pc", U32), raw("fatal_error_info", 532),
     f("run_list_id", U32),
 ), "What GET_APP_HEALTH writes into the host buffer.")
+FATAL_TYPE = Enum("FatalType", "FATAL", members(
+    emu("NONE", 0),
+    emu("HANG", 1, "a command never finished"),
+    emu("CMD_ERROR", 2, "a command failed"),
+), "fatal_error_info.fatal_type: the emulator's content of the driver-opaque block.")
+FATAL_ERROR_INFO = Struct("fatal_error_info", (
+    f("fatal_type", U32, "FatalType"), f("status", U32, "last failing status"),
+    f("cmd_status", U32, "its fail_cmd_status"), f("cmd_idx", U32, "its fail_cmd_idx"),
+), "Emulator-defined start of app_health_report.fatal_error_info (the rest is zero).")
 ASYNC_EVENT_HDR = Struct("async_event_hdr", (
     f("err_cnt", U32, "aie_error entries that follow"), f("ret_code", U32), f("rsvd", U32),
 ), "Start of an AIE-error async event buffer.")
@@ -324,10 +333,10 @@ FAMILY = Family(
     name="aie2",
     doc="AIE2 (npu1, npu4 and their derivatives)",
     opcodes=OPCODE,
-    enums=(STATUS, PSP_CMD, PSP_STATUS, SMU_CMD, SMU_RESP, ASYNC_EVENT_TYPE, SLOT_TYPE),
+    enums=(STATUS, PSP_CMD, PSP_STATUS, SMU_CMD, SMU_RESP, ASYNC_EVENT_TYPE, SLOT_TYPE, FATAL_TYPE),
     consts=CONSTS,
     structs=(MSG_HEADER, MGMT_MBOX_CHANN_INFO, SLOT_NPU, SLOT_DPU, SLOT_EXECBUF_CF,
-             APP_HEALTH_REPORT, ASYNC_EVENT_HDR, AIE_ERROR),
+             APP_HEALTH_REPORT, FATAL_ERROR_INFO, ASYNC_EVENT_HDR, AIE_ERROR),
     messages=MESSAGES,
     source="xdna_emu/fw/iface/aie2.py",
 )  # fmt: skip
