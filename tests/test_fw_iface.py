@@ -160,3 +160,19 @@ def test_no_firmware_number_typed_in_csrc() -> None:
             if re.search(r"case 0x[0-9A-Fa-f]+: return \"", line):
                 bad.append(f"{path.name}:{no}: {line.strip()}")
     assert not bad, "firmware numbers typed by hand:\n" + "\n".join(bad)
+
+
+def test_fuzz_dictionary_tokens_match_the_table() -> None:
+    """fuzz/dict/mailbox.dict is data for libFuzzer; its firmware tokens must be the table's."""
+    fam = aie2.FAMILY
+    tokens = {}
+    for line in (ROOT / "fuzz/dict/mailbox.dict").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            tokens[name] = bytes(value.strip('"').encode().decode("unicode_escape"), "latin-1")
+    le = fam.const
+    assert tokens["id_magic"] == le("MSG_ID_MAGIC").to_bytes(4, "little")
+    assert tokens["id_magic_slot1"] == (le("MSG_ID_MAGIC") | 1).to_bytes(4, "little")
+    assert tokens["tombstone"] == le("TOMBSTONE").to_bytes(4, "little")
+    assert tokens["mgmt_magic"] == le("MGMT_INFO_MAGIC").to_bytes(4, "little")
+    assert tokens["szver"] == (4 | le("MSG_PROTOCOL_VERSION") << 16).to_bytes(4, "little")
