@@ -13,7 +13,7 @@
 
 #include "generated/xdna_fw_aie2.h"
 #include "xdna_chips.h"
-#include "xdna_proto.h"
+#include "generated/xdna_proto.h"
 #include "xdna_shim.h"
 
 #define XDNA_NUM_BARS 6

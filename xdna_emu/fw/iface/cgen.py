@@ -3,8 +3,9 @@
 The shim compiles against this header instead of retyping opcodes, statuses, magic numbers
 or byte offsets: every enum member becomes a ``#define``, every layout a packed struct with
 a ``_Static_assert`` on its size and on every field's offset plus a ``_SIZE`` macro, and
-every message a typedef pair ``xdna_<family>_<op>_req_t`` / ``_resp_t`` with size macros. ``_shim_build.py`` runs this at build time,
-next to the chip tables. Run as ``python3 -m xdna_emu.fw.iface.cgen OUT_DIR``.
+every message a typedef pair ``xdna_<family>_<op>_req_t`` / ``_resp_t`` with size macros.
+``_shim_build.py`` runs this at build time, next to the chip tables. Run as
+``python3 -m xdna_emu.fw.iface.cgen OUT_DIR``.
 """
 
 from __future__ import annotations
@@ -30,21 +31,21 @@ def struct_tag(fam: Family, s: Struct) -> str:
     return f"xdna_{fam.name}_{s.name}"
 
 
-def _comment(text: str) -> str:
+def c_comment(text: str) -> str:
     return f" /* {text.replace('*/', '* /')} */" if text else ""
 
 
-def _num(value: int, ctype_size: int) -> str:
+def c_num(value: int, ctype_size: int = 4) -> str:
     return f"0x{value:X}ull" if ctype_size == 8 else f"0x{value:X}u"
 
 
-def _field_decl(fam: Family, fl: Field) -> str:
+def _field_decl(tag_prefix: str, fl: Field) -> str:
     if isinstance(fl.type, Struct):
-        base = f"struct {struct_tag(fam, fl.type)}"
+        base = f"struct {tag_prefix}{fl.type.name}"
     else:
         base = fl.type.ctype
     dim = f"[{fl.count}]" if fl.count > 1 or fl.array else ""
-    return f"    {base} {fl.name}{dim};{_comment(fl.doc)}"
+    return f"    {base} {fl.name}{dim};{c_comment(fl.doc)}"
 
 
 def _enum(fam: Family, e: Enum) -> list[str]:
@@ -53,7 +54,7 @@ def _enum(fam: Family, e: Enum) -> list[str]:
     width = max(len(p + m.name) for m in e.members)
     for m in e.members:
         tag = "emulator-defined" + (f": {m.doc}" if m.doc else "") if m.emulator else m.doc
-        out.append(f"#define {(p + m.name).ljust(width)} {_num(m.value, 4)}{_comment(tag)}")
+        out.append(f"#define {(p + m.name).ljust(width)} {c_num(m.value, 4)}{c_comment(tag)}")
     fn = f"xdna_{fam.name}_{e.cname.lower()}_name"
     out += [f"/* The member name of a {e.name} value, NULL when it has none. */",
             f"static inline const char *{fn}(uint32_t v)", "{", "    switch (v) {"]
@@ -68,16 +69,20 @@ def _enum(fam: Family, e: Enum) -> list[str]:
 
 def _const(fam: Family, c: Const) -> str:
     doc = ("emulator-defined: " if c.emulator else "") + c.doc
-    return f"#define {_prefix(fam)}{c.name} {_num(c.value, c.ctype.size)}{_comment(doc)}"
+    return f"#define {_prefix(fam)}{c.name} {c_num(c.value, c.ctype.size)}{c_comment(doc)}"
 
 
-def _struct(fam: Family, s: Struct) -> list[str]:
-    tag = struct_tag(fam, s)
-    out = [f"/* {s.doc} */" if s.doc else f"/* {s.name} */",
-           f"struct __attribute__((packed)) {tag} {{"]
-    out += [_field_decl(fam, fl) for fl in s.fields]
+def c_struct(s: Struct, tag_prefix: str, size_macro: str, packed: bool = True,
+             suffix: str = "u") -> list[str]:
+    """A struct ``{tag_prefix}{name}``, its size macro and a ``_Static_assert`` on its size and
+    on every field's offset. ``packed=False`` is for layouts without holes by construction
+    (the control protocol's), where natural alignment gives the same offsets."""
+    tag = tag_prefix + s.name
+    attr = "__attribute__((packed)) " if packed else ""
+    out = [f"/* {s.doc} */" if s.doc else f"/* {s.name} */", f"struct {attr}{tag} {{"]
+    out += [_field_decl(tag_prefix, fl) for fl in s.fields]
     out.append("};")
-    out.append(f"#define {_prefix(fam)}{s.name.upper()}_SIZE {s.size}u")
+    out.append(f"#define {size_macro} {s.size}{suffix}")
     out.append(f'_Static_assert(sizeof(struct {tag}) == {s.size}, "{tag} size");')
     for name, off in s.offsets.items():
         out.append(f'_Static_assert(offsetof(struct {tag}, {name}) == {off}, "{tag}.{name}");')
@@ -101,7 +106,7 @@ def render(fam: Family) -> str:
         out += _enum(fam, e)
     out.append("/* ---- layouts ---- */")
     for s in fam.all_structs():
-        out += _struct(fam, s)
+        out += c_struct(s, f"xdna_{fam.name}_", f"{_prefix(fam)}{s.name.upper()}_SIZE")
     out.append("/* ---- messages: one request and one response type per opcode ---- */")
     p = _prefix(fam)
     for m in fam.messages:
