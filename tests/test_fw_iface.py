@@ -4,6 +4,7 @@ the committed docs are not stale, and nothing outside the table retypes its numb
 
 from __future__ import annotations
 
+import pickle
 import re
 import shutil
 import subprocess
@@ -93,6 +94,8 @@ def test_messages_module_derives_from_the_table() -> None:
     for m in aie2.MESSAGES:
         lay = M.LAYOUTS[M.Opcode[m.op]]
         assert lay.req is m.req.codec and lay.resp is m.resp.codec
+    # the generated enums pickle by name (fuzz snapshots and multiprocessing copy them)
+    assert pickle.loads(pickle.dumps(M.Opcode.SUSPEND)) is M.Opcode.SUSPEND
     text = (ROOT / "xdna_emu/fw/messages.py").read_text()
     assert not re.findall(r"\b0x[0-9A-Fa-f]{2,}\b", text), "a number typed outside the table"
     assert "struct.Struct(" not in text

@@ -200,12 +200,13 @@ class Enum:
     cname: str  # C prefix after the family's
     members: tuple[Member, ...]
     doc: str = ""
+    module: str = "xdna_emu.fw.messages"  # where the class is importable by name (pickling)
 
     @cached_property
     def py(self) -> type[IntEnum]:
         cls = IntEnum(self.name, [(m.name, m.value) for m in self.members])  # type: ignore[misc]
         cls.__doc__ = self.doc
-        cls.__module__ = "xdna_emu.fw.messages"
+        cls.__module__ = self.module
         return cls
 
 
