@@ -6,7 +6,7 @@
 #include <string.h>
 #include <time.h>
 
-#define MSG_REGISTER_ASYNC_EVENT_MSG 0x10C
+#define EVENT_BUF XDNA_AIE2_ASYNC_EVENT_BUF_SIZE
 
 int xdna_async_events_start(struct xdna_shim_ctx *ctx)
 {
@@ -14,20 +14,13 @@ int xdna_async_events_start(struct xdna_shim_ctx *ctx)
     if (ctx->async_buf.mapped)
         xdna_dma_unmap(ctx, &ctx->async_buf);
     xdna_dma_free(&ctx->async_buf);
-    if (xdna_dma_alloc(ctx, &ctx->async_buf, (size_t)n * ASYNC_BUF_SIZE,
+    if (xdna_dma_alloc(ctx, &ctx->async_buf, (size_t)n * EVENT_BUF,
                        XDNA_PROTO_DMA_READ | XDNA_PROTO_DMA_WRITE, "xdna-async") < 0 ||
         xdna_dma_map(ctx, &ctx->async_buf) < 0)
         return -1;
-    for (uint32_t i = 0; i < n; i++) {
-        uint8_t req[12];
-        uint64_t addr = ctx->async_buf.iova + (uint64_t)i * ASYNC_BUF_SIZE;
-        uint32_t size = ASYNC_BUF_SIZE;
-        memcpy(req, &addr, 8);
-        memcpy(req + 8, &size, 4);
-        (void)req;
+    for (uint32_t i = 0; i < n; i++)
         if (xdna_async_post(ctx, i) < 0) /* decoded and re-registered on each reply */
             return -1;
-    }
     return 0;
 }
 
@@ -35,30 +28,31 @@ static void async_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_
                      size_t len)
 {
     unsigned idx = (unsigned)(uintptr_t)arg;
-    if (err || !resp || len < 8)
+    xdna_aie2_register_async_event_msg_resp_t r;
+    if (err || !resp || len < sizeof(r))
         return; /* the channel went away (stop/suspend): nothing to re-register */
-    uint32_t status, type;
-    memcpy(&status, resp, 4);
-    memcpy(&type, resp + 4, 4);
+    memcpy(&r, resp, sizeof(r));
     struct xdna_shim_async_error *a = &ctx->s.async;
     const uint8_t *b = ctx->async_buf.va;
-    if (status == 0 && b && (size_t)(idx + 1) * ASYNC_BUF_SIZE <= ctx->async_buf.size) {
-        b += (size_t)idx * ASYNC_BUF_SIZE;
-        uint32_t w[3];
-        memcpy(w, b, sizeof(w));
+    if (r.status == 0 && b && (size_t)(idx + 1) * EVENT_BUF <= ctx->async_buf.size) {
+        b += (size_t)idx * EVENT_BUF;
+        struct xdna_aie2_async_event_hdr h;
+        memcpy(&h, b, sizeof(h));
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         a->count++;
         a->ts_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-        a->type = type;
-        a->err_cnt = w[0];
-        a->ret_code = w[1];
-        if (w[0] > 0 && w[0] <= (ASYNC_BUF_SIZE - 12) / 12) {
-            const uint8_t *e = b + 12; /* {u8 row, u8 col, u16, u32 mod_type, u8 event_id} */
-            a->row = e[0];
-            a->col = e[1];
-            memcpy(&a->mod_type, e + 4, 4);
-            a->event_id = e[8];
+        a->type = r.type;
+        a->err_cnt = h.err_cnt;
+        a->ret_code = h.ret_code;
+        if (h.err_cnt > 0 &&
+            h.err_cnt <= (EVENT_BUF - sizeof(h)) / sizeof(struct xdna_aie2_aie_error)) {
+            struct xdna_aie2_aie_error e; /* the first entry */
+            memcpy(&e, b + sizeof(h), sizeof(e));
+            a->row = e.row;
+            a->col = e.col;
+            a->mod_type = e.mod_type;
+            a->event_id = e.event_id;
         }
     }
     if (idx < sizeof(ctx->s.async_repost) && xdna_async_post(ctx, idx) < 0)
@@ -68,11 +62,11 @@ static void async_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_
 
 int xdna_async_post(struct xdna_shim_ctx *ctx, unsigned idx)
 {
-    uint8_t req[12];
-    uint64_t addr = ctx->async_buf.iova + (uint64_t)idx * ASYNC_BUF_SIZE;
-    uint32_t size = ASYNC_BUF_SIZE;
-    memcpy(req, &addr, 8);
-    memcpy(req + 8, &size, 4);
-    return xdna_mbox_post_cb(ctx, &ctx->mgmt, MSG_REGISTER_ASYNC_EVENT_MSG, req, sizeof(req), 8,
-                             false, async_cb, (void *)(uintptr_t)idx);
+    xdna_aie2_register_async_event_msg_req_t req = {
+        .buf_addr = ctx->async_buf.iova + (uint64_t)idx * EVENT_BUF,
+        .buf_size = EVENT_BUF,
+    };
+    return xdna_mbox_post_cb(ctx, &ctx->mgmt, XDNA_AIE2_MSG_REGISTER_ASYNC_EVENT_MSG, &req,
+                             sizeof(req), XDNA_AIE2_MSG_REGISTER_ASYNC_EVENT_MSG_RESP_SIZE, false,
+                             async_cb, (void *)(uintptr_t)idx);
 }

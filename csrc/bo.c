@@ -147,7 +147,7 @@ static int heap_place(struct xdna_shim_ctx *ctx, struct xdna_bo *heap, struct xd
     }
     bo->heap_off = cand;
     bo->va = heap->va + cand;
-    bo->xdna_addr = XDNA_HEAP_DEV_ADDR + cand;
+    bo->xdna_addr = XDNA_AIE2_HEAP_DEV_ADDR + cand;
     return 0;
 }
 
@@ -199,7 +199,7 @@ int xdna_bo_new(struct xdna_shim_ctx *ctx, int type, uint64_t size, bool interna
     case XDNA_SHIM_BO_DEV_HEAP:
         bo->alloc = size;
         rc = memfd_bo(ctx, bo, "xdna-heap");
-        bo->xdna_addr = XDNA_HEAP_DEV_ADDR;
+        bo->xdna_addr = XDNA_AIE2_HEAP_DEV_ADDR;
         break;
     case XDNA_SHIM_BO_DEV:
         bo->alloc = round_up(size, XDNA_DEV_BO_ALIGN);

@@ -12,15 +12,6 @@
 #include <string.h>
 #include <time.h>
 
-/* management opcodes (facts §5) */
-#define MSG_SUSPEND 0x101
-#define MSG_RESUME 0x102
-#define MSG_ASSIGN_MGMT_PASID 0x103
-#define MSG_UPDATE_PROPERTY 0x113
-#define MSG_GET_DEV_REVISION 0x117
-#define MSG_CALIBRATE_TIME 0x11C
-
-#define UPDATE_PROPERTY_TIME_QUOTA 0
 #define TIME_QUOTA_US 30000
 #define FINE_PREEMPT_VALUE 0 /* we leave fine-grained preemption disabled */
 
@@ -34,7 +25,7 @@ static void stage_done(struct xdna_shim_ctx *ctx, const char *name, uint64_t t0)
     in->nstages++;
 }
 
-static int fw_alive(struct xdna_shim_ctx *ctx, struct xdna_mbox_chann_info *ci)
+static int fw_alive(struct xdna_shim_ctx *ctx, struct xdna_aie2_mgmt_mbox_chann_info *ci)
 {
     struct xdna_loc alive = xdna_role(ctx, XDNA_ROLE_SRAM_FW_ALIVE);
     uint32_t addr;
@@ -44,12 +35,12 @@ static int fw_alive(struct xdna_shim_ctx *ctx, struct xdna_mbox_chann_info *ci)
     struct xdna_loc il;
     if (addr & 3)
         return xdna_fail(ctx, EINVAL, "mgmt channel info address %#x is not 4-aligned", addr);
-    if (xdna_dev_loc(ctx, addr, MGMT_INFO_SIZE, &il, "mgmt channel info") < 0)
+    if (xdna_dev_loc(ctx, addr, XDNA_AIE2_MGMT_MBOX_CHANN_INFO_SIZE, &il, "mgmt channel info") < 0)
         return -1;
     if ((int)il.bar != ctx->chip->sram_bar)
         return xdna_fail(ctx, EINVAL, "mgmt channel info %#x is outside SRAM", addr);
-    uint32_t w[MGMT_INFO_SIZE / 4];
-    for (unsigned i = 0; i < MGMT_INFO_SIZE / 4; i++)
+    uint32_t w[XDNA_AIE2_MGMT_MBOX_CHANN_INFO_SIZE / 4];
+    for (unsigned i = 0; i < XDNA_AIE2_MGMT_MBOX_CHANN_INFO_SIZE / 4; i++)
         w[i] = xdna_rd(ctx, (struct xdna_loc){.bar = il.bar, .off = il.off + 4 * i});
     memcpy(ci, w, sizeof(*ci));
     if (xdna_wr_auto(ctx, alive, 0) < 0)
@@ -62,7 +53,7 @@ static int fw_alive(struct xdna_shim_ctx *ctx, struct xdna_mbox_chann_info *ci)
         break;
     case XDNA_PARSE_BAD_INFO_MAGIC:
         return xdna_fail(ctx, EINVAL, "mgmt channel info magic %#x, expected %#x", ci->magic,
-                         MGMT_INFO_MAGIC);
+                         XDNA_AIE2_MGMT_INFO_MAGIC);
     case XDNA_PARSE_OLD_PROTO_MINOR:
         return xdna_fail(ctx, EOPNOTSUPP, "firmware protocol %u.%u is older than %u.%u",
                          ci->prot_major, ci->prot_minor, c->protocol_major, c->protocol_min_minor);
@@ -85,29 +76,31 @@ static int mgmt_fw_init(struct xdna_shim_ctx *ctx)
     if (c->fine_preempt_type >= 0 && xdna_has_feature(ctx, XDNA_FEAT_PREEMPT) &&
         xdna_set_runtime_config(ctx, (uint32_t)c->fine_preempt_type, FINE_PREEMPT_VALUE) < 0)
         return -1;
-    uint16_t pasid[2] = {0, 0};
-    if (xdna_mgmt_req(ctx, MSG_ASSIGN_MGMT_PASID, pasid, sizeof(pasid), NULL, 0) < 0)
+    xdna_aie2_assign_mgmt_pasid_req_t pasid = {.pasid = 0};
+    if (xdna_mgmt_req(ctx, XDNA_AIE2_MSG_ASSIGN_MGMT_PASID, &pasid, sizeof(pasid), NULL, 0) < 0)
         return -1;
     if (xdna_has_feature(ctx, XDNA_FEAT_UPDATE_PROPERTY)) {
-        uint8_t req[20] = {0};
-        uint32_t type = UPDATE_PROPERTY_TIME_QUOTA, quota = TIME_QUOTA_US;
-        memcpy(req, &type, 4);
-        req[4] = 0xFF; /* all contexts */
-        memcpy(req + 12, &quota, 4);
-        if (xdna_mgmt_req(ctx, MSG_UPDATE_PROPERTY, req, sizeof(req), NULL, 0) < 0)
+        xdna_aie2_update_property_req_t req = {
+            .type = XDNA_AIE2_UPDATE_PROPERTY_TIME_QUOTA,
+            .context_id = XDNA_AIE2_UPDATE_PROPERTY_ALL_CONTEXTS,
+            .time_quota_us = TIME_QUOTA_US,
+        };
+        if (xdna_mgmt_req(ctx, XDNA_AIE2_MSG_UPDATE_PROPERTY, &req, sizeof(req), NULL, 0) < 0)
             return -1;
     }
-    if (xdna_mgmt_req_u32(ctx, MSG_SUSPEND, NULL, 0) < 0)
+    if (xdna_mgmt_req_u32(ctx, XDNA_AIE2_MSG_SUSPEND, NULL, 0) < 0)
         return -1;
     if (xdna_psp_waitmode_poll(ctx) < 0)
         return -1;
-    if (xdna_mgmt_req_u32(ctx, MSG_RESUME, NULL, 0) < 0)
+    if (xdna_mgmt_req_u32(ctx, XDNA_AIE2_MSG_RESUME, NULL, 0) < 0)
         return -1;
     if (xdna_has_feature(ctx, XDNA_FEAT_CALIBRATE_TIME)) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-        if (xdna_mgmt_req(ctx, MSG_CALIBRATE_TIME, &ns, sizeof(ns), NULL, 0) < 0)
+        xdna_aie2_calibrate_time_req_t req = {
+            .timestamp_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec,
+        };
+        if (xdna_mgmt_req(ctx, XDNA_AIE2_MSG_CALIBRATE_TIME, &req, sizeof(req), NULL, 0) < 0)
             return -1;
     }
     return 0;
@@ -126,7 +119,7 @@ static int hw_stop(struct xdna_shim_ctx *ctx, bool send_suspend)
     } while (0)
     if (ctx->mgmt.active) {
         if (send_suspend)
-            STEP(xdna_mgmt_req_u32(ctx, MSG_SUSPEND, NULL, 0));
+            STEP(xdna_mgmt_req_u32(ctx, XDNA_AIE2_MSG_SUSPEND, NULL, 0));
         xdna_mbox_destroy(ctx, &ctx->mgmt);
     }
     if (ctx->psp_on) {
@@ -150,7 +143,7 @@ static int hw_stop(struct xdna_shim_ctx *ctx, bool send_suspend)
 /* hw_start; `probing` adds the probe tail (GET_DEV_REVISION), which resume does not redo. */
 static int hw_start(struct xdna_shim_ctx *ctx, bool probing)
 {
-    struct xdna_mbox_chann_info ci;
+    struct xdna_aie2_mgmt_mbox_chann_info ci;
     uint64_t t;
     ctx->info.nstages = 0;
     if (probing)
@@ -187,10 +180,10 @@ static int hw_start(struct xdna_shim_ctx *ctx, bool probing)
     if (xdna_mgmt_fw_query(ctx) < 0 || xdna_async_events_start(ctx) < 0 || xdna_get_fw_version(ctx) < 0)
         return -1;
     if (probing && xdna_has_feature(ctx, XDNA_FEAT_GET_DEV_REVISION)) {
-        uint32_t r[3];
-        if (xdna_mgmt_req_u32(ctx, MSG_GET_DEV_REVISION, r, sizeof(r)) < 0)
+        xdna_aie2_get_dev_revision_resp_t r;
+        if (xdna_mgmt_req_u32(ctx, XDNA_AIE2_MSG_GET_DEV_REVISION, &r, sizeof(r)) < 0)
             return -1;
-        ctx->info.dev_revision = r[1];
+        ctx->info.dev_revision = r.rev;
     }
     stage_done(ctx, "query", t);
     return 0;

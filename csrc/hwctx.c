@@ -17,25 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MSG_CREATE_CONTEXT 0x2
-#define MSG_DESTROY_CONTEXT 0x3
-#define MSG_CONFIG_CU 0x11
-#define MSG_CHAIN_EXEC_DPU 0x13
-#define MSG_CHAIN_EXEC_NPU 0x18
-#define MSG_MAP_HOST_BUFFER 0x106
-#define MSG_GET_APP_HEALTH 0x114
-#define MSG_ADD_HOST_BUFFER 0x115
-
-#define STATUS_MGMT_ERT_NOAVAIL 0x2000003u
-#define STATUS_MGMT_ERT_INVALID_PARAM 0x2000004u
-
-#define SLOT_NPU_HDR 52
-#define SLOT_DPU_HDR 24
-#define SLOT_TYPE_NON_ELF 1
-#define CREATE_RESP_SIZE 76
-#define HEALTH_RESP_SIZE 36
-#define APP_HEALTH_SIZE 560
 #define BUSY_WAIT_MS 30000
+#define HEALTH_BUF_SIZE 0x2000u /* the shim's GET_APP_HEALTH buffer */
 
 /* ---- helpers -------------------------------------------------------------------------- */
 
@@ -62,9 +45,6 @@ static uint32_t hw_next_id(struct xdna_shim_ctx *ctx)
     return 0;
 }
 
-static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-static uint32_t get_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 
 static uint32_t *hdr_of(struct xdna_bo *bo) { return (uint32_t *)bo->va; }
 
@@ -103,14 +83,15 @@ static void hw_release(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 static int fw_ok(struct xdna_shim_ctx *ctx, uint32_t op, const void *req, size_t len,
                  void *resp, size_t resp_len)
 {
-    uint32_t st;
+    struct xdna_aie2_status_resp st;
     if (!resp) {
         resp = &st;
-        resp_len = 4;
+        resp_len = sizeof(st);
     }
     if (xdna_fw_call(ctx, op, req, len, resp, resp_len) < 0)
         return -1;
-    uint32_t status = get_u32(resp);
+    memcpy(&st, resp, sizeof(st)); /* every response starts with the status word */
+    uint32_t status = st.status;
     if (status)
         return xdna_fail(ctx, EIO, "%s (%#x) failed, status %#x", xdna_opcode_name(op), op, status);
     return 0;
@@ -210,9 +191,10 @@ static void job_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_t 
         job_finish(ctx, hw, j, err == EINVAL ? XDNA_SHIM_ERT_STATE_ERROR : XDNA_SHIM_ERT_STATE_ABORT, 0);
         return;
     }
-    uint32_t status = len >= 4 ? get_u32(resp) : 1, fail_idx = len >= 8 ? get_u32(resp + 4) : 0;
-    job_finish(ctx, hw, j, status == 0 ? XDNA_SHIM_ERT_STATE_COMPLETED : XDNA_SHIM_ERT_STATE_ERROR,
-               fail_idx);
+    struct xdna_aie2_chain_resp r = {.status = 1}; /* no status word: an error */
+    memcpy(&r, resp, len < sizeof(r) ? len : sizeof(r));
+    job_finish(ctx, hw, j, r.status == 0 ? XDNA_SHIM_ERT_STATE_COMPLETED : XDNA_SHIM_ERT_STATE_ERROR,
+               r.fail_cmd_idx);
 }
 
 static void cu_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_t *resp, size_t len)
@@ -220,7 +202,10 @@ static void cu_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_t *
     struct xdna_hwctx *hw = hw_get(ctx, (uint32_t)(uintptr_t)arg);
     if (!hw || err)
         return;
-    hw->cu_status = len >= 4 ? get_u32(resp) : 0;
+    xdna_aie2_config_cu_resp_t r = {0};
+    if (len >= sizeof(r))
+        memcpy(&r, resp, sizeof(r));
+    hw->cu_status = r.status;
     if (hw->cu_status)
         xdna_fail(ctx, EIO, "context %u: CONFIG_CU failed, status %#x", hw->handle, hw->cu_status);
 }
@@ -270,8 +255,9 @@ static int pick_cols(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 static void fw_stop(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, bool destroy)
 {
     if (hw->fw_live && destroy && !ctx->sock_dead) {
-        uint32_t id = hw->fw_id, st;
-        xdna_fw_call(ctx, MSG_DESTROY_CONTEXT, &id, sizeof(id), &st, sizeof(st));
+        xdna_aie2_destroy_context_req_t req = {.context_id = hw->fw_id};
+        xdna_aie2_destroy_context_resp_t st;
+        xdna_fw_call(ctx, XDNA_AIE2_MSG_DESTROY_CONTEXT, &req, sizeof(req), &st, sizeof(st));
     }
     hw->fw_live = false;
     xdna_mbox_destroy(ctx, &hw->chan);
@@ -287,19 +273,19 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     if (pick_cols(ctx, hw) < 0)
         return -1;
     hw->polled = ctx->s.power_mode == XDNA_SHIM_POWER_TURBO;
-    uint8_t req[28] = {0};
-    put_u32(req, 1); /* aie_type */
-    req[4] = (uint8_t)hw->start_col;
-    req[5] = (uint8_t)hw->num_col;
-    req[8] = 1; /* num_cq_pairs_requested */
-    uint16_t pasid = ctx->iommu_iova ? 0 : (uint16_t)ctx->info.pasid; /* 0: DMA addresses */
-    memcpy(req + 10, &pasid, 2);
-    put_u32(req + 24, hw->prio);
-    uint8_t r[CREATE_RESP_SIZE];
-    if (xdna_fw_call(ctx, MSG_CREATE_CONTEXT, req, sizeof(req), r, sizeof(r)) < 0)
+    xdna_aie2_create_context_req_t req = {
+        .aie_type = 1,
+        .start_col = (uint8_t)hw->start_col,
+        .num_col = (uint8_t)hw->num_col,
+        .num_cq_pairs_requested = 1,
+        .pasid = ctx->iommu_iova ? 0 : (uint16_t)ctx->info.pasid, /* 0: DMA addresses */
+        .context_priority = hw->prio,
+    };
+    xdna_aie2_create_context_resp_t r;
+    if (xdna_fw_call(ctx, XDNA_AIE2_MSG_CREATE_CONTEXT, &req, sizeof(req), &r, sizeof(r)) < 0)
         return -1;
     struct xdna_parse_create_resp cr;
-    int pr = xdna_parse_create_resp(r, sizeof(r), ctx->nvec, &cr);
+    int pr = xdna_parse_create_resp((const uint8_t *)&r, sizeof(r), ctx->nvec, &cr);
     uint32_t status = cr.status;
     if (pr == XDNA_PARSE_STATUS_BUSY)
         return xdna_fail(ctx, EBUSY, "CREATE_CONTEXT: no context or columns available (status %#x)",
@@ -310,7 +296,7 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     hw->fw_id = cr.ctx_id;
     hw->fw_live = true;
     uint16_t msix = cr.msix;
-    struct xdna_mbox_chann_info ci = {0};
+    struct xdna_aie2_mgmt_mbox_chann_info ci = {0};
     ci.x2i_head = cr.a.x2i_head; /* cq_pair[0] */
     ci.x2i_tail = cr.a.x2i_tail;
     ci.x2i_buf = cr.a.x2i_buf;
@@ -334,18 +320,23 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     if (!hw->polled && xdna_irq_own(ctx, msix) < 0)
         goto destroy_context;
     for (uint64_t off = 0; off < heap->alloc; off += XDNA_HEAP_CHUNK) {
-        uint8_t hb[20];
-        put_u32(hb, hw->fw_id);
-        put_u64(hb + 4, heap->dma_addr + off); /* heap VA (SVA) or IOVA */
-        put_u64(hb + 12, XDNA_HEAP_CHUNK);
-        if (fw_ok(ctx, off == 0 ? MSG_MAP_HOST_BUFFER : MSG_ADD_HOST_BUFFER, hb, sizeof(hb), NULL, 0) < 0)
+        struct xdna_aie2_host_buffer_req hb = {
+            .context_id = hw->fw_id,
+            .buf_addr = heap->dma_addr + off, /* heap VA (SVA) or IOVA */
+            .buf_size = XDNA_HEAP_CHUNK,
+        };
+        if (fw_ok(ctx, off == 0 ? XDNA_AIE2_MSG_MAP_HOST_BUFFER : XDNA_AIE2_MSG_ADD_HOST_BUFFER,
+                  &hb, sizeof(hb), NULL, 0) < 0)
             goto destroy_context;
     }
-    uint8_t cu[132] = {0};
-    put_u32(cu, 1); /* one CU; its "PDI" is the heap base (there are no real PDIs here) */
-    put_u32(cu + 4, (uint32_t)((XDNA_HEAP_DEV_ADDR >> 15) & 0x1FFFF));
+    /* one CU; its "PDI" is the heap base (there are no real PDIs here) */
+    xdna_aie2_config_cu_req_t cu = {
+        .num_cus = 1,
+        .cfgs = {(uint32_t)((XDNA_AIE2_HEAP_DEV_ADDR >> 15) & 0x1FFFF)},
+    };
     hw->cu_status = 0;
-    if (xdna_mbox_post_cb(ctx, &hw->chan, MSG_CONFIG_CU, cu, sizeof(cu), 4, true, cu_cb,
+    if (xdna_mbox_post_cb(ctx, &hw->chan, XDNA_AIE2_MSG_CONFIG_CU, &cu, sizeof(cu),
+                          XDNA_AIE2_MSG_CONFIG_CU_RESP_SIZE, true, cu_cb,
                           (void *)(uintptr_t)hw->handle) < 0)
         goto destroy_context;
     hw->state = XDNA_SHIM_HWCTX_ACTIVE;
@@ -402,15 +393,17 @@ static int query_health(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     uint8_t *va;
     if (xdna_health_buf(ctx, &addr, &va) < 0)
         return -1;
-    uint8_t req[16], resp[HEALTH_RESP_SIZE];
-    put_u32(req, hw->fw_id);
-    put_u32(req + 4, 0x2000);
-    put_u64(req + 8, addr);
-    memset(va, 0, APP_HEALTH_SIZE);
-    if (fw_ok(ctx, MSG_GET_APP_HEALTH, req, sizeof(req), resp, sizeof(resp)) < 0)
+    xdna_aie2_get_app_health_req_t req = {
+        .context_id = hw->fw_id,
+        .buf_size = HEALTH_BUF_SIZE,
+        .buf_addr = addr,
+    };
+    xdna_aie2_get_app_health_resp_t resp;
+    memset(va, 0, XDNA_AIE2_APP_HEALTH_REPORT_SIZE);
+    if (fw_ok(ctx, XDNA_AIE2_MSG_GET_APP_HEALTH, &req, sizeof(req), &resp, sizeof(resp)) < 0)
         return -1;
-    uint32_t need = get_u32(resp + 4);
-    uint32_t n = need && need < XDNA_HEALTH_MAX ? need : APP_HEALTH_SIZE;
+    uint32_t need = resp.required_buffer_size;
+    uint32_t n = need && need < XDNA_HEALTH_MAX ? need : XDNA_AIE2_APP_HEALTH_REPORT_SIZE;
     memcpy(hw->health, va, n);
     hw->health_len = n;
     return 0;
@@ -489,7 +482,7 @@ int xdna_health_buf(struct xdna_shim_ctx *ctx, uint64_t *addr, uint8_t **va)
 {
     struct xdna_dma_buf *b = &ctx->s.health_buf;
     if (!b->va) {
-        if (xdna_dma_alloc(ctx, b, 0x2000, XDNA_PROTO_DMA_READ | XDNA_PROTO_DMA_WRITE,
+        if (xdna_dma_alloc(ctx, b, HEALTH_BUF_SIZE, XDNA_PROTO_DMA_READ | XDNA_PROTO_DMA_WRITE,
                            "xdna-health") < 0)
             return -1;
         int rc = ctx->s.client ? xdna_sva_map(ctx, b->fd, b->va, b->size) : xdna_dma_map(ctx, b);
@@ -712,26 +705,31 @@ static void pin_npu(struct xdna_shim_ctx *ctx, struct xdna_job *j, const struct 
 static int put_slot(struct xdna_shim_ctx *ctx, uint8_t *buf, uint32_t off, bool npu,
                     const struct npu_cmd *c)
 {
-    uint32_t hdr = npu ? SLOT_NPU_HDR : SLOT_DPU_HDR;
+    uint32_t hdr = npu ? XDNA_AIE2_SLOT_NPU_SIZE : XDNA_AIE2_SLOT_DPU_SIZE;
     uint64_t need = hdr + 4ull * c->nargs;
     if (off + need > XDNA_CMDLIST_SIZE)
         return xdna_fail(ctx, EINVAL, "exec: the chain does not fit the %u-byte command list",
                          XDNA_CMDLIST_SIZE);
     uint8_t *s = buf + off;
-    memset(s, 0, hdr);
-    if (npu) { /* type, inst/save/restore addr, sizes, prop_cnt, cu_idx, arg_cnt */
-        put_u32(s, SLOT_TYPE_NON_ELF);
-        put_u64(s + 4, c->inst);
-        put_u32(s + 28, c->inst_size);
-        put_u32(s + 40, c->props);
-        put_u32(s + 44, c->cu_idx);
-        put_u32(s + 48, c->nargs);
-    } else { /* inst_buf_addr, inst_size, prop_cnt, cu_idx, arg_cnt */
-        put_u64(s, c->inst);
-        put_u32(s + 8, c->inst_size);
-        put_u32(s + 12, c->props);
-        put_u32(s + 16, c->cu_idx);
-        put_u32(s + 20, c->nargs);
+    if (npu) {
+        struct xdna_aie2_slot_npu h = {
+            .type = XDNA_AIE2_SLOT_TYPE_NON_ELF,
+            .inst_addr = c->inst,
+            .inst_size = c->inst_size,
+            .inst_prop_cnt = c->props,
+            .cu_idx = c->cu_idx,
+            .arg_cnt = c->nargs,
+        };
+        memcpy(s, &h, sizeof(h));
+    } else {
+        struct xdna_aie2_slot_dpu h = {
+            .inst_buf_addr = c->inst,
+            .inst_size = c->inst_size,
+            .inst_prop_cnt = c->props,
+            .cu_idx = c->cu_idx,
+            .arg_cnt = c->nargs,
+        };
+        memcpy(s, &h, sizeof(h));
     }
     memcpy(s + hdr, c->args, 4ull * c->nargs);
     return (int)need;
@@ -850,28 +848,28 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
             goto release_hw;
         off += (uint32_t)n;
     }
-    uint8_t req[24];
+    union {
+        xdna_aie2_chain_exec_npu_req_t npu;
+        xdna_aie2_chain_exec_dpu_req_t dpu;
+    } req;
     size_t req_len;
     uint32_t op;
-    if (npu) { /* flags, rsvd, buf_addr, buf_size, count */
-        put_u32(req, 0);
-        put_u32(req + 4, 0);
-        put_u64(req + 8, list->xdna_addr);
-        put_u32(req + 16, off);
-        put_u32(req + 20, nsub);
-        req_len = 24;
-        op = MSG_CHAIN_EXEC_NPU;
-    } else { /* buf_addr, buf_size, count */
-        put_u64(req, list->xdna_addr);
-        put_u32(req + 8, off);
-        put_u32(req + 12, nsub);
-        req_len = 16;
-        op = MSG_CHAIN_EXEC_DPU;
+    if (npu) {
+        req.npu = (xdna_aie2_chain_exec_npu_req_t){
+            .buf_addr = list->xdna_addr, .buf_size = off, .count = nsub};
+        req_len = sizeof(req.npu);
+        op = XDNA_AIE2_MSG_CHAIN_EXEC_NPU;
+    } else {
+        req.dpu = (xdna_aie2_chain_exec_dpu_req_t){
+            .buf_addr = list->xdna_addr, .buf_size = off, .count = nsub};
+        req_len = sizeof(req.dpu);
+        op = XDNA_AIE2_MSG_CHAIN_EXEC_DPU;
     }
     uint64_t s = hw->next_seq;
     __atomic_thread_fence(__ATOMIC_SEQ_CST); /* slots visible before the doorbell */
-    if (xdna_mbox_post_cb(ctx, &hw->chan, op, req, req_len, 12, false, job_cb,
-                          job_arg(hw->handle, s)) < 0)
+    /* both chain messages answer with the same chain_resp */
+    if (xdna_mbox_post_cb(ctx, &hw->chan, op, &req, req_len, XDNA_AIE2_MSG_CHAIN_EXEC_NPU_RESP_SIZE,
+                          false, job_cb, job_arg(hw->handle, s)) < 0)
         goto release_hw;
     hw->next_seq++;
     j->live = true;

@@ -1,7 +1,7 @@
 /* Mailbox channels (docs/spec/firmware.md §5): x2i producer, i2x consumer, interrupts.
  *
  * The algorithm is the driver's: cached x2i tail and i2x head, hardware x2i head and i2x
- * tail, TOMBSTONE wrap, ids (seq & 0xFF) | 0x1D000000 allocated cyclically per channel,
+ * tail, TOMBSTONE wrap, ids (seq & 0xFF) | MSG_ID_MAGIC allocated cyclically per channel,
  * exact response sizes, and a channel that turns "bad" for good when the ring is malformed.
  * Everything read from the device is range-checked before use.
  */
@@ -14,28 +14,8 @@
 
 const char *xdna_opcode_name(uint32_t op)
 {
-    switch (op) {
-    case 0x2: return "CREATE_CONTEXT";
-    case 0x3: return "DESTROY_CONTEXT";
-    case 0xD: return "QUERY_COL_STATUS";
-    case 0xE: return "QUERY_AIE_TILE_INFO";
-    case 0xF: return "QUERY_AIE_VERSION";
-    case 0x101: return "SUSPEND";
-    case 0x102: return "RESUME";
-    case 0x103: return "ASSIGN_MGMT_PASID";
-    case 0x104: return "INVOKE_SELF_TEST";
-    case 0x106: return "MAP_HOST_BUFFER";
-    case 0x108: return "GET_FIRMWARE_VERSION";
-    case 0x10A: return "SET_RUNTIME_CONFIG";
-    case 0x10B: return "GET_RUNTIME_CONFIG";
-    case 0x10C: return "REGISTER_ASYNC_EVENT_MSG";
-    case 0x113: return "UPDATE_PROPERTY";
-    case 0x114: return "GET_APP_HEALTH";
-    case 0x117: return "GET_DEV_REVISION";
-    case 0x11C: return "CALIBRATE_TIME";
-    case 0x301: return "GET_PROTOCOL_VERSION";
-    default: return "MSG";
-    }
+    const char *name = xdna_aie2_msg_name(op);
+    return name ? name : "MSG";
 }
 
 static struct xdna_loc loc_add(struct xdna_loc l, uint32_t d)
@@ -64,7 +44,7 @@ static struct xdna_loc loc_of(struct xdna_parse_loc l)
 }
 
 int xdna_mbox_create(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, const char *name,
-                     const struct xdna_mbox_chann_info *ci)
+                     const struct xdna_aie2_mgmt_mbox_chann_info *ci)
 {
     memset(ch, 0, sizeof(*ch));
     ch->name = name;
@@ -182,7 +162,7 @@ static int x2i_send(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32
                     uint32_t id, const void *req, uint32_t req_len)
 {
     const uint32_t size = ch->x2i_size;
-    const uint32_t len = MBOX_HDR_SIZE + req_len;
+    const uint32_t len = XDNA_AIE2_MSG_HEADER_SIZE + req_len;
     uint32_t head = xdna_rd(ctx, ch->x2i_head_reg);
     uint32_t tail = ch->x2i_tail;
     struct xdna_parse_tx tx;
@@ -195,11 +175,16 @@ static int x2i_send(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32
         return xdna_fail(ctx, ENOSPC, "mailbox %s: x2i ring full (head %#x tail %#x)", ch->name,
                          head, tail);
     if (tx.kind == XDNA_PARSE_TX_WRAP && tx.tomb_ok)
-        xdna_wr(ctx, loc_add(ch->x2i_buf, tx.tomb), MBOX_TOMBSTONE);
+        xdna_wr(ctx, loc_add(ch->x2i_buf, tx.tomb), XDNA_AIE2_TOMBSTONE);
     tail = tx.pos;
-    uint32_t hdr[4] = {req_len, (req_len & MBOX_SIZE_MASK) | (MBOX_PROTO_VER << 16), id, opcode};
-    ring_write(ctx, ch->x2i_buf, tail, hdr, sizeof(hdr));
-    ring_write(ctx, ch->x2i_buf, tail + MBOX_HDR_SIZE, req, req_len);
+    struct xdna_aie2_msg_header hdr = {
+        .total_size = req_len,
+        .sz_ver = (req_len & XDNA_AIE2_MSG_SIZE_MASK) | (XDNA_AIE2_MSG_PROTOCOL_VERSION << 16),
+        .id = id,
+        .opcode = opcode,
+    };
+    ring_write(ctx, ch->x2i_buf, tail, &hdr, sizeof(hdr));
+    ring_write(ctx, ch->x2i_buf, tail + XDNA_AIE2_MSG_HEADER_SIZE, req, req_len);
     tail += len;
     ch->x2i_tail = tail;
     return xdna_wr_log(ctx, ch->x2i_tail_reg, tail); /* log only: see xdna_wr_log */
@@ -244,7 +229,7 @@ static const char *dispatch(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch
     }
     p->done = true;
     if (p->async) {
-        if (p->opcode == 0x10C) /* REGISTER_ASYNC_EVENT_MSG */
+        if (p->opcode == XDNA_AIE2_MSG_REGISTER_ASYNC_EVENT_MSG)
             ctx->info.async_events++;
         void (*cb)(struct xdna_shim_ctx *, void *, int, const uint8_t *, size_t) = p->cb;
         void *arg = p->cb_arg;
@@ -281,8 +266,9 @@ static int i2x_one(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
         ch->i2x_head = 0;
         return xdna_wr_trap_lazy(ctx, ch->i2x_head_reg, 0) < 0 ? -1 : 1;
     case XDNA_PARSE_RX_MSG: {
-        uint32_t id = xdna_rd(ctx, loc_add(ch->i2x_buf, head + 8));
-        const char *why = dispatch(ctx, ch, id, rx.total, head + MBOX_HDR_SIZE);
+        uint32_t id = xdna_rd(ctx, loc_add(ch->i2x_buf,
+                                           head + offsetof(struct xdna_aie2_msg_header, id)));
+        const char *why = dispatch(ctx, ch, id, rx.total, head + XDNA_AIE2_MSG_HEADER_SIZE);
         ch->i2x_head = rx.next; /* may equal size: expected */
         if (xdna_wr_trap_lazy(ctx, ch->i2x_head_reg, rx.next) < 0)
             return -1;
@@ -347,13 +333,13 @@ static int send_checks(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, con
         return xdna_fail(ctx, ENODEV, "mailbox %s: channel is gone", ch->name);
     if (ch->bad)
         return xdna_fail(ctx, EPIPE, "mailbox %s: channel is in bad state", ch->name);
-    if (!req || req_len == 0 || (req_len & 3) || req_len > MBOX_SIZE_MASK ||
-        req_len + MBOX_HDR_SIZE + 4 > ch->x2i_size)
+    if (!req || req_len == 0 || (req_len & 3) || req_len > XDNA_AIE2_MSG_SIZE_MASK ||
+        req_len + XDNA_AIE2_MSG_HEADER_SIZE + 4 > ch->x2i_size)
         return xdna_fail(ctx, EINVAL, "mailbox %s: payload of %zu bytes is not sendable",
                          ch->name, req_len);
     uint32_t w0;
     memcpy(&w0, req, 4);
-    if (w0 == MBOX_TOMBSTONE)
+    if (w0 == XDNA_AIE2_TOMBSTONE)
         return xdna_fail(ctx, EINVAL, "mailbox %s: payload starts with TOMBSTONE", ch->name);
     return 0;
 }
@@ -373,7 +359,7 @@ int xdna_mbox_post_async(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, u
     p->opcode = opcode;
     p->resp = p->async_resp;
     p->resp_len = resp_len;
-    if (x2i_send(ctx, ch, opcode, MBOX_ID_MAGIC | slot, req, (uint32_t)req_len) < 0) {
+    if (x2i_send(ctx, ch, opcode, XDNA_AIE2_MSG_ID_MAGIC | slot, req, (uint32_t)req_len) < 0) {
         int err = errno;
         free_slot(ch, slot);
         errno = err;
@@ -419,7 +405,7 @@ int xdna_mbox_call(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_
     p->opcode = opcode;
     p->resp = resp;
     p->resp_len = resp_len;
-    if (x2i_send(ctx, ch, opcode, MBOX_ID_MAGIC | slot, req, (uint32_t)req_len) < 0)
+    if (x2i_send(ctx, ch, opcode, XDNA_AIE2_MSG_ID_MAGIC | slot, req, (uint32_t)req_len) < 0)
         goto fail;
 
     uint64_t deadline = xdna_deadline(timeout_ms > 0 ? timeout_ms

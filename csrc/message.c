@@ -7,11 +7,6 @@
 #include <errno.h>
 #include <string.h>
 
-#define MSG_QUERY_AIE_TILE_INFO 0xE
-#define MSG_QUERY_AIE_VERSION 0xF
-#define MSG_GET_FIRMWARE_VERSION 0x108
-#define MSG_SET_RUNTIME_CONFIG 0x10A
-#define MSG_GET_PROTOCOL_VERSION 0x301
 #define AIE2_MAX_COL 128 /* the driver's default column limit (module parameter) */
 #define PROXY_RESP_MAX 512
 
@@ -21,21 +16,30 @@ bool xdna_has_feature(struct xdna_shim_ctx *ctx, enum xdna_feature f)
                                  ctx->info.protocol_minor);
 }
 
+static void set_fw_version(struct xdna_shim_ctx *ctx, const xdna_aie2_get_firmware_version_resp_t *r)
+{
+    ctx->info.fw_major = r->major;
+    ctx->info.fw_minor = r->minor;
+    ctx->info.fw_sub = r->sub;
+    ctx->info.fw_build = r->build;
+}
+
 /* ---- driver: the management channel ------------------------------------------------ */
 
 /* A management message whose response starts with a status word that must be 0. */
 int xdna_mgmt_req(struct xdna_shim_ctx *ctx, uint32_t op, const void *req, size_t req_len,
                 void *resp, size_t resp_len)
 {
-    uint32_t status_only;
+    struct xdna_aie2_status_resp status_only;
     if (!resp) {
         resp = &status_only;
         resp_len = sizeof(status_only);
     }
     if (xdna_mbox_call(ctx, &ctx->mgmt, op, req, req_len, resp, resp_len, 0) < 0)
         return -1;
-    uint32_t status;
-    memcpy(&status, resp, 4);
+    struct xdna_aie2_status_resp st;
+    memcpy(&st, resp, sizeof(st)); /* every response starts with the status word */
+    uint32_t status = st.status;
     if (status != 0)
         return xdna_fail(ctx, EIO, "mgmt: %s (%#x) failed, status %#x", xdna_opcode_name(op), op,
                          status);
@@ -44,10 +48,8 @@ int xdna_mgmt_req(struct xdna_shim_ctx *ctx, uint32_t op, const void *req, size_
 
 int xdna_set_runtime_config(struct xdna_shim_ctx *ctx, uint32_t type, uint64_t value)
 {
-    uint8_t req[12];
-    memcpy(req, &type, 4);
-    memcpy(req + 4, &value, 8);
-    if (xdna_mgmt_req(ctx, MSG_SET_RUNTIME_CONFIG, req, sizeof(req), NULL, 0) < 0) {
+    xdna_aie2_set_runtime_config_req_t req = {.type = type, .value = value};
+    if (xdna_mgmt_req(ctx, XDNA_AIE2_MSG_SET_RUNTIME_CONFIG, &req, sizeof(req), NULL, 0) < 0) {
         char msg[sizeof(ctx->last_error)];
         memcpy(msg, ctx->last_error, sizeof(msg));
         return xdna_fail(ctx, errno, "%.200s (type %u value %llu)", msg, type,
@@ -58,19 +60,16 @@ int xdna_set_runtime_config(struct xdna_shim_ctx *ctx, uint32_t type, uint64_t v
 
 int xdna_mgmt_req_u32(struct xdna_shim_ctx *ctx, uint32_t op, void *resp, size_t resp_len)
 {
-    uint32_t rsvd = 0;
+    struct xdna_aie2_rsvd_req rsvd = {0};
     return xdna_mgmt_req(ctx, op, &rsvd, sizeof(rsvd), resp, resp_len);
 }
 
 int xdna_get_fw_version(struct xdna_shim_ctx *ctx)
 {
-    uint32_t r[5];
-    if (xdna_mgmt_req_u32(ctx, MSG_GET_FIRMWARE_VERSION, r, sizeof(r)) < 0)
+    xdna_aie2_get_firmware_version_resp_t r;
+    if (xdna_mgmt_req_u32(ctx, XDNA_AIE2_MSG_GET_FIRMWARE_VERSION, &r, sizeof(r)) < 0)
         return -1;
-    ctx->info.fw_major = r[1];
-    ctx->info.fw_minor = r[2];
-    ctx->info.fw_sub = r[3];
-    ctx->info.fw_build = r[4];
+    set_fw_version(ctx, &r);
     return 0;
 }
 
@@ -78,34 +77,31 @@ int xdna_mgmt_fw_query(struct xdna_shim_ctx *ctx)
 {
     if (xdna_get_fw_version(ctx) < 0)
         return -1;
-    uint8_t av[8];
-    if (xdna_mgmt_req_u32(ctx, MSG_QUERY_AIE_VERSION, av, sizeof(av)) < 0)
+    xdna_aie2_query_aie_version_resp_t av;
+    if (xdna_mgmt_req_u32(ctx, XDNA_AIE2_MSG_QUERY_AIE_VERSION, &av, sizeof(av)) < 0)
         return -1;
-    uint8_t ti[48];
-    if (xdna_mgmt_req_u32(ctx, MSG_QUERY_AIE_TILE_INFO, ti, sizeof(ti)) < 0)
+    xdna_aie2_query_aie_tile_info_resp_t ti;
+    if (xdna_mgmt_req_u32(ctx, XDNA_AIE2_MSG_QUERY_AIE_TILE_INFO, &ti, sizeof(ti)) < 0)
         return -1;
-    return xdna_decode_aie_info(ctx, av, ti);
+    return xdna_decode_aie_info(ctx, &av, &ti);
 }
 
-/* QUERY_AIE_VERSION (8 B) and QUERY_AIE_TILE_INFO (48 B) responses into ctx->info, with
- * the driver's sanity check (no columns or no core rows: the AIE array is unusable). */
-int xdna_decode_aie_info(struct xdna_shim_ctx *ctx, const uint8_t av[8], const uint8_t ti[48])
+/* QUERY_AIE_VERSION and QUERY_AIE_TILE_INFO responses into ctx->info, with the driver's
+ * sanity check (no columns or no core rows: the AIE array is unusable). */
+int xdna_decode_aie_info(struct xdna_shim_ctx *ctx, const xdna_aie2_query_aie_version_resp_t *av,
+                         const xdna_aie2_query_aie_tile_info_resp_t *ti)
 {
     struct xdna_shim_info *in = &ctx->info;
-    uint16_t maj, min, f[19];
-    memcpy(&maj, av + 4, 2);
-    memcpy(&min, av + 6, 2);
-    in->aie_major = maj;
-    in->aie_minor = min;
-    memcpy(f, ti + 8, sizeof(f)); /* major, minor, cols, rows, core/mem/shim rows, row starts... */
-    in->cols = f[2];
-    in->rows = f[3];
-    in->core_rows = f[4];
-    in->mem_rows = f[5];
-    in->shim_rows = f[6];
-    in->core_row_start = f[7];
-    in->mem_row_start = f[8];
-    in->shim_row_start = f[9];
+    in->aie_major = av->major;
+    in->aie_minor = av->minor;
+    in->cols = ti->cols;
+    in->rows = ti->rows;
+    in->core_rows = ti->core_rows;
+    in->mem_rows = ti->mem_rows;
+    in->shim_rows = ti->shim_rows;
+    in->core_row_start = ti->core_row_start;
+    in->mem_row_start = ti->mem_row_start;
+    in->shim_row_start = ti->shim_row_start;
     if (in->cols == 0 || in->core_rows == 0 || in->rows == 0)
         return xdna_fail(ctx, EINVAL, "tile info: %u cols, %u rows, %u core rows", in->cols,
                          in->rows, in->core_rows);
@@ -148,10 +144,12 @@ int xdna_fw_call(struct xdna_shim_ctx *ctx, uint32_t opcode, const void *req, si
 
 int xdna_fw_req_u32(struct xdna_shim_ctx *ctx, uint32_t op, void *resp, size_t len)
 {
-    uint32_t rsvd = 0, status;
+    struct xdna_aie2_rsvd_req rsvd = {0};
     if (xdna_fw_call(ctx, op, &rsvd, sizeof(rsvd), resp, len) < 0)
         return -1;
-    memcpy(&status, resp, 4);
+    struct xdna_aie2_status_resp st;
+    memcpy(&st, resp, sizeof(st));
+    uint32_t status = st.status;
     if (status != 0)
         return xdna_fail(ctx, EIO, "%s failed, status %#x", xdna_opcode_name(op), status);
     return 0;
@@ -163,21 +161,21 @@ int xdna_fw_req_u32(struct xdna_shim_ctx *ctx, uint32_t op, void *resp, size_t l
  * shortcut: the real driver shares this knowledge inside the kernel). */
 static int client_protocol(struct xdna_shim_ctx *ctx)
 {
-    uint32_t r[3];
-    if (xdna_fw_req_u32(ctx, MSG_GET_PROTOCOL_VERSION, r, sizeof(r)) == 0) {
-        ctx->info.protocol_major = r[1];
-        ctx->info.protocol_minor = r[2];
+    xdna_aie2_get_protocol_version_resp_t r;
+    if (xdna_fw_req_u32(ctx, XDNA_AIE2_MSG_GET_PROTOCOL_VERSION, &r, sizeof(r)) == 0) {
+        ctx->info.protocol_major = r.major;
+        ctx->info.protocol_minor = r.minor;
         return 0;
     }
     const struct xdna_chip_desc *c = ctx->chip;
     if (c->mgmt_info.valid) {
         struct xdna_loc l = {.bar = c->mgmt_info.bar, .off = c->mgmt_info.off};
-        uint32_t w[MGMT_INFO_SIZE / 4];
-        for (unsigned i = 0; i < MGMT_INFO_SIZE / 4; i++)
+        uint32_t w[XDNA_AIE2_MGMT_MBOX_CHANN_INFO_SIZE / 4];
+        for (unsigned i = 0; i < XDNA_AIE2_MGMT_MBOX_CHANN_INFO_SIZE / 4; i++)
             w[i] = xdna_rd(ctx, (struct xdna_loc){.bar = l.bar, .off = l.off + 4 * i});
-        struct xdna_mbox_chann_info ci;
+        struct xdna_aie2_mgmt_mbox_chann_info ci;
         memcpy(&ci, w, sizeof(ci));
-        if (ci.magic == MGMT_INFO_MAGIC && ci.prot_major == c->protocol_major) {
+        if (ci.magic == XDNA_AIE2_MGMT_INFO_MAGIC && ci.prot_major == c->protocol_major) {
             ctx->info.protocol_major = ci.prot_major;
             ctx->info.protocol_minor = ci.prot_minor;
             return 0;
@@ -190,16 +188,14 @@ static int client_protocol(struct xdna_shim_ctx *ctx)
  * and tile info, and the protocol version. */
 int xdna_client_query(struct xdna_shim_ctx *ctx)
 {
-    uint32_t fv[5];
-    uint8_t av[8], ti[48];
-    if (xdna_fw_req_u32(ctx, MSG_GET_FIRMWARE_VERSION, fv, sizeof(fv)) < 0 ||
-        xdna_fw_req_u32(ctx, MSG_QUERY_AIE_VERSION, av, sizeof(av)) < 0 ||
-        xdna_fw_req_u32(ctx, MSG_QUERY_AIE_TILE_INFO, ti, sizeof(ti)) < 0 || client_protocol(ctx) < 0)
+    xdna_aie2_get_firmware_version_resp_t fv;
+    xdna_aie2_query_aie_version_resp_t av;
+    xdna_aie2_query_aie_tile_info_resp_t ti;
+    if (xdna_fw_req_u32(ctx, XDNA_AIE2_MSG_GET_FIRMWARE_VERSION, &fv, sizeof(fv)) < 0 ||
+        xdna_fw_req_u32(ctx, XDNA_AIE2_MSG_QUERY_AIE_VERSION, &av, sizeof(av)) < 0 ||
+        xdna_fw_req_u32(ctx, XDNA_AIE2_MSG_QUERY_AIE_TILE_INFO, &ti, sizeof(ti)) < 0 ||
+        client_protocol(ctx) < 0)
         return -1;
-    struct xdna_shim_info *in = &ctx->info;
-    in->fw_major = fv[1];
-    in->fw_minor = fv[2];
-    in->fw_sub = fv[3];
-    in->fw_build = fv[4];
-    return xdna_decode_aie_info(ctx, av, ti);
+    set_fw_version(ctx, &fv);
+    return xdna_decode_aie_info(ctx, &av, &ti);
 }

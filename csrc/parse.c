@@ -100,7 +100,7 @@ void xdna_parse_i2x_head(uint32_t size, uint32_t head, uint32_t tail, struct xdn
 void xdna_parse_i2x_first(uint32_t size, uint32_t tail, uint32_t first, struct xdna_parse_rx *rx)
 {
     const uint32_t head = rx->off;
-    if (first == XDNA_PARSE_TOMBSTONE) {
+    if (first == XDNA_AIE2_TOMBSTONE) {
         if (tail > head)
             return rx_bad(rx, XDNA_PARSE_BAD_TOMBSTONE);
         rx->kind = XDNA_PARSE_RX_WRAP;
@@ -108,14 +108,14 @@ void xdna_parse_i2x_first(uint32_t size, uint32_t tail, uint32_t first, struct x
         return;
     }
     const uint32_t total = first;
-    if (total == 0 || (total & 3) || total > size - XDNA_PARSE_HDR ||
-        head > size - XDNA_PARSE_HDR - total)
+    if (total == 0 || (total & 3) || total > size - XDNA_AIE2_MSG_HEADER_SIZE ||
+        head > size - XDNA_AIE2_MSG_HEADER_SIZE - total)
         return rx_bad(rx, XDNA_PARSE_BAD_SIZE);
-    if (tail > head && head + XDNA_PARSE_HDR + total > tail)
+    if (tail > head && head + XDNA_AIE2_MSG_HEADER_SIZE + total > tail)
         return rx_bad(rx, XDNA_PARSE_PAST_TAIL);
     rx->kind = XDNA_PARSE_RX_MSG;
     rx->total = total;
-    rx->next = head + XDNA_PARSE_HDR + total; /* may equal size: expected */
+    rx->next = head + XDNA_AIE2_MSG_HEADER_SIZE + total; /* may equal size: expected */
 }
 
 void xdna_parse_i2x_step(const uint8_t *ring, uint32_t size, uint32_t head, uint32_t tail,
@@ -126,8 +126,8 @@ void xdna_parse_i2x_step(const uint8_t *ring, uint32_t size, uint32_t head, uint
         return;
     xdna_parse_i2x_first(size, tail, rd32(ring + rx->off), rx);
     if (rx->kind == XDNA_PARSE_RX_MSG) {
-        rx->id = rd32(ring + rx->off + 8);
-        rx->opcode = rd32(ring + rx->off + 12);
+        rx->id = rd32(ring + rx->off + offsetof(struct xdna_aie2_msg_header, id));
+        rx->opcode = rd32(ring + rx->off + offsetof(struct xdna_aie2_msg_header, opcode));
     }
 }
 
@@ -183,7 +183,7 @@ void xdna_parse_x2i_space(uint32_t head, uint32_t tail, uint32_t size, uint32_t 
 
 int xdna_parse_resp_slot(uint32_t id, uint32_t nslots)
 {
-    if ((id & XDNA_PARSE_ID_MAGIC_MASK) != XDNA_PARSE_ID_MAGIC)
+    if ((id & XDNA_AIE2_MSG_ID_MAGIC_MASK) != XDNA_AIE2_MSG_ID_MAGIC)
         return -XDNA_PARSE_BAD_MAGIC;
     uint32_t slot = id & 0xFFFFFFu;
     if (slot >= nslots)
@@ -289,23 +289,23 @@ int xdna_parse_mgmt_hdr(const uint8_t *buf, size_t len, uint32_t major, uint32_t
                         struct xdna_parse_mgmt_info *out)
 {
     memset(out, 0, sizeof(*out));
-    if (len < XDNA_PARSE_MGMT_INFO_SIZE)
+    if (len < XDNA_AIE2_MGMT_MBOX_CHANN_INFO_SIZE)
         return XDNA_PARSE_SHORT;
-    /* {x2i_tail, x2i_head, x2i_buf, x2i_buf_sz, i2x_tail, i2x_head, i2x_buf, i2x_buf_sz,
-     *  magic, msi_id, prot_major, prot_minor, rsvd[4]} */
-    out->a.x2i_tail = rd32(buf + 0);
-    out->a.x2i_head = rd32(buf + 4);
-    out->a.x2i_buf = rd32(buf + 8);
-    out->a.x2i_buf_sz = rd32(buf + 12);
-    out->a.i2x_tail = rd32(buf + 16);
-    out->a.i2x_head = rd32(buf + 20);
-    out->a.i2x_buf = rd32(buf + 24);
-    out->a.i2x_buf_sz = rd32(buf + 28);
-    out->magic = rd32(buf + 32);
-    out->a.msi_id = rd32(buf + 36);
-    out->prot_major = rd32(buf + 40);
-    out->prot_minor = rd32(buf + 44);
-    if (out->magic != XDNA_PARSE_MGMT_MAGIC)
+    struct xdna_aie2_mgmt_mbox_chann_info in;
+    memcpy(&in, buf, sizeof(in));
+    out->a.x2i_tail = in.x2i_tail;
+    out->a.x2i_head = in.x2i_head;
+    out->a.x2i_buf = in.x2i_buf;
+    out->a.x2i_buf_sz = in.x2i_buf_sz;
+    out->a.i2x_tail = in.i2x_tail;
+    out->a.i2x_head = in.i2x_head;
+    out->a.i2x_buf = in.i2x_buf;
+    out->a.i2x_buf_sz = in.i2x_buf_sz;
+    out->magic = in.magic;
+    out->a.msi_id = in.msi_id;
+    out->prot_major = in.prot_major;
+    out->prot_minor = in.prot_minor;
+    if (out->magic != XDNA_AIE2_MGMT_INFO_MAGIC)
         return XDNA_PARSE_BAD_INFO_MAGIC;
     if (out->prot_major != major)
         return XDNA_PARSE_BAD_PROTO_MAJOR;
@@ -333,29 +333,30 @@ int xdna_parse_create_resp(const uint8_t *buf, size_t len, unsigned nvec,
                            struct xdna_parse_create_resp *out)
 {
     memset(out, 0, sizeof(*out));
-    if (len < XDNA_PARSE_CREATE_RESP_SIZE)
+    if (len < XDNA_AIE2_MSG_CREATE_CONTEXT_RESP_SIZE)
         return XDNA_PARSE_SHORT;
-    out->status = rd32(buf);
-    if (out->status == XDNA_PARSE_STATUS_NOAVAIL)
+    struct xdna_aie2_create_context_resp r;
+    memcpy(&r, buf, sizeof(r));
+    out->status = r.status;
+    if (out->status == XDNA_AIE2_STATUS_MGMT_ERT_NOAVAIL)
         return XDNA_PARSE_STATUS_BUSY;
-    if (out->status == XDNA_PARSE_STATUS_INVALID_PARAM)
+    if (out->status == XDNA_AIE2_STATUS_MGMT_ERT_INVALID_PARAM)
         return XDNA_PARSE_STATUS_INVAL;
     if (out->status)
         return XDNA_PARSE_STATUS_FAIL;
     out->fw_live = 1;
-    out->ctx_id = rd32(buf + 4);
-    memcpy(&out->msix, buf + 8, 2);
-    out->ncq = buf[10];
-    /* cq_pair[0]: x2i {head, tail, buf, size}, i2x {head, tail, buf, size} */
-    const uint8_t *q = buf + 12;
-    out->a.x2i_head = rd32(q + 0);
-    out->a.x2i_tail = rd32(q + 4);
-    out->a.x2i_buf = rd32(q + 8);
-    out->a.x2i_buf_sz = rd32(q + 12);
-    out->a.i2x_head = rd32(q + 16);
-    out->a.i2x_tail = rd32(q + 20);
-    out->a.i2x_buf = rd32(q + 24);
-    out->a.i2x_buf_sz = rd32(q + 28);
+    out->ctx_id = r.context_id;
+    out->msix = r.msix_id;
+    out->ncq = r.num_cq_pairs_allocated;
+    const struct xdna_aie2_cq_pair *q = &r.cq_pair[0];
+    out->a.x2i_head = q->x2i_q.head_addr;
+    out->a.x2i_tail = q->x2i_q.tail_addr;
+    out->a.x2i_buf = q->x2i_q.buf_addr;
+    out->a.x2i_buf_sz = q->x2i_q.buf_size;
+    out->a.i2x_head = q->i2x_q.head_addr;
+    out->a.i2x_tail = q->i2x_q.tail_addr;
+    out->a.i2x_buf = q->i2x_q.buf_addr;
+    out->a.i2x_buf_sz = q->i2x_q.buf_size;
     out->a.msi_id = out->msix;
     if (out->ncq < 1)
         return XDNA_PARSE_NO_CQ;

@@ -4,8 +4,8 @@
  * No ctx, no I/O, no allocation: inputs are byte buffers and numbers, outputs are small result
  * structs and reason codes. The shim (mailbox.c, hw.c, hwctx.c) calls these, and the
  * libFuzzer harnesses in fuzz/native/ call the very same functions, so what is fuzzed is what
- * runs. This header depends on nothing but <stdint.h>/<stddef.h> so a harness builds from
- * csrc/parse.c alone.
+ * runs. This header depends on nothing but <stdint.h>/<stddef.h> and the generated firmware
+ * interface header (docs/spec/firmware.md §9), so a harness builds from csrc/parse.c alone.
  */
 #ifndef XDNA_PARSE_H
 #define XDNA_PARSE_H
@@ -13,20 +13,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define XDNA_PARSE_HDR 16u                  /* struct xdna_msg_header */
-#define XDNA_PARSE_TOMBSTONE 0xDEADFACEu    /* ring wrap marker */
-#define XDNA_PARSE_ID_MAGIC 0x1D000000u     /* top byte of every message id */
-#define XDNA_PARSE_ID_MAGIC_MASK 0xFF000000u
-#define XDNA_PARSE_MGMT_MAGIC 0x55504E5Fu   /* mgmt_mbox_chann_info.magic */
-#define XDNA_PARSE_MGMT_INFO_SIZE 64u
-#define XDNA_PARSE_CREATE_RESP_SIZE 76u
+#include "generated/xdna_fw_aie2.h"
+
 #define XDNA_PARSE_MAX_BARS 6
 #define XDNA_PARSE_MAX_APERTURES 8
 #define XDNA_PARSE_CHAIN_MAX 64u
 #define XDNA_PARSE_ERT_CMD_CHAIN 19u
 #define XDNA_PARSE_ERT_START_NPU 20u
-#define XDNA_PARSE_STATUS_NOAVAIL 0x2000003u
-#define XDNA_PARSE_STATUS_INVALID_PARAM 0x2000004u
 
 /* Why something was rejected. 0 is success everywhere. */
 enum xdna_parse_reason {
@@ -41,12 +34,12 @@ enum xdna_parse_reason {
     XDNA_PARSE_BAD_LEN,         /* send length zero, unaligned or larger than the ring allows */
     XDNA_PARSE_NOSPC,           /* x2i ring full */
     /* ids */
-    XDNA_PARSE_BAD_MAGIC,       /* id top byte is not 0x1D */
+    XDNA_PARSE_BAD_MAGIC,       /* id top byte is not MSG_ID_MAGIC's */
     XDNA_PARSE_BAD_SLOT,        /* id low part is no slot */
     XDNA_PARSE_NONCONTIG,       /* user channel: id is not last + 1 */
     /* channel layouts */
     XDNA_PARSE_SHORT,           /* buffer shorter than the structure */
-    XDNA_PARSE_BAD_INFO_MAGIC,  /* mgmt info magic != 0x55504E5F */
+    XDNA_PARSE_BAD_INFO_MAGIC,  /* mgmt info magic != MGMT_INFO_MAGIC */
     XDNA_PARSE_BAD_PROTO_MAJOR,
     XDNA_PARSE_OLD_PROTO_MINOR,
     XDNA_PARSE_BAD_MSIX,        /* vector >= vectors */

@@ -309,7 +309,7 @@ int xdna_dma_alloc(struct xdna_shim_ctx *ctx, struct xdna_dma_buf *buf, size_t s
 {
     memset(buf, 0, sizeof(*buf));
     buf->fd = -1;
-    size_t rounded = (size + PSP_FW_ALIGN - 1) & ~(size_t)(PSP_FW_ALIGN - 1);
+    size_t rounded = (size + XDNA_AIE2_PSP_FW_ALIGN - 1) & ~(size_t)(XDNA_AIE2_PSP_FW_ALIGN - 1);
     if (size == 0 || rounded < size)
         return xdna_fail(ctx, EINVAL, "%s: bad DMA buffer size %zu", name, size);
     int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -338,7 +338,7 @@ int xdna_dma_alloc(struct xdna_shim_ctx *ctx, struct xdna_dma_buf *buf, size_t s
 int xdna_dma_map(struct xdna_shim_ctx *ctx, struct xdna_dma_buf *buf)
 {
     /* bump allocator: IOVAs are never reused within a session, each is 64 KiB aligned */
-    uint64_t iova = (ctx->iova_next + PSP_FW_ALIGN - 1) & ~(uint64_t)(PSP_FW_ALIGN - 1);
+    uint64_t iova = (ctx->iova_next + XDNA_AIE2_PSP_FW_ALIGN - 1) & ~(uint64_t)(XDNA_AIE2_PSP_FW_ALIGN - 1);
     struct xdna_proto_dma_map m = {.argsz = sizeof(m), .flags = buf->flags, .offset = 0,
                                    .address = iova, .size = buf->size, .pasid = 0};
     size_t len = 0;

@@ -10,22 +10,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* PSP commands and status bits (docs/spec/firmware.md §3) */
-#define PSP_VALIDATE 1
-#define PSP_START 2
-#define PSP_RELEASE_TMR 3
-#define PSP_START_COPY_FW 1
-#define PSP_STATUS_READY (1u << 31)
-#define PSP_PWAITMODE_READY 1u
+/* PSP commands and status bits: generated/xdna_fw_aie2.h (docs/spec/firmware.md §3) */
 
 static const char *psp_name(uint32_t cmd)
 {
-    switch (cmd) {
-    case PSP_VALIDATE: return "VALIDATE";
-    case PSP_START: return "START";
-    case PSP_RELEASE_TMR: return "RELEASE_TMR";
-    default: return "CMD";
-    }
+    const char *name = xdna_aie2_psp_cmd_name(cmd);
+    return name ? name : "CMD";
 }
 
 static int psp_exec(struct xdna_shim_ctx *ctx, uint32_t cmd, uint32_t a0, uint32_t a1, uint32_t a2)
@@ -39,7 +29,7 @@ static int psp_exec(struct xdna_shim_ctx *ctx, uint32_t cmd, uint32_t a0, uint32
         return -1;
     char what[32];
     snprintf(what, sizeof(what), "psp: %s", psp_name(cmd));
-    if (xdna_poll_reg(ctx, xdna_role(ctx, XDNA_ROLE_PSP_STATUS), PSP_STATUS_READY,
+    if (xdna_poll_reg(ctx, xdna_role(ctx, XDNA_ROLE_PSP_STATUS), XDNA_AIE2_PSP_STATUS_READY,
                       ctx->timeouts[XDNA_SHIM_TIMEOUT_PSP], NULL, what) < 0)
         return -1;
     uint32_t resp = xdna_rd(ctx, xdna_role(ctx, XDNA_ROLE_PSP_RESP));
@@ -110,11 +100,11 @@ int xdna_psp_start(struct xdna_shim_ctx *ctx)
         return xdna_fail(ctx, ENOENT, "no firmware image loaded");
     if (!ctx->fw.mapped && xdna_dma_map(ctx, &ctx->fw) < 0)
         return -1;
-    if (psp_exec(ctx, PSP_VALIDATE, (uint32_t)ctx->fw.iova, (uint32_t)(ctx->fw.iova >> 32),
+    if (psp_exec(ctx, XDNA_AIE2_PSP_CMD_VALIDATE, (uint32_t)ctx->fw.iova, (uint32_t)(ctx->fw.iova >> 32),
                  (uint32_t)ctx->fw.size) < 0)
         return -1;
     /* as in the driver, a failed VALIDATE or START is not followed by RELEASE_TMR */
-    if (psp_exec(ctx, PSP_START, PSP_START_COPY_FW, 0, 0) < 0)
+    if (psp_exec(ctx, XDNA_AIE2_PSP_CMD_START, XDNA_AIE2_PSP_START_COPY_FW, 0, 0) < 0)
         return -1;
     ctx->psp_on = true;
     return 0;
@@ -122,12 +112,12 @@ int xdna_psp_start(struct xdna_shim_ctx *ctx)
 
 int xdna_psp_stop(struct xdna_shim_ctx *ctx)
 {
-    return psp_exec(ctx, PSP_RELEASE_TMR, 0, 0, 0);
+    return psp_exec(ctx, XDNA_AIE2_PSP_CMD_RELEASE_TMR, 0, 0, 0);
 }
 
 /* The firmware parks in wait mode after SUSPEND; the PSP says so in its PWAITMODE register. */
 int xdna_psp_waitmode_poll(struct xdna_shim_ctx *ctx)
 {
-    return xdna_poll_reg(ctx, xdna_role(ctx, XDNA_ROLE_PSP_PWAITMODE), PSP_PWAITMODE_READY,
+    return xdna_poll_reg(ctx, xdna_role(ctx, XDNA_ROLE_PSP_PWAITMODE), XDNA_AIE2_PSP_PWAITMODE_READY,
                          ctx->timeouts[XDNA_SHIM_TIMEOUT_PSP], NULL, "psp: wait mode");
 }

@@ -11,31 +11,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "generated/xdna_fw_aie2.h"
 #include "xdna_chips.h"
-#include "xdna_proto.h"
+#include "generated/xdna_proto.h"
 #include "xdna_shim.h"
 
 #define XDNA_NUM_BARS 6
 #define XDNA_ERR_MAX 256 /* one error message */
 #define XDNA_MAX_VECTORS 2048 /* MSI-X table size field is 11 bits */
 
-/* Mailbox protocol facts (amdxdna-facts.md §4). */
-#define MBOX_HDR_SIZE 16
-#define MBOX_TOMBSTONE 0xDEADFACEu
-#define MBOX_ID_MAGIC 0x1D000000u
-#define MBOX_ID_MAGIC_MASK 0xFF000000u
-#define MBOX_PROTO_VER 1u
-#define MBOX_SIZE_MASK 0x7FFu
+/* Mailbox limits; the protocol's numbers and layouts are in generated/xdna_fw_aie2.h
+ * (docs/spec/messages.md). */
 #define MBOX_MAX_IDS 256
 #define MBOX_RESP_MAX 128 /* largest response struct we accept into a pending slot */
 
-/* mgmt_mbox_chann_info (64 bytes, facts §6 step 4) */
-#define MGMT_INFO_SIZE 64
-#define MGMT_INFO_MAGIC 0x55504E5Fu
-
-/* firmware / DMA buffer alignment (facts §2, §5) */
-#define PSP_FW_ALIGN 0x10000u
-#define ASYNC_BUF_SIZE 0x2000u
+/* IOVA layout and the firmware image limit */
 #define XDNA_IOVA_BASE 0x100000000ull
 #define XDNA_FW_MAX_SIZE (64u << 20)
 
@@ -101,7 +91,6 @@ struct xdna_bar_map {
 #define XDNA_MONITOR_POLL_NS 1000000u /* monitor re-check of a due duty that could not run (1 ms) */
 #define XDNA_CMDLIST_SIZE 4096u      /* one cmd-list buffer */
 #define XDNA_HEAP_CHUNK (64ull << 20)
-#define XDNA_HEAP_DEV_ADDR 0x4000000ull
 #define XDNA_DEV_BO_ALIGN (32u << 10)
 #define XDNA_HEALTH_MAX 1024u
 #define XDNA_CHAIN_MAX 64u
@@ -281,16 +270,8 @@ int xdna_dma_unmap(struct xdna_shim_ctx *ctx, struct xdna_dma_buf *buf);
 void xdna_dma_free(struct xdna_dma_buf *buf);
 
 /* ---- mailbox (mailbox.c) ---- */
-struct xdna_mbox_chann_info {
-    uint32_t x2i_tail, x2i_head, x2i_buf, x2i_buf_sz;
-    uint32_t i2x_tail, i2x_head, i2x_buf, i2x_buf_sz;
-    uint32_t magic, msi_id, prot_major, prot_minor;
-    uint32_t rsvd[4];
-};
-_Static_assert(sizeof(struct xdna_mbox_chann_info) == MGMT_INFO_SIZE, "mgmt info");
-
 int xdna_mbox_create(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, const char *name,
-                     const struct xdna_mbox_chann_info *ci);
+                     const struct xdna_aie2_mgmt_mbox_chann_info *ci);
 void xdna_mbox_destroy(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch);
 /* Send and wait for the response (exact size). */
 int xdna_mbox_call(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_t opcode,
@@ -328,7 +309,8 @@ int xdna_set_runtime_config(struct xdna_shim_ctx *ctx, uint32_t type, uint64_t v
 int xdna_get_fw_version(struct xdna_shim_ctx *ctx);
 int xdna_mgmt_fw_query(struct xdna_shim_ctx *ctx);
 /* AIE version + tile info responses into ctx->info; -1 if unusable. */
-int xdna_decode_aie_info(struct xdna_shim_ctx *ctx, const uint8_t av[8], const uint8_t ti[48]);
+int xdna_decode_aie_info(struct xdna_shim_ctx *ctx, const xdna_aie2_query_aie_version_resp_t *av,
+                         const xdna_aie2_query_aie_tile_info_resp_t *ti);
 /* One management request: mgmt ring for the driver session, MGMT_PROXY for a client. The
  * response must be exactly resp_len bytes; its status word is not checked here. */
 int xdna_fw_call(struct xdna_shim_ctx *ctx, uint32_t opcode, const void *req, size_t req_len,

@@ -5,15 +5,6 @@
 #include <errno.h>
 #include <stdio.h>
 
-/* SMU commands and result (docs/spec/firmware.md §4) */
-#define SMU_POWER_ON 3
-#define SMU_POWER_OFF 4
-#define SMU_SET_MPNPUCLK_FREQ 5
-#define SMU_SET_HCLK_FREQ 6
-#define SMU_SET_SOFT_DPMLEVEL 7
-#define SMU_SET_HARD_DPMLEVEL 8
-#define SMU_RESULT_OK 1
-
 static int smu_exec(struct xdna_shim_ctx *ctx, uint32_t cmd, uint32_t arg, uint32_t *out)
 {
     if (xdna_wr_auto(ctx, xdna_role(ctx, XDNA_ROLE_SMU_RESP), 0) < 0 ||
@@ -28,7 +19,7 @@ static int smu_exec(struct xdna_shim_ctx *ctx, uint32_t cmd, uint32_t arg, uint3
     if (xdna_poll_reg(ctx, xdna_role(ctx, XDNA_ROLE_SMU_RESP), 0xFFFFFFFFu,
                       ctx->timeouts[XDNA_SHIM_TIMEOUT_SMU], &resp, what) < 0)
         return -1;
-    if (resp != SMU_RESULT_OK)
+    if (resp != XDNA_AIE2_SMU_RESP_OK)
         return xdna_fail(ctx, EINVAL, "smu: cmd %u (arg %u) failed, resp %#x", cmd, arg, resp);
     if (out)
         *out = xdna_rd(ctx, xdna_role(ctx, XDNA_ROLE_SMU_OUT));
@@ -38,14 +29,15 @@ static int smu_exec(struct xdna_shim_ctx *ctx, uint32_t cmd, uint32_t arg, uint3
 /* Power cycle: a forced POWER_OFF clears whatever state the SMU was left in, then POWER_ON. */
 int xdna_smu_start(struct xdna_shim_ctx *ctx)
 {
-    if (smu_exec(ctx, SMU_POWER_OFF, 0, NULL) < 0 || smu_exec(ctx, SMU_POWER_ON, 0, NULL) < 0)
+    if (smu_exec(ctx, XDNA_AIE2_SMU_CMD_POWER_OFF, 0, NULL) < 0 ||
+        smu_exec(ctx, XDNA_AIE2_SMU_CMD_POWER_ON, 0, NULL) < 0)
         return -1;
     return 0;
 }
 
 int xdna_smu_stop(struct xdna_shim_ctx *ctx)
 {
-    return smu_exec(ctx, SMU_POWER_OFF, 0, NULL);
+    return smu_exec(ctx, XDNA_AIE2_SMU_CMD_POWER_OFF, 0, NULL);
 }
 
 int xdna_smu_set_dpm(struct xdna_shim_ctx *ctx, uint32_t level)
@@ -55,12 +47,12 @@ int xdna_smu_set_dpm(struct xdna_shim_ctx *ctx, uint32_t level)
         return xdna_fail(ctx, EINVAL, "dpm level %u out of range (%u levels)", level, c->ndpm);
     if (c->dpm_method == XDNA_DPM_CLOCK) {
         uint32_t got;
-        if (smu_exec(ctx, SMU_SET_MPNPUCLK_FREQ, c->dpm[level].npuclk_mhz, &got) < 0 ||
-            smu_exec(ctx, SMU_SET_HCLK_FREQ, c->dpm[level].hclk_mhz, &got) < 0)
+        if (smu_exec(ctx, XDNA_AIE2_SMU_CMD_SET_MPNPUCLK_FREQ, c->dpm[level].npuclk_mhz, &got) < 0 ||
+            smu_exec(ctx, XDNA_AIE2_SMU_CMD_SET_HCLK_FREQ, c->dpm[level].hclk_mhz, &got) < 0)
             return -1;
     } else {
-        if (smu_exec(ctx, SMU_SET_HARD_DPMLEVEL, level, NULL) < 0 ||
-            smu_exec(ctx, SMU_SET_SOFT_DPMLEVEL, level, NULL) < 0)
+        if (smu_exec(ctx, XDNA_AIE2_SMU_CMD_SET_HARD_DPMLEVEL, level, NULL) < 0 ||
+            smu_exec(ctx, XDNA_AIE2_SMU_CMD_SET_SOFT_DPMLEVEL, level, NULL) < 0)
             return -1;
     }
     ctx->info.dpm_level = level;

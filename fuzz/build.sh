@@ -20,6 +20,8 @@ mkdir -p "$OUT"
 OBJ="$(mktemp -d)"
 trap 'rm -rf "$OBJ"' EXIT
 
+# the firmware interface header parse.h includes (the table needs only the standard library)
+(cd "$SRC" && python3 -m xdna_emu.fw.iface.cgen "$SRC/csrc/generated" >/dev/null)
 # shellcheck disable=SC2086  # CFLAGS and LIB_FUZZING_ENGINE are word lists
 $CC $CFLAGS -std=gnu11 -I"$SRC/csrc" -c "$SRC/csrc/parse.c" -o "$OBJ/parse.o"
 SEEDS="$OBJ/seeds"

@@ -17,9 +17,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the firmware interface table is plain Python (stdlib only)
+from xdna_emu.fw.iface import aie2  # noqa: E402
+
 TRACES = ROOT / "fixtures" / "traces"
-TOMBSTONE = 0xDEADFACE
-MAGIC = 0x55504E5F
+TOMBSTONE = aie2.FAMILY.const("TOMBSTONE")
+MAGIC = aie2.FAMILY.const("MGMT_INFO_MAGIC")
 SRAM_BAR = 2
 RING = 0x1000  # ring size in the golden traces (size selector 6 = 64 << 6)
 
@@ -84,7 +87,9 @@ def _seeds() -> dict[str, list[bytes]]:
                 s["i2x_rx"].append(struct.pack("<BII", 6, start, first) + bytes(wrapped))
 
     # hand-written i2x edge cases on a 64-byte ring (selector 0)
-    msg = struct.pack("<4I", 32, 32 | 1 << 16, 0x1D000005, 0x10A) + bytes(32)  # 48 bytes
+    ver = aie2.FAMILY.const("MSG_PROTOCOL_VERSION") << 16
+    msg = aie2.MSG_HEADER.pack(total_size=32, sz_ver=32 | ver, id=aie2.FAMILY.const("MSG_ID_MAGIC") | 5,
+                               opcode=aie2.OPCODE.py.SET_RUNTIME_CONFIG) + bytes(32)  # 48 bytes
     end_at_ring_end = bytes(16) + msg  # message at 16 ending exactly at 64
     s["i2x_rx"].append(struct.pack("<BII", 0x80, 16, 0) + end_at_ring_end)
     tomb = TOMBSTONE.to_bytes(4, "little")

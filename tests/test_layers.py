@@ -9,6 +9,7 @@ higher one, naming the cycle or the edge.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import xdna_emu
@@ -16,18 +17,27 @@ import xdna_emu
 PKG = "xdna_emu"
 ROOT = Path(xdna_emu.__file__).resolve().parent
 
+DOC = Path(__file__).resolve().parent.parent / "docs" / "architecture.md"
+
+
+def _doc_layers() -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The layer table of docs/architecture.md (the one place it is written): each row's
+    layer name and the backticked module prefixes of its third column (``xdna_emu`` itself
+    is the empty prefix, the package's ``__init__``)."""
+    rows = []
+    for line in DOC.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 4 or not cells[0].isdigit():
+            continue
+        mods = re.findall(r"`([^`]+)`", cells[2])
+        rows.append((int(cells[0]), cells[1], tuple("" if m == PKG else m for m in mods)))
+    assert [r[0] for r in rows] == list(range(len(rows))), f"{DOC}: layer rows out of order"
+    return tuple((name, mods) for _, name, mods in rows)
+
+
 #: Layers, lowest first: (name, module prefixes). A module belongs to the layer of its
-#: longest matching prefix; a module may import only its own layer or lower ones. The same
-#: table is drawn in docs/architecture.md.
-LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("chip data", ("chips",)),
-    ("device model", ("pci", "irq", "iommu", "clock", "regio", "fw", "kernels", "device")),
-    ("transport", ("daemon", "protocol", "rundir", "sysfs")),
-    ("host side", ("shim", "_shim_build", "runtime", "discover", "emulator", "control", "")),
-    ("tools", ("cmdline", "cli", "bench", "__main__")),
-    ("test kit: testing", ("testing",)),
-    ("test kit: fuzz", ("fuzz",)),
-)
+#: longest matching prefix; a module may import only its own layer or lower ones.
+LAYERS = _doc_layers()
 
 
 def module_name(path: Path) -> str:

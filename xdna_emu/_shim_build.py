@@ -1,7 +1,8 @@
 """cffi build script for the driver shim (``xdna_emu._shim``).
 
 The chip tables are generated from the TOML files first (as the driver compiles in its
-``npuN_regs.c``), then the C sources in ``csrc/`` are compiled against the public header,
+``npuN_regs.c``), the firmware interface headers from the family tables in
+``xdna_emu/fw/iface/`` and the control-protocol header from ``protocol.py``; then the C sources in ``csrc/`` are compiled against the public header,
 whose CDEF section is the cffi declaration list, so the two cannot drift.
 """
 
@@ -33,10 +34,14 @@ def _cdef_text() -> str:
 def _generate() -> None:
     sys.path.insert(0, str(ROOT))
     try:
+        from xdna_emu import protogen
         from xdna_emu.chips import cgen
+        from xdna_emu.fw.iface import cgen as fw_cgen
     finally:
         sys.path.pop(0)
     cgen.write(CSRC / "generated")
+    fw_cgen.write(CSRC / "generated")
+    protogen.write(CSRC / "generated")
 
 
 _generate()

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import statistics
-import struct
 import sys
 import time
 from typing import Any
@@ -85,6 +84,7 @@ def bench_jobs(chip: str, fw: Any, jobs: int) -> dict[str, Any]:
 def run(chip: str, probes: int, msgs: int, jobs: int = 2000) -> dict[str, Any]:
     from .emulator import Emulator
     from .fw.image import default_firmware_dir
+    from .fw.messages import LAYOUTS, Opcode
     from .shim import Shim
 
     fw = default_firmware_dir()
@@ -102,11 +102,12 @@ def run(chip: str, probes: int, msgs: int, jobs: int = 2000) -> dict[str, Any]:
                     stages.setdefault(st["name"], []).append(st["ms"])
         with Shim.open(emu.socket) as shim:
             shim.probe(fw)
-            req = struct.pack("<I", 0)
+            op = Opcode.GET_FIRMWARE_VERSION
+            req, resp_size = bytes(LAYOUTS[op].req.size), LAYOUTS[op].resp.size
             lat = []
             for _ in range(msgs):
                 t0 = time.perf_counter_ns()
-                shim.mgmt_msg(0x108, req, 20)
+                shim.mgmt_msg(int(op), req, resp_size)
                 lat.append(time.perf_counter_ns() - t0)
     msg_us = statistics.median(lat) / 1e3
     out.update(bench_jobs(chip, fw, jobs))

@@ -1,7 +1,8 @@
 """Wire format of the control socket (see docs/spec/protocol.md).
 
-One module holds every constant and layout so the daemon, Python clients and the C mirror
-(csrc/xdna_proto.h) cannot drift; tests compare the two.
+One module holds every constant and layout so the daemon, Python clients and the C shim
+cannot drift: the shim's header (csrc/generated/xdna_proto.h) is generated from this module
+by ``xdna_emu.protogen`` at build time.
 """
 
 from __future__ import annotations
@@ -9,12 +10,25 @@ from __future__ import annotations
 import struct
 from enum import IntEnum
 
+from .fw.iface import U16, U32, U64, Struct, f
+
+#: Python name -> named layout; each ``NAME`` below is ``LAYOUTS["NAME"].codec`` and C gets
+#: ``struct xdna_proto_<layout>`` and ``XDNA_PROTO_<NAME>_SIZE``.
+LAYOUTS: dict[str, Struct] = {}
+
+
+def _layout(name: str, s: Struct) -> struct.Struct:
+    LAYOUTS[name] = s
+    return s.codec
+
+
 PROTO_MAJOR = 1
 PROTO_MINOR = 1
 MAX_MSG_SIZE = 1 << 20
 MAX_MSG_FDS = 8
 
-HEADER = struct.Struct("<HHIII")  # msg_id, command, msg_size, flags, error
+HEADER = _layout("HEADER", Struct("hdr", (
+    f("msg_id", U16), f("command", U16), f("msg_size", U32), f("flags", U32), f("error", U32))))
 assert HEADER.size == 16
 
 FLAG_TYPE_MASK = 0xF
@@ -65,16 +79,27 @@ DMA_READ = 1
 DMA_WRITE = 2
 DMA_SVA = 4
 
-VERSION_HDR = struct.Struct("<HH")
-DEVICE_INFO = struct.Struct("<IIII")  # argsz, flags, num_regions, num_irqs
-REGION_INFO = struct.Struct("<IIIIQQ")  # argsz, flags, index, cap_offset, size, offset
-IRQ_INFO = struct.Struct("<IIII")  # argsz, flags, index, count
-SET_IRQS = struct.Struct("<IIIII")  # argsz, flags, index, start, count
-REGION_ACCESS = struct.Struct("<QII")  # offset, region, count
-DMA_MAP = struct.Struct("<IIQQQII")  # argsz, flags, offset, address, size, pasid, rsvd
-DMA_UNMAP = struct.Struct("<IIQQII")  # argsz, flags, address, size, pasid, rsvd
-WRITE_LOG_INFO = struct.Struct("<II")  # entries, rsvd
-MGMT_PROXY_HDR = struct.Struct("<II")  # opcode, rsvd; the request payload follows
+
+def _u32s(*names: str) -> tuple:
+    return tuple(f(n, U32) for n in names)
+
+
+VERSION_HDR = _layout("VERSION_HDR", Struct("version_hdr", (f("major", U16), f("minor", U16))))
+DEVICE_INFO = _layout("DEVICE_INFO", Struct("device_info", _u32s("argsz", "flags", "num_regions", "num_irqs")))
+REGION_INFO = _layout("REGION_INFO", Struct("region_info", (
+    *_u32s("argsz", "flags", "index", "cap_offset"), f("size", U64), f("offset", U64))))
+IRQ_INFO = _layout("IRQ_INFO", Struct("irq_info", _u32s("argsz", "flags", "index", "count")))
+SET_IRQS = _layout("SET_IRQS", Struct("set_irqs", _u32s("argsz", "flags", "index", "start", "count")))
+REGION_ACCESS = _layout("REGION_ACCESS", Struct("region_access", (
+    f("offset", U64), f("region", U32), f("count", U32))))
+DMA_MAP = _layout("DMA_MAP", Struct("dma_map", (
+    *_u32s("argsz", "flags"), f("offset", U64), f("address", U64), f("size", U64),
+    *_u32s("pasid", "rsvd"))))
+DMA_UNMAP = _layout("DMA_UNMAP", Struct("dma_unmap", (
+    *_u32s("argsz", "flags"), f("address", U64), f("size", U64), *_u32s("pasid", "rsvd"))))
+WRITE_LOG_INFO = _layout("WRITE_LOG_INFO", Struct("write_log_info", _u32s("entries", "rsvd")))
+#: the request payload follows
+MGMT_PROXY_HDR = _layout("MGMT_PROXY_HDR", Struct("mgmt_proxy_hdr", _u32s("opcode", "rsvd")))
 
 # The ctrl page shared per session.
 CTRL_SIZE = 65536
@@ -90,7 +115,7 @@ CTRL_OFF_EPOCH = 0x20
 CTRL_OFF_ALIVE = 0x28
 CTRL_OFF_FOREIGN_CTX = 0x2C  # driver session: live contexts owned by client sessions
 CTRL_OFF_ENTRY0 = 0x40
-LOG_ENTRY = struct.Struct("<IIII")  # bar, offset, value, rsvd
+LOG_ENTRY = _layout("LOG_ENTRY", Struct("log_entry", _u32s("bar", "offset", "value", "rsvd")))
 LOG_ENTRIES = (CTRL_SIZE - CTRL_OFF_ENTRY0) // LOG_ENTRY.size
 assert LOG_ENTRIES == 4092
 

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from . import _shim  # type: ignore[attr-defined]
+from .fw.iface.aie2 import FAMILY as _FW
 
 ffi = _shim.ffi
 lib = _shim.lib
@@ -48,7 +49,7 @@ BO_DEV = lib.XDNA_SHIM_BO_DEV
 BO_CMD = lib.XDNA_SHIM_BO_CMD
 SYNC_TO_DEVICE = lib.XDNA_SHIM_SYNC_TO_DEVICE
 SYNC_FROM_DEVICE = lib.XDNA_SHIM_SYNC_FROM_DEVICE
-HEAP_DEV_ADDR = 0x4000000  # device address of the session heap (docs/spec/jobs.md §2)
+HEAP_DEV_ADDR = _FW.const("HEAP_DEV_ADDR")  # device address of the session heap (docs/spec/jobs.md §2)
 
 
 class ErtOpcode(IntEnum):

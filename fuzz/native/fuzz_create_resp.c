@@ -14,7 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
     size_t n = len - 1;
     uint8_t *buf = malloc(n ? n : 1);
     memcpy(buf, data + 1, n);
-    if ((data[0] & 0x80) && n >= XDNA_PARSE_CREATE_RESP_SIZE) {
+    if ((data[0] & 0x80) && n >= XDNA_AIE2_MSG_CREATE_CONTEXT_RESP_SIZE) {
         memset(buf, 0, 4);
         buf[10] = 1;
     }

@@ -51,14 +51,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
         CHECK(rx.off == (h0 == size ? 0 : h0));
         CHECK(rx.off + 4 <= size && (rx.off & 3) == 0);
         if (rx.kind == XDNA_PARSE_RX_WRAP) {
-            CHECK(fz_u32(ring + rx.off) == XDNA_PARSE_TOMBSTONE);
+            CHECK(fz_u32(ring + rx.off) == XDNA_AIE2_TOMBSTONE);
             CHECK(tail <= rx.off);
             CHECK(rx.next == 0);
         } else {
             CHECK(rx.kind == XDNA_PARSE_RX_MSG);
             CHECK(rx.total > 0 && (rx.total & 3) == 0);
-            CHECK((uint64_t)rx.off + XDNA_PARSE_HDR + rx.total <= size);
-            CHECK(rx.next == rx.off + XDNA_PARSE_HDR + rx.total);
+            CHECK((uint64_t)rx.off + XDNA_AIE2_MSG_HEADER_SIZE + rx.total <= size);
+            CHECK(rx.next == rx.off + XDNA_AIE2_MSG_HEADER_SIZE + rx.total);
             if (tail > rx.off)
                 CHECK(rx.next <= tail);
             CHECK(rx.id == fz_u32(ring + rx.off + 8));

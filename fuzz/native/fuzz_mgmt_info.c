@@ -14,18 +14,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
     uint8_t *buf = malloc(len - 1 ? len - 1 : 1); /* exact: reading past 64 bytes is a bug */
     memcpy(buf, data + 1, len - 1);
     size_t n = len - 1;
-    if ((data[0] & 0x80) && n >= XDNA_PARSE_MGMT_INFO_SIZE) {
-        uint32_t w[4] = {XDNA_PARSE_MGMT_MAGIC, fz_u32(buf + 36), major, min_minor + (buf[44] & 3)};
+    if ((data[0] & 0x80) && n >= XDNA_AIE2_MGMT_MBOX_CHANN_INFO_SIZE) {
+        uint32_t w[4] = {XDNA_AIE2_MGMT_INFO_MAGIC, fz_u32(buf + 36), major, min_minor + (buf[44] & 3)};
         memcpy(buf + 32, w, sizeof(w));
     }
     struct xdna_parse_mgmt_info mi;
     struct xdna_parse_chan ch;
     int r = xdna_parse_mgmt_info(buf, n, major, min_minor, &lay, &mi, &ch);
     CHECK(r >= 0 && r < XDNA_PARSE_REASON_MAX && r == ch.reason);
-    if (n < XDNA_PARSE_MGMT_INFO_SIZE)
+    if (n < XDNA_AIE2_MGMT_MBOX_CHANN_INFO_SIZE)
         CHECK(r == XDNA_PARSE_SHORT);
     if (r == XDNA_PARSE_OK) {
-        CHECK(mi.magic == XDNA_PARSE_MGMT_MAGIC && mi.prot_major == major &&
+        CHECK(mi.magic == XDNA_AIE2_MGMT_INFO_MAGIC && mi.prot_major == major &&
               mi.prot_minor >= min_minor);
         fz_check_chan(&lay, &mi.a, &ch);
     }

@@ -54,11 +54,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
             if (tx.kind == XDNA_PARSE_TX_WRAP) {
                 CHECK(tx.pos == 0 && mlen < head);
                 if (tx.tomb_ok) {
-                    uint32_t t = XDNA_PARSE_TOMBSTONE;
+                    uint32_t t = XDNA_AIE2_TOMBSTONE;
                     memcpy(ring + tx.tomb, &t, 4);
                 }
             }
-            uint32_t hdr[4] = {mlen - 16, mlen - 16, XDNA_PARSE_ID_MAGIC | (next_seq & 0xFF),
+            uint32_t hdr[4] = {mlen - 16, mlen - 16, XDNA_AIE2_MSG_ID_MAGIC | (next_seq & 0xFF),
                                next_seq};
             memcpy(ring + tx.pos, hdr, 16);
             memset(ring + tx.pos + 16, 0xA5, mlen - 16);
@@ -74,7 +74,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
                         break;
                 }
                 uint32_t w = fz_u32(ring + head);
-                if (w == XDNA_PARSE_TOMBSTONE) {
+                if (w == XDNA_AIE2_TOMBSTONE) {
                     head = 0;
                     continue;
                 }

@@ -95,12 +95,12 @@ def device_seeds(chip: str = "npu4") -> dict[str, bytes]:
 
 def parser_seeds() -> dict[str, bytes]:
     from .. import kernels
-    from ..fw.messages import MSG_HEADER, MSG_ID_MAGIC, sz_ver
+    from ..fw.messages import MSG_HEADER, MSG_ID_MAGIC, Opcode, sz_ver
 
     out = {"image": b"\x00" + small_image()}
     for k in kernels.Kernel:
         out[f"kernel-{k.name.lower()}"] = b"\x01" + kernels.encode(kernels.Desc(k, count=4, m=2, n=2, k=2))
-    msg = MSG_HEADER.pack(4, sz_ver(4), MSG_ID_MAGIC | 1, 0x108) + bytes(4)
+    msg = MSG_HEADER.pack(4, sz_ver(4), MSG_ID_MAGIC | 1, Opcode.GET_FIRMWARE_VERSION) + bytes(4)
     out["mailbox"] = b"\x02" + struct.pack("<H", len(msg) * 2) + msg * 2
     return out
 

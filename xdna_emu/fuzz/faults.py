@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..fw.mailbox import TOMBSTONE, MailboxChannel
+from ..fw.messages import LAYOUTS, MSG_HEADER, MSG_ID_MAGIC, AsyncEventType, Opcode, Status, sz_ver
 
-_HDR = struct.Struct("<IIII")
-MAGIC = 0x1D000000
+MAGIC = MSG_ID_MAGIC
 
 #: Message faults (applied in ``send``), by docs/spec/fuzzing.md §2 number.
 MSG_FAULTS = {
@@ -85,7 +85,8 @@ class FaultInjector:
             return False
         self._note(kind, ch, 0)
         if kind == "unsolicited":
-            ch.transmit(0, 0x10C, struct.pack("<II", 0, 0))
+            op = Opcode.REGISTER_ASYNC_EVENT_MSG
+            ch.transmit(0, op, LAYOUTS[op].resp.pack(Status.SUCCESS, AsyncEventType.AIE_ERROR))
         elif kind == "irq_empty":
             eng.raw_irq(ch.vector)
         else:
@@ -146,8 +147,7 @@ class FaultInjector:
         elif k == "bad_size":
             sizes = (0, n + 2, 0x10000, n + 64)
             total = sizes[a.arg % len(sizes)]
-            sv = (n & 0x7FF) | 1 << 16
-            self._raw(ch, _HDR.pack(total, sv, mid, op) + payload)
+            self._raw(ch, MSG_HEADER.pack(total, sz_ver(n), mid, op) + payload)
         elif k == "tombstone":
             if ch.i2x_tail + 4 < ch.ring_size - 64:
                 struct.pack_into("<I", ch._i2x, ch.i2x_tail, TOMBSTONE)

@@ -26,6 +26,7 @@ from .faults import ACT_FAULTS, MSG_FAULTS
 from .invariants import Failure
 from .lang import Op
 from .machines import artifact_dir
+from .shim_target import MGMT_OPCODES
 from .shim_trace import KERNELS, ShimHarness
 from .trace import Trace, harness_for
 
@@ -88,7 +89,7 @@ class ShimMachine(RuleBasedStateMachine):
     def act(self, fault: str, chan: int) -> None:
         self._do(Op("fault", (fault, chan)))
 
-    @rule(opcode=st.sampled_from([0x108, 0x10B, 0x1, 0xFFFF]),
+    @rule(opcode=st.sampled_from(list(dict.fromkeys(MGMT_OPCODES))),
           req=st.sampled_from([bytes(4), bytes(8), b""]))
     def mgmt(self, opcode: int, req: bytes) -> None:
         self._do(Op("call", ("mgmt", opcode, req)))

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..fw.messages import Opcode
 from .atheris_target import write_stats
 from .faults import ACT_FAULTS, MSG_FAULTS
 from .invariants import Failure
@@ -48,6 +49,10 @@ EXAMPLE_WALL_S = 60
 WEIGHTS = {"mgmt": 6, "ctx": 4, "destroy": 2, "exec": 10, "wait": 10, "info": 2,
            "suspend": 1, "resume": 1, "stop": 1, "tick": 3, "fault": 6, "act": 2,
            "timeout": 1}
+#: Management opcodes a generated program sends: two the firmware answers (the version query
+#: twice as often), one it does not implement, and one no firmware knows.
+MGMT_OPCODES = [int(o) for o in (Opcode.GET_FIRMWARE_VERSION, Opcode.GET_FIRMWARE_VERSION,
+                                 Opcode.GET_RUNTIME_CONFIG, Opcode.REGISTER_PDI)] + [0xFFFF]
 
 
 def random_op(rng: random.Random) -> Op:
@@ -60,7 +65,7 @@ def random_op(rng: random.Random) -> Op:
     if name == "act":
         return Op("fault", (rng.choice(sorted(ACT_FAULTS)), rng.choice([0, -1])))
     if name == "mgmt":
-        return Op("call", ("mgmt", rng.choice([0x108, 0x108, 0x10B, 0x1, 0xFFFF]),
+        return Op("call", ("mgmt", rng.choice(MGMT_OPCODES),
                            rng.choice([bytes(4), bytes(8), b""])))
     if name in ("destroy", "info"):
         return Op("call", (name, rng.randrange(4)))

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from ..fw.messages import HEAP_DEV_ADDR
 from ..pci.function import Observer
 from .invariants import Failure
 from .lang import Op, TraceError, format_op, status_value, typed_operands
@@ -411,7 +412,7 @@ def record_job(chip: str) -> Trace:
     status = ctx.run([Cmd(kernels.Desc(kernels.Kernel.NOP)), Cmd(desc, [src, dst])])
     if status[0] != 0:
         raise RuntimeError(f"{chip}: golden job failed: {status}")
-    rec.ops.append(Op("expect", ("host", "0", hex(client.heap_va + (dst.addr - 0x4000000)),
+    rec.ops.append(Op("expect", ("host", "0", hex(client.heap_va + (dst.addr - HEAP_DEV_ADDR)),
                                  bytes(range(64)).hex())))
     rec.expect_status(*GOLDEN_STATUS, "contexts.0.submitted", "contexts.0.completed",
                       "contexts.0.failed", "channels.1.state", "counters.jobs_completed")

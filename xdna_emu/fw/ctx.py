@@ -35,13 +35,16 @@ from .messages import (
     APP_HEALTH_SIZE,
     ASYNC_EVENT_HDR,
     CMD_LIST_MAX,
+    FATAL_ERROR_INFO,
     HEAP_DEV_ADDR,
     LAYOUTS,
+    MESSAGES,
     SLOT_CF,
     SLOT_DPU,
     SLOT_NPU,
     STATUS_ONLY,
     AsyncEventType,
+    FatalType,
     Opcode,
     SlotType,
     Status,
@@ -75,8 +78,8 @@ USER_OPS = EXEC_OPS | {Opcode.CONFIG_CU, Opcode.SYNC_BO}
 #: Feature gate of each user op that has one (chip [features] names).
 USER_GATES = {Opcode.EXEC_NPU: "NPU_COMMAND"}  # others are gated by their own name
 
-# fatal_error_info word 0 (emulator-defined)
-FATAL_NONE, FATAL_HANG, FATAL_CMD_ERROR = 0, 1, 2
+# fatal_error_info.fatal_type, emulator-defined (docs/spec/messages.md)
+FATAL_NONE, FATAL_HANG, FATAL_CMD_ERROR = (int(t) for t in (FatalType.NONE, FatalType.HANG, FatalType.CMD_ERROR))
 
 
 class _Invalid(Exception):
@@ -320,8 +323,8 @@ class ContextFirmware:
 
     def health_report(self, ctx: HwContext) -> bytes:
         """The 560-byte app_health_report (fatal_error_info content is emulator-defined)."""
-        fatal = struct.pack("<IIII", ctx.fatal, ctx.last_status, ctx.last_cmd_status,
-                            ctx.last_fail_idx)
+        fatal = FATAL_ERROR_INFO.pack(ctx.fatal, ctx.last_status, ctx.last_cmd_status,
+                                      ctx.last_fail_idx)
         return APP_HEALTH.pack(*APP_HEALTH_VERSION, APP_HEALTH_SIZE, ctx.id, ctx.cur_idx,
                                ctx.cur_kernel, ctx.cmds_done, fatal, 0)
 
@@ -576,7 +579,8 @@ class ContextFirmware:
         if opcode == Opcode.CREATE_CONTEXT and len(payload) == lay.req.size:
             if not 0 <= pasid <= 0xFFFF:
                 raise OSError(errno.EINVAL, f"PASID {pasid} does not fit CREATE_CONTEXT")
-            payload = payload[:10] + struct.pack("<H", pasid) + payload[12:]
+            req = MESSAGES[Opcode.CREATE_CONTEXT].req
+            payload = req.pack(**{**req.unpack(payload), "pasid": pasid})
         if opcode in CTX_NAMED_OPS and len(payload) == lay.req.size:
             ctx = self.contexts.get(_U32.unpack_from(payload)[0])
             if ctx is None or ctx.pasid != pasid:

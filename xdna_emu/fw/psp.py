@@ -18,11 +18,11 @@ from ..chips import Chip
 from ..iommu import Iommu, IommuFault
 from ..regio import RegisterFile
 from .image import FirmwareImage, ImageError, parse_image
-from .messages import PSP_START_COPY_FW, PSP_STATUS_READY, PspCmd, PspStatus
+from .messages import PSP_FW_ALIGN, PSP_START_COPY_FW, PSP_STATUS_READY, PspCmd, PspStatus
 
 log = logging.getLogger(__name__)
 
-IMAGE_ALIGN = 0x10000  # the driver's image buffer is 64 KiB aligned and sized
+IMAGE_ALIGN = PSP_FW_ALIGN
 IMAGE_MAX = 16 << 20  # emulator-chosen upper bound for VALIDATE
 
 

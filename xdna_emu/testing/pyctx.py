@@ -203,9 +203,10 @@ class PyContext:
         r = self.collect().get(msg_id)
         if r is None:
             return None
-        if len(r.payload) != 12:
+        resp = LAYOUTS[Opcode.CHAIN_EXEC_NPU].resp  # every chain message answers alike
+        if len(r.payload) != resp.size:
             raise DriverError("EINVAL", f"chain response of {len(r.payload)} B")
-        return struct.unpack("<III", r.payload)
+        return resp.unpack(r.payload)  # type: ignore[return-value]
 
     def run(self, cmds: list[Cmd], opcode: Opcode | None = None) -> tuple[int, int, int]:
         """Submit a chain and return its response (ETIME if it never answers)."""

@@ -1,0 +1,342 @@
+"""The AIE2 firmware interface: every opcode, status, magic number and layout, written once.
+
+Numbers marked as driver facts are interface facts of the amdxdna driver restated here (not
+driver code); ``emu(...)`` members and ``emulator=True`` constants are the emulator's own
+choice, explained in docs/spec/firmware.md. The C header, the Python codecs
+(``xdna_emu.fw.messages``) and docs/spec/messages.md are generated from this file.
+"""
+
+from __future__ import annotations
+
+from . import U8, U16, U32, U64, Const, Enum, Family, Message, Struct, emu, f, members, raw
+
+# -- PSP and SMU (docs/spec/firmware.md §3, §4) ----------------------------------------------
+
+PSP_CMD = Enum("PspCmd", "PSP_CMD", members(
+    ("VALIDATE", 1, "check the image at ARG0/ARG1 (IOVA), ARG2 bytes"),
+    ("START", 2, "boot the validated image"),
+    ("RELEASE_TMR", 3, "stop the firmware"),
+), "PSP commands written to the CMD register.")
+
+PSP_STATUS = Enum("PspStatus", "PSP_STATUS", members(
+    ("OK", 0),
+    ("CANCEL", 0xFFFF0002),
+    ("BAD_STATE", 0xFFFF0007, "START without a validated image, VALIDATE while running"),
+    emu("UNKNOWN_CMD", 0xFFFF0010),
+    emu("BAD_ARG", 0xFFFF0011, "START with ARG0 != 1"),
+    emu("NO_POWER", 0xFFFF0012, "SMU POWER_ON not done"),
+    emu("DMA_FAULT", 0xFFFF0013, "reading the image faulted"),
+    emu("IMG_ALIGN", 0xFFFF0020),
+    emu("IMG_SIZE", 0xFFFF0021),
+    emu("IMG_MAGIC", 0xFFFF0022),
+    emu("IMG_FORMAT", 0xFFFF0023),
+    emu("IMG_TRUNCATED", 0xFFFF0024),
+    emu("IMG_CHIP", 0xFFFF0025),
+    emu("IMG_DIGEST", 0xFFFF0026),
+    emu("IMG_SIGNATURE", 0xFFFF0027),
+), "Values the PSP writes to RESP. Only OK, CANCEL and BAD_STATE are driver-visible facts; "
+   "the rest are emulator-defined so each failure is distinguishable in tests and logs.")
+
+SMU_CMD = Enum("SmuCmd", "SMU_CMD", members(
+    ("POWER_ON", 3),
+    ("POWER_OFF", 4),
+    ("SET_MPNPUCLK_FREQ", 5, "MHz"),
+    ("SET_HCLK_FREQ", 6, "MHz"),
+    ("SET_SOFT_DPMLEVEL", 7, "DPM level"),
+    ("SET_HARD_DPMLEVEL", 8, "DPM level"),
+), "SMU message numbers.")
+
+SMU_RESP = Enum("SmuResp", "SMU_RESP", members(
+    ("OK", 0x01),
+    emu("FAIL", 0xFF, "DPM level out of range"),
+    emu("UNKNOWN_CMD", 0xFE),
+    emu("REJECTED_PREREQ", 0xFD, "any command but POWER_ON/POWER_OFF while powered off"),
+), "SMU RESP values. OK=1 is the driver fact; the error values follow the general AMD SMU "
+   "mailbox convention and are emulator-chosen for the NPU.")
+
+# -- mailbox (docs/spec/firmware.md §5, §6) ---------------------------------------------------
+
+CONSTS = (
+    Const("PSP_START_COPY_FW", 1, "START argument: copy the validated image into the firmware region"),
+    Const("PSP_STATUS_READY", 1 << 31, "STATUS bit31: the command finished, RESP is valid"),
+    Const("PSP_PWAITMODE_READY", 1, "PWAITMODE bit0: the firmware is suspended"),
+    Const("PSP_FW_ALIGN", 0x10000, "the firmware image buffer is 64 KiB aligned and sized"),
+    Const("TOMBSTONE", 0xDEADFACE, "ring wrap marker written where the next header would start"),
+    Const("MSG_ID_MAGIC", 0x1D000000, "top byte of every message id"),
+    Const("MSG_ID_MAGIC_MASK", 0xFF000000, "the id bits the magic occupies"),
+    Const("MSG_PROTOCOL_VERSION", 1, "sz_ver bits 23:16"),
+    Const("MSG_SIZE_MASK", 0x7FF, "sz_ver bits 10:0: payload bytes"),
+    Const("MGMT_INFO_MAGIC", 0x55504E5F, 'mgmt_mbox_chann_info.magic ("_NPU")'),
+    Const("UPDATE_PROPERTY_TIME_QUOTA", 0, "UPDATE_PROPERTY type: per-context time quota"),
+    Const("UPDATE_PROPERTY_ALL_CONTEXTS", 0xFF, "UPDATE_PROPERTY context_id: every context"),
+    Const("ASYNC_EVENT_BUF_SIZE", 0x2000, "bytes per REGISTER_ASYNC_EVENT_MSG buffer the driver registers"),
+    Const("HEAP_DEV_ADDR", 0x4000000, "device address of a client's DEV_HEAP", ctype=U64),
+    Const("CMD_LIST_MAX", 0x10000, "limit on a chain's cmd-list buffer (the driver uses 4 KiB)",
+          emulator=True),
+)  # fmt: skip
+
+MSG_HEADER = Struct("msg_header", (
+    f("total_size", U32, "payload bytes after this header"),
+    f("sz_ver", U32, "payload size (bits 10:0) | MSG_PROTOCOL_VERSION << 16"),
+    f("id", U32, "MSG_ID_MAGIC | slot"),
+    f("opcode", U32),
+), "Header before every mailbox message on both rings.")
+
+MGMT_MBOX_CHANN_INFO = Struct("mgmt_mbox_chann_info", (
+    f("x2i_tail", U32, "device address of the x2i tail register"),
+    f("x2i_head", U32),
+    f("x2i_buf", U32, "device address of the x2i ring"),
+    f("x2i_buf_sz", U32),
+    f("i2x_tail", U32),
+    f("i2x_head", U32),
+    f("i2x_buf", U32),
+    f("i2x_buf_sz", U32),
+    f("magic", U32, "MGMT_INFO_MAGIC"),
+    f("msi_id", U32),
+    f("prot_major", U32),
+    f("prot_minor", U32),
+    f("rsvd", U32, count=4),
+), "What the firmware publishes at FW_ALIVE: the management channel and the protocol.")
+
+# -- mgmt firmware messages -------------------------------------------------------------------
+
+OPCODE = Enum("Opcode", "MSG", members(
+    ("REGISTER_PDI", 0x1),
+    ("CREATE_CONTEXT", 0x2),
+    ("DESTROY_CONTEXT", 0x3),
+    ("GET_TELEMETRY", 0x4),
+    ("SYNC_BO", 0x7),
+    ("UNREGISTER_PDI", 0xA),
+    ("LEGACY_CONFIG_CU", 0xB),
+    ("EXECUTE_BUFFER_CF", 0xC),
+    ("QUERY_COL_STATUS", 0xD),
+    ("QUERY_AIE_TILE_INFO", 0xE),
+    ("QUERY_AIE_VERSION", 0xF),
+    ("EXEC_DPU", 0x10),
+    ("CONFIG_CU", 0x11),
+    ("CHAIN_EXEC_BUFFER_CF", 0x12),
+    ("CHAIN_EXEC_DPU", 0x13),
+    ("CONFIG_DEBUG_BO", 0x14),
+    ("EXEC_DPU_PREEMPT", 0x15),
+    ("EXEC_NPU", 0x17),
+    ("CHAIN_EXEC_NPU", 0x18),
+    ("SUSPEND", 0x101),
+    ("RESUME", 0x102),
+    ("ASSIGN_MGMT_PASID", 0x103),
+    ("INVOKE_SELF_TEST", 0x104),
+    ("MAP_HOST_BUFFER", 0x106),
+    ("GET_FIRMWARE_VERSION", 0x108),
+    ("SET_RUNTIME_CONFIG", 0x10A),
+    ("GET_RUNTIME_CONFIG", 0x10B),
+    ("REGISTER_ASYNC_EVENT_MSG", 0x10C),
+    ("START_FW_TRACE", 0x10F),
+    ("STOP_FW_TRACE", 0x110),
+    ("SET_FW_TRACE_CATEGORIES", 0x111),
+    ("UPDATE_PROPERTY", 0x113),
+    ("GET_APP_HEALTH", 0x114),
+    ("ADD_HOST_BUFFER", 0x115),
+    ("CONFIG_FW_LOG", 0x116),
+    ("GET_DEV_REVISION", 0x117),
+    ("GET_COREDUMP", 0x119),
+    ("CALIBRATE_TIME", 0x11C),
+    ("AIE_RW_ACCESS", 0x203),
+    ("GET_PROTOCOL_VERSION", 0x301),
+), "AIE2 firmware message opcodes.")
+
+STATUS = Enum("Status", "STATUS", members(
+    ("SUCCESS", 0),
+    ("AIE_SATURATION_ERROR", 0x1000001),
+    ("AIE_FP_ERROR", 0x1000002),
+    ("AIE_STREAM_ERROR", 0x1000003),
+    ("AIE_ACCESS_ERROR", 0x1000004),
+    ("AIE_BUS_ERROR", 0x1000005),
+    ("AIE_INSTRUCTION_ERROR", 0x1000006),
+    ("AIE_ECC_ERROR", 0x1000007),
+    ("AIE_LOCK_ERROR", 0x1000008),
+    ("AIE_DMA_ERROR", 0x1000009),
+    ("AIE_MEM_PARITY_ERROR", 0x100000A),
+    ("AIE_PWR_CFG_ERROR", 0x100000B),
+    ("AIE_BACKTRACK_ERROR", 0x100000C),
+    ("MGMT_ERT_SELF_TEST_FAILURE", 0x2000001),
+    ("MGMT_ERT_HASH_MISMATCH", 0x2000002),
+    ("MGMT_ERT_NOAVAIL", 0x2000003),
+    ("MGMT_ERT_INVALID_PARAM", 0x2000004),
+    ("MGMT_ERT_ENTER_SUSPEND_FAILURE", 0x2000005),
+    ("MGMT_ERT_BUSY", 0x2000006),
+    ("MGMT_ERT_APPLICATION_ACTIVE", 0x2000007),
+    ("MGMT_ERT_DRAM_BUFFER_SIZE_INVALID", 0x2000008),
+    ("APP_ERT_FIRST_ERROR", 0x3000001),
+    ("APP_ERT_INVALID_INSTRUCTION", 0x3000002),
+    ("APP_ERT_LOAD_PDI_FAILURE", 0x3000003),
+    ("RTOS_INVALID_INPUT_BUF", 0x4000001),
+    ("RTOS_INVALID_CMD", 0x4000002),
+    ("RTOS_INVALID_PARAM", 0x4000003),
+    ("RTOS_INVALID_OP", 0x4000006),
+    ("RTOS_ASYNC_EVENT_MSGS_FULL", 0x4000007),
+    ("RTOS_DEBUG_BO_CONFIG_FAILED", 0x4000008),
+    ("RTOS_PROPERTY_UPDATE_FAILED", 0x400000A),
+    ("RTOS_ACTIVE_APP", 0x400000B),
+), "Firmware status words (word 0 of every response).")
+
+ASYNC_EVENT_TYPE = Enum("AsyncEventType", "ASYNC_EVENT", members(
+    ("AIE_ERROR", 0),
+    ("EXCEPTION", 1),
+), "The type word of a REGISTER_ASYNC_EVENT_MSG response.")
+
+SLOT_TYPE = Enum("SlotType", "SLOT_TYPE", members(
+    ("NON_ELF", 1),
+    ("PARTIAL_ELF", 2),
+    ("PREEMPT", 3),
+    ("ELF", 4),
+), "slot_npu ``type``.")
+
+# Shared request/response shapes.
+RSVD_REQ = Struct("rsvd_req", (f("rsvd", U32),), "The 4-byte reserved request of the query-style messages.")
+STATUS_RESP = Struct("status_resp", (f("status", U32),), "A response that is only a status word.")
+CONTEXT_REQ = Struct("context_req", (f("context_id", U32),), "A request naming one context.")
+HOST_BUFFER_REQ = Struct("host_buffer_req", (
+    f("context_id", U32),
+    f("buf_addr", U64, "heap VA (SVA) or IOVA"),
+    f("buf_size", U64),
+), "MAP_HOST_BUFFER / ADD_HOST_BUFFER.")
+CHAIN_RESP = Struct("chain_resp", (
+    f("status", U32),
+    f("fail_cmd_idx", U32, "index of the failing slot"),
+    f("fail_cmd_status", U32),
+), "Response of the chain-exec messages.")
+CHAIN_REQ = Struct("chain_exec_req", (
+    f("buf_addr", U64, "device address of the cmd list"),
+    f("buf_size", U32),
+    f("count", U32, "slots in the list"),
+), "CHAIN_EXEC_BUFFER_CF / CHAIN_EXEC_DPU.")
+
+CQ_INFO = Struct("cq_info", (
+    f("head_addr", U32, "device address of the head register"),
+    f("tail_addr", U32),
+    f("buf_addr", U32, "device address of the ring"),
+    f("buf_size", U32),
+), "One ring of a context's channel.")
+CQ_PAIR = Struct("cq_pair", (f("x2i_q", CQ_INFO), f("i2x_q", CQ_INFO)), "A context's channel.")
+
+#: Field names of the QUERY_AIE_TILE_INFO metadata block, in order (all u16).
+TILE_INFO_FIELDS = (
+    "major", "minor", "cols", "rows", "core_rows", "mem_rows", "shim_rows",
+    "core_row_start", "mem_row_start", "shim_row_start",
+    "core_dma_channels", "mem_dma_channels", "shim_dma_channels",
+    "core_locks", "mem_locks", "shim_locks", "core_events", "mem_events", "shim_events",
+    "rsvd",
+)  # fmt: skip
+
+
+def _msg(op: str, channel: str, req: Struct | tuple, resp: Struct | tuple, doc: str = "") -> Message:
+    """A message; tuple layouts become structs named after the opcode."""
+    lo = op.lower()
+    r = req if isinstance(req, Struct) else Struct(f"{lo}_req", req, f"{op} request.")
+    s = resp if isinstance(resp, Struct) else Struct(f"{lo}_resp", resp, f"{op} response.")
+    return Message(op, r, s, channel, doc)
+
+
+MESSAGES = (
+    # mgmt channel: boot-time and query messages (docs/spec/firmware.md §6)
+    _msg("SUSPEND", "mgmt", RSVD_REQ, STATUS_RESP),
+    _msg("RESUME", "mgmt", RSVD_REQ, STATUS_RESP),
+    _msg("ASSIGN_MGMT_PASID", "mgmt", (f("pasid", U16), f("rsvd", U16)), STATUS_RESP),
+    _msg("GET_FIRMWARE_VERSION", "mgmt", RSVD_REQ, (
+        f("status", U32), f("major", U32), f("minor", U32), f("sub", U32), f("build", U32))),
+    _msg("SET_RUNTIME_CONFIG", "mgmt", (f("type", U32), f("value", U64)), STATUS_RESP),
+    _msg("GET_RUNTIME_CONFIG", "mgmt", (f("type", U32),), (f("status", U32), f("value", U64))),
+    _msg("REGISTER_ASYNC_EVENT_MSG", "mgmt", (f("buf_addr", U64), f("buf_size", U32)),
+         (f("status", U32), f("type", U32, "AsyncEventType")),
+         "held until an event happens"),
+    _msg("UPDATE_PROPERTY", "mgmt", (
+        f("type", U32), f("context_id", U8), raw("rsvd", 7), f("time_quota_us", U32),
+        f("resv", U32)), STATUS_RESP),
+    _msg("GET_DEV_REVISION", "mgmt", RSVD_REQ, (f("status", U32), f("rev", U32), f("raw_fuse", U32))),
+    _msg("CALIBRATE_TIME", "mgmt", (f("timestamp_ns", U64),), STATUS_RESP),
+    _msg("QUERY_AIE_TILE_INFO", "mgmt", RSVD_REQ, (
+        f("status", U32), f("size", U32, "bytes of metadata after the status word"),
+        *(f(n, U16) for n in TILE_INFO_FIELDS))),
+    _msg("QUERY_AIE_VERSION", "mgmt", RSVD_REQ, (f("status", U32), f("major", U16), f("minor", U16))),
+    _msg("GET_PROTOCOL_VERSION", "mgmt", RSVD_REQ, (f("status", U32), f("major", U32), f("minor", U32)),
+         "request size inferred: the common 4-byte reserved request"),
+    # mgmt channel: contexts and host buffers (docs/spec/firmware.md §8)
+    _msg("CREATE_CONTEXT", "mgmt", (
+        f("aie_type", U32), f("start_col", U8), f("num_col", U8), f("num_unused_col", U8),
+        f("rsvd", U8), f("num_cq_pairs_requested", U8), f("rsvd1", U8),
+        f("pasid", U16, "0: DMA addresses"), raw("pad", 8), f("sec_comm_target_type", U32),
+        f("context_priority", U32)), (
+        f("status", U32), f("context_id", U32), f("msix_id", U16),
+        f("num_cq_pairs_allocated", U8), f("rsvd", U8), f("cq_pair", CQ_PAIR, count=2))),
+    _msg("DESTROY_CONTEXT", "mgmt", CONTEXT_REQ, STATUS_RESP),
+    _msg("MAP_HOST_BUFFER", "mgmt", HOST_BUFFER_REQ, STATUS_RESP),
+    _msg("ADD_HOST_BUFFER", "mgmt", HOST_BUFFER_REQ, STATUS_RESP),
+    _msg("GET_APP_HEALTH", "mgmt", (
+        f("context_id", U32), f("buf_size", U32), f("buf_addr", U64)), (
+        f("status", U32), f("required_buffer_size", U32), f("rsvd", U32, count=7))),
+    # user channels (docs/spec/firmware.md §8)
+    _msg("CONFIG_CU", "user", (
+        f("num_cus", U32), f("cfgs", U32, "PDI address >> 15 (bits 16:0) | function (bits 24:17)",
+                             count=32)), STATUS_RESP),
+    _msg("SYNC_BO", "user", (
+        f("src_addr", U64), f("dst_addr", U64), f("size", U32), f("type", U32)), STATUS_RESP),
+    _msg("EXECUTE_BUFFER_CF", "user", (f("cu_idx", U32), f("payload", U32, count=19)), STATUS_RESP),
+    _msg("EXEC_DPU", "user", (
+        f("inst_buf_addr", U64), f("inst_size", U32), f("inst_prop_cnt", U32), f("cu_idx", U32),
+        f("payload", U32, count=35)), STATUS_RESP),
+    _msg("EXEC_NPU", "user", (
+        f("flags", U32), f("type", U32, "SlotType"), f("inst_addr", U64), f("save_addr", U64),
+        f("restore_addr", U64), f("inst_size", U32), f("save_size", U32), f("restore_size", U32),
+        f("inst_prop_cnt", U32), f("cu_idx", U32), f("payload", U32, count=27)), STATUS_RESP),
+    _msg("CHAIN_EXEC_BUFFER_CF", "user", CHAIN_REQ, CHAIN_RESP),
+    _msg("CHAIN_EXEC_DPU", "user", CHAIN_REQ, CHAIN_RESP),
+    _msg("CHAIN_EXEC_NPU", "user", (
+        f("flags", U32), f("rsvd", U32), f("buf_addr", U64), f("buf_size", U32), f("count", U32)),
+        CHAIN_RESP),
+)  # fmt: skip
+
+# -- cmd-list slots, reports, async events (docs/spec/firmware.md §8) ------------------------
+
+SLOT_NPU = Struct("slot_npu", (
+    f("type", U32, "SlotType"), f("inst_addr", U64), f("save_addr", U64), f("restore_addr", U64),
+    f("inst_size", U32), f("save_size", U32), f("restore_size", U32), f("inst_prop_cnt", U32),
+    f("cu_idx", U32), f("arg_cnt", U32, "u32 arguments after this header"),
+), "CHAIN_EXEC_NPU cmd-list slot header, followed by arg_cnt u32 words.")
+SLOT_DPU = Struct("slot_dpu", (
+    f("inst_buf_addr", U64), f("inst_size", U32), f("inst_prop_cnt", U32), f("cu_idx", U32),
+    f("arg_cnt", U32),
+), "CHAIN_EXEC_DPU cmd-list slot header, followed by arg_cnt u32 words.")
+SLOT_EXECBUF_CF = Struct("slot_execbuf_cf", (f("cu_idx", U32), f("arg_cnt", U32)),
+                         "CHAIN_EXEC_BUFFER_CF cmd-list slot header, followed by arg_cnt u32 words.")
+APP_HEALTH_REPORT = Struct("app_health_report", (
+    f("major", U16), f("minor", U16), f("size", U32, "bytes of the report"), f("context_id", U32),
+    f("dpu_pc", U32), f("txn_op_id", U32), f("ctx_pc", U32), raw("fatal_error_info", 532),
+    f("run_list_id", U32),
+), "What GET_APP_HEALTH writes into the host buffer.")
+FATAL_TYPE = Enum("FatalType", "FATAL", members(
+    emu("NONE", 0),
+    emu("HANG", 1, "a command never finished"),
+    emu("CMD_ERROR", 2, "a command failed"),
+), "fatal_error_info.fatal_type: the emulator's content of the driver-opaque block.")
+FATAL_ERROR_INFO = Struct("fatal_error_info", (
+    f("fatal_type", U32, "FatalType"), f("status", U32, "last failing status"),
+    f("cmd_status", U32, "its fail_cmd_status"), f("cmd_idx", U32, "its fail_cmd_idx"),
+), "Emulator-defined start of app_health_report.fatal_error_info (the rest is zero).")
+ASYNC_EVENT_HDR = Struct("async_event_hdr", (
+    f("err_cnt", U32, "aie_error entries that follow"), f("ret_code", U32), f("rsvd", U32),
+), "Start of an AIE-error async event buffer.")
+AIE_ERROR = Struct("aie_error", (
+    f("row", U8), f("col", U8), f("rsvd", U16), f("mod_type", U32), f("event_id", U8),
+    raw("rsvd1", 3),
+), "One entry of an AIE-error async event.")
+
+FAMILY = Family(
+    name="aie2",
+    doc="AIE2 (npu1, npu4 and their derivatives)",
+    opcodes=OPCODE,
+    enums=(STATUS, PSP_CMD, PSP_STATUS, SMU_CMD, SMU_RESP, ASYNC_EVENT_TYPE, SLOT_TYPE, FATAL_TYPE),
+    consts=CONSTS,
+    structs=(MSG_HEADER, MGMT_MBOX_CHANN_INFO, SLOT_NPU, SLOT_DPU, SLOT_EXECBUF_CF,
+             APP_HEALTH_REPORT, FATAL_ERROR_INFO, ASYNC_EVENT_HDR, AIE_ERROR),
+    messages=MESSAGES,
+    source="xdna_emu/fw/iface/aie2.py",
+)  # fmt: skip
