@@ -77,7 +77,7 @@ static int mgmt_fw_init(struct xdna_shim_ctx *ctx)
         xdna_set_runtime_config(ctx, (uint32_t)c->fine_preempt_type, FINE_PREEMPT_VALUE) < 0)
         return -1;
     xdna_aie2_assign_mgmt_pasid_req_t pasid = {.pasid = 0};
-    if (xdna_mgmt_req(ctx, XDNA_AIE2_MSG_ASSIGN_MGMT_PASID, &pasid, sizeof(pasid), NULL, 0) < 0)
+    if (xdna_fw_req(ctx, XDNA_AIE2_MSG_ASSIGN_MGMT_PASID, &pasid, sizeof(pasid), NULL, 0) < 0)
         return -1;
     if (xdna_has_feature(ctx, XDNA_FEAT_UPDATE_PROPERTY)) {
         xdna_aie2_update_property_req_t req = {
@@ -85,14 +85,14 @@ static int mgmt_fw_init(struct xdna_shim_ctx *ctx)
             .context_id = XDNA_AIE2_UPDATE_PROPERTY_ALL_CONTEXTS,
             .time_quota_us = TIME_QUOTA_US,
         };
-        if (xdna_mgmt_req(ctx, XDNA_AIE2_MSG_UPDATE_PROPERTY, &req, sizeof(req), NULL, 0) < 0)
+        if (xdna_fw_req(ctx, XDNA_AIE2_MSG_UPDATE_PROPERTY, &req, sizeof(req), NULL, 0) < 0)
             return -1;
     }
-    if (xdna_mgmt_req_u32(ctx, XDNA_AIE2_MSG_SUSPEND, NULL, 0) < 0)
+    if (xdna_fw_req_u32(ctx, XDNA_AIE2_MSG_SUSPEND, NULL, 0) < 0)
         return -1;
     if (xdna_psp_waitmode_poll(ctx) < 0)
         return -1;
-    if (xdna_mgmt_req_u32(ctx, XDNA_AIE2_MSG_RESUME, NULL, 0) < 0)
+    if (xdna_fw_req_u32(ctx, XDNA_AIE2_MSG_RESUME, NULL, 0) < 0)
         return -1;
     if (xdna_has_feature(ctx, XDNA_FEAT_CALIBRATE_TIME)) {
         struct timespec ts;
@@ -100,7 +100,7 @@ static int mgmt_fw_init(struct xdna_shim_ctx *ctx)
         xdna_aie2_calibrate_time_req_t req = {
             .timestamp_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec,
         };
-        if (xdna_mgmt_req(ctx, XDNA_AIE2_MSG_CALIBRATE_TIME, &req, sizeof(req), NULL, 0) < 0)
+        if (xdna_fw_req(ctx, XDNA_AIE2_MSG_CALIBRATE_TIME, &req, sizeof(req), NULL, 0) < 0)
             return -1;
     }
     return 0;
@@ -119,7 +119,7 @@ static int hw_stop(struct xdna_shim_ctx *ctx, bool send_suspend)
     } while (0)
     if (ctx->mgmt.active) {
         if (send_suspend)
-            STEP(xdna_mgmt_req_u32(ctx, XDNA_AIE2_MSG_SUSPEND, NULL, 0));
+            STEP(xdna_fw_req_u32(ctx, XDNA_AIE2_MSG_SUSPEND, NULL, 0));
         xdna_mbox_destroy(ctx, &ctx->mgmt);
     }
     if (ctx->psp_on) {
@@ -181,7 +181,7 @@ static int hw_start(struct xdna_shim_ctx *ctx, bool probing)
         return -1;
     if (probing && xdna_has_feature(ctx, XDNA_FEAT_GET_DEV_REVISION)) {
         xdna_aie2_get_dev_revision_resp_t r;
-        if (xdna_mgmt_req_u32(ctx, XDNA_AIE2_MSG_GET_DEV_REVISION, &r, sizeof(r)) < 0)
+        if (xdna_fw_req_u32(ctx, XDNA_AIE2_MSG_GET_DEV_REVISION, &r, sizeof(r)) < 0)
             return -1;
         ctx->info.dev_revision = r.rev;
     }

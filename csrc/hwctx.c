@@ -79,24 +79,6 @@ static void hw_release(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     pthread_cond_broadcast(&ctx->s.cond);
 }
 
-/* A management request whose status must be 0 (EIO otherwise). */
-static int fw_ok(struct xdna_shim_ctx *ctx, uint32_t op, const void *req, size_t len,
-                 void *resp, size_t resp_len)
-{
-    struct xdna_aie2_status_resp st;
-    if (!resp) {
-        resp = &st;
-        resp_len = sizeof(st);
-    }
-    if (xdna_fw_call(ctx, op, req, len, resp, resp_len) < 0)
-        return -1;
-    memcpy(&st, resp, sizeof(st)); /* every response starts with the status word */
-    uint32_t status = st.status;
-    if (status)
-        return xdna_fail(ctx, EIO, "%s (%#x) failed, status %#x", xdna_opcode_name(op), op, status);
-    return 0;
-}
-
 unsigned xdna_hwctx_pending(struct xdna_shim_ctx *ctx)
 {
     unsigned n = 0;
@@ -325,7 +307,7 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
             .buf_addr = heap->dma_addr + off, /* heap VA (SVA) or IOVA */
             .buf_size = XDNA_HEAP_CHUNK,
         };
-        if (fw_ok(ctx, off == 0 ? XDNA_AIE2_MSG_MAP_HOST_BUFFER : XDNA_AIE2_MSG_ADD_HOST_BUFFER,
+        if (xdna_fw_req(ctx, off == 0 ? XDNA_AIE2_MSG_MAP_HOST_BUFFER : XDNA_AIE2_MSG_ADD_HOST_BUFFER,
                   &hb, sizeof(hb), NULL, 0) < 0)
             goto destroy_context;
     }
@@ -400,7 +382,7 @@ static int query_health(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     };
     xdna_aie2_get_app_health_resp_t resp;
     memset(va, 0, XDNA_AIE2_APP_HEALTH_REPORT_SIZE);
-    if (fw_ok(ctx, XDNA_AIE2_MSG_GET_APP_HEALTH, &req, sizeof(req), &resp, sizeof(resp)) < 0)
+    if (xdna_fw_req(ctx, XDNA_AIE2_MSG_GET_APP_HEALTH, &req, sizeof(req), &resp, sizeof(resp)) < 0)
         return -1;
     uint32_t need = resp.required_buffer_size;
     uint32_t n = need && need < XDNA_HEALTH_MAX ? need : XDNA_AIE2_APP_HEALTH_REPORT_SIZE;

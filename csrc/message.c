@@ -26,30 +26,10 @@ static void set_fw_version(struct xdna_shim_ctx *ctx, const xdna_aie2_get_firmwa
 
 /* ---- driver: the management channel ------------------------------------------------ */
 
-/* A management message whose response starts with a status word that must be 0. */
-int xdna_mgmt_req(struct xdna_shim_ctx *ctx, uint32_t op, const void *req, size_t req_len,
-                void *resp, size_t resp_len)
-{
-    struct xdna_aie2_status_resp status_only;
-    if (!resp) {
-        resp = &status_only;
-        resp_len = sizeof(status_only);
-    }
-    if (xdna_mbox_call(ctx, &ctx->mgmt, op, req, req_len, resp, resp_len, 0) < 0)
-        return -1;
-    struct xdna_aie2_status_resp st;
-    memcpy(&st, resp, sizeof(st)); /* every response starts with the status word */
-    uint32_t status = st.status;
-    if (status != 0)
-        return xdna_fail(ctx, EIO, "mgmt: %s (%#x) failed, status %#x", xdna_opcode_name(op), op,
-                         status);
-    return 0;
-}
-
 int xdna_set_runtime_config(struct xdna_shim_ctx *ctx, uint32_t type, uint64_t value)
 {
     xdna_aie2_set_runtime_config_req_t req = {.type = type, .value = value};
-    if (xdna_mgmt_req(ctx, XDNA_AIE2_MSG_SET_RUNTIME_CONFIG, &req, sizeof(req), NULL, 0) < 0) {
+    if (xdna_fw_req(ctx, XDNA_AIE2_MSG_SET_RUNTIME_CONFIG, &req, sizeof(req), NULL, 0) < 0) {
         char msg[sizeof(ctx->last_error)];
         memcpy(msg, ctx->last_error, sizeof(msg));
         return xdna_fail(ctx, errno, "%.200s (type %u value %llu)", msg, type,
@@ -58,16 +38,10 @@ int xdna_set_runtime_config(struct xdna_shim_ctx *ctx, uint32_t type, uint64_t v
     return 0;
 }
 
-int xdna_mgmt_req_u32(struct xdna_shim_ctx *ctx, uint32_t op, void *resp, size_t resp_len)
-{
-    struct xdna_aie2_rsvd_req rsvd = {0};
-    return xdna_mgmt_req(ctx, op, &rsvd, sizeof(rsvd), resp, resp_len);
-}
-
 int xdna_get_fw_version(struct xdna_shim_ctx *ctx)
 {
     xdna_aie2_get_firmware_version_resp_t r;
-    if (xdna_mgmt_req_u32(ctx, XDNA_AIE2_MSG_GET_FIRMWARE_VERSION, &r, sizeof(r)) < 0)
+    if (xdna_fw_req_u32(ctx, XDNA_AIE2_MSG_GET_FIRMWARE_VERSION, &r, sizeof(r)) < 0)
         return -1;
     set_fw_version(ctx, &r);
     return 0;
@@ -78,10 +52,10 @@ int xdna_mgmt_fw_query(struct xdna_shim_ctx *ctx)
     if (xdna_get_fw_version(ctx) < 0)
         return -1;
     xdna_aie2_query_aie_version_resp_t av;
-    if (xdna_mgmt_req_u32(ctx, XDNA_AIE2_MSG_QUERY_AIE_VERSION, &av, sizeof(av)) < 0)
+    if (xdna_fw_req_u32(ctx, XDNA_AIE2_MSG_QUERY_AIE_VERSION, &av, sizeof(av)) < 0)
         return -1;
     xdna_aie2_query_aie_tile_info_resp_t ti;
-    if (xdna_mgmt_req_u32(ctx, XDNA_AIE2_MSG_QUERY_AIE_TILE_INFO, &ti, sizeof(ti)) < 0)
+    if (xdna_fw_req_u32(ctx, XDNA_AIE2_MSG_QUERY_AIE_TILE_INFO, &ti, sizeof(ti)) < 0)
         return -1;
     return xdna_decode_aie_info(ctx, &av, &ti);
 }
@@ -142,17 +116,30 @@ int xdna_fw_call(struct xdna_shim_ctx *ctx, uint32_t opcode, const void *req, si
     return 0;
 }
 
+/* A firmware request whose response starts with a status word that must be 0 (EIO
+ * otherwise); a NULL resp means a status-only response. */
+int xdna_fw_req(struct xdna_shim_ctx *ctx, uint32_t op, const void *req, size_t req_len,
+                void *resp, size_t resp_len)
+{
+    struct xdna_aie2_status_resp st;
+    if (!resp) {
+        resp = &st;
+        resp_len = sizeof(st);
+    }
+    if (xdna_fw_call(ctx, op, req, req_len, resp, resp_len) < 0)
+        return -1;
+    memcpy(&st, resp, sizeof(st)); /* every response starts with the status word */
+    if (st.status != 0)
+        return xdna_fail(ctx, EIO, "%s (%#x) failed, status %#x", xdna_opcode_name(op), op,
+                         st.status);
+    return 0;
+}
+
+/* The same for the query-style messages whose request is one reserved word. */
 int xdna_fw_req_u32(struct xdna_shim_ctx *ctx, uint32_t op, void *resp, size_t len)
 {
     struct xdna_aie2_rsvd_req rsvd = {0};
-    if (xdna_fw_call(ctx, op, &rsvd, sizeof(rsvd), resp, len) < 0)
-        return -1;
-    struct xdna_aie2_status_resp st;
-    memcpy(&st, resp, sizeof(st));
-    uint32_t status = st.status;
-    if (status != 0)
-        return xdna_fail(ctx, EIO, "%s failed, status %#x", xdna_opcode_name(op), status);
-    return 0;
+    return xdna_fw_req(ctx, op, &rsvd, sizeof(rsvd), resp, len);
 }
 
 /* The protocol version gates features (NPU_COMMAND). Only the driver reads the mgmt

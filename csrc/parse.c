@@ -388,7 +388,7 @@ int xdna_parse_cmd_hdr(const uint8_t *bo, uint64_t bo_size, struct xdna_parse_cm
     uint32_t count = (h >> 12) & 0x7FF;
     out->opcode = (h >> 23) & 0x1F;
     /* data = CU masks (1 + extra; none for CMD_CHAIN) + payload */
-    uint32_t masks = out->opcode == XDNA_PARSE_ERT_CMD_CHAIN ? 0 : 1 + ((h >> 10) & 3);
+    uint32_t masks = out->opcode == XDNA_SHIM_ERT_CMD_CHAIN ? 0 : 1 + ((h >> 10) & 3);
     if ((uint64_t)(1 + count) * 4 > bo_size || count < masks)
         return XDNA_PARSE_CMD_COUNT;
     uint32_t mask = masks ? rd32(bo + 4) : 1;
@@ -416,7 +416,7 @@ int xdna_parse_npu(const uint8_t *bo, uint64_t bo_size, struct xdna_parse_npu *o
     memset(out, 0, sizeof(*out));
     struct xdna_parse_cmd c;
     const uint8_t *p;
-    int r = cmd_of(bo, bo_size, XDNA_PARSE_ERT_START_NPU, &c, &p);
+    int r = cmd_of(bo, bo_size, XDNA_SHIM_ERT_START_NPU, &c, &p);
     if (r)
         return r;
     if (c.npay < 4 || rd32(p + 12) > c.npay - 4)
@@ -436,7 +436,7 @@ int xdna_parse_chain(const uint8_t *bo, uint64_t bo_size, uint32_t self, uint32_
     memset(out, 0, sizeof(*out));
     struct xdna_parse_cmd c;
     const uint8_t *p;
-    int r = cmd_of(bo, bo_size, XDNA_PARSE_ERT_CMD_CHAIN, &c, &p);
+    int r = cmd_of(bo, bo_size, XDNA_SHIM_ERT_CMD_CHAIN, &c, &p);
     if (r)
         return r;
     if (c.npay < 6)

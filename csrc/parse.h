@@ -5,7 +5,8 @@
  * structs and reason codes. The shim (mailbox.c, hw.c, hwctx.c) calls these, and the
  * libFuzzer harnesses in fuzz/native/ call the very same functions, so what is fuzzed is what
  * runs. This header depends on nothing but <stdint.h>/<stddef.h> and the generated firmware
- * interface header (docs/spec/firmware.md §9), so a harness builds from csrc/parse.c alone.
+ * interface header (docs/spec/firmware.md §10) and the public header's ERT numbers, so a harness
+ * builds from csrc/parse.c alone.
  */
 #ifndef XDNA_PARSE_H
 #define XDNA_PARSE_H
@@ -14,12 +15,11 @@
 #include <stdint.h>
 
 #include "generated/xdna_fw_aie2.h"
+#include "xdna_shim.h"
 
 #define XDNA_PARSE_MAX_BARS 6
 #define XDNA_PARSE_MAX_APERTURES 8
-#define XDNA_PARSE_CHAIN_MAX 64u
-#define XDNA_PARSE_ERT_CMD_CHAIN 19u
-#define XDNA_PARSE_ERT_START_NPU 20u
+#define XDNA_PARSE_CHAIN_MAX 64u /* sub-commands of one CMD_CHAIN */
 
 /* Why something was rejected. 0 is success everywhere. */
 enum xdna_parse_reason {

@@ -15,6 +15,7 @@
 #include "xdna_chips.h"
 #include "generated/xdna_proto.h"
 #include "xdna_shim.h"
+#include "parse.h"
 
 #define XDNA_NUM_BARS 6
 #define XDNA_ERR_MAX 256 /* one error message */
@@ -93,7 +94,7 @@ struct xdna_bar_map {
 #define XDNA_HEAP_CHUNK (64ull << 20)
 #define XDNA_DEV_BO_ALIGN (32u << 10)
 #define XDNA_HEALTH_MAX 1024u
-#define XDNA_CHAIN_MAX 64u
+#define XDNA_CHAIN_MAX XDNA_PARSE_CHAIN_MAX
 #define XDNA_MAX_PINS 256u
 
 struct xdna_bo;
@@ -301,10 +302,6 @@ int xdna_psp_waitmode_poll(struct xdna_shim_ctx *ctx);
 
 /* ---- management messages (message.c) ---- */
 bool xdna_has_feature(struct xdna_shim_ctx *ctx, enum xdna_feature f);
-/* A management message whose response starts with a status word that must be 0. */
-int xdna_mgmt_req(struct xdna_shim_ctx *ctx, uint32_t op, const void *req, size_t req_len,
-                  void *resp, size_t resp_len);
-int xdna_mgmt_req_u32(struct xdna_shim_ctx *ctx, uint32_t op, void *resp, size_t resp_len);
 int xdna_set_runtime_config(struct xdna_shim_ctx *ctx, uint32_t type, uint64_t value);
 int xdna_get_fw_version(struct xdna_shim_ctx *ctx);
 int xdna_mgmt_fw_query(struct xdna_shim_ctx *ctx);
@@ -315,6 +312,10 @@ int xdna_decode_aie_info(struct xdna_shim_ctx *ctx, const xdna_aie2_query_aie_ve
  * response must be exactly resp_len bytes; its status word is not checked here. */
 int xdna_fw_call(struct xdna_shim_ctx *ctx, uint32_t opcode, const void *req, size_t req_len,
                  void *resp, size_t resp_len);
+/* xdna_fw_call whose response status word must be 0 (EIO otherwise); NULL resp: status
+ * only. The _u32 form sends the one-reserved-word request of the query messages. */
+int xdna_fw_req(struct xdna_shim_ctx *ctx, uint32_t op, const void *req, size_t req_len,
+                void *resp, size_t resp_len);
 int xdna_fw_req_u32(struct xdna_shim_ctx *ctx, uint32_t op, void *resp, size_t len);
 int xdna_client_query(struct xdna_shim_ctx *ctx);
 
