@@ -22,7 +22,7 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
     (["frobnicate"], "invalid choice"),
     (["run", "--chip", "npu4", "--bdf", "zz"], "bad BDF"),
     (["probe", "--socket", "/nonexistent/xdna.sock"], "does not exist"),
-    (["probe"], "required"),
+    (["probe", "--runtime-dir", "/nonexistent/xdna-rt"], "no running emulator"),
     (["probe", "--socket", "/x", "--bdf", "0000:c5:00.1"], "not allowed"),
     (["mkfw", "--chip", "npu4", "--out", "/tmp/x", "--version", "1.2"], "firmware version"),
     (["mkfw", "--chip", "nope", "--out", "/tmp/x"], "unknown chip"),

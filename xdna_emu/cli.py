@@ -17,14 +17,26 @@ from functools import cache
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .cmdline import COMMAND_GROUP, EXIT_FAIL, EXIT_USAGE, AddSubcommands, Failure, UsageError
+from .cmdline import (
+    COMMAND_GROUP,
+    EXIT_FAIL,
+    EXIT_USAGE,
+    AddSubcommands,
+    Failure,
+    UsageError,
+    add_logging_options,
+    log_level,
+)
 from .cmdline import Parser as _Parser
+from .rundir import RUNTIME_DIR_ENV
 
 __all__ = ["EXIT_FAIL", "EXIT_USAGE", "Failure", "UsageError", "build_parser", "main"]
 
-BDF_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-1][0-9a-fA-F]\.[0-7]$")
+BDF_RE = re.compile(r"^(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-1][0-9a-fA-F])\.([0-7])$")
 VERSION_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 PROTO_RE = re.compile(r"^\d+\.\d+$")
+RUNTIME_DIR_HELP = (f"directory of the running emulators' sockets and sysfs trees (default: "
+                    f"${RUNTIME_DIR_ENV}, else $XDG_RUNTIME_DIR/xdna-emu, else /tmp/xdna-emu-UID)")
 
 
 def _chip(name: str) -> str:
@@ -35,10 +47,19 @@ def _chip(name: str) -> str:
     return name
 
 
+def _chip_list() -> str:
+    from .chips import chip_names
+
+    return ", ".join(chip_names())
+
+
 def _bdf(text: str) -> str:
-    if not BDF_RE.match(text):
-        raise argparse.ArgumentTypeError(f"bad BDF {text!r}, expected DDDD:BB:DD.F")
-    return text.lower()
+    """``DDDD:BB:DD.F`` or lspci's short ``BB:DD.F`` (domain 0000), lower case."""
+    m = BDF_RE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"bad BDF {text!r}, expected DDDD:BB:DD.F or BB:DD.F")
+    domain, bus, dev, fn = m.groups()
+    return f"{domain or '0000'}:{bus}:{dev}.{fn}".lower()
 
 
 def _pattern(regex: re.Pattern[str], what: str):  # noqa: ANN202
@@ -57,46 +78,68 @@ def _runtime_dir(args: argparse.Namespace) -> Path:
 
 
 def _add_target(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``(--socket S | --bdf B) [--runtime-dir DIR]``: which running emulator to talk to."""
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--socket")
-    where.add_argument("--bdf", type=_bdf)
-    p.add_argument("--runtime-dir")
+    """``[--socket S | --bdf B] [--runtime-dir DIR]``: which running emulator to talk to;
+    with neither, the only one running in the runtime dir."""
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--socket", metavar="PATH",
+                       help="control socket of the emulator (from its ready line)")
+    where.add_argument("--bdf", type=_bdf,
+                       help="PCI address of the emulator, DDDD:BB:DD.F or BB:DD.F "
+                            "(default: the only one running)")
+    p.add_argument("--runtime-dir", metavar="DIR", help=RUNTIME_DIR_HELP)
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="xdna-emu", description="Emulator of AMD XDNA NPUs (Ryzen AI)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    from . import __version__
 
-    run = sub.add_parser("run", help="run one emulated NPU in the foreground")
-    run.add_argument("--chip", type=_chip, required=True)
-    run.add_argument("--runtime-dir")
-    run.add_argument("--bdf", type=_bdf)
+    p = _Parser(prog="xdna-emu", description="Emulator of AMD XDNA NPUs (Ryzen AI)")
+    p.add_argument("--version", action="version", version=f"xdna-emu {__version__}",
+                   help="print the version and exit")
+    add_logging_options(p)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    chips = _chip_list()
+
+    run = sub.add_parser("run", help="run one emulated NPU in the foreground",
+                         description="Serve one emulated NPU until SIGTERM or SIGINT; prints "
+                                     "one JSON ready line (socket, sysfs root, BDF).")
+    run.add_argument("--chip", type=_chip, required=True, metavar="NAME",
+                     help=f"chip to emulate: {chips}")
+    run.add_argument("--runtime-dir", metavar="DIR", help=RUNTIME_DIR_HELP)
+    run.add_argument("--bdf", type=_bdf,
+                     help="PCI address to take, DDDD:BB:DD.F or BB:DD.F (default: the first free "
+                          "of 0000:c5:00.1, 0000:c6:00.1, ...)")
     run.add_argument("--exit-with-pid", type=int, metavar="PID",
                      help="also stop when process PID exits (used by xdna_emu.Emulator)")
 
     dev = sub.add_parser("devices", help="list emulated NPUs found through pyudev")
-    dev.add_argument("--runtime-dir")
-    dev.add_argument("--json", action="store_true")
+    dev.add_argument("--runtime-dir", metavar="DIR", help=RUNTIME_DIR_HELP)
+    dev.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
 
     probe = _add_target(sub.add_parser("probe", help="probe a running emulator with the C driver shim"))
-    probe.add_argument("--firmware-path")
-    probe.add_argument("--json", action="store_true")
+    probe.add_argument("--firmware-path", metavar="DIR",
+                       help="firmware search path holding amdnpu/<dev>_<rev>/npu.dev.sbin "
+                            "(default: images built on the fly)")
+    probe.add_argument("--json", action="store_true",
+                       help="print a JSON object (an {\"error\": ...} object on failure)")
 
     st = _add_target(sub.add_parser("status", help="show a running emulator's state"))
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="print the JSON status (docs/spec/status.md)")
 
     mkfw = sub.add_parser("mkfw", help="write a signed emulator firmware image")
-    mkfw.add_argument("--chip", type=_chip, required=True)
-    mkfw.add_argument("--out", required=True)
-    mkfw.add_argument("--version", type=_pattern(VERSION_RE, "firmware version (M.m.p.b)"))
-    mkfw.add_argument("--protocol", type=_pattern(PROTO_RE, "protocol version (M.m)"))
+    mkfw.add_argument("--chip", type=_chip, required=True, metavar="NAME",
+                      help=f"chip the image is for: {chips}")
+    mkfw.add_argument("--out", required=True, metavar="DIR",
+                      help="firmware root; the image goes to DIR/amdnpu/<dev>_<rev>/npu.dev.sbin")
+    mkfw.add_argument("--version", type=_pattern(VERSION_RE, "firmware version (M.m.p.b)"),
+                      metavar="M.m.p.b", help="firmware version (default: the chip's)")
+    mkfw.add_argument("--protocol", type=_pattern(PROTO_RE, "protocol version (M.m)"),
+                      metavar="M.m", help="firmware protocol version (default: the chip's)")
 
     demo = sub.add_parser("demo", help="start an emulator, discover it, probe it, summarise")
-    demo.add_argument("--chip", type=_chip, default="npu4")
-    demo.add_argument("--runtime-dir")
+    demo.add_argument("--chip", type=_chip, default="npu4", metavar="NAME",
+                      help=f"chip to emulate: {chips}")
+    demo.add_argument("--runtime-dir", metavar="DIR", help=RUNTIME_DIR_HELP)
 
     for add_subcommands in _kit_subcommands():
         COMMANDS.update(add_subcommands(sub))
@@ -146,13 +189,29 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
-def _socket_for_bdf(args: argparse.Namespace) -> str:
+def _target_socket(args: argparse.Namespace) -> str:
+    """The socket named by ``--socket``, found by ``--bdf``, or of the only running emulator."""
     from .discover import ready_records
 
-    for rec in ready_records(_runtime_dir(args)):
-        if rec.get("bdf") == args.bdf:
-            return str(rec["socket"])
-    raise UsageError(f"no running emulator with BDF {args.bdf} in {_runtime_dir(args)}")
+    if args.socket:
+        sock = args.socket
+    else:
+        root = _runtime_dir(args)
+        recs = ready_records(root)
+        if args.bdf:
+            recs = [r for r in recs if r.get("bdf") == args.bdf]
+            if not recs:
+                raise UsageError(f"no running emulator with BDF {args.bdf} in {root}")
+        elif not recs:
+            raise UsageError(f"no running emulator in {root} (start one with `xdna-emu run "
+                             f"--chip npu4`, or give --socket, --bdf or --runtime-dir)")
+        elif len(recs) > 1:
+            bdfs = ", ".join(str(r.get("bdf")) for r in recs)
+            raise UsageError(f"{len(recs)} emulators run in {root} ({bdfs}): pick one with --bdf")
+        sock = str(recs[0]["socket"])
+    if not Path(sock).exists():
+        raise UsageError(f"socket {sock} does not exist")
+    return sock
 
 
 def probe_socket(socket_path: str, firmware_path: str | None) -> dict[str, Any]:
@@ -163,9 +222,7 @@ def probe_socket(socket_path: str, firmware_path: str | None) -> dict[str, Any]:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    sock = args.socket or _socket_for_bdf(args)
-    if not Path(sock).exists():
-        raise UsageError(f"socket {sock} does not exist")
+    sock = _target_socket(args)
     if args.firmware_path and not Path(args.firmware_path).is_dir():
         raise UsageError(f"firmware path {args.firmware_path} is not a directory")
     try:
@@ -197,9 +254,7 @@ def format_probe(info: dict[str, Any]) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     from .control import ControlClient
 
-    sock = args.socket or _socket_for_bdf(args)
-    if not Path(sock).exists():
-        raise UsageError(f"socket {sock} does not exist")
+    sock = _target_socket(args)
     try:
         with ControlClient(sock) as cl:
             cl.version()
@@ -313,10 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
         _die(EXIT_USAGE, f"error: {exc}")
-    if args.verbose or os.environ.get("XDNA_EMU_DEBUG"):
-        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    logging.basicConfig(level=log_level(args, dict(os.environ)), format="%(name)s: %(message)s")
     try:
-        return COMMANDS[args.cmd](args)
+        return COMMANDS[args.command](args)
     except UsageError as exc:
         _die(EXIT_USAGE, f"error: {exc}")
     except Failure as exc:
