@@ -222,13 +222,25 @@ def probe_socket(socket_path: str, firmware_path: str | None) -> dict[str, Any]:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    sock = _target_socket(args)
-    if args.firmware_path and not Path(args.firmware_path).is_dir():
-        raise UsageError(f"firmware path {args.firmware_path} is not a directory")
     try:
-        info = probe_socket(sock, args.firmware_path)
-    except OSError as exc:
-        raise Failure(f"probe failed: {exc.strerror or exc}") from None
+        sock = _target_socket(args)
+        if args.firmware_path and not Path(args.firmware_path).is_dir():
+            raise UsageError(f"firmware path {args.firmware_path} is not a directory")
+        try:
+            info = probe_socket(sock, args.firmware_path)
+        except OSError as exc:
+            raise Failure(f"probe failed: {exc.strerror or exc}",
+                          exc.errno if isinstance(exc.errno, int) else None) from None
+    except (UsageError, Failure) as exc:
+        if not args.json:
+            raise
+        # docs/spec/operator.md §5: a script reading --json gets an object either way
+        usage = isinstance(exc, UsageError)
+        err = {"error": str(exc), "kind": "usage" if usage else "failure",
+               "errno": None if usage else exc.args[1] if len(exc.args) > 1 else None}
+        print(json.dumps(err, indent=2))
+        sys.stderr.write(f"xdna-emu: {'error: ' if usage else ''}{exc.args[0]}\n")
+        return EXIT_USAGE if usage else EXIT_FAIL
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -374,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         _die(EXIT_USAGE, f"error: {exc}")
     except Failure as exc:
-        _die(EXIT_FAIL, str(exc))
+        _die(EXIT_FAIL, str(exc.args[0]) if exc.args else "failed")
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

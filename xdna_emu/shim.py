@@ -202,8 +202,29 @@ class Shim:
         ctx = self._c()
         if firmware_path is None:
             firmware_path = _default_firmware_dir()
-        self._check(lib.xdna_shim_probe(ctx, os.fsencode(os.fspath(firmware_path))))
+        if lib.xdna_shim_probe(ctx, os.fsencode(os.fspath(firmware_path))) != 0:
+            exc = _error(ctx)
+            why = self.device_error()
+            if why and why not in exc.strerror:
+                exc = ShimError(exc.errno, f"{exc.strerror} ({why})")
+            raise exc
         return self.info()
+
+    def device_error(self) -> str | None:
+        """The device's own words for its last firmware failure (the PSP's ``last_error``,
+        e.g. "payload digest mismatch"), asked over a second control session so that a
+        failed probe says why and not only which status came back; None if unknown."""
+        from .control import ControlClient
+
+        try:
+            with ControlClient(self.socket, timeout=2.0) as cl:
+                cl.version()
+                dev = cl.status().get("device") or {}
+        except (OSError, EOFError, ValueError):
+            return None
+        psp = dev.get("psp") if isinstance(dev, dict) else None
+        why = psp.get("last_error") if isinstance(psp, dict) else None
+        return why if isinstance(why, str) else None
 
     def stop(self) -> None:
         self._check(lib.xdna_shim_stop(self._c()))

@@ -32,6 +32,8 @@ from .messages import (
     MSG_ID_MAGIC,
     MSG_ID_MAGIC_MASK,
     TOMBSTONE,
+    Opcode,
+    Status,
     sz_ver,
 )
 
@@ -185,6 +187,9 @@ class MailboxChannel:
             self.x2i_head = head + msg_size
             self.msgs_in += 1
             self.engine.stats["mbox_msgs_in"] += 1
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("mbox rx chan %d (%s) id %#x %s", self.index, self.name, mid,
+                          _name(Opcode, opcode))
             self.handler(self, Message(opcode, mid, payload))
             if self.open:
                 self._wr(self.x2i_head_reg, self.x2i_head)
@@ -208,6 +213,10 @@ class MailboxChannel:
         self.flush()
 
     def reply(self, msg: Message, payload: bytes) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            status = _name(Status, _U32.unpack_from(payload)[0]) if len(payload) >= 4 else "-"
+            log.debug("mbox tx chan %d (%s) id %#x %s status %s", self.index, self.name, msg.id,
+                      _name(Opcode, msg.opcode), status)
         self.send(msg.id, msg.opcode, payload)
 
     def on_i2x_head(self, head: int | None = None) -> None:
@@ -273,6 +282,14 @@ class MailboxChannel:
             "msgs_in": self.msgs_in, "msgs_out": self.msgs_out, "queued": len(self.outq),
             "state": "ok" if self.error is None else "error", "error": self.error,
         }  # fmt: skip
+
+
+def _name(table: type, value: int) -> str:
+    """An opcode or status by its name in the firmware table (docs/spec/messages.md)."""
+    try:
+        return str(table(value).name)
+    except ValueError:
+        return f"{value:#x}"
 
 
 class MailboxEngine:

@@ -9,6 +9,7 @@ chosen from the DPM table), the npu4 family sets DPM levels; both kinds are acce
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -16,6 +17,8 @@ from typing import ClassVar
 from ..chips import Chip
 from ..regio import RegisterFile
 from .messages import SmuCmd, SmuResp
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class SmuBlock:
         cmd = self.regs.read_role("smu.cmd")
         arg = self.regs.read_role("smu.arg")
         resp, out = self.execute(cmd, arg)
+        log.debug("SMU %s arg %#x -> %s out %#x", _name(SmuCmd, cmd), arg, _name(SmuResp, resp),
+                  out)
         self.stats["smu_cmds"] += 1
         if resp != SmuResp.OK:
             self.stats["smu_errors"] += 1
@@ -120,3 +125,11 @@ class SmuBlock:
             "dpm_level": self.soft_level, "hard_dpm_level": self.hard_level,
             "npuclk_mhz": self.npuclk, "hclk_mhz": self.hclk,
         }  # fmt: skip
+
+
+def _name(table: type, value: int) -> str:
+    """A command or response by its table name (docs/spec/firmware.md §4), else in hex."""
+    try:
+        return str(table(value).name)
+    except ValueError:
+        return f"{value:#x}"
