@@ -270,22 +270,129 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         with ControlClient(sock) as cl:
             cl.version()
-            st = cl.status()
+            raw = cl.status()
     except (OSError, EOFError) as exc:
         raise Failure(f"status failed: {exc}") from None
-    if args.json:
-        print(json.dumps(st, indent=2))
-        return 0
-    dev = st.get("device", {})
-    print(f"{st['bdf']}  {st['chip']}  pid {st['pid']}  sessions {st['sessions']}  "
-          f"probed {st['probed']}  rss {st['rss_kib']} KiB")
-    for key in ("power", "psp", "firmware"):
-        if key in dev:
-            print(f"  {key}: {dev[key]}")
-    for ctx in dev.get("contexts", []):
-        print(f"  context {ctx}")
-    print(f"  stats: {st['stats']}")
+    view = status_view(raw)
+    print(json.dumps(view, indent=2) if args.json else format_status(view))
     return 0
+
+
+STATUS_SCHEMA = 1
+
+
+def status_view(raw: dict[str, Any]) -> dict[str, Any]:
+    """The daemon's raw status as the stable ``status --json`` schema (docs/spec/operator.md
+    §6): the daemon's internals may move, this shape only grows."""
+    dev = raw.get("device") or {}
+    smu, psp, fw = dev.get("smu") or {}, dev.get("psp") or {}, dev.get("firmware")
+    counters = {**(raw.get("stats") or {}), **(dev.get("counters") or {})}
+    if smu.get("power") != "on":
+        power = "off"
+    elif fw and fw.get("suspended"):
+        power = "suspended"
+    else:
+        power = "on"
+    last = raw.get("last_driver")
+    return {
+        "schema": STATUS_SCHEMA,
+        "chip": raw.get("chip"), "bdf": raw.get("bdf"), "pid": raw.get("pid"),
+        "socket": raw.get("socket"), "rss_kib": raw.get("rss_kib"),
+        "probed": bool(raw.get("probed")),
+        "power": {"state": power, "dpm_level": smu.get("dpm_level"),
+                  "hard_dpm_level": smu.get("hard_dpm_level"),
+                  "npuclk_mhz": smu.get("npuclk_mhz"), "hclk_mhz": smu.get("hclk_mhz")},
+        "firmware": {"psp_state": psp.get("state"),
+                     "version": fw.get("version") if fw else None,
+                     "protocol": fw.get("protocol") if fw else None,
+                     "last_error": psp.get("last_error")},
+        "last_driver": None if last is None else {
+            k: last.get(k) for k in ("session", "pid", "probed", "fw_version", "protocol",
+                                     "psp_error", "ended", "why")},
+        "channels": [{
+            "index": c["index"], "name": c["name"], "msix": c["msix"],
+            "x2i_head": c["x2i"]["head"], "x2i_tail": c["x2i"]["tail"],
+            "i2x_head": c["i2x"]["head"], "i2x_tail": c["i2x"]["tail"],
+            "msgs_in": c["msgs_in"], "msgs_out": c["msgs_out"],
+            "pending_ids": list(c.get("queued_ids", [])), "state": c["state"], "error": c["error"],
+        } for c in dev.get("channels", [])],
+        "contexts": [{
+            "id": c["id"], "pasid": c["pasid"], "priority": c["priority"],
+            "start_col": c["start_col"], "num_col": c["num_col"], "msix": c["msix"],
+            "channel": c["channel"], "state": c["state"], "queued": c["queued"],
+            "submitted": c["submitted"], "completed": c["completed"], "errors": c["failed"],
+        } for c in dev.get("contexts", [])],
+        "async_event_ids": [e["id"] for e in dev.get("pending_async_events", [])],
+        "iommu_faults": list(raw.get("iommu_faults", [])),
+        "clients": [{k: c.get(k) for k in ("session", "pid", "pasid", "role")}
+                    for c in raw.get("clients", [])],
+        "msix": dict(raw.get("msix") or {}),
+        "counters": counters,
+    }  # fmt: skip
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    out = ["  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    out += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in cells]
+    return out
+
+
+def _hex(v: Any) -> str:
+    return f"{v:#x}" if isinstance(v, int) else "-"
+
+
+def format_status(v: dict[str, Any]) -> str:
+    """``status`` for people: one block per concern, ids in hex as the driver prints them."""
+    pw, fw = v["power"], v["firmware"]
+    lines = [f"{v['bdf']}  {v['chip']}  daemon pid {v['pid']}  rss {v['rss_kib'] / 1024:.1f} MiB",
+             f"  probed     {'yes' if v['probed'] else 'no'}",
+             f"  power      {pw['state']}  DPM level {pw['dpm_level']} (hard {pw['hard_dpm_level']})"
+             f"  NPU clock {pw['npuclk_mhz']} MHz  H clock {pw['hclk_mhz']} MHz",
+             f"  firmware   PSP {fw['psp_state']}  version {fw['version'] or '-'}"
+             f"  protocol {fw['protocol'] or '-'}"]
+    if fw["last_error"]:
+        lines.append(f"  last error {fw['last_error']}")
+    last = v["last_driver"]
+    if last and not v["probed"]:
+        what = (f"probed firmware {last['fw_version']} protocol {last['protocol']}"
+                if last["probed"] else f"did not finish probing ({last['psp_error'] or 'no error'})")
+        lines.append(f"  last driver session {last['session']} (pid {last['pid']}) {what}; "
+                     f"it {last['why']} and the function was reset")
+    if v["channels"]:
+        lines.append("channels")
+        lines += _table(
+            ["chan", "name", "msix", "x2i head/tail", "i2x head/tail", "in", "out", "pending ids",
+             "state"],
+            [[c["index"], c["name"], c["msix"], f"{c['x2i_head']:#x}/{c['x2i_tail']:#x}",
+              f"{c['i2x_head']:#x}/{c['i2x_tail']:#x}", c["msgs_in"], c["msgs_out"],
+              ",".join(_hex(i) for i in c["pending_ids"]) or "-",
+              c["state"] if not c["error"] else f"error: {c['error']}"] for c in v["channels"]])
+    if v["contexts"]:
+        lines.append("contexts")
+        lines += _table(
+            ["ctx", "pasid", "prio", "cols", "msix", "chan", "state", "queued", "submitted",
+             "completed", "errors"],
+            [[_hex(c["id"]), c["pasid"], c["priority"],
+              f"{c['start_col']}-{c['start_col'] + c['num_col'] - 1}", c["msix"], c["channel"],
+              c["state"], c["queued"], c["submitted"], c["completed"], c["errors"]]
+             for c in v["contexts"]])
+    if v["clients"]:
+        lines.append("clients")
+        lines += _table(["session", "pid", "pasid", "role"],
+                        [[c["session"], c["pid"], c["pasid"], c["role"]] for c in v["clients"]])
+    ids = v["async_event_ids"]
+    lines.append(f"async events armed {len(ids)}" + (f" (ids {_hex(ids[0])}..{_hex(ids[-1])})"
+                                                     if ids else ""))
+    errs = {k: n for k, n in v["counters"].items()
+            if n and k.endswith(("errors", "faults", "failed", "malformed_msgs", "unknown_ops",
+                                 "writes", "dropped_clients")) and k != "writes"}
+    lines.append("errors     " + (", ".join(f"{k} {n}" for k, n in sorted(errs.items())) or "none"))
+    lines.append(f"IOMMU faults {len(v['iommu_faults'])}")
+    lines += [f"  {f}" for f in v["iommu_faults"]]
+    return "\n".join(lines)
 
 
 def cmd_mkfw(args: argparse.Namespace) -> int:

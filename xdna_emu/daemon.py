@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,9 @@ class Connection:
         self.kick_fd = -1
         self.notify_fd = -1
         self.closed = False
+        self.peer_pid = 0  # from SO_PEERCRED, for status
+        self.since = time.time()
+        self.boots_at_start = daemon.fn.device.boots if hasattr(daemon, "fn") else 0
 
     # -- write log --------------------------------------------------------------------
     def attach_write_log(self) -> list[int]:
@@ -208,6 +212,7 @@ class Daemon:
         self.next_sid = 1
         self.vector_owner: dict[int, Connection] = {}
         self.running = False
+        self.last_driver: dict[str, Any] | None = None
         self.stats = {"dropped_clients": 0, "sessions": 0}
         self.bar_files: dict[int, Path] = {}
         self.bar_maps: dict[int, mmap.mmap] = {}
@@ -398,12 +403,13 @@ class Daemon:
         conn.setblocking(True)
         conn.settimeout(2.0)
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, SO_PEERCRED_FMT.size)
-        _, uid, _ = SO_PEERCRED_FMT.unpack(creds)
+        peer_pid, uid, _ = SO_PEERCRED_FMT.unpack(creds)
         if uid != os.getuid():
             log.warning("refusing peer with uid %d", uid)
             conn.close()
             return
         sess = Connection(self, conn, self.next_sid)
+        sess.peer_pid = peer_pid
         self.next_sid += 1
         self.sessions[sess.id] = sess
         self.stats["sessions"] += 1
@@ -417,6 +423,8 @@ class Daemon:
         if why != "closed":
             self.stats["dropped_clients"] += 1
         was_driver = self.fn.driver == sess.id
+        if was_driver:
+            self.last_driver = self._driver_record(sess, why)
         self.sessions.pop(sess.id, None)
         sess.close()
         self._release_vectors(sess)
@@ -657,9 +665,27 @@ class Daemon:
     }
 
     # -- status and teardown ----------------------------------------------------------
+    def _driver_record(self, sess: Connection, why: str) -> dict[str, Any]:
+        """What the last driver session achieved, kept after it leaves (and the function
+        resets), so ``status`` right after ``xdna-emu probe`` says the probe worked."""
+        dev = self.fn.device
+        booted = dev.boots > sess.boots_at_start and dev.last_boot is not None
+        fw = dev.last_boot if booted else None
+        return {
+            "session": sess.id, "pid": sess.peer_pid, "since": sess.since, "ended": time.time(),
+            "why": why, "probed": booted,
+            "fw_version": fw["version"] if fw else None, "protocol": fw["protocol"] if fw else None,
+            "psp_error": dev.psp.status().get("last_error"),
+        }  # fmt: skip
+
     def status(self) -> dict[str, Any]:
+        drv = self.driver
         return {
             **self.ready_record(), "sessions": len(self.sessions),
+            "clients": [{"session": c.id, "pid": c.peer_pid, "pasid": c.pasid, "since": c.since,
+                         "role": "driver" if drv is c else "client"}
+                        for c in self.sessions.values()],
+            "last_driver": self.last_driver,
             "driver_session": self.driver.id if self.driver else None, "probed": self.probed,
             "stats": {**self.fn.stats, **self.stats}, "msix": dict(self.fn.msix.stats),
             "rss_kib": _rss_kib(), "open_fds": len(os.listdir("/proc/self/fd")),

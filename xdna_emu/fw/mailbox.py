@@ -280,6 +280,7 @@ class MailboxChannel:
             "x2i": {"buf": self.x2i_buf, "head": rd(self.x2i_head_reg), "tail": rd(self.x2i_tail_reg)},
             "i2x": {"buf": self.i2x_buf, "head": rd(self.i2x_head_reg), "tail": rd(self.i2x_tail_reg)},
             "msgs_in": self.msgs_in, "msgs_out": self.msgs_out, "queued": len(self.outq),
+            "queued_ids": [MSG_HEADER.unpack_from(pkt)[2] for pkt in self.outq],
             "state": "ok" if self.error is None else "error", "error": self.error,
         }  # fmt: skip
 
