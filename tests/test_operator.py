@@ -25,7 +25,7 @@ from xdna_emu.rundir import (
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Subcommands a kit adds (the fuzzing kit) document their options in the kit's own module.
-CORE = ("run", "devices", "probe", "status", "mkfw", "demo")
+CORE = ("run", "devices", "probe", "status", "mkfw", "demo", "bench")
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None,

@@ -141,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"chip to emulate: {chips}")
     demo.add_argument("--runtime-dir", metavar="DIR", help=RUNTIME_DIR_HELP)
 
+    from .bench import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser("bench", help="measure the emulator against the physical floors",
+                           description="Floors (eventfd, shared-memory spin, UNIX socket, "
+                                       "memcpy) and figures (mailbox, jobs, chains, probe, "
+                                       "trapped writes, copy, RSS) from one run, with ratios "
+                                       "to the goals (docs/spec/operator.md §7).")
+    add_bench_arguments(bench)
+
     for add_subcommands in _kit_subcommands():
         COMMANDS.update(add_subcommands(sub))
     return p
@@ -395,6 +404,12 @@ def format_status(v: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import main_args
+
+    return main_args(args)
+
+
 def cmd_mkfw(args: argparse.Namespace) -> int:
     from .fw.image import write_firmware
 
@@ -474,7 +489,7 @@ def _demo_lspci(sysfs_root: Path, bdf: str) -> None:
 
 
 COMMANDS = {"run": cmd_run, "devices": cmd_devices, "probe": cmd_probe, "mkfw": cmd_mkfw,
-            "demo": cmd_demo, "status": cmd_status}
+            "demo": cmd_demo, "status": cmd_status, "bench": cmd_bench}
 
 
 def _die(code: int, message: str) -> NoReturn:
