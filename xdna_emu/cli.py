@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "of 0000:c5:00.1, 0000:c6:00.1, ...)")
     run.add_argument("--exit-with-pid", type=int, metavar="PID",
                      help="also stop when process PID exits (used by xdna_emu.Emulator)")
+    run.add_argument("--trace", metavar="FILE",
+                     help="write a Perfetto-loadable timeline (Chrome trace-event JSON) of the "
+                          "device and its clients' shim calls to FILE on exit (docs/tracing.md)")
 
     dev = sub.add_parser("devices", help="list emulated NPUs found through pyudev")
     dev.add_argument("--runtime-dir", metavar="DIR", help=RUNTIME_DIR_HELP)
@@ -172,7 +175,14 @@ def _kit_subcommands() -> tuple[AddSubcommands, ...]:
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
 
+    trace = Path(args.trace) if args.trace else None
+    if trace is not None and not trace.parent.is_dir():
+        raise UsageError(f"trace file {trace}: directory {trace.parent} does not exist")
     daemon = Daemon(args.chip, _runtime_dir(args), args.bdf)
+    if trace is not None:
+        from .tracing import attach
+
+        attach(daemon, trace)
 
     def ready(rec: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(rec) + "\n")
@@ -502,7 +512,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
         _die(EXIT_USAGE, f"error: {exc}")
-    logging.basicConfig(level=log_level(args, dict(os.environ)), format="%(name)s: %(message)s")
+    level = log_level(args, dict(os.environ))
+    logging.basicConfig(level=level, format="%(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # a trace may lower a logger's level: the
+        handler.setLevel(level)                   # console keeps the level asked for
     try:
         return COMMANDS[args.command](args)
     except UsageError as exc:

@@ -213,6 +213,8 @@ class Daemon:
         self.vector_owner: dict[int, Connection] = {}
         self.running = False
         self.last_driver: dict[str, Any] | None = None
+        #: run first at cleanup, while the daemon's files still exist (the trace recorder)
+        self.stop_hooks: list[Callable[[], None]] = []
         self.stats = {"dropped_clients": 0, "sessions": 0}
         self.bar_files: dict[int, Path] = {}
         self.bar_maps: dict[int, mmap.mmap] = {}
@@ -694,6 +696,11 @@ class Daemon:
         }  # fmt: skip
 
     def cleanup(self) -> None:
+        for hook in getattr(self, "stop_hooks", ()):
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - cleanup goes on whatever a hook does
+                log.exception("stop hook failed")
         for sess in list(getattr(self, "sessions", {}).values()):
             sess.close()
         if hasattr(self, "fn"):

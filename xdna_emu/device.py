@@ -148,7 +148,9 @@ class NpuDevice:
     def reset(self) -> None:
         """Power-on state (FLR). The MSI-X table/PBA are kept: the PCI function's MSI-X
         controller owns them."""
-        log.debug("device reset (firmware %s)", "running" if self.fw is not None else "stopped")
+        fw = "running" if self.fw is not None else "stopped"
+        log.debug("device reset (firmware %s)", fw,
+                  extra={"trace": {"kind": "reset", "firmware": fw}})
         try:
             self._stop_fw()
             if self.mailbox is not None:

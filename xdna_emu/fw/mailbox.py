@@ -188,8 +188,10 @@ class MailboxChannel:
             self.msgs_in += 1
             self.engine.stats["mbox_msgs_in"] += 1
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("mbox rx chan %d (%s) id %#x %s", self.index, self.name, mid,
-                          _name(Opcode, opcode))
+                op = _name(Opcode, opcode)
+                log.debug("mbox rx chan %d (%s) id %#x %s", self.index, self.name, mid, op,
+                          extra={"trace": {"kind": "mbox_rx", "chan": self.index, "serial": self.serial,
+                                           "name": self.name, "id": mid, "opcode": op}})
             self.handler(self, Message(opcode, mid, payload))
             if self.open:
                 self._wr(self.x2i_head_reg, self.x2i_head)
@@ -215,8 +217,11 @@ class MailboxChannel:
     def reply(self, msg: Message, payload: bytes) -> None:
         if log.isEnabledFor(logging.DEBUG):
             status = _name(Status, _U32.unpack_from(payload)[0]) if len(payload) >= 4 else "-"
+            op = _name(Opcode, msg.opcode)
             log.debug("mbox tx chan %d (%s) id %#x %s status %s", self.index, self.name, msg.id,
-                      _name(Opcode, msg.opcode), status)
+                      op, status, extra={"trace": {"kind": "mbox_tx", "chan": self.index, "serial": self.serial,
+                                                   "name": self.name, "id": msg.id,
+                                                   "opcode": op, "status": status}})
         self.send(msg.id, msg.opcode, payload)
 
     def on_i2x_head(self, head: int | None = None) -> None:

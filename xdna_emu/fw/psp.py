@@ -10,6 +10,7 @@ power-off go back to ``idle``.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -81,14 +82,19 @@ class PspBlock:
         cmd = self.regs.read_role("psp.cmd")
         args = [self.regs.read_role(r) for r in ("psp.arg0", "psp.arg1", "psp.arg2")]
         self._why = None
+        t0 = time.monotonic_ns()
         resp = self.execute(cmd, *args)
         self.stats["psp_cmds"] += 1
         if resp != PspStatus.OK:
             self.stats["psp_errors"] += 1
             self.last_error = f"PSP {_name(PspCmd, cmd)}: {_name(PspStatus, resp)}" + (
                 f": {self._why}" if self._why else "")
-        log.debug("PSP %s arg %#x %#x %#x -> %s%s", _name(PspCmd, cmd), *args,
-                  _name(PspStatus, resp), f" ({self._why})" if self._why else "")
+        if log.isEnabledFor(logging.DEBUG):
+            name, rname = _name(PspCmd, cmd), _name(PspStatus, resp)
+            log.debug("PSP %s arg %#x %#x %#x -> %s%s", name, *args, rname,
+                      f" ({self._why})" if self._why else "",
+                      extra={"trace": {"kind": "psp", "cmd": name, "t0_ns": t0, "resp": rname,
+                                       "args": [f"{a:#x}" for a in args], "why": self._why}})
         self.last_cmd, self.last_resp = cmd, int(resp)
         self.regs.write_role("psp.resp", int(resp))
         self.regs.write_role("psp.status", self.regs.read_role("psp.status") | PSP_STATUS_READY)

@@ -10,6 +10,7 @@ chosen from the DPM table), the npu4 family sets DPM levels; both kinds are acce
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -66,9 +67,15 @@ class SmuBlock:
             return
         cmd = self.regs.read_role("smu.cmd")
         arg = self.regs.read_role("smu.arg")
+        t0 = time.monotonic_ns()
         resp, out = self.execute(cmd, arg)
-        log.debug("SMU %s arg %#x -> %s out %#x", _name(SmuCmd, cmd), arg, _name(SmuResp, resp),
-                  out)
+        if log.isEnabledFor(logging.DEBUG):
+            name, rname = _name(SmuCmd, cmd), _name(SmuResp, resp)
+            power = {"powered": int(self.powered), "dpm_level": self.soft_level,
+                     "npuclk_mhz": self.npuclk, "hclk_mhz": self.hclk}
+            log.debug("SMU %s arg %#x -> %s out %#x", name, arg, rname, out,
+                      extra={"trace": {"kind": "smu", "cmd": name, "t0_ns": t0, "resp": rname,
+                                       "arg": f"{arg:#x}", "out": f"{out:#x}", "power": power}})
         self.stats["smu_cmds"] += 1
         if resp != SmuResp.OK:
             self.stats["smu_errors"] += 1
