@@ -45,7 +45,6 @@ log = logging.getLogger("xdna_emu.daemon")
 DEFAULT_BDFS = [f"0000:{bus:02x}:00.1" for bus in range(0xC5, 0x100)]
 SO_PEERCRED_FMT = struct.Struct("3i")
 BACKLOG_POLL_S = 0.0002
-DRAIN_PASSES = 4  # write-log passes per wake-up (Connection.drain_write_log)
 
 
 class DaemonError(RuntimeError):
@@ -162,27 +161,14 @@ class Connection:
         fn = self.daemon.fn
         write = fn.mmio_write
         sid = self.id
-        # One interrupt per vector for the whole batch (docs/spec/device.md §3), and the
-        # batch is everything logged by the time it ends: writes the client adds while we
-        # apply are taken in the same wake-up (a few passes at most, so that one busy
-        # client cannot starve the others).
+        # One interrupt per vector for the whole batch (docs/spec/device.md §3).
         fn.hold_irqs()
         try:
-            for _ in range(DRAIN_PASSES):
-                if tail >= head:
-                    break
-                while tail < head:
-                    bar, off, val, _ = entry.unpack_from(ctrl, P.CTRL_OFF_ENTRY0
-                                                         + (tail % n) * entry.size)
-                    write(bar, off, val, sid)
-                    tail += 1
-                struct.pack_into("<Q", ctrl, P.CTRL_OFF_TAIL, tail)
-                new_head = struct.unpack_from("<Q", ctrl, P.CTRL_OFF_HEAD)[0]
-                if new_head < tail or new_head - tail > P.LOG_ENTRIES:
-                    log.warning("session %d: write log head %d tail %d is corrupt", self.id,
-                                new_head, tail)
-                    return False
-                head = new_head
+            while tail < head:
+                bar, off, val, _ = entry.unpack_from(ctrl, P.CTRL_OFF_ENTRY0 + (tail % n) * entry.size)
+                write(bar, off, val, sid)
+                tail += 1
+            struct.pack_into("<Q", ctrl, P.CTRL_OFF_TAIL, tail)
         finally:
             fn.release_irqs()
         return True
