@@ -32,6 +32,7 @@ shim: setup
 demo: setup
 	$(VENV)/bin/xdna-emu demo
 
+# tests/test_bench.py runs `xdna-emu bench --quick --json` as a schema check (never timings).
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
@@ -69,8 +70,9 @@ fuzz-native:
 asan: setup
 	fuzz/asan.sh $(PY)
 
+# Floors and figures from one run (docs/spec/operator.md §7); BENCH_ARGS="--quick --json" etc.
 bench: setup
-	$(PY) -m xdna_emu.bench
+	$(VENV)/bin/xdna-emu bench $(BENCH_ARGS)
 
 clean:
 	rm -rf build *.egg-info .stamp-* xdna_emu/_shim.c xdna_emu/_shim*.so csrc/generated .pytest_cache

@@ -22,7 +22,7 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
     (["frobnicate"], "invalid choice"),
     (["run", "--chip", "npu4", "--bdf", "zz"], "bad BDF"),
     (["probe", "--socket", "/nonexistent/xdna.sock"], "does not exist"),
-    (["probe"], "required"),
+    (["probe", "--runtime-dir", "/nonexistent/xdna-rt"], "no running emulator"),
     (["probe", "--socket", "/x", "--bdf", "0000:c5:00.1"], "not allowed"),
     (["mkfw", "--chip", "npu4", "--out", "/tmp/x", "--version", "1.2"], "firmware version"),
     (["mkfw", "--chip", "nope", "--out", "/tmp/x"], "unknown chip"),
@@ -101,11 +101,13 @@ def test_status_shows_the_daemon_state(xdna_emulator) -> None:
     out = run_cli("status", "--socket", str(xdna_emulator.socket), "--json")
     assert out.returncode == 0, out.stderr
     st = json.loads(out.stdout)
-    assert st["chip"] == "npu4" and st["bdf"] == xdna_emulator.bdf and st["probed"] is False
-    assert st["rss_kib"] > 0 and "device" in st and st["sessions"] == 1
+    assert st["schema"] == 1 and st["chip"] == "npu4" and st["bdf"] == xdna_emulator.bdf
+    assert st["probed"] is False and st["last_driver"] is None
+    assert st["rss_kib"] > 0 and st["power"]["state"] == "off"
+    assert [c["role"] for c in st["clients"]] == ["client"]
     text = run_cli("status", "--bdf", xdna_emulator.bdf, "--runtime-dir",
                    str(xdna_emulator.runtime_dir)).stdout
-    assert xdna_emulator.bdf in text and "stats" in text
+    assert xdna_emulator.bdf in text and "probed     no" in text and "errors     none" in text
 
 
 def test_demo_discovers_probes_and_runs_a_checked_job(tmp_path: Path) -> None:

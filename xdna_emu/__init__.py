@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+#: Kept equal to Requires-Python in pyproject.toml, which is what pip refuses on.
+MIN_PYTHON = (3, 11)
+
+
+def _check_python(version: tuple[int, ...] = tuple(sys.version_info)) -> None:
+    """One clear line instead of a SyntaxError or missing-module traceback deep inside."""
+    if tuple(version[:2]) < MIN_PYTHON:
+        have = ".".join(str(v) for v in version[:3])
+        raise ImportError(f"xdna-emu needs Python {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or later; "
+                          f"this is Python {have}")
+
+
+_check_python()
 
 if TYPE_CHECKING:
     from .chips import Chip, load_chip

@@ -17,14 +17,26 @@ from functools import cache
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .cmdline import COMMAND_GROUP, EXIT_FAIL, EXIT_USAGE, AddSubcommands, Failure, UsageError
+from .cmdline import (
+    COMMAND_GROUP,
+    EXIT_FAIL,
+    EXIT_USAGE,
+    AddSubcommands,
+    Failure,
+    UsageError,
+    add_logging_options,
+    log_level,
+)
 from .cmdline import Parser as _Parser
+from .rundir import RUNTIME_DIR_ENV
 
 __all__ = ["EXIT_FAIL", "EXIT_USAGE", "Failure", "UsageError", "build_parser", "main"]
 
-BDF_RE = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-1][0-9a-fA-F]\.[0-7]$")
+BDF_RE = re.compile(r"^(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-1][0-9a-fA-F])\.([0-7])$")
 VERSION_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 PROTO_RE = re.compile(r"^\d+\.\d+$")
+RUNTIME_DIR_HELP = (f"directory of the running emulators' sockets and sysfs trees (default: "
+                    f"${RUNTIME_DIR_ENV}, else $XDG_RUNTIME_DIR/xdna-emu, else /tmp/xdna-emu-UID)")
 
 
 def _chip(name: str) -> str:
@@ -35,10 +47,19 @@ def _chip(name: str) -> str:
     return name
 
 
+def _chip_list() -> str:
+    from .chips import chip_names
+
+    return ", ".join(chip_names())
+
+
 def _bdf(text: str) -> str:
-    if not BDF_RE.match(text):
-        raise argparse.ArgumentTypeError(f"bad BDF {text!r}, expected DDDD:BB:DD.F")
-    return text.lower()
+    """``DDDD:BB:DD.F`` or lspci's short ``BB:DD.F`` (domain 0000), lower case."""
+    m = BDF_RE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"bad BDF {text!r}, expected DDDD:BB:DD.F or BB:DD.F")
+    domain, bus, dev, fn = m.groups()
+    return f"{domain or '0000'}:{bus}:{dev}.{fn}".lower()
 
 
 def _pattern(regex: re.Pattern[str], what: str):  # noqa: ANN202
@@ -57,46 +78,80 @@ def _runtime_dir(args: argparse.Namespace) -> Path:
 
 
 def _add_target(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``(--socket S | --bdf B) [--runtime-dir DIR]``: which running emulator to talk to."""
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--socket")
-    where.add_argument("--bdf", type=_bdf)
-    p.add_argument("--runtime-dir")
+    """``[--socket S | --bdf B] [--runtime-dir DIR]``: which running emulator to talk to;
+    with neither, the only one running in the runtime dir."""
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--socket", metavar="PATH",
+                       help="control socket of the emulator (from its ready line)")
+    where.add_argument("--bdf", type=_bdf,
+                       help="PCI address of the emulator, DDDD:BB:DD.F or BB:DD.F "
+                            "(default: the only one running)")
+    p.add_argument("--runtime-dir", metavar="DIR", help=RUNTIME_DIR_HELP)
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="xdna-emu", description="Emulator of AMD XDNA NPUs (Ryzen AI)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    from . import __version__
 
-    run = sub.add_parser("run", help="run one emulated NPU in the foreground")
-    run.add_argument("--chip", type=_chip, required=True)
-    run.add_argument("--runtime-dir")
-    run.add_argument("--bdf", type=_bdf)
+    p = _Parser(prog="xdna-emu", description="Emulator of AMD XDNA NPUs (Ryzen AI)")
+    p.add_argument("--version", action="version", version=f"xdna-emu {__version__}",
+                   help="print the version and exit")
+    add_logging_options(p)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    chips = _chip_list()
+
+    run = sub.add_parser("run", help="run one emulated NPU in the foreground",
+                         description="Serve one emulated NPU until SIGTERM or SIGINT; prints "
+                                     "one JSON ready line (socket, sysfs root, BDF).")
+    run.add_argument("--chip", type=_chip, required=True, metavar="NAME",
+                     help=f"chip to emulate: {chips}")
+    run.add_argument("--runtime-dir", metavar="DIR", help=RUNTIME_DIR_HELP)
+    run.add_argument("--bdf", type=_bdf,
+                     help="PCI address to take, DDDD:BB:DD.F or BB:DD.F (default: the first free "
+                          "of 0000:c5:00.1, 0000:c6:00.1, ...)")
     run.add_argument("--exit-with-pid", type=int, metavar="PID",
                      help="also stop when process PID exits (used by xdna_emu.Emulator)")
+    run.add_argument("--trace", metavar="FILE",
+                     help="write a Perfetto-loadable timeline (Chrome trace-event JSON) of the "
+                          "device and its clients' shim calls to FILE on exit (docs/tracing.md)")
 
     dev = sub.add_parser("devices", help="list emulated NPUs found through pyudev")
-    dev.add_argument("--runtime-dir")
-    dev.add_argument("--json", action="store_true")
+    dev.add_argument("--runtime-dir", metavar="DIR", help=RUNTIME_DIR_HELP)
+    dev.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
 
     probe = _add_target(sub.add_parser("probe", help="probe a running emulator with the C driver shim"))
-    probe.add_argument("--firmware-path")
-    probe.add_argument("--json", action="store_true")
+    probe.add_argument("--firmware-path", metavar="DIR",
+                       help="firmware search path holding amdnpu/<dev>_<rev>/npu.dev.sbin "
+                            "(default: images built on the fly)")
+    probe.add_argument("--json", action="store_true",
+                       help="print a JSON object (an {\"error\": ...} object on failure)")
 
     st = _add_target(sub.add_parser("status", help="show a running emulator's state"))
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="print the JSON status (docs/spec/status.md)")
 
     mkfw = sub.add_parser("mkfw", help="write a signed emulator firmware image")
-    mkfw.add_argument("--chip", type=_chip, required=True)
-    mkfw.add_argument("--out", required=True)
-    mkfw.add_argument("--version", type=_pattern(VERSION_RE, "firmware version (M.m.p.b)"))
-    mkfw.add_argument("--protocol", type=_pattern(PROTO_RE, "protocol version (M.m)"))
+    mkfw.add_argument("--chip", type=_chip, required=True, metavar="NAME",
+                      help=f"chip the image is for: {chips}")
+    mkfw.add_argument("--out", required=True, metavar="DIR",
+                      help="firmware root; the image goes to DIR/amdnpu/<dev>_<rev>/npu.dev.sbin")
+    mkfw.add_argument("--version", type=_pattern(VERSION_RE, "firmware version (M.m.p.b)"),
+                      metavar="M.m.p.b", help="firmware version (default: the chip's)")
+    mkfw.add_argument("--protocol", type=_pattern(PROTO_RE, "protocol version (M.m)"),
+                      metavar="M.m", help="firmware protocol version (default: the chip's)")
 
     demo = sub.add_parser("demo", help="start an emulator, discover it, probe it, summarise")
-    demo.add_argument("--chip", type=_chip, default="npu4")
-    demo.add_argument("--runtime-dir")
+    demo.add_argument("--chip", type=_chip, default="npu4", metavar="NAME",
+                      help=f"chip to emulate: {chips}")
+    demo.add_argument("--runtime-dir", metavar="DIR", help=RUNTIME_DIR_HELP)
+
+    from .bench import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser("bench", help="measure the emulator against the physical floors",
+                           description="Floors (eventfd, shared-memory spin, UNIX socket, "
+                                       "memcpy) and figures (mailbox, jobs, chains, probe, "
+                                       "trapped writes, copy, RSS) from one run, with ratios "
+                                       "to the goals (docs/spec/operator.md §7).")
+    add_bench_arguments(bench)
 
     for add_subcommands in _kit_subcommands():
         COMMANDS.update(add_subcommands(sub))
@@ -120,7 +175,14 @@ def _kit_subcommands() -> tuple[AddSubcommands, ...]:
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
 
+    trace = Path(args.trace) if args.trace else None
+    if trace is not None and not trace.parent.is_dir():
+        raise UsageError(f"trace file {trace}: directory {trace.parent} does not exist")
     daemon = Daemon(args.chip, _runtime_dir(args), args.bdf)
+    if trace is not None:
+        from .tracing import attach
+
+        attach(daemon, trace)
 
     def ready(rec: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(rec) + "\n")
@@ -146,13 +208,29 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
-def _socket_for_bdf(args: argparse.Namespace) -> str:
+def _target_socket(args: argparse.Namespace) -> str:
+    """The socket named by ``--socket``, found by ``--bdf``, or of the only running emulator."""
     from .discover import ready_records
 
-    for rec in ready_records(_runtime_dir(args)):
-        if rec.get("bdf") == args.bdf:
-            return str(rec["socket"])
-    raise UsageError(f"no running emulator with BDF {args.bdf} in {_runtime_dir(args)}")
+    if args.socket:
+        sock = args.socket
+    else:
+        root = _runtime_dir(args)
+        recs = ready_records(root)
+        if args.bdf:
+            recs = [r for r in recs if r.get("bdf") == args.bdf]
+            if not recs:
+                raise UsageError(f"no running emulator with BDF {args.bdf} in {root}")
+        elif not recs:
+            raise UsageError(f"no running emulator in {root} (start one with `xdna-emu run "
+                             f"--chip npu4`, or give --socket, --bdf or --runtime-dir)")
+        elif len(recs) > 1:
+            bdfs = ", ".join(str(r.get("bdf")) for r in recs)
+            raise UsageError(f"{len(recs)} emulators run in {root} ({bdfs}): pick one with --bdf")
+        sock = str(recs[0]["socket"])
+    if not Path(sock).exists():
+        raise UsageError(f"socket {sock} does not exist")
+    return sock
 
 
 def probe_socket(socket_path: str, firmware_path: str | None) -> dict[str, Any]:
@@ -163,15 +241,25 @@ def probe_socket(socket_path: str, firmware_path: str | None) -> dict[str, Any]:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    sock = args.socket or _socket_for_bdf(args)
-    if not Path(sock).exists():
-        raise UsageError(f"socket {sock} does not exist")
-    if args.firmware_path and not Path(args.firmware_path).is_dir():
-        raise UsageError(f"firmware path {args.firmware_path} is not a directory")
     try:
-        info = probe_socket(sock, args.firmware_path)
-    except OSError as exc:
-        raise Failure(f"probe failed: {exc.strerror or exc}") from None
+        sock = _target_socket(args)
+        if args.firmware_path and not Path(args.firmware_path).is_dir():
+            raise UsageError(f"firmware path {args.firmware_path} is not a directory")
+        try:
+            info = probe_socket(sock, args.firmware_path)
+        except OSError as exc:
+            raise Failure(f"probe failed: {exc.strerror or exc}",
+                          exc.errno if isinstance(exc.errno, int) else None) from None
+    except (UsageError, Failure) as exc:
+        if not args.json:
+            raise
+        # docs/spec/operator.md §5: a script reading --json gets an object either way
+        usage = isinstance(exc, UsageError)
+        err = {"error": str(exc), "kind": "usage" if usage else "failure",
+               "errno": None if usage else exc.args[1] if len(exc.args) > 1 else None}
+        print(json.dumps(err, indent=2))
+        sys.stderr.write(f"xdna-emu: {'error: ' if usage else ''}{exc.args[0]}\n")
+        return EXIT_USAGE if usage else EXIT_FAIL
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -197,28 +285,139 @@ def format_probe(info: dict[str, Any]) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     from .control import ControlClient
 
-    sock = args.socket or _socket_for_bdf(args)
-    if not Path(sock).exists():
-        raise UsageError(f"socket {sock} does not exist")
+    sock = _target_socket(args)
     try:
         with ControlClient(sock) as cl:
             cl.version()
-            st = cl.status()
+            raw = cl.status()
     except (OSError, EOFError) as exc:
         raise Failure(f"status failed: {exc}") from None
-    if args.json:
-        print(json.dumps(st, indent=2))
-        return 0
-    dev = st.get("device", {})
-    print(f"{st['bdf']}  {st['chip']}  pid {st['pid']}  sessions {st['sessions']}  "
-          f"probed {st['probed']}  rss {st['rss_kib']} KiB")
-    for key in ("power", "psp", "firmware"):
-        if key in dev:
-            print(f"  {key}: {dev[key]}")
-    for ctx in dev.get("contexts", []):
-        print(f"  context {ctx}")
-    print(f"  stats: {st['stats']}")
+    view = status_view(raw)
+    print(json.dumps(view, indent=2) if args.json else format_status(view))
     return 0
+
+
+STATUS_SCHEMA = 1
+
+
+def status_view(raw: dict[str, Any]) -> dict[str, Any]:
+    """The daemon's raw status as the stable ``status --json`` schema (docs/spec/operator.md
+    §6): the daemon's internals may move, this shape only grows."""
+    dev = raw.get("device") or {}
+    smu, psp, fw = dev.get("smu") or {}, dev.get("psp") or {}, dev.get("firmware")
+    counters = {**(raw.get("stats") or {}), **(dev.get("counters") or {})}
+    if smu.get("power") != "on":
+        power = "off"
+    elif fw and fw.get("suspended"):
+        power = "suspended"
+    else:
+        power = "on"
+    last = raw.get("last_driver")
+    return {
+        "schema": STATUS_SCHEMA,
+        "chip": raw.get("chip"), "bdf": raw.get("bdf"), "pid": raw.get("pid"),
+        "socket": raw.get("socket"), "rss_kib": raw.get("rss_kib"),
+        "probed": bool(raw.get("probed")),
+        "power": {"state": power, "dpm_level": smu.get("dpm_level"),
+                  "hard_dpm_level": smu.get("hard_dpm_level"),
+                  "npuclk_mhz": smu.get("npuclk_mhz"), "hclk_mhz": smu.get("hclk_mhz")},
+        "firmware": {"psp_state": psp.get("state"),
+                     "version": fw.get("version") if fw else None,
+                     "protocol": fw.get("protocol") if fw else None,
+                     "last_error": psp.get("last_error")},
+        "last_driver": None if last is None else {
+            k: last.get(k) for k in ("session", "pid", "probed", "fw_version", "protocol",
+                                     "psp_error", "ended", "why")},
+        "channels": [{
+            "index": c["index"], "name": c["name"], "msix": c["msix"],
+            "x2i_head": c["x2i"]["head"], "x2i_tail": c["x2i"]["tail"],
+            "i2x_head": c["i2x"]["head"], "i2x_tail": c["i2x"]["tail"],
+            "msgs_in": c["msgs_in"], "msgs_out": c["msgs_out"],
+            "pending_ids": list(c.get("queued_ids", [])), "state": c["state"], "error": c["error"],
+        } for c in dev.get("channels", [])],
+        "contexts": [{
+            "id": c["id"], "pasid": c["pasid"], "priority": c["priority"],
+            "start_col": c["start_col"], "num_col": c["num_col"], "msix": c["msix"],
+            "channel": c["channel"], "state": c["state"], "queued": c["queued"],
+            "submitted": c["submitted"], "completed": c["completed"], "errors": c["failed"],
+        } for c in dev.get("contexts", [])],
+        "async_event_ids": [e["id"] for e in dev.get("pending_async_events", [])],
+        "iommu_faults": list(raw.get("iommu_faults", [])),
+        "clients": [{k: c.get(k) for k in ("session", "pid", "pasid", "role")}
+                    for c in raw.get("clients", [])],
+        "msix": dict(raw.get("msix") or {}),
+        "counters": counters,
+    }  # fmt: skip
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    out = ["  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    out += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in cells]
+    return out
+
+
+def _hex(v: Any) -> str:
+    return f"{v:#x}" if isinstance(v, int) else "-"
+
+
+def format_status(v: dict[str, Any]) -> str:
+    """``status`` for people: one block per concern, ids in hex as the driver prints them."""
+    pw, fw = v["power"], v["firmware"]
+    lines = [f"{v['bdf']}  {v['chip']}  daemon pid {v['pid']}  rss {v['rss_kib'] / 1024:.1f} MiB",
+             f"  probed     {'yes' if v['probed'] else 'no'}",
+             f"  power      {pw['state']}  DPM level {pw['dpm_level']} (hard {pw['hard_dpm_level']})"
+             f"  NPU clock {pw['npuclk_mhz']} MHz  H clock {pw['hclk_mhz']} MHz",
+             f"  firmware   PSP {fw['psp_state']}  version {fw['version'] or '-'}"
+             f"  protocol {fw['protocol'] or '-'}"]
+    if fw["last_error"]:
+        lines.append(f"  last error {fw['last_error']}")
+    last = v["last_driver"]
+    if last and not v["probed"]:
+        what = (f"probed firmware {last['fw_version']} protocol {last['protocol']}"
+                if last["probed"] else f"did not finish probing ({last['psp_error'] or 'no error'})")
+        lines.append(f"  last driver session {last['session']} (pid {last['pid']}) {what}; "
+                     f"it {last['why']} and the function was reset")
+    if v["channels"]:
+        lines.append("channels")
+        lines += _table(
+            ["chan", "name", "msix", "x2i head/tail", "i2x head/tail", "in", "out", "pending ids",
+             "state"],
+            [[c["index"], c["name"], c["msix"], f"{c['x2i_head']:#x}/{c['x2i_tail']:#x}",
+              f"{c['i2x_head']:#x}/{c['i2x_tail']:#x}", c["msgs_in"], c["msgs_out"],
+              ",".join(_hex(i) for i in c["pending_ids"]) or "-",
+              c["state"] if not c["error"] else f"error: {c['error']}"] for c in v["channels"]])
+    if v["contexts"]:
+        lines.append("contexts")
+        lines += _table(
+            ["ctx", "pasid", "prio", "cols", "msix", "chan", "state", "queued", "submitted",
+             "completed", "errors"],
+            [[_hex(c["id"]), c["pasid"], c["priority"],
+              f"{c['start_col']}-{c['start_col'] + c['num_col'] - 1}", c["msix"], c["channel"],
+              c["state"], c["queued"], c["submitted"], c["completed"], c["errors"]]
+             for c in v["contexts"]])
+    if v["clients"]:
+        lines.append("clients")
+        lines += _table(["session", "pid", "pasid", "role"],
+                        [[c["session"], c["pid"], c["pasid"], c["role"]] for c in v["clients"]])
+    ids = v["async_event_ids"]
+    lines.append(f"async events armed {len(ids)}" + (f" (ids {_hex(ids[0])}..{_hex(ids[-1])})"
+                                                     if ids else ""))
+    errs = {k: n for k, n in v["counters"].items()
+            if n and k.endswith(("errors", "faults", "failed", "malformed_msgs", "unknown_ops",
+                                 "writes", "dropped_clients")) and k != "writes"}
+    lines.append("errors     " + (", ".join(f"{k} {n}" for k, n in sorted(errs.items())) or "none"))
+    lines.append(f"IOMMU faults {len(v['iommu_faults'])}")
+    lines += [f"  {f}" for f in v["iommu_faults"]]
+    return "\n".join(lines)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import main_args
+
+    return main_args(args)
 
 
 def cmd_mkfw(args: argparse.Namespace) -> int:
@@ -300,7 +499,7 @@ def _demo_lspci(sysfs_root: Path, bdf: str) -> None:
 
 
 COMMANDS = {"run": cmd_run, "devices": cmd_devices, "probe": cmd_probe, "mkfw": cmd_mkfw,
-            "demo": cmd_demo, "status": cmd_status}
+            "demo": cmd_demo, "status": cmd_status, "bench": cmd_bench}
 
 
 def _die(code: int, message: str) -> NoReturn:
@@ -313,14 +512,16 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
         _die(EXIT_USAGE, f"error: {exc}")
-    if args.verbose or os.environ.get("XDNA_EMU_DEBUG"):
-        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    level = log_level(args, dict(os.environ))
+    logging.basicConfig(level=level, format="%(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # a trace may lower a logger's level: the
+        handler.setLevel(level)                   # console keeps the level asked for
     try:
-        return COMMANDS[args.cmd](args)
+        return COMMANDS[args.command](args)
     except UsageError as exc:
         _die(EXIT_USAGE, f"error: {exc}")
     except Failure as exc:
-        _die(EXIT_FAIL, str(exc))
+        _die(EXIT_FAIL, str(exc.args[0]) if exc.args else "failed")
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

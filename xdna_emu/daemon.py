@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,9 @@ class Connection:
         self.kick_fd = -1
         self.notify_fd = -1
         self.closed = False
+        self.peer_pid = 0  # from SO_PEERCRED, for status
+        self.since = time.time()
+        self.boots_at_start = daemon.fn.device.boots if hasattr(daemon, "fn") else 0
 
     # -- write log --------------------------------------------------------------------
     def attach_write_log(self) -> list[int]:
@@ -154,13 +158,19 @@ class Connection:
             return False
         entry = P.LOG_ENTRY
         n = P.LOG_ENTRIES
-        write = self.daemon.fn.mmio_write
+        fn = self.daemon.fn
+        write = fn.mmio_write
         sid = self.id
-        while tail < head:
-            bar, off, val, _ = entry.unpack_from(ctrl, P.CTRL_OFF_ENTRY0 + (tail % n) * entry.size)
-            write(bar, off, val, sid)
-            tail += 1
-        struct.pack_into("<Q", ctrl, P.CTRL_OFF_TAIL, tail)
+        # One interrupt per vector for the whole batch (docs/spec/device.md §3).
+        fn.hold_irqs()
+        try:
+            while tail < head:
+                bar, off, val, _ = entry.unpack_from(ctrl, P.CTRL_OFF_ENTRY0 + (tail % n) * entry.size)
+                write(bar, off, val, sid)
+                tail += 1
+            struct.pack_into("<Q", ctrl, P.CTRL_OFF_TAIL, tail)
+        finally:
+            fn.release_irqs()
         return True
 
     def notify(self) -> None:
@@ -208,6 +218,9 @@ class Daemon:
         self.next_sid = 1
         self.vector_owner: dict[int, Connection] = {}
         self.running = False
+        self.last_driver: dict[str, Any] | None = None
+        #: run first at cleanup, while the daemon's files still exist (the trace recorder)
+        self.stop_hooks: list[Callable[[], None]] = []
         self.stats = {"dropped_clients": 0, "sessions": 0}
         self.bar_files: dict[int, Path] = {}
         self.bar_maps: dict[int, mmap.mmap] = {}
@@ -398,12 +411,13 @@ class Daemon:
         conn.setblocking(True)
         conn.settimeout(2.0)
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, SO_PEERCRED_FMT.size)
-        _, uid, _ = SO_PEERCRED_FMT.unpack(creds)
+        peer_pid, uid, _ = SO_PEERCRED_FMT.unpack(creds)
         if uid != os.getuid():
             log.warning("refusing peer with uid %d", uid)
             conn.close()
             return
         sess = Connection(self, conn, self.next_sid)
+        sess.peer_pid = peer_pid
         self.next_sid += 1
         self.sessions[sess.id] = sess
         self.stats["sessions"] += 1
@@ -417,6 +431,8 @@ class Daemon:
         if why != "closed":
             self.stats["dropped_clients"] += 1
         was_driver = self.fn.driver == sess.id
+        if was_driver:
+            self.last_driver = self._driver_record(sess, why)
         self.sessions.pop(sess.id, None)
         sess.close()
         self._release_vectors(sess)
@@ -657,9 +673,27 @@ class Daemon:
     }
 
     # -- status and teardown ----------------------------------------------------------
+    def _driver_record(self, sess: Connection, why: str) -> dict[str, Any]:
+        """What the last driver session achieved, kept after it leaves (and the function
+        resets), so ``status`` right after ``xdna-emu probe`` says the probe worked."""
+        dev = self.fn.device
+        booted = dev.boots > sess.boots_at_start and dev.last_boot is not None
+        fw = dev.last_boot if booted else None
+        return {
+            "session": sess.id, "pid": sess.peer_pid, "since": sess.since, "ended": time.time(),
+            "why": why, "probed": booted,
+            "fw_version": fw["version"] if fw else None, "protocol": fw["protocol"] if fw else None,
+            "psp_error": dev.psp.status().get("last_error"),
+        }  # fmt: skip
+
     def status(self) -> dict[str, Any]:
+        drv = self.driver
         return {
             **self.ready_record(), "sessions": len(self.sessions),
+            "clients": [{"session": c.id, "pid": c.peer_pid, "pasid": c.pasid, "since": c.since,
+                         "role": "driver" if drv is c else "client"}
+                        for c in self.sessions.values()],
+            "last_driver": self.last_driver,
             "driver_session": self.driver.id if self.driver else None, "probed": self.probed,
             "stats": {**self.fn.stats, **self.stats}, "msix": dict(self.fn.msix.stats),
             "rss_kib": _rss_kib(), "open_fds": len(os.listdir("/proc/self/fd")),
@@ -668,6 +702,11 @@ class Daemon:
         }  # fmt: skip
 
     def cleanup(self) -> None:
+        for hook in getattr(self, "stop_hooks", ()):
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - cleanup goes on whatever a hook does
+                log.exception("stop hook failed")
         for sess in list(getattr(self, "sessions", {}).values()):
             sess.close()
         if hasattr(self, "fn"):

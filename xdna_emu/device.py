@@ -67,6 +67,9 @@ class NpuDevice:
         self.msix_vectors = chip.msix.vectors
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self.fw: MgmtFirmware | None = None
+        #: firmware boots so far and what the last one ran (status after the driver left)
+        self.boots = 0
+        self.last_boot: dict[str, str] | None = None
         self.ctx: ContextFirmware | None = None  # contexts/jobs of the running firmware
         self._timers: list[Timer] = []
         self._seq = 0
@@ -125,6 +128,9 @@ class NpuDevice:
                                image, self.stats)
         self.ctx = ContextFirmware(self.fw)
         self.fw.boot()
+        self.boots += 1
+        st = self.fw.status()
+        self.last_boot = {"version": st["version"], "protocol": st["protocol"]}
         return PspStatus.OK
 
     def _stop_fw(self) -> None:
@@ -142,6 +148,9 @@ class NpuDevice:
     def reset(self) -> None:
         """Power-on state (FLR). The MSI-X table/PBA are kept: the PCI function's MSI-X
         controller owns them."""
+        fw = "running" if self.fw is not None else "stopped"
+        log.debug("device reset (firmware %s)", fw,
+                  extra={"trace": {"kind": "reset", "firmware": fw}})
         try:
             self._stop_fw()
             if self.mailbox is not None:

@@ -29,7 +29,8 @@ class Emulator:
 
     def __init__(self, chip: str = "npu4", runtime_dir: str | Path | None = None,
                  bdf: str | None = None, ready_timeout: float = 30.0,
-                 env: dict[str, str] | None = None, private: bool = False) -> None:
+                 env: dict[str, str] | None = None, private: bool = False,
+                 trace: str | Path | None = None) -> None:
         from .discover import default_runtime_dir
 
         self.chip = chip
@@ -41,6 +42,7 @@ class Emulator:
             runtime_dir = default_runtime_dir()
         self.runtime_dir = Path(runtime_dir)
         self.bdf_request = bdf
+        self.trace = trace  # `xdna-emu run --trace FILE`: written when the daemon stops
         self.ready_timeout = ready_timeout
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
@@ -73,6 +75,8 @@ class Emulator:
                "--runtime-dir", str(self.runtime_dir), "--exit-with-pid", str(os.getpid())]
         if self.bdf_request:
             cmd += ["--bdf", self.bdf_request]
+        if self.trace is not None:
+            cmd += ["--trace", os.fspath(self.trace)]
         env = dict(os.environ, **(self.env or {}))
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL, env=env)

@@ -26,6 +26,9 @@ class RegisterFile:
         # role -> (bar, offset): chip data is fixed, and roles are resolved on every
         # PSP/SMU command and driver write, so each is looked up once
         self._locs: dict[str, tuple[int, int]] = {}
+        # device address -> (word view, word index): mailbox and context registers are
+        # addressed by device address on every message, so each is resolved once
+        self._dev: dict[int, tuple[memoryview, int]] = {}
 
     # -- by (bar, offset) -------------------------------------------------------------
     def read(self, bar: int, offset: int) -> int:
@@ -50,11 +53,18 @@ class RegisterFile:
         bar, off = self.loc(role)
         self.words[bar][off >> 2] = value & 0xFFFFFFFF
 
+    def _dev_loc(self, addr: int) -> tuple[memoryview, int]:
+        bar, off = self.chip.dev_to_bar(addr)  # raises ChipError outside the BARs (not cached)
+        loc = self._dev[addr] = (self.words[bar], off >> 2)
+        return loc
+
     def read_dev(self, addr: int) -> int:
-        return self.read(*self.chip.dev_to_bar(addr))
+        words, i = self._dev.get(addr) or self._dev_loc(addr)
+        return words[i]
 
     def write_dev(self, addr: int, value: int) -> None:
-        self.write(*self.chip.dev_to_bar(addr), value)
+        words, i = self._dev.get(addr) or self._dev_loc(addr)
+        words[i] = value & 0xFFFFFFFF
 
     def span(self, addr: int, size: int) -> memoryview:
         """Bytes of BAR memory at device address ``addr`` (e.g. a ring in SRAM)."""

@@ -13,20 +13,33 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+#: Points daemons, discovery, ``Device.open()`` and the CLI at one runtime dir; the pytest
+#: fixtures set it, so ``xdna-emu status`` run from a test finds the test's daemon.
+RUNTIME_DIR_ENV = "XDNA_EMU_RUNTIME_DIR"
+
 
 class RuntimeDirError(RuntimeError):
     """The runtime dir cannot be created or is not safely ours."""
 
 
 def default_runtime_dir() -> Path:
-    """``$XDG_RUNTIME_DIR/xdna-emu``, else ``<tmp>/xdna-emu-<uid>``; private (0700) and ours."""
+    """``$XDNA_EMU_RUNTIME_DIR``, else ``$XDG_RUNTIME_DIR/xdna-emu``, else
+    ``<tmp>/xdna-emu-<uid>``; private (0700) and ours."""
+    explicit = os.environ.get(RUNTIME_DIR_ENV)
     xdg = os.environ.get("XDG_RUNTIME_DIR")
-    base = Path(xdg) / "xdna-emu" if xdg else Path(tempfile.gettempdir()) / f"xdna-emu-{os.getuid()}"
+    if explicit:
+        base = Path(explicit)
+    elif xdg:
+        base = Path(xdg) / "xdna-emu"
+    else:
+        base = Path(tempfile.gettempdir()) / f"xdna-emu-{os.getuid()}"
     return prepare_runtime_dir(base)
 
 
 def prepare_runtime_dir(path: Path) -> Path:
-    """Create ``path`` 0700; refuse a symlink or a directory owned by another uid."""
+    """Create ``path`` 0700, or check an existing one: a directory (not a symlink) owned by
+    this uid, writable, and closed to other users. An existing directory's mode is never
+    changed: widening it was the user's choice, so we refuse and say how to fix it."""
     path = Path(path)
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -36,7 +49,11 @@ def prepare_runtime_dir(path: Path) -> Path:
     if not path.is_dir() or path.is_symlink() or st.st_uid != os.getuid():
         raise RuntimeDirError(f"runtime dir {path} is not a directory owned by uid {os.getuid()}")
     if st.st_mode & 0o077:
-        path.chmod(0o700)
+        raise RuntimeDirError(f"runtime dir {path} is open to other users (mode "
+                              f"{st.st_mode & 0o777:04o}); run `chmod 700 {path}` or choose "
+                              f"another with --runtime-dir or ${RUNTIME_DIR_ENV}")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise RuntimeDirError(f"runtime dir {path} is not writable")
     return path
 
 

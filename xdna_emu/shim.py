@@ -158,10 +158,49 @@ class Shim:
         """Attach to the daemon at ``socket`` (no firmware traffic yet)."""
         path = os.fsencode(os.fspath(socket))
         ffi.errno = 0
+        from .tracing import client_tracer, now_us
+
+        tracer = client_tracer(socket)
+        t0 = now_us()
         ctx = lib.xdna_shim_open(path, int(timeout_ms))
         if ctx == ffi.NULL:
             raise _error(ffi.NULL)
-        return cls(ctx, os.fspath(socket))
+        shim = cls(ctx, os.fspath(socket))
+        if tracer is not None:
+            tracer("open", t0, now_us(), {"socket": os.fspath(socket)})
+            shim._trace_calls(tracer)
+        return shim
+
+    #: The calls a traced shim logs (docs/tracing.md): the driver operations, not the
+    #: register accessors the trapped-write track already shows from the device side.
+    TRACED = ("probe", "stop", "suspend", "resume", "mgmt_msg", "attach", "bo_create", "bo_sync",
+              "bo_free", "hwctx_create", "hwctx_destroy", "exec", "wait", "set_power_mode",
+              "set_iommu_mode", "close")
+
+    def _trace_calls(self, record: Any) -> None:
+        """Shadow each traced method with one that logs its span into the daemon's trace."""
+        from .tracing import now_us
+
+        def wrap(name: str, fn: Any) -> Any:
+            def traced(*args: Any, **kw: Any) -> Any:
+                t0 = now_us()
+                err = None
+                try:
+                    return fn(*args, **kw)
+                except OSError as exc:
+                    err = exc.strerror or str(exc)
+                    raise
+                finally:
+                    info = {f"a{i}": a for i, a in enumerate(args)
+                            if isinstance(a, int | str) and not isinstance(a, bool)}
+                    if err:
+                        info["error"] = err
+                    record(name, t0, now_us(), info)
+
+            return traced
+
+        for name in self.TRACED:
+            setattr(self, name, wrap(name, getattr(self, name)))
 
     # -- lifecycle ---------------------------------------------------------------------
     def _c(self) -> Any:
@@ -202,8 +241,31 @@ class Shim:
         ctx = self._c()
         if firmware_path is None:
             firmware_path = _default_firmware_dir()
-        self._check(lib.xdna_shim_probe(ctx, os.fsencode(os.fspath(firmware_path))))
+        if lib.xdna_shim_probe(ctx, os.fsencode(os.fspath(firmware_path))) != 0:
+            exc = _error(ctx)
+            # only the PSP refusing an image has more to say than its status code
+            why = (self.device_error() if exc.errno == errno.EIO and exc.strerror.startswith("psp")
+                   else None)
+            if why and why not in exc.strerror:
+                exc = ShimError(exc.errno, f"{exc.strerror} ({why})")
+            raise exc
         return self.info()
+
+    def device_error(self) -> str | None:
+        """The device's own words for its last firmware failure (the PSP's ``last_error``,
+        e.g. "payload digest mismatch"), asked over a second control session so that a
+        failed probe says why and not only which status came back; None if unknown."""
+        from .control import ControlClient
+
+        try:
+            with ControlClient(self.socket, timeout=0.5) as cl:
+                cl.version()
+                dev = cl.status().get("device") or {}
+        except (OSError, EOFError, ValueError):
+            return None
+        psp = dev.get("psp") if isinstance(dev, dict) else None
+        why = psp.get("last_error") if isinstance(psp, dict) else None
+        return why if isinstance(why, str) else None
 
     def stop(self) -> None:
         self._check(lib.xdna_shim_stop(self._c()))

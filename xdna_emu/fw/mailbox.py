@@ -32,6 +32,8 @@ from .messages import (
     MSG_ID_MAGIC,
     MSG_ID_MAGIC_MASK,
     TOMBSTONE,
+    Opcode,
+    Status,
     sz_ver,
 )
 
@@ -185,6 +187,11 @@ class MailboxChannel:
             self.x2i_head = head + msg_size
             self.msgs_in += 1
             self.engine.stats["mbox_msgs_in"] += 1
+            if log.isEnabledFor(logging.DEBUG):
+                op = _name(Opcode, opcode)
+                log.debug("mbox rx chan %d (%s) id %#x %s", self.index, self.name, mid, op,
+                          extra={"trace": {"kind": "mbox_rx", "chan": self.index, "serial": self.serial,
+                                           "name": self.name, "id": mid, "opcode": op}})
             self.handler(self, Message(opcode, mid, payload))
             if self.open:
                 self._wr(self.x2i_head_reg, self.x2i_head)
@@ -208,6 +215,13 @@ class MailboxChannel:
         self.flush()
 
     def reply(self, msg: Message, payload: bytes) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            status = _name(Status, _U32.unpack_from(payload)[0]) if len(payload) >= 4 else "-"
+            op = _name(Opcode, msg.opcode)
+            log.debug("mbox tx chan %d (%s) id %#x %s status %s", self.index, self.name, msg.id,
+                      op, status, extra={"trace": {"kind": "mbox_tx", "chan": self.index, "serial": self.serial,
+                                                   "name": self.name, "id": msg.id,
+                                                   "opcode": op, "status": status}})
         self.send(msg.id, msg.opcode, payload)
 
     def on_i2x_head(self, head: int | None = None) -> None:
@@ -271,8 +285,17 @@ class MailboxChannel:
             "x2i": {"buf": self.x2i_buf, "head": rd(self.x2i_head_reg), "tail": rd(self.x2i_tail_reg)},
             "i2x": {"buf": self.i2x_buf, "head": rd(self.i2x_head_reg), "tail": rd(self.i2x_tail_reg)},
             "msgs_in": self.msgs_in, "msgs_out": self.msgs_out, "queued": len(self.outq),
+            "queued_ids": [MSG_HEADER.unpack_from(pkt)[2] for pkt in self.outq],
             "state": "ok" if self.error is None else "error", "error": self.error,
         }  # fmt: skip
+
+
+def _name(table: type, value: int) -> str:
+    """An opcode or status by its name in the firmware table (docs/spec/messages.md)."""
+    try:
+        return str(table(value).name)
+    except ValueError:
+        return f"{value:#x}"
 
 
 class MailboxEngine:

@@ -10,6 +10,7 @@ power-off go back to ``idle``.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -30,12 +31,14 @@ IMAGE_MAX = 16 << 20  # emulator-chosen upper bound for VALIDATE
 class PspState:
     """Saved PSP state (docs/spec/device.md §4); the validated image is plain data."""
 
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     state: str
     image: FirmwareImage | None
     intr: int
     last_cmd: int | None
     last_resp: int | None
+    #: why the last failed command failed, in words (reaches the client's error)
+    last_error: str | None = None
 
 
 class PspBlock:
@@ -54,13 +57,16 @@ class PspBlock:
         self.intr = 0
         self.last_cmd: int | None = None
         self.last_resp: int | None = None
+        self.last_error: str | None = None
+        self._why: str | None = None  # the detail behind the status execute() returns
 
     def save(self) -> PspState:
-        return PspState(self.state, self.image, self.intr, self.last_cmd, self.last_resp)
+        return PspState(self.state, self.image, self.intr, self.last_cmd, self.last_resp,
+                        self.last_error)
 
     def load(self, st: PspState) -> None:
         self.state, self.image, self.intr = st.state, st.image, st.intr
-        self.last_cmd, self.last_resp = st.last_cmd, st.last_resp
+        self.last_cmd, self.last_resp, self.last_error = st.last_cmd, st.last_resp, st.last_error
 
     def power_lost(self) -> None:
         """The NPU lost power: the validated image in its memory is gone."""
@@ -75,10 +81,20 @@ class PspBlock:
             return
         cmd = self.regs.read_role("psp.cmd")
         args = [self.regs.read_role(r) for r in ("psp.arg0", "psp.arg1", "psp.arg2")]
+        self._why = None
+        t0 = time.monotonic_ns()
         resp = self.execute(cmd, *args)
         self.stats["psp_cmds"] += 1
         if resp != PspStatus.OK:
             self.stats["psp_errors"] += 1
+            self.last_error = f"PSP {_name(PspCmd, cmd)}: {_name(PspStatus, resp)}" + (
+                f": {self._why}" if self._why else "")
+        if log.isEnabledFor(logging.DEBUG):
+            name, rname = _name(PspCmd, cmd), _name(PspStatus, resp)
+            log.debug("PSP %s arg %#x %#x %#x -> %s%s", name, *args, rname,
+                      f" ({self._why})" if self._why else "",
+                      extra={"trace": {"kind": "psp", "cmd": name, "t0_ns": t0, "resp": rname,
+                                       "args": [f"{a:#x}" for a in args], "why": self._why}})
         self.last_cmd, self.last_resp = cmd, int(resp)
         self.regs.write_role("psp.resp", int(resp))
         self.regs.write_role("psp.status", self.regs.read_role("psp.status") | PSP_STATUS_READY)
@@ -117,14 +133,25 @@ class PspBlock:
         except IommuFault as exc:
             self.stats["iommu_faults"] += 1
             log.warning("PSP VALIDATE: %s", exc)
+            self._why = str(exc)
             return PspStatus.DMA_FAULT
         try:
             self.image = parse_image(data, self.chip)
         except ImageError as exc:
             log.warning("PSP VALIDATE: %s", exc)
+            self._why = str(exc)
             return exc.code
         self.state = "validated"
         return PspStatus.OK
 
     def status(self) -> dict:
-        return {"state": self.state, "last_cmd": self.last_cmd, "last_resp": self.last_resp}
+        return {"state": self.state, "last_cmd": self.last_cmd, "last_resp": self.last_resp,
+                "last_error": self.last_error}
+
+
+def _name(table: type, value: int) -> str:
+    """A command or status by its table name (docs/spec/firmware.md §3), else in hex."""
+    try:
+        return str(table(value).name)
+    except ValueError:
+        return f"{value:#x}"

@@ -9,6 +9,8 @@ chosen from the DPM table), the npu4 family sets DPM levels; both kinds are acce
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -16,6 +18,8 @@ from typing import ClassVar
 from ..chips import Chip
 from ..regio import RegisterFile
 from .messages import SmuCmd, SmuResp
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,15 @@ class SmuBlock:
             return
         cmd = self.regs.read_role("smu.cmd")
         arg = self.regs.read_role("smu.arg")
+        t0 = time.monotonic_ns()
         resp, out = self.execute(cmd, arg)
+        if log.isEnabledFor(logging.DEBUG):
+            name, rname = _name(SmuCmd, cmd), _name(SmuResp, resp)
+            power = {"powered": int(self.powered), "dpm_level": self.soft_level,
+                     "npuclk_mhz": self.npuclk, "hclk_mhz": self.hclk}
+            log.debug("SMU %s arg %#x -> %s out %#x", name, arg, rname, out,
+                      extra={"trace": {"kind": "smu", "cmd": name, "t0_ns": t0, "resp": rname,
+                                       "arg": f"{arg:#x}", "out": f"{out:#x}", "power": power}})
         self.stats["smu_cmds"] += 1
         if resp != SmuResp.OK:
             self.stats["smu_errors"] += 1
@@ -120,3 +132,11 @@ class SmuBlock:
             "dpm_level": self.soft_level, "hard_dpm_level": self.hard_level,
             "npuclk_mhz": self.npuclk, "hclk_mhz": self.hclk,
         }  # fmt: skip
+
+
+def _name(table: type, value: int) -> str:
+    """A command or response by its table name (docs/spec/firmware.md §4), else in hex."""
+    try:
+        return str(table(value).name)
+    except ValueError:
+        return f"{value:#x}"

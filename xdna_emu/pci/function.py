@@ -144,6 +144,8 @@ class PciFunction:
         self.driver: int | None = None
         self.stats: dict[str, int] = {"bad_writes": 0, "foreign_writes": 0}
         self.observers: tuple[Observer, ...] = ()
+        #: vectors raised while interrupts are held (:meth:`hold_irqs`), each once, in order
+        self._held: list[int] | None = None
         self._before: Callable[[int, int, int], Any] | None = None
         self._after: Callable[[Any], None] = _ignore
         self.config.listeners.append(self.msix.config_changed)
@@ -305,9 +307,27 @@ class PciFunction:
             o.after_entry(what)
 
     def _raise_irq(self, vector: int) -> None:
+        held = self._held
+        if held is not None:
+            if vector not in held:
+                held.append(vector)
+            return
         for o in self.observers:
             o.irq(vector)
         self.msix.raise_vector(vector)
+
+    def hold_irqs(self) -> None:
+        """Collect raised vectors instead of delivering them, until :meth:`release_irqs`: a
+        transport applying a batch of writes answers the batch with one interrupt per vector
+        (docs/spec/device.md §3), as a device coalesces completions."""
+        if self._held is None:
+            self._held = []
+
+    def release_irqs(self) -> None:
+        """Deliver each vector raised while held, once, in the order first raised."""
+        held, self._held = self._held, None
+        for vector in held or ():
+            self._raise_irq(vector)
 
     @property
     def probed(self) -> bool:

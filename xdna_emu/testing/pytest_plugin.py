@@ -24,9 +24,17 @@ def xdna_chip() -> str:
 
 
 @pytest.fixture
-def xdna_runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private runtime dir per test, so discovery sees only this test's daemons."""
-    return tmp_path_factory.mktemp("xdna-rt")
+def xdna_runtime_dir(tmp_path_factory: pytest.TempPathFactory,
+                     monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private runtime dir per test, so discovery sees only this test's daemons. It is also
+    exported as ``$XDNA_EMU_RUNTIME_DIR``, so ``Device.open()``, ``xdna-emu probe`` and
+    ``xdna-emu status`` run from the test find the fixture's daemon."""
+    from xdna_emu.rundir import RUNTIME_DIR_ENV
+
+    path = tmp_path_factory.mktemp("xdna-rt")
+    path.chmod(0o700)  # ours, just made: private as every runtime dir must be
+    monkeypatch.setenv(RUNTIME_DIR_ENV, str(path))
+    return path
 
 
 @pytest.fixture
