@@ -166,6 +166,7 @@ class FirmwareDefaults:
     dev_revision: int = 0  # GET_DEV_REVISION answer
     raw_fuse: int | None = None  # fuse bits behind dev_revision (None: dev_revision itself)
     aie_version: tuple[int, int] = (0, 0)  # QUERY_AIE_VERSION answer (major, minor)
+    cert_version: str = ""  # AIE4 cert firmware version M.m.hotfix.build (cert.dev.sbin)
 
 
 @dataclass(frozen=True)
