@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "generated/xdna_fw_aie2.h"
+#include "generated/xdna_fw_aie4.h"
 #include "xdna_chips.h"
 #include "generated/xdna_proto.h"
 #include "xdna_shim.h"
@@ -69,6 +70,7 @@ struct xdna_mbox_chan {
     uint32_t i2x_head;            /* cached consumer head */
     unsigned next_id;             /* cyclic id allocator */
     bool user;                    /* a context's channel: responses must come in id order */
+    bool no_ack;                  /* AIE4: no interrupt register, the RX worker only drains */
     uint32_t last_id;             /* id of the last response taken (user-channel contiguity) */
     unsigned npending;
     struct xdna_mbox_pending pend[MBOX_MAX_IDS];
@@ -162,6 +164,8 @@ struct xdna_shim_ctx {
     bool iommu_iova;      /* user BOs by IOVA (driver iommu_mode=1) instead of SVA/PASID */
     struct xdna_dma_buf fw;       /* firmware image, kept for resume */
     struct xdna_dma_buf async_buf;
+    struct xdna_dma_buf cert;      /* AIE4 cert image, kept for resume (docs/spec/aie4.md §3) */
+    struct xdna_dma_buf work_buf;  /* AIE4 DRAM work buffer */
 
     /* bring-up progress (for unwinding in driver order) */
     bool smu_on, psp_on, pm_on;
@@ -291,11 +295,15 @@ int xdna_mbox_rx(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch);
 
 /* ---- SMU (smu.c) ---- */
 int xdna_smu_start(struct xdna_shim_ctx *ctx);
+int xdna_smu_power_on(struct xdna_shim_ctx *ctx); /* AIE4 start: POWER_ON only */
 int xdna_smu_stop(struct xdna_shim_ctx *ctx);
 int xdna_smu_set_dpm(struct xdna_shim_ctx *ctx, uint32_t level);
 
 /* ---- PSP and the firmware image (psp.c) ---- */
 int xdna_fw_load(struct xdna_shim_ctx *ctx, const char *search);
+/* Find <dir>/<rel> along the search path and copy it (1..max bytes) into buf. */
+int xdna_fw_load_file(struct xdna_shim_ctx *ctx, const char *search, const char *rel,
+                      size_t max, struct xdna_dma_buf *buf, const char *tag);
 int xdna_psp_start(struct xdna_shim_ctx *ctx);
 int xdna_psp_stop(struct xdna_shim_ctx *ctx);
 int xdna_psp_waitmode_poll(struct xdna_shim_ctx *ctx);
@@ -412,5 +420,16 @@ unsigned xdna_hwctx_live(struct xdna_shim_ctx *ctx);
 void xdna_hwctx_destroy_all(struct xdna_shim_ctx *ctx);
 /* GET_APP_HEALTH target buffer: IOVA (mgmt PASID) for the driver, SVA for a client. */
 int xdna_health_buf(struct xdna_shim_ctx *ctx, uint64_t *addr, uint8_t **va);
+
+/* ---- AIE4 (aie4_psp.c, aie4_hw.c; docs/spec/aie4.md) ---- */
+static inline bool xdna_is_aie4(const struct xdna_chip_desc *c)
+{
+    return c->mbox_info.valid;
+}
+int xdna_aie4_psp_start(struct xdna_shim_ctx *ctx);
+int xdna_aie4_psp_stop(struct xdna_shim_ctx *ctx);
+int xdna_aie4_probe(struct xdna_shim_ctx *ctx, const char *fw_search_path);
+int xdna_aie4_start(struct xdna_shim_ctx *ctx);
+int xdna_aie4_stop(struct xdna_shim_ctx *ctx);
 
 #endif

@@ -62,3 +62,23 @@ def test_header_defines_the_constants(name: str) -> None:
     text = cgen.render(aie4.FAMILY)
     assert f"#define XDNA_AIE4_{name} 0x{aie4.FAMILY.const(name):X}u" in text
     assert "XDNA_AIE4_MSG_CREATE_HW_CONTEXT_REQ_SIZE 24u" in text
+
+
+def test_no_aie4_number_typed_in_csrc() -> None:
+    """The shim takes AIE4 opcodes, statuses and magic numbers from the generated header."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    fam = aie4.FAMILY
+    numbers = {m.value for m in aie4.OPCODE.members} | {
+        m.value for m in aie4.PSP_STATUS.members if m.value} | {
+        fam.const("PSP_NOTIFY_INTR"), fam.const("WORK_BUFFER_SIZE"), fam.const("CERT_MAX")}
+    bad = []
+    for path in sorted((root / "csrc").glob("*.[ch]")):
+        for no, line in enumerate(path.read_text().splitlines(), 1):
+            code = re.sub(r"/\*.*?(\*/|$)", "", line)
+            for lit in re.findall(r"\b0x[0-9A-Fa-f]+", code):
+                if int(lit, 16) in numbers:
+                    bad.append(f"{path.name}:{no}: {line.strip()}")
+    assert not bad, "AIE4 numbers typed by hand:\n" + "\n".join(bad)

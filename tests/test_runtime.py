@@ -11,7 +11,7 @@ from xdna_emu import Emulator
 from xdna_emu.chips import emulated_chip_names
 from xdna_emu.runtime import Device
 
-AIE2_CHIPS = emulated_chip_names()
+AIE2_CHIPS = emulated_chip_names(family="aie2")
 
 
 @pytest.mark.parametrize("xdna_chip", AIE2_CHIPS)

@@ -290,7 +290,20 @@ class Shim:
                 {"name": _str(i.stages[k].name), "ms": i.stages[k].ns / 1e6}
                 for k in range(min(i.nstages, len(i.stages)))
             ],
+            **self._aie4_info(i),
         }  # fmt: skip
+
+    @staticmethod
+    def _aie4_info(i: Any) -> dict[str, Any]:
+        """What an AIE4 probe adds (docs/spec/aie4.md §5): the cert firmware version, the
+        partition and the PCI function kind."""
+        if _str(i.family) != "aie4":
+            return {}
+        return {
+            "cert_fw_version": f"{i.cert_major}.{i.cert_minor}.{i.cert_hotfix}.{i.cert_build}",
+            "partition_id": i.partition_id,
+            "function": _str(i.function),
+        }
 
     # -- sessions, buffers, contexts, commands (docs/spec/jobs.md) ---------------------------
     @property

@@ -40,7 +40,7 @@ AIE4_ROLES = (
 FAMILY_ROLES = {"aie2": AIE2_ROLES, "aie4": AIE4_ROLES}
 #: Families whose firmware the device model runs (xdna_emu/fw); chips of other families are
 #: known by identity only (docs/spec/chips.md): the shim probes them to EOPNOTSUPP.
-EMULATED_FAMILIES = ("aie2",)
+EMULATED_FAMILIES = ("aie2", "aie4")
 #: Families that must describe an SRAM mailbox (management channel found via FW_ALIVE).
 MAILBOX_FAMILIES = ("aie2",)
 ACCESS_KINDS = ("rw", "ro", "trap")
@@ -800,9 +800,11 @@ def chip_names(chip_dir: Path | None = None) -> list[str]:
     return sorted(p.stem for p in (chip_dir or CHIP_DIR).glob("*.toml"))
 
 
-def emulated_chip_names(chip_dir: Path | None = None) -> list[str]:
-    """Chips whose firmware the device model runs (:attr:`Chip.emulated`), sorted."""
-    return [n for n in chip_names(chip_dir) if load_chip(n, chip_dir).emulated]
+def emulated_chip_names(chip_dir: Path | None = None, family: str | None = None) -> list[str]:
+    """Chips whose firmware the device model runs (:attr:`Chip.emulated`), sorted; only
+    those of ``family`` when given (AIE2 and AIE4 behave differently past the probe)."""
+    return [n for n in chip_names(chip_dir)
+            if (c := load_chip(n, chip_dir)).emulated and family in (None, c.family)]
 
 
 @cache

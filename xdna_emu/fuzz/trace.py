@@ -383,7 +383,7 @@ GOLDEN_STATUS = ("smu.power", "psp.state", "firmware.suspended", "channels.0.sta
 def golden_chips() -> list[str]:
     from ..chips import emulated_chip_names
 
-    return emulated_chip_names()
+    return emulated_chip_names(family="aie2")  # the recorders drive the AIE2 bring-up
 
 
 def record_probe(chip: str) -> Trace:

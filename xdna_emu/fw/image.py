@@ -160,8 +160,13 @@ _CERT_CODES = {PspStatus.IMG_CHIP: Aie4PspStatus.CERT_CHIP}
 def parse_cert(data: bytes | memoryview, chip: Chip) -> FirmwareImage:
     """Check a cert image as the emulated AIE4 PSP does; ImageError codes are CERT_*."""
     view = memoryview(data).cast("B")
-    if not 0 < len(view) <= CERT_MAX:
-        raise ImageError(Aie4PspStatus.CERT_SIZE, f"cert of {len(view)} bytes (max {CERT_MAX})")
+    if not view:
+        raise ImageError(Aie4PspStatus.CERT_SIZE, "empty cert buffer")
+    if len(view) >= HEADER_SIZE:  # the image, not its (padded) buffer, has the size limit
+        hsize, psize = struct.unpack_from("<HI", view, 0x0A)
+        if hsize + psize > CERT_MAX:
+            raise ImageError(Aie4PspStatus.CERT_SIZE,
+                             f"cert image of {hsize + psize} bytes (max {CERT_MAX})")
     try:
         return _parse_image(view, chip, CERT_MAGIC, cert_target(chip))
     except ImageError as exc:

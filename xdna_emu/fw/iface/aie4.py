@@ -54,6 +54,8 @@ CONSTS = (
     Const("MBOX_INFO_VALID", 1, "mailbox_info.valid once the firmware's mgmt channel is up"),
     Const("WORK_BUFFER_SIZE", 0x400000, "DRAM_WORK_BUFFER size the driver gives (4 MiB)"),
     Const("CTX_SWITCH_HYSTERESIS_US", 1000, "the driver's CTX_SWITCH_HYSTERESIS value"),
+    Const("CONTEXT_TIMEOUT_MS", 2000, "CONTEXT_TIMEOUT the driver sends: its default "
+          "timeout_in_sec (2 s) * 1000"),
     Const("PASID_MASK", 0xFFFFF, "CREATE_HW_CONTEXT pasid bits 19:0"),
     Const("PASID_VALID", 1 << 31, "CREATE_HW_CONTEXT pasid bit31: the pasid field is used"),
     Const("DESTROY_GRACEFUL", 1, "DESTROY_HW_CONTEXT flags bit0: let queued jobs finish"),
