@@ -14,15 +14,24 @@ from typing import Any
 from ..fw.aie4.messages import (
     ASYNC_EVENT_BUF_SIZE,
     CERT_ALIGN,
+    HSA_EXEC_BUF,
+    HSA_INDIRECT_ENTRY,
+    HSA_INDIRECT_UC_SHIFT,
+    HSA_PKT,
+    HSA_PKT_HEADER,
+    HSA_QUEUE_HEADER,
+    HSA_QUEUE_SLOTS,
     MAILBOX_INFO,
     MBOX_INFO_VALID,
     MESSAGES,
+    PASID_VALID,
     PSP_CMD_SHIFT,
     PSP_NOTIFY_INTR,
     PSP_START_COPY_FW,
     PSP_STATUS_READY,
     RUNTIME_CONFIG_PAYLOADS,
     WORK_BUFFER_SIZE,
+    HsaOpcode,
     Opcode,
     PspCmd,
     RuntimeConfigType,
@@ -179,6 +188,21 @@ class Aie4PyDriver(PyDriver):
         out["partition_id"] = self.partition_id
         return out
 
+    def create_queue(self, pasid: int = 0, slot: int = 0) -> Aie4Queue:
+        """Map a queue BO in ``pasid``'s space and CREATE_HW_CONTEXT on it."""
+        iova = QUEUE_IOVA + slot * 0x10000
+        size = 0x10000
+        mem = bytearray(size)
+        mem[: HSA_QUEUE_HEADER.size] = HSA_QUEUE_HEADER.pack(
+            major=FAMILY.const("HSA_QUEUE_MAJOR"), minor=FAMILY.const("HSA_QUEUE_MINOR"),
+            capacity=HSA_QUEUE_SLOTS, data_address=iova + HSA_QUEUE_HEADER.size)
+        self.fn.dma_map(pasid, iova, size, DMA_READ | DMA_WRITE, None, mem=mem)
+        r = self.call_ok(Opcode.CREATE_HW_CONTEXT, partition_id=self.partition_id, num_tiles=4,
+                         hsa_addr_hi=iova >> 32, hsa_addr_lo=iova & 0xFFFFFFFF,
+                         pasid=pasid | PASID_VALID if pasid else 0, priority_band=0)
+        return Aie4Queue(self, pasid, iova, r["hw_context_id"], r["doorbell_offset"],
+                         r["job_complete_msix_idx"], mem)
+
     def stop(self) -> None:
         """The AIE4 stop: release the work buffer, RELEASE_TMR, SMU off."""
         if self.chip.function != "vf":
@@ -187,3 +211,66 @@ class Aie4PyDriver(PyDriver):
                 raise DriverError("EINVAL", "RELEASE_TMR failed")
             self.smu_ok(SmuCmd.POWER_OFF)
         self.mgmt = None
+
+
+# -- contexts and HSA queues (docs/spec/aie4.md §8) -----------------------------------------------
+QUEUE_IOVA = 0x3_0000_0000  # per-context queue BOs, 64 KiB apart
+CLIENT_IOVA = 0x4_0000_0000  # client buffers
+
+
+class Aie4Queue:
+    """Host side of one context's HSA queue: the producer of packets and the doorbell."""
+
+    def __init__(self, drv: Aie4PyDriver, pasid: int, iova: int, ctx_id: int,
+                 doorbell: int, msix: int, mem: bytearray) -> None:
+        self.drv, self.pasid, self.iova, self.ctx_id = drv, pasid, iova, ctx_id
+        self.doorbell_off, self.msix, self.mem = doorbell, msix, mem
+
+    @property
+    def header(self) -> dict[str, Any]:
+        return HSA_QUEUE_HEADER.unpack(self.mem)
+
+    def put(self, index: int, pkt: bytes) -> None:
+        off = HSA_QUEUE_HEADER.size + (index % HSA_QUEUE_SLOTS) * HSA_PKT.size
+        self.mem[off : off + len(pkt)] = pkt
+
+    def publish(self, write_index: int) -> None:
+        off = HSA_QUEUE_HEADER.offsets["write_index"]
+        self.mem[off : off + 8] = write_index.to_bytes(8, "little")
+
+    def ring(self) -> None:
+        """Write the doorbell (any value) at the offset CREATE_HW_CONTEXT returned."""
+        self.drv.fn.mmio_write(DOORBELL_BAR, self.doorbell_off, 0)
+
+    def submit(self, *pkts: bytes) -> int:
+        """Write packets at write_index, publish, ring; returns the new write index."""
+        wr = self.header["write_index"]
+        for i, pkt in enumerate(pkts):
+            self.put(wr + i, pkt)
+        self.publish(wr + len(pkts))
+        self.ring()
+        return wr + len(pkts)
+
+
+DOORBELL_BAR = MBOX_BUF_BAR  # doorbells share the ring-buffer BAR from offset 0 (driver fact)
+
+
+def exec_pkt(signal: int, ctrlcode: int, args: int, args_len: int, *, chain: int = 0,
+             opcode: int = HsaOpcode.EXEC_BUF) -> bytes:
+    """A direct exec_buf packet."""
+    eb = HSA_EXEC_BUF.pack(ctrlcode_lo=ctrlcode & 0xFFFFFFFF, ctrlcode_hi=ctrlcode >> 32,
+                           args_len=args_len, args_lo=args & 0xFFFFFFFF, args_hi=args >> 32)
+    hdr = HSA_PKT_HEADER.pack(opcode=opcode, chain_flag=chain, count=len(eb),
+                              completion_signal=signal)
+    return (hdr + eb).ljust(HSA_PKT.size, b"\0")
+
+
+def indirect_pkt(signal: int, entries: list[tuple[int, int]], count: int | None = None) -> bytes:
+    """An indirect packet: (exec_buf address, uC index) entries."""
+    data = b"".join(HSA_INDIRECT_ENTRY.pack(addr_lo=a & 0xFFFFFFFF,
+                                            addr_hi_uc=(a >> 32) | uc << HSA_INDIRECT_UC_SHIFT)
+                    for a, uc in entries)
+    hdr = HSA_PKT_HEADER.pack(opcode=HsaOpcode.EXEC_BUF, indirect=1,
+                              count=len(entries) if count is None else count,
+                              completion_signal=signal)
+    return (hdr + data).ljust(HSA_PKT.size, b"\0")

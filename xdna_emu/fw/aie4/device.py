@@ -24,6 +24,7 @@ from ...regio import RegisterFile
 from ..image import FirmwareImage
 from ..mailbox import ChannelState, MailboxState
 from ..smu import SmuBlock, SmuState
+from .ctx import Aie4ContextFw
 from .messages import PspStatus
 from .mgmt import MGMT_CHANNEL, Aie4Firmware, Aie4FwState, Aie4Mailbox
 from .psp import Aie4PspBlock, Aie4PspState
@@ -49,6 +50,7 @@ class Aie4DeviceState:
     smu: SmuState
     mailbox: MailboxState
     fw: Aie4FwState | None
+    ctx: tuple[tuple[Any, ...], ...] | None  # Aie4ContextFw.save()
 
 
 class Aie4Device:
@@ -61,7 +63,7 @@ class Aie4Device:
         self.msix_vectors = chip.msix.vectors
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self.fw: Aie4Firmware | None = None
-        self.ctx: Any = None  # contexts and jobs run through HSA queues (not modelled yet)
+        self.ctx: Aie4ContextFw | None = None  # contexts and their HSA queues
         self._timers: list[Timer] = []
         self._seq = 0
         self.actions: dict[str, Callable[..., None]] = {}
@@ -76,6 +78,11 @@ class Aie4Device:
             except ChipError:
                 log.warning("%s: no %s register; that block is inert", chip.name, role)
         self._traps.update(self.mailbox.traps())
+        a = chip.aie4
+        assert a is not None
+        for slot in range(chip.limits.hwctx_limit):  # one doorbell page per context slot
+            self._traps[chip.dev_to_bar(a.doorbell(slot))] = (
+                lambda v, s=slot: self._doorbell(s, v))  # type: ignore[misc]
         self._power_on_state()
 
     @property
@@ -110,6 +117,12 @@ class Aie4Device:
             self.stats["internal_errors"] += 1
             log.exception("internal error on write bar%s+%#x=%#x", bar, offset, value)
 
+    def _doorbell(self, slot: int, value: int) -> None:
+        if self.ctx is not None:
+            self.ctx.doorbell(slot, value)
+        else:
+            self.stats["stale_doorbells"] = self.stats.get("stale_doorbells", 0) + 1
+
     def irq(self, vector: int) -> None:
         if 0 <= vector < self.msix_vectors:
             self.stats["irqs_raised"] += 1
@@ -119,6 +132,7 @@ class Aie4Device:
     def _boot(self, image: FirmwareImage | None, cert: FirmwareImage | None) -> None:
         self.fw = Aie4Firmware(self.chip, self.regs, self.mailbox, self.iommu, self.clock,
                                image, cert, self.stats)
+        self.ctx = Aie4ContextFw(self.fw, self.irq)
         self.fw.boot()
 
     def _start_fw(self, image: FirmwareImage, cert: FirmwareImage) -> int:
@@ -130,6 +144,7 @@ class Aie4Device:
         if self.fw is not None:
             self.fw.stop()
             self.fw = None
+        self.ctx = None
         self._timers.clear()
 
     def _power_off(self) -> None:
@@ -178,7 +193,8 @@ class Aie4Device:
         return Aie4DeviceState(
             tuple(self.stats.items()), tuple(self._timers), self._seq, self.psp.save(),
             self.smu.save(), self.mailbox.save(),
-            self.fw.save() if self.fw is not None else None)
+            self.fw.save() if self.fw is not None else None,
+            self.ctx.save() if self.ctx is not None else None)
 
     def load(self, st: Aie4DeviceState) -> None:
         self.stats.clear()
@@ -188,10 +204,13 @@ class Aie4Device:
         self._seq = st.next_seq
         self.psp.load(st.psp)
         self.smu.load(st.smu)
-        self.fw = None
+        self.fw = self.ctx = None
         if st.fw is not None:
             self.fw = Aie4Firmware(self.chip, self.regs, self.mailbox, self.iommu, self.clock,
                                    st.fw.image, st.fw.cert, self.stats)
+            self.ctx = Aie4ContextFw(self.fw, self.irq)
+            if st.ctx is not None:
+                self.ctx.load(st.ctx)
         fw = self.fw
 
         def handler(cs: ChannelState) -> Any:
@@ -205,16 +224,18 @@ class Aie4Device:
 
     # -- session hooks ------------------------------------------------------------------------
     def proxy(self, pasid: int, opcode: int, payload: bytes) -> bytes:
-        """Client sessions' ops: AIE4 contexts go through HSA queues, not modelled yet."""
+        """Client sessions' mgmt ops: not offered on AIE4 (the driver does them)."""
         if self.fw is None:
             raise OSError(errno.ENODEV, "firmware not running")
-        raise OSError(errno.EOPNOTSUPP, "AIE4 client ops are not modelled")
+        raise OSError(errno.EOPNOTSUPP, "AIE4 client mgmt ops are not modelled")
 
     def release_pasid(self, pasid: int) -> int:
-        return 0
+        return self.ctx.release_pasid(pasid) if self.ctx is not None else 0
 
     def context_count(self, exclude_pasid: int | None = None) -> int:
-        return 0
+        if self.ctx is None:
+            return 0
+        return sum(1 for c in self.ctx.contexts.values() if c.pasid != exclude_pasid)
 
     def status(self) -> dict[str, Any]:
         fw = self.fw.status() if self.fw is not None else None
@@ -226,7 +247,7 @@ class Aie4Device:
             "firmware": fw,
             "channels": self.mailbox.status(),
             "pending_async_events": fw["async_events_pending"] if fw else [],
-            "contexts": [],
+            "contexts": self.ctx.status() if self.ctx is not None else [],
             "timers": len(self._timers),
             "counters": dict(self.stats),
         }

@@ -69,6 +69,7 @@ CONSTS = (
     Const("HSA_QUEUE_MINOR", 0, "queue header minor version the shim writes", emulator=True),
     Const("HSA_INDIRECT_ADDR_HI_MASK", 0x1FFFFFF, "indirect entry addr hi: bits 24:0"),
     Const("HSA_INDIRECT_UC_SHIFT", 25, "indirect entry: uC index in bits 31:25"),
+    Const("CMD_STATE_MASK", 0xF, "the state bits (3:0) of the word at completion_signal"),
 )  # fmt: skip
 
 MAILBOX_INFO = Struct("mailbox_info", (
@@ -180,6 +181,12 @@ CHAIN_FLAG = Enum("ChainFlag", "HSA_CHAIN", members(
     ("LAST", 0, "the last packet of a job"),
     ("NOT_LAST", 1, "the job continues in the next slot"),
 ), "HSA packet chain_flag.", MODULE)
+
+CMD_STATE = Enum("CmdState", "CMD_STATE", members(
+    ("NEW", 1), ("QUEUED", 2), ("RUNNING", 3), ("COMPLETED", 4), ("ERROR", 5), ("ABORT", 6),
+    ("SUBMITTED", 7), ("TIMEOUT", 8), ("NORESPONSE", 9),
+), "Command states (the ERT states of a command BO header, bits 3:0) the firmware writes "
+   "at a packet's completion_signal.", MODULE)
 
 CTX_PROPERTY = Enum("CtxProperty", "CTX_PROP", members(
     emu("DPM", 1, "value = the DPM level the context runs at"),
@@ -336,7 +343,7 @@ FAMILY = Family(
     doc="AIE4 (npu3 and npu7..npu10, plain, PF and VF functions)",
     opcodes=OPCODE,
     enums=(STATUS, PSP_CMD, PSP_STATUS, SMU_CMD, SMU_RESP, RUNTIME_CONFIG_TYPE, ASYNC_EVENT_TYPE,
-           CTX_ERROR_TYPE, POWER_MODE, HSA_OPCODE, CHAIN_FLAG, CTX_PROPERTY),
+           CTX_ERROR_TYPE, POWER_MODE, HSA_OPCODE, CHAIN_FLAG, CMD_STATE, CTX_PROPERTY),
     consts=CONSTS,
     structs=(MSG_HEADER, MAILBOX_INFO, HSA_QUEUE_HEADER, HSA_PKT, HSA_INDIRECT_ENTRY,
              HSA_INDIRECT_PKT, CTX_ERROR_EVENT, *RUNTIME_CONFIG_PAYLOADS.values()),
