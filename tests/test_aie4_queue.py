@@ -225,3 +225,66 @@ def test_save_restore_with_a_context(env) -> None:  # noqa: ANN001
     td.fn.restore(st)
     assert td.fn.save() == st
     assert td.fn.device.ctx.contexts[0].completed == 1
+
+
+# -- context timeout (docs/spec/aie4.md §7) -----------------------------------------------------------
+def _hang(c: Client) -> tuple[int, int, int]:
+    return c.job(kernels.Desc(kernels.Kernel.HANG))
+
+
+def test_context_timeout_reports_ctx_error_and_resets(env) -> None:  # noqa: ANN001
+    from xdna_emu.fw.aie4.messages import CTX_ERROR_EVENT, AsyncEventType, CtxErrorType
+    from xdna_emu.testing.aie4driver import EVENT_IOVA
+
+    d, c, q = env
+    code, args, _ = _hang(c)
+    sh, s1, s2 = c.signal(), c.signal(), c.signal()
+    q.submit(exec_pkt(sh, code, args, 0), exec_pkt(s1, *_add(c)[0], chain=1),
+             exec_pkt(s2, *_add(c)[0]))
+    assert c.state(sh) == CmdState.NEW and q.header["read_index"] == 0  # hung: RUNNING
+    d.fn.clock.advance(1_999_000_000)
+    d.fn.poll()
+    assert c.state(sh) == CmdState.NEW  # not yet: the timeout is 2000 ms
+    mark = len(d.td.irqs)
+    d.fn.clock.advance(2_000_000)
+    d.fn.poll()
+    assert [c.state(s) for s in (sh, s1, s2)] == [CmdState.TIMEOUT, CmdState.ABORT, CmdState.ABORT]
+    assert q.header["read_index"] == 3 and q.msix in d.td.irqs[mark:]
+    events = d.mgmt.drain()
+    assert len(events) == 1
+    rep = CTX_ERROR_EVENT.unpack(d.iommu.read(EVENT_IOVA, CTX_ERROR_EVENT.size, 0))
+    assert rep["ctx_id"] == q.ctx_id and rep["error_type"] == CtxErrorType.UC_COMPLETION_TIMEOUT
+    assert struct.unpack("<II", events[0].payload) == (Status.SUCCESS, AsyncEventType.CTX_ERROR)
+    # the context was reset: it runs jobs again, and no job is left RUNNING
+    _then_ok(c, q, d)
+
+
+def test_no_timeout_without_context_timeout(env) -> None:  # noqa: ANN001
+    from xdna_emu.fw.aie4.messages import RuntimeConfigType
+
+    d, c, q = env
+    d.set_runtime_config(RuntimeConfigType.CONTEXT_TIMEOUT, timeout_ms=0)
+    code, args, _ = _hang(c)
+    sh = c.signal()
+    q.submit(exec_pkt(sh, code, args, 0))
+    d.fn.clock.advance(60_000_000_000)
+    d.fn.poll()
+    assert c.state(sh) == CmdState.NEW and d.device.stats["ctx_timeouts"] == 0
+    d.call_ok(Opcode.DESTROY_HW_CONTEXT, hw_context_id=q.ctx_id, flags=0)  # forced works
+    d.fn.clock.advance(60_000_000_000)
+    d.fn.poll()
+    assert d.device.stats["internal_errors"] == 0
+
+
+def test_timeout_survives_save_restore(env) -> None:  # noqa: ANN001
+    d, c, q = env
+    code, args, _ = _hang(c)
+    sh = c.signal()
+    q.submit(exec_pkt(sh, code, args, 0))
+    st = d.fn.save()
+    td = make_test_device("npu3")
+    td.fn.restore(st)  # fresh host memory holding the saved bytes
+    td.fn.clock.advance(2_000_000_000)
+    td.fn.poll()
+    assert td.fn.device.stats["ctx_timeouts"] == 1
+    assert td.fn.device.ctx.contexts[0].history[-1] == (0, CmdState.TIMEOUT)

@@ -26,6 +26,7 @@ from ..ctx import ARG_MAX, GEMM_WORK_MAX
 from ..mailbox import Message
 from .messages import (
     CMD_STATE_MASK,
+    CTX_ERROR_EVENT,
     DESTROY_GRACEFUL,
     HSA_EXEC_BUF,
     HSA_INDIRECT_ADDR_HI_MASK,
@@ -40,11 +41,14 @@ from .messages import (
     MESSAGES,
     PASID_MASK,
     PASID_VALID,
+    AsyncEventType,
     ChainFlag,
     CmdState,
+    CtxErrorType,
     CtxProperty,
     HsaOpcode,
     Opcode,
+    RuntimeConfigType,
     Status,
 )
 from .mgmt import RSP_STATUS, Aie4Firmware, error_resp
@@ -56,7 +60,12 @@ READ_INDEX_OFF = HSA_QUEUE_HEADER.offsets["read_index"]
 
 #: ``stats`` keys of the queue engine (docs/spec/aie4.md §8)
 QUEUE_STATS = ("doorbells", "empty_doorbells", "stale_doorbells", "queue_overruns",
-               "bad_packets", "bad_signals", "jobs_completed", "jobs_failed")  # fmt: skip
+               "bad_packets", "bad_signals", "jobs_completed", "jobs_failed", "ctx_timeouts",
+               "events_dropped")  # fmt: skip
+#: the timer action a hang arms (docs/spec/aie4.md §7): (slot, context id, read index)
+TIMEOUT_ACTION = "ctx_timeout"
+#: Schedule delayed work: (delay ns, action name, *plain-data args).
+Schedule = Callable[..., None]
 
 
 class QueueError(Exception):
@@ -84,8 +93,10 @@ class HwContext:
 class Aie4ContextFw:
     """The context half of the AIE4 firmware: CREATE/DESTROY/CONFIGURE_HW_CONTEXT, doorbells."""
 
-    def __init__(self, fw: Aie4Firmware, irq: Callable[[int], None]) -> None:
+    def __init__(self, fw: Aie4Firmware, irq: Callable[[int], None],
+                 schedule: Schedule | None = None) -> None:
         self.fw, self.chip, self.iommu, self.irq = fw, fw.chip, fw.iommu, irq
+        self.schedule = schedule
         self.stats = fw.stats
         for key in QUEUE_STATS:
             self.stats.setdefault(key, 0)
@@ -194,6 +205,7 @@ class Aie4ContextFw:
                     state = CmdState.ERROR
             if state is None:  # a hang: the job stays RUNNING, the queue stalls here
                 ctx.hung = True
+                self._arm_timeout(ctx, rd)
                 break
             last = hdr_pkt is None or hdr_pkt["chain_flag"] != ChainFlag.NOT_LAST
             aborting = False if last else state != CmdState.COMPLETED
@@ -310,6 +322,42 @@ class Aie4ContextFw:
 
     def _irq(self, ctx: HwContext) -> None:
         self.irq(ctx.msix)
+
+    # -- context timeout (docs/spec/aie4.md §7) ------------------------------------------------
+    def _arm_timeout(self, ctx: HwContext, index: int) -> None:
+        """A job hangs: when CONTEXT_TIMEOUT is set, reset the context once it expires."""
+        ms = self.fw.runtime_value(RuntimeConfigType.CONTEXT_TIMEOUT, "timeout_ms")
+        if ms and self.schedule is not None:
+            self.schedule(ms * 1_000_000, TIMEOUT_ACTION, ctx.slot, ctx.id, index)
+
+    def timeout(self, slot: int, ctx_id: int, index: int) -> None:
+        """The context timeout expired: if the same job still hangs, report CTX_ERROR with a
+        health report, end the hung job TIMEOUT and every published job behind it ABORT,
+        and leave the context reset (usable again)."""
+        ctx = self.contexts.get(slot)
+        if ctx is None or ctx.id != ctx_id or not ctx.hung:
+            return
+        try:
+            q = self._queue(ctx)
+        except IommuFault as exc:
+            log.warning("context %d: timeout: queue %s", ctx.id, exc)
+            return
+        hdr = HSA_QUEUE_HEADER.unpack(q)
+        if hdr["read_index"] != index:
+            return
+        self.stats["ctx_timeouts"] += 1
+        report = CTX_ERROR_EVENT.pack(ctx_id=ctx.id, error_type=CtxErrorType.UC_COMPLETION_TIMEOUT,
+                                      uc_index=0, read_index=index & 0xFFFFFFFF,
+                                      ctx_pc=index % HSA_QUEUE_SLOTS)
+        if not self.fw.raise_event(AsyncEventType.CTX_ERROR, report):
+            self.stats["events_dropped"] += 1
+        ctx.hung = False
+        self._finish(ctx, q, index, self._signal_of(ctx, q, index), CmdState.TIMEOUT)
+        wr = hdr["write_index"]
+        end = wr if index < wr <= index + HSA_QUEUE_SLOTS else index + 1
+        for i in range(index + 1, end):
+            self._finish(ctx, q, i, self._signal_of(ctx, q, i), CmdState.ABORT)
+        self._irq(ctx)
 
     # -- state and status ------------------------------------------------------------------
     def save(self) -> tuple[tuple[Any, ...], ...]:

@@ -24,7 +24,7 @@ from ...regio import RegisterFile
 from ..image import FirmwareImage
 from ..mailbox import ChannelState, MailboxState
 from ..smu import SmuBlock, SmuState
-from .ctx import Aie4ContextFw
+from .ctx import TIMEOUT_ACTION, Aie4ContextFw
 from .messages import PspStatus
 from .mgmt import MGMT_CHANNEL, Aie4Firmware, Aie4FwState, Aie4Mailbox
 from .psp import Aie4PspBlock, Aie4PspState
@@ -66,7 +66,7 @@ class Aie4Device:
         self.ctx: Aie4ContextFw | None = None  # contexts and their HSA queues
         self._timers: list[Timer] = []
         self._seq = 0
-        self.actions: dict[str, Callable[..., None]] = {}
+        self.actions: dict[str, Callable[..., None]] = {TIMEOUT_ACTION: self._ctx_timeout}
         self.smu = SmuBlock(chip, regs, self.stats, self._power_off)
         self.psp = Aie4PspBlock(chip, regs, iommu, self.stats, lambda: self.smu.powered,
                                 self._start_fw, self._stop_fw)
@@ -117,6 +117,10 @@ class Aie4Device:
             self.stats["internal_errors"] += 1
             log.exception("internal error on write bar%s+%#x=%#x", bar, offset, value)
 
+    def _ctx_timeout(self, slot: int, ctx_id: int, index: int) -> None:
+        if self.ctx is not None:
+            self.ctx.timeout(slot, ctx_id, index)
+
     def _doorbell(self, slot: int, value: int) -> None:
         if self.ctx is not None:
             self.ctx.doorbell(slot, value)
@@ -132,7 +136,7 @@ class Aie4Device:
     def _boot(self, image: FirmwareImage | None, cert: FirmwareImage | None) -> None:
         self.fw = Aie4Firmware(self.chip, self.regs, self.mailbox, self.iommu, self.clock,
                                image, cert, self.stats)
-        self.ctx = Aie4ContextFw(self.fw, self.irq)
+        self.ctx = Aie4ContextFw(self.fw, self.irq, self.schedule)
         self.fw.boot()
 
     def _start_fw(self, image: FirmwareImage, cert: FirmwareImage) -> int:
@@ -208,7 +212,7 @@ class Aie4Device:
         if st.fw is not None:
             self.fw = Aie4Firmware(self.chip, self.regs, self.mailbox, self.iommu, self.clock,
                                    st.fw.image, st.fw.cert, self.stats)
-            self.ctx = Aie4ContextFw(self.fw, self.irq)
+            self.ctx = Aie4ContextFw(self.fw, self.irq, self.schedule)
             if st.ctx is not None:
                 self.ctx.load(st.ctx)
         fw = self.fw
