@@ -30,7 +30,7 @@ $(VENV)/bin/activate:
 shim: setup
 
 demo: setup
-	$(VENV)/bin/xdna-emu demo
+	$(VENV)/bin/xdna-emu demo $(if $(CHIP),--chip $(CHIP))
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -1,4 +1,4 @@
-/* AIE4 hardware start and stop in the driver's AIE4 order (docs/spec/aie4.md §4-§5): SMU
+/* AIE4 hardware start and stop in the driver's AIE4 order (docs/spec/aie4.md §4-§6): SMU
  * POWER_ON, PSP with the npu and cert images, MSI-X, mailbox_info, the mgmt channel, then
  * IDENTIFY, QUERY_CERT_FIRMWARE_VERSION, AIE_VERSION_INFO + AIE_TILE_INFO (not on a PF),
  * CALIBRATE_CLOCK, DRAM_WORK_BUFFER, SET_RUNTIME_CONFIG (hysteresis, context timeout),

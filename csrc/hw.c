@@ -224,7 +224,7 @@ int xdna_probe_unlocked(struct xdna_shim_ctx *ctx, const char *fw_search_path)
         return xdna_fail(ctx, EALREADY, "device is already probed");
     if (ctx->state == XDNA_SHIM_STATE_SUSPENDED)
         return xdna_fail(ctx, EBUSY, "device is suspended; resume it instead");
-    if (xdna_is_aie4(ctx->chip)) /* the AIE4 order (docs/spec/aie4.md §5) */
+    if (xdna_is_aie4(ctx->chip)) /* the AIE4 order (docs/spec/aie4.md §6) */
         return xdna_aie4_probe(ctx, fw_search_path);
     if (xdna_fw_load(ctx, fw_search_path) < 0)
         return -1;

@@ -383,6 +383,9 @@ struct xdna_job {
     unsigned cmdlist;     /* index of the cmd-list buffer it uses */
     unsigned npins;
     uint32_t pins[XDNA_MAX_PINS];
+    uint64_t umq_end;     /* AIE4: the queue index after its last packet */
+    uint32_t nsub;        /* AIE4: packets (chained commands) it took */
+    uint32_t subs[XDNA_PARSE_CHAIN_MAX]; /* AIE4: their CMD BOs, in packet order */
 };
 
 enum xdna_hwctx_state { XDNA_HWCTX_ACTIVE = 0, XDNA_HWCTX_IDLE = 1, XDNA_HWCTX_BROKEN = 2 };
@@ -408,6 +411,9 @@ struct xdna_hwctx {
     uint32_t cu_status;
     uint8_t health[XDNA_HEALTH_MAX];
     uint32_t health_len;
+    uint32_t umq_bo;      /* AIE4: the HSA queue BO (internal SHARE) */
+    uint32_t doorbell;    /* AIE4: doorbell offset from CREATE_HW_CONTEXT */
+    uint64_t umq_wr;      /* AIE4: our write index */
 };
 /* Firmware side of every live context: stop (PM suspend) / restart (resume). */
 void xdna_hwctx_stop_all(struct xdna_shim_ctx *ctx);
@@ -431,5 +437,14 @@ int xdna_aie4_psp_stop(struct xdna_shim_ctx *ctx);
 int xdna_aie4_probe(struct xdna_shim_ctx *ctx, const char *fw_search_path);
 int xdna_aie4_start(struct xdna_shim_ctx *ctx);
 int xdna_aie4_stop(struct xdna_shim_ctx *ctx);
+/* AIE4 contexts through HSA queues (aie4_ctx.c; docs/spec/aie4.md §8) */
+int xdna_aie4_ctx_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);
+void xdna_aie4_ctx_stop(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, bool destroy);
+int xdna_aie4_submit(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xdna_job *j,
+                     const uint32_t *subs, uint32_t nsub);
+void xdna_aie4_reap(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);
+/* hwctx.c: a job is over (its command BO gets `state`) */
+void xdna_job_finish(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xdna_job *j,
+                     uint32_t state, uint32_t fail_idx);
 
 #endif

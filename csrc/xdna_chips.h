@@ -88,6 +88,8 @@ struct xdna_chip_desc {
     enum xdna_function function;
     struct xdna_bar_off mbox_info; /* mailbox_info, ring-buffer BAR offset 0 */
     uint32_t part_col_start, part_col_count; /* CREATE_PARTITION columns */
+    struct xdna_bar_off doorbells; /* doorbell page of context slot 0 (trapped writes) */
+    uint32_t doorbell_stride, ndoorbells;
 };
 
 /* The id table lookup, as the OOT driver does it after a class match. NULL if unknown. */

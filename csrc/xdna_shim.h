@@ -95,7 +95,7 @@ struct xdna_shim_info {
     struct xdna_shim_stage stages[8];
     uint32_t caps_probed; /* VERSION caps "probed" at open: attach rather than probe */
     uint32_t client;      /* 1 after xdna_shim_attach */
-    /* AIE4 (docs/spec/aie4.md §5) */
+    /* AIE4 (docs/spec/aie4.md §6) */
     uint32_t cert_major, cert_minor, cert_hotfix, cert_build; /* QUERY_CERT_FIRMWARE_VERSION */
     uint32_t partition_id; /* CREATE_PARTITION (0: none, a PF) */
     char function[8];      /* "plain", "pf" or "vf" */

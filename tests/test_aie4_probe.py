@@ -1,5 +1,5 @@
 """End to end on AIE4: the C driver shim probes an AIE4 daemon in the driver's AIE4 order
-(docs/spec/aie4.md §3-§5): SMU POWER_ON, PSP npu + cert images, mailbox_info, the mgmt
+(docs/spec/aie4.md §3-§6): SMU POWER_ON, PSP npu + cert images, mailbox_info, the mgmt
 channel and the AIE4 init messages; PF and VF functions; bad and missing cert images."""
 
 from __future__ import annotations

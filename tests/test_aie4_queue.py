@@ -1,6 +1,6 @@
 """AIE4 contexts and HSA queues in the device model, driven by the reference driver: a job
 runs the reference kernel and reports through completion_signal, read_index and the
-job-completion vector; every bad input is that job's error only (docs/spec/aie4.md §8)."""
+job-completion vector; every bad input is that job's error only (docs/spec/aie4.md §7)."""
 
 from __future__ import annotations
 

@@ -102,13 +102,20 @@ def ert_header(opcode: int, payload_words: int, extra_cu_masks: int = 0,
 
 
 def ert_start_npu(instr_addr: int, instr_size: int, args: Sequence[int] = (),
-                  props: Sequence[int] = (), cu_mask: int = 1) -> bytes:
+                  props: Sequence[int] = (), cu_mask: int = 1,
+                  opcode: int = ErtOpcode.START_NPU) -> bytes:
     """A START_NPU command: {u64 instr, u32 size, u32 prop_count, props, args as lo/hi}."""
     words = [instr_addr & 0xFFFFFFFF, instr_addr >> 32, instr_size, len(props), *props]
     for a in args:
         words += [a & 0xFFFFFFFF, a >> 32]
-    hdr = ert_header(ErtOpcode.START_NPU, len(words))
+    hdr = ert_header(opcode, len(words))
     return struct.pack(f"<II{len(words)}I", hdr, cu_mask, *words)
+
+
+def ert_start_dpu(instr_addr: int, instr_size: int, args: Sequence[int] = (),
+                  props: Sequence[int] = (), cu_mask: int = 1) -> bytes:
+    """The AIE4 command: ERT_START_DPU with START_NPU's payload (docs/spec/aie4.md §8)."""
+    return ert_start_npu(instr_addr, instr_size, args, props, cu_mask, ErtOpcode.START_DPU)
 
 
 def ert_cmd_chain(handles: Sequence[int]) -> bytes:
@@ -295,7 +302,7 @@ class Shim:
 
     @staticmethod
     def _aie4_info(i: Any) -> dict[str, Any]:
-        """What an AIE4 probe adds (docs/spec/aie4.md §5): the cert firmware version, the
+        """What an AIE4 probe adds (docs/spec/aie4.md §6): the cert firmware version, the
         partition and the PCI function kind."""
         if _str(i.family) != "aie4":
             return {}

@@ -167,6 +167,9 @@ def _aie4_fields(chip: Chip, a: Aie4Layout) -> list[str]:
         f".mbox_info = {{ .valid = 1, .bar = {ibar}, .off = {ioff:#x} }}",
         f".part_col_start = {a.partition_col_start}",
         f".part_col_count = {a.partition_col_count}",
+        ".doorbells = {{ .valid = 1, .bar = {}, .off = {:#x} }}".format(*chip.dev_to_bar(a.doorbells)),
+        f".doorbell_stride = {a.doorbell_stride:#x}",
+        f".ndoorbells = {chip.limits.hwctx_limit}",
     ]
 
 

@@ -151,7 +151,7 @@ class Aie4PyDriver(PyDriver):
 
     def bring_up(self, image: bytes | None = None, cert: bytes | None = None,  # type: ignore[override]
                  timeout_ms: int = 2000) -> dict[str, Any]:
-        """The AIE4 init order (docs/spec/aie4.md §5); a VF skips PSP, SMU and work buffer,
+        """The AIE4 init order (docs/spec/aie4.md §6); a VF skips PSP, SMU and work buffer,
         a PF skips AIE version/tile info and the partition."""
         func = self.chip.function
         if func != "vf":
@@ -213,7 +213,7 @@ class Aie4PyDriver(PyDriver):
         self.mgmt = None
 
 
-# -- contexts and HSA queues (docs/spec/aie4.md §8) -----------------------------------------------
+# -- contexts and HSA queues (docs/spec/aie4.md §7) -----------------------------------------------
 QUEUE_IOVA = 0x3_0000_0000  # per-context queue BOs, 64 KiB apart
 CLIENT_IOVA = 0x4_0000_0000  # client buffers
 

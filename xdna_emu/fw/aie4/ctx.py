@@ -1,4 +1,4 @@
-"""AIE4 hardware contexts and their HSA user-mode queues (docs/spec/aie4.md §8).
+"""AIE4 hardware contexts and their HSA user-mode queues (docs/spec/aie4.md §7).
 
 CREATE_HW_CONTEXT names a queue in the client's memory (its PASID's IOMMU space) and gets a
 context id, a doorbell (one page of the ring-buffer BAR per context) and a job-completion
@@ -58,7 +58,7 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 READ_INDEX_OFF = HSA_QUEUE_HEADER.offsets["read_index"]
 
-#: ``stats`` keys of the queue engine (docs/spec/aie4.md §8)
+#: ``stats`` keys of the queue engine (docs/spec/aie4.md §7)
 QUEUE_STATS = ("doorbells", "empty_doorbells", "stale_doorbells", "queue_overruns",
                "bad_packets", "bad_signals", "jobs_completed", "jobs_failed", "ctx_timeouts",
                "events_dropped")  # fmt: skip

@@ -62,7 +62,7 @@ CONSTS = (
     Const("INVALID_DOORBELL", 0xFFFFFFFF, "doorbell offset of no doorbell"),
     Const("ASYNC_EVENT_BUF_SIZE", 0x1000, "bytes per ASYNC_EVENT_MSG buffer the shim gives",
           emulator=True),
-    # the HSA user-mode queue (docs/spec/aie4.md §6)
+    # the HSA user-mode queue (docs/spec/aie4.md §7)
     Const("HSA_QUEUE_SLOTS", 32, "packets in one queue (capacity)"),
     Const("HSA_INDIRECT_PER_SLOT", 6, "indirect packets per queue slot"),
     Const("HSA_QUEUE_MAJOR", 1, "queue header major version the shim writes", emulator=True),
@@ -193,7 +193,7 @@ CTX_PROPERTY = Enum("CtxProperty", "CTX_PROP", members(
 ), "CONFIGURE_HW_CONTEXT properties the emulator knows (the driver sends DPM, inferred number).",
    MODULE)
 
-# -- the HSA user-mode queue (docs/spec/aie4.md §6) ----------------------------------------------
+# -- the HSA user-mode queue (docs/spec/aie4.md §7) ----------------------------------------------
 
 HSA_QUEUE_HEADER = Struct("hsa_queue_header", (
     f("read_index", U64, "advanced by the firmware as packets finish"),
