@@ -92,6 +92,9 @@ int xdna_aie4_submit(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xd
     struct xdna_bo *q = xdna_bo_get(ctx, hw->umq_bo);
     if (!q || !hw->fw_live)
         return xdna_fail(ctx, EIO, "exec: context %u has no queue", hw->handle);
+    if (hw->umq_user)
+        return xdna_fail(ctx, EBUSY, "exec: the application submits to context %u itself",
+                         hw->handle);
     uint64_t rd = __atomic_load_n(&queue_hdr(q)->read_index, __ATOMIC_ACQUIRE);
     if (nsub == 0 || nsub > SLOTS || hw->umq_wr + nsub - rd > SLOTS)
         return xdna_fail(ctx, EAGAIN, "exec: the queue of context %u is full", hw->handle);
@@ -163,4 +166,53 @@ void xdna_aie4_reap(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
         }
         xdna_job_finish(ctx, hw, j, state, fail);
     }
+}
+
+/* ---- user-mode submission ------------------------------------------------------------- */
+
+static struct xdna_hwctx *aie4_hw(struct xdna_shim_ctx *ctx, uint32_t handle, const char *what)
+{
+    if (!xdna_is_aie4(ctx->chip)) {
+        xdna_fail(ctx, EOPNOTSUPP, "%s: %s has no user-mode queues", what, ctx->chip->name);
+        return NULL;
+    }
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
+        struct xdna_hwctx *hw = ctx->s.hw[i];
+        if (hw && hw->handle == handle && !hw->busy && hw->umq_bo && hw->fw_live)
+            return hw;
+    }
+    xdna_fail(ctx, EINVAL, "%s: no live hardware context %u", what, handle);
+    return NULL;
+}
+
+int xdna_shim_umq(struct xdna_shim_ctx *ctx, uint32_t hwctx, struct xdna_shim_umq *out)
+{
+    if (xdna_api_enter(ctx) < 0)
+        return -1;
+    struct xdna_hwctx *hw = aie4_hw(ctx, hwctx, "umq");
+    if (!hw || !out)
+        return xdna_api_leave(ctx, hw ? xdna_fail(ctx, EINVAL, "umq: NULL out") : -1);
+    if (hw->njobs)
+        return xdna_api_leave(ctx, xdna_fail(ctx, EBUSY, "umq: context %u has %u jobs in flight",
+                                             hwctx, hw->njobs));
+    struct xdna_bo *q = xdna_bo_get(ctx, hw->umq_bo);
+    q->internal = false; /* the application maps it now, but cannot free it under the firmware */
+    q->busy++;
+    hw->umq_user = true;
+    *out = (struct xdna_shim_umq){.queue_bo = q->handle, .doorbell = hw->doorbell,
+                                  .msix = hw->msix, .capacity = SLOTS,
+                                  .queue_addr = q->xdna_addr};
+    return xdna_api_leave(ctx, 0);
+}
+
+int xdna_shim_doorbell(struct xdna_shim_ctx *ctx, uint32_t hwctx)
+{
+    if (xdna_api_enter(ctx) < 0)
+        return -1;
+    struct xdna_hwctx *hw = aie4_hw(ctx, hwctx, "doorbell");
+    if (!hw)
+        return xdna_api_leave(ctx, -1);
+    const struct xdna_bar_off *db = &ctx->chip->doorbells;
+    return xdna_api_leave(ctx, xdna_wr_auto(ctx, (struct xdna_loc){.bar = db->bar,
+                                                                   .off = hw->doorbell}, 0));
 }

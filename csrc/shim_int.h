@@ -414,6 +414,7 @@ struct xdna_hwctx {
     uint32_t umq_bo;      /* AIE4: the HSA queue BO (internal SHARE) */
     uint32_t doorbell;    /* AIE4: doorbell offset from CREATE_HW_CONTEXT */
     uint64_t umq_wr;      /* AIE4: our write index */
+    bool umq_user;        /* AIE4: the application owns the queue (user-mode submission) */
 };
 /* Firmware side of every live context: stop (PM suspend) / restart (resume). */
 void xdna_hwctx_stop_all(struct xdna_shim_ctx *ctx);

@@ -362,6 +362,18 @@ class Shim:
         self._check(lib.xdna_shim_hwctx_create(self._c(), p, h))
         return int(h[0])
 
+    def umq(self, handle: int) -> dict[str, int]:
+        """AIE4 user-mode submission: hand the context's HSA queue to the caller
+        (docs/spec/aie4.md §8); returns the queue BO, doorbell, vector and capacity."""
+        out = ffi.new("struct xdna_shim_umq *")
+        self._check(lib.xdna_shim_umq(self._c(), int(handle), out))
+        return {"queue_bo": out.queue_bo, "doorbell": out.doorbell, "msix": out.msix,
+                "capacity": out.capacity, "queue_addr": out.queue_addr}
+
+    def doorbell(self, handle: int) -> None:
+        """Ring an AIE4 context's doorbell (the application's store to its doorbell page)."""
+        self._check(lib.xdna_shim_doorbell(self._c(), int(handle)))
+
     def hwctx_destroy(self, handle: int) -> None:
         self._check(lib.xdna_shim_hwctx_destroy(self._c(), int(handle)))
 
