@@ -418,6 +418,8 @@ static void recover(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 
 void xdna_hwctx_tdr_tick(struct xdna_shim_ctx *ctx)
 {
+    if (xdna_is_aie4(ctx->chip)) /* the firmware's context timeout does it (docs/spec/aie4.md §7) */
+        return;
     for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
         struct xdna_hwctx *hw = ctx->s.hw[i];
         if (!hw || hw->busy)

@@ -83,3 +83,19 @@ def test_vector_add_example_runs_on_npu3() -> None:
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "npu3: add of 4096 int32 -> completed, result correct" in out.stdout
+
+
+@pytest.mark.parametrize("xdna_chip", ["npu3"])
+def test_hung_job_times_out_and_the_queue_behind_it_aborts(dev) -> None:  # noqa: ANN001
+    """The firmware's context timeout (2000 ms, the driver's default) ends the hung job
+    TIMEOUT and the job queued behind it ABORT; nothing is left RUNNING and the context
+    runs jobs again (docs/spec/aie4.md §7)."""
+    ctx = dev.context()
+    a = dev.buffer(np.arange(64, dtype=np.int32))
+    out = dev.buffer(np.zeros(64, dtype=np.int32))
+    hung, behind = ctx.run("hang"), ctx.run("copy", a, out)
+    assert hung.wait(timeout=30) == "timeout" and behind.wait(timeout=30) == "aborted"
+    assert ctx.run("copy", a, out).wait(timeout=10) == "completed"
+    info = dev.shim.hwctx_info(ctx.handle)
+    assert (info["timeouts"], info["aborts"], info["pending"]) == (1, 1, 0)
+    assert dev.shim.last_async_error()["count"] == 1  # the CTX_ERROR event reached the shim
