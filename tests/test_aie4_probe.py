@@ -153,3 +153,20 @@ def test_mkfw_writes_the_cert_beside_the_image(tmp_path: Path, capsys) -> None: 
     assert out == [str(tmp_path / "amdnpu/17f1_10/npu.dev.sbin"),
                    str(tmp_path / "amdnpu/17f1_10/cert.dev.sbin")]
     assert (tmp_path / "amdnpu/17f1_10/cert.dev.sbin").stat().st_size <= 32 * 1024 + 256
+
+
+@pytest.mark.parametrize("xdna_chip", ["npu3"])
+def test_power_mode_changes_send_power_override(attached, xdna_firmware_dir: Path) -> None:  # noqa: ANN001
+    emu, shim = attached
+    shim.probe(xdna_firmware_dir)
+    assert _status(emu)["firmware"]["power_mode"] == 0  # DEFAULT: nothing sent at probe
+    msgs = _status(emu)["channels"][0]["msgs_in"]
+    shim.set_power_mode("low")
+    st = _status(emu)
+    assert st["firmware"]["power_mode"] == 1 and st["channels"][0]["msgs_in"] == msgs + 1
+    shim.set_power_mode("low")  # no change: no message
+    assert _status(emu)["channels"][0]["msgs_in"] == msgs + 1
+    shim.suspend()
+    shim.resume()  # a fresh firmware is told the mode again
+    assert _status(emu)["firmware"]["power_mode"] == 1
+    assert shim.power()["mode"] == "low"
