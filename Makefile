@@ -30,7 +30,7 @@ $(VENV)/bin/activate:
 shim: setup
 
 demo: setup
-	$(VENV)/bin/xdna-emu demo
+	$(VENV)/bin/xdna-emu demo $(if $(CHIP),--chip $(CHIP))
 
 # tests/test_bench.py runs `xdna-emu bench --quick --json` as a schema check (never timings).
 test: setup

@@ -115,6 +115,8 @@ static void ctx_free(struct xdna_shim_ctx *ctx)
     xdna_pci_release(ctx);
     xdna_dma_free(&ctx->fw);
     xdna_dma_free(&ctx->async_buf);
+    xdna_dma_free(&ctx->cert);
+    xdna_dma_free(&ctx->work_buf);
     xdna_drv_state_fini(ctx);
     free(ctx);
 }
@@ -127,7 +129,7 @@ struct xdna_shim_ctx *xdna_shim_open(const char *socket_path, int timeout_ms)
         return NULL;
     }
     ctx->sock = ctx->kick_fd = ctx->notify_fd = -1;
-    ctx->fw.fd = ctx->async_buf.fd = -1;
+    ctx->fw.fd = ctx->async_buf.fd = ctx->cert.fd = ctx->work_buf.fd = -1;
     if (xdna_drv_state_init(ctx) < 0)
         goto free_ctx;
     memcpy(ctx->timeouts, default_timeouts, sizeof(default_timeouts));

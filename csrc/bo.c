@@ -160,6 +160,9 @@ int xdna_bo_new(struct xdna_shim_ctx *ctx, int type, uint64_t size, bool interna
         return xdna_fail(ctx, EINVAL, "bo_create: unknown BO type %d", type);
     if (size == 0 || size > BO_MAX_SIZE)
         return xdna_fail(ctx, EINVAL, "bo_create: bad size %llu", (unsigned long long)size);
+    bool aie4 = xdna_is_aie4(ctx->chip); /* no DEV heap: DEV and CMD BOs are plain buffers */
+    if (type == XDNA_SHIM_BO_DEV_HEAP && aie4)
+        return xdna_fail(ctx, EINVAL, "bo_create: %s has no DEV heap", ctx->chip->name);
     if (type == XDNA_SHIM_BO_DEV_HEAP) {
         if (size % XDNA_HEAP_CHUNK)
             return xdna_fail(ctx, EINVAL, "bo_create: heap size %llu is not a multiple of 64 MiB",
@@ -168,7 +171,7 @@ int xdna_bo_new(struct xdna_shim_ctx *ctx, int type, uint64_t size, bool interna
             return xdna_fail(ctx, EBUSY, "bo_create: this session already has a heap (handle %u)",
                              ctx->s.heap);
     }
-    if (type == XDNA_SHIM_BO_DEV && !ctx->s.heap) { /* auto-create the default 64 MiB heap */
+    if (type == XDNA_SHIM_BO_DEV && !ctx->s.heap && !aie4) { /* the default 64 MiB heap */
         uint32_t h;
         if (xdna_bo_new(ctx, XDNA_SHIM_BO_DEV_HEAP, XDNA_HEAP_CHUNK, false, &h) < 0)
             return -1;
@@ -190,7 +193,13 @@ int xdna_bo_new(struct xdna_shim_ctx *ctx, int type, uint64_t size, bool interna
     bo->size = size;
     bo->fd = -1;
     int rc = 0;
-    switch (type) {
+    switch (aie4 && type != XDNA_SHIM_BO_SHARE ? -type : type) {
+    case -XDNA_SHIM_BO_DEV: /* AIE4: the firmware reaches it by its VA, as a SHARE BO */
+    case -XDNA_SHIM_BO_CMD: /* AIE4: the firmware writes the command state into it */
+        bo->alloc = round_up(size, PAGE);
+        rc = memfd_bo(ctx, bo, type == XDNA_SHIM_BO_CMD ? "xdna-cmd" : "xdna-dev");
+        bo->xdna_addr = bo->dma_addr;
+        break;
     case XDNA_SHIM_BO_SHARE:
         bo->alloc = round_up(size, PAGE);
         rc = memfd_bo(ctx, bo, "xdna-share");
@@ -232,7 +241,7 @@ static void bo_destroy(struct xdna_shim_ctx *ctx, struct xdna_bo *bo, bool unmap
 {
     if (bo->dma_mapped && unmap && !ctx->sock_dead)
         sva_unmap(ctx, bo);
-    if (bo->type != XDNA_SHIM_BO_DEV && bo->va)
+    if ((bo->type != XDNA_SHIM_BO_DEV || bo->fd >= 0) && bo->va) /* AIE4 DEV BOs are own maps */
         munmap(bo->va, bo->alloc);
     if (bo->fd >= 0)
         close(bo->fd);

@@ -240,6 +240,11 @@ static bool is_trapped(struct xdna_shim_ctx *ctx, struct xdna_loc loc)
                 return true;
         }
     }
+    const struct xdna_bar_off *db = &c->doorbells; /* AIE4 doorbell pages */
+    if (db->valid && loc.bar == db->bar && loc.off >= db->off && c->doorbell_stride &&
+        (loc.off - db->off) % c->doorbell_stride == 0 &&
+        (loc.off - db->off) / c->doorbell_stride < c->ndoorbells)
+        return true;
     if (ctx->nvec && loc.bar == ctx->msix_table.bar && loc.off >= ctx->msix_table.off &&
         (uint64_t)loc.off < (uint64_t)ctx->msix_table.off + 16ull * ctx->nvec)
         return true;

@@ -99,6 +99,10 @@ static void service_channels(struct xdna_shim_ctx *ctx, const uint8_t *fired)
         xdna_mbox_rx(ctx, &ctx->mgmt);
     for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
         struct xdna_hwctx *hw = ctx->s.hw[i];
+        if (hw && hw->umq_bo && hw->njobs) { /* AIE4: the queue's read_index, no channel */
+            xdna_aie4_reap(ctx, hw);
+            continue;
+        }
         if (!hw || !hw->chan.active)
             continue;
         if (ring_has_data(ctx, &hw->chan) || (!hw->polled && fired[hw->msix]))

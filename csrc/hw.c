@@ -224,6 +224,8 @@ int xdna_probe_unlocked(struct xdna_shim_ctx *ctx, const char *fw_search_path)
         return xdna_fail(ctx, EALREADY, "device is already probed");
     if (ctx->state == XDNA_SHIM_STATE_SUSPENDED)
         return xdna_fail(ctx, EBUSY, "device is suspended; resume it instead");
+    if (xdna_is_aie4(ctx->chip)) /* the AIE4 order (docs/spec/aie4.md §6) */
+        return xdna_aie4_probe(ctx, fw_search_path);
     if (xdna_fw_load(ctx, fw_search_path) < 0)
         return -1;
     return start_or_unwind(ctx, true);
@@ -235,7 +237,7 @@ int xdna_stop_unlocked(struct xdna_shim_ctx *ctx)
         return -1;
     int rc = 0;
     if (ctx->state == XDNA_SHIM_STATE_PROBED)
-        rc = hw_stop(ctx, true);
+        rc = xdna_is_aie4(ctx->chip) ? xdna_aie4_stop(ctx) : hw_stop(ctx, true);
     if (ctx->state == XDNA_SHIM_STATE_PROBED || ctx->state == XDNA_SHIM_STATE_SUSPENDED)
         ctx->state = XDNA_SHIM_STATE_STOPPED;
     return rc;
@@ -247,7 +249,7 @@ int xdna_suspend_unlocked(struct xdna_shim_ctx *ctx)
         return -1;
     if (ctx->state != XDNA_SHIM_STATE_PROBED)
         return xdna_fail(ctx, EINVAL, "suspend: device is not probed");
-    int rc = hw_stop(ctx, true);
+    int rc = xdna_is_aie4(ctx->chip) ? xdna_aie4_stop(ctx) : hw_stop(ctx, true);
     ctx->state = XDNA_SHIM_STATE_SUSPENDED;
     return rc;
 }
@@ -258,6 +260,17 @@ int xdna_resume_unlocked(struct xdna_shim_ctx *ctx)
         return -1;
     if (ctx->state != XDNA_SHIM_STATE_SUSPENDED)
         return xdna_fail(ctx, EINVAL, "resume: device is not suspended");
+    if (xdna_is_aie4(ctx->chip)) {
+        if (xdna_aie4_start(ctx) == 0) {
+            ctx->state = XDNA_SHIM_STATE_PROBED;
+            return 0;
+        }
+        struct xdna_err e;
+        xdna_err_save(ctx, &e);
+        xdna_aie4_stop(ctx);
+        ctx->state = XDNA_SHIM_STATE_FAILED;
+        return xdna_err_restore(ctx, &e);
+    }
     return start_or_unwind(ctx, false);
 }
 
@@ -275,7 +288,7 @@ int xdna_mgmt_msg_unlocked(struct xdna_shim_ctx *ctx, uint32_t opcode, const voi
 void xdna_hw_close(struct xdna_shim_ctx *ctx)
 {
     if (ctx->state == XDNA_SHIM_STATE_PROBED && !ctx->sock_dead)
-        hw_stop(ctx, true);
+        xdna_is_aie4(ctx->chip) ? (void)xdna_aie4_stop(ctx) : (void)hw_stop(ctx, true);
     else
         xdna_mbox_destroy(ctx, &ctx->mgmt);
 }

@@ -114,8 +114,8 @@ static struct xdna_job *job_find(struct xdna_hwctx *hw, uint64_t seq)
 }
 
 /* Write the final state, release pins and the cmd-list buffer, pop finished jobs. */
-static void job_finish(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xdna_job *j,
-                       uint32_t state, uint32_t fail_idx)
+void xdna_job_finish(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xdna_job *j,
+                     uint32_t state, uint32_t fail_idx)
 {
     struct xdna_bo *cmd = xdna_bo_get(ctx, j->cmd_bo);
     if (cmd) {
@@ -170,12 +170,12 @@ static void job_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_t 
     hw->completions++;
     if (err) {
         /* EINVAL: response of the wrong size; otherwise the channel went away */
-        job_finish(ctx, hw, j, err == EINVAL ? XDNA_SHIM_ERT_STATE_ERROR : XDNA_SHIM_ERT_STATE_ABORT, 0);
+        xdna_job_finish(ctx, hw, j, err == EINVAL ? XDNA_SHIM_ERT_STATE_ERROR : XDNA_SHIM_ERT_STATE_ABORT, 0);
         return;
     }
     struct xdna_aie2_chain_resp r = {.status = 1}; /* no status word: an error */
     memcpy(&r, resp, len < sizeof(r) ? len : sizeof(r));
-    job_finish(ctx, hw, j, r.status == 0 ? XDNA_SHIM_ERT_STATE_COMPLETED : XDNA_SHIM_ERT_STATE_ERROR,
+    xdna_job_finish(ctx, hw, j, r.status == 0 ? XDNA_SHIM_ERT_STATE_COMPLETED : XDNA_SHIM_ERT_STATE_ERROR,
                r.fail_cmd_idx);
 }
 
@@ -236,6 +236,10 @@ static int pick_cols(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 /* DESTROY_CONTEXT (best effort) and close the user channel; pending jobs get ABORT. */
 static void fw_stop(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, bool destroy)
 {
+    if (xdna_is_aie4(ctx->chip)) { /* HSA queue, no user channel (docs/spec/aie4.md §8) */
+        xdna_aie4_ctx_stop(ctx, hw, destroy);
+        return;
+    }
     if (hw->fw_live && destroy && !ctx->sock_dead) {
         xdna_aie2_destroy_context_req_t req = {.context_id = hw->fw_id};
         xdna_aie2_destroy_context_resp_t st;
@@ -249,6 +253,8 @@ static void fw_stop(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, bool destr
 /* CREATE_CONTEXT, user channel, host buffers, CONFIG_CU (the driver's hwctx_start). */
 static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 {
+    if (xdna_is_aie4(ctx->chip))
+        return xdna_aie4_ctx_start(ctx, hw);
     struct xdna_bo *heap = xdna_bo_get(ctx, ctx->s.heap);
     if (!heap)
         return xdna_fail(ctx, EINVAL, "hwctx: the session has no heap");
@@ -336,6 +342,12 @@ destroy_context: { /* DESTROY_CONTEXT and the channel, keeping this failure */
 
 static void hw_free(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 {
+    if (hw->umq_bo) { /* AIE4 queue BO */
+        struct xdna_bo *bo = xdna_bo_get(ctx, hw->umq_bo);
+        if (bo)
+            bo->busy = 0;
+        xdna_bo_release(ctx, hw->umq_bo);
+    }
     for (unsigned i = 0; i < XDNA_CTX_MAX_CMDS; i++)
         if (hw->cmdlist_bo[i]) {
             struct xdna_bo *bo = xdna_bo_get(ctx, hw->cmdlist_bo[i]);
@@ -355,7 +367,7 @@ static void end_jobs(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, uint32_t 
     while (hw->njobs) {
         struct xdna_job *j = job_at(hw, 0);
         if (j->live) {
-            job_finish(ctx, hw, j, first ? first_state : XDNA_SHIM_ERT_STATE_ABORT, 0);
+            xdna_job_finish(ctx, hw, j, first ? first_state : XDNA_SHIM_ERT_STATE_ABORT, 0);
             first = false;
         } else {
             hw->job_head = (hw->job_head + 1) % XDNA_CTX_MAX_CMDS;
@@ -406,6 +418,8 @@ static void recover(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 
 void xdna_hwctx_tdr_tick(struct xdna_shim_ctx *ctx)
 {
+    if (xdna_is_aie4(ctx->chip)) /* the firmware's context timeout does it (docs/spec/aie4.md §7) */
+        return;
     for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
         struct xdna_hwctx *hw = ctx->s.hw[i];
         if (!hw || hw->busy)
@@ -517,7 +531,11 @@ int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwc
                                      params.priority));
     if (ready(ctx, "hwctx_create") < 0)
         return xdna_api_leave(ctx, -1);
-    if (!ctx->s.heap) {
+    bool aie4 = xdna_is_aie4(ctx->chip); /* no heap, no command lists: an HSA queue */
+    if (aie4 && ctx->s.client)
+        return xdna_api_leave(ctx, xdna_fail(ctx, EOPNOTSUPP,
+                                             "hwctx_create: AIE4 contexts of attached clients"));
+    if (!ctx->s.heap && !aie4) {
         uint32_t h;
         if (xdna_bo_new(ctx, XDNA_SHIM_BO_DEV_HEAP, XDNA_HEAP_CHUNK, false, &h) < 0)
             return xdna_api_leave(ctx, -1);
@@ -542,7 +560,7 @@ int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwc
     hw->next_seq = 1;
     hw->state = XDNA_SHIM_HWCTX_IDLE;
     ctx->s.hw[slot] = hw;
-    for (unsigned i = 0; i < XDNA_CTX_MAX_CMDS; i++)
+    for (unsigned i = 0; i < XDNA_CTX_MAX_CMDS && !aie4; i++)
         if (xdna_bo_new(ctx, XDNA_SHIM_BO_DEV, XDNA_CMDLIST_SIZE, true, &hw->cmdlist_bo[i]) < 0)
             goto free_hw;
     if (fw_start(ctx, hw) < 0)
@@ -649,13 +667,16 @@ static int parse_npu(struct xdna_shim_ctx *ctx, uint32_t handle, struct npu_cmd 
     struct xdna_bo *bo = xdna_bo_get(ctx, handle); /* a CMD BO: parse_cmd checked it */
     const uint32_t *w = hdr_of(bo);
     struct xdna_parse_npu n;
-    int r = xdna_parse_npu((const uint8_t *)w, bo->size, &n);
+    /* AIE4 takes ERT_START_DPU with the same payload (docs/spec/aie4.md §8) */
+    uint32_t want = xdna_is_aie4(ctx->chip) ? XDNA_SHIM_ERT_START_DPU : XDNA_SHIM_ERT_START_NPU;
+    const char *name = want == XDNA_SHIM_ERT_START_DPU ? "START_DPU" : "START_NPU";
+    int r = xdna_parse_exec((const uint8_t *)w, bo->size, want, &n);
     if (r == XDNA_PARSE_CMD_OPCODE)
-        return xdna_fail(ctx, EINVAL, "exec: BO %u opcode %u is not START_NPU (20)", handle,
-                         pc.opcode);
+        return xdna_fail(ctx, EINVAL, "exec: BO %u opcode %u is not %s (%u)", handle,
+                         pc.opcode, name, want);
     if (r)
-        return xdna_fail(ctx, EINVAL, "exec: BO %u START_NPU payload of %u words is too short",
-                         handle, pc.npay);
+        return xdna_fail(ctx, EINVAL, "exec: BO %u %s payload of %u words is too short",
+                         handle, name, pc.npay);
     c->inst = n.inst;
     c->inst_size = n.inst_size;
     c->props = n.props;
@@ -741,20 +762,22 @@ static int exec_parse(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo
             struct npu_cmd c;
             if ((cr && i + 1 == chn.n) || parse_npu(ctx, (uint32_t)h, &c) < 0)
                 return xdna_fail(ctx, EINVAL, "exec: chain entry %u (BO %llu) is not a"
-                                 " START_NPU command", i, (unsigned long long)h);
+                                 " %s command", i, (unsigned long long)h,
+                                 xdna_is_aie4(ctx->chip) ? "START_DPU" : "START_NPU");
             subs[(*nsub)++] = (uint32_t)h;
         }
         return 0;
     }
-    if (pc->opcode == XDNA_SHIM_ERT_START_NPU) {
+    uint32_t want = xdna_is_aie4(ctx->chip) ? XDNA_SHIM_ERT_START_DPU : XDNA_SHIM_ERT_START_NPU;
+    if (pc->opcode == want) {
         struct npu_cmd c;
         if (parse_npu(ctx, cmd_bo, &c) < 0)
             return -1;
         subs[(*nsub)++] = cmd_bo;
         return 0;
     }
-    return xdna_fail(ctx, EINVAL, "exec: opcode %u is not START_NPU (20) or CMD_CHAIN (19)",
-                     pc->opcode);
+    return xdna_fail(ctx, EINVAL, "exec: opcode %u is not %s (%u) or CMD_CHAIN (19)",
+                     pc->opcode, want == XDNA_SHIM_ERT_START_DPU ? "START_DPU" : "START_NPU", want);
 }
 
 /* Claim the context with a free job slot (at most XDNA_CTX_MAX_CMDS outstanding), waiting
@@ -800,11 +823,12 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
         hw->state = XDNA_SHIM_HWCTX_BROKEN;
         goto release_hw;
     }
+    bool aie4 = xdna_is_aie4(ctx->chip);
     unsigned li = 0;
     while (li < XDNA_CTX_MAX_CMDS && hw->cmdlist_used[li])
         li++;
     struct xdna_bo *list = li < XDNA_CTX_MAX_CMDS ? xdna_bo_get(ctx, hw->cmdlist_bo[li]) : NULL;
-    if (!list) {
+    if (!list && !aie4) {
         xdna_fail(ctx, EIO, "exec: no free command list");
         goto release_hw;
     }
@@ -821,6 +845,14 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
         xdna_fail(ctx, EINVAL, "exec: BO %u (or a command it chains) changed or went away"
                   " during submission", cmd_bo);
         goto release_hw;
+    }
+    uint64_t s = hw->next_seq;
+    if (aie4) { /* packets into the HSA queue and the doorbell (docs/spec/aie4.md §8) */
+        j->cmd_bo = cmd_bo; /* marked SUBMITTED before the doorbell: the firmware may finish first */
+        if (xdna_aie4_submit(ctx, hw, j, subs, nsub) < 0)
+            goto release_hw;
+        li = XDNA_CTX_MAX_CMDS; /* no command list */
+        goto submitted;
     }
     uint32_t off = 0;
     for (uint32_t i = 0; i < nsub; i++) {
@@ -847,23 +879,25 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
         req_len = sizeof(req.dpu);
         op = XDNA_AIE2_MSG_CHAIN_EXEC_DPU;
     }
-    uint64_t s = hw->next_seq;
     __atomic_thread_fence(__ATOMIC_SEQ_CST); /* slots visible before the doorbell */
     /* both chain messages answer with the same chain_resp */
     if (xdna_mbox_post_cb(ctx, &hw->chan, op, &req, req_len, XDNA_AIE2_MSG_CHAIN_EXEC_NPU_RESP_SIZE,
                           false, job_cb, job_arg(hw->handle, s)) < 0)
         goto release_hw;
+submitted:
     hw->next_seq++;
     j->live = true;
     j->seq = s;
     j->cmd_bo = cmd_bo;
     j->cmdlist = li;
-    hw->cmdlist_used[li] = true;
+    if (li < XDNA_CTX_MAX_CMDS)
+        hw->cmdlist_used[li] = true;
     hw->njobs++;
     hw->submitted++;
     struct xdna_bo *cbo = xdna_bo_get(ctx, cmd_bo);
     cbo->busy++;
-    set_state(cbo, XDNA_SHIM_ERT_STATE_SUBMITTED);
+    if (!aie4)
+        set_state(cbo, XDNA_SHIM_ERT_STATE_SUBMITTED);
     for (uint32_t i = 0; i < nsub; i++) {
         const struct npu_cmd c = cmds[i];
         if (subs[i] != cmd_bo) {
@@ -901,6 +935,8 @@ int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int 
             return xdna_api_leave(ctx, 0); /* final (or its context is gone: ABORT was written) */
         if (hw->polled && hw->chan.active) /* TURBO: poll the ring ourselves */
             xdna_mbox_rx(ctx, &hw->chan);
+        if (hw->umq_bo) /* AIE4: the queue's read_index tells (docs/spec/aie4.md §8) */
+            xdna_aie4_reap(ctx, hw);
         if (!job_find(hw, seq))
             return xdna_api_leave(ctx, 0);
         if (timeout_ms == 0)

@@ -15,6 +15,8 @@
 const char *xdna_opcode_name(uint32_t op)
 {
     const char *name = xdna_aie2_msg_name(op);
+    if (!name) /* AIE4 opcodes (0x10001 up) do not overlap AIE2's */
+        name = xdna_aie4_msg_name(op);
     return name ? name : "MSG";
 }
 
@@ -75,6 +77,7 @@ int xdna_mbox_create(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, const
     ch->x2i_size = ci->x2i_buf_sz;
     ch->i2x_size = ci->i2x_buf_sz;
     ch->msix = ci->msi_id;
+    ch->no_ack = xdna_is_aie4(ctx->chip);
     uint32_t tail = xdna_rd(ctx, ch->x2i_tail_reg);
     uint32_t head = xdna_rd(ctx, ch->i2x_head_reg);
     if (tail > ch->x2i_size || (tail & 3) || head > ch->i2x_size || (head & 3))
@@ -307,7 +310,8 @@ static int rx_worker(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
     for (unsigned round = 0; round < 64; round++) {
         /* The ack is a plain store: the firmware sets the register to 1 with each response
          * and never needs to see the 0. Replaying a logged 0 later could wipe a newer 1. */
-        xdna_wr(ctx, ch->intr_reg, 0);
+        if (!ch->no_ack)
+            xdna_wr(ctx, ch->intr_reg, 0);
         for (unsigned n = 0;; n++) {
             if (n > ch->i2x_size) { /* more messages than the ring can hold: firmware loops */
                 set_bad(ctx, ch, "i2x ring never drains (tail %#x, head %#x)",
@@ -320,7 +324,7 @@ static int rx_worker(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
             if (r == 0)
                 break;
         }
-        if (xdna_rd(ctx, ch->intr_reg) == 0)
+        if (ch->no_ack || xdna_rd(ctx, ch->intr_reg) == 0)
             break;
     }
     return 0;

@@ -413,10 +413,15 @@ static int cmd_of(const uint8_t *bo, uint64_t bo_size, uint32_t opcode, struct x
 
 int xdna_parse_npu(const uint8_t *bo, uint64_t bo_size, struct xdna_parse_npu *out)
 {
+    return xdna_parse_exec(bo, bo_size, XDNA_SHIM_ERT_START_NPU, out);
+}
+
+int xdna_parse_exec(const uint8_t *bo, uint64_t bo_size, uint32_t opcode, struct xdna_parse_npu *out)
+{
     memset(out, 0, sizeof(*out));
     struct xdna_parse_cmd c;
     const uint8_t *p;
-    int r = cmd_of(bo, bo_size, XDNA_SHIM_ERT_START_NPU, &c, &p);
+    int r = cmd_of(bo, bo_size, opcode, &c, &p);
     if (r)
         return r;
     if (c.npay < 4 || rd32(p + 12) > c.npay - 4)

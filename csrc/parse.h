@@ -216,6 +216,8 @@ struct xdna_parse_npu {
 };
 /* A START_NPU command: header, then {inst lo, hi, size, props, props..., args...}. */
 int xdna_parse_npu(const uint8_t *bo, uint64_t bo_size, struct xdna_parse_npu *out);
+/* The same payload under another opcode (AIE4 START_DPU, docs/spec/aie4.md §8). */
+int xdna_parse_exec(const uint8_t *bo, uint64_t bo_size, uint32_t opcode, struct xdna_parse_npu *out);
 
 struct xdna_parse_chain {
     uint32_t n;     /* OK: entries; CHAIN_COUNT: the count read; CHAIN_ENTRY: index of the bad one + 1 */

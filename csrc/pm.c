@@ -22,6 +22,15 @@ int xdna_pm_init(struct xdna_shim_ctx *ctx)
 int xdna_pm_apply_mode(struct xdna_shim_ctx *ctx, int mode)
 {
     const struct xdna_chip_desc *c = ctx->chip;
+    if (xdna_is_aie4(c)) { /* POWER_OVERRIDE, only on a change (docs/spec/aie4.md §6) */
+        if (mode != ctx->s.power_mode) {
+            xdna_aie4_power_override_req_t req = {.mode = (uint32_t)mode}; /* same numbering */
+            if (xdna_fw_req(ctx, XDNA_AIE4_MSG_POWER_OVERRIDE, &req, sizeof(req), NULL, 0) < 0)
+                return -1;
+        }
+        ctx->s.power_mode = mode;
+        return 0;
+    }
     if (c->ndpm == 0)
         return xdna_fail(ctx, EOPNOTSUPP, "%s has no DPM table", c->name);
     uint32_t level = c->ndpm - 1;
@@ -55,6 +64,8 @@ int xdna_pm_resume(struct xdna_shim_ctx *ctx)
         return -1;
     ctx->s.resume_count++;
     ctx->s.clock_gating = true; /* pm_init turned gating on at max level */
+    if (xdna_is_aie4(ctx->chip))
+        ctx->s.power_mode = XDNA_SHIM_POWER_DEFAULT; /* a fresh AIE4 firmware starts there */
     int rc = mode != XDNA_SHIM_POWER_DEFAULT ? xdna_pm_apply_mode(ctx, mode) : 0;
     int r2 = xdna_hwctx_restart_all(ctx);
     return rc < 0 ? rc : r2;

@@ -38,10 +38,10 @@ static int psp_exec(struct xdna_shim_ctx *ctx, uint32_t cmd, uint32_t a0, uint32
     return 0;
 }
 
-/* Find <dir>/<fw_path> along the search path and copy it into a DMA-able memfd buffer. */
-int xdna_fw_load(struct xdna_shim_ctx *ctx, const char *search)
+/* Find <dir>/<rel> along the search path and copy it into a DMA-able memfd buffer. */
+int xdna_fw_load_file(struct xdna_shim_ctx *ctx, const char *search, const char *rel,
+                      size_t max, struct xdna_dma_buf *buf, const char *tag)
 {
-    const char *fw_path = ctx->chip->fw_path;
     if (!search || !*search)
         return xdna_fail(ctx, EINVAL, "empty firmware search path");
     int fd = -1;
@@ -49,8 +49,8 @@ int xdna_fw_load(struct xdna_shim_ctx *ctx, const char *search)
     for (const char *p = search; *p;) {
         const char *colon = strchr(p, ':');
         size_t n = colon ? (size_t)(colon - p) : strlen(p);
-        if (n > 0 && n + strlen(fw_path) + 2 < sizeof(path)) {
-            snprintf(path, sizeof(path), "%.*s/%s", (int)n, p, fw_path);
+        if (n > 0 && n + strlen(rel) + 2 < sizeof(path)) {
+            snprintf(path, sizeof(path), "%.*s/%s", (int)n, p, rel);
             fd = open(path, O_RDONLY | O_CLOEXEC);
             if (fd >= 0)
                 break;
@@ -60,22 +60,21 @@ int xdna_fw_load(struct xdna_shim_ctx *ctx, const char *search)
         p = colon + 1;
     }
     if (fd < 0)
-        return xdna_fail(ctx, ENOENT, "firmware %s not found in %s", fw_path, search);
+        return xdna_fail(ctx, ENOENT, "firmware %s not found in %s", rel, search);
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
-        st.st_size > XDNA_FW_MAX_SIZE) {
-        xdna_fail(ctx, EINVAL, "firmware %s: not a regular file of 1..%u bytes", path,
-                  XDNA_FW_MAX_SIZE);
+        (size_t)st.st_size > max) {
+        xdna_fail(ctx, EINVAL, "firmware %s: not a regular file of 1..%zu bytes", path, max);
         goto close_file;
     }
-    if (ctx->fw.mapped)
-        xdna_dma_unmap(ctx, &ctx->fw);
-    xdna_dma_free(&ctx->fw);
-    if (xdna_dma_alloc(ctx, &ctx->fw, (size_t)st.st_size, XDNA_PROTO_DMA_READ, "xdna-fw") < 0)
+    if (buf->mapped)
+        xdna_dma_unmap(ctx, buf);
+    xdna_dma_free(buf);
+    if (xdna_dma_alloc(ctx, buf, (size_t)st.st_size, XDNA_PROTO_DMA_READ, tag) < 0)
         goto close_file;
     size_t got = 0;
     while (got < (size_t)st.st_size) {
-        ssize_t k = read(fd, (char *)ctx->fw.va + got, (size_t)st.st_size - got);
+        ssize_t k = read(fd, (char *)buf->va + got, (size_t)st.st_size - got);
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0) {
@@ -88,10 +87,15 @@ int xdna_fw_load(struct xdna_shim_ctx *ctx, const char *search)
     return 0;
 
 free_image:
-    xdna_dma_free(&ctx->fw);
+    xdna_dma_free(buf);
 close_file:
     close(fd); /* closing a read-only file succeeds and leaves errno alone */
     return -1;
+}
+
+int xdna_fw_load(struct xdna_shim_ctx *ctx, const char *search)
+{
+    return xdna_fw_load_file(ctx, search, ctx->chip->fw_path, XDNA_FW_MAX_SIZE, &ctx->fw, "xdna-fw");
 }
 
 int xdna_psp_start(struct xdna_shim_ctx *ctx)

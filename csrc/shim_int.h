@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "generated/xdna_fw_aie2.h"
+#include "generated/xdna_fw_aie4.h"
 #include "xdna_chips.h"
 #include "generated/xdna_proto.h"
 #include "xdna_shim.h"
@@ -69,6 +70,7 @@ struct xdna_mbox_chan {
     uint32_t i2x_head;            /* cached consumer head */
     unsigned next_id;             /* cyclic id allocator */
     bool user;                    /* a context's channel: responses must come in id order */
+    bool no_ack;                  /* AIE4: no interrupt register, the RX worker only drains */
     uint32_t last_id;             /* id of the last response taken (user-channel contiguity) */
     unsigned npending;
     struct xdna_mbox_pending pend[MBOX_MAX_IDS];
@@ -162,6 +164,8 @@ struct xdna_shim_ctx {
     bool iommu_iova;      /* user BOs by IOVA (driver iommu_mode=1) instead of SVA/PASID */
     struct xdna_dma_buf fw;       /* firmware image, kept for resume */
     struct xdna_dma_buf async_buf;
+    struct xdna_dma_buf cert;      /* AIE4 cert image, kept for resume (docs/spec/aie4.md §3) */
+    struct xdna_dma_buf work_buf;  /* AIE4 DRAM work buffer */
 
     /* bring-up progress (for unwinding in driver order) */
     bool smu_on, psp_on, pm_on;
@@ -291,11 +295,15 @@ int xdna_mbox_rx(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch);
 
 /* ---- SMU (smu.c) ---- */
 int xdna_smu_start(struct xdna_shim_ctx *ctx);
+int xdna_smu_power_on(struct xdna_shim_ctx *ctx); /* AIE4 start: POWER_ON only */
 int xdna_smu_stop(struct xdna_shim_ctx *ctx);
 int xdna_smu_set_dpm(struct xdna_shim_ctx *ctx, uint32_t level);
 
 /* ---- PSP and the firmware image (psp.c) ---- */
 int xdna_fw_load(struct xdna_shim_ctx *ctx, const char *search);
+/* Find <dir>/<rel> along the search path and copy it (1..max bytes) into buf. */
+int xdna_fw_load_file(struct xdna_shim_ctx *ctx, const char *search, const char *rel,
+                      size_t max, struct xdna_dma_buf *buf, const char *tag);
 int xdna_psp_start(struct xdna_shim_ctx *ctx);
 int xdna_psp_stop(struct xdna_shim_ctx *ctx);
 int xdna_psp_waitmode_poll(struct xdna_shim_ctx *ctx);
@@ -375,6 +383,9 @@ struct xdna_job {
     unsigned cmdlist;     /* index of the cmd-list buffer it uses */
     unsigned npins;
     uint32_t pins[XDNA_MAX_PINS];
+    uint64_t umq_end;     /* AIE4: the queue index after its last packet */
+    uint32_t nsub;        /* AIE4: packets (chained commands) it took */
+    uint32_t subs[XDNA_PARSE_CHAIN_MAX]; /* AIE4: their CMD BOs, in packet order */
 };
 
 enum xdna_hwctx_state { XDNA_HWCTX_ACTIVE = 0, XDNA_HWCTX_IDLE = 1, XDNA_HWCTX_BROKEN = 2 };
@@ -400,6 +411,10 @@ struct xdna_hwctx {
     uint32_t cu_status;
     uint8_t health[XDNA_HEALTH_MAX];
     uint32_t health_len;
+    uint32_t umq_bo;      /* AIE4: the HSA queue BO (internal SHARE) */
+    uint32_t doorbell;    /* AIE4: doorbell offset from CREATE_HW_CONTEXT */
+    uint64_t umq_wr;      /* AIE4: our write index */
+    bool umq_user;        /* AIE4: the application owns the queue (user-mode submission) */
 };
 /* Firmware side of every live context: stop (PM suspend) / restart (resume). */
 void xdna_hwctx_stop_all(struct xdna_shim_ctx *ctx);
@@ -412,5 +427,25 @@ unsigned xdna_hwctx_live(struct xdna_shim_ctx *ctx);
 void xdna_hwctx_destroy_all(struct xdna_shim_ctx *ctx);
 /* GET_APP_HEALTH target buffer: IOVA (mgmt PASID) for the driver, SVA for a client. */
 int xdna_health_buf(struct xdna_shim_ctx *ctx, uint64_t *addr, uint8_t **va);
+
+/* ---- AIE4 (aie4_psp.c, aie4_hw.c; docs/spec/aie4.md) ---- */
+static inline bool xdna_is_aie4(const struct xdna_chip_desc *c)
+{
+    return c->mbox_info.valid;
+}
+int xdna_aie4_psp_start(struct xdna_shim_ctx *ctx);
+int xdna_aie4_psp_stop(struct xdna_shim_ctx *ctx);
+int xdna_aie4_probe(struct xdna_shim_ctx *ctx, const char *fw_search_path);
+int xdna_aie4_start(struct xdna_shim_ctx *ctx);
+int xdna_aie4_stop(struct xdna_shim_ctx *ctx);
+/* AIE4 contexts through HSA queues (aie4_ctx.c; docs/spec/aie4.md §8) */
+int xdna_aie4_ctx_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);
+void xdna_aie4_ctx_stop(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, bool destroy);
+int xdna_aie4_submit(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xdna_job *j,
+                     const uint32_t *subs, uint32_t nsub);
+void xdna_aie4_reap(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);
+/* hwctx.c: a job is over (its command BO gets `state`) */
+void xdna_job_finish(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xdna_job *j,
+                     uint32_t state, uint32_t fail_idx);
 
 #endif

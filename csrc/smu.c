@@ -35,6 +35,11 @@ int xdna_smu_start(struct xdna_shim_ctx *ctx)
     return 0;
 }
 
+int xdna_smu_power_on(struct xdna_shim_ctx *ctx)
+{
+    return smu_exec(ctx, XDNA_AIE2_SMU_CMD_POWER_ON, 0, NULL);
+}
+
 int xdna_smu_stop(struct xdna_shim_ctx *ctx)
 {
     return smu_exec(ctx, XDNA_AIE2_SMU_CMD_POWER_OFF, 0, NULL);

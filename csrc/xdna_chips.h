@@ -39,6 +39,9 @@ struct xdna_rtcfg {
 
 enum xdna_dpm_method { XDNA_DPM_LEVEL = 0, XDNA_DPM_CLOCK = 1 };
 
+/* PCI function kind (the driver's device type by id): plain, SR-IOV PF or VF. */
+enum xdna_function { XDNA_FUNC_PLAIN = 0, XDNA_FUNC_PF = 1, XDNA_FUNC_VF = 2 };
+
 struct xdna_mbox_block {
     uint8_t present;
     uint8_t bar;
@@ -57,7 +60,7 @@ struct xdna_chip_desc {
     uint16_t vendor, device;
     uint8_t revision;
     uint32_t class_code;
-    uint8_t supported; /* 0: identity only (AIE4): probe gives EOPNOTSUPP */
+    uint8_t supported; /* 0: identity only: probe gives EOPNOTSUPP */
     uint32_t protocol_major, protocol_min_minor;
     struct xdna_feature_gate features[XDNA_FEAT_MAX];
     const struct xdna_aperture *bars;
@@ -80,6 +83,13 @@ struct xdna_chip_desc {
     uint8_t temporal_only;   /* contexts may share columns */
     const double *tops;      /* per DPM level (chip formula), NULL without a DPM table */
     struct xdna_bar_off mgmt_info; /* where the firmware publishes mgmt_mbox_chann_info */
+    /* AIE4 (docs/spec/aie4.md): NULL cert_path on AIE2 chips */
+    const char *cert_path;         /* cert.dev.sbin beside fw_path */
+    enum xdna_function function;
+    struct xdna_bar_off mbox_info; /* mailbox_info, ring-buffer BAR offset 0 */
+    uint32_t part_col_start, part_col_count; /* CREATE_PARTITION columns */
+    struct xdna_bar_off doorbells; /* doorbell page of context slot 0 (trapped writes) */
+    uint32_t doorbell_stride, ndoorbells;
 };
 
 /* The id table lookup, as the OOT driver does it after a class match. NULL if unknown. */

@@ -95,6 +95,10 @@ struct xdna_shim_info {
     struct xdna_shim_stage stages[8];
     uint32_t caps_probed; /* VERSION caps "probed" at open: attach rather than probe */
     uint32_t client;      /* 1 after xdna_shim_attach */
+    /* AIE4 (docs/spec/aie4.md §6) */
+    uint32_t cert_major, cert_minor, cert_hotfix, cert_build; /* QUERY_CERT_FIRMWARE_VERSION */
+    uint32_t partition_id; /* CREATE_PARTITION (0: none, a PF) */
+    char function[8];      /* "plain", "pf" or "vf" */
 };
 
 /* Connect to the daemon socket, handshake (VERSION), read config space, match the id
@@ -270,6 +274,22 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
 /* 0 when command seq of hwctx is final (read its state with xdna_shim_cmd_state), ETIME
  * when not within timeout_ms (0: look once, < 0: wait for ever). */
 int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int timeout_ms);
+
+/* AIE4 user-mode submission (docs/spec/aie4.md §8): hand a context's HSA queue to the
+ * application. The queue BO becomes a user BO (map it with xdna_shim_bo_map); the
+ * application writes packets, publishes write_index and rings the doorbell with
+ * xdna_shim_doorbell, and reads read_index and its command states itself. The context
+ * then takes no xdna_shim_exec (EBUSY). EOPNOTSUPP on AIE2. */
+struct xdna_shim_umq {
+    uint32_t queue_bo;   /* header, 32 packets, 32 x 6 indirect packets */
+    uint32_t doorbell;   /* doorbell offset in the ring-buffer BAR */
+    uint32_t msix;       /* job-completion vector */
+    uint32_t capacity;   /* packets */
+    uint64_t queue_addr; /* device address of the queue */
+};
+int xdna_shim_umq(struct xdna_shim_ctx *ctx, uint32_t hwctx, struct xdna_shim_umq *out);
+/* The application's store to a context's doorbell page. */
+int xdna_shim_doorbell(struct xdna_shim_ctx *ctx, uint32_t hwctx);
 int xdna_shim_cmd_state(struct xdna_shim_ctx *ctx, uint32_t cmd_bo, uint32_t *state);
 
 /* TDR period (default 2000 ms) and runtime autosuspend delay (default 5000 ms, 0: never). */

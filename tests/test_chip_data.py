@@ -22,6 +22,7 @@ from xdna_emu.chips import (
     EMULATED_FAMILIES,
     FAMILY_ROLES,
     MGMT_INFO_SIZE,
+    Aie4Layout,
     Chip,
     ChipError,
     Limits,
@@ -95,7 +96,7 @@ def test_msix_and_mailbox_blocks_fit_and_do_not_collide(name: str) -> None:
     assert m.table_offset + m.vectors * 16 <= size and m.pba_offset + 8 <= size
     mb = chip.mailbox
     if chip.emulated:
-        assert mb is not None
+        assert mb is not None or chip.aie4 is not None
     if mb is not None:
         assert mb.channels >= 1 + hw
         assert mb.ring_size & (mb.ring_size - 1) == 0 and mb.ring_size * 2 <= mb.slot_size
@@ -400,10 +401,11 @@ def test_inherited_file_is_named(tmp_path: Path) -> None:
 def test_tables_are_typed_and_frozen() -> None:
     npu4, npu3 = load_chip("npu4"), load_chip("npu3")
     assert isinstance(npu4.limits, Limits) and npu4.limits.temporal_only is True
-    assert npu4.limits.ctx_limit == 32 and npu3.limits.ctx_limit is None
-    assert isinstance(npu4.tiles, Tiles) and npu3.tiles is None and npu3.cols == 0
+    assert npu4.limits.ctx_limit == 32 and npu3.limits.ctx_limit == 128
+    assert isinstance(npu4.tiles, Tiles) and isinstance(npu3.tiles, Tiles) and npu3.cols == 3
     assert npu4.runtime_config is not None and npu4.runtime_config.init == ((5, 1), (10, 1), (14, 0))
-    assert npu4.firmware.aie_version == (2, 1) and npu3.firmware.aie_version == (0, 0)
+    assert npu4.firmware.aie_version == (2, 1) and npu3.firmware.aie_version == (4, 0)
+    assert isinstance(npu3.aie4, Aie4Layout) and npu4.aie4 is None
     with pytest.raises(AttributeError):
         npu4.limits.hwctx_limit = 3  # type: ignore[misc]
 
@@ -413,8 +415,9 @@ def test_emulated_is_the_one_answer() -> None:
     for name in NAMES:
         chip = load_chip(name)
         assert chip.emulated == (chip.family in EMULATED_FAMILIES)
-        assert chip.emulated == (chip.mailbox is not None)  # the firmware model needs one
-    assert load_chip("npu4").emulated and not load_chip("npu3").emulated
+        # the firmware model needs a mailbox: AIE2's SRAM slots or AIE4's mailbox_info layout
+        assert chip.emulated == (chip.mailbox is not None or chip.aie4 is not None)
+    assert load_chip("npu4").emulated and load_chip("npu3").emulated
 
 
 # -- file-level checks: inheritance and the id table ------------------------------------------
@@ -475,3 +478,98 @@ def test_doc_mentions_every_chip_and_role() -> None:
         assert f"## {name}: {chip.vbnv}" in text
         for role in FAMILY_ROLES[chip.family]:
             assert f"`{role}`" in text
+
+
+# -- AIE4: functions, npu7's SMU, the AIE4 layout -------------------------------------------------
+AIE4_IDS = {
+    "npu3": (0x17F1, 0x10), "npu7": (0x17F1, 0x11), "npu8": (0x17F1, 0x12),
+    "npu9": (0x17F1, 0x13), "npu10": (0x17F1, 0x14), "npu3_1b0a": (0x1B0A, 0x00),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("base", sorted(AIE4_IDS))
+def test_aie4_plain_pf_vf_functions(base: str) -> None:
+    """Each AIE4 generation has a plain function and its PF (+1) and VF (+2) device ids."""
+    dev, rev = AIE4_IDS[base]
+    ids = chip_ids()
+    for off, kind in ((0, "plain"), (1, "pf"), (2, "vf")):
+        name = ids[(dev + off, rev)]
+        chip = load_chip(name)
+        assert chip.family == "aie4" and chip.function == kind
+        assert chip.fw_path == f"amdnpu/{dev + off:04x}_{rev:02x}/npu.dev.sbin"
+        assert chip.aie4 is not None and chip.aie4.cert_path == chip.fw_path.replace("npu.", "cert.")
+        assert chip.vbnv.endswith("-pf") == (kind == "pf")
+        assert chip.limits.hwctx_limit == 128 and chip.msix.vectors == 129
+
+
+def test_aie4_bar_layout_and_smu_sets() -> None:
+    """BAR0 mailbox registers, BAR2 mailbox_info at 0 + doorbells, BAR4 PSP, BAR5 SMU; npu7's
+    SMU mailbox differs from npu3/8/9/10 and inherits none of theirs."""
+    for name in ("npu3", "npu8", "npu9", "npu10", "npu7"):
+        c = load_chip(name)
+        a = c.aie4
+        assert a is not None
+        assert c.dev_to_bar(a.mbox_info, 64) == (2, 0)
+        assert c.dev_to_bar(a.mgmt_regs, 16)[0] == 0
+        assert c.dev_to_bar(a.doorbell(127), 4)[0] == 2
+        assert c.dev_to_bar(a.x2i_ring, a.ring_size)[0] == 2
+        assert c.reg("psp.intr").bar == 4 and c.reg("smu.intr").bar == 5
+        want = (0x960, 0x964, 0x968) if name == "npu7" else (0x9EC, 0x9F0, 0x9F4)
+        assert (c.reg("smu.cmd").offset, c.reg("smu.resp").offset, c.reg("smu.arg").offset) == want
+        assert c.reg("smu.out") == c.reg("smu.arg")
+    assert "MP1_C2PMSG_59" not in load_chip("npu7").registers
+    assert "MP1_C2PMSG_59" not in load_chip("npu7_vf").registers
+
+
+def _aie4_data() -> dict[str, Any]:
+    return copy.deepcopy(_raw("npu3"))
+
+
+def test_aie4_layout_rejects_bad_blocks() -> None:
+    d = _aie4_data()
+    d["aie4"]["doorbells"] = d["aie4"]["x2i_ring"]
+    with pytest.raises(ChipError, match="overlap in BAR2"):
+        chip_from_dict(d)
+    d = _aie4_data()
+    d["aie4"]["doorbell_stride"] = 0x800
+    with pytest.raises(ChipError, match="not a whole number of pages"):
+        chip_from_dict(d)
+    d = _aie4_data()
+    d["aie4"]["ring_size"] = 0x1800
+    with pytest.raises(ChipError, match="not a power of two"):
+        chip_from_dict(d)
+    d = _aie4_data()
+    d["aie4"]["partition_col_count"] = 4
+    with pytest.raises(ChipError, match="do not fit the 3-column array"):
+        chip_from_dict(d)
+    d = _aie4_data()
+    d["aie4"]["cert_path"] = "amdnpu/17f0_10/cert.dev.sbin"
+    with pytest.raises(ChipError, match="not beside fw_path"):
+        chip_from_dict(d)
+    d = _aie4_data()
+    del d["aie4"]
+    with pytest.raises(ChipError, match=r"family aie4 needs an \[aie4\] table"):
+        chip_from_dict(d)
+    d = _aie4_data()
+    d["aie4"]["mgmt_regs"] = 0x3000000 + 0x7E000  # on the MSI-X table
+    with pytest.raises(ChipError, match="aie4 mgmt registers and MSI-X table overlap"):
+        chip_from_dict(d)
+    d = _aie4_data()
+    d["pci"]["function"] = "sf"
+    with pytest.raises(ChipError, match="pci.function 'sf'"):
+        chip_from_dict(d)
+    d = copy.deepcopy(_raw("npu4"))
+    d["pci"]["function"] = "pf"
+    with pytest.raises(ChipError, match="only AIE4 chips have PF/VF"):
+        chip_from_dict(d)
+
+
+def test_inherited_remove(tmp_path: Path) -> None:
+    """``remove`` drops inherited entries; naming one the parent lacks is an error."""
+    (tmp_path / "npu4.toml").write_text((CHIP_DIR / "npu4.toml").read_text())
+    _write(tmp_path, "npuq", 'name = "npuq"\ninherits = "npu4"\nremove = ["features.PREEMPT"]\n')
+    assert "PREEMPT" not in load_chip("npuq", tmp_path).features
+    assert "PREEMPT" in load_chip("npu4", tmp_path).features
+    _write(tmp_path, "npur", 'name = "npur"\ninherits = "npu4"\nremove = ["features.NOPE"]\n')
+    with pytest.raises(ChipError, match="remove names 'features.NOPE'"):
+        load_chip("npur", tmp_path)

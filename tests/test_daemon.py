@@ -73,7 +73,7 @@ def test_stale_dir_of_a_killed_daemon_is_reclaimed(xdna_emulator_factory) -> Non
         assert c.version()["bdf"] == "0000:d2:00.1"
 
 
-@pytest.mark.parametrize("chip", emulated_chip_names())
+@pytest.mark.parametrize("chip", [*emulated_chip_names(family="aie2"), "npu3", "npu3_pf", "npu3_vf", "npu7"])
 def test_regions_irqs_and_config_match_the_chip(xdna_emulator_factory, chip: str) -> None:
     emu = xdna_emulator_factory(chip)
     c = load_chip(chip)

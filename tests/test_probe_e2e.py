@@ -22,7 +22,7 @@ from xdna_emu.fw.image import write_firmware  # noqa: E402
 from xdna_emu.shim import Shim, ShimError  # noqa: E402
 
 GET_FIRMWARE_VERSION = 0x108
-AIE2_CHIPS = emulated_chip_names()
+AIE2_CHIPS = emulated_chip_names(family="aie2")
 
 
 def _feature(chip, name: str, protocol: str) -> bool:  # noqa: ANN001
@@ -123,6 +123,7 @@ def test_corrupted_firmware_fails_in_psp_then_a_good_image_probes(attached, fw_d
     assert info["state"] == "probed"
 
 
+@pytest.mark.parametrize("xdna_chip", ["npu4", "npu3"])  # the same on AIE2 and AIE4
 def test_missing_firmware_is_enoent(attached, tmp_path: Path) -> None:  # noqa: ANN001
     _, shim = attached
     with pytest.raises(ShimError) as ei:
@@ -159,6 +160,7 @@ def test_suspend_resume_restarts_the_firmware(attached, fw_dir: Path) -> None:  
     assert struct.unpack("<I", shim.mgmt_msg(GET_FIRMWARE_VERSION, bytes(4), 20)[:4]) == (0,)
 
 
+@pytest.mark.parametrize("xdna_chip", ["npu4", "npu3"])
 def test_a_second_probe_after_close_finds_a_clean_device(xdna_emulator: Emulator,
                                                           fw_dir: Path) -> None:
     with Shim.open(xdna_emulator.socket) as shim:

@@ -11,10 +11,12 @@ from xdna_emu import Emulator
 from xdna_emu.chips import emulated_chip_names
 from xdna_emu.runtime import Device
 
-AIE2_CHIPS = emulated_chip_names()
+AIE2_CHIPS = emulated_chip_names(family="aie2")
+#: the same runtime API drives AIE2 and AIE4 (docs/spec/aie4.md §8)
+BOTH = pytest.mark.parametrize("xdna_chip", ["npu4", "npu3"])
 
 
-@pytest.mark.parametrize("xdna_chip", AIE2_CHIPS)
+@pytest.mark.parametrize("xdna_chip", [*AIE2_CHIPS, "npu3"])
 def test_readme_snippet(xdna_emulator, xdna_firmware_dir, monkeypatch) -> None:
     monkeypatch.setenv("XDNA_EMU_FIRMWARE_PATH", str(xdna_firmware_dir))
     with Device.open(socket=xdna_emulator.socket) as dev:
@@ -33,6 +35,7 @@ def dev(xdna_emulator, xdna_firmware_dir):
         yield d
 
 
+@BOTH
 def test_every_data_kernel(dev) -> None:
     ctx = dev.context()
     rng = np.random.default_rng(7)
@@ -54,6 +57,7 @@ def test_every_data_kernel(dev) -> None:
     assert ctx.run("nop").wait(5) == "completed"
 
 
+@BOTH
 def test_chain_and_failed_command_in_the_middle(dev) -> None:
     ctx = dev.context()
     x = dev.buffer(np.arange(64, dtype=np.int32))
@@ -68,6 +72,7 @@ def test_chain_and_failed_command_in_the_middle(dev) -> None:
     assert ctx.run("nop").wait(5) == "completed"
 
 
+@BOTH
 def test_threads_share_a_device(dev) -> None:
     errors: list[BaseException] = []
 
@@ -142,6 +147,7 @@ def test_open_with_no_argument_uses_discovery(tmp_path, monkeypatch, xdna_firmwa
             assert ctx.run("nop").wait(5) == "completed"
 
 
+@BOTH
 def test_many_runs_do_not_exhaust_buffer_objects(dev) -> None:
     """ctx.run() makes a command BO per call; waiting a run to its end gives it back, so
     more runs than the shim has BO handles (4096) go through."""

@@ -428,6 +428,11 @@ def cmd_mkfw(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     print(path)
+    from .chips import load_chip
+
+    chip = load_chip(args.chip)
+    if chip.aie4 is not None:  # AIE4 loads a cert image beside it (docs/spec/aie4.md §3)
+        print(Path(args.out) / chip.aie4.cert_path)
     return 0
 
 

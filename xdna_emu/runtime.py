@@ -39,6 +39,7 @@ from .shim import (
     ShimError,
     chain_error_index,
     ert_cmd_chain,
+    ert_start_dpu,
     ert_start_npu,
 )
 
@@ -164,6 +165,8 @@ class Context:
         self.dev = dev
         self.handle = dev.shim.hwctx_create(priority=priority, num_cols=cols)
         self._instr: dict[bytes, int] = {}
+        # AIE4 runs ERT_START_DPU commands, AIE2 START_NPU (docs/spec/aie4.md §8)
+        self._start = ert_start_dpu if dev.shim.info()["family"] == "aie4" else ert_start_npu
 
     def command(self, kernel: str, *buffers: Buffer, scalar: float = 1.0,
                 m: int | None = None, n: int | None = None, k: int | None = None,
@@ -175,7 +178,7 @@ class Context:
         cmd = shim.bo_create(BO_CMD, CMD_BO_SIZE)
         view = shim.bo_map(cmd)
         instr_addr = int(shim.bo_info(instr)["xdna_addr"])
-        body = ert_start_npu(instr_addr, K.DESC.size, [b.xdna_addr for b in buffers])
+        body = self._start(instr_addr, K.DESC.size, [b.xdna_addr for b in buffers])
         view[: len(body)] = body
         return Command(self, cmd, instr, view, owns_instr)
 

@@ -102,13 +102,20 @@ def ert_header(opcode: int, payload_words: int, extra_cu_masks: int = 0,
 
 
 def ert_start_npu(instr_addr: int, instr_size: int, args: Sequence[int] = (),
-                  props: Sequence[int] = (), cu_mask: int = 1) -> bytes:
+                  props: Sequence[int] = (), cu_mask: int = 1,
+                  opcode: int = ErtOpcode.START_NPU) -> bytes:
     """A START_NPU command: {u64 instr, u32 size, u32 prop_count, props, args as lo/hi}."""
     words = [instr_addr & 0xFFFFFFFF, instr_addr >> 32, instr_size, len(props), *props]
     for a in args:
         words += [a & 0xFFFFFFFF, a >> 32]
-    hdr = ert_header(ErtOpcode.START_NPU, len(words))
+    hdr = ert_header(opcode, len(words))
     return struct.pack(f"<II{len(words)}I", hdr, cu_mask, *words)
+
+
+def ert_start_dpu(instr_addr: int, instr_size: int, args: Sequence[int] = (),
+                  props: Sequence[int] = (), cu_mask: int = 1) -> bytes:
+    """The AIE4 command: ERT_START_DPU with START_NPU's payload (docs/spec/aie4.md §8)."""
+    return ert_start_npu(instr_addr, instr_size, args, props, cu_mask, ErtOpcode.START_DPU)
 
 
 def ert_cmd_chain(handles: Sequence[int]) -> bytes:
@@ -352,7 +359,20 @@ class Shim:
                 {"name": _str(i.stages[k].name), "ms": i.stages[k].ns / 1e6}
                 for k in range(min(i.nstages, len(i.stages)))
             ],
+            **self._aie4_info(i),
         }  # fmt: skip
+
+    @staticmethod
+    def _aie4_info(i: Any) -> dict[str, Any]:
+        """What an AIE4 probe adds (docs/spec/aie4.md §6): the cert firmware version, the
+        partition and the PCI function kind."""
+        if _str(i.family) != "aie4":
+            return {}
+        return {
+            "cert_fw_version": f"{i.cert_major}.{i.cert_minor}.{i.cert_hotfix}.{i.cert_build}",
+            "partition_id": i.partition_id,
+            "function": _str(i.function),
+        }
 
     # -- sessions, buffers, contexts, commands (docs/spec/jobs.md) ---------------------------
     @property
@@ -403,6 +423,18 @@ class Shim:
         h = ffi.new("uint32_t *")
         self._check(lib.xdna_shim_hwctx_create(self._c(), p, h))
         return int(h[0])
+
+    def umq(self, handle: int) -> dict[str, int]:
+        """AIE4 user-mode submission: hand the context's HSA queue to the caller
+        (docs/spec/aie4.md §8); returns the queue BO, doorbell, vector and capacity."""
+        out = ffi.new("struct xdna_shim_umq *")
+        self._check(lib.xdna_shim_umq(self._c(), int(handle), out))
+        return {"queue_bo": out.queue_bo, "doorbell": out.doorbell, "msix": out.msix,
+                "capacity": out.capacity, "queue_addr": out.queue_addr}
+
+    def doorbell(self, handle: int) -> None:
+        """Ring an AIE4 context's doorbell (the application's store to its doorbell page)."""
+        self._check(lib.xdna_shim_doorbell(self._c(), int(handle)))
 
     def hwctx_destroy(self, handle: int) -> None:
         self._check(lib.xdna_shim_hwctx_destroy(self._c(), int(handle)))

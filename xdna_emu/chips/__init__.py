@@ -40,10 +40,12 @@ AIE4_ROLES = (
 FAMILY_ROLES = {"aie2": AIE2_ROLES, "aie4": AIE4_ROLES}
 #: Families whose firmware the device model runs (xdna_emu/fw); chips of other families are
 #: known by identity only (docs/spec/chips.md): the shim probes them to EOPNOTSUPP.
-EMULATED_FAMILIES = ("aie2",)
+EMULATED_FAMILIES = ("aie2", "aie4")
 #: Families that must describe an SRAM mailbox (management channel found via FW_ALIVE).
 MAILBOX_FAMILIES = ("aie2",)
 ACCESS_KINDS = ("rw", "ro", "trap")
+#: PCI function kinds: a plain function, an SR-IOV physical function, a virtual function.
+FUNCTION_KINDS = ("plain", "pf", "vf")
 
 #: Firmware-gated messages/features known to the driver's optional tables. A gate listed
 #: here but absent from a chip's [features] is *not offered* on that chip (the driver's
@@ -73,6 +75,7 @@ class PciIdentity:
     class_code: int
     subsystem_vendor: int
     subsystem_device: int
+    function: str = "plain"  # one of FUNCTION_KINDS (the driver's device_type by id)
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,7 @@ class FirmwareDefaults:
     dev_revision: int = 0  # GET_DEV_REVISION answer
     raw_fuse: int | None = None  # fuse bits behind dev_revision (None: dev_revision itself)
     aie_version: tuple[int, int] = (0, 0)  # QUERY_AIE_VERSION answer (major, minor)
+    cert_version: str = ""  # AIE4 cert firmware version M.m.hotfix.build (cert.dev.sbin)
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,34 @@ class RuntimeConfig:
     fine_preempt: int | None = None  # the fine-grained preemption type, when there is one
 
 
+@dataclass(frozen=True)
+class Aie4Layout:
+    """[aie4]: where the AIE4 firmware puts mailbox_info, its management channel and the
+    doorbells, what it partitions, and where the cert image is (docs/spec/aie4.md §2)."""
+
+    cert_path: str  # amdnpu/<dev>_<rev>/cert.dev.sbin beside the npu image
+    mbox_info: int  # device address of mailbox_info (ring-buffer BAR offset 0, driver fact)
+    mgmt_regs: int  # device address of the mgmt channel's x2i tail, x2i head, i2x tail, i2x head
+    x2i_ring: int  # device address of the host-to-firmware ring
+    i2x_ring: int  # device address of the firmware-to-host ring
+    ring_size: int
+    doorbells: int  # device address of context 0's doorbell page
+    doorbell_stride: int  # one page per context, so each can be mapped alone
+    partition_col_start: int  # CREATE_PARTITION columns the driver asks for
+    partition_col_count: int
+
+    # Register order of the mgmt channel block (no interrupt register on AIE4).
+    X2I_TAIL = 0x0
+    X2I_HEAD = 0x4
+    I2X_TAIL = 0x8
+    I2X_HEAD = 0xC
+    REGS_SPAN = 0x10
+
+    def doorbell(self, ctx: int) -> int:
+        """Device address of context slot ``ctx``'s doorbell."""
+        return self.doorbells + ctx * self.doorbell_stride
+
+
 #: How the driver sets a DPM level: SMU clock commands in MHz, or hard/soft level commands.
 DPM_METHODS = ("clock", "level")
 
@@ -232,6 +264,7 @@ class Chip:
     dpm_levels: tuple[tuple[int, int], ...]
     runtime_config: RuntimeConfig | None
     smu: SmuInfo
+    aie4: Aie4Layout | None = None
     inherits: str | None = None
     provenance: dict[str, str] = field(default_factory=dict)
     dpm_tops: str = ""  # the driver's TOPS formula for this chip, as text (documentation)
@@ -263,6 +296,11 @@ class Chip:
         if need is None:
             return feature not in OPTIONAL_FEATURES
         return protocol >= need
+
+    @property
+    def function(self) -> str:
+        """The PCI function kind: ``plain``, ``pf`` (SR-IOV physical) or ``vf``."""
+        return self.pci.function
 
     @property
     def pci_id(self) -> tuple[int, int]:
@@ -313,7 +351,16 @@ def _raw(name: str, chip_dir: Path = CHIP_DIR, seen: tuple[str, ...] = ()) -> di
     if parent:
         if not isinstance(parent, str):
             raise ChipError(f"{path.name}: inherits must be a chip name")
-        data = _merge(_raw(parent, chip_dir, (*seen, name)), data)
+        drop = data.pop("remove", [])
+        base = _raw(parent, chip_dir, (*seen, name))
+        if not isinstance(drop, list) or not all(isinstance(d, str) for d in drop):
+            raise ChipError(f"{path.name}: remove must be a list of 'table.key' names")
+        for dotted in drop:  # inherited entries a child does not have (npu7's SMU registers)
+            table, _, key = dotted.partition(".")
+            if key not in base.get(table, {}):
+                raise ChipError(f"{path.name}: remove names {dotted!r}, which {parent} does not have")
+            base[table] = {k: v for k, v in base[table].items() if k != key}
+        data = _merge(base, data)
         data["inherits"] = parent
     if data.get("name") != name:
         raise ChipError(f"{path.name}: name = {data.get('name')!r} does not match the file name")
@@ -340,7 +387,7 @@ def _prov(data: dict[str, Any]) -> dict[str, str]:
 #: Keys a chip file may hold at its top level; every table's own keys come from its dataclass.
 TOP_KEYS = ("name", "family", "vbnv", "fw_path", "provenance", "inherits", "pci", "apertures",
             "bars", "registers", "roles", "mailbox", "msix", "limits", "protocol", "features",
-            "firmware", "tiles", "dpm", "runtime_config", "smu")  # fmt: skip
+            "firmware", "tiles", "dpm", "runtime_config", "smu", "aie4")  # fmt: skip
 _REQUIRED_TOP = ("name", "family", "vbnv", "fw_path", "pci", "apertures", "bars", "msix",
                  "limits", "protocol", "firmware", "smu")  # fmt: skip
 
@@ -443,6 +490,7 @@ def _build(data: dict[str, Any], src: str | None = None) -> Chip:
             dpm_levels=rd.value(dpm.get("levels", []), tuple[tuple[int, int], ...], "dpm.levels"),
             runtime_config=rd.optional(RuntimeConfig, data, "runtime_config"),
             smu=rd.typed(SmuInfo, data["smu"], "smu"),
+            aie4=rd.optional(Aie4Layout, data, "aie4"),
             dpm_tops=rd.value(dpm.get("tops", ""), str, "dpm.tops"),
             inherits=data.get("inherits"),
             provenance=_prov(data),
@@ -629,6 +677,59 @@ def _check_layout(chip: Chip, err: list[str]) -> None:
             err.append(f"{a[3]} overlaps register {r.name}")
 
 
+PAGE_SIZE = 0x1000
+AIE4_INFO_SIZE = 64  # mailbox_info is 16 u32 words
+
+
+def _check_aie4(chip: Chip, err: list[str]) -> None:
+    """The AIE4 layout: blocks inside BARs and apart, doorbells one page per context."""
+    if chip.pci.function not in FUNCTION_KINDS:
+        err.append(f"pci.function {chip.pci.function!r} is not one of {FUNCTION_KINDS}")
+    if chip.pci.function != "plain" and chip.family != "aie4":
+        err.append(f"pci.function {chip.pci.function!r}: only AIE4 chips have PF/VF functions")
+    a = chip.aie4
+    if a is None:
+        if chip.family == "aie4":
+            err.append("family aie4 needs an [aie4] table")
+        return
+    if chip.family != "aie4":
+        err.append(f"[aie4] on a {chip.family} chip")
+    if not _pow2(a.ring_size):
+        err.append(f"aie4 ring_size {a.ring_size:#x} is not a power of two")
+    if a.doorbell_stride < PAGE_SIZE or a.doorbell_stride % PAGE_SIZE:
+        err.append(f"aie4 doorbell_stride {a.doorbell_stride:#x} is not a whole number of pages")
+    if a.doorbells % PAGE_SIZE:
+        err.append(f"aie4 doorbells {a.doorbells:#x} is not page aligned")
+    if a.cert_path.rsplit("/", 1)[0] != chip.fw_path.rsplit("/", 1)[0]:
+        err.append(f"aie4 cert_path {a.cert_path!r} is not beside fw_path {chip.fw_path!r}")
+    cols = chip.cols
+    if a.partition_col_count < 1 or a.partition_col_start + a.partition_col_count > cols:
+        err.append(f"aie4 partition columns {a.partition_col_start}+{a.partition_col_count} "
+                   f"do not fit the {cols}-column array")  # fmt: skip
+    regions: list[tuple[int, int, int, str]] = []
+    for what, addr, size in (
+        ("mailbox_info", a.mbox_info, AIE4_INFO_SIZE),
+        ("aie4 mgmt registers", a.mgmt_regs, Aie4Layout.REGS_SPAN),
+        ("aie4 x2i ring", a.x2i_ring, a.ring_size),
+        ("aie4 i2x ring", a.i2x_ring, a.ring_size),
+        ("aie4 doorbells", a.doorbells, a.doorbell_stride * chip.limits.hwctx_limit),
+    ):
+        if addr % 4:
+            err.append(f"{what} {addr:#x} is not 4-byte aligned")
+        if (reg := _region(chip, what, addr, size, err)) is not None:
+            regions.append(reg)
+    m = chip.msix
+    regions += [(m.bar, m.table_offset, m.table_size, "MSI-X table"),
+                (m.bar, m.pba_offset, m.pba_size, "MSI-X PBA")]  # fmt: skip
+    for i, x in enumerate(regions):
+        for y in regions[i + 1 :]:
+            if x[0] == y[0] and _overlap(x[1:3], y[1:3]):
+                err.append(f"{x[3]} and {y[3]} overlap in BAR{x[0]}")
+        for r in chip.registers.values():
+            if r.bar == x[0] and _overlap(x[1:3], (r.offset, REG_SIZE)):
+                err.append(f"{x[3]} overlaps register {r.name}")
+
+
 def _check_misc(chip: Chip, err: list[str]) -> None:
     p = chip.pci
     if p.vendor != 0x1022:
@@ -663,6 +764,7 @@ def _check_provenance(chip: Chip, err: list[str]) -> None:
     optional = {
         "roles": chip.roles, "mailbox": chip.mailbox, "features": chip.features,
         "tiles": chip.tiles, "dpm": chip.dpm_levels, "runtime_config": chip.runtime_config,
+        "aie4": chip.aie4,
     }  # fmt: skip
     need += [k for k, v in optional.items() if v]
     for key in need:
@@ -674,8 +776,8 @@ def _check_provenance(chip: Chip, err: list[str]) -> None:
 def validate_chip(chip: Chip) -> None:
     """Raise ChipError listing every inconsistency in ``chip`` (None when it is sound)."""
     err: list[str] = []
-    for check in (_check_bars, _check_registers, _check_roles, _check_layout, _check_misc,
-                  _check_provenance):  # fmt: skip
+    for check in (_check_bars, _check_registers, _check_roles, _check_layout, _check_aie4,
+                  _check_misc, _check_provenance):  # fmt: skip
         check(chip, err)
     if err:
         raise ChipError(f"{chip.name}: " + "; ".join(err))
@@ -698,9 +800,11 @@ def chip_names(chip_dir: Path | None = None) -> list[str]:
     return sorted(p.stem for p in (chip_dir or CHIP_DIR).glob("*.toml"))
 
 
-def emulated_chip_names(chip_dir: Path | None = None) -> list[str]:
-    """Chips whose firmware the device model runs (:attr:`Chip.emulated`), sorted."""
-    return [n for n in chip_names(chip_dir) if load_chip(n, chip_dir).emulated]
+def emulated_chip_names(chip_dir: Path | None = None, family: str | None = None) -> list[str]:
+    """Chips whose firmware the device model runs (:attr:`Chip.emulated`), sorted; only
+    those of ``family`` when given (AIE2 and AIE4 behave differently past the probe)."""
+    return [n for n in chip_names(chip_dir)
+            if (c := load_chip(n, chip_dir)).emulated and family in (None, c.family)]
 
 
 @cache

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import AIE2_ROLES, Chip, MailboxLayout, chip_names, load_chip
+from . import AIE2_ROLES, Aie4Layout, Chip, MailboxLayout, chip_names, load_chip
 
 #: Feature gates the shim consults by index; the order is the C enum order.
 SHIM_FEATURES = ("NPU_COMMAND", "PREEMPT", "UPDATE_PROPERTY", "CALIBRATE_TIME", "GET_DEV_REVISION",
@@ -89,11 +89,15 @@ def _chip_block(idx: int, chip: Chip) -> tuple[list[str], str]:
 
     roles = []
     for role in AIE2_ROLES:
+        if role not in chip.roles:  # AIE4 has no PWAITMODE and no SRAM offsets
+            continue
         reg = chip.reg(role)
         roles.append(f"[{role_enum(role)}] = {{ .valid = 1, .bar = {reg.bar}, .off = {reg.offset:#x} }}")
     fields.append(".roles = { " + ", ".join(roles) + " }")
-    sram_bar = chip.reg("sram.mbox_chann").bar
-    fields.append(f".sram_bar = {sram_bar}")
+    if chip.aie4 is not None:
+        fields += _aie4_fields(chip, chip.aie4)
+    else:
+        fields.append(f".sram_bar = {chip.reg('sram.mbox_chann').bar}")
     if chip.mailbox is not None:
         ibar, ioff = chip.dev_to_bar(chip.mailbox.mgmt_info, 64)
         fields.append(f".mgmt_info = {{ .valid = 1, .bar = {ibar}, .off = {ioff:#x} }}")
@@ -142,6 +146,31 @@ def _chip_block(idx: int, chip: Chip) -> tuple[list[str], str]:
         raise ValueError(f"{chip.name}: unknown smu.dpm_method {method!r}")
     fields.append(f".dpm_method = {'XDNA_DPM_CLOCK' if method == 'clock' else 'XDNA_DPM_LEVEL'}")
     return pre, "{ " + ",\n      ".join(fields) + " }"
+
+
+FUNCTION_ENUM = {"plain": "XDNA_FUNC_PLAIN", "pf": "XDNA_FUNC_PF", "vf": "XDNA_FUNC_VF"}
+
+
+def _aie4_fields(chip: Chip, a: Aie4Layout) -> list[str]:
+    """The AIE4 layout: mailbox_info, the mgmt channel block (its rings are in sram_bar), the
+    cert file, the function kind and the partition (docs/spec/aie4.md §2)."""
+    ibar, ioff = chip.dev_to_bar(a.mbox_info, 64)
+    rbar, roff = chip.dev_to_bar(a.mgmt_regs, Aie4Layout.REGS_SPAN)
+    return [
+        f".sram_bar = {chip.dev_to_bar(a.x2i_ring, a.ring_size)[0]}",
+        f".mbox = {{ .present = 1, .bar = {rbar}, .base_off = {roff:#x}, "
+        f".stride = {Aie4Layout.REGS_SPAN:#x}, .channels = 1, .x2i_tail = {Aie4Layout.X2I_TAIL:#x}, "
+        f".x2i_head = {Aie4Layout.X2I_HEAD:#x}, .i2x_tail = {Aie4Layout.I2X_TAIL:#x}, "
+        f".i2x_head = {Aie4Layout.I2X_HEAD:#x}, .intr = {Aie4Layout.REGS_SPAN:#x} }}",
+        f".cert_path = {_cstr(a.cert_path)}",
+        f".function = {FUNCTION_ENUM[chip.function]}",
+        f".mbox_info = {{ .valid = 1, .bar = {ibar}, .off = {ioff:#x} }}",
+        f".part_col_start = {a.partition_col_start}",
+        f".part_col_count = {a.partition_col_count}",
+        ".doorbells = {{ .valid = 1, .bar = {}, .off = {:#x} }}".format(*chip.dev_to_bar(a.doorbells)),
+        f".doorbell_stride = {a.doorbell_stride:#x}",
+        f".ndoorbells = {chip.limits.hwctx_limit}",
+    ]
 
 
 def generate() -> str:

@@ -71,7 +71,8 @@ def _chip(c: Chip) -> list[str]:
         ("vendor:device", f"`{pci.vendor:04x}:{pci.device:04x}`"), ("revision", _hex(pci.revision)),
         ("class", f"`{pci.class_code:06x}`"),
         ("subsystem", f"`{pci.subsystem_vendor:04x}:{pci.subsystem_device:04x}`"),
-        ("firmware file", f"`{c.fw_path}`"), ("provenance", p.get("pci", "")),
+        ("function", pci.function), ("firmware file", f"`{c.fw_path}`"),
+        ("provenance", p.get("pci", "")),
     ])  # fmt: skip
     out += ["### BARs", ""]
     out += _table(("BAR", "aperture", "device base", "size", "bits", "provenance"), [
@@ -110,6 +111,8 @@ def _chip(c: Chip) -> list[str]:
             ("mgmt_mbox_chann_info", _hex(mb.mgmt_info)),
             ("provenance", p.get("mailbox", "")),
         ])  # fmt: skip
+    if c.aie4 is not None:
+        out += _aie4(c)
     m = c.msix
     out += ["### MSI-X", ""]
     out += _table(("vectors", "BAR", "table", "PBA", "provenance"), [
@@ -145,6 +148,29 @@ def _chip(c: Chip) -> list[str]:
         out += ["### AIE tile array", ""]
         out += _table(("key", "value"), [*_items(c.tiles), ("provenance", p.get("tiles", ""))])
     return out
+
+
+def _aie4(c: Chip) -> list[str]:
+    """The AIE4 layout table: each block with its (BAR, offset) as the firmware publishes it."""
+    a = c.aie4
+    assert a is not None
+
+    def at(addr: int, size: int) -> str:
+        bar, off = c.dev_to_bar(addr, size)
+        return f"{_hex(addr)} (BAR{bar}+{_hex(off)})"
+
+    n = c.limits.hwctx_limit
+    return ["### AIE4 layout", "", *_table(("item", "value"), [
+        ("cert image", f"`{a.cert_path}`"),
+        ("mailbox_info", at(a.mbox_info, 64)),
+        ("mgmt channel registers", at(a.mgmt_regs, 16) + ": x2i tail +0x0, x2i head +0x4, "
+                                                         "i2x tail +0x8, i2x head +0xc, no intr"),
+        ("x2i ring", f"{at(a.x2i_ring, a.ring_size)}, {_hex(a.ring_size)} bytes"),
+        ("i2x ring", f"{at(a.i2x_ring, a.ring_size)}, {_hex(a.ring_size)} bytes"),
+        ("doorbells", f"{at(a.doorbells, a.doorbell_stride * n)}, {n} x {_hex(a.doorbell_stride)}"),
+        ("partition", f"columns {a.partition_col_start}..{a.partition_col_start + a.partition_col_count - 1}"),
+        ("provenance", c.provenance.get("aie4", "")),
+    ])]  # fmt: skip
 
 
 def render(chip_dir: Path | None = None) -> str:

@@ -166,6 +166,9 @@ class Checker:
         self._intr_offs = (self.psp_intr[1], self.smu_intr[1])
         self.levels = len(chip.dpm_levels)
         self.vectors = chip.msix.vectors
+        #: AIE4 (docs/spec/aie4.md): the AIE2 PSP/SMU model does not apply; the checks
+        #: are the device's own state consistency and interrupt sources
+        self.aie4 = chip.aie4 is not None
         self.reset()
 
     def reset(self) -> None:
@@ -196,10 +199,15 @@ class Checker:
             seen = self.irq_seen
             fresh = [ch for ch in (mb.channels.values() if mb else ())
                      if ch.vector == vector and ch.msgs_out > seen.get((ch.index, ch.serial), 0)]
+            ctxs = self.s.dev.ctx
+            if (self.aie4 and ctxs is not None
+                    and any(c.msix == vector for c in ctxs.contexts.values())):
+                fresh = fresh or [None]  # an AIE4 context's job-completion vector
             if not fresh:
                 why = ("irq_spurious", f"vector {vector} raised with no new response")
             for ch in fresh:
-                seen[(ch.index, ch.serial)] = ch.msgs_out
+                if ch is not None:
+                    seen[(ch.index, ch.serial)] = ch.msgs_out
         if why and self.pending is None:
             self.pending = InvariantViolation(*why)
 
@@ -210,6 +218,8 @@ class Checker:
 
     def before_write(self, bar: int, off: int, value: Any) -> tuple | None:
         """Mirror the INTR edge rule and predict the command's outcome."""
+        if self.aie4:
+            return None
         p_off, s_off = self._intr_offs
         if off != p_off and off != s_off:
             return None
@@ -276,11 +286,13 @@ class Checker:
         dev = s.dev
         if dev.stats.get("internal_errors", 0):
             raise DeviceCrash("internal_error", "the device logged an internal error")
-        if dev.psp.state != m.psp_state or dev.smu.powered != m.smu_on:
+        if self.aie4:
+            self._after_op_aie4()
+        elif dev.psp.state != m.psp_state or dev.smu.powered != m.smu_on:
             raise InvariantViolation(
                 "state", f"device psp={dev.psp.state} smu={dev.smu.powered}, model psp={m.psp_state} smu={m.smu_on}")
         running = dev.fw is not None
-        if running != (m.psp_state == "running"):
+        if not self.aie4 and running != (m.psp_state == "running"):
             raise InvariantViolation("fw_state", f"firmware object {running} in PSP state {m.psp_state}")
         mb = dev.mailbox
         if mb is not None:
@@ -295,7 +307,7 @@ class Checker:
                 if ch.msgs_out + len(ch.outq) > ch.msgs_in:
                     raise InvariantViolation(
                         "responses", f"channel {ch.index}: {ch.msgs_out} sent + {len(ch.outq)} queued > {ch.msgs_in} received")
-        if dev.ctx is not None and dev.ctx.contexts:
+        if dev.ctx is not None and dev.ctx.contexts and not self.aie4:
             for ctx in dev.ctx.contexts.values():
                 if ctx.completed + ctx.failed > ctx.submitted:
                     raise InvariantViolation(
@@ -307,10 +319,35 @@ class Checker:
         if s.polled and (deadline := dev.next_deadline_ns()) is not None and deadline <= s.clock.now_ns():
             raise InvariantViolation("overdue", "delayed work overdue after a poll")
 
+    def _after_op_aie4(self) -> None:
+        """AIE4: the firmware runs iff the PSP started it (a VF's from reset), mailbox_info
+        says so, and no context counts more jobs than its queue took."""
+        dev = self.s.dev
+        a = self.s.chip.aie4
+        running = dev.fw is not None
+        started = dev.psp.state == "running" or self.s.chip.function == "vf"
+        if running != started:
+            raise InvariantViolation("fw_state", f"firmware object {running} in PSP state {dev.psp.state}")
+        valid = self.s.regs.read_dev(a.mbox_info) if a is not None else 0
+        if running != (valid == 1):
+            raise InvariantViolation("mbox_info", f"mailbox_info.valid {valid} with firmware {running}")
+        for ctx in dev.ctx.contexts.values() if dev.ctx is not None else ():
+            if ctx.completed > ctx.submitted:
+                raise InvariantViolation(
+                    "jobs", f"context {ctx.id}: {ctx.completed} completed > {ctx.submitted} run")
+
     def after_reset(self) -> None:
         """FLR: firmware stopped, published registers cleared."""
         self.model.reset()
         rd = self.s.regs.read_role
+        if self.aie4:  # the PSP is ready from reset; mailbox_info is clear (docs/spec/aie4.md §3)
+            a = self.s.chip.aie4
+            vf = self.s.chip.function == "vf"
+            if rd("psp.status") != PSP_STATUS_READY or rd("psp.resp") or rd("smu.resp"):
+                raise InvariantViolation("reset", "AIE4 PSP/SMU registers after reset")
+            if a is not None and self.s.regs.read_dev(a.mbox_info) != (1 if vf else 0):
+                raise InvariantViolation("reset", "mailbox_info.valid after reset")
+            return
         for role in ("psp.status", "psp.resp", "smu.resp", "sram.fw_alive", "psp.pwaitmode"):
             if rd(role):
                 raise InvariantViolation("reset", f"{role} = {rd(role):#x} after reset")

@@ -383,7 +383,51 @@ GOLDEN_STATUS = ("smu.power", "psp.state", "firmware.suspended", "channels.0.sta
 def golden_chips() -> list[str]:
     from ..chips import emulated_chip_names
 
-    return emulated_chip_names()
+    return [*emulated_chip_names(family="aie2"), "npu3"]  # npu3: the AIE4 recorders
+
+
+#: what a golden AIE4 trace pins of the device's status (docs/spec/aie4.md)
+GOLDEN_STATUS_AIE4 = ("smu.power", "psp.state", "psp.cert", "channels.0.state",
+                      "channels.0.msgs_in", "channels.0.msgs_out", "firmware.partitions.0.id",
+                      "firmware.async_events_pending", "counters.internal_errors",
+                      "counters.malformed_msgs", "counters.bad_writes", "counters.irqs_raised")
+
+
+def record_probe_aie4(chip: str) -> Trace:
+    from ..testing.aie4driver import Aie4PyDriver
+
+    rec = Recorder(chip)
+    Aie4PyDriver(rec.s.td).bring_up(image_for(rec.s.chip))
+    rec.expect_status(*GOLDEN_STATUS_AIE4)
+    return rec.trace([f"golden: AIE4 bring-up (probe) of {chip}, recorded from Aie4PyDriver.bring_up",
+                      "regenerate with: python -m xdna_emu.fuzz.trace record-golden"])
+
+
+def record_job_aie4(chip: str) -> Trace:
+    from .. import kernels
+    from ..iommu import DMA_READ, DMA_WRITE
+    from ..testing.aie4driver import CLIENT_IOVA, Aie4PyDriver, exec_pkt
+
+    rec = Recorder(chip)
+    drv = Aie4PyDriver(rec.s.td)
+    drv.bring_up(image_for(rec.s.chip))
+    pasid, mem = 5, bytearray(0x10000)
+    drv.fn.dma_map(pasid, CLIENT_IOVA, len(mem), DMA_READ | DMA_WRITE, None, mem=mem)
+    q = drv.create_queue(pasid)
+    desc = kernels.encode(kernels.Desc(kernels.Kernel.COPY, kernels.DType.INT32, count=16))
+    src, dst, code, args, sig = (CLIENT_IOVA + o for o in (0x0, 0x100, 0x200, 0x300, 0x400))
+    mem[0x0:0x40] = bytes(range(64))
+    mem[0x200 : 0x200 + len(desc)] = desc
+    mem[0x300:0x310] = src.to_bytes(8, "little") + dst.to_bytes(8, "little")
+    q.submit(exec_pkt(sig, code, args, 16))
+    if mem[0x100:0x140] != bytes(range(64)):
+        raise RuntimeError(f"{chip}: golden AIE4 job failed")
+    rec.ops.append(Op("expect", ("host", str(pasid), hex(dst), bytes(range(64)).hex())))
+    rec.expect_status(*GOLDEN_STATUS_AIE4, "contexts.0.completed", "contexts.0.failed",
+                      "counters.jobs_completed")
+    return rec.trace([f"golden: one AIE4 context, one HSA packet (copy 16 x int32) on {chip}",
+                      "recorded from Aie4PyDriver.create_queue + a doorbell; the dst buffer is checked",
+                      "regenerate with: python -m xdna_emu.fuzz.trace record-golden"])
 
 
 def record_probe(chip: str) -> Trace:
@@ -424,8 +468,12 @@ def record_job(chip: str) -> Trace:
 def record_golden(out_dir: Path = GOLDEN_DIR) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
+    from ..chips import load_chip
+
     for chip in golden_chips():
-        for kind, fn in (("probe", record_probe), ("job", record_job)):
+        aie4 = load_chip(chip).family == "aie4"
+        for kind, fn in (("probe", record_probe_aie4 if aie4 else record_probe),
+                         ("job", record_job_aie4 if aie4 else record_job)):
             trace = fn(chip)
             res = replay(trace)
             if not res.ok:

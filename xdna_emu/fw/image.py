@@ -25,6 +25,11 @@ The target is the (device, revision) the firmware *file* is for, taken from the 
 ``fw_path`` directory (``amdnpu/17f0_10/...``), so chips that share a file (npu6 uses npu4's)
 accept the same image, as they do on real hardware. Bytes after header+payload are ignored
 (the driver pads its copy to a 64 KiB multiple).
+
+AIE4 chips also load a cert image (``cert.dev.sbin`` beside the npu image, docs/spec/aie4.md
+§3): the same layout with magic ``b"XDNAEMCT"``, its version read as major, minor, hotfix,
+build, a 16 KiB payload (the driver caps cert images at 32 KiB + 256 bytes) and its own
+PSP statuses, so a damaged cert is told apart from a damaged npu image.
 """
 
 from __future__ import annotations
@@ -39,9 +44,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..chips import Chip, chip_names, load_chip
+from .aie4.messages import CERT_MAX
+from .aie4.messages import PspStatus as Aie4PspStatus
 from .messages import PspStatus
 
 MAGIC = b"XDNAEMFW"
+CERT_MAGIC = b"XDNAEMCT"
+CERT_PAYLOAD_SIZE = 16 * 1024
 FORMAT_VERSION = 1
 HEADER_SIZE = 128
 PAYLOAD_SIZE = 96 * 1024  # > 64 KiB so the driver's 64 KiB-rounded buffer is exercised
@@ -90,20 +99,39 @@ def _payload(target: tuple[int, int], version: str, size: int) -> bytes:
     return hashlib.shake_256(seed).digest(size)
 
 
-def build_image(chip: Chip, version: str | None = None, protocol: str | None = None) -> bytes:
-    """A valid signed image for ``chip`` (defaults from the chip's ``[firmware]`` table)."""
-    version = version or chip.firmware.version
-    protocol = protocol or chip.firmware.protocol
+def cert_target(chip: Chip) -> tuple[int, int]:
+    """(device, revision) the chip's cert file is for (its ``DDDD_RR`` directory)."""
+    if chip.aie4 is None:
+        raise ValueError(f"{chip.name} loads no cert image")
+    m = re.search(r"([0-9a-fA-F]{4})_([0-9a-fA-F]{2})/", chip.aie4.cert_path)
+    return (int(m.group(1), 16), int(m.group(2), 16)) if m else chip.pci_id
+
+
+def _signed(magic: bytes, target: tuple[int, int], version: str, protocol: str, size: int) -> bytes:
     ver = _ints(version, 4, "firmware version")
     prot = _ints(protocol, 2, "protocol version")
     if any(v > 0xFFFFFFFF for v in ver) or any(p > 0xFFFF for p in prot):
         raise ValueError("version number out of range")
-    target = fw_target(chip)
-    payload = _payload(target, version, PAYLOAD_SIZE)
-    head = _HDR.pack(MAGIC, FORMAT_VERSION, HEADER_SIZE, len(payload), target[0], target[1], 0,
+    payload = _payload(target, version if magic == MAGIC else f"cert {version}", size)
+    head = _HDR.pack(magic, FORMAT_VERSION, HEADER_SIZE, len(payload), target[0], target[1], 0,
                      *ver, *prot, hashlib.sha256(payload).digest(), bytes(24))
     sig = hmac.new(TEST_KEY, head + payload, hashlib.sha256).digest()
     return head + sig + payload
+
+
+def build_image(chip: Chip, version: str | None = None, protocol: str | None = None) -> bytes:
+    """A valid signed image for ``chip`` (defaults from the chip's ``[firmware]`` table)."""
+    return _signed(MAGIC, fw_target(chip), version or chip.firmware.version,
+                   protocol or chip.firmware.protocol, PAYLOAD_SIZE)
+
+
+def build_cert(chip: Chip, version: str | None = None) -> bytes:
+    """A valid signed cert image for an AIE4 ``chip`` (version M.m.hotfix.build)."""
+    version = version or chip.firmware.cert_version
+    ver = _ints(version, 4, "cert version")
+    if any(v > 0xFF for v in ver):
+        raise ValueError("cert version numbers are bytes (0..255)")
+    return _signed(CERT_MAGIC, cert_target(chip), version, "0.0", CERT_PAYLOAD_SIZE)
 
 
 #: the last image accepted per (fw_path, pci id): its exact bytes and the parse result.
@@ -125,12 +153,34 @@ def parse_image(data: bytes | memoryview, chip: Chip) -> FirmwareImage:
     return img
 
 
-def _parse_image(data: memoryview, chip: Chip) -> FirmwareImage:
+#: The AIE4 PSP status of each way a cert image can be bad (docs/spec/aie4.md §3).
+_CERT_CODES = {PspStatus.IMG_CHIP: Aie4PspStatus.CERT_CHIP}
+
+
+def parse_cert(data: bytes | memoryview, chip: Chip) -> FirmwareImage:
+    """Check a cert image as the emulated AIE4 PSP does; ImageError codes are CERT_*."""
+    view = memoryview(data).cast("B")
+    if not view:
+        raise ImageError(Aie4PspStatus.CERT_SIZE, "empty cert buffer")
+    if len(view) >= HEADER_SIZE:  # the image, not its (padded) buffer, has the size limit
+        hsize, psize = struct.unpack_from("<HI", view, 0x0A)
+        if hsize + psize > CERT_MAX:
+            raise ImageError(Aie4PspStatus.CERT_SIZE,
+                             f"cert image of {hsize + psize} bytes (max {CERT_MAX})")
+    try:
+        return _parse_image(view, chip, CERT_MAGIC, cert_target(chip))
+    except ImageError as exc:
+        raise ImageError(_CERT_CODES.get(exc.code, Aie4PspStatus.CERT_INVALID),
+                         f"cert: {exc}") from None
+
+
+def _parse_image(data: memoryview, chip: Chip, magic_want: bytes = MAGIC,
+                 target: tuple[int, int] | None = None) -> FirmwareImage:
     if len(data) < HEADER_SIZE:
         raise ImageError(PspStatus.IMG_TRUNCATED, f"image of {len(data)} bytes has no header")
     (magic, fmt, hsize, psize, dev, rev, rsvd, *rest) = _HDR.unpack_from(data)
     ver, prot, digest = tuple(rest[0:4]), tuple(rest[4:6]), rest[6]
-    if magic != MAGIC:
+    if magic != magic_want:
         raise ImageError(PspStatus.IMG_MAGIC, "bad image magic")
     if fmt != FORMAT_VERSION or hsize < HEADER_SIZE:
         raise ImageError(PspStatus.IMG_FORMAT, f"unsupported format {fmt} / header size {hsize}")
@@ -145,7 +195,7 @@ def _parse_image(data: memoryview, chip: Chip) -> FirmwareImage:
     mac.update(payload)
     if not hmac.compare_digest(mac.digest(), bytes(data[_SIG_OFF:HEADER_SIZE])):
         raise ImageError(PspStatus.IMG_SIGNATURE, "bad image signature")
-    if (dev, rev) != fw_target(chip):
+    if (dev, rev) != (target or fw_target(chip)):
         raise ImageError(PspStatus.IMG_CHIP,
                          f"image is for {dev:04x}:{rev:02x}, not {chip.name}")
     return FirmwareImage((dev, rev), ver, prot, psize, bytes(digest))  # type: ignore[arg-type]
@@ -153,11 +203,24 @@ def _parse_image(data: memoryview, chip: Chip) -> FirmwareImage:
 
 def write_firmware(chip_name: str, out_dir: Path, version: str | None = None,
                    protocol: str | None = None) -> Path:
-    """Write an image to ``out_dir/<chip.fw_path>`` atomically (temp file + rename)."""
+    """Write an image to ``out_dir/<chip.fw_path>`` atomically (temp file + rename); an AIE4
+    chip's cert image is written beside it (:func:`write_cert`)."""
     chip = load_chip(chip_name)
-    dest = Path(out_dir) / chip.fw_path
+    if chip.aie4 is not None:
+        write_cert(chip_name, out_dir)
+    return _write(Path(out_dir) / chip.fw_path, build_image(chip, version, protocol))
+
+
+def write_cert(chip_name: str, out_dir: Path, version: str | None = None) -> Path:
+    """Write an AIE4 chip's cert image to ``out_dir/<cert_path>`` atomically."""
+    chip = load_chip(chip_name)
+    if chip.aie4 is None:
+        raise ValueError(f"{chip_name} loads no cert image")
+    return _write(Path(out_dir) / chip.aie4.cert_path, build_cert(chip, version))
+
+
+def _write(dest: Path, data: bytes) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    data = build_image(chip, version, protocol)
     fd, tmp = tempfile.mkstemp(prefix=".fw-", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -193,6 +256,8 @@ def default_firmware_dir() -> Path:
         chip = load_chip(name)
         try:
             parse_image((root / path).read_bytes(), chip)
+            if chip.aie4 is not None:
+                parse_cert((root / chip.aie4.cert_path).read_bytes(), chip)
         except (OSError, ImageError):
             write_firmware(name, root)
     return root

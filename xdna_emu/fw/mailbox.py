@@ -105,7 +105,7 @@ class MailboxChannel:
         self.x2i_head_reg = base + MailboxLayout.X2I_HEAD
         self.i2x_tail_reg = base + MailboxLayout.I2X_TAIL
         self.i2x_head_reg = base + MailboxLayout.I2X_HEAD
-        self.intr_reg = base + MailboxLayout.INTR
+        self.intr_reg: int | None = base + MailboxLayout.INTR  # None: no ack register (AIE4)
         regs = engine.regs
         self._x2i = regs.span(self.x2i_buf, self.ring_size)
         self._i2x = regs.span(self.i2x_buf, self.ring_size)
@@ -127,7 +127,8 @@ class MailboxChannel:
     def init_registers(self) -> None:
         for reg in (self.x2i_tail_reg, self.x2i_head_reg, self.i2x_tail_reg,
                     self.i2x_head_reg, self.intr_reg):
-            self._wr(reg, 0)
+            if reg is not None:
+                self._wr(reg, 0)
 
     def fail(self, why: str) -> None:
         if self.error is None:
@@ -242,7 +243,8 @@ class MailboxChannel:
         if sent:
             self.msgs_out += sent
             self.engine.stats["mbox_msgs_out"] += sent
-            self._wr(self.intr_reg, 1)
+            if self.intr_reg is not None:
+                self._wr(self.intr_reg, 1)
             self.engine.irq(self.vector)
 
     def _put(self, pkt: bytes) -> bool:

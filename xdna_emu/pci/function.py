@@ -27,6 +27,9 @@ import numpy as np
 from ..chips import Chip, load_chip
 from ..clock import Clock, VirtualClock
 from ..device import DeviceState, NpuDevice
+from ..fw.aie4.device import Aie4Device, Aie4DeviceState
+from ..fw.aie4.mgmt import Aie4FwState
+from ..fw.aie4.psp import Aie4PspState
 from ..fw.ctx import CtxFwState
 from ..fw.mailbox import ChannelState, MailboxState
 from ..fw.mgmt import MgmtFwState
@@ -101,13 +104,14 @@ class FunctionState:
     #: the last IOMMU faults: (pasid, address, size, why)
     faults: tuple[tuple[int, int, int, str], ...]
     clock_ns: int
-    device: DeviceState
+    device: DeviceState | Aie4DeviceState
 
 
 #: The state classes, by block: a restore refuses a state saved with other versions.
 STATE_VERSIONS: tuple[tuple[str, int], ...] = tuple(
     (cls.__name__, cls.VERSION) for cls in (FunctionState, DeviceState, PspState, SmuState,
-                                            MailboxState, ChannelState, MgmtFwState, CtxFwState))
+                                            MailboxState, ChannelState, MgmtFwState, CtxFwState,
+                                            Aie4DeviceState, Aie4PspState, Aie4FwState))
 
 #: Host memory for a restored mapping: given its saved state, a buffer of at least
 #: ``size`` bytes (its first ``size`` bytes back the mapping; restore fills them).
@@ -136,7 +140,9 @@ class PciFunction:
                                    wires)
         self.iommu = Iommu()
         self.iommu.bus_master = lambda: self.config.bus_master
-        self.device = NpuDevice(self.chip, self.regs, self.iommu, self._raise_irq, self.clock)
+        # the AIE4 family has its own device blocks (docs/spec/aie4.md §2)
+        device_cls = Aie4Device if self.chip.family == "aie4" else NpuDevice
+        self.device = device_cls(self.chip, self.regs, self.iommu, self._raise_irq, self.clock)
         self.driver_regs = self._driver_only_regs()
         self._bar_size = {i: b.size for i, b in self.chip.bars.items()}
         self._msix_bar = self.chip.msix.bar
@@ -162,6 +168,9 @@ class PciFunction:
             base = lay.chan_regs(0)
             for off in range(0, lay.REGS_SPAN, 4):
                 locs.add(chip.dev_to_bar(base + off))
+        if chip.aie4 is not None:  # the AIE4 mgmt channel (docs/spec/aie4.md §4)
+            for off in range(0, chip.aie4.REGS_SPAN, 4):
+                locs.add(chip.dev_to_bar(chip.aie4.mgmt_regs + off))
         return frozenset(locs)
 
     def observe(self, obs: Observer) -> None:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from . import Const, Enum, Family, Field, Struct
 from .aie2 import FAMILY as AIE2
+from .aie4 import FAMILY as AIE4
 
-FAMILIES: tuple[Family, ...] = (AIE2,)
+FAMILIES: tuple[Family, ...] = (AIE2, AIE4)
 
 
 def header_name(fam: Family) -> str:

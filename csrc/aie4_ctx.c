@@ -1,0 +1,218 @@
+/* AIE4 hardware contexts through HSA user-mode queues, kernel-mode submission
+ * (docs/spec/aie4.md §8): CREATE_HW_CONTEXT on a queue BO in the session's memory, one
+ * packet per ERT_START_DPU command (a CMD_CHAIN takes one packet per command, chained),
+ * completion_signal at the command BO, write_index bumped and the doorbell rung; the
+ * job-completion vector (or a wait) reaps jobs whose packets read_index has passed. The
+ * driver's aie4_hwctx.c counterpart. */
+#include "shim_int.h"
+#include "parse.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define SLOTS XDNA_AIE4_HSA_QUEUE_SLOTS
+#define PKTS_OFF XDNA_AIE4_HSA_QUEUE_HEADER_SIZE
+#define QUEUE_BYTES (PKTS_OFF + SLOTS * XDNA_AIE4_HSA_PKT_SIZE + \
+                     SLOTS * XDNA_AIE4_HSA_INDIRECT_PER_SLOT * XDNA_AIE4_HSA_INDIRECT_PKT_SIZE)
+/* Emulator choice: each slot's u64 argument block lives in the queue BO after the queue. */
+#define ARGS_MAX 256u
+#define ARGS_OFF ((QUEUE_BYTES + 63u) & ~63u)
+#define UMQ_BO_SIZE (ARGS_OFF + SLOTS * ARGS_MAX)
+
+static struct xdna_aie4_hsa_queue_header *queue_hdr(struct xdna_bo *q)
+{
+    return (struct xdna_aie4_hsa_queue_header *)q->va;
+}
+
+int xdna_aie4_ctx_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
+{
+    if (!ctx->info.partition_id)
+        return xdna_fail(ctx, EOPNOTSUPP, "hwctx: %s has no partition for contexts",
+                         ctx->chip->name);
+    if (!hw->umq_bo && xdna_bo_new(ctx, XDNA_SHIM_BO_SHARE, UMQ_BO_SIZE, true, &hw->umq_bo) < 0)
+        return -1;
+    struct xdna_bo *q = xdna_bo_get(ctx, hw->umq_bo);
+    memset(q->va, 0, q->alloc); /* a fresh queue: read and write index 0 */
+    struct xdna_aie4_hsa_queue_header h = {
+        .major = XDNA_AIE4_HSA_QUEUE_MAJOR, .minor = XDNA_AIE4_HSA_QUEUE_MINOR,
+        .capacity = SLOTS, .data_address = q->xdna_addr + PKTS_OFF};
+    memcpy(q->va, &h, sizeof(h));
+    hw->umq_wr = 0;
+    uint32_t pasid = ctx->iommu_iova ? 0 : (ctx->info.pasid & XDNA_AIE4_PASID_MASK) | XDNA_AIE4_PASID_VALID;
+    xdna_aie4_create_hw_context_req_t req = {
+        .partition_id = ctx->info.partition_id, .num_tiles = hw->params.num_cols,
+        .hsa_addr_hi = (uint32_t)(q->xdna_addr >> 32), .hsa_addr_lo = (uint32_t)q->xdna_addr,
+        .pasid = pasid, .priority_band = hw->prio};
+    xdna_aie4_create_hw_context_resp_t r;
+    if (xdna_fw_req(ctx, XDNA_AIE4_MSG_CREATE_HW_CONTEXT, &req, sizeof(req), &r, sizeof(r)) < 0)
+        return -1;
+    hw->fw_id = r.hw_context_id;
+    hw->fw_live = true;
+    hw->msix = r.job_complete_msix_idx;
+    hw->doorbell = r.doorbell_offset;
+    const struct xdna_bar_off *db = &ctx->chip->doorbells;
+    if (r.job_complete_msix_idx >= ctx->nvec || r.doorbell_offset == XDNA_AIE4_INVALID_DOORBELL ||
+        !xdna_loc_ok(ctx, (struct xdna_loc){.bar = db->bar, .off = r.doorbell_offset}, 4)) {
+        xdna_fail(ctx, EINVAL, "CREATE_HW_CONTEXT: vector %u, doorbell %#x out of range",
+                  r.job_complete_msix_idx, r.doorbell_offset);
+        goto destroy;
+    }
+    if (xdna_irq_own(ctx, hw->msix) < 0)
+        goto destroy;
+    xdna_aie4_configure_hw_context_req_t cfg = {
+        .hw_context_id = hw->fw_id, .property = XDNA_AIE4_CTX_PROP_DPM, .value = ctx->info.dpm_level};
+    if (xdna_fw_req(ctx, XDNA_AIE4_MSG_CONFIGURE_HW_CONTEXT, &cfg, sizeof(cfg), NULL, 0) < 0)
+        goto destroy;
+    hw->state = XDNA_SHIM_HWCTX_ACTIVE;
+    xdna_wake_monitor(ctx);
+    return 0;
+
+destroy: {
+        struct xdna_err e;
+        xdna_err_save(ctx, &e);
+        xdna_aie4_ctx_stop(ctx, hw, true);
+        return xdna_err_restore(ctx, &e);
+    }
+}
+
+void xdna_aie4_ctx_stop(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, bool destroy)
+{
+    if (hw->fw_live && destroy && !ctx->sock_dead) {
+        xdna_aie4_destroy_hw_context_req_t req = {.hw_context_id = hw->fw_id, .flags = 0};
+        xdna_aie4_destroy_hw_context_resp_t st;
+        xdna_fw_call(ctx, XDNA_AIE4_MSG_DESTROY_HW_CONTEXT, &req, sizeof(req), &st, sizeof(st));
+    }
+    hw->fw_live = false;
+    xdna_wake_monitor(ctx);
+}
+
+int xdna_aie4_submit(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xdna_job *j,
+                     const uint32_t *subs, uint32_t nsub)
+{
+    struct xdna_bo *q = xdna_bo_get(ctx, hw->umq_bo);
+    if (!q || !hw->fw_live)
+        return xdna_fail(ctx, EIO, "exec: context %u has no queue", hw->handle);
+    if (hw->umq_user)
+        return xdna_fail(ctx, EBUSY, "exec: the application submits to context %u itself",
+                         hw->handle);
+    uint64_t rd = __atomic_load_n(&queue_hdr(q)->read_index, __ATOMIC_ACQUIRE);
+    if (nsub == 0 || nsub > SLOTS || hw->umq_wr + nsub - rd > SLOTS)
+        return xdna_fail(ctx, EAGAIN, "exec: the queue of context %u is full", hw->handle);
+    uint8_t *base = q->va;
+    for (uint32_t i = 0; i < nsub; i++) {
+        struct xdna_bo *cb = xdna_bo_get(ctx, subs[i]);
+        struct xdna_parse_npu n;
+        if (!cb || xdna_parse_exec(cb->va, cb->size, XDNA_SHIM_ERT_START_DPU, &n))
+            return xdna_fail(ctx, EINVAL, "exec: BO %u is not a START_DPU command", subs[i]);
+        if (4ull * n.nargs > ARGS_MAX)
+            return xdna_fail(ctx, EINVAL, "exec: %u argument words (at most %u)", n.nargs,
+                             ARGS_MAX / 4);
+        uint64_t idx = hw->umq_wr + i;
+        uint32_t slot = (uint32_t)(idx % SLOTS);
+        memcpy(base + ARGS_OFF + slot * ARGS_MAX, (const uint32_t *)cb->va + n.args, 4ull * n.nargs);
+        uint64_t args = q->xdna_addr + ARGS_OFF + slot * ARGS_MAX;
+        struct xdna_aie4_hsa_pkt p = {
+            .hdr = {.opcode = XDNA_AIE4_HSA_OP_EXEC_BUF,
+                    .chain_flag = i + 1 < nsub ? XDNA_AIE4_HSA_CHAIN_NOT_LAST : XDNA_AIE4_HSA_CHAIN_LAST,
+                    .count = XDNA_AIE4_HSA_EXEC_BUF_SIZE,
+                    .completion_signal = cb->xdna_addr}};
+        struct xdna_aie4_hsa_exec_buf eb = {
+            .ctrlcode_lo = (uint32_t)n.inst, .ctrlcode_hi = (uint32_t)(n.inst >> 32),
+            .args_len = (uint16_t)(4 * n.nargs),
+            .args_lo = (uint32_t)args, .args_hi = (uint32_t)(args >> 32)};
+        memcpy(p.data, &eb, sizeof(eb));
+        memcpy(base + PKTS_OFF + slot * XDNA_AIE4_HSA_PKT_SIZE, &p, sizeof(p));
+        j->subs[i] = subs[i];
+    }
+    /* SUBMITTED before the doorbell, since the firmware may write the final state at once */
+    for (uint32_t i = 0; i <= nsub; i++) {
+        struct xdna_bo *cb = xdna_bo_get(ctx, i < nsub ? subs[i] : j->cmd_bo);
+        uint32_t *h = cb ? (uint32_t *)cb->va : NULL;
+        if (h)
+            __atomic_store_n(h, (*h & ~0xFu) | XDNA_SHIM_ERT_STATE_SUBMITTED, __ATOMIC_RELEASE);
+    }
+    j->nsub = nsub;
+    j->umq_end = hw->umq_wr + nsub;
+    hw->umq_wr += nsub;
+    __atomic_store_n(&queue_hdr(q)->write_index, hw->umq_wr, __ATOMIC_RELEASE);
+    const struct xdna_bar_off *db = &ctx->chip->doorbells;
+    return xdna_wr_auto(ctx, (struct xdna_loc){.bar = db->bar, .off = hw->doorbell}, 0);
+}
+
+/* Jobs whose packets read_index has passed end with the state the firmware wrote. */
+void xdna_aie4_reap(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
+{
+    struct xdna_bo *q = hw->umq_bo ? xdna_bo_get(ctx, hw->umq_bo) : NULL;
+    if (!q)
+        return;
+    uint64_t rd = __atomic_load_n(&queue_hdr(q)->read_index, __ATOMIC_ACQUIRE);
+    while (hw->njobs) {
+        struct xdna_job *j = &hw->jobs[hw->job_head % XDNA_CTX_MAX_CMDS];
+        if (!j->live || rd < j->umq_end)
+            return;
+        uint32_t state = XDNA_SHIM_ERT_STATE_COMPLETED, fail = 0;
+        for (uint32_t i = 0; i < j->nsub; i++) {
+            struct xdna_bo *cb = xdna_bo_get(ctx, j->subs[i]);
+            uint32_t st = cb ? __atomic_load_n((uint32_t *)cb->va, __ATOMIC_ACQUIRE) & 0xF
+                             : XDNA_SHIM_ERT_STATE_ERROR;
+            if (st == XDNA_SHIM_ERT_STATE_COMPLETED)
+                continue;
+            /* a state the firmware could not write (bad signal) is an error */
+            bool final = st == XDNA_SHIM_ERT_STATE_ERROR || st == XDNA_SHIM_ERT_STATE_ABORT ||
+                         st == XDNA_SHIM_ERT_STATE_TIMEOUT;
+            state = final ? st : XDNA_SHIM_ERT_STATE_ERROR;
+            fail = i;
+            break;
+        }
+        xdna_job_finish(ctx, hw, j, state, fail);
+    }
+}
+
+/* ---- user-mode submission ------------------------------------------------------------- */
+
+static struct xdna_hwctx *aie4_hw(struct xdna_shim_ctx *ctx, uint32_t handle, const char *what)
+{
+    if (!xdna_is_aie4(ctx->chip)) {
+        xdna_fail(ctx, EOPNOTSUPP, "%s: %s has no user-mode queues", what, ctx->chip->name);
+        return NULL;
+    }
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
+        struct xdna_hwctx *hw = ctx->s.hw[i];
+        if (hw && hw->handle == handle && !hw->busy && hw->umq_bo && hw->fw_live)
+            return hw;
+    }
+    xdna_fail(ctx, EINVAL, "%s: no live hardware context %u", what, handle);
+    return NULL;
+}
+
+int xdna_shim_umq(struct xdna_shim_ctx *ctx, uint32_t hwctx, struct xdna_shim_umq *out)
+{
+    if (xdna_api_enter(ctx) < 0)
+        return -1;
+    struct xdna_hwctx *hw = aie4_hw(ctx, hwctx, "umq");
+    if (!hw || !out)
+        return xdna_api_leave(ctx, hw ? xdna_fail(ctx, EINVAL, "umq: NULL out") : -1);
+    if (hw->njobs)
+        return xdna_api_leave(ctx, xdna_fail(ctx, EBUSY, "umq: context %u has %u jobs in flight",
+                                             hwctx, hw->njobs));
+    struct xdna_bo *q = xdna_bo_get(ctx, hw->umq_bo);
+    q->internal = false; /* the application maps it now, but cannot free it under the firmware */
+    q->busy++;
+    hw->umq_user = true;
+    *out = (struct xdna_shim_umq){.queue_bo = q->handle, .doorbell = hw->doorbell,
+                                  .msix = hw->msix, .capacity = SLOTS,
+                                  .queue_addr = q->xdna_addr};
+    return xdna_api_leave(ctx, 0);
+}
+
+int xdna_shim_doorbell(struct xdna_shim_ctx *ctx, uint32_t hwctx)
+{
+    if (xdna_api_enter(ctx) < 0)
+        return -1;
+    struct xdna_hwctx *hw = aie4_hw(ctx, hwctx, "doorbell");
+    if (!hw)
+        return xdna_api_leave(ctx, -1);
+    const struct xdna_bar_off *db = &ctx->chip->doorbells;
+    return xdna_api_leave(ctx, xdna_wr_auto(ctx, (struct xdna_loc){.bar = db->bar,
+                                                                   .off = hw->doorbell}, 0));
+}

@@ -1,0 +1,101 @@
+"""The runtime API unchanged on AIE4: Device.open, buffers, ctx.run and chains drive an
+emulated npu3 through the shim's kernel-mode HSA queue submission (docs/spec/aie4.md §8)."""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xdna_emu import Emulator
+from xdna_emu.runtime import Device
+from xdna_emu.shim import BO_CMD, BO_DEV, BO_DEV_HEAP, ShimError, ert_start_npu
+
+ROOT = Path(__file__).resolve().parent.parent
+N = 4096
+
+
+@pytest.fixture
+def dev(xdna_emulator: Emulator, xdna_firmware_dir: Path):  # noqa: ANN201
+    with Device.open(socket=xdna_emulator.socket, firmware_path=xdna_firmware_dir) as d:
+        yield d
+
+
+@pytest.mark.parametrize("xdna_chip", ["npu3", "npu3_vf", "npu7", "npu4"])
+def test_vector_add_and_chain_same_on_aie2_and_aie4(dev) -> None:  # noqa: ANN001
+    ctx = dev.context()
+    a = dev.buffer(np.arange(N, dtype=np.int32))
+    b = dev.buffer(np.full(N, 7, dtype=np.int32))
+    out = dev.buffer(np.zeros(N, dtype=np.int32))
+    assert ctx.run("add", a, b, out).wait(timeout=10) == "completed"
+    assert (out.read() == np.arange(N) + 7).all()
+    run = ctx.chain([ctx.command("scale", a, out, scalar=3.0), ctx.command("copy", b, a)])
+    assert run.wait(timeout=10) == "completed"
+    assert (out.read() == 3 * np.arange(N)).all() and (a.read() == 7).all()
+    for _ in range(10):  # more jobs than the queue's 4 in flight, in order
+        assert ctx.run("add", a, b, out).wait(timeout=10) == "completed"
+    info = dev.shim.hwctx_info(ctx.handle)
+    assert info["completed"] == 12 and info["errors"] == 0
+
+
+@pytest.mark.parametrize("xdna_chip", ["npu3"])
+def test_a_failing_command_is_that_job_only(dev) -> None:  # noqa: ANN001
+    ctx = dev.context()
+    a = dev.buffer(np.arange(N, dtype=np.int32))
+    out = dev.buffer(np.zeros(N, dtype=np.int32))
+    run = ctx.chain([ctx.command("copy", a, out), ctx.command("fail"), ctx.command("copy", a, out)])
+    assert run.wait(timeout=10) == "error" and run.error_index == 1
+    other = dev.context()
+    assert other.run("copy", a, out).wait(timeout=10) == "completed"
+    assert ctx.run("copy", a, out).wait(timeout=10) == "completed"
+
+
+@pytest.mark.parametrize("xdna_chip", ["npu3"])
+def test_aie4_commands_are_start_dpu_and_bos_have_no_heap(dev) -> None:  # noqa: ANN001
+    shim = dev.shim
+    ctx = dev.context()
+    cmd = shim.bo_create(BO_CMD, 4096)
+    body = ert_start_npu(0x1000, 48)  # the AIE2 command is refused on AIE4
+    shim.bo_map(cmd)[: len(body)] = body
+    with pytest.raises(ShimError) as ei:
+        shim.exec(ctx.handle, cmd)
+    assert ei.value.errno == errno.EINVAL and "START_DPU" in ei.value.strerror
+    big = shim.bo_create(BO_DEV, 600 << 20)  # larger than AIE2's 512 MiB heap cap
+    assert shim.bo_info(big)["xdna_addr"] != 0x4000000
+    with pytest.raises(ShimError) as ei:
+        shim.bo_create(BO_DEV_HEAP, 64 << 20)
+    assert ei.value.errno == errno.EINVAL and "no DEV heap" in ei.value.strerror
+
+
+@pytest.mark.parametrize("xdna_chip", ["npu3_pf"])
+def test_pf_runs_no_contexts(dev) -> None:  # noqa: ANN001
+    with pytest.raises(ShimError) as ei:
+        dev.context()
+    assert ei.value.errno == errno.EOPNOTSUPP
+
+
+def test_vector_add_example_runs_on_npu3() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "examples/vector_add.py"), "--chip", "npu3"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "npu3: add of 4096 int32 -> completed, result correct" in out.stdout
+
+
+@pytest.mark.parametrize("xdna_chip", ["npu3"])
+def test_hung_job_times_out_and_the_queue_behind_it_aborts(dev) -> None:  # noqa: ANN001
+    """The firmware's context timeout (2000 ms, the driver's default) ends the hung job
+    TIMEOUT and the job queued behind it ABORT; nothing is left RUNNING and the context
+    runs jobs again (docs/spec/aie4.md §7)."""
+    ctx = dev.context()
+    a = dev.buffer(np.arange(64, dtype=np.int32))
+    out = dev.buffer(np.zeros(64, dtype=np.int32))
+    hung, behind = ctx.run("hang"), ctx.run("copy", a, out)
+    assert hung.wait(timeout=30) == "timeout" and behind.wait(timeout=30) == "aborted"
+    assert ctx.run("copy", a, out).wait(timeout=10) == "completed"
+    info = dev.shim.hwctx_info(ctx.handle)
+    assert (info["timeouts"], info["aborts"], info["pending"]) == (1, 1, 0)
+    assert dev.shim.last_async_error()["count"] == 1  # the CTX_ERROR event reached the shim
