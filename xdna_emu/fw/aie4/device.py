@@ -66,6 +66,9 @@ class Aie4Device:
         self.ctx: Aie4ContextFw | None = None  # contexts and their HSA queues
         self._timers: list[Timer] = []
         self._seq = 0
+        #: firmware boots so far and what the last one ran (status after the driver left)
+        self.boots = 0
+        self.last_boot: dict[str, str] | None = None
         self.actions: dict[str, Callable[..., None]] = {TIMEOUT_ACTION: self._ctx_timeout}
         self.smu = SmuBlock(chip, regs, self.stats, self._power_off)
         self.psp = Aie4PspBlock(chip, regs, iommu, self.stats, lambda: self.smu.powered,
@@ -138,6 +141,9 @@ class Aie4Device:
                                image, cert, self.stats)
         self.ctx = Aie4ContextFw(self.fw, self.irq, self.schedule)
         self.fw.boot()
+        self.boots += 1
+        st = self.fw.status()
+        self.last_boot = {"version": st["version"], "protocol": st["protocol"]}
 
     def _start_fw(self, image: FirmwareImage, cert: FirmwareImage) -> int:
         self._stop_fw()
