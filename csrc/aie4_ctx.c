@@ -86,6 +86,15 @@ void xdna_aie4_ctx_stop(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, bool d
     xdna_wake_monitor(ctx);
 }
 
+bool xdna_aie4_queue_room(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, uint32_t nsub)
+{
+    struct xdna_bo *q = xdna_bo_get(ctx, hw->umq_bo);
+    if (!q || !hw->fw_live || hw->umq_user)
+        return true; /* no queue yet (or not ours): submit decides */
+    uint64_t rd = __atomic_load_n(&queue_hdr(q)->read_index, __ATOMIC_ACQUIRE);
+    return hw->umq_wr + nsub - rd <= SLOTS;
+}
+
 int xdna_aie4_submit(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xdna_job *j,
                      const uint32_t *subs, uint32_t nsub)
 {

@@ -782,17 +782,24 @@ static int exec_parse(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo
 
 /* Claim the context with a free job slot (at most XDNA_CTX_MAX_CMDS outstanding), waiting
  * for one with the context released. On success the caller holds the claim. */
-static int claim_slot(struct xdna_shim_ctx *ctx, uint32_t hwctx, struct xdna_hwctx **out)
+static int claim_slot(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t nsub,
+                      struct xdna_hwctx **out)
 {
     struct xdna_hwctx *hw;
+    bool aie4 = xdna_is_aie4(ctx->chip);
+    if (aie4 && nsub > XDNA_AIE4_HSA_QUEUE_SLOTS)
+        return xdna_fail(ctx, EINVAL, "exec: %u commands do not fit a %u-packet queue", nsub,
+                         XDNA_AIE4_HSA_QUEUE_SLOTS);
     if (hw_claim(ctx, hwctx, &hw) < 0)
         return -1;
     uint64_t deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_MBOX_RX]);
-    while (hw->njobs >= XDNA_CTX_MAX_CMDS) {
+    /* as the driver blocks a submission until its context has a free slot (AIE4: until the
+     * HSA queue has room for every packet of the command) */
+    while (hw->njobs >= XDNA_CTX_MAX_CMDS || (aie4 && !xdna_aie4_queue_room(ctx, hw, nsub))) {
         hw_release(ctx, hw);
         if (xdna_cond_wait(ctx, deadline) < 0)
-            return xdna_fail(ctx, EAGAIN, "exec: context %u has %u commands outstanding", hwctx,
-                             XDNA_CTX_MAX_CMDS);
+            return xdna_fail(ctx, EAGAIN, "exec: context %u has no room for %u more commands",
+                             hwctx, nsub);
         if (hw_claim(ctx, hwctx, &hw) < 0)
             return -1;
     }
@@ -815,7 +822,7 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
         goto leave;
     }
     if (exec_parse(ctx, hwctx, cmd_bo, &pc, subs, &nsub) < 0 || ready(ctx, "exec") < 0 ||
-        claim_slot(ctx, hwctx, &hw) < 0)
+        claim_slot(ctx, hwctx, nsub, &hw) < 0)
         goto leave;
     if (ctx->s.rpm_suspended && xdna_rpm_get(ctx) < 0)
         goto release_hw;

@@ -441,6 +441,8 @@ int xdna_aie4_stop(struct xdna_shim_ctx *ctx);
 /* AIE4 contexts through HSA queues (aie4_ctx.c; docs/spec/aie4.md §8) */
 int xdna_aie4_ctx_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);
 void xdna_aie4_ctx_stop(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, bool destroy);
+/* The HSA queue has room for nsub more packets (true while there is no queue yet). */
+bool xdna_aie4_queue_room(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, uint32_t nsub);
 int xdna_aie4_submit(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xdna_job *j,
                      const uint32_t *subs, uint32_t nsub);
 void xdna_aie4_reap(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);

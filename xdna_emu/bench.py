@@ -17,7 +17,7 @@ Floors, from this process to a Python child process (the daemon's side is Python
 
 Figures (the emulated npu4 unless ``--chip``):
 
-- ``mailbox_rtt_us``: GET_FIRMWARE_VERSION through the C shim, the mailbox rings, the write
+- ``mailbox_rtt_us``: GET_FIRMWARE_VERSION (IDENTIFY on AIE4) through the C shim, the mailbox rings, the write
   log and an MSI-X eventfd;
 - ``job_latency_us`` / ``job_latency_poll_us``: one no-op command submitted and waited for,
   on the interrupt, and in TURBO mode, where the shim polls the context's ring;
@@ -298,12 +298,36 @@ def _wait_writes(sock: Any, target: int) -> None:
             raise TimeoutError("the daemon did not apply the trapped writes")
 
 
+def _version_query(family: str) -> tuple[int, bytes, int]:
+    """The family's firmware-version message as (opcode, request, response size): the
+    mailbox round trip every generation answers (GET_FIRMWARE_VERSION, IDENTIFY)."""
+    if family == "aie4":
+        from .fw.aie4.messages import MESSAGES
+        from .fw.aie4.messages import Opcode as Aie4Opcode
+
+        msg = MESSAGES[Aie4Opcode.IDENTIFY]
+        return int(Aie4Opcode.IDENTIFY), bytes(msg.req.size), msg.resp.size
+    from .fw.messages import LAYOUTS, Opcode
+
+    op = Opcode.GET_FIRMWARE_VERSION
+    return int(op), bytes(LAYOUTS[op].req.size), LAYOUTS[op].resp.size
+
+
+def _chain_len(family: str) -> int:
+    """Commands per chain: CHAIN_LEN, or on AIE4 what one HSA queue holds (a chain's
+    packets must all fit the queue)."""
+    if family == "aie4":
+        from .fw.aie4.messages import HSA_QUEUE_SLOTS
+
+        return min(CHAIN_LEN, HSA_QUEUE_SLOTS)
+    return CHAIN_LEN
+
+
 def run(chip: str = "npu4", quick: bool = False, progress: bool = False) -> dict[str, Any]:
     """Measure every floor and figure in interleaved rounds; returns the JSON object."""
     import numpy as np
 
     from .chips import MailboxLayout, load_chip
-    from .fw.messages import LAYOUTS, Opcode
     from .shim import Shim
 
     sz = Sizes.for_mode(quick)
@@ -319,8 +343,7 @@ def run(chip: str = "npu4", quick: bool = False, progress: bool = False) -> dict
             dev, pdev, shim = d["dev"], d["pdev"], d["dev"].shim
             idle_rss = rss_mib(d["main"].pid)
             s.add("daemon_rss_mib", idle_rss)
-            op = Opcode.GET_FIRMWARE_VERSION
-            req, resp_size = bytes(LAYOUTS[op].req.size), LAYOUTS[op].resp.size
+            op, req, resp_size = _version_query(chip_data.family)
             limit = chip_data.limits.hwctx_limit
             ctxs = [dev.context() for _ in range(min(16, limit))]
             cmds = [[c.command("nop") for _ in range(IN_FLIGHT)] for c in ctxs]
@@ -328,7 +351,8 @@ def run(chip: str = "npu4", quick: bool = False, progress: bool = False) -> dict
             pcmd = pctx.command("nop")
             a, out = dev.buffer(src), dev.buffer(sz.copy_bytes)
             copy_cmd = ctxs[0].command("copy", a, out)
-            chain_cmds = [ctxs[0].command("nop") for _ in range(CHAIN_LEN)]
+            chain_len = _chain_len(chip_data.family)
+            chain_cmds = [ctxs[0].command("nop") for _ in range(chain_len)]
             lay = chip_data.mailbox
             trap = chip_data.dev_to_bar(lay.chan_regs(1) + MailboxLayout.X2I_TAIL) if lay else None
             for c, cc in zip(ctxs, cmds, strict=True):  # warm every path once
@@ -348,7 +372,7 @@ def run(chip: str = "npu4", quick: bool = False, progress: bool = False) -> dict
                 lat = []
                 for _ in range(sz.msgs):
                     t0 = time.perf_counter_ns()
-                    shim.mgmt_msg(int(op), req, resp_size)
+                    shim.mgmt_msg(op, req, resp_size)
                     lat.append((time.perf_counter_ns() - t0) / 1e3)
                 s.add("mailbox_rtt_us", lat)
                 bar.step("mailbox round trip")
@@ -383,7 +407,7 @@ def run(chip: str = "npu4", quick: bool = False, progress: bool = False) -> dict
                     runs.append(ctxs[0].chain(chain_cmds))
                 for r in runs:
                     r.wait(5)
-                s.add("chain_throughput_per_s", _rate(sz.chains * CHAIN_LEN, t0))
+                s.add("chain_throughput_per_s", _rate(sz.chains * chain_len, t0))
                 bar.step("chained commands")
 
                 t0 = time.perf_counter_ns()
