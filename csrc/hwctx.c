@@ -538,6 +538,7 @@ int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwc
     hw->slot = slot;
     hw->params = params;
     hw->prio = prio;
+    hw->num_cus = 1; /* the one CU fw_start configures */
     hw->busy = true;
     hw->next_seq = 1;
     hw->state = XDNA_SHIM_HWCTX_IDLE;
@@ -636,10 +637,24 @@ static int parse_cmd(struct xdna_shim_ctx *ctx, uint32_t handle, struct parsed_c
 }
 
 struct npu_cmd {
-    uint64_t inst;
-    uint32_t inst_size, props, cu_idx, nargs;
+    uint32_t opcode;
+    uint64_t inst, save, restore;
+    uint32_t inst_size, save_size, restore_size, props, cu_idx, nargs;
+    const uint32_t *pargs; /* props words, then nargs argument words */
     const uint32_t *args;
 };
+
+static bool runnable_op(uint32_t op)
+{
+    return op == XDNA_SHIM_ERT_START_CU || op == XDNA_SHIM_ERT_START_DPU ||
+           op == XDNA_SHIM_ERT_START_NPU || op == XDNA_SHIM_ERT_START_NPU_PREEMPT ||
+           op == XDNA_SHIM_ERT_START_NPU_PREEMPT_ELF;
+}
+
+static bool preempt_op(uint32_t op)
+{
+    return op == XDNA_SHIM_ERT_START_NPU_PREEMPT || op == XDNA_SHIM_ERT_START_NPU_PREEMPT_ELF;
+}
 
 static int parse_npu(struct xdna_shim_ctx *ctx, uint32_t handle, struct npu_cmd *c)
 {
@@ -651,15 +666,21 @@ static int parse_npu(struct xdna_shim_ctx *ctx, uint32_t handle, struct npu_cmd 
     struct xdna_parse_npu n;
     int r = xdna_parse_npu((const uint8_t *)w, bo->size, &n);
     if (r == XDNA_PARSE_CMD_OPCODE)
-        return xdna_fail(ctx, EINVAL, "exec: BO %u opcode %u is not START_NPU (20)", handle,
-                         pc.opcode);
+        return xdna_fail(ctx, EINVAL, "exec: BO %u opcode %u is not START_CU (0), START_DPU (18),"
+                         " START_NPU (20) or START_NPU_PREEMPT(_ELF) (21, 22)", handle, pc.opcode);
     if (r)
-        return xdna_fail(ctx, EINVAL, "exec: BO %u START_NPU payload of %u words is too short",
-                         handle, pc.npay);
+        return xdna_fail(ctx, EINVAL, "exec: BO %u opcode %u payload of %u words is malformed",
+                         handle, pc.opcode, pc.npay);
+    c->opcode = n.opcode;
     c->inst = n.inst;
+    c->save = n.save;
+    c->restore = n.restore;
     c->inst_size = n.inst_size;
+    c->save_size = n.save_size;
+    c->restore_size = n.restore_size;
     c->props = n.props;
     c->cu_idx = n.cu_idx;
+    c->pargs = w + n.pargs;
     c->args = w + n.args;
     c->nargs = n.nargs;
     return 0;
@@ -668,11 +689,16 @@ static int parse_npu(struct xdna_shim_ctx *ctx, uint32_t handle, struct npu_cmd 
 /* Pin the instruction buffer and every argument that names one of our BOs. */
 static void pin_npu(struct xdna_shim_ctx *ctx, struct xdna_job *j, const struct npu_cmd *c)
 {
-    struct xdna_bo *bo = xdna_bo_by_addr(ctx, c->inst, c->inst_size);
-    if (bo && j->npins < XDNA_MAX_PINS) {
-        bo->busy++;
-        j->pins[j->npins++] = bo->handle;
+    const uint64_t bufs[3][2] = {{c->inst, c->inst_size}, {c->save, c->save_size},
+                                 {c->restore, c->restore_size}};
+    for (unsigned i = 0; i < 3; i++) {
+        struct xdna_bo *bo = bufs[i][0] ? xdna_bo_by_addr(ctx, bufs[i][0], bufs[i][1]) : NULL;
+        if (bo && j->npins < XDNA_MAX_PINS) {
+            bo->busy++;
+            j->pins[j->npins++] = bo->handle;
+        }
     }
+    struct xdna_bo *bo;
     for (uint32_t i = 0; i + 1 < c->nargs; i += 2) {
         uint64_t a = c->args[i] | (uint64_t)c->args[i + 1] << 32;
         bo = xdna_bo_by_addr(ctx, a, 1);
@@ -683,25 +709,42 @@ static void pin_npu(struct xdna_shim_ctx *ctx, struct xdna_job *j, const struct 
     }
 }
 
-/* Append one slot; returns bytes written or -1 (EINVAL: the cmd list is full). */
+/* Append one slot the way the driver's cmd-list fill does for the command's opcode
+ * (docs/spec/jobs.md §4); returns bytes written or -1 (EINVAL: the cmd list is full). */
 static int put_slot(struct xdna_shim_ctx *ctx, uint8_t *buf, uint32_t off, bool npu,
                     const struct npu_cmd *c)
 {
-    uint32_t hdr = npu ? XDNA_AIE2_SLOT_NPU_SIZE : XDNA_AIE2_SLOT_DPU_SIZE;
-    uint64_t need = hdr + 4ull * c->nargs;
+    static const uint32_t txn = XDNA_AIE2_KERNEL_OP_TXN;
+    bool cu = c->opcode == XDNA_SHIM_ERT_START_CU;
+    bool elf = c->opcode == XDNA_SHIM_ERT_START_NPU_PREEMPT_ELF;
+    uint32_t hdr = npu ? XDNA_AIE2_SLOT_NPU_SIZE
+                       : cu ? XDNA_AIE2_SLOT_EXECBUF_CF_SIZE : XDNA_AIE2_SLOT_DPU_SIZE;
+    uint32_t nwords = elf ? 1 : c->props + c->nargs; /* props travel with the arguments */
+    const uint32_t *words = elf ? &txn : c->pargs;
+    uint64_t need = hdr + 4ull * nwords;
     if (off + need > XDNA_CMDLIST_SIZE)
         return xdna_fail(ctx, EINVAL, "exec: the chain does not fit the %u-byte command list",
                          XDNA_CMDLIST_SIZE);
     uint8_t *s = buf + off;
     if (npu) {
         struct xdna_aie2_slot_npu h = {
-            .type = XDNA_AIE2_SLOT_TYPE_NON_ELF,
+            .type = cu ? XDNA_AIE2_SLOT_TYPE_NON_ELF
+                  : elf ? XDNA_AIE2_SLOT_TYPE_ELF
+                  : c->opcode == XDNA_SHIM_ERT_START_NPU_PREEMPT ? XDNA_AIE2_SLOT_TYPE_PREEMPT
+                  : XDNA_AIE2_SLOT_TYPE_PARTIAL_ELF,
             .inst_addr = c->inst,
+            .save_addr = c->save,
+            .restore_addr = c->restore,
             .inst_size = c->inst_size,
+            .save_size = c->save_size,
+            .restore_size = c->restore_size,
             .inst_prop_cnt = c->props,
-            .cu_idx = c->cu_idx,
-            .arg_cnt = c->nargs,
+            .cu_idx = elf ? 0 : c->cu_idx,
+            .arg_cnt = nwords,
         };
+        memcpy(s, &h, sizeof(h));
+    } else if (cu) {
+        struct xdna_aie2_slot_execbuf_cf h = {.cu_idx = c->cu_idx, .arg_cnt = nwords};
         memcpy(s, &h, sizeof(h));
     } else {
         struct xdna_aie2_slot_dpu h = {
@@ -709,12 +752,30 @@ static int put_slot(struct xdna_shim_ctx *ctx, uint8_t *buf, uint32_t off, bool 
             .inst_size = c->inst_size,
             .inst_prop_cnt = c->props,
             .cu_idx = c->cu_idx,
-            .arg_cnt = c->nargs,
+            .arg_cnt = nwords,
         };
         memcpy(s, &h, sizeof(h));
     }
-    memcpy(s + hdr, c->args, 4ull * c->nargs);
+    memcpy(s + hdr, words, 4ull * nwords);
     return (int)need;
+}
+
+/* What the driver checks per command before filling its slot: a CU the context has (an ELF
+ * slot names none), the preempt forms only with the firmware's PREEMPT feature and the
+ * NPU command set. */
+static int check_cmd(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, uint32_t handle,
+                     const struct npu_cmd *c)
+{
+    if (preempt_op(c->opcode) && (!xdna_has_feature(ctx, XDNA_FEAT_PREEMPT) ||
+                                  !xdna_has_feature(ctx, XDNA_FEAT_NPU_COMMAND)))
+        return xdna_fail(ctx, EOPNOTSUPP, "exec: BO %u: firmware %u.%u has no preemption", handle,
+                         ctx->info.protocol_major, ctx->info.protocol_minor);
+    if (c->opcode == XDNA_SHIM_ERT_START_NPU_PREEMPT_ELF)
+        return 0;
+    if (c->cu_idx == XDNA_SHIM_ERT_INVALID_CU || c->cu_idx >= hw->num_cus)
+        return xdna_fail(ctx, EINVAL, "exec: BO %u names CU %d, context %u has %u", handle,
+                         (int)c->cu_idx, hw->handle, hw->num_cus);
+    return 0;
 }
 
 /* The command and every command it chains, checked before anything is claimed: subs gets
@@ -736,25 +797,33 @@ static int exec_parse(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo
         if (cr && cr != XDNA_PARSE_CHAIN_ENTRY)
             return xdna_fail(ctx, EINVAL, "exec: CMD_CHAIN of %u commands (1..%u, %u"
                              " payload words)", chn.n, XDNA_CHAIN_MAX, pc->npay);
+        uint32_t op0 = 0;
         for (uint32_t i = 0; i < chn.n; i++) {
             uint64_t h = chn.handle[i];
             struct npu_cmd c;
             if ((cr && i + 1 == chn.n) || parse_npu(ctx, (uint32_t)h, &c) < 0)
                 return xdna_fail(ctx, EINVAL, "exec: chain entry %u (BO %llu) is not a"
-                                 " START_NPU command", i, (unsigned long long)h);
+                                 " runnable command", i, (unsigned long long)h);
+            if (i == 0)
+                op0 = c.opcode;
+            if (c.opcode != op0) /* one chain message carries one slot kind */
+                return xdna_fail(ctx, EINVAL, "exec: chain entry %u has opcode %u, entry 0 %u",
+                                 i, c.opcode, op0);
+            if (check_cmd(ctx, hw_get(ctx, hwctx), (uint32_t)h, &c) < 0)
+                return -1;
             subs[(*nsub)++] = (uint32_t)h;
         }
         return 0;
     }
-    if (pc->opcode == XDNA_SHIM_ERT_START_NPU) {
+    if (runnable_op(pc->opcode)) {
         struct npu_cmd c;
-        if (parse_npu(ctx, cmd_bo, &c) < 0)
+        if (parse_npu(ctx, cmd_bo, &c) < 0 || check_cmd(ctx, hw_get(ctx, hwctx), cmd_bo, &c) < 0)
             return -1;
         subs[(*nsub)++] = cmd_bo;
         return 0;
     }
-    return xdna_fail(ctx, EINVAL, "exec: opcode %u is not START_NPU (20) or CMD_CHAIN (19)",
-                     pc->opcode);
+    return xdna_fail(ctx, EINVAL, "exec: opcode %u is not runnable (0, 18, 20, 21, 22) or CMD_CHAIN"
+                     " (19)", pc->opcode);
 }
 
 /* Claim the context with a free job slot (at most XDNA_CTX_MAX_CMDS outstanding), waiting
@@ -816,7 +885,8 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
      * they no longer hold commands, and use these results (not a third parse) below. */
     bool changed = parse_cmd(ctx, cmd_bo, &pc2) < 0 || pc2.opcode != pc.opcode;
     for (uint32_t i = 0; !changed && i < nsub; i++)
-        changed = parse_npu(ctx, subs[i], &cmds[i]) < 0;
+        changed = parse_npu(ctx, subs[i], &cmds[i]) < 0 || cmds[i].opcode != cmds[0].opcode ||
+                  check_cmd(ctx, hw, subs[i], &cmds[i]) < 0;
     if (changed) {
         xdna_fail(ctx, EINVAL, "exec: BO %u (or a command it chains) changed or went away"
                   " during submission", cmd_bo);
@@ -841,11 +911,12 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
             .buf_addr = list->xdna_addr, .buf_size = off, .count = nsub};
         req_len = sizeof(req.npu);
         op = XDNA_AIE2_MSG_CHAIN_EXEC_NPU;
-    } else {
+    } else { /* legacy: the CF chain for START_CU, the DPU chain otherwise (same request) */
         req.dpu = (xdna_aie2_chain_exec_dpu_req_t){
             .buf_addr = list->xdna_addr, .buf_size = off, .count = nsub};
         req_len = sizeof(req.dpu);
-        op = XDNA_AIE2_MSG_CHAIN_EXEC_DPU;
+        op = cmds[0].opcode == XDNA_SHIM_ERT_START_CU ? XDNA_AIE2_MSG_CHAIN_EXEC_BUFFER_CF
+                                                      : XDNA_AIE2_MSG_CHAIN_EXEC_DPU;
     }
     uint64_t s = hw->next_seq;
     __atomic_thread_fence(__ATOMIC_SEQ_CST); /* slots visible before the doorbell */

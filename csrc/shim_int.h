@@ -388,6 +388,7 @@ struct xdna_hwctx {
     bool fw_live;         /* the firmware knows this context */
     bool polled;          /* TURBO: user channel polled, not interrupt driven */
     uint32_t fw_id, msix, start_col, num_col, prio;
+    uint32_t num_cus;     /* CUs in the context's CONFIG_CU (a command naming another: EINVAL) */
     struct xdna_mbox_chan chan;
     uint32_t cmdlist_bo[XDNA_CTX_MAX_CMDS];
     bool cmdlist_used[XDNA_CTX_MAX_CMDS];

@@ -172,6 +172,9 @@ int xdna_shim_attach(struct xdna_shim_ctx *ctx);
 #define XDNA_SHIM_ERT_START_DPU 18
 #define XDNA_SHIM_ERT_CMD_CHAIN 19
 #define XDNA_SHIM_ERT_START_NPU 20
+#define XDNA_SHIM_ERT_START_NPU_PREEMPT 21
+#define XDNA_SHIM_ERT_START_NPU_PREEMPT_ELF 22
+#define XDNA_SHIM_ERT_INVALID_CU 0xFFFFFFFFu /* no bit set in any CU mask word */
 #define XDNA_SHIM_ERT_STATE_NEW 1
 #define XDNA_SHIM_ERT_STATE_QUEUED 2
 #define XDNA_SHIM_ERT_STATE_RUNNING 3

@@ -311,15 +311,15 @@ def test_invalid_commands() -> None:
     assert ctx.run([Cmd(big, [s, s, o])]) == (INV, 0, INV)
     # a slot running past the buffer, an unsupported slot type, a bad descriptor
     inst = ctx.inst_bo(copy)
-    slot = SLOT_NPU.pack(1, inst.addr, 0, 0, 48, 0, 0, 0, 0, 4) + struct.pack("<4I", s.addr, 0, o.addr, 0)
+    slot = SLOT_NPU.pack(2, inst.addr, 0, 0, 48, 0, 0, 0, 0, 4) + struct.pack("<4I", s.addr, 0, o.addr, 0)
     elf = SLOT_NPU.pack(4, inst.addr, 0, 0, 48, 0, 0, 0, 0, 1) + struct.pack("<I", 3)
     for raw, count, idx in ((slot, 2, 1), (elf, 1, 0), (slot[:-4], 1, 0)):
         mid = ctx.submit([Cmd(copy)] * count, raw=raw)
         assert ctx.result(mid) == (INV, idx, INV)
     bad = ctx.inst_bo(bytes(bad_magic))
-    raw = SLOT_NPU.pack(1, bad.addr, 0, 0, 48, 0, 0, 0, 0, 0)
+    raw = SLOT_NPU.pack(2, bad.addr, 0, 0, 48, 0, 0, 0, 0, 0)
     assert ctx.result(ctx.submit([Cmd(copy)], raw=raw)) == (INV, 0, INV)
-    raw = SLOT_NPU.pack(1, inst.addr, 0, 0, 40, 0, 0, 0, 0, 0)  # instruction size < 48
+    raw = SLOT_NPU.pack(2, inst.addr, 0, 0, 40, 0, 0, 0, 0, 0)  # instruction size < 48
     assert ctx.result(ctx.submit([Cmd(copy)], raw=raw)) == (INV, 0, INV)
     assert _counters(d)["internal_errors"] == 0
 
@@ -596,3 +596,77 @@ def test_random_jobs_never_raise(op: Opcode, descs: list, words: list, junk: byt
     st_ = dev.status()
     assert st_["counters"]["internal_errors"] == 0
     assert all(ch["state"] == "ok" for ch in st_["channels"])
+
+
+# -- every slot type the driver fills (docs/spec/jobs.md §4, §5) ---------------------------
+
+
+@pytest.mark.parametrize("chip", CHIPS)
+def test_slot_types(chip: str) -> None:
+    from xdna_emu.fw.messages import KERNEL_OP_TXN, SLOT_CF, SLOT_DPU, SlotType
+
+    d, c = _setup(chip)
+    ctx = PyContext(c)
+    s, o = c.alloc(64), c.alloc(64)
+    s.array(np.int32)[:] = np.arange(16)
+    copy = K.Desc(K.Kernel.COPY, K.DType.INT32, count=16)
+    inst = ctx.inst_bo(copy)
+    args = struct.pack("<4I", s.addr, 0, o.addr, 0)
+    props = struct.pack("<2I", 0xAA, 0xBB)
+
+    def run(raw: bytes, count: int = 1, op: Opcode = Opcode.CHAIN_EXEC_NPU) -> tuple[int, int, int]:
+        res = ctx.result(ctx.submit([Cmd(copy)] * count, op, raw=raw))
+        assert res is not None
+        return res
+
+    def done() -> bool:
+        ok = (o.array(np.int32) == np.arange(16)).all()
+        o.array(np.int32)[:] = 0
+        return bool(ok)
+
+    # PARTIAL_ELF (START_NPU): the properties come first and are skipped
+    assert run(SLOT_NPU.pack(SlotType.PARTIAL_ELF, inst.addr, 0, 0, 48, 0, 0, 2, 0, 6) + props + args) == (0, 0, 0)
+    assert done()
+    # NON_ELF (START_CU): the CU payload, words 0/1 naming the instruction buffer
+    cf = struct.pack("<2I", inst.addr & 0xFFFFFFFF, inst.addr >> 32) + args
+    assert run(SLOT_NPU.pack(SlotType.NON_ELF, 0, 0, 0, 0, 0, 0, 0, 0, 6) + cf) == (0, 0, 0)
+    assert done()
+    # PREEMPT: save/restore buffers must be reachable, nothing else changes
+    save = c.alloc(4096)
+    pre = SLOT_NPU.pack(SlotType.PREEMPT, inst.addr, save.addr, save.addr, 48, 4096, 4096, 0, 0, 4)
+    assert run(pre + args) == (0, 0, 0)
+    assert done()
+    # ELF: one argument KERNEL_OP_TXN; the buffer addresses follow the descriptor
+    elf_inst = ctx.inst_bo(K.encode(copy) + struct.pack("<2Q", s.addr, o.addr))
+    elf = SLOT_NPU.pack(SlotType.ELF, elf_inst.addr, 0, 0, 64, 0, 0, 0, 0, 1)
+    assert run(elf + struct.pack("<I", KERNEL_OP_TXN)) == (0, 0, 0)
+    assert done()
+    assert run(elf + struct.pack("<I", 1)) == (INV, 0, INV)  # not KERNEL_OP_TXN
+    # the legacy chains: DPU slot (props skipped) and execbuf_cf slot
+    dpu = SLOT_DPU.pack(inst.addr, 48, 2, 0, 6) + props + args
+    assert run(dpu, op=Opcode.CHAIN_EXEC_DPU) == (0, 0, 0) and done()
+    assert run(SLOT_CF.pack(0, 6) + cf, op=Opcode.CHAIN_EXEC_BUFFER_CF) == (0, 0, 0) and done()
+    # bad input: props past the arguments, an unknown slot type
+    assert run(SLOT_NPU.pack(SlotType.PARTIAL_ELF, inst.addr, 0, 0, 48, 0, 0, 5, 0, 4) + args) == (INV, 0, INV)
+    assert run(SLOT_NPU.pack(5, inst.addr, 0, 0, 48, 0, 0, 0, 0, 4) + args) == (INV, 0, INV)
+
+
+@pytest.mark.parametrize("chip", CHIPS)
+def test_empty_program_completes(chip: str) -> None:
+    """An all-zero instruction buffer is an empty program, whatever its size or arguments."""
+    from xdna_emu.fw.messages import SlotType
+
+    d, c = _setup(chip)
+    ctx = PyContext(c)
+    zero, o = c.alloc(4096), c.alloc(64)
+    for size, nargs in ((4096, 0), (16, 0), (0, 0), (48, 2)):
+        raw = SLOT_NPU.pack(SlotType.PARTIAL_ELF, zero.addr, 0, 0, size, 0, 0, 0, 0, 2 * nargs)
+        raw += struct.pack(f"<{2 * nargs}I", *[o.addr, 0] * nargs)
+        assert ctx.result(ctx.submit([Cmd(K.Desc(K.Kernel.NOP))], raw=raw)) == (0, 0, 0)
+    assert (o.array(np.uint8) == 0).all()
+    st = d.device.status()["contexts"][0]
+    assert st["completed"] == 4 and st["failed"] == 0
+    # one non-zero byte makes it a (bad) descriptor again
+    zero.view[100] = 1
+    raw = SLOT_NPU.pack(SlotType.PARTIAL_ELF, zero.addr, 0, 0, 4096, 0, 0, 0, 0, 0)
+    assert ctx.result(ctx.submit([Cmd(K.Desc(K.Kernel.NOP))], raw=raw)) == (INV, 0, INV)

@@ -59,6 +59,8 @@ class ErtOpcode(IntEnum):
     START_DPU = lib.XDNA_SHIM_ERT_START_DPU
     CMD_CHAIN = lib.XDNA_SHIM_ERT_CMD_CHAIN
     START_NPU = lib.XDNA_SHIM_ERT_START_NPU
+    START_NPU_PREEMPT = lib.XDNA_SHIM_ERT_START_NPU_PREEMPT
+    START_NPU_PREEMPT_ELF = lib.XDNA_SHIM_ERT_START_NPU_PREEMPT_ELF
 
 
 class ErtState(IntEnum):
@@ -108,6 +110,40 @@ def ert_start_npu(instr_addr: int, instr_size: int, args: Sequence[int] = (),
     for a in args:
         words += [a & 0xFFFFFFFF, a >> 32]
     hdr = ert_header(ErtOpcode.START_NPU, len(words))
+    return struct.pack(f"<II{len(words)}I", hdr, cu_mask, *words)
+
+
+def _words(args: Sequence[int]) -> list[int]:
+    out: list[int] = []
+    for a in args:
+        out += [a & 0xFFFFFFFF, a >> 32]
+    return out
+
+
+def ert_start_cu(payload: Sequence[int], cu_mask: int = 1) -> bytes:
+    """A legacy START_CU command: the CU's payload words (for the reference kernels: the
+    instruction buffer address lo/hi, then buffer arguments lo/hi; docs/spec/jobs.md §5)."""
+    hdr = ert_header(ErtOpcode.START_CU, len(payload))
+    return struct.pack(f"<II{len(payload)}I", hdr, cu_mask, *payload)
+
+
+def ert_start_dpu(instr_addr: int, instr_size: int, args: Sequence[int] = (),
+                  cu_mask: int = 1) -> bytes:
+    """A START_DPU command: {u64 instr, u32 size, u32 chained = 0, args as lo/hi}."""
+    words = [instr_addr & 0xFFFFFFFF, instr_addr >> 32, instr_size, 0, *_words(args)]
+    hdr = ert_header(ErtOpcode.START_DPU, len(words))
+    return struct.pack(f"<II{len(words)}I", hdr, cu_mask, *words)
+
+
+def ert_start_preempt(instr_addr: int, instr_size: int, save: tuple[int, int] = (0, 0),
+                      restore: tuple[int, int] = (0, 0), args: Sequence[int] = (),
+                      props: Sequence[int] = (), cu_mask: int = 1, elf: bool = False) -> bytes:
+    """A START_NPU_PREEMPT(_ELF) command: {u64 inst, save, restore, u32 inst/save/restore
+    size, prop_count, props, args}; save/restore are (address, size)."""
+    words = [*_words([instr_addr, save[0], restore[0]]), instr_size, save[1], restore[1],
+             len(props), *props, *_words(args)]
+    op = ErtOpcode.START_NPU_PREEMPT_ELF if elf else ErtOpcode.START_NPU_PREEMPT
+    hdr = ert_header(op, len(words))
     return struct.pack(f"<II{len(words)}I", hdr, cu_mask, *words)
 
 

@@ -37,6 +37,7 @@ from .messages import (
     CMD_LIST_MAX,
     FATAL_ERROR_INFO,
     HEAP_DEV_ADDR,
+    KERNEL_OP_TXN,
     LAYOUTS,
     MESSAGES,
     SLOT_CF,
@@ -60,6 +61,7 @@ ARG_MAX = 1 << 32  # emulator limit on one kernel buffer argument (larger: inval
 GEMM_WORK_MAX = 1 << 30  # emulator limit on m*n*k: a daemon must not stall for minutes
 APP_HEALTH_VERSION = (1, 0)  # emulator-chosen report version
 CONFIG_CU_MAX = 32
+EMPTY_PROGRAM = 0xFFFFFFFF  # cur_kernel (app health dpu_pc) after an all-zero program
 
 #: Ops a client session may proxy (docs/spec/jobs.md §1); the rest are driver-only.
 PROXY_OPS = frozenset({
@@ -107,6 +109,10 @@ class Command:
     inst_size: int
     words: list[int]  # buffer-argument words (lo, hi pairs)
     exact: bool = True  # arg word count must equal 2 * nargs (slots); else a prefix is used
+    elf: bool = False  # ELF form: the buffer arguments follow the descriptor (jobs.md §5)
+    slot_type: int = 0  # SlotType of a slot_npu, else 0
+    save: tuple[int, int] = (0, 0)  # preempt slot: save buffer (address, size)
+    restore: tuple[int, int] = (0, 0)  # preempt slot: restore buffer (address, size)
 
 
 @dataclass
@@ -132,6 +138,8 @@ class HwContext:
     last_status: int = 0
     last_cmd_status: int = 0
     last_fail_idx: int = 0
+    last_op: int = 0  # opcode of the last exec message
+    last_slot: int = 0  # slot type of the last slot_npu run (0: other slot kinds)
 
     @property
     def heap_end(self) -> int:
@@ -145,6 +153,7 @@ class HwContext:
             "state": "hung" if self.hung else "ok", "queued": len(self.queue),
             "heap": [{"dev": c.dev, "va": c.va, "size": c.size} for c in self.chunks],
             "submitted": self.submitted, "completed": self.completed, "failed": self.failed,
+            "last_op": self.last_op, "last_slot": self.last_slot,
         }  # fmt: skip
 
 
@@ -174,6 +183,8 @@ class HwContextState:
     last_status: int
     last_cmd_status: int
     last_fail_idx: int
+    last_op: int
+    last_slot: int
 
 
 @dataclass(frozen=True)
@@ -392,6 +403,7 @@ class ContextFirmware:
     def _on_user(self, ctx: HwContext, msg: Message) -> None:
         if msg.opcode in EXEC_OPS:
             ctx.submitted += 1
+            ctx.last_op = msg.opcode
         ctx.queue.append(msg)
         self._pump(ctx)
 
@@ -455,8 +467,9 @@ class ContextFirmware:
     def _single(op: Opcode, req: tuple) -> Command:
         """A single-exec message: payload = props, then buffer-argument words."""
         if op == Opcode.EXECUTE_BUFFER_CF:
-            words = list(req[1:])
-            return Command(words[0] | words[1] << 32, kernels.DESC.size, words[2:], exact=False)
+            cmd = ContextFirmware._cf_command(list(req[1:]))
+            cmd.exact = False
+            return cmd
         if op == Opcode.EXEC_DPU:
             inst, size, props, _cu, *words = req
         else:  # EXEC_NPU
@@ -487,6 +500,7 @@ class ContextFirmware:
             except _Invalid as exc:
                 log.info("context %d slot %d: %s", ctx.id, idx, exc)
                 return self._note_fail(ctx, inv, idx, inv)
+            ctx.last_slot = cmd.slot_type
             res = self._run(ctx, cmd)
             if res is None:
                 return None
@@ -507,14 +521,36 @@ class ContextFirmware:
             raise _Invalid(f"{arg_cnt} argument words past the cmd-list buffer")
         words = list(struct.unpack_from(f"<{arg_cnt}I", buf, off + hdr.size))
         if op == Opcode.CHAIN_EXEC_NPU:
-            if f[0] != SlotType.NON_ELF:
-                raise _Invalid(f"slot type {f[0]} not supported")
-            return Command(f[1], f[4], words), end
+            stype, inst, save, restore, size, save_size, restore_size, props = f[:8]
+            if stype == SlotType.NON_ELF:  # START_CU: the CU payload, as a CF slot
+                cmd = ContextFirmware._cf_command(words)
+                cmd.slot_type = stype
+                return cmd, end
+            if stype == SlotType.ELF:
+                if words != [KERNEL_OP_TXN]:
+                    raise _Invalid(f"ELF slot arguments {words[:2]} are not [KERNEL_OP_TXN]")
+                return Command(inst, size, [], elf=True, slot_type=stype), end
+            if stype not in (SlotType.PARTIAL_ELF, SlotType.PREEMPT):
+                raise _Invalid(f"slot type {stype} not supported")
+            if props > arg_cnt:
+                raise _Invalid("property count past the slot arguments")
+            cmd = Command(inst, size, words[props:], slot_type=stype)
+            if stype == SlotType.PREEMPT:
+                cmd.save, cmd.restore = (save, save_size), (restore, restore_size)
+            return cmd, end
         if op == Opcode.CHAIN_EXEC_DPU:
-            return Command(f[0], f[1], words), end
-        if arg_cnt < 2:  # execbuf_cf: words 0/1 name the instruction buffer (emulator)
+            if f[2] > arg_cnt:
+                raise _Invalid("property count past the slot arguments")
+            return Command(f[0], f[1], words[f[2]:]), end
+        return ContextFirmware._cf_command(words), end
+
+    @staticmethod
+    def _cf_command(words: list[int]) -> Command:
+        """A control-flow (START_CU) payload: words 0/1 name the instruction buffer, the
+        rest are buffer arguments (emulator convention, docs/spec/jobs.md §5)."""
+        if len(words) < 2:
             raise _Invalid("control-flow slot without an instruction address")
-        return Command(words[0] | words[1] << 32, kernels.DESC.size, words[2:]), end
+        return Command(words[0] | words[1] << 32, kernels.DESC.size, words[2:])
 
     def _note_fail(self, ctx: HwContext, status: int, idx: int, cmd_status: int) -> tuple[int, int, int]:
         ctx.fatal = FATAL_CMD_ERROR
@@ -525,21 +561,35 @@ class ContextFirmware:
         """Run one command: (status, command status), or None for a hang."""
         inv = (Status.APP_ERT_INVALID_INSTRUCTION, Status.APP_ERT_INVALID_INSTRUCTION)
         fault = (Status.AIE_ACCESS_ERROR, Status.AIE_ACCESS_ERROR)
-        if cmd.inst_size < kernels.DESC.size:
+        if cmd.inst_size >= ARG_MAX:
             return inv
         try:
-            inst = self.translate(ctx, cmd.inst_addr, cmd.inst_size, DMA_READ)
-            desc = kernels.decode(bytes(inst[: kernels.DESC.size]))
+            inst = bytes(self.translate(ctx, cmd.inst_addr, cmd.inst_size, DMA_READ)) \
+                if cmd.inst_size else b""
+            for addr, size in (cmd.save, cmd.restore):  # preempt buffers must be reachable
+                if size:
+                    self.translate(ctx, addr, size, DMA_READ | DMA_WRITE)
         except IommuFault as exc:
             self._fault(ctx, exc)
             return fault
+        if not inst.strip(b"\0"):  # an all-zero (or empty) program: nothing to do
+            ctx.cur_kernel = EMPTY_PROGRAM
+            ctx.cmds_done += 1
+            return Status.SUCCESS, 0
+        try:
+            desc = kernels.decode(inst[: kernels.DESC.size])
         except kernels.KernelError:
             return inv
         ctx.cur_kernel = int(desc.kernel)
         need = 2 * desc.nargs
-        if len(cmd.words) < need or (cmd.exact and len(cmd.words) != need):
+        words = cmd.words
+        if cmd.elf:  # the buffer arguments are patched into the program after the descriptor
+            if len(inst) < kernels.DESC.size + 8 * desc.nargs:
+                return inv
+            words = list(struct.unpack_from(f"<{need}I", inst, kernels.DESC.size))
+        if len(words) < need or (cmd.exact and len(words) != need):
             return inv
-        args = [cmd.words[2 * i] | cmd.words[2 * i + 1] << 32 for i in range(desc.nargs)]
+        args = [words[2 * i] | words[2 * i + 1] << 32 for i in range(desc.nargs)]
         if desc.kernel == kernels.Kernel.HANG:
             return None
         if desc.kernel == kernels.Kernel.FAIL:

@@ -73,6 +73,7 @@ CONSTS = (
     Const("HEAP_DEV_ADDR", 0x4000000, "device address of a client's DEV_HEAP", ctype=U64),
     Const("CMD_LIST_MAX", 0x10000, "limit on a chain's cmd-list buffer (the driver uses 4 KiB)",
           emulator=True),
+    Const("KERNEL_OP_TXN", 3, "the one argument word of an ELF slot: run the transaction stream"),
 )  # fmt: skip
 
 MSG_HEADER = Struct("msg_header", (

@@ -1,0 +1,192 @@
+"""End to end through the C shim: every command form the AIE2 driver sends, on npu1 and
+npu4, with the firmware opcode and slot type the driver picks (docs/spec/jobs.md §4, §5)."""
+
+from __future__ import annotations
+
+import errno
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("xdna_emu.device")
+
+from xdna_emu import Emulator  # noqa: E402
+from xdna_emu import kernels as K  # noqa: E402
+from xdna_emu.control import ControlClient  # noqa: E402
+from xdna_emu.fw.image import write_firmware  # noqa: E402
+from xdna_emu.fw.messages import Opcode, SlotType  # noqa: E402
+from xdna_emu.shim import (  # noqa: E402
+    BO_CMD,
+    BO_DEV,
+    BO_SHARE,
+    SYNC_FROM_DEVICE,
+    ErtState,
+    Shim,
+    ShimError,
+    ert_cmd_chain,
+    ert_start_cu,
+    ert_start_dpu,
+    ert_start_npu,
+    ert_start_preempt,
+)
+
+CHIPS = ["npu1", "npu4"]
+#: firmware protocols without NPU_COMMAND (npu1 5.8, npu4 6.15 introduce it)
+LEGACY = {"npu1": "5.7", "npu4": "6.12"}
+N = 256
+
+
+def errno_of(fn, *args, **kw) -> int:  # noqa: ANN001
+    with pytest.raises(ShimError) as ei:
+        fn(*args, **kw)
+    return ei.value.errno
+
+
+class Bufs:
+    """An instruction BO holding a copy descriptor, a source and a destination BO."""
+
+    def __init__(self, shim: Shim, inst: bytes | None = None, elf: bool = False) -> None:
+        self.shim = shim
+        self.src, self.dst = shim.bo_create(BO_SHARE, 4 * N), shim.bo_create(BO_SHARE, 4 * N)
+        self.data = np.arange(N, dtype=np.int32) * 3 + 1
+        np.frombuffer(shim.bo_map(self.src), np.int32)[:] = self.data
+        self.inst = shim.bo_create(BO_DEV, 4096)
+        body = K.encode(K.Desc(K.Kernel.COPY, K.DType.INT32, N)) if inst is None else inst
+        if elf:  # ELF form: the buffer addresses follow the descriptor
+            body += struct.pack("<2Q", self.addr(self.src), self.addr(self.dst))
+        self.size = len(body)
+        shim.bo_map(self.inst)[: len(body)] = body
+        self.save = shim.bo_create(BO_DEV, 4096)
+
+    def addr(self, bo: int) -> int:
+        return self.shim.bo_info(bo)["xdna_addr"]
+
+    @property
+    def args(self) -> list[int]:
+        return [self.addr(self.src), self.addr(self.dst)]
+
+    def cmd(self, op: str, cu_mask: int = 1) -> bytes:
+        ia = self.addr(self.inst)
+        if op == "cu":
+            words = [ia & 0xFFFFFFFF, ia >> 32]
+            for a in self.args:
+                words += [a & 0xFFFFFFFF, a >> 32]
+            return ert_start_cu(words, cu_mask)
+        if op == "dpu":
+            return ert_start_dpu(ia, self.size, self.args, cu_mask)
+        if op == "npu":
+            return ert_start_npu(ia, self.size, self.args, props=[7, 8], cu_mask=cu_mask)
+        sv = (self.addr(self.save), 4096)
+        if op == "preempt":
+            return ert_start_preempt(ia, self.size, sv, sv, self.args, props=[9], cu_mask=cu_mask)
+        return ert_start_preempt(ia, self.size, sv, sv, cu_mask=cu_mask, elf=True)
+
+    def copied(self) -> bool:
+        self.shim.bo_sync(self.dst, SYNC_FROM_DEVICE)
+        out = np.frombuffer(self.shim.bo_map(self.dst), np.int32)
+        ok = bool((out == self.data).all())
+        out[:] = 0
+        return ok
+
+
+def cmd_bo(shim: Shim, data: bytes) -> int:
+    bo = shim.bo_create(BO_CMD, 4096)
+    shim.bo_map(bo)[: len(data)] = data
+    return bo
+
+
+def run(shim: Shim, ctx: int, data: bytes) -> ErtState:
+    bo = cmd_bo(shim, data)
+    shim.wait(ctx, shim.exec(ctx, bo))
+    return shim.cmd_state(bo)
+
+
+def fw_ctx(emu: Emulator, shim: Shim, ctx: int) -> dict:
+    """The firmware's view of a context (daemon status)."""
+    fw_id = shim.hwctx_info(ctx)["fw_ctx_id"]
+    with ControlClient(emu.socket) as cl:
+        cl.version()
+        st = cl.status()
+    dev = st.get("device", st)
+    return next(c for c in dev["contexts"] if c["id"] == fw_id)
+
+
+#: command form -> slot type the driver fills into a CHAIN_EXEC_NPU cmd list
+NPU_SLOTS = {"cu": SlotType.NON_ELF, "dpu": SlotType.PARTIAL_ELF, "npu": SlotType.PARTIAL_ELF,
+             "preempt": SlotType.PREEMPT, "elf": SlotType.ELF}
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_every_command_form(xdna_chip: str, xdna_emulator: Emulator, xdna_shim: Shim) -> None:
+    shim, emu = xdna_shim, xdna_emulator
+    ctx = shim.hwctx_create()
+    preempt = xdna_chip == "npu4"  # npu1 firmware has no PREEMPT feature
+    for op, slot in NPU_SLOTS.items():
+        b = Bufs(shim, elf=op == "elf")
+        if op in ("preempt", "elf") and not preempt:
+            assert errno_of(shim.exec, ctx, cmd_bo(shim, b.cmd(op))) == errno.EOPNOTSUPP
+            continue
+        assert run(shim, ctx, b.cmd(op)) == ErtState.COMPLETED, op
+        assert b.copied(), op
+        st = fw_ctx(emu, shim, ctx)
+        assert (st["last_op"], st["last_slot"]) == (Opcode.CHAIN_EXEC_NPU, slot), op
+    # a chain of legacy START_CU commands goes out as one CHAIN_EXEC_NPU of NON_ELF slots
+    bs = [Bufs(shim) for _ in range(3)]
+    chain = cmd_bo(shim, ert_cmd_chain([cmd_bo(shim, b.cmd("cu")) for b in bs]))
+    shim.wait(ctx, shim.exec(ctx, chain))
+    assert shim.cmd_state(chain) == ErtState.COMPLETED and all(b.copied() for b in bs)
+
+
+@pytest.mark.parametrize("chip", CHIPS)
+def test_legacy_firmware_picks_cf_and_dpu_chains(
+        chip: str, xdna_emulator_factory, tmp_path: Path) -> None:  # noqa: ANN001
+    emu = xdna_emulator_factory(chip)
+    write_firmware(chip, tmp_path, protocol=LEGACY[chip])
+    with Shim.open(emu.socket) as shim:
+        shim.probe(tmp_path)
+        ctx = shim.hwctx_create()
+        for op, want in (("cu", Opcode.CHAIN_EXEC_BUFFER_CF), ("npu", Opcode.CHAIN_EXEC_DPU),
+                         ("dpu", Opcode.CHAIN_EXEC_DPU)):
+            b = Bufs(shim)
+            assert run(shim, ctx, b.cmd(op)) == ErtState.COMPLETED and b.copied(), op
+            assert fw_ctx(emu, shim, ctx)["last_op"] == want
+        b = Bufs(shim, elf=True)
+        for op in ("preempt", "elf"):  # the legacy message set has no preempt slots
+            assert errno_of(shim.exec, ctx, cmd_bo(shim, b.cmd(op))) == errno.EOPNOTSUPP
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_empty_program_on_one_cu_completes(xdna_chip: str, xdna_shim: Shim) -> None:
+    """What a program written for the real driver sends first: an all-zero instruction
+    buffer on a context with one CU."""
+    shim = xdna_shim
+    ctx = shim.hwctx_create()
+    inst = shim.bo_create(BO_DEV, 8192)  # fresh BOs are zero
+    addr = shim.bo_info(inst)["xdna_addr"]
+    for data in (ert_start_npu(addr, 8192), ert_start_dpu(addr, 64),
+                 ert_start_cu([addr & 0xFFFFFFFF, addr >> 32])):
+        assert run(shim, ctx, data) == ErtState.COMPLETED
+    assert shim.hwctx_info(ctx)["completed"] == 3
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_bad_command_forms(xdna_chip: str, xdna_shim: Shim) -> None:
+    shim = xdna_shim
+    ctx = shim.hwctx_create()
+    b = Bufs(shim)
+    for op in ("cu", "npu", "dpu"):
+        # CU 1 (the context has only CU 0), or no CU at all: the driver's EINVAL
+        assert errno_of(shim.exec, ctx, cmd_bo(shim, b.cmd(op, cu_mask=2))) == errno.EINVAL
+        assert errno_of(shim.exec, ctx, cmd_bo(shim, b.cmd(op, cu_mask=0))) == errno.EINVAL
+    # a chain mixing START_CU and START_NPU
+    mixed = ert_cmd_chain([cmd_bo(shim, b.cmd("cu")), cmd_bo(shim, b.cmd("npu"))])
+    assert errno_of(shim.exec, ctx, cmd_bo(shim, mixed)) == errno.EINVAL
+    # START_DPU with chained (multi-column) entries
+    dpu = bytearray(b.cmd("dpu"))
+    dpu[4 * 5 : 4 * 6] = struct.pack("<I", 1)
+    assert errno_of(shim.exec, ctx, cmd_bo(shim, bytes(dpu))) == errno.EINVAL
+    # nothing was sent; the context still runs
+    assert run(shim, ctx, b.cmd("npu")) == ErtState.COMPLETED and b.copied()
+    assert shim.hwctx_info(ctx)["submitted"] == 1
