@@ -113,11 +113,76 @@ static struct xdna_job *job_find(struct xdna_hwctx *hw, uint64_t seq)
     return NULL;
 }
 
-/* Write the final state, release pins and the cmd-list buffer, pop finished jobs. */
+/* The context's health record as the driver composes it from the last GET_APP_HEALTH
+ * report (docs/spec/jobs.md §6); without one, the driver's "not captured" defaults. */
+static struct xdna_aie2_ctx_health_data health_record(const struct xdna_hwctx *hw)
+{
+    struct xdna_aie2_ctx_health_data h = {
+        .version = XDNA_AIE2_CTX_HEALTH_V1,
+        .npu_gen = XDNA_AIE2_NPU_GEN_AIE2,
+        .txn_op_idx = XDNA_AIE2_TXN_OP_NONE,
+    };
+    if (hw->health_len >= sizeof(struct xdna_aie2_app_health_report)) {
+        struct xdna_aie2_app_health_report r;
+        struct xdna_aie2_fatal_error_info f;
+        memcpy(&r, hw->health, sizeof(r));
+        memcpy(&f, r.fatal_error_info, sizeof(f));
+        h.txn_op_idx = r.txn_op_id;
+        h.ctx_pc = r.ctx_pc;
+        h.fatal_error_type = f.fatal_type;
+        h.fatal_error_exception_type = f.exception_type;
+        h.fatal_error_exception_pc = f.exception_pc;
+        h.fatal_error_app_module = f.app_module;
+    }
+    return h;
+}
+
+/* The command that hung in a chain: the report's dpu_pc (its index), else the first. */
+static uint32_t hung_index(const struct xdna_hwctx *hw, uint32_t count)
+{
+    if (hw->health_len < sizeof(struct xdna_aie2_app_health_report))
+        return 0;
+    struct xdna_aie2_app_health_report r;
+    memcpy(&r, hw->health, sizeof(r));
+    return r.dpu_pc < count ? r.dpu_pc : 0;
+}
+
+/* Health record into a command BO's payload (after its CU masks), if the BO holds it. */
+static void put_health(struct xdna_bo *bo, const struct xdna_aie2_ctx_health_data *h)
+{
+    struct xdna_parse_cmd c;
+    if (!bo || bo->type != XDNA_SHIM_BO_CMD ||
+        xdna_parse_cmd_hdr(bo->va, bo->size, &c) != XDNA_PARSE_OK ||
+        4ull * c.pay + sizeof(*h) > bo->size)
+        return;
+    memcpy((uint8_t *)bo->va + 4ull * c.pay, h, sizeof(*h));
+}
+
+/* Write the final state, release pins and the cmd-list buffer, pop finished jobs. A
+ * TIMEOUT carries the context's health record: in the command's payload, for a chain in
+ * the sub-command that hung, which error_index then names. */
 static void job_finish(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xdna_job *j,
                        uint32_t state, uint32_t fail_idx)
 {
     struct xdna_bo *cmd = xdna_bo_get(ctx, j->cmd_bo);
+    if (cmd && state == XDNA_SHIM_ERT_STATE_TIMEOUT) {
+        struct xdna_aie2_ctx_health_data h = health_record(hw);
+        uint32_t *w = hdr_of(cmd);
+        if (((w[0] >> 23) & 0x1F) == XDNA_SHIM_ERT_CMD_CHAIN) {
+            struct xdna_parse_chain chn;
+            if (xdna_parse_chain(cmd->va, cmd->size, j->cmd_bo, XDNA_MAX_BOS, &chn) ==
+                XDNA_PARSE_OK) {
+                uint32_t idx = hung_index(hw, chn.n);
+                struct xdna_bo *sub = xdna_bo_get(ctx, (uint32_t)chn.handle[idx]);
+                put_health(sub, &h);
+                if (sub)
+                    set_state(sub, XDNA_SHIM_ERT_STATE_TIMEOUT);
+                w[1 + 2] = idx; /* error_index */
+            }
+        } else {
+            put_health(cmd, &h);
+        }
+    }
     if (cmd) {
         uint32_t h = *hdr_of(cmd);
         if (((h >> 23) & 0x1F) == XDNA_SHIM_ERT_CMD_CHAIN && state == XDNA_SHIM_ERT_STATE_ERROR) {
@@ -391,15 +456,32 @@ static int query_health(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     return 0;
 }
 
+/* Give back a context's MSI-X vector unless another live context of ours uses it: a later
+ * context of another session may get it (the firmware picks vectors by context id). */
+static void vec_release(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, unsigned vec)
+{
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
+        if (ctx->s.hw[i] && ctx->s.hw[i]->fw_live && !ctx->s.hw[i]->polled &&
+            ctx->s.hw[i]->msix == vec && (ctx->s.hw[i] != hw || hw->fw_live))
+            return;
+    if (vec != ctx->mgmt.msix)
+        xdna_irq_release(ctx, vec);
+}
+
 /* TDR recovery of one context (monitor thread). */
 static void recover(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 {
+    bool had_irq = hw->fw_live && !hw->polled;
+    unsigned vec = hw->msix;
     hw->busy = true;
-    query_health(ctx, hw); /* best effort: kept for xdna_shim_app_health */
+    hw->health_len = 0; /* no stale report in the TIMEOUT record */
+    query_health(ctx, hw); /* best effort: kept for xdna_shim_app_health and the record */
     end_jobs(ctx, hw, XDNA_SHIM_ERT_STATE_TIMEOUT);
     fw_stop(ctx, hw, true);
     if (fw_start(ctx, hw) < 0)
         hw->state = XDNA_SHIM_HWCTX_BROKEN;
+    if (had_irq && vec != hw->msix) /* re-created under another id: the old vector is free */
+        vec_release(ctx, hw, vec);
     hw->completions++;
     hw_release(ctx, hw);
 }
@@ -569,16 +651,11 @@ int xdna_shim_hwctx_destroy(struct xdna_shim_ctx *ctx, uint32_t handle)
     if (hw_claim(ctx, handle, &hw) < 0)
         return xdna_api_leave(ctx, -1);
     end_jobs(ctx, hw, XDNA_SHIM_ERT_STATE_ABORT);
-    bool vec_shared = false;
-    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
-        if (ctx->s.hw[i] && ctx->s.hw[i] != hw && ctx->s.hw[i]->fw_live &&
-            ctx->s.hw[i]->msix == hw->msix)
-            vec_shared = true;
-    bool had_fw = hw->fw_live;
+    bool had_fw = hw->fw_live, polled = hw->polled;
     unsigned vec = hw->msix;
     fw_stop(ctx, hw, true);
-    if (had_fw && !vec_shared && !hw->polled && vec != ctx->mgmt.msix)
-        xdna_irq_release(ctx, vec); /* a later context of another session may get it */
+    if (had_fw && !polled)
+        vec_release(ctx, hw, vec);
     hw_free(ctx, hw);
     return xdna_api_leave(ctx, 0);
 }

@@ -18,9 +18,11 @@ from xdna_emu.fw.messages import (
     APP_HEALTH,
     APP_HEALTH_SIZE,
     ASYNC_EVENT_HDR,
+    FATAL_ERROR_INFO,
     HEAP_DEV_ADDR,
     LAYOUTS,
     SLOT_NPU,
+    TXN_OP_NONE,
     Opcode,
     PspCmd,
     Status,
@@ -149,11 +151,15 @@ def test_heap_chunks_resolve_to_their_own_va() -> None:
     desc = K.Desc(K.Kernel.COPY, K.DType.INT32, count=64)
     assert ctx.run([Cmd(desc, [src, dst])]) == (0, 0, 0)
     assert np.array_equal(np.frombuffer(other, np.int32, 64, 0x100), np.arange(64))
-    # a range that runs from chunk 0 into chunk 1 is not contiguous in VA: fault
-    end = HEAP_DEV_ADDR + MiB - 64
-    assert ctx.run([Cmd(desc, [src, end])]) == (FAULT, 0, FAULT)
-    # past the end of the heap: fault
-    assert ctx.run([Cmd(desc, [src, HEAP_DEV_ADDR + 2 * MiB - 64])]) == (FAULT, 0, FAULT)
+    # a range that runs from chunk 0 into chunk 1 is not contiguous in VA, a range past the
+    # end of the heap: each faults, and the job stalls (a fresh context for each)
+    for bad in (HEAP_DEV_ADDR + MiB - 64, HEAP_DEV_ADDR + 2 * MiB - 64):
+        before = _counters(d)["iommu_faults"]
+        assert _stalls(ctx, [Cmd(desc, [src, bad])])
+        assert _counters(d)["iommu_faults"] == before + 1
+        assert ctx.destroy() == 0
+        ctx = PyContext(c)
+        assert d.msg(Opcode.ADD_HOST_BUFFER, ctx.id, 0x5555_0000_0000, MiB)[0] == 0
 
 
 # -- jobs ---------------------------------------------------------------------------------
@@ -355,33 +361,65 @@ def test_hang_stalls_only_its_context() -> None:
     assert again.id == hung.id and again.run([Cmd(K.Desc(K.Kernel.NOP))]) == (0, 0, 0)
 
 
-def test_iommu_fault_writes_nothing() -> None:
-    d, c = _setup("npu4", pasid=4)
-    ctx = PyContext(c)
+def _stalls(ctx: PyContext, cmds: list[Cmd], raw: bytes | None = None) -> bool:
+    """The chain is never answered and its context is hung (a fault is a hang)."""
+    mid = ctx.submit(cmds, raw=raw)
+    st_ = {x["id"]: x for x in ctx.drv.device.status()["contexts"]}[ctx.id]
+    return ctx.result(mid) is None and st_["state"] == "hung"
+
+
+def _health(d: PyDriver, ctx: PyContext) -> tuple:
+    hb = bytearray(0x1000)
+    d.iommu.map(0, 0x6000_0000, len(hb), DMA_READ | DMA_WRITE, None, mem=hb)
+    try:
+        assert d.msg(Opcode.GET_APP_HEALTH, ctx.id, 0x1000, 0x6000_0000)[0] == 0
+        rep = APP_HEALTH.unpack_from(hb)
+        return (*rep[4:7], *FATAL_ERROR_INFO.unpack_from(rep[7]))
+    finally:
+        d.iommu.unmap(0, 0x6000_0000, len(hb))
+
+
+def test_iommu_fault_stalls_and_writes_nothing() -> None:
+    d, c = _setup("npu4", pasid=4, heap=4 * MiB)
     src, dst = c.alloc(64), c.alloc(64)
     src.array(np.int32)[:] = 9
     copy = K.Desc(K.Kernel.COPY, K.DType.INT32, count=16)
     before = _counters(d)["iommu_faults"]
     outside = 0x1234_0000_0000
-    assert ctx.run([Cmd(copy, [src, dst]), Cmd(copy, [outside, dst])]) == (FAULT, 1, FAULT)
+    ctx = PyContext(c)
+    # the second command faults: the first ran, the second stalls, nothing is written
+    assert _stalls(ctx, [Cmd(copy, [src, dst]), Cmd(copy, [outside, dst])])
     assert _counters(d)["iommu_faults"] == before + 1
+    assert (dst.array(np.int32) == 9).all()
+    # health: dpu_pc = index 1, txn_op_id = TXN_OP_NONE, ctx_pc = 1 command done, fatal FAULT
+    # with AIE_ACCESS_ERROR, the faulting address, the copy kernel and its index
+    assert _health(d, ctx)[:8] == (1, TXN_OP_NONE, 1, 3, Status.AIE_ACCESS_ERROR,
+                                   outside & 0xFFFFFFFF, K.Kernel.COPY, 1)
+    # the next message on the hung context is held too; another context still runs
+    other = PyContext(c)
+    assert other.run([Cmd(copy, [src, dst])]) == (0, 0, 0)
+    assert ctx.destroy() == 0
     dst.array(np.int32)[:] = 0
-    # destination in a read-only SHARE BO: rejected, not written
+    # destination in a read-only SHARE BO: stalls, not written
+    ctx = PyContext(c)
     ro = c.share(64, 0x6600_0000_0000, perm=DMA_READ)
-    assert ctx.run([Cmd(copy, [src, ro])]) == (FAULT, 0, FAULT)
+    assert _stalls(ctx, [Cmd(copy, [src, ro])])
     assert bytes(ro.view) == bytes(64)
+    assert ctx.destroy() == 0
     # a writable SHARE BO (SVA address) works; the same VA in another PASID does not
+    ctx = PyContext(c)
     rw = c.share(64, 0x6700_0000_0000)
     assert ctx.run([Cmd(copy, [src, rw])]) == (0, 0, 0)
     assert (rw.array(np.int32) == 9).all()
-    other = PyClient(d, 5, heap_size=MiB, heap_va=0x7E00_0000_0000)
-    octx = PyContext(other)
-    odst = other.alloc(64)
-    assert octx.run([Cmd(copy, [rw, odst])]) == (FAULT, 0, FAULT)
+    oc = PyClient(d, 5, heap_size=MiB, heap_va=0x7E00_0000_0000)
+    octx = PyContext(oc)
+    odst = oc.alloc(64)
+    assert _stalls(octx, [Cmd(copy, [rw, odst])])
     assert bytes(odst.view) == bytes(64)
-    # the cmd-list buffer itself unreachable
+    # the cmd-list buffer itself unreachable: the chain stalls before its first slot
     mid = ctx.chan.send(Opcode.CHAIN_EXEC_NPU, LAYOUTS[Opcode.CHAIN_EXEC_NPU].req.pack(0, 0, outside, 64, 1))
-    assert struct.unpack("<III", ctx.collect()[mid].payload) == (FAULT, 0, FAULT)
+    assert mid not in ctx.collect()
+    assert _health(d, ctx)[:3] == (0, TXN_OP_NONE, 1)
     assert _counters(d)["iommu_faults"] == before + 4
     assert _counters(d)["internal_errors"] == 0
 
@@ -501,7 +539,10 @@ def test_app_health() -> None:
     assert d.msg(Opcode.GET_APP_HEALTH, ctx.id, 0x1000, 0x6000_0000)[:2] == (0, APP_HEALTH_SIZE)
     major, minor, size, cid, dpu_pc, txn, ctx_pc, fatal, _ = APP_HEALTH.unpack_from(hb)
     assert (major, minor, size, cid, dpu_pc, txn, ctx_pc) == (1, 0, 560, ctx.id, 2, K.Kernel.FAIL, 2)
-    assert struct.unpack_from("<IIII", fatal) == (2, Status.APP_ERT_FIRST_ERROR, Status.AIE_LOCK_ERROR, 2)
+    # fatal_type, exception_type, exception_pc, app_module, task_index, status, cmd_status, idx
+    assert FATAL_ERROR_INFO.unpack_from(fatal) == (
+        2, Status.APP_ERT_FIRST_ERROR, 0, K.Kernel.FAIL, 2, Status.APP_ERT_FIRST_ERROR,
+        Status.AIE_LOCK_ERROR, 2)
     assert d.msg(Opcode.GET_APP_HEALTH, ctx.id, 100, 0x6000_0000)[:2] == \
         (Status.RTOS_INVALID_INPUT_BUF, APP_HEALTH_SIZE)
     assert d.msg(Opcode.GET_APP_HEALTH, 9, 0x1000, 0x6000_0000)[0] == Status.MGMT_ERT_INVALID_PARAM
@@ -536,7 +577,7 @@ _ROBUST: dict[str, object] = {}
 
 def _robust_env() -> tuple[PyDriver, PyClient, list[Bo]]:
     if "d" not in _ROBUST:
-        d, c = _setup("npu4", heap=MiB, chunk=MiB)
+        d, c = _setup("npu4", heap=8 * MiB, chunk=4 * MiB)  # faults hang: contexts get remade
         _ROBUST.update(d=d, c=c, bos=[c.alloc(4096) for _ in range(5)] + [c.alloc(0x10000) for _ in range(3)])
     return _ROBUST["d"], _ROBUST["c"], _ROBUST["bos"]  # type: ignore[return-value]
 

@@ -190,3 +190,72 @@ def test_bad_command_forms(xdna_chip: str, xdna_shim: Shim) -> None:
     # nothing was sent; the context still runs
     assert run(shim, ctx, b.cmd("npu")) == ErtState.COMPLETED and b.copied()
     assert shim.hwctx_info(ctx)["submitted"] == 1
+
+
+# -- a fault is a hang; TIMEOUT carries the health record (docs/spec/jobs.md §2, §6) ------
+
+HEALTH = struct.Struct("<8I")  # ctx_health_data, AIE2 layout
+FORGED = 0x7FF0_1234_5000  # nothing is mapped there
+
+
+def health_of(shim: Shim, bo: int) -> tuple[int, ...]:
+    """The health record in a command BO's payload (after its one CU mask word)."""
+    return HEALTH.unpack_from(bytes(shim.bo_map(bo)[8 : 8 + HEALTH.size]))
+
+
+def counters(emu: Emulator) -> dict:
+    with ControlClient(emu.socket) as cl:
+        cl.version()
+        st = cl.status()
+    return st.get("device", st)["counters"]
+
+
+def expected(chip: str, txn: int, ctx_pc: int, fatal: tuple[int, int, int, int]) -> tuple:
+    """npu4 firmware answers GET_APP_HEALTH (>= 6.18); npu1's cannot, so the driver writes
+    its "not captured" defaults."""
+    if chip == "npu1":
+        return (1, 0, 0xFFFFFFFF, 0, 0, 0, 0, 0)
+    return (1, 0, txn, ctx_pc, *fatal)
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_fault_stalls_until_tdr_and_reports_health(xdna_chip: str, xdna_emulator: Emulator,
+                                                   xdna_shim: Shim) -> None:
+    shim, emu = xdna_shim, xdna_emulator
+    shim.set_tdr_ms(200)
+    ctx = shim.hwctx_create()
+    b = Bufs(shim)
+    before = counters(emu)["iommu_faults"]
+    bad = cmd_bo(shim, ert_start_npu(b.addr(b.inst), b.size, [b.addr(b.src), FORGED]))
+    seq = shim.exec(ctx, bad)
+    assert errno_of(shim.wait, ctx, seq, 50) == errno.ETIME  # it stalls, no ERROR
+    shim.wait(ctx, seq, 20000)
+    assert shim.cmd_state(bad) == ErtState.TIMEOUT
+    # txn op NONE (invalid access), nothing completed, FAULT / access error / address / copy
+    assert health_of(shim, bad) == expected(
+        xdna_chip, 0xFFFFFFFF, 0, (3, 0x1000004, FORGED & 0xFFFFFFFF, K.Kernel.COPY))
+    assert counters(emu)["iommu_faults"] == before + 1
+    assert not b.copied()  # nothing touched
+    info = shim.hwctx_info(ctx)
+    assert (info["timeouts"], info["state"]) == (1, "active")
+    assert run(shim, ctx, b.cmd("npu")) == ErtState.COMPLETED and b.copied()  # recovered
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_chain_timeout_names_the_hung_command(xdna_chip: str, xdna_shim: Shim) -> None:
+    shim = xdna_shim
+    shim.set_tdr_ms(200)
+    ctx = shim.hwctx_create()
+    b = Bufs(shim)
+    hang = Bufs(shim, inst=K.encode(K.Desc(K.Kernel.HANG)))
+    subs = [cmd_bo(shim, b.cmd("npu")), cmd_bo(shim, b.cmd("npu")),
+            cmd_bo(shim, ert_start_npu(hang.addr(hang.inst), hang.size))]
+    chain = cmd_bo(shim, ert_cmd_chain(subs))
+    shim.wait(ctx, shim.exec(ctx, chain), 20000)
+    assert shim.cmd_state(chain) == ErtState.TIMEOUT
+    idx = 2 if xdna_chip == "npu4" else 0  # without a report the driver cannot tell
+    assert struct.unpack_from("<I", bytes(shim.bo_map(chain)), 4 * 3)[0] == idx  # error_index
+    assert shim.cmd_state(subs[idx]) == ErtState.TIMEOUT
+    # txn op = the hang kernel, 2 commands completed, fatal HANG in the hang kernel
+    assert health_of(shim, subs[idx]) == expected(xdna_chip, K.Kernel.HANG, 2,
+                                                  (1, 0, 0, K.Kernel.HANG))

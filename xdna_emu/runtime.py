@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels as K
+from .fw.messages import CTX_HEALTH_DATA, CTX_HEALTH_FIELDS
 from .shim import (
     BO_CMD,
     BO_DEV,
@@ -100,9 +101,25 @@ class Command:
     instr_bo: int
     view: memoryview
     owns_instr: bool = False  # an instruction BO of its own (the context cache was full)
+    body: bytes = b""  # the packet as prepared: a TIMEOUT overwrites its payload
 
     def state(self) -> int:
         return struct.unpack_from("<I", self.view, 0)[0] & 0xF
+
+    def refill(self) -> None:
+        """Write the prepared packet back with state NEW (before every submission)."""
+        if self.body:
+            self.view[: len(self.body)] = self.body
+        hdr = struct.unpack_from("<I", self.view, 0)[0]
+        struct.pack_into("<I", self.view, 0, (hdr & ~0xF) | ErtState.NEW)
+
+    def health(self) -> dict[str, int] | None:
+        """After TIMEOUT: the context health record the driver wrote into the payload
+        (docs/spec/jobs.md §6), else None."""
+        if self.state() != ErtState.TIMEOUT:
+            return None
+        rec = CTX_HEALTH_DATA.unpack_from(self.view, 4 * 2)  # after the header and CU mask
+        return dict(zip(CTX_HEALTH_FIELDS, rec, strict=True))
 
     def free(self) -> None:
         """Release the command's buffer objects (it must not be in flight)."""
@@ -130,10 +147,10 @@ class Run:
 
     @property
     def error_index(self) -> int | None:
-        """For a failed chain: the index of the command that failed."""
+        """For a failed or timed-out chain: the index of the command that failed or hung."""
         if self._final is not None:
             return self._error_index
-        if len(self.parts) <= 1 or self.head.state() != ErtState.ERROR:
+        if len(self.parts) <= 1 or self.head.state() not in (ErtState.ERROR, ErtState.TIMEOUT):
             return None
         return chain_error_index(self.head.view)
 
@@ -177,7 +194,7 @@ class Context:
         instr_addr = int(shim.bo_info(instr)["xdna_addr"])
         body = ert_start_npu(instr_addr, K.DESC.size, [b.xdna_addr for b in buffers])
         view[: len(body)] = body
-        return Command(self, cmd, instr, view, owns_instr)
+        return Command(self, cmd, instr, view, owns_instr, body)
 
     def _describe(self, kern: K.Kernel, bufs: Sequence[Buffer], scalar: float, m: int | None,
                   n: int | None, k: int | None, error: int) -> K.Desc:
@@ -218,9 +235,8 @@ class Context:
         return bo, True
 
     def submit(self, cmd: Command) -> Run:
-        """Submit a prepared command (again); its header goes back to NEW first."""
-        hdr = struct.unpack_from("<I", cmd.view, 0)[0]
-        struct.pack_into("<I", cmd.view, 0, (hdr & ~0xF) | ErtState.NEW)
+        """Submit a prepared command (again); its packet goes back to NEW first."""
+        cmd.refill()
         return Run(self, self.dev.shim.exec(self.handle, cmd.cmd_bo), cmd, [cmd])
 
     def run(self, kernel: str, *buffers: Buffer, **params: Any) -> Run:
@@ -238,6 +254,8 @@ class Context:
         cmds = [c if isinstance(c, Command) else self.command(*c) for c in commands]
         if not 1 <= len(cmds) <= MAX_CHAIN:
             raise UsageError(f"a chain holds 1..{MAX_CHAIN} commands")
+        for c in cmds:
+            c.refill()
         shim = self.dev.shim
         head_bo = shim.bo_create(BO_CMD, CMD_BO_SIZE)
         view = shim.bo_map(head_bo)

@@ -44,6 +44,7 @@ from .messages import (
     SLOT_DPU,
     SLOT_NPU,
     STATUS_ONLY,
+    TXN_OP_NONE,
     AsyncEventType,
     FatalType,
     Opcode,
@@ -61,7 +62,6 @@ ARG_MAX = 1 << 32  # emulator limit on one kernel buffer argument (larger: inval
 GEMM_WORK_MAX = 1 << 30  # emulator limit on m*n*k: a daemon must not stall for minutes
 APP_HEALTH_VERSION = (1, 0)  # emulator-chosen report version
 CONFIG_CU_MAX = 32
-EMPTY_PROGRAM = 0xFFFFFFFF  # cur_kernel (app health dpu_pc) after an all-zero program
 
 #: Ops a client session may proxy (docs/spec/jobs.md §1); the rest are driver-only.
 PROXY_OPS = frozenset({
@@ -81,7 +81,8 @@ USER_OPS = EXEC_OPS | {Opcode.CONFIG_CU, Opcode.SYNC_BO}
 USER_GATES = {Opcode.EXEC_NPU: "NPU_COMMAND"}  # others are gated by their own name
 
 # fatal_error_info.fatal_type, emulator-defined (docs/spec/messages.md)
-FATAL_NONE, FATAL_HANG, FATAL_CMD_ERROR = (int(t) for t in (FatalType.NONE, FatalType.HANG, FatalType.CMD_ERROR))
+FATAL_NONE, FATAL_HANG, FATAL_CMD_ERROR, FATAL_FAULT = (
+    int(t) for t in (FatalType.NONE, FatalType.HANG, FatalType.CMD_ERROR, FatalType.FAULT))
 
 
 class _Invalid(Exception):
@@ -140,6 +141,8 @@ class HwContext:
     last_fail_idx: int = 0
     last_op: int = 0  # opcode of the last exec message
     last_slot: int = 0  # slot type of the last slot_npu run (0: other slot kinds)
+    fault_kernel: int = 0  # kernel number of the command whose DMA faulted
+    fault_addr: int = 0  # the device address that faulted
 
     @property
     def heap_end(self) -> int:
@@ -185,6 +188,8 @@ class HwContextState:
     last_fail_idx: int
     last_op: int
     last_slot: int
+    fault_kernel: int
+    fault_addr: int
 
 
 @dataclass(frozen=True)
@@ -266,6 +271,13 @@ class ContextFirmware:
         self.stats["iommu_faults"] += 1
         log.warning("context %d: %s", ctx.id, exc)
 
+    def _stall(self, ctx: HwContext, exc: IommuFault) -> None:
+        """A job's DMA faulted: logged and counted, nothing touched, and the job stalls as
+        on silicon (the caller returns None: a hang TDR ends); docs/spec/jobs.md §2."""
+        self._fault(ctx, exc)
+        ctx.fatal, ctx.fault_addr = FATAL_FAULT, exc.addr
+        ctx.fault_kernel, ctx.cur_kernel = ctx.cur_kernel, TXN_OP_NONE
+
     # -- mgmt handlers ---------------------------------------------------------------------
     def _err(self, opcode: Opcode, status: int) -> bytes:
         return status_resp(LAYOUTS[opcode], status)
@@ -333,9 +345,16 @@ class ContextFirmware:
         return self._host_buffer(Opcode.ADD_HOST_BUFFER, req, False)
 
     def health_report(self, ctx: HwContext) -> bytes:
-        """The 560-byte app_health_report (fatal_error_info content is emulator-defined)."""
-        fatal = FATAL_ERROR_INFO.pack(ctx.fatal, ctx.last_status, ctx.last_cmd_status,
-                                      ctx.last_fail_idx)
+        """The 560-byte app_health_report (fatal_error_info values are emulator-defined,
+        docs/spec/firmware.md §8)."""
+        if ctx.fatal == FATAL_FAULT:
+            exc, pc, module = Status.AIE_ACCESS_ERROR, ctx.fault_addr & 0xFFFFFFFF, ctx.fault_kernel
+        elif ctx.fatal == FATAL_CMD_ERROR:
+            exc, pc, module = ctx.last_status, 0, ctx.cur_kernel
+        else:
+            exc, pc, module = 0, 0, ctx.cur_kernel
+        fatal = FATAL_ERROR_INFO.pack(ctx.fatal, exc, pc, module, ctx.cur_idx, ctx.last_status,
+                                      ctx.last_cmd_status, ctx.last_fail_idx)
         return APP_HEALTH.pack(*APP_HEALTH_VERSION, APP_HEALTH_SIZE, ctx.id, ctx.cur_idx,
                                ctx.cur_kernel, ctx.cmds_done, fatal, 0)
 
@@ -414,7 +433,9 @@ class ContextFirmware:
             msg = ctx.queue[0]
             resp = self._user_op(ctx, msg)
             if resp is None:
-                ctx.hung, ctx.fatal = True, FATAL_HANG
+                ctx.hung = True
+                if ctx.fatal != FATAL_FAULT:
+                    ctx.fatal = FATAL_HANG
                 log.warning("context %d hung on message %#x", ctx.id, msg.id)
                 return
             ctx.queue.popleft()
@@ -489,9 +510,9 @@ class ContextFirmware:
         try:  # snapshot: the host cannot change slots under a running chain
             buf = bytes(self.translate(ctx, buf_addr, buf_size, DMA_READ))
         except IommuFault as exc:
-            self._fault(ctx, exc)
-            err = Status.AIE_ACCESS_ERROR
-            return self._note_fail(ctx, err, 0, err)
+            ctx.cur_idx = 0
+            self._stall(ctx, exc)
+            return None
         off = 0
         for idx in range(count):
             ctx.cur_idx = idx
@@ -560,7 +581,7 @@ class ContextFirmware:
     def _run(self, ctx: HwContext, cmd: Command) -> tuple[int, int] | None:
         """Run one command: (status, command status), or None for a hang."""
         inv = (Status.APP_ERT_INVALID_INSTRUCTION, Status.APP_ERT_INVALID_INSTRUCTION)
-        fault = (Status.AIE_ACCESS_ERROR, Status.AIE_ACCESS_ERROR)
+        ctx.cur_kernel = TXN_OP_NONE  # until the program is decoded
         if cmd.inst_size >= ARG_MAX:
             return inv
         try:
@@ -570,10 +591,10 @@ class ContextFirmware:
                 if size:
                     self.translate(ctx, addr, size, DMA_READ | DMA_WRITE)
         except IommuFault as exc:
-            self._fault(ctx, exc)
-            return fault
+            self._stall(ctx, exc)
+            return None
         if not inst.strip(b"\0"):  # an all-zero (or empty) program: nothing to do
-            ctx.cur_kernel = EMPTY_PROGRAM
+            ctx.cur_kernel = TXN_OP_NONE
             ctx.cmds_done += 1
             return Status.SUCCESS, 0
         try:
@@ -606,8 +627,8 @@ class ContextFirmware:
 
             kernels.run(desc, fetch)
         except IommuFault as exc:
-            self._fault(ctx, exc)
-            return fault
+            self._stall(ctx, exc)
+            return None
         except (kernels.KernelError, ValueError, TypeError, ArithmeticError) as exc:
             log.info("context %d: kernel rejected: %s", ctx.id, exc)
             return inv

@@ -73,6 +73,10 @@ CONSTS = (
     Const("HEAP_DEV_ADDR", 0x4000000, "device address of a client's DEV_HEAP", ctype=U64),
     Const("CMD_LIST_MAX", 0x10000, "limit on a chain's cmd-list buffer (the driver uses 4 KiB)",
           emulator=True),
+    Const("TXN_OP_NONE", 0xFFFFFFFF, "health txn_op_idx: no transaction op captured (an invalid "
+          "access, nothing running)"),
+    Const("CTX_HEALTH_V1", 1, "ctx_health_data.version the driver writes"),
+    Const("NPU_GEN_AIE2", 0, "ctx_health_data.npu_gen of AIE2 devices"),
     Const("KERNEL_OP_TXN", 3, "the one argument word of an ELF slot: run the transaction stream"),
 )  # fmt: skip
 
@@ -317,11 +321,25 @@ FATAL_TYPE = Enum("FatalType", "FATAL", members(
     emu("NONE", 0),
     emu("HANG", 1, "a command never finished"),
     emu("CMD_ERROR", 2, "a command failed"),
+    emu("FAULT", 3, "a command's DMA faulted: it stalls, as on silicon"),
 ), "fatal_error_info.fatal_type: the emulator's content of the driver-opaque block.")
 FATAL_ERROR_INFO = Struct("fatal_error_info", (
-    f("fatal_type", U32, "FatalType"), f("status", U32, "last failing status"),
-    f("cmd_status", U32, "its fail_cmd_status"), f("cmd_idx", U32, "its fail_cmd_idx"),
-), "Emulator-defined start of app_health_report.fatal_error_info (the rest is zero).")
+    f("fatal_type", U32, "FatalType"),
+    f("exception_type", U32, "emulator: the status of the failure (AIE_ACCESS_ERROR for a fault)"),
+    f("exception_pc", U32, "emulator: low 32 bits of the faulting device address"),
+    f("app_module", U32, "emulator: kernel number of the command that failed or stalled"),
+    f("task_index", U32, "emulator: its index in its chain"),
+    f("status", U32, "emulator: last failing status"),
+    f("cmd_status", U32, "emulator: its fail_cmd_status"), f("cmd_idx", U32, "emulator: its fail_cmd_idx"),
+), "Start of app_health_report.fatal_error_info: the driver reads the first four fields; "
+   "their values and the rest are emulator-defined (the rest is zero).")
+CTX_HEALTH_DATA = Struct("ctx_health_data", (
+    f("version", U32, "CTX_HEALTH_V1"), f("npu_gen", U32, "NPU_GEN_AIE2"),
+    f("txn_op_idx", U32, "health report txn_op_id; TXN_OP_NONE if not captured"),
+    f("ctx_pc", U32, "health report ctx_pc"),
+    f("fatal_error_type", U32), f("fatal_error_exception_type", U32),
+    f("fatal_error_exception_pc", U32), f("fatal_error_app_module", U32),
+), "What the driver writes into a TIMEOUT command's payload (AIE2 layout; docs/spec/jobs.md §6).")
 ASYNC_EVENT_HDR = Struct("async_event_hdr", (
     f("err_cnt", U32, "aie_error entries that follow"), f("ret_code", U32), f("rsvd", U32),
 ), "Start of an AIE-error async event buffer.")
@@ -337,7 +355,7 @@ FAMILY = Family(
     enums=(STATUS, PSP_CMD, PSP_STATUS, SMU_CMD, SMU_RESP, ASYNC_EVENT_TYPE, SLOT_TYPE, FATAL_TYPE),
     consts=CONSTS,
     structs=(MSG_HEADER, MGMT_MBOX_CHANN_INFO, SLOT_NPU, SLOT_DPU, SLOT_EXECBUF_CF,
-             APP_HEALTH_REPORT, FATAL_ERROR_INFO, ASYNC_EVENT_HDR, AIE_ERROR),
+             APP_HEALTH_REPORT, FATAL_ERROR_INFO, CTX_HEALTH_DATA, ASYNC_EVENT_HDR, AIE_ERROR),
     messages=MESSAGES,
     source="xdna_emu/fw/iface/aie2.py",
 )  # fmt: skip
