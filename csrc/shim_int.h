@@ -321,6 +321,9 @@ int xdna_client_query(struct xdna_shim_ctx *ctx);
 
 /* ---- async error events (async.c) ---- */
 int xdna_async_events_start(struct xdna_shim_ctx *ctx);
+/* Decode one AIE error the driver's way (docs/spec/jobs.md §6). */
+uint32_t xdna_aie_error_category(uint32_t row, uint32_t event_id, uint32_t mod_type);
+uint64_t xdna_aie_error_code(uint32_t category, uint32_t mod_type);
 /* Post REGISTER_ASYNC_EVENT_MSG for async buffer idx (decoded and re-posted on reply). */
 int xdna_async_post(struct xdna_shim_ctx *ctx, unsigned idx);
 

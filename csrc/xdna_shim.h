@@ -229,13 +229,14 @@ struct xdna_shim_hwctx_info {
 
 struct xdna_shim_async_error {
     uint64_t count;     /* async error events received since probe */
-    uint64_t ts_ns;     /* CLOCK_REALTIME of the last one */
+    uint64_t ts_ns;     /* CLOCK_REALTIME of the last one; sticky until the next */
     uint32_t type;      /* 0 AIE error, 1 exception */
     uint32_t err_cnt;   /* entries in the last event */
     uint32_t ret_code;
-    uint32_t event_id;  /* of its first entry */
+    uint32_t event_id;  /* of its last entry (the one the driver caches) */
     uint32_t row, col, mod_type;
-    uint32_t rsvd;
+    uint32_t category;  /* AieErrorCategory the driver decodes it to */
+    uint64_t err_code;  /* the driver's xrtErrorCode: num, driver, severity, module, class */
 };
 
 struct xdna_shim_power {

@@ -291,7 +291,8 @@ def test_failed_command_mid_chain(chip: str) -> None:
     assert ev.id == ev_id and LAYOUTS[Opcode.REGISTER_ASYNC_EVENT_MSG].resp.unpack(ev.payload) == (0, 0)
     assert ASYNC_EVENT_HDR.unpack_from(evbuf) == (1, 0, 0)
     row, col, _, mod, event_id, _ = AIE_ERROR_ENTRY.unpack_from(evbuf, ASYNC_EVENT_HDR.size)
-    assert (row, col, mod, event_id) == (d.chip.tiles.core_row_start, first + 1, 0, 0x09)
+    # the default tile: the partition's first core tile, core module (1), event = low byte
+    assert (row, col, mod, event_id) == (d.chip.tiles.core_row_start, first + 1, 1, 0x09)
     # the context stays usable; a fail with no event registered still answers the chain
     assert ctx.run([Cmd(copy, [s1, d2])]) == (0, 0, 0)
     assert ctx.run([Cmd(K.Desc(K.Kernel.FAIL))]) == (Status.APP_ERT_FIRST_ERROR, 0, K.AIE_ERR_INSTRUCTION)
@@ -711,3 +712,34 @@ def test_empty_program_completes(chip: str) -> None:
     zero.view[100] = 1
     raw = SLOT_NPU.pack(SlotType.PARTIAL_ELF, zero.addr, 0, 0, 4096, 0, 0, 0, 0, 0)
     assert ctx.result(ctx.submit([Cmd(K.Desc(K.Kernel.NOP))], raw=raw)) == (INV, 0, INV)
+
+
+@pytest.mark.parametrize("chip", CHIPS)
+def test_fail_places_its_error(chip: str) -> None:
+    """A fail descriptor chooses column (within the partition), row, module and event."""
+    d = PyDriver(make_test_device(chip))
+    d.bring_up(async_events=False)
+    c = PyClient(d, 1, heap_size=2 * MiB, chunk=MiB)
+    t, first = d.chip.tiles, d.chip.limits.first_col
+    ctx = PyContext(c, start_col=first, num_col=2)
+    evbuf = bytearray(0x2000)
+    d.iommu.map(0, 0x7000_0000, len(evbuf), DMA_READ | DMA_WRITE, None, mem=evbuf)
+    ok = [(1, t.shim_row_start, 2, 64), (0, t.core_row_start + 1, 1, 59), (1, t.mem_row_start, 0, 138),
+          (0, t.core_row_start, 0, 97)]
+    for col, row, mod, ev in ok:
+        ev_id = d.mgmt.send(Opcode.REGISTER_ASYNC_EVENT_MSG, struct.pack("<QI", 0x7000_0000, 0x2000))
+        fail = K.Desc(K.Kernel.FAIL, error=Status.AIE_BUS_ERROR, where=K.place(col, row, mod, ev))
+        assert ctx.run([Cmd(fail)]) == (Status.APP_ERT_FIRST_ERROR, 0, Status.AIE_BUS_ERROR)
+        (r,) = d.mgmt.drain()
+        assert r.id == ev_id
+        e = AIE_ERROR_ENTRY.unpack_from(evbuf, ASYNC_EVENT_HDR.size)
+        assert (e[0], e[1], e[3], e[4]) == (row, first + col, mod, ev)
+    # bad placements: a column past the partition, a row past the array, a module the row
+    # has not (PL off the shim row, core on the shim row, memory on the shim row)
+    bad = [(2, t.core_row_start, 1, 59), (0, t.rows, 1, 59), (0, t.core_row_start, 2, 64),
+           (0, t.shim_row_start, 1, 59), (0, t.shim_row_start, 0, 97), (0, t.core_row_start, 7, 1)]
+    for col, row, mod, ev in bad:
+        fail = K.Desc(K.Kernel.FAIL, where=K.place(col, row, mod, ev))
+        assert ctx.run([Cmd(fail)]) == (INV, 0, INV), (col, row, mod, ev)
+    assert d.mgmt.drain() == []  # no event for them
+    assert ctx.run([Cmd(K.Desc(K.Kernel.NOP))]) == (0, 0, 0)

@@ -259,3 +259,64 @@ def test_chain_timeout_names_the_hung_command(xdna_chip: str, xdna_shim: Shim) -
     # txn op = the hang kernel, 2 commands completed, fatal HANG in the hang kernel
     assert health_of(shim, subs[idx]) == expected(xdna_chip, K.Kernel.HANG, 2,
                                                   (1, 0, 0, K.Kernel.HANG))
+
+
+# -- decoded async errors (docs/spec/jobs.md §5, §6) --------------------------------------
+
+
+def fail_cmd(shim: Shim, where: int, error: int = 0x1000005) -> bytes:
+    b = Bufs(shim, inst=K.encode(K.Desc(K.Kernel.FAIL, error=error, where=where)))
+    return ert_start_npu(b.addr(b.inst), b.size)
+
+
+def xrt_code(num: int, module: int) -> int:
+    """XRT_ERROR_CODE_BUILD(num, DRIVER_AIE 4, SEVERITY_CRITICAL 3, module, CLASS_AIE 2)."""
+    return num | 4 << 16 | 3 << 24 | module << 32 | 2 << 40
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_async_errors_are_decoded_and_sticky(xdna_chip: str, xdna_shim: Shim) -> None:
+    from xdna_emu.chips import load_chip
+    from xdna_emu.testing.wait import wait_until
+
+    shim = xdna_shim
+    t = load_chip(xdna_chip).tiles
+    first = shim.hwctx_info(ctx := shim.hwctx_create(num_cols=2))["start_col"]
+    cases = [  # (col, row, module, event) -> (num, module, names)
+        ((1, t.shim_row_start, 2, 64), (7, 7, ("AIE_BUS", "AIE_PL"))),  # shim-tile bus error
+        ((0, t.core_row_start, 1, 59), (8, 3, ("AIE_INSTRUCTION", "AIE_CORE"))),
+        ((1, t.mem_row_start, 0, 133), (11, 4, ("AIE_DMA", "AIE_MEMORY"))),  # memory tile
+        ((0, t.core_row_start + 1, 0, 91), (12, 4, ("AIE_MEM_PARITY", "AIE_MEMORY"))),
+        ((0, t.core_row_start, 1, 1), (15, 3, ("UNKNOWN", "AIE_CORE"))),  # no table entry
+    ]
+    last_ts = 0
+    for n, (place, (num, mod, names)) in enumerate(cases, 1):
+        assert run(shim, ctx, fail_cmd(shim, K.place(*place))) == ErtState.ERROR
+        e = wait_until(shim.last_async_error, lambda e, n=n: e["count"] >= n, what="the error")
+        assert (e["col"], e["row"], e["mod_type"], e["event_id"]) == (first + place[0], *place[1:])
+        assert e["err_code"] == xrt_code(num, mod)
+        assert (e["err_num"], e["err_module"], e["err_severity"], e["err_class"], e["err_driver"]) == (
+            *names, "CRITICAL", "AIE", 4)
+        assert e["ts_ns"] > last_ts
+        last_ts = e["ts_ns"]
+    # sticky: jobs that raise nothing leave the record alone
+    b = Bufs(shim)
+    assert run(shim, ctx, b.cmd("npu")) == ErtState.COMPLETED
+    e = shim.last_async_error()
+    assert (e["count"], e["ts_ns"], e["err_num"]) == (len(cases), last_ts, "UNKNOWN")
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_error_placement_outside_the_partition(xdna_chip: str, xdna_shim: Shim) -> None:
+    from xdna_emu.chips import load_chip
+
+    shim = xdna_shim
+    t = load_chip(xdna_chip).tiles
+    ctx, other = shim.hwctx_create(num_cols=1), shim.hwctx_create(num_cols=1)
+    for place in ((1, t.core_row_start, 1, 59), (0, t.rows, 1, 59), (0, t.core_row_start, 2, 64),
+                  (0, t.shim_row_start, 1, 59)):
+        assert run(shim, ctx, fail_cmd(shim, K.place(*place))) == ErtState.ERROR
+    assert shim.last_async_error()["count"] == 0  # rejected: nothing was raised
+    b = Bufs(shim)
+    assert run(shim, other, b.cmd("npu")) == ErtState.COMPLETED and b.copied()
+    assert run(shim, ctx, b.cmd("npu")) == ErtState.COMPLETED and b.copied()

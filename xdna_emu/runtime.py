@@ -17,6 +17,7 @@ thread-safe: threads may share a Device, each with its own contexts.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import struct
 import threading
@@ -184,9 +185,14 @@ class Context:
 
     def command(self, kernel: str, *buffers: Buffer, scalar: float = 1.0,
                 m: int | None = None, n: int | None = None, k: int | None = None,
-                error: int = K.AIE_ERR_INSTRUCTION) -> Command:
-        """Prepare (but do not submit) one command running ``kernel`` on ``buffers``."""
+                error: int = K.AIE_ERR_INSTRUCTION,
+                at: tuple[int, int, int, int] | None = None) -> Command:
+        """Prepare (but do not submit) one command running ``kernel`` on ``buffers``.
+        ``at`` = (column within the context, row, module, event) places a fail kernel's
+        AIE error (docs/spec/jobs.md §5)."""
         desc = self._describe(K.by_name(kernel), buffers, scalar, m, n, k, error)
+        if at is not None:
+            desc = dataclasses.replace(desc, where=K.place(*at))
         instr, owns_instr = self._instr_bo(K.encode(desc))
         shim = self.dev.shim
         cmd = shim.bo_create(BO_CMD, CMD_BO_SIZE)

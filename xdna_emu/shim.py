@@ -20,6 +20,7 @@ from typing import Any
 
 from . import _shim  # type: ignore[attr-defined]
 from .fw.iface.aie2 import FAMILY as _FW
+from .fw.messages import XRT_SHIFTS, XrtErrorClass, XrtErrorModule, XrtErrorNum, XrtErrorSeverity
 
 ffi = _shim.ffi
 lib = _shim.lib
@@ -145,6 +146,21 @@ def ert_start_preempt(instr_addr: int, instr_size: int, save: tuple[int, int] = 
     op = ErtOpcode.START_NPU_PREEMPT_ELF if elf else ErtOpcode.START_NPU_PREEMPT
     hdr = ert_header(op, len(words))
     return struct.pack(f"<II{len(words)}I", hdr, cu_mask, *words)
+
+
+def decode_error_code(code: int) -> dict[str, Any]:
+    """An xrtErrorCode split the way XRT reads it: number, driver, severity, module and class
+    (names where the AIE2 interface table knows the value)."""
+    def field(key: str) -> int:
+        return code >> XRT_SHIFTS[key] & (0xFFFF if key == "num" else 0xF)
+
+    def name(enum: Any, v: int) -> str | int:
+        return enum(v).name if v in enum._value2member_map_ else v
+
+    return {"err_num": name(XrtErrorNum, field("num")), "err_driver": field("driver"),
+            "err_severity": name(XrtErrorSeverity, field("severity")),
+            "err_module": name(XrtErrorModule, field("module")),
+            "err_class": name(XrtErrorClass, field("class"))}
 
 
 def ert_cmd_chain(handles: Sequence[int]) -> bytes:
@@ -420,7 +436,8 @@ class Shim:
         self._check(lib.xdna_shim_last_async_error(self._c(), e))
         return {"count": e.count, "ts_ns": e.ts_ns, "type": e.type, "err_cnt": e.err_cnt,
                 "ret_code": e.ret_code, "event_id": e.event_id, "row": e.row, "col": e.col,
-                "mod_type": e.mod_type}
+                "mod_type": e.mod_type, "category": e.category, "err_code": e.err_code,
+                **decode_error_code(e.err_code)}
 
     def app_health(self, hwctx: int, size: int = 1024) -> bytes:
         """The context's last health report (kept by TDR), or a fresh GET_APP_HEALTH."""

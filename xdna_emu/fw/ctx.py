@@ -45,6 +45,7 @@ from .messages import (
     SLOT_NPU,
     STATUS_ONLY,
     TXN_OP_NONE,
+    AieModule,
     AsyncEventType,
     FatalType,
     Opcode,
@@ -614,7 +615,10 @@ class ContextFirmware:
         if desc.kernel == kernels.Kernel.HANG:
             return None
         if desc.kernel == kernels.Kernel.FAIL:
-            self._post_aie_error(ctx, desc.error)
+            entry = self._aie_error_entry(ctx, desc)
+            if entry is None:
+                return inv
+            self.fw.post_async_event(AsyncEventType.AIE_ERROR, ASYNC_EVENT_HDR.pack(1, 0, 0) + entry)
             return Status.APP_ERT_FIRST_ERROR, desc.error
         try:
             if (any(s >= ARG_MAX for s in desc.arg_sizes())
@@ -635,10 +639,24 @@ class ContextFirmware:
         ctx.cmds_done += 1
         return Status.SUCCESS, 0
 
-    def _post_aie_error(self, ctx: HwContext, error: int) -> None:
-        row = self.chip.tiles.core_row_start if self.chip.tiles is not None else 0
-        entry = AIE_ERROR_ENTRY.pack(row & 0xFF, ctx.start_col & 0xFF, 0, 0, error & 0xFF, bytes(3))
-        self.fw.post_async_event(AsyncEventType.AIE_ERROR, ASYNC_EVENT_HDR.pack(1, 0, 0) + entry)
+    def _aie_error_entry(self, ctx: HwContext, desc: kernels.Desc) -> bytes | None:
+        """The aie_error a fail command raises (docs/spec/jobs.md §5), or None if its
+        placement is outside the context's partition or names no such module there."""
+        t = self.chip.tiles
+        core_row = t.core_row_start if t is not None else 0
+        if desc.where == 0:  # the default tile: the partition's first core tile
+            return AIE_ERROR_ENTRY.pack(core_row & 0xFF, ctx.start_col & 0xFF, 0, AieModule.CORE,
+                                        desc.error & 0xFF, bytes(3))
+        col, row = desc.where & 0xFF, desc.where >> 8 & 0xFF
+        module, event = desc.where >> 16 & 0xFF, desc.where >> 24
+        if t is None or col >= ctx.num_col or row >= t.rows:
+            return None
+        core = t.core_row_start <= row < t.core_row_start + t.core_rows
+        mem = t.mem_row_start <= row < t.mem_row_start + t.mem_rows
+        shim = t.shim_row_start <= row < t.shim_row_start + t.shim_rows
+        if not {AieModule.CORE: core, AieModule.MEM: core or mem, AieModule.PL: shim}.get(module):
+            return None
+        return AIE_ERROR_ENTRY.pack(row, ctx.start_col + col, 0, module, event, bytes(3))
 
     # -- session hooks -----------------------------------------------------------------------
     def proxy(self, pasid: int, opcode: int, payload: bytes) -> bytes:

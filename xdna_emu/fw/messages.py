@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .iface import aie2 as _T
 
-_C = {c.name: c.value for c in _T.CONSTS}
+_C = {c.name: c.value for c in _T.FAMILY.consts}
 
 # -- PSP and SMU --------------------------------------------------------------------------
 
@@ -93,3 +93,16 @@ CTX_HEALTH_FIELDS = tuple(fl.name for fl in _T.CTX_HEALTH_DATA.fields)
 TXN_OP_NONE: int = _C["TXN_OP_NONE"]
 AIE_ERROR_ENTRY = _T.AIE_ERROR.codec
 ASYNC_EVENT_HDR = _T.ASYNC_EVENT_HDR.codec
+
+# -- AIE async errors (docs/spec/jobs.md §6) -------------------------------------------------
+
+AieModule = _T.AIE_MODULE.py
+AieErrorCategory = _T.AIE_ERROR_CATEGORY.py
+XrtErrorNum = _T.XRT_ERROR_NUM.py
+XrtErrorModule = _T.XRT_ERROR_MODULE.py
+XrtErrorSeverity = _T.XRT_ERROR_SEVERITY.py
+XrtErrorClass = _T.XRT_ERROR_CLASS.py
+XRT_DRIVER_AIE: int = _C["XRT_DRIVER_AIE"]
+XRT_SHIFTS = {k: _C[f"XRT_{k.upper()}_SHIFT"] for k in ("num", "driver", "severity", "module", "class")}
+#: Every number-to-number table by name (AIE event -> category, category -> xrtErrorNum, ...).
+LOOKUPS: dict[str, dict[int, int]] = {t.name: t.mapping for t in _T.FAMILY.lookups}

@@ -8,7 +8,7 @@ choice, explained in docs/spec/firmware.md. The C header, the Python codecs
 
 from __future__ import annotations
 
-from . import U8, U16, U32, U64, Const, Enum, Family, Message, Struct, emu, f, members, raw
+from . import U8, U16, U32, U64, Const, Enum, Family, Lookup, Message, Struct, emu, f, members, raw
 
 # -- PSP and SMU (docs/spec/firmware.md §3, §4) ----------------------------------------------
 
@@ -348,14 +348,97 @@ AIE_ERROR = Struct("aie_error", (
     raw("rsvd1", 3),
 ), "One entry of an AIE-error async event.")
 
+# -- AIE async errors as the driver decodes them (docs/spec/jobs.md §6) -----------------------
+
+AIE_MODULE = Enum("AieModule", "AIE_MOD", members(
+    ("MEM", 0, "memory module (of a core tile; row 1: the memory tile)"),
+    ("CORE", 1),
+    ("PL", 2, "the shim tile (row 0)"),
+), "aie_error.mod_type.")
+
+AIE_ERROR_CATEGORY = Enum("AieErrorCategory", "AIE_ERR_CAT", members(
+    ("SATURATION", 0), ("FP", 1), ("STREAM", 2), ("ACCESS", 3), ("BUS", 4),
+    ("INSTRUCTION", 5), ("ECC", 6), ("LOCK", 7), ("DMA", 8), ("MEM_PARITY", 9),
+    ("UNKNOWN", 10, "an event no table names"),
+), "What the driver makes of an AIE error event (AIE-ML event tables).")
+
+_C = {m.name: m.value for m in AIE_ERROR_CATEGORY.members}
+
+
+def _events(*rows: tuple[int, str]) -> tuple[tuple[int, int], ...]:
+    return tuple((ev, _C[cat]) for ev, cat in rows)
+
+
+AIE_EVENT_LOOKUPS = (
+    Lookup("core_event_category", _events(
+        (55, "ACCESS"), (56, "STREAM"), (57, "STREAM"), (58, "BUS"), (59, "INSTRUCTION"),
+        (60, "ACCESS"), (62, "ECC"), (64, "ECC"), (65, "ACCESS"), (66, "ACCESS"), (67, "LOCK"),
+        (70, "INSTRUCTION"), (71, "STREAM"), (72, "BUS")),
+        "core module event id -> AieErrorCategory"),
+    Lookup("mem_event_category", _events(
+        (88, "ECC"), (90, "ECC"), (91, "MEM_PARITY"), (92, "MEM_PARITY"), (93, "MEM_PARITY"),
+        (94, "MEM_PARITY"), (95, "MEM_PARITY"), (96, "MEM_PARITY"), (97, "DMA"), (98, "DMA"),
+        (99, "DMA"), (100, "DMA"), (101, "LOCK")),
+        "core-tile memory module event id -> AieErrorCategory"),
+    Lookup("mem_tile_event_category", _events(
+        (130, "ECC"), (132, "ECC"), (133, "DMA"), (134, "DMA"), (135, "STREAM"), (136, "STREAM"),
+        (137, "STREAM"), (138, "BUS"), (139, "LOCK")),
+        "memory tile (row 1, module MEM) event id -> AieErrorCategory"),
+    Lookup("shim_event_category", _events(
+        (64, "BUS"), (65, "STREAM"), (66, "STREAM"), (67, "BUS"), (68, "BUS"), (69, "BUS"),
+        (70, "BUS"), (71, "BUS"), (72, "DMA"), (73, "DMA"), (74, "LOCK")),
+        "shim tile (module PL) event id -> AieErrorCategory"),
+)
+
+# The 64-bit error code the driver caches for the last async error, as XRT reads it:
+# num bits 15:0, driver 19:16, severity 27:24, module 35:32, class 43:40.
+XRT_ERROR_NUM = Enum("XrtErrorNum", "XRT_NUM", members(
+    ("AIE_SATURATION", 3), ("AIE_FP", 4), ("AIE_STREAM", 5), ("AIE_ACCESS", 6), ("AIE_BUS", 7),
+    ("AIE_INSTRUCTION", 8), ("AIE_ECC", 9), ("AIE_LOCK", 10), ("AIE_DMA", 11),
+    ("AIE_MEM_PARITY", 12), ("UNKNOWN", 15),
+), "xrtErrorNum values an AIE error decodes to.")
+XRT_ERROR_MODULE = Enum("XrtErrorModule", "XRT_MOD", members(
+    ("AIE_CORE", 3), ("AIE_MEMORY", 4), ("AIE_SHIM", 5), ("AIE_NOC", 6), ("AIE_PL", 7),
+    ("UNKNOWN", 8),
+), "xrtErrorModule values.")
+XRT_ERROR_SEVERITY = Enum("XrtErrorSeverity", "XRT_SEV", members(
+    ("EMERGENCY", 1), ("ALERT", 2), ("CRITICAL", 3), ("ERROR", 4), ("WARNING", 5),
+    ("NOTICE", 6), ("INFO", 7), ("DEBUG", 8), ("UNKNOWN", 9),
+), "xrtErrorSeverity values (AIE async errors are CRITICAL).")
+XRT_ERROR_CLASS = Enum("XrtErrorClass", "XRT_CLASS", members(
+    ("SYSTEM", 1), ("AIE", 2), ("HARDWARE", 3), ("UNKNOWN", 4),
+), "xrtErrorClass values.")
+XRT_ERROR_CONSTS = (
+    Const("XRT_DRIVER_AIE", 4, "xrtErrorDriver of AIE async errors"),
+    Const("XRT_NUM_SHIFT", 0, "error code bits 15:0: xrtErrorNum"),
+    Const("XRT_DRIVER_SHIFT", 16, "bits 19:16: xrtErrorDriver"),
+    Const("XRT_SEVERITY_SHIFT", 24, "bits 27:24: xrtErrorSeverity"),
+    Const("XRT_MODULE_SHIFT", 32, "bits 35:32: xrtErrorModule"),
+    Const("XRT_CLASS_SHIFT", 40, "bits 43:40: xrtErrorClass"),
+    Const("AIE_MEM_TILE_ROW", 1, "the row whose MEM-module events use the memory-tile table"),
+)
+_N = {m.name: m.value for m in XRT_ERROR_NUM.members}
+_M = {m.name: m.value for m in XRT_ERROR_MODULE.members}
+XRT_LOOKUPS = (
+    Lookup("category_xrt_num", tuple(
+        (_C[c], _N["AIE_" + c]) for c in ("SATURATION", "FP", "STREAM", "ACCESS", "BUS",
+                                        "INSTRUCTION", "ECC", "LOCK", "DMA", "MEM_PARITY")),
+        "AieErrorCategory -> XrtErrorNum (others: UNKNOWN)"),
+    Lookup("module_xrt_module", ((0, _M["AIE_MEMORY"]), (1, _M["AIE_CORE"]), (2, _M["AIE_PL"])),
+           "AieModule -> XrtErrorModule (others: UNKNOWN)"),
+)
+
 FAMILY = Family(
     name="aie2",
     doc="AIE2 (npu1, npu4 and their derivatives)",
     opcodes=OPCODE,
-    enums=(STATUS, PSP_CMD, PSP_STATUS, SMU_CMD, SMU_RESP, ASYNC_EVENT_TYPE, SLOT_TYPE, FATAL_TYPE),
-    consts=CONSTS,
+    enums=(STATUS, PSP_CMD, PSP_STATUS, SMU_CMD, SMU_RESP, ASYNC_EVENT_TYPE, SLOT_TYPE, FATAL_TYPE,
+           AIE_MODULE, AIE_ERROR_CATEGORY, XRT_ERROR_NUM, XRT_ERROR_MODULE, XRT_ERROR_SEVERITY,
+           XRT_ERROR_CLASS),
+    consts=(*CONSTS, *XRT_ERROR_CONSTS),
     structs=(MSG_HEADER, MGMT_MBOX_CHANN_INFO, SLOT_NPU, SLOT_DPU, SLOT_EXECBUF_CF,
              APP_HEALTH_REPORT, FATAL_ERROR_INFO, CTX_HEALTH_DATA, ASYNC_EVENT_HDR, AIE_ERROR),
     messages=MESSAGES,
     source="xdna_emu/fw/iface/aie2.py",
+    lookups=(*AIE_EVENT_LOOKUPS, *XRT_LOOKUPS),
 )  # fmt: skip
