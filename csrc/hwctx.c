@@ -599,6 +599,9 @@ int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwc
                                      params.priority));
     if (ready(ctx, "hwctx_create") < 0)
         return xdna_api_leave(ctx, -1);
+    uint32_t dpm_level;
+    if (xdna_pm_ctx_level(ctx, &params, &dpm_level) < 0)
+        return xdna_api_leave(ctx, -1);
     if (!ctx->s.heap) {
         uint32_t h;
         if (xdna_bo_new(ctx, XDNA_SHIM_BO_DEV_HEAP, XDNA_HEAP_CHUNK, false, &h) < 0)
@@ -630,6 +633,12 @@ int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwc
             goto free_hw;
     if (fw_start(ctx, hw) < 0)
         goto free_hw;
+    hw->dpm_level = dpm_level; /* counted as the driver's ctx init does */
+    if (xdna_dev_begin(ctx) == 0) {
+        hw->dpm_counted = true;
+        (void)xdna_pm_count_level(ctx, dpm_level, true); /* best effort, as the driver's */
+        xdna_dev_end(ctx);
+    }
     hw_release(ctx, hw);
     *handle = hw->handle;
     ctx->s.last_active_ns = xdna_now_ns();
@@ -656,6 +665,10 @@ int xdna_shim_hwctx_destroy(struct xdna_shim_ctx *ctx, uint32_t handle)
     fw_stop(ctx, hw, true);
     if (had_fw && !polled)
         vec_release(ctx, hw, vec);
+    if (hw->dpm_counted && xdna_dev_begin(ctx) == 0) {
+        (void)xdna_pm_count_level(ctx, hw->dpm_level, false); /* best effort: it is gone */
+        xdna_dev_end(ctx);
+    }
     hw_free(ctx, hw);
     return xdna_api_leave(ctx, 0);
 }
@@ -678,6 +691,7 @@ int xdna_shim_hwctx_info(struct xdna_shim_ctx *ctx, uint32_t handle,
     info->state = hw->state;
     info->polled = hw->polled;
     info->cu_status = hw->cu_status;
+    info->dpm_level = hw->dpm_level;
     info->pending = hw->njobs;
     info->submitted = hw->submitted;
     info->completed = hw->completed;

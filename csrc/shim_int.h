@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define XDNA_MAX_DPM 16 /* DPM levels a chip may have (chips have 8) */
+
 #include "generated/xdna_fw_aie2.h"
 #include "xdna_chips.h"
 #include "generated/xdna_proto.h"
@@ -126,6 +128,8 @@ struct xdna_drv_state {
     bool dev_busy;            /* a device-wide sequence (probe, PM, power) is running */
     int power_mode;
     bool clock_gating;
+    uint32_t dpm_cnt[XDNA_MAX_DPM]; /* contexts asking for each DPM level */
+    uint32_t dft_dpm_level;   /* the level DEFAULT mode runs at: highest asked, else 0 */
     uint64_t suspend_count, resume_count;
     struct xdna_shim_async_error async;
     uint8_t async_repost[128];
@@ -319,6 +323,13 @@ int xdna_fw_req(struct xdna_shim_ctx *ctx, uint32_t op, const void *req, size_t 
 int xdna_fw_req_u32(struct xdna_shim_ctx *ctx, uint32_t op, void *resp, size_t len);
 int xdna_client_query(struct xdna_shim_ctx *ctx);
 
+/* ---- QoS-driven DPM (pm.c) ---- */
+/* The level a context's QoS asks for (driver math); -1 (EINVAL) when it cannot be met. */
+int xdna_pm_ctx_level(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwctx_params *p,
+                      uint32_t *level);
+/* Count a context's level in or out; in DEFAULT mode the SMU follows the highest counted. */
+int xdna_pm_count_level(struct xdna_shim_ctx *ctx, uint32_t level, bool add);
+
 /* ---- async error events (async.c) ---- */
 int xdna_async_events_start(struct xdna_shim_ctx *ctx);
 /* Decode one AIE error the driver's way (docs/spec/jobs.md §6). */
@@ -391,6 +402,8 @@ struct xdna_hwctx {
     bool fw_live;         /* the firmware knows this context */
     bool polled;          /* TURBO: user channel polled, not interrupt driven */
     uint32_t fw_id, msix, start_col, num_col, prio;
+    uint32_t dpm_level;   /* the DPM level its QoS asks for */
+    bool dpm_counted;     /* dpm_level is in s.dpm_cnt */
     uint32_t num_cus;     /* CUs in the context's CONFIG_CU (a command naming another: EINVAL) */
     struct xdna_mbox_chan chan;
     uint32_t cmdlist_bo[XDNA_CTX_MAX_CMDS];

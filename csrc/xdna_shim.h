@@ -216,6 +216,10 @@ struct xdna_shim_hwctx_params {
     uint32_t num_cols; /* 0: all usable columns */
     int32_t start_col; /* -1: chosen by the shim */
     uint32_t rsvd;
+    /* QoS (uapi amdxdna_qos_info): the DPM level the context asks for (docs/spec/jobs.md §6).
+     * gops = 0 or (fps = 0 and latency = 0): no QoS (max level; LOW priority: level 0). */
+    uint32_t gops, fps, latency_ms;
+    uint32_t max_opc;  /* ops per cycle of the context's partition (0: unknown) */
 };
 
 struct xdna_shim_hwctx_info {
@@ -223,6 +227,7 @@ struct xdna_shim_hwctx_info {
     int32_t state;     /* XDNA_SHIM_HWCTX_* */
     uint32_t polled;   /* created in TURBO: user channel polled */
     uint32_t cu_status; /* status word of the CONFIG_CU reply (0 until it arrives or ok) */
+    uint32_t dpm_level; /* the DPM level its QoS asks for (counted while it lives) */
     uint32_t pending;  /* commands outstanding */
     uint64_t submitted, completed, errors, timeouts, aborts;
 };

@@ -320,3 +320,80 @@ def test_error_placement_outside_the_partition(xdna_chip: str, xdna_shim: Shim) 
     b = Bufs(shim)
     assert run(shim, other, b.cmd("npu")) == ErtState.COMPLETED and b.copied()
     assert run(shim, ctx, b.cmd("npu")) == ErtState.COMPLETED and b.copied()
+
+
+# -- QoS drives DPM (docs/spec/jobs.md §6) --------------------------------------------------
+
+#: hclk (MHz) after each step: create A (gops 100, 10 fps), B (100 GOPS, 25 fps), C (30 GOPS,
+#: 10 ms latency), all with max_opc 2048; then destroy C, B, A. The driver's math:
+#: level = lowest with 2048 * hclk / 1000 >= gops * max(fps, 1000 / latency).
+QOS_HCLK = {"npu1": [800, 1309, 1600, 1309, 800, 800], "npu4": [792, 1267, 1584, 1267, 792, 792]}
+QOS_LEVELS = {"npu1": [0, 5, 7], "npu4": [0, 3, 6]}
+
+
+def smu_status(emu: Emulator) -> dict:
+    with ControlClient(emu.socket) as cl:
+        cl.version()
+        st = cl.status()
+    return st.get("device", st)["smu"]
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_qos_drives_dpm(xdna_chip: str, xdna_emulator: Emulator, xdna_shim: Shim) -> None:
+    shim, emu = xdna_shim, xdna_emulator
+    qos = [dict(gops=100, fps=10), dict(gops=100, fps=25), dict(gops=30, latency_ms=10)]
+    seen, ctxs = [], []
+    for q, want in zip(qos, QOS_LEVELS[xdna_chip], strict=True):
+        ctxs.append(shim.hwctx_create(num_cols=1, max_opc=2048, **q))
+        assert shim.hwctx_info(ctxs[-1])["dpm_level"] == want
+        seen.append(shim.power()["hclk_mhz"])
+    for c in reversed(ctxs):
+        shim.hwctx_destroy(c)
+        seen.append(shim.power()["hclk_mhz"])
+    assert seen == QOS_HCLK[xdna_chip]
+    p, smu = shim.power(), smu_status(emu)  # the clock query is what the SMU model runs at
+    assert (p["npuclk_mhz"], p["hclk_mhz"]) == (smu["npuclk_mhz"], smu["hclk_mhz"])
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_power_modes_over_qos(xdna_chip: str, xdna_emulator: Emulator, xdna_shim: Shim) -> None:
+    shim, emu = xdna_shim, xdna_emulator
+    top_hclk, low_hclk, med_hclk = {"npu1": (1600, 800, 1024), "npu4": (1800, 792, 1267)}[xdna_chip]
+    ctx = shim.hwctx_create(num_cols=1, gops=100, fps=10, max_opc=2048)  # asks for level 0
+    assert shim.power()["hclk_mhz"] == low_hclk
+    for mode, hclk, gating in (("turbo", None, None), ("high", top_hclk, True),
+                               ("low", low_hclk, True), ("medium", med_hclk, True),
+                               ("default", low_hclk, True)):
+        if hclk is None:  # TURBO only without contexts
+            assert errno_of(shim.set_power_mode, mode) == errno.EBUSY
+            continue
+        shim.set_power_mode(mode)
+        p = shim.power()
+        assert (p["hclk_mhz"], p["clock_gating"]) == (hclk, gating), mode
+        assert smu_status(emu)["hclk_mhz"] == hclk
+    # a context without QoS asks for the top level; a LOW-priority one for level 0
+    big = shim.hwctx_create(num_cols=1)
+    assert shim.power()["hclk_mhz"] == top_hclk
+    shim.hwctx_destroy(big)
+    low = shim.hwctx_create(num_cols=1, priority="low")
+    assert shim.hwctx_info(low)["dpm_level"] == 0 and shim.power()["hclk_mhz"] == low_hclk
+    # in LOW mode the contexts' requests are counted but the clock stays
+    shim.set_power_mode("low")
+    big = shim.hwctx_create(num_cols=1)
+    assert shim.power()["hclk_mhz"] == low_hclk
+    shim.set_power_mode("default")
+    assert shim.power()["hclk_mhz"] == top_hclk
+    for c in (big, low, ctx):
+        shim.hwctx_destroy(c)
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_qos_out_of_range(xdna_chip: str, xdna_shim: Shim) -> None:
+    shim = xdna_shim
+    other = shim.hwctx_create(num_cols=1)
+    # 100 GOPS x 1000/s (1 ms latency) needs 100000 > 2048 x top hclk / 1000
+    assert errno_of(shim.hwctx_create, num_cols=1, gops=100, latency_ms=1, max_opc=2048) == errno.EINVAL
+    assert errno_of(shim.hwctx_create, num_cols=1, gops=1 << 20, fps=1 << 16) == errno.EINVAL  # overflow
+    assert errno_of(shim.hwctx_create, priority=0x123) == errno.EINVAL  # unknown priority
+    b = Bufs(shim)
+    assert run(shim, other, b.cmd("npu")) == ErtState.COMPLETED and b.copied()  # others run on

@@ -384,12 +384,15 @@ class Shim:
     def bo_free(self, handle: int) -> None:
         self._check(lib.xdna_shim_bo_free(self._c(), int(handle)))
 
-    def hwctx_create(self, priority: int | str = 0, num_cols: int = 0, start_col: int = -1) -> int:
-        """Create a hardware context (CREATE_CONTEXT, user channel, host buffers, CONFIG_CU)."""
+    def hwctx_create(self, priority: int | str = 0, num_cols: int = 0, start_col: int = -1,
+                     gops: int = 0, fps: int = 0, latency_ms: int = 0, max_opc: int = 0) -> int:
+        """Create a hardware context (CREATE_CONTEXT, user channel, host buffers, CONFIG_CU);
+        its QoS (gops, fps, latency, max_opc) picks the DPM level it asks for."""
         if isinstance(priority, str):
             priority = PRIORITIES[priority]
         p = ffi.new("struct xdna_shim_hwctx_params *")
         p.priority, p.num_cols, p.start_col = int(priority), int(num_cols), int(start_col)
+        p.gops, p.fps, p.latency_ms, p.max_opc = int(gops), int(fps), int(latency_ms), int(max_opc)
         h = ffi.new("uint32_t *")
         self._check(lib.xdna_shim_hwctx_create(self._c(), p, h))
         return int(h[0])
@@ -405,7 +408,7 @@ class Shim:
                 "state": HWCTX_STATES.get(i.state, str(i.state)), "polled": bool(i.polled),
                 "cu_status": i.cu_status, "pending": i.pending, "submitted": i.submitted,
                 "completed": i.completed, "errors": i.errors, "timeouts": i.timeouts,
-                "aborts": i.aborts}
+                "aborts": i.aborts, "dpm_level": i.dpm_level}
 
     def exec(self, hwctx: int, cmd_bo: int) -> int:
         """Submit the command in ``cmd_bo``; returns its sequence number."""

@@ -417,6 +417,13 @@ XRT_ERROR_CONSTS = (
     Const("XRT_CLASS_SHIFT", 40, "bits 43:40: xrtErrorClass"),
     Const("AIE_MEM_TILE_ROW", 1, "the row whose MEM-module events use the memory-tile table"),
 )
+# The driver's QoS -> DPM math and power-mode levels (docs/spec/jobs.md §6).
+PM_CONSTS = (
+    Const("QOS_SYS_EFF_FACTOR", 1, "system efficiency factor in the requested-GOPS product"),
+    Const("QOS_MS_PER_S", 1000, "latency (ms) -> rate: 1000 / latency"),
+    Const("QOS_OPC_PER_GOPS_MHZ", 1000, "capable GOPS = max_opc * hclk_mhz / 1000"),
+    Const("POWER_MEDIUM_DPM_LEVEL", 3, "MEDIUM runs at min(max level, this)"),
+)
 _N = {m.name: m.value for m in XRT_ERROR_NUM.members}
 _M = {m.name: m.value for m in XRT_ERROR_MODULE.members}
 XRT_LOOKUPS = (
@@ -435,7 +442,7 @@ FAMILY = Family(
     enums=(STATUS, PSP_CMD, PSP_STATUS, SMU_CMD, SMU_RESP, ASYNC_EVENT_TYPE, SLOT_TYPE, FATAL_TYPE,
            AIE_MODULE, AIE_ERROR_CATEGORY, XRT_ERROR_NUM, XRT_ERROR_MODULE, XRT_ERROR_SEVERITY,
            XRT_ERROR_CLASS),
-    consts=(*CONSTS, *XRT_ERROR_CONSTS),
+    consts=(*CONSTS, *XRT_ERROR_CONSTS, *PM_CONSTS),
     structs=(MSG_HEADER, MGMT_MBOX_CHANN_INFO, SLOT_NPU, SLOT_DPU, SLOT_EXECBUF_CF,
              APP_HEALTH_REPORT, FATAL_ERROR_INFO, CTX_HEALTH_DATA, ASYNC_EVENT_HDR, AIE_ERROR),
     messages=MESSAGES,
