@@ -19,6 +19,7 @@
 
 #define BUSY_WAIT_MS 30000
 #define HEALTH_BUF_SIZE 0x2000u /* the shim's GET_APP_HEALTH buffer */
+#define DEBUG_BO_WAIT_MS 3000   /* the driver's wait for a debug-BO job */
 
 /* ---- helpers -------------------------------------------------------------------------- */
 
@@ -257,6 +258,57 @@ static void cu_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_t *
         xdna_fail(ctx, EIO, "context %u: CONFIG_CU failed, status %#x", hw->handle, hw->cu_status);
 }
 
+/* The CONFIG_DEBUG_BO answer (or the channel going away: status all ones). */
+static void dbg_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_t *resp, size_t len)
+{
+    struct xdna_hwctx *hw = hw_get(ctx, (uint32_t)(uintptr_t)arg);
+    if (!hw)
+        return;
+    xdna_aie2_config_debug_bo_resp_t r = {.status = UINT32_MAX};
+    if (!err && len >= sizeof(r))
+        memcpy(&r, resp, sizeof(r));
+    hw->dbg_status = r.status;
+    hw->dbg_done = true;
+    pthread_cond_broadcast(&ctx->s.cond);
+}
+
+/* CONFIG_DEBUG_BO for bo on the context's user channel (docs/spec/jobs.md §4a). */
+static int dbg_post(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, const struct xdna_bo *bo,
+                    uint32_t config)
+{
+    xdna_aie2_config_debug_bo_req_t req = {.offset = bo->heap_off, .size = bo->size,
+                                           .config = config};
+    hw->dbg_done = false;
+    return xdna_mbox_post_cb(ctx, &hw->chan, XDNA_AIE2_MSG_CONFIG_DEBUG_BO, &req, sizeof(req),
+                             XDNA_AIE2_MSG_CONFIG_DEBUG_BO_RESP_SIZE, false, dbg_cb,
+                             (void *)(uintptr_t)hw->handle);
+}
+
+/* ... and wait for its status, as the driver waits for its debug-BO job. */
+static int dbg_call(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, const struct xdna_bo *bo,
+                    uint32_t config)
+{
+    if (dbg_post(ctx, hw, bo, config) < 0)
+        return -1;
+    uint64_t deadline = xdna_deadline(DEBUG_BO_WAIT_MS);
+    while (!hw->dbg_done) {
+        if (hw->polled && hw->chan.active)
+            xdna_mbox_rx(ctx, &hw->chan);
+        if (hw->dbg_done)
+            break;
+        uint64_t until = deadline;
+        if (hw->polled && xdna_now_ns() + 200000u < until)
+            until = xdna_now_ns() + 200000u;
+        if (xdna_cond_wait(ctx, until) < 0 && until == deadline && !hw->dbg_done)
+            return xdna_fail(ctx, ETIME, "context %u: no CONFIG_DEBUG_BO answer within %d ms",
+                             hw->handle, DEBUG_BO_WAIT_MS);
+    }
+    if (hw->dbg_status)
+        return xdna_fail(ctx, EINVAL, "context %u: CONFIG_DEBUG_BO (config %u) status %#x",
+                         hw->handle, config, hw->dbg_status);
+    return 0;
+}
+
 /* ---- firmware side of a context ------------------------------------------------------- */
 
 static uint32_t usable_cols(struct xdna_shim_ctx *ctx)
@@ -386,6 +438,9 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
                           XDNA_AIE2_MSG_CONFIG_CU_RESP_SIZE, true, cu_cb,
                           (void *)(uintptr_t)hw->handle) < 0)
         goto destroy_context;
+    struct xdna_bo *dbg = hw->dbg_bo ? xdna_bo_get(ctx, hw->dbg_bo) : NULL;
+    if (dbg && dbg_post(ctx, hw, dbg, 1) < 0) /* a re-created context gets its debug BO back */
+        goto destroy_context;
     hw->state = XDNA_SHIM_HWCTX_ACTIVE;
     hw->tick_pending = false;
     xdna_wake_monitor(ctx);
@@ -401,6 +456,9 @@ destroy_context: { /* DESTROY_CONTEXT and the channel, keeping this failure */
 
 static void hw_free(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 {
+    struct xdna_bo *dbg = hw->dbg_bo ? xdna_bo_get(ctx, hw->dbg_bo) : NULL;
+    if (dbg && dbg->dbg_ctx == hw->handle) /* the firmware forgot it with the context */
+        dbg->dbg_ctx = 0;
     for (unsigned i = 0; i < XDNA_CTX_MAX_CMDS; i++)
         if (hw->cmdlist_bo[i]) {
             struct xdna_bo *bo = xdna_bo_get(ctx, hw->cmdlist_bo[i]);
@@ -699,6 +757,73 @@ int xdna_shim_hwctx_info(struct xdna_shim_ctx *ctx, uint32_t handle,
     info->timeouts = hw->timeouts;
     info->aborts = hw->aborts;
     return xdna_api_leave(ctx, 0);
+}
+
+int xdna_shim_hwctx_config(struct xdna_shim_ctx *ctx, uint32_t handle, uint32_t type,
+                           uint64_t value)
+{
+    if (xdna_api_enter(ctx) < 0)
+        return -1;
+    if (type == XDNA_SHIM_HWCTX_CONFIG_CU)
+        return xdna_api_leave(ctx, xdna_fail(ctx, EOPNOTSUPP, "hwctx_config: CONFIG_CU"));
+    if (type != XDNA_SHIM_HWCTX_ASSIGN_DBG_BUF && type != XDNA_SHIM_HWCTX_REMOVE_DBG_BUF)
+        return xdna_api_leave(ctx, xdna_fail(ctx, EOPNOTSUPP, "hwctx_config: type %u", type));
+    struct xdna_bo *bo = value <= UINT32_MAX ? xdna_bo_get(ctx, (uint32_t)value) : NULL;
+    if (!bo || bo->internal || bo->type != XDNA_SHIM_BO_DEV)
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "hwctx_config: %llu is not a DEV BO",
+                                             (unsigned long long)value));
+    struct xdna_hwctx *hw;
+    if (hw_claim(ctx, handle, &hw) < 0)
+        return xdna_api_leave(ctx, -1);
+    int rc = -1;
+    if (type == XDNA_SHIM_HWCTX_REMOVE_DBG_BUF) {
+        if (bo->dbg_ctx != hw->handle || hw->dbg_bo != bo->handle) {
+            xdna_fail(ctx, EINVAL, "hwctx_config: BO %u is not context %u's debug BO", bo->handle,
+                      hw->handle);
+            goto release;
+        }
+        bo->dbg_ctx = 0; /* unbound whatever the firmware answers, as the driver */
+        hw->dbg_bo = 0;
+        rc = hw->fw_live && hw->state == XDNA_SHIM_HWCTX_ACTIVE ? dbg_call(ctx, hw, bo, 0) : 0;
+        goto release;
+    }
+    if (bo->dbg_ctx || hw->dbg_bo) {
+        xdna_fail(ctx, EBUSY, "hwctx_config: BO %u is bound already, or context %u has a debug BO",
+                  bo->handle, hw->handle);
+        goto release;
+    }
+    if (ready(ctx, "hwctx_config") < 0)
+        goto release;
+    if (hw->state != XDNA_SHIM_HWCTX_ACTIVE && fw_start(ctx, hw) < 0) {
+        hw->state = XDNA_SHIM_HWCTX_BROKEN;
+        goto release;
+    }
+    if (dbg_call(ctx, hw, bo, 1) < 0)
+        goto release;
+    bo->dbg_ctx = hw->handle;
+    hw->dbg_bo = bo->handle;
+    rc = 0;
+release:
+    hw_release(ctx, hw);
+    return xdna_api_leave(ctx, rc);
+}
+
+void xdna_hwctx_dbg_unbind(struct xdna_shim_ctx *ctx, struct xdna_bo *bo)
+{
+    uint32_t h = bo->dbg_ctx;
+    struct xdna_hwctx *hw;
+    bo->dbg_ctx = 0;
+    if (hw_claim(ctx, h, &hw) < 0)
+        return;
+    if (hw->dbg_bo == bo->handle) {
+        hw->dbg_bo = 0;
+        struct xdna_err e;
+        xdna_err_save(ctx, &e);
+        if (hw->fw_live && hw->state == XDNA_SHIM_HWCTX_ACTIVE)
+            dbg_call(ctx, hw, bo, 0); /* best effort: the BO goes either way */
+        xdna_err_restore(ctx, &e);
+    }
+    hw_release(ctx, hw);
 }
 
 /* ---- public: commands ----------------------------------------------------------------- */

@@ -370,6 +370,7 @@ struct xdna_bo {
     uint64_t dma_addr;    /* where DMA_MAP put it: the VA (SVA) or an IOVA (IOVA mode) */
     bool dma_mapped;
     unsigned busy;        /* pins held by pending commands */
+    uint32_t dbg_ctx;     /* handle of the context it is the debug BO of (0: none) */
 };
 struct xdna_bo *xdna_bo_get(struct xdna_shim_ctx *ctx, uint32_t handle);
 /* The BO whose device range holds [addr, addr+len) (heap or SVA), or NULL. */
@@ -403,6 +404,9 @@ struct xdna_hwctx {
     bool polled;          /* TURBO: user channel polled, not interrupt driven */
     uint32_t fw_id, msix, start_col, num_col, prio;
     uint32_t dpm_level;   /* the DPM level its QoS asks for */
+    uint32_t dbg_bo;      /* its debug BO (0: none) */
+    bool dbg_done;        /* the CONFIG_DEBUG_BO answer arrived */
+    uint32_t dbg_status;
     bool dpm_counted;     /* dpm_level is in s.dpm_cnt */
     uint32_t num_cus;     /* CUs in the context's CONFIG_CU (a command naming another: EINVAL) */
     struct xdna_mbox_chan chan;
@@ -427,6 +431,8 @@ void xdna_hwctx_tdr_tick(struct xdna_shim_ctx *ctx);
 unsigned xdna_hwctx_pending(struct xdna_shim_ctx *ctx);
 unsigned xdna_hwctx_live(struct xdna_shim_ctx *ctx);
 void xdna_hwctx_destroy_all(struct xdna_shim_ctx *ctx);
+/* A bound debug BO is being freed: unregister it (best effort) and unbind it. */
+void xdna_hwctx_dbg_unbind(struct xdna_shim_ctx *ctx, struct xdna_bo *bo);
 /* GET_APP_HEALTH target buffer: IOVA (mgmt PASID) for the driver, SVA for a client. */
 int xdna_health_buf(struct xdna_shim_ctx *ctx, uint64_t *addr, uint8_t **va);
 

@@ -270,6 +270,14 @@ int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwc
 int xdna_shim_hwctx_destroy(struct xdna_shim_ctx *ctx, uint32_t handle);
 int xdna_shim_hwctx_info(struct xdna_shim_ctx *ctx, uint32_t handle,
                          struct xdna_shim_hwctx_info *info);
+/* CONFIG_HWCTX (docs/spec/jobs.md §4a): ASSIGN_DBG_BUF / REMOVE_DBG_BUF with value = a DEV
+ * BO handle. EINVAL bad BO or firmware refusal, EBUSY already bound, ETIME no answer;
+ * CONFIG_CU: EOPNOTSUPP. */
+#define XDNA_SHIM_HWCTX_CONFIG_CU 0
+#define XDNA_SHIM_HWCTX_ASSIGN_DBG_BUF 1
+#define XDNA_SHIM_HWCTX_REMOVE_DBG_BUF 2
+int xdna_shim_hwctx_config(struct xdna_shim_ctx *ctx, uint32_t handle, uint32_t type,
+                           uint64_t value);
 
 /* Submit the ERT command in CMD BO cmd_bo (START_NPU, or CMD_CHAIN of START_NPU BOs) to a
  * context; *seq identifies it for xdna_shim_wait. With 4 commands outstanding the call

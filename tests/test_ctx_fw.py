@@ -743,3 +743,38 @@ def test_fail_places_its_error(chip: str) -> None:
         assert ctx.run([Cmd(fail)]) == (INV, 0, INV), (col, row, mod, ev)
     assert d.mgmt.drain() == []  # no event for them
     assert ctx.run([Cmd(K.Desc(K.Kernel.NOP))]) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("chip", CHIPS)
+def test_debug_bo_markers(chip: str) -> None:
+    from xdna_emu.fw.messages import DEBUG_MARKER, DEBUG_MARKER_MAGIC
+
+    d, c = _setup(chip, heap=16 * MiB, chunk=16 * MiB)
+    ctx = PyContext(c)
+    dbg = c.alloc(0x1000)
+    off = dbg.addr - HEAP_DEV_ADDR
+    lay = LAYOUTS[Opcode.CONFIG_DEBUG_BO]
+
+    def cfg(offset: int, size: int, config: int) -> int:
+        mid = ctx.chan.send(Opcode.CONFIG_DEBUG_BO, lay.req.pack(offset, size, config))
+        return lay.resp.unpack(ctx.collect()[mid].payload)[0]
+
+    bad = Status.RTOS_DEBUG_BO_CONFIG_FAILED
+    assert cfg(off, 0x800, 1) == bad  # smaller than DEBUG_BO_MIN
+    assert cfg(off, 0x1000, 0) == bad  # nothing registered
+    assert cfg(16 * MiB, 0x1000, 1) == bad  # outside the heap
+    assert ctx.run([Cmd(K.Desc(K.Kernel.DEBUG, count=1))]) == (0, 0, 0)  # dropped: no BO
+    assert cfg(off, 0x1000, 1) == 0
+    assert cfg(off, 0x1000, 1) == bad  # already registered
+    n = 0x1000 // DEBUG_MARKER.size + 2  # wraps
+    for b in range(0, n, 50):
+        batch = [Cmd(K.Desc(K.Kernel.DEBUG, count=100 + i)) for i in range(b, min(n, b + 50))]
+        assert ctx.run(batch) == (0, 0, 0)
+    recs = [DEBUG_MARKER.unpack_from(dbg.view, i * DEBUG_MARKER.size) for i in range(3)]
+    slots = 0x1000 // DEBUG_MARKER.size
+    assert recs == [(DEBUG_MARKER_MAGIC, slots, 100 + slots, ctx.id),
+                    (DEBUG_MARKER_MAGIC, slots + 1, 100 + slots + 1, ctx.id),
+                    (DEBUG_MARKER_MAGIC, 2, 102, ctx.id)]
+    assert cfg(off, 0x1000, 0) == 0
+    assert ctx.run([Cmd(K.Desc(K.Kernel.DEBUG, count=7))]) == (0, 0, 0)
+    assert DEBUG_MARKER.unpack_from(dbg.view, 0)[2] == 100 + slots  # untouched once removed

@@ -397,3 +397,69 @@ def test_qos_out_of_range(xdna_chip: str, xdna_shim: Shim) -> None:
     assert errno_of(shim.hwctx_create, priority=0x123) == errno.EINVAL  # unknown priority
     b = Bufs(shim)
     assert run(shim, other, b.cmd("npu")) == ErtState.COMPLETED and b.copied()  # others run on
+
+
+# -- context debug BOs (docs/spec/jobs.md §4a) ----------------------------------------------
+
+MARKER = struct.Struct("<4I")  # debug_marker: magic, seq, value, context id
+XDBG = 0x47424458
+
+
+def debug_cmd(shim: Shim, value: int) -> bytes:
+    b = Bufs(shim, inst=K.encode(K.Desc(K.Kernel.DEBUG, count=value)))
+    return ert_start_npu(b.addr(b.inst), b.size)
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_debug_bo_markers_and_teardown(xdna_chip: str, xdna_shim: Shim) -> None:
+    shim = xdna_shim
+    ctx = shim.hwctx_create(num_cols=1)
+    fw_id = shim.hwctx_info(ctx)["fw_ctx_id"]
+    dbg = shim.bo_create(BO_DEV, 0x1000)
+    shim.assign_debug_bo(ctx, dbg)
+    for v in (11, 22, 33):
+        assert run(shim, ctx, debug_cmd(shim, v)) == ErtState.COMPLETED
+    shim.bo_sync(dbg, SYNC_FROM_DEVICE)
+    view = bytes(shim.bo_map(dbg))
+    assert [MARKER.unpack_from(view, 16 * i) for i in range(4)] == [
+        (XDBG, 0, 11, fw_id), (XDBG, 1, 22, fw_id), (XDBG, 2, 33, fw_id), (0, 0, 0, 0)]
+    shim.remove_debug_bo(ctx, dbg)
+    assert run(shim, ctx, debug_cmd(shim, 44)) == ErtState.COMPLETED  # dropped
+    assert MARKER.unpack_from(bytes(shim.bo_map(dbg)), 48) == (0, 0, 0, 0)
+    # teardown, context first: the BO is free again and can be bound elsewhere
+    shim.assign_debug_bo(ctx, dbg)
+    shim.hwctx_destroy(ctx)
+    ctx2 = shim.hwctx_create(num_cols=1)
+    shim.assign_debug_bo(ctx2, dbg)
+    # teardown, BO first: the context goes on without it
+    shim.bo_free(dbg)
+    assert run(shim, ctx2, debug_cmd(shim, 55)) == ErtState.COMPLETED
+    dbg2 = shim.bo_create(BO_DEV, 0x2000)
+    shim.assign_debug_bo(ctx2, dbg2)  # the slot is free again
+    assert run(shim, ctx2, debug_cmd(shim, 66)) == ErtState.COMPLETED
+    shim.bo_sync(dbg2, SYNC_FROM_DEVICE)
+    assert MARKER.unpack_from(bytes(shim.bo_map(dbg2)), 0)[:3] == (XDBG, 0, 66)
+    shim.hwctx_destroy(ctx2)
+    shim.bo_free(dbg2)
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_debug_bo_bad_input(xdna_chip: str, xdna_shim: Shim) -> None:
+    shim = xdna_shim
+    ctx, other = shim.hwctx_create(num_cols=1), shim.hwctx_create(num_cols=1)
+    small = shim.bo_create(BO_DEV, 0x800)
+    assert errno_of(shim.assign_debug_bo, ctx, small) == errno.EINVAL  # too small (< 4 KiB)
+    share = shim.bo_create(BO_SHARE, 0x1000)
+    assert errno_of(shim.assign_debug_bo, ctx, share) == errno.EINVAL  # not a DEV BO
+    dbg = shim.bo_create(BO_DEV, 0x1000)
+    shim.assign_debug_bo(ctx, dbg)
+    assert errno_of(shim.assign_debug_bo, ctx, dbg) == errno.EBUSY  # already bound
+    assert errno_of(shim.assign_debug_bo, other, dbg) == errno.EBUSY  # bound to another
+    dbg2 = shim.bo_create(BO_DEV, 0x1000)
+    assert errno_of(shim.assign_debug_bo, ctx, dbg2) == errno.EBUSY  # ctx has one
+    assert errno_of(shim.remove_debug_bo, other, dbg) == errno.EINVAL  # not other's
+    assert errno_of(shim.hwctx_config, ctx, 0, dbg) == errno.EOPNOTSUPP
+    b = Bufs(shim)
+    assert run(shim, other, b.cmd("npu")) == ErtState.COMPLETED and b.copied()  # others run on
+    shim.remove_debug_bo(ctx, dbg)
+    shim.assign_debug_bo(other, dbg)

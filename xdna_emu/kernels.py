@@ -237,6 +237,7 @@ KERNELS: tuple[KernelSpec, ...] = (
                _gemm_sizes, _run_gemm, _ref_gemm),
     KernelSpec("fail", 5, (), "ends the command with the AIE error in the error field"),
     KernelSpec("hang", 6, (), "never completes: the context stalls until TDR or destroy"),
+    KernelSpec("debug", 7, (), "writes a marker (value = count) into the context's debug BO"),
 )  # fmt: skip
 
 #: Kernel ids by name, made from :data:`KERNELS` (``Kernel.GEMM == 4``).

@@ -93,6 +93,11 @@ HWCTX_STATES = {lib.XDNA_SHIM_HWCTX_ACTIVE: "active", lib.XDNA_SHIM_HWCTX_IDLE: 
                 lib.XDNA_SHIM_HWCTX_BROKEN: "broken"}
 
 
+HWCTX_CONFIG_CU = lib.XDNA_SHIM_HWCTX_CONFIG_CU
+HWCTX_ASSIGN_DBG_BUF = lib.XDNA_SHIM_HWCTX_ASSIGN_DBG_BUF
+HWCTX_REMOVE_DBG_BUF = lib.XDNA_SHIM_HWCTX_REMOVE_DBG_BUF
+
+
 def ert_header(opcode: int, payload_words: int, extra_cu_masks: int = 0,
                state: int = ErtState.NEW) -> int:
     """An ERT command header word; ``count`` covers the CU masks (none for CMD_CHAIN, as
@@ -396,6 +401,17 @@ class Shim:
         h = ffi.new("uint32_t *")
         self._check(lib.xdna_shim_hwctx_create(self._c(), p, h))
         return int(h[0])
+
+    def hwctx_config(self, handle: int, type: int, value: int) -> None:  # noqa: A002 - uapi name
+        """CONFIG_HWCTX: ``type`` HWCTX_ASSIGN_DBG_BUF / HWCTX_REMOVE_DBG_BUF, ``value`` a DEV BO
+        handle (docs/spec/jobs.md §4a)."""
+        self._check(lib.xdna_shim_hwctx_config(self._c(), int(handle), int(type), int(value)))
+
+    def assign_debug_bo(self, handle: int, bo: int) -> None:
+        self.hwctx_config(handle, HWCTX_ASSIGN_DBG_BUF, bo)
+
+    def remove_debug_bo(self, handle: int, bo: int) -> None:
+        self.hwctx_config(handle, HWCTX_REMOVE_DBG_BUF, bo)
 
     def hwctx_destroy(self, handle: int) -> None:
         self._check(lib.xdna_shim_hwctx_destroy(self._c(), int(handle)))

@@ -35,6 +35,9 @@ from .messages import (
     APP_HEALTH_SIZE,
     ASYNC_EVENT_HDR,
     CMD_LIST_MAX,
+    DEBUG_BO_MIN,
+    DEBUG_MARKER,
+    DEBUG_MARKER_MAGIC,
     FATAL_ERROR_INFO,
     HEAP_DEV_ADDR,
     KERNEL_OP_TXN,
@@ -77,7 +80,7 @@ CTX_NAMED_OPS = frozenset({Opcode.DESTROY_CONTEXT, Opcode.MAP_HOST_BUFFER,
 CHAIN_OPS = frozenset({Opcode.CHAIN_EXEC_NPU, Opcode.CHAIN_EXEC_DPU, Opcode.CHAIN_EXEC_BUFFER_CF})
 SINGLE_OPS = frozenset({Opcode.EXEC_NPU, Opcode.EXEC_DPU, Opcode.EXECUTE_BUFFER_CF})
 EXEC_OPS = CHAIN_OPS | SINGLE_OPS
-USER_OPS = EXEC_OPS | {Opcode.CONFIG_CU, Opcode.SYNC_BO}
+USER_OPS = EXEC_OPS | {Opcode.CONFIG_CU, Opcode.SYNC_BO, Opcode.CONFIG_DEBUG_BO}
 #: Feature gate of each user op that has one (chip [features] names).
 USER_GATES = {Opcode.EXEC_NPU: "NPU_COMMAND"}  # others are gated by their own name
 
@@ -144,6 +147,9 @@ class HwContext:
     last_slot: int = 0  # slot type of the last slot_npu run (0: other slot kinds)
     fault_kernel: int = 0  # kernel number of the command whose DMA faulted
     fault_addr: int = 0  # the device address that faulted
+    dbg_addr: int = 0  # the registered debug BO (device address; 0: none)
+    dbg_size: int = 0
+    dbg_seq: int = 0  # markers written into it
 
     @property
     def heap_end(self) -> int:
@@ -191,6 +197,9 @@ class HwContextState:
     last_slot: int
     fault_kernel: int
     fault_addr: int
+    dbg_addr: int
+    dbg_size: int
+    dbg_seq: int
 
 
 @dataclass(frozen=True)
@@ -468,6 +477,8 @@ class ContextFirmware:
             return lay.resp.pack(Status.SUCCESS)
         if op == Opcode.SYNC_BO:
             return lay.resp.pack(Status.SUCCESS)  # host memory is coherent here
+        if op == Opcode.CONFIG_DEBUG_BO:
+            return lay.resp.pack(self._debug_bo(ctx, *req))
         if op in CHAIN_OPS:
             out = self._chain(ctx, op, req)
             return None if out is None else lay.resp.pack(*out)
@@ -484,6 +495,40 @@ class ContextFirmware:
         if res[0] != Status.SUCCESS:
             self._note_fail(ctx, res[0], 0, res[1])
         return lay.resp.pack(res[0])
+
+    def _debug_bo(self, ctx: HwContext, offset: int, size: int, config: int) -> int:
+        """CONFIG_DEBUG_BO: register (1) or unregister (0) the context's debug BO, a heap
+        range; docs/spec/jobs.md §4."""
+        addr = HEAP_DEV_ADDR + offset
+        if config == 0:
+            if not ctx.dbg_size or ctx.dbg_addr != addr:
+                return Status.RTOS_DEBUG_BO_CONFIG_FAILED
+            ctx.dbg_addr = ctx.dbg_size = 0
+            return Status.SUCCESS
+        if config != 1 or ctx.dbg_size or size < DEBUG_BO_MIN or size >= ARG_MAX \
+                or not ctx.chunks or addr + size > ctx.heap_end:
+            return Status.RTOS_DEBUG_BO_CONFIG_FAILED
+        try:
+            self.translate(ctx, addr, size, DMA_WRITE)
+        except IommuFault as exc:
+            self._fault(ctx, exc)
+            return Status.RTOS_DEBUG_BO_CONFIG_FAILED
+        ctx.dbg_addr, ctx.dbg_size, ctx.dbg_seq = addr, size, 0
+        return Status.SUCCESS
+
+    def _debug_marker(self, ctx: HwContext, value: int) -> None:
+        """The debug kernel: one marker into the bound debug BO (dropped without one)."""
+        if not ctx.dbg_size:
+            return
+        slots = ctx.dbg_size // DEBUG_MARKER.size
+        off = ctx.dbg_seq % slots * DEBUG_MARKER.size
+        try:
+            mem = self.translate(ctx, ctx.dbg_addr + off, DEBUG_MARKER.size, DMA_WRITE)
+        except IommuFault as exc:  # its memory went away under the registration
+            self._fault(ctx, exc)
+            return
+        mem[:] = DEBUG_MARKER.pack(DEBUG_MARKER_MAGIC, ctx.dbg_seq, value & 0xFFFFFFFF, ctx.id)
+        ctx.dbg_seq += 1
 
     @staticmethod
     def _single(op: Opcode, req: tuple) -> Command:
@@ -614,6 +659,10 @@ class ContextFirmware:
         args = [words[2 * i] | words[2 * i + 1] << 32 for i in range(desc.nargs)]
         if desc.kernel == kernels.Kernel.HANG:
             return None
+        if desc.kernel == kernels.Kernel.DEBUG:
+            self._debug_marker(ctx, desc.count)
+            ctx.cmds_done += 1
+            return Status.SUCCESS, 0
         if desc.kernel == kernels.Kernel.FAIL:
             entry = self._aie_error_entry(ctx, desc)
             if entry is None:

@@ -91,6 +91,9 @@ FATAL_ERROR_INFO = _T.FATAL_ERROR_INFO.codec  # emulator-defined values
 CTX_HEALTH_DATA = _T.CTX_HEALTH_DATA.codec
 CTX_HEALTH_FIELDS = tuple(fl.name for fl in _T.CTX_HEALTH_DATA.fields)
 TXN_OP_NONE: int = _C["TXN_OP_NONE"]
+DEBUG_MARKER = _T.DEBUG_MARKER.codec  # emulator-defined
+DEBUG_MARKER_MAGIC: int = _C["DEBUG_MARKER_MAGIC"]
+DEBUG_BO_MIN: int = _C["DEBUG_BO_MIN"]
 AIE_ERROR_ENTRY = _T.AIE_ERROR.codec
 ASYNC_EVENT_HDR = _T.ASYNC_EVENT_HDR.codec
 

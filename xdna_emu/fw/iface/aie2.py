@@ -77,6 +77,8 @@ CONSTS = (
           "access, nothing running)"),
     Const("CTX_HEALTH_V1", 1, "ctx_health_data.version the driver writes"),
     Const("NPU_GEN_AIE2", 0, "ctx_health_data.npu_gen of AIE2 devices"),
+    Const("DEBUG_BO_MIN", 0x1000, "smallest debug BO CONFIG_DEBUG_BO accepts", emulator=True),
+    Const("DEBUG_MARKER_MAGIC", 0x47424458, 'debug_marker.magic ("XDBG")', emulator=True),
     Const("KERNEL_OP_TXN", 3, "the one argument word of an ELF slot: run the transaction stream"),
 )  # fmt: skip
 
@@ -284,6 +286,9 @@ MESSAGES = (
                              count=32)), STATUS_RESP),
     _msg("SYNC_BO", "user", (
         f("src_addr", U64), f("dst_addr", U64), f("size", U32), f("type", U32)), STATUS_RESP),
+    _msg("CONFIG_DEBUG_BO", "user", (
+        f("offset", U64, "the debug BO's offset in the heap"), f("size", U64),
+        f("config", U32, "1 register, 0 unregister")), STATUS_RESP),
     _msg("EXECUTE_BUFFER_CF", "user", (f("cu_idx", U32), f("payload", U32, count=19)), STATUS_RESP),
     _msg("EXEC_DPU", "user", (
         f("inst_buf_addr", U64), f("inst_size", U32), f("inst_prop_cnt", U32), f("cu_idx", U32),
@@ -333,6 +338,11 @@ FATAL_ERROR_INFO = Struct("fatal_error_info", (
     f("cmd_status", U32, "emulator: its fail_cmd_status"), f("cmd_idx", U32, "emulator: its fail_cmd_idx"),
 ), "Start of app_health_report.fatal_error_info: the driver reads the first four fields; "
    "their values and the rest are emulator-defined (the rest is zero).")
+DEBUG_MARKER = Struct("debug_marker", (
+    f("magic", U32, "DEBUG_MARKER_MAGIC"), f("seq", U32, "markers the context wrote before"),
+    f("value", U32, "the debug kernel's count field"), f("context_id", U32),
+), "What the debug kernel writes into the bound debug BO at (seq mod slots) x 16 "
+   "(emulator-defined, docs/spec/jobs.md §5).")
 CTX_HEALTH_DATA = Struct("ctx_health_data", (
     f("version", U32, "CTX_HEALTH_V1"), f("npu_gen", U32, "NPU_GEN_AIE2"),
     f("txn_op_idx", U32, "health report txn_op_id; TXN_OP_NONE if not captured"),
@@ -444,7 +454,7 @@ FAMILY = Family(
            XRT_ERROR_CLASS),
     consts=(*CONSTS, *XRT_ERROR_CONSTS, *PM_CONSTS),
     structs=(MSG_HEADER, MGMT_MBOX_CHANN_INFO, SLOT_NPU, SLOT_DPU, SLOT_EXECBUF_CF,
-             APP_HEALTH_REPORT, FATAL_ERROR_INFO, CTX_HEALTH_DATA, ASYNC_EVENT_HDR, AIE_ERROR),
+             APP_HEALTH_REPORT, FATAL_ERROR_INFO, CTX_HEALTH_DATA, DEBUG_MARKER, ASYNC_EVENT_HDR, AIE_ERROR),
     messages=MESSAGES,
     source="xdna_emu/fw/iface/aie2.py",
     lookups=(*AIE_EVENT_LOOKUPS, *XRT_LOOKUPS),
