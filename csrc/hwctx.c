@@ -213,7 +213,7 @@ static void job_finish(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct 
         hw->job_head = (hw->job_head + 1) % XDNA_CTX_MAX_CMDS;
         hw->njobs--;
     }
-    ctx->s.last_active_ns = xdna_now_ns();
+    ctx->s.last_active_ns = hw->active_ns = xdna_now_ns();
     pthread_cond_broadcast(&ctx->s.cond);
 }
 
@@ -353,6 +353,8 @@ static int pick_cols(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 /* DESTROY_CONTEXT (best effort) and close the user channel; pending jobs get ABORT. */
 static void fw_stop(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, bool destroy)
 {
+    /* stop the channel first, as the driver does: the firmware tears its ring down */
+    xdna_mbox_destroy(ctx, &hw->chan);
     if (hw->fw_live && destroy && !ctx->sock_dead) {
         xdna_aie2_destroy_context_req_t req = {.context_id = hw->fw_id};
         xdna_aie2_destroy_context_resp_t st;
@@ -442,6 +444,7 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     if (dbg && dbg_post(ctx, hw, dbg, 1) < 0) /* a re-created context gets its debug BO back */
         goto destroy_context;
     hw->state = XDNA_SHIM_HWCTX_ACTIVE;
+    hw->connects++;
     hw->tick_pending = false;
     xdna_wake_monitor(ctx);
     return 0;
@@ -451,6 +454,59 @@ destroy_context: { /* DESTROY_CONTEXT and the channel, keeping this failure */
         xdna_err_save(ctx, &e);
         fw_stop(ctx, hw, true);
         return xdna_err_restore(ctx, &e);
+    }
+}
+
+/* ---- the context runqueue (docs/spec/jobs.md §3a) ---------------------------------------- */
+
+static void vec_release(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, unsigned vec);
+
+/* Disconnect an idle context to make room: DESTROY_CONTEXT, its vector back; it reconnects
+ * when its next job arrives. */
+static void swap_out(struct xdna_shim_ctx *ctx, struct xdna_hwctx *v)
+{
+    v->busy = true;
+    unsigned vec = v->msix;
+    bool irq = v->fw_live && !v->polled;
+    fw_stop(ctx, v, true);
+    if (irq)
+        vec_release(ctx, v, vec);
+    v->state = XDNA_SHIM_HWCTX_IDLE;
+    v->swaps++;
+    hw_release(ctx, v);
+}
+
+/* The least recently active connected context with nothing pending, other than hw. */
+static struct xdna_hwctx *pick_victim(struct xdna_shim_ctx *ctx, const struct xdna_hwctx *hw)
+{
+    struct xdna_hwctx *best = NULL;
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
+        struct xdna_hwctx *o = ctx->s.hw[i];
+        if (o && o != hw && o->fw_live && o->state == XDNA_SHIM_HWCTX_ACTIVE && !o->busy &&
+            o->njobs == 0 && (!best || o->active_ns < best->active_ns))
+            best = o;
+    }
+    return best;
+}
+
+/* Connect a context to the firmware (the runqueue's dispatch): when no firmware context or
+ * columns are free, swap out an idle one, or wait for one to become idle. EBUSY if none
+ * does within the mailbox timeout. */
+static int rq_connect(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
+{
+    uint64_t deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_MBOX_RX]);
+    for (;;) {
+        if (fw_start(ctx, hw) == 0)
+            return 0;
+        if (errno != EBUSY)
+            return -1;
+        struct xdna_hwctx *v = pick_victim(ctx, hw);
+        if (v) {
+            swap_out(ctx, v);
+            continue;
+        }
+        if (xdna_cond_wait(ctx, deadline) < 0)
+            return xdna_fail(ctx, EBUSY, "context %u: no partition became free", hw->handle);
     }
 }
 
@@ -580,6 +636,10 @@ int xdna_hwctx_restart_all(struct xdna_shim_ctx *ctx)
         if (!hw || hw->state == XDNA_SHIM_HWCTX_ACTIVE)
             continue;
         if (fw_start(ctx, hw) < 0) {
+            if (errno == EBUSY) { /* more contexts than partitions: connected on demand */
+                hw->state = XDNA_SHIM_HWCTX_IDLE;
+                continue;
+            }
             hw->state = XDNA_SHIM_HWCTX_BROKEN;
             rc = -1;
         }
@@ -689,8 +749,11 @@ int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwc
     for (unsigned i = 0; i < XDNA_CTX_MAX_CMDS; i++)
         if (xdna_bo_new(ctx, XDNA_SHIM_BO_DEV, XDNA_CMDLIST_SIZE, true, &hw->cmdlist_bo[i]) < 0)
             goto free_hw;
-    if (fw_start(ctx, hw) < 0)
-        goto free_hw;
+    if (fw_start(ctx, hw) < 0) { /* no room now: the runqueue connects it on its first job */
+        if (errno != EBUSY || xdna_hwctx_live(ctx) > ctx->chip->hwctx_limit)
+            goto free_hw;
+        hw->state = XDNA_SHIM_HWCTX_IDLE;
+    }
     hw->dpm_level = dpm_level; /* counted as the driver's ctx init does */
     if (xdna_dev_begin(ctx) == 0) {
         hw->dpm_counted = true;
@@ -750,6 +813,8 @@ int xdna_shim_hwctx_info(struct xdna_shim_ctx *ctx, uint32_t handle,
     info->polled = hw->polled;
     info->cu_status = hw->cu_status;
     info->dpm_level = hw->dpm_level;
+    info->connects = hw->connects;
+    info->swaps = hw->swaps;
     info->pending = hw->njobs;
     info->submitted = hw->submitted;
     info->completed = hw->completed;
@@ -794,8 +859,9 @@ int xdna_shim_hwctx_config(struct xdna_shim_ctx *ctx, uint32_t handle, uint32_t 
     }
     if (ready(ctx, "hwctx_config") < 0)
         goto release;
-    if (hw->state != XDNA_SHIM_HWCTX_ACTIVE && fw_start(ctx, hw) < 0) {
-        hw->state = XDNA_SHIM_HWCTX_BROKEN;
+    if (hw->state != XDNA_SHIM_HWCTX_ACTIVE && rq_connect(ctx, hw) < 0) {
+        if (errno != EBUSY)
+            hw->state = XDNA_SHIM_HWCTX_BROKEN;
         goto release;
     }
     if (dbg_call(ctx, hw, bo, 1) < 0)
@@ -1081,8 +1147,9 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
         goto leave;
     if (ctx->s.rpm_suspended && xdna_rpm_get(ctx) < 0)
         goto release_hw;
-    if (hw->state != XDNA_SHIM_HWCTX_ACTIVE && fw_start(ctx, hw) < 0) {
-        hw->state = XDNA_SHIM_HWCTX_BROKEN;
+    if (hw->state != XDNA_SHIM_HWCTX_ACTIVE && rq_connect(ctx, hw) < 0) {
+        if (errno != EBUSY)
+            hw->state = XDNA_SHIM_HWCTX_BROKEN;
         goto release_hw;
     }
     unsigned li = 0;
@@ -1163,7 +1230,7 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
         pin_npu(ctx, j, &c);
     }
     *seq = s;
-    ctx->s.last_active_ns = xdna_now_ns();
+    ctx->s.last_active_ns = hw->active_ns = xdna_now_ns();
     rc = 0;
 release_hw:
     hw_release(ctx, hw);

@@ -405,6 +405,8 @@ struct xdna_hwctx {
     uint32_t fw_id, msix, start_col, num_col, prio;
     uint32_t dpm_level;   /* the DPM level its QoS asks for */
     uint32_t dbg_bo;      /* its debug BO (0: none) */
+    uint32_t connects, swaps; /* runqueue: CREATE_CONTEXTs, disconnections for another */
+    uint64_t active_ns;   /* last submission or completion (swap victims: least recent) */
     bool dbg_done;        /* the CONFIG_DEBUG_BO answer arrived */
     uint32_t dbg_status;
     bool dpm_counted;     /* dpm_level is in s.dpm_cnt */

@@ -229,6 +229,8 @@ struct xdna_shim_hwctx_info {
     uint32_t cu_status; /* status word of the CONFIG_CU reply (0 until it arrives or ok) */
     uint32_t dpm_level; /* the DPM level its QoS asks for (counted while it lives) */
     uint32_t pending;  /* commands outstanding */
+    uint32_t connects; /* times the firmware context was created (the runqueue reconnects) */
+    uint32_t swaps;    /* times it was disconnected to make room for another */
     uint64_t submitted, completed, errors, timeouts, aborts;
 };
 

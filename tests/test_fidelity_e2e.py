@@ -463,3 +463,48 @@ def test_debug_bo_bad_input(xdna_chip: str, xdna_shim: Shim) -> None:
     assert run(shim, other, b.cmd("npu")) == ErtState.COMPLETED and b.copied()  # others run on
     shim.remove_debug_bo(ctx, dbg)
     shim.assign_debug_bo(other, dbg)
+
+
+# -- the context runqueue: more contexts than partitions (docs/spec/jobs.md §3a) ------------
+
+JOBS_PER_THREAD = 40
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_more_contexts_than_columns(xdna_chip: str, xdna_shim: Shim) -> None:
+    import threading
+
+    shim = xdna_shim
+    limit = shim.info()["hwctx_limit"]
+    assert limit == {"npu1": 6, "npu4": 16}[xdna_chip]
+    # npu1: every context wants all 4 usable columns, so only one is connected at a time
+    ctxs = [shim.hwctx_create() for _ in range(6)]
+    errors: list[BaseException] = []
+
+    def worker(ctx: int, seed: int) -> None:
+        try:
+            b = Bufs(shim)
+            cmd = cmd_bo(shim, b.cmd("npu"))
+            for i in range(JOBS_PER_THREAD):
+                np.frombuffer(shim.bo_map(b.src), np.int32)[:] = b.data + seed * 1000 + i
+                shim.wait(ctx, shim.exec(ctx, cmd), 30000)
+                assert shim.cmd_state(cmd) == ErtState.COMPLETED
+                shim.bo_sync(b.dst, SYNC_FROM_DEVICE)
+                assert (np.frombuffer(shim.bo_map(b.dst), np.int32) == b.data + seed * 1000 + i).all()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(c, i)) for i, c in enumerate(ctxs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors[:1]
+    infos = [shim.hwctx_info(c) for c in ctxs]
+    assert all(i["completed"] == JOBS_PER_THREAD for i in infos)
+    if xdna_chip == "npu1":  # firmware contexts came and went: CREATE/DESTROY repeated
+        assert sum(i["connects"] for i in infos) > len(ctxs) and sum(i["swaps"] for i in infos) > 0
+    extra = [shim.hwctx_create() for _ in range(limit - len(ctxs))]
+    assert errno_of(shim.hwctx_create) == errno.EBUSY  # hwctx_limit + 1
+    for c in ctxs + extra:
+        shim.hwctx_destroy(c)

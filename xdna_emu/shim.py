@@ -424,7 +424,8 @@ class Shim:
                 "state": HWCTX_STATES.get(i.state, str(i.state)), "polled": bool(i.polled),
                 "cu_status": i.cu_status, "pending": i.pending, "submitted": i.submitted,
                 "completed": i.completed, "errors": i.errors, "timeouts": i.timeouts,
-                "aborts": i.aborts, "dpm_level": i.dpm_level}
+                "aborts": i.aborts, "dpm_level": i.dpm_level, "connects": i.connects,
+                "swaps": i.swaps}
 
     def exec(self, hwctx: int, cmd_bo: int) -> int:
         """Submit the command in ``cmd_bo``; returns its sequence number."""
