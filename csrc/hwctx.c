@@ -430,11 +430,15 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
                   &hb, sizeof(hb), NULL, 0) < 0)
             goto destroy_context;
     }
-    /* one CU; its "PDI" is the heap base (there are no real PDIs here) */
+    /* the client's CU table, or one CU whose "PDI" is the heap base */
     xdna_aie2_config_cu_req_t cu = {
         .num_cus = 1,
-        .cfgs = {(uint32_t)((XDNA_AIE2_HEAP_DEV_ADDR >> 15) & 0x1FFFF)},
+        .cfgs = {(uint32_t)((XDNA_AIE2_HEAP_DEV_ADDR >> XDNA_AIE2_CU_PDI_SHIFT) & 0x1FFFF)},
     };
+    if (hw->cu_user) {
+        cu.num_cus = hw->num_cus;
+        memcpy(cu.cfgs, hw->cu_cfg, sizeof(hw->cu_cfg));
+    }
     hw->cu_status = 0;
     if (xdna_mbox_post_cb(ctx, &hw->chan, XDNA_AIE2_MSG_CONFIG_CU, &cu, sizeof(cu),
                           XDNA_AIE2_MSG_CONFIG_CU_RESP_SIZE, true, cu_cb,
@@ -829,8 +833,9 @@ int xdna_shim_hwctx_config(struct xdna_shim_ctx *ctx, uint32_t handle, uint32_t 
 {
     if (xdna_api_enter(ctx) < 0)
         return -1;
-    if (type == XDNA_SHIM_HWCTX_CONFIG_CU)
-        return xdna_api_leave(ctx, xdna_fail(ctx, EOPNOTSUPP, "hwctx_config: CONFIG_CU"));
+    if (type == XDNA_SHIM_HWCTX_CONFIG_CU) /* it carries a buffer: xdna_shim_hwctx_config_cu */
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "hwctx_config: CONFIG_CU takes a CU"
+                                             " table (xdna_shim_hwctx_config_cu)"));
     if (type != XDNA_SHIM_HWCTX_ASSIGN_DBG_BUF && type != XDNA_SHIM_HWCTX_REMOVE_DBG_BUF)
         return xdna_api_leave(ctx, xdna_fail(ctx, EOPNOTSUPP, "hwctx_config: type %u", type));
     struct xdna_bo *bo = value <= UINT32_MAX ? xdna_bo_get(ctx, (uint32_t)value) : NULL;
@@ -870,6 +875,46 @@ int xdna_shim_hwctx_config(struct xdna_shim_ctx *ctx, uint32_t handle, uint32_t 
     hw->dbg_bo = bo->handle;
     rc = 0;
 release:
+    hw_release(ctx, hw);
+    return xdna_api_leave(ctx, rc);
+}
+
+int xdna_shim_hwctx_config_cu(struct xdna_shim_ctx *ctx, uint32_t handle,
+                              const struct xdna_shim_cu_config *cus, uint32_t num_cus)
+{
+    if (xdna_api_enter(ctx) < 0)
+        return -1;
+    if (!cus || num_cus == 0 || num_cus > XDNA_AIE2_CONFIG_CU_MAX)
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "config_cu: %u CUs (1..%u)", num_cus,
+                                             XDNA_AIE2_CONFIG_CU_MAX));
+    uint32_t cfg[XDNA_AIE2_CONFIG_CU_MAX] = {0};
+    for (uint32_t i = 0; i < num_cus; i++) {
+        struct xdna_bo *bo = xdna_bo_get(ctx, cus[i].cu_bo);
+        if (!bo || bo->internal || bo->type != XDNA_SHIM_BO_DEV || cus[i].pad[0] ||
+            cus[i].pad[1] || cus[i].pad[2])
+            return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "config_cu: CU %u: BO %u is not a"
+                                                 " DEV BO (or pad is not zero)", i, cus[i].cu_bo));
+        cfg[i] = (uint32_t)((bo->xdna_addr >> XDNA_AIE2_CU_PDI_SHIFT) & 0x1FFFF) |
+                 (uint32_t)cus[i].cu_func << XDNA_AIE2_CU_FUNC_SHIFT;
+    }
+    struct xdna_hwctx *hw;
+    if (hw_claim(ctx, handle, &hw) < 0)
+        return xdna_api_leave(ctx, -1);
+    int rc = 0;
+    if (hw->cu_user) {
+        rc = xdna_fail(ctx, EINVAL, "config_cu: context %u has its CUs already", handle);
+    } else {
+        memcpy(hw->cu_cfg, cfg, sizeof(cfg));
+        hw->num_cus = num_cus;
+        hw->cu_user = true;
+        if (hw->fw_live && hw->state == XDNA_SHIM_HWCTX_ACTIVE) { /* connected: send it now */
+            xdna_aie2_config_cu_req_t req = {.num_cus = num_cus};
+            memcpy(req.cfgs, cfg, sizeof(cfg));
+            rc = xdna_mbox_post_cb(ctx, &hw->chan, XDNA_AIE2_MSG_CONFIG_CU, &req, sizeof(req),
+                                   XDNA_AIE2_MSG_CONFIG_CU_RESP_SIZE, true, cu_cb,
+                                   (void *)(uintptr_t)hw->handle);
+        }
+    }
     hw_release(ctx, hw);
     return xdna_api_leave(ctx, rc);
 }

@@ -410,6 +410,8 @@ struct xdna_hwctx {
     bool dbg_done;        /* the CONFIG_DEBUG_BO answer arrived */
     uint32_t dbg_status;
     bool dpm_counted;     /* dpm_level is in s.dpm_cnt */
+    uint32_t cu_cfg[XDNA_AIE2_CONFIG_CU_MAX]; /* CONFIG_CU cfgs set by the client */
+    bool cu_user;         /* the client configured its CUs */
     uint32_t num_cus;     /* CUs in the context's CONFIG_CU (a command naming another: EINVAL) */
     struct xdna_mbox_chan chan;
     uint32_t cmdlist_bo[XDNA_CTX_MAX_CMDS];

@@ -280,6 +280,17 @@ int xdna_shim_hwctx_info(struct xdna_shim_ctx *ctx, uint32_t handle,
 #define XDNA_SHIM_HWCTX_REMOVE_DBG_BUF 2
 int xdna_shim_hwctx_config(struct xdna_shim_ctx *ctx, uint32_t handle, uint32_t type,
                            uint64_t value);
+/* CONFIG_HWCTX CONFIG_CU (the uapi config_cu buffer): the context's CU table, each CU a DEV
+ * BO (its "PDI") and a function; sent in CONFIG_CU whenever the context connects, and at
+ * once if it is connected. EINVAL: no CUs, more than 32, a CU BO that is no DEV BO, or
+ * configured already. */
+struct xdna_shim_cu_config {
+    uint32_t cu_bo;
+    uint8_t cu_func;
+    uint8_t pad[3];
+};
+int xdna_shim_hwctx_config_cu(struct xdna_shim_ctx *ctx, uint32_t handle,
+                              const struct xdna_shim_cu_config *cus, uint32_t num_cus);
 
 /* Submit the ERT command in CMD BO cmd_bo (START_NPU, or CMD_CHAIN of START_NPU BOs) to a
  * context; *seq identifies it for xdna_shim_wait. With 4 commands outstanding the call

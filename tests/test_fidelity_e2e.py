@@ -4,6 +4,7 @@ npu4, with the firmware opcode and slot type the driver picks (docs/spec/jobs.md
 from __future__ import annotations
 
 import errno
+import json
 import struct
 from pathlib import Path
 
@@ -458,7 +459,7 @@ def test_debug_bo_bad_input(xdna_chip: str, xdna_shim: Shim) -> None:
     dbg2 = shim.bo_create(BO_DEV, 0x1000)
     assert errno_of(shim.assign_debug_bo, ctx, dbg2) == errno.EBUSY  # ctx has one
     assert errno_of(shim.remove_debug_bo, other, dbg) == errno.EINVAL  # not other's
-    assert errno_of(shim.hwctx_config, ctx, 0, dbg) == errno.EOPNOTSUPP
+    assert errno_of(shim.hwctx_config, ctx, 0, dbg) == errno.EINVAL  # CONFIG_CU needs its table
     b = Bufs(shim)
     assert run(shim, other, b.cmd("npu")) == ErtState.COMPLETED and b.copied()  # others run on
     shim.remove_debug_bo(ctx, dbg)
@@ -508,3 +509,62 @@ def test_more_contexts_than_columns(xdna_chip: str, xdna_shim: Shim) -> None:
     assert errno_of(shim.hwctx_create) == errno.EBUSY  # hwctx_limit + 1
     for c in ctxs + extra:
         shim.hwctx_destroy(c)
+
+
+# -- CU bundles (docs/spec/jobs.md §5a) ------------------------------------------------------
+
+#: CUs per context as real binaries have them
+NCUS = {"npu1": 8, "npu4": 14}
+
+
+def bundle_doc(n: int, cols: int = 1) -> dict:
+    kinds = ["copy", "scale", "add", "nop"]
+    return {"format": "xdna-emu-bundle", "version": 1, "partition": {"columns": cols},
+            "cus": [{"name": f"cu{i}-{kinds[i % 4]}", "function": i, "kernel": kinds[i % 4]}
+                    for i in range(n)]}
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_cu_bundle_context(xdna_chip: str, xdna_emulator: Emulator, xdna_firmware_dir: Path) -> None:
+    from xdna_emu.runtime import Device, UsageError
+
+    n = NCUS[xdna_chip]
+    with Device.open(socket=xdna_emulator.socket, firmware_path=xdna_firmware_dir) as dev:
+        ctx = dev.context(bundle=json.dumps(bundle_doc(n)))
+        assert len(ctx.bundle.cus) == n and shim_info(dev, ctx)["num_cols"] == 1
+        assert fw_ctx(xdna_emulator, dev.shim, ctx.handle)["cus"] == n  # CONFIG_CU carried them
+        x = dev.buffer(np.arange(64, dtype=np.int32))
+        y = dev.buffer(np.zeros(64, dtype=np.int32))
+        last = f"cu{max(i for i in range(n) if i % 4 == 3)}-nop"  # a high CU index
+        for name, args, want in (("cu0-copy", (x, y), np.arange(64)),
+                                 ("cu1-scale", (x, y), np.arange(64) * 3),
+                                 (last, (), None)):
+            run_ = ctx.run(name, *args, **({"scalar": 3} if "scale" in name else {}))
+            assert run_.wait(10) == "completed", name
+            if want is not None:
+                assert (y.read() == want).all()
+        # bad input: an unknown CU name; duplicate names; an unknown kernel
+        with pytest.raises(UsageError):
+            ctx.run("no-such-cu")
+        dup = bundle_doc(2)
+        dup["cus"][1]["name"] = dup["cus"][0]["name"]
+        with pytest.raises(UsageError):
+            dev.context(bundle=dup)
+        bad = bundle_doc(2)
+        bad["cus"][0]["kernel"] = "warp-drive"
+        with pytest.raises(UsageError):
+            dev.context(bundle=bad)
+        with pytest.raises(UsageError):
+            dev.context(bundle=bundle_doc(33))  # CONFIG_CU carries at most 32
+        # the shim side: a second CU table, or a CU BO that is no DEV BO
+        bo = dev.shim.bo_create(BO_DEV, 4096)
+        assert errno_of(dev.shim.config_cu, ctx.handle, [(bo, 0)]) == errno.EINVAL
+        plain = dev.context()
+        share = dev.shim.bo_create(BO_SHARE, 4096)
+        assert errno_of(dev.shim.config_cu, plain.handle, [(share, 0)]) == errno.EINVAL
+        assert errno_of(dev.shim.config_cu, plain.handle, []) == errno.EINVAL
+        assert ctx.run("cu0-copy", x, y).wait(10) == "completed"  # still running
+
+
+def shim_info(dev, ctx) -> dict:  # noqa: ANN001
+    return dev.shim.hwctx_info(ctx.handle)

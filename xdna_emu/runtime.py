@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import struct
 import threading
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels as K
-from .fw.messages import CTX_HEALTH_DATA, CTX_HEALTH_FIELDS
+from .fw.messages import CONFIG_CU_MAX, CTX_HEALTH_DATA, CTX_HEALTH_FIELDS
 from .shim import (
     BO_CMD,
     BO_DEV,
@@ -55,6 +56,67 @@ INSTR_CACHE_MAX = 64  # distinct instruction descriptors kept per context
 
 class UsageError(ValueError):
     """A runtime-level misuse (wrong buffer count, unsupported dtype...)."""
+
+
+BUNDLE_FORMAT = "xdna-emu-bundle"
+BUNDLE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Cu:
+    """One compute unit of a bundle: its name, function and the reference kernel it runs."""
+
+    name: str
+    function: int
+    kernel: K.Kernel
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """The emulator's stand-in for an xclbin (docs/spec/jobs.md §5a): a partition size and a
+    CU table. ``Bundle.load`` takes a path to its JSON, the JSON text or the parsed dict."""
+
+    columns: int
+    cus: tuple[Cu, ...]
+
+    @classmethod
+    def load(cls, src: str | Path | dict) -> Bundle:
+        if isinstance(src, dict):
+            doc = src
+        else:
+            text = str(src)
+            if isinstance(src, Path) or not text.lstrip().startswith("{"):
+                text = Path(src).read_text()
+            try:
+                doc = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"bundle is not JSON: {exc}") from None
+        if doc.get("format") != BUNDLE_FORMAT or doc.get("version") != BUNDLE_VERSION:
+            raise UsageError(f"not a {BUNDLE_FORMAT} version {BUNDLE_VERSION} document")
+        cols = doc.get("partition", {}).get("columns", 0)
+        table = doc.get("cus")
+        if not isinstance(cols, int) or cols < 0 or not isinstance(table, list) \
+                or not 1 <= len(table) <= CONFIG_CU_MAX:
+            raise UsageError(f"a bundle has a partition size and 1..{CONFIG_CU_MAX} CUs")
+        cus: list[Cu] = []
+        for e in table:
+            name, func = e.get("name"), e.get("function", 0)
+            if not isinstance(name, str) or not name or any(c.name == name for c in cus):
+                raise UsageError(f"bundle CU name {name!r} is empty or not unique")
+            if not isinstance(func, int) or not 0 <= func <= 0xFF:
+                raise UsageError(f"CU {name}: function {func!r} is not 0..255")
+            try:
+                kern = K.by_name(str(e.get("kernel")))
+            except (KeyError, ValueError):
+                raise UsageError(f"CU {name}: unknown kernel {e.get('kernel')!r}") from None
+            cus.append(Cu(name, func, kern))
+        return cls(cols, tuple(cus))
+
+    def index(self, name: str) -> int:
+        for i, cu in enumerate(self.cus):
+            if cu.name == name:
+                return i
+        raise UsageError(f"the bundle has no CU {name!r}")
 
 
 class Buffer:
@@ -178,19 +240,40 @@ class Run:
 class Context:
     """A hardware context: up to 4 commands in flight, completed in order."""
 
-    def __init__(self, dev: Device, priority: str = "normal", cols: int = 0) -> None:
-        self.dev = dev
-        self.handle = dev.shim.hwctx_create(priority=priority, num_cols=cols)
+    def __init__(self, dev: Device, priority: str = "normal", cols: int = 0,
+                 bundle: Bundle | None = None) -> None:
+        self.dev, self.bundle = dev, bundle
+        self.handle = dev.shim.hwctx_create(priority=priority,
+                                            num_cols=bundle.columns if bundle else cols)
         self._instr: dict[bytes, int] = {}
+        self._cu_bos: list[int] = []
+        if bundle is not None:  # each CU's "PDI": a DEV BO holding its kernel's descriptor
+            try:
+                for cu in bundle.cus:
+                    bo = dev.shim.bo_create(BO_DEV, 4096)
+                    self._cu_bos.append(bo)
+                    dev.shim.bo_map(bo)[: K.DESC.size] = K.encode(K.Desc(cu.kernel))
+                dev.shim.config_cu(self.handle, [(bo, cu.function) for bo, cu in
+                                                 zip(self._cu_bos, bundle.cus, strict=True)])
+            except BaseException:
+                self.close()
+                raise
 
     def command(self, kernel: str, *buffers: Buffer, scalar: float = 1.0,
                 m: int | None = None, n: int | None = None, k: int | None = None,
                 error: int = K.AIE_ERR_INSTRUCTION,
                 at: tuple[int, int, int, int] | None = None) -> Command:
-        """Prepare (but do not submit) one command running ``kernel`` on ``buffers``.
-        ``at`` = (column within the context, row, module, event) places a fail kernel's
-        AIE error (docs/spec/jobs.md §5)."""
-        desc = self._describe(K.by_name(kernel), buffers, scalar, m, n, k, error)
+        """Prepare (but do not submit) one command running ``kernel`` on ``buffers``; in a
+        context made from a bundle, ``kernel`` names a CU (its kernel runs, its index goes
+        in the CU mask). ``at`` = (column within the context, row, module, event) places a
+        fail kernel's AIE error (docs/spec/jobs.md §5)."""
+        cu_mask = 1
+        if self.bundle is not None:
+            idx = self.bundle.index(kernel)
+            kern, cu_mask = self.bundle.cus[idx].kernel, 1 << idx
+        else:
+            kern = K.by_name(kernel)
+        desc = self._describe(kern, buffers, scalar, m, n, k, error)
         if at is not None:
             desc = dataclasses.replace(desc, where=K.place(*at))
         instr, owns_instr = self._instr_bo(K.encode(desc))
@@ -198,7 +281,8 @@ class Context:
         cmd = shim.bo_create(BO_CMD, CMD_BO_SIZE)
         view = shim.bo_map(cmd)
         instr_addr = int(shim.bo_info(instr)["xdna_addr"])
-        body = ert_start_npu(instr_addr, K.DESC.size, [b.xdna_addr for b in buffers])
+        body = ert_start_npu(instr_addr, K.DESC.size, [b.xdna_addr for b in buffers],
+                             cu_mask=cu_mask)
         view[: len(body)] = body
         return Command(self, cmd, instr, view, owns_instr, body)
 
@@ -275,6 +359,9 @@ class Context:
         if self.handle is not None:
             self.dev.shim.hwctx_destroy(self.handle)
             self.handle = None  # type: ignore[assignment]
+        for bo in self._cu_bos:
+            self.dev.shim.bo_free(bo)
+        self._cu_bos = []
 
 
 class Device:
@@ -313,8 +400,13 @@ class Device:
             shim.close()
             raise
 
-    def context(self, priority: str = "normal", cols: int = 0) -> Context:
-        ctx = Context(self, priority, cols)
+    def context(self, priority: str = "normal", cols: int = 0,
+                bundle: Bundle | str | Path | dict | None = None) -> Context:
+        """A hardware context; ``bundle`` (a :class:`Bundle` or what ``Bundle.load`` takes)
+        gives it its partition size and CU table."""
+        if bundle is not None and not isinstance(bundle, Bundle):
+            bundle = Bundle.load(bundle)
+        ctx = Context(self, priority, cols, bundle)
         with self._lock:
             self._contexts.append(ctx)
         return ctx

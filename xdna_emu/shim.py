@@ -407,6 +407,13 @@ class Shim:
         handle (docs/spec/jobs.md §4a)."""
         self._check(lib.xdna_shim_hwctx_config(self._c(), int(handle), int(type), int(value)))
 
+    def config_cu(self, handle: int, cus: Sequence[tuple[int, int]]) -> None:
+        """CONFIG_HWCTX CONFIG_CU: the context's CU table as (DEV BO handle, function)."""
+        arr = ffi.new("struct xdna_shim_cu_config[]", max(len(cus), 1))
+        for i, (bo, func) in enumerate(cus):
+            arr[i].cu_bo, arr[i].cu_func = int(bo), int(func)
+        self._check(lib.xdna_shim_hwctx_config_cu(self._c(), int(handle), arr, len(cus)))
+
     def assign_debug_bo(self, handle: int, bo: int) -> None:
         self.hwctx_config(handle, HWCTX_ASSIGN_DBG_BUF, bo)
 

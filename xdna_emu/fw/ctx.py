@@ -35,6 +35,7 @@ from .messages import (
     APP_HEALTH_SIZE,
     ASYNC_EVENT_HDR,
     CMD_LIST_MAX,
+    CONFIG_CU_MAX,
     DEBUG_BO_MIN,
     DEBUG_MARKER,
     DEBUG_MARKER_MAGIC,
@@ -65,7 +66,6 @@ HEAP_MAX = 1 << 32  # emulator limit on a context's mapped heap (sum of chunks)
 ARG_MAX = 1 << 32  # emulator limit on one kernel buffer argument (larger: invalid instruction)
 GEMM_WORK_MAX = 1 << 30  # emulator limit on m*n*k: a daemon must not stall for minutes
 APP_HEALTH_VERSION = (1, 0)  # emulator-chosen report version
-CONFIG_CU_MAX = 32
 
 #: Ops a client session may proxy (docs/spec/jobs.md §1); the rest are driver-only.
 PROXY_OPS = frozenset({
@@ -163,7 +163,7 @@ class HwContext:
             "state": "hung" if self.hung else "ok", "queued": len(self.queue),
             "heap": [{"dev": c.dev, "va": c.va, "size": c.size} for c in self.chunks],
             "submitted": self.submitted, "completed": self.completed, "failed": self.failed,
-            "last_op": self.last_op, "last_slot": self.last_slot,
+            "last_op": self.last_op, "last_slot": self.last_slot, "cus": len(self.cus),
         }  # fmt: skip
 
 

@@ -56,6 +56,8 @@ SMU_RESP = Enum("SmuResp", "SMU_RESP", members(
 
 # -- mailbox (docs/spec/firmware.md §5, §6) ---------------------------------------------------
 
+_CONFIG_CU_MAX = 32
+
 CONSTS = (
     Const("PSP_START_COPY_FW", 1, "START argument: copy the validated image into the firmware region"),
     Const("PSP_STATUS_READY", 1 << 31, "STATUS bit31: the command finished, RESP is valid"),
@@ -79,6 +81,9 @@ CONSTS = (
     Const("NPU_GEN_AIE2", 0, "ctx_health_data.npu_gen of AIE2 devices"),
     Const("DEBUG_BO_MIN", 0x1000, "smallest debug BO CONFIG_DEBUG_BO accepts", emulator=True),
     Const("DEBUG_MARKER_MAGIC", 0x47424458, 'debug_marker.magic ("XDBG")', emulator=True),
+    Const("CONFIG_CU_MAX", _CONFIG_CU_MAX, "CU configs one CONFIG_CU carries"),
+    Const("CU_PDI_SHIFT", 15, "CONFIG_CU cfg bits 16:0 = PDI device address >> this"),
+    Const("CU_FUNC_SHIFT", 17, "CONFIG_CU cfg bits 24:17 = the CU function"),
     Const("KERNEL_OP_TXN", 3, "the one argument word of an ELF slot: run the transaction stream"),
 )  # fmt: skip
 
@@ -283,7 +288,7 @@ MESSAGES = (
     # user channels (docs/spec/firmware.md §8)
     _msg("CONFIG_CU", "user", (
         f("num_cus", U32), f("cfgs", U32, "PDI address >> 15 (bits 16:0) | function (bits 24:17)",
-                             count=32)), STATUS_RESP),
+                             count=_CONFIG_CU_MAX)), STATUS_RESP),
     _msg("SYNC_BO", "user", (
         f("src_addr", U64), f("dst_addr", U64), f("size", U32), f("type", U32)), STATUS_RESP),
     _msg("CONFIG_DEBUG_BO", "user", (
