@@ -33,6 +33,16 @@ static struct xdna_hwctx *hw_get(struct xdna_shim_ctx *ctx, uint32_t handle)
     return NULL;
 }
 
+/* The live context whose hardware-queue handle is h (other than self), or NULL. */
+static struct xdna_hwctx *syncobj_owner(struct xdna_shim_ctx *ctx, uint32_t h,
+                                        const struct xdna_hwctx *self)
+{
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
+        if (ctx->s.hw[i] && ctx->s.hw[i] != self && ctx->s.hw[i]->syncobj == h)
+            return ctx->s.hw[i];
+    return NULL;
+}
+
 /* The next free id at or after the cyclic cursor, as the driver's xa_alloc_cyclic does. */
 static uint32_t hw_next_id(struct xdna_shim_ctx *ctx)
 {
@@ -742,6 +752,9 @@ int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwc
     if (!hw)
         return xdna_api_leave(ctx, xdna_fail(ctx, ENOMEM, "out of memory"));
     hw->handle = hw_next_id(ctx); /* a free slot exists, so a free id does too */
+    do /* a handle no live context holds, never 0 (the driver's syncobj idr) */
+        hw->syncobj = ++ctx->s.next_syncobj ? ctx->s.next_syncobj : ++ctx->s.next_syncobj;
+    while (syncobj_owner(ctx, hw->syncobj, hw));
     hw->slot = slot;
     hw->params = params;
     hw->prio = prio;
@@ -818,6 +831,7 @@ int xdna_shim_hwctx_info(struct xdna_shim_ctx *ctx, uint32_t handle,
     info->cu_status = hw->cu_status;
     info->dpm_level = hw->dpm_level;
     info->connects = hw->connects;
+    info->syncobj = hw->syncobj;
     info->swaps = hw->swaps;
     info->pending = hw->njobs;
     info->submitted = hw->submitted;
@@ -1317,6 +1331,20 @@ int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int 
     }
     return xdna_api_leave(ctx, xdna_fail(ctx, ETIME, "wait: command %llu of context %u not done within"
                                  " %d ms", (unsigned long long)seq, hwctx, timeout_ms));
+}
+
+int xdna_shim_syncobj_wait(struct xdna_shim_ctx *ctx, uint32_t syncobj, uint64_t seq,
+                           int timeout_ms)
+{
+    if (xdna_api_enter(ctx) < 0)
+        return -1;
+    struct xdna_hwctx *hw = syncobj ? syncobj_owner(ctx, syncobj, NULL) : NULL;
+    if (!hw)
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "syncobj_wait: no context has queue"
+                                             " handle %u", syncobj));
+    uint32_t handle = hw->handle;
+    xdna_api_leave(ctx, 0);
+    return xdna_shim_wait(ctx, handle, seq, timeout_ms); /* the context may go meanwhile */
 }
 
 int xdna_shim_cmd_state(struct xdna_shim_ctx *ctx, uint32_t cmd_bo, uint32_t *state)

@@ -122,6 +122,7 @@ struct xdna_drv_state {
     uint32_t heap;            /* handle of the DEV_HEAP BO, 0 when none */
     struct xdna_hwctx *hw[XDNA_MAX_HWCTX]; /* any order; hw->handle names it */
     uint32_t next_hwctx_id;   /* where the cyclic handle allocation resumes */
+    uint32_t next_syncobj;    /* the last hardware-queue handle handed out */
     int tdr_ms, autosuspend_ms;
     uint64_t next_tdr_ns, last_active_ns;
     bool rpm_suspended;       /* runtime-suspended by the monitor */
@@ -406,6 +407,7 @@ struct xdna_hwctx {
     uint32_t dpm_level;   /* the DPM level its QoS asks for */
     uint32_t dbg_bo;      /* its debug BO (0: none) */
     uint32_t connects, swaps; /* runqueue: CREATE_CONTEXTs, disconnections for another */
+    uint32_t syncobj;     /* its hardware-queue (completion timeline) handle */
     uint64_t active_ns;   /* last submission or completion (swap victims: least recent) */
     bool dbg_done;        /* the CONFIG_DEBUG_BO answer arrived */
     uint32_t dbg_status;

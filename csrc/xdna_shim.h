@@ -231,6 +231,8 @@ struct xdna_shim_hwctx_info {
     uint32_t pending;  /* commands outstanding */
     uint32_t connects; /* times the firmware context was created (the runqueue reconnects) */
     uint32_t swaps;    /* times it was disconnected to make room for another */
+    uint32_t syncobj;  /* its hardware-queue handle: the completion timeline (§3b) */
+    uint32_t umq_doorbell; /* user-mode queue doorbell: 0 on AIE2 (kernel-mode queue) */
     uint64_t submitted, completed, errors, timeouts, aborts;
 };
 
@@ -300,6 +302,11 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
 /* 0 when command seq of hwctx is final (read its state with xdna_shim_cmd_state), ETIME
  * when not within timeout_ms (0: look once, < 0: wait for ever). */
 int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int timeout_ms);
+/* The context's hardware-queue handle (docs/spec/jobs.md §3b): its completion timeline (the
+ * driver's per-context syncobj; a command's seq is its point). Wait on point `seq` of it
+ * as xdna_shim_wait does; EINVAL for a handle no live context has. */
+int xdna_shim_syncobj_wait(struct xdna_shim_ctx *ctx, uint32_t syncobj, uint64_t seq,
+                           int timeout_ms);
 int xdna_shim_cmd_state(struct xdna_shim_ctx *ctx, uint32_t cmd_bo, uint32_t *state);
 
 /* TDR period (default 2000 ms) and runtime autosuspend delay (default 5000 ms, 0: never). */

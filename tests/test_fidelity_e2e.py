@@ -568,3 +568,26 @@ def test_cu_bundle_context(xdna_chip: str, xdna_emulator: Emulator, xdna_firmwar
 
 def shim_info(dev, ctx) -> dict:  # noqa: ANN001
     return dev.shim.hwctx_info(ctx.handle)
+
+
+# -- hardware-queue handles (docs/spec/jobs.md §3b) -----------------------------------------
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_hw_queue_handles(xdna_chip: str, xdna_shim: Shim) -> None:
+    shim = xdna_shim
+    a, b = shim.hwctx_create(num_cols=1), shim.hwctx_create(num_cols=1)
+    qa, qb = shim.hwctx_info(a), shim.hwctx_info(b)
+    assert qa["syncobj"] and qb["syncobj"] and qa["syncobj"] != qb["syncobj"]
+    assert qa["umq_doorbell"] == qb["umq_doorbell"] == 0  # AIE2: kernel-mode queues
+    bufs = Bufs(shim)
+    cmd = cmd_bo(shim, bufs.cmd("npu"))
+    seq = shim.exec(a, cmd)
+    shim.syncobj_wait(qa["syncobj"], seq, 10000)  # the point is the command's seq
+    assert shim.cmd_state(cmd) == ErtState.COMPLETED and bufs.copied()
+    assert errno_of(shim.syncobj_wait, qb["syncobj"], seq) == errno.EINVAL  # never submitted
+    assert errno_of(shim.syncobj_wait, 0xFFFF, 1) == errno.EINVAL  # no such queue
+    shim.hwctx_destroy(a)
+    assert errno_of(shim.syncobj_wait, qa["syncobj"], seq) == errno.EINVAL  # gone with it
+    c = shim.hwctx_create(num_cols=1)
+    assert shim.hwctx_info(c)["syncobj"] not in (qb["syncobj"],)

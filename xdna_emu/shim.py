@@ -432,7 +432,7 @@ class Shim:
                 "cu_status": i.cu_status, "pending": i.pending, "submitted": i.submitted,
                 "completed": i.completed, "errors": i.errors, "timeouts": i.timeouts,
                 "aborts": i.aborts, "dpm_level": i.dpm_level, "connects": i.connects,
-                "swaps": i.swaps}
+                "swaps": i.swaps, "syncobj": i.syncobj, "umq_doorbell": i.umq_doorbell}
 
     def exec(self, hwctx: int, cmd_bo: int) -> int:
         """Submit the command in ``cmd_bo``; returns its sequence number."""
@@ -443,6 +443,10 @@ class Shim:
     def wait(self, hwctx: int, seq: int, timeout_ms: int = 5000) -> None:
         """Wait until command ``seq`` is final (ShimError ETIME otherwise)."""
         self._check(lib.xdna_shim_wait(self._c(), int(hwctx), int(seq), int(timeout_ms)))
+
+    def syncobj_wait(self, syncobj: int, seq: int, timeout_ms: int = 5000) -> None:
+        """Wait on point ``seq`` of a context's hardware-queue handle (``hwctx_info``)."""
+        self._check(lib.xdna_shim_syncobj_wait(self._c(), int(syncobj), int(seq), int(timeout_ms)))
 
     def cmd_state(self, cmd_bo: int) -> ErtState:
         s = ffi.new("uint32_t *")
