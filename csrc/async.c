@@ -8,6 +8,34 @@
 
 #define EVENT_BUF XDNA_AIE2_ASYNC_EVENT_BUF_SIZE
 
+/* The category of one AIE error: the module's event table (memory-module events of the
+ * memory-tile row use the memory-tile table). */
+uint32_t xdna_aie_error_category(uint32_t row, uint32_t event_id, uint32_t mod_type)
+{
+    const uint32_t unknown = XDNA_AIE2_AIE_ERR_CAT_UNKNOWN;
+    switch (mod_type) {
+    case XDNA_AIE2_AIE_MOD_PL: return xdna_aie2_shim_event_category(event_id, unknown);
+    case XDNA_AIE2_AIE_MOD_CORE: return xdna_aie2_core_event_category(event_id, unknown);
+    case XDNA_AIE2_AIE_MOD_MEM:
+        return row == XDNA_AIE2_AIE_MEM_TILE_ROW ? xdna_aie2_mem_tile_event_category(event_id, unknown)
+                                                 : xdna_aie2_mem_event_category(event_id, unknown);
+    default: return unknown;
+    }
+}
+
+/* The driver's cached error code: the category's number, driver AIE, CRITICAL, the
+ * module's XRT module, class AIE. */
+uint64_t xdna_aie_error_code(uint32_t category, uint32_t mod_type)
+{
+    uint64_t num = xdna_aie2_category_xrt_num(category, XDNA_AIE2_XRT_NUM_UNKNOWN);
+    uint64_t mod = xdna_aie2_module_xrt_module(mod_type, XDNA_AIE2_XRT_MOD_UNKNOWN);
+    return (num & 0xFFFF) << XDNA_AIE2_XRT_NUM_SHIFT |
+           (uint64_t)(XDNA_AIE2_XRT_DRIVER_AIE & 0xF) << XDNA_AIE2_XRT_DRIVER_SHIFT |
+           (uint64_t)(XDNA_AIE2_XRT_SEV_CRITICAL & 0xF) << XDNA_AIE2_XRT_SEVERITY_SHIFT |
+           (mod & 0xF) << XDNA_AIE2_XRT_MODULE_SHIFT |
+           (uint64_t)(XDNA_AIE2_XRT_CLASS_AIE & 0xF) << XDNA_AIE2_XRT_CLASS_SHIFT;
+}
+
 int xdna_async_events_start(struct xdna_shim_ctx *ctx)
 {
     uint32_t n = ctx->info.total_col;
@@ -47,12 +75,14 @@ static void async_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_
         a->ret_code = h.ret_code;
         if (h.err_cnt > 0 &&
             h.err_cnt <= (EVENT_BUF - sizeof(h)) / sizeof(struct xdna_aie2_aie_error)) {
-            struct xdna_aie2_aie_error e; /* the first entry */
-            memcpy(&e, b + sizeof(h), sizeof(e));
+            struct xdna_aie2_aie_error e; /* the last entry, as the driver caches it */
+            memcpy(&e, b + sizeof(h) + (size_t)(h.err_cnt - 1) * sizeof(e), sizeof(e));
             a->row = e.row;
             a->col = e.col;
             a->mod_type = e.mod_type;
             a->event_id = e.event_id;
+            a->category = xdna_aie_error_category(e.row, e.event_id, e.mod_type);
+            a->err_code = xdna_aie_error_code(a->category, e.mod_type);
         }
     }
     if (idx < sizeof(ctx->s.async_repost) && xdna_async_post(ctx, idx) < 0)

@@ -329,8 +329,11 @@ int xdna_shim_bo_free(struct xdna_shim_ctx *ctx, uint32_t handle)
 {
     if (xdna_api_enter(ctx) < 0)
         return -1;
-    if (!user_bo(ctx, handle, "bo_free"))
+    struct xdna_bo *bo = user_bo(ctx, handle, "bo_free");
+    if (!bo)
         return xdna_api_leave(ctx, -1);
+    if (bo->dbg_ctx) /* a context's debug BO: it goes first (docs/spec/jobs.md §4a) */
+        xdna_hwctx_dbg_unbind(ctx, bo);
     return xdna_api_leave(ctx, xdna_bo_release(ctx, handle));
 }
 

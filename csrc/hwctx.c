@@ -19,6 +19,7 @@
 
 #define BUSY_WAIT_MS 30000
 #define HEALTH_BUF_SIZE 0x2000u /* the shim's GET_APP_HEALTH buffer */
+#define DEBUG_BO_WAIT_MS 3000   /* the driver's wait for a debug-BO job */
 
 /* ---- helpers -------------------------------------------------------------------------- */
 
@@ -28,6 +29,16 @@ static struct xdna_hwctx *hw_get(struct xdna_shim_ctx *ctx, uint32_t handle)
         return NULL;
     for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
         if (ctx->s.hw[i] && ctx->s.hw[i]->handle == handle)
+            return ctx->s.hw[i];
+    return NULL;
+}
+
+/* The live context whose hardware-queue handle is h (other than self), or NULL. */
+static struct xdna_hwctx *syncobj_owner(struct xdna_shim_ctx *ctx, uint32_t h,
+                                        const struct xdna_hwctx *self)
+{
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
+        if (ctx->s.hw[i] && ctx->s.hw[i] != self && ctx->s.hw[i]->syncobj == h)
             return ctx->s.hw[i];
     return NULL;
 }
@@ -113,11 +124,76 @@ static struct xdna_job *job_find(struct xdna_hwctx *hw, uint64_t seq)
     return NULL;
 }
 
-/* Write the final state, release pins and the cmd-list buffer, pop finished jobs. */
+/* The context's health record as the driver composes it from the last GET_APP_HEALTH
+ * report (docs/spec/jobs.md §6); without one, the driver's "not captured" defaults. */
+static struct xdna_aie2_ctx_health_data health_record(const struct xdna_hwctx *hw)
+{
+    struct xdna_aie2_ctx_health_data h = {
+        .version = XDNA_AIE2_CTX_HEALTH_V1,
+        .npu_gen = XDNA_AIE2_NPU_GEN_AIE2,
+        .txn_op_idx = XDNA_AIE2_TXN_OP_NONE,
+    };
+    if (hw->health_len >= sizeof(struct xdna_aie2_app_health_report)) {
+        struct xdna_aie2_app_health_report r;
+        struct xdna_aie2_fatal_error_info f;
+        memcpy(&r, hw->health, sizeof(r));
+        memcpy(&f, r.fatal_error_info, sizeof(f));
+        h.txn_op_idx = r.txn_op_id;
+        h.ctx_pc = r.ctx_pc;
+        h.fatal_error_type = f.fatal_type;
+        h.fatal_error_exception_type = f.exception_type;
+        h.fatal_error_exception_pc = f.exception_pc;
+        h.fatal_error_app_module = f.app_module;
+    }
+    return h;
+}
+
+/* The command that hung in a chain: the report's dpu_pc (its index), else the first. */
+static uint32_t hung_index(const struct xdna_hwctx *hw, uint32_t count)
+{
+    if (hw->health_len < sizeof(struct xdna_aie2_app_health_report))
+        return 0;
+    struct xdna_aie2_app_health_report r;
+    memcpy(&r, hw->health, sizeof(r));
+    return r.dpu_pc < count ? r.dpu_pc : 0;
+}
+
+/* Health record into a command BO's payload (after its CU masks), if the BO holds it. */
+static void put_health(struct xdna_bo *bo, const struct xdna_aie2_ctx_health_data *h)
+{
+    struct xdna_parse_cmd c;
+    if (!bo || bo->type != XDNA_SHIM_BO_CMD ||
+        xdna_parse_cmd_hdr(bo->va, bo->size, &c) != XDNA_PARSE_OK ||
+        4ull * c.pay + sizeof(*h) > bo->size)
+        return;
+    memcpy((uint8_t *)bo->va + 4ull * c.pay, h, sizeof(*h));
+}
+
+/* Write the final state, release pins and the cmd-list buffer, pop finished jobs. A
+ * TIMEOUT carries the context's health record: in the command's payload, for a chain in
+ * the sub-command that hung, which error_index then names. */
 void xdna_job_finish(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xdna_job *j,
                      uint32_t state, uint32_t fail_idx)
 {
     struct xdna_bo *cmd = xdna_bo_get(ctx, j->cmd_bo);
+    if (cmd && state == XDNA_SHIM_ERT_STATE_TIMEOUT && !xdna_is_aie4(ctx->chip)) {
+        struct xdna_aie2_ctx_health_data h = health_record(hw);
+        uint32_t *w = hdr_of(cmd);
+        if (((w[0] >> 23) & 0x1F) == XDNA_SHIM_ERT_CMD_CHAIN) {
+            struct xdna_parse_chain chn;
+            if (xdna_parse_chain(cmd->va, cmd->size, j->cmd_bo, XDNA_MAX_BOS, &chn) ==
+                XDNA_PARSE_OK) {
+                uint32_t idx = hung_index(hw, chn.n);
+                struct xdna_bo *sub = xdna_bo_get(ctx, (uint32_t)chn.handle[idx]);
+                put_health(sub, &h);
+                if (sub)
+                    set_state(sub, XDNA_SHIM_ERT_STATE_TIMEOUT);
+                w[1 + 2] = idx; /* error_index */
+            }
+        } else {
+            put_health(cmd, &h);
+        }
+    }
     if (cmd) {
         uint32_t h = *hdr_of(cmd);
         if (((h >> 23) & 0x1F) == XDNA_SHIM_ERT_CMD_CHAIN && state == XDNA_SHIM_ERT_STATE_ERROR) {
@@ -147,7 +223,7 @@ void xdna_job_finish(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xd
         hw->job_head = (hw->job_head + 1) % XDNA_CTX_MAX_CMDS;
         hw->njobs--;
     }
-    ctx->s.last_active_ns = xdna_now_ns();
+    ctx->s.last_active_ns = hw->active_ns = xdna_now_ns();
     pthread_cond_broadcast(&ctx->s.cond);
 }
 
@@ -190,6 +266,57 @@ static void cu_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_t *
     hw->cu_status = r.status;
     if (hw->cu_status)
         xdna_fail(ctx, EIO, "context %u: CONFIG_CU failed, status %#x", hw->handle, hw->cu_status);
+}
+
+/* The CONFIG_DEBUG_BO answer (or the channel going away: status all ones). */
+static void dbg_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_t *resp, size_t len)
+{
+    struct xdna_hwctx *hw = hw_get(ctx, (uint32_t)(uintptr_t)arg);
+    if (!hw)
+        return;
+    xdna_aie2_config_debug_bo_resp_t r = {.status = UINT32_MAX};
+    if (!err && len >= sizeof(r))
+        memcpy(&r, resp, sizeof(r));
+    hw->dbg_status = r.status;
+    hw->dbg_done = true;
+    pthread_cond_broadcast(&ctx->s.cond);
+}
+
+/* CONFIG_DEBUG_BO for bo on the context's user channel (docs/spec/jobs.md §4a). */
+static int dbg_post(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, const struct xdna_bo *bo,
+                    uint32_t config)
+{
+    xdna_aie2_config_debug_bo_req_t req = {.offset = bo->heap_off, .size = bo->size,
+                                           .config = config};
+    hw->dbg_done = false;
+    return xdna_mbox_post_cb(ctx, &hw->chan, XDNA_AIE2_MSG_CONFIG_DEBUG_BO, &req, sizeof(req),
+                             XDNA_AIE2_MSG_CONFIG_DEBUG_BO_RESP_SIZE, false, dbg_cb,
+                             (void *)(uintptr_t)hw->handle);
+}
+
+/* ... and wait for its status, as the driver waits for its debug-BO job. */
+static int dbg_call(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, const struct xdna_bo *bo,
+                    uint32_t config)
+{
+    if (dbg_post(ctx, hw, bo, config) < 0)
+        return -1;
+    uint64_t deadline = xdna_deadline(DEBUG_BO_WAIT_MS);
+    while (!hw->dbg_done) {
+        if (hw->polled && hw->chan.active)
+            xdna_mbox_rx(ctx, &hw->chan);
+        if (hw->dbg_done)
+            break;
+        uint64_t until = deadline;
+        if (hw->polled && xdna_now_ns() + 200000u < until)
+            until = xdna_now_ns() + 200000u;
+        if (xdna_cond_wait(ctx, until) < 0 && until == deadline && !hw->dbg_done)
+            return xdna_fail(ctx, ETIME, "context %u: no CONFIG_DEBUG_BO answer within %d ms",
+                             hw->handle, DEBUG_BO_WAIT_MS);
+    }
+    if (hw->dbg_status)
+        return xdna_fail(ctx, EINVAL, "context %u: CONFIG_DEBUG_BO (config %u) status %#x",
+                         hw->handle, config, hw->dbg_status);
+    return 0;
 }
 
 /* ---- firmware side of a context ------------------------------------------------------- */
@@ -240,13 +367,14 @@ static void fw_stop(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, bool destr
         xdna_aie4_ctx_stop(ctx, hw, destroy);
         return;
     }
+    /* stop the channel first, as the driver does: the firmware tears its ring down */
+    xdna_mbox_destroy(ctx, &hw->chan);
     if (hw->fw_live && destroy && !ctx->sock_dead) {
         xdna_aie2_destroy_context_req_t req = {.context_id = hw->fw_id};
         xdna_aie2_destroy_context_resp_t st;
         xdna_fw_call(ctx, XDNA_AIE2_MSG_DESTROY_CONTEXT, &req, sizeof(req), &st, sizeof(st));
     }
     hw->fw_live = false;
-    xdna_mbox_destroy(ctx, &hw->chan);
     xdna_wake_monitor(ctx);
 }
 
@@ -317,17 +445,25 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
                   &hb, sizeof(hb), NULL, 0) < 0)
             goto destroy_context;
     }
-    /* one CU; its "PDI" is the heap base (there are no real PDIs here) */
+    /* the client's CU table, or one CU whose "PDI" is the heap base */
     xdna_aie2_config_cu_req_t cu = {
         .num_cus = 1,
-        .cfgs = {(uint32_t)((XDNA_AIE2_HEAP_DEV_ADDR >> 15) & 0x1FFFF)},
+        .cfgs = {(uint32_t)((XDNA_AIE2_HEAP_DEV_ADDR >> XDNA_AIE2_CU_PDI_SHIFT) & 0x1FFFF)},
     };
+    if (hw->cu_user) {
+        cu.num_cus = hw->num_cus;
+        memcpy(cu.cfgs, hw->cu_cfg, sizeof(hw->cu_cfg));
+    }
     hw->cu_status = 0;
     if (xdna_mbox_post_cb(ctx, &hw->chan, XDNA_AIE2_MSG_CONFIG_CU, &cu, sizeof(cu),
                           XDNA_AIE2_MSG_CONFIG_CU_RESP_SIZE, true, cu_cb,
                           (void *)(uintptr_t)hw->handle) < 0)
         goto destroy_context;
+    struct xdna_bo *dbg = hw->dbg_bo ? xdna_bo_get(ctx, hw->dbg_bo) : NULL;
+    if (dbg && dbg_post(ctx, hw, dbg, 1) < 0) /* a re-created context gets its debug BO back */
+        goto destroy_context;
     hw->state = XDNA_SHIM_HWCTX_ACTIVE;
+    hw->connects++;
     hw->tick_pending = false;
     xdna_wake_monitor(ctx);
     return 0;
@@ -340,8 +476,64 @@ destroy_context: { /* DESTROY_CONTEXT and the channel, keeping this failure */
     }
 }
 
+/* ---- the context runqueue (docs/spec/jobs.md §3a) ---------------------------------------- */
+
+static void vec_release(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, unsigned vec);
+
+/* Disconnect an idle context to make room: DESTROY_CONTEXT, its vector back; it reconnects
+ * when its next job arrives. */
+static void swap_out(struct xdna_shim_ctx *ctx, struct xdna_hwctx *v)
+{
+    v->busy = true;
+    unsigned vec = v->msix;
+    bool irq = v->fw_live && !v->polled;
+    fw_stop(ctx, v, true);
+    if (irq)
+        vec_release(ctx, v, vec);
+    v->state = XDNA_SHIM_HWCTX_IDLE;
+    v->swaps++;
+    hw_release(ctx, v);
+}
+
+/* The least recently active connected context with nothing pending, other than hw. */
+static struct xdna_hwctx *pick_victim(struct xdna_shim_ctx *ctx, const struct xdna_hwctx *hw)
+{
+    struct xdna_hwctx *best = NULL;
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
+        struct xdna_hwctx *o = ctx->s.hw[i];
+        if (o && o != hw && o->fw_live && o->state == XDNA_SHIM_HWCTX_ACTIVE && !o->busy &&
+            o->njobs == 0 && (!best || o->active_ns < best->active_ns))
+            best = o;
+    }
+    return best;
+}
+
+/* Connect a context to the firmware (the runqueue's dispatch): when no firmware context or
+ * columns are free, swap out an idle one, or wait for one to become idle. EBUSY if none
+ * does within the mailbox timeout. */
+static int rq_connect(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
+{
+    uint64_t deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_MBOX_RX]);
+    for (;;) {
+        if (fw_start(ctx, hw) == 0)
+            return 0;
+        if (errno != EBUSY)
+            return -1;
+        struct xdna_hwctx *v = pick_victim(ctx, hw);
+        if (v) {
+            swap_out(ctx, v);
+            continue;
+        }
+        if (xdna_cond_wait(ctx, deadline) < 0)
+            return xdna_fail(ctx, EBUSY, "context %u: no partition became free", hw->handle);
+    }
+}
+
 static void hw_free(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 {
+    struct xdna_bo *dbg = hw->dbg_bo ? xdna_bo_get(ctx, hw->dbg_bo) : NULL;
+    if (dbg && dbg->dbg_ctx == hw->handle) /* the firmware forgot it with the context */
+        dbg->dbg_ctx = 0;
     if (hw->umq_bo) { /* AIE4 queue BO */
         struct xdna_bo *bo = xdna_bo_get(ctx, hw->umq_bo);
         if (bo)
@@ -403,15 +595,32 @@ static int query_health(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     return 0;
 }
 
+/* Give back a context's MSI-X vector unless another live context of ours uses it: a later
+ * context of another session may get it (the firmware picks vectors by context id). */
+static void vec_release(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, unsigned vec)
+{
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
+        if (ctx->s.hw[i] && ctx->s.hw[i]->fw_live && !ctx->s.hw[i]->polled &&
+            ctx->s.hw[i]->msix == vec && (ctx->s.hw[i] != hw || hw->fw_live))
+            return;
+    if (vec != ctx->mgmt.msix)
+        xdna_irq_release(ctx, vec);
+}
+
 /* TDR recovery of one context (monitor thread). */
 static void recover(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 {
+    bool had_irq = hw->fw_live && !hw->polled;
+    unsigned vec = hw->msix;
     hw->busy = true;
-    query_health(ctx, hw); /* best effort: kept for xdna_shim_app_health */
+    hw->health_len = 0; /* no stale report in the TIMEOUT record */
+    query_health(ctx, hw); /* best effort: kept for xdna_shim_app_health and the record */
     end_jobs(ctx, hw, XDNA_SHIM_ERT_STATE_TIMEOUT);
     fw_stop(ctx, hw, true);
     if (fw_start(ctx, hw) < 0)
         hw->state = XDNA_SHIM_HWCTX_BROKEN;
+    if (had_irq && vec != hw->msix) /* re-created under another id: the old vector is free */
+        vec_release(ctx, hw, vec);
     hw->completions++;
     hw_release(ctx, hw);
 }
@@ -454,6 +663,10 @@ int xdna_hwctx_restart_all(struct xdna_shim_ctx *ctx)
         if (!hw || hw->state == XDNA_SHIM_HWCTX_ACTIVE)
             continue;
         if (fw_start(ctx, hw) < 0) {
+            if (errno == EBUSY) { /* more contexts than partitions: connected on demand */
+                hw->state = XDNA_SHIM_HWCTX_IDLE;
+                continue;
+            }
             hw->state = XDNA_SHIM_HWCTX_BROKEN;
             rc = -1;
         }
@@ -535,6 +748,9 @@ int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwc
     if (aie4 && ctx->s.client)
         return xdna_api_leave(ctx, xdna_fail(ctx, EOPNOTSUPP,
                                              "hwctx_create: AIE4 contexts of attached clients"));
+    uint32_t dpm_level;
+    if (xdna_pm_ctx_level(ctx, &params, &dpm_level) < 0)
+        return xdna_api_leave(ctx, -1);
     if (!ctx->s.heap && !aie4) {
         uint32_t h;
         if (xdna_bo_new(ctx, XDNA_SHIM_BO_DEV_HEAP, XDNA_HEAP_CHUNK, false, &h) < 0)
@@ -553,9 +769,13 @@ int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwc
     if (!hw)
         return xdna_api_leave(ctx, xdna_fail(ctx, ENOMEM, "out of memory"));
     hw->handle = hw_next_id(ctx); /* a free slot exists, so a free id does too */
+    do /* a handle no live context holds, never 0 (the driver's syncobj idr) */
+        hw->syncobj = ++ctx->s.next_syncobj ? ctx->s.next_syncobj : ++ctx->s.next_syncobj;
+    while (syncobj_owner(ctx, hw->syncobj, hw));
     hw->slot = slot;
     hw->params = params;
     hw->prio = prio;
+    hw->num_cus = 1; /* the one CU fw_start configures */
     hw->busy = true;
     hw->next_seq = 1;
     hw->state = XDNA_SHIM_HWCTX_IDLE;
@@ -563,8 +783,17 @@ int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwc
     for (unsigned i = 0; i < XDNA_CTX_MAX_CMDS && !aie4; i++)
         if (xdna_bo_new(ctx, XDNA_SHIM_BO_DEV, XDNA_CMDLIST_SIZE, true, &hw->cmdlist_bo[i]) < 0)
             goto free_hw;
-    if (fw_start(ctx, hw) < 0)
-        goto free_hw;
+    if (fw_start(ctx, hw) < 0) { /* no room now: the runqueue connects it on its first job */
+        if (errno != EBUSY || xdna_hwctx_live(ctx) > ctx->chip->hwctx_limit)
+            goto free_hw;
+        hw->state = XDNA_SHIM_HWCTX_IDLE;
+    }
+    hw->dpm_level = dpm_level; /* counted as the driver's ctx init does */
+    if (xdna_dev_begin(ctx) == 0) {
+        hw->dpm_counted = true;
+        (void)xdna_pm_count_level(ctx, dpm_level, true); /* best effort, as the driver's */
+        xdna_dev_end(ctx);
+    }
     hw_release(ctx, hw);
     *handle = hw->handle;
     ctx->s.last_active_ns = xdna_now_ns();
@@ -586,16 +815,15 @@ int xdna_shim_hwctx_destroy(struct xdna_shim_ctx *ctx, uint32_t handle)
     if (hw_claim(ctx, handle, &hw) < 0)
         return xdna_api_leave(ctx, -1);
     end_jobs(ctx, hw, XDNA_SHIM_ERT_STATE_ABORT);
-    bool vec_shared = false;
-    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
-        if (ctx->s.hw[i] && ctx->s.hw[i] != hw && ctx->s.hw[i]->fw_live &&
-            ctx->s.hw[i]->msix == hw->msix)
-            vec_shared = true;
-    bool had_fw = hw->fw_live;
+    bool had_fw = hw->fw_live, polled = hw->polled;
     unsigned vec = hw->msix;
     fw_stop(ctx, hw, true);
-    if (had_fw && !vec_shared && !hw->polled && vec != ctx->mgmt.msix)
-        xdna_irq_release(ctx, vec); /* a later context of another session may get it */
+    if (had_fw && !polled)
+        vec_release(ctx, hw, vec);
+    if (hw->dpm_counted && xdna_dev_begin(ctx) == 0) {
+        (void)xdna_pm_count_level(ctx, hw->dpm_level, false); /* best effort: it is gone */
+        xdna_dev_end(ctx);
+    }
     hw_free(ctx, hw);
     return xdna_api_leave(ctx, 0);
 }
@@ -618,6 +846,10 @@ int xdna_shim_hwctx_info(struct xdna_shim_ctx *ctx, uint32_t handle,
     info->state = hw->state;
     info->polled = hw->polled;
     info->cu_status = hw->cu_status;
+    info->dpm_level = hw->dpm_level;
+    info->connects = hw->connects;
+    info->syncobj = hw->syncobj;
+    info->swaps = hw->swaps;
     info->pending = hw->njobs;
     info->submitted = hw->submitted;
     info->completed = hw->completed;
@@ -625,6 +857,115 @@ int xdna_shim_hwctx_info(struct xdna_shim_ctx *ctx, uint32_t handle,
     info->timeouts = hw->timeouts;
     info->aborts = hw->aborts;
     return xdna_api_leave(ctx, 0);
+}
+
+int xdna_shim_hwctx_config(struct xdna_shim_ctx *ctx, uint32_t handle, uint32_t type,
+                           uint64_t value)
+{
+    if (xdna_api_enter(ctx) < 0)
+        return -1;
+    if (type == XDNA_SHIM_HWCTX_CONFIG_CU) /* it carries a buffer: xdna_shim_hwctx_config_cu */
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "hwctx_config: CONFIG_CU takes a CU"
+                                             " table (xdna_shim_hwctx_config_cu)"));
+    if (type != XDNA_SHIM_HWCTX_ASSIGN_DBG_BUF && type != XDNA_SHIM_HWCTX_REMOVE_DBG_BUF)
+        return xdna_api_leave(ctx, xdna_fail(ctx, EOPNOTSUPP, "hwctx_config: type %u", type));
+    struct xdna_bo *bo = value <= UINT32_MAX ? xdna_bo_get(ctx, (uint32_t)value) : NULL;
+    if (!bo || bo->internal || bo->type != XDNA_SHIM_BO_DEV)
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "hwctx_config: %llu is not a DEV BO",
+                                             (unsigned long long)value));
+    struct xdna_hwctx *hw;
+    if (hw_claim(ctx, handle, &hw) < 0)
+        return xdna_api_leave(ctx, -1);
+    int rc = -1;
+    if (type == XDNA_SHIM_HWCTX_REMOVE_DBG_BUF) {
+        if (bo->dbg_ctx != hw->handle || hw->dbg_bo != bo->handle) {
+            xdna_fail(ctx, EINVAL, "hwctx_config: BO %u is not context %u's debug BO", bo->handle,
+                      hw->handle);
+            goto release;
+        }
+        bo->dbg_ctx = 0; /* unbound whatever the firmware answers, as the driver */
+        hw->dbg_bo = 0;
+        rc = hw->fw_live && hw->state == XDNA_SHIM_HWCTX_ACTIVE ? dbg_call(ctx, hw, bo, 0) : 0;
+        goto release;
+    }
+    if (bo->dbg_ctx || hw->dbg_bo) {
+        xdna_fail(ctx, EBUSY, "hwctx_config: BO %u is bound already, or context %u has a debug BO",
+                  bo->handle, hw->handle);
+        goto release;
+    }
+    if (ready(ctx, "hwctx_config") < 0)
+        goto release;
+    if (hw->state != XDNA_SHIM_HWCTX_ACTIVE && rq_connect(ctx, hw) < 0) {
+        if (errno != EBUSY)
+            hw->state = XDNA_SHIM_HWCTX_BROKEN;
+        goto release;
+    }
+    if (dbg_call(ctx, hw, bo, 1) < 0)
+        goto release;
+    bo->dbg_ctx = hw->handle;
+    hw->dbg_bo = bo->handle;
+    rc = 0;
+release:
+    hw_release(ctx, hw);
+    return xdna_api_leave(ctx, rc);
+}
+
+int xdna_shim_hwctx_config_cu(struct xdna_shim_ctx *ctx, uint32_t handle,
+                              const struct xdna_shim_cu_config *cus, uint32_t num_cus)
+{
+    if (xdna_api_enter(ctx) < 0)
+        return -1;
+    if (!cus || num_cus == 0 || num_cus > XDNA_AIE2_CONFIG_CU_MAX)
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "config_cu: %u CUs (1..%u)", num_cus,
+                                             XDNA_AIE2_CONFIG_CU_MAX));
+    uint32_t cfg[XDNA_AIE2_CONFIG_CU_MAX] = {0};
+    for (uint32_t i = 0; i < num_cus; i++) {
+        struct xdna_bo *bo = xdna_bo_get(ctx, cus[i].cu_bo);
+        if (!bo || bo->internal || bo->type != XDNA_SHIM_BO_DEV || cus[i].pad[0] ||
+            cus[i].pad[1] || cus[i].pad[2])
+            return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "config_cu: CU %u: BO %u is not a"
+                                                 " DEV BO (or pad is not zero)", i, cus[i].cu_bo));
+        cfg[i] = (uint32_t)((bo->xdna_addr >> XDNA_AIE2_CU_PDI_SHIFT) & 0x1FFFF) |
+                 (uint32_t)cus[i].cu_func << XDNA_AIE2_CU_FUNC_SHIFT;
+    }
+    struct xdna_hwctx *hw;
+    if (hw_claim(ctx, handle, &hw) < 0)
+        return xdna_api_leave(ctx, -1);
+    int rc = 0;
+    if (hw->cu_user) {
+        rc = xdna_fail(ctx, EINVAL, "config_cu: context %u has its CUs already", handle);
+    } else {
+        memcpy(hw->cu_cfg, cfg, sizeof(cfg));
+        hw->num_cus = num_cus;
+        hw->cu_user = true;
+        if (hw->fw_live && hw->state == XDNA_SHIM_HWCTX_ACTIVE) { /* connected: send it now */
+            xdna_aie2_config_cu_req_t req = {.num_cus = num_cus};
+            memcpy(req.cfgs, cfg, sizeof(cfg));
+            rc = xdna_mbox_post_cb(ctx, &hw->chan, XDNA_AIE2_MSG_CONFIG_CU, &req, sizeof(req),
+                                   XDNA_AIE2_MSG_CONFIG_CU_RESP_SIZE, true, cu_cb,
+                                   (void *)(uintptr_t)hw->handle);
+        }
+    }
+    hw_release(ctx, hw);
+    return xdna_api_leave(ctx, rc);
+}
+
+void xdna_hwctx_dbg_unbind(struct xdna_shim_ctx *ctx, struct xdna_bo *bo)
+{
+    uint32_t h = bo->dbg_ctx;
+    struct xdna_hwctx *hw;
+    bo->dbg_ctx = 0;
+    if (hw_claim(ctx, h, &hw) < 0)
+        return;
+    if (hw->dbg_bo == bo->handle) {
+        hw->dbg_bo = 0;
+        struct xdna_err e;
+        xdna_err_save(ctx, &e);
+        if (hw->fw_live && hw->state == XDNA_SHIM_HWCTX_ACTIVE)
+            dbg_call(ctx, hw, bo, 0); /* best effort: the BO goes either way */
+        xdna_err_restore(ctx, &e);
+    }
+    hw_release(ctx, hw);
 }
 
 /* ---- public: commands ----------------------------------------------------------------- */
@@ -654,10 +995,35 @@ static int parse_cmd(struct xdna_shim_ctx *ctx, uint32_t handle, struct parsed_c
 }
 
 struct npu_cmd {
-    uint64_t inst;
-    uint32_t inst_size, props, cu_idx, nargs;
+    uint32_t opcode;
+    uint64_t inst, save, restore;
+    uint32_t inst_size, save_size, restore_size, props, cu_idx, nargs;
+    const uint32_t *pargs; /* props words, then nargs argument words */
     const uint32_t *args;
 };
+
+/* The command forms a context runs: every AIE2 form, on AIE4 only ERT_START_DPU
+ * (docs/spec/jobs.md §4, docs/spec/aie4.md §8). */
+static bool runnable_op(struct xdna_shim_ctx *ctx, uint32_t op)
+{
+    if (xdna_is_aie4(ctx->chip))
+        return op == XDNA_SHIM_ERT_START_DPU;
+    return op == XDNA_SHIM_ERT_START_CU || op == XDNA_SHIM_ERT_START_DPU ||
+           op == XDNA_SHIM_ERT_START_NPU || op == XDNA_SHIM_ERT_START_NPU_PREEMPT ||
+           op == XDNA_SHIM_ERT_START_NPU_PREEMPT_ELF;
+}
+
+static const char *runnable_names(struct xdna_shim_ctx *ctx)
+{
+    return xdna_is_aie4(ctx->chip) ? "START_DPU (18)"
+                                   : "START_CU (0), START_DPU (18), START_NPU (20) or"
+                                     " START_NPU_PREEMPT(_ELF) (21, 22)";
+}
+
+static bool preempt_op(uint32_t op)
+{
+    return op == XDNA_SHIM_ERT_START_NPU_PREEMPT || op == XDNA_SHIM_ERT_START_NPU_PREEMPT_ELF;
+}
 
 static int parse_npu(struct xdna_shim_ctx *ctx, uint32_t handle, struct npu_cmd *c)
 {
@@ -667,20 +1033,23 @@ static int parse_npu(struct xdna_shim_ctx *ctx, uint32_t handle, struct npu_cmd 
     struct xdna_bo *bo = xdna_bo_get(ctx, handle); /* a CMD BO: parse_cmd checked it */
     const uint32_t *w = hdr_of(bo);
     struct xdna_parse_npu n;
-    /* AIE4 takes ERT_START_DPU with the same payload (docs/spec/aie4.md §8) */
-    uint32_t want = xdna_is_aie4(ctx->chip) ? XDNA_SHIM_ERT_START_DPU : XDNA_SHIM_ERT_START_NPU;
-    const char *name = want == XDNA_SHIM_ERT_START_DPU ? "START_DPU" : "START_NPU";
-    int r = xdna_parse_exec((const uint8_t *)w, bo->size, want, &n);
-    if (r == XDNA_PARSE_CMD_OPCODE)
-        return xdna_fail(ctx, EINVAL, "exec: BO %u opcode %u is not %s (%u)", handle,
-                         pc.opcode, name, want);
+    int r = xdna_parse_npu((const uint8_t *)w, bo->size, &n);
+    if (r == XDNA_PARSE_CMD_OPCODE || (r == XDNA_PARSE_OK && !runnable_op(ctx, n.opcode)))
+        return xdna_fail(ctx, EINVAL, "exec: BO %u opcode %u is not %s", handle, pc.opcode,
+                         runnable_names(ctx));
     if (r)
-        return xdna_fail(ctx, EINVAL, "exec: BO %u %s payload of %u words is too short",
-                         handle, name, pc.npay);
+        return xdna_fail(ctx, EINVAL, "exec: BO %u opcode %u payload of %u words is malformed",
+                         handle, pc.opcode, pc.npay);
+    c->opcode = n.opcode;
     c->inst = n.inst;
+    c->save = n.save;
+    c->restore = n.restore;
     c->inst_size = n.inst_size;
+    c->save_size = n.save_size;
+    c->restore_size = n.restore_size;
     c->props = n.props;
     c->cu_idx = n.cu_idx;
+    c->pargs = w + n.pargs;
     c->args = w + n.args;
     c->nargs = n.nargs;
     return 0;
@@ -689,11 +1058,16 @@ static int parse_npu(struct xdna_shim_ctx *ctx, uint32_t handle, struct npu_cmd 
 /* Pin the instruction buffer and every argument that names one of our BOs. */
 static void pin_npu(struct xdna_shim_ctx *ctx, struct xdna_job *j, const struct npu_cmd *c)
 {
-    struct xdna_bo *bo = xdna_bo_by_addr(ctx, c->inst, c->inst_size);
-    if (bo && j->npins < XDNA_MAX_PINS) {
-        bo->busy++;
-        j->pins[j->npins++] = bo->handle;
+    const uint64_t bufs[3][2] = {{c->inst, c->inst_size}, {c->save, c->save_size},
+                                 {c->restore, c->restore_size}};
+    for (unsigned i = 0; i < 3; i++) {
+        struct xdna_bo *bo = bufs[i][0] ? xdna_bo_by_addr(ctx, bufs[i][0], bufs[i][1]) : NULL;
+        if (bo && j->npins < XDNA_MAX_PINS) {
+            bo->busy++;
+            j->pins[j->npins++] = bo->handle;
+        }
     }
+    struct xdna_bo *bo;
     for (uint32_t i = 0; i + 1 < c->nargs; i += 2) {
         uint64_t a = c->args[i] | (uint64_t)c->args[i + 1] << 32;
         bo = xdna_bo_by_addr(ctx, a, 1);
@@ -704,25 +1078,42 @@ static void pin_npu(struct xdna_shim_ctx *ctx, struct xdna_job *j, const struct 
     }
 }
 
-/* Append one slot; returns bytes written or -1 (EINVAL: the cmd list is full). */
+/* Append one slot the way the driver's cmd-list fill does for the command's opcode
+ * (docs/spec/jobs.md §4); returns bytes written or -1 (EINVAL: the cmd list is full). */
 static int put_slot(struct xdna_shim_ctx *ctx, uint8_t *buf, uint32_t off, bool npu,
                     const struct npu_cmd *c)
 {
-    uint32_t hdr = npu ? XDNA_AIE2_SLOT_NPU_SIZE : XDNA_AIE2_SLOT_DPU_SIZE;
-    uint64_t need = hdr + 4ull * c->nargs;
+    static const uint32_t txn = XDNA_AIE2_KERNEL_OP_TXN;
+    bool cu = c->opcode == XDNA_SHIM_ERT_START_CU;
+    bool elf = c->opcode == XDNA_SHIM_ERT_START_NPU_PREEMPT_ELF;
+    uint32_t hdr = npu ? XDNA_AIE2_SLOT_NPU_SIZE
+                       : cu ? XDNA_AIE2_SLOT_EXECBUF_CF_SIZE : XDNA_AIE2_SLOT_DPU_SIZE;
+    uint32_t nwords = elf ? 1 : c->props + c->nargs; /* props travel with the arguments */
+    const uint32_t *words = elf ? &txn : c->pargs;
+    uint64_t need = hdr + 4ull * nwords;
     if (off + need > XDNA_CMDLIST_SIZE)
         return xdna_fail(ctx, EINVAL, "exec: the chain does not fit the %u-byte command list",
                          XDNA_CMDLIST_SIZE);
     uint8_t *s = buf + off;
     if (npu) {
         struct xdna_aie2_slot_npu h = {
-            .type = XDNA_AIE2_SLOT_TYPE_NON_ELF,
+            .type = cu ? XDNA_AIE2_SLOT_TYPE_NON_ELF
+                  : elf ? XDNA_AIE2_SLOT_TYPE_ELF
+                  : c->opcode == XDNA_SHIM_ERT_START_NPU_PREEMPT ? XDNA_AIE2_SLOT_TYPE_PREEMPT
+                  : XDNA_AIE2_SLOT_TYPE_PARTIAL_ELF,
             .inst_addr = c->inst,
+            .save_addr = c->save,
+            .restore_addr = c->restore,
             .inst_size = c->inst_size,
+            .save_size = c->save_size,
+            .restore_size = c->restore_size,
             .inst_prop_cnt = c->props,
-            .cu_idx = c->cu_idx,
-            .arg_cnt = c->nargs,
+            .cu_idx = elf ? 0 : c->cu_idx,
+            .arg_cnt = nwords,
         };
+        memcpy(s, &h, sizeof(h));
+    } else if (cu) {
+        struct xdna_aie2_slot_execbuf_cf h = {.cu_idx = c->cu_idx, .arg_cnt = nwords};
         memcpy(s, &h, sizeof(h));
     } else {
         struct xdna_aie2_slot_dpu h = {
@@ -730,12 +1121,30 @@ static int put_slot(struct xdna_shim_ctx *ctx, uint8_t *buf, uint32_t off, bool 
             .inst_size = c->inst_size,
             .inst_prop_cnt = c->props,
             .cu_idx = c->cu_idx,
-            .arg_cnt = c->nargs,
+            .arg_cnt = nwords,
         };
         memcpy(s, &h, sizeof(h));
     }
-    memcpy(s + hdr, c->args, 4ull * c->nargs);
+    memcpy(s + hdr, words, 4ull * nwords);
     return (int)need;
+}
+
+/* What the driver checks per command before filling its slot: a CU the context has (an ELF
+ * slot names none), the preempt forms only with the firmware's PREEMPT feature and the
+ * NPU command set. */
+static int check_cmd(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, uint32_t handle,
+                     const struct npu_cmd *c)
+{
+    if (preempt_op(c->opcode) && (!xdna_has_feature(ctx, XDNA_FEAT_PREEMPT) ||
+                                  !xdna_has_feature(ctx, XDNA_FEAT_NPU_COMMAND)))
+        return xdna_fail(ctx, EOPNOTSUPP, "exec: BO %u: firmware %u.%u has no preemption", handle,
+                         ctx->info.protocol_major, ctx->info.protocol_minor);
+    if (c->opcode == XDNA_SHIM_ERT_START_NPU_PREEMPT_ELF)
+        return 0;
+    if (c->cu_idx == XDNA_SHIM_ERT_INVALID_CU || c->cu_idx >= hw->num_cus)
+        return xdna_fail(ctx, EINVAL, "exec: BO %u names CU %d, context %u has %u", handle,
+                         (int)c->cu_idx, hw->handle, hw->num_cus);
+    return 0;
 }
 
 /* The command and every command it chains, checked before anything is claimed: subs gets
@@ -757,27 +1166,33 @@ static int exec_parse(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo
         if (cr && cr != XDNA_PARSE_CHAIN_ENTRY)
             return xdna_fail(ctx, EINVAL, "exec: CMD_CHAIN of %u commands (1..%u, %u"
                              " payload words)", chn.n, XDNA_CHAIN_MAX, pc->npay);
+        uint32_t op0 = 0;
         for (uint32_t i = 0; i < chn.n; i++) {
             uint64_t h = chn.handle[i];
             struct npu_cmd c;
             if ((cr && i + 1 == chn.n) || parse_npu(ctx, (uint32_t)h, &c) < 0)
                 return xdna_fail(ctx, EINVAL, "exec: chain entry %u (BO %llu) is not a"
-                                 " %s command", i, (unsigned long long)h,
-                                 xdna_is_aie4(ctx->chip) ? "START_DPU" : "START_NPU");
+                                 " runnable command", i, (unsigned long long)h);
+            if (i == 0)
+                op0 = c.opcode;
+            if (c.opcode != op0) /* one chain message carries one slot kind */
+                return xdna_fail(ctx, EINVAL, "exec: chain entry %u has opcode %u, entry 0 %u",
+                                 i, c.opcode, op0);
+            if (check_cmd(ctx, hw_get(ctx, hwctx), (uint32_t)h, &c) < 0)
+                return -1;
             subs[(*nsub)++] = (uint32_t)h;
         }
         return 0;
     }
-    uint32_t want = xdna_is_aie4(ctx->chip) ? XDNA_SHIM_ERT_START_DPU : XDNA_SHIM_ERT_START_NPU;
-    if (pc->opcode == want) {
+    if (runnable_op(ctx, pc->opcode)) {
         struct npu_cmd c;
-        if (parse_npu(ctx, cmd_bo, &c) < 0)
+        if (parse_npu(ctx, cmd_bo, &c) < 0 || check_cmd(ctx, hw_get(ctx, hwctx), cmd_bo, &c) < 0)
             return -1;
         subs[(*nsub)++] = cmd_bo;
         return 0;
     }
-    return xdna_fail(ctx, EINVAL, "exec: opcode %u is not %s (%u) or CMD_CHAIN (19)",
-                     pc->opcode, want == XDNA_SHIM_ERT_START_DPU ? "START_DPU" : "START_NPU", want);
+    return xdna_fail(ctx, EINVAL, "exec: opcode %u is not %s or CMD_CHAIN (19)", pc->opcode,
+                     runnable_names(ctx));
 }
 
 /* Claim the context with a free job slot (at most XDNA_CTX_MAX_CMDS outstanding), waiting
@@ -826,8 +1241,9 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
         goto leave;
     if (ctx->s.rpm_suspended && xdna_rpm_get(ctx) < 0)
         goto release_hw;
-    if (hw->state != XDNA_SHIM_HWCTX_ACTIVE && fw_start(ctx, hw) < 0) {
-        hw->state = XDNA_SHIM_HWCTX_BROKEN;
+    if (hw->state != XDNA_SHIM_HWCTX_ACTIVE && rq_connect(ctx, hw) < 0) {
+        if (errno != EBUSY)
+            hw->state = XDNA_SHIM_HWCTX_BROKEN;
         goto release_hw;
     }
     bool aie4 = xdna_is_aie4(ctx->chip);
@@ -847,7 +1263,8 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
      * they no longer hold commands, and use these results (not a third parse) below. */
     bool changed = parse_cmd(ctx, cmd_bo, &pc2) < 0 || pc2.opcode != pc.opcode;
     for (uint32_t i = 0; !changed && i < nsub; i++)
-        changed = parse_npu(ctx, subs[i], &cmds[i]) < 0;
+        changed = parse_npu(ctx, subs[i], &cmds[i]) < 0 || cmds[i].opcode != cmds[0].opcode ||
+                  check_cmd(ctx, hw, subs[i], &cmds[i]) < 0;
     if (changed) {
         xdna_fail(ctx, EINVAL, "exec: BO %u (or a command it chains) changed or went away"
                   " during submission", cmd_bo);
@@ -880,11 +1297,12 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
             .buf_addr = list->xdna_addr, .buf_size = off, .count = nsub};
         req_len = sizeof(req.npu);
         op = XDNA_AIE2_MSG_CHAIN_EXEC_NPU;
-    } else {
+    } else { /* legacy: the CF chain for START_CU, the DPU chain otherwise (same request) */
         req.dpu = (xdna_aie2_chain_exec_dpu_req_t){
             .buf_addr = list->xdna_addr, .buf_size = off, .count = nsub};
         req_len = sizeof(req.dpu);
-        op = XDNA_AIE2_MSG_CHAIN_EXEC_DPU;
+        op = cmds[0].opcode == XDNA_SHIM_ERT_START_CU ? XDNA_AIE2_MSG_CHAIN_EXEC_BUFFER_CF
+                                                      : XDNA_AIE2_MSG_CHAIN_EXEC_DPU;
     }
     __atomic_thread_fence(__ATOMIC_SEQ_CST); /* slots visible before the doorbell */
     /* both chain messages answer with the same chain_resp */
@@ -917,7 +1335,7 @@ submitted:
         pin_npu(ctx, j, &c);
     }
     *seq = s;
-    ctx->s.last_active_ns = xdna_now_ns();
+    ctx->s.last_active_ns = hw->active_ns = xdna_now_ns();
     rc = 0;
 release_hw:
     hw_release(ctx, hw);
@@ -961,6 +1379,20 @@ int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int 
     }
     return xdna_api_leave(ctx, xdna_fail(ctx, ETIME, "wait: command %llu of context %u not done within"
                                  " %d ms", (unsigned long long)seq, hwctx, timeout_ms));
+}
+
+int xdna_shim_syncobj_wait(struct xdna_shim_ctx *ctx, uint32_t syncobj, uint64_t seq,
+                           int timeout_ms)
+{
+    if (xdna_api_enter(ctx) < 0)
+        return -1;
+    struct xdna_hwctx *hw = syncobj ? syncobj_owner(ctx, syncobj, NULL) : NULL;
+    if (!hw)
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "syncobj_wait: no context has queue"
+                                             " handle %u", syncobj));
+    uint32_t handle = hw->handle;
+    xdna_api_leave(ctx, 0);
+    return xdna_shim_wait(ctx, handle, seq, timeout_ms); /* the context may go meanwhile */
 }
 
 int xdna_shim_cmd_state(struct xdna_shim_ctx *ctx, uint32_t cmd_bo, uint32_t *state)

@@ -391,8 +391,14 @@ int xdna_parse_cmd_hdr(const uint8_t *bo, uint64_t bo_size, struct xdna_parse_cm
     uint32_t masks = out->opcode == XDNA_SHIM_ERT_CMD_CHAIN ? 0 : 1 + ((h >> 10) & 3);
     if ((uint64_t)(1 + count) * 4 > bo_size || count < masks)
         return XDNA_PARSE_CMD_COUNT;
-    uint32_t mask = masks ? rd32(bo + 4) : 1;
-    out->cu_idx = mask ? (uint32_t)__builtin_ctz(mask) : 0;
+    out->cu_idx = masks ? XDNA_SHIM_ERT_INVALID_CU : 0;
+    for (uint32_t i = 0; i < masks; i++) {
+        uint32_t mask = rd32(bo + 4 + 4 * i);
+        if (mask) {
+            out->cu_idx = (uint32_t)__builtin_ctz(mask); /* bit within that word, as the driver */
+            break;
+        }
+    }
     out->pay = 1 + masks;
     out->npay = count - masks;
     return XDNA_PARSE_OK;
@@ -411,27 +417,62 @@ static int cmd_of(const uint8_t *bo, uint64_t bo_size, uint32_t opcode, struct x
     return XDNA_PARSE_OK;
 }
 
-int xdna_parse_npu(const uint8_t *bo, uint64_t bo_size, struct xdna_parse_npu *out)
+int xdna_parse_exec(const uint8_t *bo, uint64_t bo_size, uint32_t opcode, struct xdna_parse_npu *out)
 {
-    return xdna_parse_exec(bo, bo_size, XDNA_SHIM_ERT_START_NPU, out);
+    int r = xdna_parse_npu(bo, bo_size, out);
+    if (r)
+        return r;
+    return out->opcode == opcode ? XDNA_PARSE_OK : XDNA_PARSE_CMD_OPCODE;
 }
 
-int xdna_parse_exec(const uint8_t *bo, uint64_t bo_size, uint32_t opcode, struct xdna_parse_npu *out)
+int xdna_parse_npu(const uint8_t *bo, uint64_t bo_size, struct xdna_parse_npu *out)
 {
     memset(out, 0, sizeof(*out));
     struct xdna_parse_cmd c;
-    const uint8_t *p;
-    int r = cmd_of(bo, bo_size, opcode, &c, &p);
+    int r = xdna_parse_cmd_hdr(bo, bo_size, &c);
     if (r)
         return r;
-    if (c.npay < 4 || rd32(p + 12) > c.npay - 4)
-        return XDNA_PARSE_CMD_SHORT;
-    out->inst = rd32(p) | (uint64_t)rd32(p + 4) << 32;
-    out->inst_size = rd32(p + 8);
-    out->props = rd32(p + 12);
+    const uint8_t *p = bo + 4ull * c.pay;
+    uint32_t fixed; /* payload words before the properties */
+    out->opcode = c.opcode;
     out->cu_idx = c.cu_idx;
-    out->args = c.pay + 4 + out->props;
-    out->nargs = c.npay - 4 - out->props;
+    switch (c.opcode) {
+    case XDNA_SHIM_ERT_START_CU:
+        fixed = 0;
+        break;
+    case XDNA_SHIM_ERT_START_NPU:
+    case XDNA_SHIM_ERT_START_DPU:
+        fixed = 4;
+        if (c.npay < fixed)
+            return XDNA_PARSE_CMD_SHORT;
+        out->inst = rd32(p) | (uint64_t)rd32(p + 4) << 32;
+        out->inst_size = rd32(p + 8);
+        if (c.opcode == XDNA_SHIM_ERT_START_NPU)
+            out->props = rd32(p + 12);
+        else if (rd32(p + 12)) /* chained multi-column DPU sequences are not served */
+            return XDNA_PARSE_CMD_SHORT;
+        break;
+    case XDNA_SHIM_ERT_START_NPU_PREEMPT:
+    case XDNA_SHIM_ERT_START_NPU_PREEMPT_ELF:
+        fixed = 10;
+        if (c.npay < fixed)
+            return XDNA_PARSE_CMD_SHORT;
+        out->inst = rd32(p) | (uint64_t)rd32(p + 4) << 32;
+        out->save = rd32(p + 8) | (uint64_t)rd32(p + 12) << 32;
+        out->restore = rd32(p + 16) | (uint64_t)rd32(p + 20) << 32;
+        out->inst_size = rd32(p + 24);
+        out->save_size = rd32(p + 28);
+        out->restore_size = rd32(p + 32);
+        out->props = rd32(p + 36);
+        break;
+    default:
+        return XDNA_PARSE_CMD_OPCODE;
+    }
+    if (out->props > c.npay - fixed)
+        return XDNA_PARSE_CMD_SHORT;
+    out->pargs = c.pay + fixed;
+    out->args = out->pargs + out->props;
+    out->nargs = c.npay - fixed - out->props;
     return XDNA_PARSE_OK;
 }
 

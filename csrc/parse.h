@@ -209,14 +209,23 @@ struct xdna_parse_cmd {
 int xdna_parse_cmd_hdr(const uint8_t *bo, uint64_t bo_size, struct xdna_parse_cmd *out);
 
 struct xdna_parse_npu {
-    uint64_t inst;
-    uint32_t inst_size, props, cu_idx;
+    uint32_t opcode;
+    uint64_t inst, save, restore;
+    uint32_t inst_size, save_size, restore_size, props, cu_idx;
+    uint32_t pargs;  /* word index of the first property (props words, then the arguments) */
     uint32_t args;   /* word index of the first argument */
     uint32_t nargs;
 };
-/* A START_NPU command: header, then {inst lo, hi, size, props, props..., args...}. */
+/* One runnable command (docs/spec/jobs.md §4):
+ *   START_NPU {inst lo, hi, size, props, props..., args...};
+ *   START_DPU {inst lo, hi, size, chained (must be 0), args...};
+ *   START_NPU_PREEMPT(_ELF) {inst, save, restore (u64 each), inst/save/restore size, props,
+ *   props..., args...}; START_CU: the whole payload is arguments.
+ * cu_idx is the lowest bit set in the first non-zero CU mask word (its bit index within that
+ * word, as the driver reads it), XDNA_SHIM_ERT_INVALID_CU if every mask word is zero. */
 int xdna_parse_npu(const uint8_t *bo, uint64_t bo_size, struct xdna_parse_npu *out);
-/* The same payload under another opcode (AIE4 START_DPU, docs/spec/aie4.md §8). */
+/* xdna_parse_npu of a command that must have the given opcode (XDNA_PARSE_CMD_OPCODE if not;
+ * AIE4 runs only START_DPU, docs/spec/aie4.md §8). */
 int xdna_parse_exec(const uint8_t *bo, uint64_t bo_size, uint32_t opcode, struct xdna_parse_npu *out);
 
 struct xdna_parse_chain {

@@ -8,10 +8,16 @@
 int xdna_pm_init(struct xdna_shim_ctx *ctx)
 {
     const struct xdna_chip_desc *c = ctx->chip;
-    if (c->ndpm == 0)
-        return xdna_fail(ctx, EINVAL, "%s has no DPM table", c->name);
+    if (c->ndpm == 0 || c->ndpm > XDNA_MAX_DPM)
+        return xdna_fail(ctx, EINVAL, "%s has %u DPM levels (1..%u)", c->name, c->ndpm,
+                         XDNA_MAX_DPM);
     if (xdna_smu_set_dpm(ctx, c->ndpm - 1) < 0)
         return -1;
+    bool counted = false;
+    for (unsigned i = 0; i < c->ndpm; i++)
+        counted |= ctx->s.dpm_cnt[i] != 0;
+    if (!counted) /* no context yet: the default level is the top one */
+        ctx->s.dft_dpm_level = c->ndpm - 1;
     ctx->pm_on = true;
     for (unsigned i = 0; i < c->nclock_gating; i++)
         if (xdna_set_runtime_config(ctx, c->clock_gating[i], 1) < 0)
@@ -33,14 +39,16 @@ int xdna_pm_apply_mode(struct xdna_shim_ctx *ctx, int mode)
     }
     if (c->ndpm == 0)
         return xdna_fail(ctx, EOPNOTSUPP, "%s has no DPM table", c->name);
-    uint32_t level = c->ndpm - 1;
+    uint32_t top = c->ndpm - 1, level = top;
     bool gating = true;
     switch (mode) {
     case XDNA_SHIM_POWER_LOW: level = 0; break;
-    case XDNA_SHIM_POWER_MEDIUM: level = c->ndpm / 2; break;
-    case XDNA_SHIM_POWER_HIGH:
+    case XDNA_SHIM_POWER_MEDIUM:
+        level = top < XDNA_AIE2_POWER_MEDIUM_DPM_LEVEL ? top : XDNA_AIE2_POWER_MEDIUM_DPM_LEVEL;
+        break;
+    case XDNA_SHIM_POWER_HIGH: break;
     case XDNA_SHIM_POWER_TURBO: gating = false; break;
-    default: break;
+    default: level = ctx->s.dft_dpm_level < c->ndpm ? ctx->s.dft_dpm_level : top; break;
     }
     if (xdna_smu_set_dpm(ctx, level) < 0)
         return -1;
@@ -54,6 +62,62 @@ int xdna_pm_apply_mode(struct xdna_shim_ctx *ctx, int mode)
     return 0;
 }
 
+/* The driver's QoS math: requested GOPS = gops x max(fps, 1000 / latency) x efficiency;
+ * the lowest level whose hclk gives max_opc x hclk / 1000 >= that, else the top level. A
+ * LOW-priority context asks for level 0; one without QoS for the top level. */
+int xdna_pm_ctx_level(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwctx_params *p,
+                      uint32_t *level)
+{
+    const struct xdna_chip_desc *c = ctx->chip;
+    uint32_t top = c->ndpm ? c->ndpm - 1 : 0;
+    bool low = p->priority == XDNA_SHIM_PRIO_LOW;
+    if (!(p->gops > 0 && (p->fps > 0 || p->latency_ms > 0))) {
+        *level = low ? 0 : top;
+        return 0;
+    }
+    uint64_t rate = p->fps;
+    if (p->latency_ms && XDNA_AIE2_QOS_MS_PER_S / p->latency_ms > rate)
+        rate = XDNA_AIE2_QOS_MS_PER_S / p->latency_ms;
+    uint64_t req = (uint64_t)p->gops * rate * XDNA_AIE2_QOS_SYS_EFF_FACTOR;
+    uint64_t cap_top = c->ndpm ? (uint64_t)p->max_opc * c->dpm[top].hclk_mhz /
+                                 XDNA_AIE2_QOS_OPC_PER_GOPS_MHZ : 0;
+    if (req > UINT32_MAX || (p->max_opc && req > cap_top))
+        return xdna_fail(ctx, EINVAL, "hwctx_create: QoS of %llu GOPS is out of range (%llu at"
+                         " the top level)", (unsigned long long)req, (unsigned long long)cap_top);
+    if (low) {
+        *level = 0;
+        return 0;
+    }
+    *level = top;
+    for (uint32_t l = 0; l < c->ndpm; l++)
+        if (req <= (uint64_t)p->max_opc * c->dpm[l].hclk_mhz / XDNA_AIE2_QOS_OPC_PER_GOPS_MHZ) {
+            *level = l;
+            break;
+        }
+    return 0;
+}
+
+int xdna_pm_count_level(struct xdna_shim_ctx *ctx, uint32_t level, bool add)
+{
+    const struct xdna_chip_desc *c = ctx->chip;
+    if (ctx->s.client || c->ndpm == 0)
+        return 0; /* device power is the driver session's */
+    if (level >= c->ndpm)
+        level = c->ndpm - 1;
+    if (add)
+        ctx->s.dpm_cnt[level]++;
+    else if (ctx->s.dpm_cnt[level])
+        ctx->s.dpm_cnt[level]--;
+    uint32_t l = c->ndpm - 1;
+    while (l > 0 && !ctx->s.dpm_cnt[l])
+        l--;
+    ctx->s.dft_dpm_level = l;
+    if (ctx->s.power_mode == XDNA_SHIM_POWER_DEFAULT && ctx->state == XDNA_SHIM_STATE_PROBED &&
+        !ctx->s.rpm_suspended && ctx->info.dpm_level != l)
+        return xdna_smu_set_dpm(ctx, l);
+    return 0;
+}
+
 /* Resume (system or runtime): the full hw_start handshake, the power mode back, then every
  * context re-created in firmware. Caller holds the device (xdna_dev_begin). The first
  * failure is returned; the contexts are restarted even after a power-mode failure. */
@@ -64,9 +128,12 @@ int xdna_pm_resume(struct xdna_shim_ctx *ctx)
         return -1;
     ctx->s.resume_count++;
     ctx->s.clock_gating = true; /* pm_init turned gating on at max level */
-    if (xdna_is_aie4(ctx->chip))
-        ctx->s.power_mode = XDNA_SHIM_POWER_DEFAULT; /* a fresh AIE4 firmware starts there */
-    int rc = mode != XDNA_SHIM_POWER_DEFAULT ? xdna_pm_apply_mode(ctx, mode) : 0;
+    /* DEFAULT: the level the contexts ask for (AIE2); a fresh AIE4 firmware starts in DEFAULT
+     * and hears POWER_OVERRIDE only for another mode */
+    bool aie4 = xdna_is_aie4(ctx->chip);
+    if (aie4)
+        ctx->s.power_mode = XDNA_SHIM_POWER_DEFAULT;
+    int rc = !aie4 || mode != XDNA_SHIM_POWER_DEFAULT ? xdna_pm_apply_mode(ctx, mode) : 0;
     int r2 = xdna_hwctx_restart_all(ctx);
     return rc < 0 ? rc : r2;
 }

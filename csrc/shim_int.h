@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define XDNA_MAX_DPM 16 /* DPM levels a chip may have (chips have 8) */
+
 #include "generated/xdna_fw_aie2.h"
 #include "generated/xdna_fw_aie4.h"
 #include "xdna_chips.h"
@@ -122,12 +124,15 @@ struct xdna_drv_state {
     uint32_t heap;            /* handle of the DEV_HEAP BO, 0 when none */
     struct xdna_hwctx *hw[XDNA_MAX_HWCTX]; /* any order; hw->handle names it */
     uint32_t next_hwctx_id;   /* where the cyclic handle allocation resumes */
+    uint32_t next_syncobj;    /* the last hardware-queue handle handed out */
     int tdr_ms, autosuspend_ms;
     uint64_t next_tdr_ns, last_active_ns;
     bool rpm_suspended;       /* runtime-suspended by the monitor */
     bool dev_busy;            /* a device-wide sequence (probe, PM, power) is running */
     int power_mode;
     bool clock_gating;
+    uint32_t dpm_cnt[XDNA_MAX_DPM]; /* contexts asking for each DPM level */
+    uint32_t dft_dpm_level;   /* the level DEFAULT mode runs at: highest asked, else 0 */
     uint64_t suspend_count, resume_count;
     struct xdna_shim_async_error async;
     uint8_t async_repost[128];
@@ -327,8 +332,18 @@ int xdna_fw_req(struct xdna_shim_ctx *ctx, uint32_t op, const void *req, size_t 
 int xdna_fw_req_u32(struct xdna_shim_ctx *ctx, uint32_t op, void *resp, size_t len);
 int xdna_client_query(struct xdna_shim_ctx *ctx);
 
+/* ---- QoS-driven DPM (pm.c) ---- */
+/* The level a context's QoS asks for (driver math); -1 (EINVAL) when it cannot be met. */
+int xdna_pm_ctx_level(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwctx_params *p,
+                      uint32_t *level);
+/* Count a context's level in or out; in DEFAULT mode the SMU follows the highest counted. */
+int xdna_pm_count_level(struct xdna_shim_ctx *ctx, uint32_t level, bool add);
+
 /* ---- async error events (async.c) ---- */
 int xdna_async_events_start(struct xdna_shim_ctx *ctx);
+/* Decode one AIE error the driver's way (docs/spec/jobs.md §6). */
+uint32_t xdna_aie_error_category(uint32_t row, uint32_t event_id, uint32_t mod_type);
+uint64_t xdna_aie_error_code(uint32_t category, uint32_t mod_type);
 /* Post REGISTER_ASYNC_EVENT_MSG for async buffer idx (decoded and re-posted on reply). */
 int xdna_async_post(struct xdna_shim_ctx *ctx, unsigned idx);
 
@@ -364,6 +379,7 @@ struct xdna_bo {
     uint64_t dma_addr;    /* where DMA_MAP put it: the VA (SVA) or an IOVA (IOVA mode) */
     bool dma_mapped;
     unsigned busy;        /* pins held by pending commands */
+    uint32_t dbg_ctx;     /* handle of the context it is the debug BO of (0: none) */
 };
 struct xdna_bo *xdna_bo_get(struct xdna_shim_ctx *ctx, uint32_t handle);
 /* The BO whose device range holds [addr, addr+len) (heap or SVA), or NULL. */
@@ -399,6 +415,17 @@ struct xdna_hwctx {
     bool fw_live;         /* the firmware knows this context */
     bool polled;          /* TURBO: user channel polled, not interrupt driven */
     uint32_t fw_id, msix, start_col, num_col, prio;
+    uint32_t dpm_level;   /* the DPM level its QoS asks for */
+    uint32_t dbg_bo;      /* its debug BO (0: none) */
+    uint32_t connects, swaps; /* runqueue: CREATE_CONTEXTs, disconnections for another */
+    uint32_t syncobj;     /* its hardware-queue (completion timeline) handle */
+    uint64_t active_ns;   /* last submission or completion (swap victims: least recent) */
+    bool dbg_done;        /* the CONFIG_DEBUG_BO answer arrived */
+    uint32_t dbg_status;
+    bool dpm_counted;     /* dpm_level is in s.dpm_cnt */
+    uint32_t cu_cfg[XDNA_AIE2_CONFIG_CU_MAX]; /* CONFIG_CU cfgs set by the client */
+    bool cu_user;         /* the client configured its CUs */
+    uint32_t num_cus;     /* CUs in the context's CONFIG_CU (a command naming another: EINVAL) */
     struct xdna_mbox_chan chan;
     uint32_t cmdlist_bo[XDNA_CTX_MAX_CMDS];
     bool cmdlist_used[XDNA_CTX_MAX_CMDS];
@@ -425,6 +452,8 @@ void xdna_hwctx_tdr_tick(struct xdna_shim_ctx *ctx);
 unsigned xdna_hwctx_pending(struct xdna_shim_ctx *ctx);
 unsigned xdna_hwctx_live(struct xdna_shim_ctx *ctx);
 void xdna_hwctx_destroy_all(struct xdna_shim_ctx *ctx);
+/* A bound debug BO is being freed: unregister it (best effort) and unbind it. */
+void xdna_hwctx_dbg_unbind(struct xdna_shim_ctx *ctx, struct xdna_bo *bo);
 /* GET_APP_HEALTH target buffer: IOVA (mgmt PASID) for the driver, SVA for a client. */
 int xdna_health_buf(struct xdna_shim_ctx *ctx, uint64_t *addr, uint8_t **va);
 

@@ -176,6 +176,9 @@ int xdna_shim_attach(struct xdna_shim_ctx *ctx);
 #define XDNA_SHIM_ERT_START_DPU 18
 #define XDNA_SHIM_ERT_CMD_CHAIN 19
 #define XDNA_SHIM_ERT_START_NPU 20
+#define XDNA_SHIM_ERT_START_NPU_PREEMPT 21
+#define XDNA_SHIM_ERT_START_NPU_PREEMPT_ELF 22
+#define XDNA_SHIM_ERT_INVALID_CU 0xFFFFFFFFu /* no bit set in any CU mask word */
 #define XDNA_SHIM_ERT_STATE_NEW 1
 #define XDNA_SHIM_ERT_STATE_QUEUED 2
 #define XDNA_SHIM_ERT_STATE_RUNNING 3
@@ -217,6 +220,10 @@ struct xdna_shim_hwctx_params {
     uint32_t num_cols; /* 0: all usable columns */
     int32_t start_col; /* -1: chosen by the shim */
     uint32_t rsvd;
+    /* QoS (uapi amdxdna_qos_info): the DPM level the context asks for (docs/spec/jobs.md §6).
+     * gops = 0 or (fps = 0 and latency = 0): no QoS (max level; LOW priority: level 0). */
+    uint32_t gops, fps, latency_ms;
+    uint32_t max_opc;  /* ops per cycle of the context's partition (0: unknown) */
 };
 
 struct xdna_shim_hwctx_info {
@@ -224,19 +231,25 @@ struct xdna_shim_hwctx_info {
     int32_t state;     /* XDNA_SHIM_HWCTX_* */
     uint32_t polled;   /* created in TURBO: user channel polled */
     uint32_t cu_status; /* status word of the CONFIG_CU reply (0 until it arrives or ok) */
+    uint32_t dpm_level; /* the DPM level its QoS asks for (counted while it lives) */
     uint32_t pending;  /* commands outstanding */
+    uint32_t connects; /* times the firmware context was created (the runqueue reconnects) */
+    uint32_t swaps;    /* times it was disconnected to make room for another */
+    uint32_t syncobj;  /* its hardware-queue handle: the completion timeline (§3b) */
+    uint32_t umq_doorbell; /* user-mode queue doorbell: 0 on AIE2 (kernel-mode queue) */
     uint64_t submitted, completed, errors, timeouts, aborts;
 };
 
 struct xdna_shim_async_error {
     uint64_t count;     /* async error events received since probe */
-    uint64_t ts_ns;     /* CLOCK_REALTIME of the last one */
+    uint64_t ts_ns;     /* CLOCK_REALTIME of the last one; sticky until the next */
     uint32_t type;      /* 0 AIE error, 1 exception */
     uint32_t err_cnt;   /* entries in the last event */
     uint32_t ret_code;
-    uint32_t event_id;  /* of its first entry */
+    uint32_t event_id;  /* of its last entry (the one the driver caches) */
     uint32_t row, col, mod_type;
-    uint32_t rsvd;
+    uint32_t category;  /* AieErrorCategory the driver decodes it to */
+    uint64_t err_code;  /* the driver's xrtErrorCode: num, driver, severity, module, class */
 };
 
 struct xdna_shim_power {
@@ -265,6 +278,25 @@ int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwc
 int xdna_shim_hwctx_destroy(struct xdna_shim_ctx *ctx, uint32_t handle);
 int xdna_shim_hwctx_info(struct xdna_shim_ctx *ctx, uint32_t handle,
                          struct xdna_shim_hwctx_info *info);
+/* CONFIG_HWCTX (docs/spec/jobs.md §4a): ASSIGN_DBG_BUF / REMOVE_DBG_BUF with value = a DEV
+ * BO handle. EINVAL bad BO or firmware refusal, EBUSY already bound, ETIME no answer;
+ * CONFIG_CU: EOPNOTSUPP. */
+#define XDNA_SHIM_HWCTX_CONFIG_CU 0
+#define XDNA_SHIM_HWCTX_ASSIGN_DBG_BUF 1
+#define XDNA_SHIM_HWCTX_REMOVE_DBG_BUF 2
+int xdna_shim_hwctx_config(struct xdna_shim_ctx *ctx, uint32_t handle, uint32_t type,
+                           uint64_t value);
+/* CONFIG_HWCTX CONFIG_CU (the uapi config_cu buffer): the context's CU table, each CU a DEV
+ * BO (its "PDI") and a function; sent in CONFIG_CU whenever the context connects, and at
+ * once if it is connected. EINVAL: no CUs, more than 32, a CU BO that is no DEV BO, or
+ * configured already. */
+struct xdna_shim_cu_config {
+    uint32_t cu_bo;
+    uint8_t cu_func;
+    uint8_t pad[3];
+};
+int xdna_shim_hwctx_config_cu(struct xdna_shim_ctx *ctx, uint32_t handle,
+                              const struct xdna_shim_cu_config *cus, uint32_t num_cus);
 
 /* Submit the ERT command in CMD BO cmd_bo (START_NPU, or CMD_CHAIN of START_NPU BOs) to a
  * context; *seq identifies it for xdna_shim_wait. With 4 commands outstanding the call
@@ -290,6 +322,12 @@ struct xdna_shim_umq {
 int xdna_shim_umq(struct xdna_shim_ctx *ctx, uint32_t hwctx, struct xdna_shim_umq *out);
 /* The application's store to a context's doorbell page. */
 int xdna_shim_doorbell(struct xdna_shim_ctx *ctx, uint32_t hwctx);
+
+/* The context's hardware-queue handle (docs/spec/jobs.md §3b): its completion timeline (the
+ * driver's per-context syncobj; a command's seq is its point). Wait on point `seq` of it
+ * as xdna_shim_wait does; EINVAL for a handle no live context has. */
+int xdna_shim_syncobj_wait(struct xdna_shim_ctx *ctx, uint32_t syncobj, uint64_t seq,
+                           int timeout_ms);
 int xdna_shim_cmd_state(struct xdna_shim_ctx *ctx, uint32_t cmd_bo, uint32_t *state);
 
 /* TDR period (default 2000 ms) and runtime autosuspend delay (default 5000 ms, 0: never). */

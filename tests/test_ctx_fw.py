@@ -18,9 +18,11 @@ from xdna_emu.fw.messages import (
     APP_HEALTH,
     APP_HEALTH_SIZE,
     ASYNC_EVENT_HDR,
+    FATAL_ERROR_INFO,
     HEAP_DEV_ADDR,
     LAYOUTS,
     SLOT_NPU,
+    TXN_OP_NONE,
     Opcode,
     PspCmd,
     Status,
@@ -149,11 +151,15 @@ def test_heap_chunks_resolve_to_their_own_va() -> None:
     desc = K.Desc(K.Kernel.COPY, K.DType.INT32, count=64)
     assert ctx.run([Cmd(desc, [src, dst])]) == (0, 0, 0)
     assert np.array_equal(np.frombuffer(other, np.int32, 64, 0x100), np.arange(64))
-    # a range that runs from chunk 0 into chunk 1 is not contiguous in VA: fault
-    end = HEAP_DEV_ADDR + MiB - 64
-    assert ctx.run([Cmd(desc, [src, end])]) == (FAULT, 0, FAULT)
-    # past the end of the heap: fault
-    assert ctx.run([Cmd(desc, [src, HEAP_DEV_ADDR + 2 * MiB - 64])]) == (FAULT, 0, FAULT)
+    # a range that runs from chunk 0 into chunk 1 is not contiguous in VA, a range past the
+    # end of the heap: each faults, and the job stalls (a fresh context for each)
+    for bad in (HEAP_DEV_ADDR + MiB - 64, HEAP_DEV_ADDR + 2 * MiB - 64):
+        before = _counters(d)["iommu_faults"]
+        assert _stalls(ctx, [Cmd(desc, [src, bad])])
+        assert _counters(d)["iommu_faults"] == before + 1
+        assert ctx.destroy() == 0
+        ctx = PyContext(c)
+        assert d.msg(Opcode.ADD_HOST_BUFFER, ctx.id, 0x5555_0000_0000, MiB)[0] == 0
 
 
 # -- jobs ---------------------------------------------------------------------------------
@@ -285,7 +291,8 @@ def test_failed_command_mid_chain(chip: str) -> None:
     assert ev.id == ev_id and LAYOUTS[Opcode.REGISTER_ASYNC_EVENT_MSG].resp.unpack(ev.payload) == (0, 0)
     assert ASYNC_EVENT_HDR.unpack_from(evbuf) == (1, 0, 0)
     row, col, _, mod, event_id, _ = AIE_ERROR_ENTRY.unpack_from(evbuf, ASYNC_EVENT_HDR.size)
-    assert (row, col, mod, event_id) == (d.chip.tiles.core_row_start, first + 1, 0, 0x09)
+    # the default tile: the partition's first core tile, core module (1), event = low byte
+    assert (row, col, mod, event_id) == (d.chip.tiles.core_row_start, first + 1, 1, 0x09)
     # the context stays usable; a fail with no event registered still answers the chain
     assert ctx.run([Cmd(copy, [s1, d2])]) == (0, 0, 0)
     assert ctx.run([Cmd(K.Desc(K.Kernel.FAIL))]) == (Status.APP_ERT_FIRST_ERROR, 0, K.AIE_ERR_INSTRUCTION)
@@ -311,15 +318,15 @@ def test_invalid_commands() -> None:
     assert ctx.run([Cmd(big, [s, s, o])]) == (INV, 0, INV)
     # a slot running past the buffer, an unsupported slot type, a bad descriptor
     inst = ctx.inst_bo(copy)
-    slot = SLOT_NPU.pack(1, inst.addr, 0, 0, 48, 0, 0, 0, 0, 4) + struct.pack("<4I", s.addr, 0, o.addr, 0)
+    slot = SLOT_NPU.pack(2, inst.addr, 0, 0, 48, 0, 0, 0, 0, 4) + struct.pack("<4I", s.addr, 0, o.addr, 0)
     elf = SLOT_NPU.pack(4, inst.addr, 0, 0, 48, 0, 0, 0, 0, 1) + struct.pack("<I", 3)
     for raw, count, idx in ((slot, 2, 1), (elf, 1, 0), (slot[:-4], 1, 0)):
         mid = ctx.submit([Cmd(copy)] * count, raw=raw)
         assert ctx.result(mid) == (INV, idx, INV)
     bad = ctx.inst_bo(bytes(bad_magic))
-    raw = SLOT_NPU.pack(1, bad.addr, 0, 0, 48, 0, 0, 0, 0, 0)
+    raw = SLOT_NPU.pack(2, bad.addr, 0, 0, 48, 0, 0, 0, 0, 0)
     assert ctx.result(ctx.submit([Cmd(copy)], raw=raw)) == (INV, 0, INV)
-    raw = SLOT_NPU.pack(1, inst.addr, 0, 0, 40, 0, 0, 0, 0, 0)  # instruction size < 48
+    raw = SLOT_NPU.pack(2, inst.addr, 0, 0, 40, 0, 0, 0, 0, 0)  # instruction size < 48
     assert ctx.result(ctx.submit([Cmd(copy)], raw=raw)) == (INV, 0, INV)
     assert _counters(d)["internal_errors"] == 0
 
@@ -355,33 +362,65 @@ def test_hang_stalls_only_its_context() -> None:
     assert again.id == hung.id and again.run([Cmd(K.Desc(K.Kernel.NOP))]) == (0, 0, 0)
 
 
-def test_iommu_fault_writes_nothing() -> None:
-    d, c = _setup("npu4", pasid=4)
-    ctx = PyContext(c)
+def _stalls(ctx: PyContext, cmds: list[Cmd], raw: bytes | None = None) -> bool:
+    """The chain is never answered and its context is hung (a fault is a hang)."""
+    mid = ctx.submit(cmds, raw=raw)
+    st_ = {x["id"]: x for x in ctx.drv.device.status()["contexts"]}[ctx.id]
+    return ctx.result(mid) is None and st_["state"] == "hung"
+
+
+def _health(d: PyDriver, ctx: PyContext) -> tuple:
+    hb = bytearray(0x1000)
+    d.iommu.map(0, 0x6000_0000, len(hb), DMA_READ | DMA_WRITE, None, mem=hb)
+    try:
+        assert d.msg(Opcode.GET_APP_HEALTH, ctx.id, 0x1000, 0x6000_0000)[0] == 0
+        rep = APP_HEALTH.unpack_from(hb)
+        return (*rep[4:7], *FATAL_ERROR_INFO.unpack_from(rep[7]))
+    finally:
+        d.iommu.unmap(0, 0x6000_0000, len(hb))
+
+
+def test_iommu_fault_stalls_and_writes_nothing() -> None:
+    d, c = _setup("npu4", pasid=4, heap=4 * MiB)
     src, dst = c.alloc(64), c.alloc(64)
     src.array(np.int32)[:] = 9
     copy = K.Desc(K.Kernel.COPY, K.DType.INT32, count=16)
     before = _counters(d)["iommu_faults"]
     outside = 0x1234_0000_0000
-    assert ctx.run([Cmd(copy, [src, dst]), Cmd(copy, [outside, dst])]) == (FAULT, 1, FAULT)
+    ctx = PyContext(c)
+    # the second command faults: the first ran, the second stalls, nothing is written
+    assert _stalls(ctx, [Cmd(copy, [src, dst]), Cmd(copy, [outside, dst])])
     assert _counters(d)["iommu_faults"] == before + 1
+    assert (dst.array(np.int32) == 9).all()
+    # health: dpu_pc = index 1, txn_op_id = TXN_OP_NONE, ctx_pc = 1 command done, fatal FAULT
+    # with AIE_ACCESS_ERROR, the faulting address, the copy kernel and its index
+    assert _health(d, ctx)[:8] == (1, TXN_OP_NONE, 1, 3, Status.AIE_ACCESS_ERROR,
+                                   outside & 0xFFFFFFFF, K.Kernel.COPY, 1)
+    # the next message on the hung context is held too; another context still runs
+    other = PyContext(c)
+    assert other.run([Cmd(copy, [src, dst])]) == (0, 0, 0)
+    assert ctx.destroy() == 0
     dst.array(np.int32)[:] = 0
-    # destination in a read-only SHARE BO: rejected, not written
+    # destination in a read-only SHARE BO: stalls, not written
+    ctx = PyContext(c)
     ro = c.share(64, 0x6600_0000_0000, perm=DMA_READ)
-    assert ctx.run([Cmd(copy, [src, ro])]) == (FAULT, 0, FAULT)
+    assert _stalls(ctx, [Cmd(copy, [src, ro])])
     assert bytes(ro.view) == bytes(64)
+    assert ctx.destroy() == 0
     # a writable SHARE BO (SVA address) works; the same VA in another PASID does not
+    ctx = PyContext(c)
     rw = c.share(64, 0x6700_0000_0000)
     assert ctx.run([Cmd(copy, [src, rw])]) == (0, 0, 0)
     assert (rw.array(np.int32) == 9).all()
-    other = PyClient(d, 5, heap_size=MiB, heap_va=0x7E00_0000_0000)
-    octx = PyContext(other)
-    odst = other.alloc(64)
-    assert octx.run([Cmd(copy, [rw, odst])]) == (FAULT, 0, FAULT)
+    oc = PyClient(d, 5, heap_size=MiB, heap_va=0x7E00_0000_0000)
+    octx = PyContext(oc)
+    odst = oc.alloc(64)
+    assert _stalls(octx, [Cmd(copy, [rw, odst])])
     assert bytes(odst.view) == bytes(64)
-    # the cmd-list buffer itself unreachable
+    # the cmd-list buffer itself unreachable: the chain stalls before its first slot
     mid = ctx.chan.send(Opcode.CHAIN_EXEC_NPU, LAYOUTS[Opcode.CHAIN_EXEC_NPU].req.pack(0, 0, outside, 64, 1))
-    assert struct.unpack("<III", ctx.collect()[mid].payload) == (FAULT, 0, FAULT)
+    assert mid not in ctx.collect()
+    assert _health(d, ctx)[:3] == (0, TXN_OP_NONE, 1)
     assert _counters(d)["iommu_faults"] == before + 4
     assert _counters(d)["internal_errors"] == 0
 
@@ -501,7 +540,10 @@ def test_app_health() -> None:
     assert d.msg(Opcode.GET_APP_HEALTH, ctx.id, 0x1000, 0x6000_0000)[:2] == (0, APP_HEALTH_SIZE)
     major, minor, size, cid, dpu_pc, txn, ctx_pc, fatal, _ = APP_HEALTH.unpack_from(hb)
     assert (major, minor, size, cid, dpu_pc, txn, ctx_pc) == (1, 0, 560, ctx.id, 2, K.Kernel.FAIL, 2)
-    assert struct.unpack_from("<IIII", fatal) == (2, Status.APP_ERT_FIRST_ERROR, Status.AIE_LOCK_ERROR, 2)
+    # fatal_type, exception_type, exception_pc, app_module, task_index, status, cmd_status, idx
+    assert FATAL_ERROR_INFO.unpack_from(fatal) == (
+        2, Status.APP_ERT_FIRST_ERROR, 0, K.Kernel.FAIL, 2, Status.APP_ERT_FIRST_ERROR,
+        Status.AIE_LOCK_ERROR, 2)
     assert d.msg(Opcode.GET_APP_HEALTH, ctx.id, 100, 0x6000_0000)[:2] == \
         (Status.RTOS_INVALID_INPUT_BUF, APP_HEALTH_SIZE)
     assert d.msg(Opcode.GET_APP_HEALTH, 9, 0x1000, 0x6000_0000)[0] == Status.MGMT_ERT_INVALID_PARAM
@@ -536,7 +578,7 @@ _ROBUST: dict[str, object] = {}
 
 def _robust_env() -> tuple[PyDriver, PyClient, list[Bo]]:
     if "d" not in _ROBUST:
-        d, c = _setup("npu4", heap=MiB, chunk=MiB)
+        d, c = _setup("npu4", heap=8 * MiB, chunk=4 * MiB)  # faults hang: contexts get remade
         _ROBUST.update(d=d, c=c, bos=[c.alloc(4096) for _ in range(5)] + [c.alloc(0x10000) for _ in range(3)])
     return _ROBUST["d"], _ROBUST["c"], _ROBUST["bos"]  # type: ignore[return-value]
 
@@ -596,3 +638,143 @@ def test_random_jobs_never_raise(op: Opcode, descs: list, words: list, junk: byt
     st_ = dev.status()
     assert st_["counters"]["internal_errors"] == 0
     assert all(ch["state"] == "ok" for ch in st_["channels"])
+
+
+# -- every slot type the driver fills (docs/spec/jobs.md §4, §5) ---------------------------
+
+
+@pytest.mark.parametrize("chip", CHIPS)
+def test_slot_types(chip: str) -> None:
+    from xdna_emu.fw.messages import KERNEL_OP_TXN, SLOT_CF, SLOT_DPU, SlotType
+
+    d, c = _setup(chip)
+    ctx = PyContext(c)
+    s, o = c.alloc(64), c.alloc(64)
+    s.array(np.int32)[:] = np.arange(16)
+    copy = K.Desc(K.Kernel.COPY, K.DType.INT32, count=16)
+    inst = ctx.inst_bo(copy)
+    args = struct.pack("<4I", s.addr, 0, o.addr, 0)
+    props = struct.pack("<2I", 0xAA, 0xBB)
+
+    def run(raw: bytes, count: int = 1, op: Opcode = Opcode.CHAIN_EXEC_NPU) -> tuple[int, int, int]:
+        res = ctx.result(ctx.submit([Cmd(copy)] * count, op, raw=raw))
+        assert res is not None
+        return res
+
+    def done() -> bool:
+        ok = (o.array(np.int32) == np.arange(16)).all()
+        o.array(np.int32)[:] = 0
+        return bool(ok)
+
+    # PARTIAL_ELF (START_NPU): the properties come first and are skipped
+    assert run(SLOT_NPU.pack(SlotType.PARTIAL_ELF, inst.addr, 0, 0, 48, 0, 0, 2, 0, 6) + props + args) == (0, 0, 0)
+    assert done()
+    # NON_ELF (START_CU): the CU payload, words 0/1 naming the instruction buffer
+    cf = struct.pack("<2I", inst.addr & 0xFFFFFFFF, inst.addr >> 32) + args
+    assert run(SLOT_NPU.pack(SlotType.NON_ELF, 0, 0, 0, 0, 0, 0, 0, 0, 6) + cf) == (0, 0, 0)
+    assert done()
+    # PREEMPT: save/restore buffers must be reachable, nothing else changes
+    save = c.alloc(4096)
+    pre = SLOT_NPU.pack(SlotType.PREEMPT, inst.addr, save.addr, save.addr, 48, 4096, 4096, 0, 0, 4)
+    assert run(pre + args) == (0, 0, 0)
+    assert done()
+    # ELF: one argument KERNEL_OP_TXN; the buffer addresses follow the descriptor
+    elf_inst = ctx.inst_bo(K.encode(copy) + struct.pack("<2Q", s.addr, o.addr))
+    elf = SLOT_NPU.pack(SlotType.ELF, elf_inst.addr, 0, 0, 64, 0, 0, 0, 0, 1)
+    assert run(elf + struct.pack("<I", KERNEL_OP_TXN)) == (0, 0, 0)
+    assert done()
+    assert run(elf + struct.pack("<I", 1)) == (INV, 0, INV)  # not KERNEL_OP_TXN
+    # the legacy chains: DPU slot (props skipped) and execbuf_cf slot
+    dpu = SLOT_DPU.pack(inst.addr, 48, 2, 0, 6) + props + args
+    assert run(dpu, op=Opcode.CHAIN_EXEC_DPU) == (0, 0, 0) and done()
+    assert run(SLOT_CF.pack(0, 6) + cf, op=Opcode.CHAIN_EXEC_BUFFER_CF) == (0, 0, 0) and done()
+    # bad input: props past the arguments, an unknown slot type
+    assert run(SLOT_NPU.pack(SlotType.PARTIAL_ELF, inst.addr, 0, 0, 48, 0, 0, 5, 0, 4) + args) == (INV, 0, INV)
+    assert run(SLOT_NPU.pack(5, inst.addr, 0, 0, 48, 0, 0, 0, 0, 4) + args) == (INV, 0, INV)
+
+
+@pytest.mark.parametrize("chip", CHIPS)
+def test_empty_program_completes(chip: str) -> None:
+    """An all-zero instruction buffer is an empty program, whatever its size or arguments."""
+    from xdna_emu.fw.messages import SlotType
+
+    d, c = _setup(chip)
+    ctx = PyContext(c)
+    zero, o = c.alloc(4096), c.alloc(64)
+    for size, nargs in ((4096, 0), (16, 0), (0, 0), (48, 2)):
+        raw = SLOT_NPU.pack(SlotType.PARTIAL_ELF, zero.addr, 0, 0, size, 0, 0, 0, 0, 2 * nargs)
+        raw += struct.pack(f"<{2 * nargs}I", *[o.addr, 0] * nargs)
+        assert ctx.result(ctx.submit([Cmd(K.Desc(K.Kernel.NOP))], raw=raw)) == (0, 0, 0)
+    assert (o.array(np.uint8) == 0).all()
+    st = d.device.status()["contexts"][0]
+    assert st["completed"] == 4 and st["failed"] == 0
+    # one non-zero byte makes it a (bad) descriptor again
+    zero.view[100] = 1
+    raw = SLOT_NPU.pack(SlotType.PARTIAL_ELF, zero.addr, 0, 0, 4096, 0, 0, 0, 0, 0)
+    assert ctx.result(ctx.submit([Cmd(K.Desc(K.Kernel.NOP))], raw=raw)) == (INV, 0, INV)
+
+
+@pytest.mark.parametrize("chip", CHIPS)
+def test_fail_places_its_error(chip: str) -> None:
+    """A fail descriptor chooses column (within the partition), row, module and event."""
+    d = PyDriver(make_test_device(chip))
+    d.bring_up(async_events=False)
+    c = PyClient(d, 1, heap_size=2 * MiB, chunk=MiB)
+    t, first = d.chip.tiles, d.chip.limits.first_col
+    ctx = PyContext(c, start_col=first, num_col=2)
+    evbuf = bytearray(0x2000)
+    d.iommu.map(0, 0x7000_0000, len(evbuf), DMA_READ | DMA_WRITE, None, mem=evbuf)
+    ok = [(1, t.shim_row_start, 2, 64), (0, t.core_row_start + 1, 1, 59), (1, t.mem_row_start, 0, 138),
+          (0, t.core_row_start, 0, 97)]
+    for col, row, mod, ev in ok:
+        ev_id = d.mgmt.send(Opcode.REGISTER_ASYNC_EVENT_MSG, struct.pack("<QI", 0x7000_0000, 0x2000))
+        fail = K.Desc(K.Kernel.FAIL, error=Status.AIE_BUS_ERROR, where=K.place(col, row, mod, ev))
+        assert ctx.run([Cmd(fail)]) == (Status.APP_ERT_FIRST_ERROR, 0, Status.AIE_BUS_ERROR)
+        (r,) = d.mgmt.drain()
+        assert r.id == ev_id
+        e = AIE_ERROR_ENTRY.unpack_from(evbuf, ASYNC_EVENT_HDR.size)
+        assert (e[0], e[1], e[3], e[4]) == (row, first + col, mod, ev)
+    # bad placements: a column past the partition, a row past the array, a module the row
+    # has not (PL off the shim row, core on the shim row, memory on the shim row)
+    bad = [(2, t.core_row_start, 1, 59), (0, t.rows, 1, 59), (0, t.core_row_start, 2, 64),
+           (0, t.shim_row_start, 1, 59), (0, t.shim_row_start, 0, 97), (0, t.core_row_start, 7, 1)]
+    for col, row, mod, ev in bad:
+        fail = K.Desc(K.Kernel.FAIL, where=K.place(col, row, mod, ev))
+        assert ctx.run([Cmd(fail)]) == (INV, 0, INV), (col, row, mod, ev)
+    assert d.mgmt.drain() == []  # no event for them
+    assert ctx.run([Cmd(K.Desc(K.Kernel.NOP))]) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("chip", CHIPS)
+def test_debug_bo_markers(chip: str) -> None:
+    from xdna_emu.fw.messages import DEBUG_MARKER, DEBUG_MARKER_MAGIC
+
+    d, c = _setup(chip, heap=16 * MiB, chunk=16 * MiB)
+    ctx = PyContext(c)
+    dbg = c.alloc(0x1000)
+    off = dbg.addr - HEAP_DEV_ADDR
+    lay = LAYOUTS[Opcode.CONFIG_DEBUG_BO]
+
+    def cfg(offset: int, size: int, config: int) -> int:
+        mid = ctx.chan.send(Opcode.CONFIG_DEBUG_BO, lay.req.pack(offset, size, config))
+        return lay.resp.unpack(ctx.collect()[mid].payload)[0]
+
+    bad = Status.RTOS_DEBUG_BO_CONFIG_FAILED
+    assert cfg(off, 0x800, 1) == bad  # smaller than DEBUG_BO_MIN
+    assert cfg(off, 0x1000, 0) == bad  # nothing registered
+    assert cfg(16 * MiB, 0x1000, 1) == bad  # outside the heap
+    assert ctx.run([Cmd(K.Desc(K.Kernel.DEBUG, count=1))]) == (0, 0, 0)  # dropped: no BO
+    assert cfg(off, 0x1000, 1) == 0
+    assert cfg(off, 0x1000, 1) == bad  # already registered
+    n = 0x1000 // DEBUG_MARKER.size + 2  # wraps
+    for b in range(0, n, 50):
+        batch = [Cmd(K.Desc(K.Kernel.DEBUG, count=100 + i)) for i in range(b, min(n, b + 50))]
+        assert ctx.run(batch) == (0, 0, 0)
+    recs = [DEBUG_MARKER.unpack_from(dbg.view, i * DEBUG_MARKER.size) for i in range(3)]
+    slots = 0x1000 // DEBUG_MARKER.size
+    assert recs == [(DEBUG_MARKER_MAGIC, slots, 100 + slots, ctx.id),
+                    (DEBUG_MARKER_MAGIC, slots + 1, 100 + slots + 1, ctx.id),
+                    (DEBUG_MARKER_MAGIC, 2, 102, ctx.id)]
+    assert cfg(off, 0x1000, 0) == 0
+    assert ctx.run([Cmd(K.Desc(K.Kernel.DEBUG, count=7))]) == (0, 0, 0)
+    assert DEBUG_MARKER.unpack_from(dbg.view, 0)[2] == 100 + slots  # untouched once removed

@@ -68,7 +68,8 @@ int xdna_parse_create_resp_full(const uint8_t *buf, size_t len, const struct xdn
                              struct xdna_parse_create_resp *out, struct xdna_parse_chan *ch);
 struct xdna_parse_cmd { uint32_t opcode, cu_idx, pay, npay; ...; };
 int xdna_parse_cmd_hdr(const uint8_t *bo, uint64_t bo_size, struct xdna_parse_cmd *out);
-struct xdna_parse_npu { uint64_t inst; uint32_t inst_size, props, cu_idx, args, nargs; ...; };
+struct xdna_parse_npu { uint32_t opcode; uint64_t inst, save, restore; uint32_t inst_size,
+                         save_size, restore_size, props, cu_idx, pargs, args, nargs; ...; };
 int xdna_parse_npu(const uint8_t *bo, uint64_t bo_size, struct xdna_parse_npu *out);
 struct xdna_parse_chain { uint32_t n; uint64_t handle[64]; ...; };
 int xdna_parse_chain(const uint8_t *bo, uint64_t bo_size, uint32_t self, uint32_t max_handle,
@@ -377,14 +378,35 @@ def test_start_npu_happy_path(pz):
 def test_start_npu_extra_cu_masks(pz):
     bo = words(ert(20, 7, 2), 0, 0, 0b1000, 0x1000, 0, 16, 0)
     r, c = npu(pz, bo)
-    assert (r, c.cu_idx, c.args, c.nargs) == (0, 0, 8, 0)  # cu from the first mask only
+    # the lowest bit of the first non-zero mask word, its index within that word (the driver's)
+    assert (r, c.cu_idx, c.args, c.nargs) == (0, 3, 8, 0)
+    bo = words(ert(20, 7, 2), 0, 0, 0, 0x1000, 0, 16, 0)
+    assert npu(pz, bo)[1].cu_idx == 0xFFFFFFFF  # no CU named: XDNA_SHIM_ERT_INVALID_CU
+
+
+def test_every_runnable_form(pz):
+    # START_CU: the whole payload is arguments
+    r, c = npu(pz, words(ert(0, 5), 1, 0x1000, 0, 0x2000, 0))
+    assert (r, c.opcode, c.inst, c.pargs, c.args, c.nargs) == (0, 0, 0, 2, 2, 4)
+    # START_DPU: {inst, size, chained = 0}, then args
+    r, c = npu(pz, words(ert(18, 7), 1, 0x1000, 0, 64, 0, 0x2000, 0))
+    assert (r, c.inst, c.inst_size, c.props, c.args, c.nargs) == (0, 0x1000, 64, 0, 6, 2)
+    # START_NPU_PREEMPT(_ELF): {inst, save, restore, sizes x3, props}, props, args
+    for op in (21, 22):
+        r, c = npu(pz, words(ert(op, 14), 2, 0x1000, 0, 0x3000, 0, 0x4000, 0, 64, 16, 32, 1, 0xAB,
+                             0x2000, 0))
+        assert (r, c.opcode, c.cu_idx, c.save, c.restore, c.save_size, c.restore_size) == (
+            0, op, 1, 0x3000, 0x4000, 16, 32)
+        assert (c.inst_size, c.props, c.pargs, c.args, c.nargs) == (64, 1, 12, 13, 2)
 
 
 @pytest.mark.parametrize(("bo", "size", "reason"), [
     (words(ert(20, 8), 1, 0, 0, 0, 0, 0, 0), None, "CMD_COUNT"),  # count runs past the BO
     (words(ert(20, 2, 3), 1, 0), None, "CMD_COUNT"),  # count < 4 masks
     (words(ert(20, 5)), 2, "CMD_COUNT"),  # BO smaller than its header word
-    (words(ert(18, 5), 1, 0, 0, 0, 0), None, "CMD_OPCODE"),
+    (words(ert(17, 5), 1, 0, 0, 0, 0), None, "CMD_OPCODE"),
+    (words(ert(18, 5), 1, 0, 0, 0, 1), None, "CMD_SHORT"),  # START_DPU chained entries
+    (words(ert(21, 10), 1, 0, 0, 0, 0, 0, 0, 0, 0, 0), None, "CMD_SHORT"),  # 9 < 10 words
     (words(ert(20, 4), 1, 0, 0, 0), None, "CMD_SHORT"),  # 3 payload words < 4
     (words(ert(20, 5), 1, 0, 0, 0, 1), None, "CMD_SHORT"),  # 1 property, none present
     (words(ert(20, 5), 1, 0, 0, 0, 0xFFFFFFFF), None, "CMD_SHORT"),

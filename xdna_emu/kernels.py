@@ -9,7 +9,11 @@ firmware decodes them with :func:`decode` and runs them with :func:`run`.
 Layout (little-endian, docs/spec/jobs.md §5)::
 
     u32 magic "XKNL"  u32 version  u32 kernel  u32 dtype  u32 count
-    u32 m  u32 n  u32 k  f64 scalar  u32 error  u32 rsvd
+    u32 m  u32 n  u32 k  f64 scalar  u32 error  u32 where
+
+``where`` places the *fail* kernel's AIE error (0: the default tile): bits 7:0 column
+within the context's partition, 15:8 tile row, 23:16 module (0 memory, 1 core, 2 PL),
+31:24 event id.
 
 Each kernel is one entry of :data:`KERNELS`: its id, buffer arguments, sizes, run function
 and reference; the :class:`Kernel` ids and every per-kernel answer come from that table.
@@ -57,6 +61,7 @@ class Desc:
     k: int = 0
     scalar: float = 1.0
     error: int = AIE_ERR_INSTRUCTION
+    where: int = 0  # fail: error placement (module docstring), 0 = default tile
 
     @property
     def spec(self) -> KernelSpec:
@@ -78,20 +83,28 @@ class Desc:
 
 def encode(desc: Desc) -> bytes:
     return DESC.pack(MAGIC, VERSION, desc.kernel, desc.dtype, desc.count, desc.m, desc.n,
-                     desc.k, float(desc.scalar), desc.error, 0)
+                     desc.k, float(desc.scalar), desc.error, desc.where)
 
 
 def decode(data: bytes | memoryview) -> Desc:
     """Parse a descriptor; raise KernelError for anything a firmware would reject."""
     if len(data) < DESC.size:
         raise KernelError(f"instruction buffer of {len(data)} bytes is shorter than {DESC.size}")
-    magic, ver, kern, dtype, count, m, n, k, scalar, error, _ = DESC.unpack_from(data)
+    magic, ver, kern, dtype, count, m, n, k, scalar, error, where = DESC.unpack_from(data)
     if magic != MAGIC or ver != VERSION:
         raise KernelError(f"bad instruction magic/version {magic:#x}/{ver}")
     try:
-        return Desc(Kernel(kern), DType(dtype), count, m, n, k, scalar, error)
+        return Desc(Kernel(kern), DType(dtype), count, m, n, k, scalar, error, where)
     except ValueError:
         raise KernelError(f"unknown kernel {kern} or dtype {dtype}") from None
+
+
+def place(col: int, row: int, module: int, event: int) -> int:
+    """The ``where`` word of a fail descriptor: column within the partition, tile row,
+    module (0 memory, 1 core, 2 PL) and event id, each a byte."""
+    if not all(0 <= v <= 0xFF for v in (col, row, module, event)):
+        raise ValueError("error placement fields are bytes")
+    return col | row << 8 | module << 16 | event << 24
 
 
 def by_name(name: str) -> Kernel:
@@ -224,6 +237,7 @@ KERNELS: tuple[KernelSpec, ...] = (
                _gemm_sizes, _run_gemm, _ref_gemm),
     KernelSpec("fail", 5, (), "ends the command with the AIE error in the error field"),
     KernelSpec("hang", 6, (), "never completes: the context stalls until TDR or destroy"),
+    KernelSpec("debug", 7, (), "writes a marker (value = count) into the context's debug BO"),
 )  # fmt: skip
 
 #: Kernel ids by name, made from :data:`KERNELS` (``Kernel.GEMM == 4``).

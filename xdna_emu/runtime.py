@@ -17,7 +17,9 @@ thread-safe: threads may share a Device, each with its own contexts.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import json
 import struct
 import threading
 from collections.abc import Sequence
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import kernels as K
+from .fw.messages import CONFIG_CU_MAX, CTX_HEALTH_DATA, CTX_HEALTH_FIELDS
 from .shim import (
     BO_CMD,
     BO_DEV,
@@ -54,6 +57,67 @@ INSTR_CACHE_MAX = 64  # distinct instruction descriptors kept per context
 
 class UsageError(ValueError):
     """A runtime-level misuse (wrong buffer count, unsupported dtype...)."""
+
+
+BUNDLE_FORMAT = "xdna-emu-bundle"
+BUNDLE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Cu:
+    """One compute unit of a bundle: its name, function and the reference kernel it runs."""
+
+    name: str
+    function: int
+    kernel: K.Kernel
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """The emulator's stand-in for an xclbin (docs/spec/jobs.md §5a): a partition size and a
+    CU table. ``Bundle.load`` takes a path to its JSON, the JSON text or the parsed dict."""
+
+    columns: int
+    cus: tuple[Cu, ...]
+
+    @classmethod
+    def load(cls, src: str | Path | dict) -> Bundle:
+        if isinstance(src, dict):
+            doc = src
+        else:
+            text = str(src)
+            if isinstance(src, Path) or not text.lstrip().startswith("{"):
+                text = Path(src).read_text()
+            try:
+                doc = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"bundle is not JSON: {exc}") from None
+        if doc.get("format") != BUNDLE_FORMAT or doc.get("version") != BUNDLE_VERSION:
+            raise UsageError(f"not a {BUNDLE_FORMAT} version {BUNDLE_VERSION} document")
+        cols = doc.get("partition", {}).get("columns", 0)
+        table = doc.get("cus")
+        if not isinstance(cols, int) or cols < 0 or not isinstance(table, list) \
+                or not 1 <= len(table) <= CONFIG_CU_MAX:
+            raise UsageError(f"a bundle has a partition size and 1..{CONFIG_CU_MAX} CUs")
+        cus: list[Cu] = []
+        for e in table:
+            name, func = e.get("name"), e.get("function", 0)
+            if not isinstance(name, str) or not name or any(c.name == name for c in cus):
+                raise UsageError(f"bundle CU name {name!r} is empty or not unique")
+            if not isinstance(func, int) or not 0 <= func <= 0xFF:
+                raise UsageError(f"CU {name}: function {func!r} is not 0..255")
+            try:
+                kern = K.by_name(str(e.get("kernel")))
+            except (KeyError, ValueError):
+                raise UsageError(f"CU {name}: unknown kernel {e.get('kernel')!r}") from None
+            cus.append(Cu(name, func, kern))
+        return cls(cols, tuple(cus))
+
+    def index(self, name: str) -> int:
+        for i, cu in enumerate(self.cus):
+            if cu.name == name:
+                return i
+        raise UsageError(f"the bundle has no CU {name!r}")
 
 
 class Buffer:
@@ -101,9 +165,25 @@ class Command:
     instr_bo: int
     view: memoryview
     owns_instr: bool = False  # an instruction BO of its own (the context cache was full)
+    body: bytes = b""  # the packet as prepared: a TIMEOUT overwrites its payload
 
     def state(self) -> int:
         return struct.unpack_from("<I", self.view, 0)[0] & 0xF
+
+    def refill(self) -> None:
+        """Write the prepared packet back with state NEW (before every submission)."""
+        if self.body:
+            self.view[: len(self.body)] = self.body
+        hdr = struct.unpack_from("<I", self.view, 0)[0]
+        struct.pack_into("<I", self.view, 0, (hdr & ~0xF) | ErtState.NEW)
+
+    def health(self) -> dict[str, int] | None:
+        """After TIMEOUT: the context health record the driver wrote into the payload
+        (docs/spec/jobs.md §6), else None."""
+        if self.state() != ErtState.TIMEOUT:
+            return None
+        rec = CTX_HEALTH_DATA.unpack_from(self.view, 4 * 2)  # after the header and CU mask
+        return dict(zip(CTX_HEALTH_FIELDS, rec, strict=True))
 
     def free(self) -> None:
         """Release the command's buffer objects (it must not be in flight)."""
@@ -131,10 +211,10 @@ class Run:
 
     @property
     def error_index(self) -> int | None:
-        """For a failed chain: the index of the command that failed."""
+        """For a failed or timed-out chain: the index of the command that failed or hung."""
         if self._final is not None:
             return self._error_index
-        if len(self.parts) <= 1 or self.head.state() != ErtState.ERROR:
+        if len(self.parts) <= 1 or self.head.state() not in (ErtState.ERROR, ErtState.TIMEOUT):
             return None
         return chain_error_index(self.head.view)
 
@@ -161,26 +241,53 @@ class Run:
 class Context:
     """A hardware context: up to 4 commands in flight, completed in order."""
 
-    def __init__(self, dev: Device, priority: str = "normal", cols: int = 0) -> None:
-        self.dev = dev
-        self.handle = dev.shim.hwctx_create(priority=priority, num_cols=cols)
+    def __init__(self, dev: Device, priority: str = "normal", cols: int = 0,
+                 bundle: Bundle | None = None) -> None:
+        self.dev, self.bundle = dev, bundle
+        self.handle = dev.shim.hwctx_create(priority=priority,
+                                            num_cols=bundle.columns if bundle else cols)
         self._instr: dict[bytes, int] = {}
         # AIE4 runs ERT_START_DPU commands, AIE2 START_NPU (docs/spec/aie4.md §8)
         self._start = ert_start_dpu if dev.shim.info()["family"] == "aie4" else ert_start_npu
+        self._cu_bos: list[int] = []
+        if bundle is not None:  # each CU's "PDI": a DEV BO holding its kernel's descriptor
+            try:
+                for cu in bundle.cus:
+                    bo = dev.shim.bo_create(BO_DEV, 4096)
+                    self._cu_bos.append(bo)
+                    dev.shim.bo_map(bo)[: K.DESC.size] = K.encode(K.Desc(cu.kernel))
+                dev.shim.config_cu(self.handle, [(bo, cu.function) for bo, cu in
+                                                 zip(self._cu_bos, bundle.cus, strict=True)])
+            except BaseException:
+                self.close()
+                raise
 
     def command(self, kernel: str, *buffers: Buffer, scalar: float = 1.0,
                 m: int | None = None, n: int | None = None, k: int | None = None,
-                error: int = K.AIE_ERR_INSTRUCTION) -> Command:
-        """Prepare (but do not submit) one command running ``kernel`` on ``buffers``."""
-        desc = self._describe(K.by_name(kernel), buffers, scalar, m, n, k, error)
+                error: int = K.AIE_ERR_INSTRUCTION,
+                at: tuple[int, int, int, int] | None = None) -> Command:
+        """Prepare (but do not submit) one command running ``kernel`` on ``buffers``; in a
+        context made from a bundle, ``kernel`` names a CU (its kernel runs, its index goes
+        in the CU mask). ``at`` = (column within the context, row, module, event) places a
+        fail kernel's AIE error (docs/spec/jobs.md §5)."""
+        cu_mask = 1
+        if self.bundle is not None:
+            idx = self.bundle.index(kernel)
+            kern, cu_mask = self.bundle.cus[idx].kernel, 1 << idx
+        else:
+            kern = K.by_name(kernel)
+        desc = self._describe(kern, buffers, scalar, m, n, k, error)
+        if at is not None:
+            desc = dataclasses.replace(desc, where=K.place(*at))
         instr, owns_instr = self._instr_bo(K.encode(desc))
         shim = self.dev.shim
         cmd = shim.bo_create(BO_CMD, CMD_BO_SIZE)
         view = shim.bo_map(cmd)
         instr_addr = int(shim.bo_info(instr)["xdna_addr"])
-        body = self._start(instr_addr, K.DESC.size, [b.xdna_addr for b in buffers])
+        body = self._start(instr_addr, K.DESC.size, [b.xdna_addr for b in buffers],
+                           cu_mask=cu_mask)
         view[: len(body)] = body
-        return Command(self, cmd, instr, view, owns_instr)
+        return Command(self, cmd, instr, view, owns_instr, body)
 
     def _describe(self, kern: K.Kernel, bufs: Sequence[Buffer], scalar: float, m: int | None,
                   n: int | None, k: int | None, error: int) -> K.Desc:
@@ -221,9 +328,8 @@ class Context:
         return bo, True
 
     def submit(self, cmd: Command) -> Run:
-        """Submit a prepared command (again); its header goes back to NEW first."""
-        hdr = struct.unpack_from("<I", cmd.view, 0)[0]
-        struct.pack_into("<I", cmd.view, 0, (hdr & ~0xF) | ErtState.NEW)
+        """Submit a prepared command (again); its packet goes back to NEW first."""
+        cmd.refill()
         return Run(self, self.dev.shim.exec(self.handle, cmd.cmd_bo), cmd, [cmd])
 
     def run(self, kernel: str, *buffers: Buffer, **params: Any) -> Run:
@@ -241,6 +347,8 @@ class Context:
         cmds = [c if isinstance(c, Command) else self.command(*c) for c in commands]
         if not 1 <= len(cmds) <= MAX_CHAIN:
             raise UsageError(f"a chain holds 1..{MAX_CHAIN} commands")
+        for c in cmds:
+            c.refill()
         shim = self.dev.shim
         head_bo = shim.bo_create(BO_CMD, CMD_BO_SIZE)
         view = shim.bo_map(head_bo)
@@ -254,6 +362,9 @@ class Context:
         if self.handle is not None:
             self.dev.shim.hwctx_destroy(self.handle)
             self.handle = None  # type: ignore[assignment]
+        for bo in self._cu_bos:
+            self.dev.shim.bo_free(bo)
+        self._cu_bos = []
 
 
 class Device:
@@ -292,8 +403,13 @@ class Device:
             shim.close()
             raise
 
-    def context(self, priority: str = "normal", cols: int = 0) -> Context:
-        ctx = Context(self, priority, cols)
+    def context(self, priority: str = "normal", cols: int = 0,
+                bundle: Bundle | str | Path | dict | None = None) -> Context:
+        """A hardware context; ``bundle`` (a :class:`Bundle` or what ``Bundle.load`` takes)
+        gives it its partition size and CU table."""
+        if bundle is not None and not isinstance(bundle, Bundle):
+            bundle = Bundle.load(bundle)
+        ctx = Context(self, priority, cols, bundle)
         with self._lock:
             self._contexts.append(ctx)
         return ctx

@@ -20,6 +20,7 @@ from typing import Any
 
 from . import _shim  # type: ignore[attr-defined]
 from .fw.iface.aie2 import FAMILY as _FW
+from .fw.messages import XRT_SHIFTS, XrtErrorClass, XrtErrorModule, XrtErrorNum, XrtErrorSeverity
 
 ffi = _shim.ffi
 lib = _shim.lib
@@ -59,6 +60,8 @@ class ErtOpcode(IntEnum):
     START_DPU = lib.XDNA_SHIM_ERT_START_DPU
     CMD_CHAIN = lib.XDNA_SHIM_ERT_CMD_CHAIN
     START_NPU = lib.XDNA_SHIM_ERT_START_NPU
+    START_NPU_PREEMPT = lib.XDNA_SHIM_ERT_START_NPU_PREEMPT
+    START_NPU_PREEMPT_ELF = lib.XDNA_SHIM_ERT_START_NPU_PREEMPT_ELF
 
 
 class ErtState(IntEnum):
@@ -90,6 +93,11 @@ HWCTX_STATES = {lib.XDNA_SHIM_HWCTX_ACTIVE: "active", lib.XDNA_SHIM_HWCTX_IDLE: 
                 lib.XDNA_SHIM_HWCTX_BROKEN: "broken"}
 
 
+HWCTX_CONFIG_CU = lib.XDNA_SHIM_HWCTX_CONFIG_CU
+HWCTX_ASSIGN_DBG_BUF = lib.XDNA_SHIM_HWCTX_ASSIGN_DBG_BUF
+HWCTX_REMOVE_DBG_BUF = lib.XDNA_SHIM_HWCTX_REMOVE_DBG_BUF
+
+
 def ert_header(opcode: int, payload_words: int, extra_cu_masks: int = 0,
                state: int = ErtState.NEW) -> int:
     """An ERT command header word; ``count`` covers the CU masks (none for CMD_CHAIN, as
@@ -112,10 +120,53 @@ def ert_start_npu(instr_addr: int, instr_size: int, args: Sequence[int] = (),
     return struct.pack(f"<II{len(words)}I", hdr, cu_mask, *words)
 
 
+def _words(args: Sequence[int]) -> list[int]:
+    out: list[int] = []
+    for a in args:
+        out += [a & 0xFFFFFFFF, a >> 32]
+    return out
+
+
+def ert_start_cu(payload: Sequence[int], cu_mask: int = 1) -> bytes:
+    """A legacy START_CU command: the CU's payload words (for the reference kernels: the
+    instruction buffer address lo/hi, then buffer arguments lo/hi; docs/spec/jobs.md §5)."""
+    hdr = ert_header(ErtOpcode.START_CU, len(payload))
+    return struct.pack(f"<II{len(payload)}I", hdr, cu_mask, *payload)
+
+
 def ert_start_dpu(instr_addr: int, instr_size: int, args: Sequence[int] = (),
-                  props: Sequence[int] = (), cu_mask: int = 1) -> bytes:
-    """The AIE4 command: ERT_START_DPU with START_NPU's payload (docs/spec/aie4.md §8)."""
-    return ert_start_npu(instr_addr, instr_size, args, props, cu_mask, ErtOpcode.START_DPU)
+                  cu_mask: int = 1) -> bytes:
+    """A START_DPU command: {u64 instr, u32 size, u32 chained = 0, args as lo/hi}."""
+    words = [instr_addr & 0xFFFFFFFF, instr_addr >> 32, instr_size, 0, *_words(args)]
+    hdr = ert_header(ErtOpcode.START_DPU, len(words))
+    return struct.pack(f"<II{len(words)}I", hdr, cu_mask, *words)
+
+
+def ert_start_preempt(instr_addr: int, instr_size: int, save: tuple[int, int] = (0, 0),
+                      restore: tuple[int, int] = (0, 0), args: Sequence[int] = (),
+                      props: Sequence[int] = (), cu_mask: int = 1, elf: bool = False) -> bytes:
+    """A START_NPU_PREEMPT(_ELF) command: {u64 inst, save, restore, u32 inst/save/restore
+    size, prop_count, props, args}; save/restore are (address, size)."""
+    words = [*_words([instr_addr, save[0], restore[0]]), instr_size, save[1], restore[1],
+             len(props), *props, *_words(args)]
+    op = ErtOpcode.START_NPU_PREEMPT_ELF if elf else ErtOpcode.START_NPU_PREEMPT
+    hdr = ert_header(op, len(words))
+    return struct.pack(f"<II{len(words)}I", hdr, cu_mask, *words)
+
+
+def decode_error_code(code: int) -> dict[str, Any]:
+    """An xrtErrorCode split the way XRT reads it: number, driver, severity, module and class
+    (names where the AIE2 interface table knows the value)."""
+    def field(key: str) -> int:
+        return code >> XRT_SHIFTS[key] & (0xFFFF if key == "num" else 0xF)
+
+    def name(enum: Any, v: int) -> str | int:
+        return enum(v).name if v in enum._value2member_map_ else v
+
+    return {"err_num": name(XrtErrorNum, field("num")), "err_driver": field("driver"),
+            "err_severity": name(XrtErrorSeverity, field("severity")),
+            "err_module": name(XrtErrorModule, field("module")),
+            "err_class": name(XrtErrorClass, field("class"))}
 
 
 def ert_cmd_chain(handles: Sequence[int]) -> bytes:
@@ -414,12 +465,15 @@ class Shim:
     def bo_free(self, handle: int) -> None:
         self._check(lib.xdna_shim_bo_free(self._c(), int(handle)))
 
-    def hwctx_create(self, priority: int | str = 0, num_cols: int = 0, start_col: int = -1) -> int:
-        """Create a hardware context (CREATE_CONTEXT, user channel, host buffers, CONFIG_CU)."""
+    def hwctx_create(self, priority: int | str = 0, num_cols: int = 0, start_col: int = -1,
+                     gops: int = 0, fps: int = 0, latency_ms: int = 0, max_opc: int = 0) -> int:
+        """Create a hardware context (CREATE_CONTEXT, user channel, host buffers, CONFIG_CU);
+        its QoS (gops, fps, latency, max_opc) picks the DPM level it asks for."""
         if isinstance(priority, str):
             priority = PRIORITIES[priority]
         p = ffi.new("struct xdna_shim_hwctx_params *")
         p.priority, p.num_cols, p.start_col = int(priority), int(num_cols), int(start_col)
+        p.gops, p.fps, p.latency_ms, p.max_opc = int(gops), int(fps), int(latency_ms), int(max_opc)
         h = ffi.new("uint32_t *")
         self._check(lib.xdna_shim_hwctx_create(self._c(), p, h))
         return int(h[0])
@@ -436,6 +490,24 @@ class Shim:
         """Ring an AIE4 context's doorbell (the application's store to its doorbell page)."""
         self._check(lib.xdna_shim_doorbell(self._c(), int(handle)))
 
+    def hwctx_config(self, handle: int, type: int, value: int) -> None:  # noqa: A002 - uapi name
+        """CONFIG_HWCTX: ``type`` HWCTX_ASSIGN_DBG_BUF / HWCTX_REMOVE_DBG_BUF, ``value`` a DEV BO
+        handle (docs/spec/jobs.md §4a)."""
+        self._check(lib.xdna_shim_hwctx_config(self._c(), int(handle), int(type), int(value)))
+
+    def config_cu(self, handle: int, cus: Sequence[tuple[int, int]]) -> None:
+        """CONFIG_HWCTX CONFIG_CU: the context's CU table as (DEV BO handle, function)."""
+        arr = ffi.new("struct xdna_shim_cu_config[]", max(len(cus), 1))
+        for i, (bo, func) in enumerate(cus):
+            arr[i].cu_bo, arr[i].cu_func = int(bo), int(func)
+        self._check(lib.xdna_shim_hwctx_config_cu(self._c(), int(handle), arr, len(cus)))
+
+    def assign_debug_bo(self, handle: int, bo: int) -> None:
+        self.hwctx_config(handle, HWCTX_ASSIGN_DBG_BUF, bo)
+
+    def remove_debug_bo(self, handle: int, bo: int) -> None:
+        self.hwctx_config(handle, HWCTX_REMOVE_DBG_BUF, bo)
+
     def hwctx_destroy(self, handle: int) -> None:
         self._check(lib.xdna_shim_hwctx_destroy(self._c(), int(handle)))
 
@@ -447,7 +519,8 @@ class Shim:
                 "state": HWCTX_STATES.get(i.state, str(i.state)), "polled": bool(i.polled),
                 "cu_status": i.cu_status, "pending": i.pending, "submitted": i.submitted,
                 "completed": i.completed, "errors": i.errors, "timeouts": i.timeouts,
-                "aborts": i.aborts}
+                "aborts": i.aborts, "dpm_level": i.dpm_level, "connects": i.connects,
+                "swaps": i.swaps, "syncobj": i.syncobj, "umq_doorbell": i.umq_doorbell}
 
     def exec(self, hwctx: int, cmd_bo: int) -> int:
         """Submit the command in ``cmd_bo``; returns its sequence number."""
@@ -458,6 +531,10 @@ class Shim:
     def wait(self, hwctx: int, seq: int, timeout_ms: int = 5000) -> None:
         """Wait until command ``seq`` is final (ShimError ETIME otherwise)."""
         self._check(lib.xdna_shim_wait(self._c(), int(hwctx), int(seq), int(timeout_ms)))
+
+    def syncobj_wait(self, syncobj: int, seq: int, timeout_ms: int = 5000) -> None:
+        """Wait on point ``seq`` of a context's hardware-queue handle (``hwctx_info``)."""
+        self._check(lib.xdna_shim_syncobj_wait(self._c(), int(syncobj), int(seq), int(timeout_ms)))
 
     def cmd_state(self, cmd_bo: int) -> ErtState:
         s = ffi.new("uint32_t *")
@@ -478,7 +555,8 @@ class Shim:
         self._check(lib.xdna_shim_last_async_error(self._c(), e))
         return {"count": e.count, "ts_ns": e.ts_ns, "type": e.type, "err_cnt": e.err_cnt,
                 "ret_code": e.ret_code, "event_id": e.event_id, "row": e.row, "col": e.col,
-                "mod_type": e.mod_type}
+                "mod_type": e.mod_type, "category": e.category, "err_code": e.err_code,
+                **decode_error_code(e.err_code)}
 
     def app_health(self, hwctx: int, size: int = 1024) -> bytes:
         """The context's last health report (kept by TDR), or a fresh GET_APP_HEALTH."""

@@ -18,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
     }
     struct xdna_parse_npu n;
     if (xdna_parse_npu(bo, len, &n) == XDNA_PARSE_OK) {
-        CHECK(n.args >= 6 && (uint64_t)(n.args + n.nargs) * 4 <= len);
+        CHECK(n.pargs >= 2 && n.pargs <= n.args && (uint64_t)(n.args + n.nargs) * 4 <= len);
         volatile uint32_t sum = 0;
         for (uint32_t i = 0; i < n.nargs; i++)
             sum += fz_u32(bo + 4ull * (n.args + i));

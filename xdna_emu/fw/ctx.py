@@ -35,14 +35,21 @@ from .messages import (
     APP_HEALTH_SIZE,
     ASYNC_EVENT_HDR,
     CMD_LIST_MAX,
+    CONFIG_CU_MAX,
+    DEBUG_BO_MIN,
+    DEBUG_MARKER,
+    DEBUG_MARKER_MAGIC,
     FATAL_ERROR_INFO,
     HEAP_DEV_ADDR,
+    KERNEL_OP_TXN,
     LAYOUTS,
     MESSAGES,
     SLOT_CF,
     SLOT_DPU,
     SLOT_NPU,
     STATUS_ONLY,
+    TXN_OP_NONE,
+    AieModule,
     AsyncEventType,
     FatalType,
     Opcode,
@@ -59,7 +66,6 @@ HEAP_MAX = 1 << 32  # emulator limit on a context's mapped heap (sum of chunks)
 ARG_MAX = 1 << 32  # emulator limit on one kernel buffer argument (larger: invalid instruction)
 GEMM_WORK_MAX = 1 << 30  # emulator limit on m*n*k: a daemon must not stall for minutes
 APP_HEALTH_VERSION = (1, 0)  # emulator-chosen report version
-CONFIG_CU_MAX = 32
 
 #: Ops a client session may proxy (docs/spec/jobs.md §1); the rest are driver-only.
 PROXY_OPS = frozenset({
@@ -74,12 +80,13 @@ CTX_NAMED_OPS = frozenset({Opcode.DESTROY_CONTEXT, Opcode.MAP_HOST_BUFFER,
 CHAIN_OPS = frozenset({Opcode.CHAIN_EXEC_NPU, Opcode.CHAIN_EXEC_DPU, Opcode.CHAIN_EXEC_BUFFER_CF})
 SINGLE_OPS = frozenset({Opcode.EXEC_NPU, Opcode.EXEC_DPU, Opcode.EXECUTE_BUFFER_CF})
 EXEC_OPS = CHAIN_OPS | SINGLE_OPS
-USER_OPS = EXEC_OPS | {Opcode.CONFIG_CU, Opcode.SYNC_BO}
+USER_OPS = EXEC_OPS | {Opcode.CONFIG_CU, Opcode.SYNC_BO, Opcode.CONFIG_DEBUG_BO}
 #: Feature gate of each user op that has one (chip [features] names).
 USER_GATES = {Opcode.EXEC_NPU: "NPU_COMMAND"}  # others are gated by their own name
 
 # fatal_error_info.fatal_type, emulator-defined (docs/spec/messages.md)
-FATAL_NONE, FATAL_HANG, FATAL_CMD_ERROR = (int(t) for t in (FatalType.NONE, FatalType.HANG, FatalType.CMD_ERROR))
+FATAL_NONE, FATAL_HANG, FATAL_CMD_ERROR, FATAL_FAULT = (
+    int(t) for t in (FatalType.NONE, FatalType.HANG, FatalType.CMD_ERROR, FatalType.FAULT))
 
 
 class _Invalid(Exception):
@@ -107,6 +114,10 @@ class Command:
     inst_size: int
     words: list[int]  # buffer-argument words (lo, hi pairs)
     exact: bool = True  # arg word count must equal 2 * nargs (slots); else a prefix is used
+    elf: bool = False  # ELF form: the buffer arguments follow the descriptor (jobs.md §5)
+    slot_type: int = 0  # SlotType of a slot_npu, else 0
+    save: tuple[int, int] = (0, 0)  # preempt slot: save buffer (address, size)
+    restore: tuple[int, int] = (0, 0)  # preempt slot: restore buffer (address, size)
 
 
 @dataclass
@@ -132,6 +143,13 @@ class HwContext:
     last_status: int = 0
     last_cmd_status: int = 0
     last_fail_idx: int = 0
+    last_op: int = 0  # opcode of the last exec message
+    last_slot: int = 0  # slot type of the last slot_npu run (0: other slot kinds)
+    fault_kernel: int = 0  # kernel number of the command whose DMA faulted
+    fault_addr: int = 0  # the device address that faulted
+    dbg_addr: int = 0  # the registered debug BO (device address; 0: none)
+    dbg_size: int = 0
+    dbg_seq: int = 0  # markers written into it
 
     @property
     def heap_end(self) -> int:
@@ -145,6 +163,7 @@ class HwContext:
             "state": "hung" if self.hung else "ok", "queued": len(self.queue),
             "heap": [{"dev": c.dev, "va": c.va, "size": c.size} for c in self.chunks],
             "submitted": self.submitted, "completed": self.completed, "failed": self.failed,
+            "last_op": self.last_op, "last_slot": self.last_slot, "cus": len(self.cus),
         }  # fmt: skip
 
 
@@ -174,6 +193,13 @@ class HwContextState:
     last_status: int
     last_cmd_status: int
     last_fail_idx: int
+    last_op: int
+    last_slot: int
+    fault_kernel: int
+    fault_addr: int
+    dbg_addr: int
+    dbg_size: int
+    dbg_seq: int
 
 
 @dataclass(frozen=True)
@@ -255,6 +281,13 @@ class ContextFirmware:
         self.stats["iommu_faults"] += 1
         log.warning("context %d: %s", ctx.id, exc)
 
+    def _stall(self, ctx: HwContext, exc: IommuFault) -> None:
+        """A job's DMA faulted: logged and counted, nothing touched, and the job stalls as
+        on silicon (the caller returns None: a hang TDR ends); docs/spec/jobs.md §2."""
+        self._fault(ctx, exc)
+        ctx.fatal, ctx.fault_addr = FATAL_FAULT, exc.addr
+        ctx.fault_kernel, ctx.cur_kernel = ctx.cur_kernel, TXN_OP_NONE
+
     # -- mgmt handlers ---------------------------------------------------------------------
     def _err(self, opcode: Opcode, status: int) -> bytes:
         return status_resp(LAYOUTS[opcode], status)
@@ -322,9 +355,16 @@ class ContextFirmware:
         return self._host_buffer(Opcode.ADD_HOST_BUFFER, req, False)
 
     def health_report(self, ctx: HwContext) -> bytes:
-        """The 560-byte app_health_report (fatal_error_info content is emulator-defined)."""
-        fatal = FATAL_ERROR_INFO.pack(ctx.fatal, ctx.last_status, ctx.last_cmd_status,
-                                      ctx.last_fail_idx)
+        """The 560-byte app_health_report (fatal_error_info values are emulator-defined,
+        docs/spec/firmware.md §8)."""
+        if ctx.fatal == FATAL_FAULT:
+            exc, pc, module = Status.AIE_ACCESS_ERROR, ctx.fault_addr & 0xFFFFFFFF, ctx.fault_kernel
+        elif ctx.fatal == FATAL_CMD_ERROR:
+            exc, pc, module = ctx.last_status, 0, ctx.cur_kernel
+        else:
+            exc, pc, module = 0, 0, ctx.cur_kernel
+        fatal = FATAL_ERROR_INFO.pack(ctx.fatal, exc, pc, module, ctx.cur_idx, ctx.last_status,
+                                      ctx.last_cmd_status, ctx.last_fail_idx)
         return APP_HEALTH.pack(*APP_HEALTH_VERSION, APP_HEALTH_SIZE, ctx.id, ctx.cur_idx,
                                ctx.cur_kernel, ctx.cmds_done, fatal, 0)
 
@@ -392,6 +432,7 @@ class ContextFirmware:
     def _on_user(self, ctx: HwContext, msg: Message) -> None:
         if msg.opcode in EXEC_OPS:
             ctx.submitted += 1
+            ctx.last_op = msg.opcode
         ctx.queue.append(msg)
         self._pump(ctx)
 
@@ -402,7 +443,9 @@ class ContextFirmware:
             msg = ctx.queue[0]
             resp = self._user_op(ctx, msg)
             if resp is None:
-                ctx.hung, ctx.fatal = True, FATAL_HANG
+                ctx.hung = True
+                if ctx.fatal != FATAL_FAULT:
+                    ctx.fatal = FATAL_HANG
                 log.warning("context %d hung on message %#x", ctx.id, msg.id)
                 return
             ctx.queue.popleft()
@@ -434,6 +477,8 @@ class ContextFirmware:
             return lay.resp.pack(Status.SUCCESS)
         if op == Opcode.SYNC_BO:
             return lay.resp.pack(Status.SUCCESS)  # host memory is coherent here
+        if op == Opcode.CONFIG_DEBUG_BO:
+            return lay.resp.pack(self._debug_bo(ctx, *req))
         if op in CHAIN_OPS:
             out = self._chain(ctx, op, req)
             return None if out is None else lay.resp.pack(*out)
@@ -451,12 +496,47 @@ class ContextFirmware:
             self._note_fail(ctx, res[0], 0, res[1])
         return lay.resp.pack(res[0])
 
+    def _debug_bo(self, ctx: HwContext, offset: int, size: int, config: int) -> int:
+        """CONFIG_DEBUG_BO: register (1) or unregister (0) the context's debug BO, a heap
+        range; docs/spec/jobs.md §4."""
+        addr = HEAP_DEV_ADDR + offset
+        if config == 0:
+            if not ctx.dbg_size or ctx.dbg_addr != addr:
+                return Status.RTOS_DEBUG_BO_CONFIG_FAILED
+            ctx.dbg_addr = ctx.dbg_size = 0
+            return Status.SUCCESS
+        if config != 1 or ctx.dbg_size or size < DEBUG_BO_MIN or size >= ARG_MAX \
+                or not ctx.chunks or addr + size > ctx.heap_end:
+            return Status.RTOS_DEBUG_BO_CONFIG_FAILED
+        try:
+            self.translate(ctx, addr, size, DMA_WRITE)
+        except IommuFault as exc:
+            self._fault(ctx, exc)
+            return Status.RTOS_DEBUG_BO_CONFIG_FAILED
+        ctx.dbg_addr, ctx.dbg_size, ctx.dbg_seq = addr, size, 0
+        return Status.SUCCESS
+
+    def _debug_marker(self, ctx: HwContext, value: int) -> None:
+        """The debug kernel: one marker into the bound debug BO (dropped without one)."""
+        if not ctx.dbg_size:
+            return
+        slots = ctx.dbg_size // DEBUG_MARKER.size
+        off = ctx.dbg_seq % slots * DEBUG_MARKER.size
+        try:
+            mem = self.translate(ctx, ctx.dbg_addr + off, DEBUG_MARKER.size, DMA_WRITE)
+        except IommuFault as exc:  # its memory went away under the registration
+            self._fault(ctx, exc)
+            return
+        mem[:] = DEBUG_MARKER.pack(DEBUG_MARKER_MAGIC, ctx.dbg_seq, value & 0xFFFFFFFF, ctx.id)
+        ctx.dbg_seq += 1
+
     @staticmethod
     def _single(op: Opcode, req: tuple) -> Command:
         """A single-exec message: payload = props, then buffer-argument words."""
         if op == Opcode.EXECUTE_BUFFER_CF:
-            words = list(req[1:])
-            return Command(words[0] | words[1] << 32, kernels.DESC.size, words[2:], exact=False)
+            cmd = ContextFirmware._cf_command(list(req[1:]))
+            cmd.exact = False
+            return cmd
         if op == Opcode.EXEC_DPU:
             inst, size, props, _cu, *words = req
         else:  # EXEC_NPU
@@ -476,9 +556,9 @@ class ContextFirmware:
         try:  # snapshot: the host cannot change slots under a running chain
             buf = bytes(self.translate(ctx, buf_addr, buf_size, DMA_READ))
         except IommuFault as exc:
-            self._fault(ctx, exc)
-            err = Status.AIE_ACCESS_ERROR
-            return self._note_fail(ctx, err, 0, err)
+            ctx.cur_idx = 0
+            self._stall(ctx, exc)
+            return None
         off = 0
         for idx in range(count):
             ctx.cur_idx = idx
@@ -487,6 +567,7 @@ class ContextFirmware:
             except _Invalid as exc:
                 log.info("context %d slot %d: %s", ctx.id, idx, exc)
                 return self._note_fail(ctx, inv, idx, inv)
+            ctx.last_slot = cmd.slot_type
             res = self._run(ctx, cmd)
             if res is None:
                 return None
@@ -507,14 +588,36 @@ class ContextFirmware:
             raise _Invalid(f"{arg_cnt} argument words past the cmd-list buffer")
         words = list(struct.unpack_from(f"<{arg_cnt}I", buf, off + hdr.size))
         if op == Opcode.CHAIN_EXEC_NPU:
-            if f[0] != SlotType.NON_ELF:
-                raise _Invalid(f"slot type {f[0]} not supported")
-            return Command(f[1], f[4], words), end
+            stype, inst, save, restore, size, save_size, restore_size, props = f[:8]
+            if stype == SlotType.NON_ELF:  # START_CU: the CU payload, as a CF slot
+                cmd = ContextFirmware._cf_command(words)
+                cmd.slot_type = stype
+                return cmd, end
+            if stype == SlotType.ELF:
+                if words != [KERNEL_OP_TXN]:
+                    raise _Invalid(f"ELF slot arguments {words[:2]} are not [KERNEL_OP_TXN]")
+                return Command(inst, size, [], elf=True, slot_type=stype), end
+            if stype not in (SlotType.PARTIAL_ELF, SlotType.PREEMPT):
+                raise _Invalid(f"slot type {stype} not supported")
+            if props > arg_cnt:
+                raise _Invalid("property count past the slot arguments")
+            cmd = Command(inst, size, words[props:], slot_type=stype)
+            if stype == SlotType.PREEMPT:
+                cmd.save, cmd.restore = (save, save_size), (restore, restore_size)
+            return cmd, end
         if op == Opcode.CHAIN_EXEC_DPU:
-            return Command(f[0], f[1], words), end
-        if arg_cnt < 2:  # execbuf_cf: words 0/1 name the instruction buffer (emulator)
+            if f[2] > arg_cnt:
+                raise _Invalid("property count past the slot arguments")
+            return Command(f[0], f[1], words[f[2]:]), end
+        return ContextFirmware._cf_command(words), end
+
+    @staticmethod
+    def _cf_command(words: list[int]) -> Command:
+        """A control-flow (START_CU) payload: words 0/1 name the instruction buffer, the
+        rest are buffer arguments (emulator convention, docs/spec/jobs.md §5)."""
+        if len(words) < 2:
             raise _Invalid("control-flow slot without an instruction address")
-        return Command(words[0] | words[1] << 32, kernels.DESC.size, words[2:]), end
+        return Command(words[0] | words[1] << 32, kernels.DESC.size, words[2:])
 
     def _note_fail(self, ctx: HwContext, status: int, idx: int, cmd_status: int) -> tuple[int, int, int]:
         ctx.fatal = FATAL_CMD_ERROR
@@ -524,26 +627,47 @@ class ContextFirmware:
     def _run(self, ctx: HwContext, cmd: Command) -> tuple[int, int] | None:
         """Run one command: (status, command status), or None for a hang."""
         inv = (Status.APP_ERT_INVALID_INSTRUCTION, Status.APP_ERT_INVALID_INSTRUCTION)
-        fault = (Status.AIE_ACCESS_ERROR, Status.AIE_ACCESS_ERROR)
-        if cmd.inst_size < kernels.DESC.size:
+        ctx.cur_kernel = TXN_OP_NONE  # until the program is decoded
+        if cmd.inst_size >= ARG_MAX:
             return inv
         try:
-            inst = self.translate(ctx, cmd.inst_addr, cmd.inst_size, DMA_READ)
-            desc = kernels.decode(bytes(inst[: kernels.DESC.size]))
+            inst = bytes(self.translate(ctx, cmd.inst_addr, cmd.inst_size, DMA_READ)) \
+                if cmd.inst_size else b""
+            for addr, size in (cmd.save, cmd.restore):  # preempt buffers must be reachable
+                if size:
+                    self.translate(ctx, addr, size, DMA_READ | DMA_WRITE)
         except IommuFault as exc:
-            self._fault(ctx, exc)
-            return fault
+            self._stall(ctx, exc)
+            return None
+        if not inst.strip(b"\0"):  # an all-zero (or empty) program: nothing to do
+            ctx.cur_kernel = TXN_OP_NONE
+            ctx.cmds_done += 1
+            return Status.SUCCESS, 0
+        try:
+            desc = kernels.decode(inst[: kernels.DESC.size])
         except kernels.KernelError:
             return inv
         ctx.cur_kernel = int(desc.kernel)
         need = 2 * desc.nargs
-        if len(cmd.words) < need or (cmd.exact and len(cmd.words) != need):
+        words = cmd.words
+        if cmd.elf:  # the buffer arguments are patched into the program after the descriptor
+            if len(inst) < kernels.DESC.size + 8 * desc.nargs:
+                return inv
+            words = list(struct.unpack_from(f"<{need}I", inst, kernels.DESC.size))
+        if len(words) < need or (cmd.exact and len(words) != need):
             return inv
-        args = [cmd.words[2 * i] | cmd.words[2 * i + 1] << 32 for i in range(desc.nargs)]
+        args = [words[2 * i] | words[2 * i + 1] << 32 for i in range(desc.nargs)]
         if desc.kernel == kernels.Kernel.HANG:
             return None
+        if desc.kernel == kernels.Kernel.DEBUG:
+            self._debug_marker(ctx, desc.count)
+            ctx.cmds_done += 1
+            return Status.SUCCESS, 0
         if desc.kernel == kernels.Kernel.FAIL:
-            self._post_aie_error(ctx, desc.error)
+            entry = self._aie_error_entry(ctx, desc)
+            if entry is None:
+                return inv
+            self.fw.post_async_event(AsyncEventType.AIE_ERROR, ASYNC_EVENT_HDR.pack(1, 0, 0) + entry)
             return Status.APP_ERT_FIRST_ERROR, desc.error
         try:
             if (any(s >= ARG_MAX for s in desc.arg_sizes())
@@ -556,18 +680,32 @@ class ContextFirmware:
 
             kernels.run(desc, fetch)
         except IommuFault as exc:
-            self._fault(ctx, exc)
-            return fault
+            self._stall(ctx, exc)
+            return None
         except (kernels.KernelError, ValueError, TypeError, ArithmeticError) as exc:
             log.info("context %d: kernel rejected: %s", ctx.id, exc)
             return inv
         ctx.cmds_done += 1
         return Status.SUCCESS, 0
 
-    def _post_aie_error(self, ctx: HwContext, error: int) -> None:
-        row = self.chip.tiles.core_row_start if self.chip.tiles is not None else 0
-        entry = AIE_ERROR_ENTRY.pack(row & 0xFF, ctx.start_col & 0xFF, 0, 0, error & 0xFF, bytes(3))
-        self.fw.post_async_event(AsyncEventType.AIE_ERROR, ASYNC_EVENT_HDR.pack(1, 0, 0) + entry)
+    def _aie_error_entry(self, ctx: HwContext, desc: kernels.Desc) -> bytes | None:
+        """The aie_error a fail command raises (docs/spec/jobs.md §5), or None if its
+        placement is outside the context's partition or names no such module there."""
+        t = self.chip.tiles
+        core_row = t.core_row_start if t is not None else 0
+        if desc.where == 0:  # the default tile: the partition's first core tile
+            return AIE_ERROR_ENTRY.pack(core_row & 0xFF, ctx.start_col & 0xFF, 0, AieModule.CORE,
+                                        desc.error & 0xFF, bytes(3))
+        col, row = desc.where & 0xFF, desc.where >> 8 & 0xFF
+        module, event = desc.where >> 16 & 0xFF, desc.where >> 24
+        if t is None or col >= ctx.num_col or row >= t.rows:
+            return None
+        core = t.core_row_start <= row < t.core_row_start + t.core_rows
+        mem = t.mem_row_start <= row < t.mem_row_start + t.mem_rows
+        shim = t.shim_row_start <= row < t.shim_row_start + t.shim_rows
+        if not {AieModule.CORE: core, AieModule.MEM: core or mem, AieModule.PL: shim}.get(module):
+            return None
+        return AIE_ERROR_ENTRY.pack(row, ctx.start_col + col, 0, module, event, bytes(3))
 
     # -- session hooks -----------------------------------------------------------------------
     def proxy(self, pasid: int, opcode: int, payload: bytes) -> bytes:

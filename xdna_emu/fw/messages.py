@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .iface import aie2 as _T
 
-_C = {c.name: c.value for c in _T.CONSTS}
+_C = {c.name: c.value for c in _T.FAMILY.consts}
 
 # -- PSP and SMU --------------------------------------------------------------------------
 
@@ -78,6 +78,10 @@ TILE_INFO_FIELDS = _T.TILE_INFO_FIELDS
 
 HEAP_DEV_ADDR: int = _C["HEAP_DEV_ADDR"]
 CMD_LIST_MAX: int = _C["CMD_LIST_MAX"]
+KERNEL_OP_TXN: int = _C["KERNEL_OP_TXN"]
+CONFIG_CU_MAX: int = _C["CONFIG_CU_MAX"]
+CU_PDI_SHIFT: int = _C["CU_PDI_SHIFT"]
+CU_FUNC_SHIFT: int = _C["CU_FUNC_SHIFT"]
 APP_HEALTH = _T.APP_HEALTH_REPORT.codec
 APP_HEALTH_SIZE = APP_HEALTH.size
 SlotType = _T.SLOT_TYPE.py
@@ -86,6 +90,25 @@ SLOT_NPU = _T.SLOT_NPU.codec
 SLOT_DPU = _T.SLOT_DPU.codec
 SLOT_CF = _T.SLOT_EXECBUF_CF.codec
 FatalType = _T.FATAL_TYPE.py
-FATAL_ERROR_INFO = _T.FATAL_ERROR_INFO.codec  # emulator-defined
+FATAL_ERROR_INFO = _T.FATAL_ERROR_INFO.codec  # emulator-defined values
+CTX_HEALTH_DATA = _T.CTX_HEALTH_DATA.codec
+CTX_HEALTH_FIELDS = tuple(fl.name for fl in _T.CTX_HEALTH_DATA.fields)
+TXN_OP_NONE: int = _C["TXN_OP_NONE"]
+DEBUG_MARKER = _T.DEBUG_MARKER.codec  # emulator-defined
+DEBUG_MARKER_MAGIC: int = _C["DEBUG_MARKER_MAGIC"]
+DEBUG_BO_MIN: int = _C["DEBUG_BO_MIN"]
 AIE_ERROR_ENTRY = _T.AIE_ERROR.codec
 ASYNC_EVENT_HDR = _T.ASYNC_EVENT_HDR.codec
+
+# -- AIE async errors (docs/spec/jobs.md §6) -------------------------------------------------
+
+AieModule = _T.AIE_MODULE.py
+AieErrorCategory = _T.AIE_ERROR_CATEGORY.py
+XrtErrorNum = _T.XRT_ERROR_NUM.py
+XrtErrorModule = _T.XRT_ERROR_MODULE.py
+XrtErrorSeverity = _T.XRT_ERROR_SEVERITY.py
+XrtErrorClass = _T.XRT_ERROR_CLASS.py
+XRT_DRIVER_AIE: int = _C["XRT_DRIVER_AIE"]
+XRT_SHIFTS = {k: _C[f"XRT_{k.upper()}_SHIFT"] for k in ("num", "driver", "severity", "module", "class")}
+#: Every number-to-number table by name (AIE event -> category, category -> xrtErrorNum, ...).
+LOOKUPS: dict[str, dict[int, int]] = {t.name: t.mapping for t in _T.FAMILY.lookups}

@@ -160,7 +160,7 @@ class PyContext:
         inst = cmd.inst if cmd.inst is not None else self.inst_bo(cmd.desc)
         words = self.arg_words(cmd)
         if opcode == Opcode.CHAIN_EXEC_NPU:
-            hdr = SLOT_NPU.pack(SlotType.NON_ELF, inst.addr, 0, 0, inst.size, 0, 0, 0, 0, len(words))
+            hdr = SLOT_NPU.pack(SlotType.PARTIAL_ELF, inst.addr, 0, 0, inst.size, 0, 0, 0, 0, len(words))
         elif opcode == Opcode.CHAIN_EXEC_DPU:
             hdr = SLOT_DPU.pack(inst.addr, inst.size, 0, 0, len(words))
         else:

@@ -232,6 +232,26 @@ class Const:
 
 
 @dataclass(frozen=True)
+class Lookup:
+    """A number-to-number table (e.g. an AIE event id to its error category): Python gets
+    ``mapping``, C a ``static inline uint32_t xdna_<family>_<name>(uint32_t key, uint32_t
+    dflt)`` switch."""
+
+    name: str
+    rows: tuple[tuple[int, int], ...]
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        keys = [k for k, _ in self.rows]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"{self.name}: duplicate keys")
+
+    @property
+    def mapping(self) -> dict[int, int]:
+        return dict(self.rows)
+
+
+@dataclass(frozen=True)
 class Message:
     """One opcode's request and response layouts and the channel it travels on."""
 
@@ -254,6 +274,7 @@ class Family:
     structs: tuple[Struct, ...]  # layouts that are not a message's request or response
     messages: tuple[Message, ...]
     source: str = ""  # the table's file, named in generated output
+    lookups: tuple[Lookup, ...] = ()  # number-to-number tables
 
     def __post_init__(self) -> None:
         ops = {m.name for m in self.opcodes.members}

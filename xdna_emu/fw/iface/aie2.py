@@ -8,7 +8,7 @@ choice, explained in docs/spec/firmware.md. The C header, the Python codecs
 
 from __future__ import annotations
 
-from . import U8, U16, U32, U64, Const, Enum, Family, Message, Struct, emu, f, members, raw
+from . import U8, U16, U32, U64, Const, Enum, Family, Lookup, Message, Struct, emu, f, members, raw
 
 # -- PSP and SMU (docs/spec/firmware.md §3, §4) ----------------------------------------------
 
@@ -56,6 +56,8 @@ SMU_RESP = Enum("SmuResp", "SMU_RESP", members(
 
 # -- mailbox (docs/spec/firmware.md §5, §6) ---------------------------------------------------
 
+_CONFIG_CU_MAX = 32
+
 CONSTS = (
     Const("PSP_START_COPY_FW", 1, "START argument: copy the validated image into the firmware region"),
     Const("PSP_STATUS_READY", 1 << 31, "STATUS bit31: the command finished, RESP is valid"),
@@ -73,6 +75,16 @@ CONSTS = (
     Const("HEAP_DEV_ADDR", 0x4000000, "device address of a client's DEV_HEAP", ctype=U64),
     Const("CMD_LIST_MAX", 0x10000, "limit on a chain's cmd-list buffer (the driver uses 4 KiB)",
           emulator=True),
+    Const("TXN_OP_NONE", 0xFFFFFFFF, "health txn_op_idx: no transaction op captured (an invalid "
+          "access, nothing running)"),
+    Const("CTX_HEALTH_V1", 1, "ctx_health_data.version the driver writes"),
+    Const("NPU_GEN_AIE2", 0, "ctx_health_data.npu_gen of AIE2 devices"),
+    Const("DEBUG_BO_MIN", 0x1000, "smallest debug BO CONFIG_DEBUG_BO accepts", emulator=True),
+    Const("DEBUG_MARKER_MAGIC", 0x47424458, 'debug_marker.magic ("XDBG")', emulator=True),
+    Const("CONFIG_CU_MAX", _CONFIG_CU_MAX, "CU configs one CONFIG_CU carries"),
+    Const("CU_PDI_SHIFT", 15, "CONFIG_CU cfg bits 16:0 = PDI device address >> this"),
+    Const("CU_FUNC_SHIFT", 17, "CONFIG_CU cfg bits 24:17 = the CU function"),
+    Const("KERNEL_OP_TXN", 3, "the one argument word of an ELF slot: run the transaction stream"),
 )  # fmt: skip
 
 MSG_HEADER = Struct("msg_header", (
@@ -276,9 +288,12 @@ MESSAGES = (
     # user channels (docs/spec/firmware.md §8)
     _msg("CONFIG_CU", "user", (
         f("num_cus", U32), f("cfgs", U32, "PDI address >> 15 (bits 16:0) | function (bits 24:17)",
-                             count=32)), STATUS_RESP),
+                             count=_CONFIG_CU_MAX)), STATUS_RESP),
     _msg("SYNC_BO", "user", (
         f("src_addr", U64), f("dst_addr", U64), f("size", U32), f("type", U32)), STATUS_RESP),
+    _msg("CONFIG_DEBUG_BO", "user", (
+        f("offset", U64, "the debug BO's offset in the heap"), f("size", U64),
+        f("config", U32, "1 register, 0 unregister")), STATUS_RESP),
     _msg("EXECUTE_BUFFER_CF", "user", (f("cu_idx", U32), f("payload", U32, count=19)), STATUS_RESP),
     _msg("EXEC_DPU", "user", (
         f("inst_buf_addr", U64), f("inst_size", U32), f("inst_prop_cnt", U32), f("cu_idx", U32),
@@ -316,11 +331,30 @@ FATAL_TYPE = Enum("FatalType", "FATAL", members(
     emu("NONE", 0),
     emu("HANG", 1, "a command never finished"),
     emu("CMD_ERROR", 2, "a command failed"),
+    emu("FAULT", 3, "a command's DMA faulted: it stalls, as on silicon"),
 ), "fatal_error_info.fatal_type: the emulator's content of the driver-opaque block.")
 FATAL_ERROR_INFO = Struct("fatal_error_info", (
-    f("fatal_type", U32, "FatalType"), f("status", U32, "last failing status"),
-    f("cmd_status", U32, "its fail_cmd_status"), f("cmd_idx", U32, "its fail_cmd_idx"),
-), "Emulator-defined start of app_health_report.fatal_error_info (the rest is zero).")
+    f("fatal_type", U32, "FatalType"),
+    f("exception_type", U32, "emulator: the status of the failure (AIE_ACCESS_ERROR for a fault)"),
+    f("exception_pc", U32, "emulator: low 32 bits of the faulting device address"),
+    f("app_module", U32, "emulator: kernel number of the command that failed or stalled"),
+    f("task_index", U32, "emulator: its index in its chain"),
+    f("status", U32, "emulator: last failing status"),
+    f("cmd_status", U32, "emulator: its fail_cmd_status"), f("cmd_idx", U32, "emulator: its fail_cmd_idx"),
+), "Start of app_health_report.fatal_error_info: the driver reads the first four fields; "
+   "their values and the rest are emulator-defined (the rest is zero).")
+DEBUG_MARKER = Struct("debug_marker", (
+    f("magic", U32, "DEBUG_MARKER_MAGIC"), f("seq", U32, "markers the context wrote before"),
+    f("value", U32, "the debug kernel's count field"), f("context_id", U32),
+), "What the debug kernel writes into the bound debug BO at (seq mod slots) x 16 "
+   "(emulator-defined, docs/spec/jobs.md §5).")
+CTX_HEALTH_DATA = Struct("ctx_health_data", (
+    f("version", U32, "CTX_HEALTH_V1"), f("npu_gen", U32, "NPU_GEN_AIE2"),
+    f("txn_op_idx", U32, "health report txn_op_id; TXN_OP_NONE if not captured"),
+    f("ctx_pc", U32, "health report ctx_pc"),
+    f("fatal_error_type", U32), f("fatal_error_exception_type", U32),
+    f("fatal_error_exception_pc", U32), f("fatal_error_app_module", U32),
+), "What the driver writes into a TIMEOUT command's payload (AIE2 layout; docs/spec/jobs.md §6).")
 ASYNC_EVENT_HDR = Struct("async_event_hdr", (
     f("err_cnt", U32, "aie_error entries that follow"), f("ret_code", U32), f("rsvd", U32),
 ), "Start of an AIE-error async event buffer.")
@@ -329,14 +363,104 @@ AIE_ERROR = Struct("aie_error", (
     raw("rsvd1", 3),
 ), "One entry of an AIE-error async event.")
 
+# -- AIE async errors as the driver decodes them (docs/spec/jobs.md §6) -----------------------
+
+AIE_MODULE = Enum("AieModule", "AIE_MOD", members(
+    ("MEM", 0, "memory module (of a core tile; row 1: the memory tile)"),
+    ("CORE", 1),
+    ("PL", 2, "the shim tile (row 0)"),
+), "aie_error.mod_type.")
+
+AIE_ERROR_CATEGORY = Enum("AieErrorCategory", "AIE_ERR_CAT", members(
+    ("SATURATION", 0), ("FP", 1), ("STREAM", 2), ("ACCESS", 3), ("BUS", 4),
+    ("INSTRUCTION", 5), ("ECC", 6), ("LOCK", 7), ("DMA", 8), ("MEM_PARITY", 9),
+    ("UNKNOWN", 10, "an event no table names"),
+), "What the driver makes of an AIE error event (AIE-ML event tables).")
+
+_C = {m.name: m.value for m in AIE_ERROR_CATEGORY.members}
+
+
+def _events(*rows: tuple[int, str]) -> tuple[tuple[int, int], ...]:
+    return tuple((ev, _C[cat]) for ev, cat in rows)
+
+
+AIE_EVENT_LOOKUPS = (
+    Lookup("core_event_category", _events(
+        (55, "ACCESS"), (56, "STREAM"), (57, "STREAM"), (58, "BUS"), (59, "INSTRUCTION"),
+        (60, "ACCESS"), (62, "ECC"), (64, "ECC"), (65, "ACCESS"), (66, "ACCESS"), (67, "LOCK"),
+        (70, "INSTRUCTION"), (71, "STREAM"), (72, "BUS")),
+        "core module event id -> AieErrorCategory"),
+    Lookup("mem_event_category", _events(
+        (88, "ECC"), (90, "ECC"), (91, "MEM_PARITY"), (92, "MEM_PARITY"), (93, "MEM_PARITY"),
+        (94, "MEM_PARITY"), (95, "MEM_PARITY"), (96, "MEM_PARITY"), (97, "DMA"), (98, "DMA"),
+        (99, "DMA"), (100, "DMA"), (101, "LOCK")),
+        "core-tile memory module event id -> AieErrorCategory"),
+    Lookup("mem_tile_event_category", _events(
+        (130, "ECC"), (132, "ECC"), (133, "DMA"), (134, "DMA"), (135, "STREAM"), (136, "STREAM"),
+        (137, "STREAM"), (138, "BUS"), (139, "LOCK")),
+        "memory tile (row 1, module MEM) event id -> AieErrorCategory"),
+    Lookup("shim_event_category", _events(
+        (64, "BUS"), (65, "STREAM"), (66, "STREAM"), (67, "BUS"), (68, "BUS"), (69, "BUS"),
+        (70, "BUS"), (71, "BUS"), (72, "DMA"), (73, "DMA"), (74, "LOCK")),
+        "shim tile (module PL) event id -> AieErrorCategory"),
+)
+
+# The 64-bit error code the driver caches for the last async error, as XRT reads it:
+# num bits 15:0, driver 19:16, severity 27:24, module 35:32, class 43:40.
+XRT_ERROR_NUM = Enum("XrtErrorNum", "XRT_NUM", members(
+    ("AIE_SATURATION", 3), ("AIE_FP", 4), ("AIE_STREAM", 5), ("AIE_ACCESS", 6), ("AIE_BUS", 7),
+    ("AIE_INSTRUCTION", 8), ("AIE_ECC", 9), ("AIE_LOCK", 10), ("AIE_DMA", 11),
+    ("AIE_MEM_PARITY", 12), ("UNKNOWN", 15),
+), "xrtErrorNum values an AIE error decodes to.")
+XRT_ERROR_MODULE = Enum("XrtErrorModule", "XRT_MOD", members(
+    ("AIE_CORE", 3), ("AIE_MEMORY", 4), ("AIE_SHIM", 5), ("AIE_NOC", 6), ("AIE_PL", 7),
+    ("UNKNOWN", 8),
+), "xrtErrorModule values.")
+XRT_ERROR_SEVERITY = Enum("XrtErrorSeverity", "XRT_SEV", members(
+    ("EMERGENCY", 1), ("ALERT", 2), ("CRITICAL", 3), ("ERROR", 4), ("WARNING", 5),
+    ("NOTICE", 6), ("INFO", 7), ("DEBUG", 8), ("UNKNOWN", 9),
+), "xrtErrorSeverity values (AIE async errors are CRITICAL).")
+XRT_ERROR_CLASS = Enum("XrtErrorClass", "XRT_CLASS", members(
+    ("SYSTEM", 1), ("AIE", 2), ("HARDWARE", 3), ("UNKNOWN", 4),
+), "xrtErrorClass values.")
+XRT_ERROR_CONSTS = (
+    Const("XRT_DRIVER_AIE", 4, "xrtErrorDriver of AIE async errors"),
+    Const("XRT_NUM_SHIFT", 0, "error code bits 15:0: xrtErrorNum"),
+    Const("XRT_DRIVER_SHIFT", 16, "bits 19:16: xrtErrorDriver"),
+    Const("XRT_SEVERITY_SHIFT", 24, "bits 27:24: xrtErrorSeverity"),
+    Const("XRT_MODULE_SHIFT", 32, "bits 35:32: xrtErrorModule"),
+    Const("XRT_CLASS_SHIFT", 40, "bits 43:40: xrtErrorClass"),
+    Const("AIE_MEM_TILE_ROW", 1, "the row whose MEM-module events use the memory-tile table"),
+)
+# The driver's QoS -> DPM math and power-mode levels (docs/spec/jobs.md §6).
+PM_CONSTS = (
+    Const("QOS_SYS_EFF_FACTOR", 1, "system efficiency factor in the requested-GOPS product"),
+    Const("QOS_MS_PER_S", 1000, "latency (ms) -> rate: 1000 / latency"),
+    Const("QOS_OPC_PER_GOPS_MHZ", 1000, "capable GOPS = max_opc * hclk_mhz / 1000"),
+    Const("POWER_MEDIUM_DPM_LEVEL", 3, "MEDIUM runs at min(max level, this)"),
+)
+_N = {m.name: m.value for m in XRT_ERROR_NUM.members}
+_M = {m.name: m.value for m in XRT_ERROR_MODULE.members}
+XRT_LOOKUPS = (
+    Lookup("category_xrt_num", tuple(
+        (_C[c], _N["AIE_" + c]) for c in ("SATURATION", "FP", "STREAM", "ACCESS", "BUS",
+                                        "INSTRUCTION", "ECC", "LOCK", "DMA", "MEM_PARITY")),
+        "AieErrorCategory -> XrtErrorNum (others: UNKNOWN)"),
+    Lookup("module_xrt_module", ((0, _M["AIE_MEMORY"]), (1, _M["AIE_CORE"]), (2, _M["AIE_PL"])),
+           "AieModule -> XrtErrorModule (others: UNKNOWN)"),
+)
+
 FAMILY = Family(
     name="aie2",
     doc="AIE2 (npu1, npu4 and their derivatives)",
     opcodes=OPCODE,
-    enums=(STATUS, PSP_CMD, PSP_STATUS, SMU_CMD, SMU_RESP, ASYNC_EVENT_TYPE, SLOT_TYPE, FATAL_TYPE),
-    consts=CONSTS,
+    enums=(STATUS, PSP_CMD, PSP_STATUS, SMU_CMD, SMU_RESP, ASYNC_EVENT_TYPE, SLOT_TYPE, FATAL_TYPE,
+           AIE_MODULE, AIE_ERROR_CATEGORY, XRT_ERROR_NUM, XRT_ERROR_MODULE, XRT_ERROR_SEVERITY,
+           XRT_ERROR_CLASS),
+    consts=(*CONSTS, *XRT_ERROR_CONSTS, *PM_CONSTS),
     structs=(MSG_HEADER, MGMT_MBOX_CHANN_INFO, SLOT_NPU, SLOT_DPU, SLOT_EXECBUF_CF,
-             APP_HEALTH_REPORT, FATAL_ERROR_INFO, ASYNC_EVENT_HDR, AIE_ERROR),
+             APP_HEALTH_REPORT, FATAL_ERROR_INFO, CTX_HEALTH_DATA, DEBUG_MARKER, ASYNC_EVENT_HDR, AIE_ERROR),
     messages=MESSAGES,
     source="xdna_emu/fw/iface/aie2.py",
+    lookups=(*AIE_EVENT_LOOKUPS, *XRT_LOOKUPS),
 )  # fmt: skip

@@ -105,6 +105,14 @@ def render(fam: Family) -> str:
     out.append("/* ---- enums ---- */")
     for e in fam.all_enums:
         out += _enum(fam, e)
+    if fam.lookups:
+        out.append("/* ---- lookups ---- */")
+    for t in fam.lookups:
+        out += [f"/* {t.name}: {t.doc} (dflt when the key has no row) */",
+                f"static inline uint32_t xdna_{fam.name}_{t.name}(uint32_t key, uint32_t dflt)",
+                "{", "    switch (key) {"]
+        out += [f"    case {c_num(k)}: return {c_num(v)};" for k, v in t.rows]
+        out += ["    default: return dflt;", "    }", "}", ""]
     out.append("/* ---- layouts ---- */")
     for s in fam.all_structs():
         out += c_struct(s, f"xdna_{fam.name}_", f"{_prefix(fam)}{s.name.upper()}_SIZE")

@@ -64,6 +64,9 @@ def _family(fam: Family) -> list[str]:
         out += _table(("name", "value", "origin", "meaning"), [
             (f"`{m.name}`", _hex(m.value), "emulator-defined" if m.emulator else "driver", m.doc)
             for m in e.members])
+    for t in fam.lookups:
+        out += [f"### Lookup `{t.name}`", "", f"{t.doc} C `xdna_{fam.name}_{t.name}(key, dflt)`.", ""]
+        out += _table(("key", "value"), [(k, v) for k, v in t.rows])
     out += ["### Layouts", ""]
     for s in fam.all_structs():
         out += _struct(fam, s)
