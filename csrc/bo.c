@@ -205,13 +205,20 @@ int xdna_bo_new(struct xdna_shim_ctx *ctx, int type, uint64_t size, bool interna
         bo->alloc = round_up(size, XDNA_DEV_BO_ALIGN);
         rc = heap_place(ctx, xdna_bo_get(ctx, ctx->s.heap), bo);
         break;
-    case XDNA_SHIM_BO_CMD: {
+    case XDNA_SHIM_BO_CMD: { /* a memfd, so a UAPI client can mmap it too (docs/spec/uapi.md §6) */
         bo->alloc = round_up(size, PAGE);
-        void *va = mmap(NULL, bo->alloc, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (va == MAP_FAILED)
+        int fd = memfd_create("xdna-cmd", MFD_CLOEXEC);
+        void *va = MAP_FAILED;
+        if (fd >= 0 && ftruncate(fd, (off_t)bo->alloc) == 0)
+            va = mmap(NULL, bo->alloc, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (va == MAP_FAILED) {
             rc = xdna_fail(ctx, ENOMEM, "mmap CMD BO: %s", strerror(errno));
-        else
+            if (fd >= 0)
+                close(fd);
+        } else {
             bo->va = va;
+            bo->fd = fd;
+        }
         break;
     }
     }

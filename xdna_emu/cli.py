@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--chip", type=_chip, default="npu4")
     demo.add_argument("--runtime-dir")
 
+    ex = sub.add_parser("exec", help="run a program against emulated /dev/accel devices")
+    ex.add_argument("--chip", type=_chip, action="append", default=[])
+    ex.add_argument("--bdf", type=_bdf, action="append", default=[])
+    ex.add_argument("--socket", action="append", default=[])
+    ex.add_argument("--runtime-dir")
+    ex.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM [ARGS...]")
+
     for add_subcommands in _kit_subcommands():
         COMMANDS.update(add_subcommands(sub))
     return p
@@ -299,7 +306,18 @@ def _demo_lspci(sysfs_root: Path, bdf: str) -> None:
             print(f"   {line.strip()}")
 
 
-COMMANDS = {"run": cmd_run, "devices": cmd_devices, "probe": cmd_probe, "mkfw": cmd_mkfw,
+def cmd_exec(args: argparse.Namespace) -> int:
+    from .uapi import ExecError, run_exec
+
+    argv = args.program[1:] if args.program[:1] == ["--"] else args.program
+    try:
+        return run_exec(argv, args.chip, args.bdf, args.socket,
+                        Path(args.runtime_dir) if args.runtime_dir else None)
+    except ExecError as exc:
+        raise UsageError(str(exc)) from None
+
+
+COMMANDS = {"exec": cmd_exec, "run": cmd_run, "devices": cmd_devices, "probe": cmd_probe, "mkfw": cmd_mkfw,
             "demo": cmd_demo, "status": cmd_status}
 
 

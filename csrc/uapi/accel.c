@@ -1,0 +1,705 @@
+/* The amdxdna ioctl surface on an emulated /dev/accel/accelN (docs/spec/uapi.md §5-6).
+ *
+ * Each open is one DRM file: a client session of the shim (xdna_shim_attach) with its own
+ * BO and context handles, named by an eventfd so poll/dup/close/fstat on it behave as on
+ * a real fd. The decoder copies arguments in and out as drm_ioctl does (the caller's ioctl
+ * size, zero-filled to ours, copied back on return), reads and writes user memory only
+ * through process_vm_readv/writev so a bad pointer is EFAULT and never a crash, and maps
+ * each command onto the shim's public calls with the driver's errno rules.
+ */
+#include "accel.h"
+
+#include "../shim_int.h"
+#include "../generated/amdxdna_accel.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define ENV_SOCKET_FMT "XDNA_EMU_ACCEL%ld_SOCKET"
+#define ACCEL_PREFIX "/dev/accel/accel"
+/* map_offset = handle << 40: one disjoint range per handle, wider than any BO (bo.c) */
+#define MAP_SHIFT 40
+#define ARG_MAX_SIZE 4096u         /* largest argument struct we accept (drm_ioctl: 16383) */
+#define EXEC_MAX_ARGS 4096u        /* arg BO handles in one EXEC_CMD */
+#define CU_CONFIG_MAX (4096u)      /* param_val_size of CONFIG_CU: one page */
+
+struct accel_file {
+    int minor;
+    unsigned refs;                 /* fds naming this file (dup) */
+    struct xdna_shim_ctx *ctx;     /* its client session */
+    bool heap_mapped;              /* the DEV_HEAP has been mmapped by the program */
+    uint32_t cu_ctx[XDNA_MAX_HWCTX]; /* contexts whose CUs were configured */
+    char client_name[DRM_CLIENT_NAME_MAX_LEN + 1];
+};
+
+static pthread_mutex_t tbl_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct accel_file *files[XDNA_ACCEL_MAX_FDS];
+
+/* ---- user memory: never dereferenced directly ------------------------------------- */
+
+static int uread(void *dst, uint64_t src, size_t len)
+{
+    if (!len)
+        return 0;
+    struct iovec l = {dst, len}, r = {(void *)(uintptr_t)src, len};
+    return process_vm_readv(getpid(), &l, 1, &r, 1, 0) == (ssize_t)len ? 0 : -EFAULT;
+}
+
+static int uwrite(uint64_t dst, const void *src, size_t len)
+{
+    if (!len)
+        return 0;
+    struct iovec l = {(void *)src, len}, r = {(void *)(uintptr_t)dst, len};
+    return process_vm_writev(getpid(), &l, 1, &r, 1, 0) == (ssize_t)len ? 0 : -EFAULT;
+}
+
+/* ---- the fd table ---------------------------------------------------------------- */
+
+/* XDNA_EMU_ACCEL<N>_SOCKET: the daemon socket behind accelN (set by `xdna-emu exec`). */
+static const char *socket_env(long minor)
+{
+    char name[48];
+    snprintf(name, sizeof(name), ENV_SOCKET_FMT, minor);
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+int xdna_accel_minor(const char *path)
+{
+    if (!path || strncmp(path, ACCEL_PREFIX, strlen(ACCEL_PREFIX)) != 0)
+        return -1;
+    const char *p = path + strlen(ACCEL_PREFIX);
+    if (*p < '0' || *p > '9' || (p[0] == '0' && p[1]))
+        return -1;
+    char *end;
+    long n = strtol(p, &end, 10);
+    if (*end || n >= XDNA_ACCEL_MAX_MINORS || !socket_env(n))
+        return -1;
+    return (int)n;
+}
+
+static int socket_of(int minor, char *out, size_t cap)
+{
+    const char *v = socket_env(minor);
+    if (!v)
+        return -ENODEV;
+    if (strlen(v) >= cap)
+        return -ENAMETOOLONG;
+    strcpy(out, v);
+    return 0;
+}
+
+static struct accel_file *file_of(int fd)
+{
+    if (fd < 0 || fd >= XDNA_ACCEL_MAX_FDS)
+        return NULL;
+    pthread_mutex_lock(&tbl_lock);
+    struct accel_file *f = files[fd];
+    pthread_mutex_unlock(&tbl_lock);
+    return f;
+}
+
+int xdna_accel_fd_minor(int fd)
+{
+    struct accel_file *f = file_of(fd);
+    return f ? f->minor : -1;
+}
+
+int xdna_accel_open(int minor, int flags)
+{
+    char sock[256];
+    int rc = socket_of(minor, sock, sizeof(sock));
+    if (rc < 0) {
+        errno = -rc;
+        return -1;
+    }
+    struct accel_file *f = calloc(1, sizeof(*f));
+    if (!f) {
+        errno = ENOMEM;
+        return -1;
+    }
+    f->minor = minor;
+    f->refs = 1;
+    f->ctx = xdna_shim_open(sock, 0);
+    if (!f->ctx)
+        goto free_file;
+    if (xdna_shim_attach(f->ctx) < 0)
+        goto close_ctx;
+    int fd = eventfd(0, (flags & O_CLOEXEC) ? EFD_CLOEXEC : 0);
+    if (fd < 0)
+        goto close_ctx;
+    if (fd >= XDNA_ACCEL_MAX_FDS) {
+        close(fd);
+        errno = EMFILE;
+        goto close_ctx;
+    }
+    pthread_mutex_lock(&tbl_lock);
+    files[fd] = f;
+    pthread_mutex_unlock(&tbl_lock);
+    return fd;
+
+close_ctx: {
+        int err = errno;
+        xdna_shim_close(f->ctx);
+        errno = err;
+    }
+free_file: {
+        int err = errno == ENOENT || errno == ECONNREFUSED ? ENODEV : errno;
+        if (getenv("XDNA_EMU_DEBUG"))
+            fprintf(stderr, "xdna-emu accel%d: open: %s\n", minor, xdna_shim_last_error(NULL));
+        free(f);
+        errno = err;
+        return -1;
+    }
+}
+
+void xdna_accel_dup(int oldfd, int newfd)
+{
+    if (newfd < 0 || newfd >= XDNA_ACCEL_MAX_FDS || oldfd == newfd)
+        return;
+    xdna_accel_forget(newfd); /* dup2 onto one of ours closed it */
+    pthread_mutex_lock(&tbl_lock);
+    struct accel_file *f = oldfd >= 0 && oldfd < XDNA_ACCEL_MAX_FDS ? files[oldfd] : NULL;
+    if (f) {
+        f->refs++;
+        files[newfd] = f;
+    }
+    pthread_mutex_unlock(&tbl_lock);
+}
+
+void xdna_accel_forget(int fd)
+{
+    if (fd < 0 || fd >= XDNA_ACCEL_MAX_FDS)
+        return;
+    pthread_mutex_lock(&tbl_lock);
+    struct accel_file *f = files[fd];
+    files[fd] = NULL;
+    bool last = f && --f->refs == 0;
+    pthread_mutex_unlock(&tbl_lock);
+    if (last) { /* the DRM file's release: its contexts and BOs go with the session */
+        xdna_shim_close(f->ctx);
+        free(f);
+    }
+}
+
+/* ---- BO lookups -------------------------------------------------------------------- */
+
+struct bo_view {
+    int type;
+    uint64_t size, alloc, xdna_addr, heap_off;
+    uint8_t *va;
+    int fd; /* backing memfd (the heap's for a DEV BO) */
+};
+
+/* A user BO of the file: 0, or -ENOENT when the handle names none (internal ones too). */
+static int bo_view(struct accel_file *f, uint32_t handle, struct bo_view *v)
+{
+    if (xdna_api_enter(f->ctx) < 0)
+        return -errno;
+    struct xdna_bo *bo = xdna_bo_get(f->ctx, handle);
+    int rc = -ENOENT;
+    if (bo && !bo->internal) {
+        struct xdna_bo *heap = xdna_bo_get(f->ctx, f->ctx->s.heap);
+        *v = (struct bo_view){.type = bo->type, .size = bo->size, .alloc = bo->alloc,
+                              .xdna_addr = bo->xdna_addr, .heap_off = bo->heap_off,
+                              .va = bo->va, .fd = bo->fd};
+        if (bo->type == XDNA_SHIM_BO_DEV)
+            v->fd = heap ? heap->fd : -1;
+        rc = 0;
+    }
+    xdna_api_leave(f->ctx, 0);
+    return rc;
+}
+
+static uint32_t heap_handle(struct accel_file *f)
+{
+    if (xdna_api_enter(f->ctx) < 0)
+        return 0;
+    uint32_t h = f->ctx->s.heap;
+    xdna_api_leave(f->ctx, 0);
+    return h;
+}
+
+static bool hwctx_exists(struct accel_file *f, uint32_t handle)
+{
+    struct xdna_shim_hwctx_info hi;
+    return handle && xdna_shim_hwctx_info(f->ctx, handle, &hi) == 0;
+}
+
+/* ---- generic DRM ioctls ------------------------------------------------------------ */
+
+static int copy_field(uint64_t buf, uint64_t *buf_len, const char *value)
+{
+    size_t len = strlen(value), n = len < *buf_len ? len : (size_t)*buf_len;
+    *buf_len = len;
+    return n && buf ? uwrite(buf, value, n) : 0;
+}
+
+static int drm_version(struct accel_file *f, void *k)
+{
+    (void)f;
+    struct drm_version *v = k;
+    v->version_major = AMDXDNA_DRIVER_MAJOR;
+    v->version_minor = AMDXDNA_DRIVER_MINOR;
+    v->version_patchlevel = 0;
+    int rc = copy_field(v->name, &v->name_len, "amdxdna");
+    if (!rc)
+        rc = copy_field(v->date, &v->date_len, "");
+    if (!rc)
+        rc = copy_field(v->desc, &v->desc_len, "AMD XDNA NPU (xdna-emu)");
+    return rc;
+}
+
+static int drm_gem_close(struct accel_file *f, void *k)
+{
+    struct drm_gem_close *a = k;
+    struct bo_view v;
+    if (bo_view(f, a->handle, &v) < 0)
+        return -EINVAL; /* drm_gem_handle_delete: no such handle */
+    return xdna_shim_bo_free(f->ctx, a->handle) < 0 ? -errno : 0;
+}
+
+/* name: 1..DRM_CLIENT_NAME_MAX_LEN-1 printable characters, no spaces; length 0 clears */
+static int drm_set_client_name(struct accel_file *f, void *k)
+{
+    struct drm_set_client_name *a = k;
+    char name[DRM_CLIENT_NAME_MAX_LEN];
+    if (a->name_len >= DRM_CLIENT_NAME_MAX_LEN)
+        return -EINVAL;
+    if (uread(name, a->name, a->name_len) < 0)
+        return -EFAULT;
+    for (uint64_t i = 0; i < a->name_len; i++)
+        if (name[i] <= ' ' || name[i] > '~')
+            return -EINVAL;
+    memcpy(f->client_name, name, a->name_len);
+    f->client_name[a->name_len] = 0;
+    return 0;
+}
+
+/* ---- amdxdna: buffers ------------------------------------------------------------- */
+
+static int create_bo(struct accel_file *f, void *k)
+{
+    struct amdxdna_drm_create_bo *a = k;
+    if (a->flags & ~(uint64_t)AMDXDNA_BO_FLAGS_REGION_MASK)
+        return -EINVAL;
+    if (a->vaddr)
+        return -EOPNOTSUPP; /* user-pointer BOs: docs/spec/uapi.md §7 */
+    if (a->type < AMDXDNA_BO_SHARE || a->type > AMDXDNA_BO_CMD || !a->size)
+        return -EINVAL;
+    if (a->type == AMDXDNA_BO_DEV && (!heap_handle(f) || !f->heap_mapped))
+        return -EINVAL; /* no heap, or its user mapping is not there yet */
+    uint32_t h;
+    if (xdna_shim_bo_create(f->ctx, (int)a->type, a->size, &h) < 0)
+        return a->type == AMDXDNA_BO_DEV && errno == ENOMEM ? -EAGAIN : -errno;
+    a->handle = h;
+    return 0;
+}
+
+static int get_bo_info(struct accel_file *f, void *k)
+{
+    struct amdxdna_drm_get_bo_info *a = k;
+    if (a->ext || a->ext_flags || a->pad)
+        return -EINVAL;
+    struct bo_view v;
+    int rc = bo_view(f, a->handle, &v);
+    if (rc < 0)
+        return rc;
+    a->map_offset = (uint64_t)a->handle << MAP_SHIFT;
+    a->vaddr = (uint64_t)(uintptr_t)v.va;
+    a->xdna_addr = v.xdna_addr;
+    return 0;
+}
+
+static int sync_bo(struct accel_file *f, void *k)
+{
+    struct amdxdna_drm_sync_bo *a = k;
+    struct bo_view v;
+    int rc = bo_view(f, a->handle, &v);
+    if (rc < 0)
+        return rc;
+    if (a->direction > SYNC_DIRECT_FROM_DEVICE)
+        return -EINVAL;
+    return xdna_shim_bo_sync(f->ctx, a->handle, (int)a->direction, a->offset, a->size) < 0
+               ? -errno : 0;
+}
+
+void *xdna_accel_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    struct accel_file *f = file_of(fd);
+    struct bo_view v;
+    uint64_t uoff = (uint64_t)off;
+    uint32_t handle = (uint32_t)(uoff >> MAP_SHIFT);
+    if (!f || !len || uoff & (((uint64_t)1 << MAP_SHIFT) - 1) || bo_view(f, handle, &v) < 0 ||
+        v.fd < 0 || len > v.alloc) {
+        errno = EINVAL; /* an offset that names no BO of this file */
+        return MAP_FAILED;
+    }
+    off_t at = v.type == XDNA_SHIM_BO_DEV ? (off_t)v.heap_off : 0;
+    void *p = mmap(addr, len, prot, flags, v.fd, at);
+    if (p != MAP_FAILED && v.type == XDNA_SHIM_BO_DEV_HEAP)
+        f->heap_mapped = true;
+    return p;
+}
+
+/* ---- amdxdna: contexts and commands ----------------------------------------------- */
+
+static int create_hwctx(struct accel_file *f, void *k)
+{
+    struct amdxdna_drm_create_hwctx *a = k;
+    struct amdxdna_qos_info qos;
+    struct xdna_shim_info info;
+    if (a->ext || a->ext_flags)
+        return -EINVAL;
+    if (uread(&qos, a->qos_p, sizeof(qos)) < 0)
+        return -EFAULT;
+    if (xdna_shim_get_info(f->ctx, &info) < 0)
+        return -errno;
+    uint32_t cols = info.core_rows ? a->num_tiles / info.core_rows : 0;
+    if (!cols || cols > info.total_col)
+        return -EINVAL;
+    if (!heap_handle(f))
+        return -ENOENT; /* the client's dev heap must exist first */
+    if (!f->heap_mapped)
+        return -EINVAL;
+    struct xdna_shim_hwctx_params p = {.priority = qos.priority, .num_cols = cols,
+                                       .start_col = -1};
+    uint32_t h;
+    if (xdna_shim_hwctx_create(f->ctx, &p, &h) < 0)
+        return -errno;
+    a->handle = h;
+    a->syncobj_handle = AMDXDNA_INVALID_FENCE_HANDLE; /* syncobjs: docs/spec/uapi.md §7 */
+    a->umq_doorbell = AMDXDNA_INVALID_DOORBELL_OFFSET;
+    return 0;
+}
+
+static int destroy_hwctx(struct accel_file *f, void *k)
+{
+    struct amdxdna_drm_destroy_hwctx *a = k;
+    if (a->pad)
+        return -EINVAL;
+    if (!hwctx_exists(f, a->handle))
+        return -EINVAL;
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
+        if (f->cu_ctx[i] == a->handle)
+            f->cu_ctx[i] = 0;
+    return xdna_shim_hwctx_destroy(f->ctx, a->handle) < 0 ? -errno : 0;
+}
+
+static int config_cu(struct accel_file *f, uint32_t hwctx, uint64_t buf, uint32_t size)
+{
+    uint8_t data[CU_CONFIG_MAX];
+    if (!size || size > CU_CONFIG_MAX)
+        return -EINVAL;
+    if (uread(data, buf, size) < 0)
+        return -EFAULT;
+    const struct amdxdna_hwctx_param_config_cu *cfg = (const void *)data;
+    if (size < sizeof(*cfg) || !cfg->num_cus ||
+        sizeof(*cfg) + (size_t)cfg->num_cus * sizeof(struct amdxdna_cu_config) > size)
+        return -EINVAL;
+    for (unsigned i = 0; i < cfg->num_cus; i++) {
+        struct bo_view v;
+        if (bo_view(f, cfg->cu_configs[i].cu_bo, &v) < 0)
+            return -EINVAL;
+    }
+    unsigned free_slot = XDNA_MAX_HWCTX;
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
+        if (f->cu_ctx[i] == hwctx)
+            return -EINVAL; /* configured once per context */
+        if (!f->cu_ctx[i] && free_slot == XDNA_MAX_HWCTX)
+            free_slot = i;
+    }
+    if (free_slot == XDNA_MAX_HWCTX)
+        return -ENOSPC;
+    f->cu_ctx[free_slot] = hwctx;
+    return 0;
+}
+
+static int config_hwctx(struct accel_file *f, void *k)
+{
+    struct amdxdna_drm_config_hwctx *a = k;
+    if (a->pad)
+        return -EINVAL;
+    if (!hwctx_exists(f, a->handle))
+        return -EINVAL;
+    switch (a->param_type) {
+    case DRM_AMDXDNA_HWCTX_CONFIG_CU:
+        return config_cu(f, a->handle, a->param_val, a->param_val_size);
+    case DRM_AMDXDNA_HWCTX_ASSIGN_DBG_BUF:
+    case DRM_AMDXDNA_HWCTX_REMOVE_DBG_BUF:
+    case DRM_AMDXDNA_HWCTX_CONFIG_OPCODE_TIMEOUT:
+        return -EOPNOTSUPP; /* docs/spec/uapi.md §7 */
+    default:
+        return -EINVAL;
+    }
+}
+
+static int exec_cmd(struct accel_file *f, void *k)
+{
+    struct amdxdna_drm_exec_cmd *a = k;
+    if (a->ext || a->ext_flags)
+        return -EINVAL;
+    if (a->type == AMDXDNA_CMD_SUBMIT_DEPENDENCY || a->type == AMDXDNA_CMD_SUBMIT_SIGNAL)
+        return -EOPNOTSUPP; /* syncobj fences: docs/spec/uapi.md §7 */
+    if (a->type != AMDXDNA_CMD_SUBMIT_EXEC_BUF || a->cmd_count != 1 ||
+        a->arg_count > EXEC_MAX_ARGS)
+        return -EINVAL;
+    uint32_t *args = a->arg_count ? calloc(a->arg_count, sizeof(uint32_t)) : NULL;
+    if (a->arg_count && !args)
+        return -ENOMEM;
+    int rc = uread(args, a->args, a->arg_count * sizeof(uint32_t));
+    struct bo_view v;
+    for (uint32_t i = 0; rc == 0 && i < a->arg_count; i++)
+        if (bo_view(f, args[i], &v) < 0)
+            rc = -ENOENT;
+    free(args);
+    if (rc < 0)
+        return rc;
+    uint32_t cmd = (uint32_t)a->cmd_handles;
+    if (a->cmd_handles >> 32 || bo_view(f, cmd, &v) < 0 || v.type != AMDXDNA_BO_CMD)
+        return -EINVAL;
+    if (!hwctx_exists(f, a->hwctx))
+        return -EINVAL;
+    uint64_t seq;
+    if (xdna_shim_exec(f->ctx, a->hwctx, cmd, &seq) < 0)
+        return -errno;
+    a->seq = seq;
+    return 0;
+}
+
+static int wait_cmd(struct accel_file *f, void *k)
+{
+    struct amdxdna_drm_wait_cmd *a = k;
+    if (!hwctx_exists(f, a->hwctx))
+        return -EINVAL;
+    int ms = a->timeout ? (a->timeout > INT32_MAX ? INT32_MAX : (int)a->timeout) : -1;
+    return xdna_shim_wait(f->ctx, a->hwctx, a->seq, ms) < 0 ? -errno : 0;
+}
+
+/* ---- amdxdna: queries ------------------------------------------------------------- */
+
+/* "Copy what fits": the answer's first min(buffer_size, size) bytes, never more. */
+static int put_fit(struct amdxdna_drm_get_info *a, const void *val, size_t size)
+{
+    return uwrite(a->buffer, val, a->buffer_size < size ? a->buffer_size : size);
+}
+
+static int query_metadata(struct accel_file *f, struct amdxdna_drm_get_info *a)
+{
+    xdna_aie2_query_aie_tile_info_resp_t ti;
+    xdna_aie2_query_aie_version_resp_t av;
+    if (xdna_api_enter(f->ctx) < 0)
+        return -errno;
+    int rc = xdna_fw_req_u32(f->ctx, XDNA_AIE2_MSG_QUERY_AIE_TILE_INFO, &ti, sizeof(ti));
+    if (rc == 0)
+        rc = xdna_fw_req_u32(f->ctx, XDNA_AIE2_MSG_QUERY_AIE_VERSION, &av, sizeof(av));
+    int err = errno;
+    xdna_api_leave(f->ctx, rc);
+    if (rc < 0)
+        return -err;
+    struct amdxdna_drm_query_aie_metadata md = {
+        .col_size = ti.size, .cols = ti.cols, .rows = ti.rows,
+        .version = {.major = av.major, .minor = av.minor},
+        .core = {.row_count = ti.core_rows, .row_start = ti.core_row_start,
+                 .dma_channel_count = ti.core_dma_channels, .lock_count = ti.core_locks,
+                 .event_reg_count = ti.core_events},
+        .mem = {.row_count = ti.mem_rows, .row_start = ti.mem_row_start,
+                .dma_channel_count = ti.mem_dma_channels, .lock_count = ti.mem_locks,
+                .event_reg_count = ti.mem_events},
+        .shim = {.row_count = ti.shim_rows, .row_start = ti.shim_row_start,
+                 .dma_channel_count = ti.shim_dma_channels, .lock_count = ti.shim_locks,
+                 .event_reg_count = ti.shim_events}};
+    return put_fit(a, &md, sizeof(md));
+}
+
+/* HW_CONTEXTS: one query_hwctx per context of this process's files; a buffer too small
+ * for all of them is refused, buffer_size comes back as the bytes written. */
+static int query_hw_contexts(struct accel_file *f, struct amdxdna_drm_get_info *a)
+{
+    struct amdxdna_drm_query_hwctx out[XDNA_MAX_HWCTX];
+    unsigned n = 0;
+    (void)f;
+    pthread_mutex_lock(&tbl_lock);
+    struct accel_file *seen[XDNA_ACCEL_MAX_FDS];
+    unsigned nseen = 0;
+    for (int fd = 0; fd < XDNA_ACCEL_MAX_FDS; fd++) {
+        struct accel_file *g = files[fd];
+        bool dup = false;
+        for (unsigned i = 0; g && i < nseen; i++)
+            dup |= seen[i] == g;
+        if (g && !dup)
+            seen[nseen++] = g;
+    }
+    pthread_mutex_unlock(&tbl_lock);
+    for (unsigned i = 0; i < nseen; i++)
+        for (uint32_t h = 1; h <= XDNA_HWCTX_ID_MAX && n < XDNA_MAX_HWCTX; h++) {
+            struct xdna_shim_hwctx_info hi;
+            if (xdna_shim_hwctx_info(seen[i]->ctx, h, &hi) < 0)
+                continue;
+            out[n++] = (struct amdxdna_drm_query_hwctx){
+                .context_id = hi.fw_ctx_id, .start_col = hi.start_col, .num_col = hi.num_cols,
+                .pid = getpid(), .command_submissions = hi.submitted,
+                .command_completions = hi.completed, .errors = hi.errors};
+        }
+    size_t bytes = n * sizeof(out[0]);
+    if (a->buffer_size < bytes)
+        return -EINVAL;
+    int rc = uwrite(a->buffer, out, bytes);
+    if (rc == 0)
+        a->buffer_size = (uint32_t)bytes;
+    return rc;
+}
+
+static int get_info(struct accel_file *f, void *k)
+{
+    struct amdxdna_drm_get_info *a = k;
+    struct xdna_shim_info info;
+    struct xdna_shim_power pw;
+    if (xdna_shim_get_info(f->ctx, &info) < 0 || xdna_shim_get_power(f->ctx, &pw) < 0)
+        return -errno;
+    switch (a->param) {
+    case DRM_AMDXDNA_QUERY_AIE_VERSION: {
+        struct amdxdna_drm_query_aie_version v = {info.aie_major, info.aie_minor};
+        return put_fit(a, &v, sizeof(v));
+    }
+    case DRM_AMDXDNA_QUERY_AIE_METADATA:
+        return query_metadata(f, a);
+    case DRM_AMDXDNA_QUERY_CLOCK_METADATA: {
+        struct amdxdna_drm_query_clock_metadata c = {
+            .mp_npu_clock = {.name = "MP-NPU Clock", .freq_mhz = pw.npuclk_mhz},
+            .h_clock = {.name = "H Clock", .freq_mhz = pw.hclk_mhz}};
+        return put_fit(a, &c, sizeof(c));
+    }
+    case DRM_AMDXDNA_QUERY_FIRMWARE_VERSION: {
+        struct amdxdna_drm_query_firmware_version v = {info.fw_major, info.fw_minor,
+                                                       info.fw_sub, info.fw_build};
+        return put_fit(a, &v, sizeof(v));
+    }
+    case DRM_AMDXDNA_GET_POWER_MODE: {
+        struct amdxdna_drm_get_power_mode p = {.power_mode = (uint8_t)pw.mode};
+        return put_fit(a, &p, sizeof(p));
+    }
+    case DRM_AMDXDNA_QUERY_HW_CONTEXTS:
+        return query_hw_contexts(f, a);
+    case DRM_AMDXDNA_QUERY_AIE_STATUS:
+    case DRM_AMDXDNA_QUERY_SENSORS:
+    case DRM_AMDXDNA_READ_AIE_MEM:
+    case DRM_AMDXDNA_READ_AIE_REG:
+    case DRM_AMDXDNA_QUERY_TELEMETRY:
+    case DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE:
+    case DRM_AMDXDNA_QUERY_RESOURCE_INFO:
+    case DRM_AMDXDNA_GET_FRAME_BOUNDARY_PREEMPT_STATE:
+    case DRM_AMDXDNA_QUERY_CERT_FIRMWARE_VERSION:
+    case DRM_AMDXDNA_GET_AUTO_COREDUMP:
+        return -EOPNOTSUPP; /* not served yet: docs/spec/uapi.md §7 */
+    default:
+        return -EINVAL;
+    }
+}
+
+static int set_state(struct accel_file *f, void *k)
+{
+    (void)f;
+    (void)k;
+    if (geteuid() != 0)
+        return -EACCES; /* DRM_ROOT_ONLY without CAP_SYS_ADMIN */
+    return -EOPNOTSUPP; /* docs/spec/uapi.md §7 */
+}
+
+static int not_served(struct accel_file *f, void *k)
+{
+    (void)f;
+    (void)k;
+    return -EOPNOTSUPP; /* docs/spec/uapi.md §7 */
+}
+
+/* ---- the decoder ------------------------------------------------------------------- */
+
+struct ioctl_desc {
+    unsigned nr;
+    unsigned size; /* our struct's size (drm_ioctl's drv_size) */
+    int (*fn)(struct accel_file *f, void *k);
+};
+
+#define IOCTL(name, fn) {_IOC_NR(DRM_IOCTL_##name), _IOC_SIZE(DRM_IOCTL_##name), fn}
+static const struct ioctl_desc IOCTLS[] = {
+    IOCTL(VERSION, drm_version),
+    IOCTL(GEM_CLOSE, drm_gem_close),
+    IOCTL(SET_CLIENT_NAME, drm_set_client_name),
+    IOCTL(PRIME_HANDLE_TO_FD, not_served),
+    IOCTL(PRIME_FD_TO_HANDLE, not_served),
+    IOCTL(SYNCOBJ_CREATE, not_served),
+    IOCTL(SYNCOBJ_DESTROY, not_served),
+    IOCTL(SYNCOBJ_HANDLE_TO_FD, not_served),
+    IOCTL(SYNCOBJ_FD_TO_HANDLE, not_served),
+    IOCTL(SYNCOBJ_WAIT, not_served),
+    IOCTL(SYNCOBJ_RESET, not_served),
+    IOCTL(SYNCOBJ_SIGNAL, not_served),
+    IOCTL(SYNCOBJ_TIMELINE_WAIT, not_served),
+    IOCTL(SYNCOBJ_QUERY, not_served),
+    IOCTL(SYNCOBJ_TRANSFER, not_served),
+    IOCTL(SYNCOBJ_TIMELINE_SIGNAL, not_served),
+    IOCTL(AMDXDNA_CREATE_HWCTX, create_hwctx),
+    IOCTL(AMDXDNA_DESTROY_HWCTX, destroy_hwctx),
+    IOCTL(AMDXDNA_CONFIG_HWCTX, config_hwctx),
+    IOCTL(AMDXDNA_CREATE_BO, create_bo),
+    IOCTL(AMDXDNA_GET_BO_INFO, get_bo_info),
+    IOCTL(AMDXDNA_SYNC_BO, sync_bo),
+    IOCTL(AMDXDNA_EXEC_CMD, exec_cmd),
+    IOCTL(AMDXDNA_GET_INFO, get_info),
+    IOCTL(AMDXDNA_SET_STATE, set_state),
+    IOCTL(AMDXDNA_WAIT_CMD, wait_cmd),
+    IOCTL(AMDXDNA_GET_ARRAY, not_served),
+};
+
+int xdna_accel_ioctl(int fd, unsigned long req, void *arg)
+{
+    struct accel_file *f = file_of(fd);
+    if (!f) {
+        errno = EBADF;
+        return -1;
+    }
+    if (_IOC_TYPE(req) != DRM_IOCTL_BASE) {
+        errno = ENOTTY;
+        return -1;
+    }
+    const struct ioctl_desc *d = NULL;
+    for (size_t i = 0; i < sizeof(IOCTLS) / sizeof(IOCTLS[0]); i++)
+        if (IOCTLS[i].nr == _IOC_NR(req))
+            d = &IOCTLS[i];
+    if (!d) {
+        errno = EINVAL; /* drm_ioctl: no such command */
+        return -1;
+    }
+    unsigned usize = _IOC_SIZE(req);
+    unsigned in = (_IOC_DIR(req) & _IOC_WRITE) ? usize : 0;
+    unsigned out = (_IOC_DIR(req) & _IOC_READ) ? usize : 0;
+    unsigned ksize = usize > d->size ? usize : d->size;
+    if (ksize > ARG_MAX_SIZE) {
+        errno = EINVAL;
+        return -1;
+    }
+    _Alignas(8) uint8_t kdata[ARG_MAX_SIZE];
+    memset(kdata, 0, ksize);
+    int rc = uread(kdata, (uint64_t)(uintptr_t)arg, in);
+    if (rc < 0) { /* nothing read, nothing written back */
+        errno = EFAULT;
+        return -1;
+    }
+    rc = d->fn(f, kdata);
+    if (uwrite((uint64_t)(uintptr_t)arg, kdata, out) < 0) /* as drm_ioctl, also on error */
+        rc = -EFAULT;
+    if (rc < 0) {
+        errno = -rc;
+        return -1;
+    }
+    return 0;
+}
