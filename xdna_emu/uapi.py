@@ -149,7 +149,7 @@ class AccelFile:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def ioctl(self, name: str, **values: Any) -> dict[str, Any]:
+    def ioctl(self, name: str, /, **values: Any) -> dict[str, Any]:
         """Issue ``DRM_IOCTL_<name>`` with the struct packed from ``values``; the struct as
         the driver left it."""
         io = T.ioctl(name)

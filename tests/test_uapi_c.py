@@ -1,0 +1,91 @@
+"""The C UAPI suite (tests/c/uapi_test.c) under `xdna-emu exec`, per chip, and the same
+device from Python (xdna_emu.uapi.AccelFile) in a program started by exec.
+
+The C program is compiled against our generated header; the kernel-descriptor constants
+it needs come from xdna_emu.kernels on the command line (one source)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from xdna_emu import kernels as K
+
+ROOT = Path(__file__).resolve().parent.parent
+CC = shutil.which("gcc") or shutil.which("cc")
+EXEC = [sys.executable, "-m", "xdna_emu", "exec"]
+pytestmark = pytest.mark.skipif(CC is None or not shutil.which("umockdev-run"),
+                                reason="needs a C compiler and umockdev")
+
+
+@pytest.fixture(scope="module")
+def uapi_test(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    exe = tmp_path_factory.mktemp("uapi") / "uapi_test"
+    defs = {"XKNL_MAGIC": K.MAGIC, "XKNL_VERSION": K.VERSION, "XKNL_ADD": int(K.Kernel.ADD),
+            "XKNL_INT32": int(K.DType.INT32)}
+    subprocess.run([CC, "-std=gnu11", "-O1", "-Wall", "-Werror", "-o", str(exe),
+                    "-I", str(ROOT / "csrc" / "generated"), "-I", str(ROOT / "csrc"),
+                    *(f"-D{k}={v}u" for k, v in defs.items()),
+                    str(ROOT / "tests" / "c" / "uapi_test.c")], check=True)
+    return exe
+
+
+@pytest.mark.parametrize("chip", ["npu1", "npu4"])
+def test_c_suite(uapi_test: Path, chip: str) -> None:
+    proc = subprocess.run([*EXEC, "--chip", chip, "--", str(uapi_test)], capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 failed" in proc.stdout
+
+
+def test_exit_code_is_the_programs() -> None:
+    proc = subprocess.run([*EXEC, "--chip", "npu4", "--", "sh", "-c", "exit 7"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 7, proc.stderr
+
+
+def test_cli_mistakes_are_one_line() -> None:
+    for args in (["--chip", "npu9", "--", "true"], ["--", "/no/such/program"], [],
+                 ["--socket", "/no/such.sock", "--", "true"]):
+        proc = subprocess.run([*EXEC, *args], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_two_devices_and_python_access() -> None:
+    prog = textwrap.dedent("""
+        import errno, os
+        from xdna_emu import uapi_table as T
+        from xdna_emu.uapi import AccelFile
+        st = os.stat("/dev/accel/accel1")
+        assert os.major(st.st_rdev) == 261 and os.minor(st.st_rdev) == 1
+        assert open("/sys/class/accel/accel0/device/device").read().strip() == "0x1502"
+        assert open("/sys/class/accel/accel1/device/device").read().strip() == "0x17f0"
+        with AccelFile("/dev/accel/accel1") as f:
+            assert f.version()["name_str"] == "amdxdna"
+            h = f.create_bo(T.const("AMDXDNA_BO_SHARE"), 4096)
+            m = f.map_bo(h, 4096)
+            m[:4] = b"abcd"
+            assert f.map_bo(h, 4096)[:4] == b"abcd"
+            md = f.get_info("QUERY_AIE_METADATA", T.QUERY_AIE_METADATA)
+            assert md["cols"] > 0 and md["shim"]["row_count"] == 1
+            try:
+                f.ioctl("AMDXDNA_GET_BO_INFO", handle=h, ext=1)
+            except OSError as e:
+                assert e.errno == errno.EINVAL
+            else:
+                raise AssertionError("MBZ ext accepted")
+            del m
+            f.close_bo(h)
+        print("python ok")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([*EXEC, "--chip", "npu1", "--chip", "npu4", "--", sys.executable,
+                           "-c", prog], capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0 and "python ok" in proc.stdout, proc.stdout + proc.stderr
