@@ -28,6 +28,7 @@ from typing import Any
 from . import uapi_table as T
 
 ENV_SOCKET = "XDNA_EMU_ACCEL{}_SOCKET"  # accelN -> its daemon socket
+ENV_STATE = "XDNA_EMU_ACCEL{}_STATE"  # accelN -> the file holding its cross-process tables
 ENV_PRELOAD = "XDNA_EMU_PRELOAD"
 DEFAULT_CHIP = "npu4"
 _WRAP = 'LD_PRELOAD="$XDNA_EMU_PRELOAD${LD_PRELOAD:+:$LD_PRELOAD}" exec "$@"'
@@ -121,6 +122,10 @@ def run_exec(argv: Sequence[str], chips: Sequence[str] = (), bdfs: Sequence[str]
                                                       device_path(bdf), minor))]
         env = dict(os.environ)
         env.update({ENV_SOCKET.format(n): t.socket for n, t in enumerate(targets)})
+        for n in range(len(targets)):  # the kernel's device-wide tables: contexts, BO usage
+            state = tmp / f"accel{n}.state"
+            state.touch(mode=0o600)
+            env[ENV_STATE.format(n)] = str(state)
         env[ENV_PRELOAD] = str(lib)
         cmd = ["/bin/sh", "-c", _WRAP, "sh", *argv]
         umockdev = shutil.which("umockdev-run")

@@ -8,6 +8,7 @@
  * each command onto the shim's public calls with the driver's errno rules.
  */
 #include "accel.h"
+#include "registry.h"
 
 #include "../shim_int.h"
 #include "../generated/amdxdna_accel.h"
@@ -31,14 +32,26 @@
 #define EXEC_MAX_ARGS 4096u        /* arg BO handles in one EXEC_CMD */
 #define CU_CONFIG_MAX (4096u)      /* param_val_size of CONFIG_CU: one page */
 
+struct ctx_qos {
+    uint32_t handle;
+    struct amdxdna_qos_info qos;
+};
+
 struct accel_file {
     int minor;
+    pid_t owner;                   /* the process that opened it (a forked child is not) */
+    uint32_t id;                   /* its rows in the device registry */
+    struct xdna_registry *reg;
+    struct ctx_qos qos[XDNA_MAX_HWCTX];
     unsigned refs;                 /* fds naming this file (dup) */
     struct xdna_shim_ctx *ctx;     /* its client session */
     bool heap_mapped;              /* the DEV_HEAP has been mmapped by the program */
     uint32_t cu_ctx[XDNA_MAX_HWCTX]; /* contexts whose CUs were configured */
     char client_name[DRM_CLIENT_NAME_MAX_LEN + 1];
 };
+
+static void publish(struct accel_file *f);
+static void unpublish(struct accel_file *f);
 
 static pthread_mutex_t tbl_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct accel_file *files[XDNA_ACCEL_MAX_FDS];
@@ -128,6 +141,8 @@ int xdna_accel_open(int minor, int flags)
     }
     f->minor = minor;
     f->refs = 1;
+    f->owner = getpid();
+    f->reg = xdna_reg_get(minor);
     f->ctx = xdna_shim_open(sock, 0);
     if (!f->ctx)
         goto free_file;
@@ -144,6 +159,7 @@ int xdna_accel_open(int minor, int flags)
     pthread_mutex_lock(&tbl_lock);
     files[fd] = f;
     pthread_mutex_unlock(&tbl_lock);
+    publish(f);
     return fd;
 
 close_ctx: {
@@ -184,10 +200,112 @@ void xdna_accel_forget(int fd)
     files[fd] = NULL;
     bool last = f && --f->refs == 0;
     pthread_mutex_unlock(&tbl_lock);
+    if (last && f->owner != getpid()) /* a forked child's copy: the parent owns it */
+        return;
     if (last) { /* the DRM file's release: its contexts and BOs go with the session */
+        unpublish(f);
         xdna_shim_close(f->ctx);
         free(f);
     }
+}
+
+/* ---- the device registry: this file's rows (registry.h) ------------------------- */
+
+static void unpublish_locked(struct accel_file *f)
+{
+    for (unsigned i = 0; i < XDNA_REG_MAX_CTX; i++)
+        if (f->reg->ctx[i].file == f->id)
+            f->reg->ctx[i].file = 0;
+    for (unsigned i = 0; i < XDNA_REG_MAX_FILES; i++)
+        if (f->reg->files[i].file == f->id)
+            f->reg->files[i].file = 0;
+}
+
+static void unpublish(struct accel_file *f)
+{
+    if (!f->reg || !f->id)
+        return;
+    xdna_reg_lock(f->reg);
+    unpublish_locked(f);
+    xdna_reg_unlock(f->reg);
+}
+
+static const struct amdxdna_qos_info *qos_of(struct accel_file *f, uint32_t handle)
+{
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
+        if (f->qos[i].handle == handle)
+            return &f->qos[i].qos;
+    return NULL;
+}
+
+/* Recompute this file's rows: its contexts, and its BO usage by the driver's accounting
+ * (every shmem-backed BO in total; DEV_HEAP and CMD also internal; DEV only heap). */
+static void publish(struct accel_file *f)
+{
+    if (!f->reg)
+        return;
+    struct xdna_reg_file usage = {.pid = f->owner};
+    struct xdna_reg_ctx rows[XDNA_MAX_HWCTX];
+    unsigned n = 0;
+    struct xdna_shim_info info;
+    char comm[16] = {0};
+    int cfd = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+    if (cfd >= 0) {
+        ssize_t got = read(cfd, comm, sizeof(comm) - 1);
+        close(cfd);
+        if (got > 0 && comm[got - 1] == '\n')
+            comm[got - 1] = 0;
+    }
+    if (xdna_shim_get_info(f->ctx, &info) < 0 || xdna_api_enter(f->ctx) < 0)
+        return;
+    for (unsigned i = 0; f->ctx->s.bos && i < XDNA_MAX_BOS; i++) {
+        const struct xdna_bo *bo = f->ctx->s.bos[i];
+        uint64_t sz = bo ? (bo->size + 4095) & ~4095ull : 0;
+        if (!bo)
+            continue;
+        if (bo->type == XDNA_SHIM_BO_DEV) {
+            usage.heap += sz;
+            continue;
+        }
+        usage.total += sz;
+        if (bo->type == XDNA_SHIM_BO_DEV_HEAP || bo->type == XDNA_SHIM_BO_CMD)
+            usage.internal += sz;
+    }
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
+        const struct xdna_hwctx *hw = f->ctx->s.hw[i];
+        if (!hw)
+            continue;
+        const struct amdxdna_qos_info *q = qos_of(f, hw->handle);
+        rows[n] = (struct xdna_reg_ctx){
+            .hwctx_id = hw->handle, .pid = f->owner, .context_id = hw->fw_id,
+            .start_col = hw->start_col, .num_col = hw->num_col,
+            .state = hw->state == XDNA_SHIM_HWCTX_ACTIVE ? AMDXDNA_HWCTX_STATE_ACTIVE
+                                                          : AMDXDNA_HWCTX_STATE_IDLE,
+            .pasid = info.pasid, .priority = q ? q->priority : 0,
+            .gops = q ? q->gops : 0, .fps = q ? q->fps : 0,
+            .dma_bandwidth = q ? q->dma_bandwidth : 0, .latency = q ? q->latency : 0,
+            .frame_exec_time = q ? q->frame_exec_time : 0, .submissions = hw->submitted,
+            .completions = hw->completed, .errors = hw->errors, .heap_usage = usage.heap};
+        memcpy(rows[n].name, comm, sizeof(rows[n].name));
+        n++;
+    }
+    xdna_api_leave(f->ctx, 0);
+    xdna_reg_lock(f->reg);
+    if (!f->id)
+        f->id = ++f->reg->next_file ? f->reg->next_file : ++f->reg->next_file;
+    unpublish_locked(f);
+    usage.file = f->id;
+    for (unsigned i = 0; i < XDNA_REG_MAX_FILES; i++)
+        if (!f->reg->files[i].file) {
+            f->reg->files[i] = usage;
+            break;
+        }
+    for (unsigned k = 0, i = 0; k < n && i < XDNA_REG_MAX_CTX; i++)
+        if (!f->reg->ctx[i].file) {
+            rows[k].file = f->id;
+            f->reg->ctx[i] = rows[k++];
+        }
+    xdna_reg_unlock(f->reg);
 }
 
 /* ---- BO lookups -------------------------------------------------------------------- */
@@ -375,6 +493,11 @@ static int create_hwctx(struct accel_file *f, void *k)
     uint32_t h;
     if (xdna_shim_hwctx_create(f->ctx, &p, &h) < 0)
         return -errno;
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
+        if (!f->qos[i].handle) {
+            f->qos[i] = (struct ctx_qos){.handle = h, .qos = qos};
+            break;
+        }
     a->handle = h;
     a->syncobj_handle = AMDXDNA_INVALID_FENCE_HANDLE; /* syncobjs: docs/spec/uapi.md §7 */
     a->umq_doorbell = AMDXDNA_INVALID_DOORBELL_OFFSET;
@@ -388,9 +511,12 @@ static int destroy_hwctx(struct accel_file *f, void *k)
         return -EINVAL;
     if (!hwctx_exists(f, a->handle))
         return -EINVAL;
-    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
         if (f->cu_ctx[i] == a->handle)
             f->cu_ctx[i] = 0;
+        if (f->qos[i].handle == a->handle)
+            f->qos[i].handle = 0;
+    }
     return xdna_shim_hwctx_destroy(f->ctx, a->handle) < 0 ? -errno : 0;
 }
 
@@ -520,35 +646,33 @@ static int query_metadata(struct accel_file *f, struct amdxdna_drm_get_info *a)
     return put_fit(a, &md, sizeof(md));
 }
 
-/* HW_CONTEXTS: one query_hwctx per context of this process's files; a buffer too small
- * for all of them is refused, buffer_size comes back as the bytes written. */
+/* The registry's context rows (every process's), copied out under its lock. */
+static unsigned reg_contexts(struct accel_file *f, struct xdna_reg_ctx *out, unsigned cap)
+{
+    unsigned n = 0;
+    if (!f->reg)
+        return 0;
+    xdna_reg_lock(f->reg);
+    for (unsigned i = 0; i < XDNA_REG_MAX_CTX && n < cap; i++)
+        if (f->reg->ctx[i].file)
+            out[n++] = f->reg->ctx[i];
+    xdna_reg_unlock(f->reg);
+    return n;
+}
+
+/* HW_CONTEXTS: one query_hwctx per context on the device; a buffer too small for all of
+ * them is refused, buffer_size comes back as the bytes written. */
 static int query_hw_contexts(struct accel_file *f, struct amdxdna_drm_get_info *a)
 {
-    struct amdxdna_drm_query_hwctx out[XDNA_MAX_HWCTX];
-    unsigned n = 0;
-    (void)f;
-    pthread_mutex_lock(&tbl_lock);
-    struct accel_file *seen[XDNA_ACCEL_MAX_FDS];
-    unsigned nseen = 0;
-    for (int fd = 0; fd < XDNA_ACCEL_MAX_FDS; fd++) {
-        struct accel_file *g = files[fd];
-        bool dup = false;
-        for (unsigned i = 0; g && i < nseen; i++)
-            dup |= seen[i] == g;
-        if (g && !dup)
-            seen[nseen++] = g;
-    }
-    pthread_mutex_unlock(&tbl_lock);
-    for (unsigned i = 0; i < nseen; i++)
-        for (uint32_t h = 1; h <= XDNA_HWCTX_ID_MAX && n < XDNA_MAX_HWCTX; h++) {
-            struct xdna_shim_hwctx_info hi;
-            if (xdna_shim_hwctx_info(seen[i]->ctx, h, &hi) < 0)
-                continue;
-            out[n++] = (struct amdxdna_drm_query_hwctx){
-                .context_id = hi.fw_ctx_id, .start_col = hi.start_col, .num_col = hi.num_cols,
-                .pid = getpid(), .command_submissions = hi.submitted,
-                .command_completions = hi.completed, .errors = hi.errors};
-        }
+    static __thread struct xdna_reg_ctx rows[XDNA_REG_MAX_CTX];
+    static __thread struct amdxdna_drm_query_hwctx out[XDNA_REG_MAX_CTX];
+    unsigned n = reg_contexts(f, rows, XDNA_REG_MAX_CTX);
+    for (unsigned i = 0; i < n; i++)
+        out[i] = (struct amdxdna_drm_query_hwctx){
+            .context_id = rows[i].context_id, .start_col = rows[i].start_col,
+            .num_col = rows[i].num_col, .pid = rows[i].pid,
+            .command_submissions = rows[i].submissions,
+            .command_completions = rows[i].completions, .errors = rows[i].errors};
     size_t bytes = n * sizeof(out[0]);
     if (a->buffer_size < bytes)
         return -EINVAL;
@@ -556,6 +680,98 @@ static int query_hw_contexts(struct accel_file *f, struct amdxdna_drm_get_info *
     if (rc == 0)
         a->buffer_size = (uint32_t)bytes;
     return rc;
+}
+
+static struct amdxdna_drm_hwctx_entry hwctx_entry(const struct xdna_reg_ctx *r)
+{
+    struct amdxdna_drm_hwctx_entry e = {
+        .context_id = r->context_id, .start_col = r->start_col, .num_col = r->num_col,
+        .hwctx_id = r->hwctx_id, .pid = r->pid, .command_submissions = r->submissions,
+        .command_completions = r->completions, .errors = r->errors, .priority = r->priority,
+        .heap_usage = r->heap_usage, .state = r->state, .pasid = r->pasid, .gops = r->gops,
+        .fps = r->fps, .dma_bandwidth = r->dma_bandwidth, .latency = r->latency,
+        .frame_exec_time = r->frame_exec_time};
+    memcpy(e.name, r->name, sizeof(e.name));
+    return e;
+}
+
+/* GET_ARRAY: element_size and num_element are the caller's capacity; the answer uses
+ * min(element_size, our entry) bytes per element, packed at that stride, and both fields
+ * come back as what was written. */
+static int get_array(struct accel_file *f, void *k)
+{
+    struct amdxdna_drm_get_array *a = k;
+    static __thread struct xdna_reg_ctx rows[XDNA_REG_MAX_CTX];
+    if (a->pad || !a->element_size || !a->num_element ||
+        a->element_size > AMDXDNA_MAX_ELEMENT_SIZE || a->num_element > AMDXDNA_MAX_NUM_ELEMENT)
+        return -EINVAL;
+    switch (a->param) {
+    case DRM_AMDXDNA_HW_CONTEXT_ALL:
+    case DRM_AMDXDNA_HW_CONTEXT_BY_ID: {
+        size_t esz = a->element_size < sizeof(struct amdxdna_drm_hwctx_entry)
+                         ? a->element_size : sizeof(struct amdxdna_drm_hwctx_entry);
+        struct amdxdna_drm_hwctx_entry want = {0};
+        if (a->param == DRM_AMDXDNA_HW_CONTEXT_BY_ID) {
+            /* the key: pid and hwctx_id of the first element */
+            if (esz < offsetof(struct amdxdna_drm_hwctx_entry, command_submissions))
+                return -EINVAL;
+            if (uread(&want, a->buffer, esz) < 0)
+                return -EFAULT;
+        }
+        unsigned n = reg_contexts(f, rows, XDNA_REG_MAX_CTX), put = 0;
+        for (unsigned i = 0; i < n && put < a->num_element; i++) {
+            if (a->param == DRM_AMDXDNA_HW_CONTEXT_BY_ID &&
+                (rows[i].pid != want.pid || rows[i].hwctx_id != want.hwctx_id))
+                continue;
+            struct amdxdna_drm_hwctx_entry e = hwctx_entry(&rows[i]);
+            if (uwrite(a->buffer + (uint64_t)put * esz, &e, esz) < 0)
+                return -EFAULT;
+            put++;
+        }
+        if (a->param == DRM_AMDXDNA_HW_CONTEXT_BY_ID && !put)
+            return -ENOENT;
+        a->num_element = put;
+        a->element_size = (uint32_t)esz;
+        return 0;
+    }
+    case DRM_AMDXDNA_BO_USAGE: {
+        struct amdxdna_drm_bo_usage u;
+        if (a->element_size < sizeof(u))
+            return -EINVAL;
+        if (uread(&u, a->buffer, sizeof(u)) < 0)
+            return -EFAULT;
+        u.total_usage = u.internal_usage = u.heap_usage = 0;
+        if (f->reg) {
+            xdna_reg_lock(f->reg);
+            for (unsigned i = 0; i < XDNA_REG_MAX_FILES; i++) {
+                const struct xdna_reg_file *r = &f->reg->files[i];
+                if (r->file && r->pid == u.pid) {
+                    u.total_usage += r->total;
+                    u.internal_usage += r->internal;
+                    u.heap_usage += r->heap;
+                }
+            }
+            xdna_reg_unlock(f->reg);
+        }
+        if (uwrite(a->buffer, &u, sizeof(u)) < 0)
+            return -EFAULT;
+        a->num_element = 1;
+        a->element_size = sizeof(u);
+        return 0;
+    }
+    case DRM_AMDXDNA_HW_LAST_ASYNC_ERR:
+    case DRM_AMDXDNA_FW_LOG:
+    case DRM_AMDXDNA_FW_TRACE:
+    case DRM_AMDXDNA_AIE_COREDUMP:
+    case DRM_AMDXDNA_FW_LOG_CONFIG:
+    case DRM_AMDXDNA_FW_TRACE_CONFIG:
+    case DRM_AMDXDNA_AIE_TILE_READ:
+    case DRM_AMDXDNA_HWCTX_AIE_PART_FD:
+    case DRM_AMDXDNA_HWCTX_MEM_BITMAP:
+        return -EOPNOTSUPP; /* docs/spec/uapi.md §7 */
+    default:
+        return -EINVAL;
+    }
 }
 
 static int get_info(struct accel_file *f, void *k)
@@ -657,7 +873,7 @@ static const struct ioctl_desc IOCTLS[] = {
     IOCTL(AMDXDNA_GET_INFO, get_info),
     IOCTL(AMDXDNA_SET_STATE, set_state),
     IOCTL(AMDXDNA_WAIT_CMD, wait_cmd),
-    IOCTL(AMDXDNA_GET_ARRAY, not_served),
+    IOCTL(AMDXDNA_GET_ARRAY, get_array),
 };
 
 int xdna_accel_ioctl(int fd, unsigned long req, void *arg)
@@ -665,6 +881,10 @@ int xdna_accel_ioctl(int fd, unsigned long req, void *arg)
     struct accel_file *f = file_of(fd);
     if (!f) {
         errno = EBADF;
+        return -1;
+    }
+    if (f->owner != getpid()) { /* inherited over fork: the session is the parent's */
+        errno = ENODEV;
         return -1;
     }
     if (_IOC_TYPE(req) != DRM_IOCTL_BASE) {
@@ -695,6 +915,8 @@ int xdna_accel_ioctl(int fd, unsigned long req, void *arg)
         return -1;
     }
     rc = d->fn(f, kdata);
+    if (rc == 0 && d->fn != get_info && d->fn != get_array && d->fn != drm_version)
+        publish(f); /* what other processes see through GET_ARRAY */
     if (uwrite((uint64_t)(uintptr_t)arg, kdata, out) < 0) /* as drm_ioctl, also on error */
         rc = -EFAULT;
     if (rc < 0) {

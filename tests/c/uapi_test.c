@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "amdxdna_accel.h"
@@ -51,6 +52,10 @@ static int checks, failed;
 #define PTR(p) ((uint64_t)(uintptr_t)(p))
 #define HEAP_SIZE (64u << 20)
 #define N 1024
+
+struct bo_expect {
+    uint64_t total, internal, heap;
+};
 
 static void *unmapped; /* a page the process may not touch (PROT_NONE, kept reserved) */
 
@@ -406,6 +411,98 @@ static void test_exec(int fd, uint32_t ctx)
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_WAIT_CMD, &wc, EINVAL); /* never submitted */
 }
 
+/* A second process (forked, opening the device itself) reads the first one's contexts and
+ * BO usage, as another process reads them on a real machine. Returns its failures. */
+static int child_reads(pid_t parent, uint32_t ctx, const struct bo_expect *want)
+{
+    int fd = open("/dev/accel/accel0", O_RDWR);
+    CHECK(fd >= 0, "child open: %s", strerror(errno));
+    if (fd < 0)
+        return 1;
+    struct amdxdna_drm_hwctx_entry e[8];
+    memset(e, 0, sizeof(e));
+    struct amdxdna_drm_get_array ga = {.param = DRM_AMDXDNA_HW_CONTEXT_ALL, .element_size = sizeof(e[0]),
+                                       .num_element = 8, .buffer = PTR(e)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga);
+    int found = -1;
+    for (unsigned i = 0; i < ga.num_element; i++)
+        if (e[i].pid == parent && e[i].hwctx_id == ctx)
+            found = (int)i;
+    CHECK(ga.element_size == sizeof(e[0]) && found >= 0, "parent's context listed (%u entries)", ga.num_element);
+    if (found >= 0)
+        CHECK(strcmp(e[found].name, "uapi_test") == 0 && e[found].command_submissions == 1 &&
+                  e[found].command_completions == 1 && e[found].num_col == 1 &&
+                  e[found].priority == AMDXDNA_QOS_NORMAL_PRIORITY && e[found].state <= AMDXDNA_HWCTX_STATE_ACTIVE,
+              "entry: name %s subs %llu", e[found].name, (unsigned long long)e[found].command_submissions);
+
+    /* a smaller element: the first bytes of each, at that stride */
+    uint8_t small[2 * 24];
+    ga = (struct amdxdna_drm_get_array){.param = DRM_AMDXDNA_HW_CONTEXT_ALL, .element_size = 24,
+                                        .num_element = 2, .buffer = PTR(small)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga);
+    CHECK(ga.element_size == 24 && ga.num_element >= 1, "negotiated %u x %u", ga.num_element, ga.element_size);
+
+    struct amdxdna_drm_hwctx_entry key = {.pid = parent, .hwctx_id = ctx};
+    ga = (struct amdxdna_drm_get_array){.param = DRM_AMDXDNA_HW_CONTEXT_BY_ID, .element_size = sizeof(key),
+                                        .num_element = 1, .buffer = PTR(&key)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga);
+    CHECK(ga.num_element == 1 && key.command_completions == 1, "by id");
+    key = (struct amdxdna_drm_hwctx_entry){.pid = parent, .hwctx_id = ctx + 100};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, ENOENT);
+
+    struct amdxdna_drm_bo_usage u = {.pid = parent};
+    ga = (struct amdxdna_drm_get_array){.param = DRM_AMDXDNA_BO_USAGE, .element_size = sizeof(u),
+                                        .num_element = 1, .buffer = PTR(&u)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga);
+    CHECK(u.total_usage == want->total && u.internal_usage == want->internal && u.heap_usage == want->heap,
+          "bo usage %llu/%llu/%llu, want %llu/%llu/%llu", (unsigned long long)u.total_usage,
+          (unsigned long long)u.internal_usage, (unsigned long long)u.heap_usage,
+          (unsigned long long)want->total, (unsigned long long)want->internal, (unsigned long long)want->heap);
+    ga.element_size = sizeof(u) - 1;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EINVAL);
+
+    /* the element-size and count limits, MBZ pad, params */
+    ga = (struct amdxdna_drm_get_array){.param = DRM_AMDXDNA_HW_CONTEXT_ALL, .element_size = sizeof(e[0]),
+                                        .num_element = 0, .buffer = PTR(e)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EINVAL);
+    ga.num_element = AMDXDNA_MAX_NUM_ELEMENT + 1;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EINVAL);
+    ga.num_element = 1;
+    ga.element_size = AMDXDNA_MAX_ELEMENT_SIZE + 1;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EINVAL);
+    ga.element_size = sizeof(e[0]);
+    ga.pad = 1;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EINVAL);
+    ga.pad = 0;
+    ga.param = 99;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EINVAL);
+    ga.param = DRM_AMDXDNA_HW_CONTEXT_ALL;
+    ga.buffer = PTR(unmapped);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EFAULT);
+
+    /* HW_CONTEXTS sees the parent's context too */
+    struct amdxdna_drm_query_hwctx q[8];
+    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_HW_CONTEXTS, .buffer_size = sizeof(q),
+                                      .buffer = PTR(q)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    CHECK(gi.buffer_size >= sizeof(q[0]) && q[0].pid == parent, "hw contexts from the child");
+    close(fd);
+    return failed;
+}
+
+static void test_fork(uint32_t ctx, const struct bo_expect *want)
+{
+    pid_t parent = getpid(), pid = fork();
+    if (pid == 0) {
+        int bad = child_reads(parent, ctx, want);
+        fflush(stdout);
+        _exit(bad ? 1 : 0);
+    }
+    int status = -1;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "forked reader: status %#x", status);
+}
+
 static void test_destroy(int fd, uint32_t ctx)
 {
     struct amdxdna_drm_destroy_hwctx d = {.handle = ctx, .pad = 1};
@@ -438,6 +535,13 @@ int main(void)
     struct amdxdna_drm_query_aie_metadata md = test_info(fd);
     uint32_t ctx = test_hwctx(fd, &md);
     test_exec(fd, ctx);
+    /* BO usage of this pid by the driver's rules: shmem BOs (SHARE, CMD, DEV_HEAP) in total,
+     * DEV_HEAP and CMD also internal, DEV BOs (ours and the context's 4 command lists) heap.
+     * `other` holds 4 SHARE pages; here the heap, a, b, out, cmd; DEV: cu, instr. */
+    const uint64_t page = 4096;
+    struct bo_expect want = {.total = 4 * page + HEAP_SIZE + 3 * N * 4 + page,
+                             .internal = HEAP_SIZE + page, .heap = 2 * page + 4 * page};
+    test_fork(ctx, &want);
     test_destroy(fd, ctx);
     test_not_served(fd);
     close(other);
