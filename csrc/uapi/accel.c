@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -399,6 +400,62 @@ static int drm_set_client_name(struct accel_file *f, void *k)
             return -EINVAL;
     memcpy(f->client_name, name, a->name_len);
     f->client_name[a->name_len] = 0;
+    return 0;
+}
+
+/* PRIME: a SHARE BO's memfd is the dma-buf stand-in (docs/spec/uapi.md §6). Exporting
+ * duplicates it, so the memory lives as long as any fd or mapping of it does. */
+#define PRIME_MEMFD "/memfd:xdna-share"
+
+static int prime_handle_to_fd(struct accel_file *f, void *k)
+{
+    struct drm_prime_handle *a = k;
+    if (a->flags & ~(uint32_t)(DRM_CLOEXEC | DRM_RDWR))
+        return -EINVAL;
+    struct bo_view v;
+    if (bo_view(f, a->handle, &v) < 0)
+        return -ENOENT;
+    if (v.type != AMDXDNA_BO_SHARE || v.fd < 0)
+        return -EINVAL; /* only shmem-backed user BOs are exported */
+    int fd = fcntl(v.fd, (a->flags & DRM_CLOEXEC) ? F_DUPFD_CLOEXEC : F_DUPFD, 0);
+    if (fd < 0)
+        return -errno;
+    a->fd = fd;
+    return 0;
+}
+
+static int prime_fd_to_handle(struct accel_file *f, void *k)
+{
+    struct drm_prime_handle *a = k;
+    char link[64], target[128];
+    struct stat st;
+    if (fcntl(a->fd, F_GETFD) < 0)
+        return -EBADF;
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", a->fd);
+    ssize_t n = readlink(link, target, sizeof(target) - 1);
+    target[n > 0 ? n : 0] = 0;
+    if (n <= 0 || strncmp(target, PRIME_MEMFD, strlen(PRIME_MEMFD)) != 0 ||
+        fstat(a->fd, &st) < 0 || !st.st_size)
+        return -EINVAL; /* not a buffer we exported */
+    if (xdna_api_enter(f->ctx) < 0)
+        return -errno;
+    for (unsigned i = 0; i < XDNA_MAX_BOS; i++) { /* our own BO comes back as itself */
+        const struct xdna_bo *bo = f->ctx->s.bos[i];
+        struct stat bst;
+        if (bo && !bo->internal && bo->fd >= 0 && fstat(bo->fd, &bst) == 0 &&
+            bst.st_ino == st.st_ino && bst.st_dev == st.st_dev) {
+            a->handle = bo->handle;
+            xdna_api_leave(f->ctx, 0);
+            return 0;
+        }
+    }
+    uint32_t h;
+    int rc = xdna_bo_import(f->ctx, a->fd, (uint64_t)st.st_size, &h);
+    int err = errno;
+    xdna_api_leave(f->ctx, rc);
+    if (rc < 0)
+        return -err;
+    a->handle = h;
     return 0;
 }
 
@@ -850,8 +907,8 @@ static const struct ioctl_desc IOCTLS[] = {
     IOCTL(VERSION, drm_version),
     IOCTL(GEM_CLOSE, drm_gem_close),
     IOCTL(SET_CLIENT_NAME, drm_set_client_name),
-    IOCTL(PRIME_HANDLE_TO_FD, not_served),
-    IOCTL(PRIME_FD_TO_HANDLE, not_served),
+    IOCTL(PRIME_HANDLE_TO_FD, prime_handle_to_fd),
+    IOCTL(PRIME_FD_TO_HANDLE, prime_fd_to_handle),
     IOCTL(SYNCOBJ_CREATE, not_served),
     IOCTL(SYNCOBJ_DESTROY, not_served),
     IOCTL(SYNCOBJ_HANDLE_TO_FD, not_served),

@@ -503,6 +503,70 @@ static void test_fork(uint32_t ctx, const struct bo_expect *want)
           "forked reader: status %#x", status);
 }
 
+/* PRIME: export a BO, import it in this file (same handle), in another file of this
+ * process and in a forked process; the memory outlives the exporter's close. */
+static void test_prime(int fd, int other)
+{
+    uint32_t h = create_bo(fd, AMDXDNA_BO_SHARE, 8192);
+    uint32_t *p = map_bo(fd, h, 8192);
+    p[0] = 0xC0FFEE;
+    struct drm_prime_handle ph = {.handle = h, .flags = DRM_CLOEXEC | DRM_RDWR};
+    EXPECT_OK(fd, DRM_IOCTL_PRIME_HANDLE_TO_FD, &ph);
+    int dmabuf = ph.fd;
+    CHECK(dmabuf >= 0, "exported fd");
+    struct drm_prime_handle bad = {.handle = h, .flags = 0x10};
+    EXPECT_ERR(fd, DRM_IOCTL_PRIME_HANDLE_TO_FD, &bad, EINVAL);
+    bad = (struct drm_prime_handle){.handle = 4000};
+    EXPECT_ERR(fd, DRM_IOCTL_PRIME_HANDLE_TO_FD, &bad, ENOENT);
+    uint32_t cmd = create_bo(fd, AMDXDNA_BO_CMD, 4096);
+    bad = (struct drm_prime_handle){.handle = cmd};
+    EXPECT_ERR(fd, DRM_IOCTL_PRIME_HANDLE_TO_FD, &bad, EINVAL);
+
+    struct drm_prime_handle in = {.fd = dmabuf};
+    EXPECT_OK(fd, DRM_IOCTL_PRIME_FD_TO_HANDLE, &in);
+    CHECK(in.handle == h, "own import is the same handle: %u vs %u", in.handle, h);
+    in = (struct drm_prime_handle){.fd = dmabuf};
+    EXPECT_OK(other, DRM_IOCTL_PRIME_FD_TO_HANDLE, &in);
+    uint32_t *q = map_bo(other, in.handle, 8192);
+    CHECK(q[0] == 0xC0FFEE, "imported memory is the exporter's");
+    q[1] = 0xBEEF;
+    CHECK(p[1] == 0xBEEF, "and shared both ways");
+    CHECK(bo_info(other, in.handle).xdna_addr != 0, "the importer's device address");
+
+    int pipefd[2];
+    CHECK(pipe(pipefd) == 0, "pipe");
+    in = (struct drm_prime_handle){.fd = pipefd[0]};
+    EXPECT_ERR(fd, DRM_IOCTL_PRIME_FD_TO_HANDLE, &in, EINVAL); /* not a buffer of ours */
+    in = (struct drm_prime_handle){.fd = 9999};
+    EXPECT_ERR(fd, DRM_IOCTL_PRIME_FD_TO_HANDLE, &in, EBADF);
+    close(pipefd[0]);
+    close(pipefd[1]);
+
+    /* the exporter lets go of its handle: the memory stays for the fd's holders */
+    munmap(p, 8192);
+    struct drm_gem_close gc = {.handle = h};
+    EXPECT_OK(fd, DRM_IOCTL_GEM_CLOSE, &gc);
+    CHECK(q[0] == 0xC0FFEE, "memory outlives the exporter's handle");
+
+    pid_t pid = fork();
+    if (pid == 0) { /* another process imports through the inherited fd */
+        int cfd = open("/dev/accel/accel0", O_RDWR);
+        struct drm_prime_handle ci = {.fd = dmabuf};
+        int ok = cfd >= 0 && ioctl(cfd, DRM_IOCTL_PRIME_FD_TO_HANDLE, &ci) == 0;
+        uint32_t *r = ok ? map_bo(cfd, ci.handle, 8192) : MAP_FAILED;
+        ok = ok && r != MAP_FAILED && r[0] == 0xC0FFEE;
+        if (ok)
+            r[2] = 0xF00D;
+        _exit(ok && !failed ? 0 : 1);
+    }
+    int status = -1;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "import in a forked process: %#x", status);
+    CHECK(q[2] == 0xF00D, "the other process wrote the shared BO");
+    munmap(q, 8192);
+    close(dmabuf);
+}
+
 static void test_destroy(int fd, uint32_t ctx)
 {
     struct amdxdna_drm_destroy_hwctx d = {.handle = ctx, .pad = 1};
@@ -542,6 +606,7 @@ int main(void)
     struct bo_expect want = {.total = 4 * page + HEAP_SIZE + 3 * N * 4 + page,
                              .internal = HEAP_SIZE + page, .heap = 2 * page + 4 * page};
     test_fork(ctx, &want);
+    test_prime(fd, other);
     test_destroy(fd, ctx);
     test_not_served(fd);
     close(other);
