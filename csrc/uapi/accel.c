@@ -23,6 +23,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ENV_SOCKET_FMT "XDNA_EMU_ACCEL%ld_SOCKET"
@@ -32,6 +33,15 @@
 #define ARG_MAX_SIZE 4096u         /* largest argument struct we accept (drm_ioctl: 16383) */
 #define EXEC_MAX_ARGS 4096u        /* arg BO handles in one EXEC_CMD */
 #define CU_CONFIG_MAX (4096u)      /* param_val_size of CONFIG_CU: one page */
+
+#define MAX_SYNCOBJS 1024u
+#define MAX_WAIT_HANDLES 64u
+
+struct syncobj {
+    uint32_t hwctx;     /* non-zero: the timeline of this context (point N = job N done) */
+    bool submitted;     /* a fence was ever attached (binary) or a point signalled */
+    uint64_t value;     /* binary: 1 signalled, 0 not; timeline: the highest signalled point */
+};
 
 struct ctx_qos {
     uint32_t handle;
@@ -49,6 +59,10 @@ struct accel_file {
     bool heap_mapped;              /* the DEV_HEAP has been mmapped by the program */
     uint32_t cu_ctx[XDNA_MAX_HWCTX]; /* contexts whose CUs were configured */
     char client_name[DRM_CLIENT_NAME_MAX_LEN + 1];
+    /* syncobjs: index = handle - 1; a context's timeline reads its jobs (§6) */
+    pthread_mutex_t sync_lock;
+    pthread_cond_t sync_cond;
+    struct syncobj *sync[MAX_SYNCOBJS];
 };
 
 static void publish(struct accel_file *f);
@@ -144,6 +158,8 @@ int xdna_accel_open(int minor, int flags)
     f->refs = 1;
     f->owner = getpid();
     f->reg = xdna_reg_get(minor);
+    pthread_mutex_init(&f->sync_lock, NULL);
+    pthread_cond_init(&f->sync_cond, NULL);
     f->ctx = xdna_shim_open(sock, 0);
     if (!f->ctx)
         goto free_file;
@@ -206,6 +222,8 @@ void xdna_accel_forget(int fd)
     if (last) { /* the DRM file's release: its contexts and BOs go with the session */
         unpublish(f);
         xdna_shim_close(f->ctx);
+        for (unsigned i = 0; i < MAX_SYNCOBJS; i++)
+            free(f->sync[i]);
         free(f);
     }
 }
@@ -525,6 +543,273 @@ void *xdna_accel_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t
     return p;
 }
 
+/* ---- syncobjs (docs/spec/uapi.md §6) ------------------------------------------------ */
+
+static int sync_new(struct accel_file *f, uint32_t hwctx, bool signaled, uint32_t *handle)
+{
+    pthread_mutex_lock(&f->sync_lock);
+    int rc = -ENOMEM;
+    for (unsigned i = 0; i < MAX_SYNCOBJS; i++)
+        if (!f->sync[i]) {
+            f->sync[i] = calloc(1, sizeof(struct syncobj));
+            if (f->sync[i]) {
+                *f->sync[i] = (struct syncobj){.hwctx = hwctx, .submitted = signaled,
+                                               .value = signaled};
+                *handle = i + 1;
+                rc = 0;
+            }
+            break;
+        }
+    pthread_mutex_unlock(&f->sync_lock);
+    return rc;
+}
+
+static struct syncobj *sync_get(struct accel_file *f, uint32_t handle)
+{
+    return handle && handle <= MAX_SYNCOBJS ? f->sync[handle - 1] : NULL;
+}
+
+/* Is point (0: the binary state) of s signalled? 1 yes, 0 no, -EINVAL nothing submitted. */
+static int sync_check(struct accel_file *f, const struct syncobj *s, uint64_t point)
+{
+    if (s->hwctx) {
+        if (!point)
+            return -EINVAL;
+        int rc = xdna_shim_wait(f->ctx, s->hwctx, point, 0);
+        return rc == 0 ? 1 : errno == ETIME ? 0 : -EINVAL;
+    }
+    if (!s->submitted)
+        return -EINVAL;
+    return point ? s->value >= point : s->value != 0;
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The wait of SYNCOBJ_WAIT and TIMELINE_WAIT: timeout_nsec is absolute CLOCK_MONOTONIC.
+ * A context's timeline is waited for through the shim, host points on the file's cond. */
+static int sync_wait(struct accel_file *f, const uint32_t *h, const uint64_t *points, uint32_t n,
+                     uint32_t flags, int64_t timeout, uint32_t *first)
+{
+    bool all = flags & DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL;
+    bool for_submit = flags & DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT;
+    for (;;) {
+        uint32_t done = 0, ctx_wait = 0;
+        uint64_t ctx_point = 0;
+        int hit = -1;
+        pthread_mutex_lock(&f->sync_lock);
+        for (uint32_t i = 0; i < n; i++) {
+            struct syncobj *s = sync_get(f, h[i]);
+            if (!s) {
+                pthread_mutex_unlock(&f->sync_lock);
+                return -ENOENT;
+            }
+            int st = sync_check(f, s, points ? points[i] : 0);
+            if (st < 0 && !for_submit) {
+                pthread_mutex_unlock(&f->sync_lock);
+                return -EINVAL;
+            }
+            if (st == 1) {
+                done++;
+                if (hit < 0)
+                    hit = (int)i;
+            } else if (s->hwctx && !ctx_wait) {
+                ctx_wait = s->hwctx;
+                ctx_point = points ? points[i] : 0;
+            }
+        }
+        if (all ? done == n : done > 0) {
+            pthread_mutex_unlock(&f->sync_lock);
+            *first = hit < 0 ? 0 : (uint32_t)hit;
+            return 0;
+        }
+        uint64_t now = mono_ns();
+        if (timeout <= 0 || (uint64_t)timeout <= now) {
+            pthread_mutex_unlock(&f->sync_lock);
+            return -ETIME;
+        }
+        uint64_t left_ms = ((uint64_t)timeout - now) / 1000000u + 1;
+        if (ctx_wait && ctx_point) { /* the job's end wakes us through the shim */
+            pthread_mutex_unlock(&f->sync_lock);
+            if (xdna_shim_wait(f->ctx, ctx_wait, ctx_point,
+                               left_ms > 1000 ? 1000 : (int)left_ms) < 0 && errno != ETIME)
+                return -errno;
+            continue;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until); /* the cond's clock */
+        uint64_t ns = (uint64_t)until.tv_nsec + (left_ms > 1000 ? 1000 : left_ms) * 1000000u;
+        until.tv_sec += (time_t)(ns / 1000000000u);
+        until.tv_nsec = (long)(ns % 1000000000u);
+        pthread_cond_timedwait(&f->sync_cond, &f->sync_lock, &until);
+        pthread_mutex_unlock(&f->sync_lock);
+    }
+}
+
+/* Read n u32 handles (and n u64 points) from the caller. */
+static int read_handles(uint64_t hp, uint64_t pp, uint32_t n, uint32_t *h, uint64_t *pts)
+{
+    if (!n || n > MAX_WAIT_HANDLES)
+        return -EINVAL;
+    if (uread(h, hp, n * sizeof(*h)) < 0 || (pts && uread(pts, pp, n * sizeof(*pts)) < 0))
+        return -EFAULT;
+    return 0;
+}
+
+static int syncobj_create(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_create *a = k;
+    if (a->flags & ~(uint32_t)DRM_SYNCOBJ_CREATE_SIGNALED)
+        return -EINVAL;
+    return sync_new(f, 0, a->flags & DRM_SYNCOBJ_CREATE_SIGNALED, &a->handle);
+}
+
+static int syncobj_destroy(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_destroy *a = k;
+    if (a->pad)
+        return -EINVAL;
+    pthread_mutex_lock(&f->sync_lock);
+    struct syncobj *s = sync_get(f, a->handle);
+    if (s) {
+        free(s);
+        f->sync[a->handle - 1] = NULL;
+    }
+    pthread_mutex_unlock(&f->sync_lock);
+    return s ? 0 : -EINVAL;
+}
+
+static int syncobj_wait(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_wait *a = k;
+    uint32_t h[MAX_WAIT_HANDLES];
+    if (a->flags & ~(uint32_t)(DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL | DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT |
+                               DRM_SYNCOBJ_WAIT_FLAGS_WAIT_DEADLINE))
+        return -EINVAL;
+    int rc = read_handles(a->handles, 0, a->count_handles, h, NULL);
+    return rc ? rc : sync_wait(f, h, NULL, a->count_handles, a->flags, a->timeout_nsec,
+                               &a->first_signaled);
+}
+
+static int syncobj_timeline_wait(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_timeline_wait *a = k;
+    uint32_t h[MAX_WAIT_HANDLES];
+    uint64_t pts[MAX_WAIT_HANDLES];
+    if (a->flags & ~(uint32_t)(DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL | DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT |
+                               DRM_SYNCOBJ_WAIT_FLAGS_WAIT_AVAILABLE | DRM_SYNCOBJ_WAIT_FLAGS_WAIT_DEADLINE))
+        return -EINVAL;
+    int rc = read_handles(a->handles, a->points, a->count_handles, h, pts);
+    return rc ? rc : sync_wait(f, h, pts, a->count_handles, a->flags, a->timeout_nsec,
+                               &a->first_signaled);
+}
+
+/* RESET, SIGNAL (binary) and TIMELINE_SIGNAL; a context's timeline is the device's own. */
+static int syncobj_set(struct accel_file *f, uint64_t hp, uint64_t pp, uint32_t n, int op)
+{
+    uint32_t h[MAX_WAIT_HANDLES];
+    uint64_t pts[MAX_WAIT_HANDLES];
+    int rc = read_handles(hp, pp, n, h, op == 2 ? pts : NULL);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&f->sync_lock);
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        struct syncobj *s = sync_get(f, h[i]);
+        rc = !s ? -ENOENT : s->hwctx ? -EINVAL : 0;
+    }
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        struct syncobj *s = sync_get(f, h[i]);
+        if (op == 0) {
+            s->value = 0;
+            s->submitted = false;
+        } else {
+            uint64_t v = op == 1 ? 1 : pts[i];
+            s->value = v > s->value ? v : s->value;
+            s->submitted = true;
+        }
+    }
+    pthread_cond_broadcast(&f->sync_cond);
+    pthread_mutex_unlock(&f->sync_lock);
+    return rc;
+}
+
+static int syncobj_reset(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_array *a = k;
+    return a->pad ? -EINVAL : syncobj_set(f, a->handles, 0, a->count_handles, 0);
+}
+
+static int syncobj_signal(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_array *a = k;
+    return a->pad ? -EINVAL : syncobj_set(f, a->handles, 0, a->count_handles, 1);
+}
+
+static int syncobj_timeline_signal(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_timeline_array *a = k;
+    return a->flags ? -EINVAL : syncobj_set(f, a->handles, a->points, a->count_handles, 2);
+}
+
+/* QUERY: each syncobj's highest signalled point (a context's: its last finished job). */
+static int syncobj_query(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_timeline_array *a = k;
+    uint32_t h[MAX_WAIT_HANDLES];
+    uint64_t pts[MAX_WAIT_HANDLES];
+    if (a->flags & ~(uint32_t)DRM_SYNCOBJ_QUERY_FLAGS_LAST_SUBMITTED)
+        return -EINVAL;
+    int rc = read_handles(a->handles, 0, a->count_handles, h, NULL);
+    if (rc)
+        return rc;
+    for (uint32_t i = 0; i < a->count_handles; i++) {
+        pthread_mutex_lock(&f->sync_lock);
+        struct syncobj *s = sync_get(f, h[i]);
+        struct syncobj copy = s ? *s : (struct syncobj){0};
+        pthread_mutex_unlock(&f->sync_lock);
+        if (!s)
+            return -ENOENT;
+        pts[i] = copy.value;
+        if (copy.hwctx) { /* highest seq p with every job up to p final */
+            struct xdna_shim_hwctx_info hi;
+            if (xdna_shim_hwctx_info(f->ctx, copy.hwctx, &hi) < 0)
+                return -errno;
+            uint64_t p = 0;
+            while (xdna_shim_wait(f->ctx, copy.hwctx, p + 1, 0) == 0)
+                p++;
+            pts[i] = (a->flags & DRM_SYNCOBJ_QUERY_FLAGS_LAST_SUBMITTED) ? hi.submitted : p;
+        }
+    }
+    return uwrite(a->points, pts, a->count_handles * sizeof(*pts));
+}
+
+/* EXEC_CMD DEPENDENCY: wait (in the call) until every (syncobj, point) is signalled;
+ * SIGNAL: once the context's last submitted job ends, signal each (syncobj, point). */
+static int exec_fences(struct accel_file *f, struct amdxdna_drm_exec_cmd *a)
+{
+    uint32_t h[MAX_WAIT_HANDLES], first;
+    uint64_t pts[MAX_WAIT_HANDLES];
+    if (a->cmd_count != a->arg_count)
+        return -EINVAL;
+    int rc = read_handles(a->cmd_handles, a->args, a->cmd_count, h, pts);
+    if (rc)
+        return rc;
+    struct xdna_shim_hwctx_info hi;
+    if (!a->hwctx || xdna_shim_hwctx_info(f->ctx, a->hwctx, &hi) < 0)
+        return -EINVAL;
+    if (a->type == AMDXDNA_CMD_SUBMIT_DEPENDENCY)
+        return sync_wait(f, h, pts, a->cmd_count,
+                         DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL | DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT,
+                         INT64_MAX, &first);
+    if (hi.submitted && xdna_shim_wait(f->ctx, a->hwctx, hi.submitted, -1) < 0)
+        return -errno;
+    return syncobj_set(f, a->cmd_handles, a->args, a->cmd_count, 2);
+}
+
 /* ---- amdxdna: contexts and commands ----------------------------------------------- */
 
 static int create_hwctx(struct accel_file *f, void *k)
@@ -556,7 +841,10 @@ static int create_hwctx(struct accel_file *f, void *k)
             break;
         }
     a->handle = h;
-    a->syncobj_handle = AMDXDNA_INVALID_FENCE_HANDLE; /* syncobjs: docs/spec/uapi.md §7 */
+    if (sync_new(f, h, false, &a->syncobj_handle) < 0) {
+        xdna_shim_hwctx_destroy(f->ctx, h);
+        return -ENOMEM;
+    }
     a->umq_doorbell = AMDXDNA_INVALID_DOORBELL_OFFSET;
     return 0;
 }
@@ -574,6 +862,13 @@ static int destroy_hwctx(struct accel_file *f, void *k)
         if (f->qos[i].handle == a->handle)
             f->qos[i].handle = 0;
     }
+    pthread_mutex_lock(&f->sync_lock);
+    for (unsigned i = 0; i < MAX_SYNCOBJS; i++)
+        if (f->sync[i] && f->sync[i]->hwctx == a->handle) {
+            free(f->sync[i]);
+            f->sync[i] = NULL;
+        }
+    pthread_mutex_unlock(&f->sync_lock);
     return xdna_shim_hwctx_destroy(f->ctx, a->handle) < 0 ? -errno : 0;
 }
 
@@ -631,7 +926,7 @@ static int exec_cmd(struct accel_file *f, void *k)
     if (a->ext || a->ext_flags)
         return -EINVAL;
     if (a->type == AMDXDNA_CMD_SUBMIT_DEPENDENCY || a->type == AMDXDNA_CMD_SUBMIT_SIGNAL)
-        return -EOPNOTSUPP; /* syncobj fences: docs/spec/uapi.md §7 */
+        return exec_fences(f, a);
     if (a->type != AMDXDNA_CMD_SUBMIT_EXEC_BUF || a->cmd_count != 1 ||
         a->arg_count > EXEC_MAX_ARGS)
         return -EINVAL;
@@ -909,17 +1204,17 @@ static const struct ioctl_desc IOCTLS[] = {
     IOCTL(SET_CLIENT_NAME, drm_set_client_name),
     IOCTL(PRIME_HANDLE_TO_FD, prime_handle_to_fd),
     IOCTL(PRIME_FD_TO_HANDLE, prime_fd_to_handle),
-    IOCTL(SYNCOBJ_CREATE, not_served),
-    IOCTL(SYNCOBJ_DESTROY, not_served),
+    IOCTL(SYNCOBJ_CREATE, syncobj_create),
+    IOCTL(SYNCOBJ_DESTROY, syncobj_destroy),
     IOCTL(SYNCOBJ_HANDLE_TO_FD, not_served),
     IOCTL(SYNCOBJ_FD_TO_HANDLE, not_served),
-    IOCTL(SYNCOBJ_WAIT, not_served),
-    IOCTL(SYNCOBJ_RESET, not_served),
-    IOCTL(SYNCOBJ_SIGNAL, not_served),
-    IOCTL(SYNCOBJ_TIMELINE_WAIT, not_served),
-    IOCTL(SYNCOBJ_QUERY, not_served),
+    IOCTL(SYNCOBJ_WAIT, syncobj_wait),
+    IOCTL(SYNCOBJ_RESET, syncobj_reset),
+    IOCTL(SYNCOBJ_SIGNAL, syncobj_signal),
+    IOCTL(SYNCOBJ_TIMELINE_WAIT, syncobj_timeline_wait),
+    IOCTL(SYNCOBJ_QUERY, syncobj_query),
     IOCTL(SYNCOBJ_TRANSFER, not_served),
-    IOCTL(SYNCOBJ_TIMELINE_SIGNAL, not_served),
+    IOCTL(SYNCOBJ_TIMELINE_SIGNAL, syncobj_timeline_signal),
     IOCTL(AMDXDNA_CREATE_HWCTX, create_hwctx),
     IOCTL(AMDXDNA_DESTROY_HWCTX, destroy_hwctx),
     IOCTL(AMDXDNA_CONFIG_HWCTX, config_hwctx),

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -430,7 +431,7 @@ static int child_reads(pid_t parent, uint32_t ctx, const struct bo_expect *want)
             found = (int)i;
     CHECK(ga.element_size == sizeof(e[0]) && found >= 0, "parent's context listed (%u entries)", ga.num_element);
     if (found >= 0)
-        CHECK(strcmp(e[found].name, "uapi_test") == 0 && e[found].command_submissions == 1 &&
+        CHECK(strncmp(e[found].name, program_invocation_short_name, 15) == 0 && e[found].command_submissions == 1 &&
                   e[found].command_completions == 1 && e[found].num_col == 1 &&
                   e[found].priority == AMDXDNA_QOS_NORMAL_PRIORITY && e[found].state <= AMDXDNA_HWCTX_STATE_ACTIVE,
               "entry: name %s subs %llu", e[found].name, (unsigned long long)e[found].command_submissions);
@@ -567,6 +568,169 @@ static void test_prime(int fd, int other)
     close(dmabuf);
 }
 
+/* An `add` command (out = a + b, N int32) in a new CMD BO, submitted to ctx; returns seq. */
+static uint64_t submit_add(int fd, uint32_t ctx, uint32_t instr, uint32_t a, uint32_t b, uint32_t out)
+{
+    uint32_t cmd = create_bo(fd, AMDXDNA_BO_CMD, 4096);
+    uint32_t *c = map_bo(fd, cmd, 4096);
+    uint64_t ia = bo_info(fd, instr).xdna_addr, args[3] = {bo_info(fd, a).xdna_addr, bo_info(fd, b).xdna_addr,
+                                                          bo_info(fd, out).xdna_addr};
+    uint32_t w[16], nw = 0;
+    w[nw++] = 1;
+    w[nw++] = (uint32_t)ia;
+    w[nw++] = (uint32_t)(ia >> 32);
+    w[nw++] = 48;
+    w[nw++] = 0;
+    for (int k = 0; k < 3; k++) {
+        w[nw++] = (uint32_t)args[k];
+        w[nw++] = (uint32_t)(args[k] >> 32);
+    }
+    c[0] = XDNA_SHIM_ERT_STATE_NEW | (nw << 12) | (XDNA_SHIM_ERT_START_NPU << 23);
+    memcpy(c + 1, w, nw * 4);
+    munmap(c, 4096);
+    uint32_t hs[3] = {a, b, out};
+    struct amdxdna_drm_exec_cmd e = {.hwctx = ctx, .type = AMDXDNA_CMD_SUBMIT_EXEC_BUF, .cmd_handles = cmd,
+                                     .args = PTR(hs), .cmd_count = 1, .arg_count = 3};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &e);
+    return e.seq;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void test_host_syncobjs(int fd)
+{
+    struct drm_syncobj_create sc = {0};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_CREATE, &sc);
+    uint32_t tl = sc.handle;
+    uint64_t pt = 5, got = 99;
+    struct drm_syncobj_timeline_array ta = {.handles = PTR(&tl), .points = PTR(&got), .count_handles = 1};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_QUERY, &ta);
+    CHECK(got == 0, "fresh timeline at %llu", (unsigned long long)got);
+    ta.points = PTR(&pt);
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_SIGNAL, &ta);
+    ta.points = PTR(&got);
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_QUERY, &ta);
+    CHECK(got == 5, "signalled to %llu", (unsigned long long)got);
+    struct drm_syncobj_timeline_wait tw = {.handles = PTR(&tl), .points = PTR(&pt), .count_handles = 1,
+                                           .timeout_nsec = 0};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &tw);
+    uint64_t six = 6;
+    tw.points = PTR(&six);
+    tw.timeout_nsec = (int64_t)now_ns();
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &tw, ETIME);
+    tw.count_handles = 0;
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &tw, EINVAL);
+    tw.count_handles = 1;
+    tw.handles = PTR(unmapped);
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &tw, EFAULT);
+
+    sc = (struct drm_syncobj_create){.flags = DRM_SYNCOBJ_CREATE_SIGNALED};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_CREATE, &sc);
+    uint32_t bin = sc.handle;
+    struct drm_syncobj_wait w = {.handles = PTR(&bin), .count_handles = 1, .timeout_nsec = 0};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_WAIT, &w);
+    struct drm_syncobj_array sa = {.handles = PTR(&bin), .count_handles = 1};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_RESET, &sa);
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_WAIT, &w, EINVAL); /* nothing submitted */
+    w.flags = DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT;
+    w.timeout_nsec = (int64_t)now_ns();
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_WAIT, &w, ETIME);
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_SIGNAL, &sa);
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_WAIT, &w);
+    uint32_t two[2] = {bin, 900};
+    w = (struct drm_syncobj_wait){.handles = PTR(two), .count_handles = 2};
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_WAIT, &w, ENOENT);
+    w.flags = 0x100;
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_WAIT, &w, EINVAL);
+
+    sc = (struct drm_syncobj_create){.flags = 2};
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_CREATE, &sc, EINVAL);
+    struct drm_syncobj_destroy sd = {.handle = bin};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_DESTROY, &sd);
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_DESTROY, &sd, EINVAL);
+    sd.handle = tl;
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_DESTROY, &sd);
+}
+
+/* Three jobs on three contexts chained by fences: job k+1 waits (DEPENDENCY) on job k's
+ * point of its context's timeline syncobj; SIGNAL then marks a host timeline when the last
+ * one is done. out3 = a + 3b proves the order. */
+static void test_fence_chain(int fd, const struct amdxdna_drm_query_aie_metadata *md)
+{
+    const size_t bytes = N * sizeof(int32_t);
+    struct amdxdna_qos_info qos = {.priority = AMDXDNA_QOS_NORMAL_PRIORITY};
+    uint32_t ctx[3], sync[3];
+    for (int k = 0; k < 3; k++) {
+        struct amdxdna_drm_create_hwctx c = {.qos_p = PTR(&qos), .num_tiles = md->core.row_count};
+        EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &c);
+        ctx[k] = c.handle;
+        sync[k] = c.syncobj_handle;
+        CHECK(sync[k] != AMDXDNA_INVALID_FENCE_HANDLE, "context syncobj");
+    }
+    uint32_t a = create_bo(fd, AMDXDNA_BO_SHARE, bytes), b = create_bo(fd, AMDXDNA_BO_SHARE, bytes);
+    uint32_t o[3] = {create_bo(fd, AMDXDNA_BO_SHARE, bytes), create_bo(fd, AMDXDNA_BO_SHARE, bytes),
+                     create_bo(fd, AMDXDNA_BO_SHARE, bytes)};
+    uint32_t instr = create_bo(fd, AMDXDNA_BO_DEV, 4096);
+    struct {
+        uint32_t magic, version, kernel, dtype, count, m, n, k;
+        double scalar;
+        uint32_t error, rsvd;
+    } desc = {XKNL_MAGIC, XKNL_VERSION, XKNL_ADD, XKNL_INT32, N, 0, 0, 0, 1.0, 0, 0};
+    memcpy((void *)(uintptr_t)bo_info(fd, instr).vaddr, &desc, sizeof(desc));
+    int32_t *pa = map_bo(fd, a, bytes), *pb = map_bo(fd, b, bytes), *p3 = map_bo(fd, o[2], bytes);
+    for (int k = 0; k < N; k++) {
+        pa[k] = k;
+        pb[k] = 7;
+    }
+    struct drm_syncobj_create sc = {0};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_CREATE, &sc);
+    uint32_t host = sc.handle;
+
+    uint64_t seq = submit_add(fd, ctx[0], instr, a, b, o[0]);
+    for (int k = 1; k < 3; k++) {
+        uint32_t dep = sync[k - 1];
+        uint64_t pt = seq;
+        struct amdxdna_drm_exec_cmd e = {.hwctx = ctx[k], .type = AMDXDNA_CMD_SUBMIT_DEPENDENCY,
+                                         .cmd_handles = PTR(&dep), .args = PTR(&pt), .cmd_count = 1,
+                                         .arg_count = 1};
+        EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &e);
+        seq = submit_add(fd, ctx[k], instr, o[k - 1], b, o[k]);
+    }
+    uint64_t ten = 10;
+    struct amdxdna_drm_exec_cmd sig = {.hwctx = ctx[2], .type = AMDXDNA_CMD_SUBMIT_SIGNAL,
+                                       .cmd_handles = PTR(&host), .args = PTR(&ten), .cmd_count = 1,
+                                       .arg_count = 1};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &sig);
+    struct drm_syncobj_timeline_wait tw = {.handles = PTR(&host), .points = PTR(&ten), .count_handles = 1,
+                                           .timeout_nsec = (int64_t)(now_ns() + 10000000000ull)};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &tw);
+    uint64_t one = 1;
+    tw = (struct drm_syncobj_timeline_wait){.handles = PTR(&sync[2]), .points = PTR(&one), .count_handles = 1,
+                                            .timeout_nsec = (int64_t)(now_ns() + 10000000000ull)};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &tw);
+    int wrong = 0;
+    for (int k = 0; k < N; k++)
+        wrong += p3[k] != pa[k] + 3 * pb[k];
+    CHECK(wrong == 0, "fence chain: %d wrong results", wrong);
+    uint64_t got = 0;
+    struct drm_syncobj_timeline_array q = {.handles = PTR(&sync[2]), .points = PTR(&got), .count_handles = 1};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_QUERY, &q);
+    CHECK(got == 1, "context timeline at %llu", (unsigned long long)got);
+    q.points = PTR(&ten);
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_SIGNAL, &q, EINVAL); /* the device's timeline */
+    sig.cmd_count = 2;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &sig, EINVAL); /* counts differ */
+    for (int k = 0; k < 3; k++) {
+        struct amdxdna_drm_destroy_hwctx d = {.handle = ctx[k]};
+        EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &d);
+    }
+}
+
 static void test_destroy(int fd, uint32_t ctx)
 {
     struct amdxdna_drm_destroy_hwctx d = {.handle = ctx, .pad = 1};
@@ -607,7 +771,9 @@ int main(void)
                              .internal = HEAP_SIZE + page, .heap = 2 * page + 4 * page};
     test_fork(ctx, &want);
     test_prime(fd, other);
+    test_host_syncobjs(fd);
     test_destroy(fd, ctx);
+    test_fence_chain(fd, &md);
     test_not_served(fd);
     close(other);
     close(fd);
