@@ -6,6 +6,7 @@
  *
  * The reference-kernel descriptor constants (XKNL_*) come from xdna_emu/kernels.py on the
  * compiler's command line, the ERT command format from the shim's public header. */
+#define _GNU_SOURCE /* program_invocation_short_name */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
