@@ -62,11 +62,16 @@ def test_two_devices_and_python_access() -> None:
     prog = textwrap.dedent("""
         import errno, os
         from xdna_emu import uapi_table as T
+        from xdna_emu.chips import load_chip
         from xdna_emu.uapi import AccelFile
         st = os.stat("/dev/accel/accel1")
         assert os.major(st.st_rdev) == 261 and os.minor(st.st_rdev) == 1
         assert open("/sys/class/accel/accel0/device/device").read().strip() == "0x1502"
         assert open("/sys/class/accel/accel1/device/device").read().strip() == "0x17f0"
+        dev1 = "/sys/class/accel/accel1/device/"
+        assert open(dev1 + "device_type").read() == "0\n"
+        assert open(dev1 + "vbnv").read() == load_chip("npu4").vbnv + "\\n"
+        assert len(open(dev1 + "fw_version").read().strip().split(".")) == 4
         with AccelFile("/dev/accel/accel1") as f:
             assert f.version()["name_str"] == "amdxdna"
             h = f.create_bo(T.const("AMDXDNA_BO_SHARE"), 4096)

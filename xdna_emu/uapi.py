@@ -17,6 +17,7 @@ import fcntl
 import importlib.machinery
 import mmap
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -89,14 +90,38 @@ def _resolve(chips: Sequence[str], bdfs: Sequence[str], sockets: Sequence[str],
     return targets
 
 
-def _load_driver(sock: str, stack: contextlib.ExitStack) -> None:
-    """Probe the device unless a driver session exists; keep the session for the run."""
+def _load_driver(sock: str, stack: contextlib.ExitStack) -> dict[str, Any]:
+    """Probe the device unless a driver session exists (else attach to read it); keep the
+    session for the run. Returns the device facts the driver publishes in sysfs."""
     from .shim import Shim
 
     shim = Shim.open(sock)
     stack.callback(shim.close)
-    if not shim.caps.get("probed"):
+    if shim.caps.get("probed"):
+        shim.attach()
+    else:
         shim.probe(None)
+    return shim.info()
+
+
+#: The attributes the driver adds at the PCI device (amdxdna sysfs), from the probe facts:
+#: name -> value line. device_type is the UAPI's KMQ (AIE2) or UMQ (AIE4).
+def driver_attrs(info: dict[str, Any]) -> dict[str, str]:
+    dev_type = T.const("AMDXDNA_DEV_TYPE_UMQ" if info.get("family") == "aie4"
+                       else "AMDXDNA_DEV_TYPE_KMQ")
+    return {"vbnv": f"{info.get('vbnv', '')}\n", "device_type": f"{dev_type}\n",
+            "fw_version": f"{info['fw_version']}\n"}
+
+
+def _attr_script(devices: list[tuple[str, dict[str, str]]]) -> str:
+    """Shell lines that write the driver's attributes into the testbed (umockdev has no way
+    to add attributes to a device another description made)."""
+    lines = []
+    for devpath, attrs in devices:
+        for name, value in attrs.items():
+            target = shlex.quote(f"/sys{devpath}/{name}")
+            lines.append(f'printf %s {shlex.quote(value)} > "$UMOCKDEV_DIR"{target}')
+    return "; ".join(lines)
 
 
 def run_exec(argv: Sequence[str], chips: Sequence[str] = (), bdfs: Sequence[str] = (),
@@ -114,12 +139,14 @@ def run_exec(argv: Sequence[str], chips: Sequence[str] = (), bdfs: Sequence[str]
                            runtime_dir, stack)
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="xdna-exec-")))
         descs: list[str] = []
+        attrs: list[tuple[str, dict[str, str]]] = []
         for minor, t in enumerate(targets):
-            _load_driver(t.socket, stack)
+            info = _load_driver(t.socket, stack)
             desc, bdf = t.record.get("umockdev"), t.record.get("bdf")
             if isinstance(desc, str) and Path(desc).is_file() and isinstance(bdf, str):
                 descs += [desc, str(accel_description(tmp / f"accel{minor}.umockdev",
                                                       device_path(bdf), minor))]
+                attrs.append((device_path(bdf), driver_attrs(info)))
         env = dict(os.environ)
         env.update({ENV_SOCKET.format(n): t.socket for n, t in enumerate(targets)})
         for n in range(len(targets)):  # the kernel's device-wide tables: contexts, BO usage
@@ -130,7 +157,8 @@ def run_exec(argv: Sequence[str], chips: Sequence[str] = (), bdfs: Sequence[str]
         cmd = ["/bin/sh", "-c", _WRAP, "sh", *argv]
         umockdev = shutil.which("umockdev-run")
         if umockdev and descs:
-            cmd = [umockdev, *(a for d in descs for a in ("-d", d)), "--", *cmd]
+            cmd = [umockdev, *(a for d in descs for a in ("-d", d)), "--", "/bin/sh", "-c",
+                   f"{_attr_script(attrs)}; {_WRAP}", "sh", *argv]
         rc = subprocess.run(cmd, env=env).returncode
         return 128 - rc if rc < 0 else rc
 
