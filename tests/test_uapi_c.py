@@ -69,7 +69,7 @@ def test_two_devices_and_python_access() -> None:
         assert open("/sys/class/accel/accel0/device/device").read().strip() == "0x1502"
         assert open("/sys/class/accel/accel1/device/device").read().strip() == "0x17f0"
         dev1 = "/sys/class/accel/accel1/device/"
-        assert open(dev1 + "device_type").read() == "0\n"
+        assert open(dev1 + "device_type").read() == "0\\n"
         assert open(dev1 + "vbnv").read() == load_chip("npu4").vbnv + "\\n"
         assert len(open(dev1 + "fw_version").read().strip().split(".")) == 4
         with AccelFile("/dev/accel/accel1") as f:
