@@ -1157,13 +1157,24 @@ static int get_info(struct accel_file *f, void *k)
     }
     case DRM_AMDXDNA_QUERY_HW_CONTEXTS:
         return query_hw_contexts(f, a);
+    case DRM_AMDXDNA_QUERY_RESOURCE_INFO: {
+        /* the top DPM level's H clock and TOPS, the context limit, the current TOPS and
+         * the contexts on the device */
+        static __thread struct xdna_reg_ctx rows[XDNA_REG_MAX_CTX];
+        const struct xdna_chip_desc *c = f->ctx->chip;
+        struct amdxdna_drm_get_resource_info r = {
+            .npu_clk_max = c->ndpm ? c->dpm[c->ndpm - 1].hclk_mhz : 0,
+            .npu_tops_max = c->ndpm && c->tops ? (uint64_t)c->tops[c->ndpm - 1] : 0,
+            .npu_task_max = info.hwctx_limit, .npu_tops_curr = (uint64_t)pw.tops,
+            .npu_task_curr = reg_contexts(f, rows, XDNA_REG_MAX_CTX)};
+        return put_fit(a, &r, sizeof(r));
+    }
     case DRM_AMDXDNA_QUERY_AIE_STATUS:
     case DRM_AMDXDNA_QUERY_SENSORS:
     case DRM_AMDXDNA_READ_AIE_MEM:
     case DRM_AMDXDNA_READ_AIE_REG:
     case DRM_AMDXDNA_QUERY_TELEMETRY:
     case DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE:
-    case DRM_AMDXDNA_QUERY_RESOURCE_INFO:
     case DRM_AMDXDNA_GET_FRAME_BOUNDARY_PREEMPT_STATE:
     case DRM_AMDXDNA_QUERY_CERT_FIRMWARE_VERSION:
     case DRM_AMDXDNA_GET_AUTO_COREDUMP:

@@ -317,9 +317,19 @@ static uint32_t test_hwctx(int fd, const struct amdxdna_drm_query_aie_metadata *
     cfg.cu[0].cu_bo = cu_bo;
     EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &cc);
 
+    struct amdxdna_drm_get_resource_info ri = {0};
+    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_RESOURCE_INFO, .buffer_size = sizeof(ri),
+                                      .buffer = PTR(&ri)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    CHECK(ri.npu_clk_max > 0 && ri.npu_task_max >= 1 && ri.npu_task_curr == 1 &&
+              ri.npu_tops_curr <= ri.npu_tops_max,
+          "resource info clk %llu tasks %llu/%llu tops %llu/%llu", (unsigned long long)ri.npu_clk_max,
+          (unsigned long long)ri.npu_task_curr, (unsigned long long)ri.npu_task_max,
+          (unsigned long long)ri.npu_tops_curr, (unsigned long long)ri.npu_tops_max);
+
     struct amdxdna_drm_query_hwctx hw[2];
-    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_HW_CONTEXTS,
-                                      .buffer_size = sizeof(hw), .buffer = PTR(hw)};
+    gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_HW_CONTEXTS,
+                                       .buffer_size = sizeof(hw), .buffer = PTR(hw)};
     EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
     CHECK(gi.buffer_size == sizeof(hw[0]) && hw[0].pid == getpid() && hw[0].num_col == 1,
           "hw contexts: %u bytes", gi.buffer_size);
