@@ -94,3 +94,13 @@ def test_two_devices_and_python_access() -> None:
     proc = subprocess.run([*EXEC, "--chip", "npu1", "--chip", "npu4", "--", sys.executable,
                            "-c", prog], capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0 and "python ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_decoder_fuzz() -> None:
+    """Random ioctls (pointers confined to 0, an inaccessible page or a scratch buffer):
+    only the decoder's errnos, no crash, and both DRM files still work afterwards."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    prog = ROOT / "tests" / "uapi" / "fuzz_decoder.py"
+    proc = subprocess.run([*EXEC, "--chip", "npu4", "--", sys.executable, str(prog), "7", "3000"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and "fuzz ok" in proc.stdout, proc.stdout + proc.stderr
