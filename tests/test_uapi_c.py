@@ -48,6 +48,9 @@ def test_exit_code_is_the_programs() -> None:
     proc = subprocess.run([*EXEC, "--chip", "npu4", "--", "sh", "-c", "exit 7"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 7, proc.stderr
+    proc = subprocess.run([*EXEC, "--", "sh", "-c", "kill -TERM $$"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 128 + 15, proc.stderr
 
 
 def test_cli_mistakes_are_one_line() -> None:

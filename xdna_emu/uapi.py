@@ -32,7 +32,9 @@ ENV_SOCKET = "XDNA_EMU_ACCEL{}_SOCKET"  # accelN -> its daemon socket
 ENV_STATE = "XDNA_EMU_ACCEL{}_STATE"  # accelN -> the file holding its cross-process tables
 ENV_PRELOAD = "XDNA_EMU_PRELOAD"
 DEFAULT_CHIP = "npu4"
-_WRAP = 'LD_PRELOAD="$XDNA_EMU_PRELOAD${LD_PRELOAD:+:$LD_PRELOAD}" exec "$@"'
+# not `exec "$@"`: the shell stays the program's parent and exits 128 + N when signal N
+# ends it (umockdev-run would report a bare N)
+_WRAP = 'LD_PRELOAD="$XDNA_EMU_PRELOAD${LD_PRELOAD:+:$LD_PRELOAD}" "$@"'
 
 
 class ExecError(RuntimeError):
