@@ -73,5 +73,5 @@ bench: setup
 	$(PY) -m xdna_emu.bench
 
 clean:
-	rm -rf build *.egg-info .stamp-* xdna_emu/_shim.c xdna_emu/_shim*.so xdna_emu/_accel*.so csrc/generated .pytest_cache
+	rm -rf build *.egg-info .stamp-* xdna_emu/_shim.c xdna_emu/_shim*.so xdna_emu/_accel*.so xdna_emu/_xdna_shim_c*.so csrc/generated .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -107,3 +107,38 @@ def test_decoder_fuzz() -> None:
     proc = subprocess.run([*EXEC, "--chip", "npu4", "--", sys.executable, str(prog), "7", "3000"],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0 and "fuzz ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_c_users_link_the_shim_library(tmp_path: Path) -> None:
+    """`xdna-emu config --cflags --libs` builds a C program on the shim's C API that probes
+    a daemon; `--pkg-config` says the same."""
+    from xdna_emu.emulator import Emulator
+    from xdna_emu.fw.image import default_firmware_dir
+
+    flags = subprocess.run([sys.executable, "-m", "xdna_emu", "config", "--cflags", "--libs"],
+                           check=True, capture_output=True, text=True).stdout.split()
+    pc = subprocess.run([sys.executable, "-m", "xdna_emu", "config", "--pkg-config"],
+                        check=True, capture_output=True, text=True).stdout
+    assert f"Libs: {' '.join(flags[2:])}" in pc
+    src = tmp_path / "probe.c"
+    src.write_text(textwrap.dedent("""
+        #include <stdio.h>
+        #include "xdna_shim.h"
+        #include "amdxdna_accel.h"
+        int main(int argc, char **argv) {
+            struct xdna_shim_ctx *c = xdna_shim_open(argv[1], 5000);
+            struct xdna_shim_info i;
+            if (argc != 3 || !c || xdna_shim_probe(c, argv[2]) || xdna_shim_get_info(c, &i))
+                return 1;
+            printf("%s %u.%u type %d\\n", i.chip, i.fw_major, i.fw_minor, AMDXDNA_DEV_TYPE_KMQ);
+            xdna_shim_close(c);
+            return 0;
+        }
+    """))
+    exe = tmp_path / "probe"
+    subprocess.run([CC, "-std=gnu11", "-Wall", "-Werror", "-o", str(exe), str(src), *flags],
+                   check=True)
+    with Emulator(chip="npu4", private=True) as emu:
+        out = subprocess.run([str(exe), str(emu.socket), str(default_firmware_dir())],
+                             capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("npu4 "), out.stdout + out.stderr

@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--socket", action="append", default=[])
     ex.add_argument("--runtime-dir")
     ex.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM [ARGS...]")
+    cfg = sub.add_parser("config", help="C flags for the UAPI header and the shim library")
+    for flag in ("--cflags", "--libs", "--preload", "--pkg-config"):
+        cfg.add_argument(flag, action="store_true")
 
     for add_subcommands in _kit_subcommands():
         COMMANDS.update(add_subcommands(sub))
@@ -317,7 +320,24 @@ def cmd_exec(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
-COMMANDS = {"exec": cmd_exec, "run": cmd_run, "devices": cmd_devices, "probe": cmd_probe, "mkfw": cmd_mkfw,
+def cmd_config(args: argparse.Namespace) -> int:
+    from .uapi import ExecError, c_config, pkg_config
+
+    want = [w for w in ("cflags", "libs", "preload") if getattr(args, w)]
+    if not want and not args.pkg_config:
+        raise UsageError("config: give --cflags, --libs, --preload or --pkg-config")
+    try:
+        if args.pkg_config:
+            sys.stdout.write(pkg_config())
+            return 0
+        flags = c_config()
+    except ExecError as exc:
+        raise Failure(str(exc)) from None
+    print(" ".join(flags[w] for w in want))
+    return 0
+
+
+COMMANDS = {"config": cmd_config, "exec": cmd_exec, "run": cmd_run, "devices": cmd_devices, "probe": cmd_probe, "mkfw": cmd_mkfw,
             "demo": cmd_demo, "status": cmd_status}
 
 

@@ -51,6 +51,36 @@ def preload_library() -> Path:
     raise ExecError(f"the accel interposer is not built in {here} (run `pip install -e .`)")
 
 
+def shim_library() -> Path:
+    """The shim's C API as a shared library (built beside the interposer)."""
+    here = Path(__file__).resolve().parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        lib = here / f"_xdna_shim_c{suffix}"
+        if lib.is_file():
+            return lib
+    raise ExecError(f"the shim library is not built in {here} (run `pip install -e .`)")
+
+
+def c_config() -> dict[str, str]:
+    """Compiler and linker flags for a C program: our UAPI header (amdxdna_accel.h) and the
+    shim's public header (xdna_shim.h), and the shim library with its rpath."""
+    csrc = Path(__file__).resolve().parent.parent / "csrc"
+    lib = shim_library()
+    return {"cflags": f"-I{csrc / 'generated'} -I{csrc}",
+            "libs": f"-L{lib.parent} -l:{lib.name} -Wl,-rpath,{lib.parent} -pthread",
+            "preload": str(preload_library())}
+
+
+def pkg_config() -> str:
+    """A pkg-config file (``xdna-emu.pc``) with the same flags."""
+    from . import __version__
+
+    c = c_config()
+    return (f"Name: xdna-emu\nDescription: AMD XDNA NPU emulator: amdxdna UAPI header and "
+            f"the driver shim's C API\nVersion: {__version__}\nCflags: {c['cflags']}\n"
+            f"Libs: {c['libs']}\n")
+
+
 def accel_description(path: Path, device_path: str, minor: int) -> Path:
     """A umockdev description of the accel class device below the PCI function: ``dev``
     261:N, so umockdev links ``/sys/class/accel/accelN`` and ``/sys/dev/char/261:N``, and
@@ -227,4 +257,5 @@ def _addr(buf: bytearray) -> int:
     return ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
 
 
-__all__ = ["AccelFile", "ExecError", "accel_description", "preload_library", "run_exec"]
+__all__ = ["AccelFile", "ExecError", "accel_description", "c_config", "pkg_config",
+           "preload_library", "run_exec", "shim_library"]
