@@ -569,7 +569,8 @@ static struct syncobj *sync_get(struct accel_file *f, uint32_t handle)
     return handle && handle <= MAX_SYNCOBJS ? f->sync[handle - 1] : NULL;
 }
 
-/* Is point (0: the binary state) of s signalled? 1 yes, 0 no, -EINVAL nothing submitted. */
+/* Is point (0: the binary state) of s signalled? 1 yes, 0 not yet (a job still runs),
+ * -EINVAL no fence for it yet (nothing submitted up to that point). */
 static int sync_check(struct accel_file *f, const struct syncobj *s, uint64_t point)
 {
     if (s->hwctx) {
@@ -578,9 +579,10 @@ static int sync_check(struct accel_file *f, const struct syncobj *s, uint64_t po
         int rc = xdna_shim_wait(f->ctx, s->hwctx, point, 0);
         return rc == 0 ? 1 : errno == ETIME ? 0 : -EINVAL;
     }
-    if (!s->submitted)
+    /* host signals are instant: a point (or binary state) not signalled has no fence yet */
+    if (!s->submitted || (point ? s->value < point : !s->value))
         return -EINVAL;
-    return point ? s->value >= point : s->value != 0;
+    return 1;
 }
 
 static uint64_t mono_ns(void)
@@ -787,7 +789,32 @@ static int syncobj_query(struct accel_file *f, void *k)
     return uwrite(a->points, pts, a->count_handles * sizeof(*pts));
 }
 
-/* EXEC_CMD DEPENDENCY: wait (in the call) until every (syncobj, point) is signalled;
+/* TRANSFER: dst (at dst_point, or its binary state for 0) takes src's point once that is
+ * signalled; the call waits for it, as EXEC_CMD DEPENDENCY does (docs/spec/uapi.md §7). */
+static int syncobj_transfer(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_transfer *a = k;
+    uint32_t first;
+    if (a->pad || a->flags & ~(uint32_t)DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT)
+        return -EINVAL;
+    pthread_mutex_lock(&f->sync_lock);
+    struct syncobj *dst = sync_get(f, a->dst_handle), *src = sync_get(f, a->src_handle);
+    bool dst_ctx = dst && dst->hwctx;
+    pthread_mutex_unlock(&f->sync_lock);
+    if (!dst || !src)
+        return -ENOENT;
+    if (dst_ctx)
+        return -EINVAL; /* a context's timeline is the device's */
+    int rc = sync_wait(f, &a->src_handle, &a->src_point, 1,
+                       DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL | a->flags, INT64_MAX, &first);
+    if (rc)
+        return rc;
+    uint64_t pt = a->dst_point ? a->dst_point : 1;
+    return syncobj_set(f, (uint64_t)(uintptr_t)&a->dst_handle, (uint64_t)(uintptr_t)&pt, 1, 2);
+}
+
+/* EXEC_CMD DEPENDENCY: wait (in the call) until every (syncobj, point) is signalled, EINVAL
+ * when one has no fence yet (nothing submitted for it);
  * SIGNAL: once the context's last submitted job ends, signal each (syncobj, point). */
 static int exec_fences(struct accel_file *f, struct amdxdna_drm_exec_cmd *a)
 {
@@ -801,10 +828,9 @@ static int exec_fences(struct accel_file *f, struct amdxdna_drm_exec_cmd *a)
     struct xdna_shim_hwctx_info hi;
     if (!a->hwctx || xdna_shim_hwctx_info(f->ctx, a->hwctx, &hi) < 0)
         return -EINVAL;
-    if (a->type == AMDXDNA_CMD_SUBMIT_DEPENDENCY)
-        return sync_wait(f, h, pts, a->cmd_count,
-                         DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL | DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT,
-                         INT64_MAX, &first);
+    if (a->type == AMDXDNA_CMD_SUBMIT_DEPENDENCY) /* every point must have a fence */
+        return sync_wait(f, h, pts, a->cmd_count, DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL, INT64_MAX,
+                         &first);
     if (hi.submitted && xdna_shim_wait(f->ctx, a->hwctx, hi.submitted, -1) < 0)
         return -errno;
     return syncobj_set(f, a->cmd_handles, a->args, a->cmd_count, 2);
@@ -1224,7 +1250,7 @@ static const struct ioctl_desc IOCTLS[] = {
     IOCTL(SYNCOBJ_SIGNAL, syncobj_signal),
     IOCTL(SYNCOBJ_TIMELINE_WAIT, syncobj_timeline_wait),
     IOCTL(SYNCOBJ_QUERY, syncobj_query),
-    IOCTL(SYNCOBJ_TRANSFER, not_served),
+    IOCTL(SYNCOBJ_TRANSFER, syncobj_transfer),
     IOCTL(SYNCOBJ_TIMELINE_SIGNAL, syncobj_timeline_signal),
     IOCTL(AMDXDNA_CREATE_HWCTX, create_hwctx),
     IOCTL(AMDXDNA_DESTROY_HWCTX, destroy_hwctx),

@@ -633,7 +633,10 @@ static void test_host_syncobjs(int fd)
     uint64_t six = 6;
     tw.points = PTR(&six);
     tw.timeout_nsec = (int64_t)now_ns();
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &tw, EINVAL); /* no fence for point 6 yet */
+    tw.flags = DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT;
     EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &tw, ETIME);
+    tw.flags = 0;
     tw.count_handles = 0;
     EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &tw, EINVAL);
     tw.count_handles = 1;
@@ -734,6 +737,29 @@ static void test_fence_chain(int fd, const struct amdxdna_drm_query_aie_metadata
     CHECK(got == 1, "context timeline at %llu", (unsigned long long)got);
     q.points = PTR(&ten);
     EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_SIGNAL, &q, EINVAL); /* the device's timeline */
+
+    /* TRANSFER: the context's point 1 into a binary syncobj, and host point 10 into point 3 */
+    struct drm_syncobj_create bc = {0};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_CREATE, &bc);
+    struct drm_syncobj_transfer tr = {.src_handle = sync[0], .dst_handle = bc.handle, .src_point = 1};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_TRANSFER, &tr);
+    struct drm_syncobj_wait bw = {.handles = PTR(&bc.handle), .count_handles = 1};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_WAIT, &bw);
+    struct drm_syncobj_create tc = {0};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_CREATE, &tc);
+    tr = (struct drm_syncobj_transfer){.src_handle = host, .dst_handle = tc.handle, .src_point = 10,
+                                       .dst_point = 3};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_TRANSFER, &tr);
+    got = 0;
+    q = (struct drm_syncobj_timeline_array){.handles = PTR(&tc.handle), .points = PTR(&got), .count_handles = 1};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_QUERY, &q);
+    CHECK(got == 3, "transferred point %llu", (unsigned long long)got);
+    tr.pad = 1;
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_TRANSFER, &tr, EINVAL);
+    tr = (struct drm_syncobj_transfer){.src_handle = host, .dst_handle = sync[1], .src_point = 10};
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_TRANSFER, &tr, EINVAL);
+    tr.dst_handle = 900;
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_TRANSFER, &tr, ENOENT);
     sig.cmd_count = 2;
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &sig, EINVAL); /* counts differ */
     for (int k = 0; k < 3; k++) {

@@ -6,7 +6,8 @@ shape of input while nothing of this process can be hit by a wild write. The run
 when every call returns 0 or raises OSError with an errno the decoder may give, and
 afterwards this file and one opened before the run still work (docs/spec/uapi.md §6).
 Deterministic: the seed is argv[1]. Waits are bounded (WAIT_CMD timeout <= 5 ms, syncobj
-waits already expired); EXEC_CMD DEPENDENCY is left out because it blocks by design (§7).
+waits already expired, TRANSFER without WAIT_FOR_SUBMIT, which waits with no limit as the
+kernel's does).
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def main(seed: int, rounds: int) -> int:
                         vals[mb.name] -= (vals[mb.name] >> (bits - 1)) << bits
             if io.name == "AMDXDNA_WAIT_CMD":
                 vals["timeout"] = rng.randint(1, 5)
-            if io.name == "AMDXDNA_EXEC_CMD" and vals.get("type") == 1:
-                vals["type"] = 2
+            if io.name == "SYNCOBJ_TRANSFER":  # WAIT_FOR_SUBMIT waits with no limit, by design
+                vals["flags"] = 0
             if io.name in ("SYNCOBJ_WAIT", "SYNCOBJ_TIMELINE_WAIT"):
                 vals["timeout_nsec"] = 0
             if io.name == "AMDXDNA_CREATE_BO":
