@@ -91,6 +91,8 @@ static int sva_unmap(struct xdna_shim_ctx *ctx, struct xdna_bo *bo)
                     NULL);
 }
 
+static int map_fd(struct xdna_shim_ctx *ctx, struct xdna_bo *bo, int fd);
+
 /* memfd + shared mapping + SVA DMA map. */
 static int memfd_bo(struct xdna_shim_ctx *ctx, struct xdna_bo *bo, const char *name)
 {
@@ -102,8 +104,15 @@ static int memfd_bo(struct xdna_shim_ctx *ctx, struct xdna_bo *bo, const char *n
         int err = errno;
         xdna_fail(ctx, err == EFBIG || err == EINVAL ? ENOMEM : err, "ftruncate %llu: %s",
                   (unsigned long long)bo->alloc, strerror(err));
-        goto close_fd;
+        close(fd);
+        return -1;
     }
+    return map_fd(ctx, bo, fd);
+}
+
+/* Map fd (taken over: closed on failure) here and for the device. */
+static int map_fd(struct xdna_shim_ctx *ctx, struct xdna_bo *bo, int fd)
+{
     void *va = mmap(NULL, bo->alloc, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (va == MAP_FAILED) {
         xdna_fail(ctx, errno, "mmap BO: %s", strerror(errno));
@@ -151,6 +160,41 @@ static int heap_place(struct xdna_shim_ctx *ctx, struct xdna_bo *heap, struct xd
     return 0;
 }
 
+static unsigned free_slot(struct xdna_shim_ctx *ctx)
+{
+    for (unsigned i = 0; i < XDNA_MAX_BOS; i++)
+        if (!ctx->s.bos[i])
+            return i;
+    return XDNA_MAX_BOS;
+}
+
+int xdna_bo_import(struct xdna_shim_ctx *ctx, int fd, uint64_t size, uint32_t *handle)
+{
+    unsigned slot = free_slot(ctx);
+    if (slot == XDNA_MAX_BOS)
+        return xdna_fail(ctx, ENOSPC, "bo_import: all %u handles in use", XDNA_MAX_BOS);
+    if (!size || size % PAGE || size > BO_MAX_SIZE)
+        return xdna_fail(ctx, EINVAL, "bo_import: size %llu", (unsigned long long)size);
+    struct xdna_bo *bo = calloc(1, sizeof(*bo));
+    int own = bo ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (own < 0) {
+        free(bo);
+        return xdna_fail(ctx, bo ? errno : ENOMEM, "bo_import: %s", strerror(errno));
+    }
+    *bo = (struct xdna_bo){.handle = slot + 1, .type = XDNA_SHIM_BO_SHARE, .size = size,
+                           .alloc = size, .fd = -1};
+    if (map_fd(ctx, bo, own) < 0) {
+        int err = errno;
+        free(bo);
+        errno = err;
+        return -1;
+    }
+    bo->xdna_addr = bo->dma_addr;
+    ctx->s.bos[slot] = bo;
+    *handle = bo->handle;
+    return 0;
+}
+
 int xdna_bo_new(struct xdna_shim_ctx *ctx, int type, uint64_t size, bool internal,
                 uint32_t *handle)
 {
@@ -176,12 +220,7 @@ int xdna_bo_new(struct xdna_shim_ctx *ctx, int type, uint64_t size, bool interna
         if (xdna_bo_new(ctx, XDNA_SHIM_BO_DEV_HEAP, XDNA_HEAP_CHUNK, false, &h) < 0)
             return -1;
     }
-    unsigned slot = XDNA_MAX_BOS;
-    for (unsigned i = 0; i < XDNA_MAX_BOS; i++)
-        if (!ctx->s.bos[i]) {
-            slot = i;
-            break;
-        }
+    unsigned slot = free_slot(ctx);
     if (slot == XDNA_MAX_BOS)
         return xdna_fail(ctx, ENOSPC, "bo_create: all %u handles in use", XDNA_MAX_BOS);
     struct xdna_bo *bo = calloc(1, sizeof(*bo));
@@ -214,13 +253,20 @@ int xdna_bo_new(struct xdna_shim_ctx *ctx, int type, uint64_t size, bool interna
         bo->alloc = round_up(size, XDNA_DEV_BO_ALIGN);
         rc = heap_place(ctx, xdna_bo_get(ctx, ctx->s.heap), bo);
         break;
-    case XDNA_SHIM_BO_CMD: {
+    case XDNA_SHIM_BO_CMD: { /* a memfd, so a UAPI client can mmap it too (docs/spec/uapi.md §6) */
         bo->alloc = round_up(size, PAGE);
-        void *va = mmap(NULL, bo->alloc, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (va == MAP_FAILED)
+        int fd = memfd_create("xdna-cmd", MFD_CLOEXEC);
+        void *va = MAP_FAILED;
+        if (fd >= 0 && ftruncate(fd, (off_t)bo->alloc) == 0)
+            va = mmap(NULL, bo->alloc, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (va == MAP_FAILED) {
             rc = xdna_fail(ctx, ENOMEM, "mmap CMD BO: %s", strerror(errno));
-        else
+            if (fd >= 0)
+                close(fd);
+        } else {
             bo->va = va;
+            bo->fd = fd;
+        }
         break;
     }
     }

@@ -387,6 +387,9 @@ struct xdna_bo *xdna_bo_by_addr(struct xdna_shim_ctx *ctx, uint64_t addr, uint64
 int xdna_bo_new(struct xdna_shim_ctx *ctx, int type, uint64_t size, bool internal,
                 uint32_t *handle);
 int xdna_bo_release(struct xdna_shim_ctx *ctx, uint32_t handle);
+/* A SHARE BO over an existing memfd (a PRIME import; docs/spec/uapi.md §6): the fd is
+ * duplicated, mapped here and for the device. Caller holds the lock. */
+int xdna_bo_import(struct xdna_shim_ctx *ctx, int fd, uint64_t size, uint32_t *handle);
 void xdna_bo_free_all(struct xdna_shim_ctx *ctx);
 /* DMA_MAP an fd at this process's VA in the session PASID (SVA). */
 int xdna_sva_map(struct xdna_shim_ctx *ctx, int fd, void *va, uint64_t size);

@@ -34,7 +34,7 @@ def _cdef_text() -> str:
 def _generate() -> None:
     sys.path.insert(0, str(ROOT))
     try:
-        from xdna_emu import protogen
+        from xdna_emu import protogen, uapigen
         from xdna_emu.chips import cgen
         from xdna_emu.fw.iface import cgen as fw_cgen
     finally:
@@ -42,6 +42,7 @@ def _generate() -> None:
     cgen.write(CSRC / "generated")
     fw_cgen.write(CSRC / "generated")
     protogen.write(CSRC / "generated")
+    uapigen.write(CSRC / "generated")
 
 
 _generate()

@@ -153,6 +153,34 @@ def build_parser() -> argparse.ArgumentParser:
                                        "to the goals (docs/spec/operator.md §7).")
     add_bench_arguments(bench)
 
+    ex = sub.add_parser("exec", help="run a program against emulated /dev/accel devices",
+                        description="Run an unmodified program (and its children) with "
+                                    "/dev/accel/accelN served by the C shim in its own process "
+                                    "(docs/spec/uapi.md). With no target, a daemon for the "
+                                    "default chip is started and stopped around the program. "
+                                    "The exit code is the program's.")
+    ex.add_argument("--chip", type=_chip, action="append", default=[], metavar="NAME",
+                    help=f"start a private daemon for this chip (repeat for accel1, ...): {chips}")
+    ex.add_argument("--bdf", type=_bdf, action="append", default=[],
+                    help="use the running emulator at this PCI address (repeatable)")
+    ex.add_argument("--socket", action="append", default=[], metavar="PATH",
+                    help="use the running emulator behind this control socket (repeatable)")
+    ex.add_argument("--runtime-dir", metavar="DIR", help=RUNTIME_DIR_HELP)
+    ex.add_argument("--trace", metavar="FILE",
+                    help="write a Perfetto-loadable timeline of each daemon exec starts "
+                         "(FILE, FILE.1.json, ...; docs/tracing.md)")
+    ex.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]",
+                    help="the program to run and its arguments")
+    cfg = sub.add_parser("config", help="C flags for the UAPI header and the shim library",
+                         description="Print compiler and linker flags for C programs using "
+                                     "the amdxdna UAPI header or the shim library "
+                                     "(docs/spec/uapi.md §4).")
+    for flag, what in (("--cflags", "the -I flags of the generated headers"),
+                       ("--libs", "the -L/-l flags of the shim's C library"),
+                       ("--preload", "the interposer library exec puts in LD_PRELOAD"),
+                       ("--pkg-config", "a pkg-config .pc file for the shim library")):
+        cfg.add_argument(flag, action="store_true", help=f"print {what}")
+
     for add_subcommands in _kit_subcommands():
         COMMANDS.update(add_subcommands(sub))
     return p
@@ -503,8 +531,38 @@ def _demo_lspci(sysfs_root: Path, bdf: str) -> None:
             print(f"   {line.strip()}")
 
 
+def cmd_exec(args: argparse.Namespace) -> int:
+    from .uapi import ExecError, run_exec
+
+    argv = args.program[1:] if args.program[:1] == ["--"] else args.program
+    try:
+        return run_exec(argv, args.chip, args.bdf, args.socket,
+                        Path(args.runtime_dir) if args.runtime_dir else None,
+                        Path(args.trace) if args.trace else None)
+    except ExecError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from .uapi import ExecError, c_config, pkg_config
+
+    want = [w for w in ("cflags", "libs", "preload") if getattr(args, w)]
+    if not want and not args.pkg_config:
+        raise UsageError("config: give --cflags, --libs, --preload or --pkg-config")
+    try:
+        if args.pkg_config:
+            sys.stdout.write(pkg_config())
+            return 0
+        flags = c_config()
+    except ExecError as exc:
+        raise Failure(str(exc)) from None
+    print(" ".join(flags[w] for w in want))
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "devices": cmd_devices, "probe": cmd_probe, "mkfw": cmd_mkfw,
-            "demo": cmd_demo, "status": cmd_status, "bench": cmd_bench}
+            "demo": cmd_demo, "status": cmd_status, "bench": cmd_bench, "exec": cmd_exec,
+            "config": cmd_config}
 
 
 def _die(code: int, message: str) -> NoReturn:

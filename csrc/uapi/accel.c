@@ -1,0 +1,1316 @@
+/* The amdxdna ioctl surface on an emulated /dev/accel/accelN (docs/spec/uapi.md §5-6).
+ *
+ * Each open is one DRM file: a client session of the shim (xdna_shim_attach) with its own
+ * BO and context handles, named by an eventfd so poll/dup/close/fstat on it behave as on
+ * a real fd. The decoder copies arguments in and out as drm_ioctl does (the caller's ioctl
+ * size, zero-filled to ours, copied back on return), reads and writes user memory only
+ * through process_vm_readv/writev so a bad pointer is EFAULT and never a crash, and maps
+ * each command onto the shim's public calls with the driver's errno rules.
+ */
+#include "accel.h"
+#include "registry.h"
+
+#include "../shim_int.h"
+#include "../generated/amdxdna_accel.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ENV_SOCKET_FMT "XDNA_EMU_ACCEL%ld_SOCKET"
+#define ACCEL_PREFIX "/dev/accel/accel"
+/* map_offset = handle << 40: one disjoint range per handle, wider than any BO (bo.c) */
+#define MAP_SHIFT 40
+#define ARG_MAX_SIZE 4096u         /* largest argument struct we accept (drm_ioctl: 16383) */
+#define EXEC_MAX_ARGS 4096u        /* arg BO handles in one EXEC_CMD */
+#define CU_CONFIG_MAX (4096u)      /* param_val_size of CONFIG_CU: one page */
+
+#define MAX_SYNCOBJS 1024u
+#define MAX_WAIT_HANDLES 64u
+
+struct syncobj {
+    uint32_t hwctx;     /* non-zero: the timeline of this context (point N = job N done) */
+    bool submitted;     /* a fence was ever attached (binary) or a point signalled */
+    uint64_t value;     /* binary: 1 signalled, 0 not; timeline: the highest signalled point */
+};
+
+struct ctx_qos {
+    uint32_t handle;
+    struct amdxdna_qos_info qos;
+};
+
+struct accel_file {
+    int minor;
+    pid_t owner;                   /* the process that opened it (a forked child is not) */
+    uint32_t id;                   /* its rows in the device registry */
+    struct xdna_registry *reg;
+    struct ctx_qos qos[XDNA_MAX_HWCTX];
+    unsigned refs;                 /* fds naming this file (dup) */
+    struct xdna_shim_ctx *ctx;     /* its client session */
+    bool heap_mapped;              /* the DEV_HEAP has been mmapped by the program */
+    uint32_t cu_ctx[XDNA_MAX_HWCTX]; /* contexts whose CUs were configured */
+    char client_name[DRM_CLIENT_NAME_MAX_LEN + 1];
+    /* syncobjs: index = handle - 1; a context's timeline reads its jobs (§6) */
+    pthread_mutex_t sync_lock;
+    pthread_cond_t sync_cond;
+    struct syncobj *sync[MAX_SYNCOBJS];
+};
+
+static void publish(struct accel_file *f);
+static void unpublish(struct accel_file *f);
+
+static pthread_mutex_t tbl_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct accel_file *files[XDNA_ACCEL_MAX_FDS];
+
+/* ---- user memory: never dereferenced directly ------------------------------------- */
+
+static int uread(void *dst, uint64_t src, size_t len)
+{
+    if (!len)
+        return 0;
+    struct iovec l = {dst, len}, r = {(void *)(uintptr_t)src, len};
+    return process_vm_readv(getpid(), &l, 1, &r, 1, 0) == (ssize_t)len ? 0 : -EFAULT;
+}
+
+static int uwrite(uint64_t dst, const void *src, size_t len)
+{
+    if (!len)
+        return 0;
+    struct iovec l = {(void *)src, len}, r = {(void *)(uintptr_t)dst, len};
+    return process_vm_writev(getpid(), &l, 1, &r, 1, 0) == (ssize_t)len ? 0 : -EFAULT;
+}
+
+/* ---- the fd table ---------------------------------------------------------------- */
+
+/* XDNA_EMU_ACCEL<N>_SOCKET: the daemon socket behind accelN (set by `xdna-emu exec`). */
+static const char *socket_env(long minor)
+{
+    char name[48];
+    snprintf(name, sizeof(name), ENV_SOCKET_FMT, minor);
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+int xdna_accel_minor(const char *path)
+{
+    if (!path || strncmp(path, ACCEL_PREFIX, strlen(ACCEL_PREFIX)) != 0)
+        return -1;
+    const char *p = path + strlen(ACCEL_PREFIX);
+    if (*p < '0' || *p > '9' || (p[0] == '0' && p[1]))
+        return -1;
+    char *end;
+    long n = strtol(p, &end, 10);
+    if (*end || n >= XDNA_ACCEL_MAX_MINORS || !socket_env(n))
+        return -1;
+    return (int)n;
+}
+
+static int socket_of(int minor, char *out, size_t cap)
+{
+    const char *v = socket_env(minor);
+    if (!v)
+        return -ENODEV;
+    if (strlen(v) >= cap)
+        return -ENAMETOOLONG;
+    strcpy(out, v);
+    return 0;
+}
+
+static struct accel_file *file_of(int fd)
+{
+    if (fd < 0 || fd >= XDNA_ACCEL_MAX_FDS)
+        return NULL;
+    pthread_mutex_lock(&tbl_lock);
+    struct accel_file *f = files[fd];
+    pthread_mutex_unlock(&tbl_lock);
+    return f;
+}
+
+int xdna_accel_fd_minor(int fd)
+{
+    struct accel_file *f = file_of(fd);
+    return f ? f->minor : -1;
+}
+
+int xdna_accel_open(int minor, int flags)
+{
+    char sock[256];
+    int rc = socket_of(minor, sock, sizeof(sock));
+    if (rc < 0) {
+        errno = -rc;
+        return -1;
+    }
+    struct accel_file *f = calloc(1, sizeof(*f));
+    if (!f) {
+        errno = ENOMEM;
+        return -1;
+    }
+    f->minor = minor;
+    f->refs = 1;
+    f->owner = getpid();
+    f->reg = xdna_reg_get(minor);
+    pthread_mutex_init(&f->sync_lock, NULL);
+    pthread_cond_init(&f->sync_cond, NULL);
+    f->ctx = xdna_shim_open(sock, 0);
+    if (!f->ctx)
+        goto free_file;
+    if (xdna_shim_attach(f->ctx) < 0)
+        goto close_ctx;
+    int fd = eventfd(0, (flags & O_CLOEXEC) ? EFD_CLOEXEC : 0);
+    if (fd < 0)
+        goto close_ctx;
+    if (fd >= XDNA_ACCEL_MAX_FDS) {
+        close(fd);
+        errno = EMFILE;
+        goto close_ctx;
+    }
+    pthread_mutex_lock(&tbl_lock);
+    files[fd] = f;
+    pthread_mutex_unlock(&tbl_lock);
+    publish(f);
+    return fd;
+
+close_ctx: {
+        int err = errno;
+        xdna_shim_close(f->ctx);
+        errno = err;
+    }
+free_file: {
+        int err = errno == ENOENT || errno == ECONNREFUSED ? ENODEV : errno;
+        if (getenv("XDNA_EMU_DEBUG"))
+            fprintf(stderr, "xdna-emu accel%d: open: %s\n", minor, xdna_shim_last_error(NULL));
+        free(f);
+        errno = err;
+        return -1;
+    }
+}
+
+void xdna_accel_dup(int oldfd, int newfd)
+{
+    if (newfd < 0 || newfd >= XDNA_ACCEL_MAX_FDS || oldfd == newfd)
+        return;
+    xdna_accel_forget(newfd); /* dup2 onto one of ours closed it */
+    pthread_mutex_lock(&tbl_lock);
+    struct accel_file *f = oldfd >= 0 && oldfd < XDNA_ACCEL_MAX_FDS ? files[oldfd] : NULL;
+    if (f) {
+        f->refs++;
+        files[newfd] = f;
+    }
+    pthread_mutex_unlock(&tbl_lock);
+}
+
+void xdna_accel_forget(int fd)
+{
+    if (fd < 0 || fd >= XDNA_ACCEL_MAX_FDS)
+        return;
+    pthread_mutex_lock(&tbl_lock);
+    struct accel_file *f = files[fd];
+    files[fd] = NULL;
+    bool last = f && --f->refs == 0;
+    pthread_mutex_unlock(&tbl_lock);
+    if (last && f->owner != getpid()) /* a forked child's copy: the parent owns it */
+        return;
+    if (last) { /* the DRM file's release: its contexts and BOs go with the session */
+        unpublish(f);
+        xdna_shim_close(f->ctx);
+        for (unsigned i = 0; i < MAX_SYNCOBJS; i++)
+            free(f->sync[i]);
+        free(f);
+    }
+}
+
+/* ---- the device registry: this file's rows (registry.h) ------------------------- */
+
+static void unpublish_locked(struct accel_file *f)
+{
+    for (unsigned i = 0; i < XDNA_REG_MAX_CTX; i++)
+        if (f->reg->ctx[i].file == f->id)
+            f->reg->ctx[i].file = 0;
+    for (unsigned i = 0; i < XDNA_REG_MAX_FILES; i++)
+        if (f->reg->files[i].file == f->id)
+            f->reg->files[i].file = 0;
+}
+
+static void unpublish(struct accel_file *f)
+{
+    if (!f->reg || !f->id)
+        return;
+    xdna_reg_lock(f->reg);
+    unpublish_locked(f);
+    xdna_reg_unlock(f->reg);
+}
+
+static const struct amdxdna_qos_info *qos_of(struct accel_file *f, uint32_t handle)
+{
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
+        if (f->qos[i].handle == handle)
+            return &f->qos[i].qos;
+    return NULL;
+}
+
+/* Recompute this file's rows: its contexts, and its BO usage by the driver's accounting
+ * (every shmem-backed BO in total; DEV_HEAP and CMD also internal; DEV only heap). */
+static void publish(struct accel_file *f)
+{
+    if (!f->reg)
+        return;
+    struct xdna_reg_file usage = {.pid = f->owner};
+    struct xdna_reg_ctx rows[XDNA_MAX_HWCTX];
+    unsigned n = 0;
+    struct xdna_shim_info info;
+    char comm[16] = {0};
+    int cfd = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+    if (cfd >= 0) {
+        ssize_t got = read(cfd, comm, sizeof(comm) - 1);
+        close(cfd);
+        if (got > 0 && comm[got - 1] == '\n')
+            comm[got - 1] = 0;
+    }
+    if (xdna_shim_get_info(f->ctx, &info) < 0 || xdna_api_enter(f->ctx) < 0)
+        return;
+    for (unsigned i = 0; f->ctx->s.bos && i < XDNA_MAX_BOS; i++) {
+        const struct xdna_bo *bo = f->ctx->s.bos[i];
+        uint64_t sz = bo ? (bo->size + 4095) & ~4095ull : 0;
+        if (!bo)
+            continue;
+        if (bo->type == XDNA_SHIM_BO_DEV) {
+            usage.heap += sz;
+            continue;
+        }
+        usage.total += sz;
+        if (bo->type == XDNA_SHIM_BO_DEV_HEAP || bo->type == XDNA_SHIM_BO_CMD)
+            usage.internal += sz;
+    }
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
+        const struct xdna_hwctx *hw = f->ctx->s.hw[i];
+        if (!hw)
+            continue;
+        const struct amdxdna_qos_info *q = qos_of(f, hw->handle);
+        rows[n] = (struct xdna_reg_ctx){
+            .hwctx_id = hw->handle, .pid = f->owner, .context_id = hw->fw_id,
+            .start_col = hw->start_col, .num_col = hw->num_col,
+            .state = hw->state == XDNA_SHIM_HWCTX_ACTIVE ? AMDXDNA_HWCTX_STATE_ACTIVE
+                                                          : AMDXDNA_HWCTX_STATE_IDLE,
+            .pasid = info.pasid, .priority = q ? q->priority : 0,
+            .gops = q ? q->gops : 0, .fps = q ? q->fps : 0,
+            .dma_bandwidth = q ? q->dma_bandwidth : 0, .latency = q ? q->latency : 0,
+            .frame_exec_time = q ? q->frame_exec_time : 0, .submissions = hw->submitted,
+            .completions = hw->completed, .errors = hw->errors, .heap_usage = usage.heap};
+        memcpy(rows[n].name, comm, sizeof(rows[n].name));
+        n++;
+    }
+    xdna_api_leave(f->ctx, 0);
+    xdna_reg_lock(f->reg);
+    if (!f->id)
+        f->id = ++f->reg->next_file ? f->reg->next_file : ++f->reg->next_file;
+    unpublish_locked(f);
+    usage.file = f->id;
+    for (unsigned i = 0; i < XDNA_REG_MAX_FILES; i++)
+        if (!f->reg->files[i].file) {
+            f->reg->files[i] = usage;
+            break;
+        }
+    for (unsigned k = 0, i = 0; k < n && i < XDNA_REG_MAX_CTX; i++)
+        if (!f->reg->ctx[i].file) {
+            rows[k].file = f->id;
+            f->reg->ctx[i] = rows[k++];
+        }
+    xdna_reg_unlock(f->reg);
+}
+
+/* ---- BO lookups -------------------------------------------------------------------- */
+
+struct bo_view {
+    int type;
+    uint64_t size, alloc, xdna_addr, heap_off;
+    uint8_t *va;
+    int fd; /* backing memfd (the heap's for a DEV BO) */
+};
+
+/* A user BO of the file: 0, or -ENOENT when the handle names none (internal ones too). */
+static int bo_view(struct accel_file *f, uint32_t handle, struct bo_view *v)
+{
+    if (xdna_api_enter(f->ctx) < 0)
+        return -errno;
+    struct xdna_bo *bo = xdna_bo_get(f->ctx, handle);
+    int rc = -ENOENT;
+    if (bo && !bo->internal) {
+        struct xdna_bo *heap = xdna_bo_get(f->ctx, f->ctx->s.heap);
+        *v = (struct bo_view){.type = bo->type, .size = bo->size, .alloc = bo->alloc,
+                              .xdna_addr = bo->xdna_addr, .heap_off = bo->heap_off,
+                              .va = bo->va, .fd = bo->fd};
+        if (bo->type == XDNA_SHIM_BO_DEV)
+            v->fd = heap ? heap->fd : -1;
+        rc = 0;
+    }
+    xdna_api_leave(f->ctx, 0);
+    return rc;
+}
+
+static uint32_t heap_handle(struct accel_file *f)
+{
+    if (xdna_api_enter(f->ctx) < 0)
+        return 0;
+    uint32_t h = f->ctx->s.heap;
+    xdna_api_leave(f->ctx, 0);
+    return h;
+}
+
+static bool hwctx_exists(struct accel_file *f, uint32_t handle)
+{
+    struct xdna_shim_hwctx_info hi;
+    return handle && xdna_shim_hwctx_info(f->ctx, handle, &hi) == 0;
+}
+
+/* ---- generic DRM ioctls ------------------------------------------------------------ */
+
+static int copy_field(uint64_t buf, uint64_t *buf_len, const char *value)
+{
+    size_t len = strlen(value), n = len < *buf_len ? len : (size_t)*buf_len;
+    *buf_len = len;
+    return n && buf ? uwrite(buf, value, n) : 0;
+}
+
+static int drm_version(struct accel_file *f, void *k)
+{
+    (void)f;
+    struct drm_version *v = k;
+    v->version_major = AMDXDNA_DRIVER_MAJOR;
+    v->version_minor = AMDXDNA_DRIVER_MINOR;
+    v->version_patchlevel = 0;
+    int rc = copy_field(v->name, &v->name_len, "amdxdna");
+    if (!rc)
+        rc = copy_field(v->date, &v->date_len, "");
+    if (!rc)
+        rc = copy_field(v->desc, &v->desc_len, "AMD XDNA NPU (xdna-emu)");
+    return rc;
+}
+
+static int drm_gem_close(struct accel_file *f, void *k)
+{
+    struct drm_gem_close *a = k;
+    struct bo_view v;
+    if (bo_view(f, a->handle, &v) < 0)
+        return -EINVAL; /* drm_gem_handle_delete: no such handle */
+    return xdna_shim_bo_free(f->ctx, a->handle) < 0 ? -errno : 0;
+}
+
+/* name: 1..DRM_CLIENT_NAME_MAX_LEN-1 printable characters, no spaces; length 0 clears */
+static int drm_set_client_name(struct accel_file *f, void *k)
+{
+    struct drm_set_client_name *a = k;
+    char name[DRM_CLIENT_NAME_MAX_LEN];
+    if (a->name_len >= DRM_CLIENT_NAME_MAX_LEN)
+        return -EINVAL;
+    if (uread(name, a->name, a->name_len) < 0)
+        return -EFAULT;
+    for (uint64_t i = 0; i < a->name_len; i++)
+        if (name[i] <= ' ' || name[i] > '~')
+            return -EINVAL;
+    memcpy(f->client_name, name, a->name_len);
+    f->client_name[a->name_len] = 0;
+    return 0;
+}
+
+/* PRIME: a SHARE BO's memfd is the dma-buf stand-in (docs/spec/uapi.md §6). Exporting
+ * duplicates it, so the memory lives as long as any fd or mapping of it does. */
+#define PRIME_MEMFD "/memfd:xdna-share"
+
+static int prime_handle_to_fd(struct accel_file *f, void *k)
+{
+    struct drm_prime_handle *a = k;
+    if (a->flags & ~(uint32_t)(DRM_CLOEXEC | DRM_RDWR))
+        return -EINVAL;
+    struct bo_view v;
+    if (bo_view(f, a->handle, &v) < 0)
+        return -ENOENT;
+    if (v.type != AMDXDNA_BO_SHARE || v.fd < 0)
+        return -EINVAL; /* only shmem-backed user BOs are exported */
+    int fd = fcntl(v.fd, (a->flags & DRM_CLOEXEC) ? F_DUPFD_CLOEXEC : F_DUPFD, 0);
+    if (fd < 0)
+        return -errno;
+    a->fd = fd;
+    return 0;
+}
+
+static int prime_fd_to_handle(struct accel_file *f, void *k)
+{
+    struct drm_prime_handle *a = k;
+    char link[64], target[128];
+    struct stat st;
+    if (fcntl(a->fd, F_GETFD) < 0)
+        return -EBADF;
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", a->fd);
+    ssize_t n = readlink(link, target, sizeof(target) - 1);
+    target[n > 0 ? n : 0] = 0;
+    if (n <= 0 || strncmp(target, PRIME_MEMFD, strlen(PRIME_MEMFD)) != 0 ||
+        fstat(a->fd, &st) < 0 || !st.st_size)
+        return -EINVAL; /* not a buffer we exported */
+    if (xdna_api_enter(f->ctx) < 0)
+        return -errno;
+    for (unsigned i = 0; i < XDNA_MAX_BOS; i++) { /* our own BO comes back as itself */
+        const struct xdna_bo *bo = f->ctx->s.bos[i];
+        struct stat bst;
+        if (bo && !bo->internal && bo->fd >= 0 && fstat(bo->fd, &bst) == 0 &&
+            bst.st_ino == st.st_ino && bst.st_dev == st.st_dev) {
+            a->handle = bo->handle;
+            xdna_api_leave(f->ctx, 0);
+            return 0;
+        }
+    }
+    uint32_t h;
+    int rc = xdna_bo_import(f->ctx, a->fd, (uint64_t)st.st_size, &h);
+    int err = errno;
+    xdna_api_leave(f->ctx, rc);
+    if (rc < 0)
+        return -err;
+    a->handle = h;
+    return 0;
+}
+
+/* ---- amdxdna: buffers ------------------------------------------------------------- */
+
+static int create_bo(struct accel_file *f, void *k)
+{
+    struct amdxdna_drm_create_bo *a = k;
+    if (a->flags & ~(uint64_t)AMDXDNA_BO_FLAGS_REGION_MASK)
+        return -EINVAL;
+    if (a->vaddr)
+        return -EOPNOTSUPP; /* user-pointer BOs: docs/spec/uapi.md §7 */
+    if (a->type < AMDXDNA_BO_SHARE || a->type > AMDXDNA_BO_CMD || !a->size)
+        return -EINVAL;
+    if (a->type == AMDXDNA_BO_DEV && (!heap_handle(f) || !f->heap_mapped))
+        return -EINVAL; /* no heap, or its user mapping is not there yet */
+    uint32_t h;
+    if (xdna_shim_bo_create(f->ctx, (int)a->type, a->size, &h) < 0)
+        return a->type == AMDXDNA_BO_DEV && errno == ENOMEM ? -EAGAIN : -errno;
+    a->handle = h;
+    return 0;
+}
+
+static int get_bo_info(struct accel_file *f, void *k)
+{
+    struct amdxdna_drm_get_bo_info *a = k;
+    if (a->ext || a->ext_flags || a->pad)
+        return -EINVAL;
+    struct bo_view v;
+    int rc = bo_view(f, a->handle, &v);
+    if (rc < 0)
+        return rc;
+    a->map_offset = (uint64_t)a->handle << MAP_SHIFT;
+    a->vaddr = (uint64_t)(uintptr_t)v.va;
+    a->xdna_addr = v.xdna_addr;
+    return 0;
+}
+
+static int sync_bo(struct accel_file *f, void *k)
+{
+    struct amdxdna_drm_sync_bo *a = k;
+    struct bo_view v;
+    int rc = bo_view(f, a->handle, &v);
+    if (rc < 0)
+        return rc;
+    if (a->direction > SYNC_DIRECT_FROM_DEVICE)
+        return -EINVAL;
+    return xdna_shim_bo_sync(f->ctx, a->handle, (int)a->direction, a->offset, a->size) < 0
+               ? -errno : 0;
+}
+
+void *xdna_accel_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    struct accel_file *f = file_of(fd);
+    struct bo_view v;
+    uint64_t uoff = (uint64_t)off;
+    uint32_t handle = (uint32_t)(uoff >> MAP_SHIFT);
+    if (!f || !len || uoff & (((uint64_t)1 << MAP_SHIFT) - 1) || bo_view(f, handle, &v) < 0 ||
+        v.fd < 0 || len > v.alloc) {
+        errno = EINVAL; /* an offset that names no BO of this file */
+        return MAP_FAILED;
+    }
+    off_t at = v.type == XDNA_SHIM_BO_DEV ? (off_t)v.heap_off : 0;
+    void *p = mmap(addr, len, prot, flags, v.fd, at);
+    if (p != MAP_FAILED && v.type == XDNA_SHIM_BO_DEV_HEAP)
+        f->heap_mapped = true;
+    return p;
+}
+
+/* ---- syncobjs (docs/spec/uapi.md §6) ------------------------------------------------ */
+
+static int sync_new(struct accel_file *f, uint32_t hwctx, bool signaled, uint32_t *handle)
+{
+    pthread_mutex_lock(&f->sync_lock);
+    int rc = -ENOMEM;
+    for (unsigned i = 0; i < MAX_SYNCOBJS; i++)
+        if (!f->sync[i]) {
+            f->sync[i] = calloc(1, sizeof(struct syncobj));
+            if (f->sync[i]) {
+                *f->sync[i] = (struct syncobj){.hwctx = hwctx, .submitted = signaled,
+                                               .value = signaled};
+                *handle = i + 1;
+                rc = 0;
+            }
+            break;
+        }
+    pthread_mutex_unlock(&f->sync_lock);
+    return rc;
+}
+
+static struct syncobj *sync_get(struct accel_file *f, uint32_t handle)
+{
+    return handle && handle <= MAX_SYNCOBJS ? f->sync[handle - 1] : NULL;
+}
+
+/* Is point (0: the binary state) of s signalled? 1 yes, 0 not yet (a job still runs),
+ * -EINVAL no fence for it yet (nothing submitted up to that point). */
+static int sync_check(struct accel_file *f, const struct syncobj *s, uint64_t point)
+{
+    if (s->hwctx) {
+        if (!point)
+            return -EINVAL;
+        int rc = xdna_shim_wait(f->ctx, s->hwctx, point, 0);
+        return rc == 0 ? 1 : errno == ETIME ? 0 : -EINVAL;
+    }
+    /* host signals are instant: a point (or binary state) not signalled has no fence yet */
+    if (!s->submitted || (point ? s->value < point : !s->value))
+        return -EINVAL;
+    return 1;
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The wait of SYNCOBJ_WAIT and TIMELINE_WAIT: timeout_nsec is absolute CLOCK_MONOTONIC.
+ * A context's timeline is waited for through the shim, host points on the file's cond. */
+static int sync_wait(struct accel_file *f, const uint32_t *h, const uint64_t *points, uint32_t n,
+                     uint32_t flags, int64_t timeout, uint32_t *first)
+{
+    bool all = flags & DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL;
+    bool for_submit = flags & DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT;
+    for (;;) {
+        uint32_t done = 0, ctx_wait = 0;
+        uint64_t ctx_point = 0;
+        int hit = -1;
+        pthread_mutex_lock(&f->sync_lock);
+        for (uint32_t i = 0; i < n; i++) {
+            struct syncobj *s = sync_get(f, h[i]);
+            if (!s) {
+                pthread_mutex_unlock(&f->sync_lock);
+                return -ENOENT;
+            }
+            int st = sync_check(f, s, points ? points[i] : 0);
+            if (st < 0 && !for_submit) {
+                pthread_mutex_unlock(&f->sync_lock);
+                return -EINVAL;
+            }
+            if (st == 1) {
+                done++;
+                if (hit < 0)
+                    hit = (int)i;
+            } else if (s->hwctx && !ctx_wait) {
+                ctx_wait = s->hwctx;
+                ctx_point = points ? points[i] : 0;
+            }
+        }
+        if (all ? done == n : done > 0) {
+            pthread_mutex_unlock(&f->sync_lock);
+            *first = hit < 0 ? 0 : (uint32_t)hit;
+            return 0;
+        }
+        uint64_t now = mono_ns();
+        if (timeout <= 0 || (uint64_t)timeout <= now) {
+            pthread_mutex_unlock(&f->sync_lock);
+            return -ETIME;
+        }
+        uint64_t left_ms = ((uint64_t)timeout - now) / 1000000u + 1;
+        if (ctx_wait && ctx_point) { /* the job's end wakes us through the shim */
+            pthread_mutex_unlock(&f->sync_lock);
+            if (xdna_shim_wait(f->ctx, ctx_wait, ctx_point,
+                               left_ms > 1000 ? 1000 : (int)left_ms) < 0 && errno != ETIME)
+                return -errno;
+            continue;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until); /* the cond's clock */
+        uint64_t ns = (uint64_t)until.tv_nsec + (left_ms > 1000 ? 1000 : left_ms) * 1000000u;
+        until.tv_sec += (time_t)(ns / 1000000000u);
+        until.tv_nsec = (long)(ns % 1000000000u);
+        pthread_cond_timedwait(&f->sync_cond, &f->sync_lock, &until);
+        pthread_mutex_unlock(&f->sync_lock);
+    }
+}
+
+/* Read n u32 handles (and n u64 points) from the caller. */
+static int read_handles(uint64_t hp, uint64_t pp, uint32_t n, uint32_t *h, uint64_t *pts)
+{
+    if (!n || n > MAX_WAIT_HANDLES)
+        return -EINVAL;
+    if (uread(h, hp, n * sizeof(*h)) < 0 || (pts && uread(pts, pp, n * sizeof(*pts)) < 0))
+        return -EFAULT;
+    return 0;
+}
+
+static int syncobj_create(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_create *a = k;
+    if (a->flags & ~(uint32_t)DRM_SYNCOBJ_CREATE_SIGNALED)
+        return -EINVAL;
+    return sync_new(f, 0, a->flags & DRM_SYNCOBJ_CREATE_SIGNALED, &a->handle);
+}
+
+static int syncobj_destroy(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_destroy *a = k;
+    if (a->pad)
+        return -EINVAL;
+    pthread_mutex_lock(&f->sync_lock);
+    struct syncobj *s = sync_get(f, a->handle);
+    if (s) {
+        free(s);
+        f->sync[a->handle - 1] = NULL;
+    }
+    pthread_mutex_unlock(&f->sync_lock);
+    return s ? 0 : -EINVAL;
+}
+
+static int syncobj_wait(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_wait *a = k;
+    uint32_t h[MAX_WAIT_HANDLES];
+    if (a->flags & ~(uint32_t)(DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL | DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT |
+                               DRM_SYNCOBJ_WAIT_FLAGS_WAIT_DEADLINE))
+        return -EINVAL;
+    int rc = read_handles(a->handles, 0, a->count_handles, h, NULL);
+    return rc ? rc : sync_wait(f, h, NULL, a->count_handles, a->flags, a->timeout_nsec,
+                               &a->first_signaled);
+}
+
+static int syncobj_timeline_wait(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_timeline_wait *a = k;
+    uint32_t h[MAX_WAIT_HANDLES];
+    uint64_t pts[MAX_WAIT_HANDLES];
+    if (a->flags & ~(uint32_t)(DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL | DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT |
+                               DRM_SYNCOBJ_WAIT_FLAGS_WAIT_AVAILABLE | DRM_SYNCOBJ_WAIT_FLAGS_WAIT_DEADLINE))
+        return -EINVAL;
+    int rc = read_handles(a->handles, a->points, a->count_handles, h, pts);
+    return rc ? rc : sync_wait(f, h, pts, a->count_handles, a->flags, a->timeout_nsec,
+                               &a->first_signaled);
+}
+
+/* RESET, SIGNAL (binary) and TIMELINE_SIGNAL; a context's timeline is the device's own. */
+static int syncobj_set(struct accel_file *f, uint64_t hp, uint64_t pp, uint32_t n, int op)
+{
+    uint32_t h[MAX_WAIT_HANDLES];
+    uint64_t pts[MAX_WAIT_HANDLES];
+    int rc = read_handles(hp, pp, n, h, op == 2 ? pts : NULL);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&f->sync_lock);
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        struct syncobj *s = sync_get(f, h[i]);
+        rc = !s ? -ENOENT : s->hwctx ? -EINVAL : 0;
+    }
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        struct syncobj *s = sync_get(f, h[i]);
+        if (op == 0) {
+            s->value = 0;
+            s->submitted = false;
+        } else {
+            uint64_t v = op == 1 ? 1 : pts[i];
+            s->value = v > s->value ? v : s->value;
+            s->submitted = true;
+        }
+    }
+    pthread_cond_broadcast(&f->sync_cond);
+    pthread_mutex_unlock(&f->sync_lock);
+    return rc;
+}
+
+static int syncobj_reset(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_array *a = k;
+    return a->pad ? -EINVAL : syncobj_set(f, a->handles, 0, a->count_handles, 0);
+}
+
+static int syncobj_signal(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_array *a = k;
+    return a->pad ? -EINVAL : syncobj_set(f, a->handles, 0, a->count_handles, 1);
+}
+
+static int syncobj_timeline_signal(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_timeline_array *a = k;
+    return a->flags ? -EINVAL : syncobj_set(f, a->handles, a->points, a->count_handles, 2);
+}
+
+/* QUERY: each syncobj's highest signalled point (a context's: its last finished job). */
+static int syncobj_query(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_timeline_array *a = k;
+    uint32_t h[MAX_WAIT_HANDLES];
+    uint64_t pts[MAX_WAIT_HANDLES];
+    if (a->flags & ~(uint32_t)DRM_SYNCOBJ_QUERY_FLAGS_LAST_SUBMITTED)
+        return -EINVAL;
+    int rc = read_handles(a->handles, 0, a->count_handles, h, NULL);
+    if (rc)
+        return rc;
+    for (uint32_t i = 0; i < a->count_handles; i++) {
+        pthread_mutex_lock(&f->sync_lock);
+        struct syncobj *s = sync_get(f, h[i]);
+        struct syncobj copy = s ? *s : (struct syncobj){0};
+        pthread_mutex_unlock(&f->sync_lock);
+        if (!s)
+            return -ENOENT;
+        pts[i] = copy.value;
+        if (copy.hwctx) { /* highest seq p with every job up to p final */
+            struct xdna_shim_hwctx_info hi;
+            if (xdna_shim_hwctx_info(f->ctx, copy.hwctx, &hi) < 0)
+                return -errno;
+            uint64_t p = 0;
+            while (xdna_shim_wait(f->ctx, copy.hwctx, p + 1, 0) == 0)
+                p++;
+            pts[i] = (a->flags & DRM_SYNCOBJ_QUERY_FLAGS_LAST_SUBMITTED) ? hi.submitted : p;
+        }
+    }
+    return uwrite(a->points, pts, a->count_handles * sizeof(*pts));
+}
+
+/* TRANSFER: dst (at dst_point, or its binary state for 0) takes src's point once that is
+ * signalled; the call waits for it, as EXEC_CMD DEPENDENCY does (docs/spec/uapi.md §7). */
+static int syncobj_transfer(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_transfer *a = k;
+    uint32_t first;
+    if (a->pad || a->flags & ~(uint32_t)DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT)
+        return -EINVAL;
+    pthread_mutex_lock(&f->sync_lock);
+    struct syncobj *dst = sync_get(f, a->dst_handle), *src = sync_get(f, a->src_handle);
+    bool dst_ctx = dst && dst->hwctx;
+    pthread_mutex_unlock(&f->sync_lock);
+    if (!dst || !src)
+        return -ENOENT;
+    if (dst_ctx)
+        return -EINVAL; /* a context's timeline is the device's */
+    int rc = sync_wait(f, &a->src_handle, &a->src_point, 1,
+                       DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL | a->flags, INT64_MAX, &first);
+    if (rc)
+        return rc;
+    uint64_t pt = a->dst_point ? a->dst_point : 1;
+    return syncobj_set(f, (uint64_t)(uintptr_t)&a->dst_handle, (uint64_t)(uintptr_t)&pt, 1, 2);
+}
+
+/* EXEC_CMD DEPENDENCY: wait (in the call) until every (syncobj, point) is signalled, EINVAL
+ * when one has no fence yet (nothing submitted for it);
+ * SIGNAL: once the context's last submitted job ends, signal each (syncobj, point). */
+static int exec_fences(struct accel_file *f, struct amdxdna_drm_exec_cmd *a)
+{
+    uint32_t h[MAX_WAIT_HANDLES], first;
+    uint64_t pts[MAX_WAIT_HANDLES];
+    if (a->cmd_count != a->arg_count)
+        return -EINVAL;
+    int rc = read_handles(a->cmd_handles, a->args, a->cmd_count, h, pts);
+    if (rc)
+        return rc;
+    struct xdna_shim_hwctx_info hi;
+    if (!a->hwctx || xdna_shim_hwctx_info(f->ctx, a->hwctx, &hi) < 0)
+        return -EINVAL;
+    if (a->type == AMDXDNA_CMD_SUBMIT_DEPENDENCY) /* every point must have a fence */
+        return sync_wait(f, h, pts, a->cmd_count, DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL, INT64_MAX,
+                         &first);
+    if (hi.submitted && xdna_shim_wait(f->ctx, a->hwctx, hi.submitted, -1) < 0)
+        return -errno;
+    return syncobj_set(f, a->cmd_handles, a->args, a->cmd_count, 2);
+}
+
+/* ---- amdxdna: contexts and commands ----------------------------------------------- */
+
+static int create_hwctx(struct accel_file *f, void *k)
+{
+    struct amdxdna_drm_create_hwctx *a = k;
+    struct amdxdna_qos_info qos;
+    struct xdna_shim_info info;
+    if (a->ext || a->ext_flags)
+        return -EINVAL;
+    if (uread(&qos, a->qos_p, sizeof(qos)) < 0)
+        return -EFAULT;
+    if (xdna_shim_get_info(f->ctx, &info) < 0)
+        return -errno;
+    uint32_t cols = info.core_rows ? a->num_tiles / info.core_rows : 0;
+    if (!cols || cols > info.total_col)
+        return -EINVAL;
+    if (!heap_handle(f))
+        return -ENOENT; /* the client's dev heap must exist first */
+    if (!f->heap_mapped)
+        return -EINVAL;
+    struct xdna_shim_hwctx_params p = {.priority = qos.priority, .num_cols = cols,
+                                       .start_col = -1};
+    uint32_t h;
+    if (xdna_shim_hwctx_create(f->ctx, &p, &h) < 0)
+        return -errno;
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
+        if (!f->qos[i].handle) {
+            f->qos[i] = (struct ctx_qos){.handle = h, .qos = qos};
+            break;
+        }
+    a->handle = h;
+    if (sync_new(f, h, false, &a->syncobj_handle) < 0) {
+        xdna_shim_hwctx_destroy(f->ctx, h);
+        return -ENOMEM;
+    }
+    a->umq_doorbell = AMDXDNA_INVALID_DOORBELL_OFFSET;
+    return 0;
+}
+
+static int destroy_hwctx(struct accel_file *f, void *k)
+{
+    struct amdxdna_drm_destroy_hwctx *a = k;
+    if (a->pad)
+        return -EINVAL;
+    if (!hwctx_exists(f, a->handle))
+        return -EINVAL;
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
+        if (f->cu_ctx[i] == a->handle)
+            f->cu_ctx[i] = 0;
+        if (f->qos[i].handle == a->handle)
+            f->qos[i].handle = 0;
+    }
+    pthread_mutex_lock(&f->sync_lock);
+    for (unsigned i = 0; i < MAX_SYNCOBJS; i++)
+        if (f->sync[i] && f->sync[i]->hwctx == a->handle) {
+            free(f->sync[i]);
+            f->sync[i] = NULL;
+        }
+    pthread_mutex_unlock(&f->sync_lock);
+    return xdna_shim_hwctx_destroy(f->ctx, a->handle) < 0 ? -errno : 0;
+}
+
+static int config_cu(struct accel_file *f, uint32_t hwctx, uint64_t buf, uint32_t size)
+{
+    uint8_t data[CU_CONFIG_MAX];
+    if (!size || size > CU_CONFIG_MAX)
+        return -EINVAL;
+    if (uread(data, buf, size) < 0)
+        return -EFAULT;
+    const struct amdxdna_hwctx_param_config_cu *cfg = (const void *)data;
+    if (size < sizeof(*cfg) || !cfg->num_cus ||
+        sizeof(*cfg) + (size_t)cfg->num_cus * sizeof(struct amdxdna_cu_config) > size)
+        return -EINVAL;
+    for (unsigned i = 0; i < cfg->num_cus; i++) {
+        struct bo_view v;
+        if (bo_view(f, cfg->cu_configs[i].cu_bo, &v) < 0)
+            return -EINVAL;
+    }
+    unsigned free_slot = XDNA_MAX_HWCTX;
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
+        if (f->cu_ctx[i] == hwctx)
+            return -EINVAL; /* configured once per context */
+        if (!f->cu_ctx[i] && free_slot == XDNA_MAX_HWCTX)
+            free_slot = i;
+    }
+    if (free_slot == XDNA_MAX_HWCTX)
+        return -ENOSPC;
+    f->cu_ctx[free_slot] = hwctx;
+    return 0;
+}
+
+static int config_hwctx(struct accel_file *f, void *k)
+{
+    struct amdxdna_drm_config_hwctx *a = k;
+    if (a->pad)
+        return -EINVAL;
+    if (!hwctx_exists(f, a->handle))
+        return -EINVAL;
+    switch (a->param_type) {
+    case DRM_AMDXDNA_HWCTX_CONFIG_CU:
+        return config_cu(f, a->handle, a->param_val, a->param_val_size);
+    case DRM_AMDXDNA_HWCTX_ASSIGN_DBG_BUF:
+    case DRM_AMDXDNA_HWCTX_REMOVE_DBG_BUF:
+    case DRM_AMDXDNA_HWCTX_CONFIG_OPCODE_TIMEOUT:
+        return -EOPNOTSUPP; /* docs/spec/uapi.md §7 */
+    default:
+        return -EINVAL;
+    }
+}
+
+static int exec_cmd(struct accel_file *f, void *k)
+{
+    struct amdxdna_drm_exec_cmd *a = k;
+    if (a->ext || a->ext_flags)
+        return -EINVAL;
+    if (a->type == AMDXDNA_CMD_SUBMIT_DEPENDENCY || a->type == AMDXDNA_CMD_SUBMIT_SIGNAL)
+        return exec_fences(f, a);
+    if (a->type != AMDXDNA_CMD_SUBMIT_EXEC_BUF || a->cmd_count != 1 ||
+        a->arg_count > EXEC_MAX_ARGS)
+        return -EINVAL;
+    uint32_t *args = a->arg_count ? calloc(a->arg_count, sizeof(uint32_t)) : NULL;
+    if (a->arg_count && !args)
+        return -ENOMEM;
+    int rc = uread(args, a->args, a->arg_count * sizeof(uint32_t));
+    struct bo_view v;
+    for (uint32_t i = 0; rc == 0 && i < a->arg_count; i++)
+        if (bo_view(f, args[i], &v) < 0)
+            rc = -ENOENT;
+    free(args);
+    if (rc < 0)
+        return rc;
+    uint32_t cmd = (uint32_t)a->cmd_handles;
+    if (a->cmd_handles >> 32 || bo_view(f, cmd, &v) < 0 || v.type != AMDXDNA_BO_CMD)
+        return -EINVAL;
+    if (!hwctx_exists(f, a->hwctx))
+        return -EINVAL;
+    uint64_t seq;
+    if (xdna_shim_exec(f->ctx, a->hwctx, cmd, &seq) < 0)
+        return -errno;
+    a->seq = seq;
+    return 0;
+}
+
+static int wait_cmd(struct accel_file *f, void *k)
+{
+    struct amdxdna_drm_wait_cmd *a = k;
+    if (!hwctx_exists(f, a->hwctx))
+        return -EINVAL;
+    int ms = a->timeout ? (a->timeout > INT32_MAX ? INT32_MAX : (int)a->timeout) : -1;
+    return xdna_shim_wait(f->ctx, a->hwctx, a->seq, ms) < 0 ? -errno : 0;
+}
+
+/* ---- amdxdna: queries ------------------------------------------------------------- */
+
+/* "Copy what fits": the answer's first min(buffer_size, size) bytes, never more. */
+static int put_fit(struct amdxdna_drm_get_info *a, const void *val, size_t size)
+{
+    return uwrite(a->buffer, val, a->buffer_size < size ? a->buffer_size : size);
+}
+
+static int query_metadata(struct accel_file *f, struct amdxdna_drm_get_info *a)
+{
+    xdna_aie2_query_aie_tile_info_resp_t ti;
+    xdna_aie2_query_aie_version_resp_t av;
+    if (xdna_api_enter(f->ctx) < 0)
+        return -errno;
+    int rc = xdna_fw_req_u32(f->ctx, XDNA_AIE2_MSG_QUERY_AIE_TILE_INFO, &ti, sizeof(ti));
+    if (rc == 0)
+        rc = xdna_fw_req_u32(f->ctx, XDNA_AIE2_MSG_QUERY_AIE_VERSION, &av, sizeof(av));
+    int err = errno;
+    xdna_api_leave(f->ctx, rc);
+    if (rc < 0)
+        return -err;
+    struct amdxdna_drm_query_aie_metadata md = {
+        .col_size = ti.size, .cols = ti.cols, .rows = ti.rows,
+        .version = {.major = av.major, .minor = av.minor},
+        .core = {.row_count = ti.core_rows, .row_start = ti.core_row_start,
+                 .dma_channel_count = ti.core_dma_channels, .lock_count = ti.core_locks,
+                 .event_reg_count = ti.core_events},
+        .mem = {.row_count = ti.mem_rows, .row_start = ti.mem_row_start,
+                .dma_channel_count = ti.mem_dma_channels, .lock_count = ti.mem_locks,
+                .event_reg_count = ti.mem_events},
+        .shim = {.row_count = ti.shim_rows, .row_start = ti.shim_row_start,
+                 .dma_channel_count = ti.shim_dma_channels, .lock_count = ti.shim_locks,
+                 .event_reg_count = ti.shim_events}};
+    return put_fit(a, &md, sizeof(md));
+}
+
+/* The registry's context rows (every process's), copied out under its lock. */
+static unsigned reg_contexts(struct accel_file *f, struct xdna_reg_ctx *out, unsigned cap)
+{
+    unsigned n = 0;
+    if (!f->reg)
+        return 0;
+    xdna_reg_lock(f->reg);
+    for (unsigned i = 0; i < XDNA_REG_MAX_CTX && n < cap; i++)
+        if (f->reg->ctx[i].file)
+            out[n++] = f->reg->ctx[i];
+    xdna_reg_unlock(f->reg);
+    return n;
+}
+
+/* HW_CONTEXTS: one query_hwctx per context on the device; a buffer too small for all of
+ * them is refused, buffer_size comes back as the bytes written. */
+static int query_hw_contexts(struct accel_file *f, struct amdxdna_drm_get_info *a)
+{
+    static __thread struct xdna_reg_ctx rows[XDNA_REG_MAX_CTX];
+    static __thread struct amdxdna_drm_query_hwctx out[XDNA_REG_MAX_CTX];
+    unsigned n = reg_contexts(f, rows, XDNA_REG_MAX_CTX);
+    for (unsigned i = 0; i < n; i++)
+        out[i] = (struct amdxdna_drm_query_hwctx){
+            .context_id = rows[i].context_id, .start_col = rows[i].start_col,
+            .num_col = rows[i].num_col, .pid = rows[i].pid,
+            .command_submissions = rows[i].submissions,
+            .command_completions = rows[i].completions, .errors = rows[i].errors};
+    size_t bytes = n * sizeof(out[0]);
+    if (a->buffer_size < bytes)
+        return -EINVAL;
+    int rc = uwrite(a->buffer, out, bytes);
+    if (rc == 0)
+        a->buffer_size = (uint32_t)bytes;
+    return rc;
+}
+
+static struct amdxdna_drm_hwctx_entry hwctx_entry(const struct xdna_reg_ctx *r)
+{
+    struct amdxdna_drm_hwctx_entry e = {
+        .context_id = r->context_id, .start_col = r->start_col, .num_col = r->num_col,
+        .hwctx_id = r->hwctx_id, .pid = r->pid, .command_submissions = r->submissions,
+        .command_completions = r->completions, .errors = r->errors, .priority = r->priority,
+        .heap_usage = r->heap_usage, .state = r->state, .pasid = r->pasid, .gops = r->gops,
+        .fps = r->fps, .dma_bandwidth = r->dma_bandwidth, .latency = r->latency,
+        .frame_exec_time = r->frame_exec_time};
+    memcpy(e.name, r->name, sizeof(e.name));
+    return e;
+}
+
+/* GET_ARRAY: element_size and num_element are the caller's capacity; the answer uses
+ * min(element_size, our entry) bytes per element, packed at that stride, and both fields
+ * come back as what was written. */
+static int get_array(struct accel_file *f, void *k)
+{
+    struct amdxdna_drm_get_array *a = k;
+    static __thread struct xdna_reg_ctx rows[XDNA_REG_MAX_CTX];
+    if (a->pad || !a->element_size || !a->num_element ||
+        a->element_size > AMDXDNA_MAX_ELEMENT_SIZE || a->num_element > AMDXDNA_MAX_NUM_ELEMENT)
+        return -EINVAL;
+    switch (a->param) {
+    case DRM_AMDXDNA_HW_CONTEXT_ALL:
+    case DRM_AMDXDNA_HW_CONTEXT_BY_ID: {
+        size_t esz = a->element_size < sizeof(struct amdxdna_drm_hwctx_entry)
+                         ? a->element_size : sizeof(struct amdxdna_drm_hwctx_entry);
+        struct amdxdna_drm_hwctx_entry want = {0};
+        if (a->param == DRM_AMDXDNA_HW_CONTEXT_BY_ID) {
+            /* the key: pid and hwctx_id of the first element */
+            if (esz < offsetof(struct amdxdna_drm_hwctx_entry, command_submissions))
+                return -EINVAL;
+            if (uread(&want, a->buffer, esz) < 0)
+                return -EFAULT;
+        }
+        unsigned n = reg_contexts(f, rows, XDNA_REG_MAX_CTX), put = 0;
+        for (unsigned i = 0; i < n && put < a->num_element; i++) {
+            if (a->param == DRM_AMDXDNA_HW_CONTEXT_BY_ID &&
+                (rows[i].pid != want.pid || rows[i].hwctx_id != want.hwctx_id))
+                continue;
+            struct amdxdna_drm_hwctx_entry e = hwctx_entry(&rows[i]);
+            if (uwrite(a->buffer + (uint64_t)put * esz, &e, esz) < 0)
+                return -EFAULT;
+            put++;
+        }
+        if (a->param == DRM_AMDXDNA_HW_CONTEXT_BY_ID && !put)
+            return -ENOENT;
+        a->num_element = put;
+        a->element_size = (uint32_t)esz;
+        return 0;
+    }
+    case DRM_AMDXDNA_BO_USAGE: {
+        struct amdxdna_drm_bo_usage u;
+        if (a->element_size < sizeof(u))
+            return -EINVAL;
+        if (uread(&u, a->buffer, sizeof(u)) < 0)
+            return -EFAULT;
+        u.total_usage = u.internal_usage = u.heap_usage = 0;
+        if (f->reg) {
+            xdna_reg_lock(f->reg);
+            for (unsigned i = 0; i < XDNA_REG_MAX_FILES; i++) {
+                const struct xdna_reg_file *r = &f->reg->files[i];
+                if (r->file && r->pid == u.pid) {
+                    u.total_usage += r->total;
+                    u.internal_usage += r->internal;
+                    u.heap_usage += r->heap;
+                }
+            }
+            xdna_reg_unlock(f->reg);
+        }
+        if (uwrite(a->buffer, &u, sizeof(u)) < 0)
+            return -EFAULT;
+        a->num_element = 1;
+        a->element_size = sizeof(u);
+        return 0;
+    }
+    case DRM_AMDXDNA_HW_LAST_ASYNC_ERR:
+    case DRM_AMDXDNA_FW_LOG:
+    case DRM_AMDXDNA_FW_TRACE:
+    case DRM_AMDXDNA_AIE_COREDUMP:
+    case DRM_AMDXDNA_FW_LOG_CONFIG:
+    case DRM_AMDXDNA_FW_TRACE_CONFIG:
+    case DRM_AMDXDNA_AIE_TILE_READ:
+    case DRM_AMDXDNA_HWCTX_AIE_PART_FD:
+    case DRM_AMDXDNA_HWCTX_MEM_BITMAP:
+        return -EOPNOTSUPP; /* docs/spec/uapi.md §7 */
+    default:
+        return -EINVAL;
+    }
+}
+
+static int get_info(struct accel_file *f, void *k)
+{
+    struct amdxdna_drm_get_info *a = k;
+    struct xdna_shim_info info;
+    struct xdna_shim_power pw;
+    if (xdna_shim_get_info(f->ctx, &info) < 0 || xdna_shim_get_power(f->ctx, &pw) < 0)
+        return -errno;
+    switch (a->param) {
+    case DRM_AMDXDNA_QUERY_AIE_VERSION: {
+        struct amdxdna_drm_query_aie_version v = {info.aie_major, info.aie_minor};
+        return put_fit(a, &v, sizeof(v));
+    }
+    case DRM_AMDXDNA_QUERY_AIE_METADATA:
+        return query_metadata(f, a);
+    case DRM_AMDXDNA_QUERY_CLOCK_METADATA: {
+        struct amdxdna_drm_query_clock_metadata c = {
+            .mp_npu_clock = {.name = "MP-NPU Clock", .freq_mhz = pw.npuclk_mhz},
+            .h_clock = {.name = "H Clock", .freq_mhz = pw.hclk_mhz}};
+        return put_fit(a, &c, sizeof(c));
+    }
+    case DRM_AMDXDNA_QUERY_FIRMWARE_VERSION: {
+        struct amdxdna_drm_query_firmware_version v = {info.fw_major, info.fw_minor,
+                                                       info.fw_sub, info.fw_build};
+        return put_fit(a, &v, sizeof(v));
+    }
+    case DRM_AMDXDNA_GET_POWER_MODE: {
+        struct amdxdna_drm_get_power_mode p = {.power_mode = (uint8_t)pw.mode};
+        return put_fit(a, &p, sizeof(p));
+    }
+    case DRM_AMDXDNA_QUERY_HW_CONTEXTS:
+        return query_hw_contexts(f, a);
+    case DRM_AMDXDNA_QUERY_RESOURCE_INFO: {
+        /* the top DPM level's H clock and TOPS, the context limit, the current TOPS and
+         * the contexts on the device */
+        static __thread struct xdna_reg_ctx rows[XDNA_REG_MAX_CTX];
+        const struct xdna_chip_desc *c = f->ctx->chip;
+        struct amdxdna_drm_get_resource_info r = {
+            .npu_clk_max = c->ndpm ? c->dpm[c->ndpm - 1].hclk_mhz : 0,
+            .npu_tops_max = c->ndpm && c->tops ? (uint64_t)c->tops[c->ndpm - 1] : 0,
+            .npu_task_max = info.hwctx_limit, .npu_tops_curr = (uint64_t)pw.tops,
+            .npu_task_curr = reg_contexts(f, rows, XDNA_REG_MAX_CTX)};
+        return put_fit(a, &r, sizeof(r));
+    }
+    case DRM_AMDXDNA_QUERY_AIE_STATUS:
+    case DRM_AMDXDNA_QUERY_SENSORS:
+    case DRM_AMDXDNA_READ_AIE_MEM:
+    case DRM_AMDXDNA_READ_AIE_REG:
+    case DRM_AMDXDNA_QUERY_TELEMETRY:
+    case DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE:
+    case DRM_AMDXDNA_GET_FRAME_BOUNDARY_PREEMPT_STATE:
+    case DRM_AMDXDNA_QUERY_CERT_FIRMWARE_VERSION:
+    case DRM_AMDXDNA_GET_AUTO_COREDUMP:
+        return -EOPNOTSUPP; /* not served yet: docs/spec/uapi.md §7 */
+    default:
+        return -EINVAL;
+    }
+}
+
+static int set_state(struct accel_file *f, void *k)
+{
+    (void)f;
+    (void)k;
+    if (geteuid() != 0)
+        return -EACCES; /* DRM_ROOT_ONLY without CAP_SYS_ADMIN */
+    return -EOPNOTSUPP; /* docs/spec/uapi.md §7 */
+}
+
+static int not_served(struct accel_file *f, void *k)
+{
+    (void)f;
+    (void)k;
+    return -EOPNOTSUPP; /* docs/spec/uapi.md §7 */
+}
+
+/* ---- the decoder ------------------------------------------------------------------- */
+
+struct ioctl_desc {
+    unsigned nr;
+    unsigned size; /* our struct's size (drm_ioctl's drv_size) */
+    int (*fn)(struct accel_file *f, void *k);
+};
+
+#define IOCTL(name, fn) {_IOC_NR(DRM_IOCTL_##name), _IOC_SIZE(DRM_IOCTL_##name), fn}
+static const struct ioctl_desc IOCTLS[] = {
+    IOCTL(VERSION, drm_version),
+    IOCTL(GEM_CLOSE, drm_gem_close),
+    IOCTL(SET_CLIENT_NAME, drm_set_client_name),
+    IOCTL(PRIME_HANDLE_TO_FD, prime_handle_to_fd),
+    IOCTL(PRIME_FD_TO_HANDLE, prime_fd_to_handle),
+    IOCTL(SYNCOBJ_CREATE, syncobj_create),
+    IOCTL(SYNCOBJ_DESTROY, syncobj_destroy),
+    IOCTL(SYNCOBJ_HANDLE_TO_FD, not_served),
+    IOCTL(SYNCOBJ_FD_TO_HANDLE, not_served),
+    IOCTL(SYNCOBJ_WAIT, syncobj_wait),
+    IOCTL(SYNCOBJ_RESET, syncobj_reset),
+    IOCTL(SYNCOBJ_SIGNAL, syncobj_signal),
+    IOCTL(SYNCOBJ_TIMELINE_WAIT, syncobj_timeline_wait),
+    IOCTL(SYNCOBJ_QUERY, syncobj_query),
+    IOCTL(SYNCOBJ_TRANSFER, syncobj_transfer),
+    IOCTL(SYNCOBJ_TIMELINE_SIGNAL, syncobj_timeline_signal),
+    IOCTL(AMDXDNA_CREATE_HWCTX, create_hwctx),
+    IOCTL(AMDXDNA_DESTROY_HWCTX, destroy_hwctx),
+    IOCTL(AMDXDNA_CONFIG_HWCTX, config_hwctx),
+    IOCTL(AMDXDNA_CREATE_BO, create_bo),
+    IOCTL(AMDXDNA_GET_BO_INFO, get_bo_info),
+    IOCTL(AMDXDNA_SYNC_BO, sync_bo),
+    IOCTL(AMDXDNA_EXEC_CMD, exec_cmd),
+    IOCTL(AMDXDNA_GET_INFO, get_info),
+    IOCTL(AMDXDNA_SET_STATE, set_state),
+    IOCTL(AMDXDNA_WAIT_CMD, wait_cmd),
+    IOCTL(AMDXDNA_GET_ARRAY, get_array),
+};
+
+int xdna_accel_ioctl(int fd, unsigned long req, void *arg)
+{
+    struct accel_file *f = file_of(fd);
+    if (!f) {
+        errno = EBADF;
+        return -1;
+    }
+    if (f->owner != getpid()) { /* inherited over fork: the session is the parent's */
+        errno = ENODEV;
+        return -1;
+    }
+    if (_IOC_TYPE(req) != DRM_IOCTL_BASE) {
+        errno = ENOTTY;
+        return -1;
+    }
+    const struct ioctl_desc *d = NULL;
+    for (size_t i = 0; i < sizeof(IOCTLS) / sizeof(IOCTLS[0]); i++)
+        if (IOCTLS[i].nr == _IOC_NR(req))
+            d = &IOCTLS[i];
+    if (!d) {
+        errno = EINVAL; /* drm_ioctl: no such command */
+        return -1;
+    }
+    unsigned usize = _IOC_SIZE(req);
+    unsigned in = (_IOC_DIR(req) & _IOC_WRITE) ? usize : 0;
+    unsigned out = (_IOC_DIR(req) & _IOC_READ) ? usize : 0;
+    unsigned ksize = usize > d->size ? usize : d->size;
+    if (ksize > ARG_MAX_SIZE) {
+        errno = EINVAL;
+        return -1;
+    }
+    _Alignas(8) uint8_t kdata[ARG_MAX_SIZE];
+    memset(kdata, 0, ksize);
+    int rc = uread(kdata, (uint64_t)(uintptr_t)arg, in);
+    if (rc < 0) { /* nothing read, nothing written back */
+        errno = EFAULT;
+        return -1;
+    }
+    rc = d->fn(f, kdata);
+    if (rc == 0 && d->fn != get_info && d->fn != get_array && d->fn != drm_version)
+        publish(f); /* what other processes see through GET_ARRAY */
+    if (uwrite((uint64_t)(uintptr_t)arg, kdata, out) < 0) /* as drm_ioctl, also on error */
+        rc = -EFAULT;
+    if (rc < 0) {
+        errno = -rc;
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,819 @@
+/* The amdxdna UAPI from C, as a program written for the real driver uses it: compiled
+ * against our generated header (csrc/generated/amdxdna_accel.h) and run under
+ * `xdna-emu exec` by tests/test_uapi_c.py on each chip. Every ioctl served, and each of its
+ * bad inputs with the driver's errno (docs/spec/uapi.md §6). Prints one line per failed
+ * check and "uapi_test: N checks, M failed"; the exit status is 0 only when none failed.
+ *
+ * The reference-kernel descriptor constants (XKNL_*) come from xdna_emu/kernels.py on the
+ * compiler's command line, the ERT command format from the shim's public header. */
+#define _GNU_SOURCE /* program_invocation_short_name */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "amdxdna_accel.h"
+#include "xdna_shim.h"
+
+static int checks, failed;
+
+#define CHECK(cond, ...)                                                  \
+    do {                                                                  \
+        checks++;                                                         \
+        if (!(cond)) {                                                    \
+            failed++;                                                     \
+            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);        \
+            printf(__VA_ARGS__);                                          \
+            printf("\n");                                                 \
+        }                                                                 \
+    } while (0)
+
+/* ioctl that must fail with err */
+#define EXPECT_ERR(fd, req, arg, err)                                                  \
+    do {                                                                               \
+        errno = 0;                                                                     \
+        int rc_ = ioctl(fd, req, arg);                                                 \
+        CHECK(rc_ == -1 && errno == (err), "%s: rc %d errno %d (%s), want %d", #req,   \
+              rc_, errno, strerror(errno), err);                                       \
+    } while (0)
+#define EXPECT_OK(fd, req, arg)                                                        \
+    do {                                                                               \
+        int rc_ = ioctl(fd, req, arg);                                                 \
+        CHECK(rc_ == 0, "%s: rc %d errno %d (%s)", #req, rc_, errno, strerror(errno)); \
+    } while (0)
+
+#define PTR(p) ((uint64_t)(uintptr_t)(p))
+#define HEAP_SIZE (64u << 20)
+#define N 1024
+
+struct bo_expect {
+    uint64_t total, internal, heap;
+};
+
+static void *unmapped; /* a page the process may not touch (PROT_NONE, kept reserved) */
+
+static uint32_t create_bo(int fd, uint32_t type, uint64_t size)
+{
+    struct amdxdna_drm_create_bo c = {.type = type, .size = size};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c);
+    return c.handle;
+}
+
+static struct amdxdna_drm_get_bo_info bo_info(int fd, uint32_t h)
+{
+    struct amdxdna_drm_get_bo_info i = {.handle = h};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_BO_INFO, &i);
+    return i;
+}
+
+static void *map_bo(int fd, uint32_t h, size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)bo_info(fd, h).map_offset);
+    CHECK(p != MAP_FAILED, "mmap BO %u: %s", h, strerror(errno));
+    return p;
+}
+
+static void test_node(void)
+{
+    struct stat st;
+    CHECK(stat("/dev/accel/accel0", &st) == 0 && S_ISCHR(st.st_mode) && major(st.st_rdev) == ACCEL_MAJOR &&
+              minor(st.st_rdev) == 0, "stat of the node");
+    CHECK(stat("/dev/accel/accel7", &st) == -1 && errno == ENOENT, "no accel7");
+    CHECK(open("/dev/accel/accel7", O_RDWR) == -1 && errno == ENOENT, "open accel7");
+    char buf[64] = {0};
+    int s = open("/sys/class/accel/accel0/device/vendor", O_RDONLY);
+    CHECK(s >= 0 && read(s, buf, sizeof(buf) - 1) > 0 && strncmp(buf, "0x1022", 6) == 0,
+          "sysfs device link leads to the PCI function: %s", buf);
+    if (s >= 0)
+        close(s);
+    char dev[64];
+    snprintf(dev, sizeof(dev), "/sys/dev/char/%u:0/device/class", ACCEL_MAJOR);
+    memset(buf, 0, sizeof(buf));
+    s = open(dev, O_RDONLY);
+    CHECK(s >= 0 && read(s, buf, sizeof(buf) - 1) > 0 && strncmp(buf, "0x1180", 6) == 0,
+          "/sys/dev/char leads to the NPU: %s", buf);
+    if (s >= 0)
+        close(s);
+}
+
+static void test_generic(int fd)
+{
+    char name[4] = {'x', 'x', 'x', 'x'};
+    struct drm_version v = {.name_len = 3, .name = PTR(name)};
+    EXPECT_OK(fd, DRM_IOCTL_VERSION, &v);
+    CHECK(v.name_len == 7 && memcmp(name, "amd", 3) == 0 && name[3] == 'x',
+          "VERSION copies what fits and reports the length: %zu", (size_t)v.name_len);
+    char full[16] = {0};
+    v = (struct drm_version){.name_len = sizeof(full), .name = PTR(full)};
+    EXPECT_OK(fd, DRM_IOCTL_VERSION, &v);
+    CHECK(strcmp(full, "amdxdna") == 0 && v.version_major == AMDXDNA_DRIVER_MAJOR, "name %s", full);
+    v = (struct drm_version){.name_len = 8, .name = PTR(unmapped)};
+    EXPECT_ERR(fd, DRM_IOCTL_VERSION, &v, EFAULT);
+    EXPECT_ERR(fd, DRM_IOCTL_VERSION, NULL, EFAULT);
+    EXPECT_ERR(fd, DRM_IOCTL_VERSION, unmapped, EFAULT);
+    EXPECT_ERR(fd, DRM_IOWR(DRM_COMMAND_BASE + 11, struct amdxdna_drm_get_info), &v, EINVAL);
+    EXPECT_ERR(fd, DRM_IOWR(0x3F, struct drm_gem_close), &v, EINVAL);
+    EXPECT_ERR(fd, _IOWR('T', 1, int), &v, ENOTTY);
+    struct drm_set_client_name cn = {.name_len = 7, .name = PTR("uapi-ok")};
+    EXPECT_OK(fd, DRM_IOCTL_SET_CLIENT_NAME, &cn);
+    cn = (struct drm_set_client_name){.name_len = 6, .name = PTR("a name")};
+    EXPECT_ERR(fd, DRM_IOCTL_SET_CLIENT_NAME, &cn, EINVAL);
+    cn = (struct drm_set_client_name){.name_len = 100, .name = PTR("x")};
+    EXPECT_ERR(fd, DRM_IOCTL_SET_CLIENT_NAME, &cn, EINVAL);
+    cn = (struct drm_set_client_name){.name_len = 4, .name = PTR(unmapped)};
+    EXPECT_ERR(fd, DRM_IOCTL_SET_CLIENT_NAME, &cn, EFAULT);
+    struct drm_gem_close gc = {.handle = 999};
+    EXPECT_ERR(fd, DRM_IOCTL_GEM_CLOSE, &gc, EINVAL);
+
+    struct stat st;
+    CHECK(fstat(fd, &st) == 0 && S_ISCHR(st.st_mode) && major(st.st_rdev) == ACCEL_MAJOR, "fstat");
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    CHECK(poll(&pfd, 1, 0) == 0, "poll: no event pending");
+    int d = dup(fd);
+    struct drm_version dv = {0};
+    CHECK(d >= 0 && ioctl(d, DRM_IOCTL_VERSION, &dv) == 0 && dv.name_len == 7, "ioctl on a dup");
+    close(d);
+    CHECK(ioctl(fd, DRM_IOCTL_VERSION, &dv) == 0, "the original survives closing its dup");
+    CHECK(ioctl(d, DRM_IOCTL_VERSION, &dv) == -1 && errno == EBADF, "closed dup is gone");
+}
+
+static void test_bos(int fd, int other)
+{
+    struct amdxdna_drm_create_bo c = {.type = AMDXDNA_BO_SHARE, .size = 0};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EINVAL);
+    c = (struct amdxdna_drm_create_bo){.type = 0, .size = 4096};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EINVAL);
+    c.type = AMDXDNA_BO_CMD + 1;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EINVAL);
+    c = (struct amdxdna_drm_create_bo){.type = AMDXDNA_BO_SHARE, .size = 4096, .flags = 1u << 8};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EINVAL);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, NULL, EFAULT);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, unmapped, EFAULT);
+    c = (struct amdxdna_drm_create_bo){.type = AMDXDNA_BO_DEV, .size = 4096};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EINVAL); /* no heap yet */
+
+    uint32_t share = create_bo(fd, AMDXDNA_BO_SHARE, 8192);
+    struct amdxdna_drm_get_bo_info i = bo_info(fd, share);
+    CHECK(i.map_offset && i.xdna_addr && i.xdna_addr != AMDXDNA_INVALID_ADDR, "bo info");
+    i = (struct amdxdna_drm_get_bo_info){.handle = share, .ext = 1};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_BO_INFO, &i, EINVAL);
+    i = (struct amdxdna_drm_get_bo_info){.handle = share, .pad = 1};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_BO_INFO, &i, EINVAL);
+    i = (struct amdxdna_drm_get_bo_info){.handle = 4000};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_BO_INFO, &i, ENOENT);
+
+    /* a handle of another DRM file names nothing here */
+    uint32_t theirs[4];
+    for (int k = 0; k < 4; k++)
+        theirs[k] = create_bo(other, AMDXDNA_BO_SHARE, 4096);
+    i = (struct amdxdna_drm_get_bo_info){.handle = theirs[3]};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_BO_INFO, &i, ENOENT);
+    uint64_t their_off = bo_info(other, theirs[3]).map_offset;
+    CHECK(mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, (off_t)their_off) == MAP_FAILED && errno == EINVAL,
+          "mmap of another file's BO offset");
+
+    /* mapping: the BO's memory, shared with a second mapping */
+    uint8_t *p = map_bo(fd, share, 8192), *q = map_bo(fd, share, 4096);
+    p[100] = 0x5A;
+    CHECK(q[100] == 0x5A, "two maps of one BO share memory");
+    munmap(q, 4096);
+    CHECK(mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, (off_t)(bo_info(fd, share).map_offset + 4096)) == MAP_FAILED &&
+              errno == EINVAL, "mmap inside a BO's range");
+    CHECK(mmap(NULL, 1 << 20, PROT_READ, MAP_SHARED, fd, (off_t)bo_info(fd, share).map_offset) == MAP_FAILED &&
+              errno == EINVAL, "mmap longer than the BO");
+    CHECK(mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 4096) == MAP_FAILED && errno == EINVAL,
+          "mmap at an offset naming no BO");
+
+    struct amdxdna_drm_sync_bo s = {.handle = share, .direction = SYNC_DIRECT_TO_DEVICE, .size = 8192};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_SYNC_BO, &s);
+    s.direction = 2;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_SYNC_BO, &s, EINVAL);
+    s = (struct amdxdna_drm_sync_bo){.handle = share, .offset = 8192, .size = 1};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_SYNC_BO, &s, EINVAL);
+    s = (struct amdxdna_drm_sync_bo){.handle = 4000};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_SYNC_BO, &s, ENOENT);
+    munmap(p, 8192);
+
+    struct drm_gem_close gc = {.handle = share};
+    EXPECT_OK(fd, DRM_IOCTL_GEM_CLOSE, &gc);
+    EXPECT_ERR(fd, DRM_IOCTL_GEM_CLOSE, &gc, EINVAL); /* stale */
+    i = (struct amdxdna_drm_get_bo_info){.handle = share};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_BO_INFO, &i, ENOENT);
+}
+
+static struct amdxdna_drm_query_aie_metadata test_info(int fd)
+{
+    struct amdxdna_drm_query_aie_metadata md;
+    memset(&md, 0xEE, sizeof(md));
+    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_AIE_METADATA,
+                                      .buffer_size = sizeof(md), .buffer = PTR(&md)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    CHECK(md.cols > 0 && md.core.row_count > 0 && md.shim.row_count == 1 && md.version.major > 0,
+          "metadata cols %u core rows %u", md.cols, md.core.row_count);
+
+    struct amdxdna_drm_query_aie_version av = {0};
+    gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_AIE_VERSION,
+                                       .buffer_size = sizeof(av), .buffer = PTR(&av)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    CHECK(av.major == md.version.major && av.minor == md.version.minor, "aie version");
+
+    uint8_t fw[sizeof(struct amdxdna_drm_query_firmware_version) + 4];
+    memset(fw, 0xAB, sizeof(fw));
+    gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_FIRMWARE_VERSION,
+                                       .buffer_size = 8, .buffer = PTR(fw)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi); /* copies what fits */
+    CHECK(fw[8] == 0xAB && fw[15] == 0xAB, "firmware version wrote past an 8-byte buffer");
+    gi.buffer_size = sizeof(struct amdxdna_drm_query_firmware_version);
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    CHECK(fw[16] == 0xAB && (fw[0] | fw[4]) != 0, "firmware version");
+
+    struct amdxdna_drm_query_clock_metadata cm = {0};
+    gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_CLOCK_METADATA,
+                                       .buffer_size = sizeof(cm), .buffer = PTR(&cm)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    CHECK(cm.mp_npu_clock.freq_mhz > 0 && cm.mp_npu_clock.name[0], "npu clock %u", cm.mp_npu_clock.freq_mhz);
+
+    struct amdxdna_drm_get_power_mode pm = {.power_mode = 0xFF};
+    gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_GET_POWER_MODE,
+                                       .buffer_size = sizeof(pm), .buffer = PTR(&pm)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    CHECK(pm.power_mode <= POWER_MODE_TURBO, "power mode %u", pm.power_mode);
+
+    gi = (struct amdxdna_drm_get_info){.param = 99, .buffer_size = 8, .buffer = PTR(&pm)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EINVAL);
+    gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_AIE_VERSION, .buffer_size = 8,
+                                       .buffer = PTR(unmapped)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EFAULT);
+    gi.buffer = 0;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EFAULT);
+    return md;
+}
+
+static uint32_t test_hwctx(int fd, const struct amdxdna_drm_query_aie_metadata *md)
+{
+    struct amdxdna_qos_info qos = {.priority = AMDXDNA_QOS_NORMAL_PRIORITY};
+    struct amdxdna_drm_create_hwctx c = {.qos_p = PTR(&qos), .num_tiles = md->core.row_count};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &c, ENOENT); /* no heap */
+
+    uint32_t heap = create_bo(fd, AMDXDNA_BO_DEV_HEAP, HEAP_SIZE);
+    struct amdxdna_drm_create_bo c2 = {.type = AMDXDNA_BO_DEV_HEAP, .size = HEAP_SIZE};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c2, EBUSY); /* one heap per client */
+    c2 = (struct amdxdna_drm_create_bo){.type = AMDXDNA_BO_DEV, .size = 4096};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c2, EINVAL); /* heap not mapped yet */
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &c, EINVAL);
+    void *hp = map_bo(fd, heap, HEAP_SIZE);
+    (void)hp;
+
+    c = (struct amdxdna_drm_create_hwctx){.qos_p = PTR(&qos), .num_tiles = md->core.row_count, .ext = 1};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &c, EINVAL);
+    c = (struct amdxdna_drm_create_hwctx){.qos_p = 0, .num_tiles = md->core.row_count};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &c, EFAULT);
+    c = (struct amdxdna_drm_create_hwctx){.qos_p = PTR(unmapped), .num_tiles = md->core.row_count};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &c, EFAULT);
+    c = (struct amdxdna_drm_create_hwctx){.qos_p = PTR(&qos), .num_tiles = 0};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &c, EINVAL);
+    c = (struct amdxdna_drm_create_hwctx){.qos_p = PTR(&qos), .num_tiles = (md->cols + 1u) * md->core.row_count};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &c, EINVAL);
+    c = (struct amdxdna_drm_create_hwctx){.qos_p = PTR(&qos), .num_tiles = md->core.row_count};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &c);
+    CHECK(c.handle != AMDXDNA_INVALID_CTX_HANDLE, "context handle");
+
+    uint32_t cu_bo = create_bo(fd, AMDXDNA_BO_DEV, 4096);
+    struct {
+        struct amdxdna_hwctx_param_config_cu hdr;
+        struct amdxdna_cu_config cu[1];
+    } cfg = {.hdr = {.num_cus = 1}, .cu = {{.cu_bo = cu_bo}}};
+    struct amdxdna_drm_config_hwctx cc = {.handle = c.handle, .param_type = DRM_AMDXDNA_HWCTX_CONFIG_CU,
+                                          .param_val = PTR(&cfg), .param_val_size = sizeof(cfg)};
+    struct amdxdna_drm_config_hwctx bad = cc;
+    bad.pad = 1;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &bad, EINVAL);
+    bad = cc;
+    bad.handle = c.handle + 100;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &bad, EINVAL);
+    bad = cc;
+    bad.param_type = 99;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &bad, EINVAL);
+    bad = cc;
+    bad.param_val_size = sizeof(cfg.hdr);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &bad, EINVAL);
+    bad = cc;
+    bad.param_val = PTR(unmapped);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &bad, EFAULT);
+    cfg.hdr.num_cus = 0;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &cc, EINVAL);
+    cfg.hdr.num_cus = 1;
+    cfg.cu[0].cu_bo = 4000;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &cc, EINVAL);
+    cfg.cu[0].cu_bo = cu_bo;
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &cc);
+
+    struct amdxdna_drm_get_resource_info ri = {0};
+    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_RESOURCE_INFO, .buffer_size = sizeof(ri),
+                                      .buffer = PTR(&ri)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    CHECK(ri.npu_clk_max > 0 && ri.npu_task_max >= 1 && ri.npu_task_curr == 1 &&
+              ri.npu_tops_curr <= ri.npu_tops_max,
+          "resource info clk %llu tasks %llu/%llu tops %llu/%llu", (unsigned long long)ri.npu_clk_max,
+          (unsigned long long)ri.npu_task_curr, (unsigned long long)ri.npu_task_max,
+          (unsigned long long)ri.npu_tops_curr, (unsigned long long)ri.npu_tops_max);
+
+    struct amdxdna_drm_query_hwctx hw[2];
+    gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_HW_CONTEXTS,
+                                       .buffer_size = sizeof(hw), .buffer = PTR(hw)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    CHECK(gi.buffer_size == sizeof(hw[0]) && hw[0].pid == getpid() && hw[0].num_col == 1,
+          "hw contexts: %u bytes", gi.buffer_size);
+    gi.buffer_size = sizeof(hw[0]) - 1;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EINVAL);
+    return c.handle;
+}
+
+static void test_exec(int fd, uint32_t ctx)
+{
+    const size_t bytes = N * sizeof(int32_t);
+    uint32_t a = create_bo(fd, AMDXDNA_BO_SHARE, bytes), b = create_bo(fd, AMDXDNA_BO_SHARE, bytes);
+    uint32_t out = create_bo(fd, AMDXDNA_BO_SHARE, bytes), instr = create_bo(fd, AMDXDNA_BO_DEV, 4096);
+    uint32_t cmd = create_bo(fd, AMDXDNA_BO_CMD, 4096);
+    int32_t *pa = map_bo(fd, a, bytes), *pb = map_bo(fd, b, bytes), *po = map_bo(fd, out, bytes);
+    for (int k = 0; k < N; k++) {
+        pa[k] = k;
+        pb[k] = 1000 - 3 * k;
+        po[k] = -1;
+    }
+    /* the reference-kernel descriptor (docs/spec/jobs.md §5) in the instruction BO */
+    struct {
+        uint32_t magic, version, kernel, dtype, count, m, n, k;
+        double scalar;
+        uint32_t error, rsvd;
+    } desc = {XKNL_MAGIC, XKNL_VERSION, XKNL_ADD, XKNL_INT32, N, 0, 0, 0, 1.0, 0, 0};
+    _Static_assert(sizeof(desc) == 48, "descriptor");
+    memcpy((void *)(uintptr_t)bo_info(fd, instr).vaddr, &desc, sizeof(desc));
+
+    uint32_t *c = map_bo(fd, cmd, 4096);
+    uint64_t ia = bo_info(fd, instr).xdna_addr, args[3] = {bo_info(fd, a).xdna_addr,
+                                                          bo_info(fd, b).xdna_addr,
+                                                          bo_info(fd, out).xdna_addr};
+    uint32_t w[16], nw = 0;
+    w[nw++] = 1; /* CU mask */
+    w[nw++] = (uint32_t)ia;
+    w[nw++] = (uint32_t)(ia >> 32);
+    w[nw++] = sizeof(desc);
+    w[nw++] = 0; /* no properties */
+    for (int k = 0; k < 3; k++) {
+        w[nw++] = (uint32_t)args[k];
+        w[nw++] = (uint32_t)(args[k] >> 32);
+    }
+    c[0] = XDNA_SHIM_ERT_STATE_NEW | (nw << 12) | (XDNA_SHIM_ERT_START_NPU << 23);
+    memcpy(c + 1, w, nw * 4);
+
+    uint32_t hs[4] = {a, b, out, instr};
+    struct amdxdna_drm_exec_cmd e = {.hwctx = ctx, .type = AMDXDNA_CMD_SUBMIT_EXEC_BUF,
+                                     .cmd_handles = cmd, .args = PTR(hs), .cmd_count = 1,
+                                     .arg_count = 4};
+    struct amdxdna_drm_exec_cmd bad = e;
+    bad.ext = 1;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &bad, EINVAL);
+    bad = e;
+    bad.cmd_count = 2;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &bad, EINVAL);
+    bad = e;
+    bad.type = 7;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &bad, EINVAL);
+    bad = e;
+    bad.cmd_handles = a; /* not a CMD BO */
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &bad, EINVAL);
+    bad = e;
+    bad.hwctx = ctx + 100;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &bad, EINVAL);
+    bad = e;
+    bad.args = PTR(unmapped);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &bad, EFAULT);
+    uint32_t stale = create_bo(fd, AMDXDNA_BO_SHARE, 4096);
+    struct drm_gem_close gc = {.handle = stale};
+    EXPECT_OK(fd, DRM_IOCTL_GEM_CLOSE, &gc);
+    uint32_t hs_stale[2] = {a, stale};
+    bad = e;
+    bad.args = PTR(hs_stale);
+    bad.arg_count = 2;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &bad, ENOENT); /* a BO freed meanwhile */
+    CHECK(po[0] == -1 && (c[0] & 0xF) == XDNA_SHIM_ERT_STATE_NEW, "refused commands ran nothing");
+
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &e);
+    CHECK(e.seq >= 1, "seq %llu", (unsigned long long)e.seq);
+    struct amdxdna_drm_wait_cmd wc = {.hwctx = ctx, .timeout = 5000, .seq = e.seq};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_WAIT_CMD, &wc);
+    CHECK((c[0] & 0xF) == XDNA_SHIM_ERT_STATE_COMPLETED, "command state %u", c[0] & 0xF);
+    int wrong = 0;
+    for (int k = 0; k < N; k++)
+        wrong += po[k] != pa[k] + pb[k];
+    CHECK(wrong == 0, "%d wrong sums", wrong);
+    wc.hwctx = ctx + 100;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_WAIT_CMD, &wc, EINVAL);
+    wc = (struct amdxdna_drm_wait_cmd){.hwctx = ctx, .timeout = 10, .seq = e.seq + 50};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_WAIT_CMD, &wc, EINVAL); /* never submitted */
+}
+
+/* A second process (forked, opening the device itself) reads the first one's contexts and
+ * BO usage, as another process reads them on a real machine. Returns its failures. */
+static int child_reads(pid_t parent, uint32_t ctx, const struct bo_expect *want)
+{
+    int fd = open("/dev/accel/accel0", O_RDWR);
+    CHECK(fd >= 0, "child open: %s", strerror(errno));
+    if (fd < 0)
+        return 1;
+    struct amdxdna_drm_hwctx_entry e[8];
+    memset(e, 0, sizeof(e));
+    struct amdxdna_drm_get_array ga = {.param = DRM_AMDXDNA_HW_CONTEXT_ALL, .element_size = sizeof(e[0]),
+                                       .num_element = 8, .buffer = PTR(e)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga);
+    int found = -1;
+    for (unsigned i = 0; i < ga.num_element; i++)
+        if (e[i].pid == parent && e[i].hwctx_id == ctx)
+            found = (int)i;
+    CHECK(ga.element_size == sizeof(e[0]) && found >= 0, "parent's context listed (%u entries)", ga.num_element);
+    if (found >= 0)
+        CHECK(strncmp(e[found].name, program_invocation_short_name, 15) == 0 && e[found].command_submissions == 1 &&
+                  e[found].command_completions == 1 && e[found].num_col == 1 &&
+                  e[found].priority == AMDXDNA_QOS_NORMAL_PRIORITY && e[found].state <= AMDXDNA_HWCTX_STATE_ACTIVE,
+              "entry: name %s subs %llu", e[found].name, (unsigned long long)e[found].command_submissions);
+
+    /* a smaller element: the first bytes of each, at that stride */
+    uint8_t small[2 * 24];
+    ga = (struct amdxdna_drm_get_array){.param = DRM_AMDXDNA_HW_CONTEXT_ALL, .element_size = 24,
+                                        .num_element = 2, .buffer = PTR(small)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga);
+    CHECK(ga.element_size == 24 && ga.num_element >= 1, "negotiated %u x %u", ga.num_element, ga.element_size);
+
+    struct amdxdna_drm_hwctx_entry key = {.pid = parent, .hwctx_id = ctx};
+    ga = (struct amdxdna_drm_get_array){.param = DRM_AMDXDNA_HW_CONTEXT_BY_ID, .element_size = sizeof(key),
+                                        .num_element = 1, .buffer = PTR(&key)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga);
+    CHECK(ga.num_element == 1 && key.command_completions == 1, "by id");
+    key = (struct amdxdna_drm_hwctx_entry){.pid = parent, .hwctx_id = ctx + 100};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, ENOENT);
+
+    struct amdxdna_drm_bo_usage u = {.pid = parent};
+    ga = (struct amdxdna_drm_get_array){.param = DRM_AMDXDNA_BO_USAGE, .element_size = sizeof(u),
+                                        .num_element = 1, .buffer = PTR(&u)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga);
+    CHECK(u.total_usage == want->total && u.internal_usage == want->internal && u.heap_usage == want->heap,
+          "bo usage %llu/%llu/%llu, want %llu/%llu/%llu", (unsigned long long)u.total_usage,
+          (unsigned long long)u.internal_usage, (unsigned long long)u.heap_usage,
+          (unsigned long long)want->total, (unsigned long long)want->internal, (unsigned long long)want->heap);
+    ga.element_size = sizeof(u) - 1;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EINVAL);
+
+    /* the element-size and count limits, MBZ pad, params */
+    ga = (struct amdxdna_drm_get_array){.param = DRM_AMDXDNA_HW_CONTEXT_ALL, .element_size = sizeof(e[0]),
+                                        .num_element = 0, .buffer = PTR(e)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EINVAL);
+    ga.num_element = AMDXDNA_MAX_NUM_ELEMENT + 1;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EINVAL);
+    ga.num_element = 1;
+    ga.element_size = AMDXDNA_MAX_ELEMENT_SIZE + 1;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EINVAL);
+    ga.element_size = sizeof(e[0]);
+    ga.pad = 1;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EINVAL);
+    ga.pad = 0;
+    ga.param = 99;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EINVAL);
+    ga.param = DRM_AMDXDNA_HW_CONTEXT_ALL;
+    ga.buffer = PTR(unmapped);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EFAULT);
+
+    /* HW_CONTEXTS sees the parent's context too */
+    struct amdxdna_drm_query_hwctx q[8];
+    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_HW_CONTEXTS, .buffer_size = sizeof(q),
+                                      .buffer = PTR(q)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    CHECK(gi.buffer_size >= sizeof(q[0]) && q[0].pid == parent, "hw contexts from the child");
+    close(fd);
+    return failed;
+}
+
+static void test_fork(uint32_t ctx, const struct bo_expect *want)
+{
+    pid_t parent = getpid(), pid = fork();
+    if (pid == 0) {
+        int bad = child_reads(parent, ctx, want);
+        fflush(stdout);
+        _exit(bad ? 1 : 0);
+    }
+    int status = -1;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "forked reader: status %#x", status);
+}
+
+/* PRIME: export a BO, import it in this file (same handle), in another file of this
+ * process and in a forked process; the memory outlives the exporter's close. */
+static void test_prime(int fd, int other)
+{
+    uint32_t h = create_bo(fd, AMDXDNA_BO_SHARE, 8192);
+    uint32_t *p = map_bo(fd, h, 8192);
+    p[0] = 0xC0FFEE;
+    struct drm_prime_handle ph = {.handle = h, .flags = DRM_CLOEXEC | DRM_RDWR};
+    EXPECT_OK(fd, DRM_IOCTL_PRIME_HANDLE_TO_FD, &ph);
+    int dmabuf = ph.fd;
+    CHECK(dmabuf >= 0, "exported fd");
+    struct drm_prime_handle bad = {.handle = h, .flags = 0x10};
+    EXPECT_ERR(fd, DRM_IOCTL_PRIME_HANDLE_TO_FD, &bad, EINVAL);
+    bad = (struct drm_prime_handle){.handle = 4000};
+    EXPECT_ERR(fd, DRM_IOCTL_PRIME_HANDLE_TO_FD, &bad, ENOENT);
+    uint32_t cmd = create_bo(fd, AMDXDNA_BO_CMD, 4096);
+    bad = (struct drm_prime_handle){.handle = cmd};
+    EXPECT_ERR(fd, DRM_IOCTL_PRIME_HANDLE_TO_FD, &bad, EINVAL);
+
+    struct drm_prime_handle in = {.fd = dmabuf};
+    EXPECT_OK(fd, DRM_IOCTL_PRIME_FD_TO_HANDLE, &in);
+    CHECK(in.handle == h, "own import is the same handle: %u vs %u", in.handle, h);
+    in = (struct drm_prime_handle){.fd = dmabuf};
+    EXPECT_OK(other, DRM_IOCTL_PRIME_FD_TO_HANDLE, &in);
+    uint32_t *q = map_bo(other, in.handle, 8192);
+    CHECK(q[0] == 0xC0FFEE, "imported memory is the exporter's");
+    q[1] = 0xBEEF;
+    CHECK(p[1] == 0xBEEF, "and shared both ways");
+    CHECK(bo_info(other, in.handle).xdna_addr != 0, "the importer's device address");
+
+    int pipefd[2];
+    CHECK(pipe(pipefd) == 0, "pipe");
+    in = (struct drm_prime_handle){.fd = pipefd[0]};
+    EXPECT_ERR(fd, DRM_IOCTL_PRIME_FD_TO_HANDLE, &in, EINVAL); /* not a buffer of ours */
+    in = (struct drm_prime_handle){.fd = 9999};
+    EXPECT_ERR(fd, DRM_IOCTL_PRIME_FD_TO_HANDLE, &in, EBADF);
+    close(pipefd[0]);
+    close(pipefd[1]);
+
+    /* the exporter lets go of its handle: the memory stays for the fd's holders */
+    munmap(p, 8192);
+    struct drm_gem_close gc = {.handle = h};
+    EXPECT_OK(fd, DRM_IOCTL_GEM_CLOSE, &gc);
+    CHECK(q[0] == 0xC0FFEE, "memory outlives the exporter's handle");
+
+    pid_t pid = fork();
+    if (pid == 0) { /* another process imports through the inherited fd */
+        int cfd = open("/dev/accel/accel0", O_RDWR);
+        struct drm_prime_handle ci = {.fd = dmabuf};
+        int ok = cfd >= 0 && ioctl(cfd, DRM_IOCTL_PRIME_FD_TO_HANDLE, &ci) == 0;
+        uint32_t *r = ok ? map_bo(cfd, ci.handle, 8192) : MAP_FAILED;
+        ok = ok && r != MAP_FAILED && r[0] == 0xC0FFEE;
+        if (ok)
+            r[2] = 0xF00D;
+        _exit(ok && !failed ? 0 : 1);
+    }
+    int status = -1;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "import in a forked process: %#x", status);
+    CHECK(q[2] == 0xF00D, "the other process wrote the shared BO");
+    munmap(q, 8192);
+    close(dmabuf);
+}
+
+/* An `add` command (out = a + b, N int32) in a new CMD BO, submitted to ctx; returns seq. */
+static uint64_t submit_add(int fd, uint32_t ctx, uint32_t instr, uint32_t a, uint32_t b, uint32_t out)
+{
+    uint32_t cmd = create_bo(fd, AMDXDNA_BO_CMD, 4096);
+    uint32_t *c = map_bo(fd, cmd, 4096);
+    uint64_t ia = bo_info(fd, instr).xdna_addr, args[3] = {bo_info(fd, a).xdna_addr, bo_info(fd, b).xdna_addr,
+                                                          bo_info(fd, out).xdna_addr};
+    uint32_t w[16], nw = 0;
+    w[nw++] = 1;
+    w[nw++] = (uint32_t)ia;
+    w[nw++] = (uint32_t)(ia >> 32);
+    w[nw++] = 48;
+    w[nw++] = 0;
+    for (int k = 0; k < 3; k++) {
+        w[nw++] = (uint32_t)args[k];
+        w[nw++] = (uint32_t)(args[k] >> 32);
+    }
+    c[0] = XDNA_SHIM_ERT_STATE_NEW | (nw << 12) | (XDNA_SHIM_ERT_START_NPU << 23);
+    memcpy(c + 1, w, nw * 4);
+    munmap(c, 4096);
+    uint32_t hs[3] = {a, b, out};
+    struct amdxdna_drm_exec_cmd e = {.hwctx = ctx, .type = AMDXDNA_CMD_SUBMIT_EXEC_BUF, .cmd_handles = cmd,
+                                     .args = PTR(hs), .cmd_count = 1, .arg_count = 3};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &e);
+    return e.seq;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void test_host_syncobjs(int fd)
+{
+    struct drm_syncobj_create sc = {0};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_CREATE, &sc);
+    uint32_t tl = sc.handle;
+    uint64_t pt = 5, got = 99;
+    struct drm_syncobj_timeline_array ta = {.handles = PTR(&tl), .points = PTR(&got), .count_handles = 1};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_QUERY, &ta);
+    CHECK(got == 0, "fresh timeline at %llu", (unsigned long long)got);
+    ta.points = PTR(&pt);
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_SIGNAL, &ta);
+    ta.points = PTR(&got);
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_QUERY, &ta);
+    CHECK(got == 5, "signalled to %llu", (unsigned long long)got);
+    struct drm_syncobj_timeline_wait tw = {.handles = PTR(&tl), .points = PTR(&pt), .count_handles = 1,
+                                           .timeout_nsec = 0};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &tw);
+    uint64_t six = 6;
+    tw.points = PTR(&six);
+    tw.timeout_nsec = (int64_t)now_ns();
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &tw, EINVAL); /* no fence for point 6 yet */
+    tw.flags = DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT;
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &tw, ETIME);
+    tw.flags = 0;
+    tw.count_handles = 0;
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &tw, EINVAL);
+    tw.count_handles = 1;
+    tw.handles = PTR(unmapped);
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &tw, EFAULT);
+
+    sc = (struct drm_syncobj_create){.flags = DRM_SYNCOBJ_CREATE_SIGNALED};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_CREATE, &sc);
+    uint32_t bin = sc.handle;
+    struct drm_syncobj_wait w = {.handles = PTR(&bin), .count_handles = 1, .timeout_nsec = 0};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_WAIT, &w);
+    struct drm_syncobj_array sa = {.handles = PTR(&bin), .count_handles = 1};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_RESET, &sa);
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_WAIT, &w, EINVAL); /* nothing submitted */
+    w.flags = DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT;
+    w.timeout_nsec = (int64_t)now_ns();
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_WAIT, &w, ETIME);
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_SIGNAL, &sa);
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_WAIT, &w);
+    uint32_t two[2] = {bin, 900};
+    w = (struct drm_syncobj_wait){.handles = PTR(two), .count_handles = 2};
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_WAIT, &w, ENOENT);
+    w.flags = 0x100;
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_WAIT, &w, EINVAL);
+
+    sc = (struct drm_syncobj_create){.flags = 2};
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_CREATE, &sc, EINVAL);
+    struct drm_syncobj_destroy sd = {.handle = bin};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_DESTROY, &sd);
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_DESTROY, &sd, EINVAL);
+    sd.handle = tl;
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_DESTROY, &sd);
+}
+
+/* Three jobs on three contexts chained by fences: job k+1 waits (DEPENDENCY) on job k's
+ * point of its context's timeline syncobj; SIGNAL then marks a host timeline when the last
+ * one is done. out3 = a + 3b proves the order. */
+static void test_fence_chain(int fd, const struct amdxdna_drm_query_aie_metadata *md)
+{
+    const size_t bytes = N * sizeof(int32_t);
+    struct amdxdna_qos_info qos = {.priority = AMDXDNA_QOS_NORMAL_PRIORITY};
+    uint32_t ctx[3], sync[3];
+    for (int k = 0; k < 3; k++) {
+        struct amdxdna_drm_create_hwctx c = {.qos_p = PTR(&qos), .num_tiles = md->core.row_count};
+        EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &c);
+        ctx[k] = c.handle;
+        sync[k] = c.syncobj_handle;
+        CHECK(sync[k] != AMDXDNA_INVALID_FENCE_HANDLE, "context syncobj");
+    }
+    uint32_t a = create_bo(fd, AMDXDNA_BO_SHARE, bytes), b = create_bo(fd, AMDXDNA_BO_SHARE, bytes);
+    uint32_t o[3] = {create_bo(fd, AMDXDNA_BO_SHARE, bytes), create_bo(fd, AMDXDNA_BO_SHARE, bytes),
+                     create_bo(fd, AMDXDNA_BO_SHARE, bytes)};
+    uint32_t instr = create_bo(fd, AMDXDNA_BO_DEV, 4096);
+    struct {
+        uint32_t magic, version, kernel, dtype, count, m, n, k;
+        double scalar;
+        uint32_t error, rsvd;
+    } desc = {XKNL_MAGIC, XKNL_VERSION, XKNL_ADD, XKNL_INT32, N, 0, 0, 0, 1.0, 0, 0};
+    memcpy((void *)(uintptr_t)bo_info(fd, instr).vaddr, &desc, sizeof(desc));
+    int32_t *pa = map_bo(fd, a, bytes), *pb = map_bo(fd, b, bytes), *p3 = map_bo(fd, o[2], bytes);
+    for (int k = 0; k < N; k++) {
+        pa[k] = k;
+        pb[k] = 7;
+    }
+    struct drm_syncobj_create sc = {0};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_CREATE, &sc);
+    uint32_t host = sc.handle;
+
+    uint64_t seq = submit_add(fd, ctx[0], instr, a, b, o[0]);
+    for (int k = 1; k < 3; k++) {
+        uint32_t dep = sync[k - 1];
+        uint64_t pt = seq;
+        struct amdxdna_drm_exec_cmd e = {.hwctx = ctx[k], .type = AMDXDNA_CMD_SUBMIT_DEPENDENCY,
+                                         .cmd_handles = PTR(&dep), .args = PTR(&pt), .cmd_count = 1,
+                                         .arg_count = 1};
+        EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &e);
+        seq = submit_add(fd, ctx[k], instr, o[k - 1], b, o[k]);
+    }
+    uint64_t ten = 10;
+    struct amdxdna_drm_exec_cmd sig = {.hwctx = ctx[2], .type = AMDXDNA_CMD_SUBMIT_SIGNAL,
+                                       .cmd_handles = PTR(&host), .args = PTR(&ten), .cmd_count = 1,
+                                       .arg_count = 1};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &sig);
+    struct drm_syncobj_timeline_wait tw = {.handles = PTR(&host), .points = PTR(&ten), .count_handles = 1,
+                                           .timeout_nsec = (int64_t)(now_ns() + 10000000000ull)};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &tw);
+    uint64_t one = 1;
+    tw = (struct drm_syncobj_timeline_wait){.handles = PTR(&sync[2]), .points = PTR(&one), .count_handles = 1,
+                                            .timeout_nsec = (int64_t)(now_ns() + 10000000000ull)};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &tw);
+    int wrong = 0;
+    for (int k = 0; k < N; k++)
+        wrong += p3[k] != pa[k] + 3 * pb[k];
+    CHECK(wrong == 0, "fence chain: %d wrong results", wrong);
+    uint64_t got = 0;
+    struct drm_syncobj_timeline_array q = {.handles = PTR(&sync[2]), .points = PTR(&got), .count_handles = 1};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_QUERY, &q);
+    CHECK(got == 1, "context timeline at %llu", (unsigned long long)got);
+    q.points = PTR(&ten);
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_TIMELINE_SIGNAL, &q, EINVAL); /* the device's timeline */
+
+    /* TRANSFER: the context's point 1 into a binary syncobj, and host point 10 into point 3 */
+    struct drm_syncobj_create bc = {0};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_CREATE, &bc);
+    struct drm_syncobj_transfer tr = {.src_handle = sync[0], .dst_handle = bc.handle, .src_point = 1};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_TRANSFER, &tr);
+    struct drm_syncobj_wait bw = {.handles = PTR(&bc.handle), .count_handles = 1};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_WAIT, &bw);
+    struct drm_syncobj_create tc = {0};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_CREATE, &tc);
+    tr = (struct drm_syncobj_transfer){.src_handle = host, .dst_handle = tc.handle, .src_point = 10,
+                                       .dst_point = 3};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_TRANSFER, &tr);
+    got = 0;
+    q = (struct drm_syncobj_timeline_array){.handles = PTR(&tc.handle), .points = PTR(&got), .count_handles = 1};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_QUERY, &q);
+    CHECK(got == 3, "transferred point %llu", (unsigned long long)got);
+    tr.pad = 1;
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_TRANSFER, &tr, EINVAL);
+    tr = (struct drm_syncobj_transfer){.src_handle = host, .dst_handle = sync[1], .src_point = 10};
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_TRANSFER, &tr, EINVAL);
+    tr.dst_handle = 900;
+    EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_TRANSFER, &tr, ENOENT);
+    sig.cmd_count = 2;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &sig, EINVAL); /* counts differ */
+    for (int k = 0; k < 3; k++) {
+        struct amdxdna_drm_destroy_hwctx d = {.handle = ctx[k]};
+        EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &d);
+    }
+}
+
+static void test_destroy(int fd, uint32_t ctx)
+{
+    struct amdxdna_drm_destroy_hwctx d = {.handle = ctx, .pad = 1};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &d, EINVAL);
+    d.pad = 0;
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &d);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &d, EINVAL); /* stale */
+}
+
+static void test_not_served(int fd)
+{
+    /* root-only SET_STATE: a non-root caller gets the DRM permission error */
+    struct amdxdna_drm_set_state ss = {.param = DRM_AMDXDNA_SET_POWER_MODE};
+    errno = 0;
+    int rc = ioctl(fd, DRM_IOCTL_AMDXDNA_SET_STATE, &ss);
+    CHECK(rc == -1 && errno == (geteuid() ? EACCES : EOPNOTSUPP), "SET_STATE errno %d", errno);
+}
+
+int main(void)
+{
+    unmapped = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    test_node();
+    int fd = open("/dev/accel/accel0", O_RDWR | O_CLOEXEC);
+    int other = open("/dev/accel/accel0", O_RDWR);
+    CHECK(fd >= 0 && other >= 0 && fd != other, "two opens: %s", strerror(errno));
+    if (fd < 0 || other < 0)
+        return 1;
+    test_generic(fd);
+    test_bos(fd, other);
+    struct amdxdna_drm_query_aie_metadata md = test_info(fd);
+    uint32_t ctx = test_hwctx(fd, &md);
+    test_exec(fd, ctx);
+    /* BO usage of this pid by the driver's rules: shmem BOs (SHARE, CMD, DEV_HEAP) in total,
+     * DEV_HEAP and CMD also internal, DEV BOs (ours and the context's 4 command lists) heap.
+     * `other` holds 4 SHARE pages; here the heap, a, b, out, cmd; DEV: cu, instr. */
+    const uint64_t page = 4096;
+    struct bo_expect want = {.total = 4 * page + HEAP_SIZE + 3 * N * 4 + page,
+                             .internal = HEAP_SIZE + page, .heap = 2 * page + 4 * page};
+    test_fork(ctx, &want);
+    test_prime(fd, other);
+    test_host_syncobjs(fd);
+    test_destroy(fd, ctx);
+    test_fence_chain(fd, &md);
+    test_not_served(fd);
+    close(other);
+    close(fd);
+    printf("uapi_test: %d checks, %d failed\n", checks, failed);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,157 @@
+"""The C UAPI suite (tests/c/uapi_test.c) under `xdna-emu exec`, per chip, and the same
+device from Python (xdna_emu.uapi.AccelFile) in a program started by exec.
+
+The C program is compiled against our generated header; the kernel-descriptor constants
+it needs come from xdna_emu.kernels on the command line (one source)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from xdna_emu import kernels as K
+
+ROOT = Path(__file__).resolve().parent.parent
+CC = shutil.which("gcc") or shutil.which("cc")
+EXEC = [sys.executable, "-m", "xdna_emu", "exec"]
+pytestmark = pytest.mark.skipif(CC is None or not shutil.which("umockdev-run"),
+                                reason="needs a C compiler and umockdev")
+
+
+@pytest.fixture(scope="module")
+def uapi_test(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    exe = tmp_path_factory.mktemp("uapi") / "uapi_test"
+    defs = {"XKNL_MAGIC": K.MAGIC, "XKNL_VERSION": K.VERSION, "XKNL_ADD": int(K.Kernel.ADD),
+            "XKNL_INT32": int(K.DType.INT32)}
+    subprocess.run([CC, "-std=gnu11", "-O1", "-Wall", "-Werror", "-o", str(exe),
+                    "-I", str(ROOT / "csrc" / "generated"), "-I", str(ROOT / "csrc"),
+                    *(f"-D{k}={v}u" for k, v in defs.items()),
+                    str(ROOT / "tests" / "c" / "uapi_test.c")], check=True)
+    return exe
+
+
+@pytest.mark.parametrize("chip", ["npu1", "npu4"])
+def test_c_suite(uapi_test: Path, chip: str) -> None:
+    proc = subprocess.run([*EXEC, "--chip", chip, "--", str(uapi_test)], capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 failed" in proc.stdout
+
+
+def test_exit_code_is_the_programs() -> None:
+    proc = subprocess.run([*EXEC, "--chip", "npu4", "--", "sh", "-c", "exit 7"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 7, proc.stderr
+    proc = subprocess.run([*EXEC, "--", "sh", "-c", "kill -TERM $$"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 128 + 15, proc.stderr
+
+
+def test_exec_writes_a_timeline(tmp_path: Path) -> None:
+    """--trace writes the timeline of the daemon exec starts: the program's jobs are in it."""
+    out = tmp_path / "t.json"
+    prog = "import numpy as np; from xdna_emu.uapi import AccelFile; AccelFile().close()"
+    proc = subprocess.run([*EXEC, "--chip", "npu4", "--trace", str(out), "--", sys.executable,
+                           "-c", prog], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    events = json.loads(out.read_text())["traceEvents"]
+    names = {e.get("name") for e in events}
+    assert any(str(n).startswith("psp") or "PSP" in str(n) for n in names), sorted(map(str, names))[:40]
+
+
+def test_cli_mistakes_are_one_line() -> None:
+    for args in (["--chip", "npu99", "--", "true"], ["--socket", "/x", "--trace", "t.json", "--", "true"], ["--", "/no/such/program"], [],
+                 ["--socket", "/no/such.sock", "--", "true"]):
+        proc = subprocess.run([*EXEC, *args], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_two_devices_and_python_access() -> None:
+    prog = textwrap.dedent("""
+        import errno, os
+        from xdna_emu import uapi_table as T
+        from xdna_emu.chips import load_chip
+        from xdna_emu.uapi import AccelFile
+        st = os.stat("/dev/accel/accel1")
+        assert os.major(st.st_rdev) == 261 and os.minor(st.st_rdev) == 1
+        assert open("/sys/class/accel/accel0/device/device").read().strip() == "0x1502"
+        assert open("/sys/class/accel/accel1/device/device").read().strip() == "0x17f0"
+        dev1 = "/sys/class/accel/accel1/device/"
+        assert open(dev1 + "device_type").read() == "0\\n"
+        assert open(dev1 + "vbnv").read() == load_chip("npu4").vbnv + "\\n"
+        assert len(open(dev1 + "fw_version").read().strip().split(".")) == 4
+        with AccelFile("/dev/accel/accel1") as f:
+            assert f.version()["name_str"] == "amdxdna"
+            h = f.create_bo(T.const("AMDXDNA_BO_SHARE"), 4096)
+            m = f.map_bo(h, 4096)
+            m[:4] = b"abcd"
+            assert f.map_bo(h, 4096)[:4] == b"abcd"
+            md = f.get_info("QUERY_AIE_METADATA", T.QUERY_AIE_METADATA)
+            assert md["cols"] > 0 and md["shim"]["row_count"] == 1
+            try:
+                f.ioctl("AMDXDNA_GET_BO_INFO", handle=h, ext=1)
+            except OSError as e:
+                assert e.errno == errno.EINVAL
+            else:
+                raise AssertionError("MBZ ext accepted")
+            del m
+            f.close_bo(h)
+        print("python ok")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([*EXEC, "--chip", "npu1", "--chip", "npu4", "--", sys.executable,
+                           "-c", prog], capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0 and "python ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_decoder_fuzz() -> None:
+    """Random ioctls (pointers confined to 0, an inaccessible page or a scratch buffer):
+    only the decoder's errnos, no crash, and both DRM files still work afterwards."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    prog = ROOT / "tests" / "uapi" / "fuzz_decoder.py"
+    proc = subprocess.run([*EXEC, "--chip", "npu4", "--", sys.executable, str(prog), "7", "3000"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and "fuzz ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_c_users_link_the_shim_library(tmp_path: Path) -> None:
+    """`xdna-emu config --cflags --libs` builds a C program on the shim's C API that probes
+    a daemon; `--pkg-config` says the same."""
+    from xdna_emu.emulator import Emulator
+    from xdna_emu.fw.image import default_firmware_dir
+
+    flags = subprocess.run([sys.executable, "-m", "xdna_emu", "config", "--cflags", "--libs"],
+                           check=True, capture_output=True, text=True).stdout.split()
+    pc = subprocess.run([sys.executable, "-m", "xdna_emu", "config", "--pkg-config"],
+                        check=True, capture_output=True, text=True).stdout
+    assert f"Libs: {' '.join(flags[2:])}" in pc
+    src = tmp_path / "probe.c"
+    src.write_text(textwrap.dedent("""
+        #include <stdio.h>
+        #include "xdna_shim.h"
+        #include "amdxdna_accel.h"
+        int main(int argc, char **argv) {
+            struct xdna_shim_ctx *c = xdna_shim_open(argv[1], 5000);
+            struct xdna_shim_info i;
+            if (argc != 3 || !c || xdna_shim_probe(c, argv[2]) || xdna_shim_get_info(c, &i))
+                return 1;
+            printf("%s %u.%u type %d\\n", i.chip, i.fw_major, i.fw_minor, AMDXDNA_DEV_TYPE_KMQ);
+            xdna_shim_close(c);
+            return 0;
+        }
+    """))
+    exe = tmp_path / "probe"
+    subprocess.run([CC, "-std=gnu11", "-Wall", "-Werror", "-o", str(exe), str(src), *flags],
+                   check=True)
+    with Emulator(chip="npu4", private=True) as emu:
+        out = subprocess.run([str(exe), str(emu.socket), str(default_firmware_dir())],
+                             capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("npu4 "), out.stdout + out.stderr

@@ -1,0 +1,275 @@
+"""The UAPI path: run a program against an emulated ``/dev/accel/accelN`` and talk to it.
+
+:func:`run_exec` is ``xdna-emu exec``: it finds or starts the daemons, plays the loaded
+kernel driver (the probe happens here, once, as the module load does on a real machine),
+puts the accel child of each PCI function into a umockdev testbed for ``/sys`` and our
+interposer (``xdna_emu/_accel*.so``) first in ``LD_PRELOAD`` for ``/dev/accel``, and
+returns the program's exit code (docs/spec/uapi.md §5).
+
+:class:`AccelFile` is the same ioctls from Python (``os.open`` + ``fcntl.ioctl`` with the
+codecs of :mod:`xdna_emu.uapi_table`); it works in any process started by ``exec``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.machinery
+import mmap
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import uapi_table as T
+
+ENV_SOCKET = "XDNA_EMU_ACCEL{}_SOCKET"  # accelN -> its daemon socket
+ENV_STATE = "XDNA_EMU_ACCEL{}_STATE"  # accelN -> the file holding its cross-process tables
+ENV_PRELOAD = "XDNA_EMU_PRELOAD"
+DEFAULT_CHIP = "npu4"
+# not `exec "$@"`: the shell stays the program's parent and exits 128 + N when signal N
+# ends it (umockdev-run would report a bare N)
+_WRAP = 'LD_PRELOAD="$XDNA_EMU_PRELOAD${LD_PRELOAD:+:$LD_PRELOAD}" "$@"'
+
+
+class ExecError(RuntimeError):
+    """``exec`` could not set the device up (the CLI turns it into one line)."""
+
+
+def preload_library() -> Path:
+    """The built interposer (``pip install -e .`` builds it beside the cffi shim)."""
+    here = Path(__file__).resolve().parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        lib = here / f"_accel{suffix}"
+        if lib.is_file():
+            return lib
+    raise ExecError(f"the accel interposer is not built in {here} (run `pip install -e .`)")
+
+
+def shim_library() -> Path:
+    """The shim's C API as a shared library (built beside the interposer)."""
+    here = Path(__file__).resolve().parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        lib = here / f"_xdna_shim_c{suffix}"
+        if lib.is_file():
+            return lib
+    raise ExecError(f"the shim library is not built in {here} (run `pip install -e .`)")
+
+
+def c_config() -> dict[str, str]:
+    """Compiler and linker flags for a C program: our UAPI header (amdxdna_accel.h) and the
+    shim's public header (xdna_shim.h), and the shim library with its rpath."""
+    csrc = Path(__file__).resolve().parent.parent / "csrc"
+    lib = shim_library()
+    return {"cflags": f"-I{csrc / 'generated'} -I{csrc}",
+            "libs": f"-L{lib.parent} -l:{lib.name} -Wl,-rpath,{lib.parent} -pthread",
+            "preload": str(preload_library())}
+
+
+def pkg_config() -> str:
+    """A pkg-config file (``xdna-emu.pc``) with the same flags."""
+    from . import __version__
+
+    c = c_config()
+    return (f"Name: xdna-emu\nDescription: AMD XDNA NPU emulator: amdxdna UAPI header and "
+            f"the driver shim's C API\nVersion: {__version__}\nCflags: {c['cflags']}\n"
+            f"Libs: {c['libs']}\n")
+
+
+def accel_description(path: Path, device_path: str, minor: int) -> Path:
+    """A umockdev description of the accel class device below the PCI function: ``dev``
+    261:N, so umockdev links ``/sys/class/accel/accelN`` and ``/sys/dev/char/261:N``, and
+    its ``device`` link leads back to the function, as the kernel's tree does."""
+    major = T.const("ACCEL_MAJOR")
+    lines = [f"P: {device_path}/accel/accel{minor}", "E: SUBSYSTEM=accel",
+             f"E: DEVNAME=/dev/accel/accel{minor}", f"E: MAJOR={major}", f"E: MINOR={minor}",
+             f"A: dev={major}:{minor}", "L: device=../.."]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class _Target:
+    socket: str
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def _trace_file(trace: Path | None, i: int) -> Path | None:
+    """The timeline file of the i-th daemon exec starts: FILE, then FILE.1.json, ..."""
+    if trace is None or i == 0:
+        return trace
+    return trace.with_name(f"{trace.stem}.{i}{trace.suffix or '.json'}")
+
+
+def _resolve(chips: Sequence[str], bdfs: Sequence[str], sockets: Sequence[str],
+             runtime_dir: Path | None, stack: contextlib.ExitStack,
+             trace: Path | None = None) -> list[_Target]:
+    from .emulator import Emulator
+    from .rundir import ready_records
+
+    records = ready_records(runtime_dir)
+    targets: list[_Target] = []
+    for i, chip in enumerate(chips):  # private daemons: one PCI bus each, so their BDFs differ
+        emu = stack.enter_context(Emulator(chip=chip, private=True, bdf=f"0000:{0xC5 + i:02x}:00.1",
+                                           trace=_trace_file(trace, i)))
+        targets.append(_Target(str(emu.socket), dict(emu.record)))
+    for bdf in bdfs:
+        rec = next((r for r in records if r.get("bdf") == bdf), None)
+        if rec is None:
+            raise ExecError(f"no running emulator with BDF {bdf}")
+        targets.append(_Target(str(rec["socket"]), rec))
+    for sock in sockets:
+        if not Path(sock).exists():
+            raise ExecError(f"socket {sock} does not exist")
+        rec = next((r for r in records if str(r.get("socket")) == sock), {})
+        targets.append(_Target(sock, rec))
+    return targets
+
+
+def _load_driver(sock: str, stack: contextlib.ExitStack) -> dict[str, Any]:
+    """Probe the device unless a driver session exists (else attach to read it); keep the
+    session for the run. Returns the device facts the driver publishes in sysfs."""
+    from .shim import Shim
+
+    shim = Shim.open(sock)
+    stack.callback(shim.close)
+    if shim.caps.get("probed"):
+        shim.attach()
+    else:
+        shim.probe(None)
+    return shim.info()
+
+
+#: The attributes the driver adds at the PCI device (amdxdna sysfs), from the probe facts:
+#: name -> value line. device_type is the UAPI's KMQ (AIE2) or UMQ (AIE4).
+def driver_attrs(info: dict[str, Any]) -> dict[str, str]:
+    dev_type = T.const("AMDXDNA_DEV_TYPE_UMQ" if info.get("family") == "aie4"
+                       else "AMDXDNA_DEV_TYPE_KMQ")
+    return {"vbnv": f"{info.get('vbnv', '')}\n", "device_type": f"{dev_type}\n",
+            "fw_version": f"{info['fw_version']}\n"}
+
+
+def _attr_script(devices: list[tuple[str, dict[str, str]]]) -> str:
+    """Shell lines that write the driver's attributes into the testbed (umockdev has no way
+    to add attributes to a device another description made)."""
+    lines = []
+    for devpath, attrs in devices:
+        for name, value in attrs.items():
+            target = shlex.quote(f"/sys{devpath}/{name}")
+            lines.append(f'printf %s {shlex.quote(value)} > "$UMOCKDEV_DIR"{target}')
+    return "; ".join(lines)
+
+
+def run_exec(argv: Sequence[str], chips: Sequence[str] = (), bdfs: Sequence[str] = (),
+             sockets: Sequence[str] = (), runtime_dir: Path | None = None,
+             trace: Path | None = None) -> int:
+    """Run ``argv`` with the devices visible; returns its exit code (128 + N on signal N).
+    ``trace`` writes each daemon exec starts a Perfetto timeline (docs/tracing.md)."""
+    from .sysfs import device_path
+
+    if not argv:
+        raise ExecError("no program given (usage: xdna-emu exec [TARGET] -- PROGRAM [ARGS])")
+    if trace is not None and not chips and (bdfs or sockets):
+        raise ExecError("--trace needs a daemon that exec starts (--chip); for a running one, "
+                        "start it with xdna-emu run --trace")
+    if shutil.which(argv[0]) is None:
+        raise ExecError(f"program {argv[0]!r} not found")
+    lib = preload_library()
+    with contextlib.ExitStack() as stack:
+        targets = _resolve(chips or ([] if bdfs or sockets else [DEFAULT_CHIP]), bdfs, sockets,
+                           runtime_dir, stack, trace)
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="xdna-exec-")))
+        descs: list[str] = []
+        attrs: list[tuple[str, dict[str, str]]] = []
+        for minor, t in enumerate(targets):
+            info = _load_driver(t.socket, stack)
+            desc, bdf = t.record.get("umockdev"), t.record.get("bdf")
+            if isinstance(desc, str) and Path(desc).is_file() and isinstance(bdf, str):
+                descs += [desc, str(accel_description(tmp / f"accel{minor}.umockdev",
+                                                      device_path(bdf), minor))]
+                attrs.append((device_path(bdf), driver_attrs(info)))
+        env = dict(os.environ)
+        env.update({ENV_SOCKET.format(n): t.socket for n, t in enumerate(targets)})
+        for n in range(len(targets)):  # the kernel's device-wide tables: contexts, BO usage
+            state = tmp / f"accel{n}.state"
+            state.touch(mode=0o600)
+            env[ENV_STATE.format(n)] = str(state)
+        env[ENV_PRELOAD] = str(lib)
+        cmd = ["/bin/sh", "-c", _WRAP, "sh", *argv]
+        umockdev = shutil.which("umockdev-run")
+        if umockdev and descs:
+            cmd = [umockdev, *(a for d in descs for a in ("-d", d)), "--", "/bin/sh", "-c",
+                   f"{_attr_script(attrs)}; {_WRAP}", "sh", *argv]
+        rc = subprocess.run(cmd, env=env).returncode
+        return 128 - rc if rc < 0 else rc
+
+
+# ---- the ioctls from Python ----------------------------------------------------------
+class AccelFile:
+    """One DRM file on ``/dev/accel/accelN`` (under ``xdna-emu exec``). Every method is one
+    ioctl; a failure raises ``OSError`` with the driver's errno."""
+
+    def __init__(self, path: str = "/dev/accel/accel0") -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> AccelFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ioctl(self, name: str, /, **values: Any) -> dict[str, Any]:
+        """Issue ``DRM_IOCTL_<name>`` with the struct packed from ``values``; the struct as
+        the driver left it."""
+        io = T.ioctl(name)
+        buf = bytearray(io.layout.pack(**values))
+        fcntl.ioctl(self.fd, io.number, buf, True)
+        return io.layout.unpack(buf)
+
+    def version(self) -> dict[str, Any]:
+        name = bytearray(32)
+        addr = _addr(name)
+        out = self.ioctl("VERSION", name_len=len(name), name=addr)
+        out["name_str"] = bytes(name[: out["name_len"]]).decode()
+        return out
+
+    def create_bo(self, type_: int, size: int) -> int:
+        return int(self.ioctl("AMDXDNA_CREATE_BO", type=type_, size=size)["handle"])
+
+    def bo_info(self, handle: int) -> dict[str, Any]:
+        return self.ioctl("AMDXDNA_GET_BO_INFO", handle=handle)
+
+    def map_bo(self, handle: int, size: int) -> mmap.mmap:
+        off = self.bo_info(handle)["map_offset"]
+        return mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE,
+                         offset=off)
+
+    def close_bo(self, handle: int) -> None:
+        self.ioctl("GEM_CLOSE", handle=handle)
+
+    def get_info(self, param: str, layout: T.Layout) -> dict[str, Any]:
+        buf = bytearray(layout.size)
+        self.ioctl("AMDXDNA_GET_INFO", param=T.const(f"DRM_AMDXDNA_{param}"),
+                   buffer_size=len(buf), buffer=_addr(buf))
+        return layout.unpack(buf)
+
+
+def _addr(buf: bytearray) -> int:
+    """The address of a bytearray's storage (kept alive by the caller)."""
+    import ctypes
+
+    return ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+
+
+__all__ = ["AccelFile", "ExecError", "accel_description", "c_config", "pkg_config",
+           "preload_library", "run_exec", "shim_library"]
