@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from .chips import Chip, ChipError
 from .clock import Clock
 from .fw.ctx import ContextFirmware, CtxFwState
+from .fw.devbase import DeviceBase, Timer
 from .fw.image import FirmwareImage
 from .fw.mailbox import ChannelState, Handler, MailboxEngine, MailboxState
 from .fw.messages import PspStatus
@@ -31,15 +32,6 @@ from .iommu import Iommu
 from .regio import RegisterFile
 
 log = logging.getLogger(__name__)
-
-STAT_KEYS = ("writes", "bad_writes", "internal_errors", "irqs_raised", "iommu_faults",
-             "malformed_msgs", "mbox_msgs_in", "mbox_msgs_out", "psp_cmds", "psp_errors",
-             "smu_cmds", "smu_errors", "unknown_ops", "jobs_completed", "jobs_failed")  # fmt: skip
-
-
-#: One delayed piece of firmware work: (deadline ns, sequence number, action name, args).
-#: It is data, so it can be saved; the action names a method in ``NpuDevice.actions``.
-Timer = tuple[int, int, str, tuple[Any, ...]]
 
 
 @dataclass(frozen=True)
@@ -57,29 +49,19 @@ class DeviceState:
     ctx: CtxFwState | None
 
 
-class NpuDevice:
+class NpuDevice(DeviceBase):
     """One emulated AIE2 NPU: PSP, SMU, mailbox engine and management firmware."""
 
     def __init__(self, chip: Chip, regs: RegisterFile, iommu: Iommu,
                  raise_irq: Callable[[int], None], clock: Clock) -> None:
-        self.chip, self.regs, self.iommu, self.clock = chip, regs, iommu, clock
-        self._raise_irq = raise_irq
-        self.msix_vectors = chip.msix.vectors
-        self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
+        super().__init__(chip, regs, iommu, raise_irq, clock)
         self.fw: MgmtFirmware | None = None
-        #: firmware boots so far and what the last one ran (status after the driver left)
-        self.boots = 0
-        self.last_boot: dict[str, str] | None = None
         self.ctx: ContextFirmware | None = None  # contexts/jobs of the running firmware
-        self._timers: list[Timer] = []
-        self._seq = 0
-        #: what a timer may do, by name (docs/spec/device.md §4: timers are data)
-        self.actions: dict[str, Callable[..., None]] = {"mailbox_send": self._timer_send}
+        self.actions["mailbox_send"] = self._timer_send
         self.smu = SmuBlock(chip, regs, self.stats, self._power_off)
         self.psp = PspBlock(chip, regs, iommu, self.stats, lambda: self.smu.powered,
                             self._start_fw, self._stop_fw)
         self.mailbox = MailboxEngine(chip, regs, self.irq, self.stats) if chip.mailbox else None
-        self._traps: dict[tuple[int, int], Callable[[int], None]] = {}
         for role, fn in (("psp.intr", self.psp.on_intr), ("smu.intr", self.smu.on_intr)):
             try:
                 self._traps[regs.loc(role)] = fn
@@ -87,37 +69,6 @@ class NpuDevice:
                 log.warning("%s: no %s register; that block is inert", chip.name, role)
         if self.mailbox is not None:
             self._traps.update(self.mailbox.traps())
-
-    # -- register writes ------------------------------------------------------------------
-    def mmio_write(self, bar: int, offset: int, value: int) -> None:
-        """Store one trapped 32-bit write and run its side effect. Never raises."""
-        b = self.chip.bars.get(bar)
-        if (b is None or bar not in self.regs.words or not isinstance(offset, int)
-                or offset < 0 or offset & 3 or offset + 4 > b.size):
-            self.stats["writes"] += 1
-            self.stats["bad_writes"] += 1
-            return
-        self.write_checked(bar, offset, value)
-
-    def write_checked(self, bar: int, offset: int, value: int) -> None:
-        """:meth:`mmio_write` of a write whose BAR and offset the caller (the PCI function,
-        docs/spec/device.md §2.1) has checked already. Never raises."""
-        try:
-            self.stats["writes"] += 1
-            value = int(value) & 0xFFFFFFFF
-            self.regs.words[bar][offset >> 2] = value
-            fn = self._traps.get((bar, offset))
-            if fn is not None:
-                fn(value)
-        except Exception:
-            self.stats["internal_errors"] += 1
-            log.exception("internal error on write bar%s+%#x=%#x", bar, offset, value)
-
-    def irq(self, vector: int) -> None:
-        """Raise an MSI-X vector (the PCI function's MSI-X controller applies masking)."""
-        if 0 <= vector < self.msix_vectors:
-            self.stats["irqs_raised"] += 1
-            self._raise_irq(vector)
 
     # -- firmware lifecycle (PSP/SMU callbacks) ------------------------------------------
     def _start_fw(self, image: FirmwareImage) -> int:
@@ -128,9 +79,7 @@ class NpuDevice:
                                image, self.stats)
         self.ctx = ContextFirmware(self.fw)
         self.fw.boot()
-        self.boots += 1
-        st = self.fw.status()
-        self.last_boot = {"version": st["version"], "protocol": st["protocol"]}
+        self._booted(self.fw.status())
         return PspStatus.OK
 
     def _stop_fw(self) -> None:
@@ -163,36 +112,15 @@ class NpuDevice:
             self.stats["internal_errors"] += 1
             log.exception("internal error on reset")
 
-    def schedule(self, delay_ns: int, action: str, *args: Any) -> None:
-        """Run ``actions[action](*args)`` from :meth:`poll` once ``delay_ns`` has passed
-        (delayed firmware work). ``args`` must be plain data."""
-        if action not in self.actions:
-            raise ValueError(f"unknown timer action {action!r}")
-        seq, self._seq = self._seq, self._seq + 1
-        heapq.heappush(self._timers, (self.clock.now_ns() + max(0, delay_ns), seq, action, args))
-
     def _timer_send(self, index: int, serial: int, msg_id: int, opcode: int, payload: bytes) -> None:
         """A delayed message, sent past any interposer, if its channel is still open."""
         ch = self.mailbox.channel(index, serial) if self.mailbox is not None else None
         if ch is not None:
             ch.transmit(msg_id, opcode, payload)
 
-    def poll(self) -> None:
-        now = self.clock.now_ns()
-        while self._timers and self._timers[0][0] <= now:
-            _, _, action, args = heapq.heappop(self._timers)
-            try:
-                self.actions[action](*args)
-            except Exception:
-                self.stats["internal_errors"] += 1
-                log.exception("internal error in delayed work")
-
     def backlogged(self) -> bool:
         """Some channel holds responses the host has not made room for yet."""
         return self.mailbox is not None and any(ch.outq for ch in self.mailbox.channels.values())
-
-    def next_deadline_ns(self) -> int | None:
-        return self._timers[0][0] if self._timers else None
 
     # -- state (docs/spec/device.md §4) -------------------------------------------------------
     def save(self) -> DeviceState:

@@ -21,6 +21,7 @@ from ...chips import Chip, ChipError
 from ...clock import Clock
 from ...iommu import Iommu
 from ...regio import RegisterFile
+from ..devbase import DeviceBase, Timer
 from ..image import FirmwareImage
 from ..mailbox import ChannelState, MailboxState
 from ..smu import SmuBlock, SmuState
@@ -30,12 +31,6 @@ from .mgmt import MGMT_CHANNEL, Aie4Firmware, Aie4FwState, Aie4Mailbox
 from .psp import Aie4PspBlock, Aie4PspState
 
 log = logging.getLogger(__name__)
-
-STAT_KEYS = ("writes", "bad_writes", "internal_errors", "irqs_raised", "iommu_faults",
-             "malformed_msgs", "mbox_msgs_in", "mbox_msgs_out", "psp_cmds", "psp_errors",
-             "smu_cmds", "smu_errors", "unknown_ops", "jobs_completed", "jobs_failed")  # fmt: skip
-
-Timer = tuple[int, int, str, tuple[Any, ...]]
 
 
 @dataclass(frozen=True)
@@ -53,28 +48,19 @@ class Aie4DeviceState:
     ctx: tuple[tuple[Any, ...], ...] | None  # Aie4ContextFw.save()
 
 
-class Aie4Device:
+class Aie4Device(DeviceBase):
     """One emulated AIE4 NPU function: PSP, SMU, mgmt mailbox and management firmware."""
 
     def __init__(self, chip: Chip, regs: RegisterFile, iommu: Iommu,
                  raise_irq: Callable[[int], None], clock: Clock) -> None:
-        self.chip, self.regs, self.iommu, self.clock = chip, regs, iommu, clock
-        self._raise_irq = raise_irq
-        self.msix_vectors = chip.msix.vectors
-        self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
+        super().__init__(chip, regs, iommu, raise_irq, clock)
         self.fw: Aie4Firmware | None = None
         self.ctx: Aie4ContextFw | None = None  # contexts and their HSA queues
-        self._timers: list[Timer] = []
-        self._seq = 0
-        #: firmware boots so far and what the last one ran (status after the driver left)
-        self.boots = 0
-        self.last_boot: dict[str, str] | None = None
-        self.actions: dict[str, Callable[..., None]] = {TIMEOUT_ACTION: self._ctx_timeout}
+        self.actions[TIMEOUT_ACTION] = self._ctx_timeout
         self.smu = SmuBlock(chip, regs, self.stats, self._power_off)
         self.psp = Aie4PspBlock(chip, regs, iommu, self.stats, lambda: self.smu.powered,
                                 self._start_fw, self._stop_fw)
         self.mailbox = Aie4Mailbox(chip, regs, self.irq, self.stats)
-        self._traps: dict[tuple[int, int], Callable[[int], None]] = {}
         for role, fn in (("psp.intr", self.psp.on_intr), ("smu.intr", self.smu.on_intr)):
             try:
                 self._traps[regs.loc(role)] = fn
@@ -98,28 +84,6 @@ class Aie4Device:
         if self.is_vf:
             self._boot(None, None)
 
-    # -- register writes ----------------------------------------------------------------------
-    def mmio_write(self, bar: int, offset: int, value: int) -> None:
-        b = self.chip.bars.get(bar)
-        if (b is None or bar not in self.regs.words or not isinstance(offset, int)
-                or offset < 0 or offset & 3 or offset + 4 > b.size):
-            self.stats["writes"] += 1
-            self.stats["bad_writes"] += 1
-            return
-        self.write_checked(bar, offset, value)
-
-    def write_checked(self, bar: int, offset: int, value: int) -> None:
-        try:
-            self.stats["writes"] += 1
-            value = int(value) & 0xFFFFFFFF
-            self.regs.words[bar][offset >> 2] = value
-            fn = self._traps.get((bar, offset))
-            if fn is not None:
-                fn(value)
-        except Exception:
-            self.stats["internal_errors"] += 1
-            log.exception("internal error on write bar%s+%#x=%#x", bar, offset, value)
-
     def _ctx_timeout(self, slot: int, ctx_id: int, index: int) -> None:
         if self.ctx is not None:
             self.ctx.timeout(slot, ctx_id, index)
@@ -130,20 +94,13 @@ class Aie4Device:
         else:
             self.stats["stale_doorbells"] = self.stats.get("stale_doorbells", 0) + 1
 
-    def irq(self, vector: int) -> None:
-        if 0 <= vector < self.msix_vectors:
-            self.stats["irqs_raised"] += 1
-            self._raise_irq(vector)
-
     # -- firmware lifecycle ---------------------------------------------------------------------
     def _boot(self, image: FirmwareImage | None, cert: FirmwareImage | None) -> None:
         self.fw = Aie4Firmware(self.chip, self.regs, self.mailbox, self.iommu, self.clock,
                                image, cert, self.stats)
         self.ctx = Aie4ContextFw(self.fw, self.irq, self.schedule)
         self.fw.boot()
-        self.boots += 1
-        st = self.fw.status()
-        self.last_boot = {"version": st["version"], "protocol": st["protocol"]}
+        self._booted(self.fw.status())
 
     def _start_fw(self, image: FirmwareImage, cert: FirmwareImage) -> int:
         self._stop_fw()
@@ -176,27 +133,8 @@ class Aie4Device:
             log.exception("internal error on reset")
 
     # -- time ---------------------------------------------------------------------------------
-    def schedule(self, delay_ns: int, action: str, *args: Any) -> None:
-        if action not in self.actions:
-            raise ValueError(f"unknown timer action {action!r}")
-        seq, self._seq = self._seq, self._seq + 1
-        heapq.heappush(self._timers, (self.clock.now_ns() + max(0, delay_ns), seq, action, args))
-
-    def poll(self) -> None:
-        now = self.clock.now_ns()
-        while self._timers and self._timers[0][0] <= now:
-            _, _, action, args = heapq.heappop(self._timers)
-            try:
-                self.actions[action](*args)
-            except Exception:
-                self.stats["internal_errors"] += 1
-                log.exception("internal error in delayed work")
-
     def backlogged(self) -> bool:
         return any(ch.outq for ch in self.mailbox.channels.values())
-
-    def next_deadline_ns(self) -> int | None:
-        return self._timers[0][0] if self._timers else None
 
     # -- state ------------------------------------------------------------------------------
     def save(self) -> Aie4DeviceState:

@@ -1,0 +1,107 @@
+"""What every generation's device shares (docs/spec/device.md): trapped register writes
+with their side effects, MSI-X raising, delayed firmware work kept as data, and the record
+of firmware boots. ``NpuDevice`` (AIE2) and ``Aie4Device`` add their own blocks on top.
+
+No input makes these raise: bad writes are counted, and an internal error in a side
+effect or in delayed work is logged and counted as ``internal_errors``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..chips import Chip
+from ..clock import Clock
+from ..iommu import Iommu
+from ..regio import RegisterFile
+
+log = logging.getLogger("xdna_emu.device")
+
+STAT_KEYS = ("writes", "bad_writes", "internal_errors", "irqs_raised", "iommu_faults",
+             "malformed_msgs", "mbox_msgs_in", "mbox_msgs_out", "psp_cmds", "psp_errors",
+             "smu_cmds", "smu_errors", "unknown_ops", "jobs_completed", "jobs_failed")  # fmt: skip
+
+#: One delayed piece of firmware work: (deadline ns, sequence number, action name, args).
+#: It is data, so it can be saved; the action names a method in ``DeviceBase.actions``.
+Timer = tuple[int, int, str, tuple[Any, ...]]
+
+
+class DeviceBase:
+    """Register-write routing, interrupts, timers and boot records of one device."""
+
+    def __init__(self, chip: Chip, regs: RegisterFile, iommu: Iommu,
+                 raise_irq: Callable[[int], None], clock: Clock) -> None:
+        self.chip, self.regs, self.iommu, self.clock = chip, regs, iommu, clock
+        self._raise_irq = raise_irq
+        self.msix_vectors = chip.msix.vectors
+        self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
+        #: firmware boots so far and what the last one ran (status after the driver left)
+        self.boots = 0
+        self.last_boot: dict[str, str] | None = None
+        self._timers: list[Timer] = []
+        self._seq = 0
+        #: what a timer may do, by name (docs/spec/device.md §4: timers are data)
+        self.actions: dict[str, Callable[..., None]] = {}
+        #: side effects of trapped registers, by (bar, offset)
+        self._traps: dict[tuple[int, int], Callable[[int], None]] = {}
+
+    # -- register writes ------------------------------------------------------------------
+    def mmio_write(self, bar: int, offset: int, value: int) -> None:
+        """Store one trapped 32-bit write and run its side effect. Never raises."""
+        b = self.chip.bars.get(bar)
+        if (b is None or bar not in self.regs.words or not isinstance(offset, int)
+                or offset < 0 or offset & 3 or offset + 4 > b.size):
+            self.stats["writes"] += 1
+            self.stats["bad_writes"] += 1
+            return
+        self.write_checked(bar, offset, value)
+
+    def write_checked(self, bar: int, offset: int, value: int) -> None:
+        """:meth:`mmio_write` of a write whose BAR and offset the caller (the PCI function,
+        docs/spec/device.md §2.1) has checked already. Never raises."""
+        try:
+            self.stats["writes"] += 1
+            value = int(value) & 0xFFFFFFFF
+            self.regs.words[bar][offset >> 2] = value
+            fn = self._traps.get((bar, offset))
+            if fn is not None:
+                fn(value)
+        except Exception:
+            self.stats["internal_errors"] += 1
+            log.exception("internal error on write bar%s+%#x=%#x", bar, offset, value)
+
+    def irq(self, vector: int) -> None:
+        """Raise an MSI-X vector (the PCI function's MSI-X controller applies masking)."""
+        if 0 <= vector < self.msix_vectors:
+            self.stats["irqs_raised"] += 1
+            self._raise_irq(vector)
+
+    def _booted(self, status: dict[str, Any]) -> None:
+        """Count a firmware boot and keep what it runs (``status()`` of the firmware)."""
+        self.boots += 1
+        self.last_boot = {"version": status["version"], "protocol": status["protocol"]}
+
+    # -- time -----------------------------------------------------------------------------
+    def schedule(self, delay_ns: int, action: str, *args: Any) -> None:
+        """Run ``actions[action](*args)`` from :meth:`poll` once ``delay_ns`` has passed
+        (delayed firmware work). ``args`` must be plain data."""
+        if action not in self.actions:
+            raise ValueError(f"unknown timer action {action!r}")
+        seq, self._seq = self._seq, self._seq + 1
+        heapq.heappush(self._timers, (self.clock.now_ns() + max(0, delay_ns), seq, action, args))
+
+    def poll(self) -> None:
+        now = self.clock.now_ns()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, action, args = heapq.heappop(self._timers)
+            try:
+                self.actions[action](*args)
+            except Exception:
+                self.stats["internal_errors"] += 1
+                log.exception("internal error in delayed work")
+
+    def next_deadline_ns(self) -> int | None:
+        return self._timers[0][0] if self._timers else None
