@@ -152,6 +152,16 @@ def test_a_call_over_its_virtual_budget_is_a_hang(monkeypatch: pytest.MonkeyPatc
     assert res.step == 3
 
 
+def test_tick_runs_tdr_on_a_hung_job() -> None:
+    """``call tick`` lets the driver's monitor run: a hung head is aborted by TDR during the
+    idle time (ending TIMEOUT), not left SUBMITTED until some later wait."""
+    res = _run("call probe\ncall ctx\ncall exec 0 hang\ncall exec 0 nop\ncall tick 8000\n"
+               "expect state 0 timeout\nexpect state 1 abort\n")
+    assert res.ok, res.describe()
+    short = _run("call probe\ncall ctx\ncall exec 0 hang\ncall tick 10\nexpect state 0 new\n")
+    assert not short.ok and "expected new" in short.describe()  # too short for TDR: still running
+
+
 # -- the fuzz target ----------------------------------------------------------------------------
 def test_same_seed_same_campaign(tmp_path: Path) -> None:
     def campaign(seed: int, corpus: Path) -> tuple[dict, list[str]]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import inspect
 import struct
-import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -70,8 +69,11 @@ ASYNC_BUF_IOVA = 0x2_0000_0000  # where bring-up registers its async-event buffe
 _IMAGES: dict[str, bytes] = {}
 #: semantic calls worth a snapshot as soon as an input prefix ends with one
 SNAP_CALLS = frozenset({"fw_image", "boot", "bring_up", "client", "ctx_create", "submit"})
-SNAP_MIN_S = 0.0005  # work (s) past the last restore that makes an early semantic call worth a snapshot
-SNAP_LONG_S = 0.0015  # ... and that makes any prefix worth one, once a second input shares it
+#: Work past the last restore (in MAX_OPS budget units: an op 1, a semantic call CALL_WEIGHT)
+#: that makes an early semantic call worth a snapshot. Counted, never timed, so the same
+#: inputs take the same snapshots on a loaded machine as on an idle one.
+SNAP_MIN_WORK = CALL_WEIGHT
+SNAP_LONG_WORK = 3 * CALL_WEIGHT  # ... and that makes any prefix worth one, once a second input shares it
 SNAP_MAX = 48  # snapshots kept per session (least recently used dropped first)
 SNAP_STRADDLE = len(b"FUZZ") - 1  # a separator starting this close before a boundary moves it
 
@@ -844,22 +846,22 @@ class Interpreter:
             s.restore(snap)
             start, done, ngroups = snap.end, snap.n, snap.g
         apply = s.apply
-        since = time.perf_counter()
+        since = done
         for group, end, clean, n, g in self.groups(data, start, done, ngroups):
             for op in group:
                 apply(op)
             if clean:
-                spent = time.perf_counter() - since
-                if spent >= SNAP_MIN_S and self._snapshot_at(data, end, n, g, group, spent):
-                    since = time.perf_counter()
+                spent = n - since
+                if spent >= SNAP_MIN_WORK and self._snapshot_at(data, end, n, g, group, spent):
+                    since = n
 
     @staticmethod
     def _costly(group: list[Op]) -> bool:
         return any(op.verb == "call" and op.args[0] in SNAP_CALLS for op in group)
 
     def _snapshot_at(self, data: bytes, end: int, n: int, g: int, group: list[Op],
-                     spent: float) -> bool:
-        """Snapshot the state after ``data[:end]``, which took ``spent`` seconds to reach,
+                     spent: int) -> bool:
+        """Snapshot the state after ``data[:end]``, which took ``spent`` units of work to reach,
         when that pays: at once after an early semantic call (bring-up & co., which most
         inputs start with), or after a long prefix that a second input shares. A snapshot
         costs about a millisecond, a restore a tenth of that; cheap prefixes are replayed."""
@@ -868,7 +870,7 @@ class Interpreter:
         if key in s.snaps:
             return False
         if not (g <= 4 and self._costly(group)):
-            if spent < SNAP_LONG_S:
+            if spent < SNAP_LONG_WORK:
                 return False
             if key not in s._seen_prefixes:
                 if len(s._seen_prefixes) > 1 << 14:

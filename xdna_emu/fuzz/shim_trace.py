@@ -176,6 +176,8 @@ class ShimHarness:
         except Exception as e:  # noqa: BLE001 - anything else escaping the shim is the finding
             raise ShimCrash(type(e).__name__, f"{name}: {e!r}") from e
         took = self.ip.clock.now_ns() - t0
+        if name == "tick":  # the time it was asked to let pass is not the call's
+            took -= max(0, min(args[0], 60_000)) * 1_000_000
         if took > CALL_BUDGET_NS:
             raise Hang("deadline", f"{name} took {took / 1e9:.1f} s of virtual time")
         self.events[f"{name}:{self.last}"] += 1
@@ -291,8 +293,35 @@ class ShimHarness:
         self._run(self.shim.stop)
 
     def c_tick(self, ms: int) -> None:
-        """Virtual time passes with the shim idle (late responses arrive, TDR may run)."""
-        self.ip.idle(max(0, min(ms, 60_000)) * 1_000_000)
+        """Virtual time passes with the application idle: late responses arrive, and the
+        driver's monitor runs its duties (receiving, TDR) as its thread would. In
+        deterministic mode that work runs only inside the shim's waits (docs/spec/jobs.md
+        §6), so while a job is outstanding the time is spent in a wait on the oldest one
+        (what a sleeping application's monitor thread does meanwhile); once none is, the
+        device alone runs."""
+        end = self.ip.clock.now_ns() + max(0, min(ms, 60_000)) * 1_000_000
+        while (left := end - self.ip.clock.now_ns()) > 0:
+            job = self._outstanding()
+            if job is None:
+                self.ip.idle(left)
+                break
+            try:
+                self._run(self.shim.wait, self.ctxs[job.ctx], job.seq, max(1, -(-left // 1_000_000)))
+            except ShimError:
+                pass
+            if self._outstanding() is job:  # timed out, or the wait could not wait: time is up
+                self.ip.idle(max(0, end - self.ip.clock.now_ns()))
+                break
+
+    def _outstanding(self) -> _Job | None:
+        """The oldest job on a live context whose command is not final yet."""
+        try:
+            for job in self.jobs:
+                if job.ctx not in self.dead and self.shim.cmd_state(job.cmd) not in FINAL:
+                    return job
+        except ShimError:
+            pass
+        return None
 
     # -- faults and expectations --------------------------------------------------------------
     def _fault(self, kind: str, chan: int = 0, count: int = 1, arg: int = 0) -> None:
