@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fw.messages import Opcode
-from .atheris_target import write_stats
+from .atheris_target import StopFlag, write_stats
 from .faults import ACT_FAULTS, MSG_FAULTS
 from .invariants import Failure
 from .ops import Op, TraceError
@@ -223,12 +223,14 @@ class ShimFuzzer:
 
     # -- the loop ---------------------------------------------------------------------------
     def fuzz(self, seconds: float, stats: Path | None = None,
-             max_execs: int | None = None) -> dict[str, Any]:
+             max_execs: int | None = None, stop: StopFlag | None = None) -> dict[str, Any]:
         """Run for ``seconds`` (or ``max_execs`` examples: the same seed then gives the same
-        examples, findings and coverage, to the byte)."""
+        examples, findings and coverage, to the byte); ``stop`` ends it between examples."""
+        stop = stop or StopFlag()
         t0 = last = time.monotonic()
         self.load_corpus()
-        while time.monotonic() - t0 < seconds and (max_execs is None or self.execs < max_execs):
+        while (time.monotonic() - t0 < seconds and not stop.set
+               and (max_execs is None or self.execs < max_execs)):
             ops = self.generate()
             if self.run_one(ops):
                 self.add_corpus(ops)
@@ -236,18 +238,18 @@ class ShimFuzzer:
             if now - last > STATS_EVERY_S:
                 last = now
                 write_stats(stats, self.stats())
-        out = self.stats()
+        out = {**self.stats(), "interrupted": stop.set}
         write_stats(stats, {**out, "final": True})
         return out
 
 
 def run(seconds: float, seed: int = 1, chip: str = "npu4", artifacts: Path | None = None,
         corpus: Path | None = None, stats: Path | None = None,
-        current: Path | None = None) -> dict[str, Any]:
+        current: Path | None = None, stop: StopFlag | None = None) -> dict[str, Any]:
     """One in-process campaign; returns the worker's stats."""
     fz = ShimFuzzer(chip, seed, artifacts, corpus, current)
     try:
-        return fz.fuzz(seconds, stats)
+        return fz.fuzz(seconds, stats, stop=stop)
     finally:
         fz.close()
 
@@ -308,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                     Path(args.current) if args.current else None, args.libfuzzer)
         return 0
     opt = [Path(v) if v else None for v in (args.corpus, args.stats, args.current)]
-    run(args.seconds, args.seed, args.chip, Path(args.artifacts), *opt)
+    run(args.seconds, args.seed, args.chip, Path(args.artifacts), *opt, stop=StopFlag().install())
     return 0
 
 
