@@ -133,7 +133,8 @@ def test_a_bad_channel_that_recovers_silently_is_a_finding(monkeypatch: pytest.M
             raise ShimError(32, "bad channel")  # EPIPE
         return real(self, *a)
     monkeypatch.setattr(Shim, "mgmt_msg", flaky)
-    res = _run("call probe\ncall mgmt 0x108 00000000\ncall mgmt 0x108 00000000\n")
+    # (a fault first: the firmware is no longer predicted, so only this promise can fire)
+    res = _run("call probe\nfault irq_empty 0\ncall mgmt 0x108 00000000\ncall mgmt 0x108 00000000\n")
     assert isinstance(res.failure, InvariantViolation) and res.failure.name == "bad_channel"
 
 

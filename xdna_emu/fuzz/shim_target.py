@@ -36,7 +36,7 @@ from .atheris_target import StopFlag, write_stats
 from .faults import ACT_FAULTS, MSG_FAULTS
 from .invariants import Failure
 from .ops import Op, TraceError
-from .shim_trace import KERNELS, ShimHarness
+from .shim_trace import KERNELS, POWER_MODES, ShimHarness
 
 STATS_EVERY_S = 0.5
 MAX_OPS = 40
@@ -48,7 +48,13 @@ EXAMPLE_WALL_S = 60
 #: in every final state; stop/suspend rarely, so contexts live long enough to matter)
 WEIGHTS = {"mgmt": 6, "ctx": 4, "destroy": 2, "exec": 10, "wait": 10, "info": 2,
            "suspend": 1, "resume": 1, "stop": 1, "tick": 3, "fault": 6, "act": 2,
-           "timeout": 1}
+           "timeout": 1, "chain": 4, "waitseq": 3, "health": 1, "power": 1, "bulk": 1,
+           "rewrite": 1}
+#: seqs a ``waitseq`` names besides real ones: never submitted, negative, huge
+ODD_SEQS = [0, -1, -(1 << 63), 1 << 62, 0xFFFFFFFF]
+#: (word, value) rewrites of a command BO under a running exec: the header's count or
+#: opcode, a chain's count, a sub-command handle, a START_NPU instruction address
+REWRITES = [(0, 0), (0, 0x7FF000), (1, 0), (1, 65), (1, 0xFFFFFFFF), (7, 0x1234), (2, 0)]
 #: Management opcodes a generated program sends: two the firmware answers (the version query
 #: twice as often), one it does not implement, and one no firmware knows.
 MGMT_OPCODES = [int(o) for o in (Opcode.GET_FIRMWARE_VERSION, Opcode.GET_FIRMWARE_VERSION,
@@ -75,6 +81,20 @@ def random_op(rng: random.Random) -> Op:
         return Op("call", ("wait", rng.randrange(8), rng.choice([0, 100, 3000, 10000])))
     if name == "tick":
         return Op("call", ("tick", rng.choice([10, 500, 2500, 6000])))
+    if name == "chain":
+        kinds = [rng.choice(("nop", "nop", "fail", "hang")) for _ in range(rng.randint(1, 5))]
+        return Op("call", ("chain", rng.randrange(4), ",".join(kinds)))
+    if name == "waitseq":
+        seq = rng.choice(ODD_SEQS + [1, 2, 3, 5, 300])
+        return Op("call", ("waitseq", rng.randrange(4), seq, rng.choice([0, 10, 3000])))
+    if name == "health":
+        return Op("call", ("health", rng.randrange(4)))
+    if name == "power":
+        return Op("call", ("power", rng.choice(POWER_MODES)))
+    if name == "bulk":
+        return Op("call", ("bulk", rng.randrange(4), rng.choice([5, 100, 260, 600])))
+    if name == "rewrite":
+        return Op("call", ("rewrite", *rng.choice(REWRITES)))
     if name == "timeout":
         return Op("call", ("timeout", "mbox_rx", rng.choice([100, 1000, 5000])))
     return Op("call", (name,))
