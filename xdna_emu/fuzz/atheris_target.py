@@ -131,6 +131,8 @@ class Target:
         self.execs = self.crashes = self.hangs = 0
         self.signatures: dict[tuple[str, str], str] = {}
         self.features: set[Any] = set()
+        self.t0 = time.monotonic()
+        self.first_finding_s: float | None = None  # seconds from start to the first finding
         if name == "device":
             from .ops import DeviceHarness, run_input
 
@@ -151,6 +153,8 @@ class Target:
     def record(self, found: Any, data: bytes) -> None:
         kind = getattr(found, "kind", "crash")
         name = getattr(found, "name", type(found).__name__)
+        if self.first_finding_s is None:
+            self.first_finding_s = round(time.monotonic() - self.t0, 2)
         if kind == "hang":
             self.hangs += 1
         else:
@@ -192,7 +196,8 @@ class Target:
     def stats(self) -> dict[str, Any]:
         return {"execs": self.execs, "crashes": self.crashes, "hangs": self.hangs,
                 "unique": sorted(f"{k}:{n}" for k, n in self.signatures),
-                "artifacts": sorted(self.signatures.values())}
+                "artifacts": sorted(self.signatures.values()),
+                "first_finding_s": self.first_finding_s}
 
 
 class ParserTarget:

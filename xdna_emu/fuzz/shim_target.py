@@ -140,6 +140,8 @@ class ShimFuzzer:
         self.artifacts, self.corpus_dir, self.current = artifacts, corpus_dir, current
         self.session = ShimHarness(chip)
         self.execs = self.crashes = self.hangs = self.steps = 0
+        self.t0 = time.monotonic()
+        self.first_finding_s: float | None = None  # seconds from start to the first finding
         self.features: set[str] = set()
         self.signatures: dict[tuple[str, str], str] = {}
         self.corpus: list[list[Op]] = []
@@ -220,6 +222,8 @@ class ShimFuzzer:
     def record(self, failure: Failure, ops: list[Op]) -> None:
         from .trace import Trace
 
+        if self.first_finding_s is None:
+            self.first_finding_s = round(time.monotonic() - self.t0, 2)
         if failure.kind == "hang":
             self.hangs += 1
         else:
@@ -239,7 +243,8 @@ class ShimFuzzer:
         return {"execs": self.execs, "steps": self.steps, "crashes": self.crashes,
                 "hangs": self.hangs, "coverage": len(self.features), "corpus": len(self.corpus),
                 "unique": sorted(f"{k}:{n}" for k, n in self.signatures),
-                "artifacts": sorted(self.signatures.values())}
+                "artifacts": sorted(self.signatures.values()),
+                "first_finding_s": self.first_finding_s}
 
     # -- the loop ---------------------------------------------------------------------------
     def fuzz(self, seconds: float, stats: Path | None = None,
@@ -247,7 +252,7 @@ class ShimFuzzer:
         """Run for ``seconds`` (or ``max_execs`` examples: the same seed then gives the same
         examples, findings and coverage, to the byte); ``stop`` ends it between examples."""
         stop = stop or StopFlag()
-        t0 = last = time.monotonic()
+        t0 = last = self.t0 = time.monotonic()
         self.load_corpus()
         while (time.monotonic() - t0 < seconds and not stop.set
                and (max_execs is None or self.execs < max_execs)):
