@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
     found = sum(1 for r in rows[1:] if r["first_s"] is not None)
-    print(f"\n| mutant | what it breaks | shim target | device target |\n|---|---|---|---|")
+    print("\n| mutant | what it breaks | shim target | device target |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['mutant']} | {r['what']} | {r['shim']} | {r['device']} |")
     print(f"\n{found}/{len(rows) - 1} mutants found within {args.seconds:.0f} s per target "

@@ -47,7 +47,8 @@ from ..fw.messages import (
     PspCmd,
     sz_ver,
 )
-from ..pci.config import CMD_MASTER, COMMAND
+from ..pci.caps import EXP_DEVCTL, EXP_DEVCTL_BCR_FLR, EXP_DEVCTL_DEFAULT, MSIX_ENTRY_SIZE
+from ..pci.config import CMD_MASTER, COMMAND, CONFIG_SIZE
 from ..pci.function import FunctionState, MappingState, Observer
 from ..testing.pyctx import PyClient, PyContext
 from ..testing.pydriver import FW_IOVA, DriverChannel, DriverError, PyDriver, make_test_device
@@ -423,9 +424,24 @@ class DeviceHarness:
 
     def v_reset(self) -> None:
         self._guarded("reset", self.fn.reset)
+        self._after_reset()
+
+    def _after_reset(self) -> None:
         self.drv, self.clients, self.contexts, self.pending = None, [], [], []
         self.checker.after_reset()
         self.events["reset"] += 1
+
+    def v_cfg(self, off: int, data: bytes) -> None:
+        """A raw config-space write (command register, BARs, MSI-X control, PCIe Device
+        Control "Initiate FLR" ...), with PCI semantics (docs/spec/device.md §2.2)."""
+        if not 0 <= off <= CONFIG_SIZE - len(data):  # what a PCI core never passes on
+            self.events["cfg_refused"] += 1
+            return
+        flr = self.fn.config._flr_requested(off, data)
+        self._guarded("config_write", self.fn.config_write, off, data)
+        if flr:
+            self._after_reset()
+            self.events["flr"] += 1
 
     def v_fault(self, name: str, *args: Any) -> None:
         fn = self.faults.get(name)
@@ -782,6 +798,7 @@ class Interpreter:
             self._tick, self._ack, self._reset, self._smu, self._psp, self._fw_image,
             self._bring_up, self._msg, self._msg, self._ctx, self._submit, self._destroy,
             self._fault, self._proxy, self._read, self._shm_raw, self._host,
+            self._cfg, self._msix, self._flr,
         ]
 
     def selector(self, method: str) -> int:
@@ -958,6 +975,26 @@ class Interpreter:
         bars = sorted(self.s.chip.bars)
         b = bars[bar % len(bars)]
         return [Op("shm", (b, off % self.s.chip.bars[b].size, r.take(n)))]
+
+    def _cfg(self, r: Reader) -> list[Op]:
+        """A config-space write of 1, 2 or 4 bytes anywhere in the 4 KiB space."""
+        off, size = r.u16() % 0x1000, (1, 2, 4)[r.u8() % 3]
+        return [Op("cfg", (off, r.take(size).ljust(size, b"\0")))]
+
+    def _msix(self, r: Reader) -> list[Op]:
+        """A write to any word of the MSI-X table (mask, address, data) or the PBA."""
+        m = self.s.chip.msix
+        sel, value = r.u8(), r.u32()
+        if sel & 0x80:
+            off = m.pba_offset + 4 * (sel % max(1, (m.vectors + 31) // 32))
+        else:
+            off = m.table_offset + (sel % m.vectors) * MSIX_ENTRY_SIZE + 4 * (r.u8() % 4)
+        return [Op("w32", (m.bar, off, value))]
+
+    def _flr(self, r: Reader) -> list[Op]:
+        """Function-level reset through PCIe Device Control, as the PCI core does it."""
+        off = self.s.fn.config.exp_cap + EXP_DEVCTL
+        return [Op("cfg", (off, struct.pack("<H", EXP_DEVCTL_DEFAULT | EXP_DEVCTL_BCR_FLR)))]
 
     def _host(self, r: Reader) -> list[Op]:
         """A host-memory store into the image buffer (TOCTOU on the firmware image)."""

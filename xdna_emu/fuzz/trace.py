@@ -46,7 +46,7 @@ from .ops import DeviceHarness, image_for
 
 #: operand kinds per verb: i int, b bytes, s string, * the rest as ints
 SPECS = {"w32": "iii", "r32": "ii", "shm": "iib", "host": "iib", "dma_map": "iiii",
-         "dma_unmap": "iii", "tick": "i", "reset": ""}
+         "dma_unmap": "iii", "tick": "i", "reset": "", "cfg": "ib"}
 CALL_SPECS = {"msg": "ib", "proxy": "iib"}
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN_DIR = REPO / "fixtures" / "traces"
