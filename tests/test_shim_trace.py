@@ -273,3 +273,15 @@ def test_report_of_a_worker_stats_file(tmp_path: Path, capsys: pytest.CaptureFix
     assert '"execs": 5' in capsys.readouterr().out
     stats.write_text(json.dumps({"execs": 5, "crashes": 0, "hangs": 1, "artifacts": ["x"]}))
     assert main(["--report", str(stats)]) == 1
+
+
+def test_a_command_rewritten_under_exec() -> None:
+    """``rewrite`` stores into the command BO from inside exec's wait for a free slot (a
+    racing user thread): the shim must neither crash nor run garbage, whatever it decides."""
+    h = tr.harness_for("npu4", "shim")
+    for word, value in ((1, 65), (0, 0x7FF000), (7, 0x1234)):
+        kind = "chain 0 nop,nop" if word == 1 else "exec 0 nop"
+        res = _run("call probe\ncall timeout mbox_rx 6000\ncall ctx\n" + "call exec 0 hang\n" * 4
+                   + f"call rewrite {word} {value}\ncall {kind}\ncall tick 9000\n")
+        assert res.ok, res.describe()
+        assert h.raced, "the rewrite never ran inside exec"

@@ -240,8 +240,10 @@ class MailboxModel:
             if ch.error is None:
                 raise InvariantViolation("mbox_malformed", f"channel {key[0]} accepted a malformed ring ({why})")
             return
-        if ch.error is not None and "i2x" not in ch.error and "response" not in ch.error:
-            raise InvariantViolation("mbox_rejected", f"channel {key[0]} rejected a well-formed ring: {ch.error}")
+        if ch.error is not None:  # answering failed half way (a bad i2x head): dead channel
+            if "i2x" not in ch.error and "response" not in ch.error:
+                raise InvariantViolation("mbox_rejected", f"channel {key[0]} rejected a well-formed ring: {ch.error}")
+            return
         if ch.x2i_head % len(ch._x2i) != head % len(ch._x2i):
             raise InvariantViolation("mbox_head", f"channel {key[0]} head at {ch.x2i_head:#x}, model at {head:#x}")
         self.heads[key] = head

@@ -155,6 +155,7 @@ class ShimHarness:
         self.steps = 0
         self.rewrite: tuple[int, int] | None = None  # armed by ``call rewrite``
         self.raced: set[int] = set()  # command BOs rewritten under a running exec
+        self.race_fired = False  # a rewrite happened inside the call running now
         self.model: ShimModel | None = ShimModel() if self.use_model else None
         self.events.clear()
         return self
@@ -192,6 +193,7 @@ class ShimHarness:
         if len(args) != len(CALL_SPECS[name]):
             raise TraceError(f"call {name} takes {len(CALL_SPECS[name])} operands")
         model = self.model
+        self.race_fired = False
         if model is not None:
             want = model.expect(self, name, args)
             prior = model.before(self, name, args)
@@ -335,6 +337,7 @@ class ShimHarness:
         def race() -> None:
             self.ip.on_wait = None
             self.rewrite = None
+            self.race_fired = True
             self.raced.add(cmd)
             if 0 <= word * 4 <= len(view) - 4:
                 view[word * 4 : word * 4 + 4] = (value & 0xFFFFFFFF).to_bytes(4, "little")
