@@ -221,7 +221,7 @@ def test_fuzzer_bytes_decode_to_a_stable_shim_trace() -> None:
     assert len(decode(bytes(range(256)) * 40)) == MAX_OPS
     text = tr.Trace("npu4", ops, target="shim").to_text()
     assert tr.parse(text).ops == ops  # every decoded op can be written and read back
-    assert decode(data[:-1]) != ops or len(ops) == MAX_OPS
+    assert decode(data[: len(data) // 2]) != ops  # the bytes, not only the first ones, matter
 
 
 @pytest.mark.skipif(not shutil.which("clang"), reason="needs clang (make fuzz-shim installs it)")
