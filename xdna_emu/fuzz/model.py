@@ -205,6 +205,9 @@ class ShimModel:
             self.dev = "off"
             self._abort_pending(prior, lambda j: True)
         if got != "ok":
+            if self.tainted is not None and want is None and self.dev == "up":
+                self.dev = "unknown"  # a firmware failure may have stopped or runtime-
+                # suspended the device on the way (its long wait let autosuspend run)
             if name == "suspend" and got != EINVAL:  # down anyway, the failure reported
                 self.dev = "suspended"
                 self._abort_pending(prior, lambda j: True)
