@@ -935,7 +935,12 @@ class Interpreter:
         return [Op("reset")]
 
     def _smu(self, r: Reader) -> list[Op]:
-        return self.b.smu(r.u8() % 10, r.u16())
+        """An SMU command; an argument with bit 15 set is aimed at the end of the DPM table
+        (its last two levels and the first two past it), where off-by-one bounds live."""
+        cmd, arg = r.u8() % 10, r.u16()
+        if arg & 0x8000:
+            arg = max(0, len(self.s.chip.dpm_levels) - 2 + (arg & 3))
+        return self.b.smu(cmd, arg)
 
     def _psp(self, r: Reader) -> list[Op]:
         cmd, good = r.u8(), r.u8()
