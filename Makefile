@@ -7,7 +7,7 @@ SYS_PKGS := umockdev libumockdev0 pciutils gcc libffi-dev python3-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BUILD_INPUTS := pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h csrc/uapi/*.c csrc/uapi/*.h) xdna_emu/uapi_table.py xdna_emu/uapigen.py xdna_emu/_shim_build.py xdna_emu/chips/cgen.py $(wildcard xdna_emu/chips/*.toml) $(wildcard xdna_emu/fw/iface/*.py) xdna_emu/protocol.py xdna_emu/protogen.py
 
-.PHONY: setup sysdeps demo test lint clean shim bench fuzz fuzz-native fuzz-shim asan
+.PHONY: setup sysdeps demo test lint clean shim bench fuzz fuzz-native fuzz-shim fuzz-bench asan
 
 setup: sysdeps .stamp-venv
 
@@ -63,6 +63,12 @@ fuzz-native:
 	@$(MAKE) --no-print-directory sysdeps SYS_PKGS="$(FUZZ_SYS_PKGS)"
 	fuzz/build.sh build/fuzz/bin
 	fuzz/run_native.sh $(FUZZ_NATIVE_SECONDS) build/fuzz
+
+# Seeded-bug benchmark: every fuzz/mutants/*.patch applied alone in a scratch copy, the shim
+# and device targets run FUZZ_BENCH_SECONDS each, time to first finding per mutant (README).
+FUZZ_BENCH_SECONDS ?= 30
+fuzz-bench: setup
+	$(PY) fuzz/bench.py --seconds $(FUZZ_BENCH_SECONDS)
 
 # The cffi extension built with ASan + UBSan into build/asan, then the shim's tests and a
 # shim fuzz run (ASAN_FUZZ_SECONDS, default 60) against it with libasan preloaded (python

@@ -142,8 +142,15 @@ def test_i2x_tombstone_wraps_only_with_tail_behind(pz):
     assert (r.kind, r.next) == (pz.lib.XDNA_PARSE_RX_WRAP, 0)
     r = rx(pz, ring_of(64, (48, words(TOMB))), 48, 48)
     assert r.kind == pz.lib.XDNA_PARSE_RX_EMPTY  # tail == head: nothing to read at all
-    r = rx(pz, ring_of(64, (0, words(TOMB))), 0, 8)  # TOMBSTONE at head, tail ahead
-    assert (r.kind, r.reason) == (pz.lib.XDNA_PARSE_RX_BAD, pz.lib.XDNA_PARSE_BAD_TOMBSTONE)
+
+
+@pytest.mark.parametrize("head", [0, 4, 16, 40, 56])
+def test_i2x_tombstone_ahead_of_tail_at_any_offset(pz, head):
+    """TOMBSTONE at the head with the tail ahead of it is malformed at every offset, not
+    only at 0 where a loop bound would hide a missing check."""
+    for tail in sorted({t for t in (head + 4, head + 8, 64) if t <= 64}):
+        r = rx(pz, ring_of(64, (head, words(TOMB))), head, tail)
+        assert (r.kind, r.reason) == (pz.lib.XDNA_PARSE_RX_BAD, pz.lib.XDNA_PARSE_BAD_TOMBSTONE), (head, tail)
 
 
 @pytest.mark.parametrize("tail", [68, 6, 0xFFFFFFFC])

@@ -155,6 +155,24 @@ def test_malformed_x2i_puts_channel_in_error(drv: PyDriver, case: str) -> None:
     assert ch.drain() == [] and drv.device.stats["malformed_msgs"] == 1
 
 
+@pytest.mark.parametrize("good_before", [0, 1, 3, 7])
+def test_tombstone_ahead_of_tail_at_any_offset(drv: PyDriver, good_before: int) -> None:
+    """A TOMBSTONE the firmware meets with the tail still ahead of it is malformed wherever
+    it sits, not only at offset 0 (where the head-wrap loop bound would hide a missing
+    check; docs/spec/firmware.md §5)."""
+    ch = _chan(drv)
+    for _ in range(good_before):
+        ch.send(Opcode.GET_FIRMWARE_VERSION, FW_VER.req.pack(0))
+    assert len(ch.drain()) == good_before
+    at = ch.x2i_tail
+    assert (at == 0) == (good_before == 0)
+    _raw_put(drv, struct.pack("<I", TOMBSTONE) + _hdr(4) + b"\0" * 4)
+    fw = _fw_chan(drv)
+    assert fw.error is not None and "TOMBSTONE" in fw.error and f"{at:#x}" in fw.error
+    assert drv.device.stats["malformed_msgs"] == 1
+    assert fw.msgs_in == good_before  # nothing behind the TOMBSTONE was consumed
+
+
 def test_bad_i2x_head_write_is_an_error(drv: PyDriver) -> None:
     ch = _chan(drv)
     drv.write_dev(ch.i2x_head_reg, 6)

@@ -75,12 +75,16 @@ def test_minimizer_shrinks_a_planted_failure_to_its_essential_lines(
     assert res.failure is not None and res.failure.name == "smu_resp"
     small = tr.minimize(trace)
     again = tr.replay(small)
-    assert again.signature == res.signature
-    # the essence: ARG=3, CMD=SET_HARD_DPMLEVEL, an INTR 0->1 edge (no power-on needed:
-    # the model expects "rejected" while off, the bug answers "fail")
+    assert again.signature == res.signature and again.failure.message == res.failure.message
+    # the same message ("on=True") keeps the power-on: POWER_ON, then the buggy command
     loc = DeviceHarness("npu4").regs.loc
-    assert [op.args for op in small.ops] == [(*loc("smu.arg"), 3), (*loc("smu.cmd"), 8),
-                                             (*loc("smu.intr"), 1)], small.to_text()
+    cmds = [op.args[2] for op in small.ops if op.args[:2] == loc("smu.cmd")]
+    assert cmds == [3, 8] and len(small.ops) <= 6, small.to_text()
+    # any failure will do: the essence is ARG=3, CMD=SET_HARD_DPMLEVEL, an INTR 0->1 edge
+    # (the model expects "rejected" while off, the bug answers "fail")
+    loose = tr.minimize(trace, any_failure=True)
+    assert [op.args for op in loose.ops] == [(*loc("smu.arg"), 3), (*loc("smu.cmd"), 8),
+                                             (*loc("smu.intr"), 1)], loose.to_text()
 
 
 def test_minimize_refuses_a_passing_trace() -> None:
@@ -95,6 +99,6 @@ def test_cli_minimize_writes_the_smaller_trace(tmp_path: Path, monkeypatch: pyte
     src.write_text(_buggy_trace().to_text())
     assert cli.main(["trace", "minimize", str(src), "-o", str(out)]) == 0
     small = tr.load(out)
-    assert len(small.ops) == 3 and any("minimised from bug.trace" in h for h in small.header)
+    assert len(small.ops) <= 6 and any("minimised from bug.trace" in h for h in small.header)
     assert cli.main(["trace", "replay", str(out)]) == 1
     assert "FAIL" in capsys.readouterr().out

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import random
+import signal
 import struct
 import sys
 import time
@@ -130,6 +131,8 @@ class Target:
         self.execs = self.crashes = self.hangs = 0
         self.signatures: dict[tuple[str, str], str] = {}
         self.features: set[Any] = set()
+        self.t0 = time.monotonic()
+        self.first_finding_s: float | None = None  # seconds from start to the first finding
         if name == "device":
             from .ops import DeviceHarness, run_input
 
@@ -150,6 +153,8 @@ class Target:
     def record(self, found: Any, data: bytes) -> None:
         kind = getattr(found, "kind", "crash")
         name = getattr(found, "name", type(found).__name__)
+        if self.first_finding_s is None:
+            self.first_finding_s = round(time.monotonic() - self.t0, 2)
         if kind == "hang":
             self.hangs += 1
         else:
@@ -191,7 +196,8 @@ class Target:
     def stats(self) -> dict[str, Any]:
         return {"execs": self.execs, "crashes": self.crashes, "hangs": self.hangs,
                 "unique": sorted(f"{k}:{n}" for k, n in self.signatures),
-                "artifacts": sorted(self.signatures.values())}
+                "artifacts": sorted(self.signatures.values()),
+                "first_finding_s": self.first_finding_s}
 
 
 class ParserTarget:
@@ -262,6 +268,24 @@ class ParserTarget:
 
 
 # -- runners -------------------------------------------------------------------------------
+class StopFlag:
+    """Set by SIGINT or SIGTERM. A worker's loop checks it between examples, so Ctrl-C lets
+    the running example finish, the final stats say ``interrupted`` and the worker exits 0:
+    an interrupted example is never a finding (a KeyboardInterrupt raised inside a shim
+    wait hook would look like a crash)."""
+
+    def __init__(self) -> None:
+        self.set = False
+
+    def install(self) -> StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on)
+        return self
+
+    def _on(self, _signum: int, _frame: Any) -> None:
+        self.set = True
+
+
 def write_stats(path: Path | None, info: dict[str, Any]) -> None:
     """A worker's stats file, replaced atomically (``xdna-emu fuzz`` polls it)."""
     if path is None:
@@ -330,8 +354,10 @@ def _mutate(data: bytes, rng: random.Random, corpus: list[bytes], dict_toks: lis
 
 def builtin_fuzz(target: Target, seconds: float, corpus_dir: Path | None, seeds: dict[str, bytes],
                  seed: int = 0, progress: Callable[[dict[str, Any]], None] | None = None,
-                 stats: Path | None = None) -> dict[str, Any]:
-    """A mutational loop with (op, state) coverage feedback, for when atheris is absent."""
+                 stats: Path | None = None, stop: StopFlag | None = None) -> dict[str, Any]:
+    """A mutational loop with (op, state) coverage feedback, for when atheris is absent.
+    ``stop`` ends it early (between two inputs)."""
+    stop = stop or StopFlag()
     rng = random.Random(seed)
     corpus = list(seeds.values()) or [b""]
     if corpus_dir is not None and corpus_dir.is_dir():
@@ -341,7 +367,7 @@ def builtin_fuzz(target: Target, seconds: float, corpus_dir: Path | None, seeds:
         target(data)
         target.coverage_feature(data)
     t0 = last = time.monotonic()
-    while time.monotonic() - t0 < seconds:
+    while time.monotonic() - t0 < seconds and not stop.set:
         data = _mutate(rng.choice(corpus), rng, corpus, toks)
         target(data)
         if target.coverage_feature(data):
@@ -357,7 +383,8 @@ def builtin_fuzz(target: Target, seconds: float, corpus_dir: Path | None, seeds:
             if progress:
                 progress(info)
             _write_stats(stats, target, {"coverage": len(target.features), "corpus": len(corpus)})
-    _write_stats(stats, target, {"coverage": len(target.features), "corpus": len(corpus), "final": True})
+    _write_stats(stats, target, {"coverage": len(target.features), "corpus": len(corpus),
+                                 "final": True, "interrupted": stop.set})
     return {"coverage": len(target.features), "corpus_size": len(corpus)}
 
 
@@ -378,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         target = Target(args.target, args.chip, Path(args.artifacts))
         seeds = device_seeds(args.chip) if args.target == "device" else parser_seeds()
         builtin_fuzz(target, args.seconds, Path(args.corpus) if args.corpus else None, seeds,
-                     args.seed, stats=stats)
+                     args.seed, stats=stats, stop=StopFlag().install())
         return 0
     run_atheris(args.target, args.chip, Path(args.artifacts), stats, args.libfuzzer)
     return 0

@@ -2,8 +2,19 @@
 
 ``fuzz`` starts ``--jobs`` worker processes (``python -m xdna_emu.fuzz.atheris_target``),
 each libFuzzer via atheris when it is installed, else the built-in mutational loop. It
-shows a live progress line on a terminal and ends with a JSON summary (``--json``) or a
-one-line summary. Exit status: 0 clean, 1 when a crash or hang was found, 2 usage.
+shows a live progress line on a terminal, or without one a progress record on stderr every
+``--progress-every`` seconds (CI logs), and ends with a JSON summary (``--json``) or a
+one-line summary.
+
+Where things go: the workers run in a work directory ``xdna-fuzz-*`` in the temp directory,
+removed at the end unless ``--keep``; the corpus lives there unless ``--corpus`` names one
+to keep; findings are moved at the end to ``--artifacts`` (default
+``$XDG_CACHE_HOME/xdna-emu/fuzz-artifacts``, ``~/.cache/...`` without it), which is only
+created when there is a finding.
+
+Exit status: 0 clean, 1 when a crash or hang was found, 2 usage, 130 when interrupted
+(SIGINT/Ctrl-C or SIGTERM: workers finish their example and stop, the corpus is kept and the
+summary says ``interrupted``; an interrupted worker is never a finding).
 """
 
 from __future__ import annotations
@@ -11,7 +22,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +37,10 @@ from typing import Any
 from ..cmdline import Failure, Handler, UsageError
 
 TARGETS = ("device", "shim", "parsers")
+#: exit status of an interrupted campaign (128 + SIGINT, what a shell reports for Ctrl-C)
+EXIT_INTERRUPTED = 130
+#: exit status of a libFuzzer worker that was interrupted (its -interrupted_exitcode default)
+LIBFUZZER_INTERRUPTED = 72
 _COV_RE = re.compile(r"cov: (\d+).*?corp: (\d+)")
 _EXECS_RE = re.compile(r"^#(\d+)")
 
@@ -57,8 +75,13 @@ def add_subcommands(sub: Any) -> dict[str, Handler]:
     fz.add_argument("--chip", default="npu4")
     fz.add_argument("--seconds", type=_positive, default=60.0)
     fz.add_argument("--corpus", help="corpus directory (kept between runs)")
-    fz.add_argument("--artifacts", default="fuzz-artifacts",
-                    help="where findings go (.trace/.bin per distinct bug)")
+    fz.add_argument("--artifacts", default=None,
+                    help="where findings go (.trace/.bin per distinct bug; default "
+                         "$XDG_CACHE_HOME/xdna-emu/fuzz-artifacts, created only for a finding)")
+    fz.add_argument("--keep", action="store_true",
+                    help="keep the xdna-fuzz-* work directory in the temp directory")
+    fz.add_argument("--progress-every", type=_positive, default=10.0, metavar="SECONDS",
+                    help="without a terminal, a progress record on stderr this often")
     fz.add_argument("--jobs", type=_jobs, default=1)
     fz.add_argument("--seed", type=int, default=1,
                     help="first worker's seed (worker i uses seed+i); the shim target and the "
@@ -75,6 +98,9 @@ def add_subcommands(sub: Any) -> dict[str, Handler]:
     mn.add_argument("file")
     mn.add_argument("-o", "--out")
     mn.add_argument("--max-runs", type=int, default=4000)
+    mn.add_argument("--any-failure", action="store_true",
+                    help="accept any failure while shrinking (default: the same kind, name "
+                         "and message)")
     return {"fuzz": cmd_fuzz, "trace": cmd_trace}
 
 
@@ -113,7 +139,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
             return 0 if res.ok else 1
         try:
             small = minimize(trace, args.max_runs,
-                             log=lambda m: print(f"minimize: {m}", file=sys.stderr))
+                             log=lambda m: print(f"minimize: {m}", file=sys.stderr),
+                             any_failure=args.any_failure)
         except ValueError as exc:
             raise Failure(str(exc)) from None
     except TraceError as exc:
@@ -185,12 +212,28 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         engine = "atheris" if _have_atheris() else "builtin"
     elif engine == "atheris" and not _have_atheris():
         raise UsageError("atheris is not installed (pip install atheris, or --engine builtin)")
-    artifacts = Path(args.artifacts).resolve()
+    artifacts = Path(args.artifacts).resolve() if args.artifacts else default_artifacts()
     work = Path(tempfile.mkdtemp(prefix="xdna-fuzz-"))
+    try:
+        return _campaign(args, engine, work, artifacts)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def default_artifacts() -> Path:
+    """Where findings go without ``--artifacts``: the user's cache, never the cwd."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "xdna-emu" / "fuzz-artifacts"
+
+
+def _campaign(args: argparse.Namespace, engine: str, work: Path, artifacts: Path) -> int:
     corpus = Path(args.corpus).resolve() if args.corpus else work / "corpus"
     corpus.mkdir(parents=True, exist_ok=True)
     seeds_dir = work / "seeds"
     seeds_dir.mkdir()
+    found_dir = work / "artifacts"  # workers write here; moved to ``artifacts`` at the end
+    found_dir.mkdir()
     from .atheris_target import device_seeds, parser_seeds, write_dictionary
 
     seeds = {} if args.target == "shim" else (
@@ -199,7 +242,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         (seeds_dir / name).write_bytes(data)
     dict_path = write_dictionary(work / "xdna.dict")
     base = [sys.executable, "-m", "xdna_emu.fuzz.atheris_target", "--target", args.target,
-            "--chip", args.chip, "--artifacts", str(artifacts)]
+            "--chip", args.chip, "--artifacts", str(found_dir)]
     workers = []
     t0 = time.monotonic()
     secs = int(max(1, round(args.seconds)))
@@ -208,55 +251,101 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         current = work / f"current-{i}.trace" if args.target == "shim" else None
         if args.target == "shim":
             cmd = [sys.executable, "-m", "xdna_emu.fuzz.shim_target", "--chip", args.chip,
-                   "--artifacts", str(artifacts), "--stats", str(stats), "--seconds",
+                   "--artifacts", str(found_dir), "--stats", str(stats), "--seconds",
                    str(args.seconds), "--seed", str(args.seed + i), "--corpus", str(corpus),
                    "--current", str(current)]
         elif engine == "atheris":
             cmd = [*base, "--stats", str(stats), "--", str(corpus), str(seeds_dir),
                    f"-max_total_time={secs}", f"-dict={dict_path}", "-use_value_profile=1",
                    "-timeout=30", "-max_len=4096", f"-seed={args.seed + i}", "-rss_limit_mb=4096",
-                   f"-artifact_prefix={artifacts}/", "-print_final_stats=1"]
+                   f"-artifact_prefix={found_dir}/", "-print_final_stats=1"]
         else:
             cmd = [*base, "--stats", str(stats), "--builtin", "--seconds", str(args.seconds),
                    "--seed", str(args.seed + i), "--corpus", str(corpus)]
-        artifacts.mkdir(parents=True, exist_ok=True)
         workers.append(_Worker(cmd, stats, current))
     tty = sys.stderr.isatty() and not args.json
     deadline = t0 + args.seconds + 60
     killed = 0
+    interrupted = False
+    last_record = t0
+    prev_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         while any(w.proc.poll() is None for w in workers):
             time.sleep(0.5)
+            now = time.monotonic()
             if tty:
-                sys.stderr.write("\r" + _progress(args.target, workers, time.monotonic() - t0) + "\x1b[K")
+                sys.stderr.write("\r" + _progress(args.target, workers, now - t0) + "\x1b[K")
                 sys.stderr.flush()
-            if time.monotonic() > deadline:
+            elif now - last_record >= args.progress_every:
+                last_record = now
+                print(_progress(args.target, workers, now - t0), file=sys.stderr, flush=True)
+            if now > deadline:
                 for w in workers:
                     if w.proc.poll() is None:
                         w.proc.kill()
                         killed += 1
     except KeyboardInterrupt:
-        for w in workers:
+        interrupted = True
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the wind-down
+        for w in workers:  # on a terminal they got the SIGINT too; from kill(1) only we did
             if w.proc.poll() is None:
-                w.proc.terminate()
+                w.proc.send_signal(signal.SIGINT)
         for w in workers:
-            w.proc.wait(10)
+            try:
+                w.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                w.proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, prev_sigterm)
     for w in workers:
         w.reader.join(5)
     elapsed = time.monotonic() - t0
     if tty:
         sys.stderr.write("\r\x1b[K")
-    summary = _summary(args, engine, workers, elapsed, corpus, artifacts, killed)
+    summary = _summary(args, engine, workers, elapsed, corpus, found_dir, killed, interrupted)
+    summary["artifacts"] = _deliver(summary["artifacts"], found_dir, artifacts)
+    summary["artifacts_dir"] = str(artifacts)
+    if not args.corpus and not args.keep:
+        summary["corpus"] = None  # it lived in the work directory, now removed
+    if args.keep:
+        summary["work_dir"] = str(work)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"fuzz {args.target} ({engine}, {args.chip}): {summary['execs']} execs in "
+        print(f"fuzz {args.target} ({engine}, {args.chip}){' INTERRUPTED' if interrupted else ''}: "
+              f"{summary['execs']} execs in "
               f"{summary['seconds']:.0f} s ({summary['execs_per_s']:.0f}/s), coverage "
               f"{summary['coverage']}, corpus {summary['corpus_size']}, crashes "
               f"{summary['crashes']}, hangs {summary['hangs']}")
         for path in summary["artifacts"]:
             print(f"  finding: {path}")
+    if interrupted:
+        return EXIT_INTERRUPTED
     return 1 if summary["crashes"] or summary["hangs"] else 0
+
+
+def _raise_interrupt(_signum: int, _frame: Any) -> None:
+    """SIGTERM to the campaign is handled as Ctrl-C: a clean, interrupted stop."""
+    raise KeyboardInterrupt
+
+
+def _deliver(found: list[str], src: Path, dest: Path) -> list[str]:
+    """Move the findings out of the work directory into ``dest`` (made only when needed)."""
+    out = []
+    for name in found:
+        p = Path(name)
+        if p.parent == src and p.exists():
+            dest.mkdir(parents=True, exist_ok=True)
+            for sib in src.glob(p.stem + ".*"):  # a .bin with its .trace
+                shutil.move(str(sib), dest / sib.name)
+            p = dest / p.name
+        out.append(str(p))
+    for rest in src.iterdir() if src.is_dir() else ():  # e.g. libFuzzer's crash-* inputs
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(rest), dest / rest.name)
+        out.append(str(dest / rest.name))
+    return sorted(set(out))
 
 
 def _progress(target: str, workers: list[_Worker], elapsed: float) -> str:
@@ -267,11 +356,12 @@ def _progress(target: str, workers: list[_Worker], elapsed: float) -> str:
     crashes = sum(i.get("crashes", 0) for i in infos)
     hangs = sum(i.get("hangs", 0) for i in infos)
     return (f"[fuzz {target}] {elapsed:6.1f}s  execs {execs} ({execs / max(elapsed, 1e-9):.0f}/s)"
-            f"  cov {cov}  corpus {corp}  crashes {crashes}  hangs {hangs}")
+            f"  cov {cov}  corpus {corp}  findings {crashes + hangs} (crashes {crashes}"
+            f" hangs {hangs})")
 
 
 def _summary(args: argparse.Namespace, engine: str, workers: list[_Worker], elapsed: float,
-             corpus: Path, artifacts: Path, killed: int) -> dict[str, Any]:
+             corpus: Path, artifacts: Path, killed: int, interrupted: bool = False) -> dict[str, Any]:
     infos = [w.info() for w in workers]
     extra_artifacts: list[str] = []
     execs = sum(max(i.get("execs", 0), w.execs_line) for i, w in zip(infos, workers, strict=True))
@@ -280,7 +370,10 @@ def _summary(args: argparse.Namespace, engine: str, workers: list[_Worker], elap
     errors = []
     for w in workers:
         rc = w.proc.returncode
-        if rc == 70:  # libFuzzer -timeout: a real (wall-clock) hang
+        if interrupted:  # stopped by us mid-example: whatever it was doing is no finding
+            if rc not in (0, None, -signal.SIGINT, LIBFUZZER_INTERRUPTED):
+                errors.append(f"interrupted worker exited {rc}")
+        elif rc == 70:  # libFuzzer -timeout: a real (wall-clock) hang
             hangs += 1
         elif rc not in (0, None, -9) and not w.info().get("final"):
             stuck = any(line.startswith("Timeout (") for line in w.tail)
@@ -307,4 +400,5 @@ def _summary(args: argparse.Namespace, engine: str, workers: list[_Worker], elap
             "crashes": crashes, "hangs": hangs, "coverage": cov, "corpus_size": corpus_size,
             **({"steps": sum(i.get("steps", 0) for i in infos)} if args.target == "shim" else {}),
             "unique": sorted({u for i in infos for u in i.get("unique", [])}),
-            "artifacts": found, "errors": errors, "corpus": str(corpus)}
+            "artifacts": found, "errors": errors, "corpus": str(corpus),
+            "interrupted": interrupted}

@@ -29,6 +29,15 @@ MSG_FAULTS = {
 #: Action faults (done at once by :meth:`FaultInjector.act`).
 ACT_FAULTS = {"unsolicited": 9, "irq_empty": 10}
 ALL_FAULTS = tuple(MSG_FAULTS) + tuple(ACT_FAULTS)
+#: Deliberately wrong firmware: well-formed answers that lie about what ran. The driver
+#: cannot tell them from the truth, the contract model (fuzz/model.py) can; tests use them
+#: to prove its oracles fire (docs/spec/fuzzing.md §5). The fuzz targets never draw them.
+VARIANTS = {
+    "fail_index_off_by_one": "a failed chain's fail_cmd_idx names the sub-command after the failing one",
+    "error_as_success": "a failed command's response says status 0",
+    "refuse_context": "CREATE_CONTEXT answers MGMT_ERT_NOAVAIL with contexts free",
+}
+_CHAIN_EXEC = frozenset({Opcode.CHAIN_EXEC_NPU, Opcode.CHAIN_EXEC_DPU, Opcode.CHAIN_EXEC_BUFFER_CF})
 
 
 @dataclass
@@ -52,6 +61,7 @@ class FaultInjector:
         self.device: Any = None
         self._last_id: dict[int, int] = {}
         self._no_irq = 0
+        self.variant: str | None = None  # one of VARIANTS (cleared by reset)
 
     # -- setup ---------------------------------------------------------------------------
     def install(self, device: Any, clock: Any = None) -> None:
@@ -67,6 +77,7 @@ class FaultInjector:
         return True
 
     def reset(self) -> None:
+        self.variant = None
         self.armed.clear()
         self._last_id.clear()
         self._no_irq = 0
@@ -105,6 +116,19 @@ class FaultInjector:
             return _Armed(self.rng.choice(self.kinds), 1, None, self.rng.randrange(1 << 16))
         return None
 
+    def _lie(self, op: int, payload: bytes) -> bytes:
+        """The payload as the wrong firmware variant sends it."""
+        v = self.variant
+        if op in _CHAIN_EXEC and len(payload) >= 12:
+            status, idx, fail_status = struct.unpack_from("<III", payload)
+            if status and v == "fail_index_off_by_one":
+                return struct.pack("<III", status, idx + 1, fail_status) + payload[12:]
+            if status and v == "error_as_success":
+                return bytes(12) + payload[12:]
+        if op == Opcode.CREATE_CONTEXT and v == "refuse_context" and len(payload) >= 4:
+            return struct.pack("<I", Status.MGMT_ERT_NOAVAIL) + payload[4:]
+        return payload
+
     def _note(self, kind: str, ch: MailboxChannel, mid: int) -> None:
         self.counts[kind] += 1
         self.log.append(f"fault {kind} chan={ch.index} id={mid:#x}")
@@ -116,6 +140,8 @@ class FaultInjector:
     def send(self, ch: MailboxChannel, mid: int, op: int, payload: bytes) -> None:
         """The interposer hook: every message a channel sends comes here first."""
         base = ch.transmit
+        if self.variant is not None:
+            payload = self._lie(op, payload)
         a = self._pick(ch) if ch.open else None
         stale = self._last_id.get(ch.index, MAGIC | 0xFF)
         if mid:

@@ -12,7 +12,14 @@ that any driver may rely on, whatever it wrote before:
 - accounting: per channel, responses sent + queued <= requests consumed; per context,
   completed + failed <= submitted; a hung context has something queued;
 - cursors in range; no channel or context survives a firmware stop; reset clears the
-  published registers; no delayed work is overdue after a poll.
+  published registers and leaves no interrupt, ack or pending bit (PSP/SMU INTR, channel
+  INTR, MSI-X PBA) and no delayed work; no delayed work is overdue after a poll;
+- a reference model of every mailbox channel (:class:`MailboxModel`) parses the x2i ring
+  itself on each tail write, by docs/spec/firmware.md §5: the firmware must consume
+  exactly the messages it finds (each once, so a stale message is never run again), stop
+  at the first malformed one with the channel in error, and leave its head where the
+  model's is; every response it writes to the i2x ring must answer one consumed request
+  that has no answer yet.
 
 Waits (PSP STATUS, SMU RESP, mailbox replies) are bounded in virtual ticks by the
 callers in :mod:`.ops`; running out of ticks where an answer was due is a :class:`Hang`.
@@ -20,17 +27,25 @@ callers in :mod:`.ops`; running out of ticks where an answer was due is a :class
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..chips import MailboxLayout
 from ..fw.messages import (
+    MAX_MSG_PAYLOAD,
     MGMT_INFO,
     MGMT_INFO_MAGIC,
+    MSG_HEADER,
+    MSG_ID_MAGIC,
+    MSG_ID_MAGIC_MASK,
     PSP_START_COPY_FW,
     PSP_STATUS_READY,
+    TOMBSTONE,
     PspCmd,
     PspStatus,
     SmuCmd,
     SmuResp,
+    sz_ver,
 )
 
 if TYPE_CHECKING:
@@ -140,6 +155,124 @@ class RefModel:
             self.psp_state = "idle"
 
 
+_U32 = struct.Struct("<I")
+_HDR = MSG_HEADER.size
+
+
+def ref_x2i(ring: bytes, head: int, tail: int) -> tuple[list[int], int, str | None]:
+    """What a firmware must consume from an x2i ring when the host moves the tail from the
+    consumer at ``head`` to ``tail`` (docs/spec/firmware.md §5): the message ids in order,
+    where the head ends, and why the ring is malformed (None if it is not). Written from
+    the spec, apart from the firmware's own loop."""
+    size = len(ring)
+    ids: list[int] = []
+    if tail > size or tail % 4:
+        return ids, head, "tail"
+    while head != tail:
+        if head == size:  # a message ended exactly at the ring's end
+            head = 0
+            continue
+        if len(ids) > size // _HDR:
+            return ids, head, "endless"
+        word = _U32.unpack_from(ring, head)[0]
+        if word == TOMBSTONE:
+            if head < tail:
+                return ids, head, "tombstone ahead of tail"
+            head = 0
+            continue
+        if head + _HDR > size:
+            return ids, head, "header past the end"
+        total, szv, mid, _op = MSG_HEADER.unpack_from(ring, head)
+        room = size - head if head > tail else tail - head
+        if not 0 < total <= MAX_MSG_PAYLOAD or total % 4 or _HDR + total > room:
+            return ids, head, "total_size"
+        if szv != sz_ver(total) or mid & MSG_ID_MAGIC_MASK != MSG_ID_MAGIC:
+            return ids, head, "header"
+        ids.append(mid)
+        head += _HDR + total
+    return ids, head, None
+
+
+class MailboxModel:
+    """The firmware side of each mailbox channel, rebuilt only from ring bytes: its x2i
+    consumer head, the requests consumed and not yet answered, and how far into the i2x
+    ring the responses have been read. Keyed by (index, serial): a reopened channel is
+    new. State is plain data (it is part of a fuzz snapshot)."""
+
+    def __init__(self) -> None:
+        self.heads: dict[tuple[int, int], int] = {}
+        self.waiting: dict[tuple[int, int], list[int]] = {}
+        self.read: dict[tuple[int, int], int] = {}
+
+    def save(self) -> dict[str, Any]:
+        return {"heads": dict(self.heads), "read": dict(self.read),
+                "waiting": {k: list(v) for k, v in self.waiting.items()}}
+
+    def load(self, st: dict[str, Any]) -> None:
+        self.heads, self.read = dict(st["heads"]), dict(st["read"])
+        self.waiting = {k: list(v) for k, v in st["waiting"].items()}
+
+    def before_tail(self, ch: Any, tail: int) -> tuple:
+        key = (ch.index, ch.serial)
+        head = self.heads.setdefault(key, ch.x2i_head)
+        if not ch.ok:
+            return ("mbox", key, [], head, None, ch.msgs_in, False)
+        ring = bytes(ch._x2i)
+        ids, new_head, why = ref_x2i(ring, head, tail)
+        return ("mbox", key, ids, new_head, why, ch.msgs_in, True)
+
+    def after_tail(self, mb: Any, pred: tuple) -> None:
+        _, key, ids, head, why, before, was_ok = pred
+        ch = mb.channels.get(key[0]) if mb is not None else None
+        if ch is None or ch.serial != key[1]:
+            return  # the channel closed under the message (a reset or DESTROY): unchecked
+        got = ch.msgs_in - before
+        if ch.error is not None and ("i2x" in ch.error or "response" in ch.error):
+            ids = ids[:got]  # answering failed half way (a bad i2x head): it stopped there
+        if got != len(ids):
+            raise InvariantViolation(
+                "mbox_consumed", f"channel {key[0]} consumed {got} messages, the ring holds {len(ids)}"
+                + (f" before a malformed one ({why})" if why else ""))
+        self.waiting.setdefault(key, []).extend(ids)
+        if not was_ok:
+            return
+        if why is not None:
+            if ch.error is None:
+                raise InvariantViolation("mbox_malformed", f"channel {key[0]} accepted a malformed ring ({why})")
+            return
+        if ch.error is not None:  # answering failed half way (a bad i2x head): dead channel
+            if "i2x" not in ch.error and "response" not in ch.error:
+                raise InvariantViolation("mbox_rejected", f"channel {key[0]} rejected a well-formed ring: {ch.error}")
+            return
+        if ch.x2i_head % len(ch._x2i) != head % len(ch._x2i):
+            raise InvariantViolation("mbox_head", f"channel {key[0]} head at {ch.x2i_head:#x}, model at {head:#x}")
+        self.heads[key] = head
+
+    def check_responses(self, mb: Any) -> None:
+        """Every response written since the last look answers one waiting request."""
+        for ch in mb.channels.values():
+            key = (ch.index, ch.serial)
+            pos = self.read.get(key, 0)
+            if pos == ch.i2x_tail:
+                continue
+            ring, size = ch._i2x, len(ch._i2x)
+            waiting = self.waiting.setdefault(key, [])
+            for _ in range(size // 4):
+                if pos == ch.i2x_tail:
+                    break
+                if pos + 4 > size or _U32.unpack_from(ring, pos)[0] == TOMBSTONE:
+                    pos = 0
+                    continue
+                total, _szv, mid, op = MSG_HEADER.unpack_from(ring, pos)
+                if mid not in waiting:
+                    raise InvariantViolation(
+                        "mbox_unmatched", f"channel {ch.index} answered id {mid:#x} (opcode {op:#x}),"
+                                          f" which no waiting request has")
+                waiting.remove(mid)
+                pos += _HDR + total
+            self.read[key] = pos
+
+
 class Watched(Protocol):
     """What :class:`Checker` reads from the device session it watches (``ops.DeviceHarness``,
     which builds the checker, so this module does not import it)."""
@@ -148,6 +281,7 @@ class Watched(Protocol):
     regs: RegisterFile
     dev: NpuDevice
     td: Any  # the test device: its ``irqs`` list records raised vectors
+    fn: Any  # the PciFunction (its MSI-X controller: pending bits)
     clock: Clock
     polled: bool
 
@@ -169,10 +303,17 @@ class Checker:
         #: AIE4 (docs/spec/aie4.md): the AIE2 PSP/SMU model does not apply; the checks
         #: are the device's own state consistency and interrupt sources
         self.aie4 = chip.aie4 is not None
+        lay = chip.mailbox
+        #: (bar, offset) of each channel's x2i tail register -> channel index
+        self._tails = {} if lay is None else {
+            chip.dev_to_bar(lay.chan_regs(i) + MailboxLayout.X2I_TAIL): i for i in range(lay.channels)}
+        self._tail_offs = frozenset(off for _, off in self._tails)
+        self.mbox = MailboxModel()
         self.reset()
 
     def reset(self) -> None:
         self.model.reset()
+        self.mbox = MailboxModel()
         self.pending: InvariantViolation | None = None
         #: per channel opening (index, serial): its msgs_out at its last interrupt
         self.irq_seen: dict[tuple[int, int], int] = {}
@@ -180,10 +321,11 @@ class Checker:
     def save(self) -> dict[str, Any]:
         """The checker's state as plain data (for a session snapshot)."""
         return {"model": dict(vars(self.model)), "pending": self.pending,
-                "irq_seen": dict(self.irq_seen)}
+                "irq_seen": dict(self.irq_seen), "mbox": self.mbox.save()}
 
     def load(self, st: dict[str, Any]) -> None:
         vars(self.model).update(st["model"])
+        self.mbox.load(st["mbox"])
         self.pending = st["pending"]
         self.irq_seen = dict(st["irq_seen"])
 
@@ -222,6 +364,12 @@ class Checker:
             return None
         p_off, s_off = self._intr_offs
         if off != p_off and off != s_off:
+            if off in self._tail_offs and isinstance(value, int):
+                idx = self._tails.get((bar, off))
+                mb = self.s.dev.mailbox
+                ch = mb.channels.get(idx) if mb is not None and idx is not None else None
+                if ch is not None:
+                    return self.mbox.before_tail(ch, value & 0xFFFFFFFF)
             return None
         if not isinstance(value, int) or not isinstance(off, int):
             return None
@@ -246,6 +394,9 @@ class Checker:
         if self.s.dev.stats.get("internal_errors", 0):
             raise DeviceCrash("internal_error", "the device logged an internal error")
         if pred is None:
+            return
+        if pred[0] == "mbox":
+            self.mbox.after_tail(self.s.dev.mailbox, pred)
             return
         rd, m = self.s.regs.read_role, self.model
         block, cmd, want = pred
@@ -307,6 +458,8 @@ class Checker:
                 if ch.msgs_out + len(ch.outq) > ch.msgs_in:
                     raise InvariantViolation(
                         "responses", f"channel {ch.index}: {ch.msgs_out} sent + {len(ch.outq)} queued > {ch.msgs_in} received")
+            if not self.aie4:  # the model reads AIE2 ring registers (chip.mailbox)
+                self.mbox.check_responses(mb)
         if dev.ctx is not None and dev.ctx.contexts and not self.aie4:
             for ctx in dev.ctx.contexts.values():
                 if ctx.completed + ctx.failed > ctx.submitted:
@@ -337,17 +490,35 @@ class Checker:
                     "jobs", f"context {ctx.id}: {ctx.completed} completed > {ctx.submitted} run")
 
     def after_reset(self) -> None:
-        """FLR: firmware stopped, published registers cleared."""
+        """FLR: firmware stopped, published registers cleared, and nothing left to signal:
+        no INTR, ack or pending bit, no queued response, no delayed work."""
         self.model.reset()
-        rd = self.s.regs.read_role
+        self.mbox = MailboxModel()
+        s = self.s
+        rd = s.regs.read_role
         if self.aie4:  # the PSP is ready from reset; mailbox_info is clear (docs/spec/aie4.md §3)
-            a = self.s.chip.aie4
-            vf = self.s.chip.function == "vf"
+            a = s.chip.aie4
+            vf = s.chip.function == "vf"
             if rd("psp.status") != PSP_STATUS_READY or rd("psp.resp") or rd("smu.resp"):
                 raise InvariantViolation("reset", "AIE4 PSP/SMU registers after reset")
-            if a is not None and self.s.regs.read_dev(a.mbox_info) != (1 if vf else 0):
+            if a is not None and s.regs.read_dev(a.mbox_info) != (1 if vf else 0):
                 raise InvariantViolation("reset", "mailbox_info.valid after reset")
             return
-        for role in ("psp.status", "psp.resp", "smu.resp", "sram.fw_alive", "psp.pwaitmode"):
+        for role in ("psp.status", "psp.resp", "smu.resp", "sram.fw_alive", "psp.pwaitmode",
+                     "psp.intr", "smu.intr"):
             if rd(role):
                 raise InvariantViolation("reset", f"{role} = {rd(role):#x} after reset")
+        lay = s.chip.mailbox
+        for i in range(lay.channels if lay is not None else 0):
+            addr = lay.chan_regs(i) + MailboxLayout.INTR
+            if s.regs.read_dev(addr):
+                raise InvariantViolation("reset", f"channel {i} INTR = {s.regs.read_dev(addr):#x} after reset")
+        msix = s.fn.msix
+        pending = [v for v in range(self.vectors) if msix.pending(v)]
+        if pending:
+            raise InvariantViolation("reset", f"MSI-X vectors {pending} still pending after reset")
+        mb = s.dev.mailbox
+        if mb is not None and (mb.channels or any(ch.outq for ch in mb.channels.values())):
+            raise InvariantViolation("reset", "mailbox channels left open after reset")
+        if s.dev.next_deadline_ns() is not None:
+            raise InvariantViolation("reset", "delayed work left after reset")

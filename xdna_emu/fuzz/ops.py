@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import inspect
 import struct
-import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -48,7 +47,8 @@ from ..fw.messages import (
     PspCmd,
     sz_ver,
 )
-from ..pci.config import CMD_MASTER, COMMAND
+from ..pci.caps import EXP_DEVCTL, EXP_DEVCTL_BCR_FLR, EXP_DEVCTL_DEFAULT, MSIX_ENTRY_SIZE
+from ..pci.config import CMD_MASTER, COMMAND, CONFIG_SIZE
 from ..pci.function import FunctionState, MappingState, Observer
 from ..testing.pyctx import PyClient, PyContext
 from ..testing.pydriver import FW_IOVA, DriverChannel, DriverError, PyDriver, make_test_device
@@ -70,8 +70,11 @@ ASYNC_BUF_IOVA = 0x2_0000_0000  # where bring-up registers its async-event buffe
 _IMAGES: dict[str, bytes] = {}
 #: semantic calls worth a snapshot as soon as an input prefix ends with one
 SNAP_CALLS = frozenset({"fw_image", "boot", "bring_up", "client", "ctx_create", "submit"})
-SNAP_MIN_S = 0.0005  # work (s) past the last restore that makes an early semantic call worth a snapshot
-SNAP_LONG_S = 0.0015  # ... and that makes any prefix worth one, once a second input shares it
+#: Work past the last restore (in MAX_OPS budget units: an op 1, a semantic call CALL_WEIGHT)
+#: that makes an early semantic call worth a snapshot. Counted, never timed, so the same
+#: inputs take the same snapshots on a loaded machine as on an idle one.
+SNAP_MIN_WORK = CALL_WEIGHT
+SNAP_LONG_WORK = 3 * CALL_WEIGHT  # ... and that makes any prefix worth one, once a second input shares it
 SNAP_MAX = 48  # snapshots kept per session (least recently used dropped first)
 SNAP_STRADDLE = len(b"FUZZ") - 1  # a separator starting this close before a boundary moves it
 
@@ -421,9 +424,24 @@ class DeviceHarness:
 
     def v_reset(self) -> None:
         self._guarded("reset", self.fn.reset)
+        self._after_reset()
+
+    def _after_reset(self) -> None:
         self.drv, self.clients, self.contexts, self.pending = None, [], [], []
         self.checker.after_reset()
         self.events["reset"] += 1
+
+    def v_cfg(self, off: int, data: bytes) -> None:
+        """A raw config-space write (command register, BARs, MSI-X control, PCIe Device
+        Control "Initiate FLR" ...), with PCI semantics (docs/spec/device.md §2.2)."""
+        if not 0 <= off <= CONFIG_SIZE - len(data):  # what a PCI core never passes on
+            self.events["cfg_refused"] += 1
+            return
+        flr = self.fn.config._flr_requested(off, data)
+        self._guarded("config_write", self.fn.config_write, off, data)
+        if flr:
+            self._after_reset()
+            self.events["flr"] += 1
 
     def v_fault(self, name: str, *args: Any) -> None:
         fn = self.faults.get(name)
@@ -780,6 +798,7 @@ class Interpreter:
             self._tick, self._ack, self._reset, self._smu, self._psp, self._fw_image,
             self._bring_up, self._msg, self._msg, self._ctx, self._submit, self._destroy,
             self._fault, self._proxy, self._read, self._shm_raw, self._host,
+            self._cfg, self._msix, self._flr,
         ]
 
     def selector(self, method: str) -> int:
@@ -844,22 +863,22 @@ class Interpreter:
             s.restore(snap)
             start, done, ngroups = snap.end, snap.n, snap.g
         apply = s.apply
-        since = time.perf_counter()
+        since = done
         for group, end, clean, n, g in self.groups(data, start, done, ngroups):
             for op in group:
                 apply(op)
             if clean:
-                spent = time.perf_counter() - since
-                if spent >= SNAP_MIN_S and self._snapshot_at(data, end, n, g, group, spent):
-                    since = time.perf_counter()
+                spent = n - since
+                if spent >= SNAP_MIN_WORK and self._snapshot_at(data, end, n, g, group, spent):
+                    since = n
 
     @staticmethod
     def _costly(group: list[Op]) -> bool:
         return any(op.verb == "call" and op.args[0] in SNAP_CALLS for op in group)
 
     def _snapshot_at(self, data: bytes, end: int, n: int, g: int, group: list[Op],
-                     spent: float) -> bool:
-        """Snapshot the state after ``data[:end]``, which took ``spent`` seconds to reach,
+                     spent: int) -> bool:
+        """Snapshot the state after ``data[:end]``, which took ``spent`` units of work to reach,
         when that pays: at once after an early semantic call (bring-up & co., which most
         inputs start with), or after a long prefix that a second input shares. A snapshot
         costs about a millisecond, a restore a tenth of that; cheap prefixes are replayed."""
@@ -868,7 +887,7 @@ class Interpreter:
         if key in s.snaps:
             return False
         if not (g <= 4 and self._costly(group)):
-            if spent < SNAP_LONG_S:
+            if spent < SNAP_LONG_WORK:
                 return False
             if key not in s._seen_prefixes:
                 if len(s._seen_prefixes) > 1 << 14:
@@ -916,7 +935,12 @@ class Interpreter:
         return [Op("reset")]
 
     def _smu(self, r: Reader) -> list[Op]:
-        return self.b.smu(r.u8() % 10, r.u16())
+        """An SMU command; an argument with bit 15 set is aimed at the end of the DPM table
+        (its last two levels and the first two past it), where off-by-one bounds live."""
+        cmd, arg = r.u8() % 10, r.u16()
+        if arg & 0x8000:
+            arg = max(0, len(self.s.chip.dpm_levels) - 2 + (arg & 3))
+        return self.b.smu(cmd, arg)
 
     def _psp(self, r: Reader) -> list[Op]:
         cmd, good = r.u8(), r.u8()
@@ -956,6 +980,26 @@ class Interpreter:
         bars = sorted(self.s.chip.bars)
         b = bars[bar % len(bars)]
         return [Op("shm", (b, off % self.s.chip.bars[b].size, r.take(n)))]
+
+    def _cfg(self, r: Reader) -> list[Op]:
+        """A config-space write of 1, 2 or 4 bytes anywhere in the 4 KiB space."""
+        off, size = r.u16() % 0x1000, (1, 2, 4)[r.u8() % 3]
+        return [Op("cfg", (off, r.take(size).ljust(size, b"\0")))]
+
+    def _msix(self, r: Reader) -> list[Op]:
+        """A write to any word of the MSI-X table (mask, address, data) or the PBA."""
+        m = self.s.chip.msix
+        sel, value = r.u8(), r.u32()
+        if sel & 0x80:
+            off = m.pba_offset + 4 * (sel % max(1, (m.vectors + 31) // 32))
+        else:
+            off = m.table_offset + (sel % m.vectors) * MSIX_ENTRY_SIZE + 4 * (r.u8() % 4)
+        return [Op("w32", (m.bar, off, value))]
+
+    def _flr(self, r: Reader) -> list[Op]:
+        """Function-level reset through PCIe Device Control, as the PCI core does it."""
+        off = self.s.fn.config.exp_cap + EXP_DEVCTL
+        return [Op("cfg", (off, struct.pack("<H", EXP_DEVCTL_DEFAULT | EXP_DEVCTL_BCR_FLR)))]
 
     def _host(self, r: Reader) -> list[Op]:
         """A host-memory store into the image buffer (TOCTOU on the firmware image)."""

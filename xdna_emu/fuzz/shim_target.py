@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from ..fw.messages import Opcode
-from .atheris_target import write_stats
+from .atheris_target import StopFlag, write_stats
 from .faults import ACT_FAULTS, MSG_FAULTS
 from .invariants import Failure
 from .ops import Op, TraceError
-from .shim_trace import KERNELS, ShimHarness
+from .shim_trace import KERNELS, POWER_MODES, ShimHarness
 
 STATS_EVERY_S = 0.5
 MAX_OPS = 40
@@ -48,7 +48,13 @@ EXAMPLE_WALL_S = 60
 #: in every final state; stop/suspend rarely, so contexts live long enough to matter)
 WEIGHTS = {"mgmt": 6, "ctx": 4, "destroy": 2, "exec": 10, "wait": 10, "info": 2,
            "suspend": 1, "resume": 1, "stop": 1, "tick": 3, "fault": 6, "act": 2,
-           "timeout": 1}
+           "timeout": 1, "chain": 4, "waitseq": 3, "health": 1, "power": 1, "bulk": 1,
+           "rewrite": 1}
+#: seqs a ``waitseq`` names besides real ones: never submitted, negative, huge
+ODD_SEQS = [0, -1, -(1 << 63), 1 << 62, 0xFFFFFFFF]
+#: (word, value) rewrites of a command BO under a running exec: the header's count or
+#: opcode, a chain's count, a sub-command handle, a START_NPU instruction address
+REWRITES = [(0, 0), (0, 0x7FF000), (1, 0), (1, 65), (1, 0xFFFFFFFF), (7, 0x1234), (2, 0)]
 #: Management opcodes a generated program sends: two the firmware answers (the version query
 #: twice as often), one it does not implement, and one no firmware knows.
 MGMT_OPCODES = [int(o) for o in (Opcode.GET_FIRMWARE_VERSION, Opcode.GET_FIRMWARE_VERSION,
@@ -75,6 +81,20 @@ def random_op(rng: random.Random) -> Op:
         return Op("call", ("wait", rng.randrange(8), rng.choice([0, 100, 3000, 10000])))
     if name == "tick":
         return Op("call", ("tick", rng.choice([10, 500, 2500, 6000])))
+    if name == "chain":
+        kinds = [rng.choice(("nop", "nop", "fail", "hang")) for _ in range(rng.randint(1, 5))]
+        return Op("call", ("chain", rng.randrange(4), ",".join(kinds)))
+    if name == "waitseq":
+        seq = rng.choice(ODD_SEQS + [1, 2, 3, 5, 300])
+        return Op("call", ("waitseq", rng.randrange(4), seq, rng.choice([0, 10, 3000])))
+    if name == "health":
+        return Op("call", ("health", rng.randrange(4)))
+    if name == "power":
+        return Op("call", ("power", rng.choice(POWER_MODES)))
+    if name == "bulk":
+        return Op("call", ("bulk", rng.randrange(4), rng.choice([5, 100, 260, 600])))
+    if name == "rewrite":
+        return Op("call", ("rewrite", *rng.choice(REWRITES)))
     if name == "timeout":
         return Op("call", ("timeout", "mbox_rx", rng.choice([100, 1000, 5000])))
     return Op("call", (name,))
@@ -120,6 +140,8 @@ class ShimFuzzer:
         self.artifacts, self.corpus_dir, self.current = artifacts, corpus_dir, current
         self.session = ShimHarness(chip)
         self.execs = self.crashes = self.hangs = self.steps = 0
+        self.t0 = time.monotonic()
+        self.first_finding_s: float | None = None  # seconds from start to the first finding
         self.features: set[str] = set()
         self.signatures: dict[tuple[str, str], str] = {}
         self.corpus: list[list[Op]] = []
@@ -200,6 +222,8 @@ class ShimFuzzer:
     def record(self, failure: Failure, ops: list[Op]) -> None:
         from .trace import Trace
 
+        if self.first_finding_s is None:
+            self.first_finding_s = round(time.monotonic() - self.t0, 2)
         if failure.kind == "hang":
             self.hangs += 1
         else:
@@ -219,16 +243,19 @@ class ShimFuzzer:
         return {"execs": self.execs, "steps": self.steps, "crashes": self.crashes,
                 "hangs": self.hangs, "coverage": len(self.features), "corpus": len(self.corpus),
                 "unique": sorted(f"{k}:{n}" for k, n in self.signatures),
-                "artifacts": sorted(self.signatures.values())}
+                "artifacts": sorted(self.signatures.values()),
+                "first_finding_s": self.first_finding_s}
 
     # -- the loop ---------------------------------------------------------------------------
     def fuzz(self, seconds: float, stats: Path | None = None,
-             max_execs: int | None = None) -> dict[str, Any]:
+             max_execs: int | None = None, stop: StopFlag | None = None) -> dict[str, Any]:
         """Run for ``seconds`` (or ``max_execs`` examples: the same seed then gives the same
-        examples, findings and coverage, to the byte)."""
-        t0 = last = time.monotonic()
+        examples, findings and coverage, to the byte); ``stop`` ends it between examples."""
+        stop = stop or StopFlag()
+        t0 = last = self.t0 = time.monotonic()
         self.load_corpus()
-        while time.monotonic() - t0 < seconds and (max_execs is None or self.execs < max_execs):
+        while (time.monotonic() - t0 < seconds and not stop.set
+               and (max_execs is None or self.execs < max_execs)):
             ops = self.generate()
             if self.run_one(ops):
                 self.add_corpus(ops)
@@ -236,18 +263,18 @@ class ShimFuzzer:
             if now - last > STATS_EVERY_S:
                 last = now
                 write_stats(stats, self.stats())
-        out = self.stats()
+        out = {**self.stats(), "interrupted": stop.set}
         write_stats(stats, {**out, "final": True})
         return out
 
 
 def run(seconds: float, seed: int = 1, chip: str = "npu4", artifacts: Path | None = None,
         corpus: Path | None = None, stats: Path | None = None,
-        current: Path | None = None) -> dict[str, Any]:
+        current: Path | None = None, stop: StopFlag | None = None) -> dict[str, Any]:
     """One in-process campaign; returns the worker's stats."""
     fz = ShimFuzzer(chip, seed, artifacts, corpus, current)
     try:
-        return fz.fuzz(seconds, stats)
+        return fz.fuzz(seconds, stats, stop=stop)
     finally:
         fz.close()
 
@@ -308,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                     Path(args.current) if args.current else None, args.libfuzzer)
         return 0
     opt = [Path(v) if v else None for v in (args.corpus, args.stats, args.current)]
-    run(args.seconds, args.seed, args.chip, Path(args.artifacts), *opt)
+    run(args.seconds, args.seed, args.chip, Path(args.artifacts), *opt, stop=StopFlag().install())
     return 0
 
 

@@ -16,9 +16,17 @@ pause of virtual time or an expectation::
     call destroy 0             # hwctx_destroy of context 0 (numbers are never reused)
     call suspend / resume / stop
     call tick 500              # let 500 ms of virtual time pass with the shim idle
+    call chain 0 nop,hang,fail # a CMD_CHAIN of START_NPU commands on context 0 (one job)
+    call waitseq 0 -1 100      # xdna_shim_wait on any seq of context 0 (never submitted ...)
+    call health 0              # app_health of context 0
+    call power low             # set_power_mode (default, low, medium, high, turbo)
+    call bulk 0 300            # 300 nop jobs on context 0, each waited for (ids wrap)
+    call rewrite 1 0x7ff000    # at the next wait inside the next call, store the value into
+                               #   word 1 of the newest command BO (a racing user)
     fault bad_id 0             # arm a message fault: kind, channel (0 mgmt, -1 any user
     fault late 0 1 6000        #   channel), count, argument
     fault unsolicited 0        # an action fault happens at once
+    fault refuse_context       # from now on a deliberately wrong firmware (faults.VARIANTS)
     expect errno EPIPE         # the last call's outcome (ok, or an errno name)
     expect state 0 completed   # the ERT state of job 0's command BO
 
@@ -46,9 +54,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..shim import BO_CMD, BO_DEV, ErtState, ShimError, ert_start_npu
-from .faults import ACT_FAULTS, MSG_FAULTS, FaultInjector
+from .faults import ACT_FAULTS, MSG_FAULTS, VARIANTS, FaultInjector
 from .invariants import Failure, Hang, InvariantViolation
 from .lang import Op, TraceError, typed_operands
+from .model import ShimModel
 
 if TYPE_CHECKING:
     from ..kernels import Kernel
@@ -66,7 +75,11 @@ FINAL = frozenset({ErtState.COMPLETED, ErtState.ERROR, ErtState.ABORT, ErtState.
 #: operand kinds per call (i int, b bytes, s string); see :func:`xdna_emu.fuzz.lang.typed_operands`
 CALL_SPECS = {"probe": "", "timeout": "si", "mgmt": "ib", "ctx": "", "destroy": "i",
               "exec": "is", "wait": "ii", "info": "i", "suspend": "", "resume": "", "stop": "",
-              "tick": "i"}
+              "tick": "i", "chain": "is", "waitseq": "iii", "health": "i", "power": "s",
+              "bulk": "ii", "rewrite": "ii"}
+#: most jobs one ``bulk`` call runs (enough to wrap the 8-bit message id a few times)
+BULK_MAX = 1024
+POWER_MODES = ("default", "low", "medium", "high", "turbo")
 FAULT_SPEC = "iii"
 
 
@@ -81,10 +94,23 @@ class _Job:
     ctx: int  # context number in the trace
     seq: int
     cmd: int  # command BO handle
+    kernels: tuple[str, ...] = ("nop",)  # one per sub-command (a chain has several)
+    chain: bool = False
 
 
 def errname(e: int | None) -> str:
     return errno_mod.errorcode.get(e or 0, str(e))
+
+
+def chain_command(shim: Shim, kernels: list[Kernel]) -> int:
+    """A CMD BO holding a CMD_CHAIN of one START_NPU command BO per kernel."""
+    from ..shim import ert_cmd_chain
+
+    subs = [npu_command(shim, k) for k in kernels]
+    cmd = shim.bo_create(BO_CMD, 4096)
+    d = ert_cmd_chain(subs)
+    shim.bo_map(cmd)[: len(d)] = d
+    return cmd
 
 
 def npu_command(shim: Shim, kernel: Kernel) -> int:
@@ -109,6 +135,7 @@ class ShimHarness:
         self.fi = FaultInjector()
         self.ip: InProcess = InProcess(chip, fault=self.fi)
         self.events: Counter[str] = Counter()
+        self.use_model = True  # check every call against the driver's contract (model.py)
         self.calls: dict[str, Callable[..., Any]] = {
             name: getattr(self, "c_" + name) for name in CALL_SPECS}
         self.fresh()
@@ -126,6 +153,10 @@ class ShimHarness:
         self.last = "ok"
         self.mgmt_bad = False
         self.steps = 0
+        self.rewrite: tuple[int, int] | None = None  # armed by ``call rewrite``
+        self.raced: set[int] = set()  # command BOs rewritten under a running exec
+        self.race_fired = False  # a rewrite happened inside the call running now
+        self.model: ShimModel | None = ShimModel() if self.use_model else None
         self.events.clear()
         return self
 
@@ -161,6 +192,11 @@ class ShimHarness:
             raise TraceError(f"unknown shim call {name!r} (known: {', '.join(CALL_SPECS)})")
         if len(args) != len(CALL_SPECS[name]):
             raise TraceError(f"call {name} takes {len(CALL_SPECS[name])} operands")
+        model = self.model
+        self.race_fired = False
+        if model is not None:
+            want = model.expect(self, name, args)
+            prior = model.before(self, name, args)
         t0 = self.ip.clock.now_ns()
         try:
             fn(*args)
@@ -176,9 +212,13 @@ class ShimHarness:
         except Exception as e:  # noqa: BLE001 - anything else escaping the shim is the finding
             raise ShimCrash(type(e).__name__, f"{name}: {e!r}") from e
         took = self.ip.clock.now_ns() - t0
+        if name == "tick":  # the time it was asked to let pass is not the call's
+            took -= max(0, min(args[0], 60_000)) * 1_000_000
         if took > CALL_BUDGET_NS:
             raise Hang("deadline", f"{name} took {took / 1e9:.1f} s of virtual time")
         self.events[f"{name}:{self.last}"] += 1
+        if model is not None:
+            model.after(self, name, args, self.last, prior, want)
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         res, _ = self.ip.call(fn, *args)
@@ -254,8 +294,8 @@ class ShimHarness:
         cmd = self._run(npu_command, s, K.Kernel[kernel.upper()])
         if not alive:
             return self._dead_use("exec", n, s.exec, h, cmd)
-        seq = self._run(s.exec, h, cmd)
-        self.jobs.append(_Job(n, seq, cmd))
+        seq = self._racing_exec(h, cmd)
+        self.jobs.append(_Job(n, seq, cmd, (kernel,)))
         return None
 
     def c_wait(self, j: int, timeout_ms: int) -> None:
@@ -269,6 +309,88 @@ class ShimHarness:
         st = self.shim.cmd_state(job.cmd)
         if st not in FINAL:
             raise InvariantViolation("wait_not_final", f"wait on job {j} returned with {st.name}")
+        return None
+
+    def c_chain(self, i: int, kernels: str) -> None:
+        from .. import kernels as K
+
+        names = tuple(kernels.split(","))
+        if not names or any(k not in KERNELS for k in names):
+            raise TraceError(f"chain kernels {kernels!r}: each one of {', '.join(KERNELS)}")
+        n, h, alive = self._ctx(i)
+        s = self.shim
+        cmd = self._run(chain_command, s, [K.Kernel[k.upper()] for k in names])
+        if not alive:
+            return self._dead_use("exec", n, s.exec, h, cmd)
+        seq = self._racing_exec(h, cmd)
+        self.jobs.append(_Job(n, seq, cmd, names, chain=True))
+        return None
+
+    def _racing_exec(self, h: int, cmd: int) -> int:
+        """exec, with an armed ``rewrite`` done from inside its first wait (the window where
+        a real driver has dropped its lock and another thread of the user may write)."""
+        if self.rewrite is None:
+            return self._run(self.shim.exec, h, cmd)
+        word, value = self.rewrite
+        view = self.shim.bo_map(cmd)
+
+        def race() -> None:
+            self.ip.on_wait = None
+            self.rewrite = None
+            self.race_fired = True
+            self.raced.add(cmd)
+            if 0 <= word * 4 <= len(view) - 4:
+                view[word * 4 : word * 4 + 4] = (value & 0xFFFFFFFF).to_bytes(4, "little")
+        self.ip.on_wait = race
+        try:
+            return self._run(self.shim.exec, h, cmd)
+        finally:
+            self.ip.on_wait = None
+
+    def c_rewrite(self, word: int, value: int) -> None:
+        """Arm a rewrite of the next submitted command BO, done while exec waits."""
+        self.rewrite = (word, value)
+
+    def c_waitseq(self, i: int, seq: int, timeout_ms: int) -> None:
+        n, h, alive = self._ctx(i)
+        self._run(self.shim.wait, h, seq & (1 << 64) - 1, timeout_ms)
+
+    def c_health(self, i: int) -> None:
+        n, h, alive = self._ctx(i)
+        if not alive:
+            return self._dead_use("health", n, self.shim.app_health, h)
+        self._run(self.shim.app_health, h)
+        return None
+
+    def c_power(self, mode: str) -> None:
+        if mode not in POWER_MODES:
+            raise TraceError(f"power mode {mode!r} is not one of {', '.join(POWER_MODES)}")
+        self._run(self.shim.set_power_mode, mode)
+
+    def c_bulk(self, i: int, count: int) -> None:
+        """``count`` nop jobs on one context, one at a time, each waited for: enough of
+        them wraps the channel's message ids inside one example."""
+        from .. import kernels as K
+
+        n, h, alive = self._ctx(i)
+        s = self.shim
+        cmd = self._run(npu_command, s, K.Kernel.NOP)
+        if not alive:
+            return self._dead_use("exec", n, s.exec, h, cmd)
+        view = s.bo_map(cmd)
+        first = int.from_bytes(view[:4], "little")
+        for _ in range(max(1, min(count, BULK_MAX))):
+            view[:4] = ((first & ~0xF) | ErtState.NEW).to_bytes(4, "little")
+            seq = self._run(s.exec, h, cmd)
+            if self.model is not None:
+                self.model.bulk_exec(n, seq)
+            self._run(s.wait, h, seq, 3000)
+            st = s.cmd_state(cmd)
+            self.events[f"bulk {st.name.lower()}"] += 1
+            if st not in FINAL:
+                raise InvariantViolation("wait_not_final", f"bulk job {seq} returned with {st.name}")
+            if self.model is not None:
+                self.model.bulk_job(seq, st)
         return None
 
     def c_info(self, i: int) -> None:
@@ -291,11 +413,44 @@ class ShimHarness:
         self._run(self.shim.stop)
 
     def c_tick(self, ms: int) -> None:
-        """Virtual time passes with the shim idle (late responses arrive, TDR may run)."""
-        self.ip.idle(max(0, min(ms, 60_000)) * 1_000_000)
+        """Virtual time passes with the application idle: late responses arrive, and the
+        driver's monitor runs its duties (receiving, TDR) as its thread would. In
+        deterministic mode that work runs only inside the shim's waits (docs/spec/jobs.md
+        §6), so while a job is outstanding the time is spent in a wait on the oldest one
+        (what a sleeping application's monitor thread does meanwhile); once none is, the
+        device alone runs."""
+        end = self.ip.clock.now_ns() + max(0, min(ms, 60_000)) * 1_000_000
+        while (left := end - self.ip.clock.now_ns()) > 0:
+            job = self._outstanding()
+            if job is None:
+                self.ip.idle(left)
+                break
+            try:
+                self._run(self.shim.wait, self.ctxs[job.ctx], job.seq, max(1, -(-left // 1_000_000)))
+            except ShimError:
+                pass
+            if self._outstanding() is job:  # timed out, or the wait could not wait: time is up
+                self.ip.idle(max(0, end - self.ip.clock.now_ns()))
+                break
+
+    def _outstanding(self) -> _Job | None:
+        """The oldest job on a live context whose command is not final yet."""
+        try:
+            for job in self.jobs:
+                if job.ctx not in self.dead and self.shim.cmd_state(job.cmd) not in FINAL:
+                    return job
+        except ShimError:
+            pass
+        return None
 
     # -- faults and expectations --------------------------------------------------------------
     def _fault(self, kind: str, chan: int = 0, count: int = 1, arg: int = 0) -> None:
+        if kind in VARIANTS:  # a lying firmware: the driver's contract still holds, so the
+            self.fi.variant = kind  # model goes on predicting (and should catch the lie)
+            self.events[f"variant {kind}"] += 1
+            return
+        if self.model is not None:
+            self.model.taint(f"fault {kind}")
         if kind in ACT_FAULTS:
             ok = self.fi.act(kind, chan if chan >= 0 else self._a_user_channel())
             self.events[f"fault {kind}{'' if ok else ' (no channel)'}"] += 1
@@ -348,6 +503,8 @@ class ShimHarness:
                 where = f"context {job.ctx}" + ("" if alive else " (destroyed)")
                 raise InvariantViolation("not_final", f"job {n} on {where} is {st.name}")
             self.events[f"final {st.name.lower()}"] += 1
+        if self.model is not None:
+            self.model.check(self)
 
 
 # -- parsing and replay ------------------------------------------------------------------------
@@ -362,7 +519,7 @@ def parse_op(verb: str, toks: list[str]) -> Op:
         if len(toks) - 1 != len(spec):
             raise TraceError(f"call {toks[0]} takes {len(spec)} operands, got {len(toks) - 1}")
         return Op(verb, (toks[0], *typed_operands(spec, toks[1:])))
-    if toks[0] not in MSG_FAULTS and toks[0] not in ACT_FAULTS:
+    if toks[0] not in MSG_FAULTS and toks[0] not in ACT_FAULTS and toks[0] not in VARIANTS:
         raise TraceError(f"unknown fault {toks[0]!r}")
     if len(toks) > 1 + len(FAULT_SPEC):
         raise TraceError(f"fault takes at most {len(FAULT_SPEC)} operands")

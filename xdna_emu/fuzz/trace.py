@@ -46,7 +46,7 @@ from .ops import DeviceHarness, image_for
 
 #: operand kinds per verb: i int, b bytes, s string, * the rest as ints
 SPECS = {"w32": "iii", "r32": "ii", "shm": "iib", "host": "iib", "dma_map": "iiii",
-         "dma_unmap": "iii", "tick": "i", "reset": ""}
+         "dma_unmap": "iii", "tick": "i", "reset": "", "cfg": "ib"}
 CALL_SPECS = {"msg": "ib", "proxy": "iib"}
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN_DIR = REPO / "fixtures" / "traces"
@@ -206,14 +206,23 @@ def replay(trace: Trace, session: Any = None) -> ReplayResult:
 
 
 # -- minimiser ------------------------------------------------------------------------------
-def minimize(trace: Trace, max_runs: int = 4000, log: Callable[[str], None] | None = None) -> Trace:
-    """The smallest trace found that fails with the same signature (ddmin on lines, then
-    operand simplification: integers towards 0, byte strings halved and zeroed)."""
+def minimize(trace: Trace, max_runs: int = 4000, log: Callable[[str], None] | None = None,
+             any_failure: bool = False) -> Trace:
+    """The smallest trace found that fails the same way: the same kind, name and message,
+    so an ``expect`` that saw the wrong state does not shrink into one with nothing to look
+    at (``any_failure``: any failure will do). ddmin on lines, then operand simplification:
+    integers towards 0, byte strings halved and zeroed."""
     first = replay(trace)
-    if first.ok:
+    if first.ok or first.failure is None:
         raise ValueError("the trace does not fail; nothing to minimise")
-    sig = first.signature
+    want = first.failure
     runs = 0
+
+    def same(r: ReplayResult) -> bool:
+        f = r.failure
+        if f is None:
+            return False
+        return any_failure or (f.signature, f.message) == (want.signature, want.message)
 
     def fails(ops: list[Op]) -> int | None:
         """Index of the failing op when the candidate still shows the bug."""
@@ -223,7 +232,7 @@ def minimize(trace: Trace, max_runs: int = 4000, log: Callable[[str], None] | No
             r = replay(Trace(trace.chip, ops, target=trace.target))
         except TraceError:
             return None
-        return r.step if r.signature == sig else None
+        return r.step if same(r) else None
 
     ops = list(trace.ops[: first.step + 1])  # type: ignore[operator]
     # (a shim trace failing its end-of-trace check has step == len(ops): all ops stay)

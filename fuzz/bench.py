@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Seeded-bug benchmark of the fuzz targets (``make fuzz-bench``).
+
+Each ``fuzz/mutants/*.patch`` plants one small bug of a kind the driver or the firmware
+has had (its ``# what:`` line says which). For each, in a scratch copy of the working tree,
+the patch is applied (and the C shim rebuilt when it touches ``csrc/``), then the shim
+target and the device target each run for the same budget with the same seed, side by
+side, and the time to their first finding is printed, or "missed". A first row runs the
+unpatched tree: a finding there is a false alarm and makes the run fail.
+
+usage: fuzz/bench.py [--seconds 30] [--seed 1] [--only SUBSTR] [--json FILE] [--keep]
+Exit status: 0 when the control row is clean, 1 otherwise (missed mutants do not fail it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MUTANTS = ROOT / "fuzz" / "mutants"
+TARGETS = ("shim", "device")
+
+
+def header(patch: Path) -> dict[str, str]:
+    """The ``# key: value`` lines a patch starts with."""
+    out = {}
+    for line in patch.read_text().splitlines():
+        if not line.startswith("# "):
+            break
+        key, _, value = line[2:].partition(":")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def copy_tree(dest: Path) -> None:
+    """The working tree's tracked files (as they are now) plus the built shim."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        src = ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    for so in (ROOT / "xdna_emu").glob("_shim*.so"):
+        shutil.copy2(so, dest / "xdna_emu" / so.name)
+
+
+def build_shim(tree: Path, py: str) -> None:
+    """Rebuild the cffi extension inside ``tree`` with the package's own ffibuilder."""
+    build = tree / "build-shim"
+    build.mkdir()
+    (build / "csrc").symlink_to(tree / "csrc")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); "
+            "from xdna_emu._shim_build import ffibuilder; ffibuilder.compile(tmpdir='.')")
+    r = subprocess.run([py, "-c", code, str(tree)], cwd=build, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"shim build failed:\n{r.stderr[-3000:]}")
+    for old in (tree / "xdna_emu").glob("_shim*.so"):
+        old.unlink()
+    for so in (build / "xdna_emu").glob("_shim*.so"):
+        shutil.move(str(so), tree / "xdna_emu" / so.name)
+
+
+def run_targets(tree: Path, work: Path, seconds: float, seed: int, py: str) -> dict[str, dict]:
+    """Both targets side by side on ``tree`` for ``seconds``; each one's final stats."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "TMPDIR": str(work)}
+    env.pop("CI", None)
+    procs = {}
+    for t in TARGETS:
+        stats = work / f"{t}.json"
+        art = work / f"art-{t}"
+        if t == "shim":
+            cmd = [py, "-m", "xdna_emu.fuzz.shim_target"]
+        else:
+            cmd = [py, "-m", "xdna_emu.fuzz.atheris_target", "--builtin", "--target", "device"]
+        cmd += ["--seconds", str(seconds), "--seed", str(seed), "--stats", str(stats),
+                "--artifacts", str(art)]
+        procs[t] = (subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True), stats)
+    out = {}
+    for t, (p, stats) in procs.items():
+        _, err = p.communicate(timeout=seconds + 600)
+        try:
+            info = json.loads(stats.read_text())
+        except (OSError, ValueError):
+            info = {"error": f"worker exited {p.returncode}: {err.strip().splitlines()[-1:]}"}
+        out[t] = info
+    return out
+
+
+def cell(info: dict) -> str:
+    if "error" in info:
+        return "error"
+    first = info.get("first_finding_s")
+    if first is None:
+        return "missed"
+    return f"{first:.1f} s ({', '.join(u.split(':', 1)[1] for u in info.get('unique', []))})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="fuzz/bench.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=30.0, help="budget per target and mutant")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--only", help="run the mutants whose name contains this")
+    ap.add_argument("--json", help="write every row here as JSON")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch trees")
+    ap.add_argument("--python", default=sys.executable)
+    args = ap.parse_args(argv)
+    patches = sorted(MUTANTS.glob("*.patch"))
+    if args.only:
+        patches = [p for p in patches if args.only in p.stem]
+    scratch = Path(tempfile.mkdtemp(prefix="xdna-bench-"))
+    base = scratch / "base"
+    copy_tree(base)
+    rows = []
+    t_all = time.monotonic()
+    print(f"fuzz-bench: {len(patches)} mutants, {args.seconds:.0f} s per target, seed {args.seed}",
+          file=sys.stderr)
+    try:
+        for patch in [None, *patches]:
+            name = "(none: control)" if patch is None else patch.stem
+            meta = {"what": "the unpatched tree", "target": "-"} if patch is None else header(patch)
+            tree = scratch / (patch.stem if patch else "control")
+            work = scratch / f"work-{tree.name}"
+            work.mkdir()
+            shutil.copytree(base, tree, symlinks=True)
+            if patch is not None:
+                r = subprocess.run(["patch", "-p1", "-s", "-i", str(patch)], cwd=tree,
+                                   capture_output=True, text=True)
+                if r.returncode != 0:
+                    raise SystemExit(f"{patch.name} does not apply: {r.stdout}{r.stderr}")
+                if "csrc/" in patch.read_text():
+                    build_shim(tree, args.python)
+            res = run_targets(tree, work, args.seconds, args.seed, args.python)
+            firsts = [i.get("first_finding_s") for i in res.values() if i.get("first_finding_s") is not None]
+            row = {"mutant": name, "what": meta.get("what", ""), "planted_in": meta.get("target", ""),
+                   **{t: cell(res[t]) for t in TARGETS},
+                   "first_s": min(firsts) if firsts else None,
+                   "found_by": [t for t in TARGETS if res[t].get("first_finding_s") is not None],
+                   "execs": {t: res[t].get("execs") for t in TARGETS}}
+            rows.append(row)
+            print(f"{name:36s} shim: {row['shim']:40s} device: {row['device']}", file=sys.stderr)
+            if not args.keep:
+                shutil.rmtree(tree, ignore_errors=True)
+                shutil.rmtree(work, ignore_errors=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    found = sum(1 for r in rows[1:] if r["first_s"] is not None)
+    print("\n| mutant | what it breaks | shim target | device target |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['mutant']} | {r['what']} | {r['shim']} | {r['device']} |")
+    print(f"\n{found}/{len(rows) - 1} mutants found within {args.seconds:.0f} s per target "
+          f"(wall {time.monotonic() - t_all:.0f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"seconds": args.seconds, "seed": args.seed,
+                                               "rows": rows}, indent=2))
+    return 0 if rows and rows[0]["first_s"] is None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

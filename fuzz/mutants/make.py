@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Regenerate fuzz/mutants/NN-name.patch from the edits below (standard library only).
+
+Each mutant is one (file, exact old text, new text) edit; the patch is made against the
+working tree as it is, so after the code moves, fix the old text of an edit that no longer
+matches and run this again (``python fuzz/mutants/make.py``). Refuses an edit whose old
+text is not found exactly once.
+"""
+import difflib
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+M = [
+# --- the shim (C) ---
+("tdr-head-abort", "shim", "TDR ends the hung head ABORT instead of TIMEOUT (wrong state)",
+ "csrc/hwctx.c", "    end_jobs(ctx, hw, XDNA_SHIM_ERT_STATE_TIMEOUT);\n", "    end_jobs(ctx, hw, XDNA_SHIM_ERT_STATE_ABORT);\n"),
+("tdr-order-swapped", "shim", "end_jobs gives the queued commands TIMEOUT and the head ABORT (swapped order)",
+ "csrc/hwctx.c", "xdna_job_finish(ctx, hw, j, first ? first_state : XDNA_SHIM_ERT_STATE_ABORT, 0);",
+ "xdna_job_finish(ctx, hw, j, first ? XDNA_SHIM_ERT_STATE_ABORT : first_state, 0);"),
+("tdr-no-recreate", "shim", "TDR destroys the hung context but does not re-create it (dropped step)",
+ "csrc/hwctx.c", "    fw_stop(ctx, hw, true);\n    if (fw_start(ctx, hw) < 0)\n        hw->state = XDNA_SHIM_HWCTX_BROKEN;\n",
+ "    fw_stop(ctx, hw, true);\n"),
+("id-wrap-noncontig", "shim", "after the message id wraps (255 -> 0) a user channel's response counts as out of order (dropped check)",
+ "csrc/parse.c", "    if (low == 0 || low == ((last_id & 0xFFFFFFu) + 1))", "    if (low == ((last_id & 0xFFFFFFu) + 1))"),
+("stop-enodev-after-timeout", "shim", "stop sends SUSPEND on a management channel a timeout destroyed, and returns ENODEV",
+ "csrc/hw.c", "    if (ctx->mgmt.active) {\n        if (send_suspend)", "    if (ctx->mgmt.active || send_suspend) {\n        if (send_suspend)"),
+("chain-error-index-off-by-one", "shim", "a failed chain's error_index names the sub-command after the failing one (off by one)",
+ "csrc/hwctx.c", "payload[2] = fail_idx < count ? fail_idx : 0;", "payload[2] = fail_idx + 1 < count ? fail_idx + 1 : 0;"),
+("wait-future-seq", "shim", "a wait on the next, never submitted seq is accepted (off-by-one bound)",
+ "csrc/hwctx.c", "    if (seq == 0 || seq >= hw->next_seq)\n        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, \"wait:",
+ "    if (seq == 0 || seq > hw->next_seq)\n        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, \"wait:"),
+("wait-seq-zero", "shim", "a wait on seq 0 is accepted (dropped check)",
+ "csrc/hwctx.c", "    if (seq == 0 || seq >= hw->next_seq)\n        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, \"wait:",
+ "    if (seq >= hw->next_seq)\n        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, \"wait:"),
+("seq-off-by-one", "shim", "exec hands out the seq after the one it submits (off by one)",
+ "csrc/hwctx.c", "    uint64_t s = hw->next_seq;\n", "    uint64_t s = hw->next_seq + 1;\n"),
+("power-unprobed", "shim", "set_power_mode runs on a device that is not probed (dropped check)",
+ "csrc/api.c", "    if (ctx->state != XDNA_SHIM_STATE_PROBED && !ctx->s.rpm_suspended)\n        return xdna_api_leave(ctx, xdna_fail(ctx, ENODEV, \"set_power_mode: not probed\"));\n", ""),
+("turbo-with-contexts", "shim", "TURBO is granted with live contexts (dropped check)",
+ "csrc/api.c", "    if (mode == XDNA_SHIM_POWER_TURBO && (xdna_hwctx_live(ctx) || foreign))",
+ "    if (mode == XDNA_SHIM_POWER_TURBO && foreign)"),
+("fail-as-abort", "shim", "a command the firmware failed is ended ABORT instead of ERROR (wrong state)",
+ "csrc/hwctx.c", "    xdna_job_finish(ctx, hw, j, r.status == 0 ? XDNA_SHIM_ERT_STATE_COMPLETED : XDNA_SHIM_ERT_STATE_ERROR,",
+ "    xdna_job_finish(ctx, hw, j, r.status == 0 ? XDNA_SHIM_ERT_STATE_COMPLETED : XDNA_SHIM_ERT_STATE_ABORT,"),
+("slot-limit-off-by-one", "shim", "five commands may be outstanding on a context of four slots (off-by-one bound)",
+ "csrc/hwctx.c", "    while (hw->njobs >= XDNA_CTX_MAX_CMDS ||", "    while (hw->njobs > XDNA_CTX_MAX_CMDS ||"),
+("resume-unchecked", "shim", "resume runs without a suspend before it (dropped state check)",
+ "csrc/hw.c", "    if (ctx->state != XDNA_SHIM_STATE_SUSPENDED)\n        return xdna_fail(ctx, EINVAL, \"resume: device is not suspended\");\n",
+ ""),
+# --- the device model (Python firmware) ---
+("fw-tombstone-ahead", "device", "the firmware follows a TOMBSTONE ahead of the tail and re-runs stale messages (dropped check)",
+ "xdna_emu/fw/mailbox.py", "                if head < tail:\n                    self.fail(f\"TOMBSTONE at {head:#x} ahead of tail {tail:#x}\")\n                    return\n", ""),
+("fw-szver-unchecked", "device", "the firmware accepts a header whose sz_ver disagrees with total_size (dropped check)",
+ "xdna_emu/fw/mailbox.py", "            if szv != sz_ver(total):", "            if False and szv != sz_ver(total):"),
+("fw-magic-unchecked", "device", "the firmware runs a message whose id lacks the 0x1D magic (dropped check)",
+ "xdna_emu/fw/mailbox.py", "            if mid & MSG_ID_MAGIC_MASK != MSG_ID_MAGIC:", "            if False:"),
+("fw-msg-past-tail", "device", "a message running past the tail is consumed (off-by-one bound)",
+ "xdna_emu/fw/mailbox.py", "or (head < tail and msg_size > tail - head)):", "or (head < tail and msg_size > tail - head + 4)):"),
+("fw-i2x-dup", "device", "the firmware writes each response twice (one response, two answers)",
+ "xdna_emu/fw/mailbox.py", "        while self.outq and self.ok and self._put(self.outq[0]):\n            self.outq.popleft()",
+ "        while self.outq and self.ok and self._put(self.outq[0]):\n            self._put(self.outq[0])\n            self.outq.popleft()"),
+("psp-start-unvalidated", "device", "PSP START runs from idle, without a validated image (wrong state)",
+ "xdna_emu/fw/psp.py", "            if self.state != \"validated\" or self.image is None:", "            if self.image is None:"),
+("smu-dpm-bound", "device", "SMU accepts a DPM level one past the table (off-by-one bound)",
+ "xdna_emu/fw/smu.py", "        if arg >= len(self.chip.dpm_levels):", "        if arg > len(self.chip.dpm_levels):"),
+("reset-keeps-pba", "device", "FLR leaves MSI-X pending bits set (dropped step)",
+ "xdna_emu/irq.py", "            p0 = self.layout.pba_offset\n            self.mem[p0 : p0 + self.pba_size] = bytes(self.pba_size)\n", ""),
+("ctx-fail-index", "shim", "the context firmware reports the chain sub-command after the failing one (off by one)",
+ "xdna_emu/fw/ctx.py", "                return self._note_fail(ctx, res[0], idx, res[1])", "                return self._note_fail(ctx, res[0], idx + 1, res[1])"),
+]
+out = ROOT / "fuzz" / "mutants"
+for f in out.glob("*.patch"):
+    f.unlink()
+for i, (name, target, what, path, old, new) in enumerate(M, 1):
+    src = (ROOT / path).read_text()
+    if src.count(old) != 1:
+        raise SystemExit(f"{name}: its old text occurs {src.count(old)} times in {path}")
+    mut = src.replace(old, new)
+    diff = difflib.unified_diff(src.splitlines(True), mut.splitlines(True), f"a/{path}", f"b/{path}", n=3)
+    (out / f"{i:02d}-{name}.patch").write_text(f"# target: {target}\n# what: {what}\n" + "".join(diff))
+print(f"{len(M)} mutants written to {out}")

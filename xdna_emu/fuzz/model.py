@@ -1,0 +1,320 @@
+"""An executable model of the driver's contract, checked after every line of a shim trace.
+
+The shim harness (:mod:`.shim_trace`) asks the model, for every call, which errno the
+driver must give, and for every command which final state it must reach; a difference is
+an :class:`~.invariants.InvariantViolation` named ``model_*`` (a finding, replayable as
+the trace that led to it). What the model knows (docs/spec/jobs.md §3-§6,
+docs/spec/fuzzing.md §5):
+
+- device states *off* (before probe, after stop), *up* and *suspended*: off and suspended
+  give ENODEV for every call that needs the firmware, suspend needs up, resume needs
+  suspended (EINVAL), a second probe EALREADY, ``stop`` always succeeds;
+- a destroyed context's handle gives EINVAL (or ENOENT); a wait on a seq its context never
+  handed out (0, negative, or past the newest) gives EINVAL;
+- a command's final state follows from what it runs: nop COMPLETED, a fail ERROR (a
+  chain's ``error_index`` names its first failing sub-command), a hang TIMEOUT once TDR
+  ends it as the head of its queue, a command queued behind a pending hang ABORT, and every
+  command still pending when its context is destroyed or the device stopped or suspended
+  ABORT; once final, a state never changes; TURBO needs no live context (EBUSY).
+
+Firmware faults make the firmware's side unpredictable: after the first fault (or a
+management message the model does not know the answer of, which may leave the channel
+bad) the model keeps only the promises the driver makes on its own (device states,
+handles, seqs, aborts on destroy/stop, states never leaving final), until the next
+fresh device. A command rewritten under a running ``exec`` is not predicted at all.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..fw.messages import Opcode
+from ..shim import ErtState, ShimError, chain_error_index
+from .invariants import InvariantViolation
+
+#: the shim harness (fuzz/shim_trace.py, which imports this module): its ``jobs``, ``ctxs``,
+#: ``shim``, ``mgmt_bad``, ``raced`` and ``race_fired`` are what the model reads
+ShimHarness = Any
+
+FINAL = frozenset({ErtState.COMPLETED, ErtState.ERROR, ErtState.ABORT, ErtState.TIMEOUT})
+#: a management message whose answer the model knows: the version query, 4-byte request
+KNOWN_MGMT = (int(Opcode.GET_FIRMWARE_VERSION), 4)
+#: live contexts the model promises can be created (the firmware's limit is above it)
+CTX_PROMISED = 6
+#: calls that need the firmware up: ENODEV when off or suspended (app_health too, unless
+#: TDR kept a report to answer with: not predicted there)
+NEEDS_FW = frozenset({"mgmt", "ctx", "exec", "chain", "power", "bulk"})
+
+EINVAL, ENODEV, EBUSY, EALREADY, EAGAIN = (errno_mod.errorcode[e] for e in (
+    errno_mod.EINVAL, errno_mod.ENODEV, errno_mod.EBUSY, errno_mod.EALREADY, errno_mod.EAGAIN))
+#: commands outstanding per context (docs/spec/jobs.md §4)
+SLOTS = 4
+#: what stop may report once the firmware misbehaved: its SUSPEND message failed
+STOP_AFTER_FAULT = {"ok"} | {errno_mod.errorcode[e] for e in (
+    errno_mod.EPIPE, errno_mod.ETIME, errno_mod.ETIMEDOUT, errno_mod.EIO)}
+
+
+@dataclass
+class JobModel:
+    """What one command must end as: the allowed final states and a chain's error_index."""
+
+    allowed: set[ErtState]
+    error_index: int | None = None
+    seen: ErtState | None = None  # the final state once observed
+    raced: bool = False
+
+
+@dataclass
+class CtxModel:
+    alive: bool = True
+    next_seq: int = 1  # the seq the next accepted exec gets
+    failed_execs: int = 0  # execs that failed after the context existed (may spend a seq)
+    hangs: list[int] = field(default_factory=list)  # job indexes of submitted hangs
+
+
+def outcome(kernels: tuple[str, ...]) -> tuple[ErtState, int | None]:
+    """The final state a command running ``kernels`` in order earns by itself, and a
+    chain's error_index: the first fail or hang decides (the chain stops there)."""
+    for i, k in enumerate(kernels):
+        if k == "fail":
+            return ErtState.ERROR, i
+        if k == "hang":
+            return ErtState.TIMEOUT, None
+    return ErtState.COMPLETED, None
+
+
+class ShimModel:
+    """The driver's contract for one shim trace; :meth:`ShimHarness.fresh` makes a new one."""
+
+    def __init__(self) -> None:
+        self.dev = "off"
+        self.tainted: str | None = None  # why the firmware's side is no longer predicted
+        self.ctxs: list[CtxModel] = []
+        self.jobs: list[JobModel] = []
+        self.bulk_behind_hang = False
+
+    # -- helpers --------------------------------------------------------------------------
+    def taint(self, why: str) -> None:
+        if self.tainted is None:
+            self.tainted = why
+
+    @staticmethod
+    def _fail(what: str, msg: str) -> InvariantViolation:
+        return InvariantViolation(f"model_{what}", msg)
+
+    def _want(self, call: str, got: str, want: str | set[str] | None) -> None:
+        if want is None:
+            return
+        ok = got in want if isinstance(want, set) else got == want
+        if not ok:
+            shown = "/".join(sorted(want)) if isinstance(want, set) else want
+            raise self._fail("errno", f"{call} gave {got}, the driver gives {shown}"
+                                      f"{'' if self.tainted is None else f' (even after {self.tainted})'}")
+
+    # -- before and after each call -------------------------------------------------------
+    def expect(self, h: ShimHarness, name: str, args: tuple) -> str | set[str] | None:
+        """The errno name (or set of names; None: unknown) the call must give."""
+        clean = self.tainted is None
+        dead = self._dead(h, name, args)
+        if dead is not None:
+            return dead
+        if name == "stop":  # tears down whatever happens; a failed SUSPEND on the way is
+            return "ok" if clean else STOP_AFTER_FAULT  # reported, never ENODEV
+        if name == "waitseq":
+            return self._waitseq(h, args)
+        if self.dev == "unknown":  # a probe, suspend or resume failed half way
+            return None
+        if name == "probe":
+            if self.dev == "suspended":
+                return EBUSY
+            return EALREADY if self.dev == "up" else ("ok" if clean else None)
+        if name == "suspend":
+            return EINVAL if self.dev != "up" else ("ok" if clean else None)
+        if name == "resume":
+            return EINVAL if self.dev != "suspended" else ("ok" if clean else None)
+        if name in NEEDS_FW and self.dev != "up":
+            return ENODEV
+        if not clean:
+            return None
+        if name == "mgmt":
+            return "ok" if (args[0], len(args[1])) == KNOWN_MGMT and not h.mgmt_bad else None
+        if name == "ctx":
+            return "ok" if sum(c.alive for c in self.ctxs) < CTX_PROMISED else None
+        if name == "power":
+            return EBUSY if args[0] == "turbo" and any(c.alive for c in self.ctxs) else "ok"
+        if name == "bulk":
+            n = args[0] % len(h.ctxs)
+            self.bulk_behind_hang = self._pending_hang(h, n)
+            return None if self.bulk_behind_hang else "ok"  # behind a hang: TDR decides
+        if name == "health":
+            return "ok" if self.dev == "up" else None
+        if name in ("exec", "chain"):
+            n = args[0] % len(h.ctxs)
+            now = self.observe(h)
+            pending = sum(1 for i, j in enumerate(h.jobs[: len(self.jobs)])
+                          if j.ctx == n and now.get(i) not in FINAL)
+            return "ok" if pending < SLOTS else {"ok", EAGAIN}  # full: waits, then may give up
+        if name in ("info", "destroy"):
+            return "ok"
+        return None
+
+    def _pending_hang(self, h: ShimHarness, n: int) -> bool:
+        now = self.observe(h)
+        return any(now.get(i) not in FINAL for i in self.ctxs[n].hangs)
+
+    def _dead(self, h: ShimHarness, name: str, args: tuple) -> str | set[str] | None:
+        """EINVAL (or ENOENT) for a call on a destroyed context, whatever else holds."""
+        if name not in ("exec", "chain", "health", "info", "destroy", "bulk", "waitseq"):
+            return None
+        if not h.ctxs:
+            return EINVAL  # the harness has no context to name
+        n = args[0] % len(h.ctxs)
+        if not self.ctxs[n].alive:
+            return {EINVAL, errno_mod.errorcode[errno_mod.ENOENT]}
+        return None
+
+    def _waitseq(self, h: ShimHarness, args: tuple) -> str | set[str] | None:
+        c = self.ctxs[args[0] % len(h.ctxs)]
+        seq = args[1] & (1 << 64) - 1
+        if seq == 0 or seq >= c.next_seq + c.failed_execs:
+            return EINVAL  # never submitted: 0, negative (huge as u64) or in the future
+        for j, job in zip(h.jobs, self.jobs, strict=True):
+            if h.ctxs[j.ctx] == h.ctxs[args[0] % len(h.ctxs)] and j.seq == seq and job.seen:
+                return "ok"  # stale: long final, the wait returns at once
+        return None
+
+    def before(self, h: ShimHarness, name: str, args: tuple) -> dict[int, ErtState]:
+        """States of the jobs before a call that may abort them or queue behind them."""
+        if name in ("stop", "suspend", "destroy", "exec", "chain"):
+            return {i: st for i, st in self.observe(h).items()}
+        return {}
+
+    def after(self, h: ShimHarness, name: str, args: tuple, got: str,
+              prior: dict[int, ErtState], want: str | set[str] | None) -> None:
+        """Check the call's errno, then move the model on by what the call did."""
+        if h.race_fired:  # the user rewrote the command under exec: any verdict may do
+            want = None
+        self._want(f"{name} {' '.join(map(_show, args))}".strip(), got, want)
+        if name == "mgmt" and (args[0], len(args[1])) != KNOWN_MGMT:
+            self.taint(f"mgmt {args[0]:#x} of {len(args[1])} bytes")
+        if name == "mgmt" and got != "ok" and self.dev == "up":
+            self.taint(f"mgmt gave {got}")
+        if name == "stop":  # the device is off whatever stop reported
+            self.dev = "off"
+            self._abort_pending(prior, lambda j: True)
+        if got != "ok":
+            if self.tainted is not None and want is None and self.dev == "up":
+                self.dev = "unknown"  # a firmware failure may have stopped or runtime-
+                # suspended the device on the way (its long wait let autosuspend run)
+            if name == "suspend" and got != EINVAL:  # down anyway, the failure reported
+                self.dev = "suspended"
+                self._abort_pending(prior, lambda j: True)
+                self.taint(f"suspend gave {got}")
+            if name in ("exec", "chain") and h.ctxs:
+                c = self.ctxs[args[0] % len(h.ctxs)]
+                c.failed_execs += c.alive
+            if name in ("probe", "resume") and got not in (EINVAL, EALREADY, EBUSY):
+                self.taint(f"{name} gave {got}")
+                self.dev = "unknown"
+            self.check(h)
+            return
+        if name == "probe":
+            self.dev = "up"
+        elif name == "suspend":
+            self.dev = "suspended"
+            self._abort_pending(prior, lambda j: True)
+        elif name == "resume":
+            self.dev = "up"
+        elif name == "ctx":
+            self.ctxs.append(CtxModel())
+        elif name == "destroy":
+            n = args[0] % len(h.ctxs)
+            self.ctxs[n].alive = False
+            self._abort_pending(prior, lambda j: h.jobs[j].ctx == n)
+        elif name in ("exec", "chain"):
+            self._submitted(h, prior)
+        self.check(h)
+
+    def _abort_pending(self, prior: dict[int, ErtState], which) -> None:  # noqa: ANN001
+        """Commands still pending when their context or the device goes end ABORT (or as
+        they would have, when their answer came in while the driver was tearing down)."""
+        for i, st in prior.items():
+            if st not in FINAL and which(i):
+                self.jobs[i].allowed.add(ErtState.ABORT)
+
+    def _submitted(self, h: ShimHarness, prior: dict[int, ErtState]) -> None:
+        job = h.jobs[-1]
+        n = job.ctx
+        c = self.ctxs[n]
+        if job.seq != c.next_seq and not c.failed_execs:
+            raise self._fail("seq", f"exec on context {n} got seq {job.seq}, expected {c.next_seq}")
+        if job.seq < c.next_seq:
+            raise self._fail("seq", f"exec on context {n} got seq {job.seq} again")
+        c.next_seq = job.seq + 1
+        state, index = outcome(job.kernels)
+        m = JobModel({state}, index if job.chain else None, raced=job.cmd in h.raced)
+        pending_hang = [i for i in c.hangs if prior.get(i) not in FINAL]
+        if pending_hang:  # queued behind a hang: TDR aborts it, unless TDR ran during exec
+            now = self.observe(h)
+            m.allowed = {ErtState.ABORT}
+            if any(now.get(i) in FINAL for i in pending_hang):
+                m.allowed |= {state}
+        if state == ErtState.TIMEOUT:
+            c.hangs.append(len(self.jobs))
+        self.jobs.append(m)
+
+    # -- the jobs' states -------------------------------------------------------------------
+    def observe(self, h: ShimHarness) -> dict[int, ErtState]:
+        out = {}
+        for i, j in enumerate(h.jobs[: len(self.jobs)]):
+            try:
+                out[i] = h.shim.cmd_state(j.cmd)
+            except ShimError:
+                continue
+        return out
+
+    def check(self, h: ShimHarness) -> None:
+        """Every job: final only in an allowed state, final for good, chains name their
+        failing sub-command."""
+        for i, st in self.observe(h).items():
+            m = self.jobs[i]
+            if m.seen is not None:
+                if st != m.seen:
+                    raise self._fail("state", f"job {i} went from {m.seen.name} to {_name(st)}")
+                continue
+            if st not in FINAL:
+                continue
+            m.seen = st
+            if m.raced or self.tainted is not None:
+                continue
+            if st not in m.allowed:
+                want = "/".join(sorted(s.name for s in m.allowed))
+                raise self._fail("state", f"job {i} ({'+'.join(h.jobs[i].kernels)}) ended "
+                                          f"{_name(st)}, the driver ends it {want}")
+            if st == ErtState.ERROR and m.error_index is not None:
+                got = chain_error_index(h.shim.bo_map(h.jobs[i].cmd))
+                if got != m.error_index:
+                    raise self._fail("error_index", f"chain job {i} failed at sub-command "
+                                                    f"{m.error_index}, error_index says {got}")
+
+    def bulk_exec(self, n: int, seq: int) -> None:
+        """A ``bulk`` call on context ``n`` submitted one more nop job."""
+        c = self.ctxs[n]
+        if seq != c.next_seq and not c.failed_execs:
+            raise self._fail("seq", f"bulk exec on context {n} got seq {seq}, expected {c.next_seq}")
+        c.next_seq = seq + 1
+
+    def bulk_job(self, seq: int, st: ErtState) -> None:
+        """... and the wait for it returned."""
+        if self.tainted is None and not self.bulk_behind_hang and st != ErtState.COMPLETED:
+            raise self._fail("state", f"bulk nop job {seq} ended {_name(st)}, the driver ends it COMPLETED")
+
+
+def _name(st: object) -> str:
+    return getattr(st, "name", str(st))
+
+
+def _show(a: object) -> str:
+    return a.hex() if isinstance(a, bytes) else (hex(a) if isinstance(a, int) and a > 255 else str(a))
