@@ -1209,8 +1209,11 @@ static int get_info(struct accel_file *f, void *k)
     case DRM_AMDXDNA_QUERY_TELEMETRY:
     case DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE:
     case DRM_AMDXDNA_GET_FRAME_BOUNDARY_PREEMPT_STATE:
-    case DRM_AMDXDNA_QUERY_CERT_FIRMWARE_VERSION:
     case DRM_AMDXDNA_GET_AUTO_COREDUMP:
+        return -EOPNOTSUPP; /* not served yet: docs/spec/uapi.md §7 */
+    case DRM_AMDXDNA_QUERY_CERT_FIRMWARE_VERSION:
+        /* AIE2 has no cert firmware: the driver answers EOPNOTSUPP, as for any parameter
+         * its family does not serve; AIE4's is not served yet (docs/spec/uapi.md §6, §7) */
         return -EOPNOTSUPP; /* not served yet: docs/spec/uapi.md §7 */
     default:
         return -EINVAL;

@@ -248,6 +248,12 @@ static struct amdxdna_drm_query_aie_metadata test_info(int fd)
     EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
     CHECK(pm.power_mode <= POWER_MODE_TURBO, "power mode %u", pm.power_mode);
 
+    struct amdxdna_drm_query_firmware_version cert = {0};
+    gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_CERT_FIRMWARE_VERSION,
+                                       .buffer_size = sizeof(cert), .buffer = PTR(&cert)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EOPNOTSUPP); /* AIE2: no cert firmware */
+    CHECK(cert.major == 0 && cert.build == 0, "refused cert query wrote nothing");
+
     gi = (struct amdxdna_drm_get_info){.param = 99, .buffer_size = 8, .buffer = PTR(&pm)};
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EINVAL);
     gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_AIE_VERSION, .buffer_size = 8,
