@@ -856,8 +856,10 @@ static int create_hwctx(struct accel_file *f, void *k)
         return -ENOENT; /* the client's dev heap must exist first */
     if (!f->heap_mapped)
         return -EINVAL;
+    /* QoS drives the context's DPM level; out of range is EINVAL (docs/spec/jobs.md §6) */
     struct xdna_shim_hwctx_params p = {.priority = qos.priority, .num_cols = cols,
-                                       .start_col = -1};
+                                       .start_col = -1, .gops = qos.gops, .fps = qos.fps,
+                                       .latency_ms = qos.latency, .max_opc = a->max_opc};
     uint32_t h;
     if (xdna_shim_hwctx_create(f->ctx, &p, &h) < 0)
         return -errno;
@@ -938,7 +940,12 @@ static int config_hwctx(struct accel_file *f, void *k)
     case DRM_AMDXDNA_HWCTX_CONFIG_CU:
         return config_cu(f, a->handle, a->param_val, a->param_val_size);
     case DRM_AMDXDNA_HWCTX_ASSIGN_DBG_BUF:
-    case DRM_AMDXDNA_HWCTX_REMOVE_DBG_BUF:
+    case DRM_AMDXDNA_HWCTX_REMOVE_DBG_BUF: /* param_val is the DEV BO (docs/spec/jobs.md §4a) */
+        return xdna_shim_hwctx_config(f->ctx, a->handle,
+                                      a->param_type == DRM_AMDXDNA_HWCTX_ASSIGN_DBG_BUF
+                                          ? XDNA_SHIM_HWCTX_ASSIGN_DBG_BUF
+                                          : XDNA_SHIM_HWCTX_REMOVE_DBG_BUF,
+                                      a->param_val) < 0 ? -errno : 0;
     case DRM_AMDXDNA_HWCTX_CONFIG_OPCODE_TIMEOUT:
         return -EOPNOTSUPP; /* docs/spec/uapi.md §7 */
     default:
@@ -1202,8 +1209,11 @@ static int get_info(struct accel_file *f, void *k)
     case DRM_AMDXDNA_QUERY_TELEMETRY:
     case DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE:
     case DRM_AMDXDNA_GET_FRAME_BOUNDARY_PREEMPT_STATE:
-    case DRM_AMDXDNA_QUERY_CERT_FIRMWARE_VERSION:
     case DRM_AMDXDNA_GET_AUTO_COREDUMP:
+        return -EOPNOTSUPP; /* not served yet: docs/spec/uapi.md §7 */
+    case DRM_AMDXDNA_QUERY_CERT_FIRMWARE_VERSION:
+        /* AIE2 has no cert firmware: the driver answers EOPNOTSUPP, as for any parameter
+         * its family does not serve; AIE4's is not served yet (docs/spec/uapi.md §6, §7) */
         return -EOPNOTSUPP; /* not served yet: docs/spec/uapi.md §7 */
     default:
         return -EINVAL;

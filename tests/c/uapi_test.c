@@ -248,6 +248,12 @@ static struct amdxdna_drm_query_aie_metadata test_info(int fd)
     EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
     CHECK(pm.power_mode <= POWER_MODE_TURBO, "power mode %u", pm.power_mode);
 
+    struct amdxdna_drm_query_firmware_version cert = {0};
+    gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_CERT_FIRMWARE_VERSION,
+                                       .buffer_size = sizeof(cert), .buffer = PTR(&cert)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EOPNOTSUPP); /* AIE2: no cert firmware */
+    CHECK(cert.major == 0 && cert.build == 0, "refused cert query wrote nothing");
+
     gi = (struct amdxdna_drm_get_info){.param = 99, .buffer_size = 8, .buffer = PTR(&pm)};
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EINVAL);
     gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_AIE_VERSION, .buffer_size = 8,
@@ -283,7 +289,17 @@ static uint32_t test_hwctx(int fd, const struct amdxdna_drm_query_aie_metadata *
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &c, EINVAL);
     c = (struct amdxdna_drm_create_hwctx){.qos_p = PTR(&qos), .num_tiles = (md->cols + 1u) * md->core.row_count};
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &c, EINVAL);
-    c = (struct amdxdna_drm_create_hwctx){.qos_p = PTR(&qos), .num_tiles = md->core.row_count};
+    /* QoS out of range: more GOPS than any count fits, or than the partition's ops per
+     * cycle give at the top DPM level (docs/spec/jobs.md §6) */
+    struct amdxdna_qos_info big = {.gops = 0x10000, .fps = 0x10000, .priority = AMDXDNA_QOS_NORMAL_PRIORITY};
+    c = (struct amdxdna_drm_create_hwctx){.qos_p = PTR(&big), .num_tiles = md->core.row_count};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &c, EINVAL);
+    big = (struct amdxdna_qos_info){.gops = 100, .latency = 10, .priority = AMDXDNA_QOS_NORMAL_PRIORITY};
+    c = (struct amdxdna_drm_create_hwctx){.qos_p = PTR(&big), .num_tiles = md->core.row_count, .max_opc = 1};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &c, EINVAL);
+    /* a QoS that fits the partition is taken, and reported back by GET_ARRAY */
+    qos = (struct amdxdna_qos_info){.gops = 1, .fps = 30, .priority = AMDXDNA_QOS_NORMAL_PRIORITY};
+    c = (struct amdxdna_drm_create_hwctx){.qos_p = PTR(&qos), .num_tiles = md->core.row_count, .max_opc = 2048};
     EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &c);
     CHECK(c.handle != AMDXDNA_INVALID_CTX_HANDLE, "context handle");
 
@@ -316,6 +332,43 @@ static uint32_t test_hwctx(int fd, const struct amdxdna_drm_query_aie_metadata *
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &cc, EINVAL);
     cfg.cu[0].cu_bo = cu_bo;
     EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &cc);
+
+    /* debug BOs (docs/spec/jobs.md §4a): param_val names a DEV BO of at least 4 KiB */
+    uint32_t dbg = create_bo(fd, AMDXDNA_BO_DEV, 4096), dbg2 = create_bo(fd, AMDXDNA_BO_DEV, 4096);
+    uint32_t tiny = create_bo(fd, AMDXDNA_BO_DEV, 1024), shr = create_bo(fd, AMDXDNA_BO_SHARE, 4096);
+    struct amdxdna_drm_config_hwctx db = {.handle = c.handle, .param_type = DRM_AMDXDNA_HWCTX_ASSIGN_DBG_BUF};
+    db.param_val = 4000;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &db, EINVAL); /* no such BO */
+    db.param_val = shr;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &db, EINVAL); /* not a DEV BO */
+    db.param_val = tiny;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &db, EINVAL); /* the firmware refuses it */
+    db.param_val = dbg;
+    db.handle = c.handle + 100;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &db, EINVAL); /* no such context */
+    db.handle = c.handle;
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &db);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &db, EBUSY); /* bound already */
+    db.param_val = dbg2;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &db, EBUSY); /* the context has one */
+    db.param_type = DRM_AMDXDNA_HWCTX_REMOVE_DBG_BUF;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &db, EINVAL); /* not its debug BO */
+    db.param_val = dbg;
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &db);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &db, EINVAL); /* removed already */
+    db.param_type = DRM_AMDXDNA_HWCTX_ASSIGN_DBG_BUF;
+    db.param_val = dbg2;
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &db); /* a new one after the removal */
+    db.param_type = DRM_AMDXDNA_HWCTX_REMOVE_DBG_BUF;
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &db);
+    struct drm_gem_close gc = {.handle = tiny};
+    EXPECT_OK(fd, DRM_IOCTL_GEM_CLOSE, &gc);
+    gc.handle = shr;
+    EXPECT_OK(fd, DRM_IOCTL_GEM_CLOSE, &gc);
+    gc.handle = dbg;
+    EXPECT_OK(fd, DRM_IOCTL_GEM_CLOSE, &gc);
+    gc.handle = dbg2;
+    EXPECT_OK(fd, DRM_IOCTL_GEM_CLOSE, &gc);
 
     struct amdxdna_drm_get_resource_info ri = {0};
     struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_RESOURCE_INFO, .buffer_size = sizeof(ri),
@@ -444,7 +497,8 @@ static int child_reads(pid_t parent, uint32_t ctx, const struct bo_expect *want)
     if (found >= 0)
         CHECK(strncmp(e[found].name, program_invocation_short_name, 15) == 0 && e[found].command_submissions == 1 &&
                   e[found].command_completions == 1 && e[found].num_col == 1 &&
-                  e[found].priority == AMDXDNA_QOS_NORMAL_PRIORITY && e[found].state <= AMDXDNA_HWCTX_STATE_ACTIVE,
+                  e[found].priority == AMDXDNA_QOS_NORMAL_PRIORITY && e[found].gops == 1 && e[found].fps == 30 &&
+                  e[found].state <= AMDXDNA_HWCTX_STATE_ACTIVE,
               "entry: name %s subs %llu", e[found].name, (unsigned long long)e[found].command_submissions);
 
     /* a smaller element: the first bytes of each, at that stride */
