@@ -144,7 +144,8 @@ static int async_post(struct xdna_shim_ctx *ctx, unsigned idx)
                              (void *)(uintptr_t)idx);
 }
 
-/* An async event: count it, keep its type, register the buffer again. */
+/* An async event: count it, keep its type, reset the context a CTX_ERROR names, register
+ * the buffer again. */
 static void async_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_t *resp, size_t len)
 {
     unsigned idx = (unsigned)(uintptr_t)arg;
@@ -159,6 +160,12 @@ static void async_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_
     a->ts_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     a->type = r.type;
     a->ret_code = r.status;
+    if (r.status == 0 && r.type == XDNA_AIE4_ASYNC_EVENT_CTX_ERROR && ctx->async_buf.va &&
+        (size_t)(idx + 1) * EVENT_BUF <= ctx->async_buf.size) {
+        struct xdna_aie4_ctx_error_event ev; /* read before the buffer is registered again */
+        memcpy(&ev, (const uint8_t *)ctx->async_buf.va + (size_t)idx * EVENT_BUF, sizeof(ev));
+        xdna_aie4_ctx_error(ctx, &ev);
+    }
     if (idx < sizeof(ctx->s.async_repost) && async_post(ctx, idx) < 0)
         ctx->s.async_repost[idx] = 1;
     pthread_cond_broadcast(&ctx->s.cond);

@@ -1208,8 +1208,10 @@ static int claim_slot(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t nsub,
     if (hw_claim(ctx, hwctx, &hw) < 0)
         return -1;
     uint64_t deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_MBOX_RX]);
+    uint32_t resets = hw->resets;
     /* as the driver blocks a submission until its context has a free slot (AIE4: until the
-     * HSA queue has room for every packet of the command) */
+     * HSA queue has room for every packet of the command; a context reset releases it
+     * unpublished with EAGAIN, docs/spec/aie4.md §8) */
     while (hw->njobs >= XDNA_CTX_MAX_CMDS || (aie4 && !xdna_aie4_queue_room(ctx, hw, nsub))) {
         hw_release(ctx, hw);
         if (xdna_cond_wait(ctx, deadline) < 0)
@@ -1217,6 +1219,11 @@ static int claim_slot(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t nsub,
                              hwctx, nsub);
         if (hw_claim(ctx, hwctx, &hw) < 0)
             return -1;
+        if (hw->resets != resets) {
+            hw_release(ctx, hw);
+            return xdna_fail(ctx, EAGAIN, "exec: context %u was reset while the submission"
+                             " waited for room", hwctx);
+        }
     }
     *out = hw;
     return 0;
