@@ -63,3 +63,50 @@ def test_a_full_queue_without_reset_waits_out_its_deadline(ip: InProcess) -> Non
         ip.call(ctx.run, "copy", a, out)
     assert ei.value.errno == errno.EAGAIN and "reset" not in ei.value.strerror
     assert ip.shim.hwctx_info(ctx.handle)["pending"] == 4
+
+
+def test_flr_with_jobs_in_flight(ip: InProcess) -> None:
+    """FLR with a hung job and one queued behind it: both end ABORT, the firmware boots
+    again through the whole handshake and partition, and the same context handles run jobs
+    on contexts the firmware created anew."""
+    dev = Device(ip.shim, "driver")
+    ctx, other = dev.context(), dev.context()
+    a = dev.buffer(np.arange(64, dtype=np.int32))
+    out = dev.buffer(np.zeros(64, dtype=np.int32))
+    hung, behind = ctx.run("hang"), ctx.run("copy", a, out)
+    fw = ip.daemon.device
+    boots, old = fw.boots, list(fw.ctx.contexts.values())
+    resumes = ip.shim.power()["resume_count"]
+    info_at = fw.fw.layout.mbox_info
+    valid: list[int] = []  # mailbox_info.valid at the shim's first wait: reset_prepare's
+    ip.on_wait = lambda: valid or valid.append(int.from_bytes(fw.regs.span(info_at, 4), "little"))
+    assert int.from_bytes(fw.regs.span(info_at, 4), "little") == 1
+    ip.call(ip.shim.flr)
+    ip.on_wait = None
+    assert valid == [0] and int.from_bytes(fw.regs.span(info_at, 4), "little") == 1
+    assert [hung.wait(timeout=10), behind.wait(timeout=10)] == ["aborted", "aborted"]
+    info = ip.shim.hwctx_info(ctx.handle)
+    assert (info["aborts"], info["pending"], info["timeouts"]) == (2, 0, 0)
+    assert fw.boots == boots + 1 and ip.shim.power()["resume_count"] == resumes + 1
+    assert ip.shim.info()["partition_id"] != 0
+    new = list(fw.ctx.contexts.values())
+    assert len(new) == 2 and not any(n is o for n in new for o in old)  # created anew
+    for c in (ctx, other):
+        out.write(np.zeros(64, dtype=np.int32))
+        assert c.run("copy", a, out).wait(timeout=10) == "completed"
+        assert np.array_equal(out.read(), np.arange(64))
+
+
+def test_flr_refusals() -> None:
+    """FLR needs a probed AIE4 function: AIE2 has no reset hooks, an unprobed device has
+    nothing to reset."""
+    with InProcess("npu4") as p:
+        p.probe()
+        with pytest.raises(ShimError) as ei:
+            p.call(p.shim.flr)
+        assert ei.value.errno == errno.EOPNOTSUPP
+    with InProcess("npu3") as p:
+        shim = p.open()
+        with pytest.raises(ShimError) as ei:
+            p.call(shim.flr)
+        assert ei.value.errno == errno.EINVAL
