@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from xdna_emu.fw.aie4.messages import CTX_ERROR_EVENT, CtxErrorType
 from xdna_emu.runtime import Device
 from xdna_emu.shim import ShimError
 from xdna_emu.testing.inproc import InProcess
@@ -44,6 +45,9 @@ def test_submission_blocked_on_a_full_queue_is_released_by_the_reset(ip: InProce
     info = ip.shim.hwctx_info(ctx.handle)
     assert (info["timeouts"], info["aborts"], info["pending"]) == (1, 3, 0)
     assert ip.shim.last_async_error()["count"] == 1  # the CTX_ERROR that reset the context
+    rep = CTX_ERROR_EVENT.unpack(ip.shim.app_health(ctx.handle))  # its health report, kept
+    assert rep["ctx_id"] == ip.daemon.device.ctx.contexts[0].id
+    assert rep["error_type"] == CtxErrorType.UC_COMPLETION_TIMEOUT
     assert ctx.run("copy", a, out).wait(timeout=10) == "completed"
     assert np.array_equal(out.read(), np.arange(64))
 
