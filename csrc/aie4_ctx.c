@@ -177,6 +177,28 @@ void xdna_aie4_reap(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     }
 }
 
+/* The driver's async-event handling of CTX_ERROR: the context is reset. The firmware has
+ * ended the hung job TIMEOUT and the published jobs behind it ABORT and moved read_index
+ * past them (docs/spec/aie4.md §7); the shim keeps the health report for the hung job,
+ * counts the reset (a submission waiting for room sees it and fails EAGAIN, claim_slot)
+ * and reaps what read_index has passed. */
+void xdna_aie4_ctx_error(struct xdna_shim_ctx *ctx, const struct xdna_aie4_ctx_error_event *ev)
+{
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
+        struct xdna_hwctx *hw = ctx->s.hw[i];
+        if (!hw || !hw->fw_live || hw->fw_id != ev->ctx_id)
+            continue;
+        _Static_assert(sizeof(*ev) <= sizeof(hw->health), "the report fits the health record");
+        memcpy(hw->health, ev, sizeof(*ev));
+        hw->health_len = sizeof(*ev);
+        hw->resets++;
+        if (!hw->busy && !hw->umq_user)
+            xdna_aie4_reap(ctx, hw);
+        pthread_cond_broadcast(&ctx->s.cond);
+        return;
+    }
+}
+
 /* ---- user-mode submission ------------------------------------------------------------- */
 
 static struct xdna_hwctx *aie4_hw(struct xdna_shim_ctx *ctx, uint32_t handle, const char *what)

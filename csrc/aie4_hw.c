@@ -144,7 +144,8 @@ static int async_post(struct xdna_shim_ctx *ctx, unsigned idx)
                              (void *)(uintptr_t)idx);
 }
 
-/* An async event: count it, keep its type, register the buffer again. */
+/* An async event: count it, keep its type, reset the context a CTX_ERROR names, register
+ * the buffer again. */
 static void async_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_t *resp, size_t len)
 {
     unsigned idx = (unsigned)(uintptr_t)arg;
@@ -159,6 +160,12 @@ static void async_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_
     a->ts_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     a->type = r.type;
     a->ret_code = r.status;
+    if (r.status == 0 && r.type == XDNA_AIE4_ASYNC_EVENT_CTX_ERROR && ctx->async_buf.va &&
+        (size_t)(idx + 1) * EVENT_BUF <= ctx->async_buf.size) {
+        struct xdna_aie4_ctx_error_event ev; /* read before the buffer is registered again */
+        memcpy(&ev, (const uint8_t *)ctx->async_buf.va + (size_t)idx * EVENT_BUF, sizeof(ev));
+        xdna_aie4_ctx_error(ctx, &ev);
+    }
     if (idx < sizeof(ctx->s.async_repost) && async_post(ctx, idx) < 0)
         ctx->s.async_repost[idx] = 1;
     pthread_cond_broadcast(&ctx->s.cond);
@@ -299,6 +306,55 @@ int xdna_aie4_stop(struct xdna_shim_ctx *ctx)
 }
 
 /* Load both images (a VF loads none), then start, unwinding on failure. */
+/* FLR reset_prepare's teardown: what xdna_aie4_stop undoes, with no message or register
+ * write to a function about to be reset. */
+static void reset_prepare(struct xdna_shim_ctx *ctx)
+{
+    xdna_hwctx_drop_all(ctx);
+    const struct xdna_chip_desc *c = ctx->chip;
+    xdna_wr_auto(ctx, (struct xdna_loc){.bar = c->mbox_info.bar, .off = c->mbox_info.off}, 0);
+    if (ctx->mgmt.active)
+        xdna_mbox_destroy(ctx, &ctx->mgmt);
+    ctx->info.partition_id = 0;
+    ctx->psp_on = ctx->smu_on = false;
+    xdna_dma_unmap(ctx, &ctx->async_buf);
+    xdna_dma_free(&ctx->async_buf);
+    xdna_dma_unmap(ctx, &ctx->work_buf);
+    xdna_dma_free(&ctx->work_buf);
+    xdna_dma_unmap(ctx, &ctx->fw);
+    xdna_dma_unmap(ctx, &ctx->cert);
+}
+
+int xdna_shim_flr(struct xdna_shim_ctx *ctx)
+{
+    if (xdna_api_enter(ctx) < 0)
+        return -1;
+    if (!xdna_is_aie4(ctx->chip))
+        return xdna_api_leave(ctx, xdna_fail(ctx, EOPNOTSUPP, "flr: %s has no reset hooks",
+                                             ctx->chip->name));
+    if (ctx->s.client)
+        return xdna_api_leave(ctx, xdna_fail(ctx, EPERM, "flr: only the driver session may"
+                                             " reset the function"));
+    if (ctx->state != XDNA_SHIM_STATE_PROBED)
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "flr: device is not probed"));
+    if (xdna_rpm_get(ctx) < 0 || xdna_dev_begin(ctx) < 0)
+        return xdna_api_leave(ctx, -1);
+    reset_prepare(ctx);
+    size_t rl = 0;
+    int rc = xdna_ctl(ctx, XDNA_PROTO_CMD_DEVICE_RESET, NULL, 0, NULL, 0, NULL, &rl, 0, NULL, NULL);
+    if (rc == 0)
+        rc = xdna_msix_restore(ctx);
+    /* reset_done: the resume path, the full handshake and the partition, then every
+     * context re-created (counted in resume_count) */
+    ctx->state = XDNA_SHIM_STATE_SUSPENDED;
+    if (rc == 0)
+        rc = xdna_pm_resume(ctx);
+    else
+        ctx->state = XDNA_SHIM_STATE_FAILED;
+    xdna_dev_end(ctx);
+    return xdna_api_leave(ctx, rc);
+}
+
 int xdna_aie4_probe(struct xdna_shim_ctx *ctx, const char *fw_search_path)
 {
     if (!is_vf(ctx) &&

@@ -655,6 +655,20 @@ void xdna_hwctx_stop_all(struct xdna_shim_ctx *ctx)
     }
 }
 
+/* A reset is coming (AIE4 FLR reset_prepare): end the jobs ABORT and forget the firmware
+ * contexts without telling the firmware. */
+void xdna_hwctx_drop_all(struct xdna_shim_ctx *ctx)
+{
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
+        struct xdna_hwctx *hw = ctx->s.hw[i];
+        if (!hw || hw->state != XDNA_SHIM_HWCTX_ACTIVE)
+            continue;
+        end_jobs(ctx, hw, XDNA_SHIM_ERT_STATE_ABORT);
+        fw_stop(ctx, hw, false);
+        hw->state = XDNA_SHIM_HWCTX_IDLE;
+    }
+}
+
 int xdna_hwctx_restart_all(struct xdna_shim_ctx *ctx)
 {
     int rc = 0;
@@ -1208,8 +1222,10 @@ static int claim_slot(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t nsub,
     if (hw_claim(ctx, hwctx, &hw) < 0)
         return -1;
     uint64_t deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_MBOX_RX]);
+    uint32_t resets = hw->resets;
     /* as the driver blocks a submission until its context has a free slot (AIE4: until the
-     * HSA queue has room for every packet of the command) */
+     * HSA queue has room for every packet of the command; a context reset releases it
+     * unpublished with EAGAIN, docs/spec/aie4.md §8) */
     while (hw->njobs >= XDNA_CTX_MAX_CMDS || (aie4 && !xdna_aie4_queue_room(ctx, hw, nsub))) {
         hw_release(ctx, hw);
         if (xdna_cond_wait(ctx, deadline) < 0)
@@ -1217,6 +1233,11 @@ static int claim_slot(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t nsub,
                              hwctx, nsub);
         if (hw_claim(ctx, hwctx, &hw) < 0)
             return -1;
+        if (hw->resets != resets) {
+            hw_release(ctx, hw);
+            return xdna_fail(ctx, EAGAIN, "exec: context %u was reset while the submission"
+                             " waited for room", hwctx);
+        }
     }
     *out = hw;
     return 0;

@@ -355,14 +355,22 @@ static int setup_msix(struct xdna_shim_ctx *ctx)
     uint16_t nf = (uint16_t)((flags | PCI_MSIX_FLAGS_ENABLE) & ~PCI_MSIX_FLAGS_MASKALL);
     if (cfg_write16(ctx, cap + PCI_MSIX_FLAGS, nf) < 0)
         return -1;
-    for (unsigned i = 0; i < nvec; i++) {
+    if (xdna_msix_restore(ctx) < 0)
+        return -1;
+    ctx->info.msix_vectors = nvec;
+    return 0;
+}
+
+int xdna_msix_restore(struct xdna_shim_ctx *ctx)
+{
+    struct xdna_loc tl = ctx->msix_table;
+    for (unsigned i = 0; i < ctx->nvec; i++) {
         struct xdna_loc vc = {.bar = tl.bar,
                               .off = tl.off + i * PCI_MSIX_ENTRY_SIZE + PCI_MSIX_ENTRY_VECTOR_CTRL};
         uint32_t v = xdna_rd(ctx, vc);
         if (xdna_wr_trap(ctx, vc, v & ~(uint32_t)PCI_MSIX_ENTRY_CTRL_MASKBIT) < 0)
             return -1;
     }
-    ctx->info.msix_vectors = nvec;
     return 0;
 }
 

@@ -445,9 +445,13 @@ struct xdna_hwctx {
     uint32_t doorbell;    /* AIE4: doorbell offset from CREATE_HW_CONTEXT */
     uint64_t umq_wr;      /* AIE4: our write index */
     bool umq_user;        /* AIE4: the application owns the queue (user-mode submission) */
+    uint32_t resets;      /* AIE4: context resets (CTX_ERROR); a blocked submission sees one */
 };
 /* Firmware side of every live context: stop (PM suspend) / restart (resume). */
 void xdna_hwctx_stop_all(struct xdna_shim_ctx *ctx);
+void xdna_hwctx_drop_all(struct xdna_shim_ctx *ctx);
+/* Unmask every MSI-X table entry again (after a function reset, as the PCI core restores). */
+int xdna_msix_restore(struct xdna_shim_ctx *ctx);
 int xdna_hwctx_restart_all(struct xdna_shim_ctx *ctx);
 /* Monitor tick: TDR over every context. */
 void xdna_hwctx_tdr_tick(struct xdna_shim_ctx *ctx);
@@ -478,6 +482,8 @@ bool xdna_aie4_queue_room(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, uint
 int xdna_aie4_submit(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xdna_job *j,
                      const uint32_t *subs, uint32_t nsub);
 void xdna_aie4_reap(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);
+/* CTX_ERROR on firmware context ctx_id: reset it (docs/spec/aie4.md §8). */
+void xdna_aie4_ctx_error(struct xdna_shim_ctx *ctx, const struct xdna_aie4_ctx_error_event *ev);
 /* hwctx.c: a job is over (its command BO gets `state`) */
 void xdna_job_finish(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xdna_job *j,
                      uint32_t state, uint32_t fail_idx);

@@ -322,6 +322,10 @@ struct xdna_shim_umq {
 int xdna_shim_umq(struct xdna_shim_ctx *ctx, uint32_t hwctx, struct xdna_shim_umq *out);
 /* The application's store to a context's doorbell page. */
 int xdna_shim_doorbell(struct xdna_shim_ctx *ctx, uint32_t hwctx);
+/* AIE4 function-level reset (docs/spec/aie4.md §8): reset_prepare (jobs in flight end ABORT,
+ * mailbox_info.valid cleared, mailbox torn down), the function's reset, reset_done (the
+ * handshake and partition again, every context re-created). AIE2: EOPNOTSUPP. */
+int xdna_shim_flr(struct xdna_shim_ctx *ctx);
 
 /* The context's hardware-queue handle (docs/spec/jobs.md §3b): its completion timeline (the
  * driver's per-context syncobj; a command's seq is its point). Wait on point `seq` of it

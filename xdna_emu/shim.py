@@ -490,6 +490,11 @@ class Shim:
         """Ring an AIE4 context's doorbell (the application's store to its doorbell page)."""
         self._check(lib.xdna_shim_doorbell(self._c(), int(handle)))
 
+    def flr(self) -> None:
+        """Function-level reset of an AIE4 function with the driver's reset_prepare and
+        reset_done around it: jobs in flight end ABORT, contexts come back (handles kept)."""
+        self._check(lib.xdna_shim_flr(self._c()))
+
     def hwctx_config(self, handle: int, type: int, value: int) -> None:  # noqa: A002 - uapi name
         """CONFIG_HWCTX: ``type`` HWCTX_ASSIGN_DBG_BUF / HWCTX_REMOVE_DBG_BUF, ``value`` a DEV BO
         handle (docs/spec/jobs.md §4a)."""
