@@ -60,6 +60,11 @@ def _run_ops(s: DeviceHarness, ops: list[Op]) -> Failure | None:
 
 def _scramble(s: DeviceHarness, rng: random.Random) -> None:
     """Dirty every part of the state a snapshot must undo (and some it must not care about)."""
+    if s.chip.aie4 is not None:
+        s.apply(Op("call", ("a4_bring_up", 5)))
+        s.apply(Op("call", ("a4_ctx",)))
+        s.apply(Op("call", ("a4_submit", 0, 1, 2)))
+        s.apply(Op("call", ("a4_submit", 0, 3, 1)))
     s.apply(Op("call", ("boot",)))
     s.apply(Op("call", ("ctx_create", 0, -1, 1)))
     s.apply(Op("call", ("submit", 0, 1, 2)))

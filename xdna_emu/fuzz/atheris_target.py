@@ -36,7 +36,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .ops import Interpreter
 
 STATS_EVERY_S = 0.5
 
@@ -70,6 +73,11 @@ def device_seeds(chip: str = "npu4") -> dict[str, bytes]:
 
     s = harness_for(chip)
     it = Interpreter(s)
+    if s.chip.aie4 is not None:
+        seeds = aie4_seeds(it)
+        for path in sorted(GOLDEN_DIR.glob(f"*-{chip}.trace")):
+            seeds[f"golden-{path.stem}"] = encode_ops(s, load(path).ops)
+        return seeds
     sel = {name: bytes([it.selector(name)]) for name in
            ("_bring_up", "_msg", "_ctx", "_submit", "_destroy", "_reset", "_psp", "_smu",
             "_post", "_ack", "_tick", "_fault", "_proxy", "_fw_image")}
@@ -92,6 +100,29 @@ def device_seeds(chip: str = "npu4") -> dict[str, bytes]:
     for path in sorted(GOLDEN_DIR.glob(f"*-{chip}.trace")):
         seeds[f"golden-{path.stem}"] = encode_ops(s, load(path).ops)
     return seeds
+
+
+def aie4_seeds(it: Interpreter) -> dict[str, bytes]:
+    """AIE4 programs: bring-up, a context, jobs of each packet kind, doorbells, timeouts."""
+    from .ops import A4_KINDS, SEPARATOR
+
+    sel = {name: bytes([it.selector(name)]) for name in
+           ("_a4_bring_up", "_a4_ctx", "_a4_pkt", "_a4_publish", "_a4_ring", "_a4_submit",
+            "_a4_destroy", "_a4_tick", "_reset", "_flr")}  # fmt: skip
+    J = SEPARATOR.join
+    up = [sel["_a4_bring_up"] + b"\x04", sel["_a4_ctx"]]
+    return {
+        "a4-bring-up": J(up[:1]),
+        "a4-jobs": J(up + [sel["_a4_submit"] + bytes([0, k, 0])  # the hang last: it stalls the queue
+                           for k in sorted(range(len(A4_KINDS)), key=lambda k: A4_KINDS[k] == "hang")]),
+        "a4-timeout": J(up + [sel["_a4_submit"] + bytes([0, A4_KINDS.index("hang"), 2]),
+                              sel["_a4_tick"] + b"\x08"]),
+        "a4-queue": J(up + [sel["_a4_pkt"] + b"\x00\x00\x00", sel["_a4_publish"] + b"\x00\x28",
+                            sel["_a4_ring"] + b"\x00", sel["_a4_publish"] + b"\x00\x00",
+                            sel["_a4_ring"] + b"\x00",
+                            sel["_a4_destroy"] + b"\x00", sel["_a4_ring"] + b"\x00"]),
+        "a4-flr": J(up + [sel["_a4_submit"] + b"\x00\x03\x00", sel["_flr"]]),
+    }
 
 
 def parser_seeds() -> dict[str, bytes]:

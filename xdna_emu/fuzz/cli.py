@@ -200,8 +200,6 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
 
     if args.chip not in chip_names() or not load_chip(args.chip).emulated:
         raise UsageError(f"chip {args.chip!r} cannot be fuzzed (it is known by identity only, not emulated)")
-    if load_chip(args.chip).family != "aie2":  # the fuzz op streams drive the AIE2 bring-up
-        raise UsageError(f"chip {args.chip!r}: fuzzing AIE4 chips is not built yet (golden traces replay)")
     engine = args.engine
     if args.target == "shim":  # in-process and deterministic: always the built-in loop
         if engine == "atheris":

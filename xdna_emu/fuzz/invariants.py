@@ -31,6 +31,7 @@ import struct
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..chips import MailboxLayout
+from ..fw.aie4.messages import HSA_QUEUE_SLOTS
 from ..fw.messages import (
     MAX_MSG_PAYLOAD,
     MGMT_INFO,
@@ -317,17 +318,19 @@ class Checker:
         self.pending: InvariantViolation | None = None
         #: per channel opening (index, serial): its msgs_out at its last interrupt
         self.irq_seen: dict[tuple[int, int], int] = {}
+        self.fw_was = False  # AIE4: was the firmware running after the last op
 
     def save(self) -> dict[str, Any]:
         """The checker's state as plain data (for a session snapshot)."""
         return {"model": dict(vars(self.model)), "pending": self.pending,
-                "irq_seen": dict(self.irq_seen), "mbox": self.mbox.save()}
+                "irq_seen": dict(self.irq_seen), "mbox": self.mbox.save(), "fw_was": self.fw_was}
 
     def load(self, st: dict[str, Any]) -> None:
         vars(self.model).update(st["model"])
         self.mbox.load(st["mbox"])
         self.pending = st["pending"]
         self.irq_seen = dict(st["irq_seen"])
+        self.fw_was = st["fw_was"]
 
     # -- around every device entry (mmio_write, poll, proxy, reset) ---------------------------
     def on_irq(self, vector: int) -> None:
@@ -481,13 +484,31 @@ class Checker:
         started = dev.psp.state == "running" or self.s.chip.function == "vf"
         if running != started:
             raise InvariantViolation("fw_state", f"firmware object {running} in PSP state {dev.psp.state}")
+        # mailbox_info is SRAM the host can scribble on: checked as the firmware starts
         valid = self.s.regs.read_dev(a.mbox_info) if a is not None else 0
-        if running != (valid == 1):
-            raise InvariantViolation("mbox_info", f"mailbox_info.valid {valid} with firmware {running}")
-        for ctx in dev.ctx.contexts.values() if dev.ctx is not None else ():
+        if running and not self.fw_was and valid != 1:
+            raise InvariantViolation("mbox_info", f"mailbox_info.valid {valid} as the firmware started")
+        self.fw_was = running
+        live = {c.id: c for c in dev.ctx.contexts.values()} if dev.ctx is not None else {}
+        for ctx in live.values():
             if ctx.completed > ctx.submitted:
                 raise InvariantViolation(
                     "jobs", f"context {ctx.id}: {ctx.completed} completed > {ctx.submitted} run")
+        # the consumer's read_index (docs/spec/aie4.md §7): never backwards, at most a
+        # queue's capacity per op whatever the producer published, and every packet it
+        # passed ended exactly once (completed or failed: no job lost or left RUNNING)
+        marks = getattr(self.s, "read_marks", None)
+        for i, q in enumerate(getattr(self.s, "queues", ())):
+            rd = q.header["read_index"]
+            last = marks.get(i, 0) if marks is not None else rd
+            if rd < last or rd - last > HSA_QUEUE_SLOTS:
+                raise InvariantViolation("read_index", f"queue {i}: read_index {last} -> {rd}")
+            if marks is not None:
+                marks[i] = rd
+            ctx = live.get(q.ctx_id)
+            if ctx is not None and ctx.completed + ctx.failed != rd:
+                raise InvariantViolation(
+                    "jobs", f"context {ctx.id}: {ctx.completed}+{ctx.failed} ended, read_index {rd}")
 
     def after_reset(self) -> None:
         """FLR: firmware stopped, published registers cleared, and nothing left to signal:

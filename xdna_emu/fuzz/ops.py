@@ -37,6 +37,9 @@ from typing import Any
 from .. import kernels
 from ..chips import Chip, MailboxLayout, load_chip
 from ..clock import VirtualClock
+from ..fw.aie4.messages import HSA_EXEC_BUF, HSA_PKT, CmdState, HsaOpcode
+from ..fw.aie4.messages import Opcode as Opcode4
+from ..fw.aie4.messages import Status as Status4
 from ..fw.image import build_image
 from ..fw.messages import (
     LAYOUTS,
@@ -47,9 +50,18 @@ from ..fw.messages import (
     PspCmd,
     sz_ver,
 )
+from ..iommu import DMA_READ, DMA_WRITE
 from ..pci.caps import EXP_DEVCTL, EXP_DEVCTL_BCR_FLR, EXP_DEVCTL_DEFAULT, MSIX_ENTRY_SIZE
 from ..pci.config import CMD_MASTER, COMMAND, CONFIG_SIZE
 from ..pci.function import FunctionState, MappingState, Observer
+from ..testing.aie4driver import (
+    CLIENT_IOVA,
+    DOORBELL_BAR,
+    Aie4PyDriver,
+    Aie4Queue,
+    exec_pkt,
+    indirect_pkt,
+)
 from ..testing.pyctx import PyClient, PyContext
 from ..testing.pydriver import FW_IOVA, DriverChannel, DriverError, PyDriver, make_test_device
 from .invariants import Checker, DeviceCrash, Failure, Hang
@@ -69,7 +81,8 @@ CLIENT_VA = 0x7F00_0000_0000
 ASYNC_BUF_IOVA = 0x2_0000_0000  # where bring-up registers its async-event buffers
 _IMAGES: dict[str, bytes] = {}
 #: semantic calls worth a snapshot as soon as an input prefix ends with one
-SNAP_CALLS = frozenset({"fw_image", "boot", "bring_up", "client", "ctx_create", "submit"})
+SNAP_CALLS = frozenset({"fw_image", "boot", "bring_up", "client", "ctx_create", "submit",
+                        "a4_bring_up", "a4_ctx"})
 #: Work past the last restore (in MAX_OPS budget units: an op 1, a semantic call CALL_WEIGHT)
 #: that makes an early semantic call worth a snapshot. Counted, never timed, so the same
 #: inputs take the same snapshots on a loaded machine as on an idle one.
@@ -120,7 +133,7 @@ def chan_layouts(chip: Chip) -> list[ChanLayout]:
 # -- snapshots ------------------------------------------------------------------------------
 #: DeviceHarness attributes that are per-input state (everything else is fixed at construction)
 STATE_ATTRS = ("drv", "clients", "contexts", "bos", "pending", "executed", "events", "polled",
-               "steps", "irq_mark")
+               "steps", "irq_mark", "queues", "a4next", "read_marks")
 #: the test driver's classes whose objects a snapshot records, field by field
 HOST_TYPES = (PyDriver, DriverChannel, PyClient, PyContext)
 _COPIED = (list, dict, Counter)
@@ -209,6 +222,10 @@ class DeviceHarness:
             "msg": self.c_msg, "drain": self.c_drain, "client": self.c_client,
             "ctx_create": self.c_ctx_create, "submit": self.c_submit,
             "ctx_destroy": self.c_ctx_destroy, "proxy": self.c_proxy,
+            # AIE4 (docs/spec/fuzzing.md §8): the init order, HSA queues and doorbells
+            "a4_bring_up": self.c_a4_bring_up, "a4_ctx": self.c_a4_ctx, "a4_pkt": self.c_a4_pkt,
+            "a4_publish": self.c_a4_publish, "a4_ring": self.c_a4_ring,
+            "a4_submit": self.c_a4_submit, "a4_destroy": self.c_a4_destroy,
         }
         self.faults: dict[str, Callable[..., None]] = {"bus_master": self.f_bus_master}
         # snapshots of input prefixes (bytes keys) and of machine starts (("ops", ops) keys)
@@ -247,6 +264,9 @@ class DeviceHarness:
         self.polled = False
         self.steps = 0
         self.irq_mark = 0  # for ``expect irqs``
+        self.queues: list[Aie4Queue] = []  # AIE4 host queues, destroyed ones kept (stale doorbells)
+        self.a4next = 0  # AIE4 client memory: next free offset (wraps)
+        self.read_marks: dict[int, int] = {}  # AIE4 queue -> read_index seen last (checker)
         return self
 
     def _host_objects(self) -> list[Any]:
@@ -428,6 +448,7 @@ class DeviceHarness:
 
     def _after_reset(self) -> None:
         self.drv, self.clients, self.contexts, self.pending = None, [], [], []
+        self.queues, self.read_marks = [], {}
         self.checker.after_reset()
         self.events["reset"] += 1
 
@@ -472,31 +493,37 @@ class DeviceHarness:
     # -- semantic calls -------------------------------------------------------------------
     def _driver(self) -> PyDriver:
         if self.drv is None:
-            self.drv = PyDriver(self.td)
+            self.drv = Aie4PyDriver(self.td) if self.chip.aie4 is not None else PyDriver(self.td)
         return self.drv
+
+    def _aie2(self) -> PyDriver:
+        """The driver for an AIE2 call; on an AIE4 chip the call is refused like an errno."""
+        if self.chip.aie4 is not None:
+            raise DriverError("EOPNOTSUPP", "an AIE2 call on an AIE4 chip")
+        return self._driver()
 
     def c_fw_image(self, iova: int = FW_IOVA, flip: int = -1) -> None:
         """Map the chip's signed image at ``iova`` (PASID 0); ``flip``: corrupt one byte."""
         img = bytearray(image_for(self.chip))
         if flip >= 0:
             img[flip % len(img)] ^= 0xFF
-        self._driver().map_image(bytes(img), iova & ~0xFFFF)
+        self._driver().map_image(bytes(img), iova & ~0xFFFF)  # the npu image, AIE4's too
 
     def c_bring_up(self, async_events: int = 1) -> None:
-        drv = self._driver()
+        drv = self._aie2()
         drv.bring_up(image_for(self.chip), async_events=bool(async_events))
         self.events["bring_up_ok"] += 1
 
     def c_boot(self) -> None:
         """The short bring-up: SMU power cycle, PSP VALIDATE + START, FW_ALIVE."""
-        drv = self._driver()
+        drv = self._aie2()
         drv.smu_start()
         drv.psp_start(image_for(self.chip))
         drv.wait_fw_alive()
         self.events["boot_ok"] += 1
 
     def c_fw_alive(self) -> None:
-        self._driver().wait_fw_alive()
+        self._aie2().wait_fw_alive()
         self.events["fw_alive_ok"] += 1
 
     def c_drain(self, which: int = 0) -> None:
@@ -541,7 +568,7 @@ class DeviceHarness:
         raise Hang("mgmt_reply", f"opcode {opcode:#x} id {mid:#x} consumed but never answered")
 
     def c_client(self, pasid: int = 1) -> None:
-        drv = self._driver()
+        drv = self._aie2()
         pasid &= 0xFFFF
         va = CLIENT_VA + (pasid << 24)
         space = self.iommu.spaces.get(pasid)
@@ -604,13 +631,109 @@ class DeviceHarness:
         self._guarded("proxy", self.fn.proxy, pasid, opcode, payload)
         self.events["proxy_ok"] += 1
 
+    # -- AIE4 semantic calls (docs/spec/aie4.md §6-§7, docs/spec/fuzzing.md §8) ---------
+    def _a4(self) -> Aie4PyDriver:
+        drv = self._driver()
+        if not isinstance(drv, Aie4PyDriver):
+            raise TraceError(f"{self.chip.name}: AIE4 calls need an AIE4 chip")
+        return drv
+
+    def c_a4_bring_up(self, timeout_ms: int = 2000) -> None:
+        """The AIE4 init order with a context timeout of ``timeout_ms`` (0: none)."""
+        self._a4().bring_up(timeout_ms=timeout_ms & 0xFFFF)
+        self.events["bring_up_ok"] += 1
+
+    def _client_alloc(self, data: bytes) -> int:
+        """``data`` in the client's memory (mapped on first use, PASID A4_PASID); its address."""
+        space = self.iommu.spaces.get(A4_PASID)
+        if space is None or space.find(CLIENT_IOVA) is None:
+            self.fn.dma_map(A4_PASID, CLIENT_IOVA, A4_CLIENT_SIZE, DMA_READ | DMA_WRITE, None,
+                            mem=bytearray(A4_CLIENT_SIZE))
+        size = (len(data) + 63) // 64 * 64
+        if self.a4next + size > A4_CLIENT_SIZE:
+            self.a4next = 0
+        addr = CLIENT_IOVA + self.a4next
+        self.a4next += size
+        self.iommu.write(addr, data, A4_PASID)
+        return addr
+
+    def c_a4_ctx(self) -> None:
+        """CREATE_HW_CONTEXT on a fresh queue in the client's memory."""
+        drv = self._a4()
+        if drv.mgmt is None:
+            raise DriverError("ENODEV", "no mgmt channel")
+        self._client_alloc(b"")  # the client's memory exists before its queue
+        q = drv.create_queue(A4_PASID, slot=len(self.queues) % A4_QUEUE_SLOTS)
+        self.queues.append(q)
+        self.events["ctx_created"] += 1
+
+    def _queue(self, which: int) -> Aie4Queue:
+        if not self.queues:
+            raise DriverError("ENOENT", "no AIE4 queue")
+        return self.queues[which % len(self.queues)]
+
+    def a4_packet(self, kind: int, junk: bytes = b"") -> bytes:
+        """One HSA packet of ``kind`` (A4_KINDS), its buffers placed in client memory."""
+        K, name = kernels.Kernel, A4_KINDS[kind % len(A4_KINDS)]
+        if name == "junk":
+            return junk.ljust(HSA_PKT.size, b"\0")[: HSA_PKT.size]
+        sig = self._client_alloc(struct.pack("<I", CmdState.NEW))
+        if name == "signal_outside":
+            sig = 0xDEAD_0000_0000
+        desc = {"fail": kernels.Desc(K.FAIL), "hang": kernels.Desc(K.HANG),
+                "copy": kernels.Desc(K.COPY, count=16)}.get(name, kernels.Desc(K.NOP))
+        code = self._client_alloc(kernels.encode(desc))
+        bufs = [self._client_alloc(bytes(64)), self._client_alloc(bytes(64))] if name == "copy" else []
+        args = self._client_alloc(b"".join(struct.pack("<Q", b) for b in bufs) or bytes(8))
+        n = 8 * len(bufs)
+        if name in ("indirect", "indirect_bad_count"):
+            ebs = [(self._client_alloc(HSA_EXEC_BUF.pack(ctrlcode_lo=code & 0xFFFFFFFF,
+                                                         ctrlcode_hi=code >> 32, args_len=n,
+                                                         args_lo=args & 0xFFFFFFFF,
+                                                         args_hi=args >> 32)), uc)
+                   for uc in range(2)]  # fmt: skip
+            return indirect_pkt(sig, ebs, count=7 if name == "indirect_bad_count" else None)
+        return exec_pkt(sig, CLIENT_IOVA + A4_CLIENT_SIZE * 8 if name == "unmapped_code" else code,
+                        args, n + 8 if name == "bad_args_len" else n,
+                        chain=1 if name == "chain" else 0, opcode=9 if name == "bad_opcode" else HsaOpcode.EXEC_BUF)
+
+    def c_a4_pkt(self, which: int, kind: int, ahead: int = 0, junk: bytes = b"") -> None:
+        """Write a packet at write_index + ``ahead`` of a queue, without publishing it."""
+        q = self._queue(which)
+        q.put(q.header["write_index"] + ahead, self.a4_packet(kind, junk))
+        self.events[f"a4_pkt_{A4_KINDS[kind % len(A4_KINDS)]}"] += 1
+
+    def c_a4_publish(self, which: int, delta: int) -> None:
+        """Move write_index by ``delta`` from read_index (past capacity, or behind it, too)."""
+        q = self._queue(which)
+        q.publish(max(0, q.header["read_index"] + delta) & 0xFFFF_FFFF_FFFF_FFFF)
+
+    def c_a4_ring(self, which: int) -> None:
+        """The doorbell, also of a destroyed context or with nothing new."""
+        q = self._queue(which)
+        self._guarded("doorbell", self.fn.mmio_write, DOORBELL_BAR, q.doorbell_off, 0)
+        self.events["doorbell"] += 1
+
+    def c_a4_submit(self, which: int, kind: int, count: int = 1) -> None:
+        """The well-behaved producer: ``count`` packets at write_index, publish, ring."""
+        q = self._queue(which)
+        pkts = [self.a4_packet(kind) for _ in range(max(1, min(count, 4)))]
+        self._guarded("doorbell", q.submit, *pkts)
+        self.events[f"a4_submit_{A4_KINDS[kind % len(A4_KINDS)]}"] += 1
+
+    def c_a4_destroy(self, which: int, flags: int = 0) -> None:
+        """DESTROY_HW_CONTEXT (the queue stays listed: its doorbell can still be rung)."""
+        q = self._queue(which)
+        st = self._a4().call(Opcode4.DESTROY_HW_CONTEXT, hw_context_id=q.ctx_id, flags=flags & 1)
+        self.events["a4_destroy_ok" if st["status"] == Status4.SUCCESS else "a4_destroy_refused"] += 1
+
     # -- state summary (coverage proxy and Hypothesis events) ------------------------------
     def state_key(self) -> tuple:
         dev = self.dev
         chans = tuple(sorted((i, ch.error is None) for i, ch in dev.mailbox.channels.items())) \
             if dev.mailbox else ()
         ctxs = tuple(sorted((c.id, c.hung) for c in dev.ctx.contexts.values())) if dev.ctx else ()
-        susp = bool(dev.fw and dev.fw.state.suspended)
+        susp = bool(dev.fw and getattr(dev.fw, "state", None) and dev.fw.state.suspended)
         return (dev.smu.powered, dev.psp.state, susp, chans, ctxs)
 
     def visit_states(self) -> list[str]:
@@ -619,14 +742,14 @@ class DeviceHarness:
         out = [f"psp_{dev.psp.state}"]
         if dev.mailbox and any(ch.error for ch in dev.mailbox.channels.values()):
             out.append("channel_error")
-        if dev.fw and dev.fw.state.suspended:
+        if dev.fw and getattr(dev.fw, "state", None) and dev.fw.state.suspended:  # AIE2 only
             out.append("suspended")
         if dev.ctx:
             if dev.ctx.contexts:
                 out.append("context_live")
             if any(c.hung for c in dev.ctx.contexts.values()):
                 out.append("context_hung")
-        if dev.fw and dev.fw.async_events:
+        if dev.fw and getattr(dev.fw, "async_events", None):
             out.append("async_held")
         return out
 
@@ -678,6 +801,13 @@ class Reader:
 
 
 OPCODES = sorted(int(o) for o in Opcode)
+#: AIE4 packet kinds of ``a4_pkt``/``a4_submit``: well formed, failing, hanging and each
+#: malformation of docs/spec/aie4.md §7
+A4_KINDS = ("nop", "copy", "fail", "hang", "chain", "indirect", "bad_args_len", "unmapped_code",
+            "bad_opcode", "indirect_bad_count", "signal_outside", "junk")
+A4_PASID = 7  # the fuzzed AIE4 client's PASID
+A4_CLIENT_SIZE = 1 << 20
+A4_QUEUE_SLOTS = 8  # queue BOs the driver helper places 64 KiB apart
 # malformation flags of a posted message
 LIE_SIZE, BAD_MAGIC, BAD_SZVER, UNALIGNED_TAIL, TOMB_AHEAD, TAIL_PAST, ZERO_SIZE, NO_KICK = (
     1 << i for i in range(8))
@@ -800,6 +930,13 @@ class Interpreter:
             self._fault, self._proxy, self._read, self._shm_raw, self._host,
             self._cfg, self._msix, self._flr,
         ]
+        if session.chip.aie4 is not None:  # no AIE2 mailbox, PSP or message vocabulary
+            self.table = [
+                self._w_reg, self._w_raw, self._st_reg, self._tick, self._reset, self._read,
+                self._shm_raw, self._cfg, self._msix, self._flr, self._a4_bring_up,
+                self._a4_ctx, self._a4_pkt, self._a4_pkt, self._a4_publish, self._a4_ring,
+                self._a4_submit, self._a4_submit, self._a4_destroy, self._a4_tick, self._fw_image,
+            ]
 
     def selector(self, method: str) -> int:
         """The selector byte of the op decoded by ``method`` (e.g. ``"_post"``)."""
@@ -1001,6 +1138,38 @@ class Interpreter:
         off = self.s.fn.config.exp_cap + EXP_DEVCTL
         return [Op("cfg", (off, struct.pack("<H", EXP_DEVCTL_DEFAULT | EXP_DEVCTL_BCR_FLR)))]
 
+    # AIE4 (docs/spec/fuzzing.md §8) -----------------------------------------------------
+    def _a4_bring_up(self, r: Reader) -> list[Op]:
+        v = r.u8()  # a short context timeout half the time, so ticks reach it
+        return [Op("call", ("a4_bring_up", 2000 if v & 0x80 else 1 + v % 32))]
+
+    def _a4_ctx(self, r: Reader) -> list[Op]:
+        return [Op("call", ("a4_ctx",))]
+
+    def _a4_pkt(self, r: Reader) -> list[Op]:
+        which, kind, ahead = r.u8() % 4, r.u8(), r.u8() % 4
+        junk = r.take(r.u8() % 64) if kind % len(A4_KINDS) == A4_KINDS.index("junk") else b""
+        return [Op("call", ("a4_pkt", which, kind % len(A4_KINDS), ahead, junk))]
+
+    def _a4_publish(self, r: Reader) -> list[Op]:
+        """write_index = read_index + delta: 0 (empty), 1-4, past capacity, or behind."""
+        which, d = r.u8() % 4, r.u8()
+        return [Op("call", ("a4_publish", which, d % 48 if d < 0xF0 else d - 0x100))]
+
+    def _a4_ring(self, r: Reader) -> list[Op]:
+        return [Op("call", ("a4_ring", r.u8() % 4))]
+
+    def _a4_submit(self, r: Reader) -> list[Op]:
+        return [Op("call", ("a4_submit", r.u8() % 4, r.u8() % len(A4_KINDS), 1 + r.u8() % 4))]
+
+    def _a4_destroy(self, r: Reader) -> list[Op]:
+        v = r.u8()
+        return [Op("call", ("a4_destroy", v % 4, v >> 7))]
+
+    def _a4_tick(self, r: Reader) -> list[Op]:
+        """A long tick (up to 64 ms per unit): what a context timeout needs."""
+        return [Op("tick", ((1 + r.u8() % 64) * 1_000_000,))]
+
     def _host(self, r: Reader) -> list[Op]:
         """A host-memory store into the image buffer (TOCTOU on the firmware image)."""
         off, n = r.u32() % 0x20000, r.u8() % 16
@@ -1041,6 +1210,8 @@ def encode_ops(session: DeviceHarness, ops: list[Op]) -> bytes:
             out.append(bytes([it.selector("_tick")]) + pk("<H", min(a[0] // 1000, 0xFFFF)))
         elif v == "reset":
             out.append(bytes([it.selector("_reset")]))
+        elif v == "call" and session.chip.aie4 is not None and a[0] != "fw_image":
+            continue  # AIE2 bring-up calls have no AIE4 decoder
         elif v == "call" and a[0] == "fw_image":
             out.append(bytes([it.selector("_fw_image"), 0]))
         elif v == "call" and a[0] in ("boot", "bring_up"):
