@@ -552,10 +552,13 @@ static void hw_free(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     pthread_cond_broadcast(&ctx->s.cond);
 }
 
-/* Every pending job ends: the oldest with first_state, the rest ABORT. */
+/* Every pending job ends: the oldest with first_state, the rest ABORT. On AIE4 the jobs the
+ * firmware already finished keep the state it wrote first (docs/spec/aie4.md §8). */
 static void end_jobs(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, uint32_t first_state)
 {
     bool first = true;
+    if (xdna_is_aie4(ctx->chip))
+        xdna_aie4_reap(ctx, hw);
     while (hw->njobs) {
         struct xdna_job *j = job_at(hw, 0);
         if (j->live) {

@@ -219,3 +219,87 @@ def test_id_wrap_past_256_on_a_user_channel() -> None:
         assert max(c.msgs_in for i, c in chan.items() if i) >= 300
     finally:
         s.ip.close_shim()
+
+
+# -- AIE4 (docs/spec/fuzzing.md §8) ----------------------------------------------------------------
+AIE4_TRACE = """chip npu3
+target shim
+call probe
+call ctx
+call exec 0 nop
+call wait 0 3000
+expect state 0 completed
+call chain 0 nop,fail
+call wait 1 3000
+expect state 1 error
+call ctx
+call umq 1
+call doorbell 1
+call doorbell 1
+call exec 1 nop
+expect errno EBUSY
+call exec 0 hang
+call flr
+expect errno ok
+expect state 2 abort
+call destroy 0
+call doorbell 0
+expect errno EINVAL
+call umq 0
+expect errno EINVAL
+call exec 1 nop
+expect errno EBUSY
+call stop
+"""
+
+
+def test_aie4_shim_trace_kernel_and_user_mode_flr() -> None:
+    from xdna_emu.fuzz import trace as tr
+    from xdna_emu.fuzz.shim_trace import ShimHarness
+
+    res = tr.replay(tr.parse(AIE4_TRACE))
+    assert res.ok, res.describe()
+    h = ShimHarness("npu3")  # the user-mode packets ran: read_index passed both
+    try:
+        for op in tr.parse(AIE4_TRACE).ops[:12]:
+            h.apply(op)
+        h.ip.idle(10_000_000)
+        assert h.umqs[1].rung == 2 and h.umqs[1].read_index == 2
+    finally:
+        h.release()
+        h.close()
+
+
+def test_aie4_user_mode_packet_never_run_is_a_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xdna_emu.fuzz import trace as tr
+    from xdna_emu.shim import Shim
+
+    monkeypatch.setattr(Shim, "doorbell", lambda self, handle: None)  # the store never lands
+    res = tr.replay(tr.parse("chip npu3\ntarget shim\ncall probe\ncall ctx\ncall umq 0\n"
+                             "call doorbell 0\n"))
+    assert res.failure is not None and res.failure.name == "umq_not_run"
+
+
+def test_aie4_model_predicts_user_mode_exec_refusal() -> None:
+    from xdna_emu.fuzz import trace as tr
+    from xdna_emu.fuzz.model import ShimModel
+
+    assert ShimModel(aie4=True).aie4 and not ShimModel().aie4
+    # a shim that let exec through on a user-mode context would break the model
+    res = tr.replay(tr.parse("chip npu3\ntarget shim\ncall probe\ncall ctx\ncall umq 0\n"
+                             "call exec 0 nop\nexpect errno EBUSY\n"))
+    assert res.ok, res.describe()
+
+
+def test_aie4_seeded_shim_examples_find_nothing(tmp_path) -> None:  # noqa: ANN001
+    from xdna_emu.fuzz.shim_target import ShimFuzzer
+
+    fz = ShimFuzzer("npu3", 3, tmp_path, None)
+    try:
+        for _ in range(25):
+            fz.run_one(fz.generate())
+        assert fz.crashes == fz.hangs == 0 and not list(tmp_path.iterdir()), fz.stats()
+        assert any(k.startswith("doorbell:") for k in fz.features)
+        assert not any(k.startswith(("fault", "mgmt")) for k in fz.features)
+    finally:
+        fz.close()

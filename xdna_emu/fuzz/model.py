@@ -46,6 +46,7 @@ CTX_PROMISED = 6
 #: calls that need the firmware up: ENODEV when off or suspended (app_health too, unless
 #: TDR kept a report to answer with: not predicted there)
 NEEDS_FW = frozenset({"mgmt", "ctx", "exec", "chain", "power", "bulk"})
+EOPNOTSUPP = errno_mod.errorcode[errno_mod.EOPNOTSUPP]
 
 EINVAL, ENODEV, EBUSY, EALREADY, EAGAIN = (errno_mod.errorcode[e] for e in (
     errno_mod.EINVAL, errno_mod.ENODEV, errno_mod.EBUSY, errno_mod.EALREADY, errno_mod.EAGAIN))
@@ -72,6 +73,7 @@ class CtxModel:
     next_seq: int = 1  # the seq the next accepted exec gets
     failed_execs: int = 0  # execs that failed after the context existed (may spend a seq)
     hangs: list[int] = field(default_factory=list)  # job indexes of submitted hangs
+    umq: bool = False  # AIE4: handed to the application (user-mode submission)
 
 
 def outcome(kernels: tuple[str, ...]) -> tuple[ErtState, int | None]:
@@ -88,7 +90,11 @@ def outcome(kernels: tuple[str, ...]) -> tuple[ErtState, int | None]:
 class ShimModel:
     """The driver's contract for one shim trace; :meth:`ShimHarness.fresh` makes a new one."""
 
-    def __init__(self) -> None:
+    def __init__(self, aie4: bool = False) -> None:
+        #: AIE4 (docs/spec/fuzzing.md §8): app_health ok or EOPNOTSUPP, no known mgmt
+        #: message; a user-mode context refuses exec; umq, doorbell and flr are predicted
+        #: only on a destroyed context (EINVAL/ENOENT) and flr aborts what was in flight
+        self.aie4 = aie4
         self.dev = "off"
         self.tainted: str | None = None  # why the firmware's side is no longer predicted
         self.ctxs: list[CtxModel] = []
@@ -138,6 +144,12 @@ class ShimModel:
             return ENODEV
         if not clean:
             return None
+        if self.aie4 and name in ("mgmt", "umq", "doorbell", "flr"):
+            return None  # AIE4 mgmt opcodes are not the AIE2 ones; the rest: see __init__
+        if self.aie4 and name == "health":  # a report only after a context timeout
+            return {"ok", EOPNOTSUPP} if self.dev == "up" else None
+        if self.aie4 and name in ("exec", "chain", "bulk") and self.ctxs[args[0] % len(h.ctxs)].umq:
+            return EBUSY  # the application owns the queue
         if name == "mgmt":
             return "ok" if (args[0], len(args[1])) == KNOWN_MGMT and not h.mgmt_bad else None
         if name == "ctx":
@@ -166,7 +178,8 @@ class ShimModel:
 
     def _dead(self, h: ShimHarness, name: str, args: tuple) -> str | set[str] | None:
         """EINVAL (or ENOENT) for a call on a destroyed context, whatever else holds."""
-        if name not in ("exec", "chain", "health", "info", "destroy", "bulk", "waitseq"):
+        if name not in ("exec", "chain", "health", "info", "destroy", "bulk", "waitseq", "umq",
+                        "doorbell"):
             return None
         if not h.ctxs:
             return EINVAL  # the harness has no context to name
@@ -187,7 +200,7 @@ class ShimModel:
 
     def before(self, h: ShimHarness, name: str, args: tuple) -> dict[int, ErtState]:
         """States of the jobs before a call that may abort them or queue behind them."""
-        if name in ("stop", "suspend", "destroy", "exec", "chain"):
+        if name in ("stop", "suspend", "destroy", "exec", "chain", "flr"):
             return {i: st for i, st in self.observe(h).items()}
         return {}
 
@@ -197,7 +210,7 @@ class ShimModel:
         if h.race_fired:  # the user rewrote the command under exec: any verdict may do
             want = None
         self._want(f"{name} {' '.join(map(_show, args))}".strip(), got, want)
-        if name == "mgmt" and (args[0], len(args[1])) != KNOWN_MGMT:
+        if name == "mgmt" and ((args[0], len(args[1])) != KNOWN_MGMT or self.aie4):
             self.taint(f"mgmt {args[0]:#x} of {len(args[1])} bytes")
         if name == "mgmt" and got != "ok" and self.dev == "up":
             self.taint(f"mgmt gave {got}")
@@ -220,7 +233,11 @@ class ShimModel:
                 self.dev = "unknown"
             self.check(h)
             return
-        if name == "probe":
+        if name == "flr":  # jobs in flight end ABORT (docs/spec/aie4.md §8)
+            self._abort_pending(prior, lambda j: True)
+        elif name == "umq":
+            self.ctxs[args[0] % len(h.ctxs)].umq = True
+        elif name == "probe":
             self.dev = "up"
         elif name == "suspend":
             self.dev = "suspended"

@@ -50,6 +50,10 @@ WEIGHTS = {"mgmt": 6, "ctx": 4, "destroy": 2, "exec": 10, "wait": 10, "info": 2,
            "suspend": 1, "resume": 1, "stop": 1, "tick": 3, "fault": 6, "act": 2,
            "timeout": 1, "chain": 4, "waitseq": 3, "health": 1, "power": 1, "bulk": 1,
            "rewrite": 1}
+#: AIE4 (docs/spec/fuzzing.md §8): no firmware faults, AIE2 mgmt opcodes or START_NPU
+#: rewrites (the fault injector and the rewrites know the AIE2 forms); user-mode queues and FLR
+WEIGHTS_AIE4 = {**{k: v for k, v in WEIGHTS.items() if k not in ("fault", "act", "mgmt", "rewrite")},
+                "umq": 2, "doorbell": 4, "flr": 1}
 #: seqs a ``waitseq`` names besides real ones: never submitted, negative, huge
 ODD_SEQS = [0, -1, -(1 << 63), 1 << 62, 0xFFFFFFFF]
 #: (word, value) rewrites of a command BO under a running exec: the header's count or
@@ -61,9 +65,10 @@ MGMT_OPCODES = [int(o) for o in (Opcode.GET_FIRMWARE_VERSION, Opcode.GET_FIRMWAR
                                  Opcode.GET_RUNTIME_CONFIG, Opcode.REGISTER_PDI)] + [0xFFFF]
 
 
-def random_op(rng: random.Random) -> Op:
+def random_op(rng: random.Random, aie4: bool = False) -> Op:
     """One shim-trace op with operands a driver test would plausibly use."""
-    name = rng.choices(list(WEIGHTS), weights=list(WEIGHTS.values()))[0]
+    w = WEIGHTS_AIE4 if aie4 else WEIGHTS
+    name = rng.choices(list(w), weights=list(w.values()))[0]
     if name == "fault":
         kind = rng.choice(sorted(MSG_FAULTS))
         return Op("fault", (kind, rng.choice([0, -1]), rng.choice([1, 1, 1, 2, 3]),
@@ -73,7 +78,7 @@ def random_op(rng: random.Random) -> Op:
     if name == "mgmt":
         return Op("call", ("mgmt", rng.choice(MGMT_OPCODES),
                            rng.choice([bytes(4), bytes(8), b""])))
-    if name in ("destroy", "info"):
+    if name in ("destroy", "info", "umq", "doorbell"):
         return Op("call", (name, rng.randrange(4)))
     if name == "exec":
         return Op("call", ("exec", rng.randrange(4), rng.choice(KERNELS)))
@@ -121,12 +126,12 @@ class ByteRandom(random.Random):
         return self.getrandbits(53) / (1 << 53)
 
 
-def decode(data: bytes) -> list[Op]:
+def decode(data: bytes, aie4: bool = False) -> list[Op]:
     """libFuzzer input -> a shim trace: probe, then ops drawn from the bytes."""
     rng = ByteRandom(data)
     ops = [Op("call", ("probe",))]
     while rng.more() and len(ops) < MAX_OPS:
-        ops.append(random_op(rng))
+        ops.append(random_op(rng, aie4))
     return ops
 
 
@@ -187,9 +192,9 @@ class ShimFuzzer:
                 if len(base) > 1 and rng.random() < 0.5:
                     del base[rng.randrange(1, len(base))]
                 else:
-                    base.insert(rng.randint(1, len(base)), random_op(rng))
+                    base.insert(rng.randint(1, len(base)), random_op(rng, self.session.aie4))
         while len(base) < MAX_OPS and rng.random() < 0.93:
-            base.append(random_op(rng))
+            base.append(random_op(rng, self.session.aie4))
         return base[:MAX_OPS]
 
     def add_corpus(self, ops: list[Op]) -> None:
@@ -292,7 +297,7 @@ def run_atheris(chip: str, artifacts: Path, stats: Path | None, current: Path | 
     last = [0.0]
 
     def one(data: bytes) -> None:
-        fz.run_one(decode(data))
+        fz.run_one(decode(data, fz.session.aie4))
         now = time.monotonic()
         if now - last[0] > STATS_EVERY_S:
             last[0] = now

@@ -23,6 +23,9 @@ pause of virtual time or an expectation::
     call bulk 0 300            # 300 nop jobs on context 0, each waited for (ids wrap)
     call rewrite 1 0x7ff000    # at the next wait inside the next call, store the value into
                                #   word 1 of the newest command BO (a racing user)
+    call umq 0                 # AIE4: hand context 0's HSA queue to the application
+    call doorbell 0            # AIE4: the application rings it (after one nop packet, if umq'd)
+    call flr                   # AIE4: function-level reset (reset_prepare/reset_done)
     fault bad_id 0             # arm a message fault: kind, channel (0 mgmt, -1 any user
     fault late 0 1 6000        #   channel), count, argument
     fault unsolicited 0        # an action fault happens at once
@@ -53,7 +56,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..shim import BO_CMD, BO_DEV, ErtState, ShimError, ert_start_npu
+from ..chips import load_chip
+from ..shim import BO_CMD, BO_DEV, ErtState, ShimError, ert_start_dpu, ert_start_npu
 from .faults import ACT_FAULTS, MSG_FAULTS, VARIANTS, FaultInjector
 from .invariants import Failure, Hang, InvariantViolation
 from .lang import Op, TraceError, typed_operands
@@ -68,6 +72,8 @@ if TYPE_CHECKING:
 CALL_BUDGET_NS = 30 * 1_000_000_000
 #: How long the end-of-trace check waits for each outstanding command (ms, virtual).
 FINAL_WAIT_MS = 15_000
+#: virtual time the device gets at the end to run user-mode packets that were rung (AIE4)
+UMQ_SETTLE_NS = 100_000_000
 #: The mailbox RX timeout a fresh session starts with (ms); ``call timeout`` changes it.
 DEFAULT_RX_MS = 1000
 KERNELS = ("nop", "fail", "hang")
@@ -76,7 +82,7 @@ FINAL = frozenset({ErtState.COMPLETED, ErtState.ERROR, ErtState.ABORT, ErtState.
 CALL_SPECS = {"probe": "", "timeout": "si", "mgmt": "ib", "ctx": "", "destroy": "i",
               "exec": "is", "wait": "ii", "info": "i", "suspend": "", "resume": "", "stop": "",
               "tick": "i", "chain": "is", "waitseq": "iii", "health": "i", "power": "s",
-              "bulk": "ii", "rewrite": "ii"}
+              "bulk": "ii", "rewrite": "ii", "umq": "i", "doorbell": "i", "flr": ""}
 #: most jobs one ``bulk`` call runs (enough to wrap the 8-bit message id a few times)
 BULK_MAX = 1024
 POWER_MODES = ("default", "low", "medium", "high", "turbo")
@@ -102,25 +108,25 @@ def errname(e: int | None) -> str:
     return errno_mod.errorcode.get(e or 0, str(e))
 
 
-def chain_command(shim: Shim, kernels: list[Kernel]) -> int:
-    """A CMD BO holding a CMD_CHAIN of one START_NPU command BO per kernel."""
+def chain_command(shim: Shim, kernels: list[Kernel], dpu: bool = False) -> int:
+    """A CMD BO holding a CMD_CHAIN of one START_NPU (AIE4: START_DPU) command BO per kernel."""
     from ..shim import ert_cmd_chain
 
-    subs = [npu_command(shim, k) for k in kernels]
+    subs = [npu_command(shim, k, dpu) for k in kernels]
     cmd = shim.bo_create(BO_CMD, 4096)
     d = ert_cmd_chain(subs)
     shim.bo_map(cmd)[: len(d)] = d
     return cmd
 
 
-def npu_command(shim: Shim, kernel: Kernel) -> int:
+def npu_command(shim: Shim, kernel: Kernel, dpu: bool = False) -> int:
     """A CMD BO holding one START_NPU command that runs ``kernel`` (its descriptor in a
     DEV BO of its own); returns the CMD BO's handle."""
     from .. import kernels as K
 
     instr, cmd = shim.bo_create(BO_DEV, 64), shim.bo_create(BO_CMD, 4096)
     shim.bo_map(instr)[: K.DESC.size] = K.encode(K.Desc(kernel))
-    d = ert_start_npu(shim.bo_info(instr)["xdna_addr"], K.DESC.size)
+    d = (ert_start_dpu if dpu else ert_start_npu)(shim.bo_info(instr)["xdna_addr"], K.DESC.size)
     shim.bo_map(cmd)[: len(d)] = d
     return cmd
 
@@ -132,6 +138,8 @@ class ShimHarness:
         from ..testing.inproc import InProcess
 
         self.chip = chip
+        #: AIE4: START_DPU commands through the HSA queue, umq/doorbell/flr (docs/spec/fuzzing.md §8)
+        self.aie4 = load_chip(chip).aie4 is not None
         self.fi = FaultInjector()
         self.ip: InProcess = InProcess(chip, fault=self.fi)
         self.events: Counter[str] = Counter()
@@ -156,7 +164,8 @@ class ShimHarness:
         self.rewrite: tuple[int, int] | None = None  # armed by ``call rewrite``
         self.raced: set[int] = set()  # command BOs rewritten under a running exec
         self.race_fired = False  # a rewrite happened inside the call running now
-        self.model: ShimModel | None = ShimModel() if self.use_model else None
+        self.umqs: dict[int, UserQueue] = {}  # AIE4: context number -> its user-mode queue
+        self.model: ShimModel | None = ShimModel(self.aie4) if self.use_model else None
         self.events.clear()
         return self
 
@@ -246,6 +255,8 @@ class ShimHarness:
     # -- calls --------------------------------------------------------------------------------
     def _new_channel_state(self) -> None:
         self.mgmt_bad = False
+        for q in self.umqs.values():  # AIE4: the queues come back empty; a packet rung
+            q.reset()  # just before is not promised to run (docs/spec/aie4.md §8)
 
     def c_probe(self) -> None:
         from ..testing.inproc import firmware_dir
@@ -291,7 +302,7 @@ class ShimHarness:
             raise TraceError(f"kernel {kernel!r} is not one of {', '.join(KERNELS)}")
         n, h, alive = self._ctx(i)
         s = self.shim
-        cmd = self._run(npu_command, s, K.Kernel[kernel.upper()])
+        cmd = self._run(npu_command, s, K.Kernel[kernel.upper()], self.aie4)
         if not alive:
             return self._dead_use("exec", n, s.exec, h, cmd)
         seq = self._racing_exec(h, cmd)
@@ -319,7 +330,7 @@ class ShimHarness:
             raise TraceError(f"chain kernels {kernels!r}: each one of {', '.join(KERNELS)}")
         n, h, alive = self._ctx(i)
         s = self.shim
-        cmd = self._run(chain_command, s, [K.Kernel[k.upper()] for k in names])
+        cmd = self._run(chain_command, s, [K.Kernel[k.upper()] for k in names], self.aie4)
         if not alive:
             return self._dead_use("exec", n, s.exec, h, cmd)
         seq = self._racing_exec(h, cmd)
@@ -374,7 +385,7 @@ class ShimHarness:
 
         n, h, alive = self._ctx(i)
         s = self.shim
-        cmd = self._run(npu_command, s, K.Kernel.NOP)
+        cmd = self._run(npu_command, s, K.Kernel.NOP, self.aie4)
         if not alive:
             return self._dead_use("exec", n, s.exec, h, cmd)
         view = s.bo_map(cmd)
@@ -399,6 +410,31 @@ class ShimHarness:
             return self._dead_use("info", n, self.shim.hwctx_info, h)
         self._run(self.shim.hwctx_info, h)
         return None
+
+    def c_umq(self, i: int) -> None:
+        """AIE4 user-mode submission: the context's queue handed to the application."""
+        n, h, alive = self._ctx(i)
+        if not alive:
+            return self._dead_use("umq", n, self.shim.umq, h)
+        self.umqs[n] = UserQueue(self.shim, self._run(self.shim.umq, h))
+        return None
+
+    def c_doorbell(self, i: int) -> None:
+        """The application's doorbell; on a user-mode context after one nop packet."""
+        n, h, alive = self._ctx(i)
+        q = self.umqs.get(n)
+        if alive and q is not None:
+            q.put_nop()
+        if not alive:
+            return self._dead_use("doorbell", n, self.shim.doorbell, h)
+        self._run(self.shim.doorbell, h)
+        if q is not None:
+            q.rung = q.written
+        return None
+
+    def c_flr(self) -> None:
+        self._new_channel_state()
+        self._run(self.shim.flr)
 
     def c_suspend(self) -> None:
         self._new_channel_state()
@@ -503,8 +539,58 @@ class ShimHarness:
                 where = f"context {job.ctx}" + ("" if alive else " (destroyed)")
                 raise InvariantViolation("not_final", f"job {n} on {where} is {st.name}")
             self.events[f"final {st.name.lower()}"] += 1
+        if self.umqs:  # the device runs rung packets on its own time: let some pass
+            self.ip.idle(UMQ_SETTLE_NS)
+        for n, q in self.umqs.items():  # user-mode packets: each published one ran
+            if n not in self.dead and not q.drained():
+                raise InvariantViolation("umq_not_run", f"context {n}: read_index {q.read_index} "
+                                                        f"< {q.rung} packets rung")
         if self.model is not None:
             self.model.check(self)
+
+
+class UserQueue:
+    """The application's side of a user-mode HSA queue (docs/spec/aie4.md §8): it writes
+    nop packets with a completion signal, publishes write_index and rings."""
+
+    def __init__(self, shim: Shim, umq: dict[str, int]) -> None:
+        self.shim, self.umq = shim, umq
+        self.q = shim.bo_map(umq["queue_bo"])
+        self.written = 0
+        self.rung = 0  # packets published before the last doorbell that went through
+
+    @property
+    def read_index(self) -> int:
+        from ..fw.aie4.messages import HSA_QUEUE_HEADER
+
+        return int(HSA_QUEUE_HEADER.unpack(self.q)["read_index"])
+
+    def drained(self) -> bool:
+        return self.read_index >= self.rung
+
+    def reset(self) -> None:
+        self.written = self.rung = 0
+
+    def put_nop(self) -> None:
+        from .. import kernels as K
+        from ..fw.aie4.messages import HSA_PKT, HSA_QUEUE_HEADER
+        from ..testing.aie4driver import exec_pkt
+
+        s = self.shim
+        code, sig = s.bo_create(BO_DEV, 64), s.bo_create(BO_CMD, 4096)
+        s.bo_map(code)[: K.DESC.size] = K.encode(K.Desc(K.Kernel.NOP))
+        args = s.bo_create(BO_DEV, 64)
+        addr = lambda bo: int(s.bo_info(bo)["xdna_addr"])  # noqa: E731
+        hdr = HSA_QUEUE_HEADER.unpack(self.q)
+        cap = self.umq["capacity"]
+        if self.written - hdr["read_index"] >= cap:
+            return  # full: a well-behaved application waits
+        off = hdr["data_address"] - self.umq["queue_addr"] + (self.written % cap) * HSA_PKT.size
+        pkt = exec_pkt(addr(sig), addr(code), addr(args), 0)
+        self.q[off : off + len(pkt)] = pkt
+        self.written += 1
+        w = HSA_QUEUE_HEADER.offsets["write_index"]
+        self.q[w : w + 8] = self.written.to_bytes(8, "little")
 
 
 # -- parsing and replay ------------------------------------------------------------------------
