@@ -16,7 +16,7 @@ from hypothesis.stateful import run_state_machine_as_test
 from xdna_emu.fuzz import trace as tr
 from xdna_emu.fuzz.atheris_target import Target, device_seeds, parser_seeds
 from xdna_emu.fuzz.invariants import DeviceCrash, ExpectFailed, InvariantViolation
-from xdna_emu.fuzz.machines import VISITS, DeviceMachine, Npu1Machine
+from xdna_emu.fuzz.machines import VISITS, Aie4Machine, DeviceMachine, Npu1Machine
 from xdna_emu.fuzz.ops import DeviceHarness, Op, TraceError
 
 GOLDEN = sorted(tr.GOLDEN_DIR.glob("*.trace"))
@@ -399,3 +399,14 @@ def test_fuzz_cli_device_target_runs_on_npu3(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     s = json.loads(out.stdout)
     assert s["execs"] > 0 and s["crashes"] == s["hangs"] == 0
+
+
+def test_aie4_state_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDNA_FUZZ_ARTIFACTS", str(tmp_path))
+    VISITS.clear()
+    run_state_machine_as_test(Aie4Machine, settings=settings(
+        deadline=None, max_examples=40, derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
+    reached = {k for k in VISITS if k.startswith("a4_")}
+    assert {"a4_jobs_completed", "a4_bad_packets"} <= reached, dict(VISITS)
+

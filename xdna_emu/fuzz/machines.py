@@ -27,7 +27,7 @@ from ..fw.messages import LAYOUTS
 from ..testing import strategies as xs
 from .invariants import Failure
 from .lang import Op
-from .ops import Builder, DeviceHarness
+from .ops import A4_KINDS, Builder, DeviceHarness
 from .trace import Trace
 
 VISITS: Counter[str] = Counter()  # state -> steps spent in it, over every example
@@ -217,6 +217,72 @@ class DeviceMachine(RuleBasedStateMachine):
 
 class Npu1Machine(DeviceMachine):
     chip = "npu1"
+
+
+class Aie4Machine(RuleBasedStateMachine):
+    """The AIE4 op vocabulary (docs/spec/fuzzing.md §8) as Hypothesis rules on npu3."""
+
+    chip = "npu3"
+    save_trace = DeviceMachine.save_trace
+    _do = DeviceMachine._do
+
+    def __init__(self) -> None:
+        super().__init__()
+        logging.getLogger("xdna_emu").setLevel(logging.CRITICAL)
+        s = _HARNESSES.get(self.chip)
+        if s is None:
+            s = _HARNESSES[self.chip] = DeviceHarness(self.chip)
+        self.s = s.fresh()
+        self.b = Builder(self.s)
+
+    @initialize(timeout_ms=st.sampled_from([3, 20, 2000]))
+    def start(self, timeout_ms: int) -> None:
+        self._do([Op("call", ("a4_bring_up", timeout_ms)), Op("call", ("a4_ctx",))], start=True)
+
+    @rule()
+    def ctx(self) -> None:
+        self._do([Op("call", ("a4_ctx",))])
+
+    @rule(q=xs.small, kind=st.integers(0, len(A4_KINDS) - 1), n=st.integers(1, 4))
+    def submit(self, q: int, kind: int, n: int) -> None:
+        self._do([Op("call", ("a4_submit", q, kind, n))])
+
+    @rule(q=xs.small, kind=st.integers(0, len(A4_KINDS) - 1), ahead=st.integers(0, 3),
+          junk=st.binary(max_size=64))
+    def packet(self, q: int, kind: int, ahead: int, junk: bytes) -> None:
+        self._do([Op("call", ("a4_pkt", q, kind, ahead, junk))])
+
+    @rule(q=xs.small, delta=st.one_of(st.integers(0, 4), st.integers(30, 48), st.integers(-4, -1)))
+    def publish(self, q: int, delta: int) -> None:
+        self._do([Op("call", ("a4_publish", q, delta))])
+
+    @rule(q=xs.small)
+    def ring(self, q: int) -> None:
+        self._do([Op("call", ("a4_ring", q))])
+
+    @rule(q=xs.small, forced=st.integers(0, 1))
+    def destroy(self, q: int, forced: int) -> None:
+        self._do([Op("call", ("a4_destroy", q, forced))])
+
+    @rule(ms=st.integers(1, 64))
+    def tick(self, ms: int) -> None:
+        self._do([Op("tick", (ms * 1_000_000,))])
+
+    @rule(idx=xs.u8, value=xs.u32)
+    def reg_write(self, idx: int, value: int) -> None:
+        self._do(self.b.reg_write(idx, value))
+
+    @rule()
+    def reset(self) -> None:
+        self._do([Op("reset")])
+
+    @invariant()
+    def count_states(self) -> None:
+        for name in ("ctx_timeouts", "stale_doorbells", "empty_doorbells", "queue_overruns",
+                     "bad_packets", "jobs_completed"):
+            if self.s.dev.stats.get(name):
+                VISITS[f"a4_{name}"] += 1
+                event(name)
 
 
 DeviceTest = DeviceMachine.TestCase
