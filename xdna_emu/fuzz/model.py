@@ -85,8 +85,8 @@ class CtxModel:
     next_seq: int = 1  # the seq the next accepted exec gets
     failed_execs: int = 0  # execs that failed after the context existed (may spend a seq)
     hangs: list[int] = field(default_factory=list)  # job indexes of submitted hangs
-    cus: int = 1  # CUs the context has (one until CONFIG_CU sets a table)
-    cu_user: bool = False  # CONFIG_CU was accepted once (a second one is EINVAL)
+    cus: int | None = 1  # CUs the context has (one until CONFIG_CU sets a table; None: unknown)
+    cu_user: bool | None = False  # CONFIG_CU took a table (a second one is EINVAL; None: unknown)
     dbg: int | None = None  # the ``dbgbo`` number bound to it
 
 
@@ -136,6 +136,7 @@ class ShimModel:
         self.jobs: list[JobModel] = []
         self.bulk_behind_hang = False
         self.preempt: bool | None = None  # the probed firmware serves the preempt forms
+        self.health = True  # ... and GET_APP_HEALTH
         self.dbg_known = True  # debug bindings predicted (not after stop/suspend/faults)
 
     # -- helpers --------------------------------------------------------------------------
@@ -163,6 +164,15 @@ class ShimModel:
         dead = self._dead(h, name, args)
         if dead is not None:
             return dead
+        if name == "exec" and len(args) > 2:  # checked as the command is parsed, before the
+            form, cu = parse_form(args[2])  # device state (docs/spec/jobs.md §4)
+            if form.startswith("preempt") and self.preempt is False:
+                return EOPNOTSUPP
+            cus = self.ctxs[args[0] % len(h.ctxs)].cus
+            if form != "preempt_elf" and cu and cus is None:
+                return None  # a CU table that may or may not have been set
+            if form != "preempt_elf" and cus is not None and cu >= cus:
+                return EINVAL
         if name == "stop":  # tears down whatever happens; a failed SUSPEND on the way is
             return "ok" if clean else STOP_AFTER_FAULT  # reported, never ENODEV
         if name in ("waitseq", "syncwait"):
@@ -190,7 +200,8 @@ class ShimModel:
                 return EINVAL
             return "ok" if sum(c.alive for c in self.ctxs) < CTX_PROMISED else None
         if name == "cucfg":
-            return EINVAL if self.ctxs[args[0] % len(h.ctxs)].cu_user else "ok"
+            cu_user = self.ctxs[args[0] % len(h.ctxs)].cu_user
+            return None if cu_user is None else (EINVAL if cu_user else "ok")
         if name == "dbg":
             return self._dbg(h, args)
         if name == "power":
@@ -198,21 +209,18 @@ class ShimModel:
         if name == "bulk":
             n = args[0] % len(h.ctxs)
             self.bulk_behind_hang = self._pending_hang(h, n)
-            return None if self.bulk_behind_hang else "ok"  # behind a hang: TDR decides
+            if self.bulk_behind_hang:
+                return None  # behind a hang: TDR decides
+            return {"ok", EBUSY} if self._others_busy(h, n, self.observe(h)) else "ok"
         if name == "health":
-            return "ok" if self.dev == "up" else None
+            return ("ok" if self.health else EOPNOTSUPP) if self.dev == "up" else None
         if name in ("exec", "chain"):
             n = args[0] % len(h.ctxs)
-            if name == "exec" and len(args) > 2:
-                form, cu = parse_form(args[2])
-                if form.startswith("preempt") and self.preempt is not None and not self.preempt:
-                    return EOPNOTSUPP
-                if form != "preempt_elf" and cu >= self.ctxs[n].cus:
-                    return EINVAL
             now = self.observe(h)
             pending = sum(1 for i, j in enumerate(h.jobs[: len(self.jobs)])
                           if j.ctx == n and now.get(i) not in FINAL)
-            return "ok" if pending < SLOTS else {"ok", EAGAIN}  # full: waits, then may give up
+            want = {"ok"} if pending < SLOTS else {"ok", EAGAIN}  # full: waits, may give up
+            return want | {EBUSY} if self._others_busy(h, n, now) else want
         if name in ("info", "destroy"):
             return "ok"
         return None
@@ -231,9 +239,20 @@ class ShimModel:
             return EBUSY
         if self.dev != "up":
             return ENODEV
+        if self._pending_hang(h, n):
+            return None  # the config waits behind the hang: TDR or its timeout decides
         if h.dbg_bos[b][1] < DEBUG_BO_MIN:
             return EINVAL  # the firmware refuses it: nothing stays bound
-        return "ok" if sum(o.alive for o in self.ctxs) <= CTX_PROMISED else None
+        if sum(o.alive for o in self.ctxs) > CTX_PROMISED:
+            return None
+        return {"ok", EBUSY} if self._others_busy(h, n, self.observe(h)) else "ok"
+
+    def _others_busy(self, h: ShimHarness, n: int, now: dict[int, ErtState]) -> bool:
+        """Another live context has work pending: it cannot be swapped out, so a
+        disconnected context's submission may wait out the mailbox timeout and give EBUSY
+        (docs/spec/jobs.md §3a)."""
+        return any(j.ctx != n and self.ctxs[j.ctx].alive and now.get(i) not in FINAL
+                   for i, j in enumerate(h.jobs[: len(self.jobs)]))
 
     def _pending_hang(self, h: ShimHarness, n: int) -> bool:
         now = self.observe(h)
@@ -281,8 +300,9 @@ class ShimModel:
             c = self.ctxs[args[0] % len(h.ctxs)]
             if c.dbg == args[2] % len(h.dbg_bos):
                 c.dbg = None  # unbound whatever the firmware answers
-        if name in ("stop", "suspend") or (self.tainted is not None and got != "ok"):
-            self.dbg_known = False
+        if name in ("stop", "suspend") or (self.tainted is not None and got != "ok") or \
+                (name == "dbg" and want is None and got != "ok"):
+            self.dbg_known = False  # the firmware may hold a registration the shim does not
         if name == "stop":  # the device is off whatever stop reported
             self.dev = "off"
             self._abort_pending(prior, lambda j: True)
@@ -297,6 +317,9 @@ class ShimModel:
             if name in ("exec", "chain") and h.ctxs:
                 c = self.ctxs[args[0] % len(h.ctxs)]
                 c.failed_execs += c.alive
+            if name == "cucfg" and h.ctxs and got != want:  # a table may be set all the same
+                c = self.ctxs[args[0] % len(h.ctxs)]
+                c.cus, c.cu_user = None, c.cu_user or None
             if name in ("probe", "resume") and got not in (EINVAL, EALREADY, EBUSY):
                 self.taint(f"{name} gave {got}")
                 self.dev = "unknown"
@@ -331,6 +354,7 @@ class ShimModel:
         major, minor = (int(x) for x in h.shim.info()["protocol_version"].split("."))
         chip = load_chip(h.chip)
         self.preempt = all(chip.has_feature(f, (major, minor)) for f in ("PREEMPT", "NPU_COMMAND"))
+        self.health = chip.has_feature("GET_APP_HEALTH", (major, minor))
 
     def _abort_pending(self, prior: dict[int, ErtState], which) -> None:  # noqa: ANN001
         """Commands still pending when their context or the device goes end ABORT (or as

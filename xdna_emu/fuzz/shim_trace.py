@@ -179,7 +179,7 @@ class ShimHarness:
         self.rewrite: tuple[int, int] | None = None  # armed by ``call rewrite``
         self.raced: set[int] = set()  # command BOs rewritten under a running exec
         self.race_fired = False  # a rewrite happened inside the call running now
-        self.syncobjs: list[int] = []  # hardware-queue handle per context number
+        self.syncobjs: dict[int, int] = {}  # hardware-queue handle per context number, once read
         self.dbg_bos: list[tuple[int, int]] = []  # (handle, size) per ``dbgbo`` number
         self.model: ShimModel | None = ShimModel() if self.use_model else None
         self.events.clear()
@@ -309,7 +309,16 @@ class ShimHarness:
 
     def _new_ctx(self, h: int) -> None:
         self.ctxs.append(h)
-        self.syncobjs.append(self.shim.hwctx_info(h)["syncobj"])  # local, no firmware
+
+    def _syncobj(self, n: int) -> int:
+        """Context ``n``'s hardware-queue handle (hwctx_info, no firmware); 0, which no
+        context holds, when it cannot be read."""
+        if n not in self.syncobjs:
+            try:
+                self.syncobjs[n] = self.shim.hwctx_info(self.ctxs[n])["syncobj"]
+            except ShimError:
+                return 0
+        return self.syncobjs[n]
 
     def c_cucfg(self, i: int, count: int) -> None:
         """CONFIG_CU with ``count`` CUs, each a DEV BO of its own (function = its index)."""
@@ -338,12 +347,13 @@ class ShimHarness:
 
     def c_syncwait(self, i: int, seq: int) -> None:
         n, h, alive = self._ctx(i)
-        self._run(self.shim.syncobj_wait, self.syncobjs[n], seq & (1 << 64) - 1, SYNCWAIT_MS)
+        self._run(self.shim.syncobj_wait, self._syncobj(n) if alive else self.syncobjs.get(n, 0), seq & (1 << 64) - 1, SYNCWAIT_MS)
 
     def c_destroy(self, i: int) -> None:
         n, h, alive = self._ctx(i)
         if not alive:
             return self._dead_use("destroy", n, self.shim.hwctx_destroy, h)
+        self._syncobj(n)  # its old queue handle, for ``syncwait`` after the destroy
         self.dead.add(n)
         self._run(self.shim.hwctx_destroy, h)
         return None
