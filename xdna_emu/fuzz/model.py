@@ -233,8 +233,10 @@ class ShimModel:
         if not self.dbg_known:
             return None
         c = self.ctxs[n]
-        if args[1] == "remove":
-            return "ok" if c.dbg == b and self.dev == "up" else (EINVAL if c.dbg != b else None)
+        if args[1] == "remove":  # unbinds at once; then waits for the firmware's status
+            if c.dbg != b:
+                return EINVAL
+            return "ok" if self.dev == "up" and not self._pending_hang(h, n) else None
         if c.dbg is not None or any(o.dbg == b for o in self.ctxs):
             return EBUSY
         if self.dev != "up":
