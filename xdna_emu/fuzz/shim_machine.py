@@ -26,8 +26,7 @@ from .faults import ACT_FAULTS, MSG_FAULTS
 from .invariants import Failure
 from .lang import Op
 from .machines import artifact_dir
-from .model import FORMS
-from .shim_target import CU_COUNTS, DBG_SIZES, MGMT_OPCODES, QOS
+from .shim_target import MGMT_OPCODES
 from .shim_trace import KERNELS, ShimHarness
 from .trace import Trace, harness_for
 
@@ -107,36 +106,12 @@ class ShimMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.s.ctxs)
     @rule(i=st.integers(0, 3), kernel=st.sampled_from(KERNELS), wait=st.booleans(),
-          timeout=st.sampled_from([100, 3000, 10000]),
-          form=st.sampled_from(["npu"] * len(FORMS) + list(FORMS) + ["cu@1", "npu@2"]))
-    def exec(self, i: int, kernel: str, wait: bool, timeout: int, form: str) -> None:
-        """Submit, in any command form, and often wait at once, so every final state is
-        reached in few steps."""
-        self._do(Op("call", ("exec", i, kernel, form)))
+          timeout=st.sampled_from([100, 3000, 10000]))
+    def exec(self, i: int, kernel: str, wait: bool, timeout: int) -> None:
+        """Submit, and often wait at once, so every final state is reached in few steps."""
+        self._do(Op("call", ("exec", i, kernel)))
         if wait and self.s.last == "ok":
             self._do(Op("call", ("wait", len(self.s.jobs) - 1, timeout)))
-
-    @precondition(lambda self: self.s.ctxs)
-    @rule(kind=st.sampled_from(["qctx", "cucfg", "dbg", "syncwait"]), i=st.integers(0, 3),
-          qos=st.sampled_from(QOS), count=st.sampled_from(CU_COUNTS),
-          size=st.sampled_from(DBG_SIZES), new=st.booleans(),
-          how=st.sampled_from(["assign", "remove"]), b=st.integers(0, 2),
-          seq=st.sampled_from([0, 1, 2, 5, -1]))
-    def config(self, kind: str, i: int, qos: tuple[int, int, int, int], count: int, size: int,
-               new: bool, how: str, b: int, seq: int) -> None:
-        """One of the configuration calls (one rule, so the older rules keep their share):
-        a context with QoS, a CU table, a debug BO bound or unbound (created first when
-        asked or none exists), a wait on the context's queue handle."""
-        if kind == "qctx":
-            self._do(Op("call", ("qctx", *qos)))
-        elif kind == "cucfg":
-            self._do(Op("call", ("cucfg", i, count)))
-        elif kind == "syncwait":
-            self._do(Op("call", ("syncwait", i, seq)))
-        else:
-            if new or not self.s.dbg_bos:
-                self._do(Op("call", ("dbgbo", size)))
-            self._do(Op("call", ("dbg", i, how, b)))
 
     @precondition(lambda self: self.has_jobs)
     @rule(j=st.integers(0, 7), timeout=st.sampled_from([0, 100, 3000, 10000]))
