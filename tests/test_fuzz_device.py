@@ -410,3 +410,30 @@ def test_aie4_state_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     reached = {k for k in VISITS if k.startswith("a4_")}
     assert {"a4_jobs_completed", "a4_bad_packets"} <= reached, dict(VISITS)
 
+
+@pytest.mark.parametrize(("kind", "outcome"), [
+    (0, "job_ok"), (1, "job_ok"), (2, "job_failed"),  # the chain's default slot
+    (6, "job_ok"), (7, "job_ok"), (8, "job_failed"),  # NON_ELF (START_CU)
+    (12, "job_ok"), (13, "job_ok"),  # PARTIAL_ELF
+    (18, "job_ok"), (20, "job_failed"),  # PREEMPT
+    (24, "job_ok"), (25, "job_ok"), (26, "job_failed"),  # ELF: copy's addresses patched in
+    (27, "job_unanswered"),  # ELF hang: never answers
+    (29, "job_ok"),  # ELF of an all-zero buffer: the empty program completes (jobs.md §5)
+])
+def test_device_target_sends_every_slot_type(kind: int, outcome: str) -> None:
+    """``submit`` KIND // 6 picks the CHAIN_EXEC_NPU slot type (docs/spec/jobs.md §4): each
+    runs its kernel as the partial-ELF slot does."""
+    res = tr.replay(tr.parse(f"chip npu4\ncall bring_up\ncall ctx_create 0 -1 1\ncall submit 0 {kind} 1\n"))
+    assert res.ok, res.describe()
+    assert tr.harness_for("npu4", "device").events[outcome] == 1
+
+
+def test_device_target_sends_config_debug_bo() -> None:
+    """``submit`` form 5 is CONFIG_DEBUG_BO: a 4 KiB BO registers, a second one and one
+    under DEBUG_BO_MIN are refused (docs/spec/jobs.md §4a)."""
+    res = tr.replay(tr.parse("chip npu4\ncall bring_up\ncall ctx_create 0 -1 1\n"
+                             "call submit 0 30 1\ncall submit 0 30 1\ncall submit 0 30 2\n"))
+    assert res.ok, res.describe()
+    ev = tr.harness_for("npu4", "device").events
+    assert (ev["debug_bo_1"], ev["debug_bo_2"]) == (2, 1)
+    assert (ev["debug_bo_ok"], ev["debug_bo_refused"]) == (1, 2)

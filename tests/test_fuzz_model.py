@@ -94,11 +94,94 @@ def test_ids_wrap_inside_one_example() -> None:
     ("fail_index_off_by_one", "call probe\ncall ctx\ncall chain 0 nop,fail,nop\ncall tick 100\n",
      "model_error_index"),
     ("error_as_success", "call probe\ncall ctx\ncall exec 0 fail\ncall wait 0 1000\n", "model_state"),
+    ("accept_debug_bo", "call probe\ncall ctx\ncall dbgbo 64\ncall dbg 0 assign 0\n", "model_errno"),
 ])
 def test_a_lying_firmware_is_caught_by_the_model(variant: str, text: str, name: str) -> None:
     assert _shim(text).ok  # the truth passes ...
     res = _shim(f"fault {variant}\n{text}")  # ... the lie does not
     assert isinstance(res.failure, InvariantViolation) and res.failure.name == name, res.describe()
+
+
+FORMS_AND_CONFIG = """call probe
+call ctx
+call exec 0 nop cu
+call exec 0 nop dpu
+call exec 0 fail preempt
+call exec 0 nop preempt_elf@9
+call exec 0 nop cu@1
+expect errno EINVAL
+call cucfg 0 3
+call exec 0 nop npu@2
+call cucfg 0 2
+expect errno EINVAL
+call cucfg 0 33
+expect errno EINVAL
+call cucfg 0 0
+expect errno EINVAL
+call dbgbo 64
+call dbgbo 4096
+call dbg 0 assign 0
+expect errno EINVAL
+call dbg 0 assign 1
+call dbg 0 assign 1
+expect errno EBUSY
+call ctx
+call dbg 1 assign 1
+expect errno EBUSY
+call dbg 1 remove 1
+expect errno EINVAL
+call dbg 0 remove 1
+call dbg 1 assign 1
+call destroy 1
+call dbg 1 remove 1
+expect errno EINVAL
+call dbg 0 assign 1
+call syncwait 0 1
+call syncwait 0 0
+expect errno EINVAL
+call syncwait 0 99
+expect errno EINVAL
+call syncwait 1 1
+expect errno EINVAL
+call qctx 10 30 0 2048
+call qctx 4000000000 30 0 0
+expect errno EINVAL
+call qctx 1000 1000 0 1
+expect errno EINVAL
+call tick 8000
+expect state 0 completed
+expect state 2 error
+expect state 3 completed
+expect state 4 completed
+"""
+
+
+def test_command_forms_and_config_calls_follow_the_contract() -> None:
+    """Every command form runs its kernel; a CU the context lacks, a second or bad CU
+    table, a small, doubly bound or foreign debug BO, a never-handed-out queue point and
+    out-of-range QoS give the driver's errors (docs/spec/jobs.md §4-§6)."""
+    res = _shim(FORMS_AND_CONFIG)
+    assert res.ok, res.describe()
+    assert tr.harness_for("npu4", "shim").events["dbg:EBUSY"] == 2
+
+
+def test_preempt_forms_need_the_firmware_feature() -> None:
+    """npu1's firmware has no PREEMPT feature: both preempt forms are EOPNOTSUPP (ENOTSUP
+    is the same errno), the legacy START_CU form still runs."""
+    res = tr.replay(tr.parse("chip npu1\ntarget shim\ncall probe\ncall ctx\n"
+                             "call exec 0 nop preempt\nexpect errno ENOTSUP\n"
+                             "call exec 0 nop preempt_elf\nexpect errno ENOTSUP\n"
+                             "call exec 0 nop cu\ncall tick 100\nexpect state 0 completed\n"))
+    assert res.ok, res.describe()
+
+
+def test_the_debug_bo_minimum_is_exact() -> None:
+    """The model's verdict is binding: an expectation the shim does not meet (a debug BO
+    of exactly DEBUG_BO_MIN is fine, one byte less is not) fails where it should."""
+    ok = _shim("call probe\ncall ctx\ncall dbgbo 4096\ncall dbg 0 assign 0\nexpect errno ok\n")
+    assert ok.ok, ok.describe()
+    bad = _shim("call probe\ncall ctx\ncall dbgbo 4095\ncall dbg 0 assign 0\nexpect errno ok\n")
+    assert not bad.ok and "EINVAL" in bad.describe()
 
 
 def test_a_fault_stops_the_firmware_predictions_but_not_the_drivers() -> None:

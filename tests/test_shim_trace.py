@@ -64,6 +64,9 @@ def test_text_round_trip() -> None:
 @pytest.mark.parametrize("line, why", [
     ("call launch", "unknown shim call"),
     ("call exec 0", "takes 2 operands"),
+    ("call exec 0 nop cu 1", "takes 3 operands"),
+    ("call dbg 0 assign", "takes 3 operands"),
+    ("call qctx 1 2 3", "takes 4 operands"),
     ("call wait x 10", "expected an integer"),
     ("fault meteor 0", "unknown fault"),
     ("fault drop 0 1 2 3", "at most 3"),
@@ -79,7 +82,21 @@ def test_target_must_come_first() -> None:
         tr.parse("chip npu4\ncall probe\ntarget shim\n")
 
 
+def test_new_calls_round_trip() -> None:
+    """The optional command form of exec and the config calls survive text and back."""
+    t = tr.parse("chip npu4\ntarget shim\ncall exec 0 nop cu@2\ncall exec 1 hang\n"
+                 "call dbg 0 remove 3\ncall qctx 10 30 0 2048\ncall syncwait 0 -1\n")
+    assert t.ops[0] == Op("call", ("exec", 0, "nop", "cu@2"))
+    assert t.ops[1] == Op("call", ("exec", 1, "hang"))
+    assert t.ops[2] == Op("call", ("dbg", 0, "remove", 3))
+    assert tr.parse(t.to_text()).ops == t.ops
+
+
 @pytest.mark.parametrize("line, why", [("call exec 0 gemm9", "kernel"),
+                                       ("call exec 0 nop elf", "command form"),
+                                       ("call exec 0 nop cu@32", "command form"),
+                                       ("call exec 0 nop cu@x", "command form"),
+                                       ("call dbg 0 bind 0", "assign or remove"),
                                        ("call timeout frobnicate 10", "unknown timeout")])
 def test_bad_operands_are_trace_errors_at_replay(line: str, why: str) -> None:
     with pytest.raises(TraceError, match=why):

@@ -36,6 +36,7 @@ VARIANTS = {
     "fail_index_off_by_one": "a failed chain's fail_cmd_idx names the sub-command after the failing one",
     "error_as_success": "a failed command's response says status 0",
     "refuse_context": "CREATE_CONTEXT answers MGMT_ERT_NOAVAIL with contexts free",
+    "accept_debug_bo": "CONFIG_DEBUG_BO answers success when it refused the BO",
 }
 _CHAIN_EXEC = frozenset({Opcode.CHAIN_EXEC_NPU, Opcode.CHAIN_EXEC_DPU, Opcode.CHAIN_EXEC_BUFFER_CF})
 
@@ -127,6 +128,8 @@ class FaultInjector:
                 return bytes(12) + payload[12:]
         if op == Opcode.CREATE_CONTEXT and v == "refuse_context" and len(payload) >= 4:
             return struct.pack("<I", Status.MGMT_ERT_NOAVAIL) + payload[4:]
+        if op == Opcode.CONFIG_DEBUG_BO and v == "accept_debug_bo" and len(payload) >= 4:
+            return struct.pack("<I", Status.SUCCESS) + payload[4:]
         return payload
 
     def _note(self, kind: str, ch: MailboxChannel, mid: int) -> None:

@@ -15,7 +15,13 @@ docs/spec/fuzzing.md §5):
   chain's ``error_index`` names its first failing sub-command), a hang TIMEOUT once TDR
   ends it as the head of its queue, a command queued behind a pending hang ABORT, and every
   command still pending when its context is destroyed or the device stopped or suspended
-  ABORT; once final, a state never changes; TURBO needs no live context (EBUSY).
+  ABORT; once final, a state never changes; TURBO needs no live context (EBUSY);
+- the command forms and config calls (docs/spec/jobs.md §4, §4a, §5a, §6): a preempt form
+  without the firmware's PREEMPT and NPU_COMMAND features gives EOPNOTSUPP, a CU index the
+  context lacks (one CU unless CONFIG_CU set a table) EINVAL; CONFIG_CU of 0 or more than
+  32 CUs, or a second one, EINVAL; a debug BO bound already or a context holding one
+  EBUSY, smaller than DEBUG_BO_MIN EINVAL, removed from a context it is not bound to
+  EINVAL; QoS whose requested GOPS overflow 32 bits or exceed the top level EINVAL.
 
 Firmware faults make the firmware's side unpredictable: after the first fault (or a
 management message the model does not know the answer of, which may leave the channel
@@ -30,9 +36,12 @@ import errno as errno_mod
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..chips import load_chip
+from ..fw.iface.aie2 import FAMILY as _FW
 from ..fw.messages import Opcode
 from ..shim import ErtState, ShimError, chain_error_index
 from .invariants import InvariantViolation
+from .lang import TraceError
 
 #: the shim harness (fuzz/shim_trace.py, which imports this module): its ``jobs``, ``ctxs``,
 #: ``shim``, ``mgmt_bad``, ``raced`` and ``race_fired`` are what the model reads
@@ -45,11 +54,15 @@ KNOWN_MGMT = (int(Opcode.GET_FIRMWARE_VERSION), 4)
 CTX_PROMISED = 6
 #: calls that need the firmware up: ENODEV when off or suspended (app_health too, unless
 #: TDR kept a report to answer with: not predicted there)
-NEEDS_FW = frozenset({"mgmt", "ctx", "exec", "chain", "power", "bulk"})
+NEEDS_FW = frozenset({"mgmt", "ctx", "qctx", "exec", "chain", "power", "bulk"})
 EOPNOTSUPP = errno_mod.errorcode[errno_mod.EOPNOTSUPP]
 
-EINVAL, ENODEV, EBUSY, EALREADY, EAGAIN = (errno_mod.errorcode[e] for e in (
-    errno_mod.EINVAL, errno_mod.ENODEV, errno_mod.EBUSY, errno_mod.EALREADY, errno_mod.EAGAIN))
+EINVAL, ENODEV, EBUSY, EALREADY, EAGAIN, EOPNOTSUPP = (errno_mod.errorcode[e] for e in (
+    errno_mod.EINVAL, errno_mod.ENODEV, errno_mod.EBUSY, errno_mod.EALREADY, errno_mod.EAGAIN,
+    errno_mod.EOPNOTSUPP))
+#: CU-table bound of CONFIG_CU and the debug BO's minimum size (docs/spec/jobs.md §4a, §5a)
+CONFIG_CU_MAX = _FW.const("CONFIG_CU_MAX")
+DEBUG_BO_MIN = _FW.const("DEBUG_BO_MIN")
 #: commands outstanding per context (docs/spec/jobs.md §4)
 SLOTS = 4
 #: what stop may report once the firmware misbehaved: its SUSPEND message failed
@@ -74,6 +87,34 @@ class CtxModel:
     failed_execs: int = 0  # execs that failed after the context existed (may spend a seq)
     hangs: list[int] = field(default_factory=list)  # job indexes of submitted hangs
     umq: bool = False  # AIE4: handed to the application (user-mode submission)
+    cus: int | None = 1  # CUs the context has (one until CONFIG_CU sets a table; None: unknown)
+    cu_user: bool | None = False  # CONFIG_CU took a table (a second one is EINVAL; None: unknown)
+    dbg: int | None = None  # the ``dbgbo`` number bound to it
+
+
+#: command forms of ``call exec`` (docs/spec/jobs.md §4)
+FORMS = ("npu", "cu", "dpu", "preempt", "preempt_elf")
+
+
+def parse_form(form: str) -> tuple[str, int]:
+    """``FORM[@CU]`` of ``call exec`` as (form, CU index 0..31)."""
+    name, _, cu = form.partition("@")
+    if name not in FORMS or (cu and not cu.isdigit()) or int(cu or 0) > 31:
+        raise TraceError(f"command form {form!r}: one of {', '.join(FORMS)}, optionally @CU (0..31)")
+    return name, int(cu or 0)
+
+
+def qos_ok(chip: str, gops: int, fps: int, latency_ms: int, max_opc: int) -> bool:
+    """The driver's QoS sanity check (docs/spec/jobs.md §6): requested GOPS fit 32 bits and,
+    with a max_opc, what the top DPM level gives."""
+    if not (gops and (fps or latency_ms)):
+        return True
+    ms = _FW.const("QOS_MS_PER_S")
+    rate = max(fps, ms // latency_ms if latency_ms else 0)
+    req = gops * rate * _FW.const("QOS_SYS_EFF_FACTOR")
+    levels = load_chip(chip).dpm_levels
+    top = max_opc * levels[-1][1] // _FW.const("QOS_OPC_PER_GOPS_MHZ") if levels else 0
+    return req <= 0xFFFFFFFF and not (max_opc and req > top)
 
 
 def outcome(kernels: tuple[str, ...]) -> tuple[ErtState, int | None]:
@@ -100,6 +141,9 @@ class ShimModel:
         self.ctxs: list[CtxModel] = []
         self.jobs: list[JobModel] = []
         self.bulk_behind_hang = False
+        self.preempt: bool | None = None  # the probed firmware serves the preempt forms
+        self.health = True  # ... and GET_APP_HEALTH
+        self.dbg_known = True  # debug bindings predicted (not after stop/suspend/faults)
 
     # -- helpers --------------------------------------------------------------------------
     def taint(self, why: str) -> None:
@@ -126,10 +170,21 @@ class ShimModel:
         dead = self._dead(h, name, args)
         if dead is not None:
             return dead
+        if name == "exec" and len(args) > 2:  # checked as the command is parsed, before the
+            form, cu = parse_form(args[2])  # device state (docs/spec/jobs.md §4)
+            if form.startswith("preempt") and self.preempt is False:
+                return EOPNOTSUPP
+            cus = self.ctxs[args[0] % len(h.ctxs)].cus
+            if form != "preempt_elf" and cu and cus is None:
+                return None  # a CU table that may or may not have been set
+            if form != "preempt_elf" and cus is not None and cu >= cus:
+                return EINVAL
         if name == "stop":  # tears down whatever happens; a failed SUSPEND on the way is
             return "ok" if clean else STOP_AFTER_FAULT  # reported, never ENODEV
-        if name == "waitseq":
+        if name in ("waitseq", "syncwait"):
             return self._waitseq(h, args)
+        if name == "cucfg" and not 1 <= args[1] <= CONFIG_CU_MAX:
+            return EINVAL  # checked before the context and the device
         if self.dev == "unknown":  # a probe, suspend or resume failed half way
             return None
         if name == "probe":
@@ -152,25 +207,66 @@ class ShimModel:
             return EBUSY  # the application owns the queue
         if name == "mgmt":
             return "ok" if (args[0], len(args[1])) == KNOWN_MGMT and not h.mgmt_bad else None
-        if name == "ctx":
+        if name in ("ctx", "qctx"):
+            if name == "qctx" and not qos_ok(h.chip, *(a & 0xFFFFFFFF for a in args)):
+                return EINVAL
             return "ok" if sum(c.alive for c in self.ctxs) < CTX_PROMISED else None
+        if name == "cucfg":
+            cu_user = self.ctxs[args[0] % len(h.ctxs)].cu_user
+            return None if cu_user is None else (EINVAL if cu_user else "ok")
+        if name == "dbg":
+            return self._dbg(h, args)
         if name == "power":
             return EBUSY if args[0] == "turbo" and any(c.alive for c in self.ctxs) else "ok"
         if name == "bulk":
             n = args[0] % len(h.ctxs)
             self.bulk_behind_hang = self._pending_hang(h, n)
-            return None if self.bulk_behind_hang else "ok"  # behind a hang: TDR decides
+            if self.bulk_behind_hang:
+                return None  # behind a hang: TDR decides
+            return {"ok", EBUSY} if self._others_busy(h, n, self.observe(h)) else "ok"
         if name == "health":
-            return "ok" if self.dev == "up" else None
+            return ("ok" if self.health else EOPNOTSUPP) if self.dev == "up" else None
         if name in ("exec", "chain"):
             n = args[0] % len(h.ctxs)
             now = self.observe(h)
             pending = sum(1 for i, j in enumerate(h.jobs[: len(self.jobs)])
                           if j.ctx == n and now.get(i) not in FINAL)
-            return "ok" if pending < SLOTS else {"ok", EAGAIN}  # full: waits, then may give up
+            want = {"ok"} if pending < SLOTS else {"ok", EAGAIN}  # full: waits, may give up
+            return want | {EBUSY} if self._others_busy(h, n, now) else want
         if name in ("info", "destroy"):
             return "ok"
         return None
+
+    def _dbg(self, h: ShimHarness, args: tuple) -> str | set[str] | None:
+        """CONFIG_HWCTX ASSIGN/REMOVE_DBG_BUF (docs/spec/jobs.md §4a), in the shim's order."""
+        if not h.dbg_bos:
+            return EINVAL
+        n, b = args[0] % len(h.ctxs), args[2] % len(h.dbg_bos)
+        if not self.dbg_known:
+            return None
+        c = self.ctxs[n]
+        if args[1] == "remove":  # unbinds at once; then waits for the firmware's status
+            if c.dbg != b:
+                return EINVAL
+            return "ok" if self.dev == "up" and not self._pending_hang(h, n) else None
+        if c.dbg is not None or any(o.dbg == b for o in self.ctxs):
+            return EBUSY
+        if self.dev != "up":
+            return ENODEV
+        if self._pending_hang(h, n):
+            return None  # the config waits behind the hang: TDR or its timeout decides
+        if h.dbg_bos[b][1] < DEBUG_BO_MIN:
+            return EINVAL  # the firmware refuses it: nothing stays bound
+        if sum(o.alive for o in self.ctxs) > CTX_PROMISED:
+            return None
+        return {"ok", EBUSY} if self._others_busy(h, n, self.observe(h)) else "ok"
+
+    def _others_busy(self, h: ShimHarness, n: int, now: dict[int, ErtState]) -> bool:
+        """Another live context has work pending: it cannot be swapped out, so a
+        disconnected context's submission may wait out the mailbox timeout and give EBUSY
+        (docs/spec/jobs.md §3a)."""
+        return any(j.ctx != n and self.ctxs[j.ctx].alive and now.get(i) not in FINAL
+                   for i, j in enumerate(h.jobs[: len(self.jobs)]))
 
     def _pending_hang(self, h: ShimHarness, n: int) -> bool:
         now = self.observe(h)
@@ -179,7 +275,7 @@ class ShimModel:
     def _dead(self, h: ShimHarness, name: str, args: tuple) -> str | set[str] | None:
         """EINVAL (or ENOENT) for a call on a destroyed context, whatever else holds."""
         if name not in ("exec", "chain", "health", "info", "destroy", "bulk", "waitseq", "umq",
-                        "doorbell"):
+                        "doorbell", "syncwait", "cucfg", "dbg"):
             return None
         if not h.ctxs:
             return EINVAL  # the harness has no context to name
@@ -200,7 +296,7 @@ class ShimModel:
 
     def before(self, h: ShimHarness, name: str, args: tuple) -> dict[int, ErtState]:
         """States of the jobs before a call that may abort them or queue behind them."""
-        if name in ("stop", "suspend", "destroy", "exec", "chain", "flr"):
+        if name in ("stop", "suspend", "destroy", "exec", "chain", "flr", "dbg"):
             return {i: st for i, st in self.observe(h).items()}
         return {}
 
@@ -214,6 +310,13 @@ class ShimModel:
             self.taint(f"mgmt {args[0]:#x} of {len(args[1])} bytes")
         if name == "mgmt" and got != "ok" and self.dev == "up":
             self.taint(f"mgmt gave {got}")
+        if name == "dbg" and args[1] == "remove" and h.dbg_bos and h.ctxs:
+            c = self.ctxs[args[0] % len(h.ctxs)]
+            if c.dbg == args[2] % len(h.dbg_bos):
+                c.dbg = None  # unbound whatever the firmware answers
+        if name in ("stop", "suspend") or (self.tainted is not None and got != "ok") or \
+                (name == "dbg" and want is None and got != "ok"):
+            self.dbg_known = False  # the firmware may hold a registration the shim does not
         if name == "stop":  # the device is off whatever stop reported
             self.dev = "off"
             self._abort_pending(prior, lambda j: True)
@@ -228,6 +331,9 @@ class ShimModel:
             if name in ("exec", "chain") and h.ctxs:
                 c = self.ctxs[args[0] % len(h.ctxs)]
                 c.failed_execs += c.alive
+            if name == "cucfg" and h.ctxs and got != want:  # a table may be set all the same
+                c = self.ctxs[args[0] % len(h.ctxs)]
+                c.cus, c.cu_user = None, c.cu_user or None
             if name in ("probe", "resume") and got not in (EINVAL, EALREADY, EBUSY):
                 self.taint(f"{name} gave {got}")
                 self.dev = "unknown"
@@ -239,20 +345,34 @@ class ShimModel:
             self.ctxs[args[0] % len(h.ctxs)].umq = True
         elif name == "probe":
             self.dev = "up"
+            self._probed(h)
         elif name == "suspend":
             self.dev = "suspended"
             self._abort_pending(prior, lambda j: True)
         elif name == "resume":
             self.dev = "up"
-        elif name == "ctx":
+        elif name in ("ctx", "qctx"):
             self.ctxs.append(CtxModel())
+        elif name == "cucfg":
+            c = self.ctxs[args[0] % len(h.ctxs)]
+            c.cus, c.cu_user = args[1], True
+        elif name == "dbg" and args[1] == "assign":
+            self.ctxs[args[0] % len(h.ctxs)].dbg = args[2] % len(h.dbg_bos)
         elif name == "destroy":
             n = args[0] % len(h.ctxs)
             self.ctxs[n].alive = False
+            self.ctxs[n].dbg = None  # the firmware forgets it with the context
             self._abort_pending(prior, lambda j: h.jobs[j].ctx == n)
         elif name in ("exec", "chain"):
             self._submitted(h, prior)
         self.check(h)
+
+    def _probed(self, h: ShimHarness) -> None:
+        """Which command forms the probed firmware serves (docs/spec/jobs.md §4)."""
+        major, minor = (int(x) for x in h.shim.info()["protocol_version"].split("."))
+        chip = load_chip(h.chip)
+        self.preempt = all(chip.has_feature(f, (major, minor)) for f in ("PREEMPT", "NPU_COMMAND"))
+        self.health = chip.has_feature("GET_APP_HEALTH", (major, minor))
 
     def _abort_pending(self, prior: dict[int, ErtState], which) -> None:  # noqa: ANN001
         """Commands still pending when their context or the device goes end ABORT (or as

@@ -48,6 +48,7 @@ from ..fw.messages import (
     TOMBSTONE,
     Opcode,
     PspCmd,
+    SlotType,
     sz_ver,
 )
 from ..iommu import DMA_READ, DMA_WRITE
@@ -609,16 +610,30 @@ class DeviceHarness:
         ctx = self.contexts[which % len(self.contexts)]
         src, dst = self.bos[ctx]
         K = kernels.Kernel
-        kind %= 6
+        form, kind = kind // 6 % len(SUBMIT_FORMS), kind % 6
         desc = [kernels.Desc(K.NOP), kernels.Desc(K.COPY, count=16), kernels.Desc(K.FAIL),
                 kernels.Desc(K.HANG), kernels.Desc(K.COPY, count=16), kernels.Desc(K.NOP)][kind]
-        cmd = Cmd(desc, [src, dst] if kind == 1 else [])
-        if kind == 4:
-            cmd.raw_words = [1, 2, 3]
-        if kind == 5:
-            cmd.inst = src  # 64 bytes of data, not a descriptor
-        mid = ctx.submit([cmd] * max(1, min(count, 8)))
-        self.events[f"submit_{kind}"] += 1
+        if SUBMIT_FORMS[form] == "debug_bo":  # count: register a 4 KiB BO, a small one,
+            bo = [None, ctx.client.alloc(4096), src, None, dst][count % 5]  # none, unregister
+            mid = ctx.debug_bo(bo, int(count % 5 not in (0, 3)))
+            self.events[f"debug_bo_{count % 5}"] += 1
+            for _ in range(MAX_WAIT_TICKS):  # a status-only response
+                r = ctx.collect().get(mid)
+                if r is not None:
+                    ok = r.payload[:4] == bytes(4)
+                    self.events["debug_bo_ok" if ok else "debug_bo_refused"] += 1
+                    return
+                self.clock.advance(TICK_NS)
+            self.events["debug_bo_unanswered"] += 1
+            return
+        else:
+            cmd = Cmd(desc, [src, dst] if kind == 1 else [], slot_type=SUBMIT_FORMS[form])
+            if kind == 4:
+                cmd.raw_words = [1, 2, 3]
+            if kind == 5:
+                cmd.inst = src  # 64 bytes of data, not a descriptor
+            mid = ctx.submit([cmd] * max(1, min(count, 8)))
+            self.events[f"submit_{kind}" + (f"_slot{form}" if form else "")] += 1
         for _ in range(MAX_WAIT_TICKS):
             res = ctx.result(mid)
             if res is not None:
@@ -808,6 +823,12 @@ A4_KINDS = ("nop", "copy", "fail", "hang", "chain", "indirect", "bad_args_len", 
 A4_PASID = 7  # the fuzzed AIE4 client's PASID
 A4_CLIENT_SIZE = 1 << 20
 A4_QUEUE_SLOTS = 8  # queue BOs the driver helper places 64 KiB apart
+
+#: what ``submit KIND`` sends by KIND // 6: the chain's default slot (None), each
+#: CHAIN_EXEC_NPU slot type, or a CONFIG_DEBUG_BO (docs/spec/jobs.md §4, §4a)
+SUBMIT_FORMS: tuple[int | str | None, ...] = (
+    None, int(SlotType.NON_ELF), int(SlotType.PARTIAL_ELF), int(SlotType.PREEMPT),
+    int(SlotType.ELF), "debug_bo")
 # malformation flags of a posted message
 LIE_SIZE, BAD_MAGIC, BAD_SZVER, UNALIGNED_TAIL, TOMB_AHEAD, TAIL_PAST, ZERO_SIZE, NO_KICK = (
     1 << i for i in range(8))
@@ -1100,7 +1121,7 @@ class Interpreter:
         return [Op("call", ("ctx_create", cl % 3, col % 8 - 1, num % 4))]
 
     def _submit(self, r: Reader) -> list[Op]:
-        return [Op("call", ("submit", r.u8() % 4, r.u8() % 6, 1 + r.u8() % 4))]
+        return [Op("call", ("submit", r.u8() % 4, r.u8() % (6 * len(SUBMIT_FORMS)), 1 + r.u8() % 4))]
 
     def _destroy(self, r: Reader) -> list[Op]:
         return [Op("call", ("ctx_destroy", r.u8() % 4))]

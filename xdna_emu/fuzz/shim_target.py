@@ -35,6 +35,7 @@ from ..fw.messages import Opcode
 from .atheris_target import StopFlag, write_stats
 from .faults import ACT_FAULTS, MSG_FAULTS
 from .invariants import Failure
+from .model import FORMS
 from .ops import Op, TraceError
 from .shim_trace import KERNELS, POWER_MODES, ShimHarness
 
@@ -49,11 +50,21 @@ EXAMPLE_WALL_S = 60
 WEIGHTS = {"mgmt": 6, "ctx": 4, "destroy": 2, "exec": 10, "wait": 10, "info": 2,
            "suspend": 1, "resume": 1, "stop": 1, "tick": 3, "fault": 6, "act": 2,
            "timeout": 1, "chain": 4, "waitseq": 3, "health": 1, "power": 1, "bulk": 1,
-           "rewrite": 1}
-#: AIE4 (docs/spec/fuzzing.md §8): no firmware faults, AIE2 mgmt opcodes or START_NPU
-#: rewrites (the fault injector and the rewrites know the AIE2 forms); user-mode queues and FLR
-WEIGHTS_AIE4 = {**{k: v for k, v in WEIGHTS.items() if k not in ("fault", "act", "mgmt", "rewrite")},
+           "rewrite": 1, "qctx": 1, "cucfg": 1, "dbgbo": 1, "dbg": 2, "syncwait": 2}
+#: AIE4 (docs/spec/fuzzing.md §8): no firmware faults, AIE2 mgmt opcodes, START_NPU
+#: rewrites or AIE2 config calls (the fault injector, the rewrites and those calls know the
+#: AIE2 forms); user-mode queues and FLR
+WEIGHTS_AIE4 = {**{k: v for k, v in WEIGHTS.items()
+                   if k not in ("fault", "act", "mgmt", "rewrite", "qctx", "cucfg", "dbgbo", "dbg")},
                 "umq": 2, "doorbell": 4, "flr": 1}
+#: CU indexes an exec names: the default, ones a CU table has, and past every table
+EXEC_CUS = [0, 0, 0, 1, 2, 7, 31]
+#: QoS (gops, fps, latency_ms, max_opc): none, in range, at the 32-bit edge, past the top
+#: level (docs/spec/jobs.md §6)
+QOS = [(0, 0, 0, 0), (10, 30, 0, 2048), (100, 0, 1, 0), (4294967, 1000, 0, 0),
+       (4294968, 1000, 0, 0), (1000, 1000, 0, 1), (1, 0, 0, 1)]
+#: CU-table sizes (0 and 33 are refused) and debug-BO sizes (DEBUG_BO_MIN is 4 KiB)
+CU_COUNTS, DBG_SIZES = [0, 1, 2, 8, 14, 32, 33], [64, 4095, 4096, 8192]
 #: seqs a ``waitseq`` names besides real ones: never submitted, negative, huge
 ODD_SEQS = [0, -1, -(1 << 63), 1 << 62, 0xFFFFFFFF]
 #: (word, value) rewrites of a command BO under a running exec: the header's count or
@@ -81,7 +92,21 @@ def random_op(rng: random.Random, aie4: bool = False) -> Op:
     if name in ("destroy", "info", "umq", "doorbell"):
         return Op("call", (name, rng.randrange(4)))
     if name == "exec":
-        return Op("call", ("exec", rng.randrange(4), rng.choice(KERNELS)))
+        op = ("exec", rng.randrange(4), rng.choice(KERNELS))
+        if not aie4 and rng.random() < 0.5:  # another command form (docs/spec/jobs.md §4)
+            cu = rng.choice(EXEC_CUS)
+            op += (rng.choice(FORMS) + (f"@{cu}" if cu else ""),)
+        return Op("call", op)
+    if name == "qctx":
+        return Op("call", ("qctx", *rng.choice(QOS)))
+    if name == "cucfg":
+        return Op("call", ("cucfg", rng.randrange(4), rng.choice(CU_COUNTS)))
+    if name == "dbgbo":
+        return Op("call", ("dbgbo", rng.choice(DBG_SIZES)))
+    if name == "dbg":
+        return Op("call", ("dbg", rng.randrange(4), rng.choice(("assign", "remove")), rng.randrange(3)))
+    if name == "syncwait":
+        return Op("call", ("syncwait", rng.randrange(4), rng.choice(ODD_SEQS + [1, 2, 3])))
     if name == "wait":
         return Op("call", ("wait", rng.randrange(8), rng.choice([0, 100, 3000, 10000])))
     if name == "tick":

@@ -11,6 +11,13 @@ pause of virtual time or an expectation::
     call mgmt 0x108 00000000   # a management message: opcode, request bytes
     call ctx                   # create a hardware context; contexts are numbered 0, 1, ...
     call exec 0 hang           # submit a kernel (nop, fail, hang) on context 0; jobs 0, 1, ...
+    call exec 0 nop cu@2       # ... in a command form (npu, cu, dpu, preempt, preempt_elf;
+                               #   default npu), naming CU 2 (default 0) in its CU mask
+    call qctx 10 30 0 2048     # create a context with QoS gops, fps, latency_ms, max_opc
+    call cucfg 0 3             # CONFIG_CU: a CU table of 3 CUs on context 0
+    call dbgbo 4096            # create a DEV BO of 4096 bytes for debugging: BOs 0, 1, ...
+    call dbg 0 assign 1        # CONFIG_HWCTX ASSIGN_DBG_BUF (or remove) of BO 1 on context 0
+    call syncwait 0 2          # wait on point 2 of context 0's hardware-queue handle
     call wait 0 3000           # wait for job 0, timeout in ms
     call info 0                # hwctx_info of context 0
     call destroy 0             # hwctx_destroy of context 0 (numbers are never reused)
@@ -61,7 +68,7 @@ from ..shim import BO_CMD, BO_DEV, ErtState, ShimError, ert_start_dpu, ert_start
 from .faults import ACT_FAULTS, MSG_FAULTS, VARIANTS, FaultInjector
 from .invariants import Failure, Hang, InvariantViolation
 from .lang import Op, TraceError, typed_operands
-from .model import ShimModel
+from .model import ShimModel, parse_form
 
 if TYPE_CHECKING:
     from ..kernels import Kernel
@@ -82,7 +89,15 @@ FINAL = frozenset({ErtState.COMPLETED, ErtState.ERROR, ErtState.ABORT, ErtState.
 CALL_SPECS = {"probe": "", "timeout": "si", "mgmt": "ib", "ctx": "", "destroy": "i",
               "exec": "is", "wait": "ii", "info": "i", "suspend": "", "resume": "", "stop": "",
               "tick": "i", "chain": "is", "waitseq": "iii", "health": "i", "power": "s",
-              "bulk": "ii", "rewrite": "ii", "umq": "i", "doorbell": "i", "flr": ""}
+              "bulk": "ii", "rewrite": "ii", "umq": "i", "doorbell": "i", "flr": "",
+              "qctx": "iiii", "cucfg": "ii", "dbgbo": "i",
+              "dbg": "isi", "syncwait": "ii"}
+#: trailing operands a call may leave out (kinds as in CALL_SPECS)
+CALL_OPTIONAL = {"exec": "s"}
+#: the wait a ``syncwait`` grants (ms, virtual)
+SYNCWAIT_MS = 1000
+#: largest DEV BO ``dbgbo`` creates, and most CUs ``cucfg`` asks for (past the 32 allowed)
+DBGBO_MAX, CUCFG_MAX = 1 << 16, 40
 #: most jobs one ``bulk`` call runs (enough to wrap the 8-bit message id a few times)
 BULK_MAX = 1024
 POWER_MODES = ("default", "low", "medium", "high", "turbo")
@@ -108,25 +123,35 @@ def errname(e: int | None) -> str:
     return errno_mod.errorcode.get(e or 0, str(e))
 
 
-def chain_command(shim: Shim, kernels: list[Kernel], dpu: bool = False) -> int:
-    """A CMD BO holding a CMD_CHAIN of one START_NPU (AIE4: START_DPU) command BO per kernel."""
+def chain_command(shim: Shim, kernels: list[Kernel], form: str = "npu") -> int:
+    """A CMD BO holding a CMD_CHAIN of one ``form`` command BO per kernel (START_NPU; on
+    AIE4 START_DPU)."""
     from ..shim import ert_cmd_chain
 
-    subs = [npu_command(shim, k, dpu) for k in kernels]
+    subs = [npu_command(shim, k, form) for k in kernels]
     cmd = shim.bo_create(BO_CMD, 4096)
     d = ert_cmd_chain(subs)
     shim.bo_map(cmd)[: len(d)] = d
     return cmd
 
 
-def npu_command(shim: Shim, kernel: Kernel, dpu: bool = False) -> int:
-    """A CMD BO holding one START_NPU command that runs ``kernel`` (its descriptor in a
-    DEV BO of its own); returns the CMD BO's handle."""
+def npu_command(shim: Shim, kernel: Kernel, form: str = "npu", cu: int = 0) -> int:
+    """A CMD BO holding one command of ``form`` (docs/spec/jobs.md §4) that runs ``kernel``
+    (its descriptor in a DEV BO of its own) on CU ``cu``; returns the CMD BO's handle."""
     from .. import kernels as K
+    from ..shim import ert_start_cu, ert_start_preempt
 
     instr, cmd = shim.bo_create(BO_DEV, 64), shim.bo_create(BO_CMD, 4096)
     shim.bo_map(instr)[: K.DESC.size] = K.encode(K.Desc(kernel))
-    d = (ert_start_dpu if dpu else ert_start_npu)(shim.bo_info(instr)["xdna_addr"], K.DESC.size)
+    addr, mask = shim.bo_info(instr)["xdna_addr"], 1 << cu
+    if form == "cu":
+        d = ert_start_cu([addr & 0xFFFFFFFF, addr >> 32], cu_mask=mask)
+    elif form == "dpu":
+        d = ert_start_dpu(addr, K.DESC.size, cu_mask=mask)
+    elif form in ("preempt", "preempt_elf"):
+        d = ert_start_preempt(addr, K.DESC.size, cu_mask=mask, elf=form == "preempt_elf")
+    else:
+        d = ert_start_npu(addr, K.DESC.size, cu_mask=mask)
     shim.bo_map(cmd)[: len(d)] = d
     return cmd
 
@@ -165,6 +190,8 @@ class ShimHarness:
         self.raced: set[int] = set()  # command BOs rewritten under a running exec
         self.race_fired = False  # a rewrite happened inside the call running now
         self.umqs: dict[int, UserQueue] = {}  # AIE4: context number -> its user-mode queue
+        self.syncobjs: dict[int, int] = {}  # hardware-queue handle per context number, once read
+        self.dbg_bos: list[tuple[int, int]] = []  # (handle, size) per ``dbgbo`` number
         self.model: ShimModel | None = ShimModel(self.aie4) if self.use_model else None
         self.events.clear()
         return self
@@ -199,7 +226,8 @@ class ShimHarness:
         fn = self.calls.get(name)
         if fn is None:
             raise TraceError(f"unknown shim call {name!r} (known: {', '.join(CALL_SPECS)})")
-        if len(args) != len(CALL_SPECS[name]):
+        n_opt = len(CALL_OPTIONAL.get(name, ""))
+        if not len(CALL_SPECS[name]) <= len(args) <= len(CALL_SPECS[name]) + n_opt:
             raise TraceError(f"call {name} takes {len(CALL_SPECS[name])} operands")
         model = self.model
         self.race_fired = False
@@ -284,25 +312,81 @@ class ShimHarness:
             raise InvariantViolation("bad_channel", "a mgmt message succeeded on a bad channel")
 
     def c_ctx(self) -> None:
-        h = self._run(self.shim.hwctx_create)
+        self._new_ctx(self._run(self.shim.hwctx_create))
+
+    def c_qctx(self, gops: int, fps: int, latency_ms: int, max_opc: int) -> None:
+        """A context with QoS (docs/spec/jobs.md §6: QoS drives DPM); values are u32."""
+        m = 0xFFFFFFFF
+        self._new_ctx(self._run(self.shim.hwctx_create, 0, 0, -1, gops & m, fps & m,
+                                latency_ms & m, max_opc & m))
+
+    def _new_ctx(self, h: int) -> None:
         self.ctxs.append(h)
+
+    def _syncobj(self, n: int) -> int:
+        """Context ``n``'s hardware-queue handle (hwctx_info, no firmware); 0, which no
+        context holds, when it cannot be read."""
+        if n not in self.syncobjs:
+            try:
+                self.syncobjs[n] = self.shim.hwctx_info(self.ctxs[n])["syncobj"]
+            except ShimError:
+                return 0
+        return self.syncobjs[n]
+
+    def c_cucfg(self, i: int, count: int) -> None:
+        """CONFIG_CU with ``count`` CUs, each a DEV BO of its own (function = its index)."""
+        n, h, alive = self._ctx(i)
+        k = max(0, min(count, CUCFG_MAX))
+        bos = [self._run(self.shim.bo_create, BO_DEV, 64) for _ in range(k)]
+        self._run(self.shim.config_cu, h, [(bo, f) for f, bo in enumerate(bos)])
+
+    def c_dbgbo(self, size: int) -> None:
+        size = max(1, min(size, DBGBO_MAX))
+        self.dbg_bos.append((self._run(self.shim.bo_create, BO_DEV, size), size))
+
+    def c_dbg(self, i: int, how: str, b: int) -> None:
+        """CONFIG_HWCTX ASSIGN_DBG_BUF / REMOVE_DBG_BUF of debug BO number ``b``."""
+        if how not in ("assign", "remove"):
+            raise TraceError(f"dbg {how!r}: assign or remove")
+        n, h, alive = self._ctx(i)
+        if not self.dbg_bos:
+            raise ShimError(errno_mod.EINVAL, "no debug BO created yet")
+        bo = self.dbg_bos[b % len(self.dbg_bos)][0]
+        fn = self.shim.assign_debug_bo if how == "assign" else self.shim.remove_debug_bo
+        if not alive:
+            return self._dead_use(f"dbg {how}", n, fn, h, bo)
+        self._run(fn, h, bo)
+        return None
+
+    def c_syncwait(self, i: int, seq: int) -> None:
+        n, h, alive = self._ctx(i)
+        self._run(self.shim.syncobj_wait, self._syncobj(n) if alive else self.syncobjs.get(n, 0), seq & (1 << 64) - 1, SYNCWAIT_MS)
 
     def c_destroy(self, i: int) -> None:
         n, h, alive = self._ctx(i)
         if not alive:
             return self._dead_use("destroy", n, self.shim.hwctx_destroy, h)
+        self._syncobj(n)  # its old queue handle, for ``syncwait`` after the destroy
         self.dead.add(n)
         self._run(self.shim.hwctx_destroy, h)
         return None
 
-    def c_exec(self, i: int, kernel: str) -> None:
+    def _form(self) -> str:
+        """The command form a context runs by default: START_NPU, on AIE4 START_DPU (the
+        only one it runs; docs/spec/aie4.md §8)."""
+        return "dpu" if self.aie4 else "npu"
+
+    def c_exec(self, i: int, kernel: str, form: str = "") -> None:
         from .. import kernels as K
 
         if kernel not in KERNELS:
             raise TraceError(f"kernel {kernel!r} is not one of {', '.join(KERNELS)}")
+        name, cu = parse_form(form or self._form())
+        if self.aie4 and name != "dpu":
+            raise TraceError(f"command form {form!r}: AIE4 runs only dpu (START_DPU)")
         n, h, alive = self._ctx(i)
         s = self.shim
-        cmd = self._run(npu_command, s, K.Kernel[kernel.upper()], self.aie4)
+        cmd = self._run(npu_command, s, K.Kernel[kernel.upper()], name, cu)
         if not alive:
             return self._dead_use("exec", n, s.exec, h, cmd)
         seq = self._racing_exec(h, cmd)
@@ -330,7 +414,7 @@ class ShimHarness:
             raise TraceError(f"chain kernels {kernels!r}: each one of {', '.join(KERNELS)}")
         n, h, alive = self._ctx(i)
         s = self.shim
-        cmd = self._run(chain_command, s, [K.Kernel[k.upper()] for k in names], self.aie4)
+        cmd = self._run(chain_command, s, [K.Kernel[k.upper()] for k in names], self._form())
         if not alive:
             return self._dead_use("exec", n, s.exec, h, cmd)
         seq = self._racing_exec(h, cmd)
@@ -385,7 +469,7 @@ class ShimHarness:
 
         n, h, alive = self._ctx(i)
         s = self.shim
-        cmd = self._run(npu_command, s, K.Kernel.NOP, self.aie4)
+        cmd = self._run(npu_command, s, K.Kernel.NOP, self._form())
         if not alive:
             return self._dead_use("exec", n, s.exec, h, cmd)
         view = s.bo_map(cmd)
@@ -602,6 +686,8 @@ def parse_op(verb: str, toks: list[str]) -> Op:
         spec = CALL_SPECS.get(toks[0])
         if spec is None:
             raise TraceError(f"unknown shim call {toks[0]!r}")
+        if len(toks) - 1 > len(spec):
+            spec += CALL_OPTIONAL.get(toks[0], "")
         if len(toks) - 1 != len(spec):
             raise TraceError(f"call {toks[0]} takes {len(spec)} operands, got {len(toks) - 1}")
         return Op(verb, (toks[0], *typed_operands(spec, toks[1:])))

@@ -20,6 +20,7 @@ import numpy as np
 from .. import kernels
 from ..fw.messages import (
     HEAP_DEV_ADDR,
+    KERNEL_OP_TXN,
     LAYOUTS,
     SLOT_CF,
     SLOT_DPU,
@@ -60,6 +61,7 @@ class Cmd:
     args: list[Bo | int] = field(default_factory=list)
     raw_words: list[int] | None = None  # override the argument words (for bad commands)
     inst: Bo | None = None  # use this instruction BO as is (default: one holding ``desc``)
+    slot_type: int | None = None  # a CHAIN_EXEC_NPU slot type (default PARTIAL_ELF)
 
 
 class PyClient:
@@ -159,8 +161,20 @@ class PyContext:
     def slot(self, opcode: Opcode, cmd: Cmd) -> bytes:
         inst = cmd.inst if cmd.inst is not None else self.inst_bo(cmd.desc)
         words = self.arg_words(cmd)
-        if opcode == Opcode.CHAIN_EXEC_NPU:
-            hdr = SLOT_NPU.pack(SlotType.PARTIAL_ELF, inst.addr, 0, 0, inst.size, 0, 0, 0, 0, len(words))
+        stype = SlotType.PARTIAL_ELF if cmd.slot_type is None else cmd.slot_type
+        if opcode == Opcode.CHAIN_EXEC_NPU and stype == SlotType.NON_ELF:  # START_CU: CU payload
+            words = [inst.addr & 0xFFFFFFFF, inst.addr >> 32, *words]
+            hdr = SLOT_NPU.pack(stype, 0, 0, 0, 0, 0, 0, 0, 0, len(words))
+        elif opcode == Opcode.CHAIN_EXEC_NPU and stype == SlotType.ELF:
+            # the addresses patched into the instruction buffer after the descriptor
+            # (docs/spec/jobs.md §5); the slot carries only KERNEL_OP_TXN
+            if cmd.inst is None:
+                addrs = [a.addr if isinstance(a, Bo) else int(a) for a in cmd.args]
+                inst = self.inst_bo(kernels.encode(cmd.desc) + struct.pack(f"<{len(addrs)}Q", *addrs))
+            words = [KERNEL_OP_TXN]
+            hdr = SLOT_NPU.pack(stype, inst.addr, 0, 0, inst.size, 0, 0, 0, 0, len(words))
+        elif opcode == Opcode.CHAIN_EXEC_NPU:  # PARTIAL_ELF, PREEMPT (no save/restore) or raw
+            hdr = SLOT_NPU.pack(stype, inst.addr, 0, 0, inst.size, 0, 0, 0, 0, len(words))
         elif opcode == Opcode.CHAIN_EXEC_DPU:
             hdr = SLOT_DPU.pack(inst.addr, inst.size, 0, 0, len(words))
         else:
@@ -190,6 +204,13 @@ class PyContext:
         else:
             payload = lay.req.pack(bo.addr, len(data), count)
         return self.chan.send(opcode, payload)
+
+    def debug_bo(self, bo: Bo | None, config: int) -> int:
+        """CONFIG_DEBUG_BO on the context's channel: register (1) or unregister (0) ``bo``
+        (its heap offset and size; docs/spec/jobs.md §4a); returns the msg id."""
+        off, size = (bo.addr - HEAP_DEV_ADDR, bo.size) if bo is not None else (0, 0)
+        return self.chan.send(Opcode.CONFIG_DEBUG_BO,
+                              LAYOUTS[Opcode.CONFIG_DEBUG_BO].req.pack(off, size, config))
 
     def collect(self) -> dict[int, Response]:
         """Drain the user channel; every response is kept by id."""

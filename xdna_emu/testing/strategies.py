@@ -42,7 +42,8 @@ payloads = st.binary(max_size=96)
 #: malformation flags of a posted message (xdna_emu.fuzz.ops LIE_SIZE..NO_KICK); 0 = good
 post_flags = st.one_of(st.just(0), st.just(0), st.sampled_from([1 << i for i in range(8)]),
                        st.integers(0, 0xFF))
-kernel_kinds = st.integers(0, 5)
+#: ``submit`` kinds: kernel kind + 6 × form (xdna_emu.fuzz.ops.SUBMIT_FORMS: slot types, debug BO)
+kernel_kinds = st.integers(0, 35)
 
 
 @st.composite
