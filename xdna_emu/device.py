@@ -82,17 +82,6 @@ class NpuDevice(DeviceBase):
         self._booted(self.fw.status())
         return PspStatus.OK
 
-    def _stop_fw(self) -> None:
-        if self.fw is not None:
-            self.fw.stop()
-            self.fw = None
-        self.ctx = None
-        self._timers.clear()
-
-    def _power_off(self) -> None:
-        self.psp.power_lost()
-        self._stop_fw()
-
     # -- reset and time ---------------------------------------------------------------------
     def reset(self) -> None:
         """Power-on state (FLR). The MSI-X table/PBA are kept: the PCI function's MSI-X

@@ -47,6 +47,10 @@ class DeviceBase:
         self.actions: dict[str, Callable[..., None]] = {}
         #: side effects of trapped registers, by (bar, offset)
         self._traps: dict[tuple[int, int], Callable[[int], None]] = {}
+        #: the running firmware and its contexts; each generation sets its own blocks
+        self.fw: Any = None
+        self.ctx: Any = None
+        self.psp: Any = None
 
     # -- register writes ------------------------------------------------------------------
     def mmio_write(self, bar: int, offset: int, value: int) -> None:
@@ -83,6 +87,18 @@ class DeviceBase:
         """Count a firmware boot and keep what it runs (``status()`` of the firmware)."""
         self.boots += 1
         self.last_boot = {"version": status["version"], "protocol": status["protocol"]}
+
+    # -- firmware lifecycle (PSP/SMU callbacks) ----------------------------------------------
+    def _stop_fw(self) -> None:
+        if self.fw is not None:
+            self.fw.stop()
+            self.fw = None
+        self.ctx = None
+        self._timers.clear()
+
+    def _power_off(self) -> None:
+        self.psp.power_lost()
+        self._stop_fw()
 
     # -- time -----------------------------------------------------------------------------
     def schedule(self, delay_ns: int, action: str, *args: Any) -> None:

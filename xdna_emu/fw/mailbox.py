@@ -300,16 +300,14 @@ def _name(table: type, value: int) -> str:
         return f"{value:#x}"
 
 
-class MailboxEngine:
-    """All channels of a device and the routing of their trapped register writes."""
+class ChannelEngine:
+    """The channels of a device, the vectors they raise (through the fault interposer) and
+    their saved state; each generation adds its register layout (AIE2 :class:`MailboxEngine`,
+    AIE4 ``Aie4Mailbox``)."""
 
     def __init__(self, chip: Chip, regs: RegisterFile, irq: Callable[[int], None],
                  stats: dict[str, int]) -> None:
-        if chip.mailbox is None:
-            raise ValueError(f"{chip.name} has no AIE2 mailbox layout")
         self.chip, self.regs, self._raise, self.stats = chip, regs, irq, stats
-        self.layout = chip.mailbox
-        self.sram_base = chip.reg("sram.mbox_chann").addr
         self.channels: dict[int, MailboxChannel] = {}
         self.next_serial = 1
         self.interposer: Interposer | None = None
@@ -325,6 +323,41 @@ class MailboxEngine:
     def raw_irq(self, vector: int) -> None:
         """Raise a vector past the interposer (an injected interrupt)."""
         self._raise(vector)
+
+    def channel(self, index: int, serial: int) -> MailboxChannel | None:
+        """Channel ``index`` if it is still the opening ``serial``."""
+        ch = self.channels.get(index)
+        return ch if ch is not None and ch.serial == serial else None
+
+    def close_channel(self, index: int) -> None:
+        ch = self.channels.pop(index, None)
+        if ch is not None:
+            ch.open = False
+            ch.outq.clear()
+
+    def close_all(self) -> None:
+        for idx in list(self.channels):
+            self.close_channel(idx)
+
+    # -- state (docs/spec/device.md §4) -------------------------------------------------------
+    def save(self) -> MailboxState:
+        return MailboxState(self.next_serial,
+                            tuple(ch.save() for _, ch in sorted(self.channels.items())))
+
+    def status(self) -> list[dict]:
+        return [ch.status() for _, ch in sorted(self.channels.items())]
+
+
+class MailboxEngine(ChannelEngine):
+    """All AIE2 channels of a device and the routing of their trapped register writes."""
+
+    def __init__(self, chip: Chip, regs: RegisterFile, irq: Callable[[int], None],
+                 stats: dict[str, int]) -> None:
+        if chip.mailbox is None:
+            raise ValueError(f"{chip.name} has no AIE2 mailbox layout")
+        super().__init__(chip, regs, irq, stats)
+        self.layout = chip.mailbox
+        self.sram_base = chip.reg("sram.mbox_chann").addr
 
     def slot_addr(self, slot: int) -> int:
         """Device address of SRAM ring slot ``slot``."""
@@ -366,26 +399,6 @@ class MailboxEngine:
         self.channels[index] = ch
         return ch
 
-    def channel(self, index: int, serial: int) -> MailboxChannel | None:
-        """Channel ``index`` if it is still the opening ``serial``."""
-        ch = self.channels.get(index)
-        return ch if ch is not None and ch.serial == serial else None
-
-    def close_channel(self, index: int) -> None:
-        ch = self.channels.pop(index, None)
-        if ch is not None:
-            ch.open = False
-            ch.outq.clear()
-
-    def close_all(self) -> None:
-        for idx in list(self.channels):
-            self.close_channel(idx)
-
-    # -- state (docs/spec/device.md §4) -------------------------------------------------------
-    def save(self) -> MailboxState:
-        return MailboxState(self.next_serial,
-                            tuple(ch.save() for _, ch in sorted(self.channels.items())))
-
     def load(self, st: MailboxState, handler: Callable[[ChannelState], Handler]) -> None:
         """Reopen the saved channels (registers and rings are in the restored BARs);
         ``handler`` names the firmware behaviour behind each one."""
@@ -397,6 +410,3 @@ class MailboxEngine:
             ch.load(cs)
             self.channels[cs.index] = ch
         self.next_serial = st.next_serial
-
-    def status(self) -> list[dict]:
-        return [ch.status() for _, ch in sorted(self.channels.items())]

@@ -107,17 +107,6 @@ class Aie4Device(DeviceBase):
         self._boot(image, cert)
         return PspStatus.OK
 
-    def _stop_fw(self) -> None:
-        if self.fw is not None:
-            self.fw.stop()
-            self.fw = None
-        self.ctx = None
-        self._timers.clear()
-
-    def _power_off(self) -> None:
-        self.psp.power_lost()
-        self._stop_fw()
-
     def reset(self) -> None:
         """Power-on state (FLR): mailbox_info.valid cleared, blocks reset; MSI-X kept."""
         try:

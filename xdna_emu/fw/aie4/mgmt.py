@@ -26,7 +26,7 @@ from ...regio import RegisterFile
 from ..iface import Message as TableMessage
 from ..iface import Struct
 from ..image import FirmwareImage
-from ..mailbox import ChannelState, Interposer, MailboxChannel, MailboxState, Message
+from ..mailbox import ChannelEngine, ChannelState, MailboxChannel, MailboxState, Message
 from .messages import (
     MAILBOX_INFO,
     MBOX_INFO_VALID,
@@ -75,30 +75,17 @@ class Aie4Channel(MailboxChannel):
         self.msgs_out = 0
 
 
-class Aie4Mailbox:
+class Aie4Mailbox(ChannelEngine):
     """The AIE4 device's one mailbox channel and the routing of its trapped registers; the
-    same surface as the AIE2 engine (interposer, save/load, status) so fault injection and
-    observers work unchanged."""
+    engine the AIE2 one shares (interposer, save, status), so fault injection and observers
+    work unchanged."""
 
     def __init__(self, chip: Chip, regs: RegisterFile, irq: Callable[[int], None],
                  stats: dict[str, int]) -> None:
         if chip.aie4 is None:
             raise ValueError(f"{chip.name} has no AIE4 layout")
-        self.chip, self.regs, self._raise, self.stats = chip, regs, irq, stats
+        super().__init__(chip, regs, irq, stats)
         self.layout: Aie4Layout = chip.aie4
-        self.channels: dict[int, MailboxChannel] = {}
-        self.next_serial = 1
-        self.interposer: Interposer | None = None
-        for key in ("malformed_msgs", "mbox_msgs_in", "mbox_msgs_out"):
-            stats.setdefault(key, 0)
-
-    def irq(self, vector: int) -> None:
-        ip = self.interposer
-        if ip is None or ip.allow_irq(vector):
-            self._raise(vector)
-
-    def raw_irq(self, vector: int) -> None:
-        self._raise(vector)
 
     def traps(self) -> dict[tuple[int, int], Callable[[int], None]]:
         base = self.layout.mgmt_regs
@@ -126,19 +113,6 @@ class Aie4Mailbox:
         self.channels[MGMT_CHANNEL] = ch
         return ch
 
-    def channel(self, index: int, serial: int) -> MailboxChannel | None:
-        ch = self.channels.get(index)
-        return ch if ch is not None and ch.serial == serial else None
-
-    def close_all(self) -> None:
-        for ch in self.channels.values():
-            ch.open = False
-            ch.outq.clear()
-        self.channels = {}
-
-    def save(self) -> MailboxState:
-        return MailboxState(self.next_serial, tuple(ch.save() for ch in self.channels.values()))
-
     def load(self, st: MailboxState, handler: Callable[[ChannelState], Any]) -> None:
         self.close_all()
         for cs in st.channels:
@@ -146,9 +120,6 @@ class Aie4Mailbox:
             ch.load(cs)
             self.channels[cs.index] = ch
         self.next_serial = st.next_serial
-
-    def status(self) -> list[dict]:
-        return [ch.status() for ch in self.channels.values()]
 
 
 # -- the firmware -------------------------------------------------------------------------------
