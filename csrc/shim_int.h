@@ -93,6 +93,7 @@ struct xdna_bar_map {
  * context's id is not handed out again at once. */
 #define XDNA_HWCTX_ID_MAX 255u
 #define XDNA_CTX_MAX_CMDS 4          /* CTX_MAX_CMDS: outstanding commands per context */
+#define XDNA_RQ_IDLE_TICKS 3         /* idle TDR ticks before the runqueue disconnects a context */
 #define XDNA_MONITOR_POLL_NS 1000000u /* monitor re-check of a due duty that could not run (1 ms) */
 #define XDNA_CMDLIST_SIZE 4096u      /* one cmd-list buffer */
 #define XDNA_HEAP_CHUNK (64ull << 20)
@@ -125,6 +126,8 @@ struct xdna_drv_state {
     struct xdna_hwctx *hw[XDNA_MAX_HWCTX]; /* any order; hw->handle names it */
     uint32_t next_hwctx_id;   /* where the cyclic handle allocation resumes */
     uint32_t next_syncobj;    /* the last hardware-queue handle handed out */
+    uint32_t rq_asks_seen;    /* the other sessions' runqueue asks last looked at */
+    bool rq_owed;             /* they asked: disconnect one idle context when there is one */
     int tdr_ms, autosuspend_ms;
     uint64_t next_tdr_ns, last_active_ns;
     bool rpm_suspended;       /* runtime-suspended by the monitor */
@@ -203,6 +206,10 @@ int xdna_wr_trap(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 /* Append to the write log without storing into BAR memory (mailbox x2i tail). */
 int xdna_wr_log(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 int xdna_wr_trap_lazy(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
+/* The ctrl page's shared runqueue words (docs/spec/jobs.md §3a): read one, store one, and
+ * kick the daemon so it publishes them to the other sessions. */
+uint32_t xdna_ctrl_get(struct xdna_shim_ctx *ctx, unsigned off);
+void xdna_ctrl_set(struct xdna_shim_ctx *ctx, unsigned off, uint32_t val);
 /* Write through the log when (bar, off) is a trapped register, else plainly. */
 int xdna_wr_auto(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 bool xdna_loc_ok(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t len);
@@ -421,6 +428,9 @@ struct xdna_hwctx {
     uint32_t dpm_level;   /* the DPM level its QoS asks for */
     uint32_t dbg_bo;      /* its debug BO (0: none) */
     uint32_t connects, swaps; /* runqueue: CREATE_CONTEXTs, disconnections for another */
+    uint32_t idle_outs;   /* runqueue: disconnections after XDNA_RQ_IDLE_TICKS idle ticks */
+    uint32_t idle_ticks;  /* TDR ticks in a row it was connected with nothing to do */
+    uint64_t tick_submitted; /* submitted at the last tick */
     uint32_t syncobj;     /* its hardware-queue (completion timeline) handle */
     uint64_t active_ns;   /* last submission or completion (swap victims: least recent) */
     bool dbg_done;        /* the CONFIG_DEBUG_BO answer arrived */
@@ -455,6 +465,8 @@ int xdna_msix_restore(struct xdna_shim_ctx *ctx);
 int xdna_hwctx_restart_all(struct xdna_shim_ctx *ctx);
 /* Monitor tick: TDR over every context. */
 void xdna_hwctx_tdr_tick(struct xdna_shim_ctx *ctx);
+/* Monitor duty: another session asked the runqueue for a partition; give up an idle one. */
+void xdna_hwctx_rq_yield(struct xdna_shim_ctx *ctx);
 /* Channels to scan / vectors to poll for the monitor. */
 unsigned xdna_hwctx_pending(struct xdna_shim_ctx *ctx);
 unsigned xdna_hwctx_live(struct xdna_shim_ctx *ctx);

@@ -237,6 +237,7 @@ struct xdna_shim_hwctx_info {
     uint32_t swaps;    /* times it was disconnected to make room for another */
     uint32_t syncobj;  /* its hardware-queue handle: the completion timeline (§3b) */
     uint32_t umq_doorbell; /* user-mode queue doorbell: 0 on AIE2 (kernel-mode queue) */
+    uint32_t idle_outs; /* times it was disconnected after its idle TDR ticks */
     uint64_t submitted, completed, errors, timeouts, aborts;
 };
 

@@ -468,7 +468,7 @@ def test_debug_bo_bad_input(xdna_chip: str, xdna_shim: Shim) -> None:
 
 # -- the context runqueue: more contexts than partitions (docs/spec/jobs.md §3a) ------------
 
-JOBS_PER_THREAD = 40
+JOBS_PER_THREAD = 1000
 
 
 @pytest.mark.parametrize("xdna_chip", CHIPS)
@@ -509,6 +509,145 @@ def test_more_contexts_than_columns(xdna_chip: str, xdna_shim: Shim) -> None:
     assert errno_of(shim.hwctx_create) == errno.EBUSY  # hwctx_limit + 1
     for c in ctxs + extra:
         shim.hwctx_destroy(c)
+
+
+#: idle TDR ticks after which the runqueue disconnects a context (docs/spec/jobs.md §3a)
+IDLE_TICKS = 3
+
+
+def fw_contexts(emu: Emulator) -> tuple[list[dict], int]:
+    """The firmware's live contexts and how many it destroyed so far (daemon status)."""
+    with ControlClient(emu.socket) as cl:
+        cl.version()
+        dev = cl.status()
+    dev = dev.get("device", dev)
+    return dev["contexts"], dev["counters"]["contexts_destroyed"]
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_idle_context_is_disconnected_and_reconnects(
+        xdna_chip: str, xdna_emulator_factory, xdna_firmware_dir: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    from xdna_emu.testing.wait import wait_until
+
+    trace = tmp_path / "trace.json"
+    emu = xdna_emulator_factory(xdna_chip, trace=trace)
+    with Shim.open(emu.socket) as shim:
+        shim.probe(xdna_firmware_dir)
+        shim.set_tdr_ms(20)
+        ctx = shim.hwctx_create()
+        b = Bufs(shim)
+        assert run(shim, ctx, b.cmd("npu")) == ErtState.COMPLETED and b.copied()
+        # nothing to do for IDLE_TICKS ticks: disconnected without any contention
+        info = wait_until(lambda: shim.hwctx_info(ctx), lambda i: i["idle_outs"] == 1,
+                          what="the idle disconnect")
+        assert info["state"] == "idle" and info["swaps"] == 0 and info["connects"] == 1
+        live, destroyed = fw_contexts(emu)
+        assert live == [] and destroyed == 1  # DESTROY_CONTEXT reached the firmware
+        shim.set_tdr_ms(600_000)  # no further idle ticks while the rest runs
+        assert run(shim, ctx, b.cmd("npu")) == ErtState.COMPLETED and b.copied()
+        info = shim.hwctx_info(ctx)
+        assert info["state"] == "active" and info["connects"] == 2 and info["completed"] == 2
+        assert [c["id"] for c in fw_contexts(emu)[0]] == [info["fw_ctx_id"]]
+        shim.hwctx_destroy(ctx)
+    emu.stop()
+    # the firmware messages: CREATE/DESTROY_CONTEXT repeat for the one user context
+    ev = json.loads(trace.read_text())["traceEvents"]
+    ops = [e["name"] for e in ev if e.get("cat") == "mailbox" and e["ph"] == "b"
+           and e["name"] in ("CREATE_CONTEXT", "DESTROY_CONTEXT")]
+    assert ops == ["CREATE_CONTEXT", "DESTROY_CONTEXT"] * 2
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_busy_context_is_not_idle_disconnected(xdna_chip: str, xdna_shim: Shim) -> None:
+    """A context whose job hangs is TDR's (TIMEOUT, re-created), never an idle disconnect."""
+    from xdna_emu.testing.wait import wait_until
+
+    shim = xdna_shim
+    shim.set_tdr_ms(20)
+    ctx = shim.hwctx_create()
+    hang = cmd_bo(shim, ert_start_npu(*inst_of(shim, K.Kernel.HANG)))
+    shim.exec(ctx, hang)
+    wait_until(lambda: shim.cmd_state(hang), lambda s: s == ErtState.TIMEOUT, what="TDR")
+    info = shim.hwctx_info(ctx)
+    assert info["timeouts"] == 1 and info["connects"] == 2  # re-created by TDR
+    # idle afterwards: disconnected only after its idle ticks
+    info = wait_until(lambda: shim.hwctx_info(ctx), lambda i: i["idle_outs"] == 1,
+                      what="the idle disconnect")
+    assert info["connects"] == 2 and info["state"] == "idle"
+    shim.hwctx_destroy(ctx)
+
+
+def test_disconnected_client_context_still_holds_the_device(xdna_emulator: Emulator,
+                                                           xdna_shim: Shim) -> None:
+    """A client's context keeps its runtime-PM reference while the runqueue has it
+    disconnected (ctrl HWCTX_LIVE): the driver still sees an active context."""
+    from xdna_emu.testing.wait import wait_until
+
+    with Shim.open(xdna_emulator.socket) as cl:
+        cl.attach()
+        cl.set_tdr_ms(20)
+        ctx = cl.hwctx_create()
+        b = Bufs(cl)
+        assert run(cl, ctx, b.cmd("npu")) == ErtState.COMPLETED
+        wait_until(lambda: cl.hwctx_info(ctx)["idle_outs"], what="the idle disconnect")
+        assert fw_contexts(xdna_emulator)[0] == []
+        assert errno_of(xdna_shim.set_power_mode, "turbo") == errno.EBUSY
+        assert run(cl, ctx, b.cmd("npu")) == ErtState.COMPLETED and b.copied()
+        cl.hwctx_destroy(ctx)
+    wait_until(lambda: not fw_contexts(xdna_emulator)[0], what="the client gone")
+
+
+def inst_of(shim: Shim, kernel: K.Kernel) -> tuple[int, int]:
+    """A DEV BO holding ``kernel``'s descriptor: (device address, size)."""
+    bo = shim.bo_create(BO_DEV, 4096)
+    shim.bo_map(bo)[: K.DESC.size] = K.encode(K.Desc(kernel))
+    return shim.bo_info(bo)["xdna_addr"], K.DESC.size
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_runqueue_swaps_across_sessions(xdna_chip: str, xdna_emulator: Emulator,
+                                        xdna_shim: Shim) -> None:
+    """Contexts of the driver session and of a client session share the partitions: a job of
+    a disconnected client context makes the driver disconnect an idle context of its own,
+    and back (docs/spec/jobs.md §3a)."""
+    drv = xdna_shim
+    limit = drv.info()["hwctx_limit"]
+    # npu1: each context wants every usable column (one fits at a time); npu4: all firmware
+    # contexts are taken by the driver session
+    mine = [drv.hwctx_create() for _ in range(1 if xdna_chip == "npu1" else limit)]
+    drv.set_tdr_ms(600_000)  # no idle disconnects: only swaps free a partition here
+    bd = Bufs(drv)
+    for c in mine:
+        assert run(drv, c, bd.cmd("npu")) == ErtState.COMPLETED
+    with Shim.open(xdna_emulator.socket) as cl:
+        cl.attach()
+        cl.set_tdr_ms(600_000)
+        theirs = cl.hwctx_create()
+        assert cl.hwctx_info(theirs)["state"] == "idle"  # NOAVAIL: created disconnected
+        bc = Bufs(cl)
+        assert run(cl, theirs, bc.cmd("npu")) == ErtState.COMPLETED and bc.copied()
+        assert cl.hwctx_info(theirs)["connects"] == 1
+        out = [drv.hwctx_info(c) for c in mine]
+        assert sum(i["swaps"] for i in out) == 1  # the least recently active one
+        assert out[0]["swaps"] == 1 and out[0]["state"] == "idle"
+        # the driver's context wants a partition back: the least recently active idle
+        # context goes; on npu1 that is the client's (the driver has no other), on npu4 one
+        # of the driver's own
+        assert run(drv, mine[0], bd.cmd("npu")) == ErtState.COMPLETED and bd.copied()
+        assert drv.hwctx_info(mine[0])["connects"] == 2
+        info = cl.hwctx_info(theirs)
+        if xdna_chip == "npu1":
+            assert info["swaps"] == 1 and info["state"] == "idle"
+            # and again: CREATE/DESTROY_CONTEXT repeat for one user context of each session
+            assert run(cl, theirs, bc.cmd("npu")) == ErtState.COMPLETED and bc.copied()
+            assert cl.hwctx_info(theirs)["connects"] == 2
+            assert drv.hwctx_info(mine[0])["swaps"] == 2
+        else:
+            assert info["swaps"] == 0 and info["state"] == "active"
+            assert drv.hwctx_info(mine[1])["swaps"] == 1
+        cl.hwctx_destroy(theirs)
+    for c in mine:
+        drv.hwctx_destroy(c)
 
 
 # -- CU bundles (docs/spec/jobs.md §5a) ------------------------------------------------------

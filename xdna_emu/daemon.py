@@ -300,10 +300,22 @@ class Daemon:
         return self.driver is not None and self.fn.probed
 
     def _publish_foreign_ctx(self) -> None:
-        """Tell the driver how many contexts clients hold (their runtime-PM references)."""
+        """Tell the driver how many contexts clients hold (their runtime-PM references), and
+        every session the shared runqueue's state: the other sessions' asks for a partition
+        and how many firmware contexts went away (docs/spec/jobs.md §3a)."""
+        dev = self.fn.device
+        gen = dev.stats.get("contexts_destroyed", 0) & 0xFFFFFFFF
+        live = [(s, s.ctrl) for s in self.sessions.values() if s.ctrl is not None]
+        asks = [struct.unpack_from("<I", c, P.CTRL_OFF_RQ_ASK)[0] for _, c in live]
+        total = sum(asks)
         drv = self.driver
+        held = 0
+        for (s, c), ask in zip(live, asks, strict=True):
+            struct.pack_into("<II", c, P.CTRL_OFF_RQ_ASKS, (total - ask) & 0xFFFFFFFF, gen)
+            if s is not drv:
+                held += struct.unpack_from("<I", c, P.CTRL_OFF_HWCTX_LIVE)[0]
         if drv is not None and drv.ctrl is not None:
-            n = self.fn.device.context_count(exclude_pasid=drv.pasid)
+            n = max(dev.context_count(exclude_pasid=drv.pasid), held)
             struct.pack_into("<I", drv.ctrl, P.CTRL_OFF_FOREIGN_CTX, n)
 
     def _publish_config(self) -> None:

@@ -114,6 +114,11 @@ CTRL_OFF_TAIL = 0x18
 CTRL_OFF_EPOCH = 0x20
 CTRL_OFF_ALIVE = 0x28
 CTRL_OFF_FOREIGN_CTX = 0x2C  # driver session: live contexts owned by client sessions
+# the context runqueue shared by every session (docs/spec/jobs.md §3a)
+CTRL_OFF_HWCTX_LIVE = 0x30  # client stores: its live user contexts (runtime-PM references)
+CTRL_OFF_RQ_ASK = 0x34  # client stores: bumped each time one of its contexts found no partition
+CTRL_OFF_RQ_ASKS = 0x38  # daemon stores: the sum of the other sessions' RQ_ASK
+CTRL_OFF_CTX_GEN = 0x3C  # daemon stores: firmware contexts destroyed so far (device-wide)
 CTRL_OFF_ENTRY0 = 0x40
 LOG_ENTRY = _layout("LOG_ENTRY", Struct("log_entry", _u32s("bar", "offset", "value", "rsvd")))
 LOG_ENTRIES = (CTRL_SIZE - CTRL_OFF_ENTRY0) // LOG_ENTRY.size

@@ -233,7 +233,8 @@ class ContextFirmware:
 
     def __init__(self, fw: MgmtFirmware) -> None:
         self.fw, self.chip, self.iommu, self.stats = fw, fw.chip, fw.iommu, fw.stats
-        for key in ("jobs_completed", "jobs_failed", "iommu_faults", "unknown_ops"):
+        for key in ("jobs_completed", "jobs_failed", "iommu_faults", "unknown_ops",
+                    "contexts_destroyed"):
             self.stats.setdefault(key, 0)
         self.contexts: dict[int, HwContext] = {}
         lim = self.chip.limits
@@ -333,6 +334,7 @@ class ContextFirmware:
         if ctx.chan is not None:
             self.fw.engine.close_channel(ctx.chan.index)
         ctx.queue.clear()
+        self.stats["contexts_destroyed"] += 1  # the runqueue's generation (docs/spec/jobs.md §3a)
         log.info("context %d destroyed", ctx.id)
 
     def _host_buffer(self, opcode: Opcode, req: tuple, first: bool) -> bytes:
