@@ -660,6 +660,9 @@ class Daemon:
 
     def _h_mgmt_proxy(self, sess: Connection, payload: bytes) -> tuple[bytes, list[int]]:
         opcode, _ = P.MGMT_PROXY_HDR.unpack_from(payload)
+        # the session's logged writes come first: a lazy ring-head write of a channel it is
+        # giving up must not reach the channel another session gets next (protocol.md)
+        self._drain(sess)
         return self.fn.proxy(sess.pasid, opcode, payload[P.MGMT_PROXY_HDR.size :]), []
 
     def _h_status(self, sess: Connection, payload: bytes) -> tuple[bytes, list[int]]:
