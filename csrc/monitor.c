@@ -46,6 +46,7 @@ static void periodic_duties(struct xdna_shim_ctx *ctx)
     }
     if (!s->dev_busy && !s->rpm_suspended)
         xdna_hwctx_rq_yield(ctx); /* another session waits for a partition */
+    xdna_pm_foreign_qos(ctx); /* driver: client sessions' QoS moves DPM too */
     if (!s->client && ctx->mgmt.active)
         for (unsigned i = 0; i < sizeof(s->async_repost); i++)
             if (s->async_repost[i] && xdna_async_post(ctx, i) == 0)

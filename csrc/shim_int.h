@@ -128,6 +128,7 @@ struct xdna_drv_state {
     uint32_t next_syncobj;    /* the last hardware-queue handle handed out */
     uint32_t rq_asks_seen;    /* the other sessions' runqueue asks last looked at */
     bool rq_owed;             /* they asked: disconnect one idle context when there is one */
+    uint32_t foreign_dpm;     /* client sessions' highest DPM level + 1, as last applied */
     int tdr_ms, autosuspend_ms;
     uint64_t next_tdr_ns, last_active_ns;
     bool rpm_suspended;       /* runtime-suspended by the monitor */
@@ -345,6 +346,8 @@ int xdna_pm_ctx_level(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwctx_pa
                       uint32_t *level);
 /* Count a context's level in or out; in DEFAULT mode the SMU follows the highest counted. */
 int xdna_pm_count_level(struct xdna_shim_ctx *ctx, uint32_t level, bool add);
+/* Monitor duty of the driver session: the client sessions' QoS changed (ctrl FOREIGN_DPM). */
+void xdna_pm_foreign_qos(struct xdna_shim_ctx *ctx);
 
 /* ---- async error events (async.c) ---- */
 int xdna_async_events_start(struct xdna_shim_ctx *ctx);

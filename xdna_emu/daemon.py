@@ -302,21 +302,28 @@ class Daemon:
     def _publish_foreign_ctx(self) -> None:
         """Tell the driver how many contexts clients hold (their runtime-PM references), and
         every session the shared runqueue's state: the other sessions' asks for a partition
-        and how many firmware contexts went away (docs/spec/jobs.md §3a)."""
+        and how many firmware contexts went away (docs/spec/jobs.md §3a); the driver the
+        highest DPM level client contexts ask for, and the clients the level the SMU runs
+        at (§6)."""
         dev = self.fn.device
         gen = dev.stats.get("contexts_destroyed", 0) & 0xFFFFFFFF
         live = [(s, s.ctrl) for s in self.sessions.values() if s.ctrl is not None]
         asks = [struct.unpack_from("<I", c, P.CTRL_OFF_RQ_ASK)[0] for _, c in live]
         total = sum(asks)
         drv = self.driver
-        held = 0
+        dctrl = drv.ctrl if drv is not None else None
+        now = struct.unpack_from("<I", dctrl, P.CTRL_OFF_DPM_NOW)[0] if dctrl is not None else 0
+        held = want = 0
         for (s, c), ask in zip(live, asks, strict=True):
             struct.pack_into("<II", c, P.CTRL_OFF_RQ_ASKS, (total - ask) & 0xFFFFFFFF, gen)
             if s is not drv:
                 held += struct.unpack_from("<I", c, P.CTRL_OFF_HWCTX_LIVE)[0]
-        if drv is not None and drv.ctrl is not None:
+                want = max(want, struct.unpack_from("<I", c, P.CTRL_OFF_DPM_WANT)[0])
+                struct.pack_into("<I", c, P.CTRL_OFF_DPM_NOW, now)
+        if drv is not None and dctrl is not None:
             n = max(dev.context_count(exclude_pasid=drv.pasid), held)
-            struct.pack_into("<I", drv.ctrl, P.CTRL_OFF_FOREIGN_CTX, n)
+            struct.pack_into("<I", dctrl, P.CTRL_OFF_FOREIGN_CTX, n)
+            struct.pack_into("<I", dctrl, P.CTRL_OFF_FOREIGN_DPM, want)
 
     def _publish_config(self) -> None:
         """Config space changed: keep the sysfs ``config`` file true."""
@@ -459,14 +466,14 @@ class Daemon:
             data, anc, _flags, _ = sess.sock.recvmsg(65536, socket.CMSG_SPACE(4 * P.MAX_MSG_FDS))
         except (OSError, TimeoutError) as exc:
             self.drop(sess, f"recv failed: {exc}")
-            return False
+            return True  # the others' shared ctrl words change (docs/spec/jobs.md §3a)
         for level, typ, cdata in anc:
             if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
                 n = len(cdata) // 4
                 sess.fds.extend(struct.unpack(f"{n}i", cdata[: n * 4]))
         if not data:
             self.drop(sess, "closed" if not sess.rx else "truncated message")
-            return False
+            return True
         sess.rx += data
         progressed = False
         try:
