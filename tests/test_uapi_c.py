@@ -112,16 +112,18 @@ def test_two_devices_and_python_access() -> None:
     assert proc.returncode == 0 and "python ok" in proc.stdout, proc.stdout + proc.stderr
 
 
-def test_exec_program_qos_moves_the_clock() -> None:
+@pytest.mark.parametrize(("chip", "level"), [("npu1", 5), ("npu4", 3)])
+def test_exec_program_qos_moves_the_clock(chip: str, level: int) -> None:
     """A program under exec is a client session: its CREATE_HWCTX QoS moves the device's DPM
     level like the driver's own contexts (docs/spec/jobs.md §6), and the clock query shows it."""
     prog = textwrap.dedent("""
-        import ctypes
+        import ctypes, sys
         from xdna_emu import uapi_table as T
         from xdna_emu.chips import load_chip
         from xdna_emu.testing.wait import wait_until
         from xdna_emu.uapi import AccelFile
-        dpm = [lv[1] for lv in load_chip("npu4").dpm_levels]
+        chip, level = sys.argv[1], int(sys.argv[2])
+        dpm = [lv[1] for lv in load_chip(chip).dpm_levels]
         with AccelFile("/dev/accel/accel0") as f:
             def hclk():
                 return f.get_info("QUERY_CLOCK_METADATA", T.QUERY_CLOCK_METADATA)["h_clock"]["freq_mhz"]
@@ -134,15 +136,15 @@ def test_exec_program_qos_moves_the_clock() -> None:
             out = f.ioctl("AMDXDNA_CREATE_HWCTX", ext=0, ext_flags=0, qos_p=qp, umq_bo=0,
                           log_buf_bo=0, max_opc=2048, num_tiles=4, mem_size=0, umq_doorbell=0,
                           handle=0, syncobj_handle=0)
-            wait_until(hclk, lambda h: h == dpm[3], what="the QoS level's clock")
+            wait_until(hclk, lambda h: h == dpm[level], what="the QoS level's clock")
             f.ioctl("AMDXDNA_DESTROY_HWCTX", handle=out["handle"], pad=0)
             wait_until(hclk, lambda h: h == dpm[0], what="level 0 without contexts")
             del m
         print("qos ok")
     """)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([*EXEC, "--chip", "npu4", "--", sys.executable, "-c", prog],
-                          capture_output=True, text=True, timeout=240, env=env)
+    proc = subprocess.run([*EXEC, "--chip", chip, "--", sys.executable, "-c", prog, chip,
+                           str(level)], capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0 and "qos ok" in proc.stdout, proc.stdout + proc.stderr
 
 
