@@ -1481,6 +1481,10 @@ int xdna_shim_app_health(struct xdna_shim_ctx *ctx, uint32_t hwctx, void *buf, s
     int rc = 0;
     if (!hw->health_len) {
         rc = ready(ctx, "app_health");
+        /* disconnected by the runqueue: connected first, as for a job (docs/spec/jobs.md §3a) */
+        if (rc == 0 && hw->state != XDNA_SHIM_HWCTX_ACTIVE &&
+            xdna_has_feature(ctx, XDNA_FEAT_GET_APP_HEALTH))
+            rc = rq_connect(ctx, hw);
         if (rc == 0)
             rc = query_health(ctx, hw);
     }
