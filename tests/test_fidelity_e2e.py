@@ -732,6 +732,8 @@ def test_runqueue_swaps_across_sessions(xdna_chip: str, xdna_emulator: Emulator,
         bc = Bufs(cl)
         assert run(cl, theirs, bc.cmd("npu")) == ErtState.COMPLETED and bc.copied()
         assert cl.hwctx_info(theirs)["connects"] == 1
+        if xdna_chip == "npu1":  # the firmware holds the client's context, not the driver's
+            assert [c["pasid"] for c in fw_contexts(xdna_emulator)[0]] == [cl.info()["pasid"]]
         out = [drv.hwctx_info(c) for c in mine]
         assert sum(i["swaps"] for i in out) == 1  # the least recently active one
         assert out[0]["swaps"] == 1 and out[0]["state"] == "idle"
