@@ -81,6 +81,7 @@ struct xdna_chip_desc {
     uint32_t first_col, hwctx_limit;
     enum xdna_dpm_method dpm_method;
     uint8_t temporal_only;   /* contexts may share columns */
+    uint64_t dev_heap_max;   /* a client's DEV heap grows up to this (docs/spec/uapi.md §6) */
     const double *tops;      /* per DPM level (chip formula), NULL without a DPM table */
     struct xdna_bar_off mgmt_info; /* where the firmware publishes mgmt_mbox_chann_info */
     /* AIE4 (docs/spec/aie4.md): NULL cert_path on AIE2 chips */

@@ -112,6 +112,62 @@ def test_two_devices_and_python_access() -> None:
     assert proc.returncode == 0 and "python ok" in proc.stdout, proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("chip", ["npu1", "npu4"])
+def test_python_heap_growth(chip: str) -> None:
+    """AccelFile.dev_bo grows the heap as a runtime does (docs/spec/uapi.md §6)."""
+    prog = textwrap.dedent("""
+        import ctypes, errno, mmap, sys
+        from xdna_emu.uapi import HEAP_CHUNK, AccelFile
+        grows = sys.argv[1] != "npu1"
+        MiB = 1 << 20
+        with AccelFile() as f:
+            h = f.dev_bo(4096)
+            base = f.bo_info(h)["xdna_addr"]
+            big = 96 * MiB
+            try:
+                b = f.dev_bo(big)  # a second chunk, spanning both
+            except OSError as e:
+                assert not grows and e.errno == errno.EINVAL, e  # npu1: one fixed chunk
+                print("python ok")
+                raise SystemExit(0)
+            assert grows and f.heap_len == 2 * HEAP_CHUNK
+            info = f.bo_info(b)
+            assert info["vaddr"] == f.heap_va + (info["xdna_addr"] - base)
+            ctypes.memset(info["vaddr"] + HEAP_CHUNK - MiB, 0x5A, 2 * MiB)  # across chunks
+            view = f.map_bo(b, big)
+            assert view[HEAP_CHUNK - MiB:HEAP_CHUNK + MiB] == b"\x5a" * (2 * MiB)
+            del view
+            try:  # a copy-on-write map of a BO is refused
+                mmap.mmap(f.fd, 4096, mmap.MAP_PRIVATE, mmap.PROT_READ,
+                          offset=f.bo_info(b)["map_offset"])
+            except OSError as e:
+                assert e.errno == errno.EINVAL
+            else:
+                raise AssertionError("private map accepted")
+            f.close_bo(b)
+            assert f.bo_info(f.dev_bo(big))["xdna_addr"] == info["xdna_addr"]  # reused
+            try:
+                f.dev_bo(576 * MiB)
+            except OSError as e:
+                assert e.errno == errno.EINVAL
+            else:
+                raise AssertionError("576 MiB DEV BO accepted")
+            while f.heap_len < 512 * MiB:
+                f.add_heap_chunk()
+            try:
+                f.add_heap_chunk()
+            except OSError as e:
+                assert e.errno == errno.EBUSY
+            else:
+                raise AssertionError("heap grew past 512 MiB")
+        print("python ok")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([*EXEC, "--chip", chip, "--", sys.executable, "-c", prog, chip],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0 and "python ok" in proc.stdout, proc.stdout + proc.stderr
+
+
 def test_decoder_fuzz() -> None:
     """Random ioctls (pointers confined to 0, an inaccessible page or a scratch buffer):
     only the decoder's errnos, no crash, and both DRM files still work afterwards."""

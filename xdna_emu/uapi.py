@@ -13,6 +13,8 @@ codecs of :mod:`xdna_emu.uapi_table`); it works in any process started by ``exec
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import fcntl
 import importlib.machinery
 import mmap
@@ -210,17 +212,43 @@ def run_exec(argv: Sequence[str], chips: Sequence[str] = (), bdfs: Sequence[str]
 
 
 # ---- the ioctls from Python ----------------------------------------------------------
+HEAP_CHUNK = 64 << 20  # the DEV_HEAP granule a runtime grows the heap by (docs/spec/uapi.md §6)
+HEAP_RESERVE = 1 << 30  # VA a file reserves for its heap: above every chip's maximum
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_MAP_FAILED = ctypes.c_void_p(-1).value
+_MAP_FIXED, _MAP_NORESERVE = 0x10, 0x4000  # Linux <sys/mman.h>; the mmap module lacks them
+
+
+def _mmap(addr: int, size: int, prot: int, flags: int, fd: int, off: int) -> int:
+    """libc mmap (so the interposer serves an accel fd) at a chosen address."""
+    p = _libc.mmap(addr or None, size, prot, flags, fd, off)
+    if p is None or p == _MAP_FAILED:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(p)
+
+
 class AccelFile:
     """One DRM file on ``/dev/accel/accelN`` (under ``xdna-emu exec``). Every method is one
     ioctl; a failure raises ``OSError`` with the driver's errno."""
 
     def __init__(self, path: str = "/dev/accel/accel0") -> None:
         self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        self.heap_va = 0  # the heap's VA range (chunks mapped one after the other), 0: none
+        self.heap_len = 0
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self.heap_va:
+            _libc.munmap(self.heap_va, HEAP_RESERVE)
+            self.heap_va = self.heap_len = 0
 
     def __enter__(self) -> AccelFile:
         return self
@@ -253,6 +281,37 @@ class AccelFile:
         off = self.bo_info(handle)["map_offset"]
         return mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE,
                          offset=off)
+
+    def add_heap_chunk(self, size: int = HEAP_CHUNK) -> int:
+        """A DEV_HEAP chunk, mapped right after the ones before it as a runtime does (the
+        driver wants a DEV BO's chunks contiguous in the program); its handle."""
+        h = self.create_bo(T.const("AMDXDNA_BO_DEV_HEAP"), size)
+        try:
+            if not self.heap_va:
+                self.heap_va = _mmap(0, HEAP_RESERVE, 0,  # PROT_NONE
+                                     mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE,
+                                     -1, 0)
+            at = self.heap_va + self.heap_len
+            _mmap(at, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED | _MAP_FIXED,
+                  self.fd, self.bo_info(h)["map_offset"])
+        except OSError:
+            self.close_bo(h)
+            raise
+        self.heap_len += size
+        return h
+
+    def dev_bo(self, size: int) -> int:
+        """A DEV BO in the heap. As a runtime does, a DEV BO that does not fit (EAGAIN) makes
+        the heap grow by a chunk and is tried again; EBUSY when the heap is at its maximum."""
+        if not self.heap_len:
+            self.add_heap_chunk()
+        while True:
+            try:
+                return self.create_bo(T.const("AMDXDNA_BO_DEV"), size)
+            except OSError as e:
+                if e.errno != errno.EAGAIN:
+                    raise
+            self.add_heap_chunk()
 
     def close_bo(self, handle: int) -> None:
         self.ioctl("GEM_CLOSE", handle=handle)

@@ -56,7 +56,8 @@ struct accel_file {
     struct ctx_qos qos[XDNA_MAX_HWCTX];
     unsigned refs;                 /* fds naming this file (dup) */
     struct xdna_shim_ctx *ctx;     /* its client session */
-    bool heap_mapped;              /* the DEV_HEAP has been mmapped by the program */
+    /* where the program mapped each DEV_HEAP chunk (the driver's heap userptr), 0: not yet */
+    struct heap_map { uint32_t handle; uint64_t uva; } heap_map[XDNA_HEAP_MAX_CHUNKS];
     uint32_t cu_ctx[XDNA_MAX_HWCTX]; /* contexts whose CUs were configured */
     char client_name[DRM_CLIENT_NAME_MAX_LEN + 1];
     /* syncobjs: index = handle - 1; a context's timeline reads its jobs (§6) */
@@ -365,6 +366,87 @@ static uint32_t heap_handle(struct accel_file *f)
     return h;
 }
 
+/* One DEV_HEAP chunk as the program sees it. */
+struct heap_chunk {
+    uint32_t handle;
+    uint64_t off, len; /* its range in the heap */
+    uint64_t uva;      /* the program's mapping of it, 0: none */
+};
+
+/* The chunks of the file's heap in device-address order; their count. */
+static unsigned heap_chunks(struct accel_file *f, struct heap_chunk *out)
+{
+    if (xdna_api_enter(f->ctx) < 0)
+        return 0;
+    unsigned n = 0;
+    for (unsigned i = 0; i < f->ctx->s.nheap; i++) {
+        const struct xdna_bo *c = xdna_bo_get(f->ctx, f->ctx->s.heap_chunk[i]);
+        if (c)
+            out[n++] = (struct heap_chunk){.handle = c->handle, .off = c->heap_off,
+                                           .len = c->alloc};
+    }
+    xdna_api_leave(f->ctx, 0);
+    for (unsigned i = 0; i < n; i++)
+        for (unsigned k = 0; k < XDNA_HEAP_MAX_CHUNKS; k++)
+            if (f->heap_map[k].handle == out[i].handle)
+                out[i].uva = f->heap_map[k].uva;
+    return n;
+}
+
+static void heap_map_note(struct accel_file *f, uint32_t handle, uint64_t uva)
+{
+    unsigned free_k = XDNA_HEAP_MAX_CHUNKS;
+    for (unsigned k = 0; k < XDNA_HEAP_MAX_CHUNKS; k++) {
+        if (f->heap_map[k].handle == handle)
+            return; /* the first mapping is the chunk's userptr, as the driver keeps it */
+        if (free_k == XDNA_HEAP_MAX_CHUNKS && !f->heap_map[k].handle)
+            free_k = k;
+    }
+    if (free_k < XDNA_HEAP_MAX_CHUNKS)
+        f->heap_map[free_k] = (struct heap_map){handle, uva};
+}
+
+/* Forget mappings of chunks that are gone (their handle may come back as another BO). */
+static void heap_map_prune(struct accel_file *f)
+{
+    struct heap_chunk c[XDNA_HEAP_MAX_CHUNKS];
+    unsigned n = heap_chunks(f, c);
+    for (unsigned k = 0; k < XDNA_HEAP_MAX_CHUNKS; k++) {
+        bool live = false;
+        for (unsigned i = 0; i < n; i++)
+            live |= c[i].handle == f->heap_map[k].handle;
+        if (!live)
+            f->heap_map[k].handle = 0;
+    }
+}
+
+/* The driver's rule for a DEV BO at [off, off+len) of the heap: every chunk it spans is
+ * mapped by the program (the first chunk not mapped: EINVAL, a later one: EAGAIN, the
+ * runtime maps it and retries) and those mappings are one contiguous range (EINVAL).
+ * Its user address goes to *uva. */
+static int dev_bo_userptr(struct accel_file *f, uint64_t off, uint64_t len, uint64_t *uva)
+{
+    struct heap_chunk c[XDNA_HEAP_MAX_CHUNKS];
+    unsigned n = heap_chunks(f, c);
+    if (!n || !c[0].uva)
+        return -EINVAL;
+    bool first = true;
+    uint64_t want = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (off >= c[i].off + c[i].len || off + len <= c[i].off)
+            continue;
+        if (!c[i].uva)
+            return -EAGAIN;
+        if (first)
+            *uva = c[i].uva + (off - c[i].off);
+        else if (c[i].uva != want)
+            return -EINVAL; /* the chunks' mappings are not contiguous */
+        first = false;
+        want = c[i].uva + c[i].len;
+    }
+    return first ? -EINVAL : 0;
+}
+
 static bool hwctx_exists(struct accel_file *f, uint32_t handle)
 {
     struct xdna_shim_hwctx_info hi;
@@ -488,11 +570,24 @@ static int create_bo(struct accel_file *f, void *k)
         return -EOPNOTSUPP; /* user-pointer BOs: docs/spec/uapi.md §7 */
     if (a->type < AMDXDNA_BO_SHARE || a->type > AMDXDNA_BO_CMD || !a->size)
         return -EINVAL;
-    if (a->type == AMDXDNA_BO_DEV && (!heap_handle(f) || !f->heap_mapped))
+    uint64_t uva;
+    if (a->type == AMDXDNA_BO_DEV && dev_bo_userptr(f, 0, 1, &uva) < 0)
         return -EINVAL; /* no heap, or its user mapping is not there yet */
+    if (a->type == AMDXDNA_BO_DEV_HEAP)
+        heap_map_prune(f); /* a freed chunk's handle may name the new one */
     uint32_t h;
     if (xdna_shim_bo_create(f->ctx, (int)a->type, a->size, &h) < 0)
         return a->type == AMDXDNA_BO_DEV && errno == ENOMEM ? -EAGAIN : -errno;
+    if (a->type == AMDXDNA_BO_DEV) { /* the chunks it landed in must be mapped, contiguously */
+        struct bo_view v;
+        int rc = bo_view(f, h, &v);
+        if (rc == 0)
+            rc = dev_bo_userptr(f, v.heap_off, v.alloc, &uva);
+        if (rc < 0) {
+            xdna_shim_bo_free(f->ctx, h);
+            return rc;
+        }
+    }
     a->handle = h;
     return 0;
 }
@@ -506,8 +601,11 @@ static int get_bo_info(struct accel_file *f, void *k)
     int rc = bo_view(f, a->handle, &v);
     if (rc < 0)
         return rc;
+    uint64_t uva = (uint64_t)(uintptr_t)v.va;
+    if (v.type == AMDXDNA_BO_DEV) /* its place in the program's heap mapping */
+        dev_bo_userptr(f, v.heap_off, v.alloc, &uva);
     a->map_offset = (uint64_t)a->handle << MAP_SHIFT;
-    a->vaddr = (uint64_t)(uintptr_t)v.va;
+    a->vaddr = uva;
     a->xdna_addr = v.xdna_addr;
     return 0;
 }
@@ -536,10 +634,15 @@ void *xdna_accel_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t
         errno = EINVAL; /* an offset that names no BO of this file */
         return MAP_FAILED;
     }
-    off_t at = v.type == XDNA_SHIM_BO_DEV ? (off_t)v.heap_off : 0;
-    void *p = mmap(addr, len, prot, flags, v.fd, at);
+    if ((flags & MAP_TYPE) == MAP_PRIVATE) {
+        errno = EINVAL; /* a copy-on-write map of a BO, refused as the DRM core refuses it */
+        return MAP_FAILED;
+    }
+    /* the heap is one memfd: a chunk or a DEV BO is a window on it (docs/spec/uapi.md §6) */
+    bool in_heap = v.type == XDNA_SHIM_BO_DEV || v.type == XDNA_SHIM_BO_DEV_HEAP;
+    void *p = mmap(addr, len, prot, flags, v.fd, in_heap ? (off_t)v.heap_off : 0);
     if (p != MAP_FAILED && v.type == XDNA_SHIM_BO_DEV_HEAP)
-        f->heap_mapped = true;
+        heap_map_note(f, handle, (uint64_t)(uintptr_t)p);
     return p;
 }
 
@@ -854,8 +957,9 @@ static int create_hwctx(struct accel_file *f, void *k)
         return -EINVAL;
     if (!heap_handle(f))
         return -ENOENT; /* the client's dev heap must exist first */
-    if (!f->heap_mapped)
-        return -EINVAL;
+    uint64_t uva;
+    if (dev_bo_userptr(f, 0, 1, &uva) < 0)
+        return -EINVAL; /* ... and be mapped */
     /* QoS drives the context's DPM level; out of range is EINVAL (docs/spec/jobs.md §6) */
     struct xdna_shim_hwctx_params p = {.priority = qos.priority, .num_cols = cols,
                                        .start_col = -1, .gops = qos.gops, .fps = qos.fps,

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,6 +193,16 @@ static void test_bos(int fd, int other)
               errno == EINVAL, "mmap longer than the BO");
     CHECK(mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 4096) == MAP_FAILED && errno == EINVAL,
           "mmap at an offset naming no BO");
+    /* a read-only shared map is the BO's memory, read-only; a private (copy-on-write) map
+     * is refused as the DRM core refuses it (docs/spec/uapi.md §6) */
+    const uint8_t *ro = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, (off_t)bo_info(fd, share).map_offset);
+    CHECK(ro != MAP_FAILED && ro[100] == 0x5A, "read-only map of a BO");
+    if (ro != MAP_FAILED)
+        munmap((void *)ro, 4096);
+    CHECK(mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, fd, (off_t)bo_info(fd, share).map_offset) == MAP_FAILED &&
+              errno == EINVAL, "private map of a BO");
+    CHECK(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, (off_t)bo_info(fd, share).map_offset) ==
+              MAP_FAILED && errno == EINVAL, "copy-on-write map of a BO");
 
     struct amdxdna_drm_sync_bo s = {.handle = share, .direction = SYNC_DIRECT_TO_DEVICE, .size = 8192};
     EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_SYNC_BO, &s);
@@ -271,9 +282,7 @@ static uint32_t test_hwctx(int fd, const struct amdxdna_drm_query_aie_metadata *
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &c, ENOENT); /* no heap */
 
     uint32_t heap = create_bo(fd, AMDXDNA_BO_DEV_HEAP, HEAP_SIZE);
-    struct amdxdna_drm_create_bo c2 = {.type = AMDXDNA_BO_DEV_HEAP, .size = HEAP_SIZE};
-    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c2, EBUSY); /* one heap per client */
-    c2 = (struct amdxdna_drm_create_bo){.type = AMDXDNA_BO_DEV, .size = 4096};
+    struct amdxdna_drm_create_bo c2 = {.type = AMDXDNA_BO_DEV, .size = 4096};
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c2, EINVAL); /* heap not mapped yet */
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &c, EINVAL);
     void *hp = map_bo(fd, heap, HEAP_SIZE);
@@ -822,6 +831,139 @@ static void test_fence_chain(int fd, const struct amdxdna_drm_query_aie_metadata
     }
 }
 
+/* The PCI device id behind accel0 (0x1502: npu1, whose heap is one fixed chunk). */
+static unsigned pci_device(void)
+{
+    char buf[16] = {0};
+    int s = open("/sys/class/accel/accel0/device/device", O_RDONLY);
+    if (s >= 0) {
+        if (read(s, buf, sizeof(buf) - 1) < 0)
+            buf[0] = 0;
+        close(s);
+    }
+    return (unsigned)strtoul(buf, NULL, 16);
+}
+
+static uint64_t dev_bo(int fd, uint64_t size, int want_err, uint32_t *h)
+{
+    struct amdxdna_drm_create_bo c = {.type = AMDXDNA_BO_DEV, .size = size};
+    if (want_err) {
+        EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, want_err);
+        return 0;
+    }
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c);
+    *h = c.handle;
+    return bo_info(fd, c.handle).xdna_addr;
+}
+
+static void gem_close(int fd, uint32_t h)
+{
+    struct drm_gem_close g = {.handle = h};
+    EXPECT_OK(fd, DRM_IOCTL_GEM_CLOSE, &g);
+}
+
+/* DEV heap growth (docs/spec/uapi.md §6): a DEV BO that does not fit is EAGAIN; the runtime
+ * adds a 64 MiB chunk, maps it right after the others and retries; npu4 grows to 512 MiB, npu1
+ * keeps one 64 MiB chunk; a DEV BO may span chunks (and the device reads and writes it there,
+ * through a chunk added while its context runs); freed ranges are reused. */
+static void test_heap_growth(const struct amdxdna_drm_query_aie_metadata *md)
+{
+    const uint64_t MiB = 1u << 20, chunk = 64 * MiB, base = 0x4000000; /* the heap's device address */
+    const bool grows = pci_device() != 0x1502;
+    const uint64_t max = grows ? 512 * MiB : chunk;
+    int fd = open("/dev/accel/accel0", O_RDWR);
+    CHECK(fd >= 0, "open: %s", strerror(errno));
+    struct amdxdna_drm_create_bo c = {.type = AMDXDNA_BO_DEV_HEAP, .size = max + chunk};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EINVAL); /* no heap that big */
+    c.size = chunk / 2;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EINVAL); /* not whole chunks */
+    uint32_t h0 = create_bo(fd, AMDXDNA_BO_DEV_HEAP, chunk), h;
+    /* the runtime's layout: one VA range for the maximum, chunk n mapped at n * 64 MiB */
+    uint8_t *va = mmap(NULL, max, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    CHECK(mmap(va, chunk, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
+               (off_t)bo_info(fd, h0).map_offset) == va, "map chunk 0: %s", strerror(errno));
+    dev_bo(fd, max + 64 * MiB, EINVAL, &h); /* larger than the heap can ever be */
+    if (!grows) {
+        c.size = chunk;
+        EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EBUSY); /* one fixed chunk */
+        dev_bo(fd, 96 * MiB, EINVAL, &h);                      /* no cross-chunk BO */
+        uint64_t a = dev_bo(fd, chunk, 0, &h);                 /* the whole heap */
+        dev_bo(fd, 4096, EAGAIN, &h);                          /* full */
+        gem_close(fd, h);
+        CHECK(dev_bo(fd, chunk - 32768, 0, &h) == a, "a freed range is reused");
+        close(fd);
+        munmap(va, max);
+        return;
+    }
+    /* chunk 1 mapped away from chunk 0: a BO across them is refused */
+    uint32_t h1 = create_bo(fd, AMDXDNA_BO_DEV_HEAP, chunk);
+    CHECK(bo_info(fd, h1).xdna_addr == base + chunk, "chunk 1 follows chunk 0");
+    void *away = mmap(NULL, chunk, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)bo_info(fd, h1).map_offset);
+    dev_bo(fd, 96 * MiB, EINVAL, &h);
+    munmap(away, chunk);
+    gem_close(fd, h1); /* the last chunk, no DEV BO in the heap yet */
+
+    /* a context connected with one chunk, then the heap grows under it */
+    struct amdxdna_qos_info qos = {.priority = AMDXDNA_QOS_NORMAL_PRIORITY};
+    struct amdxdna_drm_create_hwctx cc = {.qos_p = PTR(&qos), .num_tiles = md->core.row_count};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &cc);
+    enum { NB = 16384 }; /* 64 KiB per buffer: more than the 32 KiB left at chunk 0's end */
+    uint32_t instr, a, b, out, filler, probe;
+    dev_bo(fd, 4096, 0, &instr);
+    struct {
+        uint32_t magic, version, kernel, dtype, count, m, n, k;
+        double scalar;
+        uint32_t error, rsvd;
+    } desc = {XKNL_MAGIC, XKNL_VERSION, XKNL_ADD, XKNL_INT32, NB, 0, 0, 0, 1.0, 0, 0};
+    memcpy((void *)(uintptr_t)bo_info(fd, instr).vaddr, &desc, sizeof(desc));
+    dev_bo(fd, NB * 4, 0, &b);
+    dev_bo(fd, NB * 4, 0, &out);
+    uint64_t p = dev_bo(fd, 32768, 0, &probe); /* the first free offset */
+    gem_close(fd, probe);
+    dev_bo(fd, base + chunk - p - 32768, 0, &filler);
+    dev_bo(fd, NB * 4, EAGAIN, &a); /* 32 KiB left: the runtime adds a chunk */
+    h1 = create_bo(fd, AMDXDNA_BO_DEV_HEAP, chunk);
+    dev_bo(fd, NB * 4, EAGAIN, &a); /* the chunk it would span is not mapped yet */
+    CHECK(mmap(va + chunk, chunk, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
+               (off_t)bo_info(fd, h1).map_offset) == va + chunk, "map chunk 1: %s", strerror(errno));
+    uint64_t aa = dev_bo(fd, NB * 4, 0, &a);
+    CHECK(aa < base + chunk && aa + NB * 4 > base + chunk, "the BO spans chunks: %#llx", (unsigned long long)aa);
+    CHECK(bo_info(fd, a).vaddr == PTR(va) + (aa - base), "its vaddr is in the program's heap mapping");
+    int32_t *pa = (int32_t *)(uintptr_t)bo_info(fd, a).vaddr, *pb = (int32_t *)(uintptr_t)bo_info(fd, b).vaddr;
+    int32_t *po = (int32_t *)(uintptr_t)bo_info(fd, out).vaddr;
+    for (int k = 0; k < NB; k++) {
+        pa[k] = k;
+        pb[k] = 5;
+        po[k] = -1;
+    }
+    int32_t *ma = mmap(NULL, NB * 4, PROT_READ, MAP_SHARED, fd, (off_t)bo_info(fd, a).map_offset);
+    CHECK(ma != MAP_FAILED && ma[NB - 1] == NB - 1, "the BO's own mapping shows the same pages");
+    if (ma != MAP_FAILED)
+        munmap(ma, NB * 4);
+    struct amdxdna_drm_wait_cmd wc = {.hwctx = cc.handle, .seq = submit_add(fd, cc.handle, instr, a, b, out)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_WAIT_CMD, &wc);
+    int wrong = 0;
+    for (int k = 0; k < NB; k++)
+        wrong += po[k] != k + 5;
+    CHECK(wrong == 0, "job over a BO spanning chunks: %d wrong results", wrong);
+    gem_close(fd, a);
+    CHECK(dev_bo(fd, NB * 4, 0, &a) == aa, "a freed range is reused");
+    /* grow to the maximum and no further */
+    for (uint64_t total = 2 * chunk; total < max; total += chunk) {
+        uint32_t hn = create_bo(fd, AMDXDNA_BO_DEV_HEAP, chunk);
+        CHECK(mmap(va + total, chunk, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
+                   (off_t)bo_info(fd, hn).map_offset) == va + total, "map chunk: %s", strerror(errno));
+    }
+    c.size = chunk;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EBUSY); /* the heap is at its maximum */
+    dev_bo(fd, 576 * MiB, EINVAL, &h);                     /* never fits */
+    uint64_t big = dev_bo(fd, 256 * MiB, 0, &h);             /* across four chunks */
+    CHECK(big > aa && big + 256 * MiB <= base + max, "a 256 MiB BO after the others at %#llx",
+          (unsigned long long)big);
+    close(fd);
+    munmap(va, max);
+}
+
 static void test_destroy(int fd, uint32_t ctx)
 {
     struct amdxdna_drm_destroy_hwctx d = {.handle = ctx, .pad = 1};
@@ -865,6 +1007,7 @@ int main(void)
     test_host_syncobjs(fd);
     test_destroy(fd, ctx);
     test_fence_chain(fd, &md);
+    test_heap_growth(&md);
     test_not_served(fd);
     close(other);
     close(fd);

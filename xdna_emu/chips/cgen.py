@@ -141,6 +141,7 @@ def _chip_block(idx: int, chip: Chip) -> tuple[list[str], str]:
     fields.append(f".first_col = {chip.limits.first_col}")
     fields.append(f".hwctx_limit = {chip.limits.hwctx_limit}")
     fields.append(f".temporal_only = {1 if chip.limits.temporal_only else 0}")
+    fields.append(f".dev_heap_max = {chip.limits.dev_heap_max:#x}ull")
     method = chip.smu.dpm_method
     if method not in ("level", "clock"):
         raise ValueError(f"{chip.name}: unknown smu.dpm_method {method!r}")
