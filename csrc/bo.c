@@ -297,6 +297,58 @@ int xdna_bo_import(struct xdna_shim_ctx *ctx, int fd, uint64_t size, uint32_t *h
     return 0;
 }
 
+int xdna_bo_userptr(struct xdna_shim_ctx *ctx, int fd, uint64_t size, bool readonly,
+                    uint32_t *handle)
+{
+    unsigned slot = free_slot(ctx);
+    if (slot == XDNA_MAX_BOS)
+        return xdna_fail(ctx, ENOSPC, "bo_userptr: all %u handles in use", XDNA_MAX_BOS);
+    if (!size || size % PAGE || size > BO_MAX_SIZE)
+        return xdna_fail(ctx, EINVAL, "bo_userptr: size %llu", (unsigned long long)size);
+    struct xdna_bo *bo = calloc(1, sizeof(*bo));
+    int own = bo ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (own < 0) {
+        free(bo);
+        return xdna_fail(ctx, bo ? errno : ENOMEM, "bo_userptr: %s", strerror(errno));
+    }
+    *bo = (struct xdna_bo){.handle = slot + 1, .type = XDNA_SHIM_BO_SHARE, .size = size,
+                           .alloc = size, .fd = own};
+    /* one contiguous view of the pages (the program's ranges may lie apart) */
+    bo->va = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, own, 0);
+    if (bo->va == MAP_FAILED) {
+        xdna_fail(ctx, errno, "bo_userptr: mmap: %s", strerror(errno));
+        goto close_fd;
+    }
+    /* the device's view: that VA (SVA) or the next IOVA; read-only when every range the
+     * program gave is */
+    bool sva = !ctx->iommu_iova;
+    uint64_t at = sva ? (uint64_t)(uintptr_t)bo->va
+                      : (ctx->iova_next + 0xFFFFu) & ~(uint64_t)0xFFFFu;
+    struct xdna_proto_dma_map m = {
+        .argsz = sizeof(m),
+        .flags = XDNA_PROTO_DMA_READ | (readonly ? 0 : XDNA_PROTO_DMA_WRITE) |
+                 (sva ? XDNA_PROTO_DMA_SVA : 0),
+        .offset = 0, .address = at, .size = size, .pasid = sva ? ctx->info.pasid : 0};
+    size_t len = 0;
+    if (xdna_ctl(ctx, XDNA_PROTO_CMD_DMA_MAP, &m, sizeof(m), &own, 1, NULL, &len, 0, NULL,
+                 NULL) < 0)
+        goto unmap;
+    if (!sva)
+        ctx->iova_next = at + size;
+    bo->dma_addr = bo->xdna_addr = at;
+    bo->dma_mapped = true;
+    ctx->s.bos[slot] = bo;
+    *handle = bo->handle;
+    return 0;
+
+unmap: /* munmap and close succeed here, so errno still says what failed */
+    munmap(bo->va, size);
+close_fd:
+    close(own);
+    free(bo);
+    return -1;
+}
+
 int xdna_bo_new(struct xdna_shim_ctx *ctx, int type, uint64_t size, bool internal,
                 uint32_t *handle)
 {

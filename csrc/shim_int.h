@@ -400,6 +400,10 @@ int xdna_hwctx_heap_give(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);
 /* A SHARE BO over an existing memfd (a PRIME import; docs/spec/uapi.md §6): the fd is
  * duplicated, mapped here and for the device. Caller holds the lock. */
 int xdna_bo_import(struct xdna_shim_ctx *ctx, int fd, uint64_t size, uint32_t *handle);
+/* A user-pointer BO (docs/spec/uapi.md §6): a SHARE BO over the memfd that now backs the
+ * program's pages, DMA-mapped read-only when readonly. Caller holds the lock. */
+int xdna_bo_userptr(struct xdna_shim_ctx *ctx, int fd, uint64_t size, bool readonly,
+                    uint32_t *handle);
 void xdna_bo_free_all(struct xdna_shim_ctx *ctx);
 /* DMA_MAP an fd at this process's VA in the session PASID (SVA). */
 int xdna_sva_map(struct xdna_shim_ctx *ctx, int fd, void *va, uint64_t size);

@@ -168,6 +168,37 @@ def test_python_heap_growth(chip: str) -> None:
     assert proc.returncode == 0 and "python ok" in proc.stdout, proc.stdout + proc.stderr
 
 
+def test_python_userptr_bo() -> None:
+    """AccelFile.userptr_bo: the BO is the program's own pages (docs/spec/uapi.md §6)."""
+    prog = textwrap.dedent("""
+        import ctypes, errno, mmap
+        from xdna_emu.uapi import AccelFile
+        buf = mmap.mmap(-1, 8192)
+        buf[:4] = b"abcd"
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+        with AccelFile() as f:
+            h = f.userptr_bo([(addr, 8192)])
+            buf[4:8] = b"efgh"  # after CREATE_BO: no copy was taken
+            view = f.map_bo(h, 8192)
+            assert view[:8] == b"abcdefgh"
+            view[8:12] = b"ijkl"
+            assert buf[8:12] == b"ijkl"
+            for bad, want in (([(addr + 16, 4096)], errno.EINVAL), ([(0x1000, 4096)], errno.EFAULT)):
+                try:
+                    f.userptr_bo(bad)
+                except OSError as e:
+                    assert e.errno == want, e
+                else:
+                    raise AssertionError(f"{bad} accepted")
+            del view
+        print("python ok")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([*EXEC, "--chip", "npu4", "--", sys.executable, "-c", prog],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0 and "python ok" in proc.stdout, proc.stdout + proc.stderr
+
+
 def test_decoder_fuzz() -> None:
     """Random ioctls (pointers confined to 0, an inaccessible page or a scratch buffer):
     only the decoder's errnos, no crash, and both DRM files still work afterwards."""

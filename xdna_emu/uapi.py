@@ -144,6 +144,9 @@ def _load_driver(sock: str, stack: contextlib.ExitStack) -> dict[str, Any]:
         shim.attach()
     else:
         shim.probe(None)
+        # the programs' sessions are not this session's activity: with autosuspend it would
+        # stop the firmware under them after its idle delay (docs/spec/uapi.md §7)
+        shim.set_autosuspend_ms(0)
     return shim.info()
 
 
@@ -312,6 +315,15 @@ class AccelFile:
                 if e.errno != errno.EAGAIN:
                     raise
             self.add_heap_chunk()
+
+    def userptr_bo(self, ranges: Sequence[tuple[int, int]]) -> int:
+        """A user-pointer BO over the program's own pages: page-aligned (address, length)
+        ranges, in order (docs/spec/uapi.md §6); its handle."""
+        tbl = bytearray(T.VA_TBL.pack(udma_fd=-1, num_entries=len(ranges)))
+        for va, length in ranges:
+            tbl += T.VA_ENTRY.pack(vaddr=va, len=length)
+        return int(self.ioctl("AMDXDNA_CREATE_BO", type=T.const("AMDXDNA_BO_SHARE"),
+                              vaddr=_addr(tbl))["handle"])
 
     def close_bo(self, handle: int) -> None:
         self.ioctl("GEM_CLOSE", handle=handle)

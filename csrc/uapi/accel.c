@@ -561,15 +561,138 @@ static int prime_fd_to_handle(struct accel_file *f, void *k)
 
 /* ---- amdxdna: buffers ------------------------------------------------------------- */
 
+/* ---- user-pointer BOs (docs/spec/uapi.md §6) ---------------------------------------- */
+
+#define UPTR_MAX_ENTRIES 4096u /* va-table entries taken in one CREATE_BO */
+#define UPTR_MEMFD "xdna-share-uptr" /* a SHARE memfd name: the BO can be exported */
+
+/* How the program maps [va, va+len) (/proc/self/maps): 0 readable and writable throughout,
+ * 1 readable only throughout, -EFAULT a page not mapped or not readable, or a range part
+ * writable and part not (the driver pins such a range writable, which fails). */
+static int range_access(uint64_t va, uint64_t len)
+{
+    FILE *maps = fopen("/proc/self/maps", "re");
+    if (!maps)
+        return -EFAULT;
+    uint64_t at = va, end = va + len;
+    int ro = -1;
+    char line[512], perms[8];
+    unsigned long long lo, hi;
+    while (at < end && fgets(line, sizeof(line), maps)) {
+        if (sscanf(line, "%llx-%llx %7s", &lo, &hi, perms) != 3 || hi <= at)
+            continue;
+        if (lo > at || perms[0] != 'r')
+            break; /* a hole, or a page the program may not read */
+        int w = perms[1] == 'w' ? 0 : 1;
+        if (ro >= 0 && ro != w) {
+            ro = -2;
+            break;
+        }
+        ro = w;
+        at = hi;
+    }
+    fclose(maps);
+    return at >= end && ro >= 0 ? ro : -EFAULT;
+}
+
+/* The program's pages move into one memfd, mapped back at the same addresses with the same
+ * access: from then on the program and the device use the same pages, with no copy between
+ * them. A page that is all zeros is not written, so a sparse range stays sparse. */
+static int uptr_memfd(const struct amdxdna_drm_va_entry *e, uint32_t n, uint64_t total, bool ro)
+{
+    static const uint8_t zero[4096];
+    int fd = memfd_create(UPTR_MEMFD, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return -errno;
+    int rc = 0;
+    if (ftruncate(fd, (off_t)total) < 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) < 0)
+        rc = -ENOMEM;
+    uint64_t off = 0;
+    for (uint32_t i = 0; rc == 0 && i < n; off += e[i].len, i++)
+        for (uint64_t p = 0; rc == 0 && p < e[i].len; p += sizeof(zero)) {
+            const void *src = (const void *)(uintptr_t)(e[i].vaddr + p);
+            if (memcmp(src, zero, sizeof(zero)) &&
+                pwrite(fd, src, sizeof(zero), (off_t)(off + p)) != (ssize_t)sizeof(zero))
+                rc = -ENOMEM;
+        }
+    off = 0;
+    for (uint32_t i = 0; rc == 0 && i < n; off += e[i].len, i++)
+        if (mmap((void *)(uintptr_t)e[i].vaddr, e[i].len, ro ? PROT_READ : PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_FIXED, fd, (off_t)off) == MAP_FAILED)
+            rc = -errno;
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+
+/* CREATE_BO with vaddr: a va table {udma_fd, num_entries, entries[]}. No entries: the BO is
+ * the dma-buf udma_fd names (a PRIME import). Else each entry is a page-aligned range of the
+ * program's memory, and the BO is those ranges in order. */
+static int create_uptr_bo(struct accel_file *f, struct amdxdna_drm_create_bo *a)
+{
+    struct amdxdna_drm_va_tbl tbl;
+    if (uread(&tbl, a->vaddr, sizeof(tbl)) < 0)
+        return -EINVAL; /* the driver's errno for a table it cannot read */
+    if (!tbl.num_entries) {
+        struct drm_prime_handle ph = {.fd = tbl.udma_fd};
+        int rc = prime_fd_to_handle(f, &ph);
+        if (rc == 0)
+            a->handle = ph.handle;
+        return rc;
+    }
+    if (tbl.num_entries > UPTR_MAX_ENTRIES)
+        return -EINVAL;
+    struct amdxdna_drm_va_entry *e = calloc(tbl.num_entries, sizeof(*e));
+    if (!e)
+        return -ENOMEM;
+    int rc = uread(e, a->vaddr + sizeof(tbl), tbl.num_entries * sizeof(*e)) < 0 ? -EINVAL : 0;
+    uint64_t total = 0;
+    int ro = -1;
+    for (uint32_t i = 0; rc == 0 && i < tbl.num_entries; i++) {
+        if (!e[i].len || (e[i].vaddr | e[i].len) & 4095 || __builtin_add_overflow(total, e[i].len, &total) ||
+            e[i].vaddr + e[i].len < e[i].vaddr) {
+            rc = -EINVAL;
+            break;
+        }
+        int acc = range_access(e[i].vaddr, e[i].len);
+        if (acc < 0 || (ro >= 0 && acc != ro))
+            rc = -EFAULT; /* not the program's, or read-only and writable ranges mixed */
+        ro = acc;
+    }
+    int fd = rc == 0 ? uptr_memfd(e, tbl.num_entries, total, ro == 1) : rc;
+    free(e);
+    if (fd < 0)
+        return fd;
+    uint32_t h;
+    rc = xdna_api_enter(f->ctx);
+    if (rc == 0) {
+        rc = xdna_bo_userptr(f->ctx, fd, total, ro == 1, &h);
+        int err = errno;
+        xdna_api_leave(f->ctx, rc);
+        rc = rc < 0 ? -err : 0;
+    } else {
+        rc = -errno;
+    }
+    close(fd);
+    if (rc == 0)
+        a->handle = h;
+    return rc;
+}
+
 static int create_bo(struct accel_file *f, void *k)
 {
     struct amdxdna_drm_create_bo *a = k;
     if (a->flags & ~(uint64_t)AMDXDNA_BO_FLAGS_REGION_MASK)
         return -EINVAL;
-    if (a->vaddr)
-        return -EOPNOTSUPP; /* user-pointer BOs: docs/spec/uapi.md §7 */
-    if (a->type < AMDXDNA_BO_SHARE || a->type > AMDXDNA_BO_CMD || !a->size)
+    if (a->type < AMDXDNA_BO_SHARE || a->type > AMDXDNA_BO_CMD)
         return -EINVAL;
+    if (a->vaddr && a->type == AMDXDNA_BO_SHARE)
+        return create_uptr_bo(f, a); /* its size comes from the table */
+    if (a->vaddr || !a->size)
+        return -EINVAL; /* user pages back SHARE BOs only here (docs/spec/uapi.md §6) */
     uint64_t uva;
     if (a->type == AMDXDNA_BO_DEV && dev_bo_userptr(f, 0, 1, &uva) < 0)
         return -EINVAL; /* no heap, or its user mapping is not there yet */

@@ -643,9 +643,11 @@ static void test_prime(int fd, int other)
 }
 
 /* An `add` command (out = a + b, N int32) in a new CMD BO, submitted to ctx; returns seq. */
+static uint32_t last_cmd; /* the CMD BO of the last submit_add */
+
 static uint64_t submit_add(int fd, uint32_t ctx, uint32_t instr, uint32_t a, uint32_t b, uint32_t out)
 {
-    uint32_t cmd = create_bo(fd, AMDXDNA_BO_CMD, 4096);
+    uint32_t cmd = last_cmd = create_bo(fd, AMDXDNA_BO_CMD, 4096);
     uint32_t *c = map_bo(fd, cmd, 4096);
     uint64_t ia = bo_info(fd, instr).xdna_addr, args[3] = {bo_info(fd, a).xdna_addr, bo_info(fd, b).xdna_addr,
                                                           bo_info(fd, out).xdna_addr};
@@ -831,6 +833,109 @@ static void test_fence_chain(int fd, const struct amdxdna_drm_query_aie_metadata
     }
 }
 
+/* CREATE_BO of a user-pointer BO over one range; the errno, 0 on success. */
+static int uptr_bo(int fd, uint64_t va, uint64_t len, uint32_t *h)
+{
+    struct {
+        struct amdxdna_drm_va_tbl tbl;
+        struct amdxdna_drm_va_entry e[1];
+    } t = {.tbl = {.udma_fd = -1, .num_entries = 1}, .e = {{.vaddr = va, .len = len}}};
+    struct amdxdna_drm_create_bo c = {.type = AMDXDNA_BO_SHARE, .vaddr = PTR(&t)};
+    int rc = ioctl(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c);
+    *h = c.handle;
+    return rc == 0 ? 0 : errno;
+}
+
+static uint32_t cmd_state(int fd, uint32_t cmd)
+{
+    uint32_t *c = map_bo(fd, cmd, 4096), st = c[0] & 0xF;
+    munmap(c, 4096);
+    return st;
+}
+
+/* User-pointer BOs (docs/spec/uapi.md §6): the device reads and writes the program's own
+ * pages, a later write by either side is seen by the other with no copy or sync; a read-only
+ * file mapping is a BO the device may only read (a job writing it faults and fails, and no
+ * byte changes); bad tables get the driver's errno. */
+static void test_userptr(int fd, uint32_t ctx)
+{
+    const size_t bytes = N * sizeof(int32_t), page = 4096;
+    int32_t *in = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int32_t *res = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    for (int k = 0; k < N; k++) {
+        in[k] = 3 * k;
+        res[k] = -1;
+    }
+    uint32_t a, o, b = create_bo(fd, AMDXDNA_BO_SHARE, bytes), instr = create_bo(fd, AMDXDNA_BO_DEV, 4096);
+    CHECK(uptr_bo(fd, PTR(in), bytes, &a) == 0 && uptr_bo(fd, PTR(res), bytes, &o) == 0, "user-pointer BOs");
+    in[5] = 1000; /* after CREATE_BO: the device must see it, no copy was taken */
+    int32_t *pb = map_bo(fd, b, bytes), *view = map_bo(fd, a, bytes);
+    CHECK(view[5] == 1000 && view[6] == 18, "the BO is the program's pages");
+    view[7] = 7000;
+    CHECK(in[7] == 7000, "and the program sees the BO's writes");
+    for (int k = 0; k < N; k++)
+        pb[k] = 1;
+    struct {
+        uint32_t magic, version, kernel, dtype, count, m, n, k;
+        double scalar;
+        uint32_t error, rsvd;
+    } desc = {XKNL_MAGIC, XKNL_VERSION, XKNL_ADD, XKNL_INT32, N, 0, 0, 0, 1.0, 0, 0};
+    memcpy((void *)(uintptr_t)bo_info(fd, instr).vaddr, &desc, sizeof(desc));
+    struct amdxdna_drm_wait_cmd wc = {.hwctx = ctx, .timeout = 5000, .seq = submit_add(fd, ctx, instr, a, b, o)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_WAIT_CMD, &wc);
+    int wrong = 0;
+    for (int k = 0; k < N; k++)
+        wrong += res[k] != in[k] + 1;
+    CHECK(wrong == 0, "the device wrote the program's own pages: %d wrong", wrong);
+
+    /* a read-only file mapping is a BO; a job writing it fails and no byte changes */
+    char path[] = "/tmp/xdna-uptr-XXXXXX";
+    int tf = mkstemp(path);
+    CHECK(tf >= 0 && write(tf, in, bytes) == (ssize_t)bytes, "temp file: %s", strerror(errno));
+    int rf = open(path, O_RDONLY);
+    unlink(path);
+    const int32_t *ro = mmap(NULL, bytes, PROT_READ, MAP_SHARED, rf, 0);
+    uint32_t r;
+    CHECK(ro != MAP_FAILED && uptr_bo(fd, PTR(ro), bytes, &r) == 0, "read-only file mapping as a BO");
+    uint64_t seq = submit_add(fd, ctx, instr, a, b, r);
+    wc = (struct amdxdna_drm_wait_cmd){.hwctx = ctx, .timeout = 20000, .seq = seq};
+    ioctl(fd, DRM_IOCTL_AMDXDNA_WAIT_CMD, &wc); /* ends when TDR ends the faulted job */
+    int32_t file0[2] = {0, 0};
+    CHECK(pread(rf, file0, sizeof(file0), 0) == (ssize_t)sizeof(file0) && file0[1] == 3 && ro[1] == 3 &&
+              ro[5] == 1000, "the read-only BO is unchanged: %d %d", file0[1], ro[1]);
+    uint32_t st = cmd_state(fd, last_cmd);
+    CHECK(st == XDNA_SHIM_ERT_STATE_TIMEOUT || st == XDNA_SHIM_ERT_STATE_ERROR, "the faulted job failed: state %u", st);
+
+    /* bad tables */
+    struct amdxdna_drm_create_bo c = {.type = AMDXDNA_BO_SHARE, .vaddr = PTR(unmapped)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EINVAL); /* table unreadable */
+    uint32_t h;
+    CHECK(uptr_bo(fd, PTR(in) + 8, page, &h) == EINVAL, "unaligned range");
+    CHECK(uptr_bo(fd, PTR(in), 100, &h) == EINVAL, "unaligned length");
+    CHECK(uptr_bo(fd, PTR(in), 0, &h) == EINVAL, "empty range");
+    CHECK(uptr_bo(fd, PTR(unmapped), page, &h) == EFAULT, "a page the program may not read");
+    CHECK(uptr_bo(fd, 0x1000, page, &h) == EFAULT, "a range not mapped");
+    struct {
+        struct amdxdna_drm_va_tbl tbl;
+        struct amdxdna_drm_va_entry e[2];
+    } t2 = {.tbl = {.num_entries = 2}, .e = {{.vaddr = PTR(in), .len = page}, {.vaddr = PTR(ro), .len = page}}};
+    c = (struct amdxdna_drm_create_bo){.type = AMDXDNA_BO_SHARE, .vaddr = PTR(&t2)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EFAULT); /* writable and read-only mixed */
+    t2.e[1].vaddr = PTR(res);
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c); /* two ranges apart: one BO */
+    CHECK(bo_info(fd, c.handle).xdna_addr != 0, "two-range BO");
+    t2.tbl.num_entries = 5000;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EINVAL);
+    t2.tbl = (struct amdxdna_drm_va_tbl){.udma_fd = -1, .num_entries = 0};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EBADF); /* a dma-buf by fd: not an fd */
+    t2.tbl.udma_fd = rf;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EINVAL); /* not a buffer of ours */
+    c = (struct amdxdna_drm_create_bo){.type = AMDXDNA_BO_DEV, .vaddr = PTR(&t2)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EINVAL);
+    close(rf);
+    close(tf);
+}
+
 /* The PCI device id behind accel0 (0x1502: npu1, whose heap is one fixed chunk). */
 static unsigned pci_device(void)
 {
@@ -873,6 +978,8 @@ static void test_heap_growth(const struct amdxdna_drm_query_aie_metadata *md)
     const uint64_t max = grows ? 512 * MiB : chunk;
     int fd = open("/dev/accel/accel0", O_RDWR);
     CHECK(fd >= 0, "open: %s", strerror(errno));
+    if (fd < 0)
+        return;
     struct amdxdna_drm_create_bo c = {.type = AMDXDNA_BO_DEV_HEAP, .size = max + chunk};
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EINVAL); /* no heap that big */
     c.size = chunk / 2;
@@ -1005,6 +1112,7 @@ int main(void)
     test_fork(ctx, &want);
     test_prime(fd, other);
     test_host_syncobjs(fd);
+    test_userptr(fd, ctx);
     test_destroy(fd, ctx);
     test_fence_chain(fd, &md);
     test_heap_growth(&md);
