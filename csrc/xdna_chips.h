@@ -78,6 +78,7 @@ struct xdna_chip_desc {
     const uint32_t *clock_gating;
     unsigned nclock_gating;
     int32_t fine_preempt_type; /* -1: none */
+    int32_t frame_boundary_type; /* SET_RUNTIME_CONFIG type of frame-boundary preemption, -1: none */
     uint32_t first_col, hwctx_limit;
     enum xdna_dpm_method dpm_method;
     uint8_t temporal_only;   /* contexts may share columns */

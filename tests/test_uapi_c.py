@@ -199,6 +199,34 @@ def test_python_userptr_bo() -> None:
     assert proc.returncode == 0 and "python ok" in proc.stdout, proc.stdout + proc.stderr
 
 
+def test_python_device_settings() -> None:
+    """AccelFile.get_info / set_state on the driver's device settings (docs/spec/uapi.md §6)."""
+    prog = textwrap.dedent("""
+        import errno, os
+        from xdna_emu import uapi_table as T
+        from xdna_emu.uapi import AccelFile
+        with AccelFile() as f:
+            for get, put in (("GET_FORCE_PREEMPT_STATE", "SET_FORCE_PREEMPT"),
+                             ("GET_FRAME_BOUNDARY_PREEMPT_STATE", "SET_FRAME_BOUNDARY_PREEMPT")):
+                assert f.get_info(get, T.ATTRIBUTE_STATE)["state"] == 0
+                if os.geteuid() == 0:
+                    f.set_state(put, T.ATTRIBUTE_STATE, state=1)
+                    assert f.get_info(get, T.ATTRIBUTE_STATE)["state"] == 1
+                    try:
+                        f.set_state(put, T.ATTRIBUTE_STATE, state=2)
+                    except OSError as e:
+                        assert e.errno == errno.EINVAL
+                    else:
+                        raise AssertionError("state 2 accepted")
+                    f.set_state(put, T.ATTRIBUTE_STATE, state=0)
+        print("python ok")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([*EXEC, "--chip", "npu4", "--", sys.executable, "-c", prog],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0 and "python ok" in proc.stdout, proc.stdout + proc.stderr
+
+
 def test_decoder_fuzz() -> None:
     """Random ioctls (pointers confined to 0, an inaccessible page or a scratch buffer):
     only the decoder's errnos, no crash, and both DRM files still work afterwards."""

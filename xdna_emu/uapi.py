@@ -334,6 +334,13 @@ class AccelFile:
                    buffer_size=len(buf), buffer=_addr(buf))
         return layout.unpack(buf)
 
+    def set_state(self, param: str, layout: T.Layout, /, **values: Any) -> None:
+        """SET_STATE ``DRM_AMDXDNA_<param>`` with ``layout`` packed from ``values`` (root
+        only: EACCES otherwise)."""
+        buf = bytearray(layout.pack(**values))
+        self.ioctl("AMDXDNA_SET_STATE", param=T.const(f"DRM_AMDXDNA_{param}"),
+                   buffer_size=len(buf), buffer=_addr(buf))
+
 
 def _addr(buf: bytearray) -> int:
     """The address of a bytearray's storage (kept alive by the caller)."""

@@ -1386,6 +1386,41 @@ static int get_array(struct accel_file *f, void *k)
     }
 }
 
+/* Frame-boundary preemption is a firmware runtime setting (SET/GET_RUNTIME_CONFIG of the
+ * chip's type): read or set it there, so every process sees the device's own value. */
+static int frame_boundary(struct accel_file *f, bool set, uint32_t *state)
+{
+    int32_t type = f->ctx->chip->frame_boundary_type;
+    if (type < 0)
+        return -EOPNOTSUPP; /* the chip's firmware has no such setting */
+    if (xdna_api_enter(f->ctx) < 0)
+        return -errno;
+    int rc;
+    if (set) {
+        xdna_aie2_set_runtime_config_req_t req = {.type = (uint32_t)type, .value = *state};
+        rc = xdna_fw_req(f->ctx, XDNA_AIE2_MSG_SET_RUNTIME_CONFIG, &req, sizeof(req), NULL, 0);
+    } else {
+        xdna_aie2_get_runtime_config_req_t req = {.type = (uint32_t)type};
+        xdna_aie2_get_runtime_config_resp_t r;
+        rc = xdna_fw_req(f->ctx, XDNA_AIE2_MSG_GET_RUNTIME_CONFIG, &req, sizeof(req), &r, sizeof(r));
+        if (rc == 0)
+            *state = r.value ? 1 : 0;
+    }
+    int err = errno;
+    xdna_api_leave(f->ctx, rc);
+    return rc < 0 ? -err : 0;
+}
+
+static uint32_t force_preempt(struct accel_file *f)
+{
+    if (!f->reg)
+        return 0;
+    xdna_reg_lock(f->reg);
+    uint32_t v = f->reg->dev.force_preempt;
+    xdna_reg_unlock(f->reg);
+    return v;
+}
+
 static int get_info(struct accel_file *f, void *k)
 {
     struct amdxdna_drm_get_info *a = k;
@@ -1429,31 +1464,80 @@ static int get_info(struct accel_file *f, void *k)
             .npu_task_curr = reg_contexts(f, rows, XDNA_REG_MAX_CTX)};
         return put_fit(a, &r, sizeof(r));
     }
+    case DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE: { /* the driver's flag: what fits */
+        struct amdxdna_drm_attribute_state st = {.state = (uint8_t)force_preempt(f)};
+        return put_fit(a, &st, sizeof(st));
+    }
+    case DRM_AMDXDNA_GET_FRAME_BOUNDARY_PREEMPT_STATE: {
+        uint32_t v = 0;
+        int rc = frame_boundary(f, false, &v);
+        struct amdxdna_drm_attribute_state st = {.state = (uint8_t)v};
+        return rc < 0 ? rc : put_fit(a, &st, sizeof(st));
+    }
     case DRM_AMDXDNA_QUERY_AIE_STATUS:
     case DRM_AMDXDNA_QUERY_SENSORS:
-    case DRM_AMDXDNA_READ_AIE_MEM:
-    case DRM_AMDXDNA_READ_AIE_REG:
     case DRM_AMDXDNA_QUERY_TELEMETRY:
-    case DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE:
-    case DRM_AMDXDNA_GET_FRAME_BOUNDARY_PREEMPT_STATE:
+        return -EOPNOTSUPP; /* not served yet: docs/spec/uapi.md §7 */
+    case DRM_AMDXDNA_READ_AIE_MEM:
+    case DRM_AMDXDNA_READ_AIE_REG: /* a debug build's only */
     case DRM_AMDXDNA_GET_AUTO_COREDUMP:
-        return -EOPNOTSUPP; /* not served yet: docs/spec/uapi.md §7 */
     case DRM_AMDXDNA_QUERY_CERT_FIRMWARE_VERSION:
-        /* AIE2 has no cert firmware: the driver answers EOPNOTSUPP, as for any parameter
-         * its family does not serve; AIE4's is not served yet (docs/spec/uapi.md §6, §7) */
-        return -EOPNOTSUPP; /* not served yet: docs/spec/uapi.md §7 */
+        /* the AIE2 driver serves none of these (AIE2 has no cert firmware, auto-coredump is
+         * AIE4's): EOPNOTSUPP, as for any parameter the family does not serve; AIE4's are
+         * not served yet (docs/spec/uapi.md §6, §7) */
+        return -EOPNOTSUPP;
     default:
         return -EINVAL;
     }
 }
 
+/* SET_STATE's buffer: min(buffer_size, size) bytes of it, the rest zero (as the driver
+ * copies its attribute structs). */
+static int get_fit(const struct amdxdna_drm_set_state *a, void *val, size_t size)
+{
+    memset(val, 0, size);
+    return uread(val, a->buffer, a->buffer_size < size ? a->buffer_size : size);
+}
+
+/* SET_STATE, root only (DRM_ROOT_ONLY); the driver's buffer rules per parameter
+ * (docs/spec/uapi.md §6). */
 static int set_state(struct accel_file *f, void *k)
 {
-    (void)f;
-    (void)k;
+    struct amdxdna_drm_set_state *a = k;
     if (geteuid() != 0)
         return -EACCES; /* DRM_ROOT_ONLY without CAP_SYS_ADMIN */
-    return -EOPNOTSUPP; /* docs/spec/uapi.md §7 */
+    struct amdxdna_drm_attribute_state st;
+    switch (a->param) {
+    case DRM_AMDXDNA_SET_FORCE_PREEMPT:
+        if (get_fit(a, &st, sizeof(st)) < 0)
+            return -EFAULT;
+        if (st.state > 1)
+            return -EINVAL;
+        if (f->reg) {
+            xdna_reg_lock(f->reg);
+            f->reg->dev.force_preempt = st.state;
+            xdna_reg_unlock(f->reg);
+        }
+        return 0;
+    case DRM_AMDXDNA_SET_FRAME_BOUNDARY_PREEMPT: {
+        if (a->buffer_size != sizeof(st))
+            return -EINVAL;
+        if (uread(&st, a->buffer, sizeof(st)) < 0)
+            return -EFAULT;
+        if (st.state > 1)
+            return -EINVAL;
+        uint32_t v = st.state;
+        return frame_boundary(f, true, &v);
+    }
+    case DRM_AMDXDNA_SET_POWER_MODE:
+    case DRM_AMDXDNA_SET_FW_LOG_STATE:
+    case DRM_AMDXDNA_SET_FW_TRACE_STATE:
+    case DRM_AMDXDNA_AIE_TILE_WRITE:
+        return -EOPNOTSUPP; /* not served yet: docs/spec/uapi.md §7 */
+    default: /* WRITE_AIE_MEM/REG (a debug build's), SET_CLOCK_FREQ, SET_AUTO_COREDUMP
+              * (AIE4's) and unknown parameters: the AIE2 driver's answer */
+        return -EOPNOTSUPP;
+    }
 }
 
 static int not_served(struct accel_file *f, void *k)

@@ -1080,6 +1080,82 @@ static void test_destroy(int fd, uint32_t ctx)
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &d, EINVAL); /* stale */
 }
 
+/* GET_INFO / SET_STATE of the driver's device settings (docs/spec/uapi.md §6): what fits is
+ * copied, SET_STATE is root's, each SET with the driver's buffer rule, the values are the
+ * device's (another process reads them). */
+static uint8_t get_attr(int fd, uint32_t param, int want_err)
+{
+    struct amdxdna_drm_attribute_state st = {.state = 0xEE};
+    struct amdxdna_drm_get_info gi = {.param = param, .buffer_size = sizeof(st), .buffer = PTR(&st)};
+    if (want_err) {
+        EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, want_err);
+        return 0xEE;
+    }
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    return st.state;
+}
+
+static int set_attr(int fd, uint32_t param, uint8_t state, uint32_t size)
+{
+    struct amdxdna_drm_attribute_state st = {.state = state};
+    struct amdxdna_drm_set_state ss = {.param = param, .buffer_size = size, .buffer = PTR(&st)};
+    return ioctl(fd, DRM_IOCTL_AMDXDNA_SET_STATE, &ss) == 0 ? 0 : errno;
+}
+
+static void test_state(int fd)
+{
+    const bool fb = pci_device() != 0x1502; /* npu1's firmware has no frame-boundary setting */
+    const uint32_t sz = sizeof(struct amdxdna_drm_attribute_state);
+    CHECK(get_attr(fd, DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE, 0) == 0, "force preempt off at start");
+    CHECK(set_attr(fd, DRM_AMDXDNA_SET_FORCE_PREEMPT, 1, sz) == 0, "set force preempt");
+    CHECK(get_attr(fd, DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE, 0) == 1, "force preempt on");
+    CHECK(set_attr(fd, DRM_AMDXDNA_SET_FORCE_PREEMPT, 2, sz) == EINVAL, "state 2");
+    CHECK(set_attr(fd, DRM_AMDXDNA_SET_FORCE_PREEMPT, 0, 1) == 0 &&
+              get_attr(fd, DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE, 0) == 0, "a 1-byte buffer is enough");
+    struct amdxdna_drm_set_state ss = {.param = DRM_AMDXDNA_SET_FORCE_PREEMPT, .buffer_size = sz,
+                                       .buffer = PTR(unmapped)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_SET_STATE, &ss, EFAULT);
+    uint8_t two[2] = {0xAA, 0xAA};
+    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE, .buffer_size = 1,
+                                      .buffer = PTR(two)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    CHECK(two[0] == 0 && two[1] == 0xAA, "a short buffer gets what fits, nothing past it");
+    gi.buffer = PTR(unmapped);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EFAULT);
+    CHECK(set_attr(fd, DRM_AMDXDNA_SET_FORCE_PREEMPT, 1, sz) == 0, "force preempt on again");
+    if (fb) {
+        CHECK(get_attr(fd, DRM_AMDXDNA_GET_FRAME_BOUNDARY_PREEMPT_STATE, 0) == 0, "frame boundary off at init");
+        CHECK(set_attr(fd, DRM_AMDXDNA_SET_FRAME_BOUNDARY_PREEMPT, 1, sz - 1) == EINVAL, "size must be exact");
+        CHECK(set_attr(fd, DRM_AMDXDNA_SET_FRAME_BOUNDARY_PREEMPT, 2, sz) == EINVAL, "state 2");
+        CHECK(set_attr(fd, DRM_AMDXDNA_SET_FRAME_BOUNDARY_PREEMPT, 1, sz) == 0, "set frame boundary");
+        CHECK(get_attr(fd, DRM_AMDXDNA_GET_FRAME_BOUNDARY_PREEMPT_STATE, 0) == 1, "frame boundary on");
+    } else {
+        get_attr(fd, DRM_AMDXDNA_GET_FRAME_BOUNDARY_PREEMPT_STATE, EOPNOTSUPP);
+        CHECK(set_attr(fd, DRM_AMDXDNA_SET_FRAME_BOUNDARY_PREEMPT, 1, sz) == EOPNOTSUPP, "npu1 frame boundary");
+    }
+    get_attr(fd, DRM_AMDXDNA_GET_AUTO_COREDUMP, EOPNOTSUPP); /* AIE4's */
+    CHECK(set_attr(fd, DRM_AMDXDNA_SET_AUTO_COREDUMP, 1, sz) == EOPNOTSUPP, "auto coredump is AIE4's");
+    CHECK(set_attr(fd, 99, 1, sz) == EOPNOTSUPP, "unknown SET_STATE parameter");
+
+    /* another process sees the device's values; a non-root caller may read, not set */
+    pid_t pid = fork();
+    if (pid == 0) {
+        int cfd = open("/dev/accel/accel0", O_RDWR);
+        int bad = cfd < 0 || get_attr(cfd, DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE, 0) != 1 ||
+                  (fb && get_attr(cfd, DRM_AMDXDNA_GET_FRAME_BOUNDARY_PREEMPT_STATE, 0) != 1);
+        if (setuid(65534) < 0 || set_attr(cfd, DRM_AMDXDNA_SET_FORCE_PREEMPT, 0, sz) != EACCES ||
+            get_attr(cfd, DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE, 0) != 1)
+            bad = 1;
+        _exit(bad || failed);
+    }
+    int st = -1;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "another process reads the values; non-root gets EACCES");
+    CHECK(set_attr(fd, DRM_AMDXDNA_SET_FORCE_PREEMPT, 0, sz) == 0, "force preempt off");
+    if (fb)
+        CHECK(set_attr(fd, DRM_AMDXDNA_SET_FRAME_BOUNDARY_PREEMPT, 0, sz) == 0, "frame boundary off");
+}
+
 static void test_not_served(int fd)
 {
     /* root-only SET_STATE: a non-root caller gets the DRM permission error */
@@ -1116,6 +1192,8 @@ int main(void)
     test_destroy(fd, ctx);
     test_fence_chain(fd, &md);
     test_heap_growth(&md);
+    if (geteuid() == 0)
+        test_state(fd);
     test_not_served(fd);
     close(other);
     close(fd);

@@ -202,6 +202,7 @@ class RuntimeConfig:
     clock_gating: tuple[int, ...]
     types: tuple[int, ...]
     fine_preempt: int | None = None  # the fine-grained preemption type, when there is one
+    frame_boundary_preempt: int | None = None  # the frame-boundary preemption type, if any
 
 
 @dataclass(frozen=True)
