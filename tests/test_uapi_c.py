@@ -202,7 +202,7 @@ def test_python_userptr_bo() -> None:
 def test_python_device_settings() -> None:
     """AccelFile.get_info / set_state on the driver's device settings (docs/spec/uapi.md §6)."""
     prog = textwrap.dedent("""
-        import errno, os
+        import ctypes, errno, os
         from xdna_emu import uapi_table as T
         from xdna_emu.uapi import AccelFile
         with AccelFile() as f:
@@ -219,6 +219,20 @@ def test_python_device_settings() -> None:
                     else:
                         raise AssertionError("state 2 accepted")
                     f.set_state(put, T.ATTRIBUTE_STATE, state=0)
+            with AccelFile() as g:  # a syncobj named by a second file through an fd
+                h = f.ioctl("SYNCOBJ_CREATE", flags=T.const("DRM_SYNCOBJ_CREATE_SIGNALED"))["handle"]
+                sfd = f.syncobj_to_fd(h)
+                mine = g.fd_to_syncobj(sfd)
+                os.close(sfd)
+                arr = (ctypes.c_uint32 * 1)(mine)
+                g.ioctl("SYNCOBJ_WAIT", handles=ctypes.addressof(arr), count_handles=1)  # signalled
+                try:
+                    g.fd_to_syncobj(-1)
+                except OSError as e:
+                    assert e.errno == errno.EINVAL
+                else:
+                    raise AssertionError("fd -1 imported")
+                assert mine >= 1
         print("python ok")
     """)
     env = dict(os.environ, PYTHONPATH=str(ROOT))

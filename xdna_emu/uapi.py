@@ -334,6 +334,15 @@ class AccelFile:
                    buffer_size=len(buf), buffer=_addr(buf))
         return layout.unpack(buf)
 
+    def syncobj_to_fd(self, handle: int) -> int:
+        """SYNCOBJ_HANDLE_TO_FD: an fd naming the syncobj, for another DRM file of this
+        process (docs/spec/uapi.md §6)."""
+        return int(self.ioctl("SYNCOBJ_HANDLE_TO_FD", handle=handle)["fd"])
+
+    def fd_to_syncobj(self, fd: int) -> int:
+        """SYNCOBJ_FD_TO_HANDLE: this file's handle of the syncobj ``fd`` names."""
+        return int(self.ioctl("SYNCOBJ_FD_TO_HANDLE", fd=fd)["handle"])
+
     def set_state(self, param: str, layout: T.Layout, /, **values: Any) -> None:
         """SET_STATE ``DRM_AMDXDNA_<param>`` with ``layout`` packed from ``values`` (root
         only: EACCES otherwise)."""

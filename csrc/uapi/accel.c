@@ -37,11 +37,21 @@
 #define MAX_SYNCOBJS 1024u
 #define MAX_WAIT_HANDLES 64u
 
+struct accel_file;
+
+/* A syncobj may be named by several DRM files of the process (SYNCOBJ_HANDLE_TO_FD, then
+ * FD_TO_HANDLE): each name holds a reference, and all syncobjs of the process share one
+ * lock and one condition, so a signal through one file wakes a waiter in another. */
 struct syncobj {
+    unsigned refs;
+    struct accel_file *owner; /* a context timeline: the file whose session runs the context */
     uint32_t hwctx;     /* non-zero: the timeline of this context (point N = job N done) */
     bool submitted;     /* a fence was ever attached (binary) or a point signalled */
     uint64_t value;     /* binary: 1 signalled, 0 not; timeline: the highest signalled point */
 };
+
+static pthread_mutex_t sync_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sync_cond = PTHREAD_COND_INITIALIZER;
 
 struct ctx_qos {
     uint32_t handle;
@@ -61,13 +71,14 @@ struct accel_file {
     uint32_t cu_ctx[XDNA_MAX_HWCTX]; /* contexts whose CUs were configured */
     char client_name[DRM_CLIENT_NAME_MAX_LEN + 1];
     /* syncobjs: index = handle - 1; a context's timeline reads its jobs (§6) */
-    pthread_mutex_t sync_lock;
-    pthread_cond_t sync_cond;
     struct syncobj *sync[MAX_SYNCOBJS];
 };
 
 static void publish(struct accel_file *f);
 static void unpublish(struct accel_file *f);
+static void sync_put(struct syncobj *s);
+static void sync_drop_ctx(struct accel_file *f, uint32_t hwctx);
+static struct syncobj *sync_get(struct accel_file *f, uint32_t handle);
 
 static pthread_mutex_t tbl_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct accel_file *files[XDNA_ACCEL_MAX_FDS];
@@ -159,8 +170,6 @@ int xdna_accel_open(int minor, int flags)
     f->refs = 1;
     f->owner = getpid();
     f->reg = xdna_reg_get(minor);
-    pthread_mutex_init(&f->sync_lock, NULL);
-    pthread_cond_init(&f->sync_cond, NULL);
     f->ctx = xdna_shim_open(sock, 0);
     if (!f->ctx)
         goto free_file;
@@ -222,9 +231,14 @@ void xdna_accel_forget(int fd)
         return;
     if (last) { /* the DRM file's release: its contexts and BOs go with the session */
         unpublish(f);
+        for (unsigned i = 0; i < MAX_SYNCOBJS; i++) /* its contexts' timelines shared elsewhere */
+            if (f->sync[i] && f->sync[i]->owner == f)
+                sync_drop_ctx(f, f->sync[i]->hwctx);
         xdna_shim_close(f->ctx);
+        pthread_mutex_lock(&sync_lock);
         for (unsigned i = 0; i < MAX_SYNCOBJS; i++)
-            free(f->sync[i]);
+            sync_put(f->sync[i]);
+        pthread_mutex_unlock(&sync_lock);
         free(f);
     }
 }
@@ -559,6 +573,88 @@ static int prime_fd_to_handle(struct accel_file *f, void *k)
     return 0;
 }
 
+/* ---- syncobj fds (docs/spec/uapi.md §6) -------------------------------------------- */
+
+#define MAX_SYNC_EXPORTS 256u
+
+/* An exported syncobj: the fd is a memfd of its own, recognised by its inode. The entry
+ * holds a name of the syncobj for the life of the process (a closed fd cannot be told
+ * apart from one still open). */
+static struct {
+    dev_t dev;
+    ino_t ino;
+    pid_t pid;          /* the exporting process (a forked child has a copy of the table) */
+    struct syncobj *s;
+} exports[MAX_SYNC_EXPORTS];
+
+static int syncobj_handle_to_fd(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_handle *a = k;
+    if (a->pad || a->flags & ~(uint32_t)(DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE |
+                                         DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_TIMELINE))
+        return -EINVAL;
+    if (a->flags & DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE)
+        return -EOPNOTSUPP; /* sync files: docs/spec/uapi.md §7 */
+    if (a->flags || a->point)
+        return -EINVAL; /* a point only goes with a sync file */
+    pthread_mutex_lock(&sync_lock);
+    struct syncobj *s = sync_get(f, a->handle);
+    unsigned slot = MAX_SYNC_EXPORTS;
+    for (unsigned i = 0; i < MAX_SYNC_EXPORTS && slot == MAX_SYNC_EXPORTS; i++)
+        if (!exports[i].s)
+            slot = i;
+    int rc = !s ? -EINVAL : slot == MAX_SYNC_EXPORTS ? -EMFILE : 0;
+    int fd = rc ? -1 : memfd_create("xdna-syncobj", MFD_CLOEXEC); /* the driver's fd is O_CLOEXEC */
+    struct stat st;
+    if (rc == 0 && (fd < 0 || fstat(fd, &st) < 0)) {
+        rc = -errno;
+        if (fd >= 0)
+            close(fd);
+    }
+    if (rc == 0) {
+        exports[slot].dev = st.st_dev;
+        exports[slot].ino = st.st_ino;
+        exports[slot].pid = getpid();
+        exports[slot].s = s;
+        s->refs++;
+        a->fd = fd;
+    }
+    pthread_mutex_unlock(&sync_lock);
+    return rc;
+}
+
+static int syncobj_fd_to_handle(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_handle *a = k;
+    if (a->pad || a->flags & ~(uint32_t)(DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE |
+                                         DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_TIMELINE))
+        return -EINVAL;
+    if (a->flags & DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE)
+        return -EOPNOTSUPP; /* sync files: docs/spec/uapi.md §7 */
+    if (a->flags || a->point)
+        return -EINVAL;
+    struct stat st;
+    if (fstat(a->fd, &st) < 0)
+        return -EINVAL; /* not an fd: the DRM core's answer */
+    pthread_mutex_lock(&sync_lock);
+    struct syncobj *s = NULL;
+    for (unsigned i = 0; i < MAX_SYNC_EXPORTS && !s; i++)
+        if (exports[i].s && exports[i].dev == st.st_dev && exports[i].ino == st.st_ino &&
+            exports[i].pid == getpid())
+            s = exports[i].s;
+    int rc = s ? -ENOMEM : -EINVAL; /* not a syncobj of this process */
+    for (unsigned i = 0; s && i < MAX_SYNCOBJS; i++)
+        if (!f->sync[i]) {
+            f->sync[i] = s;
+            s->refs++;
+            a->handle = i + 1;
+            rc = 0;
+            break;
+        }
+    pthread_mutex_unlock(&sync_lock);
+    return rc;
+}
+
 /* ---- amdxdna: buffers ------------------------------------------------------------- */
 
 /* ---- user-pointer BOs (docs/spec/uapi.md §6) ---------------------------------------- */
@@ -773,21 +869,59 @@ void *xdna_accel_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t
 
 static int sync_new(struct accel_file *f, uint32_t hwctx, bool signaled, uint32_t *handle)
 {
-    pthread_mutex_lock(&f->sync_lock);
+    pthread_mutex_lock(&sync_lock);
     int rc = -ENOMEM;
     for (unsigned i = 0; i < MAX_SYNCOBJS; i++)
         if (!f->sync[i]) {
             f->sync[i] = calloc(1, sizeof(struct syncobj));
             if (f->sync[i]) {
-                *f->sync[i] = (struct syncobj){.hwctx = hwctx, .submitted = signaled,
+                *f->sync[i] = (struct syncobj){.refs = 1, .owner = hwctx ? f : NULL,
+                                               .hwctx = hwctx, .submitted = signaled,
                                                .value = signaled};
                 *handle = i + 1;
                 rc = 0;
             }
             break;
         }
-    pthread_mutex_unlock(&f->sync_lock);
+    pthread_mutex_unlock(&sync_lock);
     return rc;
+}
+
+/* Drop one name of s (sync_lock held). */
+static void sync_put(struct syncobj *s)
+{
+    if (s && --s->refs == 0)
+        free(s);
+}
+
+/* A context timeline whose context goes away (destroyed, or its file released) while other
+ * names of it remain: every job it ran has ended, so it becomes a host timeline signalled
+ * up to the context's last submission (sync_lock held). */
+static void sync_orphan(struct syncobj *s, uint64_t last_seq)
+{
+    s->owner = NULL;
+    s->hwctx = 0;
+    s->submitted = true;
+    s->value = last_seq > s->value ? last_seq : s->value;
+    pthread_cond_broadcast(&sync_cond);
+}
+
+/* Orphan (when shared) and drop the file's names of its context hwctx's timeline. */
+static void sync_drop_ctx(struct accel_file *f, uint32_t hwctx)
+{
+    struct xdna_shim_hwctx_info hi = {0};
+    xdna_shim_hwctx_info(f->ctx, hwctx, &hi);
+    pthread_mutex_lock(&sync_lock);
+    for (unsigned i = 0; i < MAX_SYNCOBJS; i++) {
+        struct syncobj *s = f->sync[i];
+        if (s && s->owner == f && s->hwctx == hwctx) {
+            if (s->refs > 1)
+                sync_orphan(s, hi.submitted);
+            f->sync[i] = NULL;
+            sync_put(s);
+        }
+    }
+    pthread_mutex_unlock(&sync_lock);
 }
 
 static struct syncobj *sync_get(struct accel_file *f, uint32_t handle)
@@ -799,10 +933,11 @@ static struct syncobj *sync_get(struct accel_file *f, uint32_t handle)
  * -EINVAL no fence for it yet (nothing submitted up to that point). */
 static int sync_check(struct accel_file *f, const struct syncobj *s, uint64_t point)
 {
+    (void)f;
     if (s->hwctx) {
         if (!point)
             return -EINVAL;
-        int rc = xdna_shim_wait(f->ctx, s->hwctx, point, 0);
+        int rc = xdna_shim_wait(s->owner->ctx, s->hwctx, point, 0);
         return rc == 0 ? 1 : errno == ETIME ? 0 : -EINVAL;
     }
     /* host signals are instant: a point (or binary state) not signalled has no fence yet */
@@ -828,17 +963,18 @@ static int sync_wait(struct accel_file *f, const uint32_t *h, const uint64_t *po
     for (;;) {
         uint32_t done = 0, ctx_wait = 0;
         uint64_t ctx_point = 0;
+        struct xdna_shim_ctx *ctx_of = NULL;
         int hit = -1;
-        pthread_mutex_lock(&f->sync_lock);
+        pthread_mutex_lock(&sync_lock);
         for (uint32_t i = 0; i < n; i++) {
             struct syncobj *s = sync_get(f, h[i]);
             if (!s) {
-                pthread_mutex_unlock(&f->sync_lock);
+                pthread_mutex_unlock(&sync_lock);
                 return -ENOENT;
             }
             int st = sync_check(f, s, points ? points[i] : 0);
             if (st < 0 && !for_submit) {
-                pthread_mutex_unlock(&f->sync_lock);
+                pthread_mutex_unlock(&sync_lock);
                 return -EINVAL;
             }
             if (st == 1) {
@@ -848,22 +984,23 @@ static int sync_wait(struct accel_file *f, const uint32_t *h, const uint64_t *po
             } else if (s->hwctx && !ctx_wait) {
                 ctx_wait = s->hwctx;
                 ctx_point = points ? points[i] : 0;
+                ctx_of = s->owner->ctx;
             }
         }
         if (all ? done == n : done > 0) {
-            pthread_mutex_unlock(&f->sync_lock);
+            pthread_mutex_unlock(&sync_lock);
             *first = hit < 0 ? 0 : (uint32_t)hit;
             return 0;
         }
         uint64_t now = mono_ns();
         if (timeout <= 0 || (uint64_t)timeout <= now) {
-            pthread_mutex_unlock(&f->sync_lock);
+            pthread_mutex_unlock(&sync_lock);
             return -ETIME;
         }
         uint64_t left_ms = ((uint64_t)timeout - now) / 1000000u + 1;
         if (ctx_wait && ctx_point) { /* the job's end wakes us through the shim */
-            pthread_mutex_unlock(&f->sync_lock);
-            if (xdna_shim_wait(f->ctx, ctx_wait, ctx_point,
+            pthread_mutex_unlock(&sync_lock);
+            if (xdna_shim_wait(ctx_of, ctx_wait, ctx_point,
                                left_ms > 1000 ? 1000 : (int)left_ms) < 0 && errno != ETIME)
                 return -errno;
             continue;
@@ -873,8 +1010,8 @@ static int sync_wait(struct accel_file *f, const uint32_t *h, const uint64_t *po
         uint64_t ns = (uint64_t)until.tv_nsec + (left_ms > 1000 ? 1000 : left_ms) * 1000000u;
         until.tv_sec += (time_t)(ns / 1000000000u);
         until.tv_nsec = (long)(ns % 1000000000u);
-        pthread_cond_timedwait(&f->sync_cond, &f->sync_lock, &until);
-        pthread_mutex_unlock(&f->sync_lock);
+        pthread_cond_timedwait(&sync_cond, &sync_lock, &until);
+        pthread_mutex_unlock(&sync_lock);
     }
 }
 
@@ -901,13 +1038,13 @@ static int syncobj_destroy(struct accel_file *f, void *k)
     struct drm_syncobj_destroy *a = k;
     if (a->pad)
         return -EINVAL;
-    pthread_mutex_lock(&f->sync_lock);
+    pthread_mutex_lock(&sync_lock);
     struct syncobj *s = sync_get(f, a->handle);
     if (s) {
-        free(s);
         f->sync[a->handle - 1] = NULL;
+        sync_put(s);
     }
-    pthread_mutex_unlock(&f->sync_lock);
+    pthread_mutex_unlock(&sync_lock);
     return s ? 0 : -EINVAL;
 }
 
@@ -944,7 +1081,7 @@ static int syncobj_set(struct accel_file *f, uint64_t hp, uint64_t pp, uint32_t 
     int rc = read_handles(hp, pp, n, h, op == 2 ? pts : NULL);
     if (rc)
         return rc;
-    pthread_mutex_lock(&f->sync_lock);
+    pthread_mutex_lock(&sync_lock);
     for (uint32_t i = 0; i < n && !rc; i++) {
         struct syncobj *s = sync_get(f, h[i]);
         rc = !s ? -ENOENT : s->hwctx ? -EINVAL : 0;
@@ -960,8 +1097,8 @@ static int syncobj_set(struct accel_file *f, uint64_t hp, uint64_t pp, uint32_t 
             s->submitted = true;
         }
     }
-    pthread_cond_broadcast(&f->sync_cond);
-    pthread_mutex_unlock(&f->sync_lock);
+    pthread_cond_broadcast(&sync_cond);
+    pthread_mutex_unlock(&sync_lock);
     return rc;
 }
 
@@ -995,19 +1132,20 @@ static int syncobj_query(struct accel_file *f, void *k)
     if (rc)
         return rc;
     for (uint32_t i = 0; i < a->count_handles; i++) {
-        pthread_mutex_lock(&f->sync_lock);
+        pthread_mutex_lock(&sync_lock);
         struct syncobj *s = sync_get(f, h[i]);
         struct syncobj copy = s ? *s : (struct syncobj){0};
-        pthread_mutex_unlock(&f->sync_lock);
+        pthread_mutex_unlock(&sync_lock);
         if (!s)
             return -ENOENT;
         pts[i] = copy.value;
         if (copy.hwctx) { /* highest seq p with every job up to p final */
             struct xdna_shim_hwctx_info hi;
-            if (xdna_shim_hwctx_info(f->ctx, copy.hwctx, &hi) < 0)
+            struct xdna_shim_ctx *oc = copy.owner->ctx; /* the file running the context */
+            if (xdna_shim_hwctx_info(oc, copy.hwctx, &hi) < 0)
                 return -errno;
             uint64_t p = 0;
-            while (xdna_shim_wait(f->ctx, copy.hwctx, p + 1, 0) == 0)
+            while (xdna_shim_wait(oc, copy.hwctx, p + 1, 0) == 0)
                 p++;
             pts[i] = (a->flags & DRM_SYNCOBJ_QUERY_FLAGS_LAST_SUBMITTED) ? hi.submitted : p;
         }
@@ -1023,10 +1161,10 @@ static int syncobj_transfer(struct accel_file *f, void *k)
     uint32_t first;
     if (a->pad || a->flags & ~(uint32_t)DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT)
         return -EINVAL;
-    pthread_mutex_lock(&f->sync_lock);
+    pthread_mutex_lock(&sync_lock);
     struct syncobj *dst = sync_get(f, a->dst_handle), *src = sync_get(f, a->src_handle);
     bool dst_ctx = dst && dst->hwctx;
-    pthread_mutex_unlock(&f->sync_lock);
+    pthread_mutex_unlock(&sync_lock);
     if (!dst || !src)
         return -ENOENT;
     if (dst_ctx)
@@ -1117,13 +1255,7 @@ static int destroy_hwctx(struct accel_file *f, void *k)
         if (f->qos[i].handle == a->handle)
             f->qos[i].handle = 0;
     }
-    pthread_mutex_lock(&f->sync_lock);
-    for (unsigned i = 0; i < MAX_SYNCOBJS; i++)
-        if (f->sync[i] && f->sync[i]->hwctx == a->handle) {
-            free(f->sync[i]);
-            f->sync[i] = NULL;
-        }
-    pthread_mutex_unlock(&f->sync_lock);
+    sync_drop_ctx(f, a->handle);
     return xdna_shim_hwctx_destroy(f->ctx, a->handle) < 0 ? -errno : 0;
 }
 
@@ -1174,7 +1306,7 @@ static int config_hwctx(struct accel_file *f, void *k)
                                           : XDNA_SHIM_HWCTX_REMOVE_DBG_BUF,
                                       a->param_val) < 0 ? -errno : 0;
     case DRM_AMDXDNA_HWCTX_CONFIG_OPCODE_TIMEOUT:
-        return -EOPNOTSUPP; /* docs/spec/uapi.md §7 */
+        return -EOPNOTSUPP; /* Versal's (VE2) only: the AIE2 driver refuses it (uapi.md §6) */
     default:
         return -EINVAL;
     }
@@ -1540,13 +1672,6 @@ static int set_state(struct accel_file *f, void *k)
     }
 }
 
-static int not_served(struct accel_file *f, void *k)
-{
-    (void)f;
-    (void)k;
-    return -EOPNOTSUPP; /* docs/spec/uapi.md §7 */
-}
-
 /* ---- the decoder ------------------------------------------------------------------- */
 
 struct ioctl_desc {
@@ -1564,8 +1689,8 @@ static const struct ioctl_desc IOCTLS[] = {
     IOCTL(PRIME_FD_TO_HANDLE, prime_fd_to_handle),
     IOCTL(SYNCOBJ_CREATE, syncobj_create),
     IOCTL(SYNCOBJ_DESTROY, syncobj_destroy),
-    IOCTL(SYNCOBJ_HANDLE_TO_FD, not_served),
-    IOCTL(SYNCOBJ_FD_TO_HANDLE, not_served),
+    IOCTL(SYNCOBJ_HANDLE_TO_FD, syncobj_handle_to_fd),
+    IOCTL(SYNCOBJ_FD_TO_HANDLE, syncobj_fd_to_handle),
     IOCTL(SYNCOBJ_WAIT, syncobj_wait),
     IOCTL(SYNCOBJ_RESET, syncobj_reset),
     IOCTL(SYNCOBJ_SIGNAL, syncobj_signal),

@@ -328,6 +328,8 @@ static uint32_t test_hwctx(int fd, const struct amdxdna_drm_query_aie_metadata *
     bad = cc;
     bad.param_type = 99;
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &bad, EINVAL);
+    bad.param_type = DRM_AMDXDNA_HWCTX_CONFIG_OPCODE_TIMEOUT; /* Versal's: AIE2 refuses it */
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &bad, EOPNOTSUPP);
     bad = cc;
     bad.param_val_size = sizeof(cfg.hdr);
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &bad, EINVAL);
@@ -936,6 +938,90 @@ static void test_userptr(int fd, uint32_t ctx)
     close(tf);
 }
 
+/* SYNCOBJ_HANDLE_TO_FD / FD_TO_HANDLE (docs/spec/uapi.md §6): a syncobj, a context's
+ * timeline too, named by a second DRM file of the process through an fd; the context going
+ * away leaves its signalled points; bad flags, handles and fds get the DRM core's errno. */
+static void test_syncobj_fds(int fd, int other, const struct amdxdna_drm_query_aie_metadata *md)
+{
+    struct drm_syncobj_create sc = {0};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_CREATE, &sc);
+    struct drm_syncobj_handle ex = {.handle = sc.handle};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD, &ex);
+    CHECK(ex.fd >= 0 && (fcntl(ex.fd, F_GETFD) & FD_CLOEXEC), "syncobj fd, close-on-exec");
+    struct drm_syncobj_handle im = {.fd = ex.fd};
+    EXPECT_OK(other, DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE, &im);
+    struct drm_syncobj_array arr = {.handles = PTR(&sc.handle), .count_handles = 1};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_SIGNAL, &arr);
+    struct drm_syncobj_wait w = {.handles = PTR(&im.handle), .count_handles = 1};
+    EXPECT_OK(other, DRM_IOCTL_SYNCOBJ_WAIT, &w); /* signalled through the other file */
+    struct drm_syncobj_destroy d = {.handle = sc.handle};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_DESTROY, &d);
+    EXPECT_OK(other, DRM_IOCTL_SYNCOBJ_WAIT, &w); /* the import is a name of its own */
+
+    /* a context's timeline */
+    struct amdxdna_qos_info qos = {.priority = AMDXDNA_QOS_NORMAL_PRIORITY};
+    struct amdxdna_drm_create_hwctx cc = {.qos_p = PTR(&qos), .num_tiles = md->core.row_count};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &cc);
+    const size_t bytes = N * sizeof(int32_t);
+    uint32_t a = create_bo(fd, AMDXDNA_BO_SHARE, bytes), b = create_bo(fd, AMDXDNA_BO_SHARE, bytes);
+    uint32_t o = create_bo(fd, AMDXDNA_BO_SHARE, bytes), instr = create_bo(fd, AMDXDNA_BO_DEV, 4096);
+    struct {
+        uint32_t magic, version, kernel, dtype, count, m, n, k;
+        double scalar;
+        uint32_t error, rsvd;
+    } desc = {XKNL_MAGIC, XKNL_VERSION, XKNL_ADD, XKNL_INT32, N, 0, 0, 0, 1.0, 0, 0};
+    memcpy((void *)(uintptr_t)bo_info(fd, instr).vaddr, &desc, sizeof(desc));
+    ex = (struct drm_syncobj_handle){.handle = cc.syncobj_handle};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD, &ex);
+    im = (struct drm_syncobj_handle){.fd = ex.fd};
+    EXPECT_OK(other, DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE, &im);
+    uint64_t seq = submit_add(fd, cc.handle, instr, a, b, o);
+    struct drm_syncobj_timeline_wait tw = {.handles = PTR(&im.handle), .points = PTR(&seq), .count_handles = 1,
+                                           .timeout_nsec = (int64_t)(now_ns() + 10000000000ull)};
+    EXPECT_OK(other, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &tw); /* job seq ended, seen from the other file */
+    struct amdxdna_drm_destroy_hwctx dh = {.handle = cc.handle};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &dh);
+    uint64_t got = 0;
+    struct drm_syncobj_timeline_array q = {.handles = PTR(&im.handle), .points = PTR(&got), .count_handles = 1};
+    EXPECT_OK(other, DRM_IOCTL_SYNCOBJ_QUERY, &q);
+    CHECK(got == seq, "the destroyed context's timeline stays at %llu: %llu", (unsigned long long)seq,
+          (unsigned long long)got);
+    EXPECT_OK(other, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &tw);
+
+    /* bad input */
+    struct drm_syncobj_handle bad = {.handle = im.handle, .pad = 1};
+    EXPECT_ERR(other, DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD, &bad, EINVAL);
+    bad = (struct drm_syncobj_handle){.handle = im.handle, .point = 5};
+    EXPECT_ERR(other, DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD, &bad, EINVAL); /* a point needs a sync file */
+    bad = (struct drm_syncobj_handle){.handle = im.handle, .flags = 0x100};
+    EXPECT_ERR(other, DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD, &bad, EINVAL);
+    bad = (struct drm_syncobj_handle){.handle = 999};
+    EXPECT_ERR(other, DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD, &bad, EINVAL);
+    bad = (struct drm_syncobj_handle){.handle = im.handle, .flags = DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE};
+    EXPECT_ERR(other, DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD, &bad, EOPNOTSUPP); /* sync files: not served */
+    bad = (struct drm_syncobj_handle){.fd = -1};
+    EXPECT_ERR(other, DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE, &bad, EINVAL);
+    int plain = memfd_create("not-a-syncobj", MFD_CLOEXEC);
+    bad = (struct drm_syncobj_handle){.fd = plain};
+    EXPECT_ERR(other, DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE, &bad, EINVAL);
+    bad = (struct drm_syncobj_handle){.fd = ex.fd, .pad = 1};
+    EXPECT_ERR(other, DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE, &bad, EINVAL);
+    bad = (struct drm_syncobj_handle){.fd = ex.fd, .flags = DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE};
+    EXPECT_ERR(other, DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE, &bad, EOPNOTSUPP);
+    close(plain);
+    /* another process: a syncobj is this process's (docs/spec/uapi.md §7) */
+    pid_t pid = fork();
+    if (pid == 0) {
+        int cfd = open("/dev/accel/accel0", O_RDWR);
+        struct drm_syncobj_handle ci = {.fd = ex.fd};
+        _exit(cfd >= 0 && ioctl(cfd, DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE, &ci) == -1 && errno == EINVAL ? 0 : 1);
+    }
+    int st = -1;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "another process's import is refused");
+    close(ex.fd);
+}
+
 /* The PCI device id behind accel0 (0x1502: npu1, whose heap is one fixed chunk). */
 static unsigned pci_device(void)
 {
@@ -1146,7 +1232,7 @@ static void test_state(int fd)
         if (setuid(65534) < 0 || set_attr(cfd, DRM_AMDXDNA_SET_FORCE_PREEMPT, 0, sz) != EACCES ||
             get_attr(cfd, DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE, 0) != 1)
             bad = 1;
-        _exit(bad || failed);
+        _exit(bad);
     }
     int st = -1;
     waitpid(pid, &st, 0);
@@ -1189,6 +1275,7 @@ int main(void)
     test_prime(fd, other);
     test_host_syncobjs(fd);
     test_userptr(fd, ctx);
+    test_syncobj_fds(fd, other, &md);
     test_destroy(fd, ctx);
     test_fence_chain(fd, &md);
     test_heap_growth(&md);
