@@ -8,6 +8,7 @@
  * each command onto the shim's public calls with the driver's errno rules.
  */
 #include "accel.h"
+#include "argcheck.h"
 #include "registry.h"
 
 #include "../shim_int.h"
@@ -30,7 +31,6 @@
 #define ACCEL_PREFIX "/dev/accel/accel"
 /* map_offset = handle << 40: one disjoint range per handle, wider than any BO (bo.c) */
 #define MAP_SHIFT 40
-#define ARG_MAX_SIZE 4096u         /* largest argument struct we accept (drm_ioctl: 16383) */
 #define EXEC_MAX_ARGS 4096u        /* arg BO handles in one EXEC_CMD */
 #define CU_CONFIG_MAX (4096u)      /* param_val_size of CONFIG_CU: one page */
 
@@ -590,20 +590,16 @@ static struct {
 static int syncobj_handle_to_fd(struct accel_file *f, void *k)
 {
     struct drm_syncobj_handle *a = k;
-    if (a->pad || a->flags & ~(uint32_t)(DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE |
-                                         DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_TIMELINE))
-        return -EINVAL;
-    if (a->flags & DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE)
-        return -EOPNOTSUPP; /* sync files: docs/spec/uapi.md §7 */
-    if (a->flags || a->point)
-        return -EINVAL; /* a point only goes with a sync file */
+    int rc = xdna_uapi_check_syncobj_handle(a, 1); /* sync files: docs/spec/uapi.md §7 */
+    if (rc < 0)
+        return rc;
     pthread_mutex_lock(&sync_lock);
     struct syncobj *s = sync_get(f, a->handle);
     unsigned slot = MAX_SYNC_EXPORTS;
     for (unsigned i = 0; i < MAX_SYNC_EXPORTS && slot == MAX_SYNC_EXPORTS; i++)
         if (!exports[i].s)
             slot = i;
-    int rc = !s ? -EINVAL : slot == MAX_SYNC_EXPORTS ? -EMFILE : 0;
+    rc = !s ? -EINVAL : slot == MAX_SYNC_EXPORTS ? -EMFILE : 0;
     int fd = rc ? -1 : memfd_create("xdna-syncobj", MFD_CLOEXEC); /* the driver's fd is O_CLOEXEC */
     struct stat st;
     if (rc == 0 && (fd < 0 || fstat(fd, &st) < 0)) {
@@ -626,13 +622,9 @@ static int syncobj_handle_to_fd(struct accel_file *f, void *k)
 static int syncobj_fd_to_handle(struct accel_file *f, void *k)
 {
     struct drm_syncobj_handle *a = k;
-    if (a->pad || a->flags & ~(uint32_t)(DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE |
-                                         DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_TIMELINE))
-        return -EINVAL;
-    if (a->flags & DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE)
-        return -EOPNOTSUPP; /* sync files: docs/spec/uapi.md §7 */
-    if (a->flags || a->point)
-        return -EINVAL;
+    int rc = xdna_uapi_check_syncobj_handle(a, 0);
+    if (rc < 0)
+        return rc;
     struct stat st;
     if (fstat(a->fd, &st) < 0)
         return -EINVAL; /* not an fd: the DRM core's answer */
@@ -642,7 +634,7 @@ static int syncobj_fd_to_handle(struct accel_file *f, void *k)
         if (exports[i].s && exports[i].dev == st.st_dev && exports[i].ino == st.st_ino &&
             exports[i].pid == getpid())
             s = exports[i].s;
-    int rc = s ? -ENOMEM : -EINVAL; /* not a syncobj of this process */
+    rc = s ? -ENOMEM : -EINVAL; /* not a syncobj of this process */
     for (unsigned i = 0; s && i < MAX_SYNCOBJS; i++)
         if (!f->sync[i]) {
             f->sync[i] = s;
@@ -659,7 +651,6 @@ static int syncobj_fd_to_handle(struct accel_file *f, void *k)
 
 /* ---- user-pointer BOs (docs/spec/uapi.md §6) ---------------------------------------- */
 
-#define UPTR_MAX_ENTRIES 4096u /* va-table entries taken in one CREATE_BO */
 #define UPTR_MEMFD "xdna-share-uptr" /* a SHARE memfd name: the BO can be exported */
 
 /* How the program maps [va, va+len) (/proc/self/maps): 0 readable and writable throughout,
@@ -739,20 +730,17 @@ static int create_uptr_bo(struct accel_file *f, struct amdxdna_drm_create_bo *a)
             a->handle = ph.handle;
         return rc;
     }
-    if (tbl.num_entries > UPTR_MAX_ENTRIES)
+    if (tbl.num_entries > XDNA_UAPI_UPTR_MAX_ENTRIES)
         return -EINVAL;
     struct amdxdna_drm_va_entry *e = calloc(tbl.num_entries, sizeof(*e));
     if (!e)
         return -ENOMEM;
     int rc = uread(e, a->vaddr + sizeof(tbl), tbl.num_entries * sizeof(*e)) < 0 ? -EINVAL : 0;
     uint64_t total = 0;
+    if (rc == 0)
+        rc = xdna_uapi_va_total(e, tbl.num_entries, &total);
     int ro = -1;
     for (uint32_t i = 0; rc == 0 && i < tbl.num_entries; i++) {
-        if (!e[i].len || (e[i].vaddr | e[i].len) & 4095 || __builtin_add_overflow(total, e[i].len, &total) ||
-            e[i].vaddr + e[i].len < e[i].vaddr) {
-            rc = -EINVAL;
-            break;
-        }
         int acc = range_access(e[i].vaddr, e[i].len);
         if (acc < 0 || (ro >= 0 && acc != ro))
             rc = -EFAULT; /* not the program's, or read-only and writable ranges mixed */
@@ -781,14 +769,11 @@ static int create_uptr_bo(struct accel_file *f, struct amdxdna_drm_create_bo *a)
 static int create_bo(struct accel_file *f, void *k)
 {
     struct amdxdna_drm_create_bo *a = k;
-    if (a->flags & ~(uint64_t)AMDXDNA_BO_FLAGS_REGION_MASK)
-        return -EINVAL;
-    if (a->type < AMDXDNA_BO_SHARE || a->type > AMDXDNA_BO_CMD)
-        return -EINVAL;
-    if (a->vaddr && a->type == AMDXDNA_BO_SHARE)
-        return create_uptr_bo(f, a); /* its size comes from the table */
-    if (a->vaddr || !a->size)
-        return -EINVAL; /* user pages back SHARE BOs only here (docs/spec/uapi.md §6) */
+    int kind = xdna_uapi_check_create_bo(a);
+    if (kind < 0)
+        return kind;
+    if (kind == 1)
+        return create_uptr_bo(f, a);
     uint64_t uva;
     if (a->type == AMDXDNA_BO_DEV && dev_bo_userptr(f, 0, 1, &uva) < 0)
         return -EINVAL; /* no heap, or its user mapping is not there yet */
@@ -1446,14 +1431,13 @@ static int get_array(struct accel_file *f, void *k)
 {
     struct amdxdna_drm_get_array *a = k;
     static __thread struct xdna_reg_ctx rows[XDNA_REG_MAX_CTX];
-    if (a->pad || !a->element_size || !a->num_element ||
-        a->element_size > AMDXDNA_MAX_ELEMENT_SIZE || a->num_element > AMDXDNA_MAX_NUM_ELEMENT)
-        return -EINVAL;
+    int rc = xdna_uapi_check_get_array(a);
+    if (rc < 0)
+        return rc;
     switch (a->param) {
     case DRM_AMDXDNA_HW_CONTEXT_ALL:
     case DRM_AMDXDNA_HW_CONTEXT_BY_ID: {
-        size_t esz = a->element_size < sizeof(struct amdxdna_drm_hwctx_entry)
-                         ? a->element_size : sizeof(struct amdxdna_drm_hwctx_entry);
+        size_t esz = xdna_uapi_elem_size(a->element_size, sizeof(struct amdxdna_drm_hwctx_entry));
         struct amdxdna_drm_hwctx_entry want = {0};
         if (a->param == DRM_AMDXDNA_HW_CONTEXT_BY_ID) {
             /* the key: pid and hwctx_id of the first element */
@@ -1643,7 +1627,7 @@ static int set_state(struct accel_file *f, void *k)
     case DRM_AMDXDNA_SET_FORCE_PREEMPT:
         if (get_fit(a, &st, sizeof(st)) < 0)
             return -EFAULT;
-        if (st.state > 1)
+        if (xdna_uapi_check_attr(&st) < 0)
             return -EINVAL;
         if (f->reg) {
             xdna_reg_lock(f->reg);
@@ -1656,7 +1640,7 @@ static int set_state(struct accel_file *f, void *k)
             return -EINVAL;
         if (uread(&st, a->buffer, sizeof(st)) < 0)
             return -EFAULT;
-        if (st.state > 1)
+        if (xdna_uapi_check_attr(&st) < 0)
             return -EINVAL;
         uint32_t v = st.state;
         return frame_boundary(f, true, &v);
@@ -1722,7 +1706,7 @@ int xdna_accel_ioctl(int fd, unsigned long req, void *arg)
         errno = ENODEV;
         return -1;
     }
-    if (_IOC_TYPE(req) != DRM_IOCTL_BASE) {
+    if (_IOC_TYPE(req) != DRM_IOCTL_BASE) { /* before the lookup, as drm_ioctl */
         errno = ENOTTY;
         return -1;
     }
@@ -1734,17 +1718,16 @@ int xdna_accel_ioctl(int fd, unsigned long req, void *arg)
         errno = EINVAL; /* drm_ioctl: no such command */
         return -1;
     }
-    unsigned usize = _IOC_SIZE(req);
-    unsigned in = (_IOC_DIR(req) & _IOC_WRITE) ? usize : 0;
-    unsigned out = (_IOC_DIR(req) & _IOC_READ) ? usize : 0;
-    unsigned ksize = usize > d->size ? usize : d->size;
-    if (ksize > ARG_MAX_SIZE) {
-        errno = EINVAL;
+    struct xdna_uapi_frame fr;
+    int rc = xdna_uapi_frame(req, d->size, &fr);
+    if (rc < 0) {
+        errno = -rc;
         return -1;
     }
-    _Alignas(8) uint8_t kdata[ARG_MAX_SIZE];
-    memset(kdata, 0, ksize);
-    int rc = uread(kdata, (uint64_t)(uintptr_t)arg, in);
+    unsigned out = fr.out;
+    _Alignas(8) uint8_t kdata[XDNA_UAPI_ARG_MAX];
+    memset(kdata, 0, fr.ksize);
+    rc = uread(kdata, (uint64_t)(uintptr_t)arg, fr.in);
     if (rc < 0) { /* nothing read, nothing written back */
         errno = EFAULT;
         return -1;
