@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the firmware interface table is plain Python (stdlib only)
-from xdna_emu import uapi_table as uapi  # noqa: E402
+import xdna_emu.uapi_table as uapi  # noqa: E402
 from xdna_emu.fw.iface import aie2  # noqa: E402
 
 TRACES = ROOT / "fixtures" / "traces"

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,8 @@ pytestmark = pytest.mark.skipif(CC is None or not shutil.which("umockdev-run"),
 def uapi_test(tmp_path_factory: pytest.TempPathFactory) -> Path:
     exe = tmp_path_factory.mktemp("uapi") / "uapi_test"
     defs = {"XKNL_MAGIC": K.MAGIC, "XKNL_VERSION": K.VERSION, "XKNL_ADD": int(K.Kernel.ADD),
-            "XKNL_INT32": int(K.DType.INT32)}
+            "XKNL_INT32": int(K.DType.INT32), "XKNL_FAIL": int(K.Kernel.FAIL),
+            "XKNL_AIE_ERR": K.AIE_ERR_INSTRUCTION}
     subprocess.run([CC, "-std=gnu11", "-O1", "-Wall", "-Werror", "-o", str(exe),
                     "-I", str(ROOT / "csrc" / "generated"), "-I", str(ROOT / "csrc"),
                     *(f"-D{k}={v}u" for k, v in defs.items()),
@@ -239,6 +241,47 @@ def test_python_device_settings() -> None:
     proc = subprocess.run([*EXEC, "--chip", "npu4", "--", sys.executable, "-c", prog],
                           capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0 and "python ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_driver_service_answers(xdna_shim: Any, tmp_path: Path) -> None:
+    """The driver service on a driver session: each call with the driver's errno
+    (docs/spec/uapi.md §5-6)."""
+    import errno
+    import socket
+    import struct
+
+    from xdna_emu import uapi_table as T
+    from xdna_emu.uapi import DriverService
+
+    svc = DriverService(xdna_shim, tmp_path / "drv")
+
+    def call(nr: int, param: int, body: bytes = b"") -> tuple[int, bytes]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+            s.connect(str(tmp_path / "drv"))
+            s.send(struct.pack("<II", nr, param) + body)
+            rep = s.recv(64)
+        return struct.unpack_from("<i", rep)[0], rep[4:]
+
+    try:
+        set_nr, info_nr = T.ioctl("AMDXDNA_SET_STATE").nr, T.ioctl("AMDXDNA_GET_INFO").nr
+        low = T.SET_POWER_MODE.pack(power_mode=T.const("POWER_MODE_LOW"))
+        assert call(set_nr, T.const("DRM_AMDXDNA_SET_POWER_MODE"), low) == (0, b"")
+        assert xdna_shim.power()["mode"] == "low"
+        err, ans = call(info_nr, T.const("DRM_AMDXDNA_GET_POWER_MODE"))
+        assert err == 0 and T.GET_POWER_MODE.unpack(ans)["power_mode"] == T.const("POWER_MODE_LOW")
+        ctx = xdna_shim.hwctx_create()
+        turbo = T.SET_POWER_MODE.pack(power_mode=T.const("POWER_MODE_TURBO"))
+        assert call(set_nr, T.const("DRM_AMDXDNA_SET_POWER_MODE"), turbo)[0] == errno.EBUSY
+        xdna_shim.hwctx_destroy(ctx)
+        err, ans = call(T.ioctl("AMDXDNA_GET_ARRAY").nr, T.const("DRM_AMDXDNA_HW_LAST_ASYNC_ERR"))
+        assert (err, ans) == (0, b"")  # no async error yet: no element
+        assert call(info_nr, T.const("DRM_AMDXDNA_QUERY_SENSORS"))[0] == errno.EOPNOTSUPP
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:  # a short request
+            s.connect(str(tmp_path / "drv"))
+            s.send(b"\x01")
+            assert struct.unpack_from("<i", s.recv(64))[0] == errno.EINVAL
+    finally:
+        svc.close()
 
 
 def test_decoder_fuzz() -> None:

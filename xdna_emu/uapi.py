@@ -21,8 +21,11 @@ import mmap
 import os
 import shlex
 import shutil
+import socket
+import struct
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,7 @@ from . import uapi_table as T
 
 ENV_SOCKET = "XDNA_EMU_ACCEL{}_SOCKET"  # accelN -> its daemon socket
 ENV_STATE = "XDNA_EMU_ACCEL{}_STATE"  # accelN -> the file holding its cross-process tables
+ENV_DRIVER = "XDNA_EMU_ACCEL{}_DRIVER"  # accelN -> the socket of exec's driver session
 ENV_PRELOAD = "XDNA_EMU_PRELOAD"
 DEFAULT_CHIP = "npu4"
 # not `exec "$@"`: the shell stays the program's parent and exits 128 + N when signal N
@@ -133,21 +137,24 @@ def _resolve(chips: Sequence[str], bdfs: Sequence[str], sockets: Sequence[str],
     return targets
 
 
-def _load_driver(sock: str, stack: contextlib.ExitStack) -> dict[str, Any]:
+def _load_driver(sock: str, stack: contextlib.ExitStack,
+                 service: Path) -> tuple[dict[str, Any], bool]:
     """Probe the device unless a driver session exists (else attach to read it); keep the
-    session for the run. Returns the device facts the driver publishes in sysfs."""
+    session for the run, and when it is ours serve the driver's calls at ``service``.
+    Returns the device facts the driver publishes in sysfs, and whether it serves."""
     from .shim import Shim
 
     shim = Shim.open(sock)
     stack.callback(shim.close)
     if shim.caps.get("probed"):
         shim.attach()
-    else:
-        shim.probe(None)
-        # the programs' sessions are not this session's activity: with autosuspend it would
-        # stop the firmware under them after its idle delay (docs/spec/uapi.md §7)
-        shim.set_autosuspend_ms(0)
-    return shim.info()
+        return shim.info(), False
+    shim.probe(None)
+    # the programs' sessions are not this session's activity: with autosuspend it would
+    # stop the firmware under them after its idle delay (docs/spec/uapi.md §7)
+    shim.set_autosuspend_ms(0)
+    stack.callback(DriverService(shim, service).close)
+    return shim.info(), True
 
 
 #: The attributes the driver adds at the PCI device (amdxdna sysfs), from the probe facts:
@@ -191,14 +198,17 @@ def run_exec(argv: Sequence[str], chips: Sequence[str] = (), bdfs: Sequence[str]
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="xdna-exec-")))
         descs: list[str] = []
         attrs: list[tuple[str, dict[str, str]]] = []
+        env = dict(os.environ)
         for minor, t in enumerate(targets):
-            info = _load_driver(t.socket, stack)
+            service = tmp / f"accel{minor}.driver"
+            info, serving = _load_driver(t.socket, stack, service)
+            if serving:
+                env[ENV_DRIVER.format(minor)] = str(service)
             desc, bdf = t.record.get("umockdev"), t.record.get("bdf")
             if isinstance(desc, str) and Path(desc).is_file() and isinstance(bdf, str):
                 descs += [desc, str(accel_description(tmp / f"accel{minor}.umockdev",
                                                       device_path(bdf), minor))]
                 attrs.append((device_path(bdf), driver_attrs(info)))
-        env = dict(os.environ)
         env.update({ENV_SOCKET.format(n): t.socket for n, t in enumerate(targets)})
         for n in range(len(targets)):  # the kernel's device-wide tables: contexts, BO usage
             state = tmp / f"accel{n}.state"
@@ -212,6 +222,77 @@ def run_exec(argv: Sequence[str], chips: Sequence[str] = (), bdfs: Sequence[str]
                    f"{_attr_script(attrs)}; {_WRAP}", "sh", *argv]
         rc = subprocess.run(cmd, env=env).returncode
         return 128 - rc if rc < 0 else rc
+
+
+# ---- the driver's side of device-wide calls ---------------------------------------------
+#: ex_err_code of an AIE error: its column in bits 7:0, its row in bits 15:8 (the driver's
+#: encoding, docs/spec/uapi.md §6)
+EXTRA_ERR_ROW_SHIFT = 8
+_REQ = struct.Struct("<II")  # request: DRM command number, GET_INFO/GET_ARRAY/SET_STATE param
+_REPLY = struct.Struct("<i")  # reply: 0 or the driver's errno, then the answer's bytes
+
+
+class DriverService:
+    """The calls a program's DRM file cannot serve from its own client session, because the
+    state is the driver's (power mode, the last async error): served by the driver session
+    ``exec`` keeps, over a SOCK_SEQPACKET socket the decoder finds in
+    ``XDNA_EMU_ACCEL<N>_DRIVER`` (docs/spec/uapi.md §6). One request and one reply per
+    connection: the request's first word is the DRM command number, the second its param,
+    then the argument's bytes; the reply's first word is 0 or an errno, then the answer."""
+
+    def __init__(self, shim: Any, path: Path) -> None:
+        self.shim = shim
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        self.sock.bind(str(path))
+        self.sock.listen(16)
+        self.thread = threading.Thread(target=self._serve, name="xdna-driver-service",
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(timeout=5)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            with conn:
+                with contextlib.suppress(OSError):
+                    conn.send(self.answer(conn.recv(4096)))
+
+    def answer(self, req: bytes) -> bytes:
+        """One request's reply (errno 0 with the answer, or the driver's errno)."""
+        from .shim import ShimError
+
+        if len(req) < _REQ.size:
+            return _REPLY.pack(errno.EINVAL)
+        nr, param = _REQ.unpack_from(req)
+        body = req[_REQ.size:]
+        try:
+            if nr == T.ioctl("AMDXDNA_SET_STATE").nr and param == T.const("DRM_AMDXDNA_SET_POWER_MODE"):
+                mode = T.SET_POWER_MODE.unpack(body.ljust(T.SET_POWER_MODE.size, b"\0"))["power_mode"]
+                self.shim.set_power_mode(int(mode))
+                return _REPLY.pack(0)
+            if nr == T.ioctl("AMDXDNA_GET_INFO").nr and param == T.const("DRM_AMDXDNA_GET_POWER_MODE"):
+                from .shim import PowerMode
+
+                mode = PowerMode[str(self.shim.power()["mode"]).upper()]
+                return _REPLY.pack(0) + T.GET_POWER_MODE.pack(power_mode=int(mode))
+            if nr == T.ioctl("AMDXDNA_GET_ARRAY").nr and param == T.const("DRM_AMDXDNA_HW_LAST_ASYNC_ERR"):
+                e = self.shim.last_async_error()
+                if not e["count"]:
+                    return _REPLY.pack(0)  # none cached: no element
+                return _REPLY.pack(0) + T.ASYNC_ERROR.pack(
+                    err_code=e["err_code"], ts_us=e["ts_ns"] // 1000,
+                    ex_err_code=e["row"] << EXTRA_ERR_ROW_SHIFT | e["col"])
+        except ShimError as exc:
+            return _REPLY.pack(exc.errno or errno.EIO)
+        return _REPLY.pack(errno.EOPNOTSUPP)
 
 
 # ---- the ioctls from Python ----------------------------------------------------------

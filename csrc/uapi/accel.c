@@ -22,12 +22,15 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #define ENV_SOCKET_FMT "XDNA_EMU_ACCEL%ld_SOCKET"
+#define ENV_DRIVER_FMT "XDNA_EMU_ACCEL%d_DRIVER"
 #define ACCEL_PREFIX "/dev/accel/accel"
 /* map_offset = handle << 40: one disjoint range per handle, wider than any BO (bo.c) */
 #define MAP_SHIFT 40
@@ -1411,6 +1414,46 @@ static int query_hw_contexts(struct accel_file *f, struct amdxdna_drm_get_info *
     return rc;
 }
 
+/* A call into the driver session `exec` keeps (xdna_emu.uapi.DriverService, docs/spec/uapi.md
+ * §6) for state that is the driver's, not a client session's: one SOCK_SEQPACKET request
+ * {u32 command number, u32 param, the argument's bytes}, one reply {i32 errno, the answer};
+ * the answer's length in *got. -EOPNOTSUPP when there is no such session. */
+static int driver_call(struct accel_file *f, uint32_t nr, uint32_t param, const void *body,
+                       size_t len, void *ans, size_t cap, size_t *got)
+{
+    char name[40];
+    snprintf(name, sizeof(name), ENV_DRIVER_FMT, f->minor);
+    const char *path = getenv(name);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    uint8_t req[64], rep[64];
+    if (!path || strlen(path) >= sizeof(sa.sun_path))
+        return -EOPNOTSUPP;
+    if (len > sizeof(req) - 8 || cap > sizeof(rep) - 4)
+        return -EINVAL;
+    strcpy(sa.sun_path, path);
+    memcpy(req, &nr, 4);
+    memcpy(req + 4, &param, 4);
+    if (len)
+        memcpy(req + 8, body, len);
+    int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return -errno;
+    int rc = -EIO;
+    ssize_t n = -1;
+    if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+        send(s, req, 8 + len, MSG_NOSIGNAL) == (ssize_t)(8 + len))
+        n = recv(s, rep, sizeof(rep), 0);
+    if (n >= 4) {
+        int32_t err;
+        memcpy(&err, rep, 4);
+        *got = (size_t)n - 4 < cap ? (size_t)n - 4 : cap;
+        memcpy(ans, rep + 4, *got);
+        rc = -err;
+    }
+    close(s);
+    return rc;
+}
+
 static struct amdxdna_drm_hwctx_entry hwctx_entry(const struct xdna_reg_ctx *r)
 {
     struct amdxdna_drm_hwctx_entry e = {
@@ -1487,7 +1530,20 @@ static int get_array(struct accel_file *f, void *k)
         a->element_size = sizeof(u);
         return 0;
     }
-    case DRM_AMDXDNA_HW_LAST_ASYNC_ERR:
+    case DRM_AMDXDNA_HW_LAST_ASYNC_ERR: { /* the driver's cache: none or the last one */
+        struct amdxdna_async_error e;
+        size_t got = 0;
+        rc = driver_call(f, _IOC_NR(DRM_IOCTL_AMDXDNA_GET_ARRAY), a->param, NULL, 0, &e,
+                         sizeof(e), &got);
+        if (rc < 0)
+            return rc;
+        uint32_t n = got == sizeof(e) ? 1 : 0, esz = xdna_uapi_elem_size(a->element_size, sizeof(e));
+        if (n && uwrite(a->buffer, &e, esz) < 0)
+            return -EFAULT;
+        a->num_element = n;
+        a->element_size = esz;
+        return 0;
+    }
     case DRM_AMDXDNA_FW_LOG:
     case DRM_AMDXDNA_FW_TRACE:
     case DRM_AMDXDNA_AIE_COREDUMP:
@@ -1562,8 +1618,13 @@ static int get_info(struct accel_file *f, void *k)
                                                        info.fw_sub, info.fw_build};
         return put_fit(a, &v, sizeof(v));
     }
-    case DRM_AMDXDNA_GET_POWER_MODE: {
+    case DRM_AMDXDNA_GET_POWER_MODE: { /* the driver's mode (this session's under no exec) */
         struct amdxdna_drm_get_power_mode p = {.power_mode = (uint8_t)pw.mode};
+        size_t got = 0;
+        int rc = driver_call(f, _IOC_NR(DRM_IOCTL_AMDXDNA_GET_INFO), a->param, NULL, 0, &p,
+                             sizeof(p), &got);
+        if (rc < 0 && rc != -EOPNOTSUPP)
+            return rc;
         return put_fit(a, &p, sizeof(p));
     }
     case DRM_AMDXDNA_QUERY_HW_CONTEXTS:
@@ -1645,7 +1706,16 @@ static int set_state(struct accel_file *f, void *k)
         uint32_t v = st.state;
         return frame_boundary(f, true, &v);
     }
-    case DRM_AMDXDNA_SET_POWER_MODE:
+    case DRM_AMDXDNA_SET_POWER_MODE: { /* the driver session applies it (SMU DPM, runtime cfg) */
+        struct amdxdna_drm_set_power_mode pm;
+        size_t got = 0;
+        if (get_fit(a, &pm, sizeof(pm)) < 0)
+            return -EFAULT;
+        if (pm.power_mode > POWER_MODE_TURBO)
+            return -EINVAL;
+        return driver_call(f, _IOC_NR(DRM_IOCTL_AMDXDNA_SET_STATE), a->param, &pm, sizeof(pm),
+                           NULL, 0, &got);
+    }
     case DRM_AMDXDNA_SET_FW_LOG_STATE:
     case DRM_AMDXDNA_SET_FW_TRACE_STATE:
     case DRM_AMDXDNA_AIE_TILE_WRITE:
