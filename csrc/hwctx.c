@@ -379,6 +379,29 @@ static void fw_stop(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, bool destr
 }
 
 /* CREATE_CONTEXT, user channel, host buffers, CONFIG_CU (the driver's hwctx_start). */
+int xdna_hwctx_heap_give(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
+{
+    for (unsigned i = 0; i < ctx->s.nheap; i++) {
+        const struct xdna_bo *chunk = xdna_bo_get(ctx, ctx->s.heap_chunk[i]);
+        for (uint64_t off = 0; chunk && off < chunk->alloc; off += XDNA_HEAP_CHUNK) {
+            uint64_t at = chunk->heap_off + off; /* where this 64 MiB sits in the heap */
+            if (at < hw->heap_given)
+                continue;
+            struct xdna_aie2_host_buffer_req hb = {
+                .context_id = hw->fw_id,
+                .buf_addr = chunk->dma_addr + off, /* chunk VA (SVA) or IOVA */
+                .buf_size = XDNA_HEAP_CHUNK,
+            };
+            if (xdna_fw_req(ctx, at == 0 ? XDNA_AIE2_MSG_MAP_HOST_BUFFER
+                                         : XDNA_AIE2_MSG_ADD_HOST_BUFFER,
+                            &hb, sizeof(hb), NULL, 0) < 0)
+                return -1;
+            hw->heap_given = at + XDNA_HEAP_CHUNK;
+        }
+    }
+    return 0;
+}
+
 static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 {
     if (xdna_is_aie4(ctx->chip))
@@ -435,16 +458,9 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
         goto destroy_context;
     if (!hw->polled && xdna_irq_own(ctx, msix) < 0)
         goto destroy_context;
-    for (uint64_t off = 0; off < heap->alloc; off += XDNA_HEAP_CHUNK) {
-        struct xdna_aie2_host_buffer_req hb = {
-            .context_id = hw->fw_id,
-            .buf_addr = heap->dma_addr + off, /* heap VA (SVA) or IOVA */
-            .buf_size = XDNA_HEAP_CHUNK,
-        };
-        if (xdna_fw_req(ctx, off == 0 ? XDNA_AIE2_MSG_MAP_HOST_BUFFER : XDNA_AIE2_MSG_ADD_HOST_BUFFER,
-                  &hb, sizeof(hb), NULL, 0) < 0)
-            goto destroy_context;
-    }
+    hw->heap_given = 0;
+    if (xdna_hwctx_heap_give(ctx, hw) < 0)
+        goto destroy_context;
     /* the client's CU table, or one CU whose "PDI" is the heap base */
     xdna_aie2_config_cu_req_t cu = {
         .num_cus = 1,
@@ -1310,6 +1326,9 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
         goto release_hw;
     }
     bool aie4 = xdna_is_aie4(ctx->chip);
+    /* chunks added since the context connected reach the firmware before its next job */
+    if (!aie4 && hw->heap_given < ctx->s.heap_total && xdna_hwctx_heap_give(ctx, hw) < 0)
+        goto release_hw;
     unsigned li = 0;
     while (li < XDNA_CTX_MAX_CMDS && hw->cmdlist_used[li])
         li++;

@@ -97,6 +97,7 @@ struct xdna_bar_map {
 #define XDNA_MONITOR_POLL_NS 1000000u /* monitor re-check of a due duty that could not run (1 ms) */
 #define XDNA_CMDLIST_SIZE 4096u      /* one cmd-list buffer */
 #define XDNA_HEAP_CHUNK (64ull << 20)
+#define XDNA_HEAP_MAX_CHUNKS 64      /* DEV_HEAP BOs one session may add (docs/spec/uapi.md §6) */
 #define XDNA_DEV_BO_ALIGN (32u << 10)
 #define XDNA_HEALTH_MAX 1024u
 #define XDNA_CHAIN_MAX XDNA_PARSE_CHAIN_MAX
@@ -122,7 +123,13 @@ struct xdna_drv_state {
     uint8_t *vec_owned;       /* per MSI-X vector: installed with SET_IRQS by this session */
     struct xdna_bo **bos;     /* index = handle - 1 */
     unsigned nbos;
-    uint32_t heap;            /* handle of the DEV_HEAP BO, 0 when none */
+    uint32_t heap;            /* handle of the first DEV_HEAP chunk, 0 when none */
+    uint32_t heap_chunk[XDNA_HEAP_MAX_CHUNKS]; /* the DEV_HEAP chunks in device-address order */
+    unsigned nheap;
+    uint64_t heap_total;      /* bytes of all chunks: the DEV range 0x4000000 + [0, total) */
+    uint8_t *heap_base;       /* the heap memfd (the chip's maximum) mapped here, NULL: none */
+    int heap_fd;
+    uint64_t heap_dma;        /* where the device sees it: heap_base (SVA) or a fixed IOVA */
     struct xdna_hwctx *hw[XDNA_MAX_HWCTX]; /* any order; hw->handle names it */
     uint32_t next_hwctx_id;   /* where the cyclic handle allocation resumes */
     uint32_t next_syncobj;    /* the last hardware-queue handle handed out */
@@ -385,7 +392,7 @@ struct xdna_bo {
     uint8_t *va;
     int fd;
     uint64_t xdna_addr;
-    uint64_t heap_off;    /* DEV */
+    uint64_t heap_off;    /* DEV, DEV_HEAP chunk: offset in the session heap */
     uint64_t dma_addr;    /* where DMA_MAP put it: the VA (SVA) or an IOVA (IOVA mode) */
     bool dma_mapped;
     unsigned busy;        /* pins held by pending commands */
@@ -397,9 +404,16 @@ struct xdna_bo *xdna_bo_by_addr(struct xdna_shim_ctx *ctx, uint64_t addr, uint64
 int xdna_bo_new(struct xdna_shim_ctx *ctx, int type, uint64_t size, bool internal,
                 uint32_t *handle);
 int xdna_bo_release(struct xdna_shim_ctx *ctx, uint32_t handle);
+/* Give a connected context the heap chunks it does not have yet: MAP_HOST_BUFFER for the
+ * first 64 MiB, ADD_HOST_BUFFER for each later 64 MiB (hwctx.c). Caller holds the lock. */
+int xdna_hwctx_heap_give(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);
 /* A SHARE BO over an existing memfd (a PRIME import; docs/spec/uapi.md §6): the fd is
  * duplicated, mapped here and for the device. Caller holds the lock. */
 int xdna_bo_import(struct xdna_shim_ctx *ctx, int fd, uint64_t size, uint32_t *handle);
+/* A user-pointer BO (docs/spec/uapi.md §6): a SHARE BO over the memfd that now backs the
+ * program's pages, DMA-mapped read-only when readonly. Caller holds the lock. */
+int xdna_bo_userptr(struct xdna_shim_ctx *ctx, int fd, uint64_t size, bool readonly,
+                    uint32_t *handle);
 void xdna_bo_free_all(struct xdna_shim_ctx *ctx);
 /* DMA_MAP an fd at this process's VA in the session PASID (SVA). */
 int xdna_sva_map(struct xdna_shim_ctx *ctx, int fd, void *va, uint64_t size);
@@ -442,6 +456,7 @@ struct xdna_hwctx {
     uint32_t cu_cfg[XDNA_AIE2_CONFIG_CU_MAX]; /* CONFIG_CU cfgs set by the client */
     bool cu_user;         /* the client configured its CUs */
     uint32_t num_cus;     /* CUs in the context's CONFIG_CU (a command naming another: EINVAL) */
+    uint64_t heap_given;  /* heap bytes the firmware context has (MAP/ADD_HOST_BUFFER) */
     struct xdna_mbox_chan chan;
     uint32_t cmdlist_bo[XDNA_CTX_MAX_CMDS];
     bool cmdlist_used[XDNA_CTX_MAX_CMDS];

@@ -717,7 +717,7 @@ class ContextFirmware:
     # -- session hooks -----------------------------------------------------------------------
     def proxy(self, pasid: int, opcode: int, payload: bytes) -> bytes:
         """A client session's mgmt op, run synchronously through the mgmt dispatch."""
-        if opcode not in PROXY_OPS:
+        if opcode not in PROXY_OPS and not self._client_setting(opcode, payload):
             raise OSError(errno.EPERM, f"opcode {opcode:#x} is driver-only")
         payload = bytes(payload)
         lay = LAYOUTS[Opcode(opcode)]
@@ -735,6 +735,14 @@ class ContextFirmware:
         if chan.resp is None:
             raise OSError(errno.EINVAL, f"opcode {opcode:#x} would not be answered")
         return chan.resp
+
+    def _client_setting(self, opcode: int, payload: bytes) -> bool:
+        """The one runtime setting a client sets: frame-boundary preemption, which a root
+        UAPI client changes with SET_STATE (docs/spec/uapi.md §6)."""
+        rc = self.chip.runtime_config
+        fb = rc.frame_boundary_preempt if rc is not None else None
+        return (opcode == Opcode.SET_RUNTIME_CONFIG and fb is not None and len(payload) >= 4
+                and _U32.unpack_from(payload)[0] == fb)
 
     def release_pasid(self, pasid: int) -> int:
         """Destroy every context of a PASID (its session went away)."""
