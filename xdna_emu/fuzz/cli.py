@@ -397,6 +397,7 @@ def _summary(args: argparse.Namespace, engine: str, workers: list[_Worker], elap
             "execs_per_s": round(execs / elapsed, 1) if elapsed > 0 else 0.0,
             "crashes": crashes, "hangs": hangs, "coverage": cov, "corpus_size": corpus_size,
             **({"steps": sum(i.get("steps", 0) for i in infos)} if args.target == "shim" else {}),
+            **({"restored": sum(i.get("restored", 0) for i in infos)} if args.target == "device" else {}),
             "unique": sorted({u for i in infos for u in i.get("unique", [])}),
             "artifacts": found, "errors": errors, "corpus": str(corpus),
             "interrupted": interrupted}
