@@ -7,7 +7,7 @@ SYS_PKGS := umockdev libumockdev0 pciutils gcc libffi-dev python3-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BUILD_INPUTS := pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h csrc/uapi/*.c csrc/uapi/*.h) xdna_emu/uapi_table.py xdna_emu/uapigen.py xdna_emu/_shim_build.py xdna_emu/chips/cgen.py $(wildcard xdna_emu/chips/*.toml) $(wildcard xdna_emu/fw/iface/*.py) xdna_emu/protocol.py xdna_emu/protogen.py
 
-.PHONY: setup sysdeps demo test lint clean shim bench fuzz fuzz-native fuzz-shim fuzz-bench asan
+.PHONY: setup sysdeps demo test lint clean shim bench fuzz fuzz-native fuzz-shim fuzz-bench asan shim-debug tsan
 
 setup: sysdeps .stamp-venv
 
@@ -75,6 +75,18 @@ fuzz-bench: setup
 # itself is not instrumented).
 asan: setup
 	fuzz/asan.sh $(PY)
+
+# The shim's debug build: the lock checker on (csrc/lockdep.c), into build/debug; run
+# anything against it with PYTHONPATH=build/debug/pkg (fuzz/README.md).
+shim-debug: setup
+	fuzz/build_ext.sh $(abspath $(PY)) $(CURDIR)/build/debug "-DXDNA_LOCKDEP"
+
+# ThreadSanitizer + lock checker build of the shim into build/tsan, then the shim's tests and
+# the threads fuzz target (TSAN_FUZZ_SECONDS, default 60) against it (fuzz/tsan.sh).
+TSAN_SYS_PKGS := libtsan2
+tsan: setup
+	@$(MAKE) --no-print-directory sysdeps SYS_PKGS="$(TSAN_SYS_PKGS)"
+	fuzz/tsan.sh $(PY)
 
 # Floors and figures from one run (docs/spec/operator.md §7); BENCH_ARGS="--quick --json" etc.
 bench: setup

@@ -36,7 +36,7 @@ from typing import Any
 
 from ..cmdline import Failure, Handler, UsageError
 
-TARGETS = ("device", "shim", "parsers")
+TARGETS = ("device", "shim", "parsers", "threads")
 #: exit status of an interrupted campaign (128 + SIGINT, what a shell reports for Ctrl-C)
 EXIT_INTERRUPTED = 130
 #: exit status of a libFuzzer worker that was interrupted (its -interrupted_exitcode default)
@@ -201,7 +201,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     if args.chip not in chip_names() or not load_chip(args.chip).emulated:
         raise UsageError(f"chip {args.chip!r} cannot be fuzzed (it is known by identity only, not emulated)")
     engine = args.engine
-    if args.target == "shim":  # in-process and deterministic: always the built-in loop
+    if args.target in ("shim", "threads"):  # their own loops (threads: real threads)
         if engine == "atheris":
             raise UsageError("the shim target runs the built-in engine here; for libFuzzer "
                                "guided by the C shim's coverage run make fuzz-shim")
@@ -234,7 +234,7 @@ def _campaign(args: argparse.Namespace, engine: str, work: Path, artifacts: Path
     found_dir.mkdir()
     from .atheris_target import device_seeds, parser_seeds, write_dictionary
 
-    seeds = {} if args.target == "shim" else (
+    seeds = {} if args.target in ("shim", "threads") else (
         device_seeds(args.chip) if args.target == "device" else parser_seeds())
     for name, data in seeds.items():
         (seeds_dir / name).write_bytes(data)
@@ -246,8 +246,12 @@ def _campaign(args: argparse.Namespace, engine: str, work: Path, artifacts: Path
     secs = int(max(1, round(args.seconds)))
     for i in range(args.jobs):
         stats = work / f"stats-{i}.json"
-        current = work / f"current-{i}.trace" if args.target == "shim" else None
-        if args.target == "shim":
+        current = work / f"current-{i}.trace" if args.target in ("shim", "threads") else None
+        if args.target == "threads":
+            cmd = [sys.executable, "-m", "xdna_emu.fuzz.threaded", "--chip", args.chip,
+                   "--artifacts", str(found_dir), "--stats", str(stats), "--seconds",
+                   str(args.seconds), "--seed", str(args.seed + i), "--current", str(current)]
+        elif args.target == "shim":
             cmd = [sys.executable, "-m", "xdna_emu.fuzz.shim_target", "--chip", args.chip,
                    "--artifacts", str(found_dir), "--stats", str(stats), "--seconds",
                    str(args.seconds), "--seed", str(args.seed + i), "--corpus", str(corpus),
