@@ -92,9 +92,10 @@ def test_a_job_in_the_wrong_final_state_is_a_finding(harness: T.ThreadedHarness,
 
 def test_fuzzer_records_a_replayable_program(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(T.ALLOWED, "destroy", set())  # planted: a second destroy is a finding
+    monkeypatch.setattr(T, "WEIGHTS", {"destroy": 2, "info": 1})  # programs of destroys
     fz = T.ThreadedFuzzer("npu4", 3, tmp_path)
     try:
-        out = fz.fuzz(1e9, max_execs=40)
+        out = fz.fuzz(1e9, max_execs=10)
     finally:
         fz.close()
     assert out["crashes"] >= 1 and out["artifacts"], out
