@@ -42,6 +42,17 @@ if TYPE_CHECKING:
     from .ops import Interpreter
 
 STATS_EVERY_S = 0.5
+#: this module's entries in the fuzz target registry (targets.py)
+FUZZ_TARGETS = [
+    {"name": "device", "help": "the device model under the op-stream interpreter",
+     "worker": "xdna_emu.fuzz.atheris_target", "argv": ["--target", "device"],
+     "builtin_argv": ["--builtin"], "engines": ["atheris", "builtin"],
+     "seeds": "xdna_emu.fuzz.atheris_target:device_seeds", "bench": True, "order": 0},
+    {"name": "parsers", "help": "the Python-side parsers fed raw bytes",
+     "worker": "xdna_emu.fuzz.atheris_target", "argv": ["--target", "parsers"],
+     "builtin_argv": ["--builtin"], "engines": ["atheris", "builtin"],
+     "seeds": "xdna_emu.fuzz.atheris_target:parser_seeds", "order": 2},
+]
 
 
 def dictionary() -> list[bytes]:
@@ -125,7 +136,7 @@ def aie4_seeds(it: Interpreter) -> dict[str, bytes]:
     }
 
 
-def parser_seeds() -> dict[str, bytes]:
+def parser_seeds(_chip: str = "npu4") -> dict[str, bytes]:
     from .. import kernels
     from ..fw.messages import MSG_HEADER, MSG_ID_MAGIC, Opcode, sz_ver
 
@@ -232,9 +243,10 @@ class Target:
         return len(features) != before
 
     def stats(self) -> dict[str, Any]:
-        snaps = getattr(getattr(self, "session", None), "snap_stats", {})
-        return {"execs": self.execs, "crashes": self.crashes, "hangs": self.hangs,
-                "snapshots_taken": snaps.get("taken", 0), "restored": snaps.get("restored", 0),
+        session = getattr(self, "session", None)  # the device target's snapshot counters
+        snaps = {} if session is None else {"snapshots_taken": session.snap_stats["taken"],
+                                            "restored": session.snap_stats["restored"]}
+        return {"execs": self.execs, "crashes": self.crashes, "hangs": self.hangs, **snaps,
                 "unique": sorted(f"{k}:{n}" for k, n in self.signatures),
                 "artifacts": sorted(self.signatures.values()),
                 "first_finding_s": self.first_finding_s}

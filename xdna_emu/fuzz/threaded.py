@@ -43,6 +43,11 @@ from .invariants import Failure, Hang, InvariantViolation
 from .lang import Op, TraceError, format_operand, typed_operands
 from .shim_trace import FINAL
 
+#: this module's entry in the fuzz target registry (targets.py)
+FUZZ_TARGETS = [
+    {"name": "threads", "help": "real threads on the real shim and a daemon process",
+     "worker": "xdna_emu.fuzz.threaded", "current": True, "bench": True, "order": 3},
+]
 #: calls a thread draws, with weights: the racy ones (two threads on one context, a destroy
 #: under a wait, a rewrite under an exec) often
 WEIGHTS = {"exec": 8, "chain": 3, "wait": 6, "info": 2, "health": 1, "mgmt": 2, "ctx": 1,
