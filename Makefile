@@ -47,6 +47,7 @@ fuzz: setup
 	$(VENV)/bin/xdna-emu fuzz --target device --seconds $(FUZZ_SECONDS) --json
 	$(VENV)/bin/xdna-emu fuzz --target parsers --seconds $(FUZZ_SECONDS) --json
 	$(VENV)/bin/xdna-emu fuzz --target shim --seconds $(FUZZ_SECONDS) --json
+	$(VENV)/bin/xdna-emu fuzz --target threads --seconds $(FUZZ_SECONDS) --json
 
 # The shim fuzz target guided by the C shim's own edge coverage: the extension built with
 # clang -fsanitize=address,undefined,fuzzer-no-link and driven by atheris (fuzz/README.md).

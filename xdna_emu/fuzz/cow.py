@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import weakref
 
 import numpy as np
 
@@ -44,6 +45,8 @@ class Arena:
         self._pm_off = self.array.ctypes.data // PAGE * 8
         self._views = [memoryview(self._map)[o : o + s] for o, s in zip(offs, sizes, strict=True)]
         self._offs = offs
+        # harnesses come and go (one per state-machine run): their descriptors go with them
+        self._closer = weakref.finalize(self, _close_fds, self._fd, self._pagemap)
 
     def region(self, i: int) -> memoryview:
         """Region ``i`` (in the order of the sizes given), a writable byte view."""
@@ -91,8 +94,15 @@ class Arena:
             self._map.close()
         except BufferError:  # a view is still held elsewhere; the mapping goes with it
             pass
-        os.close(self._fd)
-        os.close(self._pagemap)
+        self._closer()
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def available() -> bool:
