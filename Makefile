@@ -65,8 +65,9 @@ fuzz-native:
 	fuzz/build.sh build/fuzz/bin
 	fuzz/run_native.sh $(FUZZ_NATIVE_SECONDS) build/fuzz
 
-# Seeded-bug benchmark: every fuzz/mutants/*.patch applied alone in a scratch copy, the shim
-# and device targets run FUZZ_BENCH_SECONDS each, time to first finding per mutant (README).
+# Seeded-bug benchmark: every fuzz/mutants/*.patch applied alone in a scratch copy (the
+# shim's debug build), the shim, device and threads targets run FUZZ_BENCH_SECONDS each,
+# time to first finding per mutant (README).
 FUZZ_BENCH_SECONDS ?= 30
 fuzz-bench: setup
 	$(PY) fuzz/bench.py --seconds $(FUZZ_BENCH_SECONDS)
