@@ -38,7 +38,7 @@ LD_PRELOAD="$LIBTSAN" "$PY" -m pytest -q -s -p xdna_tsan_check -p no:cacheprovid
     test_shim_unit.py test_probe_e2e.py test_hwctx_e2e.py test_fuzz_threads.py "$@"
 secs="${TSAN_FUZZ_SECONDS:-60}"
 [ "$secs" != 0 ] || exit 0
-rm -rf "$B/fuzz"
+rm -rf "$B/fuzz" && mkdir -p "$B/fuzz"
 LD_PRELOAD="$LIBTSAN" "$PY" -c 'import xdna_emu._shim as s, sys; sys.exit("/build/tsan/" not in s.__file__)' ||
     { echo "tsan.sh: the fuzz run would not load the TSan shim" >&2; exit 1; }
 LD_PRELOAD="$LIBTSAN" "$PY" -m xdna_emu.fuzz.threaded --seconds "$secs" --seed 1 \
