@@ -71,7 +71,7 @@ static void *monitor_main(void *arg)
 {
     struct xdna_shim_ctx *ctx = arg;
     struct xdna_drv_state *s = &ctx->s;
-    pthread_mutex_lock(&s->lock);
+    xdna_lock(&s->lock);
     s->next_tdr_ns = xdna_now_ns() + (uint64_t)s->tdr_ms * 1000000u;
     while (!s->mon_stop) {
         if (xdna_daemon_gone(ctx)) { /* nothing more will happen: sleep until close */
@@ -89,7 +89,7 @@ static void *monitor_main(void *arg)
             break;
         periodic_duties(ctx);
     }
-    pthread_mutex_unlock(&s->lock);
+    xdna_unlock(&s->lock);
     return NULL;
 }
 
@@ -122,8 +122,8 @@ void xdna_monitor_stop(struct xdna_shim_ctx *ctx)
     xdna_wake_monitor(ctx);
     pthread_cond_broadcast(&s->cond);
     pthread_t t = s->mon;
-    pthread_mutex_unlock(&s->lock);
+    xdna_unlock(&s->lock);
     pthread_join(t, NULL);
-    pthread_mutex_lock(&s->lock);
+    xdna_lock(&s->lock);
     s->mon_running = false;
 }

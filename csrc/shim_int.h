@@ -86,6 +86,28 @@ struct xdna_bar_map {
 
 #include <pthread.h>
 
+/* ---- locking (lockdep.c): with -DXDNA_LOCKDEP, the debug build's lock checker ---- */
+#ifdef XDNA_LOCKDEP
+void xdna_lock(pthread_mutex_t *m);
+void xdna_unlock(pthread_mutex_t *m);
+void xdna_cond_wait_raw(pthread_cond_t *c, pthread_mutex_t *m);
+int xdna_cond_timedwait_raw(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *ts);
+void xdna_lockdep_blocking(void); /* about to sleep in a poll: no lock may be held */
+#else
+static inline void xdna_lock(pthread_mutex_t *m) { pthread_mutex_lock(m); }
+static inline void xdna_unlock(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
+static inline void xdna_cond_wait_raw(pthread_cond_t *c, pthread_mutex_t *m)
+{
+    pthread_cond_wait(c, m);
+}
+static inline int xdna_cond_timedwait_raw(pthread_cond_t *c, pthread_mutex_t *m,
+                                          const struct timespec *ts)
+{
+    return pthread_cond_timedwait(c, m, ts);
+}
+static inline void xdna_lockdep_blocking(void) {}
+#endif
+
 /* ---- driver state, buffers, hardware contexts (api.c, bo.c, hwctx.c; docs/spec/jobs.md) ---- */
 #define XDNA_MAX_BOS 4096
 #define XDNA_MAX_HWCTX 64
