@@ -99,6 +99,7 @@ struct xdna_shim_info {
     uint32_t cert_major, cert_minor, cert_hotfix, cert_build; /* QUERY_CERT_FIRMWARE_VERSION */
     uint32_t partition_id; /* CREATE_PARTITION (0: none, a PF) */
     char function[8];      /* "plain", "pf" or "vf" */
+    uint64_t kicks_saved;  /* write-log entries not kicked: the daemon was still draining */
 };
 
 /* Connect to the daemon socket, handshake (VERSION), read config space, match the id

@@ -21,6 +21,7 @@ import json
 import logging
 import mmap
 import os
+import platform
 import selectors
 import shutil
 import signal
@@ -45,6 +46,21 @@ log = logging.getLogger("xdna_emu.daemon")
 DEFAULT_BDFS = [f"0000:{bus:02x}:00.1" for bus in range(0xC5, 0x100)]
 SO_PEERCRED_FMT = struct.Struct("3i")
 BACKLOG_POLL_S = 0.0002
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_HEAD_TAIL = struct.Struct("<QQ")
+#: Rounds one session's log is applied in a row before the others get their turn.
+DRAIN_ROUNDS = 64
+#: The ``draining`` flag lets a client skip its kick (docs/spec/protocol.md, "Suppressed kicks
+#: and notifies"). Clearing it and re-reading head needs a full barrier in between: here the
+#: kick eventfd read, a locked read-modify-write in the kernel, which is one on x86-64 only.
+#: Elsewhere the flag stays 0 and every write is kicked.
+DRAIN_FLAG = platform.machine() in ("x86_64", "AMD64")
+#: Spin-then-block (docs/spec/protocol.md): while a client spins on a ring (TURBO), or did
+#: within POLL_RECENT_NS, the daemon looks at the write logs for up to SPIN_NS after each
+#: step before it sleeps, so the next command needs no wake-up.
+SPIN_NS = 100_000
+POLL_RECENT_NS = 2_000_000
 
 
 class DaemonError(RuntimeError):
@@ -147,39 +163,59 @@ class Connection:
         return [self.ctrl_fd, self.kick_fd, self.notify_fd]
 
     def drain_write_log(self) -> bool:
-        """Apply every logged write in order; False when the client corrupted the log."""
-        ctrl = self.ctrl
+        """Apply every logged write in order until the log stays empty (entries the client
+        adds meanwhile too, without a kick while ``draining`` is set); False when the client
+        corrupted the log. The caller holds interrupts: one per vector per wake-up."""
+        ctrl, kick = self.ctrl, self.kick_fd
         assert ctrl is not None
-        with contextlib.suppress(BlockingIOError):
-            os.eventfd_read(self.kick_fd)
-        head, tail = struct.unpack_from("<QQ", ctrl, P.CTRL_OFF_HEAD)
-        if head < tail or head - tail > P.LOG_ENTRIES:
-            log.warning("session %d: write log head %d tail %d is corrupt", self.id, head, tail)
-            return False
         entry = P.LOG_ENTRY
-        n = P.LOG_ENTRIES
-        fn = self.daemon.fn
-        write = fn.mmio_write
+        esize, n, entry0 = entry.size, P.LOG_ENTRIES, P.CTRL_OFF_ENTRY0
+        write = self.daemon.fn.mmio_write
         sid = self.id
-        # One interrupt per vector for the whole batch (docs/spec/device.md §3).
-        fn.hold_irqs()
-        try:
+        flag = DRAIN_FLAG
+        if flag:
+            _U32.pack_into(ctrl, P.CTRL_OFF_DRAINING, 1)
+        for _ in range(DRAIN_ROUNDS):
+            # every kick consumed is followed by a head read, so none is lost
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(kick)
+            head, tail = _HEAD_TAIL.unpack_from(ctrl, P.CTRL_OFF_HEAD)
+            if head == tail:
+                if not flag:
+                    return True
+                # clear, then look once more behind the barrier (the read above)
+                _U32.pack_into(ctrl, P.CTRL_OFF_DRAINING, 0)
+                flag = False
+                continue
+            if head < tail or head - tail > n:
+                log.warning("session %d: write log head %d tail %d is corrupt", self.id, head, tail)
+                if flag:
+                    _U32.pack_into(ctrl, P.CTRL_OFF_DRAINING, 0)
+                return False
             while tail < head:
-                bar, off, val, _ = entry.unpack_from(ctrl, P.CTRL_OFF_ENTRY0 + (tail % n) * entry.size)
+                bar, off, val, _ = entry.unpack_from(ctrl, entry0 + (tail % n) * esize)
                 write(bar, off, val, sid)
                 tail += 1
-            struct.pack_into("<Q", ctrl, P.CTRL_OFF_TAIL, tail)
-        finally:
-            fn.release_irqs()
+            _U64.pack_into(ctrl, P.CTRL_OFF_TAIL, tail)
+        # the others' turn: come back through the event loop, kicked by ourselves
+        if flag:
+            _U32.pack_into(ctrl, P.CTRL_OFF_DRAINING, 0)
+        os.eventfd_write(kick, 1)
         return True
 
-    def notify(self) -> None:
+    def irq_wakes(self) -> bool:
+        """The client said an interrupt to its vectors wakes it as notify would."""
+        return self.ctrl is not None and _U32.unpack_from(self.ctrl, P.CTRL_OFF_IRQ_WAKES)[0] != 0
+
+    def notify(self, wake: bool = True) -> None:
+        """Bump the epoch and, if ``wake``, write the notify eventfd."""
         if self.ctrl is None:
             return
-        epoch = struct.unpack_from("<Q", self.ctrl, P.CTRL_OFF_EPOCH)[0]
-        struct.pack_into("<Q", self.ctrl, P.CTRL_OFF_EPOCH, epoch + 1)
-        with contextlib.suppress(OSError):
-            os.eventfd_write(self.notify_fd, 1)
+        epoch = _U64.unpack_from(self.ctrl, P.CTRL_OFF_EPOCH)[0]
+        _U64.pack_into(self.ctrl, P.CTRL_OFF_EPOCH, epoch + 1)
+        if wake:
+            with contextlib.suppress(OSError):
+                os.eventfd_write(self.notify_fd, 1)
 
     def close(self) -> None:
         if self.closed:
@@ -204,6 +240,21 @@ class Connection:
             self.sock.close()
 
 
+class _RecordingWires(EventfdWires):
+    """The daemon's MSI-X eventfds, noting which vectors a step delivered (a session woken
+    by its own interrupt needs no notify: docs/spec/protocol.md)."""
+
+    def __init__(self, vectors: int) -> None:
+        super().__init__(vectors)
+        self.fired: set[int] = set()
+
+    def fire(self, vec: int) -> bool:
+        ok = super().fire(vec)
+        if ok:
+            self.fired.add(vec)
+        return ok
+
+
 class Daemon:
     """Serves one PCI function to its clients: shared memory, files, sessions."""
 
@@ -218,6 +269,7 @@ class Daemon:
         self.next_sid = 1
         self.vector_owner: dict[int, Connection] = {}
         self.running = False
+        self.polled_ns = 0  # when a client was last seen spinning on a ring
         self.last_driver: dict[str, Any] | None = None
         #: run first at cleanup, while the daemon's files still exist (the trace recorder)
         self.stop_hooks: list[Callable[[], None]] = []
@@ -227,7 +279,7 @@ class Daemon:
         self.bar_fds: dict[int, int] = {}
         try:
             self._create_bars()
-            self.wires = EventfdWires(self.chip.msix.vectors)
+            self.wires = _RecordingWires(self.chip.msix.vectors)
             self.fn = PciFunction(self.chip, self.bar_maps, self.wires, clock or Clock())
             self.socket_path = self.dir / "sock"
             self._listen()
@@ -367,7 +419,10 @@ class Daemon:
 
     def _step(self, timeout: float | None) -> None:
         progressed = False
+        fired = self.wires.fired
+        fired.clear()
         events = self.sel.select(timeout)
+        kicked: list[Connection] = []
         for key, _ in events:
             kind, sess = key.data
             if kind == "accept":
@@ -381,19 +436,45 @@ class Daemon:
             elif kind == "client":
                 progressed |= self._on_client(sess)
             elif kind == "kick":
-                progressed |= self._drain(sess)
+                kicked.append(sess)
         fn = self.fn
         if not events and fn.backlogged():
-            for sess in list(self.sessions.values()):
-                progressed |= self._drain(sess)
+            kicked = list(self.sessions.values())
+        if kicked:
+            # every log that is ready, answered with one interrupt per vector (device.md §3)
+            fn.hold_irqs()
+            try:
+                for sess in kicked:
+                    progressed |= self._drain(sess)
+            finally:
+                fn.release_irqs()
         deadline = fn.next_deadline_ns()
         if deadline is not None and deadline <= fn.clock.now_ns():
             fn.poll()
             progressed = True
         if progressed:
             self._publish_foreign_ctx()
+            # a session woken by one of its interrupts needs no notify (protocol.md)
+            woken = {self.vector_owner.get(v) for v in fired} if fired else ()
             for s in list(self.sessions.values()):
-                s.notify()
+                s.notify(s not in woken or not s.irq_wakes())
+            self._spin()
+
+    def _spin(self) -> None:
+        """Watch the write logs for up to SPIN_NS while a client polls (spin-then-block)."""
+        logs = [s.ctrl for s in self.sessions.values() if s.ctrl is not None]
+        now = time.perf_counter_ns
+        t = now()
+        if any(_U32.unpack_from(c, P.CTRL_OFF_POLLING)[0] for c in logs):
+            self.polled_ns = t
+        elif t - self.polled_ns > POLL_RECENT_NS:
+            return
+        end, head_tail, off = t + SPIN_NS, _HEAD_TAIL.unpack_from, P.CTRL_OFF_HEAD
+        while now() < end:
+            for c in logs:
+                head, tail = head_tail(c, off)
+                if head != tail:
+                    return
 
     def _drain(self, sess: Connection) -> bool:
         """Apply a session's write log (a kick, or a backlog poll)."""

@@ -114,6 +114,10 @@ CTRL_OFF_TAIL = 0x18
 CTRL_OFF_EPOCH = 0x20
 CTRL_OFF_ALIVE = 0x28
 CTRL_OFF_FOREIGN_CTX = 0x2C  # driver session: live contexts owned by client sessions
+# Notification suppression (docs/spec/protocol.md, "Suppressed kicks and notifies"):
+CTRL_OFF_DRAINING = 0x30  # u32, daemon: nonzero while it applies this log; a kick is optional
+CTRL_OFF_IRQ_WAKES = 0x34  # u32, client: nonzero when an interrupt to its vectors wakes it as notify does
+CTRL_OFF_POLLING = 0x38  # u32, client: threads spinning on a ring now; the daemon spins before it sleeps
 CTRL_OFF_ENTRY0 = 0x40
 LOG_ENTRY = _layout("LOG_ENTRY", Struct("log_entry", _u32s("bar", "offset", "value", "rsvd")))
 LOG_ENTRIES = (CTRL_SIZE - CTRL_OFF_ENTRY0) // LOG_ENTRY.size

@@ -405,6 +405,7 @@ class Shim:
             "async_events": i.async_events,
             "dropped_resps": i.dropped_resps,
             "trapped_writes": i.trapped_writes,
+            "kicks_saved": i.kicks_saved,
             "session": "client" if i.client else "driver",
             "stages": [
                 {"name": _str(i.stages[k].name), "ms": i.stages[k].ns / 1e6}
