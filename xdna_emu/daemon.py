@@ -440,20 +440,21 @@ class Daemon:
         fn = self.fn
         if not events and fn.backlogged():
             kicked = list(self.sessions.values())
-        if kicked:
-            # every log that is ready, answered with one interrupt per vector (device.md §3)
-            fn.hold_irqs()
-            try:
-                for sess in kicked:
-                    progressed |= self._drain(sess)
-            finally:
-                fn.release_irqs()
-        deadline = fn.next_deadline_ns()
-        if deadline is not None and deadline <= fn.clock.now_ns():
-            fn.poll()
-            progressed = True
+        # Every log that is ready and the timers that are due, answered with one interrupt
+        # per vector (device.md §3), delivered last: a woken client may take this CPU.
+        fn.hold_irqs()
+        try:
+            for sess in kicked:
+                progressed |= self._drain(sess)
+            deadline = fn.next_deadline_ns()
+            if deadline is not None and deadline <= fn.clock.now_ns():
+                fn.poll()
+                progressed = True
+            if progressed:
+                self._publish_foreign_ctx()
+        finally:
+            fn.release_irqs()
         if progressed:
-            self._publish_foreign_ctx()
             # a session woken by one of its interrupts needs no notify (protocol.md)
             woken = {self.vector_owner.get(v) for v in fired} if fired else ()
             for s in list(self.sessions.values()):
