@@ -379,6 +379,14 @@ struct xdna_shim_hooks {
  * EINVAL when a hook pointer is NULL. Keep the hooks set while such a context lives. */
 int xdna_shim_set_hooks(struct xdna_shim_ctx *ctx, const struct xdna_shim_hooks *hooks);
 
+/* ---- floors for `xdna-emu bench` (bench.c) ----------------------------------------- */
+
+/* n eventfd round trips from C: write 1 to tx_fd, wait (poll, up to timeout_ms) until
+ * rx_fd is readable and read it; us[i] is the i-th round trip in microseconds. The peer
+ * (another process) answers each read of tx_fd with a write to rx_fd. 0, or -1 with errno
+ * (EINVAL: bad argument; ETIME: no answer in time; or the failing call's). */
+int xdna_shim_bench_eventfd(int tx_fd, int rx_fd, unsigned n, int timeout_ms, double *us);
+
 /* CDEF-END */
 
 #ifdef __cplusplus
