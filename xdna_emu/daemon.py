@@ -52,9 +52,9 @@ _HEAD_TAIL = struct.Struct("<QQ")
 #: Rounds one session's log is applied in a row before the others get their turn.
 DRAIN_ROUNDS = 64
 #: The ``draining`` flag lets a client skip its kick (docs/spec/protocol.md, "Suppressed kicks
-#: and notifies"). Clearing it and re-reading head needs a full barrier in between: here the
-#: kick eventfd read, a locked read-modify-write in the kernel, which is one on x86-64 only.
-#: Elsewhere the flag stays 0 and every write is kicked.
+#: and notifies"). Clearing it and re-reading head needs a full barrier in between: here a
+#: write of 0 to the kick eventfd, a locked read-modify-write in the kernel, which is one on
+#: x86-64 only. Elsewhere the flag stays 0 and every write is kicked.
 DRAIN_FLAG = platform.machine() in ("x86_64", "AMD64")
 #: Spin-then-block (docs/spec/protocol.md): while a client spins on a ring (TURBO), or did
 #: within POLL_RECENT_NS, the daemon looks at the write logs for up to SPIN_NS after each
@@ -175,17 +175,20 @@ class Connection:
         flag = DRAIN_FLAG
         if flag:
             _U32.pack_into(ctrl, P.CTRL_OFF_DRAINING, 1)
+        try:  # the kick that woke us (none on a backlog poll); a head read follows
+            os.eventfd_read(kick)
+        except BlockingIOError:
+            pass
         for _ in range(DRAIN_ROUNDS):
-            # every kick consumed is followed by a head read, so none is lost
-            with contextlib.suppress(BlockingIOError):
-                os.eventfd_read(kick)
             head, tail = _HEAD_TAIL.unpack_from(ctrl, P.CTRL_OFF_HEAD)
             if head == tail:
                 if not flag:
                     return True
-                # clear, then look once more behind the barrier (the read above)
+                # clear, then look once more behind a full barrier: adding 0 to the kick
+                # eventfd is a locked read-modify-write in the kernel that signals nothing
                 _U32.pack_into(ctrl, P.CTRL_OFF_DRAINING, 0)
                 flag = False
+                os.eventfd_write(kick, 0)
                 continue
             if head < tail or head - tail > n:
                 log.warning("session %d: write log head %d tail %d is corrupt", self.id, head, tail)

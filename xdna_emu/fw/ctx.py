@@ -88,6 +88,17 @@ _OPCODES: dict[int, Opcode] = {int(o): o for o in Opcode}
 #: Slot header of each chain op (the CF chain's is SLOT_CF)
 _SLOT_HDR = {Opcode.CHAIN_EXEC_NPU: SLOT_NPU, Opcode.CHAIN_EXEC_DPU: SLOT_DPU}
 _INVALID = (Status.APP_ERT_INVALID_INSTRUCTION, Status.APP_ERT_INVALID_INSTRUCTION)
+_WORD_STRUCTS: dict[int, struct.Struct] = {}
+
+
+def _words(n: int) -> struct.Struct:
+    """The compiled format of ``n`` argument words (host-chosen counts: kept while few)."""
+    s = _WORD_STRUCTS.get(n)
+    if s is None:
+        s = struct.Struct(f"<{n}I")
+        if len(_WORD_STRUCTS) < 256:
+            _WORD_STRUCTS[n] = s
+    return s
 _DONE = (Status.SUCCESS, 0)
 
 # fatal_error_info.fatal_type, emulator-defined (docs/spec/messages.md)
@@ -112,7 +123,7 @@ class HostChunk:
     size: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Command:
     """One command decoded from a slot or a single-exec message."""
 
@@ -268,6 +279,8 @@ class ContextFirmware:
             for i, c in enumerate(ctx.chunks):
                 if c.dev <= addr < c.dev + c.size:
                     va = c.va + (addr - c.dev)
+                    if end <= c.dev + c.size:  # inside this chunk: the common case
+                        return ctx.pasid, va
                     nxt = c
                     for d in ctx.chunks[i + 1:]:  # the range may run into later chunks
                         if end <= nxt.dev + nxt.size:
@@ -598,7 +611,7 @@ class ContextFirmware:
         end = off + hdr.size + 4 * arg_cnt
         if end > len(buf):
             raise _Invalid(f"{arg_cnt} argument words past the cmd-list buffer")
-        words = list(struct.unpack_from(f"<{arg_cnt}I", buf, off + hdr.size))
+        words = list(_words(arg_cnt).unpack_from(buf, off + hdr.size)) if arg_cnt else []
         if op == Opcode.CHAIN_EXEC_NPU:
             stype, inst, save, restore, size, save_size, restore_size, props = f[:8]
             if stype == SlotType.NON_ELF:  # START_CU: the CU payload, as a CF slot
@@ -645,18 +658,19 @@ class ContextFirmware:
         try:
             inst = bytes(self.translate(ctx, cmd.inst_addr, cmd.inst_size, DMA_READ)) \
                 if cmd.inst_size else b""
-            for addr, size in (cmd.save, cmd.restore):  # preempt buffers must be reachable
-                if size:
-                    self.translate(ctx, addr, size, DMA_READ | DMA_WRITE)
+            if cmd.save[1] or cmd.restore[1]:  # preempt buffers must be reachable
+                for addr, size in (cmd.save, cmd.restore):
+                    if size:
+                        self.translate(ctx, addr, size, DMA_READ | DMA_WRITE)
         except IommuFault as exc:
             self._stall(ctx, exc)
             return None
-        if not inst.strip(b"\0"):  # an all-zero (or empty) program: nothing to do
+        if inst.count(0) == len(inst):  # an all-zero (or empty) program: nothing to do
             ctx.cur_kernel = TXN_OP_NONE
             ctx.cmds_done += 1
             return _DONE
         try:
-            desc = kernels.decode(inst[: kernels.DESC.size])
+            desc = kernels.decode(inst)  # it reads the first DESC.size bytes
         except kernels.KernelError:
             return inv
         ctx.cur_kernel = int(desc.kernel)
