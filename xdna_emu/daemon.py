@@ -206,6 +206,10 @@ class Connection:
         os.eventfd_write(kick, 1)
         return True
 
+    def polling(self) -> bool:
+        """A client thread spins on a ring right now (spin-then-block)."""
+        return self.ctrl is not None and _U32.unpack_from(self.ctrl, P.CTRL_OFF_POLLING)[0] != 0
+
     def irq_wakes(self) -> bool:
         """The client said an interrupt to its vectors wakes it as notify would."""
         return self.ctrl is not None and _U32.unpack_from(self.ctrl, P.CTRL_OFF_IRQ_WAKES)[0] != 0
@@ -460,19 +464,23 @@ class Daemon:
         if progressed:
             # a session woken by one of its interrupts needs no notify (protocol.md)
             woken = {self.vector_owner.get(v) for v in fired} if fired else ()
+            polling = False
             for s in list(self.sessions.values()):
                 s.notify(s not in woken or not s.irq_wakes())
-            self._spin()
+                polling = polling or s.polling()
+            if polling or self.polled_ns:
+                self._spin(polling)
 
-    def _spin(self) -> None:
+    def _spin(self, polling: bool) -> None:
         """Watch the write logs for up to SPIN_NS while a client polls (spin-then-block)."""
-        logs = [s.ctrl for s in self.sessions.values() if s.ctrl is not None]
         now = time.perf_counter_ns
         t = now()
-        if any(_U32.unpack_from(c, P.CTRL_OFF_POLLING)[0] for c in logs):
+        if polling:
             self.polled_ns = t
         elif t - self.polled_ns > POLL_RECENT_NS:
+            self.polled_ns = 0
             return
+        logs = [s.ctrl for s in self.sessions.values() if s.ctrl is not None]
         end, head_tail, off = t + SPIN_NS, _HEAD_TAIL.unpack_from, P.CTRL_OFF_HEAD
         while now() < end:
             for c in logs:
