@@ -284,6 +284,7 @@ class Daemon:
         self.bar_files: dict[int, Path] = {}
         self.bar_maps: dict[int, mmap.mmap] = {}
         self.bar_fds: dict[int, int] = {}
+        self._config_published = b""  # what the sysfs config file holds
         try:
             self._create_bars()
             self.wires = _RecordingWires(self.chip.msix.vectors)
@@ -291,6 +292,7 @@ class Daemon:
             self.socket_path = self.dir / "sock"
             self._listen()
             self._write_discovery_files()
+            self._config_published = bytes(self.fn.config.data)
             self.fn.config.listeners.append(self._publish_config)
         except BaseException:
             self.cleanup()
@@ -366,11 +368,16 @@ class Daemon:
             struct.pack_into("<I", drv.ctrl, P.CTRL_OFF_FOREIGN_CTX, n)
 
     def _publish_config(self) -> None:
-        """Config space changed: keep the sysfs ``config`` file true."""
+        """Config space changed: keep the sysfs ``config`` file true (rewritten only when its
+        bytes differ: a probe writes config space many times, mostly to the same values)."""
         from .sysfs import update_config
 
+        data = bytes(self.fn.config.data)
+        if data == self._config_published:
+            return
         with contextlib.suppress(OSError):
             update_config(self.sysfs_root, self.bdf, self.fn.config)
+            self._config_published = data
 
     def reset_device(self) -> None:
         """DEVICE_RESET: the function's device reset."""
