@@ -13,6 +13,7 @@
 #include "parse.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1383,10 +1384,16 @@ static bool spin_on_ring(struct xdna_shim_ctx *ctx, const struct xdna_mbox_chan 
     for (unsigned n = 0; !moved; n++) {
         uint32_t tail = xdna_rd(ctx, tail_reg);
         moved = tail != head && !(head == size && tail == 0); /* as ring_has_data (event.c) */
-        if (!moved && n % 64 == 63 && (xdna_now_ns() >= until || xdna_daemon_gone(ctx)))
+        if (moved)
             break;
+        if (n % 16 == 15 && (xdna_now_ns() >= until || xdna_daemon_gone(ctx)))
+            break;
+        /* a polite spin: on a busy machine the daemon may be waiting for this CPU */
+        if (n >= 64)
+            sched_yield();
 #if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
+        else
+            __builtin_ia32_pause();
 #endif
     }
     pthread_mutex_lock(&ctx->s.lock);

@@ -494,6 +494,7 @@ class Daemon:
                 head, tail = head_tail(c, off)
                 if head != tail:
                     return
+            os.sched_yield()  # a polite spin: the client may be waiting for this CPU
 
     def _drain(self, sess: Connection) -> bool:
         """Apply a session's write log (a kick, or a backlog poll)."""
