@@ -369,7 +369,7 @@ class Daemon:
 
     def _publish_config(self) -> None:
         """Config space changed: keep the sysfs ``config`` file true (rewritten only when its
-        bytes differ: a probe writes config space many times, mostly to the same values)."""
+        bytes differ)."""
         from .sysfs import update_config
 
         data = bytes(self.fn.config.data)
