@@ -49,12 +49,14 @@ BACKLOG_POLL_S = 0.0002
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _HEAD_TAIL = struct.Struct("<QQ")
+_WAKES_POLLING = struct.Struct("<II")  # the client's irq_wakes and polling words, adjacent
+assert P.CTRL_OFF_POLLING == P.CTRL_OFF_IRQ_WAKES + 4
 #: Rounds one session's log is applied in a row before the others get their turn.
 DRAIN_ROUNDS = 64
 #: The ``draining`` flag lets a client skip its kick (docs/spec/protocol.md, "Suppressed kicks
-#: and notifies"). Clearing it and re-reading head needs a full barrier in between: here a
-#: write of 0 to the kick eventfd, a locked read-modify-write in the kernel, which is one on
-#: x86-64 only. Elsewhere the flag stays 0 and every write is kicked.
+#: and notifies"). Clearing it and re-reading head needs a full barrier in between: here the
+#: kick eventfd read, a locked read-modify-write in the kernel, which is one on x86-64 only.
+#: Elsewhere the flag stays 0 and every write is kicked.
 DRAIN_FLAG = platform.machine() in ("x86_64", "AMD64")
 #: Spin-then-block (docs/spec/protocol.md): while a client spins on a ring (TURBO), or did
 #: within POLL_RECENT_NS, the daemon looks at the write logs for up to SPIN_NS after each
@@ -175,20 +177,22 @@ class Connection:
         flag = DRAIN_FLAG
         if flag:
             _U32.pack_into(ctrl, P.CTRL_OFF_DRAINING, 1)
-        try:  # the kick that woke us (none on a backlog poll); a head read follows
-            os.eventfd_read(kick)
-        except BlockingIOError:
-            pass
+        settled = False
         for _ in range(DRAIN_ROUNDS):
             head, tail = _HEAD_TAIL.unpack_from(ctrl, P.CTRL_OFF_HEAD)
             if head == tail:
-                if not flag:
+                if settled:
                     return True
-                # clear, then look once more behind a full barrier: adding 0 to the kick
-                # eventfd is a locked read-modify-write in the kernel that signals nothing
-                _U32.pack_into(ctrl, P.CTRL_OFF_DRAINING, 0)
-                flag = False
-                os.eventfd_write(kick, 0)
+                # clear the flag, consume the kicks (that eventfd read is also the full
+                # barrier between the flag store and the next head load), look once more
+                if flag:
+                    _U32.pack_into(ctrl, P.CTRL_OFF_DRAINING, 0)
+                    flag = False
+                try:
+                    os.eventfd_read(kick)
+                except BlockingIOError:  # a backlog poll: nobody kicked
+                    pass
+                settled = True
                 continue
             if head < tail or head - tail > n:
                 log.warning("session %d: write log head %d tail %d is corrupt", self.id, head, tail)
@@ -205,14 +209,6 @@ class Connection:
             _U32.pack_into(ctrl, P.CTRL_OFF_DRAINING, 0)
         os.eventfd_write(kick, 1)
         return True
-
-    def polling(self) -> bool:
-        """A client thread spins on a ring right now (spin-then-block)."""
-        return self.ctrl is not None and _U32.unpack_from(self.ctrl, P.CTRL_OFF_POLLING)[0] != 0
-
-    def irq_wakes(self) -> bool:
-        """The client said an interrupt to its vectors wakes it as notify would."""
-        return self.ctrl is not None and _U32.unpack_from(self.ctrl, P.CTRL_OFF_IRQ_WAKES)[0] != 0
 
     def notify(self, wake: bool = True) -> None:
         """Bump the epoch and, if ``wake``, write the notify eventfd."""
@@ -471,14 +467,17 @@ class Daemon:
         if progressed:
             # a session woken by one of its interrupts needs no notify (protocol.md)
             woken = {self.vector_owner.get(v) for v in fired} if fired else ()
-            polling = False
+            polling = 0
             for s in list(self.sessions.values()):
-                s.notify(s not in woken or not s.irq_wakes())
-                polling = polling or s.polling()
+                if s.ctrl is None:
+                    continue
+                wakes, polls = _WAKES_POLLING.unpack_from(s.ctrl, P.CTRL_OFF_IRQ_WAKES)
+                s.notify(not wakes or s not in woken)
+                polling |= polls
             if polling or self.polled_ns:
                 self._spin(polling)
 
-    def _spin(self, polling: bool) -> None:
+    def _spin(self, polling: int) -> None:
         """Watch the write logs for up to SPIN_NS while a client polls (spin-then-block)."""
         now = time.perf_counter_ns
         t = now()
