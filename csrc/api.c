@@ -384,6 +384,9 @@ int xdna_shim_get_power(struct xdna_shim_ctx *ctx, struct xdna_shim_power *pw)
     const struct xdna_chip_desc *c = ctx->chip;
     pw->mode = ctx->s.power_mode;
     pw->dpm_level = ctx->info.dpm_level;
+    uint32_t now = xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_DPM_NOW);
+    if (ctx->s.client && now) /* what the SMU runs at: the driver session sets it (§6) */
+        pw->dpm_level = now - 1;
     if (c->ndpm && pw->dpm_level < c->ndpm) {
         pw->npuclk_mhz = c->dpm[pw->dpm_level].npuclk_mhz;
         pw->hclk_mhz = c->dpm[pw->dpm_level].hclk_mhz;

@@ -2,9 +2,12 @@
  *
  * SHARE and DEV_HEAP BOs are memfds mapped in this process and DMA-mapped with SVA at that
  * mapping's address in the session PASID, so the device reaches them by the same address
- * the process uses. DEV BOs are 32 KiB-aligned pieces of the heap (first fit); their device
- * address is 0x4000000 + offset, which the firmware resolves through the context's
- * MAP/ADD_HOST_BUFFER chunks. CMD BOs are plain memory only the shim reads.
+ * the process uses. The heap grows by DEV_HEAP chunks up to the chip's maximum, mapped one
+ * after the other in a VA range reserved at the first one, so the heap is one contiguous
+ * range here and for the device. DEV BOs are 32 KiB-aligned pieces of it (first fit) and may
+ * span chunks; their device address is 0x4000000 + offset, which the firmware resolves
+ * through the context's MAP/ADD_HOST_BUFFER chunks. CMD BOs are plain memory only the shim
+ * reads.
  */
 #include "shim_int.h"
 
@@ -135,9 +138,14 @@ close_fd:
     return -1;
 }
 
-/* First fit in the heap for a DEV BO of bo->alloc bytes. */
-static int heap_place(struct xdna_shim_ctx *ctx, struct xdna_bo *heap, struct xdna_bo *bo)
+/* First fit in the heap (all its chunks) for a DEV BO of bo->alloc bytes: EINVAL when the
+ * heap could never hold it, ENOMEM when it does not fit the chunks there are now. */
+static int heap_place(struct xdna_shim_ctx *ctx, struct xdna_bo *bo)
 {
+    if (bo->alloc > ctx->chip->dev_heap_max)
+        return xdna_fail(ctx, EINVAL, "DEV BO of %llu bytes exceeds the %llu-byte heap maximum",
+                         (unsigned long long)bo->size,
+                         (unsigned long long)ctx->chip->dev_heap_max);
     uint64_t cand = 0;
     for (bool moved = true; moved;) {
         moved = false;
@@ -150,13 +158,107 @@ static int heap_place(struct xdna_shim_ctx *ctx, struct xdna_bo *heap, struct xd
                 moved = true;
             }
         }
-        if (cand + bo->alloc > heap->alloc)
+        if (cand + bo->alloc > ctx->s.heap_total)
             return xdna_fail(ctx, ENOMEM, "DEV BO of %llu bytes does not fit the %llu-byte heap",
-                             (unsigned long long)bo->size, (unsigned long long)heap->alloc);
+                             (unsigned long long)bo->size,
+                             (unsigned long long)ctx->s.heap_total);
     }
     bo->heap_off = cand;
-    bo->va = heap->va + cand;
+    bo->va = ctx->s.heap_base + cand;
     bo->xdna_addr = XDNA_AIE2_HEAP_DEV_ADDR + cand;
+    return 0;
+}
+
+/* The device's view of the heap: [0, len) of the heap memfd at heap_dma, in the session
+ * PASID (SVA) or PASID 0 (IOVA). */
+static int heap_dma(struct xdna_shim_ctx *ctx, bool map, uint64_t len)
+{
+    bool sva = !ctx->iommu_iova;
+    uint32_t pasid = sva ? ctx->info.pasid : 0, sva_flag = sva ? XDNA_PROTO_DMA_SVA : 0;
+    size_t out = 0;
+    if (map) {
+        struct xdna_proto_dma_map m = {
+            .argsz = sizeof(m),
+            .flags = XDNA_PROTO_DMA_READ | XDNA_PROTO_DMA_WRITE | sva_flag,
+            .offset = 0, .address = ctx->s.heap_dma, .size = len, .pasid = pasid};
+        int fd = ctx->s.heap_fd;
+        return xdna_ctl(ctx, XDNA_PROTO_CMD_DMA_MAP, &m, sizeof(m), &fd, 1, NULL, &out, 0, NULL,
+                        NULL);
+    }
+    struct xdna_proto_dma_unmap u = {.argsz = sizeof(u), .flags = sva_flag,
+                                     .address = ctx->s.heap_dma, .size = len, .pasid = pasid};
+    return xdna_ctl(ctx, XDNA_PROTO_CMD_DMA_UNMAP, &u, sizeof(u), NULL, 0, NULL, &out, 0, NULL,
+                    NULL);
+}
+
+/* The heap grew or shrank from old to len bytes: the device's mapping follows. Only the part
+ * in use is mapped, so a device snapshot copies no more than before. */
+static int heap_resize(struct xdna_shim_ctx *ctx, uint64_t old, uint64_t len)
+{
+    if (old && heap_dma(ctx, false, old) < 0)
+        return -1;
+    if (len && heap_dma(ctx, true, len) < 0) {
+        int err = errno;
+        if (old)
+            heap_dma(ctx, true, old); /* the chunks there were stay reachable */
+        errno = err;
+        return -1;
+    }
+    return 0;
+}
+
+/* The session heap: one memfd as large as the chip's maximum (sparse), mapped whole here, so
+ * the chunks are contiguous both here and for the device; a chunk is a window on it. */
+static int heap_open(struct xdna_shim_ctx *ctx)
+{
+    uint64_t max = ctx->chip->dev_heap_max;
+    int fd = memfd_create("xdna-heap", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return xdna_fail(ctx, errno, "memfd_create: %s", strerror(errno));
+    void *va = MAP_FAILED;
+    if (ftruncate(fd, (off_t)max) == 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0)
+        va = mmap(NULL, max, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    if (va == MAP_FAILED) {
+        int err = errno;
+        close(fd);
+        return xdna_fail(ctx, err == EFBIG ? ENOMEM : err, "heap of %llu bytes: %s",
+                         (unsigned long long)max, strerror(err));
+    }
+    ctx->s.heap_fd = fd;
+    ctx->s.heap_base = va;
+    if (ctx->iommu_iova) { /* a fixed IOVA range for the maximum, so chunks never move */
+        ctx->s.heap_dma = (ctx->iova_next + 0xFFFFu) & ~(uint64_t)0xFFFFu;
+        ctx->iova_next = ctx->s.heap_dma + max;
+    } else {
+        ctx->s.heap_dma = (uint64_t)(uintptr_t)va;
+    }
+    return 0;
+}
+
+static void heap_close(struct xdna_shim_ctx *ctx)
+{
+    if (ctx->s.heap_base && !ctx->s.nheap) {
+        munmap(ctx->s.heap_base, ctx->chip->dev_heap_max);
+        close(ctx->s.heap_fd);
+        ctx->s.heap_base = NULL;
+        ctx->s.heap_total = 0;
+    }
+}
+
+/* A new DEV_HEAP chunk of size bytes: EINVAL a size no heap takes, EBUSY no room left (npu1:
+ * its one chunk exists already). */
+static int heap_chunk_check(struct xdna_shim_ctx *ctx, uint64_t size)
+{
+    uint64_t max = ctx->chip->dev_heap_max;
+    if (size % XDNA_HEAP_CHUNK)
+        return xdna_fail(ctx, EINVAL, "bo_create: heap size %llu is not a multiple of 64 MiB",
+                         (unsigned long long)size);
+    if (size > max)
+        return xdna_fail(ctx, EINVAL, "bo_create: heap size %llu exceeds the %llu-byte maximum",
+                         (unsigned long long)size, (unsigned long long)max);
+    if (ctx->s.nheap && (ctx->s.heap_total + size > max || ctx->s.nheap == XDNA_HEAP_MAX_CHUNKS))
+        return xdna_fail(ctx, EBUSY, "bo_create: the heap (%llu bytes) has no room for %llu more",
+                         (unsigned long long)ctx->s.heap_total, (unsigned long long)size);
     return 0;
 }
 
@@ -195,6 +297,58 @@ int xdna_bo_import(struct xdna_shim_ctx *ctx, int fd, uint64_t size, uint32_t *h
     return 0;
 }
 
+int xdna_bo_userptr(struct xdna_shim_ctx *ctx, int fd, uint64_t size, bool readonly,
+                    uint32_t *handle)
+{
+    unsigned slot = free_slot(ctx);
+    if (slot == XDNA_MAX_BOS)
+        return xdna_fail(ctx, ENOSPC, "bo_userptr: all %u handles in use", XDNA_MAX_BOS);
+    if (!size || size % PAGE || size > BO_MAX_SIZE)
+        return xdna_fail(ctx, EINVAL, "bo_userptr: size %llu", (unsigned long long)size);
+    struct xdna_bo *bo = calloc(1, sizeof(*bo));
+    int own = bo ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (own < 0) {
+        free(bo);
+        return xdna_fail(ctx, bo ? errno : ENOMEM, "bo_userptr: %s", strerror(errno));
+    }
+    *bo = (struct xdna_bo){.handle = slot + 1, .type = XDNA_SHIM_BO_SHARE, .size = size,
+                           .alloc = size, .fd = own};
+    /* one contiguous view of the pages (the program's ranges may lie apart) */
+    bo->va = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, own, 0);
+    if (bo->va == MAP_FAILED) {
+        xdna_fail(ctx, errno, "bo_userptr: mmap: %s", strerror(errno));
+        goto close_fd;
+    }
+    /* the device's view: that VA (SVA) or the next IOVA; read-only when every range the
+     * program gave is */
+    bool sva = !ctx->iommu_iova;
+    uint64_t at = sva ? (uint64_t)(uintptr_t)bo->va
+                      : (ctx->iova_next + 0xFFFFu) & ~(uint64_t)0xFFFFu;
+    struct xdna_proto_dma_map m = {
+        .argsz = sizeof(m),
+        .flags = XDNA_PROTO_DMA_READ | (readonly ? 0 : XDNA_PROTO_DMA_WRITE) |
+                 (sva ? XDNA_PROTO_DMA_SVA : 0),
+        .offset = 0, .address = at, .size = size, .pasid = sva ? ctx->info.pasid : 0};
+    size_t len = 0;
+    if (xdna_ctl(ctx, XDNA_PROTO_CMD_DMA_MAP, &m, sizeof(m), &own, 1, NULL, &len, 0, NULL,
+                 NULL) < 0)
+        goto unmap;
+    if (!sva)
+        ctx->iova_next = at + size;
+    bo->dma_addr = bo->xdna_addr = at;
+    bo->dma_mapped = true;
+    ctx->s.bos[slot] = bo;
+    *handle = bo->handle;
+    return 0;
+
+unmap: /* munmap and close succeed here, so errno still says what failed */
+    munmap(bo->va, size);
+close_fd:
+    close(own);
+    free(bo);
+    return -1;
+}
+
 int xdna_bo_new(struct xdna_shim_ctx *ctx, int type, uint64_t size, bool internal,
                 uint32_t *handle)
 {
@@ -207,14 +361,8 @@ int xdna_bo_new(struct xdna_shim_ctx *ctx, int type, uint64_t size, bool interna
     bool aie4 = xdna_is_aie4(ctx->chip); /* no DEV heap: DEV and CMD BOs are plain buffers */
     if (type == XDNA_SHIM_BO_DEV_HEAP && aie4)
         return xdna_fail(ctx, EINVAL, "bo_create: %s has no DEV heap", ctx->chip->name);
-    if (type == XDNA_SHIM_BO_DEV_HEAP) {
-        if (size % XDNA_HEAP_CHUNK)
-            return xdna_fail(ctx, EINVAL, "bo_create: heap size %llu is not a multiple of 64 MiB",
-                             (unsigned long long)size);
-        if (ctx->s.heap)
-            return xdna_fail(ctx, EBUSY, "bo_create: this session already has a heap (handle %u)",
-                             ctx->s.heap);
-    }
+    if (type == XDNA_SHIM_BO_DEV_HEAP && heap_chunk_check(ctx, size) < 0)
+        return -1;
     if (type == XDNA_SHIM_BO_DEV && !ctx->s.heap && !aie4) { /* the default 64 MiB heap */
         uint32_t h;
         if (xdna_bo_new(ctx, XDNA_SHIM_BO_DEV_HEAP, XDNA_HEAP_CHUNK, false, &h) < 0)
@@ -244,14 +392,29 @@ int xdna_bo_new(struct xdna_shim_ctx *ctx, int type, uint64_t size, bool interna
         rc = memfd_bo(ctx, bo, "xdna-share");
         bo->xdna_addr = bo->dma_addr; /* its VA (SVA) or its IOVA */
         break;
-    case XDNA_SHIM_BO_DEV_HEAP:
+    case XDNA_SHIM_BO_DEV_HEAP: /* the next chunk, right after the last one */
         bo->alloc = size;
-        rc = memfd_bo(ctx, bo, "xdna-heap");
-        bo->xdna_addr = XDNA_AIE2_HEAP_DEV_ADDR;
+        bo->heap_off = ctx->s.heap_total;
+        rc = ctx->s.heap_base ? 0 : heap_open(ctx);
+        if (rc == 0 && (bo->fd = fcntl(ctx->s.heap_fd, F_DUPFD_CLOEXEC, 0)) < 0)
+            rc = xdna_fail(ctx, errno, "dup heap: %s", strerror(errno));
+        if (rc == 0 && heap_resize(ctx, ctx->s.heap_total, ctx->s.heap_total + size) < 0)
+            rc = -1;
+        if (rc < 0) {
+            int err = errno;
+            if (bo->fd >= 0)
+                close(bo->fd);
+            heap_close(ctx);
+            errno = err;
+            break;
+        }
+        bo->va = ctx->s.heap_base + bo->heap_off;
+        bo->dma_addr = ctx->s.heap_dma + bo->heap_off;
+        bo->xdna_addr = XDNA_AIE2_HEAP_DEV_ADDR + bo->heap_off;
         break;
     case XDNA_SHIM_BO_DEV:
         bo->alloc = round_up(size, XDNA_DEV_BO_ALIGN);
-        rc = heap_place(ctx, xdna_bo_get(ctx, ctx->s.heap), bo);
+        rc = heap_place(ctx, bo);
         break;
     case XDNA_SHIM_BO_CMD: { /* a memfd, so a UAPI client can mmap it too (docs/spec/uapi.md §6) */
         bo->alloc = round_up(size, PAGE);
@@ -277,22 +440,47 @@ int xdna_bo_new(struct xdna_shim_ctx *ctx, int type, uint64_t size, bool interna
         return -1;
     }
     ctx->s.bos[slot] = bo;
-    if (type == XDNA_SHIM_BO_DEV_HEAP)
-        ctx->s.heap = bo->handle;
+    if (type == XDNA_SHIM_BO_DEV_HEAP) {
+        if (!ctx->s.nheap)
+            ctx->s.heap = bo->handle;
+        ctx->s.heap_chunk[ctx->s.nheap++] = bo->handle;
+        ctx->s.heap_total += bo->alloc;
+    }
     *handle = bo->handle;
     return 0;
+}
+
+/* A chunk leaves the heap: its pages are dropped (a later chunk there starts zeroed, as a
+ * new shmem BO does) and the device's mapping shrinks. */
+static void heap_chunk_drop(struct xdna_shim_ctx *ctx, struct xdna_bo *bo, bool unmap)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < ctx->s.nheap; i++)
+        if (ctx->s.heap_chunk[i] != bo->handle)
+            ctx->s.heap_chunk[n++] = ctx->s.heap_chunk[i];
+    ctx->s.nheap = n;
+    ctx->s.heap = n ? ctx->s.heap_chunk[0] : 0;
+    uint64_t old = ctx->s.heap_total;
+    ctx->s.heap_total = n ? old - bo->alloc : 0;
+    fallocate(ctx->s.heap_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)bo->heap_off,
+              (off_t)bo->alloc);
+    if (unmap && !ctx->sock_dead)
+        heap_resize(ctx, old, ctx->s.heap_total);
+    heap_close(ctx);
 }
 
 static void bo_destroy(struct xdna_shim_ctx *ctx, struct xdna_bo *bo, bool unmap)
 {
     if (bo->dma_mapped && unmap && !ctx->sock_dead)
         sva_unmap(ctx, bo);
-    if ((bo->type != XDNA_SHIM_BO_DEV || bo->fd >= 0) && bo->va) /* AIE4 DEV BOs are own maps */
+    /* AIE4 DEV BOs are own maps; heap chunks are windows on the heap's mapping */
+    if ((bo->type != XDNA_SHIM_BO_DEV || bo->fd >= 0) && bo->type != XDNA_SHIM_BO_DEV_HEAP &&
+        bo->va)
         munmap(bo->va, bo->alloc);
     if (bo->fd >= 0)
         close(bo->fd);
-    if (ctx->s.heap == bo->handle)
-        ctx->s.heap = 0;
+    if (bo->type == XDNA_SHIM_BO_DEV_HEAP)
+        heap_chunk_drop(ctx, bo, unmap);
     ctx->s.bos[bo->handle - 1] = NULL;
     free(bo);
 }
@@ -311,6 +499,8 @@ int xdna_bo_release(struct xdna_shim_ctx *ctx, uint32_t handle)
                 return xdna_fail(ctx, EBUSY, "bo_free: the heap still holds DEV BO %u", i + 1);
         if (xdna_hwctx_live(ctx))
             return xdna_fail(ctx, EBUSY, "bo_free: hardware contexts still use the heap");
+        if (ctx->s.heap_chunk[ctx->s.nheap - 1] != handle)
+            return xdna_fail(ctx, EBUSY, "bo_free: later heap chunks follow chunk %u", handle);
     }
     bo_destroy(ctx, bo, true);
     return 0;

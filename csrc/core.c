@@ -150,6 +150,21 @@ static uint64_t ctrl_load64(struct xdna_shim_ctx *ctx, unsigned off)
     return __atomic_load_n((const uint64_t *)(ctx->ctrl + off), __ATOMIC_ACQUIRE);
 }
 
+uint32_t xdna_ctrl_get(struct xdna_shim_ctx *ctx, unsigned off)
+{
+    return ctx->ctrl ? __atomic_load_n((const uint32_t *)(ctx->ctrl + off), __ATOMIC_ACQUIRE) : 0;
+}
+
+void xdna_ctrl_set(struct xdna_shim_ctx *ctx, unsigned off, uint32_t val)
+{
+    if (!ctx->ctrl)
+        return;
+    __atomic_store_n((uint32_t *)(ctx->ctrl + off), val, __ATOMIC_RELEASE);
+    uint64_t one = 1;
+    if (write(ctx->kick_fd, &one, sizeof(one)) < 0)
+        (void)one; /* a full or closed eventfd: the daemon looks at the page anyway */
+}
+
 int xdna_wr_trap(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val)
 {
     if (!xdna_loc_ok(ctx, loc, 4))

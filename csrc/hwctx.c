@@ -380,6 +380,29 @@ static void fw_stop(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, bool destr
 }
 
 /* CREATE_CONTEXT, user channel, host buffers, CONFIG_CU (the driver's hwctx_start). */
+int xdna_hwctx_heap_give(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
+{
+    for (unsigned i = 0; i < ctx->s.nheap; i++) {
+        const struct xdna_bo *chunk = xdna_bo_get(ctx, ctx->s.heap_chunk[i]);
+        for (uint64_t off = 0; chunk && off < chunk->alloc; off += XDNA_HEAP_CHUNK) {
+            uint64_t at = chunk->heap_off + off; /* where this 64 MiB sits in the heap */
+            if (at < hw->heap_given)
+                continue;
+            struct xdna_aie2_host_buffer_req hb = {
+                .context_id = hw->fw_id,
+                .buf_addr = chunk->dma_addr + off, /* chunk VA (SVA) or IOVA */
+                .buf_size = XDNA_HEAP_CHUNK,
+            };
+            if (xdna_fw_req(ctx, at == 0 ? XDNA_AIE2_MSG_MAP_HOST_BUFFER
+                                         : XDNA_AIE2_MSG_ADD_HOST_BUFFER,
+                            &hb, sizeof(hb), NULL, 0) < 0)
+                return -1;
+            hw->heap_given = at + XDNA_HEAP_CHUNK;
+        }
+    }
+    return 0;
+}
+
 static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 {
     if (xdna_is_aie4(ctx->chip))
@@ -436,16 +459,9 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
         goto destroy_context;
     if (!hw->polled && xdna_irq_own(ctx, msix) < 0)
         goto destroy_context;
-    for (uint64_t off = 0; off < heap->alloc; off += XDNA_HEAP_CHUNK) {
-        struct xdna_aie2_host_buffer_req hb = {
-            .context_id = hw->fw_id,
-            .buf_addr = heap->dma_addr + off, /* heap VA (SVA) or IOVA */
-            .buf_size = XDNA_HEAP_CHUNK,
-        };
-        if (xdna_fw_req(ctx, off == 0 ? XDNA_AIE2_MSG_MAP_HOST_BUFFER : XDNA_AIE2_MSG_ADD_HOST_BUFFER,
-                  &hb, sizeof(hb), NULL, 0) < 0)
-            goto destroy_context;
-    }
+    hw->heap_given = 0;
+    if (xdna_hwctx_heap_give(ctx, hw) < 0)
+        goto destroy_context;
     /* the client's CU table, or one CU whose "PDI" is the heap base */
     xdna_aie2_config_cu_req_t cu = {
         .num_cus = 1,
@@ -466,6 +482,8 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     hw->state = XDNA_SHIM_HWCTX_ACTIVE;
     hw->connects++;
     hw->tick_pending = false;
+    hw->idle_ticks = 0;
+    hw->tick_submitted = hw->submitted;
     xdna_wake_monitor(ctx);
     return 0;
 
@@ -481,9 +499,9 @@ destroy_context: { /* DESTROY_CONTEXT and the channel, keeping this failure */
 
 static void vec_release(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, unsigned vec);
 
-/* Disconnect an idle context to make room: DESTROY_CONTEXT, its vector back; it reconnects
- * when its next job arrives. */
-static void swap_out(struct xdna_shim_ctx *ctx, struct xdna_hwctx *v)
+/* Disconnect an idle context (to make room, or after its idle ticks): DESTROY_CONTEXT, its
+ * vector back; it reconnects when its next job arrives. */
+static void swap_out(struct xdna_shim_ctx *ctx, struct xdna_hwctx *v, bool idle)
 {
     v->busy = true;
     unsigned vec = v->msix;
@@ -492,7 +510,10 @@ static void swap_out(struct xdna_shim_ctx *ctx, struct xdna_hwctx *v)
     if (irq)
         vec_release(ctx, v, vec);
     v->state = XDNA_SHIM_HWCTX_IDLE;
-    v->swaps++;
+    if (idle)
+        v->idle_outs++;
+    else
+        v->swaps++;
     hw_release(ctx, v);
 }
 
@@ -510,23 +531,46 @@ static struct xdna_hwctx *pick_victim(struct xdna_shim_ctx *ctx, const struct xd
 }
 
 /* Connect a context to the firmware (the runqueue's dispatch): when no firmware context or
- * columns are free, swap out an idle one, or wait for one to become idle. EBUSY if none
- * does within the mailbox timeout. */
+ * columns are free, swap out an idle one of ours; with none, ask the other sessions (the
+ * ctrl page's RQ_ASK, docs/spec/jobs.md §3a) and wait until a firmware context goes away
+ * anywhere (CTX_GEN moves) or one of ours becomes idle. EBUSY if nothing frees a partition
+ * within the mailbox timeout. */
 static int rq_connect(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 {
     uint64_t deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_MBOX_RX]);
     for (;;) {
+        uint32_t gen = xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_CTX_GEN);
         if (fw_start(ctx, hw) == 0)
             return 0;
         if (errno != EBUSY)
             return -1;
         struct xdna_hwctx *v = pick_victim(ctx, hw);
         if (v) {
-            swap_out(ctx, v);
+            swap_out(ctx, v, false);
             continue;
         }
-        if (xdna_cond_wait(ctx, deadline) < 0)
-            return xdna_fail(ctx, EBUSY, "context %u: no partition became free", hw->handle);
+        xdna_ctrl_set(ctx, XDNA_PROTO_CTRL_OFF_RQ_ASK,
+                      xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_RQ_ASK) + 1);
+        while (gen == xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_CTX_GEN) && !pick_victim(ctx, hw))
+            if (xdna_cond_wait(ctx, deadline) < 0)
+                return xdna_fail(ctx, EBUSY, "context %u: no partition became free", hw->handle);
+    }
+}
+
+void xdna_hwctx_rq_yield(struct xdna_shim_ctx *ctx)
+{
+    struct xdna_drv_state *s = &ctx->s;
+    uint32_t asks = xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_RQ_ASKS);
+    if (asks != s->rq_asks_seen) {
+        s->rq_asks_seen = asks;
+        s->rq_owed = true;
+    }
+    if (!s->rq_owed || xdna_is_aie4(ctx->chip))
+        return;
+    struct xdna_hwctx *v = pick_victim(ctx, NULL);
+    if (v) {
+        swap_out(ctx, v, false);
+        s->rq_owed = false;
     }
 }
 
@@ -550,6 +594,7 @@ static void hw_free(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
         }
     ctx->s.hw[hw->slot] = NULL;
     free(hw);
+    xdna_ctrl_set(ctx, XDNA_PROTO_CTRL_OFF_HWCTX_LIVE, xdna_hwctx_live(ctx));
     pthread_cond_broadcast(&ctx->s.cond);
 }
 
@@ -644,6 +689,14 @@ void xdna_hwctx_tdr_tick(struct xdna_shim_ctx *ctx)
             continue;
         hw->tick_pending = hw->njobs > 0;
         hw->tick_completions = hw->completions;
+        /* the runqueue: connected with nothing to do since the last tick, for
+         * XDNA_RQ_IDLE_TICKS ticks in a row, it is disconnected (docs/spec/jobs.md §3a) */
+        bool idle = hw->state == XDNA_SHIM_HWCTX_ACTIVE && hw->fw_live && !hw->busy &&
+                    hw->njobs == 0 && hw->submitted == hw->tick_submitted;
+        hw->tick_submitted = hw->submitted;
+        hw->idle_ticks = idle ? hw->idle_ticks + 1 : 0;
+        if (hw->idle_ticks >= XDNA_RQ_IDLE_TICKS)
+            swap_out(ctx, hw, true);
     }
 }
 
@@ -798,6 +851,7 @@ int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwc
     hw->next_seq = 1;
     hw->state = XDNA_SHIM_HWCTX_IDLE;
     ctx->s.hw[slot] = hw;
+    xdna_ctrl_set(ctx, XDNA_PROTO_CTRL_OFF_HWCTX_LIVE, xdna_hwctx_live(ctx));
     for (unsigned i = 0; i < XDNA_CTX_MAX_CMDS && !aie4; i++)
         if (xdna_bo_new(ctx, XDNA_SHIM_BO_DEV, XDNA_CMDLIST_SIZE, true, &hw->cmdlist_bo[i]) < 0)
             goto free_hw;
@@ -868,6 +922,7 @@ int xdna_shim_hwctx_info(struct xdna_shim_ctx *ctx, uint32_t handle,
     info->connects = hw->connects;
     info->syncobj = hw->syncobj;
     info->swaps = hw->swaps;
+    info->idle_outs = hw->idle_outs;
     info->pending = hw->njobs;
     info->submitted = hw->submitted;
     info->completed = hw->completed;
@@ -1272,6 +1327,9 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
         goto release_hw;
     }
     bool aie4 = xdna_is_aie4(ctx->chip);
+    /* chunks added since the context connected reach the firmware before its next job */
+    if (!aie4 && hw->heap_given < ctx->s.heap_total && xdna_hwctx_heap_give(ctx, hw) < 0)
+        goto release_hw;
     unsigned li = 0;
     while (li < XDNA_CTX_MAX_CMDS && hw->cmdlist_used[li])
         li++;
@@ -1483,6 +1541,10 @@ int xdna_shim_app_health(struct xdna_shim_ctx *ctx, uint32_t hwctx, void *buf, s
     int rc = 0;
     if (!hw->health_len) {
         rc = ready(ctx, "app_health");
+        /* disconnected by the runqueue: connected first, as for a job (docs/spec/jobs.md §3a) */
+        if (rc == 0 && hw->state != XDNA_SHIM_HWCTX_ACTIVE &&
+            xdna_has_feature(ctx, XDNA_FEAT_GET_APP_HEALTH))
+            rc = rq_connect(ctx, hw);
         if (rc == 0)
             rc = query_health(ctx, hw);
     }

@@ -44,7 +44,8 @@ uint64_t xdna_monitor_due(struct xdna_shim_ctx *ctx, uint64_t now)
 }
 
 /* The monitor's periodic duties, run by the thread or inline in deterministic mode: the
- * TDR tick, re-posting async-event registrations, runtime autosuspend. Lock held. */
+ * TDR tick (and the runqueue's idle disconnects), giving a partition to another session
+ * that asked, re-posting async-event registrations, runtime autosuspend. Lock held. */
 static void periodic_duties(struct xdna_shim_ctx *ctx)
 {
     struct xdna_drv_state *s = &ctx->s;
@@ -54,6 +55,9 @@ static void periodic_duties(struct xdna_shim_ctx *ctx)
         if (!s->dev_busy && !s->rpm_suspended)
             xdna_hwctx_tdr_tick(ctx);
     }
+    if (!s->dev_busy && !s->rpm_suspended)
+        xdna_hwctx_rq_yield(ctx); /* another session waits for a partition */
+    xdna_pm_foreign_qos(ctx); /* driver: client sessions' QoS moves DPM too */
     if (!s->client && ctx->mgmt.active)
         for (unsigned i = 0; i < sizeof(s->async_repost); i++)
             if (s->async_repost[i] && xdna_async_post(ctx, i) == 0)

@@ -97,25 +97,58 @@ int xdna_pm_ctx_level(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwctx_pa
     return 0;
 }
 
+/* The default level: the highest level a live context asks for, the driver counting its
+ * own and the client sessions' (their ctrl page's DPM_WANT, through the daemon's
+ * FOREIGN_DPM; docs/spec/jobs.md §6); 0 with none. A client session publishes its own
+ * highest level instead: device power is the driver session's. */
+static int pm_update(struct xdna_shim_ctx *ctx)
+{
+    const struct xdna_chip_desc *c = ctx->chip;
+    uint32_t l = c->ndpm - 1;
+    while (l > 0 && !ctx->s.dpm_cnt[l])
+        l--;
+    if (ctx->s.client) {
+        xdna_ctrl_set(ctx, XDNA_PROTO_CTRL_OFF_DPM_WANT, ctx->s.dpm_cnt[l] ? l + 1 : 0);
+        return 0;
+    }
+    uint32_t f = ctx->s.foreign_dpm;
+    if (f > l + 1)
+        l = f - 1 < c->ndpm ? f - 1 : c->ndpm - 1;
+    ctx->s.dft_dpm_level = l;
+    if (ctx->s.power_mode == XDNA_SHIM_POWER_DEFAULT && ctx->state == XDNA_SHIM_STATE_PROBED &&
+        !ctx->s.rpm_suspended && ctx->info.dpm_level != l)
+        return xdna_smu_set_dpm(ctx, l);
+    return 0;
+}
+
 int xdna_pm_count_level(struct xdna_shim_ctx *ctx, uint32_t level, bool add)
 {
     const struct xdna_chip_desc *c = ctx->chip;
-    if (ctx->s.client || c->ndpm == 0)
-        return 0; /* device power is the driver session's */
+    if (c->ndpm == 0)
+        return 0;
     if (level >= c->ndpm)
         level = c->ndpm - 1;
     if (add)
         ctx->s.dpm_cnt[level]++;
     else if (ctx->s.dpm_cnt[level])
         ctx->s.dpm_cnt[level]--;
-    uint32_t l = c->ndpm - 1;
-    while (l > 0 && !ctx->s.dpm_cnt[l])
-        l--;
-    ctx->s.dft_dpm_level = l;
-    if (ctx->s.power_mode == XDNA_SHIM_POWER_DEFAULT && ctx->state == XDNA_SHIM_STATE_PROBED &&
-        !ctx->s.rpm_suspended && ctx->info.dpm_level != l)
-        return xdna_smu_set_dpm(ctx, l);
-    return 0;
+    return pm_update(ctx);
+}
+
+void xdna_pm_foreign_qos(struct xdna_shim_ctx *ctx)
+{
+    struct xdna_drv_state *s = &ctx->s;
+    if (s->client || ctx->chip->ndpm == 0 || xdna_is_aie4(ctx->chip))
+        return;
+    uint32_t f = xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_FOREIGN_DPM);
+    if (f == s->foreign_dpm || s->dev_busy || s->rpm_suspended ||
+        ctx->state != XDNA_SHIM_STATE_PROBED)
+        return; /* unchanged, or looked at again once the device is free */
+    s->foreign_dpm = f;
+    s->dev_busy = true;
+    (void)pm_update(ctx); /* best effort, as a context's own count */
+    s->dev_busy = false;
+    pthread_cond_broadcast(&s->cond);
 }
 
 /* Resume (system or runtime): the full hw_start handshake, the power mode back, then every

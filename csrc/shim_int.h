@@ -93,10 +93,12 @@ struct xdna_bar_map {
  * context's id is not handed out again at once. */
 #define XDNA_HWCTX_ID_MAX 255u
 #define XDNA_CTX_MAX_CMDS 4          /* CTX_MAX_CMDS: outstanding commands per context */
+#define XDNA_RQ_IDLE_TICKS 3         /* idle TDR ticks before the runqueue disconnects a context */
 #define XDNA_MONITOR_POLL_NS 1000000u /* monitor re-check of a due duty that could not run (1 ms) */
 #define XDNA_POLL_SPIN_NS 100000u /* a TURBO wait spins this long on its ring before it blocks */
 #define XDNA_CMDLIST_SIZE 4096u      /* one cmd-list buffer */
 #define XDNA_HEAP_CHUNK (64ull << 20)
+#define XDNA_HEAP_MAX_CHUNKS 64      /* DEV_HEAP BOs one session may add (docs/spec/uapi.md §6) */
 #define XDNA_DEV_BO_ALIGN (32u << 10)
 #define XDNA_HEALTH_MAX 1024u
 #define XDNA_CHAIN_MAX XDNA_PARSE_CHAIN_MAX
@@ -122,10 +124,19 @@ struct xdna_drv_state {
     uint8_t *vec_owned;       /* per MSI-X vector: installed with SET_IRQS by this session */
     struct xdna_bo **bos;     /* index = handle - 1 */
     unsigned nbos;
-    uint32_t heap;            /* handle of the DEV_HEAP BO, 0 when none */
+    uint32_t heap;            /* handle of the first DEV_HEAP chunk, 0 when none */
+    uint32_t heap_chunk[XDNA_HEAP_MAX_CHUNKS]; /* the DEV_HEAP chunks in device-address order */
+    unsigned nheap;
+    uint64_t heap_total;      /* bytes of all chunks: the DEV range 0x4000000 + [0, total) */
+    uint8_t *heap_base;       /* the heap memfd (the chip's maximum) mapped here, NULL: none */
+    int heap_fd;
+    uint64_t heap_dma;        /* where the device sees it: heap_base (SVA) or a fixed IOVA */
     struct xdna_hwctx *hw[XDNA_MAX_HWCTX]; /* any order; hw->handle names it */
     uint32_t next_hwctx_id;   /* where the cyclic handle allocation resumes */
     uint32_t next_syncobj;    /* the last hardware-queue handle handed out */
+    uint32_t rq_asks_seen;    /* the other sessions' runqueue asks last looked at */
+    bool rq_owed;             /* they asked: disconnect one idle context when there is one */
+    uint32_t foreign_dpm;     /* client sessions' highest DPM level + 1, as last applied */
     int tdr_ms, autosuspend_ms;
     uint64_t next_tdr_ns, last_active_ns;
     bool rpm_suspended;       /* runtime-suspended by the monitor */
@@ -204,6 +215,10 @@ int xdna_wr_trap(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 /* Append to the write log without storing into BAR memory (mailbox x2i tail). */
 int xdna_wr_log(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 int xdna_wr_trap_lazy(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
+/* The ctrl page's shared runqueue words (docs/spec/jobs.md §3a): read one, store one, and
+ * kick the daemon so it publishes them to the other sessions. */
+uint32_t xdna_ctrl_get(struct xdna_shim_ctx *ctx, unsigned off);
+void xdna_ctrl_set(struct xdna_shim_ctx *ctx, unsigned off, uint32_t val);
 /* Write through the log when (bar, off) is a trapped register, else plainly. */
 int xdna_wr_auto(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 bool xdna_loc_ok(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t len);
@@ -341,6 +356,8 @@ int xdna_pm_ctx_level(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwctx_pa
                       uint32_t *level);
 /* Count a context's level in or out; in DEFAULT mode the SMU follows the highest counted. */
 int xdna_pm_count_level(struct xdna_shim_ctx *ctx, uint32_t level, bool add);
+/* Monitor duty of the driver session: the client sessions' QoS changed (ctrl FOREIGN_DPM). */
+void xdna_pm_foreign_qos(struct xdna_shim_ctx *ctx);
 
 /* ---- async error events (async.c) ---- */
 int xdna_async_events_start(struct xdna_shim_ctx *ctx);
@@ -378,7 +395,7 @@ struct xdna_bo {
     uint8_t *va;
     int fd;
     uint64_t xdna_addr;
-    uint64_t heap_off;    /* DEV */
+    uint64_t heap_off;    /* DEV, DEV_HEAP chunk: offset in the session heap */
     uint64_t dma_addr;    /* where DMA_MAP put it: the VA (SVA) or an IOVA (IOVA mode) */
     bool dma_mapped;
     unsigned busy;        /* pins held by pending commands */
@@ -390,9 +407,16 @@ struct xdna_bo *xdna_bo_by_addr(struct xdna_shim_ctx *ctx, uint64_t addr, uint64
 int xdna_bo_new(struct xdna_shim_ctx *ctx, int type, uint64_t size, bool internal,
                 uint32_t *handle);
 int xdna_bo_release(struct xdna_shim_ctx *ctx, uint32_t handle);
+/* Give a connected context the heap chunks it does not have yet: MAP_HOST_BUFFER for the
+ * first 64 MiB, ADD_HOST_BUFFER for each later 64 MiB (hwctx.c). Caller holds the lock. */
+int xdna_hwctx_heap_give(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);
 /* A SHARE BO over an existing memfd (a PRIME import; docs/spec/uapi.md §6): the fd is
  * duplicated, mapped here and for the device. Caller holds the lock. */
 int xdna_bo_import(struct xdna_shim_ctx *ctx, int fd, uint64_t size, uint32_t *handle);
+/* A user-pointer BO (docs/spec/uapi.md §6): a SHARE BO over the memfd that now backs the
+ * program's pages, DMA-mapped read-only when readonly. Caller holds the lock. */
+int xdna_bo_userptr(struct xdna_shim_ctx *ctx, int fd, uint64_t size, bool readonly,
+                    uint32_t *handle);
 void xdna_bo_free_all(struct xdna_shim_ctx *ctx);
 /* DMA_MAP an fd at this process's VA in the session PASID (SVA). */
 int xdna_sva_map(struct xdna_shim_ctx *ctx, int fd, void *va, uint64_t size);
@@ -424,6 +448,9 @@ struct xdna_hwctx {
     uint32_t dpm_level;   /* the DPM level its QoS asks for */
     uint32_t dbg_bo;      /* its debug BO (0: none) */
     uint32_t connects, swaps; /* runqueue: CREATE_CONTEXTs, disconnections for another */
+    uint32_t idle_outs;   /* runqueue: disconnections after XDNA_RQ_IDLE_TICKS idle ticks */
+    uint32_t idle_ticks;  /* TDR ticks in a row it was connected with nothing to do */
+    uint64_t tick_submitted; /* submitted at the last tick */
     uint32_t syncobj;     /* its hardware-queue (completion timeline) handle */
     uint64_t active_ns;   /* last submission or completion (swap victims: least recent) */
     bool dbg_done;        /* the CONFIG_DEBUG_BO answer arrived */
@@ -432,6 +459,7 @@ struct xdna_hwctx {
     uint32_t cu_cfg[XDNA_AIE2_CONFIG_CU_MAX]; /* CONFIG_CU cfgs set by the client */
     bool cu_user;         /* the client configured its CUs */
     uint32_t num_cus;     /* CUs in the context's CONFIG_CU (a command naming another: EINVAL) */
+    uint64_t heap_given;  /* heap bytes the firmware context has (MAP/ADD_HOST_BUFFER) */
     struct xdna_mbox_chan chan;
     uint32_t cmdlist_bo[XDNA_CTX_MAX_CMDS];
     bool cmdlist_used[XDNA_CTX_MAX_CMDS];
@@ -458,6 +486,8 @@ int xdna_msix_restore(struct xdna_shim_ctx *ctx);
 int xdna_hwctx_restart_all(struct xdna_shim_ctx *ctx);
 /* Monitor tick: TDR over every context. */
 void xdna_hwctx_tdr_tick(struct xdna_shim_ctx *ctx);
+/* Monitor duty: another session asked the runqueue for a partition; give up an idle one. */
+void xdna_hwctx_rq_yield(struct xdna_shim_ctx *ctx);
 /* Channels to scan / vectors to poll for the monitor. */
 unsigned xdna_hwctx_pending(struct xdna_shim_ctx *ctx);
 unsigned xdna_hwctx_live(struct xdna_shim_ctx *ctx);

@@ -61,5 +61,7 @@ int xdna_smu_set_dpm(struct xdna_shim_ctx *ctx, uint32_t level)
             return -1;
     }
     ctx->info.dpm_level = level;
+    if (!ctx->s.client) /* every session's clock query reports it (docs/spec/jobs.md §6) */
+        xdna_ctrl_set(ctx, XDNA_PROTO_CTRL_OFF_DPM_NOW, level + 1);
     return 0;
 }

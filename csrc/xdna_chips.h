@@ -78,9 +78,11 @@ struct xdna_chip_desc {
     const uint32_t *clock_gating;
     unsigned nclock_gating;
     int32_t fine_preempt_type; /* -1: none */
+    int32_t frame_boundary_type; /* SET_RUNTIME_CONFIG type of frame-boundary preemption, -1: none */
     uint32_t first_col, hwctx_limit;
     enum xdna_dpm_method dpm_method;
     uint8_t temporal_only;   /* contexts may share columns */
+    uint64_t dev_heap_max;   /* a client's DEV heap grows up to this (docs/spec/uapi.md §6) */
     const double *tops;      /* per DPM level (chip formula), NULL without a DPM table */
     struct xdna_bar_off mgmt_info; /* where the firmware publishes mgmt_mbox_chann_info */
     /* AIE4 (docs/spec/aie4.md): NULL cert_path on AIE2 chips */

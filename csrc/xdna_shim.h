@@ -158,8 +158,9 @@ const char *xdna_shim_last_error(struct xdna_shim_ctx *ctx);
 int xdna_shim_attach(struct xdna_shim_ctx *ctx);
 
 /* BO types (uapi). SHARE: memfd mapped here, SVA-mapped (device address = its VA).
- * DEV_HEAP: multiple of 64 MiB, one per session, device address 0x4000000; the first DEV
- * BO or hardware context auto-creates a 64 MiB heap when none exists.
+ * DEV_HEAP: a heap chunk, a multiple of 64 MiB, each right after the last (the first at
+ * device address 0x4000000), up to the chip's heap maximum (docs/spec/uapi.md §6); the
+ * first DEV BO or hardware context auto-creates a 64 MiB heap when none exists.
  * DEV: 32 KiB-aligned piece of the heap (0x4000000 + offset). CMD: plain memory holding an
  * ERT command, never seen by the device (device address 0). */
 #define XDNA_SHIM_BO_SHARE 1
@@ -238,6 +239,7 @@ struct xdna_shim_hwctx_info {
     uint32_t swaps;    /* times it was disconnected to make room for another */
     uint32_t syncobj;  /* its hardware-queue handle: the completion timeline (§3b) */
     uint32_t umq_doorbell; /* user-mode queue doorbell: 0 on AIE2 (kernel-mode queue) */
+    uint32_t idle_outs; /* times it was disconnected after its idle TDR ticks */
     uint64_t submitted, completed, errors, timeouts, aborts;
 };
 
@@ -262,8 +264,8 @@ struct xdna_shim_power {
     uint64_t suspend_count, resume_count;
 };
 
-/* BOs: 0 / -1 with errno (EINVAL bad type/size/handle, EBUSY heap exists / BO in use,
- * ENOMEM heap full). */
+/* BOs: 0 / -1 with errno (EINVAL bad type/size/handle, EBUSY heap at its maximum / BO in
+ * use, ENOMEM a DEV BO that does not fit the heap's chunks). */
 int xdna_shim_bo_create(struct xdna_shim_ctx *ctx, int type, uint64_t size, uint32_t *handle);
 int xdna_shim_bo_info(struct xdna_shim_ctx *ctx, uint32_t handle, struct xdna_shim_bo_info *info);
 /* dir 0 to device, 1 from device; offset+size must lie inside the BO (size 0: to its end).

@@ -20,10 +20,14 @@ mkdir -p "$OUT"
 OBJ="$(mktemp -d)"
 trap 'rm -rf "$OBJ"' EXIT
 
-# the firmware interface header parse.h includes (the table needs only the standard library)
+# the firmware interface header parse.h includes, and the UAPI header the decoder's argument
+# checks include (the tables need only the standard library)
 (cd "$SRC" && python3 -m xdna_emu.fw.iface.cgen "$SRC/csrc/generated" >/dev/null)
+(cd "$SRC" && python3 -m xdna_emu.uapigen "$SRC/csrc/generated" >/dev/null)
 # shellcheck disable=SC2086  # CFLAGS and LIB_FUZZING_ENGINE are word lists
 $CC $CFLAGS -std=gnu11 -I"$SRC/csrc" -c "$SRC/csrc/parse.c" -o "$OBJ/parse.o"
+# shellcheck disable=SC2086
+$CC $CFLAGS -std=gnu11 -I"$SRC/csrc" -c "$SRC/csrc/uapi/argcheck.c" -o "$OBJ/argcheck.o"
 SEEDS="$OBJ/seeds"
 python3 "$SRC/fuzz/gen_seeds.py" "$SEEDS"
 for h in "$SRC"/fuzz/native/fuzz_*.c; do
@@ -31,7 +35,7 @@ for h in "$SRC"/fuzz/native/fuzz_*.c; do
     # shellcheck disable=SC2086
     $CC $CFLAGS -std=gnu11 -I"$SRC/csrc" -c "$h" -o "$OBJ/$name.o"
     # shellcheck disable=SC2086
-    $CXX $CFLAGS $LIB_FUZZING_ENGINE "$OBJ/$name.o" "$OBJ/parse.o" -o "$OUT/$name"
+    $CXX $CFLAGS $LIB_FUZZING_ENGINE "$OBJ/$name.o" "$OBJ/parse.o" "$OBJ/argcheck.o" -o "$OUT/$name"
     case "$name" in
         fuzz_cmd_bo) cp "$SRC/fuzz/dict/ert.dict" "$OUT/$name.dict" ;;
         *) cp "$SRC/fuzz/dict/mailbox.dict" "$OUT/$name.dict" ;;

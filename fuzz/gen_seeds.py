@@ -18,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the firmware interface table is plain Python (stdlib only)
+import xdna_emu.uapi_table as uapi  # noqa: E402
 from xdna_emu.fw.iface import aie2  # noqa: E402
 
 TRACES = ROOT / "fixtures" / "traces"
@@ -51,7 +52,7 @@ def _is_msg(b: bytes) -> bool:
 def _seeds() -> dict[str, list[bytes]]:
     s: dict[str, list[bytes]] = {k: [] for k in
                                  ("i2x_rx", "x2i_tx", "resp_id", "mgmt_info", "create_resp",
-                                  "cmd_bo")}  # fmt: skip
+                                  "cmd_bo", "uapi_args")}  # fmt: skip
     for path in sorted(TRACES.glob("*.trace")):
         chip, writes = _trace_writes(path)
         sel = 0 if chip == "npu1" else 1
@@ -110,6 +111,20 @@ def _seeds() -> dict[str, list[bytes]]:
     s["cmd_bo"].append(struct.pack("<IIII4I", hdr(20, 7, 2), 0, 0, 4, 0x1000, 0, 16, 0))
     chain = [2, 0, 0, 0, 0, 0, 3, 0, 4, 0]
     s["cmd_bo"].append(struct.pack(f"<I{len(chain)}I", hdr(19, len(chain)), *chain))
+
+    # UAPI decoder arguments: selector byte (fuzz_uapi_args.c), then the struct's bytes:
+    # every real ioctl number, a SHARE and a user-pointer CREATE_BO, a two-range va table,
+    # a GET_ARRAY of hwctx entries, syncobj handles with and without flags
+    u = s["uapi_args"]
+    for io in uapi.IOCTLS:
+        u.append(b"\x00" + struct.pack("<QH", io.number, io.layout.size))
+    u.append(b"\x01" + uapi.CREATE_BO.pack(size=4096, type=uapi.const("AMDXDNA_BO_SHARE")))
+    u.append(b"\x01" + uapi.CREATE_BO.pack(vaddr=0x7F0000001000, type=uapi.const("AMDXDNA_BO_SHARE")))
+    u.append(b"\x02" + struct.pack(">H", 2) + uapi.VA_ENTRY.pack(vaddr=0x7F0000000000, len=8192)
+             + uapi.VA_ENTRY.pack(vaddr=0x7F0000010000, len=4096))
+    u.append(b"\x03" + uapi.GET_ARRAY.pack(param=0, element_size=160, num_element=8, buffer=0x1000))
+    u.append(b"\x04" + uapi.DRM_SYNCOBJ_HANDLE.pack(handle=1))
+    u.append(b"\x05" + uapi.DRM_SYNCOBJ_HANDLE.pack(fd=3, flags=1))
     return s
 
 

@@ -357,6 +357,48 @@ def test_qos_drives_dpm(xdna_chip: str, xdna_emulator: Emulator, xdna_shim: Shim
 
 
 @pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_client_sessions_qos_drives_dpm(xdna_chip: str, xdna_emulator: Emulator,
+                                        xdna_shim: Shim) -> None:
+    """QoS of client sessions' contexts counts with the driver's own: the H-clock is that of
+    the highest level any session asks for, and falls back as their contexts (or the
+    sessions) go. A client's clock query reports what the SMU runs at (docs/spec/jobs.md §6)."""
+    from xdna_emu.testing.wait import wait_until
+
+    drv, emu = xdna_shim, xdna_emulator
+    low, mid, top = QOS_HCLK[xdna_chip][:3]  # the levels QOS_LEVELS names
+    qos = [dict(gops=100, fps=10), dict(gops=100, fps=25), dict(gops=30, latency_ms=10)]
+
+    def hclk_is(want: int, *shims: Shim) -> None:
+        for sh in (drv, *shims):
+            wait_until(lambda sh=sh: sh.power()["hclk_mhz"], lambda h: h == want,
+                       what=f"H-clock {want} MHz ({sh is drv})")
+        assert smu_status(emu)["hclk_mhz"] == want
+
+    mine = drv.hwctx_create(num_cols=1, max_opc=2048, **qos[0])
+    hclk_is(low)
+    with Shim.open(emu.socket) as a, Shim.open(emu.socket) as b:
+        a.attach()
+        b.attach()
+        ca = a.hwctx_create(num_cols=1, max_opc=2048, **qos[1])
+        assert a.hwctx_info(ca)["dpm_level"] == QOS_LEVELS[xdna_chip][1]
+        hclk_is(mid, a, b)
+        # out of range: refused, nothing counted
+        assert errno_of(b.hwctx_create, num_cols=1, max_opc=1, gops=100, latency_ms=10) == errno.EINVAL
+        cb = b.hwctx_create(num_cols=1, max_opc=2048, **qos[2])
+        hclk_is(top, a, b)
+        b.hwctx_destroy(cb)
+        hclk_is(mid, a, b)
+        cb = b.hwctx_create(num_cols=1, max_opc=2048, **qos[2])
+        hclk_is(top, a, b)
+        b.close()  # the session's contexts go with it
+        hclk_is(mid, a)
+        a.hwctx_destroy(ca)
+        hclk_is(low, a)
+    drv.hwctx_destroy(mine)
+    hclk_is(low)  # no context: level 0
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
 def test_power_modes_over_qos(xdna_chip: str, xdna_emulator: Emulator, xdna_shim: Shim) -> None:
     shim, emu = xdna_shim, xdna_emulator
     top_hclk, low_hclk, med_hclk = {"npu1": (1600, 800, 1024), "npu4": (1800, 792, 1267)}[xdna_chip]
@@ -468,30 +510,39 @@ def test_debug_bo_bad_input(xdna_chip: str, xdna_shim: Shim) -> None:
 
 # -- the context runqueue: more contexts than partitions (docs/spec/jobs.md §3a) ------------
 
-JOBS_PER_THREAD = 40
+#: thousands of jobs per thread, each thread on its own context (the driver's own stress)
+JOBS_PER_THREAD = 2000
 
 
-@pytest.mark.parametrize("xdna_chip", CHIPS)
-def test_more_contexts_than_columns(xdna_chip: str, xdna_shim: Shim) -> None:
+@pytest.mark.parametrize(("xdna_chip", "cols", "jobs"), [
+    ("npu1", 1, JOBS_PER_THREAD), ("npu1", 0, JOBS_PER_THREAD // 2), ("npu4", 0, JOBS_PER_THREAD)])
+def test_more_contexts_than_columns(xdna_chip: str, cols: int, jobs: int, xdna_shim: Shim) -> None:
+    """Six threads, each running thousands of jobs on its own context, all complete: on npu1
+    six one-column contexts share 4 columns (cols 1), or each wants every usable column
+    so one runs at a time (cols 0: every job a swap, so fewer jobs); the runqueue swaps
+    them (docs/spec/jobs.md §3a)."""
     import threading
 
     shim = xdna_shim
     limit = shim.info()["hwctx_limit"]
     assert limit == {"npu1": 6, "npu4": 16}[xdna_chip]
-    # npu1: every context wants all 4 usable columns, so only one is connected at a time
-    ctxs = [shim.hwctx_create() for _ in range(6)]
+    ctxs = [shim.hwctx_create(num_cols=cols) for _ in range(6)]
     errors: list[BaseException] = []
 
     def worker(ctx: int, seed: int) -> None:
         try:
             b = Bufs(shim)
             cmd = cmd_bo(shim, b.cmd("npu"))
-            for i in range(JOBS_PER_THREAD):
-                np.frombuffer(shim.bo_map(b.src), np.int32)[:] = b.data + seed * 1000 + i
+            src = np.frombuffer(shim.bo_map(b.src), np.int32)
+            dst = np.frombuffer(shim.bo_map(b.dst), np.int32)
+            for i in range(jobs):
+                src[0] = i  # each job's result is its own
+                src[1] = seed
                 shim.wait(ctx, shim.exec(ctx, cmd), 30000)
-                assert shim.cmd_state(cmd) == ErtState.COMPLETED
+                assert shim.cmd_state(cmd) == ErtState.COMPLETED, i
                 shim.bo_sync(b.dst, SYNC_FROM_DEVICE)
-                assert (np.frombuffer(shim.bo_map(b.dst), np.int32) == b.data + seed * 1000 + i).all()
+                assert dst[0] == i and dst[1] == seed, (i, dst[:2])
+            assert (dst[2:] == b.data[2:]).all()
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -502,13 +553,210 @@ def test_more_contexts_than_columns(xdna_chip: str, xdna_shim: Shim) -> None:
         t.join(300)
     assert not errors, errors[:1]
     infos = [shim.hwctx_info(c) for c in ctxs]
-    assert all(i["completed"] == JOBS_PER_THREAD for i in infos)
+    assert all(i["completed"] == jobs and i["errors"] == 0 for i in infos)
     if xdna_chip == "npu1":  # firmware contexts came and went: CREATE/DESTROY repeated
         assert sum(i["connects"] for i in infos) > len(ctxs) and sum(i["swaps"] for i in infos) > 0
     extra = [shim.hwctx_create() for _ in range(limit - len(ctxs))]
     assert errno_of(shim.hwctx_create) == errno.EBUSY  # hwctx_limit + 1
     for c in ctxs + extra:
         shim.hwctx_destroy(c)
+
+
+@pytest.mark.parametrize("xdna_chip", ["npu1"])
+def test_sessions_share_columns_under_load(xdna_chip: str, xdna_emulator: Emulator,
+                                          xdna_shim: Shim) -> None:
+    """Three threads of the driver session and three of a client session, each with its own
+    context wanting every usable column: one runqueue serves both sessions and every job
+    completes (docs/spec/jobs.md §3a)."""
+    import threading
+
+    errors: list[BaseException] = []
+    jobs = JOBS_PER_THREAD // 4
+
+    def worker(shim: Shim, ctx: int, seed: int) -> None:
+        try:
+            b = Bufs(shim)
+            cmd = cmd_bo(shim, b.cmd("npu"))
+            src = np.frombuffer(shim.bo_map(b.src), np.int32)
+            dst = np.frombuffer(shim.bo_map(b.dst), np.int32)
+            for i in range(jobs):
+                src[0], src[1] = i, seed
+                shim.wait(ctx, shim.exec(ctx, cmd), 30000)
+                assert shim.cmd_state(cmd) == ErtState.COMPLETED, i
+                shim.bo_sync(b.dst, SYNC_FROM_DEVICE)
+                assert dst[0] == i and dst[1] == seed, (i, dst[:2])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    with Shim.open(xdna_emulator.socket) as cl:
+        cl.attach()
+        owners = [xdna_shim] * 3 + [cl] * 3
+        ctxs = [sh.hwctx_create() for sh in owners]
+        threads = [threading.Thread(target=worker, args=(sh, c, i))
+                   for i, (sh, c) in enumerate(zip(owners, ctxs, strict=True))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        assert not errors, errors[:1]
+        infos = [sh.hwctx_info(c) for sh, c in zip(owners, ctxs, strict=True)]
+        assert all(i["completed"] == jobs and i["errors"] == 0 for i in infos)
+        # each session gave partitions to the other
+        assert sum(i["swaps"] for i in infos[:3]) > 0 and sum(i["swaps"] for i in infos[3:]) > 0
+        for c in ctxs[3:]:
+            cl.hwctx_destroy(c)
+    for c in ctxs[:3]:
+        xdna_shim.hwctx_destroy(c)
+
+
+#: idle TDR ticks after which the runqueue disconnects a context (docs/spec/jobs.md §3a)
+IDLE_TICKS = 3
+
+
+def fw_contexts(emu: Emulator) -> tuple[list[dict], int]:
+    """The firmware's live contexts and how many it destroyed so far (daemon status)."""
+    with ControlClient(emu.socket) as cl:
+        cl.version()
+        dev = cl.status()
+    dev = dev.get("device", dev)
+    return dev["contexts"], dev["counters"]["contexts_destroyed"]
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_idle_context_is_disconnected_and_reconnects(
+        xdna_chip: str, xdna_emulator_factory, xdna_firmware_dir: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    from xdna_emu.testing.wait import wait_until
+
+    trace = tmp_path / "trace.json"
+    emu = xdna_emulator_factory(xdna_chip, trace=trace)
+    with Shim.open(emu.socket) as shim:
+        shim.probe(xdna_firmware_dir)
+        shim.set_tdr_ms(20)
+        ctx = shim.hwctx_create()
+        b = Bufs(shim)
+        assert run(shim, ctx, b.cmd("npu")) == ErtState.COMPLETED and b.copied()
+        # nothing to do for IDLE_TICKS ticks: disconnected without any contention
+        info = wait_until(lambda: shim.hwctx_info(ctx), lambda i: i["idle_outs"] == 1,
+                          what="the idle disconnect")
+        assert info["state"] == "idle" and info["swaps"] == 0 and info["connects"] == 1
+        live, destroyed = fw_contexts(emu)
+        assert live == [] and destroyed == 1  # DESTROY_CONTEXT reached the firmware
+        shim.set_tdr_ms(600_000)  # no further idle ticks while the rest runs
+        assert run(shim, ctx, b.cmd("npu")) == ErtState.COMPLETED and b.copied()
+        info = shim.hwctx_info(ctx)
+        assert info["state"] == "active" and info["connects"] == 2 and info["completed"] == 2
+        if xdna_chip == "npu4":  # a health query of a disconnected context connects it too
+            shim.hwctx_destroy(ctx)
+            ctx = shim.hwctx_create()
+            shim.set_tdr_ms(20)
+            wait_until(lambda: shim.hwctx_info(ctx)["idle_outs"], what="the idle disconnect")
+            shim.set_tdr_ms(600_000)
+            assert len(shim.app_health(ctx)) > 0
+            assert shim.hwctx_info(ctx)["state"] == "active"
+        assert [c["id"] for c in fw_contexts(emu)[0]] == [info["fw_ctx_id"]]
+        shim.hwctx_destroy(ctx)
+    emu.stop()
+    # the firmware messages: CREATE/DESTROY_CONTEXT repeat for the one user context
+    ev = json.loads(trace.read_text())["traceEvents"]
+    ops = [e["name"] for e in ev if e.get("cat") == "mailbox" and e["ph"] == "b"
+           and e["name"] in ("CREATE_CONTEXT", "DESTROY_CONTEXT")]
+    assert ops == ["CREATE_CONTEXT", "DESTROY_CONTEXT"] * {"npu1": 2, "npu4": 4}[xdna_chip]
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_busy_context_is_not_idle_disconnected(xdna_chip: str, xdna_shim: Shim) -> None:
+    """A context whose job hangs is TDR's (TIMEOUT, re-created), never an idle disconnect."""
+    from xdna_emu.testing.wait import wait_until
+
+    shim = xdna_shim
+    shim.set_tdr_ms(20)
+    ctx = shim.hwctx_create()
+    hang = cmd_bo(shim, ert_start_npu(*inst_of(shim, K.Kernel.HANG)))
+    shim.exec(ctx, hang)
+    wait_until(lambda: shim.cmd_state(hang), lambda s: s == ErtState.TIMEOUT, what="TDR")
+    info = wait_until(lambda: shim.hwctx_info(ctx), lambda i: i["connects"] == 2,
+                      what="the re-creation")  # TDR writes TIMEOUT first, then re-creates
+    assert info["timeouts"] == 1
+    # idle afterwards: disconnected only after its idle ticks
+    info = wait_until(lambda: shim.hwctx_info(ctx), lambda i: i["idle_outs"] == 1,
+                      what="the idle disconnect")
+    assert info["connects"] == 2 and info["state"] == "idle"
+    shim.hwctx_destroy(ctx)
+
+
+def test_disconnected_client_context_still_holds_the_device(xdna_emulator: Emulator,
+                                                           xdna_shim: Shim) -> None:
+    """A client's context keeps its runtime-PM reference while the runqueue has it
+    disconnected (ctrl HWCTX_LIVE): the driver still sees an active context."""
+    from xdna_emu.testing.wait import wait_until
+
+    with Shim.open(xdna_emulator.socket) as cl:
+        cl.attach()
+        cl.set_tdr_ms(20)
+        ctx = cl.hwctx_create()
+        b = Bufs(cl)
+        assert run(cl, ctx, b.cmd("npu")) == ErtState.COMPLETED
+        wait_until(lambda: cl.hwctx_info(ctx)["idle_outs"], what="the idle disconnect")
+        assert fw_contexts(xdna_emulator)[0] == []
+        assert errno_of(xdna_shim.set_power_mode, "turbo") == errno.EBUSY
+        assert run(cl, ctx, b.cmd("npu")) == ErtState.COMPLETED and b.copied()
+        cl.hwctx_destroy(ctx)
+    wait_until(lambda: not fw_contexts(xdna_emulator)[0], what="the client gone")
+
+
+def inst_of(shim: Shim, kernel: K.Kernel) -> tuple[int, int]:
+    """A DEV BO holding ``kernel``'s descriptor: (device address, size)."""
+    bo = shim.bo_create(BO_DEV, 4096)
+    shim.bo_map(bo)[: K.DESC.size] = K.encode(K.Desc(kernel))
+    return shim.bo_info(bo)["xdna_addr"], K.DESC.size
+
+
+@pytest.mark.parametrize("xdna_chip", CHIPS)
+def test_runqueue_swaps_across_sessions(xdna_chip: str, xdna_emulator: Emulator,
+                                        xdna_shim: Shim) -> None:
+    """Contexts of the driver session and of a client session share the partitions: a job of
+    a disconnected client context makes the driver disconnect an idle context of its own,
+    and back (docs/spec/jobs.md §3a)."""
+    drv = xdna_shim
+    limit = drv.info()["hwctx_limit"]
+    # npu1: each context wants every usable column (one fits at a time); npu4: all firmware
+    # contexts are taken by the driver session
+    mine = [drv.hwctx_create() for _ in range(1 if xdna_chip == "npu1" else limit)]
+    drv.set_tdr_ms(600_000)  # no idle disconnects: only swaps free a partition here
+    bd = Bufs(drv)
+    for c in mine:
+        assert run(drv, c, bd.cmd("npu")) == ErtState.COMPLETED
+    with Shim.open(xdna_emulator.socket) as cl:
+        cl.attach()
+        cl.set_tdr_ms(600_000)
+        theirs = cl.hwctx_create()
+        assert cl.hwctx_info(theirs)["state"] == "idle"  # NOAVAIL: created disconnected
+        bc = Bufs(cl)
+        assert run(cl, theirs, bc.cmd("npu")) == ErtState.COMPLETED and bc.copied()
+        assert cl.hwctx_info(theirs)["connects"] == 1
+        if xdna_chip == "npu1":  # the firmware holds the client's context, not the driver's
+            assert [c["pasid"] for c in fw_contexts(xdna_emulator)[0]] == [cl.info()["pasid"]]
+        out = [drv.hwctx_info(c) for c in mine]
+        assert sum(i["swaps"] for i in out) == 1  # the least recently active one
+        assert out[0]["swaps"] == 1 and out[0]["state"] == "idle"
+        # the driver's context wants a partition back: the least recently active idle
+        # context goes; on npu1 that is the client's (the driver has no other), on npu4 one
+        # of the driver's own
+        assert run(drv, mine[0], bd.cmd("npu")) == ErtState.COMPLETED and bd.copied()
+        assert drv.hwctx_info(mine[0])["connects"] == 2
+        info = cl.hwctx_info(theirs)
+        if xdna_chip == "npu1":
+            assert info["swaps"] == 1 and info["state"] == "idle"
+            # and again: CREATE/DESTROY_CONTEXT repeat for one user context of each session
+            assert run(cl, theirs, bc.cmd("npu")) == ErtState.COMPLETED and bc.copied()
+            assert cl.hwctx_info(theirs)["connects"] == 2
+            assert drv.hwctx_info(mine[0])["swaps"] == 2
+        else:
+            assert info["swaps"] == 0 and info["state"] == "active"
+            assert drv.hwctx_info(mine[1])["swaps"] == 1
+        cl.hwctx_destroy(theirs)
+    for c in mine:
+        drv.hwctx_destroy(c)
 
 
 # -- CU bundles (docs/spec/jobs.md §5a) ------------------------------------------------------

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from xdna_emu.fuzz.faults import ACT_FAULTS, MSG_FAULTS
-from xdna_emu.fuzz.shim_machine import VISITS, ShimMachine, shared
+from xdna_emu.fuzz.shim_machine import VISITS, ShimConfigMachine, ShimMachine, shared
 from xdna_emu.shim import ShimError
 
 GET_FW_VERSION = 0x108
@@ -109,6 +109,23 @@ def test_shim_state_machine(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None: 
         deadline=None, derandomize=os.environ.get("HYPOTHESIS_PROFILE") != "fuzz",
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
     missing = MUST_VISIT - set(VISITS)
+    assert not missing, f"outcomes never reached: {missing} (visits {dict(VISITS)})"
+
+
+#: what the configuration machine must reach: each new call succeeding, the driver's
+#: refusals of bad ones, and a command in a legacy form running
+MUST_VISIT_CONFIG = {"qctx:ok", "qctx:EINVAL", "cucfg:ok", "cucfg:EINVAL", "dbg:ok",
+                     "dbg:EINVAL", "syncwait:ok", "exec:ok", "exec:EINVAL", "final completed"}
+
+
+def test_shim_config_machine(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """The second machine (the configuration calls and every command form), as above."""
+    monkeypatch.setenv("XDNA_FUZZ_ARTIFACTS", str(tmp_path))
+    VISITS.clear()
+    run_state_machine_as_test(ShimConfigMachine, settings=settings(
+        deadline=None, derandomize=os.environ.get("HYPOTHESIS_PROFILE") != "fuzz",
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
+    missing = MUST_VISIT_CONFIG - set(VISITS)
     assert not missing, f"outcomes never reached: {missing} (visits {dict(VISITS)})"
 
 

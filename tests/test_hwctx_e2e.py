@@ -146,13 +146,18 @@ def test_invalid_buffer_objects(shim: Shim) -> None:
     assert errno_of(shim.bo_create, BO_DEV_HEAP, 3 * MiB) == errno.EINVAL
     heap = shim.bo_create(BO_DEV_HEAP, 128 * MiB)
     assert shim.bo_info(heap)["xdna_addr"] == HEAP_DEV_ADDR
-    assert errno_of(shim.bo_create, BO_DEV_HEAP, 64 * MiB) == errno.EBUSY  # one per session
+    # npu4's heap grows by chunks up to 512 MiB (docs/spec/uapi.md §6)
+    more = shim.bo_create(BO_DEV_HEAP, 64 * MiB)
+    assert shim.bo_info(more)["xdna_addr"] == HEAP_DEV_ADDR + 128 * MiB
+    assert errno_of(shim.bo_create, BO_DEV_HEAP, 384 * MiB) == errno.EBUSY  # past 512 MiB
+    assert errno_of(shim.bo_create, BO_DEV_HEAP, 576 * MiB) == errno.EINVAL  # no heap that big
     dev = shim.bo_create(BO_DEV, 100)
     dev2 = shim.bo_create(BO_DEV, 100)
     a, b = shim.bo_info(dev)["xdna_addr"], shim.bo_info(dev2)["xdna_addr"]
     assert a % (32 << 10) == 0 and b % (32 << 10) == 0 and a != b
-    assert errno_of(shim.bo_create, BO_DEV, 200 * MiB) == errno.ENOMEM
-    assert errno_of(shim.bo_free, heap) == errno.EBUSY  # DEV BOs live in it
+    assert errno_of(shim.bo_create, BO_DEV, 200 * MiB) == errno.ENOMEM  # not in 192 MiB now
+    assert errno_of(shim.bo_create, BO_DEV, 576 * MiB) == errno.EINVAL  # never fits
+    assert errno_of(shim.bo_free, more) == errno.EBUSY  # DEV BOs live in the heap
     for bad in (0, 12345):
         assert errno_of(shim.bo_info, bad) == errno.EINVAL
         assert errno_of(shim.bo_free, bad) == errno.EINVAL
@@ -163,7 +168,29 @@ def test_invalid_buffer_objects(shim: Shim) -> None:
     assert errno_of(shim.bo_info, share) == errno.EINVAL
     shim.bo_free(dev)
     shim.bo_free(dev2)
+    assert errno_of(shim.bo_free, heap) == errno.EBUSY  # a later chunk follows it
+    shim.bo_free(more)
     shim.bo_free(heap)
+
+
+def test_heap_grows_under_a_live_context(shim: Shim) -> None:
+    """A chunk added after the context connected reaches the firmware before the next job, and
+    a DEV BO spanning the two chunks is read and written by the device (docs/spec/uapi.md §6)."""
+    shim.bo_create(BO_DEV_HEAP, 64 * MiB)
+    ctx = shim.hwctx_create()
+    first, src = copy_job(shim, bo_type=BO_DEV)
+    assert first.run(ctx) == ErtState.COMPLETED  # connected with one 64 MiB chunk
+    bos = [first.instr, *first.args]
+    top = max(first.addr(b) + -(-shim.bo_info(b)["size"] // (32 << 10)) * (32 << 10) for b in bos)
+    tail = HEAP_DEV_ADDR + 64 * MiB - top
+    shim.bo_create(BO_DEV, tail - (64 << 10))  # leaves 64 KiB at the end of chunk 0
+    assert errno_of(shim.bo_create, BO_DEV, 1 * MiB) == errno.ENOMEM  # EAGAIN at the UAPI
+    shim.bo_create(BO_DEV_HEAP, 64 * MiB)
+    job, src = copy_job(shim, n=64 << 10, bo_type=BO_DEV, seed=3)
+    a = job.addr(job.args[0])
+    assert a < HEAP_DEV_ADDR + 64 * MiB < a + (256 << 10)  # the input spans both chunks
+    assert job.run(ctx) == ErtState.COMPLETED
+    assert np.array_equal(job.output(), src)
 
 
 def test_sync_checks_offset_and_size(shim: Shim) -> None:

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 
@@ -91,13 +90,18 @@ def test_killed_client_is_reclaimed_and_others_go_on(xdna_emulator, xdna_firmwar
         ctx = drv.context()
         x = drv.buffer(np.arange(1024, dtype=np.int32))
         y = drv.buffer(np.zeros(1024, dtype=np.int32))
-        time.sleep(0.3)  # let the victim get commands in flight (a hang among them, maybe)
+        # the victim has commands going through the firmware when it dies
+        wait_until(lambda: _status(xdna_emulator)["device"]["contexts"],
+                   lambda cs: sum(c["completed"] for c in cs) >= 10,
+                   timeout=30, interval=0.05, what="the victim's jobs to run")
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
-        st = wait_until(lambda: _status(xdna_emulator),  # sessions: driver + this query
-                        lambda st: st["sessions"] == 2 and not st["device"]["contexts"],
-                        timeout=10, interval=0.05, what="the killed client to be reclaimed")
-        assert st["open_fds"] <= fds0 + 2
+        # everything it held comes back: its session, contexts and descriptors (sessions:
+        # driver + this query; fds are counted once the daemon has closed them all)
+        wait_until(lambda: _status(xdna_emulator),
+                   lambda st: st["sessions"] == 2 and not st["device"]["contexts"]
+                   and st["open_fds"] <= fds0 + 2,
+                   timeout=10, interval=0.05, what="the killed client to be reclaimed")
         assert ctx.run("scale", x, y, scalar=5).wait(5) == "completed"
         assert (y.read() == np.arange(1024) * 5).all()
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,8 @@ pytestmark = pytest.mark.skipif(CC is None or not shutil.which("umockdev-run"),
 def uapi_test(tmp_path_factory: pytest.TempPathFactory) -> Path:
     exe = tmp_path_factory.mktemp("uapi") / "uapi_test"
     defs = {"XKNL_MAGIC": K.MAGIC, "XKNL_VERSION": K.VERSION, "XKNL_ADD": int(K.Kernel.ADD),
-            "XKNL_INT32": int(K.DType.INT32)}
+            "XKNL_INT32": int(K.DType.INT32), "XKNL_FAIL": int(K.Kernel.FAIL),
+            "XKNL_AIE_ERR": K.AIE_ERR_INSTRUCTION}
     subprocess.run([CC, "-std=gnu11", "-O1", "-Wall", "-Werror", "-o", str(exe),
                     "-I", str(ROOT / "csrc" / "generated"), "-I", str(ROOT / "csrc"),
                     *(f"-D{k}={v}u" for k, v in defs.items()),
@@ -110,6 +112,212 @@ def test_two_devices_and_python_access() -> None:
     proc = subprocess.run([*EXEC, "--chip", "npu1", "--chip", "npu4", "--", sys.executable,
                            "-c", prog], capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0 and "python ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(("chip", "level"), [("npu1", 5), ("npu4", 3)])
+def test_exec_program_qos_moves_the_clock(chip: str, level: int) -> None:
+    """A program under exec is a client session: its CREATE_HWCTX QoS moves the device's DPM
+    level like the driver's own contexts (docs/spec/jobs.md §6), and the clock query shows it."""
+    prog = textwrap.dedent("""
+        import ctypes, sys
+        from xdna_emu import uapi_table as T
+        from xdna_emu.chips import load_chip
+        from xdna_emu.testing.wait import wait_until
+        from xdna_emu.uapi import AccelFile
+        chip, level = sys.argv[1], int(sys.argv[2])
+        dpm = [lv[1] for lv in load_chip(chip).dpm_levels]
+        with AccelFile("/dev/accel/accel0") as f:
+            def hclk():
+                return f.get_info("QUERY_CLOCK_METADATA", T.QUERY_CLOCK_METADATA)["h_clock"]["freq_mhz"]
+            heap = f.create_bo(T.const("AMDXDNA_BO_DEV_HEAP"), 64 << 20)
+            m = f.map_bo(heap, 64 << 20)
+            qos = bytearray(T.QOS_INFO.pack(gops=100, fps=25, dma_bandwidth=0, latency=0,
+                            frame_exec_time=0, priority=T.const("AMDXDNA_QOS_NORMAL_PRIORITY"),
+                            user_start_col=0, reserved=0))
+            qp = ctypes.addressof((ctypes.c_char * len(qos)).from_buffer(qos))
+            out = f.ioctl("AMDXDNA_CREATE_HWCTX", ext=0, ext_flags=0, qos_p=qp, umq_bo=0,
+                          log_buf_bo=0, max_opc=2048, num_tiles=4, mem_size=0, umq_doorbell=0,
+                          handle=0, syncobj_handle=0)
+            wait_until(hclk, lambda h: h == dpm[level], what="the QoS level's clock")
+            f.ioctl("AMDXDNA_DESTROY_HWCTX", handle=out["handle"], pad=0)
+            wait_until(hclk, lambda h: h == dpm[0], what="level 0 without contexts")
+            del m
+        print("qos ok")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([*EXEC, "--chip", chip, "--", sys.executable, "-c", prog, chip,
+                           str(level)], capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0 and "qos ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("chip", ["npu1", "npu4"])
+def test_python_heap_growth(chip: str) -> None:
+    """AccelFile.dev_bo grows the heap as a runtime does (docs/spec/uapi.md §6)."""
+    prog = textwrap.dedent("""
+        import ctypes, errno, mmap, sys
+        from xdna_emu.uapi import HEAP_CHUNK, AccelFile
+        grows = sys.argv[1] != "npu1"
+        MiB = 1 << 20
+        with AccelFile() as f:
+            h = f.dev_bo(4096)
+            base = f.bo_info(h)["xdna_addr"]
+            big = 96 * MiB
+            try:
+                b = f.dev_bo(big)  # a second chunk, spanning both
+            except OSError as e:
+                assert not grows and e.errno == errno.EINVAL, e  # npu1: one fixed chunk
+                print("python ok")
+                raise SystemExit(0)
+            assert grows and f.heap_len == 2 * HEAP_CHUNK
+            info = f.bo_info(b)
+            assert info["vaddr"] == f.heap_va + (info["xdna_addr"] - base)
+            ctypes.memset(info["vaddr"] + HEAP_CHUNK - MiB, 0x5A, 2 * MiB)  # across chunks
+            view = f.map_bo(b, big)
+            assert view[HEAP_CHUNK - MiB:HEAP_CHUNK + MiB] == b"\x5a" * (2 * MiB)
+            del view
+            try:  # a copy-on-write map of a BO is refused
+                mmap.mmap(f.fd, 4096, mmap.MAP_PRIVATE, mmap.PROT_READ,
+                          offset=f.bo_info(b)["map_offset"])
+            except OSError as e:
+                assert e.errno == errno.EINVAL
+            else:
+                raise AssertionError("private map accepted")
+            f.close_bo(b)
+            assert f.bo_info(f.dev_bo(big))["xdna_addr"] == info["xdna_addr"]  # reused
+            try:
+                f.dev_bo(576 * MiB)
+            except OSError as e:
+                assert e.errno == errno.EINVAL
+            else:
+                raise AssertionError("576 MiB DEV BO accepted")
+            while f.heap_len < 512 * MiB:
+                f.add_heap_chunk()
+            try:
+                f.add_heap_chunk()
+            except OSError as e:
+                assert e.errno == errno.EBUSY
+            else:
+                raise AssertionError("heap grew past 512 MiB")
+        print("python ok")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([*EXEC, "--chip", chip, "--", sys.executable, "-c", prog, chip],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0 and "python ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_python_userptr_bo() -> None:
+    """AccelFile.userptr_bo: the BO is the program's own pages (docs/spec/uapi.md §6)."""
+    prog = textwrap.dedent("""
+        import ctypes, errno, mmap
+        from xdna_emu.uapi import AccelFile
+        buf = mmap.mmap(-1, 8192)
+        buf[:4] = b"abcd"
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+        with AccelFile() as f:
+            h = f.userptr_bo([(addr, 8192)])
+            buf[4:8] = b"efgh"  # after CREATE_BO: no copy was taken
+            view = f.map_bo(h, 8192)
+            assert view[:8] == b"abcdefgh"
+            view[8:12] = b"ijkl"
+            assert buf[8:12] == b"ijkl"
+            for bad, want in (([(addr + 16, 4096)], errno.EINVAL), ([(0x1000, 4096)], errno.EFAULT)):
+                try:
+                    f.userptr_bo(bad)
+                except OSError as e:
+                    assert e.errno == want, e
+                else:
+                    raise AssertionError(f"{bad} accepted")
+            del view
+        print("python ok")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([*EXEC, "--chip", "npu4", "--", sys.executable, "-c", prog],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0 and "python ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_python_device_settings() -> None:
+    """AccelFile.get_info / set_state on the driver's device settings (docs/spec/uapi.md §6)."""
+    prog = textwrap.dedent("""
+        import ctypes, errno, os
+        from xdna_emu import uapi_table as T
+        from xdna_emu.uapi import AccelFile
+        with AccelFile() as f:
+            for get, put in (("GET_FORCE_PREEMPT_STATE", "SET_FORCE_PREEMPT"),
+                             ("GET_FRAME_BOUNDARY_PREEMPT_STATE", "SET_FRAME_BOUNDARY_PREEMPT")):
+                assert f.get_info(get, T.ATTRIBUTE_STATE)["state"] == 0
+                if os.geteuid() == 0:
+                    f.set_state(put, T.ATTRIBUTE_STATE, state=1)
+                    assert f.get_info(get, T.ATTRIBUTE_STATE)["state"] == 1
+                    try:
+                        f.set_state(put, T.ATTRIBUTE_STATE, state=2)
+                    except OSError as e:
+                        assert e.errno == errno.EINVAL
+                    else:
+                        raise AssertionError("state 2 accepted")
+                    f.set_state(put, T.ATTRIBUTE_STATE, state=0)
+            with AccelFile() as g:  # a syncobj named by a second file through an fd
+                h = f.ioctl("SYNCOBJ_CREATE", flags=T.const("DRM_SYNCOBJ_CREATE_SIGNALED"))["handle"]
+                sfd = f.syncobj_to_fd(h)
+                mine = g.fd_to_syncobj(sfd)
+                os.close(sfd)
+                arr = (ctypes.c_uint32 * 1)(mine)
+                g.ioctl("SYNCOBJ_WAIT", handles=ctypes.addressof(arr), count_handles=1)  # signalled
+                try:
+                    g.fd_to_syncobj(-1)
+                except OSError as e:
+                    assert e.errno == errno.EINVAL
+                else:
+                    raise AssertionError("fd -1 imported")
+                assert mine >= 1
+        print("python ok")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([*EXEC, "--chip", "npu4", "--", sys.executable, "-c", prog],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0 and "python ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_driver_service_answers(xdna_shim: Any, tmp_path: Path) -> None:
+    """The driver service on a driver session: each call with the driver's errno
+    (docs/spec/uapi.md §5-6)."""
+    import errno
+    import socket
+    import struct
+
+    from xdna_emu import uapi_table as T
+    from xdna_emu.uapi import DriverService
+
+    svc = DriverService(xdna_shim, tmp_path / "drv")
+
+    def call(nr: int, param: int, body: bytes = b"") -> tuple[int, bytes]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+            s.connect(str(tmp_path / "drv"))
+            s.send(struct.pack("<II", nr, param) + body)
+            rep = s.recv(64)
+        return struct.unpack_from("<i", rep)[0], rep[4:]
+
+    try:
+        set_nr, info_nr = T.ioctl("AMDXDNA_SET_STATE").nr, T.ioctl("AMDXDNA_GET_INFO").nr
+        low = T.SET_POWER_MODE.pack(power_mode=T.const("POWER_MODE_LOW"))
+        assert call(set_nr, T.const("DRM_AMDXDNA_SET_POWER_MODE"), low) == (0, b"")
+        assert xdna_shim.power()["mode"] == "low"
+        err, ans = call(info_nr, T.const("DRM_AMDXDNA_GET_POWER_MODE"))
+        assert err == 0 and T.GET_POWER_MODE.unpack(ans)["power_mode"] == T.const("POWER_MODE_LOW")
+        ctx = xdna_shim.hwctx_create()
+        turbo = T.SET_POWER_MODE.pack(power_mode=T.const("POWER_MODE_TURBO"))
+        assert call(set_nr, T.const("DRM_AMDXDNA_SET_POWER_MODE"), turbo)[0] == errno.EBUSY
+        xdna_shim.hwctx_destroy(ctx)
+        err, ans = call(T.ioctl("AMDXDNA_GET_ARRAY").nr, T.const("DRM_AMDXDNA_HW_LAST_ASYNC_ERR"))
+        assert (err, ans) == (0, b"")  # no async error yet: no element
+        assert call(info_nr, T.const("DRM_AMDXDNA_QUERY_SENSORS"))[0] == errno.EOPNOTSUPP
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:  # a short request
+            s.connect(str(tmp_path / "drv"))
+            s.send(b"\x01")
+            assert struct.unpack_from("<i", s.recv(64))[0] == errno.EINVAL
+    finally:
+        svc.close()
 
 
 def test_decoder_fuzz() -> None:

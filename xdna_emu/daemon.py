@@ -357,11 +357,30 @@ class Daemon:
         return self.driver is not None and self.fn.probed
 
     def _publish_foreign_ctx(self) -> None:
-        """Tell the driver how many contexts clients hold (their runtime-PM references)."""
+        """Tell the driver how many contexts clients hold (their runtime-PM references), and
+        every session the shared runqueue's state: the other sessions' asks for a partition
+        and how many firmware contexts went away (docs/spec/jobs.md §3a); the driver the
+        highest DPM level client contexts ask for, and the clients the level the SMU runs
+        at (§6)."""
+        dev = self.fn.device
+        gen = dev.stats.get("contexts_destroyed", 0) & 0xFFFFFFFF
+        live = [(s, s.ctrl) for s in self.sessions.values() if s.ctrl is not None]
+        asks = [struct.unpack_from("<I", c, P.CTRL_OFF_RQ_ASK)[0] for _, c in live]
+        total = sum(asks)
         drv = self.driver
-        if drv is not None and drv.ctrl is not None:
-            n = self.fn.device.context_count(exclude_pasid=drv.pasid)
-            struct.pack_into("<I", drv.ctrl, P.CTRL_OFF_FOREIGN_CTX, n)
+        dctrl = drv.ctrl if drv is not None else None
+        now = struct.unpack_from("<I", dctrl, P.CTRL_OFF_DPM_NOW)[0] if dctrl is not None else 0
+        held = want = 0
+        for (s, c), ask in zip(live, asks, strict=True):
+            struct.pack_into("<II", c, P.CTRL_OFF_RQ_ASKS, (total - ask) & 0xFFFFFFFF, gen)
+            if s is not drv:
+                held += struct.unpack_from("<I", c, P.CTRL_OFF_HWCTX_LIVE)[0]
+                want = max(want, struct.unpack_from("<I", c, P.CTRL_OFF_DPM_WANT)[0])
+                struct.pack_into("<I", c, P.CTRL_OFF_DPM_NOW, now)
+        if drv is not None and dctrl is not None:
+            n = max(dev.context_count(exclude_pasid=drv.pasid), held)
+            struct.pack_into("<I", dctrl, P.CTRL_OFF_FOREIGN_CTX, n)
+            struct.pack_into("<I", dctrl, P.CTRL_OFF_FOREIGN_DPM, want)
 
     def _publish_config(self) -> None:
         """Config space changed: keep the sysfs ``config`` file true (rewritten only when its
@@ -547,14 +566,14 @@ class Daemon:
             data, anc, _flags, _ = sess.sock.recvmsg(65536, socket.CMSG_SPACE(4 * P.MAX_MSG_FDS))
         except (OSError, TimeoutError) as exc:
             self.drop(sess, f"recv failed: {exc}")
-            return False
+            return True  # the others' shared ctrl words change (docs/spec/jobs.md §3a)
         for level, typ, cdata in anc:
             if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
                 n = len(cdata) // 4
                 sess.fds.extend(struct.unpack(f"{n}i", cdata[: n * 4]))
         if not data:
             self.drop(sess, "closed" if not sess.rx else "truncated message")
-            return False
+            return True
         sess.rx += data
         progressed = False
         try:
@@ -748,6 +767,9 @@ class Daemon:
 
     def _h_mgmt_proxy(self, sess: Connection, payload: bytes) -> tuple[bytes, list[int]]:
         opcode, _ = P.MGMT_PROXY_HDR.unpack_from(payload)
+        # the session's logged writes come first: a lazy ring-head write of a channel it is
+        # giving up must not reach the channel another session gets next (protocol.md)
+        self._drain(sess)
         return self.fn.proxy(sess.pasid, opcode, payload[P.MGMT_PROXY_HDR.size :]), []
 
     def _h_status(self, sess: Connection, payload: bytes) -> tuple[bytes, list[int]]:

@@ -536,7 +536,8 @@ class Shim:
                 "cu_status": i.cu_status, "pending": i.pending, "submitted": i.submitted,
                 "completed": i.completed, "errors": i.errors, "timeouts": i.timeouts,
                 "aborts": i.aborts, "dpm_level": i.dpm_level, "connects": i.connects,
-                "swaps": i.swaps, "syncobj": i.syncobj, "umq_doorbell": i.umq_doorbell}
+                "swaps": i.swaps, "syncobj": i.syncobj, "umq_doorbell": i.umq_doorbell,
+                "idle_outs": i.idle_outs}
 
     def exec(self, hwctx: int, cmd_bo: int) -> int:
         """Submit the command in ``cmd_bo``; returns its sequence number."""

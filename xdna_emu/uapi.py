@@ -13,14 +13,19 @@ codecs of :mod:`xdna_emu.uapi_table`); it works in any process started by ``exec
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import fcntl
 import importlib.machinery
 import mmap
 import os
 import shlex
 import shutil
+import socket
+import struct
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +35,7 @@ from . import uapi_table as T
 
 ENV_SOCKET = "XDNA_EMU_ACCEL{}_SOCKET"  # accelN -> its daemon socket
 ENV_STATE = "XDNA_EMU_ACCEL{}_STATE"  # accelN -> the file holding its cross-process tables
+ENV_DRIVER = "XDNA_EMU_ACCEL{}_DRIVER"  # accelN -> the socket of exec's driver session
 ENV_PRELOAD = "XDNA_EMU_PRELOAD"
 DEFAULT_CHIP = "npu4"
 # not `exec "$@"`: the shell stays the program's parent and exits 128 + N when signal N
@@ -131,18 +137,24 @@ def _resolve(chips: Sequence[str], bdfs: Sequence[str], sockets: Sequence[str],
     return targets
 
 
-def _load_driver(sock: str, stack: contextlib.ExitStack) -> dict[str, Any]:
+def _load_driver(sock: str, stack: contextlib.ExitStack,
+                 service: Path) -> tuple[dict[str, Any], bool]:
     """Probe the device unless a driver session exists (else attach to read it); keep the
-    session for the run. Returns the device facts the driver publishes in sysfs."""
+    session for the run, and when it is ours serve the driver's calls at ``service``.
+    Returns the device facts the driver publishes in sysfs, and whether it serves."""
     from .shim import Shim
 
     shim = Shim.open(sock)
     stack.callback(shim.close)
     if shim.caps.get("probed"):
         shim.attach()
-    else:
-        shim.probe(None)
-    return shim.info()
+        return shim.info(), False
+    shim.probe(None)
+    # the programs' sessions are not this session's activity: with autosuspend it would
+    # stop the firmware under them after its idle delay (docs/spec/uapi.md §7)
+    shim.set_autosuspend_ms(0)
+    stack.callback(DriverService(shim, service).close)
+    return shim.info(), True
 
 
 #: The attributes the driver adds at the PCI device (amdxdna sysfs), from the probe facts:
@@ -186,14 +198,17 @@ def run_exec(argv: Sequence[str], chips: Sequence[str] = (), bdfs: Sequence[str]
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="xdna-exec-")))
         descs: list[str] = []
         attrs: list[tuple[str, dict[str, str]]] = []
+        env = dict(os.environ)
         for minor, t in enumerate(targets):
-            info = _load_driver(t.socket, stack)
+            service = tmp / f"accel{minor}.driver"
+            info, serving = _load_driver(t.socket, stack, service)
+            if serving:
+                env[ENV_DRIVER.format(minor)] = str(service)
             desc, bdf = t.record.get("umockdev"), t.record.get("bdf")
             if isinstance(desc, str) and Path(desc).is_file() and isinstance(bdf, str):
                 descs += [desc, str(accel_description(tmp / f"accel{minor}.umockdev",
                                                       device_path(bdf), minor))]
                 attrs.append((device_path(bdf), driver_attrs(info)))
-        env = dict(os.environ)
         env.update({ENV_SOCKET.format(n): t.socket for n, t in enumerate(targets)})
         for n in range(len(targets)):  # the kernel's device-wide tables: contexts, BO usage
             state = tmp / f"accel{n}.state"
@@ -209,18 +224,115 @@ def run_exec(argv: Sequence[str], chips: Sequence[str] = (), bdfs: Sequence[str]
         return 128 - rc if rc < 0 else rc
 
 
+# ---- the driver's side of device-wide calls ---------------------------------------------
+#: ex_err_code of an AIE error: its column in bits 7:0, its row in bits 15:8 (the driver's
+#: encoding, docs/spec/uapi.md §6)
+EXTRA_ERR_ROW_SHIFT = 8
+_REQ = struct.Struct("<II")  # request: DRM command number, GET_INFO/GET_ARRAY/SET_STATE param
+_REPLY = struct.Struct("<i")  # reply: 0 or the driver's errno, then the answer's bytes
+
+
+class DriverService:
+    """The calls a program's DRM file cannot serve from its own client session, because the
+    state is the driver's (power mode, the last async error): served by the driver session
+    ``exec`` keeps, over a SOCK_SEQPACKET socket the decoder finds in
+    ``XDNA_EMU_ACCEL<N>_DRIVER`` (docs/spec/uapi.md §6). One request and one reply per
+    connection: the request's first word is the DRM command number, the second its param,
+    then the argument's bytes; the reply's first word is 0 or an errno, then the answer."""
+
+    def __init__(self, shim: Any, path: Path) -> None:
+        self.shim = shim
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        self.sock.bind(str(path))
+        self.sock.listen(16)
+        self.thread = threading.Thread(target=self._serve, name="xdna-driver-service",
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(timeout=5)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            with conn:
+                with contextlib.suppress(OSError):
+                    conn.send(self.answer(conn.recv(4096)))
+
+    def answer(self, req: bytes) -> bytes:
+        """One request's reply (errno 0 with the answer, or the driver's errno)."""
+        from .shim import ShimError
+
+        if len(req) < _REQ.size:
+            return _REPLY.pack(errno.EINVAL)
+        nr, param = _REQ.unpack_from(req)
+        body = req[_REQ.size:]
+        try:
+            if nr == T.ioctl("AMDXDNA_SET_STATE").nr and param == T.const("DRM_AMDXDNA_SET_POWER_MODE"):
+                mode = T.SET_POWER_MODE.unpack(body.ljust(T.SET_POWER_MODE.size, b"\0"))["power_mode"]
+                self.shim.set_power_mode(int(mode))
+                return _REPLY.pack(0)
+            if nr == T.ioctl("AMDXDNA_GET_INFO").nr and param == T.const("DRM_AMDXDNA_GET_POWER_MODE"):
+                from .shim import PowerMode
+
+                mode = PowerMode[str(self.shim.power()["mode"]).upper()]
+                return _REPLY.pack(0) + T.GET_POWER_MODE.pack(power_mode=int(mode))
+            if nr == T.ioctl("AMDXDNA_GET_ARRAY").nr and param == T.const("DRM_AMDXDNA_HW_LAST_ASYNC_ERR"):
+                e = self.shim.last_async_error()
+                if not e["count"]:
+                    return _REPLY.pack(0)  # none cached: no element
+                return _REPLY.pack(0) + T.ASYNC_ERROR.pack(
+                    err_code=e["err_code"], ts_us=e["ts_ns"] // 1000,
+                    ex_err_code=e["row"] << EXTRA_ERR_ROW_SHIFT | e["col"])
+        except ShimError as exc:
+            return _REPLY.pack(exc.errno or errno.EIO)
+        return _REPLY.pack(errno.EOPNOTSUPP)
+
+
 # ---- the ioctls from Python ----------------------------------------------------------
+HEAP_CHUNK = 64 << 20  # the DEV_HEAP granule a runtime grows the heap by (docs/spec/uapi.md §6)
+HEAP_RESERVE = 1 << 30  # VA a file reserves for its heap: above every chip's maximum
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_MAP_FAILED = ctypes.c_void_p(-1).value
+_MAP_FIXED, _MAP_NORESERVE = 0x10, 0x4000  # Linux <sys/mman.h>; the mmap module lacks them
+
+
+def _mmap(addr: int, size: int, prot: int, flags: int, fd: int, off: int) -> int:
+    """libc mmap (so the interposer serves an accel fd) at a chosen address."""
+    p = _libc.mmap(addr or None, size, prot, flags, fd, off)
+    if p is None or p == _MAP_FAILED:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(p)
+
+
 class AccelFile:
     """One DRM file on ``/dev/accel/accelN`` (under ``xdna-emu exec``). Every method is one
     ioctl; a failure raises ``OSError`` with the driver's errno."""
 
     def __init__(self, path: str = "/dev/accel/accel0") -> None:
         self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        self.heap_va = 0  # the heap's VA range (chunks mapped one after the other), 0: none
+        self.heap_len = 0
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self.heap_va:
+            _libc.munmap(self.heap_va, HEAP_RESERVE)
+            self.heap_va = self.heap_len = 0
 
     def __enter__(self) -> AccelFile:
         return self
@@ -254,6 +366,46 @@ class AccelFile:
         return mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE,
                          offset=off)
 
+    def add_heap_chunk(self, size: int = HEAP_CHUNK) -> int:
+        """A DEV_HEAP chunk, mapped right after the ones before it as a runtime does (the
+        driver wants a DEV BO's chunks contiguous in the program); its handle."""
+        h = self.create_bo(T.const("AMDXDNA_BO_DEV_HEAP"), size)
+        try:
+            if not self.heap_va:
+                self.heap_va = _mmap(0, HEAP_RESERVE, 0,  # PROT_NONE
+                                     mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE,
+                                     -1, 0)
+            at = self.heap_va + self.heap_len
+            _mmap(at, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED | _MAP_FIXED,
+                  self.fd, self.bo_info(h)["map_offset"])
+        except OSError:
+            self.close_bo(h)
+            raise
+        self.heap_len += size
+        return h
+
+    def dev_bo(self, size: int) -> int:
+        """A DEV BO in the heap. As a runtime does, a DEV BO that does not fit (EAGAIN) makes
+        the heap grow by a chunk and is tried again; EBUSY when the heap is at its maximum."""
+        if not self.heap_len:
+            self.add_heap_chunk()
+        while True:
+            try:
+                return self.create_bo(T.const("AMDXDNA_BO_DEV"), size)
+            except OSError as e:
+                if e.errno != errno.EAGAIN:
+                    raise
+            self.add_heap_chunk()
+
+    def userptr_bo(self, ranges: Sequence[tuple[int, int]]) -> int:
+        """A user-pointer BO over the program's own pages: page-aligned (address, length)
+        ranges, in order (docs/spec/uapi.md §6); its handle."""
+        tbl = bytearray(T.VA_TBL.pack(udma_fd=-1, num_entries=len(ranges)))
+        for va, length in ranges:
+            tbl += T.VA_ENTRY.pack(vaddr=va, len=length)
+        return int(self.ioctl("AMDXDNA_CREATE_BO", type=T.const("AMDXDNA_BO_SHARE"),
+                              vaddr=_addr(tbl))["handle"])
+
     def close_bo(self, handle: int) -> None:
         self.ioctl("GEM_CLOSE", handle=handle)
 
@@ -262,6 +414,22 @@ class AccelFile:
         self.ioctl("AMDXDNA_GET_INFO", param=T.const(f"DRM_AMDXDNA_{param}"),
                    buffer_size=len(buf), buffer=_addr(buf))
         return layout.unpack(buf)
+
+    def syncobj_to_fd(self, handle: int) -> int:
+        """SYNCOBJ_HANDLE_TO_FD: an fd naming the syncobj, for another DRM file of this
+        process (docs/spec/uapi.md §6)."""
+        return int(self.ioctl("SYNCOBJ_HANDLE_TO_FD", handle=handle)["fd"])
+
+    def fd_to_syncobj(self, fd: int) -> int:
+        """SYNCOBJ_FD_TO_HANDLE: this file's handle of the syncobj ``fd`` names."""
+        return int(self.ioctl("SYNCOBJ_FD_TO_HANDLE", fd=fd)["handle"])
+
+    def set_state(self, param: str, layout: T.Layout, /, **values: Any) -> None:
+        """SET_STATE ``DRM_AMDXDNA_<param>`` with ``layout`` packed from ``values`` (root
+        only: EACCES otherwise)."""
+        buf = bytearray(layout.pack(**values))
+        self.ioctl("AMDXDNA_SET_STATE", param=T.const(f"DRM_AMDXDNA_{param}"),
+                   buffer_size=len(buf), buffer=_addr(buf))
 
 
 def _addr(buf: bytearray) -> int:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from . import uapi_table as T
+from .fw.iface.cgen import layout_asserts
 
 HEADER_NAME = "amdxdna_accel.h"
 DOC = Path(__file__).resolve().parent.parent / "docs" / "spec" / "uapi.md"
@@ -30,11 +31,7 @@ def _decl(mb: T.Member) -> str:
 
 def _struct(lay: T.Layout) -> list[str]:
     out = [f"struct {lay.name} {{", *(_decl(mb) for mb in lay.members), "};"]
-    out.append(f'_Static_assert(sizeof(struct {lay.name}) == {lay.size}, "{lay.name} size");')
-    for name, off in lay.offsets.items():
-        out.append(f'_Static_assert(offsetof(struct {lay.name}, {name}) == {off}, '
-                   f'"{lay.name}.{name}");')
-    return out + [""]
+    return out + layout_asserts(lay.name, lay.size, lay.offsets) + [""]
 
 
 def _num(v: int) -> str:

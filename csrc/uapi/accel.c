@@ -8,6 +8,7 @@
  * each command onto the shim's public calls with the driver's errno rules.
  */
 #include "accel.h"
+#include "argcheck.h"
 #include "registry.h"
 
 #include "../shim_int.h"
@@ -21,27 +22,39 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #define ENV_SOCKET_FMT "XDNA_EMU_ACCEL%ld_SOCKET"
+#define ENV_DRIVER_FMT "XDNA_EMU_ACCEL%d_DRIVER"
 #define ACCEL_PREFIX "/dev/accel/accel"
 /* map_offset = handle << 40: one disjoint range per handle, wider than any BO (bo.c) */
 #define MAP_SHIFT 40
-#define ARG_MAX_SIZE 4096u         /* largest argument struct we accept (drm_ioctl: 16383) */
 #define EXEC_MAX_ARGS 4096u        /* arg BO handles in one EXEC_CMD */
 #define CU_CONFIG_MAX (4096u)      /* param_val_size of CONFIG_CU: one page */
 
 #define MAX_SYNCOBJS 1024u
 #define MAX_WAIT_HANDLES 64u
 
+struct accel_file;
+
+/* A syncobj may be named by several DRM files of the process (SYNCOBJ_HANDLE_TO_FD, then
+ * FD_TO_HANDLE): each name holds a reference, and all syncobjs of the process share one
+ * lock and one condition, so a signal through one file wakes a waiter in another. */
 struct syncobj {
+    unsigned refs;
+    struct accel_file *owner; /* a context timeline: the file whose session runs the context */
     uint32_t hwctx;     /* non-zero: the timeline of this context (point N = job N done) */
     bool submitted;     /* a fence was ever attached (binary) or a point signalled */
     uint64_t value;     /* binary: 1 signalled, 0 not; timeline: the highest signalled point */
 };
+
+static pthread_mutex_t sync_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sync_cond = PTHREAD_COND_INITIALIZER;
 
 struct ctx_qos {
     uint32_t handle;
@@ -56,17 +69,19 @@ struct accel_file {
     struct ctx_qos qos[XDNA_MAX_HWCTX];
     unsigned refs;                 /* fds naming this file (dup) */
     struct xdna_shim_ctx *ctx;     /* its client session */
-    bool heap_mapped;              /* the DEV_HEAP has been mmapped by the program */
+    /* where the program mapped each DEV_HEAP chunk (the driver's heap userptr), 0: not yet */
+    struct heap_map { uint32_t handle; uint64_t uva; } heap_map[XDNA_HEAP_MAX_CHUNKS];
     uint32_t cu_ctx[XDNA_MAX_HWCTX]; /* contexts whose CUs were configured */
     char client_name[DRM_CLIENT_NAME_MAX_LEN + 1];
     /* syncobjs: index = handle - 1; a context's timeline reads its jobs (§6) */
-    pthread_mutex_t sync_lock;
-    pthread_cond_t sync_cond;
     struct syncobj *sync[MAX_SYNCOBJS];
 };
 
 static void publish(struct accel_file *f);
 static void unpublish(struct accel_file *f);
+static void sync_put(struct syncobj *s);
+static void sync_drop_ctx(struct accel_file *f, uint32_t hwctx);
+static struct syncobj *sync_get(struct accel_file *f, uint32_t handle);
 
 static pthread_mutex_t tbl_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct accel_file *files[XDNA_ACCEL_MAX_FDS];
@@ -158,8 +173,6 @@ int xdna_accel_open(int minor, int flags)
     f->refs = 1;
     f->owner = getpid();
     f->reg = xdna_reg_get(minor);
-    pthread_mutex_init(&f->sync_lock, NULL);
-    pthread_cond_init(&f->sync_cond, NULL);
     f->ctx = xdna_shim_open(sock, 0);
     if (!f->ctx)
         goto free_file;
@@ -221,9 +234,14 @@ void xdna_accel_forget(int fd)
         return;
     if (last) { /* the DRM file's release: its contexts and BOs go with the session */
         unpublish(f);
+        for (unsigned i = 0; i < MAX_SYNCOBJS; i++) /* its contexts' timelines shared elsewhere */
+            if (f->sync[i] && f->sync[i]->owner == f)
+                sync_drop_ctx(f, f->sync[i]->hwctx);
         xdna_shim_close(f->ctx);
+        pthread_mutex_lock(&sync_lock);
         for (unsigned i = 0; i < MAX_SYNCOBJS; i++)
-            free(f->sync[i]);
+            sync_put(f->sync[i]);
+        pthread_mutex_unlock(&sync_lock);
         free(f);
     }
 }
@@ -365,6 +383,87 @@ static uint32_t heap_handle(struct accel_file *f)
     return h;
 }
 
+/* One DEV_HEAP chunk as the program sees it. */
+struct heap_chunk {
+    uint32_t handle;
+    uint64_t off, len; /* its range in the heap */
+    uint64_t uva;      /* the program's mapping of it, 0: none */
+};
+
+/* The chunks of the file's heap in device-address order; their count. */
+static unsigned heap_chunks(struct accel_file *f, struct heap_chunk *out)
+{
+    if (xdna_api_enter(f->ctx) < 0)
+        return 0;
+    unsigned n = 0;
+    for (unsigned i = 0; i < f->ctx->s.nheap; i++) {
+        const struct xdna_bo *c = xdna_bo_get(f->ctx, f->ctx->s.heap_chunk[i]);
+        if (c)
+            out[n++] = (struct heap_chunk){.handle = c->handle, .off = c->heap_off,
+                                           .len = c->alloc};
+    }
+    xdna_api_leave(f->ctx, 0);
+    for (unsigned i = 0; i < n; i++)
+        for (unsigned k = 0; k < XDNA_HEAP_MAX_CHUNKS; k++)
+            if (f->heap_map[k].handle == out[i].handle)
+                out[i].uva = f->heap_map[k].uva;
+    return n;
+}
+
+static void heap_map_note(struct accel_file *f, uint32_t handle, uint64_t uva)
+{
+    unsigned free_k = XDNA_HEAP_MAX_CHUNKS;
+    for (unsigned k = 0; k < XDNA_HEAP_MAX_CHUNKS; k++) {
+        if (f->heap_map[k].handle == handle)
+            return; /* the first mapping is the chunk's userptr, as the driver keeps it */
+        if (free_k == XDNA_HEAP_MAX_CHUNKS && !f->heap_map[k].handle)
+            free_k = k;
+    }
+    if (free_k < XDNA_HEAP_MAX_CHUNKS)
+        f->heap_map[free_k] = (struct heap_map){handle, uva};
+}
+
+/* Forget mappings of chunks that are gone (their handle may come back as another BO). */
+static void heap_map_prune(struct accel_file *f)
+{
+    struct heap_chunk c[XDNA_HEAP_MAX_CHUNKS];
+    unsigned n = heap_chunks(f, c);
+    for (unsigned k = 0; k < XDNA_HEAP_MAX_CHUNKS; k++) {
+        bool live = false;
+        for (unsigned i = 0; i < n; i++)
+            live |= c[i].handle == f->heap_map[k].handle;
+        if (!live)
+            f->heap_map[k].handle = 0;
+    }
+}
+
+/* The driver's rule for a DEV BO at [off, off+len) of the heap: every chunk it spans is
+ * mapped by the program (the first chunk not mapped: EINVAL, a later one: EAGAIN, the
+ * runtime maps it and retries) and those mappings are one contiguous range (EINVAL).
+ * Its user address goes to *uva. */
+static int dev_bo_userptr(struct accel_file *f, uint64_t off, uint64_t len, uint64_t *uva)
+{
+    struct heap_chunk c[XDNA_HEAP_MAX_CHUNKS];
+    unsigned n = heap_chunks(f, c);
+    if (!n || !c[0].uva)
+        return -EINVAL;
+    bool first = true;
+    uint64_t want = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (off >= c[i].off + c[i].len || off + len <= c[i].off)
+            continue;
+        if (!c[i].uva)
+            return -EAGAIN;
+        if (first)
+            *uva = c[i].uva + (off - c[i].off);
+        else if (c[i].uva != want)
+            return -EINVAL; /* the chunks' mappings are not contiguous */
+        first = false;
+        want = c[i].uva + c[i].len;
+    }
+    return first ? -EINVAL : 0;
+}
+
 static bool hwctx_exists(struct accel_file *f, uint32_t handle)
 {
     struct xdna_shim_hwctx_info hi;
@@ -477,22 +576,225 @@ static int prime_fd_to_handle(struct accel_file *f, void *k)
     return 0;
 }
 
+/* ---- syncobj fds (docs/spec/uapi.md §6) -------------------------------------------- */
+
+#define MAX_SYNC_EXPORTS 256u
+
+/* An exported syncobj: the fd is a memfd of its own, recognised by its inode. The entry
+ * holds a name of the syncobj for the life of the process (a closed fd cannot be told
+ * apart from one still open). */
+static struct {
+    dev_t dev;
+    ino_t ino;
+    pid_t pid;          /* the exporting process (a forked child has a copy of the table) */
+    struct syncobj *s;
+} exports[MAX_SYNC_EXPORTS];
+
+static int syncobj_handle_to_fd(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_handle *a = k;
+    int rc = xdna_uapi_check_syncobj_handle(a, 1); /* sync files: docs/spec/uapi.md §7 */
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&sync_lock);
+    struct syncobj *s = sync_get(f, a->handle);
+    unsigned slot = MAX_SYNC_EXPORTS;
+    for (unsigned i = 0; i < MAX_SYNC_EXPORTS && slot == MAX_SYNC_EXPORTS; i++)
+        if (!exports[i].s)
+            slot = i;
+    rc = !s ? -EINVAL : slot == MAX_SYNC_EXPORTS ? -EMFILE : 0;
+    int fd = rc ? -1 : memfd_create("xdna-syncobj", MFD_CLOEXEC); /* the driver's fd is O_CLOEXEC */
+    struct stat st;
+    if (rc == 0 && (fd < 0 || fstat(fd, &st) < 0)) {
+        rc = -errno;
+        if (fd >= 0)
+            close(fd);
+    }
+    if (rc == 0) {
+        exports[slot].dev = st.st_dev;
+        exports[slot].ino = st.st_ino;
+        exports[slot].pid = getpid();
+        exports[slot].s = s;
+        s->refs++;
+        a->fd = fd;
+    }
+    pthread_mutex_unlock(&sync_lock);
+    return rc;
+}
+
+static int syncobj_fd_to_handle(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_handle *a = k;
+    int rc = xdna_uapi_check_syncobj_handle(a, 0);
+    if (rc < 0)
+        return rc;
+    struct stat st;
+    if (fstat(a->fd, &st) < 0)
+        return -EINVAL; /* not an fd: the DRM core's answer */
+    pthread_mutex_lock(&sync_lock);
+    struct syncobj *s = NULL;
+    for (unsigned i = 0; i < MAX_SYNC_EXPORTS && !s; i++)
+        if (exports[i].s && exports[i].dev == st.st_dev && exports[i].ino == st.st_ino &&
+            exports[i].pid == getpid())
+            s = exports[i].s;
+    rc = s ? -ENOMEM : -EINVAL; /* not a syncobj of this process */
+    for (unsigned i = 0; s && i < MAX_SYNCOBJS; i++)
+        if (!f->sync[i]) {
+            f->sync[i] = s;
+            s->refs++;
+            a->handle = i + 1;
+            rc = 0;
+            break;
+        }
+    pthread_mutex_unlock(&sync_lock);
+    return rc;
+}
+
 /* ---- amdxdna: buffers ------------------------------------------------------------- */
+
+/* ---- user-pointer BOs (docs/spec/uapi.md §6) ---------------------------------------- */
+
+#define UPTR_MEMFD "xdna-share-uptr" /* a SHARE memfd name: the BO can be exported */
+
+/* How the program maps [va, va+len) (/proc/self/maps): 0 readable and writable throughout,
+ * 1 readable only throughout, -EFAULT a page not mapped or not readable, or a range part
+ * writable and part not (the driver pins such a range writable, which fails). */
+static int range_access(uint64_t va, uint64_t len)
+{
+    FILE *maps = fopen("/proc/self/maps", "re");
+    if (!maps)
+        return -EFAULT;
+    uint64_t at = va, end = va + len;
+    int ro = -1;
+    char line[512], perms[8];
+    unsigned long long lo, hi;
+    while (at < end && fgets(line, sizeof(line), maps)) {
+        if (sscanf(line, "%llx-%llx %7s", &lo, &hi, perms) != 3 || hi <= at)
+            continue;
+        if (lo > at || perms[0] != 'r')
+            break; /* a hole, or a page the program may not read */
+        int w = perms[1] == 'w' ? 0 : 1;
+        if (ro >= 0 && ro != w) {
+            ro = -2;
+            break;
+        }
+        ro = w;
+        at = hi;
+    }
+    fclose(maps);
+    return at >= end && ro >= 0 ? ro : -EFAULT;
+}
+
+/* The program's pages move into one memfd, mapped back at the same addresses with the same
+ * access: from then on the program and the device use the same pages, with no copy between
+ * them. A page that is all zeros is not written, so a sparse range stays sparse. */
+static int uptr_memfd(const struct amdxdna_drm_va_entry *e, uint32_t n, uint64_t total, bool ro)
+{
+    static const uint8_t zero[4096];
+    int fd = memfd_create(UPTR_MEMFD, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return -errno;
+    int rc = 0;
+    if (ftruncate(fd, (off_t)total) < 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) < 0)
+        rc = -ENOMEM;
+    uint64_t off = 0;
+    for (uint32_t i = 0; rc == 0 && i < n; off += e[i].len, i++)
+        for (uint64_t p = 0; rc == 0 && p < e[i].len; p += sizeof(zero)) {
+            const void *src = (const void *)(uintptr_t)(e[i].vaddr + p);
+            if (memcmp(src, zero, sizeof(zero)) &&
+                pwrite(fd, src, sizeof(zero), (off_t)(off + p)) != (ssize_t)sizeof(zero))
+                rc = -ENOMEM;
+        }
+    off = 0;
+    for (uint32_t i = 0; rc == 0 && i < n; off += e[i].len, i++)
+        if (mmap((void *)(uintptr_t)e[i].vaddr, e[i].len, ro ? PROT_READ : PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_FIXED, fd, (off_t)off) == MAP_FAILED)
+            rc = -errno;
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+
+/* CREATE_BO with vaddr: a va table {udma_fd, num_entries, entries[]}. No entries: the BO is
+ * the dma-buf udma_fd names (a PRIME import). Else each entry is a page-aligned range of the
+ * program's memory, and the BO is those ranges in order. */
+static int create_uptr_bo(struct accel_file *f, struct amdxdna_drm_create_bo *a)
+{
+    struct amdxdna_drm_va_tbl tbl;
+    if (uread(&tbl, a->vaddr, sizeof(tbl)) < 0)
+        return -EINVAL; /* the driver's errno for a table it cannot read */
+    if (!tbl.num_entries) {
+        struct drm_prime_handle ph = {.fd = tbl.udma_fd};
+        int rc = prime_fd_to_handle(f, &ph);
+        if (rc == 0)
+            a->handle = ph.handle;
+        return rc;
+    }
+    if (tbl.num_entries > XDNA_UAPI_UPTR_MAX_ENTRIES)
+        return -EINVAL;
+    struct amdxdna_drm_va_entry *e = calloc(tbl.num_entries, sizeof(*e));
+    if (!e)
+        return -ENOMEM;
+    int rc = uread(e, a->vaddr + sizeof(tbl), tbl.num_entries * sizeof(*e)) < 0 ? -EINVAL : 0;
+    uint64_t total = 0;
+    if (rc == 0)
+        rc = xdna_uapi_va_total(e, tbl.num_entries, &total);
+    int ro = -1;
+    for (uint32_t i = 0; rc == 0 && i < tbl.num_entries; i++) {
+        int acc = range_access(e[i].vaddr, e[i].len);
+        if (acc < 0 || (ro >= 0 && acc != ro))
+            rc = -EFAULT; /* not the program's, or read-only and writable ranges mixed */
+        ro = acc;
+    }
+    int fd = rc == 0 ? uptr_memfd(e, tbl.num_entries, total, ro == 1) : rc;
+    free(e);
+    if (fd < 0)
+        return fd;
+    uint32_t h;
+    rc = xdna_api_enter(f->ctx);
+    if (rc == 0) {
+        rc = xdna_bo_userptr(f->ctx, fd, total, ro == 1, &h);
+        int err = errno;
+        xdna_api_leave(f->ctx, rc);
+        rc = rc < 0 ? -err : 0;
+    } else {
+        rc = -errno;
+    }
+    close(fd);
+    if (rc == 0)
+        a->handle = h;
+    return rc;
+}
 
 static int create_bo(struct accel_file *f, void *k)
 {
     struct amdxdna_drm_create_bo *a = k;
-    if (a->flags & ~(uint64_t)AMDXDNA_BO_FLAGS_REGION_MASK)
-        return -EINVAL;
-    if (a->vaddr)
-        return -EOPNOTSUPP; /* user-pointer BOs: docs/spec/uapi.md §7 */
-    if (a->type < AMDXDNA_BO_SHARE || a->type > AMDXDNA_BO_CMD || !a->size)
-        return -EINVAL;
-    if (a->type == AMDXDNA_BO_DEV && (!heap_handle(f) || !f->heap_mapped))
+    int kind = xdna_uapi_check_create_bo(a);
+    if (kind < 0)
+        return kind;
+    if (kind == 1)
+        return create_uptr_bo(f, a);
+    uint64_t uva;
+    if (a->type == AMDXDNA_BO_DEV && dev_bo_userptr(f, 0, 1, &uva) < 0)
         return -EINVAL; /* no heap, or its user mapping is not there yet */
+    if (a->type == AMDXDNA_BO_DEV_HEAP)
+        heap_map_prune(f); /* a freed chunk's handle may name the new one */
     uint32_t h;
     if (xdna_shim_bo_create(f->ctx, (int)a->type, a->size, &h) < 0)
         return a->type == AMDXDNA_BO_DEV && errno == ENOMEM ? -EAGAIN : -errno;
+    if (a->type == AMDXDNA_BO_DEV) { /* the chunks it landed in must be mapped, contiguously */
+        struct bo_view v;
+        int rc = bo_view(f, h, &v);
+        if (rc == 0)
+            rc = dev_bo_userptr(f, v.heap_off, v.alloc, &uva);
+        if (rc < 0) {
+            xdna_shim_bo_free(f->ctx, h);
+            return rc;
+        }
+    }
     a->handle = h;
     return 0;
 }
@@ -506,8 +808,11 @@ static int get_bo_info(struct accel_file *f, void *k)
     int rc = bo_view(f, a->handle, &v);
     if (rc < 0)
         return rc;
+    uint64_t uva = (uint64_t)(uintptr_t)v.va;
+    if (v.type == AMDXDNA_BO_DEV) /* its place in the program's heap mapping */
+        dev_bo_userptr(f, v.heap_off, v.alloc, &uva);
     a->map_offset = (uint64_t)a->handle << MAP_SHIFT;
-    a->vaddr = (uint64_t)(uintptr_t)v.va;
+    a->vaddr = uva;
     a->xdna_addr = v.xdna_addr;
     return 0;
 }
@@ -536,10 +841,15 @@ void *xdna_accel_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t
         errno = EINVAL; /* an offset that names no BO of this file */
         return MAP_FAILED;
     }
-    off_t at = v.type == XDNA_SHIM_BO_DEV ? (off_t)v.heap_off : 0;
-    void *p = mmap(addr, len, prot, flags, v.fd, at);
+    if ((flags & MAP_TYPE) == MAP_PRIVATE) {
+        errno = EINVAL; /* a copy-on-write map of a BO, refused as the DRM core refuses it */
+        return MAP_FAILED;
+    }
+    /* the heap is one memfd: a chunk or a DEV BO is a window on it (docs/spec/uapi.md §6) */
+    bool in_heap = v.type == XDNA_SHIM_BO_DEV || v.type == XDNA_SHIM_BO_DEV_HEAP;
+    void *p = mmap(addr, len, prot, flags, v.fd, in_heap ? (off_t)v.heap_off : 0);
     if (p != MAP_FAILED && v.type == XDNA_SHIM_BO_DEV_HEAP)
-        f->heap_mapped = true;
+        heap_map_note(f, handle, (uint64_t)(uintptr_t)p);
     return p;
 }
 
@@ -547,21 +857,59 @@ void *xdna_accel_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t
 
 static int sync_new(struct accel_file *f, uint32_t hwctx, bool signaled, uint32_t *handle)
 {
-    pthread_mutex_lock(&f->sync_lock);
+    pthread_mutex_lock(&sync_lock);
     int rc = -ENOMEM;
     for (unsigned i = 0; i < MAX_SYNCOBJS; i++)
         if (!f->sync[i]) {
             f->sync[i] = calloc(1, sizeof(struct syncobj));
             if (f->sync[i]) {
-                *f->sync[i] = (struct syncobj){.hwctx = hwctx, .submitted = signaled,
+                *f->sync[i] = (struct syncobj){.refs = 1, .owner = hwctx ? f : NULL,
+                                               .hwctx = hwctx, .submitted = signaled,
                                                .value = signaled};
                 *handle = i + 1;
                 rc = 0;
             }
             break;
         }
-    pthread_mutex_unlock(&f->sync_lock);
+    pthread_mutex_unlock(&sync_lock);
     return rc;
+}
+
+/* Drop one name of s (sync_lock held). */
+static void sync_put(struct syncobj *s)
+{
+    if (s && --s->refs == 0)
+        free(s);
+}
+
+/* A context timeline whose context goes away (destroyed, or its file released) while other
+ * names of it remain: every job it ran has ended, so it becomes a host timeline signalled
+ * up to the context's last submission (sync_lock held). */
+static void sync_orphan(struct syncobj *s, uint64_t last_seq)
+{
+    s->owner = NULL;
+    s->hwctx = 0;
+    s->submitted = true;
+    s->value = last_seq > s->value ? last_seq : s->value;
+    pthread_cond_broadcast(&sync_cond);
+}
+
+/* Orphan (when shared) and drop the file's names of its context hwctx's timeline. */
+static void sync_drop_ctx(struct accel_file *f, uint32_t hwctx)
+{
+    struct xdna_shim_hwctx_info hi = {0};
+    xdna_shim_hwctx_info(f->ctx, hwctx, &hi);
+    pthread_mutex_lock(&sync_lock);
+    for (unsigned i = 0; i < MAX_SYNCOBJS; i++) {
+        struct syncobj *s = f->sync[i];
+        if (s && s->owner == f && s->hwctx == hwctx) {
+            if (s->refs > 1)
+                sync_orphan(s, hi.submitted);
+            f->sync[i] = NULL;
+            sync_put(s);
+        }
+    }
+    pthread_mutex_unlock(&sync_lock);
 }
 
 static struct syncobj *sync_get(struct accel_file *f, uint32_t handle)
@@ -573,10 +921,11 @@ static struct syncobj *sync_get(struct accel_file *f, uint32_t handle)
  * -EINVAL no fence for it yet (nothing submitted up to that point). */
 static int sync_check(struct accel_file *f, const struct syncobj *s, uint64_t point)
 {
+    (void)f;
     if (s->hwctx) {
         if (!point)
             return -EINVAL;
-        int rc = xdna_shim_wait(f->ctx, s->hwctx, point, 0);
+        int rc = xdna_shim_wait(s->owner->ctx, s->hwctx, point, 0);
         return rc == 0 ? 1 : errno == ETIME ? 0 : -EINVAL;
     }
     /* host signals are instant: a point (or binary state) not signalled has no fence yet */
@@ -602,17 +951,18 @@ static int sync_wait(struct accel_file *f, const uint32_t *h, const uint64_t *po
     for (;;) {
         uint32_t done = 0, ctx_wait = 0;
         uint64_t ctx_point = 0;
+        struct xdna_shim_ctx *ctx_of = NULL;
         int hit = -1;
-        pthread_mutex_lock(&f->sync_lock);
+        pthread_mutex_lock(&sync_lock);
         for (uint32_t i = 0; i < n; i++) {
             struct syncobj *s = sync_get(f, h[i]);
             if (!s) {
-                pthread_mutex_unlock(&f->sync_lock);
+                pthread_mutex_unlock(&sync_lock);
                 return -ENOENT;
             }
             int st = sync_check(f, s, points ? points[i] : 0);
             if (st < 0 && !for_submit) {
-                pthread_mutex_unlock(&f->sync_lock);
+                pthread_mutex_unlock(&sync_lock);
                 return -EINVAL;
             }
             if (st == 1) {
@@ -622,22 +972,23 @@ static int sync_wait(struct accel_file *f, const uint32_t *h, const uint64_t *po
             } else if (s->hwctx && !ctx_wait) {
                 ctx_wait = s->hwctx;
                 ctx_point = points ? points[i] : 0;
+                ctx_of = s->owner->ctx;
             }
         }
         if (all ? done == n : done > 0) {
-            pthread_mutex_unlock(&f->sync_lock);
+            pthread_mutex_unlock(&sync_lock);
             *first = hit < 0 ? 0 : (uint32_t)hit;
             return 0;
         }
         uint64_t now = mono_ns();
         if (timeout <= 0 || (uint64_t)timeout <= now) {
-            pthread_mutex_unlock(&f->sync_lock);
+            pthread_mutex_unlock(&sync_lock);
             return -ETIME;
         }
         uint64_t left_ms = ((uint64_t)timeout - now) / 1000000u + 1;
         if (ctx_wait && ctx_point) { /* the job's end wakes us through the shim */
-            pthread_mutex_unlock(&f->sync_lock);
-            if (xdna_shim_wait(f->ctx, ctx_wait, ctx_point,
+            pthread_mutex_unlock(&sync_lock);
+            if (xdna_shim_wait(ctx_of, ctx_wait, ctx_point,
                                left_ms > 1000 ? 1000 : (int)left_ms) < 0 && errno != ETIME)
                 return -errno;
             continue;
@@ -647,8 +998,8 @@ static int sync_wait(struct accel_file *f, const uint32_t *h, const uint64_t *po
         uint64_t ns = (uint64_t)until.tv_nsec + (left_ms > 1000 ? 1000 : left_ms) * 1000000u;
         until.tv_sec += (time_t)(ns / 1000000000u);
         until.tv_nsec = (long)(ns % 1000000000u);
-        pthread_cond_timedwait(&f->sync_cond, &f->sync_lock, &until);
-        pthread_mutex_unlock(&f->sync_lock);
+        pthread_cond_timedwait(&sync_cond, &sync_lock, &until);
+        pthread_mutex_unlock(&sync_lock);
     }
 }
 
@@ -675,13 +1026,13 @@ static int syncobj_destroy(struct accel_file *f, void *k)
     struct drm_syncobj_destroy *a = k;
     if (a->pad)
         return -EINVAL;
-    pthread_mutex_lock(&f->sync_lock);
+    pthread_mutex_lock(&sync_lock);
     struct syncobj *s = sync_get(f, a->handle);
     if (s) {
-        free(s);
         f->sync[a->handle - 1] = NULL;
+        sync_put(s);
     }
-    pthread_mutex_unlock(&f->sync_lock);
+    pthread_mutex_unlock(&sync_lock);
     return s ? 0 : -EINVAL;
 }
 
@@ -718,7 +1069,7 @@ static int syncobj_set(struct accel_file *f, uint64_t hp, uint64_t pp, uint32_t 
     int rc = read_handles(hp, pp, n, h, op == 2 ? pts : NULL);
     if (rc)
         return rc;
-    pthread_mutex_lock(&f->sync_lock);
+    pthread_mutex_lock(&sync_lock);
     for (uint32_t i = 0; i < n && !rc; i++) {
         struct syncobj *s = sync_get(f, h[i]);
         rc = !s ? -ENOENT : s->hwctx ? -EINVAL : 0;
@@ -734,8 +1085,8 @@ static int syncobj_set(struct accel_file *f, uint64_t hp, uint64_t pp, uint32_t 
             s->submitted = true;
         }
     }
-    pthread_cond_broadcast(&f->sync_cond);
-    pthread_mutex_unlock(&f->sync_lock);
+    pthread_cond_broadcast(&sync_cond);
+    pthread_mutex_unlock(&sync_lock);
     return rc;
 }
 
@@ -769,19 +1120,20 @@ static int syncobj_query(struct accel_file *f, void *k)
     if (rc)
         return rc;
     for (uint32_t i = 0; i < a->count_handles; i++) {
-        pthread_mutex_lock(&f->sync_lock);
+        pthread_mutex_lock(&sync_lock);
         struct syncobj *s = sync_get(f, h[i]);
         struct syncobj copy = s ? *s : (struct syncobj){0};
-        pthread_mutex_unlock(&f->sync_lock);
+        pthread_mutex_unlock(&sync_lock);
         if (!s)
             return -ENOENT;
         pts[i] = copy.value;
         if (copy.hwctx) { /* highest seq p with every job up to p final */
             struct xdna_shim_hwctx_info hi;
-            if (xdna_shim_hwctx_info(f->ctx, copy.hwctx, &hi) < 0)
+            struct xdna_shim_ctx *oc = copy.owner->ctx; /* the file running the context */
+            if (xdna_shim_hwctx_info(oc, copy.hwctx, &hi) < 0)
                 return -errno;
             uint64_t p = 0;
-            while (xdna_shim_wait(f->ctx, copy.hwctx, p + 1, 0) == 0)
+            while (xdna_shim_wait(oc, copy.hwctx, p + 1, 0) == 0)
                 p++;
             pts[i] = (a->flags & DRM_SYNCOBJ_QUERY_FLAGS_LAST_SUBMITTED) ? hi.submitted : p;
         }
@@ -797,10 +1149,10 @@ static int syncobj_transfer(struct accel_file *f, void *k)
     uint32_t first;
     if (a->pad || a->flags & ~(uint32_t)DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT)
         return -EINVAL;
-    pthread_mutex_lock(&f->sync_lock);
+    pthread_mutex_lock(&sync_lock);
     struct syncobj *dst = sync_get(f, a->dst_handle), *src = sync_get(f, a->src_handle);
     bool dst_ctx = dst && dst->hwctx;
-    pthread_mutex_unlock(&f->sync_lock);
+    pthread_mutex_unlock(&sync_lock);
     if (!dst || !src)
         return -ENOENT;
     if (dst_ctx)
@@ -854,8 +1206,9 @@ static int create_hwctx(struct accel_file *f, void *k)
         return -EINVAL;
     if (!heap_handle(f))
         return -ENOENT; /* the client's dev heap must exist first */
-    if (!f->heap_mapped)
-        return -EINVAL;
+    uint64_t uva;
+    if (dev_bo_userptr(f, 0, 1, &uva) < 0)
+        return -EINVAL; /* ... and be mapped */
     /* QoS drives the context's DPM level; out of range is EINVAL (docs/spec/jobs.md §6) */
     struct xdna_shim_hwctx_params p = {.priority = qos.priority, .num_cols = cols,
                                        .start_col = -1, .gops = qos.gops, .fps = qos.fps,
@@ -890,13 +1243,7 @@ static int destroy_hwctx(struct accel_file *f, void *k)
         if (f->qos[i].handle == a->handle)
             f->qos[i].handle = 0;
     }
-    pthread_mutex_lock(&f->sync_lock);
-    for (unsigned i = 0; i < MAX_SYNCOBJS; i++)
-        if (f->sync[i] && f->sync[i]->hwctx == a->handle) {
-            free(f->sync[i]);
-            f->sync[i] = NULL;
-        }
-    pthread_mutex_unlock(&f->sync_lock);
+    sync_drop_ctx(f, a->handle);
     return xdna_shim_hwctx_destroy(f->ctx, a->handle) < 0 ? -errno : 0;
 }
 
@@ -947,7 +1294,7 @@ static int config_hwctx(struct accel_file *f, void *k)
                                           : XDNA_SHIM_HWCTX_REMOVE_DBG_BUF,
                                       a->param_val) < 0 ? -errno : 0;
     case DRM_AMDXDNA_HWCTX_CONFIG_OPCODE_TIMEOUT:
-        return -EOPNOTSUPP; /* docs/spec/uapi.md §7 */
+        return -EOPNOTSUPP; /* Versal's (VE2) only: the AIE2 driver refuses it (uapi.md §6) */
     default:
         return -EINVAL;
     }
@@ -1067,6 +1414,46 @@ static int query_hw_contexts(struct accel_file *f, struct amdxdna_drm_get_info *
     return rc;
 }
 
+/* A call into the driver session `exec` keeps (xdna_emu.uapi.DriverService, docs/spec/uapi.md
+ * §6) for state that is the driver's, not a client session's: one SOCK_SEQPACKET request
+ * {u32 command number, u32 param, the argument's bytes}, one reply {i32 errno, the answer};
+ * the answer's length in *got. -EOPNOTSUPP when there is no such session. */
+static int driver_call(struct accel_file *f, uint32_t nr, uint32_t param, const void *body,
+                       size_t len, void *ans, size_t cap, size_t *got)
+{
+    char name[40];
+    snprintf(name, sizeof(name), ENV_DRIVER_FMT, f->minor);
+    const char *path = getenv(name);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    uint8_t req[64], rep[64];
+    if (!path || strlen(path) >= sizeof(sa.sun_path))
+        return -EOPNOTSUPP;
+    if (len > sizeof(req) - 8 || cap > sizeof(rep) - 4)
+        return -EINVAL;
+    strcpy(sa.sun_path, path);
+    memcpy(req, &nr, 4);
+    memcpy(req + 4, &param, 4);
+    if (len)
+        memcpy(req + 8, body, len);
+    int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return -errno;
+    int rc = -EIO;
+    ssize_t n = -1;
+    if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+        send(s, req, 8 + len, MSG_NOSIGNAL) == (ssize_t)(8 + len))
+        n = recv(s, rep, sizeof(rep), 0);
+    if (n >= 4) {
+        int32_t err;
+        memcpy(&err, rep, 4);
+        *got = (size_t)n - 4 < cap ? (size_t)n - 4 : cap;
+        memcpy(ans, rep + 4, *got);
+        rc = -err;
+    }
+    close(s);
+    return rc;
+}
+
 static struct amdxdna_drm_hwctx_entry hwctx_entry(const struct xdna_reg_ctx *r)
 {
     struct amdxdna_drm_hwctx_entry e = {
@@ -1087,14 +1474,13 @@ static int get_array(struct accel_file *f, void *k)
 {
     struct amdxdna_drm_get_array *a = k;
     static __thread struct xdna_reg_ctx rows[XDNA_REG_MAX_CTX];
-    if (a->pad || !a->element_size || !a->num_element ||
-        a->element_size > AMDXDNA_MAX_ELEMENT_SIZE || a->num_element > AMDXDNA_MAX_NUM_ELEMENT)
-        return -EINVAL;
+    int rc = xdna_uapi_check_get_array(a);
+    if (rc < 0)
+        return rc;
     switch (a->param) {
     case DRM_AMDXDNA_HW_CONTEXT_ALL:
     case DRM_AMDXDNA_HW_CONTEXT_BY_ID: {
-        size_t esz = a->element_size < sizeof(struct amdxdna_drm_hwctx_entry)
-                         ? a->element_size : sizeof(struct amdxdna_drm_hwctx_entry);
+        size_t esz = xdna_uapi_elem_size(a->element_size, sizeof(struct amdxdna_drm_hwctx_entry));
         struct amdxdna_drm_hwctx_entry want = {0};
         if (a->param == DRM_AMDXDNA_HW_CONTEXT_BY_ID) {
             /* the key: pid and hwctx_id of the first element */
@@ -1144,7 +1530,20 @@ static int get_array(struct accel_file *f, void *k)
         a->element_size = sizeof(u);
         return 0;
     }
-    case DRM_AMDXDNA_HW_LAST_ASYNC_ERR:
+    case DRM_AMDXDNA_HW_LAST_ASYNC_ERR: { /* the driver's cache: none or the last one */
+        struct amdxdna_async_error e;
+        size_t got = 0;
+        rc = driver_call(f, _IOC_NR(DRM_IOCTL_AMDXDNA_GET_ARRAY), a->param, NULL, 0, &e,
+                         sizeof(e), &got);
+        if (rc < 0)
+            return rc;
+        uint32_t n = got == sizeof(e) ? 1 : 0, esz = xdna_uapi_elem_size(a->element_size, sizeof(e));
+        if (n && uwrite(a->buffer, &e, esz) < 0)
+            return -EFAULT;
+        a->num_element = n;
+        a->element_size = esz;
+        return 0;
+    }
     case DRM_AMDXDNA_FW_LOG:
     case DRM_AMDXDNA_FW_TRACE:
     case DRM_AMDXDNA_AIE_COREDUMP:
@@ -1157,6 +1556,41 @@ static int get_array(struct accel_file *f, void *k)
     default:
         return -EINVAL;
     }
+}
+
+/* Frame-boundary preemption is a firmware runtime setting (SET/GET_RUNTIME_CONFIG of the
+ * chip's type): read or set it there, so every process sees the device's own value. */
+static int frame_boundary(struct accel_file *f, bool set, uint32_t *state)
+{
+    int32_t type = f->ctx->chip->frame_boundary_type;
+    if (type < 0)
+        return -EOPNOTSUPP; /* the chip's firmware has no such setting */
+    if (xdna_api_enter(f->ctx) < 0)
+        return -errno;
+    int rc;
+    if (set) {
+        xdna_aie2_set_runtime_config_req_t req = {.type = (uint32_t)type, .value = *state};
+        rc = xdna_fw_req(f->ctx, XDNA_AIE2_MSG_SET_RUNTIME_CONFIG, &req, sizeof(req), NULL, 0);
+    } else {
+        xdna_aie2_get_runtime_config_req_t req = {.type = (uint32_t)type};
+        xdna_aie2_get_runtime_config_resp_t r;
+        rc = xdna_fw_req(f->ctx, XDNA_AIE2_MSG_GET_RUNTIME_CONFIG, &req, sizeof(req), &r, sizeof(r));
+        if (rc == 0)
+            *state = r.value ? 1 : 0;
+    }
+    int err = errno;
+    xdna_api_leave(f->ctx, rc);
+    return rc < 0 ? -err : 0;
+}
+
+static uint32_t force_preempt(struct accel_file *f)
+{
+    if (!f->reg)
+        return 0;
+    xdna_reg_lock(f->reg);
+    uint32_t v = f->reg->dev.force_preempt;
+    xdna_reg_unlock(f->reg);
+    return v;
 }
 
 static int get_info(struct accel_file *f, void *k)
@@ -1184,8 +1618,13 @@ static int get_info(struct accel_file *f, void *k)
                                                        info.fw_sub, info.fw_build};
         return put_fit(a, &v, sizeof(v));
     }
-    case DRM_AMDXDNA_GET_POWER_MODE: {
+    case DRM_AMDXDNA_GET_POWER_MODE: { /* the driver's mode (this session's under no exec) */
         struct amdxdna_drm_get_power_mode p = {.power_mode = (uint8_t)pw.mode};
+        size_t got = 0;
+        int rc = driver_call(f, _IOC_NR(DRM_IOCTL_AMDXDNA_GET_INFO), a->param, NULL, 0, &p,
+                             sizeof(p), &got);
+        if (rc < 0 && rc != -EOPNOTSUPP)
+            return rc;
         return put_fit(a, &p, sizeof(p));
     }
     case DRM_AMDXDNA_QUERY_HW_CONTEXTS:
@@ -1202,38 +1641,89 @@ static int get_info(struct accel_file *f, void *k)
             .npu_task_curr = reg_contexts(f, rows, XDNA_REG_MAX_CTX)};
         return put_fit(a, &r, sizeof(r));
     }
+    case DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE: { /* the driver's flag: what fits */
+        struct amdxdna_drm_attribute_state st = {.state = (uint8_t)force_preempt(f)};
+        return put_fit(a, &st, sizeof(st));
+    }
+    case DRM_AMDXDNA_GET_FRAME_BOUNDARY_PREEMPT_STATE: {
+        uint32_t v = 0;
+        int rc = frame_boundary(f, false, &v);
+        struct amdxdna_drm_attribute_state st = {.state = (uint8_t)v};
+        return rc < 0 ? rc : put_fit(a, &st, sizeof(st));
+    }
     case DRM_AMDXDNA_QUERY_AIE_STATUS:
     case DRM_AMDXDNA_QUERY_SENSORS:
-    case DRM_AMDXDNA_READ_AIE_MEM:
-    case DRM_AMDXDNA_READ_AIE_REG:
     case DRM_AMDXDNA_QUERY_TELEMETRY:
-    case DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE:
-    case DRM_AMDXDNA_GET_FRAME_BOUNDARY_PREEMPT_STATE:
+        return -EOPNOTSUPP; /* not served yet: docs/spec/uapi.md §7 */
+    case DRM_AMDXDNA_READ_AIE_MEM:
+    case DRM_AMDXDNA_READ_AIE_REG: /* a debug build's only */
     case DRM_AMDXDNA_GET_AUTO_COREDUMP:
-        return -EOPNOTSUPP; /* not served yet: docs/spec/uapi.md §7 */
     case DRM_AMDXDNA_QUERY_CERT_FIRMWARE_VERSION:
-        /* AIE2 has no cert firmware: the driver answers EOPNOTSUPP, as for any parameter
-         * its family does not serve; AIE4's is not served yet (docs/spec/uapi.md §6, §7) */
-        return -EOPNOTSUPP; /* not served yet: docs/spec/uapi.md §7 */
+        /* the AIE2 driver serves none of these (AIE2 has no cert firmware, auto-coredump is
+         * AIE4's): EOPNOTSUPP, as for any parameter the family does not serve; AIE4's are
+         * not served yet (docs/spec/uapi.md §6, §7) */
+        return -EOPNOTSUPP;
     default:
         return -EINVAL;
     }
 }
 
-static int set_state(struct accel_file *f, void *k)
+/* SET_STATE's buffer: min(buffer_size, size) bytes of it, the rest zero (as the driver
+ * copies its attribute structs). */
+static int get_fit(const struct amdxdna_drm_set_state *a, void *val, size_t size)
 {
-    (void)f;
-    (void)k;
-    if (geteuid() != 0)
-        return -EACCES; /* DRM_ROOT_ONLY without CAP_SYS_ADMIN */
-    return -EOPNOTSUPP; /* docs/spec/uapi.md §7 */
+    memset(val, 0, size);
+    return uread(val, a->buffer, a->buffer_size < size ? a->buffer_size : size);
 }
 
-static int not_served(struct accel_file *f, void *k)
+/* SET_STATE, root only (DRM_ROOT_ONLY); the driver's buffer rules per parameter
+ * (docs/spec/uapi.md §6). */
+static int set_state(struct accel_file *f, void *k)
 {
-    (void)f;
-    (void)k;
-    return -EOPNOTSUPP; /* docs/spec/uapi.md §7 */
+    struct amdxdna_drm_set_state *a = k;
+    if (geteuid() != 0)
+        return -EACCES; /* DRM_ROOT_ONLY without CAP_SYS_ADMIN */
+    struct amdxdna_drm_attribute_state st;
+    switch (a->param) {
+    case DRM_AMDXDNA_SET_FORCE_PREEMPT:
+        if (get_fit(a, &st, sizeof(st)) < 0)
+            return -EFAULT;
+        if (xdna_uapi_check_attr(&st) < 0)
+            return -EINVAL;
+        if (f->reg) {
+            xdna_reg_lock(f->reg);
+            f->reg->dev.force_preempt = st.state;
+            xdna_reg_unlock(f->reg);
+        }
+        return 0;
+    case DRM_AMDXDNA_SET_FRAME_BOUNDARY_PREEMPT: {
+        if (a->buffer_size != sizeof(st))
+            return -EINVAL;
+        if (uread(&st, a->buffer, sizeof(st)) < 0)
+            return -EFAULT;
+        if (xdna_uapi_check_attr(&st) < 0)
+            return -EINVAL;
+        uint32_t v = st.state;
+        return frame_boundary(f, true, &v);
+    }
+    case DRM_AMDXDNA_SET_POWER_MODE: { /* the driver session applies it (SMU DPM, runtime cfg) */
+        struct amdxdna_drm_set_power_mode pm;
+        size_t got = 0;
+        if (get_fit(a, &pm, sizeof(pm)) < 0)
+            return -EFAULT;
+        if (pm.power_mode > POWER_MODE_TURBO)
+            return -EINVAL;
+        return driver_call(f, _IOC_NR(DRM_IOCTL_AMDXDNA_SET_STATE), a->param, &pm, sizeof(pm),
+                           NULL, 0, &got);
+    }
+    case DRM_AMDXDNA_SET_FW_LOG_STATE:
+    case DRM_AMDXDNA_SET_FW_TRACE_STATE:
+    case DRM_AMDXDNA_AIE_TILE_WRITE:
+        return -EOPNOTSUPP; /* not served yet: docs/spec/uapi.md §7 */
+    default: /* WRITE_AIE_MEM/REG (a debug build's), SET_CLOCK_FREQ, SET_AUTO_COREDUMP
+              * (AIE4's) and unknown parameters: the AIE2 driver's answer */
+        return -EOPNOTSUPP;
+    }
 }
 
 /* ---- the decoder ------------------------------------------------------------------- */
@@ -1253,8 +1743,8 @@ static const struct ioctl_desc IOCTLS[] = {
     IOCTL(PRIME_FD_TO_HANDLE, prime_fd_to_handle),
     IOCTL(SYNCOBJ_CREATE, syncobj_create),
     IOCTL(SYNCOBJ_DESTROY, syncobj_destroy),
-    IOCTL(SYNCOBJ_HANDLE_TO_FD, not_served),
-    IOCTL(SYNCOBJ_FD_TO_HANDLE, not_served),
+    IOCTL(SYNCOBJ_HANDLE_TO_FD, syncobj_handle_to_fd),
+    IOCTL(SYNCOBJ_FD_TO_HANDLE, syncobj_fd_to_handle),
     IOCTL(SYNCOBJ_WAIT, syncobj_wait),
     IOCTL(SYNCOBJ_RESET, syncobj_reset),
     IOCTL(SYNCOBJ_SIGNAL, syncobj_signal),
@@ -1286,7 +1776,7 @@ int xdna_accel_ioctl(int fd, unsigned long req, void *arg)
         errno = ENODEV;
         return -1;
     }
-    if (_IOC_TYPE(req) != DRM_IOCTL_BASE) {
+    if (_IOC_TYPE(req) != DRM_IOCTL_BASE) { /* before the lookup, as drm_ioctl */
         errno = ENOTTY;
         return -1;
     }
@@ -1298,17 +1788,16 @@ int xdna_accel_ioctl(int fd, unsigned long req, void *arg)
         errno = EINVAL; /* drm_ioctl: no such command */
         return -1;
     }
-    unsigned usize = _IOC_SIZE(req);
-    unsigned in = (_IOC_DIR(req) & _IOC_WRITE) ? usize : 0;
-    unsigned out = (_IOC_DIR(req) & _IOC_READ) ? usize : 0;
-    unsigned ksize = usize > d->size ? usize : d->size;
-    if (ksize > ARG_MAX_SIZE) {
-        errno = EINVAL;
+    struct xdna_uapi_frame fr;
+    int rc = xdna_uapi_frame(req, d->size, &fr);
+    if (rc < 0) {
+        errno = -rc;
         return -1;
     }
-    _Alignas(8) uint8_t kdata[ARG_MAX_SIZE];
-    memset(kdata, 0, ksize);
-    int rc = uread(kdata, (uint64_t)(uintptr_t)arg, in);
+    unsigned out = fr.out;
+    _Alignas(8) uint8_t kdata[XDNA_UAPI_ARG_MAX];
+    memset(kdata, 0, fr.ksize);
+    rc = uread(kdata, (uint64_t)(uintptr_t)arg, fr.in);
     if (rc < 0) { /* nothing read, nothing written back */
         errno = EFAULT;
         return -1;

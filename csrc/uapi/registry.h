@@ -27,11 +27,18 @@ struct xdna_reg_file {
     uint64_t total, internal, heap;
 };
 
+/* The driver's device-wide settings that live in no firmware (its dev_handle fields). */
+struct xdna_reg_dev {
+    uint32_t force_preempt; /* SET_STATE SET_FORCE_PREEMPT: 0 or 1 */
+    uint32_t pad;
+};
+
 struct xdna_registry {
     uint32_t lock;        /* 0 free, else the holder's pid */
     uint32_t next_file;
     struct xdna_reg_ctx ctx[XDNA_REG_MAX_CTX];
     struct xdna_reg_file files[XDNA_REG_MAX_FILES];
+    struct xdna_reg_dev dev;
 };
 
 /* The registry of minor N (mapped once per process), or NULL when exec gave none. */

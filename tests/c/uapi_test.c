@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,6 +193,16 @@ static void test_bos(int fd, int other)
               errno == EINVAL, "mmap longer than the BO");
     CHECK(mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 4096) == MAP_FAILED && errno == EINVAL,
           "mmap at an offset naming no BO");
+    /* a read-only shared map is the BO's memory, read-only; a private (copy-on-write) map
+     * is refused as the DRM core refuses it (docs/spec/uapi.md §6) */
+    const uint8_t *ro = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, (off_t)bo_info(fd, share).map_offset);
+    CHECK(ro != MAP_FAILED && ro[100] == 0x5A, "read-only map of a BO");
+    if (ro != MAP_FAILED)
+        munmap((void *)ro, 4096);
+    CHECK(mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, fd, (off_t)bo_info(fd, share).map_offset) == MAP_FAILED &&
+              errno == EINVAL, "private map of a BO");
+    CHECK(mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, (off_t)bo_info(fd, share).map_offset) ==
+              MAP_FAILED && errno == EINVAL, "copy-on-write map of a BO");
 
     struct amdxdna_drm_sync_bo s = {.handle = share, .direction = SYNC_DIRECT_TO_DEVICE, .size = 8192};
     EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_SYNC_BO, &s);
@@ -271,9 +282,7 @@ static uint32_t test_hwctx(int fd, const struct amdxdna_drm_query_aie_metadata *
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &c, ENOENT); /* no heap */
 
     uint32_t heap = create_bo(fd, AMDXDNA_BO_DEV_HEAP, HEAP_SIZE);
-    struct amdxdna_drm_create_bo c2 = {.type = AMDXDNA_BO_DEV_HEAP, .size = HEAP_SIZE};
-    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c2, EBUSY); /* one heap per client */
-    c2 = (struct amdxdna_drm_create_bo){.type = AMDXDNA_BO_DEV, .size = 4096};
+    struct amdxdna_drm_create_bo c2 = {.type = AMDXDNA_BO_DEV, .size = 4096};
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c2, EINVAL); /* heap not mapped yet */
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &c, EINVAL);
     void *hp = map_bo(fd, heap, HEAP_SIZE);
@@ -319,6 +328,8 @@ static uint32_t test_hwctx(int fd, const struct amdxdna_drm_query_aie_metadata *
     bad = cc;
     bad.param_type = 99;
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &bad, EINVAL);
+    bad.param_type = DRM_AMDXDNA_HWCTX_CONFIG_OPCODE_TIMEOUT; /* Versal's: AIE2 refuses it */
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &bad, EOPNOTSUPP);
     bad = cc;
     bad.param_val_size = sizeof(cfg.hdr);
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &bad, EINVAL);
@@ -634,9 +645,11 @@ static void test_prime(int fd, int other)
 }
 
 /* An `add` command (out = a + b, N int32) in a new CMD BO, submitted to ctx; returns seq. */
+static uint32_t last_cmd; /* the CMD BO of the last submit_add */
+
 static uint64_t submit_add(int fd, uint32_t ctx, uint32_t instr, uint32_t a, uint32_t b, uint32_t out)
 {
-    uint32_t cmd = create_bo(fd, AMDXDNA_BO_CMD, 4096);
+    uint32_t cmd = last_cmd = create_bo(fd, AMDXDNA_BO_CMD, 4096);
     uint32_t *c = map_bo(fd, cmd, 4096);
     uint64_t ia = bo_info(fd, instr).xdna_addr, args[3] = {bo_info(fd, a).xdna_addr, bo_info(fd, b).xdna_addr,
                                                           bo_info(fd, out).xdna_addr};
@@ -822,6 +835,318 @@ static void test_fence_chain(int fd, const struct amdxdna_drm_query_aie_metadata
     }
 }
 
+/* CREATE_BO of a user-pointer BO over one range; the errno, 0 on success. */
+static int uptr_bo(int fd, uint64_t va, uint64_t len, uint32_t *h)
+{
+    struct {
+        struct amdxdna_drm_va_tbl tbl;
+        struct amdxdna_drm_va_entry e[1];
+    } t = {.tbl = {.udma_fd = -1, .num_entries = 1}, .e = {{.vaddr = va, .len = len}}};
+    struct amdxdna_drm_create_bo c = {.type = AMDXDNA_BO_SHARE, .vaddr = PTR(&t)};
+    int rc = ioctl(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c);
+    *h = c.handle;
+    return rc == 0 ? 0 : errno;
+}
+
+static uint32_t cmd_state(int fd, uint32_t cmd)
+{
+    uint32_t *c = map_bo(fd, cmd, 4096), st = c[0] & 0xF;
+    munmap(c, 4096);
+    return st;
+}
+
+/* User-pointer BOs (docs/spec/uapi.md §6): the device reads and writes the program's own
+ * pages, a later write by either side is seen by the other with no copy or sync; a read-only
+ * file mapping is a BO the device may only read (a job writing it faults and fails, and no
+ * byte changes); bad tables get the driver's errno. */
+static void test_userptr(int fd, uint32_t ctx)
+{
+    const size_t bytes = N * sizeof(int32_t), page = 4096;
+    int32_t *in = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int32_t *res = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    for (int k = 0; k < N; k++) {
+        in[k] = 3 * k;
+        res[k] = -1;
+    }
+    uint32_t a, o, b = create_bo(fd, AMDXDNA_BO_SHARE, bytes), instr = create_bo(fd, AMDXDNA_BO_DEV, 4096);
+    CHECK(uptr_bo(fd, PTR(in), bytes, &a) == 0 && uptr_bo(fd, PTR(res), bytes, &o) == 0, "user-pointer BOs");
+    in[5] = 1000; /* after CREATE_BO: the device must see it, no copy was taken */
+    int32_t *pb = map_bo(fd, b, bytes), *view = map_bo(fd, a, bytes);
+    CHECK(view[5] == 1000 && view[6] == 18, "the BO is the program's pages");
+    view[7] = 7000;
+    CHECK(in[7] == 7000, "and the program sees the BO's writes");
+    for (int k = 0; k < N; k++)
+        pb[k] = 1;
+    struct {
+        uint32_t magic, version, kernel, dtype, count, m, n, k;
+        double scalar;
+        uint32_t error, rsvd;
+    } desc = {XKNL_MAGIC, XKNL_VERSION, XKNL_ADD, XKNL_INT32, N, 0, 0, 0, 1.0, 0, 0};
+    memcpy((void *)(uintptr_t)bo_info(fd, instr).vaddr, &desc, sizeof(desc));
+    struct amdxdna_drm_wait_cmd wc = {.hwctx = ctx, .timeout = 5000, .seq = submit_add(fd, ctx, instr, a, b, o)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_WAIT_CMD, &wc);
+    int wrong = 0;
+    for (int k = 0; k < N; k++)
+        wrong += res[k] != in[k] + 1;
+    CHECK(wrong == 0, "the device wrote the program's own pages: %d wrong", wrong);
+
+    /* a read-only file mapping is a BO; a job writing it fails and no byte changes */
+    char path[] = "/tmp/xdna-uptr-XXXXXX";
+    int tf = mkstemp(path);
+    CHECK(tf >= 0 && write(tf, in, bytes) == (ssize_t)bytes, "temp file: %s", strerror(errno));
+    int rf = open(path, O_RDONLY);
+    unlink(path);
+    const int32_t *ro = mmap(NULL, bytes, PROT_READ, MAP_SHARED, rf, 0);
+    uint32_t r;
+    CHECK(ro != MAP_FAILED && uptr_bo(fd, PTR(ro), bytes, &r) == 0, "read-only file mapping as a BO");
+    uint64_t seq = submit_add(fd, ctx, instr, a, b, r);
+    wc = (struct amdxdna_drm_wait_cmd){.hwctx = ctx, .timeout = 20000, .seq = seq};
+    ioctl(fd, DRM_IOCTL_AMDXDNA_WAIT_CMD, &wc); /* ends when TDR ends the faulted job */
+    int32_t file0[2] = {0, 0};
+    CHECK(pread(rf, file0, sizeof(file0), 0) == (ssize_t)sizeof(file0) && file0[1] == 3 && ro[1] == 3 &&
+              ro[5] == 1000, "the read-only BO is unchanged: %d %d", file0[1], ro[1]);
+    uint32_t st = cmd_state(fd, last_cmd);
+    CHECK(st == XDNA_SHIM_ERT_STATE_TIMEOUT || st == XDNA_SHIM_ERT_STATE_ERROR, "the faulted job failed: state %u", st);
+
+    /* bad tables */
+    struct amdxdna_drm_create_bo c = {.type = AMDXDNA_BO_SHARE, .vaddr = PTR(unmapped)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EINVAL); /* table unreadable */
+    uint32_t h;
+    CHECK(uptr_bo(fd, PTR(in) + 8, page, &h) == EINVAL, "unaligned range");
+    CHECK(uptr_bo(fd, PTR(in), 100, &h) == EINVAL, "unaligned length");
+    CHECK(uptr_bo(fd, PTR(in), 0, &h) == EINVAL, "empty range");
+    CHECK(uptr_bo(fd, PTR(unmapped), page, &h) == EFAULT, "a page the program may not read");
+    CHECK(uptr_bo(fd, 0x1000, page, &h) == EFAULT, "a range not mapped");
+    struct {
+        struct amdxdna_drm_va_tbl tbl;
+        struct amdxdna_drm_va_entry e[2];
+    } t2 = {.tbl = {.num_entries = 2}, .e = {{.vaddr = PTR(in), .len = page}, {.vaddr = PTR(ro), .len = page}}};
+    c = (struct amdxdna_drm_create_bo){.type = AMDXDNA_BO_SHARE, .vaddr = PTR(&t2)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EFAULT); /* writable and read-only mixed */
+    t2.e[1].vaddr = PTR(res);
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c); /* two ranges apart: one BO */
+    CHECK(bo_info(fd, c.handle).xdna_addr != 0, "two-range BO");
+    t2.tbl.num_entries = 5000;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EINVAL);
+    t2.tbl = (struct amdxdna_drm_va_tbl){.udma_fd = -1, .num_entries = 0};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EBADF); /* a dma-buf by fd: not an fd */
+    t2.tbl.udma_fd = rf;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EINVAL); /* not a buffer of ours */
+    c = (struct amdxdna_drm_create_bo){.type = AMDXDNA_BO_DEV, .vaddr = PTR(&t2)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EINVAL);
+    close(rf);
+    close(tf);
+}
+
+/* SYNCOBJ_HANDLE_TO_FD / FD_TO_HANDLE (docs/spec/uapi.md §6): a syncobj, a context's
+ * timeline too, named by a second DRM file of the process through an fd; the context going
+ * away leaves its signalled points; bad flags, handles and fds get the DRM core's errno. */
+static void test_syncobj_fds(int fd, int other, const struct amdxdna_drm_query_aie_metadata *md)
+{
+    struct drm_syncobj_create sc = {0};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_CREATE, &sc);
+    struct drm_syncobj_handle ex = {.handle = sc.handle};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD, &ex);
+    CHECK(ex.fd >= 0 && (fcntl(ex.fd, F_GETFD) & FD_CLOEXEC), "syncobj fd, close-on-exec");
+    struct drm_syncobj_handle im = {.fd = ex.fd};
+    EXPECT_OK(other, DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE, &im);
+    struct drm_syncobj_array arr = {.handles = PTR(&sc.handle), .count_handles = 1};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_SIGNAL, &arr);
+    struct drm_syncobj_wait w = {.handles = PTR(&im.handle), .count_handles = 1};
+    EXPECT_OK(other, DRM_IOCTL_SYNCOBJ_WAIT, &w); /* signalled through the other file */
+    struct drm_syncobj_destroy d = {.handle = sc.handle};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_DESTROY, &d);
+    EXPECT_OK(other, DRM_IOCTL_SYNCOBJ_WAIT, &w); /* the import is a name of its own */
+
+    /* a context's timeline */
+    struct amdxdna_qos_info qos = {.priority = AMDXDNA_QOS_NORMAL_PRIORITY};
+    struct amdxdna_drm_create_hwctx cc = {.qos_p = PTR(&qos), .num_tiles = md->core.row_count};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &cc);
+    const size_t bytes = N * sizeof(int32_t);
+    uint32_t a = create_bo(fd, AMDXDNA_BO_SHARE, bytes), b = create_bo(fd, AMDXDNA_BO_SHARE, bytes);
+    uint32_t o = create_bo(fd, AMDXDNA_BO_SHARE, bytes), instr = create_bo(fd, AMDXDNA_BO_DEV, 4096);
+    struct {
+        uint32_t magic, version, kernel, dtype, count, m, n, k;
+        double scalar;
+        uint32_t error, rsvd;
+    } desc = {XKNL_MAGIC, XKNL_VERSION, XKNL_ADD, XKNL_INT32, N, 0, 0, 0, 1.0, 0, 0};
+    memcpy((void *)(uintptr_t)bo_info(fd, instr).vaddr, &desc, sizeof(desc));
+    ex = (struct drm_syncobj_handle){.handle = cc.syncobj_handle};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD, &ex);
+    im = (struct drm_syncobj_handle){.fd = ex.fd};
+    EXPECT_OK(other, DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE, &im);
+    uint64_t seq = submit_add(fd, cc.handle, instr, a, b, o);
+    struct drm_syncobj_timeline_wait tw = {.handles = PTR(&im.handle), .points = PTR(&seq), .count_handles = 1,
+                                           .timeout_nsec = (int64_t)(now_ns() + 10000000000ull)};
+    EXPECT_OK(other, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &tw); /* job seq ended, seen from the other file */
+    struct amdxdna_drm_destroy_hwctx dh = {.handle = cc.handle};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &dh);
+    uint64_t got = 0;
+    struct drm_syncobj_timeline_array q = {.handles = PTR(&im.handle), .points = PTR(&got), .count_handles = 1};
+    EXPECT_OK(other, DRM_IOCTL_SYNCOBJ_QUERY, &q);
+    CHECK(got == seq, "the destroyed context's timeline stays at %llu: %llu", (unsigned long long)seq,
+          (unsigned long long)got);
+    EXPECT_OK(other, DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT, &tw);
+
+    /* bad input */
+    struct drm_syncobj_handle bad = {.handle = im.handle, .pad = 1};
+    EXPECT_ERR(other, DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD, &bad, EINVAL);
+    bad = (struct drm_syncobj_handle){.handle = im.handle, .point = 5};
+    EXPECT_ERR(other, DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD, &bad, EINVAL); /* a point needs a sync file */
+    bad = (struct drm_syncobj_handle){.handle = im.handle, .flags = 0x100};
+    EXPECT_ERR(other, DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD, &bad, EINVAL);
+    bad = (struct drm_syncobj_handle){.handle = 999};
+    EXPECT_ERR(other, DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD, &bad, EINVAL);
+    bad = (struct drm_syncobj_handle){.handle = im.handle, .flags = DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE};
+    EXPECT_ERR(other, DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD, &bad, EOPNOTSUPP); /* sync files: not served */
+    bad = (struct drm_syncobj_handle){.fd = -1};
+    EXPECT_ERR(other, DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE, &bad, EINVAL);
+    int plain = memfd_create("not-a-syncobj", MFD_CLOEXEC);
+    bad = (struct drm_syncobj_handle){.fd = plain};
+    EXPECT_ERR(other, DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE, &bad, EINVAL);
+    bad = (struct drm_syncobj_handle){.fd = ex.fd, .pad = 1};
+    EXPECT_ERR(other, DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE, &bad, EINVAL);
+    bad = (struct drm_syncobj_handle){.fd = ex.fd, .flags = DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE};
+    EXPECT_ERR(other, DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE, &bad, EOPNOTSUPP);
+    close(plain);
+    close(ex.fd);
+}
+
+/* The PCI device id behind accel0 (0x1502: npu1, whose heap is one fixed chunk). */
+static unsigned pci_device(void)
+{
+    char buf[16] = {0};
+    int s = open("/sys/class/accel/accel0/device/device", O_RDONLY);
+    if (s >= 0) {
+        if (read(s, buf, sizeof(buf) - 1) < 0)
+            buf[0] = 0;
+        close(s);
+    }
+    return (unsigned)strtoul(buf, NULL, 16);
+}
+
+static uint64_t dev_bo(int fd, uint64_t size, int want_err, uint32_t *h)
+{
+    struct amdxdna_drm_create_bo c = {.type = AMDXDNA_BO_DEV, .size = size};
+    if (want_err) {
+        EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, want_err);
+        return 0;
+    }
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c);
+    *h = c.handle;
+    return bo_info(fd, c.handle).xdna_addr;
+}
+
+static void gem_close(int fd, uint32_t h)
+{
+    struct drm_gem_close g = {.handle = h};
+    EXPECT_OK(fd, DRM_IOCTL_GEM_CLOSE, &g);
+}
+
+/* DEV heap growth (docs/spec/uapi.md §6): a DEV BO that does not fit is EAGAIN; the runtime
+ * adds a 64 MiB chunk, maps it right after the others and retries; npu4 grows to 512 MiB, npu1
+ * keeps one 64 MiB chunk; a DEV BO may span chunks (and the device reads and writes it there,
+ * through a chunk added while its context runs); freed ranges are reused. */
+static void test_heap_growth(const struct amdxdna_drm_query_aie_metadata *md)
+{
+    const uint64_t MiB = 1u << 20, chunk = 64 * MiB, base = 0x4000000; /* the heap's device address */
+    const bool grows = pci_device() != 0x1502;
+    const uint64_t max = grows ? 512 * MiB : chunk;
+    int fd = open("/dev/accel/accel0", O_RDWR);
+    CHECK(fd >= 0, "open: %s", strerror(errno));
+    if (fd < 0)
+        return;
+    struct amdxdna_drm_create_bo c = {.type = AMDXDNA_BO_DEV_HEAP, .size = max + chunk};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EINVAL); /* no heap that big */
+    c.size = chunk / 2;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EINVAL); /* not whole chunks */
+    uint32_t h0 = create_bo(fd, AMDXDNA_BO_DEV_HEAP, chunk), h;
+    /* the runtime's layout: one VA range for the maximum, chunk n mapped at n * 64 MiB */
+    uint8_t *va = mmap(NULL, max, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    CHECK(mmap(va, chunk, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
+               (off_t)bo_info(fd, h0).map_offset) == va, "map chunk 0: %s", strerror(errno));
+    dev_bo(fd, max + 64 * MiB, EINVAL, &h); /* larger than the heap can ever be */
+    if (!grows) {
+        c.size = chunk;
+        EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EBUSY); /* one fixed chunk */
+        dev_bo(fd, 96 * MiB, EINVAL, &h);                      /* no cross-chunk BO */
+        uint64_t a = dev_bo(fd, chunk, 0, &h);                 /* the whole heap */
+        dev_bo(fd, 4096, EAGAIN, &h);                          /* full */
+        gem_close(fd, h);
+        CHECK(dev_bo(fd, chunk - 32768, 0, &h) == a, "a freed range is reused");
+        close(fd);
+        munmap(va, max);
+        return;
+    }
+    /* chunk 1 mapped away from chunk 0: a BO across them is refused */
+    uint32_t h1 = create_bo(fd, AMDXDNA_BO_DEV_HEAP, chunk);
+    CHECK(bo_info(fd, h1).xdna_addr == base + chunk, "chunk 1 follows chunk 0");
+    void *away = mmap(NULL, chunk, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)bo_info(fd, h1).map_offset);
+    dev_bo(fd, 96 * MiB, EINVAL, &h);
+    munmap(away, chunk);
+    gem_close(fd, h1); /* the last chunk, no DEV BO in the heap yet */
+
+    /* a context connected with one chunk, then the heap grows under it */
+    struct amdxdna_qos_info qos = {.priority = AMDXDNA_QOS_NORMAL_PRIORITY};
+    struct amdxdna_drm_create_hwctx cc = {.qos_p = PTR(&qos), .num_tiles = md->core.row_count};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &cc);
+    enum { NB = 16384 }; /* 64 KiB per buffer: more than the 32 KiB left at chunk 0's end */
+    uint32_t instr, a, b, out, filler, probe;
+    dev_bo(fd, 4096, 0, &instr);
+    struct {
+        uint32_t magic, version, kernel, dtype, count, m, n, k;
+        double scalar;
+        uint32_t error, rsvd;
+    } desc = {XKNL_MAGIC, XKNL_VERSION, XKNL_ADD, XKNL_INT32, NB, 0, 0, 0, 1.0, 0, 0};
+    memcpy((void *)(uintptr_t)bo_info(fd, instr).vaddr, &desc, sizeof(desc));
+    dev_bo(fd, NB * 4, 0, &b);
+    dev_bo(fd, NB * 4, 0, &out);
+    uint64_t p = dev_bo(fd, 32768, 0, &probe); /* the first free offset */
+    gem_close(fd, probe);
+    dev_bo(fd, base + chunk - p - 32768, 0, &filler);
+    dev_bo(fd, NB * 4, EAGAIN, &a); /* 32 KiB left: the runtime adds a chunk */
+    h1 = create_bo(fd, AMDXDNA_BO_DEV_HEAP, chunk);
+    dev_bo(fd, NB * 4, EAGAIN, &a); /* the chunk it would span is not mapped yet */
+    CHECK(mmap(va + chunk, chunk, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
+               (off_t)bo_info(fd, h1).map_offset) == va + chunk, "map chunk 1: %s", strerror(errno));
+    uint64_t aa = dev_bo(fd, NB * 4, 0, &a);
+    CHECK(aa < base + chunk && aa + NB * 4 > base + chunk, "the BO spans chunks: %#llx", (unsigned long long)aa);
+    CHECK(bo_info(fd, a).vaddr == PTR(va) + (aa - base), "its vaddr is in the program's heap mapping");
+    int32_t *pa = (int32_t *)(uintptr_t)bo_info(fd, a).vaddr, *pb = (int32_t *)(uintptr_t)bo_info(fd, b).vaddr;
+    int32_t *po = (int32_t *)(uintptr_t)bo_info(fd, out).vaddr;
+    for (int k = 0; k < NB; k++) {
+        pa[k] = k;
+        pb[k] = 5;
+        po[k] = -1;
+    }
+    int32_t *ma = mmap(NULL, NB * 4, PROT_READ, MAP_SHARED, fd, (off_t)bo_info(fd, a).map_offset);
+    CHECK(ma != MAP_FAILED && ma[NB - 1] == NB - 1, "the BO's own mapping shows the same pages");
+    if (ma != MAP_FAILED)
+        munmap(ma, NB * 4);
+    struct amdxdna_drm_wait_cmd wc = {.hwctx = cc.handle, .seq = submit_add(fd, cc.handle, instr, a, b, out)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_WAIT_CMD, &wc);
+    int wrong = 0;
+    for (int k = 0; k < NB; k++)
+        wrong += po[k] != k + 5;
+    CHECK(wrong == 0, "job over a BO spanning chunks: %d wrong results", wrong);
+    gem_close(fd, a);
+    CHECK(dev_bo(fd, NB * 4, 0, &a) == aa, "a freed range is reused");
+    /* grow to the maximum and no further */
+    for (uint64_t total = 2 * chunk; total < max; total += chunk) {
+        uint32_t hn = create_bo(fd, AMDXDNA_BO_DEV_HEAP, chunk);
+        CHECK(mmap(va + total, chunk, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
+                   (off_t)bo_info(fd, hn).map_offset) == va + total, "map chunk: %s", strerror(errno));
+    }
+    c.size = chunk;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c, EBUSY); /* the heap is at its maximum */
+    dev_bo(fd, 576 * MiB, EINVAL, &h);                     /* never fits */
+    uint64_t big = dev_bo(fd, 256 * MiB, 0, &h);             /* across four chunks */
+    CHECK(big > aa && big + 256 * MiB <= base + max, "a 256 MiB BO after the others at %#llx",
+          (unsigned long long)big);
+    close(fd);
+    munmap(va, max);
+}
+
 static void test_destroy(int fd, uint32_t ctx)
 {
     struct amdxdna_drm_destroy_hwctx d = {.handle = ctx, .pad = 1};
@@ -831,10 +1156,156 @@ static void test_destroy(int fd, uint32_t ctx)
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &d, EINVAL); /* stale */
 }
 
+/* GET_INFO / SET_STATE of the driver's device settings (docs/spec/uapi.md §6): what fits is
+ * copied, SET_STATE is root's, each SET with the driver's buffer rule, the values are the
+ * device's (another process reads them). */
+static uint8_t get_attr(int fd, uint32_t param, int want_err)
+{
+    struct amdxdna_drm_attribute_state st = {.state = 0xEE};
+    struct amdxdna_drm_get_info gi = {.param = param, .buffer_size = sizeof(st), .buffer = PTR(&st)};
+    if (want_err) {
+        EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, want_err);
+        return 0xEE;
+    }
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    return st.state;
+}
+
+static int set_attr(int fd, uint32_t param, uint8_t state, uint32_t size)
+{
+    struct amdxdna_drm_attribute_state st = {.state = state};
+    struct amdxdna_drm_set_state ss = {.param = param, .buffer_size = size, .buffer = PTR(&st)};
+    return ioctl(fd, DRM_IOCTL_AMDXDNA_SET_STATE, &ss) == 0 ? 0 : errno;
+}
+
+static void test_state(int fd)
+{
+    const bool fb = pci_device() != 0x1502; /* npu1's firmware has no frame-boundary setting */
+    const uint32_t sz = sizeof(struct amdxdna_drm_attribute_state);
+    CHECK(get_attr(fd, DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE, 0) == 0, "force preempt off at start");
+    CHECK(set_attr(fd, DRM_AMDXDNA_SET_FORCE_PREEMPT, 1, sz) == 0, "set force preempt");
+    CHECK(get_attr(fd, DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE, 0) == 1, "force preempt on");
+    CHECK(set_attr(fd, DRM_AMDXDNA_SET_FORCE_PREEMPT, 2, sz) == EINVAL, "state 2");
+    CHECK(set_attr(fd, DRM_AMDXDNA_SET_FORCE_PREEMPT, 0, 1) == 0 &&
+              get_attr(fd, DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE, 0) == 0, "a 1-byte buffer is enough");
+    struct amdxdna_drm_set_state ss = {.param = DRM_AMDXDNA_SET_FORCE_PREEMPT, .buffer_size = sz,
+                                       .buffer = PTR(unmapped)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_SET_STATE, &ss, EFAULT);
+    uint8_t two[2] = {0xAA, 0xAA};
+    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE, .buffer_size = 1,
+                                      .buffer = PTR(two)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    CHECK(two[0] == 0 && two[1] == 0xAA, "a short buffer gets what fits, nothing past it");
+    gi.buffer = PTR(unmapped);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EFAULT);
+    CHECK(set_attr(fd, DRM_AMDXDNA_SET_FORCE_PREEMPT, 1, sz) == 0, "force preempt on again");
+    if (fb) {
+        CHECK(get_attr(fd, DRM_AMDXDNA_GET_FRAME_BOUNDARY_PREEMPT_STATE, 0) == 0, "frame boundary off at init");
+        CHECK(set_attr(fd, DRM_AMDXDNA_SET_FRAME_BOUNDARY_PREEMPT, 1, sz - 1) == EINVAL, "size must be exact");
+        CHECK(set_attr(fd, DRM_AMDXDNA_SET_FRAME_BOUNDARY_PREEMPT, 2, sz) == EINVAL, "state 2");
+        CHECK(set_attr(fd, DRM_AMDXDNA_SET_FRAME_BOUNDARY_PREEMPT, 1, sz) == 0, "set frame boundary");
+        CHECK(get_attr(fd, DRM_AMDXDNA_GET_FRAME_BOUNDARY_PREEMPT_STATE, 0) == 1, "frame boundary on");
+    } else {
+        get_attr(fd, DRM_AMDXDNA_GET_FRAME_BOUNDARY_PREEMPT_STATE, EOPNOTSUPP);
+        CHECK(set_attr(fd, DRM_AMDXDNA_SET_FRAME_BOUNDARY_PREEMPT, 1, sz) == EOPNOTSUPP, "npu1 frame boundary");
+    }
+    get_attr(fd, DRM_AMDXDNA_GET_AUTO_COREDUMP, EOPNOTSUPP); /* AIE4's */
+    CHECK(set_attr(fd, DRM_AMDXDNA_SET_AUTO_COREDUMP, 1, sz) == EOPNOTSUPP, "auto coredump is AIE4's");
+    CHECK(set_attr(fd, 99, 1, sz) == EOPNOTSUPP, "unknown SET_STATE parameter");
+
+    /* another process sees the device's values; a non-root caller may read, not set */
+    pid_t pid = fork();
+    if (pid == 0) {
+        int cfd = open("/dev/accel/accel0", O_RDWR);
+        int bad = cfd < 0 || get_attr(cfd, DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE, 0) != 1 ||
+                  (fb && get_attr(cfd, DRM_AMDXDNA_GET_FRAME_BOUNDARY_PREEMPT_STATE, 0) != 1);
+        if (setuid(65534) < 0 || set_attr(cfd, DRM_AMDXDNA_SET_FORCE_PREEMPT, 0, sz) != EACCES ||
+            get_attr(cfd, DRM_AMDXDNA_GET_FORCE_PREEMPT_STATE, 0) != 1)
+            bad = 1;
+        _exit(bad);
+    }
+    int st = -1;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "another process reads the values; non-root gets EACCES");
+    CHECK(set_attr(fd, DRM_AMDXDNA_SET_FORCE_PREEMPT, 0, sz) == 0, "force preempt off");
+    if (fb)
+        CHECK(set_attr(fd, DRM_AMDXDNA_SET_FRAME_BOUNDARY_PREEMPT, 0, sz) == 0, "frame boundary off");
+}
+
+/* The driver's own state through exec's driver session (docs/spec/uapi.md §6): a root
+ * SET_POWER_MODE moves the device's mode; a job that raises an AIE error leaves it in the
+ * driver's last-async-error cache, which GET_ARRAY HW_LAST_ASYNC_ERR reads. */
+static void test_driver_state(int fd, const struct amdxdna_drm_query_aie_metadata *md)
+{
+    struct amdxdna_drm_set_power_mode pm = {.power_mode = POWER_MODE_LOW};
+    struct amdxdna_drm_set_state ss = {.param = DRM_AMDXDNA_SET_POWER_MODE, .buffer_size = sizeof(pm),
+                                       .buffer = PTR(&pm)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_SET_STATE, &ss);
+    struct amdxdna_drm_get_power_mode got = {.power_mode = 0xEE};
+    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_GET_POWER_MODE, .buffer_size = sizeof(got),
+                                      .buffer = PTR(&got)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    CHECK(got.power_mode == POWER_MODE_LOW, "power mode %u after SET_STATE", got.power_mode);
+    pm.power_mode = POWER_MODE_TURBO + 1;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_SET_STATE, &ss, EINVAL);
+    ss.buffer = PTR(unmapped);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_SET_STATE, &ss, EFAULT);
+    pm.power_mode = POWER_MODE_DEFAULT;
+    ss.buffer = PTR(&pm);
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_SET_STATE, &ss);
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    CHECK(got.power_mode == POWER_MODE_DEFAULT, "power mode %u back", got.power_mode);
+
+    /* an AIE error at a core tile: instruction error event 59 of the core module */
+    struct amdxdna_qos_info qos = {.priority = AMDXDNA_QOS_NORMAL_PRIORITY};
+    struct amdxdna_drm_create_hwctx cc = {.qos_p = PTR(&qos), .num_tiles = md->core.row_count};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &cc);
+    uint32_t instr = create_bo(fd, AMDXDNA_BO_DEV, 4096), cmd = create_bo(fd, AMDXDNA_BO_CMD, 4096);
+    struct {
+        uint32_t magic, version, kernel, dtype, count, m, n, k;
+        double scalar;
+        uint32_t error, where;
+    } desc = {XKNL_MAGIC, XKNL_VERSION, XKNL_FAIL, XKNL_INT32, 0, 0, 0, 0, 1.0, XKNL_AIE_ERR,
+              0u | (uint32_t)md->core.row_start << 8 | 1u << 16 | 59u << 24};
+    memcpy((void *)(uintptr_t)bo_info(fd, instr).vaddr, &desc, sizeof(desc));
+    uint32_t *c = map_bo(fd, cmd, 4096);
+    uint64_t ia = bo_info(fd, instr).xdna_addr;
+    uint32_t w[] = {1, (uint32_t)ia, (uint32_t)(ia >> 32), sizeof(desc), 0};
+    c[0] = XDNA_SHIM_ERT_STATE_NEW | (uint32_t)(sizeof(w) / 4) << 12 | XDNA_SHIM_ERT_START_NPU << 23;
+    memcpy(c + 1, w, sizeof(w));
+    struct amdxdna_drm_exec_cmd e = {.hwctx = cc.handle, .type = AMDXDNA_CMD_SUBMIT_EXEC_BUF,
+                                     .cmd_handles = cmd, .cmd_count = 1};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &e);
+    struct amdxdna_drm_wait_cmd wc = {.hwctx = cc.handle, .timeout = 5000, .seq = e.seq};
+    ioctl(fd, DRM_IOCTL_AMDXDNA_WAIT_CMD, &wc);
+    CHECK((c[0] & 0xF) == XDNA_SHIM_ERT_STATE_ERROR, "the failing job: state %u", c[0] & 0xF);
+    struct amdxdna_async_error ae[2];
+    struct amdxdna_drm_get_array ga = {0};
+    for (int tries = 0; tries < 400; tries++) { /* the event reaches the driver on its own */
+        memset(ae, 0, sizeof(ae));
+        ga = (struct amdxdna_drm_get_array){.param = DRM_AMDXDNA_HW_LAST_ASYNC_ERR,
+                                            .element_size = sizeof(ae[0]), .num_element = 2,
+                                            .buffer = PTR(ae)};
+        EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga);
+        if (ga.num_element)
+            break;
+        usleep(25000);
+    }
+    CHECK(ga.num_element == 1 && ga.element_size == sizeof(ae[0]), "one cached error: %u", ga.num_element);
+    CHECK((ae[0].err_code & 0xFFFF) == 8 && (ae[0].err_code >> 32 & 0xFF) == 3 && ae[0].ts_us,
+          "AIE_INSTRUCTION of AIE_CORE: %#llx", (unsigned long long)ae[0].err_code);
+    CHECK((ae[0].ex_err_code >> 8 & 0xFF) == md->core.row_start, "row in ex_err_code: %#llx",
+          (unsigned long long)ae[0].ex_err_code);
+    ga.pad = 1;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EINVAL);
+    struct amdxdna_drm_destroy_hwctx dh = {.handle = cc.handle};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &dh);
+}
+
 static void test_not_served(int fd)
 {
     /* root-only SET_STATE: a non-root caller gets the DRM permission error */
-    struct amdxdna_drm_set_state ss = {.param = DRM_AMDXDNA_SET_POWER_MODE};
+    struct amdxdna_drm_set_state ss = {.param = DRM_AMDXDNA_SET_FW_LOG_STATE};
     errno = 0;
     int rc = ioctl(fd, DRM_IOCTL_AMDXDNA_SET_STATE, &ss);
     CHECK(rc == -1 && errno == (geteuid() ? EACCES : EOPNOTSUPP), "SET_STATE errno %d", errno);
@@ -863,8 +1334,15 @@ int main(void)
     test_fork(ctx, &want);
     test_prime(fd, other);
     test_host_syncobjs(fd);
+    test_userptr(fd, ctx);
+    test_syncobj_fds(fd, other, &md);
     test_destroy(fd, ctx);
     test_fence_chain(fd, &md);
+    test_heap_growth(&md);
+    if (geteuid() == 0) {
+        test_state(fd);
+        test_driver_state(fd, &md);
+    }
     test_not_served(fd);
     close(other);
     close(fd);

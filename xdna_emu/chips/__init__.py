@@ -155,6 +155,7 @@ class Limits:
     first_col: int
     ctx_limit: int | None = None  # contexts per device the driver allows (npu4 family)
     temporal_only: bool = False  # contexts share columns in time (npu4 family)
+    dev_heap_max: int = 64 << 20  # a client's DEV heap may grow to this (64 MiB chunks)
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,7 @@ class RuntimeConfig:
     clock_gating: tuple[int, ...]
     types: tuple[int, ...]
     fine_preempt: int | None = None  # the fine-grained preemption type, when there is one
+    frame_boundary_preempt: int | None = None  # the frame-boundary preemption type, if any
 
 
 @dataclass(frozen=True)

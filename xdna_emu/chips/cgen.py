@@ -137,10 +137,13 @@ def _chip_block(idx: int, chip: Chip) -> tuple[list[str], str]:
         fields += [f".clock_gating = {p}_clkgate", f".nclock_gating = {len(cg)}"]
     fine = rc.fine_preempt if rc is not None else None
     fields.append(f".fine_preempt_type = {fine if fine is not None else -1}")
+    fb = rc.frame_boundary_preempt if rc is not None else None
+    fields.append(f".frame_boundary_type = {fb if fb is not None else -1}")
 
     fields.append(f".first_col = {chip.limits.first_col}")
     fields.append(f".hwctx_limit = {chip.limits.hwctx_limit}")
     fields.append(f".temporal_only = {1 if chip.limits.temporal_only else 0}")
+    fields.append(f".dev_heap_max = {chip.limits.dev_heap_max:#x}ull")
     method = chip.smu.dpm_method
     if method not in ("level", "clock"):
         raise ValueError(f"{chip.name}: unknown smu.dpm_method {method!r}")

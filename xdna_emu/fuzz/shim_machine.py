@@ -11,6 +11,11 @@ command ended in a final state. A failure is written as a replayable shim trace 
 
 Outcomes (``exec: EPIPE``, ``final abort``, ``fault late``...) are reported with
 ``hypothesis.event`` and counted in :data:`VISITS`, so a run shows it reached the rare ones.
+
+:class:`ShimConfigMachine` is a second machine over the same harness that also draws the
+driver's newer calls (every command form, QoS contexts, CU tables, debug BOs, waits on a
+queue handle). It is split off rather than weighted in, so the first machine's rule mix,
+and with it the outcomes its test must reach, stay as they are.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from .faults import ACT_FAULTS, MSG_FAULTS
 from .invariants import Failure
 from .lang import Op
 from .machines import artifact_dir
-from .shim_target import MGMT_OPCODES
+from .model import FORMS
+from .shim_target import CU_COUNTS, DBG_SIZES, MGMT_OPCODES, QOS
 from .shim_trace import KERNELS, ShimHarness
 from .trace import Trace, harness_for
 
@@ -144,3 +150,41 @@ class ShimMachine(RuleBasedStateMachine):
         finally:
             self._count()
             self.s.ip.close_shim()
+
+
+class ShimConfigMachine(ShimMachine):
+    """:class:`ShimMachine` plus the configuration calls and every command form."""
+
+    @precondition(lambda self: self.s.ctxs)
+    @rule(i=st.integers(0, 3), kernel=st.sampled_from(KERNELS), wait=st.booleans(),
+          timeout=st.sampled_from([100, 3000, 10000]),
+          form=st.sampled_from(list(FORMS) + ["cu@1", "npu@2"]))
+    def exec_form(self, i: int, kernel: str, wait: bool, timeout: int, form: str) -> None:
+        """Submit in any command form (``@n``: on CU n), often waiting at once."""
+        self._do(Op("call", ("exec", i, kernel, form)))
+        if wait and self.s.last == "ok":
+            self._do(Op("call", ("wait", len(self.s.jobs) - 1, timeout)))
+
+    @rule(qos=st.sampled_from(QOS))
+    def qctx(self, qos: tuple[int, int, int, int]) -> None:
+        """A context with QoS (valid, out of range or without any)."""
+        self._do(Op("call", ("qctx", *qos)))
+
+    @precondition(lambda self: self.s.ctxs)
+    @rule(i=st.integers(0, 3), count=st.sampled_from(CU_COUNTS))
+    def cucfg(self, i: int, count: int) -> None:
+        self._do(Op("call", ("cucfg", i, count)))
+
+    @precondition(lambda self: self.s.ctxs)
+    @rule(i=st.integers(0, 3), size=st.sampled_from([*DBG_SIZES, 4096, 8192]), new=st.booleans(),
+          how=st.sampled_from(["assign", "assign", "remove"]), b=st.integers(0, 2))
+    def dbg(self, i: int, size: int, new: bool, how: str, b: int) -> None:
+        """Bind or unbind a debug BO (made first when asked or when there is none)."""
+        if new or not self.s.dbg_bos:
+            self._do(Op("call", ("dbgbo", size)))
+        self._do(Op("call", ("dbg", i, how, b)))
+
+    @precondition(lambda self: self.s.ctxs)
+    @rule(i=st.integers(0, 3), seq=st.sampled_from([0, 1, 1, 2, 5, -1]))
+    def syncwait(self, i: int, seq: int) -> None:
+        self._do(Op("call", ("syncwait", i, seq)))

@@ -135,6 +135,7 @@ class Command:
     slot_type: int = 0  # SlotType of a slot_npu, else 0
     save: tuple[int, int] = (0, 0)  # preempt slot: save buffer (address, size)
     restore: tuple[int, int] = (0, 0)  # preempt slot: restore buffer (address, size)
+    cu: int = -1  # the cu_idx it names (-1: none, an ELF slot); checked against CONFIG_CU
 
 
 @dataclass
@@ -250,7 +251,8 @@ class ContextFirmware:
 
     def __init__(self, fw: MgmtFirmware) -> None:
         self.fw, self.chip, self.iommu, self.stats = fw, fw.chip, fw.iommu, fw.stats
-        for key in ("jobs_completed", "jobs_failed", "iommu_faults", "unknown_ops"):
+        for key in ("jobs_completed", "jobs_failed", "iommu_faults", "unknown_ops",
+                    "contexts_destroyed"):
             self.stats.setdefault(key, 0)
         self.contexts: dict[int, HwContext] = {}
         lim = self.chip.limits
@@ -354,6 +356,7 @@ class ContextFirmware:
         if ctx.chan is not None:
             self.fw.engine.close_channel(ctx.chan.index)
         ctx.queue.clear()
+        self.stats["contexts_destroyed"] += 1  # the runqueue's generation (docs/spec/jobs.md §3a)
         log.info("context %d destroyed", ctx.id)
 
     def _host_buffer(self, opcode: Opcode, req: tuple, first: bool) -> bytes:
@@ -560,15 +563,15 @@ class ContextFirmware:
         """A single-exec message: payload = props, then buffer-argument words."""
         if op == Opcode.EXECUTE_BUFFER_CF:
             cmd = ContextFirmware._cf_command(list(req[1:]))
-            cmd.exact = False
+            cmd.exact, cmd.cu = False, req[0]
             return cmd
         if op == Opcode.EXEC_DPU:
-            inst, size, props, _cu, *words = req
+            inst, size, props, cu, *words = req
         else:  # EXEC_NPU
-            _flags, _type, inst, _save, _restore, size, _ss, _rs, props, _cu, *words = req
+            _flags, _type, inst, _save, _restore, size, _ss, _rs, props, cu, *words = req
         if props > len(words):
             raise _Invalid("property count past the payload")
-        return Command(inst, size, words[props:], exact=False)
+        return Command(inst, size, words[props:], exact=False, cu=cu)
 
     def _chain(self, ctx: HwContext, op: Opcode, req: tuple) -> tuple[int, int, int] | None:
         if op == Opcode.CHAIN_EXEC_NPU:
@@ -616,7 +619,7 @@ class ContextFirmware:
             stype, inst, save, restore, size, save_size, restore_size, props = f[:8]
             if stype == SlotType.NON_ELF:  # START_CU: the CU payload, as a CF slot
                 cmd = ContextFirmware._cf_command(words)
-                cmd.slot_type = stype
+                cmd.slot_type, cmd.cu = stype, f[8]
                 return cmd, end
             if stype == SlotType.ELF:
                 if words != [KERNEL_OP_TXN]:
@@ -626,15 +629,17 @@ class ContextFirmware:
                 raise _Invalid(f"slot type {stype} not supported")
             if props > arg_cnt:
                 raise _Invalid("property count past the slot arguments")
-            cmd = Command(inst, size, words[props:], slot_type=stype)
+            cmd = Command(inst, size, words[props:], slot_type=stype, cu=f[8])
             if stype == SlotType.PREEMPT:
                 cmd.save, cmd.restore = (save, save_size), (restore, restore_size)
             return cmd, end
         if op == Opcode.CHAIN_EXEC_DPU:
             if f[2] > arg_cnt:
                 raise _Invalid("property count past the slot arguments")
-            return Command(f[0], f[1], words[f[2]:]), end
-        return ContextFirmware._cf_command(words), end
+            return Command(f[0], f[1], words[f[2]:], cu=f[3]), end
+        cmd = ContextFirmware._cf_command(words)
+        cmd.cu = f[0]
+        return cmd, end
 
     @staticmethod
     def _cf_command(words: list[int]) -> Command:
@@ -653,6 +658,8 @@ class ContextFirmware:
         """Run one command: (status, command status), or None for a hang."""
         inv = _INVALID
         ctx.cur_kernel = TXN_OP_NONE  # until the program is decoded
+        if cmd.cu >= len(ctx.cus):  # no such CU in its CONFIG_CU table: no PDI to load
+            return Status.APP_ERT_LOAD_PDI_FAILURE, Status.APP_ERT_LOAD_PDI_FAILURE
         if cmd.inst_size >= ARG_MAX:
             return inv
         try:
@@ -740,7 +747,7 @@ class ContextFirmware:
     # -- session hooks -----------------------------------------------------------------------
     def proxy(self, pasid: int, opcode: int, payload: bytes) -> bytes:
         """A client session's mgmt op, run synchronously through the mgmt dispatch."""
-        if opcode not in PROXY_OPS:
+        if opcode not in PROXY_OPS and not self._client_setting(opcode, payload):
             raise OSError(errno.EPERM, f"opcode {opcode:#x} is driver-only")
         payload = bytes(payload)
         lay = LAYOUTS[Opcode(opcode)]
@@ -758,6 +765,14 @@ class ContextFirmware:
         if chan.resp is None:
             raise OSError(errno.EINVAL, f"opcode {opcode:#x} would not be answered")
         return chan.resp
+
+    def _client_setting(self, opcode: int, payload: bytes) -> bool:
+        """The one runtime setting a client sets: frame-boundary preemption, which a root
+        UAPI client changes with SET_STATE (docs/spec/uapi.md §6)."""
+        rc = self.chip.runtime_config
+        fb = rc.frame_boundary_preempt if rc is not None else None
+        return (opcode == Opcode.SET_RUNTIME_CONFIG and fb is not None and len(payload) >= 4
+                and _U32.unpack_from(payload)[0] == fb)
 
     def release_pasid(self, pasid: int) -> int:
         """Destroy every context of a PASID (its session went away)."""

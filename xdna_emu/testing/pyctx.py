@@ -62,6 +62,7 @@ class Cmd:
     raw_words: list[int] | None = None  # override the argument words (for bad commands)
     inst: Bo | None = None  # use this instruction BO as is (default: one holding ``desc``)
     slot_type: int | None = None  # a CHAIN_EXEC_NPU slot type (default PARTIAL_ELF)
+    cu: int = 0  # the slot's cu_idx (the firmware checks it against CONFIG_CU)
 
 
 class PyClient:
@@ -164,7 +165,7 @@ class PyContext:
         stype = SlotType.PARTIAL_ELF if cmd.slot_type is None else cmd.slot_type
         if opcode == Opcode.CHAIN_EXEC_NPU and stype == SlotType.NON_ELF:  # START_CU: CU payload
             words = [inst.addr & 0xFFFFFFFF, inst.addr >> 32, *words]
-            hdr = SLOT_NPU.pack(stype, 0, 0, 0, 0, 0, 0, 0, 0, len(words))
+            hdr = SLOT_NPU.pack(stype, 0, 0, 0, 0, 0, 0, 0, cmd.cu, len(words))
         elif opcode == Opcode.CHAIN_EXEC_NPU and stype == SlotType.ELF:
             # the addresses patched into the instruction buffer after the descriptor
             # (docs/spec/jobs.md §5); the slot carries only KERNEL_OP_TXN
@@ -174,12 +175,12 @@ class PyContext:
             words = [KERNEL_OP_TXN]
             hdr = SLOT_NPU.pack(stype, inst.addr, 0, 0, inst.size, 0, 0, 0, 0, len(words))
         elif opcode == Opcode.CHAIN_EXEC_NPU:  # PARTIAL_ELF, PREEMPT (no save/restore) or raw
-            hdr = SLOT_NPU.pack(stype, inst.addr, 0, 0, inst.size, 0, 0, 0, 0, len(words))
+            hdr = SLOT_NPU.pack(stype, inst.addr, 0, 0, inst.size, 0, 0, 0, cmd.cu, len(words))
         elif opcode == Opcode.CHAIN_EXEC_DPU:
-            hdr = SLOT_DPU.pack(inst.addr, inst.size, 0, 0, len(words))
+            hdr = SLOT_DPU.pack(inst.addr, inst.size, 0, cmd.cu, len(words))
         else:
             words = [inst.addr & 0xFFFFFFFF, inst.addr >> 32, *words]
-            hdr = SLOT_CF.pack(0, len(words))
+            hdr = SLOT_CF.pack(cmd.cu, len(words))
         return hdr + struct.pack(f"<{len(words)}I", *words)
 
     def chain_opcode(self) -> Opcode:

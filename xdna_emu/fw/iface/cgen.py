@@ -84,10 +84,16 @@ def c_struct(s: Struct, tag_prefix: str, size_macro: str, packed: bool = True,
     out += [_field_decl(tag_prefix, fl) for fl in s.fields]
     out.append("};")
     out.append(f"#define {size_macro} {s.size}{suffix}")
-    out.append(f'_Static_assert(sizeof(struct {tag}) == {s.size}, "{tag} size");')
-    for name, off in s.offsets.items():
-        out.append(f'_Static_assert(offsetof(struct {tag}, {name}) == {off}, "{tag}.{name}");')
-    return out + [""]
+    return out + layout_asserts(tag, s.size, s.offsets) + [""]
+
+
+def layout_asserts(tag: str, size: int, offsets: dict[str, int]) -> list[str]:
+    """``_Static_assert`` lines pinning ``struct {tag}``'s size and every member's offset, so a
+    compiler that lays a generated struct out differently from the table fails the build."""
+    out = [f'_Static_assert(sizeof(struct {tag}) == {size}, "{tag} size");']
+    out += [f'_Static_assert(offsetof(struct {tag}, {name}) == {off}, "{tag}.{name}");'
+            for name, off in offsets.items()]
+    return out
 
 
 def render(fam: Family) -> str:
