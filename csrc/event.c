@@ -292,12 +292,16 @@ int xdna_wait_log(struct xdna_shim_ctx *ctx, uint64_t deadline)
         return xdna_hooked_step(ctx, -1, deadline, NULL, false);
     if (!ctx->s.mon_running)
         return xdna_wait_step(ctx, -1, deadline, NULL);
-    /* keep the lock (a message may be half written): short polls on notify */
+    /* keep the lock (a message may be half written): short polls on notify, which the
+     * daemon must then write even after a step that raised one of our vectors */
     uint64_t now;
     if (pump_due(ctx, deadline, &now) < 0)
         return -1;
     struct pump pp = {.extra_fd = -1};
-    return pump_step(ctx, &pp, LOG_WAIT_SLICE_NS);
+    xdna_set_irq_wakes(ctx, false);
+    int rc = pump_step(ctx, &pp, LOG_WAIT_SLICE_NS);
+    xdna_set_irq_wakes(ctx, true);
+    return rc;
 }
 
 int xdna_cond_wait(struct xdna_shim_ctx *ctx, uint64_t deadline)
