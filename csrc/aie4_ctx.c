@@ -156,7 +156,7 @@ void xdna_aie4_reap(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
         return;
     uint64_t rd = __atomic_load_n(&queue_hdr(q)->read_index, __ATOMIC_ACQUIRE);
     while (hw->njobs) {
-        struct xdna_job *j = &hw->jobs[hw->job_head % XDNA_CTX_MAX_CMDS];
+        struct xdna_job *j = &hw->jobs[hw->job_head % XDNA_CTX_JOBS_MAX];
         if (!j->live || rd < j->umq_end)
             return;
         uint32_t state = XDNA_SHIM_ERT_STATE_COMPLETED, fail = 0;

@@ -111,7 +111,7 @@ unsigned xdna_hwctx_live(struct xdna_shim_ctx *ctx)
 
 static struct xdna_job *job_at(struct xdna_hwctx *hw, unsigned i)
 {
-    return &hw->jobs[(hw->job_head + i) % XDNA_CTX_MAX_CMDS];
+    return &hw->jobs[(hw->job_head + i) % XDNA_CTX_JOBS_MAX];
 }
 
 static struct xdna_job *job_find(struct xdna_hwctx *hw, uint64_t seq)
@@ -220,7 +220,7 @@ void xdna_job_finish(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xd
     default: hw->errors++; break;
     }
     while (hw->njobs && !job_at(hw, 0)->live) {
-        hw->job_head = (hw->job_head + 1) % XDNA_CTX_MAX_CMDS;
+        hw->job_head = (hw->job_head + 1) % XDNA_CTX_JOBS_MAX;
         hw->njobs--;
     }
     ctx->s.last_active_ns = hw->active_ns = xdna_now_ns();
@@ -565,7 +565,7 @@ static void end_jobs(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, uint32_t 
             xdna_job_finish(ctx, hw, j, first ? first_state : XDNA_SHIM_ERT_STATE_ABORT, 0);
             first = false;
         } else {
-            hw->job_head = (hw->job_head + 1) % XDNA_CTX_MAX_CMDS;
+            hw->job_head = (hw->job_head + 1) % XDNA_CTX_JOBS_MAX;
             hw->njobs--;
         }
     }
@@ -1212,8 +1212,9 @@ static int exec_parse(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo
                      runnable_names(ctx));
 }
 
-/* Claim the context with a free job slot (at most XDNA_CTX_MAX_CMDS outstanding), waiting
- * for one with the context released. On success the caller holds the claim. */
+/* Claim the context with a free job slot (at most XDNA_CTX_MAX_CMDS outstanding on AIE2; on
+ * AIE4 as many as the HSA queue holds, docs/spec/aie4.md §8), waiting for one with the context
+ * released. On success the caller holds the claim. */
 static int claim_slot(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t nsub,
                       struct xdna_hwctx **out)
 {
@@ -1229,7 +1230,8 @@ static int claim_slot(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t nsub,
     /* as the driver blocks a submission until its context has a free slot (AIE4: until the
      * HSA queue has room for every packet of the command; a context reset releases it
      * unpublished with EAGAIN, docs/spec/aie4.md §8) */
-    while (hw->njobs >= XDNA_CTX_MAX_CMDS || (aie4 && !xdna_aie4_queue_room(ctx, hw, nsub))) {
+    unsigned max_jobs = aie4 ? XDNA_CTX_JOBS_MAX : XDNA_CTX_MAX_CMDS;
+    while (hw->njobs >= max_jobs || (aie4 && !xdna_aie4_queue_room(ctx, hw, nsub))) {
         hw_release(ctx, hw);
         if (xdna_cond_wait(ctx, deadline) < 0)
             return xdna_fail(ctx, EAGAIN, "exec: context %u has no room for %u more commands",
@@ -1280,7 +1282,7 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
         goto release_hw;
     }
     bool npu = xdna_has_feature(ctx, XDNA_FEAT_NPU_COMMAND);
-    struct xdna_job *j = &hw->jobs[(hw->job_head + hw->njobs) % XDNA_CTX_MAX_CMDS];
+    struct xdna_job *j = &hw->jobs[(hw->job_head + hw->njobs) % XDNA_CTX_JOBS_MAX];
     memset(j, 0, sizeof(*j));
     /* The lock may have been dropped since the first parse (slot wait, context start): the
      * client may have released or rewritten the BOs meanwhile. Parse again, fail cleanly if

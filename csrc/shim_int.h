@@ -92,7 +92,10 @@ struct xdna_bar_map {
 /* Context ids are allocated cyclically over 1..255 as the driver does, so a destroyed
  * context's id is not handed out again at once. */
 #define XDNA_HWCTX_ID_MAX 255u
-#define XDNA_CTX_MAX_CMDS 4          /* CTX_MAX_CMDS: outstanding commands per context */
+#define XDNA_CTX_MAX_CMDS 4          /* CTX_MAX_CMDS: outstanding commands per AIE2 context */
+/* The job ring: AIE4 keeps as many jobs in flight as its HSA queue has packets
+ * (docs/spec/aie4.md §8); AIE2 uses the first XDNA_CTX_MAX_CMDS of the same ring. */
+#define XDNA_CTX_JOBS_MAX XDNA_AIE4_HSA_QUEUE_SLOTS
 #define XDNA_MONITOR_POLL_NS 1000000u /* monitor re-check of a due duty that could not run (1 ms) */
 #define XDNA_CMDLIST_SIZE 4096u      /* one cmd-list buffer */
 #define XDNA_HEAP_CHUNK (64ull << 20)
@@ -432,7 +435,7 @@ struct xdna_hwctx {
     struct xdna_mbox_chan chan;
     uint32_t cmdlist_bo[XDNA_CTX_MAX_CMDS];
     bool cmdlist_used[XDNA_CTX_MAX_CMDS];
-    struct xdna_job jobs[XDNA_CTX_MAX_CMDS]; /* ring in submission order */
+    struct xdna_job jobs[XDNA_CTX_JOBS_MAX]; /* ring in submission order */
     unsigned job_head, njobs;
     uint64_t next_seq, done_seq;
     uint64_t submitted, completed, errors, timeouts, aborts;
