@@ -229,10 +229,24 @@ static int mgmt_init(struct xdna_shim_ctx *ctx)
     return async_events_start(ctx);
 }
 
+/* The ctrl page's count of function resets (docs/spec/aie4.md §8). */
+static uint32_t resets_now(struct xdna_shim_ctx *ctx)
+{
+    return ctx->ctrl ? __atomic_load_n((const uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_RESETS),
+                                       __ATOMIC_ACQUIRE) : ctx->resets_seen;
+}
+
 int xdna_aie4_start(struct xdna_shim_ctx *ctx)
 {
     struct xdna_aie2_mgmt_mbox_chann_info ci;
     uint64_t t;
+    if (resets_now(ctx) != ctx->resets_seen) { /* reset while stopped: config state back */
+        uint16_t cmd, flags;
+        xdna_pci_state(ctx, &cmd, &flags);
+        if (xdna_pci_restore(ctx, cmd, flags) < 0)
+            return -1;
+        ctx->resets_seen = resets_now(ctx);
+    }
     ctx->info.nstages = 0;
     snprintf(ctx->info.function, sizeof(ctx->info.function), "%s",
              FUNCTION_NAMES[ctx->chip->function]);
@@ -325,6 +339,25 @@ static void reset_prepare(struct xdna_shim_ctx *ctx)
     xdna_dma_unmap(ctx, &ctx->cert);
 }
 
+/* reset_prepare, the reset (initiate: an FLR through config space, as the PCI core's
+ * pcie_flr; else it already happened and only the config state comes back), reset_done:
+ * the resume path, the full handshake and the partition, then every context re-created
+ * (counted in resume_count). */
+static int flr(struct xdna_shim_ctx *ctx, bool initiate)
+{
+    uint16_t cmd, flags;
+    xdna_pci_state(ctx, &cmd, &flags);
+    reset_prepare(ctx);
+    int rc = initiate ? xdna_pci_flr(ctx) : xdna_pci_restore(ctx, cmd, flags);
+    ctx->resets_seen = resets_now(ctx);
+    ctx->state = XDNA_SHIM_STATE_SUSPENDED;
+    if (rc == 0)
+        rc = xdna_pm_resume(ctx);
+    else
+        ctx->state = XDNA_SHIM_STATE_FAILED;
+    return rc;
+}
+
 int xdna_shim_flr(struct xdna_shim_ctx *ctx)
 {
     if (xdna_api_enter(ctx) < 0)
@@ -337,22 +370,25 @@ int xdna_shim_flr(struct xdna_shim_ctx *ctx)
                                              " reset the function"));
     if (ctx->state != XDNA_SHIM_STATE_PROBED)
         return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "flr: device is not probed"));
-    if (xdna_rpm_get(ctx) < 0 || xdna_dev_begin(ctx) < 0)
+    if (xdna_pci_flr_capable(ctx) < 0 || xdna_rpm_get(ctx) < 0 || xdna_dev_begin(ctx) < 0)
         return xdna_api_leave(ctx, -1);
-    reset_prepare(ctx);
-    size_t rl = 0;
-    int rc = xdna_ctl(ctx, XDNA_PROTO_CMD_DEVICE_RESET, NULL, 0, NULL, 0, NULL, &rl, 0, NULL, NULL);
-    if (rc == 0)
-        rc = xdna_msix_restore(ctx);
-    /* reset_done: the resume path, the full handshake and the partition, then every
-     * context re-created (counted in resume_count) */
-    ctx->state = XDNA_SHIM_STATE_SUSPENDED;
-    if (rc == 0)
-        rc = xdna_pm_resume(ctx);
-    else
-        ctx->state = XDNA_SHIM_STATE_FAILED;
+    int rc = flr(ctx, true);
     xdna_dev_end(ctx);
     return xdna_api_leave(ctx, rc);
+}
+
+/* The function was reset by someone else (an FLR through config space the driver did not
+ * start): the same hooks run on a device that is already at power-on. Monitor duty, lock
+ * held; a stopped or suspended function gets its config state back when it starts. */
+void xdna_aie4_reset_check(struct xdna_shim_ctx *ctx)
+{
+    if (ctx->s.client || !xdna_is_aie4(ctx->chip) || ctx->s.dev_busy ||
+        ctx->state != XDNA_SHIM_STATE_PROBED || ctx->s.rpm_suspended ||
+        resets_now(ctx) == ctx->resets_seen)
+        return;
+    ctx->s.dev_busy = true;
+    flr(ctx, false);
+    xdna_dev_end(ctx);
 }
 
 int xdna_aie4_probe(struct xdna_shim_ctx *ctx, const char *fw_search_path)

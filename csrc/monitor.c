@@ -48,6 +48,7 @@ static void periodic_duties(struct xdna_shim_ctx *ctx)
             if (s->async_repost[i] && xdna_async_post(ctx, i) == 0)
                 s->async_repost[i] = 0;
     xdna_rpm_maybe_suspend(ctx);
+    xdna_aie4_reset_check(ctx);
 }
 
 /* TDR, async re-posts and autosuspend, as one monitor iteration does them. */

@@ -28,6 +28,11 @@
 #define PCI_COMMAND_MEMORY 0x2
 #define PCI_COMMAND_MASTER 0x4
 #define PCI_CAP_ID_MSIX 0x11
+#define PCI_CAP_ID_EXP 0x10
+#define PCI_EXP_DEVCAP 4
+#define PCI_EXP_DEVCAP_FLR 0x10000000u
+#define PCI_EXP_DEVCTL 8
+#define PCI_EXP_DEVCTL_BCR_FLR 0x8000
 #define PCI_MSIX_FLAGS 2
 #define PCI_MSIX_TABLE 4
 #define PCI_MSIX_FLAGS_QSIZE 0x7FF
@@ -294,6 +299,7 @@ static int attach_write_log(struct xdna_shim_ctx *ctx)
         return xdna_fail(ctx, EPROTO, "write log: bad ctrl page (magic %#x version %u entries %u/%u"
                                       " size %u)", magic, ver, n, wl.entries, esz);
     ctx->log_entries = n;
+    ctx->resets_seen = __atomic_load_n(&w[XDNA_PROTO_CTRL_OFF_RESETS / 4], __ATOMIC_ACQUIRE);
     return 0;
 
 close_fds:
@@ -302,19 +308,23 @@ close_fds:
     return -1;
 }
 
+/* The offset of capability `id` in the cached config space, 0 when absent. */
+static unsigned find_cap(struct xdna_shim_ctx *ctx, uint8_t id)
+{
+    if (!(cfg16(ctx, PCI_STATUS) & PCI_STATUS_CAP_LIST))
+        return 0;
+    unsigned pos = ctx->config[PCI_CAPABILITY_LIST] & 0xFC;
+    for (unsigned hops = 0; pos >= 0x40 && pos < 0x100 && hops < 48; hops++) {
+        if (ctx->config[pos] == id)
+            return pos;
+        pos = ctx->config[pos + 1] & 0xFC;
+    }
+    return 0;
+}
+
 static int setup_msix(struct xdna_shim_ctx *ctx)
 {
-    unsigned cap = 0;
-    if (cfg16(ctx, PCI_STATUS) & PCI_STATUS_CAP_LIST) {
-        unsigned pos = ctx->config[PCI_CAPABILITY_LIST] & 0xFC;
-        for (unsigned hops = 0; pos >= 0x40 && pos < 0x100 && hops < 48; hops++) {
-            if (ctx->config[pos] == PCI_CAP_ID_MSIX) {
-                cap = pos;
-                break;
-            }
-            pos = ctx->config[pos + 1] & 0xFC;
-        }
-    }
+    unsigned cap = find_cap(ctx, PCI_CAP_ID_MSIX);
     if (!cap)
         return xdna_fail(ctx, ENODEV, "config space has no MSI-X capability");
     ctx->msix_cap = cap;
@@ -372,6 +382,49 @@ int xdna_msix_restore(struct xdna_shim_ctx *ctx)
             return -1;
     }
     return 0;
+}
+
+/* After a function reset config space is at power-on: restore what the driver set (the
+ * command register, MSI-X enable, the unmasked table entries), as the PCI core's
+ * pci_restore_state does (docs/spec/aie4.md §8). */
+int xdna_pci_restore(struct xdna_shim_ctx *ctx, uint16_t cmd, uint16_t msix_flags)
+{
+    if (xdna_region_read(ctx, XDNA_PROTO_REGION_CONFIG, 0, ctx->config, sizeof(ctx->config)) < 0)
+        return -1;
+    if (cfg_write16(ctx, PCI_COMMAND, cmd) < 0 ||
+        cfg_write16(ctx, ctx->msix_cap + PCI_MSIX_FLAGS, msix_flags) < 0)
+        return -1;
+    return xdna_msix_restore(ctx);
+}
+
+/* Function-level reset through config space, as the PCI core's pcie_flr: the function must
+ * say it can (Device Capabilities FLR), then Device Control "Initiate FLR"; the config state
+ * the reset cleared is restored after it. */
+int xdna_pci_flr_capable(struct xdna_shim_ctx *ctx)
+{
+    unsigned exp = find_cap(ctx, PCI_CAP_ID_EXP);
+    if (!exp || !(cfg32(ctx, exp + PCI_EXP_DEVCAP) & PCI_EXP_DEVCAP_FLR))
+        return xdna_fail(ctx, ENOTTY, "flr: the function is not FLR capable");
+    return 0;
+}
+
+int xdna_pci_flr(struct xdna_shim_ctx *ctx)
+{
+    if (xdna_pci_flr_capable(ctx) < 0)
+        return -1;
+    unsigned exp = find_cap(ctx, PCI_CAP_ID_EXP);
+    uint16_t cmd = cfg16(ctx, PCI_COMMAND), flags = cfg16(ctx, ctx->msix_cap + PCI_MSIX_FLAGS);
+    uint16_t ctl = cfg16(ctx, exp + PCI_EXP_DEVCTL) | PCI_EXP_DEVCTL_BCR_FLR;
+    if (cfg_write16(ctx, exp + PCI_EXP_DEVCTL, ctl) < 0)
+        return -1;
+    return xdna_pci_restore(ctx, cmd, flags);
+}
+
+/* The cached command register and MSI-X flags (what xdna_pci_restore writes back). */
+void xdna_pci_state(struct xdna_shim_ctx *ctx, uint16_t *cmd, uint16_t *msix_flags)
+{
+    *cmd = cfg16(ctx, PCI_COMMAND);
+    *msix_flags = cfg16(ctx, ctx->msix_cap + PCI_MSIX_FLAGS);
 }
 
 int xdna_pci_attach(struct xdna_shim_ctx *ctx, const char *path)

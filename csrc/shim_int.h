@@ -163,6 +163,7 @@ struct xdna_shim_ctx {
 
     /* MSI-X */
     unsigned msix_cap;
+    uint32_t resets_seen; /* the ctrl page's function-reset count the driver last handled */
     unsigned nvec;
     int *irq_fds;
     struct xdna_loc msix_table;
@@ -261,6 +262,11 @@ void xdna_dev_end(struct xdna_shim_ctx *ctx);
 /* ---- the PCI function: attach, release, interrupts (pci.c) ---- */
 int xdna_pci_attach(struct xdna_shim_ctx *ctx, const char *path);
 void xdna_pci_release(struct xdna_shim_ctx *ctx);
+/* Function-level reset through config space (pcie_flr), then the config state restored. */
+int xdna_pci_flr(struct xdna_shim_ctx *ctx);
+int xdna_pci_flr_capable(struct xdna_shim_ctx *ctx); /* ENOTTY when not */
+int xdna_pci_restore(struct xdna_shim_ctx *ctx, uint16_t cmd, uint16_t msix_flags);
+void xdna_pci_state(struct xdna_shim_ctx *ctx, uint16_t *cmd, uint16_t *msix_flags);
 /* Install this session's eventfd on an MSI-X vector (per-vector ownership). */
 int xdna_irq_own(struct xdna_shim_ctx *ctx, unsigned vec);
 int xdna_irq_release(struct xdna_shim_ctx *ctx, unsigned vec);
@@ -487,6 +493,8 @@ int xdna_aie4_submit(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xd
 void xdna_aie4_reap(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);
 /* CTX_ERROR on firmware context ctx_id: reset it (docs/spec/aie4.md §8). */
 void xdna_aie4_ctx_error(struct xdna_shim_ctx *ctx, const struct xdna_aie4_ctx_error_event *ev);
+/* Monitor duty: a function reset the driver did not start runs the FLR hooks (aie4_hw.c). */
+void xdna_aie4_reset_check(struct xdna_shim_ctx *ctx);
 /* hwctx.c: a job is over (its command BO gets `state`) */
 void xdna_job_finish(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xdna_job *j,
                      uint32_t state, uint32_t fail_idx);

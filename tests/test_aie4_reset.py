@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from xdna_emu.fw.aie4.messages import CTX_ERROR_EVENT, CtxErrorType
+from xdna_emu.pci.caps import EXP_DEVCAP, EXP_DEVCAP_FLR, EXP_DEVCTL, EXP_DEVCTL_BCR_FLR
 from xdna_emu.runtime import Buffer, Context, Device, Run
 from xdna_emu.shim import ShimError
 from xdna_emu.testing.inproc import InProcess
@@ -152,3 +153,79 @@ def test_flr_refusals() -> None:
         with pytest.raises(ShimError) as ei:
             p.call(shim.flr)
         assert ei.value.errno == errno.EINVAL
+
+
+def _exp_devctl(ip: InProcess) -> int:
+    """Config offset of the PCIe Device Control register (its high byte holds Initiate FLR)."""
+    return ip.daemon.fn.config.exp_cap + EXP_DEVCTL
+
+
+def test_flr_goes_through_config_space(ip: InProcess) -> None:
+    """The shim resets the function as the PCI core's pcie_flr does: Device Control
+    "Initiate FLR" in config space (the config space returns to power-on), then the command
+    register and MSI-X enable restored; no DEVICE_RESET control command."""
+    fn = ip.daemon.fn
+    seen: list[tuple[int, bool]] = []  # (command, MSI-X enabled) right after the FLR
+    fn.config.flr_listeners.append(lambda: seen.append((fn.config.command, fn.config.msix_enabled)))
+    cmd, resets = fn.config.command, fn.resets
+    ip.call(ip.shim.flr)
+    assert seen == [(0, False)] and fn.resets == resets + 1
+    assert fn.config.command == cmd and fn.config.msix_enabled
+    assert ip.daemon.sessions[fn.driver].ctrl is not None
+
+
+def test_device_initiated_flr_runs_the_reset_hooks(ip: InProcess) -> None:
+    """An FLR the driver did not start (Initiate FLR written to config space from outside):
+    the shim's monitor sees the function's reset count move and runs reset_prepare and
+    reset_done on the already reset device. Jobs in flight end ABORT, nothing is lost, the
+    config state comes back and the same contexts run jobs again."""
+    dev = Device(ip.shim, "driver")
+    ctx = dev.context()
+    a = dev.buffer(np.arange(64, dtype=np.int32))
+    out = dev.buffer(np.zeros(64, dtype=np.int32))
+    hung, behind = ctx.run("hang"), ctx.run("copy", a, out)
+    fw, fn = ip.daemon.device, ip.daemon.fn
+    boots, resumes, cmd = fw.boots, ip.shim.power()["resume_count"], fn.config.command
+    fn.config_write(_exp_devctl(ip) + 1, bytes([EXP_DEVCTL_BCR_FLR >> 8]))
+    assert fn.config.command == 0 and not fn.config.msix_enabled  # the device reset under the driver
+    assert [hung.wait(timeout=10), behind.wait(timeout=10)] == ["aborted", "aborted"]
+    info = ip.shim.hwctx_info(ctx.handle)
+    assert (info["aborts"], info["pending"], info["submitted"]) == (2, 0, 2)
+    assert fw.boots == boots + 1 and ip.shim.power()["resume_count"] == resumes + 1
+    assert fn.config.command == cmd and fn.config.msix_enabled
+    assert ctx.run("copy", a, out).wait(timeout=10) == "completed"
+    assert np.array_equal(out.read(), np.arange(64))
+
+
+def test_device_initiated_flr_while_suspended_restores_config_only(ip: InProcess) -> None:
+    """A reset of a suspended function has no firmware to bring back: resume finds the
+    reset, restores the config state first and starts the firmware as usual."""
+    fn = ip.daemon.fn
+    dev = Device(ip.shim, "driver")
+    ctx = dev.context()
+    a = dev.buffer(np.arange(64, dtype=np.int32))
+    out = dev.buffer(np.zeros(64, dtype=np.int32))
+    ip.call(ip.shim.suspend)
+    cmd, boots = fn.config.command, ip.daemon.device.boots
+    fn.config_write(_exp_devctl(ip) + 1, bytes([EXP_DEVCTL_BCR_FLR >> 8]))
+    assert ip.daemon.device.boots == boots  # nothing booted behind the suspended driver
+    ip.call(ip.shim.resume)
+    assert fn.config.command == cmd and fn.config.msix_enabled
+    assert ip.daemon.device.boots == boots + 1
+    assert ctx.run("copy", a, out).wait(timeout=10) == "completed"
+
+
+def test_flr_refused_on_a_function_without_flr() -> None:
+    """A function whose Device Capabilities lack FLR gets ENOTTY, before anything is torn
+    down: its jobs and firmware stay as they were."""
+    with InProcess("npu3") as p:
+        fn = p.daemon.fn
+        cap = fn.config.exp_cap + EXP_DEVCAP
+        fn.config.data[cap: cap + 4] = (int.from_bytes(fn.config.data[cap: cap + 4], "little")
+                                        & ~EXP_DEVCAP_FLR).to_bytes(4, "little")
+        p.probe()
+        boots = p.daemon.device.boots
+        with pytest.raises(ShimError) as ei:
+            p.call(p.shim.flr)
+        assert ei.value.errno == errno.ENOTTY
+        assert p.daemon.device.boots == boots and p.shim.info()["partition_id"] != 0

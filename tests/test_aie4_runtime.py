@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +100,27 @@ def test_hung_job_times_out_and_the_queue_behind_it_aborts(dev) -> None:  # noqa
     info = dev.shim.hwctx_info(ctx.handle)
     assert (info["timeouts"], info["aborts"], info["pending"]) == (1, 1, 0)
     assert dev.shim.last_async_error()["count"] == 1  # the CTX_ERROR event reached the shim
+
+
+@pytest.mark.parametrize("xdna_chip", ["npu3"])
+def test_flr_from_another_process_is_survived(dev, xdna_emulator: Emulator) -> None:  # noqa: ANN001
+    """A separate process writes Device Control "Initiate FLR" (as `setpci` would) under a
+    live driver: the shim's monitor thread runs the reset hooks on its own, the firmware
+    boots again and the context runs jobs (docs/spec/aie4.md §8)."""
+    from xdna_emu.control import ControlClient
+    from xdna_emu.pci.caps import EXP_DEVCTL, EXP_DEVCTL_BCR_FLR
+    from xdna_emu.pci.config import EXP_CAP
+
+    ctx = dev.context()
+    a = dev.buffer(np.arange(N, dtype=np.int32))
+    out = dev.buffer(np.zeros(N, dtype=np.int32))
+    resumes = dev.shim.power()["resume_count"]
+    with ControlClient(xdna_emulator.socket) as c:
+        c.version()
+        c.config_write(EXP_CAP + EXP_DEVCTL + 1, bytes([EXP_DEVCTL_BCR_FLR >> 8]))
+    deadline = time.monotonic() + 30
+    while dev.shim.power()["resume_count"] == resumes:  # the monitor's reset_done
+        assert time.monotonic() < deadline, "the driver never handled the reset"
+        time.sleep(0.01)
+    assert ctx.run("copy", a, out).wait(timeout=10) == "completed"
+    assert (out.read() == np.arange(N)).all()

@@ -141,6 +141,7 @@ class Connection:
         struct.pack_into("<IIII", self.ctrl, 0, P.CTRL_MAGIC, P.CTRL_VERSION, P.LOG_ENTRIES,
                          P.LOG_ENTRY.size)
         struct.pack_into("<I", self.ctrl, P.CTRL_OFF_ALIVE, 1)
+        struct.pack_into("<I", self.ctrl, P.CTRL_OFF_RESETS, self.daemon.fn.resets)
         self.kick_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.daemon.sel.register(self.kick_fd, selectors.EVENT_READ, ("kick", self))
@@ -233,6 +234,7 @@ class Daemon:
             self._listen()
             self._write_discovery_files()
             self.fn.config.listeners.append(self._publish_config)
+            self.fn.config.flr_listeners.append(self._publish_resets)
         except BaseException:
             self.cleanup()
             raise
@@ -313,9 +315,17 @@ class Daemon:
         with contextlib.suppress(OSError):
             update_config(self.sysfs_root, self.bdf, self.fn.config)
 
+    def _publish_resets(self) -> None:
+        """A function reset: every session sees the count at once, before any reply, so a
+        driver tells its own reset from one it did not start (docs/spec/aie4.md §8)."""
+        for s in list(self.sessions.values()):
+            if s.ctrl is not None and not s.closed:
+                struct.pack_into("<I", s.ctrl, P.CTRL_OFF_RESETS, self.fn.resets)
+
     def reset_device(self) -> None:
         """DEVICE_RESET: the function's device reset."""
         self.fn.reset()
+        self._publish_resets()
 
     # -- event loop -------------------------------------------------------------------
     def run(self, on_ready: Callable[[dict[str, Any]], None] | None = None,

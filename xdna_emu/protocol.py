@@ -114,6 +114,7 @@ CTRL_OFF_TAIL = 0x18
 CTRL_OFF_EPOCH = 0x20
 CTRL_OFF_ALIVE = 0x28
 CTRL_OFF_FOREIGN_CTX = 0x2C  # driver session: live contexts owned by client sessions
+CTRL_OFF_RESETS = 0x30  # function resets so far (FLR however started, DEVICE_RESET)
 CTRL_OFF_ENTRY0 = 0x40
 LOG_ENTRY = _layout("LOG_ENTRY", Struct("log_entry", _u32s("bar", "offset", "value", "rsvd")))
 LOG_ENTRIES = (CTRL_SIZE - CTRL_OFF_ENTRY0) // LOG_ENTRY.size
