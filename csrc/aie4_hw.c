@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define EVENT_BUF XDNA_AIE4_ASYNC_EVENT_BUF_SIZE
 
@@ -389,6 +390,87 @@ void xdna_aie4_reset_check(struct xdna_shim_ctx *ctx)
     ctx->s.dev_busy = true;
     flr(ctx, false);
     xdna_dev_end(ctx);
+}
+
+bool xdna_aie4_removed(struct xdna_shim_ctx *ctx)
+{
+    if (ctx->removed)
+        return true;
+    if (!ctx->ctrl || !xdna_is_aie4(ctx->chip) ||
+        !__atomic_load_n((const uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_REMOVED),
+                         __ATOMIC_ACQUIRE))
+        return false;
+    ctx->removed = ctx->sock_dead = true; /* first, so nothing below talks to the daemon */
+    xdna_hwctx_drop_all(ctx);
+    ctx->mgmt.active = false;
+    pthread_cond_broadcast(&ctx->s.cond);
+    return true;
+}
+
+/* The PCI core's sriov_numvfs checks, then the driver's sriov_configure. Lock held. */
+static int sriov_configure(struct xdna_shim_ctx *ctx, uint32_t num_vfs)
+{
+    if (!xdna_is_aie4(ctx->chip) || !is_pf(ctx))
+        return xdna_fail(ctx, EOPNOTSUPP, "sriov: %s is not an SR-IOV physical function",
+                         ctx->chip->name);
+    if (ctx->s.client)
+        return xdna_fail(ctx, EPERM, "sriov: only the driver session may configure VFs");
+    if (ctx->state != XDNA_SHIM_STATE_PROBED)
+        return xdna_fail(ctx, EINVAL, "sriov: device is not probed");
+    uint16_t total, cur;
+    if (xdna_pci_sriov(ctx, &total, &cur) < 0)
+        return -1;
+    if (num_vfs > total)
+        return xdna_fail(ctx, ERANGE, "sriov: %u VFs, the PF has %u", num_vfs, total);
+    if (num_vfs == cur)
+        return 0;
+    if (num_vfs && cur)
+        return xdna_fail(ctx, EBUSY, "sriov: %u VFs already enabled; disable them before"
+                         " enabling %u", cur, num_vfs);
+    if (xdna_rpm_get(ctx) < 0 || xdna_dev_begin(ctx) < 0)
+        return -1;
+    int rc;
+    if (num_vfs) { /* the firmware first, then the VFs appear */
+        xdna_aie4_create_vfs_req_t req = {.num_vfs = num_vfs};
+        rc = xdna_fw_req(ctx, XDNA_AIE4_MSG_CREATE_VFS, &req, sizeof(req), NULL, 0);
+        if (rc == 0)
+            rc = xdna_pci_sriov_set(ctx, (uint16_t)num_vfs);
+    } else { /* the VFs go (their drivers removed), then the firmware forgets them */
+        rc = xdna_pci_sriov_set(ctx, 0);
+        if (rc == 0)
+            rc = xdna_fw_req_u32(ctx, XDNA_AIE4_MSG_DESTROY_VFS, NULL, 0);
+    }
+    xdna_dev_end(ctx);
+    return rc;
+}
+
+int xdna_shim_sriov_configure(struct xdna_shim_ctx *ctx, uint32_t num_vfs)
+{
+    if (xdna_api_enter(ctx) < 0)
+        return -1;
+    return xdna_api_leave(ctx, sriov_configure(ctx, num_vfs));
+}
+
+/* Monitor duty: a write of N to the PF's sysfs sriov_numvfs reached the daemon, which left
+ * N + 1 in the ctrl page; run sriov_configure(N) as the kernel runs the driver's callback.
+ * A refusal changes nothing (sriov_numvfs keeps showing the enabled count): the writer's
+ * errno has nowhere to go. */
+void xdna_aie4_sriov_request(struct xdna_shim_ctx *ctx)
+{
+    if (!ctx->ctrl || ctx->s.client || !is_pf(ctx) || ctx->s.dev_busy ||
+        ctx->state != XDNA_SHIM_STATE_PROBED)
+        return;
+    uint32_t *req = (uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_SRIOV_REQ);
+    uint32_t n = __atomic_exchange_n(req, 0, __ATOMIC_ACQ_REL);
+    if (n == 0)
+        return;
+    struct xdna_err e;
+    xdna_err_save(ctx, &e);
+    sriov_configure(ctx, n - 1);
+    uint64_t one = 1; /* the daemon shows the count again once it sees the request taken */
+    if (write(ctx->kick_fd, &one, sizeof(one)) < 0)
+        (void)one;
+    xdna_err_restore(ctx, &e);
 }
 
 int xdna_aie4_probe(struct xdna_shim_ctx *ctx, const char *fw_search_path)

@@ -1398,9 +1398,11 @@ int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int 
             if (slice < until)
                 until = slice;
         }
+        if (ctx->sock_dead && xdna_aie4_removed(ctx) && !job_find(hw, seq))
+            return xdna_api_leave(ctx, 0); /* its function was removed: it ended ABORT */
         if (ctx->sock_dead)
             return xdna_api_leave(ctx, xdna_fail(ctx, EPIPE, "wait: the daemon is gone"));
-        if (xdna_cond_wait(ctx, until) < 0 && until == deadline)
+        if (xdna_cond_wait(ctx, until) < 0 && until == deadline && !ctx->removed)
             break;
     }
     return xdna_api_leave(ctx, xdna_fail(ctx, ETIME, "wait: command %llu of context %u not done within"

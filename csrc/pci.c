@@ -33,6 +33,13 @@
 #define PCI_EXP_DEVCAP_FLR 0x10000000u
 #define PCI_EXP_DEVCTL 8
 #define PCI_EXP_DEVCTL_BCR_FLR 0x8000
+#define PCI_EXT_CAP_START 0x100
+#define PCI_EXT_CAP_ID_SRIOV 0x10
+#define PCI_SRIOV_CTRL 0x08
+#define PCI_SRIOV_CTRL_VFE 0x01
+#define PCI_SRIOV_CTRL_MSE 0x08
+#define PCI_SRIOV_TOTAL_VF 0x0E
+#define PCI_SRIOV_NUM_VF 0x10
 #define PCI_MSIX_FLAGS 2
 #define PCI_MSIX_TABLE 4
 #define PCI_MSIX_FLAGS_QSIZE 0x7FF
@@ -418,6 +425,48 @@ int xdna_pci_flr(struct xdna_shim_ctx *ctx)
     if (cfg_write16(ctx, exp + PCI_EXP_DEVCTL, ctl) < 0)
         return -1;
     return xdna_pci_restore(ctx, cmd, flags);
+}
+
+/* The SR-IOV extended capability's offset in the cached config space, 0 when absent. */
+static unsigned find_ext_cap(struct xdna_shim_ctx *ctx, uint16_t id)
+{
+    unsigned pos = PCI_EXT_CAP_START;
+    for (unsigned hops = 0; pos >= PCI_EXT_CAP_START && pos + 4 <= sizeof(ctx->config) && hops < 64;
+         hops++) {
+        uint32_t h = cfg32(ctx, pos);
+        if (h == 0 || h == 0xFFFFFFFFu)
+            return 0;
+        if ((h & 0xFFFF) == id)
+            return pos;
+        pos = (h >> 20) & 0xFFC;
+    }
+    return 0;
+}
+
+/* SR-IOV state as the PCI core reads it: TotalVFs and the VFs enabled now. */
+int xdna_pci_sriov(struct xdna_shim_ctx *ctx, uint16_t *total, uint16_t *num)
+{
+    unsigned cap = find_ext_cap(ctx, PCI_EXT_CAP_ID_SRIOV);
+    if (!cap)
+        return xdna_fail(ctx, EOPNOTSUPP, "sriov: %s has no SR-IOV capability", ctx->chip->name);
+    *total = cfg16(ctx, cap + PCI_SRIOV_TOTAL_VF);
+    *num = cfg16(ctx, cap + PCI_SRIOV_CTRL) & PCI_SRIOV_CTRL_VFE ? cfg16(ctx, cap + PCI_SRIOV_NUM_VF)
+                                                                   : 0;
+    return 0;
+}
+
+/* pci_enable_sriov / pci_disable_sriov: NumVFs, then VF Enable and VF MSE (the device
+ * creates the VF functions); 0 clears VF Enable first (they vanish), then NumVFs. */
+int xdna_pci_sriov_set(struct xdna_shim_ctx *ctx, uint16_t num)
+{
+    unsigned cap = find_ext_cap(ctx, PCI_EXT_CAP_ID_SRIOV);
+    if (!cap)
+        return xdna_fail(ctx, EOPNOTSUPP, "sriov: %s has no SR-IOV capability", ctx->chip->name);
+    if (num)
+        return cfg_write16(ctx, cap + PCI_SRIOV_NUM_VF, num) < 0 ? -1
+               : cfg_write16(ctx, cap + PCI_SRIOV_CTRL, PCI_SRIOV_CTRL_VFE | PCI_SRIOV_CTRL_MSE);
+    return cfg_write16(ctx, cap + PCI_SRIOV_CTRL, 0) < 0 ? -1
+                                                        : cfg_write16(ctx, cap + PCI_SRIOV_NUM_VF, 0);
 }
 
 /* The cached command register and MSI-X flags (what xdna_pci_restore writes back). */

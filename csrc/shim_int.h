@@ -164,6 +164,7 @@ struct xdna_shim_ctx {
     /* MSI-X */
     unsigned msix_cap;
     uint32_t resets_seen; /* the ctrl page's function-reset count the driver last handled */
+    bool removed;         /* the function was removed (a VF disabled); its jobs ended ABORT */
     unsigned nvec;
     int *irq_fds;
     struct xdna_loc msix_table;
@@ -265,6 +266,9 @@ void xdna_pci_release(struct xdna_shim_ctx *ctx);
 /* Function-level reset through config space (pcie_flr), then the config state restored. */
 int xdna_pci_flr(struct xdna_shim_ctx *ctx);
 int xdna_pci_flr_capable(struct xdna_shim_ctx *ctx); /* ENOTTY when not */
+/* SR-IOV capability (pci.c): TotalVFs and the enabled VFs; enable/disable N VFs. */
+int xdna_pci_sriov(struct xdna_shim_ctx *ctx, uint16_t *total, uint16_t *num);
+int xdna_pci_sriov_set(struct xdna_shim_ctx *ctx, uint16_t num);
 int xdna_pci_restore(struct xdna_shim_ctx *ctx, uint16_t cmd, uint16_t msix_flags);
 void xdna_pci_state(struct xdna_shim_ctx *ctx, uint16_t *cmd, uint16_t *msix_flags);
 /* Install this session's eventfd on an MSI-X vector (per-vector ownership). */
@@ -495,6 +499,11 @@ void xdna_aie4_reap(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);
 void xdna_aie4_ctx_error(struct xdna_shim_ctx *ctx, const struct xdna_aie4_ctx_error_event *ev);
 /* Monitor duty: a function reset the driver did not start runs the FLR hooks (aie4_hw.c). */
 void xdna_aie4_reset_check(struct xdna_shim_ctx *ctx);
+/* The daemon went away: if it removed the function (a VF disabled), end every job ABORT as
+ * the driver's remove does; true when it did. Lock held (aie4_hw.c). */
+bool xdna_aie4_removed(struct xdna_shim_ctx *ctx);
+/* Monitor duty: a write to the PF's sysfs sriov_numvfs runs sriov_configure (aie4_hw.c). */
+void xdna_aie4_sriov_request(struct xdna_shim_ctx *ctx);
 /* hwctx.c: a job is over (its command BO gets `state`) */
 void xdna_job_finish(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xdna_job *j,
                      uint32_t state, uint32_t fail_idx);

@@ -327,6 +327,13 @@ int xdna_shim_doorbell(struct xdna_shim_ctx *ctx, uint32_t hwctx);
  * handshake and partition again, every context re-created). AIE2: EOPNOTSUPP. */
 int xdna_shim_flr(struct xdna_shim_ctx *ctx);
 
+/* The AIE4 driver's sriov_configure on a PF (docs/spec/aie4.md §10), as a write of
+ * `num_vfs` to sysfs sriov_numvfs: n > 0 sends CREATE_VFS to the PF's firmware and enables
+ * n VFs in the SR-IOV capability (each becomes a function of its own); 0 disables them
+ * (their jobs end ABORT) and sends DESTROY_VFS. ERANGE above TotalVFs, EBUSY for n > 0
+ * while VFs are enabled, EOPNOTSUPP off an AIE4 PF, EPERM for a client, EINVAL unprobed. */
+int xdna_shim_sriov_configure(struct xdna_shim_ctx *ctx, uint32_t num_vfs);
+
 /* The context's hardware-queue handle (docs/spec/jobs.md §3b): its completion timeline (the
  * driver's per-context syncobj; a command's seq is its point). Wait on point `seq` of it
  * as xdna_shim_wait does; EINVAL for a handle no live context has. */

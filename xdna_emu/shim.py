@@ -495,6 +495,12 @@ class Shim:
         reset_done around it: jobs in flight end ABORT, contexts come back (handles kept)."""
         self._check(lib.xdna_shim_flr(self._c()))
 
+    def sriov_configure(self, num_vfs: int) -> None:
+        """The PF driver's sriov_configure (a write of sysfs ``sriov_numvfs``): CREATE_VFS
+        and ``num_vfs`` VF functions, or 0: the VFs removed and DESTROY_VFS
+        (docs/spec/aie4.md §10)."""
+        self._check(lib.xdna_shim_sriov_configure(self._c(), int(num_vfs)))
+
     def hwctx_config(self, handle: int, type: int, value: int) -> None:  # noqa: A002 - uapi name
         """CONFIG_HWCTX: ``type`` HWCTX_ASSIGN_DBG_BUF / HWCTX_REMOVE_DBG_BUF, ``value`` a DEV BO
         handle (docs/spec/jobs.md §4a)."""
