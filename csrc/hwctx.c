@@ -534,6 +534,7 @@ static void hw_free(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     struct xdna_bo *dbg = hw->dbg_bo ? xdna_bo_get(ctx, hw->dbg_bo) : NULL;
     if (dbg && dbg->dbg_ctx == hw->handle) /* the firmware forgot it with the context */
         dbg->dbg_ctx = 0;
+    xdna_aie4_log_release(ctx, hw);
     if (hw->umq_bo) { /* AIE4 queue BO */
         struct xdna_bo *bo = xdna_bo_get(ctx, hw->umq_bo);
         if (bo)

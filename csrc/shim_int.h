@@ -459,6 +459,9 @@ struct xdna_hwctx {
     uint64_t umq_wr;      /* AIE4: our write index */
     bool umq_user;        /* AIE4: the application owns the queue (user-mode submission) */
     uint32_t resets;      /* AIE4: context resets (CTX_ERROR); a blocked submission sees one */
+    uint32_t log_bo;      /* AIE4: its CERT log BO (0: none), slices in log_ucs */
+    uint32_t log_n;
+    struct xdna_shim_uc_log log_ucs[XDNA_AIE4_CERT_LOG_UCS];
 };
 /* Firmware side of every live context: stop (PM suspend) / restart (resume). */
 void xdna_hwctx_stop_all(struct xdna_shim_ctx *ctx);
@@ -495,6 +498,8 @@ bool xdna_aie4_queue_room(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, uint
 int xdna_aie4_submit(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xdna_job *j,
                      const uint32_t *subs, uint32_t nsub);
 void xdna_aie4_reap(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);
+/* A context goes away: its CERT log BO is free again (aie4_ctx.c). */
+void xdna_aie4_log_release(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);
 /* CTX_ERROR on firmware context ctx_id: reset it (docs/spec/aie4.md §8). */
 void xdna_aie4_ctx_error(struct xdna_shim_ctx *ctx, const struct xdna_aie4_ctx_error_event *ev);
 /* Monitor duty: a function reset the driver did not start runs the FLR hooks (aie4_hw.c). */

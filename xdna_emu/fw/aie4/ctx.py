@@ -25,6 +25,11 @@ from ...iommu import DMA_READ, DMA_WRITE, IommuFault
 from ..ctx import ARG_MAX, GEMM_WORK_MAX
 from ..mailbox import Message
 from .messages import (
+    CERT_LOG_DESC,
+    CERT_LOG_HEADER,
+    CERT_LOG_MAGIC,
+    CERT_LOG_RECORD,
+    CERT_LOG_UCS,
     CMD_STATE_MASK,
     CTX_ERROR_EVENT,
     DESTROY_GRACEFUL,
@@ -59,7 +64,7 @@ _U64 = struct.Struct("<Q")
 READ_INDEX_OFF = HSA_QUEUE_HEADER.offsets["read_index"]
 
 #: ``stats`` keys of the queue engine (docs/spec/aie4.md §7)
-QUEUE_STATS = ("doorbells", "empty_doorbells", "stale_doorbells", "queue_overruns",
+QUEUE_STATS = ("log_drops", "doorbells", "empty_doorbells", "stale_doorbells", "queue_overruns",
                "bad_packets", "bad_signals", "jobs_completed", "jobs_failed", "ctx_timeouts",
                "events_dropped")  # fmt: skip
 #: the timer action a hang arms (docs/spec/aie4.md §7): (slot, context id, read index)
@@ -88,6 +93,8 @@ class HwContext:
     failed: int = 0
     #: the last packets' (read index, state) for status and tests
     history: list[tuple[int, int]] = field(default_factory=list)
+    #: attached CERT log slices: (uC index, device address, size) (docs/spec/aie4.md §11)
+    cert_log: tuple[tuple[int, int, int], ...] = ()
 
 
 class Aie4ContextFw:
@@ -151,12 +158,63 @@ class Aie4ContextFw:
 
     def _configure(self, msg: Message, req: dict[str, Any]) -> bytes:
         ctx = self.by_id(req["hw_context_id"])
+        if ctx is not None and req["property"] == CtxProperty.CERT_LOG:
+            return RSP_STATUS.pack(status=self._cert_log(ctx, req["value"]))
         if ctx is None or req["property"] != CtxProperty.DPM:
             return RSP_STATUS.pack(status=Status.ERROR)
         if req["value"] >= max(1, len(self.chip.dpm_levels)):
             return RSP_STATUS.pack(status=Status.ERROR)
         ctx.dpm = req["value"]
         return RSP_STATUS.pack(status=Status.SUCCESS)
+
+    def _cert_log(self, ctx: HwContext, addr: int) -> int:
+        """Attach the CERT log slices a cert_log_desc at ``addr`` names (0: detach). Each
+        slice: a uC below CERT_LOG_UCS named once, room for its header and one record,
+        mapped writable; then its header is written (docs/spec/aie4.md §11)."""
+        if addr == 0:
+            ctx.cert_log = ()
+            return Status.SUCCESS
+        try:
+            desc = CERT_LOG_DESC.unpack(self._read(ctx, addr, CERT_LOG_DESC.size))
+            n = desc["num_ucs"]
+            if not 1 <= n <= CERT_LOG_UCS:
+                return Status.ERROR
+            slices = tuple((s["uc_index"], s["addr"], s["size"]) for s in desc["slice"][:n])
+            if len({uc for uc, _, _ in slices}) != n or any(
+                    uc >= CERT_LOG_UCS or size < CERT_LOG_HEADER.size + CERT_LOG_RECORD.size
+                    for uc, _, size in slices):
+                return Status.ERROR
+            views = [self.iommu.translate(a, size, ctx.pasid, DMA_READ | DMA_WRITE)
+                     for _, a, size in slices]
+        except IommuFault as exc:
+            log.info("context %d: CERT log %s", ctx.id, exc)
+            return Status.ERROR
+        for (_, _, size), view in zip(slices, views, strict=True):
+            view[: CERT_LOG_HEADER.size] = CERT_LOG_HEADER.pack(
+                magic=CERT_LOG_MAGIC, records=0, record_size=CERT_LOG_RECORD.size,
+                capacity=(size - CERT_LOG_HEADER.size) // CERT_LOG_RECORD.size)
+        ctx.cert_log = slices
+        return Status.SUCCESS
+
+    def _log(self, ctx: HwContext, uc: int, index: int, state: int) -> None:
+        """uC ``uc`` finished an exec_buf: one record in its slice's ring, if it has one."""
+        for s_uc, addr, size in ctx.cert_log:
+            if s_uc != uc:
+                continue
+            try:
+                view = self.iommu.translate(addr, size, ctx.pasid, DMA_READ | DMA_WRITE)
+            except IommuFault as exc:  # the client unmapped it: the record is lost
+                log.info("context %d: CERT log %s", ctx.id, exc)
+                self.stats["log_drops"] += 1
+                return
+            h = CERT_LOG_HEADER.unpack(view)
+            cap = (size - CERT_LOG_HEADER.size) // CERT_LOG_RECORD.size
+            off = CERT_LOG_HEADER.size + (h["records"] % cap) * CERT_LOG_RECORD.size
+            view[off : off + CERT_LOG_RECORD.size] = CERT_LOG_RECORD.pack(
+                seq=h["records"] & 0xFFFFFFFF, hw_context_id=ctx.id, queue_index=index,
+                uc_index=uc, state=int(state), time_ns=self.fw.clock.now_ns())
+            _U32.pack_into(view, CERT_LOG_HEADER.offsets["records"], (h["records"] + 1) & 0xFFFFFFFF)
+            return
 
     # -- doorbells and the queue ---------------------------------------------------------------
     def doorbell(self, slot: int, value: int) -> None:
@@ -241,8 +299,11 @@ class Aie4ContextFw:
         if hdr["chain_flag"] not in (ChainFlag.LAST, ChainFlag.NOT_LAST):
             raise QueueError(f"chain_flag {hdr['chain_flag']}")
         data = bytes(q[self._slot_off(ctx, q, index) + HSA_PKT_HEADER.size:][: HSA_PKT.size - HSA_PKT_HEADER.size])
-        if hdr["indirect"] == 0:
-            return self._run_exec(ctx, HSA_EXEC_BUF.unpack(data))
+        if hdr["indirect"] == 0:  # a direct packet runs on uC 0
+            state = self._run_exec(ctx, HSA_EXEC_BUF.unpack(data))
+            if state is not None:
+                self._log(ctx, 0, index, state)
+            return state
         if hdr["indirect"] != 1 or not 1 <= hdr["count"] <= HSA_INDIRECT_PER_SLOT:
             raise QueueError(f"indirect {hdr['indirect']} with {hdr['count']} entries")
         state: int | None = CmdState.COMPLETED
@@ -257,6 +318,8 @@ class Aie4ContextFw:
             except IommuFault as exc:
                 raise QueueError(f"indirect entry {i}: {exc}") from None
             state = self._run_exec(ctx, exec_buf)
+            if state is not None:
+                self._log(ctx, uc, index, state)
             if state != CmdState.COMPLETED:
                 return state
         return state
@@ -362,14 +425,16 @@ class Aie4ContextFw:
     # -- state and status ------------------------------------------------------------------
     def save(self) -> tuple[tuple[Any, ...], ...]:
         return tuple((c.id, c.slot, c.pasid, c.partition_id, c.hsa_addr, c.msix, c.priority_band,
-                      c.dpm, c.hung, c.submitted, c.completed, c.failed, tuple(c.history))
+                      c.dpm, c.hung, c.submitted, c.completed, c.failed, tuple(c.history),
+                      c.cert_log)
                      for c in self.contexts.values()) + ((self.next_id,),)  # fmt: skip
 
     def load(self, st: tuple[tuple[Any, ...], ...]) -> None:
         *ctxs, (self.next_id,) = st
         self.contexts = {}
         for c in ctxs:
-            hc = HwContext(*c[:12], history=list(c[12]))
+            hc = HwContext(*c[:12], history=list(c[12]),
+                           cert_log=tuple(tuple(s) for s in c[13]) if len(c) > 13 else ())
             self.contexts[hc.slot] = hc
 
     def release_pasid(self, pasid: int) -> int:
@@ -381,4 +446,4 @@ class Aie4ContextFw:
     def status(self) -> list[dict[str, Any]]:
         return [{"id": c.id, "slot": c.slot, "pasid": c.pasid, "msix": c.msix, "dpm": c.dpm,
                  "hung": c.hung, "submitted": c.submitted, "completed": c.completed,
-                 "failed": c.failed} for c in sorted(self.contexts.values(), key=lambda c: c.id)]  # fmt: skip
+                 "failed": c.failed, "cert_log_ucs": [s[0] for s in c.cert_log]} for c in sorted(self.contexts.values(), key=lambda c: c.id)]  # fmt: skip
