@@ -51,7 +51,8 @@ static int send_log(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, bool attac
 
 int xdna_aie4_ctx_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 {
-    if (!ctx->info.partition_id)
+    /* a client names partition 0: the driver's half fills in its partition (§12) */
+    if (!ctx->info.partition_id && (!ctx->s.client || ctx->chip->function == XDNA_FUNC_PF))
         return xdna_fail(ctx, EOPNOTSUPP, "hwctx: %s has no partition for contexts",
                          ctx->chip->name);
     if (!hw->umq_bo && xdna_bo_new(ctx, XDNA_SHIM_BO_SHARE, UMQ_BO_SIZE, true, &hw->umq_bo) < 0)

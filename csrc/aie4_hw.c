@@ -134,6 +134,13 @@ static int query(struct xdna_shim_ctx *ctx)
     return xdna_decode_aie_info(ctx, &av2, &ti2);
 }
 
+int xdna_aie4_client_query(struct xdna_shim_ctx *ctx)
+{
+    snprintf(ctx->info.function, sizeof(ctx->info.function), "%s",
+             FUNCTION_NAMES[ctx->chip->function]);
+    return query(ctx);
+}
+
 static void async_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_t *resp, size_t len);
 
 static int async_post(struct xdna_shim_ctx *ctx, unsigned idx)

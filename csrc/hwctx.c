@@ -763,9 +763,6 @@ int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwc
     if (ready(ctx, "hwctx_create") < 0)
         return xdna_api_leave(ctx, -1);
     bool aie4 = xdna_is_aie4(ctx->chip); /* no heap, no command lists: an HSA queue */
-    if (aie4 && ctx->s.client)
-        return xdna_api_leave(ctx, xdna_fail(ctx, EOPNOTSUPP,
-                                             "hwctx_create: AIE4 contexts of attached clients"));
     uint32_t dpm_level;
     if (xdna_pm_ctx_level(ctx, &params, &dpm_level) < 0)
         return xdna_api_leave(ctx, -1);

@@ -490,6 +490,8 @@ int xdna_aie4_psp_stop(struct xdna_shim_ctx *ctx);
 int xdna_aie4_probe(struct xdna_shim_ctx *ctx, const char *fw_search_path);
 int xdna_aie4_start(struct xdna_shim_ctx *ctx);
 int xdna_aie4_stop(struct xdna_shim_ctx *ctx);
+/* A client session's queries through MGMT_PROXY (docs/spec/aie4.md §12). */
+int xdna_aie4_client_query(struct xdna_shim_ctx *ctx);
 /* AIE4 contexts through HSA queues (aie4_ctx.c; docs/spec/aie4.md §8) */
 int xdna_aie4_ctx_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);
 void xdna_aie4_ctx_stop(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, bool destroy);

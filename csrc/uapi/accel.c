@@ -282,12 +282,15 @@ static void publish(struct accel_file *f)
         uint64_t sz = bo ? (bo->size + 4095) & ~4095ull : 0;
         if (!bo)
             continue;
-        if (bo->type == XDNA_SHIM_BO_DEV) {
+        /* AIE4 has no DEV heap: a DEV BO is a plain buffer, internal (docs/spec/aie4.md §8) */
+        bool aie4 = xdna_is_aie4(f->ctx->chip);
+        if (bo->type == XDNA_SHIM_BO_DEV && !aie4) {
             usage.heap += sz;
             continue;
         }
         usage.total += sz;
-        if (bo->type == XDNA_SHIM_BO_DEV_HEAP || bo->type == XDNA_SHIM_BO_CMD)
+        if (bo->type == XDNA_SHIM_BO_DEV_HEAP || bo->type == XDNA_SHIM_BO_CMD ||
+            bo->type == XDNA_SHIM_BO_DEV)
             usage.internal += sz;
     }
     for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
@@ -348,8 +351,8 @@ static int bo_view(struct accel_file *f, uint32_t handle, struct bo_view *v)
         *v = (struct bo_view){.type = bo->type, .size = bo->size, .alloc = bo->alloc,
                               .xdna_addr = bo->xdna_addr, .heap_off = bo->heap_off,
                               .va = bo->va, .fd = bo->fd};
-        if (bo->type == XDNA_SHIM_BO_DEV)
-            v->fd = heap ? heap->fd : -1;
+        if (bo->type == XDNA_SHIM_BO_DEV && !xdna_is_aie4(f->ctx->chip))
+            v->fd = heap ? heap->fd : -1; /* AIE4: a DEV BO is a plain buffer of its own */
         rc = 0;
     }
     xdna_api_leave(f->ctx, 0);
@@ -488,8 +491,9 @@ static int create_bo(struct accel_file *f, void *k)
         return -EOPNOTSUPP; /* user-pointer BOs: docs/spec/uapi.md §7 */
     if (a->type < AMDXDNA_BO_SHARE || a->type > AMDXDNA_BO_CMD || !a->size)
         return -EINVAL;
-    if (a->type == AMDXDNA_BO_DEV && (!heap_handle(f) || !f->heap_mapped))
-        return -EINVAL; /* no heap, or its user mapping is not there yet */
+    if (a->type == AMDXDNA_BO_DEV && !xdna_is_aie4(f->ctx->chip) &&
+        (!heap_handle(f) || !f->heap_mapped))
+        return -EINVAL; /* no heap, or its user mapping is not there yet (AIE4: no heap) */
     uint32_t h;
     if (xdna_shim_bo_create(f->ctx, (int)a->type, a->size, &h) < 0)
         return a->type == AMDXDNA_BO_DEV && errno == ENOMEM ? -EAGAIN : -errno;

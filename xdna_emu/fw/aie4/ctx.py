@@ -14,6 +14,7 @@ error only: the queue and every other context keep going, and nothing raises.
 
 from __future__ import annotations
 
+import errno
 import logging
 import struct
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from typing import Any
 
 from ... import kernels
 from ...iommu import DMA_READ, DMA_WRITE, IommuFault
-from ..ctx import ARG_MAX, GEMM_WORK_MAX
+from ..ctx import ARG_MAX, GEMM_WORK_MAX, ProxyChannel
 from ..mailbox import Message
 from .messages import (
     CERT_LOG_DESC,
@@ -69,6 +70,11 @@ QUEUE_STATS = ("log_drops", "doorbells", "empty_doorbells", "stale_doorbells", "
                "events_dropped")  # fmt: skip
 #: the timer action a hang arms (docs/spec/aie4.md §7): (slot, context id, read index)
 TIMEOUT_ACTION = "ctx_timeout"
+#: ops a client session may run through MGMT_PROXY (docs/spec/aie4.md §12)
+CTX_NAMED_OPS = frozenset({Opcode.CREATE_HW_CONTEXT, Opcode.DESTROY_HW_CONTEXT,
+                           Opcode.CONFIGURE_HW_CONTEXT})
+PROXY_OPS = CTX_NAMED_OPS | {Opcode.IDENTIFY, Opcode.QUERY_CERT_FIRMWARE_VERSION,
+                             Opcode.AIE_VERSION_INFO, Opcode.AIE_TILE_INFO}
 #: Schedule delayed work: (delay ns, action name, *plain-data args).
 Schedule = Callable[..., None]
 
@@ -421,6 +427,32 @@ class Aie4ContextFw:
         for i in range(index + 1, end):
             self._finish(ctx, q, i, self._signal_of(ctx, q, i), CmdState.ABORT)
         self._irq(ctx)
+
+    # -- client sessions (docs/spec/aie4.md §12) ---------------------------------------------
+    def proxy(self, pasid: int, opcode: int, payload: bytes) -> bytes:
+        """A client session's op: the queries, and its own contexts. CREATE_HW_CONTEXT gets
+        the session's PASID (valid bit set) and, when it names partition 0, the partition
+        the driver created; the other context ops must name a context of this PASID."""
+        if opcode not in PROXY_OPS:
+            raise OSError(errno.EPERM, f"opcode {opcode:#x} is driver-only")
+        payload = bytes(payload)
+        req = MESSAGES[Opcode(opcode)].req
+        if len(payload) == req.size and opcode == Opcode.CREATE_HW_CONTEXT:
+            fields = req.unpack(payload)
+            if not fields["partition_id"] and self.fw.partitions:
+                fields["partition_id"] = min(self.fw.partitions)
+            fields["pasid"] = pasid & PASID_MASK | PASID_VALID
+            payload = req.pack(**fields)
+        elif len(payload) == req.size and opcode != Opcode.CREATE_HW_CONTEXT and \
+                opcode in CTX_NAMED_OPS:
+            ctx = self.by_id(req.unpack(payload)["hw_context_id"])
+            if ctx is None or ctx.pasid != pasid:
+                raise OSError(errno.ENOENT, "no such context for this session")
+        chan = ProxyChannel(pasid)
+        self.fw.dispatch(chan, Message(opcode, 0, payload))  # type: ignore[arg-type]
+        if chan.resp is None:
+            raise OSError(errno.EINVAL, f"opcode {opcode:#x} would not be answered")
+        return chan.resp
 
     # -- state and status ------------------------------------------------------------------
     def save(self) -> tuple[tuple[Any, ...], ...]:
