@@ -399,6 +399,23 @@ void xdna_aie4_reset_check(struct xdna_shim_ctx *ctx)
     xdna_dev_end(ctx);
 }
 
+/* The TDR backstop (docs/spec/aie4.md §8): hangs are the firmware's to time out, but a
+ * firmware that died (mailbox_info.valid gone to 0 under a probed driver) ends nothing.
+ * Jobs pending then reset the function through the FLR hooks: they end ABORT, the firmware
+ * boots again. Lock held, monitor duty (the caller checked no device sequence runs). */
+void xdna_aie4_tdr(struct xdna_shim_ctx *ctx)
+{
+    if (ctx->s.client || ctx->state != XDNA_SHIM_STATE_PROBED || ctx->s.rpm_suspended ||
+        ctx->s.dev_busy || !xdna_hwctx_pending(ctx))
+        return;
+    const struct xdna_chip_desc *c = ctx->chip;
+    if (xdna_rd(ctx, (struct xdna_loc){.bar = c->mbox_info.bar, .off = c->mbox_info.off}) != 0)
+        return;
+    ctx->s.dev_busy = true;
+    flr(ctx, true);
+    xdna_dev_end(ctx);
+}
+
 bool xdna_aie4_removed(struct xdna_shim_ctx *ctx)
 {
     if (ctx->removed)

@@ -631,8 +631,10 @@ static void recover(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 
 void xdna_hwctx_tdr_tick(struct xdna_shim_ctx *ctx)
 {
-    if (xdna_is_aie4(ctx->chip)) /* the firmware's context timeout does it (docs/spec/aie4.md §7) */
+    if (xdna_is_aie4(ctx->chip)) { /* the firmware's context timeout does it (docs/spec/aie4.md §7) */
+        xdna_aie4_tdr(ctx);
         return;
+    }
     for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
         struct xdna_hwctx *hw = ctx->s.hw[i];
         if (!hw || hw->busy)

@@ -506,6 +506,8 @@ void xdna_aie4_log_release(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);
 void xdna_aie4_ctx_error(struct xdna_shim_ctx *ctx, const struct xdna_aie4_ctx_error_event *ev);
 /* Monitor duty: a function reset the driver did not start runs the FLR hooks (aie4_hw.c). */
 void xdna_aie4_reset_check(struct xdna_shim_ctx *ctx);
+/* TDR tick on AIE4: jobs pending under a firmware that is gone reset the function. */
+void xdna_aie4_tdr(struct xdna_shim_ctx *ctx);
 /* The daemon went away: if it removed the function (a VF disabled), end every job ABORT as
  * the driver's remove does; true when it did. Lock held (aie4_hw.c). */
 bool xdna_aie4_removed(struct xdna_shim_ctx *ctx);

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..chips import load_chip
+from ..fw.aie4.messages import Opcode as A4Opcode
 from ..fw.iface.aie2 import FAMILY as _FW
 from ..fw.messages import Opcode
 from ..shim import ErtState, ShimError, chain_error_index
@@ -50,6 +51,8 @@ ShimHarness = Any
 FINAL = frozenset({ErtState.COMPLETED, ErtState.ERROR, ErtState.ABORT, ErtState.TIMEOUT})
 #: a management message whose answer the model knows: the version query, 4-byte request
 KNOWN_MGMT = (int(Opcode.GET_FIRMWARE_VERSION), 4)
+#: ... and on AIE4: IDENTIFY (docs/spec/aie4.md §5), whose answer is 20 bytes as AIE2's
+KNOWN_MGMT_AIE4 = (int(A4Opcode.IDENTIFY), 4)
 #: live contexts the model promises can be created (the firmware's limit is above it)
 CTX_PROMISED = 6
 #: calls that need the firmware up: ENODEV when off or suspended (app_health too, unless
@@ -199,14 +202,15 @@ class ShimModel:
             return ENODEV
         if not clean:
             return None
-        if self.aie4 and name in ("mgmt", "umq", "doorbell", "flr"):
-            return None  # AIE4 mgmt opcodes are not the AIE2 ones; the rest: see __init__
+        if self.aie4 and name in ("umq", "doorbell", "flr"):
+            return None  # see __init__
         if self.aie4 and name == "health":  # a report only after a context timeout
             return {"ok", EOPNOTSUPP} if self.dev == "up" else None
         if self.aie4 and name in ("exec", "chain", "bulk") and self.ctxs[args[0] % len(h.ctxs)].umq:
             return EBUSY  # the application owns the queue
         if name == "mgmt":
-            return "ok" if (args[0], len(args[1])) == KNOWN_MGMT and not h.mgmt_bad else None
+            known = KNOWN_MGMT_AIE4 if self.aie4 else KNOWN_MGMT
+            return "ok" if (args[0], len(args[1])) == known and not h.mgmt_bad else None
         if name in ("ctx", "qctx"):
             if name == "qctx" and not qos_ok(h.chip, *(a & 0xFFFFFFFF for a in args)):
                 return EINVAL
@@ -306,7 +310,7 @@ class ShimModel:
         if h.race_fired:  # the user rewrote the command under exec: any verdict may do
             want = None
         self._want(f"{name} {' '.join(map(_show, args))}".strip(), got, want)
-        if name == "mgmt" and ((args[0], len(args[1])) != KNOWN_MGMT or self.aie4):
+        if name == "mgmt" and (args[0], len(args[1])) != (KNOWN_MGMT_AIE4 if self.aie4 else KNOWN_MGMT):
             self.taint(f"mgmt {args[0]:#x} of {len(args[1])} bytes")
         if name == "mgmt" and got != "ok" and self.dev == "up":
             self.taint(f"mgmt gave {got}")
