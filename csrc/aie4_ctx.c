@@ -17,16 +17,42 @@
 /* Emulator choice: each slot's u64 argument block lives in the queue BO after the queue. */
 #define ARGS_MAX 256u
 #define ARGS_OFF ((QUEUE_BYTES + 63u) & ~63u)
-#define UMQ_BO_SIZE (ARGS_OFF + SLOTS * ARGS_MAX)
+/* ... and the CERT log descriptor after them (docs/spec/aie4.md §11). */
+#define LOG_DESC_OFF (ARGS_OFF + SLOTS * ARGS_MAX)
+#define UMQ_BO_SIZE (LOG_DESC_OFF + sizeof(struct xdna_aie4_cert_log_desc))
 
 static struct xdna_aie4_hsa_queue_header *queue_hdr(struct xdna_bo *q)
 {
     return (struct xdna_aie4_hsa_queue_header *)q->va;
 }
 
+/* CONFIGURE_HW_CONTEXT CERT_LOG: the descriptor (in the queue BO) names each slice of the
+ * log BO, laid out in order from its offset 0; detach sends address 0. */
+static int send_log(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, bool attach)
+{
+    struct xdna_bo *q = xdna_bo_get(ctx, hw->umq_bo), *log = xdna_bo_get(ctx, hw->log_bo);
+    xdna_aie4_configure_hw_context_req_t cfg = {
+        .hw_context_id = hw->fw_id, .property = XDNA_AIE4_CTX_PROP_CERT_LOG, .value = 0};
+    if (attach) {
+        if (!q || !log)
+            return xdna_fail(ctx, EINVAL, "cert log: its BO is gone");
+        struct xdna_aie4_cert_log_desc d = {.num_ucs = hw->log_n};
+        uint64_t off = 0;
+        for (uint32_t i = 0; i < hw->log_n; i++) {
+            d.slice[i] = (struct xdna_aie4_cert_log_slice){.uc_index = hw->log_ucs[i].uc_index,
+                .size = hw->log_ucs[i].size, .addr = log->xdna_addr + off};
+            off += hw->log_ucs[i].size;
+        }
+        memcpy((uint8_t *)q->va + LOG_DESC_OFF, &d, sizeof(d));
+        cfg.value = q->xdna_addr + LOG_DESC_OFF;
+    }
+    return xdna_fw_req(ctx, XDNA_AIE4_MSG_CONFIGURE_HW_CONTEXT, &cfg, sizeof(cfg), NULL, 0);
+}
+
 int xdna_aie4_ctx_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 {
-    if (!ctx->info.partition_id)
+    /* a client names partition 0: the driver's half fills in its partition (§12) */
+    if (!ctx->info.partition_id && (!ctx->s.client || ctx->chip->function == XDNA_FUNC_PF))
         return xdna_fail(ctx, EOPNOTSUPP, "hwctx: %s has no partition for contexts",
                          ctx->chip->name);
     if (!hw->umq_bo && xdna_bo_new(ctx, XDNA_SHIM_BO_SHARE, UMQ_BO_SIZE, true, &hw->umq_bo) < 0)
@@ -62,6 +88,8 @@ int xdna_aie4_ctx_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     xdna_aie4_configure_hw_context_req_t cfg = {
         .hw_context_id = hw->fw_id, .property = XDNA_AIE4_CTX_PROP_DPM, .value = ctx->info.dpm_level};
     if (xdna_fw_req(ctx, XDNA_AIE4_MSG_CONFIGURE_HW_CONTEXT, &cfg, sizeof(cfg), NULL, 0) < 0)
+        goto destroy;
+    if (hw->log_bo && send_log(ctx, hw, true) < 0) /* re-created (resume, FLR): log again */
         goto destroy;
     hw->state = XDNA_SHIM_HWCTX_ACTIVE;
     xdna_wake_monitor(ctx);
@@ -156,7 +184,7 @@ void xdna_aie4_reap(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
         return;
     uint64_t rd = __atomic_load_n(&queue_hdr(q)->read_index, __ATOMIC_ACQUIRE);
     while (hw->njobs) {
-        struct xdna_job *j = &hw->jobs[hw->job_head % XDNA_CTX_MAX_CMDS];
+        struct xdna_job *j = &hw->jobs[hw->job_head % XDNA_CTX_JOBS_MAX];
         if (!j->live || rd < j->umq_end)
             return;
         uint32_t state = XDNA_SHIM_ERT_STATE_COMPLETED, fail = 0;
@@ -246,4 +274,78 @@ int xdna_shim_doorbell(struct xdna_shim_ctx *ctx, uint32_t hwctx)
     const struct xdna_bar_off *db = &ctx->chip->doorbells;
     return xdna_api_leave(ctx, xdna_wr_auto(ctx, (struct xdna_loc){.bar = db->bar,
                                                                    .off = hw->doorbell}, 0));
+}
+
+/* ---- CERT log (docs/spec/aie4.md §11) ------------------------------------------------- */
+
+void xdna_aie4_log_release(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
+{
+    struct xdna_bo *bo = hw->log_bo ? xdna_bo_get(ctx, hw->log_bo) : NULL;
+    if (bo && bo->busy)
+        bo->busy--;
+    hw->log_bo = hw->log_n = 0;
+}
+
+int xdna_shim_cert_log_attach(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t bo,
+                              const struct xdna_shim_uc_log *ucs, uint32_t num_ucs)
+{
+    if (xdna_api_enter(ctx) < 0)
+        return -1;
+    struct xdna_hwctx *hw = aie4_hw(ctx, hwctx, "cert_log_attach");
+    if (!hw)
+        return xdna_api_leave(ctx, -1);
+    if (hw->log_bo)
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "cert_log_attach: context %u has a"
+                                             " log attached", hwctx));
+    if (!ucs || num_ucs == 0 || num_ucs > XDNA_AIE4_CERT_LOG_UCS)
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "cert_log_attach: %u slices, 1..%u",
+                                             num_ucs, XDNA_AIE4_CERT_LOG_UCS));
+    struct xdna_bo *b = xdna_bo_get(ctx, bo);
+    if (!b || b->type != XDNA_SHIM_BO_DEV)
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "cert_log_attach: BO %u is not a DEV"
+                                             " BO", bo));
+    uint64_t sum = 0;
+    uint32_t seen = 0;
+    for (uint32_t i = 0; i < num_ucs; i++) {
+        uint32_t uc = ucs[i].uc_index;
+        if (uc >= XDNA_AIE4_CERT_LOG_UCS || (seen >> uc & 1u))
+            return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "cert_log_attach: slice %u names"
+                                                 " uC %u (0..%u, each once)", i, uc,
+                                                 XDNA_AIE4_CERT_LOG_UCS - 1));
+        if (ucs[i].size < sizeof(struct xdna_aie4_cert_log_header) + sizeof(struct xdna_aie4_cert_log_record))
+            return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "cert_log_attach: slice %u of %u"
+                                                 " bytes holds no record", i, ucs[i].size));
+        seen |= 1u << uc;
+        sum += ucs[i].size;
+    }
+    if (sum > b->size)
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "cert_log_attach: slices of %llu bytes"
+                                             " exceed BO %u (%llu bytes)", (unsigned long long)sum,
+                                             bo, (unsigned long long)b->size));
+    hw->log_bo = bo;
+    hw->log_n = num_ucs;
+    memcpy(hw->log_ucs, ucs, num_ucs * sizeof(*ucs));
+    b->busy++; /* bound to the context: not freed under the firmware */
+    if (send_log(ctx, hw, true) < 0) {
+        struct xdna_err e;
+        xdna_err_save(ctx, &e);
+        xdna_aie4_log_release(ctx, hw);
+        return xdna_api_leave(ctx, xdna_err_restore(ctx, &e));
+    }
+    return xdna_api_leave(ctx, 0);
+}
+
+int xdna_shim_cert_log_detach(struct xdna_shim_ctx *ctx, uint32_t hwctx)
+{
+    if (xdna_api_enter(ctx) < 0)
+        return -1;
+    struct xdna_hwctx *hw = aie4_hw(ctx, hwctx, "cert_log_detach");
+    if (!hw)
+        return xdna_api_leave(ctx, -1);
+    if (!hw->log_bo)
+        return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "cert_log_detach: context %u has no"
+                                             " log", hwctx));
+    int rc = send_log(ctx, hw, false);
+    xdna_aie4_log_release(ctx, hw);
+    return xdna_api_leave(ctx, rc);
 }

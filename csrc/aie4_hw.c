@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define EVENT_BUF XDNA_AIE4_ASYNC_EVENT_BUF_SIZE
 
@@ -133,6 +134,13 @@ static int query(struct xdna_shim_ctx *ctx)
     return xdna_decode_aie_info(ctx, &av2, &ti2);
 }
 
+int xdna_aie4_client_query(struct xdna_shim_ctx *ctx)
+{
+    snprintf(ctx->info.function, sizeof(ctx->info.function), "%s",
+             FUNCTION_NAMES[ctx->chip->function]);
+    return query(ctx);
+}
+
 static void async_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_t *resp, size_t len);
 
 static int async_post(struct xdna_shim_ctx *ctx, unsigned idx)
@@ -229,10 +237,24 @@ static int mgmt_init(struct xdna_shim_ctx *ctx)
     return async_events_start(ctx);
 }
 
+/* The ctrl page's count of function resets (docs/spec/aie4.md §8). */
+static uint32_t resets_now(struct xdna_shim_ctx *ctx)
+{
+    return ctx->ctrl ? __atomic_load_n((const uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_RESETS),
+                                       __ATOMIC_ACQUIRE) : ctx->resets_seen;
+}
+
 int xdna_aie4_start(struct xdna_shim_ctx *ctx)
 {
     struct xdna_aie2_mgmt_mbox_chann_info ci;
     uint64_t t;
+    if (resets_now(ctx) != ctx->resets_seen) { /* reset while stopped: config state back */
+        uint16_t cmd, flags;
+        xdna_pci_state(ctx, &cmd, &flags);
+        if (xdna_pci_restore(ctx, cmd, flags) < 0)
+            return -1;
+        ctx->resets_seen = resets_now(ctx);
+    }
     ctx->info.nstages = 0;
     snprintf(ctx->info.function, sizeof(ctx->info.function), "%s",
              FUNCTION_NAMES[ctx->chip->function]);
@@ -325,6 +347,25 @@ static void reset_prepare(struct xdna_shim_ctx *ctx)
     xdna_dma_unmap(ctx, &ctx->cert);
 }
 
+/* reset_prepare, the reset (initiate: an FLR through config space, as the PCI core's
+ * pcie_flr; else it already happened and only the config state comes back), reset_done:
+ * the resume path, the full handshake and the partition, then every context re-created
+ * (counted in resume_count). */
+static int flr(struct xdna_shim_ctx *ctx, bool initiate)
+{
+    uint16_t cmd, flags;
+    xdna_pci_state(ctx, &cmd, &flags);
+    reset_prepare(ctx);
+    int rc = initiate ? xdna_pci_flr(ctx) : xdna_pci_restore(ctx, cmd, flags);
+    ctx->resets_seen = resets_now(ctx);
+    ctx->state = XDNA_SHIM_STATE_SUSPENDED;
+    if (rc == 0)
+        rc = xdna_pm_resume(ctx);
+    else
+        ctx->state = XDNA_SHIM_STATE_FAILED;
+    return rc;
+}
+
 int xdna_shim_flr(struct xdna_shim_ctx *ctx)
 {
     if (xdna_api_enter(ctx) < 0)
@@ -337,22 +378,123 @@ int xdna_shim_flr(struct xdna_shim_ctx *ctx)
                                              " reset the function"));
     if (ctx->state != XDNA_SHIM_STATE_PROBED)
         return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "flr: device is not probed"));
-    if (xdna_rpm_get(ctx) < 0 || xdna_dev_begin(ctx) < 0)
+    if (xdna_pci_flr_capable(ctx) < 0 || xdna_rpm_get(ctx) < 0 || xdna_dev_begin(ctx) < 0)
         return xdna_api_leave(ctx, -1);
-    reset_prepare(ctx);
-    size_t rl = 0;
-    int rc = xdna_ctl(ctx, XDNA_PROTO_CMD_DEVICE_RESET, NULL, 0, NULL, 0, NULL, &rl, 0, NULL, NULL);
-    if (rc == 0)
-        rc = xdna_msix_restore(ctx);
-    /* reset_done: the resume path, the full handshake and the partition, then every
-     * context re-created (counted in resume_count) */
-    ctx->state = XDNA_SHIM_STATE_SUSPENDED;
-    if (rc == 0)
-        rc = xdna_pm_resume(ctx);
-    else
-        ctx->state = XDNA_SHIM_STATE_FAILED;
+    int rc = flr(ctx, true);
     xdna_dev_end(ctx);
     return xdna_api_leave(ctx, rc);
+}
+
+/* The function was reset by someone else (an FLR through config space the driver did not
+ * start): the same hooks run on a device that is already at power-on. Monitor duty, lock
+ * held; a stopped or suspended function gets its config state back when it starts. */
+void xdna_aie4_reset_check(struct xdna_shim_ctx *ctx)
+{
+    if (ctx->s.client || !xdna_is_aie4(ctx->chip) || ctx->s.dev_busy ||
+        ctx->state != XDNA_SHIM_STATE_PROBED || ctx->s.rpm_suspended ||
+        resets_now(ctx) == ctx->resets_seen)
+        return;
+    ctx->s.dev_busy = true;
+    flr(ctx, false);
+    xdna_dev_end(ctx);
+}
+
+/* The TDR backstop (docs/spec/aie4.md §8): hangs are the firmware's to time out, but a
+ * firmware that died (mailbox_info.valid gone to 0 under a probed driver) ends nothing.
+ * Jobs pending then reset the function through the FLR hooks: they end ABORT, the firmware
+ * boots again. Lock held, monitor duty (the caller checked no device sequence runs). */
+void xdna_aie4_tdr(struct xdna_shim_ctx *ctx)
+{
+    if (ctx->s.client || ctx->state != XDNA_SHIM_STATE_PROBED || ctx->s.rpm_suspended ||
+        ctx->s.dev_busy || !xdna_hwctx_pending(ctx))
+        return;
+    const struct xdna_chip_desc *c = ctx->chip;
+    if (xdna_rd(ctx, (struct xdna_loc){.bar = c->mbox_info.bar, .off = c->mbox_info.off}) != 0)
+        return;
+    ctx->s.dev_busy = true;
+    flr(ctx, true);
+    xdna_dev_end(ctx);
+}
+
+bool xdna_aie4_removed(struct xdna_shim_ctx *ctx)
+{
+    if (ctx->removed)
+        return true;
+    if (!ctx->ctrl || !xdna_is_aie4(ctx->chip) ||
+        !__atomic_load_n((const uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_REMOVED),
+                         __ATOMIC_ACQUIRE))
+        return false;
+    ctx->removed = ctx->sock_dead = true; /* first, so nothing below talks to the daemon */
+    xdna_hwctx_drop_all(ctx);
+    ctx->mgmt.active = false;
+    pthread_cond_broadcast(&ctx->s.cond);
+    return true;
+}
+
+/* The PCI core's sriov_numvfs checks, then the driver's sriov_configure. Lock held. */
+static int sriov_configure(struct xdna_shim_ctx *ctx, uint32_t num_vfs)
+{
+    if (!xdna_is_aie4(ctx->chip) || !is_pf(ctx))
+        return xdna_fail(ctx, EOPNOTSUPP, "sriov: %s is not an SR-IOV physical function",
+                         ctx->chip->name);
+    if (ctx->s.client)
+        return xdna_fail(ctx, EPERM, "sriov: only the driver session may configure VFs");
+    if (ctx->state != XDNA_SHIM_STATE_PROBED)
+        return xdna_fail(ctx, EINVAL, "sriov: device is not probed");
+    uint16_t total, cur;
+    if (xdna_pci_sriov(ctx, &total, &cur) < 0)
+        return -1;
+    if (num_vfs > total)
+        return xdna_fail(ctx, ERANGE, "sriov: %u VFs, the PF has %u", num_vfs, total);
+    if (num_vfs == cur)
+        return 0;
+    if (num_vfs && cur)
+        return xdna_fail(ctx, EBUSY, "sriov: %u VFs already enabled; disable them before"
+                         " enabling %u", cur, num_vfs);
+    if (xdna_rpm_get(ctx) < 0 || xdna_dev_begin(ctx) < 0)
+        return -1;
+    int rc;
+    if (num_vfs) { /* the firmware first, then the VFs appear */
+        xdna_aie4_create_vfs_req_t req = {.num_vfs = num_vfs};
+        rc = xdna_fw_req(ctx, XDNA_AIE4_MSG_CREATE_VFS, &req, sizeof(req), NULL, 0);
+        if (rc == 0)
+            rc = xdna_pci_sriov_set(ctx, (uint16_t)num_vfs);
+    } else { /* the VFs go (their drivers removed), then the firmware forgets them */
+        rc = xdna_pci_sriov_set(ctx, 0);
+        if (rc == 0)
+            rc = xdna_fw_req_u32(ctx, XDNA_AIE4_MSG_DESTROY_VFS, NULL, 0);
+    }
+    xdna_dev_end(ctx);
+    return rc;
+}
+
+int xdna_shim_sriov_configure(struct xdna_shim_ctx *ctx, uint32_t num_vfs)
+{
+    if (xdna_api_enter(ctx) < 0)
+        return -1;
+    return xdna_api_leave(ctx, sriov_configure(ctx, num_vfs));
+}
+
+/* Monitor duty: a write of N to the PF's sysfs sriov_numvfs reached the daemon, which left
+ * N + 1 in the ctrl page; run sriov_configure(N) as the kernel runs the driver's callback.
+ * A refusal changes nothing (sriov_numvfs keeps showing the enabled count): the writer's
+ * errno has nowhere to go. */
+void xdna_aie4_sriov_request(struct xdna_shim_ctx *ctx)
+{
+    if (!ctx->ctrl || ctx->s.client || !is_pf(ctx) || ctx->s.dev_busy ||
+        ctx->state != XDNA_SHIM_STATE_PROBED)
+        return;
+    uint32_t *req = (uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_SRIOV_REQ);
+    uint32_t n = __atomic_exchange_n(req, 0, __ATOMIC_ACQ_REL);
+    if (n == 0)
+        return;
+    struct xdna_err e;
+    xdna_err_save(ctx, &e);
+    sriov_configure(ctx, n - 1);
+    uint64_t one = 1; /* the daemon shows the count again once it sees the request taken */
+    if (write(ctx->kick_fd, &one, sizeof(one)) < 0)
+        (void)one;
+    xdna_err_restore(ctx, &e);
 }
 
 int xdna_aie4_probe(struct xdna_shim_ctx *ctx, const char *fw_search_path)

@@ -113,8 +113,11 @@ static void service_channels(struct xdna_shim_ctx *ctx, const uint8_t *fired)
 /* Every wait starts here: a gone daemon and a passed deadline end it. */
 static int pump_due(struct xdna_shim_ctx *ctx, uint64_t deadline, uint64_t *now)
 {
-    if (xdna_daemon_gone(ctx))
+    if (xdna_daemon_gone(ctx)) {
+        if (xdna_aie4_removed(ctx))
+            return xdna_fail(ctx, ENODEV, "the function was removed");
         return xdna_fail(ctx, EPIPE, "the daemon ended this session");
+    }
     *now = xdna_now_ns();
     if (*now >= deadline) {
         errno = ETIME;

@@ -112,7 +112,7 @@ unsigned xdna_hwctx_live(struct xdna_shim_ctx *ctx)
 
 static struct xdna_job *job_at(struct xdna_hwctx *hw, unsigned i)
 {
-    return &hw->jobs[(hw->job_head + i) % XDNA_CTX_MAX_CMDS];
+    return &hw->jobs[(hw->job_head + i) % XDNA_CTX_JOBS_MAX];
 }
 
 static struct xdna_job *job_find(struct xdna_hwctx *hw, uint64_t seq)
@@ -221,7 +221,7 @@ void xdna_job_finish(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xd
     default: hw->errors++; break;
     }
     while (hw->njobs && !job_at(hw, 0)->live) {
-        hw->job_head = (hw->job_head + 1) % XDNA_CTX_MAX_CMDS;
+        hw->job_head = (hw->job_head + 1) % XDNA_CTX_JOBS_MAX;
         hw->njobs--;
     }
     ctx->s.last_active_ns = hw->active_ns = xdna_now_ns();
@@ -579,6 +579,7 @@ static void hw_free(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     struct xdna_bo *dbg = hw->dbg_bo ? xdna_bo_get(ctx, hw->dbg_bo) : NULL;
     if (dbg && dbg->dbg_ctx == hw->handle) /* the firmware forgot it with the context */
         dbg->dbg_ctx = 0;
+    xdna_aie4_log_release(ctx, hw);
     if (hw->umq_bo) { /* AIE4 queue BO */
         struct xdna_bo *bo = xdna_bo_get(ctx, hw->umq_bo);
         if (bo)
@@ -611,7 +612,7 @@ static void end_jobs(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, uint32_t 
             xdna_job_finish(ctx, hw, j, first ? first_state : XDNA_SHIM_ERT_STATE_ABORT, 0);
             first = false;
         } else {
-            hw->job_head = (hw->job_head + 1) % XDNA_CTX_MAX_CMDS;
+            hw->job_head = (hw->job_head + 1) % XDNA_CTX_JOBS_MAX;
             hw->njobs--;
         }
     }
@@ -676,8 +677,10 @@ static void recover(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 
 void xdna_hwctx_tdr_tick(struct xdna_shim_ctx *ctx)
 {
-    if (xdna_is_aie4(ctx->chip)) /* the firmware's context timeout does it (docs/spec/aie4.md §7) */
+    if (xdna_is_aie4(ctx->chip)) { /* the firmware's context timeout does it (docs/spec/aie4.md §7) */
+        xdna_aie4_tdr(ctx);
         return;
+    }
     for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
         struct xdna_hwctx *hw = ctx->s.hw[i];
         if (!hw || hw->busy)
@@ -816,9 +819,6 @@ int xdna_shim_hwctx_create(struct xdna_shim_ctx *ctx, const struct xdna_shim_hwc
     if (ready(ctx, "hwctx_create") < 0)
         return xdna_api_leave(ctx, -1);
     bool aie4 = xdna_is_aie4(ctx->chip); /* no heap, no command lists: an HSA queue */
-    if (aie4 && ctx->s.client)
-        return xdna_api_leave(ctx, xdna_fail(ctx, EOPNOTSUPP,
-                                             "hwctx_create: AIE4 contexts of attached clients"));
     uint32_t dpm_level;
     if (xdna_pm_ctx_level(ctx, &params, &dpm_level) < 0)
         return xdna_api_leave(ctx, -1);
@@ -1268,8 +1268,9 @@ static int exec_parse(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo
                      runnable_names(ctx));
 }
 
-/* Claim the context with a free job slot (at most XDNA_CTX_MAX_CMDS outstanding), waiting
- * for one with the context released. On success the caller holds the claim. */
+/* Claim the context with a free job slot (at most XDNA_CTX_MAX_CMDS outstanding on AIE2; on
+ * AIE4 as many as the HSA queue holds, docs/spec/aie4.md §8), waiting for one with the context
+ * released. On success the caller holds the claim. */
 static int claim_slot(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t nsub,
                       struct xdna_hwctx **out)
 {
@@ -1285,7 +1286,8 @@ static int claim_slot(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t nsub,
     /* as the driver blocks a submission until its context has a free slot (AIE4: until the
      * HSA queue has room for every packet of the command; a context reset releases it
      * unpublished with EAGAIN, docs/spec/aie4.md §8) */
-    while (hw->njobs >= XDNA_CTX_MAX_CMDS || (aie4 && !xdna_aie4_queue_room(ctx, hw, nsub))) {
+    unsigned max_jobs = aie4 ? XDNA_CTX_JOBS_MAX : XDNA_CTX_MAX_CMDS;
+    while (hw->njobs >= max_jobs || (aie4 && !xdna_aie4_queue_room(ctx, hw, nsub))) {
         hw_release(ctx, hw);
         if (xdna_cond_wait(ctx, deadline) < 0)
             return xdna_fail(ctx, EAGAIN, "exec: context %u has no room for %u more commands",
@@ -1339,7 +1341,7 @@ int xdna_shim_exec(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t cmd_bo, u
         goto release_hw;
     }
     bool npu = xdna_has_feature(ctx, XDNA_FEAT_NPU_COMMAND);
-    struct xdna_job *j = &hw->jobs[(hw->job_head + hw->njobs) % XDNA_CTX_MAX_CMDS];
+    struct xdna_job *j = &hw->jobs[(hw->job_head + hw->njobs) % XDNA_CTX_JOBS_MAX];
     memset(j, 0, sizeof(*j));
     /* The lock may have been dropped since the first parse (slot wait, context start): the
      * client may have released or rewritten the BOs meanwhile. Parse again, fail cleanly if
@@ -1489,6 +1491,8 @@ int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int 
             if (slice < until)
                 until = slice;
         }
+        if (ctx->sock_dead && xdna_aie4_removed(ctx) && !job_find(hw, seq))
+            return xdna_api_leave(ctx, 0); /* its function was removed: it ended ABORT */
         if (ctx->sock_dead)
             return xdna_api_leave(ctx, xdna_fail(ctx, EPIPE, "wait: the daemon is gone"));
         if (hw->polled && hw->chan.active && !spun && ctx->s.mon_running && ctx->ctrl) {
@@ -1497,7 +1501,7 @@ int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int 
             if (spin_on_ring(ctx, &hw->chan, spin < deadline ? spin : deadline))
                 continue;
         }
-        if (xdna_cond_wait(ctx, until) < 0 && until == deadline)
+        if (xdna_cond_wait(ctx, until) < 0 && until == deadline && !ctx->removed)
             break;
     }
     return xdna_api_leave(ctx, xdna_fail(ctx, ETIME, "wait: command %llu of context %u not done within"

@@ -175,6 +175,8 @@ static int client_protocol(struct xdna_shim_ctx *ctx)
  * and tile info, and the protocol version. */
 int xdna_client_query(struct xdna_shim_ctx *ctx)
 {
+    if (xdna_is_aie4(ctx->chip))
+        return xdna_aie4_client_query(ctx);
     xdna_aie2_get_firmware_version_resp_t fv;
     xdna_aie2_query_aie_version_resp_t av;
     xdna_aie2_query_aie_tile_info_resp_t ti;

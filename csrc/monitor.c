@@ -63,6 +63,8 @@ static void periodic_duties(struct xdna_shim_ctx *ctx)
             if (s->async_repost[i] && xdna_async_post(ctx, i) == 0)
                 s->async_repost[i] = 0;
     xdna_rpm_maybe_suspend(ctx);
+    xdna_aie4_reset_check(ctx);
+    xdna_aie4_sriov_request(ctx);
 }
 
 /* TDR, async re-posts and autosuspend, as one monitor iteration does them. */
@@ -86,6 +88,7 @@ static void *monitor_main(void *arg)
     s->next_tdr_ns = xdna_now_ns() + (uint64_t)s->tdr_ms * 1000000u;
     while (!s->mon_stop) {
         if (xdna_daemon_gone(ctx)) { /* nothing more will happen: sleep until close */
+            xdna_aie4_removed(ctx);
             ctx->sock_dead = true;
             pthread_cond_broadcast(&s->cond);
             xdna_cond_wait(ctx, UINT64_MAX);

@@ -28,6 +28,18 @@
 #define PCI_COMMAND_MEMORY 0x2
 #define PCI_COMMAND_MASTER 0x4
 #define PCI_CAP_ID_MSIX 0x11
+#define PCI_CAP_ID_EXP 0x10
+#define PCI_EXP_DEVCAP 4
+#define PCI_EXP_DEVCAP_FLR 0x10000000u
+#define PCI_EXP_DEVCTL 8
+#define PCI_EXP_DEVCTL_BCR_FLR 0x8000
+#define PCI_EXT_CAP_START 0x100
+#define PCI_EXT_CAP_ID_SRIOV 0x10
+#define PCI_SRIOV_CTRL 0x08
+#define PCI_SRIOV_CTRL_VFE 0x01
+#define PCI_SRIOV_CTRL_MSE 0x08
+#define PCI_SRIOV_TOTAL_VF 0x0E
+#define PCI_SRIOV_NUM_VF 0x10
 #define PCI_MSIX_FLAGS 2
 #define PCI_MSIX_TABLE 4
 #define PCI_MSIX_FLAGS_QSIZE 0x7FF
@@ -294,6 +306,7 @@ static int attach_write_log(struct xdna_shim_ctx *ctx)
         return xdna_fail(ctx, EPROTO, "write log: bad ctrl page (magic %#x version %u entries %u/%u"
                                       " size %u)", magic, ver, n, wl.entries, esz);
     ctx->log_entries = n;
+    ctx->resets_seen = __atomic_load_n(&w[XDNA_PROTO_CTRL_OFF_RESETS / 4], __ATOMIC_ACQUIRE);
     return 0;
 
 close_fds:
@@ -302,19 +315,23 @@ close_fds:
     return -1;
 }
 
+/* The offset of capability `id` in the cached config space, 0 when absent. */
+static unsigned find_cap(struct xdna_shim_ctx *ctx, uint8_t id)
+{
+    if (!(cfg16(ctx, PCI_STATUS) & PCI_STATUS_CAP_LIST))
+        return 0;
+    unsigned pos = ctx->config[PCI_CAPABILITY_LIST] & 0xFC;
+    for (unsigned hops = 0; pos >= 0x40 && pos < 0x100 && hops < 48; hops++) {
+        if (ctx->config[pos] == id)
+            return pos;
+        pos = ctx->config[pos + 1] & 0xFC;
+    }
+    return 0;
+}
+
 static int setup_msix(struct xdna_shim_ctx *ctx)
 {
-    unsigned cap = 0;
-    if (cfg16(ctx, PCI_STATUS) & PCI_STATUS_CAP_LIST) {
-        unsigned pos = ctx->config[PCI_CAPABILITY_LIST] & 0xFC;
-        for (unsigned hops = 0; pos >= 0x40 && pos < 0x100 && hops < 48; hops++) {
-            if (ctx->config[pos] == PCI_CAP_ID_MSIX) {
-                cap = pos;
-                break;
-            }
-            pos = ctx->config[pos + 1] & 0xFC;
-        }
-    }
+    unsigned cap = find_cap(ctx, PCI_CAP_ID_MSIX);
     if (!cap)
         return xdna_fail(ctx, ENODEV, "config space has no MSI-X capability");
     ctx->msix_cap = cap;
@@ -372,6 +389,91 @@ int xdna_msix_restore(struct xdna_shim_ctx *ctx)
             return -1;
     }
     return 0;
+}
+
+/* After a function reset config space is at power-on: restore what the driver set (the
+ * command register, MSI-X enable, the unmasked table entries), as the PCI core's
+ * pci_restore_state does (docs/spec/aie4.md §8). */
+int xdna_pci_restore(struct xdna_shim_ctx *ctx, uint16_t cmd, uint16_t msix_flags)
+{
+    if (xdna_region_read(ctx, XDNA_PROTO_REGION_CONFIG, 0, ctx->config, sizeof(ctx->config)) < 0)
+        return -1;
+    if (cfg_write16(ctx, PCI_COMMAND, cmd) < 0 ||
+        cfg_write16(ctx, ctx->msix_cap + PCI_MSIX_FLAGS, msix_flags) < 0)
+        return -1;
+    return xdna_msix_restore(ctx);
+}
+
+/* Function-level reset through config space, as the PCI core's pcie_flr: the function must
+ * say it can (Device Capabilities FLR), then Device Control "Initiate FLR"; the config state
+ * the reset cleared is restored after it. */
+int xdna_pci_flr_capable(struct xdna_shim_ctx *ctx)
+{
+    unsigned exp = find_cap(ctx, PCI_CAP_ID_EXP);
+    if (!exp || !(cfg32(ctx, exp + PCI_EXP_DEVCAP) & PCI_EXP_DEVCAP_FLR))
+        return xdna_fail(ctx, ENOTTY, "flr: the function is not FLR capable");
+    return 0;
+}
+
+int xdna_pci_flr(struct xdna_shim_ctx *ctx)
+{
+    if (xdna_pci_flr_capable(ctx) < 0)
+        return -1;
+    unsigned exp = find_cap(ctx, PCI_CAP_ID_EXP);
+    uint16_t cmd = cfg16(ctx, PCI_COMMAND), flags = cfg16(ctx, ctx->msix_cap + PCI_MSIX_FLAGS);
+    uint16_t ctl = cfg16(ctx, exp + PCI_EXP_DEVCTL) | PCI_EXP_DEVCTL_BCR_FLR;
+    if (cfg_write16(ctx, exp + PCI_EXP_DEVCTL, ctl) < 0)
+        return -1;
+    return xdna_pci_restore(ctx, cmd, flags);
+}
+
+/* The SR-IOV extended capability's offset in the cached config space, 0 when absent. */
+static unsigned find_ext_cap(struct xdna_shim_ctx *ctx, uint16_t id)
+{
+    unsigned pos = PCI_EXT_CAP_START;
+    for (unsigned hops = 0; pos >= PCI_EXT_CAP_START && pos + 4 <= sizeof(ctx->config) && hops < 64;
+         hops++) {
+        uint32_t h = cfg32(ctx, pos);
+        if (h == 0 || h == 0xFFFFFFFFu)
+            return 0;
+        if ((h & 0xFFFF) == id)
+            return pos;
+        pos = (h >> 20) & 0xFFC;
+    }
+    return 0;
+}
+
+/* SR-IOV state as the PCI core reads it: TotalVFs and the VFs enabled now. */
+int xdna_pci_sriov(struct xdna_shim_ctx *ctx, uint16_t *total, uint16_t *num)
+{
+    unsigned cap = find_ext_cap(ctx, PCI_EXT_CAP_ID_SRIOV);
+    if (!cap)
+        return xdna_fail(ctx, EOPNOTSUPP, "sriov: %s has no SR-IOV capability", ctx->chip->name);
+    *total = cfg16(ctx, cap + PCI_SRIOV_TOTAL_VF);
+    *num = cfg16(ctx, cap + PCI_SRIOV_CTRL) & PCI_SRIOV_CTRL_VFE ? cfg16(ctx, cap + PCI_SRIOV_NUM_VF)
+                                                                   : 0;
+    return 0;
+}
+
+/* pci_enable_sriov / pci_disable_sriov: NumVFs, then VF Enable and VF MSE (the device
+ * creates the VF functions); 0 clears VF Enable first (they vanish), then NumVFs. */
+int xdna_pci_sriov_set(struct xdna_shim_ctx *ctx, uint16_t num)
+{
+    unsigned cap = find_ext_cap(ctx, PCI_EXT_CAP_ID_SRIOV);
+    if (!cap)
+        return xdna_fail(ctx, EOPNOTSUPP, "sriov: %s has no SR-IOV capability", ctx->chip->name);
+    if (num)
+        return cfg_write16(ctx, cap + PCI_SRIOV_NUM_VF, num) < 0 ? -1
+               : cfg_write16(ctx, cap + PCI_SRIOV_CTRL, PCI_SRIOV_CTRL_VFE | PCI_SRIOV_CTRL_MSE);
+    return cfg_write16(ctx, cap + PCI_SRIOV_CTRL, 0) < 0 ? -1
+                                                        : cfg_write16(ctx, cap + PCI_SRIOV_NUM_VF, 0);
+}
+
+/* The cached command register and MSI-X flags (what xdna_pci_restore writes back). */
+void xdna_pci_state(struct xdna_shim_ctx *ctx, uint16_t *cmd, uint16_t *msix_flags)
+{
+    *cmd = cfg16(ctx, PCI_COMMAND);
+    *msix_flags = cfg16(ctx, ctx->msix_cap + PCI_MSIX_FLAGS);
 }
 
 int xdna_pci_attach(struct xdna_shim_ctx *ctx, const char *path)

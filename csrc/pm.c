@@ -188,11 +188,13 @@ int xdna_rpm_get(struct xdna_shim_ctx *ctx)
     return rc;
 }
 
-/* Could autosuspend run now, time aside? (Not while another operation holds the device.) */
+/* Could autosuspend run now, time aside? (Not while another operation holds the device;
+ * never on an SR-IOV PF, whose runtime PM the driver disables: docs/spec/aie4.md §10.) */
 bool xdna_rpm_armed(struct xdna_shim_ctx *ctx)
 {
     const struct xdna_drv_state *s = &ctx->s;
     return !s->client && s->autosuspend_ms > 0 && !s->rpm_suspended && !s->dev_busy &&
+           ctx->chip->function != XDNA_FUNC_PF &&
            ctx->state == XDNA_SHIM_STATE_PROBED && !ctx->sock_dead;
 }
 

@@ -114,8 +114,11 @@ static inline void xdna_lockdep_blocking(void) {}
 /* Context ids are allocated cyclically over 1..255 as the driver does, so a destroyed
  * context's id is not handed out again at once. */
 #define XDNA_HWCTX_ID_MAX 255u
-#define XDNA_CTX_MAX_CMDS 4          /* CTX_MAX_CMDS: outstanding commands per context */
+#define XDNA_CTX_MAX_CMDS 4          /* CTX_MAX_CMDS: outstanding commands per AIE2 context */
 #define XDNA_RQ_IDLE_TICKS 3         /* idle TDR ticks before the runqueue disconnects a context */
+/* The job ring: AIE4 keeps as many jobs in flight as its HSA queue has packets
+ * (docs/spec/aie4.md §8); AIE2 uses the first XDNA_CTX_MAX_CMDS of the same ring. */
+#define XDNA_CTX_JOBS_MAX XDNA_AIE4_HSA_QUEUE_SLOTS
 #define XDNA_MONITOR_POLL_NS 1000000u /* monitor re-check of a due duty that could not run (1 ms) */
 #define XDNA_POLL_SPIN_NS 100000u /* a TURBO wait spins this long on its ring before it blocks */
 #define XDNA_CMDLIST_SIZE 4096u      /* one cmd-list buffer */
@@ -194,6 +197,8 @@ struct xdna_shim_ctx {
 
     /* MSI-X */
     unsigned msix_cap;
+    uint32_t resets_seen; /* the ctrl page's function-reset count the driver last handled */
+    bool removed;         /* the function was removed (a VF disabled); its jobs ended ABORT */
     unsigned nvec;
     int *irq_fds;
     struct xdna_loc msix_table;
@@ -298,6 +303,14 @@ void xdna_dev_end(struct xdna_shim_ctx *ctx);
 /* ---- the PCI function: attach, release, interrupts (pci.c) ---- */
 int xdna_pci_attach(struct xdna_shim_ctx *ctx, const char *path);
 void xdna_pci_release(struct xdna_shim_ctx *ctx);
+/* Function-level reset through config space (pcie_flr), then the config state restored. */
+int xdna_pci_flr(struct xdna_shim_ctx *ctx);
+int xdna_pci_flr_capable(struct xdna_shim_ctx *ctx); /* ENOTTY when not */
+/* SR-IOV capability (pci.c): TotalVFs and the enabled VFs; enable/disable N VFs. */
+int xdna_pci_sriov(struct xdna_shim_ctx *ctx, uint16_t *total, uint16_t *num);
+int xdna_pci_sriov_set(struct xdna_shim_ctx *ctx, uint16_t num);
+int xdna_pci_restore(struct xdna_shim_ctx *ctx, uint16_t cmd, uint16_t msix_flags);
+void xdna_pci_state(struct xdna_shim_ctx *ctx, uint16_t *cmd, uint16_t *msix_flags);
 /* Install this session's eventfd on an MSI-X vector (per-vector ownership). */
 int xdna_irq_own(struct xdna_shim_ctx *ctx, unsigned vec);
 int xdna_irq_release(struct xdna_shim_ctx *ctx, unsigned vec);
@@ -485,7 +498,7 @@ struct xdna_hwctx {
     struct xdna_mbox_chan chan;
     uint32_t cmdlist_bo[XDNA_CTX_MAX_CMDS];
     bool cmdlist_used[XDNA_CTX_MAX_CMDS];
-    struct xdna_job jobs[XDNA_CTX_MAX_CMDS]; /* ring in submission order */
+    struct xdna_job jobs[XDNA_CTX_JOBS_MAX]; /* ring in submission order */
     unsigned job_head, njobs;
     uint64_t next_seq, done_seq;
     uint64_t submitted, completed, errors, timeouts, aborts;
@@ -499,6 +512,9 @@ struct xdna_hwctx {
     uint64_t umq_wr;      /* AIE4: our write index */
     bool umq_user;        /* AIE4: the application owns the queue (user-mode submission) */
     uint32_t resets;      /* AIE4: context resets (CTX_ERROR); a blocked submission sees one */
+    uint32_t log_bo;      /* AIE4: its CERT log BO (0: none), slices in log_ucs */
+    uint32_t log_n;
+    struct xdna_shim_uc_log log_ucs[XDNA_AIE4_CERT_LOG_UCS];
 };
 /* Firmware side of every live context: stop (PM suspend) / restart (resume). */
 void xdna_hwctx_stop_all(struct xdna_shim_ctx *ctx);
@@ -529,6 +545,8 @@ int xdna_aie4_psp_stop(struct xdna_shim_ctx *ctx);
 int xdna_aie4_probe(struct xdna_shim_ctx *ctx, const char *fw_search_path);
 int xdna_aie4_start(struct xdna_shim_ctx *ctx);
 int xdna_aie4_stop(struct xdna_shim_ctx *ctx);
+/* A client session's queries through MGMT_PROXY (docs/spec/aie4.md §12). */
+int xdna_aie4_client_query(struct xdna_shim_ctx *ctx);
 /* AIE4 contexts through HSA queues (aie4_ctx.c; docs/spec/aie4.md §8) */
 int xdna_aie4_ctx_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);
 void xdna_aie4_ctx_stop(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, bool destroy);
@@ -537,8 +555,19 @@ bool xdna_aie4_queue_room(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, uint
 int xdna_aie4_submit(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xdna_job *j,
                      const uint32_t *subs, uint32_t nsub);
 void xdna_aie4_reap(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);
+/* A context goes away: its CERT log BO is free again (aie4_ctx.c). */
+void xdna_aie4_log_release(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);
 /* CTX_ERROR on firmware context ctx_id: reset it (docs/spec/aie4.md §8). */
 void xdna_aie4_ctx_error(struct xdna_shim_ctx *ctx, const struct xdna_aie4_ctx_error_event *ev);
+/* Monitor duty: a function reset the driver did not start runs the FLR hooks (aie4_hw.c). */
+void xdna_aie4_reset_check(struct xdna_shim_ctx *ctx);
+/* TDR tick on AIE4: jobs pending under a firmware that is gone reset the function. */
+void xdna_aie4_tdr(struct xdna_shim_ctx *ctx);
+/* The daemon went away: if it removed the function (a VF disabled), end every job ABORT as
+ * the driver's remove does; true when it did. Lock held (aie4_hw.c). */
+bool xdna_aie4_removed(struct xdna_shim_ctx *ctx);
+/* Monitor duty: a write to the PF's sysfs sriov_numvfs runs sriov_configure (aie4_hw.c). */
+void xdna_aie4_sriov_request(struct xdna_shim_ctx *ctx);
 /* hwctx.c: a job is over (its command BO gets `state`) */
 void xdna_job_finish(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xdna_job *j,
                      uint32_t state, uint32_t fail_idx);

@@ -325,10 +325,30 @@ struct xdna_shim_umq {
 int xdna_shim_umq(struct xdna_shim_ctx *ctx, uint32_t hwctx, struct xdna_shim_umq *out);
 /* The application's store to a context's doorbell page. */
 int xdna_shim_doorbell(struct xdna_shim_ctx *ctx, uint32_t hwctx);
+/* AIE4 CERT log (docs/spec/aie4.md §11): bind a uC LOG BO (a DEV BO: AIE4's carveout
+ * stand-in) to a context and split it into one slice per micro-controller, laid out in
+ * order from offset 0; the firmware writes a record there each time a uC finishes an
+ * exec_buf. EINVAL: no slice or more than 6, a uC index of 6 or above or named twice, a
+ * slice too small for its header and one record, slices whose sum exceeds the BO, a BO that
+ * is not a DEV BO, a log already attached. Detach: EINVAL when none is. AIE2: EOPNOTSUPP. */
+struct xdna_shim_uc_log {
+    uint32_t uc_index;
+    uint32_t size;
+};
+int xdna_shim_cert_log_attach(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_t bo,
+                              const struct xdna_shim_uc_log *ucs, uint32_t num_ucs);
+int xdna_shim_cert_log_detach(struct xdna_shim_ctx *ctx, uint32_t hwctx);
 /* AIE4 function-level reset (docs/spec/aie4.md §8): reset_prepare (jobs in flight end ABORT,
  * mailbox_info.valid cleared, mailbox torn down), the function's reset, reset_done (the
  * handshake and partition again, every context re-created). AIE2: EOPNOTSUPP. */
 int xdna_shim_flr(struct xdna_shim_ctx *ctx);
+
+/* The AIE4 driver's sriov_configure on a PF (docs/spec/aie4.md §10), as a write of
+ * `num_vfs` to sysfs sriov_numvfs: n > 0 sends CREATE_VFS to the PF's firmware and enables
+ * n VFs in the SR-IOV capability (each becomes a function of its own); 0 disables them
+ * (their jobs end ABORT) and sends DESTROY_VFS. ERANGE above TotalVFs, EBUSY for n > 0
+ * while VFs are enabled, EOPNOTSUPP off an AIE4 PF, EPERM for a client, EINVAL unprobed. */
+int xdna_shim_sriov_configure(struct xdna_shim_ctx *ctx, uint32_t num_vfs);
 
 /* The context's hardware-queue handle (docs/spec/jobs.md §3b): its completion timeline (the
  * driver's per-context syncobj; a command's seq is its point). Wait on point `seq` of it

@@ -231,3 +231,30 @@ def test_save_restore_round_trip(up: Aie4PyDriver) -> None:
     d.mgmt.i2x_head = up.mgmt.i2x_head
     d.mgmt.next_id = up.mgmt.next_id
     assert d.call_ok(Opcode.IDENTIFY)["major"] == 1
+
+
+def test_create_and_destroy_vfs_on_the_pf() -> None:
+    """CREATE_VFS takes 1..TotalVFs while none exist; DESTROY_VFS needs some; the count
+    survives save/restore (docs/spec/aie4.md §10)."""
+    pf = _drv("npu3_pf")
+    pf.bring_up()
+    total = pf.chip.pci.total_vfs
+    for bad in (0, total + 1):
+        assert pf.call(Opcode.CREATE_VFS, num_vfs=bad)["status"] == Status.ERROR
+    assert pf.call(Opcode.DESTROY_VFS)["status"] == Status.ERROR  # none yet
+    pf.call_ok(Opcode.CREATE_VFS, num_vfs=total)
+    assert pf.device.fw.num_vfs == total
+    assert pf.call(Opcode.CREATE_VFS, num_vfs=1)["status"] == Status.ERROR  # already some
+    td = make_test_device("npu3_pf")
+    td.fn.restore(pf.fn.save())
+    assert td.fn.device.fw.num_vfs == total
+    pf.call_ok(Opcode.DESTROY_VFS)
+    assert pf.device.fw.num_vfs == 0
+
+
+@pytest.mark.parametrize("chip", ["npu3", "npu3_vf"])
+def test_vf_messages_are_notsupp_off_a_pf(chip: str) -> None:
+    d = _drv(chip)
+    d.bring_up()
+    raw = d.mgmt.request(Opcode.CREATE_VFS, struct.pack("<I", 1), 4)
+    assert struct.unpack("<I", raw)[0] == Status.NOTSUPP

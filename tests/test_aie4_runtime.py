@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +100,62 @@ def test_hung_job_times_out_and_the_queue_behind_it_aborts(dev) -> None:  # noqa
     info = dev.shim.hwctx_info(ctx.handle)
     assert (info["timeouts"], info["aborts"], info["pending"]) == (1, 1, 0)
     assert dev.shim.last_async_error()["count"] == 1  # the CTX_ERROR event reached the shim
+
+
+@pytest.mark.parametrize("xdna_chip", ["npu3"])
+def test_flr_from_another_process_is_survived(dev, xdna_emulator: Emulator) -> None:  # noqa: ANN001
+    """A separate process writes Device Control "Initiate FLR" (as `setpci` would) under a
+    live driver: the shim's monitor thread runs the reset hooks on its own, the firmware
+    boots again and the context runs jobs (docs/spec/aie4.md §8)."""
+    from xdna_emu.control import ControlClient
+    from xdna_emu.pci.caps import EXP_DEVCTL, EXP_DEVCTL_BCR_FLR
+    from xdna_emu.pci.config import EXP_CAP
+
+    ctx = dev.context()
+    a = dev.buffer(np.arange(N, dtype=np.int32))
+    out = dev.buffer(np.zeros(N, dtype=np.int32))
+    resumes = dev.shim.power()["resume_count"]
+    with ControlClient(xdna_emulator.socket) as c:
+        c.version()
+        c.config_write(EXP_CAP + EXP_DEVCTL + 1, bytes([EXP_DEVCTL_BCR_FLR >> 8]))
+    deadline = time.monotonic() + 30
+    while dev.shim.power()["resume_count"] == resumes:  # the monitor's reset_done
+        assert time.monotonic() < deadline, "the driver never handled the reset"
+        time.sleep(0.01)
+    assert ctx.run("copy", a, out).wait(timeout=10) == "completed"
+    assert (out.read() == np.arange(N)).all()
+
+
+@pytest.mark.parametrize("xdna_chip", ["npu3", "npu3_vf"])
+def test_attached_client_runs_aie4_contexts(dev, xdna_emulator: Emulator) -> None:  # noqa: ANN001
+    """A second process attaches (docs/spec/aie4.md §12): its queries, contexts and jobs go
+    through MGMT_PROXY and its own queues and doorbells; driver-only ops are EPERM and the
+    driver's contexts are not its to name (ENOENT)."""
+    from xdna_emu.fw.aie4.messages import MESSAGES, Opcode
+
+    drv_ctx = dev.context()
+    with Device.open(socket=xdna_emulator.socket) as cl:
+        assert cl.role == "client"
+        info = cl.shim.info()
+        assert info["fw_version"] == dev.shim.info()["fw_version"] and info["tiles"]["cols"] == 3
+        ctx = cl.context()
+        a = cl.buffer(np.arange(N, dtype=np.int32))
+        b = cl.buffer(np.full(N, 2, dtype=np.int32))
+        out = cl.buffer(np.zeros(N, dtype=np.int32))
+        assert ctx.run("add", a, b, out).wait(timeout=10) == "completed"
+        assert (out.read() == np.arange(N) + 2).all()
+        run = ctx.chain([ctx.command("copy", a, out), ctx.command("fail")])
+        assert run.wait(timeout=10) == "error" and run.error_index == 1
+        m = MESSAGES[Opcode.DESTROY_HW_CONTEXT]
+        fw_id = dev.shim.hwctx_info(drv_ctx.handle)["fw_ctx_id"]
+        with pytest.raises(ShimError) as ei:  # the driver's context
+            cl.shim.mgmt_msg(Opcode.DESTROY_HW_CONTEXT, m.req.pack(hw_context_id=fw_id), m.resp.size)
+        assert ei.value.errno == errno.ENOENT
+        p = MESSAGES[Opcode.CREATE_PARTITION]
+        with pytest.raises(ShimError) as ei:
+            cl.shim.mgmt_msg(Opcode.CREATE_PARTITION, p.req.pack(col_start=0, col_count=1),
+                             p.resp.size)
+        assert ei.value.errno == errno.EPERM
+    c2 = dev.context()  # the driver goes on; the client's contexts went with its session
+    out = dev.buffer(np.zeros(N, dtype=np.int32))
+    assert c2.run("copy", dev.buffer(np.arange(N, dtype=np.int32)), out).wait(timeout=10) == "completed"

@@ -317,6 +317,59 @@ def test_aie4_seeded_shim_examples_find_nothing(tmp_path) -> None:  # noqa: ANN0
             fz.run_one(fz.generate())
         assert fz.crashes == fz.hangs == 0 and not list(tmp_path.iterdir()), fz.stats()
         assert any(k.startswith("doorbell:") for k in fz.features)
-        assert not any(k.startswith(("fault", "mgmt")) for k in fz.features)
+        assert any(k.startswith(("fault", "mgmt")) for k in fz.features)  # AIE4 draws them too
     finally:
         fz.close()
+
+
+def test_aie4_vocabulary_has_faults_and_aie4_mgmt_opcodes() -> None:
+    import random
+
+    from xdna_emu.fuzz.shim_target import MGMT_OPCODES_AIE4, random_op
+
+    rng = random.Random(5)
+    ops = [random_op(rng, aie4=True) for _ in range(3000)]
+    assert {o.args[0] for o in ops if o.verb == "fault"} >= {"drop", "late", "unsolicited"}
+    opcodes = {o.args[1] for o in ops if o.verb == "call" and o.args[0] == "mgmt"}
+    assert opcodes == set(MGMT_OPCODES_AIE4)
+    assert not any(o.verb == "call" and o.args[0] in ("rewrite", "qctx", "cucfg", "dbg")
+                   for o in ops)
+
+
+AIE4_FAULTS = """chip npu3
+target shim
+call probe
+call ctx
+call mgmt 0x10002 00000000
+expect errno ok
+fault unsolicited 0
+fault late 0 1 300
+call mgmt 0x10002 00000000
+call exec 0 nop
+call wait 0 3000
+call exec 0 hang
+fault fw_fatal 0 1
+call mgmt 0x10002 00000000
+call tick 2500
+expect state 1 timeout
+call exec 0 nop
+call wait 2 3000
+expect state 2 abort
+call exec 0 nop
+call wait 3 3000
+expect state 3 completed
+fault drop 0 1
+call mgmt 0x3ffff 00000000
+"""
+
+
+def test_aie4_firmware_faults_on_the_mgmt_channel() -> None:
+    """Faults on the AIE4 mgmt channel keep every invariant: an unsolicited async answer
+    makes the channel bad (EPIPE after it); the hang's context timeout ends it TIMEOUT and
+    its CTX_ERROR report is the message the fatal fault kills the firmware on; a job then
+    submitted to the dead firmware ends ABORT by the TDR backstop's reset; the function
+    runs again and its new mgmt channel times out a dropped reply (ETIME, not EPIPE)."""
+    from xdna_emu.fuzz import trace as tr
+
+    res = tr.replay(tr.parse(AIE4_FAULTS))
+    assert res.ok, res.describe()

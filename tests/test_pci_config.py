@@ -121,7 +121,14 @@ def test_capability_chain(chip) -> None:
     assert table & 7 == chip.msix.bar and table & ~7 == chip.msix.table_offset
     assert pba & 7 == chip.msix.bar and pba & ~7 == chip.msix.pba_offset
     header = u32(cfg, 0x100)
-    assert header & 0xFFFF == 0x0003 and header >> 20 == 0  # DSN, last extended capability
+    if chip.pci.function != "pf":
+        assert header & 0xFFFF == 0x0003 and header >> 20 == 0  # DSN, last extended capability
+        return
+    assert header & 0xFFFF == 0x0003 and header >> 20 == 0x110  # DSN, then SR-IOV
+    sriov = u32(cfg, 0x110)
+    assert sriov & 0xFFFF == 0x0010 and sriov >> 20 == 0  # SR-IOV, last
+    assert u16(cfg, 0x110 + 0x0E) == chip.pci.total_vfs  # TotalVFs
+    assert u16(cfg, 0x110 + 0x1A) == chip.vf_chip().pci.device  # VF Device ID
 
 
 def test_msix_control_bits(chip) -> None:

@@ -106,6 +106,48 @@ def claim_bdf(runtime_dir: Path, bdf: str | None) -> tuple[str, Path]:
     raise DaemonError(f"no free BDF left in {runtime_dir}")
 
 
+_IN_CLOSE_WRITE = 0x8
+_IN_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then the name
+
+
+def inotify_watch(directory: Path) -> int:
+    """A non-blocking inotify fd watching ``directory`` for files closed after writing."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0 or libc.inotify_add_watch(fd, str(directory).encode(), _IN_CLOSE_WRITE) < 0:
+        err = ctypes.get_errno()
+        if fd >= 0:
+            os.close(fd)
+        raise OSError(err, f"inotify on {directory}")
+    return fd
+
+
+def inotify_closed_writes(fd: int, name: str) -> bool:
+    """Drain the inotify fd; True when file ``name`` was among those written."""
+    hit = False
+    while True:
+        try:
+            buf = os.read(fd, 4096)
+        except BlockingIOError:
+            return hit
+        off = 0
+        while off + _IN_EVENT.size <= len(buf):
+            _, mask, _, ln = _IN_EVENT.unpack_from(buf, off)
+            got = buf[off + _IN_EVENT.size : off + _IN_EVENT.size + ln].rstrip(b"\0").decode()
+            hit |= bool(mask & _IN_CLOSE_WRITE) and got == name
+            off += _IN_EVENT.size + ln
+
+
+def vf_bdf(pf_bdf: str, index: int) -> str:
+    """VF ``index``'s BDF: the PF's routing id + First VF Offset (1) + index x VF Stride (1)."""
+    dom, bus, devfn = pf_bdf.split(":")
+    dev, fn = devfn.split(".")
+    rid = (int(bus, 16) << 8 | int(dev, 16) << 3 | int(fn, 16)) + 1 + index
+    return f"{dom}:{rid >> 8:02x}:{(rid >> 3) & 0x1F:02x}.{rid & 7}"
+
+
 def _stale(d: Path) -> bool:
     try:
         rec = json.loads((d / "ready.json").read_text())
@@ -159,6 +201,7 @@ class Connection:
         struct.pack_into("<IIII", self.ctrl, 0, P.CTRL_MAGIC, P.CTRL_VERSION, P.LOG_ENTRIES,
                          P.LOG_ENTRY.size)
         struct.pack_into("<I", self.ctrl, P.CTRL_OFF_ALIVE, 1)
+        struct.pack_into("<I", self.ctrl, P.CTRL_OFF_RESETS, self.daemon.fn.resets)
         self.kick_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.daemon.sel.register(self.kick_fd, selectors.EVENT_READ, ("kick", self))
@@ -259,15 +302,19 @@ class _RecordingWires(EventfdWires):
 
 
 class Daemon:
-    """Serves one PCI function to its clients: shared memory, files, sessions."""
+    """Serves one PCI function to its clients: shared memory, files, sessions. A physical
+    function's daemon also serves its enabled virtual functions, each a Daemon of its own
+    (own BDF, socket, files) on the PF's event loop (docs/spec/aie4.md §10)."""
 
     def __init__(self, chip: str | Chip, runtime_dir: Path, bdf: str | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, sel: selectors.BaseSelector | None = None) -> None:
         self.chip = load_chip(chip) if isinstance(chip, str) else chip
         self.runtime_dir = prepare_runtime_dir(Path(runtime_dir))
         self.bdf, self.dir = claim_bdf(self.runtime_dir, bdf)
         (self.dir / "pid").write_text(str(os.getpid()))
-        self.sel = selectors.DefaultSelector()
+        self.sel = sel if sel is not None else selectors.DefaultSelector()
+        #: the enabled VFs, in routing-id order (a PF only)
+        self.vfs: list[Daemon] = []
         self.sessions: dict[int, Connection] = {}
         self.next_sid = 1
         self.vector_owner: dict[int, Connection] = {}
@@ -290,6 +337,10 @@ class Daemon:
             self._write_discovery_files()
             self._config_published = bytes(self.fn.config.data)
             self.fn.config.listeners.append(self._publish_config)
+            self.fn.config.flr_listeners.append(self._publish_resets)
+            if self.chip.function == "pf":
+                self.fn.config.listeners.append(self._sriov_changed)
+                self._watch_numvfs()
         except BaseException:
             self.cleanup()
             raise
@@ -316,7 +367,7 @@ class Daemon:
         sock.listen(16)
         sock.setblocking(False)
         self.listener = sock
-        self.sel.register(sock, selectors.EVENT_READ, ("accept", None))
+        self.sel.register(sock, selectors.EVENT_READ, ("accept", self))
 
     def _write_discovery_files(self) -> None:
         from .sysfs import write_sysfs, write_umockdev
@@ -394,9 +445,88 @@ class Daemon:
             update_config(self.sysfs_root, self.bdf, self.fn.config)
             self._config_published = data
 
+    # -- SR-IOV (a PF; docs/spec/aie4.md §10) -----------------------------------------
+    def _sriov_changed(self) -> None:
+        """The PF's SR-IOV capability: VF Enable with NumVFs in 1..TotalVFs creates the VF
+        functions, clearing it removes them (as the hardware's VFs appear and vanish)."""
+        from .pci.caps import SRIOV_CTRL, SRIOV_CTRL_VFE, SRIOV_NUM_VF
+        from .pci.config import SRIOV_CAP
+
+        data = self.fn.config.data
+        ctrl = int.from_bytes(data[SRIOV_CAP + SRIOV_CTRL : SRIOV_CAP + SRIOV_CTRL + 2], "little")
+        num = int.from_bytes(data[SRIOV_CAP + SRIOV_NUM_VF : SRIOV_CAP + SRIOV_NUM_VF + 2], "little")
+        want = num if ctrl & SRIOV_CTRL_VFE and 1 <= num <= self.chip.pci.total_vfs else 0
+        if want == len(self.vfs):
+            return
+        self.remove_vfs()
+        if want:
+            vf_chip = self.chip.vf_chip()
+            for i in range(want):
+                vf = Daemon(vf_chip, self.runtime_dir, vf_bdf(self.bdf, i), self.fn.clock, self.sel)
+                vf.announce()
+                self.vfs.append(vf)
+        self._write_discovery_files()
+
+    def _watch_numvfs(self) -> None:
+        """Watch the PF's sysfs directory for a write of ``sriov_numvfs`` (inotify: the file
+        is the daemon's own, in the tree its ready record names)."""
+        from .sysfs import device_path
+
+        self._sysfs_dev = self.sysfs_root / device_path(self.bdf).lstrip("/")
+        self._numvfs_req: Connection | None = None
+        self._inotify = inotify_watch(self._sysfs_dev)
+        self.sel.register(self._inotify, selectors.EVENT_READ, ("numvfs", self))
+
+    def _numvfs_written(self) -> bool:
+        """A write of N to ``sriov_numvfs`` is the driver's to carry out (its sriov_configure,
+        docs/spec/aie4.md §10): the driver session's ctrl page gets N + 1 and a notify. Once
+        the driver took it, the file shows the enabled count again (:meth:`_numvfs_taken`)."""
+        if not inotify_closed_writes(self._inotify, "sriov_numvfs"):
+            return False
+        path = self._sysfs_dev / "sriov_numvfs"
+        try:
+            n = int(path.read_text().strip() or "x", 0)
+        except (OSError, ValueError):
+            n = -1
+        drv = self.driver
+        if n < 0 or drv is None or drv.ctrl is None:
+            log.warning("sriov_numvfs: %s", "not a number" if n < 0 else "no driver bound")
+            self._write_discovery_files()
+            return False
+        struct.pack_into("<I", drv.ctrl, P.CTRL_OFF_SRIOV_REQ, n + 1)
+        self._numvfs_req = drv
+        return True
+
+    def _numvfs_taken(self) -> None:
+        """The driver took the request (its ctrl word is 0 again): show the enabled count."""
+        drv = self._numvfs_req
+        if drv is not None and (drv.closed or drv.ctrl is None or
+                                not struct.unpack_from("<I", drv.ctrl, P.CTRL_OFF_SRIOV_REQ)[0]):
+            self._numvfs_req = None
+            self._write_discovery_files()
+
+    def remove_vfs(self) -> None:
+        """Remove every VF: its sessions learn the function is gone (``removed`` in their
+        ctrl page, then the hang-up), its device resets, its files go."""
+        for vf in reversed(self.vfs):
+            for s in list(vf.sessions.values()):
+                if s.ctrl is not None and not s.closed:
+                    struct.pack_into("<I", s.ctrl, P.CTRL_OFF_REMOVED, 1)
+            vf.fn.reset()
+            vf.cleanup()
+        self.vfs.clear()
+
+    def _publish_resets(self) -> None:
+        """A function reset: every session sees the count at once, before any reply, so a
+        driver tells its own reset from one it did not start (docs/spec/aie4.md §8)."""
+        for s in list(self.sessions.values()):
+            if s.ctrl is not None and not s.closed:
+                struct.pack_into("<I", s.ctrl, P.CTRL_OFF_RESETS, self.fn.resets)
+
     def reset_device(self) -> None:
         """DEVICE_RESET: the function's device reset."""
         self.fn.reset()
+        self._publish_resets()
 
     # -- event loop -------------------------------------------------------------------
     def run(self, on_ready: Callable[[dict[str, Any]], None] | None = None,
@@ -437,40 +567,60 @@ class Daemon:
         self.running = False
 
     def _timeout(self) -> float | None:
-        fn = self.fn
-        deadline = fn.next_deadline_ns()
-        timeout = None if deadline is None else max(0.0, (deadline - fn.clock.now_ns()) / 1e9)
-        if fn.backlogged():
-            # Ring-space updates (i2x head) are logged without a kick: while firmware output
-            # waits for space, look at the logs ourselves every BACKLOG_POLL_S.
-            timeout = BACKLOG_POLL_S if timeout is None else min(timeout, BACKLOG_POLL_S)
+        timeout: float | None = None
+        for d in (self, *self.vfs):
+            fn = d.fn
+            deadline = fn.next_deadline_ns()
+            if deadline is not None:
+                t = max(0.0, (deadline - fn.clock.now_ns()) / 1e9)
+                timeout = t if timeout is None else min(timeout, t)
+            if fn.backlogged():
+                # Ring-space updates (i2x head) are logged without a kick: while firmware
+                # output waits for space, look at the logs ourselves every BACKLOG_POLL_S.
+                timeout = BACKLOG_POLL_S if timeout is None else min(timeout, BACKLOG_POLL_S)
         return timeout
 
     def _step(self, timeout: float | None) -> None:
         progressed = False
-        fired = self.wires.fired
-        fired.clear()
+        daemons = (self, *self.vfs)  # a PF serves its VFs on this loop (aie4.md §10)
+        for d in daemons:
+            d.wires.fired.clear()
         events = self.sel.select(timeout)
         kicked: list[Connection] = []
         for key, _ in events:
             kind, sess = key.data
             if kind == "accept":
-                self._accept()
+                sess._accept()  # the Daemon (PF or VF) whose socket it is
             elif kind == "signal":
                 with contextlib.suppress(OSError):
                     os.read(key.fd, 64)
             elif kind == "parent":
                 log.info("the process we serve has exited: stopping")
                 self.running = False
+            elif kind == "numvfs":
+                progressed |= self._numvfs_written()
             elif kind == "client":
-                progressed |= self._on_client(sess)
+                progressed |= sess.daemon._on_client(sess)
             elif kind == "kick":
                 kicked.append(sess)
+        for d in daemons:
+            mine = [s for s in kicked if s.daemon is d]
+            if not events and d.fn.backlogged():
+                mine = list(d.sessions.values())
+            progressed |= d._work(mine, progressed)
+        if self.chip.function == "pf":
+            self._numvfs_taken()
+        if progressed:
+            polling = 0
+            for d in daemons:
+                polling |= d._notify_sessions()
+            if polling or self.polled_ns:
+                self._spin(polling)
+
+    def _work(self, kicked: list[Connection], progressed: bool) -> bool:
+        """Every log that is ready and the timers that are due, answered with one interrupt
+        per vector (device.md §3), delivered last: a woken client may take this CPU."""
         fn = self.fn
-        if not events and fn.backlogged():
-            kicked = list(self.sessions.values())
-        # Every log that is ready and the timers that are due, answered with one interrupt
-        # per vector (device.md §3), delivered last: a woken client may take this CPU.
         fn.hold_irqs()
         try:
             for sess in kicked:
@@ -483,18 +633,22 @@ class Daemon:
                 self._publish_foreign_ctx()
         finally:
             fn.release_irqs()
-        if progressed:
-            # a session woken by one of its interrupts needs no notify (protocol.md)
-            woken = {self.vector_owner.get(v) for v in fired} if fired else ()
-            polling = 0
-            for s in list(self.sessions.values()):
-                if s.ctrl is None:
-                    continue
-                wakes, polls = _WAKES_POLLING.unpack_from(s.ctrl, P.CTRL_OFF_IRQ_WAKES)
-                s.notify(not wakes or s not in woken)
-                polling |= polls
-            if polling or self.polled_ns:
-                self._spin(polling)
+        return progressed
+
+    def _notify_sessions(self) -> int:
+        """Notify this function's sessions after a step that progressed; a session woken by
+        one of its interrupts needs no notify (protocol.md). Returns the clients' polling
+        words, ORed."""
+        fired = self.wires.fired
+        woken = {self.vector_owner.get(v) for v in fired} if fired else ()
+        polling = 0
+        for s in list(self.sessions.values()):
+            if s.ctrl is None:
+                continue
+            wakes, polls = _WAKES_POLLING.unpack_from(s.ctrl, P.CTRL_OFF_IRQ_WAKES)
+            s.notify(not wakes or s not in woken)
+            polling |= polls
+        return polling
 
     def _spin(self, polling: int) -> None:
         """Watch the write logs for up to SPIN_NS while a client polls (spin-then-block)."""
@@ -505,7 +659,7 @@ class Daemon:
         elif t - self.polled_ns > POLL_RECENT_NS:
             self.polled_ns = 0
             return
-        logs = [s.ctrl for s in self.sessions.values() if s.ctrl is not None]
+        logs = [s.ctrl for d in (self, *self.vfs) for s in d.sessions.values() if s.ctrl is not None]
         end, head_tail, off = t + SPIN_NS, _HEAD_TAIL.unpack_from, P.CTRL_OFF_HEAD
         while now() < end:
             for c in logs:
@@ -824,6 +978,8 @@ class Daemon:
         }  # fmt: skip
 
     def cleanup(self) -> None:
+        if getattr(self, "vfs", None):
+            self.remove_vfs()
         for hook in getattr(self, "stop_hooks", ()):
             try:
                 hook()
@@ -835,7 +991,14 @@ class Daemon:
             self.fn.iommu.clear()
         if hasattr(self, "wires"):
             self.wires.clear()
+        if getattr(self, "_inotify", -1) >= 0:
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(self._inotify)
+            os.close(self._inotify)
+            self._inotify = -1
         if hasattr(self, "listener"):
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(self.listener)  # the selector may be its PF's
             self.listener.close()
         for m in self.bar_maps.values():
             with contextlib.suppress(BufferError):

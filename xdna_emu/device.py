@@ -57,7 +57,6 @@ class NpuDevice(DeviceBase):
         super().__init__(chip, regs, iommu, raise_irq, clock)
         self.fw: MgmtFirmware | None = None
         self.ctx: ContextFirmware | None = None  # contexts/jobs of the running firmware
-        self.actions["mailbox_send"] = self._timer_send
         self.smu = SmuBlock(chip, regs, self.stats, self._power_off)
         self.psp = PspBlock(chip, regs, iommu, self.stats, lambda: self.smu.powered,
                             self._start_fw, self._stop_fw)
@@ -100,12 +99,6 @@ class NpuDevice(DeviceBase):
         except Exception:
             self.stats["internal_errors"] += 1
             log.exception("internal error on reset")
-
-    def _timer_send(self, index: int, serial: int, msg_id: int, opcode: int, payload: bytes) -> None:
-        """A delayed message, sent past any interposer, if its channel is still open."""
-        ch = self.mailbox.channel(index, serial) if self.mailbox is not None else None
-        if ch is not None:
-            ch.transmit(msg_id, opcode, payload)
 
     def backlogged(self) -> bool:
         """Some channel holds responses the host has not made room for yet."""

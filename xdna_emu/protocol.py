@@ -127,6 +127,10 @@ CTRL_OFF_DPM_NOW = 0x48  # driver stores 1 + the level the SMU accepted; copied 
 CTRL_OFF_DRAINING = 0x4C  # u32, daemon: nonzero while it applies this log; a kick is optional
 CTRL_OFF_IRQ_WAKES = 0x50  # u32, client: nonzero when an interrupt to its vectors wakes it as notify does
 CTRL_OFF_POLLING = 0x54  # u32, client: threads spinning on a ring now; the daemon spins before it sleeps
+# Function resets and SR-IOV (docs/spec/aie4.md §8, §10)
+CTRL_OFF_RESETS = 0x58  # function resets so far (FLR however started, DEVICE_RESET)
+CTRL_OFF_REMOVED = 0x5C  # 1: the function was removed (its VF disabled), set before alive 0
+CTRL_OFF_SRIOV_REQ = 0x60  # driver session of a PF: N + 1 after a write of N to sriov_numvfs
 CTRL_OFF_ENTRY0 = 0x80
 LOG_ENTRY = _layout("LOG_ENTRY", Struct("log_entry", _u32s("bar", "offset", "value", "rsvd")))
 LOG_ENTRIES = (CTRL_SIZE - CTRL_OFF_ENTRY0) // LOG_ENTRY.size

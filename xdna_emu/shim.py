@@ -506,6 +506,24 @@ class Shim:
         reset_done around it: jobs in flight end ABORT, contexts come back (handles kept)."""
         self._check(lib.xdna_shim_flr(self._c()))
 
+    def cert_log_attach(self, handle: int, bo: int, slices: list[tuple[int, int]]) -> None:
+        """Bind DEV BO ``bo`` to context ``handle`` as its CERT log: ``slices`` are
+        (uC index, bytes), laid out in order from offset 0 (docs/spec/aie4.md §11)."""
+        arr = ffi.new("struct xdna_shim_uc_log[]", max(1, len(slices)))
+        for i, (uc, size) in enumerate(slices):
+            arr[i].uc_index, arr[i].size = int(uc), int(size)
+        self._check(lib.xdna_shim_cert_log_attach(self._c(), int(handle), int(bo), arr,
+                                                  len(slices)))
+
+    def cert_log_detach(self, handle: int) -> None:
+        self._check(lib.xdna_shim_cert_log_detach(self._c(), int(handle)))
+
+    def sriov_configure(self, num_vfs: int) -> None:
+        """The PF driver's sriov_configure (a write of sysfs ``sriov_numvfs``): CREATE_VFS
+        and ``num_vfs`` VF functions, or 0: the VFs removed and DESTROY_VFS
+        (docs/spec/aie4.md §10)."""
+        self._check(lib.xdna_shim_sriov_configure(self._c(), int(num_vfs)))
+
     def hwctx_config(self, handle: int, type: int, value: int) -> None:  # noqa: A002 - uapi name
         """CONFIG_HWCTX: ``type`` HWCTX_ASSIGN_DBG_BUF / HWCTX_REMOVE_DBG_BUF, ``value`` a DEV BO
         handle (docs/spec/jobs.md §4a)."""

@@ -81,7 +81,24 @@ def _text_attrs(chip: Chip, bdf: str, config: PciConfigSpace) -> dict[str, str]:
         "power_state": "D0\n",
         "reset_method": "flr\n",
         "modalias": modalias(chip) + "\n",
+        **_sriov_attrs(chip, config),
     }
+
+
+def _sriov_attrs(chip: Chip, config: PciConfigSpace) -> dict[str, str]:
+    """A PF's SR-IOV attributes, read from its SR-IOV capability (docs/spec/aie4.md §10)."""
+    if chip.pci.function != "pf":
+        return {}
+    from .pci.caps import SRIOV_CTRL, SRIOV_CTRL_VFE, SRIOV_NUM_VF, SRIOV_TOTAL_VF, SRIOV_VF_DID
+    from .pci.config import SRIOV_CAP
+
+    def u16(off: int) -> int:
+        return int.from_bytes(config.data[SRIOV_CAP + off : SRIOV_CAP + off + 2], "little")
+
+    num = u16(SRIOV_NUM_VF) if u16(SRIOV_CTRL) & SRIOV_CTRL_VFE else 0
+    return {"sriov_totalvfs": f"{u16(SRIOV_TOTAL_VF)}\n", "sriov_numvfs": f"{num}\n",
+            "sriov_offset": "1\n", "sriov_stride": "1\n",
+            "sriov_vf_device": f"{u16(SRIOV_VF_DID):04x}\n"}
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -277,6 +277,12 @@ static const struct amdxdna_qos_info *qos_of(struct accel_file *f, uint32_t hand
 
 /* Recompute this file's rows: its contexts, and its BO usage by the driver's accounting
  * (every shmem-backed BO in total; DEV_HEAP and CMD also internal; DEV only heap). */
+/* A DEV BO lives in the heap on AIE2; on AIE4 it is a plain buffer (docs/spec/aie4.md §8). */
+static bool dev_in_heap(const struct accel_file *f, uint32_t type)
+{
+    return type == XDNA_SHIM_BO_DEV && !xdna_is_aie4(f->ctx->chip);
+}
+
 static void publish(struct accel_file *f)
 {
     if (!f->reg)
@@ -300,12 +306,14 @@ static void publish(struct accel_file *f)
         uint64_t sz = bo ? (bo->size + 4095) & ~4095ull : 0;
         if (!bo)
             continue;
-        if (bo->type == XDNA_SHIM_BO_DEV) {
+        /* AIE4 has no DEV heap: a DEV BO is a plain buffer, internal (docs/spec/aie4.md §8) */
+        if (dev_in_heap(f, bo->type)) {
             usage.heap += sz;
             continue;
         }
         usage.total += sz;
-        if (bo->type == XDNA_SHIM_BO_DEV_HEAP || bo->type == XDNA_SHIM_BO_CMD)
+        if (bo->type == XDNA_SHIM_BO_DEV_HEAP || bo->type == XDNA_SHIM_BO_CMD ||
+            bo->type == XDNA_SHIM_BO_DEV)
             usage.internal += sz;
     }
     for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
@@ -366,8 +374,8 @@ static int bo_view(struct accel_file *f, uint32_t handle, struct bo_view *v)
         *v = (struct bo_view){.type = bo->type, .size = bo->size, .alloc = bo->alloc,
                               .xdna_addr = bo->xdna_addr, .heap_off = bo->heap_off,
                               .va = bo->va, .fd = bo->fd};
-        if (bo->type == XDNA_SHIM_BO_DEV)
-            v->fd = heap ? heap->fd : -1;
+        if (dev_in_heap(f, bo->type))
+            v->fd = heap ? heap->fd : -1; /* AIE4: a DEV BO is a plain buffer of its own */
         rc = 0;
     }
     xdna_api_leave(f->ctx, 0);
@@ -778,14 +786,14 @@ static int create_bo(struct accel_file *f, void *k)
     if (kind == 1)
         return create_uptr_bo(f, a);
     uint64_t uva;
-    if (a->type == AMDXDNA_BO_DEV && dev_bo_userptr(f, 0, 1, &uva) < 0)
-        return -EINVAL; /* no heap, or its user mapping is not there yet */
+    if (dev_in_heap(f, a->type) && dev_bo_userptr(f, 0, 1, &uva) < 0)
+        return -EINVAL; /* no heap, or its user mapping is not there yet (AIE4: no heap) */
     if (a->type == AMDXDNA_BO_DEV_HEAP)
         heap_map_prune(f); /* a freed chunk's handle may name the new one */
     uint32_t h;
     if (xdna_shim_bo_create(f->ctx, (int)a->type, a->size, &h) < 0)
-        return a->type == AMDXDNA_BO_DEV && errno == ENOMEM ? -EAGAIN : -errno;
-    if (a->type == AMDXDNA_BO_DEV) { /* the chunks it landed in must be mapped, contiguously */
+        return dev_in_heap(f, a->type) && errno == ENOMEM ? -EAGAIN : -errno;
+    if (dev_in_heap(f, a->type)) { /* the chunks it landed in must be mapped, contiguously */
         struct bo_view v;
         int rc = bo_view(f, h, &v);
         if (rc == 0)
@@ -809,7 +817,7 @@ static int get_bo_info(struct accel_file *f, void *k)
     if (rc < 0)
         return rc;
     uint64_t uva = (uint64_t)(uintptr_t)v.va;
-    if (v.type == AMDXDNA_BO_DEV) /* its place in the program's heap mapping */
+    if (dev_in_heap(f, v.type)) /* its place in the program's heap mapping */
         dev_bo_userptr(f, v.heap_off, v.alloc, &uva);
     a->map_offset = (uint64_t)a->handle << MAP_SHIFT;
     a->vaddr = uva;
@@ -846,7 +854,7 @@ void *xdna_accel_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t
         return MAP_FAILED;
     }
     /* the heap is one memfd: a chunk or a DEV BO is a window on it (docs/spec/uapi.md §6) */
-    bool in_heap = v.type == XDNA_SHIM_BO_DEV || v.type == XDNA_SHIM_BO_DEV_HEAP;
+    bool in_heap = dev_in_heap(f, v.type) || v.type == XDNA_SHIM_BO_DEV_HEAP;
     void *p = mmap(addr, len, prot, flags, v.fd, in_heap ? (off_t)v.heap_off : 0);
     if (p != MAP_FAILED && v.type == XDNA_SHIM_BO_DEV_HEAP)
         heap_map_note(f, handle, (uint64_t)(uintptr_t)p);

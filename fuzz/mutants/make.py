@@ -43,7 +43,7 @@ M = [
  "csrc/hwctx.c", "    xdna_job_finish(ctx, hw, j, r.status == 0 ? XDNA_SHIM_ERT_STATE_COMPLETED : XDNA_SHIM_ERT_STATE_ERROR,",
  "    xdna_job_finish(ctx, hw, j, r.status == 0 ? XDNA_SHIM_ERT_STATE_COMPLETED : XDNA_SHIM_ERT_STATE_ABORT,"),
 ("slot-limit-off-by-one", "shim", "five commands may be outstanding on a context of four slots (off-by-one bound)",
- "csrc/hwctx.c", "    while (hw->njobs >= XDNA_CTX_MAX_CMDS ||", "    while (hw->njobs > XDNA_CTX_MAX_CMDS ||"),
+ "csrc/hwctx.c", "    while (hw->njobs >= max_jobs ||", "    while (hw->njobs > max_jobs ||"),
 ("resume-unchecked", "shim", "resume runs without a suspend before it (dropped state check)",
  "csrc/hw.c", "    if (ctx->state != XDNA_SHIM_STATE_SUSPENDED)\n        return xdna_fail(ctx, EINVAL, \"resume: device is not suspended\");\n",
  ""),

@@ -76,6 +76,7 @@ class PciIdentity:
     subsystem_vendor: int
     subsystem_device: int
     function: str = "plain"  # one of FUNCTION_KINDS (the driver's device_type by id)
+    total_vfs: int = 0  # a PF's SR-IOV TotalVFs (docs/spec/aie4.md §10); 0 elsewhere
 
 
 @dataclass(frozen=True)
@@ -303,6 +304,12 @@ class Chip:
     def function(self) -> str:
         """The PCI function kind: ``plain``, ``pf`` (SR-IOV physical) or ``vf``."""
         return self.pci.function
+
+    def vf_chip(self) -> Chip:
+        """A physical function's virtual function chip (``<plain>_vf``)."""
+        if self.pci.function != "pf":
+            raise ChipError(f"{self.name} is not an SR-IOV physical function")
+        return load_chip(self.name.removesuffix("_pf") + "_vf")
 
     @property
     def pci_id(self) -> tuple[int, int]:
@@ -680,6 +687,8 @@ def _check_layout(chip: Chip, err: list[str]) -> None:
 
 
 PAGE_SIZE = 0x1000
+#: VFs at routing id offset 1, stride 1 from a PF at function 1 stay inside one device (.2-.7)
+SRIOV_MAX_VFS = 6
 AIE4_INFO_SIZE = 64  # mailbox_info is 16 u32 words
 
 
@@ -689,6 +698,9 @@ def _check_aie4(chip: Chip, err: list[str]) -> None:
         err.append(f"pci.function {chip.pci.function!r} is not one of {FUNCTION_KINDS}")
     if chip.pci.function != "plain" and chip.family != "aie4":
         err.append(f"pci.function {chip.pci.function!r}: only AIE4 chips have PF/VF functions")
+    if (chip.pci.function == "pf") != (1 <= chip.pci.total_vfs <= SRIOV_MAX_VFS):
+        err.append(f"pci.total_vfs {chip.pci.total_vfs}: a PF has 1..{SRIOV_MAX_VFS} VFs,"
+                   " any other function none")
     a = chip.aie4
     if a is None:
         if chip.family == "aie4":

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from ..fw.aie4 import messages as A4
 from ..fw.mailbox import TOMBSTONE, MailboxChannel
 from ..fw.messages import (
     LAYOUTS,
@@ -109,9 +110,14 @@ class FaultInjector:
         if ch is None:
             return False
         self._note(kind, ch, 0)
-        if kind == "unsolicited":
-            op = Opcode.REGISTER_ASYNC_EVENT_MSG
-            ch.transmit(0, op, LAYOUTS[op].resp.pack(Status.SUCCESS, AsyncEventType.AIE_ERROR))
+        if kind == "unsolicited":  # an async-event answer nobody asked for
+            if self.device.chip.family == "aie4":
+                op4 = A4.Opcode.ASYNC_EVENT_MSG
+                ch.transmit(0, op4, A4.MESSAGES[op4].resp.pack(
+                    status=A4.Status.SUCCESS, type=A4.AsyncEventType.AIE_ERROR))
+            else:
+                op = Opcode.REGISTER_ASYNC_EVENT_MSG
+                ch.transmit(0, op, LAYOUTS[op].resp.pack(Status.SUCCESS, AsyncEventType.AIE_ERROR))
         elif kind == "irq_empty":
             eng.raw_irq(ch.vector)
         else:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..chips import load_chip
+from ..fw.aie4.messages import Opcode as A4Opcode
 from ..fw.iface.aie2 import FAMILY as _FW
 from ..fw.messages import LAYOUTS, MSG_SIZE_MASK, TOMBSTONE, Opcode
 from ..shim import ErtState, ShimError, chain_error_index
@@ -52,6 +53,9 @@ FINAL = frozenset({ErtState.COMPLETED, ErtState.ERROR, ErtState.ABORT, ErtState.
 #: opcode it does not offer (docs/spec/firmware.md §6) and the largest request the shim sends
 MGMT_RESP, UNKNOWN_OP_RESP, MGMT_REQ_MAX = 20, 4, MSG_SIZE_MASK & ~3
 TOMBSTONE_BYTES = TOMBSTONE.to_bytes(4, "little")
+#: the AIE4 management message whose answer the model knows: IDENTIFY, 4-byte request
+#: (docs/spec/aie4.md §5); the AIE2 ones are all predicted (:meth:`ShimModel._mgmt`)
+KNOWN_MGMT_AIE4 = (int(A4Opcode.IDENTIFY), 4)
 #: live contexts the model promises can be created (the firmware's limit is above it)
 CTX_PROMISED = 6
 #: calls that need the firmware up: ENODEV when off or suspended (app_health too, unless
@@ -206,13 +210,15 @@ class ShimModel:
             return EPIPE
         if not clean:
             return None
-        if self.aie4 and name in ("mgmt", "umq", "doorbell", "flr"):
-            return None  # AIE4 mgmt opcodes are not the AIE2 ones; the rest: see __init__
+        if self.aie4 and name in ("umq", "doorbell", "flr"):
+            return None  # see __init__
         if self.aie4 and name == "health":  # a report only after a context timeout
             return {"ok", EOPNOTSUPP} if self.dev == "up" else None
         if self.aie4 and name in ("exec", "chain", "bulk") and self.ctxs[args[0] % len(h.ctxs)].umq:
             return EBUSY  # the application owns the queue
         if name == "mgmt":
+            if self.aie4:
+                return "ok" if (args[0], len(args[1])) == KNOWN_MGMT_AIE4 and not h.mgmt_bad else None
             return self._mgmt(h, args)
         if name in ("ctx", "qctx"):
             if name == "qctx" and not qos_ok(h.chip, *(a & 0xFFFFFFFF for a in args)):
@@ -342,7 +348,8 @@ class ShimModel:
         if h.race_fired:  # the user rewrote the command under exec: any verdict may do
             want = None
         self._want(f"{name} {' '.join(map(_show, args))}".strip(), got, want)
-        if name == "mgmt" and (want is None or self.aie4):
+        if name == "mgmt" and (want is None or (self.aie4 and
+                                                (args[0], len(args[1])) != KNOWN_MGMT_AIE4)):
             self.taint(f"mgmt {args[0]:#x} of {len(args[1])} bytes")
         if name == "mgmt" and got != "ok" and self.dev == "up" and got != want:
             self.taint(f"mgmt gave {got}")

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..fw.aie4.messages import Opcode as A4Opcode
 from ..fw.messages import Opcode
 from .atheris_target import StopFlag, write_stats
 from .faults import ACT_FAULTS, MSG_FAULTS
@@ -58,11 +59,11 @@ WEIGHTS = {"mgmt": 6, "ctx": 4, "destroy": 2, "exec": 10, "wait": 10, "info": 2,
            "suspend": 1, "resume": 1, "stop": 1, "tick": 3, "fault": 6, "act": 2,
            "timeout": 1, "chain": 4, "waitseq": 3, "health": 1, "power": 1, "bulk": 1,
            "rewrite": 1, "qctx": 1, "cucfg": 1, "dbgbo": 1, "dbg": 2, "syncwait": 2}
-#: AIE4 (docs/spec/fuzzing.md §8): no firmware faults, AIE2 mgmt opcodes, START_NPU
-#: rewrites or AIE2 config calls (the fault injector, the rewrites and those calls know the
-#: AIE2 forms); user-mode queues and FLR
+#: AIE4 (docs/spec/fuzzing.md §8): firmware faults on its mgmt channel and AIE4 mgmt
+#: opcodes, no START_NPU rewrites or AIE2 config calls (they know the AIE2 forms);
+#: user-mode queues and FLR
 WEIGHTS_AIE4 = {**{k: v for k, v in WEIGHTS.items()
-                   if k not in ("fault", "act", "mgmt", "rewrite", "qctx", "cucfg", "dbgbo", "dbg")},
+                   if k not in ("rewrite", "qctx", "cucfg", "dbgbo", "dbg")},
                 "umq": 2, "doorbell": 4, "flr": 1}
 #: CU indexes an exec names: the default, ones a CU table has, and past every table
 EXEC_CUS = [0, 0, 0, 1, 2, 7, 31]
@@ -81,6 +82,11 @@ REWRITES = [(0, 0), (0, 0x7FF000), (1, 0), (1, 65), (1, 0xFFFFFFFF), (7, 0x1234)
 #: twice as often), one it does not implement, and one no firmware knows.
 MGMT_OPCODES = [int(o) for o in (Opcode.GET_FIRMWARE_VERSION, Opcode.GET_FIRMWARE_VERSION,
                                  Opcode.GET_RUNTIME_CONFIG, Opcode.REGISTER_PDI)] + [0xFFFF]
+#: The same on AIE4: IDENTIFY (answered, 20 bytes) twice as often, a query answered at
+#: another size, a PF-only message (NOTSUPP elsewhere) and an opcode no firmware knows.
+MGMT_OPCODES_AIE4 = [int(o) for o in (A4Opcode.IDENTIFY, A4Opcode.IDENTIFY,
+                                      A4Opcode.QUERY_CERT_FIRMWARE_VERSION,
+                                      A4Opcode.CREATE_VFS)] + [0x3FFFF]
 
 
 def random_op(rng: random.Random, aie4: bool = False) -> Op:
@@ -94,7 +100,7 @@ def random_op(rng: random.Random, aie4: bool = False) -> Op:
     if name == "act":
         return Op("fault", (rng.choice(sorted(ACT_FAULTS)), rng.choice([0, -1])))
     if name == "mgmt":
-        return Op("call", ("mgmt", rng.choice(MGMT_OPCODES),
+        return Op("call", ("mgmt", rng.choice(MGMT_OPCODES_AIE4 if aie4 else MGMT_OPCODES),
                            rng.choice([bytes(4), bytes(8), b""])))
     if name in ("destroy", "info", "umq", "doorbell"):
         return Op("call", (name, rng.randrange(4)))

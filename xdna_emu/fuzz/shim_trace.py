@@ -209,6 +209,7 @@ class ShimHarness:
         self.executed.append(op)
         self.steps += 1
         if op.verb == "call":
+            self._sync_resets()
             self._call(op.args[0], op.args[1:])
         elif op.verb == "fault":
             self._fault(*op.args)
@@ -285,6 +286,19 @@ class ShimHarness:
         self.mgmt_bad = False
         for q in self.umqs.values():  # AIE4: the queues come back empty; a packet rung
             q.reset()  # just before is not promised to run (docs/spec/aie4.md §8)
+
+    def _sync_resets(self) -> None:
+        """A reset the shim did on its own (the AIE4 TDR backstop, a reset it did not start:
+        docs/spec/aie4.md §8) re-created the mgmt channel and the queues, as a resume does."""
+        if not self.aie4 or self.shim is None:
+            return
+        try:
+            n = self.shim.power()["resume_count"]
+        except ShimError:
+            return
+        if n != getattr(self, "_resumes_seen", n):
+            self._new_channel_state()
+        self._resumes_seen = n
 
     def c_probe(self) -> None:
         from ..testing.inproc import firmware_dir

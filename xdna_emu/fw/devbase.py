@@ -44,7 +44,7 @@ class DeviceBase:
         self._timers: list[Timer] = []
         self._seq = 0
         #: what a timer may do, by name (docs/spec/device.md §4: timers are data)
-        self.actions: dict[str, Callable[..., None]] = {}
+        self.actions: dict[str, Callable[..., None]] = {"mailbox_send": self._timer_send}
         #: side effects of trapped registers, by (bar, offset)
         self._traps: dict[tuple[int, int], Callable[[int], None]] = {}
         #: the running firmware and its contexts; each generation sets its own blocks
@@ -76,6 +76,13 @@ class DeviceBase:
         except Exception:
             self.stats["internal_errors"] += 1
             log.exception("internal error on write bar%s+%#x=%#x", bar, offset, value)
+
+    def _timer_send(self, index: int, serial: int, msg_id: int, opcode: int, payload: bytes) -> None:
+        """A delayed message, sent past any interposer, if its channel is still open."""
+        mb = getattr(self, "mailbox", None)
+        ch = mb.channel(index, serial) if mb is not None else None
+        if ch is not None:
+            ch.transmit(msg_id, opcode, payload)
 
     def irq(self, vector: int) -> None:
         """Raise an MSI-X vector (the PCI function's MSI-X controller applies masking)."""

@@ -36,6 +36,22 @@ class PciCapId(IntEnum):
 class PciExtCapId(IntEnum):
     DSN = 0x0003
     VNDR = 0x000B
+    SRIOV = 0x0010
+
+
+# -- SR-IOV extended capability registers (PCIe Base, offsets from the capability) ------
+SRIOV_CTRL = 0x08
+SRIOV_CTRL_VFE = 0x0001  # VF Enable
+SRIOV_CTRL_MSE = 0x0008  # VF Memory Space Enable
+SRIOV_INITIAL_VF = 0x0C
+SRIOV_TOTAL_VF = 0x0E
+SRIOV_NUM_VF = 0x10
+SRIOV_VF_OFFSET = 0x14
+SRIOV_VF_STRIDE = 0x16
+SRIOV_VF_DID = 0x1A
+SRIOV_SUP_PGSIZE = 0x1C
+SRIOV_SYS_PGSIZE = 0x20
+SRIOV_SIZE = 0x40
 
 
 # -- MSI-X capability registers (offsets from the capability) --------------------------
@@ -152,10 +168,26 @@ def add_msix(regs: ConfigRegs, offset: int, msix: MsixLayout) -> None:
     regs.set(offset + MSIX_PBA, 4, msix.pba_offset | msix.bar)
 
 
-def add_dsn(regs: ConfigRegs, offset: int, serial: int) -> None:
-    """Device Serial Number extended capability (the first and only extended capability)."""
-    regs.set(offset, 4, PciExtCapId.DSN | (1 << 16))  # version 1, next 0
+def add_dsn(regs: ConfigRegs, offset: int, serial: int, next_cap: int = 0) -> None:
+    """Device Serial Number extended capability (the first extended capability)."""
+    regs.set(offset, 4, PciExtCapId.DSN | (1 << 16) | (next_cap << 20))  # version 1
     regs.set(offset + 4, 8, serial)
+
+
+def add_sriov(regs: ConfigRegs, offset: int, total_vfs: int, vf_device: int) -> None:
+    """SR-IOV extended capability of a physical function (docs/spec/aie4.md §10): TotalVFs
+    VFs at routing id offset 1, stride 1; NumVFs and VF Enable/MSE writable. The VF BAR
+    registers read 0: each VF is its own emulated function with its own BARs."""
+    regs.set(offset, 4, PciExtCapId.SRIOV | (1 << 16))  # version 1, last
+    regs.set(offset + SRIOV_CTRL, 2, 0, wmask=SRIOV_CTRL_VFE | SRIOV_CTRL_MSE)
+    regs.set(offset + SRIOV_INITIAL_VF, 2, total_vfs)
+    regs.set(offset + SRIOV_TOTAL_VF, 2, total_vfs)
+    regs.set(offset + SRIOV_NUM_VF, 2, 0, wmask=0xFFFF)
+    regs.set(offset + SRIOV_VF_OFFSET, 2, 1)
+    regs.set(offset + SRIOV_VF_STRIDE, 2, 1)
+    regs.set(offset + SRIOV_VF_DID, 2, vf_device)
+    regs.set(offset + SRIOV_SUP_PGSIZE, 4, 1)  # 4 KiB pages
+    regs.set(offset + SRIOV_SYS_PGSIZE, 4, 1, wmask=0xFFFFFFFF)
 
 
 def walk_caps(data: bytes | bytearray) -> list[tuple[int, int]]:

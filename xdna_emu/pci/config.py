@@ -28,6 +28,7 @@ from .caps import (
     add_msix,
     add_pcie,
     add_pm,
+    add_sriov,
 )
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ PM_CAP = 0x50
 EXP_CAP = 0x64
 MSIX_CAP = 0xA0
 DSN_CAP = 0x100
+SRIOV_CAP = 0x110  # physical functions only (docs/spec/aie4.md §10)
 
 DEFAULT_BAR_BASE = 0xDC000000
 
@@ -157,7 +159,12 @@ class PciConfigSpace:
         add_pm(regs, PM_CAP)
         add_pcie(regs, EXP_CAP)
         add_msix(regs, MSIX_CAP, chip.msix)
-        add_dsn(regs, DSN_CAP, (pci.vendor << 48) | (pci.device << 32) | (pci.revision << 16))
+        serial = (pci.vendor << 48) | (pci.device << 32) | (pci.revision << 16)
+        if pci.function == "pf":
+            add_dsn(regs, DSN_CAP, serial, SRIOV_CAP)
+            add_sriov(regs, SRIOV_CAP, pci.total_vfs, chip.vf_chip().pci.device)
+        else:
+            add_dsn(regs, DSN_CAP, serial)
         return regs
 
     # -- access --------------------------------------------------------------------------

@@ -150,6 +150,8 @@ class PciFunction:
         #: the requester (a daemon session id) that enabled bus mastering first: the driver
         self.driver: int | None = None
         self.stats: dict[str, int] = {"bad_writes": 0, "foreign_writes": 0}
+        #: function resets so far, however started (a driver learns of one it did not start)
+        self.resets = 0
         self.observers: tuple[Observer, ...] = ()
         #: vectors raised while interrupts are held (:meth:`hold_irqs`), each once, in order
         self._held: list[int] | None = None
@@ -261,6 +263,7 @@ class PciFunction:
         """Device reset (DEVICE_RESET, FLR): the blocks to power-on state, MSI-X table and
         PBA reset. Config space is the caller's (FLR resets it before calling this)."""
         try:
+            self.resets += 1
             self.device.reset()
             self.msix.reset()
         finally:

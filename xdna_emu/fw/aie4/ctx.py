@@ -14,6 +14,7 @@ error only: the queue and every other context keep going, and nothing raises.
 
 from __future__ import annotations
 
+import errno
 import logging
 import struct
 from collections.abc import Callable
@@ -22,9 +23,14 @@ from typing import Any
 
 from ... import kernels
 from ...iommu import DMA_READ, DMA_WRITE, IommuFault
-from ..ctx import ARG_MAX, GEMM_WORK_MAX
+from ..ctx import ARG_MAX, GEMM_WORK_MAX, ProxyChannel
 from ..mailbox import Message
 from .messages import (
+    CERT_LOG_DESC,
+    CERT_LOG_HEADER,
+    CERT_LOG_MAGIC,
+    CERT_LOG_RECORD,
+    CERT_LOG_UCS,
     CMD_STATE_MASK,
     CTX_ERROR_EVENT,
     DESTROY_GRACEFUL,
@@ -59,11 +65,16 @@ _U64 = struct.Struct("<Q")
 READ_INDEX_OFF = HSA_QUEUE_HEADER.offsets["read_index"]
 
 #: ``stats`` keys of the queue engine (docs/spec/aie4.md §7)
-QUEUE_STATS = ("doorbells", "empty_doorbells", "stale_doorbells", "queue_overruns",
+QUEUE_STATS = ("log_drops", "doorbells", "empty_doorbells", "stale_doorbells", "queue_overruns",
                "bad_packets", "bad_signals", "jobs_completed", "jobs_failed", "ctx_timeouts",
                "events_dropped")  # fmt: skip
 #: the timer action a hang arms (docs/spec/aie4.md §7): (slot, context id, read index)
 TIMEOUT_ACTION = "ctx_timeout"
+#: ops a client session may run through MGMT_PROXY (docs/spec/aie4.md §12)
+CTX_NAMED_OPS = frozenset({Opcode.CREATE_HW_CONTEXT, Opcode.DESTROY_HW_CONTEXT,
+                           Opcode.CONFIGURE_HW_CONTEXT})
+PROXY_OPS = CTX_NAMED_OPS | {Opcode.IDENTIFY, Opcode.QUERY_CERT_FIRMWARE_VERSION,
+                             Opcode.AIE_VERSION_INFO, Opcode.AIE_TILE_INFO}
 #: Schedule delayed work: (delay ns, action name, *plain-data args).
 Schedule = Callable[..., None]
 
@@ -88,6 +99,8 @@ class HwContext:
     failed: int = 0
     #: the last packets' (read index, state) for status and tests
     history: list[tuple[int, int]] = field(default_factory=list)
+    #: attached CERT log slices: (uC index, device address, size) (docs/spec/aie4.md §11)
+    cert_log: tuple[tuple[int, int, int], ...] = ()
 
 
 class Aie4ContextFw:
@@ -151,12 +164,63 @@ class Aie4ContextFw:
 
     def _configure(self, msg: Message, req: dict[str, Any]) -> bytes:
         ctx = self.by_id(req["hw_context_id"])
+        if ctx is not None and req["property"] == CtxProperty.CERT_LOG:
+            return RSP_STATUS.pack(status=self._cert_log(ctx, req["value"]))
         if ctx is None or req["property"] != CtxProperty.DPM:
             return RSP_STATUS.pack(status=Status.ERROR)
         if req["value"] >= max(1, len(self.chip.dpm_levels)):
             return RSP_STATUS.pack(status=Status.ERROR)
         ctx.dpm = req["value"]
         return RSP_STATUS.pack(status=Status.SUCCESS)
+
+    def _cert_log(self, ctx: HwContext, addr: int) -> int:
+        """Attach the CERT log slices a cert_log_desc at ``addr`` names (0: detach). Each
+        slice: a uC below CERT_LOG_UCS named once, room for its header and one record,
+        mapped writable; then its header is written (docs/spec/aie4.md §11)."""
+        if addr == 0:
+            ctx.cert_log = ()
+            return Status.SUCCESS
+        try:
+            desc = CERT_LOG_DESC.unpack(self._read(ctx, addr, CERT_LOG_DESC.size))
+            n = desc["num_ucs"]
+            if not 1 <= n <= CERT_LOG_UCS:
+                return Status.ERROR
+            slices = tuple((s["uc_index"], s["addr"], s["size"]) for s in desc["slice"][:n])
+            if len({uc for uc, _, _ in slices}) != n or any(
+                    uc >= CERT_LOG_UCS or size < CERT_LOG_HEADER.size + CERT_LOG_RECORD.size
+                    for uc, _, size in slices):
+                return Status.ERROR
+            views = [self.iommu.translate(a, size, ctx.pasid, DMA_READ | DMA_WRITE)
+                     for _, a, size in slices]
+        except IommuFault as exc:
+            log.info("context %d: CERT log %s", ctx.id, exc)
+            return Status.ERROR
+        for (_, _, size), view in zip(slices, views, strict=True):
+            view[: CERT_LOG_HEADER.size] = CERT_LOG_HEADER.pack(
+                magic=CERT_LOG_MAGIC, records=0, record_size=CERT_LOG_RECORD.size,
+                capacity=(size - CERT_LOG_HEADER.size) // CERT_LOG_RECORD.size)
+        ctx.cert_log = slices
+        return Status.SUCCESS
+
+    def _log(self, ctx: HwContext, uc: int, index: int, state: int) -> None:
+        """uC ``uc`` finished an exec_buf: one record in its slice's ring, if it has one."""
+        for s_uc, addr, size in ctx.cert_log:
+            if s_uc != uc:
+                continue
+            try:
+                view = self.iommu.translate(addr, size, ctx.pasid, DMA_READ | DMA_WRITE)
+            except IommuFault as exc:  # the client unmapped it: the record is lost
+                log.info("context %d: CERT log %s", ctx.id, exc)
+                self.stats["log_drops"] += 1
+                return
+            h = CERT_LOG_HEADER.unpack(view)
+            cap = (size - CERT_LOG_HEADER.size) // CERT_LOG_RECORD.size
+            off = CERT_LOG_HEADER.size + (h["records"] % cap) * CERT_LOG_RECORD.size
+            view[off : off + CERT_LOG_RECORD.size] = CERT_LOG_RECORD.pack(
+                seq=h["records"] & 0xFFFFFFFF, hw_context_id=ctx.id, queue_index=index,
+                uc_index=uc, state=int(state), time_ns=self.fw.clock.now_ns())
+            _U32.pack_into(view, CERT_LOG_HEADER.offsets["records"], (h["records"] + 1) & 0xFFFFFFFF)
+            return
 
     # -- doorbells and the queue ---------------------------------------------------------------
     def doorbell(self, slot: int, value: int) -> None:
@@ -241,8 +305,11 @@ class Aie4ContextFw:
         if hdr["chain_flag"] not in (ChainFlag.LAST, ChainFlag.NOT_LAST):
             raise QueueError(f"chain_flag {hdr['chain_flag']}")
         data = bytes(q[self._slot_off(ctx, q, index) + HSA_PKT_HEADER.size:][: HSA_PKT.size - HSA_PKT_HEADER.size])
-        if hdr["indirect"] == 0:
-            return self._run_exec(ctx, HSA_EXEC_BUF.unpack(data))
+        if hdr["indirect"] == 0:  # a direct packet runs on uC 0
+            state = self._run_exec(ctx, HSA_EXEC_BUF.unpack(data))
+            if state is not None:
+                self._log(ctx, 0, index, state)
+            return state
         if hdr["indirect"] != 1 or not 1 <= hdr["count"] <= HSA_INDIRECT_PER_SLOT:
             raise QueueError(f"indirect {hdr['indirect']} with {hdr['count']} entries")
         state: int | None = CmdState.COMPLETED
@@ -257,6 +324,8 @@ class Aie4ContextFw:
             except IommuFault as exc:
                 raise QueueError(f"indirect entry {i}: {exc}") from None
             state = self._run_exec(ctx, exec_buf)
+            if state is not None:
+                self._log(ctx, uc, index, state)
             if state != CmdState.COMPLETED:
                 return state
         return state
@@ -359,17 +428,45 @@ class Aie4ContextFw:
             self._finish(ctx, q, i, self._signal_of(ctx, q, i), CmdState.ABORT)
         self._irq(ctx)
 
+    # -- client sessions (docs/spec/aie4.md §12) ---------------------------------------------
+    def proxy(self, pasid: int, opcode: int, payload: bytes) -> bytes:
+        """A client session's op: the queries, and its own contexts. CREATE_HW_CONTEXT gets
+        the session's PASID (valid bit set) and, when it names partition 0, the partition
+        the driver created; the other context ops must name a context of this PASID."""
+        if opcode not in PROXY_OPS:
+            raise OSError(errno.EPERM, f"opcode {opcode:#x} is driver-only")
+        payload = bytes(payload)
+        req = MESSAGES[Opcode(opcode)].req
+        if len(payload) == req.size and opcode == Opcode.CREATE_HW_CONTEXT:
+            fields = req.unpack(payload)
+            if not fields["partition_id"] and self.fw.partitions:
+                fields["partition_id"] = min(self.fw.partitions)
+            fields["pasid"] = pasid & PASID_MASK | PASID_VALID
+            payload = req.pack(**fields)
+        elif len(payload) == req.size and opcode != Opcode.CREATE_HW_CONTEXT and \
+                opcode in CTX_NAMED_OPS:
+            ctx = self.by_id(req.unpack(payload)["hw_context_id"])
+            if ctx is None or ctx.pasid != pasid:
+                raise OSError(errno.ENOENT, "no such context for this session")
+        chan = ProxyChannel(pasid)
+        self.fw.dispatch(chan, Message(opcode, 0, payload))  # type: ignore[arg-type]
+        if chan.resp is None:
+            raise OSError(errno.EINVAL, f"opcode {opcode:#x} would not be answered")
+        return chan.resp
+
     # -- state and status ------------------------------------------------------------------
     def save(self) -> tuple[tuple[Any, ...], ...]:
         return tuple((c.id, c.slot, c.pasid, c.partition_id, c.hsa_addr, c.msix, c.priority_band,
-                      c.dpm, c.hung, c.submitted, c.completed, c.failed, tuple(c.history))
+                      c.dpm, c.hung, c.submitted, c.completed, c.failed, tuple(c.history),
+                      c.cert_log)
                      for c in self.contexts.values()) + ((self.next_id,),)  # fmt: skip
 
     def load(self, st: tuple[tuple[Any, ...], ...]) -> None:
         *ctxs, (self.next_id,) = st
         self.contexts = {}
         for c in ctxs:
-            hc = HwContext(*c[:12], history=list(c[12]))
+            hc = HwContext(*c[:12], history=list(c[12]),
+                           cert_log=tuple(tuple(s) for s in c[13]) if len(c) > 13 else ())
             self.contexts[hc.slot] = hc
 
     def release_pasid(self, pasid: int) -> int:
@@ -381,4 +478,4 @@ class Aie4ContextFw:
     def status(self) -> list[dict[str, Any]]:
         return [{"id": c.id, "slot": c.slot, "pasid": c.pasid, "msix": c.msix, "dpm": c.dpm,
                  "hung": c.hung, "submitted": c.submitted, "completed": c.completed,
-                 "failed": c.failed} for c in sorted(self.contexts.values(), key=lambda c: c.id)]  # fmt: skip
+                 "failed": c.failed, "cert_log_ucs": [s[0] for s in c.cert_log]} for c in sorted(self.contexts.values(), key=lambda c: c.id)]  # fmt: skip

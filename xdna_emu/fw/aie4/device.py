@@ -161,10 +161,11 @@ class Aie4Device(DeviceBase):
 
     # -- session hooks ------------------------------------------------------------------------
     def proxy(self, pasid: int, opcode: int, payload: bytes) -> bytes:
-        """Client sessions' mgmt ops: not offered on AIE4 (the driver does them)."""
-        if self.fw is None:
+        """A client session's mgmt op (docs/spec/aie4.md §12), run through the firmware's
+        dispatch as the driver's kernel half would for that process."""
+        if self.fw is None or self.ctx is None:
             raise OSError(errno.ENODEV, "firmware not running")
-        raise OSError(errno.EOPNOTSUPP, "AIE4 client mgmt ops are not modelled")
+        return self.ctx.proxy(pasid, opcode, payload)
 
     def release_pasid(self, pasid: int) -> int:
         return self.ctx.release_pasid(pasid) if self.ctx is not None else 0

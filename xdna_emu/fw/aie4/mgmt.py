@@ -138,6 +138,7 @@ class Aie4FwState:
     power_mode: int
     #: held ASYNC_EVENT_MSG: (message id, addr, pasid, size)
     async_events: tuple[tuple[int, int, int, int], ...]
+    num_vfs: int = 0  # a PF's CREATE_VFS count
 
 
 @dataclass
@@ -195,6 +196,10 @@ class Aie4Firmware:
             Opcode.ASYNC_EVENT_MSG: self._async_event,
             Opcode.POWER_OVERRIDE: self._power_override,
         }
+        self.num_vfs = 0  # VFs the PF's firmware serves (docs/spec/aie4.md §10)
+        if chip.function == "pf":
+            self.ops[Opcode.CREATE_VFS] = self._create_vfs
+            self.ops[Opcode.DESTROY_VFS] = self._destroy_vfs
 
     # -- lifecycle ------------------------------------------------------------------------
     def boot(self) -> None:
@@ -391,6 +396,20 @@ class Aie4Firmware:
             return RSP_STATUS.pack(status=Status.ERROR)
         return RSP_STATUS.pack(status=Status.SUCCESS)
 
+    def _create_vfs(self, msg: Message, req: dict[str, Any]) -> bytes:
+        """1..TotalVFs VFs, and only while none exist."""
+        n = req["num_vfs"]
+        if self.num_vfs or not 1 <= n <= self.chip.pci.total_vfs:
+            return RSP_STATUS.pack(status=Status.ERROR)
+        self.num_vfs = n
+        return RSP_STATUS.pack(status=Status.SUCCESS)
+
+    def _destroy_vfs(self, msg: Message, req: dict[str, Any]) -> bytes:
+        if not self.num_vfs:
+            return RSP_STATUS.pack(status=Status.ERROR)
+        self.num_vfs = 0
+        return RSP_STATUS.pack(status=Status.SUCCESS)
+
     # -- state ----------------------------------------------------------------------------
     def save(self) -> Aie4FwState:
         return Aie4FwState(
@@ -398,7 +417,8 @@ class Aie4Firmware:
             tuple(sorted(self.runtime_config.items())),
             tuple((pid, s, n) for pid, (s, n) in sorted(self.partitions.items())),
             self.next_partition, self.power_mode,
-            tuple((e.msg_id, e.addr, e.pasid, e.size) for e in self.async_events))
+            tuple((e.msg_id, e.addr, e.pasid, e.size) for e in self.async_events),
+            self.num_vfs)
 
     def load(self, st: Aie4FwState) -> None:
         self.time_base_ns, self.work_buffer = st.time_base_ns, st.work_buffer
@@ -406,6 +426,7 @@ class Aie4Firmware:
         self.partitions = {pid: (s, n) for pid, s, n in st.partitions}
         self.next_partition, self.power_mode = st.next_partition, st.power_mode
         self.async_events = [HeldEvent(*e) for e in st.async_events]
+        self.num_vfs = st.num_vfs
         self.mgmt = self.engine.channels.get(MGMT_CHANNEL)
 
     def status(self) -> dict[str, Any]:
@@ -419,6 +440,7 @@ class Aie4Firmware:
             "power_mode": self.power_mode,
             "runtime_config": {int(k): v.hex() for k, v in sorted(self.runtime_config.items())},
             "async_events_pending": len(self.async_events),
+            "num_vfs": self.num_vfs,
         }  # fmt: skip
 
 

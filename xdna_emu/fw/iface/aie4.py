@@ -42,6 +42,9 @@ PSP_STATUS = Enum("PspStatus", "PSP_STATUS", members(
 
 _SHARED = {c.name: c for c in _AIE2_CONSTS}
 
+#: micro-controllers per context (uC indices 0..5): indirect entries and CERT log slices
+HSA_UCS = 6
+
 CONSTS = (
     *(_SHARED[n] for n in ("TOMBSTONE", "MSG_ID_MAGIC", "MSG_ID_MAGIC_MASK",
                            "MSG_PROTOCOL_VERSION", "MSG_SIZE_MASK", "PSP_START_COPY_FW",
@@ -70,6 +73,8 @@ CONSTS = (
     Const("HSA_INDIRECT_ADDR_HI_MASK", 0x1FFFFFF, "indirect entry addr hi: bits 24:0"),
     Const("HSA_INDIRECT_UC_SHIFT", 25, "indirect entry: uC index in bits 31:25"),
     Const("CMD_STATE_MASK", 0xF, "the state bits (3:0) of the word at completion_signal"),
+    Const("CERT_LOG_UCS", HSA_UCS, "micro-controllers whose CERT log one context may attach"),
+    Const("CERT_LOG_MAGIC", 0x474F4C43, "cert_log_header.magic (\"CLOG\")", emulator=True),
 )  # fmt: skip
 
 MAILBOX_INFO = Struct("mailbox_info", (
@@ -190,6 +195,7 @@ CMD_STATE = Enum("CmdState", "CMD_STATE", members(
 
 CTX_PROPERTY = Enum("CtxProperty", "CTX_PROP", members(
     emu("DPM", 1, "value = the DPM level the context runs at"),
+    emu("CERT_LOG", 2, "value = device address of a cert_log_desc (0: detach the log)"),
 ), "CONFIGURE_HW_CONTEXT properties the emulator knows (the driver sends DPM, inferred number).",
    MODULE)
 
@@ -237,6 +243,36 @@ HSA_INDIRECT_PKT = Struct("hsa_indirect_pkt", (
     f("exec", HSA_EXEC_BUF),
     f("rsvd", U32, count=2),
 ), "One 32-byte indirect packet: an exec_buf padded to 32 bytes (layout inferred).")
+
+# -- CERT log buffers (docs/spec/aie4.md §11) ---------------------------------------------
+
+CERT_LOG_SLICE = Struct("cert_log_slice", (
+    f("uc_index", U32, "the micro-controller (below CERT_LOG_UCS)"),
+    f("size", U32, "bytes of its slice"),
+    f("addr", U64, "device address of its slice (context PASID)"),
+), "One micro-controller's slice of a log buffer.")
+
+CERT_LOG_DESC = Struct("cert_log_desc", (
+    f("num_ucs", U32, "1..CERT_LOG_UCS slices"),
+    f("rsvd", U32),
+    f("slice", CERT_LOG_SLICE, count=HSA_UCS),
+), "What CONFIGURE_HW_CONTEXT CERT_LOG points at (layout emulator-defined).")
+
+CERT_LOG_HEADER = Struct("cert_log_header", (
+    f("magic", U32, "CERT_LOG_MAGIC once the firmware owns the slice"),
+    f("records", U32, "records written since attach (the ring index is records % capacity)"),
+    f("record_size", U32, "sizeof(cert_log_record)"),
+    f("capacity", U32, "records the slice holds after this header"),
+), "The head of each slice; records follow as a ring (layout emulator-defined).")
+
+CERT_LOG_RECORD = Struct("cert_log_record", (
+    f("seq", U32, "this slice's record number, from 0"),
+    f("hw_context_id", U32),
+    f("queue_index", U64, "the packet's queue index"),
+    f("uc_index", U32),
+    f("state", U32, "CmdState the uC's exec_buf ended with"),
+    f("time_ns", U64, "the device clock"),
+), "One log record: a micro-controller finished an exec_buf (layout emulator-defined).")
 
 # -- async events ---------------------------------------------------------------------------
 
@@ -346,7 +382,8 @@ FAMILY = Family(
            CTX_ERROR_TYPE, POWER_MODE, HSA_OPCODE, CHAIN_FLAG, CMD_STATE, CTX_PROPERTY),
     consts=CONSTS,
     structs=(MSG_HEADER, MAILBOX_INFO, HSA_QUEUE_HEADER, HSA_PKT, HSA_INDIRECT_ENTRY,
-             HSA_INDIRECT_PKT, CTX_ERROR_EVENT, *RUNTIME_CONFIG_PAYLOADS.values()),
+             HSA_INDIRECT_PKT, CTX_ERROR_EVENT, CERT_LOG_SLICE, CERT_LOG_DESC, CERT_LOG_HEADER,
+             CERT_LOG_RECORD, *RUNTIME_CONFIG_PAYLOADS.values()),
     messages=MESSAGES,
     source="xdna_emu/fw/iface/aie4.py",
 )  # fmt: skip
