@@ -21,9 +21,19 @@
 #define LOG_DESC_OFF (ARGS_OFF + SLOTS * ARGS_MAX)
 #define UMQ_BO_SIZE (LOG_DESC_OFF + sizeof(struct xdna_aie4_cert_log_desc))
 
-static struct xdna_aie4_hsa_queue_header *queue_hdr(struct xdna_bo *q)
+/* A u64 index of the queue header, the firmware's side of it read and written atomically.
+ * The generated struct is packed, so its members look unaligned to the compiler; the header
+ * sits at the start of a page-aligned BO, so the index is naturally aligned and the access
+ * is one instruction, not a libatomic call (docs/spec/aie4.md §7). */
+static uint64_t *queue_index(struct xdna_bo *q, size_t off)
 {
-    return (struct xdna_aie4_hsa_queue_header *)q->va;
+    return (uint64_t *)__builtin_assume_aligned((uint8_t *)q->va + off, 8);
+}
+
+static uint64_t queue_read_index(struct xdna_bo *q)
+{
+    return __atomic_load_n(queue_index(q, offsetof(struct xdna_aie4_hsa_queue_header, read_index)),
+                           __ATOMIC_ACQUIRE);
 }
 
 /* CONFIGURE_HW_CONTEXT CERT_LOG: the descriptor (in the queue BO) names each slice of the
@@ -119,7 +129,7 @@ bool xdna_aie4_queue_room(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, uint
     struct xdna_bo *q = xdna_bo_get(ctx, hw->umq_bo);
     if (!q || !hw->fw_live || hw->umq_user)
         return true; /* no queue yet (or not ours): submit decides */
-    uint64_t rd = __atomic_load_n(&queue_hdr(q)->read_index, __ATOMIC_ACQUIRE);
+    uint64_t rd = queue_read_index(q);
     return hw->umq_wr + nsub - rd <= SLOTS;
 }
 
@@ -132,7 +142,7 @@ int xdna_aie4_submit(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xd
     if (hw->umq_user)
         return xdna_fail(ctx, EBUSY, "exec: the application submits to context %u itself",
                          hw->handle);
-    uint64_t rd = __atomic_load_n(&queue_hdr(q)->read_index, __ATOMIC_ACQUIRE);
+    uint64_t rd = queue_read_index(q);
     if (nsub == 0 || nsub > SLOTS || hw->umq_wr + nsub - rd > SLOTS)
         return xdna_fail(ctx, EAGAIN, "exec: the queue of context %u is full", hw->handle);
     uint8_t *base = q->va;
@@ -171,7 +181,8 @@ int xdna_aie4_submit(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xd
     j->nsub = nsub;
     j->umq_end = hw->umq_wr + nsub;
     hw->umq_wr += nsub;
-    __atomic_store_n(&queue_hdr(q)->write_index, hw->umq_wr, __ATOMIC_RELEASE);
+    __atomic_store_n(queue_index(q, offsetof(struct xdna_aie4_hsa_queue_header, write_index)),
+                     hw->umq_wr, __ATOMIC_RELEASE);
     const struct xdna_bar_off *db = &ctx->chip->doorbells;
     return xdna_wr_auto(ctx, (struct xdna_loc){.bar = db->bar, .off = hw->doorbell}, 0);
 }
@@ -182,7 +193,7 @@ void xdna_aie4_reap(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     struct xdna_bo *q = hw->umq_bo ? xdna_bo_get(ctx, hw->umq_bo) : NULL;
     if (!q)
         return;
-    uint64_t rd = __atomic_load_n(&queue_hdr(q)->read_index, __ATOMIC_ACQUIRE);
+    uint64_t rd = queue_read_index(q);
     while (hw->njobs) {
         struct xdna_job *j = &hw->jobs[hw->job_head % XDNA_CTX_JOBS_MAX];
         if (!j->live || rd < j->umq_end)
