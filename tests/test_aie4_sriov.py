@@ -58,6 +58,12 @@ def test_numvfs_creates_functions_driven_like_plain_ones(pf, xdna_firmware_dir: 
     assert [r["chip"] for r in vfs] == ["npu3_vf", "npu3_vf"]
     assert len({r["socket"] for r in vfs} | {pf_rec["socket"]}) == 3
     assert [r["bdf"][-1] for r in vfs] == ["2", "3"]  # PF .1, offset 1, stride 1
+    pf_dev = Path(pf_rec["sysfs_root"]) / "bus/pci/devices" / pf_rec["bdf"]
+    for i, r in enumerate(vfs):  # the PCI core's links between the functions
+        vf_dev = Path(r["sysfs_root"]) / "bus/pci/devices" / r["bdf"]
+        assert (pf_dev / f"virtfn{i}").resolve() == vf_dev.resolve()
+        assert (vf_dev / "physfn").resolve() == pf_dev.resolve()
+        assert (vf_dev / "vendor").read_text() == (pf_dev / f"virtfn{i}/vendor").read_text()
     for r in vfs:  # a VF probe: no PSP/SMU load, no work buffer; contexts and jobs as usual
         with Device.open(socket=r["socket"], firmware_path=xdna_firmware_dir) as vf:
             info = vf.shim.info()
@@ -71,6 +77,7 @@ def test_numvfs_creates_functions_driven_like_plain_ones(pf, xdna_firmware_dir: 
     dev.shim.sriov_configure(0)
     assert _fw_vfs(emu) == 0 and _sysfs(pf_rec, "sriov_numvfs") == "0"
     assert list(_records(emu)) == [pf_rec["bdf"]]
+    assert not list(pf_dev.glob("virtfn*"))
 
 
 @needs_umockdev

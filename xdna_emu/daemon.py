@@ -458,6 +458,8 @@ class Daemon:
         want = num if ctrl & SRIOV_CTRL_VFE and 1 <= num <= self.chip.pci.total_vfs else 0
         if want == len(self.vfs):
             return
+        from .sysfs import link_vf
+
         self.remove_vfs()
         if want:
             vf_chip = self.chip.vf_chip()
@@ -465,6 +467,7 @@ class Daemon:
                 vf = Daemon(vf_chip, self.runtime_dir, vf_bdf(self.bdf, i), self.fn.clock, self.sel)
                 vf.announce()
                 self.vfs.append(vf)
+                link_vf(self.sysfs_root, self.bdf, vf.sysfs_root, vf.bdf, i)
         self._write_discovery_files()
 
     def _watch_numvfs(self) -> None:
@@ -514,6 +517,10 @@ class Daemon:
                     struct.pack_into("<I", s.ctrl, P.CTRL_OFF_REMOVED, 1)
             vf.fn.reset()
             vf.cleanup()
+        if self.vfs:
+            from .sysfs import unlink_vfs
+
+            unlink_vfs(self.sysfs_root, self.bdf)
         self.vfs.clear()
 
     def _publish_resets(self) -> None:
@@ -603,6 +610,7 @@ class Daemon:
                 progressed |= sess.daemon._on_client(sess)
             elif kind == "kick":
                 kicked.append(sess)
+        daemons = (self, *self.vfs)  # a client's call may have enabled or removed VFs
         for d in daemons:
             mine = [s for s in kicked if s.daemon is d]
             if not events and d.fn.backlogged():

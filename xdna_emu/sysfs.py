@@ -159,6 +159,22 @@ def write_sysfs(
     return sysroot
 
 
+def link_vf(pf_root: Path, pf_bdf: str, vf_root: Path, vf_bdf: str, index: int) -> None:
+    """The PF's ``virtfnN`` and the VF's ``physfn`` links, made as the PCI core makes them
+    when it enables VFs (docs/spec/sysfs.md). Each function's tree is its own daemon's, so the
+    links name the other tree by absolute path."""
+    pf_dev = Path(pf_root) / device_path(pf_bdf).lstrip("/")
+    vf_dev = Path(vf_root) / device_path(vf_bdf).lstrip("/")
+    _symlink(pf_dev / f"virtfn{index}", vf_dev.absolute())
+    _symlink(vf_dev / "physfn", pf_dev.absolute())
+
+
+def unlink_vfs(pf_root: Path, pf_bdf: str) -> None:
+    """Remove the PF's ``virtfnN`` links (its VFs were disabled)."""
+    for link in (Path(pf_root) / device_path(pf_bdf).lstrip("/")).glob("virtfn*"):
+        link.unlink(missing_ok=True)
+
+
 def update_config(sysfs_root: Path, bdf: str, config: PciConfigSpace) -> None:
     """Rewrite the device's ``config`` file with the live config space, in place: a real
     sysfs ``config`` read is no snapshot either (the kernel reads it dword by dword), and a
