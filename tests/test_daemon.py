@@ -423,12 +423,13 @@ def test_emulator_of_a_killed_owner_does_not_linger(xdna_runtime_dir: Path) -> N
     assert not Path(sock).exists()
 
 
-def test_a_proxied_destroy_follows_the_sessions_logged_ring_head_write(tmp_path) -> None:
+@pytest.mark.parametrize("taker", [0, 1], ids=["same-session", "other-session"])
+def test_a_proxied_destroy_follows_the_sessions_logged_ring_head_write(tmp_path, taker: int) -> None:
     """The shim logs an i2x head write without a kick. A client session's last job on a
     context, then DESTROY_CONTEXT by MGMT_PROXY: that write must land before the channel is
-    freed, never on the channel the next CREATE_CONTEXT (here another session's) gets, or
-    its owner finds a ring head it never wrote ("mailbox bad state", EPIPE; it broke a
-    program whose forked child opened the device after a TDR). docs/spec/jobs.md §1."""
+    freed, never on the channel the next CREATE_CONTEXT (the same session's or another's)
+    gets, or its owner finds a ring head it never wrote ("mailbox bad state", EPIPE; it
+    broke a program whose forked child opened the device after a TDR). docs/spec/jobs.md §1."""
     import socket as socketmod
 
     from xdna_emu.daemon import Connection, Daemon
@@ -470,7 +471,7 @@ def test_a_proxied_destroy_follows_the_sessions_logged_ring_head_write(tmp_path)
         struct.pack_into("<Q", sess[0].ctrl, P.CTRL_OFF_HEAD, h + 1)
         assert struct.unpack_from("<I", proxy(sess[0], Opcode.DESTROY_CONTEXT,
                                               struct.pack("<I", cid)))[0] == 0
-        _, head_again = new_context(sess[1])
+        _, head_again = new_context(sess[taker])
         assert head_again == head_addr  # the freed channel is the one the next context gets
         fresh = d.fn.regs.read(bar, off)
         for s in sess:  # whatever the sessions' logs still hold lands now
