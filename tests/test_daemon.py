@@ -522,4 +522,63 @@ def test_entries_logged_while_draining_are_applied_without_a_kick(tmp_path) -> N
         assert os.eventfd_read(irq) == 1  # both answers, one interrupt
     finally:
         os.close(irq)
+
+
+@pytest.mark.parametrize("taker", [0, 1], ids=["same-session", "other-session"])
+def test_a_proxied_destroy_follows_the_sessions_logged_ring_head_write(tmp_path, taker: int) -> None:
+    """The shim logs an i2x head write without a kick. A client session's last job on a
+    context, then DESTROY_CONTEXT by MGMT_PROXY: that write must land before the channel is
+    freed, never on the channel the next CREATE_CONTEXT (the same session's or another's)
+    gets, or its owner finds a ring head it never wrote ("mailbox bad state", EPIPE; it
+    broke a program whose forked child opened the device after a TDR). docs/spec/jobs.md §1."""
+    import socket as socketmod
+
+    from xdna_emu.daemon import Connection, Daemon
+    from xdna_emu.fw.messages import LAYOUTS, MESSAGES, Opcode
+    from xdna_emu.testing.pydriver import InProcessDevice, PyDriver
+
+    d = Daemon("npu4", tmp_path / "rt")
+    socks: list[socketmod.socket] = []
+    try:
+        d.fn.enable()
+        PyDriver(InProcessDevice(d.fn)).bring_up(async_events=False)
+        sess = []
+        for sid in (98, 99):
+            a, b = socketmod.socketpair()
+            socks += [a, b]
+            s = Connection(d, a, sid)
+            d.sessions[s.id] = s
+            s.attach_write_log()
+            sess.append(s)
+        create = LAYOUTS[Opcode.CREATE_CONTEXT]
+
+        def proxy(s: Connection, op: Opcode, req: bytes) -> bytes:
+            resp, _ = d._h_mgmt_proxy(s, P.MGMT_PROXY_HDR.pack(int(op), 0) + req)
+            return resp
+
+        def new_context(s: Connection) -> tuple[int, int]:
+            out = MESSAGES[Opcode.CREATE_CONTEXT].resp.unpack(proxy(
+                s, Opcode.CREATE_CONTEXT, create.req.pack(1, 0, 1, 0, 0, 1, 0, 0, bytes(8), 0, 2)))
+            assert out["status"] == 0, out
+            return out["context_id"], out["cq_pair"][0]["i2x_q"]["head_addr"]
+
+        cid, head_addr = new_context(sess[0])
+        bar, off = d.chip.dev_to_bar(head_addr)
+        # the last response consumed: the shim stores the head and logs it, with no kick
+        d.fn.regs.write(bar, off, 0x30)
+        h = struct.unpack_from("<Q", sess[0].ctrl, P.CTRL_OFF_HEAD)[0]
+        P.LOG_ENTRY.pack_into(sess[0].ctrl, P.CTRL_OFF_ENTRY0 + (h % P.LOG_ENTRIES) * P.LOG_ENTRY.size,
+                              bar, off, 0x30, 0)
+        struct.pack_into("<Q", sess[0].ctrl, P.CTRL_OFF_HEAD, h + 1)
+        assert struct.unpack_from("<I", proxy(sess[0], Opcode.DESTROY_CONTEXT,
+                                              struct.pack("<I", cid)))[0] == 0
+        _, head_again = new_context(sess[taker])
+        assert head_again == head_addr  # the freed channel is the one the next context gets
+        fresh = d.fn.regs.read(bar, off)
+        for s in sess:  # whatever the sessions' logs still hold lands now
+            d._drain(s)
+        assert d.fn.regs.read(bar, off) == fresh == 0
+    finally:
+        for s in socks:
+            s.close()
         d.cleanup()

@@ -26,17 +26,23 @@ pytestmark = pytest.mark.skipif(CC is None or not shutil.which("umockdev-run"),
                                 reason="needs a C compiler and umockdev")
 
 
-@pytest.fixture(scope="module")
-def uapi_test(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    exe = tmp_path_factory.mktemp("uapi") / "uapi_test"
+def _compile(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """tests/c/<name>.c built against our generated headers, the kernel constants from
+    xdna_emu.kernels on the command line."""
+    exe = tmp_path_factory.mktemp("uapi") / name
     defs = {"XKNL_MAGIC": K.MAGIC, "XKNL_VERSION": K.VERSION, "XKNL_ADD": int(K.Kernel.ADD),
             "XKNL_INT32": int(K.DType.INT32), "XKNL_FAIL": int(K.Kernel.FAIL),
-            "XKNL_AIE_ERR": K.AIE_ERR_INSTRUCTION}
+            "XKNL_HANG": int(K.Kernel.HANG), "XKNL_AIE_ERR": K.AIE_ERR_INSTRUCTION}
     subprocess.run([CC, "-std=gnu11", "-O1", "-Wall", "-Werror", "-o", str(exe),
                     "-I", str(ROOT / "csrc" / "generated"), "-I", str(ROOT / "csrc"),
                     *(f"-D{k}={v}u" for k, v in defs.items()),
-                    str(ROOT / "tests" / "c" / "uapi_test.c")], check=True)
+                    str(ROOT / "tests" / "c" / f"{name}.c")], check=True)
     return exe
+
+
+@pytest.fixture(scope="module")
+def uapi_test(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _compile(tmp_path_factory, "uapi_test")
 
 
 @pytest.mark.parametrize("chip", ["npu1", "npu4"])
@@ -45,6 +51,18 @@ def test_c_suite(uapi_test: Path, chip: str) -> None:
                           text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 failed" in proc.stdout
+
+
+def test_forked_child_after_tdr(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A forked child opening the device (and running a context of its own) while the
+    parent holds a context TDR restarted leaves the parent's contexts working, its next new
+    one too. The EPIPE ("mailbox bad state") once seen here was a stale ring-head write,
+    which is a race end to end; tests/test_daemon.py pins it deterministically."""
+    exe = _compile(tmp_path_factory, "fork_tdr")
+    proc = subprocess.run([*EXEC, "--chip", "npu4", "--", str(exe)], capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert " 0 failed" in proc.stdout
 
 
 def test_exit_code_is_the_programs() -> None:
