@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "amdxdna_accel.h"
+#include "xdna_fw_aie2.h" /* col_status: the emulated firmware's column dump */
 #include "xdna_shim.h"
 
 static int checks, failed;
@@ -565,6 +566,59 @@ static int child_reads(pid_t parent, uint32_t ctx, const struct bo_expect *want)
     CHECK(gi.buffer_size >= sizeof(q[0]) && q[0].pid == parent, "hw contexts from the child");
     close(fd);
     return failed;
+}
+
+/* GET_INFO AIE_STATUS (docs/spec/uapi.md §6): a buffer smaller than cols * col_size is
+ * refused; the firmware dumps one col_status per column the device's contexts hold, those
+ * columns come back in cols_filled, and nothing past the dump is written. The context may
+ * have been disconnected meanwhile (idle TDR ticks): its column then reads FREE. */
+static void test_aie_status(int fd, const struct amdxdna_drm_query_aie_metadata *md)
+{
+    CHECK(md->col_size == sizeof(struct xdna_aie2_col_status), "col_size %u", md->col_size);
+    struct amdxdna_drm_query_hwctx q;
+    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_HW_CONTEXTS, .buffer_size = sizeof(q),
+                                      .buffer = PTR(&q)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    uint32_t need = md->cols * md->col_size;
+    uint8_t dump[64 * sizeof(struct xdna_aie2_col_status)];
+    memset(dump, 0xEE, sizeof(dump));
+    struct amdxdna_drm_query_aie_status st = {.buffer = PTR(dump), .buffer_size = need - 1};
+    gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_AIE_STATUS, .buffer_size = sizeof(st),
+                                       .buffer = PTR(&st)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EINVAL);
+    CHECK(dump[0] == 0xEE, "short buffer written");
+    st.buffer_size = need;
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    uint32_t want = ((1u << q.num_col) - 1) << q.start_col;
+    CHECK(st.cols_filled == want, "cols_filled %#x, want %#x", st.cols_filled, want);
+    unsigned n = (unsigned)__builtin_popcount(st.cols_filled);
+    struct xdna_aie2_col_status cs;
+    memcpy(&cs, dump, sizeof(cs));
+    CHECK(cs.col == q.start_col, "first column %u, want %u", cs.col, q.start_col);
+    if (cs.state == XDNA_AIE2_COL_STATE_FREE)
+        CHECK(cs.contexts == 0 && cs.context_id == XDNA_AIE2_NO_CONTEXT && cs.core_status == 0,
+              "free column: %u contexts, id %#x, core %#x", cs.contexts, cs.context_id, cs.core_status);
+    else
+        CHECK(cs.state == XDNA_AIE2_COL_STATE_IDLE && cs.contexts >= 1 &&
+                  cs.context_id == q.context_id && cs.completed >= 1 && cs.failed <= cs.completed &&
+                  (cs.core_status & XDNA_AIE2_CORE_STATUS_ENABLE),
+              "column %u: state %u, %u contexts, id %u (want %u), %u completed, core %#x", cs.col,
+              cs.state, cs.contexts, cs.context_id, q.context_id, cs.completed, cs.core_status);
+    CHECK(n * md->col_size <= need && dump[n * md->col_size] == 0xEE && dump[need] == 0xEE,
+          "written past the dump");
+    /* a larger buffer: the same dump, nothing more written */
+    memset(dump, 0xEE, sizeof(dump));
+    st = (struct amdxdna_drm_query_aie_status){.buffer = PTR(dump), .buffer_size = sizeof(dump)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    CHECK(st.cols_filled == want && dump[n * md->col_size] == 0xEE, "large buffer");
+    /* bad pointers: the argument, the dump buffer */
+    gi.buffer = PTR(unmapped);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EFAULT);
+    gi.buffer = 0;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EFAULT);
+    gi.buffer = PTR(&st);
+    st = (struct amdxdna_drm_query_aie_status){.buffer = PTR(unmapped), .buffer_size = need};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EFAULT);
 }
 
 static void test_fork(uint32_t ctx, const struct bo_expect *want)
@@ -1325,6 +1379,7 @@ int main(void)
     struct amdxdna_drm_query_aie_metadata md = test_info(fd);
     uint32_t ctx = test_hwctx(fd, &md);
     test_exec(fd, ctx);
+    test_aie_status(fd, &md);
     /* BO usage of this pid by the driver's rules: shmem BOs (SHARE, CMD, DEV_HEAP) in total,
      * DEV_HEAP and CMD also internal, DEV BOs (ours and the context's 4 command lists) heap.
      * `other` holds 4 SHARE pages; here the heap, a, b, out, cmd; DEV: cu, instr. */
