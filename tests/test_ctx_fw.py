@@ -25,12 +25,16 @@ from xdna_emu.fw.messages import (
     LAYOUTS,
     NO_CONTEXT,
     SLOT_NPU,
+    TELEMETRY_CTX,
+    TELEMETRY_HEALTH,
+    TELEMETRY_VERSION,
     TXN_OP_NONE,
     ColState,
     CoreStatus,
     Opcode,
     PspCmd,
     Status,
+    TelemetryType,
 )
 from xdna_emu.iommu import DMA_READ, DMA_WRITE
 from xdna_emu.testing.pyctx import Bo, Cmd, CreateError, PyClient, PyContext
@@ -615,6 +619,43 @@ def test_col_status() -> None:
     assert d.msg(Opcode.QUERY_COL_STATUS, 0x6000_0000, len(buf), 0, 0) == (0, 0)
     # tile info's size is the driver's col_size
     assert d.msg(Opcode.QUERY_AIE_TILE_INFO, 0)[1] == size
+
+
+@pytest.mark.parametrize("chip", CHIPS)
+def test_telemetry(chip: str) -> None:
+    """GET_TELEMETRY HEALTH: the firmware's counters and its contexts, from its own state
+    (docs/spec/firmware.md §8); other kinds, short and unmapped buffers are refused."""
+    d, c = _setup(chip)
+    first = d.chip.limits.first_col
+    a, b = PyContext(c, start_col=first), PyContext(c, start_col=first + 1)
+    nop, fail = K.Desc(K.Kernel.NOP), K.Desc(K.Kernel.FAIL, error=Status.AIE_LOCK_ERROR)
+    assert a.run([Cmd(nop)]) == (0, 0, 0)
+    assert b.run([Cmd(fail)])[0] == Status.APP_ERT_FIRST_ERROR
+    b.submit([Cmd(K.Desc(K.Kernel.HANG))])
+    buf = bytearray(b"\xee" * 0x1000)
+    d.iommu.map(0, 0x6000_0000, len(buf), DMA_READ | DMA_WRITE, None, mem=buf)
+    need = TELEMETRY_HEALTH.size + 2 * TELEMETRY_CTX.size
+    health = TelemetryType.HEALTH
+    assert d.msg(Opcode.GET_TELEMETRY, health, 0x6000_0000, len(buf)) == (0, *TELEMETRY_VERSION, need)
+    assert buf[need:] == b"\xee" * (len(buf) - need)
+    cnt = _counters(d)
+    assert TELEMETRY_HEALTH.unpack_from(buf) == (
+        2, cnt["jobs_completed"], cnt["jobs_failed"], cnt["iommu_faults"],
+        cnt["contexts_destroyed"], cnt["unknown_ops"], 1, TELEMETRY_CTX.size)
+    assert cnt["jobs_failed"] >= 1 and cnt["jobs_completed"] >= 1
+    st = {x["id"]: x for x in d.device.status()["contexts"]}
+    for i, ctx in enumerate((a, b)):
+        row = TELEMETRY_CTX.unpack_from(buf, TELEMETRY_HEALTH.size + i * TELEMETRY_CTX.size)
+        s_ = st[ctx.id]
+        assert row == (ctx.id, s_["pasid"], ctx.start_col, 1, s_["submitted"], s_["completed"],
+                       s_["failed"], s_["queued"])
+    assert st[b.id]["queued"] >= 1 and st[b.id]["failed"] == 1
+    bad = Status.MGMT_ERT_INVALID_PARAM
+    for kind in (TelemetryType.DISABLED, TelemetryType.PROFILING, 99):
+        assert d.msg(Opcode.GET_TELEMETRY, kind, 0x6000_0000, len(buf))[0] == bad
+    assert d.msg(Opcode.GET_TELEMETRY, health, 0x6000_0000, need - 1) == (
+        Status.MGMT_ERT_DRAM_BUFFER_SIZE_INVALID, *TELEMETRY_VERSION, need)
+    assert d.msg(Opcode.GET_TELEMETRY, health, 0x9000_0000, len(buf))[0] == Status.RTOS_INVALID_INPUT_BUF
 
 
 @pytest.mark.parametrize("image", [("npu4", "6.12"), ("npu1", None)])

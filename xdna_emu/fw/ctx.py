@@ -50,6 +50,9 @@ from .messages import (
     SLOT_DPU,
     SLOT_NPU,
     STATUS_ONLY,
+    TELEMETRY_CTX,
+    TELEMETRY_HEALTH,
+    TELEMETRY_VERSION,
     TXN_OP_NONE,
     AieModule,
     AsyncEventType,
@@ -59,6 +62,7 @@ from .messages import (
     Opcode,
     SlotType,
     Status,
+    TelemetryType,
 )
 from .mgmt import MgmtFirmware, status_resp
 
@@ -76,7 +80,7 @@ PROXY_OPS = frozenset({
     Opcode.CREATE_CONTEXT, Opcode.DESTROY_CONTEXT, Opcode.MAP_HOST_BUFFER,
     Opcode.ADD_HOST_BUFFER, Opcode.GET_APP_HEALTH, Opcode.GET_FIRMWARE_VERSION,
     Opcode.QUERY_AIE_VERSION, Opcode.QUERY_AIE_TILE_INFO, Opcode.GET_RUNTIME_CONFIG,
-    Opcode.GET_PROTOCOL_VERSION, Opcode.QUERY_COL_STATUS,
+    Opcode.GET_PROTOCOL_VERSION, Opcode.QUERY_COL_STATUS, Opcode.GET_TELEMETRY,
 })  # fmt: skip
 #: Mgmt ops whose first request word is a context id (ownership checked by proxy()).
 CTX_NAMED_OPS = frozenset({Opcode.DESTROY_CONTEXT, Opcode.MAP_HOST_BUFFER,
@@ -252,7 +256,8 @@ class ContextFirmware:
                            (Opcode.MAP_HOST_BUFFER, self._map_host),
                            (Opcode.ADD_HOST_BUFFER, self._add_host),
                            (Opcode.GET_APP_HEALTH, self._app_health),
-                           (Opcode.QUERY_COL_STATUS, self._col_status)):
+                           (Opcode.QUERY_COL_STATUS, self._col_status),
+                           (Opcode.GET_TELEMETRY, self._telemetry)):
             fw.register(opcode, LAYOUTS[opcode], fn)
         resume = fw.ops.get(Opcode.RESUME)
         if resume is not None:  # held user-channel work restarts after RESUME
@@ -431,6 +436,36 @@ class ContextFirmware:
             self.stats["iommu_faults"] += 1
             return lay.resp.pack(Status.RTOS_INVALID_INPUT_BUF, 0)
         return lay.resp.pack(Status.SUCCESS, need)
+
+    def telemetry(self) -> bytes:
+        """HEALTH telemetry: the firmware's counters, then each context by id (emulator-
+        defined content, docs/spec/firmware.md §8)."""
+        st, ctxs = self.stats, [c for _, c in sorted(self.contexts.items())]
+        m32 = 0xFFFFFFFF
+        out = TELEMETRY_HEALTH.pack(
+            len(ctxs), st["jobs_completed"] & m32, st["jobs_failed"] & m32,
+            st["iommu_faults"] & m32, st["contexts_destroyed"] & m32, st["unknown_ops"] & m32,
+            sum(1 for c in ctxs if c.hung), TELEMETRY_CTX.size)
+        return out + b"".join(TELEMETRY_CTX.pack(
+            c.id, c.pasid, c.start_col, c.num_col, c.submitted & m32, c.completed & m32,
+            c.failed & m32, len(c.queue)) for c in ctxs)
+
+    def _telemetry(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        kind, addr, size = req
+        lay = LAYOUTS[Opcode.GET_TELEMETRY]
+        if kind != TelemetryType.HEALTH:  # the only kind the emulated firmware keeps
+            return lay.resp.pack(Status.MGMT_ERT_INVALID_PARAM, *TELEMETRY_VERSION, 0)
+        data = self.telemetry()
+        if size < len(data):
+            return lay.resp.pack(Status.MGMT_ERT_DRAM_BUFFER_SIZE_INVALID, *TELEMETRY_VERSION,
+                                 len(data))
+        pasid = chan.pasid if isinstance(chan, ProxyChannel) else self.fw.state.mgmt_pasid
+        try:
+            self.iommu.write(addr, data, pasid)
+        except IommuFault:
+            self.stats["iommu_faults"] += 1
+            return lay.resp.pack(Status.RTOS_INVALID_INPUT_BUF, *TELEMETRY_VERSION, 0)
+        return lay.resp.pack(Status.SUCCESS, *TELEMETRY_VERSION, len(data))
 
     def _wrap_resume(self, fn: Callable) -> Callable:
         def resume(chan: MailboxChannel, msg: Message, req: tuple) -> bytes | None:

@@ -81,6 +81,8 @@ CONSTS = (
     Const("NPU_GEN_AIE2", 0, "ctx_health_data.npu_gen of AIE2 devices"),
     Const("DEBUG_BO_MIN", 0x1000, "smallest debug BO CONFIG_DEBUG_BO accepts", emulator=True),
     Const("NO_CONTEXT", 0xFFFFFFFF, "col_status.context_id of a free column", emulator=True),
+    Const("TELEMETRY_MAJOR", 1, "GET_TELEMETRY response major version", emulator=True),
+    Const("TELEMETRY_MINOR", 0, "GET_TELEMETRY response minor version", emulator=True),
     Const("DEBUG_MARKER_MAGIC", 0x47424458, 'debug_marker.magic ("XDBG")', emulator=True),
     Const("CONFIG_CU_MAX", _CONFIG_CU_MAX, "CU configs one CONFIG_CU carries"),
     Const("CU_PDI_SHIFT", 15, "CONFIG_CU cfg bits 16:0 = PDI device address >> this"),
@@ -275,6 +277,11 @@ MESSAGES = (
         f("num_cols", U32, "columns in aie_bitmap"), f("aie_bitmap", U32, "bit n: column n")), (
         f("status", U32), f("size", U32, "bytes dumped: num_cols col_status blocks")),
          "one col_status per column of the bitmap, lowest column first"),
+    _msg("GET_TELEMETRY", "mgmt", (
+        f("type", U32, "TelemetryType"), f("buf_addr", U64), f("buf_size", U32)), (
+        f("status", U32), f("major", U32), f("minor", U32),
+        f("size", U32, "bytes written to the buffer")),
+         "layout emulator-chosen (status first, as every response); content docs/spec/firmware.md §8"),
     _msg("GET_PROTOCOL_VERSION", "mgmt", RSVD_REQ, (f("status", U32), f("major", U32), f("minor", U32)),
          "request size inferred: the common 4-byte reserved request"),
     # mgmt channel: contexts and host buffers (docs/spec/firmware.md §8)
@@ -349,6 +356,24 @@ FATAL_ERROR_INFO = Struct("fatal_error_info", (
     f("cmd_status", U32, "emulator: its fail_cmd_status"), f("cmd_idx", U32, "emulator: its fail_cmd_idx"),
 ), "Start of app_health_report.fatal_error_info: the driver reads the first four fields; "
    "their values and the rest are emulator-defined (the rest is zero).")
+TELEMETRY_TYPE = Enum("TelemetryType", "TELEMETRY_TYPE", members(
+    emu("DISABLED", 0),
+    emu("HEALTH", 1, "telemetry_health, then one telemetry_ctx per context"),
+    emu("ERROR_INFO", 2),
+    emu("PROFILING", 3),
+    emu("DEBUG", 4),
+), "GET_TELEMETRY ``type``, the UAPI header's ``type`` passed on; the emulated firmware "
+   "fills HEALTH only (docs/spec/firmware.md §8).")
+TELEMETRY_HEALTH = Struct("telemetry_health", (
+    f("contexts", U32, "live firmware contexts"), f("jobs_completed", U32),
+    f("jobs_failed", U32), f("iommu_faults", U32), f("contexts_destroyed", U32),
+    f("unknown_ops", U32), f("hung", U32, "contexts hung now"),
+    f("ctx_size", U32, "bytes of each telemetry_ctx that follows"),
+), "HEALTH telemetry: the firmware's own counters since boot (emulator-defined).")
+TELEMETRY_CTX = Struct("telemetry_ctx", (
+    f("context_id", U32), f("pasid", U32), f("start_col", U32), f("num_col", U32),
+    f("submitted", U32), f("completed", U32), f("failed", U32), f("queued", U32),
+), "One context of HEALTH telemetry, by id (emulator-defined).")
 COL_STATE = Enum("ColState", "COL_STATE", members(
     emu("FREE", 0, "no firmware context holds the column"),
     emu("IDLE", 1, "contexts hold it, nothing is held back on their channels"),
@@ -485,11 +510,11 @@ FAMILY = Family(
     opcodes=OPCODE,
     enums=(STATUS, PSP_CMD, PSP_STATUS, SMU_CMD, SMU_RESP, ASYNC_EVENT_TYPE, SLOT_TYPE, FATAL_TYPE,
            AIE_MODULE, AIE_ERROR_CATEGORY, XRT_ERROR_NUM, XRT_ERROR_MODULE, XRT_ERROR_SEVERITY,
-           XRT_ERROR_CLASS, COL_STATE, CORE_STATUS),
+           XRT_ERROR_CLASS, COL_STATE, CORE_STATUS, TELEMETRY_TYPE),
     consts=(*CONSTS, *XRT_ERROR_CONSTS, *PM_CONSTS),
     structs=(MSG_HEADER, MGMT_MBOX_CHANN_INFO, SLOT_NPU, SLOT_DPU, SLOT_EXECBUF_CF,
              APP_HEALTH_REPORT, FATAL_ERROR_INFO, CTX_HEALTH_DATA, DEBUG_MARKER, ASYNC_EVENT_HDR, AIE_ERROR,
-             COL_STATUS),
+             COL_STATUS, TELEMETRY_HEALTH, TELEMETRY_CTX),
     messages=MESSAGES,
     source="xdna_emu/fw/iface/aie2.py",
     lookups=(*AIE_EVENT_LOOKUPS, *XRT_LOOKUPS),
