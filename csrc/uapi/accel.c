@@ -1472,16 +1472,16 @@ static int query_hw_contexts(struct accel_file *f, struct amdxdna_drm_get_info *
 
 /* TELEMETRY: the buffer is a telemetry header with a map of `limit` (the context limit) u32
  * entries, then the firmware's data. A buffer no larger than that header is refused, as
- * is data over 4 MiB or an unknown type; GET_TELEMETRY fills the session's query DMA
- * buffer (the firmware refuses a type it does not keep), whose bytes go after the header; the header gets the firmware's version and
- * map[firmware context id] = the context's handle for each connected context of the
- * device (docs/spec/uapi.md §6). */
+ * is data over 4 MiB; GET_TELEMETRY fills the session's query DMA buffer (the firmware
+ * refuses a type it does not keep: EINVAL), whose bytes go after the map; the header
+ * gets the firmware's version and map[firmware context id] = the context's handle for
+ * each connected context of the device (docs/spec/uapi.md §6). */
 #define TELEMETRY_DATA_MAX (4u << 20)
 static int query_telemetry(struct accel_file *f, struct amdxdna_drm_get_info *a, uint32_t limit)
 {
     static __thread struct xdna_reg_ctx rows[XDNA_REG_MAX_CTX];
-    static __thread uint8_t hdr_buf[sizeof(struct amdxdna_drm_query_telemetry_header) +
-                                    XDNA_REG_MAX_CTX * sizeof(uint32_t)];
+    static __thread _Alignas(8) uint8_t hdr_buf[sizeof(struct amdxdna_drm_query_telemetry_header) +
+                                                XDNA_REG_MAX_CTX * sizeof(uint32_t)];
     if (limit > XDNA_REG_MAX_CTX)
         return -EINVAL;
     struct amdxdna_drm_query_telemetry_header *h = (void *)hdr_buf;
