@@ -7,7 +7,7 @@ SYS_PKGS := umockdev libumockdev0 pciutils gcc libffi-dev python3-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BUILD_INPUTS := pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h csrc/uapi/*.c csrc/uapi/*.h) xdna_emu/uapi_table.py xdna_emu/uapigen.py xdna_emu/_shim_build.py xdna_emu/chips/cgen.py $(wildcard xdna_emu/chips/*.toml) $(wildcard xdna_emu/fw/iface/*.py) xdna_emu/protocol.py xdna_emu/protogen.py
 
-.PHONY: setup sysdeps demo test lint clean shim bench fuzz fuzz-native fuzz-shim fuzz-bench asan
+.PHONY: setup sysdeps demo test lint clean shim bench fuzz fuzz-native fuzz-shim fuzz-bench asan shim-debug tsan
 
 setup: sysdeps .stamp-venv
 
@@ -47,6 +47,7 @@ fuzz: setup
 	$(VENV)/bin/xdna-emu fuzz --target device --seconds $(FUZZ_SECONDS) --json
 	$(VENV)/bin/xdna-emu fuzz --target parsers --seconds $(FUZZ_SECONDS) --json
 	$(VENV)/bin/xdna-emu fuzz --target shim --seconds $(FUZZ_SECONDS) --json
+	$(VENV)/bin/xdna-emu fuzz --target threads --seconds $(FUZZ_SECONDS) --json
 
 # The shim fuzz target guided by the C shim's own edge coverage: the extension built with
 # clang -fsanitize=address,undefined,fuzzer-no-link and driven by atheris (fuzz/README.md).
@@ -64,8 +65,9 @@ fuzz-native:
 	fuzz/build.sh build/fuzz/bin
 	fuzz/run_native.sh $(FUZZ_NATIVE_SECONDS) build/fuzz
 
-# Seeded-bug benchmark: every fuzz/mutants/*.patch applied alone in a scratch copy, the shim
-# and device targets run FUZZ_BENCH_SECONDS each, time to first finding per mutant (README).
+# Seeded-bug benchmark: every fuzz/mutants/*.patch applied alone in a scratch copy (the
+# shim's debug build), the shim, device and threads targets run FUZZ_BENCH_SECONDS each,
+# time to first finding per mutant (README).
 FUZZ_BENCH_SECONDS ?= 30
 fuzz-bench: setup
 	$(PY) fuzz/bench.py --seconds $(FUZZ_BENCH_SECONDS)
@@ -75,6 +77,18 @@ fuzz-bench: setup
 # itself is not instrumented).
 asan: setup
 	fuzz/asan.sh $(PY)
+
+# The shim's debug build: the lock checker on (csrc/lockdep.c), into build/debug; run
+# anything against it with PYTHONPATH=build/debug/pkg (fuzz/README.md).
+shim-debug: setup
+	fuzz/build_ext.sh $(abspath $(PY)) $(CURDIR)/build/debug "-DXDNA_LOCKDEP"
+
+# ThreadSanitizer + lock checker build of the shim into build/tsan, then the shim's tests and
+# the threads fuzz target (TSAN_FUZZ_SECONDS, default 60) against it (fuzz/tsan.sh).
+TSAN_SYS_PKGS := libtsan2
+tsan: setup
+	@$(MAKE) --no-print-directory sysdeps SYS_PKGS="$(TSAN_SYS_PKGS)"
+	fuzz/tsan.sh $(PY)
 
 # Floors and figures from one run (docs/spec/operator.md §7); BENCH_ARGS="--quick --json" etc.
 bench: setup

@@ -70,7 +70,7 @@ int xdna_api_enter(struct xdna_shim_ctx *ctx)
         xdna_set_tls_error(EBADF, "no context");
         return -1;
     }
-    pthread_mutex_lock(&ctx->s.lock);
+    xdna_lock(&ctx->s.lock);
     return 0;
 }
 
@@ -80,7 +80,7 @@ int xdna_api_leave(struct xdna_shim_ctx *ctx, int rc)
     int err = errno;
     if (rc < 0)
         xdna_set_tls_error(err, "%s", ctx->last_error);
-    pthread_mutex_unlock(&ctx->s.lock);
+    xdna_unlock(&ctx->s.lock);
     errno = err;
     return rc;
 }
@@ -153,7 +153,7 @@ void xdna_shim_close(struct xdna_shim_ctx *ctx)
 {
     if (!ctx)
         return;
-    pthread_mutex_lock(&ctx->s.lock);
+    xdna_lock(&ctx->s.lock);
     xdna_monitor_stop(ctx);
     if (!xdna_daemon_gone(ctx))
         xdna_hwctx_destroy_all(ctx);
@@ -162,7 +162,7 @@ void xdna_shim_close(struct xdna_shim_ctx *ctx)
         ctx->state = XDNA_SHIM_STATE_ATTACHED; /* never stop a device we did not probe */
     if (ctx->s.rpm_suspended)
         ctx->state = XDNA_SHIM_STATE_SUSPENDED;
-    pthread_mutex_unlock(&ctx->s.lock);
+    xdna_unlock(&ctx->s.lock);
     xdna_hw_close(ctx);
     ctx_free(ctx); /* destroys the lock (xdna_drv_state_fini) */
 }

@@ -235,8 +235,19 @@ static int log_append(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t v
     __atomic_store_n((uint64_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_HEAD), head + 1,
                      __ATOMIC_RELEASE);
     ctx->info.trapped_writes++;
+    if (!kick)
+        return 0;
+    /* A daemon still applying this log reads head again before it sleeps: no kick needed
+     * (docs/spec/protocol.md, "Suppressed kicks and notifies"). The fence orders the head
+     * store before the flag load, as the daemon orders its flag clear before its head load. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n((const uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_DRAINING),
+                        __ATOMIC_RELAXED) != 0) {
+        ctx->info.kicks_saved++;
+        return 0;
+    }
     uint64_t one = 1;
-    if (kick && write(ctx->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+    if (write(ctx->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
         return xdna_fail(ctx, errno, "write log kick: %s", strerror(errno));
     return 0;
 }

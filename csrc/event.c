@@ -153,12 +153,14 @@ static int pump_step(struct xdna_shim_ctx *ctx, struct pump *pp, uint64_t timeou
     nfds_t n = pump_fds(ctx, pp, p, vec_of);
     struct timespec ts = {.tv_sec = (time_t)(timeout_ns / 1000000000u),
                           .tv_nsec = (long)(timeout_ns % 1000000000u)};
-    if (pp->unlock)
-        pthread_mutex_unlock(&s->lock);
+    if (pp->unlock) {
+        xdna_unlock(&s->lock);
+        xdna_lockdep_blocking(); /* the pump sleeps with no lock held (lockdep.c) */
+    }
     int r = ppoll(p, n, &ts, NULL);
     int perr = errno;
     if (pp->unlock)
-        pthread_mutex_lock(&s->lock);
+        xdna_lock(&s->lock);
     if (r < 0 && perr != EINTR)
         return xdna_fail(ctx, perr, "poll: %s", strerror(perr));
     uint8_t fired[XDNA_MAX_VECTORS];
@@ -290,12 +292,16 @@ int xdna_wait_log(struct xdna_shim_ctx *ctx, uint64_t deadline)
         return xdna_hooked_step(ctx, -1, deadline, NULL, false);
     if (!ctx->s.mon_running)
         return xdna_wait_step(ctx, -1, deadline, NULL);
-    /* keep the lock (a message may be half written): short polls on notify */
+    /* keep the lock (a message may be half written): short polls on notify, which the
+     * daemon must then write even after a step that raised one of our vectors */
     uint64_t now;
     if (pump_due(ctx, deadline, &now) < 0)
         return -1;
     struct pump pp = {.extra_fd = -1};
-    return pump_step(ctx, &pp, LOG_WAIT_SLICE_NS);
+    xdna_set_irq_wakes(ctx, false);
+    int rc = pump_step(ctx, &pp, LOG_WAIT_SLICE_NS);
+    xdna_set_irq_wakes(ctx, true);
+    return rc;
 }
 
 int xdna_cond_wait(struct xdna_shim_ctx *ctx, uint64_t deadline)
@@ -303,7 +309,7 @@ int xdna_cond_wait(struct xdna_shim_ctx *ctx, uint64_t deadline)
     if (ctx->s.no_monitor && xdna_hooks()) /* no other thread will signal: run the device */
         return xdna_hooked_step(ctx, -1, deadline, NULL, true);
     if (deadline == UINT64_MAX) {
-        pthread_cond_wait(&ctx->s.cond, &ctx->s.lock);
+        xdna_cond_wait_raw(&ctx->s.cond, &ctx->s.lock);
         return 0;
     }
     if (xdna_now_ns() >= deadline) {
@@ -312,7 +318,7 @@ int xdna_cond_wait(struct xdna_shim_ctx *ctx, uint64_t deadline)
     }
     struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000u),
                           .tv_nsec = (long)(deadline % 1000000000u)};
-    int r = pthread_cond_timedwait(&ctx->s.cond, &ctx->s.lock, &ts);
+    int r = xdna_cond_timedwait_raw(&ctx->s.cond, &ctx->s.lock, &ts);
     if (r == ETIMEDOUT && xdna_now_ns() >= deadline) {
         errno = ETIME;
         return -1;

@@ -13,6 +13,7 @@
 #include "parse.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1425,6 +1426,39 @@ leave:
     return xdna_api_leave(ctx, rc);
 }
 
+/* A TURBO wait spins on its ring's tail register, the lock dropped, before it blocks: the
+ * response of a short job lands within the spin, with no wake-up on either side (the
+ * ctrl page's polling count asks the daemon to spin too; docs/spec/protocol.md). True when
+ * the tail moved. */
+static bool spin_on_ring(struct xdna_shim_ctx *ctx, const struct xdna_mbox_chan *ch,
+                         uint64_t until)
+{
+    const struct xdna_loc tail_reg = ch->i2x_tail_reg; /* copies: ch is not ours unlocked */
+    const uint32_t head = ch->i2x_head, size = ch->i2x_size;
+    uint32_t *polling = (uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_POLLING);
+    bool moved = false;
+    __atomic_add_fetch(polling, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&ctx->s.lock);
+    for (unsigned n = 0; !moved; n++) {
+        uint32_t tail = xdna_rd(ctx, tail_reg);
+        moved = tail != head && !(head == size && tail == 0); /* as ring_has_data (event.c) */
+        if (moved)
+            break;
+        if (n % 16 == 15 && (xdna_now_ns() >= until || xdna_daemon_gone(ctx)))
+            break;
+        /* a polite spin: on a busy machine the daemon may be waiting for this CPU */
+        if (n >= 64)
+            sched_yield();
+#if defined(__x86_64__) || defined(__i386__)
+        else
+            __builtin_ia32_pause();
+#endif
+    }
+    pthread_mutex_lock(&ctx->s.lock);
+    __atomic_sub_fetch(polling, 1, __ATOMIC_SEQ_CST);
+    return moved;
+}
+
 int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int timeout_ms)
 {
     if (xdna_api_enter(ctx) < 0)
@@ -1436,6 +1470,7 @@ int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int 
         return xdna_api_leave(ctx, xdna_fail(ctx, EINVAL, "wait: command %llu was never submitted to %u",
                                      (unsigned long long)seq, hwctx));
     uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : xdna_deadline(timeout_ms > 0 ? timeout_ms : 1);
+    bool spun = false;
     for (;;) {
         hw = hw_get(ctx, hwctx);
         if (!hw || !job_find(hw, seq))
@@ -1456,6 +1491,12 @@ int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int 
         }
         if (ctx->sock_dead)
             return xdna_api_leave(ctx, xdna_fail(ctx, EPIPE, "wait: the daemon is gone"));
+        if (hw->polled && hw->chan.active && !spun && ctx->s.mon_running && ctx->ctrl) {
+            spun = true; /* once per wait: a long job then sleeps in the slices below */
+            uint64_t spin = xdna_now_ns() + XDNA_POLL_SPIN_NS;
+            if (spin_on_ring(ctx, &hw->chan, spin < deadline ? spin : deadline))
+                continue;
+        }
         if (xdna_cond_wait(ctx, until) < 0 && until == deadline)
             break;
     }

@@ -8,6 +8,17 @@
 #include <string.h>
 #include <unistd.h>
 
+/* The monitor polls every owned vector beside notify, and wakes every waiter after each
+ * event: while it runs, an interrupt to one of our vectors wakes us as notify would, so
+ * the daemon may leave notify out after a step that raised one (docs/spec/protocol.md,
+ * "Suppressed kicks and notifies"). */
+void xdna_set_irq_wakes(struct xdna_shim_ctx *ctx, bool on)
+{
+    if (ctx->ctrl)
+        __atomic_store_n((uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_IRQ_WAKES), on ? 1u : 0u,
+                         __ATOMIC_SEQ_CST);
+}
+
 void xdna_wake_monitor(struct xdna_shim_ctx *ctx)
 {
     uint64_t one = 1;
@@ -71,7 +82,7 @@ static void *monitor_main(void *arg)
 {
     struct xdna_shim_ctx *ctx = arg;
     struct xdna_drv_state *s = &ctx->s;
-    pthread_mutex_lock(&s->lock);
+    xdna_lock(&s->lock);
     s->next_tdr_ns = xdna_now_ns() + (uint64_t)s->tdr_ms * 1000000u;
     while (!s->mon_stop) {
         if (xdna_daemon_gone(ctx)) { /* nothing more will happen: sleep until close */
@@ -89,7 +100,7 @@ static void *monitor_main(void *arg)
             break;
         periodic_duties(ctx);
     }
-    pthread_mutex_unlock(&s->lock);
+    xdna_unlock(&s->lock);
     return NULL;
 }
 
@@ -109,6 +120,7 @@ int xdna_monitor_start(struct xdna_shim_ctx *ctx)
     if (r != 0)
         return xdna_fail(ctx, r, "monitor thread: %s", strerror(r));
     s->mon_running = true;
+    xdna_set_irq_wakes(ctx, true);
     return 0;
 }
 
@@ -118,12 +130,13 @@ void xdna_monitor_stop(struct xdna_shim_ctx *ctx)
     s->mon_virtual = false;
     if (!s->mon_running)
         return;
+    xdna_set_irq_wakes(ctx, false);
     s->mon_stop = true;
     xdna_wake_monitor(ctx);
     pthread_cond_broadcast(&s->cond);
     pthread_t t = s->mon;
-    pthread_mutex_unlock(&s->lock);
+    xdna_unlock(&s->lock);
     pthread_join(t, NULL);
-    pthread_mutex_lock(&s->lock);
+    xdna_lock(&s->lock);
     s->mon_running = false;
 }

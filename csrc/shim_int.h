@@ -86,6 +86,28 @@ struct xdna_bar_map {
 
 #include <pthread.h>
 
+/* ---- locking (lockdep.c): with -DXDNA_LOCKDEP, the debug build's lock checker ---- */
+#ifdef XDNA_LOCKDEP
+void xdna_lock(pthread_mutex_t *m);
+void xdna_unlock(pthread_mutex_t *m);
+void xdna_cond_wait_raw(pthread_cond_t *c, pthread_mutex_t *m);
+int xdna_cond_timedwait_raw(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *ts);
+void xdna_lockdep_blocking(void); /* about to sleep in a poll: no lock may be held */
+#else
+static inline void xdna_lock(pthread_mutex_t *m) { pthread_mutex_lock(m); }
+static inline void xdna_unlock(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
+static inline void xdna_cond_wait_raw(pthread_cond_t *c, pthread_mutex_t *m)
+{
+    pthread_cond_wait(c, m);
+}
+static inline int xdna_cond_timedwait_raw(pthread_cond_t *c, pthread_mutex_t *m,
+                                          const struct timespec *ts)
+{
+    return pthread_cond_timedwait(c, m, ts);
+}
+static inline void xdna_lockdep_blocking(void) {}
+#endif
+
 /* ---- driver state, buffers, hardware contexts (api.c, bo.c, hwctx.c; docs/spec/jobs.md) ---- */
 #define XDNA_MAX_BOS 4096
 #define XDNA_MAX_HWCTX 64
@@ -95,6 +117,7 @@ struct xdna_bar_map {
 #define XDNA_CTX_MAX_CMDS 4          /* CTX_MAX_CMDS: outstanding commands per context */
 #define XDNA_RQ_IDLE_TICKS 3         /* idle TDR ticks before the runqueue disconnects a context */
 #define XDNA_MONITOR_POLL_NS 1000000u /* monitor re-check of a due duty that could not run (1 ms) */
+#define XDNA_POLL_SPIN_NS 100000u /* a TURBO wait spins this long on its ring before it blocks */
 #define XDNA_CMDLIST_SIZE 4096u      /* one cmd-list buffer */
 #define XDNA_HEAP_CHUNK (64ull << 20)
 #define XDNA_HEAP_MAX_CHUNKS 64      /* DEV_HEAP BOs one session may add (docs/spec/uapi.md §6) */
@@ -252,6 +275,8 @@ bool xdna_daemon_gone(struct xdna_shim_ctx *ctx);
 
 /* ---- the monitor thread and its periodic duties (monitor.c) ---- */
 void xdna_wake_monitor(struct xdna_shim_ctx *ctx);
+/* Tell the daemon whether our vectors wake us as notify does (ctrl page irq_wakes). */
+void xdna_set_irq_wakes(struct xdna_shim_ctx *ctx, bool on);
 int xdna_monitor_start(struct xdna_shim_ctx *ctx);
 void xdna_monitor_stop(struct xdna_shim_ctx *ctx);
 /* When the periodic duties are next due (never in the past). */

@@ -99,6 +99,7 @@ struct xdna_shim_info {
     uint32_t cert_major, cert_minor, cert_hotfix, cert_build; /* QUERY_CERT_FIRMWARE_VERSION */
     uint32_t partition_id; /* CREATE_PARTITION (0: none, a PF) */
     char function[8];      /* "plain", "pf" or "vf" */
+    uint64_t kicks_saved;  /* write-log entries not kicked: the daemon was still draining */
 };
 
 /* Connect to the daemon socket, handshake (VERSION), read config space, match the id
@@ -379,6 +380,14 @@ struct xdna_shim_hooks {
  * ctx given: also mark ctx monitor-less (EBUSY if its monitor thread already runs).
  * EINVAL when a hook pointer is NULL. Keep the hooks set while such a context lives. */
 int xdna_shim_set_hooks(struct xdna_shim_ctx *ctx, const struct xdna_shim_hooks *hooks);
+
+/* ---- floors for `xdna-emu bench` (bench.c) ----------------------------------------- */
+
+/* n eventfd round trips from C: write 1 to tx_fd, wait (poll, up to timeout_ms) until
+ * rx_fd is readable and read it; us[i] is the i-th round trip in microseconds. The peer
+ * (another process) answers each read of tx_fd with a write to rx_fd. 0, or -1 with errno
+ * (EINVAL: bad argument; ETIME: no answer in time; or the failing call's). */
+int xdna_shim_bench_eventfd(int tx_fd, int rx_fd, unsigned n, int timeout_ms, double *us);
 
 /* CDEF-END */
 

@@ -3,9 +3,10 @@
 
 Each ``fuzz/mutants/*.patch`` plants one small bug of a kind the driver or the firmware
 has had (its ``# what:`` line says which). For each, in a scratch copy of the working tree,
-the patch is applied (and the C shim rebuilt when it touches ``csrc/``), then the shim
-target and the device target each run for the same budget with the same seed, side by
-side, and the time to their first finding is printed, or "missed". A first row runs the
+the patch is applied (and the C shim rebuilt when it touches ``csrc/``; every tree runs
+the shim's debug build, with the lock checker of csrc/lockdep.c), then the shim target, the
+device target and the threads target each run for the same budget with the same seed, side
+by side (a worker that dies, e.g. in the lock checker's abort, has found something), and the time to their first finding is printed, or "missed". A first row runs the
 unpatched tree: a finding there is a false alarm and makes the run fail.
 
 usage: fuzz/bench.py [--seconds 30] [--seed 1] [--only SUBSTR] [--json FILE] [--keep]
@@ -26,7 +27,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MUTANTS = ROOT / "fuzz" / "mutants"
-TARGETS = ("shim", "device")
+sys.path.insert(0, str(ROOT))
+from xdna_emu.fuzz.targets import registry  # noqa: E402 - the registry reads files, imports nothing
+
+#: the targets the registry marks for the benchmark (docs/spec/fuzzing.md §11)
+TARGETS = tuple(t.name for t in registry().values() if t.bench)
+#: every tree runs the shim's debug build: the lock checker on (csrc/lockdep.c)
+DEBUG_CFLAGS = "-DXDNA_LOCKDEP -O2 -g"
 
 
 def header(patch: Path) -> dict[str, str]:
@@ -60,13 +67,16 @@ def build_shim(tree: Path, py: str) -> None:
     (build / "csrc").symlink_to(tree / "csrc")
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
             "from xdna_emu._shim_build import ffibuilder; ffibuilder.compile(tmpdir='.')")
-    r = subprocess.run([py, "-c", code, str(tree)], cwd=build, capture_output=True, text=True)
+    env = {**os.environ, "CFLAGS": DEBUG_CFLAGS}
+    r = subprocess.run([py, "-c", code, str(tree)], cwd=build, capture_output=True, text=True,
+                       env=env)
     if r.returncode != 0:
         raise RuntimeError(f"shim build failed:\n{r.stderr[-3000:]}")
     for old in (tree / "xdna_emu").glob("_shim*.so"):
         old.unlink()
     for so in (build / "xdna_emu").glob("_shim*.so"):
         shutil.move(str(so), tree / "xdna_emu" / so.name)
+    shutil.rmtree(build)
 
 
 def run_targets(tree: Path, work: Path, seconds: float, seed: int, py: str) -> dict[str, dict]:
@@ -77,20 +87,32 @@ def run_targets(tree: Path, work: Path, seconds: float, seed: int, py: str) -> d
     for t in TARGETS:
         stats = work / f"{t}.json"
         art = work / f"art-{t}"
-        if t == "shim":
-            cmd = [py, "-m", "xdna_emu.fuzz.shim_target"]
-        else:
-            cmd = [py, "-m", "xdna_emu.fuzz.atheris_target", "--builtin", "--target", "device"]
-        cmd += ["--seconds", str(seconds), "--seed", str(seed), "--stats", str(stats),
-                "--artifacts", str(art)]
+        spec = registry()[t]
+        cmd = [py, "-m", spec.worker, *spec.argv, *spec.builtin_argv, "--seconds", str(seconds),
+               "--seed", str(seed), "--stats", str(stats), "--artifacts", str(art)]
         procs[t] = (subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True), stats)
+    t0 = time.monotonic()
+    ended: dict[str, float] = {}
+    while len(ended) < len(procs) and time.monotonic() - t0 < seconds + 600:
+        for t, (p, _) in procs.items():
+            if t not in ended and p.poll() is not None:
+                ended[t] = time.monotonic() - t0
+        time.sleep(0.2)
     out = {}
     for t, (p, stats) in procs.items():
-        _, err = p.communicate(timeout=seconds + 600)
+        _, err = p.communicate(timeout=60)
         try:
             info = json.loads(stats.read_text())
         except (OSError, ValueError):
+            info = {}
+        if p.returncode != 0 and not info.get("final"):
+            # the worker died (an abort of the lock checker or a sanitizer, a signal): a
+            # finding at the time it died, named by its last line
+            last = (err.strip().splitlines() or ["?"])[-1][:60]
+            info = {**info, "first_finding_s": info.get("first_finding_s") or ended.get(t, seconds),
+                    "unique": [*info.get("unique", []), f"crash:worker died ({last})"]}
+        elif not info:
             info = {"error": f"worker exited {p.returncode}: {err.strip().splitlines()[-1:]}"}
         out[t] = info
     return out
@@ -120,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="xdna-bench-"))
     base = scratch / "base"
     copy_tree(base)
+    build_shim(base, args.python)  # the debug build, which every tree starts from
     rows = []
     t_all = time.monotonic()
     print(f"fuzz-bench: {len(patches)} mutants, {args.seconds:.0f} s per target, seed {args.seed}",
@@ -147,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                    "found_by": [t for t in TARGETS if res[t].get("first_finding_s") is not None],
                    "execs": {t: res[t].get("execs") for t in TARGETS}}
             rows.append(row)
-            print(f"{name:36s} shim: {row['shim']:40s} device: {row['device']}", file=sys.stderr)
+            print(f"{name:36s} " + "  ".join(f"{t}: {row[t]:40s}" for t in TARGETS),
+                  file=sys.stderr)
             if not args.keep:
                 shutil.rmtree(tree, ignore_errors=True)
                 shutil.rmtree(work, ignore_errors=True)
@@ -155,9 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
     found = sum(1 for r in rows[1:] if r["first_s"] is not None)
-    print("\n| mutant | what it breaks | shim target | device target |\n|---|---|---|---|")
+    print("\n| mutant | what it breaks | " + " | ".join(f"{t} target" for t in TARGETS) + " |\n"
+          + "|---" * (2 + len(TARGETS)) + "|")
     for r in rows:
-        print(f"| {r['mutant']} | {r['what']} | {r['shim']} | {r['device']} |")
+        print(f"| {r['mutant']} | {r['what']} | " + " | ".join(r[t] for t in TARGETS) + " |")
     print(f"\n{found}/{len(rows) - 1} mutants found within {args.seconds:.0f} s per target "
           f"(wall {time.monotonic() - t_all:.0f} s)")
     if args.json:

@@ -46,3 +46,37 @@ def test_bad_chip_is_a_usage_error() -> None:
     out = subprocess.run([sys.executable, "-m", "xdna_emu", "bench", "--chip", "npu99"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_the_eventfd_floor_is_timed_in_c_against_a_python_process() -> None:
+    from xdna_emu.bench import Peer
+
+    peer = Peer()
+    try:
+        got = peer.eventfd_c(50)
+        assert len(got) == 50 and all(v > 0 for v in got)
+        assert len(peer.eventfd(5)) == 5  # the Python floor still answers on the same pair
+    finally:
+        peer.close()
+
+
+def test_the_c_eventfd_floor_refuses_bad_arguments_and_a_silent_peer() -> None:
+    import errno
+    import os
+
+    import pytest
+
+    from xdna_emu.shim import bench_eventfd
+
+    with pytest.raises(OSError) as e:
+        bench_eventfd(-1, -1, 1)
+    assert e.value.errno == errno.EINVAL
+    tx, rx = os.eventfd(0), os.eventfd(0)
+    try:
+        with pytest.raises(OSError) as e:
+            bench_eventfd(tx, rx, 1, timeout_ms=20)  # nobody answers
+        assert e.value.errno == errno.ETIME
+        assert bench_eventfd(tx, rx, 0) == []
+    finally:
+        os.close(tx)
+        os.close(rx)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -14,9 +15,11 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from xdna_emu import daemon as daemon_mod
 from xdna_emu import protocol as P
 from xdna_emu.chips import emulated_chip_names, load_chip
 from xdna_emu.control import ControlClient, ControlError, dma_memfd
@@ -421,3 +424,102 @@ def test_emulator_of_a_killed_owner_does_not_linger(xdna_runtime_dir: Path) -> N
     wait_until(lambda: _gone_or_zombie(int(pid_s)), timeout=10, interval=0.05,
                what=f"daemon {pid_s} to exit")
     assert not Path(sock).exists()
+
+
+def _logged_session(tmp_path: Path) -> tuple[Any, Any, Any, Any]:
+    """An in-process daemon with a brought-up firmware and one session whose mgmt-channel
+    writes travel through its write log (what the shim does), owning the mgmt vector."""
+    import socket as socketmod
+
+    from xdna_emu.daemon import Connection, Daemon
+    from xdna_emu.testing.pydriver import InProcessDevice, PyDriver
+
+    d = Daemon("npu4", tmp_path / "rt")
+    d.fn.enable()
+    drv = PyDriver(InProcessDevice(d.fn))
+    drv.bring_up(async_events=False)
+    a, _b = socketmod.socketpair()
+    sess = Connection(d, a, 99)
+    d.sessions[sess.id] = sess
+    sess.attach_write_log()
+    vec = d.fn.device.fw.engine.channels[0].vector  # the mgmt channel's
+    irq = os.eventfd(0, os.EFD_NONBLOCK)
+    d.fn.msix.set_eventfds(vec, [irq])
+    d.vector_owner[vec] = sess
+    with contextlib.suppress(BlockingIOError):  # what bring-up left pending
+        os.eventfd_read(irq)
+
+    def logged(addr: int, value: int) -> None:
+        bar, off = d.chip.dev_to_bar(addr)
+        d.fn.regs.write(bar, off, value)
+        h = struct.unpack_from("<Q", sess.ctrl, P.CTRL_OFF_HEAD)[0]
+        P.LOG_ENTRY.pack_into(sess.ctrl, P.CTRL_OFF_ENTRY0 + (h % P.LOG_ENTRIES) * 16, bar, off,
+                              value, 0)
+        struct.pack_into("<Q", sess.ctrl, P.CTRL_OFF_HEAD, h + 1)
+        os.eventfd_write(sess.kick_fd, 1)
+
+    drv.mgmt._write_reg = logged  # type: ignore[method-assign]
+    return d, sess, drv.mgmt, irq
+
+
+def _ctrl_u32(sess: Any, off: int) -> int:
+    return struct.unpack_from("<I", sess.ctrl, off)[0]
+
+
+@pytest.mark.parametrize("irq_wakes", [0, 1])
+def test_notify_is_left_out_only_for_a_session_woken_by_its_own_interrupt(tmp_path, irq_wakes: int) -> None:
+    from xdna_emu.fw.messages import Opcode
+
+    d, sess, ch, irq = _logged_session(tmp_path)
+    try:
+        struct.pack_into("<I", sess.ctrl, P.CTRL_OFF_IRQ_WAKES, irq_wakes)
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(sess.notify_fd)
+        epoch = struct.unpack_from("<Q", sess.ctrl, P.CTRL_OFF_EPOCH)[0]
+        ch.send(Opcode.GET_FIRMWARE_VERSION, bytes(4))
+        d._step(0)
+        assert [r.opcode for r in ch.drain()] == [Opcode.GET_FIRMWARE_VERSION]
+        assert os.eventfd_read(irq) == 1  # one interrupt for the batch
+        assert struct.unpack_from("<Q", sess.ctrl, P.CTRL_OFF_EPOCH)[0] == epoch + 1
+        if irq_wakes:
+            with pytest.raises(BlockingIOError):
+                os.eventfd_read(sess.notify_fd)
+        else:
+            assert os.eventfd_read(sess.notify_fd) == 1
+        assert _ctrl_u32(sess, P.CTRL_OFF_DRAINING) == 0  # clear whenever the daemon sleeps
+    finally:
+        os.close(irq)
+        d.cleanup()
+
+
+def test_entries_logged_while_draining_are_applied_without_a_kick(tmp_path) -> None:
+    """A client that saw draining set does not kick: the daemon reads head again after it
+    clears the flag, so the entry is applied in the same wake-up."""
+    from xdna_emu.fw.messages import Opcode
+
+    d, sess, ch, irq = _logged_session(tmp_path)
+    try:
+        engine = d.fn.device.fw.engine
+        seen: list[int] = []
+        mgmt = engine.channels[0]
+        real = mgmt.handler
+
+        def handler(chan: Any, msg: Any) -> None:
+            seen.append(_ctrl_u32(sess, P.CTRL_OFF_DRAINING))
+            real(chan, msg)
+            if len(seen) == 1:  # a client logging its next message mid-drain: no kick
+                ch.send(Opcode.GET_FIRMWARE_VERSION, bytes(4))
+                os.eventfd_read(sess.kick_fd)
+
+        mgmt.handler = handler
+        ch.send(Opcode.GET_FIRMWARE_VERSION, bytes(4))
+        d._step(0)
+        with pytest.raises(BlockingIOError):  # no kick left over to wake the daemon again
+            os.eventfd_read(sess.kick_fd)
+        assert _ctrl_u32(sess, P.CTRL_OFF_DRAINING) == 0
+        assert seen[0] == (1 if daemon_mod.DRAIN_FLAG else 0)
+        assert len(ch.drain()) == 2
+        assert os.eventfd_read(irq) == 1  # both answers, one interrupt
+    finally:
+        os.close(irq)
+        d.cleanup()

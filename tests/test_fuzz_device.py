@@ -27,10 +27,23 @@ MUST_VISIT = {"psp_running", "channel_error", "reset", "async_held", "context_li
 DERANDOMIZE = os.environ.get("HYPOTHESIS_PROFILE") != "fuzz"
 
 
+def _without_mined_literals(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hypothesis mixes integer literals it mines from every loaded module of this project
+    into what it draws, so a derandomised run took another path whenever any source file
+    gained a constant (a daemon tuning constant flipped the npu4 run here). The reached-
+    states check needs the same run whatever the code base's literals: switch the mining off
+    (an internal hook; left alone if a Hypothesis version lacks it)."""
+    from hypothesis.internal.conjecture import providers
+
+    if DERANDOMIZE and hasattr(providers, "_get_local_constants") and hasattr(providers, "Constants"):
+        monkeypatch.setattr(providers, "_get_local_constants", providers.Constants)
+
+
 @pytest.mark.parametrize("machine", [DeviceMachine, Npu1Machine], ids=["npu4", "npu1"])
 def test_device_state_machine(machine: type[DeviceMachine], tmp_path: Path,
                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDNA_FUZZ_ARTIFACTS", str(tmp_path))
+    _without_mined_literals(monkeypatch)
     VISITS.clear()
     t0 = time.monotonic()
     run_state_machine_as_test(machine, settings=settings(
@@ -403,6 +416,7 @@ def test_fuzz_cli_device_target_runs_on_npu3(tmp_path: Path) -> None:
 
 def test_aie4_state_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDNA_FUZZ_ARTIFACTS", str(tmp_path))
+    _without_mined_literals(monkeypatch)
     VISITS.clear()
     run_state_machine_as_test(Aie4Machine, settings=settings(
         deadline=None, max_examples=40, derandomize=True,

@@ -80,6 +80,25 @@ def test_the_contract_holds_on_the_real_shim() -> None:
     assert res.ok, res.describe()
 
 
+def test_every_management_reply_is_predicted() -> None:
+    """An unsendable request EINVAL (the channel stays good); an opcode the firmware does not
+    offer is answered in 4 bytes, a known one in its own size: any size but the asked one is
+    EINVAL and leaves the channel bad (EPIPE) until a new one. The model predicts each
+    without losing the firmware's side (a timed-out chain after it is still checked)."""
+    h = tr.harness_for("npu4", "shim")
+    res = _shim("call probe\ncall mgmt 0x108 -\nexpect errno EINVAL\ncall mgmt 0x108 000000\n"
+                "expect errno EINVAL\ncall mgmt 0x108 0000000000000000\nexpect errno ok\n"
+                "call ctx\ncall chain 0 nop,nop,hang\ncall tick 8000\nexpect state 0 timeout\n")
+    assert res.ok, res.describe()
+    assert h.model is not None and h.model.tainted is None
+    for opcode in ("0x10b", "0x1", "0xffff"):
+        res = _shim(f"call probe\ncall mgmt {opcode} 00000000\nexpect errno EINVAL\n"
+                    "call mgmt 0x108 00000000\nexpect errno EPIPE\ncall mgmt 0x108 -\n"
+                    "expect errno EPIPE\ncall stop\ncall probe\ncall mgmt 0x108 00000000\n"
+                    "expect errno ok\n")
+        assert res.ok, (opcode, res.describe())
+
+
 def test_ids_wrap_inside_one_example() -> None:
     """A bulk op runs enough jobs to wrap the user channel's 8-bit message ids; a hang
     after the wrap still ends TIMEOUT, not ABORT."""
@@ -95,6 +114,7 @@ def test_ids_wrap_inside_one_example() -> None:
      "model_error_index"),
     ("error_as_success", "call probe\ncall ctx\ncall exec 0 fail\ncall wait 0 1000\n", "model_state"),
     ("accept_debug_bo", "call probe\ncall ctx\ncall dbgbo 64\ncall dbg 0 assign 0\n", "model_errno"),
+    ("invalid_op_full_size", "call probe\ncall mgmt 0xffff 00000000\n", "model_errno"),
 ])
 def test_a_lying_firmware_is_caught_by_the_model(variant: str, text: str, name: str) -> None:
     assert _shim(text).ok  # the truth passes ...
@@ -267,6 +287,8 @@ def test_device_oracle_fires_on_a_planted_bug(tmp_path: Path, mutant: str, case:
     ("wait-future-seq", "call probe\ncall ctx\ncall exec 0 nop\ncall wait 0 1000\n"
      "call waitseq 0 2 10\n", "model_errno"),
     ("tdr-head-abort", "call probe\ncall ctx\ncall exec 0 hang\ncall tick 8000\n", "model_state"),
+    ("tdr-chain-hung-index", "call probe\ncall ctx\ncall chain 0 nop,hang,nop\ncall tick 8000\n",
+     "model_error_index"),
 ])
 def test_shim_oracle_fires_on_a_planted_bug(tmp_path: Path, mutant: str, text: str, name: str) -> None:
     """The driver's own rules (no firmware lie can plant these): the shim itself mutated."""

@@ -150,6 +150,46 @@ def test_async_event_delivery_writes_buffer() -> None:
     assert not d.device.fw.post_async_event(AsyncEventType.AIE_ERROR, b"")
 
 
+def test_posted_async_events_are_kept_for_status_with_their_fate() -> None:
+    from xdna_emu.fw.messages import AIE_ERROR_ENTRY, ASYNC_EVENT_HDR, AieModule
+    from xdna_emu.fw.mgmt import ASYNC_POSTED_MAX
+
+    d, _ = _driver("npu4")
+    buf = bytearray(0x2000)
+    d.iommu.map(0, 0x7000_0000, len(buf), DMA_READ | DMA_WRITE, None, mem=buf)
+    lay = LAYOUTS[Opcode.REGISTER_ASYNC_EVENT_MSG]
+    mid = d.mgmt.send(Opcode.REGISTER_ASYNC_EVENT_MSG, lay.req.pack(0x7000_0000, 0x2000))
+    small = d.mgmt.send(Opcode.REGISTER_ASYNC_EVENT_MSG, lay.req.pack(0x7000_0000, 8))
+    aie = ASYNC_EVENT_HDR.pack(2, 0, 0) + AIE_ERROR_ENTRY.pack(2, 5, 0, AieModule.CORE, 0x41,
+                                                                bytes(3)) \
+        + AIE_ERROR_ENTRY.pack(1, 6, 0, AieModule.MEM, 0x12, bytes(3))
+    assert d.device.fw.post_async_event(AsyncEventType.AIE_ERROR, aie)
+    assert d.device.fw.post_async_event(AsyncEventType.AIE_ERROR, aie)  # buffer too small
+    assert not d.device.fw.post_async_event(AsyncEventType.EXCEPTION, b"")  # none held: lost
+    assert len(d.mgmt.drain()) == 2
+    st = d.device.status()["firmware"]
+    assert st["async_posted_total"] == 3
+    first, second, lost = st["async_posted"]
+    assert first["type"] == "AIE_ERROR" and first["delivered"] and first["answered_id"] == mid
+    assert first["status"] == "SUCCESS"
+    assert first["errors"] == [{"row": 2, "col": 5, "module": "CORE", "event": 0x41},
+                               {"row": 1, "col": 6, "module": "MEM", "event": 0x12}]
+    assert second["answered_id"] == small and second["status"] == "RTOS_INVALID_INPUT_BUF"
+    assert lost == {"time_ns": lost["time_ns"], "type": "EXCEPTION", "answered_id": None,
+                    "delivered": False, "status": "SUCCESS", "errors": []}
+    # a header claiming more entries than the data holds names only those present
+    d.device.fw.post_async_event(AsyncEventType.AIE_ERROR, ASYNC_EVENT_HDR.pack(9, 0, 0))
+    assert d.device.status()["firmware"]["async_posted"][-1]["errors"] == []
+    for _ in range(ASYNC_POSTED_MAX + 3):
+        d.device.fw.post_async_event(AsyncEventType.EXCEPTION, b"")
+    st = d.device.status()["firmware"]
+    assert len(st["async_posted"]) == ASYNC_POSTED_MAX
+    assert st["async_posted_total"] == ASYNC_POSTED_MAX + 7
+    # saved and restored with the firmware
+    saved = d.device.fw.save()
+    assert len(saved.posted) == ASYNC_POSTED_MAX and saved.posted_total == ASYNC_POSTED_MAX + 7
+
+
 def test_release_tmr_drops_pending_events() -> None:
     d, _ = _driver("npu4", async_events=True)
     assert d.device.status()["pending_async_events"]

@@ -6,6 +6,7 @@ protocol (docs/spec/protocol.md) to reach each failure the shim must turn into a
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
@@ -420,6 +421,26 @@ def test_trapped_writes_go_through_the_log_in_order(attached) -> None:  # noqa: 
     assert os.eventfd_read(npu.kick) >= 3
     assert struct.unpack_from("<I", npu.bars[intr.bar], intr.offset)[0] == 1
     assert s.info()["trapped_writes"] == len(npu.log())
+
+
+def test_no_kick_while_the_daemon_is_draining(attached) -> None:  # noqa: ANN001
+    """docs/spec/protocol.md, "Suppressed kicks and notifies": the entry is logged either
+    way, the kick only when the daemon's draining flag is clear."""
+    npu, s = attached
+    intr = npu.chip.reg("psp.intr")
+    with contextlib.suppress(BlockingIOError):
+        os.eventfd_read(npu.kick)
+    saved = s.info()["kicks_saved"]
+    struct.pack_into("<I", npu.ctrl, P.CTRL_OFF_DRAINING, 1)
+    s.writel(intr.bar, intr.offset, 1)
+    assert npu.log()[-1] == (intr.bar, intr.offset, 1)
+    with pytest.raises(BlockingIOError):
+        os.eventfd_read(npu.kick)
+    assert s.info()["kicks_saved"] == saved + 1
+    struct.pack_into("<I", npu.ctrl, P.CTRL_OFF_DRAINING, 0)
+    s.writel(intr.bar, intr.offset, 0)
+    assert os.eventfd_read(npu.kick) == 1
+    assert s.info()["kicks_saved"] == saved + 1
 
 
 def test_register_access_is_bounds_checked(attached) -> None:  # noqa: ANN001

@@ -14,7 +14,8 @@ from xdna_emu.fw.image import write_firmware
 
 SCHEMA_KEYS = {"schema", "chip", "bdf", "pid", "socket", "rss_kib", "probed", "power",
                "firmware", "last_driver", "channels", "contexts", "async_event_ids",
-               "iommu_faults", "clients", "msix", "counters"}
+               "async_errors", "async_errors_posted", "iommu_faults", "clients", "msix",
+               "counters"}
 CHANNEL_KEYS = {"index", "name", "msix", "x2i_head", "x2i_tail", "i2x_head", "i2x_tail",
                 "msgs_in", "msgs_out", "pending_ids", "state", "error"}
 CONTEXT_KEYS = {"id", "pasid", "priority", "start_col", "num_col", "msix", "channel", "state",
@@ -81,8 +82,14 @@ def test_status_while_jobs_run(xdna_emulator, xdna_firmware_dir: Path) -> None:
     assert [c["role"] for c in st["clients"]].count("driver") == 1
     assert len(st["async_event_ids"]) > 0 and all(i >> 24 == 0x1D for i in st["async_event_ids"])
     assert st["counters"]["jobs_failed"] == 1
+    (err,) = st["async_errors"]  # the fail command's AIE error, carried to the driver
+    assert st["async_errors_posted"] == 1
+    assert err["type"] == "AIE_ERROR" and err["delivered"] and err["status"] == "SUCCESS"
+    assert err["answered_id"] >> 24 == 0x1D and err["answered_id"] not in st["async_event_ids"]
+    assert [(e["col"], e["module"]) for e in err["errors"]] == [(ctxs[1]["start_col"], "CORE")]
     for needle in ("probed     yes", "power      on", "channels", "contexts", "clients",
-                   "driver", "jobs_failed 1", f"{st['async_event_ids'][0]:#x}"):
+                   "driver", "jobs_failed 1", f"{st['async_event_ids'][0]:#x}",
+                   "async errors posted 1, the last 1:", f"{err['answered_id']:#x}"):
         assert needle in text, needle
 
 
@@ -96,7 +103,13 @@ RAW: dict[str, Any] = {
         "smu": {"power": "on", "dpm_level": 3, "hard_dpm_level": 7, "npuclk_mhz": 800,
                 "hclk_mhz": 1200},
         "psp": {"state": "running", "last_cmd": 2, "last_resp": 0, "last_error": None},
-        "firmware": {"version": "1.1.2.64", "protocol": "6.24", "suspended": True},
+        "firmware": {"version": "1.1.2.64", "protocol": "6.24", "suspended": True,
+                     "async_posted_total": 5, "async_posted": [
+                         {"time_ns": 2_500_000, "type": "AIE_ERROR", "answered_id": 0x1D000011,
+                          "delivered": True, "status": "SUCCESS",
+                          "errors": [{"row": 2, "col": 3, "module": "CORE", "event": 0x41}]},
+                         {"time_ns": 3_000_000, "type": "EXCEPTION", "answered_id": None,
+                          "delivered": False, "status": "SUCCESS", "errors": []}]},
         "channels": [{"index": 1, "name": "ctx0", "slot": 1, "msix": 1,
                       "x2i": {"buf": 0, "head": 0x40, "tail": 0x80},
                       "i2x": {"buf": 0, "head": 0x10, "tail": 0x20}, "msgs_in": 4,
@@ -119,8 +132,11 @@ def test_status_view_and_tables_from_a_raw_status() -> None:
     for needle in ("power      suspended  DPM level 3 (hard 7)  NPU clock 800 MHz",
                    "0x40/0x80", "0x10/0x20", "0x1d000005", "error: x2i tail 0x3",
                    "0x11", "2-5", "IOMMU faults 1", "pasid 1: read of 0x1000+64 unmapped",
-                   "dropped_clients 2", "malformed_msgs 1", "async events armed 1 (ids 0x1d000010"):
+                   "dropped_clients 2", "malformed_msgs 1", "async events armed 1 (ids 0x1d000010",
+                   "async errors posted 5, the last 2:", "0x1d000011", "3,2 CORE 0x41",
+                   "lost: none armed"):
         assert needle in text, needle
+    assert v["async_errors_posted"] == 5 and v["async_errors"][1]["answered_id"] is None
     assert "writes" not in text.split("errors", 1)[1].split("\n", 1)[0].replace("_writes", "")
 
 
@@ -128,3 +144,11 @@ def test_status_view_of_a_device_without_firmware() -> None:
     v = status_view({"chip": "npu4", "bdf": "x", "pid": 1, "rss_kib": 1024, "device": {}})
     assert v["firmware"]["version"] is None and v["channels"] == [] and v["power"]["state"] == "off"
     assert "version -" in format_status(v)
+    assert v["async_errors"] == [] and v["async_errors_posted"] == 0
+    assert "async errors posted 0" in format_status(v)
+
+
+def test_status_view_of_an_aie4_device_that_counts_its_armed_events() -> None:
+    v = status_view({"chip": "npu3", "bdf": "x", "pid": 1, "rss_kib": 1024,
+                     "device": {"pending_async_events": 2, "firmware": {"version": "1"}}})
+    assert v["async_event_ids"] == [] and v["async_errors"] == []

@@ -9,7 +9,9 @@ over all rounds.
 
 Floors, from this process to a Python child process (the daemon's side is Python too):
 
-- ``eventfd_rtt_us``: write an eventfd, the child reads it and writes another back;
+- ``eventfd_rtt_us``: write an eventfd from C (the shim's ``xdna_shim_bench_eventfd``, as
+  the shim kicks), the child reads it and writes another back, which C waits for as the
+  shim waits for an interrupt (``detail.eventfd_py_rtt_us``: the same from Python);
 - ``shm_spin_rtt_us``: bump a word in shared memory, the child spins until it sees it and
   bumps another; the cost of a polled ring with no system call;
 - ``socket_rtt_us``: one byte each way over a UNIX socket pair (the control plane);
@@ -116,6 +118,12 @@ class Peer:
         fds = (self.a, self.b, self.c, child_sock.fileno(), self.memfd)
         self.proc = subprocess.Popen([sys.executable, "-c", CHILD, *map(str, fds)], pass_fds=fds)
         child_sock.close()
+
+    def eventfd_c(self, n: int) -> list[float]:
+        """Round trips timed in C (the shim's side of a kick and an interrupt)."""
+        from .shim import bench_eventfd
+
+        return bench_eventfd(self.a, self.b, n)
 
     def eventfd(self, n: int) -> list[float]:
         out, a, b, clock = [], self.a, self.b, time.perf_counter_ns
@@ -360,7 +368,8 @@ def run(chip: str = "npu4", quick: bool = False, progress: bool = False) -> dict
                     c.submit(cmd).wait(5)
             bar.step("warm-up")
             for _ in range(sz.rounds):
-                s.add("eventfd_rtt_us", peer.eventfd(sz.floor_n))
+                s.add("eventfd_rtt_us", peer.eventfd_c(sz.floor_n))
+                s.add("eventfd_py_rtt_us", peer.eventfd(sz.floor_n))
                 bar.step("eventfd floor")
                 s.add("shm_spin_rtt_us", peer.shm_spin(sz.floor_n))
                 bar.step("shared-memory floor")
@@ -498,7 +507,7 @@ def format_report(rep: dict[str, Any]) -> str:
     lines = [f"xdna-emu bench  chip {rep['chip']}{'  (quick)' if rep['quick'] else ''}",
              f"  {'':32s} {'min':>12s} {'median':>12s} {'spread':>8s}  unit"]
     for title, keys in (("floors", FLOOR_KEYS), ("figures", RESULT_KEYS + (
-            "job_throughput_8ctx_per_s", "daemon_rss_load_mib"))):
+            "eventfd_py_rtt_us", "job_throughput_8ctx_per_s", "daemon_rss_load_mib"))):
         lines.append(title)
         for k in keys:
             d = rep["detail"].get(k)

@@ -341,6 +341,7 @@ def status_view(raw: dict[str, Any]) -> dict[str, Any]:
     else:
         power = "on"
     last = raw.get("last_driver")
+    armed = dev.get("pending_async_events") or []  # a count, not a list, on AIE4
     return {
         "schema": STATUS_SCHEMA,
         "chip": raw.get("chip"), "bdf": raw.get("bdf"), "pid": raw.get("pid"),
@@ -369,7 +370,11 @@ def status_view(raw: dict[str, Any]) -> dict[str, Any]:
             "channel": c["channel"], "state": c["state"], "queued": c["queued"],
             "submitted": c["submitted"], "completed": c["completed"], "errors": c["failed"],
         } for c in dev.get("contexts", [])],
-        "async_event_ids": [e["id"] for e in dev.get("pending_async_events", [])],
+        "async_event_ids": [e["id"] for e in armed] if isinstance(armed, list) else [],
+        "async_errors": [{k: e.get(k) for k in ("time_ns", "type", "delivered", "answered_id",
+                                                "status", "errors")}
+                         for e in (fw or {}).get("async_posted", [])],
+        "async_errors_posted": int((fw or {}).get("async_posted_total", 0)),
         "iommu_faults": list(raw.get("iommu_faults", [])),
         "clients": [{k: c.get(k) for k in ("session", "pid", "pasid", "role")}
                     for c in raw.get("clients", [])],
@@ -433,6 +438,16 @@ def format_status(v: dict[str, Any]) -> str:
     ids = v["async_event_ids"]
     lines.append(f"async events armed {len(ids)}" + (f" (ids {_hex(ids[0])}..{_hex(ids[-1])})"
                                                      if ids else ""))
+    posted = v["async_errors"]
+    lines.append(f"async errors posted {v['async_errors_posted']}"
+                 + (f", the last {len(posted)}:" if posted else ""))
+    if posted:
+        lines += _table(
+            ["time ms", "type", "answered", "status", "errors (col,row module event)"],
+            [[f"{e['time_ns'] / 1e6:.3f}", e["type"],
+              _hex(e["answered_id"]) if e["delivered"] else "lost: none armed", e["status"],
+              "; ".join(f"{x['col']},{x['row']} {x['module']} {_hex(x['event'])}"
+                        for x in e["errors"]) or "-"] for e in posted])
     errs = {k: n for k, n in v["counters"].items()
             if n and k.endswith(("errors", "faults", "failed", "malformed_msgs", "unknown_ops",
                                  "writes", "dropped_clients")) and k != "writes"}

@@ -21,6 +21,7 @@ import json
 import logging
 import mmap
 import os
+import platform
 import selectors
 import shutil
 import signal
@@ -45,6 +46,23 @@ log = logging.getLogger("xdna_emu.daemon")
 DEFAULT_BDFS = [f"0000:{bus:02x}:00.1" for bus in range(0xC5, 0x100)]
 SO_PEERCRED_FMT = struct.Struct("3i")
 BACKLOG_POLL_S = 0.0002
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_HEAD_TAIL = struct.Struct("<QQ")
+_WAKES_POLLING = struct.Struct("<II")  # the client's irq_wakes and polling words, adjacent
+assert P.CTRL_OFF_POLLING == P.CTRL_OFF_IRQ_WAKES + 4
+#: Rounds one session's log is applied in a row before the others get their turn.
+DRAIN_ROUNDS = 64
+#: The ``draining`` flag lets a client skip its kick (docs/spec/protocol.md, "Suppressed kicks
+#: and notifies"). Clearing it and re-reading head needs a full barrier in between: here the
+#: kick eventfd read, a locked read-modify-write in the kernel, which is one on x86-64 only.
+#: Elsewhere the flag stays 0 and every write is kicked.
+DRAIN_FLAG = platform.machine() in ("x86_64", "AMD64")
+#: Spin-then-block (docs/spec/protocol.md): while a client spins on a ring (TURBO), or did
+#: within POLL_RECENT_NS, the daemon looks at the write logs for up to SPIN_NS after each
+#: step before it sleeps, so the next command needs no wake-up.
+SPIN_NS = 100_000
+POLL_RECENT_NS = 2_000_000
 
 
 class DaemonError(RuntimeError):
@@ -147,39 +165,60 @@ class Connection:
         return [self.ctrl_fd, self.kick_fd, self.notify_fd]
 
     def drain_write_log(self) -> bool:
-        """Apply every logged write in order; False when the client corrupted the log."""
-        ctrl = self.ctrl
+        """Apply every logged write in order until the log stays empty (entries the client
+        adds meanwhile too, without a kick while ``draining`` is set); False when the client
+        corrupted the log. The caller holds interrupts: one per vector per wake-up."""
+        ctrl, kick = self.ctrl, self.kick_fd
         assert ctrl is not None
-        with contextlib.suppress(BlockingIOError):
-            os.eventfd_read(self.kick_fd)
-        head, tail = struct.unpack_from("<QQ", ctrl, P.CTRL_OFF_HEAD)
-        if head < tail or head - tail > P.LOG_ENTRIES:
-            log.warning("session %d: write log head %d tail %d is corrupt", self.id, head, tail)
-            return False
         entry = P.LOG_ENTRY
-        n = P.LOG_ENTRIES
-        fn = self.daemon.fn
-        write = fn.mmio_write
+        esize, n, entry0 = entry.size, P.LOG_ENTRIES, P.CTRL_OFF_ENTRY0
+        write = self.daemon.fn.mmio_write
         sid = self.id
-        # One interrupt per vector for the whole batch (docs/spec/device.md §3).
-        fn.hold_irqs()
-        try:
+        flag = DRAIN_FLAG
+        if flag:
+            _U32.pack_into(ctrl, P.CTRL_OFF_DRAINING, 1)
+        settled = False
+        for _ in range(DRAIN_ROUNDS):
+            head, tail = _HEAD_TAIL.unpack_from(ctrl, P.CTRL_OFF_HEAD)
+            if head == tail:
+                if settled:
+                    return True
+                # clear the flag, consume the kicks (that eventfd read is also the full
+                # barrier between the flag store and the next head load), look once more
+                if flag:
+                    _U32.pack_into(ctrl, P.CTRL_OFF_DRAINING, 0)
+                    flag = False
+                try:
+                    os.eventfd_read(kick)
+                except BlockingIOError:  # a backlog poll: nobody kicked
+                    pass
+                settled = True
+                continue
+            if head < tail or head - tail > n:
+                log.warning("session %d: write log head %d tail %d is corrupt", self.id, head, tail)
+                if flag:
+                    _U32.pack_into(ctrl, P.CTRL_OFF_DRAINING, 0)
+                return False
             while tail < head:
-                bar, off, val, _ = entry.unpack_from(ctrl, P.CTRL_OFF_ENTRY0 + (tail % n) * entry.size)
+                bar, off, val, _ = entry.unpack_from(ctrl, entry0 + (tail % n) * esize)
                 write(bar, off, val, sid)
                 tail += 1
-            struct.pack_into("<Q", ctrl, P.CTRL_OFF_TAIL, tail)
-        finally:
-            fn.release_irqs()
+            _U64.pack_into(ctrl, P.CTRL_OFF_TAIL, tail)
+        # the others' turn: come back through the event loop, kicked by ourselves
+        if flag:
+            _U32.pack_into(ctrl, P.CTRL_OFF_DRAINING, 0)
+        os.eventfd_write(kick, 1)
         return True
 
-    def notify(self) -> None:
+    def notify(self, wake: bool = True) -> None:
+        """Bump the epoch and, if ``wake``, write the notify eventfd."""
         if self.ctrl is None:
             return
-        epoch = struct.unpack_from("<Q", self.ctrl, P.CTRL_OFF_EPOCH)[0]
-        struct.pack_into("<Q", self.ctrl, P.CTRL_OFF_EPOCH, epoch + 1)
-        with contextlib.suppress(OSError):
-            os.eventfd_write(self.notify_fd, 1)
+        epoch = _U64.unpack_from(self.ctrl, P.CTRL_OFF_EPOCH)[0]
+        _U64.pack_into(self.ctrl, P.CTRL_OFF_EPOCH, epoch + 1)
+        if wake:
+            with contextlib.suppress(OSError):
+                os.eventfd_write(self.notify_fd, 1)
 
     def close(self) -> None:
         if self.closed:
@@ -204,6 +243,21 @@ class Connection:
             self.sock.close()
 
 
+class _RecordingWires(EventfdWires):
+    """The daemon's MSI-X eventfds, noting which vectors a step delivered (a session woken
+    by its own interrupt needs no notify: docs/spec/protocol.md)."""
+
+    def __init__(self, vectors: int) -> None:
+        super().__init__(vectors)
+        self.fired: set[int] = set()
+
+    def fire(self, vec: int) -> bool:
+        ok = super().fire(vec)
+        if ok:
+            self.fired.add(vec)
+        return ok
+
+
 class Daemon:
     """Serves one PCI function to its clients: shared memory, files, sessions."""
 
@@ -218,6 +272,7 @@ class Daemon:
         self.next_sid = 1
         self.vector_owner: dict[int, Connection] = {}
         self.running = False
+        self.polled_ns = 0  # when a client was last seen spinning on a ring
         self.last_driver: dict[str, Any] | None = None
         #: run first at cleanup, while the daemon's files still exist (the trace recorder)
         self.stop_hooks: list[Callable[[], None]] = []
@@ -225,13 +280,15 @@ class Daemon:
         self.bar_files: dict[int, Path] = {}
         self.bar_maps: dict[int, mmap.mmap] = {}
         self.bar_fds: dict[int, int] = {}
+        self._config_published = b""  # what the sysfs config file holds
         try:
             self._create_bars()
-            self.wires = EventfdWires(self.chip.msix.vectors)
+            self.wires = _RecordingWires(self.chip.msix.vectors)
             self.fn = PciFunction(self.chip, self.bar_maps, self.wires, clock or Clock())
             self.socket_path = self.dir / "sock"
             self._listen()
             self._write_discovery_files()
+            self._config_published = bytes(self.fn.config.data)
             self.fn.config.listeners.append(self._publish_config)
         except BaseException:
             self.cleanup()
@@ -326,11 +383,16 @@ class Daemon:
             struct.pack_into("<I", dctrl, P.CTRL_OFF_FOREIGN_DPM, want)
 
     def _publish_config(self) -> None:
-        """Config space changed: keep the sysfs ``config`` file true."""
+        """Config space changed: keep the sysfs ``config`` file true (rewritten only when its
+        bytes differ)."""
         from .sysfs import update_config
 
+        data = bytes(self.fn.config.data)
+        if data == self._config_published:
+            return
         with contextlib.suppress(OSError):
             update_config(self.sysfs_root, self.bdf, self.fn.config)
+            self._config_published = data
 
     def reset_device(self) -> None:
         """DEVICE_RESET: the function's device reset."""
@@ -386,7 +448,10 @@ class Daemon:
 
     def _step(self, timeout: float | None) -> None:
         progressed = False
+        fired = self.wires.fired
+        fired.clear()
         events = self.sel.select(timeout)
+        kicked: list[Connection] = []
         for key, _ in events:
             kind, sess = key.data
             if kind == "accept":
@@ -400,19 +465,54 @@ class Daemon:
             elif kind == "client":
                 progressed |= self._on_client(sess)
             elif kind == "kick":
-                progressed |= self._drain(sess)
+                kicked.append(sess)
         fn = self.fn
         if not events and fn.backlogged():
-            for sess in list(self.sessions.values()):
+            kicked = list(self.sessions.values())
+        # Every log that is ready and the timers that are due, answered with one interrupt
+        # per vector (device.md §3), delivered last: a woken client may take this CPU.
+        fn.hold_irqs()
+        try:
+            for sess in kicked:
                 progressed |= self._drain(sess)
-        deadline = fn.next_deadline_ns()
-        if deadline is not None and deadline <= fn.clock.now_ns():
-            fn.poll()
-            progressed = True
+            deadline = fn.next_deadline_ns()
+            if deadline is not None and deadline <= fn.clock.now_ns():
+                fn.poll()
+                progressed = True
+            if progressed:
+                self._publish_foreign_ctx()
+        finally:
+            fn.release_irqs()
         if progressed:
-            self._publish_foreign_ctx()
+            # a session woken by one of its interrupts needs no notify (protocol.md)
+            woken = {self.vector_owner.get(v) for v in fired} if fired else ()
+            polling = 0
             for s in list(self.sessions.values()):
-                s.notify()
+                if s.ctrl is None:
+                    continue
+                wakes, polls = _WAKES_POLLING.unpack_from(s.ctrl, P.CTRL_OFF_IRQ_WAKES)
+                s.notify(not wakes or s not in woken)
+                polling |= polls
+            if polling or self.polled_ns:
+                self._spin(polling)
+
+    def _spin(self, polling: int) -> None:
+        """Watch the write logs for up to SPIN_NS while a client polls (spin-then-block)."""
+        now = time.perf_counter_ns
+        t = now()
+        if polling:
+            self.polled_ns = t
+        elif t - self.polled_ns > POLL_RECENT_NS:
+            self.polled_ns = 0
+            return
+        logs = [s.ctrl for s in self.sessions.values() if s.ctrl is not None]
+        end, head_tail, off = t + SPIN_NS, _HEAD_TAIL.unpack_from, P.CTRL_OFF_HEAD
+        while now() < end:
+            for c in logs:
+                head, tail = head_tail(c, off)
+                if head != tail:
+                    return
+            os.sched_yield()  # a polite spin: the client may be waiting for this CPU
 
     def _drain(self, sess: Connection) -> bool:
         """Apply a session's write log (a kick, or a backlog poll)."""

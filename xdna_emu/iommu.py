@@ -44,8 +44,10 @@ class AddressSpace:
 
     def find(self, addr: int) -> Mapping | None:
         i = bisect.bisect_right(self.starts, addr) - 1
-        if i >= 0 and self.maps[i].address <= addr < self.maps[i].end:
-            return self.maps[i]
+        if i >= 0:
+            m = self.maps[i]
+            if m.address <= addr < m.address + m.size:
+                return m
         return None
 
     def overlaps(self, addr: int, size: int) -> bool:
@@ -120,11 +122,12 @@ class Iommu:
         m = space.find(addr) if space else None
         if m is None:
             raise self._fault(pasid, addr, size, "no mapping")
-        if size < 0 or addr + size > m.end:
+        start = addr - m.address
+        if size < 0 or start + size > m.size:
             raise self._fault(pasid, addr, size, "crosses the end of a mapping")
         if m.perm & perm != perm:
             raise self._fault(pasid, addr, size, "permission")
-        start = addr - m.address + m.skew  # type: ignore[attr-defined]
+        start += m.skew  # type: ignore[attr-defined]
         return memoryview(m.mem)[start : start + size]
 
     def read(self, addr: int, size: int, pasid: int = 0) -> bytes:

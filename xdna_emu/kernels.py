@@ -86,17 +86,31 @@ def encode(desc: Desc) -> bytes:
                      desc.k, float(desc.scalar), desc.error, desc.where)
 
 
+#: Descriptors decoded so far, by their bytes (a Desc is immutable): the job path decodes the
+#: same few programs over and over. Bounded: cleared when it reaches DECODED_MAX entries.
+_DECODED: dict[bytes, Desc] = {}
+DECODED_MAX = 1024
+
+
 def decode(data: bytes | memoryview) -> Desc:
     """Parse a descriptor; raise KernelError for anything a firmware would reject."""
     if len(data) < DESC.size:
         raise KernelError(f"instruction buffer of {len(data)} bytes is shorter than {DESC.size}")
-    magic, ver, kern, dtype, count, m, n, k, scalar, error, where = DESC.unpack_from(data)
+    key = bytes(data[: DESC.size])
+    desc = _DECODED.get(key)
+    if desc is not None:
+        return desc
+    magic, ver, kern, dtype, count, m, n, k, scalar, error, where = DESC.unpack_from(key)
     if magic != MAGIC or ver != VERSION:
         raise KernelError(f"bad instruction magic/version {magic:#x}/{ver}")
     try:
-        return Desc(Kernel(kern), DType(dtype), count, m, n, k, scalar, error, where)
+        desc = Desc(Kernel(kern), DType(dtype), count, m, n, k, scalar, error, where)
     except ValueError:
         raise KernelError(f"unknown kernel {kern} or dtype {dtype}") from None
+    if len(_DECODED) >= DECODED_MAX:
+        _DECODED.clear()
+    _DECODED[key] = desc
+    return desc
 
 
 def place(col: int, row: int, module: int, event: int) -> int:

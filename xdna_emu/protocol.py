@@ -123,6 +123,10 @@ CTRL_OFF_CTX_GEN = 0x3C  # daemon stores: firmware contexts destroyed so far (de
 CTRL_OFF_DPM_WANT = 0x40  # client stores: 1 + the highest DPM level its contexts ask, 0 none
 CTRL_OFF_FOREIGN_DPM = 0x44  # daemon stores (driver's page): the highest client DPM_WANT
 CTRL_OFF_DPM_NOW = 0x48  # driver stores 1 + the level the SMU accepted; copied to clients
+# Notification suppression (docs/spec/protocol.md, "Suppressed kicks and notifies"):
+CTRL_OFF_DRAINING = 0x4C  # u32, daemon: nonzero while it applies this log; a kick is optional
+CTRL_OFF_IRQ_WAKES = 0x50  # u32, client: nonzero when an interrupt to its vectors wakes it as notify does
+CTRL_OFF_POLLING = 0x54  # u32, client: threads spinning on a ring now; the daemon spins before it sleeps
 CTRL_OFF_ENTRY0 = 0x80
 LOG_ENTRY = _layout("LOG_ENTRY", Struct("log_entry", _u32s("bar", "offset", "value", "rsvd")))
 LOG_ENTRIES = (CTRL_SIZE - CTRL_OFF_ENTRY0) // LOG_ENTRY.size

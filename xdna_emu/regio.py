@@ -13,6 +13,9 @@ import numpy as np
 
 from .chips import Chip
 
+#: granule of :meth:`RegisterFile.clear` (a page: copy-on-write fuzz snapshots track pages)
+_BLOCK = 4096
+
 
 class RegisterFile:
     """Word access to the BAR memories of one device."""
@@ -75,6 +78,10 @@ class RegisterFile:
         """Zero every BAR except the ``(offset, size)`` ranges in ``keep[bar]``."""
         for idx, arr in self.arrays.items():
             saved = [(off, arr[off : off + size].copy()) for off, size in (keep or {}).get(idx, [])]
-            arr.fill(0)
+            if len(arr) % _BLOCK:
+                arr.fill(0)
+            else:  # only blocks holding data are stored to: untouched pages stay clean
+                blocks = arr.reshape(-1, _BLOCK)
+                blocks[blocks.any(axis=1)] = 0
             for off, data in saved:
                 arr[off : off + len(data)] = data

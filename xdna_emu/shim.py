@@ -198,6 +198,16 @@ def _str(arr: Any) -> str:
     return ffi.string(arr).decode(errors="replace")
 
 
+def bench_eventfd(tx_fd: int, rx_fd: int, n: int, timeout_ms: int = 5000) -> list[float]:
+    """``n`` eventfd round trips timed in C (``xdna_shim_bench_eventfd``): the floor under
+    every kick and interrupt the shim exchanges with the daemon, in microseconds."""
+    out = ffi.new("double[]", max(n, 1))
+    if lib.xdna_shim_bench_eventfd(tx_fd, rx_fd, n, timeout_ms, out) < 0:
+        err = ffi.errno or errno.EIO
+        raise OSError(err, f"eventfd round trip: {os.strerror(err)}")
+    return list(out[0:n])
+
+
 def _default_firmware_dir() -> Path:
     from .fw.image import default_firmware_dir  # lazy: only probing needs firmware
 
@@ -405,6 +415,7 @@ class Shim:
             "async_events": i.async_events,
             "dropped_resps": i.dropped_resps,
             "trapped_writes": i.trapped_writes,
+            "kicks_saved": i.kicks_saved,
             "session": "client" if i.client else "driver",
             "stages": [
                 {"name": _str(i.stages[k].name), "ms": i.stages[k].ns / 1e6}

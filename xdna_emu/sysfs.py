@@ -143,9 +143,20 @@ def write_sysfs(
 
 
 def update_config(sysfs_root: Path, bdf: str, config: PciConfigSpace) -> None:
-    """Atomically replace the device's ``config`` file with the live config space."""
-    dev = Path(sysfs_root) / device_path(bdf).lstrip("/")
-    _write_atomic(dev / "config", bytes(config.data))
+    """Rewrite the device's ``config`` file with the live config space, in place: a real
+    sysfs ``config`` read is no snapshot either (the kernel reads it dword by dword), and a
+    replace-by-rename costs about half a millisecond on ext4, several times per probe."""
+    path = Path(sysfs_root) / device_path(bdf).lstrip("/") / "config"
+    data = bytes(config.data)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        _write_atomic(path, data)
+        return
+    try:
+        os.pwrite(fd, data, 0)
+    finally:
+        os.close(fd)
 
 
 def _escape(text: str) -> str:

@@ -67,6 +67,12 @@ M = [
  "xdna_emu/irq.py", "            p0 = self.layout.pba_offset\n            self.mem[p0 : p0 + self.pba_size] = bytes(self.pba_size)\n", ""),
 ("ctx-fail-index", "shim", "the context firmware reports the chain sub-command after the failing one (off by one)",
  "xdna_emu/fw/ctx.py", "                return self._note_fail(ctx, res[0], idx, res[1])", "                return self._note_fail(ctx, res[0], idx + 1, res[1])"),
+("tdr-chain-hung-index", "shim", "TDR's error_index of a timed-out chain names the sub-command after the one that hung (off by one)",
+ "csrc/hwctx.c", "    return r.dpu_pc < count ? r.dpu_pc : 0;\n", "    return r.dpu_pc + 1 < count ? r.dpu_pc + 1 : 0;\n"),
+# --- the shim's locking (found with the debug build's lock checker, csrc/lockdep.c) ---
+("lock-held-across-poll", "shim", "the event pump sleeps in its poll with the context lock held (lock held too long, across a wait)",
+ "csrc/event.c", "    if (pp->unlock) {\n        xdna_unlock(&s->lock);\n        xdna_lockdep_blocking(); /* the pump sleeps with no lock held (lockdep.c) */\n    }\n    int r = ppoll(p, n, &ts, NULL);\n    int perr = errno;\n    if (pp->unlock)\n        xdna_lock(&s->lock);\n",
+ "    if (pp->unlock)\n        xdna_lockdep_blocking(); /* the pump sleeps with no lock held (lockdep.c) */\n    int r = ppoll(p, n, &ts, NULL);\n    int perr = errno;\n"),
 ]
 out = ROOT / "fuzz" / "mutants"
 for f in out.glob("*.patch"):

@@ -42,6 +42,17 @@ if TYPE_CHECKING:
     from .ops import Interpreter
 
 STATS_EVERY_S = 0.5
+#: this module's entries in the fuzz target registry (targets.py)
+FUZZ_TARGETS = [
+    {"name": "device", "help": "the device model under the op-stream interpreter",
+     "worker": "xdna_emu.fuzz.atheris_target", "argv": ["--target", "device"],
+     "builtin_argv": ["--builtin"], "engines": ["atheris", "builtin"],
+     "seeds": "xdna_emu.fuzz.atheris_target:device_seeds", "bench": True, "order": 0},
+    {"name": "parsers", "help": "the Python-side parsers fed raw bytes",
+     "worker": "xdna_emu.fuzz.atheris_target", "argv": ["--target", "parsers"],
+     "builtin_argv": ["--builtin"], "engines": ["atheris", "builtin"],
+     "seeds": "xdna_emu.fuzz.atheris_target:parser_seeds", "order": 2},
+]
 
 
 def dictionary() -> list[bytes]:
@@ -125,7 +136,7 @@ def aie4_seeds(it: Interpreter) -> dict[str, bytes]:
     }
 
 
-def parser_seeds() -> dict[str, bytes]:
+def parser_seeds(_chip: str = "npu4") -> dict[str, bytes]:
     from .. import kernels
     from ..fw.messages import MSG_HEADER, MSG_ID_MAGIC, Opcode, sz_ver
 
@@ -168,18 +179,25 @@ class Target:
             from .ops import DeviceHarness, run_input
 
             self.session = DeviceHarness(chip)
-            self._run = lambda data: run_input(self.session, data)
+            self._run = lambda data, pin=None, hint=None: run_input(self.session, data, pin, hint)
         elif name == "parsers":
             self._parsers = ParserTarget(chip)
-            self._run = self._parsers.one
+            self._run = lambda data, pin=None, hint=None: self._parsers.one(data)
         else:
             raise ValueError(f"unknown target {name!r}")
 
-    def __call__(self, data: bytes) -> None:  # TestOneInput
+    def __call__(self, data: bytes, pin: int | None = None, hint: bytes | None = None) -> None:
+        """TestOneInput; ``pin``/``hint`` as in :meth:`~xdna_emu.fuzz.ops.Interpreter.run_fresh`
+        (device target only)."""
         self.execs += 1
-        found = self._run(bytes(data))
+        found = self._run(bytes(data), pin, hint)
         if found is not None:
             self.record(found, bytes(data))
+
+    @property
+    def pinned(self) -> bytes | None:
+        """The prefix the last input pinned (device target), else None."""
+        return getattr(getattr(self, "session", None), "pinned", None)
 
     def record(self, found: Any, data: bytes) -> None:
         kind = getattr(found, "kind", "crash")
@@ -225,7 +243,10 @@ class Target:
         return len(features) != before
 
     def stats(self) -> dict[str, Any]:
-        return {"execs": self.execs, "crashes": self.crashes, "hangs": self.hangs,
+        session = getattr(self, "session", None)  # the device target's snapshot counters
+        snaps = {} if session is None else {"snapshots_taken": session.snap_stats["taken"],
+                                            "restored": session.snap_stats["restored"]}
+        return {"execs": self.execs, "crashes": self.crashes, "hangs": self.hangs, **snaps,
                 "unique": sorted(f"{k}:{n}" for k, n in self.signatures),
                 "artifacts": sorted(self.signatures.values()),
                 "first_finding_s": self.first_finding_s}
@@ -383,11 +404,25 @@ def _mutate(data: bytes, rng: random.Random, corpus: list[bytes], dict_toks: lis
     return bytes(buf[:4096])
 
 
+#: inputs per incremental round (docs/spec/fuzzing.md §9): they share the parent's prefix up
+#: to a pinned snapshot and differ only after it
+ROUND = 64
+#: share of rounds that mutate anywhere in the input instead (no pinned prefix)
+WHOLE_INPUT = 0.05
+CUT_DRAWS = 3
+
+
 def builtin_fuzz(target: Target, seconds: float, corpus_dir: Path | None, seeds: dict[str, bytes],
                  seed: int = 0, progress: Callable[[dict[str, Any]], None] | None = None,
-                 stats: Path | None = None, stop: StopFlag | None = None) -> dict[str, Any]:
+                 stats: Path | None = None, stop: StopFlag | None = None,
+                 max_execs: int | None = None) -> dict[str, Any]:
     """A mutational loop with (op, state) coverage feedback, for when atheris is absent.
-    ``stop`` ends it early (between two inputs)."""
+    ``stop`` ends it early (between two inputs); ``max_execs`` bounds it by work.
+
+    Incremental rounds (Nyx-Net's incremental snapshots): a parent from the corpus runs once
+    with a snapshot pinned at a random cut, then :data:`ROUND` children keep the bytes
+    before the cut and mutate only what follows, each restored from that snapshot, so a
+    child pays for its own suffix only. A share of inputs mutates the whole input."""
     stop = stop or StopFlag()
     rng = random.Random(seed)
     corpus = list(seeds.values()) or [b""]
@@ -398,9 +433,24 @@ def builtin_fuzz(target: Target, seconds: float, corpus_dir: Path | None, seeds:
         target(data)
         target.coverage_feature(data)
     t0 = last = time.monotonic()
-    while time.monotonic() - t0 < seconds and not stop.set:
-        data = _mutate(rng.choice(corpus), rng, corpus, toks)
-        target(data)
+    queue: list[tuple[bytes, bytes | None]] = []  # (input, pinned prefix) still to run
+    while (time.monotonic() - t0 < seconds and not stop.set
+           and (max_execs is None or target.execs < max_execs)):
+        if not queue:
+            parent = rng.choice(corpus)
+            if target.name == "device" and rng.random() >= WHOLE_INPUT and parent:
+                # the cut leans to the end (the largest of CUT_DRAWS draws): short suffixes
+                # are cheap children, and the deep states a long prefix reached get fuzzed
+                target(parent, pin=max(rng.randrange(len(parent)) for _ in range(CUT_DRAWS)))
+                prefix = target.pinned
+                if prefix is not None:
+                    rest = parent[len(prefix):]
+                    queue = [((prefix + _mutate(rest, rng, corpus, toks))[:4096], prefix)
+                             for _ in range(ROUND)]
+                    continue
+            queue = [(_mutate(parent, rng, corpus, toks), None)]
+        data, hint = queue.pop()
+        target(data, hint=hint)
         if target.coverage_feature(data):
             corpus.append(data)
             if corpus_dir is not None:

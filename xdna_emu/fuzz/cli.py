@@ -36,7 +36,6 @@ from typing import Any
 
 from ..cmdline import Failure, Handler, UsageError
 
-TARGETS = ("device", "shim", "parsers")
 #: exit status of an interrupted campaign (128 + SIGINT, what a shell reports for Ctrl-C)
 EXIT_INTERRUPTED = 130
 #: exit status of a libFuzzer worker that was interrupted (its -interrupted_exitcode default)
@@ -71,7 +70,11 @@ def add_subcommands(sub: Any) -> dict[str, Handler]:
     Registered in the ``xdna_emu.commands`` entry-point group (pyproject.toml), so the
     shipped CLI reaches these subcommands without importing the fuzzing kit."""
     fz = sub.add_parser("fuzz", help="coverage-guided fuzzing of the device model")
-    fz.add_argument("--target", choices=TARGETS, default="device")
+    from .targets import registry
+
+    targets = registry()
+    fz.add_argument("--target", choices=list(targets), default="device",
+                    help="; ".join(f"{t.name}: {t.help}" for t in targets.values()))
     fz.add_argument("--chip", default="npu4")
     fz.add_argument("--seconds", type=_positive, default=60.0)
     fz.add_argument("--corpus", help="corpus directory (kept between runs)")
@@ -200,11 +203,15 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
 
     if args.chip not in chip_names() or not load_chip(args.chip).emulated:
         raise UsageError(f"chip {args.chip!r} cannot be fuzzed (it is known by identity only, not emulated)")
+    from .targets import registry
+
     engine = args.engine
-    if args.target == "shim":  # in-process and deterministic: always the built-in loop
+    spec = registry()[args.target]
+    if "atheris" not in spec.engines:  # its own loop
         if engine == "atheris":
-            raise UsageError("the shim target runs the built-in engine here; for libFuzzer "
-                               "guided by the C shim's coverage run make fuzz-shim")
+            raise UsageError(f"the {args.target} target runs the built-in engine here"
+                             + ("; for libFuzzer guided by the C shim's coverage run make "
+                                "fuzz-shim" if args.target == "shim" else ""))
         engine = "builtin"
     elif engine == "auto":
         engine = "atheris" if _have_atheris() else "builtin"
@@ -232,34 +239,31 @@ def _campaign(args: argparse.Namespace, engine: str, work: Path, artifacts: Path
     seeds_dir.mkdir()
     found_dir = work / "artifacts"  # workers write here; moved to ``artifacts`` at the end
     found_dir.mkdir()
-    from .atheris_target import device_seeds, parser_seeds, write_dictionary
+    from .targets import registry
 
-    seeds = {} if args.target == "shim" else (
-        device_seeds(args.chip) if args.target == "device" else parser_seeds())
-    for name, data in seeds.items():
+    spec = registry()[args.target]
+    for name, data in spec.load_seeds(args.chip).items():
         (seeds_dir / name).write_bytes(data)
-    dict_path = write_dictionary(work / "xdna.dict")
-    base = [sys.executable, "-m", "xdna_emu.fuzz.atheris_target", "--target", args.target,
-            "--chip", args.chip, "--artifacts", str(found_dir)]
+    base = [sys.executable, "-m", spec.worker, *spec.argv, "--chip", args.chip,
+            "--artifacts", str(found_dir)]
     workers = []
     t0 = time.monotonic()
     secs = int(max(1, round(args.seconds)))
     for i in range(args.jobs):
         stats = work / f"stats-{i}.json"
-        current = work / f"current-{i}.trace" if args.target == "shim" else None
-        if args.target == "shim":
-            cmd = [sys.executable, "-m", "xdna_emu.fuzz.shim_target", "--chip", args.chip,
-                   "--artifacts", str(found_dir), "--stats", str(stats), "--seconds",
-                   str(args.seconds), "--seed", str(args.seed + i), "--corpus", str(corpus),
-                   "--current", str(current)]
-        elif engine == "atheris":
+        current = work / f"current-{i}.trace" if spec.current else None
+        if engine == "atheris":
+            from .atheris_target import write_dictionary
+
+            dict_path = write_dictionary(work / "xdna.dict")
             cmd = [*base, "--stats", str(stats), "--", str(corpus), str(seeds_dir),
                    f"-max_total_time={secs}", f"-dict={dict_path}", "-use_value_profile=1",
                    "-timeout=30", "-max_len=4096", f"-seed={args.seed + i}", "-rss_limit_mb=4096",
                    f"-artifact_prefix={found_dir}/", "-print_final_stats=1"]
         else:
-            cmd = [*base, "--stats", str(stats), "--builtin", "--seconds", str(args.seconds),
-                   "--seed", str(args.seed + i), "--corpus", str(corpus)]
+            cmd = [*base, *spec.builtin_argv, "--stats", str(stats), "--seconds",
+                   str(args.seconds), "--seed", str(args.seed + i), "--corpus", str(corpus),
+                   *(["--current", str(current)] if current is not None else [])]
         workers.append(_Worker(cmd, stats, current))
     tty = sys.stderr.isatty() and not args.json
     deadline = t0 + args.seconds + 60
@@ -396,7 +400,9 @@ def _summary(args: argparse.Namespace, engine: str, workers: list[_Worker], elap
             "seconds": round(elapsed, 2), "execs": execs,
             "execs_per_s": round(execs / elapsed, 1) if elapsed > 0 else 0.0,
             "crashes": crashes, "hangs": hangs, "coverage": cov, "corpus_size": corpus_size,
-            **({"steps": sum(i.get("steps", 0) for i in infos)} if args.target == "shim" else {}),
+            # a target's own counters (the shim's steps, the device's snapshot restores)
+            **{k: sum(i.get(k, 0) for i in infos) for k in ("steps", "restored")
+               if any(k in i for i in infos)},
             "unique": sorted({u for i in infos for u in i.get("unique", [])}),
             "artifacts": found, "errors": errors, "corpus": str(corpus),
             "interrupted": interrupted}

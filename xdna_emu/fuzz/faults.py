@@ -16,7 +16,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..fw.mailbox import TOMBSTONE, MailboxChannel
-from ..fw.messages import LAYOUTS, MSG_HEADER, MSG_ID_MAGIC, AsyncEventType, Opcode, Status, sz_ver
+from ..fw.messages import (
+    LAYOUTS,
+    MSG_HEADER,
+    MSG_ID_MAGIC,
+    STATUS_ONLY,
+    AsyncEventType,
+    Opcode,
+    Status,
+    sz_ver,
+)
+from .model import MGMT_RESP
 
 MAGIC = MSG_ID_MAGIC
 
@@ -37,7 +47,10 @@ VARIANTS = {
     "error_as_success": "a failed command's response says status 0",
     "refuse_context": "CREATE_CONTEXT answers MGMT_ERT_NOAVAIL with contexts free",
     "accept_debug_bo": "CONFIG_DEBUG_BO answers success when it refused the BO",
+    "invalid_op_full_size": "an opcode it does not offer is answered at the size the driver asked for",
 }
+#: the answer size of ``call mgmt`` (its invalid-op answer padded to it by the lie)
+_MGMT_RESP = MGMT_RESP
 _CHAIN_EXEC = frozenset({Opcode.CHAIN_EXEC_NPU, Opcode.CHAIN_EXEC_DPU, Opcode.CHAIN_EXEC_BUFFER_CF})
 
 
@@ -130,6 +143,8 @@ class FaultInjector:
             return struct.pack("<I", Status.MGMT_ERT_NOAVAIL) + payload[4:]
         if op == Opcode.CONFIG_DEBUG_BO and v == "accept_debug_bo" and len(payload) >= 4:
             return struct.pack("<I", Status.SUCCESS) + payload[4:]
+        if v == "invalid_op_full_size" and payload == STATUS_ONLY.pack(Status.RTOS_INVALID_OP):
+            return payload + bytes(_MGMT_RESP - len(payload))
         return payload
 
     def _note(self, kind: str, ch: MailboxChannel, mid: int) -> None:

@@ -38,7 +38,7 @@ from typing import Any
 
 from ..chips import load_chip
 from ..fw.iface.aie2 import FAMILY as _FW
-from ..fw.messages import Opcode
+from ..fw.messages import LAYOUTS, MSG_SIZE_MASK, TOMBSTONE, Opcode
 from ..shim import ErtState, ShimError, chain_error_index
 from .invariants import InvariantViolation
 from .lang import TraceError
@@ -48,8 +48,10 @@ from .lang import TraceError
 ShimHarness = Any
 
 FINAL = frozenset({ErtState.COMPLETED, ErtState.ERROR, ErtState.ABORT, ErtState.TIMEOUT})
-#: a management message whose answer the model knows: the version query, 4-byte request
-KNOWN_MGMT = (int(Opcode.GET_FIRMWARE_VERSION), 4)
+#: the answer size ``call mgmt`` asks for (shim_trace.c_mgmt), the firmware's answer to an
+#: opcode it does not offer (docs/spec/firmware.md §6) and the largest request the shim sends
+MGMT_RESP, UNKNOWN_OP_RESP, MGMT_REQ_MAX = 20, 4, MSG_SIZE_MASK & ~3
+TOMBSTONE_BYTES = TOMBSTONE.to_bytes(4, "little")
 #: live contexts the model promises can be created (the firmware's limit is above it)
 CTX_PROMISED = 6
 #: calls that need the firmware up: ENODEV when off or suspended (app_health too, unless
@@ -57,9 +59,9 @@ CTX_PROMISED = 6
 NEEDS_FW = frozenset({"mgmt", "ctx", "qctx", "exec", "chain", "power", "bulk"})
 EOPNOTSUPP = errno_mod.errorcode[errno_mod.EOPNOTSUPP]
 
-EINVAL, ENODEV, EBUSY, EALREADY, EAGAIN, EOPNOTSUPP = (errno_mod.errorcode[e] for e in (
+EINVAL, ENODEV, EBUSY, EALREADY, EAGAIN, EOPNOTSUPP, EPIPE = (errno_mod.errorcode[e] for e in (
     errno_mod.EINVAL, errno_mod.ENODEV, errno_mod.EBUSY, errno_mod.EALREADY, errno_mod.EAGAIN,
-    errno_mod.EOPNOTSUPP))
+    errno_mod.EOPNOTSUPP, errno_mod.EPIPE))
 #: CU-table bound of CONFIG_CU and the debug BO's minimum size (docs/spec/jobs.md §4a, §5a)
 CONFIG_CU_MAX = _FW.const("CONFIG_CU_MAX")
 DEBUG_BO_MIN = _FW.const("DEBUG_BO_MIN")
@@ -119,12 +121,13 @@ def qos_ok(chip: str, gops: int, fps: int, latency_ms: int, max_opc: int) -> boo
 
 def outcome(kernels: tuple[str, ...]) -> tuple[ErtState, int | None]:
     """The final state a command running ``kernels`` in order earns by itself, and a
-    chain's error_index: the first fail or hang decides (the chain stops there)."""
+    chain's error_index: the first fail or hang decides (the chain stops there); a hang's
+    TIMEOUT names the sub-command that hung (docs/spec/jobs.md §3, health record)."""
     for i, k in enumerate(kernels):
         if k == "fail":
             return ErtState.ERROR, i
         if k == "hang":
-            return ErtState.TIMEOUT, None
+            return ErtState.TIMEOUT, i
     return ErtState.COMPLETED, None
 
 
@@ -144,6 +147,8 @@ class ShimModel:
         self.preempt: bool | None = None  # the probed firmware serves the preempt forms
         self.health = True  # ... and GET_APP_HEALTH
         self.dbg_known = True  # debug bindings predicted (not after stop/suspend/faults)
+        self.protocol: tuple[int, int] | None = None  # the probed firmware's protocol version
+        self.mgmt_broken = False  # a wrong-size management response broke the channel
 
     # -- helpers --------------------------------------------------------------------------
     def taint(self, why: str) -> None:
@@ -197,6 +202,8 @@ class ShimModel:
             return EINVAL if self.dev != "suspended" else ("ok" if clean else None)
         if name in NEEDS_FW and self.dev != "up":
             return ENODEV
+        if name == "mgmt" and self.mgmt_broken:  # a wrong-size answer broke the channel
+            return EPIPE
         if not clean:
             return None
         if self.aie4 and name in ("mgmt", "umq", "doorbell", "flr"):
@@ -206,7 +213,7 @@ class ShimModel:
         if self.aie4 and name in ("exec", "chain", "bulk") and self.ctxs[args[0] % len(h.ctxs)].umq:
             return EBUSY  # the application owns the queue
         if name == "mgmt":
-            return "ok" if (args[0], len(args[1])) == KNOWN_MGMT and not h.mgmt_bad else None
+            return self._mgmt(h, args)
         if name in ("ctx", "qctx"):
             if name == "qctx" and not qos_ok(h.chip, *(a & 0xFFFFFFFF for a in args)):
                 return EINVAL
@@ -236,6 +243,35 @@ class ShimModel:
         if name in ("info", "destroy"):
             return "ok"
         return None
+
+    @staticmethod
+    def _mgmt_sent(req: bytes) -> bool:
+        """Does the shim send this request at all? Not when empty, not a multiple of 4
+        bytes, or starting with TOMBSTONE: EINVAL before the ring (csrc/mailbox.c)."""
+        return bool(req) and not len(req) % 4 and req[:4] != TOMBSTONE_BYTES \
+            and len(req) <= MGMT_REQ_MAX
+
+    def _mgmt(self, h: ShimHarness, args: tuple) -> str | None:
+        """A raw management message asking for a MGMT_RESP-byte answer: EINVAL if unsent;
+        otherwise the firmware answers in the opcode's normal response size (an error keeps
+        it), or 4 bytes for an opcode it does not know or its protocol does not offer
+        (docs/spec/firmware.md §6, dispatch); a size other than MGMT_RESP is EINVAL and
+        leaves the channel in bad state."""
+        opcode, req = args
+        if h.mgmt_bad:
+            return None  # the harness holds its own EPIPE rule
+        if not self._mgmt_sent(req):
+            return EINVAL
+        if self.protocol is None:
+            return None
+        try:
+            op = Opcode(opcode)
+        except ValueError:
+            op = None
+        lay = LAYOUTS.get(op) if op is not None else None  # type: ignore[call-overload]
+        offered = lay is not None and load_chip(h.chip).has_feature(op.name, self.protocol)
+        size = lay.resp.size if offered else UNKNOWN_OP_RESP
+        return "ok" if size == MGMT_RESP else EINVAL
 
     def _dbg(self, h: ShimHarness, args: tuple) -> str | set[str] | None:
         """CONFIG_HWCTX ASSIGN/REMOVE_DBG_BUF (docs/spec/jobs.md §4a), in the shim's order."""
@@ -306,10 +342,15 @@ class ShimModel:
         if h.race_fired:  # the user rewrote the command under exec: any verdict may do
             want = None
         self._want(f"{name} {' '.join(map(_show, args))}".strip(), got, want)
-        if name == "mgmt" and ((args[0], len(args[1])) != KNOWN_MGMT or self.aie4):
+        if name == "mgmt" and (want is None or self.aie4):
             self.taint(f"mgmt {args[0]:#x} of {len(args[1])} bytes")
-        if name == "mgmt" and got != "ok" and self.dev == "up":
+        if name == "mgmt" and got != "ok" and self.dev == "up" and got != want:
             self.taint(f"mgmt gave {got}")
+        if name == "mgmt" and got == EINVAL and want == EINVAL and self._mgmt_sent(args[1]):
+            self.mgmt_broken = True  # a response of the wrong size puts the channel in bad
+            self.taint("the management channel is in bad state")  # state: later messages EPIPE
+        if name in ("stop", "suspend", "resume", "probe", "flr"):
+            self.mgmt_broken = False  # a new channel (as ShimHarness._new_channel_state)
         if name == "dbg" and args[1] == "remove" and h.dbg_bos and h.ctxs:
             c = self.ctxs[args[0] % len(h.ctxs)]
             if c.dbg == args[2] % len(h.dbg_bos):
@@ -370,6 +411,7 @@ class ShimModel:
     def _probed(self, h: ShimHarness) -> None:
         """Which command forms the probed firmware serves (docs/spec/jobs.md §4)."""
         major, minor = (int(x) for x in h.shim.info()["protocol_version"].split("."))
+        self.protocol = (major, minor)
         chip = load_chip(h.chip)
         self.preempt = all(chip.has_feature(f, (major, minor)) for f in ("PREEMPT", "NPU_COMMAND"))
         self.health = chip.has_feature("GET_APP_HEALTH", (major, minor))
@@ -391,7 +433,10 @@ class ShimModel:
             raise self._fail("seq", f"exec on context {n} got seq {job.seq} again")
         c.next_seq = job.seq + 1
         state, index = outcome(job.kernels)
-        m = JobModel({state}, index if job.chain else None, raced=job.cmd in h.raced)
+        # the hung sub-command is named from the firmware's health report: not on AIE4 (no
+        # health record) nor without GET_APP_HEALTH (npu1's firmware)
+        named = job.chain and not (state == ErtState.TIMEOUT and (self.aie4 or not self.health))
+        m = JobModel({state}, index if named else None, raced=job.cmd in h.raced)
         pending_hang = [i for i in c.hangs if prior.get(i) not in FINAL]
         if pending_hang:  # queued behind a hang: TDR aborts it, unless TDR ran during exec
             now = self.observe(h)
@@ -430,10 +475,11 @@ class ShimModel:
                 want = "/".join(sorted(s.name for s in m.allowed))
                 raise self._fail("state", f"job {i} ({'+'.join(h.jobs[i].kernels)}) ended "
                                           f"{_name(st)}, the driver ends it {want}")
-            if st == ErtState.ERROR and m.error_index is not None:
+            if st in (ErtState.ERROR, ErtState.TIMEOUT) and m.error_index is not None \
+                    and outcome(h.jobs[i].kernels)[0] == st:
                 got = chain_error_index(h.shim.bo_map(h.jobs[i].cmd))
                 if got != m.error_index:
-                    raise self._fail("error_index", f"chain job {i} failed at sub-command "
+                    raise self._fail("error_index", f"chain job {i} ended {st.name} at sub-command "
                                                     f"{m.error_index}, error_index says {got}")
 
     def bulk_exec(self, n: int, seq: int) -> None:

@@ -65,6 +65,8 @@ from ..testing.aie4driver import (
 )
 from ..testing.pyctx import PyClient, PyContext
 from ..testing.pydriver import FW_IOVA, DriverChannel, DriverError, PyDriver, make_test_device
+from . import cow
+from .cow import Arena
 from .invariants import Checker, DeviceCrash, Failure, Hang
 from .lang import Op, TraceError, check_expect
 
@@ -78,6 +80,7 @@ MAX_OPS = 512  # ops per input
 CALL_WEIGHT = 32
 MAX_MAP = 4 << 20  # largest host mapping an op may create
 CLIENT_HEAP = 2 << 20
+COW_HEAPS = 3  # client heaps (PASIDs 0-2) kept in copy-on-write pages; others in bytearrays
 CLIENT_VA = 0x7F00_0000_0000
 ASYNC_BUF_IOVA = 0x2_0000_0000  # where bring-up registers its async-event buffers
 _IMAGES: dict[str, bytes] = {}
@@ -163,13 +166,14 @@ class Snapshot:
     objects (:data:`HOST_TYPES`), ``attrs`` the session's own per-input state.
     """
 
-    __slots__ = ("fn", "memory", "host", "attrs", "checker", "irqs", "n", "g", "end")
+    __slots__ = ("fn", "memory", "host", "attrs", "checker", "irqs", "pages", "n", "g", "end")
 
     def __init__(self, fn: FunctionState, memory: dict[tuple[int, int], Any],
                  host: list[tuple[Any, dict[str, Any]]], attrs: dict[str, Any],
-                 checker: dict[str, Any], irqs: list[int]) -> None:
+                 checker: dict[str, Any], irqs: list[int], pages: Any = None) -> None:
         self.fn, self.memory, self.host, self.attrs = fn, memory, host, attrs
         self.checker, self.irqs = checker, irqs
+        self.pages = pages  # the copy-on-write arena's dirty pages (None: fn holds the bytes)
         self.n = self.g = self.end = 0  # interpreter position (budget, groups, byte offset)
 
 
@@ -207,7 +211,18 @@ class DeviceHarness:
         self.chip = load_chip(chip) if isinstance(chip, str) else chip
         if not self.chip.emulated:
             raise TraceError(f"{self.chip.name}: only emulated chips can be fuzzed")
-        self.td = make_test_device(self.chip, VirtualClock())
+        #: BARs and client heaps in copy-on-write pages when the kernel allows: a snapshot
+        #: is the pages written since power-on, a restore drops the rest (§9 of fuzzing.md)
+        self.arena: Arena | None = None
+        bars = None
+        if cow.available():
+            sizes = [self.chip.bars[i].size for i in sorted(self.chip.bars)]
+            self.arena = Arena(sizes + [CLIENT_HEAP] * COW_HEAPS, f"xdna-fuzz-{self.chip.name}")
+            bars = {i: self.arena.region(k) for k, i in enumerate(sorted(self.chip.bars))}
+            self._heap_ids = {id(self.arena.region(len(sizes) + k)): len(sizes) + k
+                              for k in range(COW_HEAPS)}
+            self._arena_ids = frozenset(self._heap_ids)
+        self.td = make_test_device(self.chip, VirtualClock(), bars=bars)
         self.fn = self.td.fn
         self.dev, self.regs, self.iommu = self.fn.device, self.fn.regs, self.fn.iommu
         self.clock: VirtualClock = self.fn.clock  # type: ignore[assignment]
@@ -231,16 +246,21 @@ class DeviceHarness:
         self.faults: dict[str, Callable[..., None]] = {"bus_master": self.f_bus_master}
         # snapshots of input prefixes (bytes keys) and of machine starts (("ops", ops) keys)
         self.use_snapshots = True
+        self.pinned: bytes | None = None  # the prefix run_input pinned last (run_fresh)
         self.snaps: OrderedDict[Any, Snapshot] = OrderedDict()
         self.snap_stats: Counter[str] = Counter()
         self._seen_prefixes: set[bytes] = set()
         self.fresh()
+        if self.arena is not None:
+            self.arena.commit()  # power-on state is the base every snapshot is a delta of
 
     # -- lifecycle ------------------------------------------------------------------------
     def fresh(self) -> DeviceHarness:
         """Power-on state without reallocating: FLR of config space and device, counters
         cleared, no DMA, time 0, then enabled as the PCI core would."""
         fn = self.fn
+        if self.arena is not None:
+            self.arena.revert()
         self.checker.reset()  # nothing pending from an earlier input may fire in the reset
         fn.driver = None
         fn.config.reset()
@@ -289,8 +309,14 @@ class DeviceHarness:
                   for pasid, space in self.iommu.spaces.items() for m in space.maps}
         host = [(o, {k: _copy(v) for k, v in vars(o).items()}) for o in self._host_objects()]
         attrs = {k: _copy(self.__dict__[k]) for k in STATE_ATTRS}
-        return Snapshot(self.fn.save(), memory, host, attrs, self.checker.save(),
-                        list(self.td.irqs))
+        if self.arena is None:
+            return Snapshot(self.fn.save(), memory, host, attrs, self.checker.save(),
+                            list(self.td.irqs))
+        return Snapshot(self.fn.save(keep=self._in_arena), memory, host, attrs,
+                        self.checker.save(), list(self.td.irqs), self.arena.delta())
+
+    def _in_arena(self, mem: Any) -> bool:
+        return id(mem) in self._arena_ids
 
     def restore(self, snap: Snapshot) -> DeviceHarness:
         """Put the session back exactly as it was when ``snap`` was taken (no reallocation
@@ -299,6 +325,8 @@ class DeviceHarness:
         def memory(ms: MappingState) -> Any:
             return snap.memory[(ms.pasid, ms.address)]
 
+        if snap.pages is not None:
+            self.arena.load(snap.pages)  # type: ignore[union-attr]
         self.fn.restore(snap.fn, memory)
         for obj, fields in snap.host:
             obj.__dict__.update({k: _copy(v) for k, v in fields.items()})
@@ -575,8 +603,13 @@ class DeviceHarness:
         space = self.iommu.spaces.get(pasid)
         if space is not None and space.overlaps(va, CLIENT_HEAP):
             raise DriverError("EEXIST", "client heap already mapped")
+        heap = None
+        if self.arena is not None and pasid < COW_HEAPS:  # zeroed: its base is
+            region = len(self.chip.bars) + pasid
+            self.arena.revert_region(region)
+            heap = self.arena.region(region)
         self.clients.append(PyClient(drv, pasid, heap_size=CLIENT_HEAP, heap_va=va,
-                                     chunk=CLIENT_HEAP, proxied=bool(pasid)))
+                                     chunk=CLIENT_HEAP, proxied=bool(pasid), heap=heap))
 
     def c_ctx_create(self, client: int = 0, start_col: int = -1, num_col: int = 1) -> None:
         if not self.clients:
@@ -1005,15 +1038,27 @@ class Interpreter:
             for op in group:
                 self.s.apply(op)
 
-    def run_fresh(self, data: bytes) -> None:
+    def run_fresh(self, data: bytes, pin: int | None = None,
+                  hint: bytes | None = None) -> bytes | None:
         """Fresh device, then ``data``; with snapshots on, the longest prefix that ran before
-        is restored instead of replayed, and new prefixes worth keeping are snapshotted."""
+        is restored instead of replayed, and new prefixes worth keeping are snapshotted.
+
+        ``pin``: also snapshot at the first clean group boundary at or after byte ``pin``
+        and return that prefix (None if the input ended or failed first): the incremental
+        rounds of :func:`~xdna_emu.fuzz.atheris_target.builtin_fuzz` run many inputs that
+        keep it. ``hint``: a prefix snapshotted before, tried ahead of the search."""
         s = self.s
         if not s.use_snapshots:
             s.fresh()
             self.run(data)
-            return
-        snap = s.find_prefix(data)
+            return None
+        snap = None
+        if hint is not None and data.startswith(hint) and not straddles(data, len(hint)):
+            snap = s.snaps.get(hint)
+            if snap is not None:
+                s.snaps.move_to_end(hint)
+        if snap is None:
+            snap = s.find_prefix(data)
         start = done = ngroups = 0
         if snap is None:
             s.fresh()
@@ -1022,13 +1067,23 @@ class Interpreter:
             start, done, ngroups = snap.end, snap.n, snap.g
         apply = s.apply
         since = done
+        pinned = data[:start] if pin is not None and 0 < start and start >= pin else None
         for group, end, clean, n, g in self.groups(data, start, done, ngroups):
             for op in group:
                 apply(op)
             if clean:
+                if pinned is None and pin is not None and end >= pin:
+                    pinned = key = data[:end]
+                    if key not in s.snaps:
+                        snap = s.snapshot()
+                        snap.end, snap.n, snap.g = end, n, g
+                        s.keep_snapshot(key, snap)
+                    since = n
+                    continue
                 spent = n - since
                 if spent >= SNAP_MIN_WORK and self._snapshot_at(data, end, n, g, group, spent):
                     since = n
+        return pinned
 
     @staticmethod
     def _costly(group: list[Op]) -> bool:
@@ -1197,13 +1252,17 @@ class Interpreter:
         return [Op("host", (0, FW_IOVA + off, r.take(n)))]
 
 
-def run_input(session: DeviceHarness, data: bytes) -> Failure | None:
-    """Fresh device, run the input; the finding (if any) with ``session.executed`` set."""
+def run_input(session: DeviceHarness, data: bytes, pin: int | None = None,
+              hint: bytes | None = None) -> Failure | None:
+    """Fresh device, run the input; the finding (if any) with ``session.executed`` set.
+    ``pin``/``hint`` as in :meth:`Interpreter.run_fresh`; the pinned prefix is left in
+    ``session.pinned``."""
     interp = session.__dict__.get("_interp")
     if interp is None:
         interp = session.__dict__.setdefault("_interp", Interpreter(session))
+    session.pinned = None
     try:
-        interp.run_fresh(data)
+        session.pinned = interp.run_fresh(data, pin, hint)
     except Failure as exc:
         return exc
     return None

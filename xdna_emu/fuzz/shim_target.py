@@ -40,6 +40,13 @@ from .ops import Op, TraceError
 from .shim_trace import KERNELS, POWER_MODES, ShimHarness
 
 STATS_EVERY_S = 0.5
+#: this module's entry in the fuzz target registry (targets.py)
+FUZZ_TARGETS = [
+    {"name": "shim", "help": "the real C shim against a misbehaving firmware, checked by the "
+                             "driver's contract (libFuzzer-guided: make fuzz-shim)",
+     "worker": "xdna_emu.fuzz.shim_target", "current": True,
+     "bench": True, "order": 1},
+]
 MAX_OPS = 40
 #: Wall-clock limit of one example. Virtual time bounds every wait, so an example that runs
 #: this long is stuck in C; faulthandler then ends the worker with a traceback and the

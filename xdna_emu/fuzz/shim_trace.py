@@ -68,7 +68,7 @@ from ..shim import BO_CMD, BO_DEV, ErtState, ShimError, ert_start_dpu, ert_start
 from .faults import ACT_FAULTS, MSG_FAULTS, VARIANTS, FaultInjector
 from .invariants import Failure, Hang, InvariantViolation
 from .lang import Op, TraceError, typed_operands
-from .model import ShimModel, parse_form
+from .model import MGMT_RESP, ShimModel, parse_form
 
 if TYPE_CHECKING:
     from ..kernels import Kernel
@@ -300,7 +300,7 @@ class ShimHarness:
 
     def c_mgmt(self, opcode: int, req: bytes) -> None:
         try:
-            self._run(self.shim.mgmt_msg, opcode, req, 20, 0)  # 0: the RX timeout (call timeout)
+            self._run(self.shim.mgmt_msg, opcode, req, MGMT_RESP, 0)  # 0: the RX timeout (call timeout)
         except ShimError as e:
             if e.errno == errno_mod.EPIPE:
                 self.mgmt_bad = True

@@ -91,6 +91,23 @@ EXEC_OPS = CHAIN_OPS | SINGLE_OPS
 USER_OPS = EXEC_OPS | {Opcode.CONFIG_CU, Opcode.SYNC_BO, Opcode.CONFIG_DEBUG_BO}
 #: Feature gate of each user op that has one (chip [features] names).
 USER_GATES = {Opcode.EXEC_NPU: "NPU_COMMAND"}  # others are gated by their own name
+#: Opcode by wire value (a dict lookup: the job path meets one per message)
+_OPCODES: dict[int, Opcode] = {int(o): o for o in Opcode}
+#: Slot header of each chain op (the CF chain's is SLOT_CF)
+_SLOT_HDR = {Opcode.CHAIN_EXEC_NPU: SLOT_NPU, Opcode.CHAIN_EXEC_DPU: SLOT_DPU}
+_INVALID = (Status.APP_ERT_INVALID_INSTRUCTION, Status.APP_ERT_INVALID_INSTRUCTION)
+_WORD_STRUCTS: dict[int, struct.Struct] = {}
+
+
+def _words(n: int) -> struct.Struct:
+    """The compiled format of ``n`` argument words (host-chosen counts: kept while few)."""
+    s = _WORD_STRUCTS.get(n)
+    if s is None:
+        s = struct.Struct(f"<{n}I")
+        if len(_WORD_STRUCTS) < 256:
+            _WORD_STRUCTS[n] = s
+    return s
+_DONE = (Status.SUCCESS, 0)
 
 # fatal_error_info.fatal_type, emulator-defined (docs/spec/messages.md)
 FATAL_NONE, FATAL_HANG, FATAL_CMD_ERROR, FATAL_FAULT = (
@@ -114,7 +131,7 @@ class HostChunk:
     size: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Command:
     """One command decoded from a slot or a single-exec message."""
 
@@ -251,6 +268,8 @@ class ContextFirmware:
         self.first_col = lim.first_col
         self.temporal_only = lim.temporal_only
         self.cols = self.chip.cols
+        #: (opcode, protocol) -> offered: the feature gate of each user op, decided once
+        self._gates: dict[tuple[Opcode, tuple[int, int]], bool] = {}
         for opcode, fn in ((Opcode.CREATE_CONTEXT, self._create),
                            (Opcode.DESTROY_CONTEXT, self._destroy),
                            (Opcode.MAP_HOST_BUFFER, self._map_host),
@@ -267,11 +286,13 @@ class ContextFirmware:
     # -- address translation ---------------------------------------------------------------
     def resolve(self, ctx: HwContext, addr: int, size: int) -> tuple[int, int]:
         """A job's device address -> (PASID, address) for the IOMMU; heap first, else SVA."""
-        if ctx.chunks and HEAP_DEV_ADDR <= addr < ctx.heap_end:
+        if ctx.chunks and HEAP_DEV_ADDR <= addr:  # the chunks tile [HEAP_DEV_ADDR, heap_end)
             end = addr + max(size, 0)
             for i, c in enumerate(ctx.chunks):
                 if c.dev <= addr < c.dev + c.size:
                     va = c.va + (addr - c.dev)
+                    if end <= c.dev + c.size:  # inside this chunk: the common case
+                        return ctx.pasid, va
                     nxt = c
                     for d in ctx.chunks[i + 1:]:  # the range may run into later chunks
                         if end <= nxt.dev + nxt.size:
@@ -540,12 +561,8 @@ class ContextFirmware:
 
     def _user_op(self, ctx: HwContext, msg: Message) -> bytes | None:
         """One user-channel message -> its response, or None if it never finishes."""
-        try:
-            op = Opcode(msg.opcode)
-        except ValueError:
-            op = None
-        if op not in USER_OPS or not self.chip.has_feature(USER_GATES.get(op, op.name),
-                                                           self.fw.protocol):
+        op = _OPCODES.get(msg.opcode)
+        if op not in USER_OPS or not self._offered(op):
             self.stats["unknown_ops"] += 1
             return STATUS_ONLY.pack(Status.RTOS_INVALID_OP)
         lay = LAYOUTS[op]
@@ -577,6 +594,14 @@ class ContextFirmware:
         if res[0] != Status.SUCCESS:
             self._note_fail(ctx, res[0], 0, res[1])
         return lay.resp.pack(res[0])
+
+    def _offered(self, op: Opcode) -> bool:
+        """Does the running image offer user op ``op`` (its feature gate)?"""
+        key = (op, self.fw.protocol)
+        ok = self._gates.get(key)
+        if ok is None:
+            ok = self._gates[key] = self.chip.has_feature(USER_GATES.get(op, op.name), key[1])
+        return ok
 
     def _debug_bo(self, ctx: HwContext, offset: int, size: int, config: int) -> int:
         """CONFIG_DEBUG_BO: register (1) or unregister (0) the context's debug BO, a heap
@@ -660,7 +685,7 @@ class ContextFirmware:
     @staticmethod
     def _slot(op: Opcode, buf: bytes, off: int) -> tuple[Command, int]:
         """Decode the slot at ``off``; returns it and the offset of the next one."""
-        hdr = {Opcode.CHAIN_EXEC_NPU: SLOT_NPU, Opcode.CHAIN_EXEC_DPU: SLOT_DPU}.get(op, SLOT_CF)
+        hdr = _SLOT_HDR.get(op, SLOT_CF)
         if off + hdr.size > len(buf):
             raise _Invalid(f"slot header at {off:#x} past the cmd-list buffer")
         f = hdr.unpack_from(buf, off)
@@ -668,7 +693,7 @@ class ContextFirmware:
         end = off + hdr.size + 4 * arg_cnt
         if end > len(buf):
             raise _Invalid(f"{arg_cnt} argument words past the cmd-list buffer")
-        words = list(struct.unpack_from(f"<{arg_cnt}I", buf, off + hdr.size))
+        words = list(_words(arg_cnt).unpack_from(buf, off + hdr.size)) if arg_cnt else []
         if op == Opcode.CHAIN_EXEC_NPU:
             stype, inst, save, restore, size, save_size, restore_size, props = f[:8]
             if stype == SlotType.NON_ELF:  # START_CU: the CU payload, as a CF slot
@@ -710,7 +735,7 @@ class ContextFirmware:
 
     def _run(self, ctx: HwContext, cmd: Command) -> tuple[int, int] | None:
         """Run one command: (status, command status), or None for a hang."""
-        inv = (Status.APP_ERT_INVALID_INSTRUCTION, Status.APP_ERT_INVALID_INSTRUCTION)
+        inv = _INVALID
         ctx.cur_kernel = TXN_OP_NONE  # until the program is decoded
         if cmd.cu >= len(ctx.cus):  # no such CU in its CONFIG_CU table: no PDI to load
             return Status.APP_ERT_LOAD_PDI_FAILURE, Status.APP_ERT_LOAD_PDI_FAILURE
@@ -719,22 +744,24 @@ class ContextFirmware:
         try:
             inst = bytes(self.translate(ctx, cmd.inst_addr, cmd.inst_size, DMA_READ)) \
                 if cmd.inst_size else b""
-            for addr, size in (cmd.save, cmd.restore):  # preempt buffers must be reachable
-                if size:
-                    self.translate(ctx, addr, size, DMA_READ | DMA_WRITE)
+            if cmd.save[1] or cmd.restore[1]:  # preempt buffers must be reachable
+                for addr, size in (cmd.save, cmd.restore):
+                    if size:
+                        self.translate(ctx, addr, size, DMA_READ | DMA_WRITE)
         except IommuFault as exc:
             self._stall(ctx, exc)
             return None
-        if not inst.strip(b"\0"):  # an all-zero (or empty) program: nothing to do
+        if inst.count(0) == len(inst):  # an all-zero (or empty) program: nothing to do
             ctx.cur_kernel = TXN_OP_NONE
             ctx.cmds_done += 1
-            return Status.SUCCESS, 0
+            return _DONE
         try:
-            desc = kernels.decode(inst[: kernels.DESC.size])
+            desc = kernels.decode(inst)  # it reads the first DESC.size bytes
         except kernels.KernelError:
             return inv
         ctx.cur_kernel = int(desc.kernel)
-        need = 2 * desc.nargs
+        nargs = kernels.NARGS[desc.kernel]
+        need = 2 * nargs
         words = cmd.words
         if cmd.elf:  # the buffer arguments are patched into the program after the descriptor
             if len(inst) < kernels.DESC.size + 8 * desc.nargs:
@@ -742,7 +769,10 @@ class ContextFirmware:
             words = list(struct.unpack_from(f"<{need}I", inst, kernels.DESC.size))
         if len(words) < need or (cmd.exact and len(words) != need):
             return inv
-        args = [words[2 * i] | words[2 * i + 1] << 32 for i in range(desc.nargs)]
+        if desc.kernel == kernels.Kernel.NOP:  # no buffers, no firmware action
+            ctx.cmds_done += 1
+            return _DONE
+        args = [words[2 * i] | words[2 * i + 1] << 32 for i in range(nargs)]
         if desc.kernel == kernels.Kernel.HANG:
             return None
         if desc.kernel == kernels.Kernel.DEBUG:

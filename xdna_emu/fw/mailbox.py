@@ -22,7 +22,7 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, NamedTuple, Protocol
 
 from ..chips import Chip, MailboxLayout
 from ..regio import RegisterFile
@@ -42,8 +42,9 @@ _U32 = struct.Struct("<I")
 HDR = MSG_HEADER.size
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
+    """One message as the firmware sees it (immutable; a tuple, the cheapest to build)."""
+
     opcode: int
     id: int
     payload: bytes

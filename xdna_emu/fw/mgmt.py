@@ -17,6 +17,7 @@ Dispatch rules, in order:
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
@@ -28,6 +29,8 @@ from ..regio import RegisterFile
 from .image import FirmwareImage
 from .mailbox import MailboxChannel, MailboxEngine, Message
 from .messages import (
+    AIE_ERROR_ENTRY,
+    ASYNC_EVENT_HDR,
     COL_STATUS,
     LAYOUTS,
     MGMT_INFO,
@@ -35,6 +38,8 @@ from .messages import (
     STATUS_ONLY,
     TILE_INFO_FIELDS,
     UPDATE_PROPERTY_TIME_QUOTA,
+    AieModule,
+    AsyncEventType,
     Layout,
     Opcode,
     Status,
@@ -45,6 +50,7 @@ log = logging.getLogger(__name__)
 MGMT_CHANNEL = 0
 MGMT_MSI_ID = 0
 ASYNC_EVENT_MAX = 16  # emulator-chosen limit of outstanding REGISTER_ASYNC_EVENT_MSG
+ASYNC_POSTED_MAX = 16  # emulator-chosen: posted async events kept for status
 
 #: A handler gets the channel, the message and the decoded request fields; it returns the
 #: response payload (exactly ``layout.resp.size`` bytes) or None to answer later.
@@ -78,6 +84,39 @@ class MgmtState:
 
 
 @dataclass(frozen=True)
+class PostedEvent:
+    """An async event the firmware posted: which held REGISTER_ASYNC_EVENT_MSG it answered
+    (None: none was held and the event was lost, as on silicon) with what status."""
+
+    time_ns: int
+    event_type: int
+    answered_id: int | None
+    status: int
+    data: bytes
+
+    def status_dict(self) -> dict:
+        """For ``status`` (docs/spec/operator.md §6): names, and an AIE error's entries."""
+        errors = []
+        if self.event_type == AsyncEventType.AIE_ERROR and len(self.data) >= ASYNC_EVENT_HDR.size:
+            count = ASYNC_EVENT_HDR.unpack_from(self.data)[0]
+            for off in range(ASYNC_EVENT_HDR.size, len(self.data) - AIE_ERROR_ENTRY.size + 1,
+                             AIE_ERROR_ENTRY.size)[:count]:
+                row, col, _, module, event, _ = AIE_ERROR_ENTRY.unpack_from(self.data, off)
+                errors.append({"row": row, "col": col, "module": _name(AieModule, module),
+                               "event": event})
+        return {"time_ns": self.time_ns, "type": _name(AsyncEventType, self.event_type),
+                "answered_id": self.answered_id, "delivered": self.answered_id is not None,
+                "status": _name(Status, self.status), "errors": errors}
+
+
+def _name(table: type, value: int) -> str:
+    try:
+        return str(table(value).name)
+    except ValueError:
+        return f"{value:#x}"
+
+
+@dataclass(frozen=True)
 class MgmtFwState:
     """Saved state of one firmware boot (docs/spec/device.md §4). Held async events name
     their channel by index; the ops table is rebuilt by booting the same image."""
@@ -91,6 +130,9 @@ class MgmtFwState:
     time_offset_ns: int
     #: (channel index, opcode, message id, payload, buffer address, buffer size)
     async_events: tuple[tuple[int, int, int, bytes, int, int], ...]
+    #: the async events posted in this boot (the last ASYNC_POSTED_MAX) and their count
+    posted: tuple[PostedEvent, ...] = ()
+    posted_total: int = 0
 
 
 def status_resp(layout: Layout, status: int) -> bytes:
@@ -108,6 +150,8 @@ class MgmtFirmware:
         self.protocol = image.protocol
         self.state = MgmtState()
         self.async_events: list[AsyncEvent] = []
+        self.posted: deque[PostedEvent] = deque(maxlen=ASYNC_POSTED_MAX)
+        self.posted_total = 0
         self.mgmt: MailboxChannel | None = None
         self.ops: dict[int, Op] = {}
         for opcode, fn, susp in (
@@ -178,13 +222,15 @@ class MgmtFirmware:
             self.image, st.suspended, st.mgmt_pasid, tuple(st.runtime_config.items()),
             tuple(st.time_quota_us.items()), st.time_offset_ns,
             tuple((ev.chan.index, ev.msg.opcode, ev.msg.id, ev.msg.payload, ev.buf_addr,
-                   ev.buf_size) for ev in self.async_events))
+                   ev.buf_size) for ev in self.async_events), tuple(self.posted), self.posted_total)
 
     def load(self, st: MgmtFwState) -> None:
         """Take the saved boot state; the engine's channels are already restored."""
         self.state = MgmtState(st.suspended, st.mgmt_pasid, dict(st.runtime_config),
                                dict(st.time_quota_us), st.time_offset_ns)
         self.mgmt = self.engine.channels.get(MGMT_CHANNEL)
+        self.posted = deque(st.posted, maxlen=ASYNC_POSTED_MAX)
+        self.posted_total = st.posted_total
         self.async_events = []
         for index, opcode, mid, payload, addr, size in st.async_events:
             chan = self.engine.channels.get(index)
@@ -288,7 +334,9 @@ class MgmtFirmware:
         ``data`` goes into the registered host buffer (mgmt PASID); an IOMMU fault or a
         too-small buffer is answered with RTOS_INVALID_INPUT_BUF. False if none is held.
         """
+        self.posted_total += 1
         if not self.async_events:
+            self.posted.append(PostedEvent(self.clock.now_ns(), event_type, None, 0, bytes(data)))
             return False
         ev = self.async_events.pop(0)
         layout = LAYOUTS[Opcode.REGISTER_ASYNC_EVENT_MSG]
@@ -302,6 +350,8 @@ class MgmtFirmware:
                 self.stats["iommu_faults"] = self.stats.get("iommu_faults", 0) + 1
                 log.warning("async event buffer: %s", exc)
                 status = Status.RTOS_INVALID_INPUT_BUF
+        self.posted.append(PostedEvent(self.clock.now_ns(), event_type, ev.msg.id, status,
+                                       bytes(data)))
         ev.chan.reply(ev.msg, layout.resp.pack(status, event_type))
         return True
 
@@ -316,4 +366,6 @@ class MgmtFirmware:
                 {"id": ev.msg.id, "buf_addr": ev.buf_addr, "buf_size": ev.buf_size}
                 for ev in self.async_events
             ],
+            "async_posted": [ev.status_dict() for ev in self.posted],
+            "async_posted_total": self.posted_total,
         }

@@ -245,7 +245,7 @@ class PciConfigSpace:
 
     @property
     def bus_master(self) -> bool:
-        return bool(self.command & CMD_MASTER)
+        return bool(self.data[COMMAND] & CMD_MASTER)  # the low byte holds it: every DMA asks
 
     @property
     def msix_control(self) -> int:

@@ -84,7 +84,8 @@ class MappingState:
     size: int
     perm: int
     owner: int
-    data: bytes
+    #: None when the caller keeps the bytes itself (``save(keep=...)``)
+    data: bytes | None
 
 
 @dataclass(frozen=True)
@@ -347,19 +348,25 @@ class PciFunction:
         return self.device.status()
 
     # -- save / restore (docs/spec/device.md §4) -------------------------------------------
-    def save(self) -> FunctionState:
+    def save(self, keep: Callable[[Any], bool] | None = None) -> FunctionState:
         """The complete state as plain data: config space, BAR bytes (registers, rings,
         MSI-X table and PBA), the driver, counters, IOMMU mappings with the host bytes
-        behind them, the clock and the device blocks."""
+        behind them, the clock and the device blocks.
+
+        ``keep`` (docs/spec/device.md §4): the caller saves memory itself (a fuzzer's
+        copy-on-write pages); the BARs are left out, and so are the bytes of each mapping
+        whose buffer ``keep(buffer)`` accepts."""
         mappings = []
         for pasid, space in sorted(self.iommu.spaces.items()):
             for m in space.maps:
                 skew = getattr(m, "skew", 0)
-                data = bytes(memoryview(m.mem)[skew : skew + m.size])
+                data = None if keep is not None and keep(m.mem) else \
+                    bytes(memoryview(m.mem)[skew : skew + m.size])
                 mappings.append(MappingState(pasid, m.address, m.size, m.perm, m.owner, data))
         return FunctionState(
             chip=self.chip.name, versions=STATE_VERSIONS, config=bytes(self.config.data),
-            bars=tuple((i, a.tobytes()) for i, a in sorted(self.regs.arrays.items())),
+            bars=() if keep is not None else
+            tuple((i, a.tobytes()) for i, a in sorted(self.regs.arrays.items())),
             driver=self.driver, stats=tuple(self.stats.items()),
             msix_stats=tuple(self.msix.stats.items()), mappings=tuple(mappings),
             faults=tuple((f.pasid, f.addr, f.size, f.why) for f in self.iommu.faults),
@@ -384,7 +391,8 @@ class PciFunction:
         self.iommu.clear()
         for ms in st.mappings:
             mem = host_memory(ms) if host_memory is not None else bytearray(ms.size)
-            memoryview(mem)[: ms.size] = ms.data
+            if ms.data is not None:
+                memoryview(mem)[: ms.size] = ms.data
             self.iommu.map(ms.pasid, ms.address, ms.size, ms.perm, None, owner=ms.owner,
                            mem=mem)  # type: ignore[arg-type]
         self.iommu.faults[:] = [IommuFault(*f) for f in st.faults]

@@ -69,10 +69,13 @@ class PyClient:
     """One process with a PASID and a DEV_HEAP of ``heap_size`` bytes at ``heap_va``."""
 
     def __init__(self, drv: PyDriver, pasid: int, heap_size: int = HEAP_CHUNK,
-                 heap_va: int = HEAP_VA, chunk: int = HEAP_CHUNK, proxied: bool = False) -> None:
+                 heap_va: int = HEAP_VA, chunk: int = HEAP_CHUNK, proxied: bool = False,
+                 heap: Any = None) -> None:
         self.drv, self.pasid, self.proxied = drv, pasid, proxied
         self.heap_va, self.heap_size, self.chunk = heap_va, heap_size, chunk
-        self.heap = bytearray(heap_size)
+        #: ``heap``: zeroed memory of at least heap_size bytes the caller provides (a
+        #: fuzzer's copy-on-write pages); a new bytearray otherwise
+        self.heap = bytearray(heap_size) if heap is None else heap
         drv.fn.dma_map(pasid, heap_va, heap_size, DMA_READ | DMA_WRITE, None, mem=self.heap)
         self._off = 0
         self._shared: list[bytearray] = []

@@ -9,6 +9,7 @@ drive the firmware model exactly as the real driver would, without the daemon or
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,11 +92,13 @@ class InProcessDevice:
         return self.fn.clock
 
 
-def make_test_device(chip: str | Chip, clock: Clock | None = None) -> InProcessDevice:
-    """A complete function on anonymous memory and a virtual clock, enabled as the PCI
-    core would before probing (memory decoding, bus mastering)."""
+def make_test_device(chip: str | Chip, clock: Clock | None = None,
+                     bars: Mapping[int, Any] | None = None) -> InProcessDevice:
+    """A complete function on anonymous memory (or the caller's ``bars``) and a virtual
+    clock, enabled as the PCI core would before probing (memory decoding, bus mastering)."""
     delivered: list[int] = []
-    fn = PciFunction(chip, wires=CallbackWires(delivered.append), clock=clock or VirtualClock())
+    fn = PciFunction(chip, bars=bars, wires=CallbackWires(delivered.append),
+                     clock=clock or VirtualClock())
     return InProcessDevice(fn.enable(), delivered=delivered)
 
 

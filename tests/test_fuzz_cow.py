@@ -1,0 +1,105 @@
+"""Copy-on-write snapshots of the device target (docs/spec/fuzzing.md §9): the arena's
+dirty-page tracking, snapshots that hold only written pages, pinned incremental rounds that
+behave like runs from scratch, and the full-copy fallback."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from test_fuzz_snapshot import fingerprint
+
+from xdna_emu.fuzz import cow
+from xdna_emu.fuzz.atheris_target import Target, _mutate, builtin_fuzz, device_seeds, dictionary
+from xdna_emu.fuzz.ops import DeviceHarness, Op, run_input
+
+pytestmark = pytest.mark.skipif(not cow.available(), reason="no memfd/pagemap dirty tracking here")
+P = cow.PAGE
+
+
+def test_arena_tracks_written_pages_and_reverts_them() -> None:
+    a = cow.Arena([3 * P, 100, 2 * P])
+    try:
+        r0, r1, r2 = a.region(0), a.region(1), a.region(2)
+        assert (len(r0), len(r1), len(r2)) == (3 * P, 100, 2 * P)
+        assert not len(a.dirty())
+        _ = bytes(r0)  # reading dirties nothing
+        assert not len(a.dirty())
+        r0[P + 1] = 1
+        r2[2 * P - 1] = 2  # the last byte of the last region
+        assert list(a.dirty()) == [1, 5]
+        state = a.delta()
+        a.revert()
+        assert r0[P + 1] == 0 and r2[2 * P - 1] == 0 and not len(a.dirty())
+        a.load(state)
+        assert r0[P + 1] == 1 and r2[2 * P - 1] == 2
+        a.commit()  # the current contents become the base
+        assert not len(a.dirty()) and r0[P + 1] == 1
+        r1[5] = 9
+        a.revert_region(1)
+        assert r1[5] == 0 and r0[P + 1] == 1
+    finally:
+        a.close()
+
+
+def test_a_snapshot_holds_only_the_pages_written_since_power_on() -> None:
+    s = DeviceHarness("npu4")
+    assert s.arena is not None
+    s.fresh()
+    s.run([Op("call", ("boot",)), Op("call", ("ctx_create", 0, -1, 1)), Op("call", ("submit", 0, 1, 2))])
+    snap = s.snapshot()
+    pages, data = snap.pages
+    assert snap.fn.bars == ()  # the BARs are in the arena, not copied
+    assert 0 < len(pages) < s.arena.pages // 16, len(pages)  # a few pages of ~1,700
+    heap = [m for m in snap.fn.mappings if m.pasid == 0 and m.size == 2 << 20]
+    assert heap and heap[0].data is None  # the client heap is in the arena too
+    assert data.shape == (len(pages), cow.PAGE)
+
+
+def test_pinned_rounds_behave_like_runs_from_scratch() -> None:
+    """A parent pinned at a cut, then children that keep its prefix, restored from the pin:
+    each ends exactly as the same input run from power-on without snapshots."""
+    rng = random.Random(3)
+    toks = dictionary()
+    seeds = list(device_seeds("npu4").values())
+    ref, fast = DeviceHarness("npu4"), DeviceHarness("npu4")
+    ref.use_snapshots = False
+    pinned = 0
+    for parent in seeds:
+        run_input(fast, parent, pin=rng.randrange(len(parent)))
+        prefix = fast.pinned
+        if prefix is None:
+            continue
+        pinned += 1
+        assert parent.startswith(prefix)
+        for _ in range(6):
+            child = prefix + _mutate(parent[len(prefix):], rng, seeds, toks)
+            before = fast.snap_stats["restored"]
+            got_fail, want_fail = run_input(fast, child, hint=prefix), run_input(ref, child)
+            assert fast.snap_stats["restored"] == before + 1
+            assert (type(got_fail), str(got_fail)) == (type(want_fail), str(want_fail)), child.hex()
+            got, want = fingerprint(fast), fingerprint(ref)
+            assert got == want, f"{child.hex()}: {[k for k in want if got[k] != want[k]]} differ"
+    assert pinned >= len(seeds) // 2
+
+
+def test_without_dirty_tracking_snapshots_copy_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cow, "_AVAILABLE", False)
+    s, ref = DeviceHarness("npu4"), DeviceHarness("npu4")
+    assert s.arena is None
+    ref.use_snapshots = False
+    data = device_seeds("npu4")["job"]
+    run_input(s, data, pin=len(data) // 2)
+    assert s.pinned is not None and s.snaps[s.pinned].pages is None
+    assert s.snaps[s.pinned].fn.bars  # the full copy
+    child = s.pinned + b"\x06\x10\x00"
+    assert run_input(s, child, hint=s.pinned) is None and run_input(ref, child) is None
+    assert fingerprint(s) == fingerprint(ref)
+
+
+def test_builtin_loop_runs_incremental_rounds_by_work() -> None:
+    """Bounded by executions, not time: rounds restore their pinned prefix."""
+    t = Target("device", "npu4", None)
+    out = builtin_fuzz(t, 1e9, None, device_seeds("npu4"), seed=2, max_execs=300)
+    assert t.execs >= 300 and out["corpus_size"] >= len(device_seeds("npu4"))
+    assert t.session.snap_stats["restored"] > 200, t.session.snap_stats
