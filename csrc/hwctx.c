@@ -19,7 +19,7 @@
 #include <string.h>
 
 #define BUSY_WAIT_MS 30000
-#define HEALTH_BUF_SIZE 0x2000u /* the shim's GET_APP_HEALTH buffer */
+#define HEALTH_BUF_SIZE XDNA_QUERY_BUF_SIZE /* the shim's GET_APP_HEALTH buffer */
 #define DEBUG_BO_WAIT_MS 3000   /* the driver's wait for a debug-BO job */
 
 /* ---- helpers -------------------------------------------------------------------------- */

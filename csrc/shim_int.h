@@ -533,6 +533,9 @@ void xdna_hwctx_destroy_all(struct xdna_shim_ctx *ctx);
 /* A bound debug BO is being freed: unregister it (best effort) and unbind it. */
 void xdna_hwctx_dbg_unbind(struct xdna_shim_ctx *ctx, struct xdna_bo *bo);
 /* GET_APP_HEALTH target buffer: IOVA (mgmt PASID) for the driver, SVA for a client. */
+/* The session's query DMA buffer (GET_APP_HEALTH, QUERY_COL_STATUS): XDNA_QUERY_BUF_SIZE
+ * bytes in the session's PASID, allocated on first use. */
+#define XDNA_QUERY_BUF_SIZE 0x2000u
 int xdna_health_buf(struct xdna_shim_ctx *ctx, uint64_t *addr, uint8_t **va);
 
 /* ---- AIE4 (aie4_psp.c, aie4_hw.c; docs/spec/aie4.md) ---- */

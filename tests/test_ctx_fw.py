@@ -18,14 +18,23 @@ from xdna_emu.fw.messages import (
     APP_HEALTH,
     APP_HEALTH_SIZE,
     ASYNC_EVENT_HDR,
+    COL_STATUS,
+    COL_STATUS_FIELDS,
     FATAL_ERROR_INFO,
     HEAP_DEV_ADDR,
     LAYOUTS,
+    NO_CONTEXT,
     SLOT_NPU,
+    TELEMETRY_CTX,
+    TELEMETRY_HEALTH,
+    TELEMETRY_VERSION,
     TXN_OP_NONE,
+    ColState,
+    CoreStatus,
     Opcode,
     PspCmd,
     Status,
+    TelemetryType,
 )
 from xdna_emu.iommu import DMA_READ, DMA_WRITE
 from xdna_emu.testing.pyctx import Bo, Cmd, CreateError, PyClient, PyContext
@@ -557,6 +566,96 @@ def test_app_health() -> None:
     assert cctx.health(Bo(c.heap_va + 0, 0, hbo.view))[0] == Status.RTOS_INVALID_INPUT_BUF  # size 0
     assert cctx.health(Bo(0x7E00_0000_0000 + (hbo.addr - HEAP_DEV_ADDR), hbo.size, hbo.view))[0] == 0
     assert APP_HEALTH.unpack_from(hbo.view)[3] == cctx.id
+
+
+def test_col_status() -> None:
+    """QUERY_COL_STATUS dumps one col_status per bitmap column from the firmware's own
+    contexts (docs/spec/firmware.md §8)."""
+    d, c = _setup("npu4")
+    first = d.chip.limits.first_col
+    a = PyContext(c, start_col=first, num_col=2)
+    b = PyContext(c, start_col=first + 1)
+    fail = K.Desc(K.Kernel.FAIL, error=Status.AIE_LOCK_ERROR)
+    nop = K.Desc(K.Kernel.NOP)
+    assert a.run([Cmd(nop)]) == (0, 0, 0)
+    assert a.run([Cmd(fail)])[0] == Status.APP_ERT_FIRST_ERROR
+    b.submit([Cmd(K.Desc(K.Kernel.HANG))])
+    st = {x["id"]: x for x in d.device.status()["contexts"]}
+    size = COL_STATUS.size
+    buf = bytearray(b"\xee" * 0x1000)
+    d.iommu.map(0, 0x6000_0000, len(buf), DMA_READ | DMA_WRITE, None, mem=buf)
+    cols = (first, first + 1, first + 2)
+    bitmap = sum(1 << col for col in cols)
+    assert d.msg(Opcode.QUERY_COL_STATUS, 0x6000_0000, len(buf), 3, bitmap) == (0, 3 * size)
+    assert buf[3 * size:] == b"\xee" * (len(buf) - 3 * size)
+    got = [dict(zip(COL_STATUS_FIELDS, COL_STATUS.unpack_from(buf, i * size), strict=True))
+           for i in range(3)]
+    sa = st[a.id]
+    assert got[0] == {"col": first, "state": ColState.IDLE, "contexts": 1, "context_id": a.id,
+                      "priority": sa["priority"], "submitted": sa["submitted"],
+                      "completed": sa["completed"], "failed": sa["failed"], "queued": 0,
+                      "core_status": CoreStatus.ENABLE | CoreStatus.ERROR,
+                      "last_status": Status.APP_ERT_FIRST_ERROR}
+    assert sa["failed"] == 1 and sa["completed"] >= 1
+    shared = got[1]  # a and b share it (npu4 shares columns in time); b is hung
+    assert (shared["state"], shared["contexts"], shared["context_id"]) == (ColState.HUNG, 2, a.id)
+    assert shared["queued"] == st[b.id]["queued"] >= 1
+    assert shared["core_status"] == CoreStatus.ENABLE | CoreStatus.ERROR | CoreStatus.STALLED
+    assert shared["submitted"] == sa["submitted"] + st[b.id]["submitted"]
+    assert got[2] == {"col": first + 2, "state": ColState.FREE, "contexts": 0,
+                      "context_id": NO_CONTEXT, "priority": 0, "submitted": 0, "completed": 0,
+                      "failed": 0, "queued": 0, "core_status": 0, "last_status": 0}
+    # bad requests: count and bitmap disagree, a column past the array, a short buffer,
+    # an unmapped buffer; no columns is an empty dump
+    bad = Status.MGMT_ERT_INVALID_PARAM
+    assert d.msg(Opcode.QUERY_COL_STATUS, 0x6000_0000, len(buf), 2, bitmap)[0] == bad
+    assert d.msg(Opcode.QUERY_COL_STATUS, 0x6000_0000, len(buf), 1, 1 << d.chip.cols)[0] == bad
+    assert d.msg(Opcode.QUERY_COL_STATUS, 0x6000_0000, 3 * size - 1, 3, bitmap) == (
+        Status.MGMT_ERT_DRAM_BUFFER_SIZE_INVALID, 3 * size)
+    before = _counters(d)["iommu_faults"]
+    assert d.msg(Opcode.QUERY_COL_STATUS, 0x9000_0000, len(buf), 3, bitmap)[0] == \
+        Status.RTOS_INVALID_INPUT_BUF
+    assert _counters(d)["iommu_faults"] == before + 1
+    assert d.msg(Opcode.QUERY_COL_STATUS, 0x6000_0000, len(buf), 0, 0) == (0, 0)
+    # tile info's size is the driver's col_size
+    assert d.msg(Opcode.QUERY_AIE_TILE_INFO, 0)[1] == size
+
+
+@pytest.mark.parametrize("chip", CHIPS)
+def test_telemetry(chip: str) -> None:
+    """GET_TELEMETRY HEALTH: the firmware's counters and its contexts, from its own state
+    (docs/spec/firmware.md §8); other kinds, short and unmapped buffers are refused."""
+    d, c = _setup(chip)
+    first = d.chip.limits.first_col
+    a, b = PyContext(c, start_col=first), PyContext(c, start_col=first + 1)
+    nop, fail = K.Desc(K.Kernel.NOP), K.Desc(K.Kernel.FAIL, error=Status.AIE_LOCK_ERROR)
+    assert a.run([Cmd(nop)]) == (0, 0, 0)
+    assert b.run([Cmd(fail)])[0] == Status.APP_ERT_FIRST_ERROR
+    b.submit([Cmd(K.Desc(K.Kernel.HANG))])
+    buf = bytearray(b"\xee" * 0x1000)
+    d.iommu.map(0, 0x6000_0000, len(buf), DMA_READ | DMA_WRITE, None, mem=buf)
+    need = TELEMETRY_HEALTH.size + 2 * TELEMETRY_CTX.size
+    health = TelemetryType.HEALTH
+    assert d.msg(Opcode.GET_TELEMETRY, health, 0x6000_0000, len(buf)) == (0, *TELEMETRY_VERSION, need)
+    assert buf[need:] == b"\xee" * (len(buf) - need)
+    cnt = _counters(d)
+    assert TELEMETRY_HEALTH.unpack_from(buf) == (
+        2, cnt["jobs_completed"], cnt["jobs_failed"], cnt["iommu_faults"],
+        cnt["contexts_destroyed"], cnt["unknown_ops"], 1, TELEMETRY_CTX.size)
+    assert cnt["jobs_failed"] >= 1 and cnt["jobs_completed"] >= 1
+    st = {x["id"]: x for x in d.device.status()["contexts"]}
+    for i, ctx in enumerate((a, b)):
+        row = TELEMETRY_CTX.unpack_from(buf, TELEMETRY_HEALTH.size + i * TELEMETRY_CTX.size)
+        s_ = st[ctx.id]
+        assert row == (ctx.id, s_["pasid"], ctx.start_col, 1, s_["submitted"], s_["completed"],
+                       s_["failed"], s_["queued"])
+    assert st[b.id]["queued"] >= 1 and st[b.id]["failed"] == 1
+    bad = Status.MGMT_ERT_INVALID_PARAM
+    for kind in (TelemetryType.DISABLED, TelemetryType.PROFILING, 99):
+        assert d.msg(Opcode.GET_TELEMETRY, kind, 0x6000_0000, len(buf))[0] == bad
+    assert d.msg(Opcode.GET_TELEMETRY, health, 0x6000_0000, need - 1) == (
+        Status.MGMT_ERT_DRAM_BUFFER_SIZE_INVALID, *TELEMETRY_VERSION, need)
+    assert d.msg(Opcode.GET_TELEMETRY, health, 0x9000_0000, len(buf))[0] == Status.RTOS_INVALID_INPUT_BUF
 
 
 @pytest.mark.parametrize("image", [("npu4", "6.12"), ("npu1", None)])

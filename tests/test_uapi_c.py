@@ -96,9 +96,10 @@ def test_cli_mistakes_are_one_line() -> None:
 
 def test_two_devices_and_python_access() -> None:
     prog = textwrap.dedent("""
-        import errno, os
+        import ctypes, errno, os
         from xdna_emu import uapi_table as T
         from xdna_emu.chips import load_chip
+        from xdna_emu.fw.messages import TELEMETRY_HEALTH
         from xdna_emu.uapi import AccelFile
         st = os.stat("/dev/accel/accel1")
         assert os.major(st.st_rdev) == 261 and os.minor(st.st_rdev) == 1
@@ -116,6 +117,26 @@ def test_two_devices_and_python_access() -> None:
             assert f.map_bo(h, 4096)[:4] == b"abcd"
             md = f.get_info("QUERY_AIE_METADATA", T.QUERY_AIE_METADATA)
             assert md["cols"] > 0 and md["shim"]["row_count"] == 1
+            assert f.aie_status() == (0, [])  # no context on the device: no column
+            hdr, cmap, data = f.telemetry()
+            limit = f.get_info("QUERY_RESOURCE_INFO", T.GET_RESOURCE_INFO)["npu_task_max"]
+            assert hdr["map_num_elements"] == len(cmap) == limit and not any(cmap)
+            assert (hdr["major"], hdr["type"]) == (1, 1), hdr
+            assert TELEMETRY_HEALTH.unpack_from(data)[0] == 0  # no context
+            try:
+                f.telemetry(data=0)  # header only
+            except OSError as e:
+                assert e.errno == errno.EINVAL
+            else:
+                raise AssertionError("header-only TELEMETRY buffer accepted")
+            st = bytearray(T.QUERY_AIE_STATUS.size)
+            try:
+                f.ioctl("AMDXDNA_GET_INFO", param=T.const("DRM_AMDXDNA_QUERY_AIE_STATUS"),
+                        buffer_size=len(st), buffer=ctypes.addressof(ctypes.c_char.from_buffer(st)))
+            except OSError as e:
+                assert e.errno == errno.EINVAL  # a status buffer of 0 bytes is too short
+            else:
+                raise AssertionError("short AIE_STATUS buffer accepted")
             try:
                 f.ioctl("AMDXDNA_GET_BO_INFO", handle=h, ext=1)
             except OSError as e:

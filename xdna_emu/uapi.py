@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from . import uapi_table as T
+from .fw.messages import COL_STATUS, COL_STATUS_FIELDS, TelemetryType
 
 ENV_SOCKET = "XDNA_EMU_ACCEL{}_SOCKET"  # accelN -> its daemon socket
 ENV_STATE = "XDNA_EMU_ACCEL{}_STATE"  # accelN -> the file holding its cross-process tables
@@ -414,6 +415,35 @@ class AccelFile:
         self.ioctl("AMDXDNA_GET_INFO", param=T.const(f"DRM_AMDXDNA_{param}"),
                    buffer_size=len(buf), buffer=_addr(buf))
         return layout.unpack(buf)
+
+    def aie_status(self) -> tuple[int, list[dict[str, Any]]]:
+        """GET_INFO AIE_STATUS with a buffer of ``cols * col_size`` bytes: the column bitmap
+        of the device's contexts (``cols_filled``) and the firmware's ``col_status`` of each
+        of those columns, lowest first (docs/spec/uapi.md §6, docs/spec/firmware.md §8)."""
+        md = self.get_info("QUERY_AIE_METADATA", T.QUERY_AIE_METADATA)
+        dump = bytearray(md["cols"] * md["col_size"])
+        st = bytearray(T.QUERY_AIE_STATUS.pack(buffer=_addr(dump), buffer_size=len(dump),
+                                               cols_filled=0))
+        self.ioctl("AMDXDNA_GET_INFO", param=T.const("DRM_AMDXDNA_QUERY_AIE_STATUS"),
+                   buffer_size=len(st), buffer=_addr(st))
+        filled = int(T.QUERY_AIE_STATUS.unpack(st)["cols_filled"])
+        cols = [dict(zip(COL_STATUS_FIELDS, COL_STATUS.unpack_from(dump, i * md["col_size"]),
+                         strict=True)) for i in range(filled.bit_count())]
+        return filled, cols
+
+    def telemetry(self, kind: int = int(TelemetryType.HEALTH), data: int = 4096,
+                  ) -> tuple[dict[str, Any], list[int], bytes]:
+        """GET_INFO TELEMETRY of ``kind`` with ``data`` bytes after the header and its map
+        (one u32 per context the device allows): the header, the map and the firmware's
+        data (docs/spec/uapi.md §6; HEALTH's layout: docs/spec/firmware.md §8)."""
+        limit = int(self.get_info("QUERY_RESOURCE_INFO", T.GET_RESOURCE_INFO)["npu_task_max"])
+        hsz = T.QUERY_TELEMETRY_HEADER.size + 4 * limit
+        buf = bytearray(hsz + data)
+        buf[:T.QUERY_TELEMETRY_HEADER.size] = T.QUERY_TELEMETRY_HEADER.pack(type=kind)
+        self.ioctl("AMDXDNA_GET_INFO", param=T.const("DRM_AMDXDNA_QUERY_TELEMETRY"),
+                   buffer_size=len(buf), buffer=_addr(buf))
+        hdr = T.QUERY_TELEMETRY_HEADER.unpack(buf)
+        return hdr, list(struct.unpack_from(f"<{limit}I", buf, T.QUERY_TELEMETRY_HEADER.size)), bytes(buf[hsz:])
 
     def syncobj_to_fd(self, handle: int) -> int:
         """SYNCOBJ_HANDLE_TO_FD: an fd naming the syncobj, for another DRM file of this

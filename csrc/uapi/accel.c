@@ -1400,6 +1400,62 @@ static unsigned reg_contexts(struct accel_file *f, struct xdna_reg_ctx *out, uns
     return n;
 }
 
+/* AIE_STATUS: the argument is a query_aie_status the buffer names; a status buffer smaller
+ * than cols * col_size is refused; the firmware dumps one col_status per column the
+ * device's contexts (every process's) hold, QUERY_COL_STATUS into the session's query DMA
+ * buffer; the dump and cols_filled (that column bitmap) go back (docs/spec/uapi.md §6). */
+static int query_aie_status(struct accel_file *f, struct amdxdna_drm_get_info *a)
+{
+    static __thread struct xdna_reg_ctx rows[XDNA_REG_MAX_CTX];
+    struct amdxdna_drm_query_aie_status st;
+    int rc = uread(&st, a->buffer, sizeof(st));
+    if (rc < 0)
+        return rc;
+    uint32_t bitmap = 0;
+    unsigned n = reg_contexts(f, rows, XDNA_REG_MAX_CTX);
+    for (unsigned i = 0; i < n; i++)
+        for (uint32_t c = rows[i].start_col; c < rows[i].start_col + rows[i].num_col && c < 32; c++)
+            bitmap |= 1u << c;
+    xdna_aie2_query_aie_tile_info_resp_t ti;
+    xdna_aie2_query_col_status_resp_t resp = {0};
+    uint64_t addr = 0;
+    uint8_t *va = NULL;
+    if (xdna_api_enter(f->ctx) < 0)
+        return -errno;
+    rc = xdna_fw_req_u32(f->ctx, XDNA_AIE2_MSG_QUERY_AIE_TILE_INFO, &ti, sizeof(ti));
+    int err = rc < 0 ? errno : 0;
+    if (rc == 0 && (uint64_t)st.buffer_size < (uint64_t)ti.cols * ti.size) {
+        rc = -1;
+        err = EINVAL;
+    }
+    if (rc == 0 && (rc = xdna_health_buf(f->ctx, &addr, &va)) < 0)
+        err = errno;
+    if (rc == 0) {
+        xdna_aie2_query_col_status_req_t req = {
+            .dump_addr = addr, .dump_size = XDNA_QUERY_BUF_SIZE < st.buffer_size ? XDNA_QUERY_BUF_SIZE
+                                                                                  : st.buffer_size,
+            .num_cols = (uint32_t)__builtin_popcount(bitmap), .aie_bitmap = bitmap};
+        rc = xdna_fw_req(f->ctx, XDNA_AIE2_MSG_QUERY_COL_STATUS, &req, sizeof(req), &resp, sizeof(resp));
+        /* a firmware error status is the driver's EINVAL (xdna_fw_req says EIO) */
+        err = rc < 0 ? (resp.status != XDNA_AIE2_STATUS_SUCCESS ? EINVAL : errno) : 0;
+        if (rc == 0 && (resp.size > st.buffer_size || resp.size > XDNA_QUERY_BUF_SIZE)) {
+            rc = -1;
+            err = EINVAL;
+        }
+    }
+    static __thread uint8_t dump[XDNA_QUERY_BUF_SIZE];
+    if (rc == 0)
+        memcpy(dump, va, resp.size);
+    xdna_api_leave(f->ctx, rc);
+    if (rc < 0)
+        return -err;
+    rc = uwrite(st.buffer, dump, resp.size);
+    if (rc < 0)
+        return rc;
+    st.cols_filled = bitmap;
+    return uwrite(a->buffer, &st, sizeof(st));
+}
+
 /* HW_CONTEXTS: one query_hwctx per context on the device; a buffer too small for all of
  * them is refused, buffer_size comes back as the bytes written. */
 static int query_hw_contexts(struct accel_file *f, struct amdxdna_drm_get_info *a)
@@ -1420,6 +1476,67 @@ static int query_hw_contexts(struct accel_file *f, struct amdxdna_drm_get_info *
     if (rc == 0)
         a->buffer_size = (uint32_t)bytes;
     return rc;
+}
+
+/* TELEMETRY: the buffer is a telemetry header with a map of `limit` (the context limit) u32
+ * entries, then the firmware's data. A buffer no larger than that header is refused, as
+ * is data over 4 MiB; GET_TELEMETRY fills the session's query DMA buffer (the firmware
+ * refuses a type it does not keep: EINVAL), whose bytes go after the map; the header
+ * gets the firmware's version and map[firmware context id] = the context's handle for
+ * each connected context of the device (docs/spec/uapi.md §6). */
+#define TELEMETRY_DATA_MAX (4u << 20)
+static int query_telemetry(struct accel_file *f, struct amdxdna_drm_get_info *a, uint32_t limit)
+{
+    static __thread struct xdna_reg_ctx rows[XDNA_REG_MAX_CTX];
+    static __thread _Alignas(8) uint8_t hdr_buf[sizeof(struct amdxdna_drm_query_telemetry_header) +
+                                                XDNA_REG_MAX_CTX * sizeof(uint32_t)];
+    if (limit > XDNA_REG_MAX_CTX)
+        return -EINVAL;
+    struct amdxdna_drm_query_telemetry_header *h = (void *)hdr_buf;
+    size_t hsz = sizeof(*h) + (size_t)limit * sizeof(uint32_t);
+    if (a->buffer_size <= hsz || a->buffer_size - hsz > TELEMETRY_DATA_MAX)
+        return -EINVAL;
+    memset(hdr_buf, 0, sizeof(hdr_buf));
+    int rc = uread(h, a->buffer, sizeof(*h));
+    if (rc < 0)
+        return rc;
+    uint32_t data_sz = a->buffer_size - (uint32_t)hsz;
+    xdna_aie2_get_telemetry_resp_t resp = {0};
+    uint64_t addr = 0;
+    uint8_t *va = NULL;
+    static __thread uint8_t data[XDNA_QUERY_BUF_SIZE];
+    if (xdna_api_enter(f->ctx) < 0)
+        return -errno;
+    int err = 0;
+    if ((rc = xdna_health_buf(f->ctx, &addr, &va)) < 0)
+        err = errno;
+    if (rc == 0) {
+        xdna_aie2_get_telemetry_req_t req = {
+            .type = h->type, .buf_addr = addr,
+            .buf_size = data_sz < XDNA_QUERY_BUF_SIZE ? data_sz : XDNA_QUERY_BUF_SIZE};
+        rc = xdna_fw_req(f->ctx, XDNA_AIE2_MSG_GET_TELEMETRY, &req, sizeof(req), &resp, sizeof(resp));
+        err = rc < 0 ? (resp.status != XDNA_AIE2_STATUS_SUCCESS ? EINVAL : errno) : 0;
+        if (rc == 0 && resp.size > req.buf_size) {
+            rc = -1;
+            err = EINVAL;
+        }
+        if (rc == 0)
+            memcpy(data, va, resp.size);
+    }
+    xdna_api_leave(f->ctx, rc);
+    if (rc < 0)
+        return -err;
+    rc = uwrite(a->buffer + hsz, data, resp.size);
+    if (rc < 0)
+        return rc;
+    h->major = resp.major;
+    h->minor = resp.minor;
+    h->map_num_elements = limit;
+    unsigned n = reg_contexts(f, rows, XDNA_REG_MAX_CTX);
+    for (unsigned i = 0; i < n; i++)
+        if (rows[i].state == AMDXDNA_HWCTX_STATE_ACTIVE && rows[i].context_id < limit)
+            h->map[rows[i].context_id] = rows[i].hwctx_id;
+    return uwrite(a->buffer, hdr_buf, hsz);
 }
 
 /* A call into the driver session `exec` keeps (xdna_emu.uapi.DriverService, docs/spec/uapi.md
@@ -1660,8 +1777,10 @@ static int get_info(struct accel_file *f, void *k)
         return rc < 0 ? rc : put_fit(a, &st, sizeof(st));
     }
     case DRM_AMDXDNA_QUERY_AIE_STATUS:
-    case DRM_AMDXDNA_QUERY_SENSORS:
+        return query_aie_status(f, a);
     case DRM_AMDXDNA_QUERY_TELEMETRY:
+        return query_telemetry(f, a, info.hwctx_limit);
+    case DRM_AMDXDNA_QUERY_SENSORS:
         return -EOPNOTSUPP; /* not served yet: docs/spec/uapi.md §7 */
     case DRM_AMDXDNA_READ_AIE_MEM:
     case DRM_AMDXDNA_READ_AIE_REG: /* a debug build's only */

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "amdxdna_accel.h"
+#include "xdna_fw_aie2.h" /* col_status: the emulated firmware's column dump */
 #include "xdna_shim.h"
 
 static int checks, failed;
@@ -565,6 +566,118 @@ static int child_reads(pid_t parent, uint32_t ctx, const struct bo_expect *want)
     CHECK(gi.buffer_size >= sizeof(q[0]) && q[0].pid == parent, "hw contexts from the child");
     close(fd);
     return failed;
+}
+
+/* GET_INFO AIE_STATUS (docs/spec/uapi.md §6): a buffer smaller than cols * col_size is
+ * refused; the firmware dumps one col_status per column the device's contexts hold, those
+ * columns come back in cols_filled, and nothing past the dump is written. The context may
+ * have been disconnected meanwhile (idle TDR ticks): its column then reads FREE. */
+static void test_aie_status(int fd, const struct amdxdna_drm_query_aie_metadata *md)
+{
+    CHECK(md->col_size == sizeof(struct xdna_aie2_col_status), "col_size %u", md->col_size);
+    struct amdxdna_drm_query_hwctx q;
+    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_HW_CONTEXTS, .buffer_size = sizeof(q),
+                                      .buffer = PTR(&q)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    uint32_t need = md->cols * md->col_size;
+    uint8_t dump[64 * sizeof(struct xdna_aie2_col_status)];
+    memset(dump, 0xEE, sizeof(dump));
+    struct amdxdna_drm_query_aie_status st = {.buffer = PTR(dump), .buffer_size = need - 1};
+    gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_AIE_STATUS, .buffer_size = sizeof(st),
+                                       .buffer = PTR(&st)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EINVAL);
+    CHECK(dump[0] == 0xEE, "short buffer written");
+    st.buffer_size = need;
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    uint32_t want = ((1u << q.num_col) - 1) << q.start_col;
+    CHECK(st.cols_filled == want, "cols_filled %#x, want %#x", st.cols_filled, want);
+    unsigned n = (unsigned)__builtin_popcount(st.cols_filled);
+    struct xdna_aie2_col_status cs;
+    memcpy(&cs, dump, sizeof(cs));
+    CHECK(cs.col == q.start_col, "first column %u, want %u", cs.col, q.start_col);
+    if (cs.state == XDNA_AIE2_COL_STATE_FREE)
+        CHECK(cs.contexts == 0 && cs.context_id == XDNA_AIE2_NO_CONTEXT && cs.core_status == 0,
+              "free column: %u contexts, id %#x, core %#x", cs.contexts, cs.context_id, cs.core_status);
+    else
+        CHECK(cs.state == XDNA_AIE2_COL_STATE_IDLE && cs.contexts >= 1 &&
+                  cs.context_id == q.context_id && cs.completed >= 1 && cs.failed <= cs.completed &&
+                  (cs.core_status & XDNA_AIE2_CORE_STATUS_ENABLE),
+              "column %u: state %u, %u contexts, id %u (want %u), %u completed, core %#x", cs.col,
+              cs.state, cs.contexts, cs.context_id, q.context_id, cs.completed, cs.core_status);
+    CHECK(n * md->col_size <= need && dump[n * md->col_size] == 0xEE && dump[need] == 0xEE,
+          "written past the dump");
+    /* a larger buffer: the same dump, nothing more written */
+    memset(dump, 0xEE, sizeof(dump));
+    st = (struct amdxdna_drm_query_aie_status){.buffer = PTR(dump), .buffer_size = sizeof(dump)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    CHECK(st.cols_filled == want && dump[n * md->col_size] == 0xEE, "large buffer");
+    /* bad pointers: the argument, the dump buffer */
+    gi.buffer = PTR(unmapped);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EFAULT);
+    gi.buffer = 0;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EFAULT);
+    gi.buffer = PTR(&st);
+    st = (struct amdxdna_drm_query_aie_status){.buffer = PTR(unmapped), .buffer_size = need};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EFAULT);
+}
+
+/* GET_INFO TELEMETRY (docs/spec/uapi.md §6): header + map of npu_task_max entries, then
+ * the firmware's HEALTH data; a header-only buffer is refused, nothing past the data is
+ * written, the map names this context when it is connected. */
+static void test_telemetry(int fd)
+{
+    struct amdxdna_drm_get_resource_info ri = {0};
+    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_RESOURCE_INFO, .buffer_size = sizeof(ri),
+                                      .buffer = PTR(&ri)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    struct amdxdna_drm_query_hwctx q;
+    gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_HW_CONTEXTS, .buffer_size = sizeof(q),
+                                       .buffer = PTR(&q)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    uint32_t limit = (uint32_t)ri.npu_task_max;
+    size_t hsz = sizeof(struct amdxdna_drm_query_telemetry_header) + limit * sizeof(uint32_t);
+    static uint8_t buf[16384];
+    struct amdxdna_drm_query_telemetry_header *h = (void *)buf;
+    memset(buf, 0xEE, sizeof(buf));
+    h->type = XDNA_AIE2_TELEMETRY_TYPE_HEALTH;
+    gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_TELEMETRY, .buffer_size = (uint32_t)hsz,
+                                       .buffer = PTR(buf)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EINVAL); /* header only */
+    CHECK(h->major == 0xEEEEEEEE, "header-only buffer written");
+    gi.buffer_size = sizeof(buf);
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    struct xdna_aie2_telemetry_health th;
+    memcpy(&th, buf + hsz, sizeof(th));
+    size_t end = hsz + sizeof(th) + (size_t)th.contexts * th.ctx_size;
+    CHECK(h->major == XDNA_AIE2_TELEMETRY_MAJOR && h->minor == XDNA_AIE2_TELEMETRY_MINOR &&
+              h->type == XDNA_AIE2_TELEMETRY_TYPE_HEALTH && h->map_num_elements == limit,
+          "telemetry header %u.%u type %u map %u", h->major, h->minor, h->type, h->map_num_elements);
+    CHECK(th.ctx_size == sizeof(struct xdna_aie2_telemetry_ctx) && th.jobs_completed >= 1 &&
+              th.contexts <= limit && end < sizeof(buf) && buf[end] == 0xEE,
+          "telemetry data: %u contexts, %u jobs, ctx size %u", th.contexts, th.jobs_completed, th.ctx_size);
+    bool found = false;
+    for (uint32_t i = 0; i < th.contexts && end < sizeof(buf); i++) {
+        struct xdna_aie2_telemetry_ctx tc;
+        memcpy(&tc, buf + hsz + sizeof(th) + i * th.ctx_size, sizeof(tc));
+        if (tc.context_id == q.context_id && tc.start_col == q.start_col) {
+            found = true;
+            CHECK(tc.completed >= 1 && tc.failed <= tc.completed && h->map[tc.context_id] != 0,
+                  "telemetry context %u: %u completed, map %u", tc.context_id, tc.completed,
+                  h->map[tc.context_id]);
+        }
+    }
+    CHECK(found || th.contexts == 0, "telemetry lists %u contexts, not ours", th.contexts);
+    /* types the firmware does not keep, a buffer past 4 MiB of data, bad pointers */
+    h->type = XDNA_AIE2_TELEMETRY_TYPE_PROFILING;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EINVAL);
+    h->type = 99;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EINVAL);
+    h->type = XDNA_AIE2_TELEMETRY_TYPE_HEALTH;
+    gi.buffer_size = (uint32_t)hsz + (4u << 20) + 1;
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EINVAL);
+    gi.buffer_size = sizeof(buf);
+    gi.buffer = PTR(unmapped);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EFAULT);
 }
 
 static void test_fork(uint32_t ctx, const struct bo_expect *want)
@@ -1335,6 +1448,8 @@ int main(void)
     struct amdxdna_drm_query_aie_metadata md = test_info(fd);
     uint32_t ctx = test_hwctx(fd, &md);
     test_exec(fd, ctx);
+    test_aie_status(fd, &md);
+    test_telemetry(fd);
     /* BO usage of this pid by the driver's rules: shmem BOs (SHARE, CMD, DEV_HEAP) in total,
      * DEV_HEAP and CMD also internal, DEV BOs (ours and the context's 4 command lists) heap.
      * `other` holds 4 SHARE pages; here the heap, a, b, out, cmd; DEV: cu, instr. */

@@ -35,6 +35,7 @@ from .messages import (
     APP_HEALTH_SIZE,
     ASYNC_EVENT_HDR,
     CMD_LIST_MAX,
+    COL_STATUS,
     CONFIG_CU_MAX,
     DEBUG_BO_MIN,
     DEBUG_MARKER,
@@ -44,17 +45,24 @@ from .messages import (
     KERNEL_OP_TXN,
     LAYOUTS,
     MESSAGES,
+    NO_CONTEXT,
     SLOT_CF,
     SLOT_DPU,
     SLOT_NPU,
     STATUS_ONLY,
+    TELEMETRY_CTX,
+    TELEMETRY_HEALTH,
+    TELEMETRY_VERSION,
     TXN_OP_NONE,
     AieModule,
     AsyncEventType,
+    ColState,
+    CoreStatus,
     FatalType,
     Opcode,
     SlotType,
     Status,
+    TelemetryType,
 )
 from .mgmt import MgmtFirmware, status_resp
 
@@ -72,7 +80,7 @@ PROXY_OPS = frozenset({
     Opcode.CREATE_CONTEXT, Opcode.DESTROY_CONTEXT, Opcode.MAP_HOST_BUFFER,
     Opcode.ADD_HOST_BUFFER, Opcode.GET_APP_HEALTH, Opcode.GET_FIRMWARE_VERSION,
     Opcode.QUERY_AIE_VERSION, Opcode.QUERY_AIE_TILE_INFO, Opcode.GET_RUNTIME_CONFIG,
-    Opcode.GET_PROTOCOL_VERSION,
+    Opcode.GET_PROTOCOL_VERSION, Opcode.QUERY_COL_STATUS, Opcode.GET_TELEMETRY,
 })  # fmt: skip
 #: Mgmt ops whose first request word is a context id (ownership checked by proxy()).
 CTX_NAMED_OPS = frozenset({Opcode.DESTROY_CONTEXT, Opcode.MAP_HOST_BUFFER,
@@ -266,7 +274,9 @@ class ContextFirmware:
                            (Opcode.DESTROY_CONTEXT, self._destroy),
                            (Opcode.MAP_HOST_BUFFER, self._map_host),
                            (Opcode.ADD_HOST_BUFFER, self._add_host),
-                           (Opcode.GET_APP_HEALTH, self._app_health)):
+                           (Opcode.GET_APP_HEALTH, self._app_health),
+                           (Opcode.QUERY_COL_STATUS, self._col_status),
+                           (Opcode.GET_TELEMETRY, self._telemetry)):
             fw.register(opcode, LAYOUTS[opcode], fn)
         resume = fw.ops.get(Opcode.RESUME)
         if resume is not None:  # held user-channel work restarts after RESUME
@@ -408,6 +418,75 @@ class ContextFirmware:
             self._fault(ctx, exc)
             return lay.resp.pack(Status.RTOS_INVALID_INPUT_BUF, APP_HEALTH_SIZE, *([0] * 7))
         return lay.resp.pack(Status.SUCCESS, APP_HEALTH_SIZE, *([0] * 7))
+
+    def column_status(self, col: int) -> bytes:
+        """One col_status block: what the firmware knows of the contexts whose partition
+        covers the column (emulator-defined content, docs/spec/firmware.md §8)."""
+        on = [c for _, c in sorted(self.contexts.items())
+              if c.start_col <= col < c.start_col + c.num_col]
+        queued = sum(len(c.queue) for c in on)
+        hung = any(c.hung for c in on)
+        state = (ColState.FREE if not on else ColState.HUNG if hung
+                 else ColState.BUSY if queued else ColState.IDLE)
+        core = ((CoreStatus.ENABLE if on else 0)
+                | (CoreStatus.ERROR if any(c.fatal != FATAL_NONE for c in on) else 0)
+                | (CoreStatus.STALLED if hung else 0))
+        first = on[0] if on else None
+        return COL_STATUS.pack(
+            col, state, len(on), first.id if first else NO_CONTEXT,
+            first.priority if first else 0,
+            sum(c.submitted for c in on) & 0xFFFFFFFF, sum(c.completed for c in on) & 0xFFFFFFFF,
+            sum(c.failed for c in on) & 0xFFFFFFFF, queued, core,
+            first.last_status if first else 0)
+
+    def _col_status(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        addr, size, num_cols, bitmap = req
+        lay = LAYOUTS[Opcode.QUERY_COL_STATUS]
+        cols = [c for c in range(32) if bitmap >> c & 1]
+        if bitmap >> self.cols or num_cols != len(cols):
+            return lay.resp.pack(Status.MGMT_ERT_INVALID_PARAM, 0)
+        need = len(cols) * COL_STATUS.size
+        if size < need:
+            return lay.resp.pack(Status.MGMT_ERT_DRAM_BUFFER_SIZE_INVALID, need)
+        if not cols:
+            return lay.resp.pack(Status.SUCCESS, 0)
+        pasid = chan.pasid if isinstance(chan, ProxyChannel) else self.fw.state.mgmt_pasid
+        try:
+            self.iommu.write(addr, b"".join(self.column_status(c) for c in cols), pasid)
+        except IommuFault:
+            self.stats["iommu_faults"] += 1
+            return lay.resp.pack(Status.RTOS_INVALID_INPUT_BUF, 0)
+        return lay.resp.pack(Status.SUCCESS, need)
+
+    def telemetry(self) -> bytes:
+        """HEALTH telemetry: the firmware's counters, then each context by id (emulator-
+        defined content, docs/spec/firmware.md §8)."""
+        st, ctxs = self.stats, [c for _, c in sorted(self.contexts.items())]
+        m32 = 0xFFFFFFFF
+        out = TELEMETRY_HEALTH.pack(
+            len(ctxs), st["jobs_completed"] & m32, st["jobs_failed"] & m32,
+            st["iommu_faults"] & m32, st["contexts_destroyed"] & m32, st["unknown_ops"] & m32,
+            sum(1 for c in ctxs if c.hung), TELEMETRY_CTX.size)
+        return out + b"".join(TELEMETRY_CTX.pack(
+            c.id, c.pasid, c.start_col, c.num_col, c.submitted & m32, c.completed & m32,
+            c.failed & m32, len(c.queue)) for c in ctxs)
+
+    def _telemetry(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        kind, addr, size = req
+        lay = LAYOUTS[Opcode.GET_TELEMETRY]
+        if kind != TelemetryType.HEALTH:  # the only kind the emulated firmware keeps
+            return lay.resp.pack(Status.MGMT_ERT_INVALID_PARAM, *TELEMETRY_VERSION, 0)
+        data = self.telemetry()
+        if size < len(data):
+            return lay.resp.pack(Status.MGMT_ERT_DRAM_BUFFER_SIZE_INVALID, *TELEMETRY_VERSION,
+                                 len(data))
+        pasid = chan.pasid if isinstance(chan, ProxyChannel) else self.fw.state.mgmt_pasid
+        try:
+            self.iommu.write(addr, data, pasid)
+        except IommuFault:
+            self.stats["iommu_faults"] += 1
+            return lay.resp.pack(Status.RTOS_INVALID_INPUT_BUF, *TELEMETRY_VERSION, 0)
+        return lay.resp.pack(Status.SUCCESS, *TELEMETRY_VERSION, len(data))
 
     def _wrap_resume(self, fn: Callable) -> Callable:
         def resume(chan: MailboxChannel, msg: Message, req: tuple) -> bytes | None:

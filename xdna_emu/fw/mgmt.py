@@ -31,6 +31,7 @@ from .mailbox import MailboxChannel, MailboxEngine, Message
 from .messages import (
     AIE_ERROR_ENTRY,
     ASYNC_EVENT_HDR,
+    COL_STATUS,
     LAYOUTS,
     MGMT_INFO,
     MGMT_INFO_MAGIC,
@@ -312,7 +313,7 @@ class MgmtFirmware:
         tiles = asdict(self.chip.tiles) if self.chip.tiles is not None else {}
         vals = {**tiles, "major": major, "minor": minor, "rsvd": 0}
         layout = LAYOUTS[Opcode.QUERY_AIE_TILE_INFO]
-        size = layout.resp.size - 4  # the metadata block after the status word
+        size = COL_STATUS.size  # the driver's col_size: one column of QUERY_COL_STATUS
         return layout.resp.pack(Status.SUCCESS, size, *(int(vals.get(f, 0)) for f in TILE_INFO_FIELDS))
 
     def _protocol_version(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:

@@ -80,6 +80,9 @@ CONSTS = (
     Const("CTX_HEALTH_V1", 1, "ctx_health_data.version the driver writes"),
     Const("NPU_GEN_AIE2", 0, "ctx_health_data.npu_gen of AIE2 devices"),
     Const("DEBUG_BO_MIN", 0x1000, "smallest debug BO CONFIG_DEBUG_BO accepts", emulator=True),
+    Const("NO_CONTEXT", 0xFFFFFFFF, "col_status.context_id of a free column", emulator=True),
+    Const("TELEMETRY_MAJOR", 1, "GET_TELEMETRY response major version", emulator=True),
+    Const("TELEMETRY_MINOR", 0, "GET_TELEMETRY response minor version", emulator=True),
     Const("DEBUG_MARKER_MAGIC", 0x47424458, 'debug_marker.magic ("XDBG")', emulator=True),
     Const("CONFIG_CU_MAX", _CONFIG_CU_MAX, "CU configs one CONFIG_CU carries"),
     Const("CU_PDI_SHIFT", 15, "CONFIG_CU cfg bits 16:0 = PDI device address >> this"),
@@ -269,6 +272,16 @@ MESSAGES = (
         f("status", U32), f("size", U32, "bytes of metadata after the status word"),
         *(f(n, U16) for n in TILE_INFO_FIELDS))),
     _msg("QUERY_AIE_VERSION", "mgmt", RSVD_REQ, (f("status", U32), f("major", U16), f("minor", U16))),
+    _msg("QUERY_COL_STATUS", "mgmt", (
+        f("dump_addr", U64, "device address of the dump buffer"), f("dump_size", U32),
+        f("num_cols", U32, "columns in aie_bitmap"), f("aie_bitmap", U32, "bit n: column n")), (
+        f("status", U32), f("size", U32, "bytes dumped: num_cols col_status blocks")),
+         "one col_status per column of the bitmap, lowest column first"),
+    _msg("GET_TELEMETRY", "mgmt", (
+        f("type", U32, "TelemetryType"), f("buf_addr", U64), f("buf_size", U32)), (
+        f("status", U32), f("major", U32), f("minor", U32),
+        f("size", U32, "bytes written to the buffer")),
+         "layout emulator-chosen (status first, as every response); content docs/spec/firmware.md §8"),
     _msg("GET_PROTOCOL_VERSION", "mgmt", RSVD_REQ, (f("status", U32), f("major", U32), f("minor", U32)),
          "request size inferred: the common 4-byte reserved request"),
     # mgmt channel: contexts and host buffers (docs/spec/firmware.md §8)
@@ -343,6 +356,47 @@ FATAL_ERROR_INFO = Struct("fatal_error_info", (
     f("cmd_status", U32, "emulator: its fail_cmd_status"), f("cmd_idx", U32, "emulator: its fail_cmd_idx"),
 ), "Start of app_health_report.fatal_error_info: the driver reads the first four fields; "
    "their values and the rest are emulator-defined (the rest is zero).")
+TELEMETRY_TYPE = Enum("TelemetryType", "TELEMETRY_TYPE", members(
+    emu("DISABLED", 0),
+    emu("HEALTH", 1, "telemetry_health, then one telemetry_ctx per context"),
+    emu("ERROR_INFO", 2),
+    emu("PROFILING", 3),
+    emu("DEBUG", 4),
+), "GET_TELEMETRY ``type``, the UAPI header's ``type`` passed on; the emulated firmware "
+   "fills HEALTH only (docs/spec/firmware.md §8).")
+TELEMETRY_HEALTH = Struct("telemetry_health", (
+    f("contexts", U32, "live firmware contexts"), f("jobs_completed", U32),
+    f("jobs_failed", U32), f("iommu_faults", U32), f("contexts_destroyed", U32),
+    f("unknown_ops", U32), f("hung", U32, "contexts hung now"),
+    f("ctx_size", U32, "bytes of each telemetry_ctx that follows"),
+), "HEALTH telemetry: the firmware's own counters since boot (emulator-defined).")
+TELEMETRY_CTX = Struct("telemetry_ctx", (
+    f("context_id", U32), f("pasid", U32), f("start_col", U32), f("num_col", U32),
+    f("submitted", U32), f("completed", U32), f("failed", U32), f("queued", U32),
+), "One context of HEALTH telemetry, by id (emulator-defined).")
+COL_STATE = Enum("ColState", "COL_STATE", members(
+    emu("FREE", 0, "no firmware context holds the column"),
+    emu("IDLE", 1, "contexts hold it, nothing is held back on their channels"),
+    emu("BUSY", 2, "a context on it holds messages (suspended firmware)"),
+    emu("HUNG", 3, "a context on it is hung"),
+), "col_status.state (emulator-defined, docs/spec/firmware.md §8).")
+CORE_STATUS = Enum("CoreStatus", "CORE_STATUS", members(
+    emu("ENABLE", 0x1, "the column's cores belong to a context"),
+    emu("ERROR", 0x2, "a context on it recorded a fatal error (its health report's)"),
+    emu("STALLED", 0x4, "a context on it is hung"),
+), "col_status.core_status bits (emulator-defined).")
+COL_STATUS = Struct("col_status", (
+    f("col", U32), f("state", U32, "ColState"),
+    f("contexts", U32, "firmware contexts whose partition covers the column"),
+    f("context_id", U32, "the lowest of their ids; NO_CONTEXT when none"),
+    f("priority", U32, "that context's priority (0 when none)"),
+    f("submitted", U32, "jobs submitted, over the column's contexts"),
+    f("completed", U32), f("failed", U32),
+    f("queued", U32, "messages held on their channels"),
+    f("core_status", U32, "CoreStatus bits"),
+    f("last_status", U32, "the lowest-id context's last failing status"),
+), "One column of the QUERY_COL_STATUS dump; its size is QUERY_AIE_TILE_INFO's ``size`` "
+   "(the driver's col_size). The content is emulator-defined (docs/spec/firmware.md §8).")
 DEBUG_MARKER = Struct("debug_marker", (
     f("magic", U32, "DEBUG_MARKER_MAGIC"), f("seq", U32, "markers the context wrote before"),
     f("value", U32, "the debug kernel's count field"), f("context_id", U32),
@@ -456,10 +510,11 @@ FAMILY = Family(
     opcodes=OPCODE,
     enums=(STATUS, PSP_CMD, PSP_STATUS, SMU_CMD, SMU_RESP, ASYNC_EVENT_TYPE, SLOT_TYPE, FATAL_TYPE,
            AIE_MODULE, AIE_ERROR_CATEGORY, XRT_ERROR_NUM, XRT_ERROR_MODULE, XRT_ERROR_SEVERITY,
-           XRT_ERROR_CLASS),
+           XRT_ERROR_CLASS, COL_STATE, CORE_STATUS, TELEMETRY_TYPE),
     consts=(*CONSTS, *XRT_ERROR_CONSTS, *PM_CONSTS),
     structs=(MSG_HEADER, MGMT_MBOX_CHANN_INFO, SLOT_NPU, SLOT_DPU, SLOT_EXECBUF_CF,
-             APP_HEALTH_REPORT, FATAL_ERROR_INFO, CTX_HEALTH_DATA, DEBUG_MARKER, ASYNC_EVENT_HDR, AIE_ERROR),
+             APP_HEALTH_REPORT, FATAL_ERROR_INFO, CTX_HEALTH_DATA, DEBUG_MARKER, ASYNC_EVENT_HDR, AIE_ERROR,
+             COL_STATUS, TELEMETRY_HEALTH, TELEMETRY_CTX),
     messages=MESSAGES,
     source="xdna_emu/fw/iface/aie2.py",
     lookups=(*AIE_EVENT_LOOKUPS, *XRT_LOOKUPS),
