@@ -23,33 +23,7 @@
 #include "amdxdna_accel.h"
 #include "xdna_shim.h"
 
-static int checks, failed;
-
-#define CHECK(cond, ...)                                                  \
-    do {                                                                  \
-        checks++;                                                         \
-        if (!(cond)) {                                                    \
-            failed++;                                                     \
-            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);        \
-            printf(__VA_ARGS__);                                          \
-            printf("\n");                                                 \
-        }                                                                 \
-    } while (0)
-#define EXPECT_OK(fd, req, arg)                                                        \
-    do {                                                                               \
-        int rc_ = ioctl(fd, req, arg);                                                 \
-        CHECK(rc_ == 0, "%s: rc %d errno %d (%s)", #req, rc_, errno, strerror(errno)); \
-    } while (0)
-
-#define PTR(p) ((uint64_t)(uintptr_t)(p))
-#define HEAP_SIZE (64u << 20)
-#define N 1024
-
-struct desc {
-    uint32_t magic, version, kernel, dtype, count, m, n, k;
-    double scalar;
-    uint32_t error, where;
-};
+#include "uapi_check.h"
 
 /* One DRM file with a mapped heap, the add's buffers and instruction BOs for add and hang. */
 struct dev {
@@ -58,32 +32,10 @@ struct dev {
     int32_t *pa, *pb, *po;
 };
 
-static uint32_t create_bo(int fd, uint32_t type, uint64_t size)
-{
-    struct amdxdna_drm_create_bo c = {.type = type, .size = size};
-    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c);
-    return c.handle;
-}
-
-static struct amdxdna_drm_get_bo_info bo_info(int fd, uint32_t h)
-{
-    struct amdxdna_drm_get_bo_info i = {.handle = h};
-    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_BO_INFO, &i);
-    return i;
-}
-
-static void *map_bo(int fd, uint32_t h, size_t size)
-{
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)bo_info(fd, h).map_offset);
-    CHECK(p != MAP_FAILED, "mmap BO %u: %s", h, strerror(errno));
-    return p;
-}
-
 static uint32_t instr_bo(int fd, uint32_t kernel, uint32_t count)
 {
     uint32_t h = create_bo(fd, AMDXDNA_BO_DEV, 4096);
-    struct desc d = {XKNL_MAGIC, XKNL_VERSION, kernel, XKNL_INT32, count, 0, 0, 0, 1.0, 0, 0};
-    memcpy((void *)(uintptr_t)bo_info(fd, h).vaddr, &d, sizeof(d));
+    write_desc(fd, h, kernel, count);
     return h;
 }
 
@@ -130,7 +82,7 @@ static int run(const struct dev *d, uint32_t ctx, uint32_t instr, uint32_t nargs
     uint32_t cmd = create_bo(d->fd, AMDXDNA_BO_CMD, 4096);
     uint32_t *c = map_bo(d->fd, cmd, 4096);
     uint64_t ia = bo_info(d->fd, instr).xdna_addr;
-    uint32_t w[11] = {1, (uint32_t)ia, (uint32_t)(ia >> 32), sizeof(struct desc), 0}, nw = 5;
+    uint32_t w[11] = {1, (uint32_t)ia, (uint32_t)(ia >> 32), sizeof(struct xknl_desc), 0}, nw = 5;
     uint32_t hs[3] = {d->a, d->b, d->out};
     for (uint32_t k = 0; k < nargs; k++) {
         uint64_t x = bo_info(d->fd, hs[k]).xdna_addr;

@@ -26,63 +26,13 @@
 #include "xdna_fw_aie2.h" /* col_status: the emulated firmware's column dump */
 #include "xdna_shim.h"
 
-static int checks, failed;
-
-#define CHECK(cond, ...)                                                  \
-    do {                                                                  \
-        checks++;                                                         \
-        if (!(cond)) {                                                    \
-            failed++;                                                     \
-            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);        \
-            printf(__VA_ARGS__);                                          \
-            printf("\n");                                                 \
-        }                                                                 \
-    } while (0)
-
-/* ioctl that must fail with err */
-#define EXPECT_ERR(fd, req, arg, err)                                                  \
-    do {                                                                               \
-        errno = 0;                                                                     \
-        int rc_ = ioctl(fd, req, arg);                                                 \
-        CHECK(rc_ == -1 && errno == (err), "%s: rc %d errno %d (%s), want %d", #req,   \
-              rc_, errno, strerror(errno), err);                                       \
-    } while (0)
-#define EXPECT_OK(fd, req, arg)                                                        \
-    do {                                                                               \
-        int rc_ = ioctl(fd, req, arg);                                                 \
-        CHECK(rc_ == 0, "%s: rc %d errno %d (%s)", #req, rc_, errno, strerror(errno)); \
-    } while (0)
-
-#define PTR(p) ((uint64_t)(uintptr_t)(p))
-#define HEAP_SIZE (64u << 20)
-#define N 1024
+#include "uapi_check.h"
 
 struct bo_expect {
     uint64_t total, internal, heap;
 };
 
 static void *unmapped; /* a page the process may not touch (PROT_NONE, kept reserved) */
-
-static uint32_t create_bo(int fd, uint32_t type, uint64_t size)
-{
-    struct amdxdna_drm_create_bo c = {.type = type, .size = size};
-    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_BO, &c);
-    return c.handle;
-}
-
-static struct amdxdna_drm_get_bo_info bo_info(int fd, uint32_t h)
-{
-    struct amdxdna_drm_get_bo_info i = {.handle = h};
-    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_BO_INFO, &i);
-    return i;
-}
-
-static void *map_bo(int fd, uint32_t h, size_t size)
-{
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)bo_info(fd, h).map_offset);
-    CHECK(p != MAP_FAILED, "mmap BO %u: %s", h, strerror(errno));
-    return p;
-}
 
 static void test_node(void)
 {
@@ -416,13 +366,7 @@ static void test_exec(int fd, uint32_t ctx)
         po[k] = -1;
     }
     /* the reference-kernel descriptor (docs/spec/jobs.md §5) in the instruction BO */
-    struct {
-        uint32_t magic, version, kernel, dtype, count, m, n, k;
-        double scalar;
-        uint32_t error, rsvd;
-    } desc = {XKNL_MAGIC, XKNL_VERSION, XKNL_ADD, XKNL_INT32, N, 0, 0, 0, 1.0, 0, 0};
-    _Static_assert(sizeof(desc) == 48, "descriptor");
-    memcpy((void *)(uintptr_t)bo_info(fd, instr).vaddr, &desc, sizeof(desc));
+    write_desc(fd, instr, XKNL_ADD, N);
 
     uint32_t *c = map_bo(fd, cmd, 4096);
     uint64_t ia = bo_info(fd, instr).xdna_addr, args[3] = {bo_info(fd, a).xdna_addr,
@@ -432,7 +376,7 @@ static void test_exec(int fd, uint32_t ctx)
     w[nw++] = 1; /* CU mask */
     w[nw++] = (uint32_t)ia;
     w[nw++] = (uint32_t)(ia >> 32);
-    w[nw++] = sizeof(desc);
+    w[nw++] = sizeof(struct xknl_desc);
     w[nw++] = 0; /* no properties */
     for (int k = 0; k < 3; k++) {
         w[nw++] = (uint32_t)args[k];
@@ -870,12 +814,7 @@ static void test_fence_chain(int fd, const struct amdxdna_drm_query_aie_metadata
     uint32_t o[3] = {create_bo(fd, AMDXDNA_BO_SHARE, bytes), create_bo(fd, AMDXDNA_BO_SHARE, bytes),
                      create_bo(fd, AMDXDNA_BO_SHARE, bytes)};
     uint32_t instr = create_bo(fd, AMDXDNA_BO_DEV, 4096);
-    struct {
-        uint32_t magic, version, kernel, dtype, count, m, n, k;
-        double scalar;
-        uint32_t error, rsvd;
-    } desc = {XKNL_MAGIC, XKNL_VERSION, XKNL_ADD, XKNL_INT32, N, 0, 0, 0, 1.0, 0, 0};
-    memcpy((void *)(uintptr_t)bo_info(fd, instr).vaddr, &desc, sizeof(desc));
+    write_desc(fd, instr, XKNL_ADD, N);
     int32_t *pa = map_bo(fd, a, bytes), *pb = map_bo(fd, b, bytes), *p3 = map_bo(fd, o[2], bytes);
     for (int k = 0; k < N; k++) {
         pa[k] = k;
@@ -990,12 +929,7 @@ static void test_userptr(int fd, uint32_t ctx)
     CHECK(in[7] == 7000, "and the program sees the BO's writes");
     for (int k = 0; k < N; k++)
         pb[k] = 1;
-    struct {
-        uint32_t magic, version, kernel, dtype, count, m, n, k;
-        double scalar;
-        uint32_t error, rsvd;
-    } desc = {XKNL_MAGIC, XKNL_VERSION, XKNL_ADD, XKNL_INT32, N, 0, 0, 0, 1.0, 0, 0};
-    memcpy((void *)(uintptr_t)bo_info(fd, instr).vaddr, &desc, sizeof(desc));
+    write_desc(fd, instr, XKNL_ADD, N);
     struct amdxdna_drm_wait_cmd wc = {.hwctx = ctx, .timeout = 5000, .seq = submit_add(fd, ctx, instr, a, b, o)};
     EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_WAIT_CMD, &wc);
     int wrong = 0;
@@ -1078,12 +1012,7 @@ static void test_syncobj_fds(int fd, int other, const struct amdxdna_drm_query_a
     const size_t bytes = N * sizeof(int32_t);
     uint32_t a = create_bo(fd, AMDXDNA_BO_SHARE, bytes), b = create_bo(fd, AMDXDNA_BO_SHARE, bytes);
     uint32_t o = create_bo(fd, AMDXDNA_BO_SHARE, bytes), instr = create_bo(fd, AMDXDNA_BO_DEV, 4096);
-    struct {
-        uint32_t magic, version, kernel, dtype, count, m, n, k;
-        double scalar;
-        uint32_t error, rsvd;
-    } desc = {XKNL_MAGIC, XKNL_VERSION, XKNL_ADD, XKNL_INT32, N, 0, 0, 0, 1.0, 0, 0};
-    memcpy((void *)(uintptr_t)bo_info(fd, instr).vaddr, &desc, sizeof(desc));
+    write_desc(fd, instr, XKNL_ADD, N);
     ex = (struct drm_syncobj_handle){.handle = cc.syncobj_handle};
     EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD, &ex);
     im = (struct drm_syncobj_handle){.fd = ex.fd};
@@ -1216,12 +1145,7 @@ static void test_heap_growth(const struct amdxdna_drm_query_aie_metadata *md)
     enum { NB = 16384 }; /* 64 KiB per buffer: more than the 32 KiB left at chunk 0's end */
     uint32_t instr, a, b, out, filler, probe;
     dev_bo(fd, 4096, 0, &instr);
-    struct {
-        uint32_t magic, version, kernel, dtype, count, m, n, k;
-        double scalar;
-        uint32_t error, rsvd;
-    } desc = {XKNL_MAGIC, XKNL_VERSION, XKNL_ADD, XKNL_INT32, NB, 0, 0, 0, 1.0, 0, 0};
-    memcpy((void *)(uintptr_t)bo_info(fd, instr).vaddr, &desc, sizeof(desc));
+    write_desc(fd, instr, XKNL_ADD, NB);
     dev_bo(fd, NB * 4, 0, &b);
     dev_bo(fd, NB * 4, 0, &out);
     uint64_t p = dev_bo(fd, 32768, 0, &probe); /* the first free offset */
@@ -1384,16 +1308,12 @@ static void test_driver_state(int fd, const struct amdxdna_drm_query_aie_metadat
     struct amdxdna_drm_create_hwctx cc = {.qos_p = PTR(&qos), .num_tiles = md->core.row_count};
     EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &cc);
     uint32_t instr = create_bo(fd, AMDXDNA_BO_DEV, 4096), cmd = create_bo(fd, AMDXDNA_BO_CMD, 4096);
-    struct {
-        uint32_t magic, version, kernel, dtype, count, m, n, k;
-        double scalar;
-        uint32_t error, where;
-    } desc = {XKNL_MAGIC, XKNL_VERSION, XKNL_FAIL, XKNL_INT32, 0, 0, 0, 0, 1.0, XKNL_AIE_ERR,
+    struct xknl_desc desc = {XKNL_MAGIC, XKNL_VERSION, XKNL_FAIL, XKNL_INT32, 0, 0, 0, 0, 1.0, XKNL_AIE_ERR,
               0u | (uint32_t)md->core.row_start << 8 | 1u << 16 | 59u << 24};
     memcpy((void *)(uintptr_t)bo_info(fd, instr).vaddr, &desc, sizeof(desc));
     uint32_t *c = map_bo(fd, cmd, 4096);
     uint64_t ia = bo_info(fd, instr).xdna_addr;
-    uint32_t w[] = {1, (uint32_t)ia, (uint32_t)(ia >> 32), sizeof(desc), 0};
+    uint32_t w[] = {1, (uint32_t)ia, (uint32_t)(ia >> 32), sizeof(struct xknl_desc), 0};
     c[0] = XDNA_SHIM_ERT_STATE_NEW | (uint32_t)(sizeof(w) / 4) << 12 | XDNA_SHIM_ERT_START_NPU << 23;
     memcpy(c + 1, w, sizeof(w));
     struct amdxdna_drm_exec_cmd e = {.hwctx = cc.handle, .type = AMDXDNA_CMD_SUBMIT_EXEC_BUF,
