@@ -24,7 +24,7 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .. import kernels
 from ..iommu import DMA_READ, DMA_WRITE, IommuFault
@@ -252,6 +252,16 @@ class ProxyChannel:
 
     def reply(self, msg: Message, payload: bytes) -> None:
         self.resp = payload
+
+    @classmethod
+    def answer(cls, fw: Any, pasid: int, opcode: int, payload: bytes) -> bytes:
+        """Run one proxied op through ``fw``'s dispatcher and return its reply; an op the
+        firmware would leave unanswered is EINVAL for the client (docs/spec/jobs.md §1)."""
+        chan = cls(pasid)
+        fw.dispatch(chan, Message(opcode, 0, payload))
+        if chan.resp is None:
+            raise OSError(errno.EINVAL, f"opcode {opcode:#x} would not be answered")
+        return chan.resp
 
 
 class ContextFirmware:
@@ -839,11 +849,7 @@ class ContextFirmware:
             ctx = self.contexts.get(_U32.unpack_from(payload)[0])
             if ctx is None or ctx.pasid != pasid:
                 raise OSError(errno.ENOENT, "no such context for this session")
-        chan = ProxyChannel(pasid)
-        self.fw.dispatch(chan, Message(opcode, 0, payload))  # type: ignore[arg-type]
-        if chan.resp is None:
-            raise OSError(errno.EINVAL, f"opcode {opcode:#x} would not be answered")
-        return chan.resp
+        return ProxyChannel.answer(self.fw, pasid, opcode, payload)
 
     def _client_setting(self, opcode: int, payload: bytes) -> bool:
         """The one runtime setting a client sets: frame-boundary preemption, which a root

@@ -448,11 +448,7 @@ class Aie4ContextFw:
             ctx = self.by_id(req.unpack(payload)["hw_context_id"])
             if ctx is None or ctx.pasid != pasid:
                 raise OSError(errno.ENOENT, "no such context for this session")
-        chan = ProxyChannel(pasid)
-        self.fw.dispatch(chan, Message(opcode, 0, payload))  # type: ignore[arg-type]
-        if chan.resp is None:
-            raise OSError(errno.EINVAL, f"opcode {opcode:#x} would not be answered")
-        return chan.resp
+        return ProxyChannel.answer(self.fw, pasid, opcode, payload)
 
     # -- state and status ------------------------------------------------------------------
     def save(self) -> tuple[tuple[Any, ...], ...]:
