@@ -360,7 +360,10 @@ def run(chip: str = "npu4", quick: bool = False, progress: bool = False) -> dict
             a, out = dev.buffer(src), dev.buffer(sz.copy_bytes)
             copy_cmd = ctxs[0].command("copy", a, out)
             chain_len = _chain_len(chip_data.family)
-            chain_cmds = [ctxs[0].command("nop") for _ in range(chain_len)]
+            # one set of sub-commands per chain in flight: a command BO is its completion
+            # signal, so it must not be submitted again before it ends
+            chain_cmds = [[ctxs[0].command("nop") for _ in range(chain_len)]
+                          for _ in range(IN_FLIGHT)]
             lay = chip_data.mailbox
             trap = chip_data.dev_to_bar(lay.chan_regs(1) + MailboxLayout.X2I_TAIL) if lay else None
             for c, cc in zip(ctxs, cmds, strict=True):  # warm every path once
@@ -410,10 +413,10 @@ def run(chip: str = "npu4", quick: bool = False, progress: bool = False) -> dict
 
                 t0 = time.perf_counter_ns()
                 runs: list[Any] = []
-                for _ in range(sz.chains):
+                for i in range(sz.chains):
                     if len(runs) == IN_FLIGHT:
                         runs.pop(0).wait(5)
-                    runs.append(ctxs[0].chain(chain_cmds))
+                    runs.append(ctxs[0].chain(chain_cmds[i % IN_FLIGHT]))
                 for r in runs:
                     r.wait(5)
                 s.add("chain_throughput_per_s", _rate(sz.chains * chain_len, t0))
