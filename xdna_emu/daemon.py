@@ -610,8 +610,11 @@ class Daemon:
                 progressed |= sess.daemon._on_client(sess)
             elif kind == "kick":
                 kicked.append(sess)
-        daemons = (self, *self.vfs)  # a client's call may have enabled or removed VFs
-        for d in daemons:
+        # a client's call may have enabled or removed VFs, and so may a drained write: each
+        # function is looked up when its turn comes
+        for d in (self, *self.vfs):
+            if d is not self and d not in self.vfs:
+                continue
             mine = [s for s in kicked if s.daemon is d]
             if not events and d.fn.backlogged():
                 mine = list(d.sessions.values())
@@ -620,7 +623,7 @@ class Daemon:
             self._numvfs_taken()
         if progressed:
             polling = 0
-            for d in daemons:
+            for d in (self, *self.vfs):
                 polling |= d._notify_sessions()
             if polling or self.polled_ns:
                 self._spin(polling)
