@@ -27,11 +27,10 @@ from ..fw.messages import LAYOUTS
 from ..testing import strategies as xs
 from .invariants import Failure
 from .lang import Op
-from .ops import A4_KINDS, Builder, DeviceHarness
-from .trace import Trace
+from .ops import A4_KINDS, Builder
+from .trace import Trace, harness_for
 
 VISITS: Counter[str] = Counter()  # state -> steps spent in it, over every example
-_HARNESSES: dict[str, DeviceHarness] = {}
 _PAYLOADS: dict[int, st.SearchStrategy[bytes]] = {}
 
 
@@ -57,10 +56,7 @@ class DeviceMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         logging.getLogger("xdna_emu").setLevel(logging.CRITICAL)
-        s = _HARNESSES.get(self.chip)
-        if s is None:
-            s = _HARNESSES[self.chip] = DeviceHarness(self.chip)
-        self.s = s.fresh()
+        self.s = harness_for(self.chip).fresh()
         self.b = Builder(self.s)
         self.had_error = False
 
@@ -229,10 +225,7 @@ class Aie4Machine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         logging.getLogger("xdna_emu").setLevel(logging.CRITICAL)
-        s = _HARNESSES.get(self.chip)
-        if s is None:
-            s = _HARNESSES[self.chip] = DeviceHarness(self.chip)
-        self.s = s.fresh()
+        self.s = harness_for(self.chip).fresh()
         self.b = Builder(self.s)
 
     @initialize(timeout_ms=st.sampled_from([3, 20, 2000]))
