@@ -703,30 +703,30 @@ void xdna_hwctx_tdr_tick(struct xdna_shim_ctx *ctx)
     }
 }
 
-void xdna_hwctx_stop_all(struct xdna_shim_ctx *ctx)
+/* End every active context's jobs ABORT and stop its firmware context, telling the firmware
+ * (DESTROY_CONTEXT) only with destroy. */
+static void stop_each(struct xdna_shim_ctx *ctx, bool destroy)
 {
     for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
         struct xdna_hwctx *hw = ctx->s.hw[i];
         if (!hw || hw->state != XDNA_SHIM_HWCTX_ACTIVE)
             continue;
         end_jobs(ctx, hw, XDNA_SHIM_ERT_STATE_ABORT);
-        fw_stop(ctx, hw, true);
+        fw_stop(ctx, hw, destroy);
         hw->state = XDNA_SHIM_HWCTX_IDLE;
     }
+}
+
+void xdna_hwctx_stop_all(struct xdna_shim_ctx *ctx)
+{
+    stop_each(ctx, true);
 }
 
 /* A reset is coming (AIE4 FLR reset_prepare): end the jobs ABORT and forget the firmware
  * contexts without telling the firmware. */
 void xdna_hwctx_drop_all(struct xdna_shim_ctx *ctx)
 {
-    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
-        struct xdna_hwctx *hw = ctx->s.hw[i];
-        if (!hw || hw->state != XDNA_SHIM_HWCTX_ACTIVE)
-            continue;
-        end_jobs(ctx, hw, XDNA_SHIM_ERT_STATE_ABORT);
-        fw_stop(ctx, hw, false);
-        hw->state = XDNA_SHIM_HWCTX_IDLE;
-    }
+    stop_each(ctx, false);
 }
 
 int xdna_hwctx_restart_all(struct xdna_shim_ctx *ctx)
