@@ -164,7 +164,41 @@ def small_image(chip_name: str = "npu4", payload: bytes = bytes(range(32))) -> b
 
 
 # -- targets -------------------------------------------------------------------------------
-class Target:
+class FindingLog:
+    """What every campaign keeps of its findings (docs/spec/fuzzing.md): crash and hang
+    counts, the seconds to the first, and one artifact per failure signature. The campaign
+    sets ``artifacts``, ``crashes``, ``hangs``, ``signatures``, ``t0`` and
+    ``first_finding_s``."""
+
+    artifacts: Path | None
+    crashes: int
+    hangs: int
+    signatures: dict[tuple[str, str], str]
+    t0: float
+    first_finding_s: float | None
+
+    def count_finding(self, kind: str, name: str) -> Path | None:
+        """Count one finding; return the (created) artifact directory when its signature is
+        new and artifacts are kept, else None."""
+        if self.first_finding_s is None:
+            self.first_finding_s = round(time.monotonic() - self.t0, 2)
+        if kind == "hang":
+            self.hangs += 1
+        else:
+            self.crashes += 1
+        if (kind, name) in self.signatures or self.artifacts is None:
+            return None
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        return self.artifacts
+
+    def finding_stats(self) -> dict[str, Any]:
+        return {"crashes": self.crashes, "hangs": self.hangs,
+                "unique": sorted(f"{k}:{n}" for k, n in self.signatures),
+                "artifacts": sorted(self.signatures.values()),
+                "first_finding_s": self.first_finding_s}
+
+
+class Target(FindingLog):
     """One harness: ``one(data)`` returns a Failure-like finding or None."""
 
     def __init__(self, name: str, chip: str, artifacts: Path | None) -> None:
@@ -202,18 +236,10 @@ class Target:
     def record(self, found: Any, data: bytes) -> None:
         kind = getattr(found, "kind", "crash")
         name = getattr(found, "name", type(found).__name__)
-        if self.first_finding_s is None:
-            self.first_finding_s = round(time.monotonic() - self.t0, 2)
-        if kind == "hang":
-            self.hangs += 1
-        else:
-            self.crashes += 1
-        sig = (kind, name)
-        if sig in self.signatures or self.artifacts is None:
+        where = self.count_finding(kind, name)
+        if where is None:
             return
-        digest = hashlib.sha1(data).hexdigest()[:10]
-        stem = self.artifacts / f"{kind}-{name}-{digest}"
-        self.artifacts.mkdir(parents=True, exist_ok=True)
+        stem = where / f"{kind}-{name}-{hashlib.sha1(data).hexdigest()[:10]}"
         stem.with_suffix(".bin").write_bytes(data)
         if self.name == "device":
             from .trace import Trace
@@ -224,7 +250,7 @@ class Target:
             stem.with_suffix(".trace").write_text(trace.to_text())
         else:
             stem.with_suffix(".txt").write_text(f"{found!r}\n")
-        self.signatures[sig] = str(stem)
+        self.signatures[(kind, name)] = str(stem)
 
     def coverage_feature(self, data: bytes) -> bool:
         """Fallback coverage: did this input reach a new (op kind, device state) pair?"""
@@ -246,10 +272,7 @@ class Target:
         session = getattr(self, "session", None)  # the device target's snapshot counters
         snaps = {} if session is None else {"snapshots_taken": session.snap_stats["taken"],
                                             "restored": session.snap_stats["restored"]}
-        return {"execs": self.execs, "crashes": self.crashes, "hangs": self.hangs, **snaps,
-                "unique": sorted(f"{k}:{n}" for k, n in self.signatures),
-                "artifacts": sorted(self.signatures.values()),
-                "first_finding_s": self.first_finding_s}
+        return {"execs": self.execs, **self.finding_stats(), **snaps}
 
 
 class ParserTarget:

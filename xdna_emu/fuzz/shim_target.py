@@ -33,7 +33,7 @@ from typing import Any
 
 from ..fw.aie4.messages import Opcode as A4Opcode
 from ..fw.messages import Opcode
-from .atheris_target import StopFlag, write_stats
+from .atheris_target import FindingLog, StopFlag, write_stats
 from .faults import ACT_FAULTS, MSG_FAULTS
 from .invariants import Failure
 from .model import FORMS
@@ -173,7 +173,7 @@ def decode(data: bytes, aie4: bool = False) -> list[Op]:
     return ops
 
 
-class ShimFuzzer:
+class ShimFuzzer(FindingLog):
     """The mutational loop, with the same accounting as the device targets."""
 
     def __init__(self, chip: str, seed: int, artifacts: Path | None,
@@ -265,29 +265,19 @@ class ShimFuzzer:
     def record(self, failure: Failure, ops: list[Op]) -> None:
         from .trace import Trace
 
-        if self.first_finding_s is None:
-            self.first_finding_s = round(time.monotonic() - self.t0, 2)
-        if failure.kind == "hang":
-            self.hangs += 1
-        else:
-            self.crashes += 1
-        sig = failure.signature
-        if sig in self.signatures or self.artifacts is None:
+        where = self.count_finding(failure.kind, failure.name)
+        if where is None:
             return
         trace = Trace(self.chip, ops, [f"found by the shim fuzz target: {failure}",
                                        "minimise with: xdna-emu trace minimize FILE"], target="shim")
         text = trace.to_text()
-        self.artifacts.mkdir(parents=True, exist_ok=True)
-        path = self.artifacts / f"{failure.kind}-{failure.name}-{hashlib.sha1(text.encode()).hexdigest()[:10]}.trace"
+        path = where / f"{failure.kind}-{failure.name}-{hashlib.sha1(text.encode()).hexdigest()[:10]}.trace"
         path.write_text(text)
-        self.signatures[sig] = str(path)
+        self.signatures[failure.signature] = str(path)
 
     def stats(self) -> dict[str, Any]:
-        return {"execs": self.execs, "steps": self.steps, "crashes": self.crashes,
-                "hangs": self.hangs, "coverage": len(self.features), "corpus": len(self.corpus),
-                "unique": sorted(f"{k}:{n}" for k, n in self.signatures),
-                "artifacts": sorted(self.signatures.values()),
-                "first_finding_s": self.first_finding_s}
+        return {"execs": self.execs, "steps": self.steps, **self.finding_stats(),
+                "coverage": len(self.features), "corpus": len(self.corpus)}
 
     # -- the loop ---------------------------------------------------------------------------
     def fuzz(self, seconds: float, stats: Path | None = None,

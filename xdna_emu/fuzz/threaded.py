@@ -38,7 +38,7 @@ from typing import Any
 
 from ..fw.messages import Opcode
 from ..shim import ErtState, Shim, ShimError
-from .atheris_target import StopFlag, write_stats
+from .atheris_target import FindingLog, StopFlag, write_stats
 from .invariants import Failure, Hang, InvariantViolation
 from .lang import Op, TraceError, format_operand, typed_operands
 from .shim_trace import FINAL
@@ -337,7 +337,7 @@ class ThreadedHarness:
             shim.close()
 
 
-class ThreadedFuzzer:
+class ThreadedFuzzer(FindingLog):
     """Programs from a seed, run one after another; findings written as programs."""
 
     def __init__(self, chip: str, seed: int, artifacts: Path | None,
@@ -370,28 +370,19 @@ class ThreadedFuzzer:
         return found
 
     def record(self, failure: Failure, prog: Program) -> None:
-        if self.first_finding_s is None:
-            self.first_finding_s = round(time.monotonic() - self.t0, 2)
-        if failure.kind == "hang":
-            self.hangs += 1
-        else:
-            self.crashes += 1
-        if failure.signature in self.signatures or self.artifacts is None:
+        where = self.count_finding(failure.kind, failure.name)
+        if where is None:
             return
         prog = Program(prog.chip, prog.threads, (f"found by the threads fuzz target: {failure}",
                                                  "run again: python -m xdna_emu.fuzz.threaded --replay FILE"))
         text = prog.to_text()
-        self.artifacts.mkdir(parents=True, exist_ok=True)
-        path = self.artifacts / f"{failure.kind}-{failure.name}-{hashlib.sha1(text.encode()).hexdigest()[:10]}.threads"
+        path = where / f"{failure.kind}-{failure.name}-{hashlib.sha1(text.encode()).hexdigest()[:10]}.threads"
         path.write_text(text)
         self.signatures[failure.signature] = str(path)
 
     def stats(self) -> dict[str, Any]:
-        return {"execs": self.execs, "crashes": self.crashes, "hangs": self.hangs,
-                "coverage": len(self.features), "corpus": 0,
-                "unique": sorted(f"{k}:{n}" for k, n in self.signatures),
-                "artifacts": sorted(self.signatures.values()),
-                "first_finding_s": self.first_finding_s}
+        return {"execs": self.execs, **self.finding_stats(), "coverage": len(self.features),
+                "corpus": 0}
 
     def fuzz(self, seconds: float, stats: Path | None = None, max_execs: int | None = None,
              stop: StopFlag | None = None) -> dict[str, Any]:
