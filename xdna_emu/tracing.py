@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .pci.function import Observer
+from .pci.observer import Observer
 
 __all__ = ["CLIENT_DIR", "TraceRecorder", "attach", "client_tracer", "now_us"]
 
