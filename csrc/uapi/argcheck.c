@@ -72,9 +72,7 @@ int xdna_uapi_check_syncobj_handle(const struct drm_syncobj_handle *a, int expor
         return -EINVAL;
     if (a->flags & sync_file)
         return -EOPNOTSUPP;
-    if (a->flags || a->point)
-        return -EINVAL; /* a point only goes with a sync file */
-    return 0;
+    return a->point ? -EINVAL : 0; /* a point only goes with a sync file; TIMELINE alone is 0 */
 }
 
 int xdna_uapi_check_attr(const struct amdxdna_drm_attribute_state *st)
