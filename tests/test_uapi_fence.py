@@ -33,16 +33,19 @@ _CHILD = textwrap.dedent("""
     import socket, sys
     from xdna_emu.uapi import AccelFile
     sock = socket.socket(fileno=int(sys.argv[1]))
-    _, fds, _, _ = socket.recv_fds(sock, 16, 2)
+    _, fds, _, _ = socket.recv_fds(sock, 16, 3)
     with AccelFile() as g:
-        tl, done = (g.fd_to_syncobj(fd) for fd in fds)
+        tl, done = (g.fd_to_syncobj(fd) for fd in fds[:2])
         g.syncobj_wait(tl, 4, timeout_s=20, for_submit=True)  # the parent's point 4
         assert g.syncobj_query(tl) == 4
+        into = g.syncobj_create()
+        g.import_sync_file(into, fds[2], point=9)  # the parent's sync file
+        assert g.syncobj_query(into) == 9
         g.syncobj_signal(done)
 """)
 
 _PARENT = textwrap.dedent("""
-    import errno, os, socket, subprocess, sys
+    import errno, os, select, socket, subprocess, sys
     from xdna_emu import uapi_table as T
     from xdna_emu.uapi import AccelFile
 
@@ -59,7 +62,13 @@ _PARENT = textwrap.dedent("""
         a, c = socket.socketpair()
         child = subprocess.Popen([sys.executable, "-c", sys.argv[1], str(c.fileno())],
                                  pass_fds=[c.fileno()])
-        fds = [f.syncobj_to_fd(tl), f.syncobj_to_fd(done)]
+        sig = f.syncobj_create(signaled=True)
+        sync_file = f.export_sync_file(sig)
+        assert select.select([sync_file], [], [], 0)[0] == [sync_file]  # signalled: readable
+        refused(lambda: f.export_sync_file(tl, point=1), errno.EINVAL)  # no fence yet
+        refused(lambda: f.export_sync_file(999), errno.ENOENT)
+        refused(lambda: f.import_sync_file(tl, f.syncobj_to_fd(sig)), errno.EINVAL)  # no sync file
+        fds = [f.syncobj_to_fd(tl), f.syncobj_to_fd(done), sync_file]
         socket.send_fds(a, [b"x"], fds)  # an unrelated process, over SCM_RIGHTS
         refused(lambda: f.syncobj_wait(done), errno.EINVAL)  # no fence yet
         f.syncobj_signal(tl, 4)

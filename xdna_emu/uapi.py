@@ -497,6 +497,23 @@ class AccelFile:
         """SYNCOBJ_FD_TO_HANDLE: this file's handle of the syncobj ``fd`` names."""
         return int(self.ioctl("SYNCOBJ_FD_TO_HANDLE", fd=fd)["handle"])
 
+    def export_sync_file(self, handle: int, point: int | None = None) -> int:
+        """SYNCOBJ_HANDLE_TO_FD EXPORT_SYNC_FILE: a sync file of the syncobj's fence at
+        ``point`` (None: its current fence), readable (POLLIN) once that signals."""
+        flags = T.const("DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE")
+        if point is not None:
+            flags |= T.const("DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_TIMELINE")
+        return int(self.ioctl("SYNCOBJ_HANDLE_TO_FD", handle=handle, flags=flags,
+                              point=point or 0)["fd"])
+
+    def import_sync_file(self, handle: int, fd: int, point: int | None = None) -> None:
+        """SYNCOBJ_FD_TO_HANDLE IMPORT_SYNC_FILE: the sync file's fence into the syncobj
+        (at ``point``; None: its binary state), once it has signalled (docs/spec/uapi.md §7)."""
+        flags = T.const("DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE")
+        if point is not None:
+            flags |= T.const("DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_TIMELINE")
+        self.ioctl("SYNCOBJ_FD_TO_HANDLE", handle=handle, fd=fd, flags=flags, point=point or 0)
+
     def set_state(self, param: str, layout: T.Layout, /, **values: Any) -> None:
         """SET_STATE ``DRM_AMDXDNA_<param>`` with ``layout`` packed from ``values`` (root
         only: EACCES otherwise)."""

@@ -16,12 +16,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <linux/futex.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -815,9 +817,41 @@ void *xdna_accel_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t
 #define SYNC_ERROR 2u              /* a context timeline whose process died (§7) */
 #define SYNC_SLICE_MS 100u         /* re-check a dead owner / a publisher's stop this often */
 
+#define SYNC_PENDING 128u         /* sync files of a shared timeline waiting for their point */
+#define FENCE_PREFIX "xdna-fence:" /* a sync file's abstract socket name: FENCE_PREFIX pid:id */
+#define PENDING_CLAIMED UINT64_MAX /* an entry being filled in */
+
+/* A shared page: the state, then the sync files exported from it whose point has not
+ * signalled yet (id 0: a free entry); whoever sees the point signal sends each its
+ * datagram (docs/spec/uapi.md §6, "Sync files"). */
+struct sync_page {
+    struct sync_state st;
+    struct { uint64_t id, point; } pending[SYNC_PENDING];
+};
+_Static_assert(sizeof(struct sync_page) <= SYNC_PAGE, "one page");
+
 static struct syncobj *shared_syncs; /* the process's shared views (sync_lock) */
 static pthread_mutex_t pub_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pub_cond = PTHREAD_COND_INITIALIZER; /* a job was submitted, or stop */
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+/* A fork while a publisher holds a lock must not leave it locked in the child. */
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&sync_lock);
+    pthread_mutex_lock(&pub_lock);
+}
+
+static void fork_release(void)
+{
+    pthread_mutex_unlock(&pub_lock);
+    pthread_mutex_unlock(&sync_lock);
+}
+
+static void fork_guard(void)
+{
+    pthread_atfork(fork_prepare, fork_release, fork_release);
+}
 
 #define LD(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
 
@@ -828,11 +862,61 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* Every change of a state wakes its waiters in every process (a shared futex). */
+/* The abstract socket name of sync file id whose fence is a job of process pid (0: a
+ * fence signalled already); its length for bind/sendto. */
+static socklen_t fence_name(struct sockaddr_un *a, pid_t pid, uint64_t id)
+{
+    memset(a, 0, sizeof(*a));
+    a->sun_family = AF_UNIX;
+    int n = snprintf(a->sun_path + 1, sizeof(a->sun_path) - 1, FENCE_PREFIX "%d:%llx", (int)pid,
+                     (unsigned long long)id);
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+}
+
+/* Signal sync file id: one datagram makes it readable (POLLIN) in every process. */
+static void fence_send(pid_t pid, uint64_t id)
+{
+    static int out = -1; /* the process's sending socket */
+    int fd = __atomic_load_n(&out, __ATOMIC_ACQUIRE);
+    if (fd < 0) {
+        int mine = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (mine < 0)
+            return;
+        if (__atomic_compare_exchange_n(&out, &fd, mine, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            fd = mine;
+        else
+            close(mine);
+    }
+    struct sockaddr_un a;
+    socklen_t len = fence_name(&a, pid, id);
+    char one = 1;
+    sendto(fd, &one, 1, MSG_DONTWAIT, (struct sockaddr *)&a, len); /* a closed one: refused */
+}
+
+/* Send every pending sync file of a shared page whose point has signalled. */
+static void st_notify(struct sync_state *st)
+{
+    if (LD(st->magic) != SYNC_MAGIC)
+        return;
+    struct sync_page *pg = (struct sync_page *)st;
+    uint64_t v = LD(st->value);
+    pid_t pid = (pid_t)LD(st->pid);
+    for (unsigned i = 0; i < SYNC_PENDING; i++) {
+        uint64_t id = LD(pg->pending[i].id), pt = LD(pg->pending[i].point);
+        if (id && id != PENDING_CLAIMED && pt <= v &&
+            __atomic_compare_exchange_n(&pg->pending[i].id, &id, 0, false, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+            fence_send(pid, id);
+    }
+}
+
+/* Every change of a state wakes its waiters in every process (a shared futex) and sends
+ * the sync files it signalled. */
 static void st_wake(struct sync_state *st)
 {
     __atomic_add_fetch(&st->futex, 1, __ATOMIC_RELEASE);
     syscall(SYS_futex, &st->futex, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+    st_notify(st);
 }
 
 /* A point only moves up, whichever process moves it. */
@@ -958,6 +1042,7 @@ static int sync_share(struct syncobj *s)
     p = mmap(NULL, SYNC_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED)
         goto close_fd;
+    pthread_once(&fork_once, fork_guard);
     *p = s->local;
     p->magic = SYNC_MAGIC;
     p->futex = 0;
@@ -1390,6 +1475,90 @@ static int exec_fences(struct accel_file *f, struct amdxdna_drm_exec_cmd *a)
     return syncobj_set(f, a->cmd_handles, a->args, a->cmd_count, 2);
 }
 
+/* ---- sync files (docs/spec/uapi.md §6) -------------------------------------------- */
+
+/* A sync file is a datagram socket bound to an abstract name FENCE_PREFIX "pid:id": pid is
+ * the process running the fence's job (0: signalled at export), id names it. It becomes
+ * readable (POLLIN) when the fence signals: at once for a signalled one, else when a
+ * process sees the job's point signal (st_notify). */
+static int fence_socket(pid_t pid, uint64_t *id)
+{
+    static uint32_t counter;
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0); /* O_CLOEXEC, as the DRM core */
+    if (fd < 0)
+        return -errno;
+    for (unsigned tries = 0; tries < 64; tries++) {
+        *id = (uint64_t)(uint32_t)getpid() << 32 | __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
+        struct sockaddr_un a;
+        socklen_t len = fence_name(&a, pid, *id);
+        if (bind(fd, (struct sockaddr *)&a, len) == 0)
+            return fd;
+        if (errno != EADDRINUSE)
+            break;
+    }
+    int err = errno;
+    close(fd);
+    return -err;
+}
+
+/* EXPORT_SYNC_FILE: the syncobj's fence at point (0: its current fence: the binary state, a
+ * timeline's last point, a context's last submitted job) as a new sync file. ENOENT no
+ * such syncobj, EINVAL no fence there yet (the DRM core's answers). */
+static int export_sync_file(struct accel_file *f, struct drm_syncobj_handle *a)
+{
+    uint64_t point = (a->flags & DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_TIMELINE) ? a->point : 0;
+    pthread_mutex_lock(&sync_lock);
+    struct syncobj *s = sync_get(f, a->handle);
+    int rc = s ? 0 : -ENOENT, signalled = 0;
+    uint32_t hw = s ? LD(s->st->hwctx) : 0;
+    if (s && hw) { /* a context's job: its last submitted one for point 0 */
+        uint64_t last = LD(s->st->submitted);
+        if (s->owner) {
+            struct xdna_shim_hwctx_info hi;
+            last = xdna_shim_hwctx_info(s->owner->ctx, hw, &hi) == 0 ? hi.submitted : 0;
+        }
+        point = point ? point : last;
+        signalled = point ? sync_check(s, point) : -EINVAL;
+        if (signalled == 0)
+            rc = sync_share(s); /* the page carries the pending sync file */
+    } else if (s) {
+        uint64_t v = LD(s->st->value);
+        signalled = (LD(s->st->flags) & SYNC_SUBMITTED) && (point ? v >= point : v != 0) ? 1 : -EINVAL;
+    }
+    if (rc == 0 && signalled < 0)
+        rc = -EINVAL;
+    pid_t pid = rc == 0 && signalled == 0 ? (pid_t)LD(s->st->pid) : 0;
+    uint64_t id = 0;
+    int fd = rc ? -1 : fence_socket(pid, &id);
+    if (rc == 0 && fd < 0)
+        rc = fd;
+    if (rc == 0 && signalled == 0) { /* pending: the page sends it when the point signals */
+        struct sync_page *pg = (struct sync_page *)s->st;
+        unsigned i = 0;
+        for (uint64_t zero = 0; i < SYNC_PENDING; i++, zero = 0)
+            if (__atomic_compare_exchange_n(&pg->pending[i].id, &zero, PENDING_CLAIMED, false,
+                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                break;
+        if (i == SYNC_PENDING) {
+            close(fd);
+            rc = -ENOMEM;
+        } else {
+            __atomic_store_n(&pg->pending[i].point, point, __ATOMIC_RELEASE);
+            __atomic_store_n(&pg->pending[i].id, id, __ATOMIC_RELEASE);
+            if (sync_check(s, point) == 1) { /* it signalled meanwhile */
+                st_raise(&s->st->value, point); /* a context's jobs end in order */
+                st_wake(s->st);
+            }
+        }
+    } else if (rc == 0) {
+        fence_send(0, id);
+    }
+    pthread_mutex_unlock(&sync_lock);
+    if (rc == 0)
+        a->fd = fd;
+    return rc;
+}
+
 /* ---- syncobj fds (docs/spec/uapi.md §6) -------------------------------------------- */
 
 /* HANDLE_TO_FD: the syncobj's shared page, one more fd of its memfd (close-on-exec, as the
@@ -1397,9 +1566,11 @@ static int exec_fences(struct accel_file *f, struct amdxdna_drm_exec_cmd *a)
 static int syncobj_handle_to_fd(struct accel_file *f, void *k)
 {
     struct drm_syncobj_handle *a = k;
-    int rc = xdna_uapi_check_syncobj_handle(a, 1); /* sync files: docs/spec/uapi.md §7 */
+    int rc = xdna_uapi_check_syncobj_handle(a, 1);
     if (rc < 0)
         return rc;
+    if (rc == 1)
+        return export_sync_file(f, a);
     pthread_mutex_lock(&sync_lock);
     struct syncobj *s = sync_get(f, a->handle);
     rc = !s ? -EINVAL : sync_share(s);
@@ -1448,6 +1619,40 @@ static int sync_view(int fd, struct syncobj **out)
     return 0;
 }
 
+/* IMPORT_SYNC_FILE: the sync file's fence into the syncobj (point 0: its binary state) once
+ * it has signalled; the call waits for that, as TRANSFER does (docs/spec/uapi.md §7). EINVAL
+ * not a sync file, ENOENT no such syncobj, EINVAL a context's timeline (the device's). */
+static int import_sync_file(struct accel_file *f, struct drm_syncobj_handle *a)
+{
+    uint64_t point = (a->flags & DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_TIMELINE) ? a->point : 0;
+    struct sockaddr_un sa;
+    socklen_t len = sizeof(sa);
+    int pid = -1;
+    unsigned long long id;
+    char tail;
+    memset(&sa, 0, sizeof(sa));
+    if (getsockname(a->fd, (struct sockaddr *)&sa, &len) < 0 || sa.sun_family != AF_UNIX ||
+        len <= offsetof(struct sockaddr_un, sun_path) + 1 || sa.sun_path[0] ||
+        sscanf(sa.sun_path + 1, FENCE_PREFIX "%d:%llx%c", &pid, &id, &tail) != 2)
+        return -EINVAL; /* not a sync file */
+    pthread_mutex_lock(&sync_lock);
+    struct syncobj *s = sync_get(f, a->handle);
+    int rc = !s ? -ENOENT : LD(s->st->hwctx) ? -EINVAL : 0;
+    pthread_mutex_unlock(&sync_lock);
+    if (rc)
+        return rc;
+    /* a fence whose process died has signalled (with an error): its file was released */
+    struct pollfd p = {.fd = a->fd, .events = POLLIN};
+    while (poll(&p, 1, SYNC_SLICE_MS) == 0 || (p.revents & POLLIN) == 0) {
+        if (pid > 0 && kill(pid, 0) < 0 && errno == ESRCH)
+            break;
+        if (p.revents & (POLLERR | POLLNVAL))
+            return -EINVAL;
+    }
+    uint64_t pt = point ? point : 1;
+    return syncobj_set(f, (uint64_t)(uintptr_t)&a->handle, (uint64_t)(uintptr_t)&pt, 1, 2);
+}
+
 /* FD_TO_HANDLE: a handle of this file for the syncobj the fd names, a name of its own
  * (destroying one name leaves the others), from any process. */
 static int syncobj_fd_to_handle(struct accel_file *f, void *k)
@@ -1456,6 +1661,8 @@ static int syncobj_fd_to_handle(struct accel_file *f, void *k)
     int rc = xdna_uapi_check_syncobj_handle(a, 0);
     if (rc < 0)
         return rc;
+    if (rc == 1)
+        return import_sync_file(f, a);
     pthread_mutex_lock(&sync_lock);
     struct syncobj *s = NULL;
     rc = sync_view(a->fd, &s);

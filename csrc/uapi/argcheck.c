@@ -71,7 +71,7 @@ int xdna_uapi_check_syncobj_handle(const struct drm_syncobj_handle *a, int expor
     if (a->pad || a->flags & ~(sync_file | timeline))
         return -EINVAL;
     if (a->flags & sync_file)
-        return -EOPNOTSUPP;
+        return 1; /* the point is read only with TIMELINE */
     return a->point ? -EINVAL : 0; /* a point only goes with a sync file; TIMELINE alone is 0 */
 }
 

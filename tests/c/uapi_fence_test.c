@@ -9,13 +9,16 @@
  *   syncobj the child waits on; out3 = a + 3b proves the order;
  * - an exporter that dies with a job running: its points up to the last submission signal
  *   (with an error), a later one never comes (the wait times out as asked);
- * - bad input: an fd that is not ours, a stale handle, unknown flags, non-zero pads.
+ * - bad input: an fd that is not ours, a stale handle, unknown flags, non-zero pads;
+ * - sync files: exported from host fences and from a context's jobs (readable only once
+ *   the job ended), imported into binary and timeline syncobjs, in a forked process too.
  * Prints "uapi_fence_test: N checks, M failed"; exit status 0 only when none failed.
  *
  * XKNL_* come from xdna_emu/kernels.py on the compiler's command line. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -461,6 +464,110 @@ static void test_bad(void)
     close(fd);
 }
 
+/* ---- sync files ------------------------------------------------------------------- */
+
+/* EXPORT_SYNC_FILE of point (0: the current fence); the fd or -errno. */
+static int export_sync(int fd, uint32_t h, uint32_t flags, uint64_t point)
+{
+    struct drm_syncobj_handle x = {.handle = h, .flags = DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE | flags,
+                                   .point = point};
+    return ioctl(fd, DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD, &x) == 0 ? x.fd : -errno;
+}
+
+/* IMPORT_SYNC_FILE into h (at point with TIMELINE); 0 or the errno. */
+static int import_sync(int fd, uint32_t h, int sf, uint32_t flags, uint64_t point)
+{
+    struct drm_syncobj_handle x = {.handle = h, .fd = sf, .flags = DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE | flags,
+                                   .point = point};
+    return ioctl(fd, DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE, &x) == 0 ? 0 : errno;
+}
+
+static int readable(int sf, int ms)
+{
+    struct pollfd p = {.fd = sf, .events = POLLIN};
+    return poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
+}
+
+static void test_sync_files(void)
+{
+    struct dev d = dev_open();
+    /* host fences: signalled ones are readable at once; none yet is EINVAL */
+    uint32_t sig = syncobj(d.fd, DRM_SYNCOBJ_CREATE_SIGNALED), unsig = syncobj(d.fd, 0), tl = syncobj(d.fd, 0);
+    int sf = export_sync(d.fd, sig, 0, 0);
+    CHECK(sf >= 0 && (fcntl(sf, F_GETFD) & FD_CLOEXEC) && readable(sf, 0), "a signalled fence's sync file: %d", sf);
+    uint32_t into = syncobj(d.fd, 0);
+    CHECK(import_sync(d.fd, into, sf, 0, 0) == 0, "import into a binary syncobj");
+    CHECK(wait_point(d.fd, into, 0, 0, 0) == 0, "the import signalled it");
+    CHECK(import_sync(d.fd, tl, sf, DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_TIMELINE, 4) == 0, "import at point 4");
+    CHECK(query(d.fd, tl, 0) == 4, "timeline at 4 after the import");
+    CHECK(export_sync(d.fd, unsig, 0, 0) == -EINVAL, "no fence: EINVAL");
+    int p4 = export_sync(d.fd, tl, DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_TIMELINE, 4);
+    CHECK(p4 >= 0 && readable(p4, 0), "point 4's sync file");
+    CHECK(export_sync(d.fd, tl, DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_TIMELINE, 5) == -EINVAL, "point 5 has no fence");
+    int cur = export_sync(d.fd, tl, 0, 5); /* without TIMELINE the point is not read */
+    CHECK(cur >= 0 && readable(cur, 0), "the timeline's current fence");
+    /* bad input */
+    CHECK(export_sync(d.fd, 999, 0, 0) == -ENOENT, "no such syncobj: ENOENT");
+    CHECK(export_sync(d.fd, sig, 4, 0) == -EINVAL, "unknown flags");
+    struct drm_syncobj_handle x = {.handle = sig, .flags = DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE, .pad = 1};
+    EXPECT_ERR(d.fd, DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD, &x, EINVAL);
+    x = (struct drm_syncobj_handle){.handle = into, .fd = sf, .flags = DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE,
+                                    .pad = 1};
+    EXPECT_ERR(d.fd, DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE, &x, EINVAL);
+    CHECK(import_sync(d.fd, into, sf, 8, 0) == EINVAL, "unknown import flags");
+    CHECK(import_sync(d.fd, 999, sf, 0, 0) == ENOENT, "import into no syncobj: ENOENT");
+    int pp[2], plain = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    CHECK(pipe(pp) == 0, "pipe");
+    int sobj = export_fd(d.fd, sig);
+    CHECK(import_sync(d.fd, into, pp[0], 0, 0) == EINVAL, "a pipe is no sync file");
+    CHECK(import_sync(d.fd, into, plain, 0, 0) == EINVAL, "a socket is no sync file");
+    CHECK(import_sync(d.fd, into, sobj, 0, 0) == EINVAL, "a syncobj fd is no sync file");
+    CHECK(import_sync(d.fd, into, 4000, 0, 0) == EINVAL, "not an fd");
+    uint32_t ts, ctx = ctx_create(&d, &ts);
+    CHECK(import_sync(d.fd, ts, sf, 0, 0) == EINVAL, "a context's timeline is the device's");
+
+    /* a context's job: readable once it ended (never before), imported in another process */
+    uint32_t o = create_bo(d.fd, AMDXDNA_BO_SHARE, N * sizeof(int32_t));
+    uint64_t seq = submit(&d, ctx, d.instr, d.a, d.b, o);
+    int jf = export_sync(d.fd, ts, DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_TIMELINE, seq);
+    CHECK(jf >= 0, "a job's sync file: %d", jf);
+    if (readable(jf, 0))
+        CHECK(query(d.fd, ts, 0) >= seq, "readable before its job ended");
+    CHECK(export_sync(d.fd, ts, DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_TIMELINE, seq + 1) == -EINVAL,
+          "a job not submitted has no fence");
+    uint64_t hs = submit(&d, ctx, d.hang, d.a, d.b, d.a); /* ends when TDR ends it */
+    int hf = export_sync(d.fd, ts, 0, 0);                  /* the last submitted job: the hang */
+    int tsfd = export_fd(d.fd, ts);
+    CHECK(hf >= 0 && tsfd >= 0, "the hang's sync file %d", hf);
+    if (readable(hf, 0))
+        CHECK(query(d.fd, ts, 0) >= hs, "the hang's sync file readable before it ended");
+    pid_t pid = fork();
+    if (pid == 0) {
+        checks = failed = 0;
+        int cfd = open("/dev/accel/accel0", O_RDWR | O_CLOEXEC);
+        uint32_t b = syncobj(cfd, 0);
+        CHECK(import_sync(cfd, b, jf, 0, 0) == 0, "the parent's job fence imported");
+        CHECK(wait_point(cfd, b, 0, 0, 0) == 0, "and signalled");
+        CHECK(import_sync(cfd, b, hf, DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_TIMELINE, 7) == 0, "the hang's fence");
+        CHECK(query(cfd, b, 0) == 7, "imported at point 7");
+        /* a sync file exported from an imported timeline */
+        uint32_t t = import_fd(cfd, tsfd);
+        int cf = export_sync(cfd, t, DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_TIMELINE, hs);
+        CHECK(cf >= 0 && readable(cf, 20000), "a sync file of the parent's timeline, from the child");
+        fflush(stdout);
+        _exit(failed ? 1 : 0);
+    }
+    CHECK(readable(jf, 20000) && readable(hf, 30000), "the job's and the hang's sync files signal");
+    CHECK(query(d.fd, ts, 0) >= hs, "both jobs ended");
+    int st = -1;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "sync files in a forked child: %#x", st);
+    int fds[] = {sf, p4, cur, pp[0], pp[1], plain, sobj, jf, hf, tsfd};
+    for (unsigned k = 0; k < sizeof(fds) / sizeof(fds[0]); k++)
+        close(fds[k]);
+    close(d.fd);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "child") == 0)
@@ -469,6 +576,7 @@ int main(int argc, char **argv)
     test_chain(argv[0]);
     test_dead_exporter();
     test_bad();
+    test_sync_files();
     printf("uapi_fence_test: %d checks, %d failed\n", checks, failed);
     return failed ? 1 : 0;
 }
