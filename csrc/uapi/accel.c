@@ -62,6 +62,7 @@ struct sync_state {
     uint64_t value;     /* binary: 1 signalled, 0 not; timeline: the highest signalled point;
                          * a context's: its last ended job as published to other processes */
     uint64_t submitted; /* a context's: its last submitted job, published */
+    uint64_t start;     /* a context timeline: that process's start time (a reused pid differs) */
 };
 
 /* One process's view of a syncobj. Several DRM files of the process may name it
@@ -818,7 +819,7 @@ void *xdna_accel_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t
 #define SYNC_SLICE_MS 100u         /* re-check a dead owner / a publisher's stop this often */
 
 #define SYNC_PENDING 128u         /* sync files of a shared timeline waiting for their point */
-#define FENCE_PREFIX "xdna-fence:" /* a sync file's abstract socket name: FENCE_PREFIX pid:id */
+#define FENCE_PREFIX "xdna-fence:" /* a sync file's abstract socket name (fence_name) */
 #define PENDING_CLAIMED UINT64_MAX /* an entry being filled in */
 
 /* A shared page: the state, then the sync files exported from it whose point has not
@@ -862,19 +863,19 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* The abstract socket name of sync file id whose fence is a job of process pid (0: a
- * fence signalled already); its length for bind/sendto. */
-static socklen_t fence_name(struct sockaddr_un *a, pid_t pid, uint64_t id)
+/* The abstract socket name of sync file id whose fence is a job of process (pid, start)
+ * (0: a fence signalled already); its length for bind/sendto. */
+static socklen_t fence_name(struct sockaddr_un *a, pid_t pid, uint64_t start, uint64_t id)
 {
     memset(a, 0, sizeof(*a));
     a->sun_family = AF_UNIX;
-    int n = snprintf(a->sun_path + 1, sizeof(a->sun_path) - 1, FENCE_PREFIX "%d:%llx", (int)pid,
-                     (unsigned long long)id);
+    int n = snprintf(a->sun_path + 1, sizeof(a->sun_path) - 1, FENCE_PREFIX "%d.%llx:%llx",
+                     (int)pid, (unsigned long long)start, (unsigned long long)id);
     return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
 }
 
 /* Signal sync file id: one datagram makes it readable (POLLIN) in every process. */
-static void fence_send(pid_t pid, uint64_t id)
+static void fence_send(pid_t pid, uint64_t start, uint64_t id)
 {
     static int out = -1; /* the process's sending socket */
     int fd = __atomic_load_n(&out, __ATOMIC_ACQUIRE);
@@ -888,7 +889,7 @@ static void fence_send(pid_t pid, uint64_t id)
             close(mine);
     }
     struct sockaddr_un a;
-    socklen_t len = fence_name(&a, pid, id);
+    socklen_t len = fence_name(&a, pid, start, id);
     char one = 1;
     sendto(fd, &one, 1, MSG_DONTWAIT, (struct sockaddr *)&a, len); /* a closed one: refused */
 }
@@ -901,12 +902,13 @@ static void st_notify(struct sync_state *st)
     struct sync_page *pg = (struct sync_page *)st;
     uint64_t v = LD(st->value);
     pid_t pid = (pid_t)LD(st->pid);
+    uint64_t start = LD(st->start);
     for (unsigned i = 0; i < SYNC_PENDING; i++) {
         uint64_t id = LD(pg->pending[i].id), pt = LD(pg->pending[i].point);
         if (id && id != PENDING_CLAIMED && pt <= v &&
             __atomic_compare_exchange_n(&pg->pending[i].id, &id, 0, false, __ATOMIC_ACQ_REL,
                                         __ATOMIC_ACQUIRE))
-            fence_send(pid, id);
+            fence_send(pid, start, id);
     }
 }
 
@@ -939,10 +941,37 @@ static void st_orphan(struct sync_state *st, uint64_t last_seq, bool error)
     st_wake(st);
 }
 
+/* Process pid's start time (/proc/PID/stat field 22), 0 when it cannot be read. */
+static uint64_t proc_start(pid_t pid)
+{
+    char path[32], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    for (int field = 2; p && field < 22; field++)
+        p = strchr(p + 1, ' ');
+    return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+/* Has the process (pid, start) that ran a fence's job gone? Its file was released, so
+ * every fence it submitted has signalled. */
+static bool proc_gone(pid_t pid, uint64_t start)
+{
+    if (pid <= 0)
+        return false;
+    if (kill(pid, 0) < 0 && errno == ESRCH)
+        return true;
+    uint64_t now = start ? proc_start(pid) : 0;
+    return now && now != start; /* the pid was reused */
+}
+
 static bool owner_gone(const struct sync_state *st)
 {
-    pid_t pid = (pid_t)LD(st->pid);
-    return pid > 0 && kill(pid, 0) < 0 && errno == ESRCH;
+    return proc_gone((pid_t)LD(st->pid), LD(st->start));
 }
 
 static int sync_new(struct accel_file *f, uint32_t hwctx, bool signaled, uint32_t *handle)
@@ -956,6 +985,7 @@ static int sync_new(struct accel_file *f, uint32_t hwctx, bool signaled, uint32_
                 *s = (struct syncobj){.refs = 1, .owner = hwctx ? f : NULL, .fd = -1,
                                       .pid = getpid()};
                 s->local = (struct sync_state){.hwctx = hwctx, .pid = hwctx ? getpid() : 0,
+                                               .start = hwctx ? proc_start(getpid()) : 0,
                                                .flags = signaled ? SYNC_SUBMITTED : 0,
                                                .value = signaled};
                 s->st = &s->local;
@@ -1477,11 +1507,12 @@ static int exec_fences(struct accel_file *f, struct amdxdna_drm_exec_cmd *a)
 
 /* ---- sync files (docs/spec/uapi.md §6) -------------------------------------------- */
 
-/* A sync file is a datagram socket bound to an abstract name FENCE_PREFIX "pid:id": pid is
- * the process running the fence's job (0: signalled at export), id names it. It becomes
+/* A sync file is a datagram socket bound to an abstract name FENCE_PREFIX "pid.start:id":
+ * pid and start name the process running the fence's job (0: signalled at export), id
+ * names the sync file. It becomes
  * readable (POLLIN) when the fence signals: at once for a signalled one, else when a
  * process sees the job's point signal (st_notify). */
-static int fence_socket(pid_t pid, uint64_t *id)
+static int fence_socket(pid_t pid, uint64_t start, uint64_t *id)
 {
     static uint32_t counter;
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0); /* O_CLOEXEC, as the DRM core */
@@ -1490,7 +1521,7 @@ static int fence_socket(pid_t pid, uint64_t *id)
     for (unsigned tries = 0; tries < 64; tries++) {
         *id = (uint64_t)(uint32_t)getpid() << 32 | __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
         struct sockaddr_un a;
-        socklen_t len = fence_name(&a, pid, *id);
+        socklen_t len = fence_name(&a, pid, start, *id);
         if (bind(fd, (struct sockaddr *)&a, len) == 0)
             return fd;
         if (errno != EADDRINUSE)
@@ -1527,9 +1558,10 @@ static int export_sync_file(struct accel_file *f, struct drm_syncobj_handle *a)
     }
     if (rc == 0 && signalled < 0)
         rc = -EINVAL;
-    pid_t pid = rc == 0 && signalled == 0 ? (pid_t)LD(s->st->pid) : 0;
-    uint64_t id = 0;
-    int fd = rc ? -1 : fence_socket(pid, &id);
+    bool pend = rc == 0 && signalled == 0;
+    pid_t pid = pend ? (pid_t)LD(s->st->pid) : 0;
+    uint64_t id = 0, start = pend ? LD(s->st->start) : 0;
+    int fd = rc ? -1 : fence_socket(pid, start, &id);
     if (rc == 0 && fd < 0)
         rc = fd;
     if (rc == 0 && signalled == 0) { /* pending: the page sends it when the point signals */
@@ -1551,7 +1583,7 @@ static int export_sync_file(struct accel_file *f, struct drm_syncobj_handle *a)
             }
         }
     } else if (rc == 0) {
-        fence_send(0, id);
+        fence_send(0, 0, id);
     }
     pthread_mutex_unlock(&sync_lock);
     if (rc == 0)
@@ -1628,12 +1660,12 @@ static int import_sync_file(struct accel_file *f, struct drm_syncobj_handle *a)
     struct sockaddr_un sa;
     socklen_t len = sizeof(sa);
     int pid = -1;
-    unsigned long long id;
+    unsigned long long start, id;
     char tail;
     memset(&sa, 0, sizeof(sa));
     if (getsockname(a->fd, (struct sockaddr *)&sa, &len) < 0 || sa.sun_family != AF_UNIX ||
         len <= offsetof(struct sockaddr_un, sun_path) + 1 || sa.sun_path[0] ||
-        sscanf(sa.sun_path + 1, FENCE_PREFIX "%d:%llx%c", &pid, &id, &tail) != 2)
+        sscanf(sa.sun_path + 1, FENCE_PREFIX "%d.%llx:%llx%c", &pid, &start, &id, &tail) != 3)
         return -EINVAL; /* not a sync file */
     pthread_mutex_lock(&sync_lock);
     struct syncobj *s = sync_get(f, a->handle);
@@ -1644,7 +1676,7 @@ static int import_sync_file(struct accel_file *f, struct drm_syncobj_handle *a)
     /* a fence whose process died has signalled (with an error): its file was released */
     struct pollfd p = {.fd = a->fd, .events = POLLIN};
     while (poll(&p, 1, SYNC_SLICE_MS) == 0 || (p.revents & POLLIN) == 0) {
-        if (pid > 0 && kill(pid, 0) < 0 && errno == ESRCH)
+        if (proc_gone(pid, start))
             break;
         if (p.revents & (POLLERR | POLLNVAL))
             return -EINVAL;

@@ -272,6 +272,9 @@ static int child_main(int sock)
     CHECK(query(d.fd, ta, DRM_SYNCOBJ_QUERY_FLAGS_LAST_SUBMITTED) >= seq1, "A's last submitted");
     struct drm_syncobj_array sa = {.handles = PTR(&ta), .count_handles = 1};
     EXPECT_ERR(d.fd, DRM_IOCTL_SYNCOBJ_SIGNAL, &sa, EINVAL); /* a context's timeline is the device's */
+    /* TRANSFER across processes: A's job point into the shared host timeline at 10 */
+    struct drm_syncobj_transfer tr = {.src_handle = ta, .dst_handle = tl, .src_point = seq1, .dst_point = 10};
+    EXPECT_OK(d.fd, DRM_IOCTL_SYNCOBJ_TRANSFER, &tr);
 
     /* job 2: out2 = out1 + b, behind job 1 (the BOs are the parent's, over PRIME) */
     uint64_t bufs = recv_msg(sock, fds, 2);
@@ -340,6 +343,7 @@ static void test_chain(const char *self)
     uint64_t seq2 = recv_msg(sv[0], &tbfd, 1);
     uint32_t tb = import_fd(d.fd, tbfd);
     close(tbfd);
+    CHECK(query(d.fd, tl, 0) == 10, "B's TRANSFER into the host timeline: %llu", (unsigned long long)query(d.fd, tl, 0));
     /* job 3: out3 = out2 + b, behind B's job 2; then SIGNAL `done` when it ends */
     fence(&d, ctx, AMDXDNA_CMD_SUBMIT_DEPENDENCY, tb, seq2);
     uint64_t seq3 = submit(&d, ctx, d.instr, o2, d.b, o3);
