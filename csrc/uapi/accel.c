@@ -1085,10 +1085,14 @@ static int sync_share(struct syncobj *s)
     st_wake(&s->local); /* this process's waiters move to the page's word */
     if (s->owner && p->hwctx) {
         s->refs++; /* the publisher's, dropped when the context goes */
+        sigset_t all, old;
+        sigfillset(&all); /* the program's signals stay on its own threads */
+        pthread_sigmask(SIG_SETMASK, &all, &old);
         if (pthread_create(&s->publisher, NULL, sync_publisher, s) == 0)
             s->publishing = true;
         else
             s->refs--;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
     }
     return 0;
 

@@ -456,6 +456,10 @@ static void test_bad(void)
     CHECK(wait_point(fd, stale, 0, 0, 0) == ENOENT, "wait on a stale handle");
     struct drm_syncobj_array sa = {.handles = PTR(&stale), .count_handles = 1};
     EXPECT_ERR(fd, DRM_IOCTL_SYNCOBJ_SIGNAL, &sa, ENOENT);
+    /* TIMELINE_SIGNAL of point 0 is the binary state, as the DRM core takes it */
+    uint32_t z = syncobj(fd, 0);
+    signal_point(fd, z, 0);
+    CHECK(wait_point(fd, z, 0, 0, 0) == 0, "point 0 signals the binary state");
     /* the syncobj lives while an fd holds it: every handle gone, the fd imports it again */
     struct drm_syncobj_destroy d0 = {.handle = h};
     EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_DESTROY, &d0);
