@@ -4,6 +4,7 @@
 #include "shim_int.h"
 
 #include <errno.h>
+#include <string.h>
 
 int xdna_pm_init(struct xdna_shim_ctx *ctx)
 {
@@ -217,4 +218,26 @@ void xdna_rpm_maybe_suspend(struct xdna_shim_ctx *ctx)
     s->rpm_suspended = true;
     s->suspend_count++;
     xdna_dev_end(ctx);
+}
+
+int xdna_pm_npu_metrics(struct xdna_shim_ctx *ctx, uint32_t *power_mw,
+                        uint16_t busy[XDNA_PROTO_CTRL_PMF_COLUMNS])
+{
+    if (!ctx->ctrl || xdna_is_aie4(ctx->chip)) {
+        errno = EOPNOTSUPP; /* as a driver built without the PMF interface */
+        return -1;
+    }
+    const uint8_t *page = (const uint8_t *)ctx->ctrl;
+    for (;;) { /* the daemon's SEQ is odd while it writes: retry a torn read */
+        uint32_t seq = __atomic_load_n((const uint32_t *)(page + XDNA_PROTO_CTRL_OFF_PMF_SEQ),
+                                       __ATOMIC_ACQUIRE);
+        if (seq & 1)
+            continue;
+        memcpy(power_mw, page + XDNA_PROTO_CTRL_OFF_PMF_POWER, sizeof(*power_mw));
+        memcpy(busy, page + XDNA_PROTO_CTRL_OFF_PMF_BUSY, XDNA_PROTO_CTRL_PMF_COLUMNS * sizeof(busy[0]));
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n((const uint32_t *)(page + XDNA_PROTO_CTRL_OFF_PMF_SEQ),
+                            __ATOMIC_RELAXED) == seq)
+            return 0;
+    }
 }

@@ -419,6 +419,11 @@ int xdna_pm_resume(struct xdna_shim_ctx *ctx);
 int xdna_rpm_get(struct xdna_shim_ctx *ctx);
 bool xdna_rpm_armed(struct xdna_shim_ctx *ctx);
 void xdna_rpm_maybe_suspend(struct xdna_shim_ctx *ctx);
+/* The platform firmware's NPU metrics (the driver's amd_pmf_get_npu_data): power in mW and
+ * busy % of the first XDNA_PROTO_CTRL_PMF_COLUMNS columns, as the daemon last sampled them
+ * (docs/spec/uapi.md §6 "Sensors"). -1 with EOPNOTSUPP without a daemon to publish them. */
+int xdna_pm_npu_metrics(struct xdna_shim_ctx *ctx, uint32_t *power_mw,
+                        uint16_t busy[XDNA_PROTO_CTRL_PMF_COLUMNS]);
 
 /* ---- buffers (bo.c) ---- */
 struct xdna_bo {

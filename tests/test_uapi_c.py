@@ -189,6 +189,48 @@ def test_exec_program_qos_moves_the_clock(chip: str, level: int) -> None:
     assert proc.returncode == 0 and "qos ok" in proc.stdout, proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize(("chip", "cols"), [("npu1", 5), ("npu4", 8)])
+def test_python_sensors_follow_the_device(chip: str, cols: int) -> None:
+    """GET_INFO SENSORS from Python: the driver's entries, the power of the platform
+    firmware's model at the clocks the device runs at (a SET_POWER_MODE moves both), and
+    the driver's short-buffer refusal (docs/spec/uapi.md §6 "Sensors")."""
+    prog = textwrap.dedent("""
+        import errno, sys
+        from xdna_emu import uapi_table as T
+        from xdna_emu.uapi import AccelFile
+        cols = int(sys.argv[1])
+        with AccelFile() as f:
+            def check(mode):
+                f.set_state("SET_POWER_MODE", T.SET_POWER_MODE, power_mode=mode, pad=bytes(7))
+                ck = f.get_info("QUERY_CLOCK_METADATA", T.QUERY_CLOCK_METADATA)
+                npu, h = ck["mp_npu_clock"]["freq_mhz"], ck["h_clock"]["freq_mhz"]
+                s = f.sensors()
+                assert len(s) == 1 + cols, s
+                assert (s[0]["label"], s[0]["units"], s[0]["unitm"], s[0]["type"]) == (
+                    "Total Power", "mW", -3, T.const("AMDXDNA_SENSOR_TYPE_POWER")), s[0]
+                assert s[0]["input"] == (npu + h) // 4, (s[0], npu, h)
+                for i, e in enumerate(s[1:]):
+                    assert (e["label"], e["units"], e["unitm"], e["input"]) == (
+                        f"Column {i} Utilization", "%", 0, 0), e
+                return s[0]["input"]
+            low = check(T.const("POWER_MODE_LOW"))
+            high = check(T.const("POWER_MODE_TURBO"))
+            assert low < high, (low, high)
+            check(T.const("POWER_MODE_DEFAULT"))
+            try:
+                f.sensors(count=cols)  # one entry short
+            except OSError as e:
+                assert e.errno == errno.EINVAL
+            else:
+                raise AssertionError("short SENSORS buffer accepted")
+        print("sensors ok")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([*EXEC, "--chip", chip, "--", sys.executable, "-c", prog, str(cols)],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0 and "sensors ok" in proc.stdout, proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize("chip", ["npu1", "npu4"])
 def test_python_heap_growth(chip: str) -> None:
     """AccelFile.dev_bo grows the heap as a runtime does (docs/spec/uapi.md §6)."""

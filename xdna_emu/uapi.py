@@ -431,6 +431,20 @@ class AccelFile:
                          strict=True)) for i in range(filled.bit_count())]
         return filled, cols
 
+    def sensors(self, count: int = 16) -> list[dict[str, Any]]:
+        """GET_INFO SENSORS with room for ``count`` entries: the driver's entries (power,
+        then one utilisation per column), ``label``/``units`` as str (docs/spec/uapi.md §6)."""
+        buf = bytearray(count * T.QUERY_SENSOR.size)
+        out = self.ioctl("AMDXDNA_GET_INFO", param=T.const("DRM_AMDXDNA_QUERY_SENSORS"),
+                         buffer_size=len(buf), buffer=_addr(buf))
+        entries = []
+        for i in range(out["buffer_size"] // T.QUERY_SENSOR.size):
+            e = T.QUERY_SENSOR.unpack(buf[i * T.QUERY_SENSOR.size:(i + 1) * T.QUERY_SENSOR.size])
+            for k in ("label", "units", "status"):
+                e[k] = bytes(e[k]).split(b"\0", 1)[0].decode()
+            entries.append(e)
+        return entries
+
     def telemetry(self, kind: int = int(TelemetryType.HEALTH), data: int = 4096,
                   ) -> tuple[dict[str, Any], list[int], bytes]:
         """GET_INFO TELEMETRY of ``kind`` with ``data`` bytes after the header and its map

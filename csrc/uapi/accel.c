@@ -1539,6 +1539,40 @@ static int query_telemetry(struct accel_file *f, struct amdxdna_drm_get_info *a,
     return uwrite(a->buffer, hdr_buf, hsz);
 }
 
+/* SENSORS (AIE2): the platform firmware's metrics (xdna_pm_npu_metrics) as the driver
+ * serves them: "Total Power" in mW, then one "Column N Utilization" in % per column up to
+ * the metrics table's 8; a buffer short of all of them is refused, `buffer_size` comes back
+ * as the bytes written (docs/spec/uapi.md §6 "Sensors"). */
+static int query_sensors(struct accel_file *f, struct amdxdna_drm_get_info *a, uint32_t total_col)
+{
+    static __thread struct amdxdna_drm_query_sensor out[1 + XDNA_PROTO_CTRL_PMF_COLUMNS];
+    uint32_t ncol = total_col < XDNA_PROTO_CTRL_PMF_COLUMNS ? total_col : XDNA_PROTO_CTRL_PMF_COLUMNS;
+    uint32_t bytes = (1 + ncol) * (uint32_t)sizeof(out[0]);
+    if (a->buffer_size < bytes)
+        return -EINVAL;
+    uint32_t power;
+    uint16_t busy[XDNA_PROTO_CTRL_PMF_COLUMNS];
+    if (xdna_pm_npu_metrics(f->ctx, &power, busy) < 0)
+        return -errno;
+    memset(out, 0, sizeof(out));
+    out[0].type = AMDXDNA_SENSOR_TYPE_POWER;
+    out[0].input = power;
+    out[0].unitm = -3;
+    snprintf((char *)out[0].label, sizeof(out[0].label), "Total Power");
+    snprintf((char *)out[0].units, sizeof(out[0].units), "mW");
+    for (uint32_t i = 0; i < ncol; i++) {
+        struct amdxdna_drm_query_sensor *s = &out[1 + i];
+        s->type = AMDXDNA_SENSOR_TYPE_COLUMN_UTILIZATION;
+        s->input = busy[i];
+        snprintf((char *)s->label, sizeof(s->label), "Column %u Utilization", i);
+        snprintf((char *)s->units, sizeof(s->units), "%%");
+    }
+    if (uwrite(a->buffer, out, bytes) < 0)
+        return -EFAULT;
+    a->buffer_size = bytes;
+    return 0;
+}
+
 /* A call into the driver session `exec` keeps (xdna_emu.uapi.DriverService, docs/spec/uapi.md
  * §6) for state that is the driver's, not a client session's: one SOCK_SEQPACKET request
  * {u32 command number, u32 param, the argument's bytes}, one reply {i32 errno, the answer};
@@ -1781,7 +1815,7 @@ static int get_info(struct accel_file *f, void *k)
     case DRM_AMDXDNA_QUERY_TELEMETRY:
         return query_telemetry(f, a, info.hwctx_limit);
     case DRM_AMDXDNA_QUERY_SENSORS:
-        return -EOPNOTSUPP; /* not served yet: docs/spec/uapi.md §7 */
+        return query_sensors(f, a, info.total_col);
     case DRM_AMDXDNA_READ_AIE_MEM:
     case DRM_AMDXDNA_READ_AIE_REG: /* a debug build's only */
     case DRM_AMDXDNA_GET_AUTO_COREDUMP:

@@ -1345,6 +1345,112 @@ static void test_driver_state(int fd, const struct amdxdna_drm_query_aie_metadat
     EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &dh);
 }
 
+/* GET_INFO SENSORS (docs/spec/uapi.md §6 "Sensors"): "Total Power" in mW, then one
+ * "Column N Utilization" in % per column (at most 8); a buffer short of all of them is
+ * EINVAL with nothing written, buffer_size comes back as the bytes written and nothing
+ * lands past them; the values are the device's: a hung job makes its columns 100 % busy
+ * and raises the power, destroying its context brings both back. */
+static int read_sensors(int fd, struct amdxdna_drm_query_sensor *s, uint32_t cap)
+{
+    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_SENSORS,
+                                      .buffer_size = cap * (uint32_t)sizeof(*s), .buffer = PTR(s)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    return (int)(gi.buffer_size / sizeof(*s));
+}
+
+static int busy_cols(const struct amdxdna_drm_query_sensor *s, int n)
+{
+    int busy = 0;
+    for (int i = 1; i < n; i++)
+        busy += s[i].input == 100;
+    return busy;
+}
+
+/* The platform firmware's power model (docs/spec/uapi.md §6 "Sensors") at the clocks the
+ * device runs at now. */
+static uint32_t model_mw(int fd, int busy)
+{
+    struct amdxdna_drm_query_clock_metadata ck = {0};
+    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_CLOCK_METADATA, .buffer_size = sizeof(ck),
+                                      .buffer = PTR(&ck)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    return (ck.mp_npu_clock.freq_mhz + ck.h_clock.freq_mhz) / 4 + (uint32_t)busy * ck.h_clock.freq_mhz / 4;
+}
+
+static void test_sensors(int fd, const struct amdxdna_drm_query_aie_metadata *md)
+{
+    enum { CAP = 12 };
+    const uint32_t ncol = md->cols < 8 ? md->cols : 8, want = (1 + ncol) * sizeof(struct amdxdna_drm_query_sensor);
+    struct amdxdna_drm_query_sensor s[CAP];
+    memset(s, 0xAB, sizeof(s));
+    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_SENSORS, .buffer_size = sizeof(s),
+                                      .buffer = PTR(s)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    CHECK(gi.buffer_size == want, "buffer_size %u, want %u", gi.buffer_size, want);
+    CHECK(s[ncol + 1].label[0] == 0xAB && s[CAP - 1].pad[5] == 0xAB, "nothing past the sensors");
+    CHECK(s[0].type == AMDXDNA_SENSOR_TYPE_POWER && !strcmp((char *)s[0].label, "Total Power") &&
+              !strcmp((char *)s[0].units, "mW") && s[0].unitm == -3 && s[0].input > 0 && s[0].input < 65536 &&
+              s[0].max == 0 && s[0].status[0] == 0 && s[0].pad[0] == 0,
+          "power sensor: %s %u %s", (char *)s[0].label, s[0].input, (char *)s[0].units);
+    for (uint32_t i = 0; i < ncol; i++) {
+        char label[64];
+        snprintf(label, sizeof(label), "Column %u Utilization", i);
+        CHECK(s[1 + i].type == AMDXDNA_SENSOR_TYPE_COLUMN_UTILIZATION && !strcmp((char *)s[1 + i].label, label) &&
+                  !strcmp((char *)s[1 + i].units, "%") && s[1 + i].unitm == 0 && s[1 + i].input == 0,
+              "column %u: %s %u %s", i, (char *)s[1 + i].label, s[1 + i].input, (char *)s[1 + i].units);
+    }
+    CHECK(s[0].input == model_mw(fd, 0), "idle power %u mW, model %u", s[0].input, model_mw(fd, 0));
+
+    memset(s, 0xAB, sizeof(s));
+    gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_SENSORS, .buffer_size = want - 1,
+                                       .buffer = PTR(s)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EINVAL);
+    CHECK(s[0].label[0] == 0xAB && gi.buffer_size == want - 1, "a short buffer: nothing written");
+    gi.buffer_size = sizeof(struct amdxdna_drm_query_sensor); /* the power alone: short too */
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EINVAL);
+    gi.buffer_size = want;
+    gi.buffer = PTR(unmapped);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EFAULT);
+
+    /* a job that hangs: its columns busy until its context goes */
+    struct amdxdna_qos_info qos = {.priority = AMDXDNA_QOS_NORMAL_PRIORITY};
+    struct amdxdna_drm_create_hwctx cc = {.qos_p = PTR(&qos), .num_tiles = md->core.row_count};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &cc);
+    uint32_t instr = create_bo(fd, AMDXDNA_BO_DEV, 4096), cmd = create_bo(fd, AMDXDNA_BO_CMD, 4096);
+    write_desc(fd, instr, XKNL_HANG, 0);
+    uint32_t *c = map_bo(fd, cmd, 4096);
+    uint64_t ia = bo_info(fd, instr).xdna_addr;
+    uint32_t w[] = {1, (uint32_t)ia, (uint32_t)(ia >> 32), sizeof(struct xknl_desc), 0};
+    c[0] = XDNA_SHIM_ERT_STATE_NEW | (uint32_t)(sizeof(w) / 4) << 12 | XDNA_SHIM_ERT_START_NPU << 23;
+    memcpy(c + 1, w, sizeof(w));
+    struct amdxdna_drm_exec_cmd e = {.hwctx = cc.handle, .type = AMDXDNA_CMD_SUBMIT_EXEC_BUF,
+                                     .cmd_handles = cmd, .cmd_count = 1};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &e);
+    int n = 0, busy = 0;
+    for (int tries = 0; tries < 400; tries++) { /* the firmware takes the job on its own */
+        n = read_sensors(fd, s, CAP);
+        busy = busy_cols(s, n);
+        if (busy == 1 && s[0].input == model_mw(fd, 1))
+            break;
+        usleep(25000);
+    }
+    CHECK(busy == 1 && s[0].input == model_mw(fd, 1), "one busy column: %d busy, %u mW, model %u", busy,
+          s[0].input, model_mw(fd, 1));
+    struct amdxdna_drm_destroy_hwctx dh = {.handle = cc.handle};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &dh);
+    for (int tries = 0; tries < 400; tries++) {
+        n = read_sensors(fd, s, CAP);
+        busy = busy_cols(s, n);
+        if (!busy && s[0].input == model_mw(fd, 0))
+            break;
+        usleep(25000);
+    }
+    CHECK(busy == 0 && s[0].input == model_mw(fd, 0), "idle again: %d busy, %u mW", busy, s[0].input);
+    munmap(c, 4096);
+    gem_close(fd, cmd);
+    gem_close(fd, instr);
+}
+
 static void test_not_served(int fd)
 {
     /* root-only SET_STATE: a non-root caller gets the DRM permission error */
@@ -1388,6 +1494,7 @@ int main(void)
         test_state(fd);
         test_driver_state(fd, &md);
     }
+    test_sensors(fd, &md);
     test_not_served(fd);
     close(other);
     close(fd);

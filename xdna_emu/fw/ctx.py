@@ -869,5 +869,11 @@ class ContextFirmware:
     def context_count(self, exclude_pasid: int | None = None) -> int:
         return sum(1 for c in self.contexts.values() if c.pasid != exclude_pasid)
 
+    def busy_columns(self) -> set[int]:
+        """Columns whose contexts have work queued or are stalled on a hang (what the
+        platform firmware counts as busy, docs/spec/uapi.md §6 "Sensors")."""
+        return {col for c in self.contexts.values() if c.queue or c.hung
+                for col in range(c.start_col, c.start_col + c.num_col)}
+
     def status(self) -> list[dict]:
         return [c.status() for _, c in sorted(self.contexts.items())]
