@@ -232,6 +232,61 @@ def test_python_sensors_follow_the_device(chip: str, cols: int) -> None:
 
 
 @pytest.mark.parametrize("chip", ["npu1", "npu4"])
+def test_python_power_mode_of_another_process(chip: str) -> None:
+    """A SET_POWER_MODE from another process moves this process's CLOCK_METADATA and
+    RESOURCE_INFO at once, and TURBO is EBUSY there while this process holds a context
+    (docs/spec/uapi.md §6)."""
+    prog = textwrap.dedent("""
+        import ctypes, errno, subprocess, sys
+        from xdna_emu import uapi_table as T
+        from xdna_emu.chips import load_chip
+        from xdna_emu.uapi import AccelFile
+        levels = load_chip(sys.argv[1]).dpm_levels
+        other = ("import sys; from xdna_emu import uapi_table as T; from xdna_emu.uapi import AccelFile\\n"
+                 "f = AccelFile()\\n"
+                 "try:\\n"
+                 "    f.set_state('SET_POWER_MODE', T.SET_POWER_MODE, power_mode=int(sys.argv[1]), pad=bytes(7))\\n"
+                 "except OSError as e:\\n"
+                 "    sys.exit(e.errno)\\n")
+        def elsewhere(mode):
+            return subprocess.run([sys.executable, "-c", other, str(T.const(mode))]).returncode
+        with AccelFile() as f:
+            def now():
+                ck = f.get_info("QUERY_CLOCK_METADATA", T.QUERY_CLOCK_METADATA)
+                ri = f.get_info("QUERY_RESOURCE_INFO", T.GET_RESOURCE_INFO)
+                return (ck["mp_npu_clock"]["freq_mhz"], ck["h_clock"]["freq_mhz"]), ri["npu_tops_curr"]
+            assert elsewhere("POWER_MODE_HIGH") == 0
+            high, tops_high = now()
+            assert high == tuple(levels[-1]), high
+            assert elsewhere("POWER_MODE_LOW") == 0
+            low, tops_low = now()
+            assert low == tuple(levels[0]), low
+            assert tops_low <= tops_high
+            heap = f.create_bo(T.const("AMDXDNA_BO_DEV_HEAP"), 64 << 20)
+            m = f.map_bo(heap, 64 << 20)
+            qos = bytearray(T.QOS_INFO.pack(gops=0, fps=0, dma_bandwidth=0, latency=0,
+                            frame_exec_time=0, priority=T.const("AMDXDNA_QOS_NORMAL_PRIORITY"),
+                            user_start_col=0, reserved=0))
+            qp = ctypes.addressof((ctypes.c_char * len(qos)).from_buffer(qos))
+            out = f.ioctl("AMDXDNA_CREATE_HWCTX", ext=0, ext_flags=0, qos_p=qp, umq_bo=0,
+                          log_buf_bo=0, max_opc=2048, num_tiles=4, mem_size=0, umq_doorbell=0,
+                          handle=0, syncobj_handle=0)
+            assert elsewhere("POWER_MODE_TURBO") == errno.EBUSY
+            assert now()[0] == low
+            f.ioctl("AMDXDNA_DESTROY_HWCTX", handle=out["handle"], pad=0)
+            assert elsewhere("POWER_MODE_TURBO") == 0
+            assert now()[0] == tuple(levels[-1])
+            assert elsewhere("POWER_MODE_DEFAULT") == 0
+            del m
+        print("power ok")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([*EXEC, "--chip", chip, "--", sys.executable, "-c", prog, chip],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0 and "power ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("chip", ["npu1", "npu4"])
 def test_python_heap_growth(chip: str) -> None:
     """AccelFile.dev_bo grows the heap as a runtime does (docs/spec/uapi.md §6)."""
     prog = textwrap.dedent("""

@@ -1874,6 +1874,11 @@ static int set_state(struct accel_file *f, void *k)
             return -EFAULT;
         if (pm.power_mode > POWER_MODE_TURBO)
             return -EINVAL;
+        /* TURBO only on a device without contexts: every process's (the registry), as the
+         * driver counts all its clients' (docs/spec/uapi.md §6) */
+        static __thread struct xdna_reg_ctx rows[XDNA_REG_MAX_CTX];
+        if (pm.power_mode == POWER_MODE_TURBO && reg_contexts(f, rows, XDNA_REG_MAX_CTX))
+            return -EBUSY;
         return driver_call(f, _IOC_NR(DRM_IOCTL_AMDXDNA_SET_STATE), a->param, &pm, sizeof(pm),
                            NULL, 0, &got);
     }

@@ -1399,6 +1399,11 @@ static void test_sensors(int fd, const struct amdxdna_drm_query_aie_metadata *md
                   !strcmp((char *)s[1 + i].units, "%") && s[1 + i].unitm == 0 && s[1 + i].input == 0,
               "column %u: %s %u %s", i, (char *)s[1 + i].label, s[1 + i].input, (char *)s[1 + i].units);
     }
+    /* a context's QoS reaches the SMU asynchronously: the last one's may still be on its way */
+    for (int tries = 0; tries < 400 && s[0].input != model_mw(fd, 0); tries++) {
+        usleep(25000);
+        read_sensors(fd, s, 1 + ncol);
+    }
     CHECK(s[0].input == model_mw(fd, 0), "idle power %u mW, model %u", s[0].input, model_mw(fd, 0));
 
     memset(s, 0xAB, sizeof(s));
@@ -1451,6 +1456,74 @@ static void test_sensors(int fd, const struct amdxdna_drm_query_aie_metadata *md
     gem_close(fd, instr);
 }
 
+/* Live clocks and TURBO (docs/spec/uapi.md §6): CLOCK_METADATA and RESOURCE_INFO's
+ * npu_tops_curr are the device's current DPM level right after a SET_POWER_MODE of any
+ * process; TURBO is EBUSY while any process has a context. */
+static int set_mode(int fd, uint8_t mode)
+{
+    struct amdxdna_drm_set_power_mode pm = {.power_mode = mode};
+    struct amdxdna_drm_set_state ss = {.param = DRM_AMDXDNA_SET_POWER_MODE, .buffer_size = sizeof(pm),
+                                       .buffer = PTR(&pm)};
+    return ioctl(fd, DRM_IOCTL_AMDXDNA_SET_STATE, &ss) == 0 ? 0 : errno;
+}
+
+/* mode in a forked process of its own (its own DRM file); its errno, or 255 */
+static int set_mode_elsewhere(uint8_t mode)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int cfd = open("/dev/accel/accel0", O_RDWR);
+        _exit(cfd < 0 ? 255 : set_mode(cfd, mode));
+    }
+    int st = -1;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
+}
+
+static void clocks_now(int fd, uint32_t *hclk, struct amdxdna_drm_get_resource_info *ri)
+{
+    struct amdxdna_drm_query_clock_metadata ck = {0};
+    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_CLOCK_METADATA, .buffer_size = sizeof(ck),
+                                      .buffer = PTR(&ck)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    *hclk = ck.h_clock.freq_mhz;
+    gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_RESOURCE_INFO, .buffer_size = sizeof(*ri),
+                                       .buffer = PTR(ri)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+}
+
+static void test_power_live(int fd, const struct amdxdna_drm_query_aie_metadata *md)
+{
+    uint32_t h;
+    struct amdxdna_drm_get_resource_info ri;
+    CHECK(set_mode_elsewhere(POWER_MODE_HIGH) == 0, "HIGH from another process");
+    clocks_now(fd, &h, &ri);
+    CHECK(h == ri.npu_clk_max && ri.npu_tops_curr == ri.npu_tops_max, "HIGH at once: %u/%llu MHz, %llu/%llu TOPS",
+          h, (unsigned long long)ri.npu_clk_max, (unsigned long long)ri.npu_tops_curr,
+          (unsigned long long)ri.npu_tops_max);
+    CHECK(set_mode_elsewhere(POWER_MODE_LOW) == 0, "LOW from another process");
+    clocks_now(fd, &h, &ri);
+    /* npu1's TOPS are 2 per column at every level; npu4's follow the H clock */
+    const bool flat_tops = pci_device() == 0x1502;
+    CHECK(h < ri.npu_clk_max && (flat_tops ? ri.npu_tops_curr == ri.npu_tops_max : ri.npu_tops_curr < ri.npu_tops_max),
+          "LOW at once: %u MHz, %llu TOPS", h, (unsigned long long)ri.npu_tops_curr);
+    const uint32_t low_h = h;
+
+    struct amdxdna_qos_info qos = {.priority = AMDXDNA_QOS_NORMAL_PRIORITY};
+    struct amdxdna_drm_create_hwctx cc = {.qos_p = PTR(&qos), .num_tiles = md->core.row_count};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &cc);
+    CHECK(set_mode(fd, POWER_MODE_TURBO) == EBUSY, "TURBO with this process's context");
+    CHECK(set_mode_elsewhere(POWER_MODE_TURBO) == EBUSY, "TURBO from another process while we hold a context");
+    clocks_now(fd, &h, &ri);
+    CHECK(h == low_h, "a refused TURBO leaves the clocks: %u MHz", h);
+    struct amdxdna_drm_destroy_hwctx dh = {.handle = cc.handle};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &dh);
+    CHECK(set_mode_elsewhere(POWER_MODE_TURBO) == 0, "TURBO with no context anywhere");
+    clocks_now(fd, &h, &ri);
+    CHECK(h == ri.npu_clk_max, "TURBO runs the top level: %u MHz", h);
+    CHECK(set_mode(fd, POWER_MODE_DEFAULT) == 0, "DEFAULT again");
+}
+
 static void test_not_served(int fd)
 {
     /* root-only SET_STATE: a non-root caller gets the DRM permission error */
@@ -1495,6 +1568,8 @@ int main(void)
         test_driver_state(fd, &md);
     }
     test_sensors(fd, &md);
+    if (geteuid() == 0)
+        test_power_live(fd, &md);
     test_not_served(fd);
     close(other);
     close(fd);
