@@ -1742,14 +1742,23 @@ static int frame_boundary(struct accel_file *f, bool set, uint32_t *state)
     return rc < 0 ? -err : 0;
 }
 
-static uint32_t force_preempt(struct accel_file *f)
+/* A device-wide setting of the driver's (the registry's dev block): read, or set when
+ * `set` is not NULL. */
+static uint32_t dev_setting(struct accel_file *f, uint32_t *field_of_dev, const uint32_t *set)
 {
     if (!f->reg)
         return 0;
     xdna_reg_lock(f->reg);
-    uint32_t v = f->reg->dev.force_preempt;
+    if (set)
+        *field_of_dev = *set;
+    uint32_t v = *field_of_dev;
     xdna_reg_unlock(f->reg);
     return v;
+}
+
+static uint32_t force_preempt(struct accel_file *f)
+{
+    return f->reg ? dev_setting(f, &f->reg->dev.force_preempt, NULL) : 0;
 }
 
 static int get_info(struct accel_file *f, void *k)
@@ -1816,13 +1825,24 @@ static int get_info(struct accel_file *f, void *k)
         return query_telemetry(f, a, info.hwctx_limit);
     case DRM_AMDXDNA_QUERY_SENSORS:
         return query_sensors(f, a, info.total_col);
+    case DRM_AMDXDNA_QUERY_CERT_FIRMWARE_VERSION: { /* AIE4: what the probe read, what fits */
+        if (!xdna_is_aie4(f->ctx->chip))
+            return -EOPNOTSUPP; /* AIE2 has no cert firmware */
+        struct amdxdna_drm_query_firmware_version v = {info.cert_major, info.cert_minor,
+                                                       info.cert_hotfix, info.cert_build};
+        return put_fit(a, &v, sizeof(v));
+    }
+    case DRM_AMDXDNA_GET_AUTO_COREDUMP: { /* AIE4: the driver's flag, what fits */
+        if (!xdna_is_aie4(f->ctx->chip) || !f->reg)
+            return -EOPNOTSUPP; /* the AIE2 driver's answer */
+        struct amdxdna_drm_attribute_state st = {
+            .state = (uint8_t)dev_setting(f, &f->reg->dev.auto_coredump, NULL)};
+        return put_fit(a, &st, sizeof(st));
+    }
     case DRM_AMDXDNA_READ_AIE_MEM:
-    case DRM_AMDXDNA_READ_AIE_REG: /* a debug build's only */
-    case DRM_AMDXDNA_GET_AUTO_COREDUMP:
-    case DRM_AMDXDNA_QUERY_CERT_FIRMWARE_VERSION:
-        /* the AIE2 driver serves none of these (AIE2 has no cert firmware, auto-coredump is
-         * AIE4's): EOPNOTSUPP, as for any parameter the family does not serve; AIE4's are
-         * not served yet (docs/spec/uapi.md §6, §7) */
+    case DRM_AMDXDNA_READ_AIE_REG:
+        /* a debug build's only: EOPNOTSUPP, as for any parameter the driver does not serve
+         * (docs/spec/uapi.md §6, §7) */
         return -EOPNOTSUPP;
     default:
         return -EINVAL;
@@ -1852,9 +1872,8 @@ static int set_state(struct accel_file *f, void *k)
         if (xdna_uapi_check_attr(&st) < 0)
             return -EINVAL;
         if (f->reg) {
-            xdna_reg_lock(f->reg);
-            f->reg->dev.force_preempt = st.state;
-            xdna_reg_unlock(f->reg);
+            uint32_t v = st.state;
+            dev_setting(f, &f->reg->dev.force_preempt, &v);
         }
         return 0;
     case DRM_AMDXDNA_SET_FRAME_BOUNDARY_PREEMPT: {
@@ -1882,12 +1901,26 @@ static int set_state(struct accel_file *f, void *k)
         return driver_call(f, _IOC_NR(DRM_IOCTL_AMDXDNA_SET_STATE), a->param, &pm, sizeof(pm),
                            NULL, 0, &got);
     }
+    case DRM_AMDXDNA_SET_AUTO_COREDUMP: { /* AIE4: takes what fits; state 0/1, pad MBZ */
+        if (!xdna_is_aie4(f->ctx->chip) || !f->reg)
+            return -EOPNOTSUPP; /* the AIE2 driver's answer */
+        if (get_fit(a, &st, sizeof(st)) < 0)
+            return -EFAULT;
+        if (xdna_uapi_check_attr(&st) < 0)
+            return -EINVAL;
+        for (size_t i = 0; i < sizeof(st.pad); i++)
+            if (st.pad[i])
+                return -EINVAL; /* the driver checks this pad MBZ */
+        uint32_t v = st.state;
+        dev_setting(f, &f->reg->dev.auto_coredump, &v);
+        return 0;
+    }
     case DRM_AMDXDNA_SET_FW_LOG_STATE:
     case DRM_AMDXDNA_SET_FW_TRACE_STATE:
     case DRM_AMDXDNA_AIE_TILE_WRITE:
         return -EOPNOTSUPP; /* not served yet: docs/spec/uapi.md §7 */
-    default: /* WRITE_AIE_MEM/REG (a debug build's), SET_CLOCK_FREQ, SET_AUTO_COREDUMP
-              * (AIE4's) and unknown parameters: the AIE2 driver's answer */
+    default: /* WRITE_AIE_MEM/REG (a debug build's), SET_CLOCK_FREQ and unknown parameters:
+              * the driver's answer */
         return -EOPNOTSUPP;
     }
 }

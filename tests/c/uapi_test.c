@@ -1257,6 +1257,7 @@ static void test_state(int fd)
         CHECK(set_attr(fd, DRM_AMDXDNA_SET_FRAME_BOUNDARY_PREEMPT, 1, sz) == EOPNOTSUPP, "npu1 frame boundary");
     }
     get_attr(fd, DRM_AMDXDNA_GET_AUTO_COREDUMP, EOPNOTSUPP); /* AIE4's */
+    get_attr(fd, DRM_AMDXDNA_QUERY_CERT_FIRMWARE_VERSION, EOPNOTSUPP); /* AIE2 has no cert firmware */
     CHECK(set_attr(fd, DRM_AMDXDNA_SET_AUTO_COREDUMP, 1, sz) == EOPNOTSUPP, "auto coredump is AIE4's");
     CHECK(set_attr(fd, 99, 1, sz) == EOPNOTSUPP, "unknown SET_STATE parameter");
 
