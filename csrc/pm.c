@@ -161,6 +161,8 @@ int xdna_pm_resume(struct xdna_shim_ctx *ctx)
     if (xdna_resume_unlocked(ctx) < 0)
         return -1;
     ctx->s.resume_count++;
+    if (!xdna_is_aie4(ctx->chip))
+        xdna_dpt_resume(ctx);
     ctx->s.clock_gating = true; /* pm_init turned gating on at max level */
     /* DEFAULT: the level the contexts ask for (AIE2); a fresh AIE4 firmware starts in DEFAULT
      * and hears POWER_OVERRIDE only for another mode */

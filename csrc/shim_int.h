@@ -215,6 +215,13 @@ struct xdna_shim_ctx {
     bool smu_on, psp_on, pm_on;
     int state;
 
+    /* firmware log and trace rings (dpt.c) */
+    struct xdna_dpt {
+        bool enabled;
+        uint32_t config;
+        struct xdna_dma_buf buf;
+    } dpt[2];
+
     struct xdna_mbox_chan mgmt;
     struct xdna_shim_info info;
     struct xdna_drv_state s; /* the driver's state */
@@ -410,6 +417,12 @@ int xdna_resume_unlocked(struct xdna_shim_ctx *ctx);
 int xdna_mgmt_msg_unlocked(struct xdna_shim_ctx *ctx, uint32_t opcode, const void *req,
                            size_t req_len, void *resp, size_t resp_len, int timeout_ms);
 void xdna_hw_close(struct xdna_shim_ctx *ctx);
+
+/* ---- firmware log and trace (dpt.c) ---- */
+/* After a resume: hand the same rings to the new firmware (the driver resubmits them). */
+void xdna_dpt_resume(struct xdna_shim_ctx *ctx);
+/* At close: free the rings. */
+void xdna_dpt_free(struct xdna_shim_ctx *ctx);
 
 /* ---- power management (pm.c) ---- */
 int xdna_pm_init(struct xdna_shim_ctx *ctx);

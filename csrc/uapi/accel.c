@@ -1577,8 +1577,18 @@ static int query_sensors(struct accel_file *f, struct amdxdna_drm_get_info *a, u
  * §6) for state that is the driver's, not a client session's: one SOCK_SEQPACKET request
  * {u32 command number, u32 param, the argument's bytes}, one reply {i32 errno, the answer};
  * the answer's length in *got. -EOPNOTSUPP when there is no such session. */
+static int driver_call_fd(struct accel_file *f, uint32_t nr, uint32_t param, const void *body,
+                          size_t len, void *ans, size_t cap, size_t *got, int *fd);
+
 static int driver_call(struct accel_file *f, uint32_t nr, uint32_t param, const void *body,
                        size_t len, void *ans, size_t cap, size_t *got)
+{
+    return driver_call_fd(f, nr, param, body, len, ans, cap, got, NULL);
+}
+
+/* driver_call that may also receive one fd with the reply (SCM_RIGHTS): *fd, or -1. */
+static int driver_call_fd(struct accel_file *f, uint32_t nr, uint32_t param, const void *body,
+                          size_t len, void *ans, size_t cap, size_t *got, int *fd)
 {
     char name[40];
     snprintf(name, sizeof(name), ENV_DRIVER_FMT, f->minor);
@@ -1599,9 +1609,28 @@ static int driver_call(struct accel_file *f, uint32_t nr, uint32_t param, const 
         return -errno;
     int rc = -EIO;
     ssize_t n = -1;
+    union {
+        struct cmsghdr h;
+        char space[CMSG_SPACE(sizeof(int))];
+    } cm;
+    struct iovec iov = {rep, sizeof(rep)};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.space,
+                        .msg_controllen = sizeof(cm.space)};
+    if (fd)
+        *fd = -1;
     if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
         send(s, req, 8 + len, MSG_NOSIGNAL) == (ssize_t)(8 + len))
-        n = recv(s, rep, sizeof(rep), 0);
+        n = recvmsg(s, &mh, MSG_CMSG_CLOEXEC);
+    for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&mh) : NULL; c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        int got_fd;
+        memcpy(&got_fd, CMSG_DATA(c), sizeof(got_fd));
+        if (fd && *fd < 0)
+            *fd = got_fd;
+        else
+            close(got_fd);
+    }
     if (n >= 4) {
         int32_t err;
         memcpy(&err, rep, 4);
@@ -1610,7 +1639,123 @@ static int driver_call(struct accel_file *f, uint32_t nr, uint32_t param, const 
         rc = -err;
     }
     close(s);
+    if (rc < 0 && fd && *fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
     return rc;
+}
+
+/* ---- firmware log and trace (docs/spec/uapi.md §6 "Firmware log and trace") ---------- */
+
+/* The caller's buffer is num_element * element_size bytes; its last bytes are a
+ * dpt_metadata {offset, size, watch}: where the reader is (the footer's running tail it got
+ * last, 0 at first) and whether to wait for data. */
+static uint64_t dpt_buf_size(const struct amdxdna_drm_get_array *a)
+{
+    return (uint64_t)a->num_element * a->element_size;
+}
+
+/* The footer's 32-bit tail as the 64-bit running count next to the reader's offset. */
+static uint64_t dpt_tail(const uint8_t *ring, uint32_t size, uint64_t offset)
+{
+    uint32_t t32;
+    memcpy(&t32, ring + size - XDNA_AIE2_DPT_FOOTER_PAGE + offsetof(struct xdna_aie2_dpt_footer, tail),
+           sizeof(t32));
+    __atomic_thread_fence(__ATOMIC_ACQUIRE); /* the records before the tail that shows them */
+    uint64_t tail = (offset & ~(uint64_t)0xFFFFFFFFu) | t32;
+    if (tail < offset && offset - tail >= 1ull << 31)
+        tail += 1ull << 32; /* the 32-bit tail wrapped since (a lag under 2 GiB: an offset past it) */
+    return tail;
+}
+
+/* GET_ARRAY FW_LOG / FW_TRACE: the bytes between the reader's offset and the tail (from the
+ * ring's start when the reader fell a whole ring behind), as many as fit before the
+ * metadata; the metadata comes back with the new offset and the bytes written. */
+static int dpt_read(struct accel_file *f, struct amdxdna_drm_get_array *a)
+{
+    const uint64_t bsz = dpt_buf_size(a);
+    struct amdxdna_dpt_metadata md;
+    if (bsz < sizeof(md))
+        return -EFAULT; /* the driver reads the metadata before the buffer: nothing there */
+    const uint64_t mdp = a->buffer + bsz - sizeof(md);
+    if (uread(&md, mdp, sizeof(md)) < 0)
+        return -EFAULT;
+    uint32_t size = 0;
+    size_t got = 0;
+    int fd = -1;
+    int rc = driver_call_fd(f, _IOC_NR(DRM_IOCTL_AMDXDNA_GET_ARRAY), a->param, NULL, 0, &size,
+                            sizeof(size), &got, &fd);
+    if (rc < 0)
+        return rc; /* ESHUTDOWN: not enabled */
+    if (fd < 0 || got != sizeof(size) || size <= XDNA_AIE2_DPT_FOOTER_PAGE) {
+        if (fd >= 0)
+            close(fd);
+        return -EIO;
+    }
+    const uint8_t *ring = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (ring == MAP_FAILED)
+        return -ENOMEM;
+    const uint64_t log = size - XDNA_AIE2_DPT_FOOTER_PAGE;
+    uint64_t tail = dpt_tail(ring, size, md.offset);
+    /* watch: wait for the tail to move, polling the footer as the driver's timer does */
+    for (unsigned waited = 0; tail == md.offset && md.watch; waited++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        if (nanosleep(&ts, NULL) < 0) {
+            rc = -EINTR; /* a signal: nothing read */
+            break;
+        }
+        if (waited % 16 == 15) { /* still enabled? (the driver wakes its waiters when not) */
+            struct amdxdna_drm_get_dpt_state st = {0};
+            size_t g = 0;
+            uint32_t cfg = a->param == DRM_AMDXDNA_FW_LOG ? DRM_AMDXDNA_FW_LOG_CONFIG : DRM_AMDXDNA_FW_TRACE_CONFIG;
+            if (driver_call(f, _IOC_NR(DRM_IOCTL_AMDXDNA_GET_ARRAY), cfg, NULL, 0, &st, sizeof(st), &g) < 0 ||
+                !st.status) {
+                rc = -ESHUTDOWN;
+                break;
+            }
+        }
+        tail = dpt_tail(ring, size, md.offset);
+    }
+    uint32_t out = 0;
+    if (rc == 0 && tail < md.offset) {
+        md.offset = 0; /* an offset the ring never reached */
+        rc = -EINVAL;
+    } else if (rc == 0 && tail != md.offset) {
+        uint64_t start = md.offset % log, avail = tail - md.offset;
+        if (avail > log) { /* overwritten meanwhile: the oldest the ring still holds */
+            start = tail % log;
+            avail = log;
+        }
+        const uint64_t room = bsz - sizeof(md);
+        uint64_t n = avail < room ? avail : room;
+        uint64_t first = n < log - start ? n : log - start;
+        if (uwrite(a->buffer, ring + start, first) < 0 ||
+            (n > first && uwrite(a->buffer + first, ring, n - first) < 0))
+            rc = -EFAULT;
+        md.offset = tail - avail + n; /* what was not copied stays for the next call */
+        out = (uint32_t)n;
+    }
+    munmap((void *)ring, size);
+    md.size = out;
+    if (uwrite(mdp, &md, sizeof(md)) < 0)
+        return -EFAULT;
+    return rc;
+}
+
+/* GET_ARRAY FW_LOG_CONFIG / FW_TRACE_CONFIG: one get_dpt_state at the buffer's start. */
+static int dpt_config(struct accel_file *f, struct amdxdna_drm_get_array *a)
+{
+    struct amdxdna_drm_get_dpt_state st = {0};
+    if (dpt_buf_size(a) < sizeof(st))
+        return -ENOSPC;
+    size_t got = 0;
+    int rc = driver_call(f, _IOC_NR(DRM_IOCTL_AMDXDNA_GET_ARRAY), a->param, NULL, 0, &st,
+                         sizeof(st), &got);
+    if (rc < 0)
+        return rc;
+    return uwrite(a->buffer, &st, sizeof(st)) < 0 ? -EFAULT : 0;
 }
 
 static struct amdxdna_drm_hwctx_entry hwctx_entry(const struct xdna_reg_ctx *r)
@@ -1705,9 +1850,11 @@ static int get_array(struct accel_file *f, void *k)
     }
     case DRM_AMDXDNA_FW_LOG:
     case DRM_AMDXDNA_FW_TRACE:
-    case DRM_AMDXDNA_AIE_COREDUMP:
+        return xdna_is_aie4(f->ctx->chip) ? -EOPNOTSUPP : dpt_read(f, a);
     case DRM_AMDXDNA_FW_LOG_CONFIG:
     case DRM_AMDXDNA_FW_TRACE_CONFIG:
+        return xdna_is_aie4(f->ctx->chip) ? -EOPNOTSUPP : dpt_config(f, a);
+    case DRM_AMDXDNA_AIE_COREDUMP:
     case DRM_AMDXDNA_AIE_TILE_READ:
     case DRM_AMDXDNA_HWCTX_AIE_PART_FD:
     case DRM_AMDXDNA_HWCTX_MEM_BITMAP:
@@ -1916,7 +2063,18 @@ static int set_state(struct accel_file *f, void *k)
         return 0;
     }
     case DRM_AMDXDNA_SET_FW_LOG_STATE:
-    case DRM_AMDXDNA_SET_FW_TRACE_STATE:
+    case DRM_AMDXDNA_SET_FW_TRACE_STATE: { /* the driver session starts, changes or stops it */
+        struct amdxdna_drm_set_dpt_state ds;
+        size_t got = 0;
+        if (xdna_is_aie4(f->ctx->chip))
+            return -EOPNOTSUPP; /* AIE4's rings are not modelled (docs/spec/uapi.md §7) */
+        if (a->buffer_size != sizeof(ds))
+            return -EINVAL;
+        if (uread(&ds, a->buffer, sizeof(ds)) < 0)
+            return -EFAULT;
+        return driver_call(f, _IOC_NR(DRM_IOCTL_AMDXDNA_SET_STATE), a->param, &ds, sizeof(ds),
+                           NULL, 0, &got);
+    }
     case DRM_AMDXDNA_AIE_TILE_WRITE:
         return -EOPNOTSUPP; /* not served yet: docs/spec/uapi.md §7 */
     default: /* WRITE_AIE_MEM/REG (a debug build's), SET_CLOCK_FREQ and unknown parameters:

@@ -1525,10 +1525,171 @@ static void test_power_live(int fd, const struct amdxdna_drm_query_aie_metadata 
     CHECK(set_mode(fd, POWER_MODE_DEFAULT) == 0, "DEFAULT again");
 }
 
+/* FW log and trace (docs/spec/uapi.md §6 "Firmware log and trace"): root SET_STATE starts,
+ * changes and stops them in the driver; GET_ARRAY *_CONFIG reads {version, status, config};
+ * GET_ARRAY FW_LOG/FW_TRACE read the firmware's ring from the reader's offset, with the
+ * dpt_metadata at the buffer's end (watch: wait for data). npu1's firmware has none: the
+ * driver stays off without an error. */
+static int set_dpt(int fd, uint32_t param, uint32_t action, uint32_t config, uint32_t size)
+{
+    struct amdxdna_drm_set_dpt_state ds = {.action = action, .config = config};
+    struct amdxdna_drm_set_state ss = {.param = param, .buffer_size = size, .buffer = PTR(&ds)};
+    return ioctl(fd, DRM_IOCTL_AMDXDNA_SET_STATE, &ss) == 0 ? 0 : errno;
+}
+
+static struct amdxdna_drm_get_dpt_state dpt_config(int fd, uint32_t param)
+{
+    struct amdxdna_drm_get_dpt_state st;
+    memset(&st, 0xEE, sizeof(st));
+    struct amdxdna_drm_get_array ga = {.param = param, .element_size = sizeof(st), .num_element = 1,
+                                       .buffer = PTR(&st)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga);
+    return st;
+}
+
+/* One read: data into buf (cap bytes before the metadata); returns the errno (0 ok). */
+static int dpt_read(int fd, uint32_t param, uint8_t *buf, uint32_t cap, struct amdxdna_dpt_metadata *md)
+{
+    memcpy(buf + cap, md, sizeof(*md));
+    struct amdxdna_drm_get_array ga = {.param = param, .element_size = cap + sizeof(*md), .num_element = 1,
+                                       .buffer = PTR(buf)};
+    int rc = ioctl(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga) == 0 ? 0 : errno;
+    memcpy(md, buf + cap, sizeof(*md));
+    return rc;
+}
+
+/* The text of every log line in data[0, n) that has level lv, joined by '|'. */
+static void log_lines(const uint8_t *data, uint32_t n, unsigned lv, char *out, size_t cap)
+{
+    out[0] = 0;
+    for (uint32_t off = 0; off + sizeof(struct xdna_aie2_fw_log_header) <= n;) {
+        struct xdna_aie2_fw_log_header h;
+        memcpy(&h, data + off, sizeof(h));
+        uint32_t argc = h.flags >> 24, len = (uint32_t)sizeof(h) + argc * 4;
+        if ((h.flags >> 8 & 7) == lv && (h.flags >> 16 & 0xFF) == XDNA_AIE2_FW_LOG_APP_MGMT && argc)
+            snprintf(out + strlen(out), cap - strlen(out), "%.*s|", (int)(argc * 4),
+                     (const char *)data + off + sizeof(h));
+        off += (len + XDNA_AIE2_FW_LOG_MSG_ALIGN - 1) / XDNA_AIE2_FW_LOG_MSG_ALIGN * XDNA_AIE2_FW_LOG_MSG_ALIGN;
+    }
+}
+
+static uint32_t ctx_create_destroy(int fd, const struct amdxdna_drm_query_aie_metadata *md)
+{
+    struct amdxdna_qos_info qos = {.priority = AMDXDNA_QOS_NORMAL_PRIORITY};
+    struct amdxdna_drm_create_hwctx cc = {.qos_p = PTR(&qos), .num_tiles = md->core.row_count};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &cc);
+    struct amdxdna_drm_destroy_hwctx dh = {.handle = cc.handle};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &dh);
+    return cc.handle;
+}
+
+static void test_fw_log(int fd, const struct amdxdna_drm_query_aie_metadata *md)
+{
+    static uint8_t buf[65536 + 64];
+    char lines[4096];
+    const uint32_t sz = sizeof(struct amdxdna_drm_set_dpt_state);
+    struct amdxdna_dpt_metadata m = {0};
+    struct amdxdna_drm_get_dpt_state st = dpt_config(fd, DRM_AMDXDNA_FW_LOG_CONFIG);
+    CHECK(st.status == 0 && st.config == 0 && st.version == 0, "log off at start: %u %u %u", st.status,
+          st.config, st.version);
+    CHECK(dpt_read(fd, DRM_AMDXDNA_FW_LOG, buf, 4096, &m) == ESHUTDOWN, "FW_LOG while off");
+    CHECK(set_dpt(fd, DRM_AMDXDNA_SET_FW_LOG_STATE, 1, 3, sz - 1) == EINVAL, "SET buffer_size must be exact");
+    struct amdxdna_drm_set_state ss = {.param = DRM_AMDXDNA_SET_FW_LOG_STATE, .buffer_size = sz,
+                                       .buffer = PTR(unmapped)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_SET_STATE, &ss, EFAULT);
+    struct amdxdna_drm_get_array ga = {.param = DRM_AMDXDNA_FW_LOG_CONFIG, .element_size = 8, .num_element = 1,
+                                       .buffer = PTR(buf)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, ENOSPC);
+    if (pci_device() == 0x1502) { /* npu1: no firmware log; the driver stays off, no error */
+        CHECK(set_dpt(fd, DRM_AMDXDNA_SET_FW_LOG_STATE, 1, 3, sz) == 0, "npu1 log enable");
+        CHECK(dpt_config(fd, DRM_AMDXDNA_FW_LOG_CONFIG).status == 0, "npu1 log stays off");
+        CHECK(set_dpt(fd, DRM_AMDXDNA_SET_FW_TRACE_STATE, 1, 0, sz) == 0, "npu1 trace enable");
+        CHECK(dpt_config(fd, DRM_AMDXDNA_FW_TRACE_CONFIG).status == 0, "npu1 trace stays off");
+        CHECK(dpt_read(fd, DRM_AMDXDNA_FW_TRACE, buf, 4096, &m) == ESHUTDOWN, "npu1 FW_TRACE");
+        return;
+    }
+    CHECK(set_dpt(fd, DRM_AMDXDNA_SET_FW_LOG_STATE, 1, 0, sz) == 0, "log on, default level");
+    st = dpt_config(fd, DRM_AMDXDNA_FW_LOG_CONFIG);
+    CHECK(st.status == 1 && st.config == 1 && st.version == XDNA_AIE2_FW_LOG_PAYLOAD_VERSION,
+          "log on at ERROR: %u %u %u", st.status, st.config, st.version);
+    CHECK(set_dpt(fd, DRM_AMDXDNA_SET_FW_LOG_STATE, 1, 3, sz) == 0 &&
+              dpt_config(fd, DRM_AMDXDNA_FW_LOG_CONFIG).config == 3, "level INFO");
+    m = (struct amdxdna_dpt_metadata){0};
+    CHECK(dpt_read(fd, DRM_AMDXDNA_FW_LOG, buf, 65536, &m) == 0, "read from 0");
+    uint64_t at = m.offset;
+    uint32_t h = ctx_create_destroy(fd, md);
+    (void)h;
+    m = (struct amdxdna_dpt_metadata){.offset = at};
+    CHECK(dpt_read(fd, DRM_AMDXDNA_FW_LOG, buf, 65536, &m) == 0 && m.size > 0 && m.offset == at + m.size,
+          "new lines: %u bytes to %llu", m.size, (unsigned long long)m.offset);
+    log_lines(buf, m.size, 3, lines, sizeof(lines));
+    CHECK(strstr(lines, " created: pasid ") && strstr(lines, " destroyed|"), "INFO lines: %s", lines);
+    const uint64_t tail = m.offset;
+    CHECK(dpt_read(fd, DRM_AMDXDNA_FW_LOG, buf, 65536, &m) == 0 && m.size == 0 && m.offset == tail,
+          "nothing new: %u", m.size);
+    /* a small buffer: what fits, nothing past it, the rest on the next call */
+    memset(buf, 0xAB, sizeof(buf));
+    m = (struct amdxdna_dpt_metadata){.offset = at};
+    CHECK(dpt_read(fd, DRM_AMDXDNA_FW_LOG, buf, 24, &m) == 0 && m.size == 24 && m.offset == at + 24,
+          "24 bytes: %u to %llu", m.size, (unsigned long long)m.offset);
+    CHECK(buf[24 + sizeof(m)] == 0xAB, "nothing past the buffer");
+    CHECK(dpt_read(fd, DRM_AMDXDNA_FW_LOG, buf, 65536, &m) == 0 && m.offset == tail, "the rest");
+    m = (struct amdxdna_dpt_metadata){.offset = tail + 4096};
+    CHECK(dpt_read(fd, DRM_AMDXDNA_FW_LOG, buf, 4096, &m) == EINVAL && m.offset == 0 && m.size == 0,
+          "an offset past the tail");
+    ga = (struct amdxdna_drm_get_array){.param = DRM_AMDXDNA_FW_LOG, .element_size = 8, .num_element = 1,
+                                        .buffer = PTR(buf)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EFAULT); /* no room for the metadata */
+    ga.element_size = 4096;
+    ga.buffer = PTR(unmapped);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EFAULT);
+
+    /* watch: another process waits at the tail until the firmware writes */
+    pid_t pid = fork();
+    if (pid == 0) {
+        int cfd = open("/dev/accel/accel0", O_RDWR);
+        struct amdxdna_dpt_metadata w = {.offset = tail, .watch = 1};
+        int bad = cfd < 0 || dpt_read(cfd, DRM_AMDXDNA_FW_LOG, buf, 65536, &w) != 0 || w.size == 0;
+        _exit(bad);
+    }
+    ctx_create_destroy(fd, md);
+    int wst = -1;
+    waitpid(pid, &wst, 0);
+    CHECK(WIFEXITED(wst) && WEXITSTATUS(wst) == 0, "a watcher gets the new lines");
+
+    /* trace: all categories by default, then only jobs */
+    CHECK(dpt_config(fd, DRM_AMDXDNA_FW_TRACE_CONFIG).status == 0, "trace off");
+    CHECK(set_dpt(fd, DRM_AMDXDNA_SET_FW_TRACE_STATE, 1, 0, sz) == 0, "trace on");
+    st = dpt_config(fd, DRM_AMDXDNA_FW_TRACE_CONFIG);
+    CHECK(st.status == 1 && st.config == 0xFFFFFFFFu && st.version == XDNA_AIE2_FW_TRACE_PAYLOAD_VERSION,
+          "trace config %u %#x %u", st.status, st.config, st.version);
+    h = ctx_create_destroy(fd, md);
+    m = (struct amdxdna_dpt_metadata){0};
+    CHECK(dpt_read(fd, DRM_AMDXDNA_FW_TRACE, buf, 65536, &m) == 0 &&
+              m.size == 2 * sizeof(struct xdna_aie2_fw_trace_record), "two trace records: %u", m.size);
+    struct xdna_aie2_fw_trace_record r[2];
+    memcpy(r, buf, sizeof(r));
+    CHECK(r[0].event == XDNA_AIE2_FW_TRACE_EV_CTX_CREATE && r[1].event == XDNA_AIE2_FW_TRACE_EV_CTX_DESTROY &&
+              r[0].category == XDNA_AIE2_FW_TRACE_CAT_CONTEXT && r[0].timestamp <= r[1].timestamp,
+          "create then destroy: %u %u", r[0].event, r[1].event);
+    CHECK(set_dpt(fd, DRM_AMDXDNA_SET_FW_TRACE_STATE, 1, XDNA_AIE2_FW_TRACE_CAT_JOB, sz) == 0 &&
+              dpt_config(fd, DRM_AMDXDNA_FW_TRACE_CONFIG).config == XDNA_AIE2_FW_TRACE_CAT_JOB, "jobs only");
+    ctx_create_destroy(fd, md);
+    const uint64_t ttail = m.offset;
+    CHECK(dpt_read(fd, DRM_AMDXDNA_FW_TRACE, buf, 65536, &m) == 0 && m.size == 0 && m.offset == ttail,
+          "contexts no longer traced: %u", m.size);
+    CHECK(set_dpt(fd, DRM_AMDXDNA_SET_FW_TRACE_STATE, 0, 0, sz) == 0 &&
+              dpt_config(fd, DRM_AMDXDNA_FW_TRACE_CONFIG).status == 0, "trace off again");
+    CHECK(dpt_read(fd, DRM_AMDXDNA_FW_TRACE, buf, 4096, &m) == ESHUTDOWN, "FW_TRACE while off");
+    CHECK(set_dpt(fd, DRM_AMDXDNA_SET_FW_LOG_STATE, 0, 0, sz) == 0, "log off");
+    st = dpt_config(fd, DRM_AMDXDNA_FW_LOG_CONFIG);
+    CHECK(st.status == 0 && st.config == 0, "log off: %u %u", st.status, st.config);
+}
+
 static void test_not_served(int fd)
 {
     /* root-only SET_STATE: a non-root caller gets the DRM permission error */
-    struct amdxdna_drm_set_state ss = {.param = DRM_AMDXDNA_SET_FW_LOG_STATE};
+    struct amdxdna_drm_set_state ss = {.param = DRM_AMDXDNA_AIE_TILE_WRITE};
     errno = 0;
     int rc = ioctl(fd, DRM_IOCTL_AMDXDNA_SET_STATE, &ss);
     CHECK(rc == -1 && errno == (geteuid() ? EACCES : EOPNOTSUPP), "SET_STATE errno %d", errno);
@@ -1569,8 +1730,10 @@ int main(void)
         test_driver_state(fd, &md);
     }
     test_sensors(fd, &md);
-    if (geteuid() == 0)
+    if (geteuid() == 0) {
         test_power_live(fd, &md);
+        test_fw_log(fd, &md);
+    }
     test_not_served(fd);
     close(other);
     close(fd);

@@ -48,9 +48,13 @@ class DptRing:
                                _PAYLOAD_VERSION[self.kind], bytes(56), self.tail & 0xFFFFFFFF)
 
     def start(self, iommu: Iommu) -> bool:
-        """Write the footer (tail as kept: a resumed ring goes on); False if the buffer
-        cannot be reached."""
+        """Take over the buffer: a footer of ours already there (the driver resubmits the
+        same buffer after a resume) gives the tail to go on from; a zeroed one starts at 0.
+        False if the buffer cannot be reached."""
         try:
+            old = DPT_FOOTER.unpack(iommu.read(self.addr + self.ring, DPT_FOOTER.size, self.pasid))
+            if old[1] == DPT_CONSTS["DPT_MAJOR"] and old[2] == self.kind:
+                self.tail = old[-1]
             iommu.write(self.addr + self.ring, self.footer(), self.pasid)
         except IommuFault:
             return False
