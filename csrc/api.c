@@ -158,6 +158,7 @@ void xdna_shim_close(struct xdna_shim_ctx *ctx)
     if (!xdna_daemon_gone(ctx))
         xdna_hwctx_destroy_all(ctx);
     xdna_bo_free_all(ctx);
+    xdna_dpt_free(ctx);
     if (ctx->s.client)
         ctx->state = XDNA_SHIM_STATE_ATTACHED; /* never stop a device we did not probe */
     if (ctx->s.rpm_suspended)

@@ -4,6 +4,7 @@
 #include "shim_int.h"
 
 #include <errno.h>
+#include <string.h>
 
 int xdna_pm_init(struct xdna_shim_ctx *ctx)
 {
@@ -160,6 +161,8 @@ int xdna_pm_resume(struct xdna_shim_ctx *ctx)
     if (xdna_resume_unlocked(ctx) < 0)
         return -1;
     ctx->s.resume_count++;
+    if (!xdna_is_aie4(ctx->chip))
+        xdna_dpt_resume(ctx);
     ctx->s.clock_gating = true; /* pm_init turned gating on at max level */
     /* DEFAULT: the level the contexts ask for (AIE2); a fresh AIE4 firmware starts in DEFAULT
      * and hears POWER_OVERRIDE only for another mode */
@@ -217,4 +220,26 @@ void xdna_rpm_maybe_suspend(struct xdna_shim_ctx *ctx)
     s->rpm_suspended = true;
     s->suspend_count++;
     xdna_dev_end(ctx);
+}
+
+int xdna_pm_npu_metrics(struct xdna_shim_ctx *ctx, uint32_t *power_mw,
+                        uint16_t busy[XDNA_PROTO_CTRL_PMF_COLUMNS])
+{
+    if (!ctx->ctrl || xdna_is_aie4(ctx->chip)) {
+        errno = EOPNOTSUPP; /* as a driver built without the PMF interface */
+        return -1;
+    }
+    const uint8_t *page = (const uint8_t *)ctx->ctrl;
+    for (;;) { /* the daemon's SEQ is odd while it writes: retry a torn read */
+        uint32_t seq = __atomic_load_n((const uint32_t *)(page + XDNA_PROTO_CTRL_OFF_PMF_SEQ),
+                                       __ATOMIC_ACQUIRE);
+        if (seq & 1)
+            continue;
+        memcpy(power_mw, page + XDNA_PROTO_CTRL_OFF_PMF_POWER, sizeof(*power_mw));
+        memcpy(busy, page + XDNA_PROTO_CTRL_OFF_PMF_BUSY, XDNA_PROTO_CTRL_PMF_COLUMNS * sizeof(busy[0]));
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n((const uint32_t *)(page + XDNA_PROTO_CTRL_OFF_PMF_SEQ),
+                            __ATOMIC_RELAXED) == seq)
+            return 0;
+    }
 }

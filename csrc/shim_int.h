@@ -215,6 +215,13 @@ struct xdna_shim_ctx {
     bool smu_on, psp_on, pm_on;
     int state;
 
+    /* firmware log and trace rings (dpt.c) */
+    struct xdna_dpt {
+        bool enabled;
+        uint32_t config;
+        struct xdna_dma_buf buf;
+    } dpt[2];
+
     struct xdna_mbox_chan mgmt;
     struct xdna_shim_info info;
     struct xdna_drv_state s; /* the driver's state */
@@ -411,6 +418,12 @@ int xdna_mgmt_msg_unlocked(struct xdna_shim_ctx *ctx, uint32_t opcode, const voi
                            size_t req_len, void *resp, size_t resp_len, int timeout_ms);
 void xdna_hw_close(struct xdna_shim_ctx *ctx);
 
+/* ---- firmware log and trace (dpt.c) ---- */
+/* After a resume: hand the same rings to the new firmware (the driver resubmits them). */
+void xdna_dpt_resume(struct xdna_shim_ctx *ctx);
+/* At close: free the rings. */
+void xdna_dpt_free(struct xdna_shim_ctx *ctx);
+
 /* ---- power management (pm.c) ---- */
 int xdna_pm_init(struct xdna_shim_ctx *ctx);
 int xdna_pm_apply_mode(struct xdna_shim_ctx *ctx, int mode);
@@ -419,6 +432,11 @@ int xdna_pm_resume(struct xdna_shim_ctx *ctx);
 int xdna_rpm_get(struct xdna_shim_ctx *ctx);
 bool xdna_rpm_armed(struct xdna_shim_ctx *ctx);
 void xdna_rpm_maybe_suspend(struct xdna_shim_ctx *ctx);
+/* The platform firmware's NPU metrics (the driver's amd_pmf_get_npu_data): power in mW and
+ * busy % of the first XDNA_PROTO_CTRL_PMF_COLUMNS columns, as the daemon last sampled them
+ * (docs/spec/uapi.md §6 "Sensors"). -1 with EOPNOTSUPP without a daemon to publish them. */
+int xdna_pm_npu_metrics(struct xdna_shim_ctx *ctx, uint32_t *power_mw,
+                        uint16_t busy[XDNA_PROTO_CTRL_PMF_COLUMNS]);
 
 /* ---- buffers (bo.c) ---- */
 struct xdna_bo {

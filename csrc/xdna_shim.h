@@ -371,6 +371,21 @@ int xdna_shim_app_health(struct xdna_shim_ctx *ctx, uint32_t hwctx, void *buf, s
 /* Power mode (driver session only: EPERM for clients; TURBO with live contexts: EBUSY). */
 int xdna_shim_set_power_mode(struct xdna_shim_ctx *ctx, int mode);
 
+/* Firmware log and trace (the driver's DPT; docs/spec/uapi.md §6 "Firmware log and trace"),
+ * driver session only (EPERM for clients). which: XDNA_SHIM_DPT_LOG or XDNA_SHIM_DPT_TRACE.
+ * set: action 0 stops it; otherwise config (log level 1..4, or trace categories; 0: the
+ * driver's default, ERROR or all) starts it (a DMA ring the firmware fills) or changes it.
+ * A firmware without the messages leaves it off and still returns 0, as the driver does. */
+#define XDNA_SHIM_DPT_LOG 0
+#define XDNA_SHIM_DPT_TRACE 1
+struct xdna_shim_dpt {
+    uint32_t enabled, config, payload_version;
+    uint32_t size; /* bytes of the ring buffer, footer page included (0: none) */
+    int fd;        /* its memfd (owned by the session; -1: none) */
+};
+int xdna_shim_dpt_set(struct xdna_shim_ctx *ctx, int which, uint32_t action, uint32_t config);
+int xdna_shim_dpt_get(struct xdna_shim_ctx *ctx, int which, struct xdna_shim_dpt *out);
+
 /* How the device addresses user buffers (the driver's iommu_mode): SVA, the default, uses
  * this process's virtual addresses tagged by its PASID; IOVA uses DMA addresses the shim
  * allocates (PASID 0), as with iommu_mode=1. Set before the first BO; driver session only

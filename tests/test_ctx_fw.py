@@ -922,3 +922,46 @@ def test_debug_bo_markers(chip: str) -> None:
     assert cfg(off, 0x1000, 0) == 0
     assert ctx.run([Cmd(K.Desc(K.Kernel.DEBUG, count=7))]) == (0, 0, 0)
     assert DEBUG_MARKER.unpack_from(dbg.view, 0)[2] == 100 + slots  # untouched once removed
+
+
+def test_fw_log_has_job_ends_faults_and_hangs() -> None:
+    """With a log ring at DEBUG the firmware writes each job's end (DEBUG), a DMA fault and a
+    hang (ERROR), and the trace ring gets JOB_END and FAULT records (docs/spec/firmware.md §8a)."""
+    from xdna_emu.fw.messages import (
+        DPT_CONSTS,
+        DPT_FOOTER,
+        FW_LOG_HEADER,
+        FW_TRACE_RECORD,
+        FwTraceEvent,
+    )
+
+    d, c = _setup("npu4", pasid=4, heap=4 * MiB)
+    log, trace = bytearray(0x4000), bytearray(0x4000)
+    d.iommu.map(0, 0x7000_0000, len(log), DMA_READ | DMA_WRITE, None, mem=log)
+    d.iommu.map(0, 0x7100_0000, len(trace), DMA_READ | DMA_WRITE, None, mem=trace)
+    d.msg_ok(Opcode.CONFIG_FW_LOG, 0x7000_0000, len(log), *(0,) * 5)
+    d.msg_ok(Opcode.SET_RUNTIME_CONFIG, DPT_CONSTS["RT_LOG_LEVEL"], 4)  # DEBUG
+    d.msg_ok(Opcode.START_FW_TRACE, 0xFFFFFFFF, 1, 0, 0x7100_0000, len(trace))
+    src, dst = c.alloc(64), c.alloc(64)
+    copy = K.Desc(K.Kernel.COPY, K.DType.INT32, count=16)
+    ok = PyContext(c)
+    assert ok.run([Cmd(copy, [src, dst])]) == (0, 0, 0)
+    faulty = PyContext(c)
+    assert _stalls(faulty, [Cmd(copy, [0x1234_0000_0000, dst])])
+    hung = PyContext(c)
+    hung.submit([Cmd(K.Desc(K.Kernel.HANG))])
+    hung.collect()
+    page = DPT_CONSTS["DPT_FOOTER_PAGE"]
+    tail = DPT_FOOTER.unpack_from(log, len(log) - page)[-1]
+    texts, off = [], 0
+    while off < tail:
+        _ts, flags, _l, _m = FW_LOG_HEADER.unpack_from(log, off)
+        argc = flags >> 24
+        texts.append((flags >> 8 & 7, bytes(log[off + 16:off + 16 + 4 * argc]).split(b"\0")[0].decode()))
+        off += -(-(16 + 4 * argc) // 8) * 8
+    assert any(lv == 4 and f"context {ok.id} job" in t and "status 0x0" in t for lv, t in texts), texts
+    assert any(lv == 1 and f"context {faulty.id}: DMA fault" in t for lv, t in texts), texts
+    assert any(lv == 1 and f"context {hung.id} hung" in t for lv, t in texts), texts
+    ttail = DPT_FOOTER.unpack_from(trace, len(trace) - page)[-1]
+    events = {FW_TRACE_RECORD.unpack_from(trace, o)[2] for o in range(0, ttail, FW_TRACE_RECORD.size)}
+    assert {FwTraceEvent.CTX_CREATE, FwTraceEvent.JOB_END, FwTraceEvent.FAULT, FwTraceEvent.HANG} <= events

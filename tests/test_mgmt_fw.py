@@ -237,3 +237,83 @@ def test_extension_point_for_user_channels() -> None:
     assert seen == [Opcode.CONFIG_CU] and resp.payload == b"\0" * 4
     assert 3 in d.td.irqs
     assert ch.x2i_buf != d.device.mailbox.channels[0].x2i_buf
+
+
+def _ring_records(buf: bytearray, footer_page: int) -> tuple[dict, list[tuple[int, str]]]:
+    """The footer and the (level, text) of every log line in a buffer (docs/spec/firmware.md §8a)."""
+    from xdna_emu.fw.messages import DPT_FOOTER, FW_LOG_HEADER
+
+    foot = dict(zip(("minor", "major", "type", "rsvd1", "payload_version", "rsvd2", "tail"),
+                    DPT_FOOTER.unpack_from(buf, len(buf) - footer_page), strict=True))
+    lines, off = [], 0
+    while off < foot["tail"]:
+        _ts, flags, _line, _mod = FW_LOG_HEADER.unpack_from(buf, off)
+        argc = flags >> 24
+        text = bytes(buf[off + 16:off + 16 + argc * 4]).split(b"\0", 1)[0].decode()
+        lines.append((flags >> 8 & 7, text))
+        assert flags >> 16 & 0xFF == 0xFF and flags & 1 == 0  # the mgmt app, FULL format
+        off += -(-(16 + argc * 4) // 8) * 8
+    return foot, lines
+
+
+def test_fw_log_ring_takes_the_firmwares_lines_at_its_level() -> None:
+    """CONFIG_FW_LOG hands over a ring; the firmware writes its own lines (context create and
+    destroy at INFO, a job's end at DEBUG) up to the runtime-config level, a detach stops it;
+    bad sizes and buffers are refused; the gate is the npu4 family's protocol 6.19."""
+    from xdna_emu.fw.messages import DPT_CONSTS
+
+    d, _ = _driver("npu4")
+    page = DPT_CONSTS["DPT_FOOTER_PAGE"]
+    buf = bytearray(0x4000)
+    d.iommu.map(0, 0x7000_0000, len(buf), DMA_READ | DMA_WRITE, None, mem=buf)
+    cfg = LAYOUTS[Opcode.CONFIG_FW_LOG]
+    assert d.msg(Opcode.CONFIG_FW_LOG, 0x7000_0000, 0x1000, *(0,) * 5)[0] == Status.MGMT_ERT_DRAM_BUFFER_SIZE_INVALID
+    assert d.msg(Opcode.CONFIG_FW_LOG, 0x7800_0000, 0x4000, *(0,) * 5)[0] == Status.RTOS_INVALID_INPUT_BUF
+    d.msg_ok(Opcode.SET_RUNTIME_CONFIG, DPT_CONSTS["RT_LOG_LEVEL"], 3)  # INFO
+    assert d.msg_ok(Opcode.CONFIG_FW_LOG, 0x7000_0000, len(buf), *(0,) * 5) == (0, 0, 0, *(0,) * 5)
+    assert cfg.resp.size == 32
+    ctx = d.msg_ok(Opcode.CREATE_CONTEXT, 1, 0, 1, 0, 0, 1, 0, 0, bytes(8), 0, 2)[1]
+    d.msg_ok(Opcode.DESTROY_CONTEXT, ctx)
+    foot, lines = _ring_records(buf, page)
+    assert (foot["major"], foot["type"]) == (1, 0) and foot["tail"] > 0
+    assert [lv for lv, _ in lines] == [3, 3, 3]
+    assert lines[1][1].startswith(f"context {ctx} created") and lines[2][1] == f"context {ctx} destroyed"
+    d.msg_ok(Opcode.SET_RUNTIME_CONFIG, DPT_CONSTS["RT_LOG_LEVEL"], 1)  # ERROR: INFO lines dropped
+    ctx = d.msg_ok(Opcode.CREATE_CONTEXT, 1, 0, 1, 0, 0, 1, 0, 0, bytes(8), 0, 2)[1]
+    assert _ring_records(buf, page)[0]["tail"] == foot["tail"]
+    d.msg_ok(Opcode.CONFIG_FW_LOG, 0, 0, *(0,) * 5)  # detach
+    assert d.device.fw.state.log is None
+    for chip, protocol in (("npu4", "6.18"), ("npu1", None)):  # the gate: npu4 family from 6.19
+        d2, _ = _driver(chip, build_image(load_chip(chip), protocol=protocol) if protocol else None)
+        for op in (Opcode.CONFIG_FW_LOG, Opcode.START_FW_TRACE, Opcode.STOP_FW_TRACE,
+                   Opcode.SET_FW_TRACE_CATEGORIES):
+            d2.mgmt.send(op, b"\0" * LAYOUTS[op].req.size)
+            (resp,) = d2.mgmt.drain()
+            assert resp.payload == struct.pack("<I", Status.RTOS_INVALID_OP), (chip, op.name)
+
+
+def test_fw_trace_ring_records_enabled_categories() -> None:
+    from xdna_emu.fw.messages import (
+        DPT_CONSTS,
+        DPT_FOOTER,
+        FW_TRACE_RECORD,
+        FwTraceCategory,
+        FwTraceEvent,
+    )
+
+    d, _ = _driver("npu4")
+    buf = bytearray(0x2000)
+    d.iommu.map(0, 0x7000_0000, len(buf), DMA_READ | DMA_WRITE, None, mem=buf)
+    assert d.msg(Opcode.SET_FW_TRACE_CATEGORIES, 1)[0] == Status.RTOS_INVALID_OP  # none running
+    resp = d.msg_ok(Opcode.START_FW_TRACE, FwTraceCategory.CONTEXT, 1, 0, 0x7000_0000, len(buf))
+    assert resp[1] == 0 and resp[3] == 0  # no MSI: the driver polls
+    ctx = d.msg_ok(Opcode.CREATE_CONTEXT, 1, 0, 1, 0, 0, 1, 0, 0, bytes(8), 7, 2)[1]
+    d.msg_ok(Opcode.SET_FW_TRACE_CATEGORIES, FwTraceCategory.JOB)
+    d.msg_ok(Opcode.DESTROY_CONTEXT, ctx)  # CONTEXT no longer enabled: not recorded
+    tail = DPT_FOOTER.unpack_from(buf, len(buf) - DPT_CONSTS["DPT_FOOTER_PAGE"])[-1]
+    assert tail == FW_TRACE_RECORD.size
+    _ts, cat, ev, cid, arg = FW_TRACE_RECORD.unpack_from(buf, 0)
+    assert (cat, ev, cid, arg) == (FwTraceCategory.CONTEXT, FwTraceEvent.CTX_CREATE, ctx, 0)
+    d.msg_ok(Opcode.STOP_FW_TRACE, 0)
+    assert d.device.fw.state.trace is None
+    assert d.msg(Opcode.START_FW_TRACE, 1, 9, 0, 0x7000_0000, len(buf))[0] == Status.MGMT_ERT_INVALID_PARAM

@@ -331,3 +331,32 @@ def test_threads_sharing_one_shim(attached, fw_dir: Path) -> None:  # noqa: ANN0
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(hammer, range(4))) == [100] * 4
     assert shim.info()["dropped_resps"] == 0
+
+
+def test_fw_log_ring_survives_suspend_and_resume(attached, fw_dir: Path) -> None:  # noqa: ANN001
+    """The driver hands its log ring to the resumed firmware again, which goes on from the
+    footer's tail (docs/spec/uapi.md §6 "Firmware log and trace", firmware.md §8a)."""
+    import mmap
+
+    from xdna_emu.fw.messages import DPT_CONSTS, DPT_FOOTER
+
+    _, shim = attached
+    shim.probe(fw_dir)
+    shim.dpt_set(0, 1, 3)  # the log at INFO
+
+    def tail() -> int:
+        d = shim.dpt_get(0)
+        assert d["enabled"] == 1 and d["config"] == 3, d
+        with mmap.mmap(d["fd"], d["size"], prot=mmap.PROT_READ) as m:  # mmap keeps its own dup
+            return DPT_FOOTER.unpack_from(m, d["size"] - DPT_CONSTS["DPT_FOOTER_PAGE"])[-1]
+
+    shim.hwctx_destroy(shim.hwctx_create())
+    before = tail()
+    assert before > 0
+    shim.suspend()
+    shim.resume()
+    assert tail() >= before  # handed over again, not restarted
+    shim.hwctx_destroy(shim.hwctx_create())
+    assert tail() > before
+    shim.dpt_set(0, 0, 0)
+    assert shim.dpt_get(0) == {"enabled": 0, "config": 0, "payload_version": 0, "size": 0, "fd": -1}

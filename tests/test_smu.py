@@ -93,3 +93,19 @@ def test_smu_power_off_stops_firmware(drv: PyDriver) -> None:
     drv.smu_ok(SmuCmd.POWER_OFF)
     assert drv.device.fw is None and not drv.device.mailbox.channels
     assert drv.device.psp.state == "idle"
+
+
+def test_pmf_metrics_follow_power_clocks_and_busy_columns() -> None:
+    """The platform firmware's model (docs/spec/uapi.md §6 "Sensors"): nothing while powered
+    off, the clocks' share while idle, each busy column's share on top, 8 columns at most."""
+    from xdna_emu.fw.pmf import PMF_COLUMNS, sample
+
+    off = sample(False, 1267, 1800, 8, {0, 1})
+    assert (off.power_mw, off.busy) == (0, (0,) * 8)
+    idle = sample(True, 1267, 1800, 8, set())
+    assert idle.power_mw == (1267 + 1800) // 4 and idle.busy == (0,) * 8
+    two = sample(True, 1267, 1800, 8, {2, 3})
+    assert two.power_mw == idle.power_mw + 2 * 1800 // 4
+    assert two.busy == (0, 0, 100, 100, 0, 0, 0, 0)
+    assert len(sample(True, 400, 400, 12, {11}).busy) == PMF_COLUMNS
+    assert sample(True, 65535, 65535, 8, set(range(8))).power_mw == 0xFFFF

@@ -189,6 +189,177 @@ def test_exec_program_qos_moves_the_clock(chip: str, level: int) -> None:
     assert proc.returncode == 0 and "qos ok" in proc.stdout, proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize(("chip", "cols"), [("npu1", 5), ("npu4", 8)])
+def test_python_sensors_follow_the_device(chip: str, cols: int) -> None:
+    """GET_INFO SENSORS from Python: the driver's entries, the power of the platform
+    firmware's model at the clocks the device runs at (a SET_POWER_MODE moves both), and
+    the driver's short-buffer refusal (docs/spec/uapi.md §6 "Sensors")."""
+    prog = textwrap.dedent("""
+        import errno, sys
+        from xdna_emu import uapi_table as T
+        from xdna_emu.uapi import AccelFile
+        cols = int(sys.argv[1])
+        with AccelFile() as f:
+            def check(mode):
+                f.set_state("SET_POWER_MODE", T.SET_POWER_MODE, power_mode=mode, pad=bytes(7))
+                ck = f.get_info("QUERY_CLOCK_METADATA", T.QUERY_CLOCK_METADATA)
+                npu, h = ck["mp_npu_clock"]["freq_mhz"], ck["h_clock"]["freq_mhz"]
+                s = f.sensors()
+                assert len(s) == 1 + cols, s
+                assert (s[0]["label"], s[0]["units"], s[0]["unitm"], s[0]["type"]) == (
+                    "Total Power", "mW", -3, T.const("AMDXDNA_SENSOR_TYPE_POWER")), s[0]
+                assert s[0]["input"] == (npu + h) // 4, (s[0], npu, h)
+                for i, e in enumerate(s[1:]):
+                    assert (e["label"], e["units"], e["unitm"], e["input"]) == (
+                        f"Column {i} Utilization", "%", 0, 0), e
+                return s[0]["input"]
+            low = check(T.const("POWER_MODE_LOW"))
+            high = check(T.const("POWER_MODE_TURBO"))
+            assert low < high, (low, high)
+            check(T.const("POWER_MODE_DEFAULT"))
+            try:
+                f.sensors(count=cols)  # one entry short
+            except OSError as e:
+                assert e.errno == errno.EINVAL
+            else:
+                raise AssertionError("short SENSORS buffer accepted")
+        print("sensors ok")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([*EXEC, "--chip", chip, "--", sys.executable, "-c", prog, str(cols)],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0 and "sensors ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("chip", ["npu1", "npu4"])
+def test_python_power_mode_of_another_process(chip: str) -> None:
+    """A SET_POWER_MODE from another process moves this process's CLOCK_METADATA and
+    RESOURCE_INFO at once, and TURBO is EBUSY there while this process holds a context
+    (docs/spec/uapi.md §6)."""
+    prog = textwrap.dedent("""
+        import ctypes, errno, subprocess, sys
+        from xdna_emu import uapi_table as T
+        from xdna_emu.chips import load_chip
+        from xdna_emu.uapi import AccelFile
+        levels = load_chip(sys.argv[1]).dpm_levels
+        other = ("import sys; from xdna_emu import uapi_table as T; from xdna_emu.uapi import AccelFile\\n"
+                 "f = AccelFile()\\n"
+                 "try:\\n"
+                 "    f.set_state('SET_POWER_MODE', T.SET_POWER_MODE, power_mode=int(sys.argv[1]), pad=bytes(7))\\n"
+                 "except OSError as e:\\n"
+                 "    sys.exit(e.errno)\\n")
+        def elsewhere(mode):
+            return subprocess.run([sys.executable, "-c", other, str(T.const(mode))]).returncode
+        with AccelFile() as f:
+            def now():
+                ck = f.get_info("QUERY_CLOCK_METADATA", T.QUERY_CLOCK_METADATA)
+                ri = f.get_info("QUERY_RESOURCE_INFO", T.GET_RESOURCE_INFO)
+                return (ck["mp_npu_clock"]["freq_mhz"], ck["h_clock"]["freq_mhz"]), ri["npu_tops_curr"]
+            assert elsewhere("POWER_MODE_HIGH") == 0
+            high, tops_high = now()
+            assert high == tuple(levels[-1]), high
+            assert elsewhere("POWER_MODE_LOW") == 0
+            low, tops_low = now()
+            assert low == tuple(levels[0]), low
+            assert tops_low <= tops_high
+            heap = f.create_bo(T.const("AMDXDNA_BO_DEV_HEAP"), 64 << 20)
+            m = f.map_bo(heap, 64 << 20)
+            qos = bytearray(T.QOS_INFO.pack(gops=0, fps=0, dma_bandwidth=0, latency=0,
+                            frame_exec_time=0, priority=T.const("AMDXDNA_QOS_NORMAL_PRIORITY"),
+                            user_start_col=0, reserved=0))
+            qp = ctypes.addressof((ctypes.c_char * len(qos)).from_buffer(qos))
+            out = f.ioctl("AMDXDNA_CREATE_HWCTX", ext=0, ext_flags=0, qos_p=qp, umq_bo=0,
+                          log_buf_bo=0, max_opc=2048, num_tiles=4, mem_size=0, umq_doorbell=0,
+                          handle=0, syncobj_handle=0)
+            assert elsewhere("POWER_MODE_TURBO") == errno.EBUSY
+            assert now()[0] == low
+            f.ioctl("AMDXDNA_DESTROY_HWCTX", handle=out["handle"], pad=0)
+            assert elsewhere("POWER_MODE_TURBO") == 0
+            assert now()[0] == tuple(levels[-1])
+            assert elsewhere("POWER_MODE_DEFAULT") == 0
+            del m
+        print("power ok")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([*EXEC, "--chip", chip, "--", sys.executable, "-c", prog, chip],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0 and "power ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("chip", ["npu1", "npu4"])
+def test_python_fw_log_and_trace(chip: str) -> None:
+    """The firmware log and trace from Python (docs/spec/uapi.md §6 "Firmware log and
+    trace"): started and configured through SET_STATE, the firmware's own lines read back
+    through GET_ARRAY FW_LOG from the returned offset, stopped again; npu1 stays off."""
+    prog = textwrap.dedent("""
+        import ctypes, errno, sys
+        from xdna_emu import uapi_table as T
+        from xdna_emu.fw.messages import FW_LOG_HEADER, FW_TRACE_RECORD, FwTraceEvent
+        from xdna_emu.uapi import AccelFile, _addr
+        has = sys.argv[1] != "npu1"
+        def refused(err, fn, *a, **kw):
+            try:
+                fn(*a, **kw)
+            except OSError as e:
+                assert e.errno == err, (e, err)
+            else:
+                raise AssertionError(f"accepted, want errno {err}")
+        def texts(data):
+            out, off = [], 0
+            while off + FW_LOG_HEADER.size <= len(data):
+                _ts, flags, _l, _m = FW_LOG_HEADER.unpack_from(data, off)
+                n = 4 * (flags >> 24)
+                out.append(data[off + 16:off + 16 + n].split(b"\\0")[0].decode())
+                off += -(-(16 + n) // 8) * 8
+            return out
+        with AccelFile() as f:
+            heap = f.create_bo(T.const("AMDXDNA_BO_DEV_HEAP"), 64 << 20)
+            m = f.map_bo(heap, 64 << 20)
+            qos = bytearray(T.QOS_INFO.pack(gops=0, fps=0, dma_bandwidth=0, latency=0,
+                            frame_exec_time=0, priority=T.const("AMDXDNA_QOS_NORMAL_PRIORITY"),
+                            user_start_col=0, reserved=0))
+            def ctx_cycle():
+                o = f.ioctl("AMDXDNA_CREATE_HWCTX", ext=0, ext_flags=0, qos_p=_addr(qos), umq_bo=0,
+                            log_buf_bo=0, max_opc=2048, num_tiles=4, mem_size=0, umq_doorbell=0,
+                            handle=0, syncobj_handle=0)
+                f.ioctl("AMDXDNA_DESTROY_HWCTX", handle=o["handle"], pad=0)
+            f.set_dpt("LOG", 1, 3)
+            f.set_dpt("TRACE", 1)
+            st = f.dpt_config("LOG")
+            if not has:
+                assert st["status"] == 0 and f.dpt_config("TRACE")["status"] == 0, st
+                refused(errno.ESHUTDOWN, f.dpt_read, "LOG")
+                print("dpt ok")
+                sys.exit(0)
+            assert (st["status"], st["config"]) == (1, 3), st
+            _, at = f.dpt_read("LOG")
+            ctx_cycle()
+            data, tail = f.dpt_read("LOG", at)
+            lines = texts(data)
+            assert any(" created: pasid " in t for t in lines) and lines[-1].endswith(" destroyed"), lines
+            part, mid = f.dpt_read("LOG", at, room=16)
+            assert part == data[:16] and mid == at + 16
+            rest, end = f.dpt_read("LOG", mid)
+            assert part + rest == data and end == tail
+            assert f.dpt_read("LOG", tail) == (b"", tail)
+            refused(errno.EINVAL, f.dpt_read, "LOG", tail + 8)
+            trace, _ = f.dpt_read("TRACE")
+            evs = [FW_TRACE_RECORD.unpack_from(trace, o)[2] for o in range(0, len(trace), FW_TRACE_RECORD.size)]
+            assert evs[-2:] == [FwTraceEvent.CTX_CREATE, FwTraceEvent.CTX_DESTROY], evs
+            refused(errno.EINVAL, f.set_state, "SET_FW_LOG_STATE", T.SET_POWER_MODE, power_mode=1, pad=bytes(7))
+            f.set_dpt("LOG", 0)
+            f.set_dpt("TRACE", 0)
+            assert f.dpt_config("LOG")["status"] == f.dpt_config("TRACE")["status"] == 0
+            refused(errno.ESHUTDOWN, f.dpt_read, "LOG")
+            del m
+        print("dpt ok")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([*EXEC, "--chip", chip, "--", sys.executable, "-c", prog, chip],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0 and "dpt ok" in proc.stdout, proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize("chip", ["npu1", "npu4"])
 def test_python_heap_growth(chip: str) -> None:
     """AccelFile.dev_bo grows the heap as a runtime does (docs/spec/uapi.md §6)."""

@@ -18,7 +18,7 @@ CSRC = ROOT / "csrc"
 HEADER = CSRC / "xdna_shim.h"
 SOURCES = ("chips.c", "core.c", "event.c", "proto.c", "pci.c", "smu.c", "psp.c", "mailbox.c",
            "message.c", "async.c", "hw.c", "pm.c", "monitor.c", "bo.c", "hwctx.c", "parse.c",
-           "api.c", "aie4_psp.c", "aie4_hw.c", "aie4_ctx.c", "lockdep.c", "bench.c")
+           "api.c", "dpt.c", "aie4_psp.c", "aie4_hw.c", "aie4_ctx.c", "lockdep.c", "bench.c")
 
 
 def _cdef_text() -> str:

@@ -171,6 +171,20 @@ def _rss_kib() -> int:
     return 0
 
 
+def _publish_pmf(ctrl: Any, power_mw: int, busy: tuple[int, ...]) -> None:
+    """The platform firmware's metrics into one session's ctrl page (protocol.py: SEQ odd
+    while written, so a reader retries a torn read); unchanged metrics are not rewritten."""
+    body = struct.pack(f"<I{P.CTRL_PMF_COLUMNS}H", power_mw,
+                       *busy, *(0,) * (P.CTRL_PMF_COLUMNS - len(busy)))
+    end = P.CTRL_OFF_PMF_POWER + len(body)
+    if ctrl[P.CTRL_OFF_PMF_POWER:end] == body:
+        return
+    seq = struct.unpack_from("<I", ctrl, P.CTRL_OFF_PMF_SEQ)[0]
+    struct.pack_into("<I", ctrl, P.CTRL_OFF_PMF_SEQ, (seq | 1) & 0xFFFFFFFF)
+    ctrl[P.CTRL_OFF_PMF_POWER:end] = body
+    struct.pack_into("<I", ctrl, P.CTRL_OFF_PMF_SEQ, ((seq | 1) + 1) & 0xFFFFFFFF)
+
+
 class Connection:
     """One control-socket connection: a driver or client session (docs/spec/protocol.md,
     Session lifetime) with its socket, write log, PASID and what it owns."""
@@ -420,7 +434,11 @@ class Daemon:
         total = sum(asks)
         drv = self.driver
         dctrl = drv.ctrl if drv is not None else None
-        now = struct.unpack_from("<I", dctrl, P.CTRL_OFF_DPM_NOW)[0] if dctrl is not None else 0
+        level = dev.dpm_level_now()
+        if level is not None:  # the SMU's own state: current even before the driver notes it
+            now = 1 + level
+        else:
+            now = struct.unpack_from("<I", dctrl, P.CTRL_OFF_DPM_NOW)[0] if dctrl is not None else 0
         held = want = 0
         for (s, c), ask in zip(live, asks, strict=True):
             struct.pack_into("<II", c, P.CTRL_OFF_RQ_ASKS, (total - ask) & 0xFFFFFFFF, gen)
@@ -428,6 +446,10 @@ class Daemon:
                 held += struct.unpack_from("<I", c, P.CTRL_OFF_HWCTX_LIVE)[0]
                 want = max(want, struct.unpack_from("<I", c, P.CTRL_OFF_DPM_WANT)[0])
                 struct.pack_into("<I", c, P.CTRL_OFF_DPM_NOW, now)
+        m = dev.npu_metrics()
+        if m is not None:
+            for _, c in live:
+                _publish_pmf(c, m.power_mw, m.busy)
         if drv is not None and dctrl is not None:
             n = max(dev.context_count(exclude_pasid=drv.pasid), held)
             struct.pack_into("<I", dctrl, P.CTRL_OFF_FOREIGN_CTX, n)

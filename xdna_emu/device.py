@@ -26,6 +26,8 @@ from .fw.image import FirmwareImage
 from .fw.mailbox import ChannelState, Handler, MailboxEngine, MailboxState
 from .fw.messages import PspStatus
 from .fw.mgmt import MGMT_CHANNEL, MgmtFirmware, MgmtFwState
+from .fw.pmf import NpuMetrics
+from .fw.pmf import sample as pmf_sample
 from .fw.psp import PspBlock, PspState
 from .fw.smu import SmuBlock, SmuState
 from .iommu import Iommu
@@ -174,6 +176,16 @@ class NpuDevice(DeviceBase):
     def context_count(self, exclude_pasid: int | None = None) -> int:
         """Live contexts, optionally not counting those of one PASID."""
         return self.ctx.context_count(exclude_pasid) if self.ctx is not None else 0
+
+    def npu_metrics(self) -> NpuMetrics:
+        """The platform firmware's sample of this NPU (docs/spec/uapi.md §6 "Sensors")."""
+        busy = self.ctx.busy_columns() if self.ctx is not None else set()
+        return pmf_sample(self.smu.powered, self.smu.npuclk, self.smu.hclk, self.chip.cols, busy)
+
+    def dpm_level_now(self) -> int | None:
+        """The level the SMU runs at while powered (its clocks are what every session's
+        clock query reports, docs/spec/jobs.md §6)."""
+        return self.smu.soft_level if self.smu.powered and self.chip.dpm_levels else None
 
     # -- introspection ----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

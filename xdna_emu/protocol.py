@@ -11,6 +11,7 @@ import struct
 from enum import IntEnum
 
 from .fw.iface import U16, U32, U64, Struct, f
+from .fw.pmf import PMF_COLUMNS
 
 #: Python name -> named layout; each ``NAME`` below is ``LAYOUTS["NAME"].codec`` and C gets
 #: ``struct xdna_proto_<layout>`` and ``XDNA_PROTO_<NAME>_SIZE``.
@@ -131,6 +132,12 @@ CTRL_OFF_POLLING = 0x54  # u32, client: threads spinning on a ring now; the daem
 CTRL_OFF_RESETS = 0x58  # function resets so far (FLR however started, DEVICE_RESET)
 CTRL_OFF_REMOVED = 0x5C  # 1: the function was removed (its VF disabled), set before alive 0
 CTRL_OFF_SRIOV_REQ = 0x60  # driver session of a PF: N + 1 after a write of N to sriov_numvfs
+# The platform firmware's NPU metrics (docs/spec/uapi.md §6 "Sensors"), daemon stores
+# after each step that progressed: SEQ odd while it writes, even after (a reader retries)
+CTRL_OFF_PMF_SEQ = 0x64  # u32
+CTRL_OFF_PMF_POWER = 0x68  # u32, mW
+CTRL_OFF_PMF_BUSY = 0x6C  # u16 per column, busy %, PMF_COLUMNS of them
+CTRL_PMF_COLUMNS = PMF_COLUMNS
 CTRL_OFF_ENTRY0 = 0x80
 LOG_ENTRY = _layout("LOG_ENTRY", Struct("log_entry", _u32s("bar", "offset", "value", "rsvd")))
 LOG_ENTRIES = (CTRL_SIZE - CTRL_OFF_ENTRY0) // LOG_ENTRY.size

@@ -612,6 +612,19 @@ class Shim:
             mode = PowerMode[mode.upper()]
         self._check(lib.xdna_shim_set_power_mode(self._c(), int(mode)))
 
+    def dpt_set(self, which: int, action: int, config: int) -> None:
+        """Start (action != 0, with a log level or trace categories; 0: the driver's
+        default), change or stop (action 0) the firmware log (which 0) or trace (1)."""
+        self._check(lib.xdna_shim_dpt_set(self._c(), int(which), int(action), int(config)))
+
+    def dpt_get(self, which: int) -> dict[str, int]:
+        """The log's or trace's state: enabled, config, payload_version, and its ring's size
+        and memfd (owned by the session; -1 while off)."""
+        d = ffi.new("struct xdna_shim_dpt *")
+        self._check(lib.xdna_shim_dpt_get(self._c(), int(which), d))
+        return {"enabled": d.enabled, "config": d.config, "payload_version": d.payload_version,
+                "size": d.size, "fd": d.fd}
+
     def power(self) -> dict[str, Any]:
         p = ffi.new("struct xdna_shim_power *")
         self._check(lib.xdna_shim_get_power(self._c(), p))

@@ -236,7 +236,8 @@ _REPLY = struct.Struct("<i")  # reply: 0 or the driver's errno, then the answer'
 
 class DriverService:
     """The calls a program's DRM file cannot serve from its own client session, because the
-    state is the driver's (power mode, the last async error): served by the driver session
+    state is the driver's (power mode, the last async error, the firmware log and trace):
+    served by the driver session
     ``exec`` keeps, over a SOCK_SEQPACKET socket the decoder finds in
     ``XDNA_EMU_ACCEL<N>_DRIVER`` (docs/spec/uapi.md §6). One request and one reply per
     connection: the request's first word is the DRM command number, the second its param,
@@ -265,9 +266,28 @@ class DriverService:
                 return  # closed
             with conn:
                 with contextlib.suppress(OSError):
-                    conn.send(self.answer(conn.recv(4096)))
+                    reply = self.answer(conn.recv(4096), conn)
+                    if reply:  # empty: answered already (with an fd)
+                        conn.send(reply)
 
-    def answer(self, req: bytes) -> bytes:
+    def _dpt(self, conn: socket.socket | None, nr: int, which: int, body: bytes) -> bytes:
+        """The firmware log's or trace's driver state (docs/spec/uapi.md §6 "Firmware log
+        and trace"): SET_STATE sets it; GET_ARRAY of its config answers get_dpt_state; of
+        its data, the ring's size with the ring's memfd, which the caller maps and reads."""
+        if nr == T.ioctl("AMDXDNA_SET_STATE").nr:
+            st = T.SET_DPT_STATE.unpack(body.ljust(T.SET_DPT_STATE.size, b"\0"))
+            self.shim.dpt_set(which >> 1, st["action"], st["config"])
+            return _REPLY.pack(0)
+        d = self.shim.dpt_get(which >> 1)
+        if not which & 1:  # the config
+            return _REPLY.pack(0) + T.GET_DPT_STATE.pack(
+                version=d["payload_version"], status=d["enabled"], config=d["config"], reserved=0)
+        if not d["enabled"] or conn is None:
+            return _REPLY.pack(errno.ESHUTDOWN)  # the driver's answer while it is off
+        socket.send_fds(conn, [_REPLY.pack(0) + struct.pack("<I", d["size"])], [d["fd"]])
+        return b""
+
+    def answer(self, req: bytes, conn: socket.socket | None = None) -> bytes:
         """One request's reply (errno 0 with the answer, or the driver's errno)."""
         from .shim import ShimError
 
@@ -285,6 +305,9 @@ class DriverService:
 
                 mode = PowerMode[str(self.shim.power()["mode"]).upper()]
                 return _REPLY.pack(0) + T.GET_POWER_MODE.pack(power_mode=int(mode))
+            dpt = _DPT.get((nr, param))
+            if dpt is not None:
+                return self._dpt(conn, nr, dpt, body)
             if nr == T.ioctl("AMDXDNA_GET_ARRAY").nr and param == T.const("DRM_AMDXDNA_HW_LAST_ASYNC_ERR"):
                 e = self.shim.last_async_error()
                 if not e["count"]:
@@ -295,6 +318,17 @@ class DriverService:
         except ShimError as exc:
             return _REPLY.pack(exc.errno or errno.EIO)
         return _REPLY.pack(errno.EOPNOTSUPP)
+
+
+#: (DRM command number, param) of the firmware log/trace calls -> which << 1 | data
+_DPT = {
+    (T.ioctl("AMDXDNA_SET_STATE").nr, T.const("DRM_AMDXDNA_SET_FW_LOG_STATE")): 0 << 1,
+    (T.ioctl("AMDXDNA_SET_STATE").nr, T.const("DRM_AMDXDNA_SET_FW_TRACE_STATE")): 1 << 1,
+    (T.ioctl("AMDXDNA_GET_ARRAY").nr, T.const("DRM_AMDXDNA_FW_LOG_CONFIG")): 0 << 1,
+    (T.ioctl("AMDXDNA_GET_ARRAY").nr, T.const("DRM_AMDXDNA_FW_TRACE_CONFIG")): 1 << 1,
+    (T.ioctl("AMDXDNA_GET_ARRAY").nr, T.const("DRM_AMDXDNA_FW_LOG")): 0 << 1 | 1,
+    (T.ioctl("AMDXDNA_GET_ARRAY").nr, T.const("DRM_AMDXDNA_FW_TRACE")): 1 << 1 | 1,
+}
 
 
 # ---- the ioctls from Python ----------------------------------------------------------
@@ -431,6 +465,45 @@ class AccelFile:
         cols = [dict(zip(COL_STATUS_FIELDS, COL_STATUS.unpack_from(dump, i * md["col_size"]),
                          strict=True)) for i in range(filled.bit_count())]
         return filled, cols
+
+    def sensors(self, count: int = 16) -> list[dict[str, Any]]:
+        """GET_INFO SENSORS with room for ``count`` entries: the driver's entries (power,
+        then one utilisation per column), ``label``/``units`` as str (docs/spec/uapi.md §6)."""
+        buf = bytearray(count * T.QUERY_SENSOR.size)
+        out = self.ioctl("AMDXDNA_GET_INFO", param=T.const("DRM_AMDXDNA_QUERY_SENSORS"),
+                         buffer_size=len(buf), buffer=_addr(buf))
+        entries = []
+        for i in range(out["buffer_size"] // T.QUERY_SENSOR.size):
+            e = T.QUERY_SENSOR.unpack(buf[i * T.QUERY_SENSOR.size:(i + 1) * T.QUERY_SENSOR.size])
+            for k in ("label", "units", "status"):
+                e[k] = bytes(e[k]).split(b"\0", 1)[0].decode()
+            entries.append(e)
+        return entries
+
+    def set_dpt(self, kind: str, action: int, config: int = 0) -> None:
+        """SET_STATE SET_FW_<kind>_STATE (kind "LOG" or "TRACE"; root only)."""
+        self.set_state(f"SET_FW_{kind}_STATE", T.SET_DPT_STATE, action=action, config=config,
+                       reserved=0)
+
+    def dpt_config(self, kind: str) -> dict[str, Any]:
+        """GET_ARRAY FW_<kind>_CONFIG: ``{version, status, config}``."""
+        buf = bytearray(T.GET_DPT_STATE.size)
+        self.ioctl("AMDXDNA_GET_ARRAY", param=T.const(f"DRM_AMDXDNA_FW_{kind}_CONFIG"),
+                   element_size=len(buf), num_element=1, buffer=_addr(buf))
+        return T.GET_DPT_STATE.unpack(buf)
+
+    def dpt_read(self, kind: str, offset: int = 0, room: int = 65536,
+                 watch: bool = False) -> tuple[bytes, int]:
+        """GET_ARRAY FW_<kind> from ``offset`` (the running byte count a previous read
+        returned; 0 at first) with ``room`` bytes for data: the bytes and the next offset
+        (docs/spec/uapi.md §6 "Firmware log and trace")."""
+        md = T.DPT_METADATA
+        buf = bytearray(room) + bytearray(md.pack(offset=offset, size=0, watch=int(watch),
+                                                  reserved=bytes(3)))
+        self.ioctl("AMDXDNA_GET_ARRAY", param=T.const(f"DRM_AMDXDNA_FW_{kind}"),
+                   element_size=len(buf), num_element=1, buffer=_addr(buf))
+        out = md.unpack(buf[room:])
+        return bytes(buf[:out["size"]]), int(out["offset"])
 
     def telemetry(self, kind: int = int(TelemetryType.HEALTH), data: int = 4096,
                   ) -> tuple[dict[str, Any], list[int], bytes]:

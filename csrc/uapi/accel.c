@@ -2067,12 +2067,56 @@ static int query_telemetry(struct accel_file *f, struct amdxdna_drm_get_info *a,
     return uwrite(a->buffer, hdr_buf, hsz);
 }
 
+/* SENSORS (AIE2): the platform firmware's metrics (xdna_pm_npu_metrics) as the driver
+ * serves them: "Total Power" in mW, then one "Column N Utilization" in % per column up to
+ * the metrics table's 8; a buffer short of all of them is refused, `buffer_size` comes back
+ * as the bytes written (docs/spec/uapi.md §6 "Sensors"). */
+static int query_sensors(struct accel_file *f, struct amdxdna_drm_get_info *a, uint32_t total_col)
+{
+    static __thread struct amdxdna_drm_query_sensor out[1 + XDNA_PROTO_CTRL_PMF_COLUMNS];
+    uint32_t ncol = total_col < XDNA_PROTO_CTRL_PMF_COLUMNS ? total_col : XDNA_PROTO_CTRL_PMF_COLUMNS;
+    uint32_t bytes = (1 + ncol) * (uint32_t)sizeof(out[0]);
+    if (a->buffer_size < bytes)
+        return -EINVAL;
+    uint32_t power;
+    uint16_t busy[XDNA_PROTO_CTRL_PMF_COLUMNS];
+    if (xdna_pm_npu_metrics(f->ctx, &power, busy) < 0)
+        return -errno;
+    memset(out, 0, sizeof(out));
+    out[0].type = AMDXDNA_SENSOR_TYPE_POWER;
+    out[0].input = power;
+    out[0].unitm = -3;
+    snprintf((char *)out[0].label, sizeof(out[0].label), "Total Power");
+    snprintf((char *)out[0].units, sizeof(out[0].units), "mW");
+    for (uint32_t i = 0; i < ncol; i++) {
+        struct amdxdna_drm_query_sensor *s = &out[1 + i];
+        s->type = AMDXDNA_SENSOR_TYPE_COLUMN_UTILIZATION;
+        s->input = busy[i];
+        snprintf((char *)s->label, sizeof(s->label), "Column %u Utilization", i);
+        snprintf((char *)s->units, sizeof(s->units), "%%");
+    }
+    if (uwrite(a->buffer, out, bytes) < 0)
+        return -EFAULT;
+    a->buffer_size = bytes;
+    return 0;
+}
+
 /* A call into the driver session `exec` keeps (xdna_emu.uapi.DriverService, docs/spec/uapi.md
  * §6) for state that is the driver's, not a client session's: one SOCK_SEQPACKET request
  * {u32 command number, u32 param, the argument's bytes}, one reply {i32 errno, the answer};
  * the answer's length in *got. -EOPNOTSUPP when there is no such session. */
+static int driver_call_fd(struct accel_file *f, uint32_t nr, uint32_t param, const void *body,
+                          size_t len, void *ans, size_t cap, size_t *got, int *fd);
+
 static int driver_call(struct accel_file *f, uint32_t nr, uint32_t param, const void *body,
                        size_t len, void *ans, size_t cap, size_t *got)
+{
+    return driver_call_fd(f, nr, param, body, len, ans, cap, got, NULL);
+}
+
+/* driver_call that may also receive one fd with the reply (SCM_RIGHTS): *fd, or -1. */
+static int driver_call_fd(struct accel_file *f, uint32_t nr, uint32_t param, const void *body,
+                          size_t len, void *ans, size_t cap, size_t *got, int *fd)
 {
     char name[40];
     snprintf(name, sizeof(name), ENV_DRIVER_FMT, f->minor);
@@ -2093,9 +2137,28 @@ static int driver_call(struct accel_file *f, uint32_t nr, uint32_t param, const 
         return -errno;
     int rc = -EIO;
     ssize_t n = -1;
+    union {
+        struct cmsghdr h;
+        char space[CMSG_SPACE(sizeof(int))];
+    } cm;
+    struct iovec iov = {rep, sizeof(rep)};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.space,
+                        .msg_controllen = sizeof(cm.space)};
+    if (fd)
+        *fd = -1;
     if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
         send(s, req, 8 + len, MSG_NOSIGNAL) == (ssize_t)(8 + len))
-        n = recv(s, rep, sizeof(rep), 0);
+        n = recvmsg(s, &mh, MSG_CMSG_CLOEXEC);
+    for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&mh) : NULL; c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        int got_fd;
+        memcpy(&got_fd, CMSG_DATA(c), sizeof(got_fd));
+        if (fd && *fd < 0)
+            *fd = got_fd;
+        else
+            close(got_fd);
+    }
     if (n >= 4) {
         int32_t err;
         memcpy(&err, rep, 4);
@@ -2104,7 +2167,123 @@ static int driver_call(struct accel_file *f, uint32_t nr, uint32_t param, const 
         rc = -err;
     }
     close(s);
+    if (rc < 0 && fd && *fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
     return rc;
+}
+
+/* ---- firmware log and trace (docs/spec/uapi.md §6 "Firmware log and trace") ---------- */
+
+/* The caller's buffer is num_element * element_size bytes; its last bytes are a
+ * dpt_metadata {offset, size, watch}: where the reader is (the footer's running tail it got
+ * last, 0 at first) and whether to wait for data. */
+static uint64_t dpt_buf_size(const struct amdxdna_drm_get_array *a)
+{
+    return (uint64_t)a->num_element * a->element_size;
+}
+
+/* The footer's 32-bit tail as the 64-bit running count next to the reader's offset. */
+static uint64_t dpt_tail(const uint8_t *ring, uint32_t size, uint64_t offset)
+{
+    uint32_t t32;
+    memcpy(&t32, ring + size - XDNA_AIE2_DPT_FOOTER_PAGE + offsetof(struct xdna_aie2_dpt_footer, tail),
+           sizeof(t32));
+    __atomic_thread_fence(__ATOMIC_ACQUIRE); /* the records before the tail that shows them */
+    uint64_t tail = (offset & ~(uint64_t)0xFFFFFFFFu) | t32;
+    if (tail < offset && offset - tail >= 1ull << 31)
+        tail += 1ull << 32; /* the 32-bit tail wrapped since (a lag under 2 GiB: an offset past it) */
+    return tail;
+}
+
+/* GET_ARRAY FW_LOG / FW_TRACE: the bytes between the reader's offset and the tail (from the
+ * ring's start when the reader fell a whole ring behind), as many as fit before the
+ * metadata; the metadata comes back with the new offset and the bytes written. */
+static int dpt_read(struct accel_file *f, struct amdxdna_drm_get_array *a)
+{
+    const uint64_t bsz = dpt_buf_size(a);
+    struct amdxdna_dpt_metadata md;
+    if (bsz < sizeof(md))
+        return -EFAULT; /* the driver reads the metadata before the buffer: nothing there */
+    const uint64_t mdp = a->buffer + bsz - sizeof(md);
+    if (uread(&md, mdp, sizeof(md)) < 0)
+        return -EFAULT;
+    uint32_t size = 0;
+    size_t got = 0;
+    int fd = -1;
+    int rc = driver_call_fd(f, _IOC_NR(DRM_IOCTL_AMDXDNA_GET_ARRAY), a->param, NULL, 0, &size,
+                            sizeof(size), &got, &fd);
+    if (rc < 0)
+        return rc; /* ESHUTDOWN: not enabled */
+    if (fd < 0 || got != sizeof(size) || size <= XDNA_AIE2_DPT_FOOTER_PAGE) {
+        if (fd >= 0)
+            close(fd);
+        return -EIO;
+    }
+    const uint8_t *ring = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (ring == MAP_FAILED)
+        return -ENOMEM;
+    const uint64_t log = size - XDNA_AIE2_DPT_FOOTER_PAGE;
+    uint64_t tail = dpt_tail(ring, size, md.offset);
+    /* watch: wait for the tail to move, polling the footer as the driver's timer does */
+    for (unsigned waited = 0; tail == md.offset && md.watch; waited++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        if (nanosleep(&ts, NULL) < 0) {
+            rc = -EINTR; /* a signal: nothing read */
+            break;
+        }
+        if (waited % 16 == 15) { /* still enabled? (the driver wakes its waiters when not) */
+            struct amdxdna_drm_get_dpt_state st = {0};
+            size_t g = 0;
+            uint32_t cfg = a->param == DRM_AMDXDNA_FW_LOG ? DRM_AMDXDNA_FW_LOG_CONFIG : DRM_AMDXDNA_FW_TRACE_CONFIG;
+            if (driver_call(f, _IOC_NR(DRM_IOCTL_AMDXDNA_GET_ARRAY), cfg, NULL, 0, &st, sizeof(st), &g) < 0 ||
+                !st.status) {
+                rc = -ESHUTDOWN;
+                break;
+            }
+        }
+        tail = dpt_tail(ring, size, md.offset);
+    }
+    uint32_t out = 0;
+    if (rc == 0 && tail < md.offset) {
+        md.offset = 0; /* an offset the ring never reached */
+        rc = -EINVAL;
+    } else if (rc == 0 && tail != md.offset) {
+        uint64_t start = md.offset % log, avail = tail - md.offset;
+        if (avail > log) { /* overwritten meanwhile: the oldest the ring still holds */
+            start = tail % log;
+            avail = log;
+        }
+        const uint64_t room = bsz - sizeof(md);
+        uint64_t n = avail < room ? avail : room;
+        uint64_t first = n < log - start ? n : log - start;
+        if (uwrite(a->buffer, ring + start, first) < 0 ||
+            (n > first && uwrite(a->buffer + first, ring, n - first) < 0))
+            rc = -EFAULT;
+        md.offset = tail - avail + n; /* what was not copied stays for the next call */
+        out = (uint32_t)n;
+    }
+    munmap((void *)ring, size);
+    md.size = out;
+    if (uwrite(mdp, &md, sizeof(md)) < 0)
+        return -EFAULT;
+    return rc;
+}
+
+/* GET_ARRAY FW_LOG_CONFIG / FW_TRACE_CONFIG: one get_dpt_state at the buffer's start. */
+static int dpt_config(struct accel_file *f, struct amdxdna_drm_get_array *a)
+{
+    struct amdxdna_drm_get_dpt_state st = {0};
+    if (dpt_buf_size(a) < sizeof(st))
+        return -ENOSPC;
+    size_t got = 0;
+    int rc = driver_call(f, _IOC_NR(DRM_IOCTL_AMDXDNA_GET_ARRAY), a->param, NULL, 0, &st,
+                         sizeof(st), &got);
+    if (rc < 0)
+        return rc;
+    return uwrite(a->buffer, &st, sizeof(st)) < 0 ? -EFAULT : 0;
 }
 
 static struct amdxdna_drm_hwctx_entry hwctx_entry(const struct xdna_reg_ctx *r)
@@ -2199,9 +2378,11 @@ static int get_array(struct accel_file *f, void *k)
     }
     case DRM_AMDXDNA_FW_LOG:
     case DRM_AMDXDNA_FW_TRACE:
-    case DRM_AMDXDNA_AIE_COREDUMP:
+        return xdna_is_aie4(f->ctx->chip) ? -EOPNOTSUPP : dpt_read(f, a);
     case DRM_AMDXDNA_FW_LOG_CONFIG:
     case DRM_AMDXDNA_FW_TRACE_CONFIG:
+        return xdna_is_aie4(f->ctx->chip) ? -EOPNOTSUPP : dpt_config(f, a);
+    case DRM_AMDXDNA_AIE_COREDUMP:
     case DRM_AMDXDNA_AIE_TILE_READ:
     case DRM_AMDXDNA_HWCTX_AIE_PART_FD:
     case DRM_AMDXDNA_HWCTX_MEM_BITMAP:
@@ -2236,14 +2417,23 @@ static int frame_boundary(struct accel_file *f, bool set, uint32_t *state)
     return rc < 0 ? -err : 0;
 }
 
-static uint32_t force_preempt(struct accel_file *f)
+/* A device-wide setting of the driver's (the registry's dev block): read, or set when
+ * `set` is not NULL. */
+static uint32_t dev_setting(struct accel_file *f, uint32_t *field_of_dev, const uint32_t *set)
 {
     if (!f->reg)
         return 0;
     xdna_reg_lock(f->reg);
-    uint32_t v = f->reg->dev.force_preempt;
+    if (set)
+        *field_of_dev = *set;
+    uint32_t v = *field_of_dev;
     xdna_reg_unlock(f->reg);
     return v;
+}
+
+static uint32_t force_preempt(struct accel_file *f)
+{
+    return f->reg ? dev_setting(f, &f->reg->dev.force_preempt, NULL) : 0;
 }
 
 static int get_info(struct accel_file *f, void *k)
@@ -2309,14 +2499,25 @@ static int get_info(struct accel_file *f, void *k)
     case DRM_AMDXDNA_QUERY_TELEMETRY:
         return query_telemetry(f, a, info.hwctx_limit);
     case DRM_AMDXDNA_QUERY_SENSORS:
-        return -EOPNOTSUPP; /* not served yet: docs/spec/uapi.md §7 */
+        return query_sensors(f, a, info.total_col);
+    case DRM_AMDXDNA_QUERY_CERT_FIRMWARE_VERSION: { /* AIE4: what the probe read, what fits */
+        if (!xdna_is_aie4(f->ctx->chip))
+            return -EOPNOTSUPP; /* AIE2 has no cert firmware */
+        struct amdxdna_drm_query_firmware_version v = {info.cert_major, info.cert_minor,
+                                                       info.cert_hotfix, info.cert_build};
+        return put_fit(a, &v, sizeof(v));
+    }
+    case DRM_AMDXDNA_GET_AUTO_COREDUMP: { /* AIE4: the driver's flag, what fits */
+        if (!xdna_is_aie4(f->ctx->chip) || !f->reg)
+            return -EOPNOTSUPP; /* the AIE2 driver's answer */
+        struct amdxdna_drm_attribute_state st = {
+            .state = (uint8_t)dev_setting(f, &f->reg->dev.auto_coredump, NULL)};
+        return put_fit(a, &st, sizeof(st));
+    }
     case DRM_AMDXDNA_READ_AIE_MEM:
-    case DRM_AMDXDNA_READ_AIE_REG: /* a debug build's only */
-    case DRM_AMDXDNA_GET_AUTO_COREDUMP:
-    case DRM_AMDXDNA_QUERY_CERT_FIRMWARE_VERSION:
-        /* the AIE2 driver serves none of these (AIE2 has no cert firmware, auto-coredump is
-         * AIE4's): EOPNOTSUPP, as for any parameter the family does not serve; AIE4's are
-         * not served yet (docs/spec/uapi.md §6, §7) */
+    case DRM_AMDXDNA_READ_AIE_REG:
+        /* a debug build's only: EOPNOTSUPP, as for any parameter the driver does not serve
+         * (docs/spec/uapi.md §6, §7) */
         return -EOPNOTSUPP;
     default:
         return -EINVAL;
@@ -2346,9 +2547,8 @@ static int set_state(struct accel_file *f, void *k)
         if (xdna_uapi_check_attr(&st) < 0)
             return -EINVAL;
         if (f->reg) {
-            xdna_reg_lock(f->reg);
-            f->reg->dev.force_preempt = st.state;
-            xdna_reg_unlock(f->reg);
+            uint32_t v = st.state;
+            dev_setting(f, &f->reg->dev.force_preempt, &v);
         }
         return 0;
     case DRM_AMDXDNA_SET_FRAME_BOUNDARY_PREEMPT: {
@@ -2368,15 +2568,45 @@ static int set_state(struct accel_file *f, void *k)
             return -EFAULT;
         if (pm.power_mode > POWER_MODE_TURBO)
             return -EINVAL;
+        /* TURBO only on a device without contexts: every process's (the registry), as the
+         * driver counts all its clients' (docs/spec/uapi.md §6) */
+        static __thread struct xdna_reg_ctx rows[XDNA_REG_MAX_CTX];
+        if (pm.power_mode == POWER_MODE_TURBO && reg_contexts(f, rows, XDNA_REG_MAX_CTX))
+            return -EBUSY;
         return driver_call(f, _IOC_NR(DRM_IOCTL_AMDXDNA_SET_STATE), a->param, &pm, sizeof(pm),
                            NULL, 0, &got);
     }
+    case DRM_AMDXDNA_SET_AUTO_COREDUMP: { /* AIE4: takes what fits; state 0/1, pad MBZ */
+        if (!xdna_is_aie4(f->ctx->chip) || !f->reg)
+            return -EOPNOTSUPP; /* the AIE2 driver's answer */
+        if (get_fit(a, &st, sizeof(st)) < 0)
+            return -EFAULT;
+        if (xdna_uapi_check_attr(&st) < 0)
+            return -EINVAL;
+        for (size_t i = 0; i < sizeof(st.pad); i++)
+            if (st.pad[i])
+                return -EINVAL; /* the driver checks this pad MBZ */
+        uint32_t v = st.state;
+        dev_setting(f, &f->reg->dev.auto_coredump, &v);
+        return 0;
+    }
     case DRM_AMDXDNA_SET_FW_LOG_STATE:
-    case DRM_AMDXDNA_SET_FW_TRACE_STATE:
+    case DRM_AMDXDNA_SET_FW_TRACE_STATE: { /* the driver session starts, changes or stops it */
+        struct amdxdna_drm_set_dpt_state ds;
+        size_t got = 0;
+        if (xdna_is_aie4(f->ctx->chip))
+            return -EOPNOTSUPP; /* AIE4's rings are not modelled (docs/spec/uapi.md §7) */
+        if (a->buffer_size != sizeof(ds))
+            return -EINVAL;
+        if (uread(&ds, a->buffer, sizeof(ds)) < 0)
+            return -EFAULT;
+        return driver_call(f, _IOC_NR(DRM_IOCTL_AMDXDNA_SET_STATE), a->param, &ds, sizeof(ds),
+                           NULL, 0, &got);
+    }
     case DRM_AMDXDNA_AIE_TILE_WRITE:
         return -EOPNOTSUPP; /* not served yet: docs/spec/uapi.md §7 */
-    default: /* WRITE_AIE_MEM/REG (a debug build's), SET_CLOCK_FREQ, SET_AUTO_COREDUMP
-              * (AIE4's) and unknown parameters: the AIE2 driver's answer */
+    default: /* WRITE_AIE_MEM/REG (a debug build's), SET_CLOCK_FREQ and unknown parameters:
+              * the driver's answer */
         return -EOPNOTSUPP;
     }
 }

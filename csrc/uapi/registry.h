@@ -30,7 +30,7 @@ struct xdna_reg_file {
 /* The driver's device-wide settings that live in no firmware (its dev_handle fields). */
 struct xdna_reg_dev {
     uint32_t force_preempt; /* SET_STATE SET_FORCE_PREEMPT: 0 or 1 */
-    uint32_t pad;
+    uint32_t auto_coredump; /* SET_STATE SET_AUTO_COREDUMP (AIE4): 0 or 1 */
 };
 
 struct xdna_registry {

@@ -1264,6 +1264,7 @@ static void test_state(int fd)
         CHECK(set_attr(fd, DRM_AMDXDNA_SET_FRAME_BOUNDARY_PREEMPT, 1, sz) == EOPNOTSUPP, "npu1 frame boundary");
     }
     get_attr(fd, DRM_AMDXDNA_GET_AUTO_COREDUMP, EOPNOTSUPP); /* AIE4's */
+    get_attr(fd, DRM_AMDXDNA_QUERY_CERT_FIRMWARE_VERSION, EOPNOTSUPP); /* AIE2 has no cert firmware */
     CHECK(set_attr(fd, DRM_AMDXDNA_SET_AUTO_COREDUMP, 1, sz) == EOPNOTSUPP, "auto coredump is AIE4's");
     CHECK(set_attr(fd, 99, 1, sz) == EOPNOTSUPP, "unknown SET_STATE parameter");
 
@@ -1352,10 +1353,350 @@ static void test_driver_state(int fd, const struct amdxdna_drm_query_aie_metadat
     EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &dh);
 }
 
+/* GET_INFO SENSORS (docs/spec/uapi.md §6 "Sensors"): "Total Power" in mW, then one
+ * "Column N Utilization" in % per column (at most 8); a buffer short of all of them is
+ * EINVAL with nothing written, buffer_size comes back as the bytes written and nothing
+ * lands past them; the values are the device's: a hung job makes its columns 100 % busy
+ * and raises the power, destroying its context brings both back. */
+static int read_sensors(int fd, struct amdxdna_drm_query_sensor *s, uint32_t cap)
+{
+    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_SENSORS,
+                                      .buffer_size = cap * (uint32_t)sizeof(*s), .buffer = PTR(s)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    return (int)(gi.buffer_size / sizeof(*s));
+}
+
+static int busy_cols(const struct amdxdna_drm_query_sensor *s, int n)
+{
+    int busy = 0;
+    for (int i = 1; i < n; i++)
+        busy += s[i].input == 100;
+    return busy;
+}
+
+/* The platform firmware's power model (docs/spec/uapi.md §6 "Sensors") at the clocks the
+ * device runs at now. */
+static uint32_t model_mw(int fd, int busy)
+{
+    struct amdxdna_drm_query_clock_metadata ck = {0};
+    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_CLOCK_METADATA, .buffer_size = sizeof(ck),
+                                      .buffer = PTR(&ck)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    return (ck.mp_npu_clock.freq_mhz + ck.h_clock.freq_mhz) / 4 + (uint32_t)busy * ck.h_clock.freq_mhz / 4;
+}
+
+static void test_sensors(int fd, const struct amdxdna_drm_query_aie_metadata *md)
+{
+    enum { CAP = 12 };
+    const uint32_t ncol = md->cols < 8 ? md->cols : 8, want = (1 + ncol) * sizeof(struct amdxdna_drm_query_sensor);
+    struct amdxdna_drm_query_sensor s[CAP];
+    memset(s, 0xAB, sizeof(s));
+    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_SENSORS, .buffer_size = sizeof(s),
+                                      .buffer = PTR(s)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    CHECK(gi.buffer_size == want, "buffer_size %u, want %u", gi.buffer_size, want);
+    CHECK(s[ncol + 1].label[0] == 0xAB && s[CAP - 1].pad[5] == 0xAB, "nothing past the sensors");
+    CHECK(s[0].type == AMDXDNA_SENSOR_TYPE_POWER && !strcmp((char *)s[0].label, "Total Power") &&
+              !strcmp((char *)s[0].units, "mW") && s[0].unitm == -3 && s[0].input > 0 && s[0].input < 65536 &&
+              s[0].max == 0 && s[0].status[0] == 0 && s[0].pad[0] == 0,
+          "power sensor: %s %u %s", (char *)s[0].label, s[0].input, (char *)s[0].units);
+    for (uint32_t i = 0; i < ncol; i++) {
+        char label[64];
+        snprintf(label, sizeof(label), "Column %u Utilization", i);
+        CHECK(s[1 + i].type == AMDXDNA_SENSOR_TYPE_COLUMN_UTILIZATION && !strcmp((char *)s[1 + i].label, label) &&
+                  !strcmp((char *)s[1 + i].units, "%") && s[1 + i].unitm == 0 && s[1 + i].input == 0,
+              "column %u: %s %u %s", i, (char *)s[1 + i].label, s[1 + i].input, (char *)s[1 + i].units);
+    }
+    /* a context's QoS reaches the SMU asynchronously: the last one's may still be on its way */
+    for (int tries = 0; tries < 400 && s[0].input != model_mw(fd, 0); tries++) {
+        usleep(25000);
+        read_sensors(fd, s, 1 + ncol);
+    }
+    CHECK(s[0].input == model_mw(fd, 0), "idle power %u mW, model %u", s[0].input, model_mw(fd, 0));
+
+    memset(s, 0xAB, sizeof(s));
+    gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_SENSORS, .buffer_size = want - 1,
+                                       .buffer = PTR(s)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EINVAL);
+    CHECK(s[0].label[0] == 0xAB && gi.buffer_size == want - 1, "a short buffer: nothing written");
+    gi.buffer_size = sizeof(struct amdxdna_drm_query_sensor); /* the power alone: short too */
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EINVAL);
+    gi.buffer_size = want;
+    gi.buffer = PTR(unmapped);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EFAULT);
+
+    /* a job that hangs: its columns busy until its context goes */
+    struct amdxdna_qos_info qos = {.priority = AMDXDNA_QOS_NORMAL_PRIORITY};
+    struct amdxdna_drm_create_hwctx cc = {.qos_p = PTR(&qos), .num_tiles = md->core.row_count};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &cc);
+    uint32_t instr = create_bo(fd, AMDXDNA_BO_DEV, 4096), cmd = create_bo(fd, AMDXDNA_BO_CMD, 4096);
+    write_desc(fd, instr, XKNL_HANG, 0);
+    uint32_t *c = map_bo(fd, cmd, 4096);
+    uint64_t ia = bo_info(fd, instr).xdna_addr;
+    uint32_t w[] = {1, (uint32_t)ia, (uint32_t)(ia >> 32), sizeof(struct xknl_desc), 0};
+    c[0] = XDNA_SHIM_ERT_STATE_NEW | (uint32_t)(sizeof(w) / 4) << 12 | XDNA_SHIM_ERT_START_NPU << 23;
+    memcpy(c + 1, w, sizeof(w));
+    struct amdxdna_drm_exec_cmd e = {.hwctx = cc.handle, .type = AMDXDNA_CMD_SUBMIT_EXEC_BUF,
+                                     .cmd_handles = cmd, .cmd_count = 1};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &e);
+    int n = 0, busy = 0;
+    for (int tries = 0; tries < 400; tries++) { /* the firmware takes the job on its own */
+        n = read_sensors(fd, s, CAP);
+        busy = busy_cols(s, n);
+        if (busy == 1 && s[0].input == model_mw(fd, 1))
+            break;
+        usleep(25000);
+    }
+    CHECK(busy == 1 && s[0].input == model_mw(fd, 1), "one busy column: %d busy, %u mW, model %u", busy,
+          s[0].input, model_mw(fd, 1));
+    struct amdxdna_drm_destroy_hwctx dh = {.handle = cc.handle};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &dh);
+    for (int tries = 0; tries < 400; tries++) {
+        n = read_sensors(fd, s, CAP);
+        busy = busy_cols(s, n);
+        if (!busy && s[0].input == model_mw(fd, 0))
+            break;
+        usleep(25000);
+    }
+    CHECK(busy == 0 && s[0].input == model_mw(fd, 0), "idle again: %d busy, %u mW", busy, s[0].input);
+    munmap(c, 4096);
+    gem_close(fd, cmd);
+    gem_close(fd, instr);
+}
+
+/* Live clocks and TURBO (docs/spec/uapi.md §6): CLOCK_METADATA and RESOURCE_INFO's
+ * npu_tops_curr are the device's current DPM level right after a SET_POWER_MODE of any
+ * process; TURBO is EBUSY while any process has a context. */
+static int set_mode(int fd, uint8_t mode)
+{
+    struct amdxdna_drm_set_power_mode pm = {.power_mode = mode};
+    struct amdxdna_drm_set_state ss = {.param = DRM_AMDXDNA_SET_POWER_MODE, .buffer_size = sizeof(pm),
+                                       .buffer = PTR(&pm)};
+    return ioctl(fd, DRM_IOCTL_AMDXDNA_SET_STATE, &ss) == 0 ? 0 : errno;
+}
+
+/* mode in a forked process of its own (its own DRM file); its errno, or 255 */
+static int set_mode_elsewhere(uint8_t mode)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int cfd = open("/dev/accel/accel0", O_RDWR);
+        _exit(cfd < 0 ? 255 : set_mode(cfd, mode));
+    }
+    int st = -1;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
+}
+
+static void clocks_now(int fd, uint32_t *hclk, struct amdxdna_drm_get_resource_info *ri)
+{
+    struct amdxdna_drm_query_clock_metadata ck = {0};
+    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_CLOCK_METADATA, .buffer_size = sizeof(ck),
+                                      .buffer = PTR(&ck)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    *hclk = ck.h_clock.freq_mhz;
+    gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_RESOURCE_INFO, .buffer_size = sizeof(*ri),
+                                       .buffer = PTR(ri)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+}
+
+static void test_power_live(int fd, const struct amdxdna_drm_query_aie_metadata *md)
+{
+    uint32_t h;
+    struct amdxdna_drm_get_resource_info ri;
+    CHECK(set_mode_elsewhere(POWER_MODE_HIGH) == 0, "HIGH from another process");
+    clocks_now(fd, &h, &ri);
+    CHECK(h == ri.npu_clk_max && ri.npu_tops_curr == ri.npu_tops_max, "HIGH at once: %u/%llu MHz, %llu/%llu TOPS",
+          h, (unsigned long long)ri.npu_clk_max, (unsigned long long)ri.npu_tops_curr,
+          (unsigned long long)ri.npu_tops_max);
+    CHECK(set_mode_elsewhere(POWER_MODE_LOW) == 0, "LOW from another process");
+    clocks_now(fd, &h, &ri);
+    /* npu1's TOPS are 2 per column at every level; npu4's follow the H clock */
+    const bool flat_tops = pci_device() == 0x1502;
+    CHECK(h < ri.npu_clk_max && (flat_tops ? ri.npu_tops_curr == ri.npu_tops_max : ri.npu_tops_curr < ri.npu_tops_max),
+          "LOW at once: %u MHz, %llu TOPS", h, (unsigned long long)ri.npu_tops_curr);
+    const uint32_t low_h = h;
+
+    struct amdxdna_qos_info qos = {.priority = AMDXDNA_QOS_NORMAL_PRIORITY};
+    struct amdxdna_drm_create_hwctx cc = {.qos_p = PTR(&qos), .num_tiles = md->core.row_count};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &cc);
+    CHECK(set_mode(fd, POWER_MODE_TURBO) == EBUSY, "TURBO with this process's context");
+    CHECK(set_mode_elsewhere(POWER_MODE_TURBO) == EBUSY, "TURBO from another process while we hold a context");
+    clocks_now(fd, &h, &ri);
+    CHECK(h == low_h, "a refused TURBO leaves the clocks: %u MHz", h);
+    struct amdxdna_drm_destroy_hwctx dh = {.handle = cc.handle};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &dh);
+    CHECK(set_mode_elsewhere(POWER_MODE_TURBO) == 0, "TURBO with no context anywhere");
+    clocks_now(fd, &h, &ri);
+    CHECK(h == ri.npu_clk_max, "TURBO runs the top level: %u MHz", h);
+    CHECK(set_mode(fd, POWER_MODE_DEFAULT) == 0, "DEFAULT again");
+}
+
+/* FW log and trace (docs/spec/uapi.md §6 "Firmware log and trace"): root SET_STATE starts,
+ * changes and stops them in the driver; GET_ARRAY *_CONFIG reads {version, status, config};
+ * GET_ARRAY FW_LOG/FW_TRACE read the firmware's ring from the reader's offset, with the
+ * dpt_metadata at the buffer's end (watch: wait for data). npu1's firmware has none: the
+ * driver stays off without an error. */
+static int set_dpt(int fd, uint32_t param, uint32_t action, uint32_t config, uint32_t size)
+{
+    struct amdxdna_drm_set_dpt_state ds = {.action = action, .config = config};
+    struct amdxdna_drm_set_state ss = {.param = param, .buffer_size = size, .buffer = PTR(&ds)};
+    return ioctl(fd, DRM_IOCTL_AMDXDNA_SET_STATE, &ss) == 0 ? 0 : errno;
+}
+
+static struct amdxdna_drm_get_dpt_state dpt_config(int fd, uint32_t param)
+{
+    struct amdxdna_drm_get_dpt_state st;
+    memset(&st, 0xEE, sizeof(st));
+    struct amdxdna_drm_get_array ga = {.param = param, .element_size = sizeof(st), .num_element = 1,
+                                       .buffer = PTR(&st)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga);
+    return st;
+}
+
+/* One read: data into buf (cap bytes before the metadata); returns the errno (0 ok). */
+static int dpt_read(int fd, uint32_t param, uint8_t *buf, uint32_t cap, struct amdxdna_dpt_metadata *md)
+{
+    memcpy(buf + cap, md, sizeof(*md));
+    struct amdxdna_drm_get_array ga = {.param = param, .element_size = cap + sizeof(*md), .num_element = 1,
+                                       .buffer = PTR(buf)};
+    int rc = ioctl(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga) == 0 ? 0 : errno;
+    memcpy(md, buf + cap, sizeof(*md));
+    return rc;
+}
+
+/* The text of every log line in data[0, n) that has level lv, joined by '|'. */
+static void log_lines(const uint8_t *data, uint32_t n, unsigned lv, char *out, size_t cap)
+{
+    out[0] = 0;
+    for (uint32_t off = 0; off + sizeof(struct xdna_aie2_fw_log_header) <= n;) {
+        struct xdna_aie2_fw_log_header h;
+        memcpy(&h, data + off, sizeof(h));
+        uint32_t argc = h.flags >> 24, len = (uint32_t)sizeof(h) + argc * 4;
+        if ((h.flags >> 8 & 7) == lv && (h.flags >> 16 & 0xFF) == XDNA_AIE2_FW_LOG_APP_MGMT && argc)
+            snprintf(out + strlen(out), cap - strlen(out), "%.*s|", (int)(argc * 4),
+                     (const char *)data + off + sizeof(h));
+        off += (len + XDNA_AIE2_FW_LOG_MSG_ALIGN - 1) / XDNA_AIE2_FW_LOG_MSG_ALIGN * XDNA_AIE2_FW_LOG_MSG_ALIGN;
+    }
+}
+
+static uint32_t ctx_create_destroy(int fd, const struct amdxdna_drm_query_aie_metadata *md)
+{
+    struct amdxdna_qos_info qos = {.priority = AMDXDNA_QOS_NORMAL_PRIORITY};
+    struct amdxdna_drm_create_hwctx cc = {.qos_p = PTR(&qos), .num_tiles = md->core.row_count};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &cc);
+    struct amdxdna_drm_destroy_hwctx dh = {.handle = cc.handle};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &dh);
+    return cc.handle;
+}
+
+static void test_fw_log(int fd, const struct amdxdna_drm_query_aie_metadata *md)
+{
+    static uint8_t buf[65536 + 64];
+    char lines[4096];
+    const uint32_t sz = sizeof(struct amdxdna_drm_set_dpt_state);
+    struct amdxdna_dpt_metadata m = {0};
+    struct amdxdna_drm_get_dpt_state st = dpt_config(fd, DRM_AMDXDNA_FW_LOG_CONFIG);
+    CHECK(st.status == 0 && st.config == 0 && st.version == 0, "log off at start: %u %u %u", st.status,
+          st.config, st.version);
+    CHECK(dpt_read(fd, DRM_AMDXDNA_FW_LOG, buf, 4096, &m) == ESHUTDOWN, "FW_LOG while off");
+    CHECK(set_dpt(fd, DRM_AMDXDNA_SET_FW_LOG_STATE, 1, 3, sz - 1) == EINVAL, "SET buffer_size must be exact");
+    struct amdxdna_drm_set_state ss = {.param = DRM_AMDXDNA_SET_FW_LOG_STATE, .buffer_size = sz,
+                                       .buffer = PTR(unmapped)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_SET_STATE, &ss, EFAULT);
+    struct amdxdna_drm_get_array ga = {.param = DRM_AMDXDNA_FW_LOG_CONFIG, .element_size = 8, .num_element = 1,
+                                       .buffer = PTR(buf)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, ENOSPC);
+    if (pci_device() == 0x1502) { /* npu1: no firmware log; the driver stays off, no error */
+        CHECK(set_dpt(fd, DRM_AMDXDNA_SET_FW_LOG_STATE, 1, 3, sz) == 0, "npu1 log enable");
+        CHECK(dpt_config(fd, DRM_AMDXDNA_FW_LOG_CONFIG).status == 0, "npu1 log stays off");
+        CHECK(set_dpt(fd, DRM_AMDXDNA_SET_FW_TRACE_STATE, 1, 0, sz) == 0, "npu1 trace enable");
+        CHECK(dpt_config(fd, DRM_AMDXDNA_FW_TRACE_CONFIG).status == 0, "npu1 trace stays off");
+        CHECK(dpt_read(fd, DRM_AMDXDNA_FW_TRACE, buf, 4096, &m) == ESHUTDOWN, "npu1 FW_TRACE");
+        return;
+    }
+    CHECK(set_dpt(fd, DRM_AMDXDNA_SET_FW_LOG_STATE, 1, 0, sz) == 0, "log on, default level");
+    st = dpt_config(fd, DRM_AMDXDNA_FW_LOG_CONFIG);
+    CHECK(st.status == 1 && st.config == 1 && st.version == XDNA_AIE2_FW_LOG_PAYLOAD_VERSION,
+          "log on at ERROR: %u %u %u", st.status, st.config, st.version);
+    CHECK(set_dpt(fd, DRM_AMDXDNA_SET_FW_LOG_STATE, 1, 3, sz) == 0 &&
+              dpt_config(fd, DRM_AMDXDNA_FW_LOG_CONFIG).config == 3, "level INFO");
+    m = (struct amdxdna_dpt_metadata){0};
+    CHECK(dpt_read(fd, DRM_AMDXDNA_FW_LOG, buf, 65536, &m) == 0, "read from 0");
+    uint64_t at = m.offset;
+    uint32_t h = ctx_create_destroy(fd, md);
+    (void)h;
+    m = (struct amdxdna_dpt_metadata){.offset = at};
+    CHECK(dpt_read(fd, DRM_AMDXDNA_FW_LOG, buf, 65536, &m) == 0 && m.size > 0 && m.offset == at + m.size,
+          "new lines: %u bytes to %llu", m.size, (unsigned long long)m.offset);
+    log_lines(buf, m.size, 3, lines, sizeof(lines));
+    CHECK(strstr(lines, " created: pasid ") && strstr(lines, " destroyed|"), "INFO lines: %s", lines);
+    const uint64_t tail = m.offset;
+    CHECK(dpt_read(fd, DRM_AMDXDNA_FW_LOG, buf, 65536, &m) == 0 && m.size == 0 && m.offset == tail,
+          "nothing new: %u", m.size);
+    /* a small buffer: what fits, nothing past it, the rest on the next call */
+    memset(buf, 0xAB, sizeof(buf));
+    m = (struct amdxdna_dpt_metadata){.offset = at};
+    CHECK(dpt_read(fd, DRM_AMDXDNA_FW_LOG, buf, 24, &m) == 0 && m.size == 24 && m.offset == at + 24,
+          "24 bytes: %u to %llu", m.size, (unsigned long long)m.offset);
+    CHECK(buf[24 + sizeof(m)] == 0xAB, "nothing past the buffer");
+    CHECK(dpt_read(fd, DRM_AMDXDNA_FW_LOG, buf, 65536, &m) == 0 && m.offset == tail, "the rest");
+    m = (struct amdxdna_dpt_metadata){.offset = tail + 4096};
+    CHECK(dpt_read(fd, DRM_AMDXDNA_FW_LOG, buf, 4096, &m) == EINVAL && m.offset == 0 && m.size == 0,
+          "an offset past the tail");
+    ga = (struct amdxdna_drm_get_array){.param = DRM_AMDXDNA_FW_LOG, .element_size = 8, .num_element = 1,
+                                        .buffer = PTR(buf)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EFAULT); /* no room for the metadata */
+    ga.element_size = 4096;
+    ga.buffer = PTR(unmapped);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EFAULT);
+
+    /* watch: another process waits at the tail until the firmware writes */
+    pid_t pid = fork();
+    if (pid == 0) {
+        int cfd = open("/dev/accel/accel0", O_RDWR);
+        struct amdxdna_dpt_metadata w = {.offset = tail, .watch = 1};
+        int bad = cfd < 0 || dpt_read(cfd, DRM_AMDXDNA_FW_LOG, buf, 65536, &w) != 0 || w.size == 0;
+        _exit(bad);
+    }
+    ctx_create_destroy(fd, md);
+    int wst = -1;
+    waitpid(pid, &wst, 0);
+    CHECK(WIFEXITED(wst) && WEXITSTATUS(wst) == 0, "a watcher gets the new lines");
+
+    /* trace: all categories by default, then only jobs */
+    CHECK(dpt_config(fd, DRM_AMDXDNA_FW_TRACE_CONFIG).status == 0, "trace off");
+    CHECK(set_dpt(fd, DRM_AMDXDNA_SET_FW_TRACE_STATE, 1, 0, sz) == 0, "trace on");
+    st = dpt_config(fd, DRM_AMDXDNA_FW_TRACE_CONFIG);
+    CHECK(st.status == 1 && st.config == 0xFFFFFFFFu && st.version == XDNA_AIE2_FW_TRACE_PAYLOAD_VERSION,
+          "trace config %u %#x %u", st.status, st.config, st.version);
+    h = ctx_create_destroy(fd, md);
+    m = (struct amdxdna_dpt_metadata){0};
+    CHECK(dpt_read(fd, DRM_AMDXDNA_FW_TRACE, buf, 65536, &m) == 0 &&
+              m.size == 2 * sizeof(struct xdna_aie2_fw_trace_record), "two trace records: %u", m.size);
+    struct xdna_aie2_fw_trace_record r[2];
+    memcpy(r, buf, sizeof(r));
+    CHECK(r[0].event == XDNA_AIE2_FW_TRACE_EV_CTX_CREATE && r[1].event == XDNA_AIE2_FW_TRACE_EV_CTX_DESTROY &&
+              r[0].category == XDNA_AIE2_FW_TRACE_CAT_CONTEXT && r[0].timestamp <= r[1].timestamp,
+          "create then destroy: %u %u", r[0].event, r[1].event);
+    CHECK(set_dpt(fd, DRM_AMDXDNA_SET_FW_TRACE_STATE, 1, XDNA_AIE2_FW_TRACE_CAT_JOB, sz) == 0 &&
+              dpt_config(fd, DRM_AMDXDNA_FW_TRACE_CONFIG).config == XDNA_AIE2_FW_TRACE_CAT_JOB, "jobs only");
+    ctx_create_destroy(fd, md);
+    const uint64_t ttail = m.offset;
+    CHECK(dpt_read(fd, DRM_AMDXDNA_FW_TRACE, buf, 65536, &m) == 0 && m.size == 0 && m.offset == ttail,
+          "contexts no longer traced: %u", m.size);
+    CHECK(set_dpt(fd, DRM_AMDXDNA_SET_FW_TRACE_STATE, 0, 0, sz) == 0 &&
+              dpt_config(fd, DRM_AMDXDNA_FW_TRACE_CONFIG).status == 0, "trace off again");
+    CHECK(dpt_read(fd, DRM_AMDXDNA_FW_TRACE, buf, 4096, &m) == ESHUTDOWN, "FW_TRACE while off");
+    CHECK(set_dpt(fd, DRM_AMDXDNA_SET_FW_LOG_STATE, 0, 0, sz) == 0, "log off");
+    st = dpt_config(fd, DRM_AMDXDNA_FW_LOG_CONFIG);
+    CHECK(st.status == 0 && st.config == 0, "log off: %u %u", st.status, st.config);
+}
+
 static void test_not_served(int fd)
 {
     /* root-only SET_STATE: a non-root caller gets the DRM permission error */
-    struct amdxdna_drm_set_state ss = {.param = DRM_AMDXDNA_SET_FW_LOG_STATE};
+    struct amdxdna_drm_set_state ss = {.param = DRM_AMDXDNA_AIE_TILE_WRITE};
     errno = 0;
     int rc = ioctl(fd, DRM_IOCTL_AMDXDNA_SET_STATE, &ss);
     CHECK(rc == -1 && errno == (geteuid() ? EACCES : EOPNOTSUPP), "SET_STATE errno %d", errno);
@@ -1394,6 +1735,11 @@ int main(void)
     if (geteuid() == 0) {
         test_state(fd);
         test_driver_state(fd, &md);
+    }
+    test_sensors(fd, &md);
+    if (geteuid() == 0) {
+        test_power_live(fd, &md);
+        test_fw_log(fd, &md);
     }
     test_not_served(fd);
     close(other);

@@ -24,7 +24,7 @@ from xdna_emu.uapi import AccelFile
 
 ALLOWED = {errno.EINVAL, errno.EFAULT, errno.ENOENT, errno.ENOTTY, errno.EBUSY, errno.EAGAIN,
            errno.ENOMEM, errno.ENOSPC, errno.EOPNOTSUPP, errno.ETIME, errno.EBADF,
-           errno.EACCES, errno.EPERM, errno.EIO, errno.E2BIG}
+           errno.EACCES, errno.EPERM, errno.EIO, errno.E2BIG, errno.ESHUTDOWN}
 POINTERS = {"qos_p", "args", "buffer", "name", "date", "desc", "param_val", "handles",
             "points", "vaddr", "cmd_handles"}
 

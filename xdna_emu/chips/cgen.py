@@ -18,7 +18,7 @@ from . import AIE2_ROLES, Aie4Layout, Chip, MailboxLayout, chip_names, load_chip
 
 #: Feature gates the shim consults by index; the order is the C enum order.
 SHIM_FEATURES = ("NPU_COMMAND", "PREEMPT", "UPDATE_PROPERTY", "CALIBRATE_TIME", "GET_DEV_REVISION",
-                 "CHAIN_EXEC_NPU", "GET_APP_HEALTH")
+                 "CHAIN_EXEC_NPU", "GET_APP_HEALTH", "CONFIG_FW_LOG", "START_FW_TRACE")
 
 
 def tops_per_level(chip: Chip) -> list[float]:

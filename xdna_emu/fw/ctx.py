@@ -59,6 +59,9 @@ from .messages import (
     ColState,
     CoreStatus,
     FatalType,
+    FwLogLevel,
+    FwTraceCategory,
+    FwTraceEvent,
     Opcode,
     SlotType,
     Status,
@@ -323,6 +326,8 @@ class ContextFirmware:
     def _fault(self, ctx: HwContext, exc: IommuFault) -> None:
         self.stats["iommu_faults"] += 1
         log.warning("context %d: %s", ctx.id, exc)
+        self.fw.fw_log(FwLogLevel.ERROR, f"context {ctx.id}: DMA fault at {exc.addr:#x} ({exc.why})")
+        self.fw.fw_trace(FwTraceCategory.ERROR, FwTraceEvent.FAULT, ctx.id, exc.addr)
 
     def _stall(self, ctx: HwContext, exc: IommuFault) -> None:
         """A job's DMA faulted: logged and counted, nothing touched, and the job stalls as
@@ -360,6 +365,8 @@ class ContextFirmware:
         pair = (ch.x2i_head_reg, ch.x2i_tail_reg, ch.x2i_buf, size,
                 ch.i2x_head_reg, ch.i2x_tail_reg, ch.i2x_buf, size)
         log.info("context %d created: pasid %d cols %d+%d", cid, pasid, start_col, num_col)
+        self.fw.fw_log(FwLogLevel.INFO, f"context {cid} created: pasid {pasid} cols {start_col}+{num_col}")
+        self.fw.fw_trace(FwTraceCategory.CONTEXT, FwTraceEvent.CTX_CREATE, cid, pasid)
         return LAYOUTS[Opcode.CREATE_CONTEXT].resp.pack(Status.SUCCESS, cid, ctx.msix, 1, 0,
                                                         *pair, *([0] * 8))
 
@@ -378,6 +385,8 @@ class ContextFirmware:
         ctx.queue.clear()
         self.stats["contexts_destroyed"] += 1  # the runqueue's generation (docs/spec/jobs.md §3a)
         log.info("context %d destroyed", ctx.id)
+        self.fw.fw_log(FwLogLevel.INFO, f"context {ctx.id} destroyed")
+        self.fw.fw_trace(FwTraceCategory.CONTEXT, FwTraceEvent.CTX_DESTROY, ctx.id, ctx.pasid)
 
     def _host_buffer(self, opcode: Opcode, req: tuple, first: bool) -> bytes:
         cid, addr, size = req
@@ -560,6 +569,8 @@ class ContextFirmware:
                 if ctx.fatal != FATAL_FAULT:
                     ctx.fatal = FATAL_HANG
                 log.warning("context %d hung on message %#x", ctx.id, msg.id)
+                self.fw.fw_log(FwLogLevel.ERROR, f"context {ctx.id} hung on message {msg.id:#x}")
+                self.fw.fw_trace(FwTraceCategory.ERROR, FwTraceEvent.HANG, ctx.id, msg.id)
                 return
             ctx.queue.popleft()
             if msg.opcode in EXEC_OPS:
@@ -567,7 +578,16 @@ class ContextFirmware:
                 ctx.completed += ok
                 ctx.failed += not ok
                 self.stats["jobs_completed" if ok else "jobs_failed"] += 1
+                if self.fw.state.log is not None or self.fw.state.trace is not None:
+                    self._job_logged(ctx, msg, _U32.unpack_from(resp)[0])
             ctx.chan.reply(msg, resp)
+
+    def _job_logged(self, ctx: HwContext, msg: Message, status: int) -> None:
+        """A job's end in the firmware's log (DEBUG; a failure WARN) and trace (docs/spec/
+        firmware.md §8a): what the real firmware's own lines report of it."""
+        level = FwLogLevel.DEBUG if status == Status.SUCCESS else FwLogLevel.WARN
+        self.fw.fw_log(level, f"context {ctx.id} job {msg.id:#x} opcode {msg.opcode:#x} status {status:#x}")
+        self.fw.fw_trace(FwTraceCategory.JOB, FwTraceEvent.JOB_END, ctx.id, status)
 
     def _user_op(self, ctx: HwContext, msg: Message) -> bytes | None:
         """One user-channel message -> its response, or None if it never finishes."""
@@ -868,6 +888,12 @@ class ContextFirmware:
 
     def context_count(self, exclude_pasid: int | None = None) -> int:
         return sum(1 for c in self.contexts.values() if c.pasid != exclude_pasid)
+
+    def busy_columns(self) -> set[int]:
+        """Columns whose contexts have work queued or are stalled on a hang (what the
+        platform firmware counts as busy, docs/spec/uapi.md §6 "Sensors")."""
+        return {col for c in self.contexts.values() if c.queue or c.hung
+                for col in range(c.start_col, c.start_col + c.num_col)}
 
     def status(self) -> list[dict]:
         return [c.status() for _, c in sorted(self.contexts.items())]

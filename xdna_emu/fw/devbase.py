@@ -17,6 +17,7 @@ from ..chips import Chip
 from ..clock import Clock
 from ..iommu import Iommu
 from ..regio import RegisterFile
+from .pmf import NpuMetrics
 
 log = logging.getLogger("xdna_emu.device")
 
@@ -106,6 +107,17 @@ class DeviceBase:
     def _power_off(self) -> None:
         self.psp.power_lost()
         self._stop_fw()
+
+    # -- what the platform reads of the device ----------------------------------------------
+    def npu_metrics(self) -> NpuMetrics | None:
+        """The platform firmware's sample of this NPU, None where it reports none
+        (docs/spec/uapi.md §6 "Sensors")."""
+        return None
+
+    def dpm_level_now(self) -> int | None:
+        """The DPM level the SMU runs at, None where the SMU does not set the clocks a
+        client reports (docs/spec/jobs.md §6)."""
+        return None
 
     # -- time -----------------------------------------------------------------------------
     def schedule(self, delay_ns: int, action: str, *args: Any) -> None:

@@ -108,6 +108,19 @@ DEBUG_MARKER_MAGIC: int = _C["DEBUG_MARKER_MAGIC"]
 DEBUG_BO_MIN: int = _C["DEBUG_BO_MIN"]
 AIE_ERROR_ENTRY = _T.AIE_ERROR.codec
 ASYNC_EVENT_HDR = _T.ASYNC_EVENT_HDR.codec
+# firmware log and trace rings (docs/spec/firmware.md §8a)
+FwLogLevel = _T.FW_LOG_LEVEL.py
+FwLogDest = _T.FW_LOG_DEST.py
+FwTraceDest = _T.FW_TRACE_DEST.py
+FwTraceCategory = _T.FW_TRACE_CATEGORY.py
+FwTraceEvent = _T.FW_TRACE_EVENT.py
+DPT_FOOTER = _T.DPT_FOOTER.codec
+FW_LOG_HEADER = _T.FW_LOG_HEADER.codec
+FW_TRACE_RECORD = _T.FW_TRACE_RECORD.codec
+DPT_CONSTS = {k: _C[k] for k in (
+    "RT_LOG_LEVEL", "RT_LOG_FORMAT", "RT_LOG_DESTINATION", "DPT_FOOTER_PAGE", "DPT_BUF_MIN",
+    "DPT_BUF_MAX", "FW_LOG_MSG_ALIGN", "FW_LOG_APP_MGMT", "FW_LOG_PAYLOAD_VERSION",
+    "FW_TRACE_PAYLOAD_VERSION", "DPT_MAJOR", "DPT_MINOR")}
 
 # -- AIE async errors (docs/spec/jobs.md §6) -------------------------------------------------
 

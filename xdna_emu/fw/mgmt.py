@@ -26,12 +26,14 @@ from ..chips import Chip
 from ..clock import Clock
 from ..iommu import Iommu, IommuFault
 from ..regio import RegisterFile
+from .dpt import BUF_MAX, BUF_MIN, KIND_LOG, KIND_TRACE, DptRing, log_record, trace_record
 from .image import FirmwareImage
 from .mailbox import MailboxChannel, MailboxEngine, Message
 from .messages import (
     AIE_ERROR_ENTRY,
     ASYNC_EVENT_HDR,
     COL_STATUS,
+    DPT_CONSTS,
     LAYOUTS,
     MGMT_INFO,
     MGMT_INFO_MAGIC,
@@ -40,6 +42,9 @@ from .messages import (
     UPDATE_PROPERTY_TIME_QUOTA,
     AieModule,
     AsyncEventType,
+    FwLogDest,
+    FwLogLevel,
+    FwTraceDest,
     Layout,
     Opcode,
     Status,
@@ -81,6 +86,10 @@ class MgmtState:
     runtime_config: dict[int, int] = field(default_factory=dict)
     time_quota_us: dict[int, int] = field(default_factory=dict)
     time_offset_ns: int = 0
+    #: the log and trace rings (docs/spec/firmware.md §8a), None while not configured
+    log: DptRing | None = None
+    trace: DptRing | None = None
+    trace_categories: int = 0
 
 
 @dataclass(frozen=True)
@@ -133,6 +142,9 @@ class MgmtFwState:
     #: the async events posted in this boot (the last ASYNC_POSTED_MAX) and their count
     posted: tuple[PostedEvent, ...] = ()
     posted_total: int = 0
+    #: (kind, addr, size, pasid, tail) of the log and trace rings, and the trace categories
+    rings: tuple[tuple[int, int, int, int, int], ...] = ()
+    trace_categories: int = 0
 
 
 def status_resp(layout: Layout, status: int) -> bytes:
@@ -168,6 +180,10 @@ class MgmtFirmware:
             (Opcode.QUERY_AIE_TILE_INFO, self._tile_info, False),
             (Opcode.QUERY_AIE_VERSION, self._aie_version, False),
             (Opcode.GET_PROTOCOL_VERSION, self._protocol_version, False),
+            (Opcode.CONFIG_FW_LOG, self._config_fw_log, False),
+            (Opcode.START_FW_TRACE, self._start_fw_trace, False),
+            (Opcode.STOP_FW_TRACE, self._stop_fw_trace, False),
+            (Opcode.SET_FW_TRACE_CATEGORIES, self._set_trace_categories, False),
         ):
             self.register(opcode, LAYOUTS[opcode], fn, susp)
 
@@ -222,12 +238,21 @@ class MgmtFirmware:
             self.image, st.suspended, st.mgmt_pasid, tuple(st.runtime_config.items()),
             tuple(st.time_quota_us.items()), st.time_offset_ns,
             tuple((ev.chan.index, ev.msg.opcode, ev.msg.id, ev.msg.payload, ev.buf_addr,
-                   ev.buf_size) for ev in self.async_events), tuple(self.posted), self.posted_total)
+                   ev.buf_size) for ev in self.async_events), tuple(self.posted), self.posted_total,
+            tuple((r.kind, r.addr, r.size, r.pasid, r.tail) for r in (st.log, st.trace) if r is not None),
+            st.trace_categories)
 
     def load(self, st: MgmtFwState) -> None:
         """Take the saved boot state; the engine's channels are already restored."""
         self.state = MgmtState(st.suspended, st.mgmt_pasid, dict(st.runtime_config),
-                               dict(st.time_quota_us), st.time_offset_ns)
+                               dict(st.time_quota_us), st.time_offset_ns,
+                               trace_categories=st.trace_categories)
+        for kind, addr, size, pasid, tail in st.rings:
+            ring = DptRing(kind, addr, size, pasid, tail)
+            if kind == KIND_LOG:
+                self.state.log = ring
+            else:
+                self.state.trace = ring
         self.mgmt = self.engine.channels.get(MGMT_CHANNEL)
         self.posted = deque(st.posted, maxlen=ASYNC_POSTED_MAX)
         self.posted_total = st.posted_total
@@ -326,6 +351,82 @@ class MgmtFirmware:
                                Status.RTOS_ASYNC_EVENT_MSGS_FULL)
         self.async_events.append(AsyncEvent(chan, msg, buf_addr, buf_size))
         return None  # answered only when an event happens
+
+    # -- log and trace rings (docs/spec/firmware.md §8a) --------------------------------------
+    def _ring(self, kind: int, addr: int, size: int) -> tuple[int, DptRing | None]:
+        """A ring the driver hands over, checked: a status and the ring (None on error)."""
+        if not BUF_MIN <= size <= BUF_MAX:
+            return Status.MGMT_ERT_DRAM_BUFFER_SIZE_INVALID, None
+        ring = DptRing(kind, addr, size, self.state.mgmt_pasid)
+        if not ring.start(self.iommu):
+            self.stats["iommu_faults"] += 1
+            return Status.RTOS_INVALID_INPUT_BUF, None
+        return Status.SUCCESS, ring
+
+    def _config_fw_log(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        addr, size = req[0], req[1]
+        lay = LAYOUTS[Opcode.CONFIG_FW_LOG]
+        if size == 0:  # detach
+            self.state.log = None
+            return lay.resp.pack(Status.SUCCESS, 0, 0, *(0,) * 5)
+        status, ring = self._ring(KIND_LOG, addr, size)
+        if ring is None:
+            return status_resp(lay, status)
+        self.state.log = ring
+        self.fw_log(FwLogLevel.INFO, f"fw log: {ring.ring >> 10} KiB ring at {addr:#x}")
+        return lay.resp.pack(Status.SUCCESS, 0, 0, *(0,) * 5)  # no MSI: the driver polls
+
+    def _start_fw_trace(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        categories, dest, _ts, addr, size = req
+        lay = LAYOUTS[Opcode.START_FW_TRACE]
+        if dest not in (FwTraceDest.DEBUG_BUS, FwTraceDest.DRAM):
+            return status_resp(lay, Status.MGMT_ERT_INVALID_PARAM)
+        status, ring = self._ring(KIND_TRACE, addr, size)
+        if ring is None:
+            return status_resp(lay, status)
+        self.state.trace = ring if dest == FwTraceDest.DRAM else None
+        self.state.trace_categories = categories
+        return lay.resp.pack(Status.SUCCESS, 0, self.now_ns(), 0)
+
+    def _stop_fw_trace(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        self.state.trace = None
+        self.state.trace_categories = 0
+        return self._ok(Opcode.STOP_FW_TRACE)
+
+    def _set_trace_categories(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
+        if self.state.trace is None:
+            return status_resp(LAYOUTS[Opcode.SET_FW_TRACE_CATEGORIES], Status.RTOS_INVALID_OP)
+        self.state.trace_categories = req[0]
+        return self._ok(Opcode.SET_FW_TRACE_CATEGORIES)
+
+    def now_ns(self) -> int:
+        """The firmware clock: the host's after CALIBRATE_TIME, else time since power-on."""
+        return max(0, self.clock.now_ns() + self.state.time_offset_ns)
+
+    def fw_log(self, level: int, text: str, module: int = 0, line: int = 0) -> None:
+        """One line into the log ring when one is configured, the destination is DRAM (the
+        driver sets it with the ring; unset counts as DRAM) and ``level`` is within the
+        runtime-config level (unset: ERROR, the driver's default)."""
+        ring = self.state.log
+        if ring is None:
+            return
+        cfg = self.state.runtime_config
+        if cfg.get(DPT_CONSTS["RT_LOG_DESTINATION"], FwLogDest.DRAM) != FwLogDest.DRAM:
+            return
+        if not 0 < level <= cfg.get(DPT_CONSTS["RT_LOG_LEVEL"], FwLogLevel.ERROR):
+            return
+        if not ring.append(self.iommu, log_record(self.now_ns(), level, module, line, text)):
+            self.stats["iommu_faults"] += 1
+            self.state.log = None
+
+    def fw_trace(self, category: int, event: int, context_id: int, arg: int) -> None:
+        """One record into the trace ring when one runs and ``category`` is enabled."""
+        ring = self.state.trace
+        if ring is None or not self.state.trace_categories & category:
+            return
+        if not ring.append(self.iommu, trace_record(self.now_ns(), category, event, context_id, arg)):
+            self.stats["iommu_faults"] += 1
+            self.state.trace = None
 
     # -- async events -----------------------------------------------------------------------
     def post_async_event(self, event_type: int, data: bytes) -> bool:

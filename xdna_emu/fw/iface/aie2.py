@@ -88,6 +88,18 @@ CONSTS = (
     Const("CU_PDI_SHIFT", 15, "CONFIG_CU cfg bits 16:0 = PDI device address >> this"),
     Const("CU_FUNC_SHIFT", 17, "CONFIG_CU cfg bits 24:17 = the CU function"),
     Const("KERNEL_OP_TXN", 3, "the one argument word of an ELF slot: run the transaction stream"),
+    Const("RT_LOG_LEVEL", 6, "npu4-family runtime config type: FwLogLevel"),
+    Const("RT_LOG_FORMAT", 7, "npu4-family runtime config type: FwLogFormat"),
+    Const("RT_LOG_DESTINATION", 8, "npu4-family runtime config type: FwLogDest"),
+    Const("DPT_FOOTER_PAGE", 0x1000, "the last bytes of a log/trace buffer, the footer's"),
+    Const("DPT_BUF_MIN", 0x2000, "smallest log/trace buffer the driver allocates"),
+    Const("DPT_BUF_MAX", 0x400000, "largest (and default) log/trace buffer"),
+    Const("FW_LOG_MSG_ALIGN", 8, "log records start at multiples of this"),
+    Const("FW_LOG_APP_MGMT", 0xFF, "fw_log_header appn of the management firmware"),
+    Const("FW_LOG_PAYLOAD_VERSION", 1, "dpt_footer.payload_version of the log", emulator=True),
+    Const("FW_TRACE_PAYLOAD_VERSION", 1, "dpt_footer.payload_version of the trace", emulator=True),
+    Const("DPT_MAJOR", 1, "dpt_footer.major", emulator=True),
+    Const("DPT_MINOR", 0, "dpt_footer.minor", emulator=True),
 )  # fmt: skip
 
 MSG_HEADER = Struct("msg_header", (
@@ -282,6 +294,21 @@ MESSAGES = (
         f("status", U32), f("major", U32), f("minor", U32),
         f("size", U32, "bytes written to the buffer")),
          "layout emulator-chosen (status first, as every response); content docs/spec/firmware.md §8"),
+    # mgmt channel: firmware log and trace rings (docs/spec/firmware.md §8a)
+    _msg("CONFIG_FW_LOG", "mgmt", (
+        f("buf_addr", U64, "DMA address of the log buffer (ring, then the dpt_footer page)"),
+        f("buf_size", U32, "its bytes; 0 detaches the buffer"), f("rsvd", U32, count=5)), (
+        f("status", U32), f("msi_idx", U32, "MSI-X vector raised on new data; 0: none, poll"),
+        f("msi_address", U32, "mailbox-BAR offset the driver clears; 0: none"),
+        f("rsvd", U32, count=5))),
+    _msg("START_FW_TRACE", "mgmt", (
+        f("categories", U32, "FwTraceCategory bits"), f("dest", U32, "FwTraceDest"),
+        f("timestamp", U32, "FwTraceTimestamp"), f("buf_addr", U64), f("buf_size", U32)), (
+        f("status", U32), f("msi_idx", U32), f("cur_ts", U64, "the firmware clock now"),
+        f("msi_address", U32))),
+    _msg("STOP_FW_TRACE", "mgmt", RSVD_REQ, STATUS_RESP),
+    _msg("SET_FW_TRACE_CATEGORIES", "mgmt", (f("categories", U32, "FwTraceCategory bits"),),
+         STATUS_RESP),
     _msg("GET_PROTOCOL_VERSION", "mgmt", RSVD_REQ, (f("status", U32), f("major", U32), f("minor", U32)),
          "request size inferred: the common 4-byte reserved request"),
     # mgmt channel: contexts and host buffers (docs/spec/firmware.md §8)
@@ -374,6 +401,46 @@ TELEMETRY_CTX = Struct("telemetry_ctx", (
     f("context_id", U32), f("pasid", U32), f("start_col", U32), f("num_col", U32),
     f("submitted", U32), f("completed", U32), f("failed", U32), f("queued", U32),
 ), "One context of HEALTH telemetry, by id (emulator-defined).")
+FW_LOG_LEVEL = Enum("FwLogLevel", "FW_LOG_LEVEL", members(
+    ("NONE", 0), ("ERROR", 1), ("WARN", 2), ("INFO", 3), ("DEBUG", 4),
+), "Firmware log verbosity (runtime config LOG_LEVEL, the UAPI's FW log ``config``): the "
+   "firmware writes a line whose level is at most this.")
+FW_LOG_FORMAT = Enum("FwLogFormat", "FW_LOG_FORMAT", members(("FULL", 0), ("CONCISE", 1)),
+                     "Runtime config LOG_FORMAT; the emulated firmware writes FULL records.")
+FW_LOG_DEST = Enum("FwLogDest", "FW_LOG_DEST", members(
+    ("UTL", 0), ("FIXED", 1), ("REGS", 2), ("STB", 3), ("DRAM", 4, "the CONFIG_FW_LOG ring"),
+), "Runtime config LOG_DESTINATION; lines reach the ring only with DRAM.")
+FW_TRACE_DEST = Enum("FwTraceDest", "FW_TRACE_DEST", members(("DEBUG_BUS", 0), ("DRAM", 1)),
+                     "START_FW_TRACE ``dest``; records reach the ring only with DRAM.")
+FW_TRACE_TIMESTAMP = Enum("FwTraceTimestamp", "FW_TRACE_TS", members(
+    ("FW_CHRONO", 0), ("CPU_CCOUNT", 1)), "START_FW_TRACE ``timestamp`` source.")
+FW_TRACE_CATEGORY = Enum("FwTraceCategory", "FW_TRACE_CAT", members(
+    emu("CONTEXT", 0x1, "context created or destroyed"),
+    emu("JOB", 0x2, "a job (one exec message) ended"),
+    emu("ERROR", 0x4, "a fault, a hang or a failed command"),
+), "START_FW_TRACE / SET_FW_TRACE_CATEGORIES bits (emulator-defined meaning; the driver "
+   "passes the UAPI's ``config`` through, all ones by default).")
+FW_TRACE_EVENT = Enum("FwTraceEvent", "FW_TRACE_EV", members(
+    emu("CTX_CREATE", 1), emu("CTX_DESTROY", 2), emu("JOB_END", 3), emu("FAULT", 4),
+    emu("HANG", 5),
+), "fw_trace_record.event (emulator-defined).")
+DPT_FOOTER = Struct("dpt_footer", (
+    f("minor", U8), f("major", U8), f("type", U8, "0 log, 1 trace (emulator)"), f("rsvd1", U8),
+    f("payload_version", U32, "the records' format version"), raw("rsvd2", 56),
+    f("tail", U32, "bytes written since CONFIG_FW_LOG/START_FW_TRACE, mod 2^32"),
+), "At buf_size - DPT_FOOTER_PAGE of a log or trace buffer; the ring is the bytes before it.")
+FW_LOG_HEADER = Struct("fw_log_header", (
+    f("timestamp", U64, "the firmware clock, ns"),
+    f("flags", U32, "format bit 0 (0 FULL), level bits 10:8, appn bits 23:16 (0xFF mgmt), "
+      "argc bits 31:24 (u32 words of text that follow)"),
+    f("line", U16), f("module", U16),
+), "One log record: this header, argc u32 words of NUL-terminated text, the whole padded to "
+   "FW_LOG_MSG_ALIGN.")
+FW_TRACE_RECORD = Struct("fw_trace_record", (
+    f("timestamp", U64, "the firmware clock, ns"), f("category", U32, "FwTraceCategory bit"),
+    f("event", U32, "FwTraceEvent"), f("context_id", U32), f("arg", U32, "event-specific: "
+      "JOB_END the status, FAULT the low address bits, CTX_* the PASID"),
+), "One trace record (emulator-defined format).")
 COL_STATE = Enum("ColState", "COL_STATE", members(
     emu("FREE", 0, "no firmware context holds the column"),
     emu("IDLE", 1, "contexts hold it, nothing is held back on their channels"),
@@ -510,11 +577,12 @@ FAMILY = Family(
     opcodes=OPCODE,
     enums=(STATUS, PSP_CMD, PSP_STATUS, SMU_CMD, SMU_RESP, ASYNC_EVENT_TYPE, SLOT_TYPE, FATAL_TYPE,
            AIE_MODULE, AIE_ERROR_CATEGORY, XRT_ERROR_NUM, XRT_ERROR_MODULE, XRT_ERROR_SEVERITY,
-           XRT_ERROR_CLASS, COL_STATE, CORE_STATUS, TELEMETRY_TYPE),
+           XRT_ERROR_CLASS, COL_STATE, CORE_STATUS, TELEMETRY_TYPE, FW_LOG_LEVEL, FW_LOG_FORMAT,
+           FW_LOG_DEST, FW_TRACE_DEST, FW_TRACE_TIMESTAMP, FW_TRACE_CATEGORY, FW_TRACE_EVENT),
     consts=(*CONSTS, *XRT_ERROR_CONSTS, *PM_CONSTS),
     structs=(MSG_HEADER, MGMT_MBOX_CHANN_INFO, SLOT_NPU, SLOT_DPU, SLOT_EXECBUF_CF,
              APP_HEALTH_REPORT, FATAL_ERROR_INFO, CTX_HEALTH_DATA, DEBUG_MARKER, ASYNC_EVENT_HDR, AIE_ERROR,
-             COL_STATUS, TELEMETRY_HEALTH, TELEMETRY_CTX),
+             COL_STATUS, TELEMETRY_HEALTH, TELEMETRY_CTX, DPT_FOOTER, FW_LOG_HEADER, FW_TRACE_RECORD),
     messages=MESSAGES,
     source="xdna_emu/fw/iface/aie2.py",
     lookups=(*AIE_EVENT_LOOKUPS, *XRT_LOOKUPS),
