@@ -343,7 +343,7 @@ static void publish(struct accel_file *f)
             continue;
         const struct amdxdna_qos_info *q = qos_of(f, hw->handle);
         rows[n] = (struct xdna_reg_ctx){
-            .hwctx_id = hw->handle, .pid = f->owner, .context_id = hw->fw_id,
+            .context_id = hw->handle, .pid = f->owner, .hwctx_id = hw->fw_id,
             .start_col = hw->start_col, .num_col = hw->num_col,
             .state = hw->state == XDNA_SHIM_HWCTX_ACTIVE ? AMDXDNA_HWCTX_STATE_ACTIVE
                                                           : AMDXDNA_HWCTX_STATE_IDLE,
@@ -2062,8 +2062,8 @@ static int query_telemetry(struct accel_file *f, struct amdxdna_drm_get_info *a,
     h->map_num_elements = limit;
     unsigned n = reg_contexts(f, rows, XDNA_REG_MAX_CTX);
     for (unsigned i = 0; i < n; i++)
-        if (rows[i].state == AMDXDNA_HWCTX_STATE_ACTIVE && rows[i].context_id < limit)
-            h->map[rows[i].context_id] = rows[i].hwctx_id;
+        if (rows[i].state == AMDXDNA_HWCTX_STATE_ACTIVE && rows[i].hwctx_id < limit)
+            h->map[rows[i].hwctx_id] = rows[i].context_id;
     return uwrite(a->buffer, hdr_buf, hsz);
 }
 
@@ -2301,7 +2301,9 @@ static struct amdxdna_drm_hwctx_entry hwctx_entry(const struct xdna_reg_ctx *r)
 
 /* GET_ARRAY: element_size and num_element are the caller's capacity; the answer uses
  * min(element_size, our entry) bytes per element, packed at that stride, and both fields
- * come back as what was written. */
+ * come back as what was written. HW_CONTEXT_ALL refuses a capacity short of every context
+ * with ENOSPC and the count needed in num_element; HW_CONTEXT_BY_ID takes one element whose
+ * context_id (the user's handle) and pid name the context (docs/spec/uapi.md §6). */
 static int get_array(struct accel_file *f, void *k)
 {
     struct amdxdna_drm_get_array *a = k;
@@ -2314,17 +2316,22 @@ static int get_array(struct accel_file *f, void *k)
     case DRM_AMDXDNA_HW_CONTEXT_BY_ID: {
         size_t esz = xdna_uapi_elem_size(a->element_size, sizeof(struct amdxdna_drm_hwctx_entry));
         struct amdxdna_drm_hwctx_entry want = {0};
+        unsigned n = reg_contexts(f, rows, XDNA_REG_MAX_CTX), put = 0;
         if (a->param == DRM_AMDXDNA_HW_CONTEXT_BY_ID) {
-            /* the key: pid and hwctx_id of the first element */
-            if (esz < offsetof(struct amdxdna_drm_hwctx_entry, command_submissions))
-                return -EINVAL;
+            /* the key: what fits of the first element, the rest zero */
             if (uread(&want, a->buffer, esz) < 0)
                 return -EFAULT;
+            if (a->num_element != 1 || !want.context_id || !want.pid) {
+                a->num_element = 1;
+                return -EINVAL;
+            }
+        } else if (a->num_element < n) {
+            a->num_element = n;
+            return -ENOSPC;
         }
-        unsigned n = reg_contexts(f, rows, XDNA_REG_MAX_CTX), put = 0;
         for (unsigned i = 0; i < n && put < a->num_element; i++) {
             if (a->param == DRM_AMDXDNA_HW_CONTEXT_BY_ID &&
-                (rows[i].pid != want.pid || rows[i].hwctx_id != want.hwctx_id))
+                (rows[i].pid != want.pid || rows[i].context_id != want.context_id))
                 continue;
             struct amdxdna_drm_hwctx_entry e = hwctx_entry(&rows[i]);
             if (uwrite(a->buffer + (uint64_t)put * esz, &e, esz) < 0)
@@ -2332,7 +2339,7 @@ static int get_array(struct accel_file *f, void *k)
             put++;
         }
         if (a->param == DRM_AMDXDNA_HW_CONTEXT_BY_ID && !put)
-            return -ENOENT;
+            return -EINVAL; /* no such context of that pid */
         a->num_element = put;
         a->element_size = (uint32_t)esz;
         return 0;
@@ -2378,7 +2385,11 @@ static int get_array(struct accel_file *f, void *k)
     }
     case DRM_AMDXDNA_FW_LOG:
     case DRM_AMDXDNA_FW_TRACE:
-        return xdna_is_aie4(f->ctx->chip) ? -EOPNOTSUPP : dpt_read(f, a);
+        if (xdna_is_aie4(f->ctx->chip))
+            return -EOPNOTSUPP;
+        if (geteuid() != 0)
+            return -EPERM; /* the driver's admin check (CAP_SYS_ADMIN) */
+        return dpt_read(f, a);
     case DRM_AMDXDNA_FW_LOG_CONFIG:
     case DRM_AMDXDNA_FW_TRACE_CONFIG:
         return xdna_is_aie4(f->ctx->chip) ? -EOPNOTSUPP : dpt_config(f, a);
@@ -2388,7 +2399,7 @@ static int get_array(struct accel_file *f, void *k)
     case DRM_AMDXDNA_HWCTX_MEM_BITMAP:
         return -EOPNOTSUPP; /* docs/spec/uapi.md §7 */
     default:
-        return -EINVAL;
+        return -EOPNOTSUPP; /* the driver's answer to a parameter it does not serve */
     }
 }
 
@@ -2497,6 +2508,8 @@ static int get_info(struct accel_file *f, void *k)
     case DRM_AMDXDNA_QUERY_AIE_STATUS:
         return query_aie_status(f, a);
     case DRM_AMDXDNA_QUERY_TELEMETRY:
+        if (geteuid() != 0)
+            return -EPERM; /* the driver's admin check (CAP_SYS_ADMIN) */
         return query_telemetry(f, a, info.hwctx_limit);
     case DRM_AMDXDNA_QUERY_SENSORS:
         return query_sensors(f, a, info.total_col);
@@ -2520,7 +2533,7 @@ static int get_info(struct accel_file *f, void *k)
          * (docs/spec/uapi.md §6, §7) */
         return -EOPNOTSUPP;
     default:
-        return -EINVAL;
+        return -EOPNOTSUPP; /* the driver's answer to a parameter it does not serve */
     }
 }
 

@@ -12,9 +12,10 @@
 
 struct xdna_reg_ctx {
     uint32_t file;        /* the publishing file's id, 0: free row */
-    uint32_t hwctx_id;    /* the context handle in its file */
+    uint32_t hwctx_id;    /* the firmware's context id */
     int64_t pid;
-    uint32_t context_id, start_col, num_col, state, pasid, priority;
+    uint32_t context_id;  /* the context handle in its file (the user's id) */
+    uint32_t start_col, num_col, state, pasid, priority;
     uint32_t gops, fps, dma_bandwidth, latency, frame_exec_time, pad;
     uint64_t submissions, completions, errors, heap_usage;
     char name[16];

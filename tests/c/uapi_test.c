@@ -217,7 +217,7 @@ static struct amdxdna_drm_query_aie_metadata test_info(int fd)
     CHECK(cert.major == 0 && cert.build == 0, "refused cert query wrote nothing");
 
     gi = (struct amdxdna_drm_get_info){.param = 99, .buffer_size = 8, .buffer = PTR(&pm)};
-    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EINVAL);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EOPNOTSUPP); /* a parameter not served */
     gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_AIE_VERSION, .buffer_size = 8,
                                        .buffer = PTR(unmapped)};
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EFAULT);
@@ -447,7 +447,7 @@ static int child_reads(pid_t parent, uint32_t ctx, const struct bo_expect *want)
     EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga);
     int found = -1;
     for (unsigned i = 0; i < ga.num_element; i++)
-        if (e[i].pid == parent && e[i].hwctx_id == ctx)
+        if (e[i].pid == parent && e[i].context_id == ctx)
             found = (int)i;
     CHECK(ga.element_size == sizeof(e[0]) && found >= 0, "parent's context listed (%u entries)", ga.num_element);
     if (found >= 0)
@@ -464,13 +464,36 @@ static int child_reads(pid_t parent, uint32_t ctx, const struct bo_expect *want)
     EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga);
     CHECK(ga.element_size == 24 && ga.num_element >= 1, "negotiated %u x %u", ga.num_element, ga.element_size);
 
-    struct amdxdna_drm_hwctx_entry key = {.pid = parent, .hwctx_id = ctx};
+    /* a capacity short of every context: ENOSPC and the count needed */
+    uint32_t all = ga.num_element;
+    ga = (struct amdxdna_drm_get_array){.param = DRM_AMDXDNA_HW_CONTEXT_ALL, .element_size = 24,
+                                        .num_element = 1, .buffer = PTR(small)};
+    if (all > 1) {
+        EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, ENOSPC);
+        CHECK(ga.num_element == all, "ENOSPC count %u, want %u", ga.num_element, all);
+    }
+
+    /* BY_ID: the user's handle and the pid; the firmware's id comes back in hwctx_id */
+    struct amdxdna_drm_hwctx_entry key = {.pid = parent, .context_id = ctx};
     ga = (struct amdxdna_drm_get_array){.param = DRM_AMDXDNA_HW_CONTEXT_BY_ID, .element_size = sizeof(key),
                                         .num_element = 1, .buffer = PTR(&key)};
     EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga);
-    CHECK(ga.num_element == 1 && key.command_completions == 1, "by id");
-    key = (struct amdxdna_drm_hwctx_entry){.pid = parent, .hwctx_id = ctx + 100};
-    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, ENOENT);
+    CHECK(ga.num_element == 1 && key.command_completions == 1 && key.context_id == ctx &&
+              found >= 0 && key.hwctx_id == e[found].hwctx_id,
+          "by id: context %u fw %u", key.context_id, key.hwctx_id);
+    key = (struct amdxdna_drm_hwctx_entry){.pid = parent, .context_id = ctx + 100};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EINVAL); /* no such context */
+    key = (struct amdxdna_drm_hwctx_entry){.pid = getpid(), .context_id = ctx};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EINVAL); /* not this pid's */
+    key = (struct amdxdna_drm_hwctx_entry){.pid = parent, .context_id = 0};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EINVAL); /* a key of 0 */
+    key = (struct amdxdna_drm_hwctx_entry){.pid = 0, .context_id = ctx};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EINVAL);
+    struct amdxdna_drm_hwctx_entry keys[2] = {{.pid = parent, .context_id = ctx}};
+    ga = (struct amdxdna_drm_get_array){.param = DRM_AMDXDNA_HW_CONTEXT_BY_ID, .element_size = sizeof(key),
+                                        .num_element = 2, .buffer = PTR(keys)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EINVAL); /* more than one element */
+    CHECK(ga.num_element == 1 && keys[0].command_completions == 0, "BY_ID of 2 elements");
 
     struct amdxdna_drm_bo_usage u = {.pid = parent};
     ga = (struct amdxdna_drm_get_array){.param = DRM_AMDXDNA_BO_USAGE, .element_size = sizeof(u),
@@ -497,7 +520,7 @@ static int child_reads(pid_t parent, uint32_t ctx, const struct bo_expect *want)
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EINVAL);
     ga.pad = 0;
     ga.param = 99;
-    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EINVAL);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EOPNOTSUPP); /* a parameter not served */
     ga.param = DRM_AMDXDNA_HW_CONTEXT_ALL;
     ga.buffer = PTR(unmapped);
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, EFAULT);
@@ -512,6 +535,16 @@ static int child_reads(pid_t parent, uint32_t ctx, const struct bo_expect *want)
     return failed;
 }
 
+/* The firmware's id of this process's context `handle` (HW_CONTEXT_BY_ID's hwctx_id). */
+static uint32_t fw_ctx_id(int fd, uint32_t handle)
+{
+    struct amdxdna_drm_hwctx_entry key = {.pid = getpid(), .context_id = handle};
+    struct amdxdna_drm_get_array ga = {.param = DRM_AMDXDNA_HW_CONTEXT_BY_ID, .element_size = sizeof(key),
+                                       .num_element = 1, .buffer = PTR(&key)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga);
+    return key.hwctx_id;
+}
+
 /* GET_INFO AIE_STATUS (docs/spec/uapi.md §6): a buffer smaller than cols * col_size is
  * refused; the firmware dumps one col_status per column the device's contexts hold, those
  * columns come back in cols_filled, and nothing past the dump is written. The context may
@@ -523,6 +556,7 @@ static void test_aie_status(int fd, const struct amdxdna_drm_query_aie_metadata 
     struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_HW_CONTEXTS, .buffer_size = sizeof(q),
                                       .buffer = PTR(&q)};
     EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    uint32_t fw = fw_ctx_id(fd, q.context_id);
     uint32_t need = md->cols * md->col_size;
     uint8_t dump[64 * sizeof(struct xdna_aie2_col_status)];
     memset(dump, 0xEE, sizeof(dump));
@@ -544,10 +578,10 @@ static void test_aie_status(int fd, const struct amdxdna_drm_query_aie_metadata 
               "free column: %u contexts, id %#x, core %#x", cs.contexts, cs.context_id, cs.core_status);
     else
         CHECK(cs.state == XDNA_AIE2_COL_STATE_IDLE && cs.contexts >= 1 &&
-                  cs.context_id == q.context_id && cs.completed >= 1 && cs.failed <= cs.completed &&
+                  cs.context_id == fw && cs.completed >= 1 && cs.failed <= cs.completed &&
                   (cs.core_status & XDNA_AIE2_CORE_STATUS_ENABLE),
               "column %u: state %u, %u contexts, id %u (want %u), %u completed, core %#x", cs.col,
-              cs.state, cs.contexts, cs.context_id, q.context_id, cs.completed, cs.core_status);
+              cs.state, cs.contexts, cs.context_id, fw, cs.completed, cs.core_status);
     CHECK(n * md->col_size <= need && dump[n * md->col_size] == 0xEE && dump[need] == 0xEE,
           "written past the dump");
     /* a larger buffer: the same dump, nothing more written */
@@ -578,6 +612,7 @@ static void test_telemetry(int fd)
     gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_HW_CONTEXTS, .buffer_size = sizeof(q),
                                        .buffer = PTR(&q)};
     EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    uint32_t fw = fw_ctx_id(fd, q.context_id);
     uint32_t limit = (uint32_t)ri.npu_task_max;
     size_t hsz = sizeof(struct amdxdna_drm_query_telemetry_header) + limit * sizeof(uint32_t);
     static uint8_t buf[16384];
@@ -603,9 +638,9 @@ static void test_telemetry(int fd)
     for (uint32_t i = 0; i < th.contexts && end < sizeof(buf); i++) {
         struct xdna_aie2_telemetry_ctx tc;
         memcpy(&tc, buf + hsz + sizeof(th) + i * th.ctx_size, sizeof(tc));
-        if (tc.context_id == q.context_id && tc.start_col == q.start_col) {
-            found = true;
-            CHECK(tc.completed >= 1 && tc.failed <= tc.completed && h->map[tc.context_id] != 0,
+        if (tc.context_id == fw && tc.start_col == q.start_col) {
+            found = true; /* the map: firmware id -> the user's handle */
+            CHECK(tc.completed >= 1 && tc.failed <= tc.completed && h->map[tc.context_id] == q.context_id,
                   "telemetry context %u: %u completed, map %u", tc.context_id, tc.completed,
                   h->map[tc.context_id]);
         }
