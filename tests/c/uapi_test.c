@@ -464,15 +464,6 @@ static int child_reads(pid_t parent, uint32_t ctx, const struct bo_expect *want)
     EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga);
     CHECK(ga.element_size == 24 && ga.num_element >= 1, "negotiated %u x %u", ga.num_element, ga.element_size);
 
-    /* a capacity short of every context: ENOSPC and the count needed */
-    uint32_t all = ga.num_element;
-    ga = (struct amdxdna_drm_get_array){.param = DRM_AMDXDNA_HW_CONTEXT_ALL, .element_size = 24,
-                                        .num_element = 1, .buffer = PTR(small)};
-    if (all > 1) {
-        EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, ENOSPC);
-        CHECK(ga.num_element == all, "ENOSPC count %u, want %u", ga.num_element, all);
-    }
-
     /* BY_ID: the user's handle and the pid; the firmware's id comes back in hwctx_id */
     struct amdxdna_drm_hwctx_entry key = {.pid = parent, .context_id = ctx};
     ga = (struct amdxdna_drm_get_array){.param = DRM_AMDXDNA_HW_CONTEXT_BY_ID, .element_size = sizeof(key),
@@ -533,6 +524,30 @@ static int child_reads(pid_t parent, uint32_t ctx, const struct bo_expect *want)
     CHECK(gi.buffer_size >= sizeof(q[0]) && q[0].pid == parent, "hw contexts from the child");
     close(fd);
     return failed;
+}
+
+/* HW_CONTEXT_ALL with a capacity short of the device's contexts (a second one made here):
+ * ENOSPC, num_element set to the count needed, nothing written; that count then works. */
+static void test_ctx_all_short(int fd, const struct amdxdna_drm_query_aie_metadata *md)
+{
+    struct amdxdna_qos_info qos = {.priority = AMDXDNA_QOS_NORMAL_PRIORITY};
+    struct amdxdna_drm_create_hwctx cc = {.qos_p = PTR(&qos), .num_tiles = md->core.row_count};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &cc);
+    static struct amdxdna_drm_hwctx_entry e[16];
+    memset(e, 0xEE, sizeof(e));
+    struct amdxdna_drm_get_array ga = {.param = DRM_AMDXDNA_HW_CONTEXT_ALL, .element_size = sizeof(e[0]),
+                                       .num_element = 1, .buffer = PTR(e)};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga, ENOSPC);
+    uint32_t need = ga.num_element;
+    CHECK(need >= 2 && need <= 16 && e[0].pid == (int64_t)0xEEEEEEEEEEEEEEEEull, "ENOSPC: count %u", need);
+    ga.num_element = need;
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_ARRAY, &ga);
+    bool mine = false;
+    for (uint32_t i = 0; i < ga.num_element && i < 16; i++)
+        mine |= e[i].pid == getpid() && e[i].context_id == cc.handle;
+    CHECK(ga.num_element == need && mine, "all %u contexts, the new one listed: %d", ga.num_element, mine);
+    struct amdxdna_drm_destroy_hwctx dh = {.handle = cc.handle};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &dh);
 }
 
 /* The firmware's id of this process's context `handle` (HW_CONTEXT_BY_ID's hwctx_id). */
@@ -1753,6 +1768,7 @@ int main(void)
     test_exec(fd, ctx);
     test_aie_status(fd, &md);
     test_telemetry(fd);
+    test_ctx_all_short(fd, &md);
     /* BO usage of this pid by the driver's rules: shmem BOs (SHARE, CMD, DEV_HEAP) in total,
      * DEV_HEAP and CMD also internal, DEV BOs (ours and the context's 4 command lists) heap.
      * `other` holds 4 SHARE pages; here the heap, a, b, out, cmd; DEV: cu, instr. */
