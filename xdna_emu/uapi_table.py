@@ -308,6 +308,7 @@ DRM_SYNCOBJ_ARRAY = Layout("drm_syncobj_array", (m("handles", U64), m("count_han
 DRM_SYNCOBJ_TIMELINE_ARRAY = Layout("drm_syncobj_timeline_array", (
     m("handles", U64), m("points", U64), m("count_handles", U32), m("flags", U32)))
 DRM_SET_CLIENT_NAME = Layout("drm_set_client_name", (m("name_len", U64), m("name", U64)))
+DRM_GET_CAP = Layout("drm_get_cap", (m("capability", U64), m("value", U64, "out")))
 
 LAYOUTS: tuple[Layout, ...] = (
     QOS_INFO, CREATE_HWCTX, DESTROY_HWCTX, CU_CONFIG, CONFIG_CU, UC_INFO_ENTRY,
@@ -320,7 +321,7 @@ LAYOUTS: tuple[Layout, ...] = (
     SET_STATE,
     DRM_VERSION, DRM_GEM_CLOSE, DRM_PRIME_HANDLE, DRM_SYNCOBJ_CREATE, DRM_SYNCOBJ_DESTROY,
     DRM_SYNCOBJ_HANDLE, DRM_SYNCOBJ_TRANSFER, DRM_SYNCOBJ_WAIT, DRM_SYNCOBJ_TIMELINE_WAIT,
-    DRM_SYNCOBJ_ARRAY, DRM_SYNCOBJ_TIMELINE_ARRAY, DRM_SET_CLIENT_NAME,
+    DRM_SYNCOBJ_ARRAY, DRM_SYNCOBJ_TIMELINE_ARRAY, DRM_SET_CLIENT_NAME, DRM_GET_CAP,
 )
 
 # ---- ioctls ------------------------------------------------------------------------
@@ -335,6 +336,7 @@ AMDXDNA_IOCTLS: tuple[Ioctl, ...] = tuple(
 DRM_IOCTLS: tuple[Ioctl, ...] = (
     Ioctl("VERSION", 0x00, DRM_VERSION, amdxdna=False),
     Ioctl("GEM_CLOSE", 0x09, DRM_GEM_CLOSE, "w", amdxdna=False),
+    Ioctl("GET_CAP", 0x0C, DRM_GET_CAP, amdxdna=False),
     Ioctl("PRIME_HANDLE_TO_FD", 0x2D, DRM_PRIME_HANDLE, amdxdna=False),
     Ioctl("PRIME_FD_TO_HANDLE", 0x2E, DRM_PRIME_HANDLE, amdxdna=False),
     Ioctl("SYNCOBJ_CREATE", 0xBF, DRM_SYNCOBJ_CREATE, amdxdna=False),
@@ -420,7 +422,11 @@ CONSTS: tuple[Const, ...] = tuple(
               ("DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL", 1), ("DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT", 2),
               ("DRM_SYNCOBJ_WAIT_FLAGS_WAIT_AVAILABLE", 4), ("DRM_SYNCOBJ_WAIT_FLAGS_WAIT_DEADLINE", 8),
               ("DRM_SYNCOBJ_QUERY_FLAGS_LAST_SUBMITTED", 1),
-              ("DRM_CLIENT_NAME_MAX_LEN", 64), ("ACCEL_MAJOR", 261, "char major of /dev/accel/accelN"))
+              ("DRM_CLIENT_NAME_MAX_LEN", 64),
+              ("DRM_CAP_DUMB_BUFFER", 0x1, "GET_CAP: a KMS cap (EOPNOTSUPP here)"),
+              ("DRM_CAP_PRIME", 0x5), ("DRM_PRIME_CAP_IMPORT", 0x1), ("DRM_PRIME_CAP_EXPORT", 0x2),
+              ("DRM_CAP_TIMESTAMP_MONOTONIC", 0x6), ("DRM_CAP_SYNCOBJ", 0x13),
+              ("DRM_CAP_SYNCOBJ_TIMELINE", 0x14), ("ACCEL_MAJOR", 261, "char major of /dev/accel/accelN"))
 )
 
 _BY_NAME = {c.name: c.value for c in CONSTS}

@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -521,6 +522,29 @@ static int drm_version(struct accel_file *f, void *k)
     if (!rc)
         rc = copy_field(v->desc, &v->desc_len, "AMD XDNA NPU (xdna-emu)");
     return rc;
+}
+
+/* GET_CAP: the DRM core's answer for a driver without modesetting that declares syncobjs
+ * and timeline syncobjs: the four caps such a driver has, every other EOPNOTSUPP with
+ * value 0 (docs/spec/uapi.md §3). */
+static int drm_get_cap(struct accel_file *f, void *k)
+{
+    (void)f;
+    struct drm_get_cap *c = k;
+    uint64_t cap = c->capability;
+    c->value = 0;
+    switch (cap) {
+    case DRM_CAP_TIMESTAMP_MONOTONIC:
+    case DRM_CAP_SYNCOBJ:
+    case DRM_CAP_SYNCOBJ_TIMELINE:
+        c->value = 1;
+        return 0;
+    case DRM_CAP_PRIME:
+        c->value = DRM_PRIME_CAP_IMPORT | DRM_PRIME_CAP_EXPORT;
+        return 0;
+    default:
+        return -EOPNOTSUPP;
+    }
 }
 
 static int drm_gem_close(struct accel_file *f, void *k)
@@ -2636,6 +2660,7 @@ struct ioctl_desc {
 static const struct ioctl_desc IOCTLS[] = {
     IOCTL(VERSION, drm_version),
     IOCTL(GEM_CLOSE, drm_gem_close),
+    IOCTL(GET_CAP, drm_get_cap),
     IOCTL(SET_CLIENT_NAME, drm_set_client_name),
     IOCTL(PRIME_HANDLE_TO_FD, prime_handle_to_fd),
     IOCTL(PRIME_FD_TO_HANDLE, prime_fd_to_handle),
@@ -2670,6 +2695,16 @@ int xdna_accel_ioctl(int fd, unsigned long req, void *arg)
         errno = EBADF;
         return -1;
     }
+    switch (req) {
+    case FIOCLEX:
+    case FIONCLEX:
+    case FIONBIO:
+    case FIOASYNC: /* the kernel's, on the file before any driver: they act on our fd
+                    * (docs/spec/uapi.md §6) */
+        return (int)syscall(SYS_ioctl, fd, req, arg);
+    default:
+        break;
+    }
     if (f->owner != getpid()) { /* inherited over fork: the session is the parent's */
         errno = ENODEV;
         return -1;
@@ -2701,7 +2736,8 @@ int xdna_accel_ioctl(int fd, unsigned long req, void *arg)
         return -1;
     }
     rc = d->fn(f, kdata);
-    if (rc == 0 && d->fn != get_info && d->fn != get_array && d->fn != drm_version)
+    if (rc == 0 && d->fn != get_info && d->fn != get_array && d->fn != drm_version &&
+        d->fn != drm_get_cap)
         publish(f); /* what other processes see through GET_ARRAY */
     if (uwrite((uint64_t)(uintptr_t)arg, kdata, out) < 0) /* as drm_ioctl, also on error */
         rc = -EFAULT;

@@ -2,8 +2,8 @@
  *
  * umockdev's preload serves /sys (the PCI function and its accel child) and leaves
  * /dev/accel alone; this library, first in LD_PRELOAD, takes the libc entry points a
- * program reaches the accel node through: open (every variant), stat (every variant, as a
- * character device of major 261), ioctl, mmap, close and the dup family. Everything else
+ * program reaches the accel node through: open (every variant), stat (every variant,
+ * statx too, as a character device of major 261), ioctl, mmap, close and the dup family. Everything else
  * goes to the next definition (RTLD_NEXT). munmap and poll need no hook: the fd is a
  * real eventfd and a BO mapping a real shared mapping. Only these symbols are exported;
  * the shim inside is built with hidden visibility so it cannot clash with a program's own
@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -193,6 +194,31 @@ XSTAT_HOOK(__lxstat64, struct stat64)
     }
 FXSTAT_HOOK(__fxstat, struct stat)
 FXSTAT_HOOK(__fxstat64, struct stat64)
+
+/* statx (glibc 2.28+; coreutils' stat, Rust's fs::metadata): the same fake stat in the
+ * statx layout, the basic fields marked valid. */
+EXPORT int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *stx)
+{
+    int m = (flags & AT_EMPTY_PATH) && path && !*path ? xdna_accel_fd_minor(dirfd)
+                                                      : xdna_accel_minor(path);
+    if (m >= 0) {
+        struct stat st;
+        fake_stat(m, &st);
+        memset(stx, 0, sizeof(*stx));
+        stx->stx_mask = STATX_BASIC_STATS;
+        stx->stx_mode = (uint16_t)st.st_mode;
+        stx->stx_nlink = (uint32_t)st.st_nlink;
+        stx->stx_ino = st.st_ino;
+        stx->stx_blksize = (uint32_t)st.st_blksize;
+        stx->stx_rdev_major = major(st.st_rdev);
+        stx->stx_rdev_minor = minor(st.st_rdev);
+        stx->stx_dev_major = major(st.st_dev);
+        stx->stx_dev_minor = minor(st.st_dev);
+        return 0;
+    }
+    REAL(statx);
+    return real_statx(dirfd, path, flags, mask, stx);
+}
 
 EXPORT int access(const char *path, int mode)
 {

@@ -40,6 +40,14 @@ static void test_node(void)
     CHECK(stat("/dev/accel/accel0", &st) == 0 && S_ISCHR(st.st_mode) && major(st.st_rdev) == ACCEL_MAJOR &&
               minor(st.st_rdev) == 0, "stat of the node");
     CHECK(stat("/dev/accel/accel7", &st) == -1 && errno == ENOENT, "no accel7");
+    struct statx stx;
+    memset(&stx, 0xEE, sizeof(stx));
+    CHECK(statx(AT_FDCWD, "/dev/accel/accel0", 0, STATX_BASIC_STATS, &stx) == 0 && S_ISCHR(stx.stx_mode) &&
+              stx.stx_rdev_major == ACCEL_MAJOR && stx.stx_rdev_minor == 0 &&
+              (stx.stx_mask & STATX_BASIC_STATS) == STATX_BASIC_STATS,
+          "statx of the node: mode %#o rdev %u:%u", stx.stx_mode, stx.stx_rdev_major, stx.stx_rdev_minor);
+    CHECK(statx(AT_FDCWD, "/dev/accel/accel7", 0, STATX_BASIC_STATS, &stx) == -1 && errno == ENOENT,
+          "no accel7 for statx");
     CHECK(open("/dev/accel/accel7", O_RDWR) == -1 && errno == ENOENT, "open accel7");
     char buf[64] = {0};
     int s = open("/sys/class/accel/accel0/device/vendor", O_RDONLY);
@@ -86,8 +94,41 @@ static void test_generic(int fd)
     struct drm_gem_close gc = {.handle = 999};
     EXPECT_ERR(fd, DRM_IOCTL_GEM_CLOSE, &gc, EINVAL);
 
+    /* GET_CAP: a compute-accel driver with syncobjs and timelines answers four caps; a
+     * KMS cap or an unknown one is EOPNOTSUPP with value 0 (docs/spec/uapi.md §3) */
+    static const struct { uint64_t cap, value; } caps[] = {
+        {DRM_CAP_SYNCOBJ, 1}, {DRM_CAP_SYNCOBJ_TIMELINE, 1}, {DRM_CAP_TIMESTAMP_MONOTONIC, 1},
+        {DRM_CAP_PRIME, DRM_PRIME_CAP_IMPORT | DRM_PRIME_CAP_EXPORT}};
+    for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
+        struct drm_get_cap gcap = {.capability = caps[i].cap, .value = 77};
+        EXPECT_OK(fd, DRM_IOCTL_GET_CAP, &gcap);
+        CHECK(gcap.value == caps[i].value, "cap %#llx = %llu", (unsigned long long)caps[i].cap,
+              (unsigned long long)gcap.value);
+    }
+    struct drm_get_cap gcap = {.capability = DRM_CAP_DUMB_BUFFER, .value = 77};
+    EXPECT_ERR(fd, DRM_IOCTL_GET_CAP, &gcap, EOPNOTSUPP);
+    CHECK(gcap.value == 0, "refused cap value %llu", (unsigned long long)gcap.value);
+    gcap = (struct drm_get_cap){.capability = 0xFFFF, .value = 77};
+    EXPECT_ERR(fd, DRM_IOCTL_GET_CAP, &gcap, EOPNOTSUPP);
+    EXPECT_ERR(fd, DRM_IOCTL_GET_CAP, NULL, EFAULT);
+
+    /* FIOCLEX/FIONCLEX/FIONBIO/FIOASYNC: the kernel's, on the fd itself */
+    CHECK(ioctl(fd, FIONCLEX) == 0 && !(fcntl(fd, F_GETFD) & FD_CLOEXEC), "FIONCLEX");
+    CHECK(ioctl(fd, FIOCLEX) == 0 && (fcntl(fd, F_GETFD) & FD_CLOEXEC), "FIOCLEX");
+    int on = 1;
+    CHECK(ioctl(fd, FIONBIO, &on) == 0 && (fcntl(fd, F_GETFL) & O_NONBLOCK), "FIONBIO on");
+    on = 0;
+    CHECK(ioctl(fd, FIONBIO, &on) == 0 && !(fcntl(fd, F_GETFL) & O_NONBLOCK), "FIONBIO off");
+    EXPECT_ERR(fd, FIONBIO, NULL, EFAULT);
+    CHECK(ioctl(fd, FIOASYNC, &on) == 0 && !(fcntl(fd, F_GETFL) & O_ASYNC), "FIOASYNC off");
+    struct drm_version v2 = {0};
+    EXPECT_OK(fd, DRM_IOCTL_VERSION, &v2); /* the file still works */
+
     struct stat st;
     CHECK(fstat(fd, &st) == 0 && S_ISCHR(st.st_mode) && major(st.st_rdev) == ACCEL_MAJOR, "fstat");
+    struct statx stx;
+    CHECK(statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) == 0 && S_ISCHR(stx.stx_mode) &&
+              stx.stx_rdev_major == ACCEL_MAJOR, "statx of the fd");
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
     CHECK(poll(&pfd, 1, 0) == 0, "poll: no event pending");
     int d = dup(fd);
