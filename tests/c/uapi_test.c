@@ -121,6 +121,8 @@ static void test_generic(int fd)
     CHECK(ioctl(fd, FIONBIO, &on) == 0 && !(fcntl(fd, F_GETFL) & O_NONBLOCK), "FIONBIO off");
     EXPECT_ERR(fd, FIONBIO, NULL, EFAULT);
     CHECK(ioctl(fd, FIOASYNC, &on) == 0 && !(fcntl(fd, F_GETFL) & O_ASYNC), "FIOASYNC off");
+    on = 1; /* no fasync handler: the kernel's ENOTTY, the flag unchanged */
+    CHECK(ioctl(fd, FIOASYNC, &on) == -1 && errno == ENOTTY && !(fcntl(fd, F_GETFL) & O_ASYNC), "FIOASYNC on");
     struct drm_version v2 = {0};
     EXPECT_OK(fd, DRM_IOCTL_VERSION, &v2); /* the file still works */
 
