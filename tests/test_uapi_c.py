@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from xdna_emu import kernels as K
+from xdna_emu import uapi_table as T
 
 ROOT = Path(__file__).resolve().parent.parent
 CC = shutil.which("gcc") or shutil.which("cc")
@@ -51,6 +53,15 @@ def test_c_suite(uapi_test: Path, chip: str) -> None:
                           text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 failed" in proc.stdout
+
+
+def test_bad_args_cover_every_ioctl() -> None:
+    """The C suite's bad-argument table names every ioctl of the UAPI table, so a new
+    ioctl cannot skip the NULL / PROT_NONE / straddling-argument checks."""
+    text = (ROOT / "tests" / "c" / "uapi_test.c").read_text()
+    table = text.split("BAD_ARGS[] = {", 1)[1].split("};", 1)[0]
+    listed = set(re.findall(r"BAD\((\w+)\)", table))
+    assert listed == {i.name for i in T.IOCTLS}
 
 
 def test_forked_child_after_tdr(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -1786,6 +1786,124 @@ static void test_fw_log(int fd, const struct amdxdna_drm_query_aie_metadata *md)
     CHECK(st.status == 0 && st.config == 0, "log off: %u %u", st.status, st.config);
 }
 
+/* Every ioctl of the decoder (tests/test_uapi_c.py checks this list names each one of the
+ * UAPI table): an argument that is NULL, in a PROT_NONE page, or that runs from a readable
+ * page into one, is EFAULT as drm_ioctl's copy-in makes it, and no byte of the program's
+ * memory changes (the readable page and a buffer elsewhere keep their sentinel). */
+#define BAD(name) {DRM_IOCTL_##name, #name}
+static const struct {
+    unsigned long req;
+    const char *name;
+} BAD_ARGS[] = {
+    BAD(VERSION), BAD(GEM_CLOSE), BAD(GET_CAP), BAD(PRIME_HANDLE_TO_FD), BAD(PRIME_FD_TO_HANDLE),
+    BAD(SYNCOBJ_CREATE), BAD(SYNCOBJ_DESTROY), BAD(SYNCOBJ_HANDLE_TO_FD), BAD(SYNCOBJ_FD_TO_HANDLE),
+    BAD(SYNCOBJ_WAIT), BAD(SYNCOBJ_RESET), BAD(SYNCOBJ_SIGNAL), BAD(SYNCOBJ_TIMELINE_WAIT),
+    BAD(SYNCOBJ_QUERY), BAD(SYNCOBJ_TRANSFER), BAD(SYNCOBJ_TIMELINE_SIGNAL), BAD(SET_CLIENT_NAME),
+    BAD(AMDXDNA_CREATE_HWCTX), BAD(AMDXDNA_DESTROY_HWCTX), BAD(AMDXDNA_CONFIG_HWCTX),
+    BAD(AMDXDNA_CREATE_BO), BAD(AMDXDNA_GET_BO_INFO), BAD(AMDXDNA_SYNC_BO), BAD(AMDXDNA_EXEC_CMD),
+    BAD(AMDXDNA_GET_INFO), BAD(AMDXDNA_SET_STATE), BAD(AMDXDNA_WAIT_CMD), BAD(AMDXDNA_GET_ARRAY),
+};
+
+static void test_bad_args(int fd)
+{
+    const size_t page = 4096;
+    uint8_t *two = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(two != MAP_FAILED && mprotect(two + page, page, PROT_NONE) == 0, "a page, then a PROT_NONE one");
+    if (two == MAP_FAILED)
+        return;
+    static uint8_t sentinel[4096];
+    memset(sentinel, 0xA5, sizeof(sentinel));
+    memset(two, 0x5A, page);
+    for (size_t i = 0; i < sizeof(BAD_ARGS) / sizeof(BAD_ARGS[0]); i++) {
+        unsigned long req = BAD_ARGS[i].req;
+        void *args[3] = {NULL, unmapped, two + page - 4}; /* the last straddles the pages */
+        for (int k = 0; k < 3; k++) {
+            errno = 0;
+            int rc = ioctl(fd, req, args[k]);
+            CHECK(rc == -1 && errno == EFAULT, "%s with arg %d: rc %d errno %d", BAD_ARGS[i].name, k, rc,
+                  errno);
+        }
+    }
+    size_t bad = 0;
+    for (size_t i = 0; i < page; i++)
+        bad += two[i] != 0x5A;
+    for (size_t i = 0; i < sizeof(sentinel); i++)
+        bad += sentinel[i] != 0xA5;
+    CHECK(bad == 0, "%zu bytes of the program's memory changed", bad);
+    munmap(two, 2 * page);
+    struct drm_version v = {0};
+    EXPECT_OK(fd, DRM_IOCTL_VERSION, &v); /* the file still works */
+}
+
+/* Context and syncobj handles that are stale (destroyed) or another DRM file's (a file of
+ * this same process): the driver's errnos, EINVAL for a context (EXEC_CMD, WAIT_CMD,
+ * CONFIG_HWCTX, DESTROY_HWCTX), ENOENT for a syncobj looked up to wait, query, signal or
+ * reset, EINVAL for one to destroy or export; the owner's handles keep working. */
+static void test_stale_foreign(int fd, const struct amdxdna_drm_query_aie_metadata *md)
+{
+    uint32_t cmd = create_bo(fd, AMDXDNA_BO_CMD, 4096);
+    uint32_t stale = ctx_create_destroy(fd, md);
+    struct amdxdna_drm_exec_cmd e = {.hwctx = stale, .type = AMDXDNA_CMD_SUBMIT_EXEC_BUF,
+                                     .cmd_handles = cmd, .cmd_count = 1};
+    struct amdxdna_drm_wait_cmd w = {.hwctx = stale, .seq = 1};
+    struct amdxdna_cu_config cu = {0};
+    struct amdxdna_drm_config_hwctx cfg = {.handle = stale, .param_type = DRM_AMDXDNA_HWCTX_CONFIG_CU,
+                                           .param_val = PTR(&cu), .param_val_size = sizeof(cu)};
+    struct amdxdna_drm_destroy_hwctx d = {.handle = stale};
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_EXEC_CMD, &e, EINVAL);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_WAIT_CMD, &w, EINVAL);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &cfg, EINVAL);
+    EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &d, EINVAL);
+
+    /* a live context of fd and a host syncobj of fd, named from a fresh file */
+    struct amdxdna_qos_info qos = {.priority = AMDXDNA_QOS_NORMAL_PRIORITY};
+    struct amdxdna_drm_create_hwctx cc = {.qos_p = PTR(&qos), .num_tiles = md->core.row_count};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_CREATE_HWCTX, &cc);
+    struct drm_syncobj_create sc = {.flags = DRM_SYNCOBJ_CREATE_SIGNALED};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_CREATE, &sc);
+    int third = open("/dev/accel/accel0", O_RDWR | O_CLOEXEC);
+    CHECK(third >= 0, "a third file: %s", strerror(errno));
+    if (third >= 0) {
+        uint32_t cmd3 = create_bo(third, AMDXDNA_BO_CMD, 4096);
+        e = (struct amdxdna_drm_exec_cmd){.hwctx = cc.handle, .type = AMDXDNA_CMD_SUBMIT_EXEC_BUF,
+                                          .cmd_handles = cmd3, .cmd_count = 1};
+        w = (struct amdxdna_drm_wait_cmd){.hwctx = cc.handle, .seq = 1};
+        cfg.handle = cc.handle;
+        d.handle = cc.handle;
+        EXPECT_ERR(third, DRM_IOCTL_AMDXDNA_EXEC_CMD, &e, EINVAL);
+        EXPECT_ERR(third, DRM_IOCTL_AMDXDNA_WAIT_CMD, &w, EINVAL);
+        EXPECT_ERR(third, DRM_IOCTL_AMDXDNA_CONFIG_HWCTX, &cfg, EINVAL);
+        EXPECT_ERR(third, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &d, EINVAL);
+        uint32_t hs[2] = {cc.syncobj_handle, sc.handle};
+        uint64_t pts[2] = {1, 0};
+        for (int k = 0; k < 2; k++) {
+            struct drm_syncobj_wait sw = {.handles = PTR(&hs[k]), .count_handles = 1};
+            EXPECT_ERR(third, DRM_IOCTL_SYNCOBJ_WAIT, &sw, ENOENT);
+            struct drm_syncobj_timeline_array q = {.handles = PTR(&hs[k]), .points = PTR(&pts[k]),
+                                                   .count_handles = 1};
+            EXPECT_ERR(third, DRM_IOCTL_SYNCOBJ_QUERY, &q, ENOENT);
+            CHECK(pts[0] == 1 && pts[1] == 0, "refused QUERY wrote the points");
+            struct drm_syncobj_destroy sd = {.handle = hs[k]};
+            EXPECT_ERR(third, DRM_IOCTL_SYNCOBJ_DESTROY, &sd, EINVAL);
+            struct drm_syncobj_handle sh = {.handle = hs[k], .fd = -1};
+            EXPECT_ERR(third, DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD, &sh, EINVAL);
+            CHECK(sh.fd == -1, "refused export gave fd %d", sh.fd);
+        }
+        struct drm_syncobj_array sa = {.handles = PTR(&sc.handle), .count_handles = 1};
+        EXPECT_ERR(third, DRM_IOCTL_SYNCOBJ_SIGNAL, &sa, ENOENT);
+        EXPECT_ERR(third, DRM_IOCTL_SYNCOBJ_RESET, &sa, ENOENT);
+        close(third);
+    }
+    /* the owner's handles are untouched */
+    struct drm_syncobj_wait sw = {.handles = PTR(&sc.handle), .count_handles = 1};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_WAIT, &sw);
+    struct drm_syncobj_destroy sd = {.handle = sc.handle};
+    EXPECT_OK(fd, DRM_IOCTL_SYNCOBJ_DESTROY, &sd);
+    d.handle = cc.handle;
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_DESTROY_HWCTX, &d);
+    gem_close(fd, cmd);
+}
+
 static void test_not_served(int fd)
 {
     /* root-only SET_STATE: a non-root caller gets the DRM permission error */
@@ -1835,6 +1953,8 @@ int main(void)
         test_power_live(fd, &md);
         test_fw_log(fd, &md);
     }
+    test_bad_args(fd);
+    test_stale_foreign(fd, &md);
     test_not_served(fd);
     close(other);
     close(fd);
