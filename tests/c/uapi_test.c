@@ -259,6 +259,34 @@ static struct amdxdna_drm_query_aie_metadata test_info(int fd)
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EOPNOTSUPP); /* AIE2: no cert firmware */
     CHECK(cert.major == 0 && cert.build == 0, "refused cert query wrote nothing");
 
+    /* short buffers: these copy what fits and succeed, the bytes the full answer has
+     * there, nothing past the buffer (docs/spec/uapi.md §6) */
+    static const struct { uint32_t param, size; } fits[] = {
+        {DRM_AMDXDNA_QUERY_AIE_VERSION, sizeof(struct amdxdna_drm_query_aie_version)},
+        {DRM_AMDXDNA_QUERY_AIE_METADATA, sizeof(struct amdxdna_drm_query_aie_metadata)},
+        {DRM_AMDXDNA_QUERY_CLOCK_METADATA, sizeof(struct amdxdna_drm_query_clock_metadata)},
+        {DRM_AMDXDNA_QUERY_RESOURCE_INFO, sizeof(struct amdxdna_drm_get_resource_info)},
+        {DRM_AMDXDNA_GET_POWER_MODE, sizeof(struct amdxdna_drm_get_power_mode)}};
+    for (size_t i = 0; i < sizeof(fits) / sizeof(fits[0]); i++) {
+        uint8_t full[128], part[128 + 8];
+        memset(full, 0, sizeof(full));
+        gi = (struct amdxdna_drm_get_info){.param = fits[i].param, .buffer_size = fits[i].size,
+                                           .buffer = PTR(full)};
+        EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+        uint32_t cuts[2] = {0, fits[i].size - 1};
+        for (int k = 0; k < 2; k++) {
+            memset(part, 0xCD, sizeof(part));
+            gi = (struct amdxdna_drm_get_info){.param = fits[i].param, .buffer_size = cuts[k],
+                                               .buffer = PTR(part)};
+            EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+            size_t past = 0;
+            for (size_t b = cuts[k]; b < sizeof(part); b++)
+                past += part[b] != 0xCD;
+            CHECK(memcmp(part, full, cuts[k]) == 0 && past == 0,
+                  "param %u, %u-byte buffer: %zu bytes written past it", fits[i].param, cuts[k], past);
+        }
+    }
+
     gi = (struct amdxdna_drm_get_info){.param = 99, .buffer_size = 8, .buffer = PTR(&pm)};
     EXPECT_ERR(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi, EOPNOTSUPP); /* a parameter not served */
     gi = (struct amdxdna_drm_get_info){.param = DRM_AMDXDNA_QUERY_AIE_VERSION, .buffer_size = 8,
