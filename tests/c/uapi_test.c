@@ -1814,6 +1814,73 @@ static void test_fw_log(int fd, const struct amdxdna_drm_query_aie_metadata *md)
     CHECK(st.status == 0 && st.config == 0, "log off: %u %u", st.status, st.config);
 }
 
+/* References to inode `ino` this process still holds: fds (/proc/self/fd) and mappings
+ * (/proc/self/maps' inode column). */
+static int inode_refs(ino_t ino)
+{
+    int n = 0;
+    char path[64], line[512];
+    for (int fdn = 0; fdn < 1024; fdn++) {
+        struct stat st;
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fdn);
+        if (stat(path, &st) == 0 && st.st_ino == ino && S_ISREG(st.st_mode))
+            n++;
+    }
+    FILE *m = fopen("/proc/self/maps", "r");
+    while (m && fgets(line, sizeof(line), m)) {
+        unsigned long long inode = 0;
+        if (sscanf(line, "%*s %*s %*s %*s %llu", &inode) == 1 && inode == (unsigned long long)ino)
+            n++;
+    }
+    if (m)
+        fclose(m);
+    return n;
+}
+
+/* An exported BO outlives its exporter: the exporting file (handle, map, fd) is closed
+ * before another process imports the buffer, which still holds the exporter's bytes; once
+ * the last fd and mapping go, this process holds nothing of it (docs/spec/uapi.md §7). */
+static void test_prime_outlives(void)
+{
+    int ex = open("/dev/accel/accel0", O_RDWR);
+    CHECK(ex >= 0, "exporter open: %s", strerror(errno));
+    if (ex < 0)
+        return;
+    uint32_t h = create_bo(ex, AMDXDNA_BO_SHARE, 4096);
+    uint32_t *p = map_bo(ex, h, 4096);
+    p[0] = 0xFEEDF00D;
+    struct drm_prime_handle ph = {.handle = h, .flags = DRM_RDWR};
+    EXPECT_OK(ex, DRM_IOCTL_PRIME_HANDLE_TO_FD, &ph);
+    int dmabuf = ph.fd;
+    struct stat st;
+    CHECK(dmabuf >= 0 && fstat(dmabuf, &st) == 0, "exported fd");
+    munmap(p, 4096);
+    gem_close(ex, h);
+    close(ex); /* the exporter's file is gone */
+    CHECK(inode_refs(st.st_ino) == 1, "only the dma-buf fd holds the buffer: %d", inode_refs(st.st_ino));
+    pid_t pid = fork();
+    if (pid == 0) {
+        int cfd = open("/dev/accel/accel0", O_RDWR);
+        struct drm_prime_handle ci = {.fd = dmabuf};
+        int ok = cfd >= 0 && ioctl(cfd, DRM_IOCTL_PRIME_FD_TO_HANDLE, &ci) == 0;
+        uint32_t *r = ok ? map_bo(cfd, ci.handle, 4096) : MAP_FAILED;
+        ok = ok && r != MAP_FAILED && r[0] == 0xFEEDF00D;
+        if (ok)
+            r[1] = 0xABCD;
+        _exit(ok ? 0 : 1);
+    }
+    int status = -1;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "import after the exporter closed: %#x", status);
+    uint32_t *q = mmap(NULL, 4096, PROT_READ, MAP_SHARED, dmabuf, 0);
+    CHECK(q != MAP_FAILED && q[0] == 0xFEEDF00D && q[1] == 0xABCD, "the importer's write is in the buffer");
+    if (q != MAP_FAILED)
+        munmap(q, 4096);
+    close(dmabuf);
+    CHECK(inode_refs(st.st_ino) == 0, "the buffer is released with its last reference: %d refs",
+          inode_refs(st.st_ino));
+}
+
 /* Every ioctl of the decoder (tests/test_uapi_c.py checks this list names each one of the
  * UAPI table): an argument that is NULL, in a PROT_NONE page, or that runs from a readable
  * page into one, is EFAULT as drm_ioctl's copy-in makes it, and no byte of the program's
@@ -1981,6 +2048,7 @@ int main(void)
         test_power_live(fd, &md);
         test_fw_log(fd, &md);
     }
+    test_prime_outlives();
     test_bad_args(fd);
     test_stale_foreign(fd, &md);
     test_not_served(fd);
