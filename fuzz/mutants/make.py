@@ -73,6 +73,12 @@ M = [
 ("lock-held-across-poll", "shim", "the event pump sleeps in its poll with the context lock held (lock held too long, across a wait)",
  "csrc/event.c", "    if (pp->unlock) {\n        xdna_unlock(&s->lock);\n        xdna_lockdep_blocking(); /* the pump sleeps with no lock held (lockdep.c) */\n    }\n    int r = ppoll(p, n, &ts, NULL);\n    int perr = errno;\n    if (pp->unlock)\n        xdna_lock(&s->lock);\n",
  "    if (pp->unlock)\n        xdna_lockdep_blocking(); /* the pump sleeps with no lock held (lockdep.c) */\n    int r = ppoll(p, n, &ts, NULL);\n    int perr = errno;\n"),
+# --- the UAPI decoder (csrc/uapi/, found through the shim target's ioctl lines) ---
+("uapi-array-count-bound", "shim", "GET_ARRAY refuses num_element 1024, the limit itself (off-by-one bound)",
+ "csrc/uapi/argcheck.c", "a->num_element > AMDXDNA_MAX_NUM_ELEMENT)", "a->num_element >= AMDXDNA_MAX_NUM_ELEMENT)"),
+("uapi-info-overrun", "shim", "GET_INFO copies its whole answer whatever buffer_size says (dropped bound)",
+ "csrc/uapi/accel.c", "    return uwrite(a->buffer, val, a->buffer_size < size ? a->buffer_size : size);\n",
+ "    return uwrite(a->buffer, val, size);\n"),
 ]
 out = ROOT / "fuzz" / "mutants"
 for f in out.glob("*.patch"):

@@ -153,6 +153,9 @@ class ShimModel:
         self.dbg_known = True  # debug bindings predicted (not after stop/suspend/faults)
         self.protocol: tuple[int, int] | None = None  # the probed firmware's protocol version
         self.mgmt_broken = False  # a wrong-size management response broke the channel
+        #: the DRM files' side (uapi_trace.UapiRunner): their contexts share the device's
+        #: columns and runqueue with the driver session's
+        self.peer: Any = None
 
     # -- helpers --------------------------------------------------------------------------
     def taint(self, why: str) -> None:
@@ -223,7 +226,8 @@ class ShimModel:
         if name in ("ctx", "qctx"):
             if name == "qctx" and not qos_ok(h.chip, *(a & 0xFFFFFFFF for a in args)):
                 return EINVAL
-            return "ok" if sum(c.alive for c in self.ctxs) < CTX_PROMISED else None
+            files = self.peer.live_contexts() if self.peer is not None else 0
+            return "ok" if sum(c.alive for c in self.ctxs) + files < CTX_PROMISED else None
         if name == "cucfg":
             cu_user = self.ctxs[args[0] % len(h.ctxs)].cu_user
             return None if cu_user is None else (EINVAL if cu_user else "ok")
@@ -308,7 +312,8 @@ class ShimModel:
         disconnected context's submission may wait out the mailbox timeout and give EBUSY
         (docs/spec/jobs.md §3a)."""
         return any(j.ctx != n and self.ctxs[j.ctx].alive and now.get(i) not in FINAL
-                   for i, j in enumerate(h.jobs[: len(self.jobs)]))
+                   for i, j in enumerate(h.jobs[: len(self.jobs)])) or \
+            (self.peer is not None and self.peer.busy())
 
     def _pending_hang(self, h: ShimHarness, n: int) -> bool:
         now = self.observe(h)

@@ -39,6 +39,7 @@ from .invariants import Failure
 from .model import FORMS
 from .ops import Op, TraceError
 from .shim_trace import KERNELS, POWER_MODES, ShimHarness
+from .uapi_trace import random_ioctl, seed_ops
 
 STATS_EVERY_S = 0.5
 #: this module's entry in the fuzz target registry (targets.py)
@@ -58,12 +59,13 @@ EXAMPLE_WALL_S = 60
 WEIGHTS = {"mgmt": 6, "ctx": 4, "destroy": 2, "exec": 10, "wait": 10, "info": 2,
            "suspend": 1, "resume": 1, "stop": 1, "tick": 3, "fault": 6, "act": 2,
            "timeout": 1, "chain": 4, "waitseq": 3, "health": 1, "power": 1, "bulk": 1,
-           "rewrite": 1, "qctx": 1, "cucfg": 1, "dbgbo": 1, "dbg": 2, "syncwait": 2}
+           "rewrite": 1, "qctx": 1, "cucfg": 1, "dbgbo": 1, "dbg": 2, "syncwait": 2,
+           "ioctl": 14}
 #: AIE4 (docs/spec/fuzzing.md §8): firmware faults on its mgmt channel and AIE4 mgmt
 #: opcodes, no START_NPU rewrites or AIE2 config calls (they know the AIE2 forms);
-#: user-mode queues and FLR
+#: user-mode queues and FLR; no ioctl lines yet (docs/spec/fuzzing.md §12)
 WEIGHTS_AIE4 = {**{k: v for k, v in WEIGHTS.items()
-                   if k not in ("rewrite", "qctx", "cucfg", "dbgbo", "dbg")},
+                   if k not in ("rewrite", "qctx", "cucfg", "dbgbo", "dbg", "ioctl")},
                 "umq": 2, "doorbell": 4, "flr": 1}
 #: CU indexes an exec names: the default, ones a CU table has, and past every table
 EXEC_CUS = [0, 0, 0, 1, 2, 7, 31]
@@ -93,6 +95,8 @@ def random_op(rng: random.Random, aie4: bool = False) -> Op:
     """One shim-trace op with operands a driver test would plausibly use."""
     w = WEIGHTS_AIE4 if aie4 else WEIGHTS
     name = rng.choices(list(w), weights=list(w.values()))[0]
+    if name == "ioctl":  # amdxdna ioctls on DRM files (uapi_trace, docs/spec/fuzzing.md §12)
+        return random_ioctl(rng)
     if name == "fault":
         kind = rng.choice(sorted(MSG_FAULTS))
         return Op("fault", (kind, rng.choice([0, -1]), rng.choice([1, 1, 1, 2, 3]),
@@ -261,6 +265,9 @@ class ShimFuzzer(FindingLog):
                 ops = [op for op in t.ops if op.verb != "expect"]
                 self.run_one(ops)
                 self.corpus.append(ops)
+        if not self.session.aie4:  # a program's DRM session (docs/spec/fuzzing.md §12)
+            self.run_one(seed_ops())
+            self.corpus.append(seed_ops())
 
     def record(self, failure: Failure, ops: list[Op]) -> None:
         from .trace import Trace

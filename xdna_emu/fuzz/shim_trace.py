@@ -37,6 +37,8 @@ pause of virtual time or an expectation::
     fault late 0 1 6000        #   channel), count, argument
     fault unsolicited 0        # an action fault happens at once
     fault refuse_context       # from now on a deliberately wrong firmware (faults.VARIANTS)
+    ioctl open                 # amdxdna ioctls on DRM files opened on the same daemon
+    ioctl exec 0 0 hang        #   (:mod:`.uapi_trace`, docs/spec/fuzzing.md §12)
     expect errno EPIPE         # the last call's outcome (ok, or an errno name)
     expect state 0 completed   # the ERT state of job 0's command BO
 
@@ -69,6 +71,7 @@ from .faults import ACT_FAULTS, MSG_FAULTS, VARIANTS, FaultInjector
 from .invariants import Failure, Hang, InvariantViolation
 from .lang import Op, TraceError, typed_operands
 from .model import MGMT_RESP, ShimModel, parse_form
+from .uapi_trace import IOCTL_SPECS, UapiModel, UapiRunner, parse_ioctl
 
 if TYPE_CHECKING:
     from ..kernels import Kernel
@@ -102,6 +105,8 @@ DBGBO_MAX, CUCFG_MAX = 1 << 16, 40
 BULK_MAX = 1024
 POWER_MODES = ("default", "low", "medium", "high", "turbo")
 FAULT_SPEC = "iii"
+#: driver-session calls that end or re-create every session's contexts and jobs
+DEVICE_EVENTS = frozenset({"stop", "suspend", "resume", "probe", "flr"})
 
 
 class ShimCrash(Failure):
@@ -176,6 +181,8 @@ class ShimHarness:
     # -- lifecycle ----------------------------------------------------------------------
     def fresh(self) -> ShimHarness:
         """Power-on device, a newly opened shim, no faults armed."""
+        if getattr(self, "uapi", None) is not None:
+            self.uapi.close()  # the DRM files' sessions go before the daemon drops them
         self.ip.fresh()
         self.shim = self.ip.open()
         self.shim.set_timeout("mbox_rx", DEFAULT_RX_MS)
@@ -193,14 +200,21 @@ class ShimHarness:
         self.syncobjs: dict[int, int] = {}  # hardware-queue handle per context number, once read
         self.dbg_bos: list[tuple[int, int]] = []  # (handle, size) per ``dbgbo`` number
         self.model: ShimModel | None = ShimModel(self.aie4) if self.use_model else None
+        #: the DRM files of ``ioctl`` lines: client sessions, the programs beside this driver
+        self.uapi = UapiRunner(self)
+        self.umodel = UapiModel(self.uapi, self.model) if self.model is not None else None
+        if self.model is not None:
+            self.model.peer = self.uapi
         self.events.clear()
         return self
 
     def close(self) -> None:
+        self.uapi.close()
         self.ip.close()
 
     def release(self) -> None:
         """Close the shim and clear this thread's wait hooks (other shim users may follow)."""
+        self.uapi.close()
         self.ip.close_shim()
 
     # -- running ops ---------------------------------------------------------------------
@@ -211,6 +225,9 @@ class ShimHarness:
         if op.verb == "call":
             self._sync_resets()
             self._call(op.args[0], op.args[1:])
+        elif op.verb == "ioctl":
+            self._sync_resets()
+            self._call(op.args[0], op.args[1:], ioctl=True)
         elif op.verb == "fault":
             self._fault(*op.args)
         elif op.verb == "expect":
@@ -221,20 +238,25 @@ class ShimHarness:
             err, self.ip.hook_error = self.ip.hook_error, None
             raise ShimCrash("hook", f"the wait hook raised {err!r}")
 
-    def _call(self, name: str, args: tuple[Any, ...]) -> None:
+    def _call(self, name: str, args: tuple[Any, ...], ioctl: bool = False) -> None:
+        """One shim call (or, with ``ioctl``, one ioctl op on a DRM file), checked."""
         from ..testing.inproc import Livelock
 
-        fn = self.calls.get(name)
-        if fn is None:
-            raise TraceError(f"unknown shim call {name!r} (known: {', '.join(CALL_SPECS)})")
-        n_opt = len(CALL_OPTIONAL.get(name, ""))
-        if not len(CALL_SPECS[name]) <= len(args) <= len(CALL_SPECS[name]) + n_opt:
-            raise TraceError(f"call {name} takes {len(CALL_SPECS[name])} operands")
-        model = self.model
+        specs = IOCTL_SPECS if ioctl else CALL_SPECS
+        fn = (lambda *a: self.uapi.run(name, a)) if ioctl and name in specs else self.calls.get(name)
+        if fn is None or name not in specs:
+            raise TraceError(f"unknown {'ioctl op' if ioctl else 'shim call'} {name!r} "
+                             f"(known: {', '.join(specs)})")
+        n_opt = 0 if ioctl else len(CALL_OPTIONAL.get(name, ""))
+        if not len(specs[name]) <= len(args) <= len(specs[name]) + n_opt:
+            raise TraceError(f"{'ioctl' if ioctl else 'call'} {name} takes {len(specs[name])} operands")
+        model: ShimModel | UapiModel | None = self.umodel if ioctl else self.model
         self.race_fired = False
         if model is not None:
             want = model.expect(self, name, args)
             prior = model.before(self, name, args)
+            # the driver stopping, suspending, resetting the device: the files' jobs end too
+            dev_prior = self.uapi.observe() if not ioctl and name in DEVICE_EVENTS else None
         t0 = self.ip.clock.now_ns()
         try:
             fn(*args)
@@ -250,13 +272,16 @@ class ShimHarness:
         except Exception as e:  # noqa: BLE001 - anything else escaping the shim is the finding
             raise ShimCrash(type(e).__name__, f"{name}: {e!r}") from e
         took = self.ip.clock.now_ns() - t0
-        if name == "tick":  # the time it was asked to let pass is not the call's
+        if name == "tick" and not ioctl:  # the time it was asked to let pass is not the call's
             took -= max(0, min(args[0], 60_000)) * 1_000_000
         if took > CALL_BUDGET_NS:
             raise Hang("deadline", f"{name} took {took / 1e9:.1f} s of virtual time")
-        self.events[f"{name}:{self.last}"] += 1
+        self.events[f"{'ioctl ' if ioctl else ''}{name}:{self.last}"] += 1
         if model is not None:
             model.after(self, name, args, self.last, prior, want)
+            if dev_prior is not None:
+                self.uapi.device_event(name, dev_prior)
+            self.uapi.check()
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         res, _ = self.ip.call(fn, *args)
@@ -645,6 +670,7 @@ class ShimHarness:
                                                         f"< {q.rung} packets rung")
         if self.model is not None:
             self.model.check(self)
+        self.uapi.finish()
 
 
 class UserQueue:
@@ -693,9 +719,11 @@ class UserQueue:
 
 # -- parsing and replay ------------------------------------------------------------------------
 def parse_op(verb: str, toks: list[str]) -> Op:
-    """One shim-trace line (``call``/``fault``; ``expect`` is generic)."""
+    """One shim-trace line (``call``/``fault``/``ioctl``; ``expect`` is generic)."""
     if not toks:
         raise TraceError(f"{verb} needs a name")
+    if verb == "ioctl":
+        return parse_ioctl(toks)
     if verb == "call":
         spec = CALL_SPECS.get(toks[0])
         if spec is None:
