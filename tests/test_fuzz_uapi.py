@@ -126,6 +126,19 @@ def test_the_job_oracle_fires_on_a_lying_firmware() -> None:
     assert not res.ok and res.failure.name == "model_state", res.failure
 
 
+def test_a_livelocked_ioctl_leaves_the_harness_usable() -> None:
+    """A session stuck in a call (the livelock of docs/spec/fuzzing.md §12, or none once it
+    is fixed) does not spoil the next example: the same trace gives the same verdict."""
+    t = _trace("call probe\ncall ctx\ncall stop\ncall probe\nioctl open\nioctl heap 0\n"
+               "ioctl ctx 0 1 0\nioctl exec 0 0 nop\n")
+    h = ShimHarness("npu4")
+    try:
+        first, again = tr.replay(t, h), tr.replay(t, h)
+        assert (first.ok, str(first.failure)) == (again.ok, str(again.failure))
+    finally:
+        h.close()
+
+
 def test_generated_programs_draw_ioctls_on_aie2_only() -> None:
     import random
 

@@ -409,7 +409,11 @@ class UapiRunner:
 
     def _io(self, acc: AccelFile, name: str, **values: Any) -> dict[str, Any]:
         """One ioctl through the harness (its waits counted, livelocks caught)."""
-        return self.h._run(lambda: acc.ioctl(name, **values))
+        def ioctl() -> dict[str, Any]:
+            return acc.ioctl(name, **values)
+
+        ioctl.__name__ = name  # what a livelock report names
+        return self.h._run(ioctl)
 
     def _acc(self, n: int) -> tuple[AccelFile, int]:
         f, num = self._file(n)
