@@ -79,6 +79,10 @@ M = [
 ("uapi-info-overrun", "shim", "GET_INFO copies its whole answer whatever buffer_size says (dropped bound)",
  "csrc/uapi/accel.c", "    return uwrite(a->buffer, val, a->buffer_size < size ? a->buffer_size : size);\n",
  "    return uwrite(a->buffer, val, size);\n"),
+# --- AIE4 (the shim target on npu3) ---
+("cert-log-uc-bound", "shim", "CERT log attach takes a slice for uC 6, one past the last (off-by-one bound)",
+ "csrc/aie4_ctx.c", "        if (uc >= XDNA_AIE4_CERT_LOG_UCS || (seen >> uc & 1u))",
+ "        if (uc > XDNA_AIE4_CERT_LOG_UCS || (seen >> uc & 1u))"),
 ]
 out = ROOT / "fuzz" / "mutants"
 for f in out.glob("*.patch"):

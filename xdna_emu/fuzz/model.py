@@ -39,6 +39,8 @@ from typing import Any
 from ..chips import load_chip
 from ..fw.aie4.messages import Opcode as A4Opcode
 from ..fw.iface.aie2 import FAMILY as _FW
+from ..fw.iface.aie4 import CERT_LOG_HEADER, CERT_LOG_RECORD
+from ..fw.iface.aie4 import FAMILY as _FW4
 from ..fw.messages import LAYOUTS, MSG_SIZE_MASK, TOMBSTONE, Opcode
 from ..shim import ErtState, ShimError, chain_error_index
 from .invariants import InvariantViolation
@@ -69,6 +71,9 @@ EINVAL, ENODEV, EBUSY, EALREADY, EAGAIN, EOPNOTSUPP, EPIPE = (errno_mod.errorcod
 #: CU-table bound of CONFIG_CU and the debug BO's minimum size (docs/spec/jobs.md §4a, §5a)
 CONFIG_CU_MAX = _FW.const("CONFIG_CU_MAX")
 DEBUG_BO_MIN = _FW.const("DEBUG_BO_MIN")
+#: CERT log slices per context and the smallest slice: its header and one record
+#: (docs/spec/aie4.md §11)
+CERT_LOG_UCS, CERT_LOG_MIN = _FW4.const("CERT_LOG_UCS"), CERT_LOG_HEADER.size + CERT_LOG_RECORD.size
 #: commands outstanding per context (docs/spec/jobs.md §4)
 SLOTS = 4
 #: what stop may report once the firmware misbehaved: its SUSPEND message failed
@@ -96,6 +101,7 @@ class CtxModel:
     cus: int | None = 1  # CUs the context has (one until CONFIG_CU sets a table; None: unknown)
     cu_user: bool | None = False  # CONFIG_CU took a table (a second one is EINVAL; None: unknown)
     dbg: int | None = None  # the ``dbgbo`` number bound to it
+    log: bool | None = False  # AIE4: a CERT log attached (None: not known)
 
 
 #: command forms of ``call exec`` (docs/spec/jobs.md §4)
@@ -179,6 +185,8 @@ class ShimModel:
     def expect(self, h: ShimHarness, name: str, args: tuple) -> str | set[str] | None:
         """The errno name (or set of names; None: unknown) the call must give."""
         clean = self.tainted is None
+        if name in ("certlog", "certdetach"):
+            return self._certlog(h, name, args)
         dead = self._dead(h, name, args)
         if dead is not None:
             return dead
@@ -307,6 +315,36 @@ class ShimModel:
             return None
         return {"ok", EBUSY} if self._others_busy(h, n, self.observe(h)) else "ok"
 
+    def _certlog(self, h: ShimHarness, name: str, args: tuple) -> str | None:
+        """CERT log attach/detach (docs/spec/aie4.md §11), in the shim's order: AIE2
+        EOPNOTSUPP; a context not live on the firmware EINVAL; a log attached already (detach:
+        none) EINVAL; 0 or more than CERT_LOG_UCS slices, a BO that is not DEV, a uC index
+        past the last or named twice, a slice without room for a record, slices past the BO:
+        EINVAL; else the firmware's CONFIGURE_HW_CONTEXT answers (ok when it is predicted)."""
+        if not h.ctxs:
+            return EINVAL
+        if not self.aie4:
+            return EOPNOTSUPP
+        c = self.ctxs[args[0] % len(h.ctxs)]
+        if not c.alive:
+            return EINVAL
+        if self.tainted is not None or self.dev != "up" or c.log is None:
+            return None  # every refusal is EINVAL, but so is a context not live on the firmware
+        if name == "certdetach":
+            return "ok" if c.log else EINVAL
+        if c.log:
+            return EINVAL
+        dev, size = h.log_target(args[1])
+        ucs = [] if args[2] == "-" else [tuple(int(x, 0) for x in sl.split(":")) for sl in args[2].split(",")]
+        if not 1 <= len(ucs) <= CERT_LOG_UCS or not dev:
+            return EINVAL
+        seen: set[int] = set()
+        for uc, sz in ucs:
+            if uc >= CERT_LOG_UCS or uc in seen or sz < CERT_LOG_MIN:
+                return EINVAL
+            seen.add(uc)
+        return EINVAL if sum(sz for _, sz in ucs) > size else "ok"
+
     def _others_busy(self, h: ShimHarness, n: int, now: dict[int, ErtState]) -> bool:
         """Another live context has work pending: it cannot be swapped out, so a
         disconnected context's submission may wait out the mailbox timeout and give EBUSY
@@ -363,6 +401,9 @@ class ShimModel:
             self.taint("the management channel is in bad state")  # state: later messages EPIPE
         if name in ("stop", "suspend", "resume", "probe", "flr"):
             self.mgmt_broken = False  # a new channel (as ShimHarness._new_channel_state)
+        if name in ("certlog", "certdetach") and self.aie4 and h.ctxs:
+            c = self.ctxs[args[0] % len(h.ctxs)]  # attached only by a success; detach always
+            c.log = True if name == "certlog" and got == "ok" else (False if name == "certdetach" else c.log)
         if name == "dbg" and args[1] == "remove" and h.dbg_bos and h.ctxs:
             c = self.ctxs[args[0] % len(h.ctxs)]
             if c.dbg == args[2] % len(h.dbg_bos):

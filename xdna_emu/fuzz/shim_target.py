@@ -60,13 +60,13 @@ WEIGHTS = {"mgmt": 6, "ctx": 4, "destroy": 2, "exec": 10, "wait": 10, "info": 2,
            "suspend": 1, "resume": 1, "stop": 1, "tick": 3, "fault": 6, "act": 2,
            "timeout": 1, "chain": 4, "waitseq": 3, "health": 1, "power": 1, "bulk": 1,
            "rewrite": 1, "qctx": 1, "cucfg": 1, "dbgbo": 1, "dbg": 2, "syncwait": 2,
-           "ioctl": 14}
+           "ioctl": 14, "certlog": 1}
 #: AIE4 (docs/spec/fuzzing.md §8): firmware faults on its mgmt channel and AIE4 mgmt
 #: opcodes, no START_NPU rewrites or AIE2 config calls (they know the AIE2 forms);
-#: user-mode queues and FLR; no ioctl lines yet (docs/spec/fuzzing.md §12)
+#: user-mode queues, FLR, the CERT log on DEV BOs; no ioctl lines yet (fuzzing.md §12)
 WEIGHTS_AIE4 = {**{k: v for k, v in WEIGHTS.items()
                    if k not in ("rewrite", "qctx", "cucfg", "dbgbo", "dbg", "ioctl")},
-                "umq": 2, "doorbell": 4, "flr": 1}
+                "umq": 2, "doorbell": 4, "flr": 1, "dbgbo": 1, "certlog": 3, "certdetach": 1}
 #: CU indexes an exec names: the default, ones a CU table has, and past every table
 EXEC_CUS = [0, 0, 0, 1, 2, 7, 31]
 #: QoS (gops, fps, latency_ms, max_opc): none, in range, at the 32-bit edge, past the top
@@ -75,6 +75,10 @@ QOS = [(0, 0, 0, 0), (10, 30, 0, 2048), (100, 0, 1, 0), (4294967, 1000, 0, 0),
        (4294968, 1000, 0, 0), (1000, 1000, 0, 1), (1, 0, 0, 1)]
 #: CU-table sizes (0 and 33 are refused) and debug-BO sizes (DEBUG_BO_MIN is 4 KiB)
 CU_COUNTS, DBG_SIZES = [0, 1, 2, 8, 14, 32, 33], [64, 4095, 4096, 8192]
+#: CERT log slices (uC:bytes) a ``certlog`` names: good ones, none, seven, a uC past the
+#: last or named twice, one too small for a record (48 bytes is the least), past the BO
+CERT_SLICES = ["0:4096", "0:48", "0:4096,1:4096", "5:64,0:64", "-", ",".join(f"{i}:64" for i in range(7)),
+               "6:4096", "1:64,1:64", "0:47", "0:65536,1:65536"]
 #: seqs a ``waitseq`` names besides real ones: never submitted, negative, huge
 ODD_SEQS = [0, -1, -(1 << 63), 1 << 62, 0xFFFFFFFF]
 #: (word, value) rewrites of a command BO under a running exec: the header's count or
@@ -120,6 +124,10 @@ def random_op(rng: random.Random, aie4: bool = False) -> Op:
         return Op("call", ("cucfg", rng.randrange(4), rng.choice(CU_COUNTS)))
     if name == "dbgbo":
         return Op("call", ("dbgbo", rng.choice(DBG_SIZES)))
+    if name == "certlog":
+        return Op("call", ("certlog", rng.randrange(4), rng.choice([0, 1, 2, -1]), rng.choice(CERT_SLICES)))
+    if name == "certdetach":
+        return Op("call", ("certdetach", rng.randrange(4)))
     if name == "dbg":
         return Op("call", ("dbg", rng.randrange(4), rng.choice(("assign", "remove")), rng.randrange(3)))
     if name == "syncwait":

@@ -33,6 +33,9 @@ pause of virtual time or an expectation::
     call umq 0                 # AIE4: hand context 0's HSA queue to the application
     call doorbell 0            # AIE4: the application rings it (after one nop packet, if umq'd)
     call flr                   # AIE4: function-level reset (reset_prepare/reset_done)
+    call certlog 0 1 0:4096,1:4096  # AIE4: CERT log attach of DEV BO 1 (``dbgbo``; -1: a
+                               #   SHARE BO) to context 0, slices uC:bytes (``-``: none)
+    call certdetach 0          # AIE4: CERT log detach
     fault bad_id 0             # arm a message fault: kind, channel (0 mgmt, -1 any user
     fault late 0 1 6000        #   channel), count, argument
     fault unsolicited 0        # an action fault happens at once
@@ -66,7 +69,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..chips import load_chip
-from ..shim import BO_CMD, BO_DEV, ErtState, ShimError, ert_start_dpu, ert_start_npu
+from ..shim import BO_CMD, BO_DEV, BO_SHARE, ErtState, ShimError, ert_start_dpu, ert_start_npu
 from .faults import ACT_FAULTS, MSG_FAULTS, VARIANTS, FaultInjector
 from .invariants import Failure, Hang, InvariantViolation
 from .lang import Op, TraceError, typed_operands
@@ -94,7 +97,7 @@ CALL_SPECS = {"probe": "", "timeout": "si", "mgmt": "ib", "ctx": "", "destroy": 
               "tick": "i", "chain": "is", "waitseq": "iii", "health": "i", "power": "s",
               "bulk": "ii", "rewrite": "ii", "umq": "i", "doorbell": "i", "flr": "",
               "qctx": "iiii", "cucfg": "ii", "dbgbo": "i",
-              "dbg": "isi", "syncwait": "ii"}
+              "dbg": "isi", "syncwait": "ii", "certlog": "iis", "certdetach": "i"}
 #: trailing operands a call may leave out (kinds as in CALL_SPECS)
 CALL_OPTIONAL = {"exec": "s"}
 #: the wait a ``syncwait`` grants (ms, virtual)
@@ -104,6 +107,8 @@ DBGBO_MAX, CUCFG_MAX = 1 << 16, 40
 #: most jobs one ``bulk`` call runs (enough to wrap the 8-bit message id a few times)
 BULK_MAX = 1024
 POWER_MODES = ("default", "low", "medium", "high", "turbo")
+#: the non-DEV BO a ``certlog`` with a negative BO number names (refused: docs/spec/aie4.md §11)
+LOG_SHARE_SIZE = 1 << 16
 FAULT_SPEC = "iii"
 #: driver-session calls that end or re-create every session's contexts and jobs
 DEVICE_EVENTS = frozenset({"stop", "suspend", "resume", "probe", "flr"})
@@ -395,6 +400,38 @@ class ShimHarness:
         if not alive:
             return self._dead_use(f"dbg {how}", n, fn, h, bo)
         self._run(fn, h, bo)
+        return None
+
+    def log_target(self, b: int) -> tuple[bool, int]:
+        """(a DEV BO?, its size) of the BO ``certlog`` names: ``dbgbo`` number ``b``, or for a
+        negative ``b`` (or none made yet) a SHARE BO of LOG_SHARE_SIZE made for the call."""
+        if b >= 0 and self.dbg_bos:
+            return True, self.dbg_bos[b % len(self.dbg_bos)][1]
+        return False, LOG_SHARE_SIZE
+
+    def c_certlog(self, i: int, b: int, slices: str) -> None:
+        """CERT log attach (docs/spec/aie4.md §11): slices ``uC:bytes,...`` in BO order."""
+        try:
+            ucs = [] if slices == "-" else [tuple(int(x, 0) for x in sl.split(":")) for sl in slices.split(",")]
+        except ValueError:
+            raise TraceError(f"certlog slices {slices!r}: uC:bytes,... or -") from None
+        if any(len(u) != 2 or not 0 <= u[0] < 1 << 32 or not 0 <= u[1] < 1 << 32 for u in ucs):
+            raise TraceError(f"certlog slices {slices!r}: uC:bytes,... (u32 each)")
+        n, h, alive = self._ctx(i)
+        if b >= 0 and self.dbg_bos:
+            bo = self.dbg_bos[b % len(self.dbg_bos)][0]
+        else:
+            bo = self._run(self.shim.bo_create, BO_SHARE, LOG_SHARE_SIZE)
+        if not alive and self.aie4:
+            return self._dead_use("certlog", n, self.shim.cert_log_attach, h, bo, ucs)
+        self._run(self.shim.cert_log_attach, h, bo, ucs)
+        return None
+
+    def c_certdetach(self, i: int) -> None:
+        n, h, alive = self._ctx(i)
+        if not alive and self.aie4:
+            return self._dead_use("certdetach", n, self.shim.cert_log_detach, h)
+        self._run(self.shim.cert_log_detach, h)
         return None
 
     def c_syncwait(self, i: int, seq: int) -> None:
