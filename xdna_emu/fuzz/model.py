@@ -162,6 +162,11 @@ class ShimModel:
         #: the DRM files' side (uapi_trace.UapiRunner): their contexts share the device's
         #: columns and runqueue with the driver session's
         self.peer: Any = None
+        #: AIE4 client session (``client``): open, its live contexts, predicted (no device
+        #: event since it attached)
+        self.client: bool = False
+        self.cctxs: list[bool] = []
+        self.client_known = False
 
     # -- helpers --------------------------------------------------------------------------
     def taint(self, why: str) -> None:
@@ -187,6 +192,8 @@ class ShimModel:
         clean = self.tainted is None
         if name in ("certlog", "certdetach"):
             return self._certlog(h, name, args)
+        if name in ("client", "cctx", "cdestroy", "cmgmt"):
+            return self._client(h, name, args)
         dead = self._dead(h, name, args)
         if dead is not None:
             return dead
@@ -234,7 +241,7 @@ class ShimModel:
         if name in ("ctx", "qctx"):
             if name == "qctx" and not qos_ok(h.chip, *(a & 0xFFFFFFFF for a in args)):
                 return EINVAL
-            files = self.peer.live_contexts() if self.peer is not None else 0
+            files = (self.peer.live_contexts() if self.peer is not None else 0) + sum(self.cctxs)
             return "ok" if sum(c.alive for c in self.ctxs) + files < CTX_PROMISED else None
         if name == "cucfg":
             cu_user = self.ctxs[args[0] % len(h.ctxs)].cu_user
@@ -345,6 +352,31 @@ class ShimModel:
             seen.add(uc)
         return EINVAL if sum(sz for _, sz in ucs) > size else "ok"
 
+    def _client(self, h: ShimHarness, name: str, args: tuple) -> str | None:
+        """A client session (docs/spec/aie4.md §12): a driver-only message EPERM, another
+        session's context ENOENT (the daemon's proxy), a query ok; its own contexts as the
+        driver's. Predicted on AIE4 with the device up and the firmware unfaulted."""
+        if name != "client" and not self.client:
+            return EINVAL  # the harness has no client to use
+        if name == "cdestroy" and not any(True for _ in self.cctxs):
+            return EINVAL
+        if name == "cdestroy" and not self.cctxs[args[0] % len(self.cctxs)]:
+            return EINVAL  # its own destroyed context
+        if not self.aie4 or self.tainted is not None or self.dev != "up":
+            return None
+        if name == "client":
+            return "ok"
+        if not self.client_known:
+            return None
+        if name == "cmgmt":
+            return {"query": "ok", "driver": errno_mod.errorcode[errno_mod.EPERM],
+                    "foreign": errno_mod.errorcode[errno_mod.ENOENT]}.get(args[0])
+        if name == "cctx":
+            files = self.peer.live_contexts() if self.peer is not None else 0
+            live = sum(c.alive for c in self.ctxs) + sum(self.cctxs) + files
+            return "ok" if live < CTX_PROMISED else None
+        return "ok"
+
     def _others_busy(self, h: ShimHarness, n: int, now: dict[int, ErtState]) -> bool:
         """Another live context has work pending: it cannot be swapped out, so a
         disconnected context's submission may wait out the mailbox timeout and give EBUSY
@@ -401,6 +433,14 @@ class ShimModel:
             self.taint("the management channel is in bad state")  # state: later messages EPIPE
         if name in ("stop", "suspend", "resume", "probe", "flr"):
             self.mgmt_broken = False  # a new channel (as ShimHarness._new_channel_state)
+        if name == "client":  # a new session replaces the last (its contexts end with it)
+            self.client, self.cctxs, self.client_known = got == "ok", [], got == "ok"
+        elif name == "cctx" and got == "ok":
+            self.cctxs.append(True)
+        elif name == "cdestroy" and self.cctxs and got in ("ok", EINVAL):
+            self.cctxs[args[0] % len(self.cctxs)] = False  # gone (or never there)
+        if name in ("stop", "suspend", "resume", "probe", "flr"):
+            self.client_known = False  # the client's contexts after a device event: not modelled
         if name in ("certlog", "certdetach") and self.aie4 and h.ctxs:
             c = self.ctxs[args[0] % len(h.ctxs)]  # attached only by a success; detach always
             c.log = True if name == "certlog" and got == "ok" else (False if name == "certdetach" else c.log)

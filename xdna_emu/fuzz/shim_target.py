@@ -66,7 +66,8 @@ WEIGHTS = {"mgmt": 6, "ctx": 4, "destroy": 2, "exec": 10, "wait": 10, "info": 2,
 #: user-mode queues, FLR, the CERT log on DEV BOs; no ioctl lines yet (fuzzing.md §12)
 WEIGHTS_AIE4 = {**{k: v for k, v in WEIGHTS.items()
                    if k not in ("rewrite", "qctx", "cucfg", "dbgbo", "dbg", "ioctl")},
-                "umq": 2, "doorbell": 4, "flr": 1, "dbgbo": 1, "certlog": 3, "certdetach": 1}
+                "umq": 2, "doorbell": 4, "flr": 1, "dbgbo": 3, "certlog": 4, "certdetach": 1,
+                "client": 2, "cctx": 2, "cdestroy": 1, "cmgmt": 3}
 #: CU indexes an exec names: the default, ones a CU table has, and past every table
 EXEC_CUS = [0, 0, 0, 1, 2, 7, 31]
 #: QoS (gops, fps, latency_ms, max_opc): none, in range, at the 32-bit edge, past the top
@@ -78,7 +79,7 @@ CU_COUNTS, DBG_SIZES = [0, 1, 2, 8, 14, 32, 33], [64, 4095, 4096, 8192]
 #: CERT log slices (uC:bytes) a ``certlog`` names: good ones, none, seven, a uC past the
 #: last or named twice, one too small for a record (48 bytes is the least), past the BO
 CERT_SLICES = ["0:4096", "0:48", "0:4096,1:4096", "5:64,0:64", "-", ",".join(f"{i}:64" for i in range(7)),
-               "6:4096", "1:64,1:64", "0:47", "0:65536,1:65536"]
+               "6:64", "0:64,6:64", "1:64,1:64", "0:47", "0:65536,1:65536"]
 #: seqs a ``waitseq`` names besides real ones: never submitted, negative, huge
 ODD_SEQS = [0, -1, -(1 << 63), 1 << 62, 0xFFFFFFFF]
 #: (word, value) rewrites of a command BO under a running exec: the header's count or
@@ -93,6 +94,12 @@ MGMT_OPCODES = [int(o) for o in (Opcode.GET_FIRMWARE_VERSION, Opcode.GET_FIRMWAR
 MGMT_OPCODES_AIE4 = [int(o) for o in (A4Opcode.IDENTIFY, A4Opcode.IDENTIFY,
                                       A4Opcode.QUERY_CERT_FIRMWARE_VERSION,
                                       A4Opcode.CREATE_VFS)] + [0x3FFFF]
+
+
+#: the shim target's AIE4 seed: a context, a DEV BO bound as its CERT log, a job, detach
+AIE4_SEED = [Op("call", ("probe",)), Op("call", ("ctx",)), Op("call", ("dbgbo", 4096)),
+             Op("call", ("certlog", 0, 0, "0:4096")), Op("call", ("exec", 0, "nop")),
+             Op("call", ("wait", 0, 3000)), Op("call", ("certdetach", 0))]
 
 
 def random_op(rng: random.Random, aie4: bool = False) -> Op:
@@ -128,6 +135,10 @@ def random_op(rng: random.Random, aie4: bool = False) -> Op:
         return Op("call", ("certlog", rng.randrange(4), rng.choice([0, 1, 2, -1]), rng.choice(CERT_SLICES)))
     if name == "certdetach":
         return Op("call", ("certdetach", rng.randrange(4)))
+    if name == "cdestroy":
+        return Op("call", ("cdestroy", rng.randrange(4)))
+    if name == "cmgmt":
+        return Op("call", ("cmgmt", rng.choice(("query", "driver", "foreign")), rng.randrange(4)))
     if name == "dbg":
         return Op("call", ("dbg", rng.randrange(4), rng.choice(("assign", "remove")), rng.randrange(3)))
     if name == "syncwait":
@@ -273,9 +284,11 @@ class ShimFuzzer(FindingLog):
                 ops = [op for op in t.ops if op.verb != "expect"]
                 self.run_one(ops)
                 self.corpus.append(ops)
-        if not self.session.aie4:  # a program's DRM session (docs/spec/fuzzing.md §12)
-            self.run_one(seed_ops())
-            self.corpus.append(seed_ops())
+        # AIE2: a program's DRM session (docs/spec/fuzzing.md §12); AIE4: a context with a
+        # CERT log bound (§8), so mutations start where those calls mean something
+        seed = AIE4_SEED if self.session.aie4 else seed_ops()
+        self.run_one(seed)
+        self.corpus.append(seed)
 
     def record(self, failure: Failure, ops: list[Op]) -> None:
         from .trace import Trace

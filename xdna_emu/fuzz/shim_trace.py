@@ -36,6 +36,12 @@ pause of virtual time or an expectation::
     call certlog 0 1 0:4096,1:4096  # AIE4: CERT log attach of DEV BO 1 (``dbgbo``; -1: a
                                #   SHARE BO) to context 0, slices uC:bytes (``-``: none)
     call certdetach 0          # AIE4: CERT log detach
+    call client                # AIE4: a second process's session attaches (a new one each time)
+    call cctx                  # AIE4: the client creates a context (numbered 0, 1, ...)
+    call cdestroy 0            # AIE4: the client destroys its context 0
+    call cmgmt driver 0        # AIE4: the client sends a management message through the
+                               #   daemon: query (IDENTIFY), driver (CREATE_VFS, driver-only)
+                               #   or foreign (DESTROY_HW_CONTEXT of the driver's context 0)
     fault bad_id 0             # arm a message fault: kind, channel (0 mgmt, -1 any user
     fault late 0 1 6000        #   channel), count, argument
     fault unsolicited 0        # an action fault happens at once
@@ -97,7 +103,8 @@ CALL_SPECS = {"probe": "", "timeout": "si", "mgmt": "ib", "ctx": "", "destroy": 
               "tick": "i", "chain": "is", "waitseq": "iii", "health": "i", "power": "s",
               "bulk": "ii", "rewrite": "ii", "umq": "i", "doorbell": "i", "flr": "",
               "qctx": "iiii", "cucfg": "ii", "dbgbo": "i",
-              "dbg": "isi", "syncwait": "ii", "certlog": "iis", "certdetach": "i"}
+              "dbg": "isi", "syncwait": "ii", "certlog": "iis", "certdetach": "i",
+              "client": "", "cctx": "", "cdestroy": "i", "cmgmt": "si"}
 #: trailing operands a call may leave out (kinds as in CALL_SPECS)
 CALL_OPTIONAL = {"exec": "s"}
 #: the wait a ``syncwait`` grants (ms, virtual)
@@ -107,9 +114,14 @@ DBGBO_MAX, CUCFG_MAX = 1 << 16, 40
 #: most jobs one ``bulk`` call runs (enough to wrap the 8-bit message id a few times)
 BULK_MAX = 1024
 POWER_MODES = ("default", "low", "medium", "high", "turbo")
+#: a firmware context id no context has (``cmgmt foreign`` with no live driver context)
+FW_ID_NONE = 0xFFFF
 #: the non-DEV BO a ``certlog`` with a negative BO number names (refused: docs/spec/aie4.md §11)
 LOG_SHARE_SIZE = 1 << 16
 FAULT_SPEC = "iii"
+#: faults after which the firmware runs nothing more (faults.py): rung user-mode packets
+#: are then not promised to run
+FW_STOPPING = frozenset({"unload", "fw_fatal", "reset"})
 #: driver-session calls that end or re-create every session's contexts and jobs
 DEVICE_EVENTS = frozenset({"stop", "suspend", "resume", "probe", "flr"})
 
@@ -204,6 +216,10 @@ class ShimHarness:
         self.umqs: dict[int, UserQueue] = {}  # AIE4: context number -> its user-mode queue
         self.syncobjs: dict[int, int] = {}  # hardware-queue handle per context number, once read
         self.dbg_bos: list[tuple[int, int]] = []  # (handle, size) per ``dbgbo`` number
+        if getattr(self, "client", None) is not None:
+            self.client.close()
+        self.client: Shim | None = None  # ``client``: another process's session (AIE4)
+        self.cctxs: list[int] = []  # its context handles, by number
         self.model: ShimModel | None = ShimModel(self.aie4) if self.use_model else None
         #: the DRM files of ``ioctl`` lines: client sessions, the programs beside this driver
         self.uapi = UapiRunner(self)
@@ -215,11 +231,17 @@ class ShimHarness:
 
     def close(self) -> None:
         self.uapi.close()
+        if self.client is not None:
+            self.client.close()
+            self.client = None
         self.ip.close()
 
     def release(self) -> None:
         """Close the shim and clear this thread's wait hooks (other shim users may follow)."""
         self.uapi.close()
+        if self.client is not None:
+            self.client.close()
+            self.client = None
         self.ip.close_shim()
 
     # -- running ops ---------------------------------------------------------------------
@@ -433,6 +455,64 @@ class ShimHarness:
             return self._dead_use("certdetach", n, self.shim.cert_log_detach, h)
         self._run(self.shim.cert_log_detach, h)
         return None
+
+    def c_client(self) -> None:
+        """Another process attaches to the probed function: a client session (its management
+        messages go through the daemon's proxy; docs/spec/aie4.md §12). A new one replaces
+        the last, whose contexts end with it."""
+        from ..shim import Shim
+
+        if self.client is not None:
+            self.client.close()
+            self.client, self.cctxs = None, []
+        c = self._run(Shim.open, self.ip.daemon.socket_path)
+        try:
+            self._run(c.attach)
+        except ShimError:
+            c.close()
+            raise
+        self.client = c
+
+    def _the_client(self) -> Shim:
+        if self.client is None:
+            raise ShimError(errno_mod.EINVAL, "no client session")
+        return self.client
+
+    def c_cctx(self) -> None:
+        c = self._the_client()
+        self.cctxs.append(self._run(c.hwctx_create))
+
+    def c_cdestroy(self, i: int) -> None:
+        c = self._the_client()
+        if not self.cctxs:
+            raise ShimError(errno_mod.EINVAL, "the client has no context")
+        self._run(c.hwctx_destroy, self.cctxs[i % len(self.cctxs)])
+
+    def client_message(self, kind: str, i: int) -> tuple[int, bytes]:
+        """(opcode, request) of a ``cmgmt``: IDENTIFY; CREATE_VFS, the driver's alone;
+        DESTROY_HW_CONTEXT of the driver's context ``i`` (a live one's firmware id, else
+        one no context has)."""
+        from ..fw.aie4.messages import Opcode as A4
+
+        if kind == "query":
+            return int(A4.IDENTIFY), bytes(4)
+        if kind == "driver":
+            return int(A4.CREATE_VFS), bytes(4)
+        if kind != "foreign":
+            raise TraceError(f"cmgmt {kind!r}: query, driver or foreign")
+        live = [n for n in range(len(self.ctxs)) if n not in self.dead]
+        fw = FW_ID_NONE
+        if live:
+            try:
+                fw = self.shim.hwctx_info(self.ctxs[live[i % len(live)]])["fw_ctx_id"]
+            except ShimError:
+                pass
+        return int(A4.DESTROY_HW_CONTEXT), fw.to_bytes(4, "little") + bytes(4)
+
+    def c_cmgmt(self, kind: str, i: int) -> None:
+        opcode, req = self.client_message(kind, i)
+        c = self._the_client()
+        self._run(c.mgmt_msg, opcode, req, MGMT_RESP if kind == "query" else 4, 0)
 
     def c_syncwait(self, i: int, seq: int) -> None:
         n, h, alive = self._ctx(i)
@@ -680,9 +760,11 @@ class ShimHarness:
     # -- the end of a trace -------------------------------------------------------------------
     def finish(self) -> None:
         """Every submitted command must end in a final state once TDR had time."""
+        stopped = False  # the firmware was stopped under the application's queues
         for line in self.fi.log:  # which faults really fired, and where
             kind, chan = line.split()[1:3]
             self.events[f"fired {kind} {'mgmt' if chan == 'chan=0' else 'user'}"] += 1
+            stopped |= kind in FW_STOPPING
         self.fi.log.clear()
         for n, job in enumerate(self.jobs):
             alive = job.ctx not in self.dead
@@ -701,8 +783,9 @@ class ShimHarness:
             self.events[f"final {st.name.lower()}"] += 1
         if self.umqs:  # the device runs rung packets on its own time: let some pass
             self.ip.idle(UMQ_SETTLE_NS)
-        for n, q in self.umqs.items():  # user-mode packets: each published one ran
-            if n not in self.dead and not q.drained():
+        for n, q in self.umqs.items():  # user-mode packets: each published one ran (a
+            # stopped firmware runs none, and the driver, which never saw them, cannot know)
+            if n not in self.dead and not q.drained() and not stopped:
                 raise InvariantViolation("umq_not_run", f"context {n}: read_index {q.read_index} "
                                                         f"< {q.rung} packets rung")
         if self.model is not None:
