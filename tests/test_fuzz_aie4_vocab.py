@@ -72,7 +72,7 @@ def test_the_aie4_seed_binds_a_cert_log() -> None:
     fz = ShimFuzzer("npu3", 1, None, None)
     try:
         fz.run_one(list(AIE4_SEED))
-        assert fz.session.events["certlog:ok"] and fz.session.events["certdetach:ok"]
+        assert fz.session.events["certlog:ok"] and fz.session.events["certdetach:ok"] and fz.session.events["cctx:ok"]
     finally:
         fz.close()
 

@@ -79,7 +79,7 @@ CU_COUNTS, DBG_SIZES = [0, 1, 2, 8, 14, 32, 33], [64, 4095, 4096, 8192]
 #: CERT log slices (uC:bytes) a ``certlog`` names: good ones, none, seven, a uC past the
 #: last or named twice, one too small for a record (48 bytes is the least), past the BO
 CERT_SLICES = ["0:4096", "0:48", "0:4096,1:4096", "5:64,0:64", "-", ",".join(f"{i}:64" for i in range(7)),
-               "6:64", "0:64,6:64", "1:64,1:64", "0:47", "0:65536,1:65536"]
+               "6:64", "0:64,6:64", "7:64", "1:64,1:64", "0:47", "0:65536,1:65536"]
 #: seqs a ``waitseq`` names besides real ones: never submitted, negative, huge
 ODD_SEQS = [0, -1, -(1 << 63), 1 << 62, 0xFFFFFFFF]
 #: (word, value) rewrites of a command BO under a running exec: the header's count or
@@ -96,10 +96,13 @@ MGMT_OPCODES_AIE4 = [int(o) for o in (A4Opcode.IDENTIFY, A4Opcode.IDENTIFY,
                                       A4Opcode.CREATE_VFS)] + [0x3FFFF]
 
 
-#: the shim target's AIE4 seed: a context, a DEV BO bound as its CERT log, a job, detach
-AIE4_SEED = [Op("call", ("probe",)), Op("call", ("ctx",)), Op("call", ("dbgbo", 4096)),
+#: the shim target's AIE4 seed: two contexts, DEV BOs, one bound as context 0's CERT log, a
+#: job, a client session with a context, the log detached
+AIE4_SEED = [Op("call", ("probe",)), Op("call", ("ctx",)), Op("call", ("ctx",)),
+             Op("call", ("dbgbo", 4096)), Op("call", ("dbgbo", 8192)),
              Op("call", ("certlog", 0, 0, "0:4096")), Op("call", ("exec", 0, "nop")),
-             Op("call", ("wait", 0, 3000)), Op("call", ("certdetach", 0))]
+             Op("call", ("wait", 0, 3000)), Op("call", ("client",)), Op("call", ("cctx",)),
+             Op("call", ("certdetach", 0))]
 
 
 def random_op(rng: random.Random, aie4: bool = False) -> Op:
