@@ -89,13 +89,15 @@ def test_trace_holds_every_kind_of_event(traced_run: dict[str, Any]) -> None:
 
 
 def _spans(ev: list[dict[str, Any]], cat: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    ids = [(e["id"], e["name"]) for e in ev if e["ph"] == "b" and e["cat"] == cat]
+    # process-scoped ids: a plain "id" would put the span in Perfetto's global group
+    assert not any("id" in e for e in ev if e["ph"] in "be")
+    ids = [(e["id2"]["local"], e["name"]) for e in ev if e["ph"] == "b" and e["cat"] == cat]
     assert len(ids) == len(set(ids))  # an async span id is never reused
-    begins = {(e["id"], e["name"]): e for e in ev if e["ph"] == "b" and e["cat"] == cat}
+    begins = {(e["id2"]["local"], e["name"]): e for e in ev if e["ph"] == "b" and e["cat"] == cat}
     out = []
     for e in ev:
         if e["ph"] == "e" and e["cat"] == cat:
-            b = begins.pop((e["id"], e["name"]))  # every end has its begin
+            b = begins.pop((e["id2"]["local"], e["name"]))  # every end has its begin
             assert e["tid"] == b["tid"] and e["ts"] >= b["ts"]
             out.append((b, e))
     return out

@@ -109,8 +109,8 @@ def test_get_array_syncobj_and_attributes(ac: ModuleType) -> None:
         assert ac.lib.xdna_uapi_check_get_array(_buf(ac, blob)) == (0 if ok else -errno.EINVAL)
     assert ac.lib.xdna_uapi_elem_size(8, 160) == 8 and ac.lib.xdna_uapi_elem_size(4096, 160) == 160
     for export in (1, 0):
-        for flags, point, pad, want in ((0, 0, 0, 0), (0, 5, 0, -errno.EINVAL), (1, 0, 0, -errno.EOPNOTSUPP),
-                                        (2, 0, 0, -errno.EINVAL), (4, 0, 0, -errno.EINVAL),
+        for flags, point, pad, want in ((0, 0, 0, 0), (0, 5, 0, -errno.EINVAL), (1, 0, 0, 1), (3, 5, 0, 1), (1, 5, 0, 1),
+                                        (2, 0, 0, 0), (2, 5, 0, -errno.EINVAL), (4, 0, 0, -errno.EINVAL),
                                         (0, 0, 1, -errno.EINVAL)):
             blob = T.DRM_SYNCOBJ_HANDLE.pack(handle=1, flags=flags, point=point, pad=pad)
             assert ac.lib.xdna_uapi_check_syncobj_handle(_buf(ac, blob), export) == want, (flags, point)

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .pci.function import Observer
+from .pci.observer import Observer
 
 __all__ = ["CLIENT_DIR", "TraceRecorder", "attach", "client_tracer", "now_us"]
 
@@ -120,10 +120,12 @@ class TraceRecorder(Observer):
             tid = CHANNEL_TID + chan
             cat = "job" if name in _job_opcodes() else "mailbox"
             # ids restart when a channel is reopened (a context re-created after TDR): the
-            # channel's opening serial keeps each span's id unique
+            # channel's opening serial keeps each span's id unique. A "local" id2 scopes the
+            # span to the daemon's process: Perfetto files a plain "id" under its global
+            # "legacy events" group instead (docs/tracing.md).
             key = (chan, ev.get("serial", 0), mid)
-            span = {"cat": cat, "name": name, "id": f"{chan}.{key[1]}:{mid:#x}", "ts": ts,
-                    "tid": tid}
+            span = {"cat": cat, "name": name, "id2": {"local": f"{chan}.{key[1]}:{mid:#x}"},
+                    "ts": ts, "tid": tid}
             if kind == "mbox_rx":
                 self.open_msgs[key] = name
                 self._add({**span, "ph": "b", "args": {"channel": ev["name"], "id": f"{mid:#x}"}})

@@ -26,6 +26,7 @@ import struct
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -490,14 +491,73 @@ class AccelFile:
         hdr = T.QUERY_TELEMETRY_HEADER.unpack(buf)
         return hdr, list(struct.unpack_from(f"<{limit}I", buf, T.QUERY_TELEMETRY_HEADER.size)), bytes(buf[hsz:])
 
+    def syncobj_create(self, signaled: bool = False) -> int:
+        """SYNCOBJ_CREATE: a binary-or-timeline syncobj of this file; its handle."""
+        flags = T.const("DRM_SYNCOBJ_CREATE_SIGNALED") if signaled else 0
+        return int(self.ioctl("SYNCOBJ_CREATE", flags=flags)["handle"])
+
+    def syncobj_destroy(self, handle: int) -> None:
+        self.ioctl("SYNCOBJ_DESTROY", handle=handle)
+
+    def syncobj_signal(self, handle: int, point: int = 0) -> None:
+        """SYNCOBJ_SIGNAL (point 0: the binary state) or TIMELINE_SIGNAL of ``point``."""
+        h = bytearray(struct.pack("<I", handle))
+        if not point:
+            self.ioctl("SYNCOBJ_SIGNAL", handles=_addr(h), count_handles=1)
+            return
+        p = bytearray(struct.pack("<Q", point))
+        self.ioctl("SYNCOBJ_TIMELINE_SIGNAL", handles=_addr(h), points=_addr(p), count_handles=1)
+
+    def syncobj_wait(self, handle: int, point: int = 0, timeout_s: float = 0.0,
+                     for_submit: bool = False) -> None:
+        """TIMELINE_WAIT of ``point`` (0: SYNCOBJ_WAIT of the binary state) up to
+        ``timeout_s`` from now; ``for_submit`` waits for the fence to appear too. ETIME
+        when it does not signal in time (docs/spec/uapi.md §6)."""
+        h = bytearray(struct.pack("<I", handle))
+        until = time.monotonic_ns() + int(timeout_s * 1e9)
+        flags = T.const("DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT") if for_submit else 0
+        if not point:
+            self.ioctl("SYNCOBJ_WAIT", handles=_addr(h), count_handles=1, flags=flags,
+                       timeout_nsec=until)
+            return
+        p = bytearray(struct.pack("<Q", point))
+        self.ioctl("SYNCOBJ_TIMELINE_WAIT", handles=_addr(h), points=_addr(p), count_handles=1,
+                   flags=flags, timeout_nsec=until)
+
+    def syncobj_query(self, handle: int, last_submitted: bool = False) -> int:
+        """SYNCOBJ_QUERY: the highest signalled point (a context's: its last ended job, or
+        with ``last_submitted`` its last submitted one)."""
+        h, p = bytearray(struct.pack("<I", handle)), bytearray(8)
+        flags = T.const("DRM_SYNCOBJ_QUERY_FLAGS_LAST_SUBMITTED") if last_submitted else 0
+        self.ioctl("SYNCOBJ_QUERY", handles=_addr(h), points=_addr(p), count_handles=1,
+                   flags=flags)
+        return int(struct.unpack("<Q", p)[0])
+
     def syncobj_to_fd(self, handle: int) -> int:
-        """SYNCOBJ_HANDLE_TO_FD: an fd naming the syncobj, for another DRM file of this
-        process (docs/spec/uapi.md §6)."""
+        """SYNCOBJ_HANDLE_TO_FD: an fd naming the syncobj, for any DRM file of any process
+        (passed over fork, exec or a socket; docs/spec/uapi.md §6)."""
         return int(self.ioctl("SYNCOBJ_HANDLE_TO_FD", handle=handle)["fd"])
 
     def fd_to_syncobj(self, fd: int) -> int:
         """SYNCOBJ_FD_TO_HANDLE: this file's handle of the syncobj ``fd`` names."""
         return int(self.ioctl("SYNCOBJ_FD_TO_HANDLE", fd=fd)["handle"])
+
+    def export_sync_file(self, handle: int, point: int | None = None) -> int:
+        """SYNCOBJ_HANDLE_TO_FD EXPORT_SYNC_FILE: a sync file of the syncobj's fence at
+        ``point`` (None: its current fence), readable (POLLIN) once that signals."""
+        flags = T.const("DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE")
+        if point is not None:
+            flags |= T.const("DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_TIMELINE")
+        return int(self.ioctl("SYNCOBJ_HANDLE_TO_FD", handle=handle, flags=flags,
+                              point=point or 0)["fd"])
+
+    def import_sync_file(self, handle: int, fd: int, point: int | None = None) -> None:
+        """SYNCOBJ_FD_TO_HANDLE IMPORT_SYNC_FILE: the sync file's fence into the syncobj
+        (at ``point``; None: its binary state), once it has signalled (docs/spec/uapi.md §7)."""
+        flags = T.const("DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE")
+        if point is not None:
+            flags |= T.const("DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_TIMELINE")
+        self.ioctl("SYNCOBJ_FD_TO_HANDLE", handle=handle, fd=fd, flags=flags, point=point or 0)
 
     def set_state(self, param: str, layout: T.Layout, /, **values: Any) -> None:
         """SET_STATE ``DRM_AMDXDNA_<param>`` with ``layout`` packed from ``values`` (root

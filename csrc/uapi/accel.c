@@ -16,14 +16,20 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
@@ -42,19 +48,40 @@
 
 struct accel_file;
 
-/* A syncobj may be named by several DRM files of the process (SYNCOBJ_HANDLE_TO_FD, then
- * FD_TO_HANDLE): each name holds a reference, and all syncobjs of the process share one
- * lock and one condition, so a signal through one file wakes a waiter in another. */
+/* A syncobj's fence state (docs/spec/uapi.md §6): in the process's memory until it is
+ * exported, then in a shared page (a memfd of its own) that every process importing it
+ * maps, so a signal, a wait or a context's job end in one process is seen in all. Every
+ * change bumps `futex`, on which waiters of any process sleep. */
+struct sync_state {
+    uint32_t magic;     /* SYNC_MAGIC in a shared page */
+    uint32_t futex;
+    uint32_t hwctx;     /* non-zero: the timeline of this context (point N = job N ended) */
+    int32_t pid;        /* a context timeline: the process whose file runs the context */
+    uint32_t flags;     /* SYNC_* */
+    uint32_t pad;
+    uint64_t value;     /* binary: 1 signalled, 0 not; timeline: the highest signalled point;
+                         * a context's: its last ended job as published to other processes */
+    uint64_t submitted; /* a context's: its last submitted job, published */
+    uint64_t start;     /* a context timeline: that process's start time (a reused pid differs) */
+};
+
+/* One process's view of a syncobj. Several DRM files of the process may name it
+ * (SYNCOBJ_HANDLE_TO_FD, then FD_TO_HANDLE): each name holds a reference. */
 struct syncobj {
     unsigned refs;
-    struct accel_file *owner; /* a context timeline: the file whose session runs the context */
-    uint32_t hwctx;     /* non-zero: the timeline of this context (point N = job N done) */
-    bool submitted;     /* a fence was ever attached (binary) or a point signalled */
-    uint64_t value;     /* binary: 1 signalled, 0 not; timeline: the highest signalled point */
+    struct accel_file *owner; /* a context timeline in the process that runs it, else NULL */
+    struct sync_state *st;    /* &local, or the shared page once exported or imported */
+    struct sync_state local;
+    int fd;                   /* the shared page's memfd, -1 while local */
+    pid_t pid;                /* the process this view belongs to (a fork copies it) */
+    dev_t dev;
+    ino_t ino;
+    pthread_t publisher;      /* an exported context timeline: publishes its job ends */
+    bool publishing, stop;
+    struct syncobj *next;     /* the process's shared syncobjs */
 };
 
 static pthread_mutex_t sync_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t sync_cond = PTHREAD_COND_INITIALIZER;
 
 struct ctx_qos {
     uint32_t handle;
@@ -79,9 +106,9 @@ struct accel_file {
 
 static void publish(struct accel_file *f);
 static void unpublish(struct accel_file *f);
-static void sync_put(struct syncobj *s);
 static void sync_drop_ctx(struct accel_file *f, uint32_t hwctx);
-static struct syncobj *sync_get(struct accel_file *f, uint32_t handle);
+static void sync_drop_file(struct accel_file *f);
+static void sync_note_job(struct accel_file *f, uint32_t hwctx, uint64_t seq, bool end);
 
 static pthread_mutex_t tbl_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct accel_file *files[XDNA_ACCEL_MAX_FDS];
@@ -239,14 +266,8 @@ void xdna_accel_forget(int fd)
         return;
     if (last) { /* the DRM file's release: its contexts and BOs go with the session */
         unpublish(f);
-        for (unsigned i = 0; i < MAX_SYNCOBJS; i++) /* its contexts' timelines shared elsewhere */
-            if (f->sync[i] && f->sync[i]->owner == f)
-                sync_drop_ctx(f, f->sync[i]->hwctx);
+        sync_drop_file(f); /* its contexts' timelines shared elsewhere, its names */
         xdna_shim_close(f->ctx);
-        pthread_mutex_lock(&sync_lock);
-        for (unsigned i = 0; i < MAX_SYNCOBJS; i++)
-            sync_put(f->sync[i]);
-        pthread_mutex_unlock(&sync_lock);
         free(f);
     }
 }
@@ -589,80 +610,6 @@ static int prime_fd_to_handle(struct accel_file *f, void *k)
     return 0;
 }
 
-/* ---- syncobj fds (docs/spec/uapi.md §6) -------------------------------------------- */
-
-#define MAX_SYNC_EXPORTS 256u
-
-/* An exported syncobj: the fd is a memfd of its own, recognised by its inode. The entry
- * holds a name of the syncobj for the life of the process (a closed fd cannot be told
- * apart from one still open). */
-static struct {
-    dev_t dev;
-    ino_t ino;
-    pid_t pid;          /* the exporting process (a forked child has a copy of the table) */
-    struct syncobj *s;
-} exports[MAX_SYNC_EXPORTS];
-
-static int syncobj_handle_to_fd(struct accel_file *f, void *k)
-{
-    struct drm_syncobj_handle *a = k;
-    int rc = xdna_uapi_check_syncobj_handle(a, 1); /* sync files: docs/spec/uapi.md §7 */
-    if (rc < 0)
-        return rc;
-    pthread_mutex_lock(&sync_lock);
-    struct syncobj *s = sync_get(f, a->handle);
-    unsigned slot = MAX_SYNC_EXPORTS;
-    for (unsigned i = 0; i < MAX_SYNC_EXPORTS && slot == MAX_SYNC_EXPORTS; i++)
-        if (!exports[i].s)
-            slot = i;
-    rc = !s ? -EINVAL : slot == MAX_SYNC_EXPORTS ? -EMFILE : 0;
-    int fd = rc ? -1 : memfd_create("xdna-syncobj", MFD_CLOEXEC); /* the driver's fd is O_CLOEXEC */
-    struct stat st;
-    if (rc == 0 && (fd < 0 || fstat(fd, &st) < 0)) {
-        rc = -errno;
-        if (fd >= 0)
-            close(fd);
-    }
-    if (rc == 0) {
-        exports[slot].dev = st.st_dev;
-        exports[slot].ino = st.st_ino;
-        exports[slot].pid = getpid();
-        exports[slot].s = s;
-        s->refs++;
-        a->fd = fd;
-    }
-    pthread_mutex_unlock(&sync_lock);
-    return rc;
-}
-
-static int syncobj_fd_to_handle(struct accel_file *f, void *k)
-{
-    struct drm_syncobj_handle *a = k;
-    int rc = xdna_uapi_check_syncobj_handle(a, 0);
-    if (rc < 0)
-        return rc;
-    struct stat st;
-    if (fstat(a->fd, &st) < 0)
-        return -EINVAL; /* not an fd: the DRM core's answer */
-    pthread_mutex_lock(&sync_lock);
-    struct syncobj *s = NULL;
-    for (unsigned i = 0; i < MAX_SYNC_EXPORTS && !s; i++)
-        if (exports[i].s && exports[i].dev == st.st_dev && exports[i].ino == st.st_ino &&
-            exports[i].pid == getpid())
-            s = exports[i].s;
-    rc = s ? -ENOMEM : -EINVAL; /* not a syncobj of this process */
-    for (unsigned i = 0; s && i < MAX_SYNCOBJS; i++)
-        if (!f->sync[i]) {
-            f->sync[i] = s;
-            s->refs++;
-            a->handle = i + 1;
-            rc = 0;
-            break;
-        }
-    pthread_mutex_unlock(&sync_lock);
-    return rc;
-}
-
 /* ---- amdxdna: buffers ------------------------------------------------------------- */
 
 /* ---- user-pointer BOs (docs/spec/uapi.md §6) ---------------------------------------- */
@@ -868,17 +815,186 @@ void *xdna_accel_mmap(void *addr, size_t len, int prot, int flags, int fd, int64
 
 /* ---- syncobjs (docs/spec/uapi.md §6) ------------------------------------------------ */
 
+#define SYNC_MAGIC 0x58595343u     /* a shared page we made ("CSYX") */
+#define SYNC_PAGE 4096u
+#define SYNC_MEMFD "xdna-syncobj"
+#define SYNC_MEMFD_LINK "/memfd:" SYNC_MEMFD
+#define SYNC_SUBMITTED 1u          /* a fence was attached (binary) or a point signalled */
+#define SYNC_ERROR 2u              /* a context timeline whose process died (§7) */
+#define SYNC_SLICE_MS 100u         /* re-check a dead owner / a publisher's stop this often */
+
+#define SYNC_PENDING 128u         /* sync files of a shared timeline waiting for their point */
+#define FENCE_PREFIX "xdna-fence:" /* a sync file's abstract socket name (fence_name) */
+#define PENDING_CLAIMED UINT64_MAX /* an entry being filled in */
+
+/* A shared page: the state, then the sync files exported from it whose point has not
+ * signalled yet (id 0: a free entry); whoever sees the point signal sends each its
+ * datagram (docs/spec/uapi.md §6, "Sync files"). */
+struct sync_page {
+    struct sync_state st;
+    struct { uint64_t id, point; } pending[SYNC_PENDING];
+};
+_Static_assert(sizeof(struct sync_page) <= SYNC_PAGE, "one page");
+
+static struct syncobj *shared_syncs; /* the process's shared views (sync_lock) */
+static pthread_mutex_t pub_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pub_cond = PTHREAD_COND_INITIALIZER; /* a job was submitted, or stop */
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+/* A fork while a publisher holds a lock must not leave it locked in the child. */
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&sync_lock);
+    pthread_mutex_lock(&pub_lock);
+}
+
+static void fork_release(void)
+{
+    pthread_mutex_unlock(&pub_lock);
+    pthread_mutex_unlock(&sync_lock);
+}
+
+static void fork_guard(void)
+{
+    pthread_atfork(fork_prepare, fork_release, fork_release);
+}
+
+#define LD(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The abstract socket name of sync file id whose fence is a job of process (pid, start)
+ * (0: a fence signalled already); its length for bind/sendto. */
+static socklen_t fence_name(struct sockaddr_un *a, pid_t pid, uint64_t start, uint64_t id)
+{
+    memset(a, 0, sizeof(*a));
+    a->sun_family = AF_UNIX;
+    int n = snprintf(a->sun_path + 1, sizeof(a->sun_path) - 1, FENCE_PREFIX "%d.%llx:%llx",
+                     (int)pid, (unsigned long long)start, (unsigned long long)id);
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+}
+
+/* Signal sync file id: one datagram makes it readable (POLLIN) in every process. */
+static void fence_send(pid_t pid, uint64_t start, uint64_t id)
+{
+    static int out = -1; /* the process's sending socket */
+    int fd = __atomic_load_n(&out, __ATOMIC_ACQUIRE);
+    if (fd < 0) {
+        int mine = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (mine < 0)
+            return;
+        if (__atomic_compare_exchange_n(&out, &fd, mine, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            fd = mine;
+        else
+            close(mine);
+    }
+    struct sockaddr_un a;
+    socklen_t len = fence_name(&a, pid, start, id);
+    char one = 1;
+    sendto(fd, &one, 1, MSG_DONTWAIT, (struct sockaddr *)&a, len); /* a closed one: refused */
+}
+
+/* Send every pending sync file of a shared page whose point has signalled. */
+static void st_notify(struct sync_state *st)
+{
+    if (LD(st->magic) != SYNC_MAGIC)
+        return;
+    struct sync_page *pg = (struct sync_page *)st;
+    uint64_t v = LD(st->value);
+    pid_t pid = (pid_t)LD(st->pid);
+    uint64_t start = LD(st->start);
+    for (unsigned i = 0; i < SYNC_PENDING; i++) {
+        uint64_t id = LD(pg->pending[i].id), pt = LD(pg->pending[i].point);
+        if (id && id != PENDING_CLAIMED && pt <= v &&
+            __atomic_compare_exchange_n(&pg->pending[i].id, &id, 0, false, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+            fence_send(pid, start, id);
+    }
+}
+
+/* Every change of a state wakes its waiters in every process (a shared futex) and sends
+ * the sync files it signalled. */
+static void st_wake(struct sync_state *st)
+{
+    __atomic_add_fetch(&st->futex, 1, __ATOMIC_RELEASE);
+    syscall(SYS_futex, &st->futex, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+    st_notify(st);
+}
+
+/* A point only moves up, whichever process moves it. */
+static void st_raise(uint64_t *v, uint64_t to)
+{
+    uint64_t cur = __atomic_load_n(v, __ATOMIC_ACQUIRE);
+    while (cur < to && !__atomic_compare_exchange_n(v, &cur, to, false, __ATOMIC_ACQ_REL,
+                                                    __ATOMIC_ACQUIRE))
+        ;
+}
+
+/* A context timeline whose context is gone (destroyed, its file released, its process
+ * dead): every job it submitted has ended, so it becomes a host timeline signalled up to
+ * the last submission; `error` marks a process that died (its jobs' fences carry an error). */
+static void st_orphan(struct sync_state *st, uint64_t last_seq, bool error)
+{
+    st_raise(&st->value, last_seq);
+    __atomic_or_fetch(&st->flags, SYNC_SUBMITTED | (error ? SYNC_ERROR : 0), __ATOMIC_RELEASE);
+    __atomic_store_n(&st->hwctx, 0, __ATOMIC_RELEASE);
+    st_wake(st);
+}
+
+/* Process pid's start time (/proc/PID/stat field 22), 0 when it cannot be read. */
+static uint64_t proc_start(pid_t pid)
+{
+    char path[32], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    buf[n > 0 ? n : 0] = 0;
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    for (int field = 2; p && field < 22; field++)
+        p = strchr(p + 1, ' ');
+    return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+/* Has the process (pid, start) that ran a fence's job gone? Its file was released, so
+ * every fence it submitted has signalled. */
+static bool proc_gone(pid_t pid, uint64_t start)
+{
+    if (pid <= 0)
+        return false;
+    if (kill(pid, 0) < 0 && errno == ESRCH)
+        return true;
+    uint64_t now = start ? proc_start(pid) : 0;
+    return now && now != start; /* the pid was reused */
+}
+
+static bool owner_gone(const struct sync_state *st)
+{
+    return proc_gone((pid_t)LD(st->pid), LD(st->start));
+}
+
 static int sync_new(struct accel_file *f, uint32_t hwctx, bool signaled, uint32_t *handle)
 {
     pthread_mutex_lock(&sync_lock);
     int rc = -ENOMEM;
     for (unsigned i = 0; i < MAX_SYNCOBJS; i++)
         if (!f->sync[i]) {
-            f->sync[i] = calloc(1, sizeof(struct syncobj));
-            if (f->sync[i]) {
-                *f->sync[i] = (struct syncobj){.refs = 1, .owner = hwctx ? f : NULL,
-                                               .hwctx = hwctx, .submitted = signaled,
+            struct syncobj *s = calloc(1, sizeof(*s));
+            if (s) {
+                *s = (struct syncobj){.refs = 1, .owner = hwctx ? f : NULL, .fd = -1,
+                                      .pid = getpid()};
+                s->local = (struct sync_state){.hwctx = hwctx, .pid = hwctx ? getpid() : 0,
+                                               .start = hwctx ? proc_start(getpid()) : 0,
+                                               .flags = signaled ? SYNC_SUBMITTED : 0,
                                                .value = signaled};
+                s->st = &s->local;
+                f->sync[i] = s;
                 *handle = i + 1;
                 rc = 0;
             }
@@ -888,39 +1004,170 @@ static int sync_new(struct accel_file *f, uint32_t hwctx, bool signaled, uint32_
     return rc;
 }
 
-/* Drop one name of s (sync_lock held). */
+/* Drop one name of s (sync_lock held); the last one unmaps its shared page. */
 static void sync_put(struct syncobj *s)
 {
-    if (s && --s->refs == 0)
-        free(s);
+    if (!s || --s->refs)
+        return;
+    for (struct syncobj **p = &shared_syncs; *p; p = &(*p)->next)
+        if (*p == s) {
+            *p = s->next;
+            break;
+        }
+    if (s->fd >= 0) {
+        munmap(s->st, SYNC_PAGE);
+        close(s->fd);
+    }
+    free(s);
 }
 
-/* A context timeline whose context goes away (destroyed, or its file released) while other
- * names of it remain: every job it ran has ended, so it becomes a host timeline signalled
- * up to the context's last submission (sync_lock held). */
-static void sync_orphan(struct syncobj *s, uint64_t last_seq)
+/* The publisher of an exported context timeline (a thread of the process running the
+ * context): it publishes each submission and each job end to the shared page, so other
+ * processes see point N signal when job N ends. */
+static void *sync_publisher(void *arg)
 {
-    s->owner = NULL;
-    s->hwctx = 0;
-    s->submitted = true;
-    s->value = last_seq > s->value ? last_seq : s->value;
-    pthread_cond_broadcast(&sync_cond);
+    struct syncobj *s = arg;
+    struct sync_state *st = s->st;
+    struct xdna_shim_ctx *ctx = s->owner->ctx;
+    uint32_t hw = LD(st->hwctx);
+    pthread_mutex_lock(&pub_lock);
+    while (!s->stop) {
+        pthread_mutex_unlock(&pub_lock);
+        struct xdna_shim_hwctx_info hi;
+        bool idle = true;
+        if (xdna_shim_hwctx_info(ctx, hw, &hi) == 0) {
+            if (hi.submitted > LD(st->submitted)) {
+                st_raise(&st->submitted, hi.submitted);
+                st_wake(st);
+            }
+            uint64_t next = LD(st->value) + 1;
+            idle = next > hi.submitted;
+            if (!idle && xdna_shim_wait(ctx, hw, next, SYNC_SLICE_MS) == 0) {
+                st_raise(&st->value, next); /* a context's jobs end in order */
+                st_wake(st);
+            }
+        }
+        pthread_mutex_lock(&pub_lock);
+        if (idle && !s->stop) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += SYNC_SLICE_MS * 1000000l;
+            until.tv_sec += until.tv_nsec / 1000000000l;
+            until.tv_nsec %= 1000000000l;
+            pthread_cond_timedwait(&pub_cond, &pub_lock, &until);
+        }
+    }
+    pthread_mutex_unlock(&pub_lock);
+    return NULL;
 }
 
-/* Orphan (when shared) and drop the file's names of its context hwctx's timeline. */
+/* Move s's state into a shared page (the first export; sync_lock held). A context
+ * timeline of this process gets its publisher. */
+static int sync_share(struct syncobj *s)
+{
+    if (s->fd >= 0)
+        return 0;
+    int fd = memfd_create(SYNC_MEMFD, MFD_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat sb;
+    struct sync_state *p = MAP_FAILED;
+    if (ftruncate(fd, SYNC_PAGE) < 0 || fstat(fd, &sb) < 0)
+        goto close_fd;
+    p = mmap(NULL, SYNC_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        goto close_fd;
+    pthread_once(&fork_once, fork_guard);
+    *p = s->local;
+    p->magic = SYNC_MAGIC;
+    p->futex = 0;
+    s->st = p;
+    s->fd = fd;
+    s->dev = sb.st_dev;
+    s->ino = sb.st_ino;
+    s->next = shared_syncs;
+    shared_syncs = s;
+    st_wake(&s->local); /* this process's waiters move to the page's word */
+    if (s->owner && p->hwctx) {
+        s->refs++; /* the publisher's, dropped when the context goes */
+        sigset_t all, old;
+        sigfillset(&all); /* the program's signals stay on its own threads */
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        if (pthread_create(&s->publisher, NULL, sync_publisher, s) == 0)
+            s->publishing = true;
+        else
+            s->refs--;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    return 0;
+
+close_fd: {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+}
+
+/* Orphan (when another name or process may still hold it) and drop the file's names of
+ * its context hwctx's timeline; an exported one's publisher stops first. */
 static void sync_drop_ctx(struct accel_file *f, uint32_t hwctx)
 {
     struct xdna_shim_hwctx_info hi = {0};
     xdna_shim_hwctx_info(f->ctx, hwctx, &hi);
+    struct syncobj *pub[MAX_SYNCOBJS];
+    unsigned npub = 0;
+    pthread_mutex_lock(&sync_lock);
+    for (struct syncobj *s = shared_syncs; s && npub < MAX_SYNCOBJS; s = s->next)
+        if (s->owner == f && s->pid == getpid() && LD(s->st->hwctx) == hwctx && s->publishing) {
+            s->publishing = false;
+            pub[npub++] = s;
+        }
+    pthread_mutex_unlock(&sync_lock);
+    for (unsigned i = 0; i < npub; i++) {
+        pthread_mutex_lock(&pub_lock);
+        pub[i]->stop = true;
+        pthread_cond_broadcast(&pub_cond);
+        pthread_mutex_unlock(&pub_lock);
+        pthread_join(pub[i]->publisher, NULL);
+    }
     pthread_mutex_lock(&sync_lock);
     for (unsigned i = 0; i < MAX_SYNCOBJS; i++) {
         struct syncobj *s = f->sync[i];
-        if (s && s->owner == f && s->hwctx == hwctx) {
-            if (s->refs > 1)
-                sync_orphan(s, hi.submitted);
+        if (s && s->owner == f && LD(s->st->hwctx) == hwctx) {
+            if (s->refs > 1 || s->fd >= 0)
+                st_orphan(s->st, hi.submitted, false);
+            s->owner = NULL;
             f->sync[i] = NULL;
             sync_put(s);
         }
+    }
+    for (unsigned i = 0; i < npub; i++) { /* the publisher's name (its handles may be gone) */
+        st_orphan(pub[i]->st, hi.submitted, false);
+        pub[i]->owner = NULL;
+        sync_put(pub[i]);
+    }
+    pthread_mutex_unlock(&sync_lock);
+}
+
+/* The file's release: every context timeline it runs, named by it or only exported. */
+static void sync_drop_file(struct accel_file *f)
+{
+    uint32_t ctxs[MAX_SYNCOBJS];
+    unsigned n = 0;
+    pthread_mutex_lock(&sync_lock);
+    for (unsigned i = 0; i < MAX_SYNCOBJS; i++)
+        if (f->sync[i] && f->sync[i]->owner == f)
+            ctxs[n++] = f->sync[i]->st->hwctx;
+    for (struct syncobj *s = shared_syncs; s && n < MAX_SYNCOBJS; s = s->next)
+        if (s->owner == f && s->pid == getpid())
+            ctxs[n++] = s->st->hwctx;
+    pthread_mutex_unlock(&sync_lock);
+    for (unsigned i = 0; i < n; i++)
+        sync_drop_ctx(f, ctxs[i]); /* a second time for one context finds nothing */
+    pthread_mutex_lock(&sync_lock);
+    for (unsigned i = 0; i < MAX_SYNCOBJS; i++) {
+        sync_put(f->sync[i]);
+        f->sync[i] = NULL;
     }
     pthread_mutex_unlock(&sync_lock);
 }
@@ -930,32 +1177,81 @@ static struct syncobj *sync_get(struct accel_file *f, uint32_t handle)
     return handle && handle <= MAX_SYNCOBJS ? f->sync[handle - 1] : NULL;
 }
 
+/* The exported timeline of context hwctx of f, or NULL (sync_lock held). */
+static struct syncobj *sync_shared_ctx(struct accel_file *f, uint32_t hwctx)
+{
+    for (struct syncobj *s = shared_syncs; s; s = s->next)
+        if (s->owner == f && s->pid == getpid() && s->st->hwctx == hwctx)
+            return s;
+    return NULL;
+}
+
+/* This process saw job seq of its context hwctx submitted (end: ended): published at once,
+ * so a process told of it afterwards finds it. */
+static void sync_note_job(struct accel_file *f, uint32_t hwctx, uint64_t seq, bool end)
+{
+    pthread_mutex_lock(&sync_lock);
+    struct syncobj *s = sync_shared_ctx(f, hwctx);
+    if (s) {
+        st_raise(end ? &s->st->value : &s->st->submitted, seq);
+        st_wake(s->st);
+    }
+    pthread_mutex_unlock(&sync_lock);
+    if (s && !end) {
+        pthread_mutex_lock(&pub_lock);
+        pthread_cond_broadcast(&pub_cond);
+        pthread_mutex_unlock(&pub_lock);
+    }
+}
+
 /* Is point (0: the binary state) of s signalled? 1 yes, 0 not yet (a job still runs),
  * -EINVAL no fence for it yet (nothing submitted up to that point). */
-static int sync_check(struct accel_file *f, const struct syncobj *s, uint64_t point)
+static int sync_check(struct syncobj *s, uint64_t point)
 {
-    (void)f;
-    if (s->hwctx) {
+    struct sync_state *st = s->st;
+    uint32_t hw = LD(st->hwctx);
+    if (hw && s->owner) { /* this process runs the context: ask its session */
         if (!point)
             return -EINVAL;
-        int rc = xdna_shim_wait(s->owner->ctx, s->hwctx, point, 0);
+        int rc = xdna_shim_wait(s->owner->ctx, hw, point, 0);
         return rc == 0 ? 1 : errno == ETIME ? 0 : -EINVAL;
     }
+    if (hw) { /* another process's context, through what it published */
+        if (!point)
+            return -EINVAL;
+        if (LD(st->value) >= point)
+            return 1;
+        if (LD(st->submitted) < point)
+            return -EINVAL;
+        if (!owner_gone(st))
+            return 0;
+        st_orphan(st, LD(st->submitted), true);
+        return 1;
+    }
     /* host signals are instant: a point (or binary state) not signalled has no fence yet */
-    if (!s->submitted || (point ? s->value < point : !s->value))
+    uint64_t v = LD(st->value);
+    if (!(LD(st->flags) & SYNC_SUBMITTED) || (point ? v < point : !v))
         return -EINVAL;
     return 1;
 }
 
-static uint64_t mono_ns(void)
+/* Sleep until one of the words changes from its value or until `until` (ns, monotonic). */
+static void futex_sleep(struct futex_waitv *wv, unsigned n, uint64_t until)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
+                          .tv_nsec = (long)(until % 1000000000u)};
+    if (syscall(SYS_futex_waitv, wv, n, 0, &ts, CLOCK_MONOTONIC) < 0 && errno == ENOSYS) {
+        uint64_t now = mono_ns(); /* before 5.16: one word, the others at the next slice */
+        uint64_t left = until > now ? until - now : 0;
+        struct timespec rel = {.tv_sec = 0, .tv_nsec = (long)(left < 10000000u ? left : 10000000u)};
+        syscall(SYS_futex, (uint32_t *)(uintptr_t)wv[0].uaddr, FUTEX_WAIT, (uint32_t)wv[0].val,
+                &rel, NULL, 0);
+    }
 }
 
 /* The wait of SYNCOBJ_WAIT and TIMELINE_WAIT: timeout_nsec is absolute CLOCK_MONOTONIC.
- * A context's timeline is waited for through the shim, host points on the file's cond. */
+ * A context's timeline run by this process is waited for through the shim, every other
+ * state on its futex word (shared pages: across processes). */
 static int sync_wait(struct accel_file *f, const uint32_t *h, const uint64_t *points, uint32_t n,
                      uint32_t flags, int64_t timeout, uint32_t *first)
 {
@@ -965,6 +1261,9 @@ static int sync_wait(struct accel_file *f, const uint32_t *h, const uint64_t *po
         uint32_t done = 0, ctx_wait = 0;
         uint64_t ctx_point = 0;
         struct xdna_shim_ctx *ctx_of = NULL;
+        struct futex_waitv wv[MAX_WAIT_HANDLES];
+        unsigned nw = 0;
+        bool foreign = false; /* another process's context: re-check that it lives */
         int hit = -1;
         pthread_mutex_lock(&sync_lock);
         for (uint32_t i = 0; i < n; i++) {
@@ -973,7 +1272,8 @@ static int sync_wait(struct accel_file *f, const uint32_t *h, const uint64_t *po
                 pthread_mutex_unlock(&sync_lock);
                 return -ENOENT;
             }
-            int st = sync_check(f, s, points ? points[i] : 0);
+            uint32_t seen = LD(s->st->futex); /* before the check: no wake-up is lost */
+            int st = sync_check(s, points ? points[i] : 0);
             if (st < 0 && !for_submit) {
                 pthread_mutex_unlock(&sync_lock);
                 return -EINVAL;
@@ -982,37 +1282,47 @@ static int sync_wait(struct accel_file *f, const uint32_t *h, const uint64_t *po
                 done++;
                 if (hit < 0)
                     hit = (int)i;
-            } else if (s->hwctx && !ctx_wait) {
-                ctx_wait = s->hwctx;
-                ctx_point = points ? points[i] : 0;
-                ctx_of = s->owner->ctx;
+                continue;
             }
+            if (s->owner && LD(s->st->hwctx)) {
+                if (!ctx_wait) {
+                    ctx_wait = s->st->hwctx;
+                    ctx_point = points ? points[i] : 0;
+                    ctx_of = s->owner->ctx;
+                }
+                continue;
+            }
+            foreign |= LD(s->st->hwctx) != 0;
+            bool dup = false;
+            for (unsigned k = 0; k < nw; k++)
+                dup |= wv[k].uaddr == (uint64_t)(uintptr_t)&s->st->futex;
+            if (!dup)
+                wv[nw++] = (struct futex_waitv){.val = seen, .flags = FUTEX_32,
+                                                .uaddr = (uint64_t)(uintptr_t)&s->st->futex};
         }
+        pthread_mutex_unlock(&sync_lock);
         if (all ? done == n : done > 0) {
-            pthread_mutex_unlock(&sync_lock);
             *first = hit < 0 ? 0 : (uint32_t)hit;
             return 0;
         }
         uint64_t now = mono_ns();
-        if (timeout <= 0 || (uint64_t)timeout <= now) {
-            pthread_mutex_unlock(&sync_lock);
+        if (timeout <= 0 || (uint64_t)timeout <= now)
             return -ETIME;
-        }
         uint64_t left_ms = ((uint64_t)timeout - now) / 1000000u + 1;
         if (ctx_wait && ctx_point) { /* the job's end wakes us through the shim */
-            pthread_mutex_unlock(&sync_lock);
+            unsigned slice = nw ? SYNC_SLICE_MS : 1000u;
             if (xdna_shim_wait(ctx_of, ctx_wait, ctx_point,
-                               left_ms > 1000 ? 1000 : (int)left_ms) < 0 && errno != ETIME)
+                               left_ms > slice ? (int)slice : (int)left_ms) < 0 && errno != ETIME)
                 return -errno;
             continue;
         }
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until); /* the cond's clock */
-        uint64_t ns = (uint64_t)until.tv_nsec + (left_ms > 1000 ? 1000 : left_ms) * 1000000u;
-        until.tv_sec += (time_t)(ns / 1000000000u);
-        until.tv_nsec = (long)(ns % 1000000000u);
-        pthread_cond_timedwait(&sync_cond, &sync_lock, &until);
-        pthread_mutex_unlock(&sync_lock);
+        if (!nw) { /* only a context's binary state, never signalled: look again later */
+            struct timespec ts = {.tv_sec = 0, .tv_nsec = 10000000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        uint64_t slice = (foreign ? SYNC_SLICE_MS : 1000u) * 1000000ull;
+        futex_sleep(wv, nw, (uint64_t)timeout - now > slice ? now + slice : (uint64_t)timeout);
     }
 }
 
@@ -1085,20 +1395,19 @@ static int syncobj_set(struct accel_file *f, uint64_t hp, uint64_t pp, uint32_t 
     pthread_mutex_lock(&sync_lock);
     for (uint32_t i = 0; i < n && !rc; i++) {
         struct syncobj *s = sync_get(f, h[i]);
-        rc = !s ? -ENOENT : s->hwctx ? -EINVAL : 0;
+        rc = !s ? -ENOENT : LD(s->st->hwctx) ? -EINVAL : 0;
     }
     for (uint32_t i = 0; i < n && !rc; i++) {
-        struct syncobj *s = sync_get(f, h[i]);
+        struct sync_state *st = sync_get(f, h[i])->st;
         if (op == 0) {
-            s->value = 0;
-            s->submitted = false;
+            __atomic_store_n(&st->value, 0, __ATOMIC_RELEASE);
+            __atomic_and_fetch(&st->flags, ~SYNC_SUBMITTED, __ATOMIC_RELEASE);
         } else {
-            uint64_t v = op == 1 ? 1 : pts[i];
-            s->value = v > s->value ? v : s->value;
-            s->submitted = true;
+            st_raise(&st->value, op == 1 || !pts[i] ? 1 : pts[i]); /* point 0: the binary fence */
+            __atomic_or_fetch(&st->flags, SYNC_SUBMITTED, __ATOMIC_RELEASE);
         }
+        st_wake(st);
     }
-    pthread_cond_broadcast(&sync_cond);
     pthread_mutex_unlock(&sync_lock);
     return rc;
 }
@@ -1127,6 +1436,7 @@ static int syncobj_query(struct accel_file *f, void *k)
     struct drm_syncobj_timeline_array *a = k;
     uint32_t h[MAX_WAIT_HANDLES];
     uint64_t pts[MAX_WAIT_HANDLES];
+    bool last = a->flags & DRM_SYNCOBJ_QUERY_FLAGS_LAST_SUBMITTED;
     if (a->flags & ~(uint32_t)DRM_SYNCOBJ_QUERY_FLAGS_LAST_SUBMITTED)
         return -EINVAL;
     int rc = read_handles(a->handles, 0, a->count_handles, h, NULL);
@@ -1135,20 +1445,23 @@ static int syncobj_query(struct accel_file *f, void *k)
     for (uint32_t i = 0; i < a->count_handles; i++) {
         pthread_mutex_lock(&sync_lock);
         struct syncobj *s = sync_get(f, h[i]);
-        struct syncobj copy = s ? *s : (struct syncobj){0};
+        struct accel_file *of = s ? s->owner : NULL; /* the file running the context */
+        uint32_t hw = s ? LD(s->st->hwctx) : 0;
+        if (s && hw && !of) /* another process's: what it published (a dead one: all ended) */
+            sync_check(s, LD(s->st->value) + 1);
+        hw = s ? LD(s->st->hwctx) : 0;
+        pts[i] = s ? (hw && !of && last ? LD(s->st->submitted) : LD(s->st->value)) : 0;
         pthread_mutex_unlock(&sync_lock);
         if (!s)
             return -ENOENT;
-        pts[i] = copy.value;
-        if (copy.hwctx) { /* highest seq p with every job up to p final */
+        if (hw && of) { /* highest seq p with every job up to p final */
             struct xdna_shim_hwctx_info hi;
-            struct xdna_shim_ctx *oc = copy.owner->ctx; /* the file running the context */
-            if (xdna_shim_hwctx_info(oc, copy.hwctx, &hi) < 0)
+            if (xdna_shim_hwctx_info(of->ctx, hw, &hi) < 0)
                 return -errno;
             uint64_t p = 0;
-            while (xdna_shim_wait(oc, copy.hwctx, p + 1, 0) == 0)
+            while (xdna_shim_wait(of->ctx, hw, p + 1, 0) == 0)
                 p++;
-            pts[i] = (a->flags & DRM_SYNCOBJ_QUERY_FLAGS_LAST_SUBMITTED) ? hi.submitted : p;
+            pts[i] = last ? hi.submitted : p;
         }
     }
     return uwrite(a->points, pts, a->count_handles * sizeof(*pts));
@@ -1164,7 +1477,7 @@ static int syncobj_transfer(struct accel_file *f, void *k)
         return -EINVAL;
     pthread_mutex_lock(&sync_lock);
     struct syncobj *dst = sync_get(f, a->dst_handle), *src = sync_get(f, a->src_handle);
-    bool dst_ctx = dst && dst->hwctx;
+    bool dst_ctx = dst && LD(dst->st->hwctx);
     pthread_mutex_unlock(&sync_lock);
     if (!dst || !src)
         return -ENOENT;
@@ -1199,6 +1512,217 @@ static int exec_fences(struct accel_file *f, struct amdxdna_drm_exec_cmd *a)
     if (hi.submitted && xdna_shim_wait(f->ctx, a->hwctx, hi.submitted, -1) < 0)
         return -errno;
     return syncobj_set(f, a->cmd_handles, a->args, a->cmd_count, 2);
+}
+
+/* ---- sync files (docs/spec/uapi.md §6) -------------------------------------------- */
+
+/* A sync file is a datagram socket bound to an abstract name FENCE_PREFIX "pid.start:id":
+ * pid and start name the process running the fence's job (0: signalled at export), id
+ * names the sync file. It becomes
+ * readable (POLLIN) when the fence signals: at once for a signalled one, else when a
+ * process sees the job's point signal (st_notify). */
+static int fence_socket(pid_t pid, uint64_t start, uint64_t *id)
+{
+    static uint32_t counter;
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0); /* O_CLOEXEC, as the DRM core */
+    if (fd < 0)
+        return -errno;
+    for (unsigned tries = 0; tries < 64; tries++) {
+        *id = (uint64_t)(uint32_t)getpid() << 32 | __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
+        struct sockaddr_un a;
+        socklen_t len = fence_name(&a, pid, start, *id);
+        if (bind(fd, (struct sockaddr *)&a, len) == 0)
+            return fd;
+        if (errno != EADDRINUSE)
+            break;
+    }
+    int err = errno;
+    close(fd);
+    return -err;
+}
+
+/* EXPORT_SYNC_FILE: the syncobj's fence at point (0: its current fence: the binary state, a
+ * timeline's last point, a context's last submitted job) as a new sync file. ENOENT no
+ * such syncobj, EINVAL no fence there yet (the DRM core's answers). */
+static int export_sync_file(struct accel_file *f, struct drm_syncobj_handle *a)
+{
+    uint64_t point = (a->flags & DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_TIMELINE) ? a->point : 0;
+    pthread_mutex_lock(&sync_lock);
+    struct syncobj *s = sync_get(f, a->handle);
+    int rc = s ? 0 : -ENOENT, signalled = 0;
+    uint32_t hw = s ? LD(s->st->hwctx) : 0;
+    if (s && hw) { /* a context's job: its last submitted one for point 0 */
+        uint64_t last = LD(s->st->submitted);
+        if (s->owner) {
+            struct xdna_shim_hwctx_info hi;
+            last = xdna_shim_hwctx_info(s->owner->ctx, hw, &hi) == 0 ? hi.submitted : 0;
+        }
+        point = point ? point : last;
+        signalled = point ? sync_check(s, point) : -EINVAL;
+        if (signalled == 0)
+            rc = sync_share(s); /* the page carries the pending sync file */
+    } else if (s) {
+        uint64_t v = LD(s->st->value);
+        signalled = (LD(s->st->flags) & SYNC_SUBMITTED) && (point ? v >= point : v != 0) ? 1 : -EINVAL;
+    }
+    if (rc == 0 && signalled < 0)
+        rc = -EINVAL;
+    bool pend = rc == 0 && signalled == 0;
+    pid_t pid = pend ? (pid_t)LD(s->st->pid) : 0;
+    uint64_t id = 0, start = pend ? LD(s->st->start) : 0;
+    int fd = rc ? -1 : fence_socket(pid, start, &id);
+    if (rc == 0 && fd < 0)
+        rc = fd;
+    if (rc == 0 && signalled == 0) { /* pending: the page sends it when the point signals */
+        struct sync_page *pg = (struct sync_page *)s->st;
+        unsigned i = 0;
+        for (uint64_t zero = 0; i < SYNC_PENDING; i++, zero = 0)
+            if (__atomic_compare_exchange_n(&pg->pending[i].id, &zero, PENDING_CLAIMED, false,
+                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                break;
+        if (i == SYNC_PENDING) {
+            close(fd);
+            rc = -ENOMEM;
+        } else {
+            __atomic_store_n(&pg->pending[i].point, point, __ATOMIC_RELEASE);
+            __atomic_store_n(&pg->pending[i].id, id, __ATOMIC_RELEASE);
+            if (sync_check(s, point) == 1) { /* it signalled meanwhile */
+                st_raise(&s->st->value, point); /* a context's jobs end in order */
+                st_wake(s->st);
+            }
+        }
+    } else if (rc == 0) {
+        fence_send(0, 0, id);
+    }
+    pthread_mutex_unlock(&sync_lock);
+    if (rc == 0)
+        a->fd = fd;
+    return rc;
+}
+
+/* ---- syncobj fds (docs/spec/uapi.md §6) -------------------------------------------- */
+
+/* HANDLE_TO_FD: the syncobj's shared page, one more fd of its memfd (close-on-exec, as the
+ * DRM core makes it); any process may import it. */
+static int syncobj_handle_to_fd(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_handle *a = k;
+    int rc = xdna_uapi_check_syncobj_handle(a, 1);
+    if (rc < 0)
+        return rc;
+    if (rc == 1)
+        return export_sync_file(f, a);
+    pthread_mutex_lock(&sync_lock);
+    struct syncobj *s = sync_get(f, a->handle);
+    rc = !s ? -EINVAL : sync_share(s);
+    int fd = rc ? -1 : fcntl(s->fd, F_DUPFD_CLOEXEC, 0);
+    if (rc == 0 && fd < 0)
+        rc = -errno;
+    pthread_mutex_unlock(&sync_lock);
+    if (rc == 0)
+        a->fd = fd;
+    return rc;
+}
+
+/* The view of this process for the syncobj page fd names: the one it has (a context of
+ * this process keeps its owner), or a new mapping (sync_lock held). */
+static int sync_view(int fd, struct syncobj **out)
+{
+    char link[64], target[64];
+    struct stat sb;
+    if (fstat(fd, &sb) < 0)
+        return -EINVAL; /* not an fd: the DRM core's answer */
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, target, sizeof(target) - 1);
+    target[n > 0 ? n : 0] = 0;
+    if (n <= 0 || strncmp(target, SYNC_MEMFD_LINK, strlen(SYNC_MEMFD_LINK)) != 0 ||
+        sb.st_size != SYNC_PAGE)
+        return -EINVAL; /* not a syncobj fd */
+    for (struct syncobj *s = shared_syncs; s; s = s->next)
+        if (s->pid == getpid() && s->dev == sb.st_dev && s->ino == sb.st_ino) {
+            *out = s;
+            return 0;
+        }
+    struct sync_state *p = mmap(NULL, SYNC_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        return -EINVAL;
+    struct syncobj *s = LD(p->magic) == SYNC_MAGIC ? calloc(1, sizeof(*s)) : NULL;
+    int own = s ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (!s || own < 0) {
+        munmap(p, SYNC_PAGE);
+        free(s);
+        return s ? -EMFILE : -EINVAL;
+    }
+    *s = (struct syncobj){.st = p, .fd = own, .pid = getpid(), .dev = sb.st_dev,
+                          .ino = sb.st_ino, .next = shared_syncs};
+    shared_syncs = s;
+    *out = s;
+    return 0;
+}
+
+/* IMPORT_SYNC_FILE: the sync file's fence into the syncobj (point 0: its binary state) once
+ * it has signalled; the call waits for that, as TRANSFER does (docs/spec/uapi.md §7). EINVAL
+ * not a sync file, ENOENT no such syncobj, EINVAL a context's timeline (the device's). */
+static int import_sync_file(struct accel_file *f, struct drm_syncobj_handle *a)
+{
+    uint64_t point = (a->flags & DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_TIMELINE) ? a->point : 0;
+    struct sockaddr_un sa;
+    socklen_t len = sizeof(sa);
+    int pid = -1;
+    unsigned long long start, id;
+    char tail;
+    memset(&sa, 0, sizeof(sa));
+    if (getsockname(a->fd, (struct sockaddr *)&sa, &len) < 0 || sa.sun_family != AF_UNIX ||
+        len <= offsetof(struct sockaddr_un, sun_path) + 1 || sa.sun_path[0] ||
+        sscanf(sa.sun_path + 1, FENCE_PREFIX "%d.%llx:%llx%c", &pid, &start, &id, &tail) != 3)
+        return -EINVAL; /* not a sync file */
+    pthread_mutex_lock(&sync_lock);
+    struct syncobj *s = sync_get(f, a->handle);
+    int rc = !s ? -ENOENT : LD(s->st->hwctx) ? -EINVAL : 0;
+    pthread_mutex_unlock(&sync_lock);
+    if (rc)
+        return rc;
+    /* a fence whose process died has signalled (with an error): its file was released */
+    struct pollfd p = {.fd = a->fd, .events = POLLIN};
+    while (poll(&p, 1, SYNC_SLICE_MS) == 0 || (p.revents & POLLIN) == 0) {
+        if (proc_gone(pid, start))
+            break;
+        if (p.revents & (POLLERR | POLLNVAL))
+            return -EINVAL;
+    }
+    uint64_t pt = point ? point : 1;
+    return syncobj_set(f, (uint64_t)(uintptr_t)&a->handle, (uint64_t)(uintptr_t)&pt, 1, 2);
+}
+
+/* FD_TO_HANDLE: a handle of this file for the syncobj the fd names, a name of its own
+ * (destroying one name leaves the others), from any process. */
+static int syncobj_fd_to_handle(struct accel_file *f, void *k)
+{
+    struct drm_syncobj_handle *a = k;
+    int rc = xdna_uapi_check_syncobj_handle(a, 0);
+    if (rc < 0)
+        return rc;
+    if (rc == 1)
+        return import_sync_file(f, a);
+    pthread_mutex_lock(&sync_lock);
+    struct syncobj *s = NULL;
+    rc = sync_view(a->fd, &s);
+    unsigned slot = MAX_SYNCOBJS;
+    for (unsigned i = 0; rc == 0 && i < MAX_SYNCOBJS && slot == MAX_SYNCOBJS; i++)
+        if (!f->sync[i])
+            slot = i;
+    if (rc == 0 && slot == MAX_SYNCOBJS)
+        rc = -ENOMEM;
+    if (rc == 0) {
+        f->sync[slot] = s;
+        s->refs++;
+        a->handle = slot + 1;
+    } else if (s && !s->refs) {
+        s->refs = 1;
+        sync_put(s);
+    }
+    pthread_mutex_unlock(&sync_lock);
+    return rc;
 }
 
 /* ---- amdxdna: contexts and commands ----------------------------------------------- */
@@ -1342,6 +1866,7 @@ static int exec_cmd(struct accel_file *f, void *k)
     uint64_t seq;
     if (xdna_shim_exec(f->ctx, a->hwctx, cmd, &seq) < 0)
         return -errno;
+    sync_note_job(f, a->hwctx, seq, false); /* other processes learn of it now */
     a->seq = seq;
     return 0;
 }
@@ -1352,7 +1877,10 @@ static int wait_cmd(struct accel_file *f, void *k)
     if (!hwctx_exists(f, a->hwctx))
         return -EINVAL;
     int ms = a->timeout ? (a->timeout > INT32_MAX ? INT32_MAX : (int)a->timeout) : -1;
-    return xdna_shim_wait(f->ctx, a->hwctx, a->seq, ms) < 0 ? -errno : 0;
+    if (xdna_shim_wait(f->ctx, a->hwctx, a->seq, ms) < 0)
+        return -errno;
+    sync_note_job(f, a->hwctx, a->seq, true); /* seen ended here: ended for all */
+    return 0;
 }
 
 /* ---- amdxdna: queries ------------------------------------------------------------- */

@@ -71,10 +71,8 @@ int xdna_uapi_check_syncobj_handle(const struct drm_syncobj_handle *a, int expor
     if (a->pad || a->flags & ~(sync_file | timeline))
         return -EINVAL;
     if (a->flags & sync_file)
-        return -EOPNOTSUPP;
-    if (a->flags || a->point)
-        return -EINVAL; /* a point only goes with a sync file */
-    return 0;
+        return 1; /* the point is read only with TIMELINE */
+    return a->point ? -EINVAL : 0; /* a point only goes with a sync file; TIMELINE alone is 0 */
 }
 
 int xdna_uapi_check_attr(const struct amdxdna_drm_attribute_state *st)

@@ -36,8 +36,9 @@ int xdna_uapi_check_get_array(const struct amdxdna_drm_get_array *a);
 /* GET_ARRAY's answer size: min(element_size, ours) bytes per element. */
 uint32_t xdna_uapi_elem_size(uint32_t element_size, uint32_t ours);
 
-/* SYNCOBJ_HANDLE_TO_FD (export) or FD_TO_HANDLE: 0 a plain syncobj fd; -EOPNOTSUPP a sync
- * file (not served); -EINVAL pad, unknown flags, a point without a sync file. */
+/* SYNCOBJ_HANDLE_TO_FD (export) or FD_TO_HANDLE: 0 a plain syncobj fd, 1 a sync file (its
+ * point is `point` with TIMELINE, else 0); -EINVAL pad, unknown flags, a point without a
+ * sync file. */
 int xdna_uapi_check_syncobj_handle(const struct drm_syncobj_handle *a, int export_);
 
 /* SET_STATE of a 0/1 attribute: -EINVAL a state above 1. */

@@ -47,32 +47,9 @@ from .caps import (
     MSIX_FLAGS_MASKALL,
 )
 from .config import CMD_MASTER, CMD_MEMORY, COMMAND, PciConfigSpace
+from .observer import Observer
 
 Buffer = bytearray | mmap.mmap | memoryview
-
-
-class Observer:
-    """Sees what happens to a function (a fuzzer's checker, a trace recorder, a raised-
-    vector log). Methods may raise: the exception leaves the entry that called them."""
-
-    def before_write(self, bar: int, offset: int, value: int) -> Any:
-        """A BAR write is about to be applied; the return value goes to after_write."""
-        return None
-
-    def after_write(self, token: Any) -> None:
-        """The write is applied, its side effects (and interrupts) done."""
-
-    def irq(self, vector: int) -> None:
-        """The device raised ``vector`` (before MSI-X masking decides on delivery)."""
-
-    def after_entry(self, what: str) -> None:
-        """A ``poll``, ``proxy`` or ``reset`` returned (or raised)."""
-
-    def dma_mapped(self, pasid: int, address: int, size: int, perm: int, mem: Any) -> None:
-        """A host buffer was mapped (``mem`` is None for an fd-backed mapping)."""
-
-    def dma_unmapped(self, pasid: int, address: int, size: int) -> None:
-        """A mapping went away through :meth:`PciFunction.dma_unmap`."""
 
 
 @dataclass(frozen=True)
