@@ -82,7 +82,7 @@ CASES = [
     ("syncbo 0 1 0 0 8192", "EINVAL"), ("ctx 0 1 1", "EINVAL"), ("ctx 0 0 0", "EINVAL"),
     ("ctx 0 1 0", "ok"), ("exec 0 0 nop", {"ok"}), ("execbad 0 0 ext", "EINVAL"),
     ("execbad 0 0 argstale", "ENOENT"), ("wait 0 0 0", "ok"), ("waitseq 0 0 0", "EINVAL"),
-    ("waitseq 0 0 2", "EINVAL"), ("info 0 8 4", "ok"), ("info 0 4 64", "EOPNOTSUPP"),
+    ("waitseq 0 0 2", "EINVAL"), ("info 0 8 4", "ok"), ("info 0 4 64", "EINVAL"), ("info 0 4 2048", "ok"),
     ("info 0 0xffff 8", "EINVAL"), ("info 0 0xa 16", "EINVAL"), ("array 0 0 160 1024", "ok"),
     ("array 0 0 160 1025", "EINVAL"), ("array 0 1 8 1", "EINVAL"), ("array 0 6 24 1", "EINVAL"),
     ("array 0 6 32 1", "ok"), ("array 0 3 32 1", "EOPNOTSUPP"), ("config 0 0 3 0", "EOPNOTSUPP"),

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import uapi_table as T
 from ..chips import load_chip
+from ..fw.pmf import PMF_COLUMNS
 from ..shim import ErtState, ShimError, ert_start_npu
 from .invariants import InvariantViolation
 from .lang import Op, TraceError, typed_operands
@@ -950,7 +951,9 @@ class UapiModel:
             return None  # its own struct at the buffer: the firmware's dump
         if param == p["QUERY_TELEMETRY"]:
             return EINVAL if size <= T.QUERY_TELEMETRY_HEADER.size + 4 * self.hwctx_limit else None
-        if param in (p["QUERY_SENSORS"], p["READ_AIE_MEM"], p["READ_AIE_REG"],
+        if param == p["QUERY_SENSORS"]:  # the power entry and one per column, all or EINVAL
+            return EINVAL if size < (1 + min(self.cols, PMF_COLUMNS)) * T.QUERY_SENSOR.size else "ok"
+        if param in (p["READ_AIE_MEM"], p["READ_AIE_REG"],
                      p["QUERY_CERT_FIRMWARE_VERSION"], p["GET_AUTO_COREDUMP"]):
             return EOPNOTSUPP
         if param == p["GET_FRAME_BOUNDARY_PREEMPT_STATE"]:
