@@ -434,7 +434,8 @@ def run_atheris(target_name: str, chip: str, artifacts: Path, stats: Path | None
         from .. import device, kernels  # noqa: F401 - instrumented for coverage
         from ..fw import ctx, image, mailbox, mgmt, psp, smu  # noqa: F401
     target = Target(target_name, chip, artifacts)
-    rounds = LibFuzzerRounds(target, seed, atheris.Mutate)
+    # looked up at each call: Fuzz() rebinds atheris.Mutate to the loaded libFuzzer's
+    rounds = LibFuzzerRounds(target, seed, lambda data, size: atheris.Mutate(data, size))
     last = [0.0]
 
     def one(data: bytes) -> None:
