@@ -190,3 +190,18 @@ def test_libfuzzer_rounds_pin_a_parent_and_mutate_only_its_suffix() -> None:
     other = seeds["psp-smu"]
     r.custom_mutator(other, 4096, 0)  # the round is spent: the next input is a new parent
     assert r.prefix is None or other.startswith(r.prefix)
+
+
+def test_a_child_stops_before_a_boot_that_would_have_to_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a ``limit`` (a round's child) a bring-up not memoized for its op path is left
+    to parents and whole inputs; once one ran, children reach it through the memo."""
+    calls = _count_bring_ups(monkeypatch)
+    s = DeviceHarness("npu4")
+    it = Interpreter(s)
+    tick, bu = bytes([it.selector("_tick"), 1, 0]), bytes([it.selector("_bring_up"), 0x81])
+    data = SEPARATOR.join([tick, bu, tick])
+    assert run_input(s, data, limit=100) is None
+    assert not calls and s.ran_to == len(tick) and len(s.executed) == 1
+    assert run_input(s, data) is None and len(calls) == 1  # a whole input runs it
+    assert run_input(s, data, limit=100) is None
+    assert len(calls) == 1 and s.ran_to == len(data) and s.dev.fw is not None

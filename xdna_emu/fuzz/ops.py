@@ -90,6 +90,9 @@ SNAP_CALLS = frozenset({"fw_image", "boot", "bring_up", "client", "ctx_create", 
 #: semantic calls dearer than a restore (0.3-2.5 ms against ~0.2 ms): run once per op path,
 #: then restored from a snapshot wherever the same ops lead to them again
 MEMO_CALLS = frozenset({"boot", "bring_up", "ctx_create", "a4_bring_up", "a4_ctx"})
+#: the firmware's whole start (0.7-2.5 ms): an input run with a ``limit`` (a round's child)
+#: stops before one that is not memoized, which parents and whole inputs run
+BOOT_CALLS = frozenset({"boot", "bring_up", "a4_bring_up"})
 #: Work past the last restore (in MAX_OPS budget units: an op 1, a semantic call CALL_WEIGHT)
 #: that makes an early semantic call worth a snapshot. Counted, never timed, so the same
 #: inputs take the same snapshots on a loaded machine as on an idle one.
@@ -1075,8 +1078,9 @@ class Interpreter:
         rounds of :func:`~xdna_emu.fuzz.atheris_target.builtin_fuzz` run many inputs that
         keep it. ``hint``: a prefix snapshotted before, tried ahead of the search.
         ``limit``: stop once this much budget (MAX_OPS units) is spent past the state the
-        input started from; ``session.ran_to`` is then the byte offset where it stopped
-        (else ``len(data)``), so the input that really ran is ``data[:ran_to]``."""
+        input started from, or before a boot (BOOT_CALLS) not memoized for its op path;
+        ``session.ran_to`` is then the byte offset where it stopped (else ``len(data)``),
+        so the input that really ran is ``data[:ran_to]``."""
         s = self.s
         s.ran_to = len(data)
         if not s.use_snapshots:
@@ -1103,11 +1107,12 @@ class Interpreter:
         ended = start
         path = snap.path if snap is not None else 0
         for group, end, clean, n, g in self.groups(data, start, done, ngroups):
-            if n > stop:
-                s.ran_to = ended
+            ops = tuple(group)
+            if n > stop or (limit is not None and self._boots(ops)
+                            and ("path", path, ops) not in s.snaps):
+                s.ran_to = ended  # spent, or a boot that would have to run: a parent's work
                 break
             ended = end
-            ops = tuple(group)
             here = None  # a snapshot of the state right now, if one exists
             if self._memoized(ops):
                 path, here = self._memo_call(path, ops, g)
@@ -1126,6 +1131,10 @@ class Interpreter:
                 if spent >= SNAP_MIN_WORK and self._snapshot_at(data, end, n, g, group, spent, path, here):
                     since = n
         return pinned
+
+    @staticmethod
+    def _boots(ops: tuple[Op, ...]) -> bool:
+        return len(ops) == 1 and ops[0].verb == "call" and ops[0].args[0] in BOOT_CALLS
 
     @staticmethod
     def _memoized(ops: tuple[Op, ...]) -> bool:
