@@ -476,3 +476,15 @@ def test_summary_rate_is_the_workers_fuzzing_rate(tmp_path: Path) -> None:
     ws.append(worker(2, {"execs": 200}))
     out = _summary(args, "builtin", ws, 10.0, tmp_path, tmp_path, 0)
     assert out["execs_per_s"] == out["wall_execs_per_s"] == 150.0
+
+
+def test_aie4_client_stores_are_cpu_stores_not_dma() -> None:
+    """With bus mastering off the AIE4 client still writes its packets (a CPU store); the
+    device's own DMA is what faults. Found by the npu3 device target: the harness's store
+    went through the IOMMU and raised out of the input."""
+    s = DeviceHarness("npu3")
+    s.fresh()
+    for op in (Op("call", ("a4_bring_up", 2000)), Op("call", ("a4_ctx",)),
+               Op("fault", ("bus_master", 0)), Op("call", ("a4_submit", 0, 0, 1))):
+        s.apply(op)
+    assert s.events["a4_submit_nop"] == 1

@@ -732,7 +732,9 @@ class DeviceHarness:
             self.a4next = 0
         addr = CLIENT_IOVA + self.a4next
         self.a4next += size
-        self.iommu.write(addr, data, A4_PASID)
+        # a CPU store into the client's memory, not the device's DMA: bus mastering off
+        # (a config write) does not stop it, nor log an IOMMU fault
+        self.v_host(A4_PASID, addr, data)
         return addr
 
     def c_a4_ctx(self) -> None:
