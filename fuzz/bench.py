@@ -90,14 +90,14 @@ def runs_on(target: str, chip: str | None) -> bool:
 
 
 def run_targets(tree: Path, work: Path, seconds: float, seed: int, py: str,
-                chip: str | None = None) -> dict[str, dict]:
+                chip: str | None = None, targets: tuple[str, ...] = TARGETS) -> dict[str, dict]:
     """The targets side by side on ``tree`` for ``seconds`` (on ``chip``, a patch's ``# chip:``
     line, for a bug only one generation reaches; a target that does not run there is left
     out); each one's final stats."""
     env = {**os.environ, "PYTHONPATH": str(tree), "TMPDIR": str(work)}
     env.pop("CI", None)
     procs = {}
-    for t in (t for t in TARGETS if runs_on(t, chip)):
+    for t in (t for t in targets if runs_on(t, chip)):
         stats = work / f"{t}.json"
         art = work / f"art-{t}"
         spec = registry()[t]
@@ -147,14 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fuzz/bench.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=30.0, help="budget per target and mutant")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--only", help="run the mutants whose name contains this")
+    ap.add_argument("--only", help="run the mutants whose name contains this (comma-separated: any of them)")
+    ap.add_argument("--targets", help="comma-separated subset of the targets (default: every bench target)")
     ap.add_argument("--json", help="write every row here as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the scratch trees")
     ap.add_argument("--python", default=sys.executable)
     args = ap.parse_args(argv)
     patches = sorted(MUTANTS.glob("*.patch"))
     if args.only:
-        patches = [p for p in patches if args.only in p.stem]
+        patches = [p for p in patches if any(w in p.stem for w in args.only.split(","))]
+    targets = tuple(args.targets.split(",")) if args.targets else TARGETS
+    if set(targets) - set(TARGETS):
+        ap.error(f"--targets: choose from {', '.join(TARGETS)}")
     scratch = Path(tempfile.mkdtemp(prefix="xdna-bench-"))
     base = scratch / "base"
     copy_tree(base)
@@ -181,15 +185,15 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"{patch.name} does not apply: {r.stdout}{r.stderr}")
                 if "csrc/" in patch.read_text():
                     build_shim(tree, args.python)
-            res = run_targets(tree, work, args.seconds, args.seed, args.python, chip)
+            res = run_targets(tree, work, args.seconds, args.seed, args.python, chip, targets)
             firsts = [i.get("first_finding_s") for i in res.values() if i.get("first_finding_s") is not None]
             row = {"mutant": name, "what": meta.get("what", ""), "planted_in": meta.get("target", ""),
-                   "chip": chip, **{t: cell(res.get(t)) for t in TARGETS},
+                   "chip": chip, **{t: cell(res.get(t)) for t in targets},
                    "first_s": min(firsts) if firsts else None,
                    "found_by": [t for t in res if res[t].get("first_finding_s") is not None],
                    "execs": {t: res[t].get("execs") for t in res}}
             rows.append(row)
-            print(f"{name:36s} " + "  ".join(f"{t}: {row[t]:40s}" for t in TARGETS),
+            print(f"{name:36s} " + "  ".join(f"{t}: {row[t]:40s}" for t in targets),
                   file=sys.stderr)
             if not args.keep:
                 shutil.rmtree(tree, ignore_errors=True)
@@ -199,10 +203,10 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
     controls = [r for r in rows if r["mutant"].startswith("(none")]
     found = sum(1 for r in rows if r not in controls and r["first_s"] is not None)
-    print("\n| mutant | what it breaks | " + " | ".join(f"{t} target" for t in TARGETS) + " |\n"
-          + "|---" * (2 + len(TARGETS)) + "|")
+    print("\n| mutant | what it breaks | " + " | ".join(f"{t} target" for t in targets) + " |\n"
+          + "|---" * (2 + len(targets)) + "|")
     for r in rows:
-        print(f"| {r['mutant']} | {r['what']} | " + " | ".join(r[t] for t in TARGETS) + " |")
+        print(f"| {r['mutant']} | {r['what']} | " + " | ".join(r[t] for t in targets) + " |")
     print(f"\n{found}/{len(rows) - len(controls)} mutants found within {args.seconds:.0f} s per target "
           f"(wall {time.monotonic() - t_all:.0f} s)")
     if args.json:
