@@ -386,20 +386,42 @@ int xdna_poll_reg(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t mask,
 
 /* ---- direct waits (docs/spec/protocol.md, "Direct waits") ----------------------------- */
 
-/* Some vector the monitor's current poll left out for a direct waiter has none now: an
- * interrupt there would wake nobody. */
-static bool monitor_blind(const struct xdna_drv_state *s)
+/* The channel whose answers raise vector vec (polled user channels raise none). */
+static const struct xdna_mbox_chan *chan_of_vec(struct xdna_shim_ctx *ctx, unsigned vec)
 {
-    for (unsigned i = 0; i < s->nmon_skip; i++)
-        if (!direct_owned(s, s->mon_skip[i]))
+    if (ctx->mgmt.active && ctx->mgmt.msix == vec)
+        return &ctx->mgmt;
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
+        const struct xdna_hwctx *hw = ctx->s.hw[i];
+        if (hw && hw->chan.active && !hw->polled && hw->msix == vec)
+            return &hw->chan;
+    }
+    return NULL;
+}
+
+/* Some vector the monitor's current poll left out for a direct waiter has none now, and
+ * an answer may still come there (its channel has messages pending, or it is not known):
+ * that interrupt would wake nobody. A channel with nothing pending gets no answer until
+ * it sends, and the send looks again (xdna_irq_wakes_sync in the mailbox's slot
+ * allocation), before the request is published. */
+static bool monitor_blind(struct xdna_shim_ctx *ctx)
+{
+    const struct xdna_drv_state *s = &ctx->s;
+    for (unsigned i = 0; i < s->nmon_skip; i++) {
+        unsigned v = s->mon_skip[i];
+        if (direct_owned(s, v) || !s->vec_owned || v >= ctx->nvec || !s->vec_owned[v])
+            continue;
+        const struct xdna_mbox_chan *ch = chan_of_vec(ctx, v);
+        if (!ch || ch->npending)
             return true;
+    }
     return false;
 }
 
 void xdna_irq_wakes_sync(struct xdna_shim_ctx *ctx)
 {
     const struct xdna_drv_state *s = &ctx->s;
-    xdna_set_irq_wakes(ctx, s->mon_running && !s->mon_stop && !s->log_wait && !monitor_blind(s));
+    xdna_set_irq_wakes(ctx, s->mon_running && !s->mon_stop && !s->log_wait && !monitor_blind(ctx));
 }
 
 void xdna_wake_all(struct xdna_shim_ctx *ctx)
@@ -481,7 +503,7 @@ void xdna_direct_release(struct xdna_shim_ctx *ctx, unsigned vec, struct xdna_mb
      * on notify: we store irq_wakes (a full barrier), then look at the ring. Either the
      * daemon saw 0 and writes notify for the monitor, or we see the answer here. */
     xdna_irq_wakes_sync(ctx);
-    if (ch && monitor_blind(s) && ring_has_data(ctx, ch)) {
+    if (ch && monitor_blind(ctx) && ring_has_data(ctx, ch)) {
         struct xdna_err e; /* the caller's result stands: a bad ring shows on the next call */
         xdna_err_save(ctx, &e);
         xdna_mbox_rx(ctx, ch);

@@ -142,6 +142,8 @@ static int alloc_slot(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, unsi
             ch->npending++;
             ch->next_id = (s + 1) % MBOX_MAX_IDS;
             *slot = s;
+            if (ctx->s.nmon_skip) /* an answer will come: is its vector watched? */
+                xdna_irq_wakes_sync(ctx);
             return 0;
         }
     }
