@@ -386,17 +386,29 @@ int xdna_poll_reg(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t mask,
 
 /* ---- direct waits (docs/spec/protocol.md, "Direct waits") ----------------------------- */
 
-/* The channel whose answers raise vector vec (polled user channels raise none). */
-static const struct xdna_mbox_chan *chan_of_vec(struct xdna_shim_ctx *ctx, unsigned vec)
+/* The channels whose answers raise vector vec, into out (at most 1 + XDNA_MAX_HWCTX): the
+ * management channel and interrupt-driven user channels may share one, as the firmware
+ * picks a context's vector by its id. Polled user channels raise none. */
+static unsigned chans_of_vec(struct xdna_shim_ctx *ctx, unsigned vec, struct xdna_mbox_chan **out)
 {
+    unsigned n = 0;
     if (ctx->mgmt.active && ctx->mgmt.msix == vec)
-        return &ctx->mgmt;
+        out[n++] = &ctx->mgmt;
     for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
-        const struct xdna_hwctx *hw = ctx->s.hw[i];
-        if (hw && hw->chan.active && !hw->polled && hw->msix == vec)
-            return &hw->chan;
+        struct xdna_hwctx *hw = ctx->s.hw[i];
+        if (hw && hw->chan.active && !hw->polled && !hw->umq_bo && hw->msix == vec)
+            out[n++] = &hw->chan;
     }
-    return NULL;
+    return n;
+}
+
+void xdna_direct_service(struct xdna_shim_ctx *ctx, unsigned vec, struct xdna_mbox_chan *done)
+{
+    struct xdna_mbox_chan *chs[1 + XDNA_MAX_HWCTX];
+    unsigned n = chans_of_vec(ctx, vec, chs);
+    for (unsigned i = 0; i < n; i++)
+        if (chs[i] != done && ring_has_data(ctx, chs[i]))
+            xdna_mbox_rx(ctx, chs[i]);
 }
 
 /* Some vector the monitor's current poll left out for a direct waiter has none now, and
@@ -411,9 +423,13 @@ static bool monitor_blind(struct xdna_shim_ctx *ctx)
         unsigned v = s->mon_skip[i];
         if (direct_owned(s, v) || !s->vec_owned || v >= ctx->nvec || !s->vec_owned[v])
             continue;
-        const struct xdna_mbox_chan *ch = chan_of_vec(ctx, v);
-        if (!ch || ch->npending)
-            return true;
+        struct xdna_mbox_chan *chs[1 + XDNA_MAX_HWCTX];
+        unsigned n = chans_of_vec(ctx, v, chs);
+        if (n == 0)
+            return true; /* not known: counted as waiting */
+        for (unsigned k = 0; k < n; k++)
+            if (chs[k]->npending)
+                return true;
     }
     return false;
 }
@@ -492,7 +508,7 @@ int xdna_direct_wait(struct xdna_shim_ctx *ctx, unsigned vec, uint64_t deadline)
     return sock_verdict(ctx, p[1].revents);
 }
 
-void xdna_direct_release(struct xdna_shim_ctx *ctx, unsigned vec, struct xdna_mbox_chan *ch)
+void xdna_direct_release(struct xdna_shim_ctx *ctx, unsigned vec)
 {
     struct xdna_drv_state *s = &ctx->s;
     int i = direct_find(s, vec);
@@ -503,10 +519,10 @@ void xdna_direct_release(struct xdna_shim_ctx *ctx, unsigned vec, struct xdna_mb
      * on notify: we store irq_wakes (a full barrier), then look at the ring. Either the
      * daemon saw 0 and writes notify for the monitor, or we see the answer here. */
     xdna_irq_wakes_sync(ctx);
-    if (ch && monitor_blind(ctx) && ring_has_data(ctx, ch)) {
+    if (monitor_blind(ctx)) {
         struct xdna_err e; /* the caller's result stands: a bad ring shows on the next call */
         xdna_err_save(ctx, &e);
-        xdna_mbox_rx(ctx, ch);
+        xdna_direct_service(ctx, vec, NULL);
         xdna_wake_all(ctx);
         xdna_err_restore(ctx, &e);
     }

@@ -1464,18 +1464,14 @@ static bool spin_on_ring(struct xdna_shim_ctx *ctx, const struct xdna_mbox_chan 
 /* A job wait's direct claim on its context's vector (docs/spec/protocol.md, "Direct
  * waits"), given back on every way out. */
 struct wait_vec {
-    uint32_t hwctx;
     bool direct;
     unsigned vec;
 };
 
 static int wait_leave(struct xdna_shim_ctx *ctx, const struct wait_vec *dv, int rc)
 {
-    if (dv->direct) {
-        struct xdna_hwctx *hw = hw_get(ctx, dv->hwctx);
-        bool same = hw && hw->chan.active && !hw->chan.bad && hw->msix == dv->vec;
-        xdna_direct_release(ctx, dv->vec, same ? &hw->chan : NULL);
-    }
+    if (dv->direct)
+        xdna_direct_release(ctx, dv->vec);
     return xdna_api_leave(ctx, rc);
 }
 
@@ -1491,13 +1487,17 @@ int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int 
                                      (unsigned long long)seq, hwctx));
     uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : xdna_deadline(timeout_ms > 0 ? timeout_ms : 1);
     bool spun = false;
-    struct wait_vec dv = {.hwctx = hwctx};
+    struct wait_vec dv = {.direct = false};
     for (;;) {
         hw = hw_get(ctx, hwctx);
         if (!hw || !job_find(hw, seq))
             return wait_leave(ctx, &dv, 0); /* final (or its context is gone: ABORT was written) */
-        if ((hw->polled || dv.direct) && hw->chan.active) /* TURBO, or a direct wait: ours */
+        if (hw->polled && hw->chan.active) /* TURBO: poll the ring ourselves */
             xdna_mbox_rx(ctx, &hw->chan);
+        if (dv.direct) { /* every channel on the claimed vector is ours to drain */
+            xdna_direct_service(ctx, dv.vec, NULL);
+            pthread_cond_broadcast(&ctx->s.cond);
+        }
         if (hw->umq_bo) /* AIE4: the queue's read_index tells (docs/spec/aie4.md §8) */
             xdna_aie4_reap(ctx, hw);
         if (!job_find(hw, seq))

@@ -428,7 +428,7 @@ int xdna_mbox_call(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_
             if (errno != ETIME)
                 goto fail;
             if (direct)
-                xdna_direct_release(ctx, vec, NULL); /* the channel goes next */
+                xdna_direct_release(ctx, vec);
             free_slot(ch, slot);
             /* the driver destroys the management channel on a timeout */
             xdna_mbox_destroy(ctx, ch);
@@ -440,11 +440,13 @@ int xdna_mbox_call(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_
          * reports its own status, whatever turned the channel bad after it */
         if (irq && rx_worker(ctx, ch) < 0 && !(direct && p->done))
             goto fail;
-        if (direct) /* what the answers completed (async callbacks) */
+        if (direct) { /* the vector's other channels, and what the answers completed */
+            xdna_direct_service(ctx, vec, ch);
             pthread_cond_broadcast(&ctx->s.cond);
+        }
     }
     if (direct)
-        xdna_direct_release(ctx, vec, ch);
+        xdna_direct_release(ctx, vec);
     int err = p->err;
     free_slot(ch, slot);
     if (err == EINVAL)
@@ -458,7 +460,7 @@ int xdna_mbox_call(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_
 fail: {
         int e = errno;
         if (direct)
-            xdna_direct_release(ctx, vec, ch->active && !ch->bad ? ch : NULL);
+            xdna_direct_release(ctx, vec);
         free_slot(ch, slot);
         errno = e;
         return -1;

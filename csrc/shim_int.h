@@ -286,11 +286,14 @@ int xdna_cond_wait(struct xdna_shim_ctx *ctx, uint64_t deadline); /* 0 woken, ET
 /* Direct waits: a thread waiting for one channel sleeps on its vector itself, not through
  * the monitor (docs/spec/protocol.md, "Direct waits"). claim: true when this thread now
  * owns vec's wake-ups (false: use xdna_cond_wait). wait: one sleep on vec, notify and the
- * socket, lock dropped; the caller then services the channel. release: give vec back to
- * the monitor; ch (NULL when gone) is serviced if an answer slipped in meanwhile. */
+ * socket, lock dropped; the caller then services vec's channels. release: give vec back
+ * to the monitor; its channels are serviced if an answer slipped in meanwhile. */
 bool xdna_direct_claim(struct xdna_shim_ctx *ctx, unsigned vec);
 int xdna_direct_wait(struct xdna_shim_ctx *ctx, unsigned vec, uint64_t deadline);
-void xdna_direct_release(struct xdna_shim_ctx *ctx, unsigned vec, struct xdna_mbox_chan *ch);
+void xdna_direct_release(struct xdna_shim_ctx *ctx, unsigned vec);
+/* Drain every channel that raises vec (several may share one) but `done`: the claimant
+ * services them all, as the monitor leaves them alone. */
+void xdna_direct_service(struct xdna_shim_ctx *ctx, unsigned vec, struct xdna_mbox_chan *done);
 /* Wake every waiter after a state change: the condition variable, and each direct waiter
  * of another thread through its vector. */
 void xdna_wake_all(struct xdna_shim_ctx *ctx);
