@@ -233,7 +233,7 @@ void xdna_aie4_ctx_error(struct xdna_shim_ctx *ctx, const struct xdna_aie4_ctx_e
         hw->resets++;
         if (!hw->busy && !hw->umq_user)
             xdna_aie4_reap(ctx, hw);
-        pthread_cond_broadcast(&ctx->s.cond);
+        xdna_wake_all(ctx);
         return;
     }
 }

@@ -176,7 +176,7 @@ static void async_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_
     }
     if (idx < sizeof(ctx->s.async_repost) && async_post(ctx, idx) < 0)
         ctx->s.async_repost[idx] = 1;
-    pthread_cond_broadcast(&ctx->s.cond);
+    xdna_wake_all(ctx);
 }
 
 static int async_events_start(struct xdna_shim_ctx *ctx)
@@ -427,7 +427,7 @@ bool xdna_aie4_removed(struct xdna_shim_ctx *ctx)
     ctx->removed = ctx->sock_dead = true; /* first, so nothing below talks to the daemon */
     xdna_hwctx_drop_all(ctx);
     ctx->mgmt.active = false;
-    pthread_cond_broadcast(&ctx->s.cond);
+    xdna_wake_all(ctx);
     return true;
 }
 

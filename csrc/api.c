@@ -99,7 +99,7 @@ void xdna_dev_end(struct xdna_shim_ctx *ctx)
 {
     ctx->s.dev_busy = false;
     ctx->s.last_active_ns = xdna_now_ns();
-    pthread_cond_broadcast(&ctx->s.cond);
+    xdna_wake_all(ctx);
 }
 
 static int client_refused(struct xdna_shim_ctx *ctx, const char *what)

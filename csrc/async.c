@@ -87,7 +87,7 @@ static void async_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_
     }
     if (idx < sizeof(ctx->s.async_repost) && xdna_async_post(ctx, idx) < 0)
         ctx->s.async_repost[idx] = 1; /* retried from the monitor */
-    pthread_cond_broadcast(&ctx->s.cond);
+    xdna_wake_all(ctx);
 }
 
 int xdna_async_post(struct xdna_shim_ctx *ctx, unsigned idx)

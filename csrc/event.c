@@ -12,8 +12,12 @@
  *     broadcast; any other waiter sleeps on that condition variable;
  *   - deterministic mode: the wait hook advances virtual time, then one non-blocking look
  *     at every source, with the monitor's servicing and duties run inline;
- *   - a write-log wait that must keep the lock: short slices on notify.
- * Every public call holds ctx->s.lock; only the monitor thread drops it while it blocks.
+ *   - a write-log wait that must keep the lock: short slices on notify;
+ *   - a direct wait (docs/spec/protocol.md, "Direct waits"): a thread waiting for one
+ *     channel's answer polls that channel's vector itself, lock dropped, and the monitor
+ *     leaves the vector and the channel alone meanwhile.
+ * Every public call holds ctx->s.lock; the monitor thread and direct waiters drop it while
+ * they block.
  */
 #include "shim_int.h"
 
@@ -54,6 +58,19 @@ static void drain_fd(int fd)
         (void)v;
 }
 
+static int direct_find(const struct xdna_drv_state *s, unsigned vec)
+{
+    for (unsigned i = 0; i < s->ndirect; i++)
+        if (s->direct[i].vec == vec)
+            return (int)i;
+    return -1;
+}
+
+static bool direct_owned(const struct xdna_drv_state *s, unsigned vec)
+{
+    return s->ndirect && direct_find(s, vec) >= 0;
+}
+
 static nfds_t pump_fds(struct xdna_shim_ctx *ctx, const struct pump *pp, struct pollfd *p,
                        unsigned *vec_of)
 {
@@ -65,7 +82,8 @@ static nfds_t pump_fds(struct xdna_shim_ctx *ctx, const struct pump *pp, struct 
     p[SLOT_EXTRA] = (struct pollfd){.fd = pp->extra_fd, .events = POLLIN};
     nfds_t n = SLOT_VEC0;
     for (unsigned v = 0; pp->vectors && s->vec_owned && v < ctx->nvec && n < PUMP_FDS; v++)
-        if (s->vec_owned[v] && ctx->irq_fds[v] >= 0 && ctx->irq_fds[v] != pp->extra_fd) {
+        if (s->vec_owned[v] && ctx->irq_fds[v] >= 0 && ctx->irq_fds[v] != pp->extra_fd &&
+            !direct_owned(s, v)) {
             vec_of[n] = v;
             p[n++] = (struct pollfd){.fd = ctx->irq_fds[v], .events = POLLIN};
         }
@@ -95,7 +113,9 @@ static bool ring_has_data(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
  * drained (with or without an interrupt, as the driver's RX worker re-checks its ring). */
 static void service_channels(struct xdna_shim_ctx *ctx, const uint8_t *fired)
 {
-    if (ctx->mgmt.active && (ring_has_data(ctx, &ctx->mgmt) || fired[ctx->mgmt.msix]))
+    const struct xdna_drv_state *s = &ctx->s;
+    if (ctx->mgmt.active && !direct_owned(s, ctx->mgmt.msix) &&
+        (ring_has_data(ctx, &ctx->mgmt) || fired[ctx->mgmt.msix]))
         xdna_mbox_rx(ctx, &ctx->mgmt);
     for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
         struct xdna_hwctx *hw = ctx->s.hw[i];
@@ -103,8 +123,8 @@ static void service_channels(struct xdna_shim_ctx *ctx, const uint8_t *fired)
             xdna_aie4_reap(ctx, hw);
             continue;
         }
-        if (!hw || !hw->chan.active)
-            continue;
+        if (!hw || !hw->chan.active || (!hw->polled && direct_owned(s, hw->msix)))
+            continue; /* a direct waiter services its own channel */
         if (ring_has_data(ctx, &hw->chan) || (!hw->polled && fired[hw->msix]))
             xdna_mbox_rx(ctx, &hw->chan);
     }
@@ -156,6 +176,12 @@ static int pump_step(struct xdna_shim_ctx *ctx, struct pump *pp, uint64_t timeou
     nfds_t n = pump_fds(ctx, pp, p, vec_of);
     struct timespec ts = {.tv_sec = (time_t)(timeout_ns / 1000000000u),
                           .tv_nsec = (long)(timeout_ns % 1000000000u)};
+    if (pp->vectors && pp->unlock) { /* the monitor: what this poll leaves to direct waiters */
+        s->nmon_skip = 0;
+        for (unsigned i = 0; i < s->ndirect; i++)
+            s->mon_skip[s->nmon_skip++] = s->direct[i].vec;
+        xdna_irq_wakes_sync(ctx);
+    }
     if (pp->unlock) {
         xdna_unlock(&s->lock);
         xdna_lockdep_blocking(); /* the pump sleeps with no lock held (lockdep.c) */
@@ -179,7 +205,8 @@ static int pump_step(struct xdna_shim_ctx *ctx, struct pump *pp, uint64_t timeou
             pp->extra_ready = true;
         }
         for (nfds_t i = SLOT_VEC0; i < n; i++)
-            if (p[i].revents & POLLIN) {
+            if ((p[i].revents & POLLIN) && !direct_owned(s, vec_of[i])) {
+                /* a vector a direct waiter claimed while we slept is its wake-up: kept */
                 drain_fd(p[i].fd);
                 fired[vec_of[i]] = 1;
             }
@@ -190,7 +217,7 @@ static int pump_step(struct xdna_shim_ctx *ctx, struct pump *pp, uint64_t timeou
         xdna_err_save(ctx, &e);
         service_channels(ctx, fired);
         s->events++;
-        pthread_cond_broadcast(&s->cond);
+        xdna_wake_all(ctx);
         if (rc < 0) /* the daemon's failure, not whatever servicing ran into */
             return xdna_err_restore(ctx, &e);
     }
@@ -301,9 +328,11 @@ int xdna_wait_log(struct xdna_shim_ctx *ctx, uint64_t deadline)
     if (pump_due(ctx, deadline, &now) < 0)
         return -1;
     struct pump pp = {.extra_fd = -1};
-    xdna_set_irq_wakes(ctx, false);
+    ctx->s.log_wait = true;
+    xdna_irq_wakes_sync(ctx);
     int rc = pump_step(ctx, &pp, LOG_WAIT_SLICE_NS);
-    xdna_set_irq_wakes(ctx, true);
+    ctx->s.log_wait = false;
+    xdna_irq_wakes_sync(ctx);
     return rc;
 }
 
@@ -352,5 +381,149 @@ int xdna_poll_reg(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t mask,
             return xdna_fail(ctx, ETIME, "%s: timed out after %d ms (reg %#x = %#x)", what,
                              timeout_ms, loc.off, v);
         }
+    }
+}
+
+/* ---- direct waits (docs/spec/protocol.md, "Direct waits") ----------------------------- */
+
+/* The channels whose answers raise vector vec, into out (at most 1 + XDNA_MAX_HWCTX): the
+ * management channel and interrupt-driven user channels may share one, as the firmware
+ * picks a context's vector by its id. Polled user channels raise none. */
+static unsigned chans_of_vec(struct xdna_shim_ctx *ctx, unsigned vec, struct xdna_mbox_chan **out)
+{
+    unsigned n = 0;
+    if (ctx->mgmt.active && ctx->mgmt.msix == vec)
+        out[n++] = &ctx->mgmt;
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
+        struct xdna_hwctx *hw = ctx->s.hw[i];
+        if (hw && hw->chan.active && !hw->polled && !hw->umq_bo && hw->msix == vec)
+            out[n++] = &hw->chan;
+    }
+    return n;
+}
+
+void xdna_direct_service(struct xdna_shim_ctx *ctx, unsigned vec, struct xdna_mbox_chan *done)
+{
+    struct xdna_mbox_chan *chs[1 + XDNA_MAX_HWCTX];
+    unsigned n = chans_of_vec(ctx, vec, chs);
+    for (unsigned i = 0; i < n; i++)
+        if (chs[i] != done && ring_has_data(ctx, chs[i]))
+            xdna_mbox_rx(ctx, chs[i]);
+}
+
+/* Some vector the monitor's current poll left out for a direct waiter has none now, and
+ * an answer may still come there (its channel has messages pending, or it is not known):
+ * that interrupt would wake nobody. A channel with nothing pending gets no answer until
+ * it sends, and the send looks again (xdna_irq_wakes_sync in the mailbox's slot
+ * allocation), before the request is published. */
+static bool monitor_blind(struct xdna_shim_ctx *ctx)
+{
+    const struct xdna_drv_state *s = &ctx->s;
+    for (unsigned i = 0; i < s->nmon_skip; i++) {
+        unsigned v = s->mon_skip[i];
+        if (direct_owned(s, v) || !s->vec_owned || v >= ctx->nvec || !s->vec_owned[v])
+            continue;
+        struct xdna_mbox_chan *chs[1 + XDNA_MAX_HWCTX];
+        unsigned n = chans_of_vec(ctx, v, chs);
+        if (n == 0)
+            return true; /* not known: counted as waiting */
+        for (unsigned k = 0; k < n; k++)
+            if (chs[k]->npending)
+                return true;
+    }
+    return false;
+}
+
+void xdna_irq_wakes_sync(struct xdna_shim_ctx *ctx)
+{
+    const struct xdna_drv_state *s = &ctx->s;
+    xdna_set_irq_wakes(ctx, s->mon_running && !s->mon_stop && !s->log_wait && !monitor_blind(ctx));
+}
+
+void xdna_wake_all(struct xdna_shim_ctx *ctx)
+{
+    struct xdna_drv_state *s = &ctx->s;
+    pthread_cond_broadcast(&s->cond);
+    const pthread_t me = pthread_self();
+    const uint64_t one = 1;
+    for (unsigned i = 0; i < s->ndirect; i++) /* the shim may signal its own vectors too */
+        if (!pthread_equal(s->direct[i].tid, me) &&
+            write(ctx->irq_fds[s->direct[i].vec], &one, sizeof(one)) < 0)
+            (void)one;
+}
+
+bool xdna_direct_claim(struct xdna_shim_ctx *ctx, unsigned vec)
+{
+    struct xdna_drv_state *s = &ctx->s;
+#if defined(__x86_64__)
+    if (!s->mon_running || s->mon_stop || is_monitor(ctx) || !ctx->ctrl || vec >= ctx->nvec ||
+        !s->vec_owned || !s->vec_owned[vec] || ctx->irq_fds[vec] < 0 ||
+        s->ndirect == XDNA_DIRECT_MAX || direct_owned(s, vec))
+        return false;
+    s->direct[s->ndirect].vec = vec;
+    s->direct[s->ndirect].tid = pthread_self();
+    s->ndirect++;
+    ctx->info.direct_waits++;
+    xdna_irq_wakes_sync(ctx); /* before the request goes out: its answer needs no notify */
+    return true;
+#else
+    /* the release's handshake needs the daemon's eventfd write to be a full barrier,
+     * which holds on x86-64 only (as for kick suppression) */
+    (void)s;
+    (void)vec;
+    return false;
+#endif
+}
+
+int xdna_direct_wait(struct xdna_shim_ctx *ctx, unsigned vec, uint64_t deadline)
+{
+    struct xdna_drv_state *s = &ctx->s;
+    uint64_t now;
+    if (pump_due(ctx, deadline, &now) < 0)
+        return -1;
+    uint64_t left = left_ns(now, deadline);
+    /* Notify is the monitor's: what it announces for this channel (an answer on a masked
+     * vector) reaches us through the monitor, which signals every direct waiter's vector
+     * after each event (xdna_wake_all). Without a monitor, notify is polled here. */
+    struct pollfd p[3] = {
+        {.fd = ctx->irq_fds[vec], .events = POLLIN},
+        {.fd = ctx->sock, .events = POLLRDHUP},
+        {.fd = s->mon_running ? -1 : ctx->notify_fd, .events = POLLIN},
+    };
+    struct timespec ts = {.tv_sec = (time_t)(left / 1000000000u),
+                          .tv_nsec = (long)(left % 1000000000u)};
+    xdna_unlock(&s->lock);
+    xdna_lockdep_blocking(); /* the waiter sleeps with no lock held (lockdep.c) */
+    int r = ppoll(p, 3, &ts, NULL);
+    int perr = errno;
+    xdna_lock(&s->lock);
+    if (r < 0 && perr != EINTR)
+        return xdna_fail(ctx, perr, "poll: %s", strerror(perr));
+    if (r <= 0)
+        return 0;
+    if (p[0].revents & POLLIN)
+        drain_fd(p[0].fd);
+    if (p[2].revents & POLLIN)
+        drain_fd(p[2].fd);
+    return sock_verdict(ctx, p[1].revents);
+}
+
+void xdna_direct_release(struct xdna_shim_ctx *ctx, unsigned vec)
+{
+    struct xdna_drv_state *s = &ctx->s;
+    int i = direct_find(s, vec);
+    if (i < 0)
+        return;
+    s->direct[i] = s->direct[--s->ndirect];
+    /* The handshake with the daemon, which raises vectors, then reads irq_wakes to decide
+     * on notify: we store irq_wakes (a full barrier), then look at the ring. Either the
+     * daemon saw 0 and writes notify for the monitor, or we see the answer here. */
+    xdna_irq_wakes_sync(ctx);
+    if (monitor_blind(ctx)) {
+        struct xdna_err e; /* the caller's result stands: a bad ring shows on the next call */
+        xdna_err_save(ctx, &e);
+        xdna_direct_service(ctx, vec, NULL);
+        xdna_wake_all(ctx);
+        xdna_err_restore(ctx, &e);
     }
 }

@@ -88,7 +88,7 @@ static int hw_claim(struct xdna_shim_ctx *ctx, uint32_t handle, struct xdna_hwct
 static void hw_release(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 {
     hw->busy = false;
-    pthread_cond_broadcast(&ctx->s.cond);
+    xdna_wake_all(ctx);
 }
 
 unsigned xdna_hwctx_pending(struct xdna_shim_ctx *ctx)
@@ -225,7 +225,7 @@ void xdna_job_finish(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, struct xd
         hw->njobs--;
     }
     ctx->s.last_active_ns = hw->active_ns = xdna_now_ns();
-    pthread_cond_broadcast(&ctx->s.cond);
+    xdna_wake_all(ctx);
 }
 
 static void *job_arg(uint32_t handle, uint64_t seq)
@@ -280,7 +280,7 @@ static void dbg_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_t 
         memcpy(&r, resp, sizeof(r));
     hw->dbg_status = r.status;
     hw->dbg_done = true;
-    pthread_cond_broadcast(&ctx->s.cond);
+    xdna_wake_all(ctx);
 }
 
 /* CONFIG_DEBUG_BO for bo on the context's user channel (docs/spec/jobs.md §4a). */
@@ -596,7 +596,7 @@ static void hw_free(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     ctx->s.hw[hw->slot] = NULL;
     free(hw);
     xdna_ctrl_set(ctx, XDNA_PROTO_CTRL_OFF_HWCTX_LIVE, xdna_hwctx_live(ctx));
-    pthread_cond_broadcast(&ctx->s.cond);
+    xdna_wake_all(ctx);
 }
 
 /* Every pending job ends: the oldest with first_state, the rest ABORT. On AIE4 the jobs the
@@ -1461,6 +1461,20 @@ static bool spin_on_ring(struct xdna_shim_ctx *ctx, const struct xdna_mbox_chan 
     return moved;
 }
 
+/* A job wait's direct claim on its context's vector (docs/spec/protocol.md, "Direct
+ * waits"), given back on every way out. */
+struct wait_vec {
+    bool direct;
+    unsigned vec;
+};
+
+static int wait_leave(struct xdna_shim_ctx *ctx, const struct wait_vec *dv, int rc)
+{
+    if (dv->direct)
+        xdna_direct_release(ctx, dv->vec);
+    return xdna_api_leave(ctx, rc);
+}
+
 int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int timeout_ms)
 {
     if (xdna_api_enter(ctx) < 0)
@@ -1473,16 +1487,21 @@ int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int 
                                      (unsigned long long)seq, hwctx));
     uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : xdna_deadline(timeout_ms > 0 ? timeout_ms : 1);
     bool spun = false;
+    struct wait_vec dv = {.direct = false};
     for (;;) {
         hw = hw_get(ctx, hwctx);
         if (!hw || !job_find(hw, seq))
-            return xdna_api_leave(ctx, 0); /* final (or its context is gone: ABORT was written) */
+            return wait_leave(ctx, &dv, 0); /* final (or its context is gone: ABORT was written) */
         if (hw->polled && hw->chan.active) /* TURBO: poll the ring ourselves */
             xdna_mbox_rx(ctx, &hw->chan);
+        if (dv.direct) { /* every channel on the claimed vector is ours to drain */
+            xdna_direct_service(ctx, dv.vec, NULL);
+            pthread_cond_broadcast(&ctx->s.cond);
+        }
         if (hw->umq_bo) /* AIE4: the queue's read_index tells (docs/spec/aie4.md §8) */
             xdna_aie4_reap(ctx, hw);
         if (!job_find(hw, seq))
-            return xdna_api_leave(ctx, 0);
+            return wait_leave(ctx, &dv, 0);
         if (timeout_ms == 0)
             break;
         uint64_t until = deadline;
@@ -1492,20 +1511,36 @@ int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int 
                 until = slice;
         }
         if (ctx->sock_dead && xdna_aie4_removed(ctx) && !job_find(hw, seq))
-            return xdna_api_leave(ctx, 0); /* its function was removed: it ended ABORT */
+            return wait_leave(ctx, &dv, 0); /* its function was removed: it ended ABORT */
         if (ctx->sock_dead)
-            return xdna_api_leave(ctx, xdna_fail(ctx, EPIPE, "wait: the daemon is gone"));
+            return wait_leave(ctx, &dv, xdna_fail(ctx, EPIPE, "wait: the daemon is gone"));
         if (hw->polled && hw->chan.active && !spun && ctx->s.mon_running && ctx->ctrl) {
             spun = true; /* once per wait: a long job then sleeps in the slices below */
             uint64_t spin = xdna_now_ns() + XDNA_POLL_SPIN_NS;
             if (spin_on_ring(ctx, &hw->chan, spin < deadline ? spin : deadline))
                 continue;
         }
+        if (!dv.direct && !hw->polled && !hw->umq_bo && hw->chan.active &&
+            xdna_direct_claim(ctx, hw->msix)) { /* docs/spec/protocol.md, "Direct waits" */
+            dv.direct = true;
+            dv.vec = hw->msix;
+            continue; /* an answer that came before the claim is on the ring already */
+        }
+        if (dv.direct) {
+            if (xdna_direct_wait(ctx, dv.vec, until) == 0)
+                continue;
+            if (errno != ETIME)
+                return wait_leave(ctx, &dv, -1);
+            if (until == deadline && !ctx->removed)
+                break;
+            continue;
+        }
         if (xdna_cond_wait(ctx, until) < 0 && until == deadline && !ctx->removed)
             break;
     }
-    return xdna_api_leave(ctx, xdna_fail(ctx, ETIME, "wait: command %llu of context %u not done within"
-                                 " %d ms", (unsigned long long)seq, hwctx, timeout_ms));
+    return wait_leave(ctx, &dv, xdna_fail(ctx, ETIME, "wait: command %llu of context %u not"
+                                          " done within %d ms", (unsigned long long)seq, hwctx,
+                                          timeout_ms));
 }
 
 int xdna_shim_syncobj_wait(struct xdna_shim_ctx *ctx, uint32_t syncobj, uint64_t seq,

@@ -142,6 +142,8 @@ static int alloc_slot(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, unsi
             ch->npending++;
             ch->next_id = (s + 1) % MBOX_MAX_IDS;
             *slot = s;
+            if (ctx->s.nmon_skip) /* an answer will come: is its vector watched? */
+                xdna_irq_wakes_sync(ctx);
             return 0;
         }
     }
@@ -409,6 +411,10 @@ int xdna_mbox_call(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_
     p->opcode = opcode;
     p->resp = resp;
     p->resp_len = resp_len;
+    /* the vector is ours before the request goes out (docs/spec/protocol.md, "Direct
+     * waits"); the management channel outlives the call, so it is released with it */
+    const unsigned vec = ch->msix;
+    const bool direct = xdna_direct_claim(ctx, vec);
     if (x2i_send(ctx, ch, opcode, XDNA_AIE2_MSG_ID_MAGIC | slot, req, (uint32_t)req_len) < 0)
         goto fail;
 
@@ -416,10 +422,13 @@ int xdna_mbox_call(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_
                                                      : ctx->timeouts[XDNA_SHIM_TIMEOUT_MBOX_RX]);
     int irq_fd = ctx->irq_fds[ch->msix];
     while (!p->done) {
-        bool irq = false;
-        if (xdna_wait_step(ctx, irq_fd, deadline, &irq) < 0) {
+        bool irq = direct;
+        if ((direct ? xdna_direct_wait(ctx, vec, deadline)
+                    : xdna_wait_step(ctx, irq_fd, deadline, &irq)) < 0) {
             if (errno != ETIME)
                 goto fail;
+            if (direct)
+                xdna_direct_release(ctx, vec);
             free_slot(ch, slot);
             /* the driver destroys the management channel on a timeout */
             xdna_mbox_destroy(ctx, ch);
@@ -427,9 +436,17 @@ int xdna_mbox_call(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_
                              ch->name, xdna_opcode_name(opcode), opcode,
                              timeout_ms > 0 ? timeout_ms : ctx->timeouts[XDNA_SHIM_TIMEOUT_MBOX_RX]);
         }
-        if (irq && rx_worker(ctx, ch) < 0)
+        /* a direct waiter drains the channel as the monitor would: an answer it completed
+         * reports its own status, whatever turned the channel bad after it */
+        if (irq && rx_worker(ctx, ch) < 0 && !(direct && p->done))
             goto fail;
+        if (direct) { /* the vector's other channels, and what the answers completed */
+            xdna_direct_service(ctx, vec, ch);
+            pthread_cond_broadcast(&ctx->s.cond);
+        }
     }
+    if (direct)
+        xdna_direct_release(ctx, vec);
     int err = p->err;
     free_slot(ch, slot);
     if (err == EINVAL)
@@ -442,6 +459,8 @@ int xdna_mbox_call(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_
 
 fail: {
         int e = errno;
+        if (direct)
+            xdna_direct_release(ctx, vec);
         free_slot(ch, slot);
         errno = e;
         return -1;

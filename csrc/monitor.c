@@ -90,7 +90,7 @@ static void *monitor_main(void *arg)
         if (xdna_daemon_gone(ctx)) { /* nothing more will happen: sleep until close */
             xdna_aie4_removed(ctx);
             ctx->sock_dead = true;
-            pthread_cond_broadcast(&s->cond);
+            xdna_wake_all(ctx);
             xdna_cond_wait(ctx, UINT64_MAX);
             continue;
         }
@@ -123,7 +123,7 @@ int xdna_monitor_start(struct xdna_shim_ctx *ctx)
     if (r != 0)
         return xdna_fail(ctx, r, "monitor thread: %s", strerror(r));
     s->mon_running = true;
-    xdna_set_irq_wakes(ctx, true);
+    xdna_irq_wakes_sync(ctx);
     return 0;
 }
 
@@ -133,10 +133,10 @@ void xdna_monitor_stop(struct xdna_shim_ctx *ctx)
     s->mon_virtual = false;
     if (!s->mon_running)
         return;
-    xdna_set_irq_wakes(ctx, false);
     s->mon_stop = true;
+    xdna_irq_wakes_sync(ctx);
     xdna_wake_monitor(ctx);
-    pthread_cond_broadcast(&s->cond);
+    xdna_wake_all(ctx);
     pthread_t t = s->mon;
     xdna_unlock(&s->lock);
     pthread_join(t, NULL);

@@ -149,7 +149,7 @@ void xdna_pm_foreign_qos(struct xdna_shim_ctx *ctx)
     s->dev_busy = true;
     (void)pm_update(ctx); /* best effort, as a context's own count */
     s->dev_busy = false;
-    pthread_cond_broadcast(&s->cond);
+    xdna_wake_all(ctx);
 }
 
 /* Resume (system or runtime): the full hw_start handshake, the power mode back, then every

@@ -23,6 +23,9 @@
 #define XDNA_NUM_BARS 6
 #define XDNA_ERR_MAX 256 /* one error message */
 #define XDNA_MAX_VECTORS 2048 /* MSI-X table size field is 11 bits */
+/* Threads that may wait on their own channel's vector at once (event.c, direct waits);
+ * more waiters sleep on the condition variable the monitor broadcasts. */
+#define XDNA_DIRECT_MAX 16
 
 /* Mailbox limits; the protocol's numbers and layouts are in generated/xdna_fw_aie2.h
  * (docs/spec/messages.md). */
@@ -177,6 +180,13 @@ struct xdna_drv_state {
     bool no_monitor;          /* deterministic mode: the monitor's work runs inline */
     bool mon_virtual;         /* ...and it would be running now */
     bool in_housekeeping;     /* inline TDR/autosuspend work in progress (no re-entry) */
+    /* Direct waits (event.c): the vectors a waiting thread polls itself, which the monitor
+     * leaves alone, and the vectors the monitor's current poll left out for that reason. */
+    struct { unsigned vec; pthread_t tid; } direct[XDNA_DIRECT_MAX];
+    unsigned ndirect;
+    unsigned mon_skip[XDNA_DIRECT_MAX];
+    unsigned nmon_skip;
+    bool log_wait;            /* a thread waits for log room with the lock held */
 };
 
 struct xdna_shim_ctx {
@@ -280,6 +290,23 @@ int xdna_poll_reg(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t mask,
 /* Wait for write-log room without releasing the lock. */
 int xdna_wait_log(struct xdna_shim_ctx *ctx, uint64_t deadline);
 int xdna_cond_wait(struct xdna_shim_ctx *ctx, uint64_t deadline); /* 0 woken, ETIME */
+/* Direct waits: a thread waiting for one channel sleeps on its vector itself, not through
+ * the monitor (docs/spec/protocol.md, "Direct waits"). claim: true when this thread now
+ * owns vec's wake-ups (false: use xdna_cond_wait). wait: one sleep on vec, notify and the
+ * socket, lock dropped; the caller then services vec's channels. release: give vec back
+ * to the monitor; its channels are serviced if an answer slipped in meanwhile. */
+bool xdna_direct_claim(struct xdna_shim_ctx *ctx, unsigned vec);
+int xdna_direct_wait(struct xdna_shim_ctx *ctx, unsigned vec, uint64_t deadline);
+void xdna_direct_release(struct xdna_shim_ctx *ctx, unsigned vec);
+/* Drain every channel that raises vec (several may share one) but `done`: the claimant
+ * services them all, as the monitor leaves them alone. */
+void xdna_direct_service(struct xdna_shim_ctx *ctx, unsigned vec, struct xdna_mbox_chan *done);
+/* Wake every waiter after a state change: the condition variable, and each direct waiter
+ * of another thread through its vector. */
+void xdna_wake_all(struct xdna_shim_ctx *ctx);
+/* Store irq_wakes from the state: the monitor runs, no thread waits for log room, and
+ * every owned vector is polled by the monitor or a direct waiter. */
+void xdna_irq_wakes_sync(struct xdna_shim_ctx *ctx);
 /* The monitor's step: poll every event source (lock released), service the channels. */
 int xdna_pump_monitor(struct xdna_shim_ctx *ctx, uint64_t deadline);
 /* The daemon ended this session (socket hung up, or it cleared the ctrl page's alive word). */

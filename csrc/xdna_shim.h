@@ -100,6 +100,7 @@ struct xdna_shim_info {
     uint32_t partition_id; /* CREATE_PARTITION (0: none, a PF) */
     char function[8];      /* "plain", "pf" or "vf" */
     uint64_t kicks_saved;  /* write-log entries not kicked: the daemon was still draining */
+    uint64_t direct_waits; /* waits that slept on their own channel's vector, not the monitor's */
 };
 
 /* Connect to the daemon socket, handshake (VERSION), read config space, match the id

@@ -43,4 +43,5 @@ LD_PRELOAD="$LIBTSAN" "$PY" -c 'import xdna_emu._shim as s, sys; sys.exit("/buil
     { echo "tsan.sh: the fuzz run would not load the TSan shim" >&2; exit 1; }
 LD_PRELOAD="$LIBTSAN" "$PY" -m xdna_emu.fuzz.threaded --seconds "$secs" --seed 1 \
     --artifacts "$B/fuzz/artifacts" --stats "$B/fuzz/stats.json"
-"$PY" -m xdna_emu.fuzz.shim_target --report "$B/fuzz/stats.json"
+# the report imports the package, and with it the TSan shim, which needs libtsan loaded first
+LD_PRELOAD="$LIBTSAN" "$PY" -m xdna_emu.fuzz.shim_target --report "$B/fuzz/stats.json"

@@ -492,6 +492,24 @@ def test_notify_is_left_out_only_for_a_session_woken_by_its_own_interrupt(tmp_pa
         d.cleanup()
 
 
+def test_a_lone_driver_gets_the_runqueue_words_of_nobody_else(tmp_path) -> None:
+    """With the driver the only session, the shared words say: no other session asks,
+    no client holds a context or wants a DPM level; the context generation is published
+    (docs/spec/jobs.md §3a). Stale values are overwritten."""
+    d, sess, _ch, irq = _logged_session(tmp_path)
+    try:
+        d.fn.driver = sess.id
+        for off in (P.CTRL_OFF_RQ_ASKS, P.CTRL_OFF_FOREIGN_CTX, P.CTRL_OFF_FOREIGN_DPM):
+            struct.pack_into("<I", sess.ctrl, off, 7)
+        d.fn.device.stats["contexts_destroyed"] = 5
+        d._publish_foreign_ctx()
+        assert [_ctrl_u32(sess, o) for o in (P.CTRL_OFF_RQ_ASKS, P.CTRL_OFF_CTX_GEN,
+                                              P.CTRL_OFF_FOREIGN_CTX, P.CTRL_OFF_FOREIGN_DPM)] == [0, 5, 0, 0]
+    finally:
+        os.close(irq)
+        d.cleanup()
+
+
 def test_entries_logged_while_draining_are_applied_without_a_kick(tmp_path) -> None:
     """A client that saw draining set does not kick: the daemon reads head again after it
     clears the flag, so the entry is applied in the same wake-up."""

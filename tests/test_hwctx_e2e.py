@@ -487,3 +487,147 @@ def test_client_session_attaches_and_runs_its_own_context(emu: Emulator, shim: S
 def test_attach_needs_a_probed_device(emu: Emulator) -> None:
     with Shim.open(emu.socket) as s:
         assert errno_of(s.attach) == errno.ENODEV
+
+
+# -- direct waits (docs/spec/protocol.md, "Direct waits") --------------------------------
+
+def _fw_version(shim: Shim) -> bytes:
+    from xdna_emu.fw.messages import LAYOUTS, Opcode
+
+    op = Opcode.GET_FIRMWARE_VERSION
+    return shim.mgmt_msg(int(op), bytes(LAYOUTS[op].req.size), LAYOUTS[op].resp.size)
+
+
+def test_a_message_waits_on_its_own_vector(shim: Shim) -> None:
+    """With the monitor running, each management message's caller sleeps on the channel's
+    vector itself, once per call."""
+    first = _fw_version(shim)
+    before = shim.info()["direct_waits"]
+    for _ in range(20):
+        assert _fw_version(shim) == first
+    assert shim.info()["direct_waits"] == before + 20
+
+
+def test_a_direct_job_wait_times_out_then_another_thread_ends_it(shim: Shim) -> None:
+    """A job wait on a hung command claims the context's vector, gives it back at its
+    timeout, and a later direct wait is ended by another thread destroying the context,
+    long before its own timeout."""
+    shim.set_tdr_ms(60_000)
+    ctx = shim.hwctx_create()
+    hang = Job(shim, K.Desc(K.Kernel.HANG))
+    seq = shim.exec(ctx, hang.cmd)
+    before = shim.info()["direct_waits"]
+    assert errno_of(shim.wait, ctx, seq, 50) == errno.ETIME
+    assert shim.info()["direct_waits"] == before + 1
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            shim.wait(ctx, seq, 60_000)  # the context goes: the wait ends (ABORT)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        done.set()
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    wait_until(lambda: shim.info()["direct_waits"], lambda n: n == before + 2,
+               what="the second direct wait")
+    shim.hwctx_destroy(ctx)
+    assert done.wait(30), "the direct waiter was not woken by the destroy"
+    t.join(5)
+    assert not errors, errors
+    other = shim.hwctx_create()  # the vector works for the next context
+    job, src = copy_job(shim, seed=3)
+    assert job.run(other) == ErtState.COMPLETED
+
+
+def test_messages_and_jobs_from_many_threads_share_the_vectors(shim: Shim) -> None:
+    """One thread owns a vector at a time; the others wait on the monitor's broadcasts."""
+    first = _fw_version(shim)
+    before = shim.info()["direct_waits"]
+    ctxs = [shim.hwctx_create() for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def talker() -> None:
+        try:
+            for _ in range(40):
+                assert _fw_version(shim) == first
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def worker(i: int) -> None:
+        try:
+            for r in range(10):
+                job, src = copy_job(shim, 64 + r, seed=i * 10 + r)
+                assert job.run(ctxs[i % 2]) == ErtState.COMPLETED
+                assert np.array_equal(job.output(), src)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=talker) for _ in range(3)]
+    threads += [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads)
+    assert 1 <= shim.info()["direct_waits"] - before <= 3 * 40 + 4 * 10
+
+
+def test_a_direct_waiter_is_woken_by_another_threads_failure(emu: Emulator, shim: Shim) -> None:
+    """With the daemon stopped, only the shim can end a waiting message: another thread's
+    send finds the ring broken, fails every pending message, and signals the waiter's
+    vector (the waiter's own timeout is 30 s)."""
+    import os
+    import signal
+
+    from xdna_emu.chips import MailboxLayout
+    from xdna_emu.fw.messages import LAYOUTS, Opcode
+
+    chip = load_chip(shim.info()["chip"])
+    bar, off = chip.dev_to_bar(chip.mailbox.chan_regs(0) + MailboxLayout.X2I_HEAD)  # mgmt
+    op = Opcode.GET_FIRMWARE_VERSION
+    req, size = bytes(LAYOUTS[op].req.size), LAYOUTS[op].resp.size
+    before = shim.info()["direct_waits"]
+    got: list[BaseException] = []
+    done = threading.Event()
+
+    def waiter() -> None:
+        try:
+            shim.mgmt_msg(int(op), req, size, timeout_ms=30_000)
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            got.append(exc)
+        done.set()
+
+    os.kill(emu.pid, signal.SIGSTOP)
+    try:
+        t = threading.Thread(target=waiter)
+        t.start()
+        wait_until(lambda: shim.info()["direct_waits"], lambda n: n == before + 1,
+                   what="the direct wait")
+        shim.writel(bar, off, 0xFFFF_FFF0)  # a firmware-owned register: stored as is
+        assert errno_of(shim.mgmt_msg, int(op), req, size) == errno.EPIPE
+        assert done.wait(20), "the direct waiter was not woken"
+        t.join(5)
+    finally:
+        os.kill(emu.pid, signal.SIGCONT)
+    assert len(got) == 1 and isinstance(got[0], ShimError) and got[0].errno == errno.EPIPE
+
+
+def test_a_direct_waiter_gets_an_answer_on_a_masked_vector(shim: Shim) -> None:
+    """A masked vector pends (docs/spec/device.md §3) and the daemon notifies instead: the
+    monitor takes the notify and signals the direct waiter, which finds its answer."""
+    chip = load_chip(shim.info()["chip"])
+    ctrl = chip.msix.table_offset + 16 * shim.info()["mgmt_msi_id"] + 12
+    first = _fw_version(shim)
+    before = shim.info()["direct_waits"]
+    shim.writel(chip.msix.bar, ctrl, 1)  # vector control: masked
+    try:
+        for _ in range(5):
+            assert _fw_version(shim) == first
+    finally:
+        shim.writel(chip.msix.bar, ctrl, 0)
+    assert shim.info()["direct_waits"] == before + 5
+    assert _fw_version(shim) == first

@@ -106,6 +106,21 @@ def test_gated_ops_on_old_protocol() -> None:
     assert d.msg_ok(Opcode.GET_FIRMWARE_VERSION, 0)
 
 
+def test_offered_ops_follow_the_protocol_and_late_registrations() -> None:
+    """supports() is decided once per opcode, and decided again when the protocol
+    changes or a handler is registered."""
+    d, _ = _driver("npu4")
+    fw = d.device.fw
+    assert fw.supports(Opcode.GET_DEV_REVISION)
+    fw.protocol = (6, 12)  # an older image's protocol: the gated op is no longer offered
+    assert not fw.supports(Opcode.GET_DEV_REVISION)
+    assert fw.supports(Opcode.GET_FIRMWARE_VERSION)
+    spare = 0x7FEE  # no opcode of the table
+    assert not fw.supports(spare)
+    fw.register(spare, LAYOUTS[Opcode.GET_FIRMWARE_VERSION], lambda ch, msg, req: None)
+    assert fw.supports(spare)
+
+
 def test_suspend_rejects_everything_but_resume() -> None:
     d, _ = _driver("npu4")
     d.msg_ok(Opcode.SUSPEND, 0)

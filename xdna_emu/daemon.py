@@ -49,6 +49,7 @@ BACKLOG_POLL_S = 0.0002
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _HEAD_TAIL = struct.Struct("<QQ")
+_U32X2 = struct.Struct("<II")
 _WAKES_POLLING = struct.Struct("<II")  # the client's irq_wakes and polling words, adjacent
 assert P.CTRL_OFF_POLLING == P.CTRL_OFF_IRQ_WAKES + 4
 #: Rounds one session's log is applied in a row before the others get their turn.
@@ -429,10 +430,18 @@ class Daemon:
         at (§6)."""
         dev = self.fn.device
         gen = dev.stats.get("contexts_destroyed", 0) & 0xFFFFFFFF
+        drv = self.driver
+        if len(self.sessions) == 1 and drv is not None and drv.ctrl is not None:
+            # the driver alone, as after every step of a single-process run: nobody else
+            # asks, holds or wants anything (the general case below, without its lists)
+            dctrl = drv.ctrl
+            _U32X2.pack_into(dctrl, P.CTRL_OFF_RQ_ASKS, 0, gen)
+            _U32.pack_into(dctrl, P.CTRL_OFF_FOREIGN_CTX, dev.context_count(exclude_pasid=drv.pasid))
+            _U32.pack_into(dctrl, P.CTRL_OFF_FOREIGN_DPM, 0)
+            return
         live = [(s, s.ctrl) for s in self.sessions.values() if s.ctrl is not None]
         asks = [struct.unpack_from("<I", c, P.CTRL_OFF_RQ_ASK)[0] for _, c in live]
         total = sum(asks)
-        drv = self.driver
         dctrl = drv.ctrl if drv is not None else None
         level = dev.dpm_level_now()
         if level is not None:  # the SMU's own state: current even before the driver notes it

@@ -416,6 +416,7 @@ class Shim:
             "dropped_resps": i.dropped_resps,
             "trapped_writes": i.trapped_writes,
             "kicks_saved": i.kicks_saved,
+            "direct_waits": i.direct_waits,
             "session": "client" if i.client else "driver",
             "stages": [
                 {"name": _str(i.stages[k].name), "ms": i.stages[k].ns / 1e6}

@@ -167,6 +167,10 @@ class MgmtFirmware:
         self.posted_total = 0
         self.mgmt: MailboxChannel | None = None
         self.ops: dict[int, Op] = {}
+        # supports() per opcode, for the protocol it was decided under: a message costs
+        # a dict lookup, not an enum and a feature-table walk
+        self._offered: dict[int, bool] = {}
+        self._offered_for = self.protocol
         for opcode, fn, susp in (
             (Opcode.SUSPEND, self._suspend, False),
             (Opcode.RESUME, self._resume, True),
@@ -192,6 +196,7 @@ class MgmtFirmware:
     def register(self, opcode: int, layout: Layout, fn: OpFn, when_suspended: bool = False) -> None:
         """Add or replace the handler of one mgmt opcode."""
         self.ops[int(opcode)] = Op(layout, fn, when_suspended)
+        self._offered.clear()
 
     def attach_channel(self, index: int, handler: Callable[[MailboxChannel, Message], None],
                        vector: int, slot: int | None = None, name: str = "") -> MailboxChannel:
@@ -200,6 +205,15 @@ class MgmtFirmware:
 
     def supports(self, opcode: int) -> bool:
         """Is the opcode implemented and offered by this image's protocol version?"""
+        if self._offered_for != self.protocol:
+            self._offered.clear()
+            self._offered_for = self.protocol
+        hit = self._offered.get(opcode)
+        if hit is None:
+            hit = self._offered[opcode] = self._decide(opcode)
+        return hit
+
+    def _decide(self, opcode: int) -> bool:
         if opcode not in self.ops:
             return False
         try:
