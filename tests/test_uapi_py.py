@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,31 @@ def test_python_job_and_second_process(chip: str) -> None:
                            str(ROOT / "tests" / "uapi" / "py_job.py"), "run"],
                           capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0 and "py_job ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_runtime_beside_accel_file() -> None:
+    """docs/spec/uapi.md §8: under exec a runtime Device attaches to the same daemon as a
+    client beside an AccelFile; its contexts are not a DRM file's, so they are not in
+    HW_CONTEXT_ALL, and its jobs run."""
+    prog = textwrap.dedent("""
+        import os
+        import numpy as np
+        from xdna_emu.runtime import Device
+        from xdna_emu.uapi import AccelFile
+        with AccelFile() as f, Device.open(socket=os.environ["XDNA_EMU_ACCEL0_SOCKET"]) as dev:
+            assert dev.role == "client", dev.role
+            ctx = dev.context()
+            a = dev.buffer(np.arange(256, dtype=np.int32))
+            out = dev.buffer(np.zeros(256, dtype=np.int32))
+            assert ctx.run("scale", a, out, scalar=3).wait(timeout=30) == "completed"
+            assert np.array_equal(out.read(), 3 * np.arange(256))
+            assert f.hw_contexts() == []
+            f.dev_bo(4096)  # the heap a context needs
+            mine = f.create_hwctx()["handle"]
+            assert [e["context_id"] for e in f.hw_contexts()] == [mine]
+        print("both ok")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([*EXEC, "--chip", "npu4", "--", sys.executable, "-c", prog],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0 and "both ok" in proc.stdout, proc.stdout + proc.stderr
