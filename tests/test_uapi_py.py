@@ -53,3 +53,27 @@ def test_runtime_beside_accel_file() -> None:
     proc = subprocess.run([*EXEC, "--chip", "npu4", "--", sys.executable, "-c", prog],
                           capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0 and "both ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(not shutil.which("pkg-config") or not (shutil.which("gcc") or shutil.which("cc")),
+                    reason="needs pkg-config and a C compiler")
+def test_installed_pkg_config_file_builds_a_c_user(tmp_path: Path) -> None:
+    """The xdna-emu.pc the build installs (docs/spec/uapi.md §4), found through
+    `xdna-emu config --pkg-config-path`, builds a program on both headers and the shim
+    library; the opt-in wheel test does the same from a wheel in a fresh venv."""
+    from xdna_emu import uapi_table as T
+
+    pcdir = subprocess.run([sys.executable, "-m", "xdna_emu", "config", "--pkg-config-path"],
+                           check=True, capture_output=True, text=True).stdout.strip()
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "xdna-emu"], check=True,
+                           capture_output=True, text=True,
+                           env=dict(os.environ, PKG_CONFIG_PATH=pcdir)).stdout.split()
+    src = tmp_path / "user.c"
+    src.write_text('#include <stdio.h>\n#include "amdxdna_accel.h"\n#include "xdna_shim.h"\n'
+                   'int main(void) { printf("%lu %d\\n", (unsigned long)DRM_IOCTL_AMDXDNA_EXEC_CMD,'
+                   ' xdna_shim_open("/nonexistent.sock", 10) == NULL); return 0; }\n')
+    exe = tmp_path / "user"
+    subprocess.run([shutil.which("gcc") or "cc", "-std=gnu11", "-Wall", "-Werror", "-o", str(exe),
+                    str(src), *flags], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == [str(T.ioctl("AMDXDNA_EXEC_CMD").number), "1"], out.stdout

@@ -69,18 +69,41 @@ def shim_library() -> Path:
     raise ExecError(f"the shim library is not built in {here} (run `pip install -e .`)")
 
 
+def include_dirs() -> list[Path]:
+    """Where our UAPI header (amdxdna_accel.h) and the shim's public header (xdna_shim.h)
+    are: the source tree's in a checkout (csrc/generated is what the build generated last),
+    else the copies the build put in the package (``xdna_emu/include``, what a wheel has)."""
+    here = Path(__file__).resolve().parent
+    csrc = here.parent / "csrc"
+    if (csrc / "generated" / "amdxdna_accel.h").is_file() and (csrc / "xdna_shim.h").is_file():
+        return [csrc / "generated", csrc]
+    inc = here / "include"
+    if (inc / "amdxdna_accel.h").is_file() and (inc / "xdna_shim.h").is_file():
+        return [inc]
+    raise ExecError(f"the C headers are not in {inc} (run `pip install .`)")
+
+
 def c_config() -> dict[str, str]:
-    """Compiler and linker flags for a C program: our UAPI header (amdxdna_accel.h) and the
-    shim's public header (xdna_shim.h), and the shim library with its rpath."""
-    csrc = Path(__file__).resolve().parent.parent / "csrc"
+    """Compiler and linker flags for a C program: our UAPI header and the shim's public
+    header (:func:`include_dirs`), and the shim library with its rpath."""
     lib = shim_library()
-    return {"cflags": f"-I{csrc / 'generated'} -I{csrc}",
+    return {"cflags": " ".join(f"-I{d}" for d in include_dirs()),
             "libs": f"-L{lib.parent} -l:{lib.name} -Wl,-rpath,{lib.parent} -pthread",
             "preload": str(preload_library())}
 
 
+def pkg_config_dir() -> Path:
+    """The directory holding the installed ``xdna-emu.pc`` (paths relative to itself), for
+    ``PKG_CONFIG_PATH``; the build writes it beside the shim library (setup.py)."""
+    pc = shim_library().parent / "pkgconfig"
+    if not (pc / "xdna-emu.pc").is_file():
+        raise ExecError(f"xdna-emu.pc is not in {pc} (run `pip install .`)")
+    return pc
+
+
 def pkg_config() -> str:
-    """A pkg-config file (``xdna-emu.pc``) with the same flags."""
+    """A pkg-config file with the same flags as absolute paths (the installed one,
+    :func:`pkg_config_dir`, has them relative to itself)."""
     from . import __version__
 
     c = c_config()
@@ -726,5 +749,5 @@ def _addr(buf: bytearray) -> int:
     return ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
 
 
-__all__ = ["AccelFile", "ExecError", "accel_description", "c_config", "pkg_config",
-           "preload_library", "run_exec", "shim_library"]
+__all__ = ["AccelFile", "ExecError", "accel_description", "c_config", "include_dirs",
+           "pkg_config", "pkg_config_dir", "preload_library", "run_exec", "shim_library"]
