@@ -130,6 +130,29 @@ def run() -> None:
         os.close(w)
         refused(errno.EINVAL, lambda: f.create_hwctx(num_tiles=10_000))
 
+        # a fence chain: a second context's job waits for this one's next job (DEPENDENCY
+        # on its timeline), then signals a host syncobj (SIGNAL)
+        other = f.create_hwctx()["handle"]
+        host = f.syncobj_create()
+        refused(errno.EINVAL, lambda: f.exec_dependency(other, [(timeline, seq + 1)]))  # no fence yet
+        refused(errno.EINVAL, lambda: f.exec_dependency(other, []))
+        refused(errno.ENOENT, lambda: f.exec_signal(other, [(4000, 1)]))
+        vb[:] = 1
+        cview[:len(pkt)] = pkt  # the command again, its state NEW
+        first = f.exec_cmd(handle, cmd, [a, b, out, instr])  # out = a + 1
+        f.exec_dependency(other, [(timeline, first)])
+        cmd2 = f.create_bo(CMD, PAGE)
+        pkt2 = ert_start_npu(addr[instr], K.DESC.size, [addr[out], addr[b], addr[a]])
+        c2 = f.map_bo(cmd2, PAGE)
+        c2[:len(pkt2)] = pkt2
+        second = f.exec_cmd(other, cmd2, [out, b, a, instr])  # a = out + 1
+        f.exec_signal(other, [(host, 5)])
+        f.syncobj_wait(host, 5, timeout_s=20)
+        assert f.syncobj_query(host) == 5 and second == 1, (f.syncobj_query(host), second)
+        assert np.array_equal(va, np.arange(N) + 2), va[:8]  # the chain ran in order
+        f.destroy_hwctx(other)
+        del c2
+
         f.destroy_hwctx(handle)
         refused(errno.EINVAL, lambda: f.destroy_hwctx(handle))  # stale
         refused(errno.EINVAL, lambda: f.exec_cmd(handle, cmd, [a]))
