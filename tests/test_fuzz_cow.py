@@ -11,7 +11,9 @@ from test_fuzz_snapshot import fingerprint
 
 from xdna_emu.fuzz import cow
 from xdna_emu.fuzz.atheris_target import Target, _mutate, builtin_fuzz, device_seeds, dictionary
-from xdna_emu.fuzz.ops import DeviceHarness, Op, run_input
+from xdna_emu.fuzz.invariants import InvariantViolation
+from xdna_emu.fuzz.ops import SEPARATOR, DeviceHarness, Interpreter, Op, run_input
+from xdna_emu.testing.pydriver import PyDriver
 
 pytestmark = pytest.mark.skipif(not cow.available(), reason="no memfd/pagemap dirty tracking here")
 P = cow.PAGE
@@ -103,3 +105,103 @@ def test_builtin_loop_runs_incremental_rounds_by_work() -> None:
     out = builtin_fuzz(t, 1e9, None, device_seeds("npu4"), seed=2, max_execs=300)
     assert t.execs >= 300 and out["corpus_size"] >= len(device_seeds("npu4"))
     assert t.session.snap_stats["restored"] > 200, t.session.snap_stats
+
+
+def _count_bring_ups(monkeypatch: pytest.MonkeyPatch, plant: bool = False) -> list[int]:
+    calls: list[int] = []
+    real = PyDriver.bring_up
+
+    def bring_up(self: PyDriver, *a: object, **k: object) -> None:
+        calls.append(1)
+        if plant:
+            raise InvariantViolation("planted", "a bring-up that is a finding")
+        real(self, *a, **k)
+
+    monkeypatch.setattr(PyDriver, "bring_up", bring_up)
+    return calls
+
+
+def test_a_costly_call_runs_once_per_op_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other bytes that decode to the same ops (a selector past the table, another operand
+    byte) reach the bring-up by the same op path: its state is restored, not rebuilt, and
+    the run ends as one from scratch."""
+    calls = _count_bring_ups(monkeypatch)
+    s, ref = DeviceHarness("npu4"), DeviceHarness("npu4")
+    ref.use_snapshots = False
+    it = Interpreter(s)
+    bu, tick = it.selector("_bring_up"), it.selector("_tick")
+    a = bytes([bu, 0x81]) + SEPARATOR + bytes([tick, 1, 0])
+    b = bytes([bu + len(it.table), 0x83]) + SEPARATOR + bytes([tick, 2, 0])
+    for data in (a, b):
+        assert run_input(s, data) is None and run_input(ref, data) is None
+        assert fingerprint(s) == fingerprint(ref)
+    assert s.snap_stats["memo_hits"] == 1 and len(calls) == 3  # ref twice, s once
+
+
+def test_a_call_that_is_a_finding_is_never_memoized(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count_bring_ups(monkeypatch, plant=True)
+    s = DeviceHarness("npu4")
+    data = bytes([Interpreter(s).selector("_bring_up"), 0x81])
+    for _ in range(3):
+        found = run_input(s, data)
+        assert isinstance(found, InvariantViolation) and found.name == "planted"
+    assert len(calls) == 3 and not s.snap_stats["memo_hits"]
+
+
+def test_a_child_stops_at_its_budget_and_names_what_ran() -> None:
+    """``limit`` bounds the work past the starting state; ``ran_to`` cuts the input to the
+    ops that ran, which replay to the same state."""
+    s, ref = DeviceHarness("npu4"), DeviceHarness("npu4")
+    ref.use_snapshots = False
+    tick = bytes([Interpreter(s).selector("_tick"), 1, 0])
+    data = SEPARATOR.join([tick] * 40)
+    assert run_input(s, data, limit=10) is None
+    assert len(s.executed) == 10 and s.ran_to < len(data)
+    assert run_input(ref, data[: s.ran_to]) is None and fingerprint(ref) == fingerprint(s)
+    t = Target("device", "npu4", None)
+    assert t(data, limit=10) == data[: t.session.ran_to] and t(data) == data
+
+
+def test_libfuzzer_rounds_pin_a_parent_and_mutate_only_its_suffix() -> None:
+    """The atheris engine's custom mutator (LibFuzzerRounds): the input libFuzzer hands
+    over is pinned at a cut; the round's children are its prefix plus libFuzzer's mutation
+    of the rest, each run from the pinned snapshot; then a new round starts."""
+    from xdna_emu.fuzz.atheris_target import ROUND, LibFuzzerRounds
+
+    t = Target("device", "npu4", None)
+    seen: list[bytes] = []
+
+    def mutate(data: bytes, max_size: int) -> bytes:  # stands in for atheris.Mutate
+        seen.append(data)
+        return (data + b"\x06\x01\x00")[:max_size]
+
+    r = LibFuzzerRounds(t, 1, mutate)
+    seeds = device_seeds("npu4")
+    parent = seeds["job"]
+    children = [r.custom_mutator(parent, 4096, 0) for _ in range(ROUND)]
+    prefix = r.prefix
+    assert prefix and parent.startswith(prefix) and len(prefix) < len(parent)
+    assert seen == [parent[len(prefix):]] * ROUND
+    assert all(c == prefix + parent[len(prefix):] + b"\x06\x01\x00" for c in children)
+    before = t.session.snap_stats["restored"]
+    for c in children[:5]:
+        r.one(c)
+    assert t.session.snap_stats["restored"] == before + 5
+    other = seeds["psp-smu"]
+    r.custom_mutator(other, 4096, 0)  # the round is spent: the next input is a new parent
+    assert r.prefix is None or other.startswith(r.prefix)
+
+
+def test_a_child_stops_before_a_boot_that_would_have_to_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a ``limit`` (a round's child) a bring-up not memoized for its op path is left
+    to parents and whole inputs; once one ran, children reach it through the memo."""
+    calls = _count_bring_ups(monkeypatch)
+    s = DeviceHarness("npu4")
+    it = Interpreter(s)
+    tick, bu = bytes([it.selector("_tick"), 1, 0]), bytes([it.selector("_bring_up"), 0x81])
+    data = SEPARATOR.join([tick, bu, tick])
+    assert run_input(s, data, limit=100) is None
+    assert not calls and s.ran_to == len(tick) and len(s.executed) == 1
+    assert run_input(s, data) is None and len(calls) == 1  # a whole input runs it
+    assert run_input(s, data, limit=100) is None
+    assert len(calls) == 1 and s.ran_to == len(data) and s.dev.fw is not None

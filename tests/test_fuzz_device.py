@@ -190,8 +190,8 @@ def test_fuzz_cli_json_summary_and_usage_errors(tmp_path: Path) -> None:
                "--artifacts", str(tmp_path / "a"), "--corpus", str(tmp_path / "c"))
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
-    for key in ("target", "seconds", "execs", "execs_per_s", "crashes", "hangs", "coverage",
-                "corpus_size"):
+    for key in ("target", "seconds", "execs", "execs_per_s", "wall_execs_per_s", "crashes",
+                "hangs", "coverage", "corpus_size"):
         assert key in summary
     assert summary["target"] == "parsers" and summary["execs"] > 100 and summary["crashes"] == 0
     shim = _cli("fuzz", "--target", "shim", "--seconds", "2", "--json")
@@ -451,3 +451,40 @@ def test_device_target_sends_config_debug_bo() -> None:
     ev = tr.harness_for("npu4", "device").events
     assert (ev["debug_bo_1"], ev["debug_bo_2"]) == (2, 1)
     assert (ev["debug_bo_ok"], ev["debug_bo_refused"]) == (1, 2)
+
+
+def test_summary_rate_is_the_workers_fuzzing_rate(tmp_path: Path) -> None:
+    """``execs_per_s`` sums each worker's execs over its own fuzzing time (start-up left
+    out); ``wall_execs_per_s`` is over the campaign's wall time; a worker without a
+    fuzzing time makes the summary fall back to the wall-clock rate."""
+    import argparse
+
+    from xdna_emu.fuzz.cli import _summary, _Worker
+
+    def worker(i: int, info: dict) -> _Worker:
+        stats = tmp_path / f"stats-{i}.json"
+        stats.write_text(json.dumps({**info, "final": True}))
+        w = _Worker([sys.executable, "-c", "pass"], stats, None)
+        w.proc.wait(30)
+        w.reader.join(5)
+        return w
+
+    args = argparse.Namespace(target="device", chip="npu4", jobs=2)
+    ws = [worker(0, {"execs": 1000, "fuzz_seconds": 2.0}), worker(1, {"execs": 300, "fuzz_seconds": 1.0})]
+    out = _summary(args, "builtin", ws, 10.0, tmp_path, tmp_path, 0)
+    assert out["execs"] == 1300 and out["execs_per_s"] == 800.0 and out["wall_execs_per_s"] == 130.0
+    ws.append(worker(2, {"execs": 200}))
+    out = _summary(args, "builtin", ws, 10.0, tmp_path, tmp_path, 0)
+    assert out["execs_per_s"] == out["wall_execs_per_s"] == 150.0
+
+
+def test_aie4_client_stores_are_cpu_stores_not_dma() -> None:
+    """With bus mastering off the AIE4 client still writes its packets (a CPU store); the
+    device's own DMA is what faults. Found by the npu3 device target: the harness's store
+    went through the IOMMU and raised out of the input."""
+    s = DeviceHarness("npu3")
+    s.fresh()
+    for op in (Op("call", ("a4_bring_up", 2000)), Op("call", ("a4_ctx",)),
+               Op("fault", ("bus_master", 0)), Op("call", ("a4_submit", 0, 0, 1))):
+        s.apply(op)
+    assert s.events["a4_submit_nop"] == 1

@@ -16,19 +16,25 @@ from cffi import FFI
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 HEADER = CSRC / "xdna_shim.h"
+#: the accel DRM files (docs/spec/uapi.md §5): the fuzz target opens one in its own process
+#: and issues ioctls through the decoder, as the interposer does (docs/spec/fuzzing.md §12)
+ACCEL_HEADER = CSRC / "uapi" / "accel.h"
 SOURCES = ("chips.c", "core.c", "event.c", "proto.c", "pci.c", "smu.c", "psp.c", "mailbox.c",
            "message.c", "async.c", "hw.c", "pm.c", "monitor.c", "bo.c", "hwctx.c", "parse.c",
-           "api.c", "dpt.c", "aie4_psp.c", "aie4_hw.c", "aie4_ctx.c", "lockdep.c", "bench.c")
+           "api.c", "dpt.c", "aie4_psp.c", "aie4_hw.c", "aie4_ctx.c", "lockdep.c", "bench.c",
+           "uapi/accel.c", "uapi/argcheck.c", "uapi/registry.c")
 
 
 def _cdef_text() -> str:
-    """The declarations between the CDEF markers of the public header."""
-    text = HEADER.read_text()
-    try:
-        body = text.split("/* CDEF-BEGIN */", 1)[1].split("/* CDEF-END */", 1)[0]
-    except IndexError:
-        raise RuntimeError(f"{HEADER}: CDEF markers missing") from None
-    return body
+    """The declarations between the CDEF markers of the public header and the accel one."""
+    out = []
+    for header in (HEADER, ACCEL_HEADER):
+        text = header.read_text()
+        try:
+            out.append(text.split("/* CDEF-BEGIN */", 1)[1].split("/* CDEF-END */", 1)[0])
+        except IndexError:
+            raise RuntimeError(f"{header}: CDEF markers missing") from None
+    return "\n".join(out)
 
 
 def _generate() -> None:
@@ -51,7 +57,7 @@ ffibuilder = FFI()
 ffibuilder.cdef(_cdef_text())
 ffibuilder.set_source(
     "xdna_emu._shim",
-    '#include "xdna_shim.h"\n',
+    '#include "xdna_shim.h"\n#include "uapi/accel.h"\n',
     sources=[str((CSRC / s).relative_to(ROOT)) for s in SOURCES],
     include_dirs=[str(CSRC)],
     define_macros=[("_GNU_SOURCE", "1")],

@@ -117,7 +117,8 @@ class NpuDevice(DeviceBase):
 
     def load(self, st: DeviceState) -> None:
         """Put the blocks back as saved; the firmware objects and channel handlers are
-        rebuilt from the saved image and context table, never copied."""
+        rebuilt from the saved image and context table, never copied (the objects of the
+        boot the state came from are reused while it still runs: docs/spec/device.md §4)."""
         self.stats.clear()
         self.stats.update(st.stats)
         self._timers = list(st.timers)
@@ -125,14 +126,21 @@ class NpuDevice(DeviceBase):
         self._seq = st.next_seq
         self.psp.load(st.psp)
         self.smu.load(st.smu)
-        self.fw = self.ctx = None
+        # the boot the state was saved from is still running (a fuzzer restoring one
+        # snapshot again and again): its objects hold nothing but what the loads below
+        # replace, so they are kept instead of rebuilt with their handler tables
+        same_boot = (st.fw is not None and self.fw is not None and self.ctx is not None
+                     and self.fw.image is st.fw.image)
+        if not same_boot:
+            self.fw = self.ctx = None
         if self.mailbox is None:
             return
         by_chan = {}
         if st.fw is not None:
-            self.fw = MgmtFirmware(self.chip, self.regs, self.mailbox, self.iommu, self.clock,
-                                   st.fw.image, self.stats)
-            self.ctx = ContextFirmware(self.fw)
+            if not same_boot:
+                self.fw = MgmtFirmware(self.chip, self.regs, self.mailbox, self.iommu,
+                                       self.clock, st.fw.image, self.stats)
+                self.ctx = ContextFirmware(self.fw)
             if st.ctx is not None:
                 by_chan = self.ctx.load(st.ctx)
         fw, ctx = self.fw, self.ctx

@@ -378,16 +378,39 @@ def _mmap(addr: int, size: int, prot: int, flags: int, fd: int, off: int) -> int
 
 class AccelFile:
     """One DRM file on ``/dev/accel/accelN`` (under ``xdna-emu exec``). Every method is one
-    ioctl; a failure raises ``OSError`` with the driver's errno."""
+    ioctl; a failure raises ``OSError`` with the driver's errno.
+
+    :meth:`attach` opens one on a daemon socket instead, in a process not under ``exec``:
+    the same decoder (csrc/uapi/accel.c) serves it, called directly rather than through the
+    interposer's libc hooks, on the calling thread (so in deterministic in-process mode its
+    waits step the daemon like the shim's own: docs/spec/fuzzing.md §12)."""
 
     def __init__(self, path: str = "/dev/accel/accel0") -> None:
         self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        self.direct = False  # ioctl and mmap go to the decoder itself (attach)
         self.heap_va = 0  # the heap's VA range (chunks mapped one after the other), 0: none
         self.heap_len = 0
+
+    @classmethod
+    def attach(cls, socket: str | Path, minor: int = 0) -> AccelFile:
+        """A DRM file on the daemon at ``socket``, opened in this process; ``minor`` names
+        its registry and driver service (``XDNA_EMU_ACCEL<minor>_*``) as for accelN."""
+        from .shim import ffi, lib
+
+        fd = lib.xdna_accel_attach(minor, os.fsencode(str(socket)), os.O_CLOEXEC)
+        if fd < 0:
+            raise OSError(ffi.errno, os.strerror(ffi.errno))
+        self = cls.__new__(cls)
+        self.fd, self.direct, self.heap_va, self.heap_len = fd, True, 0, 0
+        return self
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
+            if self.direct:  # what the interposer's close hook does after the real close
+                from .shim import lib
+
+                lib.xdna_accel_forget(self.fd)
             self.fd = -1
         if self.heap_va:
             _libc.munmap(self.heap_va, HEAP_RESERVE)
@@ -404,8 +427,30 @@ class AccelFile:
         the driver left it."""
         io = T.ioctl(name)
         buf = bytearray(io.layout.pack(**values))
-        fcntl.ioctl(self.fd, io.number, buf, True)
+        self.ioctl_raw(io.number, buf)
         return io.layout.unpack(buf)
+
+    def ioctl_raw(self, number: int, buf: bytearray) -> None:
+        """ioctl(2) with request ``number`` on ``buf`` (any size: the decoder copies what
+        the number's size field names); ``OSError`` with the errno."""
+        if not self.direct:
+            fcntl.ioctl(self.fd, number, buf, True)
+            return
+        from .shim import ffi, lib
+
+        if lib.xdna_accel_ioctl(self.fd, number, ffi.from_buffer(buf)) < 0:
+            raise OSError(ffi.errno, os.strerror(ffi.errno))
+
+    def mmap_at(self, addr: int, size: int, prot: int, flags: int, off: int) -> int:
+        """mmap(2) of this file at ``off`` (a BO's ``map_offset``); the address."""
+        if not self.direct:
+            return _mmap(addr, size, prot, flags, self.fd, off)
+        from .shim import ffi, lib
+
+        p = lib.xdna_accel_mmap(ffi.cast("void *", addr), size, prot, flags, self.fd, off)
+        if int(ffi.cast("intptr_t", p)) == -1:
+            raise OSError(ffi.errno, os.strerror(ffi.errno))
+        return int(ffi.cast("uintptr_t", p))
 
     def version(self) -> dict[str, Any]:
         """DRM VERSION: the struct, with the driver's name (``"amdxdna"``) as ``name_str``."""
@@ -440,8 +485,8 @@ class AccelFile:
                                      mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE,
                                      -1, 0)
             at = self.heap_va + self.heap_len
-            _mmap(at, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED | _MAP_FIXED,
-                  self.fd, self.bo_info(h)["map_offset"])
+            self.mmap_at(at, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED | _MAP_FIXED,
+                         self.bo_info(h)["map_offset"])
         except OSError:
             self.close_bo(h)
             raise

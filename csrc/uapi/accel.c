@@ -191,6 +191,11 @@ int xdna_accel_open(int minor, int flags)
         errno = -rc;
         return -1;
     }
+    return xdna_accel_attach(minor, sock, flags);
+}
+
+int xdna_accel_attach(int minor, const char *sock, int flags)
+{
     struct accel_file *f = calloc(1, sizeof(*f));
     if (!f) {
         errno = ENOMEM;
@@ -785,7 +790,7 @@ static int sync_bo(struct accel_file *f, void *k)
                ? -errno : 0;
 }
 
-void *xdna_accel_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+void *xdna_accel_mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)
 {
     struct accel_file *f = file_of(fd);
     struct bo_view v;

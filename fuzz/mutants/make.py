@@ -73,15 +73,28 @@ M = [
 ("lock-held-across-poll", "shim", "the event pump sleeps in its poll with the context lock held (lock held too long, across a wait)",
  "csrc/event.c", "    if (pp->unlock) {\n        xdna_unlock(&s->lock);\n        xdna_lockdep_blocking(); /* the pump sleeps with no lock held (lockdep.c) */\n    }\n    int r = ppoll(p, n, &ts, NULL);\n    int perr = errno;\n    if (pp->unlock)\n        xdna_lock(&s->lock);\n",
  "    if (pp->unlock)\n        xdna_lockdep_blocking(); /* the pump sleeps with no lock held (lockdep.c) */\n    int r = ppoll(p, n, &ts, NULL);\n    int perr = errno;\n"),
+# --- the UAPI decoder (csrc/uapi/, found through the shim target's ioctl lines) ---
+("uapi-array-count-bound", "shim", "GET_ARRAY refuses num_element 1024, the limit itself (off-by-one bound)",
+ "csrc/uapi/argcheck.c", "a->num_element > AMDXDNA_MAX_NUM_ELEMENT)", "a->num_element >= AMDXDNA_MAX_NUM_ELEMENT)"),
+("uapi-info-overrun", "shim", "GET_INFO copies its whole answer whatever buffer_size says (dropped bound)",
+ "csrc/uapi/accel.c", "    return uwrite(a->buffer, val, a->buffer_size < size ? a->buffer_size : size);\n",
+ "    return uwrite(a->buffer, val, size);\n"),
+# --- AIE4 (the shim target on npu3) ---
+("cert-log-uc-bound", "shim", "CERT log attach takes a slice for uC 6, one past the last (off-by-one bound)",
+ "csrc/aie4_ctx.c", "        if (uc >= XDNA_AIE4_CERT_LOG_UCS || (seen >> uc & 1u))",
+ "        if (uc > XDNA_AIE4_CERT_LOG_UCS || (seen >> uc & 1u))", "npu3"),
+("proxy-foreign-context", "shim", "a client session may destroy another session's context through the proxy (dropped check)",
+ "xdna_emu/fw/aie4/ctx.py", "            if ctx is None or ctx.pasid != pasid:\n", "            if ctx is None:\n", "npu3"),
 ]
 out = ROOT / "fuzz" / "mutants"
 for f in out.glob("*.patch"):
     f.unlink()
-for i, (name, target, what, path, old, new) in enumerate(M, 1):
+for i, (name, target, what, path, old, new, *chip) in enumerate(M, 1):  # chip: the targets' --chip
     src = (ROOT / path).read_text()
     if src.count(old) != 1:
         raise SystemExit(f"{name}: its old text occurs {src.count(old)} times in {path}")
     mut = src.replace(old, new)
     diff = difflib.unified_diff(src.splitlines(True), mut.splitlines(True), f"a/{path}", f"b/{path}", n=3)
-    (out / f"{i:02d}-{name}.patch").write_text(f"# target: {target}\n# what: {what}\n" + "".join(diff))
+    meta = f"# target: {target}\n# what: {what}\n" + "".join(f"# chip: {c}\n" for c in chip)
+    (out / f"{i:02d}-{name}.patch").write_text(meta + "".join(diff))
 print(f"{len(M)} mutants written to {out}")

@@ -7,8 +7,10 @@ Modules, lowest first (docs/architecture.md, Layers):
 - :mod:`.lang`: the trace language: :class:`~.lang.Op`, operand text, ``expect`` forms.
 - :mod:`.ops`: the in-process :class:`~.ops.DeviceHarness` (device, host memory, driver helpers)
   and a QEMU generic-fuzz-style interpreter that turns fuzz bytes into trace ops.
-- :mod:`.faults`, :mod:`.shim_trace`: firmware misbehaviours and the shim harness
-  (:class:`~.shim_trace.ShimHarness`), the real C shim in deterministic in-process mode.
+- :mod:`.faults`, :mod:`.model`, :mod:`.uapi_trace`, :mod:`.shim_trace`: firmware
+  misbehaviours, the driver's contract, the ``ioctl`` lines on DRM files with the UAPI
+  contract, and the shim harness (:class:`~.shim_trace.ShimHarness`), the real C shim in
+  deterministic in-process mode.
 - :mod:`.trace`: the line-oriented text trace, replay, ddmin minimiser, recorder and the
   golden-trace generator (``python -m xdna_emu.fuzz.trace record-golden``).
 - :mod:`.atheris_target`, :mod:`.shim_target`: coverage-guided targets (device, parsers,

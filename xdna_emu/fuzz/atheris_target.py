@@ -195,7 +195,9 @@ class FindingLog:
         return {"crashes": self.crashes, "hangs": self.hangs,
                 "unique": sorted(f"{k}:{n}" for k, n in self.signatures),
                 "artifacts": sorted(self.signatures.values()),
-                "first_finding_s": self.first_finding_s}
+                "first_finding_s": self.first_finding_s,
+                # seconds spent fuzzing (from t0), so the campaign's rate leaves start-up out
+                "fuzz_seconds": round(time.monotonic() - self.t0, 3)}
 
 
 class Target(FindingLog):
@@ -213,20 +215,28 @@ class Target(FindingLog):
             from .ops import DeviceHarness, run_input
 
             self.session = DeviceHarness(chip)
-            self._run = lambda data, pin=None, hint=None: run_input(self.session, data, pin, hint)
+            self._run = lambda data, pin=None, hint=None, limit=None: run_input(
+                self.session, data, pin, hint, limit)
         elif name == "parsers":
             self._parsers = ParserTarget(chip)
-            self._run = lambda data, pin=None, hint=None: self._parsers.one(data)
+            self._run = lambda data, pin=None, hint=None, limit=None: self._parsers.one(data)
         else:
             raise ValueError(f"unknown target {name!r}")
 
-    def __call__(self, data: bytes, pin: int | None = None, hint: bytes | None = None) -> None:
-        """TestOneInput; ``pin``/``hint`` as in :meth:`~xdna_emu.fuzz.ops.Interpreter.run_fresh`
-        (device target only)."""
+    def __call__(self, data: bytes, pin: int | None = None, hint: bytes | None = None,
+                 limit: int | None = None) -> bytes:
+        """TestOneInput; ``pin``/``hint``/``limit`` as in
+        :meth:`~xdna_emu.fuzz.ops.Interpreter.run_fresh` (device target only). Returns the
+        part of ``data`` that ran (all of it unless ``limit`` stopped it)."""
         self.execs += 1
-        found = self._run(bytes(data), pin, hint)
+        data = bytes(data)
+        found = self._run(data, pin, hint, limit)
+        session = getattr(self, "session", None)
+        if limit is not None and session is not None and session.ran_to < len(data):
+            data = data[: session.ran_to]
         if found is not None:
-            self.record(found, bytes(data))
+            self.record(found, data)
+        return data
 
     @property
     def pinned(self) -> bytes | None:
@@ -271,7 +281,8 @@ class Target(FindingLog):
     def stats(self) -> dict[str, Any]:
         session = getattr(self, "session", None)  # the device target's snapshot counters
         snaps = {} if session is None else {"snapshots_taken": session.snap_stats["taken"],
-                                            "restored": session.snap_stats["restored"]}
+                                            "restored": session.snap_stats["restored"],
+                                            "memo_hits": session.snap_stats["memo_hits"]}
         return {"execs": self.execs, **self.finding_stats(), **snaps}
 
 
@@ -374,8 +385,46 @@ def _write_stats(path: Path | None, target: Target, extra: dict[str, Any]) -> No
     write_stats(path, {**target.stats(), **extra})
 
 
+class LibFuzzerRounds:
+    """The incremental rounds of :func:`builtin_fuzz` under libFuzzer (docs/spec/fuzzing.md
+    §9), as its custom mutator: at a round's start the input libFuzzer hands over is the
+    parent, run once with a snapshot pinned at a cut (the largest of CUT_DRAWS draws); the
+    next :data:`ROUND` calls return its prefix plus libFuzzer's own mutation (``mutate``,
+    ``atheris.Mutate``) of the rest, and :meth:`one` runs each such child from the pinned
+    snapshot within :data:`CHILD_WORK`. One round in 20 mutates the whole input instead.
+    libFuzzer keeps choosing parents from its corpus and judging children by its coverage."""
+
+    def __init__(self, target: Target, seed: int, mutate: Callable[[bytes, int], bytes]) -> None:
+        self.target, self.rng, self.mutate = target, random.Random(seed), mutate
+        self.parent = b""
+        self.prefix: bytes | None = None
+        self.left = 0
+
+    def custom_mutator(self, data: bytes, max_size: int, _seed: int) -> bytes:
+        if self.left <= 0:
+            self.prefix = None
+            if self.target.name == "device" and data and self.rng.random() >= WHOLE_INPUT:
+                self.target(data, pin=max(self.rng.randrange(len(data)) for _ in range(CUT_DRAWS)))
+                if self.target.pinned is not None:
+                    self.parent, self.prefix, self.left = bytes(data), self.target.pinned, ROUND
+            if self.prefix is None:
+                return self.mutate(data, max_size)
+        self.left -= 1
+        prefix = self.prefix
+        assert prefix is not None
+        return prefix + self.mutate(self.parent[len(prefix):], max(1, max_size - len(prefix)))
+
+    def one(self, data: bytes) -> None:
+        """TestOneInput: a child of the running round starts from its pinned snapshot."""
+        prefix = self.prefix
+        if prefix is not None and data.startswith(prefix):
+            self.target(data, hint=prefix, limit=CHILD_WORK)
+        else:
+            self.target(data)
+
+
 def run_atheris(target_name: str, chip: str, artifacts: Path, stats: Path | None,
-                libfuzzer_args: list[str]) -> None:
+                libfuzzer_args: list[str], seed: int = 0) -> None:
     """Instrument the package, then hand control to libFuzzer (never returns)."""
     import atheris
 
@@ -385,10 +434,12 @@ def run_atheris(target_name: str, chip: str, artifacts: Path, stats: Path | None
         from .. import device, kernels  # noqa: F401 - instrumented for coverage
         from ..fw import ctx, image, mailbox, mgmt, psp, smu  # noqa: F401
     target = Target(target_name, chip, artifacts)
+    # looked up at each call: Fuzz() rebinds atheris.Mutate to the loaded libFuzzer's
+    rounds = LibFuzzerRounds(target, seed, lambda data, size: atheris.Mutate(data, size))
     last = [0.0]
 
     def one(data: bytes) -> None:
-        target(data)
+        rounds.one(data)
         now = time.monotonic()
         if now - last[0] > STATS_EVERY_S:
             last[0] = now
@@ -397,7 +448,8 @@ def run_atheris(target_name: str, chip: str, artifacts: Path, stats: Path | None
     import atexit
 
     atexit.register(lambda: _write_stats(stats, target, {"final": True}))
-    atheris.Setup([sys.argv[0], *libfuzzer_args], one)
+    atheris.Setup([sys.argv[0], *libfuzzer_args], one,
+                  custom_mutator=rounds.custom_mutator if target_name == "device" else None)
     atheris.Fuzz()
 
 
@@ -430,6 +482,10 @@ def _mutate(data: bytes, rng: random.Random, corpus: list[bytes], dict_toks: lis
 #: inputs per incremental round (docs/spec/fuzzing.md §9): they share the parent's prefix up
 #: to a pinned snapshot and differ only after it
 ROUND = 64
+#: the most a child may spend past its parent's pinned snapshot (ops.MAX_OPS units: one
+#: semantic call and 16 ops): a child is the cut's neighbourhood, not a whole new tail, so
+#: it costs a restore and a few ops; deeper tails come from later cuts and whole inputs
+CHILD_WORK = 48
 #: share of rounds that mutate anywhere in the input instead (no pinned prefix)
 WHOLE_INPUT = 0.05
 CUT_DRAWS = 3
@@ -447,6 +503,7 @@ def builtin_fuzz(target: Target, seconds: float, corpus_dir: Path | None, seeds:
     before the cut and mutate only what follows, each restored from that snapshot, so a
     child pays for its own suffix only. A share of inputs mutates the whole input."""
     stop = stop or StopFlag()
+    target.t0 = time.monotonic()  # fuzzing starts here: the harness is built, seeds are inputs
     rng = random.Random(seed)
     corpus = list(seeds.values()) or [b""]
     if corpus_dir is not None and corpus_dir.is_dir():
@@ -473,7 +530,7 @@ def builtin_fuzz(target: Target, seconds: float, corpus_dir: Path | None, seeds:
                     continue
             queue = [(_mutate(parent, rng, corpus, toks), None)]
         data, hint = queue.pop()
-        target(data, hint=hint)
+        data = target(data, hint=hint, limit=CHILD_WORK if hint is not None else None)
         if target.coverage_feature(data):
             corpus.append(data)
             if corpus_dir is not None:
@@ -511,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         builtin_fuzz(target, args.seconds, Path(args.corpus) if args.corpus else None, seeds,
                      args.seed, stats=stats, stop=StopFlag().install())
         return 0
-    run_atheris(args.target, args.chip, Path(args.artifacts), stats, args.libfuzzer)
+    run_atheris(args.target, args.chip, Path(args.artifacts), stats, args.libfuzzer, args.seed)
     return 0
 
 

@@ -256,7 +256,7 @@ def _campaign(args: argparse.Namespace, engine: str, work: Path, artifacts: Path
             from .atheris_target import write_dictionary
 
             dict_path = write_dictionary(work / "xdna.dict")
-            cmd = [*base, "--stats", str(stats), "--", str(corpus), str(seeds_dir),
+            cmd = [*base, "--stats", str(stats), "--seed", str(args.seed + i), "--", str(corpus), str(seeds_dir),
                    f"-max_total_time={secs}", f"-dict={dict_path}", "-use_value_profile=1",
                    "-timeout=30", "-max_len=4096", f"-seed={args.seed + i}", "-rss_limit_mb=4096",
                    f"-artifact_prefix={found_dir}/", "-print_final_stats=1"]
@@ -396,12 +396,18 @@ def _summary(args: argparse.Namespace, engine: str, workers: list[_Worker], elap
     else:
         corpus_size = max([i.get("corpus", 0) for i in infos] + [0])
     found = sorted({a for i in infos for a in i.get("artifacts", [])} | set(extra_artifacts))
+    wall_rate = round(execs / elapsed, 1) if elapsed > 0 else 0.0
+    # each worker's own rate over its fuzzing time (start-up left out), summed; a worker
+    # that reported no fuzzing time counts at the campaign's wall-clock rate
+    rates = [i.get("execs", 0) / i["fuzz_seconds"] if i.get("fuzz_seconds") else None for i in infos]
+    rate = round(sum(r for r in rates if r is not None), 1) if all(r is not None for r in rates) \
+        else wall_rate
     return {"target": args.target, "engine": engine, "chip": args.chip, "jobs": args.jobs,
             "seconds": round(elapsed, 2), "execs": execs,
-            "execs_per_s": round(execs / elapsed, 1) if elapsed > 0 else 0.0,
+            "execs_per_s": rate, "wall_execs_per_s": wall_rate,
             "crashes": crashes, "hangs": hangs, "coverage": cov, "corpus_size": corpus_size,
             # a target's own counters (the shim's steps, the device's snapshot restores)
-            **{k: sum(i.get(k, 0) for i in infos) for k in ("steps", "restored")
+            **{k: sum(i.get(k, 0) for i in infos) for k in ("steps", "restored", "memo_hits")
                if any(k in i for i in infos)},
             "unique": sorted({u for i in infos for u in i.get("unique", [])}),
             "artifacts": found, "errors": errors, "corpus": str(corpus),

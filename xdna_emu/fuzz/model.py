@@ -39,6 +39,8 @@ from typing import Any
 from ..chips import load_chip
 from ..fw.aie4.messages import Opcode as A4Opcode
 from ..fw.iface.aie2 import FAMILY as _FW
+from ..fw.iface.aie4 import CERT_LOG_HEADER, CERT_LOG_RECORD
+from ..fw.iface.aie4 import FAMILY as _FW4
 from ..fw.messages import LAYOUTS, MSG_SIZE_MASK, TOMBSTONE, Opcode
 from ..shim import ErtState, ShimError, chain_error_index
 from .invariants import InvariantViolation
@@ -69,6 +71,9 @@ EINVAL, ENODEV, EBUSY, EALREADY, EAGAIN, EOPNOTSUPP, EPIPE = (errno_mod.errorcod
 #: CU-table bound of CONFIG_CU and the debug BO's minimum size (docs/spec/jobs.md §4a, §5a)
 CONFIG_CU_MAX = _FW.const("CONFIG_CU_MAX")
 DEBUG_BO_MIN = _FW.const("DEBUG_BO_MIN")
+#: CERT log slices per context and the smallest slice: its header and one record
+#: (docs/spec/aie4.md §11)
+CERT_LOG_UCS, CERT_LOG_MIN = _FW4.const("CERT_LOG_UCS"), CERT_LOG_HEADER.size + CERT_LOG_RECORD.size
 #: commands outstanding per context (docs/spec/jobs.md §4)
 SLOTS = 4
 #: what stop may report once the firmware misbehaved: its SUSPEND message failed
@@ -96,6 +101,7 @@ class CtxModel:
     cus: int | None = 1  # CUs the context has (one until CONFIG_CU sets a table; None: unknown)
     cu_user: bool | None = False  # CONFIG_CU took a table (a second one is EINVAL; None: unknown)
     dbg: int | None = None  # the ``dbgbo`` number bound to it
+    log: bool | None = False  # AIE4: a CERT log attached (None: not known)
 
 
 #: command forms of ``call exec`` (docs/spec/jobs.md §4)
@@ -153,6 +159,14 @@ class ShimModel:
         self.dbg_known = True  # debug bindings predicted (not after stop/suspend/faults)
         self.protocol: tuple[int, int] | None = None  # the probed firmware's protocol version
         self.mgmt_broken = False  # a wrong-size management response broke the channel
+        #: the DRM files' side (uapi_trace.UapiRunner): their contexts share the device's
+        #: columns and runqueue with the driver session's
+        self.peer: Any = None
+        #: AIE4 client session (``client``): open, its live contexts, predicted (no device
+        #: event since it attached)
+        self.client: bool = False
+        self.cctxs: list[bool] = []
+        self.client_known = False
 
     # -- helpers --------------------------------------------------------------------------
     def taint(self, why: str) -> None:
@@ -176,6 +190,10 @@ class ShimModel:
     def expect(self, h: ShimHarness, name: str, args: tuple) -> str | set[str] | None:
         """The errno name (or set of names; None: unknown) the call must give."""
         clean = self.tainted is None
+        if name in ("certlog", "certdetach"):
+            return self._certlog(h, name, args)
+        if name in ("client", "cctx", "cdestroy", "cmgmt"):
+            return self._client(h, name, args)
         dead = self._dead(h, name, args)
         if dead is not None:
             return dead
@@ -223,7 +241,8 @@ class ShimModel:
         if name in ("ctx", "qctx"):
             if name == "qctx" and not qos_ok(h.chip, *(a & 0xFFFFFFFF for a in args)):
                 return EINVAL
-            return "ok" if sum(c.alive for c in self.ctxs) < CTX_PROMISED else None
+            files = (self.peer.live_contexts() if self.peer is not None else 0) + sum(self.cctxs)
+            return "ok" if sum(c.alive for c in self.ctxs) + files < CTX_PROMISED else None
         if name == "cucfg":
             cu_user = self.ctxs[args[0] % len(h.ctxs)].cu_user
             return None if cu_user is None else (EINVAL if cu_user else "ok")
@@ -303,12 +322,68 @@ class ShimModel:
             return None
         return {"ok", EBUSY} if self._others_busy(h, n, self.observe(h)) else "ok"
 
+    def _certlog(self, h: ShimHarness, name: str, args: tuple) -> str | None:
+        """CERT log attach/detach (docs/spec/aie4.md §11), in the shim's order: AIE2
+        EOPNOTSUPP; a context not live on the firmware EINVAL; a log attached already (detach:
+        none) EINVAL; 0 or more than CERT_LOG_UCS slices, a BO that is not DEV, a uC index
+        past the last or named twice, a slice without room for a record, slices past the BO:
+        EINVAL; else the firmware's CONFIGURE_HW_CONTEXT answers (ok when it is predicted)."""
+        if not h.ctxs:
+            return EINVAL
+        if not self.aie4:
+            return EOPNOTSUPP
+        c = self.ctxs[args[0] % len(h.ctxs)]
+        if not c.alive:
+            return EINVAL
+        if self.tainted is not None or self.dev != "up" or c.log is None:
+            return None  # every refusal is EINVAL, but so is a context not live on the firmware
+        if name == "certdetach":
+            return "ok" if c.log else EINVAL
+        if c.log:
+            return EINVAL
+        dev, size = h.log_target(args[1])
+        ucs = [] if args[2] == "-" else [tuple(int(x, 0) for x in sl.split(":")) for sl in args[2].split(",")]
+        if not 1 <= len(ucs) <= CERT_LOG_UCS or not dev:
+            return EINVAL
+        seen: set[int] = set()
+        for uc, sz in ucs:
+            if uc >= CERT_LOG_UCS or uc in seen or sz < CERT_LOG_MIN:
+                return EINVAL
+            seen.add(uc)
+        return EINVAL if sum(sz for _, sz in ucs) > size else "ok"
+
+    def _client(self, h: ShimHarness, name: str, args: tuple) -> str | None:
+        """A client session (docs/spec/aie4.md §12): a driver-only message EPERM, another
+        session's context ENOENT (the daemon's proxy), a query ok; its own contexts as the
+        driver's. Predicted on AIE4 with the device up and the firmware unfaulted."""
+        if name != "client" and not self.client:
+            return EINVAL  # the harness has no client to use
+        if name == "cdestroy" and not any(True for _ in self.cctxs):
+            return EINVAL
+        if name == "cdestroy" and not self.cctxs[args[0] % len(self.cctxs)]:
+            return EINVAL  # its own destroyed context
+        if not self.aie4 or self.tainted is not None or self.dev != "up":
+            return None
+        if name == "client":
+            return "ok"
+        if not self.client_known:
+            return None
+        if name == "cmgmt":
+            return {"query": "ok", "driver": errno_mod.errorcode[errno_mod.EPERM],
+                    "foreign": errno_mod.errorcode[errno_mod.ENOENT]}.get(args[0])
+        if name == "cctx":
+            files = self.peer.live_contexts() if self.peer is not None else 0
+            live = sum(c.alive for c in self.ctxs) + sum(self.cctxs) + files
+            return "ok" if live < CTX_PROMISED else None
+        return "ok"
+
     def _others_busy(self, h: ShimHarness, n: int, now: dict[int, ErtState]) -> bool:
         """Another live context has work pending: it cannot be swapped out, so a
         disconnected context's submission may wait out the mailbox timeout and give EBUSY
         (docs/spec/jobs.md §3a)."""
         return any(j.ctx != n and self.ctxs[j.ctx].alive and now.get(i) not in FINAL
-                   for i, j in enumerate(h.jobs[: len(self.jobs)]))
+                   for i, j in enumerate(h.jobs[: len(self.jobs)])) or \
+            (self.peer is not None and self.peer.busy())
 
     def _pending_hang(self, h: ShimHarness, n: int) -> bool:
         now = self.observe(h)
@@ -358,6 +433,17 @@ class ShimModel:
             self.taint("the management channel is in bad state")  # state: later messages EPIPE
         if name in ("stop", "suspend", "resume", "probe", "flr"):
             self.mgmt_broken = False  # a new channel (as ShimHarness._new_channel_state)
+        if name == "client":  # a new session replaces the last (its contexts end with it)
+            self.client, self.cctxs, self.client_known = got == "ok", [], got == "ok"
+        elif name == "cctx" and got == "ok":
+            self.cctxs.append(True)
+        elif name == "cdestroy" and self.cctxs and got in ("ok", EINVAL):
+            self.cctxs[args[0] % len(self.cctxs)] = False  # gone (or never there)
+        if name in ("stop", "suspend", "resume", "probe", "flr"):
+            self.client_known = False  # the client's contexts after a device event: not modelled
+        if name in ("certlog", "certdetach") and self.aie4 and h.ctxs:
+            c = self.ctxs[args[0] % len(h.ctxs)]  # attached only by a success; detach always
+            c.log = True if name == "certlog" and got == "ok" else (False if name == "certdetach" else c.log)
         if name == "dbg" and args[1] == "remove" and h.dbg_bos and h.ctxs:
             c = self.ctxs[args[0] % len(h.ctxs)]
             if c.dbg == args[2] % len(h.dbg_bos):

@@ -87,6 +87,12 @@ _IMAGES: dict[str, bytes] = {}
 #: semantic calls worth a snapshot as soon as an input prefix ends with one
 SNAP_CALLS = frozenset({"fw_image", "boot", "bring_up", "client", "ctx_create", "submit",
                         "a4_bring_up", "a4_ctx"})
+#: semantic calls dearer than a restore (0.3-2.5 ms against ~0.2 ms): run once per op path,
+#: then restored from a snapshot wherever the same ops lead to them again
+MEMO_CALLS = frozenset({"boot", "bring_up", "ctx_create", "a4_bring_up", "a4_ctx"})
+#: the firmware's whole start (0.7-2.5 ms): an input run with a ``limit`` (a round's child)
+#: stops before one that is not memoized, which parents and whole inputs run
+BOOT_CALLS = frozenset({"boot", "bring_up", "a4_bring_up"})
 #: Work past the last restore (in MAX_OPS budget units: an op 1, a semantic call CALL_WEIGHT)
 #: that makes an early semantic call worth a snapshot. Counted, never timed, so the same
 #: inputs take the same snapshots on a loaded machine as on an idle one.
@@ -148,6 +154,13 @@ def _copy(v: Any) -> Any:
     return type(v)(v) if type(v) in _COPIED else v
 
 
+def _fields(d: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A host object's fields for a snapshot, and which of them are containers (a restore
+    copies just those again; the rest are put back as they are)."""
+    fields = {k: _copy(v) for k, v in d.items()}
+    return fields, tuple(k for k, v in fields.items() if type(v) in _COPIED)
+
+
 def straddles(data: bytes, end: int) -> bool:
     """Does a separator start within SNAP_STRADDLE bytes before ``end``? Then the chunk, and
     the ops, before ``end`` differ from those of an input whose bytes stop (or go on
@@ -166,15 +179,17 @@ class Snapshot:
     objects (:data:`HOST_TYPES`), ``attrs`` the session's own per-input state.
     """
 
-    __slots__ = ("fn", "memory", "host", "attrs", "checker", "irqs", "pages", "n", "g", "end")
+    __slots__ = ("fn", "memory", "host", "attrs", "checker", "irqs", "pages", "n", "g", "end",
+                 "path")
 
     def __init__(self, fn: FunctionState, memory: dict[tuple[int, int], Any],
-                 host: list[tuple[Any, dict[str, Any]]], attrs: dict[str, Any],
+                 host: list[tuple[dict[str, Any], tuple[str, ...], Any]], attrs: dict[str, Any],
                  checker: dict[str, Any], irqs: list[int], pages: Any = None) -> None:
         self.fn, self.memory, self.host, self.attrs = fn, memory, host, attrs
         self.checker, self.irqs = checker, irqs
         self.pages = pages  # the copy-on-write arena's dirty pages (None: fn holds the bytes)
         self.n = self.g = self.end = 0  # interpreter position (budget, groups, byte offset)
+        self.path = 0  # hash of the op groups from power-on to here (Interpreter.run_fresh)
 
 
 class Guard(Observer):
@@ -247,6 +262,7 @@ class DeviceHarness:
         # snapshots of input prefixes (bytes keys) and of machine starts (("ops", ops) keys)
         self.use_snapshots = True
         self.pinned: bytes | None = None  # the prefix run_input pinned last (run_fresh)
+        self.ran_to = 0  # where the last input stopped (run_fresh's ``limit``)
         self.snaps: OrderedDict[Any, Snapshot] = OrderedDict()
         self.snap_stats: Counter[str] = Counter()
         self._seen_prefixes: set[bytes] = set()
@@ -307,7 +323,7 @@ class DeviceHarness:
         IOMMU, host memory, clock), the driver helpers, the checker and the counters."""
         memory = {(pasid, m.address): m.mem
                   for pasid, space in self.iommu.spaces.items() for m in space.maps}
-        host = [(o, {k: _copy(v) for k, v in vars(o).items()}) for o in self._host_objects()]
+        host = [_fields(vars(o)) + (o,) for o in self._host_objects()]
         attrs = {k: _copy(self.__dict__[k]) for k in STATE_ATTRS}
         if self.arena is None:
             return Snapshot(self.fn.save(), memory, host, attrs, self.checker.save(),
@@ -315,12 +331,22 @@ class DeviceHarness:
         return Snapshot(self.fn.save(keep=self._in_arena), memory, host, attrs,
                         self.checker.save(), list(self.td.irqs), self.arena.delta())
 
+    def snapshot_at(self, end: int, n: int, g: int, path: int, here: Snapshot | None = None) -> Snapshot:
+        """A snapshot of the state now, at interpreter position (``end``, ``n``, ``g``) and
+        op path ``path``; ``here`` is one already taken of this very state (a memoized
+        call's), shared instead of taken again."""
+        snap = self.snapshot() if here is None else Snapshot(
+            here.fn, here.memory, here.host, here.attrs, here.checker, here.irqs, here.pages)
+        snap.end, snap.n, snap.g, snap.path = end, n, g, path
+        return snap
+
     def _in_arena(self, mem: Any) -> bool:
         return id(mem) in self._arena_ids
 
-    def restore(self, snap: Snapshot) -> DeviceHarness:
+    def restore(self, snap: Snapshot, count: str = "restored") -> DeviceHarness:
         """Put the session back exactly as it was when ``snap`` was taken (no reallocation
-        of BARs or host buffers: the driver's views into them stay valid)."""
+        of BARs or host buffers: the driver's views into them stay valid). ``count``: the
+        ``snap_stats`` counter it adds to."""
 
         def memory(ms: MappingState) -> Any:
             return snap.memory[(ms.pasid, ms.address)]
@@ -328,12 +354,16 @@ class DeviceHarness:
         if snap.pages is not None:
             self.arena.load(snap.pages)  # type: ignore[union-attr]
         self.fn.restore(snap.fn, memory)
-        for obj, fields in snap.host:
-            obj.__dict__.update({k: _copy(v) for k, v in fields.items()})
+        for fields, containers, obj in snap.host:
+            d = obj.__dict__
+            d.update(fields)
+            for k in containers:  # the containers get a copy of their own again
+                v = fields[k]
+                d[k] = type(v)(v)
         self.__dict__.update({k: _copy(v) for k, v in snap.attrs.items()})
         self.checker.load(snap.checker)
         self.td.irqs[:] = snap.irqs
-        self.snap_stats["restored"] += 1
+        self.snap_stats[count] += 1
         return self
 
     def drop_snapshots(self) -> None:
@@ -702,7 +732,9 @@ class DeviceHarness:
             self.a4next = 0
         addr = CLIENT_IOVA + self.a4next
         self.a4next += size
-        self.iommu.write(addr, data, A4_PASID)
+        # a CPU store into the client's memory, not the device's DMA: bus mastering off
+        # (a config write) does not stop it, nor log an IOMMU fault
+        self.v_host(A4_PASID, addr, data)
         return addr
 
     def c_a4_ctx(self) -> None:
@@ -1038,16 +1070,21 @@ class Interpreter:
             for op in group:
                 self.s.apply(op)
 
-    def run_fresh(self, data: bytes, pin: int | None = None,
-                  hint: bytes | None = None) -> bytes | None:
+    def run_fresh(self, data: bytes, pin: int | None = None, hint: bytes | None = None,
+                  limit: int | None = None) -> bytes | None:
         """Fresh device, then ``data``; with snapshots on, the longest prefix that ran before
         is restored instead of replayed, and new prefixes worth keeping are snapshotted.
 
         ``pin``: also snapshot at the first clean group boundary at or after byte ``pin``
         and return that prefix (None if the input ended or failed first): the incremental
         rounds of :func:`~xdna_emu.fuzz.atheris_target.builtin_fuzz` run many inputs that
-        keep it. ``hint``: a prefix snapshotted before, tried ahead of the search."""
+        keep it. ``hint``: a prefix snapshotted before, tried ahead of the search.
+        ``limit``: stop once this much budget (MAX_OPS units) is spent past the state the
+        input started from, or before a boot (BOOT_CALLS) not memoized for its op path;
+        ``session.ran_to`` is then the byte offset where it stopped (else ``len(data)``),
+        so the input that really ran is ``data[:ran_to]``."""
         s = self.s
+        s.ran_to = len(data)
         if not s.use_snapshots:
             s.fresh()
             self.run(data)
@@ -1067,30 +1104,73 @@ class Interpreter:
             start, done, ngroups = snap.end, snap.n, snap.g
         apply = s.apply
         since = done
+        stop = done + limit if limit is not None else MAX_OPS
         pinned = data[:start] if pin is not None and 0 < start and start >= pin else None
+        ended = start
+        path = snap.path if snap is not None else 0
         for group, end, clean, n, g in self.groups(data, start, done, ngroups):
-            for op in group:
-                apply(op)
+            ops = tuple(group)
+            if n > stop or (limit is not None and self._boots(ops)
+                            and ("path", path, ops) not in s.snaps):
+                s.ran_to = ended  # spent, or a boot that would have to run: a parent's work
+                break
+            ended = end
+            here = None  # a snapshot of the state right now, if one exists
+            if self._memoized(ops):
+                path, here = self._memo_call(path, ops, g)
+            else:
+                for op in ops:
+                    apply(op)
+                path = hash((path, ops))
             if clean:
                 if pinned is None and pin is not None and end >= pin:
                     pinned = key = data[:end]
                     if key not in s.snaps:
-                        snap = s.snapshot()
-                        snap.end, snap.n, snap.g = end, n, g
-                        s.keep_snapshot(key, snap)
+                        s.keep_snapshot(key, s.snapshot_at(end, n, g, path, here))
                     since = n
                     continue
                 spent = n - since
-                if spent >= SNAP_MIN_WORK and self._snapshot_at(data, end, n, g, group, spent):
+                if spent >= SNAP_MIN_WORK and self._snapshot_at(data, end, n, g, group, spent, path, here):
                     since = n
         return pinned
+
+    @staticmethod
+    def _boots(ops: tuple[Op, ...]) -> bool:
+        return len(ops) == 1 and ops[0].verb == "call" and ops[0].args[0] in BOOT_CALLS
+
+    @staticmethod
+    def _memoized(ops: tuple[Op, ...]) -> bool:
+        return len(ops) == 1 and ops[0].verb == "call" and ops[0].args[0] in MEMO_CALLS
+
+    def _memo_call(self, path: int, ops: tuple[Op, ...], g: int) -> tuple[int, Snapshot | None]:
+        """Apply one costly semantic call, or restore the state it led to when it ran
+        before from the same op path (docs/spec/fuzzing.md §9): the ops since power-on
+        decide the state, whatever bytes they were decoded from. Returns the new path and
+        the snapshot of the state after the call, if there is one. A call that raised (a
+        finding) is never memoized, so it runs again every time."""
+        s = self.s
+        key = ("path", path, ops)
+        hit = s.snaps.get(key)
+        if hit is not None:
+            s.snaps.move_to_end(key)
+            s.restore(hit, "memo_hits")
+            return hit.path, hit
+        s.apply(ops[0])
+        new = hash(key)
+        if g <= 4 or key in s._seen_prefixes:  # an early call, or one met a second time
+            snap = s.snapshot()
+            snap.path = new
+            s.keep_snapshot(key, snap)
+            return new, snap
+        s._seen_prefixes.add(key)
+        return new, None
 
     @staticmethod
     def _costly(group: list[Op]) -> bool:
         return any(op.verb == "call" and op.args[0] in SNAP_CALLS for op in group)
 
     def _snapshot_at(self, data: bytes, end: int, n: int, g: int, group: list[Op],
-                     spent: int) -> bool:
+                     spent: int, path: int = 0, here: Snapshot | None = None) -> bool:
         """Snapshot the state after ``data[:end]``, which took ``spent`` units of work to reach,
         when that pays: at once after an early semantic call (bring-up & co., which most
         inputs start with), or after a long prefix that a second input shares. A snapshot
@@ -1107,9 +1187,7 @@ class Interpreter:
                     s._seen_prefixes.clear()
                 s._seen_prefixes.add(key)
                 return False
-        snap = s.snapshot()
-        snap.end, snap.n, snap.g = end, n, g
-        s.keep_snapshot(key, snap)
+        s.keep_snapshot(key, s.snapshot_at(end, n, g, path, here))
         return True
 
     # one decoder per op kind ----------------------------------------------------------
@@ -1130,12 +1208,21 @@ class Interpreter:
         return self.b.ring_store(chan & 0x7F, off, r.take(n), i2x=bool(chan & 0x80))
 
     def _post(self, r: Reader) -> list[Op]:
+        """A message at the x2i tail: half well formed; of the others, with flags bit 6 set
+        one malformation alone (so each check is met without another one in front), else
+        a mix. A size lie with bit 15 set is aimed at the edge of the tail (a word or two
+        past it, or one short), where an off-by-one bound would show."""
         chan, opi, flags, mid, lie, n = r.u8(), r.u8(), r.u8(), r.u8(), r.u16(), r.u8()
+        if lie & 0x8000:
+            lie = (4, 8, -4, 12)[lie & 3]
         opcode = OPCODES[opi % len(OPCODES)] if opi < 0xF0 else r.u32()
         lay = LAYOUTS.get(opcode)  # type: ignore[call-overload]
         size = lay.req.size if lay is not None and n < 0x80 else n % 64 * 4
-        flags = flags if flags & 0x80 else 0  # half the posts are well formed
-        return self.b.post(chan % 4, opcode, r.take(size), flags & 0x7F, mid, lie)
+        if not flags & 0x80:  # half the posts are well formed
+            flags = 0
+        else:
+            flags = 1 << (flags & 7) if flags & 0x40 else flags & 0x3F
+        return self.b.post(chan % 4, opcode, r.take(size), flags, mid, lie)
 
     def _tick(self, r: Reader) -> list[Op]:
         return [Op("tick", (r.u16() * 1000,))]
@@ -1253,16 +1340,16 @@ class Interpreter:
 
 
 def run_input(session: DeviceHarness, data: bytes, pin: int | None = None,
-              hint: bytes | None = None) -> Failure | None:
+              hint: bytes | None = None, limit: int | None = None) -> Failure | None:
     """Fresh device, run the input; the finding (if any) with ``session.executed`` set.
-    ``pin``/``hint`` as in :meth:`Interpreter.run_fresh`; the pinned prefix is left in
-    ``session.pinned``."""
+    ``pin``/``hint``/``limit`` as in :meth:`Interpreter.run_fresh`; the pinned prefix is
+    left in ``session.pinned``."""
     interp = session.__dict__.get("_interp")
     if interp is None:
         interp = session.__dict__.setdefault("_interp", Interpreter(session))
     session.pinned = None
     try:
-        session.pinned = interp.run_fresh(data, pin, hint)
+        session.pinned = interp.run_fresh(data, pin, hint, limit)
     except Failure as exc:
         return exc
     return None

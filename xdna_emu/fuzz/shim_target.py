@@ -39,6 +39,7 @@ from .invariants import Failure
 from .model import FORMS
 from .ops import Op, TraceError
 from .shim_trace import KERNELS, POWER_MODES, ShimHarness
+from .uapi_trace import random_ioctl, seed_ops
 
 STATS_EVERY_S = 0.5
 #: this module's entry in the fuzz target registry (targets.py)
@@ -58,13 +59,15 @@ EXAMPLE_WALL_S = 60
 WEIGHTS = {"mgmt": 6, "ctx": 4, "destroy": 2, "exec": 10, "wait": 10, "info": 2,
            "suspend": 1, "resume": 1, "stop": 1, "tick": 3, "fault": 6, "act": 2,
            "timeout": 1, "chain": 4, "waitseq": 3, "health": 1, "power": 1, "bulk": 1,
-           "rewrite": 1, "qctx": 1, "cucfg": 1, "dbgbo": 1, "dbg": 2, "syncwait": 2}
+           "rewrite": 1, "qctx": 1, "cucfg": 1, "dbgbo": 1, "dbg": 2, "syncwait": 2,
+           "ioctl": 14, "certlog": 1}
 #: AIE4 (docs/spec/fuzzing.md §8): firmware faults on its mgmt channel and AIE4 mgmt
 #: opcodes, no START_NPU rewrites or AIE2 config calls (they know the AIE2 forms);
-#: user-mode queues and FLR
+#: user-mode queues, FLR, the CERT log on DEV BOs; no ioctl lines yet (fuzzing.md §12)
 WEIGHTS_AIE4 = {**{k: v for k, v in WEIGHTS.items()
-                   if k not in ("rewrite", "qctx", "cucfg", "dbgbo", "dbg")},
-                "umq": 2, "doorbell": 4, "flr": 1}
+                   if k not in ("rewrite", "qctx", "cucfg", "dbgbo", "dbg", "ioctl")},
+                "umq": 2, "doorbell": 4, "flr": 1, "dbgbo": 3, "certlog": 4, "certdetach": 1,
+                "client": 2, "cctx": 2, "cdestroy": 1, "cmgmt": 3}
 #: CU indexes an exec names: the default, ones a CU table has, and past every table
 EXEC_CUS = [0, 0, 0, 1, 2, 7, 31]
 #: QoS (gops, fps, latency_ms, max_opc): none, in range, at the 32-bit edge, past the top
@@ -73,6 +76,10 @@ QOS = [(0, 0, 0, 0), (10, 30, 0, 2048), (100, 0, 1, 0), (4294967, 1000, 0, 0),
        (4294968, 1000, 0, 0), (1000, 1000, 0, 1), (1, 0, 0, 1)]
 #: CU-table sizes (0 and 33 are refused) and debug-BO sizes (DEBUG_BO_MIN is 4 KiB)
 CU_COUNTS, DBG_SIZES = [0, 1, 2, 8, 14, 32, 33], [64, 4095, 4096, 8192]
+#: CERT log slices (uC:bytes) a ``certlog`` names: good ones, none, seven, a uC past the
+#: last or named twice, one too small for a record (48 bytes is the least), past the BO
+CERT_SLICES = ["0:4096", "0:48", "0:4096,1:4096", "5:64,0:64", "-", ",".join(f"{i}:64" for i in range(7)),
+               "6:64", "0:64,6:64", "7:64", "1:64,1:64", "0:47", "0:65536,1:65536"]
 #: seqs a ``waitseq`` names besides real ones: never submitted, negative, huge
 ODD_SEQS = [0, -1, -(1 << 63), 1 << 62, 0xFFFFFFFF]
 #: (word, value) rewrites of a command BO under a running exec: the header's count or
@@ -89,10 +96,21 @@ MGMT_OPCODES_AIE4 = [int(o) for o in (A4Opcode.IDENTIFY, A4Opcode.IDENTIFY,
                                       A4Opcode.CREATE_VFS)] + [0x3FFFF]
 
 
+#: the shim target's AIE4 seed: two contexts, DEV BOs, one bound as context 0's CERT log, a
+#: job, a client session with a context, the log detached
+AIE4_SEED = [Op("call", ("probe",)), Op("call", ("ctx",)), Op("call", ("ctx",)),
+             Op("call", ("dbgbo", 4096)), Op("call", ("dbgbo", 8192)),
+             Op("call", ("certlog", 0, 0, "0:4096")), Op("call", ("exec", 0, "nop")),
+             Op("call", ("wait", 0, 3000)), Op("call", ("client",)), Op("call", ("cctx",)),
+             Op("call", ("certdetach", 0))]
+
+
 def random_op(rng: random.Random, aie4: bool = False) -> Op:
     """One shim-trace op with operands a driver test would plausibly use."""
     w = WEIGHTS_AIE4 if aie4 else WEIGHTS
     name = rng.choices(list(w), weights=list(w.values()))[0]
+    if name == "ioctl":  # amdxdna ioctls on DRM files (uapi_trace, docs/spec/fuzzing.md §12)
+        return random_ioctl(rng)
     if name == "fault":
         kind = rng.choice(sorted(MSG_FAULTS))
         return Op("fault", (kind, rng.choice([0, -1]), rng.choice([1, 1, 1, 2, 3]),
@@ -116,6 +134,14 @@ def random_op(rng: random.Random, aie4: bool = False) -> Op:
         return Op("call", ("cucfg", rng.randrange(4), rng.choice(CU_COUNTS)))
     if name == "dbgbo":
         return Op("call", ("dbgbo", rng.choice(DBG_SIZES)))
+    if name == "certlog":
+        return Op("call", ("certlog", rng.randrange(4), rng.choice([0, 1, 2, -1]), rng.choice(CERT_SLICES)))
+    if name == "certdetach":
+        return Op("call", ("certdetach", rng.randrange(4)))
+    if name == "cdestroy":
+        return Op("call", ("cdestroy", rng.randrange(4)))
+    if name == "cmgmt":
+        return Op("call", ("cmgmt", rng.choice(("query", "driver", "foreign")), rng.randrange(4)))
     if name == "dbg":
         return Op("call", ("dbg", rng.randrange(4), rng.choice(("assign", "remove")), rng.randrange(3)))
     if name == "syncwait":
@@ -261,6 +287,11 @@ class ShimFuzzer(FindingLog):
                 ops = [op for op in t.ops if op.verb != "expect"]
                 self.run_one(ops)
                 self.corpus.append(ops)
+        # AIE2: a program's DRM session (docs/spec/fuzzing.md §12); AIE4: a context with a
+        # CERT log bound (§8), so mutations start where those calls mean something
+        seed = AIE4_SEED if self.session.aie4 else seed_ops()
+        self.run_one(seed)
+        self.corpus.append(seed)
 
     def record(self, failure: Failure, ops: list[Op]) -> None:
         from .trace import Trace

@@ -33,10 +33,21 @@ pause of virtual time or an expectation::
     call umq 0                 # AIE4: hand context 0's HSA queue to the application
     call doorbell 0            # AIE4: the application rings it (after one nop packet, if umq'd)
     call flr                   # AIE4: function-level reset (reset_prepare/reset_done)
+    call certlog 0 1 0:4096,1:4096  # AIE4: CERT log attach of DEV BO 1 (``dbgbo``; -1: a
+                               #   SHARE BO) to context 0, slices uC:bytes (``-``: none)
+    call certdetach 0          # AIE4: CERT log detach
+    call client                # AIE4: a second process's session attaches (a new one each time)
+    call cctx                  # AIE4: the client creates a context (numbered 0, 1, ...)
+    call cdestroy 0            # AIE4: the client destroys its context 0
+    call cmgmt driver 0        # AIE4: the client sends a management message through the
+                               #   daemon: query (IDENTIFY), driver (CREATE_VFS, driver-only)
+                               #   or foreign (DESTROY_HW_CONTEXT of the driver's context 0)
     fault bad_id 0             # arm a message fault: kind, channel (0 mgmt, -1 any user
     fault late 0 1 6000        #   channel), count, argument
     fault unsolicited 0        # an action fault happens at once
     fault refuse_context       # from now on a deliberately wrong firmware (faults.VARIANTS)
+    ioctl open                 # amdxdna ioctls on DRM files opened on the same daemon
+    ioctl exec 0 0 hang        #   (:mod:`.uapi_trace`, docs/spec/fuzzing.md §12)
     expect errno EPIPE         # the last call's outcome (ok, or an errno name)
     expect state 0 completed   # the ERT state of job 0's command BO
 
@@ -64,11 +75,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..chips import load_chip
-from ..shim import BO_CMD, BO_DEV, ErtState, ShimError, ert_start_dpu, ert_start_npu
+from ..shim import BO_CMD, BO_DEV, BO_SHARE, ErtState, ShimError, ert_start_dpu, ert_start_npu
 from .faults import ACT_FAULTS, MSG_FAULTS, VARIANTS, FaultInjector
 from .invariants import Failure, Hang, InvariantViolation
 from .lang import Op, TraceError, typed_operands
 from .model import MGMT_RESP, ShimModel, parse_form
+from .uapi_trace import IOCTL_SPECS, UapiModel, UapiRunner, parse_ioctl
 
 if TYPE_CHECKING:
     from ..kernels import Kernel
@@ -91,7 +103,8 @@ CALL_SPECS = {"probe": "", "timeout": "si", "mgmt": "ib", "ctx": "", "destroy": 
               "tick": "i", "chain": "is", "waitseq": "iii", "health": "i", "power": "s",
               "bulk": "ii", "rewrite": "ii", "umq": "i", "doorbell": "i", "flr": "",
               "qctx": "iiii", "cucfg": "ii", "dbgbo": "i",
-              "dbg": "isi", "syncwait": "ii"}
+              "dbg": "isi", "syncwait": "ii", "certlog": "iis", "certdetach": "i",
+              "client": "", "cctx": "", "cdestroy": "i", "cmgmt": "si"}
 #: trailing operands a call may leave out (kinds as in CALL_SPECS)
 CALL_OPTIONAL = {"exec": "s"}
 #: the wait a ``syncwait`` grants (ms, virtual)
@@ -101,7 +114,16 @@ DBGBO_MAX, CUCFG_MAX = 1 << 16, 40
 #: most jobs one ``bulk`` call runs (enough to wrap the 8-bit message id a few times)
 BULK_MAX = 1024
 POWER_MODES = ("default", "low", "medium", "high", "turbo")
+#: a firmware context id no context has (``cmgmt foreign`` with no live driver context)
+FW_ID_NONE = 0xFFFF
+#: the non-DEV BO a ``certlog`` with a negative BO number names (refused: docs/spec/aie4.md §11)
+LOG_SHARE_SIZE = 1 << 16
 FAULT_SPEC = "iii"
+#: faults after which the firmware runs nothing more (faults.py): rung user-mode packets
+#: are then not promised to run
+FW_STOPPING = frozenset({"unload", "fw_fatal", "reset"})
+#: driver-session calls that end or re-create every session's contexts and jobs
+DEVICE_EVENTS = frozenset({"stop", "suspend", "resume", "probe", "flr"})
 
 
 class ShimCrash(Failure):
@@ -176,6 +198,8 @@ class ShimHarness:
     # -- lifecycle ----------------------------------------------------------------------
     def fresh(self) -> ShimHarness:
         """Power-on device, a newly opened shim, no faults armed."""
+        if getattr(self, "uapi", None) is not None:
+            self.uapi.close()  # the DRM files' sessions go before the daemon drops them
         self.ip.fresh()
         self.shim = self.ip.open()
         self.shim.set_timeout("mbox_rx", DEFAULT_RX_MS)
@@ -192,15 +216,32 @@ class ShimHarness:
         self.umqs: dict[int, UserQueue] = {}  # AIE4: context number -> its user-mode queue
         self.syncobjs: dict[int, int] = {}  # hardware-queue handle per context number, once read
         self.dbg_bos: list[tuple[int, int]] = []  # (handle, size) per ``dbgbo`` number
+        if getattr(self, "client", None) is not None:
+            self.client.close()
+        self.client: Shim | None = None  # ``client``: another process's session (AIE4)
+        self.cctxs: list[int] = []  # its context handles, by number
         self.model: ShimModel | None = ShimModel(self.aie4) if self.use_model else None
+        #: the DRM files of ``ioctl`` lines: client sessions, the programs beside this driver
+        self.uapi = UapiRunner(self)
+        self.umodel = UapiModel(self.uapi, self.model) if self.model is not None else None
+        if self.model is not None:
+            self.model.peer = self.uapi
         self.events.clear()
         return self
 
     def close(self) -> None:
+        self.uapi.close()
+        if self.client is not None:
+            self.client.close()
+            self.client = None
         self.ip.close()
 
     def release(self) -> None:
         """Close the shim and clear this thread's wait hooks (other shim users may follow)."""
+        self.uapi.close()
+        if self.client is not None:
+            self.client.close()
+            self.client = None
         self.ip.close_shim()
 
     # -- running ops ---------------------------------------------------------------------
@@ -211,6 +252,9 @@ class ShimHarness:
         if op.verb == "call":
             self._sync_resets()
             self._call(op.args[0], op.args[1:])
+        elif op.verb == "ioctl":
+            self._sync_resets()
+            self._call(op.args[0], op.args[1:], ioctl=True)
         elif op.verb == "fault":
             self._fault(*op.args)
         elif op.verb == "expect":
@@ -221,20 +265,25 @@ class ShimHarness:
             err, self.ip.hook_error = self.ip.hook_error, None
             raise ShimCrash("hook", f"the wait hook raised {err!r}")
 
-    def _call(self, name: str, args: tuple[Any, ...]) -> None:
+    def _call(self, name: str, args: tuple[Any, ...], ioctl: bool = False) -> None:
+        """One shim call (or, with ``ioctl``, one ioctl op on a DRM file), checked."""
         from ..testing.inproc import Livelock
 
-        fn = self.calls.get(name)
-        if fn is None:
-            raise TraceError(f"unknown shim call {name!r} (known: {', '.join(CALL_SPECS)})")
-        n_opt = len(CALL_OPTIONAL.get(name, ""))
-        if not len(CALL_SPECS[name]) <= len(args) <= len(CALL_SPECS[name]) + n_opt:
-            raise TraceError(f"call {name} takes {len(CALL_SPECS[name])} operands")
-        model = self.model
+        specs = IOCTL_SPECS if ioctl else CALL_SPECS
+        fn = (lambda *a: self.uapi.run(name, a)) if ioctl and name in specs else self.calls.get(name)
+        if fn is None or name not in specs:
+            raise TraceError(f"unknown {'ioctl op' if ioctl else 'shim call'} {name!r} "
+                             f"(known: {', '.join(specs)})")
+        n_opt = 0 if ioctl else len(CALL_OPTIONAL.get(name, ""))
+        if not len(specs[name]) <= len(args) <= len(specs[name]) + n_opt:
+            raise TraceError(f"{'ioctl' if ioctl else 'call'} {name} takes {len(specs[name])} operands")
+        model: ShimModel | UapiModel | None = self.umodel if ioctl else self.model
         self.race_fired = False
         if model is not None:
             want = model.expect(self, name, args)
             prior = model.before(self, name, args)
+            # the driver stopping, suspending, resetting the device: the files' jobs end too
+            dev_prior = self.uapi.observe() if not ioctl and name in DEVICE_EVENTS else None
         t0 = self.ip.clock.now_ns()
         try:
             fn(*args)
@@ -250,13 +299,16 @@ class ShimHarness:
         except Exception as e:  # noqa: BLE001 - anything else escaping the shim is the finding
             raise ShimCrash(type(e).__name__, f"{name}: {e!r}") from e
         took = self.ip.clock.now_ns() - t0
-        if name == "tick":  # the time it was asked to let pass is not the call's
+        if name == "tick" and not ioctl:  # the time it was asked to let pass is not the call's
             took -= max(0, min(args[0], 60_000)) * 1_000_000
         if took > CALL_BUDGET_NS:
             raise Hang("deadline", f"{name} took {took / 1e9:.1f} s of virtual time")
-        self.events[f"{name}:{self.last}"] += 1
+        self.events[f"{'ioctl ' if ioctl else ''}{name}:{self.last}"] += 1
         if model is not None:
             model.after(self, name, args, self.last, prior, want)
+            if dev_prior is not None:
+                self.uapi.device_event(name, dev_prior)
+            self.uapi.check()
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         res, _ = self.ip.call(fn, *args)
@@ -371,6 +423,96 @@ class ShimHarness:
             return self._dead_use(f"dbg {how}", n, fn, h, bo)
         self._run(fn, h, bo)
         return None
+
+    def log_target(self, b: int) -> tuple[bool, int]:
+        """(a DEV BO?, its size) of the BO ``certlog`` names: ``dbgbo`` number ``b``, or for a
+        negative ``b`` (or none made yet) a SHARE BO of LOG_SHARE_SIZE made for the call."""
+        if b >= 0 and self.dbg_bos:
+            return True, self.dbg_bos[b % len(self.dbg_bos)][1]
+        return False, LOG_SHARE_SIZE
+
+    def c_certlog(self, i: int, b: int, slices: str) -> None:
+        """CERT log attach (docs/spec/aie4.md §11): slices ``uC:bytes,...`` in BO order."""
+        try:
+            ucs = [] if slices == "-" else [tuple(int(x, 0) for x in sl.split(":")) for sl in slices.split(",")]
+        except ValueError:
+            raise TraceError(f"certlog slices {slices!r}: uC:bytes,... or -") from None
+        if any(len(u) != 2 or not 0 <= u[0] < 1 << 32 or not 0 <= u[1] < 1 << 32 for u in ucs):
+            raise TraceError(f"certlog slices {slices!r}: uC:bytes,... (u32 each)")
+        n, h, alive = self._ctx(i)
+        if b >= 0 and self.dbg_bos:
+            bo = self.dbg_bos[b % len(self.dbg_bos)][0]
+        else:
+            bo = self._run(self.shim.bo_create, BO_SHARE, LOG_SHARE_SIZE)
+        if not alive and self.aie4:
+            return self._dead_use("certlog", n, self.shim.cert_log_attach, h, bo, ucs)
+        self._run(self.shim.cert_log_attach, h, bo, ucs)
+        return None
+
+    def c_certdetach(self, i: int) -> None:
+        n, h, alive = self._ctx(i)
+        if not alive and self.aie4:
+            return self._dead_use("certdetach", n, self.shim.cert_log_detach, h)
+        self._run(self.shim.cert_log_detach, h)
+        return None
+
+    def c_client(self) -> None:
+        """Another process attaches to the probed function: a client session (its management
+        messages go through the daemon's proxy; docs/spec/aie4.md §12). A new one replaces
+        the last, whose contexts end with it."""
+        from ..shim import Shim
+
+        if self.client is not None:
+            self.client.close()
+            self.client, self.cctxs = None, []
+        c = self._run(Shim.open, self.ip.daemon.socket_path)
+        try:
+            self._run(c.attach)
+        except ShimError:
+            c.close()
+            raise
+        self.client = c
+
+    def _the_client(self) -> Shim:
+        if self.client is None:
+            raise ShimError(errno_mod.EINVAL, "no client session")
+        return self.client
+
+    def c_cctx(self) -> None:
+        c = self._the_client()
+        self.cctxs.append(self._run(c.hwctx_create))
+
+    def c_cdestroy(self, i: int) -> None:
+        c = self._the_client()
+        if not self.cctxs:
+            raise ShimError(errno_mod.EINVAL, "the client has no context")
+        self._run(c.hwctx_destroy, self.cctxs[i % len(self.cctxs)])
+
+    def client_message(self, kind: str, i: int) -> tuple[int, bytes]:
+        """(opcode, request) of a ``cmgmt``: IDENTIFY; CREATE_VFS, the driver's alone;
+        DESTROY_HW_CONTEXT of the driver's context ``i`` (a live one's firmware id, else
+        one no context has)."""
+        from ..fw.aie4.messages import Opcode as A4
+
+        if kind == "query":
+            return int(A4.IDENTIFY), bytes(4)
+        if kind == "driver":
+            return int(A4.CREATE_VFS), bytes(4)
+        if kind != "foreign":
+            raise TraceError(f"cmgmt {kind!r}: query, driver or foreign")
+        live = [n for n in range(len(self.ctxs)) if n not in self.dead]
+        fw = FW_ID_NONE
+        if live:
+            try:
+                fw = self.shim.hwctx_info(self.ctxs[live[i % len(live)]])["fw_ctx_id"]
+            except ShimError:
+                pass
+        return int(A4.DESTROY_HW_CONTEXT), fw.to_bytes(4, "little") + bytes(4)
+
+    def c_cmgmt(self, kind: str, i: int) -> None:
+        opcode, req = self.client_message(kind, i)
+        c = self._the_client()
+        self._run(c.mgmt_msg, opcode, req, MGMT_RESP if kind == "query" else 4, 0)
 
     def c_syncwait(self, i: int, seq: int) -> None:
         n, h, alive = self._ctx(i)
@@ -618,9 +760,11 @@ class ShimHarness:
     # -- the end of a trace -------------------------------------------------------------------
     def finish(self) -> None:
         """Every submitted command must end in a final state once TDR had time."""
+        stopped = False  # the firmware was stopped under the application's queues
         for line in self.fi.log:  # which faults really fired, and where
             kind, chan = line.split()[1:3]
             self.events[f"fired {kind} {'mgmt' if chan == 'chan=0' else 'user'}"] += 1
+            stopped |= kind in FW_STOPPING
         self.fi.log.clear()
         for n, job in enumerate(self.jobs):
             alive = job.ctx not in self.dead
@@ -639,12 +783,14 @@ class ShimHarness:
             self.events[f"final {st.name.lower()}"] += 1
         if self.umqs:  # the device runs rung packets on its own time: let some pass
             self.ip.idle(UMQ_SETTLE_NS)
-        for n, q in self.umqs.items():  # user-mode packets: each published one ran
-            if n not in self.dead and not q.drained():
+        for n, q in self.umqs.items():  # user-mode packets: each published one ran (a
+            # stopped firmware runs none, and the driver, which never saw them, cannot know)
+            if n not in self.dead and not q.drained() and not stopped:
                 raise InvariantViolation("umq_not_run", f"context {n}: read_index {q.read_index} "
                                                         f"< {q.rung} packets rung")
         if self.model is not None:
             self.model.check(self)
+        self.uapi.finish()
 
 
 class UserQueue:
@@ -693,9 +839,11 @@ class UserQueue:
 
 # -- parsing and replay ------------------------------------------------------------------------
 def parse_op(verb: str, toks: list[str]) -> Op:
-    """One shim-trace line (``call``/``fault``; ``expect`` is generic)."""
+    """One shim-trace line (``call``/``fault``/``ioctl``; ``expect`` is generic)."""
     if not toks:
         raise TraceError(f"{verb} needs a name")
+    if verb == "ioctl":
+        return parse_ioctl(toks)
     if verb == "call":
         spec = CALL_SPECS.get(toks[0])
         if spec is None:

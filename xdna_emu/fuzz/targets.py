@@ -43,6 +43,7 @@ class FuzzTarget:
     seeds: str | None = None
     current: bool = False
     bench: bool = False
+    aie4: bool = True  # it runs on AIE4 chips (fuzz-bench leaves it out of their rows)
     order: int = 100
     source: str = field(default="", compare=False)
 

@@ -46,7 +46,8 @@ from .shim_trace import FINAL
 #: this module's entry in the fuzz target registry (targets.py)
 FUZZ_TARGETS = [
     {"name": "threads", "help": "real threads on the real shim and a daemon process",
-     "worker": "xdna_emu.fuzz.threaded", "current": True, "bench": True, "order": 3},
+     "worker": "xdna_emu.fuzz.threaded", "current": True, "bench": True, "aie4": False,
+     "order": 3},
 ]
 #: calls a thread draws, with weights: the racy ones (two threads on one context, a destroy
 #: under a wait, a rewrite under an exec) often

@@ -79,13 +79,13 @@ def parse_line(line: str, target: str = "device") -> Op | None:
         return None
     verb, *toks = text.split()
     if target == "shim":
-        if verb in ("call", "fault"):
+        if verb in ("call", "fault", "ioctl"):
             from .shim_trace import parse_op  # lazy: loads the C shim
 
             return parse_op(verb, toks)
         if verb == "expect":
             return Op(verb, tuple(toks))
-        raise TraceError(f"verb {verb!r} is not used in shim traces (call, fault, expect)")
+        raise TraceError(f"verb {verb!r} is not used in shim traces (call, fault, ioctl, expect)")
     if verb in SPECS:
         if len(toks) != len(SPECS[verb]):
             raise TraceError(f"{verb} takes {len(SPECS[verb])} operands, got {len(toks)}")

@@ -20,7 +20,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from ..chips import Chip
 from ..clock import Clock
@@ -62,8 +62,9 @@ ASYNC_POSTED_MAX = 16  # emulator-chosen: posted async events kept for status
 OpFn = Callable[[MailboxChannel, Message, tuple], "bytes | None"]
 
 
-@dataclass(frozen=True)
-class Op:
+class Op(NamedTuple):
+    """One mgmt opcode's handler (a tuple: a restore builds about twenty of them)."""
+
     layout: Layout
     fn: OpFn
     when_suspended: bool = False

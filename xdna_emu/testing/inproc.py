@@ -144,6 +144,7 @@ class InProcess:
                 self.livelock = False
                 what = (f"spun {SPIN_LIMIT} steps" if self.call_waits <= CALL_WAIT_LIMIT
                         else f"waited {CALL_WAIT_LIMIT} times")
+                self.spins = self.call_waits = 0  # what runs next (a close, a fresh device) may wait
                 raise Livelock(f"{getattr(fn, '__name__', fn)} {what}")
         return res, self.clock.now_ns() - t0
 

@@ -1,0 +1,175 @@
+"""The shim fuzz target's ioctl lines: DRM files on its own daemon, the UAPI contract model,
+and its oracles firing on planted bugs (docs/spec/fuzzing.md §12)."""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xdna_emu import uapi_table as T
+from xdna_emu.fuzz import trace as tr
+from xdna_emu.fuzz.lang import TraceError, format_op
+from xdna_emu.fuzz.shim_target import ShimFuzzer, random_op
+from xdna_emu.fuzz.shim_trace import ShimHarness
+from xdna_emu.fuzz.uapi_trace import parse_ioctl, seed_ops
+from xdna_emu.testing.inproc import InProcess
+from xdna_emu.uapi import AccelFile
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("fuzz_bench", ROOT / "fuzz" / "bench.py")
+bench = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+_spec.loader.exec_module(bench)  # type: ignore[union-attr]
+
+
+def _trace(body: str, chip: str = "npu4") -> tr.Trace:
+    return tr.parse(f"chip {chip}\ntarget shim\n{body}")
+
+
+def test_a_drm_file_attaches_to_a_daemon_in_this_process() -> None:
+    """AccelFile.attach: the decoder serves the file without the interposer."""
+    with InProcess("npu4") as ip:
+        ip.probe()
+        f = ip.call(AccelFile.attach, ip.daemon.socket_path, -1)[0]
+        try:
+            assert f.version()["name_len"] == len("amdxdna")
+            bo = f.create_bo(T.const("AMDXDNA_BO_SHARE"), 4096)
+            assert f.bo_info(bo)["map_offset"] == bo << 40
+            with pytest.raises(OSError) as e:  # not 'd': not a DRM ioctl
+                f.ioctl_raw(T.ioctl("VERSION").number & ~0xFF00 | 0x41 << 8, bytearray(64))
+            assert e.value.errno == errno.ENOTTY
+            with pytest.raises(OSError) as e:
+                f.ioctl("AMDXDNA_GET_BO_INFO", handle=bo + 1)
+            assert e.value.errno == errno.ENOENT
+        finally:
+            f.close()
+
+
+def test_ioctl_lines_parse_and_print_back() -> None:
+    for op in seed_ops()[1:]:
+        assert parse_ioctl(format_op(op).split()[1:]) == op
+    for bad in (["nope"], ["exec", "0", "0"], ["bo", "0", "x", "1", "0"], []):
+        with pytest.raises(TraceError):
+            parse_ioctl(bad)
+    with pytest.raises(TraceError):
+        tr.replay(_trace("call probe\nioctl open\nioctl exec 0 0 spin\n"), ShimHarness("npu4"))
+
+
+def test_the_seed_session_reaches_every_final_state() -> None:
+    h = ShimHarness("npu4")
+    try:
+        res = tr.replay(tr.Trace("npu4", seed_ops(), [], target="shim"), h)
+        assert res.ok, res.failure
+        for key in ("ioctl exec:ok", "ioctl signal:ok", "ioctl sobjwait:ok", "ioctl final completed",
+                    "ioctl final error", "ioctl final timeout", "ioctl final abort"):
+            assert h.events[key], key
+    finally:
+        h.close()
+
+
+#: (ioctl line, the driver's answer): each one the model predicts (docs/spec/uapi.md §6)
+CASES = [
+    ("open", "ok"), ("bo 0 3 64 0", "EINVAL"), ("ctx 0 1 0", "ENOENT"), ("heap 0", "ok"),
+    ("bo 0 0 4096 0", "EINVAL"), ("bo 0 1 4096 0x100", "EINVAL"), ("bo 0 1 0 0", "EINVAL"),
+    ("bo 0 2 4096 0", "EINVAL"), ("bo 0 1 4096 0", "ok"), ("boinfo 0 1 0", "ok"),
+    ("boinfo 0 1 1", "EINVAL"), ("boinfo 0 -4096 0", "ENOENT"), ("syncbo 0 1 2 0 0", "EINVAL"),
+    ("syncbo 0 1 0 0 8192", "EINVAL"), ("ctx 0 1 1", "EINVAL"), ("ctx 0 0 0", "EINVAL"),
+    ("ctx 0 1 0", "ok"), ("exec 0 0 nop", {"ok"}), ("execbad 0 0 ext", "EINVAL"),
+    ("execbad 0 0 argstale", "ENOENT"), ("wait 0 0 0", "ok"), ("waitseq 0 0 0", "EINVAL"),
+    ("waitseq 0 0 2", "EINVAL"), ("info 0 8 4", "ok"), ("info 0 4 64", "EINVAL"), ("info 0 4 2048", "ok"),
+    ("info 0 0xffff 8", "EINVAL"), ("info 0 0xa 16", "EINVAL"), ("array 0 0 160 1024", "ok"),
+    ("array 0 0 160 1025", "EINVAL"), ("array 0 1 8 1", "EINVAL"), ("array 0 6 24 1", "EINVAL"),
+    ("array 0 6 32 1", "ok"), ("array 0 3 32 1", "EOPNOTSUPP"), ("config 0 0 3 0", "EOPNOTSUPP"),
+    ("config 0 0 0 0", "EINVAL"), ("config 0 0 0 1", "ok"), ("config 0 0 0 1", "EINVAL"),
+    ("sobj 0 2", "EINVAL"), ("sobj 0 0", "ok"), ("sobjwait 0 1 1 0", "EINVAL"),
+    ("sobjwait 0 1 1 2", "ETIME"), ("sobjsignal 0 1 3", "ok"), ("sobjwait 0 1 3 0", "ok"),
+    ("sobjsignal 0 0 3", "EINVAL"), ("depend 0 0 1 3", "ok"), ("depend 0 0 1 5", "EINVAL"),
+    ("signal 0 0 1 9", "ok"), ("sobjdestroy 0 1 1", "EINVAL"), ("raw 0 0x41 0x40 56", "ENOTTY"),
+    ("raw 0 0x64 0x4b 24", "EINVAL"), ("open", "ok"), ("boinfo 1 1 0", "ENOENT"),
+    ("destroy 1 0 0", "EINVAL"), ("gemclose 0 0", "EBUSY"), ("destroy 0 0 1", "EINVAL"),
+    ("destroy 0 0 0", "ok"), ("close 0", "ok"), ("info 0 8 4", "EBADF"),
+]
+
+
+def _errname(name: str) -> str:
+    """An errno as the harness names it (EOPNOTSUPP is ENOTSUP there)."""
+    return name if name == "ok" else errno.errorcode[getattr(errno, name)]
+
+
+def test_the_model_predicts_each_ioctl_as_the_driver_answers() -> None:
+    """Every case is predicted (not "unknown") and the decoder gives exactly that."""
+    h = ShimHarness("npu4")
+    try:
+        h.apply(tr.parse_line("call probe", "shim"))
+        for line, answer in CASES:
+            op = tr.parse_line(f"ioctl {line}", "shim")
+            want = h.umodel.expect(h, op.args[0], op.args[1:])
+            answers = {_errname(a) for a in answer} if isinstance(answer, set) else _errname(answer)
+            assert want == answers, line
+            h.apply(op)  # the model checks the errno, so this is the decoder's answer too
+            assert h.last in (answers if isinstance(answers, set) else {answers}), line
+        h.finish()
+    finally:
+        h.close()
+
+
+def test_the_job_oracle_fires_on_a_lying_firmware() -> None:
+    """A failed job's response saying success: its ioctl job ends COMPLETED, not ERROR."""
+    res = tr.replay(_trace("call probe\nfault error_as_success\nioctl open\nioctl heap 0\n"
+                           "ioctl ctx 0 1 0\nioctl exec 0 0 fail\nioctl wait 0 0 0\n"))
+    assert not res.ok and res.failure.name == "model_state", res.failure
+
+
+def test_a_livelocked_ioctl_leaves_the_harness_usable() -> None:
+    """A session stuck in a call (the livelock of docs/spec/fuzzing.md §12, or none once it
+    is fixed) does not spoil the next example: the same trace gives the same verdict."""
+    t = _trace("call probe\ncall ctx\ncall stop\ncall probe\nioctl open\nioctl heap 0\n"
+               "ioctl ctx 0 1 0\nioctl exec 0 0 nop\n")
+    h = ShimHarness("npu4")
+    try:
+        first, again = tr.replay(t, h), tr.replay(t, h)
+        assert (first.ok, str(first.failure)) == (again.ok, str(again.failure))
+    finally:
+        h.close()
+
+
+def test_generated_programs_draw_ioctls_on_aie2_only() -> None:
+    import random
+
+    rng = random.Random(4)
+    assert any(random_op(rng).verb == "ioctl" for _ in range(400))
+    assert not any(random_op(rng, aie4=True).verb == "ioctl" for _ in range(400))
+    fz = ShimFuzzer("npu4", 1, None, None)
+    try:
+        fz.run_one(seed_ops())
+        assert any(k.startswith("ioctl exec:ok") for k in fz.features | set(fz.session.events))
+    finally:
+        fz.close()
+
+
+def test_the_uapi_oracles_fire_on_planted_bugs(tmp_path: Path) -> None:
+    """The decoder mutated (both UAPI mutants in one scratch tree, one build): GET_ARRAY's
+    count bound off by one is an errno finding, GET_INFO's dropped bound an overrun."""
+    tree = tmp_path / "tree"
+    bench.copy_tree(tree)
+    for name in ("uapi-array-count-bound", "uapi-info-overrun"):
+        [patch] = bench.MUTANTS.glob(f"*-{name}.patch")
+        subprocess.run(["patch", "-p1", "-s", "-i", str(patch)], cwd=tree, check=True)
+    bench.build_shim(tree, sys.executable)
+    cases = [("ioctl array 0 0 160 1024\n", "model_errno"), ("ioctl info 0 8 4\n", "model_overrun")]
+    for body, name in cases:
+        text = f"chip npu4\ntarget shim\ncall probe\nioctl open\n{body}"
+        assert tr.replay(tr.parse(text)).ok  # the real decoder passes
+        path = tmp_path / "case.trace"
+        path.write_text(text)
+        r = subprocess.run([sys.executable, "-m", "xdna_emu.cli", "trace", "replay", str(path), "--json"],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)},
+                           cwd=tree, timeout=300)
+        got = json.loads(r.stdout)
+        assert not got["ok"] and got["name"] == name, got
