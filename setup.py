@@ -6,9 +6,12 @@
   cffi build script, which setuptools loads before building any extension;
 - the shim's C API as a plain shared library for C programs (docs/spec/uapi.md §4).
 
-The wheel is tagged abi3 (cp311) because cffi builds the extension against the limited API,
-and it carries the shim's public C header as ``xdna_emu/include/xdna_shim.h`` so C code can
-be compiled against the same declarations the Python wrapper uses.
+The wheel is tagged abi3 (cp311) because cffi builds the extension against the limited API.
+Beside the C library go what a C user needs outside a source checkout (docs/spec/uapi.md
+§4): the shim's public header and the generated UAPI header in ``xdna_emu/include/``, and
+``xdna_emu/pkgconfig/xdna-emu.pc`` with paths relative to itself (``${pcfiledir}``), so
+``PKG_CONFIG_PATH=$(xdna-emu config --pkg-config-path)`` finds it wherever pip put the
+package. An editable install gets the same files in the source package (gitignored).
 """
 
 import shutil
@@ -20,22 +23,41 @@ if sys.version_info < (3, 11):  # noqa: UP036 - pip refuses through Requires-Pyt
     sys.exit(f"xdna-emu needs Python 3.11 or later; this is {sys.version.split()[0]}")
 
 from setuptools import Extension, setup  # noqa: E402
-from setuptools.command.build_py import build_py  # noqa: E402
+from setuptools.command.build_ext import build_ext  # noqa: E402
 
-HEADER = Path("csrc/xdna_shim.h")
+# the shim's public header, and the UAPI header the cffi build script generated from
+# xdna_emu/uapi_table.py (cffi_modules runs it when setup() starts)
+HEADERS = (Path("csrc/xdna_shim.h"), Path("csrc/generated/amdxdna_accel.h"))
 C_FLAGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration",
            "-pthread"]
+# ${pcfiledir}: pkg-config's own variable, the .pc file's directory (xdna_emu/pkgconfig)
+PC = """prefix=${{pcfiledir}}/..
+includedir=${{prefix}}/include
+libdir=${{prefix}}
+
+Name: xdna-emu
+Description: AMD XDNA NPU emulator: amdxdna UAPI header and the driver shim's C API
+Version: {version}
+Cflags: -I${{includedir}}
+Libs: -L${{libdir}} -l:{lib} -Wl,-rpath,${{libdir}} -pthread
+"""
 
 
-class BuildPyWithHeader(build_py):
-    """Copies the public header into the package so the wheel ships it."""
+class BuildExtWithCFiles(build_ext):
+    """Puts the headers and the pkg-config file beside the C library, wherever this build
+    writes it (the wheel's tree, or the source package for an editable install)."""
 
     def run(self) -> None:
         super().run()
-        if not self.editable_mode:
-            dest = Path(self.build_lib) / "xdna_emu" / "include"
-            dest.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(HEADER, dest / HEADER.name)
+        lib = Path(self.get_ext_fullpath("xdna_emu._xdna_shim_c"))
+        inc = lib.parent / "include"
+        inc.mkdir(parents=True, exist_ok=True)
+        for h in HEADERS:
+            shutil.copy2(h, inc / h.name)
+        pc = lib.parent / "pkgconfig"
+        pc.mkdir(exist_ok=True)
+        version = self.distribution.get_version()
+        (pc / "xdna-emu.pc").write_text(PC.format(version=version, lib=lib.name))
 
 
 accel = Extension(
@@ -60,6 +82,6 @@ shim_c = Extension(
 setup(
     cffi_modules=["xdna_emu/_shim_build.py:ffibuilder"],
     ext_modules=[accel, shim_c],
-    cmdclass={"build_py": BuildPyWithHeader},
+    cmdclass={"build_ext": BuildExtWithCFiles},
     options={"bdist_wheel": {"py_limited_api": "cp311"}},
 )

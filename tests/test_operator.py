@@ -180,8 +180,67 @@ def test_wheel_is_abi3_with_header_license_and_marker(tmp_path: Path) -> None:
     (whl,) = tmp_path.glob("*.whl")
     assert whl.name.endswith("-cp311-abi3-linux_x86_64.whl")
     names = zipfile.ZipFile(whl).namelist()
-    assert "xdna_emu/include/xdna_shim.h" in names and "xdna_emu/py.typed" in names
+    for shipped in ("xdna_emu/include/xdna_shim.h", "xdna_emu/include/amdxdna_accel.h",
+                    "xdna_emu/pkgconfig/xdna-emu.pc", "xdna_emu/py.typed"):
+        assert shipped in names, shipped
     assert any(n.endswith("/LICENSE") for n in names)
-    assert any(n.startswith("xdna_emu/_shim.abi3") for n in names)
+    for lib in ("_shim.abi3", "_xdna_shim_c", "_accel"):
+        assert any(n.startswith(f"xdna_emu/{lib}") for n in names), lib
     meta = zipfile.ZipFile(whl).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert "Requires-Python: >=3.11" in meta
+    _c_user_of_the_installed_wheel(whl, tmp_path)
+
+
+def _c_user_of_the_installed_wheel(whl: Path, tmp_path: Path) -> None:
+    """The wheel in a fresh venv (its dependencies from this one's site-packages, after its
+    own): a C program on both headers, built with `xdna-emu config --cflags --libs` and with
+    pkg-config through `--pkg-config-path`, links and runs from the venv alone, no source
+    tree (docs/spec/uapi.md §4)."""
+    import shutil
+    import sysconfig
+    import textwrap
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "zz_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(site), str(whl)], check=True, timeout=300)
+    py, cli = venv / "bin" / "python", [str(venv / "bin" / "python"), "-m", "xdna_emu", "config"]
+    where = subprocess.run([py, "-c", "import xdna_emu; print(xdna_emu.__file__)"], cwd=tmp_path,
+                           capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(site)), where
+    flags = subprocess.run([*cli, "--cflags", "--libs"], cwd=tmp_path, capture_output=True,
+                           text=True, check=True).stdout.split()
+    assert all(str(site) in f for f in flags if f.startswith(("-I", "-L"))), flags
+    src = tmp_path / "user.c"
+    src.write_text(textwrap.dedent("""
+        #include <stdio.h>
+        #include "amdxdna_accel.h"
+        #include "xdna_shim.h"
+        int main(void) {
+            /* nothing listens there: the library answers NULL, linked and loaded */
+            struct xdna_shim_ctx *c = xdna_shim_open("/nonexistent/xdna.sock", 10);
+            printf("%s %lu\\n", c ? "open" : "refused", (unsigned long)DRM_IOCTL_AMDXDNA_CREATE_BO);
+            return c != NULL;
+        }
+    """))
+    cc = shutil.which("gcc") or shutil.which("cc")
+    assert cc, "no C compiler"
+    builds = [flags]
+    if shutil.which("pkg-config"):
+        pcdir = subprocess.run([*cli, "--pkg-config-path"], cwd=tmp_path, capture_output=True,
+                               text=True, check=True).stdout.strip()
+        assert pcdir.startswith(str(site)), pcdir
+        builds.append(subprocess.run(["pkg-config", "--cflags", "--libs", "xdna-emu"],
+                                     env=dict(os.environ, PKG_CONFIG_PATH=pcdir), check=True,
+                                     capture_output=True, text=True).stdout.split())
+    from xdna_emu import uapi_table as T
+
+    for i, fl in enumerate(builds):
+        exe = tmp_path / f"user{i}"
+        subprocess.run([cc, "-std=gnu11", "-Wall", "-Werror", "-o", str(exe), str(src), *fl],
+                       check=True)
+        out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert out.stdout.split() == ["refused", str(T.ioctl("AMDXDNA_CREATE_BO").number)], out.stdout

@@ -178,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, what in (("--cflags", "the -I flags of the generated headers"),
                        ("--libs", "the -L/-l flags of the shim's C library"),
                        ("--preload", "the interposer library exec puts in LD_PRELOAD"),
-                       ("--pkg-config", "a pkg-config .pc file for the shim library")):
+                       ("--pkg-config", "a pkg-config .pc file for the shim library"),
+                       ("--pkg-config-path", "the directory of the installed xdna-emu.pc, "
+                                             "for PKG_CONFIG_PATH")):
         cfg.add_argument(flag, action="store_true", help=f"print {what}")
 
     for add_subcommands in _kit_subcommands():
@@ -559,14 +561,18 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from .uapi import ExecError, c_config, pkg_config
+    from .uapi import ExecError, c_config, pkg_config, pkg_config_dir
 
     want = [w for w in ("cflags", "libs", "preload") if getattr(args, w)]
-    if not want and not args.pkg_config:
-        raise UsageError("config: give --cflags, --libs, --preload or --pkg-config")
+    if not want and not args.pkg_config and not args.pkg_config_path:
+        raise UsageError("config: give --cflags, --libs, --preload, --pkg-config or "
+                         "--pkg-config-path")
     try:
         if args.pkg_config:
             sys.stdout.write(pkg_config())
+            return 0
+        if args.pkg_config_path:
+            print(pkg_config_dir())
             return 0
         flags = c_config()
     except ExecError as exc:

@@ -69,18 +69,41 @@ def shim_library() -> Path:
     raise ExecError(f"the shim library is not built in {here} (run `pip install -e .`)")
 
 
+def include_dirs() -> list[Path]:
+    """Where our UAPI header (amdxdna_accel.h) and the shim's public header (xdna_shim.h)
+    are: the source tree's in a checkout (csrc/generated is what the build generated last),
+    else the copies the build put in the package (``xdna_emu/include``, what a wheel has)."""
+    here = Path(__file__).resolve().parent
+    csrc = here.parent / "csrc"
+    if (csrc / "generated" / "amdxdna_accel.h").is_file() and (csrc / "xdna_shim.h").is_file():
+        return [csrc / "generated", csrc]
+    inc = here / "include"
+    if (inc / "amdxdna_accel.h").is_file() and (inc / "xdna_shim.h").is_file():
+        return [inc]
+    raise ExecError(f"the C headers are not in {inc} (run `pip install .`)")
+
+
 def c_config() -> dict[str, str]:
-    """Compiler and linker flags for a C program: our UAPI header (amdxdna_accel.h) and the
-    shim's public header (xdna_shim.h), and the shim library with its rpath."""
-    csrc = Path(__file__).resolve().parent.parent / "csrc"
+    """Compiler and linker flags for a C program: our UAPI header and the shim's public
+    header (:func:`include_dirs`), and the shim library with its rpath."""
     lib = shim_library()
-    return {"cflags": f"-I{csrc / 'generated'} -I{csrc}",
+    return {"cflags": " ".join(f"-I{d}" for d in include_dirs()),
             "libs": f"-L{lib.parent} -l:{lib.name} -Wl,-rpath,{lib.parent} -pthread",
             "preload": str(preload_library())}
 
 
+def pkg_config_dir() -> Path:
+    """The directory holding the installed ``xdna-emu.pc`` (paths relative to itself), for
+    ``PKG_CONFIG_PATH``; the build writes it beside the shim library (setup.py)."""
+    pc = shim_library().parent / "pkgconfig"
+    if not (pc / "xdna-emu.pc").is_file():
+        raise ExecError(f"xdna-emu.pc is not in {pc} (run `pip install .`)")
+    return pc
+
+
 def pkg_config() -> str:
-    """A pkg-config file (``xdna-emu.pc``) with the same flags."""
+    """A pkg-config file with the same flags as absolute paths (the installed one,
+    :func:`pkg_config_dir`, has them relative to itself)."""
     from . import __version__
 
     c = c_config()
@@ -430,6 +453,7 @@ class AccelFile:
         return int(ffi.cast("uintptr_t", p))
 
     def version(self) -> dict[str, Any]:
+        """DRM VERSION: the struct, with the driver's name (``"amdxdna"``) as ``name_str``."""
         name = bytearray(32)
         addr = _addr(name)
         out = self.ioctl("VERSION", name_len=len(name), name=addr)
@@ -437,12 +461,16 @@ class AccelFile:
         return out
 
     def create_bo(self, type_: int, size: int) -> int:
+        """CREATE_BO of ``type_`` (``T.const("AMDXDNA_BO_*")``); its handle. A DEV BO needs
+        the heap first (:meth:`dev_bo` grows it as a runtime does)."""
         return int(self.ioctl("AMDXDNA_CREATE_BO", type=type_, size=size)["handle"])
 
     def bo_info(self, handle: int) -> dict[str, Any]:
+        """GET_BO_INFO: ``map_offset`` (for mmap), ``vaddr`` and ``xdna_addr`` (the device's)."""
         return self.ioctl("AMDXDNA_GET_BO_INFO", handle=handle)
 
     def map_bo(self, handle: int, size: int) -> mmap.mmap:
+        """A shared read-write mmap of the BO's first ``size`` bytes at its ``map_offset``."""
         off = self.bo_info(handle)["map_offset"]
         return mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE,
                          offset=off)
@@ -489,6 +517,118 @@ class AccelFile:
 
     def close_bo(self, handle: int) -> None:
         self.ioctl("GEM_CLOSE", handle=handle)
+
+    def sync_bo(self, handle: int, size: int, offset: int = 0, to_device: bool = True) -> None:
+        """SYNC_BO of ``size`` bytes from ``offset``: the cache flush (to the device) or
+        invalidate (from it) a runtime issues around a job (docs/spec/uapi.md §6)."""
+        direction = T.const("SYNC_DIRECT_TO_DEVICE" if to_device else "SYNC_DIRECT_FROM_DEVICE")
+        self.ioctl("AMDXDNA_SYNC_BO", handle=handle, direction=direction, offset=offset,
+                   size=size)
+
+    def prime_export(self, handle: int, cloexec: bool = True) -> int:
+        """PRIME_HANDLE_TO_FD of a SHARE BO: an fd another DRM file, of this or any process
+        (passed over fork, exec or a socket), imports with :meth:`prime_import`; the memory
+        lives while any fd, handle or mapping holds it (docs/spec/uapi.md §6-7)."""
+        flags = T.const("DRM_RDWR") | (T.const("DRM_CLOEXEC") if cloexec else 0)
+        return int(self.ioctl("PRIME_HANDLE_TO_FD", handle=handle, flags=flags)["fd"])
+
+    def prime_import(self, fd: int) -> int:
+        """PRIME_FD_TO_HANDLE: this file's handle of the BO ``fd`` names (the exporting
+        file gets its own handle back)."""
+        return int(self.ioctl("PRIME_FD_TO_HANDLE", fd=fd)["handle"])
+
+    # -- contexts and jobs ------------------------------------------------------------
+    def create_hwctx(self, num_tiles: int = 0, max_opc: int = 2048,
+                     **qos: int) -> dict[str, Any]:
+        """CREATE_HWCTX over the heap (make one first: :meth:`dev_bo` or
+        :meth:`add_heap_chunk`): ``num_tiles`` core tiles (0: one column, the metadata's core
+        row count) and the QoS members given (``gops``, ``fps``, ...; priority NORMAL unless
+        given). The struct as the driver left it: ``handle`` names the context in every
+        other call, ``syncobj_handle`` its timeline (point N signals when job N ends)."""
+        if not num_tiles:
+            num_tiles = int(self.get_info("QUERY_AIE_METADATA", T.QUERY_AIE_METADATA)
+                            ["core"]["row_count"])
+        qos.setdefault("priority", T.const("AMDXDNA_QOS_NORMAL_PRIORITY"))
+        info = bytearray(T.QOS_INFO.pack(**qos))
+        return self.ioctl("AMDXDNA_CREATE_HWCTX", qos_p=_addr(info), max_opc=max_opc,
+                          num_tiles=num_tiles)
+
+    def destroy_hwctx(self, handle: int) -> None:
+        """DESTROY_HWCTX: the context's jobs end (ABORT if still running) and it is gone."""
+        self.ioctl("AMDXDNA_DESTROY_HWCTX", handle=handle)
+
+    def config_hwctx(self, handle: int, param: str, value: int = 0, size: int = 0) -> None:
+        """CONFIG_HWCTX ``DRM_AMDXDNA_HWCTX_<param>`` with ``param_val`` ``value`` (a
+        pointer or a BO handle, as the param wants) of ``size`` bytes."""
+        self.ioctl("AMDXDNA_CONFIG_HWCTX", handle=handle,
+                   param_type=T.const(f"DRM_AMDXDNA_HWCTX_{param}"), param_val=value,
+                   param_val_size=size)
+
+    def config_cu(self, handle: int, cus: Sequence[tuple[int, int]]) -> None:
+        """CONFIG_HWCTX CONFIG_CU: the context's CU table, one ``(cu_bo, cu_func)`` per CU
+        (the CU BO a DEV BO); a command's CU mask indexes it (docs/spec/jobs.md §4)."""
+        table = bytearray(T.CONFIG_CU.pack(num_cus=len(cus)))
+        for bo, func in cus:
+            table += T.CU_CONFIG.pack(cu_bo=bo, cu_func=func)
+        self.config_hwctx(handle, "CONFIG_CU", _addr(table), len(table))
+
+    def exec_cmd(self, hwctx: int, cmd: int, args: Sequence[int] = ()) -> int:
+        """EXEC_CMD EXEC_BUF of the CMD BO ``cmd`` (an ERT packet: ``xdna_emu.shim.ert_*``)
+        with the BOs its job uses; the job's sequence number, its point on the context's
+        timeline."""
+        arr = bytearray(struct.pack(f"<{len(args)}I", *args)) or bytearray(4)
+        return int(self.ioctl("AMDXDNA_EXEC_CMD", hwctx=hwctx,
+                              type=T.const("AMDXDNA_CMD_SUBMIT_EXEC_BUF"), cmd_handles=cmd,
+                              args=_addr(arr), cmd_count=1, arg_count=len(args))["seq"])
+
+    def _fences(self, hwctx: int, kind: str, fences: Sequence[tuple[int, int]]) -> None:
+        handles = bytearray(struct.pack(f"<{len(fences)}I", *(h for h, _ in fences)) or b"\0" * 4)
+        points = bytearray(struct.pack(f"<{len(fences)}Q", *(p for _, p in fences)) or b"\0" * 8)
+        self.ioctl("AMDXDNA_EXEC_CMD", hwctx=hwctx, type=T.const(f"AMDXDNA_CMD_SUBMIT_{kind}"),
+                   cmd_handles=_addr(handles), args=_addr(points), cmd_count=len(fences),
+                   arg_count=len(fences))
+
+    def exec_dependency(self, hwctx: int, fences: Sequence[tuple[int, int]]) -> None:
+        """EXEC_CMD DEPENDENCY: the context's later jobs wait for each ``(syncobj, point)``
+        (point 0: the binary state); the call returns once they have signalled (§7)."""
+        self._fences(hwctx, "DEPENDENCY", fences)
+
+    def exec_signal(self, hwctx: int, fences: Sequence[tuple[int, int]]) -> None:
+        """EXEC_CMD SIGNAL: each ``(syncobj, point)`` signals when the context's last
+        submitted job ends."""
+        self._fences(hwctx, "SIGNAL", fences)
+
+    def wait_cmd(self, hwctx: int, seq: int, timeout_ms: int = 0) -> None:
+        """WAIT_CMD: until job ``seq`` of the context ends (``timeout_ms`` 0: no limit);
+        ETIME when it does not in time. The job's own state is in its CMD BO's header."""
+        self.ioctl("AMDXDNA_WAIT_CMD", hwctx=hwctx, seq=seq, timeout=timeout_ms)
+
+    # -- device-wide tables (any process under the same exec reads them) -------------
+    def hw_contexts(self, room: int = T.const("AMDXDNA_MAX_NUM_ELEMENT")) -> list[dict[str, Any]]:
+        """GET_ARRAY HW_CONTEXT_ALL with room for ``room`` entries: one ``hwctx_entry`` per
+        context of every process on the device (``context_id`` the owner's handle,
+        ``hwctx_id`` the firmware's id), ``name`` as str (docs/spec/uapi.md §6)."""
+        buf = bytearray(room * T.HWCTX_ENTRY.size)
+        out = self.ioctl("AMDXDNA_GET_ARRAY", param=T.const("DRM_AMDXDNA_HW_CONTEXT_ALL"),
+                         element_size=T.HWCTX_ENTRY.size, num_element=room, buffer=_addr(buf))
+        return [_hwctx_entry(buf, i * out["element_size"]) for i in range(out["num_element"])]
+
+    def hw_context(self, pid: int, context_id: int) -> dict[str, Any]:
+        """GET_ARRAY HW_CONTEXT_BY_ID: the entry of context ``context_id`` (the owner's
+        handle) of process ``pid``."""
+        buf = bytearray(T.HWCTX_ENTRY.pack(pid=pid, context_id=context_id))
+        self.ioctl("AMDXDNA_GET_ARRAY", param=T.const("DRM_AMDXDNA_HW_CONTEXT_BY_ID"),
+                   element_size=len(buf), num_element=1, buffer=_addr(buf))
+        return _hwctx_entry(buf, 0)
+
+    def bo_usage(self, pid: int | None = None) -> dict[str, Any]:
+        """GET_ARRAY BO_USAGE of ``pid`` (None: this process) over all its DRM files:
+        ``total_usage`` every shmem-backed BO, ``internal_usage`` DEV_HEAP and CMD BOs,
+        ``heap_usage`` DEV BOs (docs/spec/uapi.md §6)."""
+        buf = bytearray(T.BO_USAGE.pack(pid=os.getpid() if pid is None else pid))
+        self.ioctl("AMDXDNA_GET_ARRAY", param=T.const("DRM_AMDXDNA_BO_USAGE"),
+                   element_size=len(buf), num_element=1, buffer=_addr(buf))
+        return T.BO_USAGE.unpack(buf)
 
     def get_info(self, param: str, layout: T.Layout) -> dict[str, Any]:
         buf = bytearray(layout.size)
@@ -640,6 +780,13 @@ class AccelFile:
                    buffer_size=len(buf), buffer=_addr(buf))
 
 
+def _hwctx_entry(buf: bytearray, offset: int) -> dict[str, Any]:
+    """One ``hwctx_entry`` with its process name as str."""
+    e = T.HWCTX_ENTRY.unpack(buf, offset)
+    e["name"] = bytes(e["name"]).split(b"\0", 1)[0].decode(errors="replace")
+    return e
+
+
 def _addr(buf: bytearray) -> int:
     """The address of a bytearray's storage (kept alive by the caller)."""
     import ctypes
@@ -647,5 +794,5 @@ def _addr(buf: bytearray) -> int:
     return ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
 
 
-__all__ = ["AccelFile", "ExecError", "accel_description", "c_config", "pkg_config",
-           "preload_library", "run_exec", "shim_library"]
+__all__ = ["AccelFile", "ExecError", "accel_description", "c_config", "include_dirs",
+           "pkg_config", "pkg_config_dir", "preload_library", "run_exec", "shim_library"]
