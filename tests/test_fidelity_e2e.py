@@ -755,6 +755,12 @@ def test_runqueue_swaps_across_sessions(xdna_chip: str, xdna_emulator: Emulator,
             assert info["swaps"] == 0 and info["state"] == "active"
             assert drv.hwctx_info(mine[1])["swaps"] == 1
         cl.hwctx_destroy(theirs)
+    # the client gone, its asks stay counted: its departure is no new ask, so the driver
+    # owes nothing and swaps none of its contexts out for it
+    swapped = sum(drv.hwctx_info(c)["swaps"] for c in mine)
+    for c in mine:
+        assert run(drv, c, bd.cmd("npu")) == ErtState.COMPLETED
+    assert sum(drv.hwctx_info(c)["swaps"] for c in mine) == swapped
     for c in mine:
         drv.hwctx_destroy(c)
 

@@ -331,6 +331,9 @@ class Daemon:
         #: the enabled VFs, in routing-id order (a PF only)
         self.vfs: list[Daemon] = []
         self.sessions: dict[int, Connection] = {}
+        #: The runqueue asks of sessions that have gone (docs/spec/jobs.md §3a): the asks a
+        #: session sees only ever grow, so one leaving does not look like a new ask.
+        self.rq_asks_gone = 0
         self.next_sid = 1
         self.vector_owner: dict[int, Connection] = {}
         self.running = False
@@ -431,17 +434,20 @@ class Daemon:
         dev = self.fn.device
         gen = dev.stats.get("contexts_destroyed", 0) & 0xFFFFFFFF
         drv = self.driver
+        m = dev.npu_metrics()
         if len(self.sessions) == 1 and drv is not None and drv.ctrl is not None:
             # the driver alone, as after every step of a single-process run: nobody else
             # asks, holds or wants anything (the general case below, without its lists)
             dctrl = drv.ctrl
-            _U32X2.pack_into(dctrl, P.CTRL_OFF_RQ_ASKS, 0, gen)
+            _U32X2.pack_into(dctrl, P.CTRL_OFF_RQ_ASKS, self.rq_asks_gone & 0xFFFFFFFF, gen)
             _U32.pack_into(dctrl, P.CTRL_OFF_FOREIGN_CTX, dev.context_count(exclude_pasid=drv.pasid))
             _U32.pack_into(dctrl, P.CTRL_OFF_FOREIGN_DPM, 0)
+            if m is not None:
+                _publish_pmf(dctrl, m.power_mw, m.busy)
             return
         live = [(s, s.ctrl) for s in self.sessions.values() if s.ctrl is not None]
         asks = [struct.unpack_from("<I", c, P.CTRL_OFF_RQ_ASK)[0] for _, c in live]
-        total = sum(asks)
+        total = sum(asks) + self.rq_asks_gone
         dctrl = drv.ctrl if drv is not None else None
         level = dev.dpm_level_now()
         if level is not None:  # the SMU's own state: current even before the driver notes it
@@ -455,7 +461,6 @@ class Daemon:
                 held += struct.unpack_from("<I", c, P.CTRL_OFF_HWCTX_LIVE)[0]
                 want = max(want, struct.unpack_from("<I", c, P.CTRL_OFF_DPM_WANT)[0])
                 struct.pack_into("<I", c, P.CTRL_OFF_DPM_NOW, now)
-        m = dev.npu_metrics()
         if m is not None:
             for _, c in live:
                 _publish_pmf(c, m.power_mw, m.busy)
@@ -749,6 +754,8 @@ class Daemon:
         if was_driver:
             self.last_driver = self._driver_record(sess, why)
         self.sessions.pop(sess.id, None)
+        if sess.ctrl is not None:  # its asks stay counted: a departure is not a new ask
+            self.rq_asks_gone += struct.unpack_from("<I", sess.ctrl, P.CTRL_OFF_RQ_ASK)[0]
         sess.close()
         self._release_vectors(sess)
         # The driver gone, the function resets as after FLR, so the next client probes a
