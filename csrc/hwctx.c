@@ -710,10 +710,11 @@ void xdna_hwctx_tdr_tick(struct xdna_shim_ctx *ctx)
 }
 
 /* End every active context's jobs ABORT and stop its firmware context, telling the firmware
- * (DESTROY_CONTEXT) only with destroy. Its MSI-X vector goes back as at a disconnection: the
- * next firmware gives that vector to whichever session's context gets the id first, and the
- * context takes a vector again when it restarts (docs/spec/jobs.md §3a). */
-static void stop_each(struct xdna_shim_ctx *ctx, bool destroy)
+ * (DESTROY_CONTEXT) only with destroy. With release its MSI-X vector goes back as at a
+ * disconnection: the next firmware gives that vector to whichever session's context gets the
+ * id first, and the context takes a vector again when it restarts (docs/spec/jobs.md §3a);
+ * without, a reset to come frees them all. */
+static void stop_each(struct xdna_shim_ctx *ctx, bool destroy, bool release)
 {
     for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
         struct xdna_hwctx *hw = ctx->s.hw[i];
@@ -723,7 +724,7 @@ static void stop_each(struct xdna_shim_ctx *ctx, bool destroy)
         bool irq = hw->fw_live && !hw->polled;
         end_jobs(ctx, hw, XDNA_SHIM_ERT_STATE_ABORT);
         fw_stop(ctx, hw, destroy);
-        if (irq && !ctx->sock_dead)
+        if (irq && release && !ctx->sock_dead)
             vec_release(ctx, hw, vec);
         hw->state = XDNA_SHIM_HWCTX_IDLE;
     }
@@ -731,14 +732,14 @@ static void stop_each(struct xdna_shim_ctx *ctx, bool destroy)
 
 void xdna_hwctx_stop_all(struct xdna_shim_ctx *ctx)
 {
-    stop_each(ctx, true);
+    stop_each(ctx, true, true);
 }
 
 /* A reset is coming (AIE4 FLR reset_prepare): end the jobs ABORT and forget the firmware
  * contexts without telling the firmware. */
 void xdna_hwctx_drop_all(struct xdna_shim_ctx *ctx)
 {
-    stop_each(ctx, false);
+    stop_each(ctx, false, false);
 }
 
 int xdna_hwctx_restart_all(struct xdna_shim_ctx *ctx)
@@ -812,7 +813,7 @@ static void client_boot_check(struct xdna_shim_ctx *ctx)
     for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
         if (ctx->s.hw[i])
             ctx->s.hw[i]->gone = true;
-    stop_each(ctx, false);
+    stop_each(ctx, false, true);
 }
 
 static int ready(struct xdna_shim_ctx *ctx, const char *what)
