@@ -460,11 +460,8 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     }
     if (xdna_mbox_create(ctx, &hw->chan, "user", &ci) < 0) /* apertures, power-of-2 rings */
         goto destroy_context;
-    if (!hw->polled && xdna_irq_own(ctx, msix) < 0) {
-        if (errno == EBUSY) /* not the firmware's NOAVAIL: no retry frees a vector we hold */
-            xdna_fail(ctx, EIO, "CREATE_CONTEXT: MSI-X vector %u is another session's", msix);
+    if (!hw->polled && xdna_irq_own(ctx, msix) < 0)
         goto destroy_context;
-    }
     hw->heap_given = 0;
     if (xdna_hwctx_heap_give(ctx, hw) < 0)
         goto destroy_context;
