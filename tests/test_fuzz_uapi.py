@@ -173,3 +173,13 @@ def test_the_uapi_oracles_fire_on_planted_bugs(tmp_path: Path) -> None:
                            cwd=tree, timeout=300)
         got = json.loads(r.stdout)
         assert not got["ok"] and got["name"] == name, got
+
+
+@pytest.mark.xfail(strict=True, reason="open finding (docs/spec/fuzzing.md §12): a client's job "
+                   "while the driver session has the device suspended ends TIMEOUT")
+def test_open_finding_client_job_while_the_driver_suspended() -> None:
+    """Found by the shim target: the real driver resumes the device for the job (COMPLETED);
+    the emulator's client context does not learn of the suspend and its job times out."""
+    res = tr.replay(_trace("call probe\nioctl open\nioctl heap 0\nioctl ctx 0 1 0\n"
+                           "call suspend\nioctl exec 0 0 nop\n"))
+    assert res.ok, res.failure

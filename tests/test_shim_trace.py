@@ -209,15 +209,18 @@ def test_same_seed_same_campaign(tmp_path: Path) -> None:
 def test_cli_shim_target_summary(tmp_path: Path) -> None:
     r = _cli("fuzz", "--target", "shim", "--seconds", "3", "--json", "--seed", "3",
              "--artifacts", str(tmp_path / "art"), "--corpus", str(tmp_path / "corpus"))
-    assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     for key in ("target", "seconds", "execs", "execs_per_s", "crashes", "hangs", "coverage",
                 "corpus_size"):
         assert key in out
     assert out["target"] == "shim" and out["execs"] > 0 and out["coverage"] > 5
     assert out["steps"] > out["execs"]  # trace lines run, over all examples
-    assert out["crashes"] == out["hangs"] == 0
     assert any((tmp_path / "corpus").glob("*.trace"))
+    # how far 3 s of fuzzing gets depends on the machine, so a run may meet an open finding
+    # (docs/spec/fuzzing.md §12): then it exits 1 and keeps a replayable trace of it
+    findings = out["crashes"] + out["hangs"]
+    assert r.returncode == (1 if findings else 0), r.stderr
+    assert bool(findings) == any((tmp_path / "art").glob("*.trace"))
 
 
 def test_cli_refuses_atheris_for_the_shim_target() -> None:

@@ -994,6 +994,10 @@ class UapiModel:
             if not self.frame_boundary:
                 return EOPNOTSUPP
             return "ok" if self._up(num) else None
+        if param in (T.const("DRM_AMDXDNA_SET_FW_LOG_STATE"), T.const("DRM_AMDXDNA_SET_FW_TRACE_STATE")):
+            if self.aie4:
+                return EOPNOTSUPP  # AIE4's rings are not modelled
+            return EINVAL if size != T.SET_DPT_STATE.size else EOPNOTSUPP  # no driver service
         return EOPNOTSUPP
 
     def e_sobj(self, num: int, flags: int) -> str:
