@@ -1,11 +1,13 @@
 /* What the C programs run under `xdna-emu exec` share (tests/test_uapi_c.py): the check
  * counters and macros, and the calls every test makes to get a BO, its info and its map,
- * and to put a reference-kernel descriptor (docs/spec/jobs.md §5) in an instruction BO.
+ * to put a reference-kernel descriptor (docs/spec/jobs.md §5) in an instruction BO, and to
+ * open the device with its heap.
  * Each program prints one line per failed check; `checks` and `failed` are its totals. */
 #ifndef XDNA_TESTS_UAPI_CHECK_H
 #define XDNA_TESTS_UAPI_CHECK_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -80,6 +82,29 @@ static inline void write_desc(int fd, uint32_t instr, uint32_t kernel, uint32_t 
 {
     struct xknl_desc d = {XKNL_MAGIC, XKNL_VERSION, kernel, XKNL_INT32, count, 0, 0, 0, 1.0, 0, 0};
     memcpy((void *)(uintptr_t)bo_info(fd, instr).vaddr, &d, sizeof(d));
+}
+
+/* A DEV BO holding kernel's descriptor: a job's instruction BO. */
+static inline uint32_t instr_bo(int fd, uint32_t kernel, uint32_t count)
+{
+    uint32_t h = create_bo(fd, AMDXDNA_BO_DEV, 4096);
+    write_desc(fd, h, kernel, count);
+    return h;
+}
+
+/* /dev/accel/accel0 opened with a mapped 64 MiB heap, as a runtime starts; the core row
+ * count (a context's num_tiles per column) in *rows. */
+static inline int open_with_heap(uint32_t *rows)
+{
+    int fd = open("/dev/accel/accel0", O_RDWR | O_CLOEXEC);
+    CHECK(fd >= 0, "open: %s", strerror(errno));
+    struct amdxdna_drm_query_aie_metadata md = {0};
+    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_AIE_METADATA, .buffer_size = sizeof(md),
+                                      .buffer = PTR(&md)};
+    EXPECT_OK(fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
+    *rows = md.core.row_count;
+    map_bo(fd, create_bo(fd, AMDXDNA_BO_DEV_HEAP, HEAP_SIZE), HEAP_SIZE);
+    return fd;
 }
 
 #endif

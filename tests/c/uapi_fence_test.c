@@ -51,23 +51,10 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static uint32_t instr_bo(int fd, uint32_t kernel, uint32_t count)
-{
-    uint32_t h = create_bo(fd, AMDXDNA_BO_DEV, 4096);
-    write_desc(fd, h, kernel, count);
-    return h;
-}
-
 static struct dev dev_open(void)
 {
-    struct dev d = {.fd = open("/dev/accel/accel0", O_RDWR | O_CLOEXEC)};
-    CHECK(d.fd >= 0, "open: %s", strerror(errno));
-    struct amdxdna_drm_query_aie_metadata md = {0};
-    struct amdxdna_drm_get_info gi = {.param = DRM_AMDXDNA_QUERY_AIE_METADATA, .buffer_size = sizeof(md),
-                                      .buffer = PTR(&md)};
-    EXPECT_OK(d.fd, DRM_IOCTL_AMDXDNA_GET_INFO, &gi);
-    d.rows = md.core.row_count;
-    map_bo(d.fd, create_bo(d.fd, AMDXDNA_BO_DEV_HEAP, HEAP_SIZE), HEAP_SIZE);
+    struct dev d = {0};
+    d.fd = open_with_heap(&d.rows);
     const size_t bytes = N * sizeof(int32_t);
     d.a = create_bo(d.fd, AMDXDNA_BO_SHARE, bytes);
     d.b = create_bo(d.fd, AMDXDNA_BO_SHARE, bytes);
