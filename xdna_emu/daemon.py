@@ -217,7 +217,6 @@ class Connection:
                          P.LOG_ENTRY.size)
         struct.pack_into("<I", self.ctrl, P.CTRL_OFF_ALIVE, 1)
         struct.pack_into("<I", self.ctrl, P.CTRL_OFF_RESETS, self.daemon.fn.resets)
-        struct.pack_into("<I", self.ctrl, P.CTRL_OFF_FW_BOOTS, self.daemon.fn.device.boots)
         self.kick_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.daemon.sel.register(self.kick_fd, selectors.EVENT_READ, ("kick", self))
@@ -458,7 +457,6 @@ class Daemon:
         held = want = 0
         for (s, c), ask in zip(live, asks, strict=True):
             struct.pack_into("<II", c, P.CTRL_OFF_RQ_ASKS, (total - ask) & 0xFFFFFFFF, gen)
-            struct.pack_into("<I", c, P.CTRL_OFF_FW_BOOTS, dev.boots & 0xFFFFFFFF)
             if s is not drv:
                 held += struct.unpack_from("<I", c, P.CTRL_OFF_HWCTX_LIVE)[0]
                 want = max(want, struct.unpack_from("<I", c, P.CTRL_OFF_DPM_WANT)[0])
@@ -883,16 +881,6 @@ class Daemon:
         for v in mine:
             del self.vector_owner[v]
 
-    def _stale_vector(self, vector: int, owner: Connection) -> bool:
-        """A client session's vector whose context the running firmware does not have: it
-        was made on a firmware the driver session stopped since (docs/spec/protocol.md, ctrl
-        page fw_boots), so the next context the firmware gives that vector may take it."""
-        fw = self.fn.device.ctx
-        if owner is self.driver:
-            return False
-        return fw is None or not any(c.pasid == owner.pasid and c.msix == vector
-                                     for c in fw.contexts.values())
-
     def _h_set_irqs(self, sess: Connection, payload: bytes) -> None:
         """Install MSI-X eventfds. Ownership is per vector: the mgmt vector belongs to the
         driver session, a context's vector to the session that created the context."""
@@ -909,8 +897,7 @@ class Daemon:
         try:
             if start + count > self.chip.msix.vectors:
                 raise OSError(errno.EINVAL, "vector out of range")
-            taken = [v for v in vecs if self.vector_owner.get(v, sess) is not sess
-                     and not self._stale_vector(v, self.vector_owner[v])]
+            taken = [v for v in vecs if self.vector_owner.get(v, sess) is not sess]
             if taken:
                 raise OSError(errno.EBUSY, f"vector {taken[0]} belongs to another session")
             self.fn.msix.set_eventfds(start, fds)  # the wires own them from here on
