@@ -200,6 +200,9 @@ class Connection:
         self.versioned = False
         self.ctrl: mmap.mmap | None = None
         self.ctrl_fd = -1
+        #: The runqueue asks made before this session came (docs/spec/jobs.md §3a): its
+        #: ``RQ_ASKS`` counts only those after, so it owes nothing for older ones.
+        self.rq_base = 0
         self.kick_fd = -1
         self.notify_fd = -1
         self.closed = False
@@ -425,6 +428,11 @@ class Daemon:
         """A driver session exists and the firmware it started is running."""
         return self.driver is not None and self.fn.probed
 
+    def _rq_asks_total(self) -> int:
+        """Every runqueue ask so far: the live sessions' and those of sessions gone."""
+        return self.rq_asks_gone + sum(struct.unpack_from("<I", s.ctrl, P.CTRL_OFF_RQ_ASK)[0]
+                                       for s in self.sessions.values() if s.ctrl is not None)
+
     def _publish_foreign_ctx(self) -> None:
         """Tell the driver how many contexts clients hold (their runtime-PM references), and
         every session the shared runqueue's state: the other sessions' asks for a partition
@@ -439,7 +447,8 @@ class Daemon:
             # the driver alone, as after every step of a single-process run: nobody else
             # asks, holds or wants anything (the general case below, without its lists)
             dctrl = drv.ctrl
-            _U32X2.pack_into(dctrl, P.CTRL_OFF_RQ_ASKS, self.rq_asks_gone & 0xFFFFFFFF, gen)
+            _U32X2.pack_into(dctrl, P.CTRL_OFF_RQ_ASKS,
+                             (self.rq_asks_gone - drv.rq_base) & 0xFFFFFFFF, gen)
             _U32.pack_into(dctrl, P.CTRL_OFF_FOREIGN_CTX, dev.context_count(exclude_pasid=drv.pasid))
             _U32.pack_into(dctrl, P.CTRL_OFF_FOREIGN_DPM, 0)
             if m is not None:
@@ -456,7 +465,8 @@ class Daemon:
             now = struct.unpack_from("<I", dctrl, P.CTRL_OFF_DPM_NOW)[0] if dctrl is not None else 0
         held = want = 0
         for (s, c), ask in zip(live, asks, strict=True):
-            struct.pack_into("<II", c, P.CTRL_OFF_RQ_ASKS, (total - ask) & 0xFFFFFFFF, gen)
+            struct.pack_into("<II", c, P.CTRL_OFF_RQ_ASKS, (total - ask - s.rq_base) & 0xFFFFFFFF,
+                             gen)
             if s is not drv:
                 held += struct.unpack_from("<I", c, P.CTRL_OFF_HWCTX_LIVE)[0]
                 want = max(want, struct.unpack_from("<I", c, P.CTRL_OFF_DPM_WANT)[0])
@@ -739,6 +749,7 @@ class Daemon:
         sess = Connection(self, conn, self.next_sid)
         sess.peer_pid = peer_pid
         self.next_sid += 1
+        sess.rq_base = self._rq_asks_total()
         self.sessions[sess.id] = sess
         self.stats["sessions"] += 1
         self.sel.register(conn, selectors.EVENT_READ, ("client", sess))
