@@ -405,6 +405,9 @@ int xdna_hwctx_heap_give(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 
 static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 {
+    if (hw->gone)
+        return xdna_fail(ctx, ENODEV, "hwctx %u: the firmware it was made on was stopped",
+                         hw->handle);
     if (xdna_is_aie4(ctx->chip))
         return xdna_aie4_ctx_start(ctx, hw);
     struct xdna_bo *heap = xdna_bo_get(ctx, ctx->s.heap);
@@ -704,29 +707,36 @@ void xdna_hwctx_tdr_tick(struct xdna_shim_ctx *ctx)
 }
 
 /* End every active context's jobs ABORT and stop its firmware context, telling the firmware
- * (DESTROY_CONTEXT) only with destroy. */
-static void stop_each(struct xdna_shim_ctx *ctx, bool destroy)
+ * (DESTROY_CONTEXT) only with destroy. With release its MSI-X vector goes back as at a
+ * disconnection: the next firmware gives that vector to whichever session's context gets the
+ * id first, and the context takes a vector again when it restarts (docs/spec/jobs.md §3a);
+ * without, a reset to come frees them all. */
+static void stop_each(struct xdna_shim_ctx *ctx, bool destroy, bool release)
 {
     for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++) {
         struct xdna_hwctx *hw = ctx->s.hw[i];
         if (!hw || hw->state != XDNA_SHIM_HWCTX_ACTIVE)
             continue;
+        unsigned vec = hw->msix;
+        bool irq = hw->fw_live && !hw->polled;
         end_jobs(ctx, hw, XDNA_SHIM_ERT_STATE_ABORT);
         fw_stop(ctx, hw, destroy);
+        if (irq && release && !ctx->sock_dead)
+            vec_release(ctx, hw, vec);
         hw->state = XDNA_SHIM_HWCTX_IDLE;
     }
 }
 
 void xdna_hwctx_stop_all(struct xdna_shim_ctx *ctx)
 {
-    stop_each(ctx, true);
+    stop_each(ctx, true, true);
 }
 
 /* A reset is coming (AIE4 FLR reset_prepare): end the jobs ABORT and forget the firmware
  * contexts without telling the firmware. */
 void xdna_hwctx_drop_all(struct xdna_shim_ctx *ctx)
 {
-    stop_each(ctx, false);
+    stop_each(ctx, false, false);
 }
 
 int xdna_hwctx_restart_all(struct xdna_shim_ctx *ctx)
@@ -783,8 +793,29 @@ int xdna_health_buf(struct xdna_shim_ctx *ctx, uint64_t *addr, uint8_t **va)
 
 /* ---- public: contexts ----------------------------------------------------------------- */
 
+/* A client session's contexts do not outlive the firmware they were made on: once the
+ * driver session stopped it and booted another (the ctrl page's fw_boots moved), they are
+ * gone, as the driver's files are once its device goes. Their jobs end ABORT, their channels
+ * close without a message (the firmware that knew them is gone), their vectors go back, and
+ * every later call on them but destroy fails ENODEV (docs/spec/jobs.md §1). AIE2: an AIE4
+ * client's queues follow the function's FLR (docs/spec/aie4.md §8). */
+static void client_boot_check(struct xdna_shim_ctx *ctx)
+{
+    if (!ctx->s.client || !ctx->ctrl || xdna_is_aie4(ctx->chip))
+        return;
+    uint32_t n = xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_FW_BOOTS);
+    if (n == ctx->boots_seen)
+        return;
+    ctx->boots_seen = n;
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
+        if (ctx->s.hw[i])
+            ctx->s.hw[i]->gone = true;
+    stop_each(ctx, false, true);
+}
+
 static int ready(struct xdna_shim_ctx *ctx, const char *what)
 {
+    client_boot_check(ctx);
     if (ctx->s.client || ctx->state == XDNA_SHIM_STATE_PROBED || ctx->s.rpm_suspended)
         return xdna_rpm_get(ctx);
     return xdna_fail(ctx, ENODEV, "%s: the device is not probed or attached", what);

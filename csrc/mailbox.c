@@ -436,9 +436,11 @@ int xdna_mbox_call(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_
                              ch->name, xdna_opcode_name(opcode), opcode,
                              timeout_ms > 0 ? timeout_ms : ctx->timeouts[XDNA_SHIM_TIMEOUT_MBOX_RX]);
         }
-        /* a direct waiter drains the channel as the monitor would: an answer it completed
-         * reports its own status, whatever turned the channel bad after it */
-        if (irq && rx_worker(ctx, ch) < 0 && !(direct && p->done))
+        /* this direct waiter or the event pump may have taken our response (and found the
+         * channel bad) while we waited: a bad channel is read no further, and a call whose
+         * response came has its own outcome (a wrong size is EINVAL, whatever bad state
+         * followed) */
+        if (irq && xdna_mbox_rx(ctx, ch) < 0 && !p->done)
             goto fail;
         if (direct) { /* the vector's other channels, and what the answers completed */
             xdna_direct_service(ctx, vec, ch);

@@ -307,6 +307,7 @@ static int attach_write_log(struct xdna_shim_ctx *ctx)
                                       " size %u)", magic, ver, n, wl.entries, esz);
     ctx->log_entries = n;
     ctx->resets_seen = __atomic_load_n(&w[XDNA_PROTO_CTRL_OFF_RESETS / 4], __ATOMIC_ACQUIRE);
+    ctx->boots_seen = __atomic_load_n(&w[XDNA_PROTO_CTRL_OFF_FW_BOOTS / 4], __ATOMIC_ACQUIRE);
     return 0;
 
 close_fds:

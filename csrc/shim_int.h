@@ -208,6 +208,7 @@ struct xdna_shim_ctx {
     /* MSI-X */
     unsigned msix_cap;
     uint32_t resets_seen; /* the ctrl page's function-reset count the driver last handled */
+    uint32_t boots_seen;  /* a client: the ctrl page's firmware boots its contexts were made on */
     bool removed;         /* the function was removed (a VF disabled); its jobs ended ABORT */
     unsigned nvec;
     int *irq_fds;
@@ -524,6 +525,7 @@ struct xdna_hwctx {
     bool busy;            /* create/destroy/recovery in progress (lock released inside) */
     bool fw_live;         /* the firmware knows this context */
     bool polled;          /* TURBO: user channel polled, not interrupt driven */
+    bool gone;            /* a client's context whose firmware the driver stopped: ENODEV */
     uint32_t fw_id, msix, start_col, num_col, prio;
     uint32_t dpm_level;   /* the DPM level its QoS asks for */
     uint32_t dbg_bo;      /* its debug BO (0: none) */

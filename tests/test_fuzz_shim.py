@@ -373,3 +373,73 @@ def test_aie4_firmware_faults_on_the_mgmt_channel() -> None:
 
     res = tr.replay(tr.parse(AIE4_FAULTS))
     assert res.ok, res.describe()
+
+
+def _client(ip):  # noqa: ANN001, ANN202
+    """A second session on the daemon, attached as another process would be."""
+    from xdna_emu.shim import Shim
+
+    c = Shim.open(ip.daemon.socket_path)
+    c.attach()
+    return c
+
+
+def _nop(shim, h: int) -> int:  # noqa: ANN001
+    from xdna_emu import kernels as K
+    from xdna_emu.fuzz.shim_trace import npu_command
+
+    cmd = npu_command(shim, K.Kernel.NOP)
+    shim.wait(h, shim.exec(h, cmd), 5000)
+    return cmd
+
+
+def test_a_stopped_driver_context_leaves_its_vector_to_the_next_session() -> None:
+    """Regression (shim fuzz target, docs/spec/fuzzing.md §12): the driver's context kept its
+    MSI-X vector across stop and probe, so a client's context that the new firmware gave
+    that vector could not take it; its exec re-created the context for ever (livelock). Stop
+    gives the vector back, as a disconnection does (docs/spec/jobs.md §3a)."""
+    from xdna_emu.shim import ErtState
+
+    ip = shared()
+    ip.fresh()
+    shim = ip.open()
+    ip.probe()
+    shim.hwctx_create()
+    shim.stop()
+    ip.probe()
+    c = _client(ip)
+    try:
+        h = c.hwctx_create()
+        assert c.cmd_state(_nop(c, h)) == ErtState.COMPLETED
+    finally:
+        c.close()
+    ip.close_shim()
+
+
+def test_a_client_context_is_gone_after_the_driver_restarts_the_firmware() -> None:
+    """Regression (shim fuzz target, docs/spec/fuzzing.md §12): a client's context outlived
+    the firmware the driver stopped, holding its vector, and the driver's next context spun.
+    The daemon lets the new firmware's context take a vector no live context holds, and the
+    client's old context is gone: exec ENODEV, destroy works, a new context runs
+    (docs/spec/protocol.md, ctrl page fw_boots; docs/spec/jobs.md §1)."""
+    from xdna_emu.shim import ErtState
+
+    ip = shared()
+    ip.fresh()
+    shim = ip.open()
+    ip.probe()
+    c = _client(ip)
+    try:
+        old = c.hwctx_create()
+        shim.stop()
+        ip.probe()
+        h = shim.hwctx_create()
+        assert shim.cmd_state(_nop(shim, h)) == ErtState.COMPLETED
+        assert errname(_nop, c, old) == "ENODEV"
+        c.hwctx_destroy(old)
+        shim.hwctx_destroy(h)
+        new = c.hwctx_create()
+        assert c.cmd_state(_nop(c, new)) == ErtState.COMPLETED
+    finally:
+        c.close()
+    ip.close_shim()

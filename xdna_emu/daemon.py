@@ -220,6 +220,7 @@ class Connection:
                          P.LOG_ENTRY.size)
         struct.pack_into("<I", self.ctrl, P.CTRL_OFF_ALIVE, 1)
         struct.pack_into("<I", self.ctrl, P.CTRL_OFF_RESETS, self.daemon.fn.resets)
+        struct.pack_into("<I", self.ctrl, P.CTRL_OFF_FW_BOOTS, self.daemon.fn.device.boots)
         self.kick_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.daemon.sel.register(self.kick_fd, selectors.EVENT_READ, ("kick", self))
@@ -449,6 +450,7 @@ class Daemon:
             dctrl = drv.ctrl
             _U32X2.pack_into(dctrl, P.CTRL_OFF_RQ_ASKS,
                              (self.rq_asks_gone - drv.rq_base) & 0xFFFFFFFF, gen)
+            _U32.pack_into(dctrl, P.CTRL_OFF_FW_BOOTS, dev.boots & 0xFFFFFFFF)
             _U32.pack_into(dctrl, P.CTRL_OFF_FOREIGN_CTX, dev.context_count(exclude_pasid=drv.pasid))
             _U32.pack_into(dctrl, P.CTRL_OFF_FOREIGN_DPM, 0)
             if m is not None:
@@ -467,6 +469,7 @@ class Daemon:
         for (s, c), ask in zip(live, asks, strict=True):
             struct.pack_into("<II", c, P.CTRL_OFF_RQ_ASKS, (total - ask - s.rq_base) & 0xFFFFFFFF,
                              gen)
+            struct.pack_into("<I", c, P.CTRL_OFF_FW_BOOTS, dev.boots & 0xFFFFFFFF)
             if s is not drv:
                 held += struct.unpack_from("<I", c, P.CTRL_OFF_HWCTX_LIVE)[0]
                 want = max(want, struct.unpack_from("<I", c, P.CTRL_OFF_DPM_WANT)[0])
@@ -892,6 +895,16 @@ class Daemon:
         for v in mine:
             del self.vector_owner[v]
 
+    def _stale_vector(self, vector: int, owner: Connection) -> bool:
+        """A client session's vector whose context the running firmware does not have: it
+        was made on a firmware the driver session stopped since (docs/spec/protocol.md, ctrl
+        page fw_boots), so the next context the firmware gives that vector may take it."""
+        fw = self.fn.device.ctx
+        if owner is self.driver:
+            return False
+        return fw is None or not any(c.pasid == owner.pasid and c.msix == vector
+                                     for c in fw.contexts.values())
+
     def _h_set_irqs(self, sess: Connection, payload: bytes) -> None:
         """Install MSI-X eventfds. Ownership is per vector: the mgmt vector belongs to the
         driver session, a context's vector to the session that created the context."""
@@ -908,7 +921,8 @@ class Daemon:
         try:
             if start + count > self.chip.msix.vectors:
                 raise OSError(errno.EINVAL, "vector out of range")
-            taken = [v for v in vecs if self.vector_owner.get(v, sess) is not sess]
+            taken = [v for v in vecs if self.vector_owner.get(v, sess) is not sess
+                     and not self._stale_vector(v, self.vector_owner[v])]
             if taken:
                 raise OSError(errno.EBUSY, f"vector {taken[0]} belongs to another session")
             self.fn.msix.set_eventfds(start, fds)  # the wires own them from here on

@@ -138,6 +138,7 @@ CTRL_OFF_PMF_SEQ = 0x64  # u32
 CTRL_OFF_PMF_POWER = 0x68  # u32, mW
 CTRL_OFF_PMF_BUSY = 0x6C  # u16 per column, busy %, PMF_COLUMNS of them
 CTRL_PMF_COLUMNS = PMF_COLUMNS
+CTRL_OFF_FW_BOOTS = 0x7C  # u32, daemon stores: firmware boots so far (a client's contexts end with theirs)
 CTRL_OFF_ENTRY0 = 0x80
 LOG_ENTRY = _layout("LOG_ENTRY", Struct("log_entry", _u32s("bar", "offset", "value", "rsvd")))
 LOG_ENTRIES = (CTRL_SIZE - CTRL_OFF_ENTRY0) // LOG_ENTRY.size
