@@ -4,14 +4,9 @@ accounting (GET_ARRAY BO_USAGE) counts it as internal with heap 0."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-EXEC = [sys.executable, "-m", "xdna_emu", "exec"]
+from tests.test_uapi_c import run_python
 
 
 def test_dev_bo_accounting_on_aie4() -> None:
@@ -44,10 +39,7 @@ def test_dev_bo_accounting_on_aie4() -> None:
             assert usage(f) == base
         print("aie4 uapi ok")
     """)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([*EXEC, "--chip", "npu3", "--", sys.executable, "-c", prog],
-                          capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == 0 and "aie4 uapi ok" in proc.stdout, proc.stdout + proc.stderr
+    run_python("npu3", "aie4 uapi ok", "-c", prog)
 
 
 def test_cert_version_and_auto_coredump_on_aie4() -> None:
@@ -110,7 +102,4 @@ def test_cert_version_and_auto_coredump_on_aie4() -> None:
             set_raw(f, bytes(8))
         print("aie4 info ok")
     """)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([*EXEC, "--chip", "npu3", "--", sys.executable, "-c", prog],
-                          capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == 0 and "aie4 info ok" in proc.stdout, proc.stdout + proc.stderr
+    run_python("npu3", "aie4 info ok", "-c", prog)

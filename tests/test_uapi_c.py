@@ -29,6 +29,16 @@ pytestmark = pytest.mark.skipif(CC is None or not shutil.which("umockdev-run"),
                                 reason="needs a C compiler and umockdev")
 
 
+def run_python(chips: str | list[str], marker: str, *args: str) -> None:
+    """Run Python (``-c`` source or a script, then its arguments) under ``xdna-emu exec`` with
+    a device per chip, importing this checkout; it must exit 0 and print ``marker``."""
+    chips = [chips] if isinstance(chips, str) else chips
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([*EXEC, *(a for c in chips for a in ("--chip", c)), "--", sys.executable,
+                           *args], capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0 and marker in proc.stdout, proc.stdout + proc.stderr
+
+
 def _compile(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     """tests/c/<name>.c built against our generated headers, the kernel constants from
     xdna_emu.kernels on the command line."""
@@ -162,10 +172,7 @@ def test_two_devices_and_python_access() -> None:
             f.close_bo(h)
         print("python ok")
     """)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([*EXEC, "--chip", "npu1", "--chip", "npu4", "--", sys.executable,
-                           "-c", prog], capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == 0 and "python ok" in proc.stdout, proc.stdout + proc.stderr
+    run_python(["npu1", "npu4"], "python ok", "-c", prog)
 
 
 @pytest.mark.parametrize(("chip", "level"), [("npu1", 5), ("npu4", 3)])
@@ -198,10 +205,7 @@ def test_exec_program_qos_moves_the_clock(chip: str, level: int) -> None:
             del m
         print("qos ok")
     """)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([*EXEC, "--chip", chip, "--", sys.executable, "-c", prog, chip,
-                           str(level)], capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == 0 and "qos ok" in proc.stdout, proc.stdout + proc.stderr
+    run_python(chip, "qos ok", "-c", prog, chip, str(level))
 
 
 @pytest.mark.parametrize(("chip", "cols"), [("npu1", 5), ("npu4", 8)])
@@ -240,10 +244,7 @@ def test_python_sensors_follow_the_device(chip: str, cols: int) -> None:
                 raise AssertionError("short SENSORS buffer accepted")
         print("sensors ok")
     """)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([*EXEC, "--chip", chip, "--", sys.executable, "-c", prog, str(cols)],
-                          capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == 0 and "sensors ok" in proc.stdout, proc.stdout + proc.stderr
+    run_python(chip, "sensors ok", "-c", prog, str(cols))
 
 
 @pytest.mark.parametrize("chip", ["npu1", "npu4"])
@@ -295,10 +296,7 @@ def test_python_power_mode_of_another_process(chip: str) -> None:
             del m
         print("power ok")
     """)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([*EXEC, "--chip", chip, "--", sys.executable, "-c", prog, chip],
-                          capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == 0 and "power ok" in proc.stdout, proc.stdout + proc.stderr
+    run_python(chip, "power ok", "-c", prog, chip)
 
 
 @pytest.mark.parametrize("chip", ["npu1", "npu4"])
@@ -369,10 +367,7 @@ def test_python_fw_log_and_trace(chip: str) -> None:
             del m
         print("dpt ok")
     """)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([*EXEC, "--chip", chip, "--", sys.executable, "-c", prog, chip],
-                          capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == 0 and "dpt ok" in proc.stdout, proc.stdout + proc.stderr
+    run_python(chip, "dpt ok", "-c", prog, chip)
 
 
 @pytest.mark.parametrize("chip", ["npu1", "npu4"])
@@ -425,10 +420,7 @@ def test_python_heap_growth(chip: str) -> None:
                 raise AssertionError("heap grew past 512 MiB")
         print("python ok")
     """)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([*EXEC, "--chip", chip, "--", sys.executable, "-c", prog, chip],
-                          capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == 0 and "python ok" in proc.stdout, proc.stdout + proc.stderr
+    run_python(chip, "python ok", "-c", prog, chip)
 
 
 def test_python_userptr_bo() -> None:
@@ -456,10 +448,7 @@ def test_python_userptr_bo() -> None:
             del view
         print("python ok")
     """)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([*EXEC, "--chip", "npu4", "--", sys.executable, "-c", prog],
-                          capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == 0 and "python ok" in proc.stdout, proc.stdout + proc.stderr
+    run_python("npu4", "python ok", "-c", prog)
 
 
 def test_python_device_settings() -> None:
@@ -498,10 +487,7 @@ def test_python_device_settings() -> None:
                 assert mine >= 1
         print("python ok")
     """)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([*EXEC, "--chip", "npu4", "--", sys.executable, "-c", prog],
-                          capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == 0 and "python ok" in proc.stdout, proc.stdout + proc.stderr
+    run_python("npu4", "python ok", "-c", prog)
 
 
 def test_driver_service_answers(xdna_shim: Any, tmp_path: Path) -> None:

@@ -3,15 +3,13 @@ tests/c/uapi_fence_test.c per chip, and the same from Python (xdna_emu.uapi.Acce
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.test_uapi_c import CC, EXEC, ROOT, _compile
+from tests.test_uapi_c import CC, EXEC, _compile, run_python
 
 pytestmark = pytest.mark.skipif(CC is None, reason="needs a C compiler")
 
@@ -92,7 +90,4 @@ _PARENT = textwrap.dedent("""
 
 
 def test_python_fences_across_processes() -> None:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([*EXEC, "--chip", "npu4", "--", sys.executable, "-c", _PARENT, _CHILD],
-                          capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == 0 and "python fences ok" in proc.stdout, proc.stdout + proc.stderr
+    run_python("npu4", "python fences ok", "-c", _PARENT, _CHILD)

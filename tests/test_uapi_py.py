@@ -15,18 +15,14 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-EXEC = [sys.executable, "-m", "xdna_emu", "exec"]
+from tests.test_uapi_c import EXEC, ROOT, run_python
+
 pytestmark = pytest.mark.skipif(not shutil.which("umockdev-run"), reason="needs umockdev")
 
 
 @pytest.mark.parametrize("chip", ["npu1", "npu4"])
 def test_python_job_and_second_process(chip: str) -> None:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([*EXEC, "--chip", chip, "--", sys.executable,
-                           str(ROOT / "tests" / "uapi" / "py_job.py"), "run"],
-                          capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == 0 and "py_job ok" in proc.stdout, proc.stdout + proc.stderr
+    run_python(chip, "py_job ok", str(ROOT / "tests" / "uapi" / "py_job.py"), "run")
 
 
 def test_runtime_beside_accel_file() -> None:
@@ -51,10 +47,7 @@ def test_runtime_beside_accel_file() -> None:
             assert [e["context_id"] for e in f.hw_contexts()] == [mine]
         print("both ok")
     """)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([*EXEC, "--chip", "npu4", "--", sys.executable, "-c", prog],
-                          capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == 0 and "both ok" in proc.stdout, proc.stdout + proc.stderr
+    run_python("npu4", "both ok", "-c", prog)
 
 
 @pytest.mark.skipif(not shutil.which("pkg-config") or not (shutil.which("gcc") or shutil.which("cc")),
