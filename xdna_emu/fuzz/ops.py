@@ -65,7 +65,7 @@ from ..testing.aie4driver import (
     indirect_pkt,
 )
 from ..testing.pyctx import PyClient, PyContext
-from ..testing.pydriver import FW_IOVA, DriverChannel, DriverError, PyDriver, make_test_device
+from ..testing.pydriver import ALIGN, FW_IOVA, DriverChannel, DriverError, PyDriver, make_test_device
 from . import cow
 from .cow import Arena
 from .invariants import Checker, DeviceCrash, Failure, Hang
@@ -162,6 +162,11 @@ def _fields(d: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
     return fields, tuple(k for k, v in fields.items() if type(v) in _COPIED)
 
 
+def _containers(attrs: dict[str, Any]) -> list[str]:
+    """The keys of ``attrs`` whose values are containers (:data:`_COPIED`)."""
+    return [k for k, v in attrs.items() if type(v) in _COPIED]
+
+
 def straddles(data: bytes, end: int) -> bool:
     """Does a separator start within SNAP_STRADDLE bytes before ``end``? Then the chunk, and
     the ops, before ``end`` differ from those of an input whose bytes stop (or go on
@@ -230,15 +235,21 @@ class DeviceHarness:
         #: BARs and client heaps in copy-on-write pages when the kernel allows: a snapshot
         #: is the pages written since power-on, a restore drops the rest (§9 of fuzzing.md)
         self.arena: Arena | None = None
+        self._image_region: int | None = None
         bars = None
         if cow.available():
             sizes = [self.chip.bars[i].size for i in sorted(self.chip.bars)]
-            self.arena = cow.make_arena(sizes + [CLIENT_HEAP] * COW_HEAPS,
+            self.arena = cow.make_arena(sizes + [CLIENT_HEAP] * COW_HEAPS + [self._image_size()],
                                         f"xdna-fuzz-{self.chip.name}")
             bars = {i: self.arena.region(k) for k, i in enumerate(sorted(self.chip.bars))}
             self._heap_ids = {id(self.arena.region(len(sizes) + k)): len(sizes) + k
                               for k in range(COW_HEAPS)}
             self._arena_ids = frozenset(self._heap_ids)
+            if isinstance(self.arena, cow.TrackedArena):
+                # the image buffer too where pages are tracked: a restore then copies none
+                # of its 128 KiB unless an input wrote it; untracked, every snapshot would
+                self._image_region = len(sizes) + COW_HEAPS  # hold it
+                self._arena_ids |= {id(self.arena.region(self._image_region))}
         self.td = make_test_device(self.chip, VirtualClock(), bars=bars)
         self.fn = self.td.fn
         self.dev, self.regs, self.iommu = self.fn.device, self.fn.regs, self.fn.iommu
@@ -369,7 +380,12 @@ class DeviceHarness:
             for k in containers:  # the containers get a copy of their own again
                 v = fields[k]
                 d[k] = type(v)(v)
-        self.__dict__.update({k: _copy(v) for k, v in snap.attrs.items()})
+        attrs = snap.attrs
+        d = self.__dict__
+        d.update(attrs)
+        for k in _containers(attrs):  # the containers get a copy of their own again
+            v = attrs[k]
+            d[k] = type(v)(v)
         self.checker.load(snap.checker)
         self.td.irqs[:] = snap.irqs
         self.snap_stats[count] += 1
@@ -571,7 +587,22 @@ class DeviceHarness:
     def _driver(self) -> PyDriver:
         if self.drv is None:
             self.drv = Aie4PyDriver(self.td) if self.chip.aie4 is not None else PyDriver(self.td)
+            if self.arena is not None and self._image_region is not None:
+                self.drv.image_buffer = self._image_buffer
         return self.drv
+
+    def _image_size(self) -> int:
+        return -(-len(image_for(self.chip)) // ALIGN) * ALIGN
+
+    def _image_buffer(self, size: int) -> Any:
+        """The arena's image region (zeroed) for the chip's image when no mapping holds it,
+        else a new buffer: two live mappings never share memory."""
+        region = self.arena.region(self._image_region)  # type: ignore[union-attr,arg-type]
+        if size != len(region) or any(m.mem is region for space in self.iommu.spaces.values()
+                                      for m in space.maps):
+            return bytearray(size)
+        self.arena.revert_region(self._image_region)  # type: ignore[union-attr,arg-type]
+        return region
 
     def _aie2(self) -> PyDriver:
         """The driver for an AIE2 call; on an AIE4 chip the call is refused like an errno."""

@@ -403,11 +403,21 @@ class MailboxEngine(ChannelEngine):
     def load(self, st: MailboxState, handler: Callable[[ChannelState], Handler]) -> None:
         """Reopen the saved channels (registers and rings are in the restored BARs);
         ``handler`` names the firmware behaviour behind each one."""
-        for ch in self.channels.values():
-            ch.open = False
-        self.channels = {}
+        old, self.channels = self.channels, {}
         for cs in st.channels:
-            ch = MailboxChannel(self, cs.index, cs.slot, cs.vector, handler(cs), cs.name, cs.serial)
+            ch = old.pop(cs.index, None)
+            if (ch is not None and type(ch) is MailboxChannel and ch.serial == cs.serial
+                    and (ch.slot, ch.vector, ch.name) == (cs.slot, cs.vector, cs.name)):
+                # the same opening (serial) of the channel: its addresses and views hold,
+                # only its data is loaded (a fuzzer restoring one snapshot after another)
+                ch.open, ch.handler = True, handler(cs)
+            else:
+                if ch is not None:
+                    ch.open = False
+                ch = MailboxChannel(self, cs.index, cs.slot, cs.vector, handler(cs), cs.name,
+                                    cs.serial)
             ch.load(cs)
             self.channels[cs.index] = ch
+        for ch in old.values():
+            ch.open = False
         self.next_serial = st.next_serial

@@ -352,6 +352,28 @@ class PciFunction:
             faults=tuple((f.pasid, f.addr, f.size, f.why) for f in self.iommu.faults),
             clock_ns=self.clock.now_ns(), device=self.device.save())
 
+    def _same_mappings(self, saved: tuple[MappingState, ...], host_memory: HostMemory | None) -> bool:
+        """Do the live mappings already match ``saved`` (same ranges, owners and host
+        buffers, as when a fuzzer restores one snapshot after another)? Then only their
+        saved bytes are put back, and the address spaces are kept."""
+        if host_memory is None:
+            return False
+        spaces = self.iommu.spaces
+        live = [(pasid, m) for pasid, space in sorted(spaces.items()) for m in space.maps]
+        if len(live) != len(saved):
+            return False
+        for (pasid, m), ms in zip(live, saved, strict=True):
+            if (pasid != ms.pasid or m.address != ms.address or m.size != ms.size
+                    or m.perm != ms.perm or m.owner != ms.owner
+                    or getattr(m, "skew", 0) or host_memory(ms) is not m.mem):
+                return False
+        for pasid in [p for p, space in spaces.items() if not space.maps]:
+            del spaces[pasid]  # as a rebuild leaves them
+        for (_, m), ms in zip(live, saved, strict=True):
+            if ms.data is not None:
+                memoryview(m.mem)[: ms.size] = ms.data
+        return True
+
     def restore(self, st: FunctionState, host_memory: HostMemory | None = None) -> PciFunction:
         """Put ``st`` back. Host memory for each mapping comes from ``host_memory`` (the
         caller's own buffers, refilled with the saved bytes), or is fresh anonymous memory.
@@ -368,13 +390,14 @@ class PciFunction:
         self.stats.update(st.stats)
         self.msix.stats.clear()
         self.msix.stats.update(st.msix_stats)
-        self.iommu.clear()
-        for ms in st.mappings:
-            mem = host_memory(ms) if host_memory is not None else bytearray(ms.size)
-            if ms.data is not None:
-                memoryview(mem)[: ms.size] = ms.data
-            self.iommu.map(ms.pasid, ms.address, ms.size, ms.perm, None, owner=ms.owner,
-                           mem=mem)  # type: ignore[arg-type]
+        if not self._same_mappings(st.mappings, host_memory):
+            self.iommu.clear()
+            for ms in st.mappings:
+                mem = host_memory(ms) if host_memory is not None else bytearray(ms.size)
+                if ms.data is not None:
+                    memoryview(mem)[: ms.size] = ms.data
+                self.iommu.map(ms.pasid, ms.address, ms.size, ms.perm, None, owner=ms.owner,
+                               mem=mem)  # type: ignore[arg-type]
         self.iommu.faults[:] = [IommuFault(*f) for f in st.faults]
         if isinstance(self.clock, VirtualClock):
             self.clock.set(st.clock_ns)

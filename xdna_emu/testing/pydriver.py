@@ -9,7 +9,7 @@ drive the firmware model exactly as the real driver would, without the daemon or
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -272,6 +272,9 @@ class PyDriver:
         return out
 
     # -- firmware ------------------------------------------------------------------------
+    #: zeroed host memory of ``size`` bytes for an image (a fuzzer's tracked pages)
+    image_buffer: Callable[[int], Any] = bytearray
+
     def map_image(self, image: bytes, iova: int = FW_IOVA) -> int:
         """Copy the image into a 64 KiB-rounded DMA buffer (pasid 0); return its size."""
         size = (len(image) + ALIGN - 1) // ALIGN * ALIGN
@@ -279,7 +282,7 @@ class PyDriver:
         old = space.find(iova) if space else None
         if old is not None:  # reuse the slot (a previous load, maybe by another PyDriver)
             self.fn.dma_unmap(0, old.address, old.size)
-        buf = bytearray(size)
+        buf = self.image_buffer(size)
         buf[: len(image)] = image
         self.fn.dma_map(0, iova, size, DMA_READ | DMA_WRITE, None, mem=buf)
         return size
