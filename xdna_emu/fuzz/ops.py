@@ -65,7 +65,14 @@ from ..testing.aie4driver import (
     indirect_pkt,
 )
 from ..testing.pyctx import PyClient, PyContext
-from ..testing.pydriver import ALIGN, FW_IOVA, DriverChannel, DriverError, PyDriver, make_test_device
+from ..testing.pydriver import (
+    ALIGN,
+    FW_IOVA,
+    DriverChannel,
+    DriverError,
+    PyDriver,
+    make_test_device,
+)
 from . import cow
 from .cow import Arena
 from .invariants import Checker, DeviceCrash, Failure, Hang
