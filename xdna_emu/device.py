@@ -127,10 +127,11 @@ class NpuDevice(DeviceBase):
         self.psp.load(st.psp)
         self.smu.load(st.smu)
         # the boot the state was saved from is still running (a fuzzer restoring one
-        # snapshot again and again): its objects hold nothing but what the loads below
-        # replace, so they are kept instead of rebuilt with their handler tables
+        # snapshot again and again), or one of an equal image: its objects hold nothing
+        # but what the loads below replace and what the image decides, so they are kept
+        # instead of rebuilt with their handler tables
         same_boot = (st.fw is not None and self.fw is not None and self.ctx is not None
-                     and self.fw.image is st.fw.image)
+                     and (self.fw.image is st.fw.image or self.fw.image == st.fw.image))
         if not same_boot:
             self.fw = self.ctx = None
         if self.mailbox is None:

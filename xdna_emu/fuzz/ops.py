@@ -159,7 +159,12 @@ _COPIED = (list, dict, Counter)
 
 def _copy(v: Any) -> Any:
     """One level of copy: the containers a host object or the session mutates in place."""
-    return type(v)(v) if type(v) in _COPIED else v
+    t = type(v)
+    if t is Counter:  # Counter(v) counts v's items one by one
+        c: Counter[Any] = Counter()
+        dict.update(c, v)
+        return c
+    return t(v) if t in _COPIED else v
 
 
 def _fields(d: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
@@ -385,14 +390,12 @@ class DeviceHarness:
             d = obj.__dict__
             d.update(fields)
             for k in containers:  # the containers get a copy of their own again
-                v = fields[k]
-                d[k] = type(v)(v)
+                d[k] = _copy(fields[k])
         attrs = snap.attrs
         d = self.__dict__
         d.update(attrs)
         for k in _containers(attrs):  # the containers get a copy of their own again
-            v = attrs[k]
-            d[k] = type(v)(v)
+            d[k] = _copy(attrs[k])
         self.checker.load(snap.checker)
         self.td.irqs[:] = snap.irqs
         self.snap_stats[count] += 1

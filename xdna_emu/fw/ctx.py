@@ -529,10 +529,16 @@ class ContextFirmware:
     def load(self, st: CtxFwState) -> dict[int, HwContext]:
         """Rebuild the contexts, still without channels; returns them by channel index so
         the engine restore can hand each user channel its context's handler."""
-        self.contexts = {}
+        old, self.contexts = self.contexts, {}
         by_chan = {}
         for cs in st.contexts:
-            ctx = HwContext(**{name: getattr(cs, name) for name in _PLAIN_FIELDS})
+            plain = {name: getattr(cs, name) for name in _PLAIN_FIELDS}
+            ctx = old.get(cs.id)
+            if ctx is not None and type(ctx) is HwContext:  # its fields, all loaded below
+                ctx.__dict__.update(plain)
+                ctx.chan = None
+            else:
+                ctx = HwContext(**plain)
             ctx.chunks = [HostChunk(*h) for h in cs.chunks]
             ctx.cus = list(cs.cus)
             ctx.queue = deque(Message(*m) for m in cs.queue)
