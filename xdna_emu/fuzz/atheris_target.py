@@ -282,7 +282,8 @@ class Target(FindingLog):
         session = getattr(self, "session", None)  # the device target's snapshot counters
         snaps = {} if session is None else {"snapshots_taken": session.snap_stats["taken"],
                                             "restored": session.snap_stats["restored"],
-                                            "memo_hits": session.snap_stats["memo_hits"]}
+                                            "memo_hits": session.snap_stats["memo_hits"],
+                                            "page_tracking": session.page_tracking}
         return {"execs": self.execs, **self.finding_stats(), **snaps}
 
 

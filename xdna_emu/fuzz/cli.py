@@ -409,6 +409,7 @@ def _summary(args: argparse.Namespace, engine: str, workers: list[_Worker], elap
             # a target's own counters (the shim's steps, the device's snapshot restores)
             **{k: sum(i.get(k, 0) for i in infos) for k in ("steps", "restored", "memo_hits")
                if any(k in i for i in infos)},
+            **{k: i[k] for i in infos[:1] for k in ("page_tracking",) if k in i},
             "unique": sorted({u for i in infos for u in i.get("unique", [])}),
             "artifacts": found, "errors": errors, "corpus": str(corpus),
             "interrupted": interrupted}

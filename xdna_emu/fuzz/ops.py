@@ -369,6 +369,15 @@ class DeviceHarness:
         snap.end, snap.n, snap.g, snap.path = end, n, g, path
         return snap
 
+    @property
+    def page_tracking(self) -> str:
+        """How snapshots hold memory (docs/spec/fuzzing.md §9): ``userfaultfd`` (a restore
+        rewrites the pages the input wrote), ``pagemap`` (it drops every written page and
+        rewrites the snapshot's) or ``copies`` (every BAR and heap copied)."""
+        if self.arena is None:
+            return "copies"
+        return "userfaultfd" if isinstance(self.arena, cow.TrackedArena) else "pagemap"
+
     def _in_arena(self, mem: Any) -> bool:
         return id(mem) in self._arena_ids
 
