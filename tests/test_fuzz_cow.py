@@ -203,6 +203,25 @@ def test_without_dirty_tracking_snapshots_copy_everything(monkeypatch: pytest.Mo
     assert fingerprint(s) == fingerprint(ref)
 
 
+def test_without_write_tracking_the_arena_drops_and_rewrites_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where userfaultfd is refused (a seccomp filter, an old kernel), the arena is the
+    pagemap one, and pinned children still end as runs from scratch."""
+    def refused() -> int:
+        raise OSError(1, "userfaultfd: Operation not permitted")
+
+    monkeypatch.setattr(cow, "_TRACKED", None)
+    monkeypatch.setattr(cow, "_uffd_open", refused)
+    s, ref = DeviceHarness("npu4"), DeviceHarness("npu4")
+    assert type(s.arena) is cow.Arena and s.page_tracking == "pagemap" and cow.tracked() is False
+    ref.use_snapshots = False
+    data = device_seeds("npu4")["job"]
+    run_input(s, data, pin=len(data) // 2)
+    assert s.pinned is not None
+    child = s.pinned + b"\x06\x10\x00"
+    assert run_input(s, child, hint=s.pinned) is None and run_input(ref, child) is None
+    assert fingerprint(s) == fingerprint(ref)
+
+
 def test_builtin_loop_runs_incremental_rounds_by_work() -> None:
     """Bounded by executions, not time: rounds restore their pinned prefix."""
     t = Target("device", "npu4", None)
