@@ -59,6 +59,9 @@ class NpuDevice(DeviceBase):
         super().__init__(chip, regs, iommu, raise_irq, clock)
         self.fw: MgmtFirmware | None = None
         self.ctx: ContextFirmware | None = None  # contexts/jobs of the running firmware
+        #: firmware objects a restore may reuse for a state of an equal image (§4 of
+        #: docs/spec/device.md): never running while they sit here unless they are fw/ctx
+        self._spare: tuple[MgmtFirmware, ContextFirmware] | None = None
         self.smu = SmuBlock(chip, regs, self.stats, self._power_off)
         self.psp = PspBlock(chip, regs, iommu, self.stats, lambda: self.smu.powered,
                             self._start_fw, self._stop_fw)
@@ -133,15 +136,24 @@ class NpuDevice(DeviceBase):
         same_boot = (st.fw is not None and self.fw is not None and self.ctx is not None
                      and (self.fw.image is st.fw.image or self.fw.image == st.fw.image))
         if not same_boot:
+            if self.fw is not None and self.ctx is not None:
+                self._spare = (self.fw, self.ctx)
             self.fw = self.ctx = None
         if self.mailbox is None:
             return
         by_chan = {}
         if st.fw is not None:
             if not same_boot:
-                self.fw = MgmtFirmware(self.chip, self.regs, self.mailbox, self.iommu,
-                                       self.clock, st.fw.image, self.stats)
-                self.ctx = ContextFirmware(self.fw)
+                # the objects of an earlier boot of an equal image (stopped since, by a
+                # reset or power-off) serve as well: the loads below replace all they hold
+                spare = self._spare
+                if spare is not None and spare[0].image == st.fw.image:
+                    self.fw, self.ctx = spare
+                else:
+                    self.fw = MgmtFirmware(self.chip, self.regs, self.mailbox, self.iommu,
+                                           self.clock, st.fw.image, self.stats)
+                    self.ctx = ContextFirmware(self.fw)
+                    self._spare = (self.fw, self.ctx)
             if st.ctx is not None:
                 by_chan = self.ctx.load(st.ctx)
         fw, ctx = self.fw, self.ctx
