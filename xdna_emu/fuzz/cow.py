@@ -99,7 +99,7 @@ class Arena:
             os.pwrite(self._fd, self._by_page[p].tobytes(), int(p) * PAGE)
         self.revert()
 
-    def verify(self, delta: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    def verify(self, delta: tuple[np.ndarray, Any]) -> np.ndarray:
         """The pages whose bytes differ from the state ``delta`` describes (a debug check
         after a :meth:`load`: empty unless a write escaped the tracking)."""
         want = self._base_pages().copy()
