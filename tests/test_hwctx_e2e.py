@@ -36,6 +36,9 @@ from xdna_emu.shim import (  # noqa: E402
 )
 from xdna_emu.testing.wait import wait_until
 
+# contexts, jobs, chains and TDR on both daemon job paths (docs/spec/jobs.md §7)
+pytestmark = pytest.mark.parametrize("xdna_datapath", ["c", "python"])
+
 MiB = 1 << 20
 
 

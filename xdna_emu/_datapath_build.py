@@ -1,4 +1,4 @@
-"""cffi build script for the daemon's C job path (``xdna_emu._datapath``, docs/spec/jobs.md §9).
+"""cffi build script for the daemon's C job path (``xdna_emu._datapath``, docs/spec/jobs.md §7).
 
 Its headers are generated first, from the same single sources as the shim's: the AIE2
 firmware interface (``xdna_emu/fw/iface/``), the control protocol (``protocol.py``) and the

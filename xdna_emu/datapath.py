@@ -1,4 +1,4 @@
-"""The daemon's C job path: no-op jobs on AIE2 user channels answered in C (docs/spec/jobs.md §9).
+"""The daemon's C job path: no-op jobs on AIE2 user channels answered in C (docs/spec/jobs.md §7).
 
 The daemon's write-log drain hands each round of entries to :meth:`DataPath.apply`. It
 calls ``xdp_drain`` (csrc/datapath/datapath.c) once; C applies the entries while each is a
@@ -80,8 +80,8 @@ class DataPath:
         self.chans = ffi.new("struct xdp_chan[]", self.nchans)
         self._why = ffi.new("uint32_t *")
         self._chan = ffi.new("int32_t *")
-        #: BAR index -> its bytes as C sees them (the BARs live as long as the function)
-        self._bars = {i: ffi.from_buffer(m) for i, m in fn.regs.bytes.items()}
+        #: BAR index -> the address of its bytes (the BARs live as long as the function)
+        self._bars = {i: self._address(m) for i, m in fn.regs.bytes.items()}
         #: trapped (bar, offset) of each user channel's x2i tail and i2x head -> its index;
         #: channel 0 is the mgmt channel, always Python's
         self._by_reg: dict[tuple[int, int], int] = {}
@@ -135,7 +135,9 @@ class DataPath:
         fn = self.fn
         dev = fn.device
         fw, ctxfw, engine = dev.fw, dev.ctx, getattr(dev, "mailbox", None)
-        if (fw is None or ctxfw is None or engine is None or fn.observers
+        # an observer of writes must see each one (PciFunction.observe keeps their hook in
+        # _before); observers of interrupts see them as the Python path raises them
+        if (fw is None or ctxfw is None or engine is None or fn._before is not None  # noqa: SLF001
                 or engine.interposer is not None or fw.state.suspended
                 or fw.state.log is not None or fw.state.trace is not None
                 or not fn.config.bus_master or _mailbox.log.isEnabledFor(logging.DEBUG)):
@@ -177,7 +179,7 @@ class DataPath:
 
         def ptr(addr: int, ctype: str, size: int = 4) -> Any:
             bar, off = chip.dev_to_bar(addr, size)
-            return ffi.cast(ctype, self._bars[bar] + off)
+            return ffi.cast(ctype, self._bars[bar] + off)  # type: ignore[operator]
 
         c.tail_bar, c.tail_off = chip.dev_to_bar(ch.x2i_tail_reg)
         c.head_bar, c.head_off = chip.dev_to_bar(ch.i2x_head_reg)
@@ -190,6 +192,15 @@ class DataPath:
         c.i2x = ptr(ch.i2x_buf, "uint8_t *", ch.ring_size)
         c.ring_size = ch.ring_size
 
+    def _address(self, buf: Any) -> int:
+        """The address of a buffer's bytes, without keeping it exported: a buffer exported
+        for good could not be closed (an unmapped mmap) and breaks the garbage collector's
+        clearing of a memoryview in a reference cycle. Every user re-checks that the
+        buffer is current (BARs: the function's; mappings: :attr:`Iommu.gen`) first."""
+        ffi = self.ffi
+        with ffi.from_buffer(buf) as p:
+            return int(ffi.cast("uintptr_t", p))
+
     def _map_table(self, pasid: int) -> tuple[Any, int]:
         """The IOMMU mappings of ``pasid`` as C's sorted table, rebuilt when any mapping
         changed (:attr:`Iommu.gen`)."""
@@ -201,13 +212,11 @@ class DataPath:
         maps = space.maps if space is not None else []
         ffi = self.ffi
         table = ffi.new("struct xdp_map[]", max(len(maps), 1))
-        keep = []
+        keep = list(maps)  # the table is used only while iommu.gen says it is current
         for i, m in enumerate(maps):
-            mem = ffi.from_buffer(m.mem)
-            keep.append(mem)
             t = table[i]
             t.addr, t.size, t.perm = m.address, m.size, m.perm
-            t.mem = ffi.cast("uint8_t *", mem) + m.skew  # type: ignore[attr-defined]
+            t.mem = ffi.cast("uint8_t *", self._address(m.mem) + m.skew)  # type: ignore[attr-defined]
         if len(self._maps) > 256:
             self._maps.clear()
         self._maps[pasid] = (space, iommu.gen, table, keep)

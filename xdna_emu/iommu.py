@@ -72,7 +72,7 @@ class Iommu:
         self.faults: list[IommuFault] = []
         self.bus_master = lambda: True  # replaced by the PCI function's command register
         #: bumped by every change of any mapping: the daemon's C job path rebuilds its copy
-        #: of a PASID's mappings when it moved (docs/spec/jobs.md §9)
+        #: of a PASID's mappings when it moved (docs/spec/jobs.md §7)
         self.gen = 0
 
     def map(self, pasid: int, address: int, size: int, perm: int, fd: int | None,

@@ -1,7 +1,7 @@
 """Generate the C header of the kernel descriptor (csrc/generated/xdna_kernels.h) from
 :mod:`xdna_emu.kernels` and the IOMMU permission bits from :mod:`xdna_emu.iommu`.
 
-The daemon's C job path (docs/spec/jobs.md §9) recognises the nop kernel by this header,
+The daemon's C job path (docs/spec/jobs.md §7) recognises the nop kernel by this header,
 so the descriptor's magic, version, field offsets, kernel ids, argument counts and valid
 dtypes are written once, in kernels.py. ``_datapath_build.py`` runs this at build time.
 Run as ``python3 -m xdna_emu.kernelgen OUT_DIR``.

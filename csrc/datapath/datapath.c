@@ -1,4 +1,4 @@
-/* The daemon's C job path (docs/spec/jobs.md §9): the subset of the Python user-channel
+/* The daemon's C job path (docs/spec/jobs.md §7): the subset of the Python user-channel
  * firmware (xdna_emu/fw/mailbox.py MailboxChannel.on_x2i_tail/_put, xdna_emu/fw/ctx.py
  * ContextFirmware._user_op/_single/_chain/_slot/_run/resolve, xdna_emu/iommu.py
  * Iommu.translate) that answers no-op jobs, and a stop at everything else.
@@ -180,13 +180,21 @@ static int chain(const struct xdp_chan *c, uint32_t op, const uint8_t *req, stru
     uint32_t off = 0;
     for (uint32_t idx = 0; idx < count; idx++) {
         struct cmd k = {.exact = 1, .cu = -1};
-        uint32_t hsize = op == XDNA_AIE2_MSG_CHAIN_EXEC_NPU ? XDNA_AIE2_SLOT_NPU_SIZE
-                       : op == XDNA_AIE2_MSG_CHAIN_EXEC_DPU ? XDNA_AIE2_SLOT_DPU_SIZE
-                       : XDNA_AIE2_SLOT_EXECBUF_CF_SIZE;
+        uint32_t hsize, at_cnt; /* the slot header, and where its arg_cnt is */
+        if (op == XDNA_AIE2_MSG_CHAIN_EXEC_NPU) {
+            hsize = XDNA_AIE2_SLOT_NPU_SIZE;
+            at_cnt = offsetof(struct xdna_aie2_slot_npu, arg_cnt);
+        } else if (op == XDNA_AIE2_MSG_CHAIN_EXEC_DPU) {
+            hsize = XDNA_AIE2_SLOT_DPU_SIZE;
+            at_cnt = offsetof(struct xdna_aie2_slot_dpu, arg_cnt);
+        } else {
+            hsize = XDNA_AIE2_SLOT_EXECBUF_CF_SIZE;
+            at_cnt = offsetof(struct xdna_aie2_slot_execbuf_cf, arg_cnt);
+        }
         if ((uint64_t)off + hsize > size)
             return -1;
         const uint8_t *s = buf + off;
-        uint32_t arg_cnt = rd32(s + hsize - 4);
+        uint32_t arg_cnt = rd32(s + at_cnt);
         uint64_t end = (uint64_t)off + hsize + 4ull * arg_cnt;
         if (end > size)
             return -1;
@@ -287,22 +295,19 @@ static int single(const struct xdp_chan *c, uint32_t op, const uint8_t *req, str
 /* The request size of a fast op and its ops bit, or 0 when it is not one. */
 static uint32_t fast_op(uint32_t op, uint32_t *bit, uint32_t *resp)
 {
-    *resp = 4;
+#define FAST(name) case XDNA_AIE2_MSG_##name: \
+        *bit = XDP_OP_##name; \
+        *resp = XDNA_AIE2_MSG_##name##_RESP_SIZE; \
+        return XDNA_AIE2_MSG_##name##_REQ_SIZE
     switch (op) {
-    case XDNA_AIE2_MSG_EXEC_NPU: *bit = XDP_OP_EXEC_NPU; return XDNA_AIE2_MSG_EXEC_NPU_REQ_SIZE;
-    case XDNA_AIE2_MSG_EXEC_DPU: *bit = XDP_OP_EXEC_DPU; return XDNA_AIE2_MSG_EXEC_DPU_REQ_SIZE;
-    case XDNA_AIE2_MSG_EXECUTE_BUFFER_CF:
-        *bit = XDP_OP_EXECUTE_BUFFER_CF; return XDNA_AIE2_MSG_EXECUTE_BUFFER_CF_REQ_SIZE;
+    FAST(EXEC_NPU);
+    FAST(EXEC_DPU);
+    FAST(EXECUTE_BUFFER_CF);
+    FAST(CHAIN_EXEC_NPU);
+    FAST(CHAIN_EXEC_DPU);
+    FAST(CHAIN_EXEC_BUFFER_CF);
     }
-    *resp = XDNA_AIE2_CHAIN_RESP_SIZE;
-    switch (op) {
-    case XDNA_AIE2_MSG_CHAIN_EXEC_NPU:
-        *bit = XDP_OP_CHAIN_EXEC_NPU; return XDNA_AIE2_MSG_CHAIN_EXEC_NPU_REQ_SIZE;
-    case XDNA_AIE2_MSG_CHAIN_EXEC_DPU:
-        *bit = XDP_OP_CHAIN_EXEC_DPU; return XDNA_AIE2_MSG_CHAIN_EXEC_DPU_REQ_SIZE;
-    case XDNA_AIE2_MSG_CHAIN_EXEC_BUFFER_CF:
-        *bit = XDP_OP_CHAIN_EXEC_BUFFER_CF; return XDNA_AIE2_MSG_CHAIN_EXEC_BUFFER_CF_REQ_SIZE;
-    }
+#undef FAST
     return 0;
 }
 
@@ -392,6 +397,7 @@ static int x2i_tail(struct xdp_chan *c, uint32_t tail)
         if (wrap)
             wr32(c->i2x + c->i2x_tail, XDNA_AIE2_TOMBSTONE);
         uint8_t pkt[HDR + XDNA_AIE2_CHAIN_RESP_SIZE] = {0}; /* status SUCCESS, then zeros */
+        _Static_assert(XDNA_AIE2_MSG_EXEC_NPU_RESP_SIZE <= XDNA_AIE2_CHAIN_RESP_SIZE, "reply room");
         wr32(pkt + offsetof(struct xdna_aie2_msg_header, total_size), resp);
         wr32(pkt + offsetof(struct xdna_aie2_msg_header, sz_ver), sz_ver(resp));
         wr32(pkt + offsetof(struct xdna_aie2_msg_header, id), id);

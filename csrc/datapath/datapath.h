@@ -1,4 +1,4 @@
-/* The daemon's C job path for AIE2 user channels (docs/spec/jobs.md §9).
+/* The daemon's C job path for AIE2 user channels (docs/spec/jobs.md §7).
  *
  * Called synchronously from the daemon's write-log drain: it applies logged writes in order
  * while each is a ring-register write of a user channel Python armed, and answers that
