@@ -371,6 +371,17 @@ def unmapped_between(w: World) -> None:
     _chain(w, [Cmd(NOP, inst=bo)])
 
 
+def restored(w: World) -> None:
+    """A snapshot put back between batches (new channel and context objects, new IOMMU
+    mappings over the same heap): the C path follows the restored state."""
+    _chain(w, [Cmd(NOP)] * 2)
+    w.drain()
+    heap, pasid, va = w.c.heap, w.c.pasid, w.c.heap_va
+    w.d.fn.restore(w.d.fn.save(), lambda ms: heap if (ms.pasid, ms.address) == (pasid, va)
+                   else bytearray(ms.size))
+    _chain(w, [Cmd(NOP)] * 2)
+
+
 CASES: list[tuple[Callable[[World], None], str]] = [
     (nop_singles, "fast"), (nop_chains, "fast"), (nops_then_i2x_heads, "fast"),
     (ring_wraps, "fast"), (other_kernel, "fallback"), (hang_then_more, "fallback"),
@@ -382,7 +393,7 @@ CASES: list[tuple[Callable[[World], None], str]] = [
     (malformed_tail, "fallback"), (wrong_length, "fallback"), (other_opcodes, "fallback"),
     (bad_i2x_head, "fallback"), (i2x_full, "fallback"), (suspended, "refused"),
     (destroyed, "refused"), (fw_log_on, "refused"), (interposed, "refused"),
-    (observed, "refused"), (unmapped_between, "fallback"),
+    (observed, "refused"), (unmapped_between, "fallback"), (restored, "fast"),
 ]  # fmt: skip
 
 
