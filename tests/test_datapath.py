@@ -333,6 +333,13 @@ def fw_log_on(w: World) -> None:
     _chain(w, [Cmd(NOP)])
 
 
+def fw_trace_on(w: World) -> None:
+    ring = bytearray(0x4000)
+    w.d.iommu.map(0, 0x7100_0000, len(ring), DMA_READ | DMA_WRITE, None, mem=ring)
+    w.d.msg_ok(Opcode.START_FW_TRACE, 0xFFFFFFFF, 1, 0, 0x7100_0000, len(ring))
+    _chain(w, [Cmd(NOP)])
+
+
 class _PassOn:
     """A fault interposer that changes nothing (docs/spec/device.md §5)."""
 
@@ -392,7 +399,7 @@ CASES: list[tuple[Callable[[World], None], str]] = [
     (malformed_sz_ver, "fallback"), (malformed_total, "fallback"),
     (malformed_tail, "fallback"), (wrong_length, "fallback"), (other_opcodes, "fallback"),
     (bad_i2x_head, "fallback"), (i2x_full, "fallback"), (suspended, "refused"),
-    (destroyed, "refused"), (fw_log_on, "refused"), (interposed, "refused"),
+    (destroyed, "refused"), (fw_log_on, "refused"), (fw_trace_on, "refused"), (interposed, "refused"),
     (observed, "refused"), (unmapped_between, "fallback"), (restored, "fast"),
 ]  # fmt: skip
 

@@ -103,7 +103,11 @@ class DataPath:
     def apply(self, ctrl: Any, tail: int, head: int,
               write: Callable[[int, int, int, int], None], sid: int) -> int:
         """Apply log entries ``tail..head`` (C where it can, ``write`` for the rest, in
-        order); returns ``head``."""
+        order); returns where it stopped: ``head``, or ``tail`` untouched when the device
+        state rules the C path out (the caller's Python loop applies the rest)."""
+        if not self._device_ok():  # all of it is Python's: skip the per-entry round trips
+            self.stats["fast_refused"] += 1
+            return tail
         lib, chans, why, chan = self.lib, self.chans, self._why, self._chan
         refused: set[int] = set()
         entry, n, nch = P.LOG_ENTRY, P.LOG_ENTRIES, self.nchans
@@ -130,18 +134,25 @@ class DataPath:
         return tail
 
     # -- arming: Python state -> C ------------------------------------------------------------
-    def _arm(self, idx: int) -> bool:
-        """Arm user channel ``idx`` for this call if the C path may answer its messages."""
+    def _device_ok(self) -> bool:
+        """May the C path answer anything on this device now (docs/spec/jobs.md §7)?"""
         fn = self.fn
         dev = fn.device
         fw, ctxfw, engine = dev.fw, dev.ctx, getattr(dev, "mailbox", None)
         # an observer of writes must see each one (PciFunction.observe keeps their hook in
         # _before); observers of interrupts see them as the Python path raises them
-        if (fw is None or ctxfw is None or engine is None or fn._before is not None  # noqa: SLF001
-                or engine.interposer is not None or fw.state.suspended
-                or fw.state.log is not None or fw.state.trace is not None
-                or not fn.config.bus_master or _mailbox.log.isEnabledFor(logging.DEBUG)):
+        return not (fw is None or ctxfw is None or engine is None
+                    or fn._before is not None  # noqa: SLF001
+                    or engine.interposer is not None or fw.state.suspended
+                    or fw.state.log is not None or fw.state.trace is not None
+                    or not fn.config.bus_master or _mailbox.log.isEnabledFor(logging.DEBUG))
+
+    def _arm(self, idx: int) -> bool:
+        """Arm user channel ``idx`` for this call if the C path may answer its messages."""
+        if not self._device_ok():
             return False
+        dev = self.fn.device
+        fw, ctxfw, engine = dev.fw, dev.ctx, dev.mailbox
         ch = engine.channels.get(idx)
         ctx = ctxfw.contexts.get(idx - 1)  # context i has channel 1 + i (docs/spec/jobs.md §1)
         if (ch is None or ctx is None or ctx.chan is not ch or not ch.ok or ch.outq
