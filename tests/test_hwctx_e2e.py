@@ -362,7 +362,10 @@ def test_app_health_query_without_a_hang(shim: Shim) -> None:
 
 def test_async_errors_from_several_threads(shim: Shim) -> None:
     ctxs = [shim.hwctx_create() for _ in range(4)]
-    per_thread = 5
+    # an AIE error that finds no registered event buffer reaches nobody (docs/spec/firmware.md,
+    # "Async events"; one buffer per column): with no more errors than buffers none is lost,
+    # whoever runs first (more would race the driver's re-registration against the next jobs)
+    per_thread = shim.info()["total_col"] // len(ctxs)
     states: list[ErtState] = []
     lock = threading.Lock()
 
