@@ -263,7 +263,7 @@ class Connection:
                 if flag:
                     _U32.pack_into(ctrl, P.CTRL_OFF_DRAINING, 0)
                 return False
-            if fast is not None:  # the C job path (docs/spec/jobs.md §7); it applies them all
+            if fast is not None:  # the C job path (docs/spec/jobs.md §7); this loop does the rest
                 tail = fast.apply(ctrl, tail, head, write, sid)
             while tail < head:
                 bar, off, val, _ = entry.unpack_from(ctrl, entry0 + (tail % n) * esize)
