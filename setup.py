@@ -80,7 +80,7 @@ shim_c = Extension(
 )
 
 setup(
-    cffi_modules=["xdna_emu/_shim_build.py:ffibuilder"],
+    cffi_modules=["xdna_emu/_shim_build.py:ffibuilder", "xdna_emu/_datapath_build.py:ffibuilder"],
     ext_modules=[accel, shim_c],
     cmdclass={"build_ext": BuildExtWithCFiles},
     options={"bdist_wheel": {"py_limited_api": "cp311"}},

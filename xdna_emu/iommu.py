@@ -71,6 +71,9 @@ class Iommu:
         self.spaces: dict[int, AddressSpace] = {}
         self.faults: list[IommuFault] = []
         self.bus_master = lambda: True  # replaced by the PCI function's command register
+        #: bumped by every change of any mapping: the daemon's C job path rebuilds its copy
+        #: of a PASID's mappings when it moved (docs/spec/jobs.md §7)
+        self.gen = 0
 
     def map(self, pasid: int, address: int, size: int, perm: int, fd: int | None,
             offset: int = 0, owner: int = 0, mem: bytearray | None = None) -> Mapping:
@@ -94,6 +97,7 @@ class Iommu:
             m = Mapping(address, size, perm, mem, owner)
             m.skew = 0  # type: ignore[attr-defined]
         space.insert(m)
+        self.gen += 1
         return m
 
     def unmap(self, pasid: int, address: int, size: int) -> None:
@@ -102,6 +106,7 @@ class Iommu:
         if m is None or m.address != address or m.size != size:
             raise FileNotFoundError("no such mapping")
         space.remove(m)  # type: ignore[union-attr]
+        self.gen += 1
         _close(m)
 
     def unmap_owner(self, owner: int) -> int:
@@ -112,6 +117,7 @@ class Iommu:
                 space.remove(m)
                 _close(m)
                 n += 1
+        self.gen += 1
         return n
 
     def translate(self, addr: int, size: int, pasid: int = 0, perm: int = DMA_READ) -> memoryview:
@@ -147,6 +153,7 @@ class Iommu:
             for m in space.maps:
                 _close(m)
         self.spaces.clear()
+        self.gen += 1
 
 
 def _close(m: Mapping) -> None:

@@ -31,7 +31,10 @@ import numpy as np
 MAGIC = 0x4C4E4B58  # "XKNL"
 VERSION = 1
 DESC = struct.Struct("<IIIIIIIIdII")
-assert DESC.size == 48
+#: the descriptor's fields in DESC order (the C job path's header is generated from these)
+DESC_FIELDS = ("magic", "version", "kernel", "dtype", "count", "m", "n", "k", "scalar",
+               "error", "where")
+assert DESC.size == 48 and len(DESC_FIELDS) == len(DESC.format) - 1
 
 AIE_ERR_INSTRUCTION = 0x1000006  # default error raised by the fail kernel (docs/spec/jobs.md §5)
 

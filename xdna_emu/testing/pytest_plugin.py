@@ -24,6 +24,14 @@ def xdna_chip() -> str:
 
 
 @pytest.fixture
+def xdna_datapath() -> str | None:
+    """The daemon job path the emulator fixtures start with (docs/spec/jobs.md §7): ``"c"``,
+    ``"python"``, or None for the environment's choice. Parametrise it to run a test both
+    ways: ``@pytest.mark.parametrize("xdna_datapath", ["c", "python"])``."""
+    return None
+
+
+@pytest.fixture
 def xdna_runtime_dir(tmp_path_factory: pytest.TempPathFactory,
                      monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private runtime dir per test, so discovery sees only this test's daemons. It is also
@@ -38,14 +46,19 @@ def xdna_runtime_dir(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture
-def xdna_emulator_factory(xdna_runtime_dir: Path) -> Iterator[Callable[..., Any]]:
-    """Start any number of emulators; all are stopped at teardown."""
+def xdna_emulator_factory(xdna_runtime_dir: Path,
+                          xdna_datapath: str | None) -> Iterator[Callable[..., Any]]:
+    """Start any number of emulators (on the ``xdna_datapath`` job path); all are stopped
+    at teardown."""
+    from xdna_emu.datapath import DATAPATH_ENV
     from xdna_emu.emulator import Emulator
 
     started: list[Emulator] = []
 
     def start(chip: str = "npu4", **kw: Any) -> Emulator:
         kw.setdefault("runtime_dir", xdna_runtime_dir)
+        if xdna_datapath is not None:
+            kw["env"] = {DATAPATH_ENV: xdna_datapath, **(kw.get("env") or {})}
         emu = Emulator(chip=chip, **kw).start()
         started.append(emu)
         return emu

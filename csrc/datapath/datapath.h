@@ -1,0 +1,78 @@
+/* The daemon's C job path for AIE2 user channels (docs/spec/jobs.md §7).
+ *
+ * Called synchronously from the daemon's write-log drain: it applies logged writes in order
+ * while each is a ring-register write of a user channel Python armed, and answers that
+ * channel's no-op jobs itself. At anything else it stops, leaving the entry (and every
+ * message after the last one it answered) to the Python model. Python state stays
+ * authoritative: each call gets the channels' cursors and tables from Python and returns
+ * counts that Python adds to its own counters.
+ *
+ * The declarations between the CDEF markers are cffi's declaration list. */
+#ifndef XDNA_DATAPATH_H
+#define XDNA_DATAPATH_H
+
+#include <stdint.h>
+
+/* CDEF-BEGIN */
+/* why xdp_drain stopped */
+enum {
+    XDP_DONE = 0,      /* every entry applied */
+    XDP_UNARMED = 1,   /* an entry for no armed channel: Python applies it (or arms one) */
+    XDP_FALLBACK = 2,  /* a message the C path does not answer: Python applies the entry */
+};
+
+/* fast ops (bit numbers of xdp_chan.ops) */
+enum {
+    XDP_OP_EXEC_NPU = 0, XDP_OP_EXEC_DPU = 1, XDP_OP_EXECUTE_BUFFER_CF = 2,
+    XDP_OP_CHAIN_EXEC_NPU = 3, XDP_OP_CHAIN_EXEC_DPU = 4, XDP_OP_CHAIN_EXEC_BUFFER_CF = 5,
+};
+
+/* One IOMMU mapping of the context's PASID (sorted by addr, not overlapping). */
+struct xdp_map {
+    uint64_t addr;
+    uint64_t size;
+    uint8_t *mem; /* host bytes of addr */
+    uint32_t perm;
+    uint32_t rsvd;
+};
+
+/* One host-buffer chunk of the context's heap: device range -> VA in its PASID. */
+struct xdp_chunk {
+    uint64_t dev;
+    uint64_t va;
+    uint64_t size;
+};
+
+/* One armed user channel and its context. */
+struct xdp_chan {
+    uint32_t armed;              /* 0: entries for this channel stop the drain */
+    /* in: set by Python when it arms the channel */
+    uint32_t tail_bar, tail_off; /* trapped (bar, offset) of the x2i tail register */
+    uint32_t head_bar, head_off; /* ... and of the i2x head register */
+    uint32_t *x2i_tail_reg, *x2i_head_reg, *i2x_tail_reg, *i2x_head_reg;
+    uint32_t *intr_reg;          /* NULL: none */
+    uint8_t *x2i, *i2x;
+    uint32_t ring_size;
+    uint32_t ops;                /* XDP_OP_* bits the running image offers */
+    uint32_t ncus;               /* CUs of the context's CONFIG_CU table */
+    uint32_t nchunks, nmaps;
+    const struct xdp_chunk *chunks;
+    const struct xdp_map *maps;
+    /* in and out: the firmware's cursors */
+    uint32_t x2i_head, i2x_tail;
+    /* out: what happened since armed (Python adds and clears) */
+    uint32_t writes, msgs_in, msgs_out, irqs;
+    uint32_t jobs, cmds, chains;
+    uint32_t last_op, cur_idx, cur_kernel, last_slot;
+    uint32_t slot_set;           /* last_slot was set (a CHAIN_EXEC_NPU ran) */
+};
+
+/* Apply log entries [tail, head) of a ring of nentries 16-byte entries; returns the index
+ * of the first entry not applied and sets *why (XDP_*) and *chan (the armed channel the
+ * stop belongs to, or -1). */
+uint64_t xdp_drain(struct xdp_chan *chans, uint32_t nchans, const uint8_t *entries,
+                   uint32_t nentries, uint64_t tail, uint64_t head, uint32_t *why,
+                   int32_t *chan);
+/* CDEF-END */
+
+#endif

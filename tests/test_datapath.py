@@ -1,0 +1,472 @@
+"""The daemon's C job path (docs/spec/jobs.md §7) against the Python path.
+
+Each case runs twice on fresh, identical in-process devices: the context's ring-register
+writes go into a write log, as the shim's do, and the log is applied once by
+:meth:`DataPath.apply` (C where it can) and once entry by entry through ``mmio_write`` (the
+Python path), with interrupts held as the daemon holds them. The replies, the interrupts
+and the complete saved state of the two functions (BARs, rings, counters, contexts, IOMMU
+memory) must be equal, and the C path must have answered (or given back) what the case
+says. Then the daemon: the switch, and the ``fast_*`` counters in its status.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from xdna_emu import kernels as K
+from xdna_emu import protocol as P
+from xdna_emu.datapath import DATAPATH_ENV, STAT_KEYS, DataPath, mode
+from xdna_emu.fw.mailbox import MailboxChannel
+from xdna_emu.fw.messages import (
+    CMD_LIST_MAX,
+    HEAP_DEV_ADDR,
+    LAYOUTS,
+    MSG_HEADER,
+    MSG_ID_MAGIC,
+    TOMBSTONE,
+    Opcode,
+    SlotType,
+    Status,
+    sz_ver,
+)
+from xdna_emu.iommu import DMA_READ, DMA_WRITE
+from xdna_emu.pci.observer import Observer
+from xdna_emu.testing.pyctx import CMD_LISTS, Bo, Cmd, PyClient, PyContext
+from xdna_emu.testing.pydriver import PyDriver, make_test_device
+
+_datapath = pytest.importorskip("xdna_emu._datapath")
+
+MiB = 1 << 20
+NOP = K.Desc(K.Kernel.NOP)
+COPY = K.Desc(K.Kernel.COPY, K.DType.INT32, count=16)
+HANG = K.Desc(K.Kernel.HANG)
+
+
+class LoggedDriver(PyDriver):
+    """The reference driver, with the writes to chosen registers logged instead of applied
+    (the shim's write log) until :meth:`flush`."""
+
+    def __init__(self, fast: bool) -> None:
+        super().__init__(make_test_device("npu4"))
+        self.stats: dict[str, int] = {}
+        self.dp = DataPath(self.fn, self.stats, _datapath.ffi, _datapath.lib) if fast else None
+        self.logged: set[int] = set()
+        self.log: list[tuple[int, int, int]] = []
+
+    def write_dev(self, addr: int, value: int) -> None:
+        if addr in self.logged:
+            self.log.append((*self.chip.dev_to_bar(addr), value))
+        else:
+            super().write_dev(addr, value)
+
+    def flush(self) -> None:
+        """Apply the log as the daemon's drain does: one batch, interrupts held."""
+        ctrl = bytearray(P.CTRL_SIZE)
+        for i, (bar, off, val) in enumerate(self.log):
+            P.LOG_ENTRY.pack_into(ctrl, P.CTRL_OFF_ENTRY0 + i * P.LOG_ENTRY.size, bar, off, val, 0)
+        n, self.log = len(self.log), []
+        fn = self.fn
+        fn.hold_irqs()
+        try:
+            tail = 0
+            if self.dp is not None:
+                tail = self.dp.apply(ctrl, 0, n, fn.mmio_write, None)  # type: ignore[arg-type]
+            for i in range(tail, n):
+                bar, off, val, _ = P.LOG_ENTRY.unpack_from(ctrl, P.CTRL_OFF_ENTRY0 + i * P.LOG_ENTRY.size)
+                fn.mmio_write(bar, off, val, None)
+        finally:
+            fn.release_irqs()
+
+
+class World:
+    """One device, a client with a heap and a context whose ring writes are logged."""
+
+    def __init__(self, fast: bool) -> None:
+        self.d = d = LoggedDriver(fast)
+        d.bring_up(async_events=False)
+        self.c = PyClient(d, 1, heap_size=2 * MiB, chunk=MiB)
+        self.ctx = PyContext(self.c)
+        self.ctx.collect()  # the CONFIG_CU answer
+        ch = self.ctx.chan
+        d.logged = {ch.x2i_tail_reg, ch.i2x_head_reg}
+        self.replies: list[tuple[int, int, bytes]] = []
+        self.sent = 0
+
+    def drain(self) -> None:
+        """Apply the log, read every reply (its i2x head write is logged too)."""
+        self.d.flush()
+        for r in self.ctx.chan.drain():
+            self.replies.append((r.id, r.opcode, r.payload))
+
+    @property
+    def chan(self) -> MailboxChannel:
+        return self.d.device.mailbox.channels[1 + self.ctx.id]  # docs/spec/jobs.md §1
+
+    def send_raw(self, pkt: bytes, tail_value: int | None = None) -> None:
+        """Write ``pkt`` at the host's x2i tail and log the tail write (no checks: the
+        case decides what is malformed)."""
+        hc = self.ctx.chan
+        tail = hc.x2i_tail
+        if tail + len(pkt) > hc.x2i_size - 4:
+            struct.pack_into("<I", hc.x2i, tail, TOMBSTONE)
+            tail = 0
+        hc.x2i[tail : tail + len(pkt)] = pkt
+        hc.x2i_tail = tail + len(pkt)
+        hc._write_reg(hc.x2i_tail_reg, hc.x2i_tail if tail_value is None else tail_value)  # noqa: SLF001
+
+    def exec_msg(self, op: Opcode, inst: Bo, cu: int = 0, props: int = 0,
+                 words: tuple[int, ...] = ()) -> int:
+        """A single-exec message naming ``inst``."""
+        lay = LAYOUTS[op]
+        if op == Opcode.EXEC_NPU:
+            fields = [0, SlotType.PARTIAL_ELF, inst.addr, 0, 0, inst.size, 0, 0, props, cu]
+        elif op == Opcode.EXEC_DPU:
+            fields = [inst.addr, inst.size, props, cu]
+        else:  # EXECUTE_BUFFER_CF: cu, then the instruction address words
+            fields = [cu, inst.addr & 0xFFFFFFFF, inst.addr >> 32]
+        n = len(lay.req.unpack(bytes(lay.req.size))) - len(fields)
+        pad = list(words) + [0] * (n - len(words))
+        return self.ctx.chan.send(op, lay.req.pack(*fields, *pad[:n]))
+
+    def outcome(self) -> tuple[Any, ...]:
+        """Everything the two paths must agree on."""
+        self.drain()
+        self.d.flush()
+        return self.replies, tuple(self.d.td.irqs), tuple(self.d.td.delivered), self.d.fn.save()
+
+
+def _zero_inst(w: World) -> Bo:
+    bo = w.c.alloc(256)
+    return bo
+
+
+def _chain(w: World, cmds: list[Cmd], op: Opcode | None = None) -> int:
+    """Send a chain; every CMD_LISTS chains the log is applied (the cmd-list BOs are reused
+    round robin, as the driver's are)."""
+    w.sent += 1
+    if w.sent % CMD_LISTS == 0:
+        w.d.flush()
+    return w.ctx.submit(cmds, op)
+
+
+# -- the cases: (name, action, what the C path does: "fast", "fallback" or "refused") ------------
+def nop_singles(w: World) -> None:
+    for op in (Opcode.EXEC_NPU, Opcode.EXEC_DPU, Opcode.EXECUTE_BUFFER_CF):
+        w.exec_msg(op, w.ctx.inst_bo(NOP))
+        w.exec_msg(op, _zero_inst(w))
+
+
+def nop_chains(w: World) -> None:
+    zero = _zero_inst(w)
+    _chain(w, [Cmd(NOP)] * 5)
+    _chain(w, [Cmd(NOP, inst=zero), Cmd(NOP)])
+    for stype in (SlotType.PARTIAL_ELF, SlotType.ELF, SlotType.NON_ELF, SlotType.PREEMPT):
+        _chain(w, [Cmd(NOP, slot_type=stype)] * 2, Opcode.CHAIN_EXEC_NPU)
+    _chain(w, [Cmd(NOP)] * 3, Opcode.CHAIN_EXEC_DPU)
+    _chain(w, [Cmd(NOP)] * 3, Opcode.CHAIN_EXEC_BUFFER_CF)
+
+
+def nops_then_i2x_heads(w: World) -> None:
+    """Jobs, replies consumed, more jobs: i2x head writes interleave in the log."""
+    for _ in range(3):
+        for _ in range(4):
+            _chain(w, [Cmd(NOP)])
+        w.drain()
+
+
+def ring_wraps(w: World) -> None:
+    """Enough jobs, consumed as they go, that both rings wrap (TOMBSTONEs)."""
+    for _ in range(300):
+        _chain(w, [Cmd(NOP)])
+        w.drain()
+    assert w.ctx.chan.tx_wraps and w.ctx.chan.rx_wraps
+
+
+def other_kernel(w: World) -> None:
+    src, dst = w.c.alloc(64), w.c.alloc(64)
+    _chain(w, [Cmd(NOP)])
+    _chain(w, [Cmd(NOP), Cmd(COPY, [src, dst]), Cmd(NOP)])
+    _chain(w, [Cmd(NOP)])
+
+
+def hang_then_more(w: World) -> None:
+    _chain(w, [Cmd(NOP)])
+    _chain(w, [Cmd(HANG)])
+    _chain(w, [Cmd(NOP)])  # held behind the hang
+
+
+def unmapped_program(w: World) -> None:
+    _chain(w, [Cmd(NOP)])
+    _chain(w, [Cmd(NOP, inst=Bo(0x1234_0000_0000, 64, memoryview(bytearray(64))))])
+
+
+def heap_past_the_end(w: World) -> None:
+    end = HEAP_DEV_ADDR + w.c.heap_size
+    _chain(w, [Cmd(NOP)])
+    _chain(w, [Cmd(NOP, inst=Bo(end - 16, 64, memoryview(bytearray(64))))])
+
+
+def program_write_only(w: World) -> None:
+    """A program in a SHARE BO the device may not read: an IOMMU permission fault."""
+    bo = w.c.share(4096, 0x5000_0000, perm=DMA_WRITE)
+    bo.view[: K.DESC.size] = K.encode(NOP)
+    _chain(w, [Cmd(NOP)])
+    _chain(w, [Cmd(NOP, inst=bo)])
+
+
+def no_such_cu(w: World) -> None:
+    _chain(w, [Cmd(NOP, cu=3)])
+    w.exec_msg(Opcode.EXEC_DPU, w.ctx.inst_bo(NOP), cu=9)
+
+
+def nop_with_arguments(w: World) -> None:
+    _chain(w, [Cmd(NOP, raw_words=[1, 2])])
+
+
+def bad_descriptors(w: World) -> None:
+    good = K.encode(NOP)
+    for bad in (b"\x01" + good[1:], good[:4] + b"\x09" + good[5:],
+                good[:12] + b"\x63" + good[13:], good[:8] + b"\x05" + good[9:]):
+        _chain(w, [Cmd(NOP, inst=w.ctx.inst_bo(bad))])
+
+
+def bad_slots(w: World) -> None:
+    _chain(w, [Cmd(NOP, slot_type=9)], Opcode.CHAIN_EXEC_NPU)
+    _chain(w, [Cmd(NOP, slot_type=SlotType.ELF, raw_words=[7])], Opcode.CHAIN_EXEC_NPU)
+    w.ctx.submit([Cmd(NOP)] * 2, raw=w.ctx.slot(w.ctx.chain_opcode(), Cmd(NOP)))  # count past the list
+
+
+def bad_chain_requests(w: World) -> None:
+    lay = LAYOUTS[Opcode.CHAIN_EXEC_NPU]
+    bo = w.ctx.cmd_lists[0]
+    for addr, size, count in ((bo.addr, 64, 0), (bo.addr, 0, 1), (bo.addr, CMD_LIST_MAX + 4, 1),
+                              (0x99_0000_0000, 64, 1)):
+        w.ctx.chan.send(Opcode.CHAIN_EXEC_NPU, lay.req.pack(0, 0, addr, size, count))
+
+
+def _pkt(op: int, payload: bytes, mid: int = MSG_ID_MAGIC | 7, total: int | None = None,
+         szv: int | None = None) -> bytes:
+    total = len(payload) if total is None else total
+    return MSG_HEADER.pack(total, sz_ver(total) if szv is None else szv, mid, op) + payload
+
+
+def _chain_payload(w: World) -> bytes:
+    bo = w.ctx.cmd_lists[1]
+    slot = w.ctx.slot(Opcode.CHAIN_EXEC_NPU, Cmd(NOP))
+    bo.view[: len(slot)] = slot
+    return LAYOUTS[Opcode.CHAIN_EXEC_NPU].req.pack(0, 0, bo.addr, len(slot), 1)
+
+
+def malformed_id(w: World) -> None:
+    _chain(w, [Cmd(NOP)])
+    w.send_raw(_pkt(Opcode.CHAIN_EXEC_NPU, _chain_payload(w), mid=0x2200_0001))
+
+
+def malformed_sz_ver(w: World) -> None:
+    _chain(w, [Cmd(NOP)])
+    p = _chain_payload(w)
+    w.send_raw(_pkt(Opcode.CHAIN_EXEC_NPU, p, szv=sz_ver(len(p)) + 4))
+
+
+def malformed_total(w: World) -> None:
+    _chain(w, [Cmd(NOP)])
+    p = _chain_payload(w)
+    w.send_raw(_pkt(Opcode.CHAIN_EXEC_NPU, p + b"\0\0", total=len(p) + 2))
+
+
+def malformed_tail(w: World) -> None:
+    _chain(w, [Cmd(NOP)])
+    w.send_raw(_pkt(Opcode.CHAIN_EXEC_NPU, _chain_payload(w)), tail_value=0x7FFFF)
+
+
+def wrong_length(w: World) -> None:
+    p = _chain_payload(w)
+    w.send_raw(_pkt(Opcode.CHAIN_EXEC_NPU, p + bytes(4)))
+    w.send_raw(_pkt(Opcode.EXEC_NPU, bytes(16)))
+
+
+def other_opcodes(w: World) -> None:
+    _chain(w, [Cmd(NOP)])
+    w.send_raw(_pkt(0x7777, bytes(8)))
+    w.send_raw(_pkt(Opcode.SYNC_BO, bytes(LAYOUTS[Opcode.SYNC_BO].req.size)))
+    _chain(w, [Cmd(NOP)])
+
+
+def bad_i2x_head(w: World) -> None:
+    _chain(w, [Cmd(NOP)])
+    w.ctx.chan._write_reg(w.ctx.chan.i2x_head_reg, 6)  # noqa: SLF001 - unaligned
+    _chain(w, [Cmd(NOP)])
+
+
+def i2x_full(w: World) -> None:
+    """Jobs answered faster than the host reads: replies queue in the firmware."""
+    for _ in range(400):
+        _chain(w, [Cmd(NOP)])
+        w.d.flush()
+    assert w.chan.outq
+
+
+def suspended(w: World) -> None:
+    w.d.msg_ok(Opcode.SUSPEND, 0)
+    _chain(w, [Cmd(NOP)])
+    w.d.flush()
+    w.d.msg_ok(Opcode.RESUME, 0)
+    _chain(w, [Cmd(NOP)])
+
+
+def destroyed(w: World) -> None:
+    _chain(w, [Cmd(NOP)])
+    w.d.flush()
+    assert w.ctx.destroy() == Status.SUCCESS
+    _chain(w, [Cmd(NOP)])
+
+
+def fw_log_on(w: World) -> None:
+    ring = bytearray(0x4000)
+    w.d.iommu.map(0, 0x7000_0000, len(ring), DMA_READ | DMA_WRITE, None, mem=ring)
+    w.d.msg_ok(Opcode.CONFIG_FW_LOG, 0x7000_0000, len(ring), *(0,) * 5)
+    _chain(w, [Cmd(NOP)])
+
+
+def fw_trace_on(w: World) -> None:
+    ring = bytearray(0x4000)
+    w.d.iommu.map(0, 0x7100_0000, len(ring), DMA_READ | DMA_WRITE, None, mem=ring)
+    w.d.msg_ok(Opcode.START_FW_TRACE, 0xFFFFFFFF, 1, 0, 0x7100_0000, len(ring))
+    _chain(w, [Cmd(NOP)])
+
+
+class _PassOn:
+    """A fault interposer that changes nothing (docs/spec/device.md §5)."""
+
+    def send(self, ch: MailboxChannel, msg_id: int, opcode: int, payload: bytes) -> None:
+        ch.transmit(msg_id, opcode, payload)
+
+    def allow_irq(self, vector: int) -> bool:
+        return True
+
+
+def interposed(w: World) -> None:
+    w.d.device.mailbox.interposer = _PassOn()
+    _chain(w, [Cmd(NOP)])
+
+
+class _Writes(Observer):
+    def __init__(self) -> None:
+        self.n = 0
+
+    def before_write(self, bar: int, offset: int, value: int) -> Any:
+        self.n += 1
+
+
+def observed(w: World) -> None:
+    w.d.fn.observe(_Writes())
+    _chain(w, [Cmd(NOP)])
+
+
+def unmapped_between(w: World) -> None:
+    """A mapping goes away between batches: C's copy of the IOMMU follows."""
+    bo = w.c.share(4096, 0x5000_0000)
+    bo.view[: K.DESC.size] = K.encode(NOP)
+    _chain(w, [Cmd(NOP, inst=bo)])
+    w.d.flush()
+    w.d.fn.dma_unmap(1, 0x5000_0000, 4096)
+    _chain(w, [Cmd(NOP, inst=bo)])
+
+
+def restored(w: World) -> None:
+    """A snapshot put back between batches (new channel and context objects, new IOMMU
+    mappings over the same heap): the C path follows the restored state."""
+    _chain(w, [Cmd(NOP)] * 2)
+    w.drain()
+    heap, pasid, va = w.c.heap, w.c.pasid, w.c.heap_va
+    w.d.fn.restore(w.d.fn.save(), lambda ms: heap if (ms.pasid, ms.address) == (pasid, va)
+                   else bytearray(ms.size))
+    _chain(w, [Cmd(NOP)] * 2)
+
+
+CASES: list[tuple[Callable[[World], None], str]] = [
+    (nop_singles, "fast"), (nop_chains, "fast"), (nops_then_i2x_heads, "fast"),
+    (ring_wraps, "fast"), (other_kernel, "fallback"), (hang_then_more, "fallback"),
+    (unmapped_program, "fallback"), (heap_past_the_end, "fallback"),
+    (program_write_only, "fallback"), (no_such_cu, "fallback"),
+    (nop_with_arguments, "fallback"), (bad_descriptors, "fallback"), (bad_slots, "fallback"),
+    (bad_chain_requests, "fallback"), (malformed_id, "fallback"),
+    (malformed_sz_ver, "fallback"), (malformed_total, "fallback"),
+    (malformed_tail, "fallback"), (wrong_length, "fallback"), (other_opcodes, "fallback"),
+    (bad_i2x_head, "fallback"), (i2x_full, "fallback"), (suspended, "refused"),
+    (destroyed, "refused"), (fw_log_on, "refused"), (fw_trace_on, "refused"), (interposed, "refused"),
+    (observed, "refused"), (unmapped_between, "fallback"), (restored, "fast"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "kind"), CASES, ids=[c.__name__ for c, _ in CASES])
+def test_c_and_python_paths_agree(case: Callable[[World], None], kind: str) -> None:
+    runs = []
+    for fast in (True, False):
+        w = World(fast)
+        case(w)
+        runs.append((w.outcome(), w.d.stats))
+    (c_out, st), (py_out, _) = runs
+    assert c_out[0] == py_out[0], "replies differ"
+    assert c_out[1:3] == py_out[1:3], "interrupts differ"
+    assert c_out[3] == py_out[3], "saved states differ"
+    assert c_out[0], "the case got no reply at all"
+    if kind == "fast":
+        assert st["fast_jobs"] == len(c_out[0]) and not st["fast_fallbacks"]
+    elif kind == "fallback":
+        assert st["fast_fallbacks"] or st["fast_refused"]
+    else:
+        assert st["fast_refused"]
+
+
+def test_debug_logging_turns_the_c_path_off(caplog: pytest.LogCaptureFixture) -> None:
+    """The per-message debug lines (and the trace recorder fed by them) need Python."""
+    w = World(True)
+    with caplog.at_level(logging.DEBUG, logger="xdna_emu.fw.mailbox"):
+        _chain(w, [Cmd(NOP)])
+        out = w.outcome()
+    assert len(out[0]) == 1 and w.d.stats["fast_refused"] and not w.d.stats["fast_jobs"]
+    assert any("mbox rx" in r.getMessage() for r in caplog.records)
+
+
+def test_mode_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(DATAPATH_ENV, raising=False)
+    assert mode() == "c"
+    monkeypatch.setenv(DATAPATH_ENV, "python")
+    assert mode() == "python"
+    monkeypatch.setenv(DATAPATH_ENV, "rust")
+    with pytest.raises(ValueError, match=DATAPATH_ENV):
+        mode()
+
+
+def test_aie4_has_no_c_path() -> None:
+    from xdna_emu.pci.function import PciFunction
+
+    assert DataPath.create(PciFunction("npu3"), {}) is None
+
+
+@pytest.mark.parametrize("xdna_datapath", ["c", "python"])
+def test_daemon_status_counts_the_c_path(xdna_datapath: str, xdna_emulator: Any,
+                                         xdna_firmware_dir: Any) -> None:
+    """The daemon takes the C path only when asked to, and says so in its status."""
+    from xdna_emu.control import ControlClient
+    from xdna_emu.runtime import Device
+
+    with Device.open(xdna_emulator.socket, firmware_path=xdna_firmware_dir) as dev:
+        ctx = dev.context()
+        cmds = [ctx.command("nop") for _ in range(3)]
+        for c in cmds:
+            ctx.submit(c).wait(5)
+        ctx.chain(cmds).wait(5)
+        with ControlClient(xdna_emulator.socket) as cc:
+            cc.version()
+            stats = cc.status()["stats"]
+    if xdna_datapath == "c":
+        assert stats["fast_jobs"] >= 4 and stats["fast_cmds"] >= 6
+    else:
+        assert not any(k in stats for k in STAT_KEYS)

@@ -1,0 +1,275 @@
+"""The daemon's C job path: no-op jobs on AIE2 user channels answered in C (docs/spec/jobs.md §7).
+
+The daemon's write-log drain hands each round of entries to :meth:`DataPath.apply`. It
+calls ``xdp_drain`` (csrc/datapath/datapath.c) once; C applies the entries while each is a
+ring-register write of a user channel armed here and answers that channel's all-zero and
+nop jobs, single or chained. Where it stops (another register, a channel not armed, a
+message the C path does not answer) the channels' state goes back into the Python objects
+and the entry goes through :meth:`PciFunction.mmio_write`, the Python path, which then
+handles every message after the last one C answered; C takes over again at the next entry.
+
+Python stays authoritative: a channel is armed for one call only, from the Python state
+(cursors, the context's CONFIG_CU count, host-buffer chunks, the IOMMU mappings of its
+PASID), and C's counts are added to the Python counters before anything else runs, so
+save/restore, resets, context destroy and suspend see the same state either way.
+
+``XDNA_EMU_DATAPATH=python`` turns the C path off; ``c`` (the default) turns it on where
+the extension is built and the chip has AIE2 user channels.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from . import protocol as P
+from .fw import mailbox as _mailbox
+from .fw.ctx import CHAIN_OPS, SINGLE_OPS, HwContext
+from .fw.mailbox import MailboxChannel
+from .iommu import AddressSpace
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .pci.function import PciFunction
+
+log = logging.getLogger(__name__)
+
+#: The environment variable that picks the job path: ``c`` (default) or ``python``.
+DATAPATH_ENV = "XDNA_EMU_DATAPATH"
+MODES = ("c", "python")
+#: The daemon's counters of this path (in ``xdna-emu status --json`` under ``stats``).
+STAT_KEYS = ("fast_jobs", "fast_cmds", "fast_chains", "fast_fallbacks", "fast_refused")
+#: The ops C may answer; each one's bit in ``xdp_chan.ops`` is datapath.h's XDP_OP_<name>
+_FAST_OPS = tuple(sorted(CHAIN_OPS | SINGLE_OPS))
+
+
+def mode() -> str:
+    """The job path the environment asks for (an unknown value is an error, not a guess)."""
+    value = os.environ.get(DATAPATH_ENV, "c").strip().lower() or "c"
+    if value not in MODES:
+        raise ValueError(f"{DATAPATH_ENV}={value!r}: expected one of {', '.join(MODES)}")
+    return value
+
+
+class DataPath:
+    """The C job path of one PCI function (an AIE2 chip's user channels)."""
+
+    @classmethod
+    def create(cls, fn: PciFunction, stats: dict[str, int]) -> DataPath | None:
+        """The C path for ``fn``, or None where the Python path does it all (asked for by
+        :data:`DATAPATH_ENV`, no AIE2 mailbox, or the extension is not built)."""
+        if mode() != "c" or fn.chip.mailbox is None:
+            return None
+        try:  # the compiled extension, not a module of the layer graph (docs/architecture.md)
+            _datapath = importlib.import_module(f"{__package__}._datapath")
+        except ImportError:
+            log.warning("the C job path is not built: jobs run in Python")
+            return None
+        return cls(fn, stats, _datapath.ffi, _datapath.lib)
+
+    def __init__(self, fn: PciFunction, stats: dict[str, int], ffi: Any, lib: Any) -> None:
+        self.fn, self.ffi, self.lib, self.stats = fn, ffi, lib, stats
+        for key in STAT_KEYS:
+            stats.setdefault(key, 0)
+        lay = fn.chip.mailbox
+        assert lay is not None
+        self.nchans = lay.channels
+        self.chans = ffi.new("struct xdp_chan[]", self.nchans)
+        self._why = ffi.new("uint32_t *")
+        self._chan = ffi.new("int32_t *")
+        #: BAR index -> the address of its bytes (the BARs live as long as the function)
+        self._bars = {i: self._address(m) for i, m in fn.regs.bytes.items()}
+        #: trapped (bar, offset) of each user channel's x2i tail and i2x head -> its index;
+        #: channel 0 is the mgmt channel, always Python's
+        self._by_reg: dict[tuple[int, int], int] = {}
+        for idx in range(1, self.nchans):
+            base = lay.chan_regs(idx)
+            for off in (lay.X2I_TAIL, lay.I2X_HEAD):
+                self._by_reg[fn.chip.dev_to_bar(base + off)] = idx
+        #: per channel index: the channel object its static fields were set for
+        self._static: list[MailboxChannel | None] = [None] * self.nchans
+        #: per channel index while armed: (channel, context)
+        self._armed: dict[int, tuple[MailboxChannel, HwContext]] = {}
+        #: per channel index: (chunk list, its C table); per PASID: (space, gen, table, keep)
+        self._chunks: dict[int, tuple[list, Any]] = {}
+        self._maps: dict[int, tuple[AddressSpace | None, int, Any, list]] = {}
+        self._ops: dict[tuple[int, int], int] = {}
+        self._entry0 = P.CTRL_OFF_ENTRY0
+
+    # -- the drain hook ---------------------------------------------------------------------
+    def apply(self, ctrl: Any, tail: int, head: int,
+              write: Callable[[int, int, int, int], None], sid: int) -> int:
+        """Apply log entries ``tail..head`` (C where it can, ``write`` for the rest, in
+        order); returns where it stopped: ``head``, or ``tail`` untouched when the device
+        state rules the C path out (the caller's Python loop applies the rest)."""
+        if not self._device_ok():  # all of it is Python's: skip the per-entry round trips
+            self.stats["fast_refused"] += 1
+            return tail
+        lib, chans, why, chan = self.lib, self.chans, self._why, self._chan
+        refused: set[int] = set()
+        entry, n, nch = P.LOG_ENTRY, P.LOG_ENTRIES, self.nchans
+        with self.ffi.from_buffer(ctrl) as buf:
+            entries = buf + self._entry0
+            while tail < head:
+                tail = lib.xdp_drain(chans, nch, entries, n, tail, head, why, chan)
+                if tail >= head:
+                    break
+                bar, off, val, _ = entry.unpack_from(ctrl, self._entry0 + (tail % n) * entry.size)
+                if why[0] == lib.XDP_UNARMED:
+                    idx = self._by_reg.get((bar, off))
+                    if idx is not None and idx not in refused:
+                        if self._arm(idx):
+                            continue
+                        refused.add(idx)
+                        self.stats["fast_refused"] += 1
+                else:
+                    self.stats["fast_fallbacks"] += 1
+                self._sync()  # Python applies this entry, from the state C left
+                write(bar, off, val, sid)
+                tail += 1
+            self._sync()
+        return tail
+
+    # -- arming: Python state -> C ------------------------------------------------------------
+    def _device_ok(self) -> bool:
+        """May the C path answer anything on this device now (docs/spec/jobs.md §7)?"""
+        fn = self.fn
+        dev = fn.device
+        fw, ctxfw, engine = dev.fw, dev.ctx, getattr(dev, "mailbox", None)
+        # an observer of writes must see each one (PciFunction.observe keeps their hook in
+        # _before); observers of interrupts see them as the Python path raises them
+        return not (fw is None or ctxfw is None or engine is None
+                    or fn._before is not None  # noqa: SLF001
+                    or engine.interposer is not None or fw.state.suspended
+                    or fw.state.log is not None or fw.state.trace is not None
+                    or not fn.config.bus_master or _mailbox.log.isEnabledFor(logging.DEBUG))
+
+    def _arm(self, idx: int) -> bool:
+        """Arm user channel ``idx`` for this call if the C path may answer its messages."""
+        if not self._device_ok():
+            return False
+        dev = self.fn.device
+        fw, ctxfw, engine = dev.fw, dev.ctx, dev.mailbox
+        ch = engine.channels.get(idx)
+        ctx = ctxfw.contexts.get(idx - 1)  # context i has channel 1 + i (docs/spec/jobs.md §1)
+        if (ch is None or ctx is None or ctx.chan is not ch or not ch.ok or ch.outq
+                or ctx.queue or ctx.hung):
+            return False
+        c = self.chans[idx]
+        if self._static[idx] is not ch:
+            self._set_static(c, ch)
+            self._static[idx] = ch
+        c.x2i_head, c.i2x_tail = ch.x2i_head, ch.i2x_tail
+        key = (id(ctxfw), *fw.protocol)
+        ops = self._ops.get(key)
+        if ops is None:
+            ops = self._ops[key] = sum(1 << getattr(self.lib, f"XDP_OP_{op.name}")
+                                       for op in _FAST_OPS if ctxfw._offered(op))
+            if len(self._ops) > 64:
+                self._ops.clear()
+        c.ops = ops
+        c.ncus = len(ctx.cus)
+        chunks = self._chunks.get(idx)
+        if chunks is None or chunks[0] is not ctx.chunks:
+            table = self.ffi.new("struct xdp_chunk[]", max(len(ctx.chunks), 1))
+            for i, h in enumerate(ctx.chunks):
+                table[i].dev, table[i].va, table[i].size = h.dev, h.va, h.size
+            chunks = self._chunks[idx] = (ctx.chunks, table)
+        c.chunks, c.nchunks = chunks[1], len(ctx.chunks)
+        c.maps, c.nmaps = self._map_table(ctx.pasid)
+        c.armed = 1
+        self._armed[idx] = (ch, ctx)
+        return True
+
+    def _set_static(self, c: Any, ch: MailboxChannel) -> None:
+        """The fields of a channel that live as long as it: registers and rings."""
+        chip, ffi = self.fn.chip, self.ffi
+
+        def ptr(addr: int, ctype: str, size: int = 4) -> Any:
+            bar, off = chip.dev_to_bar(addr, size)
+            return ffi.cast(ctype, self._bars[bar] + off)  # type: ignore[operator]
+
+        c.tail_bar, c.tail_off = chip.dev_to_bar(ch.x2i_tail_reg)
+        c.head_bar, c.head_off = chip.dev_to_bar(ch.i2x_head_reg)
+        c.x2i_tail_reg = ptr(ch.x2i_tail_reg, "uint32_t *")
+        c.x2i_head_reg = ptr(ch.x2i_head_reg, "uint32_t *")
+        c.i2x_tail_reg = ptr(ch.i2x_tail_reg, "uint32_t *")
+        c.i2x_head_reg = ptr(ch.i2x_head_reg, "uint32_t *")
+        c.intr_reg = ptr(ch.intr_reg, "uint32_t *") if ch.intr_reg is not None else ffi.NULL
+        c.x2i = ptr(ch.x2i_buf, "uint8_t *", ch.ring_size)
+        c.i2x = ptr(ch.i2x_buf, "uint8_t *", ch.ring_size)
+        c.ring_size = ch.ring_size
+
+    def _address(self, buf: Any) -> int:
+        """The address of a buffer's bytes, without keeping it exported: a buffer exported
+        for good could not be closed (an unmapped mmap) and breaks the garbage collector's
+        clearing of a memoryview in a reference cycle. Every user re-checks that the
+        buffer is current (BARs: the function's; mappings: :attr:`Iommu.gen`) first."""
+        ffi = self.ffi
+        with ffi.from_buffer(buf) as p:
+            return int(ffi.cast("uintptr_t", p))
+
+    def _map_table(self, pasid: int) -> tuple[Any, int]:
+        """The IOMMU mappings of ``pasid`` as C's sorted table, rebuilt when any mapping
+        changed (:attr:`Iommu.gen`)."""
+        iommu = self.fn.iommu
+        space = iommu.spaces.get(pasid)
+        got = self._maps.get(pasid)
+        if got is not None and got[0] is space and got[1] == iommu.gen:
+            return got[2], len(got[3])
+        maps = space.maps if space is not None else []
+        ffi = self.ffi
+        table = ffi.new("struct xdp_map[]", max(len(maps), 1))
+        keep = list(maps)  # the table is used only while iommu.gen says it is current
+        for i, m in enumerate(maps):
+            t = table[i]
+            t.addr, t.size, t.perm = m.address, m.size, m.perm
+            t.mem = ffi.cast("uint8_t *", self._address(m.mem) + m.skew)  # type: ignore[attr-defined]
+        if len(self._maps) > 256:
+            self._maps.clear()
+        self._maps[pasid] = (space, iommu.gen, table, keep)
+        return table, len(keep)
+
+    # -- syncing: C's counts -> Python state ------------------------------------------------------
+    def _sync(self) -> None:
+        """Give the armed channels' state back to Python and disarm them."""
+        if not self._armed:
+            return
+        dev = self.fn.device
+        engine, ctxfw = dev.mailbox, dev.ctx
+        for idx, (ch, ctx) in self._armed.items():
+            c = self.chans[idx]
+            c.armed = 0
+            ch.x2i_head, ch.i2x_tail = c.x2i_head, c.i2x_tail
+            if c.writes:
+                dev.stats["writes"] += c.writes
+                c.writes = 0
+            jobs = c.jobs
+            if not jobs:
+                continue
+            ch.msgs_in += c.msgs_in
+            ch.msgs_out += c.msgs_out
+            engine.stats["mbox_msgs_in"] += c.msgs_in
+            engine.stats["mbox_msgs_out"] += c.msgs_out
+            ctx.submitted += jobs
+            ctx.completed += jobs
+            ctx.cmds_done += c.cmds
+            ctx.last_op, ctx.cur_idx, ctx.cur_kernel = c.last_op, c.cur_idx, c.cur_kernel
+            if c.slot_set:
+                ctx.last_slot = c.last_slot
+            ctxfw.stats["jobs_completed"] += jobs
+            self.stats["fast_jobs"] += jobs
+            self.stats["fast_cmds"] += c.cmds
+            self.stats["fast_chains"] += c.chains
+            # the Python path raises the vector once per reply (each one counted); held
+            # interrupts make that one delivery per batch either way (docs/spec/device.md §3)
+            dev.stats["irqs_raised"] += c.irqs - 1
+            engine.irq(ch.vector)
+            c.msgs_in = c.msgs_out = c.irqs = c.jobs = c.cmds = c.chains = c.slot_set = 0
+        self._armed.clear()
+
+
+__all__ = ["DATAPATH_ENV", "MODES", "STAT_KEYS", "DataPath", "mode"]
