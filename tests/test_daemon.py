@@ -510,6 +510,56 @@ def test_a_lone_driver_gets_the_runqueue_words_of_nobody_else(tmp_path) -> None:
         d.cleanup()
 
 
+#: the words the daemon stores into a driver session's page (docs/spec/protocol.md)
+_DAEMON_WORDS = (P.CTRL_OFF_RQ_ASKS, P.CTRL_OFF_CTX_GEN, P.CTRL_OFF_FW_BOOTS,
+                 P.CTRL_OFF_FOREIGN_CTX, P.CTRL_OFF_FOREIGN_DPM, P.CTRL_OFF_PMF_POWER,
+                 *range(P.CTRL_OFF_PMF_BUSY, P.CTRL_OFF_FW_BOOTS, 4))
+
+
+def test_the_lone_driver_and_general_publish_store_the_same_words(tmp_path) -> None:
+    """Both publish paths feed one writer: a driver alone gets every daemon-stored word
+    the general path gives it beside an idle client (stale values overwritten both times),
+    and the platform metrics are sampled again only when their inputs change."""
+    import socket as socketmod
+
+    from xdna_emu.daemon import Connection
+
+    d, sess, _ch, irq = _logged_session(tmp_path)
+    a, b = socketmod.socketpair()
+    try:
+        d.fn.driver = sess.id
+        d.fn.device.stats["contexts_destroyed"] = 3
+
+        def published() -> list[int]:
+            for off in _DAEMON_WORDS:
+                struct.pack_into("<I", sess.ctrl, off, 0xA5A5A5A5)
+            d._publish_foreign_ctx()
+            return [_ctrl_u32(sess, o) for o in _DAEMON_WORDS]
+
+        alone = published()
+        assert alone[:5] == [0, 3, d.fn.device.boots, 0, 0]
+        assert alone[5] != 0xA5A5A5A5  # the metrics were rewritten
+        m = d.fn.device.npu_metrics()
+        assert d.fn.device.npu_metrics() is m  # same inputs: the same sample
+        client = Connection(d, a, 100)
+        d.sessions[client.id] = client
+        client.attach_write_log()
+        assert published() == alone
+        assert _ctrl_u32(client, P.CTRL_OFF_DPM_NOW) == 1 + d.fn.device.dpm_level_now()
+        d.fn.device.smu.npuclk += 100  # a new clock: a new sample, published to both
+        d._publish_foreign_ctx()
+        assert d.fn.device.npu_metrics() is not m
+        for s in (sess, client):
+            assert _ctrl_u32(s, P.CTRL_OFF_PMF_POWER) == d.fn.device.npu_metrics().power_mw
+            assert _ctrl_u32(s, P.CTRL_OFF_PMF_SEQ) % 2 == 0
+        client.close()
+        d.sessions.pop(client.id)
+    finally:
+        b.close()
+        os.close(irq)
+        d.cleanup()
+
+
 def test_entries_logged_while_draining_are_applied_without_a_kick(tmp_path) -> None:
     """A client that saw draining set does not kick: the daemon reads head again after it
     clears the flag, so the entry is applied in the same wake-up."""

@@ -172,18 +172,43 @@ def _rss_kib() -> int:
     return 0
 
 
-def _publish_pmf(ctrl: Any, power_mw: int, busy: tuple[int, ...]) -> None:
+_PMF_BODY = struct.Struct(f"<I{P.CTRL_PMF_COLUMNS}H")
+_PMF_END = P.CTRL_OFF_PMF_POWER + _PMF_BODY.size
+
+
+def pmf_body(m: Any) -> bytes:
+    """One sample of the platform firmware's metrics (an ``NpuMetrics``) as the ctrl page
+    holds it: power, then the busy % of each column."""
+    busy = m.busy[: P.CTRL_PMF_COLUMNS]
+    return _PMF_BODY.pack(m.power_mw, *busy, *(0,) * (P.CTRL_PMF_COLUMNS - len(busy)))
+
+
+def _publish_pmf(ctrl: Any, body: bytes) -> None:
     """The platform firmware's metrics into one session's ctrl page (protocol.py: SEQ odd
     while written, so a reader retries a torn read); unchanged metrics are not rewritten."""
-    body = struct.pack(f"<I{P.CTRL_PMF_COLUMNS}H", power_mw,
-                       *busy, *(0,) * (P.CTRL_PMF_COLUMNS - len(busy)))
-    end = P.CTRL_OFF_PMF_POWER + len(body)
-    if ctrl[P.CTRL_OFF_PMF_POWER:end] == body:
+    if ctrl[P.CTRL_OFF_PMF_POWER:_PMF_END] == body:
         return
-    seq = struct.unpack_from("<I", ctrl, P.CTRL_OFF_PMF_SEQ)[0]
-    struct.pack_into("<I", ctrl, P.CTRL_OFF_PMF_SEQ, (seq | 1) & 0xFFFFFFFF)
-    ctrl[P.CTRL_OFF_PMF_POWER:end] = body
-    struct.pack_into("<I", ctrl, P.CTRL_OFF_PMF_SEQ, ((seq | 1) + 1) & 0xFFFFFFFF)
+    seq = _U32.unpack_from(ctrl, P.CTRL_OFF_PMF_SEQ)[0]
+    _U32.pack_into(ctrl, P.CTRL_OFF_PMF_SEQ, (seq | 1) & 0xFFFFFFFF)
+    ctrl[P.CTRL_OFF_PMF_POWER:_PMF_END] = body
+    _U32.pack_into(ctrl, P.CTRL_OFF_PMF_SEQ, ((seq | 1) + 1) & 0xFFFFFFFF)
+
+
+def store_words(ctrl: Any, rq_asks: int, gen: int, boots: int, pmf: bytes | None,
+                dpm_now: int | None = None, foreign: tuple[int, int] | None = None) -> None:
+    """The one writer of the words the daemon stores into a session's ctrl page
+    (docs/spec/protocol.md, the ctrl page table): every publish path computes its values
+    and hands them here, so no path can leave a word out. ``dpm_now`` is for client
+    sessions, ``foreign`` (contexts, DPM want) for the driver's."""
+    _U32X2.pack_into(ctrl, P.CTRL_OFF_RQ_ASKS, rq_asks & 0xFFFFFFFF, gen)
+    _U32.pack_into(ctrl, P.CTRL_OFF_FW_BOOTS, boots)
+    if dpm_now is not None:
+        _U32.pack_into(ctrl, P.CTRL_OFF_DPM_NOW, dpm_now)
+    if foreign is not None:
+        _U32.pack_into(ctrl, P.CTRL_OFF_FOREIGN_CTX, foreign[0])
+        _U32.pack_into(ctrl, P.CTRL_OFF_FOREIGN_DPM, foreign[1])
+    if pmf is not None:
+        _publish_pmf(ctrl, pmf)
 
 
 class Connection:
@@ -274,10 +299,10 @@ class Connection:
 
     def notify(self, wake: bool = True) -> None:
         """Bump the epoch and, if ``wake``, write the notify eventfd."""
-        if self.ctrl is None:
+        ctrl = self.ctrl
+        if ctrl is None:
             return
-        epoch = _U64.unpack_from(self.ctrl, P.CTRL_OFF_EPOCH)[0]
-        _U64.pack_into(self.ctrl, P.CTRL_OFF_EPOCH, epoch + 1)
+        _U64.pack_into(ctrl, P.CTRL_OFF_EPOCH, _U64.unpack_from(ctrl, P.CTRL_OFF_EPOCH)[0] + 1)
         if wake:
             with contextlib.suppress(OSError):
                 os.eventfd_write(self.notify_fd, 1)
@@ -303,21 +328,6 @@ class Connection:
         self.fds.clear()
         with contextlib.suppress(OSError):
             self.sock.close()
-
-
-class _RecordingWires(EventfdWires):
-    """The daemon's MSI-X eventfds, noting which vectors a step delivered (a session woken
-    by its own interrupt needs no notify: docs/spec/protocol.md)."""
-
-    def __init__(self, vectors: int) -> None:
-        super().__init__(vectors)
-        self.fired: set[int] = set()
-
-    def fire(self, vec: int) -> bool:
-        ok = super().fire(vec)
-        if ok:
-            self.fired.add(vec)
-        return ok
 
 
 class Daemon:
@@ -350,9 +360,11 @@ class Daemon:
         self.bar_maps: dict[int, mmap.mmap] = {}
         self.bar_fds: dict[int, int] = {}
         self._config_published = b""  # what the sysfs config file holds
+        self._pmf_sample: Any = None  # the last platform-metrics sample, and its ctrl bytes
+        self._pmf_bytes = b""
         try:
             self._create_bars()
-            self.wires = _RecordingWires(self.chip.msix.vectors)
+            self.wires = EventfdWires(self.chip.msix.vectors, record=True)
             self.fn = PciFunction(self.chip, self.bar_maps, self.wires, clock or Clock())
             self.socket_path = self.dir / "sock"
             self._listen()
@@ -434,53 +446,53 @@ class Daemon:
         return self.rq_asks_gone + sum(struct.unpack_from("<I", s.ctrl, P.CTRL_OFF_RQ_ASK)[0]
                                        for s in self.sessions.values() if s.ctrl is not None)
 
+    def _pmf(self) -> bytes | None:
+        """The device's platform metrics as ctrl-page bytes, packed again only when the
+        sample changed (the device keeps its sample while its inputs stay the same)."""
+        m = self.fn.device.npu_metrics()
+        if m is None:
+            return None
+        if m is not self._pmf_sample:
+            self._pmf_sample, self._pmf_bytes = m, pmf_body(m)
+        return self._pmf_bytes
+
     def _publish_foreign_ctx(self) -> None:
         """Tell the driver how many contexts clients hold (their runtime-PM references), and
         every session the shared runqueue's state: the other sessions' asks for a partition
         and how many firmware contexts went away (docs/spec/jobs.md §3a); the driver the
         highest DPM level client contexts ask for, and the clients the level the SMU runs
-        at (§6)."""
+        at (§6). Both cases below feed :func:`store_words`."""
         dev = self.fn.device
         gen = dev.stats.get("contexts_destroyed", 0) & 0xFFFFFFFF
+        boots = dev.boots & 0xFFFFFFFF
         drv = self.driver
-        m = dev.npu_metrics()
+        pmf = self._pmf()
         if len(self.sessions) == 1 and drv is not None and drv.ctrl is not None:
             # the driver alone, as after every step of a single-process run: nobody else
             # asks, holds or wants anything (the general case below, without its lists)
-            dctrl = drv.ctrl
-            _U32X2.pack_into(dctrl, P.CTRL_OFF_RQ_ASKS,
-                             (self.rq_asks_gone - drv.rq_base) & 0xFFFFFFFF, gen)
-            _U32.pack_into(dctrl, P.CTRL_OFF_FW_BOOTS, dev.boots & 0xFFFFFFFF)
-            _U32.pack_into(dctrl, P.CTRL_OFF_FOREIGN_CTX, dev.context_count(exclude_pasid=drv.pasid))
-            _U32.pack_into(dctrl, P.CTRL_OFF_FOREIGN_DPM, 0)
-            if m is not None:
-                _publish_pmf(dctrl, m.power_mw, m.busy)
+            store_words(drv.ctrl, self.rq_asks_gone - drv.rq_base, gen, boots, pmf,
+                        foreign=(dev.context_count(exclude_pasid=drv.pasid), 0))
             return
         live = [(s, s.ctrl) for s in self.sessions.values() if s.ctrl is not None]
-        asks = [struct.unpack_from("<I", c, P.CTRL_OFF_RQ_ASK)[0] for _, c in live]
+        asks = [_U32.unpack_from(c, P.CTRL_OFF_RQ_ASK)[0] for _, c in live]
         total = sum(asks) + self.rq_asks_gone
         dctrl = drv.ctrl if drv is not None else None
         level = dev.dpm_level_now()
         if level is not None:  # the SMU's own state: current even before the driver notes it
             now = 1 + level
         else:
-            now = struct.unpack_from("<I", dctrl, P.CTRL_OFF_DPM_NOW)[0] if dctrl is not None else 0
+            now = _U32.unpack_from(dctrl, P.CTRL_OFF_DPM_NOW)[0] if dctrl is not None else 0
         held = want = 0
-        for (s, c), ask in zip(live, asks, strict=True):
-            struct.pack_into("<II", c, P.CTRL_OFF_RQ_ASKS, (total - ask - s.rq_base) & 0xFFFFFFFF,
-                             gen)
-            struct.pack_into("<I", c, P.CTRL_OFF_FW_BOOTS, dev.boots & 0xFFFFFFFF)
+        for s, c in live:
             if s is not drv:
-                held += struct.unpack_from("<I", c, P.CTRL_OFF_HWCTX_LIVE)[0]
-                want = max(want, struct.unpack_from("<I", c, P.CTRL_OFF_DPM_WANT)[0])
-                struct.pack_into("<I", c, P.CTRL_OFF_DPM_NOW, now)
-        if m is not None:
-            for _, c in live:
-                _publish_pmf(c, m.power_mw, m.busy)
-        if drv is not None and dctrl is not None:
-            n = max(dev.context_count(exclude_pasid=drv.pasid), held)
-            struct.pack_into("<I", dctrl, P.CTRL_OFF_FOREIGN_CTX, n)
-            struct.pack_into("<I", dctrl, P.CTRL_OFF_FOREIGN_DPM, want)
+                held += _U32.unpack_from(c, P.CTRL_OFF_HWCTX_LIVE)[0]
+                want = max(want, _U32.unpack_from(c, P.CTRL_OFF_DPM_WANT)[0])
+        for (s, c), ask in zip(live, asks, strict=True):
+            foreign = None
+            if s is drv:
+                foreign = (max(dev.context_count(exclude_pasid=s.pasid), held), want)
+            store_words(c, total - ask - s.rq_base, gen, boots, pmf,
+                        dpm_now=None if s is drv else now, foreign=foreign)
 
     def _publish_config(self) -> None:
         """Config space changed: keep the sysfs ``config`` file true (rewritten only when its
@@ -623,7 +635,14 @@ class Daemon:
         self.running = False
 
     def _timeout(self) -> float | None:
-        timeout: float | None = None
+        if not self.vfs:  # one function: the loop below without its tuple
+            fn = self.fn
+            deadline = fn.next_deadline_ns()
+            timeout = None if deadline is None else max(0.0, (deadline - fn.clock.now_ns()) / 1e9)
+            if fn.backlogged():  # as below
+                timeout = BACKLOG_POLL_S if timeout is None else min(timeout, BACKLOG_POLL_S)
+            return timeout
+        timeout = None
         for d in (self, *self.vfs):
             fn = d.fn
             deadline = fn.next_deadline_ns()
@@ -700,12 +719,14 @@ class Daemon:
         one of its interrupts needs no notify (protocol.md). Returns the clients' polling
         words, ORed."""
         fired = self.wires.fired
-        woken = {self.vector_owner.get(v) for v in fired} if fired else ()
+        owner = self.vector_owner
+        woken = {owner.get(v) for v in fired} if fired else ()
         polling = 0
-        for s in list(self.sessions.values()):
-            if s.ctrl is None:
+        for s in self.sessions.values():  # notify() neither adds nor drops sessions
+            ctrl = s.ctrl
+            if ctrl is None:
                 continue
-            wakes, polls = _WAKES_POLLING.unpack_from(s.ctrl, P.CTRL_OFF_IRQ_WAKES)
+            wakes, polls = _WAKES_POLLING.unpack_from(ctrl, P.CTRL_OFF_IRQ_WAKES)
             s.notify(not wakes or s not in woken)
             polling |= polls
         return polling

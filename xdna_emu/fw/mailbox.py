@@ -22,6 +22,7 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar, NamedTuple, Protocol
 
 from ..chips import Chip, MailboxLayout
@@ -371,8 +372,8 @@ class MailboxEngine(ChannelEngine):
             base = self.layout.chan_regs(idx)
             for off, fn in ((MailboxLayout.X2I_TAIL, self._x2i_tail),
                             (MailboxLayout.I2X_HEAD, self._i2x_head)):
-                out[self.chip.dev_to_bar(base + off)] = (
-                    lambda v, i=idx, f=fn: f(i, v))  # type: ignore[misc]
+                # a partial, not a lambda: one Python frame less on every message
+                out[self.chip.dev_to_bar(base + off)] = partial(fn, idx)
         return out
 
     def _x2i_tail(self, idx: int, value: int) -> None:

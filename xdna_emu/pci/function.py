@@ -316,8 +316,15 @@ class PciFunction:
     def release_irqs(self) -> None:
         """Deliver each vector raised while held, once, in the order first raised."""
         held, self._held = self._held, None
-        for vector in held or ():
-            self._raise_irq(vector)
+        if not held:
+            return
+        if self.observers:
+            for vector in held:
+                self._raise_irq(vector)
+            return
+        raise_vector = self.msix.raise_vector  # _raise_irq without observers, unheld
+        for vector in held:
+            raise_vector(vector)
 
     @property
     def probed(self) -> bool:
