@@ -560,6 +560,72 @@ def test_the_lone_driver_and_general_publish_store_the_same_words(tmp_path) -> N
         d.cleanup()
 
 
+def _log_unkicked(ch: Any, sess: Any) -> None:
+    """What a client does while it sees ``draining`` set: it logs without a kick (the test
+    session's writes kick; the kick is taken back)."""
+    from xdna_emu.fw.messages import Opcode
+
+    ch.send(Opcode.GET_FIRMWARE_VERSION, bytes(4))
+    os.eventfd_read(sess.kick_fd)
+
+
+def test_a_log_that_moves_while_the_daemon_spins_is_drained_without_a_kick(tmp_path) -> None:
+    """Spin, then block (protocol.md): while a client polls, the daemon's spin keeps each
+    log's draining flag set, so the client does not kick; a log found moving is applied by
+    the next step all the same, and the flag is clear once the daemon is done."""
+    from xdna_emu.fw.messages import Opcode
+
+    d, sess, ch, irq = _logged_session(tmp_path)
+    try:
+        struct.pack_into("<I", sess.ctrl, P.CTRL_OFF_POLLING, 1)
+        _log_unkicked(ch, sess)
+        d._spin(1)
+        assert d._spun == [sess]
+        from xdna_emu.daemon import DRAIN_FLAG
+
+        assert _ctrl_u32(sess, P.CTRL_OFF_DRAINING) == DRAIN_FLAG  # left for its drain
+        d._step(None)  # no kick, no event: the spin's find alone makes it return
+        assert [r.opcode for r in ch.drain()] == [Opcode.GET_FIRMWARE_VERSION]
+        assert _ctrl_u32(sess, P.CTRL_OFF_DRAINING) == 0
+        d._spin(1)  # the answer's lazy i2x head write: found and applied the same way
+        assert d._spun == [sess]
+        d._step(None)
+        d._spin(1)  # nothing moves: the spin ends with every flag clear
+        assert d._spun == []
+        assert _ctrl_u32(sess, P.CTRL_OFF_DRAINING) == 0
+    finally:
+        os.close(irq)
+        d.cleanup()
+
+
+def test_a_polling_session_gets_its_notify_before_the_daemon_sleeps(tmp_path) -> None:
+    """A session with a thread spinning on a ring needs no wake-up for the answer it spins
+    on: its epoch moves at once, its notify is owed, and it is written before the daemon
+    blocks (at the latest NOTIFY_DEFER_NS later while it keeps spinning)."""
+    from xdna_emu.fw.messages import Opcode
+
+    d, sess, ch, irq = _logged_session(tmp_path)
+    try:
+        struct.pack_into("<I", sess.ctrl, P.CTRL_OFF_IRQ_WAKES, 0)  # an interrupt is no notify
+        struct.pack_into("<I", sess.ctrl, P.CTRL_OFF_POLLING, 1)
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(sess.notify_fd)
+        epoch = struct.unpack_from("<Q", sess.ctrl, P.CTRL_OFF_EPOCH)[0]
+        ch.send(Opcode.GET_FIRMWARE_VERSION, bytes(4))
+        d._step(0)
+        assert struct.unpack_from("<Q", sess.ctrl, P.CTRL_OFF_EPOCH)[0] == epoch + 1
+        assert d._owed == [sess]
+        with pytest.raises(BlockingIOError):
+            os.eventfd_read(sess.notify_fd)
+        d._step(0.001)  # about to block: the owed notify goes out first
+        assert d._owed == []
+        assert os.eventfd_read(sess.notify_fd) == 1
+        assert [r.opcode for r in ch.drain()] == [Opcode.GET_FIRMWARE_VERSION]
+    finally:
+        os.close(irq)
+        d.cleanup()
+
+
 def test_entries_logged_while_draining_are_applied_without_a_kick(tmp_path) -> None:
     """A client that saw draining set does not kick: the daemon reads head again after it
     clears the flag, so the entry is applied in the same wake-up."""

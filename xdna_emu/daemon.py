@@ -64,6 +64,9 @@ DRAIN_FLAG = platform.machine() in ("x86_64", "AMD64")
 #: step before it sleeps, so the next command needs no wake-up.
 SPIN_NS = 100_000
 POLL_RECENT_NS = 2_000_000
+#: A notify to a session that polls waits while the daemon spins (its spinning thread sees
+#: its answer on the ring; the monitor thread needs no wake-up for it), at most this long.
+NOTIFY_DEFER_NS = 1_000_000
 
 
 class DaemonError(RuntimeError):
@@ -230,6 +233,11 @@ class Connection:
         self.rq_base = 0
         self.kick_fd = -1
         self.notify_fd = -1
+        #: when one of its threads was last seen spinning on a ring (the polling word)
+        self.polled_ns = 0
+        #: since when a notify is owed to it, 0 for none (deferred while it polls: see
+        #: Daemon._notify_sessions)
+        self.owed_ns = 0
         self.closed = False
         self.peer_pid = 0  # from SO_PEERCRED, for status
         self.since = time.time()
@@ -352,6 +360,10 @@ class Daemon:
         self.vector_owner: dict[int, Connection] = {}
         self.running = False
         self.polled_ns = 0  # when a client was last seen spinning on a ring
+        #: sessions whose log head moved while the daemon spun: drained by the next step
+        self._spun: list[Connection] = []
+        #: sessions owed a deferred notify (written before the daemon sleeps)
+        self._owed: list[Connection] = []
         self.last_driver: dict[str, Any] | None = None
         #: run first at cleanup, while the daemon's files still exist (the trace recorder)
         self.stop_hooks: list[Callable[[], None]] = []
@@ -660,8 +672,13 @@ class Daemon:
         daemons = (self, *self.vfs)  # a PF serves its VFs on this loop (aie4.md §10)
         for d in daemons:
             d.wires.fired.clear()
+        spun, self._spun = self._spun, []
+        if spun:  # logs the spin found moving: their clients did not kick
+            timeout = 0
+        if self._owed and timeout != 0:  # never sleep owing a notify
+            self._pay_notifies(0)
         events = self.sel.select(timeout)
-        kicked: list[Connection] = []
+        kicked: list[Connection] = spun
         for key, _ in events:
             kind, sess = key.data
             if kind == "accept":
@@ -676,7 +693,7 @@ class Daemon:
                 progressed |= self._numvfs_written()
             elif kind == "client":
                 progressed |= sess.daemon._on_client(sess)
-            elif kind == "kick":
+            elif kind == "kick" and sess not in kicked:
                 kicked.append(sess)
         # a client's call may have enabled or removed VFs, and so may a drained write: each
         # function is looked up when its turn comes
@@ -684,7 +701,7 @@ class Daemon:
             if d is not self and d not in self.vfs:
                 continue
             mine = [s for s in kicked if s.daemon is d]
-            if not events and d.fn.backlogged():
+            if not events and not spun and d.fn.backlogged():
                 mine = list(d.sessions.values())
             progressed |= d._work(mine, progressed)
         if self.chip.function == "pf":
@@ -693,6 +710,9 @@ class Daemon:
             polling = 0
             for d in (self, *self.vfs):
                 polling |= d._notify_sessions()
+                if d is not self and d._owed:  # this loop pays what its VFs owe
+                    self._owed += d._owed
+                    d._owed = []
             if polling or self.polled_ns:
                 self._spin(polling)
 
@@ -716,23 +736,54 @@ class Daemon:
 
     def _notify_sessions(self) -> int:
         """Notify this function's sessions after a step that progressed; a session woken by
-        one of its interrupts needs no notify (protocol.md). Returns the clients' polling
-        words, ORed."""
+        one of its interrupts needs no notify, and one that polls (a thread spinning on a
+        ring now or within POLL_RECENT_NS) gets its notify deferred while the daemon spins
+        (protocol.md, "Spin, then block"). Returns the clients' polling words, ORed."""
         fired = self.wires.fired
         owner = self.vector_owner
         woken = {owner.get(v) for v in fired} if fired else ()
         polling = 0
+        now = 0
         for s in self.sessions.values():  # notify() neither adds nor drops sessions
             ctrl = s.ctrl
             if ctrl is None:
                 continue
             wakes, polls = _WAKES_POLLING.unpack_from(ctrl, P.CTRL_OFF_IRQ_WAKES)
-            s.notify(not wakes or s not in woken)
+            wake = not wakes or s not in woken
+            if wake and (polls or s.polled_ns):
+                now = now or time.perf_counter_ns()
+                if polls:
+                    s.polled_ns = now
+                if now - s.polled_ns <= POLL_RECENT_NS:
+                    s.notify(False)  # the epoch moves now; the wake-up waits (_pay_notifies)
+                    if not s.owed_ns:
+                        s.owed_ns = now
+                        self._owed.append(s)
+                    polling |= polls
+                    continue
+                s.polled_ns = 0
+            s.notify(wake)
             polling |= polls
         return polling
 
+    def _pay_notifies(self, age_ns: int) -> None:
+        """Write the deferred notifies owed for longer than ``age_ns`` (0: all of them)."""
+        now = time.perf_counter_ns() if age_ns else 0
+        keep = []
+        for s in self._owed:
+            if age_ns and now - s.owed_ns < age_ns and not s.closed:
+                keep.append(s)
+                continue
+            s.owed_ns = 0
+            if not s.closed and s.ctrl is not None:
+                with contextlib.suppress(OSError):
+                    os.eventfd_write(s.notify_fd, 1)
+        self._owed = keep
+
     def _spin(self, polling: int) -> None:
-        """Watch the write logs for up to SPIN_NS while a client polls (spin-then-block)."""
+        """Watch the write logs for up to SPIN_NS while a client polls (spin-then-block).
+        The logs' ``draining`` flags stay set meanwhile, so their clients do not kick; a log
+        whose head moved is drained by the next step without a wake-up (protocol.md)."""
         now = time.perf_counter_ns
         t = now()
         if polling:
@@ -740,14 +791,33 @@ class Daemon:
         elif t - self.polled_ns > POLL_RECENT_NS:
             self.polled_ns = 0
             return
-        logs = [s.ctrl for d in (self, *self.vfs) for s in d.sessions.values() if s.ctrl is not None]
+        logs = [(s, s.ctrl) for d in (self, *self.vfs) for s in d.sessions.values()
+                if s.ctrl is not None]
+        flag = DRAIN_FLAG
+        if flag:
+            for _, c in logs:
+                _U32.pack_into(c, P.CTRL_OFF_DRAINING, 1)
+        moved = self._spun
         end, head_tail, off = t + SPIN_NS, _HEAD_TAIL.unpack_from, P.CTRL_OFF_HEAD
-        while now() < end:
-            for c in logs:
+        while not moved and now() < end:
+            for s, c in logs:
                 head, tail = head_tail(c, off)
                 if head != tail:
-                    return
-            os.sched_yield()  # a polite spin: the client may be waiting for this CPU
+                    moved.append(s)
+            if self._owed:
+                self._pay_notifies(NOTIFY_DEFER_NS)
+            if not moved:
+                os.sched_yield()  # a polite spin: the client may be waiting for this CPU
+        if flag:  # as at the end of a drain: clear, consume the kicks (a barrier), look again
+            for s, c in logs:
+                if s in moved:
+                    continue  # its drain clears the flag after it applied the log
+                _U32.pack_into(c, P.CTRL_OFF_DRAINING, 0)
+                with contextlib.suppress(BlockingIOError, OSError):
+                    os.eventfd_read(s.kick_fd)
+                head, tail = head_tail(c, off)
+                if head != tail:
+                    moved.append(s)
 
     def _drain(self, sess: Connection) -> bool:
         """Apply a session's write log (a kick, or a backlog poll)."""
