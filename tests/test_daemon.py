@@ -560,6 +560,31 @@ def test_the_lone_driver_and_general_publish_store_the_same_words(tmp_path) -> N
         d.cleanup()
 
 
+def test_a_control_command_that_only_looks_is_no_progress(tmp_path) -> None:
+    """GET_IRQ_INFO and the like change no device state: no publish or notify follows them;
+    a command that does (DEVICE_RESET) still counts as progress."""
+    import socket as socketmod
+
+    from xdna_emu.daemon import Connection
+
+    d, _sess, _ch, irq = _logged_session(tmp_path)
+    a, b = socketmod.socketpair()
+    try:
+        c = Connection(d, a, 100)
+        c.versioned = True
+        d.sessions[c.id] = c
+        b.sendall(P.pack(1, P.Cmd.GET_IRQ_INFO, P.IRQ_INFO.pack(P.IRQ_INFO.size, 0, P.IRQ_MSIX, 0)))
+        assert d._on_client(c) is False
+        assert P.HEADER.unpack_from(b.recv(4096))[:2] == (1, P.Cmd.GET_IRQ_INFO)
+        b.sendall(P.pack(2, P.Cmd.DEVICE_RESET))
+        assert d._on_client(c) is True
+        assert P.HEADER.unpack_from(b.recv(4096))[:2] == (2, P.Cmd.DEVICE_RESET)
+    finally:
+        b.close()
+        os.close(irq)
+        d.cleanup()
+
+
 def _log_unkicked(ch: Any, sess: Any) -> None:
     """What a client does while it sees ``draining`` set: it logs without a kick (the test
     session's writes kick; the kick is taken back)."""

@@ -69,6 +69,12 @@ POLL_RECENT_NS = 2_000_000
 NOTIFY_DEFER_NS = 1_000_000
 
 
+#: Control commands that change no device state: no publish or notify follows them (a
+#: client opening a device asks a dozen of these in a row, docs/spec/protocol.md).
+_LOOKS_ONLY = frozenset({P.Cmd.VERSION, P.Cmd.DEVICE_GET_INFO, P.Cmd.GET_REGION_INFO,
+                         P.Cmd.GET_IRQ_INFO, P.Cmd.REGION_READ, P.Cmd.DEVICE_STATUS})
+
+
 class DaemonError(RuntimeError):
     """The daemon cannot start (bad runtime dir, BDF in use...)."""
 
@@ -896,13 +902,15 @@ class Daemon:
                 payload = bytes(sess.rx[P.HEADER.size : size])
                 del sess.rx[:size]
                 self._dispatch(sess, msg_id, cmd, flags, payload)
-                progressed = True
+                progressed |= cmd not in _LOOKS_ONLY
             if sess.fds and not sess.rx:
                 raise P.ProtocolError("more fds than the commands take")
         except P.ProtocolError as exc:
             self.drop(sess, f"protocol error: {exc}")
+            progressed = True  # as for a hang-up: the others' shared words change
         except (OSError, TimeoutError) as exc:
             self.drop(sess, f"send failed: {exc}")
+            progressed = True
         return progressed
 
     def _take_fds(self, sess: Connection, n: int) -> list[int]:
