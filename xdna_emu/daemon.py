@@ -352,6 +352,7 @@ class Daemon:
     def __init__(self, chip: str | Chip, runtime_dir: Path, bdf: str | None = None,
                  clock: Clock | None = None, sel: selectors.BaseSelector | None = None) -> None:
         self.chip = load_chip(chip) if isinstance(chip, str) else chip
+        self._pf = self.chip.function == "pf"
         self.runtime_dir = prepare_runtime_dir(Path(runtime_dir))
         self.bdf, self.dir = claim_bdf(self.runtime_dir, bdf)
         (self.dir / "pid").write_text(str(os.getpid()))
@@ -675,8 +676,8 @@ class Daemon:
 
     def _step(self, timeout: float | None) -> None:
         progressed = False
-        daemons = (self, *self.vfs)  # a PF serves its VFs on this loop (aie4.md §10)
-        for d in daemons:
+        self.wires.fired.clear()
+        for d in self.vfs:  # a PF serves its VFs on this loop (aie4.md §10)
             d.wires.fired.clear()
         spun, self._spun = self._spun, []
         if spun:  # logs the spin found moving: their clients did not kick
@@ -687,7 +688,10 @@ class Daemon:
         kicked: list[Connection] = spun
         for key, _ in events:
             kind, sess = key.data
-            if kind == "accept":
+            if kind == "kick":  # the common event first
+                if sess not in kicked:
+                    kicked.append(sess)
+            elif kind == "accept":
                 sess._accept()  # the Daemon (PF or VF) whose socket it is
             elif kind == "signal":
                 with contextlib.suppress(OSError):
@@ -699,26 +703,32 @@ class Daemon:
                 progressed |= self._numvfs_written()
             elif kind == "client":
                 progressed |= sess.daemon._on_client(sess)
-            elif kind == "kick" and sess not in kicked:
-                kicked.append(sess)
-        # a client's call may have enabled or removed VFs, and so may a drained write: each
-        # function is looked up when its turn comes
-        for d in (self, *self.vfs):
-            if d is not self and d not in self.vfs:
-                continue
-            mine = [s for s in kicked if s.daemon is d]
-            if not events and not spun and d.fn.backlogged():
-                mine = list(d.sessions.values())
-            progressed |= d._work(mine, progressed)
-        if self.chip.function == "pf":
+        if not self.vfs:  # one function: the loops below, without their lists
+            if not events and not spun and self.fn.backlogged():
+                kicked = list(self.sessions.values())
+            progressed = self._work(kicked, progressed)
+        else:
+            # a client's call may have enabled or removed VFs, and so may a drained write:
+            # each function is looked up when its turn comes
+            for d in (self, *self.vfs):
+                if d is not self and d not in self.vfs:
+                    continue
+                mine = [s for s in kicked if s.daemon is d]
+                if not events and not spun and d.fn.backlogged():
+                    mine = list(d.sessions.values())
+                progressed |= d._work(mine, progressed)
+        if self._pf:
             self._numvfs_taken()
         if progressed:
-            polling = 0
-            for d in (self, *self.vfs):
-                polling |= d._notify_sessions()
-                if d is not self and d._owed:  # this loop pays what its VFs owe
-                    self._owed += d._owed
-                    d._owed = []
+            if not self.vfs:
+                polling = self._notify_sessions()
+            else:
+                polling = 0
+                for d in (self, *self.vfs):
+                    polling |= d._notify_sessions()
+                    if d is not self and d._owed:  # this loop pays what its VFs owe
+                        self._owed += d._owed
+                        d._owed = []
             if polling or self.polled_ns:
                 self._spin(polling)
 

@@ -147,7 +147,7 @@ class MailboxChannel:
         """The host moved the x2i tail to ``tail`` (the value of the trapped write, applied in
         log order: the register itself may already hold a newer one): consume every complete
         message up to it."""
-        if not self.ok:
+        if not self.open or self.error is not None:  # not self.ok, inlined (hot)
             return
         size, ring = self.ring_size, self._x2i
         if tail is None:
@@ -155,8 +155,9 @@ class MailboxChannel:
         if tail > size or tail & 3:
             self.fail(f"x2i tail {tail:#x} out of range or unaligned")
             return
+        stats = self.engine.stats
         for _ in range(size // 4 + 2):  # each pass consumes >= 4 bytes or ends
-            if not self.ok or self.x2i_head == tail:
+            if not self.open or self.error is not None or self.x2i_head == tail:
                 return
             head = self.x2i_head
             if head >= size:
@@ -189,7 +190,7 @@ class MailboxChannel:
             payload = bytes(ring[head + HDR : head + msg_size])
             self.x2i_head = head + msg_size
             self.msgs_in += 1
-            self.engine.stats["mbox_msgs_in"] += 1
+            stats["mbox_msgs_in"] += 1
             if log.isEnabledFor(logging.DEBUG):
                 op = _name(Opcode, opcode)
                 log.debug("mbox rx chan %d (%s) id %#x %s", self.index, self.name, mid, op,
