@@ -484,7 +484,8 @@ class Daemon:
         dev = self.fn.device
         gen = dev.stats.get("contexts_destroyed", 0) & 0xFFFFFFFF
         boots = dev.boots & 0xFFFFFFFF
-        drv = self.driver
+        owner = self.fn.driver
+        drv = self.sessions.get(owner) if owner is not None else None  # self.driver, inlined
         pmf = self._pmf()
         if len(self.sessions) == 1 and drv is not None and drv.ctrl is not None:
             # the driver alone, as after every step of a single-process run: nobody else
