@@ -631,7 +631,9 @@ def test_a_polling_session_gets_its_notify_before_the_daemon_sleeps(tmp_path) ->
 
     d, sess, ch, irq = _logged_session(tmp_path)
     try:
-        struct.pack_into("<I", sess.ctrl, P.CTRL_OFF_IRQ_WAKES, 0)  # an interrupt is no notify
+        vec = d.fn.device.fw.engine.channels[0].vector
+        del d.vector_owner[vec]  # the answer's interrupt wakes nobody of this session
+        struct.pack_into("<I", sess.ctrl, P.CTRL_OFF_IRQ_WAKES, 1)
         struct.pack_into("<I", sess.ctrl, P.CTRL_OFF_POLLING, 1)
         with contextlib.suppress(BlockingIOError):
             os.eventfd_read(sess.notify_fd)
@@ -646,6 +648,11 @@ def test_a_polling_session_gets_its_notify_before_the_daemon_sleeps(tmp_path) ->
         assert d._owed == []
         assert os.eventfd_read(sess.notify_fd) == 1
         assert [r.opcode for r in ch.drain()] == [Opcode.GET_FIRMWARE_VERSION]
+        struct.pack_into("<I", sess.ctrl, P.CTRL_OFF_IRQ_WAKES, 0)  # it asks for notify
+        ch.send(Opcode.GET_FIRMWARE_VERSION, bytes(4))
+        d._step(0)
+        assert d._owed == []
+        assert os.eventfd_read(sess.notify_fd) == 1  # at once
     finally:
         os.close(irq)
         d.cleanup()

@@ -754,8 +754,9 @@ class Daemon:
     def _notify_sessions(self) -> int:
         """Notify this function's sessions after a step that progressed; a session woken by
         one of its interrupts needs no notify, and one that polls (a thread spinning on a
-        ring now or within POLL_RECENT_NS) gets its notify deferred while the daemon spins
-        (protocol.md, "Spin, then block"). Returns the clients' polling words, ORed."""
+        ring now or within POLL_RECENT_NS) with ``irq_wakes`` set gets its notify deferred
+        while the daemon spins (protocol.md, "Spin, then block"). Returns the clients'
+        polling words, ORed."""
         fired = self.wires.fired
         owner = self.vector_owner
         woken = {owner.get(v) for v in fired} if fired else ()
@@ -767,7 +768,7 @@ class Daemon:
                 continue
             wakes, polls = _WAKES_POLLING.unpack_from(ctrl, P.CTRL_OFF_IRQ_WAKES)
             wake = not wakes or s not in woken
-            if wake and (polls or s.polled_ns):
+            if wake and wakes and (polls or s.polled_ns):  # irq_wakes 0 asks for notify
                 now = now or time.perf_counter_ns()
                 if polls:
                     s.polled_ns = now
