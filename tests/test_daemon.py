@@ -639,7 +639,8 @@ def test_a_polling_session_gets_its_notify_before_the_daemon_sleeps(tmp_path) ->
             os.eventfd_read(sess.notify_fd)
         epoch = struct.unpack_from("<Q", sess.ctrl, P.CTRL_OFF_EPOCH)[0]
         ch.send(Opcode.GET_FIRMWARE_VERSION, bytes(4))
-        d._step(0)
+        assert d._work([sess], False)  # a step's work and notifies, without its timed spin
+        assert d._notify_sessions() == 1
         assert struct.unpack_from("<Q", sess.ctrl, P.CTRL_OFF_EPOCH)[0] == epoch + 1
         assert d._owed == [sess]
         with pytest.raises(BlockingIOError):
@@ -650,7 +651,8 @@ def test_a_polling_session_gets_its_notify_before_the_daemon_sleeps(tmp_path) ->
         assert [r.opcode for r in ch.drain()] == [Opcode.GET_FIRMWARE_VERSION]
         struct.pack_into("<I", sess.ctrl, P.CTRL_OFF_IRQ_WAKES, 0)  # it asks for notify
         ch.send(Opcode.GET_FIRMWARE_VERSION, bytes(4))
-        d._step(0)
+        assert d._work([sess], False)
+        d._notify_sessions()
         assert d._owed == []
         assert os.eventfd_read(sess.notify_fd) == 1  # at once
     finally:
