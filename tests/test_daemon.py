@@ -510,6 +510,156 @@ def test_a_lone_driver_gets_the_runqueue_words_of_nobody_else(tmp_path) -> None:
         d.cleanup()
 
 
+#: the words the daemon stores into a driver session's page (docs/spec/protocol.md)
+_DAEMON_WORDS = (P.CTRL_OFF_RQ_ASKS, P.CTRL_OFF_CTX_GEN, P.CTRL_OFF_FW_BOOTS,
+                 P.CTRL_OFF_FOREIGN_CTX, P.CTRL_OFF_FOREIGN_DPM, P.CTRL_OFF_PMF_POWER,
+                 *range(P.CTRL_OFF_PMF_BUSY, P.CTRL_OFF_FW_BOOTS, 4))
+
+
+def test_the_lone_driver_and_general_publish_store_the_same_words(tmp_path) -> None:
+    """Both publish paths feed one writer: a driver alone gets every daemon-stored word
+    the general path gives it beside an idle client (stale values overwritten both times),
+    and the platform metrics are sampled again only when their inputs change."""
+    import socket as socketmod
+
+    from xdna_emu.daemon import Connection
+
+    d, sess, _ch, irq = _logged_session(tmp_path)
+    a, b = socketmod.socketpair()
+    try:
+        d.fn.driver = sess.id
+        d.fn.device.stats["contexts_destroyed"] = 3
+
+        def published() -> list[int]:
+            for off in _DAEMON_WORDS:
+                struct.pack_into("<I", sess.ctrl, off, 0xA5A5A5A5)
+            d._publish_foreign_ctx()
+            return [_ctrl_u32(sess, o) for o in _DAEMON_WORDS]
+
+        alone = published()
+        assert alone[:5] == [0, 3, d.fn.device.boots, 0, 0]
+        assert alone[5] != 0xA5A5A5A5  # the metrics were rewritten
+        m = d.fn.device.npu_metrics()
+        assert d.fn.device.npu_metrics() is m  # same inputs: the same sample
+        client = Connection(d, a, 100)
+        d.sessions[client.id] = client
+        client.attach_write_log()
+        assert published() == alone
+        assert _ctrl_u32(client, P.CTRL_OFF_DPM_NOW) == 1 + d.fn.device.dpm_level_now()
+        d.fn.device.smu.npuclk += 100  # a new clock: a new sample, published to both
+        d._publish_foreign_ctx()
+        assert d.fn.device.npu_metrics() is not m
+        for s in (sess, client):
+            assert _ctrl_u32(s, P.CTRL_OFF_PMF_POWER) == d.fn.device.npu_metrics().power_mw
+            assert _ctrl_u32(s, P.CTRL_OFF_PMF_SEQ) % 2 == 0
+        client.close()
+        d.sessions.pop(client.id)
+    finally:
+        b.close()
+        os.close(irq)
+        d.cleanup()
+
+
+def test_a_control_command_that_only_looks_is_no_progress(tmp_path) -> None:
+    """GET_IRQ_INFO and the like change no device state: no publish or notify follows them;
+    a command that does (DEVICE_RESET) still counts as progress."""
+    import socket as socketmod
+
+    from xdna_emu.daemon import Connection
+
+    d, _sess, _ch, irq = _logged_session(tmp_path)
+    a, b = socketmod.socketpair()
+    try:
+        c = Connection(d, a, 100)
+        c.versioned = True
+        d.sessions[c.id] = c
+        b.sendall(P.pack(1, P.Cmd.GET_IRQ_INFO, P.IRQ_INFO.pack(P.IRQ_INFO.size, 0, P.IRQ_MSIX, 0)))
+        assert d._on_client(c) is False
+        assert P.HEADER.unpack_from(b.recv(4096))[:2] == (1, P.Cmd.GET_IRQ_INFO)
+        b.sendall(P.pack(2, P.Cmd.DEVICE_RESET))
+        assert d._on_client(c) is True
+        assert P.HEADER.unpack_from(b.recv(4096))[:2] == (2, P.Cmd.DEVICE_RESET)
+    finally:
+        b.close()
+        os.close(irq)
+        d.cleanup()
+
+
+def _log_unkicked(ch: Any, sess: Any) -> None:
+    """What a client does while it sees ``draining`` set: it logs without a kick (the test
+    session's writes kick; the kick is taken back)."""
+    from xdna_emu.fw.messages import Opcode
+
+    ch.send(Opcode.GET_FIRMWARE_VERSION, bytes(4))
+    os.eventfd_read(sess.kick_fd)
+
+
+def test_a_log_that_moves_while_the_daemon_spins_is_drained_without_a_kick(tmp_path) -> None:
+    """Spin, then block (protocol.md): while a client polls, the daemon's spin keeps each
+    log's draining flag set, so the client does not kick; a log found moving is applied by
+    the next step all the same, and the flag is clear once the daemon is done."""
+    from xdna_emu.fw.messages import Opcode
+
+    d, sess, ch, irq = _logged_session(tmp_path)
+    try:
+        struct.pack_into("<I", sess.ctrl, P.CTRL_OFF_POLLING, 1)
+        _log_unkicked(ch, sess)
+        d._spin(1)
+        assert d._spun == [sess]
+        from xdna_emu.daemon import DRAIN_FLAG
+
+        assert _ctrl_u32(sess, P.CTRL_OFF_DRAINING) == DRAIN_FLAG  # left for its drain
+        d._step(None)  # no kick, no event: the spin's find alone makes it return
+        assert [r.opcode for r in ch.drain()] == [Opcode.GET_FIRMWARE_VERSION]
+        assert _ctrl_u32(sess, P.CTRL_OFF_DRAINING) == 0
+        d._spin(1)  # the answer's lazy i2x head write: found and applied the same way
+        assert d._spun == [sess]
+        d._step(None)
+        d._spin(1)  # nothing moves: the spin ends with every flag clear
+        assert d._spun == []
+        assert _ctrl_u32(sess, P.CTRL_OFF_DRAINING) == 0
+    finally:
+        os.close(irq)
+        d.cleanup()
+
+
+def test_a_polling_session_gets_its_notify_before_the_daemon_sleeps(tmp_path) -> None:
+    """A session with a thread spinning on a ring needs no wake-up for the answer it spins
+    on: its epoch moves at once, its notify is owed, and it is written before the daemon
+    blocks (at the latest NOTIFY_DEFER_NS later while it keeps spinning)."""
+    from xdna_emu.fw.messages import Opcode
+
+    d, sess, ch, irq = _logged_session(tmp_path)
+    try:
+        vec = d.fn.device.fw.engine.channels[0].vector
+        del d.vector_owner[vec]  # the answer's interrupt wakes nobody of this session
+        struct.pack_into("<I", sess.ctrl, P.CTRL_OFF_IRQ_WAKES, 1)
+        struct.pack_into("<I", sess.ctrl, P.CTRL_OFF_POLLING, 1)
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(sess.notify_fd)
+        epoch = struct.unpack_from("<Q", sess.ctrl, P.CTRL_OFF_EPOCH)[0]
+        ch.send(Opcode.GET_FIRMWARE_VERSION, bytes(4))
+        assert d._work([sess], False)  # a step's work and notifies, without its timed spin
+        assert d._notify_sessions() == 1
+        assert struct.unpack_from("<Q", sess.ctrl, P.CTRL_OFF_EPOCH)[0] == epoch + 1
+        assert d._owed == [sess]
+        with pytest.raises(BlockingIOError):
+            os.eventfd_read(sess.notify_fd)
+        d._step(0.001)  # about to block: the owed notify goes out first
+        assert d._owed == []
+        assert os.eventfd_read(sess.notify_fd) == 1
+        assert [r.opcode for r in ch.drain()] == [Opcode.GET_FIRMWARE_VERSION]
+        struct.pack_into("<I", sess.ctrl, P.CTRL_OFF_IRQ_WAKES, 0)  # it asks for notify
+        ch.send(Opcode.GET_FIRMWARE_VERSION, bytes(4))
+        assert d._work([sess], False)
+        d._notify_sessions()
+        assert d._owed == []
+        assert os.eventfd_read(sess.notify_fd) == 1  # at once
+    finally:
+        os.close(irq)
+        d.cleanup()
+
+
 def test_entries_logged_while_draining_are_applied_without_a_kick(tmp_path) -> None:
     """A client that saw draining set does not kick: the daemon reads head again after it
     clears the flag, so the entry is applied in the same wake-up."""

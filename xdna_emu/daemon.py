@@ -65,6 +65,15 @@ DRAIN_FLAG = platform.machine() in ("x86_64", "AMD64")
 #: step before it sleeps, so the next command needs no wake-up.
 SPIN_NS = 100_000
 POLL_RECENT_NS = 2_000_000
+#: A notify to a session that polls waits while the daemon spins (its spinning thread sees
+#: its answer on the ring; the monitor thread needs no wake-up for it), at most this long.
+NOTIFY_DEFER_NS = 1_000_000
+
+
+#: Control commands that change no device state: no publish or notify follows them (a
+#: client opening a device asks a dozen of these in a row, docs/spec/protocol.md).
+_LOOKS_ONLY = frozenset({P.Cmd.VERSION, P.Cmd.DEVICE_GET_INFO, P.Cmd.GET_REGION_INFO,
+                         P.Cmd.GET_IRQ_INFO, P.Cmd.REGION_READ, P.Cmd.DEVICE_STATUS})
 
 
 class DaemonError(RuntimeError):
@@ -173,18 +182,43 @@ def _rss_kib() -> int:
     return 0
 
 
-def _publish_pmf(ctrl: Any, power_mw: int, busy: tuple[int, ...]) -> None:
+_PMF_BODY = struct.Struct(f"<I{P.CTRL_PMF_COLUMNS}H")
+_PMF_END = P.CTRL_OFF_PMF_POWER + _PMF_BODY.size
+
+
+def pmf_body(m: Any) -> bytes:
+    """One sample of the platform firmware's metrics (an ``NpuMetrics``) as the ctrl page
+    holds it: power, then the busy % of each column."""
+    busy = m.busy[: P.CTRL_PMF_COLUMNS]
+    return _PMF_BODY.pack(m.power_mw, *busy, *(0,) * (P.CTRL_PMF_COLUMNS - len(busy)))
+
+
+def _publish_pmf(ctrl: Any, body: bytes) -> None:
     """The platform firmware's metrics into one session's ctrl page (protocol.py: SEQ odd
     while written, so a reader retries a torn read); unchanged metrics are not rewritten."""
-    body = struct.pack(f"<I{P.CTRL_PMF_COLUMNS}H", power_mw,
-                       *busy, *(0,) * (P.CTRL_PMF_COLUMNS - len(busy)))
-    end = P.CTRL_OFF_PMF_POWER + len(body)
-    if ctrl[P.CTRL_OFF_PMF_POWER:end] == body:
+    if ctrl[P.CTRL_OFF_PMF_POWER:_PMF_END] == body:
         return
-    seq = struct.unpack_from("<I", ctrl, P.CTRL_OFF_PMF_SEQ)[0]
-    struct.pack_into("<I", ctrl, P.CTRL_OFF_PMF_SEQ, (seq | 1) & 0xFFFFFFFF)
-    ctrl[P.CTRL_OFF_PMF_POWER:end] = body
-    struct.pack_into("<I", ctrl, P.CTRL_OFF_PMF_SEQ, ((seq | 1) + 1) & 0xFFFFFFFF)
+    seq = _U32.unpack_from(ctrl, P.CTRL_OFF_PMF_SEQ)[0]
+    _U32.pack_into(ctrl, P.CTRL_OFF_PMF_SEQ, (seq | 1) & 0xFFFFFFFF)
+    ctrl[P.CTRL_OFF_PMF_POWER:_PMF_END] = body
+    _U32.pack_into(ctrl, P.CTRL_OFF_PMF_SEQ, ((seq | 1) + 1) & 0xFFFFFFFF)
+
+
+def store_words(ctrl: Any, rq_asks: int, gen: int, boots: int, pmf: bytes | None,
+                dpm_now: int | None = None, foreign: tuple[int, int] | None = None) -> None:
+    """The one writer of the words the daemon stores into a session's ctrl page
+    (docs/spec/protocol.md, the ctrl page table): every publish path computes its values
+    and hands them here, so no path can leave a word out. ``dpm_now`` is for client
+    sessions, ``foreign`` (contexts, DPM want) for the driver's."""
+    _U32X2.pack_into(ctrl, P.CTRL_OFF_RQ_ASKS, rq_asks & 0xFFFFFFFF, gen)
+    _U32.pack_into(ctrl, P.CTRL_OFF_FW_BOOTS, boots)
+    if dpm_now is not None:
+        _U32.pack_into(ctrl, P.CTRL_OFF_DPM_NOW, dpm_now)
+    if foreign is not None:
+        _U32.pack_into(ctrl, P.CTRL_OFF_FOREIGN_CTX, foreign[0])
+        _U32.pack_into(ctrl, P.CTRL_OFF_FOREIGN_DPM, foreign[1])
+    if pmf is not None:
+        _publish_pmf(ctrl, pmf)
 
 
 class Connection:
@@ -206,6 +240,11 @@ class Connection:
         self.rq_base = 0
         self.kick_fd = -1
         self.notify_fd = -1
+        #: when one of its threads was last seen spinning on a ring (the polling word)
+        self.polled_ns = 0
+        #: since when a notify is owed to it, 0 for none (deferred while it polls: see
+        #: Daemon._notify_sessions)
+        self.owed_ns = 0
         self.closed = False
         self.peer_pid = 0  # from SO_PEERCRED, for status
         self.since = time.time()
@@ -278,10 +317,10 @@ class Connection:
 
     def notify(self, wake: bool = True) -> None:
         """Bump the epoch and, if ``wake``, write the notify eventfd."""
-        if self.ctrl is None:
+        ctrl = self.ctrl
+        if ctrl is None:
             return
-        epoch = _U64.unpack_from(self.ctrl, P.CTRL_OFF_EPOCH)[0]
-        _U64.pack_into(self.ctrl, P.CTRL_OFF_EPOCH, epoch + 1)
+        _U64.pack_into(ctrl, P.CTRL_OFF_EPOCH, _U64.unpack_from(ctrl, P.CTRL_OFF_EPOCH)[0] + 1)
         if wake:
             with contextlib.suppress(OSError):
                 os.eventfd_write(self.notify_fd, 1)
@@ -309,21 +348,6 @@ class Connection:
             self.sock.close()
 
 
-class _RecordingWires(EventfdWires):
-    """The daemon's MSI-X eventfds, noting which vectors a step delivered (a session woken
-    by its own interrupt needs no notify: docs/spec/protocol.md)."""
-
-    def __init__(self, vectors: int) -> None:
-        super().__init__(vectors)
-        self.fired: set[int] = set()
-
-    def fire(self, vec: int) -> bool:
-        ok = super().fire(vec)
-        if ok:
-            self.fired.add(vec)
-        return ok
-
-
 class Daemon:
     """Serves one PCI function to its clients: shared memory, files, sessions. A physical
     function's daemon also serves its enabled virtual functions, each a Daemon of its own
@@ -332,6 +356,7 @@ class Daemon:
     def __init__(self, chip: str | Chip, runtime_dir: Path, bdf: str | None = None,
                  clock: Clock | None = None, sel: selectors.BaseSelector | None = None) -> None:
         self.chip = load_chip(chip) if isinstance(chip, str) else chip
+        self._pf = self.chip.function == "pf"
         self.runtime_dir = prepare_runtime_dir(Path(runtime_dir))
         self.bdf, self.dir = claim_bdf(self.runtime_dir, bdf)
         (self.dir / "pid").write_text(str(os.getpid()))
@@ -346,6 +371,10 @@ class Daemon:
         self.vector_owner: dict[int, Connection] = {}
         self.running = False
         self.polled_ns = 0  # when a client was last seen spinning on a ring
+        #: sessions whose log head moved while the daemon spun: drained by the next step
+        self._spun: list[Connection] = []
+        #: sessions owed a deferred notify (written before the daemon sleeps)
+        self._owed: list[Connection] = []
         self.last_driver: dict[str, Any] | None = None
         #: run first at cleanup, while the daemon's files still exist (the trace recorder)
         self.stop_hooks: list[Callable[[], None]] = []
@@ -354,9 +383,11 @@ class Daemon:
         self.bar_maps: dict[int, mmap.mmap] = {}
         self.bar_fds: dict[int, int] = {}
         self._config_published = b""  # what the sysfs config file holds
+        self._pmf_sample: Any = None  # the last platform-metrics sample, and its ctrl bytes
+        self._pmf_bytes = b""
         try:
             self._create_bars()
-            self.wires = _RecordingWires(self.chip.msix.vectors)
+            self.wires = EventfdWires(self.chip.msix.vectors, record=True)
             self.fn = PciFunction(self.chip, self.bar_maps, self.wires, clock or Clock())
             self.datapath = DataPath.create(self.fn, self.stats)
             self.socket_path = self.dir / "sock"
@@ -439,53 +470,54 @@ class Daemon:
         return self.rq_asks_gone + sum(struct.unpack_from("<I", s.ctrl, P.CTRL_OFF_RQ_ASK)[0]
                                        for s in self.sessions.values() if s.ctrl is not None)
 
+    def _pmf(self) -> bytes | None:
+        """The device's platform metrics as ctrl-page bytes, packed again only when the
+        sample changed (the device keeps its sample while its inputs stay the same)."""
+        m = self.fn.device.npu_metrics()
+        if m is None:
+            return None
+        if m is not self._pmf_sample:
+            self._pmf_sample, self._pmf_bytes = m, pmf_body(m)
+        return self._pmf_bytes
+
     def _publish_foreign_ctx(self) -> None:
         """Tell the driver how many contexts clients hold (their runtime-PM references), and
         every session the shared runqueue's state: the other sessions' asks for a partition
         and how many firmware contexts went away (docs/spec/jobs.md §3a); the driver the
         highest DPM level client contexts ask for, and the clients the level the SMU runs
-        at (§6)."""
+        at (§6). Both cases below feed :func:`store_words`."""
         dev = self.fn.device
         gen = dev.stats.get("contexts_destroyed", 0) & 0xFFFFFFFF
-        drv = self.driver
-        m = dev.npu_metrics()
+        boots = dev.boots & 0xFFFFFFFF
+        owner = self.fn.driver
+        drv = self.sessions.get(owner) if owner is not None else None  # self.driver, inlined
+        pmf = self._pmf()
         if len(self.sessions) == 1 and drv is not None and drv.ctrl is not None:
             # the driver alone, as after every step of a single-process run: nobody else
             # asks, holds or wants anything (the general case below, without its lists)
-            dctrl = drv.ctrl
-            _U32X2.pack_into(dctrl, P.CTRL_OFF_RQ_ASKS,
-                             (self.rq_asks_gone - drv.rq_base) & 0xFFFFFFFF, gen)
-            _U32.pack_into(dctrl, P.CTRL_OFF_FW_BOOTS, dev.boots & 0xFFFFFFFF)
-            _U32.pack_into(dctrl, P.CTRL_OFF_FOREIGN_CTX, dev.context_count(exclude_pasid=drv.pasid))
-            _U32.pack_into(dctrl, P.CTRL_OFF_FOREIGN_DPM, 0)
-            if m is not None:
-                _publish_pmf(dctrl, m.power_mw, m.busy)
+            store_words(drv.ctrl, self.rq_asks_gone - drv.rq_base, gen, boots, pmf,
+                        foreign=(dev.context_count(exclude_pasid=drv.pasid), 0))
             return
         live = [(s, s.ctrl) for s in self.sessions.values() if s.ctrl is not None]
-        asks = [struct.unpack_from("<I", c, P.CTRL_OFF_RQ_ASK)[0] for _, c in live]
+        asks = [_U32.unpack_from(c, P.CTRL_OFF_RQ_ASK)[0] for _, c in live]
         total = sum(asks) + self.rq_asks_gone
         dctrl = drv.ctrl if drv is not None else None
         level = dev.dpm_level_now()
         if level is not None:  # the SMU's own state: current even before the driver notes it
             now = 1 + level
         else:
-            now = struct.unpack_from("<I", dctrl, P.CTRL_OFF_DPM_NOW)[0] if dctrl is not None else 0
+            now = _U32.unpack_from(dctrl, P.CTRL_OFF_DPM_NOW)[0] if dctrl is not None else 0
         held = want = 0
-        for (s, c), ask in zip(live, asks, strict=True):
-            struct.pack_into("<II", c, P.CTRL_OFF_RQ_ASKS, (total - ask - s.rq_base) & 0xFFFFFFFF,
-                             gen)
-            struct.pack_into("<I", c, P.CTRL_OFF_FW_BOOTS, dev.boots & 0xFFFFFFFF)
+        for s, c in live:
             if s is not drv:
-                held += struct.unpack_from("<I", c, P.CTRL_OFF_HWCTX_LIVE)[0]
-                want = max(want, struct.unpack_from("<I", c, P.CTRL_OFF_DPM_WANT)[0])
-                struct.pack_into("<I", c, P.CTRL_OFF_DPM_NOW, now)
-        if m is not None:
-            for _, c in live:
-                _publish_pmf(c, m.power_mw, m.busy)
-        if drv is not None and dctrl is not None:
-            n = max(dev.context_count(exclude_pasid=drv.pasid), held)
-            struct.pack_into("<I", dctrl, P.CTRL_OFF_FOREIGN_CTX, n)
-            struct.pack_into("<I", dctrl, P.CTRL_OFF_FOREIGN_DPM, want)
+                held += _U32.unpack_from(c, P.CTRL_OFF_HWCTX_LIVE)[0]
+                want = max(want, _U32.unpack_from(c, P.CTRL_OFF_DPM_WANT)[0])
+        for (s, c), ask in zip(live, asks, strict=True):
+            foreign = None
+            if s is drv:
+                foreign = (max(dev.context_count(exclude_pasid=s.pasid), held), want)
+            store_words(c, total - ask - s.rq_base, gen, boots, pmf,
+                        dpm_now=None if s is drv else now, foreign=foreign)
 
     def _publish_config(self) -> None:
         """Config space changed: keep the sysfs ``config`` file true (rewritten only when its
@@ -628,7 +660,14 @@ class Daemon:
         self.running = False
 
     def _timeout(self) -> float | None:
-        timeout: float | None = None
+        if not self.vfs:  # one function: the loop below without its tuple
+            fn = self.fn
+            deadline = fn.next_deadline_ns()
+            timeout = None if deadline is None else max(0.0, (deadline - fn.clock.now_ns()) / 1e9)
+            if fn.backlogged():  # as below
+                timeout = BACKLOG_POLL_S if timeout is None else min(timeout, BACKLOG_POLL_S)
+            return timeout
+        timeout = None
         for d in (self, *self.vfs):
             fn = d.fn
             deadline = fn.next_deadline_ns()
@@ -643,14 +682,22 @@ class Daemon:
 
     def _step(self, timeout: float | None) -> None:
         progressed = False
-        daemons = (self, *self.vfs)  # a PF serves its VFs on this loop (aie4.md §10)
-        for d in daemons:
+        self.wires.fired.clear()
+        for d in self.vfs:  # a PF serves its VFs on this loop (aie4.md §10)
             d.wires.fired.clear()
+        spun, self._spun = self._spun, []
+        if spun:  # logs the spin found moving: their clients did not kick
+            timeout = 0
+        if self._owed and timeout != 0:  # never sleep owing a notify
+            self._pay_notifies(0)
         events = self.sel.select(timeout)
-        kicked: list[Connection] = []
+        kicked: list[Connection] = spun
         for key, _ in events:
             kind, sess = key.data
-            if kind == "accept":
+            if kind == "kick":  # the common event first
+                if sess not in kicked:
+                    kicked.append(sess)
+            elif kind == "accept":
                 sess._accept()  # the Daemon (PF or VF) whose socket it is
             elif kind == "signal":
                 with contextlib.suppress(OSError):
@@ -662,23 +709,32 @@ class Daemon:
                 progressed |= self._numvfs_written()
             elif kind == "client":
                 progressed |= sess.daemon._on_client(sess)
-            elif kind == "kick":
-                kicked.append(sess)
-        # a client's call may have enabled or removed VFs, and so may a drained write: each
-        # function is looked up when its turn comes
-        for d in (self, *self.vfs):
-            if d is not self and d not in self.vfs:
-                continue
-            mine = [s for s in kicked if s.daemon is d]
-            if not events and d.fn.backlogged():
-                mine = list(d.sessions.values())
-            progressed |= d._work(mine, progressed)
-        if self.chip.function == "pf":
+        if not self.vfs:  # one function: the loops below, without their lists
+            if not events and not spun and self.fn.backlogged():
+                kicked = list(self.sessions.values())
+            progressed = self._work(kicked, progressed)
+        else:
+            # a client's call may have enabled or removed VFs, and so may a drained write:
+            # each function is looked up when its turn comes
+            for d in (self, *self.vfs):
+                if d is not self and d not in self.vfs:
+                    continue
+                mine = [s for s in kicked if s.daemon is d]
+                if not events and not spun and d.fn.backlogged():
+                    mine = list(d.sessions.values())
+                progressed |= d._work(mine, progressed)
+        if self._pf:
             self._numvfs_taken()
         if progressed:
-            polling = 0
-            for d in (self, *self.vfs):
-                polling |= d._notify_sessions()
+            if not self.vfs:
+                polling = self._notify_sessions()
+            else:
+                polling = 0
+                for d in (self, *self.vfs):
+                    polling |= d._notify_sessions()
+                    if d is not self and d._owed:  # this loop pays what its VFs owe
+                        self._owed += d._owed
+                        d._owed = []
             if polling or self.polled_ns:
                 self._spin(polling)
 
@@ -702,21 +758,55 @@ class Daemon:
 
     def _notify_sessions(self) -> int:
         """Notify this function's sessions after a step that progressed; a session woken by
-        one of its interrupts needs no notify (protocol.md). Returns the clients' polling
-        words, ORed."""
+        one of its interrupts needs no notify, and one that polls (a thread spinning on a
+        ring now or within POLL_RECENT_NS) with ``irq_wakes`` set gets its notify deferred
+        while the daemon spins (protocol.md, "Spin, then block"). Returns the clients'
+        polling words, ORed."""
         fired = self.wires.fired
-        woken = {self.vector_owner.get(v) for v in fired} if fired else ()
+        owner = self.vector_owner
+        woken = {owner.get(v) for v in fired} if fired else ()
         polling = 0
-        for s in list(self.sessions.values()):
-            if s.ctrl is None:
+        now = 0
+        for s in self.sessions.values():  # notify() neither adds nor drops sessions
+            ctrl = s.ctrl
+            if ctrl is None:
                 continue
-            wakes, polls = _WAKES_POLLING.unpack_from(s.ctrl, P.CTRL_OFF_IRQ_WAKES)
-            s.notify(not wakes or s not in woken)
+            wakes, polls = _WAKES_POLLING.unpack_from(ctrl, P.CTRL_OFF_IRQ_WAKES)
+            wake = not wakes or s not in woken
+            if wake and wakes and (polls or s.polled_ns):  # irq_wakes 0 asks for notify
+                now = now or time.perf_counter_ns()
+                if polls:
+                    s.polled_ns = now
+                if now - s.polled_ns <= POLL_RECENT_NS:
+                    s.notify(False)  # the epoch moves now; the wake-up waits (_pay_notifies)
+                    if not s.owed_ns:
+                        s.owed_ns = now
+                        self._owed.append(s)
+                    polling |= polls
+                    continue
+                s.polled_ns = 0
+            s.notify(wake)
             polling |= polls
         return polling
 
+    def _pay_notifies(self, age_ns: int) -> None:
+        """Write the deferred notifies owed for longer than ``age_ns`` (0: all of them)."""
+        now = time.perf_counter_ns() if age_ns else 0
+        keep = []
+        for s in self._owed:
+            if age_ns and now - s.owed_ns < age_ns and not s.closed:
+                keep.append(s)
+                continue
+            s.owed_ns = 0
+            if not s.closed and s.ctrl is not None:
+                with contextlib.suppress(OSError):
+                    os.eventfd_write(s.notify_fd, 1)
+        self._owed = keep
+
     def _spin(self, polling: int) -> None:
-        """Watch the write logs for up to SPIN_NS while a client polls (spin-then-block)."""
+        """Watch the write logs for up to SPIN_NS while a client polls (spin-then-block).
+        The logs' ``draining`` flags stay set meanwhile, so their clients do not kick; a log
+        whose head moved is drained by the next step without a wake-up (protocol.md)."""
         now = time.perf_counter_ns
         t = now()
         if polling:
@@ -724,14 +814,33 @@ class Daemon:
         elif t - self.polled_ns > POLL_RECENT_NS:
             self.polled_ns = 0
             return
-        logs = [s.ctrl for d in (self, *self.vfs) for s in d.sessions.values() if s.ctrl is not None]
+        logs = [(s, s.ctrl) for d in (self, *self.vfs) for s in d.sessions.values()
+                if s.ctrl is not None]
+        flag = DRAIN_FLAG
+        if flag:
+            for _, c in logs:
+                _U32.pack_into(c, P.CTRL_OFF_DRAINING, 1)
+        moved = self._spun
         end, head_tail, off = t + SPIN_NS, _HEAD_TAIL.unpack_from, P.CTRL_OFF_HEAD
-        while now() < end:
-            for c in logs:
+        while not moved and now() < end:
+            for s, c in logs:
                 head, tail = head_tail(c, off)
                 if head != tail:
-                    return
-            os.sched_yield()  # a polite spin: the client may be waiting for this CPU
+                    moved.append(s)
+            if self._owed:
+                self._pay_notifies(NOTIFY_DEFER_NS)
+            if not moved:
+                os.sched_yield()  # a polite spin: the client may be waiting for this CPU
+        if flag:  # as at the end of a drain: clear, consume the kicks (a barrier), look again
+            for s, c in logs:
+                if s in moved:
+                    continue  # its drain clears the flag after it applied the log
+                _U32.pack_into(c, P.CTRL_OFF_DRAINING, 0)
+                with contextlib.suppress(BlockingIOError, OSError):
+                    os.eventfd_read(s.kick_fd)
+                head, tail = head_tail(c, off)
+                if head != tail:
+                    moved.append(s)
 
     def _drain(self, sess: Connection) -> bool:
         """Apply a session's write log (a kick, or a backlog poll)."""
@@ -810,13 +919,15 @@ class Daemon:
                 payload = bytes(sess.rx[P.HEADER.size : size])
                 del sess.rx[:size]
                 self._dispatch(sess, msg_id, cmd, flags, payload)
-                progressed = True
+                progressed |= cmd not in _LOOKS_ONLY
             if sess.fds and not sess.rx:
                 raise P.ProtocolError("more fds than the commands take")
         except P.ProtocolError as exc:
             self.drop(sess, f"protocol error: {exc}")
+            progressed = True  # as for a hang-up: the others' shared words change
         except (OSError, TimeoutError) as exc:
             self.drop(sess, f"send failed: {exc}")
+            progressed = True
         return progressed
 
     def _take_fds(self, sess: Connection, n: int) -> list[int]:

@@ -51,6 +51,9 @@ from .messages import (
 )
 
 log = logging.getLogger(__name__)
+#: each opcode's response packer and the SUCCESS status, looked up once (every answer)
+_OK_PACK = {op: lay.resp.pack for op, lay in LAYOUTS.items()}
+_SUCCESS = int(Status.SUCCESS)
 
 MGMT_CHANNEL = 0
 MGMT_MSI_ID = 0
@@ -295,7 +298,7 @@ class MgmtFirmware:
             chan.reply(msg, resp)
 
     def _ok(self, opcode: Opcode, *fields: int) -> bytes:
-        return LAYOUTS[opcode].resp.pack(Status.SUCCESS, *fields)
+        return _OK_PACK[opcode](_SUCCESS, *fields)
 
     # -- handlers -------------------------------------------------------------------------
     def _suspend(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:

@@ -124,6 +124,9 @@ class PciFunction:
         self.driver_regs = self._driver_only_regs()
         self._bar_size = {i: b.size for i, b in self.chip.bars.items()}
         self._msix_bar = self.chip.msix.bar
+        m = self.msix
+        self._msix_t0, self._msix_t1 = m.layout.table_offset, m.layout.table_offset + m.table_size
+        self._msix_p0, self._msix_p1 = m.layout.pba_offset, m.layout.pba_offset + m.pba_size
         #: the requester (a daemon session id) that enabled bus mastering first: the driver
         self.driver: int | None = None
         self.stats: dict[str, int] = {"bad_writes": 0, "foreign_writes": 0}
@@ -211,10 +214,12 @@ class PciFunction:
         size = self._bar_size.get(bar)
         if size is None or type(offset) is not int or offset < 0 or offset & 3 or offset >= size:
             self.stats["bad_writes"] += 1
-        elif (requester is not None and self.driver is not None and requester != self.driver
-                and (bar, offset) in self.driver_regs):
+        elif (requester != self.driver and requester is not None and self.driver is not None
+                and (bar, offset) in self.driver_regs):  # the driver's own writes: one test
             self.stats["foreign_writes"] += 1
-        elif bar == self._msix_bar and self.msix.is_table(bar, offset):
+        elif bar == self._msix_bar and (self._msix_t0 <= offset < self._msix_t1
+                                        or self._msix_p0 <= offset < self._msix_p1):
+            # MsixController.is_table, inlined: every trapped write asks
             self.regs.write(bar, offset, int(value))
             self.msix.table_written(offset)
         else:
@@ -316,8 +321,15 @@ class PciFunction:
     def release_irqs(self) -> None:
         """Deliver each vector raised while held, once, in the order first raised."""
         held, self._held = self._held, None
-        for vector in held or ():
-            self._raise_irq(vector)
+        if not held:
+            return
+        if self.observers:
+            for vector in held:
+                self._raise_irq(vector)
+            return
+        raise_vector = self.msix.raise_vector  # _raise_irq without observers, unheld
+        for vector in held:
+            raise_vector(vector)
 
     @property
     def probed(self) -> bool:
