@@ -142,3 +142,20 @@ def test_shim_target_in_forks_records_findings(tmp_path: Path) -> None:
         assert ("crash", "fork") in fz.signatures and fz.crashes == 2
     finally:
         fz.close()
+
+
+def test_cli_shim_target_in_forks_reports_them(tmp_path: Path) -> None:
+    """``XDNA_FUZZ_FORK=1`` puts the workers of ``xdna-emu fuzz --target shim`` in fork mode;
+    the summary counts the forks beside the rates (every example is one)."""
+    import json
+    import subprocess
+    import sys
+
+    from xdna_emu.fuzz.shim_target import FORK_ENV
+
+    r = subprocess.run([sys.executable, "-m", "xdna_emu.cli", "fuzz", "--target", "shim",
+                        "--seconds", "3", "--json", "--seed", "3", "--artifacts", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, FORK_ENV: "1"})
+    out = json.loads(r.stdout)
+    assert out["execs"] > 0 and out["forks"] == out["execs"]
+    assert out["execs_per_s"] >= out["wall_execs_per_s"] > 0
