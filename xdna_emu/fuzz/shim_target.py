@@ -12,6 +12,10 @@ Run as a worker (what ``xdna-emu fuzz --target shim --jobs N`` starts N of)::
 
     python -m xdna_emu.fuzz.shim_target --seconds 60 --seed 1 --corpus DIR --stats FILE
 
+With ``--fork`` (or ``XDNA_FUZZ_FORK=1``) each example runs in a fork of the process as it
+is after one probe (:mod:`.forkserver`): it pays for no fresh device and no probe, and a
+crash or hang in C is a finding instead of the worker's end (docs/spec/fuzzing.md §9).
+
 With ``--atheris`` the examples come from libFuzzer instead: the input bytes drive the same
 op generator (:class:`ByteRandom`), and the guidance is edge coverage of the C shim itself,
 when the extension is built with ``-fsanitize=fuzzer-no-link`` (``make fuzz-shim``,
