@@ -159,3 +159,31 @@ def test_cli_shim_target_in_forks_reports_them(tmp_path: Path) -> None:
     out = json.loads(r.stdout)
     assert out["execs"] > 0 and out["forks"] == out["execs"]
     assert out["execs_per_s"] >= out["wall_execs_per_s"] > 0
+
+
+def test_in_process_watchdog_is_armed_once_not_per_example(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-arming faulthandler's watchdog joins its thread (ms on a loaded machine), so the
+    in-process loop arms it when its deadline comes within EXAMPLE_WALL_S, not per example,
+    and disarms it when the campaign ends; every example still gets EXAMPLE_WALL_S."""
+    from xdna_emu.fuzz import shim_target as st
+
+    now = [1000.0]
+    arms: list[float] = []
+    cancels: list[float] = []
+    monkeypatch.setattr(st.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(st.faulthandler, "dump_traceback_later",
+                        lambda timeout, exit=False: arms.append(timeout))  # noqa: A002, ARG005
+    monkeypatch.setattr(st.faulthandler, "cancel_dump_traceback_later", lambda: cancels.append(now[0]))
+    fz = st.ShimFuzzer("npu4", 1, None, None)
+    try:
+        ops = [Op("call", ("probe",)), Op("call", ("ctx",))]
+        for _ in range(4):
+            fz.run_one(ops)
+            now[0] += 3  # examples 3 s apart: the first arm covers them
+        assert arms == [st.EXAMPLE_WALL_S + st.WATCHDOG_SLACK_S]
+        now[0] += st.WATCHDOG_SLACK_S  # the armed deadline is now closer than EXAMPLE_WALL_S
+        fz.run_one(ops)
+        assert len(arms) == 2 and fz._watch_until == now[0] + arms[-1]
+    finally:
+        fz.close()
+    assert cancels == [now[0]] and fz._watch_until == 0.0

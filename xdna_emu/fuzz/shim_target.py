@@ -64,8 +64,10 @@ PROBE = Op("call", ("probe",))
 FORK_ENV = "XDNA_FUZZ_FORK"
 #: Wall-clock limit of one example. Virtual time bounds every wait, so an example that runs
 #: this long is stuck in C; faulthandler then ends the worker with a traceback and the
-#: example, saved beforehand to ``current``, becomes the finding (see fuzz/cli.py).
+#: example, saved beforehand to ``current``, becomes the finding (see fuzz/cli.py). In
+#: process the watchdog may give it WATCHDOG_SLACK_S more (``ShimFuzzer._watch``).
 EXAMPLE_WALL_S = 60
+WATCHDOG_SLACK_S = 10
 #: call name -> relative weight in generated programs (waits and execs often, so jobs end
 #: in every final state; stop/suspend rarely, so contexts live long enough to matter)
 WEIGHTS = {"mgmt": 6, "ctx": 4, "destroy": 2, "exec": 10, "wait": 10, "info": 2,
@@ -224,6 +226,7 @@ class ShimFuzzer(FindingLog):
         #: never under libFuzzer, whose coverage counters must see the example run)
         self.fork = fork and ForkServer.available()
         self._fork_server: ForkServer | None = None
+        self._watch_until = 0.0  # when the armed wall-clock watchdog fires (0: not armed)
         self.execs = self.crashes = self.hangs = self.steps = 0
         self.t0 = time.monotonic()
         self.first_finding_s: float | None = None  # seconds from start to the first finding
@@ -232,6 +235,7 @@ class ShimFuzzer(FindingLog):
         self.corpus: list[list[Op]] = []
 
     def close(self) -> None:
+        self._unwatch()
         self.session.close()
 
     # -- one example -------------------------------------------------------------------------
@@ -248,11 +252,8 @@ class ShimFuzzer(FindingLog):
         if self.fork:
             steps, events, failure, step = self._forked(ops)
         else:
-            faulthandler.dump_traceback_later(EXAMPLE_WALL_S, exit=True)
-            try:
-                res = replay(trace, self.session)
-            finally:
-                faulthandler.cancel_dump_traceback_later()
+            self._watch()
+            res = replay(trace, self.session)
             steps, events, step = res.steps, self.session.events, res.step
             failure = None if res.ok else res.failure
         self.steps += steps
@@ -264,6 +265,22 @@ class ShimFuzzer(FindingLog):
         if failure is not None:
             self.record(failure, ops[: (step or 0) + 1])
         return new
+
+    def _watch(self) -> None:
+        """Arm faulthandler's wall-clock watchdog to fire no sooner than EXAMPLE_WALL_S from
+        now. Arming stops and starts its thread, and waiting for that thread to end took
+        2-9 ms on a loaded machine, as long as half an example: so it is re-armed (with
+        WATCHDOG_SLACK_S to spare) only when the armed deadline comes too close, and an
+        example is called stuck after 60-70 s."""
+        now = time.monotonic()
+        if now + EXAMPLE_WALL_S > self._watch_until:
+            faulthandler.dump_traceback_later(EXAMPLE_WALL_S + WATCHDOG_SLACK_S, exit=True)
+            self._watch_until = now + EXAMPLE_WALL_S + WATCHDOG_SLACK_S
+
+    def _unwatch(self) -> None:
+        if self._watch_until:
+            faulthandler.cancel_dump_traceback_later()
+            self._watch_until = 0.0
 
     # -- the fork server (docs/spec/fuzzing.md §9) ------------------------------------------
     def _server(self) -> ForkServer:
@@ -389,6 +406,7 @@ class ShimFuzzer(FindingLog):
             if now - last > STATS_EVERY_S:
                 last = now
                 write_stats(stats, self.stats())
+        self._unwatch()
         out = {**self.stats(), "interrupted": stop.set}
         write_stats(stats, {**out, "final": True})
         return out
