@@ -187,3 +187,23 @@ def test_in_process_watchdog_is_armed_once_not_per_example(monkeypatch: pytest.M
     finally:
         fz.close()
     assert cancels == [now[0]] and fz._watch_until == 0.0
+
+
+def test_shim_target_runs_in_process_when_it_cannot_fork() -> None:
+    """A thread running when the first example comes: the fork server refuses, and the
+    examples run in process instead."""
+    import threading
+
+    from xdna_emu.fuzz.shim_target import ShimFuzzer
+
+    fz = ShimFuzzer("npu4", 1, None, None, fork=True)
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        fz.run_one([Op("call", ("probe",)), Op("call", ("ctx",))])
+        assert not fz.fork and fz.execs == 1 and "ctx:ok" in fz.features
+    finally:
+        stop.set()
+        t.join()
+        fz.close()

@@ -42,7 +42,7 @@ from ..fw.aie4.messages import Opcode as A4Opcode
 from ..fw.messages import Opcode
 from .atheris_target import FindingLog, StopFlag, write_stats
 from .faults import ACT_FAULTS, MSG_FAULTS
-from .forkserver import ForkServer
+from .forkserver import ForkError, ForkServer
 from .invariants import Failure, Hang
 from .model import FORMS
 from .ops import Op, TraceError
@@ -249,6 +249,8 @@ class ShimFuzzer(FindingLog):
                       target="shim")
         if self.current is not None:
             self.current.write_text(trace.to_text())
+        if self.fork and self._server() is None:
+            self.fork = False  # this process cannot be forked from: examples run in it
         if self.fork:
             steps, events, failure, step = self._forked(ops)
         else:
@@ -283,13 +285,17 @@ class ShimFuzzer(FindingLog):
             self._watch_until = 0.0
 
     # -- the fork server (docs/spec/fuzzing.md §9) ------------------------------------------
-    def _server(self) -> ForkServer:
+    def _server(self) -> ForkServer | None:
         """The brought-up process every example forks from: a fresh device probed, as the
-        first line of an example does it (the same path replay takes)."""
+        first line of an example does it (the same path replay takes). None when the
+        process cannot be served by forks (a thread runs)."""
         if self._fork_server is None:
             self.session.fresh()
             self.session.apply(PROBE)
-            self._fork_server = ForkServer()
+            try:
+                self._fork_server = ForkServer()
+            except ForkError as e:
+                print(f"shim fuzz: no fork server ({e}); examples run in process", file=sys.stderr)
         return self._fork_server
 
     def _forked(self, ops: list[Op]) -> tuple[int, Counter[str], Failure | None, int | None]:
@@ -299,7 +305,8 @@ class ShimFuzzer(FindingLog):
         past EXAMPLE_WALL_S is a finding on the whole example."""
         from .trace import Trace, replay, resume
 
-        server, s = self._server(), self.session
+        server, s = self._fork_server, self.session
+        assert server is not None
         probed = bool(ops) and ops[0] == PROBE
 
         def child() -> tuple[int, dict[str, int], tuple[str, str, str, str] | None, int | None]:
