@@ -1,7 +1,8 @@
 """The fork server (xdna_emu/fuzz/forkserver.py, docs/spec/fuzzing.md §9): a fork runs on
-private copies of everything the parent shares (memfd maps, eventfds, socket pairs, a
-listener, epoll sets) at the same addresses and fd numbers, and leaves the parent as it was;
-the shim target run in forks gives what it gives in process."""
+private copies of everything the parent shares (memfd maps, eventfds, socket pairs, epoll
+sets) at the same addresses and fd numbers, and leaves the parent as it was (a listener
+keeps its path, and nothing a fork left pending on it); the shim target run in forks gives
+what it gives in process."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def test_a_fork_works_on_private_copies_and_leaves_the_parent_alone(tmp_path: Pa
             s1.send(b"ping")
             ready += [f for f, _ in ep.poll(0)]
             c = socket.socket(socket.AF_UNIX)
-            c.connect(str(tmp_path / "sock"))  # the listener answers at the same path
+            c.connect(str(tmp_path / "sock"))  # the parent's listener, shared
             conn, _ = lsock.accept()
             return seals, seen, got, s2.recv(4), ready, conn.fileno() > 0
 
@@ -73,6 +74,13 @@ def test_a_fork_works_on_private_copies_and_leaves_the_parent_alone(tmp_path: Pa
         with pytest.raises(BlockingIOError):
             s2.recv(4)  # nothing the children sent is left in the parent's pair
         assert server.forks == 2
+
+        def leaves_one() -> None:
+            socket.socket(socket.AF_UNIX).connect(str(tmp_path / "sock"))  # never accepted
+
+        assert server.run(leaves_one, 30).ok
+        assert server.run(lambda: select.select([lsock], [], [], 0)[0], 30).value == []
+        server.close()
     finally:
         for obj in (a, b, s1, s2, lsock, ep):
             obj.close()

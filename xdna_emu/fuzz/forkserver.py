@@ -15,9 +15,13 @@ and fd numbers, so every object holding an address or an fd keeps working (``_pr
   every fd naming it;
 - eventfds (write-log kicks, MSI-X vectors): a new one with the same counter and flags;
 - connected UNIX sockets with both ends in the process (the shim and the daemon's session):
-  a new socket pair; a listening socket: a new one bound to the same path;
+  a new socket pair;
 - epoll sets: a new one with the same interest list (fd, events, 64-bit data), built last so
   it refers to the new objects.
+
+A listening socket stays shared: its path is in the file system, which a fork cannot make
+private, so a fork's connections queue on the parent's socket and the fork accepts them
+itself; after each fork the parent drops what a fork left pending there (``_drain``).
 
 The plan is read once, when the server is made, from ``/proc/self`` (fdinfo gives eventfd
 counters and epoll interest lists; ``sock_diag`` gives a UNIX socket's peer). Other fds
@@ -139,7 +143,7 @@ class _Plan:
     memfds: dict[int, _Memfd] = field(default_factory=dict)  # by inode
     eventfds: dict[str, tuple[int, int, list[int]]] = field(default_factory=dict)  # id -> count, flags, fds
     pairs: list[tuple[int, int, int, int, int]] = field(default_factory=list)  # fd a, fd b, type, fl a, fl b
-    listeners: list[tuple[int, str, int, int]] = field(default_factory=list)  # fd, path, type, flags
+    listeners: list[int] = field(default_factory=list)  # fds
     epolls: list[tuple[int, int, list[tuple[int, int, int]]]] = field(default_factory=list)
 
 
@@ -180,15 +184,12 @@ def _scan() -> _Plan:
         diag = _unix_sockets()
         for ino, (fd, flags) in sorted(socks.items()):
             peer, state = diag.get(ino, (0, 0))
-            s = socket.socket(fileno=os.dup(fd))
-            try:
-                typ, path = s.type, s.getsockname()
-            finally:
-                s.close()
             if state == TCP_LISTEN:
-                if isinstance(path, str) and path:
-                    plan.listeners.append((fd, path, typ, flags))
+                plan.listeners.append(fd)
             elif peer in socks and ino < peer:
+                s = socket.socket(fileno=os.dup(fd))
+                typ = s.type
+                s.close()
                 plan.pairs.append((fd, socks[peer][0], typ, flags, socks[peer][1]))
     with open("/proc/self/maps") as f:
         for line in f:
@@ -260,17 +261,6 @@ def _privatize(plan: _Plan) -> None:
             os.dup2(s.fileno(), fd, inheritable=not fl & os.O_CLOEXEC)
             os.set_blocking(fd, not fl & os.O_NONBLOCK)
             s.close()
-    for fd, path, typ, fl in plan.listeners:
-        s = socket.socket(socket.AF_UNIX, typ)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        s.bind(path)
-        s.listen(16)
-        os.dup2(s.fileno(), fd, inheritable=not fl & os.O_CLOEXEC)
-        os.set_blocking(fd, not fl & os.O_NONBLOCK)
-        s.close()
     for fd, cloexec, items in plan.epolls:
         new = _check(_libc.epoll_create1(os.O_CLOEXEC if cloexec else 0), "epoll_create1")
         for tfd, events, data in items:
@@ -278,6 +268,22 @@ def _privatize(plan: _Plan) -> None:
             _check(_libc.epoll_ctl(new, EPOLL_CTL_ADD, tfd, ctypes.byref(ev)), "epoll_ctl")
         os.dup2(new, fd, inheritable=not cloexec)
         os.close(new)
+
+
+def _drain(listeners: list[int]) -> None:
+    """In the parent, after a fork: close the connections a fork left pending on a shared
+    listening socket (one it made and never accepted), so the next fork starts clean."""
+    while listeners:
+        ready, _, _ = select.select(listeners, [], [], 0)
+        if not ready:
+            return
+        for fd in ready:
+            s = socket.socket(fileno=os.dup(fd))
+            try:
+                conn, _ = s.accept()
+                conn.close()
+            finally:
+                s.close()
 
 
 @dataclass
@@ -297,6 +303,16 @@ class ForkServer:
             raise ForkError("a fork server needs a single-threaded process")
         self.plan = _scan()
         self.forks = 0
+        self._exiting: list[int] = []  # forks that answered and are being torn down
+
+    def _reap(self, block: bool = False) -> None:
+        for pid in list(self._exiting):
+            if os.waitpid(pid, 0 if block else os.WNOHANG)[0]:
+                self._exiting.remove(pid)
+
+    def close(self) -> None:
+        """Wait for the forks still exiting."""
+        self._reap(block=True)
 
     @staticmethod
     def available() -> bool:
@@ -309,6 +325,7 @@ class ForkServer:
         answer within ``timeout_s`` of wall time is killed."""
         if threading.active_count() != 1:
             raise ForkError("a thread started after the fork server was made")
+        self._reap()
         rfd, wfd = os.pipe()
         gc.freeze()  # the child's collections never touch (so never copy) the parent's objects
         pid = os.fork()
@@ -351,7 +368,11 @@ class ForkServer:
             os.close(rfd)
             if timed_out:
                 os.kill(pid, signal.SIGKILL)
-            _, status = os.waitpid(pid, 0)
+            if chunks and not timed_out:  # it answered: reaped later, while we go on
+                self._exiting.append(pid)
+            else:
+                _, status = os.waitpid(pid, 0)
+            _drain(self.plan.listeners)
         if timed_out:
             return Outcome(ok=False, died=f"timed out after {timeout_s:g} s")
         if chunks:

@@ -236,6 +236,8 @@ class ShimFuzzer(FindingLog):
 
     def close(self) -> None:
         self._unwatch()
+        if self._fork_server is not None:
+            self._fork_server.close()
         self.session.close()
 
     # -- one example -------------------------------------------------------------------------
