@@ -215,6 +215,10 @@ def test_cli_shim_target_summary(tmp_path: Path) -> None:
         assert key in out
     assert out["target"] == "shim" and out["execs"] > 0 and out["coverage"] > 5
     assert out["steps"] > out["execs"]  # trace lines run, over all examples
+    # the rates: execs over the worker's fuzzing time (bring-up and the corpus's first run
+    # included, imports left out), and over the campaign's wall time
+    assert out["execs_per_s"] >= out["wall_execs_per_s"] > 0
+    assert abs(out["wall_execs_per_s"] - out["execs"] / out["seconds"]) < 0.1 + out["execs"] / 1e3
     assert any((tmp_path / "corpus").glob("*.trace"))
     # how far 3 s of fuzzing gets depends on the machine, so a run may meet an open finding
     # (docs/spec/fuzzing.md §12): then it exits 1 and keeps a replayable trace of it

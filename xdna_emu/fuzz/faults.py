@@ -96,6 +96,7 @@ class FaultInjector:
         self.armed.clear()
         self._last_id.clear()
         self._no_irq = 0
+        self.log.clear()  # what fired belongs to the device the reset ended
 
     def arm(self, kind: str, count: int = 1, chan: int | None = None, arg: int = 0) -> None:
         if kind not in MSG_FAULTS:

@@ -12,6 +12,10 @@ Run as a worker (what ``xdna-emu fuzz --target shim --jobs N`` starts N of)::
 
     python -m xdna_emu.fuzz.shim_target --seconds 60 --seed 1 --corpus DIR --stats FILE
 
+With ``--fork`` (or ``XDNA_FUZZ_FORK=1``) each example runs in a fork of the process as it
+is after one probe (:mod:`.forkserver`): it pays for no fresh device and no probe, and a
+crash or hang in C is a finding instead of the worker's end (docs/spec/fuzzing.md §9).
+
 With ``--atheris`` the examples come from libFuzzer instead: the input bytes drive the same
 op generator (:class:`ByteRandom`), and the guidance is edge coverage of the C shim itself,
 when the extension is built with ``-fsanitize=fuzzer-no-link`` (``make fuzz-shim``,
@@ -23,11 +27,14 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import hashlib
+import importlib
 import json
 import logging
+import os
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +42,11 @@ from ..fw.aie4.messages import Opcode as A4Opcode
 from ..fw.messages import Opcode
 from .atheris_target import FindingLog, StopFlag, write_stats
 from .faults import ACT_FAULTS, MSG_FAULTS
-from .invariants import Failure
+from .forkserver import ForkError, ForkServer
+from .invariants import Failure, Hang
 from .model import FORMS
 from .ops import Op, TraceError
-from .shim_trace import KERNELS, POWER_MODES, ShimHarness
+from .shim_trace import KERNELS, POWER_MODES, ShimCrash, ShimHarness
 from .uapi_trace import random_ioctl, seed_ops
 
 STATS_EVERY_S = 0.5
@@ -50,10 +58,16 @@ FUZZ_TARGETS = [
      "bench": True, "order": 1},
 ]
 MAX_OPS = 40
+#: the first line of every generated example: the fork server's bring-up
+PROBE = Op("call", ("probe",))
+#: set to 1 to run the examples of ``xdna-emu fuzz --target shim`` workers in forks
+FORK_ENV = "XDNA_FUZZ_FORK"
 #: Wall-clock limit of one example. Virtual time bounds every wait, so an example that runs
 #: this long is stuck in C; faulthandler then ends the worker with a traceback and the
-#: example, saved beforehand to ``current``, becomes the finding (see fuzz/cli.py).
+#: example, saved beforehand to ``current``, becomes the finding (see fuzz/cli.py). In
+#: process the watchdog may give it WATCHDOG_SLACK_S more (``ShimFuzzer._watch``).
 EXAMPLE_WALL_S = 60
+WATCHDOG_SLACK_S = 10
 #: call name -> relative weight in generated programs (waits and execs often, so jobs end
 #: in every final state; stop/suspend rarely, so contexts live long enough to matter)
 WEIGHTS = {"mgmt": 6, "ctx": 4, "destroy": 2, "exec": 10, "wait": 10, "info": 2,
@@ -203,11 +217,16 @@ class ShimFuzzer(FindingLog):
     """The mutational loop, with the same accounting as the device targets."""
 
     def __init__(self, chip: str, seed: int, artifacts: Path | None,
-                 corpus_dir: Path | None, current: Path | None = None) -> None:
+                 corpus_dir: Path | None, current: Path | None = None, fork: bool = False) -> None:
         logging.getLogger("xdna_emu").setLevel(logging.CRITICAL)
         self.chip, self.rng = chip, random.Random(seed)
         self.artifacts, self.corpus_dir, self.current = artifacts, corpus_dir, current
         self.session = ShimHarness(chip)
+        #: run each example in a fork of the brought-up process (docs/spec/fuzzing.md §9;
+        #: never under libFuzzer, whose coverage counters must see the example run)
+        self.fork = fork and ForkServer.available()
+        self._fork_server: ForkServer | None = None
+        self._watch_until = 0.0  # when the armed wall-clock watchdog fires (0: not armed)
         self.execs = self.crashes = self.hangs = self.steps = 0
         self.t0 = time.monotonic()
         self.first_finding_s: float | None = None  # seconds from start to the first finding
@@ -216,11 +235,15 @@ class ShimFuzzer(FindingLog):
         self.corpus: list[list[Op]] = []
 
     def close(self) -> None:
+        self._unwatch()
+        if self._fork_server is not None:
+            self._fork_server.close()
         self.session.close()
 
     # -- one example -------------------------------------------------------------------------
     def run_one(self, ops: list[Op]) -> bool:
-        """Run ``ops`` from a fresh device; True when new coverage was reached."""
+        """Run ``ops`` from a fresh device; True when new coverage was reached. With the fork
+        server on, the example runs in a fork of the brought-up process (``_forked``)."""
         from .trace import Trace, replay
 
         self.execs += 1
@@ -228,20 +251,84 @@ class ShimFuzzer(FindingLog):
                       target="shim")
         if self.current is not None:
             self.current.write_text(trace.to_text())
-        faulthandler.dump_traceback_later(EXAMPLE_WALL_S, exit=True)
-        try:
+        if self.fork and self._server() is None:
+            self.fork = False  # this process cannot be forked from: examples run in it
+        if self.fork:
+            steps, events, failure, step = self._forked(ops)
+        else:
+            self._watch()
             res = replay(trace, self.session)
-        finally:
-            faulthandler.cancel_dump_traceback_later()
-        self.steps += res.steps
+            steps, events, step = res.steps, self.session.events, res.step
+            failure = None if res.ok else res.failure
+        self.steps += steps
         new = False
-        for key in self.session.events:
+        for key in events:
             if key not in self.features:
                 self.features.add(key)
                 new = True
-        if not res.ok and res.failure is not None:
-            self.record(res.failure, ops[: (res.step or 0) + 1])
+        if failure is not None:
+            self.record(failure, ops[: (step or 0) + 1])
         return new
+
+    def _watch(self) -> None:
+        """Arm faulthandler's wall-clock watchdog to fire no sooner than EXAMPLE_WALL_S from
+        now. Arming stops and starts its thread, and waiting for that thread to end took
+        2-9 ms on a loaded machine, as long as half an example: so it is re-armed (with
+        WATCHDOG_SLACK_S to spare) only when the armed deadline comes too close, and an
+        example is called stuck after 60-70 s."""
+        now = time.monotonic()
+        if now + EXAMPLE_WALL_S > self._watch_until:
+            faulthandler.dump_traceback_later(EXAMPLE_WALL_S + WATCHDOG_SLACK_S, exit=True)
+            self._watch_until = now + EXAMPLE_WALL_S + WATCHDOG_SLACK_S
+
+    def _unwatch(self) -> None:
+        if self._watch_until:
+            faulthandler.cancel_dump_traceback_later()
+            self._watch_until = 0.0
+
+    # -- the fork server (docs/spec/fuzzing.md §9) ------------------------------------------
+    def _server(self) -> ForkServer | None:
+        """The brought-up process every example forks from: a fresh device probed, as the
+        first line of an example does it (the same path replay takes). None when the
+        process cannot be served by forks (a thread runs)."""
+        if self._fork_server is None:
+            self.session.fresh()
+            self.session.apply(PROBE)
+            try:
+                self._fork_server = ForkServer()
+            except ForkError as e:
+                print(f"shim fuzz: no fork server ({e}); examples run in process", file=sys.stderr)
+        return self._fork_server
+
+    def _forked(self, ops: list[Op]) -> tuple[int, Counter[str], Failure | None, int | None]:
+        """(steps, coverage events, finding, index of the failing op) of ``ops`` run in a fork of the brought-up
+        process: an example opening with ``call probe`` goes on from the probed device; any
+        other starts from a fresh device inside its fork. A fork that dies, raises or runs
+        past EXAMPLE_WALL_S is a finding on the whole example."""
+        from .trace import Trace, replay, resume
+
+        server, s = self._fork_server, self.session
+        assert server is not None
+        probed = bool(ops) and ops[0] == PROBE
+
+        def child() -> tuple[int, dict[str, int], tuple[str, str, str, str] | None, int | None]:
+            if probed:
+                res = resume(s, ops, 1)
+            else:
+                res = replay(Trace(self.chip, ops, target="shim"), s)
+            f = res.failure if not res.ok else None
+            sig = None if f is None else (type(f).__module__, type(f).__qualname__, f.name, f.message)
+            return res.steps, dict(s.events), sig, res.step
+
+        out = server.run(child, EXAMPLE_WALL_S)
+        if not out.ok:
+            kind = Hang if out.died.startswith("timed out") else ShimCrash
+            return len(ops), Counter(), kind("fork", f"the example's process {out.died}"), len(ops)
+        steps, events, sig, step = out.value
+        failure = None
+        if sig is not None:
+            failure = getattr(importlib.import_module(sig[0]), sig[1])(sig[2], sig[3])
+        return steps, Counter(events), failure, step
 
     def generate(self) -> list[Op]:
         rng = self.rng
@@ -307,8 +394,9 @@ class ShimFuzzer(FindingLog):
         self.signatures[failure.signature] = str(path)
 
     def stats(self) -> dict[str, Any]:
+        forks = {"forks": self._fork_server.forks} if self._fork_server is not None else {}
         return {"execs": self.execs, "steps": self.steps, **self.finding_stats(),
-                "coverage": len(self.features), "corpus": len(self.corpus)}
+                "coverage": len(self.features), "corpus": len(self.corpus), **forks}
 
     # -- the loop ---------------------------------------------------------------------------
     def fuzz(self, seconds: float, stats: Path | None = None,
@@ -327,6 +415,7 @@ class ShimFuzzer(FindingLog):
             if now - last > STATS_EVERY_S:
                 last = now
                 write_stats(stats, self.stats())
+        self._unwatch()
         out = {**self.stats(), "interrupted": stop.set}
         write_stats(stats, {**out, "final": True})
         return out
@@ -334,9 +423,9 @@ class ShimFuzzer(FindingLog):
 
 def run(seconds: float, seed: int = 1, chip: str = "npu4", artifacts: Path | None = None,
         corpus: Path | None = None, stats: Path | None = None,
-        current: Path | None = None, stop: StopFlag | None = None) -> dict[str, Any]:
+        current: Path | None = None, stop: StopFlag | None = None, fork: bool = False) -> dict[str, Any]:
     """One in-process campaign; returns the worker's stats."""
-    fz = ShimFuzzer(chip, seed, artifacts, corpus, current)
+    fz = ShimFuzzer(chip, seed, artifacts, corpus, current, fork=fork)
     try:
         return fz.fuzz(seconds, stats, stop=stop)
     finally:
@@ -352,7 +441,7 @@ def run_atheris(chip: str, artifacts: Path, stats: Path | None, current: Path | 
     with atheris.instrument_imports(include=["xdna_emu.fw", "xdna_emu.device"]):
         from .. import device  # noqa: F401 - instrumented for coverage
         from ..fw import ctx, mailbox, mgmt, psp, smu  # noqa: F401
-    fz = ShimFuzzer(chip, 0, artifacts, None, current)
+    fz = ShimFuzzer(chip, 0, artifacts, None, current, fork=False)
     last = [0.0]
 
     def one(data: bytes) -> None:
@@ -386,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--artifacts", default="fuzz-artifacts")
     p.add_argument("--stats")
     p.add_argument("--current", help="file holding the example being run (for wall-clock hangs)")
+    p.add_argument("--fork", action="store_true", default=os.environ.get(FORK_ENV, "") == "1",
+                   help=f"run each example in a fork of the probed process (also {FORK_ENV}=1)")
     p.add_argument("--atheris", action="store_true",
                    help="libFuzzer drives the examples (arguments after -- go to libFuzzer)")
     p.add_argument("--report", metavar="STATS",
@@ -399,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
                     Path(args.current) if args.current else None, args.libfuzzer)
         return 0
     opt = [Path(v) if v else None for v in (args.corpus, args.stats, args.current)]
-    run(args.seconds, args.seed, args.chip, Path(args.artifacts), *opt, stop=StopFlag().install())
+    run(args.seconds, args.seed, args.chip, Path(args.artifacts), *opt, stop=StopFlag().install(),
+        fork=args.fork)
     return 0
 
 

@@ -186,23 +186,30 @@ def replay(trace: Trace, session: Any = None) -> ReplayResult:
     one holding per-thread state (``release``) drops it afterwards."""
     s = (session or harness_for(trace.chip, trace.target)).fresh()
     try:
-        for i, op in enumerate(trace.ops):
-            try:
-                s.apply(op)
-            except Failure as exc:
-                line = trace.lines[i] if i < len(trace.lines) else None
-                return ReplayResult(False, i + 1, exc, i, line)
-        finish = getattr(s, "finish", None)
-        if finish is not None:
-            try:
-                finish()
-            except Failure as exc:
-                return ReplayResult(False, len(trace.ops), exc, len(trace.ops))
+        return resume(s, trace.ops, 0, trace.lines)
     finally:
         release = getattr(s, "release", None)
         if release is not None:
             release()
-    return ReplayResult(True, len(trace.ops))
+
+
+def resume(s: Any, ops: list[Op], start: int = 0, lines: list[int] | None = None) -> ReplayResult:
+    """Run ``ops[start:]`` on session ``s`` as it is, then its end-of-trace checks: the body
+    of :func:`replay`, which the shim target's fork server also runs in a fork that goes on
+    from a device the first ops already brought up (docs/spec/fuzzing.md §9)."""
+    lines = lines or []
+    for i in range(start, len(ops)):
+        try:
+            s.apply(ops[i])
+        except Failure as exc:
+            return ReplayResult(False, i + 1, exc, i, lines[i] if i < len(lines) else None)
+    finish = getattr(s, "finish", None)
+    if finish is not None:
+        try:
+            finish()
+        except Failure as exc:
+            return ReplayResult(False, len(ops), exc, len(ops))
+    return ReplayResult(True, len(ops))
 
 
 # -- minimiser ------------------------------------------------------------------------------

@@ -166,8 +166,8 @@ class InProcess:
         if self.shim is not None:
             self.shim.close()
             self.shim = None
-        for _ in range(8):  # let the daemon see the hang-up
-            self.daemon._step(0)
+            for _ in range(8):  # let the daemon see the hang-up (none when nothing closed)
+                self.daemon._step(0)
         self._set(False)  # hooks are per thread: never leak them to other shim users
 
     def fresh(self) -> None:
