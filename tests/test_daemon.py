@@ -623,6 +623,25 @@ def test_a_log_that_moves_while_the_daemon_spins_is_drained_without_a_kick(tmp_p
         d.cleanup()
 
 
+def test_a_word_kick_consumed_by_the_spin_still_gets_its_step(tmp_path) -> None:
+    """A client that stores one of its own ctrl words kicks without a log entry
+    (protocol.md): the spin consuming that kick at its end must queue the session, so the
+    next step publishes and notifies as a kicked step would."""
+    d, sess, _ch, irq = _logged_session(tmp_path)
+    try:
+        struct.pack_into("<I", sess.ctrl, P.CTRL_OFF_POLLING, 1)
+        struct.pack_into("<I", sess.ctrl, P.CTRL_OFF_HWCTX_LIVE, 1)
+        os.eventfd_write(sess.kick_fd, 1)  # the word's kick, no entry behind it
+        d._spin(1)
+        assert d._spun == [sess]
+        epoch = struct.unpack_from("<Q", sess.ctrl, P.CTRL_OFF_EPOCH)[0]
+        d._step(None)  # returns at once: the spin's find is its event
+        assert struct.unpack_from("<Q", sess.ctrl, P.CTRL_OFF_EPOCH)[0] > epoch
+    finally:
+        os.close(irq)
+        d.cleanup()
+
+
 def test_a_polling_session_gets_its_notify_before_the_daemon_sleeps(tmp_path) -> None:
     """A session with a thread spinning on a ring needs no wake-up for the answer it spins
     on: its epoch moves at once, its notify is owed, and it is written before the daemon

@@ -836,10 +836,14 @@ class Daemon:
                 if s in moved:
                     continue  # its drain clears the flag after it applied the log
                 _U32.pack_into(c, P.CTRL_OFF_DRAINING, 0)
-                with contextlib.suppress(BlockingIOError, OSError):
-                    os.eventfd_read(s.kick_fd)
+                try:
+                    kicks = os.eventfd_read(s.kick_fd)
+                except OSError:  # BlockingIOError: nobody kicked
+                    kicks = 0
                 head, tail = head_tail(c, off)
-                if head != tail:
+                # a kick with no entry behind it is a client word that changed (protocol.md
+                # "Suppressed kicks and notifies"): the step that drains it also publishes
+                if kicks or head != tail:
                     moved.append(s)
 
     def _drain(self, sess: Connection) -> bool:
