@@ -170,13 +170,11 @@ class MsixController:
         self.mem[off] = (self.mem[off] | bit) if on else (self.mem[off] & ~bit & 0xFF)
 
     def _deliverable(self, vec: int) -> bool:
-        cfg = self.config
-        return (
-            cfg.msix_enabled
-            and not cfg.msix_function_masked
-            and not self.vector_masked(vec)
-            and self.wires.connected(vec)
-        )
+        """MSI-X Enable set, Function Mask clear (one config byte), the vector's mask bit
+        clear (at a precomputed offset) and a wire to fire: the one rule every path uses."""
+        return (self.config.data[self._flags_hi] & _FLAGS_HI_MASK == _FLAGS_HI_ON
+                and not self.mem[self._ctrl_offs[vec]] & MSIX_ENTRY_CTRL_MASKBIT
+                and self.wires.connected(vec))
 
     def _deliver(self, vec: int) -> bool:
         if not self.wires.fire(vec):
@@ -194,18 +192,13 @@ class MsixController:
     # -- events --------------------------------------------------------------------------
     def raise_vector(self, vec: int) -> None:
         """Signal vector ``vec`` now, or mark it pending; never raises."""
-        # the hot path of every interrupt: _deliverable and _deliver, inlined (the control
-        # flags are one config byte; each vector's mask bit is at a precomputed offset)
         with self._lock:
             if not isinstance(vec, int) or not 0 <= vec < self.vectors:
                 log.warning("MSI-X vector %r out of range 0..%d: dropped", vec, self.vectors - 1)
                 self.stats["dropped"] += 1
                 return
-            wires = self.wires
-            if (self.config.data[self._flags_hi] & _FLAGS_HI_MASK == _FLAGS_HI_ON
-                    and not self.mem[self._ctrl_offs[vec]] & MSIX_ENTRY_CTRL_MASKBIT
-                    and wires.connected(vec)):
-                self.stats["delivered" if wires.fire(vec) else "dropped"] += 1
+            if self._deliverable(vec):
+                self.stats["delivered" if self.wires.fire(vec) else "dropped"] += 1
             else:
                 self._set_pending(vec, True)
                 self.stats["pended"] += 1

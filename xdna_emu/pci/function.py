@@ -123,10 +123,6 @@ class PciFunction:
         self.device = device_cls(self.chip, self.regs, self.iommu, self._raise_irq, self.clock)
         self.driver_regs = self._driver_only_regs()
         self._bar_size = {i: b.size for i, b in self.chip.bars.items()}
-        self._msix_bar = self.chip.msix.bar
-        m = self.msix
-        self._msix_t0, self._msix_t1 = m.layout.table_offset, m.layout.table_offset + m.table_size
-        self._msix_p0, self._msix_p1 = m.layout.pba_offset, m.layout.pba_offset + m.pba_size
         #: the requester (a daemon session id) that enabled bus mastering first: the driver
         self.driver: int | None = None
         self.stats: dict[str, int] = {"bad_writes": 0, "foreign_writes": 0}
@@ -217,9 +213,7 @@ class PciFunction:
         elif (requester != self.driver and requester is not None and self.driver is not None
                 and (bar, offset) in self.driver_regs):  # the driver's own writes: one test
             self.stats["foreign_writes"] += 1
-        elif bar == self._msix_bar and (self._msix_t0 <= offset < self._msix_t1
-                                        or self._msix_p0 <= offset < self._msix_p1):
-            # MsixController.is_table, inlined: every trapped write asks
+        elif self.msix.is_table(bar, offset):
             self.regs.write(bar, offset, int(value))
             self.msix.table_written(offset)
         else:
