@@ -5,6 +5,7 @@ behave like runs from scratch, and the full-copy fallback."""
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import random
 
@@ -155,6 +156,8 @@ def test_a_missed_write_drops_the_harness_to_the_pagemap_arena() -> None:
 
 
 def _fds() -> int:
+    """Open descriptors, once dropped objects are collected (make_arena collects too)."""
+    gc.collect()
     return len(os.listdir("/proc/self/fd"))
 
 

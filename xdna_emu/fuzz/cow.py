@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import gc
 import mmap
 import os
 import struct
@@ -402,7 +403,11 @@ def make_arena(sizes: list[int], name: str = "xdna-cow") -> Arena:
     if _TRACKED is not False:
         arena: TrackedArena | None = None
         try:
-            arena = TrackedArena(sizes, name)
+            try:
+                arena = TrackedArena(sizes, name)
+            except LockRefused:
+                gc.collect()  # arenas of dropped harnesses (in cycles) hold locked pages
+                arena = TrackedArena(sizes, name)
             if _TRACKED is None:
                 try:
                     _TRACKED = _tracks(arena)
