@@ -17,7 +17,10 @@ the pages written since its last look, from userfaultfd's asynchronous write-pro
 (untouched pages included: ``WP_UNPOPULATED``) read back with the pagemap's
 ``PAGEMAP_SCAN`` ioctl, which protects them again in the same call. A restore copies back
 only the pages an input wrote (plus those where two snapshots differ); no page is dropped,
-so a page is copied in from the file once, not once per input.
+so a page is copied in from the file once, not once per input. Its pages are locked in
+memory (reclaim would lose the mark of a written page it swaps out); where that is refused
+:func:`make_arena` gives the pagemap arena, and :meth:`TrackedArena.untrack` turns a
+tracked arena into one in place when a check finds a write the tracking missed.
 """
 
 from __future__ import annotations
