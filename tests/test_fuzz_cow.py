@@ -4,6 +4,9 @@ behave like runs from scratch, and the full-copy fallback."""
 
 from __future__ import annotations
 
+import errno
+import gc
+import os
 import random
 
 import pytest
@@ -12,7 +15,7 @@ from test_fuzz_snapshot import fingerprint
 from xdna_emu.fuzz import cow
 from xdna_emu.fuzz.atheris_target import Target, _mutate, builtin_fuzz, device_seeds, dictionary
 from xdna_emu.fuzz.invariants import InvariantViolation
-from xdna_emu.fuzz.ops import SEPARATOR, DeviceHarness, Interpreter, Op, run_input
+from xdna_emu.fuzz.ops import SEPARATOR, VERIFY_EVERY, DeviceHarness, Interpreter, Op, run_input
 from xdna_emu.testing.pydriver import PyDriver
 
 pytestmark = pytest.mark.skipif(not cow.available(), reason="no memfd/pagemap dirty tracking here")
@@ -44,9 +47,19 @@ def test_arena_tracks_written_pages_and_reverts_them() -> None:
         a.close()
 
 
-tracked = pytest.mark.skipif(
-    not cow.available() or not isinstance(cow.make_arena([P]), cow.TrackedArena),
-    reason="no userfaultfd write-protection / PAGEMAP_SCAN here")
+@pytest.fixture(scope="session")
+def tracking() -> None:
+    """Skips where :func:`cow.make_arena` gives no tracked arena (probed once, closed)."""
+    a = cow.make_arena([P])
+    try:
+        found = isinstance(a, cow.TrackedArena)
+    finally:
+        a.close()
+    if not found:
+        pytest.skip("no userfaultfd write-protection / PAGEMAP_SCAN here")
+
+
+tracked = pytest.mark.usefixtures("tracking")
 
 
 @tracked
@@ -100,7 +113,7 @@ def test_a_write_the_tracking_misses_is_caught_by_the_debug_check() -> None:
     finally:
         a.close()
     s = DeviceHarness("npu4")
-    s.verify_every = 1
+    s.verify_every, s.verify_raises = 1, True  # as $XDNA_FUZZ_VERIFY=1 sets them
     s.fresh()
     s.run([Op("call", ("boot",))])
     snap = s.snapshot()
@@ -110,6 +123,93 @@ def test_a_write_the_tracking_misses_is_caught_by_the_debug_check() -> None:
     s.arena.forget()
     with pytest.raises(RuntimeError, match="escaped the page tracking"):
         s.restore(snap)
+
+
+@tracked
+def test_a_missed_write_drops_the_harness_to_the_pagemap_arena() -> None:
+    """By default a tracked harness checks every VERIFY_EVERY-th restore; a miss (planted)
+    turns its arena into the pagemap one in place, the restore still ends exact, the miss
+    is counted, the snapshots (which may hold the missed write) go, and later pinned
+    children end as runs from scratch."""
+    s, ref = DeviceHarness("npu4"), DeviceHarness("npu4")
+    assert s.verify_every == VERIFY_EVERY and not s.verify_raises
+    ref.use_snapshots = False
+    data = device_seeds("npu4")["job"]
+    run_input(s, data, pin=len(data) // 2)
+    assert s.pinned is not None and s.snaps
+    snap = s.snaps[s.pinned]
+    s.restore(snap)
+    full = _full_state(s)
+    s.run([Op("call", ("ctx_create", 0, -1, 1))])
+    s.arena.forget()  # the tracking loses every write of that call
+    s.verify_every = 1
+    s.restore(snap)
+    assert s.snap_stats["tracking_misses"] == 1 and s.page_tracking == "pagemap"
+    assert type(s.arena) is cow.Arena and not s.snaps and s.verify_every == 0
+    assert _full_state(s) == full and not len(s.arena.verify(snap.pages))
+    for tail in (b"\x06\x10\x00", b"\x06\x01\x00"):
+        run_input(s, data, pin=len(data) // 2)
+        assert s.pinned is not None
+        child = s.pinned + tail
+        assert run_input(s, child, hint=s.pinned) is None and run_input(ref, child) is None
+        assert fingerprint(s) == fingerprint(ref)
+
+
+def _fds(collect: bool = False) -> int:
+    """Open descriptors (``collect``: once dropped objects are collected, as make_arena
+    does on a refused mlock)."""
+    if collect:
+        gc.collect()
+    return len(os.listdir("/proc/self/fd"))
+
+
+@tracked
+def test_a_refused_mlock_falls_back_for_that_arena_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where RLIMIT_MEMLOCK refuses to keep the arena resident (a swapped-out written page
+    would escape the scan), the harness gets the pagemap arena and says so in
+    ``page_tracking``; the failed arena leaves no descriptor behind, and tracking is not
+    given up for the process."""
+    def refused(start: int, size: int) -> None:
+        raise cow.LockRefused(errno.ENOMEM, "mlock: Cannot allocate memory")
+
+    monkeypatch.setattr(cow, "_mlock", refused)
+    before = _fds(collect=True)
+    a = cow.make_arena([4 * P])
+    assert type(a) is cow.Arena and cow.tracked() is True
+    a.close()
+    assert _fds() == before
+    s, ref = DeviceHarness("npu4"), DeviceHarness("npu4")
+    assert s.page_tracking == "pagemap" and s.verify_every == 0
+    ref.use_snapshots = False
+    data = device_seeds("npu4")["job"]
+    run_input(s, data, pin=len(data) // 2)
+    assert s.pinned is not None
+    child = s.pinned + b"\x06\x10\x00"
+    assert run_input(s, child, hint=s.pinned) is None and run_input(ref, child) is None
+    assert fingerprint(s) == fingerprint(ref)
+    monkeypatch.undo()
+    a = cow.make_arena([P])
+    assert isinstance(a, cow.TrackedArena)
+    a.close()
+
+
+def test_a_transient_error_is_raised_not_taken_for_a_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of descriptors while the first arena is built: make_arena raises, and does not
+    decide that this process cannot track."""
+    real = os.memfd_create
+
+    def exhausted(name: str, flags: int = 0) -> int:
+        monkeypatch.setattr(os, "memfd_create", real)
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(cow, "_TRACKED", None)
+    monkeypatch.setattr(os, "memfd_create", exhausted)
+    with pytest.raises(OSError, match="Too many open files"):
+        cow.make_arena([P])
+    assert cow.tracked() is None
+    a = cow.make_arena([P])
+    a.close()
+    assert cow.tracked() is not None
 
 
 def _full_state(s: DeviceHarness) -> tuple:
@@ -211,6 +311,9 @@ def test_without_write_tracking_the_arena_drops_and_rewrites_pages(monkeypatch: 
 
     monkeypatch.setattr(cow, "_TRACKED", None)
     monkeypatch.setattr(cow, "_uffd_open", refused)
+    before = _fds(collect=True)
+    cow.make_arena([P]).close()  # the refused arena's memfd and mappings are closed
+    assert _fds() == before and cow.tracked() is False
     s, ref = DeviceHarness("npu4"), DeviceHarness("npu4")
     assert type(s.arena) is cow.Arena and s.page_tracking == "pagemap" and cow.tracked() is False
     ref.use_snapshots = False

@@ -283,6 +283,7 @@ class Target(FindingLog):
         snaps = {} if session is None else {"snapshots_taken": session.snap_stats["taken"],
                                             "restored": session.snap_stats["restored"],
                                             "memo_hits": session.snap_stats["memo_hits"],
+                                            "tracking_misses": session.snap_stats["tracking_misses"],
                                             "page_tracking": session.page_tracking}
         return {"execs": self.execs, **self.finding_stats(), **snaps}
 

@@ -17,13 +17,17 @@ the pages written since its last look, from userfaultfd's asynchronous write-pro
 (untouched pages included: ``WP_UNPOPULATED``) read back with the pagemap's
 ``PAGEMAP_SCAN`` ioctl, which protects them again in the same call. A restore copies back
 only the pages an input wrote (plus those where two snapshots differ); no page is dropped,
-so a page is copied in from the file once, not once per input.
+so a page is copied in from the file once, not once per input. Its pages are locked in
+memory (reclaim would lose the mark of a written page it swaps out); where that is refused
+:func:`make_arena` gives the pagemap arena, and :meth:`TrackedArena.untrack` turns a
+tracked arena into one in place when a check finds a write the tracking missed.
 """
 
 from __future__ import annotations
 
 import ctypes
 import fcntl
+import gc
 import mmap
 import os
 import struct
@@ -123,7 +127,7 @@ class Arena:
         self._closer()
 
 
-# userfaultfd and PAGEMAP_SCAN (linux/userfaultfd.h, linux/fs.h; x86-64 and arm64 numbers)
+# userfaultfd, PAGEMAP_SCAN and mmap numbers: the kernel ABI, docs/spec/fuzzing.md §9
 _NR_USERFAULTFD = {"x86_64": 323, "aarch64": 282}.get(os.uname().machine)
 _UFFD_USER_MODE_ONLY = 1
 _UFFD_API = 0xAA
@@ -135,6 +139,17 @@ _PM_SCAN_WP_MATCHING, _PM_SCAN_CHECK_WPASYNC = 1 << 0, 1 << 1
 _PAGE_IS_WRITTEN = 1 << 1
 _SCAN_ARG = struct.Struct("<12Q")
 _REGIONS = 256  # page_region entries per scan call
+_MAP_FIXED = 0x10
+
+
+class TrackingRefused(OSError):
+    """The kernel refuses userfaultfd write-protection or ``PAGEMAP_SCAN``: no arena of
+    this process will track writes."""
+
+
+class LockRefused(OSError):
+    """``mlock`` refused (``RLIMIT_MEMLOCK``): this arena cannot keep its pages resident,
+    so it cannot track writes exactly; a later one may."""
 
 
 class TrackedArena(Arena):
@@ -154,36 +169,47 @@ class TrackedArena(Arena):
 
     def __init__(self, sizes: list[int], name: str = "xdna-cow") -> None:
         super().__init__(sizes, name)
-        self._raw_map = mmap.mmap(self._fd, self.size, flags=mmap.MAP_SHARED,
-                                  prot=mmap.PROT_READ | mmap.PROT_WRITE)
-        #: the restore's stores go here: the same pages, not write-protected, so they
-        #: neither fault nor show as an input's writes in the next scan
-        self._raw = np.frombuffer(self._raw_map, dtype=np.uint8).reshape(self.pages, PAGE)
-        self._uffd = _uffd_open()
+        self._uffd = -1
+        self._raw_map: mmap.mmap | None = None
         try:
+            self._raw_map = mmap.mmap(self._fd, self.size, flags=mmap.MAP_SHARED,
+                                      prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            #: the restore's stores go here: the same pages, not write-protected, so they
+            #: neither fault nor show as an input's writes in the next scan
+            self._raw = np.frombuffer(self._raw_map, dtype=np.uint8).reshape(self.pages, PAGE)
             start = self.array.ctypes.data
-            reg = bytearray(struct.pack("<4Q", start, self.size, _UFFDIO_REGISTER_MODE_WP, 0))
-            fcntl.ioctl(self._uffd, _UFFDIO_REGISTER, reg, True)
-            wp = bytearray(struct.pack("<3Q", start, self.size, _UFFDIO_WRITEPROTECT_MODE_WP))
-            fcntl.ioctl(self._uffd, _UFFDIO_WRITEPROTECT, wp, True)
-        except OSError:
-            os.close(self._uffd)
+            # resident for good: reclaim would zap the PTE of a written shmem page, and
+            # the next scan would not report it (docs/spec/fuzzing.md §9)
+            _mlock(start, self.size)
+            try:
+                self._uffd = _uffd_open()
+                reg = bytearray(struct.pack("<4Q", start, self.size, _UFFDIO_REGISTER_MODE_WP, 0))
+                fcntl.ioctl(self._uffd, _UFFDIO_REGISTER, reg, True)
+                wp = bytearray(struct.pack("<3Q", start, self.size, _UFFDIO_WRITEPROTECT_MODE_WP))
+                fcntl.ioctl(self._uffd, _UFFDIO_WRITEPROTECT, wp, True)
+                self._start, self._end = start, start + self.size
+                self._vec = (ctypes.c_uint64 * (3 * _REGIONS))()
+                self._regions = np.frombuffer(self._vec, dtype=np.uint64).reshape(_REGIONS, 3)
+                self._arg = bytearray(_SCAN_ARG.size)
+                self._written()
+            except OSError as e:
+                raise TrackingRefused(e.errno, e.strerror or str(e)) from e
+        except BaseException:
+            if self._uffd >= 0:
+                os.close(self._uffd)
             self._raw = None  # type: ignore[assignment]
-            self._raw_map.close()
+            if self._raw_map is not None:
+                self._raw_map.close()
+            Arena.close(self)
             raise
         self._closer.detach()
         self._closer = weakref.finalize(self, _close_fds, self._fd, self._pagemap, self._uffd)
-        self._start, self._end = start, start + self.size
-        self._vec = (ctypes.c_uint64 * (3 * _REGIONS))()
-        self._regions = np.frombuffer(self._vec, dtype=np.uint64).reshape(_REGIONS, 3)
-        self._arg = bytearray(_SCAN_ARG.size)
         self._base = np.zeros((self.pages, PAGE), dtype=np.uint8)  # the new file's zeros
         self._diff: set[int] = set()
         self._since: set[int] = set()
         self._index: dict[int, int] = {}  # page -> its row in the delta loaded last
         self._rows: tuple[np.ndarray, ...] = ()  # that delta's rows
         self._loaded: object = None  # the delta loaded last (None: unknown)
-        self._written()
 
     def _written(self) -> list[int]:
         """The pages written since the last call, write-protected again by the same call."""
@@ -284,6 +310,17 @@ class TrackedArena(Arena):
     def _base_pages(self) -> np.ndarray:
         return self._base
 
+    def verify(self, delta: tuple[np.ndarray, Any]) -> np.ndarray:
+        """As :meth:`Arena.verify`, without copying the base: the sparse check a campaign
+        runs by default (docs/spec/fuzzing.md §9) stays a small share of the restores."""
+        words = PAGE // 8
+        now = self.array.view(np.uint64).reshape(self.pages, words)
+        bad = (now != self._base.reshape(-1).view(np.uint64).reshape(self.pages, words)).any(axis=1)
+        pages, data = delta
+        if len(pages):
+            bad[pages] = (self._by_page[pages] != np.asarray(data)).any(axis=1)
+        return np.flatnonzero(bad)
+
     def close(self) -> None:
         self._raw = None  # type: ignore[assignment]
         try:
@@ -302,15 +339,51 @@ class TrackedArena(Arena):
         self._since.difference_update(pages)
 
 
+    def untrack(self, delta: tuple[np.ndarray, Any]) -> None:
+        """Become a pagemap :class:`Arena` in place, holding the state ``delta`` describes:
+        the file gets the base, the tracked mapping is replaced by a private one at the same
+        address (every view stays valid), the userfaultfd goes. What a restore falls back
+        to when :meth:`verify` finds a write the tracking missed (docs/spec/fuzzing.md §9)."""
+        self._raw[:] = self._base  # the pagemap arena's file holds its base
+        got = _libc().mmap(ctypes.c_void_p(self._start), ctypes.c_size_t(self.size),
+                           mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE | _MAP_FIXED,
+                           self._fd, ctypes.c_long(0))
+        if got != self._start:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mmap: {os.strerror(err)}")
+        self._closer.detach()
+        os.close(self._uffd)
+        self._closer = weakref.finalize(self, _close_fds, self._fd, self._pagemap)
+        self._raw = self._base = None  # type: ignore[assignment]
+        try:
+            self._raw_map.close()  # type: ignore[union-attr]
+        except BufferError:
+            pass
+        self.__class__ = Arena  # type: ignore[assignment]
+        self.load(delta)
+
+
 _EMPTY: tuple[np.ndarray, tuple[np.ndarray, ...]] = (np.zeros(0, dtype=np.int64), ())
+
+
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    return libc
+
+
+def _mlock(start: int, size: int) -> None:
+    """Lock ``size`` bytes at ``start`` in memory, or :class:`LockRefused`."""
+    if _libc().mlock(ctypes.c_void_p(start), ctypes.c_size_t(size)):
+        err = ctypes.get_errno()
+        raise LockRefused(err, f"mlock: {os.strerror(err)}")
 
 
 def _uffd_open() -> int:
     """A userfaultfd with asynchronous write-protection, or OSError."""
     if _NR_USERFAULTFD is None:
         raise OSError("userfaultfd: unknown syscall number on this machine")
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.syscall(_NR_USERFAULTFD, os.O_CLOEXEC | _UFFD_USER_MODE_ONLY)
+    fd = _libc().syscall(_NR_USERFAULTFD, os.O_CLOEXEC | _UFFD_USER_MODE_ONLY)
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"userfaultfd: {os.strerror(err)}")
@@ -325,19 +398,34 @@ def _uffd_open() -> int:
 
 
 def make_arena(sizes: list[int], name: str = "xdna-cow") -> Arena:
-    """A :class:`TrackedArena` where the kernel offers one (checked once), else an
-    :class:`Arena`; callers check :func:`available` first."""
+    """A :class:`TrackedArena` where the kernel offers one, else an :class:`Arena`;
+    callers check :func:`available` first. Only a refusal of the tracking itself (the
+    userfaultfd or ``PAGEMAP_SCAN`` probe) is remembered for the process: a refused
+    ``mlock`` falls back for this arena alone, any other error is raised."""
     global _TRACKED
     if _TRACKED is not False:
+        arena: TrackedArena | None = None
         try:
-            arena = TrackedArena(sizes, name)
+            try:
+                arena = TrackedArena(sizes, name)
+            except LockRefused:
+                gc.collect()  # arenas of dropped harnesses (in cycles) hold locked pages
+                arena = TrackedArena(sizes, name)
             if _TRACKED is None:
-                _TRACKED = _tracks(arena)
+                try:
+                    _TRACKED = _tracks(arena)
+                except OSError:
+                    _TRACKED = False
             if _TRACKED:
-                return arena
-            arena.close()
-        except (OSError, AttributeError, ValueError):
+                arena, tracked_arena = None, arena
+                return tracked_arena
+        except TrackingRefused:
             _TRACKED = False
+        except LockRefused:
+            pass
+        finally:
+            if arena is not None:
+                arena.close()
     return Arena(sizes, name)
 
 
