@@ -80,6 +80,7 @@ int xdna_api_leave(struct xdna_shim_ctx *ctx, int rc)
     int err = errno;
     if (rc < 0)
         xdna_set_tls_error(err, "%s", ctx->last_error);
+    xdna_pm_publish(ctx); /* suspended, resumed or stopped: the clients learn it */
     xdna_unlock(&ctx->s.lock);
     errno = err;
     return rc;
@@ -202,6 +203,7 @@ int xdna_shim_stop(struct xdna_shim_ctx *ctx)
     xdna_hwctx_stop_all(ctx);
     int rc = xdna_stop_unlocked(ctx);
     ctx->s.rpm_suspended = false;
+    ctx->s.stops++; /* the client sessions' contexts end with this firmware (jobs.md §1) */
     xdna_dev_end(ctx);
     return xdna_api_leave(ctx, rc);
 }

@@ -203,6 +203,8 @@ class Connection:
         #: The runqueue asks made before this session came (docs/spec/jobs.md §3a): its
         #: ``RQ_ASKS`` counts only those after, so it owes nothing for older ones.
         self.rq_base = 0
+        #: ... and the runtime-PM asks made before it (docs/spec/jobs.md §1), likewise
+        self.pm_base = 0
         self.kick_fd = -1
         self.notify_fd = -1
         self.closed = False
@@ -221,6 +223,10 @@ class Connection:
         struct.pack_into("<I", self.ctrl, P.CTRL_OFF_ALIVE, 1)
         struct.pack_into("<I", self.ctrl, P.CTRL_OFF_RESETS, self.daemon.fn.resets)
         struct.pack_into("<I", self.ctrl, P.CTRL_OFF_FW_BOOTS, self.daemon.fn.device.boots)
+        drv = self.daemon.driver
+        if drv is not None and drv.ctrl is not None:  # the driver's PM words, as published
+            self.ctrl[P.CTRL_OFF_PM_DOWN : P.CTRL_OFF_PM_DOWN + 8] = \
+                drv.ctrl[P.CTRL_OFF_PM_DOWN : P.CTRL_OFF_PM_DOWN + 8]
         self.kick_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.daemon.sel.register(self.kick_fd, selectors.EVENT_READ, ("kick", self))
@@ -338,6 +344,7 @@ class Daemon:
         #: The runqueue asks of sessions that have gone (docs/spec/jobs.md §3a): the asks a
         #: session sees only ever grow, so one leaving does not look like a new ask.
         self.rq_asks_gone = 0
+        self.pm_asks_gone = 0  # the runtime-PM asks of client sessions gone (jobs.md §1)
         self.next_sid = 1
         self.vector_owner: dict[int, Connection] = {}
         self.running = False
@@ -434,12 +441,18 @@ class Daemon:
         return self.rq_asks_gone + sum(struct.unpack_from("<I", s.ctrl, P.CTRL_OFF_RQ_ASK)[0]
                                        for s in self.sessions.values() if s.ctrl is not None)
 
+    def _pm_asks_total(self) -> int:
+        """Every runtime-PM ask so far: the live sessions' and those of sessions gone."""
+        return self.pm_asks_gone + sum(struct.unpack_from("<I", s.ctrl, P.CTRL_OFF_PM_ASK)[0]
+                                       for s in self.sessions.values() if s.ctrl is not None)
+
     def _publish_foreign_ctx(self) -> None:
         """Tell the driver how many contexts clients hold (their runtime-PM references), and
         every session the shared runqueue's state: the other sessions' asks for a partition
         and how many firmware contexts went away (docs/spec/jobs.md §3a); the driver the
         highest DPM level client contexts ask for, and the clients the level the SMU runs
-        at (§6)."""
+        at (§6); the driver the clients' asks to resume the device, and the clients whether
+        the driver holds it suspended and how often it stopped it (§1)."""
         dev = self.fn.device
         gen = dev.stats.get("contexts_destroyed", 0) & 0xFFFFFFFF
         drv = self.driver
@@ -453,6 +466,7 @@ class Daemon:
             _U32.pack_into(dctrl, P.CTRL_OFF_FW_BOOTS, dev.boots & 0xFFFFFFFF)
             _U32.pack_into(dctrl, P.CTRL_OFF_FOREIGN_CTX, dev.context_count(exclude_pasid=drv.pasid))
             _U32.pack_into(dctrl, P.CTRL_OFF_FOREIGN_DPM, 0)
+            _U32.pack_into(dctrl, P.CTRL_OFF_PM_ASKS, (self.pm_asks_gone - drv.pm_base) & 0xFFFFFFFF)
             if m is not None:
                 _publish_pmf(dctrl, m.power_mw, m.busy)
             return
@@ -465,7 +479,8 @@ class Daemon:
             now = 1 + level
         else:
             now = struct.unpack_from("<I", dctrl, P.CTRL_OFF_DPM_NOW)[0] if dctrl is not None else 0
-        held = want = 0
+        held = want = pm_asks = 0
+        down, stops = _U32X2.unpack_from(dctrl, P.CTRL_OFF_PM_DOWN) if dctrl is not None else (0, 0)
         for (s, c), ask in zip(live, asks, strict=True):
             struct.pack_into("<II", c, P.CTRL_OFF_RQ_ASKS, (total - ask - s.rq_base) & 0xFFFFFFFF,
                              gen)
@@ -474,6 +489,8 @@ class Daemon:
                 held += struct.unpack_from("<I", c, P.CTRL_OFF_HWCTX_LIVE)[0]
                 want = max(want, struct.unpack_from("<I", c, P.CTRL_OFF_DPM_WANT)[0])
                 struct.pack_into("<I", c, P.CTRL_OFF_DPM_NOW, now)
+                pm_asks += struct.unpack_from("<I", c, P.CTRL_OFF_PM_ASK)[0]
+                _U32X2.pack_into(c, P.CTRL_OFF_PM_DOWN, down, stops)
         if m is not None:
             for _, c in live:
                 _publish_pmf(c, m.power_mw, m.busy)
@@ -481,6 +498,8 @@ class Daemon:
             n = max(dev.context_count(exclude_pasid=drv.pasid), held)
             struct.pack_into("<I", dctrl, P.CTRL_OFF_FOREIGN_CTX, n)
             struct.pack_into("<I", dctrl, P.CTRL_OFF_FOREIGN_DPM, want)
+            _U32.pack_into(dctrl, P.CTRL_OFF_PM_ASKS,
+                           (pm_asks + self.pm_asks_gone - drv.pm_base) & 0xFFFFFFFF)
 
     def _publish_config(self) -> None:
         """Config space changed: keep the sysfs ``config`` file true (rewritten only when its
@@ -753,6 +772,7 @@ class Daemon:
         sess.peer_pid = peer_pid
         self.next_sid += 1
         sess.rq_base = self._rq_asks_total()
+        sess.pm_base = self._pm_asks_total()
         self.sessions[sess.id] = sess
         self.stats["sessions"] += 1
         self.sel.register(conn, selectors.EVENT_READ, ("client", sess))
@@ -770,6 +790,7 @@ class Daemon:
         self.sessions.pop(sess.id, None)
         if sess.ctrl is not None:  # its asks stay counted: a departure is not a new ask
             self.rq_asks_gone += struct.unpack_from("<I", sess.ctrl, P.CTRL_OFF_RQ_ASK)[0]
+            self.pm_asks_gone += struct.unpack_from("<I", sess.ctrl, P.CTRL_OFF_PM_ASK)[0]
         sess.close()
         self._release_vectors(sess)
         # The driver gone, the function resets as after FLR, so the next client probes a

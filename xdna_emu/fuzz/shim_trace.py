@@ -210,6 +210,7 @@ class ShimHarness:
         self.last = "ok"
         self.mgmt_bad = False
         self.steps = 0
+        self._in_monitor = False  # the driver's duties are running inside a file's wait
         self.rewrite: tuple[int, int] | None = None  # armed by ``call rewrite``
         self.raced: set[int] = set()  # command BOs rewritten under a running exec
         self.race_fired = False  # a rewrite happened inside the call running now
@@ -285,6 +286,8 @@ class ShimHarness:
             # the driver stopping, suspending, resetting the device: the files' jobs end too
             dev_prior = self.uapi.observe() if not ioctl and name in DEVICE_EVENTS else None
         t0 = self.ip.clock.now_ns()
+        if ioctl:  # a file's call waits: the driver session's monitor works meanwhile
+            self.ip.on_wait = self._driver_monitor
         try:
             fn(*args)
             self.last = "ok"
@@ -298,17 +301,36 @@ class ShimHarness:
             raise
         except Exception as e:  # noqa: BLE001 - anything else escaping the shim is the finding
             raise ShimCrash(type(e).__name__, f"{name}: {e!r}") from e
+        finally:
+            if ioctl:
+                self.ip.on_wait = None
         took = self.ip.clock.now_ns() - t0
         if name == "tick" and not ioctl:  # the time it was asked to let pass is not the call's
             took -= max(0, min(args[0], 60_000)) * 1_000_000
         if took > CALL_BUDGET_NS:
             raise Hang("deadline", f"{name} took {took / 1e9:.1f} s of virtual time")
         self.events[f"{'ioctl ' if ioctl else ''}{name}:{self.last}"] += 1
+        if not ioctl and name in DEVICE_EVENTS:  # the daemon runs before the next call: the
+            self.ip.idle(0)  # driver's PM words reach the clients' pages (docs/spec/jobs.md §1)
         if model is not None:
             model.after(self, name, args, self.last, prior, want)
             if dev_prior is not None:
                 self.uapi.device_event(name, dev_prior)
             self.uapi.check()
+
+    def _driver_monitor(self) -> None:
+        """While a DRM file's call waits, the driver session's monitor runs its duties, as its
+        thread would (deterministic mode has none): it takes a client's ask to resume the
+        suspended device (docs/spec/jobs.md §1). Not from inside the driver's own waits."""
+        if self._in_monitor or self.shim is None:
+            return
+        self._in_monitor = True
+        try:
+            self.shim.monitor_step()
+        except ShimError:
+            pass
+        finally:
+            self._in_monitor = False
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         res, _ = self.ip.call(fn, *args)

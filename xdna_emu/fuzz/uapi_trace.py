@@ -88,6 +88,10 @@ CTX_HEAP_BOS = 4
 #: live contexts the model promises can be created over every session (model.CTX_PROMISED)
 CTX_PROMISED = 6
 SLOTS = 4
+#: ioctl ops whose call takes a runtime-PM reference in the shim (docs/spec/jobs.md §1): past
+#: their argument checks they resume a device the driver holds suspended (``config`` only to
+#: assign a debug BO)
+NEEDS_DEVICE = frozenset({"ctx", "config", "exec"})
 FINAL = frozenset({ErtState.COMPLETED, ErtState.ERROR, ErtState.ABORT, ErtState.TIMEOUT})
 EINVAL, ENOENT, EBADF, ENOTTY, EBUSY, EAGAIN, EOPNOTSUPP, ETIME, EACCES, ENODEV, EPERM = (
     errno_mod.errorcode[e] for e in (
@@ -752,7 +756,22 @@ class UapiModel:
             ctx = r._file_ctx(num, r._ctx_handle(args[1]))
             if ctx is not None:
                 ctx.cu_set = True
+        if name in NEEDS_DEVICE and (name != "config" or args[2] == T.const("DRM_AMDXDNA_HWCTX_ASSIGN_DBG_BUF")) \
+                and self.sm.dev == "suspended" and f is not None and not self.aie4:
+            self._resumed_for_client(got, want)
         r.check()
+
+    def _resumed_for_client(self, got: str, want: str | set[str] | None) -> None:
+        """A file's call that needs the device found the driver holding it suspended: the
+        driver resumed it for the call (a runtime-PM get, docs/spec/jobs.md §1), so it is up
+        again; a failure the model did not predict (one past the argument checks) may have
+        come before or after the resume."""
+        if got == "ok":
+            self.sm.dev = "up"
+            self.sm.mgmt_broken = False  # the resume's new management channel
+            self.r.h._new_channel_state()
+        elif want is None:
+            self.sm.dev = "unknown"
 
     def _heap_mapped(self, fnum: int) -> bool:
         return any(self.r.bos[b].alive for b in self.r.heap.get(fnum, []))
