@@ -77,10 +77,10 @@ int xdna_api_enter(struct xdna_shim_ctx *ctx)
 /* ...and drop it, publishing a failure's message to this thread's last_error. */
 int xdna_api_leave(struct xdna_shim_ctx *ctx, int rc)
 {
+    xdna_pm_publish(ctx, true); /* suspended, resumed or stopped: the clients learn it */
     int err = errno;
     if (rc < 0)
         xdna_set_tls_error(err, "%s", ctx->last_error);
-    xdna_pm_publish(ctx); /* suspended, resumed or stopped: the clients learn it */
     xdna_unlock(&ctx->s.lock);
     errno = err;
     return rc;

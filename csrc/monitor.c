@@ -64,7 +64,7 @@ static void periodic_duties(struct xdna_shim_ctx *ctx)
                 s->async_repost[i] = 0;
     xdna_rpm_maybe_suspend(ctx);
     xdna_pm_client_asks(ctx); /* a client's call found the device suspended */
-    xdna_pm_publish(ctx);
+    xdna_pm_publish(ctx, false);
     xdna_aie4_reset_check(ctx);
     xdna_aie4_sriov_request(ctx);
 }

@@ -463,7 +463,7 @@ int xdna_pm_resume(struct xdna_shim_ctx *ctx);
 int xdna_rpm_get(struct xdna_shim_ctx *ctx);
 bool xdna_rpm_armed(struct xdna_shim_ctx *ctx);
 void xdna_rpm_maybe_suspend(struct xdna_shim_ctx *ctx);
-void xdna_pm_publish(struct xdna_shim_ctx *ctx);
+void xdna_pm_publish(struct xdna_shim_ctx *ctx, bool sync);
 void xdna_pm_client_asks(struct xdna_shim_ctx *ctx);
 int xdna_pm_client_get(struct xdna_shim_ctx *ctx);
 /* The platform firmware's NPU metrics (the driver's amd_pmf_get_npu_data): power in mW and

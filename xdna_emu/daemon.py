@@ -433,8 +433,14 @@ class Daemon:
 
     @property
     def probed(self) -> bool:
-        """A driver session exists and the firmware it started is running."""
-        return self.driver is not None and self.fn.probed
+        """A driver session exists and the firmware it started is running, or it holds the
+        device suspended (its ctrl page's PM_DOWN): a new process attaches, and its first
+        query asks the driver to resume (docs/spec/jobs.md §1)."""
+        drv = self.driver
+        if drv is None:
+            return False
+        return self.fn.probed or (drv.ctrl is not None and
+                                  struct.unpack_from("<I", drv.ctrl, P.CTRL_OFF_PM_DOWN)[0] != 0)
 
     def _rq_asks_total(self) -> int:
         """Every runqueue ask so far: the live sessions' and those of sessions gone."""

@@ -85,6 +85,14 @@ M = [
  "        if (uc > XDNA_AIE4_CERT_LOG_UCS || (seen >> uc & 1u))", "npu3"),
 ("proxy-foreign-context", "shim", "a client session may destroy another session's context through the proxy (dropped check)",
  "xdna_emu/fw/aie4/ctx.py", "            if ctx is None or ctx.pasid != pasid:\n", "            if ctx is None:\n", "npu3"),
+# --- runtime PM (the shim target's autosuspend predictions and client resume asks) ---
+("autosuspend-ignores-clients", "shim", "autosuspend runs while a client session holds a context (dropped check)",
+ "csrc/pm.c", "    if (ctx->ctrl && __atomic_load_n((const uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_FOREIGN_CTX),\n"
+ "                                     __ATOMIC_ACQUIRE) != 0)\n        return;\n", ""),
+("autosuspend-delay-units", "shim", "the autosuspend delay is taken in microseconds, not milliseconds (wrong unit)",
+ "csrc/pm.c", "(uint64_t)s->autosuspend_ms * 1000000u)\n        return;", "(uint64_t)s->autosuspend_ms * 1000u)\n        return;"),
+("client-resume-ask-dropped", "shim", "the driver takes a client's resume ask but does not resume the device (dropped step)",
+ "csrc/pm.c", "    (void)xdna_pm_resume(ctx); /* a failure leaves the device FAILED: PM_DOWN clears */\n", ""),
 ]
 out = ROOT / "fuzz" / "mutants"
 for f in out.glob("*.patch"):

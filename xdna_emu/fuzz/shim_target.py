@@ -164,7 +164,9 @@ def random_op(rng: random.Random, aie4: bool = False) -> Op:
         return Op("call", ("bulk", rng.randrange(4), rng.choice([5, 100, 260, 600])))
     if name == "rewrite":
         return Op("call", ("rewrite", *rng.choice(REWRITES)))
-    if name == "timeout":
+    if name == "timeout":  # a third of them the autosuspend delay (docs/spec/fuzzing.md §10)
+        if rng.randrange(3) == 0:
+            return Op("call", ("timeout", "autosuspend", rng.choice([0, 300, 5000])))
         return Op("call", ("timeout", "mbox_rx", rng.choice([100, 1000, 5000])))
     return Op("call", (name,))
 

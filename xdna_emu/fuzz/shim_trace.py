@@ -79,7 +79,7 @@ from ..shim import BO_CMD, BO_DEV, BO_SHARE, ErtState, ShimError, ert_start_dpu,
 from .faults import ACT_FAULTS, MSG_FAULTS, VARIANTS, FaultInjector
 from .invariants import Failure, Hang, InvariantViolation
 from .lang import Op, TraceError, typed_operands
-from .model import MGMT_RESP, ShimModel, parse_form
+from .model import AUTOSUSPEND_MS, MGMT_RESP, ShimModel, parse_form
 from .uapi_trace import IOCTL_SPECS, UapiModel, UapiRunner, parse_ioctl
 
 if TYPE_CHECKING:
@@ -203,6 +203,7 @@ class ShimHarness:
         self.ip.fresh()
         self.shim = self.ip.open()
         self.shim.set_timeout("mbox_rx", DEFAULT_RX_MS)
+        self.shim.set_autosuspend_ms(AUTOSUSPEND_MS)
         self.ctxs: list[int] = []  # handle per context number, in creation order
         self.dead: set[int] = set()  # numbers of destroyed contexts
         self.jobs: list[_Job] = []
@@ -280,6 +281,8 @@ class ShimHarness:
             raise TraceError(f"{'ioctl' if ioctl else 'call'} {name} takes {len(specs[name])} operands")
         model: ShimModel | UapiModel | None = self.umodel if ioctl else self.model
         self.race_fired = False
+        if self.model is not None:
+            self.model.rpm_before(self)
         if model is not None:
             want = model.expect(self, name, args)
             prior = model.before(self, name, args)
@@ -317,6 +320,8 @@ class ShimHarness:
             if dev_prior is not None:
                 self.uapi.device_event(name, dev_prior)
             self.uapi.check()
+        if self.model is not None:
+            self.model.rpm_after(self, name, ioctl)
 
     def _driver_monitor(self) -> None:
         """While a DRM file's call waits, the driver session's monitor runs its duties, as its
@@ -381,6 +386,11 @@ class ShimHarness:
         self._run(self.shim.probe, firmware_dir(self.chip))
 
     def c_timeout(self, which: str, ms: int) -> None:
+        if which == "autosuspend":  # the runtime-PM delay (docs/spec/jobs.md §6)
+            self._run(self.shim.set_autosuspend_ms, ms)
+            if self.model is not None and ms >= 0:
+                self.model.autosuspend_ms = ms
+            return
         try:
             self.shim.set_timeout(which, ms)
         except ValueError as e:  # an unknown timeout name: the trace is malformed
@@ -716,7 +726,8 @@ class ShimHarness:
         deterministic mode that work runs only inside the shim's waits (docs/spec/jobs.md
         §6), so while a job is outstanding the time is spent in a wait on the oldest one
         (what a sleeping application's monitor thread does meanwhile); once none is, the
-        device alone runs."""
+        device alone runs, and the monitor runs its duties at the end (autosuspend, once
+        the device was idle for the delay)."""
         end = self.ip.clock.now_ns() + max(0, min(ms, 60_000)) * 1_000_000
         while (left := end - self.ip.clock.now_ns()) > 0:
             job = self._outstanding()
@@ -730,6 +741,17 @@ class ShimHarness:
             if self._outstanding() is job:  # timed out, or the wait could not wait: time is up
                 self.ip.idle(max(0, end - self.ip.clock.now_ns()))
                 break
+        suspends = self._suspends()
+        self._driver_monitor()  # its duties at the end of the idle time: autosuspend
+        if self._suspends() != suspends:  # the queues go with the firmware's contexts
+            self.events["autosuspend"] += 1
+            self._new_channel_state()
+
+    def _suspends(self) -> int:
+        try:
+            return self.shim.power()["suspend_count"]
+        except ShimError:
+            return -1
 
     def _outstanding(self) -> _Job | None:
         """The oldest job on a live context whose command is not final yet."""

@@ -316,10 +316,13 @@ class UapiRunner:
     def device_event(self, name: str, prior: dict[int, ErtState]) -> None:
         """The driver session stopped, suspended, resumed, re-probed or reset the device: the
         client sessions' pending jobs may end ABORT, and the open files' contexts are no
-        longer predicted (docs/spec/fuzzing.md §12)."""
+        longer predicted (docs/spec/fuzzing.md §12), except across a suspend and resume on
+        AIE2, which keep them (docs/spec/jobs.md §1)."""
         for i, st in prior.items():
             if st not in FINAL:
                 self.jobs[i].allowed.add(ErtState.ABORT)
+        if name in ("suspend", "resume") and self.chip.aie4 is None:
+            return
         for f in self.files:
             f.known = False
 
@@ -710,9 +713,15 @@ class UapiModel:
         self.frame_boundary = rc is not None and rc.frame_boundary_preempt is not None
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _up(self, num: int) -> bool:
-        """Everything past file ``num``'s argument checks is predicted."""
-        return self.sm.dev == "up" and self.sm.tainted is None and self.r.files[num].known
+    def _up(self, num: int, resumes: bool = False) -> bool:
+        """Everything past file ``num``'s argument checks is predicted: the device up and not
+        runtime-suspended, or (``resumes``: a call that takes a runtime-PM reference, AIE2)
+        suspended by the driver, which resumes it for the call (docs/spec/jobs.md §1)."""
+        sm = self.sm
+        dev = sm.dev == "up" and sm.rpm is False
+        if resumes and not self.aie4:
+            dev = dev or sm.dev == "suspended" or (sm.dev == "up" and sm.rpm is True)
+        return dev and sm.tainted is None and self.r.files[num].known
 
     def _want(self, call: str, got: str, want: str | set[str] | None) -> None:
         if want is None:
@@ -756,8 +765,10 @@ class UapiModel:
             ctx = r._file_ctx(num, r._ctx_handle(args[1]))
             if ctx is not None:
                 ctx.cu_set = True
-        if name in NEEDS_DEVICE and (name != "config" or args[2] == T.const("DRM_AMDXDNA_HWCTX_ASSIGN_DBG_BUF")) \
-                and self.sm.dev == "suspended" and f is not None and not self.aie4:
+        if (name == "open" or (name in NEEDS_DEVICE and f is not None and (
+                name != "config" or args[2] == T.const("DRM_AMDXDNA_HWCTX_ASSIGN_DBG_BUF")))) \
+                and (self.sm.dev == "suspended" or (self.sm.dev == "up" and self.sm.rpm is not False)) \
+                and not self.aie4:
             self._resumed_for_client(got, want)
         r.check()
 
@@ -767,11 +778,14 @@ class UapiModel:
         again; a failure the model did not predict (one past the argument checks) may have
         come before or after the resume."""
         if got == "ok":
+            self.sm.client_resumed(known=self.sm.rpm is not None)  # None: maybe up already
             self.sm.dev = "up"
             self.sm.mgmt_broken = False  # the resume's new management channel
             self.r.h._new_channel_state()
-        elif want is None:
+        elif want is None and self.sm.dev == "suspended":
             self.sm.dev = "unknown"
+        elif want is None:  # runtime-suspended (or maybe): resumed or not
+            self.sm.rpm = self.sm.resumes = None
 
     def _heap_mapped(self, fnum: int) -> bool:
         return any(self.r.bos[b].alive for b in self.r.heap.get(fnum, []))
@@ -789,8 +803,10 @@ class UapiModel:
     def expect(self, h: Any, name: str, args: tuple[Any, ...]) -> str | set[str] | None:
         """The errno name (or names; None: not predicted) the ioctl op must give."""
         r = self.r
-        if name == "open":
-            return "ok" if self.sm.dev == "up" and self.sm.tainted is None else None
+        if name == "open":  # its queries to the firmware resume a suspended device (AIE2)
+            sm = self.sm
+            up = sm.dev == "up" and (sm.rpm is False or (sm.rpm is not None and not self.aie4))
+            return "ok" if sm.tainted is None and (up or (sm.dev == "suspended" and not self.aie4)) else None
         f, num = r._file(args[0])
         if f is None:
             return EBADF
@@ -856,7 +872,7 @@ class UapiModel:
     def e_ctx(self, num: int, cols: int, ext: int) -> str | None:
         if ext:
             return EINVAL
-        if not self._up(num):
+        if not self._up(num, resumes=True):
             return None
         if not 1 <= (cols & 0xFFFF) <= self.cols:
             return EINVAL
@@ -898,7 +914,7 @@ class UapiModel:
         ctx = self.r._file_ctx(num, self.r._ctx_handle(c))
         if ctx is None:
             return EINVAL
-        if not self._up(num):
+        if not self._up(num, resumes=True):
             return None
         n = self.r.ctxs.index(ctx)
         pending = sum(1 for i, j in enumerate(self.r.jobs) if j.ctx == n and now.get(i) not in FINAL)
