@@ -59,6 +59,7 @@ void xdna_drv_state_fini(struct xdna_shim_ctx *ctx)
     free(s->bos);
     free(s->vec_owned);
     pthread_cond_destroy(&s->cond);
+    xdna_lockdep_forget(&s->lock);
     pthread_mutex_destroy(&s->lock);
     s->inited = false;
 }

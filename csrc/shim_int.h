@@ -96,6 +96,7 @@ void xdna_unlock(pthread_mutex_t *m);
 void xdna_cond_wait_raw(pthread_cond_t *c, pthread_mutex_t *m);
 int xdna_cond_timedwait_raw(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *ts);
 void xdna_lockdep_blocking(void); /* about to sleep in a poll: no lock may be held */
+void xdna_lockdep_forget(const pthread_mutex_t *m); /* destroyed: its edges go */
 #else
 static inline void xdna_lock(pthread_mutex_t *m) { pthread_mutex_lock(m); }
 static inline void xdna_unlock(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
@@ -109,6 +110,7 @@ static inline int xdna_cond_timedwait_raw(pthread_cond_t *c, pthread_mutex_t *m,
     return pthread_cond_timedwait(c, m, ts);
 }
 static inline void xdna_lockdep_blocking(void) {}
+static inline void xdna_lockdep_forget(const pthread_mutex_t *m) { (void)m; }
 #endif
 
 /* ---- driver state, buffers, hardware contexts (api.c, bo.c, hwctx.c; docs/spec/jobs.md) ---- */

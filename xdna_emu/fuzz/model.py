@@ -150,7 +150,7 @@ def outcome(kernels: tuple[str, ...]) -> tuple[ErtState, int | None]:
 class ShimModel:
     """The driver's contract for one shim trace; :meth:`ShimHarness.fresh` makes a new one."""
 
-    def __init__(self, aie4: bool = False) -> None:
+    def __init__(self, aie4: bool = False, chip: str | None = None) -> None:
         #: AIE4 (docs/spec/fuzzing.md §8): app_health ok or EOPNOTSUPP, no known mgmt
         #: message; a user-mode context refuses exec; umq, doorbell and flr are predicted
         #: only on a destroyed context (EINVAL/ENOENT) and flr aborts what was in flight
@@ -184,6 +184,16 @@ class ShimModel:
         #: the shim's suspend and resume counts as the model expects them (None: not known)
         self.suspends: int | None = 0
         self.resumes: int | None = 0
+        #: SR-IOV (docs/spec/aie4.md §10): the VFs enabled (None: not known), the PF's
+        #: TotalVFs, the VF jobs and which VF each ran on, hangs pending per VF
+        self.vfs: int | None = 0
+        self.total_vfs = 0
+        self.vfjobs: list[JobModel] = []
+        self.vfjob_vf: list[int] = []
+        self.vf_gen = 0  # bumped when the VFs go: a VF number then names a new function
+        if chip is not None:
+            pci = load_chip(chip).pci
+            self.pf, self.total_vfs = pci.function == "pf", pci.total_vfs if pci.function == "pf" else 0
 
     # -- helpers --------------------------------------------------------------------------
     def taint(self, why: str) -> None:
@@ -211,6 +221,8 @@ class ShimModel:
             return self._certlog(h, name, args)
         if name in ("client", "cctx", "cdestroy", "cmgmt"):
             return self._client(h, name, args)
+        if name in ("sriov", "vf", "vfwait"):
+            return self._sriov(h, name, args)
         dead = self._dead(h, name, args)
         if dead is not None:
             return dead
@@ -257,6 +269,8 @@ class ShimModel:
             if self.aie4:
                 return "ok" if (args[0], len(args[1])) == KNOWN_MGMT_AIE4 and not h.mgmt_bad else None
             return self._mgmt(h, args)
+        if name in ("ctx", "qctx") and self.pf:
+            return EOPNOTSUPP  # a PF has no partition for contexts (docs/spec/aie4.md §6)
         if name in ("ctx", "qctx"):
             if name == "qctx" and not qos_ok(h.chip, *(a & 0xFFFFFFFF for a in args)):
                 return EINVAL
@@ -390,11 +404,100 @@ class ShimModel:
         if name == "cmgmt":
             return {"query": "ok", "driver": errno_mod.errorcode[errno_mod.EPERM],
                     "foreign": errno_mod.errorcode[errno_mod.ENOENT]}.get(args[0])
+        if name == "cctx" and self.pf:
+            return EOPNOTSUPP  # a PF has no partition for contexts (docs/spec/aie4.md §6)
         if name == "cctx":
             files = self.peer.live_contexts() if self.peer is not None else 0
             live = sum(c.alive for c in self.ctxs) + sum(self.cctxs) + files
             return "ok" if live < CTX_PROMISED else None
         return "ok"
+
+    def _sriov(self, h: ShimHarness, name: str, args: tuple) -> str | set[str] | None:
+        """SR-IOV (docs/spec/aie4.md §10): ``sriov N`` is the PCI core's checks then the
+        driver's sriov_configure (not an AIE4 PF EOPNOTSUPP, not probed EINVAL, N past
+        TotalVFs ERANGE, N enabled already ok, N with others enabled EBUSY); ``vf`` with no VF
+        enabled EINVAL (the harness has none to name), else ok (a VF's firmware is up from
+        reset, its probe, context and submission succeed); ``vfwait`` on a job ok."""
+        clean = self.tainted is None
+        if name == "sriov":
+            n = args[0] & 0xFFFFFFFF
+            if not self.aie4 or not self.pf:
+                return EOPNOTSUPP
+            if self.dev != "up":
+                return EINVAL if self.dev in ("off", "suspended") else None
+            if n > self.total_vfs:
+                return errno_mod.errorcode[errno_mod.ERANGE]
+            if self.vfs is None:
+                return None
+            if n == self.vfs:
+                return "ok"
+            if n and self.vfs:
+                return EBUSY
+            return "ok" if clean else None
+        if name == "vf":
+            if self.vfs is None:
+                return None
+            if not self.vfs:
+                return EINVAL
+            if not clean or self.dev != "up":
+                return None
+            vf, now = (self.vf_gen, args[0] % self.vfs), self.vf_observe(h)
+            pending = sum(1 for i, k in enumerate(self.vfjob_vf) if k == vf and now.get(i) not in FINAL)
+            return "ok" if pending < SLOTS else {"ok", EAGAIN}  # four slots per context
+        return None if self.vfjobs else EINVAL  # a wait on a hang may time out first
+
+    def _sriov_after(self, h: ShimHarness, name: str, args: tuple, got: str) -> None:
+        if name == "sriov" and got == "ok":
+            n = args[0] & 0xFFFFFFFF
+            if n != self.vfs:
+                now = self.vf_observe(h)  # the VFs go: their drivers end every job ABORT
+                for i, m in enumerate(self.vfjobs):  # (or as the firmware had ended it)
+                    if now.get(i) not in FINAL:
+                        m.allowed.add(ErtState.ABORT)
+                self.vf_gen += 1
+            self.vfs = n
+        elif name == "sriov" and got != "ok" and self.tainted is not None:
+            self.vfs = None  # the firmware's refusal may come after the VFs went
+        elif name == "vf" and got == "ok":
+            vf = (self.vf_gen, args[0] % max(1, self.vfs or 1))
+            state, _ = outcome((args[1],))
+            m = JobModel({state})
+            now = self.vf_observe(h)
+            if any(now.get(i) not in FINAL and self.vfjob_vf[i] == vf and ErtState.TIMEOUT in j.allowed
+                   for i, j in enumerate(self.vfjobs)):
+                m.allowed = {ErtState.ABORT, state}  # behind a hang: its timeout may end it
+            if self.tainted is not None or self.vfs is None:
+                m.allowed = set(FINAL)
+            self.vfjobs.append(m)
+            self.vfjob_vf.append(vf)
+        if name in ("stop", "suspend", "resume", "probe", "flr"):
+            for m in self.vfjobs:  # what the PF's events do to its VFs: not predicted
+                m.allowed = set(FINAL)
+            self.vfs = None if name in ("probe", "flr") else self.vfs
+
+    def vf_observe(self, h: ShimHarness) -> dict[int, ErtState]:
+        out = {}
+        for j in range(len(self.vfjobs)):
+            st = h.vf_state(j)
+            if st is not None:
+                out[j] = st
+        return out
+
+    def _vf_check(self, h: ShimHarness) -> None:
+        """Every VF job: final only in an allowed state, and final for good."""
+        for i, st in self.vf_observe(h).items():
+            m = self.vfjobs[i]
+            if m.seen is not None:
+                if st != m.seen:
+                    raise self._fail("state", f"VF job {i} went from {m.seen.name} to {_name(st)}")
+                continue
+            if st not in FINAL:
+                continue
+            m.seen = st
+            if st not in m.allowed:
+                want = "/".join(sorted(s.name for s in m.allowed))
+                raise self._fail("state", f"VF job {i} ({h.vfjobs[i][4]}) ended {_name(st)}, "
+                                          f"the driver ends it {want}")
 
     def _others_busy(self, h: ShimHarness, n: int, now: dict[int, ErtState]) -> bool:
         """Another live context has work pending: it cannot be swapped out, so a
@@ -443,6 +546,7 @@ class ShimModel:
             want = None
         self._want(f"{name} {' '.join(map(_show, args))}".strip(), got, want)
         self._rpm_call(name, got)
+        self._sriov_after(h, name, args, got)
         if name == "mgmt" and (want is None or (self.aie4 and
                                                 (args[0], len(args[1])) != KNOWN_MGMT_AIE4)):
             self.taint(f"mgmt {args[0]:#x} of {len(args[1])} bytes")
@@ -544,6 +648,10 @@ class ShimModel:
                 self.rpm = False
             else:  # before or after resuming: not known
                 self.rpm = self.resumes = None
+        elif name not in ("tick", "timeout") and self.dev == "up" and was is not False:
+            # others may take the reference too (health without a kept report, a debug-BO
+            # assign, AIE4's queue calls): read back from the shim after the line
+            self.rpm = self.resumes = None
 
     def client_resumed(self, known: bool = True) -> None:
         """A client's call resumed the device the driver held suspended (docs/spec/jobs.md
@@ -642,6 +750,7 @@ class ShimModel:
 
     def _probed(self, h: ShimHarness) -> None:
         """Which command forms the probed firmware serves (docs/spec/jobs.md §4)."""
+
         major, minor = (int(x) for x in h.shim.info()["protocol_version"].split("."))
         self.protocol = (major, minor)
         chip = load_chip(h.chip)
@@ -692,6 +801,8 @@ class ShimModel:
     def check(self, h: ShimHarness) -> None:
         """Every job: final only in an allowed state, final for good, chains name their
         failing sub-command."""
+        if self.vfjobs:
+            self._vf_check(h)
         for i, st in self.observe(h).items():
             m = self.jobs[i]
             if m.seen is not None:

@@ -63,11 +63,12 @@ WEIGHTS = {"mgmt": 6, "ctx": 4, "destroy": 2, "exec": 10, "wait": 10, "info": 2,
            "ioctl": 14, "certlog": 1}
 #: AIE4 (docs/spec/fuzzing.md §8): firmware faults on its mgmt channel and AIE4 mgmt
 #: opcodes, no START_NPU rewrites or AIE2 config calls (they know the AIE2 forms);
-#: user-mode queues, FLR, the CERT log on DEV BOs; no ioctl lines yet (fuzzing.md §12)
+#: user-mode queues, FLR, the CERT log on DEV BOs; ioctl lines less often (fuzzing.md §12)
 WEIGHTS_AIE4 = {**{k: v for k, v in WEIGHTS.items()
-                   if k not in ("rewrite", "qctx", "cucfg", "dbgbo", "dbg", "ioctl")},
+                   if k not in ("rewrite", "qctx", "cucfg", "dbgbo", "dbg", "ioctl")}, "ioctl": 8,
                 "umq": 2, "doorbell": 4, "flr": 1, "dbgbo": 3, "certlog": 4, "certdetach": 1,
-                "client": 2, "cctx": 2, "cdestroy": 1, "cmgmt": 3}
+                "client": 2, "cctx": 2, "cdestroy": 1, "cmgmt": 3,
+                "sriov": 2, "vf": 3, "vfwait": 1}  # SR-IOV: a PF's VFs (fuzzing.md §8)
 #: CU indexes an exec names: the default, ones a CU table has, and past every table
 EXEC_CUS = [0, 0, 0, 1, 2, 7, 31]
 #: QoS (gops, fps, latency_ms, max_opc): none, in range, at the 32-bit edge, past the top
@@ -140,6 +141,12 @@ def random_op(rng: random.Random, aie4: bool = False) -> Op:
         return Op("call", ("certdetach", rng.randrange(4)))
     if name == "cdestroy":
         return Op("call", ("cdestroy", rng.randrange(4)))
+    if name == "sriov":  # none, some, all four, past TotalVFs
+        return Op("call", ("sriov", rng.choice([0, 0, 1, 2, 4, 5])))
+    if name == "vf":
+        return Op("call", ("vf", rng.randrange(4), rng.choice(("nop", "nop", "hang"))))
+    if name == "vfwait":
+        return Op("call", ("vfwait", rng.randrange(8), rng.choice([0, 100, 3000])))
     if name == "cmgmt":
         return Op("call", ("cmgmt", rng.choice(("query", "driver", "foreign")), rng.randrange(4)))
     if name == "dbg":

@@ -104,7 +104,8 @@ CALL_SPECS = {"probe": "", "timeout": "si", "mgmt": "ib", "ctx": "", "destroy": 
               "bulk": "ii", "rewrite": "ii", "umq": "i", "doorbell": "i", "flr": "",
               "qctx": "iiii", "cucfg": "ii", "dbgbo": "i",
               "dbg": "isi", "syncwait": "ii", "certlog": "iis", "certdetach": "i",
-              "client": "", "cctx": "", "cdestroy": "i", "cmgmt": "si"}
+              "client": "", "cctx": "", "cdestroy": "i", "cmgmt": "si",
+              "sriov": "i", "vf": "is", "vfwait": "ii"}
 #: trailing operands a call may leave out (kinds as in CALL_SPECS)
 CALL_OPTIONAL = {"exec": "s"}
 #: the wait a ``syncwait`` grants (ms, virtual)
@@ -124,6 +125,10 @@ FAULT_SPEC = "iii"
 FW_STOPPING = frozenset({"unload", "fw_fatal", "reset"})
 #: driver-session calls that end or re-create every session's contexts and jobs
 DEVICE_EVENTS = frozenset({"stop", "suspend", "resume", "probe", "flr"})
+
+
+def _show_state(st: object) -> str:
+    return getattr(st, "name", str(st))
 
 
 class ShimCrash(Failure):
@@ -200,6 +205,7 @@ class ShimHarness:
         """Power-on device, a newly opened shim, no faults armed."""
         if getattr(self, "uapi", None) is not None:
             self.uapi.close()  # the DRM files' sessions go before the daemon drops them
+        self._close_vfs()  # the VFs' sessions too (the reset removes the VFs)
         self.ip.fresh()
         self.shim = self.ip.open()
         self.shim.set_timeout("mbox_rx", DEFAULT_RX_MS)
@@ -221,8 +227,14 @@ class ShimHarness:
         if getattr(self, "client", None) is not None:
             self.client.close()
         self.client: Shim | None = None  # ``client``: another process's session (AIE4)
+        #: SR-IOV (docs/spec/aie4.md §10): a driver session per enabled VF (opened and
+        #: probed by its first ``vf``, with one context), every VF session ever opened, and
+        #: the VF jobs: (session, context, command BO, seq, kernel)
+        self.vf_shims: dict[int, tuple[Shim, int]] = {}
+        self.vf_all: list[Shim] = []
+        self.vfjobs: list[tuple[Shim, int, int, int, str]] = []
         self.cctxs: list[int] = []  # its context handles, by number
-        self.model: ShimModel | None = ShimModel(self.aie4) if self.use_model else None
+        self.model: ShimModel | None = ShimModel(self.aie4, self.chip) if self.use_model else None
         #: the DRM files of ``ioctl`` lines: client sessions, the programs beside this driver
         self.uapi = UapiRunner(self)
         self.umodel = UapiModel(self.uapi, self.model) if self.model is not None else None
@@ -231,11 +243,17 @@ class ShimHarness:
         self.events.clear()
         return self
 
+    def _close_vfs(self) -> None:
+        for s in getattr(self, "vf_all", []):
+            s.close()
+        self.vf_all = []
+
     def close(self) -> None:
         self.uapi.close()
         if self.client is not None:
             self.client.close()
             self.client = None
+        self._close_vfs()
         self.ip.close()
 
     def release(self) -> None:
@@ -244,6 +262,7 @@ class ShimHarness:
         if self.client is not None:
             self.client.close()
             self.client = None
+        self._close_vfs()
         self.ip.close_shim()
 
     # -- running ops ---------------------------------------------------------------------
@@ -546,6 +565,49 @@ class ShimHarness:
         c = self._the_client()
         self._run(c.mgmt_msg, opcode, req, MGMT_RESP if kind == "query" else 4, 0)
 
+    # -- SR-IOV (docs/spec/aie4.md §10) ------------------------------------------------------
+    def c_sriov(self, n: int) -> None:
+        """``sriov N``: the driver's sriov_configure, as a write of N to sriov_numvfs."""
+        before = len(self.ip.daemon.vfs)
+        self._run(self.shim.sriov_configure, n & 0xFFFFFFFF)
+        if len(self.ip.daemon.vfs) != before:  # the VFs went (or came): new sessions later
+            self.vf_shims = {}
+
+    def c_vf(self, i: int, kernel: str) -> None:
+        """``vf I KERNEL``: on enabled VF I (modulo), its driver session (probed on first
+        use, one context) submits one START_DPU command running KERNEL."""
+        from .. import kernels as K
+        from ..shim import Shim
+        from ..testing.inproc import firmware_dir
+
+        if kernel not in KERNELS:
+            raise TraceError(f"kernel {kernel!r} is not one of {', '.join(KERNELS)}")
+        vfs = self.ip.daemon.vfs
+        if not vfs:
+            raise ShimError(errno_mod.EINVAL, "no VF is enabled")
+        n = i % len(vfs)
+        if n not in self.vf_shims:
+            s = self._run(Shim.open, vfs[n].socket_path)
+            self.vf_all.append(s)
+            self._run(s.probe, firmware_dir(self.chip))
+            self.vf_shims[n] = (s, self._run(s.hwctx_create))
+        s, ctx = self.vf_shims[n]
+        cmd = self._run(npu_command, s, K.Kernel[kernel.upper()], "dpu", 0)
+        self.vfjobs.append((s, ctx, cmd, self._run(s.exec, ctx, cmd), kernel))
+
+    def c_vfwait(self, j: int, timeout_ms: int) -> None:
+        if not self.vfjobs:
+            raise ShimError(errno_mod.EINVAL, "no VF job submitted yet")
+        s, ctx, _, seq, _ = self.vfjobs[j % len(self.vfjobs)]
+        self._run(s.wait, ctx, seq, max(0, timeout_ms))
+
+    def vf_state(self, j: int) -> ErtState | None:
+        s, _, cmd, _, _ = self.vfjobs[j]
+        try:
+            return s.cmd_state(cmd)
+        except ShimError:
+            return None
+
     def c_syncwait(self, i: int, seq: int) -> None:
         n, h, alive = self._ctx(i)
         self._run(self.shim.syncobj_wait, self._syncobj(n) if alive else self.syncobjs.get(n, 0), seq & (1 << 64) - 1, SYNCWAIT_MS)
@@ -832,6 +894,14 @@ class ShimHarness:
             if n not in self.dead and not q.drained() and not stopped:
                 raise InvariantViolation("umq_not_run", f"context {n}: read_index {q.read_index} "
                                                         f"< {q.rung} packets rung")
+        for j, (s, ctx, _cmd, seq, kernel) in enumerate(self.vfjobs):  # VF jobs end too
+            try:
+                self._run(s.wait, ctx, seq, FINAL_WAIT_MS)
+            except ShimError:
+                pass
+            st = self.vf_state(j)
+            if st not in FINAL:
+                raise InvariantViolation("not_final", f"VF job {j} ({kernel}) is {_show_state(st)}")
         if self.model is not None:
             self.model.check(self)
         self.uapi.finish()

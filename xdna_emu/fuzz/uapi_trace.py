@@ -872,6 +872,8 @@ class UapiModel:
     def e_ctx(self, num: int, cols: int, ext: int) -> str | None:
         if ext:
             return EINVAL
+        if self.aie4:  # a context needs the file's DEV heap, which AIE4 has none of
+            return EINVAL if not 1 <= (cols & 0xFFFF) <= self.cols else ENOENT  # (uapi.md §6)
         if not self._up(num, resumes=True):
             return None
         if not 1 <= (cols & 0xFFFF) <= self.cols:
