@@ -707,7 +707,8 @@ class UapiModel:
         chip = runner.chip
         self.aie4 = chip.aie4 is not None
         self.heap_max = chip.limits.dev_heap_max
-        self.cols = chip.tiles.cols
+        #: the columns the session reports: none on an SR-IOV PF (docs/spec/aie4.md §6)
+        self.cols = 0 if chip.pci.function == "pf" else chip.tiles.cols
         self.hwctx_limit = chip.limits.hwctx_limit
         rc = chip.runtime_config
         self.frame_boundary = rc is not None and rc.frame_boundary_preempt is not None
