@@ -98,12 +98,15 @@ MGMT_OPCODES_AIE4 = [int(o) for o in (A4Opcode.IDENTIFY, A4Opcode.IDENTIFY,
 
 
 #: the shim target's AIE4 seed: two contexts, DEV BOs, one bound as context 0's CERT log, a
-#: job, a client session with a context, the log detached
+#: job, a client session with a context, the log detached; on a PF two VFs with jobs, a
+#: hang pending as they go, one VF again (docs/spec/fuzzing.md §8)
 AIE4_SEED = [Op("call", ("probe",)), Op("call", ("ctx",)), Op("call", ("ctx",)),
              Op("call", ("dbgbo", 4096)), Op("call", ("dbgbo", 8192)),
              Op("call", ("certlog", 0, 0, "0:4096")), Op("call", ("exec", 0, "nop")),
              Op("call", ("wait", 0, 3000)), Op("call", ("client",)), Op("call", ("cctx",)),
-             Op("call", ("certdetach", 0))]
+             Op("call", ("certdetach", 0)), Op("call", ("sriov", 2)), Op("call", ("vf", 0, "nop")),
+             Op("call", ("vf", 1, "hang")), Op("call", ("sriov", 0)), Op("call", ("sriov", 1)),
+             Op("call", ("vf", 0, "nop")), Op("call", ("vfwait", 0, 3000))]
 
 
 def random_op(rng: random.Random, aie4: bool = False) -> Op:
