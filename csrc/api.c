@@ -59,6 +59,7 @@ void xdna_drv_state_fini(struct xdna_shim_ctx *ctx)
     free(s->bos);
     free(s->vec_owned);
     pthread_cond_destroy(&s->cond);
+    xdna_lockdep_forget(&s->lock);
     pthread_mutex_destroy(&s->lock);
     s->inited = false;
 }
@@ -77,6 +78,7 @@ int xdna_api_enter(struct xdna_shim_ctx *ctx)
 /* ...and drop it, publishing a failure's message to this thread's last_error. */
 int xdna_api_leave(struct xdna_shim_ctx *ctx, int rc)
 {
+    xdna_pm_publish(ctx, true); /* suspended, resumed or stopped: the clients learn it */
     int err = errno;
     if (rc < 0)
         xdna_set_tls_error(err, "%s", ctx->last_error);
@@ -202,6 +204,7 @@ int xdna_shim_stop(struct xdna_shim_ctx *ctx)
     xdna_hwctx_stop_all(ctx);
     int rc = xdna_stop_unlocked(ctx);
     ctx->s.rpm_suspended = false;
+    ctx->s.stops++; /* the client sessions' contexts end with this firmware (jobs.md §1) */
     xdna_dev_end(ctx);
     return xdna_api_leave(ctx, rc);
 }

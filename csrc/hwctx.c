@@ -793,21 +793,30 @@ int xdna_health_buf(struct xdna_shim_ctx *ctx, uint64_t *addr, uint8_t **va)
 
 /* ---- public: contexts ----------------------------------------------------------------- */
 
-/* A client session's contexts do not outlive the firmware they were made on: once the
- * driver session stopped it and booted another (the ctrl page's fw_boots moved), they are
- * gone, as the driver's files are once its device goes. Their jobs end ABORT, their channels
- * close without a message (the firmware that knew them is gone), their vectors go back, and
- * every later call on them but destroy fails ENODEV (docs/spec/jobs.md §1). AIE2: an AIE4
- * client's queues follow the function's FLR (docs/spec/aie4.md §8). */
+/* A client session's contexts do not outlive the firmware they were made on when the driver
+ * session stopped it (DRV_STOPS moved) or the function was reset: once another firmware
+ * booted (the ctrl page's fw_boots moved), they are gone, as the driver's files are once its
+ * device goes, and every later call on them but destroy fails ENODEV. A firmware booted by a
+ * resume keeps them, as the driver's resume re-creates every context: they reconnect on
+ * their next job. Either way their jobs end ABORT, their channels close without a message
+ * (the firmware that knew them is gone) and their vectors go back (docs/spec/jobs.md §1).
+ * AIE2: an AIE4 client's queues follow the function's FLR (docs/spec/aie4.md §8). */
 static void client_boot_check(struct xdna_shim_ctx *ctx)
 {
     if (!ctx->s.client || !ctx->ctrl || xdna_is_aie4(ctx->chip))
         return;
     uint32_t n = xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_FW_BOOTS);
-    if (n == ctx->boots_seen)
+    uint32_t stops = xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_DRV_STOPS);
+    uint32_t resets = xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_RESETS);
+    if (n == ctx->boots_seen && stops == ctx->stops_seen && resets == ctx->resets_seen)
         return;
+    bool gone = stops != ctx->stops_seen || resets != ctx->resets_seen;
+    if (!gone && xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_PM_DOWN))
+        return; /* suspended, not stopped: looked at again once it is resumed */
     ctx->boots_seen = n;
-    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
+    ctx->stops_seen = stops;
+    ctx->resets_seen = resets;
+    for (unsigned i = 0; gone && i < XDNA_MAX_HWCTX; i++)
         if (ctx->s.hw[i])
             ctx->s.hw[i]->gone = true;
     stop_each(ctx, false, true);
@@ -815,6 +824,8 @@ static void client_boot_check(struct xdna_shim_ctx *ctx)
 
 static int ready(struct xdna_shim_ctx *ctx, const char *what)
 {
+    if (xdna_pm_client_get(ctx) < 0) /* the driver holds the device suspended */
+        return -1;
     client_boot_check(ctx);
     if (ctx->s.client || ctx->state == XDNA_SHIM_STATE_PROBED || ctx->s.rpm_suspended)
         return xdna_rpm_get(ctx);

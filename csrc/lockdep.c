@@ -59,6 +59,19 @@ static void order(const pthread_mutex_t *before, const pthread_mutex_t *after)
     pthread_mutex_unlock(&edges_lock);
 }
 
+/* A lock is destroyed: forget its edges, so a lock that later lives at the same address
+ * (another session's) starts with none. */
+void xdna_lockdep_forget(const pthread_mutex_t *m)
+{
+    pthread_mutex_lock(&edges_lock);
+    unsigned n = 0;
+    for (unsigned i = 0; i < nedges; i++)
+        if (edges[i].before != m && edges[i].after != m)
+            edges[n++] = edges[i];
+    nedges = n;
+    pthread_mutex_unlock(&edges_lock);
+}
+
 static void push(pthread_mutex_t *m)
 {
     if (nheld == LOCKDEP_HELD_MAX)

@@ -97,13 +97,25 @@ int xdna_fw_call(struct xdna_shim_ctx *ctx, uint32_t opcode, const void *req, si
     uint8_t buf[8 + 2048];
     if (req_len > sizeof(buf) - 8 || resp_len > PROXY_RESP_MAX)
         return xdna_fail(ctx, EINVAL, "MGMT_PROXY: request or response too large");
+    if (xdna_pm_client_get(ctx) < 0) /* the firmware must be up to answer (jobs.md §1) */
+        return -1;
     uint32_t hdr[2] = {opcode, 0};
     memcpy(buf, hdr, 8);
     memcpy(buf + 8, req, req_len);
     uint8_t out[PROXY_RESP_MAX + 64];
     size_t len = sizeof(out);
-    if (xdna_ctl(ctx, XDNA_PROTO_CMD_MGMT_PROXY, buf, 8 + req_len, NULL, 0, out, &len, 0, NULL,
-                 NULL) < 0) {
+    int rc = xdna_ctl(ctx, XDNA_PROTO_CMD_MGMT_PROXY, buf, 8 + req_len, NULL, 0, out, &len, 0,
+                      NULL, NULL);
+    if (rc < 0 && errno == ENODEV && xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_PM_DOWN)) {
+        /* the driver suspended the device just before (its PM_DOWN came with this reply's
+         * step): take the reference now and send it again */
+        if (xdna_pm_client_get(ctx) < 0)
+            return -1;
+        len = sizeof(out);
+        rc = xdna_ctl(ctx, XDNA_PROTO_CMD_MGMT_PROXY, buf, 8 + req_len, NULL, 0, out, &len, 0,
+                      NULL, NULL);
+    }
+    if (rc < 0) {
         int err = errno;
         char msg[sizeof(ctx->last_error)];
         memcpy(msg, ctx->last_error, sizeof(msg));

@@ -63,6 +63,8 @@ static void periodic_duties(struct xdna_shim_ctx *ctx)
             if (s->async_repost[i] && xdna_async_post(ctx, i) == 0)
                 s->async_repost[i] = 0;
     xdna_rpm_maybe_suspend(ctx);
+    xdna_pm_client_asks(ctx); /* a client's call found the device suspended */
+    xdna_pm_publish(ctx, false);
     xdna_aie4_reset_check(ctx);
     xdna_aie4_sriov_request(ctx);
 }
@@ -76,6 +78,14 @@ void xdna_monitor_housekeeping(struct xdna_shim_ctx *ctx)
     s->in_housekeeping = true;
     periodic_duties(ctx);
     s->in_housekeeping = false;
+}
+
+int xdna_shim_monitor_step(struct xdna_shim_ctx *ctx)
+{
+    if (xdna_api_enter(ctx) < 0)
+        return -1;
+    xdna_monitor_housekeeping(ctx);
+    return xdna_api_leave(ctx, 0);
 }
 
 /* ---- the thread -------------------------------------------------------------------- */

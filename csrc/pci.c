@@ -308,6 +308,7 @@ static int attach_write_log(struct xdna_shim_ctx *ctx)
     ctx->log_entries = n;
     ctx->resets_seen = __atomic_load_n(&w[XDNA_PROTO_CTRL_OFF_RESETS / 4], __ATOMIC_ACQUIRE);
     ctx->boots_seen = __atomic_load_n(&w[XDNA_PROTO_CTRL_OFF_FW_BOOTS / 4], __ATOMIC_ACQUIRE);
+    ctx->stops_seen = __atomic_load_n(&w[XDNA_PROTO_CTRL_OFF_DRV_STOPS / 4], __ATOMIC_ACQUIRE);
     return 0;
 
 close_fds:

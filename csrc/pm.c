@@ -222,6 +222,77 @@ void xdna_rpm_maybe_suspend(struct xdna_shim_ctx *ctx)
     xdna_dev_end(ctx);
 }
 
+/* The driver session's runtime-PM words for the client sessions (docs/spec/jobs.md §1): whether
+ * it holds the device suspended (PM_DOWN) and how often it stopped it (DRV_STOPS); the daemon
+ * copies both into every client's ctrl page. Stored (and kicked) only when they change; with
+ * sync (a driver call returning: suspend, resume, stop, probe) the call returns once the
+ * daemon stepped past them (the epoch moved), so a client's next call sees them. */
+void xdna_pm_publish(struct xdna_shim_ctx *ctx, bool sync)
+{
+    if (ctx->s.client || !ctx->ctrl)
+        return;
+    const uint64_t *epoch = (const uint64_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_EPOCH);
+    uint64_t e0 = __atomic_load_n(epoch, __ATOMIC_ACQUIRE);
+    uint32_t down = ctx->state == XDNA_SHIM_STATE_SUSPENDED;
+    bool moved = false;
+    if (xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_PM_DOWN) != down) {
+        xdna_ctrl_set(ctx, XDNA_PROTO_CTRL_OFF_PM_DOWN, down);
+        moved = true;
+    }
+    if (xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_DRV_STOPS) != ctx->s.stops) {
+        xdna_ctrl_set(ctx, XDNA_PROTO_CTRL_OFF_DRV_STOPS, ctx->s.stops);
+        moved = true;
+    }
+    if (!moved || !sync || ctx->s.in_housekeeping)
+        return;
+    struct xdna_err e;
+    xdna_err_save(ctx, &e); /* the caller's outcome stands whatever the wait meets */
+    uint64_t deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_MBOX_RX]);
+    while (__atomic_load_n(epoch, __ATOMIC_ACQUIRE) == e0 && !ctx->sock_dead)
+        if (xdna_wait_step(ctx, -1, deadline, NULL) < 0)
+            break; /* best effort: the daemon publishes on its next step anyway */
+    xdna_err_restore(ctx, &e);
+}
+
+/* A monitor duty of the driver session: a client's call found the device suspended and asked
+ * (the daemon's PM_ASKS moved): resume it as a runtime-PM get does, whether the monitor or a
+ * suspend call put it down, since the client's process runs on (docs/spec/jobs.md §1). An
+ * ask is taken once no other device sequence runs. Lock held. */
+void xdna_pm_client_asks(struct xdna_shim_ctx *ctx)
+{
+    struct xdna_drv_state *s = &ctx->s;
+    if (s->client || !ctx->ctrl || s->dev_busy)
+        return;
+    uint32_t asks = xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_PM_ASKS);
+    if (asks == s->pm_asks_seen)
+        return;
+    s->pm_asks_seen = asks;
+    if (ctx->state != XDNA_SHIM_STATE_SUSPENDED || ctx->sock_dead)
+        return;
+    s->dev_busy = true;
+    (void)xdna_pm_resume(ctx); /* a failure leaves the device FAILED: PM_DOWN clears */
+    s->rpm_suspended = false;
+    xdna_dev_end(ctx);
+    xdna_pm_publish(ctx, false);
+}
+
+/* A client session's runtime-PM get (docs/spec/jobs.md §1), before a call that needs the
+ * device and before every message it proxies: while the driver session holds the device
+ * suspended (PM_DOWN), ask it to resume (PM_ASK) and wait until it did, within the mailbox
+ * timeout. AIE2 (an AIE4 client's queues follow the function's FLR). Lock held. */
+int xdna_pm_client_get(struct xdna_shim_ctx *ctx)
+{
+    if (!ctx->s.client || !ctx->ctrl || xdna_is_aie4(ctx->chip) ||
+        !xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_PM_DOWN))
+        return 0;
+    uint64_t deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_MBOX_RX]);
+    xdna_ctrl_set(ctx, XDNA_PROTO_CTRL_OFF_PM_ASK, xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_PM_ASK) + 1);
+    while (xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_PM_DOWN))
+        if (xdna_cond_wait(ctx, deadline) < 0)
+            return xdna_fail(ctx, ETIMEDOUT, "the driver did not resume the suspended device");
+    return 0;
+}
+
 int xdna_pm_npu_metrics(struct xdna_shim_ctx *ctx, uint32_t *power_mw,
                         uint16_t busy[XDNA_PROTO_CTRL_PMF_COLUMNS])
 {

@@ -96,6 +96,7 @@ void xdna_unlock(pthread_mutex_t *m);
 void xdna_cond_wait_raw(pthread_cond_t *c, pthread_mutex_t *m);
 int xdna_cond_timedwait_raw(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *ts);
 void xdna_lockdep_blocking(void); /* about to sleep in a poll: no lock may be held */
+void xdna_lockdep_forget(const pthread_mutex_t *m); /* destroyed: its edges go */
 #else
 static inline void xdna_lock(pthread_mutex_t *m) { pthread_mutex_lock(m); }
 static inline void xdna_unlock(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
@@ -109,6 +110,7 @@ static inline int xdna_cond_timedwait_raw(pthread_cond_t *c, pthread_mutex_t *m,
     return pthread_cond_timedwait(c, m, ts);
 }
 static inline void xdna_lockdep_blocking(void) {}
+static inline void xdna_lockdep_forget(const pthread_mutex_t *m) { (void)m; }
 #endif
 
 /* ---- driver state, buffers, hardware contexts (api.c, bo.c, hwctx.c; docs/spec/jobs.md) ---- */
@@ -174,6 +176,8 @@ struct xdna_drv_state {
     uint32_t dpm_cnt[XDNA_MAX_DPM]; /* contexts asking for each DPM level */
     uint32_t dft_dpm_level;   /* the level DEFAULT mode runs at: highest asked, else 0 */
     uint64_t suspend_count, resume_count;
+    uint32_t stops;           /* driver: times it stopped the device (published as DRV_STOPS) */
+    uint32_t pm_asks_seen;    /* driver: the client sessions' runtime-PM asks last handled */
     struct xdna_shim_async_error async;
     uint8_t async_repost[128];
     struct xdna_dma_buf health_buf; /* GET_APP_HEALTH target (IOVA, or SVA for clients) */
@@ -209,6 +213,7 @@ struct xdna_shim_ctx {
     unsigned msix_cap;
     uint32_t resets_seen; /* the ctrl page's function-reset count the driver last handled */
     uint32_t boots_seen;  /* a client: the ctrl page's firmware boots its contexts were made on */
+    uint32_t stops_seen;  /* a client: the driver's stops (ctrl page DRV_STOPS) its contexts were made under */
     bool removed;         /* the function was removed (a VF disabled); its jobs ended ABORT */
     unsigned nvec;
     int *irq_fds;
@@ -460,6 +465,9 @@ int xdna_pm_resume(struct xdna_shim_ctx *ctx);
 int xdna_rpm_get(struct xdna_shim_ctx *ctx);
 bool xdna_rpm_armed(struct xdna_shim_ctx *ctx);
 void xdna_rpm_maybe_suspend(struct xdna_shim_ctx *ctx);
+void xdna_pm_publish(struct xdna_shim_ctx *ctx, bool sync);
+void xdna_pm_client_asks(struct xdna_shim_ctx *ctx);
+int xdna_pm_client_get(struct xdna_shim_ctx *ctx);
 /* The platform firmware's NPU metrics (the driver's amd_pmf_get_npu_data): power in mW and
  * busy % of the first XDNA_PROTO_CTRL_PMF_COLUMNS columns, as the daemon last sampled them
  * (docs/spec/uapi.md §6 "Sensors"). -1 with EOPNOTSUPP without a daemon to publish them. */

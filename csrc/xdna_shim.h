@@ -417,6 +417,12 @@ struct xdna_shim_hooks {
  * EINVAL when a hook pointer is NULL. Keep the hooks set while such a context lives. */
 int xdna_shim_set_hooks(struct xdna_shim_ctx *ctx, const struct xdna_shim_hooks *hooks);
 
+/* Deterministic mode: run the monitor's periodic duties (TDR tick, runqueue, async re-posts,
+ * autosuspend, a client's resume ask) once now, as the monitor thread would while another
+ * session's call waits. A no-op for a context with a monitor thread or none running. Never
+ * call it from inside one of ctx's own calls (its wait hook): the lock is not recursive. */
+int xdna_shim_monitor_step(struct xdna_shim_ctx *ctx);
+
 /* ---- floors for `xdna-emu bench` (bench.c) ----------------------------------------- */
 
 /* n eventfd round trips from C: write 1 to tx_fd, wait (poll, up to timeout_ms) until

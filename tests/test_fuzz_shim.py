@@ -97,7 +97,7 @@ def test_deterministic_replay() -> None:
 
 #: outcomes every ShimMachine run must reach: each final state, a bad channel, a timeout
 MUST_VISIT = {"final completed", "final error", "final abort", "final timeout", "mgmt:EPIPE",
-              "mgmt:ETIME", "exec:ok", "wait:ok"}
+              "mgmt:ETIME", "exec:ok", "wait:ok", "autosuspend"}
 
 
 def test_shim_state_machine(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001

@@ -490,6 +490,29 @@ def test_client_session_attaches_and_runs_its_own_context(emu: Emulator, shim: S
     assert job.run(drv_ctx) == ErtState.COMPLETED
 
 
+def test_client_job_resumes_a_device_the_driver_suspended(emu: Emulator, shim: Shim) -> None:
+    """A client's submission takes a runtime-PM reference: with the driver session holding
+    the device suspended it asks the driver (ctrl page PM_ASK), whose monitor resumes it; the
+    client's context reconnects and its job runs; a stop ends the client's context for good
+    (docs/spec/jobs.md §1)."""
+    drv_ctx = shim.hwctx_create()
+    with Shim.open(emu.socket) as client:
+        client.attach()
+        ctx = client.hwctx_create()
+        shim.suspend()
+        assert shim.power()["suspended"]
+        job, src = copy_job(client, bo_type=BO_DEV)
+        assert job.run(ctx) == ErtState.COMPLETED
+        assert np.array_equal(job.output(), src)
+        assert not shim.power()["suspended"]
+        assert errno_of(shim.resume) == errno.EINVAL  # the driver resumed it already
+        job2, _ = copy_job(shim)
+        assert job2.run(drv_ctx) == ErtState.COMPLETED  # the driver's context restarted too
+        shim.stop()
+        job3, _ = copy_job(client, bo_type=BO_DEV, seed=1)
+        assert errno_of(job3.run, ctx) == errno.ENODEV
+
+
 def test_attach_needs_a_probed_device(emu: Emulator) -> None:
     with Shim.open(emu.socket) as s:
         assert errno_of(s.attach) == errno.ENODEV

@@ -205,18 +205,22 @@ def _publish_pmf(ctrl: Any, body: bytes) -> None:
 
 
 def store_words(ctrl: Any, rq_asks: int, gen: int, boots: int, pmf: bytes | None,
-                dpm_now: int | None = None, foreign: tuple[int, int] | None = None) -> None:
+                client: tuple[int, int, int] | None = None,
+                foreign: tuple[int, int, int] | None = None) -> None:
     """The one writer of the words the daemon stores into a session's ctrl page
     (docs/spec/protocol.md, the ctrl page table): every publish path computes its values
-    and hands them here, so no path can leave a word out. ``dpm_now`` is for client
-    sessions, ``foreign`` (contexts, DPM want) for the driver's."""
+    and hands them here, so no path can leave a word out. ``client`` (DPM level now, the
+    driver's pm_down and drv_stops) is for client sessions, ``foreign`` (contexts, DPM
+    want, runtime-PM asks) for the driver's."""
     _U32X2.pack_into(ctrl, P.CTRL_OFF_RQ_ASKS, rq_asks & 0xFFFFFFFF, gen)
     _U32.pack_into(ctrl, P.CTRL_OFF_FW_BOOTS, boots)
-    if dpm_now is not None:
-        _U32.pack_into(ctrl, P.CTRL_OFF_DPM_NOW, dpm_now)
+    if client is not None:
+        _U32.pack_into(ctrl, P.CTRL_OFF_DPM_NOW, client[0])
+        _U32X2.pack_into(ctrl, P.CTRL_OFF_PM_DOWN, client[1], client[2])
     if foreign is not None:
         _U32.pack_into(ctrl, P.CTRL_OFF_FOREIGN_CTX, foreign[0])
         _U32.pack_into(ctrl, P.CTRL_OFF_FOREIGN_DPM, foreign[1])
+        _U32.pack_into(ctrl, P.CTRL_OFF_PM_ASKS, foreign[2] & 0xFFFFFFFF)
     if pmf is not None:
         _publish_pmf(ctrl, pmf)
 
@@ -238,6 +242,8 @@ class Connection:
         #: The runqueue asks made before this session came (docs/spec/jobs.md §3a): its
         #: ``RQ_ASKS`` counts only those after, so it owes nothing for older ones.
         self.rq_base = 0
+        #: ... and the runtime-PM asks made before it (docs/spec/jobs.md §1), likewise
+        self.pm_base = 0
         self.kick_fd = -1
         self.notify_fd = -1
         #: when one of its threads was last seen spinning on a ring (the polling word)
@@ -261,6 +267,10 @@ class Connection:
         struct.pack_into("<I", self.ctrl, P.CTRL_OFF_ALIVE, 1)
         struct.pack_into("<I", self.ctrl, P.CTRL_OFF_RESETS, self.daemon.fn.resets)
         struct.pack_into("<I", self.ctrl, P.CTRL_OFF_FW_BOOTS, self.daemon.fn.device.boots)
+        drv = self.daemon.driver
+        if drv is not None and drv.ctrl is not None:  # the driver's PM words, as published
+            self.ctrl[P.CTRL_OFF_PM_DOWN : P.CTRL_OFF_PM_DOWN + 8] = \
+                drv.ctrl[P.CTRL_OFF_PM_DOWN : P.CTRL_OFF_PM_DOWN + 8]
         self.kick_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.daemon.sel.register(self.kick_fd, selectors.EVENT_READ, ("kick", self))
@@ -367,6 +377,7 @@ class Daemon:
         #: The runqueue asks of sessions that have gone (docs/spec/jobs.md §3a): the asks a
         #: session sees only ever grow, so one leaving does not look like a new ask.
         self.rq_asks_gone = 0
+        self.pm_asks_gone = 0  # the runtime-PM asks of client sessions gone (jobs.md §1)
         self.next_sid = 1
         self.vector_owner: dict[int, Connection] = {}
         self.running = False
@@ -462,8 +473,14 @@ class Daemon:
 
     @property
     def probed(self) -> bool:
-        """A driver session exists and the firmware it started is running."""
-        return self.driver is not None and self.fn.probed
+        """A driver session exists and the firmware it started is running, or it holds the
+        device suspended (its ctrl page's PM_DOWN): a new process attaches, and its first
+        query asks the driver to resume (docs/spec/jobs.md §1)."""
+        drv = self.driver
+        if drv is None:
+            return False
+        return self.fn.probed or (drv.ctrl is not None and
+                                  struct.unpack_from("<I", drv.ctrl, P.CTRL_OFF_PM_DOWN)[0] != 0)
 
     def _rq_asks_total(self) -> int:
         """Every runqueue ask so far: the live sessions' and those of sessions gone."""
@@ -480,12 +497,19 @@ class Daemon:
             self._pmf_sample, self._pmf_bytes = m, pmf_body(m)
         return self._pmf_bytes
 
+    def _pm_asks_total(self) -> int:
+        """Every runtime-PM ask so far: the live sessions' and those of sessions gone."""
+        return self.pm_asks_gone + sum(struct.unpack_from("<I", s.ctrl, P.CTRL_OFF_PM_ASK)[0]
+                                       for s in self.sessions.values() if s.ctrl is not None)
+
     def _publish_foreign_ctx(self) -> None:
         """Tell the driver how many contexts clients hold (their runtime-PM references), and
         every session the shared runqueue's state: the other sessions' asks for a partition
         and how many firmware contexts went away (docs/spec/jobs.md §3a); the driver the
         highest DPM level client contexts ask for, and the clients the level the SMU runs
-        at (§6). Both cases below feed :func:`store_words`."""
+        at (§6); the driver the clients' asks to resume the device, and the clients whether
+        the driver holds it suspended and how often it stopped it (§1). Both cases below
+        feed :func:`store_words`."""
         dev = self.fn.device
         gen = dev.stats.get("contexts_destroyed", 0) & 0xFFFFFFFF
         boots = dev.boots & 0xFFFFFFFF
@@ -496,7 +520,8 @@ class Daemon:
             # the driver alone, as after every step of a single-process run: nobody else
             # asks, holds or wants anything (the general case below, without its lists)
             store_words(drv.ctrl, self.rq_asks_gone - drv.rq_base, gen, boots, pmf,
-                        foreign=(dev.context_count(exclude_pasid=drv.pasid), 0))
+                        foreign=(dev.context_count(exclude_pasid=drv.pasid), 0,
+                                 self.pm_asks_gone - drv.pm_base))
             return
         live = [(s, s.ctrl) for s in self.sessions.values() if s.ctrl is not None]
         asks = [_U32.unpack_from(c, P.CTRL_OFF_RQ_ASK)[0] for _, c in live]
@@ -507,17 +532,21 @@ class Daemon:
             now = 1 + level
         else:
             now = _U32.unpack_from(dctrl, P.CTRL_OFF_DPM_NOW)[0] if dctrl is not None else 0
-        held = want = 0
+        held = want = pm_asks = 0
+        down, stops = _U32X2.unpack_from(dctrl, P.CTRL_OFF_PM_DOWN) if dctrl is not None else (0, 0)
         for s, c in live:
             if s is not drv:
                 held += _U32.unpack_from(c, P.CTRL_OFF_HWCTX_LIVE)[0]
                 want = max(want, _U32.unpack_from(c, P.CTRL_OFF_DPM_WANT)[0])
+                pm_asks += _U32.unpack_from(c, P.CTRL_OFF_PM_ASK)[0]
         for (s, c), ask in zip(live, asks, strict=True):
-            foreign = None
             if s is drv:
-                foreign = (max(dev.context_count(exclude_pasid=s.pasid), held), want)
-            store_words(c, total - ask - s.rq_base, gen, boots, pmf,
-                        dpm_now=None if s is drv else now, foreign=foreign)
+                store_words(c, total - ask - s.rq_base, gen, boots, pmf,
+                            foreign=(max(dev.context_count(exclude_pasid=s.pasid), held), want,
+                                     pm_asks + self.pm_asks_gone - s.pm_base))
+            else:
+                store_words(c, total - ask - s.rq_base, gen, boots, pmf,
+                            client=(now, down, stops))
 
     def _publish_config(self) -> None:
         """Config space changed: keep the sysfs ``config`` file true (rewritten only when its
@@ -871,6 +900,7 @@ class Daemon:
         sess.peer_pid = peer_pid
         self.next_sid += 1
         sess.rq_base = self._rq_asks_total()
+        sess.pm_base = self._pm_asks_total()
         self.sessions[sess.id] = sess
         self.stats["sessions"] += 1
         self.sel.register(conn, selectors.EVENT_READ, ("client", sess))
@@ -888,6 +918,7 @@ class Daemon:
         self.sessions.pop(sess.id, None)
         if sess.ctrl is not None:  # its asks stay counted: a departure is not a new ask
             self.rq_asks_gone += struct.unpack_from("<I", sess.ctrl, P.CTRL_OFF_RQ_ASK)[0]
+            self.pm_asks_gone += struct.unpack_from("<I", sess.ctrl, P.CTRL_OFF_PM_ASK)[0]
         sess.close()
         self._release_vectors(sess)
         # The driver gone, the function resets as after FLR, so the next client probes a

@@ -139,10 +139,16 @@ CTRL_OFF_PMF_POWER = 0x68  # u32, mW
 CTRL_OFF_PMF_BUSY = 0x6C  # u16 per column, busy %, PMF_COLUMNS of them
 CTRL_PMF_COLUMNS = PMF_COLUMNS
 CTRL_OFF_FW_BOOTS = 0x7C  # u32, daemon stores: firmware boots so far (a client's contexts end with theirs)
-CTRL_OFF_ENTRY0 = 0x80
+# Runtime PM across sessions (docs/spec/jobs.md §1): a client's call that needs the device
+# while the driver session holds it suspended asks the driver to resume it
+CTRL_OFF_PM_ASK = 0x80  # u32, client stores: bumped each time a call of its found the device suspended
+CTRL_OFF_PM_ASKS = 0x84  # u32, daemon stores (driver's page): every client PM_ASK so far
+CTRL_OFF_PM_DOWN = 0x88  # u32, driver stores 1 while it holds the device suspended; copied to clients
+CTRL_OFF_DRV_STOPS = 0x8C  # u32, driver stores its stops so far; copied to clients (their contexts end)
+CTRL_OFF_ENTRY0 = 0xC0
 LOG_ENTRY = _layout("LOG_ENTRY", Struct("log_entry", _u32s("bar", "offset", "value", "rsvd")))
 LOG_ENTRIES = (CTRL_SIZE - CTRL_OFF_ENTRY0) // LOG_ENTRY.size
-assert LOG_ENTRIES == 4088
+assert LOG_ENTRIES == 4084
 
 
 class ProtocolError(Exception):

@@ -586,6 +586,11 @@ class Shim:
     def set_autosuspend_ms(self, ms: int) -> None:
         self._check(lib.xdna_shim_set_autosuspend_ms(self._c(), int(ms)))
 
+    def monitor_step(self) -> None:
+        """Deterministic mode: the monitor's duties once, as its thread would run them while
+        another session's call waits (never from inside this shim's own call)."""
+        self._check(lib.xdna_shim_monitor_step(self._c()))
+
     def last_async_error(self) -> dict[str, int]:
         e = ffi.new("struct xdna_shim_async_error *")
         self._check(lib.xdna_shim_last_async_error(self._c(), e))

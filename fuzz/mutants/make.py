@@ -85,6 +85,22 @@ M = [
  "        if (uc > XDNA_AIE4_CERT_LOG_UCS || (seen >> uc & 1u))", "npu3"),
 ("proxy-foreign-context", "shim", "a client session may destroy another session's context through the proxy (dropped check)",
  "xdna_emu/fw/aie4/ctx.py", "            if ctx is None or ctx.pasid != pasid:\n", "            if ctx is None:\n", "npu3"),
+# --- runtime PM (the shim target's autosuspend predictions and client resume asks) ---
+("autosuspend-ignores-clients", "shim", "autosuspend runs while a client session holds a context (dropped check)",
+ "csrc/pm.c", "    if (ctx->ctrl && __atomic_load_n((const uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_FOREIGN_CTX),\n"
+ "                                     __ATOMIC_ACQUIRE) != 0)\n        return;\n", ""),
+("autosuspend-delay-units", "shim", "the autosuspend delay is taken in microseconds, not milliseconds (wrong unit)",
+ "csrc/pm.c", "(uint64_t)s->autosuspend_ms * 1000000u)\n        return;", "(uint64_t)s->autosuspend_ms * 1000u)\n        return;"),
+("client-resume-ask-dropped", "shim", "the driver takes a client's resume ask but does not resume the device (dropped step)",
+ "csrc/pm.c", "    (void)xdna_pm_resume(ctx); /* a failure leaves the device FAILED: PM_DOWN clears */\n", ""),
+# --- SR-IOV (the shim target on a PF: sriov / vf lines) ---
+("sriov-enable-over-enabled", "shim", "sriov_configure enables VFs while others are enabled (dropped check)",
+ "csrc/aie4_hw.c", "    if (num_vfs && cur)\n        return xdna_fail(ctx, EBUSY,",
+ "    if (num_vfs && cur && num_vfs > total)\n        return xdna_fail(ctx, EBUSY,", "npu3_pf"),
+("vf-removal-keeps-jobs", "shim", "a removed VF's driver leaves its jobs in flight (dropped step)",
+ "csrc/aie4_hw.c", "    ctx->removed = ctx->sock_dead = true; /* first, so nothing below talks to the daemon */\n"
+ "    xdna_hwctx_drop_all(ctx);\n",
+ "    ctx->removed = ctx->sock_dead = true; /* first, so nothing below talks to the daemon */\n", "npu3_pf"),
 ]
 out = ROOT / "fuzz" / "mutants"
 for f in out.glob("*.patch"):

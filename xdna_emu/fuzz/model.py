@@ -76,6 +76,12 @@ DEBUG_BO_MIN = _FW.const("DEBUG_BO_MIN")
 CERT_LOG_UCS, CERT_LOG_MIN = _FW4.const("CERT_LOG_UCS"), CERT_LOG_HEADER.size + CERT_LOG_RECORD.size
 #: commands outstanding per context (docs/spec/jobs.md §4)
 SLOTS = 4
+#: the runtime-PM autosuspend delay the shim harness sets on every fresh shim (ms; the
+#: driver's default, docs/spec/jobs.md §6); ``call timeout autosuspend MS`` changes it
+AUTOSUSPEND_MS = 5000
+#: successful driver calls that surely took a runtime-PM reference (resuming a runtime-
+#: suspended device, and restarting the autosuspend delay: docs/spec/jobs.md §6)
+ACTIVATING = frozenset({"probe", "resume", "mgmt", "ctx", "qctx", "exec", "chain", "power", "bulk"})
 #: what stop may report once the firmware misbehaved: its SUSPEND message failed
 STOP_AFTER_FAULT = {"ok"} | {errno_mod.errorcode[e] for e in (
     errno_mod.EPIPE, errno_mod.ETIME, errno_mod.ETIMEDOUT, errno_mod.EIO)}
@@ -144,7 +150,7 @@ def outcome(kernels: tuple[str, ...]) -> tuple[ErtState, int | None]:
 class ShimModel:
     """The driver's contract for one shim trace; :meth:`ShimHarness.fresh` makes a new one."""
 
-    def __init__(self, aie4: bool = False) -> None:
+    def __init__(self, aie4: bool = False, chip: str | None = None) -> None:
         #: AIE4 (docs/spec/fuzzing.md §8): app_health ok or EOPNOTSUPP, no known mgmt
         #: message; a user-mode context refuses exec; umq, doorbell and flr are predicted
         #: only on a destroyed context (EINVAL/ENOENT) and flr aborts what was in flight
@@ -167,6 +173,27 @@ class ShimModel:
         self.client: bool = False
         self.cctxs: list[bool] = []
         self.client_known = False
+        #: runtime PM (docs/spec/jobs.md §6): the device runtime-suspended by the driver's
+        #: autosuspend (None: not known), the delay, and the virtual times bounding the
+        #: driver's last activity: the start of the last activating call (lower bound) and
+        #: the end of the last line that may have been active (upper bound)
+        self.rpm: bool | None = False
+        self.autosuspend_ms = AUTOSUSPEND_MS
+        self.active_lo = self.active_hi = 0
+        self.pf = False  # an SR-IOV PF: the driver never autosuspends it
+        #: the shim's suspend and resume counts as the model expects them (None: not known)
+        self.suspends: int | None = 0
+        self.resumes: int | None = 0
+        #: SR-IOV (docs/spec/aie4.md §10): the VFs enabled (None: not known), the PF's
+        #: TotalVFs, the VF jobs and which VF each ran on, hangs pending per VF
+        self.vfs: int | None = 0
+        self.total_vfs = 0
+        self.vfjobs: list[JobModel] = []
+        self.vfjob_vf: list[int] = []
+        self.vf_gen = 0  # bumped when the VFs go: a VF number then names a new function
+        if chip is not None:
+            pci = load_chip(chip).pci
+            self.pf, self.total_vfs = pci.function == "pf", pci.total_vfs if pci.function == "pf" else 0
 
     # -- helpers --------------------------------------------------------------------------
     def taint(self, why: str) -> None:
@@ -194,6 +221,8 @@ class ShimModel:
             return self._certlog(h, name, args)
         if name in ("client", "cctx", "cdestroy", "cmgmt"):
             return self._client(h, name, args)
+        if name in ("sriov", "vf", "vfwait"):
+            return self._sriov(h, name, args)
         dead = self._dead(h, name, args)
         if dead is not None:
             return dead
@@ -221,6 +250,8 @@ class ShimModel:
         if name == "suspend":
             return EINVAL if self.dev != "up" else ("ok" if clean else None)
         if name == "resume":
+            if self.dev == "up" and self.rpm is not False:  # runtime-suspended: resumes
+                return ("ok" if self.rpm else {"ok", EINVAL}) if clean else None
             return EINVAL if self.dev != "suspended" else ("ok" if clean else None)
         if name in NEEDS_FW and self.dev != "up":
             return ENODEV
@@ -238,6 +269,8 @@ class ShimModel:
             if self.aie4:
                 return "ok" if (args[0], len(args[1])) == KNOWN_MGMT_AIE4 and not h.mgmt_bad else None
             return self._mgmt(h, args)
+        if name in ("ctx", "qctx") and self.pf:
+            return EOPNOTSUPP  # a PF has no partition for contexts (docs/spec/aie4.md §6)
         if name in ("ctx", "qctx"):
             if name == "qctx" and not qos_ok(h.chip, *(a & 0xFFFFFFFF for a in args)):
                 return EINVAL
@@ -371,11 +404,100 @@ class ShimModel:
         if name == "cmgmt":
             return {"query": "ok", "driver": errno_mod.errorcode[errno_mod.EPERM],
                     "foreign": errno_mod.errorcode[errno_mod.ENOENT]}.get(args[0])
+        if name == "cctx" and self.pf:
+            return EOPNOTSUPP  # a PF has no partition for contexts (docs/spec/aie4.md §6)
         if name == "cctx":
             files = self.peer.live_contexts() if self.peer is not None else 0
             live = sum(c.alive for c in self.ctxs) + sum(self.cctxs) + files
             return "ok" if live < CTX_PROMISED else None
         return "ok"
+
+    def _sriov(self, h: ShimHarness, name: str, args: tuple) -> str | set[str] | None:
+        """SR-IOV (docs/spec/aie4.md §10): ``sriov N`` is the PCI core's checks then the
+        driver's sriov_configure (not an AIE4 PF EOPNOTSUPP, not probed EINVAL, N past
+        TotalVFs ERANGE, N enabled already ok, N with others enabled EBUSY); ``vf`` with no VF
+        enabled EINVAL (the harness has none to name), else ok (a VF's firmware is up from
+        reset, its probe, context and submission succeed); ``vfwait`` on a job ok."""
+        clean = self.tainted is None
+        if name == "sriov":
+            n = args[0] & 0xFFFFFFFF
+            if not self.aie4 or not self.pf:
+                return EOPNOTSUPP
+            if self.dev != "up":
+                return EINVAL if self.dev in ("off", "suspended") else None
+            if n > self.total_vfs:
+                return errno_mod.errorcode[errno_mod.ERANGE]
+            if self.vfs is None:
+                return None
+            if n == self.vfs:
+                return "ok"
+            if n and self.vfs:
+                return EBUSY
+            return "ok" if clean else None
+        if name == "vf":
+            if self.vfs is None:
+                return None
+            if not self.vfs:
+                return EINVAL
+            if not clean or self.dev != "up":
+                return None
+            vf, now = (self.vf_gen, args[0] % self.vfs), self.vf_observe(h)
+            pending = sum(1 for i, k in enumerate(self.vfjob_vf) if k == vf and now.get(i) not in FINAL)
+            return "ok" if pending < SLOTS else {"ok", EAGAIN}  # four slots per context
+        return None if self.vfjobs else EINVAL  # a wait on a hang may time out first
+
+    def _sriov_after(self, h: ShimHarness, name: str, args: tuple, got: str) -> None:
+        if name == "sriov" and got == "ok":
+            n = args[0] & 0xFFFFFFFF
+            if n != self.vfs:
+                now = self.vf_observe(h)  # the VFs go: their drivers end every job ABORT
+                for i, m in enumerate(self.vfjobs):  # (or as the firmware had ended it)
+                    if now.get(i) not in FINAL:
+                        m.allowed.add(ErtState.ABORT)
+                self.vf_gen += 1
+            self.vfs = n
+        elif name == "sriov" and got != "ok" and self.tainted is not None:
+            self.vfs = None  # the firmware's refusal may come after the VFs went
+        elif name == "vf" and got == "ok":
+            vf = (self.vf_gen, args[0] % max(1, self.vfs or 1))
+            state, _ = outcome((args[1],))
+            m = JobModel({state})
+            now = self.vf_observe(h)
+            if any(now.get(i) not in FINAL and self.vfjob_vf[i] == vf and ErtState.TIMEOUT in j.allowed
+                   for i, j in enumerate(self.vfjobs)):
+                m.allowed = {ErtState.ABORT, state}  # behind a hang: its timeout may end it
+            if self.tainted is not None or self.vfs is None:
+                m.allowed = set(FINAL)
+            self.vfjobs.append(m)
+            self.vfjob_vf.append(vf)
+        if name in ("stop", "suspend", "resume", "probe", "flr"):
+            for m in self.vfjobs:  # what the PF's events do to its VFs: not predicted
+                m.allowed = set(FINAL)
+            self.vfs = None if name in ("probe", "flr") else self.vfs
+
+    def vf_observe(self, h: ShimHarness) -> dict[int, ErtState]:
+        out = {}
+        for j in range(len(self.vfjobs)):
+            st = h.vf_state(j)
+            if st is not None:
+                out[j] = st
+        return out
+
+    def _vf_check(self, h: ShimHarness) -> None:
+        """Every VF job: final only in an allowed state, and final for good."""
+        for i, st in self.vf_observe(h).items():
+            m = self.vfjobs[i]
+            if m.seen is not None:
+                if st != m.seen:
+                    raise self._fail("state", f"VF job {i} went from {m.seen.name} to {_name(st)}")
+                continue
+            if st not in FINAL:
+                continue
+            m.seen = st
+            if st not in m.allowed:
+                want = "/".join(sorted(s.name for s in m.allowed))
+                raise self._fail("state", f"VF job {i} ({h.vfjobs[i][4]}) ended {_name(st)}, "
+                                          f"the driver ends it {want}")
 
     def _others_busy(self, h: ShimHarness, n: int, now: dict[int, ErtState]) -> bool:
         """Another live context has work pending: it cannot be swapped out, so a
@@ -423,6 +545,8 @@ class ShimModel:
         if h.race_fired:  # the user rewrote the command under exec: any verdict may do
             want = None
         self._want(f"{name} {' '.join(map(_show, args))}".strip(), got, want)
+        self._rpm_call(name, got)
+        self._sriov_after(h, name, args, got)
         if name == "mgmt" and (want is None or (self.aie4 and
                                                 (args[0], len(args[1])) != KNOWN_MGMT_AIE4)):
             self.taint(f"mgmt {args[0]:#x} of {len(args[1])} bytes")
@@ -501,8 +625,132 @@ class ShimModel:
             self._submitted(h, prior)
         self.check(h)
 
+    # -- runtime PM (docs/spec/jobs.md §6) ---------------------------------------------------
+    def _rpm_call(self, name: str, got: str) -> None:
+        """What a driver call did to runtime PM and the suspend/resume counts: a suspend
+        from up counts one (from runtime-suspended it only becomes a system suspend), every
+        resume one, and an activating call on a runtime-suspended device resumes it."""
+        was = self.rpm
+        if name == "suspend" and got == "ok" and self.dev == "up":
+            if was is not True:
+                self.suspends = None if was is None or self.suspends is None else self.suspends + 1
+            self.rpm = False
+        elif name == "resume":
+            if got == "ok" and self.resumes is not None:
+                self.resumes += 1
+            if got in ("ok", EINVAL):
+                self.rpm = False
+        elif name in ("stop", "probe") and got == "ok":
+            self.rpm = False
+        elif name in ACTIVATING and self.dev == "up" and was is not False:
+            if got == "ok":  # the call resumed it on the way
+                self.resumes = self.resumes + 1 if was and self.resumes is not None else None
+                self.rpm = False
+            else:  # before or after resuming: not known
+                self.rpm = self.resumes = None
+        elif name not in ("tick", "timeout") and self.dev == "up" and was is not False:
+            # others may take the reference too (health without a kept report, a debug-BO
+            # assign, AIE4's queue calls): read back from the shim after the line
+            self.rpm = self.resumes = None
+
+    def client_resumed(self, known: bool = True) -> None:
+        """A client's call resumed the device the driver held suspended (docs/spec/jobs.md
+        §1): one more resume (``known``: it surely was down), and the driver's autosuspend
+        delay starts again."""
+        self.resumes = self.resumes + 1 if known and self.resumes is not None else None
+        self.rpm = False
+        self.active_lo = self.line_t0
+
+    def _armed(self, h: ShimHarness) -> bool:
+        """Could the driver's autosuspend run now, time aside: the device up and not
+        runtime-suspended, a delay set, not an SR-IOV PF, no command of the driver pending,
+        and no other session holding a context (their runtime-PM references: the DRM
+        files' and an AIE4 client's, docs/spec/jobs.md §1, §6)."""
+        if self.dev != "up" or self.rpm is not False or self.autosuspend_ms <= 0 or self.pf:
+            return False
+        now = self.observe(h)
+        if any(now.get(i) not in FINAL for i, j in enumerate(h.jobs[: len(self.jobs)])
+               if self.ctxs[j.ctx].alive):
+            return False
+        return not sum(self.cctxs) and not (self.peer is not None and self.peer.live_contexts())
+
+    def rpm_before(self, h: ShimHarness) -> None:
+        """At the start of every line of the trace (a call or an ioctl)."""
+        self.line_t0 = h.ip.clock.now_ns()
+        self.armed_at_start = self._armed(h)
+
+    def rpm_after(self, h: ShimHarness, name: str, ioctl: bool) -> None:
+        """At the end of every line: did the driver's autosuspend fire during it? The
+        monitor runs its duties in the driver's waits, in a DRM file's waits and at the end
+        of a ``tick``; it suspends once the delay passed since its last activity, which lies
+        between ``active_lo`` and ``active_hi``. A ``tick`` armed at both ends and past the
+        delay from ``active_hi`` surely suspended; any line ending past the delay from
+        ``active_lo`` may have. Then the power state and the counts are checked."""
+        t0, t1 = self.line_t0, h.ip.clock.now_ns()
+        tick = name == "tick" and not ioctl
+        if not ioctl and name in ACTIVATING and h.last == "ok":
+            self.active_lo = max(self.active_lo, t0)
+        delay = self.autosuspend_ms * 1_000_000
+        armed_end = self._armed(h)
+        if self.rpm is False and self.dev == "up" and (armed_end or self.armed_at_start):
+            if tick and armed_end and self.armed_at_start and self.tainted is None \
+                    and t1 >= self.active_hi + delay:
+                self.rpm = True
+                if self.suspends is not None:
+                    self.suspends += 1
+            elif t1 >= self.active_lo + delay:
+                self.rpm = self.suspends = None
+            if self.rpm is not False:  # the suspend ends the mgmt channel (a resume makes a
+                self.mgmt_broken = False  # new one) and the firmware's debug-BO bindings
+                self.dbg_known = False
+        if not tick:
+            self.active_hi = t1
+        if ioctl and name not in ("open", "ctx", "exec", "config") and not self.aie4 and \
+                (self.dev == "suspended" or (self.dev == "up" and self.rpm)):
+            self._client_may_have_resumed(h)  # its queries to the firmware take a PM reference
+        self._check_power(h, f"{'ioctl ' if ioctl else ''}{name}")
+
+    def _client_may_have_resumed(self, h: ShimHarness) -> None:
+        """A DRM file's ioctl whose firmware queries the model does not follow (GET_INFO,
+        GET_ARRAY, ...) found the device suspended: each such query resumes it (docs/spec/
+        jobs.md §1), so the device is up if the shim says it is no longer suspended."""
+        try:
+            down = h.shim.power()["suspended"]
+        except ShimError:
+            return
+        if not down:
+            self.client_resumed()
+            self.dev, self.mgmt_broken = "up", False
+            h._new_channel_state()
+
+    def _check_power(self, h: ShimHarness, after: str) -> None:
+        """The shim's power state and suspend/resume counts are the model's (finding
+        ``model_power``); an unknown count is taken from the shim."""
+        if self.dev not in ("up", "suspended"):
+            return
+        try:
+            pw = h.shim.power()
+        except ShimError:
+            return
+        if self.tainted is None:
+            want = True if self.dev == "suspended" else self.rpm
+            if want is not None and pw["suspended"] != want:
+                raise self._fail("power", f"after {after} the device is "
+                                          f"{'' if pw['suspended'] else 'not '}suspended; the driver's "
+                                          f"{'autosuspend' if self.dev == 'up' else 'suspend'} says "
+                                          f"{'' if want else 'not '}suspended")
+            for what in () if self.aie4 else ("suspends", "resumes"):  # AIE4: its own resets count too
+                n, got = getattr(self, what), pw[f"{what[:-1]}_count"]
+                if n is not None and got != n:
+                    raise self._fail("power", f"after {after} the shim counts {got} {what}, "
+                                              f"the driver {n}")
+        self.suspends, self.resumes = pw["suspend_count"], pw["resume_count"]
+        if self.rpm is None and self.dev == "up":
+            self.rpm = pw["suspended"]  # known again (a later suspend is predicted anew)
+
     def _probed(self, h: ShimHarness) -> None:
         """Which command forms the probed firmware serves (docs/spec/jobs.md §4)."""
+
         major, minor = (int(x) for x in h.shim.info()["protocol_version"].split("."))
         self.protocol = (major, minor)
         chip = load_chip(h.chip)
@@ -553,6 +801,8 @@ class ShimModel:
     def check(self, h: ShimHarness) -> None:
         """Every job: final only in an allowed state, final for good, chains name their
         failing sub-command."""
+        if self.vfjobs:
+            self._vf_check(h)
         for i, st in self.observe(h).items():
             m = self.jobs[i]
             if m.seen is not None:

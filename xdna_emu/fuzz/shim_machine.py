@@ -141,6 +141,11 @@ class ShimMachine(RuleBasedStateMachine):
     def tick(self, ms: int) -> None:
         self._do(Op("call", ("tick", ms)))
 
+    @rule(ms=st.sampled_from([5000, 5000, 0, 300]))
+    def autosuspend(self, ms: int) -> None:
+        """The runtime-PM delay: 0 never, 300 ms within most ticks (docs/spec/jobs.md §6)."""
+        self._do(Op("call", ("timeout", "autosuspend", ms)))
+
     def teardown(self) -> None:
         try:
             self.s.finish()

@@ -77,11 +77,12 @@ WEIGHTS = {"mgmt": 6, "ctx": 4, "destroy": 2, "exec": 10, "wait": 10, "info": 2,
            "ioctl": 14, "certlog": 1}
 #: AIE4 (docs/spec/fuzzing.md §8): firmware faults on its mgmt channel and AIE4 mgmt
 #: opcodes, no START_NPU rewrites or AIE2 config calls (they know the AIE2 forms);
-#: user-mode queues, FLR, the CERT log on DEV BOs; no ioctl lines yet (fuzzing.md §12)
+#: user-mode queues, FLR, the CERT log on DEV BOs; ioctl lines less often (fuzzing.md §12)
 WEIGHTS_AIE4 = {**{k: v for k, v in WEIGHTS.items()
-                   if k not in ("rewrite", "qctx", "cucfg", "dbgbo", "dbg", "ioctl")},
+                   if k not in ("rewrite", "qctx", "cucfg", "dbgbo", "dbg", "ioctl")}, "ioctl": 8,
                 "umq": 2, "doorbell": 4, "flr": 1, "dbgbo": 3, "certlog": 4, "certdetach": 1,
-                "client": 2, "cctx": 2, "cdestroy": 1, "cmgmt": 3}
+                "client": 2, "cctx": 2, "cdestroy": 1, "cmgmt": 3,
+                "sriov": 2, "vf": 3, "vfwait": 1}  # SR-IOV: a PF's VFs (fuzzing.md §8)
 #: CU indexes an exec names: the default, ones a CU table has, and past every table
 EXEC_CUS = [0, 0, 0, 1, 2, 7, 31]
 #: QoS (gops, fps, latency_ms, max_opc): none, in range, at the 32-bit edge, past the top
@@ -111,12 +112,15 @@ MGMT_OPCODES_AIE4 = [int(o) for o in (A4Opcode.IDENTIFY, A4Opcode.IDENTIFY,
 
 
 #: the shim target's AIE4 seed: two contexts, DEV BOs, one bound as context 0's CERT log, a
-#: job, a client session with a context, the log detached
+#: job, a client session with a context, the log detached; on a PF two VFs with jobs, a
+#: hang pending as they go, one VF again (docs/spec/fuzzing.md §8)
 AIE4_SEED = [Op("call", ("probe",)), Op("call", ("ctx",)), Op("call", ("ctx",)),
              Op("call", ("dbgbo", 4096)), Op("call", ("dbgbo", 8192)),
              Op("call", ("certlog", 0, 0, "0:4096")), Op("call", ("exec", 0, "nop")),
              Op("call", ("wait", 0, 3000)), Op("call", ("client",)), Op("call", ("cctx",)),
-             Op("call", ("certdetach", 0))]
+             Op("call", ("certdetach", 0)), Op("call", ("sriov", 2)), Op("call", ("vf", 0, "nop")),
+             Op("call", ("vf", 1, "hang")), Op("call", ("sriov", 0)), Op("call", ("sriov", 1)),
+             Op("call", ("vf", 0, "nop")), Op("call", ("vfwait", 0, 3000))]
 
 
 def random_op(rng: random.Random, aie4: bool = False) -> Op:
@@ -154,6 +158,12 @@ def random_op(rng: random.Random, aie4: bool = False) -> Op:
         return Op("call", ("certdetach", rng.randrange(4)))
     if name == "cdestroy":
         return Op("call", ("cdestroy", rng.randrange(4)))
+    if name == "sriov":  # none, some, all four, past TotalVFs
+        return Op("call", ("sriov", rng.choice([0, 0, 1, 2, 4, 5])))
+    if name == "vf":
+        return Op("call", ("vf", rng.randrange(4), rng.choice(("nop", "nop", "hang"))))
+    if name == "vfwait":
+        return Op("call", ("vfwait", rng.randrange(8), rng.choice([0, 100, 3000])))
     if name == "cmgmt":
         return Op("call", ("cmgmt", rng.choice(("query", "driver", "foreign")), rng.randrange(4)))
     if name == "dbg":
@@ -178,7 +188,9 @@ def random_op(rng: random.Random, aie4: bool = False) -> Op:
         return Op("call", ("bulk", rng.randrange(4), rng.choice([5, 100, 260, 600])))
     if name == "rewrite":
         return Op("call", ("rewrite", *rng.choice(REWRITES)))
-    if name == "timeout":
+    if name == "timeout":  # a third of them the autosuspend delay (docs/spec/fuzzing.md §10)
+        if rng.randrange(3) == 0:
+            return Op("call", ("timeout", "autosuspend", rng.choice([0, 300, 5000])))
         return Op("call", ("timeout", "mbox_rx", rng.choice([100, 1000, 5000])))
     return Op("call", (name,))
 

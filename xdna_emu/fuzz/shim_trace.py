@@ -79,7 +79,7 @@ from ..shim import BO_CMD, BO_DEV, BO_SHARE, ErtState, ShimError, ert_start_dpu,
 from .faults import ACT_FAULTS, MSG_FAULTS, VARIANTS, FaultInjector
 from .invariants import Failure, Hang, InvariantViolation
 from .lang import Op, TraceError, typed_operands
-from .model import MGMT_RESP, ShimModel, parse_form
+from .model import AUTOSUSPEND_MS, MGMT_RESP, ShimModel, parse_form
 from .uapi_trace import IOCTL_SPECS, UapiModel, UapiRunner, parse_ioctl
 
 if TYPE_CHECKING:
@@ -104,7 +104,8 @@ CALL_SPECS = {"probe": "", "timeout": "si", "mgmt": "ib", "ctx": "", "destroy": 
               "bulk": "ii", "rewrite": "ii", "umq": "i", "doorbell": "i", "flr": "",
               "qctx": "iiii", "cucfg": "ii", "dbgbo": "i",
               "dbg": "isi", "syncwait": "ii", "certlog": "iis", "certdetach": "i",
-              "client": "", "cctx": "", "cdestroy": "i", "cmgmt": "si"}
+              "client": "", "cctx": "", "cdestroy": "i", "cmgmt": "si",
+              "sriov": "i", "vf": "is", "vfwait": "ii"}
 #: trailing operands a call may leave out (kinds as in CALL_SPECS)
 CALL_OPTIONAL = {"exec": "s"}
 #: the wait a ``syncwait`` grants (ms, virtual)
@@ -124,6 +125,10 @@ FAULT_SPEC = "iii"
 FW_STOPPING = frozenset({"unload", "fw_fatal", "reset"})
 #: driver-session calls that end or re-create every session's contexts and jobs
 DEVICE_EVENTS = frozenset({"stop", "suspend", "resume", "probe", "flr"})
+
+
+def _show_state(st: object) -> str:
+    return getattr(st, "name", str(st))
 
 
 class ShimCrash(Failure):
@@ -200,9 +205,11 @@ class ShimHarness:
         """Power-on device, a newly opened shim, no faults armed."""
         if getattr(self, "uapi", None) is not None:
             self.uapi.close()  # the DRM files' sessions go before the daemon drops them
+        self._close_vfs()  # the VFs' sessions too (the reset removes the VFs)
         self.ip.fresh()
         self.shim = self.ip.open()
         self.shim.set_timeout("mbox_rx", DEFAULT_RX_MS)
+        self.shim.set_autosuspend_ms(AUTOSUSPEND_MS)
         self.ctxs: list[int] = []  # handle per context number, in creation order
         self.dead: set[int] = set()  # numbers of destroyed contexts
         self.jobs: list[_Job] = []
@@ -210,6 +217,7 @@ class ShimHarness:
         self.last = "ok"
         self.mgmt_bad = False
         self.steps = 0
+        self._in_monitor = False  # the driver's duties are running inside a file's wait
         self.rewrite: tuple[int, int] | None = None  # armed by ``call rewrite``
         self.raced: set[int] = set()  # command BOs rewritten under a running exec
         self.race_fired = False  # a rewrite happened inside the call running now
@@ -219,8 +227,14 @@ class ShimHarness:
         if getattr(self, "client", None) is not None:
             self.client.close()
         self.client: Shim | None = None  # ``client``: another process's session (AIE4)
+        #: SR-IOV (docs/spec/aie4.md §10): a driver session per enabled VF (opened and
+        #: probed by its first ``vf``, with one context), every VF session ever opened, and
+        #: the VF jobs: (session, context, command BO, seq, kernel)
+        self.vf_shims: dict[int, tuple[Shim, int]] = {}
+        self.vf_all: list[Shim] = []
+        self.vfjobs: list[tuple[Shim, int, int, int, str]] = []
         self.cctxs: list[int] = []  # its context handles, by number
-        self.model: ShimModel | None = ShimModel(self.aie4) if self.use_model else None
+        self.model: ShimModel | None = ShimModel(self.aie4, self.chip) if self.use_model else None
         #: the DRM files of ``ioctl`` lines: client sessions, the programs beside this driver
         self.uapi = UapiRunner(self)
         self.umodel = UapiModel(self.uapi, self.model) if self.model is not None else None
@@ -229,11 +243,17 @@ class ShimHarness:
         self.events.clear()
         return self
 
+    def _close_vfs(self) -> None:
+        for s in getattr(self, "vf_all", []):
+            s.close()
+        self.vf_all = []
+
     def close(self) -> None:
         self.uapi.close()
         if self.client is not None:
             self.client.close()
             self.client = None
+        self._close_vfs()
         self.ip.close()
 
     def release(self) -> None:
@@ -242,6 +262,7 @@ class ShimHarness:
         if self.client is not None:
             self.client.close()
             self.client = None
+        self._close_vfs()
         self.ip.close_shim()
 
     # -- running ops ---------------------------------------------------------------------
@@ -279,12 +300,16 @@ class ShimHarness:
             raise TraceError(f"{'ioctl' if ioctl else 'call'} {name} takes {len(specs[name])} operands")
         model: ShimModel | UapiModel | None = self.umodel if ioctl else self.model
         self.race_fired = False
+        if self.model is not None:
+            self.model.rpm_before(self)
         if model is not None:
             want = model.expect(self, name, args)
             prior = model.before(self, name, args)
             # the driver stopping, suspending, resetting the device: the files' jobs end too
             dev_prior = self.uapi.observe() if not ioctl and name in DEVICE_EVENTS else None
         t0 = self.ip.clock.now_ns()
+        if ioctl:  # a file's call waits: the driver session's monitor works meanwhile
+            self.ip.on_wait = self._driver_monitor
         try:
             fn(*args)
             self.last = "ok"
@@ -298,17 +323,38 @@ class ShimHarness:
             raise
         except Exception as e:  # noqa: BLE001 - anything else escaping the shim is the finding
             raise ShimCrash(type(e).__name__, f"{name}: {e!r}") from e
+        finally:
+            if ioctl:
+                self.ip.on_wait = None
         took = self.ip.clock.now_ns() - t0
         if name == "tick" and not ioctl:  # the time it was asked to let pass is not the call's
             took -= max(0, min(args[0], 60_000)) * 1_000_000
         if took > CALL_BUDGET_NS:
             raise Hang("deadline", f"{name} took {took / 1e9:.1f} s of virtual time")
         self.events[f"{'ioctl ' if ioctl else ''}{name}:{self.last}"] += 1
+        if not ioctl and name in DEVICE_EVENTS:  # the daemon runs before the next call: the
+            self.ip.idle(0)  # driver's PM words reach the clients' pages (docs/spec/jobs.md §1)
         if model is not None:
             model.after(self, name, args, self.last, prior, want)
             if dev_prior is not None:
                 self.uapi.device_event(name, dev_prior)
             self.uapi.check()
+        if self.model is not None:
+            self.model.rpm_after(self, name, ioctl)
+
+    def _driver_monitor(self) -> None:
+        """While a DRM file's call waits, the driver session's monitor runs its duties, as its
+        thread would (deterministic mode has none): it takes a client's ask to resume the
+        suspended device (docs/spec/jobs.md §1). Not from inside the driver's own waits."""
+        if self._in_monitor or self.shim is None:
+            return
+        self._in_monitor = True
+        try:
+            self.shim.monitor_step()
+        except ShimError:
+            pass
+        finally:
+            self._in_monitor = False
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         res, _ = self.ip.call(fn, *args)
@@ -359,6 +405,11 @@ class ShimHarness:
         self._run(self.shim.probe, firmware_dir(self.chip))
 
     def c_timeout(self, which: str, ms: int) -> None:
+        if which == "autosuspend":  # the runtime-PM delay (docs/spec/jobs.md §6)
+            self._run(self.shim.set_autosuspend_ms, ms)
+            if self.model is not None and ms >= 0:
+                self.model.autosuspend_ms = ms
+            return
         try:
             self.shim.set_timeout(which, ms)
         except ValueError as e:  # an unknown timeout name: the trace is malformed
@@ -513,6 +564,49 @@ class ShimHarness:
         opcode, req = self.client_message(kind, i)
         c = self._the_client()
         self._run(c.mgmt_msg, opcode, req, MGMT_RESP if kind == "query" else 4, 0)
+
+    # -- SR-IOV (docs/spec/aie4.md §10) ------------------------------------------------------
+    def c_sriov(self, n: int) -> None:
+        """``sriov N``: the driver's sriov_configure, as a write of N to sriov_numvfs."""
+        before = len(self.ip.daemon.vfs)
+        self._run(self.shim.sriov_configure, n & 0xFFFFFFFF)
+        if len(self.ip.daemon.vfs) != before:  # the VFs went (or came): new sessions later
+            self.vf_shims = {}
+
+    def c_vf(self, i: int, kernel: str) -> None:
+        """``vf I KERNEL``: on enabled VF I (modulo), its driver session (probed on first
+        use, one context) submits one START_DPU command running KERNEL."""
+        from .. import kernels as K
+        from ..shim import Shim
+        from ..testing.inproc import firmware_dir
+
+        if kernel not in KERNELS:
+            raise TraceError(f"kernel {kernel!r} is not one of {', '.join(KERNELS)}")
+        vfs = self.ip.daemon.vfs
+        if not vfs:
+            raise ShimError(errno_mod.EINVAL, "no VF is enabled")
+        n = i % len(vfs)
+        if n not in self.vf_shims:
+            s = self._run(Shim.open, vfs[n].socket_path)
+            self.vf_all.append(s)
+            self._run(s.probe, firmware_dir(self.chip))
+            self.vf_shims[n] = (s, self._run(s.hwctx_create))
+        s, ctx = self.vf_shims[n]
+        cmd = self._run(npu_command, s, K.Kernel[kernel.upper()], "dpu", 0)
+        self.vfjobs.append((s, ctx, cmd, self._run(s.exec, ctx, cmd), kernel))
+
+    def c_vfwait(self, j: int, timeout_ms: int) -> None:
+        if not self.vfjobs:
+            raise ShimError(errno_mod.EINVAL, "no VF job submitted yet")
+        s, ctx, _, seq, _ = self.vfjobs[j % len(self.vfjobs)]
+        self._run(s.wait, ctx, seq, max(0, timeout_ms))
+
+    def vf_state(self, j: int) -> ErtState | None:
+        s, _, cmd, _, _ = self.vfjobs[j]
+        try:
+            return s.cmd_state(cmd)
+        except ShimError:
+            return None
 
     def c_syncwait(self, i: int, seq: int) -> None:
         n, h, alive = self._ctx(i)
@@ -694,7 +788,8 @@ class ShimHarness:
         deterministic mode that work runs only inside the shim's waits (docs/spec/jobs.md
         §6), so while a job is outstanding the time is spent in a wait on the oldest one
         (what a sleeping application's monitor thread does meanwhile); once none is, the
-        device alone runs."""
+        device alone runs, and the monitor runs its duties at the end (autosuspend, once
+        the device was idle for the delay)."""
         end = self.ip.clock.now_ns() + max(0, min(ms, 60_000)) * 1_000_000
         while (left := end - self.ip.clock.now_ns()) > 0:
             job = self._outstanding()
@@ -708,6 +803,17 @@ class ShimHarness:
             if self._outstanding() is job:  # timed out, or the wait could not wait: time is up
                 self.ip.idle(max(0, end - self.ip.clock.now_ns()))
                 break
+        suspends = self._suspends()
+        self._driver_monitor()  # its duties at the end of the idle time: autosuspend
+        if self._suspends() != suspends:  # the queues go with the firmware's contexts
+            self.events["autosuspend"] += 1
+            self._new_channel_state()
+
+    def _suspends(self) -> int:
+        try:
+            return self.shim.power()["suspend_count"]
+        except ShimError:
+            return -1
 
     def _outstanding(self) -> _Job | None:
         """The oldest job on a live context whose command is not final yet."""
@@ -788,6 +894,14 @@ class ShimHarness:
             if n not in self.dead and not q.drained() and not stopped:
                 raise InvariantViolation("umq_not_run", f"context {n}: read_index {q.read_index} "
                                                         f"< {q.rung} packets rung")
+        for j, (s, ctx, _cmd, seq, kernel) in enumerate(self.vfjobs):  # VF jobs end too
+            try:
+                self._run(s.wait, ctx, seq, FINAL_WAIT_MS)
+            except ShimError:
+                pass
+            st = self.vf_state(j)
+            if st not in FINAL:
+                raise InvariantViolation("not_final", f"VF job {j} ({kernel}) is {_show_state(st)}")
         if self.model is not None:
             self.model.check(self)
         self.uapi.finish()

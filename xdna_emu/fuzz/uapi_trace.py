@@ -88,12 +88,16 @@ CTX_HEAP_BOS = 4
 #: live contexts the model promises can be created over every session (model.CTX_PROMISED)
 CTX_PROMISED = 6
 SLOTS = 4
+#: ioctl ops whose call takes a runtime-PM reference in the shim (docs/spec/jobs.md §1): past
+#: their argument checks they resume a device the driver holds suspended (``config`` only to
+#: assign a debug BO)
+NEEDS_DEVICE = frozenset({"ctx", "config", "exec"})
 FINAL = frozenset({ErtState.COMPLETED, ErtState.ERROR, ErtState.ABORT, ErtState.TIMEOUT})
-EINVAL, ENOENT, EBADF, ENOTTY, EBUSY, EAGAIN, EOPNOTSUPP, ETIME, EACCES, ENODEV, EPERM = (
+EINVAL, ENOENT, EBADF, ENOTTY, EBUSY, EAGAIN, EOPNOTSUPP, ETIME, EACCES, ENODEV, EPERM, ENOSPC = (
     errno_mod.errorcode[e] for e in (
         errno_mod.EINVAL, errno_mod.ENOENT, errno_mod.EBADF, errno_mod.ENOTTY, errno_mod.EBUSY,
         errno_mod.EAGAIN, errno_mod.EOPNOTSUPP, errno_mod.ETIME, errno_mod.EACCES,
-        errno_mod.ENODEV, errno_mod.EPERM))
+        errno_mod.ENODEV, errno_mod.EPERM, errno_mod.ENOSPC))
 WAIT_ALL = T.const("DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL")
 WAIT_FOR_SUBMIT = T.const("DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT")
 WAIT_FLAGS = WAIT_ALL | WAIT_FOR_SUBMIT | T.const("DRM_SYNCOBJ_WAIT_FLAGS_WAIT_AVAILABLE") | \
@@ -312,10 +316,13 @@ class UapiRunner:
     def device_event(self, name: str, prior: dict[int, ErtState]) -> None:
         """The driver session stopped, suspended, resumed, re-probed or reset the device: the
         client sessions' pending jobs may end ABORT, and the open files' contexts are no
-        longer predicted (docs/spec/fuzzing.md §12)."""
+        longer predicted (docs/spec/fuzzing.md §12), except across a suspend and resume on
+        AIE2, which keep them (docs/spec/jobs.md §1)."""
         for i, st in prior.items():
             if st not in FINAL:
                 self.jobs[i].allowed.add(ErtState.ABORT)
+        if name in ("suspend", "resume") and self.chip.aie4 is None:
+            return
         for f in self.files:
             f.known = False
 
@@ -700,15 +707,22 @@ class UapiModel:
         chip = runner.chip
         self.aie4 = chip.aie4 is not None
         self.heap_max = chip.limits.dev_heap_max
-        self.cols = chip.tiles.cols
+        #: the columns the session reports: none on an SR-IOV PF (docs/spec/aie4.md §6)
+        self.cols = 0 if chip.pci.function == "pf" else chip.tiles.cols
         self.hwctx_limit = chip.limits.hwctx_limit
         rc = chip.runtime_config
         self.frame_boundary = rc is not None and rc.frame_boundary_preempt is not None
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _up(self, num: int) -> bool:
-        """Everything past file ``num``'s argument checks is predicted."""
-        return self.sm.dev == "up" and self.sm.tainted is None and self.r.files[num].known
+    def _up(self, num: int, resumes: bool = False) -> bool:
+        """Everything past file ``num``'s argument checks is predicted: the device up and not
+        runtime-suspended, or (``resumes``: a call that takes a runtime-PM reference, AIE2)
+        suspended by the driver, which resumes it for the call (docs/spec/jobs.md §1)."""
+        sm = self.sm
+        dev = sm.dev == "up" and sm.rpm is False
+        if resumes and not self.aie4:
+            dev = dev or sm.dev == "suspended" or (sm.dev == "up" and sm.rpm is True)
+        return dev and sm.tainted is None and self.r.files[num].known
 
     def _want(self, call: str, got: str, want: str | set[str] | None) -> None:
         if want is None:
@@ -752,7 +766,27 @@ class UapiModel:
             ctx = r._file_ctx(num, r._ctx_handle(args[1]))
             if ctx is not None:
                 ctx.cu_set = True
+        if (name == "open" or (name in NEEDS_DEVICE and f is not None and (
+                name != "config" or args[2] == T.const("DRM_AMDXDNA_HWCTX_ASSIGN_DBG_BUF")))) \
+                and (self.sm.dev == "suspended" or (self.sm.dev == "up" and self.sm.rpm is not False)) \
+                and not self.aie4:
+            self._resumed_for_client(got, want)
         r.check()
+
+    def _resumed_for_client(self, got: str, want: str | set[str] | None) -> None:
+        """A file's call that needs the device found the driver holding it suspended: the
+        driver resumed it for the call (a runtime-PM get, docs/spec/jobs.md §1), so it is up
+        again; a failure the model did not predict (one past the argument checks) may have
+        come before or after the resume."""
+        if got == "ok":
+            self.sm.client_resumed(known=self.sm.rpm is not None)  # None: maybe up already
+            self.sm.dev = "up"
+            self.sm.mgmt_broken = False  # the resume's new management channel
+            self.r.h._new_channel_state()
+        elif want is None and self.sm.dev == "suspended":
+            self.sm.dev = "unknown"
+        elif want is None:  # runtime-suspended (or maybe): resumed or not
+            self.sm.rpm = self.sm.resumes = None
 
     def _heap_mapped(self, fnum: int) -> bool:
         return any(self.r.bos[b].alive for b in self.r.heap.get(fnum, []))
@@ -770,8 +804,10 @@ class UapiModel:
     def expect(self, h: Any, name: str, args: tuple[Any, ...]) -> str | set[str] | None:
         """The errno name (or names; None: not predicted) the ioctl op must give."""
         r = self.r
-        if name == "open":
-            return "ok" if self.sm.dev == "up" and self.sm.tainted is None else None
+        if name == "open":  # its queries to the firmware resume a suspended device (AIE2)
+            sm = self.sm
+            up = sm.dev == "up" and (sm.rpm is False or (sm.rpm is not None and not self.aie4))
+            return "ok" if sm.tainted is None and (up or (sm.dev == "suspended" and not self.aie4)) else None
         f, num = r._file(args[0])
         if f is None:
             return EBADF
@@ -837,7 +873,9 @@ class UapiModel:
     def e_ctx(self, num: int, cols: int, ext: int) -> str | None:
         if ext:
             return EINVAL
-        if not self._up(num):
+        if self.aie4:  # a context needs the file's DEV heap, which AIE4 has none of
+            return EINVAL if not 1 <= (cols & 0xFFFF) <= self.cols else ENOENT  # (uapi.md §6)
+        if not self._up(num, resumes=True):
             return None
         if not 1 <= (cols & 0xFFFF) <= self.cols:
             return EINVAL
@@ -879,7 +917,7 @@ class UapiModel:
         ctx = self.r._file_ctx(num, self.r._ctx_handle(c))
         if ctx is None:
             return EINVAL
-        if not self._up(num):
+        if not self._up(num, resumes=True):
             return None
         n = self.r.ctxs.index(ctx)
         pending = sum(1 for i, j in enumerate(self.r.jobs) if j.ctx == n and now.get(i) not in FINAL)
@@ -976,6 +1014,9 @@ class UapiModel:
         if param in (T.const("DRM_AMDXDNA_FW_LOG"), T.const("DRM_AMDXDNA_FW_TRACE")) and \
                 self.r.euid != 0 and not self.aie4:
             return EPERM  # the driver's admin check
+        if param in (T.const("DRM_AMDXDNA_FW_LOG_CONFIG"), T.const("DRM_AMDXDNA_FW_TRACE_CONFIG")) and \
+                not self.aie4 and esize * count < T.GET_DPT_STATE.size:
+            return ENOSPC  # no room for one get_dpt_state (docs/spec/uapi.md §6)
         # not served, the driver service's (the last async error, the log and trace), or a
         # parameter the driver does not serve
         return EOPNOTSUPP

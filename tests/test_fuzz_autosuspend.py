@@ -1,0 +1,139 @@
+"""The shim fuzz target's runtime-PM predictions: when the driver's autosuspend fires, what
+keeps the device awake, what it does to the power state and the suspend/resume counts, and
+a client's call resuming a suspended device (docs/spec/fuzzing.md §10, §12;
+docs/spec/jobs.md §1, §6)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xdna_emu.fuzz import trace as tr
+from xdna_emu.fuzz.invariants import InvariantViolation
+from xdna_emu.fuzz.model import AUTOSUSPEND_MS, ShimModel
+from xdna_emu.fuzz.shim_target import random_op
+from xdna_emu.fuzz.shim_trace import ShimHarness
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("fuzz_bench", ROOT / "fuzz" / "bench.py")
+bench = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+_spec.loader.exec_module(bench)  # type: ignore[union-attr]
+
+
+def _run(h: ShimHarness, *lines: str) -> None:
+    for line in lines:
+        h.apply(tr.parse_line(line, "shim"))
+
+
+@pytest.fixture(scope="module")
+def harness():  # noqa: ANN201
+    h = ShimHarness("npu4")
+    yield h
+    h.close()
+
+
+def test_an_idle_device_autosuspends_after_the_delay(harness: ShimHarness) -> None:
+    h = harness.fresh()
+    _run(h, "call probe", "call ctx", "call exec 0 nop", "call wait 0 3000", "call tick 2500")
+    assert h.model is not None and h.model.rpm is False and not h.shim.power()["suspended"]
+    _run(h, "call tick 2500", "call tick 10")  # 5 s since the last activity: the monitor suspends
+    pw = h.shim.power()
+    assert h.model.rpm is True and pw["suspended"] and pw["suspend_count"] == 1
+    assert h.events["autosuspend"] == 1
+    _run(h, "call exec 0 nop", "call wait 1 3000")  # the submission resumes it on the way
+    pw = h.shim.power()
+    assert h.model.rpm is False and not pw["suspended"] and pw["resume_count"] == 1
+    _run(h, "call tick 6000", "call resume")  # a resume of a runtime-suspended device: ok
+    assert h.last == "ok" and h.model.resumes == 2
+    _run(h, "call tick 6000", "call suspend", "call resume")  # from runtime to system suspend
+    assert h.shim.power()["suspend_count"] == 3 and h.model.suspends == 3
+    h.finish()
+
+
+def test_what_keeps_the_device_awake(harness: ShimHarness) -> None:
+    """A pending command, a DRM file's live context and a zero delay keep it up; the model
+    says so (a tick past the delay would otherwise be an autosuspend)."""
+    h = harness.fresh()
+    _run(h, "call probe", "call ctx", "call exec 0 hang", "call tick 1500")
+    assert not h.shim.power()["suspended"]  # TDR's head, then idle: not yet 5 s of quiet
+    h = harness.fresh()
+    _run(h, "call probe", "ioctl open", "ioctl heap 0", "ioctl ctx 0 1 0", "call tick 6000")
+    assert h.model is not None and h.model.rpm is False and not h.shim.power()["suspended"]
+    _run(h, "ioctl destroy 0 0 0", "call tick 6000")  # its reference gone: it suspends
+    assert h.model.rpm is True and h.shim.power()["suspended"]
+    h = harness.fresh()
+    _run(h, "call probe", "call timeout autosuspend 0", "call tick 6000", "call tick 6000")
+    assert h.model is not None and h.model.rpm is False and not h.shim.power()["suspended"]
+    _run(h, "call timeout autosuspend 300", "call tick 500")
+    assert h.model.rpm is True and h.shim.power()["suspended"]
+
+
+def test_a_file_resumes_a_runtime_suspended_device(harness: ShimHarness) -> None:
+    h = harness.fresh()
+    _run(h, "call probe", "ioctl open", "ioctl heap 0", "call tick 6000")
+    assert h.model is not None and h.model.rpm is True
+    _run(h, "ioctl ctx 0 1 0", "ioctl exec 0 0 nop", "ioctl wait 0 0 0")
+    assert h.last == "ok" and h.model.rpm is False and not h.shim.power()["suspended"]
+    assert h.model.resumes == h.shim.power()["resume_count"] == 1
+    h.finish()
+
+
+def test_the_power_oracle_fires_on_a_wrong_state() -> None:
+    """The model's power check against a shim that disagrees: a finding."""
+    h = ShimHarness("npu4")
+    try:
+        _run(h, "call probe", "call tick 6000")
+        assert h.model is not None and h.model.rpm is True
+        h.model.rpm = False  # as if the delay had not passed
+        with pytest.raises(InvariantViolation) as e:
+            h.model._check_power(h, "tick")
+        assert e.value.name == "model_power"
+    finally:
+        h.close()
+
+
+def test_generated_programs_set_the_autosuspend_delay() -> None:
+    import random
+
+    rng = random.Random(2)
+    ops = [random_op(rng) for _ in range(3000)]
+    assert any(o.args[:2] == ("timeout", "autosuspend") for o in ops if o.verb == "call")
+    assert ShimModel().autosuspend_ms == AUTOSUSPEND_MS
+
+
+#: the planted runtime-PM bugs and a trace that shows each (fuzz/mutants/); 30 and 31 touch
+#: neighbouring lines of csrc/pm.c, so they are built in two trees
+PM_MUTANTS = [
+    (("autosuspend-ignores-clients", "client-resume-ask-dropped"), [
+        ("call probe\nioctl open\nioctl heap 0\nioctl ctx 0 1 0\ncall tick 6000\n", "model_power"),
+        ("call probe\nioctl open\nioctl heap 0\nioctl ctx 0 1 0\ncall suspend\n"
+         "ioctl exec 0 0 nop\n", "model_errno"),
+    ]),
+    (("autosuspend-delay-units",), [("call probe\ncall ctx\ncall tick 500\n", "model_power")]),
+]
+
+
+@pytest.mark.parametrize(("names", "cases"), PM_MUTANTS, ids=["clients+ask", "units"])
+def test_the_runtime_pm_oracles_fire_on_planted_bugs(tmp_path: Path, names, cases) -> None:  # noqa: ANN001
+    tree = tmp_path / "tree"
+    bench.copy_tree(tree)
+    for name in names:
+        [patch] = bench.MUTANTS.glob(f"*-{name}.patch")
+        subprocess.run(["patch", "-p1", "-s", "-i", str(patch)], cwd=tree, check=True)
+    bench.build_shim(tree, sys.executable)
+    for body, want in cases:
+        text = f"chip npu4\ntarget shim\n{body}"
+        assert tr.replay(tr.parse(text)).ok  # the real shim passes
+        path = tmp_path / "case.trace"
+        path.write_text(text)
+        r = subprocess.run([sys.executable, "-m", "xdna_emu.cli", "trace", "replay", str(path), "--json"],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)},
+                           cwd=tree, timeout=300)
+        got = json.loads(r.stdout)
+        assert not got["ok"] and got["name"] == want, (names, body, got)
