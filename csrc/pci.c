@@ -213,17 +213,22 @@ static bool fd_holds(int fd, uint64_t size)
     return fstat(fd, &st) == 0 && st.st_size >= 0 && (uint64_t)st.st_size >= size;
 }
 
-/* Map BAR i from the fd GET_REGION_INFO hands over (a region that is not mappable is
- * skipped). The fd is closed on every path: the mapping keeps the memory. */
-static int map_bar(struct xdna_shim_ctx *ctx, unsigned i)
+/* Map BAR i from the answer to its GET_REGION_INFO (id: what map_bars sent; a region that
+ * is not mappable is skipped). The fd is closed on every path: the mapping keeps the memory. */
+static int map_bar(struct xdna_shim_ctx *ctx, unsigned i, uint16_t id)
 {
-    struct xdna_proto_region_info ri = {.argsz = sizeof(ri), .index = i};
+    struct xdna_proto_region_info ri;
     size_t len = sizeof(ri);
     int fd = -1, rc = -1;
     unsigned nfd = 1;
-    if (xdna_ctl(ctx, XDNA_PROTO_CMD_GET_REGION_INFO, &ri, sizeof(ri), NULL, 0, &ri, &len,
-                 sizeof(ri), &fd, &nfd) < 0)
+    if (xdna_ctl_recv(ctx, XDNA_PROTO_CMD_GET_REGION_INFO, id, &ri, &len, sizeof(ri), &fd,
+                      &nfd) < 0)
         return -1;
+    if (ri.index != i) {
+        xdna_fail(ctx, EPROTO, "GET_REGION_INFO: asked for BAR%u, the reply is for %u", i,
+                  ri.index);
+        goto close_fd;
+    }
     if (!(ri.flags & XDNA_PROTO_REGION_MMAP) || ri.size == 0) {
         rc = 0;
         goto close_fd;
@@ -252,11 +257,23 @@ close_fd:
     return rc;
 }
 
+/* Every BAR's GET_REGION_INFO goes out first and the answers are read after, in order
+ * (docs/spec/protocol.md, "Pipelining"): one round trip for all of them instead of one
+ * each. A failure leaves later answers unread, so the socket is dead and attach fails. */
 static int map_bars(struct xdna_shim_ctx *ctx)
 {
-    for (unsigned i = 0; i < XDNA_NUM_BARS; i++)
-        if (map_bar(ctx, i) < 0)
+    uint16_t ids[XDNA_NUM_BARS];
+    for (unsigned i = 0; i < XDNA_NUM_BARS; i++) {
+        struct xdna_proto_region_info ri = {.argsz = sizeof(ri), .index = i};
+        if (xdna_ctl_send(ctx, XDNA_PROTO_CMD_GET_REGION_INFO, &ri, sizeof(ri), NULL, 0,
+                          &ids[i]) < 0)
             return -1;
+    }
+    for (unsigned i = 0; i < XDNA_NUM_BARS; i++)
+        if (map_bar(ctx, i, ids[i]) < 0) {
+            ctx->sock_dead = true;
+            return -1;
+        }
     /* every BAR the chip's tables use must be there and large enough */
     const struct xdna_chip_desc *c = ctx->chip;
     for (unsigned i = 0; i < c->nbars; i++) {

@@ -201,26 +201,38 @@ static void close_fds(int *fds, unsigned *n)
     *n = 0;
 }
 
-int xdna_ctl(struct xdna_shim_ctx *ctx, uint16_t cmd, const void *req, size_t req_len,
-             const int *fds, unsigned nfds, void *resp, size_t *resp_len, size_t resp_min,
-             int *rfds, unsigned *nrfds)
+/* Send one command without waiting for its reply; *id is what the reply must echo. The
+ * daemon answers commands strictly in order (docs/spec/protocol.md), so a caller may send
+ * several and then collect the replies in the same order with xdna_ctl_recv. */
+int xdna_ctl_send(struct xdna_shim_ctx *ctx, uint16_t cmd, const void *req, size_t req_len,
+                  const int *fds, unsigned nfds, uint16_t *id)
+{
+    if (ctx->sock < 0 || ctx->sock_dead)
+        return xdna_fail(ctx, EPIPE, "control socket is closed");
+    if (req_len + XDNA_PROTO_HEADER_SIZE > XDNA_PROTO_MAX_MSG_SIZE || nfds > XDNA_PROTO_MAX_MSG_FDS)
+        return xdna_fail(ctx, EINVAL, "%s: request too large", cmd_name(cmd));
+    uint64_t deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_CONTROL]);
+    *id = ctx->next_msg_id++;
+    struct xdna_proto_hdr h = {.msg_id = *id, .command = cmd,
+                               .msg_size = (uint32_t)(XDNA_PROTO_HEADER_SIZE + req_len),
+                               .flags = XDNA_PROTO_TYPE_COMMAND};
+    struct iovec iov[2] = {{&h, sizeof(h)}, {(void *)req, req_len}};
+    return send_all(ctx, iov, req_len ? 2 : 1, fds, nfds, deadline);
+}
+
+/* Receive the reply to the command xdna_ctl_send sent as (cmd, id). resp_len in: capacity,
+ * out: payload bytes got (must be >= resp_min). fds go to rfds (capacity *nrfds, out: count).
+ * A reply that does not belong to (cmd, id) or does not fit leaves the socket dead: the
+ * stream can no longer be trusted to line up with the commands sent. */
+int xdna_ctl_recv(struct xdna_shim_ctx *ctx, uint16_t cmd, uint16_t id, void *resp,
+                  size_t *resp_len, size_t resp_min, int *rfds, unsigned *nrfds)
 {
     unsigned rfd_cap = nrfds ? *nrfds : 0, rfd_got = 0;
     if (nrfds)
         *nrfds = 0;
     if (ctx->sock < 0 || ctx->sock_dead)
         return xdna_fail(ctx, EPIPE, "control socket is closed");
-    if (req_len + XDNA_PROTO_HEADER_SIZE > XDNA_PROTO_MAX_MSG_SIZE || nfds > XDNA_PROTO_MAX_MSG_FDS)
-        return xdna_fail(ctx, EINVAL, "%s: request too large", cmd_name(cmd));
     uint64_t deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_CONTROL]);
-    uint16_t id = ctx->next_msg_id++;
-    struct xdna_proto_hdr h = {.msg_id = id, .command = cmd,
-                               .msg_size = (uint32_t)(XDNA_PROTO_HEADER_SIZE + req_len),
-                               .flags = XDNA_PROTO_TYPE_COMMAND};
-    struct iovec iov[2] = {{&h, sizeof(h)}, {(void *)req, req_len}};
-    if (send_all(ctx, iov, req_len ? 2 : 1, fds, nfds, deadline) < 0)
-        return -1;
-
     struct xdna_proto_hdr r;
     if (recv_all(ctx, &r, sizeof(r), rfds, rfd_cap, &rfd_got, deadline) < 0)
         goto fail_fds;
@@ -270,6 +282,19 @@ fail_fds:
         errno = err;
     }
     return -1;
+}
+
+int xdna_ctl(struct xdna_shim_ctx *ctx, uint16_t cmd, const void *req, size_t req_len,
+             const int *fds, unsigned nfds, void *resp, size_t *resp_len, size_t resp_min,
+             int *rfds, unsigned *nrfds)
+{
+    uint16_t id;
+    if (xdna_ctl_send(ctx, cmd, req, req_len, fds, nfds, &id) < 0) {
+        if (nrfds)
+            *nrfds = 0;
+        return -1;
+    }
+    return xdna_ctl_recv(ctx, cmd, id, resp, resp_len, resp_min, rfds, nrfds);
 }
 
 int xdna_region_read(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off, void *buf,
