@@ -297,6 +297,29 @@ int xdna_ctl(struct xdna_shim_ctx *ctx, uint16_t cmd, const void *req, size_t re
     return xdna_ctl_recv(ctx, cmd, id, resp, resp_len, resp_min, rfds, nrfds);
 }
 
+int xdna_region_read_send(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off,
+                          uint32_t count, uint16_t *id)
+{
+    struct xdna_proto_region_access a = {.offset = off, .region = region, .count = count};
+    return xdna_ctl_send(ctx, XDNA_PROTO_CMD_REGION_READ, &a, sizeof(a), NULL, 0, id);
+}
+
+/* The answer to xdna_region_read_send's id. Failing before it is read (out of memory) leaves
+ * it unread: the caller's pipeline must treat any failure as a dead socket. */
+int xdna_region_read_recv(struct xdna_shim_ctx *ctx, uint16_t id, void *buf, uint32_t count)
+{
+    size_t cap = sizeof(struct xdna_proto_region_access) + count;
+    uint8_t *tmp = malloc(cap);
+    if (!tmp)
+        return xdna_fail(ctx, ENOMEM, "out of memory");
+    size_t len = cap;
+    int rc = xdna_ctl_recv(ctx, XDNA_PROTO_CMD_REGION_READ, id, tmp, &len, cap, NULL, NULL);
+    if (rc == 0)
+        memcpy(buf, tmp + sizeof(struct xdna_proto_region_access), count);
+    free(tmp);
+    return rc;
+}
+
 int xdna_region_read(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off, void *buf,
                      uint32_t count)
 {
@@ -314,8 +337,8 @@ int xdna_region_read(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off, v
     return rc;
 }
 
-int xdna_region_write(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off,
-                      const void *buf, uint32_t count)
+int xdna_region_write_send(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off,
+                           const void *buf, uint32_t count, uint16_t *id)
 {
     uint8_t tmp[sizeof(struct xdna_proto_region_access) + 64];
     if (count > 64)
@@ -323,10 +346,24 @@ int xdna_region_write(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off,
     struct xdna_proto_region_access a = {.offset = off, .region = region, .count = count};
     memcpy(tmp, &a, sizeof(a));
     memcpy(tmp + sizeof(a), buf, count);
+    return xdna_ctl_send(ctx, XDNA_PROTO_CMD_REGION_WRITE, tmp, sizeof(a) + count, NULL, 0, id);
+}
+
+int xdna_region_write_recv(struct xdna_shim_ctx *ctx, uint16_t id)
+{
     struct xdna_proto_region_access back;
     size_t len = sizeof(back);
-    return xdna_ctl(ctx, XDNA_PROTO_CMD_REGION_WRITE, tmp, sizeof(a) + count, NULL, 0, &back,
-                    &len, sizeof(back), NULL, NULL);
+    return xdna_ctl_recv(ctx, XDNA_PROTO_CMD_REGION_WRITE, id, &back, &len, sizeof(back), NULL,
+                         NULL);
+}
+
+int xdna_region_write(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off,
+                      const void *buf, uint32_t count)
+{
+    uint16_t id;
+    if (xdna_region_write_send(ctx, region, off, buf, count, &id) < 0)
+        return -1;
+    return xdna_region_write_recv(ctx, id);
 }
 
 int xdna_dma_alloc(struct xdna_shim_ctx *ctx, struct xdna_dma_buf *buf, size_t size,

@@ -366,6 +366,13 @@ int xdna_region_read(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off, v
                      uint32_t count);
 int xdna_region_write(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off,
                       const void *buf, uint32_t count);
+/* xdna_region_read and xdna_region_write in two halves, for pipelining */
+int xdna_region_read_send(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off,
+                          uint32_t count, uint16_t *id);
+int xdna_region_read_recv(struct xdna_shim_ctx *ctx, uint16_t id, void *buf, uint32_t count);
+int xdna_region_write_send(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off,
+                           const void *buf, uint32_t count, uint16_t *id);
+int xdna_region_write_recv(struct xdna_shim_ctx *ctx, uint16_t id);
 int xdna_dma_alloc(struct xdna_shim_ctx *ctx, struct xdna_dma_buf *buf, size_t size,
                    uint32_t flags, const char *name);
 int xdna_dma_map(struct xdna_shim_ctx *ctx, struct xdna_dma_buf *buf);
