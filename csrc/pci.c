@@ -131,17 +131,22 @@ static long json_long(const char *js, const char *key, long dflt)
     return end == p ? dflt : v;
 }
 
-static int do_version(struct xdna_shim_ctx *ctx)
+static int send_version(struct xdna_shim_ctx *ctx, uint16_t *id)
 {
     static const char caps[] = "{\"client\":\"xdna-shim\",\"max_msg_fds\":8}";
     uint8_t req[4 + sizeof(caps)];
     uint16_t v[2] = {XDNA_PROTO_MAJOR, XDNA_PROTO_MINOR};
     memcpy(req, v, 4);
     memcpy(req + 4, caps, sizeof(caps)); /* includes the NUL */
+    return xdna_ctl_send(ctx, XDNA_PROTO_CMD_VERSION, req, sizeof(req), NULL, 0, id);
+}
+
+/* Check the answer to the VERSION sent as id and take the daemon's caps. */
+static int do_version(struct xdna_shim_ctx *ctx, uint16_t id)
+{
     char resp[4096];
     size_t len = sizeof(resp) - 1;
-    if (xdna_ctl(ctx, XDNA_PROTO_CMD_VERSION, req, sizeof(req), NULL, 0, resp, &len, 5, NULL,
-                 NULL) < 0)
+    if (xdna_ctl_recv(ctx, XDNA_PROTO_CMD_VERSION, id, resp, &len, 5, NULL, NULL) < 0)
         return -1;
     uint16_t major, minor;
     memcpy(&major, resp, 2);
@@ -166,12 +171,12 @@ static int do_version(struct xdna_shim_ctx *ctx)
     return 0;
 }
 
-static int do_device_info(struct xdna_shim_ctx *ctx)
+static int do_device_info(struct xdna_shim_ctx *ctx, uint16_t id)
 {
     struct xdna_proto_device_info di;
     size_t len = sizeof(di);
-    if (xdna_ctl(ctx, XDNA_PROTO_CMD_DEVICE_GET_INFO, NULL, 0, NULL, 0, &di, &len, sizeof(di),
-                 NULL, NULL) < 0)
+    if (xdna_ctl_recv(ctx, XDNA_PROTO_CMD_DEVICE_GET_INFO, id, &di, &len, sizeof(di), NULL,
+                      NULL) < 0)
         return -1;
     if (!(di.flags & XDNA_PROTO_DEVICE_FLAG_PCI) || di.num_regions < XDNA_PROTO_NUM_REGIONS ||
         di.num_irqs <= XDNA_PROTO_IRQ_MSIX)
@@ -213,17 +218,23 @@ static bool fd_holds(int fd, uint64_t size)
     return fstat(fd, &st) == 0 && st.st_size >= 0 && (uint64_t)st.st_size >= size;
 }
 
-/* Map BAR i from the fd GET_REGION_INFO hands over (a region that is not mappable is
- * skipped). The fd is closed on every path: the mapping keeps the memory. */
-static int map_bar(struct xdna_shim_ctx *ctx, unsigned i)
+/* Map BAR i from the answer to its GET_REGION_INFO (id: what ask_region_infos sent; a region
+ * that is not mappable is skipped). The fd is closed on every path: the mapping keeps the
+ * memory. */
+static int map_bar(struct xdna_shim_ctx *ctx, unsigned i, uint16_t id)
 {
-    struct xdna_proto_region_info ri = {.argsz = sizeof(ri), .index = i};
+    struct xdna_proto_region_info ri;
     size_t len = sizeof(ri);
     int fd = -1, rc = -1;
     unsigned nfd = 1;
-    if (xdna_ctl(ctx, XDNA_PROTO_CMD_GET_REGION_INFO, &ri, sizeof(ri), NULL, 0, &ri, &len,
-                 sizeof(ri), &fd, &nfd) < 0)
+    if (xdna_ctl_recv(ctx, XDNA_PROTO_CMD_GET_REGION_INFO, id, &ri, &len, sizeof(ri), &fd,
+                      &nfd) < 0)
         return -1;
+    if (ri.index != i) {
+        xdna_fail(ctx, EPROTO, "GET_REGION_INFO: asked for BAR%u, the reply is for %u", i,
+                  ri.index);
+        goto close_fd;
+    }
     if (!(ri.flags & XDNA_PROTO_REGION_MMAP) || ri.size == 0) {
         rc = 0;
         goto close_fd;
@@ -252,10 +263,22 @@ close_fd:
     return rc;
 }
 
-static int map_bars(struct xdna_shim_ctx *ctx)
+static int ask_region_infos(struct xdna_shim_ctx *ctx, uint16_t *ids)
+{
+    for (unsigned i = 0; i < XDNA_NUM_BARS; i++) {
+        struct xdna_proto_region_info ri = {.argsz = sizeof(ri), .index = i};
+        if (xdna_ctl_send(ctx, XDNA_PROTO_CMD_GET_REGION_INFO, &ri, sizeof(ri), NULL, 0,
+                          &ids[i]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Map every BAR from the answers to ask_region_infos (ids: what it sent). */
+static int map_bars(struct xdna_shim_ctx *ctx, const uint16_t *ids)
 {
     for (unsigned i = 0; i < XDNA_NUM_BARS; i++)
-        if (map_bar(ctx, i) < 0)
+        if (map_bar(ctx, i, ids[i]) < 0)
             return -1;
     /* every BAR the chip's tables use must be there and large enough */
     const struct xdna_chip_desc *c = ctx->chip;
@@ -269,14 +292,15 @@ static int map_bars(struct xdna_shim_ctx *ctx)
     return 0;
 }
 
-static int attach_write_log(struct xdna_shim_ctx *ctx)
+/* Map the write log from the answer to the ATTACH_WRITE_LOG sent as id. */
+static int attach_write_log(struct xdna_shim_ctx *ctx, uint16_t id)
 {
     struct xdna_proto_write_log_info wl;
     size_t len = sizeof(wl);
     int fds[3] = {-1, -1, -1};
     unsigned nfd = 3;
-    if (xdna_ctl(ctx, XDNA_PROTO_CMD_ATTACH_WRITE_LOG, NULL, 0, NULL, 0, &wl, &len, sizeof(wl), fds,
-                 &nfd) < 0)
+    if (xdna_ctl_recv(ctx, XDNA_PROTO_CMD_ATTACH_WRITE_LOG, id, &wl, &len, sizeof(wl), fds,
+                      &nfd) < 0)
         return -1;
     if (nfd != 3) {
         xdna_fail(ctx, EPROTO, "ATTACH_WRITE_LOG: %u fds, expected 3", nfd);
@@ -331,7 +355,9 @@ static unsigned find_cap(struct xdna_shim_ctx *ctx, uint8_t id)
     return 0;
 }
 
-static int setup_msix(struct xdna_shim_ctx *ctx)
+/* Check the MSI-X capability against the answer to the GET_IRQ_INFO sent as irq_id, then
+ * enable it with every vector unmasked. */
+static int setup_msix(struct xdna_shim_ctx *ctx, uint16_t irq_id)
 {
     unsigned cap = find_cap(ctx, PCI_CAP_ID_MSIX);
     if (!cap)
@@ -345,10 +371,10 @@ static int setup_msix(struct xdna_shim_ctx *ctx)
         return xdna_fail(ctx, EPROTO, "MSI-X table BAR%u+%#x (%u vectors) is not inside a mapped BAR",
                          tl.bar, tl.off, nvec);
 
-    struct xdna_proto_irq_info ii = {.argsz = sizeof(ii), .index = XDNA_PROTO_IRQ_MSIX};
+    struct xdna_proto_irq_info ii;
     size_t len = sizeof(ii);
-    if (xdna_ctl(ctx, XDNA_PROTO_CMD_GET_IRQ_INFO, &ii, sizeof(ii), NULL, 0, &ii, &len, sizeof(ii),
-                 NULL, NULL) < 0)
+    if (xdna_ctl_recv(ctx, XDNA_PROTO_CMD_GET_IRQ_INFO, irq_id, &ii, &len, sizeof(ii), NULL,
+                      NULL) < 0)
         return -1;
     if (ii.count < nvec)
         return xdna_fail(ctx, EPROTO, "GET_IRQ_INFO: %u MSI-X vectors, config space says %u",
@@ -478,18 +504,62 @@ void xdna_pci_state(struct xdna_shim_ctx *ctx, uint16_t *cmd, uint16_t *msix_fla
     *msix_flags = cfg16(ctx, ctx->msix_cap + PCI_MSIX_FLAGS);
 }
 
+/* Enable the function, then map its BARs and write log and set up MSI-X. Every query goes
+ * out behind the command-register write before any answer is read, in the order the
+ * answers are used (docs/spec/protocol.md, "Pipelining"): one round trip for nine
+ * commands. A failure leaves later answers unread, so the socket is dead and attach fails. */
+static int attach_resources(struct xdna_shim_ctx *ctx)
+{
+    uint16_t cmd = cfg16(ctx, PCI_COMMAND) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
+    uint8_t b[2] = {(uint8_t)cmd, (uint8_t)(cmd >> 8)};
+    struct xdna_proto_irq_info ii = {.argsz = sizeof(ii), .index = XDNA_PROTO_IRQ_MSIX};
+    uint16_t cmd_id, bar_ids[XDNA_NUM_BARS], wl_id, irq_id;
+    if (xdna_region_write_send(ctx, XDNA_PROTO_REGION_CONFIG, PCI_COMMAND, b, 2, &cmd_id) < 0 ||
+        ask_region_infos(ctx, bar_ids) < 0 ||
+        xdna_ctl_send(ctx, XDNA_PROTO_CMD_ATTACH_WRITE_LOG, NULL, 0, NULL, 0, &wl_id) < 0 ||
+        xdna_ctl_send(ctx, XDNA_PROTO_CMD_GET_IRQ_INFO, &ii, sizeof(ii), NULL, 0, &irq_id) < 0)
+        goto dead;
+    if (xdna_region_write_recv(ctx, cmd_id) < 0)
+        goto dead;
+    memcpy(&ctx->config[PCI_COMMAND], b, 2);
+    if (map_bars(ctx, bar_ids) < 0 || attach_write_log(ctx, wl_id) < 0)
+        goto dead;
+    if (setup_msix(ctx, irq_id) < 0)
+        goto dead;
+    return 0;
+
+dead: /* answers may be left unread: the stream no longer lines up with its commands */
+    ctx->sock_dead = true;
+    return -1;
+}
+
+/* VERSION, DEVICE_GET_INFO and the config-space read go out together, before any answer
+ * is read (docs/spec/protocol.md, "Pipelining"): the daemon takes VERSION first and drops
+ * a client it refuses, so the two reads behind it are never answered to a stranger. */
+static int identify(struct xdna_shim_ctx *ctx)
+{
+    uint16_t ver_id, info_id, cfg_id;
+    if (send_version(ctx, &ver_id) < 0 ||
+        xdna_ctl_send(ctx, XDNA_PROTO_CMD_DEVICE_GET_INFO, NULL, 0, NULL, 0, &info_id) < 0 ||
+        xdna_region_read_send(ctx, XDNA_PROTO_REGION_CONFIG, 0, sizeof(ctx->config), &cfg_id) < 0)
+        goto dead;
+    if (do_version(ctx, ver_id) < 0 || do_device_info(ctx, info_id) < 0 ||
+        xdna_region_read_recv(ctx, cfg_id, ctx->config, sizeof(ctx->config)) < 0)
+        goto dead;
+    return 0;
+
+dead: /* answers may be left unread: the stream no longer lines up with its commands */
+    ctx->sock_dead = true;
+    return -1;
+}
+
 int xdna_pci_attach(struct xdna_shim_ctx *ctx, const char *path)
 {
-    if (xdna_connect(ctx, path) < 0 || do_version(ctx) < 0 || do_device_info(ctx) < 0)
-        return -1;
-    if (xdna_region_read(ctx, XDNA_PROTO_REGION_CONFIG, 0, ctx->config, sizeof(ctx->config)) < 0)
+    if (xdna_connect(ctx, path) < 0 || identify(ctx) < 0)
         return -1;
     if (match_id(ctx) < 0)
         return -1;
-    uint16_t cmd = cfg16(ctx, PCI_COMMAND) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
-    if (cfg_write16(ctx, PCI_COMMAND, cmd) < 0)
-        return -1;
-    if (map_bars(ctx) < 0 || attach_write_log(ctx) < 0 || setup_msix(ctx) < 0)
+    if (attach_resources(ctx) < 0)
         return -1;
     ctx->state = XDNA_SHIM_STATE_ATTACHED;
     return 0;

@@ -201,26 +201,38 @@ static void close_fds(int *fds, unsigned *n)
     *n = 0;
 }
 
-int xdna_ctl(struct xdna_shim_ctx *ctx, uint16_t cmd, const void *req, size_t req_len,
-             const int *fds, unsigned nfds, void *resp, size_t *resp_len, size_t resp_min,
-             int *rfds, unsigned *nrfds)
+/* Send one command without waiting for its reply; *id is what the reply must echo. The
+ * daemon answers commands strictly in order (docs/spec/protocol.md), so a caller may send
+ * several and then collect the replies in the same order with xdna_ctl_recv. */
+int xdna_ctl_send(struct xdna_shim_ctx *ctx, uint16_t cmd, const void *req, size_t req_len,
+                  const int *fds, unsigned nfds, uint16_t *id)
+{
+    if (ctx->sock < 0 || ctx->sock_dead)
+        return xdna_fail(ctx, EPIPE, "control socket is closed");
+    if (req_len + XDNA_PROTO_HEADER_SIZE > XDNA_PROTO_MAX_MSG_SIZE || nfds > XDNA_PROTO_MAX_MSG_FDS)
+        return xdna_fail(ctx, EINVAL, "%s: request too large", cmd_name(cmd));
+    uint64_t deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_CONTROL]);
+    *id = ctx->next_msg_id++;
+    struct xdna_proto_hdr h = {.msg_id = *id, .command = cmd,
+                               .msg_size = (uint32_t)(XDNA_PROTO_HEADER_SIZE + req_len),
+                               .flags = XDNA_PROTO_TYPE_COMMAND};
+    struct iovec iov[2] = {{&h, sizeof(h)}, {(void *)req, req_len}};
+    return send_all(ctx, iov, req_len ? 2 : 1, fds, nfds, deadline);
+}
+
+/* Receive the reply to the command xdna_ctl_send sent as (cmd, id). resp_len in: capacity,
+ * out: payload bytes got (must be >= resp_min). fds go to rfds (capacity *nrfds, out: count).
+ * A reply that does not belong to (cmd, id) or does not fit leaves the socket dead: the
+ * stream can no longer be trusted to line up with the commands sent. */
+int xdna_ctl_recv(struct xdna_shim_ctx *ctx, uint16_t cmd, uint16_t id, void *resp,
+                  size_t *resp_len, size_t resp_min, int *rfds, unsigned *nrfds)
 {
     unsigned rfd_cap = nrfds ? *nrfds : 0, rfd_got = 0;
     if (nrfds)
         *nrfds = 0;
     if (ctx->sock < 0 || ctx->sock_dead)
         return xdna_fail(ctx, EPIPE, "control socket is closed");
-    if (req_len + XDNA_PROTO_HEADER_SIZE > XDNA_PROTO_MAX_MSG_SIZE || nfds > XDNA_PROTO_MAX_MSG_FDS)
-        return xdna_fail(ctx, EINVAL, "%s: request too large", cmd_name(cmd));
     uint64_t deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_CONTROL]);
-    uint16_t id = ctx->next_msg_id++;
-    struct xdna_proto_hdr h = {.msg_id = id, .command = cmd,
-                               .msg_size = (uint32_t)(XDNA_PROTO_HEADER_SIZE + req_len),
-                               .flags = XDNA_PROTO_TYPE_COMMAND};
-    struct iovec iov[2] = {{&h, sizeof(h)}, {(void *)req, req_len}};
-    if (send_all(ctx, iov, req_len ? 2 : 1, fds, nfds, deadline) < 0)
-        return -1;
-
     struct xdna_proto_hdr r;
     if (recv_all(ctx, &r, sizeof(r), rfds, rfd_cap, &rfd_got, deadline) < 0)
         goto fail_fds;
@@ -272,6 +284,42 @@ fail_fds:
     return -1;
 }
 
+int xdna_ctl(struct xdna_shim_ctx *ctx, uint16_t cmd, const void *req, size_t req_len,
+             const int *fds, unsigned nfds, void *resp, size_t *resp_len, size_t resp_min,
+             int *rfds, unsigned *nrfds)
+{
+    uint16_t id;
+    if (xdna_ctl_send(ctx, cmd, req, req_len, fds, nfds, &id) < 0) {
+        if (nrfds)
+            *nrfds = 0;
+        return -1;
+    }
+    return xdna_ctl_recv(ctx, cmd, id, resp, resp_len, resp_min, rfds, nrfds);
+}
+
+int xdna_region_read_send(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off,
+                          uint32_t count, uint16_t *id)
+{
+    struct xdna_proto_region_access a = {.offset = off, .region = region, .count = count};
+    return xdna_ctl_send(ctx, XDNA_PROTO_CMD_REGION_READ, &a, sizeof(a), NULL, 0, id);
+}
+
+/* The answer to xdna_region_read_send's id. Failing before it is read (out of memory) leaves
+ * it unread: the caller's pipeline must treat any failure as a dead socket. */
+int xdna_region_read_recv(struct xdna_shim_ctx *ctx, uint16_t id, void *buf, uint32_t count)
+{
+    size_t cap = sizeof(struct xdna_proto_region_access) + count;
+    uint8_t *tmp = malloc(cap);
+    if (!tmp)
+        return xdna_fail(ctx, ENOMEM, "out of memory");
+    size_t len = cap;
+    int rc = xdna_ctl_recv(ctx, XDNA_PROTO_CMD_REGION_READ, id, tmp, &len, cap, NULL, NULL);
+    if (rc == 0)
+        memcpy(buf, tmp + sizeof(struct xdna_proto_region_access), count);
+    free(tmp);
+    return rc;
+}
+
 int xdna_region_read(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off, void *buf,
                      uint32_t count)
 {
@@ -289,8 +337,8 @@ int xdna_region_read(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off, v
     return rc;
 }
 
-int xdna_region_write(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off,
-                      const void *buf, uint32_t count)
+int xdna_region_write_send(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off,
+                           const void *buf, uint32_t count, uint16_t *id)
 {
     uint8_t tmp[sizeof(struct xdna_proto_region_access) + 64];
     if (count > 64)
@@ -298,10 +346,24 @@ int xdna_region_write(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off,
     struct xdna_proto_region_access a = {.offset = off, .region = region, .count = count};
     memcpy(tmp, &a, sizeof(a));
     memcpy(tmp + sizeof(a), buf, count);
+    return xdna_ctl_send(ctx, XDNA_PROTO_CMD_REGION_WRITE, tmp, sizeof(a) + count, NULL, 0, id);
+}
+
+int xdna_region_write_recv(struct xdna_shim_ctx *ctx, uint16_t id)
+{
     struct xdna_proto_region_access back;
     size_t len = sizeof(back);
-    return xdna_ctl(ctx, XDNA_PROTO_CMD_REGION_WRITE, tmp, sizeof(a) + count, NULL, 0, &back,
-                    &len, sizeof(back), NULL, NULL);
+    return xdna_ctl_recv(ctx, XDNA_PROTO_CMD_REGION_WRITE, id, &back, &len, sizeof(back), NULL,
+                         NULL);
+}
+
+int xdna_region_write(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off,
+                      const void *buf, uint32_t count)
+{
+    uint16_t id;
+    if (xdna_region_write_send(ctx, region, off, buf, count, &id) < 0)
+        return -1;
+    return xdna_region_write_recv(ctx, id);
 }
 
 int xdna_dma_alloc(struct xdna_shim_ctx *ctx, struct xdna_dma_buf *buf, size_t size,

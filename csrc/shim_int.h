@@ -362,10 +362,22 @@ int xdna_connect(struct xdna_shim_ctx *ctx, const char *path);
 int xdna_ctl(struct xdna_shim_ctx *ctx, uint16_t cmd, const void *req, size_t req_len,
              const int *fds, unsigned nfds, void *resp, size_t *resp_len, size_t resp_min,
              int *rfds, unsigned *nrfds);
+/* The two halves of xdna_ctl, for pipelining: replies come back in the order sent. */
+int xdna_ctl_send(struct xdna_shim_ctx *ctx, uint16_t cmd, const void *req, size_t req_len,
+                  const int *fds, unsigned nfds, uint16_t *id);
+int xdna_ctl_recv(struct xdna_shim_ctx *ctx, uint16_t cmd, uint16_t id, void *resp,
+                  size_t *resp_len, size_t resp_min, int *rfds, unsigned *nrfds);
 int xdna_region_read(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off, void *buf,
                      uint32_t count);
 int xdna_region_write(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off,
                       const void *buf, uint32_t count);
+/* xdna_region_read and xdna_region_write in two halves, for pipelining */
+int xdna_region_read_send(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off,
+                          uint32_t count, uint16_t *id);
+int xdna_region_read_recv(struct xdna_shim_ctx *ctx, uint16_t id, void *buf, uint32_t count);
+int xdna_region_write_send(struct xdna_shim_ctx *ctx, uint32_t region, uint64_t off,
+                           const void *buf, uint32_t count, uint16_t *id);
+int xdna_region_write_recv(struct xdna_shim_ctx *ctx, uint16_t id);
 int xdna_dma_alloc(struct xdna_shim_ctx *ctx, struct xdna_dma_buf *buf, size_t size,
                    uint32_t flags, const char *name);
 int xdna_dma_map(struct xdna_shim_ctx *ctx, struct xdna_dma_buf *buf);

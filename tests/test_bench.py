@@ -21,6 +21,12 @@ def test_quick_json_has_the_documented_schema() -> None:
     for key in (*FLOOR_KEYS, *RESULT_KEYS):
         d = rep["detail"][key]
         assert d["min"] <= d["median"] <= d["max"] and d["n"] >= 1
+    # the counts behind probe_msg_rtt_sum_ms: the same every probe of one daemon
+    probe = {k: rep["detail"][k] for k in ("probe_msgs_answered", "probe_msgs_posted",
+                                           "probe_reg_cmds")}
+    assert all(d["min"] == d["max"] for d in probe.values())
+    assert probe["probe_msgs_answered"]["min"] >= 1 and probe["probe_reg_cmds"]["min"] >= 1
+    assert probe["probe_msgs_posted"]["min"] >= 0
     assert {g["figure"] for g in rep["goals"]} >= {"mailbox_rtt_us", "job_latency_us",
                                                    "copy_gbps", "daemon_rss_mib"}
     assert all(isinstance(g["met"], bool) for g in rep["goals"])

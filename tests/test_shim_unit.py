@@ -359,6 +359,90 @@ def test_open_rejects_a_short_write_log_page_used_to_sigbus(serve) -> None:  # n
     assert "write log" in exc.strerror
 
 
+# -- the pipelined attach (docs/spec/protocol.md, "Pipelining") ----------------------------
+
+def serve_region_batch(npu: FakeNpu, answer: Callable[[int, int, int], tuple[bytes, list[int]]]
+                       ) -> Callable[[socket.socket], None]:
+    """A device that answers no GET_REGION_INFO until it has all six: a shim that waited
+    for each answer before asking the next would time out. ``answer(n, msg_id, idx)`` gives
+    the n-th reply's payload and fds."""
+
+    def script(conn: socket.socket) -> None:
+        held: list[tuple[int, int]] = []
+        while (msg := recv_msg(conn)) is not None:
+            msg_id, cmd, payload, fds = msg
+            if cmd != P.Cmd.GET_REGION_INFO:
+                npu.handle(conn, *msg)
+                continue
+            held.append((msg_id, P.REGION_INFO.unpack(payload)[2]))
+            if len(held) == 6:
+                for n, (mid, idx) in enumerate(held):
+                    body, rfds = answer(n, mid, idx)
+                    reply(conn, mid, cmd, body, rfds)
+
+    return script
+
+
+def test_open_sends_every_region_info_before_reading_an_answer(serve) -> None:  # noqa: ANN001
+    npu = FakeNpu()
+
+    def answer(n: int, msg_id: int, idx: int) -> tuple[bytes, list[int]]:
+        assert idx == n
+        if idx in npu.bar_fds:
+            return P.REGION_INFO.pack(32, 7, idx, 0, npu.chip.bars[idx].size, 0), [npu.bar_fds[idx]]
+        return P.REGION_INFO.pack(32, 0, idx, 0, 0, 0), []
+
+    with Shim.open(serve(serve_region_batch(npu, answer)).path, timeout_ms=2000) as s:
+        assert s.info()["msix_vectors"] == npu.chip.msix.vectors
+
+
+def test_open_sends_the_attach_batches_before_reading_an_answer(serve) -> None:  # noqa: ANN001
+    """The attach is three round trips: VERSION, DEVICE_GET_INFO and the config read; after
+    the id check, the enable and every query, in the order of a one-at-a-time attach; then
+    the MSI-X enable. The server answers a batch only once its last command is in."""
+    npu = FakeNpu()
+    seen: list[int] = []
+
+    def script(conn: socket.socket) -> None:
+        held: list[tuple[int, int, bytes, list[int]]] = []
+        while (msg := recv_msg(conn)) is not None:
+            seen.append(msg[1])
+            held.append(msg)
+            if msg[1] in (P.Cmd.REGION_READ, P.Cmd.GET_IRQ_INFO) or len(seen) > 12:
+                for m in held:
+                    npu.handle(conn, *m)
+                held.clear()
+
+    with Shim.open(serve(script).path, timeout_ms=2000):
+        pass
+    assert seen[:3] == [P.Cmd.VERSION, P.Cmd.DEVICE_GET_INFO, P.Cmd.REGION_READ]
+    assert seen[3:13] == [P.Cmd.REGION_WRITE, *[P.Cmd.GET_REGION_INFO] * 6,
+                          P.Cmd.ATTACH_WRITE_LOG, P.Cmd.GET_IRQ_INFO, P.Cmd.REGION_WRITE]
+    assert [off for off, _ in npu.config_writes][:1] == [4]  # the command register first
+
+
+def test_open_region_info_answer_for_another_bar_is_eproto(serve) -> None:  # noqa: ANN001
+    npu = FakeNpu()
+
+    def answer(n: int, msg_id: int, idx: int) -> tuple[bytes, list[int]]:
+        return P.REGION_INFO.pack(32, 0, 5 - idx, 0, 0, 0), []  # answers in reverse order
+
+    exc, _ = open_fails(serve(serve_region_batch(npu, answer)).path)
+    assert exc.errno == errno.EPROTO
+    assert "GET_REGION_INFO" in exc.strerror and "BAR0" in exc.strerror
+
+
+def test_open_short_region_info_answer_is_eproto(serve) -> None:  # noqa: ANN001
+    npu = FakeNpu()
+
+    def answer(n: int, msg_id: int, idx: int) -> tuple[bytes, list[int]]:
+        return P.REGION_INFO.pack(32, 0, idx, 0, 0, 0)[:16], []
+
+    exc, _ = open_fails(serve(serve_region_batch(npu, answer)).path)
+    assert exc.errno == errno.EPROTO
+    assert "GET_REGION_INFO" in exc.strerror
+
+
 # -- a successful attach ------------------------------------------------------------------
 
 @pytest.fixture

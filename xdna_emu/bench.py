@@ -28,8 +28,11 @@ Figures (the emulated npu4 unless ``--chip``):
   and 16 contexts (as many as the chip allows);
 - ``chain_throughput_per_s``: commands per second in chains of 64 no-ops, 4 chains in flight;
 - ``probe_ms``: a full driver probe on a fresh attach; ``probe_msg_rtt_sum_ms``: what its
-  messages cost at the round trips measured in the same round (its mailbox messages at
-  ``mailbox_rtt_us``, its PSP and SMU register commands at ``eventfd_rtt_us``);
+  message round trips cost at the round trips measured in the same round (each mailbox
+  message the firmware answered at ``mailbox_rtt_us``, each PSP and SMU register command at
+  ``eventfd_rtt_us``). The counts are read before the shim closes, so the stop's messages are
+  not in them, and messages posted for a later answer (the async event buffers) are no round
+  trip (``detail.probe_msgs_answered`` / ``probe_msgs_posted`` / ``probe_reg_cmds``);
 - ``trapped_writes_per_s``: side-effect register writes through the write log, counted until
   the daemon has applied them;
 - ``copy_gbps``: the reference ``copy`` kernel on 16 MiB (4 MiB) buffers;
@@ -295,7 +298,8 @@ def _probe_counts(sock: Any) -> dict[str, int]:
     with ControlClient(sock) as cl:
         cl.version()
         c = cl.status()["device"]["counters"]
-    return {k: int(c.get(k, 0)) for k in ("mbox_msgs_in", "psp_cmds", "smu_cmds", "writes")}
+    return {k: int(c.get(k, 0))
+            for k in ("mbox_msgs_in", "mbox_msgs_out", "psp_cmds", "smu_cmds", "writes")}
 
 
 def _wait_writes(sock: Any, target: int) -> None:
@@ -436,10 +440,13 @@ def run(chip: str = "npu4", quick: bool = False, progress: bool = False) -> dict
                     with Shim.open(d["bare"].socket) as ps:
                         ps.probe(d["fw"])
                         s.add("probe_ms", (time.perf_counter_ns() - t0) / 1e6)
-                    after = _probe_counts(d["bare"].socket)
-                    msgs = after["mbox_msgs_in"] - before["mbox_msgs_in"]
-                    regs = (after["psp_cmds"] - before["psp_cmds"]
-                            + after["smu_cmds"] - before["smu_cmds"])
+                        after = _probe_counts(d["bare"].socket)  # before the close's stop
+                    delta = {k: after[k] - before[k] for k in after}
+                    msgs = delta["mbox_msgs_out"]  # answered: a round trip each
+                    regs = delta["psp_cmds"] + delta["smu_cmds"]
+                    s.add("probe_msgs_answered", msgs)
+                    s.add("probe_msgs_posted", delta["mbox_msgs_in"] - msgs)
+                    s.add("probe_reg_cmds", regs)
                     s.add("probe_msg_rtt_sum_ms", (msgs * mbox_us + regs * floor_us) / 1e3)
                 bar.step("probe")
 
