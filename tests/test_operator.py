@@ -184,8 +184,10 @@ def test_wheel_is_abi3_with_header_license_and_marker(tmp_path: Path) -> None:
                     "xdna_emu/pkgconfig/xdna-emu.pc", "xdna_emu/py.typed"):
         assert shipped in names, shipped
     assert any(n.endswith("/LICENSE") for n in names)
-    for lib in ("_shim.abi3", "_xdna_shim_c", "_accel"):
+    for lib in ("_shim.abi3", "_xdna_shim_c", "_accel", "_datapath.abi3"):
         assert any(n.startswith(f"xdna_emu/{lib}") for n in names), lib
+    for init in (ROOT / "xdna_emu").rglob("__init__.py"):  # every package, none left out
+        assert init.relative_to(ROOT).as_posix() in names, init
     meta = zipfile.ZipFile(whl).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert "Requires-Python: >=3.11" in meta
     _c_user_of_the_installed_wheel(whl, tmp_path)
@@ -210,6 +212,8 @@ def _c_user_of_the_installed_wheel(whl: Path, tmp_path: Path) -> None:
     where = subprocess.run([py, "-c", "import xdna_emu; print(xdna_emu.__file__)"], cwd=tmp_path,
                            capture_output=True, text=True, check=True).stdout
     assert where.startswith(str(site)), where
+    subprocess.run([py, "-c", "import xdna_emu.daemon, xdna_emu.fw.aie4, xdna_emu._datapath"],
+                   cwd=tmp_path, check=True)
     flags = subprocess.run([*cli, "--cflags", "--libs"], cwd=tmp_path, capture_output=True,
                            text=True, check=True).stdout.split()
     assert all(str(site) in f for f in flags if f.startswith(("-I", "-L"))), flags
