@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -96,12 +97,23 @@ class World:
         d.logged = {ch.x2i_tail_reg, ch.i2x_head_reg}
         self.replies: list[tuple[int, int, bytes]] = []
         self.sent = 0
+        #: more contexts whose ring writes are logged (and replies read) as the first's
+        self.others: list[PyContext] = []
+
+    def another(self, client: PyClient | None = None) -> PyContext:
+        """A further context (of ``client``, default the first) logged like the first."""
+        ctx = PyContext(client or self.c)
+        ctx.collect()
+        self.d.logged |= {ctx.chan.x2i_tail_reg, ctx.chan.i2x_head_reg}
+        self.others.append(ctx)
+        return ctx
 
     def drain(self) -> None:
         """Apply the log, read every reply (its i2x head write is logged too)."""
         self.d.flush()
-        for r in self.ctx.chan.drain():
-            self.replies.append((r.id, r.opcode, r.payload))
+        for ctx in (self.ctx, *self.others):
+            for r in ctx.chan.drain():
+                self.replies.append((r.id, r.opcode, r.payload))
 
     @property
     def chan(self) -> MailboxChannel:
@@ -389,6 +401,18 @@ def restored(w: World) -> None:
     _chain(w, [Cmd(NOP)] * 2)
 
 
+def two_pasids_past_the_map_cache(w: World) -> None:
+    """Two channels of two PASIDs in one round while the map cache is over its bound: the
+    second arming must not free the table of the first, still armed."""
+    ctx2 = w.another(PyClient(w.d, 2, heap_size=2 * MiB, chunk=MiB))
+    if w.d.dp is not None:
+        for i in range(256):  # the first arming fills it, the second is past the bound
+            w.d.dp._maps[10_000 + i] = (None, -1, None, [])  # noqa: SLF001
+    w.ctx.submit([Cmd(NOP)])
+    ctx2.submit([Cmd(NOP)])
+    w.ctx.submit([Cmd(NOP)])
+
+
 CASES: list[tuple[Callable[[World], None], str]] = [
     (nop_singles, "fast"), (nop_chains, "fast"), (nops_then_i2x_heads, "fast"),
     (ring_wraps, "fast"), (other_kernel, "fallback"), (hang_then_more, "fallback"),
@@ -401,6 +425,7 @@ CASES: list[tuple[Callable[[World], None], str]] = [
     (bad_i2x_head, "fallback"), (i2x_full, "fallback"), (suspended, "refused"),
     (destroyed, "refused"), (fw_log_on, "refused"), (fw_trace_on, "refused"), (interposed, "refused"),
     (observed, "refused"), (unmapped_between, "fallback"), (restored, "fast"),
+    (two_pasids_past_the_map_cache, "fast"),
 ]  # fmt: skip
 
 
@@ -422,6 +447,41 @@ def test_c_and_python_paths_agree(case: Callable[[World], None], kind: str) -> N
         assert st["fast_fallbacks"] or st["fast_refused"]
     else:
         assert st["fast_refused"]
+
+
+def _watch_tables(dp: DataPath) -> None:
+    """Weak references to every map table the C path is handed; ``xdp_drain`` asserts
+    that those of the armed channels are alive when it is called."""
+    refs: dict[int, weakref.ref] = {}
+    real_map, lib = dp._map_table, dp.lib  # noqa: SLF001
+
+    def map_table(pasid: int) -> tuple[Any, int]:
+        table, n = real_map(pasid)
+        refs[pasid] = weakref.ref(table)
+        return table, n
+
+    class Lib:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(lib, name)
+
+        def xdp_drain(self, *args: Any) -> int:
+            for armed in dp._armed.values():  # noqa: SLF001
+                assert refs[armed[1].pasid]() is not None, "an armed table was freed"
+            return lib.xdp_drain(*args)
+
+    dp._map_table = map_table  # type: ignore[method-assign]  # noqa: SLF001
+    dp.lib = Lib()
+
+
+def test_an_armed_channels_map_table_outlives_the_cache_eviction() -> None:
+    """C reads an armed channel's IOMMU table through a raw pointer: evicting the cache
+    while it is armed must not free it (a use-after-free otherwise)."""
+    w = World(True)
+    assert w.d.dp is not None
+    _watch_tables(w.d.dp)
+    two_pasids_past_the_map_cache(w)
+    out = w.outcome()
+    assert len(out[0]) == 3 and w.d.stats["fast_jobs"] == 3
 
 
 def test_debug_logging_turns_the_c_path_off(caplog: pytest.LogCaptureFixture) -> None:

@@ -91,8 +91,9 @@ class DataPath:
                 self._by_reg[fn.chip.dev_to_bar(base + off)] = idx
         #: per channel index: the channel object its static fields were set for
         self._static: list[MailboxChannel | None] = [None] * self.nchans
-        #: per channel index while armed: (channel, context)
-        self._armed: dict[int, tuple[MailboxChannel, HwContext]] = {}
+        #: per channel index while armed: (channel, context, its chunk and map tables); the
+        #: tables are held here because C reads them through raw pointers until ``_sync``
+        self._armed: dict[int, tuple[MailboxChannel, HwContext, Any, Any]] = {}
         #: per channel index: (chunk list, its C table); per PASID: (space, gen, table, keep)
         self._chunks: dict[int, tuple[list, Any]] = {}
         self._maps: dict[int, tuple[AddressSpace | None, int, Any, list]] = {}
@@ -179,9 +180,9 @@ class DataPath:
                 table[i].dev, table[i].va, table[i].size = h.dev, h.va, h.size
             chunks = self._chunks[idx] = (ctx.chunks, table)
         c.chunks, c.nchunks = chunks[1], len(ctx.chunks)
-        c.maps, c.nmaps = self._map_table(ctx.pasid)
+        c.maps, c.nmaps = maps = self._map_table(ctx.pasid)
         c.armed = 1
-        self._armed[idx] = (ch, ctx)
+        self._armed[idx] = (ch, ctx, chunks[1], maps[0])
         return True
 
     def _set_static(self, c: Any, ch: MailboxChannel) -> None:
@@ -228,8 +229,6 @@ class DataPath:
             t = table[i]
             t.addr, t.size, t.perm = m.address, m.size, m.perm
             t.mem = ffi.cast("uint8_t *", self._address(m.mem) + m.skew)  # type: ignore[attr-defined]
-        if len(self._maps) > 256:
-            self._maps.clear()
         self._maps[pasid] = (space, iommu.gen, table, keep)
         return table, len(keep)
 
@@ -238,9 +237,11 @@ class DataPath:
         """Give the armed channels' state back to Python and disarm them."""
         if not self._armed:
             return
+        if len(self._maps) > 256:  # evicted only here: no table is in C's hands after this
+            self._maps.clear()
         dev = self.fn.device
         engine, ctxfw = dev.mailbox, dev.ctx
-        for idx, (ch, ctx) in self._armed.items():
+        for idx, (ch, ctx, _, _) in self._armed.items():
             c = self.chans[idx]
             c.armed = 0
             ch.x2i_head, ch.i2x_tail = c.x2i_head, c.i2x_tail
