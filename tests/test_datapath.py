@@ -484,6 +484,45 @@ def test_an_armed_channels_map_table_outlives_the_cache_eviction() -> None:
     assert len(out[0]) == 3 and w.d.stats["fast_jobs"] == 3
 
 
+def _entry_flipped_after_c_read_it(w: World) -> None:
+    """Log [tail write (job 1), x2i head register write, tail write (job 2)]; in the C world
+    a racing client rewrites entry 1 into a copy of entry 0 right after C stopped at it."""
+    w.ctx.submit([Cmd(NOP)])
+    tail_entry = w.d.log[0]
+    w.d.log.append((*w.d.chip.dev_to_bar(w.chan.x2i_head_reg), 0))
+    w.ctx.submit([Cmd(NOP)])
+    dp = w.d.dp
+    if dp is None:
+        return
+    lib, ffi = dp.lib, dp.ffi
+
+    class Lib:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(lib, name)
+
+        def xdp_drain(self, *args: Any) -> int:
+            tail = lib.xdp_drain(*args)
+            if tail == 1:
+                entry = args[2] + (tail % args[3]) * P.LOG_ENTRY.size
+                ffi.buffer(entry, P.LOG_ENTRY.size)[:] = P.LOG_ENTRY.pack(*tail_entry, 0)
+            return tail
+
+    dp.lib = Lib()
+
+
+def test_an_entry_rewritten_after_c_read_it_is_applied_as_c_read_it() -> None:
+    """Python applies the copy of the entry C stopped at, not a second read of the shared
+    log, and never re-arms an armed channel: each message is answered once."""
+    outs = []
+    for fast in (True, False):
+        w = World(fast)
+        _entry_flipped_after_c_read_it(w)
+        outs.append((w.outcome(), w.d.device.ctx.contexts[w.ctx.id].submitted))
+    (c_out, c_sub), (py_out, py_sub) = outs
+    assert len(c_out[0]) == 2 and c_sub == py_sub == 2
+    assert c_out[0] == py_out[0] and c_out[1:3] == py_out[1:3] and c_out[3] == py_out[3]
+
+
 def test_debug_logging_turns_the_c_path_off(caplog: pytest.LogCaptureFixture) -> None:
     """The per-message debug lines (and the trace recorder fed by them) need Python."""
     w = World(True)

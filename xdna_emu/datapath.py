@@ -80,6 +80,7 @@ class DataPath:
         self.chans = ffi.new("struct xdp_chan[]", self.nchans)
         self._why = ffi.new("uint32_t *")
         self._chan = ffi.new("int32_t *")
+        self._got = ffi.new("uint32_t[3]")  # the entry C stopped at, as C read it
         #: BAR index -> the address of its bytes (the BARs live as long as the function)
         self._bars = {i: self._address(m) for i, m in fn.regs.bytes.items()}
         #: trapped (bar, offset) of each user channel's x2i tail and i2x head -> its index;
@@ -109,19 +110,22 @@ class DataPath:
         if not self._device_ok():  # all of it is Python's: skip the per-entry round trips
             self.stats["fast_refused"] += 1
             return tail
-        lib, chans, why, chan = self.lib, self.chans, self._why, self._chan
+        lib, chans, why, chan, got = self.lib, self.chans, self._why, self._chan, self._got
         refused: set[int] = set()
-        entry, n, nch = P.LOG_ENTRY, P.LOG_ENTRIES, self.nchans
+        n, nch = P.LOG_ENTRIES, self.nchans
+        armed_at = -1  # the entry an arming re-entered C for: once per entry, at most
         with self.ffi.from_buffer(ctrl) as buf:
             entries = buf + self._entry0
             while tail < head:
-                tail = lib.xdp_drain(chans, nch, entries, n, tail, head, why, chan)
+                tail = lib.xdp_drain(chans, nch, entries, n, tail, head, why, chan, got)
                 if tail >= head:
                     break
-                bar, off, val, _ = entry.unpack_from(ctrl, self._entry0 + (tail % n) * entry.size)
+                # the entry as C read it: the client shares the log and may rewrite it
+                bar, off, val = got[0], got[1], got[2]
                 if why[0] == lib.XDP_UNARMED:
                     idx = self._by_reg.get((bar, off))
-                    if idx is not None and idx not in refused:
+                    if idx is not None and idx not in refused and armed_at != tail:
+                        armed_at = tail
                         if self._arm(idx):
                             continue
                         refused.add(idx)
@@ -149,7 +153,11 @@ class DataPath:
                     or not fn.config.bus_master or _mailbox.log.isEnabledFor(logging.DEBUG))
 
     def _arm(self, idx: int) -> bool:
-        """Arm user channel ``idx`` for this call if the C path may answer its messages."""
+        """Arm user channel ``idx`` for this call if the C path may answer its messages.
+        An armed channel stays as it is: its cursors in C are ahead of Python's until
+        :meth:`_sync`, and reloading them would answer its messages twice."""
+        if idx in self._armed:
+            return True
         if not self._device_ok():
             return False
         dev = self.fn.device

@@ -417,7 +417,7 @@ static int x2i_tail(struct xdp_chan *c, uint32_t tail)
 
 uint64_t xdp_drain(struct xdp_chan *chans, uint32_t nchans, const uint8_t *entries,
                    uint32_t nentries, uint64_t tail, uint64_t head, uint32_t *why,
-                   int32_t *chan)
+                   int32_t *chan, uint32_t got[3])
 {
     *why = XDP_DONE;
     *chan = -1;
@@ -426,6 +426,9 @@ uint64_t xdp_drain(struct xdp_chan *chans, uint32_t nchans, const uint8_t *entri
         uint32_t bar = rd32(e + offsetof(struct xdna_proto_log_entry, bar));
         uint32_t off = rd32(e + offsetof(struct xdna_proto_log_entry, offset));
         uint32_t val = rd32(e + offsetof(struct xdna_proto_log_entry, value));
+        got[0] = bar; /* the copy the caller applies if this entry stops the drain */
+        got[1] = off;
+        got[2] = val;
         struct xdp_chan *c = NULL;
         int is_tail = 0;
         for (uint32_t i = 0; i < nchans; i++) {

@@ -68,11 +68,13 @@ struct xdp_chan {
 };
 
 /* Apply log entries [tail, head) of a ring of nentries 16-byte entries; returns the index
- * of the first entry not applied and sets *why (XDP_*) and *chan (the armed channel the
- * stop belongs to, or -1). */
+ * of the first entry not applied and sets *why (XDP_*), *chan (the armed channel the stop
+ * belongs to, or -1) and, at a stop, got[] to the (bar, offset, value) of that entry as C
+ * read it: the caller applies exactly that copy, never a second read of the shared log
+ * (a client may rewrite it meanwhile). */
 uint64_t xdp_drain(struct xdp_chan *chans, uint32_t nchans, const uint8_t *entries,
                    uint32_t nentries, uint64_t tail, uint64_t head, uint32_t *why,
-                   int32_t *chan);
+                   int32_t *chan, uint32_t got[3]);
 /* CDEF-END */
 
 #endif
