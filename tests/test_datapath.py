@@ -11,6 +11,7 @@ says. Then the daemon: the switch, and the ``fast_*`` counters in its status.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import struct
 import weakref
@@ -413,6 +414,16 @@ def two_pasids_past_the_map_cache(w: World) -> None:
     w.ctx.submit([Cmd(NOP)])
 
 
+def chunks_changed_in_place(w: World) -> None:
+    """The context's chunk list changed in place between batches (its heap now at an
+    unmapped VA): C must translate through the new chunks, not a cached table."""
+    _chain(w, [Cmd(NOP)])
+    w.drain()
+    chunks = w.d.device.ctx.contexts[w.ctx.id].chunks
+    chunks[0] = dataclasses.replace(chunks[0], va=chunks[0].va + (1 << 44))
+    _chain(w, [Cmd(NOP)])
+
+
 CASES: list[tuple[Callable[[World], None], str]] = [
     (nop_singles, "fast"), (nop_chains, "fast"), (nops_then_i2x_heads, "fast"),
     (ring_wraps, "fast"), (other_kernel, "fallback"), (hang_then_more, "fallback"),
@@ -425,7 +436,7 @@ CASES: list[tuple[Callable[[World], None], str]] = [
     (bad_i2x_head, "fallback"), (i2x_full, "fallback"), (suspended, "refused"),
     (destroyed, "refused"), (fw_log_on, "refused"), (fw_trace_on, "refused"), (interposed, "refused"),
     (observed, "refused"), (unmapped_between, "fallback"), (restored, "fast"),
-    (two_pasids_past_the_map_cache, "fast"),
+    (two_pasids_past_the_map_cache, "fast"), (chunks_changed_in_place, "fallback"),
 ]  # fmt: skip
 
 
@@ -521,6 +532,29 @@ def test_an_entry_rewritten_after_c_read_it_is_applied_as_c_read_it() -> None:
     (c_out, c_sub), (py_out, py_sub) = outs
     assert len(c_out[0]) == 2 and c_sub == py_sub == 2
     assert c_out[0] == py_out[0] and c_out[1:3] == py_out[1:3] and c_out[3] == py_out[3]
+
+
+def test_an_exception_in_the_drain_gives_the_armed_channels_back() -> None:
+    """An exception inside the C loop (here: arming a second channel) still syncs the
+    armed ones: cursors and counts are back in Python, nothing stays armed."""
+    w = World(True)
+    dp = w.d.dp
+    assert dp is not None
+    ctx2 = w.another()
+    w.ctx.submit([Cmd(NOP)])
+    ctx2.submit([Cmd(NOP)])
+    real = dp._arm  # noqa: SLF001
+
+    def arm(idx: int) -> bool:
+        if dp._armed:  # noqa: SLF001
+            raise RuntimeError("arming failed")
+        return real(idx)
+
+    dp._arm = arm  # type: ignore[method-assign]  # noqa: SLF001
+    with pytest.raises(RuntimeError, match="arming failed"):
+        w.d.flush()
+    assert not dp._armed and not any(c.armed for c in dp.chans)  # noqa: SLF001
+    assert w.d.stats["fast_jobs"] == 1 and w.chan.x2i_head == w.ctx.chan.x2i_tail
 
 
 def test_debug_logging_turns_the_c_path_off(caplog: pytest.LogCaptureFixture) -> None:

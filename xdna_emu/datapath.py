@@ -19,6 +19,7 @@ the extension is built and the chip has AIE2 user channels.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -31,7 +32,7 @@ from .fw.mailbox import MailboxChannel
 from .iommu import AddressSpace
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from .pci.function import PciFunction
 
@@ -95,8 +96,10 @@ class DataPath:
         #: per channel index while armed: (channel, context, its chunk and map tables); the
         #: tables are held here because C reads them through raw pointers until ``_sync``
         self._armed: dict[int, tuple[MailboxChannel, HwContext, Any, Any]] = {}
-        #: per channel index: (chunk list, its C table); per PASID: (space, gen, table, keep)
-        self._chunks: dict[int, tuple[list, Any]] = {}
+        #: per channel index: (a copy of the chunk list, its C table, its row count, taken
+        #: with the table: a list changed in place cannot make C read past it); per PASID:
+        #: (space, gen, table, keep)
+        self._chunks: dict[int, tuple[list, Any, int]] = {}
         self._maps: dict[int, tuple[AddressSpace | None, int, Any, list]] = {}
         self._ops: dict[tuple[int, int], int] = {}
         self._entry0 = P.CTRL_OFF_ENTRY0
@@ -114,7 +117,9 @@ class DataPath:
         refused: set[int] = set()
         n, nch = P.LOG_ENTRIES, self.nchans
         armed_at = -1  # the entry an arming re-entered C for: once per entry, at most
-        with self.ffi.from_buffer(ctrl) as buf:
+        # an exception (a bad op name, a bad address) must not leave channels armed with
+        # C's cursors and counts not given back: the next call would run from stale ones
+        with self.ffi.from_buffer(ctrl) as buf, self._synced():
             entries = buf + self._entry0
             while tail < head:
                 tail = lib.xdp_drain(chans, nch, entries, n, tail, head, why, chan, got)
@@ -135,8 +140,15 @@ class DataPath:
                 self._sync()  # Python applies this entry, from the state C left
                 write(bar, off, val, sid)
                 tail += 1
-            self._sync()
         return tail
+
+    @contextlib.contextmanager
+    def _synced(self) -> Iterator[None]:
+        """Run a block, then :meth:`_sync` whatever it raised."""
+        try:
+            yield
+        finally:
+            self._sync()
 
     # -- arming: Python state -> C ------------------------------------------------------------
     def _device_ok(self) -> bool:
@@ -182,12 +194,13 @@ class DataPath:
         c.ops = ops
         c.ncus = len(ctx.cus)
         chunks = self._chunks.get(idx)
-        if chunks is None or chunks[0] is not ctx.chunks:
-            table = self.ffi.new("struct xdp_chunk[]", max(len(ctx.chunks), 1))
-            for i, h in enumerate(ctx.chunks):
+        if chunks is None or chunks[0] != ctx.chunks:  # a copy: a change in place is seen
+            rows = list(ctx.chunks)
+            table = self.ffi.new("struct xdp_chunk[]", max(len(rows), 1))
+            for i, h in enumerate(rows):
                 table[i].dev, table[i].va, table[i].size = h.dev, h.va, h.size
-            chunks = self._chunks[idx] = (ctx.chunks, table)
-        c.chunks, c.nchunks = chunks[1], len(ctx.chunks)
+            chunks = self._chunks[idx] = (rows, table, len(rows))
+        c.chunks, c.nchunks = chunks[1], chunks[2]
         c.maps, c.nmaps = maps = self._map_table(ctx.pasid)
         c.armed = 1
         self._armed[idx] = (ch, ctx, chunks[1], maps[0])
