@@ -424,6 +424,16 @@ def chunks_changed_in_place(w: World) -> None:
     _chain(w, [Cmd(NOP)])
 
 
+def two_channels_first_reply_order(w: World) -> None:
+    """One round [channel 1's i2x head, a job on channel 2, a job on channel 1]: the
+    vectors are raised in the order of the first replies (2, then 1), not of arming."""
+    ctx2 = w.another()
+    w.ctx.submit([Cmd(NOP)])
+    w.drain()  # its i2x head write is logged, not applied
+    ctx2.submit([Cmd(NOP)])
+    w.ctx.submit([Cmd(NOP)])
+
+
 CASES: list[tuple[Callable[[World], None], str]] = [
     (nop_singles, "fast"), (nop_chains, "fast"), (nops_then_i2x_heads, "fast"),
     (ring_wraps, "fast"), (other_kernel, "fallback"), (hang_then_more, "fallback"),
@@ -437,6 +447,7 @@ CASES: list[tuple[Callable[[World], None], str]] = [
     (destroyed, "refused"), (fw_log_on, "refused"), (fw_trace_on, "refused"), (interposed, "refused"),
     (observed, "refused"), (unmapped_between, "fallback"), (restored, "fast"),
     (two_pasids_past_the_map_cache, "fast"), (chunks_changed_in_place, "fallback"),
+    (two_channels_first_reply_order, "fast"),
 ]  # fmt: skip
 
 

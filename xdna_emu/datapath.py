@@ -82,6 +82,7 @@ class DataPath:
         self._why = ffi.new("uint32_t *")
         self._chan = ffi.new("int32_t *")
         self._got = ffi.new("uint32_t[3]")  # the entry C stopped at, as C read it
+        self._seq = ffi.new("uint32_t *")  # numbers the armed channels' first replies
         #: BAR index -> the address of its bytes (the BARs live as long as the function)
         self._bars = {i: self._address(m) for i, m in fn.regs.bytes.items()}
         #: trapped (bar, offset) of each user channel's x2i tail and i2x head -> its index;
@@ -122,7 +123,7 @@ class DataPath:
         with self.ffi.from_buffer(ctrl) as buf, self._synced():
             entries = buf + self._entry0
             while tail < head:
-                tail = lib.xdp_drain(chans, nch, entries, n, tail, head, why, chan, got)
+                tail = lib.xdp_drain(chans, nch, entries, n, tail, head, why, chan, got, self._seq)
                 if tail >= head:
                     break
                 # the entry as C read it: the client shares the log and may rewrite it
@@ -262,6 +263,7 @@ class DataPath:
             self._maps.clear()
         dev = self.fn.device
         engine, ctxfw = dev.mailbox, dev.ctx
+        raised: list[tuple[int, int]] = []  # (C's number of the first reply, vector)
         for idx, (ch, ctx, _, _) in self._armed.items():
             c = self.chans[idx]
             c.armed = 0
@@ -289,9 +291,15 @@ class DataPath:
             # the Python path raises the vector once per reply (each one counted); held
             # interrupts make that one delivery per batch either way (docs/spec/device.md §3)
             dev.stats["irqs_raised"] += c.irqs - 1
-            engine.irq(ch.vector)
+            raised.append((c.first, ch.vector))
             c.msgs_in = c.msgs_out = c.irqs = c.jobs = c.cmds = c.chains = c.slot_set = 0
+            c.first = 0
         self._armed.clear()
+        self._seq[0] = 0
+        # in the order of the first replies, as the Python path raises them (it releases
+        # held vectors in the order first raised), not in the order the channels were armed
+        for _, vector in sorted(raised):
+            engine.irq(vector)
 
 
 __all__ = ["DATAPATH_ENV", "MODES", "STAT_KEYS", "DataPath", "mode"]

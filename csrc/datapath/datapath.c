@@ -332,7 +332,7 @@ static int64_t i2x_room(const struct xdp_chan *c, uint32_t n, int *wrap)
 
 /* MailboxChannel.on_x2i_tail for an armed channel: 0 when every message up to tail was
  * answered, -1 at the first one that is Python's (the cursor stays before it). */
-static int x2i_tail(struct xdp_chan *c, uint32_t tail)
+static int x2i_tail(struct xdp_chan *c, uint32_t tail, uint32_t *seq)
 {
     uint32_t size = c->ring_size;
     const uint8_t *ring = c->x2i;
@@ -409,7 +409,8 @@ static int x2i_tail(struct xdp_chan *c, uint32_t tail)
         c->msgs_out++;
         if (c->intr_reg)
             *c->intr_reg = 1;
-        c->irqs++;
+        if (!c->irqs++)
+            c->first = ++*seq;
         *c->x2i_head_reg = c->x2i_head;
     }
     return -1; /* the ring does not terminate: Python fails the channel */
@@ -417,7 +418,7 @@ static int x2i_tail(struct xdp_chan *c, uint32_t tail)
 
 uint64_t xdp_drain(struct xdp_chan *chans, uint32_t nchans, const uint8_t *entries,
                    uint32_t nentries, uint64_t tail, uint64_t head, uint32_t *why,
-                   int32_t *chan, uint32_t got[3])
+                   int32_t *chan, uint32_t got[3], uint32_t *seq)
 {
     *why = XDP_DONE;
     *chan = -1;
@@ -453,7 +454,7 @@ uint64_t xdp_drain(struct xdp_chan *chans, uint32_t nchans, const uint8_t *entri
         }
         if (is_tail) {
             *c->x2i_tail_reg = val; /* the trapped write lands, then its side effect */
-            if (x2i_tail(c, val)) {
+            if (x2i_tail(c, val, seq)) {
                 *why = XDP_FALLBACK;
                 return tail;
             }
