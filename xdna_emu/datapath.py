@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import protocol as P
 from .fw import mailbox as _mailbox
-from .fw.ctx import CHAIN_OPS, SINGLE_OPS, HwContext
+from .fw.ctx import HwContext
 from .fw.mailbox import MailboxChannel
 from .iommu import AddressSpace
+from .kernelgen import FAST_OPS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -43,8 +44,6 @@ DATAPATH_ENV = "XDNA_EMU_DATAPATH"
 MODES = ("c", "python")
 #: The daemon's counters of this path (in ``xdna-emu status --json`` under ``stats``).
 STAT_KEYS = ("fast_jobs", "fast_cmds", "fast_chains", "fast_fallbacks", "fast_refused")
-#: The ops C may answer; each one's bit in ``xdp_chan.ops`` is datapath.h's XDP_OP_<name>
-_FAST_OPS = tuple(sorted(CHAIN_OPS | SINGLE_OPS))
 
 
 def mode() -> str:
@@ -188,8 +187,9 @@ class DataPath:
         key = (id(ctxfw), *fw.protocol)
         ops = self._ops.get(key)
         if ops is None:
-            ops = self._ops[key] = sum(1 << getattr(self.lib, f"XDP_OP_{op.name}")
-                                       for op in _FAST_OPS if ctxfw._offered(op))
+            # an op's bit is its index in FAST_OPS, which also generates C's list
+            ops = self._ops[key] = sum(1 << bit for bit, op in enumerate(FAST_OPS)
+                                       if ctxfw._offered(op))
             if len(self._ops) > 64:
                 self._ops.clear()
         c.ops = ops

@@ -29,7 +29,7 @@ static void wr32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 
 static uint32_t sz_ver(uint32_t size)
 {
-    return (size & XDNA_AIE2_MSG_SIZE_MASK) | XDNA_AIE2_MSG_PROTOCOL_VERSION << 16;
+    return (size & XDNA_AIE2_MSG_SIZE_MASK) | XDNA_AIE2_MSG_PROTOCOL_VERSION << XDNA_AIE2_MSG_VERSION_SHIFT;
 }
 
 /* ContextFirmware.resolve then Iommu.translate: a job's device address -> host bytes, or
@@ -292,20 +292,19 @@ static int single(const struct xdp_chan *c, uint32_t op, const uint8_t *req, str
     return 0;
 }
 
-/* The request size of a fast op and its ops bit, or 0 when it is not one. */
-static uint32_t fast_op(uint32_t op, uint32_t *bit, uint32_t *resp)
+/* The request size of a fast op, its ops bit and whether it is a chain, or 0 when it is
+ * not one (the list is generated from the Python sets: xdna_kernels.h XDNA_FAST_OPS). */
+static uint32_t fast_op(uint32_t op, uint32_t *bit, uint32_t *resp, int *chained)
 {
-#define FAST(name) case XDNA_AIE2_MSG_##name: \
-        *bit = XDP_OP_##name; \
+#define FAST(name, b, ch) case XDNA_AIE2_MSG_##name: { \
+        _Static_assert(XDNA_AIE2_MSG_##name##_RESP_SIZE <= XDNA_AIE2_CHAIN_RESP_SIZE, \
+                       "the reply fits the reply buffer"); \
+        *bit = (b); \
+        *chained = (ch); \
         *resp = XDNA_AIE2_MSG_##name##_RESP_SIZE; \
-        return XDNA_AIE2_MSG_##name##_REQ_SIZE
+        return XDNA_AIE2_MSG_##name##_REQ_SIZE; }
     switch (op) {
-    FAST(EXEC_NPU);
-    FAST(EXEC_DPU);
-    FAST(EXECUTE_BUFFER_CF);
-    FAST(CHAIN_EXEC_NPU);
-    FAST(CHAIN_EXEC_DPU);
-    FAST(CHAIN_EXEC_BUFFER_CF);
+    XDNA_FAST_OPS(FAST)
     }
 #undef FAST
     return 0;
@@ -368,12 +367,12 @@ static int x2i_tail(struct xdp_chan *c, uint32_t tail, uint32_t *seq)
         if (szv != sz_ver(total) || (id & XDNA_AIE2_MSG_ID_MAGIC_MASK) != XDNA_AIE2_MSG_ID_MAGIC)
             return -1;
         uint32_t bit, resp;
-        uint32_t req_size = fast_op(op, &bit, &resp);
+        int chained;
+        uint32_t req_size = fast_op(op, &bit, &resp, &chained);
         if (!req_size || !(c->ops >> bit & 1) || total != req_size)
             return -1;
         struct outcome o = {0};
         const uint8_t *req = ring + head + HDR;
-        int chained = bit >= XDP_OP_CHAIN_EXEC_NPU;
         if (chained ? chain(c, op, req, &o) : single(c, op, req, &o))
             return -1;
         int wrap;
@@ -397,7 +396,6 @@ static int x2i_tail(struct xdp_chan *c, uint32_t tail, uint32_t *seq)
         if (wrap)
             wr32(c->i2x + c->i2x_tail, XDNA_AIE2_TOMBSTONE);
         uint8_t pkt[HDR + XDNA_AIE2_CHAIN_RESP_SIZE] = {0}; /* status SUCCESS, then zeros */
-        _Static_assert(XDNA_AIE2_MSG_EXEC_NPU_RESP_SIZE <= XDNA_AIE2_CHAIN_RESP_SIZE, "reply room");
         wr32(pkt + offsetof(struct xdna_aie2_msg_header, total_size), resp);
         wr32(pkt + offsetof(struct xdna_aie2_msg_header, sz_ver), sz_ver(resp));
         wr32(pkt + offsetof(struct xdna_aie2_msg_header, id), id);

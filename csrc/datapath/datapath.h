@@ -21,12 +21,6 @@ enum {
     XDP_FALLBACK = 2,  /* a message the C path does not answer: Python applies the entry */
 };
 
-/* fast ops (bit numbers of xdp_chan.ops) */
-enum {
-    XDP_OP_EXEC_NPU = 0, XDP_OP_EXEC_DPU = 1, XDP_OP_EXECUTE_BUFFER_CF = 2,
-    XDP_OP_CHAIN_EXEC_NPU = 3, XDP_OP_CHAIN_EXEC_DPU = 4, XDP_OP_CHAIN_EXEC_BUFFER_CF = 5,
-};
-
 /* One IOMMU mapping of the context's PASID (sorted by addr, not overlapping). */
 struct xdp_map {
     uint64_t addr;
@@ -53,7 +47,7 @@ struct xdp_chan {
     uint32_t *intr_reg;          /* NULL: none */
     uint8_t *x2i, *i2x;
     uint32_t ring_size;
-    uint32_t ops;                /* XDP_OP_* bits the running image offers */
+    uint32_t ops;                /* bits (XDNA_FAST_OPS) of the ops the image offers */
     uint32_t ncus;               /* CUs of the context's CONFIG_CU table */
     uint32_t nchunks, nmaps;
     const struct xdp_chunk *chunks;
