@@ -465,8 +465,8 @@ def test_c_and_python_paths_agree(case: Callable[[World], None], kind: str) -> N
     assert c_out[0], "the case got no reply at all"
     if kind == "fast":
         assert st["fast_jobs"] == len(c_out[0]) and not st["fast_fallbacks"]
-    elif kind == "fallback":
-        assert st["fast_fallbacks"] or st["fast_refused"]
+    elif kind == "fallback":  # C looked at a message and gave it back
+        assert st["fast_fallbacks"]
     else:
         assert st["fast_refused"]
 
