@@ -578,6 +578,17 @@ def test_debug_logging_turns_the_c_path_off(caplog: pytest.LogCaptureFixture) ->
     assert any("mbox rx" in r.getMessage() for r in caplog.records)
 
 
+def test_the_ops_c_answers_are_generated_from_the_firmwares_op_sets() -> None:
+    """C's list of ops (and each one's bit and chain flag) comes from the Python sets."""
+    from xdna_emu import kernelgen
+    from xdna_emu.fw.ctx import CHAIN_OPS, SINGLE_OPS
+
+    assert set(kernelgen.FAST_OPS) == CHAIN_OPS | SINGLE_OPS
+    text = kernelgen.render()
+    for bit, op in enumerate(kernelgen.FAST_OPS):
+        assert f"X({op.name}, {bit}, {int(op in CHAIN_OPS)})" in text
+
+
 def test_mode_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(DATAPATH_ENV, raising=False)
     assert mode() == "c"
