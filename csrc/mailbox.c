@@ -184,7 +184,7 @@ static int x2i_send(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32
     tail = tx.pos;
     struct xdna_aie2_msg_header hdr = {
         .total_size = req_len,
-        .sz_ver = (req_len & XDNA_AIE2_MSG_SIZE_MASK) | (XDNA_AIE2_MSG_PROTOCOL_VERSION << 16),
+        .sz_ver = (req_len & XDNA_AIE2_MSG_SIZE_MASK) | (XDNA_AIE2_MSG_PROTOCOL_VERSION << XDNA_AIE2_MSG_VERSION_SHIFT),
         .id = id,
         .opcode = opcode,
     };

@@ -711,6 +711,24 @@ def test_entries_logged_while_draining_are_applied_without_a_kick(tmp_path) -> N
         os.close(irq)
 
 
+def test_the_drain_before_a_proxied_request_holds_interrupts(tmp_path) -> None:
+    """MGMT_PROXY applies the session's logged writes first; like a step's drain it answers
+    the batch with one interrupt per vector (docs/spec/device.md §3), so the C and the
+    Python job paths deliver the same."""
+    from xdna_emu.fw.messages import Opcode
+
+    d, sess, ch, irq = _logged_session(tmp_path)
+    try:
+        for _ in range(3):
+            _log_unkicked(ch, sess)
+        d._h_mgmt_proxy(sess, P.MGMT_PROXY_HDR.pack(int(Opcode.GET_FIRMWARE_VERSION), 0) + bytes(4))
+        assert len(ch.drain()) == 3
+        assert os.eventfd_read(irq) == 1  # three answers, one interrupt
+    finally:
+        os.close(irq)
+        d.cleanup()
+
+
 @pytest.mark.parametrize("taker", [0, 1], ids=["same-session", "other-session"])
 def test_a_proxied_destroy_follows_the_sessions_logged_ring_head_write(tmp_path, taker: int) -> None:
     """The shim logs an i2x head write without a kick. A client session's last job on a

@@ -1148,7 +1148,11 @@ class Daemon:
         opcode, _ = P.MGMT_PROXY_HDR.unpack_from(payload)
         # the session's logged writes come first: a lazy ring-head write of a channel it is
         # giving up must not reach the channel another session gets next (protocol.md)
-        self._drain(sess)
+        self.fn.hold_irqs()  # one interrupt per vector for the batch, as in _work
+        try:
+            self._drain(sess)
+        finally:
+            self.fn.release_irqs()
         return self.fn.proxy(sess.pasid, opcode, payload[P.MGMT_PROXY_HDR.size :]), []
 
     def _h_status(self, sess: Connection, payload: bytes) -> tuple[bytes, list[int]]:

@@ -19,6 +19,7 @@ the extension is built and the chip has AIE2 user channels.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -26,12 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from . import protocol as P
 from .fw import mailbox as _mailbox
-from .fw.ctx import CHAIN_OPS, SINGLE_OPS, HwContext
+from .fw.ctx import HwContext
 from .fw.mailbox import MailboxChannel
 from .iommu import AddressSpace
+from .kernelgen import FAST_OPS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from .pci.function import PciFunction
 
@@ -42,8 +44,6 @@ DATAPATH_ENV = "XDNA_EMU_DATAPATH"
 MODES = ("c", "python")
 #: The daemon's counters of this path (in ``xdna-emu status --json`` under ``stats``).
 STAT_KEYS = ("fast_jobs", "fast_cmds", "fast_chains", "fast_fallbacks", "fast_refused")
-#: The ops C may answer; each one's bit in ``xdp_chan.ops`` is datapath.h's XDP_OP_<name>
-_FAST_OPS = tuple(sorted(CHAIN_OPS | SINGLE_OPS))
 
 
 def mode() -> str:
@@ -80,6 +80,8 @@ class DataPath:
         self.chans = ffi.new("struct xdp_chan[]", self.nchans)
         self._why = ffi.new("uint32_t *")
         self._chan = ffi.new("int32_t *")
+        self._got = ffi.new("uint32_t[3]")  # the entry C stopped at, as C read it
+        self._seq = ffi.new("uint32_t *")  # numbers the armed channels' first replies
         #: BAR index -> the address of its bytes (the BARs live as long as the function)
         self._bars = {i: self._address(m) for i, m in fn.regs.bytes.items()}
         #: trapped (bar, offset) of each user channel's x2i tail and i2x head -> its index;
@@ -91,10 +93,13 @@ class DataPath:
                 self._by_reg[fn.chip.dev_to_bar(base + off)] = idx
         #: per channel index: the channel object its static fields were set for
         self._static: list[MailboxChannel | None] = [None] * self.nchans
-        #: per channel index while armed: (channel, context)
-        self._armed: dict[int, tuple[MailboxChannel, HwContext]] = {}
-        #: per channel index: (chunk list, its C table); per PASID: (space, gen, table, keep)
-        self._chunks: dict[int, tuple[list, Any]] = {}
+        #: per channel index while armed: (channel, context, its chunk and map tables); the
+        #: tables are held here because C reads them through raw pointers until ``_sync``
+        self._armed: dict[int, tuple[MailboxChannel, HwContext, Any, Any]] = {}
+        #: per channel index: (a copy of the chunk list, its C table, its row count, taken
+        #: with the table: a list changed in place cannot make C read past it); per PASID:
+        #: (space, gen, table, keep)
+        self._chunks: dict[int, tuple[list, Any, int]] = {}
         self._maps: dict[int, tuple[AddressSpace | None, int, Any, list]] = {}
         self._ops: dict[tuple[int, int], int] = {}
         self._entry0 = P.CTRL_OFF_ENTRY0
@@ -108,19 +113,24 @@ class DataPath:
         if not self._device_ok():  # all of it is Python's: skip the per-entry round trips
             self.stats["fast_refused"] += 1
             return tail
-        lib, chans, why, chan = self.lib, self.chans, self._why, self._chan
+        lib, chans, why, chan, got = self.lib, self.chans, self._why, self._chan, self._got
         refused: set[int] = set()
-        entry, n, nch = P.LOG_ENTRY, P.LOG_ENTRIES, self.nchans
-        with self.ffi.from_buffer(ctrl) as buf:
+        n, nch = P.LOG_ENTRIES, self.nchans
+        armed_at = -1  # the entry an arming re-entered C for: once per entry, at most
+        # an exception (a bad op name, a bad address) must not leave channels armed with
+        # C's cursors and counts not given back: the next call would run from stale ones
+        with self.ffi.from_buffer(ctrl) as buf, self._synced():
             entries = buf + self._entry0
             while tail < head:
-                tail = lib.xdp_drain(chans, nch, entries, n, tail, head, why, chan)
+                tail = lib.xdp_drain(chans, nch, entries, n, tail, head, why, chan, got, self._seq)
                 if tail >= head:
                     break
-                bar, off, val, _ = entry.unpack_from(ctrl, self._entry0 + (tail % n) * entry.size)
+                # the entry as C read it: the client shares the log and may rewrite it
+                bar, off, val = got[0], got[1], got[2]
                 if why[0] == lib.XDP_UNARMED:
                     idx = self._by_reg.get((bar, off))
-                    if idx is not None and idx not in refused:
+                    if idx is not None and idx not in refused and armed_at != tail:
+                        armed_at = tail
                         if self._arm(idx):
                             continue
                         refused.add(idx)
@@ -130,8 +140,15 @@ class DataPath:
                 self._sync()  # Python applies this entry, from the state C left
                 write(bar, off, val, sid)
                 tail += 1
-            self._sync()
         return tail
+
+    @contextlib.contextmanager
+    def _synced(self) -> Iterator[None]:
+        """Run a block, then :meth:`_sync` whatever it raised."""
+        try:
+            yield
+        finally:
+            self._sync()
 
     # -- arming: Python state -> C ------------------------------------------------------------
     def _device_ok(self) -> bool:
@@ -148,7 +165,11 @@ class DataPath:
                     or not fn.config.bus_master or _mailbox.log.isEnabledFor(logging.DEBUG))
 
     def _arm(self, idx: int) -> bool:
-        """Arm user channel ``idx`` for this call if the C path may answer its messages."""
+        """Arm user channel ``idx`` for this call if the C path may answer its messages.
+        An armed channel stays as it is: its cursors in C are ahead of Python's until
+        :meth:`_sync`, and reloading them would answer its messages twice."""
+        if idx in self._armed:
+            return True
         if not self._device_ok():
             return False
         dev = self.fn.device
@@ -166,22 +187,24 @@ class DataPath:
         key = (id(ctxfw), *fw.protocol)
         ops = self._ops.get(key)
         if ops is None:
-            ops = self._ops[key] = sum(1 << getattr(self.lib, f"XDP_OP_{op.name}")
-                                       for op in _FAST_OPS if ctxfw._offered(op))
+            # an op's bit is its index in FAST_OPS, which also generates C's list
+            ops = self._ops[key] = sum(1 << bit for bit, op in enumerate(FAST_OPS)
+                                       if ctxfw._offered(op))
             if len(self._ops) > 64:
                 self._ops.clear()
         c.ops = ops
         c.ncus = len(ctx.cus)
         chunks = self._chunks.get(idx)
-        if chunks is None or chunks[0] is not ctx.chunks:
-            table = self.ffi.new("struct xdp_chunk[]", max(len(ctx.chunks), 1))
-            for i, h in enumerate(ctx.chunks):
+        if chunks is None or chunks[0] != ctx.chunks:  # a copy: a change in place is seen
+            rows = list(ctx.chunks)
+            table = self.ffi.new("struct xdp_chunk[]", max(len(rows), 1))
+            for i, h in enumerate(rows):
                 table[i].dev, table[i].va, table[i].size = h.dev, h.va, h.size
-            chunks = self._chunks[idx] = (ctx.chunks, table)
-        c.chunks, c.nchunks = chunks[1], len(ctx.chunks)
-        c.maps, c.nmaps = self._map_table(ctx.pasid)
+            chunks = self._chunks[idx] = (rows, table, len(rows))
+        c.chunks, c.nchunks = chunks[1], chunks[2]
+        c.maps, c.nmaps = maps = self._map_table(ctx.pasid)
         c.armed = 1
-        self._armed[idx] = (ch, ctx)
+        self._armed[idx] = (ch, ctx, chunks[1], maps[0])
         return True
 
     def _set_static(self, c: Any, ch: MailboxChannel) -> None:
@@ -228,8 +251,6 @@ class DataPath:
             t = table[i]
             t.addr, t.size, t.perm = m.address, m.size, m.perm
             t.mem = ffi.cast("uint8_t *", self._address(m.mem) + m.skew)  # type: ignore[attr-defined]
-        if len(self._maps) > 256:
-            self._maps.clear()
         self._maps[pasid] = (space, iommu.gen, table, keep)
         return table, len(keep)
 
@@ -238,9 +259,12 @@ class DataPath:
         """Give the armed channels' state back to Python and disarm them."""
         if not self._armed:
             return
+        if len(self._maps) > 256:  # evicted only here: no table is in C's hands after this
+            self._maps.clear()
         dev = self.fn.device
         engine, ctxfw = dev.mailbox, dev.ctx
-        for idx, (ch, ctx) in self._armed.items():
+        raised: list[tuple[int, int]] = []  # (C's number of the first reply, vector)
+        for idx, (ch, ctx, _, _) in self._armed.items():
             c = self.chans[idx]
             c.armed = 0
             ch.x2i_head, ch.i2x_tail = c.x2i_head, c.i2x_tail
@@ -267,9 +291,15 @@ class DataPath:
             # the Python path raises the vector once per reply (each one counted); held
             # interrupts make that one delivery per batch either way (docs/spec/device.md §3)
             dev.stats["irqs_raised"] += c.irqs - 1
-            engine.irq(ch.vector)
+            raised.append((c.first, ch.vector))
             c.msgs_in = c.msgs_out = c.irqs = c.jobs = c.cmds = c.chains = c.slot_set = 0
+            c.first = 0
         self._armed.clear()
+        self._seq[0] = 0
+        # in the order of the first replies, as the Python path raises them (it releases
+        # held vectors in the order first raised), not in the order the channels were armed
+        for _, vector in sorted(raised):
+            engine.irq(vector)
 
 
 __all__ = ["DATAPATH_ENV", "MODES", "STAT_KEYS", "DataPath", "mode"]

@@ -1,5 +1,6 @@
 """Generate the C header of the kernel descriptor (csrc/generated/xdna_kernels.h) from
-:mod:`xdna_emu.kernels` and the IOMMU permission bits from :mod:`xdna_emu.iommu`.
+:mod:`xdna_emu.kernels`, the IOMMU permission bits from :mod:`xdna_emu.iommu` and the ops
+the C job path may answer (:data:`FAST_OPS`) from :mod:`xdna_emu.fw.ctx`.
 
 The daemon's C job path (docs/spec/jobs.md §7) recognises the nop kernel by this header,
 so the descriptor's magic, version, field offsets, kernel ids, argument counts and valid
@@ -14,8 +15,12 @@ import sys
 from pathlib import Path
 
 from . import iommu, kernels
+from .fw.ctx import CHAIN_OPS, SINGLE_OPS
 
 HEADER_NAME = "xdna_kernels.h"
+#: The ops the C job path may answer (docs/spec/jobs.md §7); an op's bit in the C channel's
+#: ``ops`` mask is its index here, in C and in Python alike
+FAST_OPS = tuple(sorted(CHAIN_OPS | SINGLE_OPS))
 
 
 def _offsets() -> dict[str, int]:
@@ -44,7 +49,12 @@ def render() -> str:
             "/* A descriptor dtype the firmware accepts. */",
             "static inline int xdna_kernel_dtype_ok(uint32_t v)", "{", "    switch (v) {"]
     out += [f"    case {int(d)}u: /* {d.name} */" for d in kernels.DType]
-    out += ["        return 1;", "    }", "    return 0;", "}", "", "#endif", ""]
+    out += ["        return 1;", "    }", "    return 0;", "}", "",
+            "/* The ops the C job path may answer (docs/spec/jobs.md §7), as",
+            " * X(name, bit in xdp_chan.ops, chained), from xdna_emu/fw/ctx.py. */",
+            "#define XDNA_FAST_OPS(X) \\"]
+    out += [f"    X({op.name}, {i}, {int(op in CHAIN_OPS)}) \\" for i, op in enumerate(FAST_OPS)]
+    out += ["", "#endif", ""]
     return "\n".join(out)
 
 

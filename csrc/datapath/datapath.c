@@ -1,7 +1,8 @@
-/* The daemon's C job path (docs/spec/jobs.md §7): the subset of the Python user-channel
- * firmware (xdna_emu/fw/mailbox.py MailboxChannel.on_x2i_tail/_put, xdna_emu/fw/ctx.py
- * ContextFirmware._user_op/_single/_chain/_slot/_run/resolve, xdna_emu/iommu.py
- * Iommu.translate) that answers no-op jobs, and a stop at everything else.
+/* The daemon's C job path (docs/spec/jobs.md §7, "What runs in C"): the subset of the
+ * Python user-channel firmware (docs/spec/jobs.md §4-§5: the ring rules of
+ * MailboxChannel.on_x2i_tail/_put, ContextFirmware._single/_chain/_slot/_run/resolve and
+ * Iommu.translate, docs/spec/jobs.md §2) that answers no-op jobs, and a stop at
+ * everything else ("When it falls back").
  *
  * Every check the Python path makes on a message is made here in the same order; where the
  * Python path would answer anything but SUCCESS, fault, stall, queue or log, this code stops
@@ -29,7 +30,7 @@ static void wr32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 
 static uint32_t sz_ver(uint32_t size)
 {
-    return (size & XDNA_AIE2_MSG_SIZE_MASK) | XDNA_AIE2_MSG_PROTOCOL_VERSION << 16;
+    return (size & XDNA_AIE2_MSG_SIZE_MASK) | XDNA_AIE2_MSG_PROTOCOL_VERSION << XDNA_AIE2_MSG_VERSION_SHIFT;
 }
 
 /* ContextFirmware.resolve then Iommu.translate: a job's device address -> host bytes, or
@@ -292,20 +293,19 @@ static int single(const struct xdp_chan *c, uint32_t op, const uint8_t *req, str
     return 0;
 }
 
-/* The request size of a fast op and its ops bit, or 0 when it is not one. */
-static uint32_t fast_op(uint32_t op, uint32_t *bit, uint32_t *resp)
+/* The request size of a fast op, its ops bit and whether it is a chain, or 0 when it is
+ * not one (the list is generated from the Python sets: xdna_kernels.h XDNA_FAST_OPS). */
+static uint32_t fast_op(uint32_t op, uint32_t *bit, uint32_t *resp, int *chained)
 {
-#define FAST(name) case XDNA_AIE2_MSG_##name: \
-        *bit = XDP_OP_##name; \
+#define FAST(name, b, ch) case XDNA_AIE2_MSG_##name: { \
+        _Static_assert(XDNA_AIE2_MSG_##name##_RESP_SIZE <= XDNA_AIE2_CHAIN_RESP_SIZE, \
+                       "the reply fits the reply buffer"); \
+        *bit = (b); \
+        *chained = (ch); \
         *resp = XDNA_AIE2_MSG_##name##_RESP_SIZE; \
-        return XDNA_AIE2_MSG_##name##_REQ_SIZE
+        return XDNA_AIE2_MSG_##name##_REQ_SIZE; }
     switch (op) {
-    FAST(EXEC_NPU);
-    FAST(EXEC_DPU);
-    FAST(EXECUTE_BUFFER_CF);
-    FAST(CHAIN_EXEC_NPU);
-    FAST(CHAIN_EXEC_DPU);
-    FAST(CHAIN_EXEC_BUFFER_CF);
+    XDNA_FAST_OPS(FAST)
     }
 #undef FAST
     return 0;
@@ -332,7 +332,7 @@ static int64_t i2x_room(const struct xdp_chan *c, uint32_t n, int *wrap)
 
 /* MailboxChannel.on_x2i_tail for an armed channel: 0 when every message up to tail was
  * answered, -1 at the first one that is Python's (the cursor stays before it). */
-static int x2i_tail(struct xdp_chan *c, uint32_t tail)
+static int x2i_tail(struct xdp_chan *c, uint32_t tail, uint32_t *seq)
 {
     uint32_t size = c->ring_size;
     const uint8_t *ring = c->x2i;
@@ -368,12 +368,12 @@ static int x2i_tail(struct xdp_chan *c, uint32_t tail)
         if (szv != sz_ver(total) || (id & XDNA_AIE2_MSG_ID_MAGIC_MASK) != XDNA_AIE2_MSG_ID_MAGIC)
             return -1;
         uint32_t bit, resp;
-        uint32_t req_size = fast_op(op, &bit, &resp);
+        int chained;
+        uint32_t req_size = fast_op(op, &bit, &resp, &chained);
         if (!req_size || !(c->ops >> bit & 1) || total != req_size)
             return -1;
         struct outcome o = {0};
         const uint8_t *req = ring + head + HDR;
-        int chained = bit >= XDP_OP_CHAIN_EXEC_NPU;
         if (chained ? chain(c, op, req, &o) : single(c, op, req, &o))
             return -1;
         int wrap;
@@ -397,7 +397,6 @@ static int x2i_tail(struct xdp_chan *c, uint32_t tail)
         if (wrap)
             wr32(c->i2x + c->i2x_tail, XDNA_AIE2_TOMBSTONE);
         uint8_t pkt[HDR + XDNA_AIE2_CHAIN_RESP_SIZE] = {0}; /* status SUCCESS, then zeros */
-        _Static_assert(XDNA_AIE2_MSG_EXEC_NPU_RESP_SIZE <= XDNA_AIE2_CHAIN_RESP_SIZE, "reply room");
         wr32(pkt + offsetof(struct xdna_aie2_msg_header, total_size), resp);
         wr32(pkt + offsetof(struct xdna_aie2_msg_header, sz_ver), sz_ver(resp));
         wr32(pkt + offsetof(struct xdna_aie2_msg_header, id), id);
@@ -409,7 +408,8 @@ static int x2i_tail(struct xdp_chan *c, uint32_t tail)
         c->msgs_out++;
         if (c->intr_reg)
             *c->intr_reg = 1;
-        c->irqs++;
+        if (!c->irqs++)
+            c->first = ++*seq;
         *c->x2i_head_reg = c->x2i_head;
     }
     return -1; /* the ring does not terminate: Python fails the channel */
@@ -417,7 +417,7 @@ static int x2i_tail(struct xdp_chan *c, uint32_t tail)
 
 uint64_t xdp_drain(struct xdp_chan *chans, uint32_t nchans, const uint8_t *entries,
                    uint32_t nentries, uint64_t tail, uint64_t head, uint32_t *why,
-                   int32_t *chan)
+                   int32_t *chan, uint32_t got[3], uint32_t *seq)
 {
     *why = XDP_DONE;
     *chan = -1;
@@ -426,6 +426,9 @@ uint64_t xdp_drain(struct xdp_chan *chans, uint32_t nchans, const uint8_t *entri
         uint32_t bar = rd32(e + offsetof(struct xdna_proto_log_entry, bar));
         uint32_t off = rd32(e + offsetof(struct xdna_proto_log_entry, offset));
         uint32_t val = rd32(e + offsetof(struct xdna_proto_log_entry, value));
+        got[0] = bar; /* the copy the caller applies if this entry stops the drain */
+        got[1] = off;
+        got[2] = val;
         struct xdp_chan *c = NULL;
         int is_tail = 0;
         for (uint32_t i = 0; i < nchans; i++) {
@@ -450,7 +453,7 @@ uint64_t xdp_drain(struct xdp_chan *chans, uint32_t nchans, const uint8_t *entri
         }
         if (is_tail) {
             *c->x2i_tail_reg = val; /* the trapped write lands, then its side effect */
-            if (x2i_tail(c, val)) {
+            if (x2i_tail(c, val, seq)) {
                 *why = XDP_FALLBACK;
                 return tail;
             }

@@ -21,12 +21,6 @@ enum {
     XDP_FALLBACK = 2,  /* a message the C path does not answer: Python applies the entry */
 };
 
-/* fast ops (bit numbers of xdp_chan.ops) */
-enum {
-    XDP_OP_EXEC_NPU = 0, XDP_OP_EXEC_DPU = 1, XDP_OP_EXECUTE_BUFFER_CF = 2,
-    XDP_OP_CHAIN_EXEC_NPU = 3, XDP_OP_CHAIN_EXEC_DPU = 4, XDP_OP_CHAIN_EXEC_BUFFER_CF = 5,
-};
-
 /* One IOMMU mapping of the context's PASID (sorted by addr, not overlapping). */
 struct xdp_map {
     uint64_t addr;
@@ -53,7 +47,7 @@ struct xdp_chan {
     uint32_t *intr_reg;          /* NULL: none */
     uint8_t *x2i, *i2x;
     uint32_t ring_size;
-    uint32_t ops;                /* XDP_OP_* bits the running image offers */
+    uint32_t ops;                /* bits (XDNA_FAST_OPS) of the ops the image offers */
     uint32_t ncus;               /* CUs of the context's CONFIG_CU table */
     uint32_t nchunks, nmaps;
     const struct xdp_chunk *chunks;
@@ -64,15 +58,21 @@ struct xdp_chan {
     uint32_t writes, msgs_in, msgs_out, irqs;
     uint32_t jobs, cmds, chains;
     uint32_t last_op, cur_idx, cur_kernel, last_slot;
-    uint32_t slot_set;           /* last_slot was set (a CHAIN_EXEC_NPU ran) */
+    uint32_t slot_set;           /* last_slot was set (a chain ran) */
+    uint32_t first;              /* *seq at its first reply (0: none): Python raises the
+                                    vectors of a batch in this order, the order the Python
+                                    path first raises them (docs/spec/device.md §3) */
 };
 
 /* Apply log entries [tail, head) of a ring of nentries 16-byte entries; returns the index
- * of the first entry not applied and sets *why (XDP_*) and *chan (the armed channel the
- * stop belongs to, or -1). */
+ * of the first entry not applied and sets *why (XDP_*), *chan (the armed channel the stop
+ * belongs to, or -1) and, at a stop, got[] to the (bar, offset, value) of that entry as C
+ * read it: the caller applies exactly that copy, never a second read of the shared log
+ * (a client may rewrite it meanwhile). *seq numbers the channels' first replies across
+ * the calls of one batch (xdp_chan.first). */
 uint64_t xdp_drain(struct xdp_chan *chans, uint32_t nchans, const uint8_t *entries,
                    uint32_t nentries, uint64_t tail, uint64_t head, uint32_t *why,
-                   int32_t *chan);
+                   int32_t *chan, uint32_t got[3], uint32_t *seq);
 /* CDEF-END */
 
 #endif

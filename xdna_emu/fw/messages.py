@@ -32,13 +32,14 @@ MSG_ID_MAGIC: int = _C["MSG_ID_MAGIC"]
 MSG_ID_MAGIC_MASK: int = _C["MSG_ID_MAGIC_MASK"]
 MSG_PROTOCOL_VERSION: int = _C["MSG_PROTOCOL_VERSION"]
 MSG_SIZE_MASK: int = _C["MSG_SIZE_MASK"]
+MSG_VERSION_SHIFT: int = _C["MSG_VERSION_SHIFT"]
 MSG_HEADER = _T.MSG_HEADER.codec  # total_size, sz_ver, id, opcode
 MAX_MSG_PAYLOAD = MSG_SIZE_MASK
 
 
 def sz_ver(size: int) -> int:
     """The header's sz_ver word for a payload of ``size`` bytes."""
-    return (size & MSG_SIZE_MASK) | (MSG_PROTOCOL_VERSION << 16)
+    return (size & MSG_SIZE_MASK) | (MSG_PROTOCOL_VERSION << MSG_VERSION_SHIFT)
 
 
 MGMT_INFO = _T.MGMT_MBOX_CHANN_INFO.codec

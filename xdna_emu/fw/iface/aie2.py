@@ -67,6 +67,7 @@ CONSTS = (
     Const("MSG_ID_MAGIC", 0x1D000000, "top byte of every message id"),
     Const("MSG_ID_MAGIC_MASK", 0xFF000000, "the id bits the magic occupies"),
     Const("MSG_PROTOCOL_VERSION", 1, "sz_ver bits 23:16"),
+    Const("MSG_VERSION_SHIFT", 16, "sz_ver = (size & MSG_SIZE_MASK) | MSG_PROTOCOL_VERSION << this"),
     Const("MSG_SIZE_MASK", 0x7FF, "sz_ver bits 10:0: payload bytes"),
     Const("MGMT_INFO_MAGIC", 0x55504E5F, 'mgmt_mbox_chann_info.magic ("_NPU")'),
     Const("UPDATE_PROPERTY_TIME_QUOTA", 0, "UPDATE_PROPERTY type: per-context time quota"),
