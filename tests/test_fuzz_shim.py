@@ -443,3 +443,21 @@ def test_a_client_context_is_gone_after_the_driver_restarts_the_firmware() -> No
     finally:
         c.close()
     ip.close_shim()
+
+
+def test_two_in_process_devices_on_one_thread_keep_their_own_hooks() -> None:
+    """The wait hooks are per thread: closing one in-process device must not leave another's
+    calls and stop running without their daemon (each would wait for an answer nobody
+    makes, then time out, and leave its device powered)."""
+    from xdna_emu import bench
+    from xdna_emu.testing.inproc import InProcess
+
+    op, req, size = bench._version_query("aie2")
+    with InProcess("npu4") as a:
+        a.probe()
+        with InProcess("npu4") as b:
+            b.probe()
+        resp, _ = a.call(a.shim.mgmt_msg, op, req, size, 500)  # answered by a's daemon
+        assert len(resp) == size
+        a.close_shim()  # the driver's stop powers the NPU off through a's daemon
+        assert not a.daemon.device.smu.powered

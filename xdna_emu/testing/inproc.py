@@ -136,6 +136,7 @@ class InProcess:
     def call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> tuple[Any, int]:
         """Run one shim call; returns (result, virtual ns it took). Livelocks raise."""
         self.spins = self.call_waits = 0
+        self._set(True)  # another InProcess on this thread may have taken or cleared the hooks
         t0 = self.clock.now_ns()
         try:
             res = fn(*args, **kw)
@@ -164,6 +165,7 @@ class InProcess:
 
     def close_shim(self) -> None:
         if self.shim is not None:
+            self._set(True)  # its stop waits on this daemon, whoever set the hooks last
             self.shim.close()
             self.shim = None
             for _ in range(8):  # let the daemon see the hang-up (none when nothing closed)
