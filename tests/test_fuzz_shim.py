@@ -461,3 +461,4 @@ def test_two_in_process_devices_on_one_thread_keep_their_own_hooks() -> None:
         assert len(resp) == size
         a.close_shim()  # the driver's stop powers the NPU off through a's daemon
         assert not a.daemon.device.smu.powered
+

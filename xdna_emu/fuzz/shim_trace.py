@@ -249,6 +249,7 @@ class ShimHarness:
         self.vf_all = []
 
     def close(self) -> None:
+        self.ip.claim_hooks()  # the files' and shims' closes wait on this daemon
         self.uapi.close()
         if self.client is not None:
             self.client.close()
@@ -258,6 +259,7 @@ class ShimHarness:
 
     def release(self) -> None:
         """Close the shim and clear this thread's wait hooks (other shim users may follow)."""
+        self.ip.claim_hooks()
         self.uapi.close()
         if self.client is not None:
             self.client.close()

@@ -121,6 +121,11 @@ class InProcess:
     def _set(self, on: bool) -> None:
         lib.xdna_shim_set_hooks(ffi.NULL, self._hooks if on else ffi.NULL)
 
+    def claim_hooks(self) -> None:
+        """Make this thread's shim waits step this daemon: another InProcess on the thread
+        may have taken or cleared the hooks since (they are per thread)."""
+        self._set(True)
+
     # -- lifecycle ------------------------------------------------------------------------
     def open(self, timeout_ms: int = 5000) -> Shim:
         """Open the real shim on the daemon socket, monitor-less, hooks on this thread."""
@@ -136,7 +141,7 @@ class InProcess:
     def call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> tuple[Any, int]:
         """Run one shim call; returns (result, virtual ns it took). Livelocks raise."""
         self.spins = self.call_waits = 0
-        self._set(True)  # another InProcess on this thread may have taken or cleared the hooks
+        self.claim_hooks()
         t0 = self.clock.now_ns()
         try:
             res = fn(*args, **kw)
@@ -165,7 +170,7 @@ class InProcess:
 
     def close_shim(self) -> None:
         if self.shim is not None:
-            self._set(True)  # its stop waits on this daemon, whoever set the hooks last
+            self.claim_hooks()  # its stop waits on this daemon
             self.shim.close()
             self.shim = None
             for _ in range(8):  # let the daemon see the hang-up (none when nothing closed)
