@@ -114,6 +114,7 @@ class DataPath:
             self.stats["fast_refused"] += 1
             return tail
         lib, chans, why, chan, got = self.lib, self.chans, self._why, self._chan, self._got
+        by_reg, entry, e0, esize = self._by_reg, P.LOG_ENTRY, self._entry0, P.LOG_ENTRY.size
         refused: set[int] = set()
         n, nch = P.LOG_ENTRIES, self.nchans
         armed_at = -1  # the entry an arming re-entered C for: once per entry, at most
@@ -128,7 +129,7 @@ class DataPath:
                 # the entry as C read it: the client shares the log and may rewrite it
                 bar, off, val = got[0], got[1], got[2]
                 if why[0] == lib.XDP_UNARMED:
-                    idx = self._by_reg.get((bar, off))
+                    idx = by_reg.get((bar, off))
                     if idx is not None and idx not in refused and armed_at != tail:
                         armed_at = tail
                         if self._arm(idx):
@@ -140,6 +141,15 @@ class DataPath:
                 self._sync()  # Python applies this entry, from the state C left
                 write(bar, off, val, sid)
                 tail += 1
+                # the entries after it that name no channel C could take (another register,
+                # a refused channel): Python's, without a C round trip each
+                while tail < head:
+                    bar, off, val, _ = entry.unpack_from(ctrl, e0 + (tail % n) * esize)
+                    idx = by_reg.get((bar, off))
+                    if idx is not None and idx not in refused:
+                        break  # C's again: it reads the entry itself
+                    write(bar, off, val, sid)
+                    tail += 1
         return tail
 
     @contextlib.contextmanager
