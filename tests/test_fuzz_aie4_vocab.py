@@ -5,21 +5,16 @@ contract model, its oracle on a planted bug, and fuzz-bench's per-chip rows
 from __future__ import annotations
 
 import errno
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.planted import assert_findings, bench
 from xdna_emu.fuzz import trace as tr
 from xdna_emu.fuzz.shim_target import AIE4_SEED, ShimFuzzer
 from xdna_emu.fuzz.shim_trace import ShimHarness
-
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("fuzz_bench", ROOT / "fuzz" / "bench.py")
-bench = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
-_spec.loader.exec_module(bench)  # type: ignore[union-attr]
 
 #: (call, the driver's answer) in order, every one predicted (docs/spec/aie4.md §11)
 CERT_CASES = [
@@ -86,20 +81,8 @@ def test_fuzz_bench_runs_a_chip_mutant_on_its_chip() -> None:
 
 def test_the_cert_log_oracle_fires_on_a_planted_bug(tmp_path: Path) -> None:
     """The shim takes a slice for uC 6; the firmware then refuses the descriptor (EIO)."""
-    tree = tmp_path / "tree"
-    bench.copy_tree(tree)
-    [patch] = bench.MUTANTS.glob("*-cert-log-uc-bound.patch")
-    subprocess.run(["patch", "-p1", "-s", "-i", str(patch)], cwd=tree, check=True)
-    bench.build_shim(tree, sys.executable)
     text = "chip npu3\ntarget shim\ncall probe\ncall ctx\ncall dbgbo 8192\ncall certlog 0 0 6:64\n"
-    assert tr.replay(tr.parse(text)).ok
-    path = tmp_path / "case.trace"
-    path.write_text(text)
-    r = subprocess.run([sys.executable, "-m", "xdna_emu.cli", "trace", "replay", str(path), "--json"],
-                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)},
-                       cwd=tree, timeout=300)
-    got = json.loads(r.stdout)
-    assert not got["ok"] and got["name"] == "model_errno", got
+    assert_findings(tmp_path, ("cert-log-uc-bound",), [(text, "model_errno")])
 
 
 #: (call, the answer) of a client session beside the driver (docs/spec/aie4.md §12)

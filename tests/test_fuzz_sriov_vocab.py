@@ -4,23 +4,14 @@ sessions, and the VF jobs ending when the VFs go, each step predicted by the mod
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.planted import assert_findings
 from xdna_emu.fuzz import trace as tr
 from xdna_emu.fuzz.shim_target import random_op
 from xdna_emu.fuzz.shim_trace import ShimHarness
 from xdna_emu.shim import ErtState
-
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("fuzz_bench", ROOT / "fuzz" / "bench.py")
-bench = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
-_spec.loader.exec_module(bench)  # type: ignore[union-attr]
 
 #: every sriov_configure rule and a VF's life: refusals, enable, jobs, disable with a hang
 #: pending, a VF number after the VFs went, enable again
@@ -63,21 +54,7 @@ def test_generated_aie4_programs_draw_sriov_lines() -> None:
 def test_the_sriov_oracles_fire_on_planted_bugs(tmp_path: Path) -> None:
     """Both SR-IOV mutants in one scratch tree: enabling over enabled VFs is an errno
     finding, a removed VF that leaves its jobs in flight a job that never ends."""
-    tree = tmp_path / "tree"
-    bench.copy_tree(tree)
-    for name in ("sriov-enable-over-enabled", "vf-removal-keeps-jobs"):
-        [patch] = bench.MUTANTS.glob(f"*-{name}.patch")
-        subprocess.run(["patch", "-p1", "-s", "-i", str(patch)], cwd=tree, check=True)
-    bench.build_shim(tree, sys.executable)
     cases = [("call sriov 2\ncall sriov 1\n", "model_errno"),
              ("call sriov 1\ncall vf 0 hang\ncall sriov 0\n", "not_final")]
-    for body, want in cases:
-        text = f"chip npu3_pf\ntarget shim\ncall probe\n{body}"
-        assert tr.replay(tr.parse(text)).ok  # the real shim passes
-        path = tmp_path / "case.trace"
-        path.write_text(text)
-        r = subprocess.run([sys.executable, "-m", "xdna_emu.cli", "trace", "replay", str(path), "--json"],
-                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)},
-                           cwd=tree, timeout=300)
-        got = json.loads(r.stdout)
-        assert not got["ok"] and got["name"] == want, (body, got)
+    assert_findings(tmp_path, ("sriov-enable-over-enabled", "vf-removal-keeps-jobs"),
+                    [(f"chip npu3_pf\ntarget shim\ncall probe\n{body}", want) for body, want in cases])

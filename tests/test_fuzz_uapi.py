@@ -4,15 +4,11 @@ and its oracles firing on planted bugs (docs/spec/fuzzing.md §12)."""
 from __future__ import annotations
 
 import errno
-import importlib.util
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.planted import assert_findings
 from xdna_emu import uapi_table as T
 from xdna_emu.fuzz import trace as tr
 from xdna_emu.fuzz.lang import TraceError, format_op
@@ -22,11 +18,6 @@ from xdna_emu.fuzz.uapi_trace import parse_ioctl, seed_ops
 from xdna_emu.shim import ErtState
 from xdna_emu.testing.inproc import InProcess
 from xdna_emu.uapi import AccelFile
-
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("fuzz_bench", ROOT / "fuzz" / "bench.py")
-bench = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
-_spec.loader.exec_module(bench)  # type: ignore[union-attr]
 
 
 def _trace(body: str, chip: str = "npu4") -> tr.Trace:
@@ -157,23 +148,10 @@ def test_generated_programs_draw_ioctls_on_both_generations() -> None:
 def test_the_uapi_oracles_fire_on_planted_bugs(tmp_path: Path) -> None:
     """The decoder mutated (both UAPI mutants in one scratch tree, one build): GET_ARRAY's
     count bound off by one is an errno finding, GET_INFO's dropped bound an overrun."""
-    tree = tmp_path / "tree"
-    bench.copy_tree(tree)
-    for name in ("uapi-array-count-bound", "uapi-info-overrun"):
-        [patch] = bench.MUTANTS.glob(f"*-{name}.patch")
-        subprocess.run(["patch", "-p1", "-s", "-i", str(patch)], cwd=tree, check=True)
-    bench.build_shim(tree, sys.executable)
     cases = [("ioctl array 0 0 160 1024\n", "model_errno"), ("ioctl info 0 8 4\n", "model_overrun")]
-    for body, name in cases:
-        text = f"chip npu4\ntarget shim\ncall probe\nioctl open\n{body}"
-        assert tr.replay(tr.parse(text)).ok  # the real decoder passes
-        path = tmp_path / "case.trace"
-        path.write_text(text)
-        r = subprocess.run([sys.executable, "-m", "xdna_emu.cli", "trace", "replay", str(path), "--json"],
-                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)},
-                           cwd=tree, timeout=300)
-        got = json.loads(r.stdout)
-        assert not got["ok"] and got["name"] == name, got
+    assert_findings(tmp_path, ("uapi-array-count-bound", "uapi-info-overrun"),
+                    [(f"chip npu4\ntarget shim\ncall probe\nioctl open\n{body}", want)
+                     for body, want in cases])
 
 
 def test_client_job_while_the_driver_suspended_resumes_the_device() -> None:
