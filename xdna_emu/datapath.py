@@ -113,9 +113,13 @@ class DataPath:
         if not self._device_ok():  # all of it is Python's: skip the per-entry round trips
             self.stats["fast_refused"] += 1
             return tail
-        lib, chans, why, chan, got = self.lib, self.chans, self._why, self._chan, self._got
-        by_reg, entry, e0, esize = self._by_reg, P.LOG_ENTRY, self._entry0, P.LOG_ENTRY.size
         refused: set[int] = set()
+        # management traffic and other registers first: no C call (and no arming) for them
+        tail = self._python_run(ctrl, tail, head, write, sid, refused)
+        if tail >= head:
+            return tail
+        lib, chans, why, chan, got = self.lib, self.chans, self._why, self._chan, self._got
+        by_reg = self._by_reg
         n, nch = P.LOG_ENTRIES, self.nchans
         armed_at = -1  # the entry an arming re-entered C for: once per entry, at most
         # an exception (a bad op name, a bad address) must not leave channels armed with
@@ -140,16 +144,24 @@ class DataPath:
                     self.stats["fast_fallbacks"] += 1
                 self._sync()  # Python applies this entry, from the state C left
                 write(bar, off, val, sid)
-                tail += 1
-                # the entries after it that name no channel C could take (another register,
-                # a refused channel): Python's, without a C round trip each
-                while tail < head:
-                    bar, off, val, _ = entry.unpack_from(ctrl, e0 + (tail % n) * esize)
-                    idx = by_reg.get((bar, off))
-                    if idx is not None and idx not in refused:
-                        break  # C's again: it reads the entry itself
-                    write(bar, off, val, sid)
-                    tail += 1
+                tail = self._python_run(ctrl, tail + 1, head, write, sid, refused)
+        return tail
+
+    def _python_run(self, ctrl: Any, tail: int, head: int,
+                    write: Callable[[int, int, int, int], None], sid: int,
+                    refused: set[int]) -> int:
+        """Apply the entries from ``tail`` on that name no channel C could take (another
+        register, a refused channel) in Python, without a C round trip each; returns the
+        first one C may take (it reads that entry itself), or ``head``."""
+        by_reg, entry, n = self._by_reg, P.LOG_ENTRY, P.LOG_ENTRIES
+        e0, esize = self._entry0, P.LOG_ENTRY.size
+        while tail < head:
+            bar, off, val, _ = entry.unpack_from(ctrl, e0 + (tail % n) * esize)
+            idx = by_reg.get((bar, off))
+            if idx is not None and idx not in refused:
+                break
+            write(bar, off, val, sid)
+            tail += 1
         return tail
 
     @contextlib.contextmanager
