@@ -19,15 +19,18 @@ bench = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
 _spec.loader.exec_module(bench)  # type: ignore[union-attr]
 
 
-def assert_findings(tmp_path: Path, names: tuple[str, ...], cases: list[tuple[str, str]]) -> None:
+def assert_findings(tmp_path: Path, names: tuple[str, ...], cases: list[tuple[str, str]],
+                    build: bool = True) -> None:
     """Plant the mutants ``names`` in one scratch tree; each case is (trace text, the finding
-    it must give there). The real tree passes every trace first."""
+    it must give there). The real tree passes every trace first. ``build`` False for
+    patches of Python alone (no shim build needed)."""
     tree = tmp_path / "tree"
     bench.copy_tree(tree)
     for name in names:
         [patch] = bench.MUTANTS.glob(f"*-{name}.patch")
         subprocess.run(["patch", "-p1", "-s", "-i", str(patch)], cwd=tree, check=True)
-    bench.build_shim(tree, sys.executable)
+    if build:
+        bench.build_shim(tree, sys.executable)
     for text, want in cases:
         assert tr.replay(tr.parse(text)).ok, text  # the real code passes
         path = tmp_path / "case.trace"
