@@ -8,6 +8,7 @@ import errno
 import gc
 import os
 import random
+from collections import deque
 
 import pytest
 from test_fuzz_snapshot import fingerprint
@@ -15,7 +16,15 @@ from test_fuzz_snapshot import fingerprint
 from xdna_emu.fuzz import cow
 from xdna_emu.fuzz.atheris_target import Target, _mutate, builtin_fuzz, device_seeds, dictionary
 from xdna_emu.fuzz.invariants import InvariantViolation
-from xdna_emu.fuzz.ops import SEPARATOR, VERIFY_EVERY, DeviceHarness, Interpreter, Op, run_input
+from xdna_emu.fuzz.ops import (
+    JOURNAL_VERIFY_EVERY,
+    SEPARATOR,
+    VERIFY_EVERY,
+    DeviceHarness,
+    Interpreter,
+    Op,
+    run_input,
+)
 from xdna_emu.testing.pydriver import PyDriver
 
 pytestmark = pytest.mark.skipif(not cow.available(), reason="no memfd/pagemap dirty tracking here")
@@ -431,3 +440,111 @@ def test_a_child_stops_before_a_boot_that_would_have_to_run(monkeypatch: pytest.
     assert run_input(s, data) is None and len(calls) == 1  # a whole input runs it
     assert run_input(s, data, limit=100) is None
     assert len(calls) == 1 and s.ran_to == len(data) and s.dev.fw is not None
+
+
+def _plain(v: object) -> object:
+    """A field as plain data: containers by content, other objects by type (two harnesses'
+    objects are never the same ones)."""
+    if v is None or isinstance(v, (int, float, str, bytes)):
+        return v
+    if isinstance(v, (list, tuple, deque)):
+        return tuple(_plain(x) for x in v)
+    if isinstance(v, dict):
+        return tuple((_plain(k), _plain(x)) for k, x in v.items())
+    return type(v).__name__
+
+
+def _host_fields(s: DeviceHarness) -> list[object]:
+    """Every test-driver object's fields (what a journaled restore may skip)."""
+    return [_plain(vars(o)) for o in s._host_objects()]
+
+
+def test_journaled_restores_equal_full_restores_for_random_inputs() -> None:
+    """For random children of the seeds, a journaled restore (the device's firmware blocks,
+    IOMMU and test-driver objects loaded only when an entry or call may have changed them)
+    leaves everything as a harness restoring in full does; both kinds of skip happen."""
+    rng = random.Random(11)
+    toks = dictionary()
+    seeds = list(device_seeds("npu4").values())
+    s, ref = DeviceHarness("npu4"), DeviceHarness("npu4")
+    ref.journal = ref.fn.journal = False
+    skipped = {"device": 0, "host": 0}
+    for parent in seeds[:8]:
+        for h in (s, ref):
+            h.fresh()
+            Interpreter(h).run(parent)
+        snaps = (s.snapshot(), ref.snapshot())
+        for k in range(6):  # whole mutated inputs, and short tails of a few ops
+            child = _mutate(parent, rng, seeds, toks) if k % 2 else rng.randbytes(rng.randint(1, 16))
+            for h in (s, ref):
+                try:
+                    Interpreter(h).run(child)
+                except Exception:  # noqa: BLE001 - a finding or a bad op: the restore must still hold
+                    pass
+            skipped["device"] += s.dev.clean is snaps[0].fn.device
+            skipped["host"] += s._host_clean is snaps[0].host
+            s.restore(snaps[0])
+            ref.restore(snaps[1])
+            assert _full_state(s) == _full_state(ref)
+            assert _host_fields(s) == _host_fields(ref)
+    assert skipped["device"] and skipped["host"], skipped
+
+
+def test_a_python_change_the_journal_misses_is_caught_by_the_check() -> None:
+    """A planted change of the model's Python state that no entry marked (so a journaled
+    restore skips the block holding it) is named by the check: it raises in debug mode;
+    by default journaling is turned off, counted, the snapshot restored in full and the
+    snapshots dropped. A planted change of a test-driver object is caught the same way."""
+    s = DeviceHarness("npu4")
+    s.verify_raises, s.journal_every = True, 1  # as $XDNA_FUZZ_VERIFY=1 sets them
+    s.run([Op("call", ("boot",)), Op("call", ("ctx_create", 0, -1, 1))])
+    snap = s.snapshot()
+    s.restore(snap)  # nothing changed: the journal skips and the check passes
+    assert s.dev.clean is snap.fn.device
+    s.dev.fw.state.time_offset_ns += 1  # not through any entry: the journal misses it
+    with pytest.raises(RuntimeError, match="the device's device unlike the snapshot: a change escaped the journal"):
+        s.restore(snap)
+    s.dev.clean = None  # so the next restore loads the blocks again
+    s.restore(snap)
+    s.contexts[0].chan.next_id += 5  # a test-driver object changed outside any call
+    with pytest.raises(RuntimeError, match="the test driver's DriverChannel"):
+        s.restore(snap)
+
+    s = DeviceHarness("npu4")
+    assert s.journal and s.journal_every == JOURNAL_VERIFY_EVERY and not s.verify_raises
+    data = device_seeds("npu4")["job"]
+    run_input(s, data, pin=len(data) // 2)
+    assert s.pinned is not None and s.snaps
+    snap = s.snaps[s.pinned]
+    s.restore(snap)
+    full, host = _full_state(s), _host_fields(s)
+    s.restore(snap)  # (the save above marked its own state as the one the blocks hold)
+    assert s.dev.clean is snap.fn.device
+    s.dev.fw.state.time_offset_ns += 1
+    s.journal_every = 1
+    s.restore(snap)
+    assert s.snap_stats["journal_misses"] == 1 and not s.journal and not s.fn.journal
+    assert not s.snaps and _full_state(s) == full and _host_fields(s) == host
+    s.dev.fw.state.time_offset_ns += 1  # journaling is off: every restore loads in full
+    s.restore(snap)
+    assert _full_state(s) == full and s.snap_stats["journal_misses"] == 1
+
+
+def test_a_journaled_function_restore_skips_only_what_no_entry_changed() -> None:
+    """PciFunction with journaling on: restoring the state saved last skips the firmware
+    blocks while only plain stores ran; a trapped write, delayed work, a proxied op or a
+    reset marks them changed, and the restore then loads them (docs/spec/device.md §4)."""
+    s = DeviceHarness("npu4")
+    s.run([Op("call", ("boot",))])
+    fn, dev = s.fn, s.dev
+    memory = s.snapshot().memory
+    st = fn.save(keep=s._in_arena)
+    assert dev.clean is st.device
+    fn.mmio_write(0, 0, 1)  # no side effect: still clean
+    assert dev.clean is st.device
+    for change in (lambda: fn.mmio_write(*s.regs.loc("smu.intr"), 0), lambda: fn.reset(),
+                   lambda: dev.schedule(0, "mailbox_send", 9, 9, 0, 0, b"") or fn.poll()):
+        fn.restore(st, lambda ms: memory[(ms.pasid, ms.address)])
+        assert dev.clean is st.device
+        change()
+        assert dev.clean is None

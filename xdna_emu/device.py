@@ -93,6 +93,7 @@ class NpuDevice(DeviceBase):
     def reset(self) -> None:
         """Power-on state (FLR). The MSI-X table/PBA are kept: the PCI function's MSI-X
         controller owns them."""
+        self.clean = None
         fw = "running" if self.fw is not None else "stopped"
         log.debug("device reset (firmware %s)", fw,
                   extra={"trace": {"kind": "reset", "firmware": fw}})
@@ -119,11 +120,13 @@ class NpuDevice(DeviceBase):
     # -- state (docs/spec/device.md §4) -------------------------------------------------------
     def save(self) -> DeviceState:
         """The blocks' state as plain data (BAR bytes are saved by the PCI function)."""
-        return DeviceState(
+        st = DeviceState(
             tuple(self.stats.items()), tuple(self._timers), self._seq, self.psp.save(),
             self.smu.save(), self.mailbox.save() if self.mailbox is not None else None,
             self.fw.save() if self.fw is not None else None,
             self.ctx.save() if self.ctx is not None else None)
+        self.clean = st  # the blocks hold just this until an entry runs (§4)
+        return st
 
     def load(self, st: DeviceState) -> None:
         """Put the blocks back as saved; the firmware objects and channel handlers are
@@ -134,6 +137,12 @@ class NpuDevice(DeviceBase):
         self._timers = list(st.timers)
         heapq.heapify(self._timers)
         self._seq = st.next_seq
+        if self.journal and st is self.clean:
+            # journaled (docs/spec/device.md §4): no trapped write, delayed work, proxied
+            # op or reset ran since this very state was saved or loaded, so the blocks
+            # hold it still; only the counters and timers above (which plain stores and
+            # timer pops change) are put back
+            return
         self.psp.load(st.psp)
         self.smu.load(st.smu)
         # the boot the state was saved from is still running (a fuzzer restoring one
@@ -147,6 +156,7 @@ class NpuDevice(DeviceBase):
                 self._spare = (self.fw, self.ctx)
             self.fw = self.ctx = None
         if self.mailbox is None:
+            self.clean = st
             return
         by_chan = {}
         if st.fw is not None:
@@ -178,6 +188,7 @@ class NpuDevice(DeviceBase):
             fw.load(st.fw)
         if ctx is not None:
             ctx.bind_channels(by_chan)
+        self.clean = st
 
     # -- session hooks (docs/spec/jobs.md §1) --------------------------------------------
     def proxy(self, pasid: int, opcode: int, payload: bytes) -> bytes:
@@ -188,6 +199,7 @@ class NpuDevice(DeviceBase):
         """
         if self.ctx is None:
             raise OSError(errno.ENODEV, "firmware not running")
+        self.clean = None
         try:
             return self.ctx.proxy(pasid, opcode, payload)
         except OSError:
@@ -199,6 +211,7 @@ class NpuDevice(DeviceBase):
 
     def release_pasid(self, pasid: int) -> int:
         """Destroy every context of ``pasid`` (its session ended); returns how many."""
+        self.clean = None
         return self.ctx.release_pasid(pasid) if self.ctx is not None else 0
 
     def context_count(self, exclude_pasid: int | None = None) -> int:

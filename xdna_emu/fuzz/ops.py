@@ -108,6 +108,8 @@ SNAP_MIN_WORK = CALL_WEIGHT
 SNAP_LONG_WORK = 3 * CALL_WEIGHT  # ... and that makes any prefix worth one, once a second input shares it
 SNAP_MAX = 48  # snapshots kept per session (least recently used dropped first)
 VERIFY_EVERY = 1024  # restores between two checks of the page tracking (fuzzing.md §9)
+#: restores between two checks of the journal (the Python state a restore skipped, §9)
+JOURNAL_VERIFY_EVERY = 1024
 SNAP_STRADDLE = len(b"FUZZ") - 1  # a separator starting this close before a boundary moves it
 
 
@@ -300,6 +302,16 @@ class DeviceHarness:
         self.verify_every = int(env) if env else VERIFY_EVERY if self.page_tracking == "userfaultfd" else 0
         self.verify_raises = bool(env)
         self._loads = 0
+        #: journaled restores (docs/spec/fuzzing.md §9): the model's firmware blocks and
+        #: IOMMU (docs/spec/device.md §4) and the test driver's objects are loaded only
+        #: when something may have changed them since the snapshot was taken or restored;
+        #: every ``journal_every``-th restore compares the whole Python state with the
+        #: snapshot (``$XDNA_FUZZ_VERIFY=N`` sets N too); a miss turns journaling off
+        self.journal = True
+        self.journal_every = int(env) if env else JOURNAL_VERIFY_EVERY
+        self._restores = 0
+        self._host_clean: Any = None  # the snapshot's host fields the objects hold still
+        self.fn.journal = True
         self.fresh()
         if self.arena is not None:
             self.arena.commit()  # power-on state is the base every snapshot is a delta of
@@ -309,6 +321,7 @@ class DeviceHarness:
         """Power-on state without reallocating: FLR of config space and device, counters
         cleared, no DMA, time 0, then enabled as the PCI core would."""
         fn = self.fn
+        self._host_clean = None
         if self.arena is not None:
             self.arena.revert()
         self.checker.reset()  # nothing pending from an earlier input may fire in the reset
@@ -358,6 +371,7 @@ class DeviceHarness:
         memory = {(pasid, m.address): m.mem
                   for pasid, space in self.iommu.spaces.items() for m in space.maps}
         host = [_fields(vars(o)) + (o,) for o in self._host_objects()]
+        self._host_clean = host  # the objects hold just these fields until a call runs
         attrs = {k: _copy(self.__dict__[k]) for k in STATE_ATTRS}
         if self.arena is None:
             return Snapshot(self.fn.save(), memory, host, attrs, self.checker.save(),
@@ -400,11 +414,14 @@ class DeviceHarness:
             if self.verify_every and self._loads % self.verify_every == 0:
                 self._verify(snap)
         self.fn.restore(snap.fn, memory)
-        for fields, containers, obj in snap.host:
-            d = obj.__dict__
-            d.update(fields)
-            for k in containers:  # the containers get a copy of their own again
-                d[k] = _copy(fields[k])
+        if snap.host is not self._host_clean or not self.journal:
+            # journaled: only a call changes the test driver's objects (docs/spec/fuzzing.md §9)
+            for fields, containers, obj in snap.host:
+                d = obj.__dict__
+                d.update(fields)
+                for k in containers:  # the containers get a copy of their own again
+                    d[k] = _copy(fields[k])
+            self._host_clean = snap.host
         attrs = snap.attrs
         d = self.__dict__
         d.update(attrs)
@@ -413,7 +430,37 @@ class DeviceHarness:
         self.checker.load(snap.checker)
         self.td.irqs[:] = snap.irqs
         self.snap_stats[count] += 1
+        self._restores += 1
+        if self.journal and self.journal_every and self._restores % self.journal_every == 0:
+            self._verify_journal(snap, count)
         return self
+
+    def _verify_journal(self, snap: Snapshot, count: str) -> None:
+        """The check of journaled restores (docs/spec/fuzzing.md §9): the function's whole
+        saved state and every test-driver object's fields equal the snapshot's. A change
+        that escaped the journal (an entry that did not mark the blocks it changed) would
+        make the next input start from a state no input led to: on a miss journaling is
+        turned off, the snapshot restored in full and the snapshots dropped (they may hold
+        the escaped change), or with ``verify_raises`` the miss raises."""
+        clean = self.dev.clean
+        now = self.fn.save(keep=self._in_arena) if self.arena is not None else self.fn.save()
+        self.dev.clean = clean  # what the restore left (a save marks what it saved)
+        bad = [f"the device's {name}" for name in ("config", "bars", "driver", "stats",
+                                                    "msix_stats", "mappings", "faults",
+                                                    "clock_ns", "device")
+               if getattr(now, name) != getattr(snap.fn, name)]
+        bad += [f"the test driver's {type(o).__name__}" for fields, _, o in snap.host
+                if vars(o) != fields]
+        if not bad:
+            return
+        if self.verify_raises:
+            raise RuntimeError(f"restore left {', '.join(bad)} unlike the snapshot: a change "
+                               "escaped the journal")
+        self.journal = self.fn.journal = False
+        self.snap_stats["journal_misses"] += 1
+        self.restore(snap, count)
+        self.snap_stats[count] -= 1  # the same restore, done in full
+        self.drop_snapshots()
 
     def _verify(self, snap: Snapshot) -> None:
         """The debug check of the page tracking: after a load, every page of the arena holds
@@ -599,6 +646,7 @@ class DeviceHarness:
         fn = self.calls.get(name)
         if fn is None:
             raise TraceError(f"unknown call {name!r} (known: {', '.join(sorted(self.calls))})")
+        self._host_clean = None  # a call may change any test-driver object (§9)
         try:
             fn(*args)
         except DriverError as exc:  # what a driver would turn into an errno: fine

@@ -52,6 +52,12 @@ class DeviceBase:
         self.fw: Any = None
         self.ctx: Any = None
         self.psp: Any = None
+        #: journaled restores (docs/spec/device.md §4), opt-in: a load of the very state
+        #: ``clean`` names skips the firmware blocks' data, which nothing changed since
+        self.journal = False
+        #: the state saved or loaded last, while no entry that can change a block's Python
+        #: state (a trapped write, delayed work, a proxied op, a reset) ran since
+        self.clean: Any = None
 
     # -- register writes ------------------------------------------------------------------
     def mmio_write(self, bar: int, offset: int, value: int) -> None:
@@ -73,6 +79,7 @@ class DeviceBase:
             self.regs.words[bar][offset >> 2] = value
             fn = self._traps.get((bar, offset))
             if fn is not None:
+                self.clean = None  # a side effect may change any block (§4)
                 fn(value)
         except Exception:
             self.stats["internal_errors"] += 1
@@ -131,6 +138,7 @@ class DeviceBase:
     def poll(self) -> None:
         now = self.clock.now_ns()
         while self._timers and self._timers[0][0] <= now:
+            self.clean = None
             _, _, action, args = heapq.heappop(self._timers)
             try:
                 self.actions[action](*args)

@@ -128,6 +128,10 @@ class PciFunction:
         self.stats: dict[str, int] = {"bad_writes": 0, "foreign_writes": 0}
         #: function resets so far, however started (a driver learns of one it did not start)
         self.resets = 0
+        #: the saved mappings the IOMMU was last restored to, and its generation then: a
+        #: journaled restore of the very same tuple, nothing mapped or unmapped since,
+        #: skips comparing them (docs/spec/device.md §4)
+        self._mapped: tuple[tuple[MappingState, ...], int] | None = None
         self.observers: tuple[Observer, ...] = ()
         #: vectors raised while interrupts are held (:meth:`hold_irqs`), each once, in order
         self._held: list[int] | None = None
@@ -380,6 +384,18 @@ class PciFunction:
                 memoryview(m.mem)[: ms.size] = ms.data
         return True
 
+    @property
+    def journal(self) -> bool:
+        """Journaled restores (docs/spec/device.md §4): a restore of the state saved or
+        restored last skips what no entry changed since. Off by default; the device fuzz
+        target turns it on."""
+        return self.device.journal
+
+    @journal.setter
+    def journal(self, on: bool) -> None:
+        self.device.journal = on
+        self.device.clean = self._mapped = None
+
     def restore(self, st: FunctionState, host_memory: HostMemory | None = None) -> PciFunction:
         """Put ``st`` back. Host memory for each mapping comes from ``host_memory`` (the
         caller's own buffers, refilled with the saved bytes), or is fresh anonymous memory.
@@ -396,7 +412,13 @@ class PciFunction:
         self.stats.update(st.stats)
         self.msix.stats.clear()
         self.msix.stats.update(st.msix_stats)
-        if not self._same_mappings(st.mappings, host_memory):
+        mapped = self._mapped
+        if (mapped is not None and mapped[0] is st.mappings and mapped[1] == self.iommu.gen
+                and self.device.journal and host_memory is not None):
+            for ms in st.mappings:  # the same buffers, mapped as saved: only their bytes
+                if ms.data is not None:
+                    memoryview(host_memory(ms))[: ms.size] = ms.data
+        elif not self._same_mappings(st.mappings, host_memory):
             self.iommu.clear()
             for ms in st.mappings:
                 mem = host_memory(ms) if host_memory is not None else bytearray(ms.size)
@@ -404,6 +426,7 @@ class PciFunction:
                     memoryview(mem)[: ms.size] = ms.data
                 self.iommu.map(ms.pasid, ms.address, ms.size, ms.perm, None, owner=ms.owner,
                                mem=mem)  # type: ignore[arg-type]
+        self._mapped = (st.mappings, self.iommu.gen) if host_memory is not None else None
         self.iommu.faults[:] = [IommuFault(*f) for f in st.faults]
         if isinstance(self.clock, VirtualClock):
             self.clock.set(st.clock_ns)
