@@ -473,13 +473,14 @@ def test_summary_rate_is_the_workers_fuzzing_rate(tmp_path: Path) -> None:
 
     args = argparse.Namespace(target="device", chip="npu4", jobs=2)
     ws = [worker(0, {"execs": 1000, "fuzz_seconds": 2.0, "page_tracking": "userfaultfd",
-                     "tracking_misses": 0}),
+                     "tracking_misses": 0, "journal_misses": 1}),
           worker(1, {"execs": 300, "fuzz_seconds": 1.0, "page_tracking": "userfaultfd",
-                     "tracking_misses": 1})]
+                     "tracking_misses": 1, "journal_misses": 0})]
     out = _summary(args, "builtin", ws, 10.0, tmp_path, tmp_path, 0)
     assert out["execs"] == 1300 and out["execs_per_s"] == 800.0 and out["wall_execs_per_s"] == 130.0
     assert out["page_tracking"] == "userfaultfd"  # how the rate was reached (fuzzing.md §9)
     assert out["tracking_misses"] == 1  # a worker that dropped to the pagemap arena
+    assert out["journal_misses"] == 1  # a worker that turned journaled restores off
     ws.append(worker(2, {"execs": 200}))
     out = _summary(args, "builtin", ws, 10.0, tmp_path, tmp_path, 0)
     assert out["execs_per_s"] == out["wall_execs_per_s"] == 150.0

@@ -284,6 +284,7 @@ class Target(FindingLog):
                                             "restored": session.snap_stats["restored"],
                                             "memo_hits": session.snap_stats["memo_hits"],
                                             "tracking_misses": session.snap_stats["tracking_misses"],
+                                            "journal_misses": session.snap_stats["journal_misses"],
                                             "page_tracking": session.page_tracking}
         return {"execs": self.execs, **self.finding_stats(), **snaps}
 
