@@ -548,3 +548,21 @@ def test_a_journaled_function_restore_skips_only_what_no_entry_changed() -> None
         assert dev.clean is st.device
         change()
         assert dev.clean is None
+
+
+def test_the_checker_skips_the_blocks_checks_only_while_no_entry_ran() -> None:
+    """After an op that entered no block since the blocks' checks last passed (the device's
+    journal still names the state they passed in), the checker does not walk the channels
+    and contexts again; once an entry ran it does, and a broken cursor is a finding."""
+    s = DeviceHarness("npu4")
+    s.run([Op("call", ("bring_up",)), Op("call", ("ctx_create", 0, -1, 1))])
+    snap = s.snapshot()
+    s.restore(snap)
+    s.run([Op("r32", (0, 0))])  # the checks pass in the restored state
+    assert s.checker._passed is s.dev.clean is snap.fn.device
+    ch = s.dev.mailbox.channels[0]
+    ch.x2i_head += 2  # unaligned, planted without an entry: the skipped checks miss it
+    s.run([Op("r32", (0, 0))])
+    s.dev.clean = None  # as any entry marks it
+    with pytest.raises(InvariantViolation, match="cursors"):
+        s.run([Op("r32", (0, 0))])

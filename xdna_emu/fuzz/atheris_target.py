@@ -209,6 +209,7 @@ class Target(FindingLog):
         self.execs = self.crashes = self.hangs = 0
         self.signatures: dict[tuple[str, str], str] = {}
         self.features: set[Any] = set()
+        self._state_ids: dict[tuple, int] = {}  # device states met, numbered (coverage_feature)
         self.t0 = time.monotonic()
         self.first_finding_s: float | None = None  # seconds from start to the first finding
         if name == "device":
@@ -270,12 +271,18 @@ class Target(FindingLog):
             self.features.add(key)
             return new
         s = self.session
-        state = s.state_key()  # the state after the input: the same for every op's key
+        # the state after the input, the same for every op's key: numbered once, so a
+        # feature hashes a small int instead of the nested state tuple again per op
+        state = s.state_key()
+        ids = self._state_ids
+        sid = ids.get(state)
+        if sid is None:
+            sid = ids[state] = len(ids)
         features, before = self.features, len(self.features)
         add = features.add
         for i, op in enumerate(s.executed):
             verb = op.verb
-            add((verb, op.args[0] if verb == "call" or verb == "fault" else min(i, 8), state))
+            add((verb, op.args[0] if verb == "call" or verb == "fault" else min(i, 8), sid))
         return len(features) != before
 
     def stats(self) -> dict[str, Any]:
