@@ -532,13 +532,14 @@ class ContextFirmware:
         old, self.contexts = self.contexts, {}
         by_chan = {}
         for cs in st.contexts:
-            plain = {name: getattr(cs, name) for name in _PLAIN_FIELDS}
             ctx = old.get(cs.id)
-            if ctx is not None and type(ctx) is HwContext:  # its fields, all loaded below
-                ctx.__dict__.update(plain)
+            if ctx is not None and type(ctx) is HwContext:
+                # its fields, all loaded here: the plain ones by name in one update (the
+                # saved fields are the context's), the four below replaced after it
+                ctx.__dict__.update(vars(cs))
                 ctx.chan = None
             else:
-                ctx = HwContext(**plain)
+                ctx = HwContext(**{name: getattr(cs, name) for name in _PLAIN_FIELDS})
             ctx.chunks = [HostChunk(*h) for h in cs.chunks]
             ctx.cus = list(cs.cus)
             ctx.queue = deque(Message(*m) for m in cs.queue)
