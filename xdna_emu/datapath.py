@@ -13,8 +13,16 @@ Python stays authoritative: a channel is armed for one call only, from the Pytho
 PASID), and C's counts are added to the Python counters before anything else runs, so
 save/restore, resets, context destroy and suspend see the same state either way.
 
+In a daemon that runs for real, a C thread (csrc/datapath/thread.c) also answers them
+without waking the Python loop: the client rings a doorbell eventfd for the x2i tail of a
+channel armed for the thread, the thread drains that session's log under the device lock
+while it can, and hands the rest to Python through the kick eventfd. Python holds the lock
+for each of its steps (:meth:`DataPath.enter`/:meth:`DataPath.leave`): it takes the
+thread's counts and cursors back first and re-arms the channels from its live state last.
+
 ``XDNA_EMU_DATAPATH=python`` turns the C path off; ``c`` (the default) turns it on where
-the extension is built and the chip has AIE2 user channels.
+the extension is built and the chip has AIE2 user channels, with the thread; ``c-sync``
+keeps the C path inside the Python drain only (no thread), for comparison.
 """
 
 from __future__ import annotations
@@ -41,9 +49,12 @@ log = logging.getLogger(__name__)
 
 #: The environment variable that picks the job path: ``c`` (default) or ``python``.
 DATAPATH_ENV = "XDNA_EMU_DATAPATH"
-MODES = ("c", "python")
-#: The daemon's counters of this path (in ``xdna-emu status --json`` under ``stats``).
-STAT_KEYS = ("fast_jobs", "fast_cmds", "fast_chains", "fast_fallbacks", "fast_refused")
+MODES = ("c", "c-sync", "python")
+#: The daemon's counters of this path (in ``xdna-emu status --json`` under ``stats``):
+#: ``fast_thread`` counts the doorbell wake-ups the thread served, ``fast_handbacks`` the
+#: logs it handed to Python at an entry it could not take.
+STAT_KEYS = ("fast_jobs", "fast_cmds", "fast_chains", "fast_fallbacks", "fast_refused",
+             "fast_thread", "fast_handbacks")
 
 
 def mode() -> str:
@@ -61,17 +72,25 @@ class DataPath:
     def create(cls, fn: PciFunction, stats: dict[str, int]) -> DataPath | None:
         """The C path for ``fn``, or None where the Python path does it all (asked for by
         :data:`DATAPATH_ENV`, no AIE2 mailbox, or the extension is not built)."""
-        if mode() != "c" or fn.chip.mailbox is None:
+        if mode() == "python" or fn.chip.mailbox is None:
             return None
         try:  # the compiled extension, not a module of the layer graph (docs/architecture.md)
             _datapath = importlib.import_module(f"{__package__}._datapath")
         except ImportError:
             log.warning("the C job path is not built: jobs run in Python")
             return None
-        return cls(fn, stats, _datapath.ffi, _datapath.lib)
+        return cls(fn, stats, _datapath.ffi, _datapath.lib, threaded=mode() == "c")
 
-    def __init__(self, fn: PciFunction, stats: dict[str, int], ffi: Any, lib: Any) -> None:
+    def __init__(self, fn: PciFunction, stats: dict[str, int], ffi: Any, lib: Any,
+                 threaded: bool = False) -> None:
         self.fn, self.ffi, self.lib, self.stats = fn, ffi, lib, stats
+        #: may :meth:`start` run the doorbell thread (``XDNA_EMU_DATAPATH=c``)
+        self.threaded = threaded
+        self._dev: Any = None  # the C device (lock, thread, sessions) while the thread runs
+        self._tstats = ffi.new("struct xdp_tstats *")
+        self._owner: Callable[[int], int] = lambda vector: -1
+        #: the doorbells live now (bit i: channel i is armed for the thread)
+        self.mask = 0
         for key in STAT_KEYS:
             stats.setdefault(key, 0)
         lay = fn.chip.mailbox
@@ -91,6 +110,7 @@ class DataPath:
             base = lay.chan_regs(idx)
             for off in (lay.X2I_TAIL, lay.I2X_HEAD):
                 self._by_reg[fn.chip.dev_to_bar(base + off)] = idx
+        self.doorbells = self._doorbell_table()
         #: per channel index: the channel object its static fields were set for
         self._static: list[MailboxChannel | None] = [None] * self.nchans
         #: per channel index while armed: (channel, context, its chunk and map tables); the
@@ -293,6 +313,11 @@ class DataPath:
             if c.writes:
                 dev.stats["writes"] += c.writes
                 c.writes = 0
+            if c.t_irqs or c.t_dropped:  # the thread's interrupts, delivered or lost
+                dev.stats["irqs_raised"] += c.t_irqs
+                self.fn.msix.stats["delivered"] += c.t_delivered
+                self.fn.msix.stats["dropped"] += c.t_dropped
+                c.t_irqs = c.t_delivered = c.t_dropped = 0
             jobs = c.jobs
             if not jobs:
                 continue
@@ -312,8 +337,9 @@ class DataPath:
             self.stats["fast_chains"] += c.chains
             # the Python path raises the vector once per reply (each one counted); held
             # interrupts make that one delivery per batch either way (docs/spec/device.md §3)
-            dev.stats["irqs_raised"] += c.irqs - 1
-            raised.append((c.first, ch.vector))
+            if c.irqs:  # 0: the thread raised them (above)
+                dev.stats["irqs_raised"] += c.irqs - 1
+                raised.append((c.first, ch.vector))
             c.msgs_in = c.msgs_out = c.irqs = c.jobs = c.cmds = c.chains = c.slot_set = 0
             c.first = 0
         self._armed.clear()
@@ -322,6 +348,120 @@ class DataPath:
         # held vectors in the order first raised), not in the order the channels were armed
         for _, vector in sorted(raised):
             engine.irq(vector)
+
+    # -- the doorbell thread (docs/spec/jobs.md §7 "The doorbell thread") ---------------------
+    def _doorbell_table(self) -> tuple[int, int, int, int]:
+        """(bar, offset of channel 0's, stride, count) of the channels' x2i tail registers,
+        the doorbells (docs/spec/protocol.md "Doorbells"); count 0 where they are not one
+        evenly spaced run in one BAR, or there are more than the mask has bits."""
+        lay = self.fn.chip.mailbox
+        assert lay is not None
+        regs = [self.fn.chip.dev_to_bar(lay.chan_regs(i) + lay.X2I_TAIL)
+                for i in range(self.nchans)]
+        bar, base = regs[0]
+        stride = regs[1][1] - base if len(regs) > 1 else 0
+        if (stride <= 0 or self.nchans > P.CTRL_DOORBELLS_MAX
+                or any(r != (bar, base + i * stride) for i, r in enumerate(regs))):
+            return (0, 0, 0, 0)
+        return (bar, base, stride, self.nchans)
+
+    @property
+    def running(self) -> bool:
+        """The doorbell thread serves this function (the daemon runs for real)."""
+        return self._dev is not None
+
+    def start(self, owner: Callable[[int], int]) -> bool:
+        """Start the doorbell thread (a daemon's :meth:`run`; never in-process, whose replay
+        stays deterministic). ``owner`` maps a vector to its owner's session slot."""
+        if not self.threaded or self._dev is not None or not self.doorbells[3]:
+            return False
+        dev = self.lib.xdp_dev_new(self.chans, self.nchans, self._tstats)
+        if dev == self.ffi.NULL:
+            log.warning("the doorbell thread could not be set up: jobs wake the Python loop")
+            return False
+        err = self.lib.xdp_dev_start(dev)
+        if err:
+            self.lib.xdp_dev_free(dev)
+            log.warning("the doorbell thread did not start (%s)", os.strerror(-err))
+            return False
+        self._owner = owner
+        self._dev = dev
+        return True
+
+    def stop(self) -> None:
+        """Stop and join the thread: every channel synced back, no session left in C."""
+        dev, self._dev = self._dev, None
+        if dev is None:
+            return
+        self.lib.xdp_dev_free(dev)
+        self._fold()
+        self._sync()
+        self.mask = 0
+
+    def enter(self) -> None:
+        """A daemon step begins: take the device lock (waiting while the thread drains; the
+        GIL is released meanwhile), then take the thread's cursors and counts back."""
+        self.lib.xdp_lock(self._dev)
+        self._fold()
+        self._sync()
+
+    def leave(self) -> bool:
+        """A daemon step ends: arm the channels the thread may answer from the live state,
+        then release the lock. True when the live doorbells changed (the daemon publishes
+        :attr:`mask`)."""
+        try:
+            return self._arm_thread()
+        finally:
+            self.lib.xdp_unlock(self._dev)
+
+    def session_add(self, ctrl: Any, bell_fd: int, kick_fd: int, notify_fd: int) -> int:
+        """Hand a session's log to the thread (the step's lock held); its slot, or -1."""
+        if self._dev is None:
+            return -1
+        slot = self.lib.xdp_sess_add(self._dev, self.ffi.cast("uint8_t *", self._address(ctrl)),
+                                     bell_fd, kick_fd, notify_fd)
+        if slot < 0:
+            log.warning("doorbell thread: session not added (%s)", os.strerror(-slot))
+            return -1
+        return slot
+
+    def session_remove(self, slot: int) -> None:
+        """Take a session's log from the thread (the step's lock held), before its ctrl page
+        is unmapped and its eventfds closed."""
+        if self._dev is not None and slot >= 0:
+            self.lib.xdp_sess_remove(self._dev, slot)
+
+    def _fold(self) -> None:
+        """The thread's own counters into the daemon's."""
+        t = self._tstats
+        if t.batches:
+            self.stats["fast_thread"] += t.batches
+            self.stats["fast_handbacks"] += t.handbacks
+            t.batches = t.handbacks = t.notifies = 0
+
+    def _arm_thread(self) -> bool:
+        """Arm each user channel whose messages the thread may answer now: those the Python
+        drain would arm (:meth:`_arm`), whose vector is deliverable (a masked or pending
+        vector is Python's: it sets the PBA bit), on a device no observer watches (they see
+        interrupts as the Python path raises them). Returns whether :attr:`mask` changed."""
+        fn = self.fn
+        mask = 0
+        if self._device_ok() and not fn.observers:
+            msix, engine = fn.msix, fn.device.mailbox
+            wires = msix.wires
+            fd_of = getattr(wires, "fd", None)
+            for idx, ch in engine.channels.items():
+                if not 0 < idx < self.nchans or fd_of is None:
+                    continue
+                vec = ch.vector
+                if not msix._deliverable(vec) or not self._arm(idx):  # noqa: SLF001
+                    continue
+                c = self.chans[idx]
+                c.irq_fd, c.owner = fd_of(vec), self._owner(vec)
+                mask |= 1 << idx
+        changed = mask != self.mask
+        self.mask = mask
+        return changed
 
 
 __all__ = ["DATAPATH_ENV", "MODES", "STAT_KEYS", "DataPath", "mode"]
