@@ -687,7 +687,7 @@ class Daemon:
         dp = self.datapath
         try:
             if dp is not None:  # the doorbell thread: only a daemon that runs for real
-                dp.start(self._vector_slot)
+                dp.start(self._vector_slot, (SPIN_NS, POLL_RECENT_NS, NOTIFY_DEFER_NS))
             rec = self.announce()
             if on_ready:
                 on_ready(rec)
@@ -760,10 +760,13 @@ class Daemon:
             finally:
                 if dp.leave():
                     self._publish_doorbells(dp.mask)
+            if polling is not None:  # the doorbell thread spins (it serves the logs)
+                self._pay_notifies(0)
+                self.polled_ns = 0
         else:
             polling = self._serve(events, spun)
-        if polling is not None:
-            self._spin(polling)
+            if polling is not None:
+                self._spin(polling)
 
     def _serve(self, events: list[tuple[selectors.SelectorKey, int]],
                spun: list[Connection]) -> int | None:

@@ -313,11 +313,13 @@ class DataPath:
             if c.writes:
                 dev.stats["writes"] += c.writes
                 c.writes = 0
-            if c.t_irqs or c.t_dropped:  # the thread's interrupts, delivered or lost
+            if c.t_irqs:  # the thread's interrupts: delivered, lost or pending
+                msix = self.fn.msix.stats
                 dev.stats["irqs_raised"] += c.t_irqs
-                self.fn.msix.stats["delivered"] += c.t_delivered
-                self.fn.msix.stats["dropped"] += c.t_dropped
-                c.t_irqs = c.t_delivered = c.t_dropped = 0
+                msix["delivered"] += c.t_delivered
+                msix["dropped"] += c.t_dropped
+                msix["pended"] += c.t_pended
+                c.t_irqs = c.t_delivered = c.t_dropped = c.t_pended = 0
             jobs = c.jobs
             if not jobs:
                 continue
@@ -370,16 +372,18 @@ class DataPath:
         """The doorbell thread serves this function (the daemon runs for real)."""
         return self._dev is not None
 
-    def start(self, owner: Callable[[int], int]) -> bool:
+    def start(self, owner: Callable[[int], int], spin: tuple[int, int, int] = (0, 0, 0)) -> bool:
         """Start the doorbell thread (a daemon's :meth:`run`; never in-process, whose replay
-        stays deterministic). ``owner`` maps a vector to its owner's session slot."""
+        stays deterministic). ``owner`` maps a vector to its owner's session slot; ``spin``
+        is (spin, recently polled, notify deferral) in ns, the daemon's spin-then-block
+        constants (docs/spec/protocol.md "Spin, then block"), which the thread takes over."""
         if not self.threaded or self._dev is not None or not self.doorbells[3]:
             return False
         dev = self.lib.xdp_dev_new(self.chans, self.nchans, self._tstats)
         if dev == self.ffi.NULL:
             log.warning("the doorbell thread could not be set up: jobs wake the Python loop")
             return False
-        err = self.lib.xdp_dev_start(dev)
+        err = self.lib.xdp_dev_start(dev, *spin)
         if err:
             self.lib.xdp_dev_free(dev)
             log.warning("the doorbell thread did not start (%s)", os.strerror(-err))
@@ -441,23 +445,30 @@ class DataPath:
 
     def _arm_thread(self) -> bool:
         """Arm each user channel whose messages the thread may answer now: those the Python
-        drain would arm (:meth:`_arm`), whose vector is deliverable (a masked or pending
-        vector is Python's: it sets the PBA bit), on a device no observer watches (they see
-        interrupts as the Python path raises them). Returns whether :attr:`mask` changed."""
+        drain would arm (:meth:`_arm`), on a device no observer watches (they see interrupts
+        as the Python path raises them). Its vector's eventfd goes with it when the vector
+        is deliverable now (the MSI-X rule, docs/spec/device.md §3), else the thread sets
+        the vector's PBA bit as MsixController.raise_vector does, and Python delivers it
+        when the obstacle goes (every change of the table, MSI-X control or eventfds is a
+        Python step). Returns whether :attr:`mask` changed."""
         fn = self.fn
         mask = 0
         if self._device_ok() and not fn.observers:
             msix, engine = fn.msix, fn.device.mailbox
-            wires = msix.wires
-            fd_of = getattr(wires, "fd", None)
+            fd_of = getattr(msix.wires, "fd", None)
+            pba = msix.layout.pba_offset
             for idx, ch in engine.channels.items():
                 if not 0 < idx < self.nchans or fd_of is None:
                     continue
                 vec = ch.vector
-                if not msix._deliverable(vec) or not self._arm(idx):  # noqa: SLF001
+                if not 0 <= vec < msix.vectors or not self._arm(idx):
                     continue
                 c = self.chans[idx]
-                c.irq_fd, c.owner = fd_of(vec), self._owner(vec)
+                fd = fd_of(vec) if msix._deliverable(vec) else None  # noqa: SLF001
+                c.irq_fd = -1 if fd is None else fd
+                c.owner = self._owner(vec)
+                c.pba = self.ffi.cast("uint8_t *", self._bars[msix.layout.bar] + pba + vec // 8)
+                c.pba_bit = 1 << (vec % 8)
                 mask |= 1 << idx
         changed = mask != self.mask
         self.mask = mask

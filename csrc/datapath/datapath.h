@@ -63,11 +63,15 @@ struct xdp_chan {
                                     vectors of a batch in this order, the order the Python
                                     path first raises them (docs/spec/device.md §3) */
     /* the doorbell thread's (thread.c): in, set by Python when it arms for the thread */
-    int32_t irq_fd;              /* the vector's eventfd: deliverable when armed */
+    int32_t irq_fd;              /* the vector's eventfd; -1: not deliverable (masked, MSI-X
+                                    off or no eventfd), the raise sets its PBA bit */
     int32_t owner;               /* session slot of the vector's owner, -1: none */
+    uint8_t *pba;                /* the PBA byte of the vector (docs/spec/device.md §3) */
+    uint32_t pba_bit;
     /* out: the thread's interrupts since armed (Python adds and clears) */
     uint32_t t_irqs;             /* replies that raised the vector (counted as Python does) */
-    uint32_t t_delivered, t_dropped; /* eventfd writes made and failed, one per batch */
+    uint32_t t_delivered, t_dropped, t_pended; /* per batch: eventfd writes made and failed,
+                                                  PBA bits set */
 };
 
 /* The doorbell thread's counters (Python adds and clears them under the lock). */
@@ -92,7 +96,10 @@ uint64_t xdp_drain(struct xdp_chan *chans, uint32_t nchans, const uint8_t *entri
 /* The doorbell thread (docs/spec/jobs.md §7 "The doorbell thread"). Everything below but
  * xdp_dev_new/xdp_dev_free and xdp_lock is called with the device lock held. */
 struct xdp_dev *xdp_dev_new(struct xdp_chan *chans, uint32_t nchans, struct xdp_tstats *stats);
-int xdp_dev_start(struct xdp_dev *d);        /* 0, or -errno */
+/* 0, or -errno. spin_ns 0: no spin; else while a session polls (its ctrl page's polling
+ * word nonzero now or within recent_ns) the thread watches the logs for spin_ns after the
+ * last one that moved, and defers a polling session's notify up to defer_ns. */
+int xdp_dev_start(struct xdp_dev *d, uint64_t spin_ns, uint64_t recent_ns, uint64_t defer_ns);
 void xdp_dev_free(struct xdp_dev *d);        /* stops and joins the thread (lock not held) */
 void xdp_lock(struct xdp_dev *d);
 void xdp_unlock(struct xdp_dev *d);

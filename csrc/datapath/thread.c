@@ -11,11 +11,13 @@
  * only ever works on state Python armed. */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "datapath.h"
@@ -31,6 +33,8 @@ struct sess {
     uint8_t *ctrl;        /* NULL: free */
     int bell_fd, kick_fd, notify_fd;
     uint32_t gen;         /* bumped per use of the slot: a stale epoll event is ignored */
+    uint64_t polled_ns;   /* when its polling word was last seen nonzero, 0: not recently */
+    uint64_t owed_ns;     /* since when a deferred notify is owed to it, 0: none */
 };
 
 struct xdp_dev {
@@ -41,8 +45,18 @@ struct xdp_dev {
     struct xdp_chan *chans;
     uint32_t nchans;
     struct xdp_tstats *stats;
+    /* spin-then-block (docs/spec/protocol.md "Spin, then block"), the daemon's constants */
+    uint64_t spin_ns, recent_ns, defer_ns;
+    int spinning;         /* in spin(): logs keep draining set, polling sessions' notifies wait */
     struct sess sess[MAX_SESS];
 };
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static uint32_t *word(uint8_t *ctrl, uint32_t off) { return (uint32_t *)(ctrl + off); }
 static uint64_t *dword(uint8_t *ctrl, uint32_t off) { return (uint64_t *)(ctrl + off); }
@@ -77,7 +91,10 @@ static unsigned raise_batch(struct xdp_dev *d, uint8_t *woken)
         if (!next)
             return n;
         uint64_t one = 1;
-        if (next->irq_fd >= 0 && write(next->irq_fd, &one, sizeof(one)) == sizeof(one)) {
+        if (next->irq_fd < 0) { /* MsixController.raise_vector: pending until deliverable */
+            __atomic_fetch_or(next->pba, (uint8_t)next->pba_bit, __ATOMIC_RELEASE);
+            next->t_pended++;
+        } else if (write(next->irq_fd, &one, sizeof(one)) == sizeof(one)) {
             next->t_delivered++;
             if (next->owner >= 0 && next->owner < MAX_SESS)
                 woken[next->owner] = 1;
@@ -103,11 +120,50 @@ static void notify(struct xdp_dev *d, int slot, const uint8_t *woken)
         __atomic_fetch_add(dword(s->ctrl, XDNA_PROTO_CTRL_OFF_EPOCH), 1, __ATOMIC_RELEASE);
         uint32_t wakes = __atomic_load_n(word(s->ctrl, XDNA_PROTO_CTRL_OFF_IRQ_WAKES),
                                          __ATOMIC_ACQUIRE);
-        if (!wakes || !woken[i]) {
-            bump(s->notify_fd);
-            d->stats->notifies++;
+        if (wakes && woken[i])
+            continue;
+        /* a polling session with irq_wakes set: its spinning thread sees the answer on the
+         * ring; the wake-up is owed until the spin ends or it is defer_ns old */
+        if (wakes && d->spin_ns && s->polled_ns) {
+            if (!s->owed_ns)
+                s->owed_ns = now_ns();
+            continue;
         }
+        bump(s->notify_fd);
+        d->stats->notifies++;
     }
+}
+
+/* Pay the deferred notifies older than age_ns (0: all). */
+static void pay(struct xdp_dev *d, uint64_t age_ns)
+{
+    uint64_t now = age_ns ? now_ns() : 0;
+    for (int i = 0; i < MAX_SESS; i++) {
+        struct sess *s = &d->sess[i];
+        if (!s->ctrl || !s->owed_ns || (age_ns && now - s->owed_ns < age_ns))
+            continue;
+        s->owed_ns = 0;
+        bump(s->notify_fd);
+        d->stats->notifies++;
+    }
+}
+
+/* Does any session poll now, or did within recent_ns? (notes when each was seen) */
+static int polling(struct xdp_dev *d)
+{
+    uint64_t now = now_ns();
+    int any = 0;
+    for (int i = 0; i < MAX_SESS; i++) {
+        struct sess *s = &d->sess[i];
+        if (!s->ctrl)
+            continue;
+        if (__atomic_load_n(word(s->ctrl, XDNA_PROTO_CTRL_OFF_POLLING), __ATOMIC_ACQUIRE))
+            s->polled_ns = now;
+        else if (s->polled_ns && now - s->polled_ns > d->recent_ns)
+            s->polled_ns = 0;
+        any |= s->polled_ns != 0;
+    }
+    return any;
 }
 
 /* Serve one session's doorbell: the daemon's drain (Connection.drain_write_log) for the
@@ -171,6 +227,68 @@ static void serve(struct xdp_dev *d, int slot)
     }
     if (applied)
         notify(d, slot, woken);
+#if defined(__x86_64__)
+    if (d->spinning && !handback) /* the spin watches this log: no kicks meanwhile */
+        __atomic_store_n(draining, 1, __ATOMIC_SEQ_CST);
+#endif
+}
+
+/* Spin, then block: while a session polls, watch every log's head for spin_ns after the
+ * last one that moved, with sched_yield between looks (a client may be waiting for this
+ * CPU), serving each that moves; the logs' draining flags stay set meanwhile, so their
+ * clients need not ring. The lock is taken per look: Python's steps go on in between. At
+ * the end, as at the end of a drain: clear the flags, consume the doorbells (the barrier),
+ * look once more; the deferred notifies are paid before the thread blocks. */
+static void spin(struct xdp_dev *d)
+{
+    uint64_t end = now_ns() + d->spin_ns;
+    pthread_mutex_lock(&d->lock);
+    d->spinning = 1;
+    for (;;) {
+        int moved = 0;
+        if (d->stop || !polling(d))
+            break;
+        for (int i = 0; i < MAX_SESS; i++) {
+            struct sess *s = &d->sess[i];
+            if (!s->ctrl)
+                continue;
+#if defined(__x86_64__)
+            __atomic_store_n(word(s->ctrl, XDNA_PROTO_CTRL_OFF_DRAINING), 1, __ATOMIC_SEQ_CST);
+#endif
+            if (__atomic_load_n(dword(s->ctrl, XDNA_PROTO_CTRL_OFF_HEAD), __ATOMIC_ACQUIRE) !=
+                *dword(s->ctrl, XDNA_PROTO_CTRL_OFF_TAIL)) {
+                serve(d, i);
+                moved = 1;
+            }
+        }
+        pay(d, d->defer_ns);
+        uint64_t now = now_ns();
+        if (moved)
+            end = now + d->spin_ns;
+        else if (now >= end)
+            break;
+        pthread_mutex_unlock(&d->lock);
+        sched_yield();
+        pthread_mutex_lock(&d->lock);
+    }
+    d->spinning = 0;
+    for (int i = 0; i < MAX_SESS && !d->stop; i++) {
+        struct sess *s = &d->sess[i];
+        if (!s->ctrl)
+            continue;
+#if defined(__x86_64__)
+        uint32_t *flag = word(s->ctrl, XDNA_PROTO_CTRL_OFF_DRAINING);
+        if (__atomic_load_n(flag, __ATOMIC_RELAXED)) {
+            __atomic_store_n(flag, 0, __ATOMIC_SEQ_CST);
+            consume(s->bell_fd);
+        }
+#endif
+        if (__atomic_load_n(dword(s->ctrl, XDNA_PROTO_CTRL_OFF_HEAD), __ATOMIC_ACQUIRE) !=
+            *dword(s->ctrl, XDNA_PROTO_CTRL_OFF_TAIL))
+            serve(d, i);
+    }
+    pay(d, 0);
+    pthread_mutex_unlock(&d->lock);
 }
 
 static void *thread_main(void *arg)
@@ -189,6 +307,7 @@ static void *thread_main(void *arg)
             pthread_mutex_unlock(&d->lock);
             break;
         }
+        int spin_now = d->spin_ns && polling(d); /* before serving: notifies are deferred */
         for (int i = 0; i < n; i++) {
             uint64_t key = ev[i].data.u64;
             if (key == CTL_KEY) {
@@ -200,6 +319,8 @@ static void *thread_main(void *arg)
                 serve(d, (int)slot);
         }
         pthread_mutex_unlock(&d->lock);
+        if (spin_now)
+            spin(d);
     }
     return NULL;
 }
@@ -236,10 +357,13 @@ free_dev:
     return NULL;
 }
 
-int xdp_dev_start(struct xdp_dev *d)
+int xdp_dev_start(struct xdp_dev *d, uint64_t spin_ns, uint64_t recent_ns, uint64_t defer_ns)
 {
     if (d->started)
         return -EBUSY;
+    d->spin_ns = spin_ns;
+    d->recent_ns = recent_ns;
+    d->defer_ns = defer_ns;
     int err = pthread_create(&d->thread, NULL, thread_main, d);
     if (err)
         return -err;
@@ -282,6 +406,7 @@ int xdp_sess_add(struct xdp_dev *d, uint8_t *ctrl, int bell_fd, int kick_fd, int
         s->bell_fd = bell_fd;
         s->kick_fd = kick_fd;
         s->notify_fd = notify_fd;
+        s->polled_ns = s->owed_ns = 0;
         return i;
     }
     return -ENOSPC;
