@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import mmap
 import os
 import select
@@ -242,13 +243,13 @@ def test_a_masked_vector_pends_while_the_thread_answers() -> None:
             msix = w.d.fn.msix
             vec = w.chan.vector
             ctrl_off = msix._ctrl_off(vec)  # noqa: SLF001
-            mask = w.d.step if isinstance(w.d, ThreadedDriver) else (lambda f: f())
-            mask(lambda: w.d.fn.mmio_write(msix.layout.bar, ctrl_off, 1, None))  # masked
+            fn, step = w.d.fn, w.d.step if isinstance(w.d, ThreadedDriver) else (lambda f: f())
+            step(functools.partial(fn.mmio_write, msix.layout.bar, ctrl_off, 1, None))  # masked
             before = len(w.d.td.delivered)
             w.ctx.submit([Cmd(NOP)])
             w.d.flush()
             assert msix.pending(vec) and len(w.d.td.delivered) == before
-            mask(lambda: w.d.fn.mmio_write(msix.layout.bar, ctrl_off, 0, None))  # unmasked
+            step(functools.partial(fn.mmio_write, msix.layout.bar, ctrl_off, 0, None))  # unmasked
             assert not msix.pending(vec) and w.d.td.delivered[before:] == [vec]
             w.drain()
             assert len(w.replies) == 1
@@ -448,7 +449,8 @@ def test_a_client_killed_while_the_thread_serves_it(xdna_emulator: Any, xdna_shi
     from xdna_emu.shim import ErtState
 
     root = str(Path(__file__).resolve().parent.parent)
-    ctx = xdna_shim.hwctx_create()  # keeps the device awake (runtime PM) for the clients
+    xdna_shim.set_autosuspend_ms(0)  # the driver keeps the device awake for the clients
+    ctx = xdna_shim.hwctx_create()
     for _ in range(3):
         p = subprocess.Popen([sys.executable, "-c", _CLIENT, str(xdna_emulator.socket), root],
                              stdout=subprocess.PIPE, text=True)

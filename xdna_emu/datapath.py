@@ -91,6 +91,7 @@ class DataPath:
         self._owner: Callable[[int], int] = lambda vector: -1
         #: the doorbells live now (bit i: channel i is armed for the thread)
         self.mask = 0
+        self._fp: tuple | None = None  # what the last arming for the thread saw
         for key in STAT_KEYS:
             stats.setdefault(key, 0)
         lay = fn.chip.mailbox
@@ -297,18 +298,22 @@ class DataPath:
         return table, len(keep)
 
     # -- syncing: C's counts -> Python state ------------------------------------------------------
-    def _sync(self) -> None:
-        """Give the armed channels' state back to Python and disarm them."""
+    def _sync(self, keep: bool = False) -> None:
+        """Give the armed channels' state back to Python and disarm them (with ``keep``,
+        they stay armed: C's cursors and Python's are equal after it)."""
         if not self._armed:
             return
-        if len(self._maps) > 256:  # evicted only here: no table is in C's hands after this
+        if len(self._maps) > 256 and not keep:  # evicted only here: no table is in C's hands
             self._maps.clear()
         dev = self.fn.device
         engine, ctxfw = dev.mailbox, dev.ctx
         raised: list[tuple[int, int]] = []  # (C's number of the first reply, vector)
         for idx, (ch, ctx, _, _) in self._armed.items():
             c = self.chans[idx]
-            c.armed = 0
+            if not keep:
+                c.armed = 0
+            elif not (c.writes or c.jobs):
+                continue  # C did nothing with it: its state is Python's already
             ch.x2i_head, ch.i2x_tail = c.x2i_head, c.i2x_tail
             if c.writes:
                 dev.stats["writes"] += c.writes
@@ -344,7 +349,8 @@ class DataPath:
                 raised.append((c.first, ch.vector))
             c.msgs_in = c.msgs_out = c.irqs = c.jobs = c.cmds = c.chains = c.slot_set = 0
             c.first = 0
-        self._armed.clear()
+        if not keep:
+            self._armed.clear()
         self._seq[0] = 0
         # in the order of the first replies, as the Python path raises them (it releases
         # held vectors in the order first raised), not in the order the channels were armed
@@ -406,8 +412,9 @@ class DataPath:
         """A daemon step begins: take the device lock (waiting while the thread drains; the
         GIL is released meanwhile), then take the thread's cursors and counts back."""
         self.lib.xdp_lock(self._dev)
-        self._fold()
-        self._sync()
+        if self._tstats.batches:  # else the thread changed nothing since the last step
+            self._fold()
+            self._sync(keep=True)
 
     def leave(self) -> bool:
         """A daemon step ends: arm the channels the thread may answer from the live state,
@@ -452,6 +459,11 @@ class DataPath:
         when the obstacle goes (every change of the table, MSI-X control or eventfds is a
         Python step). Returns whether :attr:`mask` changed."""
         fn = self.fn
+        fp = self._fingerprint()
+        if self._armed and fp is not None and fp == self._fp and self._cursors_kept():
+            return False  # nothing the arming depends on changed: the channels stay armed
+        self._sync()
+        self._fp = fp
         mask = 0
         if self._device_ok() and not fn.observers:
             msix, engine = fn.msix, fn.device.mailbox
@@ -473,6 +485,41 @@ class DataPath:
         changed = mask != self.mask
         self.mask = mask
         return changed
+
+    def _fingerprint(self) -> tuple | None:
+        """Everything the thread's arming depends on, cheaply compared: the device's state
+        that :meth:`_device_ok` reads, the IOMMU generation, MSI-X control, table and
+        eventfds, and per channel its objects and what :meth:`_arm` checks (the cursors are
+        compared with C's apart, :meth:`_cursors_kept`). None: nothing to arm."""
+        fn = self.fn
+        dev = fn.device
+        fw, ctxfw, engine = dev.fw, dev.ctx, getattr(dev, "mailbox", None)
+        if fw is None or ctxfw is None or engine is None:
+            return None
+        st, msix = fw.state, fn.msix
+        ctxs = ctxfw.contexts
+        t0 = msix.layout.table_offset
+        per = []
+        for idx, ch in engine.channels.items():
+            ctx = ctxs.get(idx - 1)
+            per.append((ch, ch.ok, not ch.outq) if ctx is None else
+                       (ch, ch.ok, not ch.outq, ctx, ctx.chan, not ctx.queue, ctx.hung,
+                        len(ctx.cus), ctx.pasid, tuple(ctx.chunks)))
+        return (fw, ctxfw, engine, fw.protocol, fn._before, engine.interposer,  # noqa: SLF001
+                st.suspended, st.log, st.trace, fn.config.bus_master,
+                _mailbox.log.isEnabledFor(logging.DEBUG), fn.observers, fn.iommu.gen,
+                fn.config.data[msix._flags_hi], bytes(msix.mem[t0 : t0 + msix.table_size]),  # noqa: SLF001
+                tuple(getattr(msix.wires, "_fds", ())), *per)
+
+    def _cursors_kept(self) -> bool:
+        """Python's cursors of every armed channel are still C's (no Python code answered
+        on it since the sync at the start of the step)."""
+        chans = self.chans
+        for idx, (ch, _, _, _) in self._armed.items():
+            c = chans[idx]
+            if ch.x2i_head != c.x2i_head or ch.i2x_tail != c.i2x_tail:
+                return False
+        return True
 
 
 __all__ = ["DATAPATH_ENV", "MODES", "STAT_KEYS", "DataPath", "mode"]
