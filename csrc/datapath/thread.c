@@ -35,6 +35,7 @@ struct sess {
     uint32_t gen;         /* bumped per use of the slot: a stale epoll event is ignored */
     uint64_t polled_ns;   /* when its polling word was last seen nonzero, 0: not recently */
     uint64_t owed_ns;     /* since when a deferred notify is owed to it, 0: none */
+    uint64_t handed;      /* 1 + the tail it was handed to Python at, 0: not handed back */
 };
 
 struct xdp_dev {
@@ -220,6 +221,7 @@ static void serve(struct xdp_dev *d, int slot)
         consume(s->bell_fd);
         bump(s->kick_fd);
         d->stats->handbacks++;
+        s->handed = 1 + *tailp;
     } else if (round == ROUNDS) { /* the others' turn: ring ourselves */
         if (flag)
             __atomic_store_n(draining, 0, __ATOMIC_SEQ_CST);
@@ -255,8 +257,11 @@ static void spin(struct xdp_dev *d)
 #if defined(__x86_64__)
             __atomic_store_n(word(s->ctrl, XDNA_PROTO_CTRL_OFF_DRAINING), 1, __ATOMIC_SEQ_CST);
 #endif
+            uint64_t tail = *dword(s->ctrl, XDNA_PROTO_CTRL_OFF_TAIL);
+            if (s->handed == 1 + tail)
+                continue; /* handed to Python at this tail: its drain is on the way */
             if (__atomic_load_n(dword(s->ctrl, XDNA_PROTO_CTRL_OFF_HEAD), __ATOMIC_ACQUIRE) !=
-                *dword(s->ctrl, XDNA_PROTO_CTRL_OFF_TAIL)) {
+                tail) {
                 serve(d, i);
                 moved = 1;
             }
@@ -283,8 +288,9 @@ static void spin(struct xdp_dev *d)
             consume(s->bell_fd);
         }
 #endif
-        if (__atomic_load_n(dword(s->ctrl, XDNA_PROTO_CTRL_OFF_HEAD), __ATOMIC_ACQUIRE) !=
-            *dword(s->ctrl, XDNA_PROTO_CTRL_OFF_TAIL))
+        uint64_t tail = *dword(s->ctrl, XDNA_PROTO_CTRL_OFF_TAIL);
+        if (s->handed != 1 + tail &&
+            __atomic_load_n(dword(s->ctrl, XDNA_PROTO_CTRL_OFF_HEAD), __ATOMIC_ACQUIRE) != tail)
             serve(d, i);
     }
     pay(d, 0);
@@ -406,7 +412,7 @@ int xdp_sess_add(struct xdp_dev *d, uint8_t *ctrl, int bell_fd, int kick_fd, int
         s->bell_fd = bell_fd;
         s->kick_fd = kick_fd;
         s->notify_fd = notify_fd;
-        s->polled_ns = s->owed_ns = 0;
+        s->polled_ns = s->owed_ns = s->handed = 0;
         return i;
     }
     return -ENOSPC;
