@@ -464,3 +464,27 @@ def test_a_client_killed_while_the_thread_serves_it(xdna_emulator: Any, xdna_shi
     after = _status(xdna_emulator)
     assert after["stats"]["fast_jobs"] == before["fast_jobs"] + 1
     assert after["sessions"] == 2  # the driver and this status client: the killed are gone
+
+
+def test_a_step_arms_again_only_when_the_arming_inputs_changed() -> None:
+    """A step that changed nothing the arming reads leaves the channels armed as they were;
+    a new context (a mgmt message) arms afresh, its channel's doorbell included."""
+    t = ThreadedWorld()
+    try:
+        d = t.d
+        assert isinstance(d, ThreadedDriver) and d.dp is not None
+        t.ctx.submit([Cmd(NOP)])
+        t.drain()
+        armed = dict(d.dp._armed)  # noqa: SLF001
+        assert armed and d.dp.mask >> t.chan.index & 1
+        d.step()
+        assert not d.dp._rearmed and d.dp._armed == armed  # noqa: SLF001
+        ctx2 = t.another()
+        d.step()
+        assert d.dp._rearmed  # noqa: SLF001
+        assert d.dp.mask >> (1 + ctx2.id) & 1  # context i has channel 1 + i (jobs.md §1)
+        ctx2.submit([Cmd(NOP)])
+        t.drain()
+        assert len(t.replies) == 2 and d.stats["fast_jobs"] == 2 and not d.handbacks
+    finally:
+        t.d.stop()

@@ -92,6 +92,9 @@ class DataPath:
         #: the doorbells live now (bit i: channel i is armed for the thread)
         self.mask = 0
         self._fp: tuple | None = None  # what the last arming for the thread saw
+        #: during a step: the channels armed for the thread before it (C's flag cleared)
+        self._parked: dict[int, tuple[MailboxChannel, HwContext, Any, Any]] = {}
+        self._rearmed = False  # a channel was armed in this step (its tables may be new)
         for key in STAT_KEYS:
             stats.setdefault(key, 0)
         lay = fn.chip.mailbox
@@ -248,6 +251,7 @@ class DataPath:
         c.maps, c.nmaps = maps = self._map_table(ctx.pasid)
         c.armed = 1
         self._armed[idx] = (ch, ctx, chunks[1], maps[0])
+        self._rearmed = True
         return True
 
     def _set_static(self, c: Any, ch: MailboxChannel) -> None:
@@ -415,6 +419,12 @@ class DataPath:
         if self._tstats.batches:  # else the thread changed nothing since the last step
             self._fold()
             self._sync(keep=True)
+        # parked, not armed: the step runs as the synchronous path does (a channel is armed
+        # only from the state of the moment), and :meth:`leave` may arm them again as they are
+        for idx in self._armed:
+            self.chans[idx].armed = 0
+        self._parked, self._armed = self._armed, {}
+        self._rearmed = False
 
     def leave(self) -> bool:
         """A daemon step ends: arm the channels the thread may answer from the live state,
@@ -460,8 +470,13 @@ class DataPath:
         Python step). Returns whether :attr:`mask` changed."""
         fn = self.fn
         fp = self._fingerprint()
-        if self._armed and fp is not None and fp == self._fp and self._cursors_kept():
-            return False  # nothing the arming depends on changed: the channels stay armed
+        parked, self._parked = self._parked, {}
+        if (parked and not self._armed and not self._rearmed and fp is not None
+                and fp == self._fp and self._cursors_kept(parked)):
+            for idx in parked:  # nothing the arming depends on changed: armed as they were
+                self.chans[idx].armed = 1
+            self._armed = parked
+            return False
         self._sync()
         self._fp = fp
         mask = 0
@@ -511,11 +526,11 @@ class DataPath:
                 fn.config.data[msix._flags_hi], bytes(msix.mem[t0 : t0 + msix.table_size]),  # noqa: SLF001
                 tuple(getattr(msix.wires, "_fds", ())), *per)
 
-    def _cursors_kept(self) -> bool:
-        """Python's cursors of every armed channel are still C's (no Python code answered
+    def _cursors_kept(self, parked: dict[int, tuple[MailboxChannel, HwContext, Any, Any]]) -> bool:
+        """Python's cursors of every parked channel are still C's (no Python code answered
         on it since the sync at the start of the step)."""
         chans = self.chans
-        for idx, (ch, _, _, _) in self._armed.items():
+        for idx, (ch, _, _, _) in parked.items():
             c = chans[idx]
             if ch.x2i_head != c.x2i_head or ch.i2x_tail != c.i2x_tail:
                 return False
