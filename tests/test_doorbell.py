@@ -488,3 +488,28 @@ def test_a_step_arms_again_only_when_the_arming_inputs_changed() -> None:
         assert len(t.replies) == 2 and d.stats["fast_jobs"] == 2 and not d.handbacks
     finally:
         t.d.stop()
+
+
+@pytest.mark.parametrize("xdna_datapath", ["c"])
+def test_daemon_thread_answers_a_polled_contexts_jobs(xdna_emulator: Any, xdna_shim: Any) -> None:
+    """A TURBO context polls its ring and has no interrupt eventfd: the thread answers its
+    jobs all the same (setting the vector's PBA bit, as the MSI-X model does), and the
+    Python loop is never handed one."""
+    from xdna_emu.shim import ErtState
+
+    shim = xdna_shim
+    shim.set_power_mode("turbo")
+    ctx = shim.hwctx_create()
+    assert shim.hwctx_info(ctx)["polled"]
+    job = _nop_job(shim)
+    assert job.run(ctx) == ErtState.COMPLETED
+    before = _status(xdna_emulator)
+    for _ in range(20):
+        assert job.run(ctx) == ErtState.COMPLETED
+    after = _status(xdna_emulator)
+    b, a = before["stats"], after["stats"]
+    assert a["fast_jobs"] - b["fast_jobs"] == 20 and a["fast_thread"] > b["fast_thread"]
+    assert a["fast_handbacks"] == b["fast_handbacks"]
+    assert after["msix"]["pended"] > before["msix"]["pended"]
+    assert after["device"]["counters"]["jobs_completed"] - \
+        before["device"]["counters"]["jobs_completed"] == 20
