@@ -49,6 +49,7 @@ struct xdp_dev {
     /* spin-then-block (docs/spec/protocol.md "Spin, then block"), the daemon's constants */
     uint64_t spin_ns, recent_ns, defer_ns;
     int spinning;         /* in spin(): logs keep draining set, polling sessions' notifies wait */
+    uint32_t want;        /* Python threads waiting for the lock: the spin lets them in first */
     struct sess sess[MAX_SESS];
 };
 
@@ -274,6 +275,8 @@ static void spin(struct xdp_dev *d)
             break;
         pthread_mutex_unlock(&d->lock);
         sched_yield();
+        while (__atomic_load_n(&d->want, __ATOMIC_ACQUIRE)) /* a Python step goes first */
+            sched_yield();
         pthread_mutex_lock(&d->lock);
     }
     d->spinning = 0;
@@ -394,7 +397,12 @@ void xdp_dev_free(struct xdp_dev *d)
     free(d);
 }
 
-void xdp_lock(struct xdp_dev *d) { pthread_mutex_lock(&d->lock); }
+void xdp_lock(struct xdp_dev *d)
+{
+    __atomic_add_fetch(&d->want, 1, __ATOMIC_ACQ_REL);
+    pthread_mutex_lock(&d->lock);
+    __atomic_sub_fetch(&d->want, 1, __ATOMIC_ACQ_REL);
+}
 void xdp_unlock(struct xdp_dev *d) { pthread_mutex_unlock(&d->lock); }
 
 int xdp_sess_add(struct xdp_dev *d, uint8_t *ctrl, int bell_fd, int kick_fd, int notify_fd)
