@@ -130,7 +130,7 @@ struct xdna_shim_ctx *xdna_shim_open(const char *socket_path, int timeout_ms)
         xdna_set_tls_error(ENOMEM, "out of memory");
         return NULL;
     }
-    ctx->sock = ctx->kick_fd = ctx->notify_fd = -1;
+    ctx->sock = ctx->kick_fd = ctx->notify_fd = ctx->bell_fd = -1;
     ctx->fw.fd = ctx->async_buf.fd = ctx->cert.fd = ctx->work_buf.fd = -1;
     if (xdna_drv_state_init(ctx) < 0)
         goto free_ctx;

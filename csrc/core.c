@@ -196,6 +196,21 @@ int xdna_wr_trap_lazy(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t v
     return log_append(ctx, loc, val, false);
 }
 
+/* The eventfd that kicks a logged write of loc: the doorbell eventfd for a live doorbell
+ * register, whose write the daemon's C thread answers, else the kick eventfd that wakes the
+ * daemon's Python loop (docs/spec/protocol.md "Doorbells"). */
+static int kick_for(struct xdna_shim_ctx *ctx, struct xdna_loc loc)
+{
+    if (!ctx->bell_count || loc.bar != ctx->bell_bar || loc.off < ctx->bell_base)
+        return ctx->kick_fd;
+    uint32_t rel = loc.off - ctx->bell_base, i = rel / ctx->bell_stride;
+    if (rel % ctx->bell_stride || i >= ctx->bell_count)
+        return ctx->kick_fd;
+    uint32_t live = __atomic_load_n((const uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_DOORBELL_MASK),
+                                    __ATOMIC_RELAXED);
+    return live >> i & 1 ? ctx->bell_fd : ctx->kick_fd;
+}
+
 static int log_append(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val, bool kick)
 {
     if (!xdna_loc_ok(ctx, loc, 4))
@@ -247,7 +262,7 @@ static int log_append(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t v
         return 0;
     }
     uint64_t one = 1;
-    if (write(ctx->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+    if (write(kick_for(ctx, loc), &one, sizeof(one)) < 0 && errno != EAGAIN)
         return xdna_fail(ctx, errno, "write log kick: %s", strerror(errno));
     return 0;
 }

@@ -297,17 +297,18 @@ static int attach_write_log(struct xdna_shim_ctx *ctx, uint16_t id)
 {
     struct xdna_proto_write_log_info wl;
     size_t len = sizeof(wl);
-    int fds[3] = {-1, -1, -1};
-    unsigned nfd = 3;
+    int fds[4] = {-1, -1, -1, -1};
+    unsigned nfd = 4;
     if (xdna_ctl_recv(ctx, XDNA_PROTO_CMD_ATTACH_WRITE_LOG, id, &wl, &len, sizeof(wl), fds,
                       &nfd) < 0)
         return -1;
-    if (nfd != 3) {
-        xdna_fail(ctx, EPROTO, "ATTACH_WRITE_LOG: %u fds, expected 3", nfd);
+    if (nfd != 3 && nfd != 4) { /* 4 from protocol 1.2 on: the doorbell eventfd */
+        xdna_fail(ctx, EPROTO, "ATTACH_WRITE_LOG: %u fds, expected 3 or 4", nfd);
         goto close_fds;
     }
-    ctx->kick_fd = fds[1]; /* the context owns these two now (released with it) */
+    ctx->kick_fd = fds[1]; /* the context owns these now (released with it) */
     ctx->notify_fd = fds[2];
+    ctx->bell_fd = fds[3];
     nfd = 1;               /* left to close: the ctrl page's fd */
     if (!fd_holds(fds[0], XDNA_PROTO_CTRL_SIZE)) {
         xdna_fail(ctx, EPROTO, "write log: ctrl page fd is smaller than %u bytes",
@@ -333,6 +334,14 @@ static int attach_write_log(struct xdna_shim_ctx *ctx, uint16_t id)
     ctx->resets_seen = __atomic_load_n(&w[XDNA_PROTO_CTRL_OFF_RESETS / 4], __ATOMIC_ACQUIRE);
     ctx->boots_seen = __atomic_load_n(&w[XDNA_PROTO_CTRL_OFF_FW_BOOTS / 4], __ATOMIC_ACQUIRE);
     ctx->stops_seen = __atomic_load_n(&w[XDNA_PROTO_CTRL_OFF_DRV_STOPS / 4], __ATOMIC_ACQUIRE);
+    if (ctx->bell_fd >= 0) { /* fixed from attach on (docs/spec/protocol.md "Doorbells") */
+        ctx->bell_bar = w[XDNA_PROTO_CTRL_OFF_DOORBELL_BAR / 4];
+        ctx->bell_base = w[XDNA_PROTO_CTRL_OFF_DOORBELL_BASE / 4];
+        ctx->bell_stride = w[XDNA_PROTO_CTRL_OFF_DOORBELL_STRIDE / 4];
+        ctx->bell_count = w[XDNA_PROTO_CTRL_OFF_DOORBELL_COUNT / 4];
+        if (ctx->bell_count > XDNA_PROTO_CTRL_DOORBELLS_MAX || !ctx->bell_stride)
+            ctx->bell_count = 0;
+    }
     return 0;
 
 close_fds:
@@ -583,6 +592,8 @@ void xdna_pci_release(struct xdna_shim_ctx *ctx)
         close(ctx->kick_fd);
     if (ctx->notify_fd >= 0)
         close(ctx->notify_fd);
+    if (ctx->bell_fd >= 0)
+        close(ctx->bell_fd);
     if (ctx->sock >= 0)
         close(ctx->sock);
 }

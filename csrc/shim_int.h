@@ -207,7 +207,11 @@ struct xdna_shim_ctx {
     /* write log */
     volatile uint8_t *ctrl;
     int kick_fd, notify_fd;
+    int bell_fd;          /* -1: the daemon gave none (protocol minor < 2): every write kicks */
     uint32_t log_entries;
+    /* the doorbell registers the daemon published at attach (docs/spec/protocol.md
+     * "Doorbells"); which of them are live is read from the ctrl page at each write */
+    uint32_t bell_bar, bell_base, bell_stride, bell_count;
 
     /* MSI-X */
     unsigned msix_cap;

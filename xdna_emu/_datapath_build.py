@@ -16,7 +16,7 @@ from cffi import FFI
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 HEADER = CSRC / "datapath" / "datapath.h"
-SOURCES = ("datapath/datapath.c",)
+SOURCES = ("datapath/datapath.c", "datapath/thread.c")
 
 
 def _generate() -> None:
@@ -41,7 +41,8 @@ ffibuilder.set_source(
     sources=[str((CSRC / s).relative_to(ROOT)) for s in SOURCES],
     include_dirs=[str(CSRC)],
     extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra",
-                        "-Werror=implicit-function-declaration"],
+                        "-Werror=implicit-function-declaration", "-pthread"],
+    extra_link_args=["-pthread"],
 )  # fmt: skip
 
 if __name__ == "__main__":

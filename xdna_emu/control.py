@@ -110,7 +110,9 @@ class ControlClient:
 
     def attach_write_log(self) -> None:
         _, fds = self.call(P.Cmd.ATTACH_WRITE_LOG)
-        ctrl_fd, self.kick_fd, self.notify_fd = fds
+        ctrl_fd, self.kick_fd, self.notify_fd, *bell = fds
+        for fd in bell:  # the doorbell eventfd (protocol 1.2): this client kicks every write
+            os.close(fd)
         self.ctrl = mmap.mmap(ctrl_fd, P.CTRL_SIZE)
         os.close(ctrl_fd)
 

@@ -246,6 +246,11 @@ class Connection:
         self.pm_base = 0
         self.kick_fd = -1
         self.notify_fd = -1
+        #: the protocol minor VERSION agreed on; from DOORBELL_MINOR on the session gets a
+        #: doorbell eventfd, served by the C job path's thread (docs/spec/protocol.md)
+        self.minor = 0
+        self.bell_fd = -1
+        self.bell_slot = -1  # its slot in the doorbell thread, -1: not served there
         #: when one of its threads was last seen spinning on a ring (the polling word)
         self.polled_ns = 0
         #: since when a notify is owed to it, 0 for none (deferred while it polls: see
@@ -274,7 +279,14 @@ class Connection:
         self.kick_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.daemon.sel.register(self.kick_fd, selectors.EVENT_READ, ("kick", self))
-        return [self.ctrl_fd, self.kick_fd, self.notify_fd]
+        if self.minor < P.DOORBELL_MINOR:
+            return [self.ctrl_fd, self.kick_fd, self.notify_fd]
+        self.bell_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        dp = self.daemon.datapath
+        if dp is not None and dp.running:  # the doorbells, and which are live now
+            struct.pack_into("<5I", self.ctrl, P.CTRL_OFF_DOORBELL_BAR, *dp.doorbells, dp.mask)
+            self.bell_slot = dp.session_add(self.ctrl, self.bell_fd, self.kick_fd, self.notify_fd)
+        return [self.ctrl_fd, self.kick_fd, self.notify_fd, self.bell_fd]
 
     def drain_write_log(self) -> bool:
         """Apply every logged write in order until the log stays empty (entries the client
@@ -344,12 +356,17 @@ class Connection:
             if fd >= 0:
                 with contextlib.suppress(KeyError, ValueError):
                     sel.unregister(fd)
+        if self.bell_slot >= 0:  # out of the thread's hands before its page and fds go
+            dp = self.daemon.datapath
+            assert dp is not None
+            dp.session_remove(self.bell_slot)
+            self.bell_slot = -1
         if self.ctrl is not None:
             struct.pack_into("<I", self.ctrl, P.CTRL_OFF_ALIVE, 0)
             with contextlib.suppress(OSError):
                 os.eventfd_write(self.notify_fd, 1)
             self.ctrl.close()
-        for fd in (self.ctrl_fd, self.kick_fd, self.notify_fd, *self.fds):
+        for fd in (self.ctrl_fd, self.kick_fd, self.notify_fd, self.bell_fd, *self.fds):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -667,7 +684,10 @@ class Daemon:
                 raise DaemonError(f"process {exit_with_pid} is already gone") from None
             self.sel.register(pidfd, selectors.EVENT_READ, ("parent", None))
         self.running = True
+        dp = self.datapath
         try:
+            if dp is not None:  # the doorbell thread: only a daemon that runs for real
+                dp.start(self._vector_slot, (SPIN_NS, POLL_RECENT_NS, NOTIFY_DEFER_NS))
             rec = self.announce()
             if on_ready:
                 on_ready(rec)
@@ -683,7 +703,20 @@ class Daemon:
             if pidfd >= 0:
                 self.sel.unregister(pidfd)
                 os.close(pidfd)
+            if dp is not None:
+                dp.stop()  # before the sessions' pages and fds go
             self.cleanup()
+
+    def _vector_slot(self, vector: int) -> int:
+        """The doorbell-thread slot of the session that owns ``vector``, -1 for none."""
+        owner = self.vector_owner.get(vector)
+        return owner.bell_slot if owner is not None else -1
+
+    def _publish_doorbells(self, mask: int) -> None:
+        """The live doorbells changed: every session that has them sees it."""
+        for s in self.sessions.values():
+            if s.bell_fd >= 0 and s.ctrl is not None and not s.closed:
+                _U32.pack_into(s.ctrl, P.CTRL_OFF_DOORBELL_MASK, mask)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.running = False
@@ -710,7 +743,6 @@ class Daemon:
         return timeout
 
     def _step(self, timeout: float | None) -> None:
-        progressed = False
         self.wires.fired.clear()
         for d in self.vfs:  # a PF serves its VFs on this loop (aie4.md §10)
             d.wires.fired.clear()
@@ -720,6 +752,27 @@ class Daemon:
         if self._owed and timeout != 0:  # never sleep owing a notify
             self._pay_notifies(0)
         events = self.sel.select(timeout)
+        dp = self.datapath
+        if dp is not None and dp.running:  # the whole step holds the device lock
+            dp.enter()
+            try:
+                polling = self._serve(events, spun)
+            finally:
+                if dp.leave():
+                    self._publish_doorbells(dp.mask)
+            if polling is not None:  # the doorbell thread spins (it serves the logs)
+                self._pay_notifies(0)
+                self.polled_ns = 0
+        else:
+            polling = self._serve(events, spun)
+            if polling is not None:
+                self._spin(polling)
+
+    def _serve(self, events: list[tuple[selectors.SelectorKey, int]],
+               spun: list[Connection]) -> int | None:
+        """One step's work on the events select() found; the polling words to spin for
+        (None: no spin)."""
+        progressed = False
         kicked: list[Connection] = spun
         for key, _ in events:
             kind, sess = key.data
@@ -765,7 +818,8 @@ class Daemon:
                         self._owed += d._owed
                         d._owed = []
             if polling or self.polled_ns:
-                self._spin(polling)
+                return polling
+        return None
 
     def _work(self, kicked: list[Connection], progressed: bool) -> bool:
         """Every log that is ready and the timers that are due, answered with one interrupt
@@ -1009,6 +1063,7 @@ class Daemon:
         if major != P.PROTO_MAJOR:
             raise OSError(errno.EPROTONOSUPPORT, f"major {major} unsupported")
         sess.versioned = True
+        sess.minor = min(minor, P.PROTO_MINOR)
         caps = {"chip": self.chip.name, "bdf": self.bdf, "pasid": sess.pasid,
                 "max_msg_fds": P.MAX_MSG_FDS, "probed": self.probed}
         body = P.VERSION_HDR.pack(P.PROTO_MAJOR, min(minor, P.PROTO_MINOR))

@@ -13,8 +13,16 @@ Python stays authoritative: a channel is armed for one call only, from the Pytho
 PASID), and C's counts are added to the Python counters before anything else runs, so
 save/restore, resets, context destroy and suspend see the same state either way.
 
+In a daemon that runs for real, a C thread (csrc/datapath/thread.c) also answers them
+without waking the Python loop: the client rings a doorbell eventfd for the x2i tail of a
+channel armed for the thread, the thread drains that session's log under the device lock
+while it can, and hands the rest to Python through the kick eventfd. Python holds the lock
+for each of its steps (:meth:`DataPath.enter`/:meth:`DataPath.leave`): it takes the
+thread's counts and cursors back first and re-arms the channels from its live state last.
+
 ``XDNA_EMU_DATAPATH=python`` turns the C path off; ``c`` (the default) turns it on where
-the extension is built and the chip has AIE2 user channels.
+the extension is built and the chip has AIE2 user channels, with the thread; ``c-sync``
+keeps the C path inside the Python drain only (no thread), for comparison.
 """
 
 from __future__ import annotations
@@ -41,9 +49,12 @@ log = logging.getLogger(__name__)
 
 #: The environment variable that picks the job path: ``c`` (default) or ``python``.
 DATAPATH_ENV = "XDNA_EMU_DATAPATH"
-MODES = ("c", "python")
-#: The daemon's counters of this path (in ``xdna-emu status --json`` under ``stats``).
-STAT_KEYS = ("fast_jobs", "fast_cmds", "fast_chains", "fast_fallbacks", "fast_refused")
+MODES = ("c", "c-sync", "python")
+#: The daemon's counters of this path (in ``xdna-emu status --json`` under ``stats``):
+#: ``fast_thread`` counts the doorbell wake-ups the thread served, ``fast_handbacks`` the
+#: logs it handed to Python at an entry it could not take.
+STAT_KEYS = ("fast_jobs", "fast_cmds", "fast_chains", "fast_fallbacks", "fast_refused",
+             "fast_thread", "fast_handbacks")
 
 
 def mode() -> str:
@@ -61,17 +72,29 @@ class DataPath:
     def create(cls, fn: PciFunction, stats: dict[str, int]) -> DataPath | None:
         """The C path for ``fn``, or None where the Python path does it all (asked for by
         :data:`DATAPATH_ENV`, no AIE2 mailbox, or the extension is not built)."""
-        if mode() != "c" or fn.chip.mailbox is None:
+        if mode() == "python" or fn.chip.mailbox is None:
             return None
         try:  # the compiled extension, not a module of the layer graph (docs/architecture.md)
             _datapath = importlib.import_module(f"{__package__}._datapath")
         except ImportError:
             log.warning("the C job path is not built: jobs run in Python")
             return None
-        return cls(fn, stats, _datapath.ffi, _datapath.lib)
+        return cls(fn, stats, _datapath.ffi, _datapath.lib, threaded=mode() == "c")
 
-    def __init__(self, fn: PciFunction, stats: dict[str, int], ffi: Any, lib: Any) -> None:
+    def __init__(self, fn: PciFunction, stats: dict[str, int], ffi: Any, lib: Any,
+                 threaded: bool = False) -> None:
         self.fn, self.ffi, self.lib, self.stats = fn, ffi, lib, stats
+        #: may :meth:`start` run the doorbell thread (``XDNA_EMU_DATAPATH=c``)
+        self.threaded = threaded
+        self._dev: Any = None  # the C device (lock, thread, sessions) while the thread runs
+        self._tstats = ffi.new("struct xdp_tstats *")
+        self._owner: Callable[[int], int] = lambda vector: -1
+        #: the doorbells live now (bit i: channel i is armed for the thread)
+        self.mask = 0
+        self._fp: tuple | None = None  # what the last arming for the thread saw
+        #: during a step: the channels armed for the thread before it (C's flag cleared)
+        self._parked: dict[int, tuple[MailboxChannel, HwContext, Any, Any]] = {}
+        self._rearmed = False  # a channel was armed in this step (its tables may be new)
         for key in STAT_KEYS:
             stats.setdefault(key, 0)
         lay = fn.chip.mailbox
@@ -91,6 +114,7 @@ class DataPath:
             base = lay.chan_regs(idx)
             for off in (lay.X2I_TAIL, lay.I2X_HEAD):
                 self._by_reg[fn.chip.dev_to_bar(base + off)] = idx
+        self.doorbells = self._doorbell_table()
         #: per channel index: the channel object its static fields were set for
         self._static: list[MailboxChannel | None] = [None] * self.nchans
         #: per channel index while armed: (channel, context, its chunk and map tables); the
@@ -227,6 +251,7 @@ class DataPath:
         c.maps, c.nmaps = maps = self._map_table(ctx.pasid)
         c.armed = 1
         self._armed[idx] = (ch, ctx, chunks[1], maps[0])
+        self._rearmed = True
         return True
 
     def _set_static(self, c: Any, ch: MailboxChannel) -> None:
@@ -277,22 +302,33 @@ class DataPath:
         return table, len(keep)
 
     # -- syncing: C's counts -> Python state ------------------------------------------------------
-    def _sync(self) -> None:
-        """Give the armed channels' state back to Python and disarm them."""
+    def _sync(self, keep: bool = False) -> None:
+        """Give the armed channels' state back to Python and disarm them (with ``keep``,
+        they stay armed: C's cursors and Python's are equal after it)."""
         if not self._armed:
             return
-        if len(self._maps) > 256:  # evicted only here: no table is in C's hands after this
+        if len(self._maps) > 256 and not keep:  # evicted only here: no table is in C's hands
             self._maps.clear()
         dev = self.fn.device
         engine, ctxfw = dev.mailbox, dev.ctx
         raised: list[tuple[int, int]] = []  # (C's number of the first reply, vector)
         for idx, (ch, ctx, _, _) in self._armed.items():
             c = self.chans[idx]
-            c.armed = 0
+            if not keep:
+                c.armed = 0
+            elif not (c.writes or c.jobs):
+                continue  # C did nothing with it: its state is Python's already
             ch.x2i_head, ch.i2x_tail = c.x2i_head, c.i2x_tail
             if c.writes:
                 dev.stats["writes"] += c.writes
                 c.writes = 0
+            if c.t_irqs:  # the thread's interrupts: delivered, lost or pending
+                msix = self.fn.msix.stats
+                dev.stats["irqs_raised"] += c.t_irqs
+                msix["delivered"] += c.t_delivered
+                msix["dropped"] += c.t_dropped
+                msix["pended"] += c.t_pended
+                c.t_irqs = c.t_delivered = c.t_dropped = c.t_pended = 0
             jobs = c.jobs
             if not jobs:
                 continue
@@ -312,16 +348,193 @@ class DataPath:
             self.stats["fast_chains"] += c.chains
             # the Python path raises the vector once per reply (each one counted); held
             # interrupts make that one delivery per batch either way (docs/spec/device.md §3)
-            dev.stats["irqs_raised"] += c.irqs - 1
-            raised.append((c.first, ch.vector))
+            if c.irqs:  # 0: the thread raised them (above)
+                dev.stats["irqs_raised"] += c.irqs - 1
+                raised.append((c.first, ch.vector))
             c.msgs_in = c.msgs_out = c.irqs = c.jobs = c.cmds = c.chains = c.slot_set = 0
             c.first = 0
-        self._armed.clear()
+        if not keep:
+            self._armed.clear()
         self._seq[0] = 0
         # in the order of the first replies, as the Python path raises them (it releases
         # held vectors in the order first raised), not in the order the channels were armed
         for _, vector in sorted(raised):
             engine.irq(vector)
+
+    # -- the doorbell thread (docs/spec/jobs.md §7 "The doorbell thread") ---------------------
+    def _doorbell_table(self) -> tuple[int, int, int, int]:
+        """(bar, offset of channel 0's, stride, count) of the channels' x2i tail registers,
+        the doorbells (docs/spec/protocol.md "Doorbells"); count 0 where they are not one
+        evenly spaced run in one BAR, or there are more than the mask has bits."""
+        lay = self.fn.chip.mailbox
+        assert lay is not None
+        regs = [self.fn.chip.dev_to_bar(lay.chan_regs(i) + lay.X2I_TAIL)
+                for i in range(self.nchans)]
+        bar, base = regs[0]
+        stride = regs[1][1] - base if len(regs) > 1 else 0
+        if (stride <= 0 or self.nchans > P.CTRL_DOORBELLS_MAX
+                or any(r != (bar, base + i * stride) for i, r in enumerate(regs))):
+            return (0, 0, 0, 0)
+        return (bar, base, stride, self.nchans)
+
+    @property
+    def running(self) -> bool:
+        """The doorbell thread serves this function (the daemon runs for real)."""
+        return self._dev is not None
+
+    def start(self, owner: Callable[[int], int], spin: tuple[int, int, int] = (0, 0, 0)) -> bool:
+        """Start the doorbell thread (a daemon's :meth:`run`; never in-process, whose replay
+        stays deterministic). ``owner`` maps a vector to its owner's session slot; ``spin``
+        is (spin, recently polled, notify deferral) in ns, the daemon's spin-then-block
+        constants (docs/spec/protocol.md "Spin, then block"), which the thread takes over."""
+        if not self.threaded or self._dev is not None or not self.doorbells[3]:
+            return False
+        dev = self.lib.xdp_dev_new(self.chans, self.nchans, self._tstats)
+        if dev == self.ffi.NULL:
+            log.warning("the doorbell thread could not be set up: jobs wake the Python loop")
+            return False
+        err = self.lib.xdp_dev_start(dev, *spin)
+        if err:
+            self.lib.xdp_dev_free(dev)
+            log.warning("the doorbell thread did not start (%s)", os.strerror(-err))
+            return False
+        self._owner = owner
+        self._dev = dev
+        return True
+
+    def stop(self) -> None:
+        """Stop and join the thread: every channel synced back, no session left in C."""
+        dev, self._dev = self._dev, None
+        if dev is None:
+            return
+        self.lib.xdp_dev_free(dev)
+        self._fold()
+        self._sync()
+        self.mask = 0
+
+    def enter(self) -> None:
+        """A daemon step begins: take the device lock (waiting while the thread drains; the
+        GIL is released meanwhile), then take the thread's cursors and counts back."""
+        self.lib.xdp_lock(self._dev)
+        if self._tstats.batches:  # else the thread changed nothing since the last step
+            self._fold()
+            self._sync(keep=True)
+        # parked, not armed: the step runs as the synchronous path does (a channel is armed
+        # only from the state of the moment), and :meth:`leave` may arm them again as they are
+        for idx in self._armed:
+            self.chans[idx].armed = 0
+        self._parked, self._armed = self._armed, {}
+        self._rearmed = False
+
+    def leave(self) -> bool:
+        """A daemon step ends: arm the channels the thread may answer from the live state,
+        then release the lock. True when the live doorbells changed (the daemon publishes
+        :attr:`mask`)."""
+        try:
+            return self._arm_thread()
+        finally:
+            self.lib.xdp_unlock(self._dev)
+
+    def session_add(self, ctrl: Any, bell_fd: int, kick_fd: int, notify_fd: int) -> int:
+        """Hand a session's log to the thread (the step's lock held); its slot, or -1."""
+        if self._dev is None:
+            return -1
+        slot = self.lib.xdp_sess_add(self._dev, self.ffi.cast("uint8_t *", self._address(ctrl)),
+                                     bell_fd, kick_fd, notify_fd)
+        if slot < 0:
+            log.warning("doorbell thread: session not added (%s)", os.strerror(-slot))
+            return -1
+        return slot
+
+    def session_remove(self, slot: int) -> None:
+        """Take a session's log from the thread (the step's lock held), before its ctrl page
+        is unmapped and its eventfds closed."""
+        if self._dev is not None and slot >= 0:
+            self.lib.xdp_sess_remove(self._dev, slot)
+
+    def _fold(self) -> None:
+        """The thread's own counters into the daemon's."""
+        t = self._tstats
+        if t.batches:
+            self.stats["fast_thread"] += t.batches
+            self.stats["fast_handbacks"] += t.handbacks
+            t.batches = t.handbacks = t.notifies = 0
+
+    def _arm_thread(self) -> bool:
+        """Arm each user channel whose messages the thread may answer now: those the Python
+        drain would arm (:meth:`_arm`), on a device no observer watches (they see interrupts
+        as the Python path raises them). Its vector's eventfd goes with it when the vector
+        is deliverable now (the MSI-X rule, docs/spec/device.md §3), else the thread sets
+        the vector's PBA bit as MsixController.raise_vector does, and Python delivers it
+        when the obstacle goes (every change of the table, MSI-X control or eventfds is a
+        Python step). Returns whether :attr:`mask` changed."""
+        fn = self.fn
+        fp = self._fingerprint()
+        parked, self._parked = self._parked, {}
+        if (parked and not self._armed and not self._rearmed and fp is not None
+                and fp == self._fp and self._cursors_kept(parked)):
+            for idx in parked:  # nothing the arming depends on changed: armed as they were
+                self.chans[idx].armed = 1
+            self._armed = parked
+            return False
+        self._sync()
+        self._fp = fp
+        mask = 0
+        if self._device_ok() and not fn.observers:
+            msix, engine = fn.msix, fn.device.mailbox
+            fd_of = getattr(msix.wires, "fd", None)
+            pba = msix.layout.pba_offset
+            for idx, ch in engine.channels.items():
+                if not 0 < idx < self.nchans or fd_of is None:
+                    continue
+                vec = ch.vector
+                if not 0 <= vec < msix.vectors or not self._arm(idx):
+                    continue
+                c = self.chans[idx]
+                fd = fd_of(vec) if msix._deliverable(vec) else None  # noqa: SLF001
+                c.irq_fd = -1 if fd is None else fd
+                c.owner = self._owner(vec)
+                c.pba = self.ffi.cast("uint8_t *", self._bars[msix.layout.bar] + pba + vec // 8)
+                c.pba_bit = 1 << (vec % 8)
+                mask |= 1 << idx
+        changed = mask != self.mask
+        self.mask = mask
+        return changed
+
+    def _fingerprint(self) -> tuple | None:
+        """Everything the thread's arming depends on, cheaply compared: the device's state
+        that :meth:`_device_ok` reads, the IOMMU generation, MSI-X control, table and
+        eventfds, and per channel its objects and what :meth:`_arm` checks (the cursors are
+        compared with C's apart, :meth:`_cursors_kept`). None: nothing to arm."""
+        fn = self.fn
+        dev = fn.device
+        fw, ctxfw, engine = dev.fw, dev.ctx, getattr(dev, "mailbox", None)
+        if fw is None or ctxfw is None or engine is None:
+            return None
+        st, msix = fw.state, fn.msix
+        ctxs = ctxfw.contexts
+        t0 = msix.layout.table_offset
+        per = []
+        for idx, ch in engine.channels.items():
+            ctx = ctxs.get(idx - 1)
+            per.append((ch, ch.ok, not ch.outq) if ctx is None else
+                       (ch, ch.ok, not ch.outq, ctx, ctx.chan, not ctx.queue, ctx.hung,
+                        len(ctx.cus), ctx.pasid, tuple(ctx.chunks)))
+        return (fw, ctxfw, engine, fw.protocol, fn._before, engine.interposer,  # noqa: SLF001
+                st.suspended, st.log, st.trace, fn.config.bus_master,
+                _mailbox.log.isEnabledFor(logging.DEBUG), fn.observers, fn.iommu.gen,
+                fn.config.data[msix._flags_hi], bytes(msix.mem[t0 : t0 + msix.table_size]),  # noqa: SLF001
+                tuple(getattr(msix.wires, "_fds", ())), *per)
+
+    def _cursors_kept(self, parked: dict[int, tuple[MailboxChannel, HwContext, Any, Any]]) -> bool:
+        """Python's cursors of every parked channel are still C's (no Python code answered
+        on it since the sync at the start of the step)."""
+        chans = self.chans
+        for idx, (ch, _, _, _) in parked.items():
+            c = chans[idx]
+            if ch.x2i_head != c.x2i_head or ch.i2x_tail != c.i2x_tail:
+                return False
+        return True
 
 
 __all__ = ["DATAPATH_ENV", "MODES", "STAT_KEYS", "DataPath", "mode"]

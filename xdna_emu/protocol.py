@@ -24,7 +24,7 @@ def _layout(name: str, s: Struct) -> struct.Struct:
 
 
 PROTO_MAJOR = 1
-PROTO_MINOR = 1
+PROTO_MINOR = 2  # 1.2: the doorbell eventfd and table (docs/spec/protocol.md, "Doorbells")
 MAX_MSG_SIZE = 1 << 20
 MAX_MSG_FDS = 8
 
@@ -145,6 +145,18 @@ CTRL_OFF_PM_ASK = 0x80  # u32, client stores: bumped each time a call of its fou
 CTRL_OFF_PM_ASKS = 0x84  # u32, daemon stores (driver's page): every client PM_ASK so far
 CTRL_OFF_PM_DOWN = 0x88  # u32, driver stores 1 while it holds the device suspended; copied to clients
 CTRL_OFF_DRV_STOPS = 0x8C  # u32, driver stores its stops so far; copied to clients (their contexts end)
+# Doorbells (protocol 1.2, docs/spec/protocol.md "Doorbells"): registers whose logged write
+# the client kicks through the doorbell eventfd instead of the kick eventfd; doorbell i is
+# BAR DOORBELL_BAR at DOORBELL_BASE + i * DOORBELL_STRIDE, for i < DOORBELL_COUNT (the
+# daemon stores these four once, at attach), and is live while bit i of DOORBELL_MASK is set
+CTRL_OFF_DOORBELL_BAR = 0x90  # u32
+CTRL_OFF_DOORBELL_BASE = 0x94  # u32, BAR offset of doorbell 0
+CTRL_OFF_DOORBELL_STRIDE = 0x98  # u32, bytes between doorbells
+CTRL_OFF_DOORBELL_COUNT = 0x9C  # u32, 0: none (the session's protocol minor is below 2)
+CTRL_OFF_DOORBELL_MASK = 0xA0  # u32, daemon stores: the live doorbells
+CTRL_DOORBELLS_MAX = 32  # the mask's bits
+#: ATTACH_WRITE_LOG's fds: ctrl page, kick, notify, and from minor 2 on the doorbell eventfd
+DOORBELL_MINOR = 2
 CTRL_OFF_ENTRY0 = 0xC0
 LOG_ENTRY = _layout("LOG_ENTRY", Struct("log_entry", _u32s("bar", "offset", "value", "rsvd")))
 LOG_ENTRIES = (CTRL_SIZE - CTRL_OFF_ENTRY0) // LOG_ENTRY.size

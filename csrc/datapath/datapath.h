@@ -62,7 +62,26 @@ struct xdp_chan {
     uint32_t first;              /* *seq at its first reply (0: none): Python raises the
                                     vectors of a batch in this order, the order the Python
                                     path first raises them (docs/spec/device.md §3) */
+    /* the doorbell thread's (thread.c): in, set by Python when it arms for the thread */
+    int32_t irq_fd;              /* the vector's eventfd; -1: not deliverable (masked, MSI-X
+                                    off or no eventfd), the raise sets its PBA bit */
+    int32_t owner;               /* session slot of the vector's owner, -1: none */
+    uint8_t *pba;                /* the PBA byte of the vector (docs/spec/device.md §3) */
+    uint32_t pba_bit;
+    /* out: the thread's interrupts since armed (Python adds and clears) */
+    uint32_t t_irqs;             /* replies that raised the vector (counted as Python does) */
+    uint32_t t_delivered, t_dropped, t_pended; /* per batch: eventfd writes made and failed,
+                                                  PBA bits set */
 };
+
+/* The doorbell thread's counters (Python adds and clears them under the lock). */
+struct xdp_tstats {
+    uint64_t batches;            /* doorbell wake-ups served */
+    uint64_t handbacks;          /* logs handed to Python at an entry the thread cannot take */
+    uint64_t notifies;           /* notify eventfd writes */
+};
+
+struct xdp_dev; /* the device lock, the thread, its sessions (thread.c) */
 
 /* Apply log entries [tail, head) of a ring of nentries 16-byte entries; returns the index
  * of the first entry not applied and sets *why (XDP_*), *chan (the armed channel the stop
@@ -73,6 +92,21 @@ struct xdp_chan {
 uint64_t xdp_drain(struct xdp_chan *chans, uint32_t nchans, const uint8_t *entries,
                    uint32_t nentries, uint64_t tail, uint64_t head, uint32_t *why,
                    int32_t *chan, uint32_t got[3], uint32_t *seq);
+
+/* The doorbell thread (docs/spec/jobs.md §7 "The doorbell thread"). Everything below but
+ * xdp_dev_new/xdp_dev_free and xdp_lock is called with the device lock held. */
+struct xdp_dev *xdp_dev_new(struct xdp_chan *chans, uint32_t nchans, struct xdp_tstats *stats);
+/* 0, or -errno. spin_ns 0: no spin; else while a session polls (its ctrl page's polling
+ * word nonzero now or within recent_ns) the thread watches the logs for spin_ns after the
+ * last one that moved, and defers a polling session's notify up to defer_ns. */
+int xdp_dev_start(struct xdp_dev *d, uint64_t spin_ns, uint64_t recent_ns, uint64_t defer_ns);
+void xdp_dev_free(struct xdp_dev *d);        /* stops and joins the thread (lock not held) */
+void xdp_lock(struct xdp_dev *d);
+void xdp_unlock(struct xdp_dev *d);
+/* A session's log: its ctrl page and eventfds (borrowed: the caller closes them only after
+ * xdp_sess_remove). Returns its slot, or -errno. */
+int xdp_sess_add(struct xdp_dev *d, uint8_t *ctrl, int bell_fd, int kick_fd, int notify_fd);
+void xdp_sess_remove(struct xdp_dev *d, int slot);
 /* CDEF-END */
 
 #endif

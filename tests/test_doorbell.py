@@ -1,0 +1,515 @@
+"""The doorbell thread of the daemon's C job path (docs/spec/jobs.md §7 "The doorbell thread").
+
+First in process, with the real thread: each case of ``test_datapath.py`` runs on a device
+whose logged ring writes go into a write log that the thread serves (a doorbell ring, the
+thread drains what it can and hands the rest back through the kick eventfd, Python applies
+the rest under the device lock, as the daemon's step does), and once on the Python path;
+replies and saved states must be equal. Then real daemons: the shim's jobs answered by the
+thread, counters exact, a masked vector, quiesce while jobs flow, a client killed while the
+thread serves it.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import mmap
+import os
+import select
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.test_datapath import CASES, NOP, LoggedDriver, World
+from xdna_emu import protocol as P
+from xdna_emu.irq import CallbackWires
+from xdna_emu.testing.pyctx import Cmd
+from xdna_emu.testing.pydriver import _RaisedLog
+
+_datapath = pytest.importorskip("xdna_emu._datapath")
+
+#: a generous bound for one thread round trip: a liveness guard, never a timing check
+LIVENESS_S = 10.0
+
+
+class FdWires(CallbackWires):
+    """Every vector wired to the callback (the Python path's raises) and to an eventfd of
+    its own (the thread's), as the daemon's EventfdWires give the thread one."""
+
+    def __init__(self, out: list[int], vectors: int) -> None:
+        super().__init__(out.append)
+        self.fds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(vectors)]
+
+    def fd(self, vec: int) -> int:
+        return self.fds[vec]
+
+    def take(self) -> list[int]:
+        """The vectors the thread raised since the last look, each as often as raised."""
+        got = []
+        for vec, fd in enumerate(self.fds):
+            try:
+                got += [vec] * os.eventfd_read(fd)
+            except BlockingIOError:
+                pass
+        return got
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+
+
+class ThreadedDriver(LoggedDriver):
+    """The reference driver whose logged writes the doorbell thread serves: :meth:`flush`
+    is one doorbell ring and whatever the thread hands back, applied as the daemon's step."""
+
+    def __init__(self) -> None:
+        super().__init__(True)
+        fn = self.fn
+        assert self.dp is not None
+        self.dp.threaded = True
+        # the thread raises vectors itself: no observer may watch them (jobs.md §7)
+        fn.observers = tuple(o for o in fn.observers if not isinstance(o, _RaisedLog))
+        self.wires = FdWires(self.td.delivered, fn.chip.msix.vectors)
+        fn.msix.wires = self.wires
+        self.ctrl = mmap.mmap(-1, P.CTRL_SIZE)
+        self.bell, self.kick, self.notify = (os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+                                             for _ in range(3))
+        self.head = 0
+        self.handbacks = 0
+        self.slot = -1
+
+    def start(self) -> None:
+        dp = self.dp
+        assert dp is not None and dp.start(lambda vec: self.slot)
+        dp.enter()
+        self.slot = dp.session_add(self.ctrl, self.bell, self.kick, self.notify)
+        dp.leave()
+        assert self.slot >= 0
+
+    def stop(self) -> None:
+        dp = self.dp
+        assert dp is not None
+        dp.enter()
+        dp.session_remove(self.slot)
+        dp.leave()
+        dp.stop()
+        for fd in (self.bell, self.kick, self.notify):
+            os.close(fd)
+        self.wires.close()
+        self.ctrl.close()
+
+    def step(self, work: Callable[[], None] = lambda: None) -> None:
+        """One daemon step: the lock, the sync, ``work``, the re-arm."""
+        dp = self.dp
+        assert dp is not None
+        dp.enter()
+        try:
+            work()
+        finally:
+            dp.leave()
+
+    def flush(self) -> None:
+        dp, ctrl = self.dp, self.ctrl
+        assert dp is not None
+        if not dp.running:
+            super().flush()
+            return
+        self.step()  # whatever the case changed since is armed from the live state
+        if not self.log:
+            return
+        for bar, off, val in self.log:
+            at = P.CTRL_OFF_ENTRY0 + (self.head % P.LOG_ENTRIES) * P.LOG_ENTRY.size
+            P.LOG_ENTRY.pack_into(ctrl, at, bar, off, val, 0)
+            self.head += 1
+        self.log = []
+        struct.pack_into("<Q", ctrl, P.CTRL_OFF_HEAD, self.head)
+        os.eventfd_write(self.bell, 1)
+        # the thread is done when the log is empty and it notified, or it handed back
+        while True:
+            r, _, _ = select.select([self.kick, self.notify], [], [], LIVENESS_S)
+            assert r, "the doorbell thread neither answered nor handed back"
+            if self.kick in r:
+                os.eventfd_read(self.kick)
+                self.handbacks += 1
+                break
+            os.eventfd_read(self.notify)
+            if struct.unpack_from("<Q", ctrl, P.CTRL_OFF_TAIL)[0] == self.head:
+                break
+        self.step(self._apply_rest)
+        self.td.delivered += self.wires.take()
+
+    def _apply_rest(self) -> None:
+        """The daemon's drain of what the thread handed back (Connection.drain_write_log)."""
+        dp, ctrl, fn = self.dp, self.ctrl, self.fn
+        assert dp is not None
+        tail = struct.unpack_from("<Q", ctrl, P.CTRL_OFF_TAIL)[0]
+        fn.hold_irqs()
+        try:
+            tail = dp.apply(ctrl, tail, self.head, fn.mmio_write, None)  # type: ignore[arg-type]
+            while tail < self.head:
+                at = P.CTRL_OFF_ENTRY0 + (tail % P.LOG_ENTRIES) * P.LOG_ENTRY.size
+                bar, off, val, _ = P.LOG_ENTRY.unpack_from(ctrl, at)
+                fn.mmio_write(bar, off, val, None)
+                tail += 1
+        finally:
+            fn.release_irqs()
+        struct.pack_into("<Q", ctrl, P.CTRL_OFF_TAIL, tail)
+
+
+class ThreadedWorld(World):
+    """test_datapath's world, its log served by the doorbell thread."""
+
+    def __init__(self) -> None:  # noqa: D107 - World's, with the threaded driver
+        real = LoggedDriver
+        import tests.test_datapath as td
+
+        td.LoggedDriver = lambda fast: ThreadedDriver()  # type: ignore[assignment,misc]
+        try:
+            super().__init__(True)
+        finally:
+            td.LoggedDriver = real  # type: ignore[misc]
+        assert isinstance(self.d, ThreadedDriver)
+        self.d.start()
+
+
+def _without(state: Any, *names: str) -> Any:
+    return dataclasses.replace(state, **{n: () for n in names})
+
+
+@pytest.mark.parametrize(("case", "kind"), CASES, ids=[c.__name__ for c, _ in CASES])
+def test_thread_and_python_paths_agree(case: Callable[[World], None], kind: str) -> None:
+    """Every C-path case: the thread's answers, then Python's for what it handed back, end
+    in the replies and state of the Python path."""
+    t = ThreadedWorld()
+    try:
+        case(t)
+        t_out = t.outcome()
+    finally:
+        t.d.stop()
+    p = World(False)
+    case(p)
+    p_out = p.outcome()
+    assert t_out[0] == p_out[0], "replies differ"
+    assert t_out[0], "the case got no reply at all"
+    st, d = t.d.stats, t.d
+    assert isinstance(d, ThreadedDriver)
+    if kind == "fast":  # the thread answered every job: one interrupt per batch each way
+        assert st["fast_jobs"] == len(t_out[0]) and st["fast_thread"] and not d.handbacks
+        assert collections.Counter(t_out[2]) == collections.Counter(p_out[2]), "interrupts differ"
+        assert t_out[3] == p_out[3], "saved states differ"
+    else:
+        # a hand-back splits a batch: the thread's part and Python's raise the vector once
+        # each, so MSI-X's delivery count may be one higher; everything else is equal
+        assert _without(t_out[3], "msix_stats") == _without(p_out[3], "msix_stats")
+    if kind == "fallback":
+        assert d.handbacks or st["fast_fallbacks"]
+
+
+def test_a_doorbell_entry_then_a_mgmt_entry_in_one_log() -> None:
+    """[job, mgmt-channel write, job] in one ring of the doorbell: the thread answers the
+    first job, hands the log back at the mgmt entry, Python applies it and the second job,
+    in order; every job answered once."""
+    t = ThreadedWorld()
+    p = World(False)
+    try:
+        for w in (t, p):
+            w.ctx.submit([Cmd(NOP)])
+            mgmt = w.d.device.mailbox.channels[0].i2x_head_reg  # its value again: no change
+            w.d.log.append((*w.d.chip.dev_to_bar(mgmt), w.d.fn.regs.read_dev(mgmt)))
+            w.ctx.submit([Cmd(NOP)])
+            w.drain()
+        d = t.d
+        assert isinstance(d, ThreadedDriver)
+        assert d.handbacks == 1 and t.d.stats["fast_handbacks"] == 1
+        t_out, p_out = t.outcome(), p.outcome()
+        assert len(t_out[0]) == 2 and t_out[0] == p_out[0]
+        assert t.d.stats["fast_jobs"] == 2  # C answered the second job too, inside Python's drain
+        assert _without(t_out[3], "msix_stats") == _without(p_out[3], "msix_stats")
+    finally:
+        t.d.stop()
+
+
+def test_a_masked_vector_pends_while_the_thread_answers() -> None:
+    """The thread answers a job whose vector is masked: it sets the vector's PBA bit (as
+    MsixController.raise_vector does) instead of writing its eventfd; the unmask, a Python
+    step, delivers it. The MSI-X counts end as on the Python path."""
+    t = ThreadedWorld()
+    p = World(False)
+    try:
+        for w in (t, p):
+            msix = w.d.fn.msix
+            vec = w.chan.vector
+            ctrl_off = msix._ctrl_off(vec)  # noqa: SLF001
+            fn, step = w.d.fn, w.d.step if isinstance(w.d, ThreadedDriver) else (lambda f: f())
+            step(functools.partial(fn.mmio_write, msix.layout.bar, ctrl_off, 1, None))  # masked
+            before = len(w.d.td.delivered)
+            w.ctx.submit([Cmd(NOP)])
+            w.d.flush()
+            assert msix.pending(vec) and len(w.d.td.delivered) == before
+            step(functools.partial(fn.mmio_write, msix.layout.bar, ctrl_off, 0, None))  # unmasked
+            assert not msix.pending(vec) and w.d.td.delivered[before:] == [vec]
+            w.drain()
+            assert len(w.replies) == 1
+        d = t.d
+        assert isinstance(d, ThreadedDriver) and d.dp is not None
+        assert not d.handbacks and d.stats["fast_thread"] and d.dp.mask >> t.chan.index & 1
+        assert t.outcome()[3] == p.outcome()[3]
+    finally:
+        t.d.stop()
+
+
+def test_counters_fold_exactly_and_a_removed_session_is_never_served() -> None:
+    """The thread's counts reach the Python counters at the next step; a session removed
+    from the thread is not served even when its doorbell still rings."""
+    t = ThreadedWorld()
+    p = World(False)
+    try:
+        for w in (t, p):
+            for _ in range(5):
+                w.ctx.submit([Cmd(NOP)])
+                w.drain()
+        d = t.d
+        assert isinstance(d, ThreadedDriver) and d.dp is not None
+        assert d.stats["fast_jobs"] == 5 and d.stats["fast_thread"] >= 5
+        ts, ps = t.d.fn.save(), p.d.fn.save()
+        assert ts.stats == ps.stats and ts.device == ps.device
+        d.step(lambda: d.dp.session_remove(d.slot))  # type: ignore[union-attr]
+        t.ctx.submit([Cmd(NOP)])
+        for bar, off, val in d.log:  # into the log, and ring: nobody may answer
+            at = P.CTRL_OFF_ENTRY0 + (d.head % P.LOG_ENTRIES) * P.LOG_ENTRY.size
+            P.LOG_ENTRY.pack_into(d.ctrl, at, bar, off, val, 0)
+            d.head += 1
+        d.log = []
+        struct.pack_into("<Q", d.ctrl, P.CTRL_OFF_HEAD, d.head)
+        os.eventfd_write(d.bell, 1)
+        d.step()  # the lock once more: a thread that took the ring has finished with it
+        assert struct.unpack_from("<Q", d.ctrl, P.CTRL_OFF_TAIL)[0] < d.head
+        d.slot = d.dp.session_add(d.ctrl, d.bell, d.kick, d.notify)  # for stop()
+    finally:
+        t.d.stop()
+
+
+# -- real daemons ----------------------------------------------------------------------------
+def _status(emu: Any) -> dict[str, Any]:
+    from xdna_emu.control import ControlClient
+
+    with ControlClient(emu.socket) as cc:
+        cc.version()
+        return cc.status()
+
+
+def _nop_jobs(emu: Any, fw: Any, n: int) -> dict[str, Any]:
+    """``n`` nop jobs and a chain on a fresh context of a new driver session; the daemon's
+    status while the session is still open."""
+    from xdna_emu.runtime import Device
+
+    with Device.open(emu.socket, firmware_path=fw) as dev:
+        ctx = dev.context()
+        cmds = [ctx.command("nop") for _ in range(3)]
+        for i in range(n):
+            ctx.submit(cmds[i % 3]).wait(5)
+        ctx.chain(cmds).wait(5)
+        return _status(emu)
+
+
+@pytest.mark.parametrize("xdna_datapath", ["c"])
+def test_daemon_thread_counts_match_the_python_path(xdna_emulator_factory: Any,
+                                                   xdna_firmware_dir: Any) -> None:
+    """The same jobs on a threaded daemon and a Python one: every device counter, channel
+    count and MSI-X count in the status is the same; the thread answered the jobs."""
+    from xdna_emu.datapath import DATAPATH_ENV
+
+    got = {}
+    for path in ("c", "python"):
+        emu = xdna_emulator_factory(env={DATAPATH_ENV: path})
+        got[path] = _nop_jobs(emu, xdna_firmware_dir, 20)
+    c, py = got["c"], got["python"]
+    assert c["stats"]["fast_jobs"] == 21 and c["stats"]["fast_thread"] >= 20
+    assert c["device"]["counters"] == py["device"]["counters"]
+    assert c["device"]["counters"]["jobs_completed"] == 21
+    # deliveries are one per batch, and where a batch ends depends on who was faster:
+    # the counts of what was raised (above) are exact, deliveries only bounded
+    assert c["msix"]["delivered"] >= 21 and not c["msix"]["dropped"] and not c["msix"]["pended"]
+
+    def chans(st: dict[str, Any]) -> list[Any]:
+        return [(ch["index"], ch["msgs_in"], ch["msgs_out"]) for ch in st["device"]["channels"]]
+
+    assert chans(c) == chans(py) and len(chans(c)) == 2
+    ctxs = [(x["submitted"], x["completed"]) for x in c["device"]["contexts"]]
+    assert ctxs == [(21, 21)]
+
+
+def _nop_job(shim: Any) -> Any:
+    from tests.test_hwctx_e2e import Job
+    from xdna_emu import kernels as K
+
+    return Job(shim, K.Desc(K.Kernel.NOP))
+
+
+@pytest.mark.parametrize("xdna_datapath", ["c"])
+def test_daemon_quiesces_the_thread_while_jobs_flow(xdna_emulator: Any, xdna_shim: Any) -> None:
+    """Jobs flow on one context (answered by the thread) while the driver creates and
+    destroys other contexts, changes and reads the power state and asks for the status
+    (each a Python step that takes the device lock, syncs and re-arms): every job
+    completes and the counts are exact. Suspend and resume between flows, then a function
+    reset under flowing jobs: the daemon serves on, the thread answers the next jobs."""
+    import threading
+
+    from xdna_emu.shim import ErtState, Shim, ShimError
+
+    shim = xdna_shim
+    ctx = shim.hwctx_create()
+    job = _nop_job(shim)
+    done: list[ErtState] = []
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def flow() -> None:
+        try:
+            while not stop.is_set():
+                done.append(job.run(ctx))
+        except ShimError as exc:  # only the reset may end a job
+            errors.append(exc)
+
+    def flowing(work: Callable[[], None]) -> None:
+        stop.clear()
+        t = threading.Thread(target=flow)
+        t.start()
+        try:
+            work()
+        finally:
+            stop.set()
+            t.join()
+
+    def churn() -> None:
+        for level in ("low", "default", "high", "default"):
+            other = shim.hwctx_create()
+            shim.hwctx_destroy(other)
+            shim.set_power_mode(level)
+            assert shim.power()["mode"] == level
+            assert _status(xdna_emulator)["stats"]["fast_thread"] > 0
+
+    jobs0 = _status(xdna_emulator)["device"]["counters"]["jobs_completed"]
+    flowing(churn)
+    shim.suspend()
+    shim.resume()
+    flowing(churn)
+    assert not errors and done and set(done) == {ErtState.COMPLETED}
+    st = _status(xdna_emulator)
+    assert st["device"]["counters"]["jobs_completed"] == jobs0 + len(done)
+    mine = st["device"]["contexts"]
+    assert len(mine) == 1 and mine[0]["submitted"] == mine[0]["completed"]
+    assert st["stats"]["fast_jobs"] >= len(done) - 2  # at most a job per resume on Python
+    def reset() -> None:  # DEVICE_RESET from another session (docs/spec/protocol.md)
+        from xdna_emu.control import ControlClient
+
+        with ControlClient(xdna_emulator.socket) as cc:
+            cc.version()
+            cc.call(P.Cmd.DEVICE_RESET)
+
+    flowing(reset)  # the jobs end with an error or not; the daemon goes on
+    shim.close()
+    before = _status(xdna_emulator)["stats"]["fast_jobs"]
+    with Shim.open(xdna_emulator.socket) as again:
+        again.probe()
+        ctx = again.hwctx_create()
+        assert _nop_job(again).run(ctx) == ErtState.COMPLETED
+        assert _status(xdna_emulator)["stats"]["fast_jobs"] == before + 1
+
+
+_CLIENT = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from tests.test_doorbell import _nop_job
+from xdna_emu.shim import Shim
+s = Shim.open(sys.argv[1])
+s.attach()
+ctx = s.hwctx_create()
+job = _nop_job(s)
+job.run(ctx)
+print("go", flush=True)
+while True:
+    job.run(ctx)
+"""
+
+
+@pytest.mark.parametrize("xdna_datapath", ["c"])
+def test_a_client_killed_while_the_thread_serves_it(xdna_emulator: Any, xdna_shim: Any) -> None:
+    """A client process running jobs as fast as the thread answers them is killed, three
+    times: the daemon drops each session (its log leaves the thread under the lock before
+    its page and eventfds go) and serves the driver's jobs on, through the thread."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from xdna_emu.shim import ErtState
+
+    root = str(Path(__file__).resolve().parent.parent)
+    xdna_shim.set_autosuspend_ms(0)  # the driver keeps the device awake for the clients
+    ctx = xdna_shim.hwctx_create()
+    for _ in range(3):
+        p = subprocess.Popen([sys.executable, "-c", _CLIENT, str(xdna_emulator.socket), root],
+                             stdout=subprocess.PIPE, text=True)
+        try:
+            assert p.stdout is not None and p.stdout.readline().strip() == "go"
+        finally:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+    before = _status(xdna_emulator)["stats"]
+    assert _nop_job(xdna_shim).run(ctx) == ErtState.COMPLETED
+    after = _status(xdna_emulator)
+    assert after["stats"]["fast_jobs"] == before["fast_jobs"] + 1
+    assert after["sessions"] == 2  # the driver and this status client: the killed are gone
+
+
+def test_a_step_arms_again_only_when_the_arming_inputs_changed() -> None:
+    """A step that changed nothing the arming reads leaves the channels armed as they were;
+    a new context (a mgmt message) arms afresh, its channel's doorbell included."""
+    t = ThreadedWorld()
+    try:
+        d = t.d
+        assert isinstance(d, ThreadedDriver) and d.dp is not None
+        t.ctx.submit([Cmd(NOP)])
+        t.drain()
+        armed = dict(d.dp._armed)  # noqa: SLF001
+        assert armed and d.dp.mask >> t.chan.index & 1
+        d.step()
+        assert not d.dp._rearmed and d.dp._armed == armed  # noqa: SLF001
+        ctx2 = t.another()
+        d.step()
+        assert d.dp._rearmed  # noqa: SLF001
+        assert d.dp.mask >> (1 + ctx2.id) & 1  # context i has channel 1 + i (jobs.md §1)
+        ctx2.submit([Cmd(NOP)])
+        t.drain()
+        assert len(t.replies) == 2 and d.stats["fast_jobs"] == 2 and not d.handbacks
+    finally:
+        t.d.stop()
+
+
+@pytest.mark.parametrize("xdna_datapath", ["c"])
+def test_daemon_thread_answers_a_polled_contexts_jobs(xdna_emulator: Any, xdna_shim: Any) -> None:
+    """A TURBO context polls its ring and has no interrupt eventfd: the thread answers its
+    jobs all the same (setting the vector's PBA bit, as the MSI-X model does), and the
+    Python loop is never handed one."""
+    from xdna_emu.shim import ErtState
+
+    shim = xdna_shim
+    shim.set_power_mode("turbo")
+    ctx = shim.hwctx_create()
+    assert shim.hwctx_info(ctx)["polled"]
+    job = _nop_job(shim)
+    assert job.run(ctx) == ErtState.COMPLETED
+    before = _status(xdna_emulator)
+    for _ in range(20):
+        assert job.run(ctx) == ErtState.COMPLETED
+    after = _status(xdna_emulator)
+    b, a = before["stats"], after["stats"]
+    assert a["fast_jobs"] - b["fast_jobs"] == 20 and a["fast_thread"] > b["fast_thread"]
+    assert a["fast_handbacks"] == b["fast_handbacks"]
+    assert after["msix"]["pended"] > before["msix"]["pended"]
+    assert after["device"]["counters"]["jobs_completed"] - \
+        before["device"]["counters"]["jobs_completed"] == 20
