@@ -10,6 +10,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -82,28 +83,42 @@ def test_daemon_killed_under_a_shim_gives_an_error_not_a_hang(xdna_emulator,
         shim.close()
 
 
-def test_killed_during_probe_returns_within_the_deadline(xdna_emulator,
-                                                         xdna_firmware_dir: Path) -> None:
-    """SIGKILL the daemon while a probe is in flight (it is frozen first, so the probe is
-    certainly waiting on it): the shim notices the hang-up and returns an error."""
-    shim = Shim.open(xdna_emulator.socket)
+def _probe_in_thread(shim: Shim, fw_dir: Path, meanwhile: Callable[[], None]) -> BaseException | None:
+    """Run ``shim.probe`` in a thread while ``meanwhile`` runs here; what the probe raised.
+    The join is only a guard against hanging the suite (:data:`HANG_GUARD_S`)."""
     result: dict[str, BaseException | None] = {}
 
     def probe() -> None:
         try:
-            shim.probe(xdna_firmware_dir)
+            shim.probe(fw_dir)
             result["exc"] = None
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001 - returned to the test
             result["exc"] = e
 
-    os.kill(xdna_emulator.pid, signal.SIGSTOP)
     t = threading.Thread(target=probe)
     t.start()
-    time.sleep(0.2)  # let the probe block on the frozen device; not a protocol sleep
-    os.kill(xdna_emulator.pid, signal.SIGKILL)
+    meanwhile()
     t.join(HANG_GUARD_S)
-    assert not t.is_alive(), "the shim hung after the daemon died"
-    assert isinstance(result["exc"], ShimError)
+    assert not t.is_alive(), "the shim hung"
+    return result["exc"]
+
+
+def test_killed_during_probe_returns_within_the_deadline(xdna_emulator,
+                                                         xdna_firmware_dir: Path) -> None:
+    """SIGKILL the daemon while a probe is in flight (it is frozen first, so the probe is
+    certainly waiting on it): the shim notices the hang-up and returns an error. Its deadlines
+    are long, so only the hang-up ends the probe with EPIPE (a timeout would be ETIME)."""
+    shim = Shim.open(xdna_emulator.socket)
+    for which in range(3):
+        shim.set_timeout(which, 60_000)
+    os.kill(xdna_emulator.pid, signal.SIGSTOP)
+
+    def kill() -> None:
+        time.sleep(0.2)  # let the probe block on the frozen device; not a protocol sleep
+        os.kill(xdna_emulator.pid, signal.SIGKILL)
+
+    exc = _probe_in_thread(shim, xdna_firmware_dir, kill)
+    assert isinstance(exc, ShimError) and exc.errno == errno.EPIPE, exc
     shim.close()
 
 
@@ -113,21 +128,8 @@ def test_hung_daemon_times_out_at_the_deadline(xdna_emulator, xdna_firmware_dir:
         for which in range(3):
             shim.set_timeout(which, 300)
         os.kill(xdna_emulator.pid, signal.SIGSTOP)
-        result: dict[str, BaseException | None] = {}
-
-        def probe() -> None:
-            try:
-                shim.probe(xdna_firmware_dir)
-                result["exc"] = None
-            except BaseException as e:  # noqa: BLE001
-                result["exc"] = e
-
-        t = threading.Thread(target=probe)
-        t.start()
-        t.join(HANG_GUARD_S)
-        assert not t.is_alive(), "the shim ignored its deadline"
-        exc = result["exc"]
-        assert isinstance(exc, ShimError) and exc.errno == errno.ETIME
+        exc = _probe_in_thread(shim, xdna_firmware_dir, lambda: None)
+        assert isinstance(exc, ShimError) and exc.errno == errno.ETIME, exc
         assert "timed out after 300 ms" in exc.strerror  # the deadline set above ended it
     finally:
         os.kill(xdna_emulator.pid, signal.SIGCONT)
