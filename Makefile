@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 SYS_PKGS := umockdev libumockdev0 pciutils gcc libffi-dev python3-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-BUILD_INPUTS := pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h csrc/uapi/*.c csrc/uapi/*.h csrc/datapath/*.c csrc/datapath/*.h) xdna_emu/uapi_table.py xdna_emu/uapigen.py xdna_emu/_shim_build.py xdna_emu/_datapath_build.py xdna_emu/kernelgen.py xdna_emu/kernels.py xdna_emu/chips/cgen.py $(wildcard xdna_emu/chips/*.toml) $(wildcard xdna_emu/fw/iface/*.py) xdna_emu/protocol.py xdna_emu/protogen.py
+BUILD_INPUTS := pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h csrc/uapi/*.c csrc/uapi/*.h csrc/datapath/*.c csrc/datapath/*.h) xdna_emu/uapi_table.py xdna_emu/uapigen.py xdna_emu/_shim_build.py xdna_emu/_datapath_build.py xdna_emu/_cbuild.py xdna_emu/genfile.py xdna_emu/kernelgen.py xdna_emu/kernels.py xdna_emu/chips/cgen.py $(wildcard xdna_emu/chips/*.toml) $(wildcard xdna_emu/fw/iface/*.py) xdna_emu/protocol.py xdna_emu/protogen.py
 
 .PHONY: setup sysdeps demo test lint clean shim bench fuzz fuzz-native fuzz-shim fuzz-bench asan shim-debug tsan
 

@@ -72,7 +72,7 @@ class App:
         self.q[w : w + 8] = self.wr.to_bytes(8, "little")
         self.shim.doorbell(self.ctx)
 
-    def wait_read(self, index: int, timeout: float = 10.0) -> None:
+    def wait_read(self, index: int, timeout: float = 60.0) -> None:
         end = time.monotonic() + timeout
         while HSA_QUEUE_HEADER.unpack(self.q)["read_index"] < index:
             if time.monotonic() > end:

@@ -173,6 +173,22 @@ def _fds(collect: bool = False) -> int:
 
 
 @tracked
+def _pinned_child_runs_like_scratch(s: DeviceHarness) -> bytes:
+    """Pin half of the job seed on ``s``, then run a child of that prefix on ``s`` (restored
+    from the pin) and from scratch on a harness without snapshots: both end the same.
+    Returns the pinned prefix."""
+    ref = DeviceHarness("npu4")
+    ref.use_snapshots = False
+    data = device_seeds("npu4")["job"]
+    run_input(s, data, pin=len(data) // 2)
+    assert s.pinned is not None
+    pin = s.pinned
+    child = pin + b"\x06\x10\x00"
+    assert run_input(s, child, hint=pin) is None and run_input(ref, child) is None
+    assert fingerprint(s) == fingerprint(ref)
+    return pin
+
+
 def test_a_refused_mlock_falls_back_for_that_arena_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where RLIMIT_MEMLOCK refuses to keep the arena resident (a swapped-out written page
     would escape the scan), the harness gets the pagemap arena and says so in
@@ -187,15 +203,9 @@ def test_a_refused_mlock_falls_back_for_that_arena_alone(monkeypatch: pytest.Mon
     assert type(a) is cow.Arena and cow.tracked() is True
     a.close()
     assert _fds() == before
-    s, ref = DeviceHarness("npu4"), DeviceHarness("npu4")
+    s = DeviceHarness("npu4")
     assert s.page_tracking == "pagemap" and s.verify_every == 0
-    ref.use_snapshots = False
-    data = device_seeds("npu4")["job"]
-    run_input(s, data, pin=len(data) // 2)
-    assert s.pinned is not None
-    child = s.pinned + b"\x06\x10\x00"
-    assert run_input(s, child, hint=s.pinned) is None and run_input(ref, child) is None
-    assert fingerprint(s) == fingerprint(ref)
+    _pinned_child_runs_like_scratch(s)
     monkeypatch.undo()
     a = cow.make_arena([P])
     assert isinstance(a, cow.TrackedArena)
@@ -300,16 +310,11 @@ def test_pinned_rounds_behave_like_runs_from_scratch() -> None:
 
 def test_without_dirty_tracking_snapshots_copy_everything(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cow, "_AVAILABLE", False)
-    s, ref = DeviceHarness("npu4"), DeviceHarness("npu4")
+    s = DeviceHarness("npu4")
     assert s.arena is None
-    ref.use_snapshots = False
-    data = device_seeds("npu4")["job"]
-    run_input(s, data, pin=len(data) // 2)
-    assert s.pinned is not None and s.snaps[s.pinned].pages is None
-    assert s.snaps[s.pinned].fn.bars  # the full copy
-    child = s.pinned + b"\x06\x10\x00"
-    assert run_input(s, child, hint=s.pinned) is None and run_input(ref, child) is None
-    assert fingerprint(s) == fingerprint(ref)
+    pin = _pinned_child_runs_like_scratch(s)
+    assert s.snaps[pin].pages is None
+    assert s.snaps[pin].fn.bars  # the full copy
 
 
 def test_without_write_tracking_the_arena_drops_and_rewrites_pages(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -323,15 +328,9 @@ def test_without_write_tracking_the_arena_drops_and_rewrites_pages(monkeypatch: 
     before = _fds(collect=True)
     cow.make_arena([P]).close()  # the refused arena's memfd and mappings are closed
     assert _fds() == before and cow.tracked() is False
-    s, ref = DeviceHarness("npu4"), DeviceHarness("npu4")
+    s = DeviceHarness("npu4")
     assert type(s.arena) is cow.Arena and s.page_tracking == "pagemap" and cow.tracked() is False
-    ref.use_snapshots = False
-    data = device_seeds("npu4")["job"]
-    run_input(s, data, pin=len(data) // 2)
-    assert s.pinned is not None
-    child = s.pinned + b"\x06\x10\x00"
-    assert run_input(s, child, hint=s.pinned) is None and run_input(ref, child) is None
-    assert fingerprint(s) == fingerprint(ref)
+    _pinned_child_runs_like_scratch(s)
 
 
 def test_builtin_loop_runs_incremental_rounds_by_work() -> None:

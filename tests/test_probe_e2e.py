@@ -191,18 +191,18 @@ def test_mgmt_timeout_destroys_the_channel(attached, fw_dir: Path) -> None:  # n
 def test_daemon_death_gives_epipe_not_a_hang(attached, fw_dir: Path) -> None:  # noqa: ANN001
     import os
     import signal
-    import time
 
     emu, shim = attached
     shim.probe(fw_dir)
     os.kill(emu.pid, signal.SIGKILL)
     emu.proc.wait(10)
-    t0 = time.monotonic()
+    # A wait that missed the hang-up ends only at this long deadline, and then ETIME: the
+    # errno and the message tell the hang-up path from the timeout path, no clock needed.
     with pytest.raises(ShimError) as ei:
-        shim.mgmt_msg(GET_FIRMWARE_VERSION, bytes(4), 20)
+        shim.mgmt_msg(GET_FIRMWARE_VERSION, bytes(4), 20, timeout_ms=60_000)
     assert ei.value.errno == errno.EPIPE
+    assert any(w in ei.value.strerror for w in ("hung up", "closed", "ended this session"))
     shim.close()
-    assert time.monotonic() - t0 < 3
 
 
 # -- an in-process daemon whose firmware a test may bend ----------------------------------

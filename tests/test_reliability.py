@@ -15,10 +15,11 @@ from xdna_emu.runtime import Device
 from xdna_emu.testing.wait import wait_until
 
 CLIENT = textwrap.dedent("""
-    import json, random, sys, time
+    import json, random, sys
     import numpy as np
     from xdna_emu.runtime import Device
-    sock, seed, seconds, tdr = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+    # a fixed number of rounds, not a duration: what runs is the seed's, however loaded the machine
+    sock, seed, rounds, tdr = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     rnd = random.Random(seed)
     counts = {"submitted": 0, "completed": 0, "error": 0, "timeout": 0, "aborted": 0}
     with Device.open(socket=sock) as dev:
@@ -28,13 +29,11 @@ CLIENT = textwrap.dedent("""
         cmds = {c: {k: [c.command(k) for _ in range(4)] for k in ("nop", "fail", "hang")} for c in ctxs}
         inflight = {c: [] for c in ctxs}
         print("ready", flush=True)
-        end = time.monotonic() + seconds
-        i = 0
-        while time.monotonic() < end:
+        for _ in range(rounds):
             for c in ctxs:
                 if len(inflight[c]) == 4:
                     r = inflight[c].pop(0)
-                    counts[r.wait(10)] += 1
+                    counts[r.wait(60)] += 1
                 kind = rnd.choices(["nop", "fail", "hang"], [90, 8, 2])[0]
                 busy = {id(r.head) for r in inflight[c]}
                 free = [x for x in cmds[c][kind] if id(x) not in busy]
@@ -42,10 +41,9 @@ CLIENT = textwrap.dedent("""
                     continue
                 inflight[c].append(c.submit(free[0]))
                 counts["submitted"] += 1
-                i += 1
         for c in ctxs:
             for r in inflight[c]:
-                counts[r.wait(10)] += 1
+                counts[r.wait(60)] += 1
     print(json.dumps(counts), flush=True)
 """)
 
@@ -61,7 +59,7 @@ def test_mixed_load_from_several_clients_loses_nothing(xdna_emulator, xdna_firmw
         assert drv.role == "driver"
         rss0 = _status(xdna_emulator)["rss_kib"]
         procs = [subprocess.Popen([sys.executable, "-c", CLIENT, str(xdna_emulator.socket),
-                                   str(seed), "4", "300"], stdout=subprocess.PIPE, text=True)
+                                   str(seed), "150", "300"], stdout=subprocess.PIPE, text=True)
                  for seed in range(3)]
         results = []
         for p in procs:
@@ -85,7 +83,7 @@ def test_killed_client_is_reclaimed_and_others_go_on(xdna_emulator, xdna_firmwar
     with Device.open(socket=xdna_emulator.socket, firmware_path=xdna_firmware_dir) as drv:
         fds0 = _status(xdna_emulator)["open_fds"]
         victim = subprocess.Popen([sys.executable, "-c", CLIENT, str(xdna_emulator.socket), "9",
-                                   "30", "60000"], stdout=subprocess.PIPE, text=True)
+                                   "1000000", "60000"], stdout=subprocess.PIPE, text=True)
         assert victim.stdout.readline().strip() == "ready"
         ctx = drv.context()
         x = drv.buffer(np.arange(1024, dtype=np.int32))
@@ -101,7 +99,7 @@ def test_killed_client_is_reclaimed_and_others_go_on(xdna_emulator, xdna_firmwar
         wait_until(lambda: _status(xdna_emulator),
                    lambda st: st["sessions"] == 2 and not st["device"]["contexts"]
                    and st["open_fds"] <= fds0 + 2,
-                   timeout=10, interval=0.05, what="the killed client to be reclaimed")
+                   interval=0.05, what="the killed client to be reclaimed")
         assert ctx.run("scale", x, y, scalar=5).wait(5) == "completed"
         assert (y.read() == np.arange(1024) * 5).all()
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,9 @@ import pytest
 from xdna_emu.shim import Shim, ShimError
 
 TIMEOUT_PSP = 0  # xdna_shim_set_timeout "which" values, mirrored from csrc/xdna_shim.h
+#: Only a hung shim outlives this join: a guard against hanging the suite, never a bound on
+#: how fast a call must be (the errno and message say which path ended it).
+HANG_GUARD_S = 120
 
 
 def _lspci(emu, *extra: str) -> str:
@@ -65,39 +69,56 @@ def test_daemon_killed_under_a_shim_gives_an_error_not_a_hang(xdna_emulator,
     shim = Shim.open(xdna_emulator.socket)
     try:
         shim.probe(xdna_firmware_dir)
-        xdna_emulator.kill()
-        t0 = time.monotonic()
+        xdna_emulator.kill()  # returns once the process is reaped: its sockets are closed
+        # a wait that missed the hang-up ends only at this long deadline, and then ETIME: the
+        # errno and the message tell the hang-up path from a timeout, no clock needed
         with pytest.raises(ShimError) as exc:
-            for _ in range(3):
-                shim.mgmt_msg(0x108, b"\0" * 4, 20, timeout_ms=3000)
-        assert time.monotonic() - t0 < 3.5
-        assert exc.value.errno in (errno.EPIPE, errno.ENODEV, errno.ECONNRESET, errno.ETIME)
+            shim.mgmt_msg(0x108, b"\0" * 4, 20, timeout_ms=60_000)
+        assert exc.value.errno == errno.EPIPE
+        assert any(w in exc.value.strerror for w in ("hung up", "closed", "ended this session"))
+        with pytest.raises(ShimError) as exc:  # and every later call knows at once
+            shim.mgmt_msg(0x108, b"\0" * 4, 20, timeout_ms=60_000)
+        assert exc.value.errno == errno.EPIPE
     finally:
         shim.close()
+
+
+def _probe_in_thread(shim: Shim, fw_dir: Path, meanwhile: Callable[[], None]) -> BaseException | None:
+    """Run ``shim.probe`` in a thread while ``meanwhile`` runs here; what the probe raised.
+    The join is only a guard against hanging the suite (:data:`HANG_GUARD_S`)."""
+    result: dict[str, BaseException | None] = {}
+
+    def probe() -> None:
+        try:
+            shim.probe(fw_dir)
+            result["exc"] = None
+        except BaseException as e:  # noqa: BLE001 - returned to the test
+            result["exc"] = e
+
+    t = threading.Thread(target=probe)
+    t.start()
+    meanwhile()
+    t.join(HANG_GUARD_S)
+    assert not t.is_alive(), "the shim hung"
+    return result["exc"]
 
 
 def test_killed_during_probe_returns_within_the_deadline(xdna_emulator,
                                                          xdna_firmware_dir: Path) -> None:
     """SIGKILL the daemon while a probe is in flight (it is frozen first, so the probe is
-    certainly waiting on it): the shim notices the hang-up and returns an error."""
+    certainly waiting on it): the shim notices the hang-up and returns an error. Its deadlines
+    are long, so only the hang-up ends the probe with EPIPE (a timeout would be ETIME)."""
     shim = Shim.open(xdna_emulator.socket)
-    result: dict[str, BaseException | None] = {}
-
-    def probe() -> None:
-        try:
-            shim.probe(xdna_firmware_dir)
-            result["exc"] = None
-        except BaseException as e:  # noqa: BLE001
-            result["exc"] = e
-
+    for which in range(3):
+        shim.set_timeout(which, 60_000)
     os.kill(xdna_emulator.pid, signal.SIGSTOP)
-    t = threading.Thread(target=probe)
-    t.start()
-    time.sleep(0.2)  # let the probe block on the frozen device; not a protocol sleep
-    os.kill(xdna_emulator.pid, signal.SIGKILL)
-    t.join(5)
-    assert not t.is_alive(), "the shim hung after the daemon died"
-    assert isinstance(result["exc"], ShimError)
+
+    def kill() -> None:
+        time.sleep(0.2)  # let the probe block on the frozen device; not a protocol sleep
+        os.kill(xdna_emulator.pid, signal.SIGKILL)
+
+    exc = _probe_in_thread(shim, xdna_firmware_dir, kill)
+    assert isinstance(exc, ShimError) and exc.errno == errno.EPIPE, exc
     shim.close()
 
 
@@ -107,12 +128,9 @@ def test_hung_daemon_times_out_at_the_deadline(xdna_emulator, xdna_firmware_dir:
         for which in range(3):
             shim.set_timeout(which, 300)
         os.kill(xdna_emulator.pid, signal.SIGSTOP)
-        t0 = time.monotonic()
-        with pytest.raises(ShimError) as exc:
-            shim.probe(xdna_firmware_dir)
-        elapsed = time.monotonic() - t0
-        assert exc.value.errno in (errno.ETIME, errno.ETIMEDOUT)
-        assert elapsed < 2.0
+        exc = _probe_in_thread(shim, xdna_firmware_dir, lambda: None)
+        assert isinstance(exc, ShimError) and exc.errno == errno.ETIME, exc
+        assert "timed out after 300 ms" in exc.strerror  # the deadline set above ended it
     finally:
         os.kill(xdna_emulator.pid, signal.SIGCONT)
         shim.close()

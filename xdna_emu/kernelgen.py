@@ -11,11 +11,11 @@ Run as ``python3 -m xdna_emu.kernelgen OUT_DIR``.
 from __future__ import annotations
 
 import struct
-import sys
 from pathlib import Path
 
 from . import iommu, kernels
 from .fw.ctx import CHAIN_OPS, SINGLE_OPS
+from .genfile import main, write_files
 
 HEADER_NAME = "xdna_kernels.h"
 #: The ops the C job path may answer (docs/spec/jobs.md §7); an op's bit in the C channel's
@@ -59,13 +59,9 @@ def render() -> str:
 
 
 def write(out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / HEADER_NAME
-    text = render()
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
-    return path
+    """Write the header into ``out_dir``, only when its text changed."""
+    return write_files(out_dir, [(HEADER_NAME, render())])[0]
 
 
 if __name__ == "__main__":
-    print(write(Path(sys.argv[1] if len(sys.argv) > 1 else "csrc/generated")))
+    raise SystemExit(main(write))

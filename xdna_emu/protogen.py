@@ -10,11 +10,11 @@ Run as ``python3 -m xdna_emu.protogen OUT_DIR``.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from . import protocol as P
 from .fw.iface.cgen import c_struct
+from .genfile import main, write_files
 
 HEADER_NAME = "xdna_proto.h"
 _RENAME = {"PROTO_MAJOR": "MAJOR", "PROTO_MINOR": "MINOR"}
@@ -54,13 +54,8 @@ def render() -> str:
 
 def write(out_dir: Path) -> Path:
     """Write the header into ``out_dir``, only when its text changed."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / HEADER_NAME
-    text = render()
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
-    return path
+    return write_files(out_dir, [(HEADER_NAME, render())])[0]
 
 
 if __name__ == "__main__":
-    print(write(Path(sys.argv[1] if len(sys.argv) > 1 else "csrc/generated")))
+    raise SystemExit(main(write))

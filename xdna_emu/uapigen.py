@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import uapi_table as T
 from .fw.iface.cgen import layout_asserts
+from .genfile import main, write_files
 
 HEADER_NAME = "amdxdna_accel.h"
 DOC = Path(__file__).resolve().parent.parent / "docs" / "spec" / "uapi.md"
@@ -83,12 +84,8 @@ def render() -> str:
 
 
 def write(out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / HEADER_NAME
-    text = render()
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
-    return path
+    """Write the header into ``out_dir``, only when its text changed."""
+    return write_files(out_dir, [(HEADER_NAME, render())])[0]
 
 
 def docs_section() -> str:
@@ -127,4 +124,4 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--docs"]:
         print("updated" if refresh_docs() else "unchanged")
     else:
-        print(write(Path(sys.argv[1] if len(sys.argv) > 1 else "csrc/generated")))
+        raise SystemExit(main(write))

@@ -6,14 +6,14 @@ can never disagree about an offset. Every address is emitted as ``(bar, offset)`
 resolved through :meth:`Chip.dev_to_bar`, plus the BAR aperture table so the shim's single
 ``dev_to_bar`` twin can convert the addresses firmware publishes at run time.
 
-Run as ``python3 -m xdna_emu.chips.cgen OUT.h``.
+Run as ``python3 -m xdna_emu.chips.cgen [OUT_DIR]``.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from ..genfile import main, write_files
 from . import AIE2_ROLES, Aie4Layout, Chip, MailboxLayout, chip_names, load_chip
 
 #: Feature gates the shim consults by index; the order is the C enum order.
@@ -214,23 +214,9 @@ def role_header() -> str:
 
 def write(out_dir: Path) -> list[Path]:
     """Write both generated headers into ``out_dir`` (only when their text changed)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for fname, text in (("xdna_roles_gen.h", role_header()), ("xdna_chips_gen.h", generate())):
-        path = out_dir / fname
-        if not path.exists() or path.read_text() != text:
-            path.write_text(text)
-        written.append(path)
-    return written
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    out = Path(args[0]) if args else Path(__file__).resolve().parents[2] / "csrc" / "generated"
-    for path in write(out):
-        print(path)
-    return 0
+    return write_files(out_dir, [("xdna_roles_gen.h", role_header()),
+                                 ("xdna_chips_gen.h", generate())])
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(write))

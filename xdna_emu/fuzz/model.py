@@ -483,17 +483,24 @@ class ShimModel:
                 out[j] = st
         return out
 
+    def _newly_final(self, m: JobModel, st: ErtState, what: str) -> bool:
+        """Whether ``st`` is the job's first final state (recorded now); a job seen final
+        that shows another state is a finding."""
+        if m.seen is not None:
+            if st != m.seen:
+                raise self._fail("state", f"{what} went from {m.seen.name} to {_name(st)}")
+            return False
+        if st not in FINAL:
+            return False
+        m.seen = st
+        return True
+
     def _vf_check(self, h: ShimHarness) -> None:
         """Every VF job: final only in an allowed state, and final for good."""
         for i, st in self.vf_observe(h).items():
             m = self.vfjobs[i]
-            if m.seen is not None:
-                if st != m.seen:
-                    raise self._fail("state", f"VF job {i} went from {m.seen.name} to {_name(st)}")
+            if not self._newly_final(m, st, f"VF job {i}"):
                 continue
-            if st not in FINAL:
-                continue
-            m.seen = st
             if st not in m.allowed:
                 want = "/".join(sorted(s.name for s in m.allowed))
                 raise self._fail("state", f"VF job {i} ({h.vfjobs[i][4]}) ended {_name(st)}, "
@@ -805,13 +812,8 @@ class ShimModel:
             self._vf_check(h)
         for i, st in self.observe(h).items():
             m = self.jobs[i]
-            if m.seen is not None:
-                if st != m.seen:
-                    raise self._fail("state", f"job {i} went from {m.seen.name} to {_name(st)}")
+            if not self._newly_final(m, st, f"job {i}"):
                 continue
-            if st not in FINAL:
-                continue
-            m.seen = st
             if m.raced or self.tainted is not None:
                 continue
             if st not in m.allowed:

@@ -10,7 +10,7 @@ T = TypeVar("T")
 
 
 def wait_until(probe: Callable[[], T], done: Callable[[T], object] = bool, *,
-               timeout: float = 5.0, interval: float = 0.01, what: str = "") -> T:
+               timeout: float = 60.0, interval: float = 0.01, what: str = "") -> T:
     """Call ``probe`` until ``done(value)`` holds and return that value.
 
     The timeout is only an upper bound for a broken run: a passing test never waits for

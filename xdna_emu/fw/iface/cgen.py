@@ -10,9 +10,9 @@ every message a typedef pair ``xdna_<family>_<op>_req_t`` / ``_resp_t`` with siz
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from ...genfile import main, write_files
 from . import Const, Enum, Family, Field, Struct
 from .aie2 import FAMILY as AIE2
 from .aie4 import FAMILY as AIE4
@@ -141,17 +141,8 @@ def render(fam: Family) -> str:
 def write(out_dir: Path) -> list[Path]:
     """Write every family's header into ``out_dir`` (only when changed, so make and the
     compiler see no new input when nothing moved)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fam in FAMILIES:
-        path = out_dir / header_name(fam)
-        text = render(fam)
-        if not path.exists() or path.read_text() != text:
-            path.write_text(text)
-        paths.append(path)
-    return paths
+    return write_files(out_dir, [(header_name(fam), render(fam)) for fam in FAMILIES])
 
 
 if __name__ == "__main__":
-    for p in write(Path(sys.argv[1] if len(sys.argv) > 1 else "csrc/generated")):
-        print(p)
+    raise SystemExit(main(write))
