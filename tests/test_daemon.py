@@ -787,3 +787,23 @@ def test_a_proxied_destroy_follows_the_sessions_logged_ring_head_write(tmp_path,
         for s in socks:
             s.close()
         d.cleanup()
+
+
+def test_sysfs_config_follows_config_writes_in_place(tmp_path: Path) -> None:
+    """The sysfs ``config`` file is rewritten in place after each config write that changes
+    it, also after the daemon wrote its tree anew (an SR-IOV change does): the file it
+    writes is then the new one (docs/spec/sysfs.md)."""
+    d = daemon_mod.Daemon("npu4", tmp_path)
+    try:
+        path = d.sysfs_root / "bus/pci/devices" / d.bdf / "config"
+        ino = path.stat().st_ino
+        d.fn.config_write(4, b"\x06\x00", None)
+        assert path.read_bytes() == bytes(d.fn.config.data)
+        assert path.stat().st_ino == ino  # in place, not replaced
+        d._write_discovery_files()  # noqa: SLF001 - the tree written anew (a new inode)
+        assert path.stat().st_ino != ino
+        d.fn.config_write(d.fn.config.msix_cap + 3, b"\x80", None)
+        assert path.read_bytes() == bytes(d.fn.config.data)
+        assert path.read_bytes()[d.fn.config.msix_cap + 3] & 0x80
+    finally:
+        d.cleanup()

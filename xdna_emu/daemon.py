@@ -439,10 +439,13 @@ class Daemon:
         self.sel.register(sock, selectors.EVENT_READ, ("accept", self))
 
     def _write_discovery_files(self) -> None:
-        from .sysfs import write_sysfs, write_umockdev
+        from .sysfs import ConfigFile, write_sysfs, write_umockdev
 
         self.sysfs_root = write_sysfs(self.dir, self.chip, self.bdf, self.fn.config,
                                       self.bar_files, self.socket_path)
+        if getattr(self, "_config_file", None) is not None:
+            self._config_file.close()  # the tree was written anew: a new file
+        self._config_file = ConfigFile(self.sysfs_root, self.bdf)
         self.umockdev = write_umockdev(self.dir / "device.umockdev", self.chip, self.bdf,
                                        self.fn.config, self.bar_files, self.socket_path)
 
@@ -550,14 +553,12 @@ class Daemon:
 
     def _publish_config(self) -> None:
         """Config space changed: keep the sysfs ``config`` file true (rewritten only when its
-        bytes differ)."""
-        from .sysfs import update_config
-
+        bytes differ, before the reply to the write that changed them)."""
         data = bytes(self.fn.config.data)
         if data == self._config_published:
             return
         with contextlib.suppress(OSError):
-            update_config(self.sysfs_root, self.bdf, self.fn.config)
+            self._config_file.write(data)
             self._config_published = data
 
     # -- SR-IOV (a PF; docs/spec/aie4.md §10) -----------------------------------------
@@ -1220,6 +1221,8 @@ class Daemon:
             self.fn.iommu.clear()
         if hasattr(self, "wires"):
             self.wires.clear()
+        if getattr(self, "_config_file", None) is not None:
+            self._config_file.close()
         if getattr(self, "_inotify", -1) >= 0:
             with contextlib.suppress(KeyError, ValueError):
                 self.sel.unregister(self._inotify)
