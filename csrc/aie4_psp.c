@@ -31,7 +31,7 @@ static int psp_exec(struct xdna_shim_ctx *ctx, uint32_t cmd, uint32_t a0, uint32
         xdna_wr_auto(ctx, xdna_role(ctx, XDNA_ROLE_PSP_ARG1), a1) < 0 ||
         xdna_wr_auto(ctx, xdna_role(ctx, XDNA_ROLE_PSP_ARG2),
                      cmd << XDNA_AIE4_PSP_CMD_SHIFT | arg) < 0 ||
-        xdna_wr_auto(ctx, xdna_role(ctx, XDNA_ROLE_PSP_INTR), 0) < 0 ||
+        xdna_wr_auto_lazy(ctx, xdna_role(ctx, XDNA_ROLE_PSP_INTR), 0) < 0 ||
         xdna_wr_auto(ctx, xdna_role(ctx, XDNA_ROLE_PSP_INTR), XDNA_AIE4_PSP_NOTIFY_INTR) < 0)
         return -1;
     snprintf(what, sizeof(what), "psp: %s", psp_name(cmd));

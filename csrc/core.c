@@ -302,6 +302,13 @@ int xdna_wr_auto(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val)
     return 0;
 }
 
+int xdna_wr_auto_lazy(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val)
+{
+    if (is_trapped(ctx, loc))
+        return xdna_wr_trap_lazy(ctx, loc, val);
+    return xdna_wr_auto(ctx, loc, val);
+}
+
 /* ---- public register API ----------------------------------------------------------- */
 
 static int check_ctx(struct xdna_shim_ctx *ctx)

@@ -397,6 +397,23 @@ int xdna_mbox_rx(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
     return rx_worker(ctx, ch);
 }
 
+/* Before the monitor runs (a first probe) the sender of a message is the only receiver and
+ * its wait polls the channel's vector (xdna_wait_step): while that is the only vector the
+ * session owns, an interrupt to the session wakes it as notify would, so it says so in
+ * irq_wakes for the call and the daemon leaves that notify out (docs/spec/protocol.md,
+ * "Suppressed kicks and notifies"). Not in deterministic mode, whose waits are its hooks. */
+static bool lone_waiter(struct xdna_shim_ctx *ctx, unsigned vec)
+{
+    const struct xdna_drv_state *s = &ctx->s;
+    if (s->mon_running || xdna_hooks() || !ctx->ctrl || !s->vec_owned || vec >= ctx->nvec ||
+        !s->vec_owned[vec] || ctx->irq_fds[vec] < 0)
+        return false;
+    for (unsigned v = 0; v < ctx->nvec; v++)
+        if (v != vec && s->vec_owned[v])
+            return false;
+    return true;
+}
+
 int xdna_mbox_call(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_t opcode,
                    const void *req, size_t req_len, void *resp, size_t resp_len, int timeout_ms)
 {
@@ -415,6 +432,9 @@ int xdna_mbox_call(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_
      * waits"); the management channel outlives the call, so it is released with it */
     const unsigned vec = ch->msix;
     const bool direct = xdna_direct_claim(ctx, vec);
+    const bool lone = !direct && lone_waiter(ctx, vec);
+    if (lone) /* stored before the request goes out: its answer needs no notify */
+        xdna_set_irq_wakes(ctx, true);
     if (x2i_send(ctx, ch, opcode, XDNA_AIE2_MSG_ID_MAGIC | slot, req, (uint32_t)req_len) < 0)
         goto fail;
 
@@ -429,6 +449,8 @@ int xdna_mbox_call(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_
                 goto fail;
             if (direct)
                 xdna_direct_release(ctx, vec);
+            if (lone)
+                xdna_irq_wakes_sync(ctx);
             free_slot(ch, slot);
             /* the driver destroys the management channel on a timeout */
             xdna_mbox_destroy(ctx, ch);
@@ -449,6 +471,8 @@ int xdna_mbox_call(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32_
     }
     if (direct)
         xdna_direct_release(ctx, vec);
+    if (lone)
+        xdna_irq_wakes_sync(ctx);
     int err = p->err;
     free_slot(ch, slot);
     if (err == EINVAL)
@@ -463,6 +487,8 @@ fail: {
         int e = errno;
         if (direct)
             xdna_direct_release(ctx, vec);
+        if (lone)
+            xdna_irq_wakes_sync(ctx);
         free_slot(ch, slot);
         errno = e;
         return -1;

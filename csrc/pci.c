@@ -364,9 +364,17 @@ static unsigned find_cap(struct xdna_shim_ctx *ctx, uint8_t id)
     return 0;
 }
 
-/* Check the MSI-X capability against the answer to the GET_IRQ_INFO sent as irq_id, then
- * enable it with every vector unmasked. */
-static int setup_msix(struct xdna_shim_ctx *ctx, uint16_t irq_id)
+/* The MSI-X Message Control the driver writes: Enable set, Function Mask clear. */
+static uint16_t msix_enabled_flags(struct xdna_shim_ctx *ctx, unsigned cap)
+{
+    return (uint16_t)((cfg16(ctx, cap + PCI_MSIX_FLAGS) | PCI_MSIX_FLAGS_ENABLE) &
+                      ~PCI_MSIX_FLAGS_MASKALL);
+}
+
+/* Check the MSI-X capability against the answer to the GET_IRQ_INFO sent as irq_id, take the
+ * answer to the MSI-X enable sent behind it as msix_id (0 when there was no capability to
+ * enable), then unmask every vector. */
+static int setup_msix(struct xdna_shim_ctx *ctx, uint16_t irq_id, uint16_t msix_id)
 {
     unsigned cap = find_cap(ctx, PCI_CAP_ID_MSIX);
     if (!cap)
@@ -406,23 +414,27 @@ static int setup_msix(struct xdna_shim_ctx *ctx, uint16_t irq_id)
     ctx->s.vec_owned = calloc(nvec, 1);
     if (!ctx->s.vec_owned)
         return xdna_fail(ctx, ENOMEM, "out of memory");
-    uint16_t nf = (uint16_t)((flags | PCI_MSIX_FLAGS_ENABLE) & ~PCI_MSIX_FLAGS_MASKALL);
-    if (cfg_write16(ctx, cap + PCI_MSIX_FLAGS, nf) < 0)
+    uint16_t nf = msix_enabled_flags(ctx, cap);
+    if (xdna_region_write_recv(ctx, msix_id) < 0)
         return -1;
+    ctx->config[cap + PCI_MSIX_FLAGS] = (uint8_t)nf;
+    ctx->config[cap + PCI_MSIX_FLAGS + 1] = (uint8_t)(nf >> 8);
     if (xdna_msix_restore(ctx) < 0)
         return -1;
     ctx->info.msix_vectors = nvec;
     return 0;
 }
 
+/* Unmask every vector in the table: the writes go into the write log together and the
+ * last one kicks, so the daemon applies them in one step (docs/spec/protocol.md). */
 int xdna_msix_restore(struct xdna_shim_ctx *ctx)
 {
     struct xdna_loc tl = ctx->msix_table;
     for (unsigned i = 0; i < ctx->nvec; i++) {
         struct xdna_loc vc = {.bar = tl.bar,
                               .off = tl.off + i * PCI_MSIX_ENTRY_SIZE + PCI_MSIX_ENTRY_VECTOR_CTRL};
-        uint32_t v = xdna_rd(ctx, vc);
-        if (xdna_wr_trap(ctx, vc, v & ~(uint32_t)PCI_MSIX_ENTRY_CTRL_MASKBIT) < 0)
+        uint32_t v = xdna_rd(ctx, vc) & ~(uint32_t)PCI_MSIX_ENTRY_CTRL_MASKBIT;
+        if ((i + 1 < ctx->nvec ? xdna_wr_trap_lazy(ctx, vc, v) : xdna_wr_trap(ctx, vc, v)) < 0)
             return -1;
     }
     return 0;
@@ -514,26 +526,32 @@ void xdna_pci_state(struct xdna_shim_ctx *ctx, uint16_t *cmd, uint16_t *msix_fla
 }
 
 /* Enable the function, then map its BARs and write log and set up MSI-X. Every query goes
- * out behind the command-register write before any answer is read, in the order the
- * answers are used (docs/spec/protocol.md, "Pipelining"): one round trip for nine
- * commands. A failure leaves later answers unread, so the socket is dead and attach fails. */
+ * out behind the command-register write, and the MSI-X enable (its capability is in the
+ * config space read before) behind them, before any answer is read, in the order the
+ * answers are used (docs/spec/protocol.md, "Pipelining"): one round trip for ten commands.
+ * A failure leaves later answers unread, so the socket is dead and attach fails. */
 static int attach_resources(struct xdna_shim_ctx *ctx)
 {
     uint16_t cmd = cfg16(ctx, PCI_COMMAND) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
     uint8_t b[2] = {(uint8_t)cmd, (uint8_t)(cmd >> 8)};
     struct xdna_proto_irq_info ii = {.argsz = sizeof(ii), .index = XDNA_PROTO_IRQ_MSIX};
-    uint16_t cmd_id, bar_ids[XDNA_NUM_BARS], wl_id, irq_id;
+    uint16_t cmd_id, bar_ids[XDNA_NUM_BARS], wl_id, irq_id, msix_id = 0;
+    unsigned cap = find_cap(ctx, PCI_CAP_ID_MSIX); /* none: setup_msix fails the attach */
+    uint16_t nf = cap ? msix_enabled_flags(ctx, cap) : 0;
+    uint8_t f[2] = {(uint8_t)nf, (uint8_t)(nf >> 8)};
     if (xdna_region_write_send(ctx, XDNA_PROTO_REGION_CONFIG, PCI_COMMAND, b, 2, &cmd_id) < 0 ||
         ask_region_infos(ctx, bar_ids) < 0 ||
         xdna_ctl_send(ctx, XDNA_PROTO_CMD_ATTACH_WRITE_LOG, NULL, 0, NULL, 0, &wl_id) < 0 ||
-        xdna_ctl_send(ctx, XDNA_PROTO_CMD_GET_IRQ_INFO, &ii, sizeof(ii), NULL, 0, &irq_id) < 0)
+        xdna_ctl_send(ctx, XDNA_PROTO_CMD_GET_IRQ_INFO, &ii, sizeof(ii), NULL, 0, &irq_id) < 0 ||
+        (cap && xdna_region_write_send(ctx, XDNA_PROTO_REGION_CONFIG, cap + PCI_MSIX_FLAGS, f, 2,
+                                       &msix_id) < 0))
         goto dead;
     if (xdna_region_write_recv(ctx, cmd_id) < 0)
         goto dead;
     memcpy(&ctx->config[PCI_COMMAND], b, 2);
     if (map_bars(ctx, bar_ids) < 0 || attach_write_log(ctx, wl_id) < 0)
         goto dead;
-    if (setup_msix(ctx, irq_id) < 0)
+    if (setup_msix(ctx, irq_id, msix_id) < 0)
         goto dead;
     return 0;
 

@@ -24,7 +24,7 @@ static int psp_exec(struct xdna_shim_ctx *ctx, uint32_t cmd, uint32_t a0, uint32
         xdna_wr_auto(ctx, xdna_role(ctx, XDNA_ROLE_PSP_ARG0), a0) < 0 ||
         xdna_wr_auto(ctx, xdna_role(ctx, XDNA_ROLE_PSP_ARG1), a1) < 0 ||
         xdna_wr_auto(ctx, xdna_role(ctx, XDNA_ROLE_PSP_ARG2), a2) < 0 ||
-        xdna_wr_auto(ctx, xdna_role(ctx, XDNA_ROLE_PSP_INTR), 0) < 0 ||
+        xdna_wr_auto_lazy(ctx, xdna_role(ctx, XDNA_ROLE_PSP_INTR), 0) < 0 ||
         xdna_wr_auto(ctx, xdna_role(ctx, XDNA_ROLE_PSP_INTR), 1) < 0)
         return -1;
     char what[32];

@@ -275,6 +275,9 @@ uint32_t xdna_ctrl_get(struct xdna_shim_ctx *ctx, unsigned off);
 void xdna_ctrl_set(struct xdna_shim_ctx *ctx, unsigned off, uint32_t val);
 /* Write through the log when (bar, off) is a trapped register, else plainly. */
 int xdna_wr_auto(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
+/* The same, without a kick: for a write the next kicked one follows at once (an INTR 0
+ * before its 1), so the daemon applies both on one wake-up. */
+int xdna_wr_auto_lazy(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 bool xdna_loc_ok(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t len);
 struct xdna_loc xdna_role(struct xdna_shim_ctx *ctx, enum xdna_role role);
 /* device address -> location inside a mapped BAR; -1/EINVAL with a message otherwise */

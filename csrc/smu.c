@@ -10,7 +10,7 @@ static int smu_exec(struct xdna_shim_ctx *ctx, uint32_t cmd, uint32_t arg, uint3
     if (xdna_wr_auto(ctx, xdna_role(ctx, XDNA_ROLE_SMU_RESP), 0) < 0 ||
         xdna_wr_auto(ctx, xdna_role(ctx, XDNA_ROLE_SMU_ARG), arg) < 0 ||
         xdna_wr_auto(ctx, xdna_role(ctx, XDNA_ROLE_SMU_CMD), cmd) < 0 ||
-        xdna_wr_auto(ctx, xdna_role(ctx, XDNA_ROLE_SMU_INTR), 0) < 0 ||
+        xdna_wr_auto_lazy(ctx, xdna_role(ctx, XDNA_ROLE_SMU_INTR), 0) < 0 ||
         xdna_wr_auto(ctx, xdna_role(ctx, XDNA_ROLE_SMU_INTR), 1) < 0)
         return -1;
     uint32_t resp;

@@ -787,3 +787,94 @@ def test_a_proxied_destroy_follows_the_sessions_logged_ring_head_write(tmp_path,
         for s in socks:
             s.close()
         d.cleanup()
+
+
+def test_sysfs_config_follows_config_writes_in_place(tmp_path: Path) -> None:
+    """The sysfs ``config`` file is rewritten in place after each config write that changes
+    it, also after the daemon wrote its tree anew (an SR-IOV change does): the file it
+    writes is then the new one (docs/spec/sysfs.md)."""
+    d = daemon_mod.Daemon("npu4", tmp_path)
+    try:
+        path = d.sysfs_root / "bus/pci/devices" / d.bdf / "config"
+        ino = path.stat().st_ino
+        d.fn.config_write(4, b"\x06\x00", None)
+        assert path.read_bytes() == bytes(d.fn.config.data)
+        assert path.stat().st_ino == ino  # in place, not replaced
+        d._write_discovery_files()  # noqa: SLF001 - the tree written anew (a new inode)
+        assert path.stat().st_ino != ino
+        d.fn.config_write(d.fn.config.msix_cap + 3, b"\x80", None)
+        assert path.read_bytes() == bytes(d.fn.config.data)
+        assert path.read_bytes()[d.fn.config.msix_cap + 3] & 0x80
+    finally:
+        d.cleanup()
+
+
+def _stepping(d: Any) -> Any:
+    """Step daemon ``d`` in a thread until the returned event is set."""
+    import threading
+
+    stop = threading.Event()
+    t = threading.Thread(target=lambda: [d._step(0.005) for _ in iter(stop.is_set, True)])  # noqa: SLF001
+    t.start()
+    stop.thread = t  # type: ignore[attr-defined]
+    return stop
+
+
+def _raw_session(d: Any) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(d.socket_path))
+    s.sendall(P.pack(0, P.Cmd.VERSION, P.VERSION_HDR.pack(P.PROTO_MAJOR, P.PROTO_MINOR) + b"{}\0"))
+    hdr = s.recv(P.HEADER.size, socket.MSG_WAITALL)
+    s.recv(P.parse_header(hdr)[2] - P.HEADER.size, socket.MSG_WAITALL)
+    return s
+
+
+def test_replies_wait_for_a_slow_reader_in_order(tmp_path: Path) -> None:
+    """Replies go out without a poll first; one that finds the client's socket full waits
+    for room (its rest, in order, behind the part that was sent), so a client that reads
+    late gets every reply whole (docs/spec/protocol.md)."""
+    d = daemon_mod.Daemon("npu4", tmp_path)
+    stop = _stepping(d)
+    try:
+        s = _raw_session(d)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        n = 64  # 64 config reads of 4 KiB: more than the socket buffers hold
+        for i in range(n):
+            s.sendall(P.pack(1 + i, P.Cmd.REGION_READ, P.REGION_ACCESS.pack(0, P.REGION_CONFIG, 4096)))
+        for i in range(n):
+            hdr = s.recv(P.HEADER.size, socket.MSG_WAITALL)
+            msg_id, cmd, size, flags, _ = P.parse_header(hdr)
+            body = s.recv(size - P.HEADER.size, socket.MSG_WAITALL)
+            assert (msg_id, cmd, flags) == (1 + i, P.Cmd.REGION_READ, P.TYPE_REPLY)
+            assert body[P.REGION_ACCESS.size:] == bytes(d.fn.config.data)
+        s.close()
+    finally:
+        stop.set()
+        stop.thread.join(10)
+        d.cleanup()
+
+
+def test_a_client_that_stops_reading_is_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reply that finds no room for SEND_TIMEOUT_S drops the client (and only it): a
+    client that stops reading cannot stall the device for the others."""
+    monkeypatch.setattr(daemon_mod, "SEND_TIMEOUT_S", 0.05)
+    d = daemon_mod.Daemon("npu4", tmp_path)
+    stop = _stepping(d)
+    try:
+        s = _raw_session(d)
+        other = _raw_session(d)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # dropped already
+            for i in range(256):
+                s.sendall(P.pack(1 + i, P.Cmd.REGION_READ,
+                                 P.REGION_ACCESS.pack(0, P.REGION_CONFIG, 4096)))
+        wait_until(lambda: d.stats["dropped_clients"], lambda n: n == 1, timeout=30,
+                   what="the stalled client dropped")
+        other.sendall(P.pack(7, P.Cmd.DEVICE_GET_INFO))
+        assert P.parse_header(other.recv(P.HEADER.size, socket.MSG_WAITALL))[:2] == (
+            7, P.Cmd.DEVICE_GET_INFO)
+        s.close()
+        other.close()
+    finally:
+        stop.set()
+        stop.thread.join(10)
+        d.cleanup()

@@ -7,10 +7,12 @@ channel, init messages, queries), then checks what the driver learnt against the
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -360,3 +362,93 @@ def test_fw_log_ring_survives_suspend_and_resume(attached, fw_dir: Path) -> None
     assert tail() > before
     shim.dpt_set(0, 0, 0)
     assert shim.dpt_get(0) == {"enabled": 0, "config": 0, "payload_version": 0, "size": 0, "fd": -1}
+
+
+
+@contextlib.contextmanager
+def _daemon_thread(tmp_path: Path) -> Iterator[Any]:
+    """A daemon stepping in a thread of this process, so a test can look into it while the
+    shim (whose calls release the GIL) drives it over its real socket."""
+    import threading
+
+    from xdna_emu.daemon import Daemon
+
+    d = Daemon("npu4", tmp_path)
+    stop = threading.Event()
+    loop = threading.Thread(target=lambda: [d._step(0.005) for _ in iter(stop.is_set, True)])  # noqa: SLF001
+    loop.start()
+    try:
+        yield d
+    finally:
+        stop.set()
+        loop.join(10)
+        d.cleanup()
+
+
+def _spy_writes(d: Any, regs: set[tuple[int, int]],
+                seen: list[tuple[int, int, int, Any]], what: Callable[[Any, int], Any]) -> None:
+    """Record ``(bar, offset, value, what(daemon, requester))`` of each write to ``regs`` as
+    the daemon applies it."""
+    write = d.fn.mmio_write
+
+    def spy(bar: int, off: int, val: int, requester: int | None = None) -> None:
+        if (bar, off) in regs and requester in d.sessions:
+            seen.append((bar, off, val, what(d, requester)))
+        write(bar, off, val, requester)
+
+    d.fn.mmio_write = spy
+
+
+def test_first_probe_messages_are_woken_by_their_interrupt(tmp_path: Path, fw_dir: Path) -> None:
+    """Before the monitor runs (a first probe) a management message's sender waits on the
+    channel's vector, the only one it owns, and says so in ``irq_wakes`` before the request
+    goes out: the daemon then leaves out the notify of the step that answers it, and the
+    sender wakes once per message (docs/spec/protocol.md, "Suppressed kicks and notifies")."""
+    from xdna_emu import protocol as P
+    from xdna_emu.chips import MailboxLayout
+
+    seen: list[tuple[int, int, int, Any]] = []
+    with _daemon_thread(tmp_path) as d:
+        lay = d.chip.mailbox
+        x2i_tail = d.chip.dev_to_bar(lay.chan_regs(0) + MailboxLayout.X2I_TAIL)
+        _spy_writes(d, {x2i_tail}, seen, lambda d, sid: struct.unpack_from(
+            "<I", d.sessions[sid].ctrl, P.CTRL_OFF_IRQ_WAKES)[0])
+        with Shim.open(d.socket_path) as shim:
+            shim.probe(fw_dir)
+            calls = len(seen)
+            posted = len(d.device.fw.async_events)  # registrations: answered by an event
+    # each call's own request is applied while its sender waits: irq_wakes is 1 then (a
+    # posted registration's may find 0 or the next call's 1)
+    assert calls > posted > 0
+    assert [w for *_, w in seen[:calls]].count(1) >= calls - posted
+
+
+def test_psp_and_smu_commands_are_applied_on_one_kick(tmp_path: Path, fw_dir: Path) -> None:
+    """A PSP or SMU command's INTR 0 goes into the write log without a kick; the INTR 1
+    behind it kicks, so the daemon applies both in the same drain (docs/spec/firmware.md
+    §3, §4): the daemon wakes once per command."""
+    from xdna_emu.daemon import Connection
+
+    drains = [0]
+    seen: list[tuple[int, int, int, Any]] = []
+    with _daemon_thread(tmp_path) as d:
+        regs = d.device.regs
+        intr = {regs.loc("psp.intr"), regs.loc("smu.intr")}
+        drain = Connection.drain_write_log
+
+        def counted(self: Connection) -> bool:
+            drains[0] += 1
+            return drain(self)
+
+        Connection.drain_write_log = counted  # type: ignore[method-assign]
+        try:
+            _spy_writes(d, intr, seen, lambda d, sid: drains[0])
+            with Shim.open(d.socket_path) as shim:
+                shim.probe(fw_dir)
+        finally:
+            Connection.drain_write_log = drain  # type: ignore[method-assign]
+    pairs = list(zip(seen[::2], seen[1::2], strict=True))
+    assert len(pairs) >= 6  # SMU power cycle and DPM, PSP VALIDATE and START
+    for (b0, o0, v0, n0), (b1, o1, v1, n1) in pairs:
+        assert (b0, o0, v0, v1) == (b1, o1, 0, 1)
+        assert n0 == n1  # one drain

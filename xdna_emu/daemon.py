@@ -47,6 +47,9 @@ log = logging.getLogger("xdna_emu.daemon")
 DEFAULT_BDFS = [f"0000:{bus:02x}:00.1" for bus in range(0xC5, 0x100)]
 SO_PEERCRED_FMT = struct.Struct("3i")
 BACKLOG_POLL_S = 0.0002
+#: How long a reply may wait for room in a client's socket before the client is dropped
+#: (a client that stops reading must not stall the device for everyone).
+SEND_TIMEOUT_S = 2.0
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _HEAD_TAIL = struct.Struct("<QQ")
@@ -456,10 +459,13 @@ class Daemon:
         self.sel.register(sock, selectors.EVENT_READ, ("accept", self))
 
     def _write_discovery_files(self) -> None:
-        from .sysfs import write_sysfs, write_umockdev
+        from .sysfs import ConfigFile, write_sysfs, write_umockdev
 
         self.sysfs_root = write_sysfs(self.dir, self.chip, self.bdf, self.fn.config,
                                       self.bar_files, self.socket_path)
+        if getattr(self, "_config_file", None) is not None:
+            self._config_file.close()  # the tree was written anew: a new file
+        self._config_file = ConfigFile(self.sysfs_root, self.bdf)
         self.umockdev = write_umockdev(self.dir / "device.umockdev", self.chip, self.bdf,
                                        self.fn.config, self.bar_files, self.socket_path)
 
@@ -567,14 +573,12 @@ class Daemon:
 
     def _publish_config(self) -> None:
         """Config space changed: keep the sysfs ``config`` file true (rewritten only when its
-        bytes differ)."""
-        from .sysfs import update_config
-
+        bytes differ, before the reply to the write that changed them)."""
         data = bytes(self.fn.config.data)
         if data == self._config_published:
             return
         with contextlib.suppress(OSError):
-            update_config(self.sysfs_root, self.bdf, self.fn.config)
+            self._config_file.write(data)
             self._config_published = data
 
     # -- SR-IOV (a PF; docs/spec/aie4.md §10) -----------------------------------------
@@ -942,8 +946,9 @@ class Daemon:
             conn, _ = self.listener.accept()
         except BlockingIOError:
             return
-        conn.setblocking(True)
-        conn.settimeout(2.0)
+        # non-blocking: a reply is one sendmsg (no poll before it, as a socket timeout
+        # costs); only one that finds no room waits, up to SEND_TIMEOUT_S (_send_rest)
+        conn.setblocking(False)
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, SO_PEERCRED_FMT.size)
         peer_pid, uid, _ = SO_PEERCRED_FMT.unpack(creds)
         if uid != os.getuid():
@@ -984,6 +989,8 @@ class Daemon:
     def _on_client(self, sess: Connection) -> bool:
         try:
             data, anc, _flags, _ = sess.sock.recvmsg(65536, socket.CMSG_SPACE(4 * P.MAX_MSG_FDS))
+        except BlockingIOError:  # readable a moment ago, nothing there now: nothing to do
+            return False
         except (OSError, TimeoutError) as exc:
             self.drop(sess, f"recv failed: {exc}")
             return True  # the others' shared ctrl words change (docs/spec/jobs.md §3a)
@@ -1032,7 +1039,32 @@ class Daemon:
         anc = []
         if fds and not error:
             anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
-        sess.sock.sendmsg([msg], anc)
+        try:
+            sent = sess.sock.sendmsg([msg], anc)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(msg):
+            self._send_rest(sess, msg, sent, anc)
+
+    @staticmethod
+    def _send_rest(sess: Connection, msg: bytes, sent: int, anc: list[Any]) -> None:
+        """The rest of a reply the client's socket had no room for: wait for room, up to
+        SEND_TIMEOUT_S in all, then TimeoutError (the caller drops the client). The fds go
+        with the first byte that is sent."""
+        import select
+
+        deadline = time.monotonic() + SEND_TIMEOUT_S
+        poll = select.poll()
+        poll.register(sess.sock.fileno(), select.POLLOUT)
+        view = memoryview(msg)
+        while sent < len(msg):
+            left = deadline - time.monotonic()
+            if left <= 0 or not poll.poll(left * 1000):
+                raise TimeoutError(f"reply of {len(msg)} bytes: no room for {SEND_TIMEOUT_S} s")
+            try:
+                sent += sess.sock.sendmsg([view[sent:]], anc if sent == 0 else [])
+            except BlockingIOError:
+                continue
 
     def _dispatch(self, sess: Connection, msg_id: int, cmd: int, flags: int, payload: bytes) -> None:
         handler = self._handlers.get(cmd)
@@ -1275,6 +1307,8 @@ class Daemon:
             self.fn.iommu.clear()
         if hasattr(self, "wires"):
             self.wires.clear()
+        if getattr(self, "_config_file", None) is not None:
+            self._config_file.close()
         if getattr(self, "_inotify", -1) >= 0:
             with contextlib.suppress(KeyError, ValueError):
                 self.sel.unregister(self._inotify)

@@ -184,8 +184,12 @@ class MsixController:
         return True
 
     def _flush_pending(self) -> None:
+        p0 = self.layout.pba_offset
+        pba = self.mem[p0 : p0 + self.pba_size]
+        if not any(pba):  # nothing pends (the common case: every table write of a probe)
+            return
         for vec in range(self.vectors):
-            if self.pending(vec) and self._deliverable(vec):
+            if pba[vec >> 3] & (1 << (vec & 7)) and self._deliverable(vec):
                 self._set_pending(vec, False)
                 self._deliver(vec)
 

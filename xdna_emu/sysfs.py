@@ -175,21 +175,39 @@ def unlink_vfs(pf_root: Path, pf_bdf: str) -> None:
         link.unlink(missing_ok=True)
 
 
+class ConfigFile:
+    """The device's sysfs ``config`` file, kept equal to the live config space: the path is
+    worked out and the file opened once, and each change is one ``pwrite`` in place (a
+    real sysfs ``config`` read is no snapshot either: the kernel reads it dword by dword;
+    a replace-by-rename costs about half a millisecond on ext4, several times per probe).
+    Whoever rewrites the tree (:func:`write_sysfs`) makes a new one."""
+
+    def __init__(self, sysfs_root: Path, bdf: str) -> None:
+        self.path = Path(sysfs_root) / device_path(bdf).lstrip("/") / "config"
+        self._fd = -1
+
+    def write(self, data: bytes) -> None:
+        if self._fd < 0:
+            try:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                _write_atomic(self.path, data)
+                return
+        os.pwrite(self._fd, data, 0)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 def update_config(sysfs_root: Path, bdf: str, config: PciConfigSpace) -> None:
-    """Rewrite the device's ``config`` file with the live config space, in place: a real
-    sysfs ``config`` read is no snapshot either (the kernel reads it dword by dword), and a
-    replace-by-rename costs about half a millisecond on ext4, several times per probe."""
-    path = Path(sysfs_root) / device_path(bdf).lstrip("/") / "config"
-    data = bytes(config.data)
+    """Rewrite the device's ``config`` file with the live config space, once."""
+    f = ConfigFile(sysfs_root, bdf)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        _write_atomic(path, data)
-        return
-    try:
-        os.pwrite(fd, data, 0)
+        f.write(bytes(config.data))
     finally:
-        os.close(fd)
+        f.close()
 
 
 def _escape(text: str) -> str:

@@ -53,6 +53,9 @@ from .messages import (
 log = logging.getLogger(__name__)
 #: each opcode's response packer and the SUCCESS status, looked up once (every answer)
 _OK_PACK = {op: lay.resp.pack for op, lay in LAYOUTS.items()}
+#: QUERY_AIE_TILE_INFO's answer per chip (by id, the chip kept beside it): the tile geometry
+#: is the chip's and constant, and building the answer costs more than the rest of a message
+_TILE_INFO: dict[int, tuple[Chip, bytes]] = {}
 _SUCCESS = int(Status.SUCCESS)
 
 MGMT_CHANNEL = 0
@@ -352,12 +355,19 @@ class MgmtFirmware:
         return self._ok(Opcode.QUERY_AIE_VERSION, major, minor)
 
     def _tile_info(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
-        major, minor = self.chip.firmware.aie_version
-        tiles = asdict(self.chip.tiles) if self.chip.tiles is not None else {}
-        vals = {**tiles, "major": major, "minor": minor, "rsvd": 0}
-        layout = LAYOUTS[Opcode.QUERY_AIE_TILE_INFO]
-        size = COL_STATUS.size  # the driver's col_size: one column of QUERY_COL_STATUS
-        return layout.resp.pack(Status.SUCCESS, size, *(int(vals.get(f, 0)) for f in TILE_INFO_FIELDS))
+        chip = self.chip
+        hit = _TILE_INFO.get(id(chip))
+        if hit is None or hit[0] is not chip:
+            major, minor = chip.firmware.aie_version
+            tiles = asdict(chip.tiles) if chip.tiles is not None else {}
+            vals = {**tiles, "major": major, "minor": minor, "rsvd": 0}
+            layout = LAYOUTS[Opcode.QUERY_AIE_TILE_INFO]
+            size = COL_STATUS.size  # the driver's col_size: one column of QUERY_COL_STATUS
+            if len(_TILE_INFO) >= 64:  # chips made on the fly (tests): keep it bounded
+                _TILE_INFO.clear()
+            hit = _TILE_INFO[id(chip)] = (chip, layout.resp.pack(
+                Status.SUCCESS, size, *(int(vals.get(f, 0)) for f in TILE_INFO_FIELDS)))
+        return hit[1]
 
     def _protocol_version(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
         return self._ok(Opcode.GET_PROTOCOL_VERSION, *self.protocol)
