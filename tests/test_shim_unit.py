@@ -505,7 +505,7 @@ def test_open_irq_count_short_of_the_msix_table_is_eproto(serve) -> None:  # noq
         handle(conn, msg_id, cmd, payload, fds)
 
     npu.handle = short  # type: ignore[method-assign]
-    exc, _ = open_fails(serve(serve_npu(npu)).path)
+    exc = open_fails(serve(serve_npu(npu)).path)
     assert exc.errno == errno.EPROTO
     assert "GET_IRQ_INFO" in exc.strerror
 
