@@ -7,6 +7,7 @@ by ``xdna_emu.protogen`` at build time.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from enum import IntEnum
 
@@ -146,6 +147,16 @@ CTRL_OFF_PM_ASKS = 0x84  # u32, daemon stores (driver's page): every client PM_A
 CTRL_OFF_PM_DOWN = 0x88  # u32, driver stores 1 while it holds the device suspended; copied to clients
 CTRL_OFF_DRV_STOPS = 0x8C  # u32, driver stores its stops so far; copied to clients (their contexts end)
 CTRL_OFF_ENTRY0 = 0xC0
+
+
+def ctrl_words(ctrl: mmap.mmap) -> tuple[memoryview, memoryview]:
+    """A ctrl page's 32- and 64-bit words (native order: the page's little-endian on every
+    host the shim runs on). Another process reads a word while this one writes it, so every
+    load and store of one is a single access through these views: ``struct``'s
+    ``pack_into`` zero-fills its field before it packs (a client saw ``fw_boots`` 0 for a
+    moment), and its "<" formats read and write byte by byte. Release both before closing
+    the mapping."""
+    return memoryview(ctrl).cast("I"), memoryview(ctrl).cast("Q")
 LOG_ENTRY = _layout("LOG_ENTRY", Struct("log_entry", _u32s("bar", "offset", "value", "rsvd")))
 LOG_ENTRIES = (CTRL_SIZE - CTRL_OFF_ENTRY0) // LOG_ENTRY.size
 assert LOG_ENTRIES == 4084
