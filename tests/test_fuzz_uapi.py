@@ -197,13 +197,16 @@ def test_open_finding_nop_job_times_out_after_the_heap_grows() -> None:
     assert res.ok, res.failure
 
 
-@pytest.mark.xfail(strict=True, reason="open finding (docs/spec/fuzzing.md §12): on AIE4 a client "
-                   "session cannot attach while the driver holds the device runtime-suspended")
-def test_open_finding_aie4_client_attach_while_autosuspended() -> None:
-    """Found by fuzz-bench's npu3 control row (the shim target, seed 1): the driver resumes a
-    runtime-suspended device for a new process; here AIE4's client attach gets ENODEV
-    (the AIE4 client's runtime-PM ask is not modelled, docs/spec/jobs.md §1)."""
-    res = tr.replay(_trace("call probe\ncall tick 0x1760\ncall client\n", "npu3"))
+@pytest.mark.parametrize(("chip", "down"), [("npu3", "call tick 0x1760"), ("npu3", "call suspend"),
+                                           ("npu3_pf", "call suspend")])
+def test_aie4_client_attach_while_suspended_resumes_the_device(chip: str, down: str) -> None:
+    """Found by fuzz-bench's npu3 control row (the shim target, seed 1): a new process
+    attaching while the driver holds the device suspended (its autosuspend, or a suspend
+    call; a PF is never autosuspended) got ENODEV. Its attach now asks through the ctrl
+    page as an AIE2 client's calls do, the driver's monitor resumes the device, and the
+    model knows it is up (docs/spec/jobs.md §1)."""
+    res = tr.replay(_trace(f"call probe\n{down}\ncall client\nexpect errno ok\n"
+                           "call resume\nexpect errno EINVAL\n", chip))
     assert res.ok, res.failure
 
 
