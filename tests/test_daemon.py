@@ -143,6 +143,34 @@ def test_dma_map_rejects_overlap_and_bad_ranges(xdna_emulator) -> None:
     os.close(fd)
 
 
+def test_dma_map_replace_swaps_a_mapping_in_one_step(xdna_emulator) -> None:
+    """DMA_MAP with REPLACE puts a new mapping in place of the one that starts at the address
+    in one step (a growing heap: docs/spec/protocol.md); nothing starts there ENOENT, an
+    overlap with another mapping EEXIST with the old mapping kept, a bad range EINVAL."""
+    fd = dma_memfd(0x40000)
+    rw = P.DMA_READ | P.DMA_WRITE
+    with ControlClient(xdna_emulator.socket) as cl:
+        cl.version()
+        mp = lambda addr, size, flags=rw: cl.call(  # noqa: E731
+            P.Cmd.DMA_MAP, P.DMA_MAP.pack(40, flags, 0, addr, size, 0, 0), [fd])
+        unmap = lambda addr, size: cl.call(  # noqa: E731
+            P.Cmd.DMA_UNMAP, P.DMA_UNMAP.pack(32, 0, addr, size, 0, 0))
+        mp(0x100000, 0x10000)
+        mp(0x140000, 0x10000)
+        for args, err in [((0x108000, 0x10000), errno.ENOENT), ((0x200000, 0x10000), errno.ENOENT),
+                          ((0x100000, 0x50000), errno.EEXIST), ((0x100000, 0), errno.EINVAL)]:
+            with pytest.raises(ControlError) as e:
+                mp(*args, flags=rw | P.DMA_REPLACE)
+            assert e.value.errno == err, args
+        mp(0x100000, 0x20000, flags=rw | P.DMA_REPLACE)  # grown: 0x100000..0x120000
+        with pytest.raises(ControlError) as e:
+            unmap(0x100000, 0x10000)  # the old mapping is gone
+        assert e.value.errno == errno.ENOENT
+        unmap(0x100000, 0x20000)
+        unmap(0x140000, 0x10000)  # refused replaces kept the other one as it was
+    os.close(fd)
+
+
 def test_bar_and_ctrl_memory_cannot_be_resized_by_a_client(xdna_emulator) -> None:
     with ControlClient(xdna_emulator.socket) as cl:
         cl.version()

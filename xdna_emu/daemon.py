@@ -1135,7 +1135,12 @@ class Daemon:
             require_shrink_seal(fd)
             perm = (DMA_READ if flags & P.DMA_READ else 0) | (DMA_WRITE if flags & P.DMA_WRITE else 0)
             space = sess.pasid if flags & P.DMA_SVA else 0
-            self.fn.dma_map(space, address, size, perm, fd, offset, owner=sess.id)
+            if flags & P.DMA_REPLACE:
+                self.fn.dma_remap(space, address, size, perm, fd, offset, owner=sess.id)
+            else:
+                self.fn.dma_map(space, address, size, perm, fd, offset, owner=sess.id)
+        except FileNotFoundError:
+            raise OSError(errno.ENOENT, "no mapping to replace") from None
         except FileExistsError:
             raise OSError(errno.EEXIST, "overlapping mapping") from None
         except ValueError as exc:

@@ -80,6 +80,8 @@ DEVICE_FLAG_PCI = 2
 DMA_READ = 1
 DMA_WRITE = 2
 DMA_SVA = 4
+#: DMA_MAP: replace the mapping that starts at ``address`` in one step (a heap that grows)
+DMA_REPLACE = 8
 
 
 def _u32s(*names: str) -> tuple:
