@@ -211,6 +211,21 @@ def test_aie4_client_attach_while_suspended_resumes_the_device(chip: str, down: 
     assert res.ok, res.failure
 
 
+def test_get_array_fw_log_smaller_than_its_metadata_is_efault() -> None:
+    """Found by the shim target: GET_ARRAY FW_LOG (3) with a 2-byte buffer gave EFAULT where
+    the model said EOPNOTSUPP. The driver reads the dpt_metadata at the buffer's end before
+    it asks whether logging runs, so a buffer smaller than the metadata is EFAULT, also where
+    nothing serves the log (docs/spec/uapi.md §6); the model had the order wrong. One that
+    holds the metadata reaches the driver service (none here: EOPNOTSUPP); AIE4 has no log."""
+    res = tr.replay(_trace("call probe\nioctl open\nioctl array 0 3 1 2\nexpect errno EFAULT\n"
+                           "ioctl array 0 4 1 15\nexpect errno EFAULT\n"
+                           "ioctl array 0 3 16 1\nexpect errno ENOTSUP\n"))
+    assert res.ok, res.failure
+    res = tr.replay(_trace("call probe\nioctl open\nioctl array 0 3 1 2\nexpect errno ENOTSUP\n",
+                           "npu3"))
+    assert res.ok, res.failure
+
+
 def test_get_array_dpt_config_needs_room_for_one_state() -> None:
     """GET_ARRAY FW_LOG_CONFIG with fewer than 16 bytes: ENOSPC before the driver service
     is asked (docs/spec/uapi.md §6; the model lacked the rule)."""
