@@ -48,9 +48,7 @@ DEFAULT_BDFS = [f"0000:{bus:02x}:00.1" for bus in range(0xC5, 0x100)]
 SO_PEERCRED_FMT = struct.Struct("3i")
 BACKLOG_POLL_S = 0.0002
 _U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
 _HEAD_TAIL = struct.Struct("<QQ")
-_U32X2 = struct.Struct("<II")
 _WAKES_POLLING = struct.Struct("<II")  # the client's irq_wakes and polling words, adjacent
 assert P.CTRL_OFF_POLLING == P.CTRL_OFF_IRQ_WAKES + 4
 #: Rounds one session's log is applied in a row before the others get their turn.
