@@ -170,8 +170,8 @@ static int heap_place(struct xdna_shim_ctx *ctx, struct xdna_bo *bo)
 }
 
 /* The device's view of the heap: [0, len) of the heap memfd at heap_dma, in the session
- * PASID (SVA) or PASID 0 (IOVA). */
-static int heap_dma(struct xdna_shim_ctx *ctx, bool map, uint64_t len)
+ * PASID (SVA) or PASID 0 (IOVA); with replace, in place of the mapping there in one step. */
+static int heap_dma(struct xdna_shim_ctx *ctx, bool map, uint64_t len, bool replace)
 {
     bool sva = !ctx->iommu_iova;
     uint32_t pasid = sva ? ctx->info.pasid : 0, sva_flag = sva ? XDNA_PROTO_DMA_SVA : 0;
@@ -179,7 +179,8 @@ static int heap_dma(struct xdna_shim_ctx *ctx, bool map, uint64_t len)
     if (map) {
         struct xdna_proto_dma_map m = {
             .argsz = sizeof(m),
-            .flags = XDNA_PROTO_DMA_READ | XDNA_PROTO_DMA_WRITE | sva_flag,
+            .flags = XDNA_PROTO_DMA_READ | XDNA_PROTO_DMA_WRITE | sva_flag |
+                     (replace ? XDNA_PROTO_DMA_REPLACE : 0),
             .offset = 0, .address = ctx->s.heap_dma, .size = len, .pasid = pasid};
         int fd = ctx->s.heap_fd;
         return xdna_ctl(ctx, XDNA_PROTO_CMD_DMA_MAP, &m, sizeof(m), &fd, 1, NULL, &out, 0, NULL,
@@ -192,19 +193,16 @@ static int heap_dma(struct xdna_shim_ctx *ctx, bool map, uint64_t len)
 }
 
 /* The heap grew or shrank from old to len bytes: the device's mapping follows. Only the part
- * in use is mapped, so a device snapshot copies no more than before. */
+ * in use is mapped, so a device snapshot copies no more than before. The new mapping replaces
+ * the old in one step: the chunks in use stay reachable throughout, as the driver's pinned
+ * chunks do, so a job the firmware runs meanwhile never faults (docs/spec/jobs.md §2). */
 static int heap_resize(struct xdna_shim_ctx *ctx, uint64_t old, uint64_t len)
 {
-    if (old && heap_dma(ctx, false, old) < 0)
-        return -1;
-    if (len && heap_dma(ctx, true, len) < 0) {
-        int err = errno;
-        if (old)
-            heap_dma(ctx, true, old); /* the chunks there were stay reachable */
-        errno = err;
-        return -1;
-    }
-    return 0;
+    if (old && len)
+        return heap_dma(ctx, true, len, true); /* refused: the old mapping stays */
+    if (old)
+        return heap_dma(ctx, false, old, false);
+    return len ? heap_dma(ctx, true, len, false) : 0;
 }
 
 /* The session heap: one memfd as large as the chip's maximum (sparse), mapped whole here, so

@@ -536,8 +536,10 @@ static struct xdna_hwctx *pick_victim(struct xdna_shim_ctx *ctx, const struct xd
 /* Connect a context to the firmware (the runqueue's dispatch): when no firmware context or
  * columns are free, swap out an idle one of ours; with none, ask the other sessions (the
  * ctrl page's RQ_ASK, docs/spec/jobs.md §3a) and wait until a firmware context goes away
- * anywhere (CTX_GEN moves) or one of ours becomes idle. EBUSY if nothing frees a partition
- * within the mailbox timeout. */
+ * anywhere (CTX_GEN moves) or one of ours becomes idle. As the driver's runqueue keeps a
+ * context waiting while others free partitions, the wait starts over whenever one came
+ * free, even if another context took it first: EBUSY only when none came free within the
+ * mailbox timeout. */
 static int rq_connect(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 {
     uint64_t deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_MBOX_RX]);
@@ -557,6 +559,8 @@ static int rq_connect(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
         while (gen == xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_CTX_GEN) && !pick_victim(ctx, hw))
             if (xdna_cond_wait(ctx, deadline) < 0)
                 return xdna_fail(ctx, EBUSY, "context %u: no partition became free", hw->handle);
+        if (gen != xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_CTX_GEN))
+            deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_MBOX_RX]);
     }
 }
 

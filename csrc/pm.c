@@ -279,17 +279,19 @@ void xdna_pm_client_asks(struct xdna_shim_ctx *ctx)
 /* A client session's runtime-PM get (docs/spec/jobs.md §1), before a call that needs the
  * device and before every message it proxies: while the driver session holds the device
  * suspended (PM_DOWN), ask it to resume (PM_ASK) and wait until it did, within the mailbox
- * timeout. AIE2 (an AIE4 client's queues follow the function's FLR). Lock held. */
+ * timeout. Both generations: one mechanism. Lock held. */
 int xdna_pm_client_get(struct xdna_shim_ctx *ctx)
 {
-    if (!ctx->s.client || !ctx->ctrl || xdna_is_aie4(ctx->chip) ||
-        !xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_PM_DOWN))
+    if (!ctx->s.client || !ctx->ctrl || !xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_PM_DOWN))
         return 0;
     uint64_t deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_MBOX_RX]);
     xdna_ctrl_set(ctx, XDNA_PROTO_CTRL_OFF_PM_ASK, xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_PM_ASK) + 1);
+    /* a wait step, not a condition wait: attach asks before its monitor runs, so the
+     * caller may be the only one to receive the daemon's notify */
     while (xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_PM_DOWN))
-        if (xdna_cond_wait(ctx, deadline) < 0)
-            return xdna_fail(ctx, ETIMEDOUT, "the driver did not resume the suspended device");
+        if (xdna_wait_step(ctx, -1, deadline, NULL) < 0)
+            return errno == ETIME ? xdna_fail(ctx, ETIMEDOUT, "the driver did not resume the"
+                                              " suspended device") : -1;
     return 0;
 }
 

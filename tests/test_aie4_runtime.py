@@ -159,3 +159,39 @@ def test_attached_client_runs_aie4_contexts(dev, xdna_emulator: Emulator) -> Non
     c2 = dev.context()  # the driver goes on; the client's contexts went with its session
     out = dev.buffer(np.zeros(N, dtype=np.int32))
     assert c2.run("copy", dev.buffer(np.arange(N, dtype=np.int32)), out).wait(timeout=10) == "completed"
+
+
+@pytest.mark.parametrize(("xdna_chip", "how"), [("npu3", "autosuspend"), ("npu3", "suspend"),
+                                                ("npu3_pf", "suspend"), ("npu4", "suspend")])
+def test_client_attach_resumes_a_suspended_device(dev, xdna_emulator: Emulator,  # noqa: ANN001
+                                                  how: str) -> None:
+    """A new process attaching while the driver session holds the device suspended (its
+    monitor's autosuspend, or a suspend call) takes a runtime-PM reference as its open does:
+    it asks through the ctrl page (PM_ASK), the driver's monitor resumes the device, and
+    the client's queries, context and job run (docs/spec/jobs.md §1, one mechanism for
+    both generations; the ask is made before the client's monitor runs, so its wait receives
+    the daemon's notify itself). A PF is never autosuspended."""
+    from xdna_emu.testing.wait import wait_until
+
+    if how == "autosuspend":
+        dev.shim.set_autosuspend_ms(1)
+        wait_until(lambda: dev.shim.power()["suspended"], what="the autosuspend")
+        dev.shim.set_autosuspend_ms(600_000)  # no second autosuspend while the client works
+    else:
+        dev.shim.suspend()
+    resumes = dev.shim.power()["resume_count"]
+    assert dev.shim.power()["suspended"]
+    with Device.open(socket=xdna_emulator.socket) as cl:
+        assert cl.role == "client"
+        assert not dev.shim.power()["suspended"]
+        assert dev.shim.power()["resume_count"] == resumes + 1
+        assert cl.shim.info()["fw_version"] == dev.shim.info()["fw_version"]
+        if cl.shim.info().get("function") == "pf":
+            return  # a PF runs no contexts (docs/spec/aie4.md §10)
+        ctx = cl.context()
+        out = cl.buffer(np.zeros(N, dtype=np.int32))
+        assert ctx.run("copy", cl.buffer(np.arange(N, dtype=np.int32)), out).wait(timeout=10) == "completed"
+        assert (out.read() == np.arange(N)).all()
+    c2 = dev.context()
+    out = dev.buffer(np.zeros(N, dtype=np.int32))
+    assert c2.run("copy", dev.buffer(np.arange(N, dtype=np.int32)), out).wait(timeout=10) == "completed"

@@ -143,6 +143,34 @@ def test_dma_map_rejects_overlap_and_bad_ranges(xdna_emulator) -> None:
     os.close(fd)
 
 
+def test_dma_map_replace_swaps_a_mapping_in_one_step(xdna_emulator) -> None:
+    """DMA_MAP with REPLACE puts a new mapping in place of the one that starts at the address
+    in one step (a growing heap: docs/spec/protocol.md); nothing starts there ENOENT, an
+    overlap with another mapping EEXIST with the old mapping kept, a bad range EINVAL."""
+    fd = dma_memfd(0x40000)
+    rw = P.DMA_READ | P.DMA_WRITE
+    with ControlClient(xdna_emulator.socket) as cl:
+        cl.version()
+        mp = lambda addr, size, flags=rw: cl.call(  # noqa: E731
+            P.Cmd.DMA_MAP, P.DMA_MAP.pack(40, flags, 0, addr, size, 0, 0), [fd])
+        unmap = lambda addr, size: cl.call(  # noqa: E731
+            P.Cmd.DMA_UNMAP, P.DMA_UNMAP.pack(32, 0, addr, size, 0, 0))
+        mp(0x100000, 0x10000)
+        mp(0x140000, 0x10000)
+        for args, err in [((0x108000, 0x10000), errno.ENOENT), ((0x200000, 0x10000), errno.ENOENT),
+                          ((0x100000, 0x50000), errno.EEXIST), ((0x100000, 0), errno.EINVAL)]:
+            with pytest.raises(ControlError) as e:
+                mp(*args, flags=rw | P.DMA_REPLACE)
+            assert e.value.errno == err, args
+        mp(0x100000, 0x20000, flags=rw | P.DMA_REPLACE)  # grown: 0x100000..0x120000
+        with pytest.raises(ControlError) as e:
+            unmap(0x100000, 0x10000)  # the old mapping is gone
+        assert e.value.errno == errno.ENOENT
+        unmap(0x100000, 0x20000)
+        unmap(0x140000, 0x10000)  # refused replaces kept the other one as it was
+    os.close(fd)
+
+
 def test_bar_and_ctrl_memory_cannot_be_resized_by_a_client(xdna_emulator) -> None:
     with ControlClient(xdna_emulator.socket) as cl:
         cl.version()
@@ -877,4 +905,86 @@ def test_a_client_that_stops_reading_is_dropped(tmp_path: Path, monkeypatch: pyt
     finally:
         stop.set()
         stop.thread.join(10)
+        d.cleanup()
+
+
+#: what a reader process does while the daemon republishes its words: each word it is told
+#: about must always read as one of the values the daemon stored, in order (a counter never
+#: goes back); it counts its reads in a page of its own and reports what it saw
+_WORD_READER = textwrap.dedent("""
+    import mmap, os, sys
+    ctrl_fd, prog_fd, steady, rising = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    page = memoryview(mmap.mmap(ctrl_fd, 0)).cast("I")
+    prog = memoryview(mmap.mmap(prog_fd, 0)).cast("Q")
+    steady = [(int(o) >> 2, page[int(o) >> 2]) for o in steady.split(",")]
+    rising = [int(o) >> 2 for o in rising.split(",")]
+    last = [page[i] for i in rising]
+    bad = []
+    while not prog[1] and len(bad) < 10:
+        for _ in range(256):
+            bad += [(i * 4, v) for i, want in steady if (v := page[i]) != want]
+            for k, i in enumerate(rising):
+                v = page[i]
+                if v < last[k]:
+                    bad.append((i * 4, v))
+                last[k] = v
+        prog[0] += 256
+    print(bad)
+""")
+
+
+def test_republished_words_never_read_as_another_value(tmp_path) -> None:
+    """A word the daemon stores into a session's ctrl page is one store: a reader in another
+    process never sees it pass through another value, even for a moment (a client that saw
+    ``fw_boots`` or ``drv_stops`` move for a moment forgot its firmware contexts without
+    destroying them, and every session then waited for a partition that never came free:
+    docs/spec/jobs.md §3a; a counter seen going back: ``ctx_gen``, the epoch)."""
+    import mmap as mmapmod
+    import socket as socketmod
+
+    from xdna_emu.daemon import Connection
+
+    d, drv, _ch, irq = _logged_session(tmp_path)
+    a, b = socketmod.socketpair()
+    prog_fd = os.memfd_create("reader-progress")
+    os.ftruncate(prog_fd, 4096)
+    prog = memoryview(mmapmod.mmap(prog_fd, 4096)).cast("Q")
+    reader = None
+    try:
+        d.fn.driver = drv.id
+        client = Connection(d, a, 100)
+        d.sessions[client.id] = client
+        client.attach_write_log()
+        struct.pack_into("<II", drv.ctrl, P.CTRL_OFF_PM_DOWN, 1, 4)  # what the driver stores
+        struct.pack_into("<I", client.ctrl, P.CTRL_OFF_HWCTX_LIVE, 3)
+        d._publish_foreign_ctx()
+        steady = (P.CTRL_OFF_FW_BOOTS, P.CTRL_OFF_PM_DOWN, P.CTRL_OFF_DRV_STOPS, P.CTRL_OFF_RQ_ASKS)
+        assert [_ctrl_u32(client, o) for o in steady] == [d.fn.device.boots, 1, 4, 0]
+        rising = (P.CTRL_OFF_CTX_GEN, P.CTRL_OFF_EPOCH)
+        reader = subprocess.Popen(
+            [sys.executable, "-c", _WORD_READER, str(client.ctrl_fd), str(prog_fd),
+             ",".join(map(str, steady)), ",".join(map(str, rising))],
+            pass_fds=(client.ctrl_fd, prog_fd), stdout=subprocess.PIPE, text=True)
+        wait_until(lambda: prog[0], what="the reader to start reading")
+        start = prog[0]
+        for i in range(20_000_000):  # until the reader has read 300,000 times meanwhile
+            if i % 64 == 0:
+                if prog[0] - start >= 300_000 or reader.poll() is not None:
+                    break
+                d.fn.device.stats["contexts_destroyed"] += 1
+                d._publish_foreign_ctx()  # every publish path
+            client.notify(wake=False)
+        assert prog[0] - start >= 300_000
+        prog[1] = 1
+        out, _ = reader.communicate(timeout=60)
+        assert reader.returncode == 0 and out.strip() == "[]", out
+        assert _ctrl_u32(client, P.CTRL_OFF_CTX_GEN) == d.fn.device.stats["contexts_destroyed"]
+    finally:
+        if reader is not None and reader.poll() is None:
+            reader.kill()
+            reader.wait()
+        prog.release()
+        os.close(prog_fd)
+        b.close()
+        os.close(irq)
         d.cleanup()

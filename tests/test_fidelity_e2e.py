@@ -562,8 +562,6 @@ def test_more_contexts_than_columns(xdna_chip: str, cols: int, jobs: int, xdna_s
         shim.hwctx_destroy(c)
 
 
-@pytest.mark.xfail(strict=False, reason="open defect (docs/spec/jobs.md §3a): about one run in "
-                   "six to ten ends a job ABORT and two execs EBUSY across the two sessions")
 @pytest.mark.parametrize("xdna_chip", ["npu1"])
 def test_sessions_share_columns_under_load(xdna_chip: str, xdna_emulator: Emulator,
                                           xdna_shim: Shim) -> None:

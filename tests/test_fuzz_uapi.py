@@ -187,23 +187,42 @@ def test_client_call_failing_its_argument_checks_leaves_the_device_suspended() -
     assert res.ok, res.failure
 
 
-@pytest.mark.xfail(strict=True, reason="open finding (docs/spec/fuzzing.md §12): a file's nop job "
-                   "ends TIMEOUT after its heap grew while jobs of two contexts were pending")
-def test_open_finding_nop_job_times_out_after_the_heap_grows() -> None:
-    """Found by the shim target (seed 3), present before the runtime-PM changes too."""
+def test_nop_job_completes_although_the_heap_grows_meanwhile() -> None:
+    """Found by the shim target (seed 3): a file's nop job ended TIMEOUT when the file's heap
+    grew while its jobs were pending: the shim unmapped the heap and mapped it again larger,
+    and the job ran in between (an IOMMU fault, a hang, TDR). The larger mapping now
+    replaces the old in one step (docs/spec/jobs.md §2, protocol.md DMA_MAP REPLACE)."""
     res = tr.replay(_trace("call probe\nioctl open\nioctl heap 0\nioctl ctx 0 1 0\n"
                            "ioctl exec 0 2 nop\nioctl exec 0 0 nop\nioctl ctx 0 1 0\n"
                            "ioctl exec 0 0 nop\nioctl heap 0\n"))
     assert res.ok, res.failure
 
 
-@pytest.mark.xfail(strict=True, reason="open finding (docs/spec/fuzzing.md §12): on AIE4 a client "
-                   "session cannot attach while the driver holds the device runtime-suspended")
-def test_open_finding_aie4_client_attach_while_autosuspended() -> None:
-    """Found by fuzz-bench's npu3 control row (the shim target, seed 1): the driver resumes a
-    runtime-suspended device for a new process; here AIE4's client attach gets ENODEV
-    (the AIE4 client's runtime-PM ask is not modelled, docs/spec/jobs.md §1)."""
-    res = tr.replay(_trace("call probe\ncall tick 0x1760\ncall client\n", "npu3"))
+@pytest.mark.parametrize(("chip", "down"), [("npu3", "call tick 0x1760"), ("npu3", "call suspend"),
+                                           ("npu3_pf", "call suspend")])
+def test_aie4_client_attach_while_suspended_resumes_the_device(chip: str, down: str) -> None:
+    """Found by fuzz-bench's npu3 control row (the shim target, seed 1): a new process
+    attaching while the driver holds the device suspended (its autosuspend, or a suspend
+    call; a PF is never autosuspended) got ENODEV. Its attach now asks through the ctrl
+    page as an AIE2 client's calls do, the driver's monitor resumes the device, and the
+    model knows it is up (docs/spec/jobs.md §1)."""
+    res = tr.replay(_trace(f"call probe\n{down}\ncall client\nexpect errno ok\n"
+                           "call resume\nexpect errno EINVAL\n", chip))
+    assert res.ok, res.failure
+
+
+def test_get_array_fw_log_smaller_than_its_metadata_is_efault() -> None:
+    """Found by the shim target: GET_ARRAY FW_LOG (3) with a 2-byte buffer gave EFAULT where
+    the model said EOPNOTSUPP. The driver reads the dpt_metadata at the buffer's end before
+    it asks whether logging runs, so a buffer smaller than the metadata is EFAULT, also where
+    nothing serves the log (docs/spec/uapi.md §6); the model had the order wrong. One that
+    holds the metadata reaches the driver service (none here: EOPNOTSUPP); AIE4 has no log."""
+    res = tr.replay(_trace("call probe\nioctl open\nioctl array 0 3 1 2\nexpect errno EFAULT\n"
+                           "ioctl array 0 4 1 15\nexpect errno EFAULT\n"
+                           "ioctl array 0 3 16 1\nexpect errno ENOTSUP\n"))
+    assert res.ok, res.failure
+    res = tr.replay(_trace("call probe\nioctl open\nioctl array 0 3 1 2\nexpect errno ENOTSUP\n",
+                           "npu3"))
     assert res.ok, res.failure
 
 

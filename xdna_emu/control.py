@@ -40,6 +40,7 @@ class ControlClient:
         self.msg_id = 0
         self.caps: dict[str, Any] = {}
         self.ctrl: mmap.mmap | None = None
+        self._w64: memoryview | None = None
         self.kick_fd = self.notify_fd = -1
 
     # -- framing ----------------------------------------------------------------------
@@ -115,14 +116,17 @@ class ControlClient:
             os.close(fd)
         self.ctrl = mmap.mmap(ctrl_fd, P.CTRL_SIZE)
         os.close(ctrl_fd)
+        self._w64 = P.ctrl_words(self.ctrl)[1]  # HEAD is one store: the daemon reads it meanwhile
 
     def log_write(self, bar: int, offset: int, value: int) -> None:
         """Append one trapped write to the log and kick, as the shim does."""
         assert self.ctrl is not None
-        head = struct.unpack_from("<Q", self.ctrl, P.CTRL_OFF_HEAD)[0]
+        w64 = self._w64
+        assert w64 is not None
+        head = w64[P.CTRL_OFF_HEAD >> 3]
         slot = P.CTRL_OFF_ENTRY0 + (head % P.LOG_ENTRIES) * P.LOG_ENTRY.size
         P.LOG_ENTRY.pack_into(self.ctrl, slot, bar, offset, value, 0)
-        struct.pack_into("<Q", self.ctrl, P.CTRL_OFF_HEAD, head + 1)
+        w64[P.CTRL_OFF_HEAD >> 3] = head + 1
         os.eventfd_write(self.kick_fd, 1)
 
     def wait_applied(self, timeout: float = 5.0) -> None:
@@ -141,6 +145,9 @@ class ControlClient:
 
     def close(self) -> None:
         if self.ctrl is not None:
+            if self._w64 is not None:
+                self._w64.release()
+                self._w64 = None
             self.ctrl.close()
             self.ctrl = None
         for fd in (self.kick_fd, self.notify_fd):

@@ -50,10 +50,6 @@ BACKLOG_POLL_S = 0.0002
 #: How long a reply may wait for room in a client's socket before the client is dropped
 #: (a client that stops reading must not stall the device for everyone).
 SEND_TIMEOUT_S = 2.0
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
-_HEAD_TAIL = struct.Struct("<QQ")
-_U32X2 = struct.Struct("<II")
 _WAKES_POLLING = struct.Struct("<II")  # the client's irq_wakes and polling words, adjacent
 assert P.CTRL_OFF_POLLING == P.CTRL_OFF_IRQ_WAKES + 4
 #: Rounds one session's log is applied in a row before the others get their turn.
@@ -196,36 +192,42 @@ def pmf_body(m: Any) -> bytes:
     return _PMF_BODY.pack(m.power_mw, *busy, *(0,) * (P.CTRL_PMF_COLUMNS - len(busy)))
 
 
-def _publish_pmf(ctrl: Any, body: bytes) -> None:
+_PMF_WORDS = slice(P.CTRL_OFF_PMF_POWER >> 2, _PMF_END >> 2)
+
+
+def _publish_pmf(w: memoryview, body: bytes) -> None:
     """The platform firmware's metrics into one session's ctrl page (protocol.py: SEQ odd
     while written, so a reader retries a torn read); unchanged metrics are not rewritten."""
-    if ctrl[P.CTRL_OFF_PMF_POWER:_PMF_END] == body:
+    if w[_PMF_WORDS].tobytes() == body:
         return
-    seq = _U32.unpack_from(ctrl, P.CTRL_OFF_PMF_SEQ)[0]
-    _U32.pack_into(ctrl, P.CTRL_OFF_PMF_SEQ, (seq | 1) & 0xFFFFFFFF)
-    ctrl[P.CTRL_OFF_PMF_POWER:_PMF_END] = body
-    _U32.pack_into(ctrl, P.CTRL_OFF_PMF_SEQ, ((seq | 1) + 1) & 0xFFFFFFFF)
+    seq = w[P.CTRL_OFF_PMF_SEQ >> 2]
+    w[P.CTRL_OFF_PMF_SEQ >> 2] = (seq | 1) & 0xFFFFFFFF
+    w[_PMF_WORDS] = memoryview(body).cast("I")
+    w[P.CTRL_OFF_PMF_SEQ >> 2] = ((seq | 1) + 1) & 0xFFFFFFFF
 
 
-def store_words(ctrl: Any, rq_asks: int, gen: int, boots: int, pmf: bytes | None,
+def store_words(w: memoryview, rq_asks: int, gen: int, boots: int, pmf: bytes | None,
                 client: tuple[int, int, int] | None = None,
                 foreign: tuple[int, int, int] | None = None) -> None:
     """The one writer of the words the daemon stores into a session's ctrl page
-    (docs/spec/protocol.md, the ctrl page table): every publish path computes its values
-    and hands them here, so no path can leave a word out. ``client`` (DPM level now, the
-    driver's pm_down and drv_stops) is for client sessions, ``foreign`` (contexts, DPM
-    want, runtime-PM asks) for the driver's."""
-    _U32X2.pack_into(ctrl, P.CTRL_OFF_RQ_ASKS, rq_asks & 0xFFFFFFFF, gen)
-    _U32.pack_into(ctrl, P.CTRL_OFF_FW_BOOTS, boots)
+    (docs/spec/protocol.md, the ctrl page table), given as its ``ctrl_words`` 32-bit
+    view: every publish path computes its values and hands them here, so no path can leave
+    a word out, and each word is one store. ``client`` (DPM level now, the driver's
+    pm_down and drv_stops) is for client sessions, ``foreign`` (contexts, DPM want,
+    runtime-PM asks) for the driver's."""
+    w[P.CTRL_OFF_RQ_ASKS >> 2] = rq_asks & 0xFFFFFFFF
+    w[P.CTRL_OFF_CTX_GEN >> 2] = gen
+    w[P.CTRL_OFF_FW_BOOTS >> 2] = boots
     if client is not None:
-        _U32.pack_into(ctrl, P.CTRL_OFF_DPM_NOW, client[0])
-        _U32X2.pack_into(ctrl, P.CTRL_OFF_PM_DOWN, client[1], client[2])
+        w[P.CTRL_OFF_DPM_NOW >> 2] = client[0]
+        w[P.CTRL_OFF_PM_DOWN >> 2] = client[1]
+        w[P.CTRL_OFF_DRV_STOPS >> 2] = client[2]
     if foreign is not None:
-        _U32.pack_into(ctrl, P.CTRL_OFF_FOREIGN_CTX, foreign[0])
-        _U32.pack_into(ctrl, P.CTRL_OFF_FOREIGN_DPM, foreign[1])
-        _U32.pack_into(ctrl, P.CTRL_OFF_PM_ASKS, foreign[2] & 0xFFFFFFFF)
+        w[P.CTRL_OFF_FOREIGN_CTX >> 2] = foreign[0]
+        w[P.CTRL_OFF_FOREIGN_DPM >> 2] = foreign[1]
+        w[P.CTRL_OFF_PM_ASKS >> 2] = foreign[2] & 0xFFFFFFFF
     if pmf is not None:
-        _publish_pmf(ctrl, pmf)
+        _publish_pmf(w, pmf)
 
 
 class Connection:
@@ -241,6 +243,10 @@ class Connection:
         self.fds: list[int] = []
         self.versioned = False
         self.ctrl: mmap.mmap | None = None
+        #: the ctrl page's words, for every load and store another process may race
+        #: (:func:`protocol.ctrl_words`)
+        self.w32: memoryview | None = None
+        self.w64: memoryview | None = None
         self.ctrl_fd = -1
         #: The runqueue asks made before this session came (docs/spec/jobs.md §3a): its
         #: ``RQ_ASKS`` counts only those after, so it owes nothing for older ones.
@@ -270,6 +276,7 @@ class Connection:
             raise OSError(errno.EBUSY, "write log already attached")
         self.ctrl_fd = sealed_memfd(f"xdna-emu-ctrl-{self.id}", P.CTRL_SIZE)
         self.ctrl = mmap.mmap(self.ctrl_fd, P.CTRL_SIZE)
+        self.w32, self.w64 = P.ctrl_words(self.ctrl)
         struct.pack_into("<IIII", self.ctrl, 0, P.CTRL_MAGIC, P.CTRL_VERSION, P.LOG_ENTRIES,
                          P.LOG_ENTRY.size)
         struct.pack_into("<I", self.ctrl, P.CTRL_OFF_ALIVE, 1)
@@ -295,8 +302,8 @@ class Connection:
         """Apply every logged write in order until the log stays empty (entries the client
         adds meanwhile too, without a kick while ``draining`` is set); False when the client
         corrupted the log. The caller holds interrupts: one per vector per wake-up."""
-        ctrl, kick = self.ctrl, self.kick_fd
-        assert ctrl is not None
+        ctrl, kick, w32, w64 = self.ctrl, self.kick_fd, self.w32, self.w64
+        assert ctrl is not None and w32 is not None and w64 is not None
         entry = P.LOG_ENTRY
         esize, n, entry0 = entry.size, P.LOG_ENTRIES, P.CTRL_OFF_ENTRY0
         write = self.daemon.fn.mmio_write
@@ -304,17 +311,17 @@ class Connection:
         sid = self.id
         flag = DRAIN_FLAG
         if flag:
-            _U32.pack_into(ctrl, P.CTRL_OFF_DRAINING, 1)
+            w32[P.CTRL_OFF_DRAINING >> 2] = 1
         settled = False
         for _ in range(DRAIN_ROUNDS):
-            head, tail = _HEAD_TAIL.unpack_from(ctrl, P.CTRL_OFF_HEAD)
+            head, tail = w64[P.CTRL_OFF_HEAD >> 3], w64[P.CTRL_OFF_TAIL >> 3]
             if head == tail:
                 if settled:
                     return True
                 # clear the flag, consume the kicks (that eventfd read is also the full
                 # barrier between the flag store and the next head load), look once more
                 if flag:
-                    _U32.pack_into(ctrl, P.CTRL_OFF_DRAINING, 0)
+                    w32[P.CTRL_OFF_DRAINING >> 2] = 0
                     flag = False
                 try:
                     os.eventfd_read(kick)
@@ -325,7 +332,7 @@ class Connection:
             if head < tail or head - tail > n:
                 log.warning("session %d: write log head %d tail %d is corrupt", self.id, head, tail)
                 if flag:
-                    _U32.pack_into(ctrl, P.CTRL_OFF_DRAINING, 0)
+                    w32[P.CTRL_OFF_DRAINING >> 2] = 0
                 return False
             if fast is not None:  # the C job path (docs/spec/jobs.md §7); this loop does the rest
                 tail = fast.apply(ctrl, tail, head, write, sid)
@@ -333,19 +340,19 @@ class Connection:
                 bar, off, val, _ = entry.unpack_from(ctrl, entry0 + (tail % n) * esize)
                 write(bar, off, val, sid)
                 tail += 1
-            _U64.pack_into(ctrl, P.CTRL_OFF_TAIL, tail)
+            w64[P.CTRL_OFF_TAIL >> 3] = tail
         # the others' turn: come back through the event loop, kicked by ourselves
         if flag:
-            _U32.pack_into(ctrl, P.CTRL_OFF_DRAINING, 0)
+            w32[P.CTRL_OFF_DRAINING >> 2] = 0
         os.eventfd_write(kick, 1)
         return True
 
     def notify(self, wake: bool = True) -> None:
         """Bump the epoch and, if ``wake``, write the notify eventfd."""
-        ctrl = self.ctrl
-        if ctrl is None:
+        w64 = self.w64
+        if w64 is None:
             return
-        _U64.pack_into(ctrl, P.CTRL_OFF_EPOCH, _U64.unpack_from(ctrl, P.CTRL_OFF_EPOCH)[0] + 1)
+        w64[P.CTRL_OFF_EPOCH >> 3] += 1
         if wake:
             with contextlib.suppress(OSError):
                 os.eventfd_write(self.notify_fd, 1)
@@ -364,10 +371,12 @@ class Connection:
             assert dp is not None
             dp.session_remove(self.bell_slot)
             self.bell_slot = -1
-        if self.ctrl is not None:
-            struct.pack_into("<I", self.ctrl, P.CTRL_OFF_ALIVE, 0)
+        if self.ctrl is not None and self.w32 is not None and self.w64 is not None:
+            self.w32[P.CTRL_OFF_ALIVE >> 2] = 0
             with contextlib.suppress(OSError):
                 os.eventfd_write(self.notify_fd, 1)
+            self.w32.release()
+            self.w64.release()
             self.ctrl.close()
         for fd in (self.ctrl_fd, self.kick_fd, self.notify_fd, self.bell_fd, *self.fds):
             if fd >= 0:
@@ -502,13 +511,12 @@ class Daemon:
         drv = self.driver
         if drv is None:
             return False
-        return self.fn.probed or (drv.ctrl is not None and
-                                  struct.unpack_from("<I", drv.ctrl, P.CTRL_OFF_PM_DOWN)[0] != 0)
+        return self.fn.probed or (drv.w32 is not None and drv.w32[P.CTRL_OFF_PM_DOWN >> 2] != 0)
 
     def _rq_asks_total(self) -> int:
         """Every runqueue ask so far: the live sessions' and those of sessions gone."""
-        return self.rq_asks_gone + sum(struct.unpack_from("<I", s.ctrl, P.CTRL_OFF_RQ_ASK)[0]
-                                       for s in self.sessions.values() if s.ctrl is not None)
+        return self.rq_asks_gone + sum(s.w32[P.CTRL_OFF_RQ_ASK >> 2]
+                                       for s in self.sessions.values() if s.w32 is not None)
 
     def _pmf(self) -> bytes | None:
         """The device's platform metrics as ctrl-page bytes, packed again only when the
@@ -522,8 +530,8 @@ class Daemon:
 
     def _pm_asks_total(self) -> int:
         """Every runtime-PM ask so far: the live sessions' and those of sessions gone."""
-        return self.pm_asks_gone + sum(struct.unpack_from("<I", s.ctrl, P.CTRL_OFF_PM_ASK)[0]
-                                       for s in self.sessions.values() if s.ctrl is not None)
+        return self.pm_asks_gone + sum(s.w32[P.CTRL_OFF_PM_ASK >> 2]
+                                       for s in self.sessions.values() if s.w32 is not None)
 
     def _publish_foreign_ctx(self) -> None:
         """Tell the driver how many contexts clients hold (their runtime-PM references), and
@@ -539,29 +547,30 @@ class Daemon:
         owner = self.fn.driver
         drv = self.sessions.get(owner) if owner is not None else None  # self.driver, inlined
         pmf = self._pmf()
-        if len(self.sessions) == 1 and drv is not None and drv.ctrl is not None:
+        if len(self.sessions) == 1 and drv is not None and drv.w32 is not None:
             # the driver alone, as after every step of a single-process run: nobody else
             # asks, holds or wants anything (the general case below, without its lists)
-            store_words(drv.ctrl, self.rq_asks_gone - drv.rq_base, gen, boots, pmf,
+            store_words(drv.w32, self.rq_asks_gone - drv.rq_base, gen, boots, pmf,
                         foreign=(dev.context_count(exclude_pasid=drv.pasid), 0,
                                  self.pm_asks_gone - drv.pm_base))
             return
-        live = [(s, s.ctrl) for s in self.sessions.values() if s.ctrl is not None]
-        asks = [_U32.unpack_from(c, P.CTRL_OFF_RQ_ASK)[0] for _, c in live]
+        live = [(s, s.w32) for s in self.sessions.values() if s.w32 is not None]
+        asks = [c[P.CTRL_OFF_RQ_ASK >> 2] for _, c in live]
         total = sum(asks) + self.rq_asks_gone
-        dctrl = drv.ctrl if drv is not None else None
+        dw = drv.w32 if drv is not None else None
         level = dev.dpm_level_now()
         if level is not None:  # the SMU's own state: current even before the driver notes it
             now = 1 + level
         else:
-            now = _U32.unpack_from(dctrl, P.CTRL_OFF_DPM_NOW)[0] if dctrl is not None else 0
+            now = dw[P.CTRL_OFF_DPM_NOW >> 2] if dw is not None else 0
         held = want = pm_asks = 0
-        down, stops = _U32X2.unpack_from(dctrl, P.CTRL_OFF_PM_DOWN) if dctrl is not None else (0, 0)
+        down, stops = ((dw[P.CTRL_OFF_PM_DOWN >> 2], dw[P.CTRL_OFF_DRV_STOPS >> 2])
+                       if dw is not None else (0, 0))
         for s, c in live:
             if s is not drv:
-                held += _U32.unpack_from(c, P.CTRL_OFF_HWCTX_LIVE)[0]
-                want = max(want, _U32.unpack_from(c, P.CTRL_OFF_DPM_WANT)[0])
-                pm_asks += _U32.unpack_from(c, P.CTRL_OFF_PM_ASK)[0]
+                held += c[P.CTRL_OFF_HWCTX_LIVE >> 2]
+                want = max(want, c[P.CTRL_OFF_DPM_WANT >> 2])
+                pm_asks += c[P.CTRL_OFF_PM_ASK >> 2]
         for (s, c), ask in zip(live, asks, strict=True):
             if s is drv:
                 store_words(c, total - ask - s.rq_base, gen, boots, pmf,
@@ -628,19 +637,19 @@ class Daemon:
         except (OSError, ValueError):
             n = -1
         drv = self.driver
-        if n < 0 or drv is None or drv.ctrl is None:
+        if n < 0 or drv is None or drv.w32 is None:
             log.warning("sriov_numvfs: %s", "not a number" if n < 0 else "no driver bound")
             self._write_discovery_files()
             return False
-        struct.pack_into("<I", drv.ctrl, P.CTRL_OFF_SRIOV_REQ, n + 1)
+        drv.w32[P.CTRL_OFF_SRIOV_REQ >> 2] = n + 1
         self._numvfs_req = drv
         return True
 
     def _numvfs_taken(self) -> None:
         """The driver took the request (its ctrl word is 0 again): show the enabled count."""
         drv = self._numvfs_req
-        if drv is not None and (drv.closed or drv.ctrl is None or
-                                not struct.unpack_from("<I", drv.ctrl, P.CTRL_OFF_SRIOV_REQ)[0]):
+        if drv is not None and (drv.closed or drv.w32 is None or
+                                not drv.w32[P.CTRL_OFF_SRIOV_REQ >> 2]):
             self._numvfs_req = None
             self._write_discovery_files()
 
@@ -649,8 +658,8 @@ class Daemon:
         ctrl page, then the hang-up), its device resets, its files go."""
         for vf in reversed(self.vfs):
             for s in list(vf.sessions.values()):
-                if s.ctrl is not None and not s.closed:
-                    struct.pack_into("<I", s.ctrl, P.CTRL_OFF_REMOVED, 1)
+                if s.w32 is not None and not s.closed:
+                    s.w32[P.CTRL_OFF_REMOVED >> 2] = 1
             vf.fn.reset()
             vf.cleanup()
         if self.vfs:
@@ -663,8 +672,8 @@ class Daemon:
         """A function reset: every session sees the count at once, before any reply, so a
         driver tells its own reset from one it did not start (docs/spec/aie4.md §8)."""
         for s in list(self.sessions.values()):
-            if s.ctrl is not None and not s.closed:
-                struct.pack_into("<I", s.ctrl, P.CTRL_OFF_RESETS, self.fn.resets)
+            if s.w32 is not None and not s.closed:
+                s.w32[P.CTRL_OFF_RESETS >> 2] = self.fn.resets
 
     def reset_device(self) -> None:
         """DEVICE_RESET: the function's device reset."""
@@ -719,8 +728,8 @@ class Daemon:
     def _publish_doorbells(self, mask: int) -> None:
         """The live doorbells changed: every session that has them sees it."""
         for s in self.sessions.values():
-            if s.bell_fd >= 0 and s.ctrl is not None and not s.closed:
-                _U32.pack_into(s.ctrl, P.CTRL_OFF_DOORBELL_MASK, mask)
+            if s.bell_fd >= 0 and s.w32 is not None and not s.closed:
+                s.w32[P.CTRL_OFF_DOORBELL_MASK >> 2] = mask
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.running = False
@@ -901,33 +910,33 @@ class Daemon:
         elif t - self.polled_ns > POLL_RECENT_NS:
             self.polled_ns = 0
             return
-        logs = [(s, s.ctrl) for d in (self, *self.vfs) for s in d.sessions.values()
-                if s.ctrl is not None]
+        logs = [(s, s.w32, s.w64) for d in (self, *self.vfs) for s in d.sessions.values()
+                if s.w32 is not None and s.w64 is not None]
+        draining, head_at, tail_at = P.CTRL_OFF_DRAINING >> 2, P.CTRL_OFF_HEAD >> 3, P.CTRL_OFF_TAIL >> 3
         flag = DRAIN_FLAG
         if flag:
-            for _, c in logs:
-                _U32.pack_into(c, P.CTRL_OFF_DRAINING, 1)
+            for _, w32, _ in logs:
+                w32[draining] = 1
         moved = self._spun
-        end, head_tail, off = t + SPIN_NS, _HEAD_TAIL.unpack_from, P.CTRL_OFF_HEAD
+        end = t + SPIN_NS
         while not moved and now() < end:
-            for s, c in logs:
-                head, tail = head_tail(c, off)
-                if head != tail:
+            for s, _, w64 in logs:
+                if w64[head_at] != w64[tail_at]:
                     moved.append(s)
             if self._owed:
                 self._pay_notifies(NOTIFY_DEFER_NS)
             if not moved:
                 os.sched_yield()  # a polite spin: the client may be waiting for this CPU
         if flag:  # as at the end of a drain: clear, consume the kicks (a barrier), look again
-            for s, c in logs:
+            for s, w32, w64 in logs:
                 if s in moved:
                     continue  # its drain clears the flag after it applied the log
-                _U32.pack_into(c, P.CTRL_OFF_DRAINING, 0)
+                w32[draining] = 0
                 try:
                     kicks = os.eventfd_read(s.kick_fd)
                 except OSError:  # BlockingIOError: nobody kicked
                     kicks = 0
-                head, tail = head_tail(c, off)
+                head, tail = w64[head_at], w64[tail_at]
                 # a kick with no entry behind it is a client word that changed (protocol.md
                 # "Suppressed kicks and notifies"): the step that drains it also publishes
                 if kicks or head != tail:
@@ -1209,7 +1218,12 @@ class Daemon:
             require_shrink_seal(fd)
             perm = (DMA_READ if flags & P.DMA_READ else 0) | (DMA_WRITE if flags & P.DMA_WRITE else 0)
             space = sess.pasid if flags & P.DMA_SVA else 0
-            self.fn.dma_map(space, address, size, perm, fd, offset, owner=sess.id)
+            if flags & P.DMA_REPLACE:
+                self.fn.dma_remap(space, address, size, perm, fd, offset, owner=sess.id)
+            else:
+                self.fn.dma_map(space, address, size, perm, fd, offset, owner=sess.id)
+        except FileNotFoundError:
+            raise OSError(errno.ENOENT, "no mapping to replace") from None
         except FileExistsError:
             raise OSError(errno.EEXIST, "overlapping mapping") from None
         except ValueError as exc:

@@ -7,6 +7,7 @@ by ``xdna_emu.protogen`` at build time.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from enum import IntEnum
 
@@ -79,6 +80,8 @@ DEVICE_FLAG_PCI = 2
 DMA_READ = 1
 DMA_WRITE = 2
 DMA_SVA = 4
+#: DMA_MAP: replace the mapping that starts at ``address`` in one step (a heap that grows)
+DMA_REPLACE = 8
 
 
 def _u32s(*names: str) -> tuple:
@@ -158,6 +161,16 @@ CTRL_DOORBELLS_MAX = 32  # the mask's bits
 #: ATTACH_WRITE_LOG's fds: ctrl page, kick, notify, and from minor 2 on the doorbell eventfd
 DOORBELL_MINOR = 2
 CTRL_OFF_ENTRY0 = 0xC0
+
+
+def ctrl_words(ctrl: mmap.mmap) -> tuple[memoryview, memoryview]:
+    """A ctrl page's 32- and 64-bit words (native order: the page's little-endian on every
+    host the shim runs on). Another process reads a word while this one writes it, so every
+    load and store of one is a single access through these views: ``struct``'s
+    ``pack_into`` zero-fills its field before it packs (a client saw ``fw_boots`` 0 for a
+    moment), and its "<" formats read and write byte by byte. Release both before closing
+    the mapping."""
+    return memoryview(ctrl).cast("I"), memoryview(ctrl).cast("Q")
 LOG_ENTRY = _layout("LOG_ENTRY", Struct("log_entry", _u32s("bar", "offset", "value", "rsvd")))
 LOG_ENTRIES = (CTRL_SIZE - CTRL_OFF_ENTRY0) // LOG_ENTRY.size
 assert LOG_ENTRIES == 4084

@@ -63,6 +63,10 @@ CTX_PROMISED = 6
 #: calls that need the firmware up: ENODEV when off or suspended (app_health too, unless
 #: TDR kept a report to answer with: not predicted there)
 NEEDS_FW = frozenset({"mgmt", "ctx", "qctx", "exec", "chain", "power", "bulk"})
+#: a client session's calls (another process attached to the probed device): each that
+#: reaches the firmware takes a runtime-PM reference, resuming a device the driver holds
+#: suspended (docs/spec/jobs.md §1); while one waits, the driver session's monitor works
+CLIENT_CALLS = frozenset({"client", "cctx", "cdestroy", "cmgmt"})
 EOPNOTSUPP = errno_mod.errorcode[errno_mod.EOPNOTSUPP]
 
 EINVAL, ENODEV, EBUSY, EALREADY, EAGAIN, EOPNOTSUPP, EPIPE = (errno_mod.errorcode[e] for e in (
@@ -219,7 +223,7 @@ class ShimModel:
         clean = self.tainted is None
         if name in ("certlog", "certdetach"):
             return self._certlog(h, name, args)
-        if name in ("client", "cctx", "cdestroy", "cmgmt"):
+        if name in CLIENT_CALLS:
             return self._client(h, name, args)
         if name in ("sriov", "vf", "vfwait"):
             return self._sriov(h, name, args)
@@ -388,17 +392,20 @@ class ShimModel:
     def _client(self, h: ShimHarness, name: str, args: tuple) -> str | None:
         """A client session (docs/spec/aie4.md §12): a driver-only message EPERM, another
         session's context ENOENT (the daemon's proxy), a query ok; its own contexts as the
-        driver's. Predicted on AIE4 with the device up and the firmware unfaulted."""
+        driver's. Predicted on AIE4 with the device up and the firmware unfaulted; an attach
+        also while the driver holds the device suspended (it resumes it: docs/spec/jobs.md §1)."""
         if name != "client" and not self.client:
             return EINVAL  # the harness has no client to use
         if name == "cdestroy" and not any(True for _ in self.cctxs):
             return EINVAL
         if name == "cdestroy" and not self.cctxs[args[0] % len(self.cctxs)]:
             return EINVAL  # its own destroyed context
-        if not self.aie4 or self.tainted is not None or self.dev != "up":
+        if not self.aie4 or self.tainted is not None or self.dev not in ("up", "suspended"):
             return None
-        if name == "client":
+        if name == "client":  # the driver resumes a device it holds suspended for it
             return "ok"
+        if self.dev != "up":
+            return None
         if not self.client_known:
             return None
         if name == "cmgmt":
@@ -715,6 +722,14 @@ class ShimModel:
         if ioctl and name not in ("open", "ctx", "exec", "config") and not self.aie4 and \
                 (self.dev == "suspended" or (self.dev == "up" and self.rpm)):
             self._client_may_have_resumed(h)  # its queries to the firmware take a PM reference
+        if not ioctl and name in CLIENT_CALLS and h.last == "ok" and \
+                (self.dev == "suspended" or (self.dev == "up" and self.rpm is not False)):
+            if name == "client" and (self.dev == "suspended" or self.rpm):
+                self.client_resumed()  # attach's queries need the firmware: surely resumed
+                self.dev, self.mgmt_broken = "up", False
+                h._new_channel_state()
+            else:  # the others reach the firmware only for a connected context
+                self._client_may_have_resumed(h)
         self._check_power(h, f"{'ioctl ' if ioctl else ''}{name}")
 
     def _client_may_have_resumed(self, h: ShimHarness) -> None:

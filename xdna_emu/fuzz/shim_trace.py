@@ -79,7 +79,7 @@ from ..shim import BO_CMD, BO_DEV, BO_SHARE, ErtState, ShimError, ert_start_dpu,
 from .faults import ACT_FAULTS, MSG_FAULTS, VARIANTS, FaultInjector
 from .invariants import Failure, Hang, InvariantViolation
 from .lang import Op, TraceError, typed_operands
-from .model import AUTOSUSPEND_MS, MGMT_RESP, ShimModel, parse_form
+from .model import AUTOSUSPEND_MS, CLIENT_CALLS, MGMT_RESP, ShimModel, parse_form
 from .uapi_trace import IOCTL_SPECS, UapiModel, UapiRunner, parse_ioctl
 
 if TYPE_CHECKING:
@@ -310,7 +310,9 @@ class ShimHarness:
             # the driver stopping, suspending, resetting the device: the files' jobs end too
             dev_prior = self.uapi.observe() if not ioctl and name in DEVICE_EVENTS else None
         t0 = self.ip.clock.now_ns()
-        if ioctl:  # a file's call waits: the driver session's monitor works meanwhile
+        # a file's or a client session's call waits: the driver session's monitor works meanwhile
+        monitored = ioctl or name in CLIENT_CALLS
+        if monitored:
             self.ip.on_wait = self._driver_monitor
         try:
             fn(*args)
@@ -326,7 +328,7 @@ class ShimHarness:
         except Exception as e:  # noqa: BLE001 - anything else escaping the shim is the finding
             raise ShimCrash(type(e).__name__, f"{name}: {e!r}") from e
         finally:
-            if ioctl:
+            if monitored:
                 self.ip.on_wait = None
         took = self.ip.clock.now_ns() - t0
         if name == "tick" and not ioctl:  # the time it was asked to let pass is not the call's
@@ -345,9 +347,10 @@ class ShimHarness:
             self.model.rpm_after(self, name, ioctl)
 
     def _driver_monitor(self) -> None:
-        """While a DRM file's call waits, the driver session's monitor runs its duties, as its
-        thread would (deterministic mode has none): it takes a client's ask to resume the
-        suspended device (docs/spec/jobs.md §1). Not from inside the driver's own waits."""
+        """While a DRM file's or a client session's call waits, the driver session's monitor
+        runs its duties, as its thread would (deterministic mode has none): it takes a
+        client's ask to resume the suspended device (docs/spec/jobs.md §1). Not from inside
+        the driver's own waits."""
         if self._in_monitor or self.shim is None:
             return
         self._in_monitor = True

@@ -93,11 +93,11 @@ SLOTS = 4
 #: assign a debug BO)
 NEEDS_DEVICE = frozenset({"ctx", "config", "exec"})
 FINAL = frozenset({ErtState.COMPLETED, ErtState.ERROR, ErtState.ABORT, ErtState.TIMEOUT})
-EINVAL, ENOENT, EBADF, ENOTTY, EBUSY, EAGAIN, EOPNOTSUPP, ETIME, EACCES, ENODEV, EPERM, ENOSPC = (
-    errno_mod.errorcode[e] for e in (
+EINVAL, ENOENT, EBADF, ENOTTY, EBUSY, EAGAIN, EOPNOTSUPP, ETIME, EACCES, ENODEV, EPERM, ENOSPC, \
+    EFAULT = (errno_mod.errorcode[e] for e in (
         errno_mod.EINVAL, errno_mod.ENOENT, errno_mod.EBADF, errno_mod.ENOTTY, errno_mod.EBUSY,
         errno_mod.EAGAIN, errno_mod.EOPNOTSUPP, errno_mod.ETIME, errno_mod.EACCES,
-        errno_mod.ENODEV, errno_mod.EPERM, errno_mod.ENOSPC))
+        errno_mod.ENODEV, errno_mod.EPERM, errno_mod.ENOSPC, errno_mod.EFAULT))
 WAIT_ALL = T.const("DRM_SYNCOBJ_WAIT_FLAGS_WAIT_ALL")
 WAIT_FOR_SUBMIT = T.const("DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT")
 WAIT_FLAGS = WAIT_ALL | WAIT_FOR_SUBMIT | T.const("DRM_SYNCOBJ_WAIT_FLAGS_WAIT_AVAILABLE") | \
@@ -1011,9 +1011,11 @@ class UapiModel:
             return EINVAL  # the zeroed key names pid 0 (and no context matches anyway)
         if param == T.const("DRM_AMDXDNA_BO_USAGE"):
             return EINVAL if esize < T.BO_USAGE.size else "ok"
-        if param in (T.const("DRM_AMDXDNA_FW_LOG"), T.const("DRM_AMDXDNA_FW_TRACE")) and \
-                self.r.euid != 0 and not self.aie4:
-            return EPERM  # the driver's admin check
+        if param in (T.const("DRM_AMDXDNA_FW_LOG"), T.const("DRM_AMDXDNA_FW_TRACE")) and not self.aie4:
+            if self.r.euid != 0:
+                return EPERM  # the driver's admin check
+            if esize * count < T.DPT_METADATA.size:  # it reads the metadata at the buffer's
+                return EFAULT  # end first, before it asks whether logging runs (uapi.md §6)
         if param in (T.const("DRM_AMDXDNA_FW_LOG_CONFIG"), T.const("DRM_AMDXDNA_FW_TRACE_CONFIG")) and \
                 not self.aie4 and esize * count < T.GET_DPT_STATE.size:
             return ENOSPC  # no room for one get_dpt_state (docs/spec/uapi.md §6)

@@ -269,6 +269,16 @@ class PciFunction:
             o.dma_mapped(pasid, address, size, perm, mem)
         return m
 
+    def dma_remap(self, pasid: int, address: int, size: int, perm: int, fd: int,
+                  offset: int = 0, owner: int = 0) -> IommuMapping:
+        """Replace the mapping that starts at ``address`` in one step (observers see the
+        unmap, then the map)."""
+        m, old = self.iommu.replace(pasid, address, size, perm, fd, offset, owner)
+        for o in self.observers:
+            o.dma_unmapped(pasid, address, old)
+            o.dma_mapped(pasid, address, size, perm, None)
+        return m
+
     def dma_unmap(self, pasid: int, address: int, size: int) -> None:
         self.iommu.unmap(pasid, address, size)
         for o in self.observers:
