@@ -18,6 +18,7 @@ import mmap
 import os
 import select
 import struct
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -513,3 +514,104 @@ def test_daemon_thread_answers_a_polled_contexts_jobs(xdna_emulator: Any, xdna_s
     assert after["msix"]["pended"] > before["msix"]["pended"]
     assert after["device"]["counters"]["jobs_completed"] - \
         before["device"]["counters"]["jobs_completed"] == 20
+
+
+# -- the thread's limits ---------------------------------------------------------------------
+def _fill_slots(dp: Any) -> list[tuple[int, mmap.mmap, int]]:
+    """Take every session slot of the thread with dummy logs (the step's lock held)."""
+    held = []
+    dp.enter()
+    try:
+        while True:
+            m = mmap.mmap(-1, P.CTRL_SIZE)
+            fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            slot = dp.session_add(m, fd, fd, fd)
+            if slot < 0:
+                os.close(fd)
+                m.close()
+                return held
+            held.append((slot, m, fd))
+    finally:
+        dp.leave()
+
+
+def test_a_session_the_thread_cannot_take_kicks_every_write_to_the_loop() -> None:
+    """With every slot of the thread taken, a new session is told of no doorbell (its count
+    stays 0), so its job's writes kick the Python loop, which answers them; a live doorbell
+    published to it would ring an eventfd nobody watches and the job would never run."""
+    from tests.test_hwctx_e2e import Job
+    from xdna_emu import kernels as K
+    from xdna_emu.daemon import NOTIFY_DEFER_NS, POLL_RECENT_NS, SPIN_NS
+    from xdna_emu.shim import ErtState
+    from xdna_emu.testing.inproc import InProcess
+
+    with InProcess("npu4") as ip:
+        d = ip.daemon
+        dp = d.datapath
+        assert dp is not None
+        assert dp.start(d._vector_slot, (SPIN_NS, POLL_RECENT_NS, NOTIFY_DEFER_NS))  # noqa: SLF001
+        held = _fill_slots(dp)
+        try:
+            shim = ip.probe()
+            (sess,) = [s for s in d.sessions.values() if s.w32 is not None]
+            assert sess.bell_slot == -1
+            assert sess.w32[P.CTRL_OFF_DOORBELL_COUNT >> 2] == 0
+            assert sess.w32[P.CTRL_OFF_DOORBELL_MASK >> 2] == 0
+            ctx = shim.hwctx_create()
+            job = Job(shim, K.Desc(K.Kernel.NOP))
+            assert sess.w32[P.CTRL_OFF_DOORBELL_MASK >> 2] == 0  # nor once a channel is live
+            ip.call(shim.wait, ctx, shim.exec(ctx, job.cmd), 2000)
+            assert shim.cmd_state(job.cmd) == ErtState.COMPLETED
+        finally:
+            dp.enter()
+            for slot, _m, _fd in held:
+                dp.session_remove(slot)
+            dp.leave()
+            dp.stop()
+            for _slot, m, fd in held:
+                os.close(fd)
+                m.close()
+
+
+def test_a_step_that_fails_to_begin_leaves_the_device_lock_free() -> None:
+    """An error while a step takes the thread's state back releases the device lock, so the
+    thread, the next step and the daemon's stop can still take it."""
+    import threading
+
+    t = ThreadedWorld()
+    d = t.d
+    assert isinstance(d, ThreadedDriver) and d.dp is not None
+    try:
+        t.ctx.submit([Cmd(NOP)])
+        t.drain()
+        dp = d.dp
+
+        def broken() -> None:
+            raise RuntimeError("planted")
+
+        tstats = dp._tstats  # noqa: SLF001
+        dp._tstats = types.SimpleNamespace(batches=1)  # as if the thread ran: enter() folds  # noqa: SLF001
+        dp._fold = broken  # type: ignore[method-assign]  # noqa: SLF001
+        try:
+            with pytest.raises(RuntimeError, match="planted"):
+                dp.enter()
+        finally:
+            del dp._fold  # noqa: SLF001
+            dp._tstats = tstats  # noqa: SLF001
+        took = threading.Event()
+
+        def step() -> None:
+            dp.enter()
+            dp.leave()
+            took.set()
+
+        th = threading.Thread(target=step, daemon=True)
+        th.start()
+        th.join(LIVENESS_S)
+        held = not took.is_set()
+        if held:  # free it for the thread and stop(), then fail
+            dp.lib.xdp_unlock(dp._dev)  # noqa: SLF001
+            th.join(LIVENESS_S)
+        assert not held, "the device lock stayed held after a failed enter()"
+    finally:
+        t.d.stop()

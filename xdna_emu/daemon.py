@@ -293,9 +293,12 @@ class Connection:
             return [self.ctrl_fd, self.kick_fd, self.notify_fd]
         self.bell_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         dp = self.daemon.datapath
-        if dp is not None and dp.running:  # the doorbells, and which are live now
-            struct.pack_into("<5I", self.ctrl, P.CTRL_OFF_DOORBELL_BAR, *dp.doorbells, dp.mask)
+        if dp is not None and dp.running:
             self.bell_slot = dp.session_add(self.ctrl, self.bell_fd, self.kick_fd, self.notify_fd)
+            if self.bell_slot >= 0:  # the doorbells, and which are live now; with no slot
+                # none (their count stays 0): every write then kicks the loop, which serves it
+                struct.pack_into("<5I", self.ctrl, P.CTRL_OFF_DOORBELL_BAR, *dp.doorbells,
+                                 dp.mask)
         return [self.ctrl_fd, self.kick_fd, self.notify_fd, self.bell_fd]
 
     def drain_write_log(self) -> bool:
@@ -728,7 +731,7 @@ class Daemon:
     def _publish_doorbells(self, mask: int) -> None:
         """The live doorbells changed: every session that has them sees it."""
         for s in self.sessions.values():
-            if s.bell_fd >= 0 and s.w32 is not None and not s.closed:
+            if s.bell_slot >= 0 and s.w32 is not None and not s.closed:
                 s.w32[P.CTRL_OFF_DOORBELL_MASK >> 2] = mask
 
     def _on_signal(self, signum: int, frame: object) -> None:

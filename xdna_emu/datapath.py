@@ -416,15 +416,19 @@ class DataPath:
         """A daemon step begins: take the device lock (waiting while the thread drains; the
         GIL is released meanwhile), then take the thread's cursors and counts back."""
         self.lib.xdp_lock(self._dev)
-        if self._tstats.batches:  # else the thread changed nothing since the last step
-            self._fold()
-            self._sync(keep=True)
-        # parked, not armed: the step runs as the synchronous path does (a channel is armed
-        # only from the state of the moment), and :meth:`leave` may arm them again as they are
-        for idx in self._armed:
-            self.chans[idx].armed = 0
-        self._parked, self._armed = self._armed, {}
-        self._rearmed = False
+        try:
+            if self._tstats.batches:  # else the thread changed nothing since the last step
+                self._fold()
+                self._sync(keep=True)
+            # parked, not armed: the step runs as the synchronous path does (a channel is
+            # armed only from the state of the moment), and :meth:`leave` may arm them again
+            for idx in self._armed:
+                self.chans[idx].armed = 0
+            self._parked, self._armed = self._armed, {}
+            self._rearmed = False
+        except BaseException:  # never leave the lock held: the thread and stop() need it
+            self.lib.xdp_unlock(self._dev)
+            raise
 
     def leave(self) -> bool:
         """A daemon step ends: arm the channels the thread may answer from the live state,

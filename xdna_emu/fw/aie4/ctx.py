@@ -386,7 +386,8 @@ class Aie4ContextFw:
                 self.stats["bad_signals"] += 1
         else:
             self.stats["bad_signals"] += 1
-        _U64.pack_into(q, READ_INDEX_OFF, index + 1)
+        # one 64-bit store: the host polls it while we write (``pack_into`` zero-fills first)
+        q[READ_INDEX_OFF : READ_INDEX_OFF + 8].cast("Q")[0] = index + 1
         ctx.history = [*ctx.history[-15:], (index, int(state))]
 
     def _irq(self, ctx: HwContext) -> None:
