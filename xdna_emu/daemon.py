@@ -52,8 +52,6 @@ BACKLOG_POLL_S = 0.0002
 SEND_TIMEOUT_S = 2.0
 _WAKES_POLLING = struct.Struct("<II")  # the client's irq_wakes and polling words, adjacent
 assert P.CTRL_OFF_POLLING == P.CTRL_OFF_IRQ_WAKES + 4
-#: Rounds one session's log is applied in a row before the others get their turn.
-DRAIN_ROUNDS = 64
 #: The ``draining`` flag lets a client skip its kick (docs/spec/protocol.md, "Suppressed kicks
 #: and notifies"). Clearing it and re-reading head needs a full barrier in between: here the
 #: kick eventfd read, a locked read-modify-write in the kernel, which is one on x86-64 only.
@@ -316,7 +314,7 @@ class Connection:
         if flag:
             w32[P.CTRL_OFF_DRAINING >> 2] = 1
         settled = False
-        for _ in range(DRAIN_ROUNDS):
+        for _ in range(P.DRAIN_ROUNDS):
             head, tail = w64[P.CTRL_OFF_HEAD >> 3], w64[P.CTRL_OFF_TAIL >> 3]
             if head == tail:
                 if settled:

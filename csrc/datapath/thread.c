@@ -25,9 +25,6 @@
 
 #define MAX_SESS 256
 #define CTL_KEY UINT64_MAX
-/* Rounds one log is applied in a row before the thread serves the other doorbells (the
- * daemon's DRAIN_ROUNDS) */
-#define ROUNDS 64
 
 struct sess {
     uint8_t *ctrl;        /* NULL: free */
@@ -187,7 +184,7 @@ static void serve(struct xdp_dev *d, int slot)
 #endif
     d->stats->batches++;
     int round;
-    for (round = 0; round < ROUNDS; round++) {
+    for (round = 0; round < XDNA_PROTO_DRAIN_ROUNDS; round++) {
         uint64_t head = __atomic_load_n(headp, __ATOMIC_ACQUIRE);
         uint64_t tail = *tailp;
         if (head == tail) {
@@ -223,7 +220,7 @@ static void serve(struct xdp_dev *d, int slot)
         bump(s->kick_fd);
         d->stats->handbacks++;
         s->handed = 1 + *tailp;
-    } else if (round == ROUNDS) { /* the others' turn: ring ourselves */
+    } else if (round == XDNA_PROTO_DRAIN_ROUNDS) { /* the others' turn: ring ourselves */
         if (flag)
             __atomic_store_n(draining, 0, __ATOMIC_SEQ_CST);
         bump(s->bell_fd);
