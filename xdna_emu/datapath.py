@@ -481,6 +481,9 @@ class DataPath:
                 self.chans[idx].armed = 1
             self._armed = parked
             return False
+        if (not parked and not self._armed and not self._rearmed and not self.mask
+                and fp == self._fp):  # nothing was armable from this very state: still nothing
+            return False
         self._sync()
         self._fp = fp
         mask = 0
