@@ -722,13 +722,16 @@ class ShimModel:
         if ioctl and name not in ("open", "ctx", "exec", "config") and not self.aie4 and \
                 (self.dev == "suspended" or (self.dev == "up" and self.rpm)):
             self._client_may_have_resumed(h)  # its queries to the firmware take a PM reference
-        if not ioctl and name in CLIENT_CALLS and h.last == "ok" and \
+        if ioctl and self.aie4 and (self.dev == "suspended" or (self.dev == "up" and self.rpm)):
+            self._client_may_have_resumed(h)  # an AIE4 file's attach and queries ask too
+        if not ioctl and name in CLIENT_CALLS and \
                 (self.dev == "suspended" or (self.dev == "up" and self.rpm is not False)):
-            if name == "client" and (self.dev == "suspended" or self.rpm):
+            if name == "client" and h.last == "ok" and (self.dev == "suspended" or self.rpm):
                 self.client_resumed()  # attach's queries need the firmware: surely resumed
                 self.dev, self.mgmt_broken = "up", False
                 h._new_channel_state()
-            else:  # the others reach the firmware only for a connected context
+            else:  # the others ask before their own checks (a refused call may have resumed
+                # it too) and reach the firmware only for a connected context
                 self._client_may_have_resumed(h)
         self._check_power(h, f"{'ioctl ' if ioctl else ''}{name}")
 
