@@ -334,6 +334,20 @@ def suspended(w: World) -> None:
     _chain(w, [Cmd(NOP)])
 
 
+def armed_then_suspended(w: World) -> None:
+    """The channel was armed (a job ran) before the firmware suspends: the arming follows."""
+    _chain(w, [Cmd(NOP)])
+    w.d.flush()
+    suspended(w)
+
+
+def armed_then_observed(w: World) -> None:
+    """The channel was armed before an observer came: the observer sees every write."""
+    _chain(w, [Cmd(NOP)])
+    w.d.flush()
+    observed(w)
+
+
 def destroyed(w: World) -> None:
     _chain(w, [Cmd(NOP)])
     w.d.flush()
@@ -447,7 +461,8 @@ CASES: list[tuple[Callable[[World], None], str]] = [
     (malformed_tail, "fallback"), (wrong_length, "fallback"), (other_opcodes, "fallback"),
     (bad_i2x_head, "fallback"), (i2x_full, "fallback"), (suspended, "refused"),
     (destroyed, "refused"), (fw_log_on, "refused"), (fw_trace_on, "refused"), (interposed, "refused"),
-    (observed, "refused"), (unmapped_between, "fallback"), (restored, "fast"),
+    (observed, "refused"), (armed_then_suspended, "refused"), (armed_then_observed, "refused"),
+    (unmapped_between, "fallback"), (restored, "fast"),
     (two_pasids_past_the_map_cache, "fast"), (chunks_changed_in_place, "fallback"),
     (two_channels_first_reply_order, "fast"),
 ]  # fmt: skip
