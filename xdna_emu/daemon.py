@@ -30,7 +30,7 @@ import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import protocol as P
 from .chips import Chip, load_chip
@@ -41,6 +41,9 @@ from .iommu import DMA_READ, DMA_WRITE, IommuFault
 from .irq import EventfdWires
 from .pci.function import PciFunction
 from .rundir import pid_alive, prepare_runtime_dir
+
+if TYPE_CHECKING:
+    from .sysfs import ConfigFile
 
 log = logging.getLogger("xdna_emu.daemon")
 
@@ -424,6 +427,7 @@ class Daemon:
         self.bar_maps: dict[int, mmap.mmap] = {}
         self.bar_fds: dict[int, int] = {}
         self._config_published = b""  # what the sysfs config file holds
+        self._config_file: ConfigFile | None = None  # that file, open (_write_discovery_files)
         self._pmf_sample: Any = None  # the last platform-metrics sample, and its ctrl bytes
         self._pmf_bytes = b""
         try:
@@ -473,7 +477,7 @@ class Daemon:
 
         self.sysfs_root = write_sysfs(self.dir, self.chip, self.bdf, self.fn.config,
                                       self.bar_files, self.socket_path)
-        if getattr(self, "_config_file", None) is not None:
+        if self._config_file is not None:
             self._config_file.close()  # the tree was written anew: a new file
         self._config_file = ConfigFile(self.sysfs_root, self.bdf)
         self.umockdev = write_umockdev(self.dir / "device.umockdev", self.chip, self.bdf,
@@ -514,10 +518,11 @@ class Daemon:
             return False
         return self.fn.probed or (drv.w32 is not None and drv.w32[P.CTRL_OFF_PM_DOWN >> 2] != 0)
 
-    def _rq_asks_total(self) -> int:
-        """Every runqueue ask so far: the live sessions' and those of sessions gone."""
-        return self.rq_asks_gone + sum(s.w32[P.CTRL_OFF_RQ_ASK >> 2]
-                                       for s in self.sessions.values() if s.w32 is not None)
+    def _asks_total(self, off: int, gone: int) -> int:
+        """Every ask so far in the client word at ``off`` (RQ_ASK: the runqueue's, jobs.md
+        §3a; PM_ASK: runtime PM's, §1): the live sessions' and ``gone``, those of sessions
+        that left."""
+        return gone + sum(s.w32[off >> 2] for s in self.sessions.values() if s.w32 is not None)
 
     def _pmf(self) -> bytes | None:
         """The device's platform metrics as ctrl-page bytes, packed again only when the
@@ -528,11 +533,6 @@ class Daemon:
         if m is not self._pmf_sample:
             self._pmf_sample, self._pmf_bytes = m, pmf_body(m)
         return self._pmf_bytes
-
-    def _pm_asks_total(self) -> int:
-        """Every runtime-PM ask so far: the live sessions' and those of sessions gone."""
-        return self.pm_asks_gone + sum(s.w32[P.CTRL_OFF_PM_ASK >> 2]
-                                       for s in self.sessions.values() if s.w32 is not None)
 
     def _publish_foreign_ctx(self) -> None:
         """Tell the driver how many contexts clients hold (their runtime-PM references), and
@@ -968,8 +968,8 @@ class Daemon:
         sess = Connection(self, conn, self.next_sid)
         sess.peer_pid = peer_pid
         self.next_sid += 1
-        sess.rq_base = self._rq_asks_total()
-        sess.pm_base = self._pm_asks_total()
+        sess.rq_base = self._asks_total(P.CTRL_OFF_RQ_ASK, self.rq_asks_gone)
+        sess.pm_base = self._asks_total(P.CTRL_OFF_PM_ASK, self.pm_asks_gone)
         self.sessions[sess.id] = sess
         self.stats["sessions"] += 1
         self.sel.register(conn, selectors.EVENT_READ, ("client", sess))
@@ -985,9 +985,9 @@ class Daemon:
         if was_driver:
             self.last_driver = self._driver_record(sess, why)
         self.sessions.pop(sess.id, None)
-        if sess.ctrl is not None:  # its asks stay counted: a departure is not a new ask
-            self.rq_asks_gone += struct.unpack_from("<I", sess.ctrl, P.CTRL_OFF_RQ_ASK)[0]
-            self.pm_asks_gone += struct.unpack_from("<I", sess.ctrl, P.CTRL_OFF_PM_ASK)[0]
+        if sess.w32 is not None:  # its asks stay counted: a departure is not a new ask
+            self.rq_asks_gone += sess.w32[P.CTRL_OFF_RQ_ASK >> 2]
+            self.pm_asks_gone += sess.w32[P.CTRL_OFF_PM_ASK >> 2]
         sess.close()
         self._release_vectors(sess)
         # The driver gone, the function resets as after FLR, so the next client probes a
@@ -1322,7 +1322,7 @@ class Daemon:
             self.fn.iommu.clear()
         if hasattr(self, "wires"):
             self.wires.clear()
-        if getattr(self, "_config_file", None) is not None:
+        if getattr(self, "_config_file", None) is not None:  # a partly made daemon too
             self._config_file.close()
         if getattr(self, "_inotify", -1) >= 0:
             with contextlib.suppress(KeyError, ValueError):
