@@ -55,8 +55,8 @@ class LoggedDriver(PyDriver):
     """The reference driver, with the writes to chosen registers logged instead of applied
     (the shim's write log) until :meth:`flush`."""
 
-    def __init__(self, fast: bool) -> None:
-        super().__init__(make_test_device("npu4"))
+    def __init__(self, fast: bool, chip: str = "npu4") -> None:
+        super().__init__(make_test_device(chip))
         self.stats: dict[str, int] = {}
         self.dp = DataPath(self.fn, self.stats, _datapath.ffi, _datapath.lib) if fast else None
         self.logged: set[int] = set()

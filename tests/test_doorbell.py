@@ -66,8 +66,8 @@ class ThreadedDriver(LoggedDriver):
     """The reference driver whose logged writes the doorbell thread serves: :meth:`flush`
     is one doorbell ring and whatever the thread hands back, applied as the daemon's step."""
 
-    def __init__(self) -> None:
-        super().__init__(True)
+    def __init__(self, chip: str = "npu4") -> None:
+        super().__init__(True, chip)
         fn = self.fn
         assert self.dp is not None
         self.dp.threaded = True
@@ -211,14 +211,14 @@ def test_thread_and_python_paths_agree(case: Callable[[World], None], kind: str)
 
 def test_a_doorbell_entry_then_a_mgmt_entry_in_one_log() -> None:
     """[job, mgmt-channel write, job] in one ring of the doorbell: the thread answers the
-    first job, hands the log back at the mgmt entry, Python applies it and the second job,
-    in order; every job answered once."""
+    first job, hands the log back at the mgmt entry (its interrupt register: never C's),
+    Python applies it and the second job, in order; every job answered once."""
     t = ThreadedWorld()
     p = World(False)
     try:
         for w in (t, p):
             w.ctx.submit([Cmd(NOP)])
-            mgmt = w.d.device.mailbox.channels[0].i2x_head_reg  # its value again: no change
+            mgmt = w.d.device.mailbox.channels[0].intr_reg  # its value again: no change
             w.d.log.append((*w.d.chip.dev_to_bar(mgmt), w.d.fn.regs.read_dev(mgmt)))
             w.ctx.submit([Cmd(NOP)])
             w.drain()

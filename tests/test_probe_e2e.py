@@ -262,6 +262,9 @@ def test_i2x_message_ending_at_the_ring_end_used_to_reread_stale_messages(
         return True
 
     monkeypatch.setattr(MailboxChannel, "_put", put_up_to_the_end)
+    # the patched ring rule is the Python model's: the C path, which answers this query
+    # itself (docs/spec/jobs.md §7 "Management queries"), keeps the real one
+    monkeypatch.setattr(inproc, "datapath", None)
     with Shim.open(inproc.socket_path) as shim:
         shim.probe(fw_dir)
         for _ in range(200):  # 64-byte responses: some end exactly at the 4 KiB ring end
@@ -307,6 +310,9 @@ def test_resume_does_not_repeat_the_probe_tail(
         return real(self, *args)
 
     monkeypatch.setattr(MgmtFirmware, "_dev_revision", dev_revision)
+    # one handler call per message: on the Python path (the C path sends the reply the
+    # firmware published, docs/spec/jobs.md §7 "Management queries")
+    monkeypatch.setattr(inproc, "datapath", None)
     with Shim.open(inproc.socket_path) as shim:
         rev = shim.probe(fw_dir)["dev_revision"]
         shim.suspend()

@@ -37,6 +37,7 @@ from . import protocol as P
 from .fw import mailbox as _mailbox
 from .fw.ctx import HwContext
 from .fw.mailbox import MailboxChannel
+from .fw.mgmt import MGMT_CHANNEL as _MGMT
 from .iommu import AddressSpace
 from .kernelgen import FAST_OPS
 
@@ -54,7 +55,7 @@ MODES = ("c", "c-sync", "python")
 #: ``fast_thread`` counts the doorbell wake-ups the thread served, ``fast_handbacks`` the
 #: logs it handed to Python at an entry it could not take.
 STAT_KEYS = ("fast_jobs", "fast_cmds", "fast_chains", "fast_fallbacks", "fast_refused",
-             "fast_thread", "fast_handbacks")
+             "fast_thread", "fast_handbacks", "fast_queries")
 
 
 def mode() -> str:
@@ -107,10 +108,10 @@ class DataPath:
         self._seq = ffi.new("uint32_t *")  # numbers the armed channels' first replies
         #: BAR index -> the address of its bytes (the BARs live as long as the function)
         self._bars = {i: self._address(m) for i, m in fn.regs.bytes.items()}
-        #: trapped (bar, offset) of each user channel's x2i tail and i2x head -> its index;
-        #: channel 0 is the mgmt channel, always Python's
+        #: trapped (bar, offset) of each channel's x2i tail and i2x head -> its index;
+        #: channel 0 is the mgmt channel, whose published queries C answers (:meth:`_arm_mgmt`)
         self._by_reg: dict[tuple[int, int], int] = {}
-        for idx in range(1, self.nchans):
+        for idx in range(self.nchans):
             base = lay.chan_regs(idx)
             for off in (lay.X2I_TAIL, lay.I2X_HEAD):
                 self._by_reg[fn.chip.dev_to_bar(base + off)] = idx
@@ -126,6 +127,9 @@ class DataPath:
         self._chunks: dict[int, tuple[list, Any, int]] = {}
         self._maps: dict[int, tuple[AddressSpace | None, int, Any, list]] = {}
         self._ops: dict[tuple[int, int], int] = {}
+        #: the mgmt queries' replies as published (MgmtFirmware.query_replies), their C table
+        #: and the payload buffers it points into
+        self._replies: tuple[tuple, Any, list] | None = None
         self._entry0 = P.CTRL_OFF_ENTRY0
 
     # -- the drain hook ---------------------------------------------------------------------
@@ -218,6 +222,8 @@ class DataPath:
             return True
         if not self._device_ok():
             return False
+        if idx == _MGMT:
+            return self._arm_mgmt()
         dev = self.fn.device
         fw, ctxfw, engine = dev.fw, dev.ctx, dev.mailbox
         ch = engine.channels.get(idx)
@@ -251,6 +257,39 @@ class DataPath:
         c.maps, c.nmaps = maps = self._map_table(ctx.pasid)
         c.armed = 1
         self._armed[idx] = (ch, ctx, chunks[1], maps[0])
+        self._rearmed = True
+        return True
+
+    def _arm_mgmt(self) -> bool:
+        """Arm the mgmt channel with the replies its firmware publishes for the mgmt queries
+        (docs/spec/jobs.md §7 "Management queries"): C sends one of them for a query with a
+        request of its length, everything else is Python's. Not armed while the channel is
+        in error or has queued replies, or is not the running firmware's own."""
+        fw, engine = self.fn.device.fw, self.fn.device.mailbox
+        ch = engine.channels.get(_MGMT)
+        publish = getattr(fw, "query_replies", None)
+        if (ch is None or publish is None or fw.mgmt is not ch or not ch.ok or ch.outq
+                or ch.handler != fw.dispatch):
+            return False
+        rows = publish()
+        if not rows:
+            return False
+        got = self._replies
+        if got is None or got[0] is not rows:  # the firmware's tuple: a new one is new answers
+            ffi = self.ffi
+            bufs = [ffi.new("uint8_t[]", resp) for _, _, resp in rows]
+            table = ffi.new("struct xdp_reply[]", len(rows))
+            for t, (opcode, req_size, resp), buf in zip(table, rows, bufs, strict=True):
+                t.opcode, t.req_size, t.resp_size, t.resp = opcode, req_size, len(resp), buf
+            got = self._replies = (rows, table, bufs)
+        c = self.chans[_MGMT]
+        if self._static[_MGMT] is not ch:
+            self._set_static(c, ch)
+            self._static[_MGMT] = ch
+        c.x2i_head, c.i2x_tail = ch.x2i_head, ch.i2x_tail
+        c.replies, c.nreplies = got[1], len(rows)
+        c.armed = 1
+        self._armed[_MGMT] = (ch, None, got[1], got[2])  # type: ignore[assignment]
         self._rearmed = True
         return True
 
@@ -316,7 +355,7 @@ class DataPath:
             c = self.chans[idx]
             if not keep:
                 c.armed = 0
-            elif not (c.writes or c.jobs):
+            elif not (c.writes or c.msgs_in):
                 continue  # C did nothing with it: its state is Python's already
             ch.x2i_head, ch.i2x_tail = c.x2i_head, c.i2x_tail
             if c.writes:
@@ -329,23 +368,16 @@ class DataPath:
                 msix["dropped"] += c.t_dropped
                 msix["pended"] += c.t_pended
                 c.t_irqs = c.t_delivered = c.t_dropped = c.t_pended = 0
-            jobs = c.jobs
-            if not jobs:
+            if not c.msgs_in:
                 continue
             ch.msgs_in += c.msgs_in
             ch.msgs_out += c.msgs_out
             engine.stats["mbox_msgs_in"] += c.msgs_in
             engine.stats["mbox_msgs_out"] += c.msgs_out
-            ctx.submitted += jobs
-            ctx.completed += jobs
-            ctx.cmds_done += c.cmds
-            ctx.last_op, ctx.cur_idx, ctx.cur_kernel = c.last_op, c.cur_idx, c.cur_kernel
-            if c.slot_set:
-                ctx.last_slot = c.last_slot
-            ctxfw.stats["jobs_completed"] += jobs
-            self.stats["fast_jobs"] += jobs
-            self.stats["fast_cmds"] += c.cmds
-            self.stats["fast_chains"] += c.chains
+            if ctx is None:  # the mgmt channel: queries only
+                self.stats["fast_queries"] += c.msgs_in
+            else:
+                self._fold_jobs(c, ctx, ctxfw)
             # the Python path raises the vector once per reply (each one counted); held
             # interrupts make that one delivery per batch either way (docs/spec/device.md §3)
             if c.irqs:  # 0: the thread raised them (above)
@@ -360,6 +392,20 @@ class DataPath:
         # held vectors in the order first raised), not in the order the channels were armed
         for _, vector in sorted(raised):
             engine.irq(vector)
+
+    def _fold_jobs(self, c: Any, ctx: HwContext, ctxfw: Any) -> None:
+        """A user channel's jobs C answered into its context and the counters."""
+        jobs = c.jobs
+        ctx.submitted += jobs
+        ctx.completed += jobs
+        ctx.cmds_done += c.cmds
+        ctx.last_op, ctx.cur_idx, ctx.cur_kernel = c.last_op, c.cur_idx, c.cur_kernel
+        if c.slot_set:
+            ctx.last_slot = c.last_slot
+        ctxfw.stats["jobs_completed"] += jobs
+        self.stats["fast_jobs"] += jobs
+        self.stats["fast_cmds"] += c.cmds
+        self.stats["fast_chains"] += c.chains
 
     # -- the doorbell thread (docs/spec/jobs.md §7 "The doorbell thread") ---------------------
     def _doorbell_table(self) -> tuple[int, int, int, int]:
@@ -492,7 +538,7 @@ class DataPath:
             fd_of = getattr(msix.wires, "fd", None)
             pba = msix.layout.pba_offset
             for idx, ch in engine.channels.items():
-                if not 0 < idx < self.nchans or fd_of is None:
+                if not 0 <= idx < self.nchans or fd_of is None:
                     continue
                 vec = ch.vector
                 if not 0 <= vec < msix.vectors or not self._arm(idx):

@@ -311,6 +311,31 @@ static uint32_t fast_op(uint32_t op, uint32_t *bit, uint32_t *resp, int *chained
     return 0;
 }
 
+/* Is op a mgmt query of the interface table (generated: XDNA_AIE2_MGMT_QUERIES)? A row
+ * Python published for any other op is never used. */
+static int is_query(uint32_t op)
+{
+#define QUERY(name) case XDNA_AIE2_MSG_##name:
+    switch (op) {
+    XDNA_AIE2_MGMT_QUERIES(QUERY)
+        return 1;
+    }
+#undef QUERY
+    return 0;
+}
+
+/* The mgmt channel (docs/spec/jobs.md §7 "Management queries"): the published reply of a
+ * query with a request of its length, or NULL (Python's: another op, a wrong length). */
+static const struct xdp_reply *query(const struct xdp_chan *c, uint32_t op, uint32_t total)
+{
+    for (uint32_t i = 0; i < c->nreplies; i++) {
+        const struct xdp_reply *r = &c->replies[i];
+        if (r->opcode == op)
+            return r->req_size == total && is_query(op) ? r : NULL;
+    }
+    return NULL;
+}
+
 /* MailboxChannel._put: where a reply of n bytes goes in the i2x ring, or -1 when the Python
  * path would queue it (no space) or fail the channel. *wrap: a TOMBSTONE goes at the tail. */
 static int64_t i2x_room(const struct xdp_chan *c, uint32_t n, int *wrap)
@@ -368,14 +393,22 @@ static int x2i_tail(struct xdp_chan *c, uint32_t tail, uint32_t *seq)
         if (szv != sz_ver(total) || (id & XDNA_AIE2_MSG_ID_MAGIC_MASK) != XDNA_AIE2_MSG_ID_MAGIC)
             return -1;
         uint32_t bit, resp;
-        int chained;
-        uint32_t req_size = fast_op(op, &bit, &resp, &chained);
-        if (!req_size || !(c->ops >> bit & 1) || total != req_size)
-            return -1;
+        int chained = 0;
         struct outcome o = {0};
-        const uint8_t *req = ring + head + HDR;
-        if (chained ? chain(c, op, req, &o) : single(c, op, req, &o))
-            return -1;
+        const struct xdp_reply *q = NULL;
+        if (c->nreplies) { /* the mgmt channel: published queries only */
+            q = query(c, op, total);
+            if (!q)
+                return -1;
+            resp = q->resp_size;
+        } else {
+            uint32_t req_size = fast_op(op, &bit, &resp, &chained);
+            if (!req_size || !(c->ops >> bit & 1) || total != req_size)
+                return -1;
+            const uint8_t *req = ring + head + HDR;
+            if (chained ? chain(c, op, req, &o) : single(c, op, req, &o))
+                return -1;
+        }
         int wrap;
         uint32_t n = HDR + resp;
         int64_t at = i2x_room(c, n, &wrap);
@@ -384,15 +417,17 @@ static int x2i_tail(struct xdp_chan *c, uint32_t tail, uint32_t *seq)
         /* answered: commit, in the Python path's order (reply, then the x2i head) */
         c->x2i_head = head + (uint32_t)msg_size;
         c->msgs_in++;
-        c->jobs++;
-        c->cmds += o.cmds;
-        c->chains += chained;
-        c->last_op = op;
-        c->cur_idx = o.cur_idx;
-        c->cur_kernel = o.kernel;
-        if (o.slot_set) {
-            c->last_slot = o.slot;
-            c->slot_set = 1;
+        if (!q) {
+            c->jobs++;
+            c->cmds += o.cmds;
+            c->chains += chained;
+            c->last_op = op;
+            c->cur_idx = o.cur_idx;
+            c->cur_kernel = o.kernel;
+            if (o.slot_set) {
+                c->last_slot = o.slot;
+                c->slot_set = 1;
+            }
         }
         if (wrap)
             wr32(c->i2x + c->i2x_tail, XDNA_AIE2_TOMBSTONE);
@@ -402,7 +437,12 @@ static int x2i_tail(struct xdp_chan *c, uint32_t tail, uint32_t *seq)
         wr32(pkt + offsetof(struct xdna_aie2_msg_header, id), id);
         wr32(pkt + offsetof(struct xdna_aie2_msg_header, opcode), op);
         _Static_assert(XDNA_AIE2_STATUS_SUCCESS == 0, "a zeroed reply is SUCCESS");
-        memcpy(c->i2x + at, pkt, n);
+        if (q) { /* the header, then the published payload */
+            memcpy(c->i2x + at, pkt, HDR);
+            memcpy(c->i2x + at + HDR, q->resp, resp);
+        } else {
+            memcpy(c->i2x + at, pkt, n);
+        }
         c->i2x_tail = (uint32_t)at + n;
         *c->i2x_tail_reg = c->i2x_tail;
         c->msgs_out++;

@@ -37,7 +37,16 @@ struct xdp_chunk {
     uint64_t size;
 };
 
-/* One armed user channel and its context. */
+/* One mgmt query's published reply (docs/spec/jobs.md §7 "Management queries"). */
+struct xdp_reply {
+    uint32_t opcode;
+    uint32_t req_size;           /* the request's length; any other goes to Python */
+    uint32_t resp_size;
+    uint32_t rsvd;
+    const uint8_t *resp;         /* the reply payload MgmtFirmware.dispatch gives it */
+};
+
+/* One armed channel: a user channel and its context, or the mgmt channel (nreplies). */
 struct xdp_chan {
     uint32_t armed;              /* 0: entries for this channel stop the drain */
     /* in: set by Python when it arms the channel */
@@ -72,6 +81,10 @@ struct xdp_chan {
     uint32_t t_irqs;             /* replies that raised the vector (counted as Python does) */
     uint32_t t_delivered, t_dropped, t_pended; /* per batch: eventfd writes made and failed,
                                                   PBA bits set */
+    /* the mgmt channel's: in, set by Python when it arms it; nonzero nreplies makes this
+     * channel answer only these queries (no jobs), msgs_in/msgs_out counting them */
+    uint32_t nreplies;
+    const struct xdp_reply *replies;
 };
 
 /* The doorbell thread's counters (Python adds and clears them under the lock). */

@@ -72,6 +72,10 @@ LAYOUTS: dict[Opcode, Layout] = {  # type: ignore[valid-type]
 #: The table's message of each opcode, for named access (``.req.offsets``, ``.req.pack(**f)``).
 MESSAGES = {Opcode[m.op]: m for m in _T.MESSAGES}
 
+#: The mgmt queries (the table's ``query`` flag): answers that read no request field and
+#: depend only on the booted image and the chip (docs/spec/jobs.md §7 "Management queries").
+MGMT_QUERIES: tuple[Opcode, ...] = tuple(Opcode[m.op] for m in _T.MESSAGES if m.query)  # type: ignore[valid-type]
+
 #: Order of the u16 fields after {status, size} in the QUERY_AIE_TILE_INFO response.
 TILE_INFO_FIELDS = _T.TILE_INFO_FIELDS
 

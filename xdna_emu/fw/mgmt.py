@@ -37,6 +37,8 @@ from .messages import (
     LAYOUTS,
     MGMT_INFO,
     MGMT_INFO_MAGIC,
+    MGMT_QUERIES,
+    MSG_ID_MAGIC,
     STATUS_ONLY,
     TILE_INFO_FIELDS,
     UPDATE_PROPERTY_TIME_QUOTA,
@@ -173,6 +175,8 @@ class MgmtFirmware:
         self.posted_total = 0
         self.mgmt: MailboxChannel | None = None
         self.ops: dict[int, Op] = {}
+        #: (protocol, the published query replies) while current (:meth:`query_replies`)
+        self._queries: tuple[tuple[int, int], tuple[tuple[int, int, bytes], ...]] | None = None
         # supports() per opcode, for the protocol it was decided under: a message costs
         # a dict lookup, not an enum and a feature-table walk
         self._offered: dict[int, bool] = {}
@@ -203,6 +207,7 @@ class MgmtFirmware:
         """Add or replace the handler of one mgmt opcode."""
         self.ops[int(opcode)] = Op(layout, fn, when_suspended)
         self._offered.clear()
+        self._queries = None
 
     def attach_channel(self, index: int, handler: Callable[[MailboxChannel, Message], None],
                        vector: int, slot: int | None = None, name: str = "") -> MailboxChannel:
@@ -218,6 +223,32 @@ class MgmtFirmware:
         if hit is None:
             hit = self._offered[opcode] = self._decide(opcode)
         return hit
+
+    def query_replies(self) -> tuple[tuple[int, int, bytes], ...]:
+        """(opcode, request size, reply payload) of each mgmt query (``MGMT_QUERIES``) this
+        boot answers with SUCCESS while it runs, for the daemon's C path to send as they are
+        (docs/spec/jobs.md §7 "Management queries"). Each is the op's own handler's answer
+        to a zeroed request, so Python stays the one definition; an op this image does not
+        offer, or whose handler another block replaced, is left out (its messages stay
+        Python's). Kept while the protocol and the ops table are unchanged."""
+        got, chan = self._queries, self.mgmt
+        if chan is None:  # not booted
+            return ()
+        if got is not None and got[0] == self.protocol:
+            return got[1]
+        rows = []
+        for opcode in MGMT_QUERIES:
+            op = self.ops.get(opcode)
+            if (op is None or not self.supports(opcode)
+                    or getattr(op.fn, "__self__", None) is not self):
+                continue
+            req = bytes(op.layout.req.size)
+            resp = op.fn(chan, Message(opcode, MSG_ID_MAGIC, req), op.layout.req.unpack(req))
+            if (resp is not None and len(resp) == op.layout.resp.size
+                    and STATUS_ONLY.unpack_from(resp)[0] == _SUCCESS):
+                rows.append((int(opcode), len(req), bytes(resp)))
+        self._queries = (self.protocol, tuple(rows))
+        return self._queries[1]
 
     def _decide(self, opcode: int) -> bool:
         if opcode not in self.ops:

@@ -260,6 +260,10 @@ class Message:
     resp: Struct
     channel: str  # "mgmt" or "user"
     doc: str = ""
+    #: a mgmt query: its answer reads no request field and depends only on the booted image
+    #: and the chip, so the daemon's C path may send the reply Python published for it
+    #: (docs/spec/jobs.md §7 "Management queries")
+    query: bool = False
 
 
 @dataclass(frozen=True)

@@ -256,12 +256,13 @@ TILE_INFO_FIELDS = (
 )  # fmt: skip
 
 
-def _msg(op: str, channel: str, req: Struct | tuple, resp: Struct | tuple, doc: str = "") -> Message:
+def _msg(op: str, channel: str, req: Struct | tuple, resp: Struct | tuple, doc: str = "",
+         query: bool = False) -> Message:
     """A message; tuple layouts become structs named after the opcode."""
     lo = op.lower()
     r = req if isinstance(req, Struct) else Struct(f"{lo}_req", req, f"{op} request.")
     s = resp if isinstance(resp, Struct) else Struct(f"{lo}_resp", resp, f"{op} response.")
-    return Message(op, r, s, channel, doc)
+    return Message(op, r, s, channel, doc, query)
 
 
 MESSAGES = (
@@ -270,7 +271,8 @@ MESSAGES = (
     _msg("RESUME", "mgmt", RSVD_REQ, STATUS_RESP),
     _msg("ASSIGN_MGMT_PASID", "mgmt", (f("pasid", U16), f("rsvd", U16)), STATUS_RESP),
     _msg("GET_FIRMWARE_VERSION", "mgmt", RSVD_REQ, (
-        f("status", U32), f("major", U32), f("minor", U32), f("sub", U32), f("build", U32))),
+        f("status", U32), f("major", U32), f("minor", U32), f("sub", U32), f("build", U32)),
+         query=True),
     _msg("SET_RUNTIME_CONFIG", "mgmt", (f("type", U32), f("value", U64)), STATUS_RESP),
     _msg("GET_RUNTIME_CONFIG", "mgmt", (f("type", U32),), (f("status", U32), f("value", U64))),
     _msg("REGISTER_ASYNC_EVENT_MSG", "mgmt", (f("buf_addr", U64), f("buf_size", U32)),
@@ -279,12 +281,14 @@ MESSAGES = (
     _msg("UPDATE_PROPERTY", "mgmt", (
         f("type", U32), f("context_id", U8), raw("rsvd", 7), f("time_quota_us", U32),
         f("resv", U32)), STATUS_RESP),
-    _msg("GET_DEV_REVISION", "mgmt", RSVD_REQ, (f("status", U32), f("rev", U32), f("raw_fuse", U32))),
+    _msg("GET_DEV_REVISION", "mgmt", RSVD_REQ, (f("status", U32), f("rev", U32), f("raw_fuse", U32)),
+         query=True),
     _msg("CALIBRATE_TIME", "mgmt", (f("timestamp_ns", U64),), STATUS_RESP),
     _msg("QUERY_AIE_TILE_INFO", "mgmt", RSVD_REQ, (
         f("status", U32), f("size", U32, "bytes of metadata after the status word"),
-        *(f(n, U16) for n in TILE_INFO_FIELDS))),
-    _msg("QUERY_AIE_VERSION", "mgmt", RSVD_REQ, (f("status", U32), f("major", U16), f("minor", U16))),
+        *(f(n, U16) for n in TILE_INFO_FIELDS)), query=True),
+    _msg("QUERY_AIE_VERSION", "mgmt", RSVD_REQ, (f("status", U32), f("major", U16), f("minor", U16)),
+         query=True),
     _msg("QUERY_COL_STATUS", "mgmt", (
         f("dump_addr", U64, "device address of the dump buffer"), f("dump_size", U32),
         f("num_cols", U32, "columns in aie_bitmap"), f("aie_bitmap", U32, "bit n: column n")), (
@@ -311,7 +315,7 @@ MESSAGES = (
     _msg("SET_FW_TRACE_CATEGORIES", "mgmt", (f("categories", U32, "FwTraceCategory bits"),),
          STATUS_RESP),
     _msg("GET_PROTOCOL_VERSION", "mgmt", RSVD_REQ, (f("status", U32), f("major", U32), f("minor", U32)),
-         "request size inferred: the common 4-byte reserved request"),
+         "request size inferred: the common 4-byte reserved request", query=True),
     # mgmt channel: contexts and host buffers (docs/spec/firmware.md §8)
     _msg("CREATE_CONTEXT", "mgmt", (
         f("aie_type", U32), f("start_col", U8), f("num_col", U8), f("num_unused_col", U8),

@@ -51,7 +51,7 @@ def _family(fam: Family) -> list[str]:
            f"`XDNA_{fam.name.upper()}_<prefix>_<name>` (prefix below).", ""]
     out += ["### Messages", ""]
     op = fam.opcodes.py
-    rows = [(f"`{m.op}`", _hex(int(op[m.op])), m.channel, f"[`{m.req.name}`](#{m.req.name}) "
+    rows = [(f"`{m.op}`", _hex(int(op[m.op])), m.channel + (" (query)" if m.query else ""), f"[`{m.req.name}`](#{m.req.name}) "
              f"{m.req.size} B", f"[`{m.resp.name}`](#{m.resp.name}) {m.resp.size} B", m.doc)
             for m in sorted(fam.messages, key=lambda m: int(op[m.op]))]
     out += _table(("opcode", "value", "channel", "request", "response", "note"), rows)
