@@ -177,11 +177,22 @@ int xdna_wr_trap(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val)
  * firmware re-reads a ring pointer register in its handler: a direct store of a newer x2i
  * tail could be consumed early and then be overwritten by an older logged value (the ring
  * pointer going backwards). Ring pointers therefore travel through the log only. */
-static int log_append(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val, bool kick);
+/* How a logged write is kicked: not at all, through the eventfd its register picks (the
+ * doorbell for a live doorbell), or always the daemon's Python loop. */
+enum kick { KICK_NONE, KICK_AUTO, KICK_LOOP };
+
+static int log_append(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val, enum kick kick);
 
 int xdna_wr_log(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val)
 {
-    return log_append(ctx, loc, val, true);
+    return log_append(ctx, loc, val, KICK_AUTO);
+}
+
+/* Logged, and kicked to the Python loop even for a live doorbell register: a message the
+ * doorbell thread would only hand back (docs/spec/protocol.md "Doorbells"). */
+int xdna_wr_log_loop(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val)
+{
+    return log_append(ctx, loc, val, KICK_LOOP);
 }
 
 /* A trapped write whose side effect is not urgent (the i2x head: it only frees ring space,
@@ -193,7 +204,7 @@ int xdna_wr_trap_lazy(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t v
     if (!xdna_loc_ok(ctx, loc, 4))
         return xdna_fail(ctx, EINVAL, "trapped write outside BAR%u (+%#x)", loc.bar, loc.off);
     *(volatile uint32_t *)(ctx->bars[loc.bar].va + loc.off) = val;
-    return log_append(ctx, loc, val, false);
+    return log_append(ctx, loc, val, KICK_NONE);
 }
 
 /* The eventfd that kicks a logged write of loc: the doorbell eventfd for a live doorbell
@@ -211,7 +222,7 @@ static int kick_for(struct xdna_shim_ctx *ctx, struct xdna_loc loc)
     return live >> i & 1 ? ctx->bell_fd : ctx->kick_fd;
 }
 
-static int log_append(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val, bool kick)
+static int log_append(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val, enum kick kick)
 {
     if (!xdna_loc_ok(ctx, loc, 4))
         return xdna_fail(ctx, EINVAL, "trapped write outside BAR%u (+%#x)", loc.bar, loc.off);
@@ -250,7 +261,7 @@ static int log_append(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t v
     __atomic_store_n((uint64_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_HEAD), head + 1,
                      __ATOMIC_RELEASE);
     ctx->info.trapped_writes++;
-    if (!kick)
+    if (kick == KICK_NONE)
         return 0;
     /* A daemon still applying this log reads head again before it sleeps: no kick needed
      * (docs/spec/protocol.md, "Suppressed kicks and notifies"). The fence orders the head
@@ -262,7 +273,8 @@ static int log_append(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t v
         return 0;
     }
     uint64_t one = 1;
-    if (write(kick_for(ctx, loc), &one, sizeof(one)) < 0 && errno != EAGAIN)
+    if (write(kick == KICK_LOOP ? ctx->kick_fd : kick_for(ctx, loc), &one, sizeof(one)) < 0 &&
+        errno != EAGAIN)
         return xdna_fail(ctx, errno, "write log kick: %s", strerror(errno));
     return 0;
 }

@@ -192,7 +192,12 @@ static int x2i_send(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32
     ring_write(ctx, ch->x2i_buf, tail + XDNA_AIE2_MSG_HEADER_SIZE, req, req_len);
     tail += len;
     ch->x2i_tail = tail;
-    return xdna_wr_log(ctx, ch->x2i_tail_reg, tail); /* log only: see xdna_wr_log */
+    /* log only: see xdna_wr_log. A mgmt message the daemon's C path does not answer (not a
+     * query) wakes the Python loop directly: the doorbell thread would only hand it back
+     * (docs/spec/jobs.md §7 "Management queries") */
+    if (!ch->user && !xdna_aie2_mgmt_query(opcode))
+        return xdna_wr_log_loop(ctx, ch->x2i_tail_reg, tail);
+    return xdna_wr_log(ctx, ch->x2i_tail_reg, tail);
 }
 
 /* Deliver one response to its pending slot. */

@@ -20,7 +20,9 @@ Floors, from this process to a Python child process (the daemon's side is Python
 Figures (the emulated npu4 unless ``--chip``):
 
 - ``mailbox_rtt_us``: GET_FIRMWARE_VERSION (IDENTIFY on AIE4) through the C shim, the mailbox rings, the write
-  log and an MSI-X eventfd;
+  log and an MSI-X eventfd; on AIE2 a mgmt query, which the daemon's C path answers
+  (docs/spec/jobs.md §7 "Management queries"); ``detail.mailbox_py_rtt_us``: the same for
+  GET_RUNTIME_CONFIG, a message the Python firmware answers (AIE4: IDENTIFY again);
 - ``job_latency_us`` / ``job_latency_poll_us``: one no-op command submitted and waited for,
   on the interrupt, and in TURBO mode, where the shim polls the context's ring;
 - ``job_throughput_per_s``: no-op commands with 4 in flight on one context;
@@ -29,7 +31,9 @@ Figures (the emulated npu4 unless ``--chip``):
 - ``chain_throughput_per_s``: commands per second in chains of 64 no-ops, 4 chains in flight;
 - ``probe_ms``: a full driver probe on a fresh attach; ``probe_msg_rtt_sum_ms``: what its
   message round trips cost at the round trips measured in the same round (each mailbox
-  message the firmware answered at ``mailbox_rtt_us``, each PSP and SMU register command at
+  message the firmware answered at ``mailbox_rtt_us`` if the C path answered it
+  (``detail.probe_msgs_fast``), else at ``detail.mailbox_py_rtt_us``, each PSP and SMU
+  register command at
   ``eventfd_rtt_us``). The counts are read before the shim closes, so the stop's messages are
   not in them, and messages posted for a later answer (the async event buffers) are no round
   trip (``detail.probe_msgs_answered`` / ``probe_msgs_posted`` / ``probe_reg_cmds``);
@@ -298,8 +302,9 @@ def _probe_counts(sock: Any) -> dict[str, int]:
     with ControlClient(sock) as cl:
         cl.version()
         c = cl.status()["device"]["counters"]
-    return {k: int(c.get(k, 0))
-            for k in ("mbox_msgs_in", "mbox_msgs_out", "psp_cmds", "smu_cmds", "writes")}
+        fast = cl.status()["stats"].get("fast_queries", 0)
+    return {"fast_queries": int(fast), **{k: int(c.get(k, 0)) for k in (
+        "mbox_msgs_in", "mbox_msgs_out", "psp_cmds", "smu_cmds", "writes")}}
 
 
 def _wait_writes(sock: Any, target: int) -> None:
@@ -323,6 +328,17 @@ def _version_query(family: str) -> tuple[int, bytes, int]:
 
     op = Opcode.GET_FIRMWARE_VERSION
     return int(op), bytes(LAYOUTS[op].req.size), LAYOUTS[op].resp.size
+
+
+def _python_query(chip: Any) -> tuple[int, bytes, int]:
+    """A mgmt message the Python firmware answers (the C path answers only the queries):
+    GET_RUNTIME_CONFIG of the chip's first runtime type on AIE2; IDENTIFY on AIE4."""
+    if chip.family == "aie4" or not chip.runtime_types:
+        return _version_query(chip.family)
+    from .fw.messages import LAYOUTS, Opcode
+
+    lay = LAYOUTS[Opcode.GET_RUNTIME_CONFIG]
+    return int(Opcode.GET_RUNTIME_CONFIG), lay.req.pack(min(chip.runtime_types)), lay.resp.size
 
 
 def _chain_len(family: str) -> int:
@@ -356,6 +372,7 @@ def run(chip: str = "npu4", quick: bool = False, progress: bool = False) -> dict
             idle_rss = rss_mib(d["main"].pid)
             s.add("daemon_rss_mib", idle_rss)
             op, req, resp_size = _version_query(chip_data.family)
+            py_op, py_req, py_resp_size = _python_query(chip_data)
             limit = chip_data.limits.hwctx_limit
             ctxs = [dev.context() for _ in range(min(16, limit))]
             cmds = [[c.command("nop") for _ in range(IN_FLIGHT)] for c in ctxs]
@@ -391,6 +408,12 @@ def run(chip: str = "npu4", quick: bool = False, progress: bool = False) -> dict
                     shim.mgmt_msg(op, req, resp_size)
                     lat.append((time.perf_counter_ns() - t0) / 1e3)
                 s.add("mailbox_rtt_us", lat)
+                lat = []
+                for _ in range(sz.msgs):
+                    t0 = time.perf_counter_ns()
+                    shim.mgmt_msg(py_op, py_req, py_resp_size)
+                    lat.append((time.perf_counter_ns() - t0) / 1e3)
+                s.add("mailbox_py_rtt_us", lat)
                 bar.step("mailbox round trip")
 
                 lat = []
@@ -434,6 +457,7 @@ def run(chip: str = "npu4", quick: bool = False, progress: bool = False) -> dict
                 s.add("daemon_rss_load_mib", rss_mib(d["main"].pid))
 
                 mbox_us, floor_us = s.median("mailbox_rtt_us"), s.median("eventfd_rtt_us")
+                py_us = s.median("mailbox_py_rtt_us")
                 for _ in range(sz.probes):
                     before = _probe_counts(d["bare"].socket)
                     t0 = time.perf_counter_ns()
@@ -445,9 +469,12 @@ def run(chip: str = "npu4", quick: bool = False, progress: bool = False) -> dict
                     msgs = delta["mbox_msgs_out"]  # answered: a round trip each
                     regs = delta["psp_cmds"] + delta["smu_cmds"]
                     s.add("probe_msgs_answered", msgs)
+                    fast = min(delta["fast_queries"], msgs)  # answered by the C path
                     s.add("probe_msgs_posted", delta["mbox_msgs_in"] - msgs)
+                    s.add("probe_msgs_fast", fast)
                     s.add("probe_reg_cmds", regs)
-                    s.add("probe_msg_rtt_sum_ms", (msgs * mbox_us + regs * floor_us) / 1e3)
+                    s.add("probe_msg_rtt_sum_ms",
+                          (fast * mbox_us + (msgs - fast) * py_us + regs * floor_us) / 1e3)
                 bar.step("probe")
 
                 if trap is not None:  # channel 1 of a probed device with no context: inert

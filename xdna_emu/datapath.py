@@ -31,12 +31,14 @@ import contextlib
 import importlib
 import logging
 import os
+import struct
 from typing import TYPE_CHECKING, Any
 
 from . import protocol as P
 from .fw import mailbox as _mailbox
 from .fw.ctx import HwContext
 from .fw.mailbox import MailboxChannel
+from .fw.messages import MGMT_QUERIES, MSG_HEADER, TOMBSTONE
 from .fw.mgmt import MGMT_CHANNEL as _MGMT
 from .iommu import AddressSpace
 from .kernelgen import FAST_OPS
@@ -47,6 +49,9 @@ if TYPE_CHECKING:
     from .pci.function import PciFunction
 
 log = logging.getLogger(__name__)
+_QUERIES = frozenset(int(op) for op in MGMT_QUERIES)
+_HDR = MSG_HEADER.size
+_U32 = struct.Struct("<I")
 
 #: The environment variable that picks the job path: ``c`` (default) or ``python``.
 DATAPATH_ENV = "XDNA_EMU_DATAPATH"
@@ -186,11 +191,23 @@ class DataPath:
         while tail < head:
             bar, off, val, _ = entry.unpack_from(ctrl, e0 + (tail % n) * esize)
             idx = by_reg.get((bar, off))
-            if idx is not None and idx not in refused:
+            if idx is not None and idx not in refused and (idx != _MGMT or self._query_next()):
                 break
             write(bar, off, val, sid)
             tail += 1
         return tail
+
+    def _query_next(self) -> bool:
+        """May C answer the mgmt channel's next message? False only when the message at
+        the firmware's head is surely not a query: C would hand it straight back, so Python
+        applies the entry without arming the channel for it."""
+        ch = self.fn.device.mailbox.channels.get(_MGMT)
+        if ch is None:
+            return False
+        head, ring = ch.x2i_head, ch._x2i  # noqa: SLF001
+        if head + _HDR > ch.ring_size or _U32.unpack_from(ring, head)[0] == TOMBSTONE:
+            return True  # a wrap: C reads on
+        return MSG_HEADER.unpack_from(ring, head)[3] in _QUERIES
 
     @contextlib.contextmanager
     def _synced(self) -> Iterator[None]:
@@ -586,8 +603,17 @@ class DataPath:
         for idx, (ch, _, _, _) in parked.items():
             c = chans[idx]
             if ch.x2i_head != c.x2i_head or ch.i2x_tail != c.i2x_tail:
-                return False
+                if idx != _MGMT or not self._replies_current():
+                    return False
+                # Python answered mgmt messages in the step: its cursors are C's now, as an
+                # arming afresh would set them (the published replies are unchanged)
+                c.x2i_head, c.i2x_tail = ch.x2i_head, ch.i2x_tail
         return True
+
+    def _replies_current(self) -> bool:
+        """The mgmt channel's C table is what its firmware publishes now."""
+        got, publish = self._replies, getattr(self.fn.device.fw, "query_replies", None)
+        return got is not None and publish is not None and publish() is got[0]
 
 
 __all__ = ["DATAPATH_ENV", "MODES", "STAT_KEYS", "DataPath", "mode"]

@@ -311,19 +311,6 @@ static uint32_t fast_op(uint32_t op, uint32_t *bit, uint32_t *resp, int *chained
     return 0;
 }
 
-/* Is op a mgmt query of the interface table (generated: XDNA_AIE2_MGMT_QUERIES)? A row
- * Python published for any other op is never used. */
-static int is_query(uint32_t op)
-{
-#define QUERY(name) case XDNA_AIE2_MSG_##name:
-    switch (op) {
-    XDNA_AIE2_MGMT_QUERIES(QUERY)
-        return 1;
-    }
-#undef QUERY
-    return 0;
-}
-
 /* The mgmt channel (docs/spec/jobs.md §7 "Management queries"): the published reply of a
  * query with a request of its length, or NULL (Python's: another op, a wrong length). */
 static const struct xdp_reply *query(const struct xdp_chan *c, uint32_t op, uint32_t total)
@@ -331,7 +318,8 @@ static const struct xdp_reply *query(const struct xdp_chan *c, uint32_t op, uint
     for (uint32_t i = 0; i < c->nreplies; i++) {
         const struct xdp_reply *r = &c->replies[i];
         if (r->opcode == op)
-            return r->req_size == total && is_query(op) ? r : NULL;
+            /* a row for anything but a query of the table is never used */
+            return r->req_size == total && xdna_aie2_mgmt_query(op) ? r : NULL;
     }
     return NULL;
 }

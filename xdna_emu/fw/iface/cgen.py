@@ -132,10 +132,10 @@ def render(fam: Family) -> str:
         out.append(f"#define {p}{fam.opcodes.cname}_{m.op}_RESP_SIZE {m.resp.size}u")
     queries = [m.op for m in fam.messages if m.query]
     if queries:  # the mgmt queries the daemon's C path may answer (docs/spec/jobs.md §7)
-        out += ["", "/* The mgmt queries (answer from the booted image and the chip only), as X(name). */",
-                f"#define {p}MGMT_QUERIES(X) \\"]
-        out += [f"    X({op}) \\" for op in queries]
-        out.append("")
+        out += ["", "/* Is op a mgmt query (its answer depends on the booted image and the chip only)? */",
+                f"static inline int xdna_{fam.name}_mgmt_query(uint32_t op)", "{", "    switch (op) {"]
+        out += [f"    case {p}{fam.opcodes.cname}_{op}:" for op in queries]
+        out += ["        return 1;", "    }", "    return 0;", "}"]
     out += ["", f"#endif /* {guard} */", ""]
     names = [ln.split()[1] for ln in out if ln.startswith("#define ")]
     dup = {n for n in names if names.count(n) > 1}
