@@ -8,6 +8,10 @@ message the C path does not answer) the channels' state goes back into the Pytho
 and the entry goes through :meth:`PciFunction.mmio_write`, the Python path, which then
 handles every message after the last one C answered; C takes over again at the next entry.
 
+The mgmt channel is armed the same way, with the replies the firmware publishes for the
+mgmt queries (``MgmtFirmware.query_replies``): C answers those messages and nothing else
+there (docs/spec/jobs.md §7 "Management queries").
+
 Python stays authoritative: a channel is armed for one call only, from the Python state
 (cursors, the context's CONFIG_CU count, host-buffer chunks, the IOMMU mappings of its
 PASID), and C's counts are added to the Python counters before anything else runs, so

@@ -1,7 +1,8 @@
 /* The daemon's C job path (docs/spec/jobs.md §7, "What runs in C"): the subset of the
  * Python user-channel firmware (docs/spec/jobs.md §4-§5: the ring rules of
  * MailboxChannel.on_x2i_tail/_put, ContextFirmware._single/_chain/_slot/_run/resolve and
- * Iommu.translate, docs/spec/jobs.md §2) that answers no-op jobs, and a stop at
+ * Iommu.translate, docs/spec/jobs.md §2) that answers no-op jobs, the mgmt channel's
+ * queries from the replies the firmware published ("Management queries"), and a stop at
  * everything else ("When it falls back").
  *
  * Every check the Python path makes on a message is made here in the same order; where the
