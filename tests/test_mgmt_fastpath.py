@@ -10,6 +10,7 @@ says.
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -344,3 +345,23 @@ def test_daemon_queries_through_the_shim_match_the_python_daemon(
     assert not py["stats"].get("fast_queries")
     if path == "c":  # after the probe: every query the thread's, nothing handed back
         assert c["during"]["fast_thread"] >= 10 * offered and not c["during"]["fast_handbacks"]
+
+
+@pytest.mark.parametrize("way", ["c-sync", "thread"])
+def test_debug_logging_leaves_the_queries_to_python(way: str, caplog: pytest.LogCaptureFixture) -> None:
+    """With the mailbox's per-message debug lines on (-vv, --trace), C answers no query:
+    each one is logged by the Python path, received and answered."""
+    w = MgmtWorld(way, "npu4")
+    try:
+        with caplog.at_level(logging.DEBUG, logger="xdna_emu.fw.mailbox"):
+            w.send(Opcode.GET_FIRMWARE_VERSION)
+            w.drain()
+        assert len(w.replies) == 1 and not w.stats["fast_queries"]
+        lines = [r.getMessage() for r in caplog.records]
+        assert any("mbox rx chan 0" in m and "GET_FIRMWARE_VERSION" in m for m in lines)
+        assert any("mbox tx chan 0" in m and "GET_FIRMWARE_VERSION" in m for m in lines)
+        w.send(Opcode.GET_FIRMWARE_VERSION)  # logging off again: C's
+        w.drain()
+        assert w.stats["fast_queries"] == 1
+    finally:
+        w.close()

@@ -301,8 +301,8 @@ def _probe_counts(sock: Any) -> dict[str, int]:
 
     with ControlClient(sock) as cl:
         cl.version()
-        c = cl.status()["device"]["counters"]
-        fast = cl.status()["stats"].get("fast_queries", 0)
+        st = cl.status()
+    c, fast = st["device"]["counters"], st["stats"].get("fast_queries", 0)
     return {"fast_queries": int(fast), **{k: int(c.get(k, 0)) for k in (
         "mbox_msgs_in", "mbox_msgs_out", "psp_cmds", "smu_cmds", "writes")}}
 
