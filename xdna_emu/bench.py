@@ -330,6 +330,16 @@ def _version_query(family: str) -> tuple[int, bytes, int]:
     return int(op), bytes(LAYOUTS[op].req.size), LAYOUTS[op].resp.size
 
 
+def _mgmt_rtts(shim: Any, msg: tuple[int, bytes, int], n: int) -> list[float]:
+    """``n`` round trips of one mgmt message (opcode, request, response size), in µs."""
+    lat = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        shim.mgmt_msg(*msg)
+        lat.append((time.perf_counter_ns() - t0) / 1e3)
+    return lat
+
+
 def _python_query(chip: Any) -> tuple[int, bytes, int]:
     """A mgmt message the Python firmware answers (the C path answers only the queries):
     GET_RUNTIME_CONFIG of the chip's first runtime type on AIE2; IDENTIFY on AIE4."""
@@ -371,8 +381,7 @@ def run(chip: str = "npu4", quick: bool = False, progress: bool = False) -> dict
             dev, pdev, shim = d["dev"], d["pdev"], d["dev"].shim
             idle_rss = rss_mib(d["main"].pid)
             s.add("daemon_rss_mib", idle_rss)
-            op, req, resp_size = _version_query(chip_data.family)
-            py_op, py_req, py_resp_size = _python_query(chip_data)
+            query, python_msg = _version_query(chip_data.family), _python_query(chip_data)
             limit = chip_data.limits.hwctx_limit
             ctxs = [dev.context() for _ in range(min(16, limit))]
             cmds = [[c.command("nop") for _ in range(IN_FLIGHT)] for c in ctxs]
@@ -402,18 +411,8 @@ def run(chip: str = "npu4", quick: bool = False, progress: bool = False) -> dict
                 s.add("memcpy_gbps", memcpy_gbps(src, dst, sz.copies))
                 bar.step("memcpy floor")
 
-                lat = []
-                for _ in range(sz.msgs):
-                    t0 = time.perf_counter_ns()
-                    shim.mgmt_msg(op, req, resp_size)
-                    lat.append((time.perf_counter_ns() - t0) / 1e3)
-                s.add("mailbox_rtt_us", lat)
-                lat = []
-                for _ in range(sz.msgs):
-                    t0 = time.perf_counter_ns()
-                    shim.mgmt_msg(py_op, py_req, py_resp_size)
-                    lat.append((time.perf_counter_ns() - t0) / 1e3)
-                s.add("mailbox_py_rtt_us", lat)
+                s.add("mailbox_rtt_us", _mgmt_rtts(shim, query, sz.msgs))
+                s.add("mailbox_py_rtt_us", _mgmt_rtts(shim, python_msg, sz.msgs))
                 bar.step("mailbox round trip")
 
                 lat = []
