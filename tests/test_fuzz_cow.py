@@ -8,7 +8,7 @@ import errno
 import gc
 import os
 import random
-from collections import deque
+from collections import Counter, deque
 
 import pytest
 from test_fuzz_snapshot import fingerprint
@@ -234,8 +234,13 @@ def test_a_transient_error_is_raised_not_taken_for_a_refusal(monkeypatch: pytest
 def _full_state(s: DeviceHarness) -> tuple:
     """Everything a full restore puts back, as bytes: the function's save() with the BARs
     (registers, rings, MSI-X table and PBA) and every host mapping's bytes, config space,
-    the model's state, the checker's and the harness's own."""
-    return (s.fn.save(), fingerprint(s), s.checker.save())
+    the model's state, the checker's and the harness's own. The device's journal is left
+    as it was (a save marks the state it saved as the one the blocks hold)."""
+    dev = s.dev
+    kept = dev.clean, dev.held, set(dev.marks)
+    out = (s.fn.save(), fingerprint(s), s.checker.save())
+    dev.clean, dev.held, dev.marks = kept
+    return out
 
 
 @tracked
@@ -467,13 +472,13 @@ def test_journaled_restores_equal_full_restores_for_random_inputs() -> None:
     seeds = list(device_seeds("npu4").values())
     s, ref = DeviceHarness("npu4"), DeviceHarness("npu4")
     ref.journal = ref.fn.journal = False
-    skipped = {"device": 0, "host": 0}
+    skipped = {"device": 0, "host": 0, "partial": 0}
     for parent in seeds[:8]:
         for h in (s, ref):
             h.fresh()
             Interpreter(h).run(parent)
         snaps = (s.snapshot(), ref.snapshot())
-        for k in range(6):  # whole mutated inputs, and short tails of a few ops
+        for k in range(24):  # whole mutated inputs, and short tails of a few ops
             child = _mutate(parent, rng, seeds, toks) if k % 2 else rng.randbytes(rng.randint(1, 16))
             for h in (s, ref):
                 try:
@@ -481,12 +486,102 @@ def test_journaled_restores_equal_full_restores_for_random_inputs() -> None:
                 except Exception:  # noqa: BLE001 - a finding or a bad op: the restore must still hold
                     pass
             skipped["device"] += s.dev.clean is snaps[0].fn.device
+            skipped["partial"] += s.dev.held is snaps[0].fn.device and bool(s.dev.marks)
             skipped["host"] += s._host_clean is snaps[0].host
             s.restore(snaps[0])
             ref.restore(snaps[1])
             assert _full_state(s) == _full_state(ref)
             assert _host_fields(s) == _host_fields(ref)
-    assert skipped["device"] and skipped["host"], skipped
+    assert skipped["device"] and skipped["host"] and skipped["partial"], skipped
+
+
+def _block_child(rng: random.Random, s: DeviceHarness) -> list[Op]:
+    """1-4 ops aimed at the journal's blocks: trapped writes of the PSP, the SMU and each
+    channel's registers (values near the live cursors, edges and noise), the SMU and PSP
+    command words, and messages that reach a handler (mgmt, context create/destroy)."""
+    regs, traps = s.regs, sorted(s.dev._traps)
+    ops: list[Op] = []
+    for _ in range(rng.randint(1, 4)):
+        pick = rng.random()
+        if pick < 0.5:
+            bar, off = rng.choice(traps)
+            live = s.fn.mmio_read(bar, off)
+            value = rng.choice([0, 1, 4, live, live + 4, live + 8, 0x2000, rng.getrandbits(32),
+                                rng.randrange(0, 0x400, 4)])
+            ops.append(Op("w32", (bar, off, value)))
+        elif pick < 0.65:
+            bar, off = regs.loc(rng.choice(["smu.cmd", "smu.arg", "psp.cmd", "psp.arg0"]))
+            ops.append(Op("w32", (bar, off, rng.randrange(0, 12))))
+        elif pick < 0.8:
+            ops.append(Op("call", ("msg", rng.randrange(1, 0x20), rng.randbytes(rng.choice([0, 4, 8])))))
+        elif pick < 0.9:
+            ops.append(Op("call", ("ctx_create", 0, -1, 1)))
+        else:
+            ops.append(Op("call", ("ctx_destroy", rng.randrange(2))))
+    return ops
+
+
+def test_journaled_restores_of_single_blocks_equal_full_restores() -> None:
+    """Children that change one block each (a PSP, SMU or channel register's side effect,
+    or a message a handler serves): the journaled restore, which loads only the blocks the
+    entries marked (docs/spec/device.md §4), leaves everything as a full restore does, and
+    each kind of mark is met by a restore that loaded that block alone."""
+    rng = random.Random(5)
+    seeds = device_seeds("npu4")
+    s, ref = DeviceHarness("npu4"), DeviceHarness("npu4")
+    ref.journal = ref.fn.journal = False
+    marked: Counter[str] = Counter()
+    for name in ("job", "bring-up-msgs", "psp-smu", "golden-job-npu4"):
+        if name not in seeds:
+            continue
+        for h in (s, ref):
+            h.fresh()
+            Interpreter(h).run(seeds[name])
+        snaps = (s.snapshot(), ref.snapshot())
+        for _ in range(80):
+            child = _block_child(rng, s)
+            for h in (s, ref):
+                try:
+                    h.run(child)
+                except Exception:  # noqa: BLE001 - a finding or a bad op: the restore must still hold
+                    pass
+            if s.dev.held is snaps[0].fn.device:
+                for mark in s.dev.marks:
+                    marked[mark if type(mark) is str else "chan"] += 1
+            else:
+                marked["all"] += 1
+            s.restore(snaps[0])
+            ref.restore(snaps[1])
+            assert _full_state(s) == _full_state(ref), child
+            assert _host_fields(s) == _host_fields(ref), child
+    assert all(marked[k] for k in ("psp", "smu", "chan", "all")), marked
+
+
+def test_a_block_the_journal_did_not_mark_is_caught_by_the_check() -> None:
+    """While a channel is marked, a planted change of another channel, of the management
+    firmware or of the PSP (no entry marked them, so the journaled restore loads the marked
+    channel alone) is named by the journal's check."""
+    s = DeviceHarness("npu4")
+    s.verify_raises, s.journal_every = True, 1
+    s.run([Op("call", ("bring_up",)), Op("call", ("ctx_create", 0, -1, 1))])
+    snap = s.snapshot()
+    mb = s.dev.mailbox
+    user = next(i for i in mb.channels if i != 0)
+    head = s.chip.dev_to_bar(s.chans[0].i2x_head)
+    for plant in (lambda: setattr(mb.channels[user], "msgs_out", mb.channels[user].msgs_out + 1),
+                  lambda: setattr(s.dev.fw.state, "time_offset_ns", s.dev.fw.state.time_offset_ns + 1),
+                  lambda: setattr(s.dev.psp, "last_error", 7)):
+        s.restore(snap)
+        s.fn.mmio_write(*head, s.fn.mmio_read(*head))  # channel 0's i2x head: marks channel 0
+        assert s.dev.held is snap.fn.device and s.dev.marks == {("chan", 0)}
+        plant()
+        with pytest.raises(RuntimeError, match="the device's device unlike the snapshot"):
+            s.restore(snap)
+        s.dev.forget()
+        s.restore(snap)
+    s.fn.mmio_write(*head, s.fn.mmio_read(*head))
+    mb.channels[0].msgs_out += 1  # the marked channel itself: loaded, so nothing escapes
+    s.restore(snap)
 
 
 def test_a_python_change_the_journal_misses_is_caught_by_the_check() -> None:
@@ -503,7 +598,7 @@ def test_a_python_change_the_journal_misses_is_caught_by_the_check() -> None:
     s.dev.fw.state.time_offset_ns += 1  # not through any entry: the journal misses it
     with pytest.raises(RuntimeError, match="the device's device unlike the snapshot: a change escaped the journal"):
         s.restore(snap)
-    s.dev.clean = None  # so the next restore loads the blocks again
+    s.dev.forget()  # so the next restore loads the blocks again
     s.restore(snap)
     s.contexts[0].chan.next_id += 5  # a test-driver object changed outside any call
     with pytest.raises(RuntimeError, match="the test driver's DriverChannel"):

@@ -442,9 +442,10 @@ class DeviceHarness:
         make the next input start from a state no input led to: on a miss journaling is
         turned off, the snapshot restored in full and the snapshots dropped (they may hold
         the escaped change), or with ``verify_raises`` the miss raises."""
-        clean = self.dev.clean
+        dev = self.dev
+        clean, held, marks = dev.clean, dev.held, set(dev.marks)
         now = self.fn.save(keep=self._in_arena) if self.arena is not None else self.fn.save()
-        self.dev.clean = clean  # what the restore left (a save marks what it saved)
+        dev.clean, dev.held, dev.marks = clean, held, marks  # what the restore left (a save marks what it saved)
         bad = [f"the device's {name}" for name in ("config", "bars", "driver", "stats",
                                                     "msix_stats", "mappings", "faults",
                                                     "clock_ns", "device")
