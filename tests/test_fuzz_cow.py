@@ -8,13 +8,16 @@ import errno
 import gc
 import os
 import random
+import re
 from collections import Counter, deque
+from pathlib import Path
 
 import pytest
 from test_fuzz_snapshot import fingerprint
 
 from xdna_emu.fuzz import cow
 from xdna_emu.fuzz.atheris_target import Target, _mutate, builtin_fuzz, device_seeds, dictionary
+from xdna_emu.fuzz.atheris_target import main as atheris_main
 from xdna_emu.fuzz.invariants import InvariantViolation
 from xdna_emu.fuzz.ops import (
     JOURNAL_VERIFY_EVERY,
@@ -23,8 +26,10 @@ from xdna_emu.fuzz.ops import (
     DeviceHarness,
     Interpreter,
     Op,
+    replay_journal,
     run_input,
 )
+from xdna_emu.fw.smu import SmuBlock
 from xdna_emu.testing.pydriver import PyDriver
 
 pytestmark = pytest.mark.skipif(not cow.available(), reason="no memfd/pagemap dirty tracking here")
@@ -619,9 +624,57 @@ def test_a_python_change_the_journal_misses_is_caught_by_the_check() -> None:
     s.restore(snap)
     assert s.snap_stats["journal_misses"] == 1 and not s.journal and not s.fn.journal
     assert not s.snaps and _full_state(s) == full and _host_fields(s) == host
+    # a finding; the change was planted by no input, so none replays it
+    assert s.journal_miss is not None and s.journal_miss.data is None
+    assert "no input since the last check shows it alone" in s.journal_miss.message
     s.dev.fw.state.time_offset_ns += 1  # journaling is off: every restore loads in full
     s.restore(snap)
     assert _full_state(s) == full and s.snap_stats["journal_misses"] == 1
+
+
+def test_a_journal_miss_in_a_campaign_is_a_finding_with_a_replayable_input(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A planted unmarked change (the SMU's side effect also moves the management
+    firmware's clock, while the journal marks only the SMU) met by the sparse check during
+    a campaign is recorded as a finding: its signature, an input whose replay (run twice,
+    every restore checked) shows the miss, and a trace naming the replay; without the
+    plant the same input replays clean and the same campaign finds nothing."""
+    seeds = device_seeds("npu4")
+
+    def campaign() -> Target:
+        t = Target("device", "npu4", tmp_path / "artifacts")
+        t.session.journal_every = 8
+        builtin_fuzz(t, 1e9, None, seeds, seed=3, max_execs=600)
+        return t
+
+    assert campaign().signatures == {}
+    on_intr = SmuBlock.on_intr
+
+    def leaky(self: SmuBlock, value: int) -> None:
+        on_intr(self, value)
+        fw = self.on_power_off.__self__.fw  # type: ignore[attr-defined]  # the SMU's device
+        if fw is not None:
+            fw.state.time_offset_ns += 1  # no mark for the firmware: the journal misses it
+
+    monkeypatch.setattr(SmuBlock, "on_intr", leaky)
+    t = Target("device", "npu4", tmp_path / "found")
+    t.session.journal_every = 8
+    builtin_fuzz(t, 1e9, None, seeds, seed=3, max_execs=600)
+    assert ("harness", "journal_miss") in t.signatures, t.signatures
+    assert t.session.snap_stats["journal_misses"] == 1 and not t.session.journal
+    stem = Path(t.signatures[("harness", "journal_miss")])
+    data = stem.with_suffix(".bin").read_bytes()
+    note = re.search(r"--replay-journal \S+\.bin(?: --pin (\d+))?", stem.with_suffix(".trace").read_text())
+    assert data and note is not None
+    pin = int(note[1]) if note[1] else None
+    h = DeviceHarness("npu4")
+    miss = replay_journal(data, h, pin)
+    assert miss is not None and "the device's device unlike the snapshot" in miss.message
+    argv = ["--replay-journal", str(stem.with_suffix(".bin"))] + (["--pin", str(pin)] if pin is not None else [])
+    assert atheris_main(argv) == 1
+    monkeypatch.setattr(SmuBlock, "on_intr", on_intr)
+    assert replay_journal(data, "npu4", pin) is None  # a new harness: its traps unplanted
+    assert atheris_main(argv) == 0
 
 
 def test_a_journaled_function_restore_skips_only_what_no_entry_changed() -> None:
