@@ -174,8 +174,19 @@ class FindingLog:
     crashes: int
     hangs: int
     signatures: dict[tuple[str, str], str]
-    t0: float
     first_finding_s: float | None
+    _t0 = 0.0
+    _cpu0 = 0.0
+
+    @property
+    def t0(self) -> float:
+        """When fuzzing started (monotonic seconds); setting it also marks the process's CPU
+        time then, for the campaign's CPU rate (docs/spec/fuzzing.md §9)."""
+        return self._t0
+
+    @t0.setter
+    def t0(self, when: float) -> None:
+        self._t0, self._cpu0 = when, time.process_time()
 
     def count_finding(self, kind: str, name: str) -> Path | None:
         """Count one finding; return the (created) artifact directory when its signature is
@@ -196,8 +207,10 @@ class FindingLog:
                 "unique": sorted(f"{k}:{n}" for k, n in self.signatures),
                 "artifacts": sorted(self.signatures.values()),
                 "first_finding_s": self.first_finding_s,
-                # seconds spent fuzzing (from t0), so the campaign's rate leaves start-up out
-                "fuzz_seconds": round(time.monotonic() - self.t0, 3)}
+                # seconds spent fuzzing (from t0), so the campaign's rate leaves start-up out,
+                # and the worker's CPU seconds in that time (its rate on a loaded machine)
+                "fuzz_seconds": round(time.monotonic() - self.t0, 3),
+                "cpu_seconds": round(time.process_time() - self._cpu0, 3)}
 
 
 class Target(FindingLog):
