@@ -100,7 +100,7 @@ class NpuDevice(DeviceBase):
     def reset(self) -> None:
         """Power-on state (FLR). The MSI-X table/PBA are kept: the PCI function's MSI-X
         controller owns them."""
-        self.clean = self.held = None
+        self.forget()
         fw = "running" if self.fw is not None else "stopped"
         log.debug("device reset (firmware %s)", fw,
                   extra={"trace": {"kind": "reset", "firmware": fw}})

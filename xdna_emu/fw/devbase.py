@@ -125,7 +125,7 @@ class DeviceBase:
 
     # -- firmware lifecycle (PSP/SMU callbacks) ----------------------------------------------
     def _stop_fw(self) -> None:
-        self.clean = self.held = None  # channels, firmware and contexts go (§4)
+        self.forget()  # channels, firmware and contexts go (§4)
         if self.fw is not None:
             self.fw.stop()
             self.fw = None
@@ -133,7 +133,7 @@ class DeviceBase:
         self._timers.clear()
 
     def _power_off(self) -> None:
-        self.clean = self.held = None  # the PSP and the firmware go too (§4)
+        self.forget()  # the PSP and the firmware go too (§4)
         self.psp.power_lost()
         self._stop_fw()
 
@@ -160,7 +160,7 @@ class DeviceBase:
     def poll(self) -> None:
         now = self.clock.now_ns()
         while self._timers and self._timers[0][0] <= now:
-            self.clean = self.held = None
+            self.forget()
             _, _, action, args = heapq.heappop(self._timers)
             try:
                 self.actions[action](*args)
