@@ -8,13 +8,16 @@ import errno
 import gc
 import os
 import random
-from collections import deque
+import re
+from collections import Counter, deque
+from pathlib import Path
 
 import pytest
 from test_fuzz_snapshot import fingerprint
 
 from xdna_emu.fuzz import cow
 from xdna_emu.fuzz.atheris_target import Target, _mutate, builtin_fuzz, device_seeds, dictionary
+from xdna_emu.fuzz.atheris_target import main as atheris_main
 from xdna_emu.fuzz.invariants import InvariantViolation
 from xdna_emu.fuzz.ops import (
     JOURNAL_VERIFY_EVERY,
@@ -23,8 +26,10 @@ from xdna_emu.fuzz.ops import (
     DeviceHarness,
     Interpreter,
     Op,
+    replay_journal,
     run_input,
 )
+from xdna_emu.fw.smu import SmuBlock
 from xdna_emu.testing.pydriver import PyDriver
 
 pytestmark = pytest.mark.skipif(not cow.available(), reason="no memfd/pagemap dirty tracking here")
@@ -234,8 +239,13 @@ def test_a_transient_error_is_raised_not_taken_for_a_refusal(monkeypatch: pytest
 def _full_state(s: DeviceHarness) -> tuple:
     """Everything a full restore puts back, as bytes: the function's save() with the BARs
     (registers, rings, MSI-X table and PBA) and every host mapping's bytes, config space,
-    the model's state, the checker's and the harness's own."""
-    return (s.fn.save(), fingerprint(s), s.checker.save())
+    the model's state, the checker's and the harness's own. The device's journal is left
+    as it was (a save marks the state it saved as the one the blocks hold)."""
+    dev = s.dev
+    kept = dev.clean, dev.held, set(dev.marks)
+    out = (s.fn.save(), fingerprint(s), s.checker.save())
+    dev.clean, dev.held, dev.marks = kept
+    return out
 
 
 @tracked
@@ -467,13 +477,13 @@ def test_journaled_restores_equal_full_restores_for_random_inputs() -> None:
     seeds = list(device_seeds("npu4").values())
     s, ref = DeviceHarness("npu4"), DeviceHarness("npu4")
     ref.journal = ref.fn.journal = False
-    skipped = {"device": 0, "host": 0}
+    skipped = {"device": 0, "host": 0, "partial": 0}
     for parent in seeds[:8]:
         for h in (s, ref):
             h.fresh()
             Interpreter(h).run(parent)
         snaps = (s.snapshot(), ref.snapshot())
-        for k in range(6):  # whole mutated inputs, and short tails of a few ops
+        for k in range(24):  # whole mutated inputs, and short tails of a few ops
             child = _mutate(parent, rng, seeds, toks) if k % 2 else rng.randbytes(rng.randint(1, 16))
             for h in (s, ref):
                 try:
@@ -481,12 +491,102 @@ def test_journaled_restores_equal_full_restores_for_random_inputs() -> None:
                 except Exception:  # noqa: BLE001 - a finding or a bad op: the restore must still hold
                     pass
             skipped["device"] += s.dev.clean is snaps[0].fn.device
+            skipped["partial"] += s.dev.held is snaps[0].fn.device and bool(s.dev.marks)
             skipped["host"] += s._host_clean is snaps[0].host
             s.restore(snaps[0])
             ref.restore(snaps[1])
             assert _full_state(s) == _full_state(ref)
             assert _host_fields(s) == _host_fields(ref)
-    assert skipped["device"] and skipped["host"], skipped
+    assert skipped["device"] and skipped["host"] and skipped["partial"], skipped
+
+
+def _block_child(rng: random.Random, s: DeviceHarness) -> list[Op]:
+    """1-4 ops aimed at the journal's blocks: trapped writes of the PSP, the SMU and each
+    channel's registers (values near the live cursors, edges and noise), the SMU and PSP
+    command words, and messages that reach a handler (mgmt, context create/destroy)."""
+    regs, traps = s.regs, sorted(s.dev._traps)
+    ops: list[Op] = []
+    for _ in range(rng.randint(1, 4)):
+        pick = rng.random()
+        if pick < 0.5:
+            bar, off = rng.choice(traps)
+            live = s.fn.mmio_read(bar, off)
+            value = rng.choice([0, 1, 4, live, live + 4, live + 8, 0x2000, rng.getrandbits(32),
+                                rng.randrange(0, 0x400, 4)])
+            ops.append(Op("w32", (bar, off, value)))
+        elif pick < 0.65:
+            bar, off = regs.loc(rng.choice(["smu.cmd", "smu.arg", "psp.cmd", "psp.arg0"]))
+            ops.append(Op("w32", (bar, off, rng.randrange(0, 12))))
+        elif pick < 0.8:
+            ops.append(Op("call", ("msg", rng.randrange(1, 0x20), rng.randbytes(rng.choice([0, 4, 8])))))
+        elif pick < 0.9:
+            ops.append(Op("call", ("ctx_create", 0, -1, 1)))
+        else:
+            ops.append(Op("call", ("ctx_destroy", rng.randrange(2))))
+    return ops
+
+
+def test_journaled_restores_of_single_blocks_equal_full_restores() -> None:
+    """Children that change one block each (a PSP, SMU or channel register's side effect,
+    or a message a handler serves): the journaled restore, which loads only the blocks the
+    entries marked (docs/spec/device.md §4), leaves everything as a full restore does, and
+    each kind of mark is met by a restore that loaded that block alone."""
+    rng = random.Random(5)
+    seeds = device_seeds("npu4")
+    s, ref = DeviceHarness("npu4"), DeviceHarness("npu4")
+    ref.journal = ref.fn.journal = False
+    marked: Counter[str] = Counter()
+    for name in ("job", "bring-up-msgs", "psp-smu", "golden-job-npu4"):
+        if name not in seeds:
+            continue
+        for h in (s, ref):
+            h.fresh()
+            Interpreter(h).run(seeds[name])
+        snaps = (s.snapshot(), ref.snapshot())
+        for _ in range(80):
+            child = _block_child(rng, s)
+            for h in (s, ref):
+                try:
+                    h.run(child)
+                except Exception:  # noqa: BLE001 - a finding or a bad op: the restore must still hold
+                    pass
+            if s.dev.held is snaps[0].fn.device:
+                for mark in s.dev.marks:
+                    marked[mark if type(mark) is str else "chan"] += 1
+            else:
+                marked["all"] += 1
+            s.restore(snaps[0])
+            ref.restore(snaps[1])
+            assert _full_state(s) == _full_state(ref), child
+            assert _host_fields(s) == _host_fields(ref), child
+    assert all(marked[k] for k in ("psp", "smu", "chan", "all")), marked
+
+
+def test_a_block_the_journal_did_not_mark_is_caught_by_the_check() -> None:
+    """While a channel is marked, a planted change of another channel, of the management
+    firmware or of the PSP (no entry marked them, so the journaled restore loads the marked
+    channel alone) is named by the journal's check."""
+    s = DeviceHarness("npu4")
+    s.verify_raises, s.journal_every = True, 1
+    s.run([Op("call", ("bring_up",)), Op("call", ("ctx_create", 0, -1, 1))])
+    snap = s.snapshot()
+    mb = s.dev.mailbox
+    user = next(i for i in mb.channels if i != 0)
+    head = s.chip.dev_to_bar(s.chans[0].i2x_head)
+    for plant in (lambda: setattr(mb.channels[user], "msgs_out", mb.channels[user].msgs_out + 1),
+                  lambda: setattr(s.dev.fw.state, "time_offset_ns", s.dev.fw.state.time_offset_ns + 1),
+                  lambda: setattr(s.dev.psp, "last_error", 7)):
+        s.restore(snap)
+        s.fn.mmio_write(*head, s.fn.mmio_read(*head))  # channel 0's i2x head: marks channel 0
+        assert s.dev.held is snap.fn.device and s.dev.marks == {("chan", 0)}
+        plant()
+        with pytest.raises(RuntimeError, match="the device's device unlike the snapshot"):
+            s.restore(snap)
+        s.dev.forget()
+        s.restore(snap)
+    s.fn.mmio_write(*head, s.fn.mmio_read(*head))
+    mb.channels[0].msgs_out += 1  # the marked channel itself: loaded, so nothing escapes
+    s.restore(snap)
 
 
 def test_a_python_change_the_journal_misses_is_caught_by_the_check() -> None:
@@ -503,7 +603,7 @@ def test_a_python_change_the_journal_misses_is_caught_by_the_check() -> None:
     s.dev.fw.state.time_offset_ns += 1  # not through any entry: the journal misses it
     with pytest.raises(RuntimeError, match="the device's device unlike the snapshot: a change escaped the journal"):
         s.restore(snap)
-    s.dev.clean = None  # so the next restore loads the blocks again
+    s.dev.forget()  # so the next restore loads the blocks again
     s.restore(snap)
     s.contexts[0].chan.next_id += 5  # a test-driver object changed outside any call
     with pytest.raises(RuntimeError, match="the test driver's DriverChannel"):
@@ -524,9 +624,57 @@ def test_a_python_change_the_journal_misses_is_caught_by_the_check() -> None:
     s.restore(snap)
     assert s.snap_stats["journal_misses"] == 1 and not s.journal and not s.fn.journal
     assert not s.snaps and _full_state(s) == full and _host_fields(s) == host
+    # a finding; the change was planted by no input, so none replays it
+    assert s.journal_miss is not None and s.journal_miss.data is None
+    assert "no input since the last check shows it alone" in s.journal_miss.message
     s.dev.fw.state.time_offset_ns += 1  # journaling is off: every restore loads in full
     s.restore(snap)
     assert _full_state(s) == full and s.snap_stats["journal_misses"] == 1
+
+
+def test_a_journal_miss_in_a_campaign_is_a_finding_with_a_replayable_input(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A planted unmarked change (the SMU's side effect also moves the management
+    firmware's clock, while the journal marks only the SMU) met by the sparse check during
+    a campaign is recorded as a finding: its signature, an input whose replay (run twice,
+    every restore checked) shows the miss, and a trace naming the replay; without the
+    plant the same input replays clean and the same campaign finds nothing."""
+    seeds = device_seeds("npu4")
+
+    def campaign() -> Target:
+        t = Target("device", "npu4", tmp_path / "artifacts")
+        t.session.journal_every = 8
+        builtin_fuzz(t, 1e9, None, seeds, seed=3, max_execs=600)
+        return t
+
+    assert campaign().signatures == {}
+    on_intr = SmuBlock.on_intr
+
+    def leaky(self: SmuBlock, value: int) -> None:
+        on_intr(self, value)
+        fw = self.on_power_off.__self__.fw  # type: ignore[attr-defined]  # the SMU's device
+        if fw is not None:
+            fw.state.time_offset_ns += 1  # no mark for the firmware: the journal misses it
+
+    monkeypatch.setattr(SmuBlock, "on_intr", leaky)
+    t = Target("device", "npu4", tmp_path / "found")
+    t.session.journal_every = 8
+    builtin_fuzz(t, 1e9, None, seeds, seed=3, max_execs=600)
+    assert ("harness", "journal_miss") in t.signatures, t.signatures
+    assert t.session.snap_stats["journal_misses"] == 1 and not t.session.journal
+    stem = Path(t.signatures[("harness", "journal_miss")])
+    data = stem.with_suffix(".bin").read_bytes()
+    note = re.search(r"--replay-journal \S+\.bin(?: --pin (\d+))?", stem.with_suffix(".trace").read_text())
+    assert data and note is not None
+    pin = int(note[1]) if note[1] else None
+    h = DeviceHarness("npu4")
+    miss = replay_journal(data, h, pin)
+    assert miss is not None and "the device's device unlike the snapshot" in miss.message
+    argv = ["--replay-journal", str(stem.with_suffix(".bin"))] + (["--pin", str(pin)] if pin is not None else [])
+    assert atheris_main(argv) == 1
+    monkeypatch.setattr(SmuBlock, "on_intr", on_intr)
+    assert replay_journal(data, "npu4", pin) is None  # a new harness: its traps unplanted
+    assert atheris_main(argv) == 0
 
 
 def test_a_journaled_function_restore_skips_only_what_no_entry_changed() -> None:

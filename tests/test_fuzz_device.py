@@ -192,9 +192,11 @@ def test_fuzz_cli_json_summary_and_usage_errors(tmp_path: Path) -> None:
                "--artifacts", str(tmp_path / "a"), "--corpus", str(tmp_path / "c"))
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
-    for key in ("target", "seconds", "execs", "execs_per_s", "wall_execs_per_s", "crashes",
-                "hangs", "coverage", "corpus_size"):
+    for key in ("target", "seconds", "execs", "execs_per_s", "wall_execs_per_s", "cpu_execs_per_s",
+                "crashes", "hangs", "coverage", "corpus_size"):
         assert key in summary
+    # each worker's CPU time is at most its share of the wall clock: the CPU rate is no lower
+    assert summary["cpu_execs_per_s"] >= summary["execs_per_s"] * 0.9 > 0
     assert summary["target"] == "parsers" and summary["execs"] > 100 and summary["crashes"] == 0
     shim = _cli("fuzz", "--target", "shim", "--seconds", "2", "--json")
     assert shim.returncode == 0 and "Traceback" not in shim.stderr
@@ -472,18 +474,20 @@ def test_summary_rate_is_the_workers_fuzzing_rate(tmp_path: Path) -> None:
         return w
 
     args = argparse.Namespace(target="device", chip="npu4", jobs=2)
-    ws = [worker(0, {"execs": 1000, "fuzz_seconds": 2.0, "page_tracking": "userfaultfd",
+    ws = [worker(0, {"execs": 1000, "fuzz_seconds": 2.0, "cpu_seconds": 0.5, "page_tracking": "userfaultfd",
                      "tracking_misses": 0, "journal_misses": 1}),
-          worker(1, {"execs": 300, "fuzz_seconds": 1.0, "page_tracking": "userfaultfd",
+          worker(1, {"execs": 300, "fuzz_seconds": 1.0, "cpu_seconds": 0.6, "page_tracking": "userfaultfd",
                      "tracking_misses": 1, "journal_misses": 0})]
     out = _summary(args, "builtin", ws, 10.0, tmp_path, tmp_path, 0)
     assert out["execs"] == 1300 and out["execs_per_s"] == 800.0 and out["wall_execs_per_s"] == 130.0
+    assert out["cpu_execs_per_s"] == 2500.0  # 1000 / 0.5 + 300 / 0.6: over each worker's CPU time
     assert out["page_tracking"] == "userfaultfd"  # how the rate was reached (fuzzing.md §9)
     assert out["tracking_misses"] == 1  # a worker that dropped to the pagemap arena
     assert out["journal_misses"] == 1  # a worker that turned journaled restores off
     ws.append(worker(2, {"execs": 200}))
     out = _summary(args, "builtin", ws, 10.0, tmp_path, tmp_path, 0)
     assert out["execs_per_s"] == out["wall_execs_per_s"] == 150.0
+    assert out["cpu_execs_per_s"] is None  # a worker without its CPU time: no CPU rate
 
 
 def test_aie4_client_stores_are_cpu_stores_not_dma() -> None:

@@ -69,13 +69,20 @@ class NpuDevice(DeviceBase):
         self.psp = PspBlock(chip, regs, iommu, self.stats, lambda: self.smu.powered,
                             self._start_fw, self._stop_fw)
         self.mailbox = MailboxEngine(chip, regs, self.irq, self.stats) if chip.mailbox else None
-        for role, fn in (("psp.intr", self.psp.on_intr), ("smu.intr", self.smu.on_intr)):
+        for role, fn, mark in (("psp.intr", self.psp.on_intr, "psp"),
+                               ("smu.intr", self.smu.on_intr, "smu")):
             try:
                 self._traps[regs.loc(role)] = fn
+                self._trap_marks[regs.loc(role)] = mark
             except ChipError:
                 log.warning("%s: no %s register; that block is inert", chip.name, role)
         if self.mailbox is not None:
-            self._traps.update(self.mailbox.traps())
+            traps = self.mailbox.traps()
+            self._traps.update(traps)
+            # a channel's register changes that channel, unless a message reaches its
+            # handler (the engine's ``served`` forgets all then: docs/spec/device.md §4)
+            self._trap_marks.update({key: ("chan", fn.args[0]) for key, fn in traps.items()})
+            self.mailbox.served = self.forget
 
     # -- firmware lifecycle (PSP/SMU callbacks) ------------------------------------------
     def _start_fw(self, image: FirmwareImage) -> int:
@@ -93,7 +100,7 @@ class NpuDevice(DeviceBase):
     def reset(self) -> None:
         """Power-on state (FLR). The MSI-X table/PBA are kept: the PCI function's MSI-X
         controller owns them."""
-        self.clean = None
+        self.forget()
         fw = "running" if self.fw is not None else "stopped"
         log.debug("device reset (firmware %s)", fw,
                   extra={"trace": {"kind": "reset", "firmware": fw}})
@@ -125,7 +132,8 @@ class NpuDevice(DeviceBase):
             self.smu.save(), self.mailbox.save() if self.mailbox is not None else None,
             self.fw.save() if self.fw is not None else None,
             self.ctx.save() if self.ctx is not None else None)
-        self.clean = st  # the blocks hold just this until an entry runs (§4)
+        self.clean = self.held = st  # the blocks hold just this until an entry runs (§4)
+        self.marks.clear()
         return st
 
     def load(self, st: DeviceState) -> None:
@@ -137,11 +145,11 @@ class NpuDevice(DeviceBase):
         self._timers = list(st.timers)
         heapq.heapify(self._timers)
         self._seq = st.next_seq
-        if self.journal and st is self.clean:
-            # journaled (docs/spec/device.md §4): no trapped write, delayed work, proxied
-            # op or reset ran since this very state was saved or loaded, so the blocks
-            # hold it still; only the counters and timers above (which plain stores and
-            # timer pops change) are put back
+        if self.journal and st is self.held and self._load_marked(st):
+            # journaled (docs/spec/device.md §4): since this very state was saved or
+            # loaded, every entry named the blocks it changed, and only those were loaded;
+            # the counters and timers above (which plain stores and timer pops change) are
+            # put back always
             return
         self.psp.load(st.psp)
         self.smu.load(st.smu)
@@ -156,7 +164,7 @@ class NpuDevice(DeviceBase):
                 self._spare = (self.fw, self.ctx)
             self.fw = self.ctx = None
         if self.mailbox is None:
-            self.clean = st
+            self._loaded(st)
             return
         by_chan = {}
         if st.fw is not None:
@@ -188,7 +196,39 @@ class NpuDevice(DeviceBase):
             fw.load(st.fw)
         if ctx is not None:
             ctx.bind_channels(by_chan)
-        self.clean = st
+        self._loaded(st)
+
+    def _loaded(self, st: DeviceState) -> None:
+        """The blocks hold ``st`` (the journal's start, docs/spec/device.md §4)."""
+        self.clean = self.held = st
+        self.marks.clear()
+
+    def _load_marked(self, st: DeviceState) -> bool:
+        """The journaled load (docs/spec/device.md §4) of ``st``, the state the blocks held
+        before the entries that made ``marks``: the PSP, the SMU and the channels marked
+        are loaded, nothing else (the channels open are the state's: opening or closing
+        one forgets the state). False, having loaded nothing, if a marked channel is not
+        the state's (the caller loads everything then)."""
+        marks = self.marks
+        if marks:
+            chans = []
+            for mark in marks:
+                if type(mark) is tuple:
+                    ch = self.mailbox.channels.get(mark[1]) if self.mailbox is not None else None
+                    saved = st.mailbox.channels if st.mailbox is not None else ()
+                    cs = next((c for c in saved if c.index == mark[1]), None)
+                    if (ch is None) != (cs is None) or (ch is not None and ch.serial != cs.serial):
+                        return False
+                    if ch is not None:
+                        chans.append((ch, cs))
+            if "psp" in marks:
+                self.psp.load(st.psp)
+            if "smu" in marks:
+                self.smu.load(st.smu)
+            for ch, cs in chans:
+                ch.load(cs)
+        self._loaded(st)
+        return True
 
     # -- session hooks (docs/spec/jobs.md §1) --------------------------------------------
     def proxy(self, pasid: int, opcode: int, payload: bytes) -> bytes:
@@ -199,7 +239,7 @@ class NpuDevice(DeviceBase):
         """
         if self.ctx is None:
             raise OSError(errno.ENODEV, "firmware not running")
-        self.clean = None
+        self.forget()  # a proxied op may change any block (§4)
         try:
             return self.ctx.proxy(pasid, opcode, payload)
         except OSError:
@@ -211,7 +251,7 @@ class NpuDevice(DeviceBase):
 
     def release_pasid(self, pasid: int) -> int:
         """Destroy every context of ``pasid`` (its session ended); returns how many."""
-        self.clean = None
+        self.forget()
         return self.ctx.release_pasid(pasid) if self.ctx is not None else 0
 
     def context_count(self, exclude_pasid: int | None = None) -> int:

@@ -174,8 +174,19 @@ class FindingLog:
     crashes: int
     hangs: int
     signatures: dict[tuple[str, str], str]
-    t0: float
     first_finding_s: float | None
+    _t0 = 0.0
+    _cpu0 = 0.0
+
+    @property
+    def t0(self) -> float:
+        """When fuzzing started (monotonic seconds); setting it also marks the process's CPU
+        time then, for the campaign's CPU rate (docs/spec/fuzzing.md §9)."""
+        return self._t0
+
+    @t0.setter
+    def t0(self, when: float) -> None:
+        self._t0, self._cpu0 = when, time.process_time()
 
     def count_finding(self, kind: str, name: str) -> Path | None:
         """Count one finding; return the (created) artifact directory when its signature is
@@ -196,8 +207,10 @@ class FindingLog:
                 "unique": sorted(f"{k}:{n}" for k, n in self.signatures),
                 "artifacts": sorted(self.signatures.values()),
                 "first_finding_s": self.first_finding_s,
-                # seconds spent fuzzing (from t0), so the campaign's rate leaves start-up out
-                "fuzz_seconds": round(time.monotonic() - self.t0, 3)}
+                # seconds spent fuzzing (from t0), so the campaign's rate leaves start-up out,
+                # and the worker's CPU seconds in that time (its rate on a loaded machine)
+                "fuzz_seconds": round(time.monotonic() - self.t0, 3),
+                "cpu_seconds": round(time.process_time() - self._cpu0, 3)}
 
 
 class Target(FindingLog):
@@ -237,6 +250,10 @@ class Target(FindingLog):
             data = data[: session.ran_to]
         if found is not None:
             self.record(found, data)
+        miss = session.journal_miss if session is not None else None
+        if miss is not None:  # an earlier input's change escaped the journal (fuzzing.md §9)
+            session.journal_miss = None
+            self.record(miss, miss.data if miss.data is not None else b"")
         return data
 
     @property
@@ -255,9 +272,13 @@ class Target(FindingLog):
         if self.name == "device":
             from .trace import Trace
 
-            ops = list(self.session.executed)
-            trace = Trace(self.chip, ops, [f"found by the atheris device target: {found}",
-                                           f"input: {stem.name}.bin"])
+            ops = list(getattr(found, "ops", None) or self.session.executed)
+            notes = [f"found by the atheris device target: {found}", f"input: {stem.name}.bin"]
+            if kind == "harness":  # a journal miss shows when the input runs twice, checked
+                pin = "" if found.pin is None else f" --pin {found.pin}"
+                notes.append("replay: python -m xdna_emu.fuzz.atheris_target "
+                             f"--chip {self.chip} --replay-journal {stem.name}.bin{pin}")
+            trace = Trace(self.chip, ops, notes)
             stem.with_suffix(".trace").write_text(trace.to_text())
         else:
             stem.with_suffix(".txt").write_text(f"{found!r}\n")
@@ -569,8 +590,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--corpus")
+    p.add_argument("--replay-journal", metavar="INPUT",
+                   help="run a journal-miss finding's input twice with every restore checked")
+    p.add_argument("--pin", type=int, help="with --replay-journal: the byte its snapshot is pinned at")
     p.add_argument("libfuzzer", nargs="*", help="libFuzzer arguments (after --)")
     args = p.parse_args(argv)
+    if args.replay_journal:
+        from .ops import replay_journal
+
+        miss = replay_journal(Path(args.replay_journal).read_bytes(), args.chip, args.pin)
+        print(miss if miss is not None else "no change escaped the journal")
+        return 1 if miss is not None else 0
     stats = Path(args.stats) if args.stats else None
     if args.builtin:
         target = Target(args.target, args.chip, Path(args.artifacts))

@@ -402,9 +402,13 @@ def _summary(args: argparse.Namespace, engine: str, workers: list[_Worker], elap
     rates = [i.get("execs", 0) / i["fuzz_seconds"] if i.get("fuzz_seconds") else None for i in infos]
     rate = round(sum(r for r in rates if r is not None), 1) if all(r is not None for r in rates) \
         else wall_rate
+    # and over each worker's CPU time: the rate a loaded machine's contention leaves out
+    cpu = [i.get("execs", 0) / i["cpu_seconds"] if i.get("cpu_seconds") else None for i in infos]
+    cpu_rate = round(sum(r for r in cpu if r is not None), 1) if cpu and all(r is not None for r in cpu) \
+        else None
     return {"target": args.target, "engine": engine, "chip": args.chip, "jobs": args.jobs,
             "seconds": round(elapsed, 2), "execs": execs,
-            "execs_per_s": rate, "wall_execs_per_s": wall_rate,
+            "execs_per_s": rate, "wall_execs_per_s": wall_rate, "cpu_execs_per_s": cpu_rate,
             "crashes": crashes, "hangs": hangs, "coverage": cov, "corpus_size": corpus_size,
             # a target's own counters (the shim's steps and forks, the device's snapshot restores)
             **{k: sum(i.get(k, 0) for i in infos) for k in ("steps", "restored", "memo_hits", "tracking_misses",

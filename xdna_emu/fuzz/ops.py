@@ -30,7 +30,7 @@ from __future__ import annotations
 import inspect
 import os
 import struct
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -111,6 +111,21 @@ VERIFY_EVERY = 1024  # restores between two checks of the page tracking (fuzzing
 #: restores between two checks of the journal (the Python state a restore skipped, §9)
 JOURNAL_VERIFY_EVERY = 1024
 SNAP_STRADDLE = len(b"FUZZ") - 1  # a separator starting this close before a boundary moves it
+
+
+class JournalMiss(Failure):
+    """A change of the model's Python state that escaped the journal (docs/spec/fuzzing.md
+    §9): an entry changed a block it did not mark, so a journaled restore would have left
+    it. A bug of the harness or the model's marks, not of the device behaviour; ``data`` is
+    an input whose replay shows it (:func:`replay_journal`, from a snapshot pinned at byte
+    ``pin``), None if no recent input did alone, and ``ops`` what that input ran."""
+
+    kind = "harness"
+
+    def __init__(self, name: str, message: str, data: bytes | None = None,
+                 ops: list[Op] | None = None, pin: int | None = None) -> None:
+        super().__init__(name, message)
+        self.data, self.ops, self.pin = data, ops or [], pin
 
 
 def image_for(chip: Chip) -> bytes:
@@ -311,6 +326,12 @@ class DeviceHarness:
         self.journal_every = int(env) if env else JOURNAL_VERIFY_EVERY
         self._restores = 0
         self._host_clean: Any = None  # the snapshot's host fields the objects hold still
+        #: the inputs run since the journal's last check (run_input: each with the byte its
+        #: snapshot was pinned at or restored from), where a miss's culprit is looked for,
+        #: and the miss found last (a finding the campaign records)
+        self.recent: deque[tuple[bytes, int | None]] = deque(
+            maxlen=self.journal_every or JOURNAL_VERIFY_EVERY)
+        self.journal_miss: JournalMiss | None = None
         self.fn.journal = True
         self.fresh()
         if self.arena is not None:
@@ -442,25 +463,30 @@ class DeviceHarness:
         make the next input start from a state no input led to: on a miss journaling is
         turned off, the snapshot restored in full and the snapshots dropped (they may hold
         the escaped change), or with ``verify_raises`` the miss raises."""
-        clean = self.dev.clean
+        dev = self.dev
+        clean, held, marks = dev.clean, dev.held, set(dev.marks)
         now = self.fn.save(keep=self._in_arena) if self.arena is not None else self.fn.save()
-        self.dev.clean = clean  # what the restore left (a save marks what it saved)
+        dev.clean, dev.held, dev.marks = clean, held, marks  # what the restore left (a save marks what it saved)
         bad = [f"the device's {name}" for name in ("config", "bars", "driver", "stats",
                                                     "msix_stats", "mappings", "faults",
                                                     "clock_ns", "device")
                if getattr(now, name) != getattr(snap.fn, name)]
         bad += [f"the test driver's {type(o).__name__}" for fields, _, o in snap.host
                 if vars(o) != fields]
+        recent = list(self.recent)
+        self.recent.clear()
         if not bad:
             return
+        why = f"restore left {', '.join(bad)} unlike the snapshot: a change escaped the journal"
         if self.verify_raises:
-            raise RuntimeError(f"restore left {', '.join(bad)} unlike the snapshot: a change "
-                               "escaped the journal")
+            raise RuntimeError(why)
         self.journal = self.fn.journal = False
         self.snap_stats["journal_misses"] += 1
         self.restore(snap, count)
         self.snap_stats[count] -= 1  # the same restore, done in full
         self.drop_snapshots()
+        # a finding (a harness bug is a bug): the input that shows it replayed alone
+        self.journal_miss = find_journal_culprit(self.chip.name, recent, why)
 
     def _verify(self, snap: Snapshot) -> None:
         """The debug check of the page tracking: after a load, every page of the arena holds
@@ -1481,8 +1507,48 @@ def run_input(session: DeviceHarness, data: bytes, pin: int | None = None,
         session.pinned = interp.run_fresh(data, pin, hint, limit)
     except Failure as exc:
         return exc
+    finally:
+        if session.journal:  # where a journal miss's culprit is looked for: what ran
+            session.recent.append((data[: session.ran_to] if limit is not None else data,
+                                   len(hint) if hint is not None else pin))
     return None
 
+
+
+def replay_journal(data: bytes, session: DeviceHarness | str = "npu4",
+                   pin: int | None = None) -> JournalMiss | None:
+    """Replay a journal miss (docs/spec/fuzzing.md §9): ``data`` run twice in a harness that
+    checks the journal at every restore, the first time from power-on with a snapshot
+    pinned at byte ``pin`` (as a round's parent), the second from that snapshot (as its
+    child), so the second run's restore finds any change the first left unmarked.
+    ``session``: a harness to use (its snapshots are dropped) or a chip name."""
+    h = DeviceHarness(session) if isinstance(session, str) else session
+    h.verify_raises, h.journal_every, h.verify_every = True, 1, 0
+    h.journal = h.fn.journal = True
+    h.drop_snapshots()
+    h.fresh()
+    try:
+        run_input(h, data, pin=pin)
+        run_input(h, data, hint=h.pinned)
+    except RuntimeError as exc:
+        if "escaped the journal" not in str(exc):
+            raise
+        return JournalMiss("journal_miss", str(exc), data, list(h.executed), pin)
+    finally:
+        h.recent.clear()
+    return None
+
+
+def find_journal_culprit(chip: str, inputs: list[tuple[bytes, int | None]], why: str) -> JournalMiss:
+    """The finding of a journal miss the sparse check met (``why``): the newest of
+    ``inputs`` (those run since the last check, each with its pin) whose replay alone shows
+    a miss, or, if none does, the miss without an input."""
+    h = DeviceHarness(chip)
+    for data, pin in reversed(inputs):
+        found = replay_journal(data, h, pin)
+        if found is not None:
+            return found
+    return JournalMiss("journal_miss", f"{why} (no input since the last check shows it alone)")
 
 
 def encode_ops(session: DeviceHarness, ops: list[Op]) -> bytes:

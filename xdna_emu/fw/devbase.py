@@ -53,11 +53,21 @@ class DeviceBase:
         self.ctx: Any = None
         self.psp: Any = None
         #: journaled restores (docs/spec/device.md §4), opt-in: a load of the very state
-        #: ``clean`` names skips the firmware blocks' data, which nothing changed since
+        #: ``held`` names loads only the blocks ``marks`` names, which entries changed since
         self.journal = False
         #: the state saved or loaded last, while no entry that can change a block's Python
         #: state (a trapped write, delayed work, a proxied op, a reset) ran since
         self.clean: Any = None
+        #: the state saved or loaded last, while every entry since said which blocks it may
+        #: have changed (``marks``: ``"psp"``, ``"smu"``, ``("chan", index)``); None once
+        #: one could have changed any (a message handled, firmware started or stopped,
+        #: delayed work, a proxied op, a reset)
+        self.held: Any = None
+        self.marks: set[Any] = set()
+        #: the journal's mark of each trapped register's side effect (docs/spec/device.md
+        #: §4): the one block it changes unless it calls :meth:`forget`; a trap without
+        #: a mark forgets the whole state
+        self._trap_marks: dict[tuple[int, int], Any] = {}
 
     # -- register writes ------------------------------------------------------------------
     def mmio_write(self, bar: int, offset: int, value: int) -> None:
@@ -79,11 +89,21 @@ class DeviceBase:
             self.regs.words[bar][offset >> 2] = value
             fn = self._traps.get((bar, offset))
             if fn is not None:
-                self.clean = None  # a side effect may change any block (§4)
+                self.clean = None  # a side effect changes a block (§4): the one it marks
+                mark = self._trap_marks.get((bar, offset))
+                if mark is None:
+                    self.held = None
+                else:
+                    self.marks.add(mark)
                 fn(value)
         except Exception:
             self.stats["internal_errors"] += 1
             log.exception("internal error on write bar%s+%#x=%#x", bar, offset, value)
+
+    def forget(self) -> None:
+        """The journal (docs/spec/device.md §4): an entry may have changed any block, so
+        the next load loads them all."""
+        self.clean = self.held = None
 
     def _timer_send(self, index: int, serial: int, msg_id: int, opcode: int, payload: bytes) -> None:
         """A delayed message, sent past any interposer, if its channel is still open."""
@@ -105,6 +125,7 @@ class DeviceBase:
 
     # -- firmware lifecycle (PSP/SMU callbacks) ----------------------------------------------
     def _stop_fw(self) -> None:
+        self.forget()  # channels, firmware and contexts go (§4)
         if self.fw is not None:
             self.fw.stop()
             self.fw = None
@@ -112,6 +133,7 @@ class DeviceBase:
         self._timers.clear()
 
     def _power_off(self) -> None:
+        self.forget()  # the PSP and the firmware go too (§4)
         self.psp.power_lost()
         self._stop_fw()
 
@@ -138,7 +160,7 @@ class DeviceBase:
     def poll(self) -> None:
         now = self.clock.now_ns()
         while self._timers and self._timers[0][0] <= now:
-            self.clean = None
+            self.forget()
             _, _, action, args = heapq.heappop(self._timers)
             try:
                 self.actions[action](*args)

@@ -196,6 +196,7 @@ class MailboxChannel:
                 log.debug("mbox rx chan %d (%s) id %#x %s", self.index, self.name, mid, op,
                           extra={"trace": {"kind": "mbox_rx", "chan": self.index, "serial": self.serial,
                                            "name": self.name, "id": mid, "opcode": op}})
+            self.engine.served()
             self.handler(self, Message(opcode, mid, payload))
             if self.open:
                 self._wr(self.x2i_head_reg, self.x2i_head)
@@ -295,6 +296,10 @@ class MailboxChannel:
         }  # fmt: skip
 
 
+def _nothing() -> None:
+    pass
+
+
 def _name(table: type, value: int) -> str:
     """An opcode or status by its name in the firmware table (docs/spec/messages.md)."""
     try:
@@ -314,6 +319,9 @@ class ChannelEngine:
         self.channels: dict[int, MailboxChannel] = {}
         self.next_serial = 1
         self.interposer: Interposer | None = None
+        #: called before a message reaches its handler, which may change any block (the
+        #: device's journal forgets its state: docs/spec/device.md §4)
+        self.served: Callable[[], None] = _nothing
         for key in ("malformed_msgs", "mbox_msgs_in", "mbox_msgs_out"):
             stats.setdefault(key, 0)
 
@@ -367,7 +375,10 @@ class MailboxEngine(ChannelEngine):
         return self.sram_base + slot * self.layout.slot_size
 
     def traps(self) -> dict[tuple[int, int], Callable[[int], None]]:
-        """(bar, offset) -> side effect, for the registers the host writes to signal us."""
+        """(bar, offset) -> side effect, for the registers the host writes to signal us;
+        each a partial whose one argument is the channel's index, the one channel it
+        changes unless a message reaches a handler (the device's journal marks it:
+        docs/spec/device.md §4)."""
         out: dict[tuple[int, int], Callable[[int], None]] = {}
         for idx in range(self.layout.channels):
             base = self.layout.chan_regs(idx)
