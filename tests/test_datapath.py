@@ -437,6 +437,9 @@ def chunks_changed_in_place(w: World) -> None:
     w.drain()
     chunks = w.d.device.ctx.contexts[w.ctx.id].chunks
     chunks[0] = dataclasses.replace(chunks[0], va=chunks[0].va + (1 << 44))
+    # a change by hand says so as the model's own do (the doorbell thread's arming follows
+    # the engine's generation, docs/spec/jobs.md §7); the drain's cache compares the chunks
+    w.d.device.mailbox.gen += 1
     _chain(w, [Cmd(NOP)])
 
 
