@@ -283,18 +283,43 @@ def test_counters_fold_exactly_and_a_removed_session_is_never_served() -> None:
         assert d.stats["fast_jobs"] == 5 and d.stats["fast_thread"] >= 5
         ts, ps = t.d.fn.save(), p.d.fn.save()
         assert ts.stats == ps.stats and ts.device == ps.device
-        d.step(lambda: d.dp.session_remove(d.slot))  # type: ignore[union-attr]
-        t.ctx.submit([Cmd(NOP)])
-        for bar, off, val in d.log:  # into the log, and ring: nobody may answer
-            at = P.CTRL_OFF_ENTRY0 + (d.head % P.LOG_ENTRIES) * P.LOG_ENTRY.size
-            P.LOG_ENTRY.pack_into(d.ctrl, at, bar, off, val, 0)
-            d.head += 1
-        d.log = []
-        struct.pack_into("<Q", d.ctrl, P.CTRL_OFF_HEAD, d.head)
-        os.eventfd_write(d.bell, 1)
-        d.step()  # the lock once more: a thread that took the ring has finished with it
-        assert struct.unpack_from("<Q", d.ctrl, P.CTRL_OFF_TAIL)[0] < d.head
-        d.slot = d.dp.session_add(d.ctrl, d.bell, d.kick, d.notify)  # for stop()
+        # a sentinel session, in a slot of its own: its log's one entry (a register the
+        # thread never takes) is handed back through its kick once the thread served it
+        sent = mmap.mmap(-1, P.CTRL_SIZE)
+        sfds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(3)]
+        sslot = -1
+
+        def add_sentinel() -> None:
+            nonlocal sslot
+            sslot = d.dp.session_add(sent, *sfds)  # type: ignore[union-attr]
+
+        d.step(add_sentinel)
+        assert sslot >= 0 and sslot != d.slot
+        try:
+            d.step(lambda: d.dp.session_remove(d.slot))  # type: ignore[union-attr]
+            t.ctx.submit([Cmd(NOP)])
+            for bar, off, val in d.log:  # into the log, and ring: nobody may answer
+                at = P.CTRL_OFF_ENTRY0 + (d.head % P.LOG_ENTRIES) * P.LOG_ENTRY.size
+                P.LOG_ENTRY.pack_into(d.ctrl, at, bar, off, val, 0)
+                d.head += 1
+            d.log = []
+            struct.pack_into("<Q", d.ctrl, P.CTRL_OFF_HEAD, d.head)
+            os.eventfd_write(d.bell, 1)
+            # then the sentinel rings: once it is handed back, the thread has taken every
+            # event that was ready before (epoll reports them in the order they came)
+            P.LOG_ENTRY.pack_into(sent, P.CTRL_OFF_ENTRY0, d.dp.doorbells[0], 0, 0, 0)
+            struct.pack_into("<Q", sent, P.CTRL_OFF_HEAD, 1)
+            os.eventfd_write(sfds[0], 1)
+            r, _, _ = select.select([sfds[1]], [], [], LIVENESS_S)
+            assert r, "the doorbell thread never served the sentinel session"
+            d.step()
+            assert struct.unpack_from("<Q", d.ctrl, P.CTRL_OFF_TAIL)[0] < d.head
+            d.slot = d.dp.session_add(d.ctrl, d.bell, d.kick, d.notify)  # for stop()
+        finally:
+            d.step(lambda: d.dp.session_remove(sslot))  # type: ignore[union-attr]
+            for fd in sfds:
+                os.close(fd)
+            sent.close()
     finally:
         t.d.stop()
 
