@@ -27,6 +27,7 @@ import pytest
 
 from tests.test_datapath import CASES, HANG, NOP, LoggedDriver, World, _PassOn, _Writes
 from xdna_emu import protocol as P
+from xdna_emu.cli import format_status, status_view
 from xdna_emu.fw.mailbox import Message
 from xdna_emu.fw.messages import LAYOUTS, Opcode
 from xdna_emu.iommu import DMA_READ, DMA_WRITE
@@ -281,6 +282,8 @@ def test_counters_fold_exactly_and_a_removed_session_is_never_served() -> None:
         d = t.d
         assert isinstance(d, ThreadedDriver) and d.dp is not None
         assert d.stats["fast_jobs"] == 5 and d.stats["fast_thread"] >= 5
+        # one session touched per batch, its irq_wakes clear: one notify each, folded too
+        assert d.stats["fast_notifies"] == d.stats["fast_thread"]
         ts, ps = t.d.fn.save(), p.d.fn.save()
         assert ts.stats == ps.stats and ts.device == ps.device
         # a sentinel session, in a slot of its own: its log's one entry (a register the
@@ -360,6 +363,12 @@ def test_daemon_thread_counts_match_the_python_path(xdna_emulator_factory: Any,
         got[path] = _nop_jobs(emu, xdna_firmware_dir, 20)
     c, py = got["c"], got["python"]
     assert c["stats"]["fast_jobs"] == 21 and c["stats"]["fast_thread"] >= 20
+    # the thread's notifies are folded too (a waiter with irq_wakes needs none: a bound)
+    assert 0 <= c["stats"]["fast_notifies"] <= c["stats"]["fast_thread"]
+    text = format_status(status_view(c))
+    assert f"doorbell thread wake-ups {c['stats']['fast_thread']}  hand-backs" in text
+    assert f"notifies {c['stats']['fast_notifies']}" in text and "C job path jobs 21" in text
+    assert "doorbell thread" not in format_status(status_view(py))
     assert c["device"]["counters"] == py["device"]["counters"]
     assert c["device"]["counters"]["jobs_completed"] == 21
     # deliveries are one per batch, and where a batch ends depends on who was faster:

@@ -52,9 +52,20 @@ DATAPATH_ENV = "XDNA_EMU_DATAPATH"
 MODES = ("c", "c-sync", "python")
 #: The daemon's counters of this path (in ``xdna-emu status --json`` under ``stats``):
 #: ``fast_thread`` counts the doorbell wake-ups the thread served, ``fast_handbacks`` the
-#: logs it handed to Python at an entry it could not take.
+#: logs it handed to Python at an entry it could not take, ``fast_notifies`` the notify
+#: eventfd writes it made (docs/spec/protocol.md "Suppressed kicks and notifies").
 STAT_KEYS = ("fast_jobs", "fast_cmds", "fast_chains", "fast_fallbacks", "fast_refused",
-             "fast_thread", "fast_handbacks")
+             "fast_thread", "fast_handbacks", "fast_notifies")
+
+
+#: doorbell threads running in this process: C threads that ``threading`` cannot see (the
+#: fuzz kit's fork server asks, since a fork would copy none of them)
+_threads = 0
+
+
+def threads_running() -> int:
+    """How many doorbell threads (:meth:`DataPath.start`) run in this process now."""
+    return _threads
 
 
 def mode() -> str:
@@ -407,16 +418,20 @@ class DataPath:
             self.lib.xdp_dev_free(dev)
             log.warning("the doorbell thread did not start (%s)", os.strerror(-err))
             return False
+        global _threads
+        _threads += 1
         self._owner = owner
         self._dev = dev
         return True
 
     def stop(self) -> None:
         """Stop and join the thread: every channel synced back, no session left in C."""
+        global _threads
         dev, self._dev = self._dev, None
         if dev is None:
             return
         self.lib.xdp_dev_free(dev)
+        _threads -= 1
         self._fold()
         self._sync()
         self.mask = self._engine.mirrored = 0
@@ -426,9 +441,12 @@ class DataPath:
         GIL is released meanwhile), then take the thread's cursors and counts back."""
         self.lib.xdp_lock(self._dev)
         try:
-            if self._tstats.batches:  # else the thread changed nothing since the last step
+            t = self._tstats
+            if t.batches:  # else the thread changed nothing since the last step
                 self._fold()
                 self._sync(keep=True)
+            elif t.notifies:  # deferred notifies it paid after its last batch
+                self._fold()
             # parked, not armed: the step runs as the synchronous path does (a channel is
             # armed only from the state of the moment; :meth:`apply` clears C's flags before
             # its first call into C), and :meth:`leave` may arm them again
@@ -466,10 +484,11 @@ class DataPath:
 
     def _fold(self) -> None:
         """The thread's own counters into the daemon's."""
-        t = self._tstats
-        if t.batches:
-            self.stats["fast_thread"] += t.batches
-            self.stats["fast_handbacks"] += t.handbacks
+        t, stats = self._tstats, self.stats
+        if t.batches or t.notifies:
+            stats["fast_thread"] += t.batches
+            stats["fast_handbacks"] += t.handbacks
+            stats["fast_notifies"] += t.notifies
             t.batches = t.handbacks = t.notifies = 0
 
     def _arm_thread(self) -> bool:
@@ -530,4 +549,4 @@ class DataPath:
                 _mailbox.log.isEnabledFor(logging.DEBUG))
 
 
-__all__ = ["DATAPATH_ENV", "MODES", "STAT_KEYS", "DataPath", "mode"]
+__all__ = ["DATAPATH_ENV", "MODES", "STAT_KEYS", "DataPath", "mode", "threads_running"]
