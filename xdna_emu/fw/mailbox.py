@@ -222,7 +222,7 @@ class MailboxChannel:
             self.flush()
         elif self.open and self.error is None and self._put(pkt):  # nothing waits: no queue
             self._sent(1)
-        elif self.open:  # _put may have failed the channel, or closed it in a handler
+        else:  # the ring is full or the channel in error
             self.outq.append(pkt)
             self.engine.gen += 1  # a reply waits: C may not answer behind it (jobs.md §7)
 
