@@ -297,13 +297,18 @@ static int attach_write_log(struct xdna_shim_ctx *ctx, uint16_t id)
 {
     struct xdna_proto_write_log_info wl;
     size_t len = sizeof(wl);
-    int fds[4] = {-1, -1, -1, -1};
-    unsigned nfd = 4;
+    /* room for one fd more than the protocol sends: a reply with too many is seen */
+    int fds[XDNA_PROTO_WRITE_LOG_FDS_DOORBELL + 1];
+    unsigned nfd = XDNA_PROTO_WRITE_LOG_FDS_DOORBELL + 1;
+    for (unsigned i = 0; i < nfd; i++)
+        fds[i] = -1;
     if (xdna_ctl_recv(ctx, XDNA_PROTO_CMD_ATTACH_WRITE_LOG, id, &wl, &len, sizeof(wl), fds,
                       &nfd) < 0)
         return -1;
-    if (nfd != 3 && nfd != 4) { /* 4 from protocol 1.2 on: the doorbell eventfd */
-        xdna_fail(ctx, EPROTO, "ATTACH_WRITE_LOG: %u fds, expected 3 or 4", nfd);
+    /* the doorbell eventfd comes from protocol minor DOORBELL_MINOR on */
+    if (nfd != XDNA_PROTO_WRITE_LOG_FDS && nfd != XDNA_PROTO_WRITE_LOG_FDS_DOORBELL) {
+        xdna_fail(ctx, EPROTO, "ATTACH_WRITE_LOG: %u fds, expected %u or %u", nfd,
+                  (unsigned)XDNA_PROTO_WRITE_LOG_FDS, (unsigned)XDNA_PROTO_WRITE_LOG_FDS_DOORBELL);
         goto close_fds;
     }
     ctx->kick_fd = fds[1]; /* the context owns these now (released with it) */

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import logging
 import mmap
 import os
 import select
@@ -24,9 +25,15 @@ from typing import Any
 
 import pytest
 
-from tests.test_datapath import CASES, NOP, LoggedDriver, World
+from tests.test_datapath import CASES, HANG, NOP, LoggedDriver, World, _PassOn, _Writes
 from xdna_emu import protocol as P
-from xdna_emu.irq import CallbackWires
+from xdna_emu.cli import format_status, status_view
+from xdna_emu.fw.mailbox import Message
+from xdna_emu.fw.messages import LAYOUTS, Opcode
+from xdna_emu.iommu import DMA_READ, DMA_WRITE
+from xdna_emu.irq import CallbackWires, EventfdWires
+from xdna_emu.pci.caps import MSIX_FLAGS, MSIX_FLAGS_MASKALL
+from xdna_emu.pci.config import CMD_MASTER, COMMAND
 from xdna_emu.testing.pyctx import Cmd
 from xdna_emu.testing.pydriver import _RaisedLog
 
@@ -275,20 +282,47 @@ def test_counters_fold_exactly_and_a_removed_session_is_never_served() -> None:
         d = t.d
         assert isinstance(d, ThreadedDriver) and d.dp is not None
         assert d.stats["fast_jobs"] == 5 and d.stats["fast_thread"] >= 5
+        # one session touched per batch, its irq_wakes clear: one notify each, folded too
+        assert d.stats["fast_notifies"] == d.stats["fast_thread"]
         ts, ps = t.d.fn.save(), p.d.fn.save()
         assert ts.stats == ps.stats and ts.device == ps.device
-        d.step(lambda: d.dp.session_remove(d.slot))  # type: ignore[union-attr]
-        t.ctx.submit([Cmd(NOP)])
-        for bar, off, val in d.log:  # into the log, and ring: nobody may answer
-            at = P.CTRL_OFF_ENTRY0 + (d.head % P.LOG_ENTRIES) * P.LOG_ENTRY.size
-            P.LOG_ENTRY.pack_into(d.ctrl, at, bar, off, val, 0)
-            d.head += 1
-        d.log = []
-        struct.pack_into("<Q", d.ctrl, P.CTRL_OFF_HEAD, d.head)
-        os.eventfd_write(d.bell, 1)
-        d.step()  # the lock once more: a thread that took the ring has finished with it
-        assert struct.unpack_from("<Q", d.ctrl, P.CTRL_OFF_TAIL)[0] < d.head
-        d.slot = d.dp.session_add(d.ctrl, d.bell, d.kick, d.notify)  # for stop()
+        # a sentinel session, in a slot of its own: its log's one entry (a register the
+        # thread never takes) is handed back through its kick once the thread served it
+        sent = mmap.mmap(-1, P.CTRL_SIZE)
+        sfds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(3)]
+        sslot = -1
+
+        def add_sentinel() -> None:
+            nonlocal sslot
+            sslot = d.dp.session_add(sent, *sfds)  # type: ignore[union-attr]
+
+        d.step(add_sentinel)
+        assert sslot >= 0 and sslot != d.slot
+        try:
+            d.step(lambda: d.dp.session_remove(d.slot))  # type: ignore[union-attr]
+            t.ctx.submit([Cmd(NOP)])
+            for bar, off, val in d.log:  # into the log, and ring: nobody may answer
+                at = P.CTRL_OFF_ENTRY0 + (d.head % P.LOG_ENTRIES) * P.LOG_ENTRY.size
+                P.LOG_ENTRY.pack_into(d.ctrl, at, bar, off, val, 0)
+                d.head += 1
+            d.log = []
+            struct.pack_into("<Q", d.ctrl, P.CTRL_OFF_HEAD, d.head)
+            os.eventfd_write(d.bell, 1)
+            # then the sentinel rings: once it is handed back, the thread has taken every
+            # event that was ready before (epoll reports them in the order they came)
+            P.LOG_ENTRY.pack_into(sent, P.CTRL_OFF_ENTRY0, d.dp.doorbells[0], 0, 0, 0)
+            struct.pack_into("<Q", sent, P.CTRL_OFF_HEAD, 1)
+            os.eventfd_write(sfds[0], 1)
+            r, _, _ = select.select([sfds[1]], [], [], LIVENESS_S)
+            assert r, "the doorbell thread never served the sentinel session"
+            d.step()
+            assert struct.unpack_from("<Q", d.ctrl, P.CTRL_OFF_TAIL)[0] < d.head
+            d.slot = d.dp.session_add(d.ctrl, d.bell, d.kick, d.notify)  # for stop()
+        finally:
+            d.step(lambda: d.dp.session_remove(sslot))  # type: ignore[union-attr]
+            for fd in sfds:
+                os.close(fd)
+            sent.close()
     finally:
         t.d.stop()
 
@@ -329,6 +363,12 @@ def test_daemon_thread_counts_match_the_python_path(xdna_emulator_factory: Any,
         got[path] = _nop_jobs(emu, xdna_firmware_dir, 20)
     c, py = got["c"], got["python"]
     assert c["stats"]["fast_jobs"] == 21 and c["stats"]["fast_thread"] >= 20
+    # the thread's notifies are folded too (a waiter with irq_wakes needs none: a bound)
+    assert 0 <= c["stats"]["fast_notifies"] <= c["stats"]["fast_thread"]
+    text = format_status(status_view(c))
+    assert f"doorbell thread wake-ups {c['stats']['fast_thread']}  hand-backs" in text
+    assert f"notifies {c['stats']['fast_notifies']}" in text and "C job path jobs 21" in text
+    assert "doorbell thread" not in format_status(status_view(py))
     assert c["device"]["counters"] == py["device"]["counters"]
     assert c["device"]["counters"]["jobs_completed"] == 21
     # deliveries are one per batch, and where a batch ends depends on who was faster:
@@ -615,3 +655,221 @@ def test_a_step_that_fails_to_begin_leaves_the_device_lock_free() -> None:
         assert not held, "the device lock stayed held after a failed enter()"
     finally:
         t.d.stop()
+
+
+# -- the arming's inputs, each pinned (docs/spec/jobs.md §7 "Quiesce") ------------------------
+def _held_by_a_hang(t: ThreadedWorld) -> None:
+    """A job hangs: its message stays queued (the engine's hold bump)."""
+    t.ctx.submit([Cmd(HANG)])
+    d = t.d
+    log, d.log = d.log, []
+    d.step(lambda: [d.fn.mmio_write(b, o, v, None) for b, o, v in log])  # the model's own path
+
+
+def _a_reply_waits_then_goes(t: ThreadedWorld) -> None:
+    """A reply cannot go out (the host's ring is full): it waits, C may not answer behind
+    it; in a later step the host frees the ring and the reply goes: the channel is armed
+    again (the bump when the last waiting reply leaves)."""
+    d, ch = t.d, t.chan
+    regs = d.device.regs
+    head = regs.read_dev(ch.i2x_head_reg)
+    d.step(lambda: (regs.write_dev(ch.i2x_head_reg, ch.i2x_tail + 4),
+                    ch.transmit(0x1D00_0F00, Opcode.CONFIG_CU, bytes(4))))
+    assert ch.outq and not d.dp.mask >> ch.index & 1  # type: ignore[union-attr]
+    d.step(lambda: (regs.write_dev(ch.i2x_head_reg, head), ch.on_i2x_head(head)))
+    assert not ch.outq
+
+
+def _a_delayed_reply(t: ThreadedWorld) -> None:
+    """A delayed send (the fault interposer's timers) puts a reply into a ring the thread's
+    C copy serves: Python moved a cursor C holds (the mirrored-channel bump)."""
+    d, ch = t.d, t.chan
+    dev = d.device
+    d.step(lambda: (dev.schedule(0, "mailbox_send", ch.index, ch.serial, 0x1D00_0F00,
+                                 int(Opcode.CONFIG_CU), bytes(4)), dev.poll()))
+
+
+def _cu_table(t: ThreadedWorld) -> None:
+    lay = LAYOUTS[Opcode.CONFIG_CU]
+    n = len(lay.req.unpack(bytes(lay.req.size)))
+    ctxfw, ctx = t.d.device.ctx, t.d.device.ctx.contexts[t.ctx.id]
+    req = Message(int(Opcode.CONFIG_CU), 0x1D00_0F00,
+                  lay.req.pack(*([len(ctx.cus) + 1, *ctx.cus, ctx.cus[0]] + [0] * n)[:n]))
+    t.d.step(lambda: ctxfw._user_op(ctx, req))  # noqa: SLF001
+
+
+def _heap_grows(t: ThreadedWorld) -> None:
+    ctxfw = t.d.device.ctx
+    t.d.step(lambda: ctxfw._host_buffer(Opcode.ADD_HOST_BUFFER,  # noqa: SLF001
+                                        (t.ctx.id, 0x6000_0000, 0x1000), False))
+
+
+def _suspended_then_resumed(t: ThreadedWorld) -> None:
+    fw = t.d.device.fw
+    t.d.step(lambda: fw._suspend(fw.mgmt, None, ()))  # noqa: SLF001
+    assert not t.d.dp.mask  # type: ignore[union-attr]
+    t.d.step(lambda: fw._resume(fw.mgmt, None, ()))  # noqa: SLF001
+
+
+def _fw_ring_on_then_off(t: ThreadedWorld, on: Opcode, off: Opcode, addr: int) -> None:
+    """The firmware log or trace ring starts (C answers no job: each is logged), then
+    stops (C may answer again)."""
+    ring = bytearray(0x4000)
+    d = t.d
+    d.iommu.map(0, addr, len(ring), DMA_READ | DMA_WRITE, None, mem=ring)
+    if on == Opcode.CONFIG_FW_LOG:
+        d.msg_ok(on, addr, len(ring), *(0,) * 5)
+    else:
+        d.msg_ok(on, 0xFFFFFFFF, 1, 0, addr, len(ring))
+    d.step()
+    assert not d.dp.mask  # type: ignore[union-attr]
+    if off == Opcode.CONFIG_FW_LOG:
+        d.msg_ok(off, 0, 0, *(0,) * 5)
+    else:
+        d.msg_ok(off, 0)
+    d.step()
+
+
+def _vector_masked(t: ThreadedWorld) -> None:
+    msix, fn = t.d.fn.msix, t.d.fn
+    t.d.step(lambda: fn.mmio_write(msix.layout.bar, msix._ctrl_off(t.chan.vector), 1, None))  # noqa: SLF001
+
+
+def _function_masked(t: ThreadedWorld) -> None:
+    fn = t.d.fn
+    off = fn.config.msix_cap + MSIX_FLAGS
+    ctrl = fn.config.msix_control | MSIX_FLAGS_MASKALL
+    t.d.step(lambda: fn.config_write(off, ctrl.to_bytes(2, "little")))
+
+
+def _bus_master_off(t: ThreadedWorld) -> None:
+    fn = t.d.fn
+    cmd = fn.config.command & ~CMD_MASTER
+    t.d.step(lambda: fn.config_write(COMMAND, cmd.to_bytes(2, "little")))
+
+
+def _eventfd_replaced(t: ThreadedWorld) -> None:
+    """SET_IRQS gives the vector a new eventfd: the thread must write the new one."""
+    msix = t.d.fn.msix
+    new = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    t.d.step(lambda: msix.set_eventfds(t.chan.vector, [new]))
+
+
+def _eventfd_cleared(t: ThreadedWorld) -> None:
+    msix = t.d.fn.msix
+    t.d.step(lambda: msix.clear_eventfds([t.chan.vector]))
+
+
+def _restored(t: ThreadedWorld) -> None:
+    """A snapshot of this very state put back (the function's bump alone: the channel and
+    context objects and the mappings are kept, as a fuzzer's restore keeps them)."""
+    fn = t.d.fn
+    live = {(pasid, m.address): m.mem for pasid, space in fn.iommu.spaces.items()
+            for m in space.maps}
+    st = fn.save()
+    t.d.step(lambda: fn.restore(st, lambda ms: live[ms.pasid, ms.address]))
+    assert fn.iommu.gen == t.d.dp._gen[3]  # noqa: SLF001 - the mappings were kept
+
+
+def _debug_logging(t: ThreadedWorld) -> None:
+    log = logging.getLogger("xdna_emu.fw.mailbox")
+    old = log.level
+    t.d.step(lambda: log.setLevel(logging.DEBUG))
+    log.setLevel(old)
+
+
+def _created(t: ThreadedWorld) -> None:
+    """A second context (CREATE_CONTEXT alone: no CONFIG_CU, no heap) gets channel 2."""
+    ctxfw, ctx = t.d.device.ctx, t.d.device.ctx.contexts[t.ctx.id]
+    lay = LAYOUTS[Opcode.CREATE_CONTEXT]
+    req = list(lay.req.unpack(bytes(lay.req.size)))  # (aie, start_col, num_col, _, _, ncq, ...)
+    req[1], req[2], req[5], req[7], req[10] = (ctx.start_col + ctx.num_col, 1, 1, ctx.pasid,
+                                               ctx.priority)
+    t.d.step(lambda: ctxfw._create(t.d.device.fw.mgmt, None, tuple(req)))  # noqa: SLF001
+    assert 1 in ctxfw.contexts and not ctxfw.contexts[1].cus
+
+
+def _off(t: ThreadedWorld) -> bool:
+    """The channel is not armed for the thread: its doorbell is dead, C's flag clear."""
+    dp = t.d.dp
+    assert dp is not None
+    return not dp.mask >> t.chan.index & 1 and not dp.chans[t.chan.index].armed
+
+
+def _fresh(t: ThreadedWorld) -> bool:
+    """The step armed the channel afresh from the live state: armed, C's copy equal."""
+    dp, ch = t.d.dp, t.chan
+    assert dp is not None
+    c = dp.chans[ch.index]
+    ctx = t.d.device.ctx.contexts[t.ctx.id]
+    return bool(dp._rearmed and dp.mask >> ch.index & 1 and c.armed  # noqa: SLF001
+                and (c.x2i_head, c.i2x_tail, c.ncus, c.nchunks)
+                == (ch.x2i_head, ch.i2x_tail, len(ctx.cus), len(ctx.chunks)))
+
+
+def _irq_fd(t: ThreadedWorld) -> int:
+    assert t.d.dp is not None
+    return int(t.d.dp.chans[t.chan.index].irq_fd)
+
+
+#: (name, the change, what the step after it must leave): each changes one input of the
+#: thread's arming through the model's own code and nothing else, so each fails when the
+#: one generation bump at its point of change is removed
+INPUTS: list[tuple[str, Callable[[ThreadedWorld], None], Callable[[ThreadedWorld], bool]]] = [
+    ("context_destroyed", lambda t: t.d.step(lambda: t.d.device.ctx.drop(
+        t.d.device.ctx.contexts[t.ctx.id])), lambda t: not t.d.dp.mask),  # type: ignore[union-attr]
+    ("context_created", _created, lambda t: bool(t.d.dp.mask >> 2 & 1)),  # type: ignore[union-attr]
+    ("channel_failed", lambda t: t.d.step(lambda: t.chan.fail("planted")), _off),
+    ("hung", _held_by_a_hang, _off),
+    ("reply_waits_then_goes", _a_reply_waits_then_goes, _fresh),
+    ("delayed_reply", _a_delayed_reply, _fresh),
+    ("interposer", lambda t: t.d.step(lambda: setattr(t.d.device.mailbox, "interposer",
+                                                      _PassOn())), _off),
+    ("cu_table", _cu_table, _fresh),
+    ("heap_grows", _heap_grows, _fresh),
+    ("suspended", lambda t: t.d.step(lambda: t.d.device.fw._suspend(  # noqa: SLF001
+        t.d.device.fw.mgmt, None, ())), _off),
+    ("suspended_then_resumed", _suspended_then_resumed, _fresh),
+    ("fw_log", lambda t: _fw_ring_on_then_off(t, Opcode.CONFIG_FW_LOG, Opcode.CONFIG_FW_LOG,
+                                             0x7000_0000), _fresh),
+    ("fw_trace", lambda t: _fw_ring_on_then_off(t, Opcode.START_FW_TRACE, Opcode.STOP_FW_TRACE,
+                                               0x7100_0000), _fresh),
+    ("observer", lambda t: t.d.step(lambda: t.d.fn.observe(_Writes())), _off),
+    ("restored", _restored, _fresh),
+    ("vector_masked", _vector_masked, lambda t: _irq_fd(t) == -1),
+    ("function_masked", _function_masked, lambda t: _irq_fd(t) == -1),
+    ("bus_master_off", _bus_master_off, _off),
+    ("eventfd_replaced", _eventfd_replaced,
+     lambda t: _irq_fd(t) == t.d.fn.msix.wires.fd(t.chan.vector)),  # type: ignore[attr-defined]
+    ("eventfd_cleared", _eventfd_cleared, lambda t: _irq_fd(t) == -1),
+    ("mapping_added", lambda t: t.d.step(lambda: t.d.fn.dma_map(
+        t.c.pasid, 0x6100_0000, 4096, DMA_READ, mem=bytearray(4096))), _fresh),
+    ("debug_logging", _debug_logging, _off),
+]
+
+
+@pytest.mark.parametrize(("change", "after"), [i[1:] for i in INPUTS], ids=[i[0] for i in INPUTS])
+def test_each_input_of_the_arming_arms_afresh(change: Callable[[ThreadedWorld], None],
+                                             after: Callable[[ThreadedWorld], bool]) -> None:
+    """A step that keeps the arming leaves C's copy as it was; a change of any one thing the
+    arming reads makes the next step's end arm from the live state (docs/spec/jobs.md §7):
+    the model bumps a generation at the point of change, the step compares a few integers."""
+    t = ThreadedWorld()
+    fn = t.d.fn
+    ew = EventfdWires(fn.chip.msix.vectors)  # real eventfd wires: SET_IRQS can replace one
+    fn.msix.wires = ew
+    fn.msix.set_eventfds(0, [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+                             for _ in range(fn.chip.msix.vectors)])
+    try:
+        d = t.d
+        assert isinstance(d, ThreadedDriver) and d.dp is not None
+        t.ctx.submit([Cmd(NOP)])
+        t.drain()
+        assert d.dp.mask >> t.chan.index & 1 and d.stats["fast_thread"] == 1
+        d.step()
+        assert not d.dp._rearmed and d.dp.chans[t.chan.index].armed  # noqa: SLF001 - kept
+        change(t)
+        assert after(t)
+    finally:
+        t.d.stop()
+        ew.clear()

@@ -215,3 +215,30 @@ def test_shim_target_runs_in_process_when_it_cannot_fork() -> None:
         stop.set()
         t.join()
         fz.close()
+
+
+def test_a_fork_server_sees_the_doorbell_thread_but_not_faulthandlers_watchdog() -> None:
+    """The daemon's doorbell thread is a C thread (``threading`` does not list it): a fork
+    server is refused while one runs, before and after it is made; faulthandler's watchdog
+    thread (armed by pytest and the in-process fuzz loop) is no reason to refuse."""
+    import faulthandler
+
+    _datapath = pytest.importorskip("xdna_emu._datapath")
+    from xdna_emu.datapath import DataPath
+    from xdna_emu.pci.function import PciFunction
+
+    dp = DataPath(PciFunction("npu4"), {}, _datapath.ffi, _datapath.lib, threaded=True)
+    faulthandler.dump_traceback_later(3600)
+    try:
+        server = ForkServer()  # the watchdog's thread runs: not counted
+        assert dp.start(lambda vec: -1)
+        with pytest.raises(ForkError, match="1 doorbell thread"):
+            ForkServer()
+        with pytest.raises(ForkError, match="1 doorbell thread"):
+            server.run(lambda: 1, 30)
+        dp.stop()
+        assert server.run(lambda: 1, 30).value == 1
+        server.close()
+    finally:
+        dp.stop()
+        faulthandler.cancel_dump_traceback_later()

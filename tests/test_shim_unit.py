@@ -126,6 +126,8 @@ class FakeNpu:
         self.notify = os.eventfd(0, os.EFD_NONBLOCK)
         self.irq_fds: dict[int, int] = {}
         self.config_writes: list[tuple[int, bytes]] = []
+        #: how many fds ATTACH_WRITE_LOG answers with (a daemon of protocol minor 1)
+        self.write_log_fds = P.WRITE_LOG_FDS
 
     def log(self) -> list[tuple[int, int, int]]:
         head = struct.unpack_from("<Q", self.ctrl, P.CTRL_OFF_HEAD)[0]
@@ -157,8 +159,9 @@ class FakeNpu:
             else:
                 reply(conn, msg_id, cmd, P.REGION_INFO.pack(32, 0, idx, 0, 0, 0))
         elif cmd == P.Cmd.ATTACH_WRITE_LOG:
+            fds3 = [self.ctrl_fd, self.kick, self.notify]
             reply(conn, msg_id, cmd, P.WRITE_LOG_INFO.pack(P.LOG_ENTRIES, 0),
-                  [self.ctrl_fd, self.kick, self.notify])
+                  (fds3 * 2)[: self.write_log_fds])
         elif cmd == P.Cmd.GET_IRQ_INFO:
             _, _, idx, _ = P.IRQ_INFO.unpack(payload)
             count = self.chip.msix.vectors if idx == P.IRQ_MSIX else 0
@@ -407,6 +410,17 @@ def test_open_rejects_a_bad_write_log(serve) -> None:  # noqa: ANN001
     exc = open_fails(serve(serve_npu(npu)).path)
     assert exc.errno == errno.EPROTO
     assert "write log" in exc.strerror
+
+
+@pytest.mark.parametrize("nfd", [P.WRITE_LOG_FDS - 1, P.WRITE_LOG_FDS_DOORBELL + 1])
+def test_open_rejects_a_write_log_with_the_wrong_fd_count(serve, nfd: int) -> None:  # noqa: ANN001
+    """ATTACH_WRITE_LOG answers with the ctrl page, kick and notify eventfds, and from
+    protocol minor DOORBELL_MINOR on the doorbell eventfd: any other count is refused."""
+    npu = FakeNpu()
+    npu.write_log_fds = nfd
+    exc = open_fails(serve(serve_npu(npu)).path)
+    assert exc.errno == errno.EPROTO
+    assert "ATTACH_WRITE_LOG" in exc.strerror or "fds" in exc.strerror
 
 
 def test_open_rejects_a_bar_fd_shorter_than_its_region_used_to_sigbus(serve) -> None:  # noqa: ANN001

@@ -398,6 +398,13 @@ def _hex(v: Any) -> str:
     return f"{v:#x}" if isinstance(v, int) else "-"
 
 
+#: the C job path's counters in the status table (docs/spec/jobs.md §7), label and key
+_FAST = (("jobs", "fast_jobs"), ("commands", "fast_cmds"), ("chains", "fast_chains"),
+         ("fallbacks", "fast_fallbacks"), ("refused", "fast_refused"))
+_THREAD = (("wake-ups", "fast_thread"), ("hand-backs", "fast_handbacks"),
+           ("notifies", "fast_notifies"))
+
+
 def format_status(v: dict[str, Any]) -> str:
     """``status`` for people: one block per concern, ids in hex as the driver prints them."""
     pw, fw = v["power"], v["firmware"]
@@ -454,6 +461,10 @@ def format_status(v: dict[str, Any]) -> str:
             if n and k.endswith(("errors", "faults", "failed", "malformed_msgs", "unknown_ops",
                                  "writes", "dropped_clients")) and k != "writes"}
     lines.append("errors     " + (", ".join(f"{k} {n}" for k, n in sorted(errs.items())) or "none"))
+    c = v["counters"]
+    if "fast_jobs" in c:  # the daemon's C job path and its doorbell thread (jobs.md §7)
+        lines.append("C job path " + "  ".join(f"{label} {c.get(k, 0)}" for label, k in _FAST))
+        lines.append("doorbell thread " + "  ".join(f"{label} {c.get(k, 0)}" for label, k in _THREAD))
     lines.append(f"IOMMU faults {len(v['iommu_faults'])}")
     lines += [f"  {f}" for f in v["iommu_faults"]]
     return "\n".join(lines)

@@ -62,9 +62,20 @@ DATAPATH_ENV = "XDNA_EMU_DATAPATH"
 MODES = ("c", "c-sync", "python")
 #: The daemon's counters of this path (in ``xdna-emu status --json`` under ``stats``):
 #: ``fast_thread`` counts the doorbell wake-ups the thread served, ``fast_handbacks`` the
-#: logs it handed to Python at an entry it could not take.
+#: logs it handed to Python at an entry it could not take, ``fast_notifies`` the notify
+#: eventfd writes it made (docs/spec/protocol.md "Suppressed kicks and notifies").
 STAT_KEYS = ("fast_jobs", "fast_cmds", "fast_chains", "fast_fallbacks", "fast_refused",
-             "fast_thread", "fast_handbacks", "fast_queries")
+             "fast_thread", "fast_handbacks", "fast_notifies", "fast_queries")
+
+
+#: doorbell threads running in this process: C threads that ``threading`` cannot see (the
+#: fuzz kit's fork server asks, since a fork would copy none of them)
+_threads = 0
+
+
+def threads_running() -> int:
+    """How many doorbell threads (:meth:`DataPath.start`) run in this process now."""
+    return _threads
 
 
 def mode() -> str:
@@ -101,14 +112,19 @@ class DataPath:
         self._owner: Callable[[int], int] = lambda vector: -1
         #: the doorbells live now (bit i: channel i is armed for the thread)
         self.mask = 0
-        self._fp: tuple | None = None  # what the last arming for the thread saw
-        #: during a step: the channels armed for the thread before it (C's flag cleared)
+        #: the model's generations (:meth:`_generation`) the last arming for the thread saw
+        self._gen: tuple[int, int, int, int, bool] | None = None
+        #: during a step: the channels armed for the thread before it; C's flags are cleared
+        #: only when the step's drain first calls C (``_flags_off``), so a step that never
+        #: does (management traffic) pays nothing per channel
         self._parked: dict[int, tuple[MailboxChannel, HwContext, Any, Any]] = {}
+        self._flags_off = False
         self._rearmed = False  # a channel was armed in this step (its tables may be new)
         for key in STAT_KEYS:
             stats.setdefault(key, 0)
         lay = fn.chip.mailbox
         assert lay is not None
+        self._engine: Any = fn.device.mailbox  # the AIE2 engine: it lives as long as fn
         self.nchans = lay.channels
         self.chans = ffi.new("struct xdp_chan[]", self.nchans)
         self._why = ffi.new("uint32_t *")
@@ -161,6 +177,10 @@ class DataPath:
         armed_at = -1  # the entry an arming re-entered C for: once per entry, at most
         # an exception (a bad op name, a bad address) must not leave channels armed with
         # C's cursors and counts not given back: the next call would run from stale ones
+        if self._parked and not self._flags_off:  # the synchronous path: none armed from before
+            for idx in self._parked:
+                chans[idx].armed = 0
+            self._flags_off = True
         with self.ffi.from_buffer(ctrl) as buf, self._synced():
             entries = buf + self._entry0
             while tail < head:
@@ -465,34 +485,40 @@ class DataPath:
             self.lib.xdp_dev_free(dev)
             log.warning("the doorbell thread did not start (%s)", os.strerror(-err))
             return False
+        global _threads
+        _threads += 1
         self._owner = owner
         self._dev = dev
         return True
 
     def stop(self) -> None:
         """Stop and join the thread: every channel synced back, no session left in C."""
+        global _threads
         dev, self._dev = self._dev, None
         if dev is None:
             return
         self.lib.xdp_dev_free(dev)
+        _threads -= 1
         self._fold()
         self._sync()
-        self.mask = 0
+        self.mask = self._engine.mirrored = 0
 
     def enter(self) -> None:
         """A daemon step begins: take the device lock (waiting while the thread drains; the
         GIL is released meanwhile), then take the thread's cursors and counts back."""
         self.lib.xdp_lock(self._dev)
         try:
-            if self._tstats.batches:  # else the thread changed nothing since the last step
+            t = self._tstats
+            if t.batches:  # else the thread changed nothing since the last step
                 self._fold()
                 self._sync(keep=True)
+            elif t.notifies:  # deferred notifies it paid after its last batch
+                self._fold()
             # parked, not armed: the step runs as the synchronous path does (a channel is
-            # armed only from the state of the moment), and :meth:`leave` may arm them again
-            for idx in self._armed:
-                self.chans[idx].armed = 0
+            # armed only from the state of the moment; :meth:`apply` clears C's flags before
+            # its first call into C), and :meth:`leave` may arm them again
             self._parked, self._armed = self._armed, {}
-            self._rearmed = False
+            self._rearmed = self._flags_off = False
         except BaseException:  # never leave the lock held: the thread and stop() need it
             self.lib.xdp_unlock(self._dev)
             raise
@@ -525,10 +551,11 @@ class DataPath:
 
     def _fold(self) -> None:
         """The thread's own counters into the daemon's."""
-        t = self._tstats
-        if t.batches:
-            self.stats["fast_thread"] += t.batches
-            self.stats["fast_handbacks"] += t.handbacks
+        t, stats = self._tstats, self.stats
+        if t.batches or t.notifies:
+            stats["fast_thread"] += t.batches
+            stats["fast_handbacks"] += t.handbacks
+            stats["fast_notifies"] += t.notifies
             t.batches = t.handbacks = t.notifies = 0
 
     def _arm_thread(self) -> bool:
@@ -538,24 +565,26 @@ class DataPath:
         is deliverable now (the MSI-X rule, docs/spec/device.md §3), else the thread sets
         the vector's PBA bit as MsixController.raise_vector does, and Python delivers it
         when the obstacle goes (every change of the table, MSI-X control or eventfds is a
-        Python step). Returns whether :attr:`mask` changed."""
-        fn = self.fn
-        fp = self._fingerprint()
+        Python step). When no generation moved and the step armed nothing itself, the parked
+        channels are armed again as they were. Returns whether :attr:`mask` changed."""
+        gen = self._generation()
         parked, self._parked = self._parked, {}
-        if (parked and not self._armed and not self._rearmed and fp is not None
-                and fp == self._fp and self._cursors_kept(parked)):
-            for idx in parked:  # nothing the arming depends on changed: armed as they were
-                self.chans[idx].armed = 1
+        if (not self._armed and not self._rearmed and gen == self._gen
+                and (parked or not self.mask) and self._mgmt_kept(parked)):
+            if self._flags_off:  # nothing the arming depends on changed: armed as they were
+                for idx in parked:
+                    self.chans[idx].armed = 1
             self._armed = parked
             return False
-        if (not parked and not self._armed and not self._rearmed and not self.mask
-                and fp == self._fp):  # nothing was armable from this very state: still nothing
-            return False
+        if not self._flags_off:  # the parked ones still flagged in C: arming starts from none
+            for idx in parked:
+                self.chans[idx].armed = 0
         self._sync()
-        self._fp = fp
+        self._gen = gen
         mask = 0
+        fn = self.fn
         if self._device_ok() and not fn.observers:
-            msix, engine = fn.msix, fn.device.mailbox
+            msix, engine = fn.msix, self._engine
             fd_of = getattr(msix.wires, "fd", None)
             pba = msix.layout.pba_offset
             for idx, ch in engine.channels.items():
@@ -571,47 +600,33 @@ class DataPath:
                 c.pba = self.ffi.cast("uint8_t *", self._bars[msix.layout.bar] + pba + vec // 8)
                 c.pba_bit = 1 << (vec % 8)
                 mask |= 1 << idx
+        # a reply Python puts into their rings bumps the engine; not the mgmt channel's, whose
+        # Python answers leave its arming as it was (:meth:`_mgmt_kept`)
+        self._engine.mirrored = mask & ~(1 << _MGMT)
         changed = mask != self.mask
         self.mask = mask
         return changed
 
-    def _fingerprint(self) -> tuple | None:
-        """Everything the thread's arming depends on, cheaply compared: the device's state
-        that :meth:`_device_ok` reads, the IOMMU generation, MSI-X control, table and
-        eventfds, and per channel its objects and what :meth:`_arm` checks (the cursors are
-        compared with C's apart, :meth:`_cursors_kept`). None: nothing to arm."""
+    def _generation(self) -> tuple[int, int, int, int, bool]:
+        """Everything the thread's arming depends on, as the model counts its changes: the
+        firmware side (channels, contexts, suspend, log and trace rings, the interposer:
+        ``ChannelEngine.gen``), the function (observers, restores), MSI-X delivery (table,
+        control, eventfds), the IOMMU's mappings; and whether debug logging of the mailbox
+        is on (configuration, not the model). A handful of loads, whatever the contexts."""
         fn = self.fn
-        dev = fn.device
-        fw, ctxfw, engine = dev.fw, dev.ctx, getattr(dev, "mailbox", None)
-        if fw is None or ctxfw is None or engine is None:
-            return None
-        st, msix = fw.state, fn.msix
-        ctxs = ctxfw.contexts
-        t0 = msix.layout.table_offset
-        per = []
-        for idx, ch in engine.channels.items():
-            ctx = ctxs.get(idx - 1)
-            per.append((ch, ch.ok, not ch.outq) if ctx is None else
-                       (ch, ch.ok, not ch.outq, ctx, ctx.chan, not ctx.queue, ctx.hung,
-                        len(ctx.cus), ctx.pasid, tuple(ctx.chunks)))
-        return (fw, ctxfw, engine, fw.protocol, fn._before, engine.interposer,  # noqa: SLF001
-                st.suspended, st.log, st.trace, fn.config.bus_master,
-                _mailbox.log.isEnabledFor(logging.DEBUG), fn.observers, fn.iommu.gen,
-                fn.config.data[msix._flags_hi], bytes(msix.mem[t0 : t0 + msix.table_size]),  # noqa: SLF001
-                tuple(getattr(msix.wires, "_fds", ())), *per)
+        return (self._engine.gen, fn.gen, fn.msix.gen, fn.iommu.gen,
+                _mailbox.log.isEnabledFor(logging.DEBUG))
 
-    def _cursors_kept(self, parked: dict[int, tuple[MailboxChannel, HwContext, Any, Any]]) -> bool:
-        """Python's cursors of every parked channel are still C's (no Python code answered
-        on it since the sync at the start of the step)."""
-        chans = self.chans
-        for idx, (ch, _, _, _) in parked.items():
-            c = chans[idx]
-            if ch.x2i_head != c.x2i_head or ch.i2x_tail != c.i2x_tail:
-                if idx != _MGMT or not self._replies_current():
-                    return False
-                # Python answered mgmt messages in the step: its cursors are C's now, as an
-                # arming afresh would set them (the published replies are unchanged)
-                c.x2i_head, c.i2x_tail = ch.x2i_head, ch.i2x_tail
+    def _mgmt_kept(self, parked: dict[int, tuple[MailboxChannel, HwContext, Any, Any]]) -> bool:
+        """May a parked mgmt channel stay armed as it was? Its C table must be what the
+        firmware publishes now; Python's answers in the step (every message that is not a
+        query) moved its cursors, which C takes over, as an arming afresh would set them."""
+        if _MGMT not in parked:
+            return True
+        if not self._replies_current():
+            return False
+        ch, c = parked[_MGMT][0], self.chans[_MGMT]
+        c.x2i_head, c.i2x_tail = ch.x2i_head, ch.i2x_tail
         return True
 
     def _replies_current(self) -> bool:
@@ -620,4 +635,4 @@ class DataPath:
         return got is not None and publish is not None and publish() is got[0]
 
 
-__all__ = ["DATAPATH_ENV", "MODES", "STAT_KEYS", "DataPath", "mode"]
+__all__ = ["DATAPATH_ENV", "MODES", "STAT_KEYS", "DataPath", "mode", "threads_running"]

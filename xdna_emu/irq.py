@@ -131,6 +131,11 @@ class MsixController:
         self.wires: Wires = wires if wires is not None else EventfdWires(self.vectors)
         self._lock = threading.RLock()
         self.stats: dict[str, int] = {"delivered": 0, "pended": 0, "dropped": 0}
+        #: bumped by every change of whether or where a vector is delivered (a table write,
+        #: a config write (MSI-X control, bus mastering), eventfds set or cleared): the
+        #: daemon's C job path raises vectors from a copy (docs/spec/jobs.md §7; a reset
+        #: closes the channels, which the firmware side counts)
+        self.gen = 0
         # where raise_vector looks: the high byte of Message Control, each vector's control word
         self._flags_hi = config.msix_cap + MSIX_FLAGS + 1
         self._ctrl_offs = [self._ctrl_off(v) for v in range(self.vectors)]
@@ -147,12 +152,14 @@ class MsixController:
         the wires) and deliver what was pending on them."""
         with self._lock:
             self._eventfds().set(start, fds)
+            self.gen += 1
             self._flush_pending()
 
     def clear_eventfds(self, vectors: Sequence[int] | None = None) -> None:
         """Remove (and close) the eventfds of ``vectors``, or of every vector."""
         with self._lock:
             self._eventfds().clear(vectors)
+            self.gen += 1
 
     # -- table/PBA access ----------------------------------------------------------------
     def _ctrl_off(self, vec: int) -> int:
@@ -212,11 +219,13 @@ class MsixController:
         t0 = self.layout.table_offset
         if t0 <= offset < t0 + self.table_size:
             with self._lock:
+                self.gen += 1
                 self._flush_pending()
 
     def config_changed(self) -> None:
         """MSI-X Enable or Function Mask may have changed: deliver what became deliverable."""
         with self._lock:
+            self.gen += 1
             self._flush_pending()
 
     def reset(self) -> None:

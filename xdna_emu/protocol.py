@@ -163,6 +163,8 @@ CTRL_DOORBELLS_MAX = 32  # the mask's bits
 DRAIN_ROUNDS = 64
 #: ATTACH_WRITE_LOG's fds: ctrl page, kick, notify, and from minor 2 on the doorbell eventfd
 DOORBELL_MINOR = 2
+WRITE_LOG_FDS = 3  # ctrl page, kick and notify eventfds
+WRITE_LOG_FDS_DOORBELL = 4  # and the doorbell eventfd (a session of DOORBELL_MINOR or later)
 CTRL_OFF_ENTRY0 = 0xC0
 
 

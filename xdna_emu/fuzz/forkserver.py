@@ -26,7 +26,11 @@ itself; after each fork the parent drops what a fork left pending there (``_drai
 The plan is read once, when the server is made, from ``/proc/self`` (fdinfo gives eventfd
 counters and epoll interest lists; ``sock_diag`` gives a UNIX socket's peer). Other fds
 (terminals, pipes, files) stay shared, as after any fork. The process must be
-single-threaded when the server is made and at each fork.
+single-threaded when the server is made and at each fork: no Python thread but the main
+one, and no doorbell thread of the daemon's C job path (a C thread ``threading`` cannot
+see; the datapath module counts them). Threads the fork needs no copy of (faulthandler's
+watchdog, a BLAS library's idle workers) are not counted, which is why the check does not
+count ``/proc/self/task``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..datapath import threads_running
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
@@ -295,12 +301,19 @@ class Outcome:
     died: str = ""  # "signal SIGSEGV", "exit 3", "timed out after 60 s", "raised ..."
 
 
+def _threaded() -> str:
+    """The threads a fork would lose (module docstring), named; empty when there are none."""
+    py, c = threading.active_count() - 1, threads_running()
+    return ", ".join(s for s in (f"{py} Python thread(s)" if py else "",
+                                 f"{c} doorbell thread(s)" if c else "") if s)
+
+
 class ForkServer:
     """Runs functions in forks of this process as it is now (module docstring)."""
 
     def __init__(self) -> None:
-        if threading.active_count() != 1:
-            raise ForkError("a fork server needs a single-threaded process")
+        if _threaded():
+            raise ForkError(f"a fork server needs a single-threaded process ({_threaded()})")
         self.plan = _scan()
         self.forks = 0
         self._exiting: list[int] = []  # forks that answered and are being torn down
@@ -323,8 +336,8 @@ class ForkServer:
     def run(self, fn: Callable[[], Any], timeout_s: float) -> Outcome:
         """``fn()`` in a fork; its return value comes back pickled. The child that does not
         answer within ``timeout_s`` of wall time is killed."""
-        if threading.active_count() != 1:
-            raise ForkError("a thread started after the fork server was made")
+        if _threaded():
+            raise ForkError(f"a thread started after the fork server was made ({_threaded()})")
         self._reap()
         rfd, wfd = os.pipe()
         gc.freeze()  # the child's collections never touch (so never copy) the parent's objects

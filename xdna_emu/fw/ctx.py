@@ -399,6 +399,7 @@ class ContextFirmware:
             return self._err(opcode, Status.MGMT_ERT_DRAM_BUFFER_SIZE_INVALID)
         chunk = HostChunk(HEAP_DEV_ADDR + total - size, addr, size)
         ctx.chunks = [chunk] if first else [*ctx.chunks, chunk]
+        self.fw.engine.gen += 1  # C translates through the chunks (docs/spec/jobs.md §7)
         return LAYOUTS[opcode].resp.pack(Status.SUCCESS)
 
     def _map_host(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
@@ -564,6 +565,8 @@ class ContextFirmware:
             ctx.last_op = msg.opcode
         ctx.queue.append(msg)
         self._pump(ctx)
+        if ctx.queue:  # held (a hang, or the firmware suspended): C may not answer behind it
+            self.fw.engine.gen += 1  # (docs/spec/jobs.md §7); only RESUME runs it again
 
     def _pump(self, ctx: HwContext) -> None:
         """Answer queued messages in order until one hangs or the firmware is suspended."""
@@ -610,6 +613,7 @@ class ContextFirmware:
             if req[0] > CONFIG_CU_MAX:
                 return lay.resp.pack(Status.MGMT_ERT_INVALID_PARAM)
             ctx.cus = list(req[1 : 1 + req[0]])
+            self.fw.engine.gen += 1  # C checks a command's CU index (docs/spec/jobs.md §7)
             return lay.resp.pack(Status.SUCCESS)
         if op == Opcode.SYNC_BO:
             return lay.resp.pack(Status.SUCCESS)  # host memory is coherent here

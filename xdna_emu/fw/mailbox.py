@@ -135,6 +135,7 @@ class MailboxChannel:
     def fail(self, why: str) -> None:
         if self.error is None:
             self.error = why
+            self.engine.gen += 1  # a channel in error is Python's alone (docs/spec/jobs.md §7)
             self.engine.stats["malformed_msgs"] += 1
             log.warning("mailbox channel %d (%s) error: %s", self.index, self.name, why)
 
@@ -212,12 +213,19 @@ class MailboxChannel:
             self.transmit(msg_id, opcode, payload)
 
     def transmit(self, msg_id: int, opcode: int, payload: bytes) -> None:
-        """Queue a message for the host and push out as many as fit, in order."""
+        """Put a message into the i2x ring, or queue it behind those waiting for space (and
+        push out as many as fit, in order)."""
         if not self.open:
             return
-        self.outq.append(MSG_HEADER.pack(len(payload), sz_ver(len(payload)), msg_id, opcode)
-                         + payload)
-        self.flush()
+        pkt = MSG_HEADER.pack(len(payload), sz_ver(len(payload)), msg_id, opcode) + payload
+        if self.outq:
+            self.outq.append(pkt)
+            self.flush()
+        elif self.open and self.error is None and self._put(pkt):  # nothing waits: no queue
+            self._sent(1)
+        else:  # the ring is full or the channel in error
+            self.outq.append(pkt)
+            self.engine.gen += 1  # a reply waits: C may not answer behind it (jobs.md §7)
 
     def reply(self, msg: Message, payload: bytes) -> None:
         if log.isEnabledFor(logging.DEBUG):
@@ -245,11 +253,17 @@ class MailboxChannel:
             self.outq.popleft()
             sent += 1
         if sent:
-            self.msgs_out += sent
-            self.engine.stats["mbox_msgs_out"] += sent
-            if self.intr_reg is not None:
-                self._wr(self.intr_reg, 1)
-            self.engine.irq(self.vector)
+            if not self.outq:
+                self.engine.gen += 1  # the last waiting reply went out (jobs.md §7)
+            self._sent(sent)
+
+    def _sent(self, sent: int) -> None:
+        """``sent`` replies went into the ring: count them and raise the vector."""
+        self.msgs_out += sent
+        self.engine.stats["mbox_msgs_out"] += sent
+        if self.intr_reg is not None:
+            self._wr(self.intr_reg, 1)
+        self.engine.irq(self.vector)
 
     def _put(self, pkt: bytes) -> bool:
         size, n = self.ring_size, len(pkt)
@@ -270,6 +284,9 @@ class MailboxChannel:
             tail = 0
         self._i2x[tail : tail + n] = pkt
         self.i2x_tail = tail + n
+        engine = self.engine
+        if engine.mirrored >> self.index & 1:  # C holds a copy of this cursor (jobs.md §7)
+            engine.gen += 1
         self._wr(self.i2x_tail_reg, self.i2x_tail)
         return True
 
@@ -318,16 +335,36 @@ class ChannelEngine:
         self.chip, self.regs, self._raise, self.stats = chip, regs, irq, stats
         self.channels: dict[int, MailboxChannel] = {}
         self.next_serial = 1
-        self.interposer: Interposer | None = None
+        self._interposer: Interposer | None = None
         #: called before a message reaches its handler, which may change any block (the
         #: device's journal forgets its state: docs/spec/device.md §4)
         self.served: Callable[[], None] = _nothing
+        #: The generation of what decides whether a channel's messages may be answered
+        #: outside this model, by the daemon's C job path (docs/spec/jobs.md §7): bumped where
+        #: a channel opens, closes or fails, a reply starts or stops waiting for ring space,
+        #: the interposer changes, a context holds a message (a hang) or changes its CU table
+        #: or heap, the firmware suspends or resumes, or its log or trace ring comes or goes.
+        #: Compared for equality only (a function restore bumps its own, device.md §4).
+        self.gen = 0
+        #: the channels whose cursors the C job path holds a copy of (bit i: channel i): a
+        #: reply this model puts into one of their rings bumps :attr:`gen`
+        self.mirrored = 0
         for key in ("malformed_msgs", "mbox_msgs_in", "mbox_msgs_out"):
             stats.setdefault(key, 0)
 
+    @property
+    def interposer(self) -> Interposer | None:
+        """The fault interposer (docs/spec/device.md §5) every response and vector passes."""
+        return self._interposer
+
+    @interposer.setter
+    def interposer(self, ip: Interposer | None) -> None:
+        self._interposer = ip
+        self.gen += 1
+
     def irq(self, vector: int) -> None:
         """Raise a channel's vector (unless the interposer swallows it)."""
-        ip = self.interposer
+        ip = self._interposer
         if ip is None or ip.allow_irq(vector):
             self._raise(vector)
 
@@ -345,6 +382,7 @@ class ChannelEngine:
         if ch is not None:
             ch.open = False
             ch.outq.clear()
+            self.gen += 1
 
     def close_all(self) -> None:
         for idx in list(self.channels):
@@ -411,6 +449,7 @@ class MailboxEngine(ChannelEngine):
         self.next_serial += 1
         ch.init_registers()
         self.channels[index] = ch
+        self.gen += 1
         return ch
 
     def load(self, st: MailboxState, handler: Callable[[ChannelState], Handler]) -> None:

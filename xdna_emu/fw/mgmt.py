@@ -314,6 +314,17 @@ class MgmtFirmware:
             if chan is not None:
                 self.async_events.append(AsyncEvent(chan, Message(opcode, mid, payload), addr, size))
 
+    def _set_log(self, ring: DptRing | None) -> None:
+        """The firmware log ring comes or goes: while one runs, C answers no job (each is
+        logged; docs/spec/jobs.md §7)."""
+        self.state.log = ring
+        self.engine.gen += 1
+
+    def _set_trace(self, ring: DptRing | None) -> None:
+        """The trace ring comes or goes (as :meth:`_set_log`)."""
+        self.state.trace = ring
+        self.engine.gen += 1
+
     # -- dispatch -------------------------------------------------------------------------
     def dispatch(self, chan: MailboxChannel, msg: Message) -> None:
         op = self.ops.get(msg.opcode)
@@ -337,11 +348,13 @@ class MgmtFirmware:
     # -- handlers -------------------------------------------------------------------------
     def _suspend(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
         self.state.suspended = True
+        self.engine.gen += 1  # C answers nothing while suspended (docs/spec/jobs.md §7)
         self.regs.write_role("psp.pwaitmode", 1)
         return self._ok(Opcode.SUSPEND)
 
     def _resume(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
         self.state.suspended = False
+        self.engine.gen += 1
         self.regs.write_role("psp.pwaitmode", 0)
         return self._ok(Opcode.RESUME)
 
@@ -426,12 +439,12 @@ class MgmtFirmware:
         addr, size = req[0], req[1]
         lay = LAYOUTS[Opcode.CONFIG_FW_LOG]
         if size == 0:  # detach
-            self.state.log = None
+            self._set_log(None)
             return lay.resp.pack(Status.SUCCESS, 0, 0, *(0,) * 5)
         status, ring = self._ring(KIND_LOG, addr, size)
         if ring is None:
             return status_resp(lay, status)
-        self.state.log = ring
+        self._set_log(ring)
         self.fw_log(FwLogLevel.INFO, f"fw log: {ring.ring >> 10} KiB ring at {addr:#x}")
         return lay.resp.pack(Status.SUCCESS, 0, 0, *(0,) * 5)  # no MSI: the driver polls
 
@@ -443,12 +456,12 @@ class MgmtFirmware:
         status, ring = self._ring(KIND_TRACE, addr, size)
         if ring is None:
             return status_resp(lay, status)
-        self.state.trace = ring if dest == FwTraceDest.DRAM else None
+        self._set_trace(ring if dest == FwTraceDest.DRAM else None)
         self.state.trace_categories = categories
         return lay.resp.pack(Status.SUCCESS, 0, self.now_ns(), 0)
 
     def _stop_fw_trace(self, chan: MailboxChannel, msg: Message, req: tuple) -> bytes:
-        self.state.trace = None
+        self._set_trace(None)
         self.state.trace_categories = 0
         return self._ok(Opcode.STOP_FW_TRACE)
 
@@ -476,7 +489,7 @@ class MgmtFirmware:
             return
         if not ring.append(self.iommu, log_record(self.now_ns(), level, module, line, text)):
             self.stats["iommu_faults"] += 1
-            self.state.log = None
+            self._set_log(None)
 
     def fw_trace(self, category: int, event: int, context_id: int, arg: int) -> None:
         """One record into the trace ring when one runs and ``category`` is enabled."""
@@ -485,7 +498,7 @@ class MgmtFirmware:
             return
         if not ring.append(self.iommu, trace_record(self.now_ns(), category, event, context_id, arg)):
             self.stats["iommu_faults"] += 1
-            self.state.trace = None
+            self._set_trace(None)
 
     # -- async events -----------------------------------------------------------------------
     def post_async_event(self, event_type: int, data: bytes) -> bool:

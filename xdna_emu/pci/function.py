@@ -133,6 +133,9 @@ class PciFunction:
         #: skips comparing them (docs/spec/device.md §4)
         self._mapped: tuple[tuple[MappingState, ...], int] | None = None
         self.observers: tuple[Observer, ...] = ()
+        #: bumped when an observer comes or the function is restored: the daemon's C job
+        #: path answers nothing an observer watches (docs/spec/jobs.md §7)
+        self.gen = 0
         #: vectors raised while interrupts are held (:meth:`hold_irqs`), each once, in order
         self._held: list[int] | None = None
         self._before: Callable[[int, int, int], Any] | None = None
@@ -159,6 +162,7 @@ class PciFunction:
     def observe(self, obs: Observer) -> None:
         """Add an observer; it sees every access from now on."""
         self.observers = (*self.observers, obs)
+        self.gen += 1
         # the write path is hot: only observers that look at writes are called there
         hooks = [o for o in self.observers
                  if type(o).before_write is not Observer.before_write
@@ -414,6 +418,7 @@ class PciFunction:
             raise ValueError(f"state of {st.chip} cannot be restored into {self.chip.name}")
         if st.versions != STATE_VERSIONS:
             raise ValueError(f"state versions {st.versions} differ from {STATE_VERSIONS}")
+        self.gen += 1  # every block's state is new: the C job path arms afresh (jobs.md §7)
         self.config.data[:] = st.config
         for i, data in st.bars:
             self.regs.arrays[i][:] = np.frombuffer(data, dtype=np.uint8)
