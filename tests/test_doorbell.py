@@ -796,6 +796,13 @@ def _off(t: ThreadedWorld) -> bool:
     return not dp.mask >> t.chan.index & 1 and not dp.chans[t.chan.index].armed
 
 
+def _channel_gone(t: ThreadedWorld) -> bool:
+    """The destroyed context's channel is not armed for the thread (the mgmt channel may be)."""
+    dp, idx = t.d.dp, 1 + t.ctx.id  # context i has channel 1 + i (docs/spec/jobs.md §1)
+    assert dp is not None
+    return not dp.mask >> idx & 1 and not dp.chans[idx].armed
+
+
 def _fresh(t: ThreadedWorld) -> bool:
     """The step armed the channel afresh from the live state: armed, C's copy equal."""
     dp, ch = t.d.dp, t.chan
@@ -817,7 +824,7 @@ def _irq_fd(t: ThreadedWorld) -> int:
 #: one generation bump at its point of change is removed
 INPUTS: list[tuple[str, Callable[[ThreadedWorld], None], Callable[[ThreadedWorld], bool]]] = [
     ("context_destroyed", lambda t: t.d.step(lambda: t.d.device.ctx.drop(
-        t.d.device.ctx.contexts[t.ctx.id])), lambda t: not t.d.dp.mask),  # type: ignore[union-attr]
+        t.d.device.ctx.contexts[t.ctx.id])), _channel_gone),
     ("context_created", _created, lambda t: bool(t.d.dp.mask >> 2 & 1)),  # type: ignore[union-attr]
     ("channel_failed", lambda t: t.d.step(lambda: t.chan.fail("planted")), _off),
     ("hung", _held_by_a_hang, _off),
