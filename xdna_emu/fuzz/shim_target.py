@@ -40,13 +40,14 @@ from typing import Any
 
 from ..fw.aie4.messages import Opcode as A4Opcode
 from ..fw.messages import Opcode
+from ..shim import ShimError
 from .atheris_target import FindingLog, StopFlag, write_stats
 from .faults import ACT_FAULTS, MSG_FAULTS
 from .forkserver import ForkError, ForkServer
 from .invariants import Failure, Hang
 from .model import FORMS
 from .ops import Op, TraceError
-from .shim_trace import KERNELS, POWER_MODES, ShimCrash, ShimHarness
+from .shim_trace import KERNELS, POWER_MODES, PROBE, ShimCrash, ShimHarness
 from .uapi_trace import random_ioctl, seed_ops
 
 STATS_EVERY_S = 0.5
@@ -58,8 +59,6 @@ FUZZ_TARGETS = [
      "bench": True, "order": 1},
 ]
 MAX_OPS = 40
-#: the first line of every generated example: the fork server's bring-up
-PROBE = Op("call", ("probe",))
 #: set to 1 to run the examples of ``xdna-emu fuzz --target shim`` workers in forks
 FORK_ENV = "XDNA_FUZZ_FORK"
 #: Wall-clock limit of one example. Virtual time bounds every wait, so an example that runs
@@ -229,7 +228,8 @@ class ShimFuzzer(FindingLog):
     """The mutational loop, with the same accounting as the device targets."""
 
     def __init__(self, chip: str, seed: int, artifacts: Path | None,
-                 corpus_dir: Path | None, current: Path | None = None, fork: bool = False) -> None:
+                 corpus_dir: Path | None, current: Path | None = None, fork: bool = False,
+                 snapshot: bool = True) -> None:
         logging.getLogger("xdna_emu").setLevel(logging.CRITICAL)
         self.chip, self.rng = chip, random.Random(seed)
         self.artifacts, self.corpus_dir, self.current = artifacts, corpus_dir, current
@@ -238,6 +238,10 @@ class ShimFuzzer(FindingLog):
         #: never under libFuzzer, whose coverage counters must see the example run)
         self.fork = fork and ForkServer.available()
         self._fork_server: ForkServer | None = None
+        #: start each example opening with ``call probe`` from the bring-up snapshot instead
+        #: of a fresh device and a probe (docs/spec/fuzzing.md §9)
+        self.snapshot = snapshot
+        self.restored = self.bring_ups = 0  # examples from the snapshot, and re-probes
         self._watch_until = 0.0  # when the armed wall-clock watchdog fires (0: not armed)
         self.execs = self.crashes = self.hangs = self.steps = 0
         self.t0 = time.monotonic()
@@ -267,6 +271,9 @@ class ShimFuzzer(FindingLog):
             self.fork = False  # this process cannot be forked from: examples run in it
         if self.fork:
             steps, events, failure, step = self._forked(ops)
+        elif self.snapshot and ops and ops[0] == PROBE:
+            self._watch()
+            steps, events, failure, step = self._from_bring_up(ops)
         else:
             self._watch()
             res = replay(trace, self.session)
@@ -281,6 +288,27 @@ class ShimFuzzer(FindingLog):
         if failure is not None:
             self.record(failure, ops[: (step or 0) + 1])
         return new
+
+    def _from_bring_up(self, ops: list[Op]) -> tuple[int, Counter[str], Failure | None, int | None]:
+        """(steps, coverage events, finding, index of the failing op) of ``ops``, whose first
+        line is ``call probe``, run on from the bring-up snapshot (docs/spec/fuzzing.md §9):
+        the last example's state is restored to the one ``fresh`` and the probe left, or,
+        where that cannot be (the example stopped, suspended or reset the device), a fresh
+        device is probed and saved again. A probe that fails runs as the example's own."""
+        from .trace import Trace, replay, resume
+
+        s = self.session
+        if s.restore_bring_up():
+            self.restored += 1
+        else:
+            self.bring_ups += 1
+            try:
+                s.save_bring_up()
+            except (Failure, ShimError):
+                res = replay(Trace(self.chip, ops, target="shim"), s)
+                return res.steps, s.events, None if res.ok else res.failure, res.step
+        res = resume(s, ops, 1)
+        return res.steps, s.events, None if res.ok else res.failure, res.step
 
     def _watch(self) -> None:
         """Arm faulthandler's wall-clock watchdog to fire no sooner than EXAMPLE_WALL_S from
@@ -408,7 +436,8 @@ class ShimFuzzer(FindingLog):
     def stats(self) -> dict[str, Any]:
         forks = {"forks": self._fork_server.forks} if self._fork_server is not None else {}
         return {"execs": self.execs, "steps": self.steps, **self.finding_stats(),
-                "coverage": len(self.features), "corpus": len(self.corpus), **forks}
+                "coverage": len(self.features), "corpus": len(self.corpus),
+                "restored": self.restored, "bring_ups": self.bring_ups, **forks}
 
     # -- the loop ---------------------------------------------------------------------------
     def fuzz(self, seconds: float, stats: Path | None = None,
