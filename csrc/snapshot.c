@@ -8,17 +8,24 @@
  * management channel's cursors and ids, the control-socket message id, firmware version and
  * info, timeouts, PM and TDR state), so the snapshot is a copy of the context; what an
  * example adds (contexts, BOs, the heap, firmware-log rings, the health buffer) is freed
- * here without a word to the daemon: the device's restore drops their mappings. What the
- * probe made and an example may replace (the socket, BAR and ctrl mappings, MSI-X eventfds,
- * the firmware, async and work buffers) must still be the snapshot's: a stop, suspend or
- * reset since makes the restore refuse (ESTALE), and the caller starts from a fresh device.
+ * here without a word to the daemon: the device's restore drops their mappings. The
+ * probe's DMA buffers (firmware image, async events, AIE4 cert and work buffers) a stop or
+ * suspend frees and a resume allocates anew: the snapshot keeps a descriptor on each one's
+ * memfd, and the restore frees the new one and maps the old one again at its address (the
+ * caller keeps the daemon's view of it and maps it for the device again). What the probe
+ * made and no example replaces (the socket, BAR and ctrl mappings, MSI-X eventfds) must
+ * still be the snapshot's, else the restore refuses (ESTALE) and the caller starts from a
+ * fresh device.
  */
 #include "shim_int.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 struct xdna_shim_snapshot {
     struct xdna_shim_ctx c; /* every field as the probe left it */
@@ -27,7 +34,16 @@ struct xdna_shim_snapshot {
     /* the counters of every eventfd the context holds: wake-up, kick, notify, doorbell,
      * then one per vector (the daemon's descriptors share the same files) */
     eventfd_t *counts;
+    /* the probe's DMA buffers: a descriptor of the snapshot's own on each memfd (-1: none),
+     * and the one the context holds now (a restore may have mapped it again) */
+    int buf_fd[4], live_fd[4];
 };
+
+static struct xdna_dma_buf *probe_buf(struct xdna_shim_ctx *ctx, unsigned i)
+{
+    struct xdna_dma_buf *bufs[4] = {&ctx->fw, &ctx->async_buf, &ctx->cert, &ctx->work_buf};
+    return bufs[i];
+}
 
 #define SNAP_FIXED_FDS 4
 
@@ -93,6 +109,8 @@ struct xdna_shim_snapshot *xdna_shim_snapshot_save(struct xdna_shim_ctx *ctx)
     snap = calloc(1, sizeof(*snap));
     if (!snap)
         goto no_mem;
+    for (unsigned i = 0; i < 4; i++)
+        snap->buf_fd[i] = -1;
     snap->c = *ctx;
     snap->irq_fds = calloc(ctx->nvec ? ctx->nvec : 1, sizeof(int));
     if (!snap->irq_fds)
@@ -108,6 +126,13 @@ struct xdna_shim_snapshot *xdna_shim_snapshot_save(struct xdna_shim_ctx *ctx)
     snap->counts = calloc(SNAP_FIXED_FDS + ctx->nvec, sizeof(eventfd_t));
     if (!snap->counts)
         goto free_owned;
+    for (unsigned i = 0; i < 4; i++) {
+        const struct xdna_dma_buf *b = probe_buf(ctx, i);
+        snap->live_fd[i] = b->fd;
+        snap->buf_fd[i] = b->fd >= 0 ? fcntl(b->fd, F_DUPFD_CLOEXEC, 0) : -1;
+        if (b->fd >= 0 && snap->buf_fd[i] < 0)
+            goto close_bufs;
+    }
     for (unsigned i = 0; i < SNAP_FIXED_FDS + ctx->nvec; i++) { /* read, and put back */
         int fd = count_fd(ctx, i);
         snap->counts[i] = take_count(fd);
@@ -117,6 +142,11 @@ struct xdna_shim_snapshot *xdna_shim_snapshot_save(struct xdna_shim_ctx *ctx)
     xdna_unlock(&ctx->s.lock);
     return snap;
 
+close_bufs:
+    for (unsigned i = 0; i < 4; i++)
+        if (snap->buf_fd[i] >= 0)
+            close(snap->buf_fd[i]);
+    free(snap->counts);
 free_owned:
     free(snap->vec_owned);
 free_fds:
@@ -150,11 +180,46 @@ static bool same_transport(const struct xdna_shim_ctx *ctx, const struct xdna_sh
     for (unsigned i = 0; i < XDNA_NUM_BARS; i++)
         if (ctx->bars[i].va != c->bars[i].va || ctx->bars[i].size != c->bars[i].size)
             return false;
-    return same_buf(&ctx->fw, &c->fw) && same_buf(&ctx->async_buf, &c->async_buf) &&
-           same_buf(&ctx->cert, &c->cert) && same_buf(&ctx->work_buf, &c->work_buf);
+    return true;
 }
 
-int xdna_shim_snapshot_restore(struct xdna_shim_ctx *ctx, const struct xdna_shim_snapshot *snap)
+/* Is the context's buffer i the snapshot's, as it holds it now? */
+static bool buf_kept(struct xdna_shim_ctx *ctx, const struct xdna_shim_snapshot *snap, unsigned i)
+{
+    struct xdna_dma_buf want = *probe_buf((struct xdna_shim_ctx *)&snap->c, i);
+    want.fd = snap->live_fd[i];
+    return same_buf(probe_buf(ctx, i), &want);
+}
+
+/* Buffer i as the snapshot has it: the context's own (a resume's) freed, the snapshot's
+ * memfd mapped again at its address; -1 when that address is taken (the buffer is then
+ * gone from the context). */
+static int buf_back(struct xdna_shim_ctx *ctx, struct xdna_shim_snapshot *snap, unsigned i)
+{
+    struct xdna_dma_buf *b = probe_buf(ctx, i);
+    const struct xdna_dma_buf *want = probe_buf(&snap->c, i);
+    if (buf_kept(ctx, snap, i))
+        return 0;
+    xdna_dma_free(b);
+    if (snap->buf_fd[i] < 0)
+        return 0;
+    int fd = fcntl(snap->buf_fd[i], F_DUPFD_CLOEXEC, 0);
+    if (fd < 0)
+        return xdna_fail(ctx, errno, "snapshot_restore: dup: %s", strerror(errno));
+    void *va = mmap(want->va, want->size, PROT_READ | PROT_WRITE,
+                    MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
+    if (va != want->va) {
+        if (va != MAP_FAILED)
+            munmap(va, want->size);
+        close(fd);
+        return xdna_fail(ctx, ESTALE, "snapshot_restore: a DMA buffer's address is taken");
+    }
+    *b = *want;
+    b->fd = snap->live_fd[i] = fd;
+    return 0;
+}
+
+int xdna_shim_snapshot_restore(struct xdna_shim_ctx *ctx, struct xdna_shim_snapshot *snap)
 {
     if (xdna_api_enter(ctx) < 0)
         return -1;
@@ -174,6 +239,14 @@ int xdna_shim_snapshot_restore(struct xdna_shim_ctx *ctx, const struct xdna_shim
     xdna_bo_free_all(ctx);
     xdna_dpt_free(ctx);
     xdna_dma_free(&ctx->s.health_buf);
+    struct xdna_dma_buf bufs[4];
+    for (unsigned i = 0; i < 4; i++) {
+        if (buf_back(ctx, snap, i) < 0) { /* fit only for close: a fresh device follows */
+            rc = -1;
+            goto out;
+        }
+        bufs[i] = *probe_buf(ctx, i);
+    }
     /* every field back, but the lock, the condition and the tables the context allocated
      * (the same objects: their contents are the snapshot's again) */
     struct xdna_drv_state live = ctx->s;
@@ -181,6 +254,8 @@ int xdna_shim_snapshot_restore(struct xdna_shim_ctx *ctx, const struct xdna_shim
     ctx->s.lock = live.lock;
     ctx->s.cond = live.cond;
     ctx->s.mon = live.mon;
+    for (unsigned i = 0; i < 4; i++) /* the snapshot's, maybe on another descriptor */
+        *probe_buf(ctx, i) = bufs[i];
     if (ctx->nvec && ctx->s.vec_owned)
         memcpy(ctx->s.vec_owned, snap->vec_owned, ctx->nvec);
     for (unsigned i = 0; i < SNAP_FIXED_FDS + ctx->nvec; i++) {
@@ -206,5 +281,8 @@ void xdna_shim_snapshot_free(struct xdna_shim_snapshot *snap)
     free(snap->irq_fds);
     free(snap->vec_owned);
     free(snap->counts);
+    for (unsigned i = 0; i < 4; i++)
+        if (snap->buf_fd[i] >= 0)
+            close(snap->buf_fd[i]);
     free(snap);
 }

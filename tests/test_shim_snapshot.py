@@ -97,51 +97,6 @@ def test_a_restore_runs_an_example_as_a_fresh_device_does() -> None:
         h.close()
 
 
-def test_a_restore_after_a_stop_refuses_and_a_new_bring_up_follows() -> None:
-    """A stop frees the shim's async buffer and the device's mapping of it: the restore
-    refuses without touching the shim, and a new bring-up starts the next example."""
-    h = ShimHarness("npu4")
-    try:
-        h.save_bring_up()
-        assert _outcome(h, [PROBE, Op("call", ("stop",))])[0]
-        assert not h.restore_bring_up()
-        h.save_bring_up()
-        assert _outcome(h, [PROBE, Op("call", ("ctx",))])[4] == "ok"
-        assert h.restore_bring_up()
-    finally:
-        h.close()
-
-
-def test_the_c_snapshot_refuses_what_it_cannot_hold() -> None:
-    """save: EBUSY with a context alive or before a probe; restore: EINVAL without a
-    snapshot, ESTALE (the context unchanged) once the transport is no longer its own."""
-    from xdna_emu.shim import ffi, lib
-
-    h = ShimHarness("npu4")
-    try:
-        with pytest.raises(ShimError) as e:  # opened, not probed
-            h.shim.snapshot_save()
-        assert e.value.errno == errno.EBUSY
-        h.apply(PROBE)
-        snap = h.shim.snapshot_save()
-        h.apply(Op("call", ("ctx",)))
-        with pytest.raises(ShimError) as e:
-            h.shim.snapshot_save()
-        assert e.value.errno == errno.EBUSY
-        assert lib.xdna_shim_snapshot_restore(h.shim._c(), ffi.NULL) == -1  # noqa: SLF001
-        assert ffi.errno == errno.EINVAL
-        h.apply(Op("call", ("suspend",)))  # the async buffer goes: another transport
-        with pytest.raises(ShimError) as e:
-            h.shim.snapshot_restore(snap)
-        assert e.value.errno == errno.ESTALE
-        h.apply(Op("call", ("resume",)))
-        h.apply(Op("call", ("exec", 0, "nop")))
-        h.apply(Op("call", ("wait", 0, 1000)))
-        assert h.last == "ok"  # the refused restore changed nothing
-    finally:
-        h.close()
-
-
 #: (an example that changes what the probe set, one whose outcome depends on it)
 PAIRS = [
     # the mailbox RX timeout: a response 300 ms late is ETIME at 7 ms, in time at 1000 ms
@@ -155,6 +110,17 @@ PAIRS = [
      [PROBE, Op("call", ("ctx",)), Op("call", ("mgmt", 0x108, bytes(4)))]),
     ([PROBE, Op("fault", ("bad_size", 0, 1, 0)), Op("call", ("mgmt", 0x108, bytes(4)))],
      [PROBE, Op("call", ("mgmt", 0x108, bytes(4))), Op("call", ("ctx",))]),
+    # a stop, a suspend, a resume, an autosuspend: the async buffer freed and allocated anew
+    ([PROBE, Op("call", ("ctx",)), Op("call", ("stop",))],
+     [PROBE, Op("call", ("ctx",)), Op("call", ("exec", 0, "nop")), Op("call", ("wait", 0, 1000)),
+      Op("call", ("mgmt", 0x108, bytes(4)))]),
+    ([PROBE, Op("call", ("suspend",))], [PROBE, Op("call", ("ctx",)), Op("call", ("suspend",)),
+                                         Op("call", ("resume",)), Op("call", ("info", 0))]),
+    ([PROBE, Op("call", ("suspend",)), Op("call", ("resume",)), Op("call", ("ctx",))],
+     [PROBE, Op("fault", ("unsolicited", 0)), Op("call", ("ctx",)),
+      Op("call", ("exec", 0, "hang")), Op("call", ("wait", 0, 5000))]),
+    ([PROBE, Op("call", ("tick", 10_000)), Op("call", ("mgmt", 0x108, bytes(4)))],
+     [PROBE, Op("call", ("tick", 10_000)), Op("call", ("ctx",))]),
     # TURBO, a context's DPM vote, a context id allocation
     ([PROBE, Op("call", ("power", "turbo")), Op("call", ("qctx", 100, 0, 1, 0))],
      [PROBE, Op("call", ("ctx",)), Op("call", ("info", 0)), Op("call", ("exec", 0, "nop")),
@@ -182,3 +148,36 @@ def test_an_example_after_a_restore_runs_as_from_a_fresh_probe(first: list[Op], 
         assert got[3] == want_events
     finally:
         h.close()
+
+
+def test_the_c_snapshot_refuses_what_it_cannot_hold() -> None:
+    """save: EBUSY before a probe and with a context alive; restore: EINVAL without a
+    snapshot, ESTALE and nothing changed for another context's snapshot (its socket, BARs
+    and eventfds are not this one's)."""
+    from xdna_emu.shim import ffi, lib
+
+    a, b = ShimHarness("npu4"), ShimHarness("npu4")
+    try:
+        with pytest.raises(ShimError) as e:  # opened, not probed
+            a.shim.snapshot_save()
+        assert e.value.errno == errno.EBUSY
+        a.apply(PROBE)
+        b.apply(PROBE)
+        snap = a.shim.snapshot_save()
+        a.apply(Op("call", ("ctx",)))
+        with pytest.raises(ShimError) as e:
+            a.shim.snapshot_save()
+        assert e.value.errno == errno.EBUSY
+        assert lib.xdna_shim_snapshot_restore(a.shim._c(), ffi.NULL) == -1  # noqa: SLF001
+        assert ffi.errno == errno.EINVAL
+        b.apply(Op("call", ("ctx",)))
+        with pytest.raises(ShimError) as e:
+            b.shim.snapshot_restore(snap)
+        assert e.value.errno == errno.ESTALE
+        for h in (a, b):  # neither context changed: their contexts run jobs
+            h.apply(Op("call", ("exec", 0, "nop")))
+            h.apply(Op("call", ("wait", 0, 1000)))
+            assert h.last == "ok"
+    finally:
+        a.close()
+        b.close()

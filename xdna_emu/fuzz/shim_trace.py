@@ -68,7 +68,6 @@ had time (the driver aborts what it cannot finish).
 
 from __future__ import annotations
 
-import contextlib
 import errno as errno_mod
 import os
 from collections import Counter
@@ -169,8 +168,11 @@ class BringUp:
     shim: Shim
     c: Any  # the C snapshot (xdna_shim_snapshot_save)
     fn: Any  # PciFunction.save()
-    #: the host buffers behind the device's mappings, by (PASID, address)
+    #: the host buffers behind the device's mappings, by (PASID, address), each kept open
+    #: by a view of ours (an unmap closes a buffer no view holds): a stop or suspend unmaps
+    #: the async buffer, and the restore maps it for the device again (docs/spec/fuzzing.md §9)
     mem: dict[tuple[int, int], Any]
+    views: list[memoryview]
     sess: Any  # the daemon's Connection of the shim
     ctrl: bytes  # its ctrl page
     objects: list[tuple[Any, dict[str, Any], tuple[str, ...]]]
@@ -185,6 +187,9 @@ class BringUp:
             if fd is not None:
                 os.close(fd)
         self.wires = []
+        for v in self.views:
+            v.release()
+        self.views = []
 
 
 def _show_state(st: object) -> str:
@@ -329,26 +334,23 @@ class ShimHarness:
         objects = [_fields(o) for o in (self, self.ip, self.fi, self.model, self.umodel,
                                         self.uapi, d, sess) if o is not None]
         self.bring_up = BringUp(
-            shim=shim, c=c, fn=fn.save(), mem=mem, sess=sess, ctrl=bytes(sess.ctrl),
+            shim=shim, c=c, fn=fn.save(), mem=mem, views=[memoryview(m) for m in mem.values()],
+            sess=sess, ctrl=bytes(sess.ctrl),
             objects=objects, fi_rng=self.fi.rng.getstate(), wires=wires,
             fired=None if d.wires.fired is None else set(d.wires.fired))
         return self.bring_up
 
     def restore_bring_up(self) -> bool:
         """Put both sides back as :meth:`save_bring_up` left them, without a fresh device or a
-        probe; False (nothing restored, ``fresh`` is due) when the example changed what the
-        snapshot cannot restore: it stopped, suspended or reset the device (the shim's
-        transport and firmware buffers are new), enabled VFs, or lost the session."""
+        probe; False (``fresh`` is due) when the example changed what the snapshot cannot
+        restore: it reset the function or enabled VFs, or the session or the shim's
+        transport is gone."""
         b: BringUp | None = getattr(self, "bring_up", None)
         d = self.ip.daemon
         if (b is None or self.shim is not b.shim or d.vfs or b.sess.closed
                 or d.sessions.get(b.sess.id) is not b.sess):
             return False
         fn = d.fn
-        live = {(pasid, m.address): m for pasid, space in fn.iommu.spaces.items()
-                for m in space.maps}
-        if any(getattr(live.get(k), "mem", None) is not mem for k, mem in b.mem.items()):
-            return False  # a mapping of the bring-up went (its buffer with it)
         self.ip.claim_hooks()  # the other sessions' closes wait on this daemon
         self.uapi.close()  # the DRM files, a client session, the VFs' sessions: as release
         if self.client is not None:
@@ -361,10 +363,10 @@ class ShimHarness:
             return False
         for sess in [s for s in d.sessions.values() if s is not b.sess]:
             d.drop(sess, "closed")  # the closes above may not have reached the daemon yet
-        for (pasid, address), m in live.items():  # the example's own mappings go, so the
-            if b.mem.get((pasid, address)) is not m.mem:  # restore keeps the bring-up's
-                with contextlib.suppress(FileNotFoundError):  # (a dropped session's went)
-                    fn.dma_unmap(pasid, address, m.size)
+        live = [(pasid, m) for pasid, space in fn.iommu.spaces.items() for m in space.maps]
+        for pasid, m in live:  # the example's own mappings go, so the restore keeps the
+            if b.mem.get((pasid, m.address)) is not m.mem:  # bring-up's where they are
+                fn.dma_unmap(pasid, m.address, m.size)
         fn.restore(b.fn, host_memory=lambda ms: b.mem[(ms.pasid, ms.address)])
         for saved in b.objects:
             _put_back(saved)
