@@ -11,8 +11,8 @@
  * here without a word to the daemon: the device's restore drops their mappings. The
  * probe's DMA buffers (firmware image, async events, AIE4 cert and work buffers) a stop or
  * suspend frees and a resume allocates anew: the snapshot keeps a descriptor on each one's
- * memfd, and the restore frees the new one and maps the old one again at its address (the
- * caller keeps the daemon's view of it and maps it for the device again). What the probe
+ * memfd, and the restore frees the new one and maps the old one again (the caller keeps the
+ * daemon's view of it and maps it for the device again, at its IOVA). What the probe
  * made and no example replaces (the socket, BAR and ctrl mappings, MSI-X eventfds) must
  * still be the snapshot's, else the restore refuses (ESTALE) and the caller starts from a
  * fresh device.
@@ -37,6 +37,7 @@ struct xdna_shim_snapshot {
     /* the probe's DMA buffers: a descriptor of the snapshot's own on each memfd (-1: none),
      * and the one the context holds now (a restore may have mapped it again) */
     int buf_fd[4], live_fd[4];
+    void *live_va[4];
 };
 
 static struct xdna_dma_buf *probe_buf(struct xdna_shim_ctx *ctx, unsigned i)
@@ -129,6 +130,7 @@ struct xdna_shim_snapshot *xdna_shim_snapshot_save(struct xdna_shim_ctx *ctx)
     for (unsigned i = 0; i < 4; i++) {
         const struct xdna_dma_buf *b = probe_buf(ctx, i);
         snap->live_fd[i] = b->fd;
+        snap->live_va[i] = b->va;
         snap->buf_fd[i] = b->fd >= 0 ? fcntl(b->fd, F_DUPFD_CLOEXEC, 0) : -1;
         if (b->fd >= 0 && snap->buf_fd[i] < 0)
             goto close_bufs;
@@ -188,12 +190,14 @@ static bool buf_kept(struct xdna_shim_ctx *ctx, const struct xdna_shim_snapshot 
 {
     struct xdna_dma_buf want = *probe_buf((struct xdna_shim_ctx *)&snap->c, i);
     want.fd = snap->live_fd[i];
+    want.va = snap->live_va[i];
     return same_buf(probe_buf(ctx, i), &want);
 }
 
 /* Buffer i as the snapshot has it: the context's own (a resume's) freed, the snapshot's
- * memfd mapped again at its address; -1 when that address is taken (the buffer is then
- * gone from the context). */
+ * memfd mapped again (anywhere: the context reads its address from the buffer each time,
+ * and the device knows it by its IOVA, which is the snapshot's); -1 when that fails (the
+ * buffer is then gone from the context). */
 static int buf_back(struct xdna_shim_ctx *ctx, struct xdna_shim_snapshot *snap, unsigned i)
 {
     struct xdna_dma_buf *b = probe_buf(ctx, i);
@@ -206,16 +210,15 @@ static int buf_back(struct xdna_shim_ctx *ctx, struct xdna_shim_snapshot *snap, 
     int fd = fcntl(snap->buf_fd[i], F_DUPFD_CLOEXEC, 0);
     if (fd < 0)
         return xdna_fail(ctx, errno, "snapshot_restore: dup: %s", strerror(errno));
-    void *va = mmap(want->va, want->size, PROT_READ | PROT_WRITE,
-                    MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
-    if (va != want->va) {
-        if (va != MAP_FAILED)
-            munmap(va, want->size);
+    void *va = mmap(NULL, want->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (va == MAP_FAILED) {
+        int err = errno;
         close(fd);
-        return xdna_fail(ctx, ESTALE, "snapshot_restore: a DMA buffer's address is taken");
+        return xdna_fail(ctx, ESTALE, "snapshot_restore: mmap of a DMA buffer: %s", strerror(err));
     }
     *b = *want;
     b->fd = snap->live_fd[i] = fd;
+    b->va = snap->live_va[i] = va;
     return 0;
 }
 

@@ -437,7 +437,7 @@ int xdna_shim_monitor_step(struct xdna_shim_ctx *ctx);
  * those buffers) and the daemon's session beside it. ESTALE, with the context unchanged,
  * when the transport is no longer the snapshot's (another socket, BAR or ctrl mapping or
  * vector table) or the socket is dead; ESTALE, with the context fit only for close, when a
- * buffer's address was taken meanwhile. */
+ * buffer cannot be mapped again. */
 struct xdna_shim_snapshot;
 struct xdna_shim_snapshot *xdna_shim_snapshot_save(struct xdna_shim_ctx *ctx);
 int xdna_shim_snapshot_restore(struct xdna_shim_ctx *ctx, struct xdna_shim_snapshot *snap);
