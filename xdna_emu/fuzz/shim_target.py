@@ -12,9 +12,12 @@ Run as a worker (what ``xdna-emu fuzz --target shim --jobs N`` starts N of)::
 
     python -m xdna_emu.fuzz.shim_target --seconds 60 --seed 1 --corpus DIR --stats FILE
 
-With ``--fork`` (or ``XDNA_FUZZ_FORK=1``) each example runs in a fork of the process as it
-is after one probe (:mod:`.forkserver`): it pays for no fresh device and no probe, and a
-crash or hang in C is a finding instead of the worker's end (docs/spec/fuzzing.md §9).
+An example whose first line is ``call probe`` (every generated one) starts from a snapshot
+of both sides as the first probe left them (``ShimHarness.save_bring_up``): it pays for no
+fresh device, no probe and no hang-up (docs/spec/fuzzing.md §9; ``--no-snapshot`` or
+``XDNA_FUZZ_SNAPSHOT=0`` turns it off). With ``--fork`` (or ``XDNA_FUZZ_FORK=1``) each
+example runs in a fork of the probed process instead (:mod:`.forkserver`), where a crash
+or hang in C is a finding instead of the worker's end.
 
 With ``--atheris`` the examples come from libFuzzer instead: the input bytes drive the same
 op generator (:class:`ByteRandom`), and the guidance is edge coverage of the C shim itself,
@@ -61,6 +64,8 @@ FUZZ_TARGETS = [
 MAX_OPS = 40
 #: set to 1 to run the examples of ``xdna-emu fuzz --target shim`` workers in forks
 FORK_ENV = "XDNA_FUZZ_FORK"
+#: set to 0 to start every example of the workers from a fresh device and a probe
+SNAPSHOT_ENV = "XDNA_FUZZ_SNAPSHOT"
 #: Wall-clock limit of one example. Virtual time bounds every wait, so an example that runs
 #: this long is stuck in C; faulthandler then ends the worker with a traceback and the
 #: example, saved beforehand to ``current``, becomes the finding (see fuzz/cli.py). In
@@ -464,9 +469,10 @@ class ShimFuzzer(FindingLog):
 
 def run(seconds: float, seed: int = 1, chip: str = "npu4", artifacts: Path | None = None,
         corpus: Path | None = None, stats: Path | None = None,
-        current: Path | None = None, stop: StopFlag | None = None, fork: bool = False) -> dict[str, Any]:
+        current: Path | None = None, stop: StopFlag | None = None, fork: bool = False,
+        snapshot: bool = True) -> dict[str, Any]:
     """One in-process campaign; returns the worker's stats."""
-    fz = ShimFuzzer(chip, seed, artifacts, corpus, current, fork=fork)
+    fz = ShimFuzzer(chip, seed, artifacts, corpus, current, fork=fork, snapshot=snapshot)
     try:
         return fz.fuzz(seconds, stats, stop=stop)
     finally:
@@ -518,6 +524,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--current", help="file holding the example being run (for wall-clock hangs)")
     p.add_argument("--fork", action="store_true", default=os.environ.get(FORK_ENV, "") == "1",
                    help=f"run each example in a fork of the probed process (also {FORK_ENV}=1)")
+    p.add_argument("--no-snapshot", dest="snapshot", action="store_false",
+                   default=os.environ.get(SNAPSHOT_ENV, "") != "0",
+                   help="start every example from a fresh device and a probe, not from the "
+                        f"bring-up snapshot (also {SNAPSHOT_ENV}=0)")
     p.add_argument("--atheris", action="store_true",
                    help="libFuzzer drives the examples (arguments after -- go to libFuzzer)")
     p.add_argument("--report", metavar="STATS",
@@ -532,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     opt = [Path(v) if v else None for v in (args.corpus, args.stats, args.current)]
     run(args.seconds, args.seed, args.chip, Path(args.artifacts), *opt, stop=StopFlag().install(),
-        fork=args.fork)
+        fork=args.fork, snapshot=args.snapshot)
     return 0
 
 
