@@ -82,9 +82,9 @@ static int check_bare(struct xdna_shim_ctx *ctx)
         return xdna_fail(ctx, EBUSY, "snapshot: not a probed driver session in deterministic mode");
     if (s->dev_busy || s->in_housekeeping || ctx->sock_dead)
         return xdna_fail(ctx, EBUSY, "snapshot: a device sequence is in flight");
-    /* the posted async-event messages stay pending (their callbacks and buffers live in the
-     * context and its async buffer, which a restore requires unchanged); a caller's wait
-     * must not */
+    /* the posted async-event messages stay pending (their callbacks, ids and responses live
+     * in the context, their buffers in the async buffer, which a restore puts back); a
+     * caller's wait must not */
     for (unsigned i = 0; i < MBOX_MAX_IDS; i++)
         if (ctx->mgmt.pend[i].in_use && !ctx->mgmt.pend[i].async)
             return xdna_fail(ctx, EBUSY, "snapshot: management message %u is awaited", i);
@@ -108,32 +108,35 @@ struct xdna_shim_snapshot *xdna_shim_snapshot_save(struct xdna_shim_ctx *ctx)
     if (check_bare(ctx) < 0)
         goto fail;
     snap = calloc(1, sizeof(*snap));
-    if (!snap)
-        goto no_mem;
+    if (!snap) {
+        xdna_fail(ctx, ENOMEM, "snapshot: out of memory");
+        goto fail;
+    }
     for (unsigned i = 0; i < 4; i++)
         snap->buf_fd[i] = -1;
     snap->c = *ctx;
-    snap->irq_fds = calloc(ctx->nvec ? ctx->nvec : 1, sizeof(int));
-    if (!snap->irq_fds)
+    unsigned n = ctx->nvec ? ctx->nvec : 1;
+    snap->irq_fds = calloc(n, sizeof(int));
+    snap->vec_owned = calloc(n, 1);
+    snap->counts = calloc(SNAP_FIXED_FDS + ctx->nvec, sizeof(eventfd_t));
+    if (!snap->irq_fds || !snap->vec_owned || !snap->counts) {
+        xdna_fail(ctx, ENOMEM, "snapshot: out of memory");
         goto free_snap;
-    snap->vec_owned = calloc(ctx->nvec ? ctx->nvec : 1, 1);
-    if (!snap->vec_owned)
-        goto free_fds;
+    }
     if (ctx->nvec) {
         memcpy(snap->irq_fds, ctx->irq_fds, ctx->nvec * sizeof(int));
         if (ctx->s.vec_owned)
             memcpy(snap->vec_owned, ctx->s.vec_owned, ctx->nvec);
     }
-    snap->counts = calloc(SNAP_FIXED_FDS + ctx->nvec, sizeof(eventfd_t));
-    if (!snap->counts)
-        goto free_owned;
     for (unsigned i = 0; i < 4; i++) {
         const struct xdna_dma_buf *b = probe_buf(ctx, i);
         snap->live_fd[i] = b->fd;
         snap->live_va[i] = b->va;
         snap->buf_fd[i] = b->fd >= 0 ? fcntl(b->fd, F_DUPFD_CLOEXEC, 0) : -1;
-        if (b->fd >= 0 && snap->buf_fd[i] < 0)
-            goto close_bufs;
+        if (b->fd >= 0 && snap->buf_fd[i] < 0) {
+            xdna_fail(ctx, errno, "snapshot: dup of a DMA buffer: %s", strerror(errno));
+            goto free_snap;
+        }
     }
     for (unsigned i = 0; i < SNAP_FIXED_FDS + ctx->nvec; i++) { /* read, and put back */
         int fd = count_fd(ctx, i);
@@ -144,19 +147,12 @@ struct xdna_shim_snapshot *xdna_shim_snapshot_save(struct xdna_shim_ctx *ctx)
     xdna_unlock(&ctx->s.lock);
     return snap;
 
-close_bufs:
-    for (unsigned i = 0; i < 4; i++)
-        if (snap->buf_fd[i] >= 0)
-            close(snap->buf_fd[i]);
-    free(snap->counts);
-free_owned:
-    free(snap->vec_owned);
-free_fds:
-    free(snap->irq_fds);
-free_snap:
-    free(snap);
-no_mem:
-    xdna_fail(ctx, ENOMEM, "snapshot: out of memory");
+free_snap: /* the failure is recorded: keep its errno over the frees */
+    {
+        int err = errno;
+        xdna_shim_snapshot_free(snap);
+        errno = err;
+    }
 fail: {
         int err = errno;
         xdna_set_tls_error(err, "%s", ctx->last_error);
