@@ -263,8 +263,9 @@ class ShimFuzzer(FindingLog):
 
     # -- one example -------------------------------------------------------------------------
     def run_one(self, ops: list[Op]) -> bool:
-        """Run ``ops`` from a fresh device; True when new coverage was reached. With the fork
-        server on, the example runs in a fork of the brought-up process (``_forked``)."""
+        """Run ``ops`` as from a fresh device; True when new coverage was reached. An example
+        opening with ``call probe`` starts from the bring-up snapshot (``_from_bring_up``),
+        or with the fork server on in a fork of the brought-up process (``_forked``)."""
         from .trace import Trace, replay
 
         self.execs += 1
