@@ -743,6 +743,13 @@ void xdna_hwctx_drop_all(struct xdna_shim_ctx *ctx)
     stop_each(ctx, false, false);
 }
 
+void xdna_hwctx_forget_all(struct xdna_shim_ctx *ctx)
+{
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
+        if (ctx->s.hw[i])
+            hw_free(ctx, ctx->s.hw[i]);
+}
+
 int xdna_hwctx_restart_all(struct xdna_shim_ctx *ctx)
 {
     int rc = 0;

@@ -594,6 +594,9 @@ struct xdna_hwctx {
 /* Firmware side of every live context: stop (PM suspend) / restart (resume). */
 void xdna_hwctx_stop_all(struct xdna_shim_ctx *ctx);
 void xdna_hwctx_drop_all(struct xdna_shim_ctx *ctx);
+/* Free every context (its BOs, its slot) without a message: the caller marked the socket
+ * dead first (a snapshot's restore, snapshot.c). */
+void xdna_hwctx_forget_all(struct xdna_shim_ctx *ctx);
 /* Unmask every MSI-X table entry again (after a function reset, as the PCI core restores). */
 int xdna_msix_restore(struct xdna_shim_ctx *ctx);
 int xdna_hwctx_restart_all(struct xdna_shim_ctx *ctx);

@@ -423,6 +423,26 @@ int xdna_shim_set_hooks(struct xdna_shim_ctx *ctx, const struct xdna_shim_hooks 
  * call it from inside one of ctx's own calls (its wait hook): the lock is not recursive. */
 int xdna_shim_monitor_step(struct xdna_shim_ctx *ctx);
 
+/* ---- deterministic mode: a snapshot after the probe (snapshot.c) ------------------ */
+
+/* For the shim fuzz target only (docs/spec/fuzzing.md §9): the driver state a probe left in
+ * a monitor-less driver context, so that the next example starts from it instead of a fresh
+ * device and a new probe. save copies it (EBUSY unless the context is a probed driver
+ * session in deterministic mode with no context, BO, heap, firmware log, health buffer or
+ * awaited management message). restore frees what the context holds beyond the snapshot
+ * (contexts, BOs, heap, firmware-log rings, the health buffer) without a word to the daemon,
+ * maps the probe's DMA buffers again where a stop or suspend freed them (the snapshot keeps
+ * their memfds) and puts the saved fields back, the counters of its eventfds too (those it
+ * shares with the daemon included); the caller restores the device (and its mappings of
+ * those buffers) and the daemon's session beside it. ESTALE, with the context unchanged,
+ * when the transport is no longer the snapshot's (another socket, BAR or ctrl mapping or
+ * vector table) or the socket is dead; ESTALE, with the context fit only for close, when a
+ * buffer cannot be mapped again. */
+struct xdna_shim_snapshot;
+struct xdna_shim_snapshot *xdna_shim_snapshot_save(struct xdna_shim_ctx *ctx);
+int xdna_shim_snapshot_restore(struct xdna_shim_ctx *ctx, struct xdna_shim_snapshot *snap);
+void xdna_shim_snapshot_free(struct xdna_shim_snapshot *snap);
+
 /* ---- floors for `xdna-emu bench` (bench.c) ----------------------------------------- */
 
 /* n eventfd round trips from C: write 1 to tx_fd, wait (poll, up to timeout_ms) until

@@ -26,7 +26,7 @@ ACCEL_HEADER = _cbuild.CSRC / "uapi" / "accel.h"
 SOURCES = ("chips.c", "core.c", "event.c", "proto.c", "pci.c", "smu.c", "psp.c", "mailbox.c",
            "message.c", "async.c", "hw.c", "pm.c", "monitor.c", "bo.c", "hwctx.c", "parse.c",
            "api.c", "dpt.c", "aie4_psp.c", "aie4_hw.c", "aie4_ctx.c", "lockdep.c", "bench.c",
-           "uapi/accel.c", "uapi/argcheck.c", "uapi/registry.c")
+           "snapshot.c", "uapi/accel.c", "uapi/argcheck.c", "uapi/registry.c")
 
 _cbuild.generate("chips.cgen", "fw.iface.cgen", "protogen", "uapigen")
 

@@ -756,7 +756,9 @@ class Daemon:
                 timeout = BACKLOG_POLL_S if timeout is None else min(timeout, BACKLOG_POLL_S)
         return timeout
 
-    def _step(self, timeout: float | None) -> None:
+    def _step(self, timeout: float | None) -> bool:
+        """One turn of the loop; True when select() found events (the in-process wait hook
+        asks: something was ready, so the shim spins instead of letting time pass)."""
         self.wires.fired.clear()
         for d in self.vfs:  # a PF serves its VFs on this loop (aie4.md §10)
             d.wires.fired.clear()
@@ -781,6 +783,7 @@ class Daemon:
             polling = self._serve(events, spun)
             if polling is not None:
                 self._spin(polling)
+        return bool(events)
 
     def _serve(self, events: list[tuple[selectors.SelectorKey, int]],
                spun: list[Connection]) -> int | None:

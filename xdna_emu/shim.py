@@ -591,6 +591,20 @@ class Shim:
         another session's call waits (never from inside this shim's own call)."""
         self._check(lib.xdna_shim_monitor_step(self._c()))
 
+    def snapshot_save(self) -> Any:
+        """Deterministic mode, the fuzz target's bring-up (docs/spec/fuzzing.md §9): the
+        driver state the probe left, restorable with :meth:`snapshot_restore` (freed with
+        the returned object). ShimError EBUSY unless the session is probed and bare."""
+        snap = lib.xdna_shim_snapshot_save(self._c())
+        if snap == ffi.NULL:
+            raise _error(self._ctx)
+        return ffi.gc(snap, lib.xdna_shim_snapshot_free)
+
+    def snapshot_restore(self, snap: Any) -> None:
+        """Free what was added since ``snap`` without telling the daemon and put its fields
+        back; ShimError ESTALE (nothing changed) when the transport is no longer its own."""
+        self._check(lib.xdna_shim_snapshot_restore(self._c(), snap))
+
     def last_async_error(self) -> dict[str, int]:
         e = ffi.new("struct xdna_shim_async_error *")
         self._check(lib.xdna_shim_last_async_error(self._c(), e))

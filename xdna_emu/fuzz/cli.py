@@ -410,9 +410,9 @@ def _summary(args: argparse.Namespace, engine: str, workers: list[_Worker], elap
             "seconds": round(elapsed, 2), "execs": execs,
             "execs_per_s": rate, "wall_execs_per_s": wall_rate, "cpu_execs_per_s": cpu_rate,
             "crashes": crashes, "hangs": hangs, "coverage": cov, "corpus_size": corpus_size,
-            # a target's own counters (the shim's steps and forks, the device's snapshot restores)
+            # a target's own counters (the shim's steps, forks, restores and bring-ups, the device's restores)
             **{k: sum(i.get(k, 0) for i in infos) for k in ("steps", "restored", "memo_hits", "tracking_misses",
-                                                                 "journal_misses", "forks")
+                                                                 "journal_misses", "forks", "bring_ups")
                if any(k in i for i in infos)},
             **{k: i[k] for i in infos[:1] for k in ("page_tracking",) if k in i},
             "unique": sorted({u for i in infos for u in i.get("unique", [])}),

@@ -12,9 +12,12 @@ Run as a worker (what ``xdna-emu fuzz --target shim --jobs N`` starts N of)::
 
     python -m xdna_emu.fuzz.shim_target --seconds 60 --seed 1 --corpus DIR --stats FILE
 
-With ``--fork`` (or ``XDNA_FUZZ_FORK=1``) each example runs in a fork of the process as it
-is after one probe (:mod:`.forkserver`): it pays for no fresh device and no probe, and a
-crash or hang in C is a finding instead of the worker's end (docs/spec/fuzzing.md §9).
+An example whose first line is ``call probe`` (every generated one) starts from a snapshot
+of both sides as the first probe left them (``ShimHarness.save_bring_up``): it pays for no
+fresh device, no probe and no hang-up (docs/spec/fuzzing.md §9; ``--no-snapshot`` or
+``XDNA_FUZZ_SNAPSHOT=0`` turns it off). With ``--fork`` (or ``XDNA_FUZZ_FORK=1``) each
+example runs in a fork of the probed process instead (:mod:`.forkserver`), where a crash
+or hang in C is a finding instead of the worker's end.
 
 With ``--atheris`` the examples come from libFuzzer instead: the input bytes drive the same
 op generator (:class:`ByteRandom`), and the guidance is edge coverage of the C shim itself,
@@ -40,13 +43,14 @@ from typing import Any
 
 from ..fw.aie4.messages import Opcode as A4Opcode
 from ..fw.messages import Opcode
+from ..shim import ShimError
 from .atheris_target import FindingLog, StopFlag, write_stats
 from .faults import ACT_FAULTS, MSG_FAULTS
 from .forkserver import ForkError, ForkServer
 from .invariants import Failure, Hang
 from .model import FORMS
 from .ops import Op, TraceError
-from .shim_trace import KERNELS, POWER_MODES, ShimCrash, ShimHarness
+from .shim_trace import KERNELS, POWER_MODES, PROBE, ShimCrash, ShimHarness
 from .uapi_trace import random_ioctl, seed_ops
 
 STATS_EVERY_S = 0.5
@@ -58,10 +62,10 @@ FUZZ_TARGETS = [
      "bench": True, "order": 1},
 ]
 MAX_OPS = 40
-#: the first line of every generated example: the fork server's bring-up
-PROBE = Op("call", ("probe",))
 #: set to 1 to run the examples of ``xdna-emu fuzz --target shim`` workers in forks
 FORK_ENV = "XDNA_FUZZ_FORK"
+#: set to 0 to start every example of the workers from a fresh device and a probe
+SNAPSHOT_ENV = "XDNA_FUZZ_SNAPSHOT"
 #: Wall-clock limit of one example. Virtual time bounds every wait, so an example that runs
 #: this long is stuck in C; faulthandler then ends the worker with a traceback and the
 #: example, saved beforehand to ``current``, becomes the finding (see fuzz/cli.py). In
@@ -229,7 +233,8 @@ class ShimFuzzer(FindingLog):
     """The mutational loop, with the same accounting as the device targets."""
 
     def __init__(self, chip: str, seed: int, artifacts: Path | None,
-                 corpus_dir: Path | None, current: Path | None = None, fork: bool = False) -> None:
+                 corpus_dir: Path | None, current: Path | None = None, fork: bool = False,
+                 snapshot: bool = True) -> None:
         logging.getLogger("xdna_emu").setLevel(logging.CRITICAL)
         self.chip, self.rng = chip, random.Random(seed)
         self.artifacts, self.corpus_dir, self.current = artifacts, corpus_dir, current
@@ -238,6 +243,10 @@ class ShimFuzzer(FindingLog):
         #: never under libFuzzer, whose coverage counters must see the example run)
         self.fork = fork and ForkServer.available()
         self._fork_server: ForkServer | None = None
+        #: start each example opening with ``call probe`` from the bring-up snapshot instead
+        #: of a fresh device and a probe (docs/spec/fuzzing.md §9)
+        self.snapshot = snapshot
+        self.restored = self.bring_ups = 0  # examples from the snapshot, and re-probes
         self._watch_until = 0.0  # when the armed wall-clock watchdog fires (0: not armed)
         self.execs = self.crashes = self.hangs = self.steps = 0
         self.t0 = time.monotonic()
@@ -254,8 +263,9 @@ class ShimFuzzer(FindingLog):
 
     # -- one example -------------------------------------------------------------------------
     def run_one(self, ops: list[Op]) -> bool:
-        """Run ``ops`` from a fresh device; True when new coverage was reached. With the fork
-        server on, the example runs in a fork of the brought-up process (``_forked``)."""
+        """Run ``ops`` as from a fresh device; True when new coverage was reached. An example
+        opening with ``call probe`` starts from the bring-up snapshot (``_from_bring_up``),
+        or with the fork server on in a fork of the brought-up process (``_forked``)."""
         from .trace import Trace, replay
 
         self.execs += 1
@@ -267,6 +277,9 @@ class ShimFuzzer(FindingLog):
             self.fork = False  # this process cannot be forked from: examples run in it
         if self.fork:
             steps, events, failure, step = self._forked(ops)
+        elif self.snapshot and ops and ops[0] == PROBE:
+            self._watch()
+            steps, events, failure, step = self._from_bring_up(ops)
         else:
             self._watch()
             res = replay(trace, self.session)
@@ -281,6 +294,27 @@ class ShimFuzzer(FindingLog):
         if failure is not None:
             self.record(failure, ops[: (step or 0) + 1])
         return new
+
+    def _from_bring_up(self, ops: list[Op]) -> tuple[int, Counter[str], Failure | None, int | None]:
+        """(steps, coverage events, finding, index of the failing op) of ``ops``, whose first
+        line is ``call probe``, run on from the bring-up snapshot (docs/spec/fuzzing.md §9):
+        the last example's state is restored to the one ``fresh`` and the probe left, or,
+        where that cannot be (the example stopped, suspended or reset the device), a fresh
+        device is probed and saved again. A probe that fails runs as the example's own."""
+        from .trace import Trace, replay, resume
+
+        s = self.session
+        if s.restore_bring_up():
+            self.restored += 1
+        else:
+            self.bring_ups += 1
+            try:
+                s.save_bring_up()
+            except (Failure, ShimError):
+                res = replay(Trace(self.chip, ops, target="shim"), s)
+                return res.steps, s.events, None if res.ok else res.failure, res.step
+        res = resume(s, ops, 1)
+        return res.steps, s.events, None if res.ok else res.failure, res.step
 
     def _watch(self) -> None:
         """Arm faulthandler's wall-clock watchdog to fire no sooner than EXAMPLE_WALL_S from
@@ -408,7 +442,8 @@ class ShimFuzzer(FindingLog):
     def stats(self) -> dict[str, Any]:
         forks = {"forks": self._fork_server.forks} if self._fork_server is not None else {}
         return {"execs": self.execs, "steps": self.steps, **self.finding_stats(),
-                "coverage": len(self.features), "corpus": len(self.corpus), **forks}
+                "coverage": len(self.features), "corpus": len(self.corpus),
+                "restored": self.restored, "bring_ups": self.bring_ups, **forks}
 
     # -- the loop ---------------------------------------------------------------------------
     def fuzz(self, seconds: float, stats: Path | None = None,
@@ -435,9 +470,10 @@ class ShimFuzzer(FindingLog):
 
 def run(seconds: float, seed: int = 1, chip: str = "npu4", artifacts: Path | None = None,
         corpus: Path | None = None, stats: Path | None = None,
-        current: Path | None = None, stop: StopFlag | None = None, fork: bool = False) -> dict[str, Any]:
+        current: Path | None = None, stop: StopFlag | None = None, fork: bool = False,
+        snapshot: bool = True) -> dict[str, Any]:
     """One in-process campaign; returns the worker's stats."""
-    fz = ShimFuzzer(chip, seed, artifacts, corpus, current, fork=fork)
+    fz = ShimFuzzer(chip, seed, artifacts, corpus, current, fork=fork, snapshot=snapshot)
     try:
         return fz.fuzz(seconds, stats, stop=stop)
     finally:
@@ -489,6 +525,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--current", help="file holding the example being run (for wall-clock hangs)")
     p.add_argument("--fork", action="store_true", default=os.environ.get(FORK_ENV, "") == "1",
                    help=f"run each example in a fork of the probed process (also {FORK_ENV}=1)")
+    p.add_argument("--no-snapshot", dest="snapshot", action="store_false",
+                   default=os.environ.get(SNAPSHOT_ENV, "") != "0",
+                   help="start every example from a fresh device and a probe, not from the "
+                        f"bring-up snapshot (also {SNAPSHOT_ENV}=0)")
     p.add_argument("--atheris", action="store_true",
                    help="libFuzzer drives the examples (arguments after -- go to libFuzzer)")
     p.add_argument("--report", metavar="STATS",
@@ -503,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     opt = [Path(v) if v else None for v in (args.corpus, args.stats, args.current)]
     run(args.seconds, args.seed, args.chip, Path(args.artifacts), *opt, stop=StopFlag().install(),
-        fork=args.fork)
+        fork=args.fork, snapshot=args.snapshot)
     return 0
 
 

@@ -69,6 +69,7 @@ had time (the driver aborts what it cannot finish).
 from __future__ import annotations
 
 import errno as errno_mod
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,6 +126,70 @@ FAULT_SPEC = "iii"
 FW_STOPPING = frozenset({"unload", "fw_fatal", "reset"})
 #: driver-session calls that end or re-create every session's contexts and jobs
 DEVICE_EVENTS = frozenset({"stop", "suspend", "resume", "probe", "flr"})
+
+
+#: the first line of a generated example: the probe the bring-up snapshot stands for
+PROBE = Op("call", ("probe",))
+#: containers a snapshot copies one level deep (the objects mutate them in place)
+_COPIED = (list, dict, Counter, set, bytearray)
+
+
+def _copied(v: Any) -> Any:
+    t = type(v)
+    if t is Counter:  # Counter(v) counts v's items one by one
+        c: Counter[Any] = Counter()
+        dict.update(c, v)
+        return c
+    return t(v) if t in _COPIED else v
+
+
+def _fields(obj: Any) -> tuple[Any, dict[str, Any], tuple[str, ...]]:
+    """(obj, its fields, which of them are containers): a restore puts the fields back and
+    copies the containers again (the objects an example makes are its own)."""
+    d = {k: _copied(v) for k, v in vars(obj).items()}
+    return obj, d, tuple(k for k, v in d.items() if type(v) in _COPIED)
+
+
+def _put_back(saved: tuple[Any, dict[str, Any], tuple[str, ...]]) -> None:
+    obj, d, containers = saved
+    live = vars(obj)
+    live.clear()
+    live.update(d)
+    for k in containers:
+        live[k] = _copied(d[k])
+
+
+@dataclass
+class BringUp:
+    """Both sides as ``fresh`` and ``call probe`` left them (docs/spec/fuzzing.md §9): the C
+    shim's driver state, the device, the daemon's session, the eventfd counters and the
+    harness's own objects. ``ShimHarness.restore_bring_up`` puts them back."""
+
+    shim: Shim
+    c: Any  # the C snapshot (xdna_shim_snapshot_save)
+    fn: Any  # PciFunction.save()
+    #: the host buffers behind the device's mappings, by (PASID, address), each kept open
+    #: by a view of ours (an unmap closes a buffer no view holds): a stop or suspend unmaps
+    #: the async buffer, and the restore maps it for the device again (docs/spec/fuzzing.md §9)
+    mem: dict[tuple[int, int], Any]
+    views: list[memoryview]
+    sess: Any  # the daemon's Connection of the shim
+    ctrl: bytes  # its ctrl page
+    objects: list[tuple[Any, dict[str, Any], tuple[str, ...]]]
+    fi_rng: Any
+    #: MSI-X wires: per vector a descriptor of our own on its eventfd (the shim's: the C
+    #: snapshot keeps its counter), None when not wired
+    wires: list[int | None]
+    fired: set[int] | None
+
+    def close(self) -> None:
+        for fd in self.wires:
+            if fd is not None:
+                os.close(fd)
+        self.wires = []
+        for v in self.views:
+            v.release()
+        self.views = []
 
 
 def _show_state(st: object) -> str:
@@ -198,6 +263,7 @@ class ShimHarness:
         self.use_model = True  # check every call against the driver's contract (model.py)
         self.calls: dict[str, Callable[..., Any]] = {
             name: getattr(self, "c_" + name) for name in CALL_SPECS}
+        self.bring_up: BringUp | None = None  # save_bring_up (docs/spec/fuzzing.md §9)
         self.fresh()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -243,12 +309,93 @@ class ShimHarness:
         self.events.clear()
         return self
 
+    # -- the bring-up snapshot (docs/spec/fuzzing.md §9) ------------------------------------
+    def save_bring_up(self) -> BringUp:
+        """``fresh`` and ``call probe`` as an example's first line runs them, then a snapshot
+        of both sides: :meth:`restore_bring_up` starts the next example from it. Raises the
+        probe's finding, or ShimError when the probe did not leave a bare probed session."""
+        if self.bring_up is not None:  # first: its descriptors must not look live below
+            self.bring_up.close()
+            self.bring_up = None
+        self.fresh()
+        self.apply(PROBE)
+        if self.last != "ok":
+            raise ShimError(errno_mod.EAGAIN, f"the probe gave {self.last}")
+        d, shim = self.ip.daemon, self.shim
+        sess = d.driver
+        if sess is None or len(d.sessions) != 1 or d.vfs or self.client is not None:
+            raise ShimError(errno_mod.EBUSY, "the probe left other sessions")
+        c = shim.snapshot_save()
+        fn = d.fn
+        mem = {(pasid, m.address): m.mem for pasid, space in fn.iommu.spaces.items()
+               for m in space.maps}
+        wires = [None if d.wires.fd(v) is None else os.dup(d.wires.fd(v))  # type: ignore[arg-type]
+                 for v in range(d.chip.msix.vectors)]
+        objects = [_fields(o) for o in (self, self.ip, self.fi, self.model, self.umodel,
+                                        self.uapi, d, sess) if o is not None]
+        self.bring_up = BringUp(
+            shim=shim, c=c, fn=fn.save(), mem=mem, views=[memoryview(m) for m in mem.values()],
+            sess=sess, ctrl=bytes(sess.ctrl),
+            objects=objects, fi_rng=self.fi.rng.getstate(), wires=wires,
+            fired=None if d.wires.fired is None else set(d.wires.fired))
+        return self.bring_up
+
+    def restore_bring_up(self) -> bool:
+        """Put both sides back as :meth:`save_bring_up` left them, without a fresh device or a
+        probe; False (``fresh`` is due) when the example changed what the snapshot cannot
+        restore: it reset the function or enabled VFs, or the session or the shim's
+        transport is gone."""
+        b: BringUp | None = getattr(self, "bring_up", None)
+        d = self.ip.daemon
+        if (b is None or self.shim is not b.shim or d.vfs or b.sess.closed
+                or d.sessions.get(b.sess.id) is not b.sess):
+            return False
+        fn = d.fn
+        self.ip.claim_hooks()  # the other sessions' closes wait on this daemon
+        self.uapi.close()  # the DRM files, a client session, the VFs' sessions: as release
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        self._close_vfs()
+        try:
+            self.shim.snapshot_restore(b.c)
+        except ShimError:
+            return False
+        for sess in [s for s in d.sessions.values() if s is not b.sess]:
+            d.drop(sess, "closed")  # the closes above may not have reached the daemon yet
+        live = [(pasid, m) for pasid, space in fn.iommu.spaces.items() for m in space.maps]
+        for pasid, m in live:  # the example's own mappings go, so the restore keeps the
+            if b.mem.get((pasid, m.address)) is not m.mem:  # bring-up's where they are
+                fn.dma_unmap(pasid, m.address, m.size)
+        fn.restore(b.fn, host_memory=lambda ms: b.mem[(ms.pasid, ms.address)])
+        for saved in b.objects:
+            _put_back(saved)
+        self.bring_up = b  # the harness's fields were taken before it existed
+        b.sess.ctrl[:] = b.ctrl
+        self.fi.rng.setstate(b.fi_rng)
+        self.fi.install(fn.device, self.ip.clock)
+        d._publish_config()  # noqa: SLF001 - the sysfs config file follows config space
+        wires = d.wires
+        for v, fd in enumerate(b.wires):
+            if fd is None:
+                if wires.fd(v) is not None:
+                    wires.clear([v])
+            elif wires.fd(v) is None:  # the shim's own eventfd of the vector, again
+                wires.set(v, [os.dup(fd)])
+        if b.fired is not None and wires.fired is not None:
+            wires.fired.clear()
+            wires.fired.update(b.fired)
+        return True
+
     def _close_vfs(self) -> None:
         for s in getattr(self, "vf_all", []):
             s.close()
         self.vf_all = []
 
     def close(self) -> None:
+        if self.bring_up is not None:
+            self.bring_up.close()
+            self.bring_up = None
         self.ip.claim_hooks()  # the files' and shims' closes wait on this daemon
         self.uapi.close()
         if self.client is not None:
