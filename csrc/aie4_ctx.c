@@ -302,6 +302,9 @@ int xdna_shim_cert_log_attach(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_
 {
     if (xdna_api_enter(ctx) < 0)
         return -1;
+    /* a context config call: the device resumes for it (docs/spec/aie4.md §11) */
+    if (xdna_is_aie4(ctx->chip) && xdna_rpm_get(ctx) < 0)
+        return xdna_api_leave(ctx, -1);
     struct xdna_hwctx *hw = aie4_hw(ctx, hwctx, "cert_log_attach");
     if (!hw)
         return xdna_api_leave(ctx, -1);
@@ -350,6 +353,9 @@ int xdna_shim_cert_log_detach(struct xdna_shim_ctx *ctx, uint32_t hwctx)
 {
     if (xdna_api_enter(ctx) < 0)
         return -1;
+    /* a context config call: the device resumes for it (docs/spec/aie4.md §11) */
+    if (xdna_is_aie4(ctx->chip) && xdna_rpm_get(ctx) < 0)
+        return xdna_api_leave(ctx, -1);
     struct xdna_hwctx *hw = aie4_hw(ctx, hwctx, "cert_log_detach");
     if (!hw)
         return xdna_api_leave(ctx, -1);

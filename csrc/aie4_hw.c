@@ -197,6 +197,22 @@ static int async_events_start(struct xdna_shim_ctx *ctx)
     return 0;
 }
 
+/* A PF whose VFs are still enabled tells a firmware that started again (resume, a probe
+ * after stop) about them: the firmware forgets its VFs when it stops, as the driver's
+ * reset_done re-sends their count after a firmware reload (docs/spec/aie4.md §10). */
+static int vfs_again(struct xdna_shim_ctx *ctx)
+{
+    uint16_t total, cur;
+    if (!is_pf(ctx))
+        return 0;
+    if (xdna_pci_sriov(ctx, &total, &cur) < 0)
+        return -1;
+    if (!cur)
+        return 0;
+    xdna_aie4_create_vfs_req_t req = {.num_vfs = cur};
+    return xdna_fw_req(ctx, XDNA_AIE4_MSG_CREATE_VFS, &req, sizeof(req), NULL, 0);
+}
+
 static int mgmt_init(struct xdna_shim_ctx *ctx)
 {
     const struct xdna_chip_desc *c = ctx->chip;
@@ -234,7 +250,9 @@ static int mgmt_init(struct xdna_shim_ctx *ctx)
             return xdna_fail(ctx, EINVAL, "CREATE_PARTITION returned partition id 0");
         ctx->info.partition_id = pp.partition_id;
     }
-    return async_events_start(ctx);
+    if (async_events_start(ctx) < 0)
+        return -1;
+    return vfs_again(ctx);
 }
 
 /* The ctrl page's count of function resets (docs/spec/aie4.md §8). */

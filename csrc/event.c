@@ -248,6 +248,18 @@ int xdna_pump_monitor(struct xdna_shim_ctx *ctx, uint64_t deadline)
     return pump_step(ctx, &pp, left_ns(now, deadline));
 }
 
+/* What the monitor thread would have received while this session made no call: a job's
+ * completion the firmware signalled meanwhile retires the job (its runtime-PM reference
+ * goes, so autosuspend may follow: docs/spec/jobs.md §6). */
+int xdna_pump_virtual(struct xdna_shim_ctx *ctx)
+{
+    const struct xdna_drv_state *s = &ctx->s;
+    if (!s->mon_virtual || s->in_housekeeping || xdna_daemon_gone(ctx))
+        return 0;
+    struct pump pp = {.extra_fd = -1, .sock_data = true, .vectors = true, .service = true};
+    return pump_step(ctx, &pp, 0);
+}
+
 /* While the monitor runs it receives for everyone: a waiter sleeps until its next event
  * (the monitor itself pumps, when it waits inside TDR or runtime-PM work). */
 static int monitor_wait(struct xdna_shim_ctx *ctx, uint64_t deadline)

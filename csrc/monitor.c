@@ -84,8 +84,9 @@ int xdna_shim_monitor_step(struct xdna_shim_ctx *ctx)
 {
     if (xdna_api_enter(ctx) < 0)
         return -1;
+    int rc = xdna_pump_virtual(ctx); /* as the thread: receive, then the duties */
     xdna_monitor_housekeeping(ctx);
-    return xdna_api_leave(ctx, 0);
+    return xdna_api_leave(ctx, rc);
 }
 
 /* ---- the thread -------------------------------------------------------------------- */

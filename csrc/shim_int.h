@@ -323,6 +323,9 @@ void xdna_wake_all(struct xdna_shim_ctx *ctx);
 void xdna_irq_wakes_sync(struct xdna_shim_ctx *ctx);
 /* The monitor's step: poll every event source (lock released), service the channels. */
 int xdna_pump_monitor(struct xdna_shim_ctx *ctx, uint64_t deadline);
+/* Deterministic mode, outside any wait: the receiving half of a monitor iteration, one
+ * look at every source without blocking, the channels serviced. */
+int xdna_pump_virtual(struct xdna_shim_ctx *ctx);
 /* The daemon ended this session (socket hung up, or it cleared the ctrl page's alive word). */
 bool xdna_daemon_gone(struct xdna_shim_ctx *ctx);
 

@@ -587,8 +587,9 @@ class Shim:
         self._check(lib.xdna_shim_set_autosuspend_ms(self._c(), int(ms)))
 
     def monitor_step(self) -> None:
-        """Deterministic mode: the monitor's duties once, as its thread would run them while
-        another session's call waits (never from inside this shim's own call)."""
+        """Deterministic mode: one monitor iteration, as its thread would run it while
+        another session's call waits (never from inside this shim's own call): receive
+        what came in without blocking, then the duties (docs/spec/fuzzing.md §10)."""
         self._check(lib.xdna_shim_monitor_step(self._c()))
 
     def snapshot_save(self) -> Any:

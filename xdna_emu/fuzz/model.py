@@ -389,6 +389,18 @@ class ShimModel:
             seen.add(uc)
         return EINVAL if sum(sz for _, sz in ucs) > size else "ok"
 
+    def _certlog_after(self, c: CtxModel, name: str, got: str) -> None:
+        """A CERT log binding after attach/detach (docs/spec/aie4.md §11): attached only by a
+        success; a detach that reached the context unbinds whatever the firmware answered,
+        but one refused for want of a context live on the firmware (the device suspended
+        or off) changes nothing, and the binding survives the resume."""
+        if got == "ok":
+            c.log = name == "certlog"
+        elif name == "certdetach" and self.dev == "up" and self.tainted is None:
+            c.log = False  # no log to detach, or unbound before the firmware refused
+        elif name == "certdetach" and self.dev not in ("suspended", "off"):
+            c.log = None  # refused on the way or unbound: not known
+
     def _client(self, h: ShimHarness, name: str, args: tuple) -> str | None:
         """A client session (docs/spec/aie4.md §12): a driver-only message EPERM, another
         session's context ENOENT (the daemon's proxy), a query ok; its own contexts as the
@@ -580,8 +592,7 @@ class ShimModel:
         if name in ("stop", "suspend", "resume", "probe", "flr"):
             self.client_known = False  # the client's contexts after a device event: not modelled
         if name in ("certlog", "certdetach") and self.aie4 and h.ctxs:
-            c = self.ctxs[args[0] % len(h.ctxs)]  # attached only by a success; detach always
-            c.log = True if name == "certlog" and got == "ok" else (False if name == "certdetach" else c.log)
+            self._certlog_after(self.ctxs[args[0] % len(h.ctxs)], name, got)
         if name == "dbg" and args[1] == "remove" and h.dbg_bos and h.ctxs:
             c = self.ctxs[args[0] % len(h.ctxs)]
             if c.dbg == args[2] % len(h.dbg_bos):

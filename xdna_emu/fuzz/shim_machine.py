@@ -1,6 +1,7 @@
 """Hypothesis state machine: the real C shim against a misbehaving firmware.
 
-Every rule is one shim-trace op (:mod:`xdna_emu.fuzz.shim_trace`) applied to a shared
+Every rule is one shim-trace op (two are short scenarios: a management answer lost, the
+recovery after TDR) (:mod:`xdna_emu.fuzz.shim_trace`) applied to a shared
 :class:`~xdna_emu.fuzz.shim_trace.ShimHarness`: deterministic in-process mode, one thread,
 a virtual clock, one daemon reused across examples (only the device is reset). The session
 checks the shim's promises after every op (only ``ShimError`` escapes, with an errno; every
@@ -118,6 +119,28 @@ class ShimMachine(RuleBasedStateMachine):
         self._do(Op("call", ("exec", i, kernel)))
         if wait and self.s.last == "ok":
             self._do(Op("call", ("wait", len(self.s.jobs) - 1, timeout)))
+
+    @rule(opcode=st.sampled_from(list(dict.fromkeys(MGMT_OPCODES))))
+    def mgmt_lost(self, opcode: int) -> None:
+        """A management message whose answer the firmware drops: the mailbox timeout (in
+        virtual time), and what the driver does with the channel afterwards."""
+        self._do(Op("fault", ("drop", 0, 1, 0)), Op("call", ("mgmt", opcode, bytes(4))))
+
+    @precondition(lambda self: self.s.ctxs)
+    @rule(i=st.integers(0, 3))
+    def tdr_recovery(self, i: int) -> None:
+        """The driver's recovery (docs/spec/jobs.md §3): a hang at the head with a job
+        queued behind it, waited out by TDR, then the same context used again by a nop and
+        a failing job (whatever faults are armed, each outcome stays the model's to judge)."""
+        self._do(Op("call", ("exec", i, "hang")))
+        if self.s.last != "ok":
+            return
+        head = len(self.s.jobs) - 1
+        self._do(Op("call", ("exec", i, "nop")), Op("call", ("wait", head, 10000)))
+        for kernel in ("nop", "fail"):
+            self._do(Op("call", ("exec", i, kernel)))
+            if self.s.last == "ok":
+                self._do(Op("call", ("wait", len(self.s.jobs) - 1, 3000)))
 
     @precondition(lambda self: self.has_jobs)
     @rule(j=st.integers(0, 7), timeout=st.sampled_from([0, 100, 3000, 10000]))

@@ -115,6 +115,15 @@ MGMT_OPCODES_AIE4 = [int(o) for o in (A4Opcode.IDENTIFY, A4Opcode.IDENTIFY,
                                       A4Opcode.CREATE_VFS)] + [0x3FFFF]
 
 
+#: the shim target's second AIE2 seed, the driver session's own recovery: a hang at the head
+#: with a job queued behind it, waited out (TDR: TIMEOUT, then ABORT), then the same context
+#: used again by a job and a chain, as the driver re-creates it (docs/spec/jobs.md §3); a
+#: mutation then starts where a context's life after TDR is checked
+TDR_SEED = [Op("call", ("probe",)), Op("call", ("ctx",)), Op("call", ("exec", 0, "hang")),
+            Op("call", ("exec", 0, "nop")), Op("call", ("wait", 0, 10000)),
+            Op("call", ("exec", 0, "nop")), Op("call", ("chain", 0, "nop,fail")),
+            Op("call", ("wait", 3, 3000))]
+
 #: the shim target's AIE4 seed: two contexts, DEV BOs, one bound as context 0's CERT log, a
 #: job, a client session with a context, the log detached; on a PF two VFs with jobs, a
 #: hang pending as they go, one VF again (docs/spec/fuzzing.md §8)
@@ -420,11 +429,12 @@ class ShimFuzzer(FindingLog):
                 ops = [op for op in t.ops if op.verb != "expect"]
                 self.run_one(ops)
                 self.corpus.append(ops)
-        # AIE2: a program's DRM session (docs/spec/fuzzing.md §12); AIE4: a context with a
-        # CERT log bound (§8), so mutations start where those calls mean something
-        seed = AIE4_SEED if self.session.aie4 else seed_ops()
-        self.run_one(seed)
-        self.corpus.append(seed)
+        # AIE2: a program's DRM session (docs/spec/fuzzing.md §12) and the driver's recovery
+        # after TDR; AIE4: a context with a CERT log bound (§8), so mutations start where
+        # those calls mean something
+        for seed in [AIE4_SEED] if self.session.aie4 else [seed_ops(), TDR_SEED]:
+            self.run_one(seed)
+            self.corpus.append(seed)
 
     def record(self, failure: Failure, ops: list[Op]) -> None:
         from .trace import Trace
