@@ -79,6 +79,11 @@ int xdna_api_enter(struct xdna_shim_ctx *ctx)
 int xdna_api_leave(struct xdna_shim_ctx *ctx, int rc)
 {
     xdna_pm_publish(ctx, true); /* suspended, resumed or stopped: the clients learn it */
+    return xdna_api_unlock(ctx, rc);
+}
+
+int xdna_api_unlock(struct xdna_shim_ctx *ctx, int rc)
+{
     int err = errno;
     if (rc < 0)
         xdna_set_tls_error(err, "%s", ctx->last_error);

@@ -347,6 +347,8 @@ void xdna_drv_state_fini(struct xdna_shim_ctx *ctx);
  * failure's message to the calling thread's last_error. */
 int xdna_api_enter(struct xdna_shim_ctx *ctx);
 int xdna_api_leave(struct xdna_shim_ctx *ctx, int rc);
+/* leave without the PM publish (a snapshot restore puts the ctrl page back itself) */
+int xdna_api_unlock(struct xdna_shim_ctx *ctx, int rc);
 /* A device-wide sequence (probe, PM, power): one at a time, others wait for it. */
 int xdna_dev_begin(struct xdna_shim_ctx *ctx);
 void xdna_dev_end(struct xdna_shim_ctx *ctx);

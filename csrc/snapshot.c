@@ -153,13 +153,9 @@ free_snap: /* the failure is recorded: keep its errno over the frees */
         xdna_shim_snapshot_free(snap);
         errno = err;
     }
-fail: {
-        int err = errno;
-        xdna_set_tls_error(err, "%s", ctx->last_error);
-        xdna_unlock(&ctx->s.lock);
-        errno = err;
-        return NULL;
-    }
+fail:
+    xdna_api_unlock(ctx, -1);
+    return NULL;
 }
 
 /* Is the transport the probe set up still the one the snapshot names? */
@@ -263,14 +259,8 @@ int xdna_shim_snapshot_restore(struct xdna_shim_ctx *ctx, struct xdna_shim_snaps
         if (snap->counts[i])
             eventfd_write(fd, snap->counts[i]);
     }
-out: { /* no PM publish (xdna_api_leave): the caller puts the ctrl page back */
-        int err = errno;
-        if (rc < 0)
-            xdna_set_tls_error(err, "%s", ctx->last_error);
-        xdna_unlock(&ctx->s.lock);
-        errno = err;
-        return rc;
-    }
+out: /* no PM publish (xdna_api_leave): the caller puts the ctrl page back */
+    return xdna_api_unlock(ctx, rc);
 }
 
 void xdna_shim_snapshot_free(struct xdna_shim_snapshot *snap)

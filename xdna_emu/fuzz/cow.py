@@ -32,9 +32,24 @@ import mmap
 import os
 import struct
 import weakref
+from collections import Counter
 from typing import Any
 
 import numpy as np
+
+
+def copy_one_level(v: Any, kinds: tuple[type, ...]) -> Any:
+    """A copy of ``v`` when its type is one of the containers ``kinds`` (a snapshot's
+    objects mutate them in place), else ``v`` itself: one level deep, so the objects a
+    restore puts back share nothing an example changes with the snapshot."""
+    t = type(v)
+    if t not in kinds:
+        return v
+    if t is Counter:  # Counter(v) counts v's items one by one
+        c: Counter[Any] = Counter()
+        dict.update(c, v)
+        return c
+    return t(v)
 
 PAGE = mmap.PAGESIZE
 _PRESENT, _SWAPPED, _FILE = np.uint64(1 << 63), np.uint64(1 << 62), np.uint64(1 << 61)

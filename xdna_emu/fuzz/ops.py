@@ -177,12 +177,7 @@ _COPIED = (list, dict, Counter)
 
 def _copy(v: Any) -> Any:
     """One level of copy: the containers a host object or the session mutates in place."""
-    t = type(v)
-    if t is Counter:  # Counter(v) counts v's items one by one
-        c: Counter[Any] = Counter()
-        dict.update(c, v)
-        return c
-    return t(v) if t in _COPIED else v
+    return cow.copy_one_level(v, _COPIED)
 
 
 def _fields(d: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:

@@ -77,6 +77,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..chips import load_chip
 from ..shim import BO_CMD, BO_DEV, BO_SHARE, ErtState, ShimError, ert_start_dpu, ert_start_npu
+from .cow import copy_one_level
 from .faults import ACT_FAULTS, MSG_FAULTS, VARIANTS, FaultInjector
 from .invariants import Failure, Hang, InvariantViolation
 from .lang import Op, TraceError, typed_operands
@@ -135,12 +136,7 @@ _COPIED = (list, dict, Counter, set, bytearray)
 
 
 def _copied(v: Any) -> Any:
-    t = type(v)
-    if t is Counter:  # Counter(v) counts v's items one by one
-        c: Counter[Any] = Counter()
-        dict.update(c, v)
-        return c
-    return t(v) if t in _COPIED else v
+    return copy_one_level(v, _COPIED)
 
 
 def _fields(obj: Any) -> tuple[Any, dict[str, Any], tuple[str, ...]]:
