@@ -229,7 +229,9 @@ void xdna_rpm_maybe_suspend(struct xdna_shim_ctx *ctx)
  * daemon stepped past them (the epoch moved), so a client's next call sees them. */
 void xdna_pm_publish(struct xdna_shim_ctx *ctx, bool sync)
 {
-    if (ctx->s.client || !ctx->ctrl)
+    /* only the driver session's: a session that has neither probed nor attached yet (the
+     * caps a runtime reads before attaching) holds the driver's words the daemon copied */
+    if (ctx->s.client || !ctx->ctrl || ctx->state == XDNA_SHIM_STATE_ATTACHED)
         return;
     const uint64_t *epoch = (const uint64_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_EPOCH);
     uint64_t e0 = __atomic_load_n(epoch, __ATOMIC_ACQUIRE);

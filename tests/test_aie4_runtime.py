@@ -195,3 +195,61 @@ def test_client_attach_resumes_a_suspended_device(dev, xdna_emulator: Emulator, 
     c2 = dev.context()
     out = dev.buffer(np.zeros(N, dtype=np.int32))
     assert c2.run("copy", dev.buffer(np.arange(N, dtype=np.int32)), out).wait(timeout=10) == "completed"
+
+
+@pytest.mark.parametrize("chip", ["npu3", "npu3_pf", "npu4"])
+def test_a_session_not_yet_attached_keeps_the_drivers_pm_words(chip: str) -> None:
+    """Regression: a session that had opened but neither attached nor probed published PM
+    words of its own on its first call (the caps Device.open reads), as only the driver
+    session may: its ctrl page said PM_DOWN 0 until a later step of the daemon copied the
+    driver's 1 back, and an attach that read it first sent its queries to the suspended
+    firmware without asking (ENODEV). Deterministic mode forces that order: the daemon gets
+    no turn during the caps call, as on a loaded machine (docs/spec/jobs.md §1)."""
+    from xdna_emu import protocol as P
+    from xdna_emu.shim import Shim, ffi, lib
+    from xdna_emu.testing.inproc import InProcess
+
+    with InProcess(chip) as ip:
+        drv = ip.probe()
+        ip.call(drv.suspend)
+        resumes = drv.power()["resume_count"]
+        cl, _ = ip.call(Shim.open, ip.daemon.socket_path)
+        try:
+            page = next(s.w32 for s in ip.daemon.sessions.values() if s is not ip.daemon.driver)
+            words = (P.CTRL_OFF_PM_DOWN >> 2, P.CTRL_OFF_DRV_STOPS >> 2)
+            copied = [page[w] for w in words]
+            assert copied[0] == 1  # the driver's, copied when the session attached its log
+
+            def starved(_user: object, deadline: int) -> int:  # time passes, nothing is served
+                ip.clock.advance(max(0, deadline - ip.clock.now_ns()))
+                return 0
+
+            now_cb = ffi.callback("uint64_t(void *)", lambda _user: ip.clock.now_ns())
+            wait_cb = ffi.callback("int(void *, uint64_t)", starved)
+            hooks = ffi.new("struct xdna_shim_hooks *", {"now_ns": now_cb, "wait": wait_cb})
+            lib.xdna_shim_set_hooks(ffi.NULL, hooks)
+            try:
+                assert cl.caps["probed"]  # Device.open's look before it attaches
+            finally:
+                ip.claim_hooks()
+            assert [page[w] for w in words] == copied
+            busy: list[bool] = []
+
+            def monitor() -> None:  # the driver's monitor thread, while the client's call waits
+                if not busy:
+                    busy.append(True)
+                    try:
+                        drv.monitor_step()
+                    finally:
+                        busy.clear()
+
+            ip.on_wait = monitor
+            ip.call(cl.attach)
+            ip.on_wait = None
+            assert not drv.power()["suspended"]
+            assert drv.power()["resume_count"] == resumes + 1
+            assert ip.call(cl.info)[0]["fw_version"] == drv.info()["fw_version"]
+        finally:
+            ip.on_wait = None
+            ip.claim_hooks()
+            cl.close()
