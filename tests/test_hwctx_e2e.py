@@ -36,7 +36,7 @@ from xdna_emu.shim import (  # noqa: E402
     ert_start_npu,
 )
 from xdna_emu.testing.inproc import InProcess  # noqa: E402
-from xdna_emu.testing.wait import wait_until  # noqa: E402
+from xdna_emu.testing.wait import stop_process, wait_until  # noqa: E402
 
 # contexts, jobs, chains and TDR on both daemon job paths (docs/spec/jobs.md §7); without
 # the extension a "c" daemon would run the Python path and prove nothing about C
@@ -660,7 +660,7 @@ def test_a_direct_waiter_is_woken_by_another_threads_failure(emu: Emulator, shim
             got.append(exc)
         done.set()
 
-    os.kill(emu.pid, signal.SIGSTOP)
+    stop_process(emu.pid)
     try:
         t = threading.Thread(target=waiter)
         t.start()

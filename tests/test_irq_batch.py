@@ -46,6 +46,7 @@ def test_daemon_answers_a_batch_with_one_interrupt(xdna_emulator, xdna_firmware_
 
     from xdna_emu.control import ControlClient
     from xdna_emu.runtime import Device
+    from xdna_emu.testing.wait import stop_process
 
     def delivered() -> int:
         with ControlClient(xdna_emulator.socket) as cl:
@@ -58,7 +59,7 @@ def test_daemon_answers_a_batch_with_one_interrupt(xdna_emulator, xdna_firmware_
         for c in cmds:
             ctx.submit(c).wait(5)
         before = delivered()
-        os.kill(xdna_emulator.pid, 19)  # SIGSTOP: the four submissions pile up in the log
+        stop_process(xdna_emulator.pid)  # the four submissions pile up in the log
         try:
             runs = [ctx.submit(c) for c in cmds]
         finally:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from xdna_emu.shim import Shim, ShimError
+from xdna_emu.testing.wait import stop_process
 
 TIMEOUT_PSP = 0  # xdna_shim_set_timeout "which" values, mirrored from csrc/xdna_shim.h
 #: Only a hung shim outlives this join: a guard against hanging the suite, never a bound on
@@ -111,7 +112,7 @@ def test_killed_during_probe_returns_within_the_deadline(xdna_emulator,
     shim = Shim.open(xdna_emulator.socket)
     for which in range(3):
         shim.set_timeout(which, 60_000)
-    os.kill(xdna_emulator.pid, signal.SIGSTOP)
+    stop_process(xdna_emulator.pid)
 
     def kill() -> None:
         time.sleep(0.2)  # let the probe block on the frozen device; not a protocol sleep
@@ -127,7 +128,7 @@ def test_hung_daemon_times_out_at_the_deadline(xdna_emulator, xdna_firmware_dir:
     try:
         for which in range(3):
             shim.set_timeout(which, 300)
-        os.kill(xdna_emulator.pid, signal.SIGSTOP)
+        stop_process(xdna_emulator.pid)
         exc = _probe_in_thread(shim, xdna_firmware_dir, lambda: None)
         assert isinstance(exc, ShimError) and exc.errno == errno.ETIME, exc
         assert "timed out after 300 ms" in exc.strerror  # the deadline set above ended it
