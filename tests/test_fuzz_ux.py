@@ -61,10 +61,17 @@ def _wait_for(pred, what: str, limit_s: float = 120.0) -> None:  # noqa: ANN001
         time.sleep(0.1)
 
 
-def _interrupt(tmp: Path, group: bool) -> tuple[int, dict, str]:
+def _interrupt(tmp: Path, group: bool, inherit_ignored: bool = False) -> tuple[int, dict, str]:
     corpus = tmp / "corpus"
-    p = _fuzz(tmp, "--target", "shim", "--seconds", "600", "--json", "--corpus", str(corpus),
-              start_new_session=True)
+    # ``inherit_ignored``: started the way ``&`` in a shell script starts it, with SIGINT
+    # ignored (that disposition survives fork and exec; this process ignores it only meanwhile)
+    prev = signal.signal(signal.SIGINT, signal.SIG_IGN) if inherit_ignored else None
+    try:
+        p = _fuzz(tmp, "--target", "shim", "--seconds", "600", "--json", "--corpus", str(corpus),
+                  start_new_session=True)
+    finally:
+        if prev is not None:
+            signal.signal(signal.SIGINT, prev)
     _wait_for(lambda: any(corpus.glob("*.trace")) or p.poll() is not None, "a corpus entry")
     assert p.poll() is None, json.loads(p.communicate()[0])["errors"]
     if group:  # Ctrl-C on a terminal: the whole foreground group gets SIGINT
@@ -88,6 +95,20 @@ def test_ctrl_c_stops_cleanly_keeps_corpus_and_records_no_finding(tmp_path: Path
         assert all(tr.replay(tr.load(p)).ok for p in sorted((tmp / "corpus").glob("*.trace"))[:2])
         assert "Traceback" not in err and not _litter(tmp)
         assert not (tmp / "cache").exists() and not (tmp / "fuzz-artifacts").exists()
+    shared().close_shim()
+
+
+def test_ctrl_c_interrupts_a_campaign_that_inherited_sigint_ignored(tmp_path: Path) -> None:
+    """Its workers stop on SIGINT whatever they inherited, so the campaign must count the
+    stop as an interruption (130, corpus kept), not as a run that ended by itself (0)."""
+    for group in (True, False):
+        tmp = tmp_path / ("group" if group else "parent")
+        tmp.mkdir()
+        rc, out, err = _interrupt(tmp, group, inherit_ignored=True)
+        assert rc == EXIT_INTERRUPTED, err[-2000:]
+        assert out["interrupted"] is True and out["errors"] == [], out
+        assert out["crashes"] == out["hangs"] == 0 and out["artifacts"] == [], out
+        assert any((tmp / "corpus").glob("*.trace")) and not _litter(tmp)
     shared().close_shim()
 
 

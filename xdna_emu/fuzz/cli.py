@@ -270,6 +270,11 @@ def _campaign(args: argparse.Namespace, engine: str, work: Path, artifacts: Path
     killed = 0
     interrupted = False
     last_record = t0
+    # SIGINT gets its handler explicitly, like SIGTERM: a campaign started with SIGINT ignored
+    # (``&`` in a shell script does that) has no KeyboardInterrupt of Python's own, while the
+    # workers always stop on SIGINT, so the campaign would end as if it had run out of time
+    # (docs/spec/fuzzing.md §4: SIGINT always means interrupted, 130).
+    prev_sigint = signal.signal(signal.SIGINT, _raise_interrupt)
     prev_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         while any(w.proc.poll() is None for w in workers):
@@ -300,6 +305,8 @@ def _campaign(args: argparse.Namespace, engine: str, work: Path, artifacts: Path
                 w.proc.wait()
     finally:
         signal.signal(signal.SIGTERM, prev_sigterm)
+        if not interrupted:  # an interrupted one keeps ignoring a second Ctrl-C to the end
+            signal.signal(signal.SIGINT, prev_sigint)
     for w in workers:
         w.reader.join(5)
     elapsed = time.monotonic() - t0
@@ -328,7 +335,7 @@ def _campaign(args: argparse.Namespace, engine: str, work: Path, artifacts: Path
 
 
 def _raise_interrupt(_signum: int, _frame: Any) -> None:
-    """SIGTERM to the campaign is handled as Ctrl-C: a clean, interrupted stop."""
+    """SIGINT or SIGTERM to the campaign: a clean, interrupted stop."""
     raise KeyboardInterrupt
 
 
