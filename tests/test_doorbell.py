@@ -29,7 +29,7 @@ from tests.test_datapath import CASES, HANG, NOP, LoggedDriver, World, _PassOn, 
 from xdna_emu import protocol as P
 from xdna_emu.cli import format_status, status_view
 from xdna_emu.fw.mailbox import Message
-from xdna_emu.fw.messages import LAYOUTS, Opcode
+from xdna_emu.fw.messages import LAYOUTS, TOMBSTONE, Opcode
 from xdna_emu.iommu import DMA_READ, DMA_WRITE
 from xdna_emu.irq import CallbackWires, EventfdWires
 from xdna_emu.pci.caps import MSIX_FLAGS, MSIX_FLAGS_MASKALL
@@ -689,6 +689,17 @@ def _a_delayed_reply(t: ThreadedWorld) -> None:
                                  int(Opcode.CONFIG_CU), bytes(4)), dev.poll()))
 
 
+def _a_wrap_applied_by_python(t: ThreadedWorld) -> None:
+    """The client wraps its x2i ring with a TOMBSTONE and nothing else, and the step applies
+    that tail write in Python (a REGION_WRITE does): Python's head moves to 0 while C's copy
+    of it does not (the consumed-cursor bump)."""
+    d, ch, hc = t.d, t.chan, t.ctx.chan
+    struct.pack_into("<I", hc.x2i, hc.x2i_tail, TOMBSTONE)
+    hc.x2i_tail = 0
+    bar, off = d.fn.chip.dev_to_bar(ch.x2i_tail_reg)
+    d.step(lambda: d.fn.mmio_write(bar, off, 0, None))
+
+
 def _cu_table(t: ThreadedWorld) -> None:
     lay = LAYOUTS[Opcode.CONFIG_CU]
     n = len(lay.req.unpack(bytes(lay.req.size)))
@@ -830,6 +841,7 @@ INPUTS: list[tuple[str, Callable[[ThreadedWorld], None], Callable[[ThreadedWorld
     ("hung", _held_by_a_hang, _off),
     ("reply_waits_then_goes", _a_reply_waits_then_goes, _fresh),
     ("delayed_reply", _a_delayed_reply, _fresh),
+    ("wrap_applied_by_python", _a_wrap_applied_by_python, _fresh),
     ("interposer", lambda t: t.d.step(lambda: setattr(t.d.device.mailbox, "interposer",
                                                       _PassOn())), _off),
     ("cu_table", _cu_table, _fresh),

@@ -197,6 +197,9 @@ class DataPath:
                             continue
                         refused.add(idx)
                         self.stats["fast_refused"] += 1
+                        # the step end arms from the live state, not as before: a refusal
+                        # never rides on the generations alone (docs/spec/jobs.md §7)
+                        self._rearmed = True
                 else:
                     self.stats["fast_fallbacks"] += 1
                 self._sync()  # Python applies this entry, from the state C left

@@ -156,7 +156,10 @@ class MailboxChannel:
         if tail > size or tail & 3:
             self.fail(f"x2i tail {tail:#x} out of range or unaligned")
             return
-        stats = self.engine.stats
+        engine = self.engine
+        if engine.mirrored >> self.index & 1 and self.x2i_head != tail:
+            engine.gen += 1  # Python moves a cursor C holds a copy of (docs/spec/jobs.md §7)
+        stats = engine.stats
         for _ in range(size // 4 + 2):  # each pass consumes >= 4 bytes or ends
             if not self.open or self.error is not None or self.x2i_head == tail:
                 return
