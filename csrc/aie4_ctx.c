@@ -255,6 +255,19 @@ static struct xdna_hwctx *aie4_hw(struct xdna_shim_ctx *ctx, uint32_t handle, co
     return NULL;
 }
 
+/* A context config call's runtime-PM get: a handle no context has (never made, or
+ * destroyed) is refused first, as the driver looks the context up before it resumes the
+ * device; other chips go on to aie4_hw's EOPNOTSUPP. */
+static int aie4_rpm_get_for(struct xdna_shim_ctx *ctx, uint32_t handle, const char *what)
+{
+    if (!xdna_is_aie4(ctx->chip))
+        return 0;
+    for (unsigned i = 0; i < XDNA_MAX_HWCTX; i++)
+        if (ctx->s.hw[i] && ctx->s.hw[i]->handle == handle)
+            return xdna_rpm_get(ctx);
+    return xdna_fail(ctx, EINVAL, "%s: no hardware context %u", what, handle);
+}
+
 int xdna_shim_umq(struct xdna_shim_ctx *ctx, uint32_t hwctx, struct xdna_shim_umq *out)
 {
     if (xdna_api_enter(ctx) < 0)
@@ -302,8 +315,9 @@ int xdna_shim_cert_log_attach(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint32_
 {
     if (xdna_api_enter(ctx) < 0)
         return -1;
-    /* a context config call: the device resumes for it (docs/spec/aie4.md §11) */
-    if (xdna_is_aie4(ctx->chip) && xdna_rpm_get(ctx) < 0)
+    /* a context config call: the handle is looked up, then the device resumes for it
+     * (docs/spec/aie4.md §11) */
+    if (aie4_rpm_get_for(ctx, hwctx, "cert_log_attach") < 0)
         return xdna_api_leave(ctx, -1);
     struct xdna_hwctx *hw = aie4_hw(ctx, hwctx, "cert_log_attach");
     if (!hw)
@@ -353,8 +367,9 @@ int xdna_shim_cert_log_detach(struct xdna_shim_ctx *ctx, uint32_t hwctx)
 {
     if (xdna_api_enter(ctx) < 0)
         return -1;
-    /* a context config call: the device resumes for it (docs/spec/aie4.md §11) */
-    if (xdna_is_aie4(ctx->chip) && xdna_rpm_get(ctx) < 0)
+    /* a context config call: the handle is looked up, then the device resumes for it
+     * (docs/spec/aie4.md §11) */
+    if (aie4_rpm_get_for(ctx, hwctx, "cert_log_detach") < 0)
         return xdna_api_leave(ctx, -1);
     struct xdna_hwctx *hw = aie4_hw(ctx, hwctx, "cert_log_detach");
     if (!hw)

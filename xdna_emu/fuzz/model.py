@@ -285,8 +285,9 @@ class ShimModel:
             return None if cu_user is None else (EINVAL if cu_user else "ok")
         if name == "dbg":
             return self._dbg(h, args)
-        if name == "power":
-            return EBUSY if args[0] == "turbo" and any(c.alive for c in self.ctxs) else "ok"
+        if name == "power":  # TURBO needs no live context on the device, any session's
+            files = (self.peer.live_contexts() if self.peer is not None else 0) + sum(self.cctxs)
+            return EBUSY if args[0] == "turbo" and (any(c.alive for c in self.ctxs) or files) else "ok"
         if name == "bulk":
             n = args[0] % len(h.ctxs)
             self.bulk_behind_hang = self._pending_hang(h, n)
