@@ -270,16 +270,6 @@ def test_an_aie4_client_that_asks_may_resume_the_device(chip: str, body: str) ->
     assert res.ok, res.failure
 
 
-@pytest.mark.xfail(strict=True, reason="open finding (docs/spec/fuzzing.md §12): an AIE4 job "
-                   "stays pending in the driver after a refused CERT log call")
-def test_open_finding_aie4_job_pending_after_a_refused_certlog() -> None:
-    """Found by fuzz-bench's npu3 control row (shim target, seed 1), minimised: after a
-    refused CERT log attach, a job the firmware ended stays pending in the driver through an
-    autosuspend delay, so the device never autosuspends (a wait in between reaps it)."""
-    res = tr.replay(_trace("call probe\ncall ctx\ncall exec 0 fail\ncall certlog 0 0 -\n"
-                           "call tick 0x1760\n", "npu3"))
-    assert res.ok, res.failure
-
 
 def test_aie4_certdetach_refused_while_suspended_keeps_the_log() -> None:
     """Found by fuzz-bench's npu3 control row: a CERT log detach refused while the driver

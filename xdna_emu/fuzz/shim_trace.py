@@ -934,11 +934,14 @@ class ShimHarness:
         """Virtual time passes with the application idle: late responses arrive, and the
         driver's monitor runs its duties (receiving, TDR) as its thread would. In
         deterministic mode that work runs only inside the shim's waits (docs/spec/jobs.md
-        §6), so while a job is outstanding the time is spent in a wait on the oldest one
+        §6), so it first receives what came since the last wait; while a job is outstanding the time is spent in a wait on the oldest one
         (what a sleeping application's monitor thread does meanwhile); once none is, the
         device alone runs, and the monitor runs its duties at the end (autosuspend, once
         the device was idle for the delay)."""
         end = self.ip.clock.now_ns() + max(0, min(ms, 60_000)) * 1_000_000
+        # what arrived since the last wait is received now, as the monitor thread would have
+        # when it came (a completion reaped only at the end would count as activity then)
+        self._driver_monitor()
         while (left := end - self.ip.clock.now_ns()) > 0:
             job = self._outstanding()
             if job is None:
