@@ -228,7 +228,7 @@ class DataPath:
         """May C answer the mgmt channel's next message? False only when the message at
         the firmware's head is surely not a query: C would hand it straight back, so Python
         applies the entry without arming the channel for it."""
-        ch = self.fn.device.mailbox.channels.get(_MGMT)
+        ch = self._engine.channels.get(_MGMT)
         if ch is None:
             return False
         head, ring = ch.x2i_head, ch._x2i  # noqa: SLF001
@@ -309,8 +309,8 @@ class DataPath:
         (docs/spec/jobs.md §7 "Management queries"): C sends one of them for a query with a
         request of its length, everything else is Python's. Not armed while the channel is
         in error or has queued replies, or is not the running firmware's own."""
-        fw, engine = self.fn.device.fw, self.fn.device.mailbox
-        ch = engine.channels.get(_MGMT)
+        fw = self.fn.device.fw
+        ch = self._engine.channels.get(_MGMT)
         publish = getattr(fw, "query_replies", None)
         if (ch is None or publish is None or fw.mgmt is not ch or not ch.ok or ch.outq
                 or ch.handler != fw.dispatch):

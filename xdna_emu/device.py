@@ -132,8 +132,7 @@ class NpuDevice(DeviceBase):
             self.smu.save(), self.mailbox.save() if self.mailbox is not None else None,
             self.fw.save() if self.fw is not None else None,
             self.ctx.save() if self.ctx is not None else None)
-        self.clean = self.held = st  # the blocks hold just this until an entry runs (§4)
-        self.marks.clear()
+        self._loaded(st)  # the blocks hold just this until an entry runs (§4)
         return st
 
     def load(self, st: DeviceState) -> None:
@@ -200,7 +199,7 @@ class NpuDevice(DeviceBase):
 
     def _loaded(self, st: DeviceState) -> None:
         """The blocks hold ``st`` (the journal's start, docs/spec/device.md §4)."""
-        self.clean = self.held = st
+        self.held = st
         self.marks.clear()
 
     def _load_marked(self, st: DeviceState) -> bool:

@@ -459,9 +459,9 @@ class DeviceHarness:
         turned off, the snapshot restored in full and the snapshots dropped (they may hold
         the escaped change), or with ``verify_raises`` the miss raises."""
         dev = self.dev
-        clean, held, marks = dev.clean, dev.held, set(dev.marks)
+        held, marks = dev.held, set(dev.marks)
         now = self.fn.save(keep=self._in_arena) if self.arena is not None else self.fn.save()
-        dev.clean, dev.held, dev.marks = clean, held, marks  # what the restore left (a save marks what it saved)
+        dev.held, dev.marks = held, marks  # what the restore left (a save marks what it saved)
         bad = [f"the device's {name}" for name in ("config", "bars", "driver", "stats",
                                                     "msix_stats", "mappings", "faults",
                                                     "clock_ns", "device")

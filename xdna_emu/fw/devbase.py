@@ -55,9 +55,6 @@ class DeviceBase:
         #: journaled restores (docs/spec/device.md §4), opt-in: a load of the very state
         #: ``held`` names loads only the blocks ``marks`` names, which entries changed since
         self.journal = False
-        #: the state saved or loaded last, while no entry that can change a block's Python
-        #: state (a trapped write, delayed work, a proxied op, a reset) ran since
-        self.clean: Any = None
         #: the state saved or loaded last, while every entry since said which blocks it may
         #: have changed (``marks``: ``"psp"``, ``"smu"``, ``("chan", index)``); None once
         #: one could have changed any (a message handled, firmware started or stopped,
@@ -89,8 +86,7 @@ class DeviceBase:
             self.regs.words[bar][offset >> 2] = value
             fn = self._traps.get((bar, offset))
             if fn is not None:
-                self.clean = None  # a side effect changes a block (§4): the one it marks
-                mark = self._trap_marks.get((bar, offset))
+                mark = self._trap_marks.get((bar, offset))  # the block it changes (§4)
                 if mark is None:
                     self.held = None
                 else:
@@ -103,7 +99,13 @@ class DeviceBase:
     def forget(self) -> None:
         """The journal (docs/spec/device.md §4): an entry may have changed any block, so
         the next load loads them all."""
-        self.clean = self.held = None
+        self.held = None
+
+    @property
+    def clean(self) -> Any:
+        """The state saved or loaded last, while no entry changed any block's Python state
+        since (``held`` with no ``marks``; docs/spec/device.md §4), else None."""
+        return None if self.marks else self.held
 
     def _timer_send(self, index: int, serial: int, msg_id: int, opcode: int, payload: bytes) -> None:
         """A delayed message, sent past any interposer, if its channel is still open."""

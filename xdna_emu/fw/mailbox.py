@@ -224,7 +224,7 @@ class MailboxChannel:
         if self.outq:
             self.outq.append(pkt)
             self.flush()
-        elif self.open and self.error is None and self._put(pkt):  # nothing waits: no queue
+        elif self.error is None and self._put(pkt):  # nothing waits: no queue
             self._sent(1)
         else:  # the ring is full or the channel in error
             self.outq.append(pkt)

@@ -408,7 +408,8 @@ class PciFunction:
     @journal.setter
     def journal(self, on: bool) -> None:
         self.device.journal = on
-        self.device.clean = self.device.held = self._mapped = None
+        self.device.forget()
+        self._mapped = None
 
     def restore(self, st: FunctionState, host_memory: HostMemory | None = None) -> PciFunction:
         """Put ``st`` back. Host memory for each mapping comes from ``host_memory`` (the
