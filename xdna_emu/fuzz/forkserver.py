@@ -312,8 +312,8 @@ class ForkServer:
     """Runs functions in forks of this process as it is now (module docstring)."""
 
     def __init__(self) -> None:
-        if _threaded():
-            raise ForkError(f"a fork server needs a single-threaded process ({_threaded()})")
+        if threads := _threaded():
+            raise ForkError(f"a fork server needs a single-threaded process ({threads})")
         self.plan = _scan()
         self.forks = 0
         self._exiting: list[int] = []  # forks that answered and are being torn down
@@ -336,8 +336,8 @@ class ForkServer:
     def run(self, fn: Callable[[], Any], timeout_s: float) -> Outcome:
         """``fn()`` in a fork; its return value comes back pickled. The child that does not
         answer within ``timeout_s`` of wall time is killed."""
-        if _threaded():
-            raise ForkError(f"a thread started after the fork server was made ({_threaded()})")
+        if threads := _threaded():
+            raise ForkError(f"a thread started after the fork server was made ({threads})")
         self._reap()
         rfd, wfd = os.pipe()
         gc.freeze()  # the child's collections never touch (so never copy) the parent's objects

@@ -341,7 +341,7 @@ class ShimHarness:
         probe; False (``fresh`` is due) when the example changed what the snapshot cannot
         restore: it reset the function or enabled VFs, or the session or the shim's
         transport is gone."""
-        b: BringUp | None = getattr(self, "bring_up", None)
+        b = self.bring_up
         d = self.ip.daemon
         if (b is None or self.shim is not b.shim or d.vfs or b.sess.closed
                 or d.sessions.get(b.sess.id) is not b.sess):
@@ -934,8 +934,9 @@ class ShimHarness:
         """Virtual time passes with the application idle: late responses arrive, and the
         driver's monitor runs its duties (receiving, TDR) as its thread would. In
         deterministic mode that work runs only inside the shim's waits (docs/spec/jobs.md
-        §6), so it first receives what came since the last wait; while a job is outstanding the time is spent in a wait on the oldest one
-        (what a sleeping application's monitor thread does meanwhile); once none is, the
+        §6), so it first receives what came since the last wait; while a job is
+        outstanding the time is spent in a wait on the oldest one (what a sleeping
+        application's monitor thread does meanwhile); once none is, the
         device alone runs, and the monitor runs its duties at the end (autosuspend, once
         the device was idle for the delay)."""
         end = self.ip.clock.now_ns() + max(0, min(ms, 60_000)) * 1_000_000
