@@ -32,7 +32,7 @@ from xdna_emu.fw.mailbox import Message
 from xdna_emu.fw.messages import LAYOUTS, TOMBSTONE, Opcode
 from xdna_emu.iommu import DMA_READ, DMA_WRITE
 from xdna_emu.irq import CallbackWires, EventfdWires
-from xdna_emu.pci.caps import MSIX_FLAGS, MSIX_FLAGS_MASKALL
+from xdna_emu.pci.caps import MSIX_ENTRY_CTRL_MASKBIT, MSIX_FLAGS, MSIX_FLAGS_MASKALL
 from xdna_emu.pci.config import CMD_MASTER, COMMAND
 from xdna_emu.testing.pyctx import Cmd
 from xdna_emu.testing.pydriver import _RaisedLog
@@ -214,6 +214,27 @@ def test_thread_and_python_paths_agree(case: Callable[[World], None], kind: str)
         assert _without(t_out[3], "msix_stats") == _without(p_out[3], "msix_stats")
     if kind == "fallback":
         assert d.handbacks or st["fast_fallbacks"]
+
+
+def test_a_mask_stored_before_its_log_entry_pends_the_vector() -> None:
+    """A client stores a table write into BAR memory before it appends the write-log entry
+    (docs/spec/protocol.md "The write log"). A reply in between pends the vector on the
+    thread as in Python's raise, which reads the mask from the BAR: the thread reads the
+    vector's mask bit at each raise, not only the deliverability it was armed with."""
+    outs = []
+    for w in (ThreadedWorld(), World(False)):
+        try:
+            w.ctx.submit([Cmd(NOP)])
+            w.drain()
+            msix = w.d.fn.msix
+            msix.mem[msix._ctrl_off(w.chan.vector)] |= MSIX_ENTRY_CTRL_MASKBIT  # noqa: SLF001
+            w.ctx.submit([Cmd(NOP)])
+            outs.append(w.outcome())
+            assert msix.pending(w.chan.vector)
+        finally:
+            if isinstance(w.d, ThreadedDriver):
+                w.d.stop()
+    assert outs[0][2:] == outs[1][2:] and len(outs[0][0]) == len(outs[1][0]) == 2
 
 
 def test_a_doorbell_entry_then_a_mgmt_entry_in_one_log() -> None:
@@ -857,6 +878,7 @@ INPUTS: list[tuple[str, Callable[[ThreadedWorld], None], Callable[[ThreadedWorld
     ("restored", _restored, _fresh),
     ("vector_masked", _vector_masked, lambda t: _irq_fd(t) == -1),
     ("function_masked", _function_masked, lambda t: _irq_fd(t) == -1),
+    ("table_reset", lambda t: t.d.step(t.d.fn.msix.reset), lambda t: _irq_fd(t) == -1),
     ("bus_master_off", _bus_master_off, _off),
     ("eventfd_replaced", _eventfd_replaced,
      lambda t: _irq_fd(t) == t.d.fn.msix.wires.fd(t.chan.vector)),  # type: ignore[attr-defined]

@@ -46,6 +46,7 @@ from .fw.messages import MGMT_QUERIES, MSG_HEADER, TOMBSTONE
 from .fw.mgmt import MGMT_CHANNEL as _MGMT
 from .iommu import AddressSpace
 from .kernelgen import FAST_OPS
+from .pci.caps import MSIX_ENTRY_CTRL_MASKBIT
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -602,6 +603,9 @@ class DataPath:
                 c.owner = self._owner(vec)
                 c.pba = self.ffi.cast("uint8_t *", self._bars[msix.layout.bar] + pba + vec // 8)
                 c.pba_bit = 1 << (vec % 8)
+                c.vec_ctrl = self.ffi.cast("uint8_t *", self._bars[msix.layout.bar]
+                                           + msix._ctrl_off(vec))  # noqa: SLF001
+                c.mask_bit = MSIX_ENTRY_CTRL_MASKBIT
                 mask |= 1 << idx
         # a reply Python puts into their rings bumps the engine; not the mgmt channel's, whose
         # Python answers leave its arming as it was (:meth:`_mgmt_kept`)

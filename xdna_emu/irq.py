@@ -131,10 +131,9 @@ class MsixController:
         self.wires: Wires = wires if wires is not None else EventfdWires(self.vectors)
         self._lock = threading.RLock()
         self.stats: dict[str, int] = {"delivered": 0, "pended": 0, "dropped": 0}
-        #: bumped by every change of whether or where a vector is delivered (a table write,
-        #: a config write (MSI-X control, bus mastering), eventfds set or cleared): the
-        #: daemon's C job path raises vectors from a copy (docs/spec/jobs.md §7; a reset
-        #: closes the channels, which the firmware side counts)
+        #: bumped by every change of whether or where a vector is delivered (a table write or
+        #: reset, a config write (MSI-X control, bus mastering), eventfds set or cleared):
+        #: the daemon's C job path raises vectors from a copy (docs/spec/jobs.md §7)
         self.gen = 0
         # where raise_vector looks: the high byte of Message Control, each vector's control word
         self._flags_hi = config.msix_cap + MSIX_FLAGS + 1
@@ -231,6 +230,7 @@ class MsixController:
     def reset(self) -> None:
         """Reset state: every vector masked, addresses and data zero, nothing pending."""
         with self._lock:
+            self.gen += 1
             t0 = self.layout.table_offset
             self.mem[t0 : t0 + self.table_size] = bytes(self.table_size)
             for vec in range(self.vectors):

@@ -77,6 +77,10 @@ struct xdp_chan {
     int32_t owner;               /* session slot of the vector's owner, -1: none */
     uint8_t *pba;                /* the PBA byte of the vector (docs/spec/device.md §3) */
     uint32_t pba_bit;
+    const uint8_t *vec_ctrl;     /* the low byte of the vector's table control word, read
+                                    at each raise: a mask stored before its write-log entry
+                                    is applied pends the vector, as Python's raise would */
+    uint32_t mask_bit;
     /* out: the thread's interrupts since armed (Python adds and clears) */
     uint32_t t_irqs;             /* replies that raised the vector (counted as Python does) */
     uint32_t t_delivered, t_dropped, t_pended; /* per batch: eventfd writes made and failed,

@@ -90,7 +90,8 @@ static unsigned raise_batch(struct xdp_dev *d, uint8_t *woken)
         if (!next)
             return n;
         uint64_t one = 1;
-        if (next->irq_fd < 0) { /* MsixController.raise_vector: pending until deliverable */
+        if (next->irq_fd < 0 || __atomic_load_n(next->vec_ctrl, __ATOMIC_ACQUIRE) & next->mask_bit) {
+            /* MsixController.raise_vector: pending until deliverable */
             __atomic_fetch_or(next->pba, (uint8_t)next->pba_bit, __ATOMIC_RELEASE);
             next->t_pended++;
         } else if (write(next->irq_fd, &one, sizeof(one)) == sizeof(one)) {
