@@ -295,6 +295,20 @@ static int dbg_post(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, const stru
                              (void *)(uintptr_t)hw->handle);
 }
 
+/* A polled (TURBO) channel raises no interrupt, so a wait on it sleeps in short slices
+ * and looks at its ring after each: the end of the next slice, or ``deadline``. In
+ * deterministic mode the wait hook returns after every daemon step that did anything, and
+ * lets virtual time pass only to the next device timer, monitor duty or ``deadline``: the
+ * ring can change only in a step, so the wait sleeps to ``deadline`` and looks after each
+ * step, at the same virtual times, without a hook call per slice (docs/spec/fuzzing.md §9). */
+static uint64_t poll_until(struct xdna_shim_ctx *ctx, uint64_t deadline)
+{
+    if (ctx->s.no_monitor && xdna_hooks())
+        return deadline;
+    uint64_t slice = xdna_now_ns() + XDNA_POLL_SLICE_NS;
+    return slice < deadline ? slice : deadline;
+}
+
 /* ... and wait for its status, as the driver waits for its debug-BO job. */
 static int dbg_call(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, const struct xdna_bo *bo,
                     uint32_t config)
@@ -307,9 +321,7 @@ static int dbg_call(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, const stru
             xdna_mbox_rx(ctx, &hw->chan);
         if (hw->dbg_done)
             break;
-        uint64_t until = deadline;
-        if (hw->polled && xdna_now_ns() + 200000u < until)
-            until = xdna_now_ns() + 200000u;
+        uint64_t until = hw->polled ? poll_until(ctx, deadline) : deadline;
         if (xdna_cond_wait(ctx, until) < 0 && until == deadline && !hw->dbg_done)
             return xdna_fail(ctx, ETIME, "context %u: no CONFIG_DEBUG_BO answer within %d ms",
                              hw->handle, DEBUG_BO_WAIT_MS);
@@ -1557,12 +1569,7 @@ int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int 
             return wait_leave(ctx, &dv, 0);
         if (timeout_ms == 0)
             break;
-        uint64_t until = deadline;
-        if (hw->polled) { /* bounded busy-poll: short slices up to the deadline */
-            uint64_t slice = xdna_now_ns() + 200000u;
-            if (slice < until)
-                until = slice;
-        }
+        uint64_t until = hw->polled ? poll_until(ctx, deadline) : deadline;
         if (ctx->sock_dead && xdna_aie4_removed(ctx) && !job_find(hw, seq))
             return wait_leave(ctx, &dv, 0); /* its function was removed: it ended ABORT */
         if (ctx->sock_dead)

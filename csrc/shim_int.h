@@ -126,6 +126,7 @@ static inline void xdna_lockdep_forget(const pthread_mutex_t *m) { (void)m; }
 #define XDNA_CTX_JOBS_MAX XDNA_AIE4_HSA_QUEUE_SLOTS
 #define XDNA_MONITOR_POLL_NS 1000000u /* monitor re-check of a due duty that could not run (1 ms) */
 #define XDNA_POLL_SPIN_NS 100000u /* a TURBO wait spins this long on its ring before it blocks */
+#define XDNA_POLL_SLICE_NS 200000u /* a TURBO wait's sleeps between looks at its ring */
 #define XDNA_CMDLIST_SIZE 4096u      /* one cmd-list buffer */
 #define XDNA_HEAP_CHUNK (64ull << 20)
 #define XDNA_HEAP_MAX_CHUNKS 64      /* DEV_HEAP BOs one session may add (docs/spec/uapi.md §6) */

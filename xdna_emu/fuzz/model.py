@@ -208,12 +208,14 @@ class ShimModel:
     def _fail(what: str, msg: str) -> InvariantViolation:
         return InvariantViolation(f"model_{what}", msg)
 
-    def _want(self, call: str, got: str, want: str | set[str] | None) -> None:
+    def _want(self, name: str, args: tuple, got: str, want: str | set[str] | None) -> None:
+        """The call's errno is the one the driver gives (the call's text only for a finding)."""
         if want is None:
             return
         ok = got in want if isinstance(want, set) else got == want
         if not ok:
             shown = "/".join(sorted(want)) if isinstance(want, set) else want
+            call = f"{name} {' '.join(map(_show, args))}".strip()
             raise self._fail("errno", f"{call} gave {got}, the driver gives {shown}"
                                       f"{'' if self.tainted is None else f' (even after {self.tainted})'}")
 
@@ -571,7 +573,7 @@ class ShimModel:
         """Check the call's errno, then move the model on by what the call did."""
         if h.race_fired:  # the user rewrote the command under exec: any verdict may do
             want = None
-        self._want(f"{name} {' '.join(map(_show, args))}".strip(), got, want)
+        self._want(name, args, got, want)
         self._rpm_call(name, got)
         self._sriov_after(h, name, args, got)
         if name == "mgmt" and (want is None or (self.aie4 and

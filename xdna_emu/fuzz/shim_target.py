@@ -31,6 +31,7 @@ import argparse
 import faulthandler
 import hashlib
 import importlib
+import itertools
 import json
 import logging
 import os
@@ -48,6 +49,7 @@ from .atheris_target import FindingLog, StopFlag, write_stats
 from .faults import ACT_FAULTS, MSG_FAULTS
 from .forkserver import ForkError, ForkServer
 from .invariants import Failure, Hang
+from .lang import format_op
 from .model import FORMS
 from .ops import Op, TraceError
 from .shim_trace import KERNELS, POWER_MODES, PROBE, ShimCrash, ShimHarness
@@ -62,6 +64,10 @@ FUZZ_TARGETS = [
      "bench": True, "order": 1},
 ]
 MAX_OPS = 40
+#: the comment of the ``current`` file, the example a worker runs (fuzz/cli.py reads it)
+CURRENT_HEADER = "the example a shim fuzz worker was running when it died"
+#: op lines ``_save_current`` keeps formatted (an op's line is the same in every example)
+LINE_CACHE_MAX = 1 << 14
 #: set to 1 to run the examples of ``xdna-emu fuzz --target shim`` workers in forks
 FORK_ENV = "XDNA_FUZZ_FORK"
 #: set to 0 to start every example of the workers from a fresh device and a probe
@@ -136,10 +142,20 @@ AIE4_SEED = [Op("call", ("probe",)), Op("call", ("ctx",)), Op("call", ("ctx",)),
              Op("call", ("vf", 0, "nop")), Op("call", ("vfwait", 0, 3000))]
 
 
+def _cumulative(w: dict[str, int]) -> tuple[list[str], list[int]]:
+    """(names, cumulative weights) for ``Random.choices``: what it computes from
+    ``weights`` on every call, computed once (the same draws)."""
+    return list(w), list(itertools.accumulate(w.values()))
+
+
+#: WEIGHTS and WEIGHTS_AIE4 as random_op draws from them
+_DRAW = {False: _cumulative(WEIGHTS), True: _cumulative(WEIGHTS_AIE4)}
+
+
 def random_op(rng: random.Random, aie4: bool = False) -> Op:
     """One shim-trace op with operands a driver test would plausibly use."""
-    w = WEIGHTS_AIE4 if aie4 else WEIGHTS
-    name = rng.choices(list(w), weights=list(w.values()))[0]
+    names, cum = _DRAW[bool(aie4)]
+    name = rng.choices(names, cum_weights=cum)[0]
     if name == "ioctl":  # amdxdna ioctls on DRM files (uapi_trace, docs/spec/fuzzing.md §12)
         return random_ioctl(rng)
     if name == "fault":
@@ -263,9 +279,15 @@ class ShimFuzzer(FindingLog):
         self.features: set[str] = set()
         self.signatures: dict[tuple[str, str], str] = {}
         self.corpus: list[list[Op]] = []
+        self._current_fd: int | None = None  # the ``current`` file, open (_save_current)
+        self._current_head = ""
+        self._lines: dict[Op, str] = {}  # each op's trace line, formatted once
 
     def close(self) -> None:
         self._unwatch()
+        if self._current_fd is not None:
+            os.close(self._current_fd)
+            self._current_fd = None
         if self._fork_server is not None:
             self._fork_server.close()
         self.session.close()
@@ -278,10 +300,8 @@ class ShimFuzzer(FindingLog):
         from .trace import Trace, replay
 
         self.execs += 1
-        trace = Trace(self.chip, ops, ["the example a shim fuzz worker was running when it died"],
-                      target="shim")
         if self.current is not None:
-            self.current.write_text(trace.to_text())
+            self._save_current(ops)
         if self.fork and self._server() is None:
             self.fork = False  # this process cannot be forked from: examples run in it
         if self.fork:
@@ -291,7 +311,7 @@ class ShimFuzzer(FindingLog):
             steps, events, failure, step = self._from_bring_up(ops)
         else:
             self._watch()
-            res = replay(trace, self.session)
+            res = replay(Trace(self.chip, ops, target="shim"), self.session)
             steps, events, step = res.steps, self.session.events, res.step
             failure = None if res.ok else res.failure
         self.steps += steps
@@ -303,6 +323,29 @@ class ShimFuzzer(FindingLog):
         if failure is not None:
             self.record(failure, ops[: (step or 0) + 1])
         return new
+
+    def _save_current(self, ops: list[Op]) -> None:
+        """Write ``ops`` to the ``current`` file as the trace a dead worker's campaign reads
+        (fuzz/cli.py): the text of ``Trace.to_text``, from each op's line formatted once
+        (the examples reuse their parents' ops) and stored through one open descriptor."""
+        from .trace import Trace
+
+        if self._current_fd is None:
+            assert self.current is not None
+            self._current_fd = os.open(self.current, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            self._current_head = Trace(self.chip, [], [CURRENT_HEADER], target="shim").to_text()
+        lines = self._lines
+        if len(lines) > LINE_CACHE_MAX:
+            lines.clear()
+        out = [self._current_head]
+        for op in ops:
+            text = lines.get(op)
+            if text is None:
+                text = lines[op] = format_op(op) + "\n"
+            out.append(text)
+        data = "".join(out).encode()
+        os.pwrite(self._current_fd, data, 0)
+        os.ftruncate(self._current_fd, len(data))
 
     def _from_bring_up(self, ops: list[Op]) -> tuple[int, Counter[str], Failure | None, int | None]:
         """(steps, coverage events, finding, index of the failing op) of ``ops``, whose first

@@ -724,11 +724,15 @@ class UapiModel:
             dev = dev or sm.dev == "suspended" or (sm.dev == "up" and sm.rpm is True)
         return dev and sm.tainted is None and self.r.files[num].known
 
-    def _want(self, call: str, got: str, want: str | set[str] | None) -> None:
+    def _want(self, name: str, args: tuple[Any, ...], got: str, want: str | set[str] | None) -> None:
+        """The ioctl's errno is the one the driver gives (its text only for a finding)."""
+        from .lang import format_operand
+
         if want is None:
             return
         if not (got in want if isinstance(want, set) else got == want):
             shown = "/".join(sorted(want)) if isinstance(want, set) else want
+            call = " ".join([name, *(format_operand(a) for a in args)])
             raise InvariantViolation("model_errno", f"ioctl {call} gave {got}, the driver gives {shown}")
 
     def _shim_busy(self) -> bool:
@@ -745,9 +749,7 @@ class UapiModel:
     def after(self, h: Any, name: str, args: tuple[Any, ...], got: str,
               prior: dict[int, ErtState], want: str | set[str] | None) -> None:
         """Check the errno, then move on by what the call did."""
-        from .lang import format_operand
-
-        self._want(" ".join([name, *(format_operand(a) for a in args)]), got, want)
+        self._want(name, args, got, want)
         r = self.r
         f, num = r._file(args[0]) if args else (None, -1)
         if name == "exec" and f is not None:
