@@ -26,6 +26,7 @@ from xdna_emu.fuzz.ops import (
     DeviceHarness,
     Interpreter,
     Op,
+    op_kinds,
     replay_journal,
     run_input,
 )
@@ -349,6 +350,40 @@ def test_builtin_loop_runs_incremental_rounds_by_work() -> None:
     out = builtin_fuzz(t, 1e9, None, device_seeds("npu4"), seed=2, max_execs=300)
     assert t.execs >= 300 and out["corpus_size"] >= len(device_seeds("npu4"))
     assert t.session.snap_stats["restored"] > 200, t.session.snap_stats
+
+
+def test_coverage_kinds_of_a_restored_prefix_are_those_of_every_op_executed() -> None:
+    """The coverage of an input restored from a snapshot takes the prefix's kinds from the
+    snapshot (worked out once) and its own ops' from the ops: together exactly the kinds
+    of every op executed since power-on, for parents, children and memo hits alike."""
+    t = Target("device", "npu4", None)
+    s = t.session
+    checked = Counter()
+    real = t.coverage_feature
+
+    def coverage(data: bytes) -> bool:
+        assert s.executed_kinds() == op_kinds(s.executed)
+        checked["from_snapshot" if s.executed_from is not None else "fresh"] += 1
+        if s.executed_from is not None and len(s.executed_from.attrs["executed"]) > 8:
+            checked["long_prefix"] += 1
+        return real(data)
+
+    t.coverage_feature = coverage  # type: ignore[method-assign]
+    builtin_fuzz(t, 1e9, None, device_seeds("npu4"), seed=5, max_execs=400)
+    assert checked["from_snapshot"] > 300 and checked["fresh"] and checked["long_prefix"], checked
+
+
+def test_builtin_loop_writes_every_new_corpus_entry_by_its_end(tmp_path: Path) -> None:
+    """New corpus entries are written in batches (with the progress records and at the
+    end): every entry the loop kept is on disk when it returns, named by its SHA-1."""
+    import hashlib
+
+    t = Target("device", "npu4", None)
+    seeds = device_seeds("npu4")
+    out = builtin_fuzz(t, 1e9, tmp_path / "corpus", seeds, seed=2, max_execs=300)
+    files = {p.name: p.read_bytes() for p in (tmp_path / "corpus").iterdir()}
+    assert len(files) == out["corpus_size"] - len(seeds) > 0
+    assert all(hashlib.sha1(data).hexdigest() == name for name, data in files.items())
 
 
 def _count_bring_ups(monkeypatch: pytest.MonkeyPatch, plant: bool = False) -> list[int]:

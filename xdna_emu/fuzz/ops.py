@@ -192,6 +192,18 @@ def _containers(attrs: dict[str, Any]) -> list[str]:
     return [k for k, v in attrs.items() if type(v) in _COPIED]
 
 
+def op_kinds(ops: list[Op], first: int = 0) -> set[tuple[str, Any]]:
+    """The coverage kinds of ``ops`` (the first at index ``first`` of an input's executed
+    ops): a call's or fault's name, else the verb and its index capped at 8. A feature is
+    a kind with the device state the input ended in (docs/spec/fuzzing.md §9)."""
+    out = set()
+    add = out.add
+    for i, op in enumerate(ops, first):
+        verb = op.verb
+        add((verb, op.args[0] if verb == "call" or verb == "fault" else min(i, 8)))
+    return out
+
+
 def straddles(data: bytes, end: int) -> bool:
     """Does a separator start within SNAP_STRADDLE bytes before ``end``? Then the chunk, and
     the ops, before ``end`` differ from those of an input whose bytes stop (or go on
@@ -211,7 +223,7 @@ class Snapshot:
     """
 
     __slots__ = ("fn", "memory", "host", "attrs", "checker", "irqs", "pages", "n", "g", "end",
-                 "path")
+                 "path", "kinds")
 
     def __init__(self, fn: FunctionState, memory: dict[tuple[int, int], Any],
                  host: list[tuple[dict[str, Any], tuple[str, ...], Any]], attrs: dict[str, Any],
@@ -221,6 +233,9 @@ class Snapshot:
         self.pages = pages  # the copy-on-write arena's dirty pages (None: fn holds the bytes)
         self.n = self.g = self.end = 0  # interpreter position (budget, groups, byte offset)
         self.path = 0  # hash of the op groups from power-on to here (Interpreter.run_fresh)
+        #: the coverage kinds of ``attrs["executed"]`` (:func:`op_kinds`), worked out on
+        #: first use: an input restored from here adds only its own ops' kinds
+        self.kinds: frozenset[tuple[str, Any]] | None = None
 
 
 class Guard(Observer):
@@ -360,6 +375,7 @@ class DeviceHarness:
         self.bos: dict[Any, tuple[Any, Any]] = {}  # context -> its (src, dst) buffers
         self.pending: list[tuple[Any, int, int]] = []  # (context, msg id, kernel kind)
         self.executed: list[Op] = []
+        self.executed_from: Snapshot | None = None  # the snapshot ``executed`` starts with
         self.events.clear()
         self.polled = False
         self.steps = 0
@@ -394,6 +410,18 @@ class DeviceHarness:
                             list(self.td.irqs))
         return Snapshot(self.fn.save(keep=self._in_arena), memory, host, attrs,
                         self.checker.save(), list(self.td.irqs), self.arena.delta())
+
+    def executed_kinds(self) -> set[tuple[str, Any]]:
+        """The coverage kinds (:func:`op_kinds`) of every op executed since power-on: those
+        of the snapshot the session was restored from last (kept on it, so each prefix is
+        worked out once) and of the ops run since."""
+        snap, executed = self.executed_from, self.executed
+        if snap is None:
+            return op_kinds(executed)
+        done = snap.attrs["executed"]
+        if snap.kinds is None:
+            snap.kinds = frozenset(op_kinds(done))
+        return snap.kinds | op_kinds(executed[len(done):], len(done))
 
     def snapshot_at(self, end: int, n: int, g: int, path: int, here: Snapshot | None = None) -> Snapshot:
         """A snapshot of the state now, at interpreter position (``end``, ``n``, ``g``) and
@@ -445,6 +473,7 @@ class DeviceHarness:
             d[k] = _copy(attrs[k])
         self.checker.load(snap.checker)
         self.td.irqs[:] = snap.irqs
+        self.executed_from = snap
         self.snap_stats[count] += 1
         self._restores += 1
         if self.journal and self.journal_every and self._restores % self.journal_every == 0:
