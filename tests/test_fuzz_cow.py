@@ -354,19 +354,26 @@ def test_builtin_loop_runs_incremental_rounds_by_work() -> None:
 
 def test_coverage_kinds_of_a_restored_prefix_are_those_of_every_op_executed() -> None:
     """The coverage of an input restored from a snapshot takes the prefix's kinds from the
-    snapshot (worked out once) and its own ops' from the ops: together exactly the kinds
-    of every op executed since power-on, for parents, children and memo hits alike."""
+    snapshot (worked out once, counted once per end state) and its own ops' from the ops:
+    the features are exactly those of a walk of every op executed since power-on, for
+    parents, children and memo hits alike."""
     t = Target("device", "npu4", None)
     s = t.session
-    checked = Counter()
+    checked: Counter[str] = Counter()
     real = t.coverage_feature
+    walked: set[tuple] = set()  # the features of a walk of every op executed
 
     def coverage(data: bytes) -> bool:
         assert s.executed_kinds() == op_kinds(s.executed)
         checked["from_snapshot" if s.executed_from is not None else "fresh"] += 1
         if s.executed_from is not None and len(s.executed_from.attrs["executed"]) > 8:
             checked["long_prefix"] += 1
-        return real(data)
+        new = real(data)
+        sid = t._state_ids[s.state_key()]
+        fresh = {(*k, sid) for k in op_kinds(s.executed)} - walked
+        walked.update(fresh)
+        assert new == bool(fresh) and t.features == walked
+        return new
 
     t.coverage_feature = coverage  # type: ignore[method-assign]
     builtin_fuzz(t, 1e9, None, device_seeds("npu4"), seed=5, max_execs=400)

@@ -301,8 +301,9 @@ class Target(FindingLog):
             sid = ids[state] = len(ids)
         features, before = self.features, len(self.features)
         add = features.add
-        # the kinds of the restored prefix's ops are worked out once per snapshot (§9)
-        for kind in s.executed_kinds():
+        # the kinds of the restored prefix's ops are worked out once per snapshot, and
+        # added once per state it ends in (docs/spec/fuzzing.md §9)
+        for kind in s.executed_kinds(sid):
             add((*kind, sid))
         return len(features) != before
 

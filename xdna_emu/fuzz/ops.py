@@ -223,7 +223,7 @@ class Snapshot:
     """
 
     __slots__ = ("fn", "memory", "host", "attrs", "checker", "irqs", "pages", "n", "g", "end",
-                 "path", "kinds")
+                 "path", "kinds", "covered")
 
     def __init__(self, fn: FunctionState, memory: dict[tuple[int, int], Any],
                  host: list[tuple[dict[str, Any], tuple[str, ...], Any]], attrs: dict[str, Any],
@@ -236,6 +236,8 @@ class Snapshot:
         #: the coverage kinds of ``attrs["executed"]`` (:func:`op_kinds`), worked out on
         #: first use: an input restored from here adds only its own ops' kinds
         self.kinds: frozenset[tuple[str, Any]] | None = None
+        #: the device states (coverage state numbers) whose features ``kinds`` already gave
+        self.covered: set[int] = set()
 
 
 class Guard(Observer):
@@ -411,17 +413,24 @@ class DeviceHarness:
         return Snapshot(self.fn.save(keep=self._in_arena), memory, host, attrs,
                         self.checker.save(), list(self.td.irqs), self.arena.delta())
 
-    def executed_kinds(self) -> set[tuple[str, Any]]:
+    def executed_kinds(self, state: int | None = None) -> set[tuple[str, Any]] | frozenset[tuple[str, Any]]:
         """The coverage kinds (:func:`op_kinds`) of every op executed since power-on: those
         of the snapshot the session was restored from last (kept on it, so each prefix is
-        worked out once) and of the ops run since."""
+        worked out once) and of the ops run since. With ``state`` (the number of the state
+        the input ended in), the snapshot's kinds are left out when an earlier input from
+        the same snapshot ended in that state (its features were counted then)."""
         snap, executed = self.executed_from, self.executed
         if snap is None:
             return op_kinds(executed)
         done = snap.attrs["executed"]
         if snap.kinds is None:
             snap.kinds = frozenset(op_kinds(done))
-        return snap.kinds | op_kinds(executed[len(done):], len(done))
+        own = op_kinds(executed[len(done):], len(done))
+        if state is not None:
+            if state in snap.covered:
+                return own
+            snap.covered.add(state)
+        return snap.kinds | own if own else snap.kinds
 
     def snapshot_at(self, end: int, n: int, g: int, path: int, here: Snapshot | None = None) -> Snapshot:
         """A snapshot of the state now, at interpreter position (``end``, ``n``, ``g``) and
