@@ -1092,9 +1092,16 @@ class Builder:
 
     def __init__(self, s: DeviceHarness) -> None:
         self.s = s
+        self.bars = sorted(s.chip.bars)  # the chip's BAR numbers, which ops name by index
+        self._locs: dict[int, tuple[int, int]] = {}  # device address -> (bar, offset)
 
     def loc(self, addr: int) -> tuple[int, int]:
-        return self.s.chip.dev_to_bar(addr)
+        """The BAR and offset of a device address: the chip's map is fixed, and posts and
+        acks ask for the same few channel registers on every op decoded."""
+        loc = self._locs.get(addr)
+        if loc is None:
+            loc = self._locs[addr] = self.s.chip.dev_to_bar(addr)
+        return loc
 
     def reg_write(self, idx: int, value: int, trapped: bool = True) -> list[Op]:
         bar, off, _ = self.s.targets[idx % len(self.s.targets)]
@@ -1104,7 +1111,7 @@ class Builder:
 
     def raw_write(self, bar: int, off: int, value: int) -> list[Op]:
         """Anywhere, including absent BARs, unaligned and past-the-end offsets."""
-        bars = sorted(self.s.chip.bars)
+        bars = self.bars
         b = bars[bar % len(bars)] if bar < 0x80 else bar % 8
         size = self.s.chip.bars[b].size if b in self.s.chip.bars else 0x1000
         return [Op("w32", (b, off % (size + 16), value))]
@@ -1355,7 +1362,10 @@ class Interpreter:
 
     @staticmethod
     def _costly(group: list[Op]) -> bool:
-        return any(op.verb == "call" and op.args[0] in SNAP_CALLS for op in group)
+        for op in group:  # a loop, not any(): every group decoded asks
+            if op.verb == "call" and op.args[0] in SNAP_CALLS:
+                return True
+        return False
 
     def _snapshot_at(self, data: bytes, end: int, n: int, g: int, group: list[Op],
                      spent: int, path: int = 0, here: Snapshot | None = None) -> bool:
@@ -1465,7 +1475,7 @@ class Interpreter:
 
     def _shm_raw(self, r: Reader) -> list[Op]:
         bar, off, n = r.u8(), r.u32(), r.u8() % 32
-        bars = sorted(self.s.chip.bars)
+        bars = self.b.bars
         b = bars[bar % len(bars)]
         return [Op("shm", (b, off % self.s.chip.bars[b].size, r.take(n)))]
 
