@@ -101,8 +101,12 @@ class Arena:
 
     def revert_region(self, i: int) -> None:
         """Region ``i`` alone back to the base."""
-        start = self._offs[i]
-        self._map.madvise(mmap.MADV_DONTNEED, start, -(-len(self._views[i]) // PAGE) * PAGE)
+        self.revert_span(i, 0, len(self._views[i]))
+
+    def revert_span(self, i: int, off: int, size: int) -> None:
+        """The pages of region ``i`` from byte ``off`` (page-aligned) for ``size`` bytes
+        back to the base."""
+        self._map.madvise(mmap.MADV_DONTNEED, self._offs[i] + off, -(-size // PAGE) * PAGE)
 
     def load(self, delta: tuple[np.ndarray, np.ndarray]) -> None:
         """Put the state ``delta`` describes back: base plus its pages."""
@@ -279,9 +283,12 @@ class TrackedArena(Arena):
         self.load(_EMPTY)
 
     def revert_region(self, i: int) -> None:
+        self.revert_span(i, 0, len(self._views[i]))
+
+    def revert_span(self, i: int, off: int, size: int) -> None:
         self._fold()
-        first = self._offs[i] // PAGE
-        last = first + -(-len(self._views[i]) // PAGE)
+        first = (self._offs[i] + off) // PAGE
+        last = first + -(-size // PAGE)
         pages = [p for p in self._diff if first <= p < last]
         if pages:
             self._raw[pages] = self._base[pages]

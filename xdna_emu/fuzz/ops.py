@@ -89,6 +89,10 @@ CALL_WEIGHT = 32
 MAX_MAP = 4 << 20  # largest host mapping an op may create
 CLIENT_HEAP = 2 << 20
 COW_HEAPS = 3  # client heaps (PASIDs 0-2) kept in copy-on-write pages; others in bytearrays
+#: copy-on-write pages for the other buffers the driver and the harness map (AIE4: the
+#: firmware's work buffer and certificate, queue BOs, the client's memory), each given a
+#: fixed span on first use (docs/spec/fuzzing.md §9); a buffer that does not fit is a bytearray
+HOST_POOL = 8 << 20
 CLIENT_VA = 0x7F00_0000_0000
 ASYNC_BUF_IOVA = 0x2_0000_0000  # where bring-up registers its async-event buffers
 _IMAGES: dict[str, bytes] = {}
@@ -278,11 +282,16 @@ class DeviceHarness:
         #: is the pages written since power-on, a restore drops the rest (§9 of fuzzing.md)
         self.arena: Arena | None = None
         self._image_region: int | None = None
+        self._pool_region: int | None = None
+        self._pool: dict[Any, tuple[memoryview, int]] = {}  # a buffer's key -> (view, offset)
+        self._pool_next = 0  # the pool's first span not given to a key yet
         bars = None
         if cow.available():
             sizes = [self.chip.bars[i].size for i in sorted(self.chip.bars)]
-            self.arena = cow.make_arena(sizes + [CLIENT_HEAP] * COW_HEAPS + [self._image_size()],
-                                        f"xdna-fuzz-{self.chip.name}")
+            pool = [HOST_POOL] if self.chip.aie4 is not None else []  # AIE2 maps heaps and
+            # the image only
+            self.arena = cow.make_arena(sizes + [CLIENT_HEAP] * COW_HEAPS + [self._image_size()]
+                                        + pool, f"xdna-fuzz-{self.chip.name}")
             bars = {i: self.arena.region(k) for k, i in enumerate(sorted(self.chip.bars))}
             self._heap_ids = {id(self.arena.region(len(sizes) + k)): len(sizes) + k
                               for k in range(COW_HEAPS)}
@@ -292,6 +301,8 @@ class DeviceHarness:
                 # of its 128 KiB unless an input wrote it; untracked, every snapshot would
                 self._image_region = len(sizes) + COW_HEAPS  # hold it
                 self._arena_ids |= {id(self.arena.region(self._image_region))}
+            if pool:
+                self._pool_region = len(sizes) + COW_HEAPS + 1
         self.td = make_test_device(self.chip, VirtualClock(), bars=bars)
         self.fn = self.td.fn
         self.dev, self.regs, self.iommu = self.fn.device, self.fn.regs, self.fn.iommu
@@ -728,7 +739,37 @@ class DeviceHarness:
             self.drv = Aie4PyDriver(self.td) if self.chip.aie4 is not None else PyDriver(self.td)
             if self.arena is not None and self._image_region is not None:
                 self.drv.image_buffer = self._image_buffer
+            if self._pool_region is not None:
+                self.drv.host_buffer = self._driver_buffer
         return self.drv
+
+    def _driver_buffer(self, pasid: int, iova: int, size: int) -> Any:
+        return self.host_buffer(("driver", pasid, iova), size)
+
+    def host_buffer(self, key: Any, size: int) -> Any:
+        """Zeroed host memory of ``size`` bytes for the buffer ``key`` names (a driver's
+        mapping by PASID and address, the client's memory): the span of the arena's pool
+        that key got on first use (docs/spec/fuzzing.md §9), so a snapshot holds and a
+        restore rewrites only its pages written, as for heaps. A new bytearray where there
+        is no pool, it is full, the key asks for another size, or a live mapping holds the
+        span (two live mappings never share memory)."""
+        if self._pool_region is None or self.arena is None:
+            return bytearray(size)
+        got = self._pool.get(key)
+        if got is None:
+            span = -(-size // cow.PAGE) * cow.PAGE
+            if self._pool_next + span > HOST_POOL:
+                return bytearray(size)
+            off = self._pool_next
+            self._pool_next += span
+            got = self._pool[key] = (self.arena.region(self._pool_region)[off : off + size], off)
+            self._arena_ids |= {id(got[0])}
+        view, off = got
+        if len(view) != size or any(m.mem is view for space in self.iommu.spaces.values()
+                                    for m in space.maps):
+            return bytearray(size)
+        self.arena.revert_span(self._pool_region, off, size)
+        return view
 
     def _image_size(self) -> int:
         return -(-len(image_for(self.chip)) // ALIGN) * ALIGN
@@ -914,7 +955,7 @@ class DeviceHarness:
         space = self.iommu.spaces.get(A4_PASID)
         if space is None or space.find(CLIENT_IOVA) is None:
             self.fn.dma_map(A4_PASID, CLIENT_IOVA, A4_CLIENT_SIZE, DMA_READ | DMA_WRITE, None,
-                            mem=bytearray(A4_CLIENT_SIZE))
+                            mem=self.host_buffer("client", A4_CLIENT_SIZE))
         size = (len(data) + 63) // 64 * 64
         if self.a4next + size > A4_CLIENT_SIZE:
             self.a4next = 0

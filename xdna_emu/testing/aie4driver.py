@@ -88,7 +88,7 @@ class Aie4PyDriver(PyDriver):
         old = space.find(iova) if space else None
         if old is not None:
             self.fn.dma_unmap(0, old.address, old.size)
-        buf = bytearray(size)
+        buf = self.host_buffer(0, iova, size)
         buf[: len(data)] = data
         self.fn.dma_map(0, iova, size, DMA_READ | DMA_WRITE, None, mem=buf)
         return size
@@ -192,7 +192,7 @@ class Aie4PyDriver(PyDriver):
         """Map a queue BO in ``pasid``'s space and CREATE_HW_CONTEXT on it."""
         iova = QUEUE_IOVA + slot * 0x10000
         size = 0x10000
-        mem = bytearray(size)
+        mem = self.host_buffer(pasid, iova, size)
         mem[: HSA_QUEUE_HEADER.size] = HSA_QUEUE_HEADER.pack(
             major=FAMILY.const("HSA_QUEUE_MAJOR"), minor=FAMILY.const("HSA_QUEUE_MINOR"),
             capacity=HSA_QUEUE_SLOTS, data_address=iova + HSA_QUEUE_HEADER.size)
