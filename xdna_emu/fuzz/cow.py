@@ -33,6 +33,7 @@ import os
 import struct
 import weakref
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -224,6 +225,7 @@ class TrackedArena(Arena):
         self._closer.detach()
         self._closer = weakref.finalize(self, _close_fds, self._fd, self._pagemap, self._uffd)
         self._base = np.zeros((self.pages, PAGE), dtype=np.uint8)  # the new file's zeros
+        self._base_data: set[int] = set()  # the base's pages holding a non-zero byte
         self._diff: set[int] = set()
         self._since: set[int] = set()
         self._index: dict[int, int] = {}  # page -> its row in the delta loaded last
@@ -328,6 +330,21 @@ class TrackedArena(Arena):
             self._base[p] = self._by_page[p]
         self._diff, self._since, self._index, self._rows = set(), set(), {}, ()
         self._loaded = None
+        self._base_data = set(np.flatnonzero(self._base.any(axis=1)).tolist())
+
+    def maybe_data(self, regions: Mapping[int, int]) -> dict[int, np.ndarray]:
+        """For each ``key: region index``, the pages of that region (indexes from its
+        start) that may hold a non-zero byte: those that may differ from the base and those
+        where the base is non-zero; every other page is known to be zero. Exact whoever
+        stored, since the one scan here sees every store."""
+        self._fold()
+        maybe = sorted(self._diff | self._base_data)
+        out = {}
+        for key, i in regions.items():
+            first = self._offs[i] // PAGE  # regions start on a page (Arena.__init__)
+            last = first + -(-len(self._views[i]) // PAGE)
+            out[key] = np.array([p - first for p in maybe if first <= p < last], dtype=np.int64)
+        return out
 
     def _base_pages(self) -> np.ndarray:
         return self._base

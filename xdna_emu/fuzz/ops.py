@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .. import kernels
+from .. import kernels, regio
 from ..chips import Chip, MailboxLayout, load_chip
 from ..clock import VirtualClock
 from ..fw.aie4.messages import HSA_EXEC_BUF, HSA_PKT, CmdState, HsaOpcode
@@ -306,6 +306,9 @@ class DeviceHarness:
         self.td = make_test_device(self.chip, VirtualClock(), bars=bars)
         self.fn = self.td.fn
         self.dev, self.regs, self.iommu = self.fn.device, self.fn.regs, self.fn.iommu
+        if bars is not None and cow.PAGE == regio.BLOCK:  # a reset looks only at the BAR
+            self._bar_region = {i: k for k, i in enumerate(sorted(self.chip.bars))}  # pages
+            self.regs.blocks = self._bar_blocks  # that may hold data
         self.clock: VirtualClock = self.fn.clock  # type: ignore[assignment]
         self._arity: dict[str, tuple[Callable[..., Any], int, float]] = {}
         self.checker = Checker(self)
@@ -460,6 +463,14 @@ class DeviceHarness:
         if self.arena is None:
             return "copies"
         return "userfaultfd" if isinstance(self.arena, cow.TrackedArena) else "pagemap"
+
+    def _bar_blocks(self) -> Any:
+        """The blocks of each BAR that may hold data (``RegisterFile.blocks``): known while
+        the arena tracks writes (docs/spec/fuzzing.md §9), else None (every block looked at)."""
+        arena = self.arena
+        if not isinstance(arena, cow.TrackedArena):
+            return None
+        return arena.maybe_data(self._bar_region)
 
     def _in_arena(self, mem: Any) -> bool:
         return id(mem) in self._arena_ids
