@@ -301,6 +301,18 @@ def test_an_aie4_snapshot_copies_no_mapping_the_driver_or_the_client_made() -> N
     assert s.arena.verify(snap.pages).size == 0
 
 
+def test_a_queue_index_read_alone_is_the_headers() -> None:
+    """``Aie4Queue.index`` (what the checker reads after every op) is the header's field."""
+    s = DeviceHarness("npu3")
+    s.fresh()
+    s.run([Op("call", ("a4_bring_up", 2000)), Op("call", ("a4_ctx",)),
+           Op("call", ("a4_submit", 0, 0, 3)), Op("call", ("a4_publish", 0, 7))])
+    q = s.queues[0]
+    hdr = q.header
+    assert hdr["read_index"] == 3 and hdr["write_index"] == 10
+    assert (q.index("read_index"), q.index("write_index")) == (hdr["read_index"], hdr["write_index"])
+
+
 def test_a_pool_span_is_handed_out_zeroed_and_never_to_two_live_mappings() -> None:
     """A key's span is zeroed each time it is handed out again (a driver remapping it),
     and a key whose span a live mapping holds gets a new bytearray instead."""

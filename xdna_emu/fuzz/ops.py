@@ -1020,13 +1020,13 @@ class DeviceHarness:
     def c_a4_pkt(self, which: int, kind: int, ahead: int = 0, junk: bytes = b"") -> None:
         """Write a packet at write_index + ``ahead`` of a queue, without publishing it."""
         q = self._queue(which)
-        q.put(q.header["write_index"] + ahead, self.a4_packet(kind, junk))
+        q.put(q.index("write_index") + ahead, self.a4_packet(kind, junk))
         self.events[f"a4_pkt_{A4_KINDS[kind % len(A4_KINDS)]}"] += 1
 
     def c_a4_publish(self, which: int, delta: int) -> None:
         """Move write_index by ``delta`` from read_index (past capacity, or behind it, too)."""
         q = self._queue(which)
-        q.publish(max(0, q.header["read_index"] + delta) & 0xFFFF_FFFF_FFFF_FFFF)
+        q.publish(max(0, q.index("read_index") + delta) & 0xFFFF_FFFF_FFFF_FFFF)
 
     def c_a4_ring(self, which: int) -> None:
         """The doorbell, also of a destroyed context or with nothing new."""
