@@ -994,15 +994,13 @@ class DeviceHarness:
 
     def a4_packet(self, kind: int, junk: bytes = b"") -> bytes:
         """One HSA packet of ``kind`` (A4_KINDS), its buffers placed in client memory."""
-        K, name = kernels.Kernel, A4_KINDS[kind % len(A4_KINDS)]
+        name = A4_KINDS[kind % len(A4_KINDS)]
         if name == "junk":
             return junk.ljust(HSA_PKT.size, b"\0")[: HSA_PKT.size]
         sig = self._client_alloc(struct.pack("<I", CmdState.NEW))
         if name == "signal_outside":
             sig = 0xDEAD_0000_0000
-        desc = {"fail": kernels.Desc(K.FAIL), "hang": kernels.Desc(K.HANG),
-                "copy": kernels.Desc(K.COPY, count=16)}.get(name, kernels.Desc(K.NOP))
-        code = self._client_alloc(kernels.encode(desc))
+        code = self._client_alloc(A4_CODES.get(name, A4_CODES["nop"]))
         bufs = [self._client_alloc(bytes(64)), self._client_alloc(bytes(64))] if name == "copy" else []
         args = self._client_alloc(b"".join(struct.pack("<Q", b) for b in bufs) or bytes(8))
         n = 8 * len(bufs)
@@ -1125,6 +1123,10 @@ OPCODES = sorted(int(o) for o in Opcode)
 #: malformation of docs/spec/aie4.md §7
 A4_KINDS = ("nop", "copy", "fail", "hang", "chain", "indirect", "bad_args_len", "unmapped_code",
             "bad_opcode", "indirect_bad_count", "signal_outside", "junk")
+#: the kernel each AIE4 packet kind runs, encoded once (a packet is built per op)
+A4_CODES = {name: kernels.encode(desc) for name, desc in (
+    ("nop", kernels.Desc(kernels.Kernel.NOP)), ("fail", kernels.Desc(kernels.Kernel.FAIL)),
+    ("hang", kernels.Desc(kernels.Kernel.HANG)), ("copy", kernels.Desc(kernels.Kernel.COPY, count=16)))}
 A4_PASID = 7  # the fuzzed AIE4 client's PASID
 A4_CLIENT_SIZE = 1 << 20
 A4_QUEUE_SLOTS = 8  # queue BOs the driver helper places 64 KiB apart
