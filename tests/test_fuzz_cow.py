@@ -12,6 +12,7 @@ import re
 from collections import Counter, deque
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_fuzz_snapshot import fingerprint
 
@@ -26,6 +27,7 @@ from xdna_emu.fuzz.ops import (
     DeviceHarness,
     Interpreter,
     Op,
+    op_kinds,
     replay_journal,
     run_input,
 )
@@ -249,13 +251,15 @@ def _full_state(s: DeviceHarness) -> tuple:
 
 
 @tracked
-def test_tracked_restores_equal_full_restores_for_random_inputs() -> None:
+@pytest.mark.parametrize("chip", ["npu4", "npu3"])
+def test_tracked_restores_equal_full_restores_for_random_inputs(chip: str) -> None:
     """For random inputs after random prefixes: the tracked restore (only the pages each
-    input wrote) leaves the function byte for byte as a full restore does."""
+    input wrote) leaves the function byte for byte as a full restore does (on AIE4 the
+    driver's buffers and the client's memory are pool spans of the arena)."""
     rng = random.Random(7)
     toks = dictionary()
-    seeds = list(device_seeds("npu4").values())
-    s = DeviceHarness("npu4")
+    seeds = list(device_seeds(chip).values())
+    s = DeviceHarness(chip)
     assert isinstance(s.arena, cow.TrackedArena)
     s.verify_every = 1
     it = Interpreter(s)
@@ -274,7 +278,55 @@ def test_tracked_restores_equal_full_restores_for_random_inputs() -> None:
             s.restore(snap)
             assert _full_state(s) == full
             checked += 1
-    assert checked == 40
+    assert checked == 5 * len(seeds[:8])
+
+
+def test_an_aie4_snapshot_copies_no_mapping_the_driver_or_the_client_made() -> None:
+    """AIE4's driver maps its work buffer, certificate and queue BOs, and the harness the
+    client's memory (5 MB in all): each is a span of the arena's pool, so a snapshot holds
+    none of their bytes, only the pages written, and a restore copies none back."""
+    s = DeviceHarness("npu3")
+    s.fresh()
+    s.run([Op("call", ("a4_bring_up", 2000)), Op("call", ("a4_ctx",)),
+           Op("call", ("a4_submit", 0, 1, 2))])
+    snap = s.snapshot()
+    assert snap.fn.mappings and all(m.data is None for m in snap.fn.mappings), \
+        [(hex(m.address), m.size) for m in snap.fn.mappings if m.data is not None]
+    assert sum(m.size for m in snap.fn.mappings) > 5 << 20
+    assert 0 < len(snap.pages[0]) < 200, len(snap.pages[0])
+    s.run([Op("call", ("a4_submit", 0, 2, 1))])
+    s.restore(snap)
+    live = {(pasid, m.address): m.mem for pasid, sp in s.iommu.spaces.items() for m in sp.maps}
+    assert all(live[k] is mem for k, mem in snap.memory.items())  # the very buffers, kept
+    assert s.arena.verify(snap.pages).size == 0
+
+
+def test_a_queue_index_read_alone_is_the_headers() -> None:
+    """``Aie4Queue.index`` (what the checker reads after every op) is the header's field."""
+    s = DeviceHarness("npu3")
+    s.fresh()
+    s.run([Op("call", ("a4_bring_up", 2000)), Op("call", ("a4_ctx",)),
+           Op("call", ("a4_submit", 0, 0, 3)), Op("call", ("a4_publish", 0, 7))])
+    q = s.queues[0]
+    hdr = q.header
+    assert hdr["read_index"] == 3 and hdr["write_index"] == 10
+    assert (q.index("read_index"), q.index("write_index")) == (hdr["read_index"], hdr["write_index"])
+
+
+def test_a_pool_span_is_handed_out_zeroed_and_never_to_two_live_mappings() -> None:
+    """A key's span is zeroed each time it is handed out again (a driver remapping it),
+    and a key whose span a live mapping holds gets a new bytearray instead."""
+    s = DeviceHarness("npu3")
+    buf = s.host_buffer("k", 3 * cow.PAGE + 5)
+    buf[0] = buf[-1] = 7
+    again = s.host_buffer("k", 3 * cow.PAGE + 5)
+    assert again is buf and buf[0] == 0 and buf[-1] == 0
+    s.fn.dma_map(9, 0x1_0000_0000, len(buf), 3, None, mem=buf)
+    buf[1] = 9
+    other = s.host_buffer("k", len(buf))
+    assert type(other) is bytearray and buf[1] == 9  # the live mapping's bytes are kept
+    assert type(s.host_buffer("k", 64)) is bytearray  # another size: not the span
+    assert type(s.host_buffer("huge", 64 << 20)) is bytearray  # past the pool
 
 
 def test_a_snapshot_holds_only_the_pages_written_since_power_on() -> None:
@@ -349,6 +401,113 @@ def test_builtin_loop_runs_incremental_rounds_by_work() -> None:
     out = builtin_fuzz(t, 1e9, None, device_seeds("npu4"), seed=2, max_execs=300)
     assert t.execs >= 300 and out["corpus_size"] >= len(device_seeds("npu4"))
     assert t.session.snap_stats["restored"] > 200, t.session.snap_stats
+
+
+def test_coverage_kinds_of_a_restored_prefix_are_those_of_every_op_executed() -> None:
+    """The coverage of an input restored from a snapshot takes the prefix's kinds from the
+    snapshot (worked out once, counted once per end state) and its own ops' from the ops:
+    the features are exactly those of a walk of every op executed since power-on, for
+    parents, children and memo hits alike."""
+    t = Target("device", "npu4", None)
+    s = t.session
+    checked: Counter[str] = Counter()
+    real = t.coverage_feature
+    walked: set[tuple] = set()  # the features of a walk of every op executed
+
+    def coverage(data: bytes) -> bool:
+        assert s.executed_kinds() == op_kinds(s.executed)
+        checked["from_snapshot" if s.executed_from is not None else "fresh"] += 1
+        if s.executed_from is not None and len(s.executed_from.attrs["executed"]) > 8:
+            checked["long_prefix"] += 1
+        new = real(data)
+        sid = t._state_ids[s.state_key()]
+        fresh = {(*k, sid) for k in op_kinds(s.executed)} - walked
+        walked.update(fresh)
+        assert new == bool(fresh) and t.features == walked
+        return new
+
+    t.coverage_feature = coverage  # type: ignore[method-assign]
+    builtin_fuzz(t, 1e9, None, device_seeds("npu4"), seed=5, max_execs=400)
+    assert checked["from_snapshot"] > 300 and checked["fresh"] and checked["long_prefix"], checked
+
+
+def test_builtin_loop_writes_every_new_corpus_entry_by_its_end(tmp_path: Path) -> None:
+    """New corpus entries are written in batches (with the progress records and at the
+    end): every entry the loop kept is on disk when it returns, named by its SHA-1."""
+    import hashlib
+
+    t = Target("device", "npu4", None)
+    seeds = device_seeds("npu4")
+    out = builtin_fuzz(t, 1e9, tmp_path / "corpus", seeds, seed=2, max_execs=300)
+    files = {p.name: p.read_bytes() for p in (tmp_path / "corpus").iterdir()}
+    assert len(files) == out["corpus_size"] - len(seeds) > 0
+    assert all(hashlib.sha1(data).hexdigest() == name for name, data in files.items())
+
+
+def _bars_cleared(s: DeviceHarness) -> bool:
+    """Every BAR byte is zero but the MSI-X table and PBA (what a reset leaves)."""
+    m = s.chip.msix
+    for bar, arr in s.regs.arrays.items():
+        data = arr.copy()
+        if bar == m.bar:
+            data[m.table_offset : m.table_offset + m.table_size] = 0
+            data[m.pba_offset : m.pba_offset + m.pba_size] = 0
+        if data.any():
+            return False
+    return True
+
+
+@pytest.mark.parametrize("chip", ["npu4", "npu3"])
+def test_a_reset_looks_only_at_the_pages_that_may_hold_data_and_clears_them_all(chip: str) -> None:
+    """With write tracking the register file's clear asks the arena which BAR pages may
+    hold data (written since the base, or non-zero in it) and stores only to those that
+    do: after random inputs a reset leaves every BAR zero but MSI-X (also when the
+    input's stores were not scanned yet: the clear's own scan sees them), and the pages it
+    stored to are among those that held data."""
+    s = DeviceHarness(chip)
+    assert isinstance(s.arena, cow.TrackedArena) and s.regs.blocks is not None
+    rng = random.Random(7)
+    seeds = list(device_seeds(chip).values())
+    m = s.chip.msix
+    keep = [(m.table_offset, m.table_size), (m.pba_offset, m.pba_size)]
+    resets = 0
+    for i in range(60):
+        data = _mutate(rng.choice(seeds), rng, seeds, dictionary())
+        if run_input(s, data) is not None:
+            continue
+        held = {bar: set(np.flatnonzero(arr.reshape(-1, 4096).any(axis=1)).tolist())
+                for bar, arr in s.regs.arrays.items()}
+        if i % 2:
+            s.regs.clear(keep={m.bar: keep})
+            assert _bars_cleared(s)
+            continue
+        s.arena._fold()  # the input's stores scanned: the next scan shows the clear's alone
+        s.regs.clear(keep={m.bar: keep})
+        assert _bars_cleared(s)
+        written = s.arena._written()
+        for k, bar in enumerate(sorted(s.chip.bars)):
+            first = s.arena._offs[k] // 4096
+            pages = {p - first for p in written if first <= p < first + len(s.regs.arrays[bar]) // 4096}
+            if bar == m.bar:  # the kept ranges are stored back
+                pages -= {p for off, size in keep for p in range(off // 4096, -(-(off + size) // 4096))}
+            assert pages <= held[bar]
+        s.arena._diff.update(written)  # the arena's own record of them, as _fold keeps it
+        s.arena._since.update(written)
+        resets += 1
+    assert resets > 15
+
+
+def test_a_reset_clears_a_page_the_base_holds_data_in() -> None:
+    """A BAR page that is non-zero in the arena's base (and never written since) is one
+    the clear must look at too."""
+    s = DeviceHarness("npu4")
+    bar = sorted(s.chip.bars)[0]
+    arr = s.regs.arrays[bar]
+    off = len(arr) - 64  # far from every register the model writes
+    arr[off] = 0x5A
+    s.arena.commit()  # now part of the base, and no write since
+    s.v_reset()
+    assert arr[off] == 0 and _bars_cleared(s)
 
 
 def _count_bring_ups(monkeypatch: pytest.MonkeyPatch, plant: bool = False) -> list[int]:

@@ -7,14 +7,14 @@ roles into ``(bar, offset)`` once (via :meth:`Chip.dev_to_bar`) and then uses
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from .chips import Chip
 
 #: granule of :meth:`RegisterFile.clear` (a page: copy-on-write fuzz snapshots track pages)
-_BLOCK = 4096
+BLOCK = 4096
 
 
 class RegisterFile:
@@ -32,6 +32,11 @@ class RegisterFile:
         # device address -> (word view, word index): mailbox and context registers are
         # addressed by device address on every message, so each is resolved once
         self._dev: dict[int, tuple[memoryview, int]] = {}
+        #: who keeps the BAR pages may know which can hold data (a fuzzer's write-tracked
+        #: copy-on-write arena, docs/spec/fuzzing.md §9): ``blocks()`` returns, per BAR, the
+        #: indexes of the BLOCK-sized blocks that may be non-zero (None: unknown), so
+        #: :meth:`clear` looks only at those instead of every block
+        self.blocks: Callable[[], Mapping[int, np.ndarray] | None] | None = None
 
     # -- by (bar, offset) -------------------------------------------------------------
     def read(self, bar: int, offset: int) -> int:
@@ -76,14 +81,20 @@ class RegisterFile:
 
     def clear(self, keep: Mapping[int, list[tuple[int, int]]] | None = None) -> None:
         """Zero every BAR except the ``(offset, size)`` ranges in ``keep[bar]``."""
+        known = self.blocks() if self.blocks is not None else None
         for idx, arr in self.arrays.items():
             saved = [(off, arr[off : off + size].copy()) for off, size in (keep or {}).get(idx, [])]
-            if len(arr) % _BLOCK:
+            if len(arr) % BLOCK:
                 arr.fill(0)
             else:  # only blocks holding data are stored to: untouched pages stay clean
                 # (found by the max of each block as 64-bit words: 2-4x faster than any())
-                used = np.flatnonzero(arr.view(np.uint64).reshape(-1, _BLOCK // 8).max(axis=1))
+                by_block = arr.view(np.uint64).reshape(-1, BLOCK // 8)
+                maybe = known.get(idx) if known is not None else None
+                if maybe is None:
+                    used = np.flatnonzero(by_block.max(axis=1))
+                else:  # the other blocks are known to hold zeros
+                    used = maybe[by_block[maybe].max(axis=1) != 0] if len(maybe) else maybe
                 if len(used):
-                    arr.reshape(-1, _BLOCK)[used] = 0
+                    arr.reshape(-1, BLOCK)[used] = 0
             for off, data in saved:
                 arr[off : off + len(data)] = data

@@ -33,6 +33,7 @@ import os
 import struct
 import weakref
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -101,8 +102,12 @@ class Arena:
 
     def revert_region(self, i: int) -> None:
         """Region ``i`` alone back to the base."""
-        start = self._offs[i]
-        self._map.madvise(mmap.MADV_DONTNEED, start, -(-len(self._views[i]) // PAGE) * PAGE)
+        self.revert_span(i, 0, len(self._views[i]))
+
+    def revert_span(self, i: int, off: int, size: int) -> None:
+        """The pages of region ``i`` from byte ``off`` (page-aligned) for ``size`` bytes
+        back to the base."""
+        self._map.madvise(mmap.MADV_DONTNEED, self._offs[i] + off, -(-size // PAGE) * PAGE)
 
     def load(self, delta: tuple[np.ndarray, np.ndarray]) -> None:
         """Put the state ``delta`` describes back: base plus its pages."""
@@ -220,6 +225,7 @@ class TrackedArena(Arena):
         self._closer.detach()
         self._closer = weakref.finalize(self, _close_fds, self._fd, self._pagemap, self._uffd)
         self._base = np.zeros((self.pages, PAGE), dtype=np.uint8)  # the new file's zeros
+        self._base_data: set[int] = set()  # the base's pages holding a non-zero byte
         self._diff: set[int] = set()
         self._since: set[int] = set()
         self._index: dict[int, int] = {}  # page -> its row in the delta loaded last
@@ -279,9 +285,12 @@ class TrackedArena(Arena):
         self.load(_EMPTY)
 
     def revert_region(self, i: int) -> None:
+        self.revert_span(i, 0, len(self._views[i]))
+
+    def revert_span(self, i: int, off: int, size: int) -> None:
         self._fold()
-        first = self._offs[i] // PAGE
-        last = first + -(-len(self._views[i]) // PAGE)
+        first = (self._offs[i] + off) // PAGE
+        last = first + -(-size // PAGE)
         pages = [p for p in self._diff if first <= p < last]
         if pages:
             self._raw[pages] = self._base[pages]
@@ -321,6 +330,21 @@ class TrackedArena(Arena):
             self._base[p] = self._by_page[p]
         self._diff, self._since, self._index, self._rows = set(), set(), {}, ()
         self._loaded = None
+        self._base_data = set(np.flatnonzero(self._base.any(axis=1)).tolist())
+
+    def maybe_data(self, regions: Mapping[int, int]) -> dict[int, np.ndarray]:
+        """For each ``key: region index``, the pages of that region (indexes from its
+        start) that may hold a non-zero byte: those that may differ from the base and those
+        where the base is non-zero; every other page is known to be zero. Exact whoever
+        stored, since the one scan here sees every store."""
+        self._fold()
+        maybe = sorted(self._diff | self._base_data)
+        out = {}
+        for key, i in regions.items():
+            first = self._offs[i] // PAGE  # regions start on a page (Arena.__init__)
+            last = first + -(-len(self._views[i]) // PAGE)
+            out[key] = np.array([p - first for p in maybe if first <= p < last], dtype=np.int64)
+        return out
 
     def _base_pages(self) -> np.ndarray:
         return self._base

@@ -506,7 +506,7 @@ class Checker:
         # passed ended exactly once (completed or failed: no job lost or left RUNNING)
         marks = getattr(self.s, "read_marks", None)
         for i, q in enumerate(getattr(self.s, "queues", ())):
-            rd = q.header["read_index"]
+            rd = q.index("read_index")
             last = marks.get(i, 0) if marks is not None else rd
             if rd < last or rd - last > HSA_QUEUE_SLOTS:
                 raise InvariantViolation("read_index", f"queue {i}: read_index {last} -> {rd}")

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .. import kernels
+from .. import kernels, regio
 from ..chips import Chip, MailboxLayout, load_chip
 from ..clock import VirtualClock
 from ..fw.aie4.messages import HSA_EXEC_BUF, HSA_PKT, CmdState, HsaOpcode
@@ -89,6 +89,10 @@ CALL_WEIGHT = 32
 MAX_MAP = 4 << 20  # largest host mapping an op may create
 CLIENT_HEAP = 2 << 20
 COW_HEAPS = 3  # client heaps (PASIDs 0-2) kept in copy-on-write pages; others in bytearrays
+#: copy-on-write pages for the other buffers the driver and the harness map (AIE4: the
+#: firmware's work buffer and certificate, queue BOs, the client's memory), each given a
+#: fixed span on first use (docs/spec/fuzzing.md §9); a buffer that does not fit is a bytearray
+HOST_POOL = 8 << 20
 CLIENT_VA = 0x7F00_0000_0000
 ASYNC_BUF_IOVA = 0x2_0000_0000  # where bring-up registers its async-event buffers
 _IMAGES: dict[str, bytes] = {}
@@ -192,6 +196,18 @@ def _containers(attrs: dict[str, Any]) -> list[str]:
     return [k for k, v in attrs.items() if type(v) in _COPIED]
 
 
+def op_kinds(ops: list[Op], first: int = 0) -> set[tuple[str, Any]]:
+    """The coverage kinds of ``ops`` (the first at index ``first`` of an input's executed
+    ops): a call's or fault's name, else the verb and its index capped at 8. A feature is
+    a kind with the device state the input ended in (docs/spec/fuzzing.md §9)."""
+    out = set()
+    add = out.add
+    for i, op in enumerate(ops, first):
+        verb = op.verb
+        add((verb, op.args[0] if verb == "call" or verb == "fault" else min(i, 8)))
+    return out
+
+
 def straddles(data: bytes, end: int) -> bool:
     """Does a separator start within SNAP_STRADDLE bytes before ``end``? Then the chunk, and
     the ops, before ``end`` differ from those of an input whose bytes stop (or go on
@@ -211,7 +227,7 @@ class Snapshot:
     """
 
     __slots__ = ("fn", "memory", "host", "attrs", "checker", "irqs", "pages", "n", "g", "end",
-                 "path")
+                 "path", "kinds", "covered")
 
     def __init__(self, fn: FunctionState, memory: dict[tuple[int, int], Any],
                  host: list[tuple[dict[str, Any], tuple[str, ...], Any]], attrs: dict[str, Any],
@@ -221,6 +237,11 @@ class Snapshot:
         self.pages = pages  # the copy-on-write arena's dirty pages (None: fn holds the bytes)
         self.n = self.g = self.end = 0  # interpreter position (budget, groups, byte offset)
         self.path = 0  # hash of the op groups from power-on to here (Interpreter.run_fresh)
+        #: the coverage kinds of ``attrs["executed"]`` (:func:`op_kinds`), worked out on
+        #: first use: an input restored from here adds only its own ops' kinds
+        self.kinds: frozenset[tuple[str, Any]] | None = None
+        #: the device states (coverage state numbers) whose features ``kinds`` already gave
+        self.covered: set[int] = set()
 
 
 class Guard(Observer):
@@ -261,11 +282,16 @@ class DeviceHarness:
         #: is the pages written since power-on, a restore drops the rest (§9 of fuzzing.md)
         self.arena: Arena | None = None
         self._image_region: int | None = None
+        self._pool_region: int | None = None
+        self._pool: dict[Any, tuple[memoryview, int]] = {}  # a buffer's key -> (view, offset)
+        self._pool_next = 0  # the pool's first span not given to a key yet
         bars = None
         if cow.available():
             sizes = [self.chip.bars[i].size for i in sorted(self.chip.bars)]
-            self.arena = cow.make_arena(sizes + [CLIENT_HEAP] * COW_HEAPS + [self._image_size()],
-                                        f"xdna-fuzz-{self.chip.name}")
+            pool = [HOST_POOL] if self.chip.aie4 is not None else []  # AIE2 maps heaps and
+            # the image only
+            self.arena = cow.make_arena(sizes + [CLIENT_HEAP] * COW_HEAPS + [self._image_size()]
+                                        + pool, f"xdna-fuzz-{self.chip.name}")
             bars = {i: self.arena.region(k) for k, i in enumerate(sorted(self.chip.bars))}
             self._heap_ids = {id(self.arena.region(len(sizes) + k)): len(sizes) + k
                               for k in range(COW_HEAPS)}
@@ -275,9 +301,14 @@ class DeviceHarness:
                 # of its 128 KiB unless an input wrote it; untracked, every snapshot would
                 self._image_region = len(sizes) + COW_HEAPS  # hold it
                 self._arena_ids |= {id(self.arena.region(self._image_region))}
+            if pool:
+                self._pool_region = len(sizes) + COW_HEAPS + 1
         self.td = make_test_device(self.chip, VirtualClock(), bars=bars)
         self.fn = self.td.fn
         self.dev, self.regs, self.iommu = self.fn.device, self.fn.regs, self.fn.iommu
+        if bars is not None and cow.PAGE == regio.BLOCK:  # a reset looks only at the BAR
+            self._bar_region = {i: k for k, i in enumerate(sorted(self.chip.bars))}  # pages
+            self.regs.blocks = self._bar_blocks  # that may hold data
         self.clock: VirtualClock = self.fn.clock  # type: ignore[assignment]
         self._arity: dict[str, tuple[Callable[..., Any], int, float]] = {}
         self.checker = Checker(self)
@@ -360,6 +391,7 @@ class DeviceHarness:
         self.bos: dict[Any, tuple[Any, Any]] = {}  # context -> its (src, dst) buffers
         self.pending: list[tuple[Any, int, int]] = []  # (context, msg id, kernel kind)
         self.executed: list[Op] = []
+        self.executed_from: Snapshot | None = None  # the snapshot ``executed`` starts with
         self.events.clear()
         self.polled = False
         self.steps = 0
@@ -395,6 +427,25 @@ class DeviceHarness:
         return Snapshot(self.fn.save(keep=self._in_arena), memory, host, attrs,
                         self.checker.save(), list(self.td.irqs), self.arena.delta())
 
+    def executed_kinds(self, state: int | None = None) -> set[tuple[str, Any]] | frozenset[tuple[str, Any]]:
+        """The coverage kinds (:func:`op_kinds`) of every op executed since power-on: those
+        of the snapshot the session was restored from last (kept on it, so each prefix is
+        worked out once) and of the ops run since. With ``state`` (the number of the state
+        the input ended in), the snapshot's kinds are left out when an earlier input from
+        the same snapshot ended in that state (its features were counted then)."""
+        snap, executed = self.executed_from, self.executed
+        if snap is None:
+            return op_kinds(executed)
+        done = snap.attrs["executed"]
+        if snap.kinds is None:
+            snap.kinds = frozenset(op_kinds(done))
+        own = op_kinds(executed[len(done):], len(done))
+        if state is not None:
+            if state in snap.covered:
+                return own
+            snap.covered.add(state)
+        return snap.kinds | own if own else snap.kinds
+
     def snapshot_at(self, end: int, n: int, g: int, path: int, here: Snapshot | None = None) -> Snapshot:
         """A snapshot of the state now, at interpreter position (``end``, ``n``, ``g``) and
         op path ``path``; ``here`` is one already taken of this very state (a memoized
@@ -412,6 +463,14 @@ class DeviceHarness:
         if self.arena is None:
             return "copies"
         return "userfaultfd" if isinstance(self.arena, cow.TrackedArena) else "pagemap"
+
+    def _bar_blocks(self) -> Any:
+        """The blocks of each BAR that may hold data (``RegisterFile.blocks``): known while
+        the arena tracks writes (docs/spec/fuzzing.md §9), else None (every block looked at)."""
+        arena = self.arena
+        if not isinstance(arena, cow.TrackedArena):
+            return None
+        return arena.maybe_data(self._bar_region)
 
     def _in_arena(self, mem: Any) -> bool:
         return id(mem) in self._arena_ids
@@ -445,6 +504,7 @@ class DeviceHarness:
             d[k] = _copy(attrs[k])
         self.checker.load(snap.checker)
         self.td.irqs[:] = snap.irqs
+        self.executed_from = snap
         self.snap_stats[count] += 1
         self._restores += 1
         if self.journal and self.journal_every and self._restores % self.journal_every == 0:
@@ -690,7 +750,37 @@ class DeviceHarness:
             self.drv = Aie4PyDriver(self.td) if self.chip.aie4 is not None else PyDriver(self.td)
             if self.arena is not None and self._image_region is not None:
                 self.drv.image_buffer = self._image_buffer
+            if self._pool_region is not None:
+                self.drv.host_buffer = self._driver_buffer
         return self.drv
+
+    def _driver_buffer(self, pasid: int, iova: int, size: int) -> Any:
+        return self.host_buffer(("driver", pasid, iova), size)
+
+    def host_buffer(self, key: Any, size: int) -> Any:
+        """Zeroed host memory of ``size`` bytes for the buffer ``key`` names (a driver's
+        mapping by PASID and address, the client's memory): the span of the arena's pool
+        that key got on first use (docs/spec/fuzzing.md §9), so a snapshot holds and a
+        restore rewrites only its pages written, as for heaps. A new bytearray where there
+        is no pool, it is full, the key asks for another size, or a live mapping holds the
+        span (two live mappings never share memory)."""
+        if self._pool_region is None or self.arena is None:
+            return bytearray(size)
+        got = self._pool.get(key)
+        if got is None:
+            span = -(-size // cow.PAGE) * cow.PAGE
+            if self._pool_next + span > HOST_POOL:
+                return bytearray(size)
+            off = self._pool_next
+            self._pool_next += span
+            got = self._pool[key] = (self.arena.region(self._pool_region)[off : off + size], off)
+            self._arena_ids |= {id(got[0])}
+        view, off = got
+        if len(view) != size or any(m.mem is view for space in self.iommu.spaces.values()
+                                    for m in space.maps):
+            return bytearray(size)
+        self.arena.revert_span(self._pool_region, off, size)
+        return view
 
     def _image_size(self) -> int:
         return -(-len(image_for(self.chip)) // ALIGN) * ALIGN
@@ -876,7 +966,7 @@ class DeviceHarness:
         space = self.iommu.spaces.get(A4_PASID)
         if space is None or space.find(CLIENT_IOVA) is None:
             self.fn.dma_map(A4_PASID, CLIENT_IOVA, A4_CLIENT_SIZE, DMA_READ | DMA_WRITE, None,
-                            mem=bytearray(A4_CLIENT_SIZE))
+                            mem=self.host_buffer("client", A4_CLIENT_SIZE))
         size = (len(data) + 63) // 64 * 64
         if self.a4next + size > A4_CLIENT_SIZE:
             self.a4next = 0
@@ -904,15 +994,13 @@ class DeviceHarness:
 
     def a4_packet(self, kind: int, junk: bytes = b"") -> bytes:
         """One HSA packet of ``kind`` (A4_KINDS), its buffers placed in client memory."""
-        K, name = kernels.Kernel, A4_KINDS[kind % len(A4_KINDS)]
+        name = A4_KINDS[kind % len(A4_KINDS)]
         if name == "junk":
             return junk.ljust(HSA_PKT.size, b"\0")[: HSA_PKT.size]
         sig = self._client_alloc(struct.pack("<I", CmdState.NEW))
         if name == "signal_outside":
             sig = 0xDEAD_0000_0000
-        desc = {"fail": kernels.Desc(K.FAIL), "hang": kernels.Desc(K.HANG),
-                "copy": kernels.Desc(K.COPY, count=16)}.get(name, kernels.Desc(K.NOP))
-        code = self._client_alloc(kernels.encode(desc))
+        code = self._client_alloc(A4_CODES.get(name, A4_CODES["nop"]))
         bufs = [self._client_alloc(bytes(64)), self._client_alloc(bytes(64))] if name == "copy" else []
         args = self._client_alloc(b"".join(struct.pack("<Q", b) for b in bufs) or bytes(8))
         n = 8 * len(bufs)
@@ -930,13 +1018,13 @@ class DeviceHarness:
     def c_a4_pkt(self, which: int, kind: int, ahead: int = 0, junk: bytes = b"") -> None:
         """Write a packet at write_index + ``ahead`` of a queue, without publishing it."""
         q = self._queue(which)
-        q.put(q.header["write_index"] + ahead, self.a4_packet(kind, junk))
+        q.put(q.index("write_index") + ahead, self.a4_packet(kind, junk))
         self.events[f"a4_pkt_{A4_KINDS[kind % len(A4_KINDS)]}"] += 1
 
     def c_a4_publish(self, which: int, delta: int) -> None:
         """Move write_index by ``delta`` from read_index (past capacity, or behind it, too)."""
         q = self._queue(which)
-        q.publish(max(0, q.header["read_index"] + delta) & 0xFFFF_FFFF_FFFF_FFFF)
+        q.publish(max(0, q.index("read_index") + delta) & 0xFFFF_FFFF_FFFF_FFFF)
 
     def c_a4_ring(self, which: int) -> None:
         """The doorbell, also of a destroyed context or with nothing new."""
@@ -1035,6 +1123,10 @@ OPCODES = sorted(int(o) for o in Opcode)
 #: malformation of docs/spec/aie4.md §7
 A4_KINDS = ("nop", "copy", "fail", "hang", "chain", "indirect", "bad_args_len", "unmapped_code",
             "bad_opcode", "indirect_bad_count", "signal_outside", "junk")
+#: the kernel each AIE4 packet kind runs, encoded once (a packet is built per op)
+A4_CODES = {name: kernels.encode(desc) for name, desc in (
+    ("nop", kernels.Desc(kernels.Kernel.NOP)), ("fail", kernels.Desc(kernels.Kernel.FAIL)),
+    ("hang", kernels.Desc(kernels.Kernel.HANG)), ("copy", kernels.Desc(kernels.Kernel.COPY, count=16)))}
 A4_PASID = 7  # the fuzzed AIE4 client's PASID
 A4_CLIENT_SIZE = 1 << 20
 A4_QUEUE_SLOTS = 8  # queue BOs the driver helper places 64 KiB apart
@@ -1054,9 +1146,16 @@ class Builder:
 
     def __init__(self, s: DeviceHarness) -> None:
         self.s = s
+        self.bars = sorted(s.chip.bars)  # the chip's BAR numbers, which ops name by index
+        self._locs: dict[int, tuple[int, int]] = {}  # device address -> (bar, offset)
 
     def loc(self, addr: int) -> tuple[int, int]:
-        return self.s.chip.dev_to_bar(addr)
+        """The BAR and offset of a device address: the chip's map is fixed, and posts and
+        acks ask for the same few channel registers on every op decoded."""
+        loc = self._locs.get(addr)
+        if loc is None:
+            loc = self._locs[addr] = self.s.chip.dev_to_bar(addr)
+        return loc
 
     def reg_write(self, idx: int, value: int, trapped: bool = True) -> list[Op]:
         bar, off, _ = self.s.targets[idx % len(self.s.targets)]
@@ -1066,7 +1165,7 @@ class Builder:
 
     def raw_write(self, bar: int, off: int, value: int) -> list[Op]:
         """Anywhere, including absent BARs, unaligned and past-the-end offsets."""
-        bars = sorted(self.s.chip.bars)
+        bars = self.bars
         b = bars[bar % len(bars)] if bar < 0x80 else bar % 8
         size = self.s.chip.bars[b].size if b in self.s.chip.bars else 0x1000
         return [Op("w32", (b, off % (size + 16), value))]
@@ -1317,7 +1416,10 @@ class Interpreter:
 
     @staticmethod
     def _costly(group: list[Op]) -> bool:
-        return any(op.verb == "call" and op.args[0] in SNAP_CALLS for op in group)
+        for op in group:  # a loop, not any(): every group decoded asks
+            if op.verb == "call" and op.args[0] in SNAP_CALLS:
+                return True
+        return False
 
     def _snapshot_at(self, data: bytes, end: int, n: int, g: int, group: list[Op],
                      spent: int, path: int = 0, here: Snapshot | None = None) -> bool:
@@ -1427,7 +1529,7 @@ class Interpreter:
 
     def _shm_raw(self, r: Reader) -> list[Op]:
         bar, off, n = r.u8(), r.u32(), r.u8() % 32
-        bars = sorted(self.s.chip.bars)
+        bars = self.b.bars
         b = bars[bar % len(bars)]
         return [Op("shm", (b, off % self.s.chip.bars[b].size, r.take(n)))]
 

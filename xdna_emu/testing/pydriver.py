@@ -274,6 +274,10 @@ class PyDriver:
     # -- firmware ------------------------------------------------------------------------
     #: zeroed host memory of ``size`` bytes for an image (a fuzzer's tracked pages)
     image_buffer: Callable[[int], Any] = bytearray
+    #: zeroed host memory of ``size`` bytes for another buffer the driver maps at
+    #: (pasid, iova) (a fuzzer's tracked pages: docs/spec/fuzzing.md §9)
+    host_buffer: Callable[[int, int, int], Any] = staticmethod(
+        lambda pasid, iova, size: bytearray(size))
 
     def map_image(self, image: bytes, iova: int = FW_IOVA) -> int:
         """Copy the image into a 64 KiB-rounded DMA buffer (pasid 0); return its size."""
