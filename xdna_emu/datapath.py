@@ -565,11 +565,12 @@ class DataPath:
     def _arm_thread(self) -> bool:
         """Arm each user channel whose messages the thread may answer now: those the Python
         drain would arm (:meth:`_arm`), on a device no observer watches (they see interrupts
-        as the Python path raises them). Its vector's eventfd goes with it when the vector
-        is deliverable now (the MSI-X rule, docs/spec/device.md §3), else the thread sets
-        the vector's PBA bit as MsixController.raise_vector does, and Python delivers it
-        when the obstacle goes (every change of the table, MSI-X control or eventfds is a
-        Python step). When no generation moved and the step armed nothing itself, the parked
+        as the Python path raises them). Its vector's eventfd goes with it when the function
+        delivers it now (the MSI-X rule but for the vector's mask bit, which the thread
+        reads in the table at each raise: docs/spec/device.md §3), else the thread sets the
+        vector's PBA bit as MsixController.raise_vector does, and Python delivers it when
+        the obstacle goes (every change of the table, MSI-X control or eventfds is a Python
+        step). When no generation moved and the step armed nothing itself, the parked
         channels are armed again as they were. Returns whether :attr:`mask` changed."""
         gen = self._generation()
         parked, self._parked = self._parked, {}
@@ -598,7 +599,7 @@ class DataPath:
                 if not 0 <= vec < msix.vectors or not self._arm(idx):
                     continue
                 c = self.chans[idx]
-                fd = fd_of(vec) if msix._deliverable(vec) else None  # noqa: SLF001
+                fd = fd_of(vec) if msix.function_delivers(vec) else None
                 c.irq_fd = -1 if fd is None else fd
                 c.owner = self._owner(vec)
                 c.pba = self.ffi.cast("uint8_t *", self._bars[msix.layout.bar] + pba + vec // 8)

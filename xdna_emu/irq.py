@@ -131,9 +131,10 @@ class MsixController:
         self.wires: Wires = wires if wires is not None else EventfdWires(self.vectors)
         self._lock = threading.RLock()
         self.stats: dict[str, int] = {"delivered": 0, "pended": 0, "dropped": 0}
-        #: bumped by every change of whether or where a vector is delivered (a table write or
-        #: reset, a config write (MSI-X control, bus mastering), eventfds set or cleared):
-        #: the daemon's C job path raises vectors from a copy (docs/spec/jobs.md §7)
+        #: bumped by every change of :meth:`function_delivers` (a config write (MSI-X
+        #: control, bus mastering), eventfds set or cleared): the daemon's C job path raises
+        #: vectors from a copy of it, and reads each vector's mask bit in the table itself
+        #: (docs/spec/jobs.md §7)
         self.gen = 0
         # where raise_vector looks: the high byte of Message Control, each vector's control word
         self._flags_hi = config.msix_cap + MSIX_FLAGS + 1
@@ -175,12 +176,18 @@ class MsixController:
         bit = 1 << (vec % 8)
         self.mem[off] = (self.mem[off] | bit) if on else (self.mem[off] & ~bit & 0xFF)
 
-    def _deliverable(self, vec: int) -> bool:
-        """MSI-X Enable set, Function Mask clear (one config byte), the vector's mask bit
-        clear (at a precomputed offset) and a wire to fire: the one rule every path uses."""
+    def function_delivers(self, vec: int) -> bool:
+        """MSI-X Enable set, Function Mask clear (one config byte) and a wire to fire: the
+        rule but for the vector's own mask bit, which a client stores into BAR memory before
+        its write-log entry is applied, so the daemon's C path reads it at each raise."""
         return (self.config.data[self._flags_hi] & _FLAGS_HI_MASK == _FLAGS_HI_ON
-                and not self.mem[self._ctrl_offs[vec]] & MSIX_ENTRY_CTRL_MASKBIT
                 and self.wires.connected(vec))
+
+    def _deliverable(self, vec: int) -> bool:
+        """:meth:`function_delivers` and the vector's mask bit clear (at a precomputed
+        offset): the one rule every path uses."""
+        return (not self.mem[self._ctrl_offs[vec]] & MSIX_ENTRY_CTRL_MASKBIT
+                and self.function_delivers(vec))
 
     def _deliver(self, vec: int) -> bool:
         if not self.wires.fire(vec):
@@ -218,7 +225,6 @@ class MsixController:
         t0 = self.layout.table_offset
         if t0 <= offset < t0 + self.table_size:
             with self._lock:
-                self.gen += 1
                 self._flush_pending()
 
     def config_changed(self) -> None:
@@ -230,7 +236,6 @@ class MsixController:
     def reset(self) -> None:
         """Reset state: every vector masked, addresses and data zero, nothing pending."""
         with self._lock:
-            self.gen += 1
             t0 = self.layout.table_offset
             self.mem[t0 : t0 + self.table_size] = bytes(self.table_size)
             for vec in range(self.vectors):

@@ -72,14 +72,14 @@ struct xdp_chan {
                                     vectors of a batch in this order, the order the Python
                                     path first raises them (docs/spec/device.md §3) */
     /* the doorbell thread's (thread.c): in, set by Python when it arms for the thread */
-    int32_t irq_fd;              /* the vector's eventfd; -1: not deliverable (masked, MSI-X
-                                    off or no eventfd), the raise sets its PBA bit */
+    int32_t irq_fd;              /* the vector's eventfd; -1: not deliverable (MSI-X off,
+                                    function masked or no eventfd), the raise sets its PBA bit */
     int32_t owner;               /* session slot of the vector's owner, -1: none */
     uint8_t *pba;                /* the PBA byte of the vector (docs/spec/device.md §3) */
     uint32_t pba_bit;
     const uint8_t *vec_ctrl;     /* the low byte of the vector's table control word, read
-                                    at each raise: a mask stored before its write-log entry
-                                    is applied pends the vector, as Python's raise would */
+                                    at each raise as Python's raise reads it: a client stores
+                                    a table write before its write-log entry is applied */
     uint32_t mask_bit;
     /* out: the thread's interrupts since armed (Python adds and clears) */
     uint32_t t_irqs;             /* replies that raised the vector (counted as Python does) */
