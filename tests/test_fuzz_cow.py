@@ -21,6 +21,8 @@ from xdna_emu.fuzz.atheris_target import Target, _mutate, builtin_fuzz, device_s
 from xdna_emu.fuzz.atheris_target import main as atheris_main
 from xdna_emu.fuzz.invariants import InvariantViolation
 from xdna_emu.fuzz.ops import (
+    A4_PASID,
+    A4_QUEUE_SLOTS,
     JOURNAL_VERIFY_EVERY,
     SEPARATOR,
     VERIFY_EVERY,
@@ -32,6 +34,7 @@ from xdna_emu.fuzz.ops import (
     run_input,
 )
 from xdna_emu.fw.smu import SmuBlock
+from xdna_emu.testing.aie4driver import QUEUE_IOVA
 from xdna_emu.testing.pydriver import PyDriver
 
 pytestmark = pytest.mark.skipif(not cow.available(), reason="no memfd/pagemap dirty tracking here")
@@ -329,6 +332,21 @@ def test_a_pool_span_is_handed_out_zeroed_and_never_to_two_live_mappings() -> No
     assert type(s.host_buffer("huge", 64 << 20)) is bytearray  # past the pool
 
 
+def test_a_destroyed_queue_keeps_its_pool_span_from_a_later_queue() -> None:
+    """A queue BO unmapped while the harness keeps its destroyed queue (stale doorbells,
+    the checker's read marks) is not handed to the next queue of that slot: the two would
+    share memory, and the checker would see the old queue's read index fall."""
+    s = DeviceHarness("npu3")
+    s.fresh()
+    s.run([Op("call", ("a4_bring_up", 2000)), Op("call", ("a4_ctx",)),
+           Op("call", ("a4_submit", 0, 0, 3)),
+           Op("dma_unmap", (A4_PASID, QUEUE_IOVA, 0x10000))])
+    s.run([Op("call", ("a4_ctx",))] * A4_QUEUE_SLOTS)  # the last one takes queue 0's slot
+    assert len(s.queues) == A4_QUEUE_SLOTS + 1
+    assert s.queues[0].mem is not s.queues[-1].mem
+    assert s.queues[0].index("read_index") == 3
+
+
 def test_a_snapshot_holds_only_the_pages_written_since_power_on() -> None:
     s = DeviceHarness("npu4")
     assert s.arena is not None
@@ -442,6 +460,31 @@ def test_builtin_loop_writes_every_new_corpus_entry_by_its_end(tmp_path: Path) -
     files = {p.name: p.read_bytes() for p in (tmp_path / "corpus").iterdir()}
     assert len(files) == out["corpus_size"] - len(seeds) > 0
     assert all(hashlib.sha1(data).hexdigest() == name for name, data in files.items())
+
+
+def test_builtin_loop_writes_its_new_corpus_entries_when_an_exception_ends_it(
+        tmp_path: Path) -> None:
+    """An exception out of the loop (a harness bug, not a finding) still writes the entries
+    found before it, which are often the ones that led there."""
+    import hashlib
+
+    class Breaks(Target):
+        kept: list[bytes] = []
+
+        def coverage_feature(self, data: bytes) -> bool:
+            if len(self.kept) == 3:
+                raise RuntimeError("planted")
+            new = super().coverage_feature(data)
+            if new and self.execs > len(seeds):
+                self.kept.append(data)
+            return new
+
+    seeds = device_seeds("npu4")
+    with pytest.raises(RuntimeError, match="planted"):
+        builtin_fuzz(Breaks("device", "npu4", None), 1e9, tmp_path / "corpus", seeds, seed=2,
+                     max_execs=10_000)
+    names = {p.name for p in (tmp_path / "corpus").iterdir()}
+    assert names == {hashlib.sha1(d).hexdigest() for d in Breaks.kept}
 
 
 def _bars_cleared(s: DeviceHarness) -> bool:

@@ -37,6 +37,22 @@ def test_a_polled_wait_in_deterministic_mode_sleeps_to_its_deadline() -> None:
         h.close()
 
 
+def test_a_polled_wait_ends_at_a_completion_in_the_middle() -> None:
+    """A reply the firmware sends 50 ms late ends a polled 3 s wait at 50 ms of virtual
+    time: sleeping to the deadline does not pass over the daemon step that brings it."""
+    h = ShimHarness("npu4")
+    try:
+        for op in [PROBE, Op("call", ("power", "turbo")), Op("call", ("ctx",)),
+                   Op("fault", ("late", -1, 3, 50)), Op("call", ("exec", 0, "nop"))]:
+            h.apply(op)
+            assert h.last == "ok", op
+        got, hooks, ns = _timed(h, Op("call", ("wait", 0, 3000)))
+        assert (got, ns) == ("ok", 50_000_000) and hooks <= 4
+        assert h.shim.cmd_state(h.jobs[0].cmd) == ErtState.COMPLETED
+    finally:
+        h.close()
+
+
 def test_the_current_file_holds_each_example_as_its_trace(tmp_path) -> None:  # noqa: ANN001
     """The worker's ``current`` file (what a campaign reads when the worker dies) is the
     example's ``Trace.to_text`` after every example, a shorter one after a longer one

@@ -562,40 +562,42 @@ def builtin_fuzz(target: Target, seconds: float, corpus_dir: Path | None, seeds:
         target.coverage_feature(data)
     t0 = last = time.monotonic()
     queue: list[tuple[bytes, bytes | None]] = []  # (input, pinned prefix) still to run
-    # new corpus entries are written with each progress record and at the end, not one
-    # file per entry as found (a campaign finds ~75 a second: docs/spec/fuzzing.md §9)
+    # new corpus entries are written with each progress record and at the end (also when
+    # an exception ends the loop), not one file per entry as found (docs/spec/fuzzing.md §9)
     unsaved: list[bytes] = []
-    while (time.monotonic() - t0 < seconds and not stop.set
-           and (max_execs is None or target.execs < max_execs)):
-        if not queue:
-            parent = rng.choice(corpus)
-            if target.name == "device" and rng.random() >= WHOLE_INPUT and parent:
-                # the cut leans to the end (the largest of CUT_DRAWS draws): short suffixes
-                # are cheap children, and the deep states a long prefix reached get fuzzed
-                target(parent, pin=max(rng.randrange(len(parent)) for _ in range(CUT_DRAWS)))
-                prefix = target.pinned
-                if prefix is not None:
-                    rest = parent[len(prefix):]
-                    queue = [((prefix + _mutate(rest, rng, corpus, toks))[:4096], prefix)
-                             for _ in range(ROUND)]
-                    continue
-            queue = [(_mutate(parent, rng, corpus, toks), None)]
-        data, hint = queue.pop()
-        data = target(data, hint=hint, limit=CHILD_WORK if hint is not None else None)
-        if target.coverage_feature(data):
-            corpus.append(data)
-            if corpus_dir is not None:
-                unsaved.append(data)
-        now = time.monotonic()
-        if now - last > STATS_EVERY_S:
-            last = now
-            _save_corpus(corpus_dir, unsaved)
-            info = {"execs": target.execs, "coverage": len(target.features), "corpus": len(corpus),
-                    "crashes": target.crashes, "hangs": target.hangs, "elapsed": now - t0}
-            if progress:
-                progress(info)
-            _write_stats(stats, target, {"coverage": len(target.features), "corpus": len(corpus)})
-    _save_corpus(corpus_dir, unsaved)
+    try:
+        while (time.monotonic() - t0 < seconds and not stop.set
+               and (max_execs is None or target.execs < max_execs)):
+            if not queue:
+                parent = rng.choice(corpus)
+                if target.name == "device" and rng.random() >= WHOLE_INPUT and parent:
+                    # the cut leans to the end (the largest of CUT_DRAWS draws): short suffixes
+                    # are cheap children, and the deep states a long prefix reached get fuzzed
+                    target(parent, pin=max(rng.randrange(len(parent)) for _ in range(CUT_DRAWS)))
+                    prefix = target.pinned
+                    if prefix is not None:
+                        rest = parent[len(prefix):]
+                        queue = [((prefix + _mutate(rest, rng, corpus, toks))[:4096], prefix)
+                                 for _ in range(ROUND)]
+                        continue
+                queue = [(_mutate(parent, rng, corpus, toks), None)]
+            data, hint = queue.pop()
+            data = target(data, hint=hint, limit=CHILD_WORK if hint is not None else None)
+            if target.coverage_feature(data):
+                corpus.append(data)
+                if corpus_dir is not None:
+                    unsaved.append(data)
+            now = time.monotonic()
+            if now - last > STATS_EVERY_S:
+                last = now
+                _save_corpus(corpus_dir, unsaved)
+                info = {"execs": target.execs, "coverage": len(target.features), "corpus": len(corpus),
+                        "crashes": target.crashes, "hangs": target.hangs, "elapsed": now - t0}
+                if progress:
+                    progress(info)
+                _write_stats(stats, target, {"coverage": len(target.features), "corpus": len(corpus)})
+    finally:
+        _save_corpus(corpus_dir, unsaved)
     _write_stats(stats, target, {"coverage": len(target.features), "corpus": len(corpus),
                                  "final": True, "interrupted": stop.set})
     return {"coverage": len(target.features), "corpus_size": len(corpus)}

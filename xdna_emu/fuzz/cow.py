@@ -284,9 +284,6 @@ class TrackedArena(Arena):
     def revert(self) -> None:
         self.load(_EMPTY)
 
-    def revert_region(self, i: int) -> None:
-        self.revert_span(i, 0, len(self._views[i]))
-
     def revert_span(self, i: int, off: int, size: int) -> None:
         self._fold()
         first = (self._offs[i] + off) // PAGE

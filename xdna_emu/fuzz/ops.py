@@ -763,7 +763,7 @@ class DeviceHarness:
         that key got on first use (docs/spec/fuzzing.md §9), so a snapshot holds and a
         restore rewrites only its pages written, as for heaps. A new bytearray where there
         is no pool, it is full, the key asks for another size, or a live mapping holds the
-        span (two live mappings never share memory)."""
+        span (two holders never share memory: :meth:`_held`)."""
         if self._pool_region is None or self.arena is None:
             return bytearray(size)
         got = self._pool.get(key)
@@ -776,21 +776,25 @@ class DeviceHarness:
             got = self._pool[key] = (self.arena.region(self._pool_region)[off : off + size], off)
             self._arena_ids |= {id(got[0])}
         view, off = got
-        if len(view) != size or any(m.mem is view for space in self.iommu.spaces.values()
-                                    for m in space.maps):
+        if len(view) != size or self._held(view):
             return bytearray(size)
         self.arena.revert_span(self._pool_region, off, size)
         return view
+
+    def _held(self, view: Any) -> bool:
+        """Does a live mapping or a queue of the harness hold ``view``? A destroyed queue
+        holds its memory still: its stale doorbells and the checker's read marks read it."""
+        return (any(m.mem is view for space in self.iommu.spaces.values() for m in space.maps)
+                or any(q.mem is view for q in self.queues))
 
     def _image_size(self) -> int:
         return -(-len(image_for(self.chip)) // ALIGN) * ALIGN
 
     def _image_buffer(self, size: int) -> Any:
-        """The arena's image region (zeroed) for the chip's image when no mapping holds it,
-        else a new buffer: two live mappings never share memory."""
+        """The arena's image region (zeroed) for the chip's image when nothing holds it,
+        else a new buffer (:meth:`_held`)."""
         region = self.arena.region(self._image_region)  # type: ignore[union-attr,arg-type]
-        if size != len(region) or any(m.mem is region for space in self.iommu.spaces.values()
-                                      for m in space.maps):
+        if size != len(region) or self._held(region):
             return bytearray(size)
         self.arena.revert_region(self._image_region)  # type: ignore[union-attr,arg-type]
         return region
