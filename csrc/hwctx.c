@@ -403,6 +403,8 @@ int xdna_hwctx_heap_give(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     return 0;
 }
 
+static void vec_release(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, unsigned vec);
+
 static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 {
     if (hw->gone)
@@ -450,6 +452,7 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     ci.i2x_buf_sz = cr.a.i2x_buf_sz;
     ci.msi_id = msix;
     hw->msix = msix;
+    bool took_vec = false;
     if (pr == XDNA_PARSE_NO_CQ) {
         xdna_fail(ctx, EINVAL, "CREATE_CONTEXT: %u cq pairs allocated", cr.ncq);
         goto destroy_context;
@@ -462,6 +465,7 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
         goto destroy_context;
     if (!hw->polled && xdna_irq_own(ctx, msix) < 0)
         goto destroy_context;
+    took_vec = !hw->polled; /* a failure from here gives it back (docs/spec/jobs.md §3a) */
     hw->heap_given = 0;
     if (xdna_hwctx_heap_give(ctx, hw) < 0)
         goto destroy_context;
@@ -490,17 +494,17 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     xdna_wake_monitor(ctx);
     return 0;
 
-destroy_context: { /* DESTROY_CONTEXT and the channel, keeping this failure */
+destroy_context: { /* DESTROY_CONTEXT, the channel and the vector, keeping this failure */
         struct xdna_err e;
         xdna_err_save(ctx, &e);
         fw_stop(ctx, hw, true);
+        if (took_vec)
+            vec_release(ctx, hw, msix);
         return xdna_err_restore(ctx, &e);
     }
 }
 
 /* ---- the context runqueue (docs/spec/jobs.md §3a) ---------------------------------------- */
-
-static void vec_release(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, unsigned vec);
 
 /* Disconnect an idle context (to make room, or after its idle ticks): DESTROY_CONTEXT, its
  * vector back; it reconnects when its next job arrives. */
