@@ -170,6 +170,8 @@ struct xdna_drv_state {
     int tdr_ms, autosuspend_ms;
     uint64_t next_tdr_ns, last_active_ns;
     bool rpm_suspended;       /* runtime-suspended by the monitor */
+    bool bound;               /* driver: a probe succeeded and no stop since; a failed resume or
+                               * reset leaves it bound (probe EALREADY, docs/spec/jobs.md §6) */
     bool dev_busy;            /* a device-wide sequence (probe, PM, power) is running */
     int power_mode;
     bool clock_gating;

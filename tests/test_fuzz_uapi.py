@@ -294,17 +294,28 @@ def test_a_context_that_fails_to_start_gives_its_vector_back() -> None:
         h.close()
 
 
-@pytest.mark.xfail(strict=True, reason="open finding (docs/spec/fuzzing.md §12) of the fuzz-bench "
-                   "npu4 control row, reached on the tree before this round's changes too")
-@pytest.mark.parametrize("body", [
-    "call probe\ncall mgmt 0xfffe 00000000\nioctl open\nioctl heap 0\nioctl ctx 0 1 0\n"
-    "fault dup 0 0 0\nfault bad_tail 0 0 0x128\ncall suspend\nioctl destroy 0 4 0\ncall probe\n",
-], ids=["probe-again-epipe-after-a-broken-suspend"])
-def test_open_finding_npu4_control(body: str) -> None:
-    """Found by fuzz-bench's npu4 control row (shim target, seed 1), minimised."""
-    res = tr.replay(_trace(body, "npu4"))
+def test_a_probe_after_a_failed_resume_is_ealready() -> None:
+    """Found by fuzz-bench's npu4 control row (shim target, seed 1): a DRM file's call asked
+    the driver to resume the device it had suspended, the resume failed under armed reply
+    faults, and a later probe ran a whole probe again (EPIPE) where the model said EALREADY.
+    A driver whose resume failed stays bound to its device: a probe is EALREADY until a stop
+    unbinds it; a probe that failed binds nothing, so another may follow (docs/spec/jobs.md
+    §6)."""
+    res = tr.replay(_trace("call probe\ncall mgmt 0xfffe 00000000\nioctl open\nioctl heap 0\n"
+                           "ioctl ctx 0 1 0\nfault dup 0 0 0\nfault bad_tail 0 0 0x128\n"
+                           "call suspend\nioctl destroy 0 4 0\ncall probe\nexpect errno EALREADY\n"))
     assert res.ok, res.failure
-
+    h = ShimHarness("npu4").fresh()
+    try:
+        for op in _trace("call probe\nfault dup 0 0 0\nfault bad_tail 0 0 0x128\ncall suspend\n"
+                         "call resume\n").ops:
+            h.apply(op)
+        assert h.last != "ok" and h.shim.info()["state"] == "failed"  # its own resume failed
+        for line, want in (("call probe", "EALREADY"), ("call stop", None), ("call probe", "ok")):
+            h.apply(_trace(line + "\n").ops[0])
+            assert want is None or h.last == want, (line, h.last)
+    finally:
+        h.close()
 
 
 def test_aie4_certdetach_refused_while_suspended_keeps_the_log() -> None:
