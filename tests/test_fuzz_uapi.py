@@ -374,3 +374,28 @@ def test_aie4_pf_vfs_can_be_disabled_after_a_resume(down: str) -> None:
                            "call sriov 3\nexpect errno ok\ncall sriov 1\nexpect errno EBUSY\n",
                            "npu3_pf"))
     assert res.ok, res.failure
+
+
+def test_a_client_resume_that_failed_leaves_the_device_unpredicted() -> None:
+    """Found by fuzz-bench's npu3_pf control row (shim target, seed 2): a client's attach
+    asked the driver to resume the device it had suspended, the resume met an armed reply
+    fault and failed (the attach ENODEV), and `sriov 0` then gave EINVAL (the device is
+    not probed) where the model said ok. The model had taken "no longer suspended" for
+    "up"; a failed resume leaves the device failed, still bound (docs/spec/jobs.md §6),
+    which the model does not follow: it predicts nothing there until the next probe or
+    stop. The shim was right."""
+    body = ("call probe\ncall mgmt 0x1000f 00000000\ncall sriov 0\nfault noncontig_id 0 0 0\n"
+            "call suspend\ncall client\nexpect errno ENODEV\ncall sriov 0\nexpect errno EINVAL\n")
+    res = tr.replay(_trace(body, "npu3_pf"))
+    assert res.ok, res.failure
+    h = ShimHarness("npu3_pf").fresh()
+    try:
+        for op in _trace(body, "npu3_pf").ops[:7]:
+            h.apply(op)
+        assert h.shim.info()["state"] == "failed" and h.model is not None
+        assert h.model.dev == "unknown"
+        assert h.model.expect(h, "sriov", (0,)) is None
+        h.apply(_trace("call stop\n", "npu3_pf").ops[0])
+        assert h.model.dev == "off" and h.model.expect(h, "sriov", (0,)) == "EINVAL"
+    finally:
+        h.close()

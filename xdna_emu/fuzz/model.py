@@ -750,14 +750,19 @@ class ShimModel:
     def _client_may_have_resumed(self, h: ShimHarness) -> None:
         """A DRM file's ioctl whose firmware queries the model does not follow (GET_INFO,
         GET_ARRAY, ...) found the device suspended: each such query resumes it (docs/spec/
-        jobs.md §1), so the device is up if the shim says it is no longer suspended."""
+        jobs.md §1), so the device is up if the shim says it is no longer suspended and
+        probed; a resume that failed leaves it failed (still bound, docs/spec/jobs.md §6),
+        which the model does not follow."""
         try:
             down = h.shim.power()["suspended"]
+            state = h.shim.info()["state"] if not down else "suspended"
         except ShimError:
             return
         if not down:
             self.client_resumed()
-            self.dev, self.mgmt_broken = "up", False
+            self.dev, self.mgmt_broken = ("up" if state == "probed" else "unknown"), False
+            if self.dev == "unknown":
+                self.taint("a client's resume failed")
             h._new_channel_state()
 
     def _check_power(self, h: ShimHarness, after: str) -> None:
