@@ -635,6 +635,10 @@ int xdna_aie4_start(struct xdna_shim_ctx *ctx);
 int xdna_aie4_stop(struct xdna_shim_ctx *ctx);
 /* A client session's queries through MGMT_PROXY (docs/spec/aie4.md §12). */
 int xdna_aie4_client_query(struct xdna_shim_ctx *ctx);
+/* AIE_VERSION_INFO and AIE_TILE_INFO in AIE2's layout (the same fields); EOPNOTSUPP on a PF,
+ * which has no AIE array of its own (the decoder's GET_INFO AIE_METADATA, docs/spec/uapi.md §6). */
+int xdna_aie4_aie_info(struct xdna_shim_ctx *ctx, xdna_aie2_query_aie_version_resp_t *av2,
+                       xdna_aie2_query_aie_tile_info_resp_t *ti2);
 /* AIE4 contexts through HSA queues (aie4_ctx.c; docs/spec/aie4.md §8) */
 int xdna_aie4_ctx_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);
 void xdna_aie4_ctx_stop(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, bool destroy);

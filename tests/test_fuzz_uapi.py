@@ -226,6 +226,41 @@ def test_get_array_fw_log_smaller_than_its_metadata_is_efault() -> None:
     assert res.ok, res.failure
 
 
+def test_get_array_backs_the_whole_buffer_it_names() -> None:
+    """Found by fuzz-bench's npu4 control row (shim target, seed 2): GET_ARRAY FW_TRACE of
+    1024 elements of 4 KiB gave EFAULT where the model said EOPNOTSUPP. The decoder reads
+    the dpt_metadata at the end of the named buffer (docs/spec/uapi.md §6), and the harness
+    backed only its first 64 KiB, so that read met whatever lay past them. The harness now
+    backs every byte it names within the argument limits (a mapping the kernel fills where
+    it is touched), up to 100 MiB elements x 1024; the decoder and the model were right."""
+    res = tr.replay(_trace("call probe\nioctl open\nioctl array 0 4 0x1000 0x400\n"
+                           "ioctl array 0 3 0x6400000 0x400\nioctl array 0 7 0x1000 0x400\n"))
+    assert res.ok, res.failure
+
+
+def test_aie4_aie_metadata_is_the_firmwares_tile_info() -> None:
+    """Found by fuzz-bench's npu3 control row (shim target, seed 2): GET_INFO AIE_METADATA on
+    an AIE4 file gave EPERM: the decoder sent AIE2's QUERY_AIE_TILE_INFO, which an AIE4
+    client may not send. It now asks AIE4's own AIE_VERSION_INFO and AIE_TILE_INFO (the
+    queries a client's attach sends); a PF, with no AIE array of its own, refuses the
+    parameter EOPNOTSUPP (docs/spec/uapi.md §6)."""
+    res = tr.replay(_trace("call probe\nioctl open\nioctl info 0 1 0\nexpect errno ok\n"
+                           "ioctl info 0 1 64\nexpect errno ok\n", "npu3"))
+    assert res.ok, res.failure
+    res = tr.replay(_trace("call probe\nioctl open\nioctl info 0 1 64\nexpect errno ENOTSUP\n",
+                           "npu3_pf"))
+    assert res.ok, res.failure
+    with InProcess("npu3") as ip:
+        ip.probe()
+        f = ip.call(AccelFile.attach, ip.daemon.socket_path, -1)[0]
+        try:
+            md = ip.call(f.get_info, "QUERY_AIE_METADATA", T.QUERY_AIE_METADATA)[0]
+            tiles = ip.daemon.chip.tiles
+            assert (md["cols"], md["rows"]) == (tiles.cols, tiles.rows)
+        finally:
+            f.close()
+
+
 def test_get_array_dpt_config_needs_room_for_one_state() -> None:
     """GET_ARRAY FW_LOG_CONFIG with fewer than 16 bytes: ENOSPC before the driver service
     is asked (docs/spec/uapi.md §6; the model lacked the rule)."""
