@@ -815,8 +815,10 @@ int xdna_health_buf(struct xdna_shim_ctx *ctx, uint64_t *addr, uint8_t **va)
  * resume keeps them, as the driver's resume re-creates every context: they reconnect on
  * their next job. Either way their jobs end ABORT, their channels close without a message
  * (the firmware that knew them is gone) and their vectors go back (docs/spec/jobs.md §1).
- * AIE2: an AIE4 client's queues follow the function's FLR (docs/spec/aie4.md §8). */
-static void client_boot_check(struct xdna_shim_ctx *ctx)
+ * AIE2: an AIE4 client's queues follow the function's FLR (docs/spec/aie4.md §8). Checked
+ * before every receive too, so a channel whose ring the next firmware gave another context
+ * is never read as this one's (the event pump). */
+void xdna_hwctx_client_boot_check(struct xdna_shim_ctx *ctx)
 {
     if (!ctx->s.client || !ctx->ctrl || xdna_is_aie4(ctx->chip))
         return;
@@ -841,7 +843,7 @@ static int ready(struct xdna_shim_ctx *ctx, const char *what)
 {
     if (xdna_pm_client_get(ctx) < 0) /* the driver holds the device suspended */
         return -1;
-    client_boot_check(ctx);
+    xdna_hwctx_client_boot_check(ctx);
     if (ctx->s.client || ctx->state == XDNA_SHIM_STATE_PROBED || ctx->s.rpm_suspended)
         return xdna_rpm_get(ctx);
     return xdna_fail(ctx, ENODEV, "%s: the device is not probed or attached", what);

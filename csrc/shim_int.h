@@ -607,6 +607,9 @@ void xdna_hwctx_forget_all(struct xdna_shim_ctx *ctx);
 /* Unmask every MSI-X table entry again (after a function reset, as the PCI core restores). */
 int xdna_msix_restore(struct xdna_shim_ctx *ctx);
 int xdna_hwctx_restart_all(struct xdna_shim_ctx *ctx);
+/* A client session whose contexts' firmware went (stopped, reset, or booted again): their jobs
+ * end ABORT and their channels close before anything reads them (docs/spec/jobs.md §1). */
+void xdna_hwctx_client_boot_check(struct xdna_shim_ctx *ctx);
 /* Monitor tick: TDR over every context. */
 void xdna_hwctx_tdr_tick(struct xdna_shim_ctx *ctx);
 /* Monitor duty: another session asked the runqueue for a partition; give up an idle one. */

@@ -329,6 +329,19 @@ def test_a_context_that_fails_to_start_gives_its_vector_back() -> None:
         h.close()
 
 
+def test_a_stopped_files_job_never_reads_the_next_firmwares_ring() -> None:
+    """Found by fuzz-bench's npu4 control row (shim target, seed 1): a DRM file's hang was
+    pending when the driver stopped the device; after the re-probe the driver's new context
+    got the file's old context id, channel and ring, ran 96 jobs there, and the file's wait
+    read their answers as its own: the hang ended COMPLETED, not ABORT. The client session
+    now looks whether its contexts' firmware went before every receive of its event pump,
+    not only before a call that needs the device, so the job ends ABORT and the stale ring
+    is never read (docs/spec/jobs.md §1)."""
+    res = tr.replay(_trace("call probe\nioctl open\nioctl heap 0\nioctl ctx 0 1 0\n"
+                           "ioctl exec 0 0 hang\ncall ctx\ncall stop\ncall probe\ncall bulk 0 0x60\n"))
+    assert res.ok, res.failure
+
+
 def test_a_probe_after_a_failed_resume_is_ealready() -> None:
     """Found by fuzz-bench's npu4 control row (shim target, seed 1): a DRM file's call asked
     the driver to resume the device it had suspended, the resume failed under armed reply
