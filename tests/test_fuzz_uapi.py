@@ -424,6 +424,17 @@ def test_aie4_pf_vfs_can_be_disabled_after_a_resume(down: str) -> None:
     assert res.ok, res.failure
 
 
+def test_a_vf_disable_that_fails_late_has_ended_the_vfs_jobs() -> None:
+    """Found by fuzz-bench's npu3_pf control row (shim target, seed 1): disabling the VFs
+    with the firmware's answers dropped removed the VFs first (their drivers ended the
+    pending hang ABORT), then DESTROY_VFS timed out; the model allowed ABORT only after a
+    disable that succeeded and said TIMEOUT. A disable that fails late has removed the VFs
+    all the same (docs/spec/aie4.md §10); the shim was right."""
+    res = tr.replay(_trace("call probe\ncall sriov 2\ncall vf 0 hang\nfault drop 0 2 0\n"
+                           "call sriov 0\n", "npu3_pf"))
+    assert res.ok, res.failure
+
+
 def test_a_client_resume_that_failed_leaves_the_device_unpredicted() -> None:
     """Found by fuzz-bench's npu3_pf control row (shim target, seed 2): a client's attach
     asked the driver to resume the device it had suspended, the resume met an armed reply

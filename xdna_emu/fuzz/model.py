@@ -478,7 +478,12 @@ class ShimModel:
                 self.vf_gen += 1
             self.vfs = n
         elif name == "sriov" and got != "ok" and self.tainted is not None:
-            self.vfs = None  # the firmware's refusal may come after the VFs went
+            self.vfs = None  # the firmware's refusal may come after the VFs went, and on a
+            if args[0] & 0xFFFFFFFF == 0:  # disable their drivers ended every job ABORT first
+                now = self.vf_observe(h)  # (docs/spec/aie4.md §10)
+                for i, m in enumerate(self.vfjobs):
+                    if now.get(i) not in FINAL:
+                        m.allowed.add(ErtState.ABORT)
         elif name == "vf" and got == "ok":
             vf = (self.vf_gen, args[0] % max(1, self.vfs or 1))
             state, _ = outcome((args[1],))
