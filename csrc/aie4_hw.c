@@ -121,17 +121,30 @@ static int query(struct xdna_shim_ctx *ctx)
     in->cert_build = cv.build;
     if (is_pf(ctx))
         return 0;
+    xdna_aie2_query_aie_version_resp_t av2;
+    xdna_aie2_query_aie_tile_info_resp_t ti2;
+    if (xdna_aie4_aie_info(ctx, &av2, &ti2) < 0)
+        return -1;
+    return xdna_decode_aie_info(ctx, &av2, &ti2);
+}
+
+int xdna_aie4_aie_info(struct xdna_shim_ctx *ctx, xdna_aie2_query_aie_version_resp_t *av2,
+                       xdna_aie2_query_aie_tile_info_resp_t *ti2)
+{
+    if (is_pf(ctx)) /* a management function: no AIE array of its own (docs/spec/aie4.md §6) */
+        return xdna_fail(ctx, EOPNOTSUPP, "%s has no AIE tiles", ctx->chip->name);
+    struct xdna_aie4_rsvd_req rsvd = {0};
     xdna_aie4_aie_version_info_resp_t av;
     xdna_aie4_aie_tile_info_resp_t ti;
     if (xdna_fw_req(ctx, XDNA_AIE4_MSG_AIE_VERSION_INFO, &rsvd, sizeof(rsvd), &av, sizeof(av)) < 0 ||
         xdna_fw_req(ctx, XDNA_AIE4_MSG_AIE_TILE_INFO, &rsvd, sizeof(rsvd), &ti, sizeof(ti)) < 0)
         return -1;
     /* the AIE2 decoder takes the same fields: version, then the tile info block */
-    xdna_aie2_query_aie_version_resp_t av2 = {.major = (uint16_t)av.major, .minor = (uint16_t)av.minor};
-    xdna_aie2_query_aie_tile_info_resp_t ti2;
-    _Static_assert(sizeof(ti2) == sizeof(ti), "AIE4 tile info is AIE2's layout");
-    memcpy(&ti2, &ti, sizeof(ti));
-    return xdna_decode_aie_info(ctx, &av2, &ti2);
+    *av2 = (xdna_aie2_query_aie_version_resp_t){.major = (uint16_t)av.major,
+                                                 .minor = (uint16_t)av.minor};
+    _Static_assert(sizeof(*ti2) == sizeof(ti), "AIE4 tile info is AIE2's layout");
+    memcpy(ti2, &ti, sizeof(ti));
+    return 0;
 }
 
 int xdna_aie4_client_query(struct xdna_shim_ctx *ctx)

@@ -185,10 +185,14 @@ int xdna_shim_probe(struct xdna_shim_ctx *ctx, const char *fw_search_path)
         return xdna_api_leave(ctx, client_refused(ctx, "probe"));
     if (ctx->s.rpm_suspended)
         return xdna_api_leave(ctx, xdna_fail(ctx, EALREADY, "device is already probed"));
+    if (ctx->s.bound && ctx->state == XDNA_SHIM_STATE_FAILED) /* bound: only stop unbinds */
+        return xdna_api_leave(ctx, xdna_fail(ctx, EALREADY, "device is already probed (its "
+                                             "resume or reset failed; stop it first)"));
     if (xdna_dev_begin(ctx) < 0)
         return xdna_api_leave(ctx, -1);
     int rc = xdna_probe_unlocked(ctx, fw_search_path);
     if (rc == 0) {
+        ctx->s.bound = true;
         ctx->s.power_mode = XDNA_SHIM_POWER_DEFAULT;
         ctx->s.clock_gating = true;
         memset(&ctx->s.async, 0, sizeof(ctx->s.async));
@@ -209,6 +213,7 @@ int xdna_shim_stop(struct xdna_shim_ctx *ctx)
     xdna_hwctx_stop_all(ctx);
     int rc = xdna_stop_unlocked(ctx);
     ctx->s.rpm_suspended = false;
+    ctx->s.bound = false;
     ctx->s.stops++; /* the client sessions' contexts end with this firmware (jobs.md §1) */
     xdna_dev_end(ctx);
     return xdna_api_leave(ctx, rc);

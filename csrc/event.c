@@ -114,6 +114,7 @@ static bool ring_has_data(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch)
 static void service_channels(struct xdna_shim_ctx *ctx, const uint8_t *fired)
 {
     const struct xdna_drv_state *s = &ctx->s;
+    xdna_hwctx_client_boot_check(ctx); /* a client's rings may be another firmware's now */
     if (ctx->mgmt.active && !direct_owned(s, ctx->mgmt.msix) &&
         (ring_has_data(ctx, &ctx->mgmt) || fired[ctx->mgmt.msix]))
         xdna_mbox_rx(ctx, &ctx->mgmt);

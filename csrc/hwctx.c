@@ -415,6 +415,8 @@ int xdna_hwctx_heap_give(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     return 0;
 }
 
+static void vec_release(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, unsigned vec);
+
 static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
 {
     if (hw->gone)
@@ -462,6 +464,7 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     ci.i2x_buf_sz = cr.a.i2x_buf_sz;
     ci.msi_id = msix;
     hw->msix = msix;
+    bool took_vec = false;
     if (pr == XDNA_PARSE_NO_CQ) {
         xdna_fail(ctx, EINVAL, "CREATE_CONTEXT: %u cq pairs allocated", cr.ncq);
         goto destroy_context;
@@ -474,6 +477,7 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
         goto destroy_context;
     if (!hw->polled && xdna_irq_own(ctx, msix) < 0)
         goto destroy_context;
+    took_vec = !hw->polled; /* a failure from here gives it back (docs/spec/jobs.md §3a) */
     hw->heap_given = 0;
     if (xdna_hwctx_heap_give(ctx, hw) < 0)
         goto destroy_context;
@@ -502,17 +506,17 @@ static int fw_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     xdna_wake_monitor(ctx);
     return 0;
 
-destroy_context: { /* DESTROY_CONTEXT and the channel, keeping this failure */
+destroy_context: { /* DESTROY_CONTEXT, the channel and the vector, keeping this failure */
         struct xdna_err e;
         xdna_err_save(ctx, &e);
         fw_stop(ctx, hw, true);
+        if (took_vec)
+            vec_release(ctx, hw, msix);
         return xdna_err_restore(ctx, &e);
     }
 }
 
 /* ---- the context runqueue (docs/spec/jobs.md §3a) ---------------------------------------- */
-
-static void vec_release(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, unsigned vec);
 
 /* Disconnect an idle context (to make room, or after its idle ticks): DESTROY_CONTEXT, its
  * vector back; it reconnects when its next job arrives. */
@@ -823,8 +827,10 @@ int xdna_health_buf(struct xdna_shim_ctx *ctx, uint64_t *addr, uint8_t **va)
  * resume keeps them, as the driver's resume re-creates every context: they reconnect on
  * their next job. Either way their jobs end ABORT, their channels close without a message
  * (the firmware that knew them is gone) and their vectors go back (docs/spec/jobs.md §1).
- * AIE2: an AIE4 client's queues follow the function's FLR (docs/spec/aie4.md §8). */
-static void client_boot_check(struct xdna_shim_ctx *ctx)
+ * AIE2: an AIE4 client's queues follow the function's FLR (docs/spec/aie4.md §8). Checked
+ * before every receive too, so a channel whose ring the next firmware gave another context
+ * is never read as this one's (the event pump). */
+void xdna_hwctx_client_boot_check(struct xdna_shim_ctx *ctx)
 {
     if (!ctx->s.client || !ctx->ctrl || xdna_is_aie4(ctx->chip))
         return;
@@ -849,7 +855,7 @@ static int ready(struct xdna_shim_ctx *ctx, const char *what)
 {
     if (xdna_pm_client_get(ctx) < 0) /* the driver holds the device suspended */
         return -1;
-    client_boot_check(ctx);
+    xdna_hwctx_client_boot_check(ctx);
     if (ctx->s.client || ctx->state == XDNA_SHIM_STATE_PROBED || ctx->s.rpm_suspended)
         return xdna_rpm_get(ctx);
     return xdna_fail(ctx, ENODEV, "%s: the device is not probed or attached", what);

@@ -171,6 +171,8 @@ struct xdna_drv_state {
     int tdr_ms, autosuspend_ms;
     uint64_t next_tdr_ns, last_active_ns;
     bool rpm_suspended;       /* runtime-suspended by the monitor */
+    bool bound;               /* driver: a probe succeeded and no stop since; a failed resume or
+                               * reset leaves it bound (probe EALREADY, docs/spec/jobs.md §6) */
     bool dev_busy;            /* a device-wide sequence (probe, PM, power) is running */
     int power_mode;
     bool clock_gating;
@@ -606,6 +608,9 @@ void xdna_hwctx_forget_all(struct xdna_shim_ctx *ctx);
 /* Unmask every MSI-X table entry again (after a function reset, as the PCI core restores). */
 int xdna_msix_restore(struct xdna_shim_ctx *ctx);
 int xdna_hwctx_restart_all(struct xdna_shim_ctx *ctx);
+/* A client session whose contexts' firmware went (stopped, reset, or booted again): their jobs
+ * end ABORT and their channels close before anything reads them (docs/spec/jobs.md §1). */
+void xdna_hwctx_client_boot_check(struct xdna_shim_ctx *ctx);
 /* Monitor tick: TDR over every context. */
 void xdna_hwctx_tdr_tick(struct xdna_shim_ctx *ctx);
 /* Monitor duty: another session asked the runqueue for a partition; give up an idle one. */
@@ -634,6 +639,10 @@ int xdna_aie4_start(struct xdna_shim_ctx *ctx);
 int xdna_aie4_stop(struct xdna_shim_ctx *ctx);
 /* A client session's queries through MGMT_PROXY (docs/spec/aie4.md §12). */
 int xdna_aie4_client_query(struct xdna_shim_ctx *ctx);
+/* AIE_VERSION_INFO and AIE_TILE_INFO in AIE2's layout (the same fields); EOPNOTSUPP on a PF,
+ * which has no AIE array of its own (the decoder's GET_INFO AIE_METADATA, docs/spec/uapi.md §6). */
+int xdna_aie4_aie_info(struct xdna_shim_ctx *ctx, xdna_aie2_query_aie_version_resp_t *av2,
+                       xdna_aie2_query_aie_tile_info_resp_t *ti2);
 /* AIE4 contexts through HSA queues (aie4_ctx.c; docs/spec/aie4.md §8) */
 int xdna_aie4_ctx_start(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw);
 void xdna_aie4_ctx_stop(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, bool destroy);

@@ -45,7 +45,8 @@ enum xdna_shim_state {
     XDNA_SHIM_STATE_PROBED = 1,    /* hw_start and init sequence completed */
     XDNA_SHIM_STATE_STOPPED = 2,   /* stopped by xdna_shim_stop (may be probed again) */
     XDNA_SHIM_STATE_SUSPENDED = 3, /* stopped by xdna_shim_suspend (resume restarts) */
-    XDNA_SHIM_STATE_FAILED = 4     /* a probe step failed; probe again or close */
+    XDNA_SHIM_STATE_FAILED = 4     /* a probe step failed: probe again or close; a resume or
+                                    * reset step failed: still bound, stop before a probe */
 };
 
 /* Selectors for xdna_shim_set_timeout(). */

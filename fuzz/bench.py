@@ -12,7 +12,7 @@ in code only that chip runs, so the targets run there with ``--chip``, a target 
 marks ``aie4: False`` left out on an AIE4 chip); a finding there is a false alarm and makes
 the run fail.
 
-usage: fuzz/bench.py [--seconds 30] [--seed 1] [--only SUBSTR] [--json FILE] [--keep]
+usage: fuzz/bench.py [--seconds 30] [--seed 1] [--only SUBSTR] [--controls] [--json FILE] [--keep]
 Exit status: 0 when the control rows are clean, 1 otherwise (missed mutants do not fail it).
 """
 
@@ -148,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=30.0, help="budget per target and mutant")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--only", help="run the mutants whose name contains this (comma-separated: any of them)")
+    ap.add_argument("--controls", action="store_true",
+                    help="run only the control rows (the unpatched tree, once more per chip the "
+                         "selected mutants name)")
     ap.add_argument("--targets", help="comma-separated subset of the targets (default: every bench target)")
     ap.add_argument("--json", help="write every row here as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the scratch trees")
@@ -171,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         chips = sorted({header(p)["chip"] for p in patches if "chip" in header(p)})
         # a control row per chip a mutant names: a false alarm there is one too
         for patch, chip in [(None, None), *((None, c) for c in chips),
-                            *((p, header(p).get("chip")) for p in patches)]:
+                            *((p, header(p).get("chip")) for p in patches if not args.controls)]:
             name = ("(none: control" + (f", {chip})" if chip else ")")) if patch is None else patch.stem
             meta = ({"what": "the unpatched tree", "target": "-"} if patch is None else header(patch))
             tree = scratch / (patch.stem if patch else f"control{chip or ''}")

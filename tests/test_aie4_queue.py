@@ -288,3 +288,22 @@ def test_timeout_survives_save_restore(env) -> None:  # noqa: ANN001
     td.fn.poll()
     assert td.fn.device.stats["ctx_timeouts"] == 1
     assert td.fn.device.ctx.contexts[0].history[-1] == (0, CmdState.TIMEOUT)
+
+
+def test_graceful_destroy_of_a_queue_out_of_reach(env) -> None:  # noqa: ANN001
+    """Found by fuzz-bench's npu3 control row (device target, seed 2): a graceful
+    DESTROY_HW_CONTEXT with bus mastering off raised the queue's IOMMU fault out of the
+    message handler (an internal error). The published packets cannot be read, so none runs:
+    the context is destroyed all the same and the job keeps its state, as a doorbell on such
+    a queue runs nothing (docs/spec/aie4.md §8)."""
+    d, c, q = env
+    pkt, sig, _ = _ok_job(c)
+    q.put(0, pkt)
+    q.publish(1)
+    cmd = d.fn.config_read(4, 2)
+    d.fn.config_write(4, bytes([cmd[0] & ~4, cmd[1]]))  # bus mastering off
+    assert d.call(Opcode.DESTROY_HW_CONTEXT, hw_context_id=q.ctx_id, flags=1)["status"] == Status.SUCCESS
+    assert d.device.stats["internal_errors"] == 0 and d.device.stats["bad_packets"] == 1
+    assert d.device.ctx.contexts == {}
+    d.fn.config_write(4, cmd)
+    assert c.state(sig) == CmdState.NEW

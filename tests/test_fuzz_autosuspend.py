@@ -75,6 +75,42 @@ def test_a_file_resumes_a_runtime_suspended_device(harness: ShimHarness) -> None
     h.finish()
 
 
+@pytest.mark.parametrize("chip", ["npu3", "npu4"])
+def test_a_job_that_ends_during_a_tick_is_activity(chip: str) -> None:
+    """Found by fuzz-bench's npu3 control row (shim target, seed 2): a hang ended TIMEOUT
+    during a tick (the context timeout on AIE4, TDR on AIE2), and a tick ending past the
+    delay from the exec, though not from the job's end, was said to autosuspend. The
+    driver's runtime-PM put at a job's end marks the device busy, as the shim's
+    ``last_active_ns`` does: a command that ended during a line moves the model's bounds
+    on the last activity to that line (docs/spec/jobs.md §6). A tick past the delay from
+    the job's end still surely suspends."""
+    res = tr.replay(tr.parse(f"chip {chip}\ntarget shim\ncall probe\ncall ctx\ncall exec 0 hang\n"
+                             "call tick 0x1760\ncall tick 8\ncall tick 0x1770\n"))
+    assert res.ok, res.failure
+    h = ShimHarness(chip).fresh()
+    try:
+        _run(h, "call probe", "call ctx", "call exec 0 hang", "call tick 0x1760", "call tick 8")
+        assert not h.shim.power()["suspended"] and h.model is not None and h.model.rpm is False
+        _run(h, "call tick 0x1770")
+        assert h.shim.power()["suspended"] and h.model.rpm is True
+    finally:
+        h.close()
+
+
+@pytest.mark.xfail(strict=True, reason="open finding (docs/spec/fuzzing.md §12) of the fuzz-bench "
+                   "npu3 control row, seed 2; reproduces on the tree before this round's changes")
+def test_open_finding_npu3_client_attach_after_a_hang_ended() -> None:
+    """Found by fuzz-bench's npu3 control row (shim target, seed 2), minimised: after the
+    hang ended TIMEOUT inside the first tick, a client's attach moved the model's lower
+    bound on the driver's last activity to the attach, so it says the second tick, ending
+    within the delay from the attach, cannot have suspended the device; the shim did (its
+    last activity was the job's end, over the delay before). Not yet decided whether an
+    attach's proxied queries are the driver's activity (the model) or not (the shim)."""
+    res = tr.replay(tr.parse("chip npu3\ntarget shim\ncall probe\ncall ctx\ncall exec 0 hang\n"
+                             "call tick 0x1740\ncall client\ncall tick 0x9c0\n"))
+    assert res.ok, res.failure
+
+
 def test_the_power_oracle_fires_on_a_wrong_state() -> None:
     """The model's power check against a shim that disagrees: a finding."""
     h = ShimHarness("npu4")

@@ -226,6 +226,41 @@ def test_get_array_fw_log_smaller_than_its_metadata_is_efault() -> None:
     assert res.ok, res.failure
 
 
+def test_get_array_backs_the_whole_buffer_it_names() -> None:
+    """Found by fuzz-bench's npu4 control row (shim target, seed 2): GET_ARRAY FW_TRACE of
+    1024 elements of 4 KiB gave EFAULT where the model said EOPNOTSUPP. The decoder reads
+    the dpt_metadata at the end of the named buffer (docs/spec/uapi.md §6), and the harness
+    backed only its first 64 KiB, so that read met whatever lay past them. The harness now
+    backs every byte it names within the argument limits (a mapping the kernel fills where
+    it is touched), up to 100 MiB elements x 1024; the decoder and the model were right."""
+    res = tr.replay(_trace("call probe\nioctl open\nioctl array 0 4 0x1000 0x400\n"
+                           "ioctl array 0 3 0x6400000 0x400\nioctl array 0 7 0x1000 0x400\n"))
+    assert res.ok, res.failure
+
+
+def test_aie4_aie_metadata_is_the_firmwares_tile_info() -> None:
+    """Found by fuzz-bench's npu3 control row (shim target, seed 2): GET_INFO AIE_METADATA on
+    an AIE4 file gave EPERM: the decoder sent AIE2's QUERY_AIE_TILE_INFO, which an AIE4
+    client may not send. It now asks AIE4's own AIE_VERSION_INFO and AIE_TILE_INFO (the
+    queries a client's attach sends); a PF, with no AIE array of its own, refuses the
+    parameter EOPNOTSUPP (docs/spec/uapi.md §6)."""
+    res = tr.replay(_trace("call probe\nioctl open\nioctl info 0 1 0\nexpect errno ok\n"
+                           "ioctl info 0 1 64\nexpect errno ok\n", "npu3"))
+    assert res.ok, res.failure
+    res = tr.replay(_trace("call probe\nioctl open\nioctl info 0 1 64\nexpect errno ENOTSUP\n",
+                           "npu3_pf"))
+    assert res.ok, res.failure
+    with InProcess("npu3") as ip:
+        ip.probe()
+        f = ip.call(AccelFile.attach, ip.daemon.socket_path, -1)[0]
+        try:
+            md = ip.call(f.get_info, "QUERY_AIE_METADATA", T.QUERY_AIE_METADATA)[0]
+            tiles = ip.daemon.chip.tiles
+            assert (md["cols"], md["rows"]) == (tiles.cols, tiles.rows)
+        finally:
+            f.close()
+
+
 def test_get_array_dpt_config_needs_room_for_one_state() -> None:
     """GET_ARRAY FW_LOG_CONFIG with fewer than 16 bytes: ENOSPC before the driver service
     is asked (docs/spec/uapi.md §6; the model lacked the rule)."""
@@ -270,19 +305,65 @@ def test_an_aie4_client_that_asks_may_resume_the_device(chip: str, body: str) ->
     assert res.ok, res.failure
 
 
-@pytest.mark.xfail(strict=True, reason="open findings (docs/spec/fuzzing.md §12) of the fuzz-bench "
-                   "npu4 control row, reached on the tree before this round's changes too")
-@pytest.mark.parametrize("body", [
-    "call probe\nfault no_irq 0 0 0\nfault zero_id 0 0 0\ncall ctx\nioctl open\nioctl heap 0\n"
-    "ioctl ctx 0 1 0\ncall suspend\nioctl exec 0 0 nop\n",
-    "call probe\ncall mgmt 0xfffe 00000000\nioctl open\nioctl heap 0\nioctl ctx 0 1 0\n"
-    "fault dup 0 0 0\nfault bad_tail 0 0 0x128\ncall suspend\nioctl destroy 0 4 0\ncall probe\n",
-], ids=["file-exec-while-suspended-livelocks", "probe-again-epipe-after-a-broken-suspend"])
-def test_open_finding_npu4_control(body: str) -> None:
-    """Found by fuzz-bench's npu4 control row (shim target, seed 1), minimised."""
-    res = tr.replay(_trace(body, "npu4"))
+def test_a_context_that_fails_to_start_gives_its_vector_back() -> None:
+    """Found by fuzz-bench's npu4 control row (shim target, seed 1): a DRM file's exec on a
+    device the driver had suspended spun for ever. The driver's own context had failed to
+    start after it took its MSI-X vector (its MAP_HOST_BUFFER answer came with id 0: EPIPE),
+    and the vector stayed the driver session's; after the resume the firmware gave the
+    client's context that vector, its SET_IRQS met EBUSY, and the runqueue destroyed and
+    re-created it without end. A context whose start fails gives its vector back with its
+    channel, as the driver's channel teardown frees its interrupt (docs/spec/jobs.md §3a)."""
+    res = tr.replay(_trace("call probe\nfault no_irq 0 0 0\nfault zero_id 0 0 0\ncall ctx\n"
+                           "expect errno EPIPE\nioctl open\nioctl heap 0\nioctl ctx 0 1 0\n"
+                           "call suspend\nioctl exec 0 0 nop\nexpect errno ok\n"))
+    assert res.ok, res.failure
+    h = ShimHarness("npu4").fresh()
+    try:
+        for op in _trace("call probe\nfault no_irq 0 0 0\nfault zero_id 0 0 0\ncall ctx\n").ops:
+            h.apply(op)
+        assert h.last == "EPIPE"
+        d = h.ip.daemon
+        mgmt = d.device.mailbox.channels[0].vector
+        assert [v for v, s in d.vector_owner.items() if s is d.driver and v != mgmt] == []
+    finally:
+        h.close()
+
+
+def test_a_stopped_files_job_never_reads_the_next_firmwares_ring() -> None:
+    """Found by fuzz-bench's npu4 control row (shim target, seed 1): a DRM file's hang was
+    pending when the driver stopped the device; after the re-probe the driver's new context
+    got the file's old context id, channel and ring, ran 96 jobs there, and the file's wait
+    read their answers as its own: the hang ended COMPLETED, not ABORT. The client session
+    now looks whether its contexts' firmware went before every receive of its event pump,
+    not only before a call that needs the device, so the job ends ABORT and the stale ring
+    is never read (docs/spec/jobs.md §1)."""
+    res = tr.replay(_trace("call probe\nioctl open\nioctl heap 0\nioctl ctx 0 1 0\n"
+                           "ioctl exec 0 0 hang\ncall ctx\ncall stop\ncall probe\ncall bulk 0 0x60\n"))
     assert res.ok, res.failure
 
+
+def test_a_probe_after_a_failed_resume_is_ealready() -> None:
+    """Found by fuzz-bench's npu4 control row (shim target, seed 1): a DRM file's call asked
+    the driver to resume the device it had suspended, the resume failed under armed reply
+    faults, and a later probe ran a whole probe again (EPIPE) where the model said EALREADY.
+    A driver whose resume failed stays bound to its device: a probe is EALREADY until a stop
+    unbinds it; a probe that failed binds nothing, so another may follow (docs/spec/jobs.md
+    §6)."""
+    res = tr.replay(_trace("call probe\ncall mgmt 0xfffe 00000000\nioctl open\nioctl heap 0\n"
+                           "ioctl ctx 0 1 0\nfault dup 0 0 0\nfault bad_tail 0 0 0x128\n"
+                           "call suspend\nioctl destroy 0 4 0\ncall probe\nexpect errno EALREADY\n"))
+    assert res.ok, res.failure
+    h = ShimHarness("npu4").fresh()
+    try:
+        for op in _trace("call probe\nfault dup 0 0 0\nfault bad_tail 0 0 0x128\ncall suspend\n"
+                         "call resume\n").ops:
+            h.apply(op)
+        assert h.last != "ok" and h.shim.info()["state"] == "failed"  # its own resume failed
+        for line, want in (("call probe", "EALREADY"), ("call stop", None), ("call probe", "ok")):
+            h.apply(_trace(line + "\n").ops[0])
+            assert want is None or h.last == want, (line, h.last)
+    finally:
+        h.close()
 
 
 def test_aie4_certdetach_refused_while_suspended_keeps_the_log() -> None:
@@ -341,3 +422,39 @@ def test_aie4_pf_vfs_can_be_disabled_after_a_resume(down: str) -> None:
                            "call sriov 3\nexpect errno ok\ncall sriov 1\nexpect errno EBUSY\n",
                            "npu3_pf"))
     assert res.ok, res.failure
+
+
+def test_a_vf_disable_that_fails_late_has_ended_the_vfs_jobs() -> None:
+    """Found by fuzz-bench's npu3_pf control row (shim target, seed 1): disabling the VFs
+    with the firmware's answers dropped removed the VFs first (their drivers ended the
+    pending hang ABORT), then DESTROY_VFS timed out; the model allowed ABORT only after a
+    disable that succeeded and said TIMEOUT. A disable that fails late has removed the VFs
+    all the same (docs/spec/aie4.md §10); the shim was right."""
+    res = tr.replay(_trace("call probe\ncall sriov 2\ncall vf 0 hang\nfault drop 0 2 0\n"
+                           "call sriov 0\n", "npu3_pf"))
+    assert res.ok, res.failure
+
+
+def test_a_client_resume_that_failed_leaves_the_device_unpredicted() -> None:
+    """Found by fuzz-bench's npu3_pf control row (shim target, seed 2): a client's attach
+    asked the driver to resume the device it had suspended, the resume met an armed reply
+    fault and failed (the attach ENODEV), and `sriov 0` then gave EINVAL (the device is
+    not probed) where the model said ok. The model had taken "no longer suspended" for
+    "up"; a failed resume leaves the device failed, still bound (docs/spec/jobs.md §6),
+    which the model does not follow: it predicts nothing there until the next probe or
+    stop. The shim was right."""
+    body = ("call probe\ncall mgmt 0x1000f 00000000\ncall sriov 0\nfault noncontig_id 0 0 0\n"
+            "call suspend\ncall client\nexpect errno ENODEV\ncall sriov 0\nexpect errno EINVAL\n")
+    res = tr.replay(_trace(body, "npu3_pf"))
+    assert res.ok, res.failure
+    h = ShimHarness("npu3_pf").fresh()
+    try:
+        for op in _trace(body, "npu3_pf").ops[:7]:
+            h.apply(op)
+        assert h.shim.info()["state"] == "failed" and h.model is not None
+        assert h.model.dev == "unknown"
+        assert h.model.expect(h, "sriov", (0,)) is None
+        h.apply(_trace("call stop\n", "npu3_pf").ops[0])
+        assert h.model.dev == "off" and h.model.expect(h, "sriov", (0,)) == "EINVAL"
+    finally:
+        h.close()

@@ -1921,9 +1921,14 @@ static int query_metadata(struct accel_file *f, struct amdxdna_drm_get_info *a)
     xdna_aie2_query_aie_version_resp_t av;
     if (xdna_api_enter(f->ctx) < 0)
         return -errno;
-    int rc = xdna_fw_req_u32(f->ctx, XDNA_AIE2_MSG_QUERY_AIE_TILE_INFO, &ti, sizeof(ti));
-    if (rc == 0)
-        rc = xdna_fw_req_u32(f->ctx, XDNA_AIE2_MSG_QUERY_AIE_VERSION, &av, sizeof(av));
+    int rc;
+    if (xdna_is_aie4(f->ctx->chip)) { /* its own queries, which a client may send */
+        rc = xdna_aie4_aie_info(f->ctx, &av, &ti);
+    } else {
+        rc = xdna_fw_req_u32(f->ctx, XDNA_AIE2_MSG_QUERY_AIE_TILE_INFO, &ti, sizeof(ti));
+        if (rc == 0)
+            rc = xdna_fw_req_u32(f->ctx, XDNA_AIE2_MSG_QUERY_AIE_VERSION, &av, sizeof(av));
+    }
     int err = errno;
     xdna_api_leave(f->ctx, rc);
     if (rc < 0)

@@ -184,6 +184,7 @@ class ShimModel:
         self.rpm: bool | None = False
         self.autosuspend_ms = AUTOSUSPEND_MS
         self.active_lo = self.active_hi = 0
+        self.pending_at_start = False  # a command of the driver was pending as the line began
         self.pf = False  # an SR-IOV PF: the driver never autosuspends it
         #: the shim's suspend and resume counts as the model expects them (None: not known)
         self.suspends: int | None = 0
@@ -479,7 +480,12 @@ class ShimModel:
                 self.vf_gen += 1
             self.vfs = n
         elif name == "sriov" and got != "ok" and self.tainted is not None:
-            self.vfs = None  # the firmware's refusal may come after the VFs went
+            self.vfs = None  # the firmware's refusal may come after the VFs went, and on a
+            if args[0] & 0xFFFFFFFF == 0:  # disable their drivers ended every job ABORT first
+                now = self.vf_observe(h)  # (docs/spec/aie4.md §10)
+                for i, m in enumerate(self.vfjobs):
+                    if now.get(i) not in FINAL:
+                        m.allowed.add(ErtState.ABORT)
         elif name == "vf" and got == "ok":
             vf = (self.vf_gen, args[0] % max(1, self.vfs or 1))
             state, _ = outcome((args[1],))
@@ -696,16 +702,21 @@ class ShimModel:
         files' and an AIE4 client's, docs/spec/jobs.md §1, §6)."""
         if self.dev != "up" or self.rpm is not False or self.autosuspend_ms <= 0 or self.pf:
             return False
-        now = self.observe(h)
-        if any(now.get(i) not in FINAL for i, j in enumerate(h.jobs[: len(self.jobs)])
-               if self.ctxs[j.ctx].alive):
+        if self._pending(h):
             return False
         return not sum(self.cctxs) and not (self.peer is not None and self.peer.live_contexts())
+
+    def _pending(self, h: ShimHarness) -> bool:
+        """Is a command of the driver session on a live context not final yet?"""
+        now = self.observe(h)
+        return any(now.get(i) not in FINAL for i, j in enumerate(h.jobs[: len(self.jobs)])
+                   if self.ctxs[j.ctx].alive)
 
     def rpm_before(self, h: ShimHarness) -> None:
         """At the start of every line of the trace (a call or an ioctl)."""
         self.line_t0 = h.ip.clock.now_ns()
         self.armed_at_start = self._armed(h)
+        self.pending_at_start = self._pending(h)
 
     def rpm_after(self, h: ShimHarness, name: str, ioctl: bool) -> None:
         """At the end of every line: did the driver's autosuspend fire during it? The
@@ -718,6 +729,10 @@ class ShimModel:
         tick = name == "tick" and not ioctl
         if not ioctl and name in ACTIVATING and h.last == "ok":
             self.active_lo = max(self.active_lo, t0)
+        ended = self.pending_at_start and not self._pending(h)
+        if ended:  # a command ended during the line (a TDR or a context timeout in a tick):
+            self.active_lo = max(self.active_lo, t0)  # its end is activity, as the driver's
+            self.active_hi = max(self.active_hi, t1)  # put marks the device busy (jobs.md §6)
         delay = self.autosuspend_ms * 1_000_000
         armed_end = self._armed(h)
         if self.rpm is False and self.dev == "up" and (armed_end or self.armed_at_start):
@@ -752,14 +767,19 @@ class ShimModel:
     def _client_may_have_resumed(self, h: ShimHarness) -> None:
         """A DRM file's ioctl whose firmware queries the model does not follow (GET_INFO,
         GET_ARRAY, ...) found the device suspended: each such query resumes it (docs/spec/
-        jobs.md §1), so the device is up if the shim says it is no longer suspended."""
+        jobs.md §1), so the device is up if the shim says it is no longer suspended and
+        probed; a resume that failed leaves it failed (still bound, docs/spec/jobs.md §6),
+        which the model does not follow."""
         try:
             down = h.shim.power()["suspended"]
+            state = h.shim.info()["state"] if not down else "suspended"
         except ShimError:
             return
         if not down:
             self.client_resumed()
-            self.dev, self.mgmt_broken = "up", False
+            self.dev, self.mgmt_broken = ("up" if state == "probed" else "unknown"), False
+            if self.dev == "unknown":
+                self.taint("a client's resume failed")
             h._new_channel_state()
 
     def _check_power(self, h: ShimHarness, after: str) -> None:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import ctypes
 import errno as errno_mod
+import mmap
 import os
 import random
 from dataclasses import dataclass, field
@@ -79,6 +80,12 @@ EXEC_BAD = ("ext", "type", "count", "notcmd", "argstale")
 HEAP_CHUNK = 64 << 20
 #: bytes past every GET_INFO/GET_ARRAY/raw buffer that the decoder must leave alone
 GUARD, GUARD_BYTE = 64, 0xA5
+#: GET_ARRAY buffers up to this size are bytearrays; larger ones (up to the argument limits,
+#: 100 GiB) are anonymous mappings the kernel fills only where they are touched
+ARRAY_HEAP_MAX = 1 << 16
+#: Linux's MAP_NORESERVE (older Pythons' mmap module does not export it): no commit charge
+#: for a mapping whose pages are never touched
+_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 #: the wait a ``waitseq`` grants (ms) and the end-of-trace wait per job (ms, virtual)
 WAITSEQ_MS, FINAL_WAIT_MS = 100, 15_000
 #: shim BO size limit (csrc/bo.c) and the DEV BO alignment in the heap (docs/spec/uapi.md §6)
@@ -275,7 +282,7 @@ def _errname(e: int) -> str:
     return errno_mod.errorcode.get(e, str(e))
 
 
-def _buf_addr(buf: bytearray) -> int:
+def _buf_addr(buf: bytearray | mmap.mmap) -> int:
     return ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf)) if buf else 0
 
 
@@ -588,7 +595,7 @@ class UapiRunner:
     def _guarded(self, size: int) -> bytearray:
         return bytearray([GUARD_BYTE]) * (max(size, T.QUERY_AIE_STATUS.size) + GUARD)
 
-    def _check_guard(self, what: str, buf: bytearray, size: int) -> None:
+    def _check_guard(self, what: str, buf: bytearray | mmap.mmap, size: int) -> None:
         if any(b != GUARD_BYTE for b in buf[size:]):
             raise InvariantViolation("model_overrun", f"{what} wrote past its {size}-byte buffer")
 
@@ -608,15 +615,23 @@ class UapiRunner:
             self._check_guard(f"GET_INFO param {param}", buf, room)
 
     def i_array(self, n: int, param: int, esize: int, num: int) -> None:
+        """The buffer backs every byte the call names within the argument limits: the
+        decoder reads FW_LOG/FW_TRACE's metadata at its end (docs/spec/fuzzing.md §12)."""
         acc, _ = self._acc(n)
-        size = min(max(esize, 0) * max(num, 0), 1 << 16)
-        buf = bytearray(size + GUARD)  # zeros: a BY_ID key of pid 0, a BO_USAGE of pid 0
+        esize, num = esize & 0xFFFFFFFF, num & 0xFFFFFFFF  # what the decoder reads
+        size = esize * num if esize <= T.const("AMDXDNA_MAX_ELEMENT_SIZE") and \
+            num <= T.const("AMDXDNA_MAX_NUM_ELEMENT") else ARRAY_HEAP_MAX  # else: EINVAL first
+        # zeros: a BY_ID key of pid 0, a BO_USAGE of pid 0, a log reader at offset 0
+        buf: bytearray | mmap.mmap = bytearray(size + GUARD) if size <= ARRAY_HEAP_MAX else \
+            mmap.mmap(-1, size + GUARD, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE)
         buf[size:] = bytes([GUARD_BYTE]) * GUARD
         try:
-            self._io(acc, "AMDXDNA_GET_ARRAY", param=param & 0xFFFFFFFF, element_size=esize & 0xFFFFFFFF,
-                        num_element=num & 0xFFFFFFFF, buffer=_buf_addr(buf))
+            self._io(acc, "AMDXDNA_GET_ARRAY", param=param & 0xFFFFFFFF, element_size=esize,
+                        num_element=num, buffer=_buf_addr(buf))
         finally:
             self._check_guard(f"GET_ARRAY param {param}", buf, size)
+            if isinstance(buf, mmap.mmap):
+                buf.close()
 
     def i_setstate(self, n: int, param: int, size: int, value: int) -> None:
         acc, _ = self._acc(n)
@@ -708,7 +723,8 @@ class UapiModel:
         self.aie4 = chip.aie4 is not None
         self.heap_max = chip.limits.dev_heap_max
         #: the columns the session reports: none on an SR-IOV PF (docs/spec/aie4.md §6)
-        self.cols = 0 if chip.pci.function == "pf" else chip.tiles.cols
+        self.pf = chip.pci.function == "pf"
+        self.cols = 0 if self.pf else chip.tiles.cols
         self.hwctx_limit = chip.limits.hwctx_limit
         rc = chip.runtime_config
         self.frame_boundary = rc is not None and rc.frame_boundary_preempt is not None
@@ -985,7 +1001,8 @@ class UapiModel:
         if not self._up(num):
             return None
         p = {name: T.const(f"DRM_AMDXDNA_{name}") for name in (
-            "QUERY_AIE_STATUS", "QUERY_TELEMETRY", "QUERY_SENSORS", "READ_AIE_MEM", "READ_AIE_REG",
+            "QUERY_AIE_STATUS", "QUERY_AIE_METADATA", "QUERY_TELEMETRY", "QUERY_SENSORS",
+            "READ_AIE_MEM", "READ_AIE_REG",
             "QUERY_CERT_FIRMWARE_VERSION", "GET_AUTO_COREDUMP", "GET_FRAME_BOUNDARY_PREEMPT_STATE")}
         if param == p["QUERY_AIE_STATUS"]:
             return None  # its own struct at the buffer: the firmware's dump
@@ -998,6 +1015,8 @@ class UapiModel:
         if param in (p["READ_AIE_MEM"], p["READ_AIE_REG"],
                      p["QUERY_CERT_FIRMWARE_VERSION"], p["GET_AUTO_COREDUMP"]):
             return EOPNOTSUPP
+        if param == p["QUERY_AIE_METADATA"] and self.pf:
+            return EOPNOTSUPP  # a management function has no AIE array (docs/spec/uapi.md §6)
         if param == p["GET_FRAME_BOUNDARY_PREEMPT_STATE"]:
             return "ok" if self.frame_boundary else EOPNOTSUPP
         return "ok" if 0 <= param <= T.const("DRM_AMDXDNA_GET_AUTO_COREDUMP") else EOPNOTSUPP

@@ -158,7 +158,7 @@ class Aie4ContextFw:
         if ctx is None:
             return RSP_STATUS.pack(status=Status.ERROR)
         if req["flags"] & DESTROY_GRACEFUL and not ctx.hung:
-            self._run_queue(ctx)  # let what is already published finish
+            self._drain(ctx)  # let what is already published finish
         del self.contexts[ctx.slot]
         return RSP_STATUS.pack(status=Status.SUCCESS)
 
@@ -230,6 +230,12 @@ class Aie4ContextFw:
         if ctx is None:  # destroyed or never created: nothing to run
             self.stats["stale_doorbells"] += 1
             return
+        self._drain(ctx)
+
+    def _drain(self, ctx: HwContext) -> None:
+        """Run the context's published packets. A queue out of the device's reach (unmapped,
+        or bus mastering off) runs nothing and counts a bad packet (docs/spec/aie4.md §8).
+        Never raises."""
         try:
             self._run_queue(ctx)
         except IommuFault as exc:  # the queue itself went away under us
