@@ -76,6 +76,7 @@ struct xdna_mbox_chan {
     unsigned next_id;             /* cyclic id allocator */
     bool user;                    /* a context's channel: responses must come in id order */
     bool no_ack;                  /* AIE4: no interrupt register, the RX worker only drains */
+    bool hold_kicks;              /* sends log their tail unkicked: a batch, the caller kicks */
     uint32_t last_id;             /* id of the last response taken (user-channel contiguity) */
     unsigned npending;
     struct xdna_mbox_pending pend[MBOX_MAX_IDS];
@@ -269,6 +270,8 @@ int xdna_wr_trap(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 /* Append to the write log without storing into BAR memory (mailbox x2i tail). */
 int xdna_wr_log(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 int xdna_wr_log_loop(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
+int xdna_wr_log_held(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
+int xdna_log_kick(struct xdna_shim_ctx *ctx);
 int xdna_wr_trap_lazy(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 /* The ctrl page's shared runqueue words (docs/spec/jobs.md §3a): read one, store one, and
  * kick the daemon so it publishes them to the other sessions. */
