@@ -267,6 +267,9 @@ class Connection:
         #: Daemon._notify_sessions)
         self.owed_ns = 0
         self.closed = False
+        #: replies held while the daemon serves one read of its socket, sent together at
+        #: its end: runs of (messages, fds of the run's first message) (Daemon._reply)
+        self.held: list[tuple[list[bytes], list[Any]]] | None = None
         self.peer_pid = 0  # from SO_PEERCRED, for status
         self.since = time.time()
         self.boots_at_start = daemon.fn.device.boots if hasattr(daemon, "fn") else 0
@@ -1016,21 +1019,27 @@ class Daemon:
             return True
         sess.rx += data
         progressed = False
+        sess.held = []  # the replies to this read's commands go out together (_reply)
         try:
-            while len(sess.rx) >= P.HEADER.size and not sess.closed:
-                msg_id, cmd, size, flags, _ = P.parse_header(sess.rx)
-                if flags & P.FLAG_TYPE_MASK != P.TYPE_COMMAND:
-                    raise P.ProtocolError("reply-typed message from a client")
-                if not sess.versioned and cmd != P.Cmd.VERSION:
-                    raise P.ProtocolError("first message is not VERSION")
-                if len(sess.rx) < size:
-                    break
-                payload = bytes(sess.rx[P.HEADER.size : size])
-                del sess.rx[:size]
-                self._dispatch(sess, msg_id, cmd, flags, payload)
-                progressed |= cmd not in _LOOKS_ONLY
-            if sess.fds and not sess.rx:
-                raise P.ProtocolError("more fds than the commands take")
+            try:
+                while len(sess.rx) >= P.HEADER.size and not sess.closed:
+                    msg_id, cmd, size, flags, _ = P.parse_header(sess.rx)
+                    if flags & P.FLAG_TYPE_MASK != P.TYPE_COMMAND:
+                        raise P.ProtocolError("reply-typed message from a client")
+                    if not sess.versioned and cmd != P.Cmd.VERSION:
+                        raise P.ProtocolError("first message is not VERSION")
+                    if len(sess.rx) < size:
+                        break
+                    payload = bytes(sess.rx[P.HEADER.size : size])
+                    del sess.rx[:size]
+                    self._dispatch(sess, msg_id, cmd, flags, payload)
+                    progressed |= cmd not in _LOOKS_ONLY
+                if sess.fds and not sess.rx:
+                    raise P.ProtocolError("more fds than the commands take")
+            finally:  # also before a drop: what was answered is sent first, as it was
+                held, sess.held = sess.held, None
+                if held and not sess.closed:
+                    self._send_held(sess, held)
         except P.ProtocolError as exc:
             self.drop(sess, f"protocol error: {exc}")
             progressed = True  # as for a hang-up: the others' shared words change
@@ -1047,11 +1056,29 @@ class Daemon:
 
     def _reply(self, sess: Connection, msg_id: int, cmd: int, payload: bytes = b"",
                fds: list[int] | None = None, error: int = 0) -> None:
+        """Send one reply, or hold it while the commands of one socket read are served:
+        they go out together, one sendmsg per run that starts at a reply with fds (the fds
+        ride with their reply's first byte, protocol.md "Pipelining"), so a pipelined
+        batch wakes its client once, not once per reply."""
         flags = P.TYPE_REPLY | (P.FLAG_ERROR if error else 0)
         msg = P.pack(msg_id, cmd, b"" if error else payload, flags, error)
         anc = []
         if fds and not error:
             anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
+        held = sess.held
+        if held is not None:
+            if anc or not held:
+                held.append(([msg], anc))
+            else:
+                held[-1][0].append(msg)
+            return
+        self._send(sess, msg, anc)
+
+    def _send_held(self, sess: Connection, held: list[tuple[list[bytes], list[Any]]]) -> None:
+        for parts, anc in held:
+            self._send(sess, parts[0] if len(parts) == 1 else b"".join(parts), anc)
+
+    def _send(self, sess: Connection, msg: bytes, anc: list[Any]) -> None:
         try:
             sent = sess.sock.sendmsg([msg], anc)
         except BlockingIOError:
