@@ -198,6 +198,10 @@ struct xdna_shim_ctx {
     int sock;
     bool sock_dead;
     uint16_t next_msg_id;
+    /* commands of a pipelined batch gathered for one sendmsg (xdna_ctl_cork, proto.c) */
+    bool tx_cork;
+    uint32_t tx_len;
+    uint8_t tx[1024];
     int timeouts[5]; /* enum xdna_shim_timeout, ms */
     char last_error[XDNA_ERR_MAX];
     const struct xdna_chip_desc *chip;
@@ -379,6 +383,7 @@ int xdna_ctl(struct xdna_shim_ctx *ctx, uint16_t cmd, const void *req, size_t re
              const int *fds, unsigned nfds, void *resp, size_t *resp_len, size_t resp_min,
              int *rfds, unsigned *nrfds);
 /* The two halves of xdna_ctl, for pipelining: replies come back in the order sent. */
+void xdna_ctl_cork(struct xdna_shim_ctx *ctx);
 int xdna_ctl_send(struct xdna_shim_ctx *ctx, uint16_t cmd, const void *req, size_t req_len,
                   const int *fds, unsigned nfds, uint16_t *id);
 int xdna_ctl_recv(struct xdna_shim_ctx *ctx, uint16_t cmd, uint16_t id, void *resp,
