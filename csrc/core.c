@@ -155,6 +155,14 @@ uint32_t xdna_ctrl_get(struct xdna_shim_ctx *ctx, unsigned off)
     return ctx->ctrl ? __atomic_load_n((const uint32_t *)(ctx->ctrl + off), __ATOMIC_ACQUIRE) : 0;
 }
 
+/* A word of ours the daemon does not publish from (docs/spec/protocol.md, the ctrl page):
+ * stored without the kick that makes the daemon take a step for it. */
+void xdna_ctrl_store(struct xdna_shim_ctx *ctx, unsigned off, uint32_t val)
+{
+    if (ctx->ctrl)
+        __atomic_store_n((uint32_t *)(ctx->ctrl + off), val, __ATOMIC_RELEASE);
+}
+
 void xdna_ctrl_set(struct xdna_shim_ctx *ctx, unsigned off, uint32_t val)
 {
     if (!ctx->ctrl)

@@ -281,6 +281,7 @@ int xdna_wr_trap_lazy(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t v
  * kick the daemon so it publishes them to the other sessions. */
 uint32_t xdna_ctrl_get(struct xdna_shim_ctx *ctx, unsigned off);
 void xdna_ctrl_set(struct xdna_shim_ctx *ctx, unsigned off, uint32_t val);
+void xdna_ctrl_store(struct xdna_shim_ctx *ctx, unsigned off, uint32_t val);
 /* Write through the log when (bar, off) is a trapped register, else plainly. */
 int xdna_wr_auto(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 /* The same, without a kick: for a write the next kicked one follows at once (an INTR 0
