@@ -1066,3 +1066,32 @@ def test_a_pipelined_batch_is_answered_in_one_send_per_run_of_fds(tmp_path: Path
     finally:
         s.close()
         d.cleanup()
+
+
+def test_a_new_clients_first_commands_are_served_in_the_accepting_step(tmp_path: Path) -> None:
+    """A client sends as soon as it connects: the step that accepts it also serves what it
+    sent, so its first round trip costs the daemon one step, not two; a connection with
+    nothing sent yet is accepted and waits for its data as before."""
+    d = daemon_mod.Daemon("npu4", tmp_path)
+    quiet = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        quiet.connect(str(d.socket_path))
+        d._step(0)  # noqa: SLF001
+        assert len(d.sessions) == 1  # accepted, nothing to serve
+        s.connect(str(d.socket_path))
+        s.sendall(P.pack(1, P.Cmd.VERSION, P.VERSION_HDR.pack(P.PROTO_MAJOR, P.PROTO_MINOR) + b"{}\0")
+                  + P.pack(2, P.Cmd.DEVICE_GET_INFO))
+        d._step(0)  # noqa: SLF001
+        s.setblocking(False)
+        assert _recv_reply(s)[:2] == (1, P.Cmd.VERSION)
+        assert _recv_reply(s)[:2] == (2, P.Cmd.DEVICE_GET_INFO)
+        assert len(d.sessions) == 2
+        quiet.sendall(P.pack(3, P.Cmd.VERSION, P.VERSION_HDR.pack(P.PROTO_MAJOR, P.PROTO_MINOR) + b"{}\0"))
+        d._step(0)  # noqa: SLF001
+        quiet.setblocking(False)
+        assert _recv_reply(quiet)[:2] == (3, P.Cmd.VERSION)
+    finally:
+        s.close()
+        quiet.close()
+        d.cleanup()

@@ -800,7 +800,10 @@ class Daemon:
                 if sess not in kicked:
                     kicked.append(sess)
             elif kind == "accept":
-                sess._accept()  # the Daemon (PF or VF) whose socket it is
+                new = sess._accept()  # the Daemon (PF or VF) whose socket it is
+                if new is not None:  # a client sends as it connects: its first commands
+                    # are served in this step, not the next (none there yet: no progress)
+                    progressed |= sess._on_client(new)
             elif kind == "signal":
                 with contextlib.suppress(OSError):
                     os.read(key.fd, 64)
@@ -957,11 +960,12 @@ class Daemon:
             self.drop(sess, "corrupt write log")
         return True
 
-    def _accept(self) -> None:
+    def _accept(self) -> Connection | None:
+        """A new session for a waiting connection (None: none, or refused)."""
         try:
             conn, _ = self.listener.accept()
         except BlockingIOError:
-            return
+            return None
         # non-blocking: a reply is one sendmsg (no poll before it, as a socket timeout
         # costs); only one that finds no room waits, up to SEND_TIMEOUT_S (_send_rest)
         conn.setblocking(False)
@@ -970,7 +974,7 @@ class Daemon:
         if uid != os.getuid():
             log.warning("refusing peer with uid %d", uid)
             conn.close()
-            return
+            return None
         sess = Connection(self, conn, self.next_sid)
         sess.peer_pid = peer_pid
         self.next_sid += 1
@@ -979,6 +983,7 @@ class Daemon:
         self.sessions[sess.id] = sess
         self.stats["sessions"] += 1
         self.sel.register(conn, selectors.EVENT_READ, ("client", sess))
+        return sess
 
     def drop(self, sess: Connection, why: str) -> None:
         """Disconnect a client and reclaim everything it owned."""
