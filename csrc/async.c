@@ -46,10 +46,23 @@ int xdna_async_events_start(struct xdna_shim_ctx *ctx)
                        XDNA_PROTO_DMA_READ | XDNA_PROTO_DMA_WRITE, "xdna-async") < 0 ||
         xdna_dma_map(ctx, &ctx->async_buf) < 0)
         return -1;
-    for (uint32_t i = 0; i < n; i++)
-        if (xdna_async_post(ctx, i) < 0) /* decoded and re-registered on each reply */
-            return -1;
-    return 0;
+    /* Each registration's tail write is logged in order, as the driver writes it, and only
+     * the last one kicks: the daemon applies the batch in one step, not one per column
+     * (docs/spec/protocol.md, "Suppressed kicks and notifies"). A batch cut short kicks for
+     * what it logged. Each reply is decoded and registered again (async_cb). */
+    int rc = 0;
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        ctx->mgmt.hold_kicks = i + 1 < n;
+        rc = xdna_async_post(ctx, i);
+    }
+    ctx->mgmt.hold_kicks = false;
+    if (rc < 0 && ctx->ctrl) {
+        struct xdna_err e;
+        xdna_err_save(ctx, &e);
+        xdna_log_kick(ctx);
+        return xdna_err_restore(ctx, &e);
+    }
+    return rc;
 }
 
 static void async_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_t *resp,

@@ -155,6 +155,14 @@ uint32_t xdna_ctrl_get(struct xdna_shim_ctx *ctx, unsigned off)
     return ctx->ctrl ? __atomic_load_n((const uint32_t *)(ctx->ctrl + off), __ATOMIC_ACQUIRE) : 0;
 }
 
+/* A word of ours the daemon does not publish from (docs/spec/protocol.md, the ctrl page):
+ * stored without the kick that makes the daemon take a step for it. */
+void xdna_ctrl_store(struct xdna_shim_ctx *ctx, unsigned off, uint32_t val)
+{
+    if (ctx->ctrl)
+        __atomic_store_n((uint32_t *)(ctx->ctrl + off), val, __ATOMIC_RELEASE);
+}
+
 void xdna_ctrl_set(struct xdna_shim_ctx *ctx, unsigned off, uint32_t val)
 {
     if (!ctx->ctrl)
@@ -195,6 +203,14 @@ int xdna_wr_log_loop(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t va
     return log_append(ctx, loc, val, KICK_LOOP);
 }
 
+/* Logged, not kicked: one of a batch whose last write kicks (the async event registrations,
+ * docs/spec/protocol.md "Suppressed kicks and notifies"). A batch cut short by an error
+ * kicks with xdna_log_kick, so no entry waits for a later kick. */
+int xdna_wr_log_held(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val)
+{
+    return log_append(ctx, loc, val, KICK_NONE);
+}
+
 /* A trapped write whose side effect is not urgent (the i2x head: it only frees ring space,
  * and the firmware re-reads the head register when it has output to place): it is stored
  * and logged but not kicked. The daemon applies it with the next kick, and polls the logs
@@ -220,6 +236,24 @@ static int kick_for(struct xdna_shim_ctx *ctx, struct xdna_loc loc)
     uint32_t live = __atomic_load_n((const uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_DOORBELL_MASK),
                                     __ATOMIC_RELAXED);
     return live >> i & 1 ? ctx->bell_fd : ctx->kick_fd;
+}
+
+/* Kick the daemon through fd for the entries logged so far, unless it is still applying
+ * the log: it reads head again before it sleeps (docs/spec/protocol.md, "Suppressed kicks
+ * and notifies"). The fence orders the head store before the flag load, as the daemon
+ * orders its flag clear before its head load. */
+static int kick_fd(struct xdna_shim_ctx *ctx, int fd)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n((const uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_DRAINING),
+                        __ATOMIC_RELAXED) != 0) {
+        ctx->info.kicks_saved++;
+        return 0;
+    }
+    uint64_t one = 1;
+    if (write(fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        return xdna_fail(ctx, errno, "write log kick: %s", strerror(errno));
+    return 0;
 }
 
 static int log_append(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val, enum kick kick)
@@ -263,20 +297,14 @@ static int log_append(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t v
     ctx->info.trapped_writes++;
     if (kick == KICK_NONE)
         return 0;
-    /* A daemon still applying this log reads head again before it sleeps: no kick needed
-     * (docs/spec/protocol.md, "Suppressed kicks and notifies"). The fence orders the head
-     * store before the flag load, as the daemon orders its flag clear before its head load. */
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (__atomic_load_n((const uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_DRAINING),
-                        __ATOMIC_RELAXED) != 0) {
-        ctx->info.kicks_saved++;
-        return 0;
-    }
-    uint64_t one = 1;
-    if (write(kick == KICK_LOOP ? ctx->kick_fd : kick_for(ctx, loc), &one, sizeof(one)) < 0 &&
-        errno != EAGAIN)
-        return xdna_fail(ctx, errno, "write log kick: %s", strerror(errno));
-    return 0;
+    return kick_fd(ctx, kick == KICK_LOOP ? ctx->kick_fd : kick_for(ctx, loc));
+}
+
+int xdna_log_kick(struct xdna_shim_ctx *ctx)
+{
+    if (!ctx->ctrl)
+        return xdna_fail(ctx, ENODEV, "no write log attached");
+    return kick_fd(ctx, ctx->kick_fd);
 }
 
 static bool is_trapped(struct xdna_shim_ctx *ctx, struct xdna_loc loc)

@@ -544,6 +544,7 @@ static int attach_resources(struct xdna_shim_ctx *ctx)
     unsigned cap = find_cap(ctx, PCI_CAP_ID_MSIX); /* none: setup_msix fails the attach */
     uint16_t nf = cap ? msix_enabled_flags(ctx, cap) : 0;
     uint8_t f[2] = {(uint8_t)nf, (uint8_t)(nf >> 8)};
+    xdna_ctl_cork(ctx);
     if (xdna_region_write_send(ctx, XDNA_PROTO_REGION_CONFIG, PCI_COMMAND, b, 2, &cmd_id) < 0 ||
         ask_region_infos(ctx, bar_ids) < 0 ||
         xdna_ctl_send(ctx, XDNA_PROTO_CMD_ATTACH_WRITE_LOG, NULL, 0, NULL, 0, &wl_id) < 0 ||
@@ -571,6 +572,7 @@ dead: /* answers may be left unread: the stream no longer lines up with its comm
 static int identify(struct xdna_shim_ctx *ctx)
 {
     uint16_t ver_id, info_id, cfg_id;
+    xdna_ctl_cork(ctx);
     if (send_version(ctx, &ver_id) < 0 ||
         xdna_ctl_send(ctx, XDNA_PROTO_CMD_DEVICE_GET_INFO, NULL, 0, NULL, 0, &info_id) < 0 ||
         xdna_region_read_send(ctx, XDNA_PROTO_REGION_CONFIG, 0, sizeof(ctx->config), &cfg_id) < 0)

@@ -134,6 +134,7 @@ static int send_all(struct xdna_shim_ctx *ctx, const struct iovec *iov_in, int i
             return sock_dead(ctx, errno == ECONNRESET ? EPIPE : errno, strerror(errno));
         }
         fds_pending = false;
+        ctx->info.ctl_sends++;
         total -= (size_t)n;
         while (n > 0 && first < iovcnt) {
             size_t take = (size_t)n < iov[first].iov_len ? (size_t)n : iov[first].iov_len;
@@ -201,6 +202,24 @@ static void close_fds(int *fds, unsigned *n)
     *n = 0;
 }
 
+/* Gather the commands sent from here on for one sendmsg, sent at the first xdna_ctl_recv
+ * (or when the buffer fills, or before a command with fds): the daemon then reads a
+ * pipelined batch at once and answers it in one step (docs/spec/protocol.md, "Pipelining"). */
+void xdna_ctl_cork(struct xdna_shim_ctx *ctx)
+{
+    ctx->tx_cork = true;
+}
+
+/* Send what the cork gathered. */
+static int ctl_flush(struct xdna_shim_ctx *ctx, uint64_t deadline)
+{
+    if (!ctx->tx_len)
+        return 0;
+    struct iovec iov = {ctx->tx, ctx->tx_len};
+    ctx->tx_len = 0;
+    return send_all(ctx, &iov, 1, NULL, 0, deadline);
+}
+
 /* Send one command without waiting for its reply; *id is what the reply must echo. The
  * daemon answers commands strictly in order (docs/spec/protocol.md), so a caller may send
  * several and then collect the replies in the same order with xdna_ctl_recv. */
@@ -216,6 +235,18 @@ int xdna_ctl_send(struct xdna_shim_ctx *ctx, uint16_t cmd, const void *req, size
     struct xdna_proto_hdr h = {.msg_id = *id, .command = cmd,
                                .msg_size = (uint32_t)(XDNA_PROTO_HEADER_SIZE + req_len),
                                .flags = XDNA_PROTO_TYPE_COMMAND};
+    const size_t len = sizeof(h) + req_len;
+    if (ctx->tx_cork && !nfds && len <= sizeof(ctx->tx)) {
+        if (ctx->tx_len + len > sizeof(ctx->tx) && ctl_flush(ctx, deadline) < 0)
+            return -1;
+        memcpy(ctx->tx + ctx->tx_len, &h, sizeof(h));
+        if (req_len)
+            memcpy(ctx->tx + ctx->tx_len + sizeof(h), req, req_len);
+        ctx->tx_len += (uint32_t)len;
+        return 0;
+    }
+    if (ctl_flush(ctx, deadline) < 0) /* what was gathered goes first, in order */
+        return -1;
     struct iovec iov[2] = {{&h, sizeof(h)}, {(void *)req, req_len}};
     return send_all(ctx, iov, req_len ? 2 : 1, fds, nfds, deadline);
 }
@@ -233,6 +264,9 @@ int xdna_ctl_recv(struct xdna_shim_ctx *ctx, uint16_t cmd, uint16_t id, void *re
     if (ctx->sock < 0 || ctx->sock_dead)
         return xdna_fail(ctx, EPIPE, "control socket is closed");
     uint64_t deadline = xdna_deadline(ctx->timeouts[XDNA_SHIM_TIMEOUT_CONTROL]);
+    ctx->tx_cork = false; /* a reply is awaited: the batch ends, what it gathered goes out */
+    if (ctl_flush(ctx, deadline) < 0)
+        goto fail_fds;
     struct xdna_proto_hdr r;
     if (recv_all(ctx, &r, sizeof(r), rfds, rfd_cap, &rfd_got, deadline) < 0)
         goto fail_fds;

@@ -76,6 +76,7 @@ struct xdna_mbox_chan {
     unsigned next_id;             /* cyclic id allocator */
     bool user;                    /* a context's channel: responses must come in id order */
     bool no_ack;                  /* AIE4: no interrupt register, the RX worker only drains */
+    bool hold_kicks;              /* sends log their tail unkicked: a batch, the caller kicks */
     uint32_t last_id;             /* id of the last response taken (user-channel contiguity) */
     unsigned npending;
     struct xdna_mbox_pending pend[MBOX_MAX_IDS];
@@ -200,6 +201,10 @@ struct xdna_shim_ctx {
     int sock;
     bool sock_dead;
     uint16_t next_msg_id;
+    /* commands of a pipelined batch gathered for one sendmsg (xdna_ctl_cork, proto.c) */
+    bool tx_cork;
+    uint32_t tx_len;
+    uint8_t tx[1024];
     int timeouts[5]; /* enum xdna_shim_timeout, ms */
     char last_error[XDNA_ERR_MAX];
     const struct xdna_chip_desc *chip;
@@ -272,11 +277,14 @@ int xdna_wr_trap(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 /* Append to the write log without storing into BAR memory (mailbox x2i tail). */
 int xdna_wr_log(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 int xdna_wr_log_loop(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
+int xdna_wr_log_held(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
+int xdna_log_kick(struct xdna_shim_ctx *ctx);
 int xdna_wr_trap_lazy(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 /* The ctrl page's shared runqueue words (docs/spec/jobs.md §3a): read one, store one, and
  * kick the daemon so it publishes them to the other sessions. */
 uint32_t xdna_ctrl_get(struct xdna_shim_ctx *ctx, unsigned off);
 void xdna_ctrl_set(struct xdna_shim_ctx *ctx, unsigned off, uint32_t val);
+void xdna_ctrl_store(struct xdna_shim_ctx *ctx, unsigned off, uint32_t val);
 /* Write through the log when (bar, off) is a trapped register, else plainly. */
 int xdna_wr_auto(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t val);
 /* The same, without a kick: for a write the next kicked one follows at once (an INTR 0
@@ -379,6 +387,7 @@ int xdna_ctl(struct xdna_shim_ctx *ctx, uint16_t cmd, const void *req, size_t re
              const int *fds, unsigned nfds, void *resp, size_t *resp_len, size_t resp_min,
              int *rfds, unsigned *nrfds);
 /* The two halves of xdna_ctl, for pipelining: replies come back in the order sent. */
+void xdna_ctl_cork(struct xdna_shim_ctx *ctx);
 int xdna_ctl_send(struct xdna_shim_ctx *ctx, uint16_t cmd, const void *req, size_t req_len,
                   const int *fds, unsigned nfds, uint16_t *id);
 int xdna_ctl_recv(struct xdna_shim_ctx *ctx, uint16_t cmd, uint16_t id, void *resp,

@@ -61,7 +61,10 @@ int xdna_smu_set_dpm(struct xdna_shim_ctx *ctx, uint32_t level)
             return -1;
     }
     ctx->info.dpm_level = level;
-    if (!ctx->s.client) /* every session's clock query reports it (docs/spec/jobs.md §6) */
-        xdna_ctrl_set(ctx, XDNA_PROTO_CTRL_OFF_DPM_NOW, level + 1);
+    /* the driver's own clock query reads it (docs/spec/jobs.md §6); no kick: the daemon
+     * publishes the SMU model's level to every session at the SMU command's step, and the
+     * driver's word only once the SMU is off, at the power-off's step */
+    if (!ctx->s.client)
+        xdna_ctrl_store(ctx, XDNA_PROTO_CTRL_OFF_DPM_NOW, level + 1);
     return 0;
 }

@@ -102,6 +102,7 @@ struct xdna_shim_info {
     char function[8];      /* "plain", "pf" or "vf" */
     uint64_t kicks_saved;  /* write-log entries not kicked: the daemon was still draining */
     uint64_t direct_waits; /* waits that slept on their own channel's vector, not the monitor's */
+    uint64_t ctl_sends;    /* control-socket sendmsg calls: a pipelined batch is one */
 };
 
 /* Connect to the daemon socket, handshake (VERSION), read config space, match the id

@@ -988,3 +988,110 @@ def test_republished_words_never_read_as_another_value(tmp_path) -> None:
         b.close()
         os.close(irq)
         d.cleanup()
+
+
+class _CountingSock:
+    """A session's real socket, with its sendmsg calls counted."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sends = 0
+
+    def sendmsg(self, *args: Any) -> int:
+        self.sends += 1
+        return self.sock.sendmsg(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+def _recv_reply(s: socket.socket) -> tuple[int, int, bytes, list[int]]:
+    """One reply read as the shim reads it: its header, then its payload, and the fds that
+    came with either."""
+    fds: list[int] = []
+    buf = b""
+    need = P.HEADER.size
+    while len(buf) < need:
+        data, anc, _, _ = s.recvmsg(need - len(buf), socket.CMSG_SPACE(4 * P.MAX_MSG_FDS))
+        assert data, "the daemon hung up"
+        for _, _, cdata in anc:
+            fds += struct.unpack(f"{len(cdata) // 4}i", cdata[: len(cdata) // 4 * 4])
+        buf += data
+        if len(buf) == P.HEADER.size:
+            need = P.parse_header(buf)[2]
+    msg_id, cmd, _, _, _ = P.parse_header(buf)
+    return msg_id, cmd, buf[P.HEADER.size:], fds
+
+
+def test_a_pipelined_batch_is_answered_in_one_send_per_run_of_fds(tmp_path: Path) -> None:
+    """The replies to the commands of one socket read go out together: one sendmsg for the
+    run up to the first reply with fds, then one per reply with fds and the fd-less replies
+    behind it, each run's fds riding with its first reply (docs/spec/protocol.md,
+    "Pipelining"): a pipelined attach wakes its client once per run, not once per reply,
+    and every reply still gets exactly its own fds."""
+    d = daemon_mod.Daemon("npu4", tmp_path)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(d.socket_path))
+        d._step(0)  # the accept  # noqa: SLF001
+        (sess,) = d.sessions.values()
+        sess.sock = counting = _CountingSock(sess.sock)
+        batch = [P.pack(1, P.Cmd.VERSION, P.VERSION_HDR.pack(P.PROTO_MAJOR, P.PROTO_MINOR) + b"{}\0"),
+                 P.pack(2, P.Cmd.DEVICE_GET_INFO),
+                 P.pack(3, P.Cmd.REGION_READ, P.REGION_ACCESS.pack(0, P.REGION_CONFIG, 64))]
+        batch += [P.pack(4 + i, P.Cmd.GET_REGION_INFO, P.REGION_INFO.pack(P.REGION_INFO.size, 0, i, 0, 0, 0))
+                  for i in range(6)]
+        batch += [P.pack(10, P.Cmd.ATTACH_WRITE_LOG), P.pack(11, P.Cmd.DEVICE_GET_INFO)]
+        s.sendall(b"".join(batch))
+        d._step(0)  # noqa: SLF001
+        replies = [_recv_reply(s) for _ in batch]
+        assert [(i, c) for i, c, _, _ in replies] == [P.parse_header(m)[:2] for m in batch]
+        with_fds = 0
+        for msg_id, cmd, body, fds in replies:
+            if cmd == P.Cmd.GET_REGION_INFO:
+                _, flags, index, _, size, _ = P.REGION_INFO.unpack(body)
+                assert index == msg_id - 4
+                assert len(fds) == (1 if flags & P.REGION_MMAP and size else 0), index
+                if fds:
+                    assert os.fstat(fds[0]).st_size >= size
+            elif cmd == P.Cmd.ATTACH_WRITE_LOG:
+                assert len(fds) == 4  # ctrl page, kick, notify, doorbell (minor 2)
+            else:
+                assert fds == []
+            with_fds += bool(fds)
+            for fd in fds:
+                os.close(fd)
+        assert with_fds >= 2
+        assert counting.sends == 1 + with_fds  # the fd-less run first, then one per run
+    finally:
+        s.close()
+        d.cleanup()
+
+
+def test_a_new_clients_first_commands_are_served_in_the_accepting_step(tmp_path: Path) -> None:
+    """A client sends as soon as it connects: the step that accepts it also serves what it
+    sent, so its first round trip costs the daemon one step, not two; a connection with
+    nothing sent yet is accepted and waits for its data as before."""
+    d = daemon_mod.Daemon("npu4", tmp_path)
+    quiet = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        quiet.connect(str(d.socket_path))
+        d._step(0)  # noqa: SLF001
+        assert len(d.sessions) == 1  # accepted, nothing to serve
+        s.connect(str(d.socket_path))
+        s.sendall(P.pack(1, P.Cmd.VERSION, P.VERSION_HDR.pack(P.PROTO_MAJOR, P.PROTO_MINOR) + b"{}\0")
+                  + P.pack(2, P.Cmd.DEVICE_GET_INFO))
+        d._step(0)  # noqa: SLF001
+        s.setblocking(False)
+        assert _recv_reply(s)[:2] == (1, P.Cmd.VERSION)
+        assert _recv_reply(s)[:2] == (2, P.Cmd.DEVICE_GET_INFO)
+        assert len(d.sessions) == 2
+        quiet.sendall(P.pack(3, P.Cmd.VERSION, P.VERSION_HDR.pack(P.PROTO_MAJOR, P.PROTO_MINOR) + b"{}\0"))
+        d._step(0)  # noqa: SLF001
+        quiet.setblocking(False)
+        assert _recv_reply(quiet)[:2] == (3, P.Cmd.VERSION)
+    finally:
+        s.close()
+        quiet.close()
+        d.cleanup()

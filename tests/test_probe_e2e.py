@@ -458,3 +458,93 @@ def test_psp_and_smu_commands_are_applied_on_one_kick(tmp_path: Path, fw_dir: Pa
     for (b0, o0, v0, n0), (b1, o1, v1, n1) in pairs:
         assert (b0, o0, v0, v1) == (b1, o1, 0, 1)
         assert n0 == n1  # one drain
+
+
+def test_async_event_registrations_are_kicked_once() -> None:
+    """The async event registrations (one per column) are logged in order, each tail
+    write as the driver makes it, but only the last one kicks: the daemon applies the batch
+    in one step, not one wake-up per column (docs/spec/protocol.md, "Suppressed kicks and
+    notifies"). Deterministic mode: no step runs between the shim's waits, so the kicks
+    pending at the wait behind the batch are the ones its writes made."""
+    import os
+
+    from xdna_emu import protocol as P
+    from xdna_emu.chips import MailboxLayout
+    from xdna_emu.testing.inproc import InProcess
+
+    seen: list[tuple[int, int]] = []  # (mgmt x2i tail writes pending, kicks pending) per wait
+    with InProcess("npu4") as p:
+        d = p.daemon
+        tail_reg = d.chip.dev_to_bar(d.chip.mailbox.chan_regs(0) + MailboxLayout.X2I_TAIL)
+
+        def look() -> None:
+            drv = d.driver
+            if drv is None or drv.w64 is None or drv.ctrl is None:
+                return
+            head, tail = drv.w64[P.CTRL_OFF_HEAD >> 3], drv.w64[P.CTRL_OFF_TAIL >> 3]
+            sends = 0
+            for i in range(tail, head):
+                bar, off, _, _ = P.LOG_ENTRY.unpack_from(
+                    drv.ctrl, P.CTRL_OFF_ENTRY0 + (i % P.LOG_ENTRIES) * P.LOG_ENTRY.size)
+                sends += (bar, off) == tail_reg
+            try:
+                kicks = os.eventfd_read(drv.kick_fd)
+            except BlockingIOError:
+                kicks = 0
+            if kicks:
+                os.eventfd_write(drv.kick_fd, kicks)  # as found: the step reads them
+            seen.append((sends, kicks))
+
+        p.on_wait = look
+        p.probe()
+        p.on_wait = None
+        posted = len(d.device.fw.async_events)
+    assert posted > 1  # one per column
+    # the wait behind the batch: every registration and the query after it unapplied
+    assert max(seen)[0] == posted + 1
+    assert [k for n, k in seen if n == posted + 1] == [2]  # the batch's last one, the query
+    assert all(n <= 1 for n, _ in seen if n != posted + 1)  # other messages: one at a time
+
+
+def _probe_waits(chip: str) -> list[tuple[int, int]]:
+    """Deterministic mode: at each wait of a probe, the driver's log entries not yet
+    applied and the kicks pending for them (no step runs between the shim's waits, so the
+    kicks are the ones the writes since the last wait made)."""
+    import os
+
+    from xdna_emu import protocol as P
+    from xdna_emu.testing.inproc import InProcess
+
+    seen: list[tuple[int, int]] = []
+    with InProcess(chip) as p:
+        d = p.daemon
+
+        def look() -> None:
+            drv = d.driver
+            if drv is None or drv.w64 is None:
+                return
+            pending = drv.w64[P.CTRL_OFF_HEAD >> 3] - drv.w64[P.CTRL_OFF_TAIL >> 3]
+            try:
+                kicks = os.eventfd_read(drv.kick_fd)
+            except BlockingIOError:
+                kicks = 0
+            if kicks:
+                os.eventfd_write(drv.kick_fd, kicks)  # as found: the step reads them
+            seen.append((pending, kicks))
+
+        p.on_wait = look
+        p.probe()
+        p.on_wait = None
+    return seen
+
+
+@pytest.mark.parametrize("chip", AIE2_CHIPS)
+def test_an_aie2_probe_kicks_no_more_than_it_logs(chip: str) -> None:
+    """Every kick of a probe carries log entries: the DPM level the driver notes in its
+    ctrl page after the SMU accepted it is stored without a kick, since the daemon
+    publishes the SMU model's own level to every session at the SMU command's step
+    (docs/spec/protocol.md, the ctrl page's dpm_now); a kick for it would cost the daemon
+    a step for nothing."""
+    seen = _probe_waits(chip)
+    assert len(seen) > 10
+    assert [(n, k) for n, k in seen if k > n] == []

@@ -506,6 +506,25 @@ def test_open_sends_the_attach_batches_before_reading_an_answer(serve) -> None: 
     assert [off for off, _ in npu.config_writes][:2] == [4, 0x42]  # command, then MSI-X
 
 
+def test_each_attach_batch_goes_out_in_one_send(serve) -> None:  # noqa: ANN001
+    """Each batch of the attach is gathered and sent with one sendmsg when its first answer
+    is awaited, so the daemon reads the whole batch at once and answers it in one step
+    (docs/spec/protocol.md, "Pipelining"); the server still sees every command, in order."""
+    npu = FakeNpu()
+    seen: list[int] = []
+
+    def script(conn: socket.socket) -> None:
+        while (msg := recv_msg(conn)) is not None:
+            seen.append(msg[1])
+            npu.handle(conn, *msg)
+
+    with Shim.open(serve(script).path, timeout_ms=2000) as s:
+        assert s.info()["ctl_sends"] == 2
+    assert seen[:13] == [P.Cmd.VERSION, P.Cmd.DEVICE_GET_INFO, P.Cmd.REGION_READ,
+                         P.Cmd.REGION_WRITE, *[P.Cmd.GET_REGION_INFO] * 6,
+                         P.Cmd.ATTACH_WRITE_LOG, P.Cmd.GET_IRQ_INFO, P.Cmd.REGION_WRITE]
+
+
 def test_open_irq_count_short_of_the_msix_table_is_eproto(serve) -> None:  # noqa: ANN001
     """GET_IRQ_INFO is checked against the capability even though the MSI-X enable went out
     behind it in the same batch: fewer vectors than the table has fail the attach."""

@@ -267,6 +267,9 @@ class Connection:
         #: Daemon._notify_sessions)
         self.owed_ns = 0
         self.closed = False
+        #: replies held while the daemon serves one read of its socket, sent together at
+        #: its end: runs of (messages, fds of the run's first message) (Daemon._reply)
+        self.held: list[tuple[list[bytes], list[Any]]] | None = None
         self.peer_pid = 0  # from SO_PEERCRED, for status
         self.since = time.time()
         self.boots_at_start = daemon.fn.device.boots if hasattr(daemon, "fn") else 0
@@ -797,7 +800,10 @@ class Daemon:
                 if sess not in kicked:
                     kicked.append(sess)
             elif kind == "accept":
-                sess._accept()  # the Daemon (PF or VF) whose socket it is
+                new = sess._accept()  # the Daemon (PF or VF) whose socket it is
+                if new is not None:  # a client sends as it connects: its first commands
+                    # are served in this step, not the next (none there yet: no progress)
+                    progressed |= sess._on_client(new)
             elif kind == "signal":
                 with contextlib.suppress(OSError):
                     os.read(key.fd, 64)
@@ -954,11 +960,12 @@ class Daemon:
             self.drop(sess, "corrupt write log")
         return True
 
-    def _accept(self) -> None:
+    def _accept(self) -> Connection | None:
+        """A new session for a waiting connection (None: none, or refused)."""
         try:
             conn, _ = self.listener.accept()
         except BlockingIOError:
-            return
+            return None
         # non-blocking: a reply is one sendmsg (no poll before it, as a socket timeout
         # costs); only one that finds no room waits, up to SEND_TIMEOUT_S (_send_rest)
         conn.setblocking(False)
@@ -967,7 +974,7 @@ class Daemon:
         if uid != os.getuid():
             log.warning("refusing peer with uid %d", uid)
             conn.close()
-            return
+            return None
         sess = Connection(self, conn, self.next_sid)
         sess.peer_pid = peer_pid
         self.next_sid += 1
@@ -976,6 +983,7 @@ class Daemon:
         self.sessions[sess.id] = sess
         self.stats["sessions"] += 1
         self.sel.register(conn, selectors.EVENT_READ, ("client", sess))
+        return sess
 
     def drop(self, sess: Connection, why: str) -> None:
         """Disconnect a client and reclaim everything it owned."""
@@ -1016,21 +1024,27 @@ class Daemon:
             return True
         sess.rx += data
         progressed = False
+        sess.held = []  # the replies to this read's commands go out together (_reply)
         try:
-            while len(sess.rx) >= P.HEADER.size and not sess.closed:
-                msg_id, cmd, size, flags, _ = P.parse_header(sess.rx)
-                if flags & P.FLAG_TYPE_MASK != P.TYPE_COMMAND:
-                    raise P.ProtocolError("reply-typed message from a client")
-                if not sess.versioned and cmd != P.Cmd.VERSION:
-                    raise P.ProtocolError("first message is not VERSION")
-                if len(sess.rx) < size:
-                    break
-                payload = bytes(sess.rx[P.HEADER.size : size])
-                del sess.rx[:size]
-                self._dispatch(sess, msg_id, cmd, flags, payload)
-                progressed |= cmd not in _LOOKS_ONLY
-            if sess.fds and not sess.rx:
-                raise P.ProtocolError("more fds than the commands take")
+            try:
+                while len(sess.rx) >= P.HEADER.size and not sess.closed:
+                    msg_id, cmd, size, flags, _ = P.parse_header(sess.rx)
+                    if flags & P.FLAG_TYPE_MASK != P.TYPE_COMMAND:
+                        raise P.ProtocolError("reply-typed message from a client")
+                    if not sess.versioned and cmd != P.Cmd.VERSION:
+                        raise P.ProtocolError("first message is not VERSION")
+                    if len(sess.rx) < size:
+                        break
+                    payload = bytes(sess.rx[P.HEADER.size : size])
+                    del sess.rx[:size]
+                    self._dispatch(sess, msg_id, cmd, flags, payload)
+                    progressed |= cmd not in _LOOKS_ONLY
+                if sess.fds and not sess.rx:
+                    raise P.ProtocolError("more fds than the commands take")
+            finally:  # also before a drop: what was answered is sent first, as it was
+                held, sess.held = sess.held, None
+                if held and not sess.closed:
+                    self._send_held(sess, held)
         except P.ProtocolError as exc:
             self.drop(sess, f"protocol error: {exc}")
             progressed = True  # as for a hang-up: the others' shared words change
@@ -1047,11 +1061,29 @@ class Daemon:
 
     def _reply(self, sess: Connection, msg_id: int, cmd: int, payload: bytes = b"",
                fds: list[int] | None = None, error: int = 0) -> None:
+        """Send one reply, or hold it while the commands of one socket read are served:
+        they go out together, one sendmsg per run that starts at a reply with fds (the fds
+        ride with their reply's first byte, protocol.md "Pipelining"), so a pipelined
+        batch wakes its client once, not once per reply."""
         flags = P.TYPE_REPLY | (P.FLAG_ERROR if error else 0)
         msg = P.pack(msg_id, cmd, b"" if error else payload, flags, error)
         anc = []
         if fds and not error:
             anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))]
+        held = sess.held
+        if held is not None:
+            if anc or not held:
+                held.append(([msg], anc))
+            else:
+                held[-1][0].append(msg)
+            return
+        self._send(sess, msg, anc)
+
+    def _send_held(self, sess: Connection, held: list[tuple[list[bytes], list[Any]]]) -> None:
+        for parts, anc in held:
+            self._send(sess, parts[0] if len(parts) == 1 else b"".join(parts), anc)
+
+    def _send(self, sess: Connection, msg: bytes, anc: list[Any]) -> None:
         try:
             sent = sess.sock.sendmsg([msg], anc)
         except BlockingIOError:

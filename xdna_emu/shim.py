@@ -417,6 +417,7 @@ class Shim:
             "trapped_writes": i.trapped_writes,
             "kicks_saved": i.kicks_saved,
             "direct_waits": i.direct_waits,
+            "ctl_sends": i.ctl_sends,
             "session": "client" if i.client else "driver",
             "stages": [
                 {"name": _str(i.stages[k].name), "ms": i.stages[k].ns / 1e6}
