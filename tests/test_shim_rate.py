@@ -76,14 +76,15 @@ def test_the_current_file_holds_each_example_as_its_trace(tmp_path) -> None:  # 
 
 
 def test_random_op_draws_as_choices_with_the_weights() -> None:
-    """The cumulative weights random_op keeps give the draws ``choices(weights=...)`` gives,
-    so a seed's examples are the same as before."""
+    """The cumulative weights random_op and random_ioctl keep give the draws
+    ``choices(weights=...)`` gives, so a seed's examples are the same as before."""
     import random
 
+    from xdna_emu.fuzz import uapi_trace
     from xdna_emu.fuzz.shim_target import _DRAW, WEIGHTS, WEIGHTS_AIE4
 
-    for aie4, w in ((False, WEIGHTS), (True, WEIGHTS_AIE4)):
+    for (names, cum), w in ((_DRAW[False], WEIGHTS), (_DRAW[True], WEIGHTS_AIE4),
+                            (uapi_trace._DRAW_IOCTL, uapi_trace.WEIGHTS)):  # noqa: SLF001
         a, b = random.Random(7), random.Random(7)
-        names, cum = _DRAW[aie4]
         assert [a.choices(list(w), weights=list(w.values()))[0] for _ in range(2000)] == \
                [b.choices(names, cum_weights=cum)[0] for _ in range(2000)]

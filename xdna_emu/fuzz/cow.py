@@ -333,7 +333,8 @@ class TrackedArena(Arena):
         """For each ``key: region index``, the pages of that region (indexes from its
         start) that may hold a non-zero byte: those that may differ from the base and those
         where the base is non-zero; every other page is known to be zero. Exact whoever
-        stored, since the one scan here sees every store."""
+        stored: the fold's scan sees every store through a view, and the arena's own
+        stores (``load``, ``revert_span``) keep ``_diff`` current themselves."""
         self._fold()
         maybe = sorted(self._diff | self._base_data)
         out = {}

@@ -7,6 +7,7 @@ write operands without importing the others.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,3 +139,9 @@ def check_expect(s: Any, args: tuple[Any, ...]) -> None:
             raise ExpectFailed("status", f"{rest[0]} = {value!r}, expected {rest[1]}")
     else:
         raise TraceError(f"bad expect line: expect {' '.join(map(str, args))}")
+
+
+def cumulative(weights: dict[str, int]) -> tuple[list[str], list[int]]:
+    """(names, cumulative weights) for ``Random.choices``: what it computes from
+    ``weights`` on every call, computed once (the same draws)."""
+    return list(weights), list(itertools.accumulate(weights.values()))

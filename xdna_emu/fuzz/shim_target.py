@@ -31,7 +31,6 @@ import argparse
 import faulthandler
 import hashlib
 import importlib
-import itertools
 import json
 import logging
 import os
@@ -49,7 +48,7 @@ from .atheris_target import FindingLog, StopFlag, write_stats
 from .faults import ACT_FAULTS, MSG_FAULTS
 from .forkserver import ForkError, ForkServer
 from .invariants import Failure, Hang
-from .lang import format_op
+from .lang import cumulative, format_op
 from .model import FORMS
 from .ops import Op, TraceError
 from .shim_trace import KERNELS, POWER_MODES, PROBE, ShimCrash, ShimHarness
@@ -64,7 +63,8 @@ FUZZ_TARGETS = [
      "bench": True, "order": 1},
 ]
 MAX_OPS = 40
-#: the comment of the ``current`` file, the example a worker runs (fuzz/cli.py reads it)
+#: the comment line of the ``current`` file (the example a worker runs), which fuzz/cli.py
+#: reads when the worker dies
 CURRENT_HEADER = "the example a shim fuzz worker was running when it died"
 #: op lines ``_save_current`` keeps formatted (an op's line is the same in every example)
 LINE_CACHE_MAX = 1 << 14
@@ -142,14 +142,8 @@ AIE4_SEED = [Op("call", ("probe",)), Op("call", ("ctx",)), Op("call", ("ctx",)),
              Op("call", ("vf", 0, "nop")), Op("call", ("vfwait", 0, 3000))]
 
 
-def _cumulative(w: dict[str, int]) -> tuple[list[str], list[int]]:
-    """(names, cumulative weights) for ``Random.choices``: what it computes from
-    ``weights`` on every call, computed once (the same draws)."""
-    return list(w), list(itertools.accumulate(w.values()))
-
-
 #: WEIGHTS and WEIGHTS_AIE4 as random_op draws from them
-_DRAW = {False: _cumulative(WEIGHTS), True: _cumulative(WEIGHTS_AIE4)}
+_DRAW = {False: cumulative(WEIGHTS), True: cumulative(WEIGHTS_AIE4)}
 
 
 def random_op(rng: random.Random, aie4: bool = False) -> Op:

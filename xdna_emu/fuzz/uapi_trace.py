@@ -57,7 +57,7 @@ from ..chips import load_chip
 from ..fw.pmf import PMF_COLUMNS
 from ..shim import ErtState, ShimError, ert_start_npu
 from .invariants import InvariantViolation
-from .lang import Op, TraceError, typed_operands
+from .lang import Op, TraceError, cumulative, typed_operands
 
 if TYPE_CHECKING:
     from ..uapi import AccelFile
@@ -132,9 +132,13 @@ RAW = [(0x64, 0x4B, 24), (0x64, 0x30, 8), (0x64, 0x40, 0x3FFF), (0x64, 0x00, 0),
        (0x64, 0x43, 16), (0x64, 0x47, 4097), (0x00, 0x00, 0)]
 
 
+#: WEIGHTS as random_ioctl draws from them
+_DRAW_IOCTL = cumulative(WEIGHTS)
+
+
 def random_ioctl(rng: random.Random) -> Op:
     """One ``ioctl`` line with operands a driver test (or a hostile program) would use."""
-    name = rng.choices(list(WEIGHTS), weights=list(WEIGHTS.values()))[0]
+    name = rng.choices(_DRAW_IOCTL[0], cum_weights=_DRAW_IOCTL[1])[0]
     f, r = rng.choice([0, 0, 0, 1, 2]), lambda n: rng.randrange(n)  # noqa: E731
     if name == "open":
         return Op("ioctl", ("open",))
