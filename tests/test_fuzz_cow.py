@@ -11,6 +11,7 @@ import random
 import re
 from collections import Counter, deque
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -509,6 +510,13 @@ def test_a_reset_looks_only_at_the_pages_that_may_hold_data_and_clears_them_all(
     stored to are among those that held data."""
     s = DeviceHarness(chip)
     assert isinstance(s.arena, cow.TrackedArena) and s.regs.blocks is not None
+    hints, ask = [], s.regs.blocks
+
+    def blocks() -> Any:  # what each clear was told to look at
+        hints.append(ask())
+        return hints[-1]
+
+    s.regs.blocks = blocks
     rng = random.Random(7)
     seeds = list(device_seeds(chip).values())
     m = s.chip.msix
@@ -518,7 +526,7 @@ def test_a_reset_looks_only_at_the_pages_that_may_hold_data_and_clears_them_all(
         data = _mutate(rng.choice(seeds), rng, seeds, dictionary())
         if run_input(s, data) is not None:
             continue
-        held = {bar: set(np.flatnonzero(arr.reshape(-1, 4096).any(axis=1)).tolist())
+        held = {bar: set(np.flatnonzero(arr.reshape(-1, cow.PAGE).any(axis=1)).tolist())
                 for bar, arr in s.regs.arrays.items()}
         if i % 2:
             s.regs.clear(keep={m.bar: keep})
@@ -529,15 +537,19 @@ def test_a_reset_looks_only_at_the_pages_that_may_hold_data_and_clears_them_all(
         assert _bars_cleared(s)
         written = s.arena._written()
         for k, bar in enumerate(sorted(s.chip.bars)):
-            first = s.arena._offs[k] // 4096
-            pages = {p - first for p in written if first <= p < first + len(s.regs.arrays[bar]) // 4096}
+            first = s.arena._offs[k] // cow.PAGE
+            pages = {p - first for p in written if first <= p < first + len(s.regs.arrays[bar]) // cow.PAGE}
             if bar == m.bar:  # the kept ranges are stored back
-                pages -= {p for off, size in keep for p in range(off // 4096, -(-(off + size) // 4096))}
+                pages -= {p for off, size in keep for p in range(off // cow.PAGE, -(-(off + size) // cow.PAGE))}
             assert pages <= held[bar]
         s.arena._diff.update(written)  # the arena's own record of them, as _fold keeps it
         s.arena._since.update(written)
         resets += 1
     assert resets > 15
+    total = sum(len(arr) // cow.PAGE for arr in s.regs.arrays.values())
+    assert None not in hints  # known every time: never the full scan
+    looked = [sum(len(b) for b in h.values()) for h in hints]
+    assert len(looked) >= resets and max(looked) < total // 4, (max(looked), total)
 
 
 def test_a_reset_clears_a_page_the_base_holds_data_in() -> None:

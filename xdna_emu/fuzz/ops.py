@@ -288,8 +288,8 @@ class DeviceHarness:
         bars = None
         if cow.available():
             sizes = [self.chip.bars[i].size for i in sorted(self.chip.bars)]
-            pool = [HOST_POOL] if self.chip.aie4 is not None else []  # AIE2 maps heaps and
-            # the image only
+            # AIE4's driver buffers go to a pool; AIE2 maps heaps and the image only
+            pool = [HOST_POOL] if self.chip.aie4 is not None else []
             self.arena = cow.make_arena(sizes + [CLIENT_HEAP] * COW_HEAPS + [self._image_size()]
                                         + pool, f"xdna-fuzz-{self.chip.name}")
             bars = {i: self.arena.region(k) for k, i in enumerate(sorted(self.chip.bars))}
@@ -299,16 +299,18 @@ class DeviceHarness:
             if isinstance(self.arena, cow.TrackedArena):
                 # the image buffer too where pages are tracked: a restore then copies none
                 # of its 128 KiB unless an input wrote it; untracked, every snapshot would
-                self._image_region = len(sizes) + COW_HEAPS  # hold it
+                # hold it
+                self._image_region = len(sizes) + COW_HEAPS
                 self._arena_ids |= {id(self.arena.region(self._image_region))}
             if pool:
                 self._pool_region = len(sizes) + COW_HEAPS + 1
         self.td = make_test_device(self.chip, VirtualClock(), bars=bars)
         self.fn = self.td.fn
         self.dev, self.regs, self.iommu = self.fn.device, self.fn.regs, self.fn.iommu
-        if bars is not None and cow.PAGE == regio.BLOCK:  # a reset looks only at the BAR
-            self._bar_region = {i: k for k, i in enumerate(sorted(self.chip.bars))}  # pages
-            self.regs.blocks = self._bar_blocks  # that may hold data
+        # a reset looks only at the BAR pages that may hold data
+        if bars is not None and cow.PAGE == regio.BLOCK:
+            self._bar_region = {i: k for k, i in enumerate(sorted(self.chip.bars))}
+            self.regs.blocks = self._bar_blocks
         self.clock: VirtualClock = self.fn.clock  # type: ignore[assignment]
         self._arity: dict[str, tuple[Callable[..., Any], int, float]] = {}
         self.checker = Checker(self)
