@@ -466,7 +466,6 @@ def test_async_event_registrations_are_kicked_once() -> None:
     in one step, not one wake-up per column (docs/spec/protocol.md, "Suppressed kicks and
     notifies"). Deterministic mode: no step runs between the shim's waits, so the kicks
     pending at the wait behind the batch are the ones its writes made."""
-    import os
 
     from xdna_emu import protocol as P
     from xdna_emu.chips import MailboxLayout
@@ -487,13 +486,7 @@ def test_async_event_registrations_are_kicked_once() -> None:
                 bar, off, _, _ = P.LOG_ENTRY.unpack_from(
                     drv.ctrl, P.CTRL_OFF_ENTRY0 + (i % P.LOG_ENTRIES) * P.LOG_ENTRY.size)
                 sends += (bar, off) == tail_reg
-            try:
-                kicks = os.eventfd_read(drv.kick_fd)
-            except BlockingIOError:
-                kicks = 0
-            if kicks:
-                os.eventfd_write(drv.kick_fd, kicks)  # as found: the step reads them
-            seen.append((sends, kicks))
+            seen.append((sends, _kicks_pending(drv.kick_fd)))
 
         p.on_wait = look
         p.probe()
@@ -506,11 +499,22 @@ def test_async_event_registrations_are_kicked_once() -> None:
     assert all(n <= 1 for n, _ in seen if n != posted + 1)  # other messages: one at a time
 
 
+def _kicks_pending(fd: int) -> int:
+    """The kick eventfd's count, left as found (the daemon's next step reads it)."""
+    import os
+
+    try:
+        kicks = os.eventfd_read(fd)
+    except BlockingIOError:
+        return 0
+    os.eventfd_write(fd, kicks)
+    return kicks
+
+
 def _probe_waits(chip: str) -> list[tuple[int, int]]:
     """Deterministic mode: at each wait of a probe, the driver's log entries not yet
     applied and the kicks pending for them (no step runs between the shim's waits, so the
     kicks are the ones the writes since the last wait made)."""
-    import os
 
     from xdna_emu import protocol as P
     from xdna_emu.testing.inproc import InProcess
@@ -524,13 +528,7 @@ def _probe_waits(chip: str) -> list[tuple[int, int]]:
             if drv is None or drv.w64 is None:
                 return
             pending = drv.w64[P.CTRL_OFF_HEAD >> 3] - drv.w64[P.CTRL_OFF_TAIL >> 3]
-            try:
-                kicks = os.eventfd_read(drv.kick_fd)
-            except BlockingIOError:
-                kicks = 0
-            if kicks:
-                os.eventfd_write(drv.kick_fd, kicks)  # as found: the step reads them
-            seen.append((pending, kicks))
+            seen.append((pending, _kicks_pending(drv.kick_fd)))
 
         p.on_wait = look
         p.probe()
