@@ -260,7 +260,10 @@ int xdna_shim_attach(struct xdna_shim_ctx *ctx)
 {
     if (xdna_api_enter(ctx) < 0)
         return -1;
-    if (ctx->s.client || ctx->state == XDNA_SHIM_STATE_PROBED || ctx->s.rpm_suspended)
+    /* a driver still bound (its resume or reset failed) is refused as a probe is: it would
+     * become a client that cannot stop, the one way to unbind (docs/spec/jobs.md §6) */
+    if (ctx->s.client || ctx->state == XDNA_SHIM_STATE_PROBED || ctx->s.rpm_suspended ||
+        ctx->s.bound)
         return xdna_api_leave(ctx, xdna_fail(ctx, EALREADY, "attach: already %s",
                                                   ctx->s.client ? "attached" : "probed"));
     if (!ctx->chip->supported)

@@ -417,6 +417,7 @@ static unsigned chans_of_vec(struct xdna_shim_ctx *ctx, unsigned vec, struct xdn
 
 void xdna_direct_service(struct xdna_shim_ctx *ctx, unsigned vec, struct xdna_mbox_chan *done)
 {
+    xdna_hwctx_client_boot_check(ctx); /* a client's rings may be another firmware's now */
     struct xdna_mbox_chan *chs[1 + XDNA_MAX_HWCTX];
     unsigned n = chans_of_vec(ctx, vec, chs);
     for (unsigned i = 0; i < n; i++)

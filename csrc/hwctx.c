@@ -317,6 +317,7 @@ static int dbg_call(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, const stru
         return -1;
     uint64_t deadline = xdna_deadline(DEBUG_BO_WAIT_MS);
     while (!hw->dbg_done) {
+        xdna_hwctx_client_boot_check(ctx); /* its ring may be another firmware's now */
         if (hw->polled && hw->chan.active)
             xdna_mbox_rx(ctx, &hw->chan);
         if (hw->dbg_done)
@@ -692,7 +693,9 @@ static void recover(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw)
     fw_stop(ctx, hw, true);
     if (fw_start(ctx, hw) < 0)
         hw->state = XDNA_SHIM_HWCTX_BROKEN;
-    if (had_irq && vec != hw->msix) /* re-created under another id: the old vector is free */
+    /* re-created under another id, or not at all: the old vector is free (vec_release
+     * keeps it while a live context of ours still uses it) */
+    if (had_irq && (vec != hw->msix || !hw->fw_live))
         vec_release(ctx, hw, vec);
     hw->completions++;
     hw_release(ctx, hw);
@@ -829,7 +832,8 @@ int xdna_health_buf(struct xdna_shim_ctx *ctx, uint64_t *addr, uint8_t **va)
  * (the firmware that knew them is gone) and their vectors go back (docs/spec/jobs.md §1).
  * AIE2: an AIE4 client's queues follow the function's FLR (docs/spec/aie4.md §8). Checked
  * before every receive too, so a channel whose ring the next firmware gave another context
- * is never read as this one's (the event pump). */
+ * is never read as this one's: the event pump's, a direct or polled wait's, a debug-BO
+ * wait's. */
 void xdna_hwctx_client_boot_check(struct xdna_shim_ctx *ctx)
 {
     if (!ctx->s.client || !ctx->ctrl || xdna_is_aie4(ctx->chip))
@@ -1560,6 +1564,7 @@ int xdna_shim_wait(struct xdna_shim_ctx *ctx, uint32_t hwctx, uint64_t seq, int 
     bool spun = false;
     struct wait_vec dv = {.direct = false};
     for (;;) {
+        xdna_hwctx_client_boot_check(ctx); /* its ring may be another firmware's now */
         hw = hw_get(ctx, hwctx);
         if (!hw || !job_find(hw, seq))
             return wait_leave(ctx, &dv, 0); /* final (or its context is gone: ABORT was written) */

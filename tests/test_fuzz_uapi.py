@@ -15,7 +15,7 @@ from xdna_emu.fuzz.lang import TraceError, format_op
 from xdna_emu.fuzz.shim_target import ShimFuzzer, random_op
 from xdna_emu.fuzz.shim_trace import ShimHarness
 from xdna_emu.fuzz.uapi_trace import parse_ioctl, seed_ops
-from xdna_emu.shim import ErtState
+from xdna_emu.shim import ErtState, ShimError
 from xdna_emu.testing.inproc import InProcess
 from xdna_emu.uapi import AccelFile
 
@@ -329,6 +329,24 @@ def test_a_context_that_fails_to_start_gives_its_vector_back() -> None:
         h.close()
 
 
+def test_a_tdr_recovery_that_cannot_restart_gives_its_vector_back() -> None:
+    """TDR recovery destroys the hung context and creates it again; when the creation
+    fails (here every answer has id 0: EPIPE) the context is broken and no longer live on
+    the firmware, so its old vector goes back as when a first start fails: the firmware
+    may give it to another session's context next."""
+    h = ShimHarness("npu4").fresh()
+    try:
+        for op in _trace("call probe\ncall ctx\ncall exec 0 hang\nfault zero_id 0 0 0\n"
+                         "call tick 0x1000\n").ops:
+            h.apply(op)
+        assert h.shim.hwctx_info(h.ctxs[0])["state"] == "broken"
+        d = h.ip.daemon
+        mgmt = d.device.mailbox.channels[0].vector
+        assert [v for v, s in d.vector_owner.items() if s is d.driver and v != mgmt] == []
+    finally:
+        h.close()
+
+
 def test_a_stopped_files_job_never_reads_the_next_firmwares_ring() -> None:
     """Found by fuzz-bench's npu4 control row (shim target, seed 1): a DRM file's hang was
     pending when the driver stopped the device; after the re-probe the driver's new context
@@ -359,6 +377,9 @@ def test_a_probe_after_a_failed_resume_is_ealready() -> None:
                          "call resume\n").ops:
             h.apply(op)
         assert h.last != "ok" and h.shim.info()["state"] == "failed"  # its own resume failed
+        with pytest.raises(ShimError) as e:  # nor may it become a client, which cannot stop
+            h.shim.attach()
+        assert e.value.errno == errno.EALREADY
         for line, want in (("call probe", "EALREADY"), ("call stop", None), ("call probe", "ok")):
             h.apply(_trace(line + "\n").ops[0])
             assert want is None or h.last == want, (line, h.last)

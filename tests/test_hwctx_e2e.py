@@ -543,6 +543,44 @@ def test_client_job_resumes_a_device_the_driver_suspended(emu: Emulator, shim: S
         assert errno_of(job3.run, ctx) == errno.ENODEV
 
 
+def test_a_client_waiting_on_a_hang_never_reads_the_next_firmwares_ring(
+        emu: Emulator, shim: Shim) -> None:
+    """A client thread waits on a hang, its vector claimed (a direct wait), while the driver
+    stops and probes again and its new context, which the new firmware gives the client's
+    old id, ring and vector, runs jobs. The client looks whether its firmware went before
+    every receive, its event pump's and the waiter's own, so the hang ends ABORT and no new
+    answer is taken for its own (docs/spec/jobs.md §1). Which of the two threads looks
+    first is a race: the outcome must hold either way."""
+    shim.set_tdr_ms(60_000)
+    with Shim.open(emu.socket) as client:
+        client.attach()
+        ctx = client.hwctx_create()
+        hang = Job(client, K.Desc(K.Kernel.HANG))
+        seq = client.exec(ctx, hang.cmd)
+        before = client.info()["direct_waits"]
+        errors: list[BaseException] = []
+
+        def waiter() -> None:
+            try:
+                client.wait(ctx, seq, 30_000)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        wait_until(lambda: client.info()["direct_waits"], lambda n: n == before + 1,
+                   what="the client's direct wait")
+        shim.stop()
+        shim.probe()
+        drv_ctx = shim.hwctx_create()
+        for i in range(4):
+            job, _ = copy_job(shim, seed=i)
+            assert job.run(drv_ctx) == ErtState.COMPLETED
+        t.join(40)
+        assert not t.is_alive() and not errors, errors
+        assert client.cmd_state(hang.cmd) == ErtState.ABORT
+
+
 def test_attach_needs_a_probed_device(emu: Emulator) -> None:
     with Shim.open(emu.socket) as s:
         assert errno_of(s.attach) == errno.ENODEV
