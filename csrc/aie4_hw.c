@@ -192,24 +192,6 @@ static void async_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_
     xdna_wake_all(ctx);
 }
 
-static int async_events_start(struct xdna_shim_ctx *ctx)
-{
-    uint32_t n = ctx->info.total_col;
-    if (ctx->async_buf.mapped)
-        xdna_dma_unmap(ctx, &ctx->async_buf);
-    xdna_dma_free(&ctx->async_buf);
-    if (n == 0)
-        return 0;
-    if (xdna_dma_alloc(ctx, &ctx->async_buf, (size_t)n * EVENT_BUF,
-                       XDNA_PROTO_DMA_READ | XDNA_PROTO_DMA_WRITE, "xdna-async") < 0 ||
-        xdna_dma_map(ctx, &ctx->async_buf) < 0)
-        return -1;
-    for (uint32_t i = 0; i < n; i++)
-        if (async_post(ctx, i) < 0)
-            return -1;
-    return 0;
-}
-
 /* A PF whose VFs are still enabled tells a firmware that started again (resume, a probe
  * after stop) about them: the firmware forgets its VFs when it stops, as the driver's
  * reset_done re-sends their count after a firmware reload (docs/spec/aie4.md §10). */
@@ -263,7 +245,7 @@ static int mgmt_init(struct xdna_shim_ctx *ctx)
             return xdna_fail(ctx, EINVAL, "CREATE_PARTITION returned partition id 0");
         ctx->info.partition_id = pp.partition_id;
     }
-    if (async_events_start(ctx) < 0)
+    if (xdna_async_bufs_start(ctx, EVENT_BUF, async_post) < 0)
         return -1;
     return vfs_again(ctx);
 }

@@ -36,24 +36,27 @@ uint64_t xdna_aie_error_code(uint32_t category, uint32_t mod_type)
            (uint64_t)(XDNA_AIE2_XRT_CLASS_AIE & 0xF) << XDNA_AIE2_XRT_CLASS_SHIFT;
 }
 
-int xdna_async_events_start(struct xdna_shim_ctx *ctx)
+int xdna_async_bufs_start(struct xdna_shim_ctx *ctx, size_t event_buf,
+                          int (*post)(struct xdna_shim_ctx *ctx, unsigned idx))
 {
     uint32_t n = ctx->info.total_col;
     if (ctx->async_buf.mapped)
         xdna_dma_unmap(ctx, &ctx->async_buf);
     xdna_dma_free(&ctx->async_buf);
-    if (xdna_dma_alloc(ctx, &ctx->async_buf, (size_t)n * EVENT_BUF,
+    if (n == 0)
+        return 0;
+    if (xdna_dma_alloc(ctx, &ctx->async_buf, (size_t)n * event_buf,
                        XDNA_PROTO_DMA_READ | XDNA_PROTO_DMA_WRITE, "xdna-async") < 0 ||
         xdna_dma_map(ctx, &ctx->async_buf) < 0)
         return -1;
     /* Each registration's tail write is logged in order, as the driver writes it, and only
      * the last one kicks: the daemon applies the batch in one step, not one per column
      * (docs/spec/protocol.md, "Suppressed kicks and notifies"). A batch cut short kicks for
-     * what it logged. Each reply is decoded and registered again (async_cb). */
+     * what it logged. Each reply is decoded and registered again (the family's callback). */
     int rc = 0;
     for (uint32_t i = 0; i < n && rc == 0; i++) {
         ctx->mgmt.hold_kicks = i + 1 < n;
-        rc = xdna_async_post(ctx, i);
+        rc = post(ctx, i);
     }
     ctx->mgmt.hold_kicks = false;
     if (rc < 0 && ctx->ctrl) {
@@ -63,6 +66,11 @@ int xdna_async_events_start(struct xdna_shim_ctx *ctx)
         return xdna_err_restore(ctx, &e);
     }
     return rc;
+}
+
+int xdna_async_events_start(struct xdna_shim_ctx *ctx)
+{
+    return xdna_async_bufs_start(ctx, EVENT_BUF, xdna_async_post);
 }
 
 static void async_cb(struct xdna_shim_ctx *ctx, void *arg, int err, const uint8_t *resp,

@@ -242,7 +242,7 @@ static int kick_for(struct xdna_shim_ctx *ctx, struct xdna_loc loc)
  * the log: it reads head again before it sleeps (docs/spec/protocol.md, "Suppressed kicks
  * and notifies"). The fence orders the head store before the flag load, as the daemon
  * orders its flag clear before its head load. */
-static int kick_fd(struct xdna_shim_ctx *ctx, int fd)
+static int kick_through(struct xdna_shim_ctx *ctx, int fd)
 {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     if (__atomic_load_n((const uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_DRAINING),
@@ -297,14 +297,14 @@ static int log_append(struct xdna_shim_ctx *ctx, struct xdna_loc loc, uint32_t v
     ctx->info.trapped_writes++;
     if (kick == KICK_NONE)
         return 0;
-    return kick_fd(ctx, kick == KICK_LOOP ? ctx->kick_fd : kick_for(ctx, loc));
+    return kick_through(ctx, kick == KICK_LOOP ? ctx->kick_fd : kick_for(ctx, loc));
 }
 
 int xdna_log_kick(struct xdna_shim_ctx *ctx)
 {
     if (!ctx->ctrl)
         return xdna_fail(ctx, ENODEV, "no write log attached");
-    return kick_fd(ctx, ctx->kick_fd);
+    return kick_through(ctx, ctx->kick_fd);
 }
 
 static bool is_trapped(struct xdna_shim_ctx *ctx, struct xdna_loc loc)

@@ -192,7 +192,7 @@ static int x2i_send(struct xdna_shim_ctx *ctx, struct xdna_mbox_chan *ch, uint32
     ring_write(ctx, ch->x2i_buf, tail + XDNA_AIE2_MSG_HEADER_SIZE, req, req_len);
     tail += len;
     ch->x2i_tail = tail;
-    if (ch->hold_kicks) /* one of a batch: its last send kicks for all (xdna_async_events_start) */
+    if (ch->hold_kicks) /* one of a batch: its last send kicks for all (xdna_async_bufs_start) */
         return xdna_wr_log_held(ctx, ch->x2i_tail_reg, tail);
     /* log only: see xdna_wr_log. A mgmt message the daemon's C path does not answer (not a
      * query) wakes the Python loop directly: the doorbell thread would only hand it back

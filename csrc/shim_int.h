@@ -472,6 +472,10 @@ int xdna_pm_count_level(struct xdna_shim_ctx *ctx, uint32_t level, bool add);
 void xdna_pm_foreign_qos(struct xdna_shim_ctx *ctx);
 
 /* ---- async error events (async.c) ---- */
+/* The async buffer, event_buf bytes per column, (re)made and mapped, and each column's
+ * registration posted with post, as one batch of one kick: both families' start. */
+int xdna_async_bufs_start(struct xdna_shim_ctx *ctx, size_t event_buf,
+                          int (*post)(struct xdna_shim_ctx *ctx, unsigned idx));
 int xdna_async_events_start(struct xdna_shim_ctx *ctx);
 /* Decode one AIE error the driver's way (docs/spec/jobs.md §6). */
 uint32_t xdna_aie_error_category(uint32_t row, uint32_t event_id, uint32_t mod_type);
