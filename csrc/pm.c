@@ -205,6 +205,7 @@ bool xdna_rpm_armed(struct xdna_shim_ctx *ctx)
 void xdna_rpm_maybe_suspend(struct xdna_shim_ctx *ctx)
 {
     struct xdna_drv_state *s = &ctx->s;
+    xdna_pm_client_busy(ctx); /* a client's proxied message restarts the delay */
     if (!xdna_rpm_armed(ctx))
         return;
     if (xdna_hwctx_pending(ctx))
@@ -256,6 +257,23 @@ void xdna_pm_publish(struct xdna_shim_ctx *ctx, bool sync)
     xdna_err_restore(ctx, &e);
 }
 
+/* The driver session marks the device busy for the client sessions' proxied management
+ * messages (the daemon's CLIENT_OPS moved): each is an ioctl through the driver, whose
+ * runtime-PM get marks the device busy, so it restarts the autosuspend delay as the
+ * driver's own calls do (docs/spec/jobs.md §1). Looked at before every autosuspend
+ * decision and wherever PM_ASKS is. Lock held. */
+void xdna_pm_client_busy(struct xdna_shim_ctx *ctx)
+{
+    struct xdna_drv_state *s = &ctx->s;
+    if (s->client || !ctx->ctrl)
+        return;
+    uint32_t ops = xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_CLIENT_OPS);
+    if (ops == s->client_ops_seen)
+        return;
+    s->client_ops_seen = ops;
+    s->last_active_ns = xdna_now_ns();
+}
+
 /* A monitor duty of the driver session: a client's call found the device suspended and asked
  * (the daemon's PM_ASKS moved): resume it as a runtime-PM get does, whether the monitor or a
  * suspend call put it down, since the client's process runs on (docs/spec/jobs.md §1). An
@@ -263,6 +281,7 @@ void xdna_pm_publish(struct xdna_shim_ctx *ctx, bool sync)
 void xdna_pm_client_asks(struct xdna_shim_ctx *ctx)
 {
     struct xdna_drv_state *s = &ctx->s;
+    xdna_pm_client_busy(ctx);
     if (s->client || !ctx->ctrl || s->dev_busy)
         return;
     uint32_t asks = xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_PM_ASKS);

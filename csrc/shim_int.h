@@ -182,6 +182,7 @@ struct xdna_drv_state {
     uint64_t suspend_count, resume_count;
     uint32_t stops;           /* driver: times it stopped the device (published as DRV_STOPS) */
     uint32_t pm_asks_seen;    /* driver: the client sessions' runtime-PM asks last handled */
+    uint32_t client_ops_seen; /* driver: the client sessions' proxied messages last seen */
     struct xdna_shim_async_error async;
     uint8_t async_repost[128];
     struct xdna_dma_buf health_buf; /* GET_APP_HEALTH target (IOVA, or SVA for clients) */
@@ -508,6 +509,7 @@ bool xdna_rpm_armed(struct xdna_shim_ctx *ctx);
 void xdna_rpm_maybe_suspend(struct xdna_shim_ctx *ctx);
 void xdna_pm_publish(struct xdna_shim_ctx *ctx, bool sync);
 void xdna_pm_client_asks(struct xdna_shim_ctx *ctx);
+void xdna_pm_client_busy(struct xdna_shim_ctx *ctx);
 int xdna_pm_client_get(struct xdna_shim_ctx *ctx);
 /* The platform firmware's NPU metrics (the driver's amd_pmf_get_npu_data): power in mW and
  * busy % of the first XDNA_PROTO_CTRL_PMF_COLUMNS columns, as the daemon last sampled them

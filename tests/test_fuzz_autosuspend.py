@@ -97,18 +97,68 @@ def test_a_job_that_ends_during_a_tick_is_activity(chip: str) -> None:
         h.close()
 
 
-@pytest.mark.xfail(strict=True, reason="open finding (docs/spec/fuzzing.md §12) of the fuzz-bench "
-                   "npu3 control row, seed 2; reproduces on the tree before this round's changes")
-def test_open_finding_npu3_client_attach_after_a_hang_ended() -> None:
-    """Found by fuzz-bench's npu3 control row (shim target, seed 2), minimised: after the
-    hang ended TIMEOUT inside the first tick, a client's attach moved the model's lower
-    bound on the driver's last activity to the attach, so it says the second tick, ending
-    within the delay from the attach, cannot have suspended the device; the shim did (its
-    last activity was the job's end, over the delay before). Not yet decided whether an
-    attach's proxied queries are the driver's activity (the model) or not (the shim)."""
+def test_a_client_attach_defers_autosuspend_npu3() -> None:
+    """Regression, found by fuzz-bench's npu3 control row (shim target, seed 2): after the
+    hang ended TIMEOUT inside the first tick, a client attached; the model took the attach
+    as the driver's runtime-PM activity and said the second tick, ending within the delay
+    from it, cannot have suspended the device, while the shim did (its last activity was
+    the job's end). The attach's queries are ioctls through the driver, which marks the
+    device busy for each: the daemon counts them into the driver's CLIENT_OPS and the
+    driver's monitor restarts the delay (docs/spec/jobs.md §1, fuzzing.md §12)."""
     res = tr.replay(tr.parse("chip npu3\ntarget shim\ncall probe\ncall ctx\ncall exec 0 hang\n"
                              "call tick 0x1740\ncall client\ncall tick 0x9c0\n"))
     assert res.ok, res.failure
+
+
+def _client_ops(h: ShimHarness) -> int:
+    from xdna_emu import protocol as P
+
+    drv = h.ip.daemon.driver
+    assert drv is not None and drv.w32 is not None
+    return drv.w32[P.CTRL_OFF_CLIENT_OPS >> 2]
+
+
+@pytest.mark.parametrize("chip", ["npu3", "npu4"])
+def test_a_clients_proxied_messages_defer_the_drivers_autosuspend(chip: str) -> None:
+    """A client session's proxied management messages (its attach's queries, and on AIE4
+    a query of its own) are the driver's runtime-PM activity: the daemon counts them into
+    the driver's page (CLIENT_OPS) and the driver's monitor, seeing the count move, restarts
+    its autosuspend delay (docs/spec/jobs.md §1). Without them the same idle time suspends."""
+    h = ShimHarness(chip)
+    try:
+        _run(h, "call probe", "call tick 4000")
+        assert _client_ops(h) == 0  # the driver's own calls are not counted
+        _run(h, "call client")
+        attach = _client_ops(h)
+        assert attach > 0
+        _run(h, "call tick 4000")  # 8 s after the probe, 4 s after the attach's queries
+        assert not h.shim.power()["suspended"]
+        if chip == "npu3":  # AIE4's cmgmt: one more proxied query, one more count
+            _run(h, "call tick 500", "call cmgmt query 0")
+            assert _client_ops(h) == attach + 1
+            _run(h, "call cmgmt driver 0")  # refused (driver-only), yet served: counted too
+            assert h.last == "EPERM" and _client_ops(h) == attach + 2
+            _run(h, "call tick 4000")  # 5.5 s after the attach, 4 s after the query
+            assert not h.shim.power()["suspended"]
+        _run(h, "call tick 1500")  # the delay passed since the last proxied message
+        pw = h.shim.power()
+        assert pw["suspended"] and pw["suspend_count"] == 1
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("chip", ["npu3", "npu4"])
+def test_without_a_clients_messages_the_same_idle_time_suspends(chip: str) -> None:
+    """The control of the test above: no client, the same ticks: the delay from the probe
+    passes and the driver suspends the device (CLIENT_OPS never moved)."""
+    h = ShimHarness(chip)
+    try:
+        _run(h, "call probe", "call tick 4000")
+        assert not h.shim.power()["suspended"]
+        _run(h, "call tick 4000")
+        assert h.shim.power()["suspended"] and _client_ops(h) == 0
+    finally:
+        h.close()
 
 
 def test_the_power_oracle_fires_on_a_wrong_state() -> None:

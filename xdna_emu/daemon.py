@@ -209,13 +209,13 @@ def _publish_pmf(w: memoryview, body: bytes) -> None:
 
 def store_words(w: memoryview, rq_asks: int, gen: int, boots: int, pmf: bytes | None,
                 client: tuple[int, int, int] | None = None,
-                foreign: tuple[int, int, int] | None = None) -> None:
+                foreign: tuple[int, int, int, int] | None = None) -> None:
     """The one writer of the words the daemon stores into a session's ctrl page
     (docs/spec/protocol.md, the ctrl page table), given as its ``ctrl_words`` 32-bit
     view: every publish path computes its values and hands them here, so no path can leave
     a word out, and each word is one store. ``client`` (DPM level now, the driver's
     pm_down and drv_stops) is for client sessions, ``foreign`` (contexts, DPM want,
-    runtime-PM asks) for the driver's."""
+    runtime-PM asks, proxied messages served) for the driver's."""
     w[P.CTRL_OFF_RQ_ASKS >> 2] = rq_asks & 0xFFFFFFFF
     w[P.CTRL_OFF_CTX_GEN >> 2] = gen
     w[P.CTRL_OFF_FW_BOOTS >> 2] = boots
@@ -227,6 +227,7 @@ def store_words(w: memoryview, rq_asks: int, gen: int, boots: int, pmf: bytes | 
         w[P.CTRL_OFF_FOREIGN_CTX >> 2] = foreign[0]
         w[P.CTRL_OFF_FOREIGN_DPM >> 2] = foreign[1]
         w[P.CTRL_OFF_PM_ASKS >> 2] = foreign[2] & 0xFFFFFFFF
+        w[P.CTRL_OFF_CLIENT_OPS >> 2] = foreign[3] & 0xFFFFFFFF
     if pmf is not None:
         _publish_pmf(w, pmf)
 
@@ -254,6 +255,8 @@ class Connection:
         self.rq_base = 0
         #: ... and the runtime-PM asks made before it (docs/spec/jobs.md §1), likewise
         self.pm_base = 0
+        #: ... and the client sessions' proxied messages served before it (CLIENT_OPS)
+        self.ops_base = 0
         self.kick_fd = -1
         self.notify_fd = -1
         #: the protocol minor VERSION agreed on; from DOORBELL_MINOR on the session gets a
@@ -414,6 +417,9 @@ class Daemon:
         #: session sees only ever grow, so one leaving does not look like a new ask.
         self.rq_asks_gone = 0
         self.pm_asks_gone = 0  # the runtime-PM asks of client sessions gone (jobs.md §1)
+        #: the client sessions' management messages proxied so far (MGMT_PROXY): each is
+        #: the driver's runtime-PM activity, published as the driver's CLIENT_OPS (jobs.md §1)
+        self.client_ops = 0
         self.next_sid = 1
         self.vector_owner: dict[int, Connection] = {}
         self.running = False
@@ -556,7 +562,8 @@ class Daemon:
             # asks, holds or wants anything (the general case below, without its lists)
             store_words(drv.w32, self.rq_asks_gone - drv.rq_base, gen, boots, pmf,
                         foreign=(dev.context_count(exclude_pasid=drv.pasid), 0,
-                                 self.pm_asks_gone - drv.pm_base))
+                                 self.pm_asks_gone - drv.pm_base,
+                                 self.client_ops - drv.ops_base))
             return
         live = [(s, s.w32) for s in self.sessions.values() if s.w32 is not None]
         asks = [c[P.CTRL_OFF_RQ_ASK >> 2] for _, c in live]
@@ -579,7 +586,8 @@ class Daemon:
             if s is drv:
                 store_words(c, total - ask - s.rq_base, gen, boots, pmf,
                             foreign=(max(dev.context_count(exclude_pasid=s.pasid), held), want,
-                                     pm_asks + self.pm_asks_gone - s.pm_base))
+                                     pm_asks + self.pm_asks_gone - s.pm_base,
+                                     self.client_ops - s.ops_base))
             else:
                 store_words(c, total - ask - s.rq_base, gen, boots, pmf,
                             client=(now, down, stops))
@@ -980,6 +988,7 @@ class Daemon:
         self.next_sid += 1
         sess.rq_base = self._asks_total(P.CTRL_OFF_RQ_ASK, self.rq_asks_gone)
         sess.pm_base = self._asks_total(P.CTRL_OFF_PM_ASK, self.pm_asks_gone)
+        sess.ops_base = self.client_ops
         self.sessions[sess.id] = sess
         self.stats["sessions"] += 1
         self.sel.register(conn, selectors.EVENT_READ, ("client", sess))
@@ -1283,6 +1292,8 @@ class Daemon:
 
     def _h_mgmt_proxy(self, sess: Connection, payload: bytes) -> tuple[bytes, list[int]]:
         opcode, _ = P.MGMT_PROXY_HDR.unpack_from(payload)
+        if sess.id != self.fn.driver:  # an ioctl through the driver: its activity for
+            self.client_ops += 1  # runtime PM, published after this step (jobs.md §1)
         # the session's logged writes come first: a lazy ring-head write of a channel it is
         # giving up must not reach the channel another session gets next (protocol.md)
         self.fn.hold_irqs()  # one interrupt per vector for the batch, as in _work

@@ -158,6 +158,9 @@ CTRL_OFF_DOORBELL_STRIDE = 0x98  # u32, bytes between doorbells
 CTRL_OFF_DOORBELL_COUNT = 0x9C  # u32, 0: none (the session's protocol minor is below 2)
 CTRL_OFF_DOORBELL_MASK = 0xA0  # u32, daemon stores: the live doorbells
 CTRL_DOORBELLS_MAX = 32  # the mask's bits
+# Runtime PM across sessions again (docs/spec/jobs.md §1): a client's proxied management
+# message is an ioctl through the driver, whose runtime-PM get marks the device busy
+CTRL_OFF_CLIENT_OPS = 0xA4  # u32, daemon stores (driver's page): client MGMT_PROXY messages served
 #: Rounds one session's log is applied in a row (by the loop or the doorbell thread) before
 #: the other logs get their turn ("Suppressed kicks and notifies").
 DRAIN_ROUNDS = 64
