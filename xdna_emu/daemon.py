@@ -1073,7 +1073,9 @@ class Daemon:
         """Send one reply, or hold it while the commands of one socket read are served:
         they go out together, one sendmsg per run that starts at a reply with fds (the fds
         ride with their reply's first byte, protocol.md "Pipelining"), so a pipelined
-        batch wakes its client once, not once per reply."""
+        batch wakes its client once, not once per reply. ``fds`` are packed by number now
+        and sent at the end of the read, so they must stay open until then: every handler's
+        are long-lived (the BARs', the session's ctrl page and eventfds)."""
         flags = P.TYPE_REPLY | (P.FLAG_ERROR if error else 0)
         msg = P.pack(msg_id, cmd, b"" if error else payload, flags, error)
         anc = []

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from .ops import Interpreter
 
 STATS_EVERY_S = 0.5
+#: the longest input: the built-in mutator's cut and libFuzzer's -max_len
+MAX_INPUT = 4096
 #: this module's entries in the fuzz target registry (targets.py)
 FUZZ_TARGETS = [
     {"name": "device", "help": "the device model under the op-stream interpreter",
@@ -508,7 +510,7 @@ def _mutate(data: bytes, rng: random.Random, corpus: list[bytes], dict_toks: lis
             other = rng.choice(corpus)
             cut = rng.randint(0, len(other))
             buf[pos:] = b"FUZZ" + other[cut:]
-    return bytes(buf[:4096])
+    return bytes(buf[:MAX_INPUT])
 
 
 #: inputs per incremental round (docs/spec/fuzzing.md §9): they share the parent's prefix up
@@ -577,7 +579,7 @@ def builtin_fuzz(target: Target, seconds: float, corpus_dir: Path | None, seeds:
                     prefix = target.pinned
                     if prefix is not None:
                         rest = parent[len(prefix):]
-                        queue = [((prefix + _mutate(rest, rng, corpus, toks))[:4096], prefix)
+                        queue = [((prefix + _mutate(rest, rng, corpus, toks))[:MAX_INPUT], prefix)
                                  for _ in range(ROUND)]
                         continue
                 queue = [(_mutate(parent, rng, corpus, toks), None)]

@@ -253,12 +253,12 @@ def _campaign(args: argparse.Namespace, engine: str, work: Path, artifacts: Path
         stats = work / f"stats-{i}.json"
         current = work / f"current-{i}.trace" if spec.current else None
         if engine == "atheris":
-            from .atheris_target import write_dictionary
+            from .atheris_target import MAX_INPUT, write_dictionary
 
             dict_path = write_dictionary(work / "xdna.dict")
             cmd = [*base, "--stats", str(stats), "--seed", str(args.seed + i), "--", str(corpus), str(seeds_dir),
                    f"-max_total_time={secs}", f"-dict={dict_path}", "-use_value_profile=1",
-                   "-timeout=30", "-max_len=4096", f"-seed={args.seed + i}", "-rss_limit_mb=4096",
+                   "-timeout=30", f"-max_len={MAX_INPUT}", f"-seed={args.seed + i}", "-rss_limit_mb=4096",
                    f"-artifact_prefix={found_dir}/", "-print_final_stats=1"]
         else:
             cmd = [*base, *spec.builtin_argv, "--stats", str(stats), "--seconds",

@@ -695,14 +695,15 @@ class ShimModel:
         self.rpm = False
         self.active_lo = self.line_t0
 
-    def _armed(self, h: ShimHarness) -> bool:
+    def _armed(self, h: ShimHarness, pending: bool | None = None) -> bool:
         """Could the driver's autosuspend run now, time aside: the device up and not
-        runtime-suspended, a delay set, not an SR-IOV PF, no command of the driver pending,
-        and no other session holding a context (their runtime-PM references: the DRM
-        files' and an AIE4 client's, docs/spec/jobs.md §1, §6)."""
+        runtime-suspended, a delay set, not an SR-IOV PF, no command of the driver pending
+        (``pending``, when the caller observed it already), and no other session holding a
+        context (their runtime-PM references: the DRM files' and an AIE4 client's,
+        docs/spec/jobs.md §1, §6)."""
         if self.dev != "up" or self.rpm is not False or self.autosuspend_ms <= 0 or self.pf:
             return False
-        if self._pending(h):
+        if self._pending(h) if pending is None else pending:
             return False
         return not sum(self.cctxs) and not (self.peer is not None and self.peer.live_contexts())
 
@@ -715,8 +716,8 @@ class ShimModel:
     def rpm_before(self, h: ShimHarness) -> None:
         """At the start of every line of the trace (a call or an ioctl)."""
         self.line_t0 = h.ip.clock.now_ns()
-        self.armed_at_start = self._armed(h)
         self.pending_at_start = self._pending(h)
+        self.armed_at_start = self._armed(h, self.pending_at_start)
 
     def rpm_after(self, h: ShimHarness, name: str, ioctl: bool) -> None:
         """At the end of every line: did the driver's autosuspend fire during it? The
@@ -729,12 +730,13 @@ class ShimModel:
         tick = name == "tick" and not ioctl
         if not ioctl and name in ACTIVATING and h.last == "ok":
             self.active_lo = max(self.active_lo, t0)
-        ended = self.pending_at_start and not self._pending(h)
+        pending_end = self._pending(h) if self.pending_at_start else None
+        ended = self.pending_at_start and not pending_end
         if ended:  # a command ended during the line (a TDR or a context timeout in a tick):
             self.active_lo = max(self.active_lo, t0)  # its end is activity, as the driver's
             self.active_hi = max(self.active_hi, t1)  # put marks the device busy (jobs.md §6)
         delay = self.autosuspend_ms * 1_000_000
-        armed_end = self._armed(h)
+        armed_end = self._armed(h, pending_end)
         if self.rpm is False and self.dev == "up" and (armed_end or self.armed_at_start):
             if tick and armed_end and self.armed_at_start and self.tainted is None \
                     and t1 >= self.active_hi + delay:
