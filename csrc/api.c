@@ -265,7 +265,10 @@ int xdna_shim_attach(struct xdna_shim_ctx *ctx)
     if (ctx->s.client || ctx->state == XDNA_SHIM_STATE_PROBED || ctx->s.rpm_suspended ||
         ctx->s.bound)
         return xdna_api_leave(ctx, xdna_fail(ctx, EALREADY, "attach: already %s",
-                                                  ctx->s.client ? "attached" : "probed"));
+                                                  ctx->s.client ? "attached"
+                                                  : ctx->state == XDNA_SHIM_STATE_FAILED
+                                                  ? "probed (its resume or reset failed; stop it first)"
+                                                  : "probed"));
     if (!ctx->chip->supported)
         return xdna_api_leave(ctx, xdna_fail(ctx, EOPNOTSUPP, "%s is known by id only",
                                                   ctx->chip->name));

@@ -327,6 +327,8 @@ static int dbg_call(struct xdna_shim_ctx *ctx, struct xdna_hwctx *hw, const stru
             return xdna_fail(ctx, ETIME, "context %u: no CONFIG_DEBUG_BO answer within %d ms",
                              hw->handle, DEBUG_BO_WAIT_MS);
     }
+    if (hw->gone) /* its firmware went while it waited (xdna_hwctx_client_boot_check) */
+        return xdna_fail(ctx, ENODEV, "context %u: the device was stopped or reset", hw->handle);
     if (hw->dbg_status)
         return xdna_fail(ctx, EINVAL, "context %u: CONFIG_DEBUG_BO (config %u) status %#x",
                          hw->handle, config, hw->dbg_status);

@@ -305,6 +305,13 @@ def test_an_aie4_client_that_asks_may_resume_the_device(chip: str, body: str) ->
     assert res.ok, res.failure
 
 
+def _driver_vectors(h: ShimHarness) -> list[int]:
+    """The MSI-X vectors the driver session owns but the management channel's."""
+    d = h.ip.daemon
+    mgmt = d.device.mailbox.channels[0].vector
+    return [v for v, s in d.vector_owner.items() if s is d.driver and v != mgmt]
+
+
 def test_a_context_that_fails_to_start_gives_its_vector_back() -> None:
     """Found by fuzz-bench's npu4 control row (shim target, seed 1): a DRM file's exec on a
     device the driver had suspended spun for ever. The driver's own context had failed to
@@ -322,9 +329,7 @@ def test_a_context_that_fails_to_start_gives_its_vector_back() -> None:
         for op in _trace("call probe\nfault no_irq 0 0 0\nfault zero_id 0 0 0\ncall ctx\n").ops:
             h.apply(op)
         assert h.last == "EPIPE"
-        d = h.ip.daemon
-        mgmt = d.device.mailbox.channels[0].vector
-        assert [v for v, s in d.vector_owner.items() if s is d.driver and v != mgmt] == []
+        assert _driver_vectors(h) == []
     finally:
         h.close()
 
@@ -340,9 +345,7 @@ def test_a_tdr_recovery_that_cannot_restart_gives_its_vector_back() -> None:
                          "call tick 0x1000\n").ops:
             h.apply(op)
         assert h.shim.hwctx_info(h.ctxs[0])["state"] == "broken"
-        d = h.ip.daemon
-        mgmt = d.device.mailbox.channels[0].vector
-        assert [v for v, s in d.vector_owner.items() if s is d.driver and v != mgmt] == []
+        assert _driver_vectors(h) == []
     finally:
         h.close()
 
