@@ -250,24 +250,12 @@ static int mgmt_init(struct xdna_shim_ctx *ctx)
     return vfs_again(ctx);
 }
 
-/* The ctrl page's count of function resets (docs/spec/aie4.md §8). */
-static uint32_t resets_now(struct xdna_shim_ctx *ctx)
-{
-    return ctx->ctrl ? __atomic_load_n((const uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_RESETS),
-                                       __ATOMIC_ACQUIRE) : ctx->resets_seen;
-}
-
 int xdna_aie4_start(struct xdna_shim_ctx *ctx)
 {
     struct xdna_aie2_mgmt_mbox_chann_info ci;
     uint64_t t;
-    if (resets_now(ctx) != ctx->resets_seen) { /* reset while stopped: config state back */
-        uint16_t cmd, flags;
-        xdna_pci_state(ctx, &cmd, &flags);
-        if (xdna_pci_restore(ctx, cmd, flags) < 0)
-            return -1;
-        ctx->resets_seen = resets_now(ctx);
-    }
+    if (xdna_pci_restore_if_reset(ctx) < 0) /* reset while stopped: config state back */
+        return -1;
     ctx->info.nstages = 0;
     snprintf(ctx->info.function, sizeof(ctx->info.function), "%s",
              FUNCTION_NAMES[ctx->chip->function]);
@@ -370,7 +358,7 @@ static int flr(struct xdna_shim_ctx *ctx, bool initiate)
     xdna_pci_state(ctx, &cmd, &flags);
     reset_prepare(ctx);
     int rc = initiate ? xdna_pci_flr(ctx) : xdna_pci_restore(ctx, cmd, flags);
-    ctx->resets_seen = resets_now(ctx);
+    ctx->resets_seen = xdna_pci_resets(ctx);
     ctx->state = XDNA_SHIM_STATE_SUSPENDED;
     if (rc == 0)
         rc = xdna_pm_resume(ctx);
@@ -405,7 +393,7 @@ void xdna_aie4_reset_check(struct xdna_shim_ctx *ctx)
 {
     if (ctx->s.client || !xdna_is_aie4(ctx->chip) || ctx->s.dev_busy ||
         ctx->state != XDNA_SHIM_STATE_PROBED || ctx->s.rpm_suspended ||
-        resets_now(ctx) == ctx->resets_seen)
+        xdna_pci_resets(ctx) == ctx->resets_seen)
         return;
     ctx->s.dev_busy = true;
     flr(ctx, false);

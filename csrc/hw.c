@@ -226,7 +226,7 @@ int xdna_probe_unlocked(struct xdna_shim_ctx *ctx, const char *fw_search_path)
         return xdna_fail(ctx, EBUSY, "device is suspended; resume it instead");
     if (xdna_is_aie4(ctx->chip)) /* the AIE4 order (docs/spec/aie4.md §6) */
         return xdna_aie4_probe(ctx, fw_search_path);
-    if (xdna_fw_load(ctx, fw_search_path) < 0)
+    if (xdna_pci_restore_if_reset(ctx) < 0 || xdna_fw_load(ctx, fw_search_path) < 0)
         return -1;
     return start_or_unwind(ctx, true);
 }

@@ -458,6 +458,31 @@ int xdna_pci_restore(struct xdna_shim_ctx *ctx, uint16_t cmd, uint16_t msix_flag
     return xdna_msix_restore(ctx);
 }
 
+/* The function's resets so far, as the ctrl page counts them (docs/spec/aie4.md §8). */
+uint32_t xdna_pci_resets(const struct xdna_shim_ctx *ctx)
+{
+    return ctx->ctrl ? __atomic_load_n((const uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_RESETS),
+                                       __ATOMIC_ACQUIRE) : ctx->resets_seen;
+}
+
+/* A start after the function was reset while this session held no device (the ctrl page's
+ * resets moved: an FLR, a device reset, or the driver before it going away) finds config
+ * space at power-on: it puts back what the session set at attach, the command register
+ * (memory, bus mastering) and MSI-X, as the driver's probe enables the device and sets bus
+ * mastering and the PCI core restores state after a reset (docs/spec/device.md §2.2). */
+int xdna_pci_restore_if_reset(struct xdna_shim_ctx *ctx)
+{
+    uint32_t now = xdna_pci_resets(ctx);
+    if (now == ctx->resets_seen)
+        return 0;
+    uint16_t cmd, flags;
+    xdna_pci_state(ctx, &cmd, &flags);
+    if (xdna_pci_restore(ctx, cmd, flags) < 0)
+        return -1;
+    ctx->resets_seen = now;
+    return 0;
+}
+
 /* Function-level reset through config space, as the PCI core's pcie_flr: the function must
  * say it can (Device Capabilities FLR), then Device Control "Initiate FLR"; the config state
  * the reset cleared is restored after it. */

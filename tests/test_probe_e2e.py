@@ -546,3 +546,33 @@ def test_an_aie2_probe_kicks_no_more_than_it_logs(chip: str) -> None:
     seen = _probe_waits(chip)
     assert len(seen) > 10
     assert [(n, k) for n, k in seen if k > n] == []
+
+
+@pytest.mark.parametrize("chip", ["npu4", "npu3"])
+def test_a_session_opened_under_another_driver_probes_once_it_left(chip: str) -> None:
+    """A session that attached while another was the driver finds, once that driver went
+    away, a function reset as after FLR (bus mastering off, MSI-X off and masked). Its
+    probe puts back what it set at attach, as the driver's probe enables the device and
+    sets bus mastering, so the firmware's DMA works and it becomes the driver
+    (docs/spec/device.md §2.2); the departure counts as a reset on every ctrl page."""
+    from xdna_emu import protocol as P
+    from xdna_emu.testing.inproc import InProcess, firmware_dir
+
+    with InProcess(chip) as p:
+        d = p.daemon
+        p.probe()
+        resets = d.fn.resets
+        later = Shim.open(d.socket_path)
+        try:
+            p.close_shim()
+            p.idle(1_000_000_000)
+            p.claim_hooks()
+            assert d.fn.resets == resets + 1 and d.driver is None
+            sess = next(s for s in d.sessions.values() if not s.closed)
+            assert sess.w32 is not None and sess.w32[P.CTRL_OFF_RESETS >> 2] == resets + 1
+            later.probe(firmware_dir(chip))
+            assert d.driver is sess and d.fn.config.bus_master
+            ctx = later.hwctx_create()
+            later.hwctx_destroy(ctx)
+        finally:
+            later.close()

@@ -1013,7 +1013,8 @@ class Daemon:
         # The driver gone, the function resets as after FLR, so the next client probes a
         # clean device and becomes the driver when it enables mastering.
         self.fn.release(sess.id, sess.pasid)
-        if was_driver:
+        if was_driver:  # a function reset: the other sessions see it as any other
+            self._publish_resets()
             self._publish_config()
 
     def _on_client(self, sess: Connection) -> bool:
