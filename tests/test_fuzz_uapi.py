@@ -3,7 +3,9 @@ and its oracles firing on planted bugs (docs/spec/fuzzing.md §12)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,19 @@ from xdna_emu.uapi import AccelFile
 
 def _trace(body: str, chip: str = "npu4") -> tr.Trace:
     return tr.parse(f"chip {chip}\ntarget shim\n{body}")
+
+
+@contextlib.contextmanager
+def _applied(body: str, chip: str = "npu4", ops: int | None = None) -> Iterator[ShimHarness]:
+    """A fresh shim harness with the trace's first ``ops`` lines (all by default) applied,
+    closed after the block."""
+    h = ShimHarness(chip).fresh()
+    try:
+        for op in _trace(body, chip).ops[:ops]:
+            h.apply(op)
+        yield h
+    finally:
+        h.close()
 
 
 def test_a_drm_file_attaches_to_a_daemon_in_this_process() -> None:
@@ -324,14 +339,9 @@ def test_a_context_that_fails_to_start_gives_its_vector_back() -> None:
                            "expect errno EPIPE\nioctl open\nioctl heap 0\nioctl ctx 0 1 0\n"
                            "call suspend\nioctl exec 0 0 nop\nexpect errno ok\n"))
     assert res.ok, res.failure
-    h = ShimHarness("npu4").fresh()
-    try:
-        for op in _trace("call probe\nfault no_irq 0 0 0\nfault zero_id 0 0 0\ncall ctx\n").ops:
-            h.apply(op)
+    with _applied("call probe\nfault no_irq 0 0 0\nfault zero_id 0 0 0\ncall ctx\n") as h:
         assert h.last == "EPIPE"
         assert _driver_vectors(h) == []
-    finally:
-        h.close()
 
 
 def test_a_tdr_recovery_that_cannot_restart_gives_its_vector_back() -> None:
@@ -339,15 +349,10 @@ def test_a_tdr_recovery_that_cannot_restart_gives_its_vector_back() -> None:
     fails (here every answer has id 0: EPIPE) the context is broken and no longer live on
     the firmware, so its old vector goes back as when a first start fails: the firmware
     may give it to another session's context next."""
-    h = ShimHarness("npu4").fresh()
-    try:
-        for op in _trace("call probe\ncall ctx\ncall exec 0 hang\nfault zero_id 0 0 0\n"
-                         "call tick 0x1000\n").ops:
-            h.apply(op)
+    with _applied("call probe\ncall ctx\ncall exec 0 hang\nfault zero_id 0 0 0\n"
+                  "call tick 0x1000\n") as h:
         assert h.shim.hwctx_info(h.ctxs[0])["state"] == "broken"
         assert _driver_vectors(h) == []
-    finally:
-        h.close()
 
 
 def test_a_stopped_files_job_never_reads_the_next_firmwares_ring() -> None:
@@ -374,11 +379,8 @@ def test_a_probe_after_a_failed_resume_is_ealready() -> None:
                            "ioctl ctx 0 1 0\nfault dup 0 0 0\nfault bad_tail 0 0 0x128\n"
                            "call suspend\nioctl destroy 0 4 0\ncall probe\nexpect errno EALREADY\n"))
     assert res.ok, res.failure
-    h = ShimHarness("npu4").fresh()
-    try:
-        for op in _trace("call probe\nfault dup 0 0 0\nfault bad_tail 0 0 0x128\ncall suspend\n"
-                         "call resume\n").ops:
-            h.apply(op)
+    with _applied("call probe\nfault dup 0 0 0\nfault bad_tail 0 0 0x128\ncall suspend\n"
+                  "call resume\n") as h:
         assert h.last != "ok" and h.shim.info()["state"] == "failed"  # its own resume failed
         with pytest.raises(ShimError) as e:  # nor may it become a client, which cannot stop
             h.shim.attach()
@@ -386,8 +388,6 @@ def test_a_probe_after_a_failed_resume_is_ealready() -> None:
         for line, want in (("call probe", "EALREADY"), ("call stop", None), ("call probe", "ok")):
             h.apply(_trace(line + "\n").ops[0])
             assert want is None or h.last == want, (line, h.last)
-    finally:
-        h.close()
 
 
 def test_aie4_certdetach_refused_while_suspended_keeps_the_log() -> None:
@@ -411,15 +411,10 @@ def test_aie4_cert_log_calls_resume_a_runtime_suspended_device() -> None:
                            "call tick 0x1760\ncall certlog 0 0 1:64\nexpect errno ok\n"
                            "call certdetach 0\nexpect errno ok\n", "npu3"))
     assert res.ok, res.failure
-    h = ShimHarness("npu3").fresh()
-    try:
-        for op in _trace("call probe\ncall ctx\ncall dbgbo 0x2000\ncall tick 0x1760\n", "npu3").ops:
-            h.apply(op)
+    with _applied("call probe\ncall ctx\ncall dbgbo 0x2000\ncall tick 0x1760\n", "npu3") as h:
         assert h.shim.power()["suspended"]
         h.apply(_trace("call certlog 0 0 0:64\n", "npu3").ops[0])
         assert h.last == "ok" and not h.shim.power()["suspended"]
-    finally:
-        h.close()
 
 
 def test_aie4_autosuspends_after_a_completion_nobody_waited_for() -> None:
@@ -471,14 +466,9 @@ def test_a_client_resume_that_failed_leaves_the_device_unpredicted() -> None:
             "call suspend\ncall client\nexpect errno ENODEV\ncall sriov 0\nexpect errno EINVAL\n")
     res = tr.replay(_trace(body, "npu3_pf"))
     assert res.ok, res.failure
-    h = ShimHarness("npu3_pf").fresh()
-    try:
-        for op in _trace(body, "npu3_pf").ops[:7]:
-            h.apply(op)
+    with _applied(body, "npu3_pf", ops=7) as h:
         assert h.shim.info()["state"] == "failed" and h.model is not None
         assert h.model.dev == "unknown"
         assert h.model.expect(h, "sriov", (0,)) is None
         h.apply(_trace("call stop\n", "npu3_pf").ops[0])
         assert h.model.dev == "off" and h.model.expect(h, "sriov", (0,)) == "EINVAL"
-    finally:
-        h.close()
