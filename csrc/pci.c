@@ -459,10 +459,9 @@ int xdna_pci_restore(struct xdna_shim_ctx *ctx, uint16_t cmd, uint16_t msix_flag
 }
 
 /* The function's resets so far, as the ctrl page counts them (docs/spec/aie4.md §8). */
-uint32_t xdna_pci_resets(const struct xdna_shim_ctx *ctx)
+uint32_t xdna_pci_resets(struct xdna_shim_ctx *ctx)
 {
-    return ctx->ctrl ? __atomic_load_n((const uint32_t *)(ctx->ctrl + XDNA_PROTO_CTRL_OFF_RESETS),
-                                       __ATOMIC_ACQUIRE) : ctx->resets_seen;
+    return ctx->ctrl ? xdna_ctrl_get(ctx, XDNA_PROTO_CTRL_OFF_RESETS) : ctx->resets_seen;
 }
 
 /* A start after the function was reset while this session held no device (the ctrl page's

@@ -376,7 +376,7 @@ int xdna_pci_sriov(struct xdna_shim_ctx *ctx, uint16_t *total, uint16_t *num);
 int xdna_pci_sriov_set(struct xdna_shim_ctx *ctx, uint16_t num);
 int xdna_pci_restore(struct xdna_shim_ctx *ctx, uint16_t cmd, uint16_t msix_flags);
 void xdna_pci_state(struct xdna_shim_ctx *ctx, uint16_t *cmd, uint16_t *msix_flags);
-uint32_t xdna_pci_resets(const struct xdna_shim_ctx *ctx);
+uint32_t xdna_pci_resets(struct xdna_shim_ctx *ctx);
 /* Config space back as the session set it when the function was reset since it looked. */
 int xdna_pci_restore_if_reset(struct xdna_shim_ctx *ctx);
 /* Install this session's eventfd on an MSI-X vector (per-vector ownership). */
